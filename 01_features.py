@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Stage 01: compute the feature sets that experiment configs ask for, once, cached under output/features/.
+
+    python 01_features.py configs/cnn_small.yaml [configs/other.yaml ...] [--force] [--workers N]
+"""
+from lib import cli
+from lib.features import build_feature_set
+from lib.utils import format_seconds
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    cli.add_experiment_args(p, many=True)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    args = p.parse_args()
+    out = cli.outputs(args)
+    sections = {}
+    for path in args.configs:
+        sec = cli.experiment(path, args.set)["features"]
+        if sections.setdefault(sec["set"], sec) != sec:
+            raise cli.ConfigError(f"feature set {sec['set']!r} is asked for with different settings; "
+                                  f"give one of them another 'set' name ({path})")
+    for name, sec in sections.items():
+        m = build_feature_set(out, sec, force=args.force, workers=args.workers)
+        state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"
+        rows = ", ".join(f"{s} {v['spec'][0]}" for s, v in m["splits"].items())
+        print(f"{name}: {state}; channels {m['channel_names']} {m['spec_shape'][1:]} + {m['n_scalars']} scalars; "
+              f"rows: {rows}; {m['sample_rate']} Hz, hop {m['hop_length']} -> {out.features(name)}")
+
+
+if __name__ == "__main__":
+    cli.run("01_features", main)

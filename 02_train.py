@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""Stage 02: train one model per fold -> output/models/<exp>/, output/oof/<exp>.csv.
+
+    python 02_train.py configs/cnn_small.yaml [--set train.epochs=5] [--force]
+"""
+from lib import cli
+from lib.train import train_experiment
+from lib.utils import format_seconds
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    cli.add_experiment_args(p)
+    args = p.parse_args()
+    out = cli.outputs(args)
+    cfg = cli.experiment(args.config, args.set)
+    s = train_experiment(cfg, out, force=args.force)
+    if s["skipped"]:
+        print(f"{cfg['name']}: trained models are up to date, skipped (use --force to retrain)")
+    print(f"\n{'fold':>4} {'epoch':>5} " + " ".join(f"{m:>9}" for m in s["oof"]))
+    for f in s["folds"]:
+        print(f"{f['fold']:>4} {f['best_epoch']:>5} " + " ".join(f"{f[m]:>9.4f}" for m in s["oof"]))
+    print(f"{'mean':>10} " + " ".join(f"{s['fold_mean'][m]:>9.4f}" for m in s["oof"]))
+    print(f"{'oof':>10} " + " ".join(f"{v:>9.4f}" for v in s["oof"].values()))
+    print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} over {len(s['folds'])} folds "
+          f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
+
+
+if __name__ == "__main__":
+    cli.run("02_train", main)

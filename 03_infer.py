@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""Stage 03: predict the test set with every fold model and average -> output/preds/<exp>.csv.
+
+    python 03_infer.py configs/cnn_small.yaml [--force]
+"""
+from lib import cli
+from lib.infer import infer_experiment
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    cli.add_experiment_args(p)
+    args = p.parse_args()
+    out = cli.outputs(args)
+    cfg = cli.experiment(args.config, args.set)
+    s = infer_experiment(cfg, out, force=args.force)
+    state = "up to date, skipped (use --force to redo)" if s["skipped"] else "written"
+    print(f"{cfg['name']}: {s['rows']} test rows, mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
+          f"{state} -> {out.preds(cfg['name'])}")
+
+
+if __name__ == "__main__":
+    cli.run("03_infer", main)

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Stage 04: weight experiments by OOF score, average their probabilities -> output/submission.csv.
+
+    python 04_ensemble.py [EXPERIMENT ...] [--weighting softmax|normalised|equal] [--temperature 0.01]
+"""
+from lib import cli
+from lib.ensemble import WEIGHTINGS, run_ensemble
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("experiments", nargs="*", help="experiment names (default: all with OOF and test predictions)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default="softmax", help="default: %(default)s")
+    p.add_argument("--temperature", type=float, default=0.01, help="softmax temperature (default: %(default)s)")
+    args = p.parse_args()
+    out = cli.outputs(args)
+    r = run_ensemble(out, args.experiments or None, args.weighting, args.temperature)
+    print(r["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"blend ({args.weighting}" + (f", T={args.temperature}" if args.weighting == "softmax" else "") + "): "
+          + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items()))
+    counts = r["submission"].iloc[:, 1].value_counts().to_dict() if r["submission"].shape[1] == 2 else ""
+    print(f"wrote {r['path']}: {r['rows']} rows {counts}")
+
+
+if __name__ == "__main__":
+    cli.run("04_ensemble", main)

@@ -1,0 +1,82 @@
+"""Audio I/O: read at the native sample rate, mix to mono, pad or trim to a fixed length.
+
+Reading goes through ``soundfile`` (libsndfile), which never resamples. A resample happens only
+when the caller asks for a rate, and then explicitly (``librosa.resample``, soxr high quality).
+This avoids the silent 48 kHz -> 22.05 kHz resample of ``librosa.load``'s default that one of
+the seed projects suffered (``../shared/DESIGN.md`` §2, breath sounds).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+PAD_MODES = ("zero", "repeat", "reflect")
+
+
+class AudioError(ValueError):
+    """An audio file is missing, unreadable, empty, or not at the expected sample rate."""
+
+
+def info(path: str | Path) -> tuple[int, int, int]:
+    """Read a file's header: returns ``(sample_rate Hz, frames, channels)``.
+
+    Raises ``AudioError`` naming the file when it is missing or libsndfile cannot read it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    try:
+        i = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several types
+        raise AudioError(f"{path}: unreadable audio ({exc})") from exc
+    return int(i.samplerate), int(i.frames), int(i.channels)
+
+
+def load(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Load a file as mono float32 in [-1, 1].
+
+    Input: a path (WAV, FLAC, OGG, and what libsndfile reads) and an optional target rate in Hz.
+    Output: ``(y, sr)`` with ``y`` of shape ``(samples,)``. Channels are averaged. With
+    ``sample_rate=None`` the native rate is kept; otherwise the signal is resampled explicitly.
+    Raises ``AudioError`` naming the file when it is missing, unreadable or empty.
+    """
+    path = Path(path)
+    try:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{path}: unreadable audio ({exc})") from exc
+    if y.shape[0] == 0:
+        raise AudioError(f"{path}: no samples")
+    y = y.mean(axis=1)
+    if sample_rate and sr != sample_rate:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+        sr = sample_rate
+    return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def fix_length(y: np.ndarray, n_samples: int, pad: str = "zero") -> np.ndarray:
+    """Pad or trim a 1-D signal to exactly ``n_samples``.
+
+    Trimming keeps the start. Padding modes: ``zero`` (append zeros), ``repeat`` (tile the
+    signal, which beat zero padding on breath sounds, DESIGN §2), ``reflect`` (mirror it).
+    Input ``(samples,)``, output ``(n_samples,)``, same dtype. Raises ``ValueError`` for an
+    unknown mode.
+    """
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad mode {pad!r} is not one of {PAD_MODES}")
+    if len(y) >= n_samples:
+        return y[:n_samples]
+    missing = n_samples - len(y)
+    if pad == "zero":
+        return np.pad(y, (0, missing))
+    if pad == "repeat":
+        return np.tile(y, -(-n_samples // len(y)))[:n_samples]
+    out = y
+    while len(out) < n_samples:  # np.pad's reflect cannot pad more than len - 1 at once
+        out = np.pad(out, (0, min(n_samples - len(out), len(out) - 1)), mode="reflect") if len(out) > 1 \
+            else np.pad(out, (0, n_samples - len(out)), mode="edge")
+    return out

@@ -1,0 +1,119 @@
+"""Small helpers shared by every stage: atomic writes, fingerprints, seeding, device choice."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A finished artifact is therefore never replaced by a half-written one: on an exception the
+    temporary file is removed and ``path`` keeps its previous content.
+
+    Input: the final file path. Yields: a ``pathlib.Path`` in the same folder (same file system,
+    so the rename is atomic) that keeps the final suffix, so writers that choose a format by
+    extension (``np.save``, matplotlib) behave as for the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    """Read a JSON file; returns ``None`` when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_csv(path: str | os.PathLike, df) -> None:
+    """Write a pandas DataFrame to ``path`` as CSV without its index, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fingerprint(*parts) -> str:
+    """Return a short, stable SHA-1 hex digest (16 characters) of JSON-serialisable ``parts``.
+
+    Used to decide whether an artifact was built from the same inputs and settings.
+    """
+    text = json.dumps(parts, sort_keys=True, default=_json_default)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and CUDA) with ``seed``."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def get_device(name: str = "auto"):
+    """Return a ``torch.device``: CUDA when available and ``name`` is ``"auto"``, else ``name``.
+
+    On CPU the torch thread count is set to the number of usable cores.
+    """
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cpu":
+        torch.set_num_threads(n_cpus())
+    else:
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def n_cpus() -> int:
+    """Number of CPU cores this process may use (respects affinity masks and cgroups pinning)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def format_seconds(seconds: float) -> str:
+    """Format a duration in seconds as ``"1h02m03s"``, ``"2m03s"`` or ``"4.2s"``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,130 @@
+"""Tests of lib.seed9 (the seed project's seed9 stack, ../shared/DESIGN.md §5)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import scipy.signal
+
+from lib.seed9 import CHANNEL_NAMES, N_SAMPLES, SCALAR_NAMES, SHAPE, SR, compute_seed9
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared/data/breathing/train"
+
+
+def _signal(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A seeded chirp (100 Hz -> 4 kHz) plus noise at 16 kHz, float32."""
+    t = np.arange(int(seconds * SR)) / SR
+    rng = np.random.default_rng(seed)
+    y = 0.5 * scipy.signal.chirp(t, f0=100, t1=1.0, f1=4000) + 0.05 * rng.standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def result():
+    y = _signal()
+    return y, *compute_seed9(y, SR)
+
+
+def _scalar(scalars: np.ndarray, name: str) -> float:
+    return float(scalars[SCALAR_NAMES.index(name)])
+
+
+def test_names():
+    assert len(CHANNEL_NAMES) == 9 and list(CHANNEL_NAMES) == sorted(CHANNEL_NAMES)
+    assert len(SCALAR_NAMES) == 36 and len(set(SCALAR_NAMES)) == 36
+
+
+def test_shapes_dtype_finite(result):
+    _, channels, scalars = result
+    assert channels.shape == (9, *SHAPE) == (9, 128, 63)
+    assert scalars.shape == (36,)
+    assert channels.dtype == np.float32 and scalars.dtype == np.float32
+    assert np.isfinite(channels).all() and np.isfinite(scalars).all()
+
+
+def test_mel_is_z_scored(result):
+    mel = result[1][CHANNEL_NAMES.index("mel")]  # 128 bands x 63 frames: no padding
+    assert abs(mel.mean()) < 1e-4
+    assert abs(mel.std() - 1) < 1e-3
+
+
+def test_chroma_rows_z_scored_then_padded(result):
+    chroma = result[1][CHANNEL_NAMES.index("chroma")]
+    np.testing.assert_allclose(chroma[:24].mean(axis=1), 0, atol=1e-4)
+    assert np.all(chroma[24:] == chroma.min())
+    assert chroma[:24].min() == chroma.min()
+
+
+def test_short_clip_equals_zero_padded():
+    y = _signal(0.5, seed=1)
+    padded = np.pad(y, (0, N_SAMPLES - len(y)))
+    for a, b in zip(compute_seed9(y, SR), compute_seed9(padded, SR)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_long_clip_is_truncated():
+    y = _signal(1.5, seed=2)
+    for a, b in zip(compute_seed9(y, SR), compute_seed9(y[:N_SAMPLES], SR)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_silent_clip_is_finite():
+    channels, scalars = compute_seed9(np.zeros(N_SAMPLES, dtype=np.float32), SR)
+    assert channels.shape == (9, 128, 63) and scalars.shape == (36,)
+    assert np.isfinite(channels).all() and np.isfinite(scalars).all()
+
+
+def test_wrong_sample_rate_raises():
+    with pytest.raises(ValueError, match="16000"):
+        compute_seed9(_signal(), 8000)
+
+
+def test_rms_against_librosa(result):
+    y, _, scalars = result
+    # rms from time-domain frames: sqrt(mean(frame**2)), frames of 512 every 256, centred
+    frames = librosa.util.frame(np.pad(y, 256), frame_length=512, hop_length=256)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=0))
+    assert rms.shape == (63,)
+    np.testing.assert_allclose(
+        librosa.feature.rms(y=y, frame_length=512, hop_length=256)[0], rms, rtol=1e-4)
+    assert _scalar(scalars, "rms_mean") == pytest.approx(rms.mean(), rel=1e-4)
+    assert _scalar(scalars, "rms_max") == pytest.approx(rms.max(), rel=1e-4)
+
+
+def test_autocorrelation_against_direct(result):
+    y, _, scalars = result
+    y64 = y.astype(np.float64)
+    acf = np.correlate(y64, y64, mode="full")[len(y64) - 1:]
+    acf = acf / acf[0]
+    assert abs(_scalar(scalars, "acf_lag10ms") - acf[160]) < 1e-4
+    assert abs(_scalar(scalars, "acf_lag20ms") - acf[320]) < 1e-4
+    assert _scalar(scalars, "acf_min_lag") == pytest.approx(np.argmin(acf[:800]) / SR)
+
+
+def test_low_energy_ratio():
+    t = np.arange(N_SAMPLES) / SR
+    low = _scalar(compute_seed9((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), SR)[1],
+                  "low_energy_ratio")
+    high = _scalar(compute_seed9((0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32), SR)[1],
+                   "low_energy_ratio")
+    assert 0 <= high <= 1 and 0 <= low <= 1
+    assert low > 0.9 > 0.1 > high
+
+
+def test_real_clip():
+    sf = pytest.importorskip("soundfile")
+    if not DATA.is_dir():
+        pytest.skip(f"real-data folder {DATA} is absent")
+    wavs = sorted(DATA.glob("*.wav"))
+    if not wavs:
+        pytest.skip(f"no .wav files in {DATA}")
+    y, sr = sf.read(wavs[0], dtype="float32")
+    if y.ndim > 1:
+        y = y.mean(axis=1)
+    if sr != SR:
+        y, sr = librosa.resample(y, orig_sr=sr, target_sr=SR), SR
+    channels, scalars = compute_seed9(y, sr)
+    assert channels.shape == (9, 128, 63) and scalars.shape == (36,)
+    assert np.isfinite(channels).all() and np.isfinite(scalars).all()
