@@ -102,7 +102,7 @@ EXPERIMENT_DEFAULTS = {
     },
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
-        "device": "auto", "amp": True, "folds": None,
+        "device": "auto", "amp": True, "folds": None, "ema": None,
     },
 }
 

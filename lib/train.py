@@ -1,9 +1,11 @@
 """Stage 02 core: k-fold training with early stopping, out-of-fold predictions, prediction.
 
 One model per fold: AdamW, linear warm-up then cosine decay (per step), the loss on logits,
-Mixup/CutMix/SpecAugment from the config, gradient clipping, early stopping on the validation
-fold's competition metric (ties broken by the lower validation loss), the best epoch's weights
-kept; a fixed seed per fold; automatic mixed precision on CUDA.
+Mixup/CutMix/SpecAugment from the config, gradient clipping, an exponential moving average (EMA)
+of the weights (``train.ema``, the decay per step; ``null`` turns it off) that is what gets
+validated and kept, early stopping on the validation fold's competition metric (ties broken by
+the lower validation loss), the best epoch's weights kept; a fixed seed per fold; automatic
+mixed precision on CUDA.
 """
 from __future__ import annotations
 
@@ -133,6 +135,11 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
     use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     augment = Augmenter(cfg["augment"], seed=tc["seed"] + fold)
+    ema = None
+    if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc["ema"]), use_buffers=True)
+    kept = ema.module if ema is not None else model
     rng = np.random.default_rng(tc["seed"] + fold)
     monitor = comp["metric"]
     best, history, wait = None, [], 0
@@ -156,9 +163,11 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += loss.detach() * len(b)
             seen += len(b)
-        logits = predict_logits(model, data.spec, data.scalars, va_idx)
+        logits = predict_logits(kept, data.spec, data.scalars, va_idx)
         valid_loss = float(loss_fn(logits.to(device), t_va))
         probs = tasks.logits_to_probs(logits, comp)
         scores = score_all(comp["metrics"], y_va, probs)
@@ -169,7 +178,7 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
             scores[monitor] == best["scores"][monitor] and valid_loss < best["valid_loss"])
         if improved:
             best = {"epoch": epoch, "scores": scores, "valid_loss": valid_loss, "probs": probs,
-                    "state": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+                    "state": copy.deepcopy({k: v.detach().cpu() for k, v in kept.state_dict().items()})}
             wait = 0
         else:
             wait += 1
@@ -206,7 +215,8 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     old = read_json(model_dir / "scores.json")
     if old and old.get("fingerprint") == key and not force and out.oof(cfg["name"]).exists():
         return dict(old, skipped=True)
-    fold_ids = cfg["train"]["folds"] if cfg["train"]["folds"] is not None else sorted(folds_df["fold"].unique())
+    fold_ids = [int(k) for k in (cfg["train"]["folds"] if cfg["train"]["folds"] is not None
+                                 else sorted(folds_df["fold"].unique()))]
     folds = folds_df["fold"].to_numpy()
     n_params = count_parameters(build_model(cfg["model"], data.manifest, tasks.n_outputs(comp)))
     log(f"experiment {cfg['name']}: model {cfg['model']['name']} ({n_params / 1e6:.2f} M parameters), "

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The whole chain: 00_prepare -> 01_features -> 02_train + 03_infer per experiment -> 04_ensemble.
+#
+#   bash run_all.sh                                      # the competition in input/
+#   bash run_all.sh --data-dir ../shared/data/breathing  # or anywhere else
+#   bash run_all.sh --data-config configs/data/my.yaml --experiments "configs/a.yaml configs/b.yaml"
+#   bash run_all.sh --demo                               # a small SYNTHETIC competition, ~1 minute
+#
+# Options: --profile cpu|gpu (default: gpu when CUDA is available), --output-dir DIR, --force.
+# With an empty input/ and no --data-dir it says what to put where, then runs the demo.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+data_config=configs/data/breathing.yaml
+data_dir=""
+profile=auto
+experiments=""
+output_dir=output
+force=""
+demo=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data-dir) data_dir=$2; shift 2 ;;
+    --data-config) data_config=$2; shift 2 ;;
+    --profile) profile=$2; shift 2 ;;
+    --experiments) experiments=$2; shift 2 ;;
+    --output-dir) output_dir=$2; shift 2 ;;
+    --force) force=--force; shift ;;
+    --demo) demo=1; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# The project's virtual environment when there is one and none is active.
+if [ -z "${PYTHON:-}" ]; then
+  if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+
+if [ -z "$demo" ] && [ -z "$data_dir" ] && [ ! -f input/train.csv ] && [ "$data_config" = configs/data/breathing.yaml ]; then
+  cat <<'EOF'
+input/ holds no competition yet. Put it there as shipped (see input/README.md):
+  input/train.csv, input/test.csv, input/sample_submission.csv, input/train/*.wav, input/test/*.wav
+or point at it:      bash run_all.sh --data-dir /path/to/competition
+or describe another: bash run_all.sh --data-config configs/data/<name>.yaml  (README: "Configuring a competition")
+
+Meanwhile, running the demo on a small SYNTHETIC competition (rising vs falling chirps in noise)
+into output/demo/ so that you can see every stage work.
+EOF
+  demo=1
+fi
+
+if [ -n "$demo" ]; then
+  output_dir=output/demo
+  data_dir=$output_dir/input
+  data_config=configs/data/demo.yaml
+  "$PYTHON" -m lib.demo "$data_dir"
+  [ -n "$experiments" ] || experiments=configs/demo.yaml
+fi
+
+if [ "$profile" = auto ]; then
+  if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then profile=gpu; else profile=cpu; fi
+fi
+if [ -z "$experiments" ]; then
+  case "$profile" in
+    cpu) experiments="configs/cnn_small.yaml configs/cnn_mel128.yaml" ;;
+    gpu) experiments="configs/cnn8.yaml configs/vgg.yaml" ;;
+    *) echo "run_all.sh: --profile must be cpu or gpu" >&2; exit 2 ;;
+  esac
+fi
+echo "run_all: profile $profile; experiments: $experiments; output: $output_dir"
+
+timings=()
+stage() {  # stage NAME COMMAND...: run, time, and stop the chain on failure
+  local name=$1; shift
+  local t0=$SECONDS
+  echo; echo "=== $name ==="
+  "$@"
+  timings+=("$(printf '%-28s %5ds' "$name" $((SECONDS - t0)))")
+}
+
+t_all=$SECONDS
+stage "00_prepare" "$PYTHON" 00_prepare.py "$data_config" ${data_dir:+--data-dir "$data_dir"} --output-dir "$output_dir"
+# shellcheck disable=SC2086
+stage "01_features" "$PYTHON" 01_features.py $experiments --output-dir "$output_dir" $force
+for exp in $experiments; do
+  name=$(basename "$exp" .yaml)
+  stage "02_train $name" "$PYTHON" 02_train.py "$exp" --output-dir "$output_dir" $force
+  stage "03_infer $name" "$PYTHON" 03_infer.py "$exp" --output-dir "$output_dir" $force
+done
+names=""
+for exp in $experiments; do names="$names $(basename "$exp" .yaml)"; done
+# shellcheck disable=SC2086
+stage "04_ensemble" "$PYTHON" 04_ensemble.py $names --output-dir "$output_dir"
+
+echo; echo "=== stage wall times ==="
+printf '%s\n' "${timings[@]}"
+printf '%-28s %5ds\n' "total" $((SECONDS - t_all))
+[ -z "$demo" ] || echo "(SYNTHETIC demo competition: the scores above say nothing about real data)"
+echo "submission: $output_dir/submission.csv"

@@ -1,0 +1,69 @@
+"""Shared test fixtures: the project on sys.path, the real data location, small real subsets."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BREATHING = SHARED_DATA / "breathing"
+
+
+def require_breathing() -> Path:
+    """The real breathing data folder, or skip the test with a clear message."""
+    if not (BREATHING / "train.csv").exists():
+        pytest.skip(f"real data not found at {BREATHING} (see ../shared/data/README.md)")
+    return BREATHING
+
+
+@pytest.fixture
+def breathing_subset(tmp_path) -> Path:
+    """A small real competition in the breathing layout: 48 train clips (24 I, 24 E, whole sessions
+    kept apart by the groups) and 12 test clips, audio linked from ``../shared/data/breathing``."""
+    src = require_breathing()
+    root = tmp_path / "breathing_subset"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    train = pd.read_csv(src / "train.csv")
+    train = pd.concat([train[train.Target == c].iloc[::60].head(24) for c in ("I", "E")])
+    train.to_csv(root / "train.csv", index=False)
+    for sample_id in train.ID:
+        name = sample_id.replace("_I_", "_").replace("_E_", "_") + ".wav"
+        (root / "train" / name).symlink_to(src / "train" / name)
+    sample = pd.read_csv(src / "sample_submission.csv").iloc[::150].head(12)
+    sample[["ID"]].to_csv(root / "test.csv", index=False)
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    for name in sample.ID:
+        (root / "test" / name).symlink_to(src / "test" / name)
+    return root
+
+
+def make_toy_competition(root, n=12, sr=16000):
+    """Write a generated binary competition (noise clips, 0.5 s, groups of 2) under ``root``;
+    returns its competition config."""
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"s{i // 2}_{i}" for i in range(n)]
+    for i in ids:
+        sf.write(root / "train" / f"{i}.wav", rng.standard_normal(sr // 2).astype(np.float32) * 0.1, sr)
+    pd.DataFrame({"id": ids, "label": ["a", "b"] * (n // 2)}).to_csv(root / "train.csv", index=False)
+    for i in ("t0", "t1"):
+        sf.write(root / "test" / f"{i}.wav", np.zeros(sr // 2, np.float32), sr)
+    pd.DataFrame({"id": ["t0", "t1"]}).to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": ["t1", "t0"], "label": "a"}).to_csv(root / "sample.csv", index=False)
+    return {
+        "name": "toy", "data_dir": str(root), "task": "binary", "classes": ["a", "b"], "positive": "b",
+        "metric": "accuracy", "metrics": ["accuracy"],
+        "train": {"csv": "train.csv", "id_column": "id", "target_column": "label", "audio": {"template": "train/{id}.wav"}},
+        "test": {"csv": "test.csv", "id_column": "id", "audio": {"template": "test/{id}.wav"}},
+        "audio": {"clip_seconds": 0.5, "sample_rate": None, "pad": "zero"},
+        "groups": {"regex": "^(s\\d+)_"}, "folds": {"n_folds": 2, "scheme": "stratified_group", "seed": 0},
+        "submission": {"sample": "sample.csv", "id_column": "id", "target_column": "label", "format": "label"},
+    }

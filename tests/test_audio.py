@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lib import audio
+
+
+def _tone(sr, seconds=0.5, freq=440.0):
+    t = np.arange(int(sr * seconds)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_load_keeps_native_rate_and_mixes_to_mono(tmp_path):
+    y = _tone(48000)
+    sf.write(tmp_path / "a.wav", np.stack([y, 0 * y], axis=1), 48000)
+    x, sr = audio.load(tmp_path / "a.wav")
+    assert sr == 48000 and x.shape == y.shape and x.dtype == np.float32  # no silent resample
+    np.testing.assert_allclose(x, y / 2, atol=1e-4)
+    assert audio.info(tmp_path / "a.wav") == (48000, len(y), 2)
+
+
+def test_explicit_resample(tmp_path):
+    sf.write(tmp_path / "a.flac", _tone(48000, 1.0), 48000)
+    x, sr = audio.load(tmp_path / "a.flac", sample_rate=16000)
+    assert sr == 16000 and len(x) == 16000
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) * 16000 / len(x) - 440) <= 1
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(audio.AudioError, match="missing.wav: file not found"):
+        audio.info(tmp_path / "missing.wav")
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    with pytest.raises(audio.AudioError, match="bad.wav: unreadable"):
+        audio.load(tmp_path / "bad.wav")
+
+
+def test_fix_length_modes():
+    y = np.array([1, 2, 3], dtype=np.float32)
+    assert audio.fix_length(y, 2).tolist() == [1, 2]
+    assert audio.fix_length(y, 5, "zero").tolist() == [1, 2, 3, 0, 0]
+    assert audio.fix_length(y, 7, "repeat").tolist() == [1, 2, 3, 1, 2, 3, 1]
+    assert audio.fix_length(y, 7, "reflect").tolist() == [1, 2, 3, 2, 1, 2, 3]
+    assert audio.fix_length(np.array([5.0]), 3, "reflect").tolist() == [5, 5, 5]
+    with pytest.raises(ValueError):
+        audio.fix_length(y, 5, "wrap")

@@ -1,0 +1,91 @@
+"""Every stage, run as a user runs it, on a small real subset of the breathing data."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import yaml
+from conftest import ROOT
+
+from lib.tasks import prob_columns
+
+
+def _run(*args, cwd=ROOT):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def test_all_stages_on_real_subset(breathing_subset, tmp_path):
+    out = tmp_path / "output"
+    # a 3-fold copy of the breathing competition config, pointed at the subset
+    comp = yaml.safe_load((ROOT / "configs/data/breathing.yaml").read_text())
+    comp["folds"]["n_folds"] = 3
+    data_cfg = tmp_path / "breathing3.yaml"
+    data_cfg.write_text(yaml.safe_dump(comp))
+    small = ["--set", "train.epochs=2", "--set", "train.batch_size=16"]
+    exps = [ROOT / "configs/cnn_small.yaml", ROOT / "configs/cnn8.yaml"]  # log_mel, and seed9 with scalars
+
+    log = _run("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out)
+    assert "train: 48 rows" in log and "test: 12 rows" in log
+    folds = pd.read_csv(out / "folds.csv", dtype=str)
+    assert folds.groupby("group").fold.nunique().max() == 1 and set(folds.fold) == {"0", "1", "2"}
+
+    log = _run("01_features.py", *exps, "--output-dir", out)
+    for name, shape, n_scalars in (("log_mel64", [1, 64, 63], 0), ("seed9", [9, 128, 63], 36)):
+        manifest = json.loads((out / "features" / name / "manifest.json").read_text())
+        assert manifest["spec_shape"] == shape and manifest["n_scalars"] == n_scalars
+        spec = np.load(out / "features" / name / "train_spec.npy", mmap_mode="r")
+        scalars = np.load(out / "features" / name / "test_scalars.npy")
+        assert spec.shape == (48, *shape) and scalars.shape == (12, n_scalars)
+        assert np.isfinite(spec).all() and np.isfinite(scalars).all()
+    assert "skipped" in _run("01_features.py", *exps, "--output-dir", out)
+
+    cols = prob_columns({"classes": ["E", "I"]})
+    for exp in exps:
+        name = exp.stem
+        log = _run("02_train.py", exp, *small, "--output-dir", out)
+        assert f"{name}: OOF accuracy" in log
+        for k in range(3):
+            assert (out / "models" / name / f"fold{k}.pt").exists()
+        oof = pd.read_csv(out / "oof" / f"{name}.csv", dtype={"id": str})
+        assert list(oof.columns) == ["id", "fold", "target", *cols]
+        assert oof.id.tolist() == folds.id.tolist()
+        np.testing.assert_allclose(oof[cols].sum(axis=1), 1.0)
+        scores = json.loads((out / "models" / name / "scores.json").read_text())
+        assert set(scores["oof"]) == {"accuracy", "auroc"} and len(scores["folds"]) == 3
+        assert 0 <= scores["oof"]["accuracy"] <= 1
+        epochs = pd.read_csv(out / "models" / name / "log.csv")
+        assert len(epochs) == 6 and {"train_loss", "valid_loss", "accuracy", "auroc", "lr"} <= set(epochs.columns)
+
+        _run("03_infer.py", exp, *small, "--output-dir", out)
+        preds = pd.read_csv(out / "preds" / f"{name}.csv")
+        assert list(preds.columns) == ["id", "fold", *cols] and len(preds) == 12
+        np.testing.assert_allclose(preds[cols].sum(axis=1), 1.0)
+    assert "skipped" in _run("02_train.py", exps[0], *small, "--output-dir", out)
+
+    log = _run("04_ensemble.py", "--output-dir", out)
+    assert "cnn_small" in log and "cnn8" in log and "blend" in log
+    sub = pd.read_csv(out / "submission.csv")
+    sample = pd.read_csv(breathing_subset / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and sub.ID.tolist() == sample.ID.tolist()
+    assert set(sub.Target) <= {"I", "E"}
+    ens = json.loads((out / "ensemble.json").read_text())
+    assert abs(sum(e["weight"] for e in ens["experiments"]) - 1) < 1e-9
+
+
+def test_stage_without_its_input_says_what_to_run(tmp_path):
+    r = subprocess.run([sys.executable, "02_train.py", "configs/cnn_small.yaml", "--output-dir", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "run 00_prepare.py first" in r.stderr
+    r = subprocess.run([sys.executable, "00_prepare.py", "--data-dir", str(tmp_path / "nothing"),
+                        "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "data folder not found" in r.stderr
+
+
+def test_import_lib_from_anywhere(tmp_path):
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import lib, lib.train, lib.features; print(lib.__version__)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert list(tmp_path.iterdir()) == []  # no side effects at import

@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import require_breathing
+
+from lib.config import ROOT, load_competition
+from lib.folds import fold_table, groups_crossing_folds, make_folds
+from lib.prepare import group_of
+
+
+def _synthetic(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 90, n).astype(str)
+    labels = np.where(rng.random(n) < 0.3, "a", "b")
+    return labels, groups
+
+
+def test_stratified_balances_classes():
+    labels, _ = _synthetic()
+    fold = make_folds(labels, n_folds=5, scheme="stratified", seed=1)
+    df = pd.DataFrame({"fold": fold, "target": labels})
+    table = fold_table(df)
+    expected = pd.Series(labels).value_counts() / 5
+    for cls in ("a", "b"):
+        assert (abs(table[cls] - expected[cls]) <= 1).all()
+    assert sorted(np.unique(fold)) == list(range(5))
+
+
+def test_stratified_group_keeps_groups_together():
+    labels, groups = _synthetic()
+    fold = make_folds(labels, groups, n_folds=5, scheme="stratified_group", seed=1)
+    df = pd.DataFrame({"fold": fold, "group": groups, "target": labels})
+    assert groups_crossing_folds(df) == []
+    # a deliberately split group is reported
+    df.loc[df.index[0], "fold"] = (df.loc[df.index[0], "fold"] + 1) % 5
+    assert groups_crossing_folds(df) == [df.loc[df.index[0], "group"]]
+
+
+def test_errors():
+    labels, _ = _synthetic()
+    with pytest.raises(ValueError, match="needs groups"):
+        make_folds(labels, None, scheme="stratified_group")
+    with pytest.raises(ValueError, match="not one of"):
+        make_folds(labels, scheme="random")
+    with pytest.raises(ValueError, match="fewer than 5 folds"):
+        make_folds(["a"] * 10 + ["b"] * 2, n_folds=5)
+
+
+def test_real_breathing_sessions_stay_in_one_fold():
+    root = require_breathing()
+    comp = load_competition(ROOT / "configs/data/breathing.yaml", root)
+    train = pd.read_csv(root / "train.csv")
+    groups = [group_of(i, comp["groups"]) for i in train.ID]
+    assert group_of("steth_20180814_09_37_11_I_004", comp["groups"]) == "steth_20180814_09_37_11"
+    fold = make_folds(train.Target, groups, 5, "stratified_group", 42)
+    df = pd.DataFrame({"fold": fold, "group": groups, "target": train.Target})
+    assert groups_crossing_folds(df) == []
+    table = fold_table(df)
+    assert (table["total"] - len(df) / 5).abs().max() <= 5
+    assert ((table["I"] / table["total"]) - 0.5).abs().max() < 0.02
