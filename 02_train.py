@@ -9,11 +9,7 @@ from lib.utils import format_seconds
 
 
 def main() -> None:
-    p = cli.parser(__doc__)
-    cli.add_experiment_args(p)
-    args = p.parse_args()
-    out = cli.outputs(args)
-    cfg = cli.experiment(args.config, args.set)
+    args, out, cfg = cli.parse_experiment(__doc__)
     s = train_experiment(cfg, out, force=args.force)
     if s["skipped"]:
         print(f"{cfg['name']}: trained models are up to date, skipped (use --force to retrain)")

@@ -8,11 +8,7 @@ from lib.infer import infer_experiment
 
 
 def main() -> None:
-    p = cli.parser(__doc__)
-    cli.add_experiment_args(p)
-    args = p.parse_args()
-    out = cli.outputs(args)
-    cfg = cli.experiment(args.config, args.set)
+    args, out, cfg = cli.parse_experiment(__doc__)
     s = infer_experiment(cfg, out, force=args.force)
     state = "up to date, skipped (use --force to redo)" if s["skipped"] else "written"
     print(f"{cfg['name']}: {s['rows']} test rows, mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "

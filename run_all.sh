@@ -15,7 +15,7 @@ data_config=configs/data/breathing.yaml
 data_dir=""
 profile=auto
 experiments=""
-output_dir=output
+output_dir=""
 force=""
 demo=""
 while [ $# -gt 0 ]; do
@@ -51,13 +51,14 @@ EOF
 fi
 
 if [ -n "$demo" ]; then
-  output_dir=output/demo
+  output_dir=${output_dir:-output/demo}
   data_dir=$output_dir/input
   data_config=configs/data/demo.yaml
   "$PYTHON" -m lib.demo "$data_dir"
   [ -n "$experiments" ] || experiments=configs/demo.yaml
 fi
 
+output_dir=${output_dir:-output}
 if [ "$profile" = auto ]; then
   if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then profile=gpu; else profile=cpu; fi
 fi

@@ -32,6 +32,14 @@ def add_experiment_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date result exists")
 
 
+def parse_experiment(description: str):
+    """Parse ``CONFIG [--set ...] [--force] [--output-dir ...]``: returns ``(args, Outputs, config)``."""
+    p = parser(description)
+    add_experiment_args(p)
+    args = p.parse_args()
+    return args, outputs(args), experiment(args.config, args.set)
+
+
 def experiment(path: str, overrides: list[str]) -> dict:
     """Load an experiment config and apply ``--set`` overrides."""
     return apply_overrides(load_experiment(path), overrides)

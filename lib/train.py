@@ -94,10 +94,10 @@ def channel_stats(spec: torch.Tensor, scalars: torch.Tensor, idx: np.ndarray, ch
     return mean.float(), std.float(), sc.mean(0).float(), sc.std(0).float()
 
 
-def autocast(device):
+def autocast(device, enabled: bool = True):
     """Mixed-precision context: bfloat16 autocast on CUDA (float16 where bf16 is unsupported), none on CPU."""
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False)
+    if device.type != "cuda" or not enabled:
+        return torch.autocast(device.type, enabled=False)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
 
@@ -149,12 +149,11 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
         model.train()
         order = rng.permutation(tr_idx)
         total, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}", leave=False, unit="batch")
-        for i in bar:
+        for i in tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}", leave=False, unit="batch"):
             b = torch.as_tensor(order[i:i + tc["batch_size"]], device=data.spec.device)
             spec, scalars, target = (t[b].to(device, non_blocking=True) for t in (data.spec, data.scalars, data.target))
             spec, scalars, target = augment(spec, scalars, target)
-            with autocast(device) if tc["amp"] else torch.autocast(device.type, enabled=False):
+            with autocast(device, tc["amp"]):
                 loss = loss_fn(model(spec, scalars), target)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -89,3 +89,19 @@ def test_import_lib_from_anywhere(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert list(tmp_path.iterdir()) == []  # no side effects at import
+
+
+def test_run_all_demo(tmp_path):
+    """run_all.sh end to end on the generated (synthetic) demo competition."""
+    import os
+
+    r = subprocess.run(["bash", "run_all.sh", "--demo", "--output-dir", str(tmp_path / "demo")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for stage in ("00_prepare", "01_features", "02_train demo", "03_infer demo", "04_ensemble", "total"):
+        assert stage in r.stdout
+    assert "SYNTHETIC" in r.stdout
+    sub = pd.read_csv(tmp_path / "demo" / "submission.csv")
+    assert len(sub) == 60 and set(sub.label) <= {"rise", "fall"}
+    scores = json.loads((tmp_path / "demo" / "models" / "demo" / "scores.json").read_text())
+    assert scores["oof"]["accuracy"] > 0.6  # the chirp direction is easy to learn, even in 4 epochs
