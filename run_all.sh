@@ -36,6 +36,11 @@ done
 if [ -z "${PYTHON:-}" ]; then
   if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+if ! "$PYTHON" -c "import torch, torchaudio, librosa, sklearn" 2>/dev/null; then
+  echo "run_all.sh: $PYTHON lacks the requirements; install them first (README.md, first command):" >&2
+  echo "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt" >&2
+  exit 1
+fi
 
 if [ -z "$demo" ] && [ -z "$data_dir" ] && [ ! -f input/train.csv ] && [ "$data_config" = configs/data/breathing.yaml ]; then
   cat <<'EOF'
@@ -64,12 +69,15 @@ if [ "$profile" = auto ]; then
 fi
 if [ -z "$experiments" ]; then
   case "$profile" in
-    cpu) experiments="configs/cnn_small.yaml configs/cnn_mel128.yaml" ;;
+    cpu) experiments="configs/cnn_small.yaml configs/cnn_mel4k.yaml" ;;
     gpu) experiments="configs/cnn8.yaml configs/vgg.yaml" ;;
     *) echo "run_all.sh: --profile must be cpu or gpu" >&2; exit 2 ;;
   esac
 fi
 echo "run_all: profile $profile; experiments: $experiments; output: $output_dir"
+
+# progress bars redraw every 30 s (not 10 times a second) when the output goes to a file
+[ -t 1 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 
 timings=()
 stage() {  # stage NAME COMMAND...: run, time, and stop the chain on failure

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import confusion_matrix
 from tqdm.auto import tqdm
 
 from . import tasks
@@ -35,7 +36,7 @@ OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("adam")(torch.optim.Adam)
 OPTIMIZERS.register("sgd")(torch.optim.SGD)
 SCHEDULERS = Registry("scheduler")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @SCHEDULERS.register("warmup_cosine")
@@ -94,6 +95,17 @@ def channel_stats(spec: torch.Tensor, scalars: torch.Tensor, idx: np.ndarray, ch
     return mean.float(), std.float(), sc.mean(0).float(), sc.std(0).float()
 
 
+def ema_avg_fn(decay: float):
+    """EMA update for ``torch.optim.swa_utils.AveragedModel`` with a warm-up of the decay:
+    ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (as timm's ``ModelEma`` and
+    TensorFlow's ``ExponentialMovingAverage(num_updates=...)``), so that short runs on small data
+    are not dominated by the initial weights."""
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = ((1 + n) / (10 + n)).clamp(max=decay).to(averaged.dtype)
+        return d * averaged + (1 - d) * current
+    return avg
+
+
 def autocast(device, enabled: bool = True):
     """Mixed-precision context: bfloat16 autocast on CUDA (float16 where bf16 is unsupported), none on CPU."""
     if device.type != "cuda" or not enabled:
@@ -137,8 +149,7 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
     augment = Augmenter(cfg["augment"], seed=tc["seed"] + fold)
     ema = None
     if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tc["ema"]), use_buffers=True)
+        ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
     kept = ema.module if ema is not None else model
     rng = np.random.default_rng(tc["seed"] + fold)
     monitor = comp["metric"]
@@ -240,12 +251,15 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     oof_df[tasks.prob_columns(comp)] = oof
     oof_df = oof_df[done].reset_index(drop=True)
     y = tasks.class_index(oof_df["target"], comp)
-    overall = score_all(comp["metrics"], y, oof_df[tasks.prob_columns(comp)].to_numpy())
+    oof_probs = oof_df[tasks.prob_columns(comp)].to_numpy()
+    overall = score_all(comp["metrics"], y, oof_probs)
+    confusion = confusion_matrix(y, oof_probs.argmax(1), labels=range(len(comp["classes"])))
     per_fold = pd.DataFrame(infos)
     scores = {
         "experiment": cfg["name"], "metric": comp["metric"], "oof": overall,
         "fold_mean": per_fold[comp["metrics"]].mean().to_dict(), "fold_std": per_fold[comp["metrics"]].std().to_dict(),
-        "folds": infos, "n_parameters": n_params, "device": str(device), "seconds": time.time() - t0,
+        "folds": infos, "confusion": {"classes": comp["classes"], "rows_true_cols_pred": confusion.tolist()},
+        "n_parameters": n_params, "device": str(device), "seconds": time.time() - t0,
         "fingerprint": key, "config": cfg,
     }
     write_csv(model_dir / "log.csv", pd.DataFrame(history))

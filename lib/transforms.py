@@ -17,4 +17,4 @@ def mask_along_axis(spec: torch.Tensor, max_width: int, axis: int, p: float = 1.
     """
     if max_width <= 0:
         return spec
-    return AF.mask_along_axis_iid(spec, max_width, float(spec.mean()), axis, p=p)
+    return AF.mask_along_axis_iid(spec, max_width, spec.mean(), axis, p=p)  # a tensor: no host sync
