@@ -92,13 +92,13 @@ t_all=$SECONDS
 stage "00_prepare" "$PYTHON" 00_prepare.py "$data_config" ${data_dir:+--data-dir "$data_dir"} --output-dir "$output_dir"
 # shellcheck disable=SC2086
 stage "01_features" "$PYTHON" 01_features.py $experiments --output-dir "$output_dir" $force
+names=""
 for exp in $experiments; do
   name=$(basename "$exp" .yaml)
+  names="$names $name"
   stage "02_train $name" "$PYTHON" 02_train.py "$exp" --output-dir "$output_dir" $force
   stage "03_infer $name" "$PYTHON" 03_infer.py "$exp" --output-dir "$output_dir" $force
 done
-names=""
-for exp in $experiments; do names="$names $(basename "$exp" .yaml)"; done
 # shellcheck disable=SC2086
 stage "04_ensemble" "$PYTHON" 04_ensemble.py $names --output-dir "$output_dir"
 

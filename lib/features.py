@@ -134,34 +134,22 @@ def extract_split(extractor, paths: list[str], spec_path: Path, scalars_path: Pa
     with atomic_path(spec_path) as tmp_spec, atomic_path(scalars_path) as tmp_sc:
         spec = np.lib.format.open_memmap(tmp_spec, mode="w+", dtype=np.float32, shape=spec_shape)
         sc = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=np.float32, shape=sc_shape)
-        ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=init) if workers > 1 else _Serial(init) as pool:
-            results = pool.imap(_extract, paths, chunksize=8)
+        pool = mp.get_context("fork").Pool(workers, _init_worker, init) if workers > 1 else None
+        if pool is None:
+            _init_worker(*init)
+        try:
+            results = pool.imap(_extract, paths, chunksize=8) if pool else map(_extract, paths)
             for i, (x, s) in enumerate(tqdm(results, total=len(paths), desc=desc, unit="clip")):
                 if x.shape != spec0.shape or s.shape != sc0.shape:
                     raise ValueError(f"{paths[i]}: feature shape {x.shape} differs from {spec0.shape}")
                 spec[i], sc[i] = x, s
+        finally:
+            if pool is not None:
+                pool.terminate()
         spec.flush()
         sc.flush()
         del spec, sc
     return spec_shape, sc_shape
-
-
-class _Serial:
-    """A one-process stand-in for ``multiprocessing.Pool`` (``workers=1``)."""
-
-    def __init__(self, init):
-        _init_worker(*init)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def imap(fn, items, chunksize=1):
-        return map(fn, items)
 
 
 def build_feature_set(out: Outputs, section: dict, force: bool = False, workers: int | None = None) -> dict:

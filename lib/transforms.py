@@ -8,7 +8,7 @@ import torch
 import torchaudio.functional as AF
 
 
-def mask_along_axis(spec: torch.Tensor, max_width: int, axis: int, p: float = 1.0) -> torch.Tensor:
+def mask_along_axis(spec: torch.Tensor, max_width: int, axis: int) -> torch.Tensor:
     """Mask one random band of up to ``max_width`` bins along ``axis`` of each example, on device.
 
     Input and output ``(batch, channels, freq, frames)``; ``axis`` 2 masks frequency bins, 3 masks
@@ -17,4 +17,4 @@ def mask_along_axis(spec: torch.Tensor, max_width: int, axis: int, p: float = 1.
     """
     if max_width <= 0:
         return spec
-    return AF.mask_along_axis_iid(spec, max_width, spec.mean(), axis, p=p)  # a tensor: no host sync
+    return AF.mask_along_axis_iid(spec, max_width, spec.mean(), axis)  # a tensor: no host sync
