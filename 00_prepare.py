@@ -16,15 +16,22 @@ def main() -> None:
     args = p.parse_args()
     out = cli.outputs(args)
     comp = load_competition(args.data_config, args.data_dir)
-    print(f"competition {comp['name']} ({comp['task']}, classes {comp['classes']}) from {comp['data_dir']}")
+    print(f"competition {comp['name']} ({comp['task']}) from {comp['data_dir']}")
     s = prepare(comp, out.root)
-    lo, hi = s["duration_s"]
-    print(f"train: {s['train_rows']} rows in {s['groups']} groups, {s['sample_rate']} Hz, {lo:.2f}-{hi:.2f} s; "
-          f"test: {s['test_rows']} rows")
-    print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}), class counts:\n"
-          + s["fold_table"].to_string())
+    lo, mid, hi = s["duration_s"]
+    a = comp["audio"]
+    print(f"classes: {s['classes']}")
+    groups = f"in {s['groups']} groups" if comp.get("groups") else "(no groups: each its own)"
+    print(f"train: {s['train_rows']} recordings {groups}, {s['sample_rate'] or 'native'} Hz, "
+          f"{lo:.2f}-{hi:.2f} s (median {mid:.2f}); test: {s['test_rows']} recordings")
+    windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
+               if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start")
+    print(f"audio: {windows}; shorter recordings padded ({a['pad']})")
+    if s["metadata"]:
+        print("metadata (missing cells): " + ", ".join(f"{k} ({v})" for k, v in s["metadata"].items()))
+    print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
+          f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
-
 
 if __name__ == "__main__":
     cli.run("00_prepare", main)

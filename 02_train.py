@@ -21,9 +21,10 @@ def main() -> None:
     print(f"{'mean':>10} " + " ".join(f"{s['fold_mean'][m]:>9.4f}" for m in s["oof"]))
     print(f"{'oof':>10} " + " ".join(f"{v:>9.4f}" for v in s["oof"].values()))
     cm = s["confusion"]
-    print("\nOOF confusion matrix (rows: true, columns: predicted)\n"
-          + pd.DataFrame(cm["rows_true_cols_pred"], index=cm["classes"], columns=cm["classes"]).to_string())
-    print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} over {len(s['folds'])} folds "
+    if cm:
+        print("\nOOF confusion matrix per recording (rows: true, columns: predicted)\n"
+              + pd.DataFrame(cm["rows_true_cols_pred"], index=cm["classes"], columns=cm["classes"]).to_string())
+    print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} per recording, {len(s['folds'])} folds "
           f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
 
 

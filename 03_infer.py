@@ -10,8 +10,11 @@ from lib.infer import infer_experiment
 def main() -> None:
     args, out, cfg = cli.parse_experiment(__doc__)
     s = infer_experiment(cfg, out, force=args.force)
+    if s.get("no_test"):
+        print(f"{cfg['name']}: the competition has no test set; nothing to predict (04_ensemble.py blends the OOF predictions)")
+        return
     state = "up to date, skipped (use --force to redo)" if s["skipped"] else "written"
-    print(f"{cfg['name']}: {s['rows']} test rows, mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
+    print(f"{cfg['name']}: {s['rows']} test recordings ({s['windows']} windows), mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
           f"{state} -> {out.preds(cfg['name'])}")
 
 

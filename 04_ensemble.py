@@ -18,7 +18,12 @@ def main() -> None:
     print(r["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"blend ({args.weighting}" + (f", T={args.temperature}" if args.weighting == "softmax" else "") + "): "
           + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items()))
-    counts = r["submission"].iloc[:, 1].value_counts().to_dict() if r["submission"].shape[1] == 2 else ""
+    sub = r["submission"]
+    if sub is None:
+        print(f"no submission written (the competition has no test set or no 'submission' section); "
+              f"scores in {out.root / 'ensemble.json'}")
+        return
+    counts = sub.iloc[:, 1].value_counts().to_dict() if sub.shape[1] == 2 and sub.iloc[:, 1].nunique() <= 20 else ""
     print(f"wrote {r['path']}: {r['rows']} rows {counts}")
 
 

@@ -7,6 +7,7 @@
 #   bash run_all.sh --demo                               # a small SYNTHETIC competition, ~1 minute
 #
 # Options: --profile cpu|gpu (default: gpu when CUDA is available), --output-dir DIR, --force.
+# Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
 # With an empty input/ and no --data-dir it says what to put where, then runs the demo.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --output-dir) output_dir=$2; shift 2 ;;
     --force) force=--force; shift ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,6 +67,9 @@ fi
 output_dir=${output_dir:-output}
 if [ "$profile" = auto ]; then
   if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then profile=gpu; else profile=cpu; fi
+fi
+if [ -z "$experiments" ]; then  # the competition config's own list, else the profile's defaults
+  experiments=$("$PYTHON" -c "import sys, yaml; print(' '.join((yaml.safe_load(open(sys.argv[1])) or {}).get('experiments') or []))" "$data_config")
 fi
 if [ -z "$experiments" ]; then
   case "$profile" in

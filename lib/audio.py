@@ -34,13 +34,20 @@ def info(path: str | Path) -> tuple[int, int, int]:
     return int(i.samplerate), int(i.frames), int(i.channels)
 
 
-def load(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+RESAMPLERS = ("soxr_hq", "soxr_vhq", "soxr_mq", "soxr_lq", "polyphase", "fft")
+"""Resampling methods (``librosa.resample``'s ``res_type``): ``soxr_*`` use libsoxr,
+``polyphase`` and ``fft`` scipy."""
+
+
+def load(path: str | Path, sample_rate: int | None = None, channel: int | None = None,
+         resample_type: str = "soxr_hq") -> tuple[np.ndarray, int]:
     """Load a file as mono float32 in [-1, 1].
 
-    Input: a path (WAV, FLAC, OGG, and what libsndfile reads) and an optional target rate in Hz.
-    Output: ``(y, sr)`` with ``y`` of shape ``(samples,)``. Channels are averaged. With
+    Input: a path (WAV, FLAC, OGG, MP3 and what else libsndfile reads), an optional target rate
+    in Hz, an optional channel index (default: the mean of all channels) and the resampling
+    method (:data:`RESAMPLERS`). Output: ``(y, sr)`` with ``y`` of shape ``(samples,)``. With
     ``sample_rate=None`` the native rate is kept; otherwise the signal is resampled explicitly.
-    Raises ``AudioError`` naming the file when it is missing, unreadable or empty.
+    Raises ``AudioError`` naming the file when it is missing, unreadable, empty or lacks the channel.
     """
     path = Path(path)
     try:
@@ -49,13 +56,39 @@ def load(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, 
         raise AudioError(f"{path}: unreadable audio ({exc})") from exc
     if y.shape[0] == 0:
         raise AudioError(f"{path}: no samples")
-    y = y.mean(axis=1)
+    if channel is not None and channel >= y.shape[1]:
+        raise AudioError(f"{path}: has {y.shape[1]} channel(s), channel {channel} was asked for")
+    y = y.mean(axis=1) if channel is None else y[:, channel]
     if sample_rate and sr != sample_rate:
         import librosa
 
-        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type=resample_type)
         sr = sample_rate
     return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def window_starts(duration: float, window: float, hop: float | None) -> np.ndarray:
+    """Start times in seconds ``(windows,)`` of the windows that cover a recording.
+
+    ``hop=None`` or a recording no longer than ``window``: one window at 0 (a longer recording is
+    then trimmed to its start). Otherwise windows every ``hop`` seconds while they fit, plus one
+    ending at the end of the recording when the last one stops short of it, so every sample is
+    covered. Example: 3.5 s, window 2, hop 1 -> ``[0, 1, 1.5]``.
+    """
+    if hop is None or duration <= window + 1e-9:
+        return np.zeros(1)
+    n = int(np.floor((duration - window) / hop + 1e-9)) + 1
+    starts = np.arange(n) * hop
+    if starts[-1] + window < duration - 1e-6:
+        starts = np.append(starts, duration - window)
+    return starts
+
+
+def cut_windows(y: np.ndarray, sr: int, starts: np.ndarray, window: float, pad: str = "zero") -> np.ndarray:
+    """Cut windows of ``window`` seconds at ``starts`` (seconds) from ``y`` ``(samples,)``, each padded
+    by :func:`fix_length` where the signal ends early; returns ``(windows, round(window * sr))``."""
+    n = int(round(window * sr))
+    return np.stack([fix_length(y[int(round(s * sr)):int(round(s * sr)) + n], n, pad) for s in starts])
 
 
 def fix_length(y: np.ndarray, n_samples: int, pad: str = "zero") -> np.ndarray:
@@ -70,6 +103,8 @@ def fix_length(y: np.ndarray, n_samples: int, pad: str = "zero") -> np.ndarray:
         raise ValueError(f"pad mode {pad!r} is not one of {PAD_MODES}")
     if len(y) >= n_samples:
         return y[:n_samples]
+    if len(y) == 0:
+        return np.zeros(n_samples, dtype=y.dtype)
     missing = n_samples - len(y)
     if pad == "zero":
         return np.pad(y, (0, missing))

@@ -18,7 +18,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 """The project folder (the parent of ``lib/``)."""
 
-TASKS = ("binary", "multiclass")
+TASKS = ("binary", "multiclass", "multilabel")
+AGGREGATIONS = ("mean", "max", "vote")
 
 
 class ConfigError(ValueError):
@@ -94,7 +95,8 @@ EXPERIMENT_DEFAULTS = {
     "model": {"name": "cnn", "params": {}},
     "optimizer": {"name": "adamw", "params": {"lr": 1e-3, "weight_decay": 1e-2}},
     "scheduler": {"name": "warmup_cosine", "params": {"warmup_epochs": 1}},
-    "loss": {"name": "bce", "params": {}},
+    "loss": {"name": "auto", "params": {}},
+    "inputs": {"audio_scalars": True, "metadata": True},
     "augment": {
         "mixup": {"p": 0.0, "alpha": 0.4},
         "cutmix": {"p": 0.0, "alpha": 1.0},
@@ -102,7 +104,7 @@ EXPERIMENT_DEFAULTS = {
     },
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
-        "device": "auto", "amp": True, "folds": None, "ema": None,
+        "device": "auto", "amp": True, "folds": None, "ema": None, "class_weights": None, "sampler": None,
     },
 }
 
@@ -110,7 +112,7 @@ EXPERIMENT_DEFAULTS = {
 def load_experiment(path: str | Path) -> dict:
     """Load an experiment config, fill defaults, and set ``name`` (default: the file's stem).
 
-    Returns a dict with keys ``name, features, model, optimizer, scheduler, loss, augment, train``.
+    Returns a dict with keys ``name, features, model, optimizer, scheduler, loss, inputs, augment, train``.
     ``features`` gains ``set``: the cache folder name under ``output/features/`` (default: the
     feature's name). Raises ``ConfigError`` for sections that are not ``{name, params}``.
     """
@@ -137,7 +139,9 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
 
     ``data_dir`` (e.g. from ``--data-dir``, relative to the working directory) overrides the
     file's ``data_dir``, which is relative to the project folder (default ``input``).
-    Returns the config with defaults filled in; raises ``ConfigError`` naming the missing key.
+    Returns the config with defaults filled in (README.md, "Configuring a competition", lists
+    every key); raises ``ConfigError`` naming the file and the missing or wrong key. ``classes``
+    may be left out: stage 00 then takes the sorted labels found in the training data.
     """
     path = Path(path)
     cfg = load_yaml(path)
@@ -147,39 +151,93 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     task = cfg.setdefault("task", "binary")
     if task not in TASKS:
         raise ConfigError(f"{where}: task {task!r} is not one of {TASKS}")
-    classes = [str(c) for c in _require(cfg, "classes", where)]
-    cfg["classes"] = classes
-    if task == "binary":
-        if len(classes) != 2:
-            raise ConfigError(f"{where}: a binary task needs exactly 2 classes, got {classes}")
-        pos = str(cfg.setdefault("positive", classes[1]))
-        if pos not in classes:
-            raise ConfigError(f"{where}: positive class {pos!r} is not in classes {classes}")
-        cfg["positive"] = pos
+    train = _require(cfg, "train", where)
+    _split_section(train, f"{where} [train]", labelled=True)
+    if train.get("target_columns") and task != "multilabel":
+        raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
+    if train.get("target_columns") and not cfg.get("classes"):
+        cfg["classes"] = list(train["target_columns"])
+    if cfg.get("classes") is not None:
+        cfg["classes"] = [str(c) for c in cfg["classes"]]
+        check_classes(cfg, where)
     cfg.setdefault("metric", "accuracy")
     cfg.setdefault("metrics", [cfg["metric"]])
     if cfg["metric"] not in cfg["metrics"]:
         cfg["metrics"] = [cfg["metric"], *cfg["metrics"]]
-    train = _require(cfg, "train", where)
-    for key in ("csv", "id_column", "target_column", "audio"):
-        _require(train, key, f"{where} [train]")
     if cfg.get("test"):
-        for key in ("csv", "id_column", "audio"):
-            _require(cfg["test"], key, f"{where} [test]")
+        _split_section(cfg["test"], f"{where} [test]", labelled=False)
     audio = cfg.setdefault("audio", {})
     _require(audio, "clip_seconds", f"{where} [audio]")
-    audio.setdefault("sample_rate", None)
-    audio.setdefault("pad", "zero")
+    for key, default in (("hop_seconds", None), ("aggregate", "mean"), ("sample_rate", None),
+                         ("resample_type", "soxr_hq"), ("channel", None), ("pad", "zero")):
+        audio.setdefault(key, default)
+    from .audio import PAD_MODES, RESAMPLERS
+
+    for key, allowed in (("resample_type", RESAMPLERS), ("pad", PAD_MODES)):
+        if audio[key] not in allowed:
+            raise ConfigError(f"{where} [audio]: {key} {audio[key]!r} is not one of {allowed}")
+    if audio["aggregate"] not in AGGREGATIONS:
+        raise ConfigError(f"{where} [audio]: aggregate {audio['aggregate']!r} is not one of {AGGREGATIONS}")
+    groups = cfg.get("groups")
+    if groups and not (groups.get("column") or groups.get("regex")):
+        raise ConfigError(f"{where} [groups]: give 'column' (a CSV column) or 'regex' (over the id or path)")
+    meta = cfg.setdefault("metadata", {}) or {}
+    cfg["metadata"] = {"numeric": list(meta.get("numeric") or []), "categorical": list(meta.get("categorical") or [])}
     folds = cfg.setdefault("folds", {})
     folds.setdefault("n_folds", 5)
-    folds.setdefault("scheme", "stratified_group" if cfg.get("groups") else "stratified")
+    default_scheme = ("predefined" if folds.get("column") else "multilabel_stratified" if task == "multilabel"
+                      else "stratified_group" if groups else "stratified")
+    folds.setdefault("scheme", default_scheme)
     folds.setdefault("seed", 42)
+    if folds["scheme"] == "predefined" and not folds.get("column"):
+        raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
     sub = cfg.get("submission")
     if sub:
-        for key in ("sample", "id_column", "target_column"):
-            _require(sub, key, f"{where} [submission]")
         sub.setdefault("format", "label")
+        keys = ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ())
+        for key in keys:
+            _require(sub, key, f"{where} [submission]")
+        sub.setdefault("label_separator", " ")
     return cfg
+
+
+def _split_section(sec: dict, where: str, labelled: bool) -> None:
+    """Check a ``train``/``test`` section: rows from ``csv`` + ``id_column``, or from ``files``."""
+    if not sec.get("csv") and not sec.get("files"):
+        raise ConfigError(f"{where}: give 'csv' (a table of ids) or 'files' (a glob of audio files under data_dir)")
+    if sec.get("csv"):
+        _require(sec, "id_column", where)
+        sec.setdefault("audio", {"template": "{id}"})
+        sec["audio"].setdefault("template", "{id}")
+    else:
+        sec.setdefault("id_from", "name")
+        if sec["id_from"] not in ("name", "stem", "path"):
+            raise ConfigError(f"{where}: id_from {sec['id_from']!r} is not one of name, stem, path")
+    if labelled:
+        sources = [k for k in ("target_column", "target_columns", "target_from") if sec.get(k)]
+        if len(sources) != 1:
+            raise ConfigError(f"{where}: give exactly one label source: target_column, target_columns "
+                              f"(multi-label 0/1 columns) or target_from: folder; got {sources or 'none'}")
+        if sec.get("target_from") not in (None, "folder"):
+            raise ConfigError(f"{where}: target_from {sec['target_from']!r} must be 'folder'")
+        if not sec.get("csv") and not sec.get("target_from"):
+            raise ConfigError(f"{where}: rows from 'files' have no label column; use target_from: folder")
+        sec.setdefault("label_separator", " ")
+
+
+def check_classes(cfg: dict, where: str) -> None:
+    """Check ``classes`` against the task (binary: exactly two, and ``positive`` among them)."""
+    classes = cfg["classes"]
+    if len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError(f"{where}: classes must be at least 2 distinct labels, got {classes}")
+    if cfg["task"] == "binary":
+        if len(classes) != 2:
+            raise ConfigError(f"{where}: a binary task needs exactly 2 classes, got {classes}; "
+                              f"use task: multiclass for more")
+        pos = str(cfg.setdefault("positive", classes[1]))
+        if pos not in classes:
+            raise ConfigError(f"{where}: positive class {pos!r} is not in classes {classes}")
+        cfg["positive"] = pos
 
 
 def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:

@@ -50,30 +50,48 @@ def blend(probs: list[np.ndarray], weights) -> np.ndarray:
 
 
 def available_experiments(out: Outputs) -> list[str]:
-    """Experiments with both an OOF file and test predictions, sorted by name."""
+    """Experiments with an OOF file and (when the competition has a test set) test predictions, sorted."""
     oof = {p.stem for p in (out.root / "oof").glob("*.csv")}
-    return sorted(e for e in oof if out.preds(e).exists())
+    return sorted(e for e in oof if out.preds(e).exists() or not out.test.exists())
+
+
+SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
 
 
 def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
-    """Submission rows in the order of the competition's sample submission.
+    """Submission rows in the order of the competition's sample submission, in its columns.
 
-    ``submission.format``: ``label`` (the most probable class label) or ``probability`` (binary:
-    p(positive)). Raises ``ValueError`` when the ids differ from the sample's.
+    ``submission.format``: ``label`` (the predicted label in ``target_column``; multi-label: the
+    predicted labels joined by ``label_separator``), ``probability`` (binary: p(positive) in
+    ``target_column``), ``probabilities`` (one column per class, named as the class, holding its
+    probability) or ``indicators`` (one 0/1 column per class: the most probable class, or every
+    class with p > 0.5 for multi-label tasks). ``probs`` ``(rows, n_classes)`` in ``test_ids``
+    order. Raises ``ValueError`` when the ids differ from the sample's or the format does not fit.
     """
     sub = comp["submission"]
     sample_path = Path(comp["data_dir"]) / sub["sample"]
     sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
-    pred = pd.DataFrame({"id": list(test_ids)})
-    if sub["format"] == "label":
-        pred["value"] = tasks.probs_to_labels(probs, comp)
-    elif sub["format"] == "probability" and comp["task"] == "binary":
-        pred["value"] = probs[:, comp["classes"].index(comp["positive"])]
-    else:
-        raise ValueError(f"submission format {sub['format']!r} is not supported for task {comp['task']!r}")
-    if set(pred["id"]) != set(sample[sub["id_column"]]) or len(pred) != len(sample):
+    fmt = sub["format"]
+    if fmt not in SUBMISSION_FORMATS:
+        raise ValueError(f"submission format {fmt!r} is not one of {SUBMISSION_FORMATS}")
+    if fmt == "probability" and comp["task"] != "binary":
+        raise ValueError(f"submission format 'probability' is for binary tasks; use 'probabilities' for {comp['task']}")
+    ids = pd.Index(list(test_ids))
+    if set(ids) != set(sample[sub["id_column"]]) or len(ids) != len(sample):
         raise ValueError(f"test predictions and {sample_path} hold different ids")
-    sample[sub["target_column"]] = pred.set_index("id")["value"].loc[sample[sub["id_column"]]].to_numpy()
+    order = ids.get_indexer(sample[sub["id_column"]])
+    probs = np.asarray(probs)[order]
+    if fmt == "label":
+        sample[sub["target_column"]] = tasks.probs_to_labels(probs, comp, sub.get("label_separator", " "))
+    elif fmt == "probability":
+        sample[sub["target_column"]] = probs[:, comp["classes"].index(comp["positive"])]
+    else:
+        values = probs if fmt == "probabilities" else tasks.predict_indicators(probs, comp)
+        missing = [c for c in comp["classes"] if c not in sample.columns]
+        if missing:
+            raise ValueError(f"{sample_path} has no column for class(es) {missing} (submission format {fmt!r})")
+        for k, c in enumerate(comp["classes"]):
+            sample[c] = values[:, k]
     return sample
 
 
@@ -82,35 +100,41 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     """Blend experiments' OOF and test probabilities; write ``submission.csv`` and ``ensemble.json``.
 
     ``experiments``: names to use (default: every experiment with OOF and test predictions).
-    Returns ``{"table": DataFrame(experiment, oof score, weight), "blend": {metric: score}, ...}``.
+    Without a test set (or a ``submission`` section) only the OOF blend is scored and no
+    submission is written. Returns ``{"table": DataFrame(experiment, oof scores, weight),
+    "blend": {metric: score}, "submission": DataFrame or None, ...}``.
     Raises ``MissingArtifact`` naming the stage to run when predictions are missing, and
     ``ValueError`` when the experiments' OOF rows differ (different folds or subsets).
     """
     comp = out.load_competition()
     experiments = experiments or available_experiments(out)
+    with_test = out.test.exists()
     if not experiments:
         raise MissingArtifact(f"{out.root}: no experiment has both oof/ and preds/ files: run 02_train.py and 03_infer.py first")
     cols = tasks.prob_columns(comp)
     oofs, preds = [], []
     for exp in experiments:
         oofs.append(pd.read_csv(out.require(out.oof(exp), f"02_train.py for {exp}"), dtype={"id": str, "target": str}))
-        preds.append(pd.read_csv(out.require(out.preds(exp), f"03_infer.py for {exp}"), dtype={"id": str}))
-    for exp, o, p in zip(experiments, oofs, preds):
+        if with_test:
+            preds.append(pd.read_csv(out.require(out.preds(exp), f"03_infer.py for {exp}"), dtype={"id": str}))
+    for exp, o in zip(experiments, oofs):
         if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
             raise ValueError(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
+    for exp, p in zip(experiments, preds):
         if not p["id"].equals(preds[0]["id"]):
             raise ValueError(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
-    y = tasks.class_index(oofs[0]["target"], comp)
+    y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
     metric = comp["metric"]
     each = [score_all(comp["metrics"], y, o[cols].to_numpy()) for o in oofs]
     weights = score_weights([e[metric] for e in each], method, temperature)
     oof_blend = blend([o[cols].to_numpy() for o in oofs], weights)
-    test_blend = blend([p[cols].to_numpy() for p in preds], weights)
     blend_scores = score_all(comp["metrics"], y, oof_blend)
     table = pd.DataFrame([{"experiment": e, **s, "weight": w} for e, s, w in zip(experiments, each, weights)])
-    submission = make_submission(comp, preds[0]["id"], test_blend)
-    write_csv(out.submission, submission)
+    submission = None
+    if with_test and comp.get("submission"):
+        submission = make_submission(comp, preds[0]["id"], blend([p[cols].to_numpy() for p in preds], weights))
+        write_csv(out.submission, submission)
     write_json(out.root / "ensemble.json", {"method": method, "temperature": temperature, "metric": metric,
                                             "experiments": table.to_dict("records"), "blend": blend_scores})
-    return {"table": table, "blend": blend_scores, "metric": metric, "rows": len(submission),
-            "submission": submission, "path": out.submission}
+    return {"table": table, "blend": blend_scores, "metric": metric, "rows": 0 if submission is None else len(submission),
+            "submission": submission, "path": out.submission if submission is not None else None}

@@ -1,12 +1,15 @@
-"""Stage 01: feature sets, computed once per clip in parallel and cached with a manifest.
+"""Stage 01: feature sets, computed once per window in parallel and cached with a manifest.
 
-A feature set turns one clip ``(samples,)`` into a spectrogram stack ``(channels, freq, frames)``
-and a scalar vector ``(n_scalars,)``. The cache of a set is a folder
-``output/features/<set>/`` holding, per split, ``<split>_spec.npy`` ``(rows, channels, freq,
-frames)`` and ``<split>_scalars.npy`` ``(rows, n_scalars)`` (float32, rows in the order of
-``folds.csv`` / ``test.csv``, memory-mappable), and ``manifest.json``: channel and scalar names,
-shapes, sample rate, hop, the settings and a fingerprint of the inputs. Training reads input
-shapes from the manifest, never from constants.
+A feature set turns one window ``(samples,)`` of a recording into a spectrogram stack
+``(channels, freq, frames)`` and a scalar vector ``(n_scalars,)``. Recordings are cut into
+windows of ``audio.clip_seconds`` every ``audio.hop_seconds`` (one window from the start when
+no hop is set; see :func:`lib.audio.window_starts`). The cache of a set is a folder
+``output/features/<set>/`` holding, per split, ``<split>_spec.npy`` ``(windows, channels, freq,
+frames)``, ``<split>_scalars.npy`` ``(windows, n_scalars)`` (float32 or float16,
+memory-mappable), ``<split>_windows.npy`` ``(windows, 2)``: each window's recording row in
+``folds.csv`` / ``test.csv`` and start in seconds, and ``manifest.json``: channel and scalar
+names, shapes, sample rate, hop, the settings and a fingerprint of the inputs. Training reads
+input shapes from the manifest, never from constants.
 
 Registered sets (``features: {name, params}`` in an experiment config):
 
@@ -26,13 +29,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import audio
-from .config import Registry
+from .config import ConfigError, Registry
 from .paths import Outputs
 from .utils import atomic_path, fingerprint, n_cpus, read_json, write_json
 
 FEATURES = Registry("feature set")
 SPLITS = ("train", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @FEATURES.register("log_mel")
@@ -43,7 +46,7 @@ class LogMel:
     ``n_fft`` samples), converted with ``librosa.power_to_db(ref=1.0, amin=1e-10)``: absolute dB,
     so loudness differences between clips survive (the model normalises its input).
     ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
-    ``fmax`` in Hz (default: half the sample rate).
+    ``fmax`` in Hz (default, and at most: half the sample rate).
     """
 
     def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 256, fmin: float = 0.0,
@@ -57,8 +60,9 @@ class LogMel:
         import librosa
 
         s = self.settings
+        fmax = min(s["fmax"] or sr / 2, sr / 2)
         mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=s["n_fft"], hop_length=s["hop_length"],
-                                             n_mels=s["n_mels"], fmin=s["fmin"], fmax=s["fmax"])
+                                             n_mels=s["n_mels"], fmin=s["fmin"], fmax=fmax)
         db = librosa.power_to_db(mel, ref=1.0, amin=1e-10)
         chans = [db]
         if s["deltas"]:
@@ -90,25 +94,18 @@ class Seed9:
 _WORKER: dict = {}
 
 
-def _init_worker(extractor, n_samples: int, sample_rate: int | None, pad: str) -> None:
+def _init_worker(extractor, audio_cfg: dict) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
-    _WORKER.update(extractor=extractor, n_samples=n_samples, sample_rate=sample_rate, pad=pad)
+    _WORKER.update(extractor=extractor, audio=audio_cfg)
 
 
-def _extract(path: str):
-    y, sr = audio.load(path, _WORKER["sample_rate"])
-    n = _WORKER["n_samples"](sr)
-    return _WORKER["extractor"](audio.fix_length(y, n, _WORKER["pad"]), sr)
-
-
-class _Samples:
-    """Picklable ``sr -> samples`` rule for a clip length in seconds."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    def __call__(self, sr: int) -> int:
-        return int(round(self.seconds * sr))
+def _extract(job: tuple[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every window of one recording: ``(windows, C, F, T)`` and ``(windows, S)``."""
+    path, starts = job
+    a, extractor = _WORKER["audio"], _WORKER["extractor"]
+    y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
+    parts = [extractor(w, sr) for w in audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"])]
+    return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
 def _inputs_fingerprint(table) -> str:
@@ -116,56 +113,75 @@ def _inputs_fingerprint(table) -> str:
     return fingerprint(list(table["id"]), stats)
 
 
-def extract_split(extractor, paths: list[str], spec_path: Path, scalars_path: Path, comp: dict,
-                  workers: int, desc: str) -> tuple[tuple, tuple]:
-    """Compute one split's features into ``spec_path`` and ``scalars_path`` (``.npy``), atomically.
+def window_table(durations, audio_cfg: dict) -> np.ndarray:
+    """The windows of a split: float64 ``(windows, 2)`` of (recording row, start in seconds),
+    recordings in row order, each one's windows in time order (:func:`lib.audio.window_starts`)."""
+    rows = [np.column_stack([np.full(len(st), i), st]) for i, d in enumerate(durations)
+            for st in [audio.window_starts(float(d), audio_cfg["clip_seconds"], audio_cfg["hop_seconds"])]]
+    return np.concatenate(rows)
 
-    Clips are loaded, padded/trimmed to ``comp['audio']['clip_seconds']`` and processed by
-    ``workers`` processes; results go straight into a memory-mapped file, so memory stays at a
-    few clips per worker. Returns the two array shapes. Errors name the failing file.
+
+def extract_split(extractor, table, folder: Path, split: str, comp: dict, workers: int, dtype: str = "float32") -> dict:
+    """Compute one split's features into ``folder/<split>_{spec,scalars,windows}.npy``, atomically.
+
+    Each recording of ``table`` (``path``, ``duration_s``) is loaded at the competition's rate
+    and channel, cut into windows (``audio.clip_seconds``, ``audio.hop_seconds``; padded by
+    ``audio.pad``), and each window goes through ``extractor``; ``workers`` processes share the
+    recordings, and results go straight into memory-mapped files of ``dtype``, so memory stays at
+    a few recordings per worker. Returns ``{"spec": shape, "scalars": shape, "windows": n}``.
+    Errors name the failing file.
     """
     a = comp["audio"]
-    n_samples = _Samples(a["clip_seconds"])
-    sr0 = a["sample_rate"] or comp["native_sample_rate"]
-    y0, _ = audio.load(paths[0], a["sample_rate"])
-    spec0, sc0 = extractor(audio.fix_length(y0, n_samples(sr0), a["pad"]), sr0)
-    spec_shape, sc_shape = (len(paths), *spec0.shape), (len(paths), *sc0.shape)
-    init = (extractor, n_samples, a["sample_rate"], a["pad"])
-    with atomic_path(spec_path) as tmp_spec, atomic_path(scalars_path) as tmp_sc:
-        spec = np.lib.format.open_memmap(tmp_spec, mode="w+", dtype=np.float32, shape=spec_shape)
-        sc = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=np.float32, shape=sc_shape)
-        pool = mp.get_context("fork").Pool(workers, _init_worker, init) if workers > 1 else None
+    sr = a["sample_rate"] or comp["native_sample_rate"]
+    spec0, sc0 = extractor(np.zeros(int(round(a["clip_seconds"] * sr)), np.float32), sr)
+    windows = window_table(table["duration_s"], a)
+    counts = np.bincount(windows[:, 0].astype(int), minlength=len(table))
+    jobs = list(zip(table["path"], np.split(windows[:, 1], np.cumsum(counts)[:-1])))
+    spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
+    with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
+        spec = np.lib.format.open_memmap(tmp_spec, mode="w+", dtype=dtype, shape=spec_shape)
+        sc = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=dtype, shape=sc_shape)
+        pool = mp.get_context("fork").Pool(workers, _init_worker, (extractor, a)) if workers > 1 else None
         if pool is None:
-            _init_worker(*init)
+            _init_worker(extractor, a)
         try:
-            results = pool.imap(_extract, paths, chunksize=8) if pool else map(_extract, paths)
-            for i, (x, s) in enumerate(tqdm(results, total=len(paths), desc=desc, unit="clip")):
-                if x.shape != spec0.shape or s.shape != sc0.shape:
-                    raise ValueError(f"{paths[i]}: feature shape {x.shape} differs from {spec0.shape}")
-                spec[i], sc[i] = x, s
+            results = pool.imap(_extract, jobs, chunksize=4) if pool else map(_extract, jobs)
+            row = 0
+            for i, (x, s) in enumerate(tqdm(results, total=len(jobs), desc=f"{folder.name} {split}", unit="rec")):
+                if x.shape[1:] != spec0.shape or s.shape[1:] != sc0.shape or len(x) != counts[i]:
+                    raise ValueError(f"{jobs[i][0]}: feature shape {x.shape} differs from {(counts[i], *spec0.shape)}")
+                spec[row:row + len(x)], sc[row:row + len(x)] = x, s
+                row += len(x)
         finally:
             if pool is not None:
                 pool.terminate()
         spec.flush()
         sc.flush()
         del spec, sc
-    return spec_shape, sc_shape
+    with atomic_path(folder / f"{split}_windows.npy") as tmp:
+        np.save(tmp, windows)
+    return {"spec": spec_shape, "scalars": sc_shape, "windows": len(windows)}
 
 
 def build_feature_set(out: Outputs, section: dict, force: bool = False, workers: int | None = None) -> dict:
     """Build (or reuse) the cache of one feature set for every split that stage 00 wrote.
 
-    ``section`` is an experiment's ``features`` section ``{name, set, params}``. A cache whose
-    manifest fingerprint matches the inputs and settings is reused unless ``force``.
+    ``section`` is an experiment's ``features`` section ``{name, set, params, dtype}``
+    (``dtype``: ``float32``, or ``float16`` for half the disk and memory). A cache whose manifest
+    fingerprint matches the inputs and settings is reused unless ``force``.
     Returns the manifest with an extra ``"skipped": bool`` and ``"seconds"``.
     Raises ``MissingArtifact`` when stage 00 has not run.
     """
     comp = out.load_competition()
     extractor = FEATURES.build(section)
+    dtype = section.get("dtype", "float32")
+    if dtype not in ("float32", "float16"):
+        raise ConfigError(f"features.dtype {dtype!r} is not float32 or float16")
     folder = out.features(section["set"])
     tables = {s: out.load_split(s) for s in SPLITS if s == "train" or out.test.exists()}
-    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, comp["audio"],
-                      {s: _inputs_fingerprint(t) for s, t in tables.items()})
+    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype,
+                      {k: v for k, v in comp["audio"].items() if k != "aggregate"},
+                      comp["native_sample_rate"], {s: _inputs_fingerprint(t) for s, t in tables.items()})
     old = read_json(folder / "manifest.json")
     if old and old.get("fingerprint") == key and not force and all(
             (folder / f"{s}_spec.npy").exists() for s in tables):
@@ -174,26 +190,26 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     workers = workers or n_cpus()
     shapes = {}
     for split, table in tables.items():
-        spec_shape, sc_shape = extract_split(
-            extractor, list(table["path"]), folder / f"{split}_spec.npy", folder / f"{split}_scalars.npy",
-            comp, workers, desc=f"{section['set']} {split}")
-        shapes[split] = {"spec": spec_shape, "scalars": sc_shape, "ids": fingerprint(list(table["id"]))}
-    sr = comp["audio"]["sample_rate"] or comp["native_sample_rate"]
+        shapes[split] = extract_split(extractor, table, folder, split, comp, workers, dtype)
+        shapes[split]["ids"] = fingerprint(list(table["id"]))
+    a = comp["audio"]
     manifest = {
         "set": section["set"], "name": section["name"], "settings": extractor.settings,
         "channel_names": extractor.channel_names, "scalar_names": extractor.scalar_names,
         "spec_shape": list(shapes["train"]["spec"][1:]), "n_scalars": shapes["train"]["scalars"][1],
-        "sample_rate": sr, "hop_length": extractor.hop_length, "clip_seconds": comp["audio"]["clip_seconds"],
-        "splits": shapes, "dtype": "float32", "fingerprint": key,
+        "sample_rate": a["sample_rate"] or comp["native_sample_rate"], "hop_length": extractor.hop_length,
+        "clip_seconds": a["clip_seconds"], "hop_seconds": a["hop_seconds"], "pad": a["pad"],
+        "splits": shapes, "dtype": dtype, "fingerprint": key,
     }
     write_json(folder / "manifest.json", manifest)
     return dict(manifest, skipped=False, seconds=time.time() - t0)
 
 
-def load_features(out: Outputs, feature_set: str, split: str, ids=None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Memory-map a cached split: returns ``(spec (rows, C, F, T), scalars (rows, S), manifest)``.
+def load_features(out: Outputs, feature_set: str, split: str, ids=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Memory-map a cached split: returns ``(spec (windows, C, F, T), scalars (windows, S),
+    windows (windows, 2) of (recording row, start s), manifest)``.
 
-    When ``ids`` is given, checks that the cache rows are those ids in that order.
+    When ``ids`` is given, checks that the cache's recordings are those ids in that order.
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale.
     """
     from .paths import MissingArtifact
@@ -207,4 +223,4 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None) -> tuple
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
     spec = np.load(folder / f"{split}_spec.npy", mmap_mode="r")
     scalars = np.load(folder / f"{split}_scalars.npy", mmap_mode="r")
-    return spec, scalars, manifest
+    return spec, scalars, np.load(folder / f"{split}_windows.npy"), manifest

@@ -1,52 +1,87 @@
-"""Cross-validation folds with scikit-learn's splitters.
+"""Cross-validation folds with scikit-learn's splitters (and ``iterative-stratification``).
 
 Schemes (``folds.scheme`` in a competition config):
 
 * ``stratified``: ``StratifiedKFold`` over rows (class balance per fold);
-* ``stratified_group``: ``StratifiedGroupKFold``: every row of a group (e.g. one recording
-  session) lands in the same fold, with classes as balanced as the groups allow.
+* ``stratified_group``: ``StratifiedGroupKFold``: every row of a group (e.g. one patient or one
+  recording session) lands in the same fold, with classes as balanced as the groups allow;
+* ``group``: ``GroupKFold``: groups kept together, no stratification (e.g. multi-label + groups);
+* ``multilabel_stratified``: ``MultilabelStratifiedKFold`` from ``iterative-stratification``
+  (Sechidis et al. 2011, "On the stratification of multi-label data"): every label's share
+  balanced across folds;
+* ``predefined``: the folds the competition ships (a CSV column, e.g. ESC-50's ``fold``).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-SCHEMES = ("stratified", "stratified_group")
+SCHEMES = ("stratified", "stratified_group", "group", "multilabel_stratified", "predefined")
 
 
-def make_folds(labels, groups=None, n_folds: int = 5, scheme: str = "stratified", seed: int = 42) -> np.ndarray:
+def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", seed: int = 42,
+               predefined=None) -> np.ndarray:
     """Assign each row to a fold.
 
-    Input: ``labels`` of shape ``(rows,)`` (any hashable class labels), optional ``groups`` of
-    shape ``(rows,)``, the number of folds, the scheme and a shuffling seed.
+    Input: encoded labels ``y`` (class indices ``(rows,)`` or a multi-label 0/1 matrix
+    ``(rows, n_classes)``), optional ``groups`` ``(rows,)``, the number of folds, the scheme, a
+    shuffling seed, and for ``predefined`` the shipped fold of each row ``(rows,)`` (any values;
+    they are numbered 0.. in sorted order).
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
-    Raises ``ValueError`` for an unknown scheme, a group scheme without groups, or a class with
-    fewer rows than folds.
+    Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
+    a multi-label matrix given to a single-label scheme, or a class with fewer rows than folds.
     """
-    labels = np.asarray(labels)
+    y = np.asarray(y)
     if scheme not in SCHEMES:
         raise ValueError(f"fold scheme {scheme!r} is not one of {SCHEMES}")
-    counts = pd.Series(labels).value_counts()
-    if counts.min() < n_folds:
-        raise ValueError(f"class {counts.idxmin()!r} has {counts.min()} rows, fewer than {n_folds} folds")
-    x = np.zeros(len(labels))
+    if scheme == "predefined":
+        if predefined is None:
+            raise ValueError("scheme 'predefined' needs the fold column (folds.column in the config)")
+        values = pd.Series(predefined).astype(str)
+        return values.map({v: k for k, v in enumerate(sorted(values.unique(), key=_natural))}).to_numpy()
+    if scheme in ("stratified_group", "group") and groups is None:
+        raise ValueError(f"scheme {scheme!r} needs groups (set 'groups' in the competition config)")
+    if y.ndim == 2 and scheme in ("stratified", "stratified_group"):
+        raise ValueError(f"scheme {scheme!r} stratifies one label per row; multi-label data needs "
+                         f"multilabel_stratified (or group, to keep groups together)")
+    if y.ndim == 1 and scheme != "group":
+        counts = pd.Series(y).value_counts()
+        if counts.min() < n_folds:
+            raise ValueError(f"class {counts.idxmin()!r} has {counts.min()} rows, fewer than {n_folds} folds")
+    x = np.zeros(len(y))
     if scheme == "stratified":
-        splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, labels)
+        splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)
+    elif scheme == "stratified_group":
+        splits = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, y, groups)
+    elif scheme == "group":
+        splits = GroupKFold(n_folds, shuffle=True, random_state=seed).split(x, y, groups)
     else:
-        if groups is None:
-            raise ValueError("scheme 'stratified_group' needs groups (set 'groups' in the competition config)")
-        splits = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, labels, groups)
-    fold = np.full(len(labels), -1, dtype=int)
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splits = MultilabelStratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)
+    fold = np.full(len(y), -1, dtype=int)
     for k, (_, valid) in enumerate(splits):
         fold[valid] = k
     return fold
 
 
-def fold_table(folds: pd.DataFrame, target: str = "target") -> pd.DataFrame:
-    """Class counts per fold: a table with one row per fold, one column per class, and ``total``."""
-    table = pd.crosstab(folds["fold"], folds[target])
-    table["total"] = table.sum(axis=1)
+def _natural(value: str):
+    """Sort key: numbers numerically ("2" before "10"), then text."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def fold_table(fold: np.ndarray, y: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Rows per class and fold: one row per fold, one column per class (for a multi-label ``y``
+    the rows carrying that label), and ``total`` (rows in the fold)."""
+    y = np.asarray(y)
+    onehot = y if y.ndim == 2 else np.eye(len(classes), dtype=int)[y]
+    table = pd.DataFrame(onehot, columns=classes).groupby(np.asarray(fold)).sum()
+    table.index.name = "fold"
+    table["total"] = pd.Series(fold).value_counts().sort_index().to_numpy()
     return table
 
 

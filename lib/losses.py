@@ -1,11 +1,19 @@
-"""Losses on logits ``(batch, n_outputs)`` and soft targets ``(batch, n_outputs)`` in [0, 1]."""
+"""Losses on logits ``(batch, n_outputs)`` and soft targets ``(batch, n_outputs)`` in [0, 1].
+
+``loss: {name: auto}`` (the default) picks by task: ``bce`` for binary and multi-label tasks
+(a sigmoid per output), ``ce`` for multiclass ones (softmax). ``focal`` follows the task the
+same way. Class weights (``train.class_weights: balanced``) are given as ``class_weight
+(n_outputs,)``: for sigmoid losses the weight of each output's positive term (``pos_weight``,
+n_negative / n_positive when balanced), for softmax losses the weight of each class.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import Registry
+from .config import ConfigError, Registry
 
 LOSSES = Registry("loss")
 
@@ -14,42 +22,91 @@ LOSSES = Registry("loss")
 class BCEWithLogits(nn.Module):
     """Binary cross-entropy on logits (``torch.nn.functional.binary_cross_entropy_with_logits``),
     mean over batch and outputs; soft targets (Mixup/CutMix) are allowed. Optional label smoothing
-    ``eps`` moves targets to ``eps/2 .. 1 - eps/2``."""
+    ``eps`` moves targets to ``eps/2 .. 1 - eps/2``; ``class_weight`` is the ``pos_weight``."""
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weight: torch.Tensor | None = None):
         super().__init__()
         self.eps = label_smoothing
+        self.register_buffer("pos_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target * (1 - self.eps) + self.eps / 2
-        return F.binary_cross_entropy_with_logits(logits.float(), target)
+        return F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=self.pos_weight)
+
+
+@LOSSES.register("ce")
+class SoftCrossEntropy(nn.Module):
+    """Cross-entropy on logits with soft (one-hot or mixed) targets, for multiclass tasks.
+    ``class_weight (n_classes,)`` weights each row by its target's class weight, normalised by
+    the batch's total weight (as ``torch.nn.CrossEntropyLoss(weight=...)``)."""
+
+    def __init__(self, label_smoothing: float = 0.0, class_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.eps = label_smoothing
+        self.register_buffer("weight", None if class_weight is None else torch.as_tensor(class_weight).float())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n = target.shape[1]
+        per_row = -((target * (1 - self.eps) + self.eps / n) * F.log_softmax(logits.float(), dim=1)).sum(1)
+        if self.weight is None:
+            return per_row.mean()
+        w = target @ self.weight
+        return (per_row * w).sum() / w.sum().clamp_min(1e-12)
 
 
 @LOSSES.register("focal")
 class FocalLoss(nn.Module):
-    """Binary focal loss (Lin et al. 2017): ``BCE * (1 - p_t) ** gamma``, for class imbalance."""
+    """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection"): the cross-entropy of
+    each target scaled by ``(1 - p_t) ** gamma``, so easy examples count less (class imbalance).
+    ``softmax=False``: per-output sigmoid (binary, multi-label; ``class_weight`` = pos_weight);
+    ``softmax=True``: multiclass (``class_weight`` weights each class's term)."""
 
-    def __init__(self, gamma: float = 2.0):
+    def __init__(self, gamma: float = 2.0, softmax: bool = False, class_weight: torch.Tensor | None = None):
         super().__init__()
-        self.gamma = gamma
+        self.gamma, self.softmax = gamma, softmax
+        self.register_buffer("weight", None if class_weight is None else torch.as_tensor(class_weight).float())
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        if self.softmax:
+            logp = F.log_softmax(logits, dim=1)
+            terms = -target * (1 - logp.exp()) ** self.gamma * logp
+            if self.weight is not None:
+                terms = terms * self.weight
+            return terms.sum(1).mean()
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=self.weight)
         p = torch.sigmoid(logits)
         p_t = p * target + (1 - p) * (1 - target)
         return (bce * (1 - p_t) ** self.gamma).mean()
 
 
-@LOSSES.register("ce")
-class SoftCrossEntropy(nn.Module):
-    """Cross-entropy on logits with soft (one-hot or mixed) targets, for multiclass tasks."""
+def balanced_class_weight(target: np.ndarray, task: str) -> np.ndarray:
+    """``class_weight (n_outputs,)`` from training targets ``(rows, n_outputs)`` (0/1): multiclass
+    ``rows / (n_classes * rows_of_class)`` (sklearn's "balanced"); sigmoid tasks ``n_neg / n_pos``
+    per output. Classes absent from the rows get weight 1."""
+    target = np.asarray(target, dtype=np.float64)
+    pos = target.sum(0)
+    if task == "multiclass":
+        w = len(target) / (target.shape[1] * np.maximum(pos, 1e-12))
+    else:
+        w = (len(target) - pos) / np.maximum(pos, 1e-12)
+    return np.where(pos > 0, w, 1.0).astype(np.float32)
 
-    def __init__(self, label_smoothing: float = 0.0):
-        super().__init__()
-        self.eps = label_smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        n = target.shape[1]
-        target = target * (1 - self.eps) + self.eps / n
-        return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+def build_loss(section: dict, task: str, class_weight=None) -> nn.Module:
+    """The loss of an experiment's ``loss`` section for ``task``; see the module docstring.
+
+    Raises ``ConfigError`` for ``bce`` on a multiclass task or ``ce`` on a sigmoid task (training
+    and prediction would disagree on what the outputs mean).
+    """
+    name = section["name"]
+    if name == "auto":
+        name = "ce" if task == "multiclass" else "bce"
+    params = dict(section.get("params") or {})
+    if (name == "bce" and task == "multiclass") or (name == "ce" and task != "multiclass"):
+        raise ConfigError(f"loss {name!r} does not fit a {task} task (predictions use "
+                          f"{'softmax' if task == 'multiclass' else 'sigmoid'}); use loss: {{name: auto}}")
+    if name == "focal":
+        params.setdefault("softmax", task == "multiclass")
+    cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
+    return LOSSES.get(name)(**params, class_weight=cw)

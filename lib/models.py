@@ -130,14 +130,15 @@ class VGG(AudioClassifier):
         super().__init__(in_channels, n_scalars, n_outputs, nn.Sequential(*blocks), c, head_hidden=512, dropout=dropout)
 
 
-def build_model(section: dict, manifest: dict, n_outputs: int) -> AudioClassifier:
+def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | None = None) -> AudioClassifier:
     """Build the model named in ``section`` for the input shapes recorded in a feature ``manifest``.
 
-    ``manifest['spec_shape']`` is ``[channels, freq, frames]`` and ``manifest['n_scalars']`` the
-    scalar count (0: no scalar branch). Raises ``ConfigError`` for an unknown name.
+    ``manifest['spec_shape']`` is ``[channels, freq, frames]``; the scalar input width is
+    ``n_scalars`` (audio scalars plus encoded metadata; default ``manifest['n_scalars']``; 0: no
+    scalar branch). Raises ``ConfigError`` for an unknown name.
     """
-    return MODELS.build(section, in_channels=manifest["spec_shape"][0], n_scalars=manifest["n_scalars"],
-                        n_outputs=n_outputs)
+    return MODELS.build(section, in_channels=manifest["spec_shape"][0],
+                        n_scalars=manifest["n_scalars"] if n_scalars is None else n_scalars, n_outputs=n_outputs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -68,4 +68,7 @@ class Outputs:
     def load_split(self, split: str) -> pd.DataFrame:
         """``folds.csv`` (split ``train``) or ``test.csv`` (split ``test``) as a DataFrame."""
         path = self.folds if split == "train" else self.test
-        return pd.read_csv(self.require(path, "00_prepare.py"), dtype={"id": str, "target": str, "group": str})
+        df = pd.read_csv(self.require(path, "00_prepare.py"), dtype={"id": str, "target": str, "group": str})
+        if "target" in df:
+            df["target"] = df["target"].fillna("")  # a multi-label row without labels
+        return df

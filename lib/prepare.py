@@ -1,22 +1,27 @@
 """Stage 00: check a competition's input and build ``folds.csv``, ``test.csv`` and ``competition.yaml``.
 
 Every problem found (missing or unreadable audio, duplicate ids, unknown labels, empty cells,
-mixed sample rates, a sample submission that does not match the test set) is collected and
-reported together, by file and line, and nothing is written then.
+non-numeric metadata, mixed sample rates, a missing audio channel, a sample submission that does
+not match the test set, a group split across predefined folds) is collected and reported
+together, by file and line, and nothing is written then.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from . import audio
-from .config import ConfigError
+from . import audio, tasks
+from .config import ConfigError, check_classes
 from .folds import fold_table, groups_crossing_folds, make_folds
 from .utils import atomic_path, write_csv
+
+META_PREFIX = "meta_"
+"""Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
 
 
 class InputError(ValueError):
@@ -42,49 +47,98 @@ def id_to_file(sample_id: str, spec: dict) -> str:
     return spec["template"].format(id=sample_id)
 
 
-def group_of(sample_id: str, spec: dict) -> str:
-    """Group key of an id from ``spec['regex']``: the first capture group (or the whole match).
-
-    Returns the id itself when the regex does not match (the row is then its own group).
-    """
-    m = re.search(spec["regex"], sample_id)
+def group_of(text: str, regex: str) -> str:
+    """Group key of a text (an id or a path) from ``regex``: the first capture group (or the whole
+    match). Returns the text itself when the regex does not match (the row is then its own group)."""
+    m = re.search(regex, text)
     if not m:
-        return sample_id
+        return text
     return m.group(1) if m.groups() else m.group(0)
 
 
-def _read_csv(path: Path, columns: list[str], problems: list[str]) -> pd.DataFrame | None:
+def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str]) -> pd.DataFrame | None:
+    """The rows of a split: ``id``, ``path``, ``where`` (file and line, for messages) and ``columns``.
+
+    From ``csv`` + ``id_column`` (paths by :func:`id_to_file`) or from the ``files`` glob (ids are
+    file names, stems or paths relative to the data folder, as ``id_from`` says).
+    """
+    if not sec.get("csv"):
+        files = sorted(p for p in root.glob(sec["files"]) if p.is_file())
+        if not files:
+            problems.append(f"{root / sec['files']}: no files match")
+            return None
+        rel = [p.relative_to(root) for p in files]
+        ids = [str(r) if sec["id_from"] == "path" else r.stem if sec["id_from"] == "stem" else r.name for r in rel]
+        df = pd.DataFrame({"id": ids, "path": [str(p) for p in files], "where": [str(p) for p in files]})
+        for i in df.index[df.duplicated("id")]:
+            problems.append(f"{df.at[i, 'path']}: duplicate id {df.at[i, 'id']!r} (set id_from: path)")
+        return df
+    path = root / sec["csv"]
     if not path.is_file():
         problems.append(f"{path}: file not found")
         return None
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in df.columns]
+    needed = [sec["id_column"], *columns]
+    missing = [c for c in needed if c not in df.columns]
     if missing:
         problems.append(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
         return None
-    for col in columns:
-        for i in df.index[df[col].str.strip() == ""]:
-            problems.append(f"{path} line {i + 2}: empty {col!r}")
-    for i in df.index[df.duplicated(columns[0], keep="first")]:
-        problems.append(f"{path} line {i + 2}: duplicate id {df.at[i, columns[0]]!r}")
+    df = df.rename(columns={sec["id_column"]: "id"}) if sec["id_column"] not in columns else df.assign(id=df[sec["id_column"]])
+    df["where"] = [f"{path} line {i + 2}" for i in range(len(df))]
+    for i in df.index[df["id"].str.strip() == ""]:
+        problems.append(f"{df.at[i, 'where']}: empty {sec['id_column']!r}")
+    for i in df.index[df.duplicated("id", keep="first") & (df["id"] != "")]:
+        problems.append(f"{df.at[i, 'where']}: duplicate id {df.at[i, 'id']!r}")
+    df["path"] = [str(root / id_to_file(i, sec["audio"])) for i in df["id"]]
     return df
 
 
-def _resolve_audio(df: pd.DataFrame, csv: Path, id_col: str, spec: dict, root: Path, problems: list[str], desc: str):
-    paths, rates, durations = [], [], []
-    for i, sample_id in enumerate(tqdm(df[id_col], desc=f"checking {desc} audio", unit="file", leave=False)):
-        path = root / id_to_file(sample_id, spec)
-        sr = frames = None
+def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list[list[str]]:
+    """Each row's labels (a list: one label, or for multi-label tasks any number)."""
+    if sec.get("target_from") == "folder":
+        return [[Path(p).parent.name] for p in df["path"]]
+    if sec.get("target_columns"):
+        out = []
+        for i in df.index:
+            row = []
+            for col in sec["target_columns"]:
+                value = df.at[i, col].strip()
+                if value not in ("0", "1", "0.0", "1.0"):
+                    problems.append(f"{df.at[i, 'where']}: {col!r} is {value!r}; expected 0 or 1")
+                elif float(value) == 1:
+                    row.append(col)
+            out.append(row)
+        return out
+    col = sec["target_column"]
+    out = []
+    for i in df.index:
+        value = df.at[i, col].strip()
+        if task == "multilabel":
+            out.append([v for v in value.split(sec["label_separator"]) if v])
+        else:
+            if value == "":
+                problems.append(f"{df.at[i, 'where']}: empty {col!r}")
+            out.append([value])
+    return out
+
+
+def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], desc: str) -> None:
+    """Add ``sample_rate``, ``duration_s`` and ``channels`` from each file's header."""
+    rates, durations, channels = [], [], []
+    for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} audio", unit="file", leave=False):
+        sr = frames = n_channels = None
         try:
-            sr, frames, _ = audio.info(path)
+            sr, frames, n_channels = audio.info(path)
             if frames == 0:
-                problems.append(f"{csv} line {i + 2}: {path} has no samples")
+                problems.append(f"{where}: {path} has no samples")
+            if channel is not None and channel >= n_channels:
+                problems.append(f"{where}: {path} has {n_channels} channel(s); audio.channel {channel} does not exist")
         except audio.AudioError as exc:
-            problems.append(f"{csv} line {i + 2} (id {sample_id!r}): {exc}")
-        paths.append(str(path))
+            problems.append(f"{where}: {exc}")
         rates.append(sr)
         durations.append(frames / sr if sr else None)
-    df["path"], df["sample_rate"], df["duration_s"] = paths, rates, durations
+        channels.append(n_channels)
+    df["sample_rate"], df["duration_s"], df["channels"] = rates, durations, channels
 
 
 def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str]) -> int | None:
@@ -103,77 +157,131 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
     return int(counts.index[0])
 
 
+def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame:
+    """The ``meta_<column>`` table: numeric columns as floats (empty cells NaN, imputed at training
+    time), categorical ones as text (empty cells ``""``, a category of their own)."""
+    out = pd.DataFrame(index=df.index)
+    for col in meta["numeric"]:
+        text = df[col].str.strip()
+        values = pd.to_numeric(text, errors="coerce")
+        for i in df.index[values.isna() & (text != "")]:
+            problems.append(f"{df.at[i, 'where']}: metadata {col!r} is {df.at[i, col]!r}; expected a number")
+        out[META_PREFIX + col] = values
+    for col in meta["categorical"]:
+        out[META_PREFIX + col] = df[col].str.strip()
+    return out
+
+
+def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]) -> list[str]:
+    if not spec:
+        return list(df["id"])
+    if spec.get("column"):
+        for i in df.index[df[spec["column"]].str.strip() == ""]:
+            problems.append(f"{df.at[i, 'where']}: empty group column {spec['column']!r}")
+        return list(df[spec["column"]])
+    on = spec.get("on", "id")
+    texts = df["id"] if on == "id" else [str(Path(p).relative_to(root)) for p in df["path"]]
+    return [group_of(t, spec["regex"]) for t in texts]
+
+
 def prepare(cfg: dict, out_dir: str | Path) -> dict:
     """Validate the input described by competition config ``cfg``; write the stage-00 artifacts.
 
-    Writes ``out_dir/folds.csv`` (id, path, target, group, fold, sample_rate, duration_s),
-    ``out_dir/test.csv`` (id, path, sample_rate, duration_s; when the config has a test set) and
-    ``out_dir/competition.yaml`` (the resolved config that later stages read).
-    Returns a summary dict. Raises ``InputError`` listing every problem; nothing is written then.
+    Writes ``out_dir/folds.csv`` (id, path, target, group, fold, sample_rate, duration_s,
+    channels, ``meta_<column>`` ...; multi-label targets joined by ``lib.tasks.LABEL_SEP``),
+    ``out_dir/test.csv`` (id, path, sample_rate, duration_s, channels, metadata; when the config
+    has a test set) and ``out_dir/competition.yaml`` (the resolved config that later stages read,
+    with ``classes`` filled in from the data when the config leaves them out).
+    Returns a summary dict. Raises ``InputError`` listing every problem (nothing is written
+    then), or ``ConfigError`` when the classes or folds do not fit the data.
     """
     out_dir = Path(out_dir)
     root = Path(cfg["data_dir"])
     problems: list[str] = []
     if not root.is_dir():
         raise InputError([f"{root}: data folder not found (set data_dir in the config or pass --data-dir)"])
+    meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
+    channel = cfg["audio"]["channel"]
 
     tr = cfg["train"]
-    train_csv = root / tr["csv"]
-    train = _read_csv(train_csv, [tr["id_column"], tr["target_column"]], problems)
+    extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
+                         (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column")) if c]
+    train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems)
+    labels = None
     if train is not None:
-        unknown = ~train[tr["target_column"]].isin(cfg["classes"]) & (train[tr["target_column"]].str.strip() != "")
-        for i in train.index[unknown]:
-            problems.append(f"{train_csv} line {i + 2}: unknown label {train.at[i, tr['target_column']]!r}; "
-                            f"expected one of {cfg['classes']}")
-        _resolve_audio(train, train_csv, tr["id_column"], tr["audio"], root, problems, "train")
+        labels = _labels(train, tr, cfg["task"], problems)
+        if cfg.get("classes") is None:
+            cfg["classes"] = sorted({label for row in labels for label in row})
+            check_classes(cfg, f"classes found in {root / (tr.get('csv') or tr['files'])}")
+        for where, row in zip(train["where"], labels):
+            for label in row:
+                if label not in cfg["classes"]:
+                    problems.append(f"{where}: unknown label {label!r}; expected one of {cfg['classes']}")
+        _resolve_audio(train, channel, problems, "train")
 
     test = None
     if cfg.get("test"):
         te = cfg["test"]
-        test_csv = root / te["csv"]
-        test = _read_csv(test_csv, [te["id_column"]], problems)
+        test = _read_rows(te, root, meta_cols, problems)
         if test is not None:
-            _resolve_audio(test, test_csv, te["id_column"], te["audio"], root, problems, "test")
+            _resolve_audio(test, channel, problems, "test")
 
     sub = cfg.get("submission")
     if sub and test is not None:
         sample_csv = root / sub["sample"]
-        sample = _read_csv(sample_csv, [sub["id_column"], sub["target_column"]], problems)
-        if sample is not None:
-            missing = set(test[cfg["test"]["id_column"]]) ^ set(sample[sub["id_column"]])
-            if missing:
-                problems.append(f"{sample_csv}: ids differ from {test_csv} in {len(missing)} row(s), "
-                                f"e.g. {sorted(missing)[:5]}")
+        if not sample_csv.is_file():
+            problems.append(f"{sample_csv}: file not found")
+        else:
+            sample = pd.read_csv(sample_csv, dtype=str, keep_default_na=False)
+            needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
+                list(cfg["classes"]) if sub["format"] in ("probabilities", "indicators") else [])
+            missing_cols = [c for c in needed if c not in sample.columns]
+            if missing_cols:
+                problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
+                                f"{sub['format']!r}; found {list(sample.columns)}")
+            else:
+                differ = set(test["id"]) ^ set(sample[sub["id_column"]])
+                if differ:
+                    problems.append(f"{sample_csv}: ids differ from the test set in {len(differ)} row(s), "
+                                    f"e.g. {sorted(differ)[:5]}")
 
     tables = [t for t in (train, test) if t is not None]
-    rate = _check_rates(tables, cfg["audio"]["sample_rate"], problems)
+    rate = _check_rates(tables, cfg["audio"]["sample_rate"], problems) if tables else None
+    metas = {name: _metadata(t, cfg["metadata"], problems) for name, t in (("train", train), ("test", test))
+             if t is not None}
+    groups = _groups(train, cfg.get("groups"), root, problems) if train is not None else None
     if problems:
         raise InputError(problems)
 
-    folds = pd.DataFrame({
-        "id": train[tr["id_column"]], "path": train["path"], "target": train[tr["target_column"]],
-    })
-    folds["group"] = [group_of(i, cfg["groups"]) for i in folds["id"]] if cfg.get("groups") else folds["id"]
+    target = [tasks.LABEL_SEP.join(row) if cfg["task"] == "multilabel" else row[0] for row in labels]
+    folds = pd.DataFrame({"id": train["id"], "path": train["path"], "target": target, "group": groups})
+    y = tasks.class_index(folds["target"], cfg)
     fc = cfg["folds"]
     try:
-        folds["fold"] = make_folds(folds["target"], folds["group"], fc["n_folds"], fc["scheme"], fc["seed"])
+        folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
+                                   train[fc["column"]] if fc.get("column") else None)
     except ValueError as exc:
         raise ConfigError(f"folds: {exc}") from exc
-    folds["sample_rate"], folds["duration_s"] = train["sample_rate"].astype(int), train["duration_s"]
+    fc["n_folds"] = int(folds["fold"].nunique())
+    for col in ("sample_rate", "duration_s", "channels"):
+        folds[col] = train[col].to_numpy()
+    folds = pd.concat([folds, metas["train"]], axis=1)
     crossing = groups_crossing_folds(folds)
-    assert not crossing, f"groups split across folds: {crossing[:5]}"  # sklearn guarantees this
+    if crossing:  # only a predefined fold column can do this; sklearn's group splitters cannot
+        raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
 
     write_csv(out_dir / "folds.csv", folds)
     if test is not None:
-        test_out = pd.DataFrame({"id": test[cfg["test"]["id_column"]], "path": test["path"],
-                                 "sample_rate": test["sample_rate"].astype(int), "duration_s": test["duration_s"]})
+        test_out = pd.concat([test[["id", "path", "sample_rate", "duration_s", "channels"]], metas["test"]], axis=1)
         write_csv(out_dir / "test.csv", test_out)
     resolved = dict(cfg, native_sample_rate=rate)
     with atomic_path(out_dir / "competition.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    durations = folds["duration_s"].astype(float)
     return {
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
-        "groups": folds["group"].nunique(), "sample_rate": rate,
-        "duration_s": (float(folds["duration_s"].min()), float(folds["duration_s"].max())),
-        "fold_table": fold_table(folds),
+        "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
+        "duration_s": (float(durations.min()), float(np.median(durations)), float(durations.max())),
+        "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
+        "metadata": {c: int(metas["train"][c].isna().sum() + (metas["train"][c] == "").sum()) for c in metas["train"]},
     }

@@ -3,11 +3,19 @@
 * ``binary``: one logit; ``sigmoid`` gives p(positive class); files carry one probability
   column per class (``p_<class>``), the negative one being ``1 - p``.
 * ``multiclass``: one logit per class; ``softmax``; one probability column per class.
+* ``multilabel``: one logit per class; a ``sigmoid`` each (columns need not sum to 1); a row's
+  labels are stored in ``folds.csv`` joined by :data:`LABEL_SEP` (empty: no label).
+
+Encoded labels ``y`` are class indices ``(rows,)`` for binary and multiclass tasks and a 0/1
+matrix ``(rows, n_classes)`` for multi-label ones; metrics take them in that form.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+LABEL_SEP = ";"
+"""Separator of a multi-label row's labels in ``folds.csv`` and OOF files."""
 
 
 def n_outputs(comp: dict) -> int:
@@ -21,22 +29,36 @@ def prob_columns(comp: dict) -> list[str]:
 
 
 def class_index(labels, comp: dict) -> np.ndarray:
-    """Labels ``(rows,)`` -> class indices ``(rows,)`` into ``comp['classes']``.
+    """Labels -> encoded ``y``: class indices ``(rows,)`` into ``comp['classes']``, or for a
+    multi-label task a 0/1 int matrix ``(rows, n_classes)`` from :data:`LABEL_SEP`-joined labels.
 
     Raises ``ValueError`` naming the first unknown label.
     """
     lookup = {c: i for i, c in enumerate(comp["classes"])}
     try:
-        return np.array([lookup[str(v)] for v in labels], dtype=np.int64)
+        if comp["task"] != "multilabel":
+            return np.array([lookup[str(v)] for v in labels], dtype=np.int64)
+        y = np.zeros((len(labels), len(lookup)), dtype=np.int64)
+        for row, value in enumerate(labels):
+            for label in split_labels(value):
+                y[row, lookup[label]] = 1
+        return y
     except KeyError as exc:
         raise ValueError(f"unknown label {exc.args[0]!r}; expected one of {comp['classes']}") from None
 
 
+def split_labels(value) -> list[str]:
+    """A :data:`LABEL_SEP`-joined cell -> its labels (an empty or missing cell -> ``[]``)."""
+    return [] if not isinstance(value, str) or value == "" else value.split(LABEL_SEP)
+
+
 def encode_targets(y: np.ndarray, comp: dict) -> np.ndarray:
-    """Class indices ``(rows,)`` -> float32 training targets ``(rows, n_outputs)``."""
+    """Encoded labels ``y`` (see :func:`class_index`) -> float32 training targets ``(rows, n_outputs)``."""
     if comp["task"] == "binary":
         pos = comp["classes"].index(comp["positive"])
         return (y == pos).astype(np.float32)[:, None]
+    if comp["task"] == "multilabel":
+        return y.astype(np.float32)
     return np.eye(len(comp["classes"]), dtype=np.float32)[y]
 
 
@@ -49,10 +71,25 @@ def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict) -> np.ndarray
         out = np.empty((len(p), 2))
         out[:, pos], out[:, 1 - pos] = p, 1 - p
         return out
+    if comp["task"] == "multilabel":
+        return torch.sigmoid(logits).numpy()
     return torch.softmax(logits, dim=1).numpy()
 
 
-def probs_to_labels(probs: np.ndarray, comp: dict) -> np.ndarray:
-    """Class probabilities ``(rows, n_classes)`` -> predicted labels ``(rows,)`` (most probable;
-    for a binary task that is p(positive) > 0.5)."""
-    return np.asarray(comp["classes"], dtype=object)[np.asarray(probs).argmax(1)]
+def predict_indicators(probs: np.ndarray, comp: dict) -> np.ndarray:
+    """Class probabilities ``(rows, n_classes)`` -> 0/1 predictions ``(rows, n_classes)``: the most
+    probable class (binary, multiclass) or every class with p > 0.5 (multi-label)."""
+    probs = np.asarray(probs)
+    if comp["task"] == "multilabel":
+        return (probs > 0.5).astype(np.int64)
+    return np.eye(probs.shape[1], dtype=np.int64)[probs.argmax(1)]
+
+
+def probs_to_labels(probs: np.ndarray, comp: dict, separator: str = LABEL_SEP) -> np.ndarray:
+    """Class probabilities ``(rows, n_classes)`` -> predicted labels ``(rows,)``: the most probable
+    class (binary: p(positive) > 0.5); multi-label: the classes with p > 0.5 joined by ``separator``."""
+    classes = np.asarray(comp["classes"], dtype=object)
+    if comp["task"] == "multilabel":
+        return np.array([separator.join(classes[row.astype(bool)]) for row in predict_indicators(probs, comp)],
+                        dtype=object)
+    return classes[np.asarray(probs).argmax(1)]

@@ -5,14 +5,15 @@ Mixup/CutMix/SpecAugment from the config, gradient clipping, an exponential movi
 of the weights (``train.ema``, the decay per step; ``null`` turns it off) that is what gets
 validated and kept, early stopping on the validation fold's competition metric (ties broken by
 the lower validation loss), the best epoch's weights kept; a fixed seed per fold; automatic
-mixed precision on CUDA.
+mixed precision on CUDA. Each epoch sees one fresh random window of every training recording;
+validation predicts every window and scores recordings (:mod:`lib.data`). Optional class
+weights in the loss or a class-balanced sampler (``train.class_weights``, ``train.sampler``).
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +24,29 @@ from tqdm.auto import tqdm
 
 from . import tasks
 from .augment import Augmenter
-from .config import Registry
-from .features import load_features
-from .losses import LOSSES
+from .config import ConfigError, Registry
+from .data import WindowData, aggregate, metadata_encoder
+from .losses import balanced_class_weight, build_loss
 from .metrics import score_all
 from .models import build_model, count_parameters
 from .paths import Outputs
-from .utils import atomic_path, fingerprint, format_seconds, get_device, read_json, seed_everything, write_csv, write_json
+from .utils import (
+    atomic_path,
+    fingerprint,
+    format_seconds,
+    get_device,
+    read_json,
+    seed_everything,
+    write_csv,
+    write_json,
+)
 
 OPTIMIZERS = Registry("optimizer")
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("adam")(torch.optim.Adam)
 OPTIMIZERS.register("sgd")(torch.optim.SGD)
 SCHEDULERS = Registry("scheduler")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @SCHEDULERS.register("warmup_cosine")
@@ -54,45 +64,41 @@ def warmup_cosine(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: f
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@dataclass
-class FeatureData:
-    """One split's features in memory (on the training device): ``spec (rows, C, F, T)``,
-    ``scalars (rows, S)`` and, for the training split, ``target (rows, n_outputs)`` and class
-    indices ``y (rows,)``."""
-
-    spec: torch.Tensor
-    scalars: torch.Tensor
-    manifest: dict
-    y: np.ndarray | None = None
-    target: torch.Tensor | None = None
-
-    @classmethod
-    def load(cls, out: Outputs, feature_set: str, split: str, table: pd.DataFrame, comp: dict, device) -> "FeatureData":
-        """Read a cached split (checked against ``table``'s ids) onto ``device``."""
-        spec, scalars, manifest = load_features(out, feature_set, split, ids=table["id"])
-        data = cls(torch.from_numpy(np.array(spec)).to(device), torch.from_numpy(np.array(scalars)).to(device), manifest)
-        if "target" in table:
-            data.y = tasks.class_index(table["target"], comp)
-            data.target = torch.from_numpy(tasks.encode_targets(data.y, comp)).to(device)
-        return data
-
-
-def channel_stats(spec: torch.Tensor, scalars: torch.Tensor, idx: np.ndarray, chunk: int = 512):
-    """Per-channel mean/std ``(C,)`` of ``spec[idx]`` and per-column mean/std ``(S,)`` of
-    ``scalars[idx]``, accumulated in chunks (float64) so memory stays small."""
+def input_stats(data: WindowData, windows: np.ndarray, chunk: int = 512):
+    """Per-channel mean/std ``(C,)`` of the spectrograms of ``windows`` and per-column mean/std
+    ``(S,)`` of their scalar inputs (``None`` when there are none), accumulated in chunks
+    (float64) so memory stays small."""
     s = s2 = 0.0
     n = 0
-    for i in range(0, len(idx), chunk):
-        x = spec[torch.as_tensor(idx[i:i + chunk], device=spec.device)].double()
+    scalars = []
+    for i in range(0, len(windows), chunk):
+        x, sc = data.batch(windows[i:i + chunk], data.spec.device)
+        x = x.double()
         s = s + x.sum((0, 2, 3))
         s2 = s2 + (x * x).sum((0, 2, 3))
         n += x.numel() // x.shape[1]
+        scalars.append(sc.double())
     mean = s / n
     std = (s2 / n - mean ** 2).clamp_min(0).sqrt()
-    sc = scalars[torch.as_tensor(idx, device=scalars.device)].double()
+    sc = torch.cat(scalars)
     if sc.shape[1] == 0:
         return mean.float(), std.float(), None, None
-    return mean.float(), std.float(), sc.mean(0).float(), sc.std(0).float()
+    return mean.float(), std.float(), sc.mean(0).float(), sc.std(0).nan_to_num(1.0).float()
+
+
+def epoch_recordings(recs: np.ndarray, y: np.ndarray, sampler: str | None, rng: np.random.Generator) -> np.ndarray:
+    """The training recordings of one epoch, in order: a permutation of ``recs`` (``sampler:
+    null``), or for ``balanced`` as many draws with replacement, each recording drawn with
+    probability proportional to 1 / the size of its class (multi-label: of its rarest label;
+    rows without labels form a class of their own). Raises ``ConfigError`` for another sampler."""
+    if sampler is None:
+        return rng.permutation(recs)
+    if sampler != "balanced":
+        raise ConfigError(f"train.sampler {sampler!r} is not null or balanced")
+    onehot = y[recs] if y.ndim == 2 else np.eye(y.max() + 1)[y[recs]]
+    onehot = np.column_stack([onehot, onehot.sum(1) == 0]).astype(float)
+    w = (onehot / np.maximum(onehot.sum(0), 1)).max(1)
+    return rng.choice(recs, size=len(recs), replace=True, p=w / w.sum())
 
 
 def ema_avg_fn(decay: float):
@@ -115,34 +121,54 @@ def autocast(device, enabled: bool = True):
 
 
 @torch.no_grad()
-def predict_logits(model, spec: torch.Tensor, scalars: torch.Tensor, idx=None, batch_size: int = 256) -> torch.Tensor:
-    """Logits ``(rows, n_outputs)`` (float32, CPU) for rows ``idx`` (default all), every row kept."""
+def predict_logits(model, data: WindowData, windows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """Logits ``(windows, n_outputs)`` (float32, CPU) of the given windows, every one kept."""
     model.eval()
     device = next(model.parameters()).device
-    idx = np.arange(len(spec)) if idx is None else np.asarray(idx)
-    out = []
-    for i in range(0, len(idx), batch_size):
-        b = torch.as_tensor(idx[i:i + batch_size], device=spec.device)
+    out = [torch.zeros(0, model.head[-1].out_features)]
+    for i in range(0, len(windows), batch_size):
         with autocast(device):
-            out.append(model(spec[b].to(device, non_blocking=True), scalars[b].to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1)
+            out.append(model(*data.batch(windows[i:i + batch_size], device)).float().cpu())
+    return torch.cat(out)
 
 
-def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold: int, device, log=print):
-    """Train one fold; returns ``(best_state, best_epoch_info, oof_probs (valid_rows, n_classes), history)``.
+def predict_recordings(model, data: WindowData, recs: np.ndarray, comp: dict) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """Predict every window of the recordings ``recs`` ``(n,)`` and aggregate them per recording
+    (``audio.aggregate``). Returns ``(probs (n, n_classes), window logits (w, n_outputs),
+    window indices (w,))``."""
+    windows, owner = data.windows_of(recs)
+    logits = predict_logits(model, data, windows)
+    probs = aggregate(tasks.logits_to_probs(logits, comp), owner, len(recs), comp["audio"]["aggregate"], comp["task"])
+    return probs, logits, windows
 
-    ``folds`` ``(rows,)`` holds each training row's fold; rows of ``fold`` are the validation set.
-    ``history`` is a list of per-epoch dicts (fold, epoch, lr, train_loss, valid_loss, metrics, seconds).
+
+def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fold: int, device, log=print):
+    """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
+
+    ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set. Each epoch
+    draws one window per training recording (:func:`epoch_recordings` chooses the recordings);
+    validation predicts every window and scores the aggregated recording probabilities.
+    ``checkpoint`` holds the best weights, the metadata encoder fitted on the training rows and
+    the input width. ``history`` is a list of per-epoch dicts (fold, epoch, lr, train_loss,
+    valid_loss (per window), metrics (per recording), seconds).
     """
     tc = cfg["train"]
     seed_everything(tc["seed"] + fold)
-    tr_idx, va_idx = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp))
-    model.set_normalisation(*channel_stats(data.spec, data.scalars, tr_idx))
+    folds = table["fold"].to_numpy()
+    tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
+    data.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(data.spec.device)
+    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars)
+    model.set_normalisation(*input_stats(data, data.windows_of(tr_rec)[0]))
     model.to(device)
-    loss_fn = LOSSES.build(cfg["loss"])
+    class_weight = None
+    if tc.get("class_weights") not in (None, "balanced"):
+        raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
+    if tc.get("class_weights"):
+        class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), comp["task"])
+    loss_fn = build_loss(cfg["loss"], comp["task"], class_weight).to(device)
     opt = OPTIMIZERS.build(cfg["optimizer"], params=model.parameters())
-    steps = math.ceil(len(tr_idx) / tc["batch_size"])
+    steps = math.ceil(len(tr_rec) / tc["batch_size"])
     sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
     use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -154,16 +180,16 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
     rng = np.random.default_rng(tc["seed"] + fold)
     monitor = comp["metric"]
     best, history, wait = None, [], 0
-    y_va, t_va = data.y[va_idx], data.target[torch.as_tensor(va_idx, device=data.target.device)].to(device)
+    y_va = data.y[va_rec]
     for epoch in range(1, tc["epochs"] + 1):
         t0 = time.time()
         model.train()
-        order = rng.permutation(tr_idx)
+        order = data.sample_windows(epoch_recordings(tr_rec, data.y, tc.get("sampler"), rng), rng)
         total, seen = 0.0, 0
         for i in tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}", leave=False, unit="batch"):
-            b = torch.as_tensor(order[i:i + tc["batch_size"]], device=data.spec.device)
-            spec, scalars, target = (t[b].to(device, non_blocking=True) for t in (data.spec, data.scalars, data.target))
-            spec, scalars, target = augment(spec, scalars, target)
+            w = order[i:i + tc["batch_size"]]
+            spec, scalars = data.batch(w, device)
+            spec, scalars, target = augment(spec, scalars, data.targets(w).to(device, non_blocking=True))
             with autocast(device, tc["amp"]):
                 loss = loss_fn(model(spec, scalars), target)
             opt.zero_grad(set_to_none=True)
@@ -175,11 +201,10 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
             sched.step()
             if ema is not None:
                 ema.update_parameters(model)
-            total += loss.detach() * len(b)
-            seen += len(b)
-        logits = predict_logits(kept, data.spec, data.scalars, va_idx)
-        valid_loss = float(loss_fn(logits.to(device), t_va))
-        probs = tasks.logits_to_probs(logits, comp)
+            total += loss.detach() * len(w)
+            seen += len(w)
+        probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
+        valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
         scores = score_all(comp["metrics"], y_va, probs)
         row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": float(total) / seen,
                "valid_loss": valid_loss, **scores, "seconds": time.time() - t0}
@@ -199,13 +224,19 @@ def train_fold(cfg: dict, comp: dict, data: FeatureData, folds: np.ndarray, fold
             log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {wait} epochs)")
             break
     info = {"fold": fold, "best_epoch": best["epoch"], "epochs_run": len(history), "valid_loss": best["valid_loss"],
-            **best["scores"], "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_idx)}
-    return best["state"], info, best["probs"], history
+            **best["scores"], "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_rec)}
+    ckpt = {"state_dict": best["state"], "n_scalars": data.n_scalars, "metadata_encoder": encoder,
+            "n_parameters": count_parameters(model),
+            "class_weight": None if class_weight is None else class_weight.tolist()}
+    return ckpt, info, best["probs"], history
 
 
-def experiment_fingerprint(cfg: dict, folds_df: pd.DataFrame, manifest: dict) -> str:
-    """Fingerprint of what a trained experiment depends on: config, folds and feature cache."""
-    return fingerprint(FORMAT_VERSION, cfg, folds_df[["id", "target", "fold"]].values.tolist(), manifest["fingerprint"])
+def experiment_fingerprint(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict) -> str:
+    """Fingerprint of what a trained experiment depends on: config, folds (with metadata), feature
+    cache, and the competition's task, classes, metrics, aggregation and metadata columns."""
+    keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
+    return fingerprint(FORMAT_VERSION, cfg, folds_df.drop(columns=["path"]).values.tolist(), manifest["fingerprint"],
+                       {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"])
 
 
 def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) -> dict:
@@ -220,25 +251,27 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     folds_df = out.load_split("train")
     model_dir = out.model_dir(cfg["name"])
     device = get_device(cfg["train"]["device"])
-    data = FeatureData.load(out, cfg["features"]["set"], "train", folds_df, comp, device)
-    key = experiment_fingerprint(cfg, folds_df, data.manifest)
+    data = WindowData.load(out, cfg["features"]["set"], "train", folds_df, comp, device, cfg["inputs"]["audio_scalars"])
+    key = experiment_fingerprint(cfg, folds_df, data.manifest, comp)
     old = read_json(model_dir / "scores.json")
     if old and old.get("fingerprint") == key and not force and out.oof(cfg["name"]).exists():
         return dict(old, skipped=True)
     fold_ids = [int(k) for k in (cfg["train"]["folds"] if cfg["train"]["folds"] is not None
                                  else sorted(folds_df["fold"].unique()))]
     folds = folds_df["fold"].to_numpy()
-    n_params = count_parameters(build_model(cfg["model"], data.manifest, tasks.n_outputs(comp)))
-    log(f"experiment {cfg['name']}: model {cfg['model']['name']} ({n_params / 1e6:.2f} M parameters), "
-        f"features {cfg['features']['set']} {data.manifest['spec_shape']} + {data.manifest['n_scalars']} scalars, "
+    meta = comp.get("metadata") or {}
+    meta_cols = (meta.get("numeric") or []) + (meta.get("categorical") or []) if cfg["inputs"]["metadata"] else []
+    log(f"experiment {cfg['name']}: model {cfg['model']['name']}, features {cfg['features']['set']} "
+        f"{data.manifest['spec_shape']} + {data.n_scalars if cfg['inputs']['audio_scalars'] else 0} audio scalars"
+        f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(folds_df)} recordings in {len(data.rec)} windows; "
         f"{len(fold_ids)} folds, device {device}")
     t0 = time.time()
     oof = np.full((len(folds_df), len(comp["classes"])), np.nan)
     infos, history = [], []
     for fold in fold_ids:
-        state, info, probs, hist = train_fold(cfg, comp, data, folds, fold, device, log)
-        ckpt = {"state_dict": state, "model": cfg["model"], "features": cfg["features"], "manifest": data.manifest,
-                "comp": {k: comp[k] for k in ("task", "classes", "positive") if k in comp}, **info}
+        ckpt, info, probs, hist = train_fold(cfg, comp, data, folds_df, fold, device, log)
+        ckpt.update(model=cfg["model"], features=cfg["features"], inputs=cfg["inputs"], manifest=data.manifest,
+                    comp={k: comp[k] for k in ("task", "classes", "positive") if k in comp}, **info)
         with atomic_path(model_dir / f"fold{fold}.pt") as tmp:
             torch.save(ckpt, tmp)
         oof[folds == fold] = probs
@@ -253,13 +286,14 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     y = tasks.class_index(oof_df["target"], comp)
     oof_probs = oof_df[tasks.prob_columns(comp)].to_numpy()
     overall = score_all(comp["metrics"], y, oof_probs)
-    confusion = confusion_matrix(y, oof_probs.argmax(1), labels=range(len(comp["classes"])))
+    confusion = None if comp["task"] == "multilabel" else {"classes": comp["classes"], "rows_true_cols_pred":
+                                                           confusion_matrix(y, oof_probs.argmax(1), labels=range(len(comp["classes"]))).tolist()}
     per_fold = pd.DataFrame(infos)
     scores = {
         "experiment": cfg["name"], "metric": comp["metric"], "oof": overall,
         "fold_mean": per_fold[comp["metrics"]].mean().to_dict(), "fold_std": per_fold[comp["metrics"]].std().to_dict(),
-        "folds": infos, "confusion": {"classes": comp["classes"], "rows_true_cols_pred": confusion.tolist()},
-        "n_parameters": n_params, "device": str(device), "seconds": time.time() - t0,
+        "folds": infos, "confusion": confusion,
+        "n_parameters": ckpt["n_parameters"], "device": str(device), "seconds": time.time() - t0,
         "fingerprint": key, "config": cfg,
     }
     write_csv(model_dir / "log.csv", pd.DataFrame(history))

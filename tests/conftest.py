@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,7 +47,9 @@ def breathing_subset(tmp_path) -> Path:
 
 def make_toy_competition(root, n=12, sr=16000):
     """Write a generated binary competition (noise clips, 0.5 s, groups of 2) under ``root``;
-    returns its competition config."""
+    returns its competition config, loaded (defaults filled) by ``lib.config.load_competition``."""
+    from lib.config import load_competition
+
     (root / "train").mkdir(parents=True)
     (root / "test").mkdir()
     rng = np.random.default_rng(0)
@@ -58,7 +61,7 @@ def make_toy_competition(root, n=12, sr=16000):
         sf.write(root / "test" / f"{i}.wav", np.zeros(sr // 2, np.float32), sr)
     pd.DataFrame({"id": ["t0", "t1"]}).to_csv(root / "test.csv", index=False)
     pd.DataFrame({"id": ["t1", "t0"], "label": "a"}).to_csv(root / "sample.csv", index=False)
-    return {
+    cfg = {
         "name": "toy", "data_dir": str(root), "task": "binary", "classes": ["a", "b"], "positive": "b",
         "metric": "accuracy", "metrics": ["accuracy"],
         "train": {"csv": "train.csv", "id_column": "id", "target_column": "label", "audio": {"template": "train/{id}.wav"}},
@@ -67,3 +70,5 @@ def make_toy_competition(root, n=12, sr=16000):
         "groups": {"regex": "^(s\\d+)_"}, "folds": {"n_folds": 2, "scheme": "stratified_group", "seed": 0},
         "submission": {"sample": "sample.csv", "id_column": "id", "target_column": "label", "format": "label"},
     }
+    (root / "toy.yaml").write_text(yaml.safe_dump(cfg))
+    return load_competition(root / "toy.yaml")

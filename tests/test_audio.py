@@ -44,3 +44,29 @@ def test_fix_length_modes():
     assert audio.fix_length(np.array([5.0]), 3, "reflect").tolist() == [5, 5, 5]
     with pytest.raises(ValueError):
         audio.fix_length(y, 5, "wrap")
+
+
+def test_channel_choice(tmp_path):
+    y = _tone(16000)
+    sf.write(tmp_path / "st.wav", np.stack([y, -0.5 * y], axis=1), 16000)
+    np.testing.assert_allclose(audio.load(tmp_path / "st.wav", channel=1)[0], -0.5 * y, atol=1e-4)
+    with pytest.raises(audio.AudioError, match="st.wav: has 2 channel"):
+        audio.load(tmp_path / "st.wav", channel=2)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3"])
+def test_formats_load_at_their_rate(tmp_path, fmt):
+    y = _tone(22050, seconds=1.0, freq=1000.0)
+    sf.write(tmp_path / f"a.{fmt}", y, 22050)
+    x, sr = audio.load(tmp_path / f"a.{fmt}")
+    assert sr == 22050 and abs(len(x) - len(y)) < 0.1 * len(y)  # lossy codecs may pad a little
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) * sr / len(x) - 1000) <= 5
+
+
+@pytest.mark.parametrize("res_type", ["soxr_hq", "soxr_vhq", "polyphase"])
+def test_resamplers_keep_the_pitch(tmp_path, res_type):
+    sf.write(tmp_path / "a.wav", _tone(44100, 1.0, 3000.0), 44100)
+    x, sr = audio.load(tmp_path / "a.wav", 8000, resample_type=res_type)
+    assert sr == 8000 and len(x) == 8000
+    assert abs(np.argmax(np.abs(np.fft.rfft(x))) - 3000) <= 1  # 1-s signal: bin k is k Hz

@@ -23,7 +23,8 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
     assert m["spec_shape"] == [3, 32, 1 + 8000 // 128] and m["n_scalars"] == 0 and m["sample_rate"] == 16000
     folds = prepared.load_split("train")
     for split, rows in (("train", 12), ("test", 2)):
-        spec, scalars, man = load_features(prepared, "lm", split)
+        spec, scalars, windows, man = load_features(prepared, "lm", split)
+        assert windows.shape == (rows, 2) and (windows[:, 0] == np.arange(rows)).all()
         assert spec.shape == (rows, *m["spec_shape"]) and scalars.shape == (rows, 0)
         assert tuple(man["splits"][split]["spec"]) == spec.shape
         assert np.isfinite(spec).all()
@@ -32,7 +33,7 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
     assert not m1["skipped"]
     again = build_feature_set(prepared, section)
     assert again["skipped"]
-    spec, _, _ = load_features(prepared, "lm", "train", ids=folds["id"])
+    spec, *_ = load_features(prepared, "lm", "train", ids=folds["id"])
     with pytest.raises(MissingArtifact, match="other rows"):
         load_features(prepared, "lm", "train", ids=folds["id"][::-1])
     changed = dict(section, params=dict(section["params"], n_mels=16))

@@ -18,8 +18,7 @@ def _synthetic(n=300, seed=0):
 def test_stratified_balances_classes():
     labels, _ = _synthetic()
     fold = make_folds(labels, n_folds=5, scheme="stratified", seed=1)
-    df = pd.DataFrame({"fold": fold, "target": labels})
-    table = fold_table(df)
+    table = fold_table(fold, (labels == "b").astype(int), ["a", "b"])
     expected = pd.Series(labels).value_counts() / 5
     for cls in ("a", "b"):
         assert (abs(table[cls] - expected[cls]) <= 1).all()
@@ -50,11 +49,32 @@ def test_real_breathing_sessions_stay_in_one_fold():
     root = require_breathing()
     comp = load_competition(ROOT / "configs/data/breathing.yaml", root)
     train = pd.read_csv(root / "train.csv")
-    groups = [group_of(i, comp["groups"]) for i in train.ID]
-    assert group_of("steth_20180814_09_37_11_I_004", comp["groups"]) == "steth_20180814_09_37_11"
+    groups = [group_of(i, comp["groups"]["regex"]) for i in train.ID]
+    assert group_of("steth_20180814_09_37_11_I_004", comp["groups"]["regex"]) == "steth_20180814_09_37_11"
     fold = make_folds(train.Target, groups, 5, "stratified_group", 42)
     df = pd.DataFrame({"fold": fold, "group": groups, "target": train.Target})
     assert groups_crossing_folds(df) == []
-    table = fold_table(df)
+    table = fold_table(fold, (train.Target == "I").astype(int), ["E", "I"])
     assert (table["total"] - len(df) / 5).abs().max() <= 5
     assert ((table["I"] / table["total"]) - 0.5).abs().max() < 0.02
+
+
+def test_multilabel_stratified_balances_every_label():
+    rng = np.random.default_rng(3)
+    y = (rng.random((400, 6)) < [0.5, 0.3, 0.2, 0.1, 0.05, 0.03]).astype(int)
+    fold = make_folds(y, n_folds=5, scheme="multilabel_stratified", seed=0)
+    table = fold_table(fold, y, list("abcdef"))
+    expected = y.sum(0) / 5
+    assert (np.abs(table[list("abcdef")].to_numpy() - expected) <= 1.5).all()
+    with pytest.raises(ValueError, match="multilabel_stratified"):
+        make_folds(y, n_folds=5, scheme="stratified")
+
+
+def test_group_and_predefined_schemes():
+    labels, groups = _synthetic()
+    fold = make_folds(labels, groups, n_folds=4, scheme="group", seed=0)
+    assert groups_crossing_folds(pd.DataFrame({"fold": fold, "group": groups})) == []
+    shipped = np.array(["1", "10", "2"] * 4)
+    assert make_folds(shipped[:, None].repeat(2, 1), scheme="predefined", predefined=shipped).tolist() == [0, 2, 1] * 4
+    with pytest.raises(ValueError, match="fold column"):
+        make_folds(labels, scheme="predefined")

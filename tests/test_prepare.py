@@ -13,14 +13,14 @@ def test_breathing_id_to_file_mapping():
     assert id_to_file("steth_20180814_09_37_11_I_004", comp["train"]["audio"]) == "train/steth_20180814_09_37_11_004.wav"
     assert id_to_file("steth_20180814_09_37_11_E_010", comp["train"]["audio"]) == "train/steth_20180814_09_37_11_010.wav"
     assert id_to_file("steth_20190817_10_51_27_000.wav", comp["test"]["audio"]) == "test/steth_20190817_10_51_27_000.wav"
-    assert group_of("steth_20180814_09_37_11_E_010", comp["groups"]) == "steth_20180814_09_37_11"
+    assert group_of("steth_20180814_09_37_11_E_010", comp["groups"]["regex"]) == "steth_20180814_09_37_11"
 
 
 def test_prepare_writes_folds_and_test(tmp_path):
     comp = make_toy_competition(tmp_path / "data")
     summary = prepare(comp, tmp_path / "out")
     folds = pd.read_csv(tmp_path / "out/folds.csv", dtype=str)
-    assert list(folds.columns) == ["id", "path", "target", "group", "fold", "sample_rate", "duration_s"]
+    assert list(folds.columns) == ["id", "path", "target", "group", "fold", "sample_rate", "duration_s", "channels"]
     assert len(folds) == 12 and summary["sample_rate"] == 16000
     assert folds.groupby("group").fold.nunique().max() == 1
     assert pd.read_csv(tmp_path / "out/test.csv").id.tolist() == ["t0", "t1"]
@@ -42,7 +42,67 @@ def test_every_problem_is_reported_and_nothing_written(tmp_path):
         prepare(comp, tmp_path / "out")
     text = str(err.value)
     for needle in ("line 5: unknown label 'c'", "line 7: duplicate id 's2_5'", "line 8: empty 'label'",
-                   "line 10 (id 's4_8')", "s4_8.wav: file not found", "line 11 (id 's4_9')", "unreadable",
+                   "line 10: ", "s4_8.wav: file not found", "line 11: ", "s4_9.wav: unreadable",
                    "different sample rates", "t1.wav (8000 Hz)"):
         assert needle in text, needle
     assert not (tmp_path / "out").exists()
+
+
+def _competition(tmp_path, cfg: dict):
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    return load_competition(tmp_path / "c.yaml", tmp_path / "data")
+
+
+def _wav(path, sr=16000, seconds=0.5, channels=1):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros((int(sr * seconds), channels), np.float32) + 0.01, sr)
+
+
+def test_labels_from_folders_and_ids_from_file_names(tmp_path):
+    for label in ("cat", "dog"):
+        for i in range(3):
+            _wav(tmp_path / "data" / "train" / label / f"{label}{i}.flac")
+    comp = _competition(tmp_path, {"task": "binary", "audio": {"clip_seconds": 0.5},
+                                   "train": {"files": "train/*/*.flac", "target_from": "folder"},
+                                   "folds": {"n_folds": 3}})
+    s = prepare(comp, tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out/folds.csv", dtype=str)
+    assert s["classes"] == ["cat", "dog"] and comp["positive"] == "dog"  # classes found in the data
+    assert folds.id.tolist() == [f"{c}{i}.flac" for c in ("cat", "dog") for i in range(3)]
+    assert (folds.target == folds.id.str[:3]).all()
+
+
+def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
+    rows = []
+    for i in range(8):
+        _wav(tmp_path / "data" / "audio" / f"r{i}.wav", sr=[16000, 22050][i % 2], channels=2)
+        rows.append({"file": f"r{i}.wav", "a": i % 2, "b": int(i % 3 == 0), "patient": f"p{i // 2}",
+                     "fold": i // 4 + 1, "age": "" if i == 5 else 30 + i, "sex": "FM"[i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
+    cfg = {"task": "multilabel", "audio": {"clip_seconds": 0.5, "sample_rate": 16000, "channel": 1},
+           "train": {"csv": "train.csv", "id_column": "file", "target_columns": ["a", "b"],
+                     "audio": {"template": "audio/{id}"}},
+           "groups": {"column": "patient"}, "folds": {"column": "fold"},
+           "metadata": {"numeric": ["age"], "categorical": ["sex"]}}
+    comp = _competition(tmp_path, cfg)
+    assert comp["classes"] == ["a", "b"] and comp["folds"]["scheme"] == "predefined"
+    prepare(comp, tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out/folds.csv", dtype={"target": str}, keep_default_na=False)
+    assert folds.target.tolist() == ["b", "a", "", "a;b", "", "a", "b", "a"]
+    assert folds.fold.tolist() == [0] * 4 + [1] * 4 and folds.meta_sex.tolist() == list("FM" * 4)
+    assert folds.meta_age.tolist()[4:6] == ["34.0", ""]
+    # a patient split across the shipped folds, a bad age, a missing channel: all reported
+    df = pd.read_csv(tmp_path / "data" / "train.csv", dtype=str, keep_default_na=False)
+    df.loc[3, "fold"], df.loc[6, "age"] = "2", "old"
+    df.to_csv(tmp_path / "data" / "train.csv", index=False)
+    comp = _competition(tmp_path, dict(cfg, audio={"clip_seconds": 0.5, "sample_rate": 16000, "channel": 2}))
+    with pytest.raises(InputError) as err:
+        prepare(comp, tmp_path / "out")
+    text = str(err.value)
+    assert "train.csv line 8: metadata 'age' is 'old'; expected a number" in text
+    assert "r0.wav has 2 channel(s); audio.channel 2 does not exist" in text
+    comp["audio"]["channel"] = 0
+    with pytest.raises(InputError, match="group 'p1' has rows in several of the predefined folds"):
+        prepare(dict(comp, metadata={"numeric": [], "categorical": []}), tmp_path / "out")

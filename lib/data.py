@@ -1,0 +1,164 @@
+"""Training and prediction inputs: the windows of a split, metadata encoding, window aggregation.
+
+A split's cached features hold one row per *window* (see :mod:`lib.features`); labels, folds
+and metadata belong to *recordings*. :class:`WindowData` links the two: training draws one
+window per recording per epoch (a fresh one each epoch), validation and test predict every
+window, and :func:`aggregate` turns window probabilities into one row per recording, on which
+every score is computed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import tasks
+from .features import load_features
+from .paths import Outputs
+from .prepare import META_PREFIX
+
+
+@dataclass
+class WindowData:
+    """One split's features on the training device, with the window -> recording map.
+
+    ``spec (windows, C, F, T)`` and ``scalars (windows, S)`` in the cache's dtype; ``rec
+    (windows,)`` each window's recording row; ``first``/``count`` ``(recordings,)`` the first
+    window and number of windows of each recording (a recording's windows are contiguous);
+    ``meta (recordings, M)`` encoded metadata (set per fold, see :class:`MetadataEncoder`);
+    ``use_scalars``: whether the audio scalars are a model input. For the training split also
+    encoded labels ``y`` and float targets ``target (recordings, n_outputs)``.
+    """
+
+    spec: torch.Tensor
+    scalars: torch.Tensor
+    rec: np.ndarray
+    first: np.ndarray
+    count: np.ndarray
+    manifest: dict
+    use_scalars: bool = True
+    meta: torch.Tensor | None = None
+    y: np.ndarray | None = None
+    target: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, out: Outputs, feature_set: str, split: str, table: pd.DataFrame, comp: dict, device,
+             use_scalars: bool = True) -> WindowData:
+        """Read a cached split (checked against ``table``'s ids) onto ``device``.
+
+        Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale.
+        """
+        spec, scalars, windows, manifest = load_features(out, feature_set, split, ids=table["id"])
+        rec = windows[:, 0].astype(np.int64)
+        count = np.bincount(rec, minlength=len(table))
+        data = cls(torch.from_numpy(np.array(spec)).to(device), torch.from_numpy(np.array(scalars)).to(device),
+                   rec, np.concatenate([[0], np.cumsum(count)[:-1]]), count, manifest, use_scalars)
+        if "target" in table:
+            data.y = tasks.class_index(table["target"], comp)
+            data.target = torch.from_numpy(tasks.encode_targets(data.y, comp)).to(device)
+        return data
+
+    @property
+    def n_scalars(self) -> int:
+        """Width of the model's scalar input: audio scalars (if used) + encoded metadata."""
+        return (self.scalars.shape[1] if self.use_scalars else 0) + (0 if self.meta is None else self.meta.shape[1])
+
+    def sample_windows(self, recs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One random window of each recording in ``recs`` ``(n,)`` -> window indices ``(n,)``."""
+        return self.first[recs] + (rng.random(len(recs)) * self.count[recs]).astype(np.int64)
+
+    def windows_of(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every window of the recordings ``recs`` ``(n,)``: ``(window indices (w,), owner (w,))``
+        where ``owner`` is each window's position in ``recs``."""
+        counts = self.count[recs]
+        owner = np.repeat(np.arange(len(recs)), counts)
+        offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.first[recs][owner] + offsets, owner
+
+    def batch(self, windows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs of some windows: ``spec (n, C, F, T)`` float32 and ``scalars (n, n_scalars)``."""
+        w = torch.as_tensor(windows, device=self.spec.device)
+        parts = [self.scalars[w].float()] if self.use_scalars else []
+        if self.meta is not None:
+            parts.append(self.meta[torch.as_tensor(self.rec[windows], device=self.meta.device)])
+        scalars = torch.cat(parts, 1) if parts else torch.zeros(len(windows), 0, device=self.spec.device)
+        return (self.spec[w].to(device, non_blocking=True).float(), scalars.to(device, non_blocking=True))
+
+    def targets(self, windows: np.ndarray) -> torch.Tensor:
+        """Training targets ``(n, n_outputs)`` of some windows (their recordings' targets)."""
+        return self.target[torch.as_tensor(self.rec[windows], device=self.target.device)]
+
+
+class MetadataEncoder:
+    """Metadata columns -> model inputs, fitted on training rows only.
+
+    Numeric columns: median imputation then standardisation; categorical ones: one-hot
+    (a missing cell is a category of its own; a category unseen in training encodes as all
+    zeros). scikit-learn's ``ColumnTransformer`` with ``SimpleImputer``, ``StandardScaler`` and
+    ``OneHotEncoder``. Input: a ``folds.csv``/``test.csv`` table with ``meta_<column>`` columns;
+    output float32 ``(rows, n_features)``; ``names`` lists the output columns.
+    """
+
+    def __init__(self, numeric: list[str], categorical: list[str]):
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        self.numeric = [META_PREFIX + c for c in numeric]
+        self.categorical = [META_PREFIX + c for c in categorical]
+        self.transformer = ColumnTransformer([
+            ("numeric", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()),
+             self.numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), self.categorical),
+        ])
+        self.names: list[str] = []
+
+    def _frame(self, table: pd.DataFrame) -> pd.DataFrame:
+        df = table[self.numeric + self.categorical].copy()
+        df[self.numeric] = df[self.numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+        df[self.categorical] = df[self.categorical].fillna("").astype(str)
+        return df
+
+    def fit(self, table: pd.DataFrame) -> MetadataEncoder:
+        """Fit imputation, scaling and categories on ``table``'s rows (the training fold)."""
+        self.transformer.fit(self._frame(table))
+        self.names = [n.split("__", 1)[1] for n in self.transformer.get_feature_names_out()]
+        return self
+
+    def transform(self, table: pd.DataFrame) -> np.ndarray:
+        """Encode ``table``'s rows -> float32 ``(rows, len(names))``."""
+        return self.transformer.transform(self._frame(table)).astype(np.float32)
+
+
+def metadata_encoder(comp: dict, table: pd.DataFrame, rows: np.ndarray) -> MetadataEncoder | None:
+    """A :class:`MetadataEncoder` fitted on ``table.iloc[rows]``, or ``None`` when the competition
+    declares no metadata."""
+    meta = comp.get("metadata") or {}
+    if not (meta.get("numeric") or meta.get("categorical")):
+        return None
+    return MetadataEncoder(meta.get("numeric") or [], meta.get("categorical") or []).fit(table.iloc[rows])
+
+
+def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str) -> np.ndarray:
+    """Window probabilities ``(windows, n_classes)`` -> recording probabilities ``(n, n_classes)``.
+
+    ``owner (windows,)`` gives each window's recording (0..n-1). ``how``: ``mean`` of the
+    probabilities; ``max`` per class (rows renormalised to sum 1 unless multi-label); ``vote``:
+    the share of windows predicting each class (argmax, or p > 0.5 for multi-label), so the
+    majority wins. Raises ``ValueError`` for an unknown ``how``.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if how == "vote":
+        probs = tasks.predict_indicators(probs, {"task": task}).astype(np.float64)
+    if how in ("mean", "vote"):
+        out = np.zeros((n, probs.shape[1]))
+        np.add.at(out, owner, probs)
+        return out / np.bincount(owner, minlength=n)[:, None]
+    if how == "max":
+        out = np.full((n, probs.shape[1]), -np.inf)
+        np.maximum.at(out, owner, probs)
+        return out if task == "multilabel" else out / out.sum(1, keepdims=True)
+    raise ValueError(f"aggregation {how!r} is not one of mean, max, vote")

@@ -1,0 +1,159 @@
+"""Competitions of other shapes, by configuration only: multiclass with windows (real heart-valve
+clips), multi-label with stereo files at mixed rates, groups and a test set (generated), and
+metadata as a model input (generated)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+from conftest import ROOT, SHARED_DATA
+
+from lib.config import load_competition, load_experiment
+from lib.features import build_feature_set
+from lib.paths import Outputs
+from lib.prepare import prepare
+from lib.train import train_experiment
+
+HEART = SHARED_DATA / "heart-valve"
+TINY = {"model": {"name": "cnn", "params": {"channels": [8, 16], "convs_per_block": 1, "head_hidden": 32}},
+        "augment": {"mixup": {"p": 0.0}, "spec_augment": {"p": 0.0}}}
+
+
+def _yaml(path, cfg):
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run_all(*args):
+    r = subprocess.run(["bash", "run_all.sh", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900, env=dict(os.environ, PYTHON=sys.executable))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return r.stdout
+
+
+def test_heart_valve_subset_multiclass_windows_no_test(tmp_path):
+    """Real phonocardiograms of 1.2-4 s, cut into 1.5-s windows, 4 classes, no test set."""
+    if not (HEART / "train.csv").exists():
+        pytest.skip(f"real data not found at {HEART} (see ../shared/data/README.md)")
+    root = tmp_path / "heart"
+    (root / "audio").mkdir(parents=True)
+    train = pd.read_csv(HEART / "train.csv").groupby("label").head(8)
+    train.to_csv(root / "train.csv", index=False)
+    for name in train.filename:
+        (root / "audio" / name).symlink_to(HEART / "audio" / name)
+    comp = yaml.safe_load((ROOT / "configs/data/heart_valve.yaml").read_text())
+    comp["folds"]["n_folds"] = 2
+    exp = _yaml(tmp_path / "hv_tiny.yaml", {"base": str(ROOT / "configs/heart_valve/cnn_light.yaml"), **TINY,
+                                            "train": {"epochs": 2, "batch_size": 8}})
+    out = tmp_path / "out"
+    log = _run_all("--data-config", _yaml(tmp_path / "hv.yaml", comp), "--data-dir", root,
+                   "--experiments", exp, "--output-dir", out)
+    assert "train: 32 recordings" in log and "windows of 1.5 s every 0.5 s" in log
+    assert "no test set; nothing to predict" in log and "no submission written" in log
+    manifest = json.loads((out / "features/hv_log_mel32_f2k/manifest.json").read_text())
+    assert manifest["splits"]["train"]["windows"] > 32 and manifest["spec_shape"] == [1, 32, 151]
+    oof = pd.read_csv(out / "oof/hv_tiny.csv")
+    assert oof.id.tolist() == train.filename.tolist()  # one row per recording, not per window
+    assert list(oof.columns) == ["id", "fold", "target", "p_MR", "p_MS", "p_MVP", "p_N"]
+    np.testing.assert_allclose(oof.filter(like="p_").sum(axis=1), 1.0)
+    scores = json.loads((out / "models/hv_tiny/scores.json").read_text())
+    assert set(scores["oof"]) == {"macro_f1", "accuracy", "auroc"}
+    assert np.array(scores["confusion"]["rows_true_cols_pred"]).sum() == 32
+    ens = json.loads((out / "ensemble.json").read_text())
+    assert ens["metric"] == "macro_f1" and not (out / "submission.csv").exists()
+
+
+def _tone_set(root, split, n, rng, rates=(16000, 22050)):
+    """Stereo FLAC recordings of 0.8-2.5 s: noise plus tones at 500 Hz ("low") and/or 3 kHz
+    ("high"), present with probability 0.5 each; returns the rows of the split's CSV."""
+    rows = []
+    for i in range(n):
+        sr = rates[i % len(rates)]
+        t = np.arange(int(sr * rng.uniform(0.8, 2.5))) / sr
+        labels = [name for name, f in (("low", 500), ("high", 3000)) if rng.random() < 0.5]
+        y = 0.05 * rng.standard_normal(len(t))
+        for name in labels:
+            y += 0.3 * np.sin(2 * np.pi * (500 if name == "low" else 3000) * t)
+        name = f"{split}/patient{i // 2}_{i}.flac"
+        (root / split).mkdir(exist_ok=True)
+        sf.write(root / name, np.stack([y, 0.5 * y], 1).astype(np.float32), sr)
+        rows.append({"file": name.split("/")[1], "labels": " ".join(labels)})
+    return pd.DataFrame(rows)
+
+
+def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    root.mkdir()
+    _tone_set(root, "train", 48, rng).to_csv(root / "train.csv", index=False)
+    test = _tone_set(root, "test", 10, rng)[["file"]]
+    test.to_csv(root / "test.csv", index=False)
+    test.assign(low=0, high=0).to_csv(root / "sample_submission.csv", index=False)
+    comp = {
+        "name": "tones", "data_dir": str(root), "task": "multilabel", "classes": ["low", "high"], "metric": "average_precision",
+        "metrics": ["average_precision", "macro_f1", "accuracy"],
+        "train": {"csv": "train.csv", "id_column": "file", "target_column": "labels", "label_separator": " ",
+                  "audio": {"template": "train/{id}"}},
+        "test": {"csv": "test.csv", "id_column": "file", "audio": {"template": "test/{id}"}},
+        "audio": {"clip_seconds": 1.0, "hop_seconds": 0.5, "aggregate": "max", "pad": "reflect", "sample_rate": 16000},
+        "groups": {"regex": "^(patient\\d+)_"}, "folds": {"n_folds": 3, "scheme": "group"},
+        "submission": {"sample": "sample_submission.csv", "id_column": "file", "format": "indicators"},
+    }
+    exp = _yaml(tmp_path / "tones_cnn.yaml", {
+        "base": str(ROOT / "configs/cnn_small.yaml"), **TINY,
+        "features": {"name": "log_mel", "set": "lm32", "params": {"n_mels": 32, "hop_length": 256}},
+        "train": {"epochs": 6, "batch_size": 8, "sampler": "balanced", "class_weights": "balanced"}})
+    out = tmp_path / "out"
+    _run_all("--data-config", _yaml(tmp_path / "tones.yaml", comp), "--experiments", exp, "--output-dir", out)
+    folds = pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False)
+    assert folds.groupby("group").fold.nunique().max() == 1 and folds.group.nunique() == 24
+    assert set(folds.target) <= {"", "low", "high", "low;high"}
+    oof = pd.read_csv(out / "oof/tones_cnn.csv")
+    assert len(oof) == 48 and list(oof.columns[-2:]) == ["p_low", "p_high"]
+    scores = json.loads((out / "models/tones_cnn/scores.json").read_text())
+    assert scores["confusion"] is None and scores["oof"]["average_precision"] > 0.7  # tones are easy to hear
+    sub = pd.read_csv(out / "submission.csv")
+    assert list(sub.columns) == ["file", "low", "high"] and sub.file.tolist() == test.file.tolist()
+    assert set(sub.low) | set(sub.high) <= {0, 1}
+
+
+def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
+    """Noise clips whose class is the patient's sex: only the metadata can tell them apart."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(40):
+        sf.write(root / "audio" / f"{i}.wav", 0.1 * rng.standard_normal(4000).astype(np.float32), 8000)
+        sex = "FM"[i % 2]
+        rows.append({"id": i, "label": "yes" if sex == "F" else "no", "sex": sex, "age": 20 + i if i % 7 else ""})
+    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    comp = load_competition(_yaml(tmp_path / "meta.yaml", {
+        "data_dir": str(root), "task": "binary", "classes": ["no", "yes"], "audio": {"clip_seconds": 0.5},
+        "train": {"csv": "train.csv", "id_column": "id", "target_column": "label", "audio": {"template": "audio/{id}.wav"}},
+        "metadata": {"numeric": ["age"], "categorical": ["sex"]}, "folds": {"n_folds": 2}}))
+    out = Outputs(tmp_path / "out")
+    prepare(comp, out.root)
+    exp = load_experiment(_yaml(tmp_path / "m.yaml", {
+        **TINY, "features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
+        "optimizer": {"name": "adamw", "params": {"lr": 3e-3}}, "train": {"epochs": 15, "batch_size": 8, "patience": 15}}))
+    build_feature_set(out, exp["features"], workers=1)
+    with_meta = train_experiment(exp, out, log=lambda *_: None)
+    assert with_meta["oof"]["accuracy"] >= 0.9
+    without = train_experiment(dict(exp, name="m2", inputs={"audio_scalars": True, "metadata": False}), out,
+                               log=lambda *_: None)
+    assert without["oof"]["accuracy"] <= 0.8
+    # the encoder of fold 0 was fitted on the rows of fold 1 only
+    import torch
+
+    folds = out.load_split("train")
+    enc = torch.load(out.model_dir("m") / "fold0.pt", weights_only=False)["metadata_encoder"]
+    ages = folds.loc[folds.fold == 1, "meta_age"]
+    scaler = enc.transformer.named_transformers_["numeric"][-1]
+    assert scaler.mean_[0] == pytest.approx(ages.fillna(ages.median()).mean())
+    assert enc.names == ["meta_age", "meta_sex_F", "meta_sex_M"]
