@@ -46,15 +46,20 @@ class WindowData:
     @classmethod
     def load(cls, out: Outputs, feature_set: str, split: str, table: pd.DataFrame, comp: dict, device,
              use_scalars: bool = True) -> WindowData:
-        """Read a cached split (checked against ``table``'s ids) onto ``device``.
+        """Map a cached split (checked against ``table``'s ids) for training on ``device``.
 
-        Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale.
+        The arrays stay memory-mapped (no copy: the operating system pages them in as batches
+        touch them and keeps them cached), except on CUDA when they fit in half of the free GPU
+        memory: they are then copied to the GPU once. Raises ``MissingArtifact`` naming
+        ``01_features.py`` when the cache is missing or stale.
         """
-        spec, scalars, windows, manifest = load_features(out, feature_set, split, ids=table["id"])
+        spec, scalars, windows, manifest = load_features(out, feature_set, split, ids=table["id"], mmap_mode="c")
         rec = windows[:, 0].astype(np.int64)
         count = np.bincount(rec, minlength=len(table))
-        data = cls(torch.from_numpy(np.array(spec)).to(device), torch.from_numpy(np.array(scalars)).to(device),
-                   rec, np.concatenate([[0], np.cumsum(count)[:-1]]), count, manifest, use_scalars)
+        on_gpu = device.type == "cuda" and spec.nbytes + scalars.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
+        place = (lambda a: torch.from_numpy(a).to(device)) if on_gpu else torch.from_numpy
+        data = cls(place(spec), place(scalars), rec, np.concatenate([[0], np.cumsum(count)[:-1]]), count, manifest,
+                   use_scalars)
         if "target" in table:
             data.y = tasks.class_index(table["target"], comp)
             data.target = torch.from_numpy(tasks.encode_targets(data.y, comp)).to(device)
@@ -84,7 +89,10 @@ class WindowData:
         if self.meta is not None:
             parts.append(self.meta[torch.as_tensor(self.rec[windows], device=self.meta.device)])
         scalars = torch.cat(parts, 1) if parts else torch.zeros(len(windows), 0, device=self.spec.device)
-        return (self.spec[w].to(device, non_blocking=True).float(), scalars.to(device, non_blocking=True))
+        spec = self.spec[w]
+        if device.type == "cuda" and spec.device.type == "cpu":  # pinned: the copy overlaps compute
+            spec, scalars = spec.pin_memory(), scalars.pin_memory()
+        return spec.to(device, non_blocking=True).float(), scalars.to(device, non_blocking=True)
 
     def targets(self, windows: np.ndarray) -> torch.Tensor:
         """Training targets ``(n, n_outputs)`` of some windows (their recordings' targets)."""

@@ -205,9 +205,11 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     return dict(manifest, skipped=False, seconds=time.time() - t0)
 
 
-def load_features(out: Outputs, feature_set: str, split: str, ids=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def load_features(out: Outputs, feature_set: str, split: str, ids=None,
+                  mmap_mode: str = "r") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Memory-map a cached split: returns ``(spec (windows, C, F, T), scalars (windows, S),
-    windows (windows, 2) of (recording row, start s), manifest)``.
+    windows (windows, 2) of (recording row, start s), manifest)``. ``mmap_mode`` as ``np.load``'s
+    (``"c"``, copy-on-write, gives writable arrays that torch can wrap without copying).
 
     When ``ids`` is given, checks that the cache's recordings are those ids in that order.
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale.
@@ -221,6 +223,6 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None) -> tuple
     if ids is not None and manifest["splits"][split]["ids"] != fingerprint(list(ids)):
         raise MissingArtifact(f"{folder}: {split} features were built for other rows than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
-    spec = np.load(folder / f"{split}_spec.npy", mmap_mode="r")
-    scalars = np.load(folder / f"{split}_scalars.npy", mmap_mode="r")
+    spec = np.load(folder / f"{split}_spec.npy", mmap_mode=mmap_mode)
+    scalars = np.load(folder / f"{split}_scalars.npy", mmap_mode=mmap_mode)
     return spec, scalars, np.load(folder / f"{split}_windows.npy"), manifest

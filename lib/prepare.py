@@ -7,6 +7,7 @@ together, by file and line, and nothing is written then.
 """
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -33,18 +34,19 @@ class InputError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the input:\n  " + "\n  ".join(shown))
 
 
-def id_to_file(sample_id: str, spec: dict) -> str:
+def id_to_file(sample_id: str, spec: dict, row: dict | None = None) -> str:
     """Map an id to its audio path, relative to the data folder.
 
-    ``spec`` holds ``template`` (a ``str.format`` pattern with ``{id}``), and optionally
-    ``pattern`` and ``replace``: a regular expression substitution applied to the id first.
+    ``spec`` holds ``template`` (a ``str.format`` pattern with ``{id}`` and optionally other
+    columns of the CSV ``row``, e.g. ``"{site}/{id}.wav"``), and optionally ``pattern`` and
+    ``replace``: a regular expression substitution applied to the id first.
     Example (breathing train set): ``{pattern: "_[IE]_", replace: "_", template:
     "train/{id}.wav"}`` maps ``steth_20180814_09_37_11_I_004`` to
     ``train/steth_20180814_09_37_11_004.wav``.
     """
     if spec.get("pattern"):
         sample_id = re.sub(spec["pattern"], spec.get("replace", ""), sample_id)
-    return spec["template"].format(id=sample_id)
+    return spec["template"].format(**{**(row or {}), "id": sample_id})
 
 
 def group_of(text: str, regex: str) -> str:
@@ -56,11 +58,13 @@ def group_of(text: str, regex: str) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str]) -> pd.DataFrame | None:
+def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], merge: str | None = None) -> pd.DataFrame | None:
     """The rows of a split: ``id``, ``path``, ``where`` (file and line, for messages) and ``columns``.
 
     From ``csv`` + ``id_column`` (paths by :func:`id_to_file`) or from the ``files`` glob (ids are
-    file names, stems or paths relative to the data folder, as ``id_from`` says).
+    file names, stems or paths relative to the data folder, as ``id_from`` says). ``merge``: a
+    label column whose rows with the same id are merged into one (a multi-label table in long
+    form, one row per label); other repeated ids are errors.
     """
     if not sec.get("csv"):
         files = sorted(p for p in root.glob(sec["files"]) if p.is_file())
@@ -85,11 +89,20 @@ def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str]) -
         return None
     df = df.rename(columns={sec["id_column"]: "id"}) if sec["id_column"] not in columns else df.assign(id=df[sec["id_column"]])
     df["where"] = [f"{path} line {i + 2}" for i in range(len(df))]
+    if merge:
+        sep = sec["label_separator"]
+        df = df.groupby("id", sort=False, as_index=False).agg(
+            {c: (lambda v: sep.join(v)) if c == merge else "first" for c in df.columns if c != "id"})
     for i in df.index[df["id"].str.strip() == ""]:
         problems.append(f"{df.at[i, 'where']}: empty {sec['id_column']!r}")
     for i in df.index[df.duplicated("id", keep="first") & (df["id"] != "")]:
         problems.append(f"{df.at[i, 'where']}: duplicate id {df.at[i, 'id']!r}")
-    df["path"] = [str(root / id_to_file(i, sec["audio"])) for i in df["id"]]
+    try:
+        df["path"] = [str(root / id_to_file(r["id"], sec["audio"], r)) for r in df.to_dict("records")]
+    except KeyError as exc:
+        problems.append(f"{path}: audio template {sec['audio']['template']!r} names column {exc.args[0]!r}, "
+                        f"which the table lacks; found {list(df.columns)}")
+        return None
     return df
 
 
@@ -114,7 +127,13 @@ def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list
     for i in df.index:
         value = df.at[i, col].strip()
         if task == "multilabel":
-            out.append([v for v in value.split(sec["label_separator"]) if v])
+            if value.startswith("[") and value.endswith("]"):  # a Python list literal: "['a', 'b']"
+                try:
+                    out.append([str(v) for v in ast.literal_eval(value)])
+                    continue
+                except (ValueError, SyntaxError):
+                    problems.append(f"{df.at[i, 'where']}: {col!r} is {value!r}, not a readable list of labels")
+            out.append([v.strip() for v in value.split(sec["label_separator"]) if v.strip()])
         else:
             if value == "":
                 problems.append(f"{df.at[i, 'where']}: empty {col!r}")
@@ -206,7 +225,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     tr = cfg["train"]
     extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
                          (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column")) if c]
-    train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems)
+    merge = tr.get("target_column") if cfg["task"] == "multilabel" else None
+    train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems, merge)
     labels = None
     if train is not None:
         labels = _labels(train, tr, cfg["task"], problems)

@@ -42,3 +42,21 @@ def test_submission_follows_sample_order_and_labels(tmp_path):
     np.testing.assert_allclose(make_submission(comp, ["a.wav", "b.wav", "c.wav"], probs).Target, [0.4, 0.1, 0.7])
     with pytest.raises(ValueError, match="different ids"):
         make_submission(comp, ["a.wav", "b.wav", "x.wav"], probs)
+
+
+def test_submission_probability_and_indicator_columns(tmp_path):
+    pd.DataFrame({"id": ["b", "a"], "cat": 0, "dog": 0, "owl": 0}).to_csv(tmp_path / "s.csv", index=False)
+    probs = np.array([[0.7, 0.6, 0.1], [0.2, 0.3, 0.9]])  # rows for a, b
+    comp = {"data_dir": str(tmp_path), "task": "multilabel", "classes": ["cat", "dog", "owl"],
+            "submission": {"sample": "s.csv", "id_column": "id", "format": "probabilities"}}
+    sub = make_submission(comp, ["a", "b"], probs)
+    assert list(sub.columns) == ["id", "cat", "dog", "owl"]
+    np.testing.assert_allclose(sub[["cat", "dog", "owl"]], probs[[1, 0]])
+    comp["submission"]["format"] = "indicators"
+    assert make_submission(comp, ["a", "b"], probs)[["cat", "dog", "owl"]].values.tolist() == [[0, 0, 1], [1, 1, 0]]
+    comp["task"] = "multiclass"  # one 1 per row: the most probable class
+    assert make_submission(comp, ["a", "b"], probs)[["cat", "dog", "owl"]].values.tolist() == [[0, 0, 1], [1, 0, 0]]
+    comp["task"] = "multilabel"
+    comp["submission"] = {"sample": "s.csv", "id_column": "id", "target_column": "cat", "format": "label",
+                          "label_separator": " "}
+    assert make_submission(comp, ["a", "b"], probs)["cat"].tolist() == ["owl", "cat dog"]

@@ -106,3 +106,23 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     comp["audio"]["channel"] = 0
     with pytest.raises(InputError, match="group 'p1' has rows in several of the predefined folds"):
         prepare(dict(comp, metadata={"numeric": [], "categorical": []}), tmp_path / "out")
+
+
+def test_multilabel_long_form_rows_list_cells_and_path_groups(tmp_path):
+    for i in range(6):
+        _wav(tmp_path / "data" / "wav" / f"site{i % 3}" / f"r{i}.wav")
+    pd.DataFrame({"id": ["r0", "r0", "r1", "r2", "r3", "r4", "r5"],
+                  "label": ["dog", "bird", "['cat', 'dog']", "cat", "bird", "dog", "[]"],
+                  "site": [f"site{i % 3}" for i in (0, 0, 1, 2, 3, 4, 5)]}).to_csv(tmp_path / "data/train.csv", index=False)
+    comp = _competition(tmp_path, {
+        "task": "multilabel", "audio": {"clip_seconds": 0.5},
+        "train": {"csv": "train.csv", "id_column": "id", "target_column": "label",
+                  "audio": {"template": "wav/{site}/{id}.wav"}},  # other columns of the row may be used
+        "groups": {"regex": "wav/(site\\d)/", "on": "path"}, "folds": {"n_folds": 3, "scheme": "group"}})
+    prepare(comp, tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out/folds.csv", dtype=str, keep_default_na=False)
+    assert comp["classes"] == ["bird", "cat", "dog"]
+    assert folds.id.tolist() == ["r0", "r1", "r2", "r3", "r4", "r5"]  # the two r0 rows merged
+    assert folds.target.tolist() == ["dog;bird", "cat;dog", "cat", "bird", "dog", ""]
+    assert folds.group.tolist() == ["site0", "site1", "site2"] * 2
+    assert folds.groupby("group").fold.nunique().max() == 1

@@ -113,3 +113,21 @@ def test_losses_follow_the_task_and_class_weights():
     focal = build_loss({"name": "focal", "params": {"gamma": 0.0}}, "multiclass")
     assert float(focal(logits, torch.from_numpy(target))) == pytest.approx(
         float(torch.nn.CrossEntropyLoss()(logits, labels)), rel=1e-5)  # gamma 0: plain cross-entropy
+
+
+def test_balanced_sampler_evens_out_the_classes():
+    from lib.train import epoch_recordings
+
+    y = np.array([0] * 90 + [1] * 10)
+    rng = np.random.default_rng(0)
+    recs = np.arange(100)
+    assert sorted(epoch_recordings(recs, y, None, rng).tolist()) == recs.tolist()  # a permutation
+    drawn = np.concatenate([epoch_recordings(recs, y, "balanced", rng) for _ in range(50)])
+    assert abs((y[drawn] == 1).mean() - 0.5) < 0.03
+    ym = np.zeros((100, 2), int)
+    ym[:5, 1] = 1  # multi-label: a rare label, and rows without labels form their own class
+    ym[5:50, 0] = 1
+    drawn = np.concatenate([epoch_recordings(recs, ym, "balanced", rng) for _ in range(50)])
+    assert abs(ym[drawn, 1].mean() - 1 / 3) < 0.03
+    with pytest.raises(ConfigError, match="sampler"):
+        epoch_recordings(recs, y, "oversample", rng)
