@@ -27,6 +27,9 @@ def main() -> None:
     windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
                if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start")
     print(f"audio: {windows}; shorter recordings padded ({a['pad']})")
+    if s["trimmed"]:
+        print(f"note: {s['trimmed']} training recordings are longer than {a['clip_seconds']} s and only their start "
+              f"is used; set audio.hop_seconds to cut them into windows and use all of them")
     if s["metadata"]:
         print("metadata (missing cells): " + ", ".join(f"{k} ({v})" for k, v in s["metadata"].items()))
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "

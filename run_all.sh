@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --output-dir) output_dir=$2; shift 2 ;;
     --force) force=--force; shift ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

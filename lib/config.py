@@ -105,6 +105,7 @@ EXPERIMENT_DEFAULTS = {
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
         "device": "auto", "amp": True, "folds": None, "ema": None, "class_weights": None, "sampler": None,
+        "compile": False,
     },
 }
 
@@ -183,6 +184,11 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
         raise ConfigError(f"{where} [groups]: give 'column' (a CSV column) or 'regex' (over the id or path)")
     meta = cfg.setdefault("metadata", {}) or {}
     cfg["metadata"] = {"numeric": list(meta.get("numeric") or []), "categorical": list(meta.get("categorical") or [])}
+    uses_columns = [k for k, v in (("groups.column", (groups or {}).get("column")), ("metadata", any(cfg["metadata"].values())),
+                                   ("folds.column", (cfg.get("folds") or {}).get("column"))) if v]
+    for split, needs in (("train", uses_columns), ("test", [k for k in uses_columns if k == "metadata"])):
+        if cfg.get(split) and not cfg[split].get("csv") and needs:
+            raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
     folds = cfg.setdefault("folds", {})
     folds.setdefault("n_folds", 5)
     default_scheme = ("predefined" if folds.get("column") else "multilabel_stratified" if task == "multilabel"

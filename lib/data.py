@@ -90,9 +90,12 @@ class WindowData:
             parts.append(self.meta[torch.as_tensor(self.rec[windows], device=self.meta.device)])
         scalars = torch.cat(parts, 1) if parts else torch.zeros(len(windows), 0, device=self.spec.device)
         spec = self.spec[w]
-        if device.type == "cuda" and spec.device.type == "cpu":  # pinned: the copy overlaps compute
+        if device.type != "cuda":
+            return spec.float(), scalars
+        if spec.device.type == "cpu":  # pinned: the copy overlaps compute
             spec, scalars = spec.pin_memory(), scalars.pin_memory()
-        return spec.to(device, non_blocking=True).float(), scalars.to(device, non_blocking=True)
+        spec = spec.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+        return spec, scalars.to(device, non_blocking=True)
 
     def targets(self, windows: np.ndarray) -> torch.Tensor:
         """Training targets ``(n, n_outputs)`` of some windows (their recordings' targets)."""

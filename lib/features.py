@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -90,21 +91,39 @@ class Seed9:
 
         return seed9.compute_seed9(y, sr)
 
+    def batch(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        """Many clips ``(clips, samples)`` at once -> ``(clips, 9, 128, 63)``, ``(clips, 36)``
+        (:func:`lib.seed9.compute_seed9_batch`: one STFT for the batch, shared by every channel)."""
+        from . import seed9
+
+        return seed9.compute_seed9_batch(y, sr)
+
 
 _WORKER: dict = {}
 
 
 def _init_worker(extractor, audio_cfg: dict) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:  # one thread per process: the processes are the parallelism
+        sys.modules["torch"].set_num_threads(1)
     _WORKER.update(extractor=extractor, audio=audio_cfg)
 
 
-def _extract(job: tuple[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Features of every window of one recording: ``(windows, C, F, T)`` and ``(windows, S)``."""
-    path, starts = job
+def _extract(jobs: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every window of a few recordings, in order: ``(windows, C, F, T)``, ``(windows, S)``.
+
+    The windows of all the recordings go through the extractor's ``batch`` at once when it has
+    one (e.g. ``seed9``: one STFT for the whole batch), else one by one.
+    """
     a, extractor = _WORKER["audio"], _WORKER["extractor"]
-    y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
-    parts = [extractor(w, sr) for w in audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"])]
+    windows = []
+    for path, starts in jobs:
+        y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
+        windows.append(audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"]))
+    windows = np.concatenate(windows)
+    if hasattr(extractor, "batch"):
+        return extractor.batch(windows, sr)
+    parts = [extractor(w, sr) for w in windows]
     return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
@@ -121,14 +140,15 @@ def window_table(durations, audio_cfg: dict) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def extract_split(extractor, table, folder: Path, split: str, comp: dict, workers: int, dtype: str = "float32") -> dict:
+def extract_split(extractor, table, folder: Path, split: str, comp: dict, workers: int, dtype: str = "float32",
+                  chunk: int = 32) -> dict:
     """Compute one split's features into ``folder/<split>_{spec,scalars,windows}.npy``, atomically.
 
     Each recording of ``table`` (``path``, ``duration_s``) is loaded at the competition's rate
     and channel, cut into windows (``audio.clip_seconds``, ``audio.hop_seconds``; padded by
-    ``audio.pad``), and each window goes through ``extractor``; ``workers`` processes share the
-    recordings, and results go straight into memory-mapped files of ``dtype``, so memory stays at
-    a few recordings per worker. Returns ``{"spec": shape, "scalars": shape, "windows": n}``.
+    ``audio.pad``), and the windows go through ``extractor`` (its ``batch`` method when it has
+    one); ``workers`` processes share the recordings in chunks of ``chunk``, and results go
+    straight into memory-mapped files of ``dtype``, so memory stays at a few chunks per worker. Returns ``{"spec": shape, "scalars": shape, "windows": n}``.
     Errors name the failing file.
     """
     a = comp["audio"]
@@ -136,7 +156,9 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     spec0, sc0 = extractor(np.zeros(int(round(a["clip_seconds"] * sr)), np.float32), sr)
     windows = window_table(table["duration_s"], a)
     counts = np.bincount(windows[:, 0].astype(int), minlength=len(table))
-    jobs = list(zip(table["path"], np.split(windows[:, 1], np.cumsum(counts)[:-1])))
+    starts = np.split(windows[:, 1], np.cumsum(counts)[:-1])
+    jobs = list(zip(table["path"], starts))
+    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
     spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
     with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
         spec = np.lib.format.open_memmap(tmp_spec, mode="w+", dtype=dtype, shape=spec_shape)
@@ -145,13 +167,16 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
         if pool is None:
             _init_worker(extractor, a)
         try:
-            results = pool.imap(_extract, jobs, chunksize=4) if pool else map(_extract, jobs)
+            results = pool.imap(_extract, chunks) if pool else map(_extract, chunks)
             row = 0
-            for i, (x, s) in enumerate(tqdm(results, total=len(jobs), desc=f"{folder.name} {split}", unit="rec")):
-                if x.shape[1:] != spec0.shape or s.shape[1:] != sc0.shape or len(x) != counts[i]:
-                    raise ValueError(f"{jobs[i][0]}: feature shape {x.shape} differs from {(counts[i], *spec0.shape)}")
-                spec[row:row + len(x)], sc[row:row + len(x)] = x, s
-                row += len(x)
+            with tqdm(total=len(jobs), desc=f"{folder.name} {split}", unit="rec") as bar:
+                for part, (x, s) in zip(chunks, results):
+                    n = sum(len(st) for _, st in part)
+                    if x.shape[1:] != spec0.shape or s.shape[1:] != sc0.shape or len(x) != n:
+                        raise ValueError(f"{part[0][0]}...: feature shape {x.shape} differs from {(n, *spec0.shape)}")
+                    spec[row:row + n], sc[row:row + n] = x, s
+                    row += n
+                    bar.update(len(part))
         finally:
             if pool is not None:
                 pool.terminate()

@@ -303,5 +303,6 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
         "duration_s": (float(durations.min()), float(np.median(durations)), float(durations.max())),
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
+        "trimmed": int((durations > cfg["audio"]["clip_seconds"] + 1e-6).sum()) if not cfg["audio"]["hop_seconds"] else 0,
         "metadata": {c: int(metas["train"][c].isna().sum() + (metas["train"][c] == "").sum()) for c in metas["train"]},
     }

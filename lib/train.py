@@ -120,6 +120,34 @@ def autocast(device, enabled: bool = True):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def place_model(model: torch.nn.Module, device, compile: bool = False):
+    """Move ``model`` to ``device`` (in place; channels-last memory format on CUDA, which lets
+    cuDNN use its NHWC tensor-core kernels) and return the callable to train with: the model, or
+    ``torch.compile(model)`` when ``compile`` (the weights stay shared with ``model``)."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model
+
+
+def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp: bool = True,
+               grad_clip: float = 5.0) -> torch.Tensor:
+    """One optimisation step on a batch (``spec (B, C, F, T)``, ``scalars (B, S)``, ``target
+    (B, n_outputs)``): autocast forward through ``forward`` (``model`` or its compiled form),
+    backward through the (possibly no-op) ``GradScaler``, gradient clipping of ``model``'s
+    parameters to norm ``grad_clip``, optimiser step. Returns the detached loss on the device
+    (reading it is the only host synchronisation, left to the caller)."""
+    with autocast(device, amp):
+        loss = loss_fn(forward(spec, scalars), target)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return loss.detach()
+
+
 @torch.no_grad()
 def predict_logits(model, data: WindowData, windows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """Logits ``(windows, n_outputs)`` (float32, CPU) of the given windows, every one kept."""
@@ -160,7 +188,7 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
     data.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(data.spec.device)
     model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars)
     model.set_normalisation(*input_stats(data, data.windows_of(tr_rec)[0]))
-    model.to(device)
+    forward = place_model(model, device, tc.get("compile", False))
     class_weight = None
     if tc.get("class_weights") not in (None, "balanced"):
         raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
@@ -190,18 +218,11 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
             w = order[i:i + tc["batch_size"]]
             spec, scalars = data.batch(w, device)
             spec, scalars, target = augment(spec, scalars, data.targets(w).to(device, non_blocking=True))
-            with autocast(device, tc["amp"]):
-                loss = loss_fn(model(spec, scalars), target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
-            scaler.step(opt)
-            scaler.update()
+            loss = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, tc["amp"], tc["grad_clip"])
             sched.step()
             if ema is not None:
                 ema.update_parameters(model)
-            total += loss.detach() * len(w)
+            total += loss * len(w)  # stays on the device: no host synchronisation until the epoch ends
             seen += len(w)
         probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
         valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
