@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.config import load_experiment  # noqa: E402
-from lib.features import FEATURES  # noqa: E402
-from lib.losses import build_loss  # noqa: E402
-from lib.models import build_model, count_parameters  # noqa: E402
-from lib.train import OPTIMIZERS, autocast, place_model, train_step  # noqa: E402
-from lib.utils import get_device  # noqa: E402
+from lib.config import load_experiment
+from lib.features import FEATURES
+from lib.losses import build_loss
+from lib.models import build_model, count_parameters
+from lib.train import OPTIMIZERS, autocast, place_model, train_step
+from lib.utils import get_device
 
 CONFIGS = ["configs/cnn_mel4k.yaml", "configs/cnn_small.yaml", "configs/cnn8.yaml", "configs/vgg.yaml"]
 

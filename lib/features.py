@@ -91,6 +91,12 @@ class Seed9:
 
         return seed9.compute_seed9(y, sr)
 
+    def prepare(self) -> None:
+        """Build the batched extractor's filterbanks (about 1 s) before worker processes fork."""
+        from . import seed9
+
+        seed9.prepare_seed9_batch()
+
     def batch(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         """Many clips ``(clips, samples)`` at once -> ``(clips, 9, 128, 63)``, ``(clips, 36)``
         (:func:`lib.seed9.compute_seed9_batch`: one STFT for the batch, shared by every channel)."""
@@ -102,29 +108,41 @@ class Seed9:
 _WORKER: dict = {}
 
 
-def _init_worker(extractor, audio_cfg: dict) -> None:
+def _init_worker(extractor, audio_cfg: dict, outputs: tuple[Path, Path] | None = None) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:  # one thread per process: the processes are the parallelism
         sys.modules["torch"].set_num_threads(1)
-    _WORKER.update(extractor=extractor, audio=audio_cfg)
+    _WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
 
 
-def _extract(jobs: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Features of every window of a few recordings, in order: ``(windows, C, F, T)``, ``(windows, S)``.
+def _extract(job: tuple[list[tuple[str, np.ndarray]], int]) -> int:
+    """Compute the features of every window of a few recordings and write them at rows
+    ``row0 ..`` of the split's two ``.npy`` files; returns the number of recordings done.
 
     The windows of all the recordings go through the extractor's ``batch`` at once when it has
-    one (e.g. ``seed9``: one STFT for the whole batch), else one by one.
+    one (e.g. ``seed9``: one STFT for the whole batch), else one by one. Writing here, not in the
+    parent, spares sending every array through a pipe.
     """
+    recordings, row0 = job
     a, extractor = _WORKER["audio"], _WORKER["extractor"]
     windows = []
-    for path, starts in jobs:
+    for path, starts in recordings:
         y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
         windows.append(audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"]))
     windows = np.concatenate(windows)
     if hasattr(extractor, "batch"):
-        return extractor.batch(windows, sr)
-    parts = [extractor(w, sr) for w in windows]
-    return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+        results = extractor.batch(windows, sr)
+    else:
+        parts = [extractor(w, sr) for w in windows]
+        results = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+    for path, x in zip(_WORKER["outputs"], results):
+        out = np.load(path, mmap_mode="r+")
+        if x.shape[1:] != out.shape[1:]:
+            raise ValueError(f"{recordings[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
+        out[row0:row0 + len(x)] = x
+        out.flush()
+        del out
+    return len(recordings)
 
 
 def _inputs_fingerprint(table) -> str:
@@ -147,9 +165,10 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     Each recording of ``table`` (``path``, ``duration_s``) is loaded at the competition's rate
     and channel, cut into windows (``audio.clip_seconds``, ``audio.hop_seconds``; padded by
     ``audio.pad``), and the windows go through ``extractor`` (its ``batch`` method when it has
-    one); ``workers`` processes share the recordings in chunks of ``chunk``, and results go
-    straight into memory-mapped files of ``dtype``, so memory stays at a few chunks per worker. Returns ``{"spec": shape, "scalars": shape, "windows": n}``.
-    Errors name the failing file.
+    one); ``workers`` processes share the recordings in chunks of ``chunk`` and write their rows
+    straight into the files (``dtype``), so memory stays at a few chunks per worker and nothing
+    large crosses a pipe. Returns ``{"spec": shape, "scalars": shape, "windows": n}``. Errors
+    name the failing file; on any error the split's previous files are left as they were.
     """
     a = comp["audio"]
     sr = a["sample_rate"] or comp["native_sample_rate"]
@@ -158,31 +177,25 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     counts = np.bincount(windows[:, 0].astype(int), minlength=len(table))
     starts = np.split(windows[:, 1], np.cumsum(counts)[:-1])
     jobs = list(zip(table["path"], starts))
-    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+    first_row = np.concatenate([[0], np.cumsum(counts)])
+    chunks = [(jobs[i:i + chunk], int(first_row[i])) for i in range(0, len(jobs), chunk)]
     spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
     with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
-        spec = np.lib.format.open_memmap(tmp_spec, mode="w+", dtype=dtype, shape=spec_shape)
-        sc = np.lib.format.open_memmap(tmp_sc, mode="w+", dtype=dtype, shape=sc_shape)
-        pool = mp.get_context("fork").Pool(workers, _init_worker, (extractor, a)) if workers > 1 else None
-        if pool is None:
-            _init_worker(extractor, a)
+        for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header and (sparse) size
+            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+        init = (extractor, a, (tmp_spec, tmp_sc))
+        _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
+        if hasattr(extractor, "prepare"):
+            extractor.prepare()  # filterbanks built once here, inherited by the forked workers
+        pool = mp.get_context("fork").Pool(workers, _init_worker, init) if workers > 1 else None
         try:
-            results = pool.imap(_extract, chunks) if pool else map(_extract, chunks)
-            row = 0
+            done = pool.imap(_extract, chunks) if pool else map(_extract, chunks)
             with tqdm(total=len(jobs), desc=f"{folder.name} {split}", unit="rec") as bar:
-                for part, (x, s) in zip(chunks, results):
-                    n = sum(len(st) for _, st in part)
-                    if x.shape[1:] != spec0.shape or s.shape[1:] != sc0.shape or len(x) != n:
-                        raise ValueError(f"{part[0][0]}...: feature shape {x.shape} differs from {(n, *spec0.shape)}")
-                    spec[row:row + n], sc[row:row + n] = x, s
-                    row += n
-                    bar.update(len(part))
+                for n in done:
+                    bar.update(n)
         finally:
             if pool is not None:
                 pool.terminate()
-        spec.flush()
-        sc.flush()
-        del spec, sc
     with atomic_path(folder / f"{split}_windows.npy") as tmp:
         np.save(tmp, windows)
     return {"spec": spec_shape, "scalars": sc_shape, "windows": len(windows)}

@@ -8,9 +8,31 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from lib.seed9 import CHANNEL_NAMES, N_SAMPLES, SCALAR_NAMES, SHAPE, SR, compute_seed9
+from lib.seed9 import (
+    BATCH_CHANNEL_ATOL,
+    BATCH_SCALAR_TOL,
+    CHANNEL_NAMES,
+    N_SAMPLES,
+    SCALAR_NAMES,
+    SHAPE,
+    SR,
+    compute_seed9,
+    compute_seed9_batch,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/breathing/train"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The batched extractor runs one torch thread per worker process (many small operations);
+    with two threads on a busy 2-core machine every small op waits for the other thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _signal(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -110,7 +132,7 @@ def test_low_energy_ratio():
     high = _scalar(compute_seed9((0.5 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32), SR)[1],
                    "low_energy_ratio")
     assert 0 <= high <= 1 and 0 <= low <= 1
-    assert low > 0.9 > 0.1 > high
+    assert low > 0.9 and high < 0.1
 
 
 def test_real_clip():
@@ -128,3 +150,85 @@ def test_real_clip():
     channels, scalars = compute_seed9(y, sr)
     assert channels.shape == (9, 128, 63) and scalars.shape == (36,)
     assert np.isfinite(channels).all() and np.isfinite(scalars).all()
+
+
+# --- compute_seed9_batch: the batched extractor against the per-clip reference ----------------
+
+def _fixed(y: np.ndarray) -> np.ndarray:
+    """Zero-pad or truncate to 1 s, as compute_seed9 does."""
+    return np.pad(y[:N_SAMPLES], (0, max(0, N_SAMPLES - len(y))))
+
+
+def _batch_mismatches(clips: dict[str, np.ndarray]) -> list[str]:
+    """compute_seed9_batch on all clips at once vs compute_seed9 on each: one line per channel or
+    scalar outside the tolerances documented in lib.seed9 (BATCH_CHANNEL_ATOL, BATCH_SCALAR_TOL)."""
+    channels, scalars = compute_seed9_batch(np.stack([_fixed(y) for y in clips.values()]), SR)
+    assert channels.shape == (len(clips), 9, *SHAPE) and scalars.shape == (len(clips), 36)
+    assert channels.dtype == np.float32 and scalars.dtype == np.float32
+    bad = []
+    for i, (name, y) in enumerate(clips.items()):
+        ref_channels, ref_scalars = compute_seed9(y, SR)
+        for c, channel in enumerate(CHANNEL_NAMES):
+            diff = float(np.abs(channels[i, c] - ref_channels[c]).max())
+            if not diff <= BATCH_CHANNEL_ATOL[channel]:
+                bad.append(f"{name} {channel}: max |diff| {diff:.3g} > {BATCH_CHANNEL_ATOL[channel]}")
+        for j, scalar in enumerate(SCALAR_NAMES):
+            rtol, atol = BATCH_SCALAR_TOL[scalar]
+            got, want = float(scalars[i, j]), float(ref_scalars[j])
+            if not abs(got - want) <= atol + rtol * abs(want):
+                bad.append(f"{name} {scalar}: {got!r} vs reference {want!r} (rtol {rtol}, atol {atol})")
+    return bad
+
+
+def test_batch_tolerances_cover_every_output():
+    assert set(BATCH_CHANNEL_ATOL) == set(CHANNEL_NAMES)
+    assert set(BATCH_SCALAR_TOL) == set(SCALAR_NAMES)
+
+
+def test_batch_matches_reference_on_generated_signals():
+    rng = np.random.default_rng(7)
+    clips = {
+        "chirp+noise": _signal(),
+        "silence": np.zeros(N_SAMPLES, dtype=np.float32),
+        "short (0.4 s)": _signal(0.4, seed=3),
+        "loud (clipped noise)": np.clip(3.0 * rng.standard_normal(N_SAMPLES), -1, 1).astype(np.float32),
+        "long (1.3 s)": _signal(1.3, seed=4),
+    }
+    assert _batch_mismatches(clips) == []
+
+
+def test_batch_matches_reference_on_real_clips():
+    from lib.audio import fix_length, load
+
+    if not DATA.is_dir():
+        pytest.skip(f"real-data folder {DATA} is absent: batch-vs-reference check on real clips skipped")
+    wavs = sorted(DATA.glob("*.wav"))
+    if len(wavs) < 16:
+        pytest.skip(f"fewer than 16 .wav files in {DATA}")
+    clips = {p.name: fix_length(load(p, SR)[0], N_SAMPLES) for p in wavs[:: len(wavs) // 16][:16]}
+    assert _batch_mismatches(clips) == []
+
+
+def test_batch_shapes_and_errors():
+    channels, scalars = compute_seed9_batch(np.zeros((0, N_SAMPLES), np.float32), SR)
+    assert channels.shape == (0, 9, 128, 63) and scalars.shape == (0, 36)
+    with pytest.raises(ValueError, match="16000"):
+        compute_seed9_batch(np.zeros((2, N_SAMPLES), np.float32), 8000)
+    with pytest.raises(ValueError, match="clips, samples"):
+        compute_seed9_batch(np.zeros(N_SAMPLES, np.float32), SR)
+    bad = np.zeros((3, N_SAMPLES), np.float32)
+    bad[1, 5] = np.nan
+    with pytest.raises(ValueError, match=r"clips \[1\]"):
+        compute_seed9_batch(bad, SR)
+
+
+def test_batch_rows_are_independent_and_padded():
+    y = np.stack([_signal(seed=5), _signal(seed=6)])
+    both = compute_seed9_batch(y, SR)
+    alone = compute_seed9_batch(y[1:], SR)
+    for a, b in zip(both, alone):
+        np.testing.assert_array_equal(a[1], b[0])
+    short = compute_seed9_batch(y[:, :9000], SR)
+    padded = compute_seed9_batch(np.pad(y[:, :9000], ((0, 0), (0, N_SAMPLES - 9000))), SR)
+    for a, b in zip(short, padded):
+        np.testing.assert_array_equal(a, b)
