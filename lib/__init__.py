@@ -7,10 +7,10 @@ Import from a notebook with the project folder on ``sys.path`` (no install, no s
     y, sr = audio.load("clip.wav")               # native sample rate, mono float32
 
 Modules: ``audio`` (I/O), ``features`` (feature sets and caches), ``seed9`` (the seed's stack),
-``folds``, ``prepare`` (stage 00), ``models``, ``augment``, ``losses``, ``metrics``, ``train``
+``folds``, ``prepare`` (stage 00), ``data`` (windows, metadata encoding, aggregation), ``models``, ``augment``, ``losses``, ``metrics``, ``train``
 (stage 02), ``infer`` (stage 03), ``ensemble`` (stage 04), ``config`` (YAML and registries),
 ``paths`` (artifact layout), ``tasks`` (targets and probability columns), ``transforms`` (the
 only torchaudio import).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

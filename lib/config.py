@@ -161,7 +161,7 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     if cfg.get("classes") is not None:
         cfg["classes"] = [str(c) for c in cfg["classes"]]
         check_classes(cfg, where)
-    cfg.setdefault("metric", "accuracy")
+    cfg.setdefault("metric", "average_precision" if task == "multilabel" else "accuracy")
     cfg.setdefault("metrics", [cfg["metric"]])
     if cfg["metric"] not in cfg["metrics"]:
         cfg["metrics"] = [cfg["metric"], *cfg["metrics"]]
