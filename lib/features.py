@@ -139,8 +139,7 @@ def _extract(job: tuple[list[tuple[str, np.ndarray]], int]) -> int:
         out = np.load(path, mmap_mode="r+")
         if x.shape[1:] != out.shape[1:]:
             raise ValueError(f"{recordings[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
-        out[row0:row0 + len(x)] = x
-        out.flush()
+        out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
         del out
     return len(recordings)
 
