@@ -144,13 +144,17 @@ class MetadataEncoder:
         return self.transformer.transform(self._frame(table)).astype(np.float32)
 
 
+def metadata_columns(comp: dict) -> tuple[list[str], list[str]]:
+    """The competition's ``(numeric, categorical)`` metadata columns (empty lists when it has none)."""
+    meta = comp.get("metadata") or {}
+    return list(meta.get("numeric") or []), list(meta.get("categorical") or [])
+
+
 def metadata_encoder(comp: dict, table: pd.DataFrame, rows: np.ndarray) -> MetadataEncoder | None:
     """A :class:`MetadataEncoder` fitted on ``table.iloc[rows]``, or ``None`` when the competition
     declares no metadata."""
-    meta = comp.get("metadata") or {}
-    if not (meta.get("numeric") or meta.get("categorical")):
-        return None
-    return MetadataEncoder(meta.get("numeric") or [], meta.get("categorical") or []).fit(table.iloc[rows])
+    numeric, categorical = metadata_columns(comp)
+    return MetadataEncoder(numeric, categorical).fit(table.iloc[rows]) if numeric or categorical else None
 
 
 def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str) -> np.ndarray:

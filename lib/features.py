@@ -108,10 +108,15 @@ class Seed9:
 _WORKER: dict = {}
 
 
-def _init_worker(extractor, audio_cfg: dict, outputs: tuple[Path, Path] | None = None) -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:  # one thread per process: the processes are the parallelism
+def _init_worker(extractor, audio_cfg: dict, outputs: tuple[Path, Path], pooled: bool = False) -> None:
+    """Set up a process to run :func:`_extract`: one torch thread (the processes are the
+    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl)."""
+    if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+    if pooled:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
     _WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
 
 
@@ -149,14 +154,6 @@ def _inputs_fingerprint(table) -> str:
     return fingerprint(list(table["id"]), stats)
 
 
-def window_table(durations, audio_cfg: dict) -> np.ndarray:
-    """The windows of a split: float64 ``(windows, 2)`` of (recording row, start in seconds),
-    recordings in row order, each one's windows in time order (:func:`lib.audio.window_starts`)."""
-    rows = [np.column_stack([np.full(len(st), i), st]) for i, d in enumerate(durations)
-            for st in [audio.window_starts(float(d), audio_cfg["clip_seconds"], audio_cfg["hop_seconds"])]]
-    return np.concatenate(rows)
-
-
 def extract_split(extractor, table, folder: Path, split: str, comp: dict, workers: int, dtype: str = "float32",
                   chunk: int = 32) -> dict:
     """Compute one split's features into ``folder/<split>_{spec,scalars,windows}.npy``, atomically.
@@ -172,21 +169,22 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     a = comp["audio"]
     sr = a["sample_rate"] or comp["native_sample_rate"]
     spec0, sc0 = extractor(np.zeros(int(round(a["clip_seconds"] * sr)), np.float32), sr)
-    windows = window_table(table["duration_s"], a)
-    counts = np.bincount(windows[:, 0].astype(int), minlength=len(table))
-    starts = np.split(windows[:, 1], np.cumsum(counts)[:-1])
+    # each recording's window starts (lib.audio.window_starts), and the (recording row, start) table
+    starts = [audio.window_starts(float(d), a["clip_seconds"], a["hop_seconds"]) for d in table["duration_s"]]
+    windows = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, st in enumerate(starts)])
     jobs = list(zip(table["path"], starts))
-    first_row = np.concatenate([[0], np.cumsum(counts)])
+    first_row = np.concatenate([[0], np.cumsum([len(st) for st in starts])])
     chunks = [(jobs[i:i + chunk], int(first_row[i])) for i in range(0, len(jobs), chunk)]
     spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
     with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
         for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header and (sparse) size
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
         init = (extractor, a, (tmp_spec, tmp_sc))
+        threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
         if hasattr(extractor, "prepare"):
             extractor.prepare()  # filterbanks built once here, inherited by the forked workers
-        pool = mp.get_context("fork").Pool(workers, _init_worker, init) if workers > 1 else None
+        pool = mp.get_context("fork").Pool(workers, _init_worker, (*init, True)) if workers > 1 else None
         try:
             done = pool.imap(_extract, chunks) if pool else map(_extract, chunks)
             with tqdm(total=len(jobs), desc=f"{folder.name} {split}", unit="rec") as bar:
@@ -195,6 +193,8 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
         finally:
             if pool is not None:
                 pool.terminate()
+            if threads is not None:  # leave this process's torch threads as they were
+                sys.modules["torch"].set_num_threads(threads)
     with atomic_path(folder / f"{split}_windows.npy") as tmp:
         np.save(tmp, windows)
     return {"spec": spec_shape, "scalars": sc_shape, "windows": len(windows)}

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from . import tasks
 from .augment import Augmenter
 from .config import ConfigError, Registry
-from .data import WindowData, aggregate, metadata_encoder
+from .data import WindowData, aggregate, metadata_columns, metadata_encoder
 from .losses import balanced_class_weight, build_loss
 from .metrics import score_all
 from .models import build_model, count_parameters
@@ -280,10 +280,9 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     fold_ids = [int(k) for k in (cfg["train"]["folds"] if cfg["train"]["folds"] is not None
                                  else sorted(folds_df["fold"].unique()))]
     folds = folds_df["fold"].to_numpy()
-    meta = comp.get("metadata") or {}
-    meta_cols = (meta.get("numeric") or []) + (meta.get("categorical") or []) if cfg["inputs"]["metadata"] else []
+    meta_cols = sum(metadata_columns(comp), []) if cfg["inputs"]["metadata"] else []
     log(f"experiment {cfg['name']}: model {cfg['model']['name']}, features {cfg['features']['set']} "
-        f"{data.manifest['spec_shape']} + {data.n_scalars if cfg['inputs']['audio_scalars'] else 0} audio scalars"
+        f"{data.manifest['spec_shape']} + {data.n_scalars} audio scalars"
         f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(folds_df)} recordings in {len(data.rec)} windows; "
         f"{len(fold_ids)} folds, device {device}")
     t0 = time.time()
