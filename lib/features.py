@@ -20,6 +20,7 @@ Registered sets (``features: {name, params}`` in an experiment config):
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import sys
@@ -108,15 +109,35 @@ class Seed9:
 _WORKER: dict = {}
 
 
+def _keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed memory in the process for reuse (no-op elsewhere).
+
+    A feature batch allocates and frees arrays of several MB many times; by default glibc maps
+    each one afresh from the kernel and returns it on free, so every reuse page-faults again
+    (measured: a third of the feature workers' system time, 7% of the stage's wall time). Serving
+    them from the heap up to 256 MB and trimming the heap only beyond 1 GB avoids that; it is for
+    the pool's workers, which exit at the end of the stage. Sets ``mallopt`` M_MMAP_THRESHOLD and
+    M_TRIM_THRESHOLD; returns nothing, raises nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _init_worker(extractor, audio_cfg: dict, outputs: tuple[Path, Path], pooled: bool = False) -> None:
     """Set up a process to run :func:`_extract`: one torch thread (the processes are the
-    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl)."""
+    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl) and
+    :func:`_keep_freed_memory`."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if pooled:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
+        _keep_freed_memory()
     _WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
 
 
@@ -168,7 +189,8 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     """
     a = comp["audio"]
     sr = a["sample_rate"] or comp["native_sample_rate"]
-    spec0, sc0 = extractor(np.zeros(int(round(a["clip_seconds"] * sr)), np.float32), sr)
+    silence = np.zeros((1, int(round(a["clip_seconds"] * sr))), np.float32)  # probes the output shapes
+    spec0, sc0 = (x[0] for x in extractor.batch(silence, sr)) if hasattr(extractor, "batch") else extractor(silence[0], sr)
     # each recording's window starts (lib.audio.window_starts), and the (recording row, start) table
     starts = [audio.window_starts(float(d), a["clip_seconds"], a["hop_seconds"]) for d in table["duration_s"]]
     windows = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, st in enumerate(starts)])

@@ -415,8 +415,12 @@ class _Constants:
             lambda x: scipy.ndimage.convolve(x, win, mode="constant"), frames), **t64)
         self.tempo_pad = torch.tensor(_linear_operator(
             lambda x: np.pad(x, ((0, 0), (192, 192)), mode="linear_ramp", end_values=0), frames), **t64)
+        # librosa.feature.delta orders 1 and 2 (width 9, interp edges) as one (63, 126) operator
+        self.deltas = np.hstack([_linear_operator(functools.partial(
+            scipy.signal.savgol_filter, window_length=9, polyorder=o, deriv=o, axis=-1, mode="interp"), frames)
+            for o in (1, 2)])
         self.tempo_win = torch.tensor(scipy.signal.get_window("hann", 384, fftbins=True), **t32)
-        self.hamming400 = torch.tensor(np.hamming(int(0.025 * SR)), **t64)
+        self.hamming400 = np.hamming(int(0.025 * SR))
         # spectral_contrast bands (fmin 200, 6 bands, quantile 0.02) on the 512-point STFT
         octa = np.zeros(8)
         octa[1:] = 200.0 * 2.0 ** np.arange(7)
@@ -463,14 +467,15 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
     return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
-def _stft(y: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
-    """Centred, zero-padded STFT (B, n_fft//2+1, frames) complex64, as ``librosa.stft``.
+def _stft(y: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, center: bool = True) -> torch.Tensor:
+    """Centred, zero-padded STFT (B, n_fft//2+1, frames) complex64, as ``librosa.stft``
+    (``center=False``: frames from the first sample on, for a signal padded by the caller).
 
     Computed in the window's precision. Float64 then rounded to complex64 is what librosa does for
     a float32 signal, and gives the same magnitudes to the last bit (which spectral contrast
     valleys, rolloff and the tuning estimate need); float32 (3x faster) for the CQT octaves.
     """
-    spec = torch.stft(y.to(window.dtype), n_fft, hop, window=window, center=True,
+    spec = torch.stft(y.to(window.dtype), n_fft, hop, window=window, center=center,
                       pad_mode="constant", return_complex=True)
     return spec.to(torch.complex64)
 
@@ -564,8 +569,9 @@ def _tuning_index(mag: np.ndarray, n_fft: int, bins_per_octave: int) -> np.ndarr
 
 
 def _resample_half(y: np.ndarray) -> np.ndarray:
-    """``librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)`` per row."""
-    out = np.stack([soxr.resample(row, 2, 1, quality="soxr_hq") for row in y])
+    """``librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)`` per row
+    (the rows as one multi-channel signal: soxr filters channels independently, same values)."""
+    out = soxr.resample(y.T, 2, 1, quality="soxr_hq").T
     n = int(np.ceil(y.shape[1] * 0.5))
     out = out[:, :n] if out.shape[1] >= n else np.pad(out, ((0, 0), (0, n - out.shape[1])))
     out /= np.sqrt(0.5)
@@ -590,15 +596,12 @@ def _cqt_mag(y: np.ndarray, tuning: np.ndarray, k: _Constants) -> torch.Tensor:
     return out
 
 
-def _autocorrelation(x: torch.Tensor, max_lag: int, chunk: int = 128) -> torch.Tensor:
-    """Autocorrelation lags 0..max_lag of each row of ``x`` (N, L) -> (N, max_lag+1), same dtype."""
-    n, length = x.shape
-    xp = torch.nn.functional.pad(x, (0, max_lag))
-    return torch.cat([torch.matmul(xp[s: s + chunk].unfold(1, length, 1), x[s: s + chunk, :, None])[..., 0]
-                      for s in range(0, n, chunk)])
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of ``a * b`` over the last axis (einsum: no temporary array)."""
+    return np.einsum("...j,...j->...", a, b)
 
 
-def _burg(x: torch.Tensor, order: int) -> torch.Tensor:
+def _burg(x: np.ndarray, order: int) -> np.ndarray:
     """Burg's LPC of each row of ``x`` (N, L) float64 -> coefficients 1..order (N, order).
 
     Same recursion as ``librosa.lpc`` (Marple 1980; reflection coefficient
@@ -606,64 +609,68 @@ def _burg(x: torch.Tensor, order: int) -> torch.Tensor:
     whole frame at each order: as in the fast Burg of K. Vos ("A fast implementation of Burg's
     method", 2013), the sums over the zero-padded signal come from the autocorrelation by a
     Levinson-type recursion (``q = R a``), minus the lattice errors at the first and last
-    ``order`` samples, which are run explicitly. Each frame is read once (autocorrelation as a
-    batched matrix product) instead of five passes per order: about 5x faster here. Values
-    agree with ``librosa.lpc`` to ~1e-8 (float64 rounding of the different summation order).
+    ``order`` samples, which are run explicitly. Each frame is read ``order + 1`` times (its
+    autocorrelation) instead of five times per order: about 5x faster here. Values agree with
+    ``librosa.lpc`` to ~1e-8 (float64 rounding of the different summation order).
     """
     n, length = x.shape
     p = order
-    pad = torch.nn.functional.pad
-    r = _autocorrelation(x, p)
-    eps = np.finfo(np.float64).tiny
-    a = x.new_zeros(n, p + 1)
+    r = np.stack([_rowdot(x[:, : length - lag], x[:, lag:]) for lag in range(p + 1)], axis=1)
+    a = np.zeros((n, p + 1))
     a[:, 0] = 1.0
-    q = x.new_zeros(n, p + 1)  # R a for the current order (Toeplitz R of r)
+    q = np.zeros((n, p + 1))  # R a for the current order (Toeplitz R of r)
     q[:, 0] = r[:, 0]
-    # lattice errors f_i[t] and b_i[t-1] of the zero-padded frame at the head (t = 0..p) and the
-    # tail (t = L-p..L+p-1); the sums over t = 0..i and t = L..L+i are removed from the full sums
-    hf, hb = x[:, : p + 1], pad(x[:, :p], (1, 0))
-    seg = pad(x[:, length - p - 1:], (0, p))
-    tf, tb = seg[:, 1:], seg[:, :-1]
+    # lattice errors f_i[t], b_i[t-1] of the zero-padded frame at its head (t = 0..p, row 0) and
+    # tail (t = L-p..L+p-1, row 1), both at columns p.. so that order i reads columns p..p+i;
+    # their sums over t = 0..i and t = L..L+i are removed from the full sums
+    f, b = np.zeros((n, 2, 2 * p + 1)), np.zeros((n, 2, 2 * p + 1))
+    f[:, 0, p:] = x[:, : p + 1]
+    b[:, 0, p + 1:] = x[:, :p]
+    f[:, 1, :p] = x[:, length - p:]
+    b[:, 1, : p + 1] = x[:, length - p - 1:]
+    eps = np.finfo(np.float64).tiny
     for i in range(p):
-        ai = a[:, : i + 1]
-        delta = (r[:, 1: i + 2].flip(1) * ai).sum(1)
-        s_ff = (ai * q[:, : i + 1]).sum(1)
-        s_fb = delta + (a[:, 1: i + 1] * q[:, 1: i + 1].flip(1)).sum(1)
-        h_f, h_b = hf[:, : i + 1], hb[:, : i + 1]
-        t_f, t_b = tf[:, p: p + i + 1], tb[:, p: p + i + 1]
-        num = s_fb - (h_f * h_b).sum(1) - (t_f * t_b).sum(1)
-        den = 2.0 * s_ff - (h_f * h_f + h_b * h_b).sum(1) - (t_f * t_f + t_b * t_b).sum(1)
-        k = (-2.0 * num / (den + eps))[:, None]
-        a_new, q_new = a.clone(), q.clone()
-        a_new[:, 1: i + 2] += k * a[:, : i + 1].flip(1)
-        q_new[:, 0] += k[:, 0] * delta
-        q_new[:, 1: i + 1] += k * q[:, 1: i + 1].flip(1)
-        q_new[:, i + 1] = delta + k[:, 0] * q[:, 0]
-        a, q = a_new, q_new
-        hf, hb = hf + k * hb, pad((hb + k * hf)[:, :-1], (1, 0))
-        tf, tb = tf + k * tb, pad((tb + k * tf)[:, :-1], (1, 0))
+        delta = _rowdot(r[:, i + 1: 0: -1], a[:, : i + 1])
+        s_ff = _rowdot(a[:, : i + 1], q[:, : i + 1])
+        s_fb = delta + _rowdot(a[:, 1: i + 1], q[:, i: 0: -1])
+        fa, ba = f[:, :, p: p + i + 1], b[:, :, p: p + i + 1]
+        num = s_fb - _rowdot(fa, ba).sum(axis=1)
+        den = 2.0 * s_ff - (_rowdot(fa, fa) + _rowdot(ba, ba)).sum(axis=1)
+        k = -2.0 * num / (den + eps)
+        q_top = delta + k * q[:, 0]
+        a[:, 1: i + 2] += k[:, None] * a[:, i:: -1]  # the right side is evaluated first: a copy
+        q[:, 1: i + 1] += k[:, None] * q[:, i: 0: -1]
+        q[:, 0] += k * delta
+        q[:, i + 1] = q_top
+        k = k[:, None, None]
+        b_next = np.zeros_like(b)
+        b_next[:, :, 1:] = (b + k * f)[:, :, :-1]
+        f, b = f + k * b, b_next
     return a[:, 1:]
 
 
-def _lpc_batch(y: torch.Tensor, k: _Constants, order: int = 12) -> torch.Tensor:
+def _lpc_batch(y: np.ndarray, k: _Constants, order: int = 12) -> np.ndarray:
     """LPC coefficients 1..order (B, order, 98) float64 of :func:`_lpc_frames`, all frames at once.
 
     Pre-emphasis 0.97 in float32, 25 ms Hamming frames every 10 ms in float64, :func:`_burg` on
     every frame of every clip; an all-zero frame gives zeros, as in the reference.
     """
-    pre = torch.cat([y[:, :1], y[:, 1:] - 0.97 * y[:, :-1]], dim=1)
-    frames = pre.unfold(1, int(0.025 * SR), int(0.010 * SR)).double() * k.hamming400
-    n_clips, n_frames, length = frames.shape
+    pre = np.concatenate([y[:, :1], y[:, 1:] - 0.97 * y[:, :-1]], axis=1)
+    length, hop = int(0.025 * SR), int(0.010 * SR)
+    frames = np.lib.stride_tricks.sliding_window_view(pre, length, axis=1)[:, ::hop] * k.hamming400
+    n_clips, n_frames, _ = frames.shape
     coeffs = _burg(frames.reshape(n_clips * n_frames, length), order)
-    return coeffs.reshape(n_clips, n_frames, order).transpose(1, 2)
+    return coeffs.reshape(n_clips, n_frames, order).transpose(0, 2, 1)
 
 
 def _fit(x: np.ndarray, out: np.ndarray) -> None:
     """Batched :func:`_pad_to` into ``out`` (B, 128, 63): crop (B, F, T), pad with each clip's
-    own minimum."""
+    own minimum, then replace NaN/inf by 0 (while ``out`` is in the cache)."""
     x = x[:, : SHAPE[0], : SHAPE[1]]
     out[:] = x.min(axis=(1, 2))[:, None, None]
     out[:, : x.shape[1], : x.shape[2]] = x
+    if not np.isfinite(out).all():
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _delta(x: np.ndarray, order: int) -> np.ndarray:
@@ -671,21 +678,36 @@ def _delta(x: np.ndarray, order: int) -> np.ndarray:
     return scipy.signal.savgol_filter(x, 9, polyorder=order, deriv=order, axis=-1, mode="interp")
 
 
+def _mel_deltas(x: np.ndarray, k: _Constants) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_delta` orders 1 and 2 of ``x`` (B, F, 63) float32 as one float64 product with the
+    Savitzky-Golay filters' matrix (:class:`_Constants`), 8x faster: the same arithmetic summed
+    in another order (last-bit differences). Only for whole-array z-scores: a constant row's
+    delta is rounding noise, which a per-row z-score (the MFCC channel) would amplify."""
+    both = (x.astype(np.float64) @ k.deltas).astype(x.dtype)
+    return both[..., : x.shape[-1]], both[..., x.shape[-1]:]
+
+
 class _Spectra(NamedTuple):
     """What the channels and scalars of a batch share: computed once per batch."""
 
     mag: torch.Tensor  # |STFT| n_fft 512, hop 256: (B, 257, 63) float32
-    mag2048: torch.Tensor  # |STFT| n_fft 2048, hop 256: (B, 1025, 63) float32
-    mel2048: torch.Tensor  # 128-band mel power of the latter: (B, 128, 63) float32
-    mag2048_hop512: np.ndarray  # its even frames = hop 512, librosa's default: (B, 1025, 32)
+    mel2048: torch.Tensor  # 128-band mel power of |STFT| n_fft 2048, hop 256: (B, 128, 63) float32
+    mag2048_hop512: np.ndarray  # the latter's even frames = hop 512, librosa's default: (B, 1025, 32)
 
 
 def _spectra(y: torch.Tensor, k: _Constants) -> _Spectra:
-    """The two STFTs of a batch (float32 signal (B, 16000)) and what derives from them."""
+    """The STFTs of a batch (float32 signal (B, 16000)) and what derives from them.
+
+    The 2048-point STFT at hop 256 is computed as its even frames (hop 512) and its odd frames
+    (hop 512 from sample 256 of the centre-padded signal): the same values as in one call, but
+    in two arrays of half the size, which is 10% faster overall (fewer cache misses).
+    """
     mag = _cabs(_stft(y, N_FFT, HOP, k.win512))
-    mag2048 = _cabs(_stft(y, 2048, HOP, k.win2048))
-    return _Spectra(mag, mag2048, k.mel_2048(mag2048 * mag2048),
-                    np.ascontiguousarray(mag2048[:, :, ::2].cpu().numpy()))
+    padded = torch.nn.functional.pad(y, (1024, 1024))  # center=True, constant (zero) padding
+    even, odd = (_cabs(_stft(padded[:, start:], 2048, 2 * HOP, k.win2048, center=False)) for start in (0, HOP))
+    mel_even, mel_odd = k.mel_2048(even * even), k.mel_2048(odd * odd)
+    mel = torch.stack([mel_even[:, :, :-1], mel_odd], dim=3).flatten(2)  # interleaved: frames 0..61
+    return _Spectra(mag, torch.cat([mel, mel_even[:, :, -1:]], dim=2), even.cpu().numpy())
 
 
 def _channels_batch(y_np: np.ndarray, y: torch.Tensor, sp: _Spectra, k: _Constants,
@@ -712,6 +734,7 @@ def _channels_batch(y_np: np.ndarray, y: torch.Tensor, sp: _Spectra, k: _Constan
     # DCTs and deltas with the very scipy calls librosa makes, batched along the leading axis
     mfcc = scipy.fft.dct(_power_to_db_np(numpy(k.mel_full(power)), ref_max=False),
                          axis=1, type=2, norm="ortho")[:, :40]
+    mel_d1, mel_d2 = _mel_deltas(mel_db, k)
     # onset strength (128-band mel of the 2048-point STFT, hop 256) -> tempogram (384 lags)
     onset_db = _power_to_db(sp.mel2048, ref_max=False)
     onset = torch.clamp(onset_db[:, :, 1:] - onset_db[:, :, :-1], min=0.0).mean(dim=1)
@@ -723,10 +746,10 @@ def _channels_batch(y_np: np.ndarray, y: torch.Tensor, sp: _Spectra, k: _Constan
     feats = {
         "chroma": lambda: _z_batch(numpy(torch.cat([chroma_stft, cens], dim=1)), rows=True),
         "gammatone": lambda: _z_batch(np.log1p(numpy(k.mel_64(mag)))),
-        "lpc": lambda: _z_batch(numpy(_lpc_batch(y, k))),
+        "lpc": lambda: _z_batch(_lpc_batch(y_np, k)),
         "mel": lambda: _z_batch(mel_db),
-        "mel_delta": lambda: _z_batch(_delta(mel_db, 1)),
-        "mel_delta2": lambda: _z_batch(_delta(mel_db, 2)),
+        "mel_delta": lambda: _z_batch(mel_d1),
+        "mel_delta2": lambda: _z_batch(mel_d2),
         "mfcc": lambda: _z_batch(np.concatenate([mfcc, _delta(mfcc, 1), _delta(mfcc, 2)], axis=1),
                                  rows=True),
         "mod_spec": lambda: _z_batch(scipy.fft.dct(scipy.fft.dct(mel_db, norm="ortho", axis=1)[:, :40],
@@ -735,6 +758,18 @@ def _channels_batch(y_np: np.ndarray, y: torch.Tensor, sp: _Spectra, k: _Constan
     }
     for i, name in enumerate(CHANNEL_NAMES):
         _fit(feats[name](), out[:, i])
+
+
+def _skew_kurtosis(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.stats.skew`` and ``scipy.stats.kurtosis`` (biased, Fisher) of each row of ``x``
+    (B, n) -> two (B,) arrays in ``x``'s dtype: scipy's own operations (central moments by
+    squaring, NaN where the variance is within rounding of 0) without its per-call checks."""
+    mean = x.mean(axis=1, keepdims=True)
+    d = x - mean
+    d2 = d ** 2
+    m2, m3, m4 = d2.mean(axis=1), (d2 * d).mean(axis=1), (d2 ** 2).mean(axis=1)
+    zero = m2 <= (np.finfo(m2.dtype).eps * mean[:, 0]) ** 2
+    return np.where(zero, np.nan, m3 / m2 ** 1.5), np.where(zero, np.nan, m4 / m2 ** 2.0) - 3
 
 
 def _stats(x: np.ndarray) -> list[np.ndarray]:
@@ -796,17 +831,17 @@ def _scalars_batch(y_np: np.ndarray, y: torch.Tensor, sp: _Spectra, k: _Constant
         n_peaks[c] = len(peaks)
         if len(peaks) >= 2:
             peak_mean[c], peak_std[c] = props["peak_heights"].mean(), props["peak_heights"].std()
-    # linear autocorrelation, lags < sr/20: zero padding to n + sr/20 avoids any wrap-around
-    n_pad = scipy.fft.next_fast_len(n + SR // 20, real=True)
+    # linear autocorrelation, lags < sr/20: zero padding to n + sr/20 avoids any wrap-around;
+    # 17280 = 2^7 3^3 5 (>= 16800) is twice as fast here as next_fast_len's 16875 = 3^3 5^4
+    n_pad = 17280 if n + SR // 20 <= 17280 else scipy.fft.next_fast_len(n + SR // 20, real=True)
     spec = scipy.fft.rfft(y64, n_pad, axis=1)
     acf = scipy.fft.irfft(spec.real ** 2 + spec.imag ** 2, n_pad, axis=1)[:, : SR // 20]
     acf0 = acf[:, :1]
     acf = np.where(acf0 > 0, acf / np.where(acf0 > 0, acf0, 1.0), 0.0)
-    p90, p10 = np.percentile(np.abs(y_np), [90, 10], axis=1)
-    with warnings.catch_warnings():  # "precision loss" on constant clips: NaN, then 0, as the reference
-        warnings.simplefilter("ignore", RuntimeWarning)
-        cent_skew = scipy.stats.skew(cent, axis=1)
-        skew, kurtosis = scipy.stats.skew(y_np, axis=1), scipy.stats.kurtosis(y_np, axis=1, fisher=True)
+    # sorted first: numpy's SIMD sort, then percentile's partition of sorted rows, 2.5x faster
+    p90, p10 = np.percentile(np.sort(np.abs(y_np), axis=1), [90, 10], axis=1)
+    cent_skew = _skew_kurtosis(cent)[0]
+    skew, kurtosis = _skew_kurtosis(y_np)
     return np.stack([
         *_stats(rms), *_stats(zcr),
         cent.mean(axis=1) / nyq, cent.std(axis=1) / nyq, cent_skew,
@@ -894,5 +929,4 @@ def compute_seed9_batch(y: np.ndarray, sr: int, device: str | torch.device | Non
             sp = _spectra(yt, k)
             _channels_batch(part, yt, sp, k, channels[start: start + len(part)])
             scalars[start: start + len(part)] = _scalars_batch(part, yt, sp, k)
-    np.nan_to_num(channels, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return channels, np.nan_to_num(scalars, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
