@@ -14,21 +14,25 @@ Two implementations of the same definitions:
 
 * :func:`compute_seed9`: the reference and the documented definition, one clip at a time with
   librosa (one shared STFT; about 20 clips/s in one single-threaded process on a 2-core Xeon).
-* :func:`compute_seed9_batch`: many clips at once, about 140 clips/s in one single-threaded
-  process on the same machine, audio loading included (``bench/README.md``). One torch STFT per FFT size for the whole
-  batch feeds every channel and scalar (the 512-point one: mel, chroma_stft, gammatone, MFCC,
-  deltas, modulation spectrum, spectral scalars; the 2048-point one: onset strength/tempogram,
-  flux, rolloff, and the CQT tuning estimate from its even frames); filterbanks, the CQT filters
-  of all 100 possible tuning estimates, smoothing and padding operators are built once per
-  process (about 1.5 s, :func:`prepare_seed9_batch`) and applied as batched matrix products; the
-  CQT follows ``librosa.vqt`` octave by octave (batched STFT, soxr halving); piptrack/tuning, Burg
-  LPC (from the frames' autocorrelation) and the scalars are vectorised over the batch.
+* :func:`compute_seed9_batch`: many clips at once, about 215 clips/s (4.6 ms per clip) in one
+  single-threaded process on the same machine (``bench/README.md``). One torch STFT per FFT
+  size for the whole batch feeds every channel and scalar (the 512-point one: mel, chroma_stft,
+  gammatone, MFCC, deltas, modulation spectrum, spectral scalars; the 2048-point one, computed as
+  its even and its odd frames: onset strength/tempogram, flux, rolloff, and the CQT tuning
+  estimate from the even frames); filterbanks, the CQT filters of all 100 possible tuning
+  estimates, the mel deltas' Savitzky-Golay filters, smoothing and padding operators are built
+  once per process (about 0.7 s, :func:`prepare_seed9_batch`) and applied as batched matrix
+  products; the CQT follows ``librosa.vqt`` octave by octave (batched STFT, one soxr halving of
+  all clips); piptrack/tuning, Burg LPC (from the frames' autocorrelation) and the scalars are
+  vectorised over the batch.
 
 Tolerances of :func:`compute_seed9_batch` against :func:`compute_seed9`, asserted by
 ``tests/test_seed9.py`` on generated signals and 16 real clips (:data:`BATCH_CHANNEL_ATOL`,
 :data:`BATCH_SCALAR_TOL`); "measured" is the largest difference seen on 1280 breathing clips
 (every 5th file of the train folder, twice with different offsets) and 10 generated signals
-(silence, chirp+noise, noise, clipped noise, tone, constant, impulse, 1e-6 noise, 0.3/1.5 s):
+(silence, chirp+noise, noise, clipped noise, tone, constant, impulse, 1e-6 noise, 0.3/1.5 s);
+re-measured after each change on 640 of those clips, 8 of those signals and the first 512
+files (``bench/features.py``):
 
 ============================  ===========  =====================================================
 channel                       max |diff|   measured (channels are z-scored: units of their std)
@@ -36,7 +40,8 @@ channel                       max |diff|   measured (channels are z-scored: unit
 chroma                        1e-4         0 (bit-identical)
 gammatone                     1e-4         0
 lpc                           1e-4         5e-7; O(1) on a pure tone or a constant (see below)
-mel, mel_delta, mel_delta2    1e-4         0
+mel                           1e-4         0
+mel_delta, mel_delta2         1e-4         1.1e-5
 mfcc, mod_spec                1e-4         0
 tempogram                     1e-4         5e-6 (5e-5 on a pure tone)
 ============================  ===========  =====================================================
@@ -46,9 +51,9 @@ the real clips: at most 2e-6 relative (float32 means of RMS, flatness, flux), 26
 bit-identical; of the generated signals only the impulse's ``acf_min_lag`` falls outside.
 
 Why they differ at all: float32 sums in another order (torch products and reductions instead of
-numpy's), Burg's LPC computed from the frame autocorrelation by a Levinson-type recursion
-(:func:`_burg`, same recursion in exact arithmetic) and the tempogram's autocorrelation FFT in
-float32 instead of float64. The discontinuous steps (tuning histogram, local maxima, CENS
+numpy's; the mel deltas as one matrix product instead of scipy's filter), Burg's LPC computed
+from the frame autocorrelation by a Levinson-type recursion (:func:`_burg`, same recursion in
+exact arithmetic) and the tempogram's autocorrelation FFT in float32 instead of float64. The discontinuous steps (tuning histogram, local maxima, CENS
 quantisation, rolloff threshold, peak picking, argmin) see the same inputs to the last bit, so
 they take the same decisions on real recordings. Degenerate synthetic inputs are the exception:
 a pure tone or a constant is predicted almost exactly by a low order, so the higher LPC orders of
@@ -443,7 +448,7 @@ _CONSTANTS: dict[str, _Constants] = {}
 
 
 def _constants(device: torch.device) -> _Constants:
-    """The :class:`_Constants` of ``device``, built on first use (about 1.5 s) and then cached."""
+    """The :class:`_Constants` of ``device``, built on first use (about 0.7 s) and then cached."""
     key = str(device)
     if key not in _CONSTANTS:
         _CONSTANTS[key] = _Constants(device)
@@ -862,7 +867,7 @@ def _scalars_batch(y_np: np.ndarray, y: torch.Tensor, sp: _Spectra, k: _Constant
 def prepare_seed9_batch(device: str | torch.device | None = None) -> None:
     """Build the batched extractor's filterbanks now instead of on the first call.
 
-    They take about 1.5 s (librosa's lazy imports included) and are cached per process and
+    They take about 0.7 s (1.4 s with librosa's lazy imports) and are cached per process and
     device; call this in a parent process before forking workers so that they inherit them.
     Input: the torch device (``None``: CPU). Returns nothing; raises what torch raises for an
     unknown device.
@@ -892,10 +897,10 @@ def compute_seed9_batch(y: np.ndarray, sr: int, device: str | torch.device | Non
     Raises:
         ValueError: if ``sr`` is not 16000, ``y`` is not two-dimensional or holds NaN/inf.
 
-    Performance: about 7 ms per clip on one core of a 2-core Xeon (chunks of 16-64 clips;
+    Performance: about 4.6 ms per clip on one core of a 2-core Xeon (chunks of 16-64 clips;
     larger inputs are processed 16 clips at a time). Run it with one torch thread per process
     (``torch.set_num_threads(1)``), one process per core; numpy/scipy's BLAS is limited to one
-    thread during the call (threadpoolctl). The first call builds the filterbanks (about 1.5 s,
+    thread during the call (threadpoolctl). The first call builds the filterbanks (about 0.7 s,
     see :func:`prepare_seed9_batch`).
 
     Method: one torch STFT per FFT size for the whole batch (n_fft 512 and 2048, hop 256; the
