@@ -190,7 +190,10 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     a = comp["audio"]
     sr = a["sample_rate"] or comp["native_sample_rate"]
     silence = np.zeros((1, int(round(a["clip_seconds"] * sr))), np.float32)  # probes the output shapes
-    spec0, sc0 = (x[0] for x in extractor.batch(silence, sr)) if hasattr(extractor, "batch") else extractor(silence[0], sr)
+    if hasattr(extractor, "batch"):
+        spec0, sc0 = (x[0] for x in extractor.batch(silence, sr))
+    else:
+        spec0, sc0 = extractor(silence[0], sr)
     # each recording's window starts (lib.audio.window_starts), and the (recording row, start) table
     starts = [audio.window_starts(float(d), a["clip_seconds"], a["hop_seconds"]) for d in table["duration_s"]]
     windows = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, st in enumerate(starts)])

@@ -53,12 +53,13 @@ bit-identical; of the generated signals only the impulse's ``acf_min_lag`` falls
 Why they differ at all: float32 sums in another order (torch products and reductions instead of
 numpy's; the mel deltas as one matrix product instead of scipy's filter), Burg's LPC computed
 from the frame autocorrelation by a Levinson-type recursion (:func:`_burg`, same recursion in
-exact arithmetic) and the tempogram's autocorrelation FFT in float32 instead of float64. The discontinuous steps (tuning histogram, local maxima, CENS
-quantisation, rolloff threshold, peak picking, argmin) see the same inputs to the last bit, so
-they take the same decisions on real recordings. Degenerate synthetic inputs are the exception:
-a pure tone or a constant is predicted almost exactly by a low order, so the higher LPC orders of
-both implementations fit rounding noise (and differ by O(1)); an impulse's autocorrelation is 0
-at every lag > 0, so ``acf_min_lag``'s argmin is decided by rounding.
+exact arithmetic) and the tempogram's autocorrelation FFT in float32 instead of float64. The
+discontinuous steps (tuning histogram, local maxima, CENS quantisation, rolloff threshold, peak
+picking, argmin) see the same inputs to the last bit, so they take the same decisions on real
+recordings. Degenerate synthetic inputs are the exception: a pure tone or a constant is
+predicted almost exactly by a low order, so the higher LPC orders of both implementations fit
+rounding noise (and differ by O(1)); an impulse's autocorrelation is 0 at every lag > 0, so
+``acf_min_lag``'s argmin is decided by rounding.
 """
 from __future__ import annotations
 
