@@ -28,7 +28,7 @@ from lib.config import load_experiment
 from lib.features import FEATURES
 from lib.losses import build_loss
 from lib.models import build_model, count_parameters
-from lib.train import OPTIMIZERS, autocast, place_model, train_step
+from lib.train import OPTIMIZERS, autocast, cpu_bf16, place_model, train_step
 from lib.utils import get_device
 
 CONFIGS = ["configs/cnn_mel4k.yaml", "configs/cnn_small.yaml", "configs/cnn8.yaml", "configs/vgg.yaml"]
@@ -60,9 +60,7 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool) -> dict
     cfg = load_experiment(path)
     shape, n_scalars = input_shape(cfg)
     model = build_model(cfg["model"], {"spec_shape": shape, "n_scalars": n_scalars}, n_outputs=1)
-    spec = torch.randn(batch_size, *shape, device=device)
-    if device.type == "cuda":
-        spec = spec.contiguous(memory_format=torch.channels_last)
+    spec = torch.randn(batch_size, *shape, device=device).contiguous(memory_format=torch.channels_last)
     scalars = torch.randn(batch_size, n_scalars, device=device)
     target = torch.randint(0, 2, (batch_size, 1), device=device).float()
     flops = forward_flops(model, spec.cpu(), scalars.cpu())
@@ -82,12 +80,12 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool) -> dict
     model.eval()
     with torch.no_grad():
         for _ in range(2):
-            with autocast(device):
+            with autocast(device, enabled=device.type == "cuda"):  # as lib.train.predict_logits
                 forward(spec, scalars)
         sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
-            with autocast(device):
+            with autocast(device, enabled=device.type == "cuda"):
                 out = forward(spec, scalars)
         float(out.float().sum())
         infer_s = time.perf_counter() - t0
@@ -112,7 +110,9 @@ def main() -> None:
     for name in devices:
         device = get_device(name)
         what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        print(f"\n{what}; batch {args.batch_size}; {args.steps} steps; amp {'bf16' if device.type == 'cuda' else 'off'}"
+        amp = "bf16" if device.type == "cuda" or cpu_bf16() else "off"
+        print(f"\n{what}; batch {args.batch_size}; {args.steps} steps; training amp {amp}, inference "
+              f"{'bf16' if device.type == 'cuda' else 'float32'}; channels-last"
               f"{'; compiled' if args.compile else ''}")
         print(f"{'config':<12} {'model':<6} {'input':<10} {'params M':>8} {'fwd GFLOP':>9} "
               f"{'train/s':>8} {'infer/s':>8} {'train TFLOP/s':>13} {'infer TFLOP/s':>13}")

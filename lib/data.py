@@ -91,7 +91,7 @@ class WindowData:
         scalars = torch.cat(parts, 1) if parts else torch.zeros(len(windows), 0, device=self.spec.device)
         spec = self.spec[w]
         if device.type != "cuda":
-            return spec.float(), scalars
+            return spec.float().contiguous(memory_format=torch.channels_last), scalars
         if spec.device.type == "cpu":  # pinned: the copy overlaps compute
             spec, scalars = spec.pin_memory(), scalars.pin_memory()
         spec = spec.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)

@@ -10,7 +10,7 @@ from . import tasks
 from .data import WindowData
 from .models import build_model
 from .paths import MissingArtifact, Outputs
-from .train import predict_recordings
+from .train import place_model, predict_recordings
 from .utils import fingerprint, get_device, read_json, write_csv, write_json
 
 
@@ -30,7 +30,8 @@ def load_fold_models(out: Outputs, exp: str, device) -> tuple[dict, list[tuple[d
                           map_location="cpu", weights_only=False)
         model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"])
         model.load_state_dict(ckpt.pop("state_dict"))
-        models.append((ckpt, model.to(device).eval()))
+        place_model(model, device)
+        models.append((ckpt, model.eval()))
     return scores, models
 
 

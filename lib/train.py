@@ -112,21 +112,31 @@ def ema_avg_fn(decay: float):
     return avg
 
 
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX instructions, e.g. Intel
+    Xeon from Cooper/Sapphire Rapids on). Elsewhere bfloat16 is emulated and slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private helpers of torch >= 2.3
+        return False
+
+
 def autocast(device, enabled: bool = True):
-    """Mixed-precision context: bfloat16 autocast on CUDA (float16 where bf16 is unsupported), none on CPU."""
-    if device.type != "cuda" or not enabled:
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    """Mixed-precision context for training: bfloat16 autocast on CUDA (float16 where bf16 is
+    unsupported) and on a CPU that computes bfloat16 natively (:func:`cpu_bf16`; 2.4-4x faster
+    training steps on a 2-core Xeon with AMX, ``bench/train.py``); float32 otherwise or when not
+    ``enabled``. Inference (:func:`predict_logits`) uses it on CUDA only."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and device.type == "cpu" and cpu_bf16())
 
 
 def place_model(model: torch.nn.Module, device, compile: bool = False):
-    """Move ``model`` to ``device`` (in place; channels-last memory format on CUDA, which lets
-    cuDNN use its NHWC tensor-core kernels) and return the callable to train with: the model, or
-    ``torch.compile(model)`` when ``compile`` (the weights stay shared with ``model``)."""
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    """Move ``model`` to ``device`` in the channels-last memory format (in place: cuDNN's NHWC
+    tensor-core kernels on CUDA, oneDNN's faster NHWC convolutions on the CPU) and return the
+    callable to train with: the model, or ``torch.compile(model)`` when ``compile`` (the weights
+    stay shared with ``model``)."""
+    model.to(device, memory_format=torch.channels_last)
     return torch.compile(model) if compile else model
 
 
@@ -150,12 +160,13 @@ def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, devi
 
 @torch.no_grad()
 def predict_logits(model, data: WindowData, windows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """Logits ``(windows, n_outputs)`` (float32, CPU) of the given windows, every one kept."""
+    """Logits ``(windows, n_outputs)`` (float32, CPU) of the given windows, every one kept
+    (computed in float32 on the CPU: bfloat16 logits would tie close predictions)."""
     model.eval()
     device = next(model.parameters()).device
     out = [torch.zeros(0, model.head[-1].out_features)]
     for i in range(0, len(windows), batch_size):
-        with autocast(device):
+        with autocast(device, enabled=device.type == "cuda"):
             out.append(model(*data.batch(windows[i:i + batch_size], device)).float().cpu())
     return torch.cat(out)
 
