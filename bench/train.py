@@ -55,7 +55,7 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def bench(path: str, device, batch_size: int, steps: int, compile: bool) -> dict:
+def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bool = True) -> dict:
     """Time ``steps`` training steps and as many inference batches of one config's model."""
     cfg = load_experiment(path)
     shape, n_scalars = input_shape(cfg)
@@ -70,16 +70,16 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool) -> dict
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     model.train()
     for _ in range(3):  # warm-up: cuDNN autotuning, compilation, allocator
-        train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device)
+        train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device)
+        loss = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp)
     float(loss)  # one host synchronisation at the end, as in training
     train_s = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
-        for _ in range(2):
+        for _ in range(5):  # warm-up: oneDNN primitives for the inference shapes
             with autocast(device, enabled=device.type == "cuda"):  # as lib.train.predict_logits
                 forward(spec, scalars)
         sync(device)
@@ -104,20 +104,21 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="timed steps per model (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
+    p.add_argument("--no-amp", action="store_true", help="train in float32 (train.amp: false)")
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else \
         ["cpu"] if args.device == "auto" else [args.device]
     for name in devices:
         device = get_device(name)
         what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        amp = "bf16" if device.type == "cuda" or cpu_bf16() else "off"
+        amp = "off" if args.no_amp else "bf16" if device.type == "cuda" or cpu_bf16() else "off"
         print(f"\n{what}; batch {args.batch_size}; {args.steps} steps; training amp {amp}, inference "
               f"{'bf16' if device.type == 'cuda' else 'float32'}; channels-last"
               f"{'; compiled' if args.compile else ''}")
         print(f"{'config':<12} {'model':<6} {'input':<10} {'params M':>8} {'fwd GFLOP':>9} "
               f"{'train/s':>8} {'infer/s':>8} {'train TFLOP/s':>13} {'infer TFLOP/s':>13}")
         for path in args.configs:
-            r = bench(path, device, args.batch_size, args.steps, args.compile)
+            r = bench(path, device, args.batch_size, args.steps, args.compile, not args.no_amp)
             print(f"{r['config']:<12} {r['model']:<6} {r['input']:<10} {r['params_M']:>8.2f} {r['fwd_GFLOP']:>9.3f} "
                   f"{r['train_samples_s']:>8.0f} {r['infer_samples_s']:>8.0f} {r['train_TFLOP_s']:>13.3f} "
                   f"{r['infer_TFLOP_s']:>13.3f}")

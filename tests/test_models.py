@@ -32,3 +32,34 @@ def test_normalisation_is_applied_and_saved():
 def test_unknown_model_lists_known_names():
     with pytest.raises(ConfigError, match="known: cnn, cnn8, vgg"):
         MODELS.get("resnet")
+
+
+def test_cpu_precision_and_memory_format():
+    """Training autocasts to bfloat16 on the CPU exactly when it computes bfloat16 natively;
+    predictions stay float32; models and CPU batches are channels-last."""
+    import numpy as np
+
+    from lib.data import WindowData
+    from lib.train import autocast, cpu_bf16, place_model, predict_logits
+
+    cpu = torch.device("cpu")
+    model = build_model({"name": "cnn", "params": {"channels": [8, 16]}}, {"spec_shape": [1, 16, 20], "n_scalars": 0}, 2)
+    forward = place_model(model, cpu)
+    kernels = [p for p in model.parameters() if p.ndim == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    x = torch.randn(4, 1, 16, 20).contiguous(memory_format=torch.channels_last)
+    with autocast(cpu):
+        assert forward(x, torch.zeros(4, 0)).dtype == (torch.bfloat16 if cpu_bf16() else torch.float32)
+    with autocast(cpu, enabled=False):
+        assert forward(x, torch.zeros(4, 0)).dtype == torch.float32
+
+    data = WindowData.__new__(WindowData)  # just what batch() reads
+    data.spec, data.scalars = torch.randn(6, 1, 16, 20), torch.zeros(6, 0)
+    data.use_scalars, data.meta = False, None
+    spec, _ = data.batch(np.arange(4), cpu)
+    assert spec.is_contiguous(memory_format=torch.channels_last)
+    logits = predict_logits(model, data, np.arange(6), batch_size=4)
+    assert logits.dtype == torch.float32 and logits.shape == (6, 2)
+    model.eval()
+    with torch.no_grad():  # the float32 forward (up to batching); bfloat16 would differ by ~1e-3
+        torch.testing.assert_close(logits, model(*data.batch(np.arange(6), cpu)), rtol=1e-5, atol=1e-6)
