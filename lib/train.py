@@ -123,7 +123,7 @@ def cpu_bf16() -> bool:
 
 def autocast(device, enabled: bool = True):
     """Mixed-precision context for training: bfloat16 autocast on CUDA (float16 where bf16 is
-    unsupported) and on a CPU that computes bfloat16 natively (:func:`cpu_bf16`; 2.4-4x faster
+    unsupported) and on a CPU that computes bfloat16 natively (:func:`cpu_bf16`; 1.8-3.2x faster
     training steps on a 2-core Xeon with AMX, ``bench/train.py``); float32 otherwise or when not
     ``enabled``. Inference (:func:`predict_logits`) uses it on CUDA only."""
     if device.type == "cuda" and enabled:
