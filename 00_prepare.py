@@ -36,5 +36,6 @@ def main() -> None:
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
 
+
 if __name__ == "__main__":
     cli.run("00_prepare", main)

@@ -80,12 +80,12 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bo
     model.eval()
     with torch.no_grad():
         for _ in range(5):  # warm-up: oneDNN primitives for the inference shapes
-            with autocast(device, enabled=device.type == "cuda"):  # as lib.train.predict_logits
+            with autocast(device, training=False):  # as lib.train.predict_logits
                 forward(spec, scalars)
         sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
-            with autocast(device, enabled=device.type == "cuda"):
+            with autocast(device, training=False):
                 out = forward(spec, scalars)
         float(out.float().sum())
         infer_s = time.perf_counter() - t0

@@ -65,6 +65,11 @@ class WindowData:
             data.target = torch.from_numpy(tasks.encode_targets(data.y, comp)).to(device)
         return data
 
+    def set_metadata(self, encoder: MetadataEncoder | None, table: pd.DataFrame) -> None:
+        """Encode ``table``'s metadata (its rows are this split's recordings) with a fold's fitted
+        ``encoder`` as the ``meta`` input, on the features' device; ``None``: no metadata input."""
+        self.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(self.spec.device)
+
     @property
     def n_scalars(self) -> int:
         """Width of the model's scalar input: audio scalars (if used) + encoded metadata."""

@@ -62,8 +62,7 @@ def infer_experiment(cfg: dict, out: Outputs, force: bool = False) -> dict:
     probs = np.zeros((len(test_df), len(comp["classes"])))
     recs = np.arange(len(test_df))
     for ckpt, model in tqdm(models, desc=f"{cfg['name']} test", unit="fold", leave=False):
-        encoder = ckpt.get("metadata_encoder")
-        data.meta = None if encoder is None else torch.from_numpy(encoder.transform(test_df)).to(data.spec.device)
+        data.set_metadata(ckpt.get("metadata_encoder"), test_df)
         probs += predict_recordings(model, data, recs, comp)[0] / len(models)
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs

@@ -121,14 +121,15 @@ def cpu_bf16() -> bool:
         return False
 
 
-def autocast(device, enabled: bool = True):
-    """Mixed-precision context for training: bfloat16 autocast on CUDA (float16 where bf16 is
-    unsupported) and on a CPU that computes bfloat16 natively (:func:`cpu_bf16`; 1.8-3.2x faster
-    training steps on a 2-core Xeon with AMX, ``bench/train.py``); float32 otherwise or when not
-    ``enabled``. Inference (:func:`predict_logits`) uses it on CUDA only."""
+def autocast(device, enabled: bool = True, training: bool = True):
+    """Mixed-precision context: bfloat16 autocast on CUDA (float16 where bf16 is unsupported);
+    on a CPU that computes bfloat16 natively (:func:`cpu_bf16`) for ``training`` only (1.8-3.2x
+    faster training steps on a 2-core Xeon with AMX, ``bench/train.py``; CPU predictions stay
+    float32, since bfloat16 logits would tie close predictions); float32 otherwise or when not
+    ``enabled``."""
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and device.type == "cpu" and cpu_bf16())
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and training and device.type == "cpu" and cpu_bf16())
 
 
 def place_model(model: torch.nn.Module, device, compile: bool = False):
@@ -161,12 +162,12 @@ def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, devi
 @torch.no_grad()
 def predict_logits(model, data: WindowData, windows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """Logits ``(windows, n_outputs)`` (float32, CPU) of the given windows, every one kept
-    (computed in float32 on the CPU: bfloat16 logits would tie close predictions)."""
+    (:func:`autocast` for inference: float32 on the CPU)."""
     model.eval()
     device = next(model.parameters()).device
     out = [torch.zeros(0, model.head[-1].out_features)]
     for i in range(0, len(windows), batch_size):
-        with autocast(device, enabled=device.type == "cuda"):
+        with autocast(device, training=False):
             out.append(model(*data.batch(windows[i:i + batch_size], device)).float().cpu())
     return torch.cat(out)
 
@@ -196,7 +197,7 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
     folds = table["fold"].to_numpy()
     tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
-    data.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(data.spec.device)
+    data.set_metadata(encoder, table)
     model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars)
     model.set_normalisation(*input_stats(data, data.windows_of(tr_rec)[0]))
     forward = place_model(model, device, tc.get("compile", False))
