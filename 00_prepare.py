@@ -3,9 +3,9 @@
 
     python 00_prepare.py configs/data/breathing.yaml --data-dir ../shared/data/breathing
 """
-from lib import cli
-from lib.config import load_competition
-from lib.prepare import prepare
+from lib.core import cli
+from lib.core.config import load_competition
+from lib.data.prepare import prepare
 
 
 def main() -> None:

@@ -3,9 +3,9 @@
 
     python 01_features.py configs/cnn_small.yaml [configs/other.yaml ...] [--force] [--workers N]
 """
-from lib import cli
-from lib.features import build_feature_set
-from lib.utils import format_seconds
+from lib.core import cli
+from lib.core.utils import format_seconds
+from lib.features.cache import build_feature_set
 
 
 def main() -> None:

@@ -5,9 +5,9 @@
 """
 import pandas as pd
 
-from lib import cli
-from lib.train import train_experiment
-from lib.utils import format_seconds
+from lib.core import cli
+from lib.core.utils import format_seconds
+from lib.training.experiment import train_experiment
 
 
 def main() -> None:

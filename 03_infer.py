@@ -3,8 +3,8 @@
 
     python 03_infer.py configs/cnn_small.yaml [--force]
 """
-from lib import cli
-from lib.infer import infer_experiment
+from lib.core import cli
+from lib.inference.infer import infer_experiment
 
 
 def main() -> None:

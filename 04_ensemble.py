@@ -3,8 +3,8 @@
 
     python 04_ensemble.py [EXPERIMENT ...] [--weighting softmax|normalised|equal] [--temperature 0.01]
 """
-from lib import cli
-from lib.ensemble import WEIGHTINGS, run_ensemble
+from lib.core import cli
+from lib.evaluation.ensemble import WEIGHTINGS, run_ensemble
 
 
 def main() -> None:

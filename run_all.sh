@@ -60,7 +60,7 @@ if [ -n "$demo" ]; then
   output_dir=${output_dir:-output/demo}
   data_dir=$output_dir/input
   data_config=configs/data/demo.yaml
-  "$PYTHON" -m lib.demo "$data_dir"
+  "$PYTHON" -m lib.data.demo "$data_dir"
   [ -n "$experiments" ] || experiments=configs/demo.yaml
 fi
 

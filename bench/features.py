@@ -12,10 +12,10 @@ On the same N clips of ``../shared/data/breathing/train`` (default 512, sorted b
     (as the seed did, DESIGN §5);
 (a') for information, the same loop with numpy/scipy's BLAS limited to one thread (faster than
     the libraries' default on a busy 2-core machine: a stronger baseline than the seed's own);
-(b) for information, the reference :func:`lib.seed9.compute_seed9` per clip in this process
-    (``lib.audio.load`` + one shared STFT per clip, librosa for the rest);
+(b) for information, the reference :func:`lib.features.seed9.reference.compute_seed9` per clip in this process
+    (``lib.data.audio.load`` + one shared STFT per clip, librosa for the rest);
 (c) ours: the feature stage's own code (:func:`lib.features.extract_split`, as ``01_features.py``
-    runs it): ``lib.audio.load`` + :func:`lib.seed9.compute_seed9_batch` on chunks of C clips over
+    runs it): ``lib.data.audio.load`` + :func:`lib.features.seed9.batch.compute_seed9_batch` on chunks of C clips over
     W forked worker processes with one torch thread each, audio loading and writing the cache
     files included (reading them back for the comparison is not timed: the loops keep their
     results in memory).
@@ -53,7 +53,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from lib import audio, seed9
-from lib.features import FEATURES, extract_split
+from lib.features import FEATURES
+from lib.features.cache import extract_split
 
 DATA = ROOT.parent / "shared" / "data" / "breathing" / "train"
 SR, N_FFT, HOP = seed9.SR, seed9.N_FFT, seed9.HOP
@@ -69,7 +70,7 @@ def seed_style_clip(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     ``librosa.load(path, sr=16000)``, zero-padded or truncated to 1 s; each feature of DESIGN §5 is
     its own librosa call on the waveform (so its own STFT), LPC frame by frame with
     ``librosa.lpc``, and the autocorrelation by direct ``np.correlate`` (O(n²)). Same definitions
-    (and values, up to the float32 autocorrelation) as :func:`lib.seed9.compute_seed9`.
+    (and values, up to the float32 autocorrelation) as :func:`lib.features.seed9.reference.compute_seed9`.
     """
     y, sr = librosa.load(str(path), sr=SR)
     y = librosa.util.fix_length(y, size=seed9.N_SAMPLES)
@@ -141,25 +142,25 @@ def seed_style_clip(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 def _load(path: str | Path) -> np.ndarray:
-    """One clip as float32 (16000,) at 16 kHz with ``lib.audio`` (zero-padded or truncated)."""
+    """One clip as float32 (16000,) at 16 kHz with ``lib.data.audio`` (zero-padded or truncated)."""
     y, _ = audio.load(path, SR)
     return audio.fix_length(y, seed9.N_SAMPLES)
 
 
 def reference_clip(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`lib.seed9.compute_seed9` of one file loaded with ``lib.audio``."""
+    """:func:`lib.features.seed9.reference.compute_seed9` of one file loaded with ``lib.data.audio``."""
     return seed9.compute_seed9(_load(path), SR)
 
 
 def extract_seed9_parallel(paths: list[str | Path], workers: int = 2, chunk: int = 32
                            ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """seed9 of many 1-s files through the feature stage's own code, :func:`lib.features.extract_split`:
-    ``lib.audio.load`` + :func:`lib.seed9.compute_seed9_batch` on chunks of ``chunk`` clips over
+    ``lib.data.audio.load`` + :func:`lib.features.seed9.batch.compute_seed9_batch` on chunks of ``chunk`` clips over
     ``workers`` forked processes (one torch thread each), each writing its rows into the cache
     files. Input: audio paths at 16 kHz. Output: float32 ``(len(paths), 9, 128, 63)`` and
     ``(len(paths), 36)`` in the order of ``paths`` (read back from a temporary cache, after the
     timing), and the wall and CPU seconds of ``extract_split``.
-    Raises ``lib.audio.AudioError`` for unreadable files.
+    Raises ``lib.data.audio.AudioError`` for unreadable files.
     """
     table = pd.DataFrame({"path": [str(p) for p in paths], "duration_s": 1.0})
     comp = {"native_sample_rate": seed9.SR, "audio": {"clip_seconds": 1.0, "hop_seconds": None, "sample_rate": None,

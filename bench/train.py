@@ -6,7 +6,7 @@
 
 For each experiment config it builds the model for that config's input shape (from the feature
 set's output on a silent 1-s clip at 16 kHz, the breathing data's format), then times full
-training steps (autocast forward, backward, gradient clipping, AdamW step: ``lib.train.train_step``,
+training steps (autocast forward, backward, gradient clipping, AdamW step: ``lib.training.loop.train_step``,
 the function stage 02 uses) and inference batches on random inputs already on the device. The
 forward FLOPs per sample come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
 counts 2); a training step costs about 3x the forward. The achieved FLOP rate
@@ -24,12 +24,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.config import load_experiment
+from lib.core.config import load_experiment
+from lib.core.utils import get_device
 from lib.features import FEATURES
-from lib.losses import build_loss
 from lib.models import build_model, count_parameters
-from lib.train import OPTIMIZERS, autocast, cpu_bf16, place_model, train_step
-from lib.utils import get_device
+from lib.training.loop import train_step
+from lib.training.losses import build_loss
+from lib.training.optim import OPTIMIZERS
+from lib.training.precision import autocast, cpu_bf16, place_model
 
 CONFIGS = ["configs/cnn_mel4k.yaml", "configs/cnn_small.yaml", "configs/cnn8.yaml", "configs/vgg.yaml"]
 
@@ -80,14 +82,14 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bo
     model.eval()
     with torch.no_grad():
         for _ in range(5):  # warm-up: oneDNN primitives for the inference shapes
-            with autocast(device, training=False):  # as lib.train.predict_logits
+            with autocast(device, training=False):  # as lib.inference.predict.predict_logits
                 forward(spec, scalars)
         sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             with autocast(device, training=False):
                 out = forward(spec, scalars)
-        float(out.float().sum())
+        float(out["logits"].float().sum())
         infer_s = time.perf_counter() - t0
     train_rate, infer_rate = steps * batch_size / train_s, steps * batch_size / infer_s
     return {"config": Path(path).stem, "model": cfg["model"]["name"], "input": "x".join(map(str, shape)),

@@ -6,11 +6,38 @@ Import from a notebook with the project folder on ``sys.path`` (no install, no s
     from lib import audio, features, folds, models, train
     y, sr = audio.load("clip.wav")               # native sample rate, mono float32
 
-Modules: ``audio`` (I/O), ``features`` (feature sets and caches), ``seed9`` (the seed's stack),
-``folds``, ``prepare`` (stage 00), ``data`` (windows, metadata encoding, aggregation), ``models``, ``augment``, ``losses``, ``metrics``, ``train``
-(stage 02), ``infer`` (stage 03), ``ensemble`` (stage 04), ``config`` (YAML and registries),
-``paths`` (artifact layout), ``tasks`` (targets and probability columns), ``transforms`` (the
-only torchaudio import).
-"""
+One sub-package per layer:
 
-__version__ = "0.2.0"
+* ``lib.core``: configuration (YAML, registries), the artifact layout and records, the stage CLI;
+* ``lib.data``: audio I/O, stage 00 (checks, folds), tasks, windows, metadata encoding;
+* ``lib.features``: feature sets (``log_mel``, ``seed9``) and their cache (stage 01);
+* ``lib.models``: the networks, one file per family;
+* ``lib.training``: the fold loop and what it uses (optimisers, precision, EMA, losses,
+  augmentation); stage 02;
+* ``lib.inference``: predictions per recording; stage 03;
+* ``lib.evaluation``: metrics, reports, ensembling (stage 04).
+
+The short names of the flat layout before these packages (``lib.audio``, ``lib.train``, ...)
+still work as ``from lib import <name>``: they load the module on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.3.0"
+
+_ALIASES = {
+    "audio": "data.audio", "prepare": "data.prepare", "folds": "data.folds", "tasks": "data.tasks",
+    "windows": "data.windows", "metadata": "data.metadata", "demo": "data.demo",
+    "config": "core.config", "paths": "core.paths", "utils": "core.utils", "cli": "core.cli",
+    "seed9": "features.seed9", "train": "training.experiment", "losses": "training.losses",
+    "augment": "training.augment", "infer": "inference.infer", "metrics": "evaluation.metrics",
+    "ensemble": "evaluation.ensemble",
+}
+
+
+def __getattr__(name: str):
+    """``from lib import audio`` and the other short names: the module, imported on first use."""
+    if name in _ALIASES:
+        return importlib.import_module(f"{__name__}.{_ALIASES[name]}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from lib.augment import Augmenter, cutmix, mixup, spec_augment
+from lib.training.augment import Augmenter, cutmix, mixup, spec_augment
 
 
 def _batch(n=8, seed=0):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.ensemble import blend, make_submission, score_weights
+from lib.evaluation.ensemble import blend, make_submission, score_weights
 
 
 def test_softmax_weights_need_a_temperature():

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import make_toy_competition
 
-from lib.features import build_feature_set, load_features
-from lib.paths import MissingArtifact, Outputs
-from lib.prepare import prepare
+from lib.core.paths import MissingArtifact, Outputs
+from lib.data.prepare import prepare
+from lib.features.cache import build_feature_set, load_features
 
 
 @pytest.fixture

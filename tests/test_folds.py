@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 from conftest import require_breathing
 
-from lib.config import ROOT, load_competition
-from lib.folds import fold_table, groups_crossing_folds, make_folds
-from lib.prepare import group_of
+from lib.core.config import ROOT, load_competition
+from lib.data.folds import fold_table, groups_crossing_folds, make_folds
+from lib.data.prepare import group_of
 
 
 def _synthetic(n=300, seed=0):

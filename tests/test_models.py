@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lib.config import ConfigError
+from lib.core.config import ConfigError
 from lib.models import MODELS, build_model, count_parameters
 
 
@@ -14,7 +14,8 @@ def test_forward_shapes_and_sizes(name, spec_shape, n_scalars, params):
     manifest = {"spec_shape": spec_shape, "n_scalars": n_scalars}
     model = build_model({"name": name, "params": {}}, manifest, n_outputs=3).eval()
     x, s = torch.randn(2, *spec_shape), torch.randn(2, n_scalars)
-    assert model(x, s).shape == (2, 3)
+    out = model(x, s)
+    assert out["logits"].shape == (2, 3) and out["embedding"].shape[0] == 2
     lo, hi = params
     assert lo < count_parameters(model) < hi
 
@@ -22,9 +23,9 @@ def test_forward_shapes_and_sizes(name, spec_shape, n_scalars, params):
 def test_normalisation_is_applied_and_saved():
     model = build_model({"name": "cnn", "params": {}}, {"spec_shape": [2, 16, 16], "n_scalars": 2}, 1).eval()
     x, s = torch.randn(4, 2, 16, 16), torch.randn(4, 2)
-    before = model(x, s)
+    before = model(x, s)["logits"]
     model.set_normalisation([10.0, -3.0], [2.0, 5.0], [1.0, 1.0], [3.0, 3.0])
-    shifted = model(x * torch.tensor([2.0, 5.0]).view(1, 2, 1, 1) + torch.tensor([10.0, -3.0]).view(1, 2, 1, 1), s * 3 + 1)
+    shifted = model(x * torch.tensor([2.0, 5.0]).view(1, 2, 1, 1) + torch.tensor([10.0, -3.0]).view(1, 2, 1, 1), s * 3 + 1)["logits"]
     torch.testing.assert_close(before, shifted, atol=1e-4, rtol=1e-4)
     assert "spec_mean" in model.state_dict() and "scalar_std" in model.state_dict()
 
@@ -39,8 +40,9 @@ def test_cpu_precision_and_memory_format():
     predictions stay float32; models and CPU batches are channels-last."""
     import numpy as np
 
-    from lib.data import WindowData
-    from lib.train import autocast, cpu_bf16, place_model, predict_logits
+    from lib.data.windows import WindowData
+    from lib.inference.predict import predict_logits
+    from lib.training.precision import autocast, cpu_bf16, place_model
 
     cpu = torch.device("cpu")
     model = build_model({"name": "cnn", "params": {"channels": [8, 16]}}, {"spec_shape": [1, 16, 20], "n_scalars": 0}, 2)
@@ -49,9 +51,9 @@ def test_cpu_precision_and_memory_format():
     assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
     x = torch.randn(4, 1, 16, 20).contiguous(memory_format=torch.channels_last)
     with autocast(cpu):
-        assert forward(x, torch.zeros(4, 0)).dtype == (torch.bfloat16 if cpu_bf16() else torch.float32)
+        assert forward(x, torch.zeros(4, 0))["logits"].dtype == (torch.bfloat16 if cpu_bf16() else torch.float32)
     with autocast(cpu, enabled=False):
-        assert forward(x, torch.zeros(4, 0)).dtype == torch.float32
+        assert forward(x, torch.zeros(4, 0))["logits"].dtype == torch.float32
 
     data = WindowData.__new__(WindowData)  # just what batch() reads
     data.spec, data.scalars = torch.randn(6, 1, 16, 20), torch.zeros(6, 0)
@@ -62,4 +64,4 @@ def test_cpu_precision_and_memory_format():
     assert logits.dtype == torch.float32 and logits.shape == (6, 2)
     model.eval()
     with torch.no_grad():  # the float32 forward (up to batching); bfloat16 would differ by ~1e-3
-        torch.testing.assert_close(logits, model(*data.batch(np.arange(6), cpu)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logits, model(*data.batch(np.arange(6), cpu))["logits"], rtol=1e-5, atol=1e-6)

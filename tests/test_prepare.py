@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 from conftest import make_toy_competition
 
-from lib.config import ROOT, load_competition
-from lib.prepare import InputError, group_of, id_to_file, prepare
+from lib.core.config import ROOT, load_competition
+from lib.data.prepare import InputError, group_of, id_to_file, prepare
 
 
 def test_breathing_id_to_file_mapping():

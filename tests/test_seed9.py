@@ -1,4 +1,4 @@
-"""Tests of lib.seed9 (the seed project's seed9 stack, ../shared/DESIGN.md §5)."""
+"""Tests of lib.features.seed9 (the seed project's seed9 stack, ../shared/DESIGN.md §5)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from lib.seed9 import (
+from lib.features.seed9 import (
     BATCH_CHANNEL_ATOL,
     BATCH_SCALAR_TOL,
     CHANNEL_NAMES,
@@ -161,7 +161,7 @@ def _fixed(y: np.ndarray) -> np.ndarray:
 
 def _batch_mismatches(clips: dict[str, np.ndarray]) -> list[str]:
     """compute_seed9_batch on all clips at once vs compute_seed9 on each: one line per channel or
-    scalar outside the tolerances documented in lib.seed9 (BATCH_CHANNEL_ATOL, BATCH_SCALAR_TOL)."""
+    scalar outside the tolerances documented in lib.features.seed9 (BATCH_CHANNEL_ATOL, BATCH_SCALAR_TOL)."""
     channels, scalars = compute_seed9_batch(np.stack([_fixed(y) for y in clips.values()]), SR)
     assert channels.shape == (len(clips), 9, *SHAPE) and scalars.shape == (len(clips), 36)
     assert channels.dtype == np.float32 and scalars.dtype == np.float32
@@ -198,7 +198,7 @@ def test_batch_matches_reference_on_generated_signals():
 
 
 def test_batch_matches_reference_on_real_clips():
-    from lib.audio import fix_length, load
+    from lib.data.audio import fix_length, load
 
     if not DATA.is_dir():
         pytest.skip(f"real-data folder {DATA} is absent: batch-vs-reference check on real clips skipped")

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from lib import tasks
-from lib.audio import cut_windows, window_starts
-from lib.config import ConfigError
-from lib.data import WindowData, aggregate
-from lib.losses import balanced_class_weight, build_loss
-from lib.metrics import score_all
+from lib.core.config import ConfigError
+from lib.data.audio import cut_windows, window_starts
+from lib.data.windows import WindowData, aggregate
+from lib.evaluation.metrics import score_all
+from lib.training.losses import balanced_class_weight, build_loss
 
 MULTI = {"task": "multilabel", "classes": ["a", "b", "c"]}
 MULTICLASS = {"task": "multiclass", "classes": ["x", "y", "z"]}
@@ -116,7 +116,7 @@ def test_losses_follow_the_task_and_class_weights():
 
 
 def test_balanced_sampler_evens_out_the_classes():
-    from lib.train import epoch_recordings
+    from lib.training.loop import epoch_recordings
 
     y = np.array([0] * 90 + [1] * 10)
     rng = np.random.default_rng(0)

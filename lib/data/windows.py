@@ -1,6 +1,6 @@
 """Training and prediction inputs: the windows of a split, metadata encoding, window aggregation.
 
-A split's cached features hold one row per *window* (see :mod:`lib.features`); labels, folds
+A split's cached features hold one row per *window* (see :mod:`lib.features.cache`); labels, folds
 and metadata belong to *recordings*. :class:`WindowData` links the two: training draws one
 window per recording per epoch (a fresh one each epoch), validation and test predict every
 window, and :func:`aggregate` turns window probabilities into one row per recording, on which
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.paths import Outputs
+from ..features.cache import load_features
 from . import tasks
-from .features import load_features
-from .paths import Outputs
-from .prepare import META_PREFIX
+from .metadata import MetadataEncoder
 
 
 @dataclass
@@ -105,61 +105,6 @@ class WindowData:
     def targets(self, windows: np.ndarray) -> torch.Tensor:
         """Training targets ``(n, n_outputs)`` of some windows (their recordings' targets)."""
         return self.target[torch.as_tensor(self.rec[windows], device=self.target.device)]
-
-
-class MetadataEncoder:
-    """Metadata columns -> model inputs, fitted on training rows only.
-
-    Numeric columns: median imputation then standardisation; categorical ones: one-hot
-    (a missing cell is a category of its own; a category unseen in training encodes as all
-    zeros). scikit-learn's ``ColumnTransformer`` with ``SimpleImputer``, ``StandardScaler`` and
-    ``OneHotEncoder``. Input: a ``folds.csv``/``test.csv`` table with ``meta_<column>`` columns;
-    output float32 ``(rows, n_features)``; ``names`` lists the output columns.
-    """
-
-    def __init__(self, numeric: list[str], categorical: list[str]):
-        from sklearn.compose import ColumnTransformer
-        from sklearn.impute import SimpleImputer
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-        self.numeric = [META_PREFIX + c for c in numeric]
-        self.categorical = [META_PREFIX + c for c in categorical]
-        self.transformer = ColumnTransformer([
-            ("numeric", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()),
-             self.numeric),
-            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), self.categorical),
-        ])
-        self.names: list[str] = []
-
-    def _frame(self, table: pd.DataFrame) -> pd.DataFrame:
-        df = table[self.numeric + self.categorical].copy()
-        df[self.numeric] = df[self.numeric].apply(pd.to_numeric, errors="coerce").astype(float)
-        df[self.categorical] = df[self.categorical].fillna("").astype(str)
-        return df
-
-    def fit(self, table: pd.DataFrame) -> MetadataEncoder:
-        """Fit imputation, scaling and categories on ``table``'s rows (the training fold)."""
-        self.transformer.fit(self._frame(table))
-        self.names = [n.split("__", 1)[1] for n in self.transformer.get_feature_names_out()]
-        return self
-
-    def transform(self, table: pd.DataFrame) -> np.ndarray:
-        """Encode ``table``'s rows -> float32 ``(rows, len(names))``."""
-        return self.transformer.transform(self._frame(table)).astype(np.float32)
-
-
-def metadata_columns(comp: dict) -> tuple[list[str], list[str]]:
-    """The competition's ``(numeric, categorical)`` metadata columns (empty lists when it has none)."""
-    meta = comp.get("metadata") or {}
-    return list(meta.get("numeric") or []), list(meta.get("categorical") or [])
-
-
-def metadata_encoder(comp: dict, table: pd.DataFrame, rows: np.ndarray) -> MetadataEncoder | None:
-    """A :class:`MetadataEncoder` fitted on ``table.iloc[rows]``, or ``None`` when the competition
-    declares no metadata."""
-    numeric, categorical = metadata_columns(comp)
-    return MetadataEncoder(numeric, categorical).fit(table.iloc[rows]) if numeric or categorical else None
 
 
 def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str) -> np.ndarray:

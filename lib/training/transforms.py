@@ -1,6 +1,6 @@
 """The one module that imports ``torchaudio`` (swap it out here only).
 
-On-device spectrogram transforms used by :mod:`lib.augment`.
+On-device spectrogram transforms used by :mod:`lib.training.augment`.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ConfigError, Registry
+from ..core.config import ConfigError, Registry
 
 LOSSES = Registry("loss")
 

@@ -6,12 +6,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import tasks
-from .data import WindowData
-from .models import build_model
-from .paths import MissingArtifact, Outputs
-from .train import place_model, predict_recordings
-from .utils import fingerprint, get_device, read_json, write_csv, write_json
+from ..core.paths import MissingArtifact, Outputs
+from ..core.utils import fingerprint, get_device, read_json, write_csv, write_json
+from ..data import tasks
+from ..data.windows import WindowData
+from ..models import build_model
+from ..training.precision import place_model
+from .predict import predict_recordings
 
 
 def load_fold_models(out: Outputs, exp: str, device) -> tuple[dict, list[tuple[dict, torch.nn.Module]]]:

@@ -1,72 +1,23 @@
-"""The seed project's ``seed9`` feature stack: nine 128x63 channels and 36 scalars per clip.
+"""seed9, batched: many clips at once, the same definitions as :mod:`.reference`.
 
-Source: the seed project's seed9 stack, ``../shared/DESIGN.md`` §5 (definitions reproduced from
-that appendix; this is an independent implementation using numpy, scipy and librosa only).
-
-Input is a mono clip at 16 kHz, zero-padded or truncated to 16000 samples (1 s). The STFT uses
-n_fft 512 and hop 256 (librosa default ``center=True``), giving 63 frames of 16 ms. Each channel is
-normalised (z-score, std + 1e-8), then cropped and/or padded to 128 x 63 with its own minimum
-value; channels are stacked in alphabetical order of their names (:data:`CHANNEL_NAMES`). The
-36 scalars are listed in :data:`SCALAR_NAMES`; frequencies are divided by the Nyquist frequency
-(sr/2), lags by sr (seconds).
-
-Two implementations of the same definitions:
-
-* :func:`compute_seed9`: the reference and the documented definition, one clip at a time with
-  librosa (one shared STFT; about 20 clips/s in one single-threaded process on a 2-core Xeon).
-* :func:`compute_seed9_batch`: many clips at once, about 215 clips/s (4.6 ms per clip) in one
-  single-threaded process on the same machine (``bench/README.md``). One torch STFT per FFT
-  size for the whole batch feeds every channel and scalar (the 512-point one: mel, chroma_stft,
-  gammatone, MFCC, deltas, modulation spectrum, spectral scalars; the 2048-point one, computed as
-  its even and its odd frames: onset strength/tempogram, flux, rolloff, and the CQT tuning
-  estimate from the even frames); filterbanks, the CQT filters of all 100 possible tuning
-  estimates, the mel deltas' Savitzky-Golay filters, smoothing and padding operators are built
-  once per process (about 0.7 s, :func:`prepare_seed9_batch`) and applied as batched matrix
-  products; the CQT follows ``librosa.vqt`` octave by octave (batched STFT, one soxr halving of
-  all clips); piptrack/tuning, Burg LPC (from the frames' autocorrelation) and the scalars are
-  vectorised over the batch.
-
-Tolerances of :func:`compute_seed9_batch` against :func:`compute_seed9`, asserted by
-``tests/test_seed9.py`` on generated signals and 16 real clips (:data:`BATCH_CHANNEL_ATOL`,
-:data:`BATCH_SCALAR_TOL`); "measured" is the largest difference seen on 1280 breathing clips
-(every 5th file of the train folder, twice with different offsets) and 10 generated signals
-(silence, chirp+noise, noise, clipped noise, tone, constant, impulse, 1e-6 noise, 0.3/1.5 s);
-re-measured after each change on 640 of those clips, 8 of those signals and the first 512
-files (``bench/features.py``):
-
-============================  ===========  =====================================================
-channel                       max |diff|   measured (channels are z-scored: units of their std)
-============================  ===========  =====================================================
-chroma                        1e-4         0 (bit-identical)
-gammatone                     1e-4         0
-lpc                           1e-4         5e-7; O(1) on a pure tone or a constant (see below)
-mel                           1e-4         0
-mel_delta, mel_delta2         1e-4         1.1e-5
-mfcc, mod_spec                1e-4         0
-tempogram                     1e-4         5e-6 (5e-5 on a pure tone)
-============================  ===========  =====================================================
-
-Scalars: ``|batch - reference| <= 1e-6 + 1e-4 * |reference|`` for each of the 36; measured on
-the real clips: at most 2e-6 relative (float32 means of RMS, flatness, flux), 26 of the 36
-bit-identical; of the generated signals only the impulse's ``acf_min_lag`` falls outside.
-
-Why they differ at all: float32 sums in another order (torch products and reductions instead of
-numpy's; the mel deltas as one matrix product instead of scipy's filter), Burg's LPC computed
-from the frame autocorrelation by a Levinson-type recursion (:func:`_burg`, same recursion in
-exact arithmetic) and the tempogram's autocorrelation FFT in float32 instead of float64. The
-discontinuous steps (tuning histogram, local maxima, CENS quantisation, rolloff threshold, peak
-picking, argmin) see the same inputs to the last bit, so they take the same decisions on real
-recordings. Degenerate synthetic inputs are the exception: a pure tone or a constant is
-predicted almost exactly by a low order, so the higher LPC orders of both implementations fit
-rounding noise (and differ by O(1)); an impulse's autocorrelation is 0 at every lag > 0, so
-``acf_min_lag``'s argmin is decided by rounding.
+About 215 clips/s (4.6 ms per clip) in one single-threaded process on a 2-core Xeon
+(``bench/README.md``). One torch STFT per FFT size for the whole batch feeds every channel and
+scalar (the 512-point one: mel, chroma_stft, gammatone, MFCC, deltas, modulation spectrum,
+spectral scalars; the 2048-point one, computed as its even and its odd frames: onset
+strength/tempogram, flux, rolloff, and the CQT tuning estimate from the even frames);
+filterbanks, the CQT filters of all 100 possible tuning estimates, the mel deltas'
+Savitzky-Golay filters, smoothing and padding operators are built once per process (about
+0.7 s, :func:`prepare_seed9_batch`) and applied as batched matrix products; the CQT follows
+``librosa.vqt`` octave by octave (batched STFT, one soxr halving of all clips); piptrack/tuning,
+Burg LPC (from the frames' autocorrelation) and the scalars are vectorised over the batch.
+Tolerances against the reference: :data:`BATCH_CHANNEL_ATOL`, :data:`BATCH_SCALAR_TOL`, written
+up in ``bench/README.md``.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import itertools
-import warnings
 from typing import NamedTuple
 
 import librosa
@@ -83,189 +34,7 @@ try:  # installed with scikit-learn; only used to keep numpy/scipy's BLAS single
 except ImportError:  # pragma: no cover
     threadpoolctl = None
 
-N_FFT = 512
-HOP = 256
-SR = 16000
-N_SAMPLES = 16000
-SHAPE = (128, 63)
-
-CHANNEL_NAMES = (
-    "chroma", "gammatone", "lpc", "mel", "mel_delta", "mel_delta2", "mfcc", "mod_spec", "tempogram",
-)
-
-SCALAR_NAMES = (
-    "rms_mean", "rms_std", "rms_max", "rms_min",
-    "zcr_mean", "zcr_std", "zcr_max", "zcr_min",
-    "centroid_mean", "centroid_std", "centroid_skew",
-    "bandwidth_mean", "bandwidth_std",
-    "rolloff_mean", "rolloff_std",
-    "flatness_mean", "flatness_std",
-    "contrast_mean", "contrast_std",
-    "env_mean", "env_std", "env_mean_over_std",
-    "env_peak_count", "env_peak_height_mean", "env_peak_height_std",
-    "low_energy_ratio",
-    "flux_mean", "flux_std", "flux_max",
-    "wave_skew", "wave_kurtosis", "abs_p90", "abs_p10",
-    "acf_lag10ms", "acf_lag20ms", "acf_min_lag",
-)
-
-#: Largest absolute difference per z-scored channel of :func:`compute_seed9_batch` against
-#: :func:`compute_seed9` (see the module docstring for what was measured).
-BATCH_CHANNEL_ATOL = {name: 1e-4 for name in CHANNEL_NAMES}
-#: ``(rtol, atol)`` per scalar: ``|batch - reference| <= atol + rtol * |reference|``.
-BATCH_SCALAR_TOL = {name: (1e-4, 1e-6) for name in SCALAR_NAMES}
-
-
-def _pad_to(x: np.ndarray, shape: tuple[int, int] = SHAPE) -> np.ndarray:
-    """Crop ``x`` (freq, frames) to at most ``shape``, then pad it to ``shape`` with its own minimum."""
-    x = x[: shape[0], : shape[1]]
-    pad = ((0, shape[0] - x.shape[0]), (0, shape[1] - x.shape[1]))
-    return np.pad(x, pad, constant_values=x.min())
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    """Whole-array z-score (std + 1e-8)."""
-    return (x - x.mean()) / (x.std() + 1e-8)
-
-
-def _z_rows(x: np.ndarray) -> np.ndarray:
-    """Per-row z-score over time (std + 1e-8)."""
-    return (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 1e-8)
-
-
-def _lpc_frames(y: np.ndarray, sr: int, order: int = 12) -> np.ndarray:
-    """LPC coefficients 1..``order`` of 25 ms Hamming frames every 10 ms -> (order, frames).
-
-    Pre-emphasis 0.97 (first sample kept), frames from ``librosa.util.frame`` (400 / 160 samples
-    at 16 kHz: 98 frames for 1 s), ``librosa.lpc`` per frame; all-zero or failing frames give 0.
-    """
-    y = np.append(y[0], y[1:] - 0.97 * y[:-1])
-    frames = librosa.util.frame(y, frame_length=int(0.025 * sr), hop_length=int(0.010 * sr))
-    frames = frames * np.hamming(frames.shape[0])[:, None]
-    out = np.zeros((order, frames.shape[1]), dtype=np.float64)
-    for i in range(frames.shape[1]):
-        if not np.any(frames[:, i]):
-            continue
-        try:
-            out[:, i] = librosa.lpc(np.ascontiguousarray(frames[:, i]), order=order)[1:]
-        except (FloatingPointError, librosa.util.exceptions.ParameterError):
-            pass
-    return out
-
-
-def _channels(y: np.ndarray, sr: int, mag: np.ndarray) -> np.ndarray:
-    """The nine normalised, padded channels -> float (9, 128, 63), in :data:`CHANNEL_NAMES` order."""
-    mel_db = librosa.power_to_db(
-        librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=128, fmax=4500), ref=np.max)
-    with warnings.catch_warnings():  # CQT octaves of a 1 s clip ("n_fft too large"), silent tuning
-        warnings.filterwarnings("ignore", category=UserWarning, module="librosa")
-        chroma = np.vstack([
-            librosa.feature.chroma_stft(S=mag, sr=sr, n_fft=N_FFT, hop_length=HOP),
-            librosa.feature.chroma_cens(y=y, sr=sr, hop_length=HOP),
-        ])
-    gamma = np.log1p(librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=64) @ mag)
-    # mfcc(y=...) = DCT of power_to_db(ref=1) of the 128-band full-band mel of the same STFT
-    mfcc = librosa.feature.mfcc(
-        S=librosa.power_to_db(librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=128)),
-        sr=sr, n_mfcc=40)
-    mod = scipy.fft.dct(scipy.fft.dct(mel_db, norm="ortho", axis=0)[:40], norm="ortho", axis=1)
-    onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP)
-    feats = {
-        "chroma": _z_rows(chroma),
-        "gammatone": _z(gamma),
-        "lpc": _z(_lpc_frames(y, sr)),
-        "mel": _z(mel_db),
-        "mel_delta": _z(librosa.feature.delta(mel_db)),
-        "mel_delta2": _z(librosa.feature.delta(mel_db, order=2)),
-        "mfcc": _z_rows(np.vstack([mfcc, librosa.feature.delta(mfcc),
-                                   librosa.feature.delta(mfcc, order=2)])),
-        "mod_spec": _z(mod),
-        "tempogram": _z(librosa.feature.tempogram(onset_envelope=onset, sr=sr, hop_length=HOP)),
-    }
-    return np.stack([_pad_to(feats[name]) for name in CHANNEL_NAMES])
-
-
-def _scalars(y: np.ndarray, sr: int, mag: np.ndarray) -> np.ndarray:
-    """The 36 scalars of :data:`SCALAR_NAMES` -> float64 (36,); may hold NaN for silent clips."""
-    nyq = sr / 2
-    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0]
-    zcr = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP)[0]
-    cent = librosa.feature.spectral_centroid(S=mag, sr=sr)[0]
-    bw = librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0]
-    roll = librosa.feature.spectral_rolloff(y=y, sr=sr, roll_percent=0.85)[0]
-    flat = librosa.feature.spectral_flatness(S=mag)[0]
-    contrast = librosa.feature.spectral_contrast(S=mag, sr=sr)
-
-    env = np.abs(scipy.signal.hilbert(y.astype(np.float64)))
-    peaks, props = scipy.signal.find_peaks(env, height=env.mean(), distance=sr // 10)
-    heights = props["peak_heights"]
-    peak_mean, peak_std = (heights.mean(), heights.std()) if len(peaks) >= 2 else (0.0, 0.0)
-
-    power = mag.astype(np.float64) ** 2
-    total = power.sum()
-    low_ratio = power[: int(1000 * N_FFT / sr)].sum() / total if total > 0 else 0.0
-
-    flux_db = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128), ref=np.max)
-    flux = np.linalg.norm(np.diff(flux_db, axis=1), axis=0)
-
-    # full linear autocorrelation via FFT (zero padding to 2n), normalised by lag 0
-    n = len(y)
-    spec = scipy.fft.rfft(y.astype(np.float64), 2 * n)
-    acf = scipy.fft.irfft(np.abs(spec) ** 2, 2 * n)[:n]
-    acf = acf / acf[0] if acf[0] > 0 else np.zeros(n)
-
-    with np.errstate(all="ignore"):
-        return np.array([
-            rms.mean(), rms.std(), rms.max(), rms.min(),
-            zcr.mean(), zcr.std(), zcr.max(), zcr.min(),
-            cent.mean() / nyq, cent.std() / nyq, scipy.stats.skew(cent),
-            bw.mean() / nyq, bw.std() / nyq,
-            roll.mean() / nyq, roll.std() / nyq,
-            flat.mean(), flat.std(),
-            contrast.mean(), contrast.std(),
-            env.mean(), env.std(), env.mean() / (env.std() + 1e-8),
-            len(peaks), peak_mean, peak_std,
-            low_ratio,
-            flux.mean(), flux.std(), flux.max(),
-            scipy.stats.skew(y), scipy.stats.kurtosis(y, fisher=True),
-            np.percentile(np.abs(y), 90), np.percentile(np.abs(y), 10),
-            acf[sr // 100], acf[sr // 50], np.argmin(acf[: sr // 20]) / sr,
-        ], dtype=np.float64)
-
-
-def compute_seed9(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Compute the seed9 stack of one clip (the seed project's seed9 stack, ../shared/DESIGN.md §5).
-
-    Args:
-        y: mono waveform ``(samples,)``, float (float32 expected), amplitude in [-1, 1].
-        sr: its sample rate in Hz; must be 16000.
-
-    Returns:
-        ``(channels, scalars)``: float32 ``(9, 128, 63)`` (channels in :data:`CHANNEL_NAMES`
-        order, frequency x STFT frames of hop 256 = 16 ms) and float32 ``(36,)`` (in
-        :data:`SCALAR_NAMES` order). The clip is zero-padded or truncated to 16000 samples first.
-        NaN/inf (e.g. from a silent clip) are replaced by 0.
-
-    Raises:
-        ValueError: if ``sr`` is not 16000 or ``y`` is not one-dimensional.
-    """
-    if sr != SR:
-        raise ValueError(f"seed9 needs audio at {SR} Hz, got sr={sr}; resample the clip first")
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise ValueError(f"seed9 needs a mono clip of shape (samples,), got shape {y.shape}")
-    y = np.pad(y[:N_SAMPLES], (0, max(0, N_SAMPLES - len(y))))
-    mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
-    with np.errstate(all="ignore"):
-        channels = _channels(y, sr, mag)
-    scalars = _scalars(y, sr, mag)
-    return (np.nan_to_num(channels, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32),
-            np.nan_to_num(scalars, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32))
-
-
-# ---------------------------------------------------------------------------------------------
-# Batched implementation (compute_seed9_batch): the same definitions, many clips at once.
-# ---------------------------------------------------------------------------------------------
+from .definitions import CHANNEL_NAMES, HOP, N_FFT, N_SAMPLES, SCALAR_NAMES, SHAPE, SR
 
 _SUB_BATCH = 16  # clips per internal pass: keeps the work arrays cache-sized (16: ~6% faster than 32)
 _TUNING_EDGES = np.linspace(-0.5, 0.5, 101)  # librosa.pitch_tuning's histogram at resolution 0.01

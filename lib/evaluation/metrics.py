@@ -1,7 +1,7 @@
 """Competition metrics over class probabilities, from scikit-learn.
 
 Every metric takes encoded labels ``y`` (class indices ``(rows,)``, or for a multi-label task a
-0/1 matrix ``(rows, n_classes)``; see :func:`lib.tasks.class_index`) and ``probs``
+0/1 matrix ``(rows, n_classes)``; see :func:`lib.data.tasks.class_index`) and ``probs``
 ``(rows, n_classes)`` (one probability column per class) and returns a float where higher is
 better. Predictions are the most probable class, or for a multi-label task every class with
 p > 0.5. Names (``metric:`` / ``metrics:`` in a competition config): ``accuracy``,
@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .config import Registry
+from ..core.config import Registry
 
 METRICS = Registry("metric")
 

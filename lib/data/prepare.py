@@ -16,10 +16,10 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from ..core.config import ConfigError, check_classes
+from ..core.utils import atomic_path, write_csv
 from . import audio, tasks
-from .config import ConfigError, check_classes
 from .folds import fold_table, groups_crossing_folds, make_folds
-from .utils import atomic_path, write_csv
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
@@ -207,7 +207,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     """Validate the input described by competition config ``cfg``; write the stage-00 artifacts.
 
     Writes ``out_dir/folds.csv`` (id, path, target, group, fold, sample_rate, duration_s,
-    channels, ``meta_<column>`` ...; multi-label targets joined by ``lib.tasks.LABEL_SEP``),
+    channels, ``meta_<column>`` ...; multi-label targets joined by ``lib.data.tasks.LABEL_SEP``),
     ``out_dir/test.csv`` (id, path, sample_rate, duration_s, channels, metadata; when the config
     has a test set) and ``out_dir/competition.yaml`` (the resolved config that later stages read,
     with ``classes`` filled in from the data when the config leaves them out).

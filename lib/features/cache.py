@@ -3,21 +3,15 @@
 A feature set turns one window ``(samples,)`` of a recording into a spectrogram stack
 ``(channels, freq, frames)`` and a scalar vector ``(n_scalars,)``. Recordings are cut into
 windows of ``audio.clip_seconds`` every ``audio.hop_seconds`` (one window from the start when
-no hop is set; see :func:`lib.audio.window_starts`). The cache of a set is a folder
+no hop is set; see :func:`lib.data.audio.window_starts`). The cache of a set is a folder
 ``output/features/<set>/`` holding, per split, ``<split>_spec.npy`` ``(windows, channels, freq,
 frames)``, ``<split>_scalars.npy`` ``(windows, n_scalars)`` (float32 or float16,
 memory-mappable), ``<split>_windows.npy`` ``(windows, 2)``: each window's recording row in
 ``folds.csv`` / ``test.csv`` and start in seconds, and ``manifest.json``: channel and scalar
 names, shapes, sample rate, hop, the settings and a fingerprint of the inputs. Training reads
 input shapes from the manifest, never from constants.
-
-Registered sets (``features: {name, params}`` in an experiment config):
-
-* ``log_mel``: log-mel spectrogram in dB (``librosa.feature.melspectrogram``), optionally with
-  its first and second deltas as extra channels; no scalars.
-* ``seed9``: the seed project's nine 128x63 channels and 36 waveform scalars
-  (``../shared/DESIGN.md`` §5, :mod:`lib.seed9`).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -30,80 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import audio
-from .config import ConfigError, Registry
-from .paths import Outputs
-from .utils import atomic_path, fingerprint, n_cpus, read_json, write_json
+from ..core.config import ConfigError
+from ..core.paths import Outputs
+from ..core.utils import atomic_path, fingerprint, n_cpus, read_json, write_json
+from ..data import audio
+from . import FEATURES
 
-FEATURES = Registry("feature set")
 SPLITS = ("train", "test")
 FORMAT_VERSION = 2
-
-
-@FEATURES.register("log_mel")
-class LogMel:
-    """Log-mel spectrogram in dB, ``(1 or 3, n_mels, frames)``; no scalars.
-
-    ``frames = 1 + samples // hop_length`` (centred STFT). Power mel spectrogram (Hann window,
-    ``n_fft`` samples), converted with ``librosa.power_to_db(ref=1.0, amin=1e-10)``: absolute dB,
-    so loudness differences between clips survive (the model normalises its input).
-    ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
-    ``fmax`` in Hz (default, and at most: half the sample rate).
-    """
-
-    def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 256, fmin: float = 0.0,
-                 fmax: float | None = None, deltas: bool = False):
-        self.settings = dict(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax, deltas=deltas)
-        self.hop_length = hop_length
-        self.channel_names = ["log_mel", "log_mel_delta", "log_mel_delta2"] if deltas else ["log_mel"]
-        self.scalar_names: list[str] = []
-
-    def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-        import librosa
-
-        s = self.settings
-        fmax = min(s["fmax"] or sr / 2, sr / 2)
-        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=s["n_fft"], hop_length=s["hop_length"],
-                                             n_mels=s["n_mels"], fmin=s["fmin"], fmax=fmax)
-        db = librosa.power_to_db(mel, ref=1.0, amin=1e-10)
-        chans = [db]
-        if s["deltas"]:
-            chans += [librosa.feature.delta(db, order=1), librosa.feature.delta(db, order=2)]
-        return np.stack(chans).astype(np.float32), np.zeros(0, np.float32)
-
-
-@FEATURES.register("seed9")
-class Seed9:
-    """The seed's nine-channel stack ``(9, 128, 63)`` and 36 scalars; see :mod:`lib.seed9`.
-
-    Requires 1-s clips at 16 kHz (the definitions fix n_fft 512, hop 256 and 63 frames).
-    """
-
-    def __init__(self):
-        from . import seed9
-
-        self.settings = {"n_fft": seed9.N_FFT, "hop_length": seed9.HOP}
-        self.hop_length = seed9.HOP
-        self.channel_names = list(seed9.CHANNEL_NAMES)
-        self.scalar_names = list(seed9.SCALAR_NAMES)
-
-    def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-        from . import seed9
-
-        return seed9.compute_seed9(y, sr)
-
-    def prepare(self) -> None:
-        """Build the batched extractor's filterbanks (about 0.7 s) before worker processes fork."""
-        from . import seed9
-
-        seed9.prepare_seed9_batch()
-
-    def batch(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-        """Many clips ``(clips, samples)`` at once -> ``(clips, 9, 128, 63)``, ``(clips, 36)``
-        (:func:`lib.seed9.compute_seed9_batch`: one STFT for the batch, shared by every channel)."""
-        from . import seed9
-
-        return seed9.compute_seed9_batch(y, sr)
 
 
 _WORKER: dict = {}
@@ -194,7 +122,7 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     sr = a["sample_rate"] or comp["native_sample_rate"]
     silence = np.zeros((1, int(round(a["clip_seconds"] * sr))), np.float32)  # probes the output shapes
     spec0, sc0 = (x[0] for x in _run(extractor, silence, sr))
-    # each recording's window starts (lib.audio.window_starts), and the (recording row, start) table
+    # each recording's window starts (lib.data.audio.window_starts), and the (recording row, start) table
     starts = [audio.window_starts(float(d), a["clip_seconds"], a["hop_seconds"]) for d in table["duration_s"]]
     windows = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, st in enumerate(starts)])
     jobs = list(zip(table["path"], starts))
@@ -276,7 +204,7 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     When ``ids`` is given, checks that the cache's recordings are those ids in that order.
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale.
     """
-    from .paths import MissingArtifact
+    from ..core.paths import MissingArtifact
 
     folder = out.features(feature_set)
     manifest = read_json(folder / "manifest.json")

@@ -7,10 +7,10 @@ import sys
 import time
 import traceback
 
-from .audio import AudioError
+from ..data.audio import AudioError
+from ..data.prepare import InputError
 from .config import ROOT, ConfigError, apply_overrides, load_experiment
 from .paths import MissingArtifact, Outputs
-from .prepare import InputError
 from .utils import format_seconds
 
 EXPECTED_ERRORS = (InputError, ConfigError, MissingArtifact, AudioError, FileNotFoundError, ValueError)

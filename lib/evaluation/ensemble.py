@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import tasks
+from ..core.paths import MissingArtifact, Outputs
+from ..core.utils import write_csv, write_json
+from ..data import tasks
 from .metrics import score_all
-from .paths import MissingArtifact, Outputs
-from .utils import write_csv, write_json
 
 WEIGHTINGS = ("softmax", "normalised", "equal")
 

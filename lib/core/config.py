@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 """The project folder (the parent of ``lib/``)."""
 
 TASKS = ("binary", "multiclass", "multilabel")
@@ -172,7 +172,7 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     for key, default in (("hop_seconds", None), ("aggregate", "mean"), ("sample_rate", None),
                          ("resample_type", "soxr_hq"), ("channel", None), ("pad", "zero")):
         audio.setdefault(key, default)
-    from .audio import PAD_MODES, RESAMPLERS
+    from ..data.audio import PAD_MODES, RESAMPLERS
 
     for key, allowed in (("resample_type", RESAMPLERS), ("pad", PAD_MODES)):
         if audio[key] not in allowed:

@@ -1,0 +1,1 @@
+"""The evaluation layer: metrics, reports, ensembling (stage 04)."""

@@ -1,0 +1,35 @@
+"""``log_mel``: a log-mel spectrogram in dB, optionally with deltas."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class LogMel:
+    """Log-mel spectrogram in dB, ``(1 or 3, n_mels, frames)``; no scalars.
+
+    ``frames = 1 + samples // hop_length`` (centred STFT). Power mel spectrogram (Hann window,
+    ``n_fft`` samples), converted with ``librosa.power_to_db(ref=1.0, amin=1e-10)``: absolute dB,
+    so loudness differences between clips survive (the model normalises its input).
+    ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
+    ``fmax`` in Hz (default, and at most: half the sample rate).
+    """
+
+    def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 256, fmin: float = 0.0,
+                 fmax: float | None = None, deltas: bool = False):
+        self.settings = dict(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax, deltas=deltas)
+        self.hop_length = hop_length
+        self.channel_names = ["log_mel", "log_mel_delta", "log_mel_delta2"] if deltas else ["log_mel"]
+        self.scalar_names: list[str] = []
+
+    def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        import librosa
+
+        s = self.settings
+        fmax = min(s["fmax"] or sr / 2, sr / 2)
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=s["n_fft"], hop_length=s["hop_length"],
+                                             n_mels=s["n_mels"], fmin=s["fmin"], fmax=fmax)
+        db = librosa.power_to_db(mel, ref=1.0, amin=1e-10)
+        chans = [db]
+        if s["deltas"]:
+            chans += [librosa.feature.delta(db, order=1), librosa.feature.delta(db, order=2)]
+        return np.stack(chans).astype(np.float32), np.zeros(0, np.float32)

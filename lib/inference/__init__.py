@@ -1,0 +1,1 @@
+"""The inference layer: predictions per recording (``predict``) and stage 03 (``infer``)."""

@@ -1,0 +1,44 @@
+"""Models: convolutional networks over spectrogram stacks, with an optional scalar-feature branch.
+
+Every model maps ``spec (batch, channels, freq, frames)`` and ``scalars (batch, n_scalars)`` to
+logits ``(batch, n_outputs)``. Inputs are standardised per channel (and per scalar) inside the
+model with statistics from the training fold (:meth:`AudioClassifier.set_normalisation`), so a
+checkpoint is self-contained. Pooling follows PANNs (Kong et al. 2020,
+qiuqiangkong/audioset_tagging_cnn): mean over frequency, then max + mean over time.
+
+Registered (``model: {name, params}`` in an experiment config):
+
+* ``cnn``: a small configurable CNN, one or two 3x3 conv layers per block (default widths
+  16-32-64-128), sized for 2 CPU cores (``../shared/DESIGN.md`` §4);
+* ``cnn8``: the seed's CNN8, 8 conv layers from 32 to 256 channels;
+* ``vgg``: the seed's VGG-style net, blocks of 64/128/256/512 with GELU and a residual.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..core.config import Registry
+from .base import AudioClassifier
+from .cnn import CNN, CNN8
+from .vgg import VGG
+
+MODELS = Registry("model")
+MODELS.register("cnn")(CNN)
+MODELS.register("cnn8")(CNN8)
+MODELS.register("vgg")(VGG)
+
+
+def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | None = None) -> AudioClassifier:
+    """Build the model named in ``section`` for the input shapes recorded in a feature ``manifest``.
+
+    ``manifest['spec_shape']`` is ``[channels, freq, frames]``; the scalar input width is
+    ``n_scalars`` (audio scalars plus encoded metadata; default ``manifest['n_scalars']``; 0: no
+    scalar branch). Raises ``ConfigError`` for an unknown name.
+    """
+    return MODELS.build(section, in_channels=manifest["spec_shape"][0],
+                        n_scalars=manifest["n_scalars"] if n_scalars is None else n_scalars, n_outputs=n_outputs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

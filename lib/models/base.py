@@ -1,0 +1,57 @@
+"""The frame every model shares: input normalisation, a trunk, PANNs pooling, scalar branch, head."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AudioClassifier(nn.Module):
+    """Shared frame: input normalisation, a conv trunk, PANNs pooling, scalar branch, head.
+
+    Subclasses build ``self.trunk`` (``(B, C, F, T) -> (B, trunk_channels, F', T')``).
+    The scalar branch (``n_scalars > 0``) is ``Linear(n_scalars, scalar_hidden) -> GELU`` and is
+    concatenated with the pooled trunk output before the classifier
+    ``Dropout -> Linear(., head_hidden) -> GELU -> Dropout -> Linear(., n_outputs)``.
+    """
+
+    def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, trunk: nn.Module, trunk_channels: int,
+                 scalar_hidden: int = 64, head_hidden: int = 256, dropout: float = 0.3):
+        super().__init__()
+        self.register_buffer("spec_mean", torch.zeros(1, in_channels, 1, 1))
+        self.register_buffer("spec_std", torch.ones(1, in_channels, 1, 1))
+        self.register_buffer("scalar_mean", torch.zeros(1, n_scalars))
+        self.register_buffer("scalar_std", torch.ones(1, n_scalars))
+        self.trunk = trunk
+        self.n_scalars = n_scalars
+        self.scalar_branch = nn.Sequential(nn.Linear(n_scalars, scalar_hidden), nn.GELU()) if n_scalars else None
+        joined = 2 * trunk_channels + (scalar_hidden if n_scalars else 0)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(joined, head_hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(head_hidden, n_outputs))
+
+    @torch.no_grad()
+    def set_normalisation(self, spec_mean, spec_std, scalar_mean=None, scalar_std=None) -> None:
+        """Store per-channel ``(channels,)`` and per-scalar ``(n_scalars,)`` mean and std."""
+        self.spec_mean.copy_(torch.as_tensor(spec_mean).view_as(self.spec_mean))
+        self.spec_std.copy_(torch.as_tensor(spec_std).view_as(self.spec_std).clamp_min(1e-6))
+        if self.n_scalars:
+            self.scalar_mean.copy_(torch.as_tensor(scalar_mean).view_as(self.scalar_mean))
+            self.scalar_std.copy_(torch.as_tensor(scalar_std).view_as(self.scalar_std).clamp_min(1e-6))
+
+    def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``spec (B, C, F, T)``, ``scalars (B, S)`` -> ``{"logits": (B, n_outputs), "embedding":
+        (B, 2 * trunk_channels [+ scalar_hidden])}``: the classifier's input (pooled trunk output
+        joined with the scalar branch), for stacking, distillation or nearest-neighbour checks."""
+        x = self.trunk((spec - self.spec_mean) / self.spec_std)
+        x = x.mean(dim=2)  # over frequency -> (B, C', T')
+        parts = [x.amax(dim=2), x.mean(dim=2)]
+        if self.n_scalars:
+            parts.append(self.scalar_branch((scalars - self.scalar_mean) / self.scalar_std))
+        embedding = torch.cat(parts, dim=1)
+        return {"logits": self.head(embedding), "embedding": embedding}
+
+
+def conv_bn(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """3x3 convolution (no bias) -> BatchNorm2d -> activation; keeps ``(F, T)``."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act())
+
+

@@ -1,0 +1,34 @@
+"""Precision and memory format: bfloat16 autocast where it is fast, channels-last models."""
+from __future__ import annotations
+
+import torch
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX instructions, e.g. Intel
+    Xeon from Cooper/Sapphire Rapids on). Elsewhere bfloat16 is emulated and slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private helpers of torch >= 2.3
+        return False
+
+
+def autocast(device, enabled: bool = True, training: bool = True):
+    """Mixed-precision context: bfloat16 autocast on CUDA (float16 where bf16 is unsupported);
+    on a CPU that computes bfloat16 natively (:func:`cpu_bf16`) for ``training`` only (1.8-3.2x
+    faster training steps on a 2-core Xeon with AMX, ``bench/train.py``; CPU predictions stay
+    float32, since bfloat16 logits would tie close predictions); float32 otherwise or when not
+    ``enabled``."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and training and device.type == "cpu" and cpu_bf16())
+
+
+def place_model(model: torch.nn.Module, device, compile: bool = False):
+    """Move ``model`` to ``device`` in the channels-last memory format (in place: cuDNN's NHWC
+    tensor-core kernels on CUDA, oneDNN's faster NHWC convolutions on the CPU) and return the
+    callable to train with: the model, or ``torch.compile(model)`` when ``compile`` (the weights
+    stay shared with ``model``)."""
+    model.to(device, memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model
+
