@@ -15,15 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from .errors import ConfigError  # noqa: F401  (raised here, imported from here by older callers)
+
 ROOT = Path(__file__).resolve().parents[2]
 """The project folder (the parent of ``lib/``)."""
 
 TASKS = ("binary", "multiclass", "multilabel")
 AGGREGATIONS = ("mean", "max", "vote")
-
-
-class ConfigError(ValueError):
-    """A configuration file is missing a key or has a value of the wrong kind."""
 
 
 class Registry:

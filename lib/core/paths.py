@@ -8,10 +8,7 @@ import pandas as pd
 import yaml
 
 from .config import ROOT
-
-
-class MissingArtifact(FileNotFoundError):
-    """An earlier stage's artifact is missing; the message names the stage to run first."""
+from .errors import MissingArtifact
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..core.errors import AudioError
+
 PAD_MODES = ("zero", "repeat", "reflect")
-
-
-class AudioError(ValueError):
-    """An audio file is missing, unreadable, empty, or not at the expected sample rate."""
 
 
 def info(path: str | Path) -> tuple[int, int, int]:

@@ -16,22 +16,14 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..core.config import ConfigError, check_classes
+from ..core.config import check_classes
+from ..core.errors import ConfigError, InputError
 from ..core.utils import atomic_path, write_csv
 from . import audio, tasks
 from .folds import fold_table, groups_crossing_folds, make_folds
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
-
-
-class InputError(ValueError):
-    """The competition's input has problems; ``problems`` lists each one (file, line, what)."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        shown = problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else [])
-        super().__init__(f"{len(problems)} problem(s) in the input:\n  " + "\n  ".join(shown))
 
 
 def id_to_file(sample_id: str, spec: dict, row: dict | None = None) -> str:
