@@ -15,6 +15,8 @@ def main() -> None:
     s = train_experiment(cfg, out, force=args.force)
     if s["skipped"]:
         print(f"{cfg['name']}: trained models are up to date, skipped (use --force to retrain)")
+    for fold, status in s.get("status", {}).items():
+        print(f"fold {fold}: {status}")
     print(f"\n{'fold':>4} {'epoch':>5} " + " ".join(f"{m:>9}" for m in s["oof"]))
     for f in s["folds"]:
         print(f"{f['fold']:>4} {f['best_epoch']:>5} " + " ".join(f"{f[m]:>9.4f}" for m in s["oof"]))
@@ -26,6 +28,9 @@ def main() -> None:
               + pd.DataFrame(cm["rows_true_cols_pred"], index=cm["classes"], columns=cm["classes"]).to_string())
     print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} per recording, {len(s['folds'])} folds "
           f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
+    if s["partial"]:
+        print(f"PARTIAL: folds {s['missing_folds']} are not trained yet; the OOF file holds the other folds' rows, and "
+              f"04_ensemble.py refuses it until they are (train them with --set train.folds=[...], any time, anywhere)")
 
 
 if __name__ == "__main__":

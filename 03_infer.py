@@ -9,11 +9,13 @@ from lib.inference.infer import infer_experiment
 
 def main() -> None:
     args, out, cfg = cli.parse_experiment(__doc__)
-    s = infer_experiment(cfg, out, force=args.force)
+    s = infer_experiment(cfg["name"], out, force=args.force, device=cfg["train"]["device"])
     if s.get("no_test"):
         print(f"{cfg['name']}: the competition has no test set; nothing to predict (04_ensemble.py blends the OOF predictions)")
         return
     state = "up to date, skipped (use --force to redo)" if s["skipped"] else "written"
+    if s["partial"]:
+        print(f"PARTIAL: {cfg['name']} has only folds {s['folds']}; these predictions are their mean")
     print(f"{cfg['name']}: {s['rows']} test recordings ({s['windows']} windows), mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
           f"{state} -> {out.preds(cfg['name'])}")
 

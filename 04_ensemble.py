@@ -12,9 +12,11 @@ def main() -> None:
     p.add_argument("experiments", nargs="*", help="experiment names (default: all with OOF and test predictions)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="softmax", help="default: %(default)s")
     p.add_argument("--temperature", type=float, default=0.01, help="softmax temperature (default: %(default)s)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="blend experiments whose folds are not all trained yet (refused by default)")
     args = p.parse_args()
     out = cli.outputs(args)
-    r = run_ensemble(out, args.experiments or None, args.weighting, args.temperature)
+    r = run_ensemble(out, args.experiments or None, args.weighting, args.temperature, args.allow_partial)
     print(r["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"blend ({args.weighting}" + (f", T={args.temperature}" if args.weighting == "softmax" else "") + "): "
           + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items()))

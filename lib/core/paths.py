@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .artifacts import Record
 from .config import ROOT
 from .errors import MissingArtifact
 
@@ -15,11 +16,15 @@ from .errors import MissingArtifact
 class Outputs:
     """The artifact layout of one output folder (default ``<project>/output``).
 
-    ``competition.yaml``, ``folds.csv``, ``test.csv``   stage 00
-    ``features/<set>/``                                  stage 01
-    ``models/<exp>/``, ``oof/<exp>.csv``                 stage 02
-    ``preds/<exp>.csv``                                  stage 03
-    ``submission.csv``, ``ensemble.json``                stage 04
+    ``competition.yaml``, ``folds.csv``, ``test.csv``   stage 00   record ``prepare.record.json``
+    ``features/<set>/``                                  stage 01   record ``features/<set>/record.json``
+    ``models/<exp>/``, ``oof/<exp>.csv``                 stage 02   records ``models/<exp>/fold<k>.record.json``
+                                                                    and ``models/<exp>/record.json``
+    ``preds/<exp>.csv``                                  stage 03   record ``preds/<exp>.record.json``
+    ``submission.csv``, ``ensemble.json``                stage 04   record ``ensemble.record.json``
+
+    The records (:mod:`lib.core.artifacts`) say which files make up each result and what it was
+    made from; a result without a complete record is never read.
     """
 
     root: Path = ROOT / "output"
@@ -52,6 +57,36 @@ class Outputs:
     def submission(self) -> Path:
         return self.root / "submission.csv"
 
+    def prepared(self) -> Record:
+        """The record of stage 00's tables."""
+        return Record(self.root / "prepare.record.json", self.root, "prepared competition (folds.csv, test.csv)",
+                      "00_prepare.py")
+
+    def features_record(self, feature_set: str) -> Record:
+        """The record of a feature set's cache."""
+        return Record(self.features(feature_set) / "record.json", self.root, f"feature set {feature_set!r}",
+                      "01_features.py")
+
+    def trained(self, exp: str) -> Record:
+        """The record of an experiment's training (every fold model, the OOF file, the scores)."""
+        return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}",
+                      f"02_train.py for {exp}")
+
+    def fold_record(self, exp: str, fold: int) -> Record:
+        """The record of one finished fold of an experiment."""
+        return Record(self.model_dir(exp) / f"fold{fold}.record.json", self.root, f"fold {fold} of {exp!r}",
+                      f"02_train.py for {exp}")
+
+    def predicted(self, exp: str) -> Record:
+        """The record of an experiment's test predictions."""
+        return Record(self.preds(exp).with_suffix(".record.json"), self.root, f"test predictions of {exp!r}",
+                      f"03_infer.py for {exp}")
+
+    @property
+    def ensembled(self) -> Record:
+        """The record of the blend and submission."""
+        return Record(self.root / "ensemble.record.json", self.root, "ensemble", "04_ensemble.py")
+
     def require(self, path: Path, stage: str) -> Path:
         """Return ``path`` if it exists, else raise ``MissingArtifact`` saying to run ``stage``."""
         if not path.exists():
@@ -59,11 +94,17 @@ class Outputs:
         return path
 
     def load_competition(self) -> dict:
-        """The resolved competition config written by stage 00."""
-        return yaml.safe_load(self.require(self.competition, "00_prepare.py").read_text())
+        """The resolved competition config written by stage 00 (its record checked first)."""
+        self.prepared().require()
+        return yaml.safe_load(self.competition.read_text())
+
+    def has_test(self) -> bool:
+        """Whether stage 00 found a test set (its record lists ``test.csv``)."""
+        return "test.csv" in self.prepared().require()["members"]
 
     def load_split(self, split: str) -> pd.DataFrame:
         """``folds.csv`` (split ``train``) or ``test.csv`` (split ``test``) as a DataFrame."""
+        self.prepared().require()
         path = self.folds if split == "train" else self.test
         df = pd.read_csv(self.require(path, "00_prepare.py"), dtype={"id": str, "target": str, "group": str})
         if "target" in df:

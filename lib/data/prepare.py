@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ..core.config import check_classes
 from ..core.errors import ConfigError, InputError
-from ..core.utils import atomic_path, write_csv
+from ..core.paths import Outputs
+from ..core.utils import atomic_path, fingerprint, write_csv
 from . import audio, tasks
 from .folds import fold_table, groups_crossing_folds, make_folds
 
@@ -195,6 +196,21 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
     return [group_of(t, spec["regex"]) for t in texts]
 
 
+def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> None:
+    """Write ``folds.csv``, ``test.csv`` (removed when the competition has none) and
+    ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last."""
+    record = out.prepared()
+    record.begin(out.root)
+    write_csv(out.folds, folds)
+    if test is None:
+        out.test.unlink(missing_ok=True)
+    else:
+        write_csv(out.test, test)
+    with atomic_path(out.competition) as tmp:
+        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
+
+
 def prepare(cfg: dict, out_dir: str | Path) -> dict:
     """Validate the input described by competition config ``cfg``; write the stage-00 artifacts.
 
@@ -282,13 +298,9 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     if crossing:  # only a predefined fold column can do this; sklearn's group splitters cannot
         raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
 
-    write_csv(out_dir / "folds.csv", folds)
-    if test is not None:
-        test_out = pd.concat([test[["id", "path", "sample_rate", "duration_s", "channels"]], metas["test"]], axis=1)
-        write_csv(out_dir / "test.csv", test_out)
-    resolved = dict(cfg, native_sample_rate=rate)
-    with atomic_path(out_dir / "competition.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    test_out = None if test is None else pd.concat(
+        [test[["id", "path", "sample_rate", "duration_s", "channels"]], metas["test"]], axis=1)
+    _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     durations = folds["duration_s"].astype(float)
     return {
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),

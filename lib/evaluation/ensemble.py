@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.paths import MissingArtifact, Outputs
-from ..core.utils import write_csv, write_json
+from ..core.artifacts import check_inputs
+from ..core.errors import MissingArtifact
+from ..core.paths import Outputs
+from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
 from .metrics import score_all
 
@@ -49,10 +51,40 @@ def blend(probs: list[np.ndarray], weights) -> np.ndarray:
     return np.tensordot(np.asarray(weights, dtype=float), np.stack(probs), axes=1)
 
 
-def available_experiments(out: Outputs) -> list[str]:
-    """Experiments with an OOF file and (when the competition has a test set) test predictions, sorted."""
-    oof = {p.stem for p in (out.root / "oof").glob("*.csv")}
-    return sorted(e for e in oof if out.preds(e).exists() or not out.test.exists())
+def available_experiments(out: Outputs, allow_partial: bool = False) -> list[str]:
+    """Experiments whose training record is complete (and not partial, unless ``allow_partial``)
+    and, when the competition has a test set, whose test predictions come from that training
+    run; sorted. Sizes are checked, not hashes (:func:`run_ensemble` verifies what it blends)."""
+    names = []
+    for path in sorted((out.root / "models").glob("*/record.json")):
+        exp = path.parent.name
+        trained = out.trained(exp).check(hashes=False)[0]
+        if trained is None or (trained["info"]["partial"] and not allow_partial):
+            continue
+        if out.has_test():
+            pred = out.predicted(exp).check(hashes=False)[0]
+            if pred is None or pred["inputs"].get("train") != trained["id"]:
+                continue
+        names.append(exp)
+    return names
+
+
+def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial: bool = False) -> tuple[dict, dict | None]:
+    """The verified records of ``exp``'s training and (``with_test``) test predictions.
+
+    Raises ``MissingArtifact`` naming the stage to run when the training is missing, incomplete,
+    partial (unless ``allow_partial``), or when the test predictions are missing or were made by
+    another training run than the current one.
+    """
+    trained = out.trained(exp).require()
+    if trained["info"]["partial"] and not allow_partial:
+        raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "
+                              f"run 02_train.py for {exp} (or pass --allow-partial to blend it anyway)")
+    if not with_test:
+        return trained, None
+    pred = out.predicted(exp).require()
+    check_inputs(pred, {"train": trained["id"]}, f"test predictions of {exp!r}", f"03_infer.py for {exp}")
+    return trained, pred
 
 
 SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
@@ -96,10 +128,13 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
 
 
 def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str = "softmax",
-                 temperature: float = 0.01) -> dict:
+                 temperature: float = 0.01, allow_partial: bool = False) -> dict:
     """Blend experiments' OOF and test probabilities; write ``submission.csv`` and ``ensemble.json``.
 
-    ``experiments``: names to use (default: every experiment with OOF and test predictions).
+    ``experiments``: names to use (default: every experiment with complete training and current
+    test predictions). Every experiment's training and predictions are verified through their
+    records (:func:`verified_predictions`); a partial experiment (folds missing) is refused
+    unless ``allow_partial``. The result is written under ``ensemble.record.json``.
     Without a test set (or a ``submission`` section) only the OOF blend is scored and no
     submission is written. Returns ``{"table": DataFrame(experiment, oof scores, weight),
     "blend": {metric: score}, "submission": DataFrame or None, ...}``.
@@ -107,16 +142,19 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     ``ValueError`` when the experiments' OOF rows differ (different folds or subsets).
     """
     comp = out.load_competition()
-    experiments = experiments or available_experiments(out)
-    with_test = out.test.exists()
+    experiments = experiments or available_experiments(out, allow_partial)
+    with_test = out.has_test()
     if not experiments:
-        raise MissingArtifact(f"{out.root}: no experiment has both oof/ and preds/ files: run 02_train.py and 03_infer.py first")
+        raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
+                              f"run 02_train.py and 03_infer.py first")
     cols = tasks.prob_columns(comp)
-    oofs, preds = [], []
+    oofs, preds, inputs = [], [], {}
     for exp in experiments:
-        oofs.append(pd.read_csv(out.require(out.oof(exp), f"02_train.py for {exp}"), dtype={"id": str, "target": str}))
+        trained, pred = verified_predictions(out, exp, with_test, allow_partial)
+        inputs[exp] = trained["id"]
+        oofs.append(pd.read_csv(out.oof(exp), dtype={"id": str, "target": str}))
         if with_test:
-            preds.append(pd.read_csv(out.require(out.preds(exp), f"03_infer.py for {exp}"), dtype={"id": str}))
+            preds.append(pd.read_csv(out.preds(exp), dtype={"id": str}))
     for exp, o in zip(experiments, oofs):
         if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
             raise ValueError(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
@@ -133,8 +171,16 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     submission = None
     if with_test and comp.get("submission"):
         submission = make_submission(comp, preds[0]["id"], blend([p[cols].to_numpy() for p in preds], weights))
+    record = out.ensembled
+    record.begin()
+    members = [out.root / "ensemble.json"]
+    if submission is None:
+        out.submission.unlink(missing_ok=True)  # never left beside a newer blend it does not belong to
+    else:
         write_csv(out.submission, submission)
+        members.append(out.submission)
     write_json(out.root / "ensemble.json", {"method": method, "temperature": temperature, "metric": metric,
                                             "experiments": table.to_dict("records"), "blend": blend_scores})
+    record.commit(members, fingerprint(method, temperature, inputs), inputs=inputs)
     return {"table": table, "blend": blend_scores, "metric": metric, "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}

@@ -1,74 +1,101 @@
-"""Stage 03 core: predict the test set with every fold model and average the probabilities."""
+"""Stage 03 core: predict the test set with every fold model and average the probabilities.
+
+What is predicted with comes from the experiment's training record alone
+(``models/<exp>/record.json``, :mod:`lib.core.artifacts`): its fold models and the fully
+resolved config it was trained with (``models/<exp>/config.yaml``), never the experiment file as
+it is on disk now. Checkpoints load with ``torch.load(weights_only=True)``: they hold tensors
+and plain values only, so loading a model folder someone shared runs no code of theirs.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from tqdm.auto import tqdm
 
-from ..core.paths import MissingArtifact, Outputs
+from ..core.errors import MissingArtifact
+from ..core.paths import Outputs
 from ..core.utils import fingerprint, get_device, read_json, write_csv, write_json
 from ..data import tasks
+from ..data.metadata import MetadataEncoder
 from ..data.windows import WindowData
 from ..models import build_model
 from ..training.precision import place_model
 from .predict import predict_recordings
 
 
-def load_fold_models(out: Outputs, exp: str, device) -> tuple[dict, list[tuple[dict, torch.nn.Module]]]:
-    """Load the fold models of the last training run of ``exp`` (the folds its ``scores.json`` lists).
+def trained_experiment(out: Outputs, exp: str) -> tuple[dict, dict]:
+    """The verified training record of ``exp`` and the config it was trained with.
 
-    Returns ``(scores, [(checkpoint, model in eval mode), ...])``; a checkpoint holds the fold,
-    the metadata encoder fitted on its training rows and the input settings. Raises
-    ``MissingArtifact`` naming ``02_train.py`` when the experiment has not been trained.
+    Returns ``(record, config)``. Raises ``MissingArtifact`` naming ``02_train.py`` when the
+    experiment was never trained, its last run did not finish, or a file of it changed.
     """
-    scores = read_json(out.model_dir(exp) / "scores.json")
-    if scores is None:
-        raise MissingArtifact(f"{out.model_dir(exp)}: no trained models: run 02_train.py for {exp} first")
+    rec = out.trained(exp).require()
+    return rec, yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())
+
+
+def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
+                     ) -> list[tuple[dict, torch.nn.Module]]:
+    """Load the fold models of the training record of ``exp`` (``record``: already verified).
+
+    Returns ``[(checkpoint, model in eval mode on device), ...]`` per fold; a checkpoint holds
+    the fold, the metadata encoder's state fitted on its training rows and the input settings.
+    Raises ``MissingArtifact`` naming ``02_train.py`` when the experiment is not (fully) trained.
+    """
+    record = record or out.trained(exp).require()
     models = []
-    for fold in (f["fold"] for f in scores["folds"]):
-        ckpt = torch.load(out.require(out.model_dir(exp) / f"fold{fold}.pt", f"02_train.py for {exp}"),
-                          map_location="cpu", weights_only=False)
+    for fold in record["info"]["folds"]:
+        ckpt = torch.load(out.model_dir(exp) / f"fold{fold}.pt", map_location="cpu", weights_only=True)
         model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"])
         model.load_state_dict(ckpt.pop("state_dict"))
         place_model(model, device)
         models.append((ckpt, model.eval()))
-    return scores, models
+    return models
 
 
-def infer_experiment(cfg: dict, out: Outputs, force: bool = False) -> dict:
-    """Predict the test set with every fold model of ``cfg`` and average the probabilities.
+def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = "auto") -> dict:
+    """Predict the test set with every fold model of experiment ``exp`` and average the probabilities.
 
     Each model predicts every window of each test recording; windows are aggregated per
     recording (``audio.aggregate``), then the folds' recording probabilities are averaged.
-    Writes ``preds/<exp>.csv`` (id, fold = -1, ``p_<class>`` ...) in ``test.csv`` order, and
-    ``preds/<exp>.json`` (the folds used, mean probabilities, a fingerprint of models and features).
-    Returns a summary dict (``skipped`` when the predictions are up to date; ``no_test`` when the
-    competition has no test set, in which case nothing is written).
+    Writes ``preds/<exp>.csv`` (id, fold = -1, ``p_<class>`` ...) in ``test.csv`` order and
+    ``preds/<exp>.json`` (the folds used, mean probabilities) under the record
+    ``preds/<exp>.record.json``, which names the training run they came from. Returns a summary
+    dict (``skipped`` when the predictions are up to date; ``no_test`` when the competition has no
+    test set, in which case nothing is written; ``partial`` when the experiment lacks folds).
+    Raises ``MissingArtifact`` when the training is missing or incomplete, or when the feature
+    set changed since training (naming the stage to run again).
     """
+    if not out.has_test():
+        return {"experiment": exp, "no_test": True, "skipped": True}
     comp = out.load_competition()
-    if not out.test.exists():
-        return {"experiment": cfg["name"], "no_test": True, "skipped": True}
+    trained, cfg = trained_experiment(out, exp)
     test_df = out.load_split("test")
-    device = get_device(cfg["train"]["device"])
-    trained, models = load_fold_models(out, cfg["name"], device)
-    # the feature set and inputs the models were trained on (a --set at training time included)
-    inputs = trained["config"].get("inputs", {"audio_scalars": True})
-    data = WindowData.load(out, trained["config"]["features"]["set"], "test", test_df, comp, device,
-                           inputs["audio_scalars"])
-    key = fingerprint(trained["fingerprint"], data.manifest["fingerprint"], fingerprint(test_df.values.tolist()))
-    marker = out.preds(cfg["name"]).with_suffix(".json")
-    if not force and out.preds(cfg["name"]).exists() and (read_json(marker) or {}).get("fingerprint") == key:
-        return dict(read_json(marker), skipped=True)
+    device = get_device(device)
+    data = WindowData.load(out, cfg["features"]["set"], "test", test_df, comp, device, cfg["inputs"]["audio_scalars"])
+    if trained["inputs"]["features"] != data.manifest["record"]:
+        raise MissingArtifact(f"feature set {cfg['features']['set']!r} was rebuilt after {exp!r} was trained "
+                              f"(stale models): run 02_train.py for {exp}")
+    key = fingerprint(trained["id"], data.manifest["record"], test_df.values.tolist())
+    record = out.predicted(exp)
+    if not force and record.check(key)[0] is not None:
+        return dict(read_json(out.preds(exp).with_suffix(".json")), skipped=True)
+    record.begin(out.preds(exp).parent)
+    models = load_fold_models(out, exp, device, trained)
     probs = np.zeros((len(test_df), len(comp["classes"])))
     recs = np.arange(len(test_df))
-    for ckpt, model in tqdm(models, desc=f"{cfg['name']} test", unit="fold", leave=False):
-        data.set_metadata(ckpt.get("metadata_encoder"), test_df)
+    for ckpt, model in tqdm(models, desc=f"{exp} test", unit="fold", leave=False):
+        state = ckpt.get("metadata_encoder")
+        data.set_metadata(None if state is None else MetadataEncoder.from_state(state), test_df)
         probs += predict_recordings(model, data, recs, comp)[0] / len(models)
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
-    summary = {"experiment": cfg["name"], "rows": len(preds), "windows": len(data.rec), "folds": [m[0]["fold"] for m in models],
-               "mean_probs": {c: round(float(p), 4) for c, p in zip(tasks.prob_columns(comp), probs.mean(0))}, "fingerprint": key}
-    write_csv(out.preds(cfg["name"]), preds)
-    write_json(marker, summary)
+    summary = {"experiment": exp, "rows": len(preds), "windows": len(data.rec), "folds": trained["info"]["folds"],
+               "partial": trained["info"]["partial"],
+               "mean_probs": {c: round(float(p), 4) for c, p in zip(tasks.prob_columns(comp), probs.mean(0))}}
+    write_csv(out.preds(exp), preds)
+    write_json(out.preds(exp).with_suffix(".json"), summary)
+    record.commit([out.preds(exp), out.preds(exp).with_suffix(".json")], key,
+                  inputs={"train": trained["id"], "features": data.manifest["record"]}, info=summary)
     return dict(summary, skipped=False)

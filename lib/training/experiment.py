@@ -1,100 +1,216 @@
-"""Stage 02 core: train every fold of an experiment; write checkpoints, OOF predictions, scores."""
+"""Stage 02 core: train the folds of an experiment, merge them, and record what was trained how.
+
+Every finished fold is a result of its own (``models/<exp>/fold<k>.pt``, ``fold<k>_oof.npy``,
+``fold<k>_log.csv`` under ``fold<k>.record.json``, :mod:`lib.core.artifacts`), so:
+
+* a finished fold is never trained again while its key (the experiment's config without its
+  run-only keys, the folds table, the feature set's record, the competition's task and metrics)
+  is unchanged, and it survives a failure in a later fold;
+* an interrupted fold resumes from its last finished epoch (``fold<k>.state.pt``, written after
+  every epoch by :func:`lib.training.loop.train_fold`);
+* folds trained in separate runs (``--set train.folds=[k]``, on other days or machines) merge
+  into one OOF file and one score table; until every fold is there, the experiment's record
+  says ``partial`` and ``04_ensemble.py`` refuses it unless told otherwise.
+
+The experiment's own record (``models/<exp>/record.json``) is removed when a run starts and
+written when its folds are merged; it lists every fold file, ``oof/<exp>.csv``,
+``scores.json``, ``log.csv``, ``curves.png``, ``config.yaml`` (the fully resolved experiment
+config, which ``03_infer.py`` reads) and ``run.json`` (per fold: library versions, the
+project's git commit, device, precision, host, command).
+"""
 from __future__ import annotations
 
+import copy
+import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from sklearn.metrics import confusion_matrix
 
+from ..core.config import ROOT
+from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import (
-    atomic_path,
-    fingerprint,
-    format_seconds,
-    get_device,
-    read_json,
-    write_csv,
-    write_json,
-)
+from ..core.utils import atomic_path, fingerprint, format_seconds, get_device, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
 from ..data.windows import WindowData
 from ..evaluation.metrics import score_all
 from ..evaluation.reports import plot_history
 from .loop import train_fold
+from .precision import cpu_bf16
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+RUN_ONLY = ("folds", "device", "compile")
+"""``train.*`` keys that choose how and where folds run, not what is trained: they are left out
+of the experiment's key, so folds trained with different values merge."""
 
 
-def experiment_fingerprint(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict) -> str:
-    """Fingerprint of what a trained experiment depends on: config, folds (with metadata), feature
-    cache, and the competition's task, classes, metrics, aggregation and metadata columns."""
+def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict) -> str:
+    """Fingerprint of what an experiment's models depend on: the config (without its name and
+    :data:`RUN_ONLY` keys), the folds table (ids, targets, groups, folds, metadata), the feature
+    set's record id, and the competition's task, classes, metrics, aggregation and metadata."""
+    what = copy.deepcopy(cfg)
+    what.pop("name", None)
+    for k in RUN_ONLY:
+        what["train"].pop(k, None)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
-    return fingerprint(FORMAT_VERSION, cfg, folds_df.drop(columns=["path"]).values.tolist(), manifest["fingerprint"],
+    return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
                        {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"])
 
 
-def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) -> dict:
-    """Train every fold of experiment ``cfg``; write checkpoints, OOF predictions, scores, log and plot.
+def environment(device: torch.device, amp: bool) -> dict:
+    """Where and how a fold was trained: library versions, the project's git commit (with
+    ``+dirty`` when files differ from it; ``None`` outside a git checkout), device, precision,
+    host and command line."""
+    import librosa
+    import sklearn
 
-    Writes ``models/<exp>/fold<k>.pt``, ``models/<exp>/scores.json``, ``models/<exp>/log.csv``,
-    ``models/<exp>/curves.png`` and ``oof/<exp>.csv`` (id, fold, target, ``p_<class>`` ...).
-    Returns the scores dict (with ``"skipped": True`` when an up-to-date result was reused).
-    Raises ``MissingArtifact`` naming the stage to run when stage 00 or 01 outputs are missing.
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = commit and commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    if device.type == "cuda":
+        name, bf16 = torch.cuda.get_device_name(device), amp
+    else:
+        name, bf16 = platform.processor() or platform.machine(), amp and cpu_bf16()
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "sklearn": sklearn.__version__, "librosa": librosa.__version__, "pandas": pd.__version__,
+            "git_commit": commit, "device": f"{device.type}: {name}",
+            "precision": "bfloat16 autocast (training)" if bf16 else "float32", "host": platform.node(),
+            "command": " ".join(sys.argv)}
+
+
+def _fold_files(out: Outputs, exp: str, fold: int) -> dict:
+    d = out.model_dir(exp)
+    return {"model": d / f"fold{fold}.pt", "oof": d / f"fold{fold}_oof.npy", "log": d / f"fold{fold}_log.csv",
+            "state": d / f"fold{fold}.state.pt"}
+
+
+def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) -> dict:
+    """Train the folds of experiment ``cfg`` that are not finished yet, then merge every finished
+    fold into the OOF predictions, scores, log and plot.
+
+    ``cfg['train']['folds']`` (``None``: all) chooses the folds of this run; ``force`` retrains
+    them even when finished. Writes ``models/<exp>/...`` and ``oof/<exp>.csv`` (id, fold, target,
+    ``p_<class>`` ...; the rows of the finished folds). Returns the scores dict with
+    ``"skipped"`` (nothing to do), ``"partial"`` (some folds missing), ``"missing_folds"`` and
+    per fold ``"status"`` (``trained``, ``resumed from epoch k``, ``finished earlier``).
+    Raises ``MissingArtifact`` naming the stage to run when stage 00 or 01 outputs are missing or
+    stale, ``TrainingError`` when a fold cannot be trained (finished folds are kept).
     """
     comp = out.load_competition()
     folds_df = out.load_split("train")
-    model_dir = out.model_dir(cfg["name"])
+    name = cfg["name"]
+    model_dir = out.model_dir(name)
     device = get_device(cfg["train"]["device"])
     data = WindowData.load(out, cfg["features"]["set"], "train", folds_df, comp, device, cfg["inputs"]["audio_scalars"])
-    key = experiment_fingerprint(cfg, folds_df, data.manifest, comp)
-    old = read_json(model_dir / "scores.json")
-    if old and old.get("fingerprint") == key and not force and out.oof(cfg["name"]).exists():
-        return dict(old, skipped=True)
-    fold_ids = [int(k) for k in (cfg["train"]["folds"] if cfg["train"]["folds"] is not None
-                                 else sorted(folds_df["fold"].unique()))]
-    folds = folds_df["fold"].to_numpy()
+    key = experiment_key(cfg, folds_df, data.manifest, comp)
+    all_folds = sorted(int(k) for k in folds_df["fold"].unique())
+    wanted = all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
+    record = out.trained(name)
+    old, _ = record.check(key)
+    if old is not None and not force and set(wanted) <= set(old["info"]["folds"]):
+        return dict(read_json(model_dir / "scores.json"), skipped=True)
     meta_cols = sum(metadata_columns(comp), []) if cfg["inputs"]["metadata"] else []
-    log(f"experiment {cfg['name']}: model {cfg['model']['name']}, features {cfg['features']['set']} "
+    log(f"experiment {name}: model {cfg['model']['name']}, features {cfg['features']['set']} "
         f"{data.manifest['spec_shape']} + {data.n_scalars} audio scalars"
         f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(folds_df)} recordings in {len(data.rec)} windows; "
-        f"{len(fold_ids)} folds, device {device}")
+        f"folds {wanted} of {len(all_folds)}, device {device}")
+    record.begin(model_dir, out.oof(name).parent)
     t0 = time.time()
-    oof = np.full((len(folds_df), len(comp["classes"])), np.nan)
-    infos, history = [], []
-    for fold in fold_ids:
-        ckpt, info, probs, hist = train_fold(cfg, comp, data, folds_df, fold, device, log)
+    status = {}
+    for fold in wanted:
+        fkey, files, frec = fingerprint(key, fold), _fold_files(out, name, fold), out.fold_record(name, fold)
+        if not force and frec.check(fkey)[0] is not None:
+            status[fold] = "finished earlier"
+            log(f"fold {fold}: finished earlier with the same settings, kept ({frec.path.name})")
+            continue
+        if force:
+            files["state"].unlink(missing_ok=True)
+        ckpt, info, probs, hist = train_fold(cfg, comp, data, folds_df, fold, device, log,
+                                             state_path=files["state"], state_key=fkey)
+        frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
         ckpt.update(model=cfg["model"], features=cfg["features"], inputs=cfg["inputs"], manifest=data.manifest,
                     comp={k: comp[k] for k in ("task", "classes", "positive") if k in comp}, **info)
-        with atomic_path(model_dir / f"fold{fold}.pt") as tmp:
+        with atomic_path(files["model"]) as tmp:
             torch.save(ckpt, tmp)
-        oof[folds == fold] = probs
-        infos.append(info)
-        history += hist
+        with atomic_path(files["oof"]) as tmp:
+            np.save(tmp, probs)
+        write_csv(files["log"], pd.DataFrame(hist))
+        info = dict(info, n_parameters=ckpt["n_parameters"], environment=environment(device, cfg["train"]["amp"]))
+        frec.commit([files["model"], files["oof"], files["log"]], fkey, inputs={"features": data.manifest["record"]},
+                    info=info)
+        files["state"].unlink(missing_ok=True)
+        resumed = info.get("resumed_from_epoch", 0)
+        status[fold] = f"resumed from epoch {resumed}" if resumed else "trained"
         log(f"fold {fold}: best epoch {info['best_epoch']}  " +
-            "  ".join(f"{m} {info[m]:.4f}" for m in comp["metrics"]) + f"  ({format_seconds(info['seconds'])})")
-    done = np.isin(folds, fold_ids)
-    oof_df = pd.DataFrame({"id": folds_df["id"], "fold": folds, "target": folds_df["target"]})
-    oof_df[tasks.prob_columns(comp)] = oof
-    oof_df = oof_df[done].reset_index(drop=True)
-    y = tasks.class_index(oof_df["target"], comp)
-    oof_probs = oof_df[tasks.prob_columns(comp)].to_numpy()
-    overall = score_all(comp["metrics"], y, oof_probs)
-    confusion = None if comp["task"] == "multilabel" else {"classes": comp["classes"], "rows_true_cols_pred":
-                                                           confusion_matrix(y, oof_probs.argmax(1), labels=range(len(comp["classes"]))).tolist()}
-    per_fold = pd.DataFrame(infos)
-    scores = {
-        "experiment": cfg["name"], "metric": comp["metric"], "oof": overall,
-        "fold_mean": per_fold[comp["metrics"]].mean().to_dict(), "fold_std": per_fold[comp["metrics"]].std().to_dict(),
-        "folds": infos, "confusion": confusion,
-        "n_parameters": ckpt["n_parameters"], "device": str(device), "seconds": time.time() - t0,
-        "fingerprint": key, "config": cfg,
-    }
-    write_csv(model_dir / "log.csv", pd.DataFrame(history))
-    write_csv(out.oof(cfg["name"]), oof_df)
-    plot_history(pd.DataFrame(history), comp["metric"], model_dir / "curves.png", cfg["name"])
-    write_json(model_dir / "scores.json", scores)
+            "  ".join(f"{m} {info[m]:.4f}" for m in comp["metrics"]) + f"  ({format_seconds(info['seconds'])})"
+            + (f", resumed from epoch {resumed}" if resumed else ""))
+    scores = merge_folds(cfg, out, comp, folds_df, key, data.manifest["record"], all_folds, device)
+    scores["status"] = {int(k): v for k, v in status.items()}
+    scores["run_seconds"] = time.time() - t0
     return dict(scores, skipped=False)
 
+
+def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, features_id: str,
+                all_folds: list[int], device) -> dict:
+    """Merge every finished fold of ``cfg``'s experiment (those whose record holds ``key``) into
+    ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``curves.png``, ``config.yaml`` and
+    ``run.json``, then write the experiment's record (``partial`` while folds are missing).
+    Returns the scores dict. Raises ``MissingArtifact`` when no fold is finished."""
+    name = cfg["name"]
+    model_dir = out.model_dir(name)
+    done = {f: r for f in all_folds if (r := out.fold_record(name, f).check(fingerprint(key, f))[0]) is not None}
+    if not done:
+        raise MissingArtifact(f"{model_dir}: no fold of {name!r} is finished: run 02_train.py for {name}")
+    folds = folds_df["fold"].to_numpy()
+    oof = np.full((len(folds_df), len(comp["classes"])), np.nan)
+    history = []
+    for f in done:
+        oof[folds == f] = np.load(_fold_files(out, name, f)["oof"])
+        history.append(pd.read_csv(_fold_files(out, name, f)["log"]))
+    rows = np.isin(folds, list(done))
+    oof_df = pd.DataFrame({"id": folds_df["id"], "fold": folds, "target": folds_df["target"]})
+    oof_df[tasks.prob_columns(comp)] = oof
+    oof_df = oof_df[rows].reset_index(drop=True)
+    y = tasks.class_index(oof_df["target"], comp)
+    probs = oof_df[tasks.prob_columns(comp)].to_numpy()
+    infos = [{k: v for k, v in r["info"].items() if k != "environment"} for r in done.values()]
+    per_fold = pd.DataFrame(infos)
+    missing = [f for f in all_folds if f not in done]
+    confusion = None if comp["task"] == "multilabel" else {
+        "classes": comp["classes"],
+        "rows_true_cols_pred": confusion_matrix(y, probs.argmax(1), labels=range(len(comp["classes"]))).tolist()}
+    scores = {
+        "experiment": name, "metric": comp["metric"], "oof": score_all(comp["metrics"], y, probs),
+        "fold_mean": per_fold[comp["metrics"]].mean().to_dict(), "fold_std": per_fold[comp["metrics"]].std().to_dict(),
+        "folds": infos, "partial": bool(missing), "missing_folds": missing, "confusion": confusion,
+        "n_parameters": infos[0]["n_parameters"], "device": str(device),
+        "seconds": float(per_fold["seconds"].sum()), "key": key, "config": cfg,
+    }
+    history = pd.concat(history, ignore_index=True)
+    paths = {"oof": out.oof(name), "scores": model_dir / "scores.json", "log": model_dir / "log.csv",
+             "curves": model_dir / "curves.png", "config": model_dir / "config.yaml", "run": model_dir / "run.json"}
+    write_csv(paths["log"], history)
+    write_csv(paths["oof"], oof_df)
+    plot_history(history, comp["metric"], paths["curves"], name)
+    with atomic_path(paths["config"]) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_json(paths["run"], {f"fold{f}": r["info"].get("environment") for f, r in done.items()})
+    write_json(paths["scores"], scores)
+    members = [p for p in paths.values() if p.exists()]
+    for f in done:
+        fold_files = _fold_files(out, name, f)
+        members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
+    out.trained(name).commit(members, key, inputs={"features": features_id},
+                             info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
+    return scores

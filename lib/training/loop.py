@@ -90,7 +90,8 @@ def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, devi
     return loss.detach()
 
 
-def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fold: int, device, log=print):
+def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fold: int, device, log=print,
+               state_path=None, state_key: str = ""):
     """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
 
     ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set. Each epoch

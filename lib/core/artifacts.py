@@ -1,0 +1,148 @@
+"""Results made of several files, and when they are complete: one mechanism for every stage.
+
+A stage's result is several files (stage 00's tables; a feature set's arrays; an experiment's
+fold models, OOF file and scores; test predictions; the submission). Each result has a
+*record*, a small JSON file beside it that lists every member file with its size and SHA-256,
+the *key* of what the result was made from (a fingerprint of the inputs and settings), the ids
+of the upstream records it read, and free-form ``info``. The protocol, the same in every stage:
+
+1. :meth:`Record.begin`: the record is removed FIRST (so an interrupted rebuild leaves nothing
+   marked complete) and temporary files left by killed writers are removed;
+2. the member files are written, each atomically (:func:`lib.core.utils.atomic_path`);
+3. :meth:`Record.commit`: the record is written LAST, atomically, with the members' hashes.
+
+A result is *up to date* when its record exists, its key equals the key computed now, and every
+member still has the recorded size and hash (:meth:`Record.check`). Its *id* is a hash of its
+key and members' hashes: a feature set rebuilt identically keeps its id and leaves the models
+trained on it up to date (a training run always gets a new id: its records hold times). A consumer never reads members without the record
+(:meth:`Record.require`), and checks that the upstream ids it was made from are the current
+ones (:func:`check_inputs`): predictions made by an older training run are refused, naming the
+stage to run again. Hashing runs at about 1.7 GB/s on one core of the 2-core Xeon (the 1.4 GB
+seed9 training cache: under 1 s).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MissingArtifact
+from .utils import fingerprint, write_json
+
+_NOT_BUILT = "not built yet, or its last build did not finish"
+_TEMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp(\.\w+)?$")  # atomic_path's names: .<stem>.<pid>.<random>.tmp<suffix>
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes (read in chunks; about 1.7 GB/s here)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Remove the temporary files of :func:`lib.core.utils.atomic_path` in ``folder`` whose
+    writing process no longer exists (killed before it could clean up). Returns how many."""
+    removed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for p in folder.iterdir():
+        m = _TEMP.match(p.name)
+        if m and not _alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Record:
+    """The record of one result: ``path`` (the JSON file), ``root`` (member paths are stored
+    relative to it: the output folder), ``what`` (for messages, e.g. ``"feature set log_mel64"``)
+    and ``stage`` (the command that makes it, e.g. ``"01_features.py configs/cnn_small.yaml"``)."""
+
+    path: Path
+    root: Path
+    what: str
+    stage: str
+
+    def read(self) -> dict | None:
+        """The record as written, or ``None`` when there is none (or it is unreadable)."""
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def check(self, key: str | None = None, hashes: bool = True) -> tuple[dict | None, str]:
+        """``(record, "")`` when the result is complete (and made with ``key``, when given),
+        else ``(None, reason)``. ``hashes=False`` checks sizes only (for a quick look)."""
+        rec = self.read()
+        if rec is None:
+            return None, _NOT_BUILT
+        if key is not None and rec.get("key") != key:
+            return None, "built from other inputs or settings"
+        for rel, m in rec["members"].items():
+            p = self.root / rel
+            if not p.is_file():
+                return None, f"{rel} is missing"
+            if p.stat().st_size != m["size"]:
+                return None, f"{rel} has changed size (truncated or rewritten)"
+            if hashes and file_hash(p) != m["sha256"]:
+                return None, f"{rel} has changed since it was written"
+        return rec, ""
+
+    def require(self, key: str | None = None) -> dict:
+        """The verified record; raises ``MissingArtifact`` saying why and which stage to run."""
+        rec, why = self.check(key)
+        if rec is None:
+            when = "first" if why == _NOT_BUILT else "again"
+            raise MissingArtifact(f"{self.what}: {why} ({self.path}): run {self.stage} {when}")
+        return rec
+
+    def begin(self, *folders: str | os.PathLike) -> None:
+        """Start (re)building: remove the record, then stale temporaries in ``folders`` and in
+        the record's own folder."""
+        self.path.unlink(missing_ok=True)
+        for folder in {self.path.parent, *map(Path, folders)}:
+            remove_stale_temporaries(folder)
+
+    def commit(self, members, key: str, inputs: dict | None = None, info: dict | None = None) -> dict:
+        """Hash ``members`` (paths), write the record last and return it.
+
+        ``inputs``: ``{name: upstream record id}`` this result was made from; ``info``: anything
+        JSON-serialisable the consumers or a person may want (shapes, scores, partial folds).
+        """
+        files = {}
+        for p in members:
+            p = Path(p)
+            files[str(p.resolve().relative_to(self.root.resolve()))] = {"size": p.stat().st_size, "sha256": file_hash(p)}
+        rec = {"what": self.what, "key": key, "id": fingerprint(key, files), "members": files,
+               "inputs": inputs or {}, "info": info or {},
+               "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        write_json(self.path, rec)
+        return rec
+
+
+def check_inputs(rec: dict, current: dict[str, str], what: str, stage: str) -> None:
+    """Check that a record was made from the ``current`` upstream ids (``{name: id}``).
+
+    Raises ``MissingArtifact`` naming the stale result, the upstream that changed and ``stage``
+    (the command that rebuilds it) when one differs.
+    """
+    for name, rid in current.items():
+        if rec.get("inputs", {}).get(name) != rid:
+            raise MissingArtifact(f"{what} was made from an older {name} result than the current one "
+                                  f"(stale): run {stage}")

@@ -1,0 +1,248 @@
+"""Results that never mix: records, interrupted stages (really killed subprocesses), stale inputs,
+folds trained in separate runs. On a generated toy competition (12 clips of 0.5 s, 2 folds)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+from conftest import ROOT, make_toy_competition
+
+from lib.core.artifacts import Record, remove_stale_temporaries
+from lib.core.errors import MissingArtifact
+from lib.core.paths import Outputs
+from lib.core.utils import atomic_path
+
+TINY = {"features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
+        "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8}},
+        "train": {"epochs": 3, "batch_size": 4, "patience": 10, "device": "cpu"}}
+
+
+def _stage(*args, check=True):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def _kill_when(args, needle: str, stream: str = "stdout", timeout: float = 120) -> str:
+    """Run a stage, SIGKILL it as soon as ``needle`` appears in its output; returns the output."""
+    p = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen, hit = [], threading.Event()
+
+    def watch(pipe):
+        while ch := pipe.read(1):
+            seen.append(ch)
+            if needle in "".join(seen[-len(needle) - 200:]):
+                hit.set()
+
+    for pipe in (p.stdout, p.stderr):
+        threading.Thread(target=watch, args=(pipe,), daemon=True).start()
+    assert hit.wait(timeout), "".join(seen)[-2000:]
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    return "".join(seen)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """A prepared toy competition: ``(output folder, experiment config path, Outputs)``."""
+    make_toy_competition(tmp_path / "data")
+    out = tmp_path / "out"
+    _stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    exp = tmp_path / "toy_exp.yaml"
+    exp.write_text(yaml.safe_dump(TINY))
+    _stage("01_features.py", exp, "--output-dir", out)
+    return out, exp, Outputs(out)
+
+
+def test_record_protocol(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("one")
+    b.write_text("two")
+    rec = Record(tmp_path / "r.json", tmp_path, "thing", "make.py")
+    with pytest.raises(MissingArtifact, match="thing: not built yet.*run make.py first"):
+        rec.require()
+    r = rec.commit([a, b], "k1", inputs={"up": "x"})
+    assert rec.require("k1")["id"] == r["id"] and rec.check("k2")[1] == "built from other inputs or settings"
+    b.write_text("TWO")  # same size, other content
+    assert rec.check("k1") == (None, "b.txt has changed since it was written")
+    b.write_text("tw")
+    assert "changed size" in rec.check("k1")[1]
+    b.unlink()
+    with pytest.raises(MissingArtifact, match="b.txt is missing.*run make.py again"):
+        rec.require("k1")
+    rec.begin()
+    assert not rec.path.exists()
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from lib.core.utils import atomic_path\n"
+            "with atomic_path(sys.argv[2]) as tmp:\n    tmp.write_text('half'); os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path / "x.npy")])
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".x.") and not (tmp_path / "x.npy").exists()
+    with atomic_path(tmp_path / "y.npy") as tmp:  # a live writer's temporary is kept
+        assert remove_stale_temporaries(tmp_path) == 1 and tmp.exists()
+        tmp.write_text("done")
+    assert [p.name for p in tmp_path.iterdir()] == ["y.npy"]
+
+
+def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, tmp_path):
+    out, exp, o = toy
+    _stage("02_train.py", exp, "--output-dir", out)
+    _stage("03_infer.py", exp, "--output-dir", out)
+    oof_a, preds_a = (out / "oof/toy_exp.csv").read_text(), (out / "preds/toy_exp.csv").read_text()
+    # the same experiment file edited (another learning rate), killed after its first fold
+    edited = dict(TINY, optimizer={"name": "adamw", "params": {"lr": 3e-3}})
+    exp.write_text(yaml.safe_dump(edited))
+    _kill_when(["02_train.py", exp, "--output-dir", out], "fold 0: best epoch")
+    assert not o.trained("toy_exp").path.exists()  # nothing marked complete
+    with pytest.raises(MissingArtifact, match="02_train.py"):
+        o.trained("toy_exp").require()
+    r = _stage("03_infer.py", exp, "--output-dir", out, "--force", check=False)
+    assert r.returncode == 1 and "run 02_train.py for toy_exp" in r.stderr
+    # back to the original settings: fold 1 (untouched) is kept, fold 0 retrained, nothing mixed
+    exp.write_text(yaml.safe_dump(TINY))
+    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "up to date" not in log and "fold 0: trained" in log and "fold 1: finished earlier" in log
+    assert (out / "oof/toy_exp.csv").read_text() == oof_a  # the same models as the first run, bit for bit
+    # a new training run: predicted again, with the same models the same predictions
+    assert "written" in _stage("03_infer.py", exp, "--output-dir", out).stdout
+    assert (out / "preds/toy_exp.csv").read_text() == preds_a
+    # retrain with other settings, skip 03: the ensemble refuses the old predictions
+    exp.write_text(yaml.safe_dump(edited))
+    _stage("02_train.py", exp, "--output-dir", out)
+    r = _stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "test predictions of 'toy_exp' was made from an older train result" in r.stderr
+    assert "run 03_infer.py for toy_exp" in r.stderr and not (out / "submission.csv").exists()
+    _stage("03_infer.py", exp, "--output-dir", out)
+    _stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    assert len(pd.read_csv(out / "submission.csv")) == 2
+
+
+def test_changed_members_are_noticed_and_merged_again_without_training(toy):
+    out, exp, o = toy
+    _stage("02_train.py", exp, "--output-dir", out)
+    scores = json.loads((out / "models/toy_exp/scores.json").read_text())
+    # a kill between the OOF file and scores.json leaves scores.json older than the OOF file
+    (out / "models/toy_exp/scores.json").write_text("{}")
+    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "fold 0: finished earlier" in log and "fold 1: finished earlier" in log and "up to date" not in log
+    assert json.loads((out / "models/toy_exp/scores.json").read_text())["oof"] == scores["oof"]
+    # a fold model that changed after training is noticed: that fold is trained again
+    with open(out / "models/toy_exp/fold1.pt", "ab") as f:
+        f.write(b"x")
+    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "fold 0: finished earlier" in log and "fold 1: trained" in log
+
+
+def test_feature_cache_checks(toy, tmp_path):
+    out, exp, o = toy
+    _stage("02_train.py", exp, "--output-dir", out)
+    assert "up to date" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    # a deleted windows file or a truncated spec file is not up to date, and 02 refuses it
+    (out / "features/lm/train_windows.npy").unlink()
+    r = _stage("02_train.py", exp, "--output-dir", out, check=False)
+    assert r.returncode == 1 and "train_windows.npy is missing" in r.stderr and "run 01_features.py again" in r.stderr
+    assert "built in" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    spec = out / "features/lm/test_spec.npy"
+    spec.write_bytes(spec.read_bytes()[:-10])
+    assert "built in" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    # rebuilt identically: the trained models stay up to date
+    assert "up to date" in _stage("02_train.py", exp, "--output-dir", out).stdout
+    # an audio file replaced by another of the same size, its modification time kept
+    wav = tmp_path / "data/train/s0_0.wav"
+    st = os.stat(wav)
+    y, sr = sf.read(wav, dtype="float32")
+    sf.write(wav, -y, sr)
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(wav).st_size == st.st_size
+    assert "built in" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "up to date" not in _stage("02_train.py", exp, "--output-dir", out).stdout
+
+
+SLOW_FEATURES = """
+import runpy, sys, time
+sys.path.insert(0, sys.argv[1])
+from lib.features import FEATURES
+from lib.features.log_mel import LogMel
+
+class SlowLogMel(LogMel):
+    def __call__(self, y, sr):
+        time.sleep(0.3)
+        return super().__call__(y, sr)
+
+FEATURES.register("log_mel")(SlowLogMel)   # the stage's own code, with a slow extractor
+sys.argv = sys.argv[2:]
+runpy.run_path("01_features.py", run_name="__main__")
+"""
+
+
+def test_feature_build_killed_in_the_test_split_is_never_taken_for_finished(toy, tmp_path):
+    out, exp, o = toy
+    before = {p.name: p.read_bytes() for p in (out / "features/lm").glob("*.npy")}
+    other = tmp_path / "other.yaml"  # another setting, the same cache folder
+    other.write_text(yaml.safe_dump(dict(TINY, features=dict(TINY["features"], params={"n_mels": 8}))))
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_FEATURES)
+    _kill_when([script, ROOT, "01_features.py", other, "--output-dir", out, "--workers", "1", "--force"],
+               "lm test:", stream="stderr")
+    assert not (out / "features/lm/record.json").exists()
+    log = _stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in log and "up to date" not in log
+    after = {p.name: p.read_bytes() for p in (out / "features/lm").glob("*.npy")}
+    assert after == before  # the original settings' cache again, whole; no temporaries left
+    assert not [p for p in (out / "features/lm").iterdir() if p.name.startswith(".")]
+
+
+def test_folds_trained_in_separate_runs_merge(toy):
+    out, exp, o = toy
+    log = _stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[1]").stdout
+    assert "PARTIAL: folds [0]" in log
+    oof = pd.read_csv(out / "oof/toy_exp.csv")
+    assert set(oof.fold) == {1}
+    _stage("03_infer.py", exp, "--output-dir", out)
+    r = _stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "partial" in r.stderr and "--allow-partial" in r.stderr
+    assert "blend" in _stage("04_ensemble.py", "toy_exp", "--output-dir", out, "--allow-partial").stdout
+    log = _stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[0]").stdout
+    assert "fold 0: trained" in log and "PARTIAL" not in log
+    assert set(pd.read_csv(out / "oof/toy_exp.csv").fold) == {0, 1}
+    r = _stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "run 03_infer.py for toy_exp" in r.stderr  # predictions of the partial run
+    _stage("03_infer.py", exp, "--output-dir", out)
+    _stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    rec = o.trained("toy_exp").require()
+    assert rec["info"] == {"folds": [0, 1], "partial": False, "missing_folds": []}
+    run = json.loads((out / "models/toy_exp/run.json").read_text())
+    assert {"fold0", "fold1"} == set(run) and run["fold0"]["torch"] and "precision" in run["fold0"]
+    assert yaml.safe_load((out / "models/toy_exp/config.yaml").read_text())["model"]["name"] == "cnn"
+
+
+def test_training_killed_mid_fold_resumes(toy, tmp_path):
+    out, exp, o = toy
+    long = dict(TINY, train=dict(TINY["train"], epochs=5))
+    exp.write_text(yaml.safe_dump(long))
+    ref = tmp_path / "ref"  # an uninterrupted run of the same experiment, for comparison
+    ref.mkdir()
+    for name in ("folds.csv", "test.csv", "competition.yaml", "prepare.record.json"):
+        (ref / name).write_bytes((out / name).read_bytes())
+    _stage("01_features.py", exp, "--output-dir", ref)
+    _stage("02_train.py", exp, "--output-dir", ref)
+    _kill_when(["02_train.py", exp, "--output-dir", out], "fold 0 epoch  3/5")
+    time.sleep(0.1)
+    assert (out / "models/toy_exp/fold0.state.pt").exists()
+    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "fold 0: resumed from epoch" in log and "fold 1: trained" in log
+    assert (out / "oof/toy_exp.csv").read_text() == (ref / "oof/toy_exp.csv").read_text()
+    assert not (out / "models/toy_exp/fold0.state.pt").exists()
+    np.testing.assert_array_equal(np.load(out / "models/toy_exp/fold0_oof.npy"), np.load(ref / "models/toy_exp/fold0_oof.npy"))
