@@ -81,7 +81,7 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     oof_df = oof_df[done].reset_index(drop=True)
     y = tasks.class_index(oof_df["target"], comp)
     oof_probs = oof_df[tasks.prob_columns(comp)].to_numpy()
-    overall = score_all(comp["metrics"], y, oof_probs)
+    overall = score_all(comp["metrics"], y, oof_probs, comp)
     confusion = None if comp["task"] == "multilabel" else {"classes": comp["classes"], "rows_true_cols_pred":
                                                            confusion_matrix(y, oof_probs.argmax(1), labels=range(len(comp["classes"]))).tolist()}
     per_fold = pd.DataFrame(infos)
