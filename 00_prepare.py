@@ -35,6 +35,8 @@ def main() -> None:
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
+    for warning in s["warnings"]:  # last, where they are seen
+        print(f"WARNING: {warning}")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,21 @@ def test_resamplers_keep_the_pitch(tmp_path, res_type):
     x, sr = audio.load(tmp_path / "a.wav", 8000, resample_type=res_type)
     assert sr == 8000 and len(x) == 8000
     assert abs(np.argmax(np.abs(np.fft.rfft(x))) - 3000) <= 1  # 1-s signal: bin k is k Hz
+
+
+def test_nan_samples_and_truncation_name_the_file(tmp_path):
+    y = _tone(16000)
+    y[10] = np.nan
+    sf.write(tmp_path / "nan.wav", y, 16000, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match="nan.wav: NaN or infinite samples"):
+        audio.load(tmp_path / "nan.wav")
+    assert audio.defects(tmp_path / "nan.wav") == [f"{tmp_path / 'nan.wav'}: 1 NaN or infinite sample(s)"]
+    # libsndfile clips frames to what a truncated file holds, so only the data chunk's size shows it
+    sf.write(tmp_path / "cut.wav", _tone(16000), 16000)  # PCM_16: 2 bytes a frame
+    whole = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[:-1000])
+    assert audio.info(tmp_path / "cut.wav")[1] == 8000 - 500
+    assert audio.defects(tmp_path / "cut.wav") == [
+        f"{tmp_path / 'cut.wav'}: truncated: 1000 bytes of audio data the header declares are missing"]
+    (tmp_path / "cut.wav").write_bytes(whole)
+    assert audio.defects(tmp_path / "cut.wav") == []

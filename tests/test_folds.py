@@ -78,3 +78,25 @@ def test_group_and_predefined_schemes():
     assert make_folds(shipped[:, None].repeat(2, 1), scheme="predefined", predefined=shipped).tolist() == [0, 2, 1] * 4
     with pytest.raises(ValueError, match="fold column"):
         make_folds(labels, scheme="predefined")
+
+
+def test_multilabel_stratified_group_keeps_groups_and_balances_every_label():
+    rng = np.random.default_rng(5)
+    n_groups = 150
+    y_group = (rng.random((n_groups, 4)) < [0.5, 0.3, 0.15, 0.08]).astype(int)  # labels per patient
+    sizes = rng.integers(1, 5, n_groups)  # 1-4 recordings per patient
+    groups = np.repeat([f"p{g}" for g in range(n_groups)], sizes)
+    y = np.repeat(y_group, sizes, axis=0)
+    y[rng.random(y.shape) < 0.2] = 0  # a recording need not carry every label of its patient
+    fold = make_folds(y, groups, n_folds=5, scheme="multilabel_stratified_group", seed=0)
+    assert groups_crossing_folds(pd.DataFrame({"fold": fold, "group": groups})) == []
+    assert sorted(np.unique(fold)) == list(range(5))
+    # every label's groups spread evenly: per fold within 1.5 of a fifth of the groups carrying it
+    first = pd.Series(groups).drop_duplicates().index
+    seen = pd.DataFrame(y).groupby(groups, sort=False).max().loc[groups[first]].to_numpy()
+    table = fold_table(fold[first], seen, list("abcd"))
+    assert (np.abs(table[list("abcd")].to_numpy() - seen.sum(0) / 5) <= 1.5).all()
+    with pytest.raises(ValueError, match="needs groups"):
+        make_folds(y, None, scheme="multilabel_stratified_group")
+    with pytest.raises(ValueError, match="fewer than 5 folds"):
+        make_folds(y[:6], ["p0", "p1", "p2"] * 2, scheme="multilabel_stratified_group")

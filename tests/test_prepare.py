@@ -126,3 +126,74 @@ def test_multilabel_long_form_rows_list_cells_and_path_groups(tmp_path):
     assert folds.target.tolist() == ["dog;bird", "cat;dog", "cat", "bird", "dog", ""]
     assert folds.group.tolist() == ["site0", "site1", "site2"] * 2
     assert folds.groupby("group").fold.nunique().max() == 1
+
+
+def _patients(tmp_path, n_patients=40, seed=0):
+    """A multi-label competition: 2-3 recordings of 0.2 s per patient, labels per patient."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        labels = (rng.random(3) < [0.5, 0.3, 0.2]).astype(int)
+        for r in range(2 + p % 2):
+            _wav(tmp_path / "data" / "audio" / f"p{p}_{r}.wav", seconds=0.2)
+            rows.append({"file": f"p{p}_{r}.wav", "patient": f"p{p}", "a": labels[0], "b": labels[1], "c": labels[2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
+    return {"task": "multilabel", "audio": {"clip_seconds": 0.2},
+            "train": {"csv": "train.csv", "id_column": "file", "target_columns": ["a", "b", "c"],
+                      "audio": {"template": "audio/{id}"}},
+            "groups": {"column": "patient"}}
+
+
+def test_multilabel_with_groups_keeps_patients_together_by_default(tmp_path):
+    cfg = _patients(tmp_path)
+    comp = _competition(tmp_path, cfg)
+    assert comp["folds"]["scheme"] == "multilabel_stratified_group"
+    s = prepare(comp, tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out/folds.csv", dtype={"target": str}, keep_default_na=False)
+    assert folds.groupby("group").fold.nunique().max() == 1 and folds.fold.nunique() == 5
+    patients = folds.drop_duplicates("group")  # each label's patients spread evenly over the folds
+    for label in "abc":
+        per_fold = patients.target.str.contains(label).groupby(patients.fold).sum()
+        assert (per_fold - per_fold.sum() / 5).abs().max() <= 1.5, (label, per_fold.tolist())
+    assert s["warnings"] == []
+    # the row-level scheme, chosen explicitly, splits patients: the message names the cause and the fix
+    comp = _competition(tmp_path, dict(cfg, folds={"scheme": "multilabel_stratified"}))
+    with pytest.raises(InputError, match="folds.scheme 'multilabel_stratified' ignores groups; "
+                                         "use 'multilabel_stratified_group'"):
+        prepare(comp, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_class_without_training_rows_is_a_warning(tmp_path):
+    for label in ("cat", "dog"):
+        for i in range(3):
+            _wav(tmp_path / "data" / "train" / label / f"{label}{i}.wav", seconds=0.2)
+    comp = _competition(tmp_path, {"task": "multiclass", "classes": ["cat", "dog", "owl"], "audio": {"clip_seconds": 0.2},
+                                   "train": {"files": "train/*/*.wav", "target_from": "folder"}, "folds": {"n_folds": 3}})
+    s = prepare(comp, tmp_path / "out")
+    assert len(s["warnings"]) == 1 and "['owl']" in s["warnings"][0] and "no training rows" in s["warnings"][0]
+    assert (tmp_path / "out/folds.csv").exists()
+
+
+def test_silent_wrong_inputs_are_errors(tmp_path):
+    comp = make_toy_competition(tmp_path / "data")
+    root = tmp_path / "data"
+    train = pd.read_csv(root / "train.csv")
+    train.loc[4, "id"] = "x/../s1_3"           # line 6: the file of line 5 (s1_3) through another id
+    train.loc[6, "id"] = "../../outside"        # line 8: leaves the data folder
+    train.to_csv(root / "train.csv", index=False)
+    wav = (root / "train" / "s4_9.wav").read_bytes()
+    (root / "train" / "s4_9.wav").write_bytes(wav[:-2000])  # line 11: truncated
+    y = np.full(8000, 0.1, np.float32)
+    y[100] = np.nan
+    sf.write(root / "train" / "s5_10.wav", y, 16000, subtype="FLOAT")  # line 12: a NaN sample
+    with pytest.raises(InputError) as err:
+        prepare(comp, tmp_path / "out")
+    text = str(err.value)
+    for needle in (f"train.csv line 5 (id 's1_3') and {root}/train.csv line 6 (id 'x/../s1_3'): different ids "
+                   f"resolve to the same file {root}/train/s1_3.wav",
+                   f"train.csv line 8: id '../../outside' maps to {root}/train/../../outside.wav, outside the data folder",
+                   f"train.csv line 11: {root}/train/s4_9.wav: truncated: 2000 bytes",
+                   f"train.csv line 12: {root}/train/s5_10.wav: 1 NaN or infinite sample(s)"):
+        assert needle in text, needle
+    assert not (tmp_path / "out").exists()

@@ -131,3 +131,15 @@ def test_balanced_sampler_evens_out_the_classes():
     assert abs(ym[drawn, 1].mean() - 1 / 3) < 0.03
     with pytest.raises(ConfigError, match="sampler"):
         epoch_recordings(recs, y, "oversample", rng)
+
+
+def test_binary_ranking_metrics_score_the_positive_class_even_when_it_is_first():
+    comp = {"task": "binary", "classes": ["abnormal", "normal"], "positive": "abnormal"}
+    y = np.array([0, 1, 1, 0, 1, 1])  # 0 = abnormal, the positive class
+    p_abnormal = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.05])
+    probs = np.stack([p_abnormal, 1 - p_abnormal], 1)
+    ap_abnormal, ap_normal = (1 + 2 / 4) / 2, (1 + 1 + 3 / 4 + 4 / 5) / 4  # by hand: precision at each true row
+    s = score_all(["average_precision", "auroc", "accuracy"], y, probs, comp)
+    assert s["average_precision"] == pytest.approx(ap_abnormal)
+    assert score_all(["average_precision"], y, probs)["average_precision"] == pytest.approx(ap_normal)  # old form
+    assert s["auroc"] == pytest.approx(6 / 8) and s["accuracy"] == pytest.approx(4 / 6)

@@ -189,8 +189,8 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
             raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
     folds = cfg.setdefault("folds", {})
     folds.setdefault("n_folds", 5)
-    default_scheme = ("predefined" if folds.get("column") else "multilabel_stratified" if task == "multilabel"
-                      else "stratified_group" if groups else "stratified")
+    default_scheme = ("predefined" if folds.get("column") else ("multilabel_stratified" if task == "multilabel"
+                      else "stratified") + ("_group" if groups else ""))
     folds.setdefault("scheme", default_scheme)
     folds.setdefault("seed", 42)
     if folds["scheme"] == "predefined" and not folds.get("column"):

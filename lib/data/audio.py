@@ -22,14 +22,68 @@ def info(path: str | Path) -> tuple[int, int, int]:
 
     Raises ``AudioError`` naming the file when it is missing or libsndfile cannot read it.
     """
+    i = header(path)
+    return int(i.samplerate), int(i.frames), int(i.channels)
+
+
+def header(path: str | Path):
+    """libsndfile's view of a file's header (``sf.info``: ``samplerate`` Hz, ``frames``,
+    ``channels``, ``subtype`` ...). Raises ``AudioError`` naming the file when it is missing or
+    libsndfile cannot read it."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
     try:
-        i = sf.info(str(path))
+        return sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types
         raise AudioError(f"{path}: unreadable audio ({exc})") from exc
-    return int(i.samplerate), int(i.frames), int(i.channels)
+
+
+def defects(path: str | Path, subtype: str | None = None) -> list[str]:
+    """What a header read does not show: messages naming the file (empty when it is sound).
+
+    Checks two things. Truncation (RIFF WAV only): the size the ``data`` chunk's header declares
+    against the bytes the file holds after the chunk's start; libsndfile silently clips
+    ``frames`` to what is there (its log says "data : N (should be M)"), so neither ``sf.info``
+    nor a full read shows it. Costs one open and a read of each chunk header, not of the samples.
+    Non-finite samples: only files of float subtype (``FLOAT``, ``DOUBLE``) can hold NaN or inf;
+    those are read fully and checked with ``np.isfinite``; integer PCM files are not read.
+    ``subtype``: the file's ``header(path).subtype`` when the caller has it (saves a header read).
+    Raises ``AudioError`` naming the file when it is missing or libsndfile cannot read it.
+    """
+    path = Path(path)
+    out = []
+    missing = _wav_missing_bytes(path) if path.is_file() else 0
+    if missing:
+        out.append(f"{path}: truncated: {missing} bytes of audio data the header declares are missing")
+    if (subtype or header(path).subtype) in ("FLOAT", "DOUBLE"):
+        try:
+            y, _ = sf.read(str(path), dtype="float64", always_2d=True)
+        except Exception as exc:
+            raise AudioError(f"{path}: unreadable audio ({exc})") from exc
+        bad = int((~np.isfinite(y)).sum())
+        if bad:
+            out.append(f"{path}: {bad} NaN or infinite sample(s)")
+    return out
+
+
+def _wav_missing_bytes(path: Path) -> int:
+    """Bytes a RIFF WAV's ``data`` chunk declares beyond the end of the file (0 when complete,
+    not a RIFF WAV, without a data chunk, or written by a streaming writer with size 0 or 2**32-1)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            n = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return 0 if n in (0, 0xFFFFFFFF) else max(0, n - (size - pos - 8))
+            pos += 8 + n + (n & 1)  # chunks are padded to an even size
+    return 0
 
 
 RESAMPLERS = ("soxr_hq", "soxr_vhq", "soxr_mq", "soxr_lq", "polyphase", "fft")
@@ -45,7 +99,8 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
     in Hz, an optional channel index (default: the mean of all channels) and the resampling
     method (:data:`RESAMPLERS`). Output: ``(y, sr)`` with ``y`` of shape ``(samples,)``. With
     ``sample_rate=None`` the native rate is kept; otherwise the signal is resampled explicitly.
-    Raises ``AudioError`` naming the file when it is missing, unreadable, empty or lacks the channel.
+    Raises ``AudioError`` naming the file when it is missing, unreadable, empty, lacks the
+    channel or holds NaN or infinite samples.
     """
     path = Path(path)
     try:
@@ -56,6 +111,8 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
         raise AudioError(f"{path}: no samples")
     if channel is not None and channel >= y.shape[1]:
         raise AudioError(f"{path}: has {y.shape[1]} channel(s), channel {channel} was asked for")
+    if not np.isfinite(y).all():
+        raise AudioError(f"{path}: NaN or infinite samples")
     y = y.mean(axis=1) if channel is None else y[:, channel]
     if sample_rate and sr != sample_rate:
         import librosa

@@ -2,13 +2,17 @@
 
 Schemes (``folds.scheme`` in a competition config):
 
-* ``stratified``: ``StratifiedKFold`` over rows (class balance per fold);
+* ``stratified``: ``StratifiedKFold`` over rows (class balance per fold; groups are ignored);
 * ``stratified_group``: ``StratifiedGroupKFold``: every row of a group (e.g. one patient or one
   recording session) lands in the same fold, with classes as balanced as the groups allow;
 * ``group``: ``GroupKFold``: groups kept together, no stratification (e.g. multi-label + groups);
 * ``multilabel_stratified``: ``MultilabelStratifiedKFold`` from ``iterative-stratification``
   (Sechidis et al. 2011, "On the stratification of multi-label data"): every label's share
-  balanced across folds;
+  balanced across folds; it splits rows, so groups are NOT kept together;
+* ``multilabel_stratified_group``: the same over groups (e.g. patients with several recordings
+  and labels per patient): each group's rows are aggregated into one label-indicator row (the
+  group has label k if any of its rows has it), ``MultilabelStratifiedKFold`` splits the groups,
+  and every row gets its group's fold. The default for multi-label tasks with groups;
 * ``predefined``: the folds the competition ships (a CSV column, e.g. ESC-50's ``fold``).
 """
 from __future__ import annotations
@@ -17,7 +21,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-SCHEMES = ("stratified", "stratified_group", "group", "multilabel_stratified", "predefined")
+SCHEMES = ("stratified", "stratified_group", "group", "multilabel_stratified", "multilabel_stratified_group",
+           "predefined")
+KEEPS_GROUPS = {"stratified": "stratified_group", "multilabel_stratified": "multilabel_stratified_group"}
+"""Schemes that split rows (ignoring groups) -> the scheme that keeps groups together instead."""
 
 
 def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", seed: int = 42,
@@ -30,7 +37,8 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     they are numbered 0.. in sorted order).
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
     Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
-    a multi-label matrix given to a single-label scheme, or a class with fewer rows than folds.
+    a multi-label matrix given to a single-label scheme (or class indices to a multi-label one),
+    a class with fewer rows than folds, or (``multilabel_stratified_group``) fewer groups than folds.
     """
     y = np.asarray(y)
     if scheme not in SCHEMES:
@@ -40,11 +48,19 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
             raise ValueError("scheme 'predefined' needs the fold column (folds.column in the config)")
         values = pd.Series(predefined).astype(str)
         return values.map({v: k for k, v in enumerate(sorted(values.unique(), key=_natural))}).to_numpy()
-    if scheme in ("stratified_group", "group") and groups is None:
+    if scheme in ("stratified_group", "group", "multilabel_stratified_group") and groups is None:
         raise ValueError(f"scheme {scheme!r} needs groups (set 'groups' in the competition config)")
     if y.ndim == 2 and scheme in ("stratified", "stratified_group"):
         raise ValueError(f"scheme {scheme!r} stratifies one label per row; multi-label data needs "
-                         f"multilabel_stratified (or group, to keep groups together)")
+                         f"multilabel_stratified (or multilabel_stratified_group, to keep groups together)")
+    if y.ndim == 1 and scheme.startswith("multilabel"):
+        raise ValueError(f"scheme {scheme!r} needs a multi-label 0/1 matrix; use stratified or stratified_group")
+    if scheme == "multilabel_stratified_group":
+        codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
+        if len(names) < n_folds:
+            raise ValueError(f"{len(names)} groups, fewer than {n_folds} folds")
+        y_group = pd.DataFrame(y).groupby(codes).max().to_numpy()  # label k if any of the group's rows has it
+        return make_folds(y_group, None, n_folds, "multilabel_stratified", seed)[codes]
     if y.ndim == 1 and scheme != "group":
         counts = pd.Series(y).value_counts()
         if counts.min() < n_folds:

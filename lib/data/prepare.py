@@ -1,13 +1,16 @@
 """Stage 00: check a competition's input and build ``folds.csv``, ``test.csv`` and ``competition.yaml``.
 
-Every problem found (missing or unreadable audio, duplicate ids, unknown labels, empty cells,
-non-numeric metadata, mixed sample rates, a missing audio channel, a sample submission that does
-not match the test set, a group split across predefined folds) is collected and reported
-together, by file and line, and nothing is written then.
+Every problem found (missing, unreadable or truncated audio, NaN or infinite samples, duplicate
+ids, two ids resolving to one file, an id whose path leaves the data folder, unknown labels, empty
+cells, non-numeric metadata, mixed sample rates, a missing audio channel, a sample submission
+that does not match the test set, a group split across folds) is collected and reported
+together, by file and line, and nothing is written then. Doubtful but possible input (a class
+declared in ``classes`` without training rows) is a warning, returned in the summary.
 """
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from ..core.errors import ConfigError, InputError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, write_csv
 from . import audio, tasks
-from .folds import fold_table, groups_crossing_folds, make_folds
+from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
@@ -99,6 +102,22 @@ def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], m
     return df
 
 
+def _check_paths(df: pd.DataFrame, root: Path, problems: list[str]) -> None:
+    """Report rows whose path leaves the data folder ``root`` (e.g. an id ``../../etc/x`` or an
+    absolute path through the template) and different ids that resolve to the same file. Paths are
+    compared lexically normalised (``os.path.abspath``, ``normcase``), not with symlinks resolved:
+    audio linked into the data folder is fine."""
+    top = os.path.normcase(os.path.abspath(root))
+    norm = pd.Series([os.path.normcase(os.path.abspath(p)) for p in df["path"]], index=df.index)
+    for i in df.index[~norm.map(lambda p: p == top or p.startswith(top.rstrip(os.sep) + os.sep))]:
+        problems.append(f"{df.at[i, 'where']}: id {df.at[i, 'id']!r} maps to {df.at[i, 'path']}, outside the data folder {root}")
+    named = (df["id"].str.strip() != "") & ~df.duplicated("id")  # empty and repeated ids are reported already
+    for path, rows in df[named].groupby(norm[named], sort=False):
+        if len(rows) > 1:
+            problems.append(" and ".join(f"{w} (id {i!r})" for w, i in zip(rows["where"], rows["id"]))
+                            + f": different ids resolve to the same file {path}")
+
+
 def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list[list[str]]:
     """Each row's labels (a list: one label, or for multi-label tasks any number)."""
     if sec.get("target_from") == "folder":
@@ -140,7 +159,9 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
     for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} audio", unit="file", leave=False):
         sr = frames = n_channels = None
         try:
-            sr, frames, n_channels = audio.info(path)
+            h = audio.header(path)
+            sr, frames, n_channels = int(h.samplerate), int(h.frames), int(h.channels)
+            problems.extend(f"{where}: {defect}" for defect in audio.defects(path, h.subtype))
             if frames == 0:
                 problems.append(f"{where}: {path} has no samples")
             if channel is not None and channel >= n_channels:
@@ -219,12 +240,14 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     ``out_dir/test.csv`` (id, path, sample_rate, duration_s, channels, metadata; when the config
     has a test set) and ``out_dir/competition.yaml`` (the resolved config that later stages read,
     with ``classes`` filled in from the data when the config leaves them out).
-    Returns a summary dict. Raises ``InputError`` listing every problem (nothing is written
+    Returns a summary dict, with ``warnings``: messages about doubtful input that is kept (a
+    class in ``classes`` without training rows). Raises ``InputError`` listing every problem (nothing is written
     then), or ``ConfigError`` when the classes or folds do not fit the data.
     """
     out_dir = Path(out_dir)
     root = Path(cfg["data_dir"])
     problems: list[str] = []
+    warnings: list[str] = []
     if not root.is_dir():
         raise InputError([f"{root}: data folder not found (set data_dir in the config or pass --data-dir)"])
     meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
@@ -245,6 +268,12 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
             for label in row:
                 if label not in cfg["classes"]:
                     problems.append(f"{where}: unknown label {label!r}; expected one of {cfg['classes']}")
+        found = {label for row in labels for label in row}
+        absent = [c for c in cfg["classes"] if c not in found]
+        if absent:
+            warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
+                            f"(their submission columns are still written)")
+        _check_paths(train, root, problems)
         _resolve_audio(train, channel, problems, "train")
 
     test = None
@@ -252,6 +281,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         te = cfg["test"]
         test = _read_rows(te, root, meta_cols, problems)
         if test is not None:
+            _check_paths(test, root, problems)
             _resolve_audio(test, channel, problems, "test")
 
     sub = cfg.get("submission")
@@ -294,9 +324,13 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     for col in ("sample_rate", "duration_s", "channels"):
         folds[col] = train[col].to_numpy()
     folds = pd.concat([folds, metas["train"]], axis=1)
-    crossing = groups_crossing_folds(folds)
-    if crossing:  # only a predefined fold column can do this; sklearn's group splitters cannot
+    crossing = groups_crossing_folds(folds) if cfg.get("groups") else []
+    if crossing and fc["scheme"] == "predefined":
         raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
+    if crossing:  # a scheme that splits rows, not groups
+        raise InputError([f"{len(crossing)} group(s) have rows in several folds, e.g. {crossing[:5]}: folds.scheme "
+                          f"{fc['scheme']!r} ignores groups; use {KEEPS_GROUPS.get(fc['scheme'], 'group')!r} "
+                          f"(or 'group') to keep each group in one fold"])
 
     test_out = None if test is None else pd.concat(
         [test[["id", "path", "sample_rate", "duration_s", "channels"]], metas["test"]], axis=1)
@@ -309,4 +343,5 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
         "trimmed": int((durations > cfg["audio"]["clip_seconds"] + 1e-6).sum()) if not cfg["audio"]["hop_seconds"] else 0,
         "metadata": {c: int(metas["train"][c].isna().sum() + (metas["train"][c] == "").sum()) for c in metas["train"]},
+        "warnings": warnings,
     }

@@ -163,10 +163,10 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
             raise ValueError(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
     metric = comp["metric"]
-    each = [score_all(comp["metrics"], y, o[cols].to_numpy()) for o in oofs]
+    each = [score_all(comp["metrics"], y, o[cols].to_numpy(), comp) for o in oofs]
     weights = score_weights([e[metric] for e in each], method, temperature)
     oof_blend = blend([o[cols].to_numpy() for o in oofs], weights)
-    blend_scores = score_all(comp["metrics"], y, oof_blend)
+    blend_scores = score_all(comp["metrics"], y, oof_blend, comp)
     table = pd.DataFrame([{"experiment": e, **s, "weight": w} for e, s, w in zip(experiments, each, weights)])
     submission = None
     if with_test and comp.get("submission"):

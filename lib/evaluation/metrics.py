@@ -6,6 +6,8 @@ Every metric takes encoded labels ``y`` (class indices ``(rows,)``, or for a mul
 better. Predictions are the most probable class, or for a multi-label task every class with
 p > 0.5. Names (``metric:`` / ``metrics:`` in a competition config): ``accuracy``,
 ``balanced_accuracy``, ``macro_f1``, ``weighted_f1``, ``auroc``, ``average_precision``.
+For a binary task the ranking metrics score the second column; :func:`score_all` given the
+competition config puts the configured ``positive`` class there.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def _per_class(score, y, probs) -> float:
     (NaN when none has)."""
     y, probs = np.asarray(y), np.asarray(probs)
     onehot = y if _multilabel(y) else np.eye(probs.shape[1], dtype=int)[y]
-    if not _multilabel(y) and probs.shape[1] == 2:  # binary: one curve, of the second class
+    if not _multilabel(y) and probs.shape[1] == 2:  # binary: one curve, of the second class (score_all: the positive one)
         onehot, probs = onehot[:, 1:], probs[:, 1:]
     values = [score(onehot[:, k], probs[:, k]) for k in range(onehot.shape[1]) if 0 < onehot[:, k].sum() < len(onehot)]
     return float(np.mean(values)) if values else float("nan")
@@ -72,7 +74,8 @@ def _per_class(score, y, probs) -> float:
 
 @METRICS.register("auroc")
 def auroc(y, probs) -> float:
-    """Area under the ROC curve: binary, of the second class; otherwise the one-vs-rest macro mean
+    """Area under the ROC curve: binary, of the second class (the positive one through
+    :func:`score_all` with ``comp``); otherwise the one-vs-rest macro mean
     over the classes present (NaN when a single class is present: AUROC is undefined then)."""
     return _per_class(roc_auc_score, y, probs)
 
@@ -84,6 +87,14 @@ def average_precision(y, probs) -> float:
     return _per_class(average_precision_score, y, probs)
 
 
-def score_all(names, y, probs) -> dict[str, float]:
-    """``{name: metric(y, probs)}`` for each metric name; raises ``ConfigError`` for unknown names."""
+def score_all(names, y, probs, comp: dict | None = None) -> dict[str, float]:
+    """``{name: metric(y, probs)}`` for each metric name; raises ``ConfigError`` for unknown names.
+
+    ``comp``: the competition config (``task``, ``classes``, ``positive``). For a binary task
+    whose ``positive`` class is the first, labels and columns are swapped so that the ranking
+    metrics (AUROC, average precision) score the positive class; accuracy and F1 do not change
+    under that swap. Without ``comp`` the second class counts as positive.
+    """
+    if comp and comp.get("task") == "binary" and comp["classes"].index(comp["positive"]) == 0:
+        y, probs = 1 - np.asarray(y), np.asarray(probs)[:, ::-1]
     return {name: METRICS.get(name)(y, probs) for name in names}

@@ -191,7 +191,7 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         "classes": comp["classes"],
         "rows_true_cols_pred": confusion_matrix(y, probs.argmax(1), labels=range(len(comp["classes"]))).tolist()}
     scores = {
-        "experiment": name, "metric": comp["metric"], "oof": score_all(comp["metrics"], y, probs),
+        "experiment": name, "metric": comp["metric"], "oof": score_all(comp["metrics"], y, probs, comp),
         "fold_mean": per_fold[comp["metrics"]].mean().to_dict(), "fold_std": per_fold[comp["metrics"]].std().to_dict(),
         "folds": infos, "partial": bool(missing), "missing_folds": missing, "confusion": confusion,
         "n_parameters": infos[0]["n_parameters"], "device": str(device),

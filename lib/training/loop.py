@@ -147,7 +147,7 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
             seen += len(w)
         probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
         valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
-        scores = score_all(comp["metrics"], y_va, probs)
+        scores = score_all(comp["metrics"], y_va, probs, comp)
         row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": float(total) / seen,
                "valid_loss": valid_loss, **scores, "seconds": time.time() - t0}
         history.append(row)
