@@ -8,6 +8,30 @@ the lower validation loss), the best epoch's weights kept; a fixed seed per fold
 mixed precision on CUDA. Each epoch sees one fresh random window of every training recording;
 validation predicts every window and scores recordings (:mod:`lib.data.windows`). Optional class
 weights in the loss or a class-balanced sampler (``train.class_weights``, ``train.sampler``).
+A non-finite step is skipped, a fold can resume from its last finished epoch (:func:`train_fold`).
+
+Why the guard (the heart-sound run that stopped in fold 1, epoch 15 on NaN probabilities; its
+data was not available). Facts, checked on torch 2.11 / this code:
+* ``clip_grad_norm_`` does not check its norm: one NaN gradient entry makes every gradient NaN,
+  one inf entry zeroes the others and makes itself NaN; AdamW then writes NaN into the weights.
+* The EMA (``AveragedModel``, ``d * avg + (1 - d) * w``) keeps a NaN forever once it has seen
+  one, and the EMA is what is validated: hence NaN probabilities and sklearn's error.
+* ``num_batches_tracked`` (int64) under ``ema_avg_fn``: the decay casts to 0, so it is copied
+  exactly; the float BatchNorm buffers are convex combinations. Harmless.
+* CPU bfloat16 autocast runs conv, BatchNorm, activations, pooling, dropout and linear layers
+  in bfloat16 (logits are bfloat16; the losses cast them to float32). bfloat16 has float32's
+  exponent range: coarse, but it overflows no sooner than float32.
+* Balanced class weights are finite (absent classes get 1); a rare class only scales its
+  gradients, which are clipped.
+* Fold 1 after fold 0 in one process was bit-identical to fold 1 first (probabilities, history,
+  weights; heart-valve subset, 1.5-s windows, balanced weights, EMA, bfloat16 on AMX, 25
+  epochs): global RNGs are re-seeded per fold, the shared ``WindowData`` is only read (its
+  ``meta`` is replaced per fold; batches are copies), configs are not mutated, every generator
+  of the loop is seeded from ``train.seed + fold``.
+Hypotheses (not reproduced): a rare non-finite gradient (bfloat16 rounding on a near-degenerate
+batch, a large ``pos_weight``) on a trajectory that differed from the solo run in its last bits
+(figures equal to 4 decimals are not bit-identical; e.g. a different number of usable cores
+changes torch's thread count and so the reduction order), then spread by the two facts above.
 """
 from __future__ import annotations
 
