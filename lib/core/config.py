@@ -103,7 +103,7 @@ EXPERIMENT_DEFAULTS = {
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
         "device": "auto", "amp": True, "folds": None, "ema": None, "class_weights": None, "sampler": None,
-        "compile": False,
+        "compile": False, "max_bad_steps": 5,
     },
 }
 

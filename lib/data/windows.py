@@ -65,9 +65,12 @@ class WindowData:
             data.target = torch.from_numpy(tasks.encode_targets(data.y, comp)).to(device)
         return data
 
-    def set_metadata(self, encoder: MetadataEncoder | None, table: pd.DataFrame) -> None:
+    def set_metadata(self, encoder: MetadataEncoder | dict | None, table: pd.DataFrame) -> None:
         """Encode ``table``'s metadata (its rows are this split's recordings) with a fold's fitted
-        ``encoder`` as the ``meta`` input, on the features' device; ``None``: no metadata input."""
+        ``encoder`` (or its :meth:`MetadataEncoder.state` dict, as a checkpoint stores it) as the
+        ``meta`` input ``(recordings, M)``, on the features' device; ``None``: no metadata input."""
+        if isinstance(encoder, dict):
+            encoder = MetadataEncoder.from_state(encoder)
         self.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(self.spec.device)
 
     @property

@@ -8,20 +8,46 @@ the lower validation loss), the best epoch's weights kept; a fixed seed per fold
 mixed precision on CUDA. Each epoch sees one fresh random window of every training recording;
 validation predicts every window and scores recordings (:mod:`lib.data.windows`). Optional class
 weights in the loss or a class-balanced sampler (``train.class_weights``, ``train.sampler``).
+A non-finite step is skipped, a fold can resume from its last finished epoch (:func:`train_fold`).
+
+Why the guard (the heart-sound run that stopped in fold 1, epoch 15 on NaN probabilities; its
+data was not available). Facts, checked on torch 2.11 / this code:
+* ``clip_grad_norm_`` does not check its norm: one NaN gradient entry makes every gradient NaN,
+  one inf entry zeroes the others and makes itself NaN; AdamW then writes NaN into the weights.
+* The EMA (``AveragedModel``, ``d * avg + (1 - d) * w``) keeps a NaN forever once it has seen
+  one, and the EMA is what is validated: hence NaN probabilities and sklearn's error.
+* ``num_batches_tracked`` (int64) under ``ema_avg_fn``: the decay casts to 0, so it is copied
+  exactly; the float BatchNorm buffers are convex combinations. Harmless.
+* CPU bfloat16 autocast runs conv, BatchNorm, activations, pooling, dropout and linear layers
+  in bfloat16 (logits are bfloat16; the losses cast them to float32). bfloat16 has float32's
+  exponent range: coarse, but it overflows no sooner than float32.
+* Balanced class weights are finite (absent classes get 1); a rare class only scales its
+  gradients, which are clipped.
+* Fold 1 after fold 0 in one process was bit-identical to fold 1 first (probabilities, history,
+  weights; heart-valve subset, 1.5-s windows, balanced weights, EMA, bfloat16 on AMX, 25
+  epochs): global RNGs are re-seeded per fold, the shared ``WindowData`` is only read (its
+  ``meta`` is replaced per fold; batches are copies), configs are not mutated, every generator
+  of the loop is seeded from ``train.seed + fold``.
+Hypotheses (not reproduced): a rare non-finite gradient (bfloat16 rounding on a near-degenerate
+batch, a large ``pos_weight``) on a trajectory that differed from the solo run in its last bits
+(figures equal to 4 decimals are not bit-identical; e.g. a different number of usable cores
+changes torch's thread count and so the reduction order), then spread by the two facts above.
 """
 from __future__ import annotations
 
 import copy
 import math
+import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..core.config import ConfigError
-from ..core.utils import seed_everything
+from ..core.errors import ConfigError, TrainingError
+from ..core.utils import atomic_path, seed_everything
 from ..data import tasks
 from ..data.metadata import metadata_encoder
 from ..data.windows import WindowData
@@ -73,33 +99,109 @@ def epoch_recordings(recs: np.ndarray, y: np.ndarray, sampler: str | None, rng: 
 
 
 def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp: bool = True,
-               grad_clip: float = 5.0) -> torch.Tensor:
+               grad_clip: float = 5.0) -> tuple[torch.Tensor, bool]:
     """One optimisation step on a batch (``spec (B, C, F, T)``, ``scalars (B, S)``, ``target
     (B, n_outputs)``): autocast forward through ``forward`` (``model`` or its compiled form),
     backward through the (possibly no-op) ``GradScaler``, gradient clipping of ``model``'s
-    parameters to norm ``grad_clip``, optimiser step. Returns the detached loss on the device
-    (reading it is the only host synchronisation, left to the caller)."""
+    parameters to norm ``grad_clip``, optimiser step. Returns ``(detached loss on the device,
+    finite)``: when the loss or the gradient norm is not finite the optimiser step is not taken
+    (``finite`` False; with an enabled ``GradScaler`` a non-finite gradient of a finite loss is
+    the scaler's own skip and counts as finite). Reading that flag is the step's one host
+    synchronisation."""
     with autocast(device, amp):
         loss = loss_fn(forward(spec, scalars)["logits"], target)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    finite = torch.isfinite(loss) if scaler.is_enabled() else torch.isfinite(loss) & torch.isfinite(norm)
+    finite = bool(finite)
+    if finite:
+        scaler.step(opt)
     scaler.update()
-    return loss.detach()
+    return loss.detach(), finite
+
+
+class _Fault(Exception):
+    """A fault that the last good state may cure: ``max_bad_steps`` consecutive non-finite steps,
+    or non-finite validation predictions. The message names fold, epoch (and step)."""
+
+
+def _rng_state(gens: dict) -> dict:
+    """Every random generator the loop draws from, as plain values and tensors: the numpy
+    Generators ``gens`` (name -> ``np.random.Generator``), torch (CPU, CUDA), ``random``, numpy's
+    global RNG."""
+    version, internal, gauss = random.getstate()
+    legacy = np.random.get_state(legacy=False)
+    legacy["state"]["key"] = legacy["state"]["key"].tolist()
+    return {"gens": {k: g.bit_generator.state for k, g in gens.items()}, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "random": [version, list(internal), gauss], "numpy": legacy}
+
+
+def _set_rng_state(state: dict, gens: dict) -> None:
+    """Restore what :func:`_rng_state` returned (``gens`` are set in place)."""
+    for k, g in gens.items():
+        g.bit_generator.state = state["gens"][k]
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+    legacy = copy.deepcopy(state["numpy"])
+    legacy["state"]["key"] = np.asarray(legacy["state"]["key"], dtype=np.uint32)
+    np.random.set_state(legacy)
+
+
+def _snapshot(parts: dict, gens: dict, **loop) -> dict:
+    """A deep copy of the fold's training state after a finished epoch: ``parts`` (name ->
+    model, optimiser, scheduler, scaler, EMA: anything with ``state_dict``; ``None`` skipped),
+    the RNG states (:func:`_rng_state`) and the loop's own values ``loop`` (epoch, best, history,
+    wait, bad_steps). Plain types and tensors only: it loads with ``torch.load(weights_only=True)``."""
+    return copy.deepcopy({"parts": {k: p.state_dict() for k, p in parts.items() if p is not None},
+                          "rng": _rng_state(gens), **loop})
+
+
+def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
+    """Load a :func:`_snapshot` into ``parts`` (and the RNGs when ``gens`` is given: resuming;
+    ``None`` keeps them running, so a retry after a fault draws other batches). Returns a deep
+    copy of the loop's values (everything but ``parts`` and ``rng``); ``state`` itself is left
+    untouched (optimisers would otherwise keep its tensors as their own)."""
+    state = copy.deepcopy(state)
+    for k, p in parts.items():
+        if p is not None:
+            p.load_state_dict(state["parts"][k])
+    if gens is not None:
+        _set_rng_state(state["rng"], gens)
+    return {k: v for k, v in state.items() if k not in ("parts", "rng", "key")}
 
 
 def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fold: int, device, log=print,
-               state_path=None, state_key: str = ""):
+               state_path: Path | None = None, state_key: str = ""):
     """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
 
     ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set. Each epoch
     draws one window per training recording (:func:`epoch_recordings` chooses the recordings);
     validation predicts every window and scores the aggregated recording probabilities.
-    ``checkpoint`` holds the best weights, the metadata encoder fitted on the training rows and
-    the input width. ``history`` is a list of per-epoch dicts (fold, epoch, lr, train_loss,
-    valid_loss (per window), metrics (per recording), seconds).
+    ``checkpoint`` holds the best weights, the metadata encoder's :meth:`MetadataEncoder.state`
+    (or ``None``) and the input width: plain values and tensors, so it loads with
+    ``torch.load(weights_only=True)``. ``history`` is a list of per-epoch dicts (fold, epoch, lr,
+    train_loss, valid_loss (per window), metrics (per recording), bad_steps, seconds).
+    ``best_epoch_info`` also gives ``resumed_from_epoch`` (0 when started fresh) and
+    ``bad_steps`` (training steps skipped as non-finite).
+
+    Non-finite steps: a step whose loss or gradient norm is not finite is skipped (no optimiser,
+    scheduler or EMA update) and logged with fold, epoch and step. ``train.max_bad_steps``
+    consecutive ones, or non-finite validation predictions (never scored; the epoch does not
+    count), restore the state after the last finished epoch and retry; the same fault again
+    before another epoch finishes raises ``TrainingError`` naming fold, epoch (and step).
+
+    Resuming: with ``state_path``, the whole training state (weights, optimiser, scheduler,
+    scaler, EMA, best so far, history, patience, every RNG) is written there atomically after
+    each finished epoch, tagged with ``state_key``; a later call with the same file and key goes
+    on from that epoch and gives bit-identical results to an uninterrupted run on the same
+    machine. A file with another key is ignored (the caller deletes the file when the fold is
+    done). Raises ``ConfigError`` for unknown ``class_weights``/``sampler`` values.
     """
     tc = cfg["train"]
     seed_everything(tc["seed"] + fold)
@@ -128,47 +230,88 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
     kept = ema.module if ema is not None else model
     rng = np.random.default_rng(tc["seed"] + fold)
     monitor = comp["metric"]
-    best, history, wait = None, [], 0
+    max_bad = tc["max_bad_steps"]
+    parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "ema": ema}
+    gens = {"epochs": rng, "augment": augment.rng}
+    good = _snapshot(parts, gens, epoch=0, best=None, history=[], wait=0, bad_steps=0)  # the last good state
+    saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path and Path(state_path).exists() else None
+    if saved is not None and saved.get("key") == state_key:
+        good = saved
+        log(f"fold {fold}: resuming after epoch {saved['epoch']} from {state_path}")
+    elif saved is not None:
+        log(f"fold {fold}: ignoring {state_path} (another run's state)")
+    resumed_from = good["epoch"]
+    run = _restore(good, parts, gens)  # epoch, best, history, wait, bad_steps
+    retried_epoch, streak = -1, 0
     y_va = data.y[va_rec]
-    for epoch in range(1, tc["epochs"] + 1):
+    while run["epoch"] < tc["epochs"] and run["wait"] < tc["patience"]:
+        epoch = run["epoch"] + 1
         t0 = time.time()
-        model.train()
-        order = data.sample_windows(epoch_recordings(tr_rec, data.y, tc.get("sampler"), rng), rng)
-        total, seen = 0.0, 0
-        for i in tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}", leave=False, unit="batch"):
-            w = order[i:i + tc["batch_size"]]
-            spec, scalars = data.batch(w, device)
-            spec, scalars, target = augment(spec, scalars, data.targets(w).to(device, non_blocking=True))
-            loss = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, tc["amp"], tc["grad_clip"])
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            total += loss * len(w)  # stays on the device: no host synchronisation until the epoch ends
-            seen += len(w)
-        probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
+        try:
+            model.train()
+            order = data.sample_windows(epoch_recordings(tr_rec, data.y, tc.get("sampler"), rng), rng)
+            total, seen, bad = 0.0, 0, 0
+            for step, i in enumerate(tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}",
+                                          leave=False, unit="batch"), 1):
+                w = order[i:i + tc["batch_size"]]
+                spec, scalars = data.batch(w, device)
+                spec, scalars, target = augment(spec, scalars, data.targets(w).to(device, non_blocking=True))
+                loss, finite = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device,
+                                          tc["amp"], tc["grad_clip"])
+                if not finite:
+                    bad, streak = bad + 1, streak + 1
+                    run["bad_steps"] += 1
+                    log(f"fold {fold} epoch {epoch} step {step}/{steps}: non-finite loss or gradient norm "
+                        f"(loss {float(loss):.4g}); step skipped")
+                    if streak >= max_bad:
+                        raise _Fault(f"fold {fold} epoch {epoch} step {step}: {streak} consecutive non-finite steps")
+                    continue
+                streak = 0
+                sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                total += loss * len(w)  # stays on the device: read once when the epoch ends
+                seen += len(w)
+            probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
+            if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
+                raise _Fault(f"fold {fold} epoch {epoch}: non-finite validation predictions in "
+                             f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} windows (not scored)")
+        except _Fault as fault:
+            if retried_epoch == good["epoch"]:
+                raise TrainingError(f"{fault}, again after restoring the state after epoch {good['epoch']}; "
+                                    f"training of fold {fold} stopped") from None
+            log(f"{fault}: restoring the state after epoch {good['epoch']} and retrying")
+            run = _restore(good, parts, None) | {"bad_steps": run["bad_steps"]}
+            retried_epoch, streak = good["epoch"], 0
+            continue
         valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
-        scores = score_all(comp["metrics"], y_va, probs, comp)
-        row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": float(total) / seen,
-               "valid_loss": valid_loss, **scores, "seconds": time.time() - t0}
-        history.append(row)
+        scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
+        row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
+               "train_loss": float(total) / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
+               "bad_steps": bad, "seconds": time.time() - t0}
+        best = run["best"]
         improved = best is None or scores[monitor] > best["scores"][monitor] + 1e-12 or (
             scores[monitor] == best["scores"][monitor] and valid_loss < best["valid_loss"])
         if improved:
-            best = {"epoch": epoch, "scores": scores, "valid_loss": valid_loss, "probs": probs,
-                    "state": copy.deepcopy({k: v.detach().cpu() for k, v in kept.state_dict().items()})}
-            wait = 0
-        else:
-            wait += 1
+            run["best"] = {"epoch": epoch, "scores": scores, "valid_loss": valid_loss, "probs": torch.from_numpy(probs),
+                           "state": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
+        run.update(epoch=epoch, history=run["history"] + [row], wait=0 if improved else run["wait"] + 1)
+        good = _snapshot(parts, gens, **run)
+        if state_path:
+            with atomic_path(state_path) as tmp:
+                torch.save(dict(good, key=state_key), tmp)
         log(f"fold {fold} epoch {epoch:>2}/{tc['epochs']}  train_loss {row['train_loss']:.4f}  "
             f"valid_loss {valid_loss:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
-            + f"  lr {row['lr']:.2e}  {row['seconds']:.1f}s" + ("  *" if improved else ""))
-        if wait >= tc["patience"]:
-            log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {wait} epochs)")
-            break
+            + f"  lr {row['lr']:.2e}  {row['seconds']:.1f}s" + (f"  {bad} steps skipped" if bad else "")
+            + ("  *" if improved else ""))
+        if run["wait"] >= tc["patience"]:
+            log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {run['wait']} epochs)")
+    best, history = run["best"], run["history"]
     info = {"fold": fold, "best_epoch": best["epoch"], "epochs_run": len(history), "valid_loss": best["valid_loss"],
-            **best["scores"], "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_rec)}
-    ckpt = {"state_dict": best["state"], "n_scalars": data.n_scalars, "metadata_encoder": encoder,
+            **best["scores"], "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_rec),
+            "resumed_from_epoch": resumed_from, "bad_steps": run["bad_steps"]}
+    ckpt = {"state_dict": best["state"], "n_scalars": data.n_scalars,
+            "metadata_encoder": None if encoder is None else encoder.state(),
             "n_parameters": count_parameters(model),
             "class_weight": None if class_weight is None else class_weight.tolist()}
-    return ckpt, info, best["probs"], history
-
+    return ckpt, info, best["probs"].numpy(), history

@@ -1,0 +1,161 @@
+"""The training loop of one fold: non-finite steps and predictions, resuming inside a fold,
+checkpoints that load with ``torch.load(weights_only=True)`` (a tiny generated competition)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import make_toy_competition
+
+from lib.core.config import load_experiment
+from lib.core.errors import TrainingError
+from lib.core.paths import Outputs
+from lib.data.metadata import MetadataEncoder
+from lib.data.prepare import prepare
+from lib.data.windows import WindowData
+from lib.features.cache import build_feature_set
+from lib.training import loop
+from lib.training.loop import train_fold
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """``(cfg, comp, data, table)`` of a 24-clip generated binary competition, 2 folds, with a tiny
+    CNN, EMA, dropout, Mixup, SpecAugment and a balanced sampler: every RNG of the loop is used."""
+    root = tmp_path_factory.mktemp("toy")
+    out = Outputs(root / "out")
+    prepare(make_toy_competition(root / "data", n=24), out.root)
+    (root / "exp.yaml").write_text(yaml.safe_dump({
+        "features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
+        "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8, "dropout": 0.3}},
+        "augment": {"mixup": {"p": 0.5}, "spec_augment": {"p": 0.5, "freq_mask": 4, "time_mask": 4}},
+        "train": {"epochs": 4, "batch_size": 4, "patience": 10, "ema": 0.9, "sampler": "balanced",
+                  "class_weights": "balanced", "device": "cpu"}}))
+    cfg = load_experiment(root / "exp.yaml")
+    build_feature_set(out, cfg["features"], workers=1)
+    comp, table = out.load_competition(), out.load_split("train")
+    data = WindowData.load(out, cfg["features"]["set"], "train", table, comp, torch.device("cpu"))
+    return cfg, comp, data, table
+
+
+def _train(toy, log=lambda *_: None, fold=0, train=None, **kw):
+    cfg, comp, data, table = toy
+    cfg = dict(cfg, train={**cfg["train"], **(train or {})})
+    return train_fold(cfg, comp, data, table, fold, torch.device("cpu"), log, **kw)
+
+
+class _NanLoss(torch.nn.Module):
+    """A loss made NaN (its gradients too) at the training steps ``bad(n)`` picks (n counts from 1)."""
+
+    def __init__(self, inner, bad):
+        super().__init__()
+        self.inner, self.bad, self.n = inner, bad, 0
+
+    def forward(self, logits, target):
+        out = self.inner(logits, target)
+        if logits.requires_grad:  # a training step, not the validation loss
+            self.n += 1
+            if self.bad(self.n):
+                return out * float("nan")
+        return out
+
+
+def _nan_loss_at(monkeypatch, bad):
+    build = loop.build_loss
+    monkeypatch.setattr(loop, "build_loss", lambda *a, **k: _NanLoss(build(*a, **k), bad))
+
+
+def test_a_non_finite_step_is_skipped_and_reported(toy, monkeypatch):
+    _nan_loss_at(monkeypatch, lambda n: n == 7)  # 12 training clips / 4 = 3 steps per epoch: epoch 3, step 1
+    lines = []
+    ckpt, info, probs, history = _train(toy, lines.append)
+    assert any("fold 0 epoch 3 step 1/3: non-finite" in line for line in lines)
+    assert info["bad_steps"] == 1 and [h["bad_steps"] for h in history] == [0, 0, 1, 0]
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert np.isfinite(probs).all() and len(history) == 4
+
+
+def test_repeated_non_finite_steps_restore_then_stop(toy, monkeypatch):
+    _nan_loss_at(monkeypatch, lambda n: n >= 4)  # every step from epoch 2 on
+    lines = []
+    with pytest.raises(TrainingError, match="fold 0 epoch 2 step 2: 2 consecutive non-finite steps, again"):
+        _train(toy, lines.append, train={"max_bad_steps": 2})
+    assert any("restoring the state after epoch 1" in line for line in lines)
+
+
+def test_non_finite_validation_predictions_are_not_scored(toy, monkeypatch):
+    predict, calls = loop.predict_recordings, {"n": 0}
+
+    def predict_nan(*a):
+        probs, logits, windows = predict(*a)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the validation of epoch 2
+            probs, logits = probs * np.nan, logits * np.nan
+        return probs, logits, windows
+    monkeypatch.setattr(loop, "predict_recordings", predict_nan)
+    lines = []
+    _, info, probs, history = _train(toy, lines.append)  # a metric fed NaN would raise here
+    assert any(line.startswith("fold 0 epoch 2: non-finite validation predictions") for line in lines)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and np.isfinite(probs).all()
+    assert np.isfinite([h["accuracy"] for h in history]).all()
+    # every validation NaN: restore once, then stop
+    monkeypatch.setattr(loop, "predict_recordings", lambda *a: (lambda p, lg, w: (p * np.nan, lg * np.nan, w))(*predict(*a)))
+    with pytest.raises(TrainingError, match="fold 1 epoch 1: non-finite validation predictions"):
+        _train(toy, fold=1)
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def test_resume_inside_a_fold_is_bit_identical(toy, tmp_path):
+    ref_ckpt, ref_info, ref_probs, ref_hist = _train(toy)
+    state = tmp_path / "fold0.state.pt"
+
+    def interrupt(line):
+        if " epoch  2/4 " in line:
+            raise _Stop
+    with pytest.raises(_Stop):
+        _train(toy, interrupt, state_path=state, state_key="run-a")
+    saved = torch.load(state, weights_only=True)  # plain types and tensors only
+    assert saved["key"] == "run-a" and saved["epoch"] == 2
+    lines = []
+    ckpt, info, probs, hist = _train(toy, lines.append, state_path=state, state_key="run-a")
+    assert lines[0].startswith("fold 0: resuming after epoch 2") and info["resumed_from_epoch"] == 2
+    assert np.array_equal(probs, ref_probs) and _strip(hist) == _strip(ref_hist)
+    assert info["best_epoch"] == ref_info["best_epoch"] and info["bad_steps"] == 0
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in ref_ckpt["state_dict"].items())
+    # a state of another run is ignored: a fresh start, the same result
+    _, info, probs, hist = _train(toy, state_path=state, state_key="run-b")
+    assert info["resumed_from_epoch"] == 0 and np.array_equal(probs, ref_probs) and _strip(hist) == _strip(ref_hist)
+
+
+def test_checkpoint_loads_with_weights_only(toy, tmp_path):
+    ckpt, info, _, _ = _train(toy)
+    torch.save(dict(ckpt, **info), tmp_path / "fold0.pt")
+    loaded = torch.load(tmp_path / "fold0.pt", weights_only=True)
+    assert loaded["metadata_encoder"] is None and loaded["best_epoch"] == info["best_epoch"]
+
+
+def test_metadata_encoder_state_transforms_as_the_fitted_sklearn_one(tmp_path):
+    train = pd.DataFrame({"meta_age": [30, np.nan, 50, "x", 41], "meta_sex": ["F", "M", None, "F", "M"],
+                          "meta_site": ["a", "b", "a", "a", "c"]})
+    fitted = MetadataEncoder(["age"], ["sex", "site"]).fit(train)
+    torch.save(fitted.state(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # plain values only
+    enc = MetadataEncoder.from_state(state)
+    new = pd.DataFrame({"meta_age": [np.nan, 10.0], "meta_sex": ["X", "F"], "meta_site": ["b", "z"]})
+    for table in (train, new):
+        ref = fitted.transformer.transform(fitted._frame(table)).astype(np.float32)
+        assert np.array_equal(enc.transform(table), ref) and np.array_equal(fitted.transform(table), ref)
+    out = enc.transform(new)
+    assert enc.names == ["meta_age", "meta_sex_", "meta_sex_F", "meta_sex_M", "meta_site_a", "meta_site_b", "meta_site_c"]
+    assert out[0, 0] == pytest.approx((state["median"][0] - state["mean"][0]) / state["scale"][0])  # missing -> median
+    assert out[0, 1:4].tolist() == [0, 0, 0] and out[1, 4:].tolist() == [0, 0, 0]  # unseen categories -> zeros
+    data = WindowData(torch.zeros(2, 1, 1, 1), torch.zeros(2, 0), np.arange(2), np.arange(2), np.ones(2, int), {})
+    data.set_metadata(state, new)  # a checkpoint's state dict, as the encoder object
+    assert np.array_equal(data.meta.numpy(), out)
