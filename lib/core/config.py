@@ -498,8 +498,8 @@ def _check_params(objs: list, params: dict, supplied: set, key: str, sources, wh
         if name not in settable:
             if open_ended:
                 continue
-            raise ConfigError(f"unknown parameter {key}.params.{name} in {origin} ({key} {_names(objs)})"
-                              f"{did_you_mean(name, settable)}; settable: {', '.join(settable) or 'none'}")
+            raise ConfigError(f"unknown parameter {key}.params.{name} in {origin} ({key} {_names(objs)} takes: "
+                              f"{', '.join(settable) or 'none'}){did_you_mean(name, settable)}")
         p = settable[name]
         ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
         expected = _PLAIN_TYPES.get(ann) or (float if type(p.default) is float else None)
@@ -521,7 +521,8 @@ def _is_a(value, expected: type) -> bool:
 
 def changing_overrides(overrides: list[str] | None) -> list[str]:
     """The ``--set`` items that change what an experiment trains: all but :data:`RUN_ONLY_KEYS`
-    (and ``name``, which is the name chosen), as ``key=value`` with spaces around both trimmed."""
+    (and ``name``, which is the name chosen), as ``key=value`` with spaces around both trimmed.
+    Raises nothing (malformed items are :func:`apply_overrides`'s to report)."""
     out = []
     for item in overrides or []:
         key, _, value = item.partition("=")
