@@ -4,8 +4,6 @@
     python 00_prepare.py configs/data/breathing.yaml --data-dir ../shared/data/breathing
 """
 from lib.core import cli
-from lib.core.config import load_competition
-from lib.data.prepare import prepare
 
 
 def main() -> None:
@@ -14,6 +12,9 @@ def main() -> None:
                    help="competition config (default: %(default)s)")
     p.add_argument("--data-dir", help="competition folder (default: the config's data_dir, usually input/)")
     args = p.parse_args()
+    from lib.core.config import load_competition
+    from lib.data.prepare import prepare
+
     out = cli.outputs(args)
     comp = load_competition(args.data_config, args.data_dir)
     print(f"competition {comp['name']} ({comp['task']}) from {comp['data_dir']}")

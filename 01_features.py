@@ -4,8 +4,6 @@
     python 01_features.py configs/cnn_small.yaml [configs/other.yaml ...] [--force] [--workers N]
 """
 from lib.core import cli
-from lib.core.utils import format_seconds
-from lib.features.cache import build_feature_set
 
 
 def main() -> None:
@@ -13,6 +11,9 @@ def main() -> None:
     cli.add_experiment_args(p, many=True)
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
     args = p.parse_args()
+    from lib.core.utils import format_seconds
+    from lib.features.cache import build_feature_set
+
     out = cli.outputs(args)
     sections = {}
     for path in args.configs:

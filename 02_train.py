@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Stage 02: train one model per fold -> output/models/<exp>/, output/oof/<exp>.csv.
 
-    python 02_train.py configs/cnn_small.yaml [--set train.epochs=5] [--force]
+    python 02_train.py configs/cnn_small.yaml [--set train.epochs=5] [--name NAME] [--force]
 """
-import pandas as pd
-
 from lib.core import cli
-from lib.core.utils import format_seconds
-from lib.training.experiment import train_experiment
 
 
 def main() -> None:
     args, out, cfg = cli.parse_experiment(__doc__)
+    import pandas as pd
+
+    from lib.core.utils import format_seconds
+    from lib.training.experiment import train_experiment
+
     s = train_experiment(cfg, out, force=args.force)
     if s["skipped"]:
         print(f"{cfg['name']}: trained models are up to date, skipped (use --force to retrain)")

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Stage 03: predict the test set with every fold model and average -> output/preds/<exp>.csv.
 
-    python 03_infer.py configs/cnn_small.yaml [--force]
+    python 03_infer.py configs/cnn_small.yaml [--set train.epochs=5] [--name NAME] [--force]
 """
 from lib.core import cli
-from lib.inference.infer import infer_experiment
 
 
 def main() -> None:
     args, out, cfg = cli.parse_experiment(__doc__)
+    from lib.inference.infer import infer_experiment
+
     s = infer_experiment(cfg["name"], out, force=args.force, device=cfg["train"]["device"])
     if s.get("no_test"):
         print(f"{cfg['name']}: the competition has no test set; nothing to predict (04_ensemble.py blends the OOF predictions)")

@@ -4,17 +4,20 @@
     python 04_ensemble.py [EXPERIMENT ...] [--weighting softmax|normalised|equal] [--temperature 0.01]
 """
 from lib.core import cli
-from lib.evaluation.ensemble import WEIGHTINGS, run_ensemble
 
 
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("experiments", nargs="*", help="experiment names (default: all with OOF and test predictions)")
-    p.add_argument("--weighting", choices=WEIGHTINGS, default="softmax", help="default: %(default)s")
+    p.add_argument("--weighting", default="softmax", help="softmax, normalised or equal (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.01, help="softmax temperature (default: %(default)s)")
     p.add_argument("--allow-partial", action="store_true",
                    help="blend experiments whose folds are not all trained yet (refused by default)")
     args = p.parse_args()
+    from lib.evaluation.ensemble import WEIGHTINGS, run_ensemble
+
+    if args.weighting not in WEIGHTINGS:
+        p.error(f"--weighting: {args.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
     out = cli.outputs(args)
     r = run_ensemble(out, args.experiments or None, args.weighting, args.temperature, args.allow_partial)
     print(r["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

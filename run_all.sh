@@ -5,8 +5,11 @@
 #   bash run_all.sh --data-dir ../shared/data/breathing  # or anywhere else
 #   bash run_all.sh --data-config configs/data/my.yaml --experiments "configs/a.yaml configs/b.yaml"
 #   bash run_all.sh --demo                               # a small SYNTHETIC competition, ~1 minute
+#   bash run_all.sh --set train.epochs=5 --set train.batch_size=32   # every experiment, overridden
 #
-# Options: --profile cpu|gpu (default: gpu when CUDA is available), --output-dir DIR, --force.
+# Options: --profile cpu|gpu (default: gpu when CUDA is available), --output-dir DIR, --force,
+# --set KEY=VALUE (repeatable; passed to 01_features, 02_train and 03_infer: overrides other than
+# train.folds/device/compile make each experiment a variant named <config>+<hash>, as the stages do).
 # Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
 # With an empty input/ and no --data-dir it says what to put where, then runs the demo.
 set -euo pipefail
@@ -19,6 +22,7 @@ experiments=""
 output_dir=""
 force=""
 demo=""
+sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --data-dir) data_dir=$2; shift 2 ;;
@@ -27,8 +31,9 @@ while [ $# -gt 0 ]; do
     --experiments) experiments=$2; shift 2 ;;
     --output-dir) output_dir=$2; shift 2 ;;
     --force) force=--force; shift ;;
+    --set) sets+=(--set "$2"); shift 2 ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -95,13 +100,13 @@ stage() {  # stage NAME COMMAND...: run, time, and stop the chain on failure
 t_all=$SECONDS
 stage "00_prepare" "$PYTHON" 00_prepare.py "$data_config" ${data_dir:+--data-dir "$data_dir"} --output-dir "$output_dir"
 # shellcheck disable=SC2086
-stage "01_features" "$PYTHON" 01_features.py $experiments --output-dir "$output_dir" $force
+stage "01_features" "$PYTHON" 01_features.py $experiments ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
 names=""
 for exp in $experiments; do
-  name=$(basename "$exp" .yaml)
+  name=$("$PYTHON" -m lib.core.config name "$exp" ${sets[@]+"${sets[@]}"})  # the name 02/03 give the run
   names="$names $name"
-  stage "02_train $name" "$PYTHON" 02_train.py "$exp" --output-dir "$output_dir" $force
-  stage "03_infer $name" "$PYTHON" 03_infer.py "$exp" --output-dir "$output_dir" $force
+  stage "02_train $name" "$PYTHON" 02_train.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
+  stage "03_infer $name" "$PYTHON" 03_infer.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
 done
 # shellcheck disable=SC2086
 stage "04_ensemble" "$PYTHON" 04_ensemble.py $names --output-dir "$output_dir"

@@ -45,7 +45,7 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
     cols = prob_columns({"classes": ["E", "I"]})
     for exp in exps:
         name = exp.stem
-        log = _run("02_train.py", exp, *small, "--output-dir", out)
+        log = _run("02_train.py", exp, *small, "--name", name, "--output-dir", out)  # --set alone: name+hash
         assert f"{name}: OOF accuracy" in log
         for k in range(3):
             assert (out / "models" / name / f"fold{k}.pt").exists()
@@ -59,11 +59,11 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
         epochs = pd.read_csv(out / "models" / name / "log.csv")
         assert len(epochs) == 6 and {"train_loss", "valid_loss", "accuracy", "auroc", "lr"} <= set(epochs.columns)
 
-        _run("03_infer.py", exp, *small, "--output-dir", out)
+        _run("03_infer.py", exp, *small, "--name", name, "--output-dir", out)
         preds = pd.read_csv(out / "preds" / f"{name}.csv")
         assert list(preds.columns) == ["id", "fold", *cols] and len(preds) == 12
         np.testing.assert_allclose(preds[cols].sum(axis=1), 1.0)
-    assert "skipped" in _run("02_train.py", exps[0], *small, "--output-dir", out)
+    assert "skipped" in _run("02_train.py", exps[0], *small, "--name", exps[0].stem, "--output-dir", out)
 
     log = _run("04_ensemble.py", "--output-dir", out)
     assert "cnn_small" in log and "cnn8" in log and "blend" in log

@@ -1,4 +1,8 @@
-"""What every stage script shares: common arguments, error handling, timing."""
+"""What every stage script shares: common arguments, error handling, timing.
+
+Kept light (no torch, pandas or numpy at import) so that every stage's ``--help`` is instant:
+stages import their heavy modules inside ``main()``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,48 +11,63 @@ import sys
 import time
 import traceback
 
-from ..data.audio import AudioError
-from ..data.prepare import InputError
-from .config import ROOT, ConfigError, apply_overrides, load_experiment
-from .paths import MissingArtifact, Outputs
-from .utils import format_seconds
+from .config import ROOT, changing_overrides, load_experiment, variant_name
+from .errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
 
-EXPECTED_ERRORS = (InputError, ConfigError, MissingArtifact, AudioError, FileNotFoundError, ValueError)
+EXPECTED_ERRORS = (PipelineError,)
+"""Errors printed as a one-paragraph message (exit 1); anything else is a bug and keeps its traceback."""
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with the shared ``--output-dir`` option."""
-    p = argparse.ArgumentParser(description=description)
+    """An ``ArgumentParser`` with the shared ``--output-dir`` option; ``description`` (the stage's
+    docstring, with its usage example) is shown with its line breaks kept."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default=str(ROOT / "output"), help="artifact folder (default: %(default)s)")
     return p
 
 
 def add_experiment_args(p: argparse.ArgumentParser, many: bool = False) -> None:
-    """Add the experiment config argument(s), ``--set key=value`` overrides and ``--force``."""
+    """Add the experiment config argument(s), ``--set key=value`` overrides and ``--force``, and
+    for a single config ``--name`` (the experiment name; see :func:`experiment`)."""
     p.add_argument("configs" if many else "config", nargs="+" if many else None,
                    help="experiment config(s), e.g. configs/cnn_small.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    if not many:
+        p.add_argument("--name", help="experiment name (default: the config's; with --set overrides other than "
+                                      "train.folds/device/compile: NAME+<hash of them>, a variant of its own)")
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date result exists")
 
 
 def parse_experiment(description: str):
-    """Parse ``CONFIG [--set ...] [--force] [--output-dir ...]``: returns ``(args, Outputs, config)``."""
+    """Parse ``CONFIG [--set ...] [--name ...] [--force] [--output-dir ...]``; print the
+    experiment name when it is not the config's own. Returns ``(args, Outputs, config)``; raises
+    ``ConfigError`` for a bad config or override."""
     p = parser(description)
     add_experiment_args(p)
     args = p.parse_args()
-    return args, outputs(args), experiment(args.config, args.set)
+    return args, outputs(args), experiment(args.config, args.set, args.name, announce=True)
 
 
-def experiment(path: str, overrides: list[str]) -> dict:
-    """Load an experiment config and apply ``--set`` overrides."""
-    return apply_overrides(load_experiment(path), overrides)
+def experiment(path: str, overrides: list[str], name: str | None = None, announce: bool = False) -> dict:
+    """Load and check an experiment config with ``--set`` overrides, and name the run: ``name``
+    if given, else :func:`lib.core.config.variant_name` of the config's name. ``announce``
+    prints the name and why when it differs from the config's. Returns the config; raises
+    ``ConfigError``."""
+    cfg = load_experiment(path, overrides)
+    own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
+    if announce and name:
+        print(f"experiment {name} (--name)")
+    elif announce and cfg["name"] != own:
+        sets = " ".join(f"--set {o}" for o in changing_overrides(overrides))
+        print(f"variant of {own} ({sets}): experiment {cfg['name']}; use --name to choose")
+    return cfg
 
 
 def run(stage: str, main) -> None:
-    """Run ``main(args)`` for a stage: print the wall time at the end, and turn expected errors
+    """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
-    errors keep their traceback."""
+    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130."""
     t0 = time.time()
     try:
         main()
@@ -64,11 +83,15 @@ def run(stage: str, main) -> None:
         traceback.print_exc()
         print(f"\n{stage}: failed (see the traceback above)", file=sys.stderr)
         sys.exit(1)
+    from .utils import format_seconds
+
     print(f"{stage}: done in {format_seconds(time.time() - t0)}")
 
 
-def outputs(args) -> Outputs:
-    """The ``Outputs`` layout for ``--output-dir``."""
+def outputs(args):
+    """The ``lib.core.paths.Outputs`` layout for ``--output-dir``."""
     from pathlib import Path
+
+    from .paths import Outputs
 
     return Outputs(Path(args.output_dir).resolve())

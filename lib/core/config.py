@@ -1,4 +1,4 @@
-"""Configuration: YAML loading with ``base:`` inheritance, defaults, and name registries.
+"""Configuration: YAML loading with ``base:`` inheritance, defaults, validation, and name registries.
 
 Two kinds of YAML file (see README.md, "Configuring"):
 
@@ -7,21 +7,41 @@ Two kinds of YAML file (see README.md, "Configuring"):
 * an *experiment* file (``configs/*.yaml``) says how to model it: every component is a
   ``{name, params}`` section resolved through a :class:`Registry` (the style of
   koukyo1994/kaggle-rfcx), and ``base: other.yaml`` inherits from another experiment.
+
+Both are validated when loaded, before any work starts: unknown keys (with the closest valid
+one), wrong types, impossible values, unknown registry names and component parameters are
+:class:`ConfigError` naming the file (or ``--set`` override) and the key. The schemas are the
+pydantic models ``_Competition`` and ``_Experiment`` below; they only check, the configs stay dicts.
 """
 from __future__ import annotations
 
 import copy
+import difflib
+import hashlib
+import inspect
+import re
+import sys
 from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError  # noqa: F401  (raised here, imported from here by older callers)
+from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project folder (the parent of ``lib/``)."""
 
 TASKS = ("binary", "multiclass", "multilabel")
 AGGREGATIONS = ("mean", "max", "vote")
+RUN_ONLY_KEYS = ("train.folds", "train.device", "train.compile")
+"""``--set`` keys that change how a run goes, not what it trains: they keep the experiment's name."""
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``candidates`` (difflib), or ``""`` if none is close."""
+    close = difflib.get_close_matches(str(word), list(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Registry:
@@ -45,15 +65,22 @@ class Registry:
             return obj
         return deco
 
-    def get(self, name: str):
-        """Return the registered object; raises ``ConfigError`` listing the known names."""
+    def get(self, name: str, where: str | None = None):
+        """Return the object registered as ``name``.
+
+        Raises ``ConfigError`` naming ``where`` (the config file, if given), listing the known
+        names and the closest one.
+        """
         if name not in self._items:
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}")
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
+                              f"{did_you_mean(name, self._items)}")
         return self._items[name]
 
-    def build(self, section: dict, **kwargs):
-        """Call the object named by ``section['name']`` with ``section['params']`` and ``kwargs``."""
-        return self.get(section["name"])(**(section.get("params") or {}), **kwargs)
+    def build(self, section: dict, where: str | None = None, **kwargs):
+        """Call the object named by ``section['name']`` with ``section['params']`` and ``kwargs``;
+        returns what it returns. Raises ``ConfigError`` for an unknown name (see :meth:`get`)."""
+        return self.get(section["name"], where)(**(section.get("params") or {}), **kwargs)
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
@@ -71,22 +98,305 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Load a YAML mapping, following ``base:`` (a path relative to the file) recursively.
+# --- YAML ----------------------------------------------------------------------------------------
 
-    Raises ``FileNotFoundError`` naming the file, or ``ConfigError`` if it is not a mapping.
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 floats without a dot (``1e-3``, ``5E+2``), which
+    YAML 1.1 reads as strings."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml(text: str, where: str):
+    """Parse YAML ``text`` (a file's content or a ``--set`` value) with the project's loader.
+
+    Returns the parsed object; raises ``ConfigError`` naming ``where`` and, for a syntax error,
+    the line and column.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: YAML syntax error{at}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: cannot read YAML: {exc}") from None
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """``[(file, its own mapping without 'base')]`` along the ``base:`` chain, the root base first."""
+    if path.resolve() in [s.resolve() for s in seen]:
+        raise ConfigError(f"{seen[-1]}: 'base' chain loops back to {path}: " + " -> ".join(map(str, (*seen, path))))
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (the base of {seen[-1]})" if seen else ""))
+    cfg = parse_yaml(path.read_text(), str(path))
+    cfg = {} if cfg is None else cfg
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     base = cfg.pop("base", None)
-    if base:
-        cfg = deep_merge(load_yaml(path.parent / base), cfg)
+    if base is None:
+        return [(path, cfg)]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be the path of another config file, got {base!r}")
+    return [*_load_chain(path.parent / base, (*seen, path)), (path, cfg)]
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Load a YAML mapping, following ``base:`` (a path relative to the file) recursively.
+
+    Returns the merged mapping (without ``base``). Raises ``ConfigError`` naming the file when
+    it is not found, not valid YAML (with the line), not a mapping, or when the ``base`` chain
+    loops.
+    """
+    return _merge(_load_chain(Path(path)))
+
+
+def _merge(chain: list[tuple[Path, dict]], cfg: dict | None = None) -> dict:
+    """``cfg`` (default empty) updated by each mapping of a ``base:`` chain in turn; a new dict."""
+    cfg = cfg or {}
+    for _, raw in chain:
+        cfg = deep_merge(cfg, raw)
+    return copy.deepcopy(cfg)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` -> ``(["a", "b"], 3)``; raises ``ConfigError`` for a malformed item."""
+    key, sep, value = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    return parts, parse_yaml(value, f"--set {item}")
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config; returns a new dict.
+
+    Example: ``["train.epochs=3", "train.folds=[0]"]``. Raises ``ConfigError`` for a malformed
+    item or one that descends into a value that is not a mapping. Keys are not checked here
+    (:func:`load_experiment` does).
+    """
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        (*parents, last), value = _parse_override(item)
+        node = cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {part!r} is not a mapping")
+        node[last] = value
     return cfg
 
+
+def _override_sources(overrides: list[str] | None) -> list[tuple[str, dict]]:
+    """Each override as a source for :func:`_origin`: ``("--set a.b=3", {"a": {"b": 3}})``."""
+    return [(f"--set {item}", apply_overrides({}, [item])) for item in overrides or []]
+
+
+def _origin(sources: list[tuple[str, dict]], keys, default: str) -> str:
+    """The label of the last source (file or override) that sets the dotted path ``keys``, else ``default``."""
+    for label, raw in reversed(sources):
+        node = raw
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            return label
+    return default
+
+
+# --- schemas (pydantic: they only check; extra="forbid" makes unknown keys errors) -----------------
+
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _AudioPath(_Section):
+    pattern: Optional[str] = None
+    replace: Optional[str] = None
+    template: Optional[str] = None
+
+
+class _Split(_Section):
+    csv: Optional[str] = None
+    id_column: Optional[str] = None
+    target_column: Optional[str] = None
+    target_columns: Optional[list[str]] = None
+    target_from: Optional[str] = None
+    files: Optional[str] = None
+    id_from: Optional[str] = None
+    label_separator: Optional[str] = None
+    audio: Optional[_AudioPath] = None
+
+
+class _Audio(_Section):
+    clip_seconds: Positive
+    hop_seconds: Optional[Positive] = None
+    aggregate: Optional[str] = None
+    pad: Optional[str] = None
+    sample_rate: Optional[Positive] = None
+    resample_type: Optional[str] = None
+    channel: Optional[NonNegativeInt] = None
+
+
+class _Groups(_Section):
+    column: Optional[str] = None
+    regex: Optional[str] = None
+    on: Literal["id", "path"] = "id"
+
+
+class _Folds(_Section):
+    n_folds: Annotated[int, Field(ge=2)] = 5
+    scheme: Optional[str] = None
+    seed: int = 42
+    column: Optional[str] = None
+
+
+class _Metadata(_Section):
+    numeric: Optional[list[str]] = None
+    categorical: Optional[list[str]] = None
+
+
+class _Submission(_Section):
+    sample: Optional[str] = None
+    id_column: Optional[str] = None
+    target_column: Optional[str] = None
+    format: Optional[str] = None
+    label_separator: Optional[str] = None
+
+
+class _Competition(_Section):
+    name: str = ""
+    data_dir: str = "input"
+    task: str = "binary"
+    classes: Optional[list[Any]] = None
+    positive: Any = None
+    metric: Optional[str] = None
+    metrics: Optional[list[str]] = None
+    train: _Split
+    test: Optional[_Split] = None
+    audio: _Audio
+    groups: Optional[_Groups] = None
+    folds: Optional[_Folds] = None
+    metadata: Optional[_Metadata] = None
+    submission: Optional[_Submission] = None
+    experiments: Optional[list[str]] = None
+
+
+class _Component(_Section):
+    name: str
+    params: Optional[dict[str, Any]] = None
+
+
+class _Features(_Component):
+    set: Optional[str] = None
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+class _Inputs(_Section):
+    audio_scalars: bool = True
+    metadata: bool = True
+
+
+class _Mix(_Section):
+    p: Probability = 0.0
+    alpha: Positive = 1.0
+
+
+class _SpecAugment(_Section):
+    p: Probability = 0.0
+    freq_mask: NonNegativeInt = 8
+    time_mask: NonNegativeInt = 8
+    n_masks: NonNegativeInt = 1
+
+
+class _Augment(_Section):
+    mixup: _Mix = _Mix()
+    cutmix: _Mix = _Mix()
+    spec_augment: _SpecAugment = _SpecAugment()
+
+
+class _Train(_Section):
+    epochs: PositiveInt = 25
+    batch_size: PositiveInt = 64
+    patience: PositiveInt = 8
+    grad_clip: Positive = 5.0
+    seed: NonNegativeInt = 42
+    device: str = "auto"
+    amp: bool = True
+    folds: Optional[list[NonNegativeInt]] = None
+    ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    class_weights: Optional[Literal["balanced"]] = None
+    sampler: Optional[Literal["balanced"]] = None
+    compile: bool = False
+
+
+class _Experiment(_Section):
+    name: str
+    features: _Features
+    model: _Component
+    optimizer: _Component
+    scheduler: _Component
+    loss: _Component
+    inputs: _Inputs = _Inputs()
+    augment: _Augment = _Augment()
+    train: _Train = _Train()
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every valid dotted key of a schema (``train``, ``train.epochs``, ...)."""
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + name)
+        stack = [field.annotation]
+        while stack:
+            ann = stack.pop()
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                out += _keys(ann, f"{prefix}{name}.")
+            else:
+                stack += [a for a in get_args(ann) if a is not type(None)]
+    return out
+
+
+def _validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]], where: str) -> None:
+    """Check ``cfg`` against ``schema``; raise one ``ConfigError`` listing every problem, each
+    naming the file or override that set the key (:func:`_origin`), the dotted key, and for an
+    unknown key the closest valid one."""
+    try:
+        schema.model_validate(cfg)
+    except ValidationError as exc:
+        problems = {}
+        for err in exc.errors():
+            keys, node = [], cfg
+            for part in err["loc"]:  # the part of the location that is a key in cfg (no union tags)
+                if not (isinstance(node, dict) and part in node):
+                    if err["type"] == "missing":
+                        keys.append(part)
+                    break
+                keys.append(part)
+                node = node[part]
+            key = ".".join(map(str, keys))
+            origin = _origin(sources, keys, where)
+            if err["type"] == "extra_forbidden":
+                problems[key] = f"unknown key {key!r} in {origin}{did_you_mean(key, _keys(schema))}"
+            elif err["type"] == "missing":
+                problems[key] = f"{origin}: missing required key {key!r}"
+            elif err["type"] in ("model_type", "dict_type"):
+                problems[key] = f"{origin}: {key} must be a mapping, got {node!r}"
+            else:
+                problems.setdefault(key, f"{origin}: {key}: {err['msg'].lower()}, got {node!r}")
+        raise ConfigError("\n".join(problems.values())) from None
+
+
+# --- experiments ---------------------------------------------------------------------------------
 
 EXPERIMENT_DEFAULTS = {
     "features": {"name": "log_mel", "params": {}},
@@ -106,26 +416,135 @@ EXPERIMENT_DEFAULTS = {
         "compile": False, "max_bad_steps": 5,
     },
 }
+COMPONENTS = ("features", "model", "optimizer", "scheduler", "loss")
+CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs"}, "optimizer": {"params"},
+                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"}}
+"""Arguments the code passes to a component (lib.models.build_model, lib.training.loop,
+lib.training.losses.build_loss): not settable under ``params``."""
+_PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def load_experiment(path: str | Path) -> dict:
-    """Load an experiment config, fill defaults, and set ``name`` (default: the file's stem).
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """Load an experiment config, fill defaults, apply ``--set`` ``overrides``, and check it
+    (:func:`check_experiment`); ``name`` defaults to the file's stem.
 
-    Returns a dict with keys ``name, features, model, optimizer, scheduler, loss, inputs, augment, train``.
-    ``features`` gains ``set``: the cache folder name under ``output/features/`` (default: the
-    feature's name). Raises ``ConfigError`` for sections that are not ``{name, params}``.
+    Returns a dict with keys ``name, features, model, optimizer, scheduler, loss, inputs, augment, train``;
+    every component section has ``params`` (a dict), and ``features`` gains ``set``: the cache
+    folder name under ``output/features/`` (default: the feature's name). Raises ``ConfigError``
+    naming the file (or override) and the key for anything wrong.
     """
     path = Path(path)
-    cfg = deep_merge(EXPERIMENT_DEFAULTS, load_yaml(path))
+    chain = _load_chain(path)
+    cfg = _merge(chain, EXPERIMENT_DEFAULTS)
     cfg.setdefault("name", path.stem)
-    for key in ("features", "model", "optimizer", "scheduler", "loss"):
-        if not isinstance(cfg[key], dict) or "name" not in cfg[key]:
-            raise ConfigError(f"{path}: section {key!r} must be a mapping with 'name' (and optional 'params')")
-        cfg[key].setdefault("params", {})
-        cfg[key]["params"] = cfg[key]["params"] or {}
+    for key in COMPONENTS:
+        if isinstance(cfg[key], dict):
+            cfg[key]["params"] = cfg[key].get("params") or {}
+    cfg = apply_overrides(cfg, overrides)
+    check_experiment(cfg, str(path), [(str(p), raw) for p, raw in chain] + _override_sources(overrides))
     cfg["features"].setdefault("set", cfg["features"]["name"])
     return cfg
 
+
+def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | None = None) -> None:
+    """Check an experiment config (defaults filled) before any work starts.
+
+    ``where`` names the config (its file); ``sources`` (``[(file or "--set ...", its mapping)]``,
+    later ones overriding earlier ones) lets each error name the file or override that set the
+    key. Checks: unknown keys (with the closest valid key), types and ranges, ``train.device``
+    ``cuda`` without a GPU, registry names (features, model, optimizer, scheduler, loss; ``loss``
+    may be ``auto``) and each component's ``params`` against the registered callable's signature
+    (unknown names unless it takes ``**kwargs``; types where the annotation is a plain
+    int/float/bool/str or, without one, the default is a float). Returns ``None``; raises
+    ``ConfigError``. Imports torch (through the registries).
+    """
+    sources = sources or [(where, cfg)]
+    _validate(_Experiment, cfg, sources, where)
+    device = cfg["train"]["device"]
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{_origin(sources, ['train', 'device'], where)}: train.device is {device!r}, but torch "
+                              f"finds no CUDA GPU here; use auto or cpu")
+    from ..features import FEATURES
+    from ..models import MODELS
+    from ..training.losses import LOSSES
+    from ..training.optim import OPTIMIZERS, SCHEDULERS
+
+    registries = {"features": FEATURES, "model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
+                  "loss": LOSSES}
+    for key, registry in registries.items():
+        name = cfg[key]["name"]
+        names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
+        objs = [registry.get(n, f"{_origin(sources, [key, 'name'], where)} ({key}.name)") for n in names]
+        _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
+
+
+def _check_params(objs: list, params: dict, supplied: set, key: str, sources, where: str) -> None:
+    """Check ``params`` against the signatures of ``objs`` (see :func:`check_experiment`)."""
+    settable, open_ended = {}, False
+    for obj in objs:
+        try:
+            sig = inspect.signature(obj)
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
+            return
+        for name, p in sig.parameters.items():
+            open_ended |= p.kind is p.VAR_KEYWORD
+            if name not in supplied and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                settable.setdefault(name, p)
+    for name, value in params.items():
+        origin = _origin(sources, [key, "params", name], where)
+        if name not in settable:
+            if open_ended:
+                continue
+            raise ConfigError(f"unknown parameter {key}.params.{name} in {origin} ({key} {_names(objs)} takes: "
+                              f"{', '.join(settable) or 'none'}){did_you_mean(name, settable)}")
+        p = settable[name]
+        ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        expected = _PLAIN_TYPES.get(ann) or (float if type(p.default) is float else None)
+        if expected and not (value is None and p.default is None) and not _is_a(value, expected):
+            raise ConfigError(f"{origin}: {key}.params.{name} must be a {expected.__name__}, got {value!r}")
+
+
+def _names(objs: list) -> str:
+    """The names of the callables ``objs``, for messages."""
+    return " / ".join(getattr(o, "__name__", str(o)) for o in objs)
+
+
+def _is_a(value, expected: type) -> bool:
+    """``isinstance`` where bool is no number and an int is a float."""
+    if isinstance(value, bool):
+        return expected is bool
+    return isinstance(value, (int, float) if expected is float else expected)
+
+
+def changing_overrides(overrides: list[str] | None) -> list[str]:
+    """The ``--set`` items that change what an experiment trains: all but :data:`RUN_ONLY_KEYS`
+    (and ``name``, which is the name chosen), as ``key=value`` with spaces around both trimmed.
+    Raises nothing (malformed items are :func:`apply_overrides`'s to report)."""
+    out = []
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        if key.strip() not in (*RUN_ONLY_KEYS, "name"):
+            out.append(f"{key.strip()}={value.strip()}")
+    return out
+
+
+def variant_name(stem: str, overrides: list[str] | None) -> str:
+    """The experiment name of a run of the config named ``stem`` with ``--set`` ``overrides``.
+
+    ``stem`` itself when no override changes what is trained (see :func:`changing_overrides`),
+    so that folds trained in separate runs merge; else ``stem+<8 hex of sha1 of the sorted
+    changing overrides>``, so that a variant never overwrites the base experiment. Raises nothing.
+    """
+    changes = sorted(changing_overrides(overrides))
+    if not changes:
+        return stem
+    return f"{stem}+{hashlib.sha1(chr(10).join(changes).encode()).hexdigest()[:8]}"
+
+
+# --- competitions --------------------------------------------------------------------------------
 
 def _require(cfg: dict, key: str, where: str):
     if cfg.get(key) in (None, ""):
@@ -139,18 +558,21 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     ``data_dir`` (e.g. from ``--data-dir``, relative to the working directory) overrides the
     file's ``data_dir``, which is relative to the project folder (default ``input``).
     Returns the config with defaults filled in (README.md, "Configuring a competition", lists
-    every key); raises ``ConfigError`` naming the file and the missing or wrong key. ``classes``
-    may be left out: stage 00 then takes the sorted labels found in the training data.
+    every key); raises ``ConfigError`` naming the file and the missing, unknown (with the closest
+    valid key) or wrong key, an unknown metric or fold scheme. ``classes`` may be left out:
+    stage 00 then takes the sorted labels found in the training data.
     """
     path = Path(path)
-    cfg = load_yaml(path)
+    chain = _load_chain(path)
+    cfg = _merge(chain)
     where = str(path)
+    _validate(_Competition, cfg, [(str(p), raw) for p, raw in chain], where)
     cfg.setdefault("name", path.stem)
     cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / cfg.get("data_dir", "input")).resolve())
     task = cfg.setdefault("task", "binary")
     if task not in TASKS:
         raise ConfigError(f"{where}: task {task!r} is not one of {TASKS}")
-    train = _require(cfg, "train", where)
+    train = cfg["train"]
     _split_section(train, f"{where} [train]", labelled=True)
     if train.get("target_columns") and task != "multilabel":
         raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
@@ -163,10 +585,13 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     cfg.setdefault("metrics", [cfg["metric"]])
     if cfg["metric"] not in cfg["metrics"]:
         cfg["metrics"] = [cfg["metric"], *cfg["metrics"]]
+    from ..evaluation.metrics import METRICS
+
+    for name in cfg["metrics"]:
+        METRICS.get(name, f"{where} (metric/metrics)")
     if cfg.get("test"):
         _split_section(cfg["test"], f"{where} [test]", labelled=False)
-    audio = cfg.setdefault("audio", {})
-    _require(audio, "clip_seconds", f"{where} [audio]")
+    audio = cfg["audio"]
     for key, default in (("hop_seconds", None), ("aggregate", "mean"), ("sample_rate", None),
                          ("resample_type", "soxr_hq"), ("channel", None), ("pad", "zero")):
         audio.setdefault(key, default)
@@ -187,12 +612,17 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     for split, needs in (("train", uses_columns), ("test", [k for k in uses_columns if k == "metadata"])):
         if cfg.get(split) and not cfg[split].get("csv") and needs:
             raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
-    folds = cfg.setdefault("folds", {})
+    folds = cfg["folds"] = cfg.get("folds") or {}
     folds.setdefault("n_folds", 5)
     default_scheme = ("predefined" if folds.get("column") else ("multilabel_stratified" if task == "multilabel"
                       else "stratified") + ("_group" if groups else ""))
     folds.setdefault("scheme", default_scheme)
     folds.setdefault("seed", 42)
+    from ..data.folds import SCHEMES
+
+    if folds["scheme"] not in SCHEMES:
+        raise ConfigError(f"{where} [folds]: scheme {folds['scheme']!r} is not one of {', '.join(SCHEMES)}"
+                          f"{did_you_mean(folds['scheme'], SCHEMES)}")
     if folds["scheme"] == "predefined" and not folds.get("column"):
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
     sub = cfg.get("submission")
@@ -244,19 +674,15 @@ def check_classes(cfg: dict, where: str) -> None:
         cfg["positive"] = pos
 
 
-def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config; returns a new dict.
+if __name__ == "__main__":  # python -m lib.core.config name CONFIG [--set KEY=VALUE ...] (for run_all.sh)
+    import argparse
 
-    Example: ``["train.epochs=3", "train.folds=[0]"]``. Raises ``ConfigError`` for a malformed item.
-    """
-    cfg = copy.deepcopy(cfg)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        key, value = item.split("=", 1)
-        node = cfg
-        *parents, last = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
-    return cfg
+    p = argparse.ArgumentParser(prog="python -m lib.core.config", description="print the experiment name of a run")
+    p.add_argument("command", choices=["name"])
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+    try:
+        print(variant_name(load_yaml(args.config).get("name") or Path(args.config).stem, args.set))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")

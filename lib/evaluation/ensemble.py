@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.artifacts import check_inputs
-from ..core.errors import MissingArtifact
+from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
@@ -34,16 +34,16 @@ def score_weights(scores, method: str = "softmax", temperature: float = 0.01) ->
     s = np.asarray(scores, dtype=float)
     if method == "softmax":
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
         z = np.exp((s - s.max()) / temperature)
         return z / z.sum()
     if method == "normalised":
         if s.sum() <= 0:
-            raise ValueError(f"normalised weights need positive scores, got {s.tolist()}")
+            raise ConfigError(f"normalised weights need positive scores, got {s.tolist()}")
         return s / s.sum()
     if method == "equal":
         return np.full(len(s), 1.0 / len(s))
-    raise ValueError(f"weighting {method!r} is not one of {WEIGHTINGS}")
+    raise ConfigError(f"weighting {method!r} is not one of {WEIGHTINGS}")
 
 
 def blend(probs: list[np.ndarray], weights) -> np.ndarray:
@@ -105,12 +105,12 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
     sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
     fmt = sub["format"]
     if fmt not in SUBMISSION_FORMATS:
-        raise ValueError(f"submission format {fmt!r} is not one of {SUBMISSION_FORMATS}")
+        raise ConfigError(f"submission format {fmt!r} is not one of {SUBMISSION_FORMATS}")
     if fmt == "probability" and comp["task"] != "binary":
-        raise ValueError(f"submission format 'probability' is for binary tasks; use 'probabilities' for {comp['task']}")
+        raise ConfigError(f"submission format 'probability' is for binary tasks; use 'probabilities' for {comp['task']}")
     ids = pd.Index(list(test_ids))
     if set(ids) != set(sample[sub["id_column"]]) or len(ids) != len(sample):
-        raise ValueError(f"test predictions and {sample_path} hold different ids")
+        raise InputError([f"test predictions and {sample_path} hold different ids"])
     order = ids.get_indexer(sample[sub["id_column"]])
     probs = np.asarray(probs)[order]
     if fmt == "label":
@@ -121,7 +121,7 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
         values = probs if fmt == "probabilities" else tasks.predict_indicators(probs, comp)
         missing = [c for c in comp["classes"] if c not in sample.columns]
         if missing:
-            raise ValueError(f"{sample_path} has no column for class(es) {missing} (submission format {fmt!r})")
+            raise InputError([f"{sample_path} has no column for class(es) {missing} (submission format {fmt!r})"])
         for k, c in enumerate(comp["classes"]):
             sample[c] = values[:, k]
     return sample
@@ -157,10 +157,10 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
             preds.append(pd.read_csv(out.preds(exp), dtype={"id": str}))
     for exp, o in zip(experiments, oofs):
         if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
-            raise ValueError(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
+            raise MissingArtifact(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
     for exp, p in zip(experiments, preds):
         if not p["id"].equals(preds[0]["id"]):
-            raise ValueError(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
+            raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
     metric = comp["metric"]
     each = [score_all(comp["metrics"], y, o[cols].to_numpy(), comp) for o in oofs]
