@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("binary", "multiclass", "multilabel")
 AGGREGATIONS = ("mean", "max", "vote")
 RUN_ONLY_KEYS = ("train.folds", "train.device", "train.compile")
-"""``--set`` keys that change how a run goes, not what it trains: they keep the experiment's name."""
+"""Keys that change how a run goes, not what it trains: ``--set`` on them keeps the experiment's
+name, and the training key leaves them out, so folds trained with different values merge."""
 
 
 def did_you_mean(word: str, candidates) -> str:
@@ -337,6 +338,7 @@ class _Train(_Section):
     class_weights: Optional[Literal["balanced"]] = None
     sampler: Optional[Literal["balanced"]] = None
     compile: bool = False
+    max_bad_steps: PositiveInt = 5
 
 
 class _Experiment(_Section):

@@ -32,7 +32,7 @@ import torch
 import yaml
 from sklearn.metrics import confusion_matrix
 
-from ..core.config import ROOT
+from ..core.config import ROOT, RUN_ONLY_KEYS
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, get_device, read_json, write_csv, write_json
@@ -45,19 +45,17 @@ from .loop import train_fold
 from .precision import cpu_bf16
 
 FORMAT_VERSION = 4
-RUN_ONLY = ("folds", "device", "compile")
-"""``train.*`` keys that choose how and where folds run, not what is trained: they are left out
-of the experiment's key, so folds trained with different values merge."""
 
 
 def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict) -> str:
     """Fingerprint of what an experiment's models depend on: the config (without its name and
-    :data:`RUN_ONLY` keys), the folds table (ids, targets, groups, folds, metadata), the feature
+    :data:`lib.core.config.RUN_ONLY_KEYS`), the folds table (ids, targets, groups, folds, metadata), the feature
     set's record id, and the competition's task, classes, metrics, aggregation and metadata."""
     what = copy.deepcopy(cfg)
     what.pop("name", None)
-    for k in RUN_ONLY:
-        what["train"].pop(k, None)
+    for k in RUN_ONLY_KEYS:
+        section, key = k.split(".")
+        what[section].pop(key, None)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
                        {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"])
