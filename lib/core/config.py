@@ -11,23 +11,23 @@ Two kinds of YAML file (see README.md, "Configuring"):
 Both are validated when loaded, before any work starts: unknown keys (with the closest valid
 one), wrong types, impossible values, unknown registry names and component parameters are
 :class:`ConfigError` naming the file (or ``--set`` override) and the key. The schemas are the
-pydantic models ``_Competition`` and ``_Experiment`` below; they only check, the configs stay dicts.
+pydantic models of :mod:`lib.core.schema`; they only check, the configs stay dicts.
 """
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import inspect
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .registry import Registry, did_you_mean  # noqa: F401  (Registry: imported from here by the component modules)
+from .schema import Competition, Experiment, source_of, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project folder (the parent of ``lib/``)."""
@@ -37,55 +37,6 @@ AGGREGATIONS = ("mean", "max", "vote")
 RUN_ONLY_KEYS = ("train.folds", "train.device", "train.compile")
 """Keys that change how a run goes, not what it trains: ``--set`` on them keeps the experiment's
 name, and the training key leaves them out, so folds trained with different values merge."""
-
-
-def did_you_mean(word: str, candidates) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``candidates`` (difflib), or ``""`` if none is close."""
-    close = difflib.get_close_matches(str(word), list(candidates), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-class Registry:
-    """A name -> callable table, so that configs pick components by name.
-
-    >>> MODELS = Registry("model")
-    >>> @MODELS.register("cnn")
-    ... class CNN: ...
-    >>> MODELS.build({"name": "cnn", "params": {}})  # doctest: +ELLIPSIS
-    <...CNN object at ...>
-    """
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._items: dict[str, object] = {}
-
-    def register(self, name: str):
-        """Decorator that registers a class or function under ``name``."""
-        def deco(obj):
-            self._items[name] = obj
-            return obj
-        return deco
-
-    def get(self, name: str, where: str | None = None):
-        """Return the object registered as ``name``.
-
-        Raises ``ConfigError`` naming ``where`` (the config file, if given), listing the known
-        names and the closest one.
-        """
-        if name not in self._items:
-            prefix = f"{where}: " if where else ""
-            raise ConfigError(f"{prefix}unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
-                              f"{did_you_mean(name, self._items)}")
-        return self._items[name]
-
-    def build(self, section: dict, where: str | None = None, **kwargs):
-        """Call the object named by ``section['name']`` with ``section['params']`` and ``kwargs``;
-        returns what it returns. Raises ``ConfigError`` for an unknown name (see :meth:`get`)."""
-        return self.get(section["name"], where)(**(section.get("params") or {}), **kwargs)
-
-    def names(self) -> list[str]:
-        """The registered names, sorted."""
-        return sorted(self._items)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -191,211 +142,8 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
 
 
 def _override_sources(overrides: list[str] | None) -> list[tuple[str, dict]]:
-    """Each override as a source for :func:`_origin`: ``("--set a.b=3", {"a": {"b": 3}})``."""
+    """Each override as a source for :func:`lib.core.schema.source_of`: ``("--set a.b=3", {"a": {"b": 3}})``."""
     return [(f"--set {item}", apply_overrides({}, [item])) for item in overrides or []]
-
-
-def _origin(sources: list[tuple[str, dict]], keys, default: str) -> str:
-    """The label of the last source (file or override) that sets the dotted path ``keys``, else ``default``."""
-    for label, raw in reversed(sources):
-        node = raw
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                break
-            node = node[key]
-        else:
-            return label
-    return default
-
-
-# --- schemas (pydantic: they only check; extra="forbid" makes unknown keys errors) -----------------
-
-Positive = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _AudioPath(_Section):
-    pattern: Optional[str] = None
-    replace: Optional[str] = None
-    template: Optional[str] = None
-
-
-class _Split(_Section):
-    csv: Optional[str] = None
-    id_column: Optional[str] = None
-    target_column: Optional[str] = None
-    target_columns: Optional[list[str]] = None
-    target_from: Optional[str] = None
-    files: Optional[str] = None
-    id_from: Optional[str] = None
-    label_separator: Optional[str] = None
-    audio: Optional[_AudioPath] = None
-
-
-class _Audio(_Section):
-    clip_seconds: Positive
-    hop_seconds: Optional[Positive] = None
-    aggregate: Optional[str] = None
-    pad: Optional[str] = None
-    sample_rate: Optional[Positive] = None
-    resample_type: Optional[str] = None
-    channel: Optional[NonNegativeInt] = None
-
-
-class _Groups(_Section):
-    column: Optional[str] = None
-    regex: Optional[str] = None
-    on: Literal["id", "path"] = "id"
-
-
-class _Folds(_Section):
-    n_folds: Annotated[int, Field(ge=2)] = 5
-    scheme: Optional[str] = None
-    seed: int = 42
-    column: Optional[str] = None
-
-
-class _Metadata(_Section):
-    numeric: Optional[list[str]] = None
-    categorical: Optional[list[str]] = None
-
-
-class _Submission(_Section):
-    sample: Optional[str] = None
-    id_column: Optional[str] = None
-    target_column: Optional[str] = None
-    format: Optional[str] = None
-    label_separator: Optional[str] = None
-
-
-class _Competition(_Section):
-    name: str = ""
-    data_dir: str = "input"
-    task: str = "binary"
-    classes: Optional[list[Any]] = None
-    positive: Any = None
-    metric: Optional[str] = None
-    metrics: Optional[list[str]] = None
-    train: _Split
-    test: Optional[_Split] = None
-    audio: _Audio
-    groups: Optional[_Groups] = None
-    folds: Optional[_Folds] = None
-    metadata: Optional[_Metadata] = None
-    submission: Optional[_Submission] = None
-    experiments: Optional[list[str]] = None
-
-
-class _Component(_Section):
-    name: str
-    params: Optional[dict[str, Any]] = None
-
-
-class _Features(_Component):
-    set: Optional[str] = None
-    dtype: Literal["float32", "float16"] = "float32"
-
-
-class _Inputs(_Section):
-    audio_scalars: bool = True
-    metadata: bool = True
-
-
-class _Mix(_Section):
-    p: Probability = 0.0
-    alpha: Positive = 1.0
-
-
-class _SpecAugment(_Section):
-    p: Probability = 0.0
-    freq_mask: NonNegativeInt = 8
-    time_mask: NonNegativeInt = 8
-    n_masks: NonNegativeInt = 1
-
-
-class _Augment(_Section):
-    mixup: _Mix = _Mix()
-    cutmix: _Mix = _Mix()
-    spec_augment: _SpecAugment = _SpecAugment()
-
-
-class _Train(_Section):
-    epochs: PositiveInt = 25
-    batch_size: PositiveInt = 64
-    patience: PositiveInt = 8
-    grad_clip: Positive = 5.0
-    seed: NonNegativeInt = 42
-    device: str = "auto"
-    amp: bool = True
-    folds: Optional[list[NonNegativeInt]] = None
-    ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
-    class_weights: Optional[Literal["balanced"]] = None
-    sampler: Optional[Literal["balanced"]] = None
-    compile: bool = False
-    max_bad_steps: PositiveInt = 5
-
-
-class _Experiment(_Section):
-    name: str
-    features: _Features
-    model: _Component
-    optimizer: _Component
-    scheduler: _Component
-    loss: _Component
-    inputs: _Inputs = _Inputs()
-    augment: _Augment = _Augment()
-    train: _Train = _Train()
-
-
-def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every valid dotted key of a schema (``train``, ``train.epochs``, ...)."""
-    out = []
-    for name, field in model.model_fields.items():
-        out.append(prefix + name)
-        stack = [field.annotation]
-        while stack:
-            ann = stack.pop()
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                out += _keys(ann, f"{prefix}{name}.")
-            else:
-                stack += [a for a in get_args(ann) if a is not type(None)]
-    return out
-
-
-def _validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]], where: str) -> None:
-    """Check ``cfg`` against ``schema``; raise one ``ConfigError`` listing every problem, each
-    naming the file or override that set the key (:func:`_origin`), the dotted key, and for an
-    unknown key the closest valid one."""
-    try:
-        schema.model_validate(cfg)
-    except ValidationError as exc:
-        problems = {}
-        for err in exc.errors():
-            keys, node = [], cfg
-            for part in err["loc"]:  # the part of the location that is a key in cfg (no union tags)
-                if not (isinstance(node, dict) and part in node):
-                    if err["type"] == "missing":
-                        keys.append(part)
-                    break
-                keys.append(part)
-                node = node[part]
-            key = ".".join(map(str, keys))
-            origin = _origin(sources, keys, where)
-            if err["type"] == "extra_forbidden":
-                problems[key] = f"unknown key {key!r} in {origin}{did_you_mean(key, _keys(schema))}"
-            elif err["type"] == "missing":
-                problems[key] = f"{origin}: missing required key {key!r}"
-            elif err["type"] in ("model_type", "dict_type"):
-                problems[key] = f"{origin}: {key} must be a mapping, got {node!r}"
-            else:
-                problems.setdefault(key, f"{origin}: {key}: {err['msg'].lower()}, got {node!r}")
-        raise ConfigError("\n".join(problems.values())) from None
 
 
 # --- experiments ---------------------------------------------------------------------------------
@@ -461,13 +209,13 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     ``ConfigError``. Imports torch (through the registries).
     """
     sources = sources or [(where, cfg)]
-    _validate(_Experiment, cfg, sources, where)
+    validate(Experiment, cfg, sources, where)
     device = cfg["train"]["device"]
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"{_origin(sources, ['train', 'device'], where)}: train.device is {device!r}, but torch "
+            raise ConfigError(f"{source_of(sources, ['train', 'device'], where)}: train.device is {device!r}, but torch "
                               f"finds no CUDA GPU here; use auto or cpu")
     from ..features import FEATURES
     from ..models import MODELS
@@ -479,7 +227,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     for key, registry in registries.items():
         name = cfg[key]["name"]
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
-        objs = [registry.get(n, f"{_origin(sources, [key, 'name'], where)} ({key}.name)") for n in names]
+        objs = [registry.get(n, f"{source_of(sources, [key, 'name'], where)} ({key}.name)") for n in names]
         _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
 
 
@@ -496,7 +244,7 @@ def _check_params(objs: list, params: dict, supplied: set, key: str, sources, wh
             if name not in supplied and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 settable.setdefault(name, p)
     for name, value in params.items():
-        origin = _origin(sources, [key, "params", name], where)
+        origin = source_of(sources, [key, "params", name], where)
         if name not in settable:
             if open_ended:
                 continue
@@ -568,7 +316,7 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     chain = _load_chain(path)
     cfg = _merge(chain)
     where = str(path)
-    _validate(_Competition, cfg, [(str(p), raw) for p, raw in chain], where)
+    validate(Competition, cfg, [(str(p), raw) for p, raw in chain], where)
     cfg.setdefault("name", path.stem)
     cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / cfg.get("data_dir", "input")).resolve())
     task = cfg.setdefault("task", "binary")
