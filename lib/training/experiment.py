@@ -131,6 +131,7 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
         if not force and frec.check(fkey)[0] is not None:
             status[fold] = "finished earlier"
             log(f"fold {fold}: finished earlier with the same settings, kept ({frec.path.name})")
+            files["state"].unlink(missing_ok=True)  # left by a --force run killed while retraining it
             continue
         if force:
             files["state"].unlink(missing_ok=True)
