@@ -2,5 +2,6 @@
 
 ``experiment`` (stage 02: every fold of an experiment), ``loop`` (one fold), ``optim``
 (optimisers, schedules), ``precision`` (autocast, channels-last), ``ema``, ``losses``,
-``augment`` (mixup, cutmix, spec_augment), ``transforms`` (the only torchaudio import).
+``augment`` (mixup, cutmix, spec_augment), ``wave_augment`` (waveform augmentations, not yet wired
+into training), ``transforms`` (the only torchaudio import).
 """
