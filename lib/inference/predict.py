@@ -15,7 +15,7 @@ def predict_logits(model, data: WindowData, windows: np.ndarray, batch_size: int
     (:func:`autocast` for inference: float32 on the CPU)."""
     model.eval()
     device = next(model.parameters()).device
-    out = [torch.zeros(0, model.head[-1].out_features)]
+    out = [torch.zeros(0, model.n_outputs)]
     for i in range(0, len(windows), batch_size):
         with autocast(device, training=False):
             out.append(model(*data.batch(windows[i:i + batch_size], device))["logits"].float().cpu())

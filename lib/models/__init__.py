@@ -3,8 +3,10 @@
 Every model maps ``spec (batch, channels, freq, frames)`` and ``scalars (batch, n_scalars)`` to
 logits ``(batch, n_outputs)``. Inputs are standardised per channel (and per scalar) inside the
 model with statistics from the training fold (:meth:`AudioClassifier.set_normalisation`), so a
-checkpoint is self-contained. Pooling follows PANNs (Kong et al. 2020,
-qiuqiangkong/audioset_tagging_cnn): mean over frequency, then max + mean over time.
+checkpoint is self-contained. Pooling: mean over frequency, then a time pooling chosen by
+``params.pooling`` (:mod:`lib.models.heads`, ``POOLINGS``): ``mean_max`` (default; PANNs, Kong et
+al. 2020: max + mean over time), ``gem`` (generalised mean) or ``attention`` (PANNs' ``AttBlock``,
+which also returns ``frame_logits``).
 
 Registered (``model: {name, params}`` in an experiment config):
 
@@ -20,6 +22,7 @@ from torch import nn
 from ..core.config import Registry
 from .base import AudioClassifier
 from .cnn import CNN, CNN8
+from .heads import POOLINGS as POOLINGS  # re-exported for configs and tests
 from .vgg import VGG
 
 MODELS = Registry("model")

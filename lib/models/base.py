@@ -1,22 +1,31 @@
-"""The frame every model shares: input normalisation, a trunk, PANNs pooling, scalar branch, head."""
+"""The frame every model shares: input normalisation, a trunk, a time pooling, scalar branch, head."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .heads import POOLINGS
+
 
 class AudioClassifier(nn.Module):
-    """Shared frame: input normalisation, a conv trunk, PANNs pooling, scalar branch, head.
+    """Shared frame: input normalisation, a conv trunk, a time pooling, scalar branch, head.
 
-    Subclasses build ``self.trunk`` (``(B, C, F, T) -> (B, trunk_channels, F', T')``).
+    Subclasses build ``self.trunk`` (``(B, C, F, T) -> (B, trunk_channels, F', T')``). The trunk
+    output is averaged over frequency, then pooled over time by ``POOLINGS[pooling]``
+    (:mod:`lib.models.heads`; default ``mean_max``, PANNs' max + mean: Kong et al. 2020).
     The scalar branch (``n_scalars > 0``) is ``Linear(n_scalars, scalar_hidden) -> GELU`` and is
-    concatenated with the pooled trunk output before the classifier
+    concatenated with the pooled trunk output into the embedding, which feeds the classifier
     ``Dropout -> Linear(., head_hidden) -> GELU -> Dropout -> Linear(., n_outputs)``.
+
+    A pooling that gives logits itself (``attention``) replaces that classifier (``self.head`` is
+    ``None``); the scalar branch then adds ``self.scalar_logits = Linear(scalar_hidden, n_outputs)``
+    of its features to the clip and frame logits, so metadata still counts.
     """
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, trunk: nn.Module, trunk_channels: int,
-                 scalar_hidden: int = 64, head_hidden: int = 256, dropout: float = 0.3):
+                 scalar_hidden: int = 64, head_hidden: int = 256, dropout: float = 0.3, pooling: str = "mean_max"):
         super().__init__()
+        self.n_outputs = n_outputs
         self.register_buffer("spec_mean", torch.zeros(1, in_channels, 1, 1))
         self.register_buffer("spec_std", torch.ones(1, in_channels, 1, 1))
         self.register_buffer("scalar_mean", torch.zeros(1, n_scalars))
@@ -24,9 +33,14 @@ class AudioClassifier(nn.Module):
         self.trunk = trunk
         self.n_scalars = n_scalars
         self.scalar_branch = nn.Sequential(nn.Linear(n_scalars, scalar_hidden), nn.GELU()) if n_scalars else None
-        joined = 2 * trunk_channels + (scalar_hidden if n_scalars else 0)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(joined, head_hidden), nn.GELU(),
-                                  nn.Dropout(dropout), nn.Linear(head_hidden, n_outputs))
+        self.pool = POOLINGS.get(pooling)(trunk_channels, n_outputs, dropout)
+        if self.pool.gives_logits:
+            self.head = None
+            self.scalar_logits = nn.Linear(scalar_hidden, n_outputs) if n_scalars else None
+        else:
+            joined = self.pool.out_dim + (scalar_hidden if n_scalars else 0)
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(joined, head_hidden), nn.GELU(),
+                                      nn.Dropout(dropout), nn.Linear(head_hidden, n_outputs))
 
     @torch.no_grad()
     def set_normalisation(self, spec_mean, spec_std, scalar_mean=None, scalar_std=None) -> None:
@@ -39,15 +53,23 @@ class AudioClassifier(nn.Module):
 
     def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``spec (B, C, F, T)``, ``scalars (B, S)`` -> ``{"logits": (B, n_outputs), "embedding":
-        (B, 2 * trunk_channels [+ scalar_hidden])}``: the classifier's input (pooled trunk output
-        joined with the scalar branch), for stacking, distillation or nearest-neighbour checks."""
+        (B, pool.out_dim [+ scalar_hidden])}``: the pooled trunk output joined with the scalar
+        branch (the MLP head's input), for stacking, distillation or nearest-neighbour checks.
+        The ``attention`` pooling adds ``"frame_logits"`` and ``"attention"`` ``(B, T', n_outputs)``
+        (``logits == (attention * frame_logits).sum(1)``)."""
         x = self.trunk((spec - self.spec_mean) / self.spec_std)
-        x = x.mean(dim=2)  # over frequency -> (B, C', T')
-        parts = [x.amax(dim=2), x.mean(dim=2)]
+        pooled = self.pool(x.mean(dim=2))  # over frequency -> (B, C', T'), then over time
+        parts = [pooled["embedding"]]
         if self.n_scalars:
             parts.append(self.scalar_branch((scalars - self.scalar_mean) / self.scalar_std))
         embedding = torch.cat(parts, dim=1)
-        return {"logits": self.head(embedding), "embedding": embedding}
+        if self.head is not None:
+            return {"logits": self.head(embedding), "embedding": embedding}
+        logits, frames = pooled["clip_logits"], pooled["frame_logits"]
+        if self.n_scalars:
+            extra = self.scalar_logits(parts[1])
+            logits, frames = logits + extra, frames + extra.unsqueeze(1)
+        return {"logits": logits, "embedding": embedding, "frame_logits": frames, "attention": pooled["attention"]}
 
 
 def conv_bn(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:

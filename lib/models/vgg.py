@@ -25,13 +25,15 @@ class ResidualVGGBlock(nn.Module):
 
 class VGG(AudioClassifier):
     """The seed's VGG-style net: residual blocks of 64/128/256/512 channels with GELU
-    (2, 2, 3, 3 convs: about 8 M parameters with the scalar branch and a 512-unit head)."""
+    (2, 2, 3, 3 convs: about 8 M parameters with the scalar branch and a 512-unit head).
+    ``pooling`` names the time pooling (:mod:`lib.models.heads`; default ``mean_max``)."""
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, channels=(64, 128, 256, 512),
-                 convs=(2, 2, 3, 3), dropout: float = 0.3):
+                 convs=(2, 2, 3, 3), dropout: float = 0.3, pooling: str = "mean_max"):
         blocks, c = [], in_channels
         for width, n in zip(channels, convs):
             blocks.append(ResidualVGGBlock(c, width, n))
             c = width
-        super().__init__(in_channels, n_scalars, n_outputs, nn.Sequential(*blocks), c, head_hidden=512, dropout=dropout)
+        super().__init__(in_channels, n_scalars, n_outputs, nn.Sequential(*blocks), c, head_hidden=512, dropout=dropout,
+                         pooling=pooling)
 
