@@ -20,6 +20,8 @@ def main() -> None:
         p.error(f"--weighting: {args.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
     out = cli.outputs(args)
     r = run_ensemble(out, args.experiments or None, args.weighting, args.temperature, args.allow_partial)
+    for exp, why in r["skipped"].items():
+        print(f"not blended: {exp}: {why}")
     print(r["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"blend ({args.weighting}" + (f", T={args.temperature}" if args.weighting == "softmax" else "") + "): "
           + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items()))

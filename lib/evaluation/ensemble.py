@@ -51,22 +51,28 @@ def blend(probs: list[np.ndarray], weights) -> np.ndarray:
     return np.tensordot(np.asarray(weights, dtype=float), np.stack(probs), axes=1)
 
 
-def available_experiments(out: Outputs, allow_partial: bool = False) -> list[str]:
-    """Experiments whose training record is complete (and not partial, unless ``allow_partial``)
-    and, when the competition has a test set, whose test predictions come from that training
-    run; sorted. Sizes are checked, not hashes (:func:`run_ensemble` verifies what it blends)."""
-    names = []
-    for path in sorted((out.root / "models").glob("*/record.json")):
-        exp = path.parent.name
-        trained = out.trained(exp).check(hashes=False)[0]
-        if trained is None or (trained["info"]["partial"] and not allow_partial):
-            continue
-        if out.has_test():
-            pred = out.predicted(exp).check(hashes=False)[0]
+def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The experiments ready to blend and the others with the reason: ``(names, {name: reason})``.
+
+    Ready: the training record is complete (and not partial, unless ``allow_partial``) and, when
+    the competition has a test set, the test predictions come from that training run. Sizes are
+    checked, not hashes (:func:`run_ensemble` verifies what it blends).
+    """
+    names, skipped = [], {}
+    for folder in sorted(p for p in (out.root / "models").glob("*") if p.is_dir()):
+        exp = folder.name
+        trained, why = out.trained(exp).check(hashes=False)
+        if trained is None:
+            skipped[exp] = f"training: {why} (02_train.py)"
+        elif trained["info"]["partial"] and not allow_partial:
+            skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
+        elif out.has_test():
+            pred, why = out.predicted(exp).check(hashes=False)
             if pred is None or pred["inputs"].get("train") != trained["id"]:
-                continue
-        names.append(exp)
-    return names
+                skipped[exp] = f"test predictions: {why or 'made by an older training run'} (03_infer.py)"
+        if exp not in skipped:
+            names.append(exp)
+    return names, skipped
 
 
 def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial: bool = False) -> tuple[dict, dict | None]:
@@ -132,7 +138,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     """Blend experiments' OOF and test probabilities; write ``submission.csv`` and ``ensemble.json``.
 
     ``experiments``: names to use (default: every experiment with complete training and current
-    test predictions). Every experiment's training and predictions are verified through their
+    test predictions; the others are returned in ``"skipped"`` with the reason). Every experiment's training and predictions are verified through their
     records (:func:`verified_predictions`); a partial experiment (folds missing) is refused
     unless ``allow_partial``. The result is written under ``ensemble.record.json``.
     Without a test set (or a ``submission`` section) only the OOF blend is scored and no
@@ -142,11 +148,14 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     ``ValueError`` when the experiments' OOF rows differ (different folds or subsets).
     """
     comp = out.load_competition()
-    experiments = experiments or available_experiments(out, allow_partial)
+    skipped = {}
+    if not experiments:
+        experiments, skipped = available_experiments(out, allow_partial)
     with_test = out.has_test()
     if not experiments:
+        reasons = "".join(f"\n  {e}: {why}" for e, why in skipped.items())
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
-                              f"run 02_train.py and 03_infer.py first")
+                              f"run 02_train.py and 03_infer.py first{reasons}")
     cols = tasks.prob_columns(comp)
     oofs, preds, inputs = [], [], {}
     for exp in experiments:
@@ -182,5 +191,6 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     write_json(out.root / "ensemble.json", {"method": method, "temperature": temperature, "metric": metric,
                                             "experiments": table.to_dict("records"), "blend": blend_scores})
     record.commit(members, fingerprint(method, temperature, inputs), inputs=inputs)
-    return {"table": table, "blend": blend_scores, "metric": metric, "rows": 0 if submission is None else len(submission),
+    return {"table": table, "blend": blend_scores, "metric": metric, "skipped": skipped,
+            "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}
