@@ -114,6 +114,13 @@ def test_misspelt_component_param(tmp_path):
     assert "unknown parameter scheduler.params.epochs" in msg
 
 
+def test_misspelt_registry_name_inside_params(tmp_path):
+    path = _write(tmp_path / "x.yaml", {"model": {"name": "vgg", "params": {"pooling": "atention"}}})
+    msg = _error(load_experiment, path)
+    assert f"{path} (model.params.pooling): unknown pooling 'atention'" in msg and "did you mean 'attention'?" in msg
+    assert load_experiment(path, ["model.params.pooling=gem"])["model"]["params"]["pooling"] == "gem"
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = _write(tmp_path / "x.yaml", "train:\n  epochs: 3\n batch_size: 4\n")
     msg = _error(load_experiment, path)

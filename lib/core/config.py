@@ -205,7 +205,8 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     ``cuda`` without a GPU, registry names (features, model, optimizer, scheduler, loss; ``loss``
     may be ``auto``) and each component's ``params`` against the registered callable's signature
     (unknown names unless it takes ``**kwargs``; types where the annotation is a plain
-    int/float/bool/str or, without one, the default is a float). Returns ``None``; raises
+    int/float/bool/str or, without one, the default is a float; values that name an entry of
+    another registry, :attr:`Registry.choices`, e.g. ``model.params.pooling``). Returns ``None``; raises
     ``ConfigError``. Imports torch (through the registries).
     """
     sources = sources or [(where, cfg)]
@@ -229,6 +230,10 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
         objs = [registry.get(n, f"{source_of(sources, [key, 'name'], where)} ({key}.name)") for n in names]
         _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
+        for name, choices in registry.choices.items():
+            if name in cfg[key]["params"]:
+                choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
+                                                        f"({key}.params.{name})")
 
 
 def _check_params(objs: list, params: dict, supplied: set, key: str, sources, where: str) -> None:

@@ -26,6 +26,9 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, object] = {}
+        self.choices: dict[str, Registry] = {}
+        """Parameters whose value names an entry of another registry (e.g. a model's ``pooling``),
+        so that a config check can catch a misspelt value before anything is built."""
 
     def register(self, name: str):
         """Decorator that registers a class or function under ``name``."""

@@ -29,6 +29,7 @@ MODELS = Registry("model")
 MODELS.register("cnn")(CNN)
 MODELS.register("cnn8")(CNN8)
 MODELS.register("vgg")(VGG)
+MODELS.choices["pooling"] = POOLINGS
 
 
 def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | None = None) -> AudioClassifier:
