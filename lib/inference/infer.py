@@ -18,7 +18,6 @@ from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, get_device, read_json, write_csv, write_json
 from ..data import tasks
-from ..data.metadata import MetadataEncoder
 from ..data.windows import WindowData
 from ..models import build_model
 from ..training.precision import place_model
@@ -86,8 +85,7 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     probs = np.zeros((len(test_df), len(comp["classes"])))
     recs = np.arange(len(test_df))
     for ckpt, model in tqdm(models, desc=f"{exp} test", unit="fold", leave=False):
-        state = ckpt.get("metadata_encoder")
-        data.set_metadata(None if state is None else MetadataEncoder.from_state(state), test_df)
+        data.set_metadata(ckpt.get("metadata_encoder"), test_df)  # the encoder's state, as the checkpoint holds it
         probs += predict_recordings(model, data, recs, comp)[0] / len(models)
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
