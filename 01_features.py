@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Stage 01: compute the feature sets that experiment configs ask for, once, cached under output/features/.
+"""Stage 01: compute the feature sets that experiment configs ask for (or cache their waveforms), once, under output/features/.
 
     python 01_features.py configs/cnn_small.yaml [configs/other.yaml ...] [--force] [--workers N]
 """
@@ -24,6 +24,11 @@ def main() -> None:
     for name, sec in sections.items():
         m = build_feature_set(out, sec, force=args.force, workers=args.workers)
         state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"
+        if m.get("kind") == "waveform":
+            rows = ", ".join(f"{s} {v['recordings']} recordings ({v['wave'][0] / m['sample_rate'] / 60:.1f} min, "
+                             f"{v['windows']} windows)" for s, v in m["splits"].items())
+            print(f"{name}: {state}; whole waveforms at {m['sample_rate']} Hz, {m['dtype']}; {rows} -> {out.features(name)}")
+            continue
         rows = ", ".join(f"{s} {v['spec'][0]}" for s, v in m["splits"].items())
         print(f"{name}: {state}; channels {m['channel_names']} {m['spec_shape'][1:]} + {m['n_scalars']} scalars; "
               f"rows: {rows}; {m['sample_rate']} Hz, hop {m['hop_length']} -> {out.features(name)}")

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BREATHING = SHARED_DATA / "breathing"
+HEART_VALVE = SHARED_DATA / "heart-valve"
 
 
 def require_breathing() -> Path:
@@ -42,6 +43,30 @@ def breathing_subset(tmp_path) -> Path:
     sample.to_csv(root / "sample_submission.csv", index=False)
     for name in sample.ID:
         (root / "test" / name).symlink_to(src / "test" / name)
+    return root
+
+
+@pytest.fixture
+def heart_valve_subset(tmp_path) -> Path:
+    """A small real competition of recordings of varying length: 24 heart-valve recordings (6 per
+    class, 8 kHz, 1.2-4 s, the shortest of each class among them) with a competition config
+    (``heart_valve.yaml``: 1.5-s windows every 0.5 s, ``pad: repeat``), audio linked from
+    ``../shared/data/heart-valve``."""
+    if not (HEART_VALVE / "train.csv").exists():
+        pytest.skip(f"real data not found at {HEART_VALVE} (see ../shared/data/README.md)")
+    root = tmp_path / "heart_valve_subset"
+    (root / "audio").mkdir(parents=True)
+    train = pd.read_csv(HEART_VALVE / "train.csv")
+    import soundfile
+
+    train["frames"] = [soundfile.info(str(HEART_VALVE / "audio" / f)).frames for f in train.filename]
+    train = pd.concat([g.sort_values("frames").iloc[::33].head(6) for _, g in train.groupby("label")])
+    train[["filename", "label"]].to_csv(root / "train.csv", index=False)
+    for name in train.filename:
+        (root / "audio" / name).symlink_to(HEART_VALVE / "audio" / name)
+    cfg = yaml.safe_load((ROOT / "configs" / "data" / "heart_valve.yaml").read_text())
+    cfg.update(data_dir=str(root), experiments=None, folds={"n_folds": 2, "scheme": "stratified", "seed": 0})
+    (root / "heart_valve.yaml").write_text(yaml.safe_dump(cfg))
     return root
 
 

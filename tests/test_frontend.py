@@ -44,6 +44,23 @@ def test_log_mel_equals_cached_feature(sr, dur, extra):
     assert np.abs(out - ref).max() < DB_TOL
 
 
+@pytest.mark.parametrize("name", ["log_mel", "mfcc"])
+def test_db_floor_80_db_below_the_peak_as_librosa(name):
+    """A loud low tone over near-silence spans more than 80 dB: librosa (and so the cache) floors
+    each window at 80 dB below its peak (``power_to_db``'s default ``top_db``), as the front end."""
+    sr = 8000
+    t = np.arange(sr) / sr
+    y = (0.9 * np.sin(2 * np.pi * 200 * t) + 1e-6 * np.random.default_rng(3).standard_normal(sr)).astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=256, hop_length=80, n_mels=32)
+    db = librosa.power_to_db(mel)
+    assert db.max() - 10 * np.log10(mel.min()) > 90  # the floor matters here
+    ref = db if name == "log_mel" else librosa.feature.mfcc(S=db, n_mfcc=20, norm="ortho")
+    out = run(name, y, sample_rate=sr, n_fft=256, hop_length=80, n_mels=32)[0]
+    assert np.abs(out - ref).max() < 5 * DB_TOL  # measured 1.5e-3 dB: float32 FFT bins 80 dB under a loud tone
+    floorless = run(name, y, sample_rate=sr, n_fft=256, hop_length=80, n_mels=32, top_db=None)[0]
+    assert np.abs(floorless - ref).max() > 5
+
+
 def test_log_mel_magnitude_and_log1p():
     sr, y = 16000, signal(16000, 1.0)
     mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=1024, hop_length=320, n_mels=40, power=1.0)

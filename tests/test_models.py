@@ -60,7 +60,7 @@ def test_cpu_precision_and_memory_format():
     data.use_scalars, data.meta = False, None
     spec, _ = data.batch(np.arange(4), cpu)
     assert spec.is_contiguous(memory_format=torch.channels_last)
-    logits = predict_logits(model, data, np.arange(6), batch_size=4)
+    logits = predict_logits(model, data, np.arange(6), batch_size=4)[0]  # the one (unshifted) copy
     assert logits.dtype == torch.float32 and logits.shape == (6, 2)
     model.eval()
     with torch.no_grad():  # the float32 forward (up to batching); bfloat16 would differ by ~1e-3

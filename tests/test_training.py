@@ -18,23 +18,42 @@ from lib.training import loop
 from lib.training.loop import train_fold
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+WAVEFORM = {  # the waveform path: crops at any offset, a front end, waveform augmentation, TTA
+    "features": {"name": "waveform", "set": "wave"},
+    "frontend": {"name": "log_mel", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
+    "augment": {"waveform": [{"name": "gain", "params": {"p": 0.5}},
+                             {"name": "noise", "params": {"p": 0.5, "color": "pink"}},
+                             {"name": "time_shift", "params": {"p": 0.5, "max_seconds": 0.1}},
+                             {"name": "mixup", "params": {"p": 0.5}}]},
+    "tta": {"shifts": [0.0, 0.1]},
+}
+
+
+@pytest.fixture(scope="module", params=["cached", "waveform"])
+def toy(tmp_path_factory, request):
     """``(cfg, comp, data, table)`` of a 24-clip generated binary competition, 2 folds, with a tiny
-    CNN, EMA, dropout, Mixup, SpecAugment and a balanced sampler: every RNG of the loop is used."""
+    CNN, EMA, dropout, Mixup, SpecAugment and a balanced sampler: every RNG of the loop is used;
+    once on cached log-mel features, once on the waveform path (:data:`WAVEFORM`)."""
+    from lib.core.config import deep_merge
+    from lib.data.windows import load_inputs
+
     root = tmp_path_factory.mktemp("toy")
     out = Outputs(root / "out")
     prepare(make_toy_competition(root / "data", n=24), out.root)
-    (root / "exp.yaml").write_text(yaml.safe_dump({
+    exp = {
         "features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
         "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8, "dropout": 0.3}},
         "augment": {"mixup": {"p": 0.5}, "spec_augment": {"p": 0.5, "freq_mask": 4, "time_mask": 4}},
         "train": {"epochs": 4, "batch_size": 4, "patience": 10, "ema": 0.9, "sampler": "balanced",
-                  "class_weights": "balanced", "device": "cpu"}}))
+                  "class_weights": "balanced", "device": "cpu"}}
+    if request.param == "waveform":
+        exp = deep_merge(exp, WAVEFORM)
+        exp["features"].pop("params")
+    (root / "exp.yaml").write_text(yaml.safe_dump(exp))
     cfg = load_experiment(root / "exp.yaml")
     build_feature_set(out, cfg["features"], workers=1)
     comp, table = out.load_competition(), out.load_split("train")
-    data = WindowData.load(out, cfg["features"]["set"], "train", table, comp, torch.device("cpu"))
+    data = load_inputs(out, cfg, "train", table, comp, torch.device("cpu"))
     return cfg, comp, data, table
 
 

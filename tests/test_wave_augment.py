@@ -136,7 +136,7 @@ def test_background_folder_snr_in_range(noise_folder):
 
 
 def test_background_folder_errors(tmp_path):
-    with pytest.raises(ConfigError, match=rf"augment\[0\] \(background\): folder {tmp_path} holds no audio"):
+    with pytest.raises(ConfigError, match=rf"augment.waveform\[0\] \(background\): folder {tmp_path} holds no audio"):
         WaveAugmenter([{"name": "background", "params": {"folder": str(tmp_path), "sample_rate": SR}}])
     with pytest.raises(ConfigError, match="sample_rate"):
         WaveAugmenter([{"name": "background", "params": {"folder": str(tmp_path)}}])
@@ -213,17 +213,17 @@ def test_mixup_targets_follow_the_same_lam(labels):
 
 def test_config_errors_name_entry_and_parameter():
     ok = {"name": "gain", "params": {}}
-    with pytest.raises(ConfigError, match=r"augment\[2\] \(noise\): min_snr_db must be <= max_snr_db"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[2\] \(noise\): min_snr_db must be <= max_snr_db"):
         WaveAugmenter([ok, ok, {"name": "noise", "params": {"min_snr_db": 20, "max_snr_db": 10}}])
-    with pytest.raises(ConfigError, match=r"augment\[0\]: unknown waveform augmentation 'nosie'.*did you mean 'noise'"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\]: unknown waveform augmentation 'nosie'.*did you mean 'noise'"):
         WaveAugmenter([{"name": "nosie", "params": {}}])
-    with pytest.raises(ConfigError, match=r"augment\[0\] \(gain\): unknown parameter\(s\) min_dB"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] \(gain\): .*unexpected keyword argument 'min_dB'"):
         WaveAugmenter([{"name": "gain", "params": {"min_dB": 1}}])
-    with pytest.raises(ConfigError, match=r"augment\[0\] \(time_shift\): sample_rate \(Hz\) is required"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] \(time_shift\): sample_rate \(Hz\) is required"):
         WaveAugmenter([{"name": "time_shift", "params": {}}])
-    with pytest.raises(ConfigError, match=r"augment\[0\] \(filter\): max_hz must be < sample_rate / 2"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] \(filter\): max_hz must be < sample_rate / 2"):
         WaveAugmenter([{"name": "filter", "params": {"sample_rate": SR, "min_hz": 100, "max_hz": 9000}}])
-    with pytest.raises(ConfigError, match=r"augment\[0\] \(mixup\): p must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] \(mixup\): p must be in \[0, 1\]"):
         WaveAugmenter([{"name": "mixup", "params": {"p": 1.5}}])
-    with pytest.raises(ConfigError, match=r"augment\[0\] \(noise\): color must be white or pink"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] \(noise\): color must be white or pink"):
         WaveAugmenter([{"name": "noise", "params": {"color": "brown"}}])

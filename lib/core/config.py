@@ -150,27 +150,32 @@ def _override_sources(overrides: list[str] | None) -> list[tuple[str, dict]]:
 
 EXPERIMENT_DEFAULTS = {
     "features": {"name": "log_mel", "params": {}},
+    "frontend": None,
     "model": {"name": "cnn", "params": {}},
     "optimizer": {"name": "adamw", "params": {"lr": 1e-3, "weight_decay": 1e-2}},
     "scheduler": {"name": "warmup_cosine", "params": {"warmup_epochs": 1}},
     "loss": {"name": "auto", "params": {}},
     "inputs": {"audio_scalars": True, "metadata": True},
     "augment": {
+        "waveform": [],
         "mixup": {"p": 0.0, "alpha": 0.4},
         "cutmix": {"p": 0.0, "alpha": 1.0},
         "spec_augment": {"p": 0.0, "freq_mask": 8, "time_mask": 8, "n_masks": 1},
     },
+    "tta": {"shifts": [0.0], "hop_seconds": None},
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
         "device": "auto", "amp": True, "folds": None, "ema": None, "class_weights": None, "sampler": None,
         "compile": False, "max_bad_steps": 5,
     },
 }
-COMPONENTS = ("features", "model", "optimizer", "scheduler", "loss")
+COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")
 CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs"}, "optimizer": {"params"},
-                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"}}
+                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"},
+                 "frontend": {"sample_rate"}, "augment.waveform": {"sample_rate"}}
 """Arguments the code passes to a component (lib.models.build_model, lib.training.loop,
-lib.training.losses.build_loss): not settable under ``params``."""
+lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
+``params``; a sample rate is always the data's."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -178,7 +183,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> dic
     """Load an experiment config, fill defaults, apply ``--set`` ``overrides``, and check it
     (:func:`check_experiment`); ``name`` defaults to the file's stem.
 
-    Returns a dict with keys ``name, features, model, optimizer, scheduler, loss, inputs, augment, train``;
+    Returns a dict with keys ``name, features, frontend, model, optimizer, scheduler, loss, inputs,
+    augment, tta, train`` (``frontend`` ``None`` unless the experiment hears the waveform);
     every component section has ``params`` (a dict), and ``features`` gains ``set``: the cache
     folder name under ``output/features/`` (default: the feature's name). Raises ``ConfigError``
     naming the file (or override) and the key for anything wrong.
@@ -223,8 +229,16 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     from ..training.losses import LOSSES
     from ..training.optim import OPTIMIZERS, SCHEDULERS
 
+    from ..models.frontend import FRONTENDS
+    from ..training.wave_augment import WAVE_AUGMENTS
+
+    _check_waveform_path(cfg, sources, where)
     registries = {"features": FEATURES, "model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
-                  "loss": LOSSES}
+                  "loss": LOSSES, **({"frontend": FRONTENDS} if cfg.get("frontend") else {})}
+    for i, entry in enumerate(cfg["augment"]["waveform"]):
+        key = f"augment.waveform[{i}]"
+        obj = WAVE_AUGMENTS.get(entry["name"], f"{where} ({key}.name)")
+        _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
     for key, registry in registries.items():
         name = cfg[key]["name"]
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
@@ -234,6 +248,25 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
             if name in cfg[key]["params"]:
                 choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
                                                         f"({key}.params.{name})")
+
+
+def _check_waveform_path(cfg: dict, sources, where: str) -> None:
+    """The waveform path's sections go together: ``features.name: waveform`` if and only if a
+    ``frontend`` section is given; ``augment.waveform`` and ``tta.hop_seconds`` only with it.
+    Raises ``ConfigError`` naming the file and key."""
+    waveform = cfg["features"]["name"] == "waveform"
+    origin = lambda *keys: source_of(sources, list(keys), where)  # noqa: E731
+    if waveform and not cfg.get("frontend"):
+        raise ConfigError(f"{origin('features', 'name')}: features.name waveform caches raw audio; the model then "
+                          f"needs a front end: add e.g. frontend: {{name: log_mel, params: {{n_mels: 64}}}}")
+    if not waveform:
+        for keys, value, what in ((("frontend",), cfg.get("frontend"), "a frontend section"),
+                                  (("augment", "waveform"), cfg["augment"]["waveform"], "augment.waveform entries"),
+                                  (("tta", "hop_seconds"), cfg["tta"]["hop_seconds"], "tta.hop_seconds")):
+            if value:
+                raise ConfigError(f"{origin(*keys)}: {what} need(s) waveform input, but features.name is "
+                                  f"{cfg['features']['name']!r}; use features: {{name: waveform}}"
+                                  + (" (or set audio.hop_seconds in the competition config)" if keys[0] == "tta" else ""))
 
 
 def _check_params(objs: list, params: dict, supplied: set, key: str, sources, where: str) -> None:

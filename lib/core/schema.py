@@ -121,6 +121,7 @@ class _SpecAugment(_Section):
 
 
 class _Augment(_Section):
+    waveform: list[_Component] = []
     mixup: _Mix = _Mix()
     cutmix: _Mix = _Mix()
     spec_augment: _SpecAugment = _SpecAugment()
@@ -142,15 +143,22 @@ class _Train(_Section):
     max_bad_steps: PositiveInt = 5
 
 
+class _TTA(_Section):
+    shifts: list[float] = [0.0]
+    hop_seconds: Optional[Positive] = None
+
+
 class Experiment(_Section):
     name: str
     features: _Features
+    frontend: Optional[_Component] = None
     model: _Component
     optimizer: _Component
     scheduler: _Component
     loss: _Component
     inputs: _Inputs = _Inputs()
     augment: _Augment = _Augment()
+    tta: _TTA = _TTA()
     train: _Train = _Train()
 
 

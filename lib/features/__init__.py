@@ -5,7 +5,9 @@ Registered sets (``features: {name, params}`` in an experiment config):
 * ``log_mel``: log-mel spectrogram in dB (``librosa.feature.melspectrogram``), optionally with
   its first and second deltas as extra channels; no scalars.
 * ``seed9``: the seed project's nine 128x63 channels and 36 waveform scalars
-  (``../shared/DESIGN.md`` §5, :mod:`lib.features.seed9`).
+  (``../shared/DESIGN.md`` §5, :mod:`lib.features.seed9`);
+* ``waveform``: no per-window features: whole recordings are cached for models that compute
+  their spectrogram themselves (``frontend:`` section; :mod:`lib.features.waveform`).
 
 The cache (stage 01) is :mod:`lib.features.cache`.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 from ..core.config import Registry
 from .log_mel import LogMel
 from .seed9 import Seed9
+from .waveform import Waveform
 
 FEATURES = Registry("feature set")
 FEATURES.register("log_mel")(LogMel)
 FEATURES.register("seed9")(Seed9)
+FEATURES.register("waveform")(Waveform)

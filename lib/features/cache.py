@@ -9,20 +9,16 @@ frames)``, ``<split>_scalars.npy`` ``(windows, n_scalars)`` (float32 or float16,
 memory-mappable), ``<split>_windows.npy`` ``(windows, 2)``: each window's recording row in
 ``folds.csv`` / ``test.csv`` and start in seconds, and ``manifest.json``: channel and scalar
 names, shapes, sample rate, hop, the settings and a fingerprint of the inputs. Training reads
-input shapes from the manifest, never from constants.
+input shapes from the manifest, never from constants. The ``waveform`` set caches whole
+recordings instead (:mod:`lib.features.waveform`); its manifest says ``"kind": "waveform"``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing as mp
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from ..core.artifacts import file_hash
 from ..core.config import ConfigError
 from ..core.errors import MissingArtifact
@@ -30,44 +26,11 @@ from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, n_cpus, read_json, write_json
 from ..data import audio
 from . import FEATURES
+from .parallel import WORKER, run_parallel
+from .waveform import extract_waveform_split
 
 SPLITS = ("train", "test")
 FORMAT_VERSION = 2
-
-
-_WORKER: dict = {}
-
-
-def _keep_freed_memory() -> None:
-    """Make glibc's malloc keep freed memory in the process for reuse (no-op elsewhere).
-
-    A feature batch allocates and frees arrays of several MB many times; by default glibc maps
-    each one afresh from the kernel and returns it on free, so every reuse page-faults again
-    (measured with seed9: about 18,000 page faults per chunk of 32 clips, 1,000 with this, and
-    the chunk 14% faster). Serving them from the heap up to 256 MB and trimming the heap only
-    beyond 1 GB avoids that; it is for the pool's workers, which exit at the end of the stage.
-    Sets ``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; returns nothing, raises nothing.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _init_worker(extractor, audio_cfg: dict, outputs: tuple[Path, Path], pooled: bool = False) -> None:
-    """Set up a process to run :func:`_extract`: one torch thread (the processes are the
-    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl) and
-    :func:`_keep_freed_memory`."""
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    if pooled:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-        _keep_freed_memory()
-    _WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
 
 
 def _run(extractor, windows: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,12 +51,12 @@ def _extract(job: tuple[list[tuple[str, np.ndarray]], int]) -> int:
     parent, spares sending every array through a pipe.
     """
     recordings, row0 = job
-    a, extractor = _WORKER["audio"], _WORKER["extractor"]
+    a, extractor = WORKER["audio"], WORKER["extractor"]
     windows = []
     for path, starts in recordings:
         y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
         windows.append(audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"]))
-    for path, x in zip(_WORKER["outputs"], _run(extractor, np.concatenate(windows), sr)):
+    for path, x in zip(WORKER["outputs"], _run(extractor, np.concatenate(windows), sr)):
         out = np.load(path, mmap_mode="r+")
         if x.shape[1:] != out.shape[1:]:
             raise ValueError(f"{recordings[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
@@ -139,22 +102,7 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
         for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header and (sparse) size
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
-        init = (extractor, a, (tmp_spec, tmp_sc))
-        threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-        _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
-        if hasattr(extractor, "prepare"):
-            extractor.prepare()  # filterbanks built once here, inherited by the forked workers
-        pool = mp.get_context("fork").Pool(workers, _init_worker, (*init, True)) if workers > 1 else None
-        try:
-            done = pool.imap(_extract, chunks) if pool else map(_extract, chunks)
-            with tqdm(total=len(jobs), desc=f"{folder.name} {split}", unit="rec") as bar:
-                for n in done:
-                    bar.update(n)
-        finally:
-            if pool is not None:
-                pool.terminate()
-            if threads is not None:  # leave this process's torch threads as they were
-                sys.modules["torch"].set_num_threads(threads)
+        run_parallel(_extract, chunks, (extractor, a, (tmp_spec, tmp_sc)), workers, len(jobs), f"{folder.name} {split}")
     with atomic_path(folder / f"{split}_windows.npy") as tmp:
         np.save(tmp, windows)
     return {"spec": spec_shape, "scalars": sc_shape, "windows": len(windows)}
@@ -190,21 +138,25 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
         stale.unlink()
     workers = workers or n_cpus()
+    waveform = getattr(extractor, "waveform", False)
     shapes = {}
     for split, table in tables.items():
-        shapes[split] = extract_split(extractor, table, folder, split, comp, workers, dtype)
+        shapes[split] = (extract_waveform_split if waveform else extract_split)(extractor, table, folder, split, comp,
+                                                                                workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
     a = comp["audio"]
     manifest = {
-        "set": section["set"], "name": section["name"], "settings": extractor.settings,
-        "channel_names": extractor.channel_names, "scalar_names": extractor.scalar_names,
-        "spec_shape": list(shapes["train"]["spec"][1:]), "n_scalars": shapes["train"]["scalars"][1],
-        "sample_rate": a["sample_rate"] or comp["native_sample_rate"], "hop_length": extractor.hop_length,
-        "clip_seconds": a["clip_seconds"], "hop_seconds": a["hop_seconds"], "pad": a["pad"],
-        "splits": shapes, "dtype": dtype, "fingerprint": key,
+        "set": section["set"], "name": section["name"], "kind": "waveform" if waveform else "spectrogram",
+        "settings": extractor.settings, "channel_names": extractor.channel_names, "scalar_names": extractor.scalar_names,
+        "spec_shape": None if waveform else list(shapes["train"]["spec"][1:]),
+        "n_scalars": 0 if waveform else shapes["train"]["scalars"][1],
+        "sample_rate": extractor.rate(comp) if waveform else a["sample_rate"] or comp["native_sample_rate"],
+        "hop_length": extractor.hop_length, "clip_seconds": a["clip_seconds"], "hop_seconds": a["hop_seconds"],
+        "pad": a["pad"], "splits": shapes, "dtype": dtype, "fingerprint": key,
     }
     write_json(folder / "manifest.json", manifest)
-    members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in ("spec", "scalars", "windows")]
+    parts = ("wave", "offsets", "windows") if waveform else ("spec", "scalars", "windows")
+    members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members, key, info={"splits": {s: v["windows"] for s, v in shapes.items()}})
     return dict(manifest, skipped=False, seconds=time.time() - t0)
 
@@ -212,8 +164,10 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
 def load_features(out: Outputs, feature_set: str, split: str, ids=None,
                   mmap_mode: str = "r") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Memory-map a cached split: returns ``(spec (windows, C, F, T), scalars (windows, S),
-    windows (windows, 2) of (recording row, start s), manifest)``. ``mmap_mode`` as ``np.load``'s
-    (``"c"``, copy-on-write, gives writable arrays that torch can wrap without copying).
+    windows (windows, 2) of (recording row, start s), manifest)``; of a waveform set
+    (:mod:`lib.features.waveform`): ``(wave (samples,), offsets (recordings + 1,), windows,
+    manifest)``. ``mmap_mode`` as ``np.load``'s (``"c"``, copy-on-write, gives writable arrays
+    that torch can wrap without copying).
 
     The set's record is checked first (every file present and intact); the manifest returned
     carries the record's id as ``manifest["record"]``, which trained models remember.
@@ -228,6 +182,7 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     if ids is not None and manifest["splits"][split]["ids"] != fingerprint(list(ids)):
         raise MissingArtifact(f"{folder}: {split} features were built for other rows than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
-    spec = np.load(folder / f"{split}_spec.npy", mmap_mode=mmap_mode)
-    scalars = np.load(folder / f"{split}_scalars.npy", mmap_mode=mmap_mode)
-    return spec, scalars, np.load(folder / f"{split}_windows.npy"), manifest
+    first, second = ("wave", "offsets") if manifest.get("kind") == "waveform" else ("spec", "scalars")
+    return (np.load(folder / f"{split}_{first}.npy", mmap_mode=mmap_mode),
+            np.load(folder / f"{split}_{second}.npy", mmap_mode=mmap_mode),
+            np.load(folder / f"{split}_windows.npy"), manifest)

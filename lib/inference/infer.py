@@ -18,7 +18,7 @@ from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, get_device, read_json, write_csv, write_json
 from ..data import tasks
-from ..data.windows import WindowData
+from ..data.windows import load_inputs
 from ..models import build_model
 from ..training.precision import place_model
 from .predict import predict_recordings
@@ -46,7 +46,8 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
     models = []
     for fold in record["info"]["folds"]:
         ckpt = torch.load(out.model_dir(exp) / f"fold{fold}.pt", map_location="cpu", weights_only=True)
-        model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"])
+        model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"],
+                            ckpt.get("frontend"))
         model.load_state_dict(ckpt.pop("state_dict"))
         place_model(model, device)
         models.append((ckpt, model.eval()))
@@ -56,7 +57,8 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
 def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = "auto") -> dict:
     """Predict the test set with every fold model of experiment ``exp`` and average the probabilities.
 
-    Each model predicts every window of each test recording; windows are aggregated per
+    Each model predicts every window of each test recording, with the test-time augmentation of
+    the experiment's ``tta`` section as its OOF predictions were made; windows are aggregated per
     recording (``audio.aggregate``), then the folds' recording probabilities are averaged.
     Writes ``preds/<exp>.csv`` (id, fold = -1, ``p_<class>`` ...) in ``test.csv`` order and
     ``preds/<exp>.json`` (the folds used, mean probabilities) under the record
@@ -72,7 +74,7 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     trained, cfg = trained_experiment(out, exp)
     test_df = out.load_split("test")
     device = get_device(device)
-    data = WindowData.load(out, cfg["features"]["set"], "test", test_df, comp, device, cfg["inputs"]["audio_scalars"])
+    data = load_inputs(out, cfg, "test", test_df, comp, device)
     if trained["inputs"]["features"] != data.manifest["record"]:
         raise MissingArtifact(f"feature set {cfg['features']['set']!r} was rebuilt after {exp!r} was trained "
                               f"(stale models): run 02_train.py for {exp}")
@@ -86,7 +88,7 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     recs = np.arange(len(test_df))
     for ckpt, model in tqdm(models, desc=f"{exp} test", unit="fold", leave=False):
         data.set_metadata(ckpt.get("metadata_encoder"), test_df)  # the encoder's state, as the checkpoint holds it
-        probs += predict_recordings(model, data, recs, comp)[0] / len(models)
+        probs += predict_recordings(model, data, recs, comp, cfg.get("tta"))[0] / len(models)
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
     summary = {"experiment": exp, "rows": len(preds), "windows": len(data.rec), "folds": trained["info"]["folds"],

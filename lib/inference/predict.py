@@ -1,33 +1,52 @@
-"""Predictions of a model over windows, aggregated per recording."""
+"""Predictions of a model over windows, aggregated per recording, with optional test-time
+augmentation (TTA): each window also predicted time-shifted, and (waveform input) over a denser
+window grid. The same function makes the OOF predictions (at the end of each fold) and the test
+predictions, so OOF scores measure what is submitted."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from ..data import tasks
-from ..data.windows import WindowData, aggregate
+from ..data.windows import SplitInputs, aggregate
 from ..training.precision import autocast
 
 
+def tta_active(tta: dict | None) -> bool:
+    """Whether an experiment's ``tta`` section asks for more than the plain prediction
+    (a shift other than ``[0]`` or a ``hop_seconds``)."""
+    return bool(tta) and (list(tta.get("shifts") or [0.0]) != [0.0] or tta.get("hop_seconds") is not None)
+
+
 @torch.no_grad()
-def predict_logits(model, data: WindowData, windows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """Logits ``(windows, n_outputs)`` (float32, CPU) of the given windows, every one kept
-    (:func:`autocast` for inference: float32 on the CPU)."""
+def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), batch_size: int = 256) -> torch.Tensor:
+    """Logits ``(shifts, items, n_outputs)`` (float32, CPU) of the given items, every one kept
+    (:func:`autocast` for inference: float32 on the CPU). Each shift (seconds) rolls the model
+    input along time by ``round(shift * data.frames_per_second)`` (samples of a waveform, frames
+    of a cached spectrogram), wrapping around, as the ``time_shift`` augmentation does."""
     model.eval()
     device = next(model.parameters()).device
-    out = [torch.zeros(0, model.n_outputs)]
-    for i in range(0, len(windows), batch_size):
-        with autocast(device, training=False):
-            out.append(model(*data.batch(windows[i:i + batch_size], device))["logits"].float().cpu())
-    return torch.cat(out)
+    rolls = [int(round(s * data.frames_per_second)) if s else 0 for s in shifts]
+    out = [[torch.zeros(0, model.n_outputs)] for _ in rolls]
+    for i in range(0, len(items), batch_size):
+        x, scalars = data.batch(items[i:i + batch_size], device)
+        for k, roll in enumerate(rolls):
+            with autocast(device, training=False):
+                xs = torch.roll(x, roll, dims=-1) if roll else x
+                out[k].append(model(xs, scalars)["logits"].float().cpu())
+    return torch.stack([torch.cat(o) for o in out])
 
 
-def predict_recordings(model, data: WindowData, recs: np.ndarray, comp: dict) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+def predict_recordings(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict | None = None
+                       ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """Predict every window of the recordings ``recs`` ``(n,)`` and aggregate them per recording
-    (``audio.aggregate``). Returns ``(probs (n, n_classes), window logits (w, n_outputs),
-    window indices (w,))``."""
-    windows, owner = data.windows_of(recs)
-    logits = predict_logits(model, data, windows)
-    probs = aggregate(tasks.logits_to_probs(logits, comp), owner, len(recs), comp["audio"]["aggregate"], comp["task"])
-    return probs, logits, windows
-
+    (``audio.aggregate``). ``tta`` (an experiment's ``tta`` section; ``None``: none): the window
+    probabilities are the mean over ``shifts`` (seconds; :func:`predict_logits`), and with
+    ``hop_seconds`` the windows are every ``hop_seconds`` (waveform input only). Returns
+    ``(probs (n, n_classes), window logits (shifts, w, n_outputs), items (w, ...))``."""
+    tta = tta or {}
+    items, owner = data.windows_of(recs, tta.get("hop_seconds"))
+    logits = predict_logits(model, data, items, tta.get("shifts") or (0.0,))
+    window_probs = np.mean([tasks.logits_to_probs(lg, comp) for lg in logits], axis=0)
+    probs = aggregate(window_probs, owner, len(recs), comp["audio"]["aggregate"], comp["task"])
+    return probs, logits, items

@@ -22,6 +22,7 @@ from torch import nn
 from ..core.config import Registry
 from .base import AudioClassifier
 from .cnn import CNN, CNN8
+from .frontend import FRONTENDS as FRONTENDS  # re-exported for configs
 from .heads import POOLINGS as POOLINGS  # re-exported for configs and tests
 from .vgg import VGG
 
@@ -32,15 +33,22 @@ MODELS.register("vgg")(VGG)
 MODELS.choices["pooling"] = POOLINGS
 
 
-def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | None = None) -> AudioClassifier:
+def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | None = None,
+                frontend: dict | None = None) -> AudioClassifier:
     """Build the model named in ``section`` for the input shapes recorded in a feature ``manifest``.
 
     ``manifest['spec_shape']`` is ``[channels, freq, frames]``; the scalar input width is
     ``n_scalars`` (audio scalars plus encoded metadata; default ``manifest['n_scalars']``; 0: no
-    scalar branch). Raises ``ConfigError`` for an unknown name.
+    scalar branch). ``frontend`` (an experiment's ``frontend: {name, params}`` section) puts a
+    front end (:data:`FRONTENDS`, at ``manifest['sample_rate']`` Hz) inside the model, which then
+    takes waveforms ``(batch, samples)``; its channel count is the trunk's input. Raises
+    ``ConfigError`` for an unknown name or a front-end setting the sample rate rules out.
     """
-    return MODELS.build(section, in_channels=manifest["spec_shape"][0],
-                        n_scalars=manifest["n_scalars"] if n_scalars is None else n_scalars, n_outputs=n_outputs)
+    fe = FRONTENDS.build(frontend, sample_rate=manifest["sample_rate"]) if frontend else None
+    model = MODELS.build(section, in_channels=fe.channels if fe else manifest["spec_shape"][0],
+                         n_scalars=manifest["n_scalars"] if n_scalars is None else n_scalars, n_outputs=n_outputs)
+    model.frontend = fe
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""The frame every model shares: input normalisation, a trunk, a time pooling, scalar branch, head."""
+"""The frame every model shares: an optional front end, input normalisation, a trunk, a time pooling, scalar branch, head."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,12 @@ from .heads import POOLINGS
 
 
 class AudioClassifier(nn.Module):
-    """Shared frame: input normalisation, a conv trunk, a time pooling, scalar branch, head.
+    """Shared frame: an optional front end, input normalisation, a conv trunk, a time pooling,
+    scalar branch, head.
+
+    ``self.frontend`` (``None``, or a :mod:`lib.models.frontend` module set by
+    :func:`lib.models.build_model`) turns waveform input into the spectrogram stack inside the
+    model, so its settings and per-band statistics travel in the checkpoint.
 
     Subclasses build ``self.trunk`` (``(B, C, F, T) -> (B, trunk_channels, F', T')``). The trunk
     output is averaged over frequency, then pooled over time by ``POOLINGS[pooling]``
@@ -26,6 +31,7 @@ class AudioClassifier(nn.Module):
                  scalar_hidden: int = 64, head_hidden: int = 256, dropout: float = 0.3, pooling: str = "mean_max"):
         super().__init__()
         self.n_outputs = n_outputs
+        self.frontend: nn.Module | None = None  # set by lib.models.build_model for waveform input
         self.register_buffer("spec_mean", torch.zeros(1, in_channels, 1, 1))
         self.register_buffer("spec_std", torch.ones(1, in_channels, 1, 1))
         self.register_buffer("scalar_mean", torch.zeros(1, n_scalars))
@@ -51,12 +57,25 @@ class AudioClassifier(nn.Module):
             self.scalar_mean.copy_(torch.as_tensor(scalar_mean).view_as(self.scalar_mean))
             self.scalar_std.copy_(torch.as_tensor(scalar_std).view_as(self.scalar_std).clamp_min(1e-6))
 
+    def to_spec(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's input from a model input: a waveform ``(B, samples)`` goes through the front
+        end (:mod:`lib.models.frontend`) to ``(B, C, F, T)`` float32 (channels-last); a
+        spectrogram stack ``(B, C, F, T)`` is returned as is. Raises ``ValueError`` for a
+        waveform when the model has no front end."""
+        if x.dim() != 2:
+            return x
+        if self.frontend is None:
+            raise ValueError(f"a waveform input {tuple(x.shape)} needs a model with a front end (frontend: section)")
+        return self.frontend(x).contiguous(memory_format=torch.channels_last)
+
     def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``spec (B, C, F, T)``, ``scalars (B, S)`` -> ``{"logits": (B, n_outputs), "embedding":
+        """``spec (B, C, F, T)`` (or, with a front end, a waveform ``(B, samples)``: :meth:`to_spec`),
+        ``scalars (B, S)`` -> ``{"logits": (B, n_outputs), "embedding":
         (B, pool.out_dim [+ scalar_hidden])}``: the pooled trunk output joined with the scalar
         branch (the MLP head's input), for stacking, distillation or nearest-neighbour checks.
         The ``attention`` pooling adds ``"frame_logits"`` and ``"attention"`` ``(B, T', n_outputs)``
         (``logits == (attention * frame_logits).sum(1)``)."""
+        spec = self.to_spec(spec)
         x = self.trunk((spec - self.spec_mean) / self.spec_std)
         pooled = self.pool(x.mean(dim=2))  # over frequency -> (B, C', T'), then over time
         parts = [pooled["embedding"]]

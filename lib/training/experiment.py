@@ -38,7 +38,7 @@ from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, get_device, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
-from ..data.windows import WindowData
+from ..data.windows import load_inputs
 from ..evaluation.metrics import score_all
 from ..evaluation.reports import plot_history
 from .loop import train_fold
@@ -110,7 +110,7 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     name = cfg["name"]
     model_dir = out.model_dir(name)
     device = get_device(cfg["train"]["device"])
-    data = WindowData.load(out, cfg["features"]["set"], "train", folds_df, comp, device, cfg["inputs"]["audio_scalars"])
+    data = load_inputs(out, cfg, "train", folds_df, comp, device)
     key = experiment_key(cfg, folds_df, data.manifest, comp)
     all_folds = sorted(int(k) for k in folds_df["fold"].unique())
     wanted = all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
@@ -119,8 +119,10 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     if old is not None and not force and set(wanted) <= set(old["info"]["folds"]):
         return dict(read_json(model_dir / "scores.json"), skipped=True)
     meta_cols = sum(metadata_columns(comp), []) if cfg["inputs"]["metadata"] else []
-    log(f"experiment {name}: model {cfg['model']['name']}, features {cfg['features']['set']} "
-        f"{data.manifest['spec_shape']} + {data.n_scalars} audio scalars"
+    fe = cfg.get("frontend")
+    inputs = (f"waveform {data.manifest['sample_rate']} Hz through front end {fe['name']} {fe['params']}" if fe else
+              f"features {cfg['features']['set']} {data.manifest['spec_shape']} + {data.n_scalars} audio scalars")
+    log(f"experiment {name}: model {cfg['model']['name']}, {inputs}"
         f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(folds_df)} recordings in {len(data.rec)} windows; "
         f"folds {wanted} of {len(all_folds)}, device {device}")
     record.begin(model_dir, out.oof(name).parent)
@@ -138,7 +140,8 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
         ckpt, info, probs, hist = train_fold(cfg, comp, data, folds_df, fold, device, log,
                                              state_path=files["state"], state_key=fkey)
         frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
-        ckpt.update(model=cfg["model"], features=cfg["features"], inputs=cfg["inputs"], manifest=data.manifest,
+        ckpt.update(model=cfg["model"], frontend=cfg.get("frontend"), features=cfg["features"], inputs=cfg["inputs"],
+                    manifest=data.manifest,
                     comp={k: comp[k] for k in ("task", "classes", "positive") if k in comp}, **info)
         with atomic_path(files["model"]) as tmp:
             torch.save(ckpt, tmp)

@@ -50,30 +50,37 @@ from ..core.errors import ConfigError, TrainingError
 from ..core.utils import atomic_path, seed_everything
 from ..data import tasks
 from ..data.metadata import metadata_encoder
-from ..data.windows import WindowData
+from ..data.windows import SplitInputs
 from ..evaluation.metrics import score_all
-from ..inference.predict import predict_recordings
+from ..inference.predict import predict_recordings, tta_active
 from ..models import build_model, count_parameters
 from .augment import Augmenter
+from .wave_augment import WaveAugmenter
 from .ema import ema_avg_fn
 from .losses import balanced_class_weight, build_loss
 from .optim import OPTIMIZERS, SCHEDULERS
 from .precision import autocast, place_model
 
 
-def input_stats(data: WindowData, windows: np.ndarray, chunk: int = 512):
-    """Per-channel mean/std ``(C,)`` of the spectrograms of ``windows`` and per-column mean/std
-    ``(S,)`` of their scalar inputs (``None`` when there are none), accumulated in chunks
-    (float64) so memory stays small."""
+def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int = 512):
+    """Input statistics over ``items`` of ``data``, accumulated in chunks (float64) so memory stays
+    small: the mean and std of the spectrograms per channel ``(C,)`` (with a ``frontend``, of its
+    output per channel and band ``(C, F)``, before its own normalisation) and of the scalar inputs
+    per column ``(S,)`` (``None`` when there are none). Returns ``(mean, std, scalar_mean,
+    scalar_std)`` float32."""
     s = s2 = 0.0
     n = 0
     scalars = []
-    for i in range(0, len(windows), chunk):
-        x, sc = data.batch(windows[i:i + chunk], data.spec.device)
+    dims = (0, 3) if frontend is not None else (0, 2, 3)
+    for i in range(0, len(items), chunk):
+        x, sc = data.batch(items[i:i + chunk], data.device)
+        if frontend is not None:
+            with torch.no_grad():
+                x = frontend.to(x.device).transform(x)
         x = x.double()
-        s = s + x.sum((0, 2, 3))
-        s2 = s2 + (x * x).sum((0, 2, 3))
-        n += x.numel() // x.shape[1]
+        s = s + x.sum(dims)
+        s2 = s2 + (x * x).sum(dims)
+        n += x.numel() // s.numel()
         scalars.append(sc.double())
     mean = s / n
     std = (s2 / n - mean ** 2).clamp_min(0).sqrt()
@@ -96,6 +103,19 @@ def epoch_recordings(recs: np.ndarray, y: np.ndarray, sampler: str | None, rng: 
     onehot = np.column_stack([onehot, onehot.sum(1) == 0]).astype(float)
     w = (onehot / np.maximum(onehot.sum(0), 1)).max(1)
     return rng.choice(recs, size=len(recs), replace=True, p=w / w.sum())
+
+
+def training_batch(data: SplitInputs, items: np.ndarray, device, model, wave_augment: WaveAugmenter,
+                   augment: Augmenter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch of ``items`` on ``device``: the inputs, the waveform augmentations
+    (waveform input only), the model's front end (:meth:`AudioClassifier.to_spec`, no gradient),
+    then Mixup/CutMix/SpecAugment on the spectrograms. Returns ``spec (B, C, F, T)``, ``scalars
+    (B, S)``, ``target (B, n_outputs)``."""
+    x, scalars = data.batch(items, device)
+    x, target = wave_augment(x, data.targets(items).to(device, non_blocking=True))
+    with torch.no_grad():
+        spec = model.to_spec(x)
+    return augment(spec, scalars, target)
 
 
 def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp: bool = True,
@@ -176,7 +196,7 @@ def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
     return {k: v for k, v in state.items() if k not in ("parts", "rng", "key")}
 
 
-def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fold: int, device, log=print,
+def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
                state_path: Path | None = None, state_key: str = ""):
     """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
 
@@ -209,8 +229,15 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
     tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
     data.set_metadata(encoder, table)
-    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars)
-    model.set_normalisation(*input_stats(data, data.windows_of(tr_rec)[0]))
+    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars, cfg.get("frontend"))
+    stats_items = data.windows_of(tr_rec)[0]
+    if model.frontend is not None:  # a front end's statistics from at most about 4096 windows (evenly spaced)
+        stats_items = stats_items[::max(1, len(stats_items) // 4096)]
+    mean, std, sc_mean, sc_std = input_stats(data, stats_items, model.frontend)
+    if model.frontend is not None:  # per band inside the front end; the trunk's input is then standard
+        model.frontend.set_normalisation(mean[:, :, None], std[:, :, None].clamp_min(1e-6))
+        mean, std = torch.zeros(len(mean)), torch.ones(len(mean))
+    model.set_normalisation(mean, std, sc_mean, sc_std)
     forward = place_model(model, device, tc.get("compile", False))
     class_weight = None
     if tc.get("class_weights") not in (None, "balanced"):
@@ -224,6 +251,8 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
     use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     augment = Augmenter(cfg["augment"], seed=tc["seed"] + fold)
+    wave_augment = WaveAugmenter(cfg["augment"].get("waveform"), seed=tc["seed"] + fold,
+                                 sample_rate=data.manifest["sample_rate"])
     ema = None
     if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
         ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
@@ -232,7 +261,7 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
     monitor = comp["metric"]
     max_bad = tc["max_bad_steps"]
     parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "ema": ema}
-    gens = {"epochs": rng, "augment": augment.rng}
+    gens = {"epochs": rng, "augment": augment.rng, "wave_augment": wave_augment.rng}
     good = _snapshot(parts, gens, epoch=0, best=None, history=[], wait=0, bad_steps=0)  # the last good state
     saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path and Path(state_path).exists() else None
     if saved is not None and saved.get("key") == state_key:
@@ -254,8 +283,7 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
             for step, i in enumerate(tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}",
                                           leave=False, unit="batch"), 1):
                 w = order[i:i + tc["batch_size"]]
-                spec, scalars = data.batch(w, device)
-                spec, scalars, target = augment(spec, scalars, data.targets(w).to(device, non_blocking=True))
+                spec, scalars, target = training_batch(data, w, device, model, wave_augment, augment)
                 loss, finite = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device,
                                           tc["amp"], tc["grad_clip"])
                 if not finite:
@@ -273,6 +301,7 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
                 total += loss * len(w)  # stays on the device: read once when the epoch ends
                 seen += len(w)
             probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
+            logits = logits[0]  # (windows, n_outputs): no test-time augmentation while training
             if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
                 raise _Fault(f"fold {fold} epoch {epoch}: non-finite validation predictions in "
                              f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} windows (not scored)")
@@ -307,11 +336,19 @@ def train_fold(cfg: dict, comp: dict, data: WindowData, table: pd.DataFrame, fol
         if run["wait"] >= tc["patience"]:
             log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {run['wait']} epochs)")
     best, history = run["best"], run["history"]
+    probs, scores, extra = best["probs"].numpy(), best["scores"], {}
+    if tta_active(cfg.get("tta")):  # the OOF predictions made as the test set's will be
+        kept.load_state_dict(best["state"])
+        probs = predict_recordings(kept, data, va_rec, comp, cfg["tta"])[0]
+        scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
+        extra = {"without_tta": best["scores"]}
+        log(f"fold {fold}: with test-time augmentation {cfg['tta']}: " + "  ".join(
+            f"{k} {v:.4f} ({best['scores'][k]:.4f} without)" for k, v in scores.items()))
     info = {"fold": fold, "best_epoch": best["epoch"], "epochs_run": len(history), "valid_loss": best["valid_loss"],
-            **best["scores"], "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_rec),
-            "resumed_from_epoch": resumed_from, "bad_steps": run["bad_steps"]}
+            **scores, "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_rec),
+            "resumed_from_epoch": resumed_from, "bad_steps": run["bad_steps"], **extra}
     ckpt = {"state_dict": best["state"], "n_scalars": data.n_scalars,
             "metadata_encoder": None if encoder is None else encoder.state(),
             "n_parameters": count_parameters(model),
             "class_weight": None if class_weight is None else class_weight.tolist()}
-    return ckpt, info, best["probs"].numpy(), history
+    return ckpt, info, probs, history

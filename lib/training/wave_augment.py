@@ -5,7 +5,8 @@ Each takes ``wave (batch, samples)`` float32 and soft targets ``target (batch, n
 except ``mixup`` (one decision per batch) whether it applies, and its parameters, are drawn per
 example, and examples not picked come back bit-identical. Randomness comes from the numpy
 Generator of :class:`WaveAugmenter` (noise from a torch Generator seeded from it), so a fixed seed
-reproduces a run. A config lists ``{name, params}`` entries, applied in order::
+reproduces a run. An experiment's ``augment.waveform`` lists ``{name, params}`` entries, applied in
+order (``sample_rate`` is the data's, supplied by the pipeline)::
 
     - {name: gain, params: {p: 0.5, min_db: -6, max_db: 6}}
     - {name: noise, params: {p: 0.3, color: pink, min_snr_db: 10, max_snr_db: 30}}
@@ -301,27 +302,27 @@ class WaveMixup(WaveAugment):
 
 
 class WaveAugmenter:
-    """Applies a config list of ``{name, params}`` entries (names in :data:`WAVE_AUGMENTS`) in order
-    to a training batch ``wave (batch, samples)``, ``target (batch, n_outputs)``, with its own numpy
-    Generator seeded by ``seed``. Raises ``ConfigError`` naming the entry (``augment[i] (name)``) and
-    the parameter for an unknown name, unknown parameter or bad value."""
+    """Applies a config list of ``{name, params}`` entries (an experiment's ``augment.waveform``;
+    names in :data:`WAVE_AUGMENTS`) in order to a training batch ``wave (batch, samples)``,
+    ``target (batch, n_outputs)``, with its own numpy Generator seeded by ``seed``.
+    ``sample_rate`` (Hz, the data's) is passed to every augmentation that takes one, unless the
+    entry gives it (configs cannot: :func:`lib.core.config.check_experiment` checks names and
+    parameters when a config is loaded). Raises ``ConfigError`` naming the entry
+    (``augment.waveform[i] (name)``) for an unknown name, unknown parameter or bad value."""
 
-    def __init__(self, entries: list[dict], seed: int = 0):
+    def __init__(self, entries: list[dict] | None, seed: int = 0, sample_rate: int | None = None):
         self.rng = np.random.default_rng(seed)
         self.augments = []
         for i, entry in enumerate(entries or []):
-            name = entry.get("name") if isinstance(entry, dict) else None
-            cls = WAVE_AUGMENTS.get(name, where=f"augment[{i}]")
+            where = f"augment.waveform[{i}]"
+            cls = WAVE_AUGMENTS.get(entry.get("name") if isinstance(entry, dict) else None, where=where)
             params = dict(entry.get("params") or {})
-            known = [k for k in inspect.signature(cls).parameters]
-            unknown = sorted(set(params) - set(known))
-            if unknown:
-                raise ConfigError(f"augment[{i}] ({name}): unknown parameter(s) {', '.join(unknown)}; "
-                                  f"known: {', '.join(known)}")
+            if sample_rate is not None and "sample_rate" in inspect.signature(cls).parameters:
+                params.setdefault("sample_rate", sample_rate)
             try:
                 self.augments.append(cls(**params))
             except (ConfigError, TypeError, ValueError) as exc:
-                raise ConfigError(f"augment[{i}] ({name}): {exc}") from exc
+                raise ConfigError(f"{where} ({entry['name']}): {exc}") from exc
 
     def __call__(self, wave: torch.Tensor, target: torch.Tensor):
         """Augment one batch; returns ``(wave, target)`` with the input's shapes, dtype and device."""

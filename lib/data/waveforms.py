@@ -1,0 +1,116 @@
+"""Model inputs from cached whole waveforms (:mod:`lib.features.waveform`): random crops at any
+offset for training, the window grid (or a denser one) for validation and test.
+
+An *item* is a row ``(recording row, start sample)`` of an int64 array ``(n, 2)``; a batch of
+items is cut out of the one long waveform by a single gather, on the device that holds it, with
+the competition's padding (``audio.pad``) past a recording's end, exactly as
+:func:`lib.data.audio.cut_windows` pads the windows of the cached feature sets.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.paths import Outputs
+from ..features.cache import load_features
+from .audio import window_starts
+from .windows import SplitInputs
+
+
+class WaveData(SplitInputs):
+    """One split's cached waveforms with the window -> recording map.
+
+    ``wave (total_samples,)`` (float32 or float16; memory-mapped, or on the GPU when it fits in
+    half its free memory), ``offsets (recordings + 1,)``: recording ``i`` is
+    ``wave[offsets[i]:offsets[i + 1]]``; ``clip`` the window length in samples
+    (``round(clip_seconds * sample_rate)``); ``pad`` the padding mode for recordings shorter than
+    a window; ``starts (windows,)`` the start sample of each grid window (``rec`` its recording).
+    Audio scalars: none (metadata, when used, is the scalar input).
+    """
+
+    def __init__(self, wave: torch.Tensor, offsets: np.ndarray, grid: np.ndarray, manifest: dict, n_recordings: int):
+        self.wave, self.offsets, self.manifest = wave, offsets, manifest
+        self.sample_rate = int(manifest["sample_rate"])
+        self.clip = int(round(manifest["clip_seconds"] * self.sample_rate))
+        self.pad = manifest["pad"]
+        self.lengths = np.diff(offsets)
+        self.set_grid(grid[:, 0].astype(np.int64), n_recordings)
+        self.starts = np.round(grid[:, 1] * self.sample_rate).astype(np.int64)
+
+    @classmethod
+    def load(cls, out: Outputs, feature_set: str, split: str, table: pd.DataFrame, comp: dict, device) -> WaveData:
+        """Map a cached waveform split (checked against ``table``'s ids) for ``device``. Raises
+        ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale."""
+        wave, offsets, grid, manifest = load_features(out, feature_set, split, ids=table["id"], mmap_mode="c")
+        on_gpu = device.type == "cuda" and wave.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
+        data = cls(torch.from_numpy(wave).to(device) if on_gpu else torch.from_numpy(wave), np.asarray(offsets),
+                   grid, manifest, len(table))
+        data.set_labels(table, comp)
+        return data
+
+    @property
+    def device(self) -> torch.device:
+        return self.wave.device
+
+    @property
+    def n_scalars(self) -> int:
+        """Width of the model's scalar input: the encoded metadata (no audio scalars)."""
+        return 0 if self.meta is None else self.meta.shape[1]
+
+    @property
+    def frames_per_second(self) -> float:
+        """Input samples per second (time shifts for test-time augmentation)."""
+        return float(self.sample_rate)
+
+    def recordings(self, items: np.ndarray) -> np.ndarray:
+        return items[:, 0]
+
+    def sample_windows(self, recs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random crop of each recording in ``recs`` ``(n,)``: items ``(n, 2)`` whose start is
+        uniform over every sample offset at which a whole window fits (0 for a recording no
+        longer than a window, which is then padded)."""
+        room = np.maximum(self.lengths[recs] - self.clip, 0) + 1
+        return np.column_stack([recs, (rng.random(len(recs)) * room).astype(np.int64)])
+
+    def windows_of(self, recs: np.ndarray, hop_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every window of the recordings ``recs`` ``(n,)``: ``(items (w, 2), owner (w,))``, where
+        ``owner`` is each window's position in ``recs``. ``hop_seconds=None``: the cached grid
+        (``audio.hop_seconds``); else windows every ``hop_seconds`` (:func:`window_starts`)."""
+        if hop_seconds is None:
+            counts = self.count[recs]
+            owner = np.repeat(np.arange(len(recs)), counts)
+            idx = self.first[recs][owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+            return np.column_stack([self.rec[idx], self.starts[idx]]), owner
+        clip_s = self.clip / self.sample_rate
+        starts = [np.round(window_starts(self.lengths[r] / self.sample_rate, clip_s, hop_seconds)
+                           * self.sample_rate).astype(np.int64) for r in recs]
+        owner = np.repeat(np.arange(len(recs)), [len(s) for s in starts])
+        return np.column_stack([np.asarray(recs)[owner], np.concatenate(starts)]), owner
+
+    def crops(self, items: np.ndarray) -> torch.Tensor:
+        """The windows of ``items`` ``(n, 2)`` as ``(n, clip)`` float32 on the waveform's device,
+        padded past a recording's end by ``pad``: ``zero`` (silence), ``repeat`` (the recording
+        tiled), ``reflect`` (mirrored without repeating the edge sample, period ``2 * (L - 1)``)."""
+        dev = self.wave.device
+        rec = torch.as_tensor(items[:, 0], device=dev)
+        length = torch.as_tensor(self.lengths, device=dev)[rec][:, None]
+        pos = torch.as_tensor(items[:, 1], device=dev)[:, None] + torch.arange(self.clip, device=dev)[None, :]
+        inside = pos < length
+        if self.pad == "repeat":
+            pos = pos % length
+        elif self.pad == "reflect":
+            period = (2 * length - 2).clamp_min(1)
+            pos = pos % period
+            pos = torch.where(pos < length, pos, period - pos)
+        pos = pos.clamp_max(length - 1)
+        x = self.wave[torch.as_tensor(self.offsets[:-1], device=dev)[rec][:, None] + pos].float()
+        return x * inside if self.pad == "zero" else x
+
+    def batch(self, items: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs of some items: ``wave (n, clip)`` float32 and ``scalars (n, n_scalars)``
+        (the metadata, or ``(n, 0)``), on ``device``."""
+        wave = self.crops(items)
+        parts = self.metadata(items)
+        scalars = torch.cat(parts, 1) if parts else torch.zeros(len(items), 0, device=wave.device)
+        return wave.to(device, non_blocking=True), scalars.to(device, non_blocking=True)

@@ -1,0 +1,66 @@
+"""Stage 01's process pool: recordings shared among forked workers that write their results
+straight into memory-mapped ``.npy`` files (used by :mod:`lib.features.cache` and
+:mod:`lib.features.waveform`)."""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import sys
+
+from tqdm.auto import tqdm
+
+WORKER: dict = {}
+
+
+def _keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed memory in the process for reuse (no-op elsewhere).
+
+    A feature batch allocates and frees arrays of several MB many times; by default glibc maps
+    each one afresh from the kernel and returns it on free, so every reuse page-faults again
+    (measured with seed9: about 18,000 page faults per chunk of 32 clips, 1,000 with this, and
+    the chunk 14% faster). Serving them from the heap up to 256 MB and trimming the heap only
+    beyond 1 GB avoids that; it is for the pool's workers, which exit at the end of the stage.
+    Sets ``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; returns nothing, raises nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = False) -> None:
+    """Set up a process to run a worker function: one torch thread (the processes are the
+    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl) and
+    :func:`_keep_freed_memory`."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    if pooled:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        _keep_freed_memory()
+    WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
+
+
+def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: str) -> None:
+    """Run ``fn(chunk) -> recordings done`` over ``chunks`` in ``workers`` forked processes (this
+    process alone when ``workers`` is 1), each set up by :func:`_init_worker` ``(*init)``, with a
+    progress bar of ``total`` recordings. The extractor's ``prepare()`` (when it has one) runs
+    once here, before forking. This process's torch thread count is restored afterwards."""
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
+    if hasattr(init[0], "prepare"):
+        init[0].prepare()  # filterbanks built once here, inherited by the forked workers
+    pool = mp.get_context("fork").Pool(workers, _init_worker, (*init, True)) if workers > 1 else None
+    try:
+        done = pool.imap(fn, chunks) if pool else map(fn, chunks)
+        with tqdm(total=total, desc=desc, unit="rec") as bar:
+            for n in done:
+                bar.update(n)
+    finally:
+        if pool is not None:
+            pool.terminate()
+        if threads is not None:  # leave this process's torch threads as they were
+            sys.modules["torch"].set_num_threads(threads)

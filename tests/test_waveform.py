@@ -1,0 +1,201 @@
+"""The waveform path: the waveform cache of stage 01, crops at any offset and their padding, the
+front end against the cached log-mel, test-time augmentation, checkpoints that carry their front
+end, and the config checks (real heart-valve recordings where the data is there, generated
+signals otherwise)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from lib.core.config import load_competition, load_experiment
+from lib.core.errors import ConfigError
+from lib.core.paths import Outputs
+from lib.data import audio
+from lib.data.prepare import prepare
+from lib.data.waveforms import WaveData
+from lib.data.windows import WindowData, load_inputs
+from lib.features.cache import build_feature_set, load_features
+from lib.inference.infer import load_fold_models
+from lib.inference.predict import predict_logits, predict_recordings
+from lib.models import build_model
+from lib.training.experiment import train_experiment
+
+CPU = torch.device("cpu")
+HV_LOG_MEL = {"n_mels": 64, "n_fft": 256, "hop_length": 80}  # configs/heart_valve/cnn.yaml's
+
+
+def _experiment(tmp_path, body: dict, name: str = "exp") -> dict:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return load_experiment(path)
+
+
+def _wave_experiment(tmp_path, **extra) -> dict:
+    return _experiment(tmp_path, {"features": {"name": "waveform", "set": "wave", **extra.pop("features", {})},
+                                  "frontend": {"name": "log_mel", "params": HV_LOG_MEL},
+                                  "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1,
+                                                                      "head_hidden": 8}},
+                                  "train": {"epochs": 2, "batch_size": 8, "device": "cpu"}, **extra}, "wave")
+
+
+@pytest.fixture
+def hv(heart_valve_subset, tmp_path) -> Outputs:
+    """Stage 00 run on the real heart-valve subset."""
+    out = Outputs(tmp_path / "out")
+    prepare(load_competition(heart_valve_subset / "heart_valve.yaml"), out.root)
+    return out
+
+
+def _generated(pad: str, sr: int = 100, clip_s: float = 0.1) -> tuple[WaveData, list[np.ndarray]]:
+    """WaveData over four generated recordings of 15, 10, 7 and 1 samples (windows of 10)."""
+    rng = np.random.default_rng(0)
+    ys = [rng.standard_normal(n).astype(np.float32) for n in (15, 10, 7, 1)]
+    grid = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, y in enumerate(ys)
+                           for st in [audio.window_starts(len(y) / sr, clip_s, 0.02)]])
+    offsets = np.concatenate([[0], np.cumsum([len(y) for y in ys])])
+    manifest = {"sample_rate": sr, "clip_seconds": clip_s, "pad": pad}
+    return WaveData(torch.from_numpy(np.concatenate(ys)), offsets, grid, manifest, len(ys)), ys
+
+
+def test_random_crops_cover_every_offset_within_the_recording():
+    data, ys = _generated("zero")
+    rng = np.random.default_rng(1)
+    items = data.sample_windows(np.repeat(np.arange(4), 500), rng)
+    starts = {r: set(items[items[:, 0] == r, 1].tolist()) for r in range(4)}
+    assert starts[0] == set(range(6))  # 15 samples, windows of 10: every offset 0..5, none beyond
+    assert starts[1] == starts[2] == starts[3] == {0}  # no longer than a window: from the start, padded
+    crops = data.crops(items).numpy()
+    for (r, s), crop in zip(items[:50], crops):
+        assert np.array_equal(crop, audio.fix_length(ys[r][s:s + 10], 10, "zero"))
+
+
+@pytest.mark.parametrize("pad", audio.PAD_MODES)
+def test_grid_windows_equal_cut_windows(pad):
+    data, ys = _generated(pad)
+    items, owner = data.windows_of(np.arange(4))
+    crops = data.crops(items).numpy()
+    for r, y in enumerate(ys):
+        starts = audio.window_starts(len(y) / 100, 0.1, 0.02)
+        assert np.array_equal(crops[owner == r], audio.cut_windows(y, 100, starts, 0.1, pad))
+
+
+def test_waveform_cache_holds_whole_recordings(hv, tmp_path):
+    comp, table = hv.load_competition(), hv.load_split("train")
+    for dtype, tol in (("float32", 0.0), ("float16", 2.0 ** -11)):
+        section = {"name": "waveform", "set": f"wave_{dtype}", "params": {}, "dtype": dtype}
+        m = build_feature_set(hv, section, workers=2)
+        wave, offsets, grid, _ = load_features(hv, section["set"], "train", ids=table["id"])
+        assert m["kind"] == "waveform" and m["sample_rate"] == 8000 and wave.dtype == dtype
+        for i, path in enumerate(table["path"]):
+            y, _ = audio.load(path)
+            assert np.abs(wave[offsets[i]:offsets[i + 1]].astype(np.float32) - y).max() <= tol
+        data = load_inputs(hv, {"features": section}, "train", table, comp, CPU)
+        items, owner = data.windows_of(np.arange(len(table)))
+        assert len(items) == len(grid) > len(table)  # recordings of 1.2-4 s: several 1.5-s windows
+        crops = data.crops(items).numpy()
+        for i in (0, len(table) // 2, len(table) - 1):
+            y, sr = audio.load(table["path"][i])
+            want = audio.cut_windows(y, sr, grid[grid[:, 0] == i, 1], 1.5, "repeat")
+            assert np.abs(crops[owner == i] - want).max() <= tol
+    # another rate: each file resampled explicitly from its native rate, lengths as librosa gives them
+    build_feature_set(hv, {"name": "waveform", "set": "wave4k", "params": {"sample_rate": 4000}}, workers=1)
+    wave, offsets, _, m = load_features(hv, "wave4k", "train")
+    y, _ = audio.load(table["path"][3], 4000)
+    assert m["sample_rate"] == 4000 and np.array_equal(wave[offsets[3]:offsets[4]], y)
+
+
+def test_front_end_equals_cached_log_mel(hv):
+    comp, table = hv.load_competition(), hv.load_split("train")
+    build_feature_set(hv, {"name": "log_mel", "set": "lm", "params": HV_LOG_MEL}, workers=2)
+    build_feature_set(hv, {"name": "waveform", "set": "wave", "params": {}}, workers=2)
+    cached = WindowData.load(hv, "lm", "train", table, comp, CPU)
+    waves = load_inputs(hv, {"features": {"name": "waveform", "set": "wave"}}, "train", table, comp, CPU)
+    items, _ = waves.windows_of(np.arange(len(table)))
+    model = build_model({"name": "cnn", "params": {}}, waves.manifest, 4, 0, {"name": "log_mel", "params": HV_LOG_MEL})
+    spec = model.to_spec(waves.batch(items, CPU)[0])
+    want = cached.batch(cached.windows_of(np.arange(len(table)))[0], CPU)[0]
+    assert spec.shape == want.shape == (len(items), 1, 64, 151)
+    assert (spec - want).abs().max() < 2e-3  # dB; float32 FFT rounding (values span about 100 dB)
+
+
+def test_test_time_shifts_and_hop(hv):
+    comp, table = hv.load_competition(), hv.load_split("train")
+    build_feature_set(hv, {"name": "waveform", "set": "wave", "params": {}}, workers=2)
+    data = load_inputs(hv, {"features": {"name": "waveform", "set": "wave"}}, "train", table, comp, CPU)
+    torch.manual_seed(0)
+    model = build_model({"name": "cnn", "params": {"channels": [4, 8]}}, data.manifest, 4, 0,
+                        {"name": "log_mel", "params": HV_LOG_MEL}).eval()
+    recs = np.arange(len(table))
+    plain, logits, items = predict_recordings(model, data, recs, comp)
+    shifted, logits2, _ = predict_recordings(model, data, recs, comp, {"shifts": [0.0, 0.25]})
+    assert logits.shape[0] == 1 and logits2.shape[0] == 2 and torch.equal(logits2[0], logits[0])
+    with torch.no_grad():  # the second copy is the input rolled by 0.25 s = 2000 samples
+        x = data.batch(items, CPU)[0]
+        rolled = model(torch.roll(x, 2000, dims=-1))["logits"]
+    assert torch.allclose(logits2[1], rolled, atol=1e-5)
+    assert not np.allclose(plain, shifted)
+    # a denser window grid: windows every 0.25 s instead of the competition's 0.5 s
+    dense, _, dense_items = predict_recordings(model, data, recs, comp, {"hop_seconds": 0.25})
+    lengths = np.diff(data.offsets) / 8000
+    assert len(dense_items) == sum(len(audio.window_starts(d, 1.5, 0.25)) for d in lengths) > len(items)
+    assert dense.shape == plain.shape and np.allclose(dense.sum(1), 1)
+
+
+def test_test_time_shifts_of_cached_spectrograms_roll_frames():
+    cached = WindowData(torch.randn(3, 1, 8, 20), torch.zeros(3, 0), np.arange(3), np.arange(3), np.ones(3, int),
+                        {"sample_rate": 8000, "hop_length": 80})  # 100 frames a second
+    torch.manual_seed(0)
+    model = build_model({"name": "cnn", "params": {"channels": [4, 8]}}, {"spec_shape": [1, 8, 20], "n_scalars": 0},
+                        1).eval()
+    logits = predict_logits(model, cached, np.arange(3), [0.0, 0.03])
+    with torch.no_grad():
+        rolled = model(torch.roll(cached.spec, 3, dims=-1))["logits"]
+    assert torch.allclose(logits[1], rolled, atol=1e-5) and not torch.allclose(logits[0], logits[1])
+    with pytest.raises(ValueError, match="waveform"):
+        cached.windows_of(np.arange(3), 0.25)
+
+
+def test_trained_checkpoint_predicts_its_oof_again_after_reload(hv, tmp_path):
+    """02 on the waveform path with TTA, then the saved fold models (front end inside) reloaded as
+    03 loads them: their predictions of each fold's validation rows are the OOF file's."""
+    cfg = _wave_experiment(tmp_path, tta={"shifts": [0.0, 0.3], "hop_seconds": 0.25},
+                           augment={"waveform": [{"name": "gain", "params": {"p": 0.5}},
+                                                 {"name": "filter", "params": {"p": 0.5, "kind": "highpass",
+                                                                               "min_hz": 20, "max_hz": 200}}]})
+    build_feature_set(hv, cfg["features"], workers=2)
+    scores = train_experiment(cfg, hv, log=lambda *_: None)
+    assert not scores["partial"] and all("without_tta" in f for f in scores["folds"])
+    comp, table = hv.load_competition(), hv.load_split("train")
+    oof = pd.read_csv(hv.oof("wave"))
+    data = load_inputs(hv, cfg, "train", table, comp, CPU)
+    for ckpt, model in load_fold_models(hv, "wave", CPU):
+        assert ckpt["frontend"] == cfg["frontend"]
+        assert model.frontend.band_std.abs().sum() > 0 and not torch.equal(model.frontend.band_mean,
+                                                                          torch.zeros_like(model.frontend.band_mean))
+        recs = np.flatnonzero(table["fold"] == ckpt["fold"])
+        probs = predict_recordings(model, data, recs, comp, cfg["tta"])[0]
+        assert np.allclose(probs, oof.loc[oof["fold"] == ckpt["fold"], ["p_MR", "p_MS", "p_MVP", "p_N"]], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"features": {"name": "waveform"}}, r"features.name waveform caches raw audio; the model then needs a front end"),
+    ({"frontend": {"name": "log_mel"}}, r"a frontend section need\(s\) waveform input, but features.name is 'log_mel'"),
+    ({"augment": {"waveform": [{"name": "gain"}]}}, r"augment.waveform entries need\(s\) waveform input"),
+    ({"tta": {"hop_seconds": 0.5}}, r"tta.hop_seconds need\(s\) waveform input.*audio.hop_seconds"),
+    ({"features": {"name": "waveform"}, "frontend": {"name": "log_mle"}}, r"did you mean 'log_mel'"),
+    ({"features": {"name": "waveform"}, "frontend": {"name": "log_mel", "params": {"sample_rate": 8000}}},
+     r"unknown parameter frontend.params.sample_rate"),
+    ({"features": {"name": "waveform"}, "frontend": {"name": "log_mel"},
+      "augment": {"waveform": [{"name": "gain", "params": {"min_dB": 3}}]}},
+     r"unknown parameter augment.waveform\[0\].params.min_dB .*did you mean 'min_db'"),
+    ({"features": {"name": "waveform"}, "frontend": {"name": "log_mel"},
+      "augment": {"waveform": [{"name": "time_shift", "params": {"sample_rate": 8000}}]}},
+     r"unknown parameter augment.waveform\[0\].params.sample_rate"),
+    ({"features": {"name": "waveform"}, "frontend": {"name": "log_mel"},
+      "augment": {"waveform": [{"name": "nosie"}]}}, r"augment.waveform\[0\].name.*did you mean 'noise'"),
+    ({"tta": {"shifts": 0.5}}, r"tta.shifts: input should be a valid list"),
+])
+def test_config_errors_name_the_key(tmp_path, body, match):
+    with pytest.raises(ConfigError, match=match):
+        _experiment(tmp_path, body)
