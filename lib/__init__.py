@@ -9,12 +9,14 @@ Import from a notebook with the project folder on ``sys.path`` (no install, no s
 One sub-package per layer:
 
 * ``lib.core``: configuration (YAML, registries), the artifact layout and records, the stage CLI;
-* ``lib.data``: audio I/O, stage 00 (checks, folds), tasks, windows, metadata encoding;
-* ``lib.features``: feature sets (``log_mel``, ``seed9``) and their cache (stage 01);
-* ``lib.models``: the networks, one file per family;
+* ``lib.data``: audio I/O, stage 00 (checks, folds), tasks, windows and waveforms (model inputs),
+  metadata encoding;
+* ``lib.features``: feature sets (``log_mel``, ``seed9``), the whole-waveform cache (``waveform``)
+  and their cache (stage 01);
+* ``lib.models``: the networks, one file per family, their heads and on-device front ends;
 * ``lib.training``: the fold loop and what it uses (optimisers, precision, EMA, losses,
-  augmentation); stage 02;
-* ``lib.inference``: predictions per recording; stage 03;
+  spectrogram and waveform augmentation); stage 02;
+* ``lib.inference``: predictions per recording, test-time augmentation; stage 03;
 * ``lib.evaluation``: metrics, reports, ensembling (stage 04).
 
 The short names of the flat layout before these packages (``lib.audio``, ``lib.train``, ...)
@@ -28,10 +30,11 @@ __version__ = "0.3.0"
 
 _ALIASES = {
     "audio": "data.audio", "prepare": "data.prepare", "folds": "data.folds", "tasks": "data.tasks",
-    "windows": "data.windows", "metadata": "data.metadata", "demo": "data.demo",
+    "windows": "data.windows", "waveforms": "data.waveforms", "metadata": "data.metadata", "demo": "data.demo",
     "config": "core.config", "paths": "core.paths", "utils": "core.utils", "cli": "core.cli",
     "seed9": "features.seed9", "train": "training.experiment", "losses": "training.losses",
-    "augment": "training.augment", "infer": "inference.infer", "metrics": "evaluation.metrics",
+    "augment": "training.augment", "wave_augment": "training.wave_augment", "frontend": "models.frontend",
+    "infer": "inference.infer", "metrics": "evaluation.metrics",
     "ensemble": "evaluation.ensemble",
 }
 

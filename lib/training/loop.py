@@ -5,10 +5,13 @@ Mixup/CutMix/SpecAugment from the config, gradient clipping, an exponential movi
 of the weights (``train.ema``, the decay per step; ``null`` turns it off) that is what gets
 validated and kept, early stopping on the validation fold's competition metric (ties broken by
 the lower validation loss), the best epoch's weights kept; a fixed seed per fold; automatic
-mixed precision on CUDA. Each epoch sees one fresh random window of every training recording;
-validation predicts every window and scores recordings (:mod:`lib.data.windows`). Optional class
-weights in the loss or a class-balanced sampler (``train.class_weights``, ``train.sampler``).
-A non-finite step is skipped, a fold can resume from its last finished epoch (:func:`train_fold`).
+mixed precision on CUDA. Each epoch sees one fresh random window of every training recording
+(on the waveform path a crop at a random offset, augmented as a waveform and turned into a
+spectrogram by the model's front end: :func:`training_batch`); validation predicts every window
+and scores recordings (:mod:`lib.data.windows`), and the best epoch predicts its validation rows
+again with the experiment's test-time augmentation when it has one. Optional class weights in
+the loss or a class-balanced sampler (``train.class_weights``, ``train.sampler``). A non-finite
+step is skipped, a fold can resume from its last finished epoch (:func:`train_fold`).
 
 Why the guard (the heart-sound run that stopped in fold 1, epoch 15 on NaN probabilities; its
 data was not available). Facts, checked on torch 2.11 / this code:
