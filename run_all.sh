@@ -78,7 +78,7 @@ if [ -z "$experiments" ]; then  # the competition config's own list, else the pr
 fi
 if [ -z "$experiments" ]; then
   case "$profile" in
-    cpu) experiments="configs/wave_cnn.yaml configs/cnn_mel4k.yaml" ;;
+    cpu) experiments="configs/wave_cnn.yaml" ;;
     gpu) experiments="configs/cnn8.yaml configs/vgg.yaml" ;;
     *) echo "run_all.sh: --profile must be cpu or gpu" >&2; exit 2 ;;
   esac

@@ -246,3 +246,48 @@ def test_training_killed_mid_fold_resumes(toy, tmp_path):
     assert (out / "oof/toy_exp.csv").read_text() == (ref / "oof/toy_exp.csv").read_text()
     assert not (out / "models/toy_exp/fold0.state.pt").exists()
     np.testing.assert_array_equal(np.load(out / "models/toy_exp/fold0_oof.npy"), np.load(ref / "models/toy_exp/fold0_oof.npy"))
+
+
+WAVE = {"features": {"name": "waveform", "set": "wave"},
+        "frontend": {"name": "log_mel", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
+        "model": TINY["model"], "augment": {"waveform": [{"name": "gain", "params": {"p": 0.5}}]},
+        "tta": {"shifts": [0.0, 0.1]}, "train": TINY["train"]}
+
+SLOW_AUDIO = """
+import runpy, sys, time
+sys.path.insert(0, sys.argv[1])
+from lib.data import audio
+load = audio.load
+
+def slow_load(*args, **kwargs):
+    time.sleep(0.3)
+    return load(*args, **kwargs)
+
+audio.load = slow_load   # the stage's own code, reading audio slowly
+sys.argv = sys.argv[2:]
+runpy.run_path("01_features.py", run_name="__main__")
+"""
+
+
+def test_waveform_chain_after_a_killed_waveform_cache_build(toy, tmp_path):
+    """01 killed while caching the test split's waveforms leaves no record and no temporaries for
+    the next run to trust; then the whole chain runs on the waveform path."""
+    out, _, o = toy
+    exp = tmp_path / "wave.yaml"
+    exp.write_text(yaml.safe_dump(WAVE))
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_AUDIO)
+    _kill_when([script, ROOT, "01_features.py", exp, "--output-dir", out, "--workers", "1"], "wave test:",
+               stream="stderr")
+    assert not (out / "features/wave/record.json").exists()
+    r = _stage("02_train.py", exp, "--output-dir", out, check=False)
+    assert r.returncode == 1 and "01_features.py" in r.stderr
+    log = _stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in log and "whole waveforms at 16000 Hz" in log
+    assert not [p for p in (out / "features/wave").iterdir() if p.name.startswith(".")]
+    assert "with test-time augmentation" in _stage("02_train.py", exp, "--output-dir", out).stdout
+    _stage("03_infer.py", exp, "--output-dir", out)
+    _stage("04_ensemble.py", "wave", "--output-dir", out)
+    preds = pd.read_csv(out / "preds/wave.csv")
+    assert len(preds) == 2 and np.isfinite(preds[["p_a", "p_b"]].to_numpy()).all()
+    assert len(pd.read_csv(out / "submission.csv")) == 2

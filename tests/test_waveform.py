@@ -8,6 +8,8 @@ import pytest
 import torch
 import yaml
 
+from conftest import ROOT
+
 from lib.core.config import load_competition, load_experiment
 from lib.core.errors import ConfigError
 from lib.core.paths import Outputs
@@ -199,3 +201,14 @@ def test_trained_checkpoint_predicts_its_oof_again_after_reload(hv, tmp_path):
 def test_config_errors_name_the_key(tmp_path, body, match):
     with pytest.raises(ConfigError, match=match):
         _experiment(tmp_path, body)
+
+
+def test_shipped_long_recording_config_runs_on_real_recordings(hv):
+    """configs/wave_long.yaml (2 kHz cache resampled from 8 kHz, balanced sampler, attention head,
+    TTA over a denser grid and a shift) through stages 01-02 on real heart-valve recordings."""
+    cfg = load_experiment(ROOT / "configs/wave_long.yaml", ["train.epochs=2", "train.device=cpu"])
+    m = build_feature_set(hv, cfg["features"], workers=2)
+    assert m["sample_rate"] == 2000 and m["dtype"] == "float16"
+    scores = train_experiment(cfg, hv, log=lambda *_: None)
+    assert not scores["partial"] and np.isfinite(scores["oof"]["macro_f1"])
+    assert all("without_tta" in f for f in scores["folds"])
