@@ -118,7 +118,7 @@ def test_front_end_equals_cached_log_mel(hv):
     spec = model.to_spec(waves.batch(items, CPU)[0])
     want = cached.batch(cached.windows_of(np.arange(len(table)))[0], CPU)[0]
     assert spec.shape == want.shape == (len(items), 1, 64, 151)
-    assert (spec - want).abs().max() < 2e-3  # dB; float32 FFT rounding (values span about 100 dB)
+    assert (spec - want).abs().max() < 5e-3  # dB; measured 1.7e-3 over 80 recordings: float32 FFT bins near the 80-dB floor
 
 
 def test_test_time_shifts_and_hop(hv):

@@ -226,10 +226,9 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
                               f"finds no CUDA GPU here; use auto or cpu")
     from ..features import FEATURES
     from ..models import MODELS
+    from ..models.frontend import FRONTENDS
     from ..training.losses import LOSSES
     from ..training.optim import OPTIMIZERS, SCHEDULERS
-
-    from ..models.frontend import FRONTENDS
     from ..training.wave_augment import WAVE_AUGMENTS
 
     _check_waveform_path(cfg, sources, where)
