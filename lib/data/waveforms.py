@@ -78,9 +78,7 @@ class WaveData(SplitInputs):
         ``owner`` is each window's position in ``recs``. ``hop_seconds=None``: the cached grid
         (``audio.hop_seconds``); else windows every ``hop_seconds`` (:func:`window_starts`)."""
         if hop_seconds is None:
-            counts = self.count[recs]
-            owner = np.repeat(np.arange(len(recs)), counts)
-            idx = self.first[recs][owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+            idx, owner = self.grid_windows(recs)
             return np.column_stack([self.rec[idx], self.starts[idx]]), owner
         clip_s = self.clip / self.sample_rate
         starts = [np.round(window_starts(self.lengths[r] / self.sample_rate, clip_s, hop_seconds)

@@ -61,6 +61,14 @@ class SplitInputs:
             encoder = MetadataEncoder.from_state(encoder)
         self.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(self.device)
 
+    def grid_windows(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The grid windows of the recordings ``recs`` ``(n,)``: ``(window indices (w,), owner (w,))``
+        where ``owner`` is each window's position in ``recs``."""
+        counts = self.count[recs]
+        owner = np.repeat(np.arange(len(recs)), counts)
+        offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.first[recs][owner] + offsets, owner
+
     def recordings(self, items: np.ndarray) -> np.ndarray:
         """The recording row ``(n,)`` of each item."""
         raise NotImplementedError
@@ -136,10 +144,7 @@ class WindowData(SplitInputs):
         the cache holds one window grid (raises ``ValueError`` otherwise)."""
         if hop_seconds is not None:
             raise ValueError("cached features hold one window grid: a prediction hop needs a waveform feature set")
-        counts = self.count[recs]
-        owner = np.repeat(np.arange(len(recs)), counts)
-        offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-        return self.first[recs][owner] + offsets, owner
+        return self.grid_windows(recs)
 
     @property
     def frames_per_second(self) -> float:
