@@ -97,7 +97,7 @@ def test_base_cycles(tmp_path):
 def test_misspelt_registry_name(tmp_path):
     path = _write(tmp_path / "x.yaml", {"model": {"name": "vgq"}})
     msg = _error(load_experiment, path)
-    assert str(path) in msg and "unknown model 'vgq'" in msg and "known: cnn, cnn8, vgg" in msg
+    assert str(path) in msg and "unknown model 'vgq'" in msg and "known: cnn, cnn14, cnn8," in msg and "did you mean 'vgg'" in msg
     assert "did you mean 'vgg'?" in msg
     comp = _write(tmp_path / "c.yaml", {**COMPETITION, "metric": "acuracy"})
     msg = _error(load_competition, comp)

@@ -105,3 +105,42 @@ def test_run_all_demo(tmp_path):
     assert len(sub) == 60 and set(sub.label) <= {"rise", "fall"}
     scores = json.loads((tmp_path / "demo" / "models" / "demo" / "scores.json").read_text())
     assert scores["oof"]["accuracy"] > 0.6  # the chirp direction is easy to learn, even in 4 epochs
+
+
+def test_model_families_through_every_stage(breathing_subset, tmp_path):
+    """A network of each new kind, the scikit-learn member and PANNs CNN14 from a checkpoint in the
+    PANNs format (saved here) go through 02, 03 and 04 on real clips; 04 blends them all."""
+    import torch
+    from test_zoo import panns_state_dict
+
+    out = tmp_path / "output"
+    comp = yaml.safe_load((ROOT / "configs/data/breathing.yaml").read_text())
+    comp["folds"]["n_folds"] = 3
+    data_cfg = tmp_path / "breathing3.yaml"
+    data_cfg.write_text(yaml.safe_dump(comp))
+    ckpt = tmp_path / "Cnn14_16k_mAP=0.438.pth"
+    sd = panns_state_dict(sample_rate=16000)
+    torch.save({"iteration": 0, "model": sd}, ckpt)
+    small = ["--set", "train.epochs=1", "--set", "train.batch_size=16"]
+    runs = {
+        "resnet": ("configs/zoo/resnet.yaml", ["--set", "model.params.widths=[8,16,16,16]"]),
+        "wavenet": ("configs/zoo/wavenet.yaml", ["--set", "model.params.blocks=1"]),
+        "efficientnet_b0": ("configs/zoo/efficientnet_b0.yaml", []),
+        "hgb": ("configs/zoo/hgb.yaml", ["--set", "model.params.max_iter=20"]),
+        "cnn14": ("configs/zoo/cnn14.yaml", ["--set", f"model.params.pretrained={ckpt}",
+                                            "--set", "features.params.sample_rate=16000", "--set", "features.set=wave16k"]),
+    }
+    _run("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out)
+    for name, (cfg, extra) in runs.items():
+        _run("01_features.py", ROOT / cfg, *small, *extra, "--output-dir", out)
+        log = _run("02_train.py", ROOT / cfg, *small, *extra, "--name", name, "--output-dir", out)
+        assert f"{name}: OOF accuracy" in log
+        _run("03_infer.py", ROOT / cfg, *small, *extra, "--name", name, "--output-dir", out)
+        assert len(pd.read_csv(out / "preds" / f"{name}.csv")) == 12
+    fold = torch.load(out / "models" / "cnn14" / "fold0.pt", weights_only=True)
+    for k in ("bn0.weight", "conv_block1.conv1.weight", "conv_block1.bn2.running_var"):  # freeze_blocks: 1
+        torch.testing.assert_close(fold["state_dict"][f"trunk.{k}"], sd[k])
+    assert not torch.equal(fold["state_dict"]["trunk.conv_block2.conv1.weight"], sd["conv_block2.conv1.weight"])
+    log = _run("04_ensemble.py", "--output-dir", out)
+    assert all(name in log for name in runs) and "blend" in log
+    assert len(pd.read_csv(out / "submission.csv")) == 12

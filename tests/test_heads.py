@@ -16,8 +16,10 @@ def make(name, pooling, n_scalars, in_channels=2, n_outputs=3):
                        n_outputs)
 
 
-def test_registry():
-    assert POOLINGS.names() == ["attention", "gem", "mean_max"]
+def test_registry_and_mean_pooling():
+    assert POOLINGS.names() == ["attention", "gem", "mean", "mean_max"]
+    x = torch.randn(2, 5, 7)
+    torch.testing.assert_close(POOLINGS.get("mean")(5)(x)["embedding"], x.mean(dim=2))
 
 
 @pytest.mark.parametrize("name", ["cnn", "cnn8", "vgg"])
@@ -110,5 +112,5 @@ def test_default_state_dict_unchanged(name):
 
 def test_unknown_pooling_lists_known_names():
     from lib.core.config import ConfigError
-    with pytest.raises(ConfigError, match="known: attention, gem, mean_max"):
+    with pytest.raises(ConfigError, match="known: attention, gem, mean, mean_max"):
         make("cnn", "avg", 0)

@@ -106,9 +106,15 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def _merge(chain: list[tuple[Path, dict]], cfg: dict | None = None) -> dict:
-    """``cfg`` (default empty) updated by each mapping of a ``base:`` chain in turn; a new dict."""
+    """``cfg`` (default empty) updated by each mapping of a ``base:`` chain in turn; a new dict.
+    A component section (``model``, ``optimizer``, ...) naming another component than the one it
+    inherits replaces it whole: the inherited ``params`` belong to the other component."""
     cfg = cfg or {}
     for _, raw in chain:
+        for key in COMPONENTS:
+            new, old = raw.get(key), cfg.get(key)
+            if isinstance(new, dict) and isinstance(old, dict) and new.get("name", old.get("name")) != old.get("name"):
+                cfg = {**cfg, key: {}}
         cfg = deep_merge(cfg, raw)
     return copy.deepcopy(cfg)
 
@@ -165,12 +171,12 @@ EXPERIMENT_DEFAULTS = {
     "tta": {"shifts": [0.0], "hop_seconds": None},
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
-        "device": "auto", "amp": True, "folds": None, "ema": None, "class_weights": None, "sampler": None,
+        "device": "auto", "amp": True, "folds": None, "ema": None, "swa": None, "class_weights": None, "sampler": None,
         "compile": False, "max_bad_steps": 5,
     },
 }
 COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")
-CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs"}, "optimizer": {"params"},
+CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "sample_rate"}, "optimizer": {"params"},
                  "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"},
                  "frontend": {"sample_rate"}, "augment.waveform": {"sample_rate"}}
 """Arguments the code passes to a component (lib.models.build_model, lib.training.loop,
@@ -251,10 +257,19 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
 
 def _check_waveform_path(cfg: dict, sources, where: str) -> None:
     """The waveform path's sections go together: ``features.name: waveform`` if and only if a
-    ``frontend`` section is given; ``augment.waveform`` and ``tta.hop_seconds`` only with it.
+    ``frontend`` section is given (or the model brings its own front end, ``cnn14``: then waveform
+    features and no ``frontend``); ``augment.waveform`` and ``tta.hop_seconds`` only with it.
     Raises ``ConfigError`` naming the file and key."""
+    from ..models import owns_frontend
+
     waveform = cfg["features"]["name"] == "waveform"
     origin = lambda *keys: source_of(sources, list(keys), where)  # noqa: E731
+    if owns_frontend(cfg["model"], f"{origin('model', 'name')} (model.name)"):
+        if not waveform or cfg.get("frontend"):
+            raise ConfigError(f"{origin('model', 'name')}: model {cfg['model']['name']!r} computes its own front end "
+                              f"from the waveform: use features: {{name: waveform, params: {{sample_rate: ...}}}} and no "
+                              f"frontend section")
+        return
     if waveform and not cfg.get("frontend"):
         raise ConfigError(f"{origin('features', 'name')}: features.name waveform caches raw audio; the model then "
                           f"needs a front end: add e.g. frontend: {{name: log_mel, params: {{n_mels: 64}}}}")

@@ -127,6 +127,10 @@ class _Augment(_Section):
     spec_augment: _SpecAugment = _SpecAugment()
 
 
+class _SWA(_Section):
+    start: Probability = 0.75
+
+
 class _Train(_Section):
     epochs: PositiveInt = 25
     batch_size: PositiveInt = 64
@@ -137,6 +141,7 @@ class _Train(_Section):
     amp: bool = True
     folds: Optional[list[NonNegativeInt]] = None
     ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    swa: Optional[_SWA] = None
     class_weights: Optional[Literal["balanced"]] = None
     sampler: Optional[Literal["balanced"]] = None
     compile: bool = False

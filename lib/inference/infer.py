@@ -47,7 +47,7 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
     for fold in record["info"]["folds"]:
         ckpt = torch.load(out.model_dir(exp) / f"fold{fold}.pt", map_location="cpu", weights_only=True)
         model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"],
-                            ckpt.get("frontend"))
+                            ckpt.get("frontend"), pretrained=False)  # the weights are the checkpoint's
         model.load_state_dict(ckpt.pop("state_dict"))
         place_model(model, device)
         models.append((ckpt, model.eval()))

@@ -4,6 +4,8 @@ window grid. The same function makes the OOF predictions (at the end of each fol
 predictions, so OOF scores measure what is submitted."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -25,7 +27,7 @@ def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), b
     input along time by ``round(shift * data.frames_per_second)`` (samples of a waveform, frames
     of a cached spectrogram), wrapping around, as the ``time_shift`` augmentation does."""
     model.eval()
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     rolls = [int(round(s * data.frames_per_second)) if s else 0 for s in shifts]
     out = [[torch.zeros(0, model.n_outputs)] for _ in rolls]
     for i in range(0, len(items), batch_size):

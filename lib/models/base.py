@@ -18,9 +18,16 @@ class AudioClassifier(nn.Module):
     Subclasses build ``self.trunk`` (``(B, C, F, T) -> (B, trunk_channels, F', T')``). The trunk
     output is averaged over frequency, then pooled over time by ``POOLINGS[pooling]``
     (:mod:`lib.models.heads`; default ``mean_max``, PANNs' max + mean: Kong et al. 2020).
+    ``pooling=None``: the trunk pools itself and returns the embedding ``(B, trunk_channels)``
+    (PANNs CNN14, whose pretrained ``fc1`` follows its own pooling).
     The scalar branch (``n_scalars > 0``) is ``Linear(n_scalars, scalar_hidden) -> GELU`` and is
-    concatenated with the pooled trunk output into the embedding, which feeds the classifier
-    ``Dropout -> Linear(., head_hidden) -> GELU -> Dropout -> Linear(., n_outputs)``.
+    concatenated with the pooled trunk output into the embedding, which feeds the classifier: per
+    width in ``head_hidden`` (an int or a list; ``[]``: a linear classifier) ``Dropout ->
+    Linear(., width) -> GELU``, then ``Dropout -> Linear(., n_outputs)``.
+
+    Transfer: modules listed in ``self.frozen`` have no trainable parameters and stay in eval mode
+    (BatchNorm statistics kept) under ``train()``; :meth:`param_groups` gives the optimiser its
+    parameter groups, each with an ``lr_scale`` (1 here; pretrained parts override it).
 
     A pooling that gives logits itself (``attention``) replaces that classifier (``self.head`` is
     ``None``); the scalar branch then adds ``self.scalar_logits = Linear(scalar_hidden, n_outputs)``
@@ -28,7 +35,8 @@ class AudioClassifier(nn.Module):
     """
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, trunk: nn.Module, trunk_channels: int,
-                 scalar_hidden: int = 64, head_hidden: int = 256, dropout: float = 0.3, pooling: str = "mean_max"):
+                 scalar_hidden: int = 64, head_hidden: int | list[int] = 256, dropout: float = 0.3,
+                 pooling: str | None = "mean_max"):
         super().__init__()
         self.n_outputs = n_outputs
         self.frontend: nn.Module | None = None  # set by lib.models.build_model for waveform input
@@ -39,14 +47,37 @@ class AudioClassifier(nn.Module):
         self.trunk = trunk
         self.n_scalars = n_scalars
         self.scalar_branch = nn.Sequential(nn.Linear(n_scalars, scalar_hidden), nn.GELU()) if n_scalars else None
-        self.pool = POOLINGS.get(pooling)(trunk_channels, n_outputs, dropout)
-        if self.pool.gives_logits:
+        self.frozen: list[nn.Module] = []
+        self.pool = None if pooling is None else POOLINGS.get(pooling)(trunk_channels, n_outputs, dropout)
+        if self.pool is not None and self.pool.gives_logits:
             self.head = None
             self.scalar_logits = nn.Linear(scalar_hidden, n_outputs) if n_scalars else None
         else:
-            joined = self.pool.out_dim + (scalar_hidden if n_scalars else 0)
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(joined, head_hidden), nn.GELU(),
-                                      nn.Dropout(dropout), nn.Linear(head_hidden, n_outputs))
+            width = (self.pool.out_dim if self.pool is not None else trunk_channels) + (scalar_hidden if n_scalars else 0)
+            layers = []
+            for hidden in [head_hidden] if isinstance(head_hidden, int) else head_hidden:
+                layers += [nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU()]
+                width = hidden
+            self.head = nn.Sequential(*layers, nn.Dropout(dropout), nn.Linear(width, n_outputs))
+
+    def train(self, mode: bool = True):
+        """As ``nn.Module.train``, but the modules in ``self.frozen`` stay in eval mode."""
+        super().train(mode)
+        for m in self.frozen:
+            m.eval()
+        return self
+
+    def freeze(self, modules: list[nn.Module]) -> None:
+        """Freeze ``modules``: no gradients, BatchNorm statistics kept (see :meth:`train`)."""
+        for m in modules:
+            m.requires_grad_(False)
+        self.frozen += modules
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups: ``[{"params": [...], "lr_scale": float}, ...]``, trainable
+        parameters only; the training loop multiplies each group's learning rate by its
+        ``lr_scale`` (timm's name for it). Here one group of scale 1."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
 
     @torch.no_grad()
     def set_normalisation(self, spec_mean, spec_std, scalar_mean=None, scalar_std=None) -> None:
@@ -77,7 +108,8 @@ class AudioClassifier(nn.Module):
         (``logits == (attention * frame_logits).sum(1)``)."""
         spec = self.to_spec(spec)
         x = self.trunk((spec - self.spec_mean) / self.spec_std)
-        pooled = self.pool(x.mean(dim=2))  # over frequency -> (B, C', T'), then over time
+        # over frequency -> (B, C', T'), then over time (a trunk without pooling returned the embedding)
+        pooled = self.pool(x.mean(dim=2)) if self.pool is not None else {"embedding": x}
         parts = [pooled["embedding"]]
         if self.n_scalars:
             parts.append(self.scalar_branch((scalars - self.scalar_mean) / self.scalar_std))

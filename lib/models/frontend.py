@@ -61,8 +61,11 @@ class _MelFrontEnd(nn.Module):
     Parameters: ``sample_rate`` (Hz), ``n_fft`` (samples; Hann window of that length, periodic as
     ``scipy.signal.get_window("hann", n_fft)``), ``hop_length`` (samples), ``n_mels``, ``fmin`` and
     ``fmax`` (Hz; ``fmax`` defaults to ``sample_rate / 2``), ``power`` (2.0: power, 1.0:
-    magnitude), ``deltas``. The filterbank is ``librosa.filters.mel`` (Slaney scale and norm, as
-    ``librosa.feature.melspectrogram``), a buffer.
+    magnitude), ``deltas``, ``pad_mode`` (the centred STFT's padding: ``constant``, librosa's,
+    or ``reflect``, torchlibrosa's and so PANNs'). The filterbank is ``librosa.filters.mel``
+    (Slaney scale and norm, as ``librosa.feature.melspectrogram``), a buffer. ``normalise``
+    (attribute, True): whether training sets the per-band statistics; a model that normalises its
+    input itself (PANNs CNN14's pretrained ``bn0``) sets it False.
 
     Raises ``ConfigError`` naming the parameter for ``fmax > sample_rate / 2``, ``fmin`` not below
     ``fmax``, a non-positive size, or ``power`` not 1 or 2. ``forward`` raises ``ValueError`` for
@@ -71,7 +74,8 @@ class _MelFrontEnd(nn.Module):
     """
 
     def __init__(self, n_bins: int, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
-                 fmin: float, fmax: float | None, power: float, deltas: bool, top_db: float | None = None):
+                 fmin: float, fmax: float | None, power: float, deltas: bool, top_db: float | None = None,
+                 pad_mode: str = "constant"):
         super().__init__()
         import librosa
 
@@ -88,7 +92,9 @@ class _MelFrontEnd(nn.Module):
             raise ConfigError(f"front end: power={power!r} must be 2.0 (power) or 1.0 (magnitude)")
         if top_db is not None and top_db <= 0:
             raise ConfigError(f"front end: top_db={top_db!r} must be a positive number of dB or null")
-        self.top_db = top_db
+        if pad_mode not in ("constant", "reflect"):
+            raise ConfigError(f"front end: pad_mode={pad_mode!r} must be 'constant' or 'reflect'")
+        self.top_db, self.pad_mode, self.normalise = top_db, pad_mode, True
         self.sample_rate, self.n_fft, self.hop_length, self.power = int(sample_rate), int(n_fft), int(hop_length), power
         self.deltas = bool(deltas)
         self.channels = 3 if deltas else 1
@@ -110,7 +116,7 @@ class _MelFrontEnd(nn.Module):
 
     def mel(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` float32 -> mel spectrogram ``(batch, n_mels, 1 + samples // hop)``."""
-        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
+        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode=self.pad_mode,
                           return_complex=True).abs()
         if self.power == 2.0:
             spec = spec.square()
@@ -178,10 +184,10 @@ class LogMelFrontEnd(_MelFrontEnd):
 
     def __init__(self, sample_rate: int, n_fft: int = 512, hop_length: int = 256, n_mels: int = 64,
                  fmin: float = 0.0, fmax: float | None = None, power: float = 2.0, scale: str = "db",
-                 top_db: float | None = 80.0, deltas: bool = False):
+                 top_db: float | None = 80.0, deltas: bool = False, pad_mode: str = "constant"):
         if scale not in ("db", "log1p"):
             raise ConfigError(f"log_mel front end: scale={scale!r} must be 'db' or 'log1p'")
-        super().__init__(n_mels, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, power, deltas, top_db)
+        super().__init__(n_mels, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, power, deltas, top_db, pad_mode)
         self.scale = scale
 
     def _transform(self, mel: torch.Tensor) -> torch.Tensor:

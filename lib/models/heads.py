@@ -12,7 +12,7 @@ Interface choice: a pooling that produces logits (the attention head) replaces
 still counts through a linear layer from its features to the logits, added to ``clip_logits``
 (and to each frame's logits). Poolings that give only an embedding feed the MLP head as before.
 
-Registered: ``mean_max`` (the default; PANNs' pooling), ``gem``, ``attention``.
+Registered: ``mean_max`` (the default; PANNs' pooling), ``mean``, ``gem``, ``attention``.
 """
 from __future__ import annotations
 
@@ -41,6 +41,20 @@ class MeanMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"embedding": torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)}
+
+
+@POOLINGS.register("mean")
+class MeanPool(nn.Module):
+    """Mean over time: ``(B, C, T') -> embedding (B, C)`` (global average pooling). No parameters."""
+
+    gives_logits = False
+
+    def __init__(self, channels: int, n_outputs: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.out_dim = channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"embedding": x.mean(dim=2)}
 
 
 @POOLINGS.register("gem")

@@ -41,6 +41,8 @@ from ..data.metadata import metadata_columns
 from ..data.windows import load_inputs
 from ..evaluation.metrics import score_all
 from ..evaluation.reports import plot_history
+from ..models import is_classical
+from .classical import train_fold_classical
 from .loop import train_fold
 from .precision import cpu_bf16
 
@@ -137,8 +139,9 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
             continue
         if force:
             files["state"].unlink(missing_ok=True)
-        ckpt, info, probs, hist = train_fold(cfg, comp, data, folds_df, fold, device, log,
-                                             state_path=files["state"], state_key=fkey)
+        fit = train_fold_classical if is_classical(cfg["model"]) else train_fold
+        ckpt, info, probs, hist = fit(cfg, comp, data, folds_df, fold, device, log, state_path=files["state"],
+                                      state_key=fkey)
         frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
         ckpt.update(model=cfg["model"], frontend=cfg.get("frontend"), features=cfg["features"], inputs=cfg["inputs"],
                     manifest=data.manifest,

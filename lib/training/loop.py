@@ -61,7 +61,7 @@ from .augment import Augmenter
 from .wave_augment import WaveAugmenter
 from .ema import ema_avg_fn
 from .losses import balanced_class_weight, build_loss
-from .optim import OPTIMIZERS, SCHEDULERS
+from .optim import SCHEDULERS, build_optimizer
 from .precision import autocast, place_model
 
 
@@ -199,6 +199,45 @@ def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
     return {k: v for k, v in state.items() if k not in ("parts", "rng", "key")}
 
 
+@torch.no_grad()
+def update_bn(model, data: SplitInputs, items: np.ndarray, batch_size: int) -> None:
+    """Recompute the BatchNorm statistics of ``model`` as the plain average over the batches of
+    ``items`` (momentum ``None``), as ``torch.optim.swa_utils.update_bn`` does for a DataLoader;
+    modules that stay in eval mode under ``train()`` (frozen pretrained blocks) keep theirs."""
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    device = next(model.parameters()).device
+    for i in range(0, len(items), batch_size):
+        x, scalars = data.batch(items[i:i + batch_size], device)
+        model(x, scalars)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+def _swa_result(swa, best: dict, data: SplitInputs, tr_rec, va_rec, comp: dict, tc: dict, rng, log, fold: int) -> dict:
+    """Validate the stochastic weight average (Izmailov et al. 2018, "Averaging Weights Leads to
+    Wider Optima and Better Generalization"; torch.optim.swa_utils) after recomputing its
+    BatchNorm statistics on one window per training recording; when it scores at least as well
+    as the best epoch on the competition metric it replaces it in ``best`` (weights and
+    probabilities). Returns ``{"epochs_averaged", "scores", "kept"}``."""
+    update_bn(swa.module, data, data.sample_windows(tr_rec, rng), tc["batch_size"])
+    probs = predict_recordings(swa.module, data, va_rec, comp)[0]
+    scores = {k: float(v) for k, v in score_all(comp["metrics"], data.y[va_rec], probs, comp).items()}
+    monitor = comp["metric"]
+    kept = scores[monitor] >= best["scores"][monitor]
+    log(f"fold {fold}: SWA of {int(swa.n_averaged)} epochs: {monitor} {scores[monitor]:.4f} against "
+        f"{best['scores'][monitor]:.4f} for epoch {best['epoch']}: " + ("kept" if kept else "not kept"))
+    if kept:
+        best.update(scores=scores, probs=torch.from_numpy(probs),
+                    state={k: v.detach().cpu().clone() for k, v in swa.module.state_dict().items()})
+    return {"epochs_averaged": int(swa.n_averaged), "scores": scores, "kept": bool(kept)}
+
+
 def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
                state_path: Path | None = None, state_key: str = ""):
     """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
@@ -238,7 +277,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         stats_items = stats_items[::max(1, len(stats_items) // 4096)]
     mean, std, sc_mean, sc_std = input_stats(data, stats_items, model.frontend)
     if model.frontend is not None:  # per band inside the front end; the trunk's input is then standard
-        model.frontend.set_normalisation(mean[:, :, None], std[:, :, None].clamp_min(1e-6))
+        if model.frontend.normalise:  # (not for a model that normalises itself: CNN14's pretrained bn0)
+            model.frontend.set_normalisation(mean[:, :, None], std[:, :, None].clamp_min(1e-6))
         mean, std = torch.zeros(len(mean)), torch.ones(len(mean))
     model.set_normalisation(mean, std, sc_mean, sc_std)
     forward = place_model(model, device, tc.get("compile", False))
@@ -248,9 +288,10 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     if tc.get("class_weights"):
         class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), comp["task"])
     loss_fn = build_loss(cfg["loss"], comp["task"], class_weight).to(device)
-    opt = OPTIMIZERS.build(cfg["optimizer"], params=model.parameters())
+    opt = build_optimizer(cfg["optimizer"], model.param_groups())
     steps = math.ceil(len(tr_rec) / tc["batch_size"])
     sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
+    per_epoch = getattr(sched, "per_epoch", False)  # ReduceLROnPlateau: once an epoch on a validation figure
     use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     augment = Augmenter(cfg["augment"], seed=tc["seed"] + fold)
@@ -260,10 +301,14 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
         ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
     kept = ema.module if ema is not None else model
+    swa, swa_from = None, None
+    if tc.get("swa"):  # an equal average of the weights after each epoch from swa_from on (BN statistics recomputed)
+        swa = torch.optim.swa_utils.AveragedModel(model)
+        swa_from = max(1, math.ceil(tc["swa"].get("start", 0.75) * tc["epochs"]))
     rng = np.random.default_rng(tc["seed"] + fold)
     monitor = comp["metric"]
     max_bad = tc["max_bad_steps"]
-    parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "ema": ema}
+    parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "ema": ema, "swa": swa}
     gens = {"epochs": rng, "augment": augment.rng, "wave_augment": wave_augment.rng}
     good = _snapshot(parts, gens, epoch=0, best=None, history=[], wait=0, bad_steps=0)  # the last good state
     saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path and Path(state_path).exists() else None
@@ -298,7 +343,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
                         raise _Fault(f"fold {fold} epoch {epoch} step {step}: {streak} consecutive non-finite steps")
                     continue
                 streak = 0
-                sched.step()
+                if not per_epoch:
+                    sched.step()
                 if ema is not None:
                     ema.update_parameters(model)
                 total += loss * len(w)  # stays on the device: read once when the epoch ends
@@ -318,6 +364,10 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
             continue
         valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
         scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
+        if per_epoch:
+            sched.step(valid_loss if sched.on == "valid_loss" else scores[monitor])
+        if swa is not None and epoch >= swa_from:
+            swa.update_parameters(model)
         row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
                "train_loss": float(total) / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
@@ -339,12 +389,15 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         if run["wait"] >= tc["patience"]:
             log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {run['wait']} epochs)")
     best, history = run["best"], run["history"]
-    probs, scores, extra = best["probs"].numpy(), best["scores"], {}
+    extra = {}
+    if swa is not None and int(swa.n_averaged) > 0:
+        extra["swa"] = _swa_result(swa, best, data, tr_rec, va_rec, comp, tc, rng, log, fold)
+    probs, scores = best["probs"].numpy(), best["scores"]
     if tta_active(cfg.get("tta")):  # the OOF predictions made as the test set's will be
         kept.load_state_dict(best["state"])
         probs = predict_recordings(kept, data, va_rec, comp, cfg["tta"])[0]
         scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
-        extra = {"without_tta": best["scores"]}
+        extra["without_tta"] = best["scores"]
         log(f"fold {fold}: with test-time augmentation {cfg['tta']}: " + "  ".join(
             f"{k} {v:.4f} ({best['scores'][k]:.4f} without)" for k, v in scores.items()))
     info = {"fold": fold, "best_epoch": best["epoch"], "epochs_run": len(history), "valid_loss": best["valid_loss"],

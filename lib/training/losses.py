@@ -58,26 +58,44 @@ class SoftCrossEntropy(nn.Module):
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection"): the cross-entropy of
     each target scaled by ``(1 - p_t) ** gamma``, so easy examples count less (class imbalance).
-    ``softmax=False``: per-output sigmoid (binary, multi-label; ``class_weight`` = pos_weight);
-    ``softmax=True``: multiclass (``class_weight`` weights each class's term)."""
+    ``softmax=False``: per-output sigmoid (binary, multi-label; ``class_weight`` = pos_weight),
+    ``alpha`` (a number in [0, 1]) weights the positive terms by ``alpha`` and the negative ones
+    by ``1 - alpha`` (the paper's alpha-balanced form; ``None``: no weighting);
+    ``softmax=True``: multiclass, ``alpha`` a number or a list of one weight per class
+    (``class_weight`` also weights each class's term). ``label_smoothing`` as the ``bce`` and
+    ``ce`` losses. Raises ``ConfigError`` for an ``alpha`` outside [0, 1] or a per-class list with
+    sigmoid outputs."""
 
-    def __init__(self, gamma: float = 2.0, softmax: bool = False, class_weight: torch.Tensor | None = None):
+    def __init__(self, gamma: float = 2.0, alpha: float | list[float] | None = None, label_smoothing: float = 0.0,
+                 softmax: bool = False, class_weight: torch.Tensor | None = None):
         super().__init__()
-        self.gamma, self.softmax = gamma, softmax
+        if isinstance(alpha, list) and not softmax:
+            raise ConfigError("loss.params.alpha: a per-class list needs a multiclass task; give one number in [0, 1]")
+        if alpha is not None and not all(0 <= a <= 1 for a in np.atleast_1d(alpha)):
+            raise ConfigError(f"loss.params.alpha={alpha!r} must be in [0, 1]")
+        self.gamma, self.softmax, self.eps = gamma, softmax, label_smoothing
+        self.alpha = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
         self.register_buffer("weight", None if class_weight is None else torch.as_tensor(class_weight).float())
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if self.softmax:
+            target = target * (1 - self.eps) + self.eps / target.shape[1]
             logp = F.log_softmax(logits, dim=1)
             terms = -target * (1 - logp.exp()) ** self.gamma * logp
+            if self.alpha is not None:
+                terms = terms * self.alpha.to(logits.device)
             if self.weight is not None:
                 terms = terms * self.weight
             return terms.sum(1).mean()
+        target = target * (1 - self.eps) + self.eps / 2
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=self.weight)
         p = torch.sigmoid(logits)
         p_t = p * target + (1 - p) * (1 - target)
-        return (bce * (1 - p_t) ** self.gamma).mean()
+        terms = bce * (1 - p_t) ** self.gamma
+        if self.alpha is not None:
+            terms = terms * (self.alpha * target + (1 - self.alpha) * (1 - target))
+        return terms.mean()
 
 
 def balanced_class_weight(target: np.ndarray, task: str) -> np.ndarray:

@@ -1,0 +1,222 @@
+"""A scikit-learn member: gradient boosting or logistic regression on pooled statistics of a
+feature set (per channel and band: mean, std, percentiles over time) plus the scalar inputs
+(audio scalars and encoded metadata), behind the same interface as the networks.
+
+The breath-sound project's pilot was a grid-searched scikit-learn model (``../shared/DESIGN.md``
+§2, §4: gradient boosting on pooled log-mel/MFCC statistics, 0.739 accuracy on the breathing
+clips). :class:`ClassicalModel` is an ``nn.Module`` whose ``forward(spec, scalars)`` returns
+``{"logits"}`` from the fitted estimator (``log p`` for a multiclass task, ``logit p`` for
+sigmoid tasks, so the pipeline's softmax/sigmoid gives the estimator's probabilities back):
+prediction, TTA, aggregation, OOF and test files, 03 and 04 treat it like any network. It is
+fitted by :func:`lib.training.classical.train_fold_classical`, one fit per fold on every window of
+the training recordings. The estimator travels in the state dict as ``skops`` bytes (the
+``_extra_state`` entry, :meth:`get_extra_state`): plain bytes that load with
+``torch.load(weights_only=True)`` and, through ``skops.io``, only as scikit-learn/numpy/scipy
+objects (no code of whoever saved it runs).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError
+
+STATS = {"mean": None, "std": None, "min": 0.0, "max": 100.0, "p10": 10.0, "p25": 25.0, "p50": 50.0, "p75": 75.0,
+         "p90": 90.0}
+"""Statistics over time per channel and band; ``pNN`` (and min/max) are percentiles."""
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+
+
+def pooled_statistics(spec: torch.Tensor, stats) -> torch.Tensor:
+    """``spec (B, C, F, T)`` -> ``(B, C * F * len(stats))`` float32: each statistic of ``stats``
+    (:data:`STATS`) over time for every channel and band, statistic-major. Raises ``ConfigError``
+    for an unknown statistic."""
+    x = spec.float().flatten(1, 2)  # (B, C*F, T)
+    out = []
+    for name in stats:
+        if name not in STATS:
+            raise ConfigError(f"model.params.stats: unknown statistic {name!r}; known: {', '.join(STATS)}")
+        if name == "mean":
+            out.append(x.mean(-1))
+        elif name == "std":
+            out.append(x.std(-1, correction=0))
+        else:
+            out.append(torch.quantile(x, STATS[name] / 100.0, dim=-1))
+    return torch.cat(out, dim=1)
+
+
+class ClassicalModel(nn.Module):
+    """Base of the scikit-learn members (see the module docstring).
+
+    ``stats``: the statistics pooled per channel and band (:data:`STATS`); ``grid``: ``{param:
+    [values]}`` for a grid search inside the training fold (``GridSearchCV``, 3 inner folds
+    grouped by recording, log loss), ``None``: no search. Subclasses give :meth:`estimator`.
+    Input ``spec (B, C, F, T)`` (or a waveform ``(B, samples)`` through ``self.frontend``, set by
+    :func:`lib.models.build_model`; its per-band normalisation is not applied: trees do not need
+    it, the logistic regression standardises its inputs itself) and ``scalars (B, S)``.
+    """
+
+    n_parameters_name = "fitted values"
+
+    def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
+                 grid: dict | None = None):
+        super().__init__()
+        for name in stats:
+            if name not in STATS:
+                raise ConfigError(f"model.params.stats: unknown statistic {name!r}; known: {', '.join(STATS)}")
+        if grid is not None and not (isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values())):
+            raise ConfigError(f"model.params.grid must map parameter names to non-empty lists of values, got {grid!r}")
+        self.n_outputs, self.n_scalars, self.stats, self.grid = n_outputs, n_scalars, list(stats), grid
+        self.frontend: nn.Module | None = None
+        self.register_buffer("anchor", torch.zeros(0))  # gives the module a device
+        self.fitted, self.task, self.best_params = None, None, None
+
+    def estimator(self, seed: int, class_weight: str | None):
+        """A fresh, unfitted scikit-learn classifier (one output)."""
+        raise NotImplementedError
+
+    def set_normalisation(self, *args, **kwargs) -> None:
+        """Nothing to store: the estimators handle their input scales themselves."""
+
+    def param_groups(self) -> list[dict]:
+        """No parameters for an optimiser."""
+        return []
+
+    def to_spec(self, x: torch.Tensor) -> torch.Tensor:
+        """The spectrogram stack of a model input: a waveform goes through the front end's
+        ``transform`` (no normalisation); ``(B, C, F, T)`` is returned as is."""
+        return self.frontend.transform(x) if x.dim() == 2 else x
+
+    def features(self, x: torch.Tensor, scalars: torch.Tensor) -> np.ndarray:
+        """``(B, n_features)`` float32: :func:`pooled_statistics` of the input, then the scalars."""
+        with torch.no_grad():
+            return torch.cat([pooled_statistics(self.to_spec(x), self.stats), scalars.float()], 1).cpu().numpy()
+
+    def fit(self, X: np.ndarray, target: np.ndarray, groups: np.ndarray, task: str, seed: int,
+            class_weight: str | None = None, log=print) -> None:
+        """Fit on ``X (windows, n_features)``, ``target (windows, n_outputs)`` 0/1 (one-hot for
+        multiclass), ``groups (windows,)`` (the recording of each window, so the grid search's
+        inner folds never split a recording). Multi-label tasks get one estimator per label
+        (``OneVsRestClassifier``); ``class_weight="balanced"`` is passed to the estimator."""
+        from sklearn.model_selection import GridSearchCV, GroupKFold
+        from sklearn.multiclass import OneVsRestClassifier
+
+        est = self.estimator(seed, class_weight)
+        y = target.argmax(1) if task == "multiclass" else target[:, 0] if task == "binary" else target.astype(int)
+        prefix = ""
+        if task == "multilabel":
+            est, prefix = OneVsRestClassifier(est), "estimator__"
+        if self.grid:
+            inner = min(3, len(np.unique(groups)))
+            search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
+                                  cv=GroupKFold(inner), scoring="neg_log_loss" if task != "multilabel" else None)
+            search.fit(X, y, groups=groups)
+            est = search.best_estimator_
+            self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
+            log(f"grid search ({inner} inner folds by recording): best {self.best_params}, "
+                f"score {search.best_score_:.4f}")
+        else:
+            est.fit(X, y)
+        self.fitted, self.task = est, task
+
+    grid_prefix = ""
+
+    def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``{"logits": (B, n_outputs)}`` on the input's device (:meth:`logits`); see the module docstring."""
+        scalars = spec.new_zeros(len(spec), 0) if scalars is None else scalars
+        return {"logits": torch.as_tensor(self.logits(self.features(spec, scalars)), device=spec.device)}
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_outputs)`` float32 logits of feature rows ``X (n, n_features)``. Raises
+        ``RuntimeError`` before :meth:`fit` or a state dict with an estimator was loaded."""
+        if self.fitted is None:
+            raise RuntimeError("the scikit-learn member is not fitted")
+        p = self.fitted.predict_proba(X)
+        if self.task == "multiclass":
+            full = np.full((len(p), self.n_outputs), 1e-7)
+            full[:, self.fitted.classes_.astype(int)] = p  # classes absent from the training fold keep ~0
+            logits = np.log(np.clip(full, 1e-7, 1.0))
+        else:
+            p = np.clip(p[:, 1:] if self.task == "binary" else p, 1e-7, 1 - 1e-7)
+            logits = np.log(p) - np.log1p(-p)
+        return logits.astype(np.float32)
+
+    def n_parameters(self) -> int:
+        """Fitted values: coefficients of a linear model, tree nodes of boosting."""
+        import sklearn.base
+
+        def count(est) -> int:
+            if hasattr(est, "estimators_"):
+                return sum(count(e) for e in est.estimators_)
+            if hasattr(est, "steps"):
+                return count(est.steps[-1][1])
+            if hasattr(est, "_predictors"):
+                return sum(len(t.nodes) for trees in est._predictors for t in trees)
+            return int(est.coef_.size + est.intercept_.size) if hasattr(est, "coef_") else 0
+
+        return count(self.fitted) if isinstance(self.fitted, sklearn.base.BaseEstimator) else 0
+
+    def get_extra_state(self):
+        """The fitted estimator as ``skops`` bytes with the task and best grid parameters."""
+        import skops.io
+
+        return {"estimator": None if self.fitted is None else skops.io.dumps(self.fitted), "task": self.task,
+                "best_params": self.best_params}
+
+    def set_extra_state(self, state) -> None:
+        """Load :meth:`get_extra_state`. Raises ``ValueError`` when the bytes hold any type outside
+        scikit-learn, numpy, scipy and builtins."""
+        import skops.io
+
+        self.task, self.best_params, blob = state["task"], state["best_params"], state["estimator"]
+        if blob is None:
+            self.fitted = None
+            return
+        untrusted = skops.io.get_untrusted_types(data=blob)
+        foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        if foreign:
+            raise ValueError(f"refusing to load a scikit-learn member holding types {foreign}")
+        self.fitted = skops.io.loads(blob, trusted=untrusted)
+
+
+class HistGradientBoosting(ClassicalModel):
+    """``sklearn.ensemble.HistGradientBoostingClassifier`` (LightGBM-style histogram gradient
+    boosting; Ke et al. 2017) on the pooled statistics; its parameters by name. Internal early
+    stopping is off by default (``early_stopping=False``): its validation split would be random
+    over windows, not grouped by recording."""
+
+    def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
+                 grid: dict | None = None, learning_rate: float = 0.1, max_iter: int = 200, max_leaf_nodes: int = 31,
+                 min_samples_leaf: int = 20, l2_regularization: float = 0.0, max_features: float = 1.0,
+                 early_stopping: bool = False):
+        super().__init__(in_channels, n_scalars, n_outputs, stats, grid)
+        self.params = dict(learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
+                           min_samples_leaf=min_samples_leaf, l2_regularization=l2_regularization,
+                           max_features=max_features, early_stopping=early_stopping)
+
+    def estimator(self, seed: int, class_weight: str | None):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(**self.params, class_weight=class_weight, random_state=seed)
+
+
+class LogisticRegression(ClassicalModel):
+    """``StandardScaler`` then ``sklearn.linear_model.LogisticRegression`` (L2, lbfgs) on the pooled
+    statistics; ``C`` is the inverse regularisation strength (``grid`` keys name the logistic
+    regression's own parameters, e.g. ``{C: [0.01, 0.1, 1]}``)."""
+
+    grid_prefix = "clf__"
+
+    def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
+                 grid: dict | None = None, C: float = 1.0, max_iter: int = 2000):
+        super().__init__(in_channels, n_scalars, n_outputs, stats, grid)
+        self.params = dict(C=C, max_iter=max_iter)
+
+    def estimator(self, seed: int, class_weight: str | None):
+        from sklearn.linear_model import LogisticRegression as LR
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return Pipeline([("scale", StandardScaler()), ("clf", LR(**self.params, class_weight=class_weight,
+                                                                 random_state=seed))])

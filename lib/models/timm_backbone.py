@@ -1,0 +1,86 @@
+"""Any 2-D timm architecture (Wightman, huggingface/pytorch-image-models) as the trunk:
+EfficientNet, ConvNeXt, RegNet, NFNet, MobileNetV2, ResNet50, ... on spectrogram stacks."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError
+from ..core.registry import did_you_mean
+from .base import AudioClassifier
+from .transfer import block_groups, check_freeze, pretrained_file
+
+WHERE_FROM = ("timm's ImageNet weights are published on the Hugging Face hub (timm/<arch>.<tag>, "
+              "model.safetensors or pytorch_model.bin); download the file where you have internet (e.g. as a Kaggle "
+              "dataset) and give its path")
+
+
+class _FeatureMap(nn.Module):
+    """A timm model's ``forward_features``: ``(B, C, F, T) -> (B, num_features, F', T')``. Raises
+    ``ValueError`` for an architecture that returns tokens (transformers) instead of a feature map."""
+
+    def __init__(self, backbone: nn.Module, arch: str):
+        super().__init__()
+        self.backbone, self.arch = backbone, arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.backbone.forward_features(x)
+        if y.dim() != 4:
+            raise ValueError(f"timm architecture {self.arch!r} returns {tuple(y.shape)}, not a (B, C, F, T) feature "
+                             f"map: use a convolutional one (efficientnet_b0, convnext_tiny, regnety_008, ...)")
+        return y
+
+
+class TimmBackbone(AudioClassifier):
+    """A timm architecture by name (``arch``) with ``in_chans`` set from the input's channel count,
+    its classifier and global pooling removed (``num_classes=0, global_pool=""``), its feature map
+    then going through the shared frequency mean, time pooling and head.
+
+    ``pretrained``: a local weights file (``.safetensors``, ``.bin``, ``.pth``) loaded by timm's own
+    mechanism for one (``pretrained_cfg_overlay={"file": path}``), which also adapts the first
+    convolution to ``in_chans`` (summing or repeating the RGB kernels) and drops the ImageNet
+    classifier; ``HF_HUB_OFFLINE=1`` is set, so nothing is ever fetched. ``freeze_blocks``: the
+    first k of timm's coarse parameter groups (``group_matcher(coarse=True)``: stem, stages, ...)
+    are frozen; ``backbone_lr``/``layer_decay`` scale their learning rates (:func:`block_groups`).
+    ``drop_rate``/``drop_path_rate`` go to timm; ``model_args`` passes any other ``create_model``
+    argument. Raises ``ConfigError`` for an unknown architecture (with the closest name), a
+    missing file, a bad ``freeze_blocks``.
+    """
+
+    def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, arch: str = "efficientnet_b0",
+                 pretrained: str | None = None, freeze_blocks: int = 0, backbone_lr: float = 1.0,
+                 layer_decay: float = 1.0, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 model_args: dict | None = None, dropout: float = 0.3, head_hidden: int | list[int] = (),
+                 pooling: str = "mean_max"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network, whatever timm decides
+        import timm
+        from timm.models import group_parameters
+
+        if not timm.is_model(arch):
+            raise ConfigError(f"model.params.arch: unknown timm architecture {arch!r}"
+                              f"{did_you_mean(arch, timm.list_models())}")
+        kwargs = dict(model_args or {}, in_chans=in_channels, num_classes=0, global_pool="", drop_rate=drop_rate,
+                      drop_path_rate=drop_path_rate)
+        if pretrained:
+            kwargs.update(pretrained=True, pretrained_cfg_overlay={
+                "file": str(pretrained_file(pretrained, f"timm {arch}", WHERE_FROM))})
+        backbone = timm.create_model(arch, **kwargs)
+        super().__init__(in_channels, n_scalars, n_outputs, _FeatureMap(backbone, arch), backbone.num_features,
+                         head_hidden=list(head_hidden) if not isinstance(head_hidden, int) else head_hidden,
+                         dropout=dropout, pooling=pooling)
+        names = group_parameters(backbone, backbone.group_matcher(coarse=True))
+        params = dict(backbone.named_parameters())
+        self._blocks = [[params[n] for n in names[k]] for k in sorted(names)]
+        check_freeze(freeze_blocks, len(self._blocks), f"timm {arch}")
+        frozen = {id(p) for ps in self._blocks[:freeze_blocks] for p in ps}
+        self.freeze([m for m in backbone.modules() if (own := list(m.parameters(recurse=False)))
+                     and all(id(p) in frozen for p in own)])
+        self.backbone_lr, self.layer_decay = backbone_lr, layer_decay
+
+    def param_groups(self) -> list[dict]:
+        """Groups per coarse timm group (:func:`block_groups`) and one for the new head and scalar branch."""
+        backbone = {id(p) for ps in self._blocks for p in ps}
+        return block_groups(self._blocks, [p for p in self.parameters() if id(p) not in backbone],
+                            self.backbone_lr, self.layer_decay)

@@ -1,0 +1,187 @@
+"""Training options of issue 11: losses against direct computations, schedules, parameter groups,
+SWA, and the scikit-learn member against an independent scikit-learn reference."""
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import make_toy_competition
+
+from lib.core.config import load_experiment
+from lib.core.errors import ConfigError
+from lib.core.paths import Outputs
+from lib.data.prepare import prepare
+from lib.features.cache import build_feature_set
+from lib.training.losses import build_loss
+from lib.training.optim import SCHEDULERS, build_optimizer
+
+
+def _data(seed=0, n=6, k=3):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g) * 2
+    onehot = torch.eye(k)[torch.randint(0, k, (n,), generator=g)]
+    return logits, onehot
+
+
+def test_smoothed_cross_entropy_and_bce_against_direct_formulas():
+    logits, y = _data()
+    eps = 0.1
+    soft = y * (1 - eps) + eps / 3
+    expected = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert float(build_loss({"name": "ce", "params": {"label_smoothing": eps}}, "multiclass")(logits, y)) == pytest.approx(float(expected), rel=1e-6)
+    z, t = logits[:, :1], y[:, :1]
+    st = t * (1 - eps) + eps / 2
+    p = torch.sigmoid(z)
+    expected = -(st * torch.log(p) + (1 - st) * torch.log(1 - p)).mean()
+    assert float(build_loss({"name": "bce", "params": {"label_smoothing": eps}}, "binary")(z, t)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_focal_loss_against_direct_formulas():
+    logits, y = _data(1)
+    # multiclass, per-class alpha: -sum_c alpha_c y_c (1 - p_c)^gamma log p_c
+    alpha, gamma = [0.2, 0.3, 0.5], 2.0
+    p = torch.softmax(logits, 1)
+    expected = -(torch.tensor(alpha) * y * (1 - p) ** gamma * torch.log(p)).sum(1).mean()
+    loss = build_loss({"name": "focal", "params": {"gamma": gamma, "alpha": alpha}}, "multiclass")
+    assert float(loss(logits, y)) == pytest.approx(float(expected), rel=1e-5)
+    # binary, alpha-balanced (Lin et al. 2017, eq. 5): -alpha_t (1 - p_t)^gamma log p_t
+    z, t = logits[:, :1], y[:, :1]
+    q = torch.sigmoid(z)
+    p_t = torch.where(t == 1, q, 1 - q)
+    a_t = torch.where(t == 1, torch.tensor(0.25), torch.tensor(0.75))
+    expected = (-a_t * (1 - p_t) ** gamma * torch.log(p_t)).mean()
+    loss = build_loss({"name": "focal", "params": {"gamma": gamma, "alpha": 0.25}}, "binary")
+    assert float(loss(z, t)) == pytest.approx(float(expected), rel=1e-5)
+    # gamma 0 and no alpha: plain (binary) cross-entropy
+    bce = build_loss({"name": "bce"}, "binary")(z, t)
+    assert float(build_loss({"name": "focal", "params": {"gamma": 0.0}}, "binary")(z, t)) == pytest.approx(float(bce), rel=1e-6)
+    with pytest.raises(ConfigError, match="per-class list needs a multiclass task"):
+        build_loss({"name": "focal", "params": {"alpha": [0.5, 0.5]}}, "binary")
+    with pytest.raises(ConfigError, match=r"alpha=1.5 must be in \[0, 1\]"):
+        build_loss({"name": "focal", "params": {"alpha": 1.5}}, "binary")
+
+
+def _opt(lr=0.1, name="sgd", scales=(1.0,)):
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr_scale": s} for s in scales]
+    return build_optimizer({"name": name, "params": {"lr": lr}}, groups)
+
+
+def test_parameter_groups_scale_the_learning_rate():
+    opt = _opt(0.1, "adamw", (0.01, 0.5, 1.0))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.001, 0.05, 0.1])
+    sched = SCHEDULERS.build({"name": "warmup_cosine", "params": {"warmup_epochs": 0}}, optimizer=opt,
+                             steps_per_epoch=10, epochs=2)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[0] / lrs[2] == pytest.approx(0.01) and lrs[2] < 0.1  # the schedule keeps the ratios
+
+
+def test_one_cycle_schedule():
+    opt = _opt(0.1, scales=(1.0, 0.1))
+    sched = SCHEDULERS.build({"name": "one_cycle", "params": {"pct_start": 0.25, "div_factor": 10,
+                                                              "final_div_factor": 100}},
+                             optimizer=opt, steps_per_epoch=10, epochs=4)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(40):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.01)  # lr / div_factor
+    assert max(lrs) == pytest.approx(0.1) and int(np.argmax(lrs)) == pytest.approx(10, abs=1)  # peak at 25 %
+    assert lrs[39] == pytest.approx(0.1 / 1000, rel=1e-3)  # lr / (div * final_div) at the last step
+    assert opt.param_groups[1]["lr"] / opt.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_plateau_schedule_steps_on_the_validation_figure():
+    opt = _opt(0.1)
+    sched = SCHEDULERS.build({"name": "plateau", "params": {"factor": 0.3, "patience": 2}}, optimizer=opt,
+                             steps_per_epoch=5, epochs=10)
+    assert sched.per_epoch and sched.on == "valid_loss"
+    for loss in (1.0, 0.9, 0.95, 0.95):  # two epochs without a lower loss: not yet
+        sched.step(loss)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    sched.step(0.95)  # the third
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.03)
+    with pytest.raises(ConfigError, match="'valid_loss' or 'metric'"):
+        SCHEDULERS.build({"name": "plateau", "params": {"on": "auroc"}}, optimizer=opt, steps_per_epoch=1, epochs=1)
+
+
+# --- through the training loop and the scikit-learn member ----------------------------------------
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A 24-clip generated binary competition (2 folds) with a 16-band log-mel feature set."""
+    from lib.data.windows import load_inputs
+
+    root = tmp_path_factory.mktemp("toy")
+    out = Outputs(root / "out")
+    prepare(make_toy_competition(root / "data", n=24), out.root)
+    exp = {"features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
+           "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8}},
+           "train": {"epochs": 4, "batch_size": 4, "patience": 10, "device": "cpu"}}
+    (root / "exp.yaml").write_text(yaml.safe_dump(exp))
+    cfg = load_experiment(root / "exp.yaml")
+    build_feature_set(out, cfg["features"], workers=1)
+    comp, table = out.load_competition(), out.load_split("train")
+    return cfg, comp, load_inputs(out, cfg, "train", table, comp, torch.device("cpu")), table, out
+
+
+def test_plateau_and_swa_through_the_loop(toy):
+    from lib.training.loop import train_fold
+
+    cfg, comp, data, table, _ = toy
+    cfg = dict(cfg, scheduler={"name": "plateau", "params": {"factor": 0.5, "patience": 0, "threshold": 10.0}},
+               train={**cfg["train"], "swa": {"start": 0.5}})
+    logs = []
+    ckpt, info, probs, history = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), logs.append)
+    lrs = [h["lr"] for h in history]  # threshold 10: no epoch counts as better, so every epoch halves the rate
+    assert lrs == pytest.approx([1e-3 * 0.5 ** k for k in range(1, 5)])
+    assert info["swa"]["epochs_averaged"] == 3  # from epoch ceil(0.5 * 4) = 2 on: epochs 2, 3 and 4
+    assert any("SWA of" in line for line in logs)
+    assert probs.shape == (int((table.fold == 0).sum()), 2) and np.isfinite(probs).all()
+
+
+def test_hgb_member_matches_an_independent_sklearn_reference(toy, tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from lib.models import build_model
+    from lib.training.classical import train_fold_classical
+
+    cfg, comp, data, table, out = toy
+    params = {"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 7, "min_samples_leaf": 3}
+    cfg = dict(cfg, model={"name": "hgb", "params": {**params, "stats": ["mean", "std", "p10", "p90"]}})
+    ckpt, info, probs, history = train_fold_classical(cfg, comp, data, table, 1, torch.device("cpu"), lambda *_: None)
+
+    # the reference: the cached spectrograms read with numpy, statistics with numpy, sklearn directly
+    spec = np.load(out.root / "features" / "lm16" / "train_spec.npy").astype(np.float64)  # (clips, 1, 16, T)
+    x = spec.reshape(len(spec), -1, spec.shape[-1])
+    feats = np.concatenate([x.mean(-1), x.std(-1), np.percentile(x, 10, axis=-1), np.percentile(x, 90, axis=-1)], 1)
+    y = (table["target"] == comp["positive"]).to_numpy().astype(int)
+    tr, va = (table.fold != 1).to_numpy(), (table.fold == 1).to_numpy()
+    ref = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=cfg["train"]["seed"] + 1)
+    ref.fit(feats[tr].astype(np.float32), y[tr])
+    expected = ref.predict_proba(feats[va].astype(np.float32))
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert history[0]["epoch"] == 1 and info["best_params"] is None
+
+    # the fitted member travels in a weights-only checkpoint and predicts the same after loading
+    path = tmp_path / "fold1.pt"
+    torch.save(ckpt, path)
+    loaded = torch.load(path, weights_only=True)
+    model = build_model(cfg["model"], data.manifest, 1, loaded["n_scalars"])
+    model.load_state_dict(loaded["state_dict"])
+    from lib.inference.predict import predict_recordings
+    again = predict_recordings(model, data, np.flatnonzero(va), comp)[0]
+    np.testing.assert_allclose(again, probs, atol=1e-6)
+
+
+def test_logreg_member_grid_search_inside_the_training_fold(toy):
+    from lib.training.classical import train_fold_classical
+
+    cfg, comp, data, table, _ = toy
+    cfg = dict(cfg, model={"name": "logreg", "params": {"grid": {"C": [0.01, 1.0]}}})
+    logs = []
+    _, info, probs, _ = train_fold_classical(cfg, comp, data, table, 0, torch.device("cpu"), logs.append)
+    assert info["best_params"]["C"] in (0.01, 1.0) and any("grid search" in line for line in logs)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
