@@ -178,3 +178,26 @@ def test_metadata_encoder_state_transforms_as_the_fitted_sklearn_one(tmp_path):
     data = WindowData(torch.zeros(2, 1, 1, 1), torch.zeros(2, 0), np.arange(2), np.arange(2), np.ones(2, int), {})
     data.set_metadata(state, new)  # a checkpoint's state dict, as the encoder object
     assert np.array_equal(data.meta.numpy(), out)
+
+
+def test_resume_with_swa_and_a_plateau_schedule_is_bit_identical(toy, tmp_path):
+    """The stochastic weight average and ReduceLROnPlateau are part of the resumable state."""
+    cfg, comp, data, table = toy
+    cfg = dict(cfg, scheduler={"name": "plateau", "params": {"patience": 0, "factor": 0.5}},
+               train={**cfg["train"], "swa": {"start": 0.25}})
+
+    def run(log=lambda *_: None, **kw):
+        return train_fold(cfg, comp, data, table, 0, torch.device("cpu"), log, **kw)
+
+    ref_ckpt, ref_info, ref_probs, ref_hist = run()
+    state = tmp_path / "fold0.state.pt"
+
+    def interrupt(line):
+        if " epoch  3/4 " in line:
+            raise _Stop
+    with pytest.raises(_Stop):
+        run(interrupt, state_path=state, state_key="k")
+    ckpt, info, probs, hist = run(state_path=state, state_key="k")
+    assert info["resumed_from_epoch"] == 3 and info["swa"] == ref_info["swa"] and info["swa"]["epochs_averaged"] == 4
+    assert np.array_equal(probs, ref_probs) and _strip(hist) == _strip(ref_hist)
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in ref_ckpt["state_dict"].items())

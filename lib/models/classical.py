@@ -51,7 +51,7 @@ class ClassicalModel(nn.Module):
 
     ``stats``: the statistics pooled per channel and band (:data:`STATS`); ``grid``: ``{param:
     [values]}`` for a grid search inside the training fold (``GridSearchCV``, 3 inner folds
-    grouped by recording, log loss), ``None``: no search. Subclasses give :meth:`estimator`.
+    grouped by recording; log loss, for multi-label tasks subset accuracy), ``None``: no search. Subclasses give :meth:`estimator`.
     Input ``spec (B, C, F, T)`` (or a waveform ``(B, samples)`` through ``self.frontend``, set by
     :func:`lib.models.build_model`; its per-band normalisation is not applied: trees do not need
     it, the logistic regression standardises its inputs itself) and ``scalars (B, S)``.

@@ -8,13 +8,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.utils import seed_everything
-from ..data import tasks
-from ..data.metadata import metadata_encoder
 from ..data.windows import SplitInputs
 from ..evaluation.metrics import score_all
 from ..inference.predict import predict_recordings
-from ..models import build_model
+from .loop import fold_setup
 from .losses import build_loss
 
 
@@ -36,12 +33,7 @@ def train_fold_classical(cfg: dict, comp: dict, data: SplitInputs, table: pd.Dat
     is unused, an interrupted fold is fitted again)."""
     tc = cfg["train"]
     t0 = time.time()
-    seed_everything(tc["seed"] + fold)
-    folds = table["fold"].to_numpy()
-    tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
-    data.set_metadata(encoder, table)
-    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars, cfg.get("frontend"))
+    tr_rec, va_rec, encoder, model = fold_setup(cfg, comp, data, table, fold)
     model.to(data.device)
     items, owner = data.windows_of(tr_rec)
     X = window_features(model, data, items)

@@ -199,6 +199,20 @@ def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
     return {k: v for k, v in state.items() if k not in ("parts", "rng", "key")}
 
 
+def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int):
+    """The start of every fold: seed everything with ``train.seed + fold``, split the recordings of
+    ``table`` (``folds.csv``) into training and validation ones, fit the metadata encoder on the
+    training rows (``inputs.metadata``) and give it to ``data``, build the model. Returns
+    ``(train_recordings, valid_recordings, encoder or None, model)``."""
+    seed_everything(cfg["train"]["seed"] + fold)
+    folds = table["fold"].to_numpy()
+    tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
+    data.set_metadata(encoder, table)
+    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars, cfg.get("frontend"))
+    return tr_rec, va_rec, encoder, model
+
+
 @torch.no_grad()
 def update_bn(model, data: SplitInputs, items: np.ndarray, batch_size: int) -> None:
     """Recompute the BatchNorm statistics of ``model`` as the plain average over the batches of
@@ -266,12 +280,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     done). Raises ``ConfigError`` for unknown ``class_weights``/``sampler`` values.
     """
     tc = cfg["train"]
-    seed_everything(tc["seed"] + fold)
-    folds = table["fold"].to_numpy()
-    tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-    encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
-    data.set_metadata(encoder, table)
-    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars, cfg.get("frontend"))
+    tr_rec, va_rec, encoder, model = fold_setup(cfg, comp, data, table, fold)
     stats_items = data.windows_of(tr_rec)[0]
     if model.frontend is not None:  # a front end's statistics from at most about 4096 windows (evenly spaced)
         stats_items = stats_items[::max(1, len(stats_items) // 4096)]
