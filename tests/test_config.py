@@ -187,3 +187,26 @@ def test_help_is_fast_and_shows_the_usage_example(stage):
     r = subprocess.run([sys.executable, stage, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and time.time() - t0 < 2.0
     assert f"\n    python {stage} " in r.stdout  # the docstring's example, on its own line
+
+
+def test_a_section_naming_another_component_replaces_the_inherited_one(tmp_path):
+    base = _write(tmp_path / "base.yaml", {"model": {"name": "cnn", "params": {"channels": [8, 16], "dropout": 0.1}},
+                                           "scheduler": {"name": "warmup_cosine", "params": {"warmup_epochs": 2}}})
+    child = _write(tmp_path / "child.yaml", {"base": "base.yaml", "model": {"name": "resnet", "params": {"depth": 34}},
+                                             "scheduler": {"name": "plateau"}})
+    cfg = load_experiment(child)
+    assert cfg["model"] == {"name": "resnet", "params": {"depth": 34}}  # no cnn 'channels' inherited
+    assert cfg["scheduler"] == {"name": "plateau", "params": {}}
+    same = _write(tmp_path / "same.yaml", {"base": "base.yaml", "model": {"params": {"dropout": 0.5}}})
+    assert load_experiment(same)["model"]["params"] == {"channels": [8, 16], "dropout": 0.5}  # same component: merged
+
+
+def test_a_model_with_its_own_front_end_needs_waveforms_and_no_frontend(tmp_path):
+    msg = _error(load_experiment, _write(tmp_path / "a.yaml", {"model": {"name": "cnn14"}}))
+    assert "a.yaml" in msg and "computes its own front end" in msg and "features: {name: waveform" in msg
+    cfg = {"features": {"name": "waveform"}, "model": {"name": "cnn14"}, "frontend": {"name": "log_mel"}}
+    assert "no frontend section" in _error(load_experiment, _write(tmp_path / "b.yaml", cfg))
+    cfg.pop("frontend")
+    assert load_experiment(_write(tmp_path / "c.yaml", cfg))["model"]["name"] == "cnn14"
+    msg = _error(load_experiment, _write(tmp_path / "d.yaml", dict(cfg, model={"name": "cnn14", "params": {"freeze": 2}})))
+    assert "unknown parameter model.params.freeze" in msg and "did you mean 'freeze_blocks'" in msg

@@ -377,7 +377,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
             sched.step(valid_loss if sched.on == "valid_loss" else scores[monitor])
         if swa is not None and epoch >= swa_from:
             swa.update_parameters(model)
-        row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
+        row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[-1]["lr"],  # the head's (scale 1)
                "train_loss": float(total) / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
         best = run["best"]
