@@ -34,7 +34,8 @@ class GatedResidualLayer(nn.Module):
 
 
 class WaveNetTrunk(nn.Module):
-    """``(B, C, F, T)`` -> the frequency axis as channels ``(B, C*F, T)`` -> 1x1 conv to
+    """``(B, C, F, T)`` -> the frequency axis as channels ``(B, C*F, T)`` -> BatchNorm over those
+    (each band on its own scale: the model's input normalisation is per channel) -> 1x1 conv to
     ``channels`` -> ``blocks`` x ``layers`` :class:`GatedResidualLayer` with dilations 1, 2, 4, ...
     2**(layers-1) in each block -> sum of the skips -> ReLU -> 1x1 conv -> ReLU ->
     ``(B, skip_channels, 1, T)`` (a frequency axis of 1, for the shared pooling)."""
@@ -42,7 +43,7 @@ class WaveNetTrunk(nn.Module):
     def __init__(self, in_features: int, channels: int, skip_channels: int, blocks: int, layers: int,
                  kernel_size: int, causal: bool):
         super().__init__()
-        self.inp = nn.Conv1d(in_features, channels, 1)
+        self.inp = nn.Sequential(nn.BatchNorm1d(in_features), nn.Conv1d(in_features, channels, 1))
         self.layers = nn.ModuleList(GatedResidualLayer(channels, skip_channels, kernel_size, 2 ** i, causal)
                                     for _ in range(blocks) for i in range(layers))
         self.out = nn.Conv1d(skip_channels, skip_channels, 1)
