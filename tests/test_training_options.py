@@ -77,6 +77,20 @@ def test_parameter_groups_scale_the_learning_rate():
     assert lrs[0] / lrs[2] == pytest.approx(0.01) and lrs[2] < 0.1  # the schedule keeps the ratios
 
 
+def test_warmup_cosine_schedule():
+    opt = _opt(0.1)
+    sched = SCHEDULERS.build({"name": "warmup_cosine", "params": {"warmup_epochs": 1, "min_lr_ratio": 0.01}},
+                             optimizer=opt, steps_per_epoch=10, epochs=5)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(49):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs[:10], 0.1 * np.arange(1, 11) / 10)  # linear warm-up over the first epoch
+    t = (np.arange(10, 50) - 10) / 40
+    np.testing.assert_allclose(lrs[10:], 0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t))), rtol=1e-6)
+
+
 def test_one_cycle_schedule():
     opt = _opt(0.1, scales=(1.0, 0.1))
     sched = SCHEDULERS.build({"name": "one_cycle", "params": {"pct_start": 0.25, "div_factor": 10,

@@ -203,3 +203,14 @@ def test_timm_errors(tmp_path):
     with pytest.raises(ConfigError, match="Nothing is downloaded"):
         build_model({"name": "timm", "params": {"arch": "resnet10t", "pretrained": str(tmp_path / "no.pth")}},
                     _manifest((1, 64, 63), 0), 2)
+
+
+@pytest.mark.parametrize("name,params", [FAMILIES[2], FAMILIES[4], FAMILIES[5], FAMILIES[7]],
+                         ids=["resnet", "mini_resnet", "wavenet", "timm"])
+def test_families_hear_the_waveform_through_a_front_end(name, params):
+    frontend = {"name": "log_mel", "params": {"n_mels": 32, "n_fft": 256, "hop_length": 128, "deltas": True}}
+    model = build_model({"name": name, "params": params}, {"kind": "waveform", "n_scalars": 2, "sample_rate": 8000},
+                        n_outputs=3, frontend=frontend).eval()
+    assert model.frontend.channels == 3
+    out = model(torch.randn(2, 8000), torch.randn(2, 2))
+    assert out["logits"].shape == (2, 3) and torch.isfinite(out["logits"]).all()
