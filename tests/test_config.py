@@ -210,3 +210,9 @@ def test_a_model_with_its_own_front_end_needs_waveforms_and_no_frontend(tmp_path
     assert load_experiment(_write(tmp_path / "c.yaml", cfg))["model"]["name"] == "cnn14"
     msg = _error(load_experiment, _write(tmp_path / "d.yaml", dict(cfg, model={"name": "cnn14", "params": {"freeze": 2}})))
     assert "unknown parameter model.params.freeze" in msg and "did you mean 'freeze_blocks'" in msg
+
+
+def test_a_misspelt_timm_architecture_is_caught_when_the_config_loads(tmp_path):
+    path = _write(tmp_path / "t.yaml", {"model": {"name": "timm", "params": {"arch": "convnext_tiniy"}}})
+    msg = _error(load_experiment, path)
+    assert str(path) in msg and "unknown timm architecture 'convnext_tiniy'" in msg and "did you mean 'convnext_tiny'" in msg

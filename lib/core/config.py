@@ -253,6 +253,12 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
             if name in cfg[key]["params"]:
                 choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
                                                         f"({key}.params.{name})")
+        for obj in objs:  # a component's own check of its values (e.g. a timm architecture name)
+            if hasattr(obj, "check_params"):
+                try:
+                    obj.check_params(cfg[key]["params"])
+                except ConfigError as exc:
+                    raise ConfigError(f"{source_of(sources, [key, 'params'], where)}: {exc}") from None
 
 
 def _check_waveform_path(cfg: dict, sources, where: str) -> None:

@@ -54,13 +54,10 @@ class TimmBackbone(AudioClassifier):
                  layer_decay: float = 1.0, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  model_args: dict | None = None, dropout: float = 0.3, head_hidden: int | list[int] = (),
                  pooling: str = "mean_max"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network, whatever timm decides
+        self.check_params({"arch": arch})
         import timm
         from timm.models import group_parameters
 
-        if not timm.is_model(arch):
-            raise ConfigError(f"model.params.arch: unknown timm architecture {arch!r}"
-                              f"{did_you_mean(arch, timm.list_models())}")
         kwargs = dict(model_args or {}, in_chans=in_channels, num_classes=0, global_pool="", drop_rate=drop_rate,
                       drop_path_rate=drop_path_rate)
         if pretrained:
@@ -78,6 +75,18 @@ class TimmBackbone(AudioClassifier):
         self.freeze([m for m in backbone.modules() if (own := list(m.parameters(recurse=False)))
                      and all(id(p) in frozen for p in own)])
         self.backbone_lr, self.layer_decay = backbone_lr, layer_decay
+
+    @staticmethod
+    def check_params(params: dict) -> None:
+        """Raise ``ConfigError`` (with the closest name) when ``params["arch"]`` is not a timm
+        architecture; called when a config is loaded, before any work. Sets ``HF_HUB_OFFLINE=1``."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network, whatever timm decides
+        import timm
+
+        arch = params.get("arch", "efficientnet_b0")
+        if not timm.is_model(arch):
+            raise ConfigError(f"model.params.arch: unknown timm architecture {arch!r}"
+                              f"{did_you_mean(arch, timm.list_models())}")
 
     def param_groups(self) -> list[dict]:
         """Groups per coarse timm group (:func:`block_groups`) and one for the new head and scalar branch."""
