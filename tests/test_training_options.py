@@ -77,15 +77,21 @@ def test_parameter_groups_scale_the_learning_rate():
     assert lrs[0] / lrs[2] == pytest.approx(0.01) and lrs[2] < 0.1  # the schedule keeps the ratios
 
 
+def _lr_trace(opt, sched, steps: int) -> list[float]:
+    """The first group's learning rate before the first step and after each of ``steps`` steps."""
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
 def test_warmup_cosine_schedule():
     opt = _opt(0.1)
     sched = SCHEDULERS.build({"name": "warmup_cosine", "params": {"warmup_epochs": 1, "min_lr_ratio": 0.01}},
                              optimizer=opt, steps_per_epoch=10, epochs=5)
-    lrs = [opt.param_groups[0]["lr"]]
-    for _ in range(49):
-        opt.step()
-        sched.step()
-        lrs.append(opt.param_groups[0]["lr"])
+    lrs = _lr_trace(opt, sched, 49)
     np.testing.assert_allclose(lrs[:10], 0.1 * np.arange(1, 11) / 10)  # linear warm-up over the first epoch
     t = (np.arange(10, 50) - 10) / 40
     np.testing.assert_allclose(lrs[10:], 0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t))), rtol=1e-6)
@@ -96,11 +102,7 @@ def test_one_cycle_schedule():
     sched = SCHEDULERS.build({"name": "one_cycle", "params": {"pct_start": 0.25, "div_factor": 10,
                                                               "final_div_factor": 100}},
                              optimizer=opt, steps_per_epoch=10, epochs=4)
-    lrs = [opt.param_groups[0]["lr"]]
-    for _ in range(40):
-        opt.step()
-        sched.step()
-        lrs.append(opt.param_groups[0]["lr"])
+    lrs = _lr_trace(opt, sched, 40)
     assert lrs[0] == pytest.approx(0.01)  # lr / div_factor
     assert max(lrs) == pytest.approx(0.1) and int(np.argmax(lrs)) == pytest.approx(10, abs=1)  # peak at 25 %
     assert lrs[39] == pytest.approx(0.1 / 1000, rel=1e-3)  # lr / (div * final_div) at the last step
