@@ -28,15 +28,21 @@ STATS = {"mean": None, "std": None, "min": 0.0, "max": 100.0, "p10": 10.0, "p25"
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
 
 
+def check_stats(stats) -> None:
+    """Raise ``ConfigError`` for a statistic not in :data:`STATS`."""
+    for name in stats:
+        if name not in STATS:
+            raise ConfigError(f"model.params.stats: unknown statistic {name!r}; known: {', '.join(STATS)}")
+
+
 def pooled_statistics(spec: torch.Tensor, stats) -> torch.Tensor:
     """``spec (B, C, F, T)`` -> ``(B, C * F * len(stats))`` float32: each statistic of ``stats``
     (:data:`STATS`) over time for every channel and band, statistic-major. Raises ``ConfigError``
     for an unknown statistic."""
+    check_stats(stats)
     x = spec.float().flatten(1, 2)  # (B, C*F, T)
     out = []
     for name in stats:
-        if name not in STATS:
-            raise ConfigError(f"model.params.stats: unknown statistic {name!r}; known: {', '.join(STATS)}")
         if name == "mean":
             out.append(x.mean(-1))
         elif name == "std":
@@ -57,14 +63,13 @@ class ClassicalModel(nn.Module):
     it, the logistic regression standardises its inputs itself) and ``scalars (B, S)``.
     """
 
-    n_parameters_name = "fitted values"
+    grid_prefix = ""
+    """What the estimator's own parameters are called inside it (a pipeline's step name)."""
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
                  grid: dict | None = None):
         super().__init__()
-        for name in stats:
-            if name not in STATS:
-                raise ConfigError(f"model.params.stats: unknown statistic {name!r}; known: {', '.join(STATS)}")
+        check_stats(stats)
         if grid is not None and not (isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values())):
             raise ConfigError(f"model.params.grid must map parameter names to non-empty lists of values, got {grid!r}")
         self.n_outputs, self.n_scalars, self.stats, self.grid = n_outputs, n_scalars, list(stats), grid
@@ -119,8 +124,6 @@ class ClassicalModel(nn.Module):
         else:
             est.fit(X, y)
         self.fitted, self.task = est, task
-
-    grid_prefix = ""
 
     def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``{"logits": (B, n_outputs)}`` on the input's device (:meth:`logits`); see the module docstring."""
