@@ -81,13 +81,6 @@ class ClassicalModel(nn.Module):
         """A fresh, unfitted scikit-learn classifier (one output)."""
         raise NotImplementedError
 
-    def set_normalisation(self, *args, **kwargs) -> None:
-        """Nothing to store: the estimators handle their input scales themselves."""
-
-    def param_groups(self) -> list[dict]:
-        """No parameters for an optimiser."""
-        return []
-
     def to_spec(self, x: torch.Tensor) -> torch.Tensor:
         """The spectrogram stack of a model input: a waveform goes through the front end's
         ``transform`` (no normalisation); ``(B, C, F, T)`` is returned as is."""
