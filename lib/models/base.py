@@ -73,11 +73,24 @@ class AudioClassifier(nn.Module):
             m.requires_grad_(False)
         self.frozen += modules
 
+    backbone_lr, layer_decay = 1.0, 1.0
+
+    def pretrained_blocks(self) -> list[list[nn.Parameter]]:
+        """The parameters of the pretrained blocks, input side first (none here; ``cnn14``, ``timm``)."""
+        return []
+
     def param_groups(self) -> list[dict]:
         """The optimiser's parameter groups: ``[{"params": [...], "lr_scale": float}, ...]``, trainable
         parameters only; the training loop multiplies each group's learning rate by its
-        ``lr_scale`` (timm's name for it). Here one group of scale 1."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        ``lr_scale`` (timm's name for it). One group per pretrained block with the scales of
+        :func:`lib.models.transfer.block_groups` (``backbone_lr``, ``layer_decay``), then the rest
+        at scale 1."""
+        from .transfer import block_groups
+
+        blocks = self.pretrained_blocks()
+        backbone = {id(p) for ps in blocks for p in ps}
+        return block_groups(blocks, [p for p in self.parameters() if id(p) not in backbone], self.backbone_lr,
+                            self.layer_decay)
 
     @torch.no_grad()
     def set_normalisation(self, spec_mean, spec_std, scalar_mean=None, scalar_std=None) -> None:

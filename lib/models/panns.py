@@ -21,7 +21,7 @@ from torch import nn
 from ..core.errors import ConfigError
 from .base import AudioClassifier
 from .frontend import LogMelFrontEnd
-from .transfer import block_groups, check_freeze, pretrained_file
+from .transfer import check_freeze, pretrained_file
 
 VARIANTS = {32000: {"n_fft": 1024, "hop_length": 320, "n_mels": 64, "fmin": 50.0, "fmax": 14000.0},
             16000: {"n_fft": 512, "hop_length": 160, "n_mels": 64, "fmin": 50.0, "fmax": 8000.0}}
@@ -115,7 +115,7 @@ class Cnn14(AudioClassifier):
                               f"{sample_rate} Hz: set features.params.sample_rate: 32000 (or 16000) in the experiment")
         check_freeze(freeze_blocks, 7, "cnn14")
         super().__init__(1, n_scalars, n_outputs, Cnn14Trunk(VARIANTS[sample_rate]["n_mels"]), 2048,
-                         head_hidden=list(head_hidden), dropout=dropout, pooling=None)
+                         head_hidden=head_hidden, dropout=dropout, pooling=None)
         self.frontend = LogMelFrontEnd(sample_rate, **VARIANTS[sample_rate], top_db=None, pad_mode="reflect")
         self.frontend.normalise = False  # bn0 normalises, with its pretrained statistics
         self.backbone_lr, self.layer_decay = backbone_lr, layer_decay
@@ -144,9 +144,6 @@ class Cnn14(AudioClassifier):
         if missing or unexpected:
             raise ConfigError(f"{path}: not a PANNs Cnn14 checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
-    def param_groups(self) -> list[dict]:
-        """Groups per pretrained part (:func:`block_groups`) and one for the new head and scalar branch."""
-        blocks = [list(b.parameters()) for b in self.trunk.blocks()]
-        backbone = {id(p) for ps in blocks for p in ps}
-        rest = [p for p in self.parameters() if id(p) not in backbone]
-        return block_groups(blocks, rest, self.backbone_lr, self.layer_decay)
+    def pretrained_blocks(self) -> list[list[nn.Parameter]]:
+        """The parameters of the 7 parts of :meth:`Cnn14Trunk.blocks`."""
+        return [list(b.parameters()) for b in self.trunk.blocks()]

@@ -90,4 +90,4 @@ class MiniResNet(ResNet):
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, widths=(192, 256), stem_channels: int = 128,
                  dropout: float = 0.3, head_hidden: int | list[int] = (64, 32), pooling: str = "mean_max"):
         super().__init__(in_channels, n_scalars, n_outputs, widths=widths, blocks=[1] * len(widths),
-                         stem_channels=stem_channels, dropout=dropout, head_hidden=list(head_hidden), pooling=pooling)
+                         stem_channels=stem_channels, dropout=dropout, head_hidden=head_hidden, pooling=pooling)

@@ -10,7 +10,7 @@ from torch import nn
 from ..core.errors import ConfigError
 from ..core.registry import did_you_mean
 from .base import AudioClassifier
-from .transfer import block_groups, check_freeze, pretrained_file
+from .transfer import check_freeze, pretrained_file
 
 WHERE_FROM = ("timm's ImageNet weights are published on the Hugging Face hub (timm/<arch>.<tag>, "
               "model.safetensors or pytorch_model.bin); download the file where you have internet (e.g. as a Kaggle "
@@ -65,7 +65,7 @@ class TimmBackbone(AudioClassifier):
                 "file": str(pretrained_file(pretrained, f"timm {arch}", WHERE_FROM))})
         backbone = timm.create_model(arch, **kwargs)
         super().__init__(in_channels, n_scalars, n_outputs, _FeatureMap(backbone, arch), backbone.num_features,
-                         head_hidden=list(head_hidden) if not isinstance(head_hidden, int) else head_hidden,
+                         head_hidden=head_hidden,
                          dropout=dropout, pooling=pooling)
         names = group_parameters(backbone, backbone.group_matcher(coarse=True))
         params = dict(backbone.named_parameters())
@@ -88,8 +88,6 @@ class TimmBackbone(AudioClassifier):
             raise ConfigError(f"model.params.arch: unknown timm architecture {arch!r}"
                               f"{did_you_mean(arch, timm.list_models())}")
 
-    def param_groups(self) -> list[dict]:
-        """Groups per coarse timm group (:func:`block_groups`) and one for the new head and scalar branch."""
-        backbone = {id(p) for ps in self._blocks for p in ps}
-        return block_groups(self._blocks, [p for p in self.parameters() if id(p) not in backbone],
-                            self.backbone_lr, self.layer_decay)
+    def pretrained_blocks(self) -> list[list[nn.Parameter]]:
+        """The parameters of timm's coarse groups, stem first."""
+        return self._blocks
