@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Stage 04: weight experiments by OOF score, average their probabilities -> output/submission.csv.
+"""Stage 04: blend the experiments' OOF and test probabilities, fit the decision on OOF -> output/submission.csv.
 
-    python 04_ensemble.py [EXPERIMENT ...] [--weighting softmax|normalised|equal] [--temperature 0.01]
+    python 04_ensemble.py [EXPERIMENT ...] [--method best|softmax|normalised|equal|rank|geometric|fitted|hill_climb|stacking]
+                          [--temperature 0.01] [--allow-partial]
+
+Every method is scored cross-fitted on the OOF rows (fitted on the other folds); `best` (the
+default, or the competition config's ensemble.method) uses the best one. The report is in
+output/ensemble/report.md.
 """
 from lib.core import cli
 
@@ -9,22 +14,34 @@ from lib.core import cli
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("experiments", nargs="*", help="experiment names (default: all with OOF and test predictions)")
-    p.add_argument("--weighting", default="softmax", help="softmax, normalised or equal (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.01, help="softmax temperature (default: %(default)s)")
+    p.add_argument("--method", help="blending method (default: the competition config's ensemble.method, else best)")
+    p.add_argument("--temperature", type=float, help="softmax temperature (default: the config's, else 0.01)")
     p.add_argument("--allow-partial", action="store_true",
                    help="blend experiments whose folds are not all trained yet (refused by default)")
     args = p.parse_args()
-    from lib.evaluation.ensemble import WEIGHTINGS, run_ensemble
+    from lib.evaluation.blending import METHODS
+    from lib.evaluation.ensemble import run_ensemble
 
-    if args.weighting not in WEIGHTINGS:
-        p.error(f"--weighting: {args.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+    if args.method is not None and args.method not in METHODS:
+        p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
     out = cli.outputs(args)
-    r = run_ensemble(out, args.experiments or None, args.weighting, args.temperature, args.allow_partial)
+    r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
+    fmt = lambda v: f"{v:.4f}"
     for exp, why in r["skipped"].items():
         print(f"not blended: {exp}: {why}")
-    print(r["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"blend ({args.weighting}" + (f", T={args.temperature}" if args.weighting == "softmax" else "") + "): "
-          + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items()))
+    print("members (OOF):")
+    print(r["table"].to_string(index=False, float_format=fmt))
+    print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):")
+    print(r["methods"].to_string(index=False, float_format=fmt))
+    print(f"used: {r['method']} ({r['note']})")
+    d = r["decision"]
+    if d["metric"]:
+        print(f"decision on {d['metric']}: {d['how']}: {d['decision'] or 'default'}; "
+              + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
+    if r["rows_masked"]:
+        print(f"label masks changed {r['rows_masked']} OOF rows")
+    print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
+          + f"; report: {out.root / 'ensemble' / 'report.md'}")
     sub = r["submission"]
     if sub is None:
         print(f"no submission written (the competition has no test set or no 'submission' section); "

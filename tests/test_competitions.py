@@ -103,6 +103,7 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
         "audio": {"clip_seconds": 1.0, "hop_seconds": 0.5, "aggregate": "max", "pad": "reflect", "sample_rate": 16000},
         "groups": {"regex": "^(patient\\d+)_"}, "folds": {"n_folds": 3, "scheme": "group"},
         "submission": {"sample": "sample_submission.csv", "id_column": "file", "format": "indicators"},
+        "decision": {"group_aggregate": "mean"},  # a patient's recordings share one prediction
     }
     exp = _yaml(tmp_path / "tones_cnn.yaml", {
         "base": str(ROOT / "configs/cnn_small.yaml"), **TINY,
@@ -120,6 +121,15 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.columns) == ["file", "low", "high"] and sub.file.tolist() == test.file.tolist()
     assert set(sub.low) | set(sub.high) <= {0, 1}
+    test_table = pd.read_csv(out / "test.csv")  # test recordings got their groups from the same regex
+    assert (test_table.group == test_table.id.str.extract(r"^(patient\d+)_")[0]).all()
+    for split in ("oof_blend", "test_blend"):  # every recording of a patient has the patient's mean
+        blend = pd.read_csv(out / f"ensemble/{split}.csv").merge(
+            pd.concat([folds[["id", "group"]], test_table[["id", "group"]].astype(str)]), on="id")
+        assert blend.groupby("group")[["p_low", "p_high"]].nunique().max().max() == 1
+    raw = pd.read_csv(out / "oof/tones_cnn.csv").merge(folds[["id", "group"]], on="id")
+    blend = pd.read_csv(out / "ensemble/oof_blend.csv").merge(folds[["id", "group"]], on="id")
+    np.testing.assert_allclose(blend.p_low, raw.groupby("group").p_low.transform("mean"), atol=1e-6)
 
 
 def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
@@ -136,7 +146,8 @@ def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
     comp = load_competition(_yaml(tmp_path / "meta.yaml", {
         "data_dir": str(root), "task": "binary", "classes": ["no", "yes"], "audio": {"clip_seconds": 0.5},
         "train": {"csv": "train.csv", "id_column": "id", "target_column": "label", "audio": {"template": "audio/{id}.wav"}},
-        "metadata": {"numeric": ["age"], "categorical": ["sex"]}, "folds": {"n_folds": 2}}))
+        "metadata": {"numeric": ["age"], "categorical": ["sex"]}, "folds": {"n_folds": 2},
+        "decision": {"mask": [{"where": "sex == 'M'", "classes": ["yes"]}, {"where": "sex == 'F'", "classes": ["no"]}]}}))
     out = Outputs(tmp_path / "out")
     prepare(comp, out.root)
     exp = load_experiment(_yaml(tmp_path / "m.yaml", {
@@ -148,6 +159,13 @@ def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
     without = train_experiment(dict(exp, name="m2", inputs={"audio_scalars": True, "metadata": False}), out,
                                log=lambda *_: None)
     assert without["oof"]["accuracy"] <= 0.8
+    # stage 04: the metadata rules make the other sex's class impossible, on OOF rows as on test rows
+    from lib.evaluation.ensemble import run_ensemble
+
+    ens = run_ensemble(out, ["m2"])
+    assert ens["rows_masked"] == 40 and ens["blend"]["accuracy"] == 1.0 and ens["submission"] is None
+    blended = pd.read_csv(out.root / "ensemble/oof_blend.csv")
+    assert ((blended.p_yes == 1) == (blended.target == "yes")).all()
     # the encoder of fold 0 was fitted on the rows of fold 1 only
     import torch
 

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.evaluation.ensemble import blend, make_submission, score_weights
+from lib.evaluation.blending import Blender, score_weights
+from lib.evaluation.ensemble import make_submission
 
 
 def test_softmax_weights_need_a_temperature():
@@ -22,11 +23,6 @@ def test_other_weightings_and_errors():
         score_weights([0.5], "softmax", temperature=0)
     with pytest.raises(ValueError):
         score_weights([0.5], "best")
-
-
-def test_blend_is_the_weighted_mean():
-    a, b = np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([[0.4, 0.6], [1.0, 0.0]])
-    np.testing.assert_allclose(blend([a, b], [0.25, 0.75]), 0.25 * a + 0.75 * b)
 
 
 def test_submission_follows_sample_order_and_labels(tmp_path):
@@ -60,3 +56,175 @@ def test_submission_probability_and_indicator_columns(tmp_path):
     comp["submission"] = {"sample": "s.csv", "id_column": "id", "target_column": "cat", "format": "label",
                           "label_separator": " "}
     assert make_submission(comp, ["a", "b"], probs)["cat"].tolist() == ["owl", "cat dog"]
+
+
+# --- blending methods, against independent computations ----------------------------------------------
+
+BIN = {"task": "binary", "classes": ["E", "I"], "positive": "I", "metric": "accuracy", "metrics": ["accuracy", "auroc"]}
+MC = {"task": "multiclass", "classes": ["a", "b", "c"], "metric": "macro_f1", "metrics": ["macro_f1", "accuracy"]}
+ML = {"task": "multilabel", "classes": ["a", "b", "c"], "metric": "macro_f1", "metrics": ["macro_f1"]}
+
+
+def _members(rng, y, n_members, n_classes, noise):
+    """Noisy probabilities that lean to the true class: ``n_members`` arrays ``(rows, n_classes)``."""
+    out = []
+    for s in noise:
+        z = rng.normal(0, s, (len(y), n_classes)) + 1.5 * np.eye(n_classes)[y]
+        out.append(np.exp(z) / np.exp(z).sum(1, keepdims=True))
+    return out
+
+
+def test_lower_is_better_scores_get_the_larger_weights():
+    np.testing.assert_allclose(score_weights([0.3, 0.5], "softmax", 0.1, higher_is_better=False),
+                               np.exp([-3, -5]) / np.exp([-3, -5]).sum())
+    np.testing.assert_allclose(score_weights([0.2, 0.6], "normalised", higher_is_better=False), [0.75, 0.25])
+
+
+def test_geometric_and_rank_means():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    a, b = _members(rng, y, 2, 3, [1.0, 2.0])
+    g = Blender("geometric", MC).fit([a, b], y).apply([a, b])
+    ref = np.sqrt(a * b)
+    np.testing.assert_allclose(g, ref / ref.sum(1, keepdims=True))
+    pa, pb = a[:, :2] / a[:, :2].sum(1, keepdims=True), b[:, :2] / b[:, :2].sum(1, keepdims=True)
+    g2 = Blender("geometric", BIN).fit([pa, pb], y % 2).apply([pa, pb])
+    gp, gn = np.sqrt(pa[:, 1] * pb[:, 1]), np.sqrt(pa[:, 0] * pb[:, 0])  # geometric mean of p and of 1 - p
+    np.testing.assert_allclose(g2[:, 1], gp / (gp + gn))
+    r = Blender("rank", MC).fit([a, b], y).apply([a, b])
+    ranks = (pd.DataFrame(a).rank(pct=True) + pd.DataFrame(b).rank(pct=True)).to_numpy() / 2
+    np.testing.assert_allclose(r, ranks)
+
+
+def test_fitted_weights_minimise_the_log_loss():
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    a, b = _members(rng, y, 2, 3, [1.0, 3.0])
+    w = Blender("fitted", MC).fit([a, b], y).weights
+    grid = np.linspace(0, 1, 1001)
+    losses = [log_loss(y, g * a + (1 - g) * b, labels=[0, 1, 2]) for g in grid]
+    assert w.sum() == pytest.approx(1) and (w >= 0).all()
+    assert w[0] == pytest.approx(grid[int(np.argmin(losses))], abs=2e-3)
+
+
+def test_hill_climbing_adds_a_complementary_member():
+    y = np.array([1, 1, 0, 0])
+    pa, pb, pc = [0.9, 0.4, 0.1, 0.45], [0.45, 0.9, 0.3, 0.1], [0.1, 0.1, 0.9, 0.9]  # accuracy 0.75, 0.75, 0
+    probs = [np.stack([1 - np.array(p), p], 1) for p in (pa, pb, pc)]
+    b = Blender("hill_climb", BIN).fit(probs, y)
+    np.testing.assert_allclose(b.weights, [0.5, 0.5, 0])  # a, then b: (a + b) / 2 gets every row right
+    assert score_all(["accuracy"], y, b.apply(probs), BIN)["accuracy"] == 1.0
+
+
+def test_stacking_is_a_logistic_regression_on_log_probabilities():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 200)
+    a, b = _members(rng, y, 2, 3, [1.0, 2.0])
+    ref = LogisticRegression(max_iter=1000).fit(np.log(np.hstack([a, b])), y).predict_proba(np.log(np.hstack([a, b])))
+    np.testing.assert_allclose(Blender("stacking", MC).fit([a, b], y).apply([a, b]), ref, atol=1e-6)
+    ym = (rng.random((200, 3)) < 0.4).astype(int)
+    pm = [np.clip(ym * 0.6 + rng.random((200, 3)) * 0.4, 0.01, 0.99) for _ in range(2)]
+    out = Blender("stacking", ML).fit(pm, ym).apply(pm)
+    feats = np.log(np.stack([pm[0][:, 1], pm[1][:, 1]], 1))
+    np.testing.assert_allclose(out[:, 1], LogisticRegression(max_iter=1000).fit(feats, ym[:, 1]).predict_proba(feats)[:, 1],
+                               atol=1e-6)
+
+
+def test_cross_fitted_weights_come_from_the_other_folds():
+    from lib.evaluation.blending import compare_methods, cross_fitted
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    folds = np.arange(200) % 2
+    a, b = (p[:, [0, 1]] / p[:, [0, 1]].sum(1, keepdims=True) for p in _members(rng, y, 2, 3, [1.0, 2.5]))
+    out = cross_fitted("softmax", [a, b], y, folds, BIN, temperature=0.05)
+    for k in (0, 1):
+        other = folds != k
+        s = [((p[other, 1] > 0.5) == y[other]).mean() for p in (a, b)]  # accuracy on the other fold
+        w = np.exp(np.array(s) / 0.05) / np.exp(np.array(s) / 0.05).sum()
+        np.testing.assert_allclose(out[folds == k], w[0] * a[folds == k] + w[1] * b[folds == k])
+    res = compare_methods([a, b], y, folds, BIN)
+    assert set(res) == {"softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb", "stacking"}
+    for m, r in res.items():  # every score is the score of the stored cross-fitted blend
+        assert r["scores"] == score_all(BIN["metrics"], y, r["oof"], BIN), m
+
+
+# --- decisions ----------------------------------------------------------------------------------------
+
+from lib.evaluation.decisions import aggregate_groups, apply_masks, choose_decision, fit_decision  # noqa: E402
+from lib.evaluation.metrics import score_all  # noqa: E402
+
+
+def test_binary_threshold_is_the_best_of_every_cut():
+    rng = np.random.default_rng(4)
+    y = (rng.random(300) < 0.3).astype(int)  # imbalanced, probabilities biased low: 0.5 is not the best cut
+    p = np.clip(0.25 * y + rng.random(300) * 0.6, 0, 1)
+    probs = np.stack([1 - p, p], 1)
+    comp = dict(BIN, metric="macro_f1", metrics=["macro_f1"])
+    t = fit_decision(y, probs, comp, "macro_f1")["threshold"]
+    from sklearn.metrics import f1_score
+
+    cuts = np.unique(p)
+    best = max(f1_score(y, (p > c).astype(int), average="macro") for c in np.concatenate([[0.5], (cuts[1:] + cuts[:-1]) / 2]))
+    assert f1_score(y, (p > t).astype(int), average="macro") == pytest.approx(best)
+    assert best > f1_score(y, (p > 0.5).astype(int), average="macro")
+
+
+def test_decisions_are_scored_on_held_out_folds():
+    rng = np.random.default_rng(5)
+    y = (rng.random(400) < 0.3).astype(int)
+    p = np.clip(0.25 * y + rng.random(400) * 0.6, 0, 1)
+    probs, folds = np.stack([1 - p, p], 1), np.arange(400) % 4
+    comp = dict(BIN, metric="accuracy", metrics=["accuracy"])
+    r = choose_decision(y, probs, folds, comp)
+    pred = np.zeros(400, int)
+    for k in range(4):  # independently: each fold cut at the threshold fitted on the other three
+        t = fit_decision(y[folds != k], probs[folds != k], comp, "accuracy")["threshold"]
+        assert r["per_fold"][k]["threshold"] == t
+        pred[folds == k] = p[folds == k] > t
+    assert r["scores"]["cross_fitted"] == pytest.approx((pred == y).mean())
+    assert r["scores"]["default"] == pytest.approx(((p > 0.5) == y).mean())
+    assert r["scores"]["fitted_in_sample"] >= r["scores"]["cross_fitted"] - 1e-12
+    assert (r["decision"] is not None) == (r["scores"]["cross_fitted"] > r["scores"]["default"])
+    fixed = choose_decision(y, probs, folds, dict(comp, decision={"threshold": 0.3}))
+    assert fixed["decision"] == {"threshold": 0.3} and fixed["scores"]["fixed"] == pytest.approx(((p > 0.3) == y).mean())
+    auc_only = choose_decision(y, probs, folds, dict(comp, metric="auroc", metrics=["auroc"]))
+    assert auc_only["decision"] is None and auc_only["how"] == "none"
+
+
+def test_class_bias_and_multilabel_thresholds_improve_in_sample():
+    rng = np.random.default_rng(6)
+    y = rng.choice(3, 300, p=[0.7, 0.2, 0.1])
+    z = rng.normal(0, 1.0, (300, 3)) + 1.0 * np.eye(3)[y] + np.array([1.0, 0, 0])  # biased to class a
+    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    d = fit_decision(y, probs, MC, "macro_f1")
+    assert d["bias"][0] == 0 and score_all(["macro_f1"], y, probs, MC, d)["macro_f1"] > score_all(["macro_f1"], y, probs, MC)["macro_f1"]
+    ym = (rng.random((300, 3)) < [0.5, 0.2, 0.05]).astype(int)
+    pm = np.clip(0.3 * ym + rng.random((300, 3)) * 0.5, 0, 1)
+    d = fit_decision(ym, pm, ML, "macro_f1")
+    assert len(d["thresholds"]) == 3
+    assert score_all(["macro_f1"], ym, pm, ML, d)["macro_f1"] > score_all(["macro_f1"], ym, pm, ML)["macro_f1"]
+
+
+def test_masks_and_group_aggregation():
+    table = pd.DataFrame({"id": ["r0", "r1", "r2"], "meta_sex": ["M", "F", "M"], "meta_age": [5.0, 40.0, 60.0]})
+    comp = dict(MC, decision={"mask": [{"where": "sex == 'M'", "classes": ["c"]}, {"where": "age < 18", "classes": ["b"]}]})
+    probs = np.array([[0.2, 0.3, 0.5], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]])
+    out, n = apply_masks(probs, table, comp)
+    np.testing.assert_allclose(out, [[1, 0, 0], [0.2, 0.3, 0.5], [0.1 / 0.7, 0.6 / 0.7, 0]])
+    assert n == 2
+    with pytest.raises(ValueError, match="cannot be evaluated"):
+        apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "weight > 3", "classes": ["a"]}]}))
+    with pytest.raises(ValueError, match="every class is masked"):
+        apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "sex == 'F'", "classes": ["a", "b", "c"]}]}))
+    groups = ["p1", "p2", "p1"]
+    mean = aggregate_groups(probs, groups, MC, "mean")
+    ref = pd.DataFrame(probs).groupby(groups).transform("mean").to_numpy()
+    np.testing.assert_allclose(mean, ref)
+    vote = aggregate_groups(probs, groups, MC, "vote")  # p1: one row votes c, one votes b
+    np.testing.assert_allclose(vote[[0, 2]], [[0, 0.5, 0.5]] * 2)
+    np.testing.assert_allclose(aggregate_groups(probs, groups, MC, None), probs)

@@ -201,3 +201,16 @@ def test_logreg_member_grid_search_inside_the_training_fold(toy):
     _, info, probs, _ = train_fold_classical(cfg, comp, data, table, 0, torch.device("cpu"), logs.append)
     assert info["best_params"]["C"] in (0.01, 1.0) and any("grid search" in line for line in logs)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+
+
+def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
+    from lib.training.loop import train_fold
+
+    cfg, comp, data, table, _ = toy
+    comp = dict(comp, metric="log_loss", metrics=["log_loss", "accuracy"])
+    cfg = dict(cfg, train={**cfg["train"], "epochs": 6, "patience": 2})
+    ckpt, info, probs, history = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), lambda *_: None)
+    losses = [h["log_loss"] for h in history]
+    best = int(np.argmin(losses))  # the lowest log loss is the best epoch (the first of equals)
+    assert info["best_epoch"] == best + 1 and info["log_loss"] == pytest.approx(losses[best])
+    assert len(history) == min(6, best + 1 + 2)  # early stopping counts epochs without a lower log loss

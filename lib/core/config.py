@@ -393,10 +393,7 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
     cfg.setdefault("metrics", [cfg["metric"]])
     if cfg["metric"] not in cfg["metrics"]:
         cfg["metrics"] = [cfg["metric"], *cfg["metrics"]]
-    from ..evaluation.metrics import METRICS
-
-    for name in cfg["metrics"]:
-        METRICS.get(name, f"{where} (metric/metrics)")
+    _metrics_section(cfg, path, where)
     if cfg.get("test"):
         _split_section(cfg["test"], f"{where} [test]", labelled=False)
     audio = cfg["audio"]
@@ -441,6 +438,47 @@ def load_competition(path: str | Path, data_dir: str | Path | None = None) -> di
             _require(sub, key, f"{where} [submission]")
         sub.setdefault("label_separator", " ")
     return cfg
+
+
+def _metrics_section(cfg: dict, path: Path, where: str) -> None:
+    """Check ``metric``/``metrics`` (known, defined for the task, the classes or ``normal_class``
+    they need), load ``custom_metrics`` (their files resolved against the config's folder), and
+    fill the ``decision`` and ``ensemble`` defaults. Raises ``ConfigError`` naming the file and key."""
+    from ..evaluation.blending import METHODS
+    from ..evaluation.metrics import get_metric, load_custom
+
+    for name, spec in (cfg.get("custom_metrics") or {}).items():
+        file, _, func = spec["function"].rpartition(":")
+        spec["function"] = f"{(path.parent / file).resolve()}:{func}" if file else spec["function"]
+        spec.setdefault("higher_is_better", True)
+        spec.setdefault("uses", "probs")
+        load_custom(name, spec, f"{where} [custom_metrics]")  # even one that no metric uses yet
+    normal = cfg.get("normal_class")
+    if normal is not None and cfg.get("classes") and str(normal) not in cfg["classes"]:
+        raise ConfigError(f"{where}: normal_class {normal!r} is not in classes {cfg['classes']}")
+    for name in cfg["metrics"]:  # also each metric's own check (normal_class, the 2022 challenge's class names)
+        get_metric(name, cfg, f"{where} (metric/metrics)")
+    decision = cfg["decision"] = dict(cfg.get("decision") or {})
+    for key, default in (("threshold", "auto"), ("class_bias", False), ("mask", []), ("group_aggregate", None)):
+        decision.setdefault(key, default)
+    if decision["class_bias"] and cfg["task"] != "multiclass":
+        raise ConfigError(f"{where} [decision]: class_bias is for multiclass tasks, this one is {cfg['task']}")
+    if isinstance(decision["threshold"], list) and cfg["task"] != "multilabel":
+        raise ConfigError(f"{where} [decision]: a list of thresholds is for multi-label tasks (one per class)")
+    if decision["group_aggregate"] and not cfg.get("groups"):
+        raise ConfigError(f"{where} [decision]: group_aggregate needs a groups section (which recordings form a group)")
+    known = set(cfg.get("classes") or [])
+    for rule in decision["mask"]:
+        rule["classes"] = [str(c) for c in rule["classes"]]
+        bad = [c for c in rule["classes"] if known and c not in known]
+        if bad:
+            raise ConfigError(f"{where} [decision.mask]: classes {bad} of rule {rule['where']!r} are not in {sorted(known)}")
+    ens = cfg["ensemble"] = dict(cfg.get("ensemble") or {})
+    ens.setdefault("method", "best")
+    ens.setdefault("temperature", 0.01)
+    if ens["method"] not in METHODS:
+        raise ConfigError(f"{where} [ensemble]: method {ens['method']!r} is not one of {', '.join(METHODS)}"
+                          f"{did_you_mean(ens['method'], METHODS)}")
 
 
 def _split_section(sec: dict, where: str, labelled: bool) -> None:

@@ -4,7 +4,7 @@ errors into one :class:`ConfigError` naming the file or ``--set`` override that 
 key, the dotted key, and for an unknown key the closest valid one."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -75,6 +75,29 @@ class _Submission(_Section):
     label_separator: Optional[str] = None
 
 
+class _CustomMetric(_Section):
+    function: str
+    higher_is_better: bool = True
+    uses: Literal["labels", "probs"] = "probs"
+
+
+class _Mask(_Section):
+    where: str
+    classes: list[Any]
+
+
+class _Decision(_Section):
+    threshold: Union[Literal["auto"], Probability, list[Probability]] = "auto"
+    class_bias: bool = False
+    mask: list[_Mask] = []
+    group_aggregate: Optional[Literal["mean", "vote"]] = None
+
+
+class _Ensemble(_Section):
+    method: str = "best"
+    temperature: Positive = 0.01
+
+
 class Competition(_Section):
     name: str = ""
     data_dir: str = "input"
@@ -83,6 +106,8 @@ class Competition(_Section):
     positive: Any = None
     metric: Optional[str] = None
     metrics: Optional[list[str]] = None
+    custom_metrics: Optional[dict[str, _CustomMetric]] = None
+    normal_class: Any = None
     train: _Split
     test: Optional[_Split] = None
     audio: _Audio
@@ -90,6 +115,8 @@ class Competition(_Section):
     folds: Optional[_Folds] = None
     metadata: Optional[_Metadata] = None
     submission: Optional[_Submission] = None
+    decision: Optional[_Decision] = None
+    ensemble: Optional[_Ensemble] = None
     experiments: Optional[list[str]] = None
 
 

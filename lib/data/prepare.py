@@ -24,6 +24,7 @@ from ..core.errors import ConfigError, InputError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, write_csv
 from . import audio, tasks
+from ..evaluation.metrics import get_metric
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
 
 META_PREFIX = "meta_"
@@ -263,7 +264,10 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         labels = _labels(train, tr, cfg["task"], problems)
         if cfg.get("classes") is None:
             cfg["classes"] = sorted({label for row in labels for label in row})
-            check_classes(cfg, f"classes found in {root / (tr.get('csv') or tr['files'])}")
+            where = f"classes found in {root / (tr.get('csv') or tr['files'])}"
+            check_classes(cfg, where)
+            for name in cfg["metrics"]:  # the metrics that need class names can check them only now
+                get_metric(name, cfg, where)
         for where, row in zip(train["where"], labels):
             for label in row:
                 if label not in cfg["classes"]:
@@ -279,7 +283,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     test = None
     if cfg.get("test"):
         te = cfg["test"]
-        test = _read_rows(te, root, meta_cols, problems)
+        group_col = (cfg.get("groups") or {}).get("column") if (cfg.get("decision") or {}).get("group_aggregate") else None
+        test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
         if test is not None:
             _check_paths(test, root, problems)
             _resolve_audio(test, channel, problems, "test")
@@ -308,6 +313,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     metas = {name: _metadata(t, cfg["metadata"], problems) for name, t in (("train", train), ("test", test))
              if t is not None}
     groups = _groups(train, cfg.get("groups"), root, problems) if train is not None else None
+    test_groups = (_groups(test, cfg["groups"], root, problems)
+                   if test is not None and (cfg.get("decision") or {}).get("group_aggregate") else None)
     if problems:
         raise InputError(problems)
 
@@ -334,6 +341,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
 
     test_out = None if test is None else pd.concat(
         [test[["id", "path", "sample_rate", "duration_s", "channels"]], metas["test"]], axis=1)
+    if test_groups is not None:  # 04 aggregates test recordings by group too
+        test_out.insert(2, "group", test_groups)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     durations = folds["duration_s"].astype(float)
     return {

@@ -76,20 +76,43 @@ def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict) -> np.ndarray
     return torch.softmax(logits, dim=1).numpy()
 
 
-def predict_indicators(probs: np.ndarray, comp: dict) -> np.ndarray:
-    """Class probabilities ``(rows, n_classes)`` -> 0/1 predictions ``(rows, n_classes)``: the most
-    probable class (binary, multiclass) or every class with p > 0.5 (multi-label)."""
-    probs = np.asarray(probs)
+def decide(probs: np.ndarray, comp: dict, decision: dict | None = None) -> np.ndarray:
+    """Class probabilities ``(rows, n_classes)`` -> decisions in the encoding of :func:`class_index`:
+    class indices ``(rows,)``, or for a multi-label task a 0/1 matrix ``(rows, n_classes)``.
+
+    ``decision`` (fitted on OOF predictions by :mod:`lib.evaluation.decisions`; ``None``: the
+    defaults): binary ``{"threshold": t}``, the positive class when p(positive) > t (default 0.5:
+    the most probable class); multi-label ``{"thresholds": [t_k, ...]}``, class k when p_k > t_k
+    (default 0.5 each); multiclass ``{"bias": [b_k, ...]}``, ``argmax_k log p_k + b_k`` (default 0:
+    the most probable class). Raises ``ValueError`` for a decision of another task.
+    """
+    probs = np.asarray(probs, dtype=float)
+    decision = decision or {}
+    unknown = set(decision) - {"binary": {"threshold"}, "multilabel": {"thresholds"},
+                               "multiclass": {"bias"}}[comp["task"]]
+    if unknown:
+        raise ValueError(f"decision keys {sorted(unknown)} do not apply to a {comp['task']} task")
+    if comp["task"] == "binary":
+        pos = comp["classes"].index(comp["positive"])
+        return np.where(probs[:, pos] > decision.get("threshold", 0.5), pos, 1 - pos).astype(np.int64)
     if comp["task"] == "multilabel":
-        return (probs > 0.5).astype(np.int64)
-    return np.eye(probs.shape[1], dtype=np.int64)[probs.argmax(1)]
+        return (probs > np.asarray(decision.get("thresholds", 0.5), dtype=float)).astype(np.int64)
+    bias = np.asarray(decision.get("bias", 0.0), dtype=float)
+    return (np.log(np.clip(probs, 1e-12, None)) + bias).argmax(1).astype(np.int64)
 
 
-def probs_to_labels(probs: np.ndarray, comp: dict, separator: str = LABEL_SEP) -> np.ndarray:
-    """Class probabilities ``(rows, n_classes)`` -> predicted labels ``(rows,)``: the most probable
-    class (binary: p(positive) > 0.5); multi-label: the classes with p > 0.5 joined by ``separator``."""
+def predict_indicators(probs: np.ndarray, comp: dict, decision: dict | None = None) -> np.ndarray:
+    """Class probabilities ``(rows, n_classes)`` -> 0/1 predictions ``(rows, n_classes)``: one
+    class per row (binary, multiclass) or any number (multi-label), by :func:`decide`."""
+    pred = decide(probs, comp, decision)
+    return pred if comp["task"] == "multilabel" else np.eye(np.shape(probs)[1], dtype=np.int64)[pred]
+
+
+def probs_to_labels(probs: np.ndarray, comp: dict, separator: str = LABEL_SEP, decision: dict | None = None) -> np.ndarray:
+    """Class probabilities ``(rows, n_classes)`` -> predicted labels ``(rows,)`` by :func:`decide`;
+    multi-label: the predicted classes joined by ``separator``."""
     classes = np.asarray(comp["classes"], dtype=object)
+    pred = decide(probs, comp, decision)
     if comp["task"] == "multilabel":
-        return np.array([separator.join(classes[row.astype(bool)]) for row in predict_indicators(probs, comp)],
-                        dtype=object)
-    return classes[np.asarray(probs).argmax(1)]
+        return np.array([separator.join(classes[row.astype(bool)]) for row in pred], dtype=object)
+    return classes[pred]

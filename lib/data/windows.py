@@ -175,7 +175,7 @@ def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str)
     """
     probs = np.asarray(probs, dtype=np.float64)
     if how == "vote":
-        probs = tasks.predict_indicators(probs, {"task": task}).astype(np.float64)
+        probs = tasks.predict_indicators(probs, {"task": "multilabel" if task == "multilabel" else "multiclass"}).astype(np.float64)
     if how in ("mean", "vote"):
         out = np.zeros((n, probs.shape[1]))
         np.add.at(out, owner, probs)

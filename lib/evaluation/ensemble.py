@@ -1,12 +1,12 @@
-"""Stage 04 core: weight experiments by their OOF score, average probabilities, write the submission.
+"""Stage 04 core: post-process and blend the experiments' OOF and test probabilities, choose the
+blending method and the decisions on OOF evidence, write the submission and the ensemble report.
 
-Weights (``../shared/DESIGN.md`` §2, the seed's final step, with its pitfall fixed):
-
-* ``softmax``: ``w_i = exp(s_i / T) / sum_j exp(s_j / T)`` over OOF scores ``s``. The
-  temperature matters: with ``T = 1`` two accuracies of 0.778 and 0.792 get 0.4965/0.5035, a
-  plain mean; the default ``T = 0.01`` gives each 0.01 of score a factor e (0.20/0.80 there).
-* ``normalised``: ``w_i = s_i / sum_j s_j``.
-* ``equal``: the plain mean.
+Order: each member's probabilities get the label masks and group aggregation of the
+competition's ``decision`` section (:mod:`lib.evaluation.decisions`); every blending method
+(:mod:`lib.evaluation.blending`) is scored cross-fitted on the OOF rows; the chosen one (the
+config's ``ensemble.method`` or ``--method``; ``best``: the best cross-fitted score) blends the
+test predictions; the decision threshold or class biases are fitted on its cross-fitted OOF
+blend; the submission applies them.
 """
 from __future__ import annotations
 
@@ -20,35 +20,9 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
+from .blending import Blender, best_method, compare_methods
+from .decisions import aggregate_groups, apply_masks, choose_decision
 from .metrics import score_all
-
-WEIGHTINGS = ("softmax", "normalised", "equal")
-
-
-def score_weights(scores, method: str = "softmax", temperature: float = 0.01) -> np.ndarray:
-    """Ensemble weights ``(n_models,)`` summing to 1 from OOF scores ``(n_models,)`` (higher is better).
-
-    Raises ``ValueError`` for an unknown method, a non-positive temperature, or (``normalised``)
-    scores that do not sum to a positive number.
-    """
-    s = np.asarray(scores, dtype=float)
-    if method == "softmax":
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
-        z = np.exp((s - s.max()) / temperature)
-        return z / z.sum()
-    if method == "normalised":
-        if s.sum() <= 0:
-            raise ConfigError(f"normalised weights need positive scores, got {s.tolist()}")
-        return s / s.sum()
-    if method == "equal":
-        return np.full(len(s), 1.0 / len(s))
-    raise ConfigError(f"weighting {method!r} is not one of {WEIGHTINGS}")
-
-
-def blend(probs: list[np.ndarray], weights) -> np.ndarray:
-    """Weighted average of probability arrays, each ``(rows, n_classes)``; returns ``(rows, n_classes)``."""
-    return np.tensordot(np.asarray(weights, dtype=float), np.stack(probs), axes=1)
 
 
 def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[list[str], dict[str, str]]:
@@ -96,15 +70,16 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
 SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
 
 
-def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
+def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | None = None) -> pd.DataFrame:
     """Submission rows in the order of the competition's sample submission, in its columns.
 
     ``submission.format``: ``label`` (the predicted label in ``target_column``; multi-label: the
     predicted labels joined by ``label_separator``), ``probability`` (binary: p(positive) in
     ``target_column``), ``probabilities`` (one column per class, named as the class, holding its
     probability) or ``indicators`` (one 0/1 column per class: the most probable class, or every
-    class with p > 0.5 for multi-label tasks). ``probs`` ``(rows, n_classes)`` in ``test_ids``
-    order. Raises ``ValueError`` when the ids differ from the sample's or the format does not fit.
+    class with p > 0.5 for multi-label tasks); ``label`` and ``indicators`` apply ``decision``
+    (thresholds or class biases, :func:`lib.data.tasks.decide`). ``probs`` ``(rows, n_classes)``
+    in ``test_ids`` order. Raises ``ValueError`` when the ids differ from the sample's or the format does not fit.
     """
     sub = comp["submission"]
     sample_path = Path(comp["data_dir"]) / sub["sample"]
@@ -120,11 +95,11 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
     order = ids.get_indexer(sample[sub["id_column"]])
     probs = np.asarray(probs)[order]
     if fmt == "label":
-        sample[sub["target_column"]] = tasks.probs_to_labels(probs, comp, sub.get("label_separator", " "))
+        sample[sub["target_column"]] = tasks.probs_to_labels(probs, comp, sub.get("label_separator", " "), decision)
     elif fmt == "probability":
         sample[sub["target_column"]] = probs[:, comp["classes"].index(comp["positive"])]
     else:
-        values = probs if fmt == "probabilities" else tasks.predict_indicators(probs, comp)
+        values = probs if fmt == "probabilities" else tasks.predict_indicators(probs, comp, decision)
         missing = [c for c in comp["classes"] if c not in sample.columns]
         if missing:
             raise InputError([f"{sample_path} has no column for class(es) {missing} (submission format {fmt!r})"])
@@ -133,21 +108,45 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray) -> pd.DataFrame:
     return sample
 
 
-def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str = "softmax",
-                 temperature: float = 0.01, allow_partial: bool = False) -> dict:
-    """Blend experiments' OOF and test probabilities; write ``submission.csv`` and ``ensemble.json``.
+def _postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str) -> tuple[list[np.ndarray], int]:
+    """The members' probability arrays after the label masks and group aggregation; returns
+    ``(arrays, rows masked)``. Rows are matched to ``table`` (``folds.csv``/``test.csv``) by id."""
+    cols = tasks.prob_columns(comp)
+    rows = table.set_index("id").loc[frames[0]["id"]].reset_index()
+    how = (comp.get("decision") or {}).get("group_aggregate")
+    if how and "group" not in rows:
+        raise MissingArtifact(f"{split}.csv has no group column for decision.group_aggregate: run 00_prepare.py again")
+    out, masked = [], 0
+    for f in frames:
+        p, masked = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
+        out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
+    return out, masked
+
+
+def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str | None = None,
+                 temperature: float | None = None, allow_partial: bool = False) -> dict:
+    """Blend experiments' OOF and test probabilities; write ``submission.csv``, ``ensemble.json``
+    and the report under ``ensemble/`` (all under ``ensemble.record.json``).
 
     ``experiments``: names to use (default: every experiment with complete training and current
-    test predictions; the others are returned in ``"skipped"`` with the reason). Every experiment's training and predictions are verified through their
-    records (:func:`verified_predictions`); a partial experiment (folds missing) is refused
-    unless ``allow_partial``. The result is written under ``ensemble.record.json``.
-    Without a test set (or a ``submission`` section) only the OOF blend is scored and no
-    submission is written. Returns ``{"table": DataFrame(experiment, oof scores, weight),
-    "blend": {metric: score}, "submission": DataFrame or None, ...}``.
-    Raises ``MissingArtifact`` naming the stage to run when predictions are missing, and
-    ``ValueError`` when the experiments' OOF rows differ (different folds or subsets).
+    test predictions; the others are returned in ``"skipped"`` with the reason). Every
+    experiment's training and predictions are verified through their records
+    (:func:`verified_predictions`); a partial experiment (folds missing) is refused unless
+    ``allow_partial``. ``method``/``temperature``: the blending method (:data:`METHODS`) and
+    softmax temperature; ``None``: the competition's ``ensemble`` section. Without a test set (or
+    a ``submission`` section) only the OOF blends are scored and no submission is written.
+    Returns ``{"table": DataFrame(experiment, OOF scores, weight), "methods": DataFrame(method,
+    cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "decision": the
+    :func:`lib.evaluation.decisions.choose_decision` result, "submission": DataFrame or None,
+    ...}``. Raises ``MissingArtifact`` naming the stage to run when predictions are missing or
+    the experiments' OOF rows differ (different folds or subsets).
     """
+    from .ensemble_report import write_ensemble_report
+
     comp = out.load_competition()
+    ens_cfg = comp.get("ensemble") or {}
+    method = method or ens_cfg.get("method", "best")
+    temperature = temperature if temperature is not None else ens_cfg.get("temperature", 0.01)
     skipped = {}
     if not experiments:
         experiments, skipped = available_experiments(out, allow_partial)
@@ -156,7 +155,6 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         reasons = "".join(f"\n  {e}: {why}" for e, why in skipped.items())
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
                               f"run 02_train.py and 03_infer.py first{reasons}")
-    cols = tasks.prob_columns(comp)
     oofs, preds, inputs = [], [], {}
     for exp in experiments:
         trained, pred = verified_predictions(out, exp, with_test, allow_partial)
@@ -171,26 +169,48 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         if not p["id"].equals(preds[0]["id"]):
             raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
+    folds = oofs[0]["fold"].to_numpy()
+    oof_probs, masked = _postprocess(oofs, out.load_split("train"), comp, "folds")
+    test_probs = _postprocess(preds, out.load_split("test"), comp, "test")[0] if with_test else []
     metric = comp["metric"]
-    each = [score_all(comp["metrics"], y, o[cols].to_numpy(), comp) for o in oofs]
-    weights = score_weights([e[metric] for e in each], method, temperature)
-    oof_blend = blend([o[cols].to_numpy() for o in oofs], weights)
-    blend_scores = score_all(comp["metrics"], y, oof_blend, comp)
-    table = pd.DataFrame([{"experiment": e, **s, "weight": w} for e, s, w in zip(experiments, each, weights)])
-    submission = None
-    if with_test and comp.get("submission"):
-        submission = make_submission(comp, preds[0]["id"], blend([p[cols].to_numpy() for p in preds], weights))
+    each = [score_all(comp["metrics"], y, p, comp) for p in oof_probs]
+    results = compare_methods(oof_probs, y, folds, comp, temperature)
+    methods = pd.DataFrame([{"method": m, **r["scores"]} for m, r in results.items()])
+    if method == "best":
+        chosen = best_method(results, comp)
+        note = f"best cross-fitted OOF {metric} of {len(results)} methods"
+    elif method in results:
+        chosen, note = method, "named in the " + ("command line" if method != ens_cfg.get("method") else "config")
+    else:
+        raise ConfigError(f"blending method {method!r} is not one of best, {', '.join(results)}")
+    weights = results[chosen]["weights"]
+    table = pd.DataFrame([{"experiment": e, **s, "weight": None if weights is None else weights[i]}
+                          for i, (e, s) in enumerate(zip(experiments, each))])
+    decision = choose_decision(y, results[chosen]["oof"], folds, comp)
+    blend_scores = score_all(comp["metrics"], y, results[chosen]["oof"], comp, decision["decision"])
+    submission = test_blend = None
+    if with_test:
+        test_blend = Blender(chosen, comp, temperature=temperature).fit(oof_probs, y).apply(test_probs)
+        if comp.get("submission"):
+            submission = make_submission(comp, preds[0]["id"], test_blend, decision["decision"])
     record = out.ensembled
     record.begin()
-    members = [out.root / "ensemble.json"]
     if submission is None:
         out.submission.unlink(missing_ok=True)  # never left beside a newer blend it does not belong to
     else:
         write_csv(out.submission, submission)
+    summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": metric,
+               "experiments": table.to_dict("records"), "blend": blend_scores,
+               "methods": {m: {"scores": r["scores"], "weights": r["weights"]} for m, r in results.items()},
+               "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked}
+    write_json(out.root / "ensemble.json", summary)
+    members = [out.root / "ensemble.json", *write_ensemble_report(
+        out.root / "ensemble", comp, summary, oofs[0], results[chosen]["oof"], oof_probs, experiments,
+        None if test_blend is None else (preds[0]["id"], test_blend))]
+    if submission is not None:
         members.append(out.submission)
-    write_json(out.root / "ensemble.json", {"method": method, "temperature": temperature, "metric": metric,
-                                            "experiments": table.to_dict("records"), "blend": blend_scores})
-    record.commit(members, fingerprint(method, temperature, inputs), inputs=inputs)
-    return {"table": table, "blend": blend_scores, "metric": metric, "skipped": skipped,
+    record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
+    return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
+            "metric": metric, "skipped": skipped, "decision": decision, "rows_masked": masked,
             "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}

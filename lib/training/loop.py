@@ -54,7 +54,7 @@ from ..core.utils import atomic_path, seed_everything
 from ..data import tasks
 from ..data.metadata import metadata_encoder
 from ..data.windows import SplitInputs
-from ..evaluation.metrics import score_all
+from ..evaluation.metrics import is_better, score_all, sign
 from ..inference.predict import predict_recordings, tta_active
 from ..models import build_model, count_parameters
 from .augment import Augmenter
@@ -63,6 +63,7 @@ from .ema import ema_avg_fn
 from .losses import balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
 from .precision import autocast, place_model
+from .tensorboard_log import tensorboard_epoch, tensorboard_writer
 
 
 def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int = 512):
@@ -243,7 +244,7 @@ def _swa_result(swa, best: dict, data: SplitInputs, tr_rec, va_rec, comp: dict, 
     probs = predict_recordings(swa.module, data, va_rec, comp)[0]
     scores = {k: float(v) for k, v in score_all(comp["metrics"], data.y[va_rec], probs, comp).items()}
     monitor = comp["metric"]
-    kept = scores[monitor] >= best["scores"][monitor]
+    kept = not is_better(monitor, best["scores"][monitor], scores[monitor], comp)  # at least as good
     log(f"fold {fold}: SWA of {int(swa.n_averaged)} epochs: {monitor} {scores[monitor]:.4f} against "
         f"{best['scores'][monitor]:.4f} for epoch {best['epoch']}: " + ("kept" if kept else "not kept"))
     if kept:
@@ -253,7 +254,7 @@ def _swa_result(swa, best: dict, data: SplitInputs, tr_rec, va_rec, comp: dict, 
 
 
 def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
-               state_path: Path | None = None, state_key: str = ""):
+               state_path: Path | None = None, state_key: str = "", tensorboard_dir: Path | None = None):
     """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
 
     ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set. Each epoch
@@ -278,6 +279,9 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     on from that epoch and gives bit-identical results to an uninterrupted run on the same
     machine. A file with another key is ignored (the caller deletes the file when the fold is
     done). Raises ``ConfigError`` for unknown ``class_weights``/``sampler`` values.
+
+    ``tensorboard_dir``: also log every epoch's losses, metrics and learning rate there for
+    TensorBoard when the ``tensorboard`` package is installed (:func:`tensorboard_writer`).
     """
     tc = cfg["train"]
     tr_rec, va_rec, encoder, model = fold_setup(cfg, comp, data, table, fold)
@@ -330,6 +334,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     run = _restore(good, parts, gens)  # epoch, best, history, wait, bad_steps
     retried_epoch, streak = -1, 0
     y_va = data.y[va_rec]
+    writer = tensorboard_writer(tensorboard_dir, run["history"])
     while run["epoch"] < tc["epochs"] and run["wait"] < tc["patience"]:
         epoch = run["epoch"] + 1
         t0 = time.time()
@@ -374,19 +379,20 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
         scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
         if per_epoch:
-            sched.step(valid_loss if sched.on == "valid_loss" else scores[monitor])
+            sched.step(valid_loss if sched.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
         if swa is not None and epoch >= swa_from:
             swa.update_parameters(model)
         row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[-1]["lr"],  # the head's (scale 1)
                "train_loss": float(total) / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
         best = run["best"]
-        improved = best is None or scores[monitor] > best["scores"][monitor] + 1e-12 or (
+        improved = best is None or is_better(monitor, scores[monitor], best["scores"][monitor], comp) or (
             scores[monitor] == best["scores"][monitor] and valid_loss < best["valid_loss"])
         if improved:
             run["best"] = {"epoch": epoch, "scores": scores, "valid_loss": valid_loss, "probs": torch.from_numpy(probs),
                            "state": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
         run.update(epoch=epoch, history=run["history"] + [row], wait=0 if improved else run["wait"] + 1)
+        tensorboard_epoch(writer, row)
         good = _snapshot(parts, gens, **run)
         if state_path:
             with atomic_path(state_path) as tmp:
@@ -398,6 +404,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         if run["wait"] >= tc["patience"]:
             log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {run['wait']} epochs)")
     best, history = run["best"], run["history"]
+    if writer is not None:
+        writer.close()
     extra = {}
     if swa is not None and int(swa.n_averaged) > 0:
         extra["swa"] = _swa_result(swa, best, data, tr_rec, va_rec, comp, tc, rng, log, fold)

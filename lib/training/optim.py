@@ -70,8 +70,8 @@ def one_cycle(optimizer, steps_per_epoch: int, epochs: int, pct_start: float = 0
 def plateau(optimizer, steps_per_epoch: int, epochs: int, on: str = "valid_loss", factor: float = 0.3,
             patience: int = 5, min_lr: float = 1e-6, threshold: float = 1e-4):
     """Once an epoch: the learning rates times ``factor`` after ``patience`` epochs without a
-    better ``on`` (``valid_loss``, lower is better, or ``metric``, the competition metric, higher
-    is better), never below ``min_lr``; torch's ``ReduceLROnPlateau``. Defaults as the
+    better ``on`` (``valid_loss``, lower is better, or ``metric``, the competition metric; the
+    loop passes it times :func:`lib.evaluation.metrics.sign`, so higher is better), never below ``min_lr``; torch's ``ReduceLROnPlateau``. Defaults as the
     voice-pathology winner's (factor 0.3, patience 5). Returns it with ``per_epoch = True`` and
     ``on``. Raises ``ConfigError`` for another ``on`` or a ``factor`` outside (0, 1)."""
     if on not in ("valid_loss", "metric"):

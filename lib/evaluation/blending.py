@@ -1,0 +1,225 @@
+"""Blending methods of stage 04, each fitted on OOF predictions and estimated fairly.
+
+A method maps the members' probabilities, a list of ``(rows, n_classes)`` arrays, to one
+``(rows, n_classes)`` array. Those that learn something from the OOF rows (``softmax``,
+``normalised``, ``fitted``, ``hill_climb``, ``stacking``) are scored *cross-fitted*
+(:func:`cross_fitted`): for each fold they are fitted on the other folds' OOF rows and applied
+to that fold's, so that every method's OOF score is a held-out one. The test set gets the
+method fitted on every OOF row.
+
+* ``softmax``: the seed's weighting, ``w_i = exp(s_i / T) / sum_j exp(s_j / T)`` over the
+  members' OOF scores ``s`` on the competition metric (negated when lower is better). The
+  temperature matters: with ``T = 1`` accuracies of 0.778 and 0.792 get 0.4965/0.5035, a plain
+  mean; the default ``T = 0.01`` gives each 0.01 of score a factor e (0.20/0.80 there).
+* ``normalised``: ``w_i = s_i / sum_j s_j`` (``1/s_i`` normalised when lower is better).
+* ``equal``: the plain mean.
+* ``rank``: the mean of each class column's ranks scaled to (0, 1] (for ranking metrics such as
+  AUROC; its values are per-class scores, not probabilities: rows need not sum to 1).
+* ``geometric``: the geometric mean (Freesound Audio Tagging 2019, 1st place, lRomul/
+  argus-freesound): the mean of the members' log-probabilities, renormalised (softmax of the
+  mean log p for single-label tasks, a sigmoid of the mean logit per class for multi-label).
+* ``fitted``: non-negative weights summing to 1 that minimise the log loss of the weighted mean
+  on OOF rows (scipy SLSQP; the log loss because it is smooth where accuracy or F1 are not).
+* ``hill_climb``: greedy forward selection with replacement (Caruana et al. 2004, "Ensemble
+  selection from libraries of models", ICML): start from the best member, add the member that
+  most improves the competition metric of the mean, at most :data:`HILL_CLIMB_STEPS` times
+  (:data:`HILL_CLIMB_PATIENCE` without a gain end it); the best prefix's member counts are the
+  weights.
+* ``stacking``: a logistic regression on the members' log-probabilities (scikit-learn;
+  multinomial for multiclass, one per class on that class's columns for multi-label).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, logit, softmax
+from scipy.stats import rankdata
+from sklearn.linear_model import LogisticRegression
+
+from ..core.errors import ConfigError
+from ..data import tasks
+from .metrics import get_metric, score_all, sign
+
+METHODS = ("best", "softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb", "stacking")
+"""Names of the blending methods; ``best`` picks the one with the best cross-fitted OOF score."""
+FITTED = ("softmax", "normalised", "fitted", "hill_climb", "stacking")
+"""The methods that learn from OOF rows (scored cross-fitted)."""
+HILL_CLIMB_STEPS = 50
+HILL_CLIMB_PATIENCE = 10
+"""Hill climbing stops after this many additions without a better score (the best prefix is kept)."""
+EPS = 1e-7
+
+
+def _mean(probs: list[np.ndarray], weights) -> np.ndarray:
+    return np.tensordot(np.asarray(weights, dtype=float), np.stack(probs), axes=1)
+
+
+def _member_scores(probs, y, comp, metric) -> np.ndarray:
+    return np.array([score_all([metric], y, p, comp)[metric] for p in probs])
+
+
+def score_weights(scores, method: str = "softmax", temperature: float = 0.01, higher_is_better: bool = True) -> np.ndarray:
+    """Weights ``(n_models,)`` summing to 1 from OOF ``scores`` ``(n_models,)``: ``softmax``
+    (with ``temperature``), ``normalised`` or ``equal`` (see the module docstring).
+    Raises ``ConfigError`` for an unknown method, a non-positive temperature, or (``normalised``)
+    scores that are not all positive."""
+    s = np.asarray(scores, dtype=float)
+    if method == "softmax":
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        return softmax((s if higher_is_better else -s) / temperature)
+    if method == "normalised":
+        if (s <= 0).any():
+            raise ConfigError(f"normalised weights need positive scores, got {s.tolist()}")
+        s = s if higher_is_better else 1 / s
+        return s / s.sum()
+    if method == "equal":
+        return np.full(len(s), 1.0 / len(s))
+    raise ConfigError(f"weighting {method!r} is not one of softmax, normalised, equal")
+
+
+def _fit_log_loss_weights(probs, y, comp) -> np.ndarray:
+    """Simplex weights minimising the mean log loss (binary cross-entropy per class for
+    multi-label) of the weighted mean of ``probs``."""
+    onehot = np.asarray(y, float) if comp["task"] == "multilabel" else np.eye(probs[0].shape[1])[y]
+    stack = np.clip(np.stack(probs), EPS, 1 - EPS)
+
+    def loss(w):
+        p = np.clip(np.tensordot(w, stack, axes=1), EPS, 1 - EPS)
+        if comp["task"] == "multilabel":
+            return -np.mean(onehot * np.log(p) + (1 - onehot) * np.log(1 - p))
+        return -np.mean(np.sum(onehot * np.log(p), 1))
+
+    n = len(probs)
+    res = minimize(loss, np.full(n, 1 / n), method="SLSQP", bounds=[(0, 1)] * n,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+    w = np.clip(res.x, 0, None)
+    return w / w.sum()
+
+
+def _hill_climb(probs, y, comp, metric) -> np.ndarray:
+    """Caruana et al. (2004) ensemble selection with replacement; returns member weights."""
+    s = sign(metric, comp)
+    f = lambda counts: s * score_all([metric], y, _mean(probs, counts / counts.sum()), comp)[metric]
+    counts = np.zeros(len(probs))
+    counts[int(np.argmax(s * _member_scores(probs, y, comp, metric)))] = 1
+    best, best_counts, since = f(counts), counts.copy(), 0
+    for _ in range(HILL_CLIMB_STEPS):
+        if since >= HILL_CLIMB_PATIENCE:
+            break
+        trials = []
+        for i in range(len(probs)):
+            c = counts.copy()
+            c[i] += 1
+            trials.append(f(c))
+        counts[int(np.argmax(trials))] += 1
+        since += 1
+        if max(trials) > best + 1e-12:
+            best, best_counts, since = max(trials), counts.copy(), 0
+    return best_counts / best_counts.sum()
+
+
+def _stack_features(probs, k=None) -> np.ndarray:
+    cols = [np.log(np.clip(p if k is None else p[:, [k]], EPS, 1)) for p in probs]
+    return np.concatenate(cols, axis=1)
+
+
+class Blender:
+    """One blending ``method`` (see :data:`METHODS`; not ``best``), fitted with :meth:`fit` on OOF
+    members ``probs`` (list of ``(rows, n_classes)``) with encoded ``y``, applied with
+    :meth:`apply`. ``weights`` (``(n_members,)`` or ``None`` for ``rank``/``geometric``'s
+    equal weights and ``stacking``) describe the fit. Raises ``ConfigError`` for an unknown method.
+    """
+
+    def __init__(self, method: str, comp: dict, metric: str | None = None, temperature: float = 0.01):
+        if method not in METHODS or method == "best":
+            raise ConfigError(f"blending method {method!r} is not one of {', '.join(METHODS[1:])}")
+        self.method, self.comp, self.temperature = method, comp, temperature
+        self.metric = metric or comp["metric"]
+        self.weights, self.models = None, None
+
+    def fit(self, probs: list[np.ndarray], y) -> "Blender":
+        m, comp = self.method, self.comp
+        if m in ("softmax", "normalised", "equal"):
+            higher = get_metric(self.metric, comp).higher_is_better
+            self.weights = score_weights(_member_scores(probs, y, comp, self.metric), m, self.temperature, higher)
+        elif m in ("rank", "geometric"):
+            self.weights = np.full(len(probs), 1 / len(probs))
+        elif m == "fitted":
+            self.weights = _fit_log_loss_weights(probs, y, comp)
+        elif m == "hill_climb":
+            self.weights = _hill_climb(probs, y, comp, self.metric)
+        else:  # stacking
+            if comp["task"] == "multilabel":
+                self.models = [LogisticRegression(max_iter=1000).fit(_stack_features(probs, k), np.asarray(y)[:, k])
+                               if 0 < np.asarray(y)[:, k].sum() < len(y) else float(np.asarray(y)[:, k].mean())
+                               for k in range(probs[0].shape[1])]
+            else:
+                self.models = LogisticRegression(max_iter=1000).fit(_stack_features(probs), y)
+        return self
+
+    def apply(self, probs: list[np.ndarray]) -> np.ndarray:
+        """The blend ``(rows, n_classes)`` of members ``probs`` (each ``(rows, n_classes)``)."""
+        m, task = self.method, self.comp["task"]
+        if m == "rank":
+            return _mean([rankdata(p, axis=0) / len(p) for p in probs], self.weights)
+        if m == "geometric":
+            if task == "multilabel" or task == "binary":
+                z = _mean([logit(np.clip(p, EPS, 1 - EPS)) for p in probs], self.weights)
+                out = expit(z)
+                return out if task == "multilabel" else out / out.sum(1, keepdims=True)
+            return softmax(_mean([np.log(np.clip(p, EPS, 1)) for p in probs], self.weights), axis=1)
+        if m == "stacking":
+            if task == "multilabel":
+                return np.stack([mdl.predict_proba(_stack_features(probs, k))[:, 1] if hasattr(mdl, "predict_proba")
+                                 else np.full(len(probs[0]), mdl) for k, mdl in enumerate(self.models)], 1)
+            out = np.zeros((len(probs[0]), probs[0].shape[1]))
+            out[:, self.models.classes_] = self.models.predict_proba(_stack_features(probs))
+            return out
+        return _mean(probs, self.weights)
+
+
+def cross_fitted(method: str, probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01) -> np.ndarray:
+    """The OOF blend ``(rows, n_classes)`` of ``method`` with every fold's rows blended by the
+    method fitted on the other folds (methods that fit nothing are applied once to all rows)."""
+    if method not in FITTED:
+        return Blender(method, comp, temperature=temperature).fit(probs, y).apply(probs)
+    folds = np.asarray(folds)
+    out = np.zeros_like(probs[0], dtype=float)
+    for k in np.unique(folds):
+        rows = folds == k
+        b = Blender(method, comp, temperature=temperature).fit([p[~rows] for p in probs], np.asarray(y)[~rows])
+        out[rows] = b.apply([p[rows] for p in probs])
+    return out
+
+
+def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,
+                    methods=METHODS[1:]) -> dict:
+    """Every ``method``'s cross-fitted OOF blend and scores: ``{method: {"oof": (rows,
+    n_classes), "scores": {metric: value}, "weights": (n_members,) or None (the fit on all rows)}}``.
+    With the OOF rows of a single fold (a partial experiment) nothing can be scored held out, so
+    only the methods that fit nothing are compared."""
+    out = {}
+    if len(np.unique(folds)) < 2:
+        methods = [m for m in methods if m not in FITTED]
+    for m in methods:
+        oof = cross_fitted(m, probs, y, folds, comp, temperature)
+        full = Blender(m, comp, temperature=temperature).fit(probs, y)
+        out[m] = {"oof": oof, "scores": score_all(comp["metrics"], y, oof, comp),
+                  "weights": None if full.weights is None else full.weights.tolist()}
+    return out
+
+
+def best_method(results: dict, comp: dict) -> str:
+    """The method of :func:`compare_methods`'s ``results`` with the best score on the competition
+    metric (its direction; NaN scores never win; ties: the first in :data:`METHODS`)."""
+    s = sign(comp["metric"], comp)
+    scored = {m: r["scores"][comp["metric"]] for m, r in results.items() if np.isfinite(r["scores"][comp["metric"]])}
+    if not scored:
+        raise ValueError(f"no blending method has a finite OOF {comp['metric']}")
+    return max(scored, key=lambda m: (s * scored[m], -METHODS.index(m)))
+
+
+def prob_columns_of(df, comp: dict) -> np.ndarray:
+    """The ``(rows, n_classes)`` probability columns of an OOF or test prediction DataFrame."""
+    return df[tasks.prob_columns(comp)].to_numpy(dtype=float)

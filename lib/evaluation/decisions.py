@@ -1,0 +1,196 @@
+"""Decisions from OOF evidence: label masks, per-group aggregation, thresholds and class biases.
+
+A competition config's ``decision`` section (README "Decisions from OOF predictions"):
+
+* ``mask``: rules ``{where: QUERY, classes: [...]}``; ``QUERY`` is a pandas expression over the
+  competition's metadata columns (e.g. ``"sex == 'male'"``); for the rows it selects, the named
+  classes are impossible: their probability becomes 0 (single-label rows renormalised). The
+  voice-pathology winner (MAIC 2021) masked classes impossible for a patient's sex and age.
+* ``group_aggregate``: ``mean`` or ``vote``: every recording of a group (``groups`` section,
+  e.g. a patient) gets the mean of its group's probabilities, or the share of its recordings
+  predicting each class (as the MAIC 2021 winner's patients voted).
+* ``threshold`` (binary, multi-label): ``auto`` (default) fits the decision threshold (one per
+  class for multi-label) that maximises the competition metric on the OOF predictions; a number
+  (or a list, one per class) fixes it. ``class_bias`` (multiclass): fit one additive bias per
+  class on the log-probabilities (a prior correction).
+
+Fairness: a fitted decision is also *cross-fitted*: for each fold it is fitted on the other
+folds' OOF rows and scored on that fold's, so the reported gain is not self-flattering. With
+``auto`` the fitted decision is used only when its cross-fitted score beats the default one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..core.errors import ConfigError, InputError
+from ..data import tasks
+from ..data.metadata import META_PREFIX
+from .metrics import get_metric, score_all, sign
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+"""Candidate thresholds of a multi-label class."""
+BIAS_GRID = np.arange(-2.0, 2.01, 0.25)
+"""Candidate log-probability biases of a multiclass class (coordinate ascent, class 0 fixed at 0)."""
+
+
+def _metadata_view(table: pd.DataFrame) -> pd.DataFrame:
+    return table.rename(columns=lambda c: c[len(META_PREFIX):] if str(c).startswith(META_PREFIX) else c)
+
+
+def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str = "decision.mask") -> tuple[np.ndarray, int]:
+    """Zero the classes that ``comp['decision']['mask']`` rules make impossible for each row.
+
+    ``probs`` ``(rows, n_classes)`` in the order of ``table`` (``folds.csv`` or ``test.csv``,
+    whose ``meta_<column>`` columns the rules read by their plain names). Single-label rows are
+    renormalised. Returns ``(masked probs, rows changed)``. Raises ``ConfigError`` naming the
+    rule when its expression does not evaluate to one boolean per row, and ``InputError`` when a
+    row would have every class masked.
+    """
+    rules = (comp.get("decision") or {}).get("mask") or []
+    if not rules:
+        return probs, 0
+    view = _metadata_view(table.reset_index(drop=True))
+    keep = np.ones(np.shape(probs), dtype=bool)
+    for rule in rules:
+        try:
+            rows = view.eval(rule["where"])
+        except Exception as exc:  # pandas raises many types for a bad expression
+            raise ConfigError(f"{where}: rule {rule['where']!r} cannot be evaluated over the columns "
+                              f"{list(view.columns)}: {exc}") from exc
+        rows = np.asarray(rows)
+        if rows.dtype != bool or rows.shape != (len(view),):
+            raise ConfigError(f"{where}: rule {rule['where']!r} must give one true/false per row")
+        keep[np.ix_(rows, [comp["classes"].index(c) for c in rule["classes"]])] = False
+    if comp["task"] != "multilabel" and not keep.any(1).all():
+        bad = view["id"][~keep.any(1)].tolist()
+        raise InputError([f"{where}: every class is masked for {len(bad)} row(s), e.g. {bad[:5]}"])
+    out = np.where(keep, probs, 0.0)
+    if comp["task"] != "multilabel":
+        total = out.sum(1, keepdims=True)
+        out = np.divide(out, total, out=np.where(keep, 1.0 / keep.sum(1, keepdims=True), 0.0), where=total > 0)
+    return out, int((~keep).any(1).sum())
+
+
+def aggregate_groups(probs: np.ndarray, groups, comp: dict, how: str | None) -> np.ndarray:
+    """Every row's probabilities ``(rows, n_classes)`` replaced by its group's: the ``mean`` over
+    the group's rows, or the ``vote`` (the share of its rows deciding each class by the default
+    decision). ``how=None`` returns ``probs`` unchanged. Raises ``ValueError`` for another ``how``."""
+    if how is None:
+        return probs
+    if how not in ("mean", "vote"):
+        raise ValueError(f"group_aggregate {how!r} is not mean or vote")
+    values = tasks.predict_indicators(probs, comp).astype(float) if how == "vote" else np.asarray(probs, float)
+    codes, _ = pd.factorize(pd.Series(groups).astype(str))
+    sums = np.zeros((codes.max() + 1, values.shape[1]))
+    np.add.at(sums, codes, values)
+    return (sums / np.bincount(codes)[:, None])[codes]
+
+
+def _label_metric(comp: dict) -> str | None:
+    """The metric that decisions are fitted for: the competition metric when it scores decisions,
+    else the first of ``metrics`` that does (``None`` when none does)."""
+    names = [comp["metric"]] + [m for m in comp["metrics"] if m != comp["metric"]]
+    return next((m for m in names if get_metric(m, comp).uses == "labels"), None)
+
+
+def _objective(metric: str, y, probs, comp):
+    s = sign(metric, comp)
+    return lambda decision: s * score_all([metric], y, probs, comp, decision)[metric]
+
+
+def fit_decision(y, probs: np.ndarray, comp: dict, metric: str) -> dict:
+    """The decision that maximises ``metric`` (a decision metric) on ``(y, probs)``: binary, the
+    threshold on p(positive) among the midpoints of the sorted distinct probabilities (at most
+    400 quantiles); multi-label, one threshold per class from :data:`THRESHOLD_GRID` by one
+    sweep of coordinate ascent over the classes on the whole metric; multiclass, one bias per
+    class from :data:`BIAS_GRID` by coordinate ascent (two sweeps, class 0 fixed at 0). Ties
+    keep the value closest to the default. Returns ``{"threshold"}``, ``{"thresholds"}`` or
+    ``{"bias"}`` (see :func:`lib.data.tasks.decide`)."""
+    if comp["task"] == "binary":
+        f = _objective(metric, y, probs, comp)
+        p = np.unique(probs[:, comp["classes"].index(comp["positive"])])
+        mids = (p[1:] + p[:-1]) / 2 if len(p) > 1 else np.array([0.5])
+        if len(mids) > 400:
+            mids = np.unique(np.quantile(mids, np.linspace(0, 1, 400)))
+        cands = np.concatenate([[0.5], mids[np.argsort(np.abs(mids - 0.5), kind="stable")]])
+        values = [f({"threshold": float(t)}) for t in cands]
+        return {"threshold": float(cands[int(np.argmax(values))])}
+    if comp["task"] == "multilabel":
+        f = _objective(metric, y, probs, comp)
+        grid = THRESHOLD_GRID[np.argsort(np.abs(THRESHOLD_GRID - 0.5), kind="stable")]
+        current = np.full(probs.shape[1], 0.5)
+        best = f({"thresholds": current.tolist()})
+        for k in tqdm(range(probs.shape[1]), desc="thresholds", unit="class", leave=False,
+                      disable=probs.shape[1] < 20):
+            for t in grid:
+                trial = current.copy()
+                trial[k] = t
+                value = f({"thresholds": trial.tolist()})
+                if value > best + 1e-12:
+                    best, current = value, trial
+        return {"thresholds": [float(v) for v in current]}
+    f = _objective(metric, y, probs, comp)
+    grid = BIAS_GRID[np.argsort(np.abs(BIAS_GRID), kind="stable")]
+    current = np.zeros(probs.shape[1])
+    best = f({"bias": current.tolist()})
+    for _ in range(2):
+        for k in range(1, probs.shape[1]):
+            for v in grid:
+                trial = current.copy()
+                trial[k] = v
+                value = f({"bias": trial.tolist()})
+                if value > best + 1e-12:
+                    best, current = value, trial
+    return {"bias": [float(v) for v in current]}
+
+
+def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
+    """Fit the competition's ``decision`` section on OOF ``probs`` ``(rows, n_classes)`` with
+    encoded ``y`` and each row's ``folds``, and estimate it fairly.
+
+    Returns ``{"decision": dict or None (the default decision), "metric", "how" (auto / fixed /
+    default / none), "scores": {"default", "fitted_in_sample", "cross_fitted"}, "note"}``;
+    ``scores`` are of ``metric``, the decision metric (:func:`_label_metric`). ``decision`` is
+    what the submission uses: with ``threshold: auto`` (or ``class_bias: true``) the fit on every
+    OOF row, kept only when its cross-fitted score beats the default decision's; a fixed
+    threshold is used as given.
+    """
+    cfg = comp.get("decision") or {}
+    metric = _label_metric(comp)
+    if metric is None:
+        return {"decision": None, "metric": None, "how": "none", "scores": {},
+                "note": "no metric scores decisions: the default decision (most probable class, p > 0.5) is used"}
+    default = score_all([metric], y, probs, comp)[metric]
+    fixed = cfg.get("threshold", "auto")
+    if comp["task"] == "multiclass" and not cfg.get("class_bias"):
+        return {"decision": None, "metric": metric, "how": "default", "scores": {"default": default},
+                "note": "most probable class (class_bias: true fits a bias per class on OOF)"}
+    if comp["task"] != "multiclass" and fixed != "auto":
+        decision = {"threshold": float(fixed)} if comp["task"] == "binary" else {
+            "thresholds": [float(t) for t in fixed] if isinstance(fixed, list) else [float(fixed)] * len(comp["classes"])}
+        if comp["task"] == "multilabel" and len(decision["thresholds"]) != len(comp["classes"]):
+            raise ConfigError(f"decision.threshold: {len(decision['thresholds'])} thresholds for "
+                              f"{len(comp['classes'])} classes")
+        fixed_score = score_all([metric], y, probs, comp, decision)[metric]
+        return {"decision": decision, "metric": metric, "how": "fixed",
+                "scores": {"default": default, "fixed": fixed_score}, "note": "fixed in the config"}
+    folds = np.asarray(folds)
+    if len(np.unique(folds)) < 2:
+        return {"decision": None, "metric": metric, "how": "default", "scores": {"default": default},
+                "note": "OOF rows of a single fold: a fitted decision cannot be checked on held-out folds"}
+    decisions, pred = {}, np.empty_like(tasks.decide(probs, comp))
+    for k in np.unique(folds):
+        rows = folds == k
+        decisions[int(k)] = fit_decision(y[~rows], probs[~rows], comp, metric)
+        pred[rows] = tasks.decide(probs[rows], comp, decisions[int(k)])
+    cross = get_metric(metric, comp)(y, pred, comp)
+    final = fit_decision(y, probs, comp, metric)
+    in_sample = score_all([metric], y, probs, comp, final)[metric]
+    use = sign(metric, comp) * (cross - default) > 1e-12
+    return {"decision": final if use else None, "metric": metric, "how": "auto",
+            "scores": {"default": default, "fitted_in_sample": in_sample, "cross_fitted": cross},
+            "per_fold": decisions,
+            "note": ("fitted on OOF: the cross-fitted score beats the default decision" if use else
+                     "the fitted decision does not beat the default one on held-out folds: default kept")}

@@ -1,0 +1,127 @@
+"""The ensemble report of stage 04: members, their correlation, every blending method, the decision."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.utils import atomic_path, write_csv
+from ..data import tasks
+
+
+def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
+    """Pearson correlation ``(n_members, n_members)`` of the members' OOF predictions: of
+    p(positive) for a binary task, else of the flattened ``(rows, n_classes)`` probabilities."""
+    if comp["task"] == "binary":
+        pos = comp["classes"].index(comp["positive"])
+        flat = [p[:, pos] for p in probs]
+    else:
+        flat = [p.ravel() for p in probs]
+    return np.atleast_2d(np.corrcoef(np.stack(flat)))
+
+
+def _plots(folder: Path, corr: np.ndarray, names: list[str], methods: pd.DataFrame, members: pd.DataFrame,
+           metric: str, chosen: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 2 + 0.6 * n))
+    low = min(np.floor(np.nanmin(corr) * 10) / 10, 0.9)  # contrast where members differ a little
+    im = ax.imshow(corr, vmin=low, vmax=1, cmap="viridis")
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center",
+                    color="black" if corr[i, j] > (low + 1) / 2 else "white", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("correlation of OOF predictions")
+    fig.tight_layout()
+    paths.append(folder / "correlation.png")
+    with atomic_path(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+    rows = pd.concat([members.assign(kind="member", name=members["experiment"]),
+                      methods.assign(kind="blend", name="blend: " + methods["method"])], ignore_index=True)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(rows)))
+    colors = ["tab:gray" if k == "member" else ("tab:red" if nm == f"blend: {chosen}" else "tab:blue")
+              for k, nm in zip(rows["kind"], rows["name"])]
+    values = rows[metric].to_numpy(dtype=float)
+    ax.barh(range(len(rows)), values, color=colors)
+    ax.set_yticks(range(len(rows)), rows["name"])
+    ax.invert_yaxis()
+    finite = values[np.isfinite(values)]
+    if len(finite):
+        span = max(finite.max() - finite.min(), 1e-3)
+        ax.set_xlim(finite.min() - 0.5 * span, finite.max() + 0.3 * span)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.4f}", va="center", fontsize=8)
+    ax.set_xlabel(f"OOF {metric} (blends: cross-fitted; red: used)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    paths.append(folder / "methods.png")
+    with atomic_path(paths[-1]) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return paths
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, (float, np.floating)) else ("" if v is None else str(v))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.DataFrame, blend_oof: np.ndarray,
+                          member_probs: list[np.ndarray], experiments: list[str], test=None) -> list[Path]:
+    """Write the ensemble report under ``folder`` (``output/ensemble/``) and return its files:
+    ``members.csv`` (each experiment's OOF scores and weight), ``methods.csv`` (every blending
+    method's cross-fitted OOF scores), ``correlation.csv``/``.png`` (:func:`prediction_correlation`),
+    ``methods.png`` (members and blends on the competition metric), ``oof_blend.csv`` (id, fold,
+    target, ``p_<class>``: the chosen method's cross-fitted OOF blend, from which its scores and
+    the decision can be reproduced), ``test_blend.csv`` (``test = (ids, probs)``: the blended test
+    probabilities before the decision) and ``report.md``. Every file is written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = tasks.prob_columns(comp)
+    metric = summary["metric"]
+    members = pd.DataFrame(summary["experiments"])
+    methods = pd.DataFrame([{"method": m, **r["scores"]} for m, r in summary["methods"].items()])
+    corr = prediction_correlation(member_probs, comp)
+    corr_df = pd.DataFrame(corr, index=experiments, columns=experiments).reset_index(names="experiment")
+    blend_df = oof_df[["id", "fold", "target"]].copy()
+    blend_df[cols] = blend_oof
+    paths = {name: folder / name for name in ("members.csv", "methods.csv", "correlation.csv", "oof_blend.csv")}
+    write_csv(paths["members.csv"], members)
+    write_csv(paths["methods.csv"], methods)
+    write_csv(paths["correlation.csv"], corr_df)
+    write_csv(paths["oof_blend.csv"], blend_df)
+    if test is not None:
+        test_df = pd.DataFrame({"id": list(test[0])})
+        test_df[cols] = test[1]
+        paths["test_blend.csv"] = folder / "test_blend.csv"
+        write_csv(paths["test_blend.csv"], test_df)
+    pictures = _plots(folder, corr, experiments, methods, members, metric, summary["method"])
+    d = summary["decision"]
+    dec_scores = ", ".join(f"{k} {v:.4f}" for k, v in d.get("scores", {}).items())
+    text = [f"# Ensemble of {len(experiments)} experiment(s)", "",
+            f"Used: **{summary['method']}** ({summary['note']}); competition metric **{metric}**.", "",
+            "## Members (OOF scores; weights of the used method fitted on every OOF row)", "", _md_table(members), "",
+            "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", _md_table(methods), "",
+            "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
+            "![correlation](correlation.png)", "", "## Decision", "",
+            f"{d.get('how')}: {d.get('decision') or 'default (most probable class / p > 0.5)'}; "
+            f"{d.get('metric') or ''} {dec_scores}. {d.get('note', '')}", ""]
+    if summary.get("rows_masked"):
+        text += [f"Label masks changed {summary['rows_masked']} OOF row(s).", ""]
+    paths["report.md"] = folder / "report.md"
+    with atomic_path(paths["report.md"]) as tmp:
+        tmp.write_text("\n".join(text))
+    return [*paths.values(), *pictures]
