@@ -29,6 +29,11 @@ def main() -> None:
               + pd.DataFrame(cm["rows_true_cols_pred"], index=cm["classes"], columns=cm["classes"]).to_string())
     print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} per recording, {len(s['folds'])} folds "
           f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
+    if s.get("report"):
+        print(f"report (curves, confusion matrix, ROC/PR, calibration, worst recordings): "
+              f"{out.model_dir(cfg['name']) / s['report']}")
+    elif s.get("report_error"):
+        print(f"WARNING: no report was written: {s['report_error']}")
     if s["partial"]:
         print(f"PARTIAL: folds {s['missing_folds']} are not trained yet; the OOF file holds the other folds' rows, and "
               f"04_ensemble.py refuses it until they are (train them with --set train.folds=[...], any time, anywhere)")

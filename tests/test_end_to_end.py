@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import pandas as pd
 import yaml
 from conftest import ROOT
@@ -72,7 +73,23 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
     assert list(sub.columns) == list(sample.columns) and sub.ID.tolist() == sample.ID.tolist()
     assert set(sub.Target) <= {"I", "E"}
     ens = json.loads((out / "ensemble.json").read_text())
-    assert abs(sum(e["weight"] for e in ens["experiments"]) - 1) < 1e-9
+    assert set(ens["methods"]) == {"softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb",
+                                   "stacking"} and ens["method"] in ens["methods"]
+    if ens["methods"][ens["method"]]["weights"] is not None:
+        assert abs(sum(e["weight"] for e in ens["experiments"]) - 1) < 1e-9
+    # the chosen blend's scores and the decision reproduced from the report's files alone
+    from lib.evaluation.metrics import score_all
+
+    comp = {"task": "binary", "classes": ["E", "I"], "positive": "I"}
+    blend = pd.read_csv(out / "ensemble/oof_blend.csv")
+    y, probs = (blend.target == "I").astype(int).to_numpy(), blend[["p_E", "p_I"]].to_numpy()
+    assert score_all(["accuracy", "auroc"], y, probs, comp) == pytest.approx(ens["methods"][ens["method"]]["scores"])
+    assert score_all(["accuracy"], y, probs, comp, ens["decision"]["decision"])["accuracy"] == pytest.approx(
+        ens["blend"]["accuracy"])
+    test_blend = pd.read_csv(out / "ensemble/test_blend.csv").set_index("id").loc[sub.ID]
+    threshold = (ens["decision"]["decision"] or {}).get("threshold", 0.5)
+    assert (np.where(test_blend.p_I > threshold, "I", "E") == sub.Target).all()
+    assert (out / "ensemble/report.md").exists() and (out / "models/cnn_small/report/report.md").exists()
 
 
 def test_stage_without_its_input_says_what_to_run(tmp_path):

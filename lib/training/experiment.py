@@ -14,7 +14,8 @@ Every finished fold is a result of its own (``models/<exp>/fold<k>.pt``, ``fold<
 
 The experiment's own record (``models/<exp>/record.json``) is removed when a run starts and
 written when its folds are merged; it lists every fold file, ``oof/<exp>.csv``,
-``scores.json``, ``log.csv``, ``curves.png``, ``config.yaml`` (the fully resolved experiment
+``scores.json``, ``log.csv``, ``report/`` (:func:`lib.evaluation.reports.write_report`: curves,
+confusion matrix, ROC/PR, calibration, tables), ``config.yaml`` (the fully resolved experiment
 config, which ``03_infer.py`` reads) and ``run.json`` (per fold: library versions, the
 project's git commit, device, precision, host, command).
 """
@@ -40,7 +41,7 @@ from ..data import tasks
 from ..data.metadata import metadata_columns
 from ..data.windows import load_inputs
 from ..evaluation.metrics import score_all
-from ..evaluation.reports import plot_history
+from ..evaluation.reports import write_report
 from ..models import is_classical
 from .classical import train_fold_classical
 from .loop import train_fold
@@ -139,9 +140,10 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
             continue
         if force:
             files["state"].unlink(missing_ok=True)
-        fit = train_fold_classical if is_classical(cfg["model"]) else train_fold
+        fit, extra = ((train_fold_classical, {}) if is_classical(cfg["model"]) else
+                      (train_fold, {"tensorboard_dir": model_dir / "tensorboard" / f"fold{fold}"}))
         ckpt, info, probs, hist = fit(cfg, comp, data, folds_df, fold, device, log, state_path=files["state"],
-                                      state_key=fkey)
+                                      state_key=fkey, **extra)
         frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
         ckpt.update(model=cfg["model"], frontend=cfg.get("frontend"), features=cfg["features"], inputs=cfg["inputs"],
                     manifest=data.manifest,
@@ -160,18 +162,21 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
         log(f"fold {fold}: best epoch {info['best_epoch']}  " +
             "  ".join(f"{m} {info[m]:.4f}" for m in comp["metrics"]) + f"  ({format_seconds(info['seconds'])})"
             + (f", resumed from epoch {resumed}" if resumed else ""))
-    scores = merge_folds(cfg, out, comp, folds_df, key, data.manifest["record"], all_folds, device)
+    scores = merge_folds(cfg, out, comp, folds_df, key, data.manifest["record"], all_folds, device, log)
     scores["status"] = {int(k): v for k, v in status.items()}
     scores["run_seconds"] = time.time() - t0
     return dict(scores, skipped=False)
 
 
 def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, features_id: str,
-                all_folds: list[int], device) -> dict:
+                all_folds: list[int], device, log=print) -> dict:
     """Merge every finished fold of ``cfg``'s experiment (those whose record holds ``key``) into
-    ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``curves.png``, ``config.yaml`` and
-    ``run.json``, then write the experiment's record (``partial`` while folds are missing).
-    Returns the scores dict. Raises ``MissingArtifact`` when no fold is finished."""
+    ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``report/`` (:func:`write_report`),
+    ``config.yaml`` and ``run.json``, then write the experiment's record (``partial`` while folds
+    are missing). Returns the scores dict (``report``: the report's ``report.md`` relative to
+    ``models/<exp>/``, ``None`` when it failed; then ``report_error`` says why, and ``log``
+    warns: a failing report never costs the merged folds). Raises ``MissingArtifact`` when no
+    fold is finished."""
     name = cfg["name"]
     model_dir = out.model_dir(name)
     done = {f: r for f in all_folds if (r := out.fold_record(name, f).check(fingerprint(key, f))[0]) is not None}
@@ -204,15 +209,21 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     }
     history = pd.concat(history, ignore_index=True)
     paths = {"oof": out.oof(name), "scores": model_dir / "scores.json", "log": model_dir / "log.csv",
-             "curves": model_dir / "curves.png", "config": model_dir / "config.yaml", "run": model_dir / "run.json"}
+             "config": model_dir / "config.yaml", "run": model_dir / "run.json"}
     write_csv(paths["log"], history)
     write_csv(paths["oof"], oof_df)
-    plot_history(history, comp["metric"], paths["curves"], name)
+    (model_dir / "curves.png").unlink(missing_ok=True)  # older versions' plot; now report/curves.png
+    try:  # written whole or removed (write_report); a plotting failure must not cost the merged folds
+        report = write_report(model_dir / "report", name, comp, oof_df, history, scores)
+        scores["report"] = str(report[0].relative_to(model_dir))
+    except Exception as exc:
+        report, scores["report"], scores["report_error"] = [], None, repr(exc)
+        log(f"WARNING: {name}: the report could not be written ({exc!r}); folds, OOF file and scores are kept")
     with atomic_path(paths["config"]) as tmp:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     write_json(paths["run"], {f"fold{f}": r["info"].get("environment") for f, r in done.items()})
     write_json(paths["scores"], scores)
-    members = [p for p in paths.values() if p.exists()]
+    members = [p for p in paths.values() if p.exists()] + report
     for f in done:
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
