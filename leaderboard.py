@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Every experiment of an output folder in one table, best first: OOF scores recomputed from
+oof/<exp>.csv for every competition metric, fold mean ± std, training status, size and time.
+
+    python leaderboard.py [--sort METRIC] [--all] [--csv PATH] [--output-dir output]
+
+--sort takes any metric (default: the competition's `metric`), in its own direction; the blend
+of ensemble.json, when there is one, is the last line.
+"""
+from lib.core import cli
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--sort", metavar="METRIC", help="metric to rank by (default: the competition's metric)")
+    p.add_argument("--all", action="store_true", help="also show experiments whose training is not complete")
+    p.add_argument("--csv", metavar="PATH", help="also write the table (unformatted values) to this CSV")
+    args = p.parse_args()
+    from lib.core.utils import write_csv
+    from lib.evaluation.leaderboard import (
+        blend_summary,
+        format_leaderboard,
+        leaderboard,
+    )
+
+    out = cli.outputs(args)
+    df = leaderboard(out, args.sort, args.all)
+    direction = "higher" if df.attrs["higher_is_better"] else "lower"
+    print(f"{out.root}: {len(df)} experiment(s), by OOF {df.attrs['sort']} ({direction} is better)")
+    if len(df):
+        print(format_leaderboard(df))
+    for exp, why in df.attrs["skipped"].items():
+        print(f"not shown: {exp}: {why} (--all shows it)")
+    line = blend_summary(out)
+    if line:
+        print(line)
+    if args.csv:
+        write_csv(args.csv, df)
+        print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    cli.run("leaderboard", main)

@@ -1,0 +1,240 @@
+"""leaderboard.py and score_submission.py: scores recomputed from OOF files (checked against
+scikit-learn), sorting in each metric's direction, training status from the records, and
+submissions scored against a labelled CSV."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, make_toy_competition
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from lib.core.errors import ConfigError, InputError
+from lib.core.paths import Outputs
+from lib.core.utils import write_json
+from lib.evaluation.leaderboard import (
+    blend_summary,
+    format_leaderboard,
+    leaderboard,
+    score_submission,
+)
+
+N = 40  # rows: 2 folds of 20
+
+
+def _experiment(out: Outputs, comp: dict, exp: str, probs: np.ndarray, folds_df: pd.DataFrame, features_id: str,
+                done=(0, 1), record=True) -> None:
+    """Fake a trained experiment as stage 02 leaves it: the OOF file of the ``done`` folds,
+    scores.json (model name, feature set, parameters, seconds) and the training record."""
+    rows = folds_df["fold"].isin(done).to_numpy()
+    oof = folds_df.loc[rows, ["id", "fold", "target"]].reset_index(drop=True)
+    oof[["p_a", "p_b"]] = probs[rows]
+    out.oof(exp).parent.mkdir(parents=True, exist_ok=True)
+    out.oof(exp).write_text(oof.to_csv(index=False))
+    scores = out.model_dir(exp) / "scores.json"
+    write_json(scores, {"experiment": exp, "n_parameters": 1234, "seconds": 61.0,
+                        "config": {"model": {"name": "cnn"}, "features": {"set": "mel"}}})
+    missing = [f for f in (0, 1) if f not in done]
+    if record:
+        out.trained(exp).commit([out.oof(exp), scores], "key", inputs={"features": features_id},
+                                info={"folds": list(done), "partial": bool(missing), "missing_folds": missing})
+
+
+@pytest.fixture
+def board(tmp_path):
+    """An output folder with a binary competition (classes a, b; metrics accuracy, auroc; a
+    custom lower-is-better ``brier``) and five experiments: ``good``, ``mid``, ``noisy``
+    (complete), ``part`` (fold 1 missing), ``old`` (trained on an older feature set) and
+    ``broken`` (no record). Returns ``(out, y, {exp: probs (N, 2)})``."""
+    (tmp_path / "brier.py").write_text("def brier(y, probs, comp):\n    return float(((probs[:, 1] - y) ** 2).mean())\n")
+    out = Outputs(tmp_path / "output")
+    out.root.mkdir()
+    comp = {"name": "toy", "task": "binary", "classes": ["a", "b"], "positive": "b", "metric": "accuracy",
+            "metrics": ["accuracy", "auroc"],
+            "custom_metrics": {"brier": {"function": f"{tmp_path / 'brier.py'}:brier", "higher_is_better": False,
+                                         "uses": "probs"}}}
+    out.competition.write_text(yaml.safe_dump(comp))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, N)
+    folds_df = pd.DataFrame({"id": [f"r{i}" for i in range(N)], "fold": np.arange(N) % 2,
+                             "target": np.array(["a", "b"])[y]})
+    out.folds.write_text(folds_df.to_csv(index=False))
+    out.prepared().commit([out.competition, out.folds], "prep")
+    manifest = out.features("mel") / "manifest.json"
+    write_json(manifest, {"v": 1})
+    features_id = out.features_record("mel").commit([manifest], "feat")["id"]
+    probs = {}
+    for exp, noise in (("good", 0.6), ("mid", 1.5), ("noisy", 3.0), ("part", 1.0), ("old", 1.0), ("broken", 1.0)):
+        p_b = 1 / (1 + np.exp(-((2 * y - 1) + noise * rng.standard_normal(N))))
+        probs[exp] = np.stack([1 - p_b, p_b], 1)
+        _experiment(out, comp, exp, probs[exp], folds_df, "older" if exp == "old" else features_id,
+                    done=(0,) if exp == "part" else (0, 1), record=exp != "broken")
+    write_json(out.root / "ensemble.json", {"method": "softmax", "temperature": 0.01, "metric": "accuracy",
+                                            "experiments": [{"experiment": "good", "weight": 0.7},
+                                                            {"experiment": "mid", "weight": 0.3}],
+                                            "blend": {"accuracy": 0.9, "auroc": 0.95}})
+    return out, y, probs
+
+
+def test_scores_are_recomputed_from_the_oof_files(board):
+    out, y, probs = board
+    df = leaderboard(out).set_index("experiment")
+    assert set(df.index) == {"good", "mid", "noisy", "part", "old"}  # broken: no record
+    for exp in ("good", "mid", "noisy", "old"):
+        p = probs[exp]
+        assert df.loc[exp, "accuracy"] == pytest.approx(accuracy_score(y, p.argmax(1)))
+        assert df.loc[exp, "auroc"] == pytest.approx(roc_auc_score(y, p[:, 1]))
+        per_fold = [accuracy_score(y[f::2], p[f::2].argmax(1)) for f in (0, 1)]
+        assert df.loc[exp, "fold_mean"] == pytest.approx(np.mean(per_fold))
+        assert df.loc[exp, "fold_std"] == pytest.approx(np.std(per_fold, ddof=1))
+    part = probs["part"][::2]  # fold 0's rows only
+    assert df.loc["part", "accuracy"] == pytest.approx(accuracy_score(y[::2], part.argmax(1)))
+    assert df.loc["good", "parameters"] == 1234 and df.loc["good", "model"] == "cnn"
+
+
+def test_sorting_follows_each_metrics_direction(board):
+    out, y, probs = board
+    by_acc = leaderboard(out)
+    assert by_acc.attrs["sort"] == "accuracy" and by_acc.attrs["higher_is_better"]
+    assert by_acc["accuracy"].is_monotonic_decreasing and by_acc["rank"].tolist() == [1, 2, 3, 4, 5]
+    by_brier = leaderboard(out, sort="brier")  # the competition's custom metric, lower is better
+    assert not by_brier.attrs["higher_is_better"]
+    assert by_brier["brier"].is_monotonic_increasing
+    rows = {e: slice(None, None, 2) if e == "part" else slice(None) for e in probs}  # part: fold 0 only
+    brier = {e: ((p[rows[e], 1] - y[rows[e]]) ** 2).mean() for e, p in probs.items() if e != "broken"}
+    assert by_brier["experiment"].tolist() == sorted(brier, key=brier.get)
+    by_loss = leaderboard(out, sort="log_loss").set_index("experiment")  # a built-in metric outside the list
+    assert by_loss["log_loss"].is_monotonic_increasing
+    assert by_loss.loc["good", "log_loss"] == pytest.approx(log_loss(y, probs["good"]), rel=1e-6)
+    text = format_leaderboard(by_acc)
+    assert "accuracy ↓" in text and "± " in text and "1.2 k" in text and "1m01s" in text
+
+
+def test_status_partial_stale_and_all(board):
+    out, _, _ = board
+    df = leaderboard(out).set_index("experiment")
+    assert df.loc["good", "status"] == "complete" and df.loc["good", "folds"] == "2/2"
+    assert df.loc["part", "status"] == "partial" and df.loc["part", "folds"] == "1/2"
+    assert "[1] missing" in df.loc["part", "note"]
+    assert df.loc["old", "status"] == "stale" and "feature set 'mel'" in df.loc["old", "note"]
+    assert "not built yet" in leaderboard(out).attrs["skipped"]["broken"]
+    everything = leaderboard(out, include_all=True).set_index("experiment")
+    assert everything.loc["broken", "status"] == "incomplete"
+    folds_df = pd.read_csv(out.folds)
+    folds_df["fold"] = 1 - folds_df["fold"]  # 00_prepare.py ran again with other folds
+    out.folds.write_text(folds_df.to_csv(index=False))
+    out.prepared().commit([out.competition, out.folds], "prep2")
+    again = leaderboard(out).set_index("experiment")
+    assert again.loc["good", "status"] == "stale" and "folds.csv" in again.loc["good", "note"]
+
+
+def test_blend_line(board):
+    out, _, _ = board
+    line = blend_summary(out)
+    assert "blend (softmax, T=0.01) of 2: OOF accuracy 0.9000  auroc 0.9500" in line
+    assert "weights: good 0.70, mid 0.30" in line and "not current" in line  # no ensemble record
+    write_json(out.root / "ensemble.json", {"method": "stacking", "blend": {"accuracy": 0.9},
+                                            "experiments": [{"experiment": "good", "weight": None}]})
+    assert blend_summary(out).startswith("blend (stacking) of 1: OOF accuracy 0.9000  (members: good)")
+
+
+def test_unknown_metric_says_the_closest(board):
+    out, _, _ = board
+    with pytest.raises(ConfigError, match="unknown metric 'acuracy'.*did you mean 'accuracy'"):
+        leaderboard(out, sort="acuracy")
+
+
+# --- score_submission -------------------------------------------------------------------------------
+
+def _csv(path, **cols) -> str:
+    pd.DataFrame(cols).to_csv(path, index=False)
+    return str(path)
+
+
+def test_label_submission_equals_sklearn(tmp_path):
+    comp = {"task": "multiclass", "classes": ["x", "y", "z"], "metric": "macro_f1",
+            "metrics": ["macro_f1", "accuracy", "auroc"], "train": {"id_column": "rec", "target_column": "truth"},
+            "submission": {"id_column": "id", "target_column": "label", "format": "label"}}
+    rng = np.random.default_rng(1)
+    truth, guess = rng.choice(["x", "y", "z"], 30), rng.choice(["x", "y", "z"], 30)
+    ids = [f"i{k}" for k in range(30)]
+    labels = _csv(tmp_path / "labels.csv", rec=ids, truth=truth)
+    sub = _csv(tmp_path / "sub.csv", id=ids[::-1], label=guess[::-1])  # any row order
+    r = score_submission(sub, labels, comp)
+    assert r["scores"]["accuracy"] == pytest.approx(accuracy_score(truth, guess))
+    assert r["scores"]["macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"))
+    assert "auroc" not in r["scores"] and "needs probabilities" in r["not_computable"]["auroc"]
+    per_class = r["per_class"].set_index("class")
+    assert per_class.loc["y", "f1"] == pytest.approx(f1_score(truth == "y", guess == "y"))
+    assert per_class["support"].sum() == 30
+
+
+def test_probabilities_give_auroc_and_errors_name_the_ids(tmp_path):
+    comp = {"task": "binary", "classes": ["a", "b"], "positive": "b", "metric": "accuracy",
+            "metrics": ["accuracy", "auroc"], "train": {"id_column": "id", "target_column": "label"},
+            "submission": {"id_column": "id", "target_column": "label", "format": "probability"}}
+    rng = np.random.default_rng(2)
+    y, p = rng.integers(0, 2, 25), rng.random(25)
+    ids = [f"i{k}" for k in range(25)]
+    labels = _csv(tmp_path / "labels.csv", id=ids, label=np.array(["a", "b"])[y])
+    r = score_submission(_csv(tmp_path / "sub.csv", id=ids, label=p), labels, comp)
+    assert r["holds"] == "probabilities"
+    assert r["scores"]["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert r["scores"]["accuracy"] == pytest.approx(accuracy_score(y, p > 0.5))
+    comp["submission"]["format"] = "probabilities"
+    both = _csv(tmp_path / "sub2.csv", id=ids, a=1 - p, b=p)
+    assert score_submission(both, labels, comp)["scores"]["auroc"] == pytest.approx(roc_auc_score(y, p))
+    bad = _csv(tmp_path / "bad.csv", id=ids[2:] + ["zz", "i5"], a=np.r_[1 - p[2:], 0.5, 0.5], b=np.r_[p[2:], 0.5, 1.7])
+    with pytest.raises(InputError) as err:
+        score_submission(bad, labels, comp)
+    msg = str(err.value)
+    assert "2 id(s) of" in msg and "'i0', 'i1'" in msg  # missing
+    assert "not in" in msg and "'zz'" in msg  # extra
+    assert "id 'i5' appears 2 times (lines 5, 26)" in msg
+    assert "line 26, column 'b': '1.7' is not a probability" in msg
+    with pytest.raises(InputError, match="line 3: unknown label 'c'"):
+        score_submission(both, _csv(tmp_path / "l2.csv", id=ids, label=["a", "c"] + ["a"] * 23), comp)
+
+
+def test_multilabel_indicators_against_zero_one_columns(tmp_path):
+    comp = {"task": "multilabel", "classes": ["cat", "dog"], "metric": "macro_f1", "metrics": ["macro_f1", "auroc"],
+            "train": {"id_column": "id", "target_columns": ["cat", "dog"]},
+            "submission": {"id_column": "id", "format": "indicators"}}
+    truth = np.array([[1, 0], [1, 1], [0, 0], [0, 1]])
+    guess = np.array([[1, 0], [0, 1], [0, 0], [1, 1]])
+    labels = _csv(tmp_path / "l.csv", id=list("abcd"), cat=truth[:, 0], dog=truth[:, 1])
+    r = score_submission(_csv(tmp_path / "s.csv", id=list("abcd"), cat=guess[:, 0], dog=guess[:, 1]), labels, comp)
+    assert r["scores"]["macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"))
+    assert "auroc" in r["not_computable"]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_commands(board, tmp_path):
+    out, _, _ = board
+    ok = _run("leaderboard.py", "--output-dir", str(out.root), "--sort", "auroc", "--csv", str(tmp_path / "lb.csv"))
+    assert ok.returncode == 0, ok.stderr
+    assert "by OOF auroc (higher is better)" in ok.stdout and "partial" in ok.stdout
+    assert "not shown: broken" in ok.stdout and "blend (softmax, T=0.01) of 2" in ok.stdout
+    assert len(pd.read_csv(tmp_path / "lb.csv")) == 5
+    bad = _run("leaderboard.py", "--output-dir", str(out.root), "--sort", "acuracy")
+    assert bad.returncode == 1 and "did you mean 'accuracy'" in bad.stderr
+
+    comp = make_toy_competition(tmp_path / "toy")
+    labels = _csv(tmp_path / "labels.csv", id=["s0", "s1", "s2", "s3"], label=["a", "b", "b", "a"])
+    sub = _csv(tmp_path / "sub.csv", id=["s3", "s2", "s1", "s0"], label=["a", "a", "b", "a"])
+    config = str(tmp_path / "toy" / "toy.yaml")
+    ok = _run("score_submission.py", sub, labels, "--config", config, "--json", str(tmp_path / "s.json"))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["scores"] == {"accuracy": 0.75}
+    assert comp["submission"]["format"] == "label"
+    wrong = _csv(tmp_path / "wrong.csv", id=["s3", "s2", "s1", "s9"], label="a")
+    bad = _run("score_submission.py", wrong, labels, "--config", config)
+    assert bad.returncode == 1 and "'s0'" in bad.stderr and "'s9'" in bad.stderr
