@@ -117,33 +117,27 @@ def fit_decision(y, probs: np.ndarray, comp: dict, metric: str) -> dict:
         cands = np.concatenate([[0.5], mids[np.argsort(np.abs(mids - 0.5), kind="stable")]])
         values = [f({"threshold": float(t)}) for t in cands]
         return {"threshold": float(cands[int(np.argmax(values))])}
-    if comp["task"] == "multilabel":
-        f = _objective(metric, y, probs, comp)
-        grid = THRESHOLD_GRID[np.argsort(np.abs(THRESHOLD_GRID - 0.5), kind="stable")]
-        current = np.full(probs.shape[1], 0.5)
-        best = f({"thresholds": current.tolist()})
-        for k in tqdm(range(probs.shape[1]), desc="thresholds", unit="class", leave=False,
-                      disable=probs.shape[1] < 20):
-            for t in grid:
-                trial = current.copy()
-                trial[k] = t
-                value = f({"thresholds": trial.tolist()})
-                if value > best + 1e-12:
-                    best, current = value, trial
-        return {"thresholds": [float(v) for v in current]}
-    f = _objective(metric, y, probs, comp)
-    grid = BIAS_GRID[np.argsort(np.abs(BIAS_GRID), kind="stable")]
-    current = np.zeros(probs.shape[1])
-    best = f({"bias": current.tolist()})
-    for _ in range(2):
-        for k in range(1, probs.shape[1]):
+    key, grid, default, first = (("thresholds", THRESHOLD_GRID, 0.5, 0) if comp["task"] == "multilabel"
+                                 else ("bias", BIAS_GRID, 0.0, 1))  # class 0's bias stays 0: only differences count
+    return {key: _coordinate_ascent(_objective(metric, y, probs, comp), key, grid, default, first,
+                                    probs.shape[1], sweeps=1 if key == "thresholds" else 2)}
+
+
+def _coordinate_ascent(f, key: str, grid, default: float, first: int, n: int, sweeps: int) -> list[float]:
+    """Per-class values (from ``grid``, tried nearest ``default`` first) maximising ``f({key:
+    values})`` one class at a time from class ``first`` on, ``sweeps`` times over the classes."""
+    grid = grid[np.argsort(np.abs(grid - default), kind="stable")]
+    current = np.full(n, default)
+    best = f({key: current.tolist()})
+    for _ in range(sweeps):
+        for k in tqdm(range(first, n), desc=key, unit="class", leave=False, disable=n < 20):
             for v in grid:
                 trial = current.copy()
                 trial[k] = v
-                value = f({"bias": trial.tolist()})
+                value = f({key: trial.tolist()})
                 if value > best + 1e-12:
                     best, current = value, trial
-    return {"bias": [float(v) for v in current]}
+    return [float(v) for v in current]
 
 
 def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
