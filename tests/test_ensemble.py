@@ -228,3 +228,19 @@ def test_masks_and_group_aggregation():
     vote = aggregate_groups(probs, groups, MC, "vote")  # p1: one row votes c, one votes b
     np.testing.assert_allclose(vote[[0, 2]], [[0, 0.5, 0.5]] * 2)
     np.testing.assert_allclose(aggregate_groups(probs, groups, MC, None), probs)
+
+
+def test_methods_that_cannot_blend_are_reported_not_fatal(tmp_path):
+    from lib.evaluation.blending import best_method, compare_methods
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 60)
+    a, b = (p[:, :2] / p[:, :2].sum(1, keepdims=True) for p in _members(rng, y, 2, 3, [1.0, 2.0]))
+    (tmp_path / "m.py").write_text("from sklearn.metrics import matthews_corrcoef\n"
+                                   "def shifted_mcc(y, pred, comp):\n    return matthews_corrcoef(y, pred) - 1\n")
+    comp = dict(BIN, metric="shifted_mcc", metrics=["shifted_mcc"],
+                custom_metrics={"shifted_mcc": {"function": f"{tmp_path / 'm.py'}:shifted_mcc", "uses": "labels"}})
+    res = compare_methods([a, b], y, np.arange(60) % 3, comp)  # scores <= 0: no normalised weights
+    assert "positive finite scores" in res["normalised"]["error"] and res["normalised"]["oof"] is None
+    assert best_method(res, comp) != "normalised" and np.isfinite(res["softmax"]["scores"]["shifted_mcc"])
+    np.testing.assert_allclose(score_weights([0.8, -np.inf]), [1, 0])  # an undefined member score weighs nothing

@@ -55,7 +55,10 @@ def _mean(probs: list[np.ndarray], weights) -> np.ndarray:
 
 
 def _member_scores(probs, y, comp, metric) -> np.ndarray:
-    return np.array([score_all([metric], y, p, comp)[metric] for p in probs])
+    """Each member's ``metric`` on ``y``; an undefined score (NaN: e.g. AUROC on rows of one
+    class) becomes the worst possible, so that it never wins a weight or a choice."""
+    s = np.array([score_all([metric], y, p, comp)[metric] for p in probs], dtype=float)
+    return np.where(np.isfinite(s), s, -np.inf if get_metric(metric, comp).higher_is_better else np.inf)
 
 
 def score_weights(scores, method: str = "softmax", temperature: float = 0.01, higher_is_better: bool = True) -> np.ndarray:
@@ -67,10 +70,12 @@ def score_weights(scores, method: str = "softmax", temperature: float = 0.01, hi
     if method == "softmax":
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if not np.isfinite(s).any():  # no member has a defined score: nothing to weight by
+            return np.full(len(s), 1.0 / len(s))
         return softmax((s if higher_is_better else -s) / temperature)
     if method == "normalised":
-        if (s <= 0).any():
-            raise ConfigError(f"normalised weights need positive scores, got {s.tolist()}")
+        if not np.isfinite(s).all() or (s <= 0).any():
+            raise ConfigError(f"normalised weights need positive finite scores, got {s.tolist()}")
         s = s if higher_is_better else 1 / s
         return s / s.sum()
     if method == "equal":
@@ -112,10 +117,11 @@ def _hill_climb(probs, y, comp, metric) -> np.ndarray:
             c = counts.copy()
             c[i] += 1
             trials.append(f(c))
+        trials = np.nan_to_num(trials, nan=-np.inf)
         counts[int(np.argmax(trials))] += 1
         since += 1
-        if max(trials) > best + 1e-12:
-            best, best_counts, since = max(trials), counts.copy(), 0
+        if trials.max() > best + 1e-12:
+            best, best_counts, since = trials.max(), counts.copy(), 0
     return best_counts / best_counts.sum()
 
 
@@ -196,15 +202,22 @@ def cross_fitted(method: str, probs: list[np.ndarray], y, folds, comp: dict, tem
 def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,
                     methods=METHODS[1:]) -> dict:
     """Every ``method``'s cross-fitted OOF blend and scores: ``{method: {"oof": (rows,
-    n_classes), "scores": {metric: value}, "weights": (n_members,) or None (the fit on all rows)}}``.
+    n_classes), "scores": {metric: value}, "weights": (n_members,) or None (the fit on all rows)}}``;
+    a method that cannot blend these members (``normalised`` with a score <= 0) gets ``"oof":
+    None``, NaN scores and ``"error"``.
     With the OOF rows of a single fold (a partial experiment) nothing can be scored held out, so
     only the methods that fit nothing are compared."""
     out = {}
     if len(np.unique(folds)) < 2:
         methods = [m for m in methods if m not in FITTED]
     for m in methods:
-        oof = cross_fitted(m, probs, y, folds, comp, temperature)
-        full = Blender(m, comp, temperature=temperature).fit(probs, y)
+        try:
+            oof = cross_fitted(m, probs, y, folds, comp, temperature)
+            full = Blender(m, comp, temperature=temperature).fit(probs, y)
+        except ConfigError as exc:  # e.g. normalised weights of non-positive scores: this method cannot blend them
+            out[m] = {"oof": None, "scores": {k: float("nan") for k in comp["metrics"]}, "weights": None,
+                      "error": str(exc)}
+            continue
         out[m] = {"oof": oof, "scores": score_all(comp["metrics"], y, oof, comp),
                   "weights": None if full.weights is None else full.weights.tolist()}
     return out

@@ -175,10 +175,12 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     metric = comp["metric"]
     each = [score_all(comp["metrics"], y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
-    methods = pd.DataFrame([{"method": m, **r["scores"]} for m, r in results.items()])
+    methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
     if method == "best":
         chosen = best_method(results, comp)
         note = f"best cross-fitted OOF {metric} of {len(results)} methods"
+    elif results.get(method, {}).get("error"):
+        raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
     elif method in results:
         chosen, note = method, "named in the " + ("command line" if method != ens_cfg.get("method") else "config")
     else:
@@ -201,7 +203,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         write_csv(out.submission, submission)
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": metric,
                "experiments": table.to_dict("records"), "blend": blend_scores,
-               "methods": {m: {"scores": r["scores"], "weights": r["weights"]} for m, r in results.items()},
+               "methods": {m: {k: r[k] for k in ("scores", "weights", "error") if k in r} for m, r in results.items()},
                "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked}
     write_json(out.root / "ensemble.json", summary)
     members = [out.root / "ensemble.json", *write_ensemble_report(

@@ -93,7 +93,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     cols = tasks.prob_columns(comp)
     metric = summary["metric"]
     members = pd.DataFrame(summary["experiments"])
-    methods = pd.DataFrame([{"method": m, **r["scores"]} for m, r in summary["methods"].items()])
+    methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")}
+                            for m, r in summary["methods"].items()])
     corr = prediction_correlation(member_probs, comp)
     corr_df = pd.DataFrame(corr, index=experiments, columns=experiments).reset_index(names="experiment")
     blend_df = oof_df[["id", "fold", "target"]].copy()
