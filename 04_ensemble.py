@@ -32,7 +32,8 @@ def main() -> None:
     print("members (OOF):")
     print(r["table"].to_string(index=False, float_format=fmt))
     print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):")
-    print(r["methods"].to_string(index=False, float_format=fmt))
+    methods = r["methods"]
+    print((methods if methods["note"].any() else methods.drop(columns="note")).to_string(index=False, float_format=fmt))
     print(f"used: {r['method']} ({r['note']})")
     d = r["decision"]
     if d["metric"]:
