@@ -244,3 +244,22 @@ def test_methods_that_cannot_blend_are_reported_not_fatal(tmp_path):
     assert "positive finite scores" in res["normalised"]["error"] and res["normalised"]["oof"] is None
     assert best_method(res, comp) != "normalised" and np.isfinite(res["softmax"]["scores"]["shifted_mcc"])
     np.testing.assert_allclose(score_weights([0.8, -np.inf]), [1, 0])  # an undefined member score weighs nothing
+
+
+@pytest.mark.parametrize("comp", [BIN, MC, ML], ids=["binary", "multiclass", "multilabel"])
+def test_a_fitted_blender_travels_as_plain_values(comp):
+    import json
+
+    rng = np.random.default_rng(8)
+    if comp["task"] == "multilabel":
+        y = (rng.random((80, 3)) < 0.4).astype(int)
+        y[:, 2] = 0  # a class without positive rows: its stacker is a constant
+        probs = [np.clip(y * 0.5 + rng.random((80, 3)) * 0.5, 0.01, 0.99) for _ in range(2)]
+    else:
+        n = len(comp["classes"])
+        y = rng.integers(0, n, 80)
+        probs = _members(rng, y, 2, n, [1.0, 2.0])
+    for method in ("softmax", "fitted", "hill_climb", "stacking", "geometric", "rank"):
+        b = Blender(method, dict(comp, metric="auroc" if comp["task"] == "multilabel" else comp["metric"])).fit(probs, y)
+        again = Blender.from_state(json.loads(json.dumps(b.state())), comp)
+        np.testing.assert_allclose(again.apply(probs), b.apply(probs), atol=1e-12, err_msg=method)

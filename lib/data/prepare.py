@@ -218,6 +218,53 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
     return [group_of(t, spec["regex"]) for t in texts]
 
 
+def _test_table(test: pd.DataFrame, meta: pd.DataFrame, groups: list[str] | None) -> pd.DataFrame:
+    """``test.csv``'s rows: id, path, (group,) sample_rate, duration_s, channels, metadata."""
+    table = pd.concat([test[["id", "path", "sample_rate", "duration_s", "channels"]], meta], axis=1)
+    if groups is not None:  # 04 aggregates test recordings by group too
+        table.insert(2, "group", groups)
+    return table
+
+
+def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
+    """Stage 00 for a test set alone (prediction from a model bundle, :mod:`lib.shipping`):
+    validate the audio of ``cfg['test']`` under ``cfg['data_dir']`` and write ``out_dir/test.csv``
+    and ``competition.yaml`` under the stage-00 record (no ``folds.csv``).
+
+    ``cfg`` is the bundle's resolved competition config (``native_sample_rate``: the rate the
+    models were trained at). Returns ``{"test_rows", "sample_rate"}``. Raises ``InputError``
+    listing every problem: the problems stage 00 reports, and test audio at another native rate
+    than the training audio when the config resamples nothing (never resampled silently).
+    """
+    root = Path(cfg["data_dir"])
+    if not root.is_dir():
+        raise InputError([f"{root}: test data folder not found"])
+    problems: list[str] = []
+    te = cfg["test"]
+    group_col = (cfg.get("groups") or {}).get("column") if (cfg.get("decision") or {}).get("group_aggregate") else None
+    meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
+    test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
+    if test is not None:
+        _check_paths(test, root, problems)
+        _resolve_audio(test, cfg["audio"]["channel"], problems, "test")
+        rate = _check_rates([test], cfg["audio"]["sample_rate"], problems)
+        if not cfg["audio"]["sample_rate"] and rate and rate != cfg["native_sample_rate"]:
+            problems.append(f"{root}: test audio at {rate} Hz, but the models were trained on {cfg['native_sample_rate']} Hz "
+                            f"and the competition config resamples nothing")
+        meta = _metadata(test, cfg["metadata"], problems)
+        groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
+    if problems or test is None:
+        raise InputError(problems)
+    out = Outputs(Path(out_dir))
+    record = out.prepared()
+    record.begin(out.root)
+    write_csv(out.test, _test_table(test, meta, groups))
+    with atomic_path(out.competition) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    record.commit([out.competition, out.test], fingerprint(cfg, list(test["id"])))
+    return {"test_rows": len(test), "sample_rate": rate}
+
+
 def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> None:
     """Write ``folds.csv``, ``test.csv`` (removed when the competition has none) and
     ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last."""
@@ -339,10 +386,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
                           f"{fc['scheme']!r} ignores groups; use {KEEPS_GROUPS.get(fc['scheme'], 'group')!r} "
                           f"(or 'group') to keep each group in one fold"])
 
-    test_out = None if test is None else pd.concat(
-        [test[["id", "path", "sample_rate", "duration_s", "channels"]], metas["test"]], axis=1)
-    if test_groups is not None:  # 04 aggregates test recordings by group too
-        test_out.insert(2, "group", test_groups)
+    test_out = None if test is None else _test_table(test, metas["test"], test_groups)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     durations = folds["duration_s"].astype(float)
     return {

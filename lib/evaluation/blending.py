@@ -164,6 +164,34 @@ class Blender:
                 self.models = LogisticRegression(max_iter=1000).fit(_stack_features(probs), y)
         return self
 
+    def state(self) -> dict:
+        """What :meth:`apply` needs, as plain JSON values: method, weights, and for ``stacking``
+        the logistic regressions' ``coef``, ``intercept``, ``classes`` (multi-label: one per
+        class, or the constant probability of a class with one label value)."""
+        lr = lambda m: {"coef": m.coef_.tolist(), "intercept": m.intercept_.tolist(), "classes": m.classes_.tolist()}
+        models = None if self.models is None else (
+            [lr(m) if hasattr(m, "coef_") else float(m) for m in self.models] if isinstance(self.models, list)
+            else lr(self.models))
+        return {"method": self.method, "temperature": self.temperature, "metric": self.metric,
+                "weights": None if self.weights is None else self.weights.tolist(), "models": models}
+
+    @classmethod
+    def from_state(cls, state: dict, comp: dict) -> "Blender":
+        """The fitted blender that :meth:`state` describes (no pickles: stackers are rebuilt
+        from their coefficients)."""
+        b = cls(state["method"], comp, state["metric"], state["temperature"])
+        b.weights = None if state["weights"] is None else np.asarray(state["weights"], dtype=float)
+
+        def lr(d):
+            m = LogisticRegression()
+            m.coef_, m.intercept_, m.classes_ = (np.asarray(d[k]) for k in ("coef", "intercept", "classes"))
+            return m
+
+        models = state["models"]
+        if models is not None:
+            b.models = [lr(m) if isinstance(m, dict) else m for m in models] if isinstance(models, list) else lr(models)
+        return b
+
     def apply(self, probs: list[np.ndarray]) -> np.ndarray:
         """The blend ``(rows, n_classes)`` of members ``probs`` (each ``(rows, n_classes)``)."""
         m, task = self.method, self.comp["task"]

@@ -123,6 +123,16 @@ def _postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, sp
     return out, masked
 
 
+def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[pd.DataFrame], table: pd.DataFrame
+               ) -> tuple[np.ndarray, pd.DataFrame | None]:
+    """The test blend ``(rows, n_classes)`` of the experiments' test predictions ``preds`` (same
+    ids, in ``table`` = ``test.csv``'s order) after the label masks and group aggregation, and the
+    submission made from it with ``decision`` (``None`` without a ``submission`` section)."""
+    blend = blender.apply(_postprocess(preds, table, comp, "test")[0])
+    sub = make_submission(comp, preds[0]["id"], blend, decision) if comp.get("submission") else None
+    return blend, sub
+
+
 def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str | None = None,
                  temperature: float | None = None, allow_partial: bool = False) -> dict:
     """Blend experiments' OOF and test probabilities; write ``submission.csv``, ``ensemble.json``
@@ -171,7 +181,6 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = _postprocess(oofs, out.load_split("train"), comp, "folds")
-    test_probs = _postprocess(preds, out.load_split("test"), comp, "test")[0] if with_test else []
     metric = comp["metric"]
     each = [score_all(comp["metrics"], y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
@@ -191,10 +200,9 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     decision = choose_decision(y, results[chosen]["oof"], folds, comp)
     blend_scores = score_all(comp["metrics"], y, results[chosen]["oof"], comp, decision["decision"])
     submission = test_blend = None
+    final = Blender(chosen, comp, temperature=temperature).fit(oof_probs, y)  # fitted on every OOF row
     if with_test:
-        test_blend = Blender(chosen, comp, temperature=temperature).fit(oof_probs, y).apply(test_probs)
-        if comp.get("submission"):
-            submission = make_submission(comp, preds[0]["id"], test_blend, decision["decision"])
+        test_blend, submission = blend_test(comp, final, decision["decision"], preds, out.load_split("test"))
     record = out.ensembled
     record.begin()
     if submission is None:
@@ -204,7 +212,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": metric,
                "experiments": table.to_dict("records"), "blend": blend_scores,
                "methods": {m: {k: r[k] for k in ("scores", "weights", "error") if k in r} for m, r in results.items()},
-               "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked}
+               "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked,
+               "blender": final.state()}
     write_json(out.root / "ensemble.json", summary)
     members = [out.root / "ensemble.json", *write_ensemble_report(
         out.root / "ensemble", comp, summary, oofs[0], results[chosen]["oof"], oof_probs, experiments,

@@ -108,7 +108,8 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     return {"spec": spec_shape, "scalars": sc_shape, "windows": len(windows)}
 
 
-def build_feature_set(out: Outputs, section: dict, force: bool = False, workers: int | None = None) -> dict:
+def build_feature_set(out: Outputs, section: dict, force: bool = False, workers: int | None = None,
+                      splits: tuple[str, ...] | None = None) -> dict:
     """Build (or reuse) the cache of one feature set for every split that stage 00 wrote.
 
     ``section`` is an experiment's ``features`` section ``{name, set, params, dtype}``
@@ -117,6 +118,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     whose files are intact and whose key (settings, audio settings, recordings and the bytes of
     their audio files) matches is reused unless ``force``; otherwise the record is removed
     first and written last, so an interrupted build is never taken for a finished one.
+    ``splits``: those to build (default: ``train`` and, when stage 00 found one, ``test``).
     Returns the manifest with an extra ``"skipped": bool`` and ``"seconds"``.
     Raises ``MissingArtifact`` when stage 00 has not run.
     """
@@ -126,7 +128,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"features.dtype {dtype!r} is not float32 or float16")
     folder = out.features(section["set"])
-    tables = {s: out.load_split(s) for s in SPLITS if s == "train" or out.has_test()}
+    tables = {s: out.load_split(s) for s in splits or [s for s in SPLITS if s == "train" or out.has_test()]}
     key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype,
                       {k: v for k, v in comp["audio"].items() if k != "aggregate"},
                       comp["native_sample_rate"], {s: audio_fingerprint(t, workers) for s, t in tables.items()})
@@ -148,8 +150,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     manifest = {
         "set": section["set"], "name": section["name"], "kind": "waveform" if waveform else "spectrogram",
         "settings": extractor.settings, "channel_names": extractor.channel_names, "scalar_names": extractor.scalar_names,
-        "spec_shape": None if waveform else list(shapes["train"]["spec"][1:]),
-        "n_scalars": 0 if waveform else shapes["train"]["scalars"][1],
+        "spec_shape": None if waveform else list(shapes[next(iter(tables))]["spec"][1:]),
+        "n_scalars": 0 if waveform else shapes[next(iter(tables))]["scalars"][1],
         "sample_rate": extractor.rate(comp) if waveform else a["sample_rate"] or comp["native_sample_rate"],
         "hop_length": extractor.hop_length, "clip_seconds": a["clip_seconds"], "hop_seconds": a["hop_seconds"],
         "pad": a["pad"], "splits": shapes, "dtype": dtype, "fingerprint": key,

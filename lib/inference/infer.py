@@ -8,6 +8,8 @@ and plain values only, so loading a model folder someone shared runs no code of 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -43,15 +45,33 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
     Raises ``MissingArtifact`` naming ``02_train.py`` when the experiment is not (fully) trained.
     """
     record = record or out.trained(exp).require()
+    return load_checkpoints(out.model_dir(exp), record["info"]["folds"], device)
+
+
+def load_checkpoints(folder: Path, folds: list[int], device) -> list[tuple[dict, torch.nn.Module]]:
+    """``[(checkpoint, model in eval mode on device), ...]`` of ``folder/fold<k>.pt`` for each
+    fold ``k`` (``torch.load(weights_only=True)``: tensors and plain values only)."""
     models = []
-    for fold in record["info"]["folds"]:
-        ckpt = torch.load(out.model_dir(exp) / f"fold{fold}.pt", map_location="cpu", weights_only=True)
+    for fold in folds:
+        ckpt = torch.load(Path(folder) / f"fold{fold}.pt", map_location="cpu", weights_only=True)
         model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"],
                             ckpt.get("frontend"), pretrained=False)  # the weights are the checkpoint's
         model.load_state_dict(ckpt.pop("state_dict"))
         place_model(model, device)
         models.append((ckpt, model.eval()))
     return models
+
+
+def predict_folds(models, data, test_df: pd.DataFrame, comp: dict, tta: dict | None, desc: str) -> np.ndarray:
+    """The mean over fold ``models`` (:func:`load_checkpoints`) of their recording probabilities
+    ``(recordings, n_classes)`` for every row of ``test_df`` (the rows of ``data``), each fold
+    with its own metadata encoder and the experiment's test-time augmentation ``tta``."""
+    probs = np.zeros((len(test_df), len(comp["classes"])))
+    recs = np.arange(len(test_df))
+    for ckpt, model in tqdm(models, desc=desc, unit="fold", leave=False):
+        data.set_metadata(ckpt.get("metadata_encoder"), test_df)  # the encoder's state, as the checkpoint holds it
+        probs += predict_recordings(model, data, recs, comp, tta)[0] / len(models)
+    return probs
 
 
 def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = "auto") -> dict:
@@ -83,12 +103,8 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     if not force and record.check(key)[0] is not None:
         return dict(read_json(out.preds(exp).with_suffix(".json")), skipped=True)
     record.begin(out.preds(exp).parent)
-    models = load_fold_models(out, exp, device, trained)
-    probs = np.zeros((len(test_df), len(comp["classes"])))
-    recs = np.arange(len(test_df))
-    for ckpt, model in tqdm(models, desc=f"{exp} test", unit="fold", leave=False):
-        data.set_metadata(ckpt.get("metadata_encoder"), test_df)  # the encoder's state, as the checkpoint holds it
-        probs += predict_recordings(model, data, recs, comp, cfg.get("tta"))[0] / len(models)
+    probs = predict_folds(load_fold_models(out, exp, device, trained), data, test_df, comp, cfg.get("tta"),
+                          f"{exp} test")
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
     summary = {"experiment": exp, "rows": len(preds), "windows": len(data.rec), "folds": trained["info"]["folds"],

@@ -1,0 +1,1 @@
+"""Shipping a submission: model bundles and prediction from a bundle alone (code competitions)."""

@@ -1,0 +1,176 @@
+"""Model bundles: what a submission needs, packed into one folder, and prediction from it alone.
+
+A code competition predicts inside a notebook without internet, with the test audio in a
+read-only input folder; the models are trained elsewhere and uploaded as a dataset. A bundle
+holds exactly what stage 03 + 04 need besides the test audio::
+
+    bundle.json        format, when and from which commit it was made, experiments, every file's SHA-256
+    competition.yaml   the resolved competition config (task, classes, audio, test layout, metrics,
+                       decision with its label masks, submission format; no data folder)
+    ensemble.json      stage 04's result: the blending method fitted on every OOF row (weights or
+                       stacker coefficients), the decision (threshold / class biases), OOF scores
+    models/<exp>/      each experiment's resolved config.yaml and fold checkpoints (weights, input
+                       settings, the metadata encoders fitted per fold)
+
+Nothing in it refers to the training audio or to the ``output/`` folder it came from.
+:func:`predict_bundle` reads only the bundle (its hashes checked first) and the test audio, and
+writes only into a work folder of the caller's choice: stage 00 for the test set alone
+(:func:`lib.data.prepare.prepare_test`), stage 01 for the test split of each feature set the
+experiments need, every fold model, the blend and the decision, ``submission.csv``. The
+predictions are those of ``03_infer.py`` + ``04_ensemble.py`` on the same models.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..core.artifacts import file_hash
+from ..core.errors import InputError, MissingArtifact
+from ..core.paths import Outputs
+from ..core.utils import get_device, read_json, write_csv, write_json
+from ..data import tasks
+from ..data.prepare import prepare_test
+from ..data.windows import load_inputs
+from ..evaluation.blending import Blender
+from ..evaluation.ensemble import blend_test
+from ..features.cache import build_feature_set
+from ..inference.infer import load_checkpoints, predict_folds
+
+FORMAT = 1
+INPUT_SETTINGS = ("settings", "sample_rate", "hop_length", "clip_seconds", "hop_seconds", "pad", "spec_shape")
+"""Feature-manifest keys that must be equal at training and at prediction."""
+
+
+def make_bundle(out: Outputs, dest: str | Path, force: bool = False) -> dict:
+    """Pack the current blend of output folder ``out`` (stage 04's record, verified) into the
+    folder ``dest``: every blended experiment's fold checkpoints and config, the competition
+    config, ``ensemble.json``; ``bundle.json`` lists every file with its SHA-256.
+
+    Written into a temporary folder beside ``dest`` and renamed when complete (an interrupted
+    bundle never looks finished); an existing ``dest`` is replaced only with ``force``. Returns
+    ``bundle.json``'s content. Raises ``MissingArtifact`` naming the stage to run when the blend
+    is missing, was made by an older version, or blended another training run than the current
+    one, and ``FileExistsError`` when ``dest`` exists without ``force``.
+    """
+    dest = Path(dest).resolve()
+    ens_record = out.ensembled.require()
+    summary = read_json(out.root / "ensemble.json")
+    if "blender" not in summary:
+        raise MissingArtifact(f"{out.root / 'ensemble.json'} was written by an older version: run 04_ensemble.py again")
+    experiments = [e["experiment"] for e in summary["experiments"]]
+    for exp in experiments:
+        trained = out.trained(exp).require()
+        if ens_record["inputs"].get(exp) != trained["id"]:
+            raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
+                                  f"run 04_ensemble.py again")
+    if dest.exists() and not force:
+        raise FileExistsError(f"{dest} exists; choose another folder or pass --force to replace it")
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "models").mkdir(parents=True)
+    comp = out.load_competition()
+    comp.pop("data_dir", None)
+    (tmp / "competition.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
+    shutil.copy2(out.root / "ensemble.json", tmp / "ensemble.json")
+    folds = {}
+    for exp in experiments:
+        trained = out.trained(exp).require()
+        folds[exp] = trained["info"]["folds"]
+        (tmp / "models" / exp).mkdir()
+        for name in ["config.yaml"] + [f"fold{k}.pt" for k in folds[exp]]:
+            shutil.copy2(out.model_dir(exp) / name, tmp / "models" / exp / name)
+    files = {str(p.relative_to(tmp)): file_hash(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "source": str(out.root), "ensemble_record": ens_record["id"], "experiments": experiments,
+                "folds": folds, "method": summary["method"], "files": files}
+    write_json(tmp / "bundle.json", manifest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return manifest
+
+
+def load_bundle(path: str | Path) -> tuple[dict, dict, dict]:
+    """Read a bundle: ``(bundle.json, competition config, ensemble.json)``, after checking that
+    every listed file is there with its SHA-256. Raises ``InputError`` naming every missing or
+    changed file (a bundle is used whole or not at all)."""
+    path = Path(path)
+    if not (path / "bundle.json").is_file():
+        raise InputError([f"{path}: no bundle.json (not a bundle, or an interrupted one: make it again with bundle.py)"])
+    manifest = read_json(path / "bundle.json")
+    if manifest.get("format") != FORMAT:
+        raise InputError([f"{path}: bundle format {manifest.get('format')!r}; this version reads {FORMAT}"])
+    problems = [f"{path / f}: " + ("missing" if not (path / f).is_file() else "changed since the bundle was made")
+                for f, h in manifest["files"].items() if not (path / f).is_file() or file_hash(path / f) != h]
+    if problems:
+        raise InputError(problems)
+    comp = yaml.safe_load((path / "competition.yaml").read_text())
+    return manifest, comp, read_json(path / "ensemble.json")
+
+
+def _check_inputs(exp: str, trained: dict, now: dict) -> None:
+    """The feature settings the fold models were trained on against those computed now."""
+    differ = [k for k in INPUT_SETTINGS if trained.get(k) != now.get(k)]
+    if differ:
+        raise InputError([f"{exp}: the test features differ from the training ones in {differ}: "
+                          f"{ {k: trained.get(k) for k in differ} } at training, { {k: now.get(k) for k in differ} } now"])
+
+
+def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
+                   device: str = "auto", workers: int | None = None, log=print) -> dict:
+    """Predict a test set with a bundle and write ``work_dir/submission.csv``.
+
+    ``data_dir``: the competition's input folder (read only): the test audio laid out as the
+    competition config's ``test`` section says (``test_csv`` overrides its ``csv``), and the
+    sample submission. ``work_dir`` (created; must be writable) receives ``test.csv``, the test
+    features (``features/<set>/``), each experiment's test predictions (``preds/<exp>.csv``),
+    ``test_blend.csv`` (blended probabilities before the decision) and ``submission.csv``.
+    Returns ``{"rows", "seconds", "experiments", "submission": path or None}``. Raises
+    ``InputError`` for a damaged bundle or bad test input, naming the file and row.
+    """
+    t0 = time.time()
+    bundle = Path(bundle).resolve()
+    manifest, comp, summary = load_bundle(bundle)
+    comp["data_dir"] = str(Path(data_dir).resolve())
+    if not comp.get("test"):
+        raise InputError([f"{bundle / 'competition.yaml'}: the competition has no test section to read the test set by"])
+    if test_csv:
+        comp["test"] = dict(comp["test"], csv=test_csv)
+    work = Outputs(Path(work_dir).resolve())
+    work.root.mkdir(parents=True, exist_ok=True)
+    prep = prepare_test(comp, work.root)
+    log(f"test set: {prep['test_rows']} recordings under {comp['data_dir']}")
+    table = work.load_split("test")
+    device = get_device(device)
+    preds = []
+    for exp in manifest["experiments"]:
+        cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
+        build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
+        data = load_inputs(work, cfg, "test", table, comp, device)
+        models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
+        _check_inputs(exp, models[0][0]["manifest"], data.manifest)
+        probs = predict_folds(models, data, table, comp, cfg.get("tta"), f"{exp} test")
+        frame = pd.DataFrame({"id": table["id"], "fold": -1})
+        frame[tasks.prob_columns(comp)] = probs
+        write_csv(work.preds(exp), frame)
+        preds.append(frame)
+        log(f"{exp}: {len(models)} fold models, {len(data.rec)} windows, "
+            f"{time.time() - t0:.0f}s so far ({(time.time() - t0) / len(table):.3f} s per recording)")
+    blender = Blender.from_state(summary["blender"], comp)
+    blend, submission = blend_test(comp, blender, summary["decision"]["decision"], preds, table)
+    blend_df = pd.DataFrame({"id": table["id"]})
+    blend_df[tasks.prob_columns(comp)] = blend
+    write_csv(work.root / "test_blend.csv", blend_df)
+    path = None
+    if submission is not None:
+        path = work.root / "submission.csv"
+        write_csv(path, submission)
+    return {"rows": len(table), "seconds": time.time() - t0, "experiments": manifest["experiments"],
+            "method": summary["method"], "decision": summary["decision"]["decision"], "submission": path,
+            "mean_probs": dict(zip(tasks.prob_columns(comp), np.round(blend.mean(0), 4).tolist()))}

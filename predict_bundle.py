@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Predict a test set with a model bundle (05_bundle.py) alone -> WORK_DIR/submission.csv.
+
+    python predict_bundle.py BUNDLE --data-dir /kaggle/input/COMPETITION --work-dir /kaggle/working [--test-csv test.csv]
+
+Reads only the bundle and the test audio (both may be read-only); writes only under --work-dir.
+"""
+import argparse
+
+from lib.core import cli
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="a bundle folder made by 05_bundle.py")
+    p.add_argument("--data-dir", required=True, help="the competition's input folder: test audio, test CSV, sample submission")
+    p.add_argument("--work-dir", required=True, help="a writable folder for the test features and the submission")
+    p.add_argument("--test-csv", help="the test table, relative to --data-dir (default: the competition config's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="feature worker processes (default: the CPU count)")
+    args = p.parse_args()
+    from lib.shipping.bundle import predict_bundle
+
+    r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers)
+    print(f"{r['rows']} recordings, {len(r['experiments'])} experiment(s) blended by {r['method']}, decision "
+          f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
+    print(f"wrote {r['submission']}" if r["submission"] else "no submission section: probabilities in test_blend.csv")
+
+
+if __name__ == "__main__":
+    cli.run("predict_bundle", main)
