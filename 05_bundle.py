@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stage 05: pack the current blend (stage 04) into a model bundle for a code competition.
 
-    python 05_bundle.py --to bundles/breathing [--output-dir output] [--force]
+    python 05_bundle.py --to bundles/breathing [--onnx] [--output-dir output] [--force]
 
 The bundle holds the blended experiments' fold models and configs, the competition config, the
 blend and the decision; predict with it anywhere: python predict_bundle.py BUNDLE --data-dir DIR --work-dir DIR
@@ -13,11 +13,13 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--to", required=True, help="the bundle folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--onnx", action="store_true", help="also export every network fold model to ONNX (checked "
+                                                       "against PyTorch), for ONNX Runtime at prediction")
     args = p.parse_args()
     from lib.shipping.bundle import make_bundle
 
     try:
-        m = make_bundle(cli.outputs(args), args.to, args.force)
+        m = make_bundle(cli.outputs(args), args.to, args.force, args.onnx)
     except FileExistsError as exc:
         raise cli.ConfigError(str(exc)) from None
     print(f"bundle of {len(m['experiments'])} experiment(s) {m['experiments']} ({m['method']}), "

@@ -18,10 +18,13 @@ def main() -> None:
     p.add_argument("--test-csv", help="the test table, relative to --data-dir (default: the competition config's)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, help="feature worker processes (default: the CPU count)")
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime when the bundle has ONNX models, else PyTorch (default: %(default)s)")
     args = p.parse_args()
     from lib.shipping.bundle import predict_bundle
 
-    r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers)
+    r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers,
+                       args.engine)
     print(f"{r['rows']} recordings, {len(r['experiments'])} experiment(s) blended by {r['method']}, decision "
           f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
     print(f"wrote {r['submission']}" if r["submission"] else "no submission section: probabilities in test_blend.csv")

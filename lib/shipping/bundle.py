@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from ..core.artifacts import file_hash
@@ -41,16 +42,21 @@ from ..evaluation.blending import Blender
 from ..evaluation.ensemble import blend_test
 from ..features.cache import build_feature_set
 from ..inference.infer import load_checkpoints, predict_folds
+from ..models import is_classical
 
 FORMAT = 1
 INPUT_SETTINGS = ("settings", "sample_rate", "hop_length", "clip_seconds", "hop_seconds", "pad", "spec_shape")
 """Feature-manifest keys that must be equal at training and at prediction."""
 
 
-def make_bundle(out: Outputs, dest: str | Path, force: bool = False) -> dict:
+def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool = False, log=print) -> dict:
     """Pack the current blend of output folder ``out`` (stage 04's record, verified) into the
     folder ``dest``: every blended experiment's fold checkpoints and config, the competition
     config, ``ensemble.json``; ``bundle.json`` lists every file with its SHA-256.
+
+    ``onnx``: also export every network fold model to ``fold<k>.onnx`` (:mod:`lib.shipping.onnx_export`,
+    each checked against PyTorch; the differences are in ``bundle.json``), which
+    :func:`predict_bundle` then runs with ONNX Runtime.
 
     Written into a temporary folder beside ``dest`` and renamed when complete (an interrupted
     bundle never looks finished); an existing ``dest`` is replaced only with ``force``. Returns
@@ -85,15 +91,53 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False) -> dict:
         (tmp / "models" / exp).mkdir()
         for name in ["config.yaml"] + [f"fold{k}.pt" for k in folds[exp]]:
             shutil.copy2(out.model_dir(exp) / name, tmp / "models" / exp / name)
+    exported = _export_onnx(tmp, experiments, folds, log) if onnx else {}
     files = {str(p.relative_to(tmp)): file_hash(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "source": str(out.root), "ensemble_record": ens_record["id"], "experiments": experiments,
-                "folds": folds, "method": summary["method"], "files": files}
+                "folds": folds, "method": summary["method"], "onnx_max_difference": exported, "files": files}
     write_json(tmp / "bundle.json", manifest)
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
     return manifest
+
+
+def _export_onnx(folder: Path, experiments: list[str], folds: dict, log) -> dict:
+    """Export every network fold model under ``folder/models`` to ONNX; returns ``{exp: {fold:
+    max |logit difference|}}`` (scikit-learn members are left out)."""
+    from .onnx_export import export_onnx
+
+    out = {}
+    for exp in experiments:
+        cfg = yaml.safe_load((folder / "models" / exp / "config.yaml").read_text())
+        if is_classical(cfg["model"]):
+            log(f"{exp}: a scikit-learn member, kept as it is (no ONNX)")
+            continue
+        out[exp] = {}
+        for fold, (ckpt, model) in zip(folds[exp], load_checkpoints(folder / "models" / exp, folds[exp], torch.device("cpu"))):
+            out[exp][fold] = export_onnx(model, ckpt["manifest"], ckpt["n_scalars"], folder / "models" / exp / f"fold{fold}.onnx")
+        log(f"{exp}: {len(folds[exp])} fold models exported to ONNX, largest logit difference "
+            f"{max(out[exp].values()):.1e}")
+    return out
+
+
+def _onnx_models(folder: Path, folds: list[int], models: list, engine: str, exp: str, log) -> list:
+    """``models`` with each fold's ONNX graph run by ONNX Runtime instead, when ``engine`` is
+    ``onnx``, or ``auto`` and the bundle has the graphs and ``onnxruntime`` imports."""
+    have = all((folder / f"fold{k}.onnx").is_file() for k in folds)
+    if engine == "torch" or (engine == "auto" and not have):
+        return models
+    if not have:
+        raise InputError([f"{folder}: no ONNX models (make the bundle with --onnx)"])
+    try:
+        from .onnx_export import OnnxModel
+    except ImportError:  # onnxruntime not installed
+        if engine == "onnx":
+            raise InputError(["--engine onnx: the onnxruntime package is not installed"]) from None
+        log(f"{exp}: onnxruntime is not installed: predicting with PyTorch")
+        return models
+    return [(ckpt, OnnxModel(folder / f"fold{k}.onnx", model.n_outputs)) for k, (ckpt, model) in zip(folds, models)]
 
 
 def load_bundle(path: str | Path) -> tuple[dict, dict, dict]:
@@ -123,7 +167,7 @@ def _check_inputs(exp: str, trained: dict, now: dict) -> None:
 
 
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
-                   device: str = "auto", workers: int | None = None, log=print) -> dict:
+                   device: str = "auto", workers: int | None = None, engine: str = "auto", log=print) -> dict:
     """Predict a test set with a bundle and write ``work_dir/submission.csv``.
 
     ``data_dir``: the competition's input folder (read only): the test audio laid out as the
@@ -131,6 +175,8 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     sample submission. ``work_dir`` (created; must be writable) receives ``test.csv``, the test
     features (``features/<set>/``), each experiment's test predictions (``preds/<exp>.csv``),
     ``test_blend.csv`` (blended probabilities before the decision) and ``submission.csv``.
+    ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
+    (ONNX when the bundle has it and ``onnxruntime`` imports).
     Returns ``{"rows", "seconds", "experiments", "submission": path or None}``. Raises
     ``InputError`` for a damaged bundle or bad test input, naming the file and row.
     """
@@ -155,12 +201,14 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         data = load_inputs(work, cfg, "test", table, comp, device)
         models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
         _check_inputs(exp, models[0][0]["manifest"], data.manifest)
+        if not is_classical(cfg["model"]):
+            models = _onnx_models(bundle / "models" / exp, manifest["folds"][exp], models, engine, exp, log)
         probs = predict_folds(models, data, table, comp, cfg.get("tta"), f"{exp} test")
         frame = pd.DataFrame({"id": table["id"], "fold": -1})
         frame[tasks.prob_columns(comp)] = probs
         write_csv(work.preds(exp), frame)
         preds.append(frame)
-        log(f"{exp}: {len(models)} fold models, {len(data.rec)} windows, "
+        log(f"{exp}: {len(models)} fold models ({type(models[0][1]).__name__}), {len(data.rec)} windows, "
             f"{time.time() - t0:.0f}s so far ({(time.time() - t0) / len(table):.3f} s per recording)")
     blender = Blender.from_state(summary["blender"], comp)
     blend, submission = blend_test(comp, blender, summary["decision"]["decision"], preds, table)
