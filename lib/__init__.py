@@ -25,6 +25,9 @@ still work as ``from lib import <name>``: they load the module on first use.
 from __future__ import annotations
 
 import importlib
+import sys
+import warnings
+from pathlib import Path
 
 __version__ = "0.3.0"
 
@@ -37,6 +40,29 @@ _ALIASES = {
     "infer": "inference.infer", "metrics": "evaluation.metrics",
     "ensemble": "evaluation.ensemble",
 }
+
+
+def other_libs(path: list[str] | None = None) -> list[str]:
+    """Other importable modules named ``lib`` on ``path`` (default ``sys.path``): a ``lib``
+    package (with ``__init__.py``) or ``lib.py`` anywhere but here. A notebook's own ``lib``
+    folder or another dataset's could be the one ``import lib`` finds, depending on the order of
+    ``sys.path``; this one is ``Path(__file__).parent``."""
+    here = Path(__file__).resolve().parent
+    found = []
+    for entry in path if path is not None else sys.path:
+        for candidate in (Path(entry or ".") / "lib" / "__init__.py", Path(entry or ".") / "lib.py"):
+            try:
+                if candidate.is_file() and candidate.resolve().parent != here and candidate.resolve() != here:
+                    found.append(str(candidate.parent if candidate.name == "__init__.py" else candidate))
+            except OSError:  # an unreadable sys.path entry
+                continue
+    return list(dict.fromkeys(found))
+
+
+if _others := other_libs():  # never silently: the other one could win in the next process or notebook cell
+    warnings.warn(f"another module named 'lib' is on sys.path: {', '.join(_others)}; this pipeline's lib is "
+                  f"{Path(__file__).resolve().parent} (first on sys.path wins: put this project's folder first)",
+                  stacklevel=2)
 
 
 def __getattr__(name: str):

@@ -85,6 +85,25 @@ def test_bundle_round_trip_read_only_as_another_user(breathing_subset, tmp_path)
         mine, theirs = pd.read_csv(work / "preds" / f"{exp.stem}.csv"), pd.read_csv(out / "preds" / f"{exp.stem}.csv")
         np.testing.assert_allclose(mine[["p_E", "p_I"]], theirs[["p_E", "p_I"]], atol=1e-6)
 
+    # the template notebook of the offline kit, executed headless as a new user would (its cells are plain Python)
+    from lib.shipping.kit import build_kit, notebook_code, requirements
+
+    kit = tmp_path / "kit"
+    build_kit(kit, present=[r.split(">")[0].split("=")[0] for r in requirements()], log=lambda *_: None)
+    env = dict(os.environ, KIT_DIR=str(kit), BUNDLE_DIR=str(bundle), DATA_DIR=str(data), WORK_DIR=str(tmp_path / "nb"))
+    r = subprocess.run([sys.executable, "-c", notebook_code(kit / "notebook.ipynb")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert pd.read_csv(tmp_path / "nb/submission.csv").equals(ref)
+    if shutil.which("jupyter") is None:
+        print("jupyter nbconvert not installed: the notebook ran as a script only")
+    else:
+        r = subprocess.run(["jupyter", "nbconvert", "--to", "notebook", "--execute", "--output", str(tmp_path / "ran.ipynb"),
+                            str(kit / "notebook.ipynb")], cwd=tmp_path, env=dict(env, WORK_DIR=str(tmp_path / "nb2")),
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert pd.read_csv(tmp_path / "nb2/submission.csv").equals(ref)
+
     # a changed file: the bundle is refused whole, naming the file
     (tmp_path / "bundle" / "models/cnn_small/fold0.pt").write_bytes(b"not a model")
     with pytest.raises(InputError, match="fold0.pt: changed since the bundle was made"):
