@@ -214,3 +214,53 @@ def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
     best = int(np.argmin(losses))  # the lowest log loss is the best epoch (the first of equals)
     assert info["best_epoch"] == best + 1 and info["log_loss"] == pytest.approx(losses[best])
     assert len(history) == min(6, best + 1 + 2)  # early stopping counts epochs without a lower log loss
+
+
+def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
+    """train.distill: the student's training targets are (1 - w) labels + w the blend's OOF
+    probabilities (by id), validation keeps the labels, and a new blend means a new student."""
+    import shutil
+
+    import pandas as pd
+
+    from lib.core.errors import MissingArtifact
+    from lib.evaluation.ensemble import run_ensemble
+    from lib.inference.infer import infer_experiment
+    from lib.training.distill import soft_targets
+    from lib.training.experiment import train_experiment
+    from lib.training.loop import training_batch
+    from lib.training.augment import Augmenter
+    from lib.training.wave_augment import WaveAugmenter
+
+    cfg, comp, data, table, shared = toy
+    out = Outputs(tmp_path / "out")  # a copy: the fixture's folder is shared with other tests
+    shutil.copytree(shared.root, out.root)
+    with pytest.raises(MissingArtifact, match="04_ensemble.py"):
+        soft_targets(out, comp, table["id"])
+    teacher = dict(cfg, name="teacher")
+    train_experiment(teacher, out, log=lambda *_: None)
+    infer_experiment("teacher", out)
+    run_ensemble(out, ["teacher"], method="equal")
+    blend = pd.read_csv(out.root / "ensemble/oof_blend.csv", dtype={"id": str}).set_index("id")
+    soft, blend_id = soft_targets(out, comp, table["id"][::-1])
+    np.testing.assert_allclose(soft[:, 0], blend.loc[table["id"][::-1], "p_" + comp["positive"]], rtol=1e-6)
+
+    from lib.data.windows import load_inputs
+    from lib.training.distill import mixed_targets
+
+    student_data = load_inputs(out, cfg, "train", table, comp, torch.device("cpu"))
+    student_data.train_target = mixed_targets(student_data.target, soft_targets(out, comp, table["id"])[0], 0.25)
+    items = np.arange(len(table))
+    no_frontend = type("NoFrontEnd", (), {"to_spec": staticmethod(lambda x: x)})()
+    _, _, target = training_batch(student_data, items, torch.device("cpu"), no_frontend,
+                                  WaveAugmenter(None, 0, 16000), Augmenter(cfg["augment"], 0))
+    labels = student_data.target[torch.as_tensor(student_data.recordings(items))]
+    p = torch.as_tensor(blend.loc[table["id"], "p_" + comp["positive"]].to_numpy(), dtype=torch.float32)[:, None]
+    torch.testing.assert_close(target, 0.75 * labels + 0.25 * p[student_data.recordings(items)])
+    assert torch.equal(student_data.targets(items), labels)  # validation: the labels
+
+    student = dict(cfg, name="student", train={**cfg["train"], "distill": {"weight": 0.5}})
+    first = train_experiment(student, out, log=lambda *_: None)
+    assert not first["skipped"] and train_experiment(student, out, log=lambda *_: None)["skipped"]
+    run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again
+    assert not train_experiment(student, out, log=lambda *_: None)["skipped"]

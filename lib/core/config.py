@@ -171,7 +171,7 @@ EXPERIMENT_DEFAULTS = {
     "tta": {"shifts": [0.0], "hop_seconds": None},
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
-        "device": "auto", "amp": True, "folds": None, "ema": None, "swa": None, "class_weights": None, "sampler": None,
+        "device": "auto", "amp": True, "folds": None, "ema": None, "swa": None, "distill": None, "class_weights": None, "sampler": None,
         "compile": False, "max_bad_steps": 5,
     },
 }

@@ -158,6 +158,10 @@ class _SWA(_Section):
     start: Probability = 0.75
 
 
+class _Distill(_Section):
+    weight: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+
 class _Train(_Section):
     epochs: PositiveInt = 25
     batch_size: PositiveInt = 64
@@ -169,6 +173,7 @@ class _Train(_Section):
     folds: Optional[list[NonNegativeInt]] = None
     ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     swa: Optional[_SWA] = None
+    distill: Optional[_Distill] = None
     class_weights: Optional[Literal["balanced"]] = None
     sampler: Optional[Literal["balanced"]] = None
     compile: bool = False

@@ -73,9 +73,15 @@ class SplitInputs:
         """The recording row ``(n,)`` of each item."""
         raise NotImplementedError
 
-    def targets(self, items: np.ndarray) -> torch.Tensor:
-        """Training targets ``(n, n_outputs)`` of some items (their recordings' targets)."""
-        return self.target[torch.as_tensor(self.recordings(items), device=self.target.device)]
+    train_target: torch.Tensor | None = None
+    """Targets to train on instead of ``target`` (``(recordings, n_outputs)``; distillation's mix
+    of labels and a blend's soft targets), ``None``: the labels."""
+
+    def targets(self, items: np.ndarray, training: bool = False) -> torch.Tensor:
+        """Targets ``(n, n_outputs)`` of some items (their recordings' targets); ``training``: the
+        ``train_target`` when there is one."""
+        target = self.train_target if training and self.train_target is not None else self.target
+        return target[torch.as_tensor(self.recordings(items), device=target.device)]
 
     def metadata(self, items: np.ndarray) -> list[torch.Tensor]:
         """``[meta (n, M)]`` of the items' recordings, or ``[]`` without metadata."""

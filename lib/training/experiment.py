@@ -34,7 +34,7 @@ import yaml
 from sklearn.metrics import confusion_matrix
 
 from ..core.config import ROOT, RUN_ONLY_KEYS
-from ..core.errors import MissingArtifact
+from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, get_device, read_json, write_csv, write_json
 from ..data import tasks
@@ -44,16 +44,18 @@ from ..evaluation.metrics import score_all
 from ..evaluation.reports import write_report
 from ..models import is_classical
 from .classical import train_fold_classical
+from .distill import mixed_targets, soft_targets
 from .loop import train_fold
 from .precision import cpu_bf16
 
 FORMAT_VERSION = 4
 
 
-def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict) -> str:
+def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None) -> str:
     """Fingerprint of what an experiment's models depend on: the config (without its name and
     :data:`lib.core.config.RUN_ONLY_KEYS`), the folds table (ids, targets, groups, folds, metadata), the feature
-    set's record id, and the competition's task, classes, metrics, aggregation and metadata."""
+    set's record id, the competition's task, classes, metrics, aggregation and metadata, and
+    (``train.distill``) the teacher blend's record id."""
     what = copy.deepcopy(cfg)
     what.pop("name", None)
     for k in RUN_ONLY_KEYS:
@@ -61,7 +63,7 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
         what[section].pop(key, None)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
-                       {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"])
+                       {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"], *([teacher] if teacher else []))
 
 
 def environment(device: torch.device, amp: bool) -> dict:
@@ -114,7 +116,13 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
     model_dir = out.model_dir(name)
     device = get_device(cfg["train"]["device"])
     data = load_inputs(out, cfg, "train", folds_df, comp, device)
-    key = experiment_key(cfg, folds_df, data.manifest, comp)
+    teacher = None
+    if cfg["train"].get("distill"):  # train on labels mixed with the current blend's OOF probabilities
+        if is_classical(cfg["model"]):
+            raise ConfigError(f"{cfg['name']}: train.distill needs a network; scikit-learn members learn hard labels")
+        soft, teacher = soft_targets(out, comp, folds_df["id"])
+        data.train_target = mixed_targets(data.target, soft, cfg["train"]["distill"]["weight"])
+    key = experiment_key(cfg, folds_df, data.manifest, comp, teacher)
     all_folds = sorted(int(k) for k in folds_df["fold"].unique())
     wanted = all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
     record = out.trained(name)

@@ -116,7 +116,7 @@ def training_batch(data: SplitInputs, items: np.ndarray, device, model, wave_aug
     then Mixup/CutMix/SpecAugment on the spectrograms. Returns ``spec (B, C, F, T)``, ``scalars
     (B, S)``, ``target (B, n_outputs)``."""
     x, scalars = data.batch(items, device)
-    x, target = wave_augment(x, data.targets(items).to(device, non_blocking=True))
+    x, target = wave_augment(x, data.targets(items, training=True).to(device, non_blocking=True))
     with torch.no_grad():
         spec = model.to_spec(x)
     return augment(spec, scalars, target)
