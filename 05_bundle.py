@@ -18,10 +18,7 @@ def main() -> None:
     args = p.parse_args()
     from lib.shipping.bundle import make_bundle
 
-    try:
-        m = make_bundle(cli.outputs(args), args.to, args.force, args.onnx)
-    except FileExistsError as exc:
-        raise cli.ConfigError(str(exc)) from None
+    m = make_bundle(cli.outputs(args), args.to, args.force, args.onnx)
     print(f"bundle of {len(m['experiments'])} experiment(s) {m['experiments']} ({m['method']}), "
           f"{len(m['files'])} files -> {args.to}")
 

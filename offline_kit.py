@@ -23,10 +23,7 @@ def main() -> None:
     p.add_argument("--platform", help="the notebook's platform tag, e.g. manylinux2014_x86_64 (default: this one)")
     p.add_argument("--force", action="store_true", help="replace an existing kit folder")
     args = p.parse_args()
-    try:
-        r = build_kit(args.to, args.present, args.python_version, args.platform, args.force)
-    except FileExistsError as exc:
-        raise cli.ConfigError(str(exc)) from None
+    r = build_kit(args.to, args.present, args.python_version, args.platform, args.force)
     print(f"kit -> {args.to}: code ({len(r['code'])} entries), {len(r['wheels'])} wheels for {r['missing'] or 'nothing'}; "
           f"install: pip install --no-index --find-links {args.to}/wheels -r {args.to}/requirements-kit.txt")
 

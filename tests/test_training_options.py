@@ -264,3 +264,43 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     assert not first["skipped"] and train_experiment(student, out, log=lambda *_: None)["skipped"]
     run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again
     assert not train_experiment(student, out, log=lambda *_: None)["skipped"]
+
+
+def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from lib.evaluation.ensemble import run_ensemble
+    from lib.inference.infer import infer_experiment
+    from lib.training.experiment import train_experiment
+    from lib.training.loop import fold_setup
+    from lib.training.pseudo import pseudo_labelled_folder
+
+    cfg, comp, _, table, shared = toy
+    out = Outputs(tmp_path / "out")
+    shutil.copytree(shared.root, out.root)
+    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
+    infer_experiment("teacher", out)
+    run_ensemble(out, ["teacher"], method="equal")
+    blend = pd.read_csv(out.root / "ensemble/test_blend.csv", dtype={"id": str})
+    cols = [f"p_{c}" for c in comp["classes"]]
+    threshold = float(np.sort(blend[cols].max(1))[0])  # the least confident row just passes
+    r = pseudo_labelled_folder(out, tmp_path / "pl", min_confidence=max(threshold, 0.5000001))
+    new = Outputs(tmp_path / "pl")
+    folds = new.load_split("train")
+    pseudo = folds[folds.fold == -1]
+    assert r["pseudo"] == len(pseudo) == (blend[cols].max(1) >= max(threshold, 0.5000001)).sum() >= 1
+    assert folds.head(len(table)).equals(table)  # the labelled rows unchanged
+    expected = np.asarray(comp["classes"])[blend.set_index("id").loc[pseudo.id, cols].to_numpy().argmax(1)]
+    assert (pseudo.target.to_numpy() == expected).all()
+    build_feature_set(new, cfg["features"], workers=1)
+    from lib.data.windows import load_inputs
+
+    data = load_inputs(new, cfg, "train", folds, comp, torch.device("cpu"))
+    for k in (0, 1):  # every fold trains on the pseudo rows, none validates on them
+        tr, va, _, _ = fold_setup(cfg, comp, data, folds, k)
+        assert set(pseudo.index) <= set(tr) and not set(pseudo.index) & set(va)
+    s = train_experiment(dict(cfg, name="student"), new, log=lambda *_: None)
+    oof = pd.read_csv(new.oof("student"), dtype={"id": str})
+    assert oof.id.tolist() == table.id.tolist() and len(s["folds"]) == 2  # fold -1 is no fold

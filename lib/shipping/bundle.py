@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from ..core.artifacts import file_hash
-from ..core.errors import InputError, MissingArtifact
+from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import get_device, read_json, write_csv, write_json
 from ..data import tasks
@@ -62,7 +62,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     bundle never looks finished); an existing ``dest`` is replaced only with ``force``. Returns
     ``bundle.json``'s content. Raises ``MissingArtifact`` naming the stage to run when the blend
     is missing, was made by an older version, or blended another training run than the current
-    one, and ``FileExistsError`` when ``dest`` exists without ``force``.
+    one, and ``ConfigError`` when ``dest`` exists without ``force``.
     """
     dest = Path(dest).resolve()
     ens_record = out.ensembled.require()
@@ -76,7 +76,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
             raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
                                   f"run 04_ensemble.py again")
     if dest.exists() and not force:
-        raise FileExistsError(f"{dest} exists; choose another folder or pass --force to replace it")
+        raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)

@@ -55,12 +55,12 @@ def build_kit(dest: str | Path, present=KAGGLE_HAS, python_version: str | None =
     ``platform``: the target's (``pip download``'s options, e.g. ``3.11`` and
     ``manylinux2014_x86_64``; default: this interpreter's). Wheels come from the package
     registry through ``pip download`` (binary wheels only). Built in a temporary folder and
-    renamed when complete. Raises ``FileExistsError`` when ``dest`` exists without ``force``,
+    renamed when complete. Raises ``ConfigError`` when ``dest`` exists without ``force``,
     ``ConfigError`` when pip cannot download a wheel (its message included).
     """
     dest = Path(dest).resolve()
     if dest.exists() and not force:
-        raise FileExistsError(f"{dest} exists; choose another folder or pass --force to replace it")
+        raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "code").mkdir(parents=True)

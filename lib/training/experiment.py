@@ -123,7 +123,7 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) ->
         soft, teacher = soft_targets(out, comp, folds_df["id"])
         data.train_target = mixed_targets(data.target, soft, cfg["train"]["distill"]["weight"])
     key = experiment_key(cfg, folds_df, data.manifest, comp, teacher)
-    all_folds = sorted(int(k) for k in folds_df["fold"].unique())
+    all_folds = sorted(int(k) for k in folds_df["fold"].unique() if int(k) >= 0)  # -1: pseudo-labelled, train only
     wanted = all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
     record = out.trained(name)
     old, _ = record.check(key)
