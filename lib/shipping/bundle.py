@@ -190,6 +190,9 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         comp["test"] = dict(comp["test"], csv=test_csv)
     work = Outputs(Path(work_dir).resolve())
     work.root.mkdir(parents=True, exist_ok=True)
+    for old in ("submission.csv", "test_blend.csv"):  # never left beside predictions they do not belong to
+        (work.root / old).unlink(missing_ok=True)
+    shutil.rmtree(work.root / "preds", ignore_errors=True)
     prep = prepare_test(comp, work.root)
     log(f"test set: {prep['test_rows']} recordings under {comp['data_dir']}")
     table = work.load_split("test")
