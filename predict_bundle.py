@@ -16,6 +16,9 @@ def main() -> None:
     p.add_argument("--data-dir", required=True, help="the competition's input folder: test audio, test CSV, sample submission")
     p.add_argument("--work-dir", required=True, help="a writable folder for the test features and the submission")
     p.add_argument("--test-csv", help="the test table, relative to --data-dir (default: the competition config's)")
+    p.add_argument("--test-files", help="instead of the test table: every file matching this glob under --data-dir "
+                                        "(e.g. 'unlabelled/*.wav' to pseudo-label)")
+    p.add_argument("--no-submission", action="store_true", help="write the probabilities only (test_blend.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--workers", type=int, help="feature worker processes (default: the CPU count)")
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
@@ -24,7 +27,7 @@ def main() -> None:
     from lib.shipping.bundle import predict_bundle
 
     r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers,
-                       args.engine)
+                       args.engine, test_files=args.test_files, submission=not args.no_submission)
     print(f"{r['rows']} recordings, {len(r['experiments'])} experiment(s) blended by {r['method']}, decision "
           f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
     print(f"wrote {r['submission']}" if r["submission"] else "no submission section: probabilities in test_blend.csv")

@@ -2,6 +2,7 @@
 """Pseudo-labelling: a new output folder whose training rows add the blend's confident test predictions.
 
     python pseudo_label.py --output-dir output --to output_pl [--min-confidence 0.9]
+    python pseudo_label.py --output-dir output --to output_pl --source WORK   # predict_bundle.py --test-files ... --work-dir WORK
     python 01_features.py CFG --output-dir output_pl && python 02_train.py CFG --output-dir output_pl ...
 
 The pseudo-labelled rows get fold -1: every fold trains on them, none validates on them, and the
@@ -14,10 +15,11 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--to", required=True, help="the new output folder")
     p.add_argument("--min-confidence", type=float, default=0.9, help="(default: %(default)s)")
+    p.add_argument("--source", help="a predict_bundle.py work folder of unlabelled audio (default: the test set's blend)")
     args = p.parse_args()
     from lib.training.pseudo import pseudo_labelled_folder
 
-    r = pseudo_labelled_folder(cli.outputs(args), args.to, args.min_confidence)
+    r = pseudo_labelled_folder(cli.outputs(args), args.to, args.min_confidence, args.source)
     print(f"{r['pseudo']} of {r['test']} test recordings pseudo-labelled {r['per_class']} (p >= {args.min_confidence}); "
           f"{r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
 

@@ -1,5 +1,7 @@
 """Training options of issue 11: losses against direct computations, schedules, parameter groups,
 SWA, and the scikit-learn member against an independent scikit-learn reference."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -304,3 +306,42 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     s = train_experiment(dict(cfg, name="student"), new, log=lambda *_: None)
     oof = pd.read_csv(new.oof("student"), dtype={"id": str})
     assert oof.id.tolist() == table.id.tolist() and len(s["folds"]) == 2  # fold -1 is no fold
+
+
+def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
+    """An unlabelled folder predicted by predict_bundle (--test-files, no submission) is a source too."""
+    import shutil
+
+    import pandas as pd
+
+    from lib.evaluation.ensemble import run_ensemble
+    from lib.inference.infer import infer_experiment
+    from lib.shipping.bundle import make_bundle, predict_bundle
+    from lib.training.experiment import train_experiment
+    from lib.training.pseudo import pseudo_labelled_folder
+
+    cfg, comp, _, table, shared = toy
+    out = Outputs(tmp_path / "out")
+    shutil.copytree(shared.root, out.root)
+    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
+    infer_experiment("teacher", out)
+    run_ensemble(out, ["teacher"], method="equal")
+    make_bundle(out, tmp_path / "bundle", log=lambda *_: None)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for path in table["path"].head(6):  # six clips under new names, as audio without labels
+        shutil.copy(path, unlabelled / ("u_" + os.path.basename(path)))
+    r = predict_bundle(tmp_path / "bundle", unlabelled, tmp_path / "work", test_files="*.wav", submission=False,
+                       log=lambda *_: None)
+    assert r["rows"] == 6 and r["submission"] is None
+    s = pseudo_labelled_folder(out, tmp_path / "pl", min_confidence=0.5000001, source=tmp_path / "work")
+    folds = Outputs(tmp_path / "pl").load_split("train")
+    blend = pd.read_csv(tmp_path / "work/test_blend.csv")
+    assert s["pseudo"] == (folds.fold == -1).sum() == (blend.filter(like="p_").max(1) >= 0.5000001).sum()
+    assert set(folds.id[folds.fold == -1]) <= set(blend.id) and folds.id.head(len(table)).tolist() == table.id.tolist()
+    again = tmp_path / "again"  # a folder that holds a training clip again, under its id
+    again.mkdir()
+    shutil.copy(table["path"][0], again / table["id"][0])
+    predict_bundle(tmp_path / "bundle", again, tmp_path / "work2", test_files="*", submission=False, log=lambda *_: None)
+    with pytest.raises(ValueError, match="also training ids"):
+        pseudo_labelled_folder(out, tmp_path / "pl2", 0.5000001, source=tmp_path / "work2")

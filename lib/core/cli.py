@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from .config import ROOT, changing_overrides, load_experiment, variant_name
 from .errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
@@ -22,8 +23,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the shared ``--output-dir`` option; ``description`` (the stage's
     docstring, with its usage example) is shown with its line breaks kept."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", default=str(ROOT / "output"), help="artifact folder (default: %(default)s)")
+    p.add_argument("--output-dir", default=str(default_output()), help="artifact folder (default: %(default)s)")
     return p
+
+
+def default_output() -> Path:
+    """``output/`` in the project folder, or in the working directory when the project folder is
+    read-only (code mounted from a dataset in a notebook)."""
+    return ROOT / "output" if os.access(ROOT, os.W_OK) else Path.cwd() / "output"
 
 
 def add_experiment_args(p: argparse.ArgumentParser, many: bool = False) -> None:
@@ -90,8 +97,6 @@ def run(stage: str, main) -> None:
 
 def outputs(args):
     """The ``lib.core.paths.Outputs`` layout for ``--output-dir``."""
-    from pathlib import Path
-
     from .paths import Outputs
 
     return Outputs(Path(args.output_dir).resolve())

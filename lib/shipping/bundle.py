@@ -167,7 +167,8 @@ def _check_inputs(exp: str, trained: dict, now: dict) -> None:
 
 
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
-                   device: str = "auto", workers: int | None = None, engine: str = "auto", log=print) -> dict:
+                   device: str = "auto", workers: int | None = None, engine: str = "auto", log=print,
+                   test_files: str | None = None, submission: bool = True) -> dict:
     """Predict a test set with a bundle and write ``work_dir/submission.csv``.
 
     ``data_dir``: the competition's input folder (read only): the test audio laid out as the
@@ -175,7 +176,10 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     sample submission. ``work_dir`` (created; must be writable) receives ``test.csv``, the test
     features (``features/<set>/``), each experiment's test predictions (``preds/<exp>.csv``),
     ``test_blend.csv`` (blended probabilities before the decision) and ``submission.csv``.
-    ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
+    ``test_files``: instead of a table, every audio file matching this glob under ``data_dir``
+    (ids: the file names), e.g. a folder of unlabelled audio to pseudo-label
+    (:mod:`lib.training.pseudo`); ``submission=False`` writes no ``submission.csv`` (only the
+    probabilities). ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
     (ONNX when the bundle has it and ``onnxruntime`` imports).
     Returns ``{"rows", "seconds", "experiments", "submission": path or None}``. Raises
     ``InputError`` for a damaged bundle or bad test input, naming the file and row.
@@ -184,10 +188,15 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     bundle = Path(bundle).resolve()
     manifest, comp, summary = load_bundle(bundle)
     comp["data_dir"] = str(Path(data_dir).resolve())
-    if not comp.get("test"):
-        raise InputError([f"{bundle / 'competition.yaml'}: the competition has no test section to read the test set by"])
+    if test_files:
+        comp["test"] = {"files": test_files, "id_from": "name"}
+    elif not comp.get("test"):
+        raise InputError([f"{bundle / 'competition.yaml'}: the competition has no test section to read the test set "
+                          f"by; give the files (test_files, --test-files)"])
     if test_csv:
         comp["test"] = dict(comp["test"], csv=test_csv)
+    if not submission:
+        comp.pop("submission", None)
     work = Outputs(Path(work_dir).resolve())
     work.root.mkdir(parents=True, exist_ok=True)
     for old in ("submission.csv", "test_blend.csv"):  # never left beside predictions they do not belong to

@@ -26,19 +26,30 @@ from ..core.utils import fingerprint, write_csv
 from ..data import tasks
 
 
-def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float = 0.9) -> dict:
+def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float = 0.9,
+                           source: str | Path | None = None) -> dict:
     """Write the new output folder ``dest`` (``competition.yaml``, ``folds.csv`` with the pseudo
-    rows at fold -1, ``test.csv``, the stage-00 record). Returns ``{"rows", "pseudo", "per_class"}``.
-    Raises ``MissingArtifact`` naming ``04_ensemble.py`` when the blend or its test probabilities
-    are missing, and ``ValueError`` for ``min_confidence`` outside (0.5, 1]."""
+    rows at fold -1, ``test.csv``, the stage-00 record). ``source``: where the recordings and the
+    blend's probabilities come from: ``None``, ``out``'s test set (``ensemble/test_blend.csv``);
+    or the work folder of :func:`lib.shipping.bundle.predict_bundle` run on unlabelled audio
+    (its ``test.csv`` and ``test_blend.csv``). Returns ``{"rows", "pseudo", "test", "per_class"}``.
+    Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
+    missing, and ``ValueError`` for ``min_confidence`` outside (0.5, 1]."""
     if not 0.5 < min_confidence <= 1:
         raise ValueError(f"min_confidence must be in (0.5, 1], got {min_confidence}")
-    out.ensembled.require()
-    path = out.root / "ensemble" / "test_blend.csv"
-    if not path.is_file():
-        raise MissingArtifact(f"{path} not found: run 04_ensemble.py on a competition with a test set first")
     comp = out.load_competition()
-    folds, test = out.load_split("train"), out.load_split("test")
+    folds = out.load_split("train")
+    if source is None:
+        out.ensembled.require()
+        path, test = out.root / "ensemble" / "test_blend.csv", out.load_split("test")
+    else:
+        src = Outputs(Path(source).resolve())
+        path, test = src.root / "test_blend.csv", src.load_split("test")
+    if not path.is_file():
+        raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
+    clash = set(test["id"]) & set(folds["id"])
+    if clash:
+        raise ValueError(f"{len(clash)} pseudo-labelled id(s) are also training ids, e.g. {sorted(clash)[:3]}")
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[test["id"]]
     probs = blend[tasks.prob_columns(comp)].to_numpy()
     if comp["task"] == "multilabel":
@@ -55,8 +66,11 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     record = new.prepared()
     record.begin(new.root)
     write_csv(new.folds, table)
-    write_csv(new.test, test)
     new.competition.write_text(out.competition.read_text())
-    record.commit([new.folds, new.competition, new.test], fingerprint(comp, table.values.tolist()))
+    members = [new.folds, new.competition]
+    if out.has_test():  # the competition's own test set, to predict as usual
+        write_csv(new.test, out.load_split("test"))
+        members.append(new.test)
+    record.commit(members, fingerprint(comp, table.values.tolist()))
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": int(keep.sum()), "test": len(test), "per_class": per_class}
