@@ -58,3 +58,12 @@ def test_the_notebook_refuses_a_lib_imported_before(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                        env=dict(os.environ, KIT_DIR=str(kit)))
     assert r.returncode == 0 and f"lib from {kit / 'code' / 'lib'}" in r.stdout, r.stderr[-2000:]
+
+
+def test_default_output_is_writable_when_the_code_is_read_only(tmp_path, monkeypatch):
+    from lib.core import cli
+
+    assert cli.default_output() == ROOT / "output"  # a writable checkout: beside the code
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as code mounted read-only
+    assert cli.default_output() == tmp_path / "output"
