@@ -220,17 +220,19 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         frame[tasks.prob_columns(comp)] = probs
         write_csv(work.preds(exp), frame)
         preds.append(frame)
-        log(f"{exp}: {len(models)} fold models ({type(models[0][1]).__name__}), {len(data.rec)} windows, "
-            f"{time.time() - t0:.0f}s so far ({(time.time() - t0) / len(table):.3f} s per recording)")
+        done, spent = len(preds), time.time() - t0
+        log(f"{exp}: {len(models)} fold models ({type(models[0][1]).__name__}), {len(data.rec)} windows; "
+            f"{spent:.0f}s so far, about {spent / done * (len(manifest['experiments']) - done):.0f}s to go "
+            f"({spent / done / len(table):.3f} s per recording and experiment)")
     blender = Blender.from_state(summary["blender"], comp)
-    blend, submission = blend_test(comp, blender, summary["decision"]["decision"], preds, table)
+    blend, sub = blend_test(comp, blender, summary["decision"]["decision"], preds, table)
     blend_df = pd.DataFrame({"id": table["id"]})
     blend_df[tasks.prob_columns(comp)] = blend
     write_csv(work.root / "test_blend.csv", blend_df)
     path = None
-    if submission is not None:
+    if sub is not None:
         path = work.root / "submission.csv"
-        write_csv(path, submission)
+        write_csv(path, sub)
     return {"rows": len(table), "seconds": time.time() - t0, "experiments": manifest["experiments"],
             "method": summary["method"], "decision": summary["decision"]["decision"], "submission": path,
             "mean_probs": dict(zip(tasks.prob_columns(comp), np.round(blend.mean(0), 4).tolist()))}
