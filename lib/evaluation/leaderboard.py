@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support
 
 from ..core.errors import ConfigError, InputError
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
-from .metrics import get_metric, score_all
+from .metrics import get_metric, per_class_report, score_all
 
 
 def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, str]:
@@ -333,10 +332,7 @@ def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_
             not_computable[name] = f"needs probabilities; a {fmt!r} submission holds decisions only"
         else:
             scores[name] = m(y, probs if m.uses == "probs" else pred, comp)
-    labels_k = None if multi else list(range(len(comp["classes"])))
-    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels_k, zero_division=0)
-    predicted = pred.sum(0) if multi else np.bincount(pred, minlength=len(comp["classes"]))
-    per_class = pd.DataFrame({"class": comp["classes"], "precision": prec, "recall": rec, "f1": f1,
-                              "support": support, "predicted": predicted})
+    per_class = per_class_report(y, pred, comp).head(len(comp["classes"]))  # the class rows
+    per_class["predicted"] = pred.sum(0) if multi else np.bincount(pred, minlength=len(comp["classes"]))
     return {"rows": len(lab), "format": fmt, "holds": holds, "scores": scores, "not_computable": not_computable,
             "per_class": per_class, "notes": notes}
