@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..core.utils import atomic_path, write_csv
 from ..data import tasks
+from .reports import markdown_table, pyplot, save_figure
 
 
 def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
@@ -23,11 +24,7 @@ def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
 
 def _plots(folder: Path, corr: np.ndarray, names: list[str], methods: pd.DataFrame, members: pd.DataFrame,
            metric: str, chosen: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     n = len(names)
     fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 2 + 0.6 * n))
@@ -42,10 +39,7 @@ def _plots(folder: Path, corr: np.ndarray, names: list[str], methods: pd.DataFra
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("correlation of OOF predictions")
     fig.tight_layout()
-    paths.append(folder / "correlation.png")
-    with atomic_path(paths[-1]) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    paths.append(save_figure(fig, folder / "correlation.png"))
 
     rows = pd.concat([members.assign(kind="member", name=members["experiment"]),
                       methods.assign(kind="blend", name="blend: " + methods["method"])], ignore_index=True)
@@ -65,19 +59,8 @@ def _plots(folder: Path, corr: np.ndarray, names: list[str], methods: pd.DataFra
     ax.set_xlabel(f"OOF {metric} (blends: cross-fitted; red: used)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    paths.append(folder / "methods.png")
-    with atomic_path(paths[-1]) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    paths.append(save_figure(fig, folder / "methods.png"))
     return paths
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, (float, np.floating)) else ("" if v is None else str(v))
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.DataFrame, blend_oof: np.ndarray,
@@ -114,8 +97,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     dec_scores = ", ".join(f"{k} {v:.4f}" for k, v in d.get("scores", {}).items())
     text = [f"# Ensemble of {len(experiments)} experiment(s)", "",
             f"Used: **{summary['method']}** ({summary['note']}); competition metric **{metric}**.", "",
-            "## Members (OOF scores; weights of the used method fitted on every OOF row)", "", _md_table(members), "",
-            "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", _md_table(methods), "",
+            "## Members (OOF scores; weights of the used method fitted on every OOF row)", "", markdown_table(members), "",
+            "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", markdown_table(methods), "",
             "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
             "![correlation](correlation.png)", "", "## Decision", "",
             f"{d.get('how')}: {d.get('decision') or 'default (most probable class / p > 0.5)'}; "

@@ -54,7 +54,8 @@ FILES = ("report.md", "curves.png", "confusion.png", "confusion.csv", "roc_pr.pn
          "folds.csv", "per_class.csv", "worst.csv")
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's ``pyplot`` with the non-interactive Agg backend (no screen needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,8 +64,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
+def save_figure(fig, path: Path) -> Path:
+    """Save ``fig`` to ``path`` atomically (:func:`lib.core.utils.atomic_path`), close it, return ``path``."""
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -180,7 +182,7 @@ def plot_curves(history: pd.DataFrame, comp: dict, best_epochs: dict, path: Path
     the history has none, as for scikit-learn members), one line per fold; ``best_epochs``
     ``{fold: epoch}`` marked with a dot. A history of one epoch per fold (a single fit) is drawn
     against the fold instead. Losses use a log scale when they span over two decades."""
-    plt = _pyplot()
+    plt = pyplot()
     series = [("train_loss", "training loss"), ("valid_loss", "validation loss")]
     series += [(m, f"validation {m} ({'higher' if get_metric(m, comp).higher_is_better else 'lower'} is better)")
                for m in comp["metrics"]]
@@ -226,12 +228,12 @@ def plot_curves(history: pd.DataFrame, comp: dict, best_epochs: dict, path: Path
     else:
         fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False, fontsize=10)
     fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _heatmap(ax, values: np.ndarray, text: list[list[str]], vmax: float, labels, xlabel: str, ylabel: str,
              title: str, annotate: bool):
-    plt = _pyplot()
+    plt = pyplot()
     im = ax.imshow(np.nan_to_num(values), cmap="Blues", vmin=0, vmax=vmax)
     n = len(labels)
     ax.set_xticks(range(values.shape[1]), labels if values.shape[1] == n else None,
@@ -252,7 +254,7 @@ def plot_confusion(table: pd.DataFrame, comp: dict, path: Path, title: str) -> P
     class side by side, annotated up to :data:`MAX_CURVES` classes; multi-label: one annotated
     2x2 matrix (count and row share) per label, or ``None`` (nothing written) beyond
     :data:`MAX_CURVES` labels."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = comp["classes"]
     n = len(classes)
     if comp["task"] == "multilabel":
@@ -278,7 +280,7 @@ def plot_confusion(table: pd.DataFrame, comp: dict, path: Path, title: str) -> P
         for ax in axes.flat[n:]:
             ax.set_visible(False)
         fig.suptitle(f"{title}: per label, count and share of the true row", fontsize=12)
-        return _save(fig, path)
+        return save_figure(fig, path)
     counts = table["count"].to_numpy().reshape(n, n)
     share = table["row_share"].to_numpy(dtype=float).reshape(n, n)
     side = min(max(4.0, 0.5 * n + 2.5), 10.0)
@@ -290,7 +292,7 @@ def plot_confusion(table: pd.DataFrame, comp: dict, path: Path, title: str) -> P
              "predicted", "true", "share of each true class (rows sum to 1)", annotate)
     fig.suptitle(f"{title}: OOF confusion matrix, {counts.sum()} recordings", fontsize=12)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _curve_classes(onehot: np.ndarray, comp: dict) -> list[int]:
@@ -303,7 +305,7 @@ def plot_roc_pr(y: np.ndarray, probs: np.ndarray, comp: dict, path: Path, title:
     class only), with AUROC / average precision in the legend; classes with no or only positive
     rows are left out. Beyond :data:`MAX_CURVES` classes: thin grey lines and the macro mean
     (curves interpolated on a common grid)."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = comp["classes"]
     onehot = y if comp["task"] == "multilabel" else np.eye(len(classes), dtype=int)[y]
     ks = _curve_classes(onehot, comp)
@@ -342,7 +344,7 @@ def plot_roc_pr(y: np.ndarray, probs: np.ndarray, comp: dict, path: Path, title:
     what = f"positive class {comp['positive']}" if comp["task"] == "binary" else "one-vs-rest per class"
     fig.suptitle(f"{title}: OOF, {what}", fontsize=12)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(truth: np.ndarray, p: np.ndarray, what: str, observed: str, path: Path, title: str,
@@ -351,7 +353,7 @@ def plot_calibration(truth: np.ndarray, p: np.ndarray, what: str, observed: str,
     probability per equal-width bin, sklearn ``calibration_curve``; bins of fewer than 10 rows
     hollow) over a histogram of the predicted probabilities (log counts when they span over two
     decades)."""
-    plt = _pyplot()
+    plt = pyplot()
     frac, mean_p = calibration_curve(truth, p, n_bins=n_bins, strategy="uniform")
     counts = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], p), minlength=n_bins)
     few = counts[counts > 0] < 10
@@ -372,12 +374,12 @@ def plot_calibration(truth: np.ndarray, p: np.ndarray, what: str, observed: str,
     hist.set(xlabel=f"predicted {what}", ylabel="count")
     hist.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- the report ------------------------------------------------------------------------------------------------
 
-def _md(df: pd.DataFrame, digits: int = 4) -> str:
+def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     """A DataFrame as a Markdown table (floats with ``digits`` decimals, NaN as empty)."""
     def cell(v):
         if isinstance(v, (float, np.floating)):
@@ -444,22 +446,22 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
     if scores.get("partial"):
         text += [f"**Partial**: folds {scores.get('missing_folds')} are not trained yet; everything below "
                  f"covers the other folds only.", ""]
-    text += ["## OOF scores", "", _md(summary), "",
+    text += ["## OOF scores", "", markdown_table(summary), "",
              "## Learning curves", "", "![learning curves](curves.png)", "",
              "## Scores per fold ([folds.csv](folds.csv))", "",
-             _md(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]])), "",
+             markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]])), "",
              "## Confusion matrix ([confusion.csv](confusion.csv))", ""]
     if paths["confusion_png"] is None:
         text += [f"No picture for {len(comp['classes'])} labels (more than {MAX_CURVES}): the counts per label "
                  f"are in confusion.csv.", ""]
     else:
         text += ["![confusion matrix](confusion.png)", ""]
-    text += ["## Per class ([per_class.csv](per_class.csv))", "", _md(per_class), "",
+    text += ["## Per class ([per_class.csv](per_class.csv))", "", markdown_table(per_class), "",
              "## ROC and precision-recall", "", "![ROC and precision-recall curves](roc_pr.png)", "",
              "## Calibration", "", f"Expected calibration error ({what}, 10 bins): {ece:.4f}.", "",
              "![calibration](calibration.png)", "",
              f"## Recordings predicted worst ([worst.csv](worst.csv): {len(worst)}; the first 10)", "",
-             _md(worst.head(10)), ""]
+             markdown_table(worst.head(10)), ""]
     paths["report"] = out_dir / "report.md"
     with atomic_path(paths["report"]) as tmp:
         tmp.write_text("\n".join(text))
