@@ -230,7 +230,8 @@ def cross_fitted(method: str, probs: list[np.ndarray], y, folds, comp: dict, tem
 def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,
                     methods=METHODS[1:]) -> dict:
     """Every ``method``'s cross-fitted OOF blend and scores: ``{method: {"oof": (rows,
-    n_classes), "scores": {metric: value}, "weights": (n_members,) or None (the fit on all rows)}}``;
+    n_classes), "scores": {metric: value}, "blender": the Blender fitted on every row, "weights":
+    its weights (n_members,) or None}}``;
     a method that cannot blend these members (``normalised`` with a score <= 0) gets ``"oof":
     None``, NaN scores and ``"error"``.
     With the OOF rows of a single fold (a partial experiment) nothing can be scored held out, so
@@ -246,7 +247,7 @@ def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: 
             out[m] = {"oof": None, "scores": {k: float("nan") for k in comp["metrics"]}, "weights": None,
                       "error": str(exc)}
             continue
-        out[m] = {"oof": oof, "scores": score_all(comp["metrics"], y, oof, comp),
+        out[m] = {"oof": oof, "scores": score_all(comp["metrics"], y, oof, comp), "blender": full,
                   "weights": None if full.weights is None else full.weights.tolist()}
     return out
 

@@ -200,7 +200,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     decision = choose_decision(y, results[chosen]["oof"], folds, comp)
     blend_scores = score_all(comp["metrics"], y, results[chosen]["oof"], comp, decision["decision"])
     submission = test_blend = None
-    final = Blender(chosen, comp, temperature=temperature).fit(oof_probs, y)  # fitted on every OOF row
+    final = results[chosen]["blender"]  # fitted on every OOF row
     if with_test:
         test_blend, submission = blend_test(comp, final, decision["decision"], preds, out.load_split("test"))
     record = out.ensembled
