@@ -63,7 +63,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     higher = get_metric(sort, comp, "sort").higher_is_better
     names = list(dict.fromkeys([*comp["metrics"], sort]))
     folds_df = out.load_split("train").set_index("id")
-    n_folds = folds_df["fold"].nunique()
+    n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
     cols = tasks.prob_columns(comp)
     rows, skipped = [], {}
     for folder in sorted(p for p in (out.root / "models").glob("*") if p.is_dir()):
