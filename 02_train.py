@@ -2,18 +2,53 @@
 """Stage 02: train one model per fold -> output/models/<exp>/, output/oof/<exp>.csv.
 
     python 02_train.py configs/cnn_small.yaml [--set train.epochs=5] [--name NAME] [--force]
+    python 02_train.py configs/cnn_small.yaml configs/wave_cnn.yaml     # several, one after the other
+
+On several processes (README, "Training on several devices and machines"): torchrun starts one
+process per device (or several per GPU); the folds of every experiment given are shared out
+(train.distributed: folds), or each fold is trained by all of them together (ddp):
+
+    torchrun --standalone --nproc-per-node 4 02_train.py configs/cnn_small.yaml configs/wave_cnn.yaml
 """
+import os
+
 from lib.core import cli
 
 
 def main() -> None:
-    args, out, cfg = cli.parse_experiment(__doc__)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if rank:
+        os.environ.setdefault("TQDM_DISABLE", "1")  # one set of progress bars: rank 0's
+    p = cli.parser(__doc__)
+    cli.add_experiment_args(p, many=True)
+    p.add_argument("--name", help="experiment name, with one config (default: the config's; with --set overrides "
+                                  "other than train.folds/device/compile/distributed: NAME+<hash of them>)")
+    args = p.parse_args()
+    if args.name and len(args.configs) > 1:
+        raise cli.ConfigError("--name names one experiment: give one config with it")
+    cfgs = [cli.experiment(c, args.set, args.name, announce=not rank) for c in args.configs]
+    out = cli.outputs(args)
     import pandas as pd
 
     from lib.core.utils import format_seconds
-    from lib.training.experiment import train_experiment
+    from lib.training.experiment import train_experiments
 
-    s = train_experiment(cfg, out, force=args.force)
+    def log(msg):
+        print(f"[rank {rank}] {msg}" if world > 1 else msg, flush=True)
+
+    results = train_experiments(cfgs, out, force=args.force, log=log)
+    if rank:
+        for s in results:
+            trained = [f"fold {f}: {v}" for f, v in s["status"].items() if v != "finished earlier"]
+            print(f"[rank {rank}] {s['experiment']}: " + ("; ".join(trained) or "no fold trained here"), flush=True)
+        return
+    for cfg, s in zip(cfgs, results):
+        summary(cfg, s, out, pd, format_seconds)
+
+
+def summary(cfg, s, out, pd, format_seconds) -> None:
+    """Print an experiment's fold status, score table, confusion matrix and where it went."""
+    print()
     if s["skipped"]:
         print(f"{cfg['name']}: trained models are up to date, skipped (use --force to retrain)")
     for fold, status in s.get("status", {}).items():

@@ -34,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TASKS = ("binary", "multiclass", "multilabel")
 AGGREGATIONS = ("mean", "max", "vote")
-RUN_ONLY_KEYS = ("train.folds", "train.device", "train.compile")
+RUN_ONLY_KEYS = ("train.folds", "train.device", "train.compile", "train.distributed", "train.sync_bn")
 """Keys that change how a run goes, not what it trains: ``--set`` on them keeps the experiment's
-name, and the training key leaves them out, so folds trained with different values merge."""
+name, and the training key leaves them out, so folds trained with different values merge (a
+DDP run over several ranks puts its number of ranks and ``sync_bn`` in its key instead:
+:func:`lib.training.experiment.experiment_key`)."""
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -172,7 +174,7 @@ EXPERIMENT_DEFAULTS = {
     "train": {
         "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
         "device": "auto", "amp": True, "folds": None, "ema": None, "swa": None, "distill": None, "class_weights": None, "sampler": None,
-        "compile": False, "max_bad_steps": 5,
+        "compile": False, "max_bad_steps": 5, "distributed": "folds", "sync_bn": False,
     },
 }
 COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")

@@ -178,6 +178,8 @@ class _Train(_Section):
     sampler: Optional[Literal["balanced"]] = None
     compile: bool = False
     max_bad_steps: PositiveInt = 5
+    distributed: Literal["folds", "ddp"] = "folds"
+    sync_bn: bool = False
 
 
 class _TTA(_Section):

@@ -36,7 +36,7 @@ from sklearn.metrics import confusion_matrix
 from ..core.config import ROOT, RUN_ONLY_KEYS
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import atomic_path, fingerprint, format_seconds, get_device, read_json, write_csv, write_json
+from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
 from ..data.windows import load_inputs
@@ -45,17 +45,20 @@ from ..evaluation.reports import write_report
 from ..models import is_classical
 from .classical import train_fold_classical
 from .distill import mixed_targets, soft_targets
+from .distributed import Ranks, broadcast, finish, gather, setup, split_work
 from .loop import train_fold
 from .precision import cpu_bf16
 
 FORMAT_VERSION = 4
 
 
-def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None) -> str:
+def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None,
+                   ddp: tuple | None = None) -> str:
     """Fingerprint of what an experiment's models depend on: the config (without its name and
     :data:`lib.core.config.RUN_ONLY_KEYS`), the folds table (ids, targets, groups, folds, metadata), the feature
-    set's record id, the competition's task, classes, metrics, aggregation and metadata, and
-    (``train.distill``) the teacher blend's record id."""
+    set's record id, the competition's task, classes, metrics, aggregation and metadata,
+    (``train.distill``) the teacher blend's record id and (DDP over several ranks: its global
+    batch differs) ``ddp``: ``("ddp", ranks, sync_bn)``."""
     what = copy.deepcopy(cfg)
     what.pop("name", None)
     for k in RUN_ONLY_KEYS:
@@ -63,13 +66,14 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
         what[section].pop(key, None)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
-                       {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"], *([teacher] if teacher else []))
+                       {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"], *([teacher] if teacher else []),
+                       *([list(ddp)] if ddp else []))
 
 
-def environment(device: torch.device, amp: bool) -> dict:
+def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:
     """Where and how a fold was trained: library versions, the project's git commit (with
     ``+dirty`` when files differ from it; ``None`` outside a git checkout), device, precision,
-    host and command line."""
+    host, command line and, under torchrun, the rank that trained it (``ddp``: all of them)."""
     import librosa
     import sklearn
 
@@ -89,7 +93,9 @@ def environment(device: torch.device, amp: bool) -> dict:
             "sklearn": sklearn.__version__, "librosa": librosa.__version__, "pandas": pd.__version__,
             "git_commit": commit, "device": f"{device.type}: {name}",
             "precision": "bfloat16 autocast (training)" if bf16 else "float32", "host": platform.node(),
-            "command": " ".join(sys.argv)}
+            "command": " ".join(sys.argv),
+            **({"ranks": f"all {ranks.world} (DDP)" if ddp else f"rank {ranks.rank} of {ranks.world}"}
+               if ranks.world > 1 else {})}
 
 
 def _fold_files(out: Outputs, exp: str, fold: int) -> dict:
@@ -98,82 +104,225 @@ def _fold_files(out: Outputs, exp: str, fold: int) -> dict:
             "state": d / f"fold{fold}.state.pt"}
 
 
-def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print) -> dict:
-    """Train the folds of experiment ``cfg`` that are not finished yet, then merge every finished
-    fold into the OOF predictions, scores, log and plot.
+class ExperimentRun:
+    """One experiment's part in a training run: its data, key and folds, and the steps of
+    :func:`train_experiments` (announce, begin, the folds to train, train one, merge).
 
-    ``cfg['train']['folds']`` (``None``: all) chooses the folds of this run; ``force`` retrains
-    them even when finished. Writes ``models/<exp>/...`` and ``oof/<exp>.csv`` (id, fold, target,
-    ``p_<class>`` ...; the rows of the finished folds). Returns the scores dict with
-    ``"skipped"`` (nothing to do), ``"partial"`` (some folds missing), ``"missing_folds"`` and
-    per fold ``"status"`` (``trained``, ``resumed from epoch k``, ``finished earlier``).
-    Raises ``MissingArtifact`` naming the stage to run when stage 00 or 01 outputs are missing or
-    stale, ``TrainingError`` when a fold cannot be trained (finished folds are kept).
+    ``cfg``: the experiment config; ``device``: this rank's device; ``ranks`` (DDP experiments
+    put the number of ranks in their key). Loads stage 00's folds and stage 01's inputs
+    (memory-mapped on the CPU; copied to a GPU only while this rank trains one of its folds) and
+    decides ``skipped`` (every fold asked for is finished with this key and ``force`` is off).
+    Raises ``MissingArtifact`` naming the stage to run, ``ConfigError`` for a bad option.
     """
-    comp = out.load_competition()
-    folds_df = out.load_split("train")
-    name = cfg["name"]
-    model_dir = out.model_dir(name)
-    device = get_device(cfg["train"]["device"])
-    data = load_inputs(out, cfg, "train", folds_df, comp, device)
-    teacher = None
-    if cfg["train"].get("distill"):  # train on labels mixed with the current blend's OOF probabilities
+
+    def __init__(self, cfg: dict, out: Outputs, device, ranks: Ranks = Ranks(), force: bool = False, log=print):
+        self.cfg, self.out, self.device, self.ranks, self.force, self.log = cfg, out, device, ranks, force, log
+        self.comp = out.load_competition()
+        self.table = out.load_split("train")
+        self.name = cfg["name"]
+        self.ddp = cfg["train"]["distributed"] == "ddp" and ranks.world > 1
+        if self.ddp and is_classical(cfg["model"]):
+            raise ConfigError(f"{self.name}: train.distributed ddp needs a network; scikit-learn members train "
+                              f"on one process (use train.distributed: folds)")
+        self.data, self.teacher = self._load(torch.device("cpu"))
+        self._device_data = None
+        ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
+        self.key = experiment_key(cfg, self.table, self.data.manifest, self.comp, self.teacher, ddp_key)
+        self.all_folds = sorted(int(k) for k in self.table["fold"].unique() if int(k) >= 0)  # -1: pseudo-labelled
+        self.wanted = self.all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
+        old, _ = out.trained(self.name).check(self.key)
+        self.skipped = old is not None and not force and set(self.wanted) <= set(old["info"]["folds"])
+        self.status: dict[int, str] = {}
+
+    def _load(self, device):
+        """The training inputs on ``device`` (with ``train.distill``'s mixed targets) and the
+        teacher blend's record id (``None`` without distillation)."""
+        data = load_inputs(self.out, self.cfg, "train", self.table, self.comp, device)
+        if not self.cfg["train"].get("distill"):  # train on labels mixed with the current blend's OOF probabilities
+            return data, None
+        if is_classical(self.cfg["model"]):
+            raise ConfigError(f"{self.name}: train.distill needs a network; scikit-learn members learn hard labels")
+        soft, teacher = soft_targets(self.out, self.comp, self.table["id"])
+        data.train_target = mixed_targets(data.target, soft, self.cfg["train"]["distill"]["weight"])
+        return data, teacher
+
+    def announce(self, folds: list[int]) -> None:
+        """Log what is trained how: model, inputs, recordings, ``folds`` of all, device(s)."""
+        cfg, data, comp = self.cfg, self.data, self.comp
+        meta_cols = sum(metadata_columns(comp), []) if cfg["inputs"]["metadata"] else []
+        fe = cfg.get("frontend")
+        inputs = (f"waveform {data.manifest['sample_rate']} Hz through front end {fe['name']} {fe['params']}" if fe
+                  else f"features {cfg['features']['set']} {data.manifest['spec_shape']} + {data.n_scalars} audio scalars")
+        where = f"device {self.device}" if self.ranks.world == 1 else (
+            f"{self.ranks.world} ranks, " + ("DistributedDataParallel" if self.ddp else "folds shared out"))
+        self.log(f"experiment {self.name}: model {cfg['model']['name']}, {inputs}"
+                 f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} recordings in "
+                 f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
+
+    def begin(self) -> None:
+        """Remove the experiment's record: its merged results are rebuilt at the end of the run."""
+        self.out.trained(self.name).begin(self.out.model_dir(self.name), self.out.oof(self.name).parent)
+
+    def todo(self, on_fold=None) -> list[int]:
+        """The folds of this run that need training; the others are marked ``finished earlier``
+        (``on_fold(fold, info)`` is called for them) and their leftover resume states removed."""
+        folds = []
+        for fold in self.wanted:
+            frec = self.out.fold_record(self.name, fold)
+            if self.force:
+                _fold_files(self.out, self.name, fold)["state"].unlink(missing_ok=True)
+            elif (done := frec.check(fingerprint(self.key, fold))[0]) is not None:
+                self.status[fold] = "finished earlier"
+                self.log(f"fold {fold}: finished earlier with the same settings, kept ({frec.path.name})")
+                _fold_files(self.out, self.name, fold)["state"].unlink(missing_ok=True)  # a killed --force run's
+                if on_fold:
+                    on_fold(fold, done["info"])
+                continue
+            folds.append(fold)
+        return folds
+
+    def train(self, fold: int, log=None) -> dict:
+        """Train ``fold`` (on every rank together when DDP) and, on the writing rank, save its
+        model, OOF probabilities and log under its fold record. Returns the fold's info (scores
+        under the metric names, best epoch, seconds, ...)."""
+        cfg, out, name, device = self.cfg, self.out, self.name, self.device
+        writes = self.ranks.main or not self.ddp
+        log = (log or self.log) if writes else (lambda *_: None)
+        if device.type == "cuda" and self._device_data is None:
+            self._device_data = self._load(device)[0]
+        data = self._device_data or self.data
+        fkey, files, frec = fingerprint(self.key, fold), _fold_files(out, name, fold), out.fold_record(name, fold)
         if is_classical(cfg["model"]):
-            raise ConfigError(f"{cfg['name']}: train.distill needs a network; scikit-learn members learn hard labels")
-        soft, teacher = soft_targets(out, comp, folds_df["id"])
-        data.train_target = mixed_targets(data.target, soft, cfg["train"]["distill"]["weight"])
-    key = experiment_key(cfg, folds_df, data.manifest, comp, teacher)
-    all_folds = sorted(int(k) for k in folds_df["fold"].unique() if int(k) >= 0)  # -1: pseudo-labelled, train only
-    wanted = all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
-    record = out.trained(name)
-    old, _ = record.check(key)
-    if old is not None and not force and set(wanted) <= set(old["info"]["folds"]):
-        return dict(read_json(model_dir / "scores.json"), skipped=True)
-    meta_cols = sum(metadata_columns(comp), []) if cfg["inputs"]["metadata"] else []
-    fe = cfg.get("frontend")
-    inputs = (f"waveform {data.manifest['sample_rate']} Hz through front end {fe['name']} {fe['params']}" if fe else
-              f"features {cfg['features']['set']} {data.manifest['spec_shape']} + {data.n_scalars} audio scalars")
-    log(f"experiment {name}: model {cfg['model']['name']}, {inputs}"
-        f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(folds_df)} recordings in {len(data.rec)} windows; "
-        f"folds {wanted} of {len(all_folds)}, device {device}")
-    record.begin(model_dir, out.oof(name).parent)
-    t0 = time.time()
-    status = {}
-    for fold in wanted:
-        fkey, files, frec = fingerprint(key, fold), _fold_files(out, name, fold), out.fold_record(name, fold)
-        if not force and frec.check(fkey)[0] is not None:
-            status[fold] = "finished earlier"
-            log(f"fold {fold}: finished earlier with the same settings, kept ({frec.path.name})")
-            files["state"].unlink(missing_ok=True)  # left by a --force run killed while retraining it
-            continue
-        if force:
-            files["state"].unlink(missing_ok=True)
-        fit, extra = ((train_fold_classical, {}) if is_classical(cfg["model"]) else
-                      (train_fold, {"tensorboard_dir": model_dir / "tensorboard" / f"fold{fold}"}))
-        ckpt, info, probs, hist = fit(cfg, comp, data, folds_df, fold, device, log, state_path=files["state"],
+            fit, extra = train_fold_classical, {}
+        else:
+            fit = train_fold
+            extra = {"ranks": self.ranks if self.ddp else Ranks(),
+                     "tensorboard_dir": out.model_dir(name) / "tensorboard" / f"fold{fold}" if writes else None}
+        ckpt, info, probs, hist = fit(cfg, self.comp, data, self.table, fold, device, log, state_path=files["state"],
                                       state_key=fkey, **extra)
+        resumed = info.get("resumed_from_epoch", 0)
+        self.status[fold] = f"resumed from epoch {resumed}" if resumed else "trained"
+        if not writes:
+            return info
         frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
         ckpt.update(model=cfg["model"], frontend=cfg.get("frontend"), features=cfg["features"], inputs=cfg["inputs"],
                     manifest=data.manifest,
-                    comp={k: comp[k] for k in ("task", "classes", "positive") if k in comp}, **info)
+                    comp={k: self.comp[k] for k in ("task", "classes", "positive") if k in self.comp}, **info)
         with atomic_path(files["model"]) as tmp:
             torch.save(ckpt, tmp)
         with atomic_path(files["oof"]) as tmp:
             np.save(tmp, probs)
         write_csv(files["log"], pd.DataFrame(hist))
-        info = dict(info, n_parameters=ckpt["n_parameters"], environment=environment(device, cfg["train"]["amp"]))
-        frec.commit([files["model"], files["oof"], files["log"]], fkey, inputs={"features": data.manifest["record"]},
+        env = environment(device, cfg["train"]["amp"], self.ranks, self.ddp)
+        info = dict(info, n_parameters=ckpt["n_parameters"], environment=env)
+        frec.commit([files["model"], files["oof"], files["log"]], fkey, inputs={"features": self.data.manifest["record"]},
                     info=info)
         files["state"].unlink(missing_ok=True)
-        resumed = info.get("resumed_from_epoch", 0)
-        status[fold] = f"resumed from epoch {resumed}" if resumed else "trained"
         log(f"fold {fold}: best epoch {info['best_epoch']}  " +
-            "  ".join(f"{m} {info[m]:.4f}" for m in comp["metrics"]) + f"  ({format_seconds(info['seconds'])})"
+            "  ".join(f"{m} {info[m]:.4f}" for m in self.comp["metrics"]) + f"  ({format_seconds(info['seconds'])})"
             + (f", resumed from epoch {resumed}" if resumed else ""))
-    scores = merge_folds(cfg, out, comp, folds_df, key, data.manifest["record"], all_folds, device, log)
-    scores["status"] = {int(k): v for k, v in status.items()}
-    scores["run_seconds"] = time.time() - t0
-    return dict(scores, skipped=False)
+        return info
+
+    def release(self) -> None:
+        """Free this rank's copy of the inputs on its GPU (after its last fold of the experiment)."""
+        self._device_data = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def merge(self) -> dict:
+        """:func:`merge_folds` of this experiment (rank 0)."""
+        where = str(self.device) if self.ranks.world == 1 else (
+            f"{self.ranks.world} ranks ({'DDP' if self.ddp else 'folds shared out'}), e.g. {self.device}")
+        return merge_folds(self.cfg, self.out, self.comp, self.table, self.key, self.data.manifest["record"],
+                           self.all_folds, where, self.log)
+
+
+def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=print, on_fold=None) -> list[dict]:
+    """Train the folds of the experiments ``cfgs`` that are not finished yet, then merge every
+    finished fold of each into its OOF predictions, scores, log and report; on one process, or on
+    every rank of a ``torchrun`` launch (:mod:`lib.training.distributed`).
+
+    ``cfg['train']['folds']`` (``None``: all) chooses the folds of this run; ``force`` retrains
+    them even when finished. Writes ``models/<exp>/...`` and ``oof/<exp>.csv`` (id, fold, target,
+    ``p_<class>`` ...; the rows of the finished folds). With several ranks, the folds of the
+    ``train.distributed: folds`` experiments (all of them, in turn) are dealt out to the ranks,
+    then each ``ddp`` experiment trains its folds on all ranks together; rank 0 decides what is
+    finished, writes the experiments' records and merges (the ranks wait for each other first).
+    ``log``: this rank's messages (the caller silences or labels the other ranks').
+
+    Returns, per experiment, the scores dict with ``"skipped"`` (nothing to do), ``"partial"``
+    (some folds missing), ``"missing_folds"`` and per fold ``"status"`` (``trained``,
+    ``resumed from epoch k``, ``finished earlier``, ``trained by rank r``); on ranks other than
+    0 only ``{"experiment", "skipped", "status"}`` (the folds this rank trained).
+    ``on_fold(fold, info)`` (optional) is called after each fold finishes on the rank that
+    trained it (``info`` holds its scores under the competition's metric names, its best epoch
+    and seconds; on rank 0 also for folds finished earlier); an exception raised there stops the
+    run before the merge (finished folds are kept: a sweep prunes a trial so).
+    Raises ``MissingArtifact`` naming the stage to run when stage 00 or 01 outputs are missing or
+    stale, ``ConfigError`` for a bad option, ``TrainingError`` when a fold cannot be trained
+    (finished folds are kept).
+    """
+    names = [c["name"] for c in cfgs]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"one training run cannot train an experiment twice: {names}")
+    ranks = Ranks.from_env()
+    runs = []
+    for cfg in cfgs:
+        ranks, device = setup(cfg["train"]["device"])
+        runs.append(ExperimentRun(cfg, out, device, ranks, force, log))
+    t0 = time.time()
+    plan = None
+    if ranks.main:  # rank 0 decides what is finished (the others may look while it removes records)
+        plan = []
+        for run in runs:
+            folds = [] if run.skipped else run.todo(on_fold)
+            if not run.skipped:
+                run.announce(run.wanted)
+                run.begin()
+            plan.append((run.skipped, folds, dict(run.status)))
+    for run, (skipped, folds, status) in zip(runs, broadcast(plan, ranks)):
+        run.skipped, run.folds, run.status = skipped, folds, status
+    shared = [(i, f) for i, run in enumerate(runs) if not run.ddp for f in run.folds]
+    mine, last = split_work(shared, ranks), None
+    for i, fold in mine:  # this rank's folds, one after the other
+        if last is not None and last != i:
+            runs[last].release()
+        last = i
+        info = runs[i].train(fold)
+        if on_fold:
+            on_fold(fold, info)
+    if last is not None:
+        runs[last].release()
+    for run in runs:  # all ranks together, one fold at a time
+        if run.ddp:
+            for fold in run.folds:
+                info = run.train(fold)
+                if on_fold and ranks.main:
+                    on_fold(fold, info)
+            run.release()
+    trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
+    if not ranks.main:
+        finish(ranks)
+        return [{"experiment": r.name, "skipped": r.skipped, "status": r.status} for r in runs]
+    for rank, tasks in enumerate(trained_by):
+        for i, f in tasks:
+            runs[i].status.setdefault(f, f"trained by rank {rank}")
+    results = []
+    for run in runs:
+        if run.skipped:
+            results.append(dict(read_json(out.model_dir(run.name) / "scores.json"), skipped=True))
+            continue
+        scores = run.merge()
+        scores["status"] = {int(k): v for k, v in sorted(run.status.items())}
+        scores["run_seconds"] = time.time() - t0
+        results.append(dict(scores, skipped=False))
+    finish(ranks)
+    return results
+
+
+def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print, on_fold=None) -> dict:
+    """:func:`train_experiments` of one experiment: its scores dict (see there)."""
+    return train_experiments([cfg], out, force, log, on_fold)[0]
 
 
 def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, features_id: str,

@@ -58,12 +58,13 @@ from ..evaluation.metrics import is_better, score_all, sign
 from ..inference.predict import predict_recordings, tta_active
 from ..models import build_model, count_parameters
 from .augment import Augmenter
-from .wave_augment import WaveAugmenter
+from .distributed import Ranks, all_sum, all_true, broadcast_buffers, check_ddp, gather, rank_seed, shard
 from .ema import ema_avg_fn
 from .losses import balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
 from .precision import autocast, place_model
 from .tensorboard_log import tensorboard_epoch, tensorboard_writer
+from .wave_augment import WaveAugmenter
 
 
 def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int = 512):
@@ -123,7 +124,7 @@ def training_batch(data: SplitInputs, items: np.ndarray, device, model, wave_aug
 
 
 def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp: bool = True,
-               grad_clip: float = 5.0) -> tuple[torch.Tensor, bool]:
+               grad_clip: float = 5.0, weight: float = 1.0, ranks: Ranks = Ranks()) -> tuple[torch.Tensor, bool]:
     """One optimisation step on a batch (``spec (B, C, F, T)``, ``scalars (B, S)``, ``target
     (B, n_outputs)``): autocast forward through ``forward`` (``model`` or its compiled form),
     backward through the (possibly no-op) ``GradScaler``, gradient clipping of ``model``'s
@@ -131,15 +132,18 @@ def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, devi
     finite)``: when the loss or the gradient norm is not finite the optimiser step is not taken
     (``finite`` False; with an enabled ``GradScaler`` a non-finite gradient of a finite loss is
     the scaler's own skip and counts as finite). Reading that flag is the step's one host
-    synchronisation."""
+    synchronisation. Under DDP (``forward`` a ``DistributedDataParallel`` of ``model`` over
+    ``ranks``) the loss is multiplied by ``weight`` (this rank's share of the global batch times
+    the number of ranks) before the backward pass, so that DDP's mean over ranks is the mean over
+    every window of the global batch, and the step is taken only when it is finite on every rank."""
     with autocast(device, amp):
         loss = loss_fn(forward(spec, scalars)["logits"], target)
     opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss * weight if weight != 1.0 else loss).backward()
     scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     finite = torch.isfinite(loss) if scaler.is_enabled() else torch.isfinite(loss) & torch.isfinite(norm)
-    finite = bool(finite)
+    finite = all_true(bool(finite), ranks, device)
     if finite:
         scaler.step(opt)
     scaler.update()
@@ -253,8 +257,20 @@ def _swa_result(swa, best: dict, data: SplitInputs, tr_rec, va_rec, comp: dict, 
     return {"epochs_averaged": int(swa.n_averaged), "scores": scores, "kept": bool(kept)}
 
 
+def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict, ranks: Ranks):
+    """:func:`predict_recordings` of ``va_rec``; under DDP each rank predicts its share (with
+    rank 0's BatchNorm statistics) and every rank gets all of them, in order."""
+    if ranks.world == 1 or len(va_rec) < ranks.world:
+        return predict_recordings(model, data, va_rec, comp)
+    broadcast_buffers(model, ranks)
+    parts = gather(predict_recordings(model, data, shard(va_rec, ranks), comp), ranks)
+    return (np.concatenate([p[0] for p in parts]), torch.cat([p[1] for p in parts], 1),
+            np.concatenate([p[2] for p in parts]))
+
+
 def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
-               state_path: Path | None = None, state_key: str = "", tensorboard_dir: Path | None = None):
+               state_path: Path | None = None, state_key: str = "", tensorboard_dir: Path | None = None,
+               ranks: Ranks = Ranks()):
     """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
 
     ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set. Each epoch
@@ -282,9 +298,24 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
 
     ``tensorboard_dir``: also log every epoch's losses, metrics and learning rate there for
     TensorBoard when the ``tensorboard`` package is installed (:func:`tensorboard_writer`).
+
+    ``ranks`` (:mod:`lib.training.distributed`): with more than one rank, every rank of the run
+    calls this for the same fold and they train it together with ``DistributedDataParallel``:
+    each step takes ``batch_size`` windows on every rank (a global batch of ``batch_size x
+    world``, drawn in the same order as one rank would draw it; a last batch smaller than the
+    number of ranks is skipped), each rank augments its share with its own generators, validation
+    recordings are shared out and gathered, and only rank 0 writes the resume state (callers give
+    the other ranks no ``tensorboard_dir`` and a silent ``log``). ``train.sync_bn`` converts
+    BatchNorm to ``SyncBatchNorm`` (CUDA only). Every rank returns the same result.
+    Raises ``ConfigError`` when DDP cannot run as configured (:func:`check_ddp`).
     """
     tc = cfg["train"]
+    ddp = ranks.world > 1
     tr_rec, va_rec, encoder, model = fold_setup(cfg, comp, data, table, fold)
+    if ddp:
+        check_ddp(ranks, device, tc.get("sync_bn", False))
+        if ranks.rank:  # dropout and other draws of their own (the weights are rank 0's: DDP broadcasts them)
+            torch.manual_seed(rank_seed(tc["seed"] + fold, ranks))
     stats_items = data.windows_of(tr_rec)[0]
     if model.frontend is not None:  # a front end's statistics from at most about 4096 windows (evenly spaced)
         stats_items = stats_items[::max(1, len(stats_items) // 4096)]
@@ -294,7 +325,9 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
             model.frontend.set_normalisation(mean[:, :, None], std[:, :, None].clamp_min(1e-6))
         mean, std = torch.zeros(len(mean)), torch.ones(len(mean))
     model.set_normalisation(mean, std, sc_mean, sc_std)
-    forward = place_model(model, device, tc.get("compile", False))
+    if ddp and tc.get("sync_bn"):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    forward = place_model(model, device, tc.get("compile", False), ddp=ddp)
     class_weight = None
     if tc.get("class_weights") not in (None, "balanced"):
         raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
@@ -302,13 +335,14 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), comp["task"])
     loss_fn = build_loss(cfg["loss"], comp["task"], class_weight).to(device)
     opt = build_optimizer(cfg["optimizer"], model.param_groups())
-    steps = math.ceil(len(tr_rec) / tc["batch_size"])
+    global_batch = tc["batch_size"] * ranks.world
+    steps = math.ceil(len(tr_rec) / global_batch)
     sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
     per_epoch = getattr(sched, "per_epoch", False)  # ReduceLROnPlateau: once an epoch on a validation figure
     use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    augment = Augmenter(cfg["augment"], seed=tc["seed"] + fold)
-    wave_augment = WaveAugmenter(cfg["augment"].get("waveform"), seed=tc["seed"] + fold,
+    augment = Augmenter(cfg["augment"], seed=rank_seed(tc["seed"] + fold, ranks))
+    wave_augment = WaveAugmenter(cfg["augment"].get("waveform"), seed=rank_seed(tc["seed"] + fold, ranks),
                                  sample_rate=data.manifest["sample_rate"])
     ema = None
     if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
@@ -332,6 +366,11 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         log(f"fold {fold}: ignoring {state_path} (another run's state)")
     resumed_from = good["epoch"]
     run = _restore(good, parts, gens)  # epoch, best, history, wait, bad_steps
+    if ranks.rank and resumed_from:  # the saved generators are rank 0's: draw this rank's own from here
+        for g in (augment.rng, wave_augment.rng):
+            g.bit_generator.state = np.random.default_rng(rank_seed(tc["seed"] + fold, ranks, resumed_from)
+                                                          ).bit_generator.state
+        torch.manual_seed(rank_seed(tc["seed"] + fold, ranks, resumed_from))
     retried_epoch, streak = -1, 0
     y_va = data.y[va_rec]
     writer = tensorboard_writer(tensorboard_dir, run["history"])
@@ -342,12 +381,18 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
             model.train()
             order = data.sample_windows(epoch_recordings(tr_rec, data.y, tc.get("sampler"), rng), rng)
             total, seen, bad = 0.0, 0, 0
-            for step, i in enumerate(tqdm(range(0, len(order), tc["batch_size"]), desc=f"fold {fold} epoch {epoch}",
+            for step, i in enumerate(tqdm(range(0, len(order), global_batch), desc=f"fold {fold} epoch {epoch}",
                                           leave=False, unit="batch"), 1):
-                w = order[i:i + tc["batch_size"]]
+                w = order[i:i + global_batch]
+                if len(w) < ranks.world:  # DDP: too few windows left to give every rank one
+                    continue
+                weight = 1.0
+                if ddp:  # this rank's share of the global batch, weighted so that DDP's mean is the batch mean
+                    mine = shard(w, ranks)
+                    w, weight = mine, len(mine) * ranks.world / len(w)
                 spec, scalars, target = training_batch(data, w, device, model, wave_augment, augment)
                 loss, finite = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device,
-                                          tc["amp"], tc["grad_clip"])
+                                          tc["amp"], tc["grad_clip"], weight, ranks)
                 if not finite:
                     bad, streak = bad + 1, streak + 1
                     run["bad_steps"] += 1
@@ -363,7 +408,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
                     ema.update_parameters(model)
                 total += loss * len(w)  # stays on the device: read once when the epoch ends
                 seen += len(w)
-            probs, logits, windows = predict_recordings(kept, data, va_rec, comp)
+            probs, logits, windows = _predict_validation(kept, data, va_rec, comp, ranks)
             logits = logits[0]  # (windows, n_outputs): no test-time augmentation while training
             if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
                 raise _Fault(f"fold {fold} epoch {epoch}: non-finite validation predictions in "
@@ -377,13 +422,14 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
             retried_epoch, streak = good["epoch"], 0
             continue
         valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
+        total, seen = all_sum([total, seen], ranks, device)  # every rank's training windows
         scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
         if per_epoch:
             sched.step(valid_loss if sched.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
         if swa is not None and epoch >= swa_from:
             swa.update_parameters(model)
         row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[-1]["lr"],  # the head's (scale 1)
-               "train_loss": float(total) / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
+               "train_loss": total / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
         best = run["best"]
         improved = best is None or is_better(monitor, scores[monitor], best["scores"][monitor], comp) or (
@@ -394,7 +440,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
         run.update(epoch=epoch, history=run["history"] + [row], wait=0 if improved else run["wait"] + 1)
         tensorboard_epoch(writer, row)
         good = _snapshot(parts, gens, **run)
-        if state_path:
+        if state_path and ranks.main:
             with atomic_path(state_path) as tmp:
                 torch.save(dict(good, key=state_key), tmp)
         log(f"fold {fold} epoch {epoch:>2}/{tc['epochs']}  train_loss {row['train_loss']:.4f}  "

@@ -24,11 +24,15 @@ def autocast(device, enabled: bool = True, training: bool = True):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and training and device.type == "cpu" and cpu_bf16())
 
 
-def place_model(model: torch.nn.Module, device, compile: bool = False):
+def place_model(model: torch.nn.Module, device, compile: bool = False, ddp: bool = False):
     """Move ``model`` to ``device`` in the channels-last memory format (in place: cuDNN's NHWC
     tensor-core kernels on CUDA, oneDNN's faster NHWC convolutions on the CPU) and return the
-    callable to train with: the model, or ``torch.compile(model)`` when ``compile`` (the weights
-    stay shared with ``model``)."""
+    callable to train with: the model, wrapped in ``DistributedDataParallel`` when ``ddp`` (the
+    process group must be initialised: :mod:`lib.training.distributed`), compiled with
+    ``torch.compile`` when ``compile`` (the weights stay shared with ``model``)."""
     model.to(device, memory_format=torch.channels_last)
-    return torch.compile(model) if compile else model
+    net = model
+    if ddp:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return torch.compile(net) if compile else net
 

@@ -1,0 +1,176 @@
+"""Training on several processes, devices and machines with ``torch.distributed`` under ``torchrun``.
+
+``torchrun --nproc-per-node N 02_train.py CONFIG...`` (and ``--nnodes``/``--rdzv-endpoint`` for
+several machines that share the output folder) starts N processes per machine; each is a *rank*
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` from torchrun's environment).
+Each rank gets its own device: ``cuda:<LOCAL_RANK mod the GPU count>`` (several ranks may share
+a GPU), or the CPU with its share of the cores. Two ways to use them (``train.distributed``):
+
+* ``folds`` (default): the folds of every experiment of the run are dealt out to the ranks, one
+  whole fold per rank at a time (one process per fold or seed per GPU: BirdCLEF 2021 2nd, 2022
+  1st). Every fold is trained exactly as in a sequential run; rank 0 merges the folds when all
+  are done.
+* ``ddp``: every fold is trained by all ranks together with ``DistributedDataParallel`` (TheoViel
+  BirdCLEF 2024: ``torchrun --nproc_per_node=4 main.py``): each step's batch of
+  ``batch_size x WORLD_SIZE`` windows is shared out, validation recordings too (probabilities
+  gathered on every rank, so that every rank takes the same early-stopping decisions); rank 0
+  writes every artifact. For models too big or too slow for one device (CNN14, EfficientNet).
+
+The process group is ``cpu:gloo,cuda:nccl`` when CUDA is there (object collectives and barriers
+go through gloo, so ranks sharing a GPU never open NCCL; DDP's gradients go through NCCL), else
+``gloo``. Outside torchrun everything here is a no-op (one rank).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..core.errors import ConfigError
+from ..core.utils import get_device, n_cpus
+
+TIMEOUT = timedelta(days=7)
+"""How long a rank waits for the others (a rank that trains its last fold while the others wait
+at the merge): torch's default (30 min for gloo) would stop runs whose folds take longer."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes of a run: ``rank`` of ``world`` in all,
+    ``local_rank`` of ``local_world`` on this machine. One rank (the default) outside torchrun."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this is rank 0, the one that writes shared artifacts and prints summaries."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Ranks":
+        """The ranks torchrun set in the environment (one rank when it did not)."""
+        get = lambda k, d: int(os.environ.get(k, d))  # noqa: E731
+        world = get("WORLD_SIZE", 1)
+        return cls(get("RANK", 0), world, get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", world))
+
+
+def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
+    """Join torchrun's process group (once per process; nothing outside torchrun) and choose this
+    rank's device for ``train.device`` ``device_name``: with several ranks, ``auto``/``cuda`` is
+    ``cuda:<local_rank mod GPU count>`` and the CPU gets ``n_cpus() // local_world`` threads
+    (at least 1) per rank. Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an
+    explicit ``cuda:<k>`` device under torchrun (each rank chooses its own)."""
+    ranks = Ranks.from_env()
+    if ranks.world == 1:
+        return ranks, get_device(device_name)
+    if device_name.startswith("cuda:"):
+        raise ConfigError(f"train.device {device_name!r}: under torchrun each rank uses cuda:<LOCAL_RANK>; "
+                          f"set train.device to auto or cuda")
+    cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if device_name == "cuda" and not cuda:
+        raise ConfigError("train.device 'cuda': CUDA is not available on this machine")
+    if not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
+    if cuda:
+        device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, n_cpus() // ranks.local_world))
+    return ranks, device
+
+
+def check_ddp(ranks: Ranks, device: torch.device, sync_bn: bool) -> None:
+    """Raise ``ConfigError`` when DDP cannot run as asked: two ranks on one GPU (NCCL refuses
+    it; use fewer processes per machine or ``train.distributed: folds``), or ``train.sync_bn``
+    on the CPU (``SyncBatchNorm`` needs CUDA)."""
+    if device.type == "cuda" and ranks.local_world > torch.cuda.device_count():
+        raise ConfigError(f"train.distributed ddp: {ranks.local_world} processes on this machine but "
+                          f"{torch.cuda.device_count()} GPU(s); DDP needs one GPU per process "
+                          f"(use --nproc-per-node {torch.cuda.device_count()}, or train.distributed: folds)")
+    if sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn: SyncBatchNorm needs CUDA devices; set it to false on the CPU")
+
+
+def broadcast(obj, ranks: Ranks):
+    """Rank 0's ``obj`` on every rank (any picklable object); ``obj`` itself with one rank."""
+    if ranks.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj, ranks: Ranks) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` with one rank)."""
+    if ranks.world == 1:
+        return [obj]
+    out = [None] * ranks.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank is here (nothing with one rank)."""
+    if ranks.world > 1:
+        dist.barrier()
+
+
+def finish(ranks: Ranks) -> None:
+    """Wait for every rank, then leave the process group (so that no rank exits while another
+    still talks to it: gloo aborts a process that exits with the group open)."""
+    if ranks.world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_true(flag: bool, ranks: Ranks, device) -> bool:
+    """Whether ``flag`` is true on every rank (``flag`` with one rank)."""
+    if ranks.world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def all_sum(values: list, ranks: Ranks, device) -> list[float]:
+    """The sums over the ranks of ``values`` (numbers or 0-d tensors), as floats."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    if ranks.world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def shard(items: np.ndarray, ranks: Ranks) -> np.ndarray:
+    """This rank's contiguous share of ``items`` (``np.array_split``: sizes differ by at most one)."""
+    return np.array_split(items, ranks.world)[ranks.rank] if ranks.world > 1 else items
+
+
+def broadcast_buffers(module: torch.nn.Module, ranks: Ranks) -> None:
+    """Give every rank rank 0's buffers of ``module`` (BatchNorm statistics, which each rank
+    updates from its own share of the batches), so that every rank validates the same model."""
+    if ranks.world > 1:
+        for b in module.buffers():
+            dist.broadcast(b.data, src=0)
+
+
+def split_work(tasks: list, ranks: Ranks) -> list:
+    """This rank's share of ``tasks`` (dealt out in turn: task ``i`` goes to rank ``i mod world``)."""
+    return tasks[ranks.rank::ranks.world]
+
+
+def rank_seed(seed: int, ranks: Ranks, *more: int) -> int:
+    """A seed of its own for each rank (``seed`` itself on rank 0, so one rank draws as a
+    sequential run): rank 0 keeps ``seed``, rank r > 0 gets a number from
+    ``np.random.SeedSequence((seed, r, *more))``."""
+    if ranks.rank == 0 and not more:
+        return seed
+    return int(np.random.SeedSequence((seed, ranks.rank, *more)).generate_state(1)[0])

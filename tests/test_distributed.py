@@ -1,0 +1,203 @@
+"""Training on several processes (``torchrun``, gloo on the CPU, 2 ranks): folds shared out give the
+OOF predictions of a sequential run, DDP trains as one rank with the doubled batch, rank 0 writes
+the artifacts, an interrupted parallel run goes on where it stopped."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, make_toy_competition
+
+from lib.core.errors import ConfigError
+from lib.data.demo import make_demo
+from lib.training import distributed
+from lib.training.distributed import Ranks
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+TINY = {"base": str(ROOT / "configs" / "cnn_small.yaml"),
+        "features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
+        "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "dropout": 0.3}},
+        "augment": {"mixup": {"p": 0.5}, "spec_augment": {"p": 0.5, "freq_mask": 4, "time_mask": 4}},
+        "train": {"epochs": 3, "batch_size": 4, "ema": 0.9, "device": "cpu"}}
+
+
+def _one_core():
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one thread, as each of two ranks on two cores
+
+
+def _run(args, out, one_core=False, **kw):
+    r = subprocess.run([*args, "--output-dir", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       preexec_fn=_one_core if one_core else None, env=dict(os.environ, PYTHONUNBUFFERED="1"), **kw)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def _prepared(root, exps: dict, data_config, data_dir=None):
+    """Stages 00 and 01 for the experiments ``exps`` (name -> config dict) into ``root/base``."""
+    paths = []
+    for name, exp in exps.items():
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(exp))
+        paths.append(str(root / f"{name}.yaml"))
+    base = root / "base"
+    _run([sys.executable, "00_prepare.py", str(data_config), *(["--data-dir", str(data_dir)] if data_dir else [])], base)
+    _run([sys.executable, "01_features.py", *paths], base)
+    return paths, base
+
+
+def _copy(base, to):
+    subprocess.run(["cp", "-r", str(base), str(to)], check=True)
+    return to
+
+
+def _oof(out, name):
+    return pd.read_csv(out / "oof" / f"{name}.csv")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Two experiments (a tiny CNN with dropout, Mixup, SpecAugment and EMA; and its variant with
+    another seed) of a generated 24-clip, 3-fold competition, prepared through stage 01."""
+    root = tmp_path_factory.mktemp("dist")
+    make_toy_competition(root / "data", n=24)
+    comp = yaml.safe_load((root / "data" / "toy.yaml").read_text())
+    comp["folds"]["n_folds"] = 3
+    (root / "data" / "toy.yaml").write_text(yaml.safe_dump(comp))
+    other = dict(TINY, train=dict(TINY["train"], seed=7))
+    paths, base = _prepared(root, {"tiny": TINY, "tiny_seed7": other}, root / "data" / "toy.yaml")
+    return root, paths, base
+
+
+def test_folds_shared_out_give_the_sequential_oof(toy, tmp_path):
+    root, paths, base = toy
+    seq, par = _copy(base, tmp_path / "seq"), _copy(base, tmp_path / "par")
+    _run([sys.executable, "02_train.py", *paths], seq, one_core=True)
+    log = _run([*TORCHRUN, "02_train.py", *paths], par)
+    for name in ("tiny", "tiny_seed7"):  # 6 folds of two experiments shared out to two ranks
+        a, b = _oof(seq, name), _oof(par, name)
+        assert len(a) == 24 and a[["id", "fold", "target"]].equals(b[["id", "fold", "target"]])
+        np.testing.assert_array_equal(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy())
+        record = json.loads((par / "models" / name / "record.json").read_text())
+        assert record["info"]["folds"] == [0, 1, 2] and not record["info"]["partial"]
+        ranks = {json.loads((par / "models" / name / f"fold{f}.record.json").read_text())["info"]["environment"]["ranks"]
+                 for f in range(3)}
+        assert ranks == {"rank 0 of 2", "rank 1 of 2"}
+    assert log.count("tiny: OOF accuracy") == 1 and log.count("tiny_seed7: OOF accuracy") == 1  # rank 0 merges
+    assert "trained by rank 1" in log and "[rank 1] fold" in log
+    again = _run([*TORCHRUN, "02_train.py", *paths], par)  # nothing left to do: both skipped, nothing rewritten
+    assert again.count("trained models are up to date, skipped") == 2
+
+
+def test_interrupted_parallel_run_goes_on(toy, tmp_path):
+    """torchrun killed (SIGINT, as Ctrl-C) after rank 1 finished an epoch: the re-run keeps the
+    finished folds, resumes the others and gives the sequential OOF predictions."""
+    root, paths, base = toy
+    slow = dict(TINY, train=dict(TINY["train"], epochs=30))  # long enough to be caught in the middle
+    (root / "slow.yaml").write_text(yaml.safe_dump(slow))
+    seq, par = _copy(base, tmp_path / "seq"), _copy(base, tmp_path / "par")
+    _run([sys.executable, "02_train.py", str(root / "slow.yaml")], seq, one_core=True)
+    p = subprocess.Popen([*TORCHRUN, "02_train.py", str(root / "slow.yaml"), "--output-dir", str(par)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if "[rank 1] fold 1 epoch  5/30" in line:
+            os.killpg(p.pid, signal.SIGINT)
+            break
+    p.wait(60)
+    assert p.returncode != 0, "".join(seen)[-3000:]
+    assert not (par / "models" / "slow" / "record.json").exists()
+    log = _run([*TORCHRUN, "02_train.py", str(root / "slow.yaml")], par)
+    assert "resuming after epoch" in log
+    np.testing.assert_array_equal(_oof(seq, "slow").filter(like="p_").to_numpy(),
+                                  _oof(par, "slow").filter(like="p_").to_numpy())
+
+
+def test_ddp_trains_as_one_rank_with_the_doubled_batch(tmp_path):
+    """Two ranks of 8 windows (DDP) against one rank of 16 on a learnable generated competition:
+    the same OOF probabilities within 0.05 (BatchNorm statistics are per rank: over 8 windows,
+    not 16; measured 0.008 at most); rank 0 alone writes and logs."""
+    make_demo(tmp_path / "input", n_train=96, n_test=8)
+    exp = dict(TINY, model={"name": "cnn", "params": {"channels": [8, 16], "convs_per_block": 1, "dropout": 0.0}},
+               augment={"mixup": {"p": 0.0}, "spec_augment": {"p": 0.0}},
+               train={"epochs": 4, "batch_size": 8, "ema": None, "device": "cpu"})
+    (path,), base = _prepared(tmp_path, {"ddp": exp}, ROOT / "configs" / "data" / "demo.yaml", tmp_path / "input")
+    one, ddp = _copy(base, tmp_path / "one"), _copy(base, tmp_path / "ddp")
+    _run([sys.executable, "02_train.py", path, "--set", "train.batch_size=16", "--name", "ddp"], one, one_core=True)
+    log = _run([*TORCHRUN, "02_train.py", path, "--set", "train.distributed=ddp"], ddp)
+    a, b = _oof(one, "ddp"), _oof(ddp, "ddp")
+    assert np.abs(a.p_rise - b.p_rise).max() < 0.05 and a.p_rise.corr(b.p_rise) > 0.95
+    assert "[rank 1] fold" not in log and log.count("[rank 0] fold 0 epoch  4/4") == 1
+    assert "[rank 1] ddp: fold 0: trained; fold 1: trained" in log
+    env = json.loads((ddp / "models" / "ddp" / "fold0.record.json").read_text())["info"]["environment"]
+    assert env["ranks"] == "all 2 (DDP)"
+    # a one-process run of the same config is another training (another global batch): not "finished"
+    log = _run([sys.executable, "02_train.py", path, "--set", "train.distributed=ddp", "--set", "train.folds=[0]"], ddp)
+    assert "fold 0: trained" in log
+
+
+def _ddp_step(rank, init, batches, result):
+    """Rank ``rank`` of 2: one DDP training step of a BatchNorm-free model on its share of a global
+    batch of 5 (3 + 2 windows); rank 0 saves the weights after the step to ``result``."""
+    import torch.distributed as dist
+
+    from lib.training.loop import train_step
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    ranks = Ranks.from_env()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 1)
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    x, y = batches
+    mine = distributed.shard(np.arange(len(x)), ranks)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_step(lambda s, _: {"logits": net(s)}, model, opt, torch.nn.BCEWithLogitsLoss(),
+               torch.amp.GradScaler("cpu", enabled=False), x[mine], None, y[mine], torch.device("cpu"), amp=False,
+               weight=len(mine) * 2 / len(x), ranks=ranks)
+    if rank == 0:
+        torch.save(model.state_dict(), result)
+    distributed.finish(ranks)
+
+
+def test_ddp_step_is_the_global_batch_step(tmp_path):
+    """Shares of 3 and 2 windows, each weighted by its size: the step equals one process's step
+    on all 5 (gradient averaging over ranks is exact)."""
+    from lib.training.loop import train_step
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(5, 6, generator=g), (torch.rand(5, 1, generator=g) > 0.5).float()
+    torch.multiprocessing.spawn(_ddp_step, args=(f"file://{tmp_path / 'init'}", (x, y), str(tmp_path / "w.pt")),
+                                nprocs=2)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_step(lambda s, _: {"logits": model(s)}, model, opt, torch.nn.BCEWithLogitsLoss(),
+               torch.amp.GradScaler("cpu", enabled=False), x, None, y, torch.device("cpu"), amp=False)
+    ddp = torch.load(tmp_path / "w.pt")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-6, atol=1e-7)
+
+
+def test_ddp_configuration_errors():
+    two = Ranks(rank=0, world=2, local_rank=0, local_world=2)
+    with pytest.raises(ConfigError, match="SyncBatchNorm needs CUDA"):
+        distributed.check_ddp(two, torch.device("cpu"), sync_bn=True)
+    distributed.check_ddp(two, torch.device("cpu"), sync_bn=False)
+    assert distributed.split_work(list(range(5)), Ranks(1, 2, 1, 2)) == [1, 3]
+    assert [len(distributed.shard(np.arange(5), Ranks(r, 2, r, 2))) for r in (0, 1)] == [3, 2]
+    assert distributed.rank_seed(42, Ranks()) == 42 and distributed.rank_seed(42, Ranks(1, 2, 1, 2)) != 42
+
+
+def test_a_bad_distributed_option_is_named(toy, tmp_path):
+    root, paths, base = toy
+    r = subprocess.run([sys.executable, "02_train.py", paths[0], "--set", "train.distributed=dpp",
+                        "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "train.distributed" in r.stderr and "ddp" in r.stderr
