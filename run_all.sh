@@ -6,8 +6,12 @@
 #   bash run_all.sh --data-config configs/data/my.yaml --experiments "configs/a.yaml configs/b.yaml"
 #   bash run_all.sh --demo                               # a small SYNTHETIC competition, ~1 minute
 #   bash run_all.sh --set train.epochs=5 --set train.batch_size=32   # every experiment, overridden
+#   bash run_all.sh --nproc 4     # train every experiment's folds on 4 processes at once (torchrun)
 #
 # Options: --profile cpu|gpu (default: gpu when CUDA is available), --output-dir DIR, --force,
+# --nproc N (default 1: one experiment after the other; N: one torchrun launch of N processes that
+# share out the folds of all experiments, each on its own GPU (cuda:<rank mod GPUs>) or its share of
+# the CPU cores; README: "Training on several devices and machines"),
 # --set KEY=VALUE (repeatable; passed to 01_features, 02_train and 03_infer: overrides other than
 # train.folds/device/compile make each experiment a variant named <config>+<hash>, as the stages do).
 # Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
@@ -22,6 +26,7 @@ experiments=""
 output_dir=""
 force=""
 demo=""
+nproc=1
 sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,9 +36,10 @@ while [ $# -gt 0 ]; do
     --experiments) experiments=$2; shift 2 ;;
     --output-dir) output_dir=$2; shift 2 ;;
     --force) force=--force; shift ;;
+    --nproc) nproc=$2; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +48,7 @@ done
 if [ -z "${PYTHON:-}" ]; then
   if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+case "$nproc" in ''|*[!0-9]*|0) echo "run_all.sh: --nproc must be a positive whole number, got '$nproc'" >&2; exit 2 ;; esac
 if ! "$PYTHON" -c "import torch, torchaudio, librosa, sklearn" 2>/dev/null; then
   echo "run_all.sh: $PYTHON lacks the requirements; install them first (README.md, first command):" >&2
   echo "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt" >&2
@@ -101,11 +108,16 @@ t_all=$SECONDS
 stage "00_prepare" "$PYTHON" 00_prepare.py "$data_config" ${data_dir:+--data-dir "$data_dir"} --output-dir "$output_dir"
 # shellcheck disable=SC2086
 stage "01_features" "$PYTHON" 01_features.py $experiments ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
+if [ "$nproc" -gt 1 ]; then  # every experiment's folds at once, shared out by torchrun's ranks
+  # shellcheck disable=SC2086
+  stage "02_train ($nproc processes)" "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$nproc" \
+    02_train.py $experiments ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
+fi
 names=""
 for exp in $experiments; do
   name=$("$PYTHON" -m lib.core.config name "$exp" ${sets[@]+"${sets[@]}"})  # the name 02/03 give the run
   names="$names $name"
-  stage "02_train $name" "$PYTHON" 02_train.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
+  [ "$nproc" -gt 1 ] || stage "02_train $name" "$PYTHON" 02_train.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
   stage "03_infer $name" "$PYTHON" 03_infer.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
 done
 # shellcheck disable=SC2086

@@ -124,6 +124,18 @@ def test_run_all_demo(tmp_path):
     assert scores["oof"]["accuracy"] > 0.6  # the chirp direction is easy to learn, even in 4 epochs
 
 
+def test_run_all_demo_on_two_processes(tmp_path):
+    """run_all.sh --nproc 2: the folds of the demo experiment trained by two torchrun processes at
+    once (gloo on the CPU), then 03 and 04 as usual."""
+    import os
+
+    r = subprocess.run(["bash", "run_all.sh", "--demo", "--nproc", "2", "--output-dir", str(tmp_path / "demo")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "02_train (2 processes)" in r.stdout and "trained by rank 1" in r.stdout
+    assert len(pd.read_csv(tmp_path / "demo" / "submission.csv")) == 60
+
+
 def test_model_families_through_every_stage(breathing_subset, tmp_path):
     """A network of each new kind, the scikit-learn member and PANNs CNN14 from a checkpoint in the
     PANNs format (saved here) go through 02, 03 and 04 on real clips; 04 blends them all."""

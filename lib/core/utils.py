@@ -92,7 +92,9 @@ def seed_everything(seed: int) -> None:
 def get_device(name: str = "auto"):
     """Return a ``torch.device``: CUDA when available and ``name`` is ``"auto"``, else ``name``.
 
-    On CPU the torch thread count is set to the number of usable cores.
+    On CPU the torch thread count is set to ``OMP_NUM_THREADS`` when it is set (several training
+    processes on one machine: one or a few threads each, or they slow each other down many times
+    over), else to the number of usable cores.
     """
     import torch
 
@@ -100,7 +102,8 @@ def get_device(name: str = "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cpu":
-        torch.set_num_threads(n_cpus())
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else n_cpus())
     else:
         torch.backends.cudnn.benchmark = True
     return device

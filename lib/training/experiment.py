@@ -283,22 +283,23 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     for run, (skipped, folds, status) in zip(runs, broadcast(plan, ranks)):
         run.skipped, run.folds, run.status = skipped, folds, status
     shared = [(i, f) for i, run in enumerate(runs) if not run.ddp for f in run.folds]
-    mine, last = split_work(shared, ranks), None
-    for i, fold in mine:  # this rank's folds, one after the other
-        if last is not None and last != i:
-            runs[last].release()
-        last = i
-        info = runs[i].train(fold)
-        if on_fold:
-            on_fold(fold, info)
-    if last is not None:
-        runs[last].release()
-    for run in runs:  # all ranks together, one fold at a time
-        if run.ddp:
-            for fold in run.folds:
-                info = run.train(fold)
-                if on_fold and ranks.main:
-                    on_fold(fold, info)
+    mine = split_work(shared, ranks)
+    try:
+        for n, (i, fold) in enumerate(mine):  # this rank's folds, one after the other
+            if n and mine[n - 1][0] != i:
+                runs[mine[n - 1][0]].release()
+            info = runs[i].train(fold)
+            if on_fold:
+                on_fold(fold, info)
+        for run in runs:  # all ranks together, one fold at a time
+            if run.ddp:
+                for fold in run.folds:
+                    info = run.train(fold)
+                    if on_fold and ranks.main:
+                        on_fold(fold, info)
+                run.release()
+    finally:  # also when on_fold stops the run (a pruned sweep trial): no inputs left on a GPU
+        for run in runs:
             run.release()
     trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
     if not ranks.main:

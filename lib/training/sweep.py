@@ -1,0 +1,386 @@
+"""Hyper-parameter sweeps on Optuna (``sweep.py``): one experiment per trial, one study shared by
+any number of workers through a database (SQLite file or any SQLAlchemy URL).
+
+A sweep file names an experiment config, a search space over its dotted keys (the keys ``--set``
+takes) and a few options; :func:`load_sweep` checks it whole before any work. Each trial samples
+values, trains the experiment with them as ``--set`` overrides under a name made of them
+(:func:`trial_name`, e.g. ``cnn_small@lr=0.0012,mixup.p=0.4``) through
+:func:`lib.training.experiment.train_experiment`, reports the running mean of its finished folds'
+scores, and is stopped by Optuna's ``MedianPruner`` (Akiba et al. 2019, "Optuna: A
+Next-generation Hyperparameter Optimization Framework") when that mean is worse than the median
+of earlier trials at the same fold. Its value is the experiment's OOF score of the competition
+metric. :func:`summarize` writes ``trials.csv`` and ``best.txt`` (names for ``04_ensemble.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from ..core.config import ROOT, RUN_ONLY_KEYS, load_experiment, parse_yaml, variant_name
+from ..core.errors import ConfigError, PipelineError
+from ..core.paths import Outputs
+from ..core.registry import did_you_mean
+from ..core.utils import atomic_path, format_seconds, write_csv
+from ..evaluation.metrics import get_metric
+
+KEYS = {"experiment": "path", "space": "mapping", "trials": 20, "sets": [], "pruner": "median", "startup_trials": 5,
+        "seed": None}
+"""A sweep file's keys and defaults (``experiment`` and ``space`` are required)."""
+RANGE, CHOICES = ("low", "high", "log", "step"), ("choices",)
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass
+class Sweep:
+    """A checked sweep file: ``space`` maps each dotted experiment key to an Optuna distribution;
+    ``decode`` maps a key's encoded choices (lists, mappings: JSON text for Optuna) back to values;
+    ``stem`` is the base of the trials' names (the experiment's name, a ``+<hash>`` variant of it
+    when ``sets`` change what is trained)."""
+    path: Path
+    experiment: Path
+    space: dict
+    decode: dict
+    trials: int
+    sets: list
+    pruner: str
+    startup_trials: int
+    seed: int | None
+    stem: str
+
+
+def _distribution(key: str, spec, where: str):
+    """The Optuna distribution of one ``space`` entry and its ``{encoded choice: value}``."""
+    at = f"{where} [space.{key}]"
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(f"{at}: a distribution is {{low, high[, log, step]}} or {{choices: [...]}}, got {spec!r}")
+    allowed = CHOICES if "choices" in spec else RANGE
+    for k in spec:
+        if k not in allowed:
+            raise ConfigError(f"unknown key {k!r} in {at}"
+                              + (did_you_mean(k, RANGE + CHOICES) or f" (takes {', '.join(allowed)})"))
+    try:
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise ValueError(f"choices must be a non-empty list, got {spec['choices']!r}")
+            plain = lambda c: c is None or isinstance(c, (bool, int, float, str))  # noqa: E731
+            decode = {json.dumps(c, sort_keys=True): c for c in spec["choices"] if not plain(c)}
+            shown = [_fragment(c) for c in spec["choices"]]
+            if len(set(shown)) < len(shown):
+                raise ValueError(f"choices {spec['choices']} are not distinct (as names: {shown})")
+            return CategoricalDistribution([c if plain(c) else json.dumps(c, sort_keys=True)
+                                            for c in spec["choices"]]), decode
+        for k in ("low", "high"):
+            if k not in spec:
+                raise ConfigError(f"{at}: missing required key {k!r}")
+        low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (low, high, step or 1)):
+            raise ValueError(f"low, high and step must be numbers, got {spec}")
+        if not isinstance(log, bool):
+            raise ValueError(f"log must be true or false, got {log!r}")
+        if isinstance(low, int) and isinstance(high, int) and isinstance(step or 1, int):
+            return IntDistribution(low, high, log=log, step=step or 1), {}
+        return FloatDistribution(float(low), float(high), log=log, step=step), {}
+    except ValueError as exc:
+        raise ConfigError(f"{at}: {exc}") from None
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Load and check a sweep file (README, "Hyper-parameter sweeps").
+
+    Input: its path. Returns a :class:`Sweep`. Raises ``ConfigError`` naming the file and key for
+    an unknown key (with the closest valid one), a missing or wrongly typed value, a bad
+    distribution, a space key that ``--set`` cannot take (checked by loading the experiment with
+    the ``sets`` and each range's ends and each choice, :func:`lib.core.config.load_experiment`)
+    or that is no hyper-parameter (``name``, ``features.*``, run-only keys, a key of ``sets``).
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    raw = parse_yaml(path.read_text(), where)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a YAML mapping at the top level")
+    for key in raw:
+        if key not in KEYS:
+            raise ConfigError(f"unknown key {key!r} in {where}{did_you_mean(key, KEYS)} (a sweep file takes: "
+                              f"{', '.join(KEYS)})")
+    for key in ("experiment", "space"):
+        if not raw.get(key):
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    o = {k: raw.get(k, v) for k, v in KEYS.items()}
+    nat = lambda v, least: isinstance(v, int) and not isinstance(v, bool) and v >= least  # noqa: E731
+    for key, ok, what in (("experiment", isinstance(o["experiment"], str), "a config path"),
+                          ("space", isinstance(o["space"], dict), "a mapping of dotted keys to distributions"),
+                          ("trials", nat(o["trials"], 0), "an integer >= 0"),
+                          ("startup_trials", nat(o["startup_trials"], 0), "an integer >= 0"),
+                          ("seed", o["seed"] is None or nat(o["seed"], 0), "an integer >= 0 or null"),
+                          ("pruner", o["pruner"] in ("median", "none"), "median or none"),
+                          ("sets", isinstance(o["sets"], list) and all(isinstance(s, str) for s in o["sets"]),
+                           "a list of key=value strings")):
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be {what}, got {o[key]!r}")
+    exp = Path(o["experiment"]) if Path(o["experiment"]).is_absolute() else ROOT / o["experiment"]
+    set_keys = {s.partition("=")[0].strip() for s in o["sets"]}
+    space, decode = {}, {}
+    for key, spec in o["space"].items():
+        if not isinstance(key, str) or not all(key.split(".")):
+            raise ConfigError(f"{where} [space]: {key!r} is not a dotted config key such as optimizer.params.lr")
+        if key == "name" or key.startswith("features.") or key in RUN_ONLY_KEYS or key in set_keys:
+            why = ("is also in sets" if key in set_keys else "is no hyper-parameter of a trial (features are built "
+                   "by 01_features.py; name, train.folds/device/compile do not change what is trained)")
+            raise ConfigError(f"{where} [space.{key}]: {key} {why}")
+        space[key], decode[key] = _distribution(key, spec, where)
+    try:
+        base = load_experiment(exp, o["sets"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where} (experiment/sets): {exc}") from None
+    samples = {k: ([d.low, d.high] if not isinstance(d, CategoricalDistribution) else
+                   [decode[k].get(c, c) for c in d.choices]) for k, d in space.items()}
+    first = {k: v[0] for k, v in samples.items()}
+    for key, value in [(None, None)] + [(k, v) for k, vs in samples.items() for v in vs[1:]]:
+        values = first if key is None else {**first, key: value}
+        try:
+            load_experiment(exp, o["sets"] + overrides(values))
+        except ConfigError as exc:
+            raise ConfigError(f"{where} [space{'.' + key if key else ''}]: {exc}") from None
+    return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
+                 variant_name(base["name"], o["sets"]))
+
+
+def overrides(values: dict) -> list[str]:
+    """``{dotted key: value}`` as ``--set`` items (values as JSON, which the YAML parser reads back)."""
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def _fragment(value) -> str:
+    """A value as it appears in a trial's name: floats with 4 significant digits (no ``+`` in
+    exponents), lists joined by ``_``; text with other characters than ``A-Za-z0-9._-`` gets a hash."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:.4g}".replace("e+", "e")
+    text = "_".join(map(_fragment, value)) if isinstance(value, (list, tuple)) else str(value)
+    if _SAFE.match(text):
+        return text
+    digest = hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return re.sub(r"[^A-Za-z0-9._-]", "", text)[:20] + "~" + digest
+
+
+def short_keys(keys) -> dict:
+    """``{dotted key: its shortest suffix that no other key ends with}``, never starting at
+    ``params`` nor one character long (``optimizer.params.lr`` -> ``lr``, ``augment.mixup.p`` ->
+    ``mixup.p``); distinct keys get distinct labels."""
+    keys, out = list(keys), {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = parts[-n:]
+            if n < len(parts) and (tail[0] == "params" or len(".".join(tail)) < 2):
+                continue
+            if not any(o.split(".")[-n:] == tail for o in keys if o != key):
+                break
+        out[key] = ".".join(tail)
+    return out
+
+
+def trial_name(stem: str, values: dict) -> str:
+    """The experiment name of a trial: ``stem@label=value,...`` in the order of the
+    :func:`short_keys` labels, floats with 4 significant digits (the values a trial trains with
+    are rounded so, so the name says exactly what was trained). Deterministic; distinct values give
+    distinct names; never a ``+<hash>`` variant name (:func:`lib.core.config.variant_name`): it
+    holds ``@``. Names over 200 characters become ``stem@<12 hex of a hash of the values>``."""
+    short = short_keys(values)
+    body = ",".join(f"{short[k]}={_fragment(values[k])}" for k in sorted(values, key=short.get))
+    return f"{stem}@{body}" if len(stem) + len(body) < 200 else f"{stem}@{hashlib.sha1(body.encode()).hexdigest()[:12]}"
+
+
+def direction(comp: dict) -> str:
+    """``maximize`` or ``minimize``: the direction of the competition's metric (``comp['metric']``)."""
+    return "maximize" if get_metric(comp["metric"], comp).higher_is_better else "minimize"
+
+
+def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Study:
+    """Create the study ``name`` in ``storage`` (an SQLAlchemy URL) or join it when it exists, with
+    a TPE sampler (seeded with ``seed`` + the trials already there, when a seed is given) and
+    Optuna's ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or
+    none. Stale trials of killed workers are marked failed (Optuna's heartbeat, 60 s).
+    Returns the study. Raises ``ConfigError`` for a URL that cannot be opened, or a study made for
+    another metric direction, experiment or search space."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # sweep.py prints its own lines; errors reach the caller
+    want = direction(comp)
+    engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    for attempt in range(6):  # workers started together race to create the tables and the study
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                store = optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=60,
+                                                   grace_period=240)
+            study = optuna.create_study(study_name=name, storage=store, direction=want, load_if_exists=True)
+            break
+        except PipelineError:
+            raise
+        except Exception as exc:  # sqlalchemy's errors, a missing driver, a malformed URL
+            retry = isinstance(exc, (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError))
+            if attempt == 5 or not retry:  # (retry: the database was locked, or created meanwhile)
+                raise ConfigError(f"--storage {storage}: cannot open the study {name!r}: {exc}") from None
+            time.sleep(0.2 + random.random())
+    if study.direction.name.lower() != want:
+        raise ConfigError(f"study {name!r} in {storage} is to {study.direction.name.lower()}, but the competition "
+                          f"metric {comp['metric']} is to {want}: use another --study or --storage")
+    mine = {"experiment": sweep.stem, "metric": comp["metric"]}
+    for key, value in mine.items():
+        old = study.user_attrs.get(key)
+        if old is None:
+            study.set_user_attr(key, value)
+        elif old != value:
+            raise ConfigError(f"study {name!r} in {storage} sweeps {key} {old!r}, this sweep {value!r}: use another "
+                              f"--study (the default is the sweep file's name)")
+    for t in study.get_trials(deepcopy=False):  # (a running trial may hold only some of its parameters yet)
+        for key, d in t.distributions.items():
+            if sweep.space.get(key) != d:
+                raise ConfigError(f"study {name!r} in {storage} holds trials of another search space (trial "
+                                  f"{t.number}: {key} {d}, here {sweep.space.get(key)}): use another --study")
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials) if sweep.pruner == "median"
+              else optuna.pruners.NopPruner())
+    seed = None if sweep.seed is None else sweep.seed + len(study.get_trials(deepcopy=False))
+    return optuna.load_study(study_name=name, storage=store, sampler=optuna.samplers.TPESampler(seed=seed),
+                             pruner=pruner)
+
+
+def _twin(study: optuna.Study, number: int, name: str):
+    """A COMPLETE trial of experiment ``name``, else a RUNNING one of a lower number, else None."""
+    twins = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+             if t.number != number and t.user_attrs.get("experiment") == name]
+    done = [t for t in twins if t.state == TrialState.COMPLETE]
+    return done[0] if done else next((t for t in twins if t.number < number), None)
+
+
+def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, echo=print) -> None:
+    """Run ``n_trials`` trials of ``sweep`` in ``study`` (this worker's share) on the prepared
+    competition and feature sets of ``out``.
+
+    Each trial trains experiment :func:`trial_name` (``models/<name>/``, ``oof/<name>.csv``;
+    training log in ``sweeps/<study>/trial<k>.log``), reports the running mean of its folds'
+    scores after each fold and is pruned (Optuna's ``MedianPruner``) before the next fold when it
+    falls behind; values equal to a COMPLETE trial's return its value untrained, to a RUNNING
+    one's (another worker) are pruned. User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
+    ``echo`` prints one line per trial. Raises what a trial raises (``PipelineError``: bad data,
+    missing stage outputs; ``KeyboardInterrupt``), after Optuna marks the trial failed.
+    """
+    comp = out.load_competition()
+    metric = comp["metric"]
+    all_folds = sorted(int(f) for f in out.load_split("train")["fold"].unique() if int(f) >= 0)
+    logs = out.root / "sweeps" / study.study_name
+    logs.mkdir(parents=True, exist_ok=True)
+    short = short_keys(sweep.space)
+
+    def objective(trial: optuna.Trial) -> float:
+        t0 = time.time()
+        values = {}
+        for key, d in sweep.space.items():
+            if isinstance(d, CategoricalDistribution):
+                values[key] = sweep.decode[key].get(v := trial.suggest_categorical(key, d.choices), v)
+            elif isinstance(d, IntDistribution):
+                values[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
+            else:
+                values[key] = float(f"{trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log):.4g}")
+        name = trial_name(sweep.stem, values)
+        trial.set_user_attr("experiment", name)
+        head = f"trial {trial.number:>3}  " + " ".join(f"{short[k]}={_fragment(values[k])}"
+                                                       for k in sorted(values, key=short.get))
+        twin = _twin(trial.study, trial.number, name)
+        if twin is not None and twin.state == TrialState.COMPLETE:
+            for k, v in twin.user_attrs.items():
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("same_as", twin.number)
+            echo(f"{head}  -> same values as trial {twin.number}: OOF {metric} {twin.value:.4f}, not trained again")
+            return twin.value
+        if twin is not None:
+            echo(f"{head}  -> same values as trial {twin.number}, running in another worker: pruned")
+            raise optuna.TrialPruned(f"same values as running trial {twin.number}")
+        cfg = load_experiment(sweep.experiment, sweep.sets + overrides(values))
+        cfg["name"] = name
+        folds = all_folds if cfg["train"]["folds"] is None else [int(f) for f in cfg["train"]["folds"]]
+        done = []
+        echo(head, end="", flush=True)
+
+        def on_fold(fold: int, info: dict) -> None:
+            done.append(info[metric])
+            echo(f"  fold {fold} {info[metric]:.4f}", end="", flush=True)
+            trial.report(sum(done) / len(done), step=len(done) - 1)
+            if len(done) < len(folds) and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {fold}")
+
+        from .experiment import train_experiment  # torch: imported when a trial trains
+
+        with open(logs / f"trial{trial.number}.log", "a") as fh:
+            try:
+                s = train_experiment(cfg, out, log=lambda m: print(m, file=fh, flush=True), on_fold=on_fold)
+            except optuna.TrialPruned as exc:
+                echo(f"  -> {exc} ({format_seconds(time.time() - t0)})")
+                raise
+            except BaseException as exc:
+                what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}"
+                echo(f"  -> {what} ({format_seconds(time.time() - t0)}; log {fh.name})")
+                raise
+        for m, v in s["oof"].items():
+            trial.set_user_attr(f"oof_{m}", v)
+        echo(f"  -> OOF {metric} {s['oof'][metric]:.4f}{' (partial)' if s['partial'] else ''}"
+             f"{' (trained earlier)' if s['skipped'] else ''} "
+             f"({format_seconds(time.time() - t0)})  {name}")
+        return s["oof"][metric]
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial; errors reach the caller
+    study.optimize(objective, n_trials=n_trials, catch=())
+
+
+def summarize(study: optuna.Study, out: Outputs, top: int = 3, sweep: Sweep | None = None) -> dict:
+    """Write ``sweeps/<study>/trials.csv`` (``study.trials_dataframe()`` plus ``experiment``) and
+    ``sweeps/<study>/best.txt`` (the names of the ``top`` best COMPLETE trials' experiments whose
+    training record is there, one per line, best first), both atomically. ``sweep`` (optional)
+    shows list-valued choices as in the trial names.
+
+    Returns ``{"table": DataFrame of every trial best first (number, state, value, experiment,
+    params), "best": [names], "partial": whether one of them misses folds, "trials_csv",
+    "best_txt": paths}``. Raises nothing of its own.
+    """
+    import pandas as pd
+
+    folder = out.root / "sweeps" / study.study_name
+    trials = study.get_trials(deepcopy=False)
+    df = study.trials_dataframe()
+    if len(df):
+        df["experiment"] = [t.user_attrs.get("experiment") for t in trials]
+    write_csv(folder / "trials.csv", df)
+    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
+    ordered = sorted(trials, key=lambda t: (rank.get(t.state, 4), -sign * t.value if t.value is not None
+                                            else float("inf"), t.number))
+    short, decode = short_keys(sorted({k for t in trials for k in t.params})), sweep.decode if sweep else {}
+    shown = lambda k, v: f"{short[k]}={_fragment(decode.get(k, {}).get(v, v))}"  # noqa: E731
+    table = pd.DataFrame([{"number": t.number, "state": t.state.name, "value": t.value,
+                           "experiment": t.user_attrs.get("experiment"),
+                           "params": " ".join(shown(k, t.params[k]) for k in sorted(t.params, key=short.get))}
+                          for t in ordered])
+    best, partial = [], False
+    for t in ordered:
+        name = t.user_attrs.get("experiment")
+        rec = out.trained(name).check(hashes=False)[0] if name and t.state == TrialState.COMPLETE else None
+        if rec is not None and name not in best and len(best) < top:
+            best.append(name)
+            partial |= bool(rec["info"].get("partial"))
+    with atomic_path(folder / "best.txt") as tmp:
+        tmp.write_text("".join(f"{n}\n" for n in best))
+    return {"table": table, "best": best, "partial": partial, "trials_csv": folder / "trials.csv",
+            "best_txt": folder / "best.txt"}

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Hyper-parameter sweep on Optuna: one experiment per trial, the study in a database shared by
+any number of workers -> output/models/<exp>/, output/oof/<exp>.csv, output/sweeps/<study>/.
+
+    python sweep.py configs/sweeps/cnn_small.yaml [--trials N] [--study NAME] [--storage URL] [--top K]
+
+Run the same command in several terminals or on several machines (with a shared --storage URL and
+output folder) to add workers; --trials is per worker; a rerun continues the study. Each trial
+trains the sweep's experiment with its sampled values as --set overrides under a name made of them
+(e.g. cnn_small@lr=0.0012,mixup.p=0.4) and is pruned after a fold that falls below the median of
+earlier trials. At the end: every trial best first, sweeps/<study>/trials.csv, sweeps/<study>/best.txt
+(the best experiments' names) and the commands that predict and blend them. Workers on one
+machine's CPU need cores of their own: taskset -c 0 python sweep.py ... & taskset -c 1 python sweep.py ...
+"""
+import os
+import shlex
+from pathlib import Path
+
+from lib.core import cli
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("sweep", help="sweep file, e.g. configs/sweeps/cnn_small.yaml")
+    p.add_argument("--trials", type=int, help="trials this worker runs (default: the sweep file's trials; 0: only "
+                                              "the summary)")
+    p.add_argument("--study", help="study name (default: the sweep file's name)")
+    p.add_argument("--storage", help="database URL of the study (default: sqlite:///OUTPUT_DIR/sweeps/STUDY.db)")
+    p.add_argument("--top", type=int, default=3, help="experiments listed in best.txt (default: %(default)s)")
+    args = p.parse_args()
+    if args.trials is not None and args.trials < 0 or args.top < 1:
+        p.error("--trials must be >= 0 and --top >= 1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one line per trial, the rest in its log
+    from lib.training.sweep import direction, load_sweep, open_study, run_sweep, summarize
+
+    sweep = load_sweep(args.sweep)
+    out = cli.outputs(args)
+    comp = out.load_competition()
+    name = args.study or Path(args.sweep).stem
+    storage = args.storage or f"sqlite:///{out.root / 'sweeps' / name}.db"
+    (out.root / "sweeps" / name).parent.mkdir(parents=True, exist_ok=True)
+    study = open_study(sweep, name, storage, comp)
+    trials = sweep.trials if args.trials is None else args.trials
+    print(f"study {name} ({storage}): {len(study.trials)} trials so far; {direction(comp)} OOF {comp['metric']} of "
+          f"{sweep.stem}@...; this worker runs {trials}")
+    run_sweep(sweep, study, out, trials)
+    s = summarize(study, out, args.top, sweep)
+    if len(s["table"]):
+        print("\n" + s["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\ntrials: {s['trials_csv']}\nbest {len(s['best'])}: {s['best_txt']}" +
+          "".join(f"\n  {n}" for n in s["best"]))
+    if s["best"]:
+        q = lambda path: shlex.quote(str(path))  # noqa: E731
+        where = f"--output-dir {q(out.root)}"
+        print(f"\npredict and blend them:\n"
+              f"for e in $(cat {q(s['best_txt'])}); do python 03_infer.py {q(out.root / 'models')}/\"$e\"/config.yaml "
+              f"--name \"$e\" {where}; done\n"
+              f"python 04_ensemble.py $(cat {q(s['best_txt'])}) {where}{' --allow-partial' if s['partial'] else ''}")
+
+
+if __name__ == "__main__":
+    cli.run("sweep", main)

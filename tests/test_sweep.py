@@ -1,0 +1,184 @@
+"""Hyper-parameter sweeps (sweep.py, lib/training/sweep.py) on a tiny generated competition: two
+worker processes sharing one SQLite study, pruning after the first fold, trials that repeat a
+finished one, strict sweep files, trial names."""
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT, make_toy_competition
+
+from lib.core.errors import ConfigError, MissingArtifact
+from lib.core.paths import Outputs
+from lib.data.prepare import prepare
+from lib.features.cache import build_feature_set
+from lib.training.sweep import load_sweep, open_study, run_sweep, short_keys, summarize, trial_name
+
+EXPERIMENT = {  # a tiny CNN on 16-band log-mel, 2 epochs (the toy competition of tests/test_training.py)
+    "features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
+    "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8, "dropout": 0.3}},
+    "train": {"epochs": 2, "batch_size": 4, "patience": 10, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """``(folder, Outputs)``: a prepared 16-clip generated binary competition (2 folds, a test set)
+    with its feature set built, and ``exp.yaml`` (:data:`EXPERIMENT`) in the folder."""
+    from lib.core.config import load_experiment
+
+    root = tmp_path_factory.mktemp("sweep")
+    out = Outputs(root / "out")
+    prepare(make_toy_competition(root / "data", n=16), out.root)
+    (root / "exp.yaml").write_text(yaml.safe_dump(EXPERIMENT))
+    build_feature_set(out, load_experiment(root / "exp.yaml")["features"], workers=1)
+    return root, out
+
+
+def _sweep_file(folder, name, **keys):
+    """Write ``folder/<name>.yaml``: a sweep of ``folder/exp.yaml`` with ``keys``; returns its path."""
+    sweep = {"experiment": str(folder / "exp.yaml"), "space": {"optimizer.params.lr": {"low": 1e-4, "high": 1e-2,
+                                                                                      "log": True}}, **keys}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def test_two_workers_share_one_sqlite_study(toy):
+    folder, out = toy
+    path = _sweep_file(folder, "two", space={"optimizer.params.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                             "augment.mixup.p": {"low": 0.0, "high": 0.5}}, startup_trials=5)
+    cmd = [sys.executable, "sweep.py", str(path), "--trials", "1", "--output-dir", str(out.root)]
+    t0 = time.time()
+    workers = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    logs = [w.communicate(timeout=110)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), logs
+    assert time.time() - t0 < 110
+    study = optuna.load_study(study_name="two", storage=f"sqlite:///{out.root / 'sweeps' / 'two.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    names = [t.user_attrs["experiment"] for t in study.trials]
+    assert len(set(names)) == 2 and all(n.startswith("exp@lr=") and ",mixup.p=" in n for n in names)
+    for t, name in zip(study.trials, names):
+        assert out.trained(name).check()[0] is not None and out.oof(name).is_file()
+        assert t.value == pytest.approx(t.user_attrs["oof_accuracy"])
+        assert any(line.startswith(f"trial {t.number:>3}  lr=") and "fold 0" in line and "-> OOF accuracy" in line
+                   for log in logs for line in log.splitlines())
+    # a summary-only run (--trials 0) after both; then the commands it prints, as printed
+    done = subprocess.run(cmd[:3] + ["--trials", "0", "--output-dir", str(out.root)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder_out = out.root / "sweeps" / "two"
+    assert len((folder_out / "trials.csv").read_text().splitlines()) == 3
+    best = (folder_out / "best.txt").read_text().split()
+    assert sorted(best) == sorted(names)
+    values = {t.user_attrs["experiment"]: t.value for t in study.trials}
+    assert values[best[0]] >= values[best[1]]
+    assert all(out.trained(n).read()["info"]["partial"] is False for n in best)
+    commands = done.stdout.split("predict and blend them:\n")[1].splitlines()[:2]
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    ran = subprocess.run(["bash", "-ec", "\n".join(commands)], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=100)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert all(out.preds(n).is_file() for n in best) and out.submission.is_file()
+
+
+def test_a_trial_behind_the_median_is_pruned_after_its_first_fold(toy):
+    folder, out = toy
+    sweep = load_sweep(_sweep_file(folder, "prune", startup_trials=0, seed=1))
+    comp = out.load_competition()
+    storage = f"sqlite:///{folder / 'prune.db'}"
+    study = open_study(sweep, "prune", storage, comp)
+    # an earlier trial whose first fold scored 2.0, beyond any accuracy: the next one falls behind it
+    study.add_trial(optuna.trial.create_trial(params={"optimizer.params.lr": 1e-3}, distributions=sweep.space,
+                                              value=2.0, intermediate_values={0: 2.0}))
+    lines = []
+    run_sweep(sweep, open_study(sweep, "prune", storage, comp), out, 1, echo=lambda *a, **k: lines.append(a[0]))
+    trial = optuna.load_study(study_name="prune", storage=storage).trials[1]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    name = trial.user_attrs["experiment"]
+    model_dir = out.model_dir(name)
+    assert (model_dir / "fold0.record.json").is_file() and (model_dir / "fold0.pt").is_file()
+    assert not (model_dir / "fold1.pt").exists() and not (model_dir / "fold1.state.pt").exists()
+    assert not (model_dir / "record.json").exists() and not out.oof(name).exists()
+    assert "".join(lines).endswith(")") and "-> pruned after fold 0" in "".join(lines)
+    s = summarize(optuna.load_study(study_name="prune", storage=storage), out)
+    assert s["best"] == [] and list(s["table"]["state"]) == ["COMPLETE", "PRUNED"]
+
+
+def test_values_of_a_finished_trial_are_not_trained_again(toy):
+    folder, out = toy
+    sweep = load_sweep(_sweep_file(folder, "twice", space={"optimizer.params.lr": {"choices": [0.002]}},
+                                   pruner="none"))
+    storage = f"sqlite:///{folder / 'twice.db'}"
+    lines = []
+    run_sweep(sweep, open_study(sweep, "twice", storage, out.load_competition()), out, 2,
+              echo=lambda *a, **k: lines.append(a[0]))
+    first, second = optuna.load_study(study_name="twice", storage=storage).trials
+    assert first.state == second.state == optuna.trial.TrialState.COMPLETE and first.value == second.value
+    assert second.user_attrs["same_as"] == 0 and second.user_attrs["experiment"] == "exp@lr=0.002"
+    assert not (out.root / "sweeps" / "twice" / "trial1.log").exists()
+    assert "same values as trial 0" in "".join(lines)
+
+
+def test_a_study_of_the_other_direction_is_refused(toy):
+    folder, out = toy
+    sweep = load_sweep(_sweep_file(folder, "dir"))
+    storage = f"sqlite:///{folder / 'dir.db'}"
+    optuna.create_study(study_name="dir", storage=storage, direction="minimize")
+    with pytest.raises(ConfigError, match="is to minimize, but the competition metric accuracy is to maximize"):
+        open_study(sweep, "dir", storage, out.load_competition())
+
+
+@pytest.mark.parametrize("keys, match", [
+    ({"trails": 3}, r"unknown key 'trails' in .*bad\.yaml; did you mean 'trials'\?"),
+    ({"space": {"optimizer.params.lrr": {"low": 1e-4, "high": 1e-2}}},
+     r"bad\.yaml \[space\]: unknown parameter optimizer\.params\.lrr .*did you mean 'lr'\?"),
+    ({"space": {"optimzer.params.lr": {"low": 1e-4, "high": 1e-2}}},
+     r"bad\.yaml \[space\]: unknown key 'optimzer' .*did you mean 'optimizer'\?"),
+    ({"space": {"optimizer.params.lr": {"low": 1e-4, "hihg": 1e-2}}},
+     r"unknown key 'hihg' in .*bad\.yaml \[space\.optimizer\.params\.lr\]; did you mean 'high'\?"),
+    ({"space": {"model.params.pooling": {"choices": ["mean", "meen"]}}},
+     r"bad\.yaml \[space\.model\.params\.pooling\]: .*'meen'"),
+    ({"space": {"optimizer.params.lr": {"low": 0.0, "high": 1e-2, "log": True}}},
+     r"bad\.yaml \[space\.optimizer\.params\.lr\]: .*low"),
+    ({"space": {"train.folds": {"choices": [[0], [1]]}}}, r"bad\.yaml \[space\.train\.folds\]: .*no hyper-parameter"),
+    ({"sets": ["train.epoch=3"]}, r"bad\.yaml \(experiment/sets\): unknown key 'train\.epoch' .*'train\.epochs'"),
+])
+def test_a_bad_sweep_file_names_the_file_and_key(toy, keys, match):
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(_sweep_file(toy[0], "bad", **keys))
+
+
+def test_trial_names_are_deterministic_distinct_and_readable():
+    values = {"optimizer.params.lr": 0.0012, "augment.mixup.p": 0.4, "model.params.dropout": 0.3,
+              "train.batch_size": 64, "model.params.channels": [8, 16]}
+    name = trial_name("cnn_small", values)
+    assert name == "cnn_small@batch_size=64,channels=8_16,dropout=0.3,lr=0.0012,mixup.p=0.4"
+    assert name == trial_name("cnn_small", dict(reversed(list(values.items()))))
+    assert trial_name("a", {"x.y": 1e6, "x.zz": 1e-5}) == "a@x.y=1e06,zz=1e-05"  # no "+" in a name
+    variants = [{**values, "optimizer.params.lr": lr, "augment.mixup.p": p} for lr in (1e-3, 1.001e-3, 1e-4)
+                for p in (0.0, 0.4, 0.45)] + [{**values, "model.params.channels": [8, 16, 32]},
+                                              {**values, "model.params.channels": "a b"}]
+    names = [trial_name("cnn_small", v) for v in variants]
+    assert len(set(names)) == len(names) and all(n.count("@") == 1 for n in names)
+    assert all(c.isalnum() or c in "@=,._-~" for n in names for c in n)
+    assert short_keys(["augment.mixup.p", "augment.cutmix.p", "model.params.lr", "optimizer.params.lr"]) == {
+        "augment.mixup.p": "mixup.p", "augment.cutmix.p": "cutmix.p", "model.params.lr": "model.params.lr",
+        "optimizer.params.lr": "optimizer.params.lr"}
+
+
+def test_a_pipeline_error_stops_the_sweep(toy):
+    folder, out = toy
+    exp = dict(EXPERIMENT, features={**EXPERIMENT["features"], "set": "never_built"})
+    (folder / "unbuilt.yaml").write_text(yaml.safe_dump(exp))
+    path = _sweep_file(folder, "stops")
+    path.write_text(path.read_text().replace(str(folder / "exp.yaml"), str(folder / "unbuilt.yaml")))
+    sweep = load_sweep(path)
+    storage = f"sqlite:///{folder / 'stops.db'}"
+    with pytest.raises(MissingArtifact, match="never_built"):
+        run_sweep(sweep, open_study(sweep, "stops", storage, out.load_competition()), out, 3, echo=lambda *a, **k: None)
+    assert [t.state.name for t in optuna.load_study(study_name="stops", storage=storage).trials] == ["FAIL"]
