@@ -14,7 +14,8 @@ CPU, each N > 1 is also run as one process with the threads each of its ranks ha
 OOF probabilities must be equal (a different thread count changes float rounding, which training
 amplifies). Prints one table: config, processes, threads per process, wall seconds, speed-up over
 N = 1, the OOF score and the largest difference of the OOF probabilities from N = 1's and from
-the matched run's. Needs ``../shared/data/breathing`` or ``--data-dir`` (exits 2 without).
+the matched run's. ``--ddp`` adds, for each N > 1, a ``train.distributed: ddp`` run with
+``batch_size / N`` per process (the global batch of N = 1). Needs ``../shared/data/breathing`` or ``--data-dir`` (exits 2 without).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def run(cmd: list[str], log: Path, threads: int | None = None) -> float:
@@ -53,6 +55,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--work", default="/tmp/bench_parallel")
     p.add_argument("--no-matched", action="store_true", help="skip the one-process runs with the ranks' threads")
+    p.add_argument("--ddp", action="store_true", help="also train each N > 1 with DDP at the same global batch")
     args = p.parse_args()
     if not (Path(args.data_dir) / "train.csv").exists():
         print(f"no competition at {args.data_dir} (see ../shared/data/README.md)", file=sys.stderr)
@@ -66,14 +69,15 @@ def main() -> None:
 
     cpu, cores = not torch.cuda.is_available(), len(os.sched_getaffinity(0))
 
-    def train(cfg: str, stem: str, n: int, threads: int | None) -> tuple[float, dict, object]:
-        tag = f"{stem}_n{n}" + (f"_t{threads}" if threads else "")
+    def train(cfg: str, stem: str, n: int, threads: int | None, sets=()) -> tuple[float, dict, object]:
+        tag = f"{stem}_n{n}" + (f"_t{threads}" if threads else "") + ("_ddp" if sets else "")
         out = work / tag
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(base, out, ignore=shutil.ignore_patterns("models", "oof", "preds", "ensemble"))
         launch = [py] if n == 1 else [py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n)]
-        seconds = run([*launch, "02_train.py", cfg, "--set", f"train.epochs={args.epochs}", "--name", stem,
-                       "--output-dir", str(out)], work / f"{tag}.log", threads)
+        sets = [x for kv in (f"train.epochs={args.epochs}", *sets) for x in ("--set", kv)]
+        seconds = run([*launch, "02_train.py", cfg, *sets, "--name", stem, "--output-dir", str(out)],
+                      work / f"{tag}.log", threads)
         scores = json.loads((out / "models" / stem / "scores.json").read_text())
         return seconds, scores, pd.read_csv(out / "oof" / f"{stem}.csv").filter(like="p_").to_numpy()
 
@@ -91,6 +95,16 @@ def main() -> None:
                 row["max_diff_vs_1_matched_threads"] = float(abs(oof - train(cfg, stem, 1, max(1, cores // n))[2]).max())
             rows.append(row)
             print(rows[-1], flush=True)
+            if args.ddp and n > 1:
+                from lib.core.config import load_experiment
+
+                batch = load_experiment(ROOT / cfg)["train"]["batch_size"] // n
+                seconds, scores, oof = train(cfg, stem, n, None, ("train.distributed=ddp", f"train.batch_size={batch}"))
+                rows.append({"config": f"{stem} ddp {n}x{batch}", "processes": n, "threads": row["threads"],
+                             "wall_s": round(seconds, 1), "speed_up": round(first[0] / seconds, 2),
+                             scores["metric"]: round(scores["oof"][scores["metric"]], 4), "folds": len(scores["folds"]),
+                             "max_diff_vs_1": float(abs(oof - first[1]).max())})
+                print(rows[-1], flush=True)
     where = torch.cuda.get_device_name() if not cpu else f"CPU, {cores} cores"
     print(f"\n{args.epochs} epochs a fold; {where}\n" + pd.DataFrame(rows).to_string(index=False))
 
