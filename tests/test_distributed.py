@@ -201,3 +201,16 @@ def test_a_bad_distributed_option_is_named(toy, tmp_path):
     r = subprocess.run([sys.executable, "02_train.py", paths[0], "--set", "train.distributed=dpp",
                         "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "train.distributed" in r.stderr and "ddp" in r.stderr
+
+
+def test_ddp_trains_a_model_with_parameters_that_take_no_part(toy, tmp_path):
+    """WaveNet's last residual convolution never reaches the loss: DDP must still step
+    (``static_graph``; without it DDP stops with "Expected to have finished reduction")."""
+    root, paths, base = toy
+    wavenet = dict(TINY, model={"name": "wavenet", "params": {"blocks": 1, "layers": 3, "channels": 8,
+                                                              "skip_channels": 8}},
+                   train=dict(TINY["train"], epochs=1, distributed="ddp"))
+    (root / "wavenet.yaml").write_text(yaml.safe_dump(wavenet))
+    out = _copy(base, tmp_path / "out")
+    log = _run([*TORCHRUN, "02_train.py", str(root / "wavenet.yaml")], out)
+    assert "wavenet: OOF accuracy" in log and (out / "models" / "wavenet" / "fold2.pt").exists()

@@ -181,13 +181,13 @@ class ExperimentRun:
             folds.append(fold)
         return folds
 
-    def train(self, fold: int, log=None) -> dict:
+    def train(self, fold: int) -> dict:
         """Train ``fold`` (on every rank together when DDP) and, on the writing rank, save its
         model, OOF probabilities and log under its fold record. Returns the fold's info (scores
         under the metric names, best epoch, seconds, ...)."""
         cfg, out, name, device = self.cfg, self.out, self.name, self.device
         writes = self.ranks.main or not self.ddp
-        log = (log or self.log) if writes else (lambda *_: None)
+        log = self.log if writes else (lambda *_: None)
         if device.type == "cuda" and self._device_data is None:
             self._device_data = self._load(device)[0]
         data = self._device_data or self.data
@@ -253,7 +253,8 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     Returns, per experiment, the scores dict with ``"skipped"`` (nothing to do), ``"partial"``
     (some folds missing), ``"missing_folds"`` and per fold ``"status"`` (``trained``,
     ``resumed from epoch k``, ``finished earlier``, ``trained by rank r``); on ranks other than
-    0 only ``{"experiment", "skipped", "status"}`` (the folds this rank trained).
+    0 only ``{"experiment", "skipped", "status"}`` (rank 0's ``finished earlier`` and what this
+    rank trained).
     ``on_fold(fold, info)`` (optional) is called after each fold finishes on the rank that
     trained it (``info`` holds its scores under the competition's metric names, its best epoch
     and seconds; on rank 0 also for folds finished earlier); an exception raised there stops the
@@ -263,9 +264,10 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     (finished folds are kept).
     """
     names = [c["name"] for c in cfgs]
+    if not cfgs:
+        return []
     if len(set(names)) < len(names):
         raise ConfigError(f"one training run cannot train an experiment twice: {names}")
-    ranks = Ranks.from_env()
     runs = []
     for cfg in cfgs:
         ranks, device = setup(cfg["train"]["device"])

@@ -33,6 +33,9 @@ def place_model(model: torch.nn.Module, device, compile: bool = False, ddp: bool
     model.to(device, memory_format=torch.channels_last)
     net = model
     if ddp:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        # static_graph: the same parameters take part in every step, and some never do (WaveNet's last
+        # residual convolution): DDP learns which after the first step, without find_unused_parameters' cost
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                        static_graph=True)
     return torch.compile(net) if compile else net
 
