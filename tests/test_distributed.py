@@ -214,3 +214,41 @@ def test_ddp_trains_a_model_with_parameters_that_take_no_part(toy, tmp_path):
     out = _copy(base, tmp_path / "out")
     log = _run([*TORCHRUN, "02_train.py", str(root / "wavenet.yaml")], out)
     assert "wavenet: OOF accuracy" in log and (out / "models" / "wavenet" / "fold2.pt").exists()
+
+
+def _processes(command: str) -> list[int]:
+    """The ids of the running processes whose command line holds ``command``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            line = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if command in line:
+            found.append(int(pid))
+    return found
+
+
+def test_ranks_end_with_a_killed_launcher(toy, tmp_path):
+    """kill -9 of torchrun alone (its ranks run in sessions of their own): the ranks end too,
+    instead of training on beside a re-run."""
+    root, paths, base = toy
+    (root / "endless.yaml").write_text(yaml.safe_dump(dict(TINY, train=dict(TINY["train"], epochs=5000,
+                                                                             patience=5000))))
+    out = _copy(base, tmp_path / "out")
+    p = subprocess.Popen([*TORCHRUN, "02_train.py", str(root / "endless.yaml"), "--output-dir", str(out)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for line in p.stdout:
+        if "[rank 1] fold 1 epoch  2/5000" in line:
+            break
+    command = f"02_train.py {root / 'endless.yaml'}"
+    assert len(_processes(command)) == 3  # torchrun and its two ranks
+    p.kill()
+    p.wait(10)
+    for _ in range(50):
+        alive = _processes(command)
+        if not alive:
+            break
+        time.sleep(0.2)
+    assert not alive, f"ranks left training: {alive}"

@@ -61,11 +61,27 @@ class Ranks:
         return cls(get("RANK", 0), world, get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", world))
 
 
+def _end_with_launcher() -> None:
+    """Ask Linux to send this process SIGTERM when its parent, torchrun's agent, dies: torchrun
+    starts each rank in a session of its own, so a ``kill -9`` of torchrun would otherwise leave
+    the ranks training on, beside a re-run. Elsewhere, nothing."""
+    try:
+        import ctypes
+        import signal
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the agent died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     """Join torchrun's process group (once per process; nothing outside torchrun) and choose this
     rank's device for ``train.device`` ``device_name``: with several ranks, ``auto``/``cuda`` is
     ``cuda:<local_rank mod GPU count>`` and the CPU gets ``n_cpus() // local_world`` threads
-    (at least 1) per rank. Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an
+    (at least 1) per rank; each rank ends when torchrun's agent dies (:func:`_end_with_launcher`). Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an
     explicit ``cuda:<k>`` device under torchrun (each rank chooses its own)."""
     ranks = Ranks.from_env()
     if ranks.world == 1:
@@ -77,6 +93,7 @@ def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     if device_name == "cuda" and not cuda:
         raise ConfigError("train.device 'cuda': CUDA is not available on this machine")
     if not dist.is_initialized():
+        _end_with_launcher()
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
     if cuda:
         device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
