@@ -28,9 +28,6 @@ def main() -> None:
         raise cli.ConfigError("--name names one experiment: give one config with it")
     cfgs = [cli.experiment(c, args.set, args.name, announce=not rank) for c in args.configs]
     out = cli.outputs(args)
-    import pandas as pd
-
-    from lib.core.utils import format_seconds
     from lib.training.experiment import train_experiments
 
     def log(msg):
@@ -43,11 +40,15 @@ def main() -> None:
             print(f"[rank {rank}] {s['experiment']}: " + ("; ".join(trained) or "no fold trained here"), flush=True)
         return
     for cfg, s in zip(cfgs, results):
-        summary(cfg, s, out, pd, format_seconds)
+        summary(cfg, s, out)
 
 
-def summary(cfg, s, out, pd, format_seconds) -> None:
+def summary(cfg: dict, s: dict, out) -> None:
     """Print an experiment's fold status, score table, confusion matrix and where it went."""
+    import pandas as pd
+
+    from lib.core.utils import format_seconds
+
     print()
     if s["skipped"]:
         print(f"{cfg['name']}: trained models are up to date, skipped (use --force to retrain)")

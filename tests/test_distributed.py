@@ -32,9 +32,9 @@ def _one_core():
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one thread, as each of two ranks on two cores
 
 
-def _run(args, out, one_core=False, **kw):
+def _run(args, out, one_core=False):
     r = subprocess.run([*args, "--output-dir", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       preexec_fn=_one_core if one_core else None, env=dict(os.environ, PYTHONUNBUFFERED="1"), **kw)
+                       preexec_fn=_one_core if one_core else None, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout + r.stderr
 

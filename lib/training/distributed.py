@@ -81,8 +81,9 @@ def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     """Join torchrun's process group (once per process; nothing outside torchrun) and choose this
     rank's device for ``train.device`` ``device_name``: with several ranks, ``auto``/``cuda`` is
     ``cuda:<local_rank mod GPU count>`` and the CPU gets ``n_cpus() // local_world`` threads
-    (at least 1) per rank; each rank ends when torchrun's agent dies (:func:`_end_with_launcher`). Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an
-    explicit ``cuda:<k>`` device under torchrun (each rank chooses its own)."""
+    (at least 1) per rank; each rank ends when torchrun's agent dies (:func:`_end_with_launcher`).
+    Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an explicit ``cuda:<k>`` device
+    under torchrun (each rank chooses its own) or ``cuda`` where there is none."""
     ranks = Ranks.from_env()
     if ranks.world == 1:
         return ranks, get_device(device_name)
@@ -95,13 +96,11 @@ def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     if not dist.is_initialized():
         _end_with_launcher()
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
-    if cuda:
-        device = torch.device("cuda", ranks.local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    else:
-        device = torch.device("cpu")
+    if not cuda:  # the cores shared out (torchrun's own OMP_NUM_THREADS=1 would leave cores idle)
         torch.set_num_threads(max(1, n_cpus() // ranks.local_world))
+        return ranks, torch.device("cpu")
+    device = get_device(f"cuda:{ranks.local_rank % torch.cuda.device_count()}")
+    torch.cuda.set_device(device)
     return ranks, device
 
 
@@ -133,12 +132,6 @@ def gather(obj, ranks: Ranks) -> list:
     out = [None] * ranks.world
     dist.all_gather_object(out, obj)
     return out
-
-
-def barrier(ranks: Ranks) -> None:
-    """Wait until every rank is here (nothing with one rank)."""
-    if ranks.world > 1:
-        dist.barrier()
 
 
 def finish(ranks: Ranks) -> None:
