@@ -3,7 +3,7 @@
 
     python 00_prepare.py configs/data/breathing.yaml --data-dir ../shared/data/breathing
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:
@@ -12,7 +12,7 @@ def main() -> None:
                    help="competition config (default: %(default)s)")
     p.add_argument("--data-dir", help="competition folder (default: the config's data_dir, usually input/)")
     args = p.parse_args()
-    from lib.core.config import load_competition
+    from lib.components import load_competition
     from lib.data.prepare import prepare
 
     out = cli.outputs(args)

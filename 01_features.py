@@ -3,7 +3,7 @@
 
     python 01_features.py configs/cnn_small.yaml [configs/other.yaml ...] [--force] [--workers N]
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ process per device (or several per GPU); the folds of every experiment given are
 """
 import os
 
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
         raise cli.ConfigError("--name names one experiment: give one config with it")
     cfgs = [cli.experiment(c, args.set, args.name, announce=not rank) for c in args.configs]
     out = cli.outputs(args)
-    from lib.training.experiment import train_experiments
+    from lib.runs.experiment import train_experiments
 
     def log(msg):
         print(f"[rank {rank}] {msg}" if world > 1 else msg, flush=True)

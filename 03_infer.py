@@ -3,7 +3,7 @@
 
     python 03_infer.py configs/cnn_small.yaml [--set train.epochs=5] [--name NAME] [--force]
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

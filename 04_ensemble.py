@@ -8,7 +8,7 @@ Every method is scored cross-fitted on the OOF rows (fitted on the other folds);
 default, or the competition config's ensemble.method) uses the best one. The report is in
 output/ensemble/report.md.
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

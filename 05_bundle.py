@@ -6,7 +6,7 @@
 The bundle holds the blended experiments' fold models and configs, the competition config, the
 blend and the decision; predict with it anywhere: python predict_bundle.py BUNDLE --data-dir DIR --work-dir DIR
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ oof/<exp>.csv for every competition metric, fold mean ± std, training status, s
 --sort takes any metric (default: the competition's `metric`), in its own direction; the blend
 of ensemble.json, when there is one, is the last line.
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ then KIT/code first on sys.path; KIT/notebook.ipynb does it and predicts from a 
 """
 import argparse
 
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

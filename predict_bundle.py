@@ -7,7 +7,7 @@ Reads only the bundle and the test audio (both may be read-only); writes only un
 """
 import argparse
 
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:

@@ -8,7 +8,7 @@
 The pseudo-labelled rows get fold -1: every fold trains on them, none validates on them, and the
 OOF scores cover the labelled rows only (README "Self-training").
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     p.add_argument("--min-confidence", type=float, default=0.9, help="(default: %(default)s)")
     p.add_argument("--source", help="a predict_bundle.py work folder of unlabelled audio (default: the test set's blend)")
     args = p.parse_args()
-    from lib.training.pseudo import pseudo_labelled_folder
+    from lib.runs.self_training import pseudo_labelled_folder
 
     r = pseudo_labelled_folder(cli.outputs(args), args.to, args.min_confidence, args.source)
     print(f"{r['pseudo']} of {r['test']} test recordings pseudo-labelled {r['per_class']} (p >= {args.min_confidence}); "

@@ -8,7 +8,7 @@ The competition (task, classes, metrics, submission format) comes from --config,
 from the output folder's competition.yaml (--output-dir). The ids of both files must match
 exactly. Metrics of probabilities (AUROC, ...) need a probability/probabilities submission.
 """
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:
@@ -23,9 +23,9 @@ def main() -> None:
                    help="the submission's format (default: the config's submission.format)")
     p.add_argument("--json", metavar="PATH", help="also write the scores and the per-class table as JSON")
     args = p.parse_args()
-    from lib.core.config import load_competition
+    from lib.components import load_competition
     from lib.core.utils import write_json
-    from lib.evaluation.leaderboard import score_submission
+    from lib.evaluation.scoring import score_submission
 
     comp = load_competition(args.config) if args.config else cli.outputs(args).load_competition()
     r = score_submission(args.submission, args.labels, comp, args.id_column, args.target_column, args.format)

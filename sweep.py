@@ -16,7 +16,7 @@ import os
 import shlex
 from pathlib import Path
 
-from lib.core import cli
+from lib import cli
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     if args.trials is not None and args.trials < 0 or args.top < 1:
         p.error("--trials must be >= 0 and --top >= 1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one line per trial, the rest in its log
-    from lib.training.sweep import direction, load_sweep, open_study, run_sweep, summarize
+    from lib.runs.sweep import direction, load_sweep, open_study, run_sweep, summarize
 
     sweep = load_sweep(args.sweep)
     out = cli.outputs(args)

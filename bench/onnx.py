@@ -29,7 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare_test
-from lib.data.windows import load_inputs
+from lib.inputs import load_inputs
 from lib.features.cache import build_feature_set
 from lib.inference.infer import load_checkpoints, predict_folds
 from lib.shipping.bundle import load_bundle

@@ -96,7 +96,7 @@ def main() -> None:
             rows.append(row)
             print(rows[-1], flush=True)
             if args.ddp and n > 1:
-                from lib.core.config import load_experiment
+                from lib.components import load_experiment
 
                 batch = load_experiment(ROOT / cfg)["train"]["batch_size"] // n
                 seconds, scores, oof = train(cfg, stem, n, None, ("train.distributed=ddp", f"train.batch_size={batch}"))

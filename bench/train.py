@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.core.config import load_experiment
-from lib.core.utils import get_device
+from lib.components import load_experiment
+from lib.core.device import get_device
 from lib.features import FEATURES
 from lib.models import build_model, count_parameters
 from lib.training.loop import train_step
 from lib.training.losses import build_loss
 from lib.training.optim import OPTIMIZERS
-from lib.training.precision import autocast, cpu_bf16, place_model
+from lib.core.device import autocast, cpu_bf16, place_model
 
 CONFIGS = ["configs/cnn_mel4k.yaml", "configs/cnn_small.yaml", "configs/cnn8.yaml", "configs/vgg.yaml"]
 

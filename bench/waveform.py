@@ -30,16 +30,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.core.config import load_experiment
-from lib.core.utils import get_device
-from lib.data.waveforms import WaveData
-from lib.data.windows import WindowData
+from lib.components import load_experiment
+from lib.core.device import get_device
+from lib.inputs import WaveData
+from lib.inputs import WindowData
 from lib.models import build_model
 from lib.training.augment import Augmenter
 from lib.training.loop import train_step, training_batch
 from lib.training.losses import build_loss
 from lib.training.optim import OPTIMIZERS
-from lib.training.precision import cpu_bf16, place_model
+from lib.core.device import cpu_bf16, place_model
 from lib.training.wave_augment import WaveAugmenter
 
 SR, N = 16000, 512

@@ -3,24 +3,28 @@
 Import from a notebook with the project folder on ``sys.path`` (no install, no side effects)::
 
     import sys; sys.path.insert(0, "/path/to/project")
-    from lib import audio, features, folds, models, train
+    from lib import audio, features, models
     y, sr = audio.load("clip.wav")               # native sample rate, mono float32
 
-One sub-package per layer:
+The packages are layers; each imports only from the ones before it (``docs/architecture.md``):
 
-* ``lib.core``: configuration (YAML, registries), the artifact layout and records, the stage CLI;
-* ``lib.data``: audio I/O, stage 00 (checks, folds), tasks, windows and waveforms (model inputs),
-  metadata encoding;
-* ``lib.features``: feature sets (``log_mel``, ``seed9``), the whole-waveform cache (``waveform``)
-  and their cache (stage 01);
+* ``lib.core``: errors, registries, the config schema and its defaults, reading configs, the
+  artifact layout and records, devices and precision;
+* ``lib.data``: audio I/O, stage 00 (checks, folds), tasks, metadata encoding;
+* ``lib.features``: feature sets (``log_mel``, ``seed9``, ``waveform``) and their cache (stage 01);
+* ``lib.inputs``: batches of a split for training, inference and bundles, one module per input kind;
 * ``lib.models``: the networks, one file per family, their heads and on-device front ends;
-* ``lib.training``: the fold loop and what it uses (optimisers, precision, EMA, losses,
-  spectrogram and waveform augmentation); stage 02;
-* ``lib.inference``: predictions per recording, test-time augmentation; stage 03;
-* ``lib.evaluation``: metrics, reports, ensembling (stage 04).
+* ``lib.evaluation``: metrics, decisions, reports, blending (stage 04), leaderboard, submission scores;
+* ``lib.inference``: predictions per recording, test-time augmentation (stage 03);
+* ``lib.training``: one fold's training (:class:`lib.training.trainer.FoldTrainer` and its
+  callbacks) and its parts: optimisers, losses, augmentation, EMA, DDP collectives;
+* ``lib.components``: which config section is looked up in which registry; configs loaded and
+  checked (``load_experiment``, ``load_competition``);
+* ``lib.runs``: what orchestrates runs: experiments (stage 02), torchrun ranks, sweeps, self-training;
+* ``lib.shipping``: bundles, ONNX export, the offline kit (stage 05);
+* ``lib.cli``: what the stage scripts share.
 
-The short names of the flat layout before these packages (``lib.audio``, ``lib.train``, ...)
-still work as ``from lib import <name>``: they load the module on first use.
+:data:`NOTEBOOK_NAMES` are the short names ``from lib import <name>`` gives (loaded on first use).
 """
 from __future__ import annotations
 
@@ -29,17 +33,14 @@ import sys
 import warnings
 from pathlib import Path
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
-_ALIASES = {
-    "audio": "data.audio", "prepare": "data.prepare", "folds": "data.folds", "tasks": "data.tasks",
-    "windows": "data.windows", "waveforms": "data.waveforms", "metadata": "data.metadata", "demo": "data.demo",
-    "config": "core.config", "paths": "core.paths", "utils": "core.utils", "cli": "core.cli",
-    "seed9": "features.seed9", "train": "training.experiment", "losses": "training.losses",
-    "augment": "training.augment", "wave_augment": "training.wave_augment", "frontend": "models.frontend",
-    "infer": "inference.infer", "metrics": "evaluation.metrics",
+NOTEBOOK_NAMES = {
+    "audio": "data.audio", "folds": "data.folds", "tasks": "data.tasks", "seed9": "features.seed9",
+    "metrics": "evaluation.metrics", "train": "runs.experiment", "infer": "inference.infer",
     "ensemble": "evaluation.ensemble",
 }
+"""``from lib import audio`` (and the others): short name -> module under ``lib``, imported on first use."""
 
 
 def other_libs(path: list[str] | None = None) -> list[str]:
@@ -66,7 +67,7 @@ if _others := other_libs():  # never silently: the other one could win in the ne
 
 
 def __getattr__(name: str):
-    """``from lib import audio`` and the other short names: the module, imported on first use."""
-    if name in _ALIASES:
-        return importlib.import_module(f"{__name__}.{_ALIASES[name]}")
+    """``from lib import audio`` and the other :data:`NOTEBOOK_NAMES`: the module, imported on first use."""
+    if name in NOTEBOOK_NAMES:
+        return importlib.import_module(f"{__name__}.{NOTEBOOK_NAMES[name]}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,11 +13,11 @@ import soundfile as sf
 import yaml
 from conftest import ROOT, SHARED_DATA
 
-from lib.core.config import load_competition, load_experiment
+from lib.components import load_competition, load_experiment
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
-from lib.training.experiment import train_experiment
+from lib.runs.experiment import train_experiment
 
 HEART = SHARED_DATA / "heart-valve"
 TINY = {"model": {"name": "cnn", "params": {"channels": [8, 16], "convs_per_block": 1, "head_hidden": 32}},

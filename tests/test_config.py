@@ -8,8 +8,10 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from lib.core.cli import experiment
-from lib.core.config import ConfigError, load_competition, load_experiment, variant_name
+from lib.cli import experiment
+from lib.core.config import variant_name
+from lib.components import load_competition, load_experiment
+from lib.core.errors import ConfigError
 
 COMPETITION = {
     "task": "binary", "classes": ["a", "b"], "audio": {"clip_seconds": 1.0},
@@ -173,7 +175,7 @@ def test_every_shipped_config_loads():
 
 def test_unexpected_errors_keep_their_traceback(tmp_path):
     """Only PipelineErrors are one-line messages: a plain ValueError is a bug, shown with its traceback."""
-    code = ("from lib.core import cli\n"
+    code = ("from lib import cli\n"
             "def boom():\n    raise ValueError('a bug')\n"
             "cli.run('stage', boom)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

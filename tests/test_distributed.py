@@ -17,8 +17,9 @@ from conftest import ROOT, make_toy_competition
 
 from lib.core.errors import ConfigError
 from lib.data.demo import make_demo
-from lib.training import distributed
-from lib.training.distributed import Ranks
+from lib.runs import distributed
+from lib.training import ddp
+from lib.training.ddp import Ranks
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 TINY = {"base": str(ROOT / "configs" / "cnn_small.yaml"),
@@ -157,7 +158,7 @@ def _ddp_step(rank, init, batches, result):
     model = torch.nn.Linear(6, 1)
     net = torch.nn.parallel.DistributedDataParallel(model)
     x, y = batches
-    mine = distributed.shard(np.arange(len(x)), ranks)
+    mine = ddp.shard(np.arange(len(x)), ranks)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     train_step(lambda s, _: {"logits": net(s)}, model, opt, torch.nn.BCEWithLogitsLoss(),
                torch.amp.GradScaler("cpu", enabled=False), x[mine], None, y[mine], torch.device("cpu"), amp=False,
@@ -189,11 +190,11 @@ def test_ddp_step_is_the_global_batch_step(tmp_path):
 def test_ddp_configuration_errors():
     two = Ranks(rank=0, world=2, local_rank=0, local_world=2)
     with pytest.raises(ConfigError, match="SyncBatchNorm needs CUDA"):
-        distributed.check_ddp(two, torch.device("cpu"), sync_bn=True)
-    distributed.check_ddp(two, torch.device("cpu"), sync_bn=False)
+        ddp.check_ddp(two, torch.device("cpu"), sync_bn=True)
+    ddp.check_ddp(two, torch.device("cpu"), sync_bn=False)
     assert distributed.split_work(list(range(5)), Ranks(1, 2, 1, 2)) == [1, 3]
-    assert [len(distributed.shard(np.arange(5), Ranks(r, 2, r, 2))) for r in (0, 1)] == [3, 2]
-    assert distributed.rank_seed(42, Ranks()) == 42 and distributed.rank_seed(42, Ranks(1, 2, 1, 2)) != 42
+    assert [len(ddp.shard(np.arange(5), Ranks(r, 2, r, 2))) for r in (0, 1)] == [3, 2]
+    assert ddp.rank_seed(42, Ranks()) == 42 and ddp.rank_seed(42, Ranks(1, 2, 1, 2)) != 42
 
 
 def test_a_bad_distributed_option_is_named(toy, tmp_path):

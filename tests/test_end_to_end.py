@@ -102,7 +102,7 @@ def test_stage_without_its_input_says_what_to_run(tmp_path):
 
 
 def test_import_lib_from_anywhere(tmp_path):
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import lib, lib.training.experiment, lib.features; print(lib.__version__)"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import lib, lib.runs.experiment, lib.features; print(lib.__version__)"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert list(tmp_path.iterdir()) == []  # no side effects at import

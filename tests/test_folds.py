@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from conftest import require_breathing
 
-from lib.core.config import ROOT, load_competition
+from lib.core.config import ROOT
+from lib.components import load_competition
 from lib.data.folds import fold_table, groups_crossing_folds, make_folds
 from lib.data.prepare import group_of
 

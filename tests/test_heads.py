@@ -111,6 +111,6 @@ def test_default_state_dict_unchanged(name):
 
 
 def test_unknown_pooling_lists_known_names():
-    from lib.core.config import ConfigError
+    from lib.core.errors import ConfigError
     with pytest.raises(ConfigError, match="known: attention, gem, mean, mean_max"):
         make("cnn", "avg", 0)

@@ -61,7 +61,7 @@ def test_the_notebook_refuses_a_lib_imported_before(tmp_path):
 
 
 def test_default_output_is_writable_when_the_code_is_read_only(tmp_path, monkeypatch):
-    from lib.core import cli
+    from lib import cli
 
     assert cli.default_output() == ROOT / "output"  # a writable checkout: beside the code
     monkeypatch.chdir(tmp_path)

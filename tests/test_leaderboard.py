@@ -17,12 +17,8 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from lib.core.errors import ConfigError, InputError
 from lib.core.paths import Outputs
 from lib.core.utils import write_json
-from lib.evaluation.leaderboard import (
-    blend_summary,
-    format_leaderboard,
-    leaderboard,
-    score_submission,
-)
+from lib.evaluation.leaderboard import blend_summary, format_leaderboard, leaderboard
+from lib.evaluation.scoring import score_submission
 
 N = 40  # rows: 2 folds of 20
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 from sklearn.metrics import average_precision_score
 
-from lib.core.config import ConfigError, load_competition
+from lib.components import load_competition
+from lib.core.errors import ConfigError
 from lib.evaluation.metrics import get_metric, is_better, per_class_report, score_all, sign
 
 BINARY_FIRST = {"task": "binary", "classes": ["abnormal", "normal"], "positive": "abnormal"}

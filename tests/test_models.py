@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lib.core.config import ConfigError
+from lib.core.errors import ConfigError
 from lib.models import MODELS, build_model, count_parameters
 
 
@@ -40,9 +40,9 @@ def test_cpu_precision_and_memory_format():
     predictions stay float32; models and CPU batches are channels-last."""
     import numpy as np
 
-    from lib.data.windows import WindowData
+    from lib.inputs import WindowData
     from lib.inference.predict import predict_logits
-    from lib.training.precision import autocast, cpu_bf16, place_model
+    from lib.core.device import autocast, cpu_bf16, place_model
 
     cpu = torch.device("cpu")
     model = build_model({"name": "cnn", "params": {"channels": [8, 16]}}, {"spec_shape": [1, 16, 20], "n_scalars": 0}, 2)

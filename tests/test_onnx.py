@@ -9,7 +9,7 @@ pytest.importorskip("onnxscript", reason="onnxscript (torch.onnx's exporter) is 
 
 from conftest import ROOT  # noqa: E402
 
-from lib.core.config import load_experiment  # noqa: E402
+from lib.components import load_experiment
 from lib.models import build_model  # noqa: E402
 from lib.shipping.onnx_export import ATOL, OnnxModel, export_onnx, max_difference  # noqa: E402
 

@@ -4,7 +4,8 @@ import pytest
 import soundfile as sf
 from conftest import make_toy_competition
 
-from lib.core.config import ROOT, load_competition
+from lib.core.config import ROOT
+from lib.components import load_competition
 from lib.data.prepare import InputError, group_of, id_to_file, prepare
 
 

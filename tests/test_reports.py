@@ -14,7 +14,7 @@ import torch
 import yaml
 from conftest import make_toy_competition
 
-from lib.core.config import load_experiment
+from lib.components import load_experiment
 from lib.core.paths import Outputs
 from lib.data import tasks
 from lib.data.prepare import prepare
@@ -192,7 +192,7 @@ def tiny_experiment(tmp_path_factory):
 
 
 def test_stage_02_writes_the_report_as_record_members_and_survives_its_failure(tiny_experiment, monkeypatch):
-    from lib.training import experiment
+    from lib.runs import experiment
 
     cfg, out = tiny_experiment
     scores = experiment.train_experiment(cfg, out, force=True, log=lambda *_: None)
@@ -231,7 +231,7 @@ class _Stop(KeyboardInterrupt):
 
 def test_tensorboard_logs_each_epoch_once_even_after_a_resume(tiny_experiment, tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (optional)")
-    from lib.data.windows import load_inputs
+    from lib.inputs import load_inputs
     from lib.training.loop import train_fold
 
     cfg, out = tiny_experiment
@@ -261,7 +261,7 @@ def test_tensorboard_logs_each_epoch_once_even_after_a_resume(tiny_experiment, t
 
 
 def test_training_without_tensorboard_installed(tiny_experiment, tmp_path, monkeypatch):
-    from lib.data.windows import load_inputs
+    from lib.inputs import load_inputs
     from lib.training.loop import train_fold
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as when not installed

@@ -15,7 +15,7 @@ from lib.core.errors import ConfigError, MissingArtifact
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
-from lib.training.sweep import load_sweep, open_study, run_sweep, short_keys, summarize, trial_name
+from lib.runs.sweep import load_sweep, open_study, run_sweep, short_keys, summarize, trial_name
 
 EXPERIMENT = {  # a tiny CNN on 16-band log-mel, 2 epochs (the toy competition of tests/test_training.py)
     "features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
@@ -28,7 +28,7 @@ EXPERIMENT = {  # a tiny CNN on 16-band log-mel, 2 epochs (the toy competition o
 def toy(tmp_path_factory):
     """``(folder, Outputs)``: a prepared 16-clip generated binary competition (2 folds, a test set)
     with its feature set built, and ``exp.yaml`` (:data:`EXPERIMENT`) in the folder."""
-    from lib.core.config import load_experiment
+    from lib.components import load_experiment
 
     root = tmp_path_factory.mktemp("sweep")
     out = Outputs(root / "out")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from lib import tasks
-from lib.core.config import ConfigError
+from lib.core.errors import ConfigError
 from lib.data.audio import cut_windows, window_starts
-from lib.data.windows import WindowData, aggregate
+from lib.inputs import WindowData, aggregate
 from lib.evaluation.metrics import score_all
 from lib.training.losses import balanced_class_weight, build_loss
 

@@ -7,12 +7,12 @@ import torch
 import yaml
 from conftest import make_toy_competition
 
-from lib.core.config import load_experiment
+from lib.components import load_experiment
 from lib.core.errors import TrainingError
 from lib.core.paths import Outputs
 from lib.data.metadata import MetadataEncoder
 from lib.data.prepare import prepare
-from lib.data.windows import WindowData
+from lib.inputs import WindowData
 from lib.features.cache import build_feature_set
 from lib.training import loop
 from lib.training.loop import train_fold
@@ -35,7 +35,7 @@ def toy(tmp_path_factory, request):
     CNN, EMA, dropout, Mixup, SpecAugment and a balanced sampler: every RNG of the loop is used;
     once on cached log-mel features, once on the waveform path (:data:`WAVEFORM`)."""
     from lib.core.config import deep_merge
-    from lib.data.windows import load_inputs
+    from lib.inputs import load_inputs
 
     root = tmp_path_factory.mktemp("toy")
     out = Outputs(root / "out")

@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import make_toy_competition
 
-from lib.core.config import load_experiment
+from lib.components import load_experiment
 from lib.core.errors import ConfigError
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
@@ -130,7 +130,7 @@ def test_plateau_schedule_steps_on_the_validation_figure():
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A 24-clip generated binary competition (2 folds) with a 16-band log-mel feature set."""
-    from lib.data.windows import load_inputs
+    from lib.inputs import load_inputs
 
     root = tmp_path_factory.mktemp("toy")
     out = Outputs(root / "out")
@@ -228,8 +228,8 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     from lib.core.errors import MissingArtifact
     from lib.evaluation.ensemble import run_ensemble
     from lib.inference.infer import infer_experiment
-    from lib.training.distill import soft_targets
-    from lib.training.experiment import train_experiment
+    from lib.runs.self_training import soft_targets
+    from lib.runs.experiment import train_experiment
     from lib.training.loop import training_batch
     from lib.training.augment import Augmenter
     from lib.training.wave_augment import WaveAugmenter
@@ -247,8 +247,8 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     soft, blend_id = soft_targets(out, comp, table["id"][::-1])
     np.testing.assert_allclose(soft[:, 0], blend.loc[table["id"][::-1], "p_" + comp["positive"]], rtol=1e-6)
 
-    from lib.data.windows import load_inputs
-    from lib.training.distill import mixed_targets
+    from lib.inputs import load_inputs
+    from lib.runs.self_training import mixed_targets
 
     student_data = load_inputs(out, cfg, "train", table, comp, torch.device("cpu"))
     student_data.train_target = mixed_targets(student_data.target, soft_targets(out, comp, table["id"])[0], 0.25)
@@ -275,9 +275,9 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
 
     from lib.evaluation.ensemble import run_ensemble
     from lib.inference.infer import infer_experiment
-    from lib.training.experiment import train_experiment
+    from lib.runs.experiment import train_experiment
     from lib.training.loop import fold_setup
-    from lib.training.pseudo import pseudo_labelled_folder
+    from lib.runs.self_training import pseudo_labelled_folder
 
     cfg, comp, _, table, shared = toy
     out = Outputs(tmp_path / "out")
@@ -297,7 +297,7 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     expected = np.asarray(comp["classes"])[blend.set_index("id").loc[pseudo.id, cols].to_numpy().argmax(1)]
     assert (pseudo.target.to_numpy() == expected).all()
     build_feature_set(new, cfg["features"], workers=1)
-    from lib.data.windows import load_inputs
+    from lib.inputs import load_inputs
 
     data = load_inputs(new, cfg, "train", folds, comp, torch.device("cpu"))
     for k in (0, 1):  # every fold trains on the pseudo rows, none validates on them
@@ -317,8 +317,8 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     from lib.evaluation.ensemble import run_ensemble
     from lib.inference.infer import infer_experiment
     from lib.shipping.bundle import make_bundle, predict_bundle
-    from lib.training.experiment import train_experiment
-    from lib.training.pseudo import pseudo_labelled_folder
+    from lib.runs.experiment import train_experiment
+    from lib.runs.self_training import pseudo_labelled_folder
 
     cfg, comp, _, table, shared = toy
     out = Outputs(tmp_path / "out")

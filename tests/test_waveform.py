@@ -10,18 +10,18 @@ import yaml
 
 from conftest import ROOT
 
-from lib.core.config import load_competition, load_experiment
+from lib.components import load_competition, load_experiment
 from lib.core.errors import ConfigError
 from lib.core.paths import Outputs
 from lib.data import audio
 from lib.data.prepare import prepare
-from lib.data.waveforms import WaveData
-from lib.data.windows import WindowData, load_inputs
+from lib.inputs import WaveData
+from lib.inputs import WindowData, load_inputs
 from lib.features.cache import build_feature_set, load_features
 from lib.inference.infer import load_fold_models
 from lib.inference.predict import predict_logits, predict_recordings
 from lib.models import build_model
-from lib.training.experiment import train_experiment
+from lib.runs.experiment import train_experiment
 
 CPU = torch.device("cpu")
 HV_LOG_MEL = {"n_mels": 64, "n_fft": 256, "hop_length": 80}  # configs/heart_valve/cnn.yaml's

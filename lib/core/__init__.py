@@ -1,8 +1,8 @@
-"""The core layer every stage shares.
+"""The ground floor every layer shares; it imports no other ``lib`` package.
 
-``config`` (YAML loading, ``base:`` inheritance, defaults, checks, variant names), ``schema``
-(the two config files' pydantic schemas), ``registry`` (name -> component tables), ``errors``
-(the errors a user reads), ``paths`` (the output layout), ``artifacts`` (records: which files
-make a result, whether it is complete and what it was made from), ``cli`` (what every stage
-script shares), ``utils`` (atomic writes, fingerprints, seeding, devices).
+``errors`` (the errors a user reads), ``registry`` (name -> component tables), ``schema`` (the
+two config files' pydantic schemas and every default), ``config`` (YAML loading, ``base:``
+inheritance, ``--set`` overrides, variant names), ``paths`` (the output layout), ``artifacts``
+(records: which files make a result, whether it is complete and what it was made from),
+``device`` (devices, threads, precision), ``utils`` (atomic writes, fingerprints, seeding).
 """

@@ -1,4 +1,4 @@
-"""Configuration: YAML loading with ``base:`` inheritance, defaults, validation, and name registries.
+"""Configuration: YAML loading with ``base:`` inheritance, defaults and validation against the schema.
 
 Two kinds of YAML file (see README.md, "Configuring"):
 
@@ -8,16 +8,17 @@ Two kinds of YAML file (see README.md, "Configuring"):
   ``{name, params}`` section resolved through a :class:`Registry` (the style of
   koukyo1994/kaggle-rfcx), and ``base: other.yaml`` inherits from another experiment.
 
-Both are validated when loaded, before any work starts: unknown keys (with the closest valid
-one), wrong types, impossible values, unknown registry names and component parameters are
-:class:`ConfigError` naming the file (or ``--set`` override) and the key. The schemas are the
-pydantic models of :mod:`lib.core.schema`; they only check, the configs stay dicts.
+Here: reading (:func:`read_experiment`, :func:`read_competition`), every default filled from the
+schemas (:mod:`lib.core.schema`, the one source of defaults; they only check and fill, the
+configs stay dicts) and checked: unknown keys (with the closest valid one), wrong types and
+impossible values are :class:`ConfigError` naming the file (or ``--set`` override) and the key.
+Component names and parameters are checked one layer up, against the registries
+(:mod:`lib.components`, whose ``load_experiment``/``load_competition`` the stages call).
 """
 from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import re
 import sys
 from pathlib import Path
@@ -26,8 +27,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .registry import Registry, did_you_mean  # noqa: F401  (Registry: imported from here by the component modules)
-from .schema import Competition, Experiment, source_of, validate
+from .schema import COMPONENTS, Competition, Experiment, fill_defaults, source_of, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project folder (the parent of ``lib/``)."""
@@ -38,7 +38,7 @@ RUN_ONLY_KEYS = ("train.folds", "train.device", "train.compile", "train.distribu
 """Keys that change how a run goes, not what it trains: ``--set`` on them keeps the experiment's
 name, and the training key leaves them out, so folds trained with different values merge (a
 DDP run over several ranks puts its number of ranks and ``sync_bn`` in its key instead:
-:func:`lib.training.experiment.experiment_key`)."""
+:func:`lib.runs.experiment.experiment_key`). Help texts and docs take them from here."""
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -156,74 +156,30 @@ def _override_sources(overrides: list[str] | None) -> list[tuple[str, dict]]:
 
 # --- experiments ---------------------------------------------------------------------------------
 
-EXPERIMENT_DEFAULTS = {
-    "features": {"name": "log_mel", "params": {}},
-    "frontend": None,
-    "model": {"name": "cnn", "params": {}},
-    "optimizer": {"name": "adamw", "params": {"lr": 1e-3, "weight_decay": 1e-2}},
-    "scheduler": {"name": "warmup_cosine", "params": {"warmup_epochs": 1}},
-    "loss": {"name": "auto", "params": {}},
-    "inputs": {"audio_scalars": True, "metadata": True},
-    "augment": {
-        "waveform": [],
-        "mixup": {"p": 0.0, "alpha": 0.4},
-        "cutmix": {"p": 0.0, "alpha": 1.0},
-        "spec_augment": {"p": 0.0, "freq_mask": 8, "time_mask": 8, "n_masks": 1},
-    },
-    "tta": {"shifts": [0.0], "hop_seconds": None},
-    "train": {
-        "epochs": 25, "batch_size": 64, "patience": 8, "grad_clip": 5.0, "seed": 42,
-        "device": "auto", "amp": True, "folds": None, "ema": None, "swa": None, "distill": None, "class_weights": None, "sampler": None,
-        "compile": False, "max_bad_steps": 5, "distributed": "folds", "sync_bn": False,
-    },
-}
-COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")
-CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "sample_rate"}, "optimizer": {"params"},
-                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"},
-                 "frontend": {"sample_rate"}, "augment.waveform": {"sample_rate"}}
-"""Arguments the code passes to a component (lib.models.build_model, lib.training.loop,
-lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
-``params``; a sample rate is always the data's."""
-_PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, list[tuple[str, dict]]]:
+    """Read an experiment config: the ``base:`` chain merged over the schema's defaults
+    (:func:`lib.core.schema.fill_defaults`), ``--set`` ``overrides`` applied, every default
+    filled and the whole checked against :class:`lib.core.schema.Experiment`; ``name`` defaults
+    to the file's stem and ``features.set`` (the cache folder under ``output/features/``) to the
+    feature set's name.
 
-
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """Load an experiment config, fill defaults, apply ``--set`` ``overrides``, and check it
-    (:func:`check_experiment`); ``name`` defaults to the file's stem.
-
-    Returns a dict with keys ``name, features, frontend, model, optimizer, scheduler, loss, inputs,
-    augment, tta, train`` (``frontend`` ``None`` unless the experiment hears the waveform);
-    every component section has ``params`` (a dict), and ``features`` gains ``set``: the cache
-    folder name under ``output/features/`` (default: the feature's name). Raises ``ConfigError``
-    naming the file (or override) and the key for anything wrong.
+    Returns ``(cfg, sources)``: the config (keys ``name, features, frontend, model, optimizer,
+    scheduler, loss, inputs, augment, tta, train``; ``frontend`` ``None`` unless the experiment
+    hears the waveform; every component section has ``params``, a dict) and ``[(file or
+    "--set ...", its own mapping)]`` for error messages. Component names and parameters are not
+    checked here (:func:`lib.components.load_experiment` does). Raises ``ConfigError`` naming the
+    file (or override) and the key, also for ``train.device`` ``cuda`` without a GPU.
     """
     path = Path(path)
     chain = _load_chain(path)
-    cfg = _merge(chain, EXPERIMENT_DEFAULTS)
-    cfg.setdefault("name", path.stem)
-    for key in COMPONENTS:
-        if isinstance(cfg[key], dict):
-            cfg[key]["params"] = cfg[key].get("params") or {}
-    cfg = apply_overrides(cfg, overrides)
-    check_experiment(cfg, str(path), [(str(p), raw) for p, raw in chain] + _override_sources(overrides))
-    cfg["features"].setdefault("set", cfg["features"]["name"])
-    return cfg
-
-
-def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | None = None) -> None:
-    """Check an experiment config (defaults filled) before any work starts.
-
-    ``where`` names the config (its file); ``sources`` (``[(file or "--set ...", its mapping)]``,
-    later ones overriding earlier ones) lets each error name the file or override that set the
-    key. Checks: unknown keys (with the closest valid key), types and ranges, ``train.device``
-    ``cuda`` without a GPU, registry names (features, model, optimizer, scheduler, loss; ``loss``
-    may be ``auto``) and each component's ``params`` against the registered callable's signature
-    (unknown names unless it takes ``**kwargs``; types where the annotation is a plain
-    int/float/bool/str or, without one, the default is a float; values that name an entry of
-    another registry, :attr:`Registry.choices`, e.g. ``model.params.pooling``). Returns ``None``; raises
-    ``ConfigError``. Imports torch (through the registries).
-    """
-    sources = sources or [(where, cfg)]
+    cfg = _merge(chain, fill_defaults(Experiment, {}))
+    cfg["name"] = cfg.get("name") or path.stem
+    for key in COMPONENTS:  # params: null is no parameters
+        if isinstance(cfg[key], dict) and cfg[key].get("params") is None:
+            cfg[key]["params"] = {}
+    cfg = fill_defaults(Experiment, apply_overrides(cfg, overrides))  # sections replaced by another component
+    where = str(path)
+    sources = [(str(p), raw) for p, raw in chain] + _override_sources(overrides)
     validate(Experiment, cfg, sources, where)
     device = cfg["train"]["device"]
     if device.startswith("cuda"):
@@ -232,101 +188,8 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
         if not torch.cuda.is_available():
             raise ConfigError(f"{source_of(sources, ['train', 'device'], where)}: train.device is {device!r}, but torch "
                               f"finds no CUDA GPU here; use auto or cpu")
-    from ..features import FEATURES
-    from ..models import MODELS
-    from ..models.frontend import FRONTENDS
-    from ..training.losses import LOSSES
-    from ..training.optim import OPTIMIZERS, SCHEDULERS
-    from ..training.wave_augment import WAVE_AUGMENTS
-
-    _check_waveform_path(cfg, sources, where)
-    registries = {"features": FEATURES, "model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS,
-                  "loss": LOSSES, **({"frontend": FRONTENDS} if cfg.get("frontend") else {})}
-    for i, entry in enumerate(cfg["augment"]["waveform"]):
-        key = f"augment.waveform[{i}]"
-        obj = WAVE_AUGMENTS.get(entry["name"], f"{where} ({key}.name)")
-        _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
-    for key, registry in registries.items():
-        name = cfg[key]["name"]
-        names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
-        objs = [registry.get(n, f"{source_of(sources, [key, 'name'], where)} ({key}.name)") for n in names]
-        _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
-        for name, choices in registry.choices.items():
-            if name in cfg[key]["params"]:
-                choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
-                                                        f"({key}.params.{name})")
-        for obj in objs:  # a component's own check of its values (e.g. a timm architecture name)
-            if hasattr(obj, "check_params"):
-                try:
-                    obj.check_params(cfg[key]["params"])
-                except ConfigError as exc:
-                    raise ConfigError(f"{source_of(sources, [key, 'params'], where)}: {exc}") from None
-
-
-def _check_waveform_path(cfg: dict, sources, where: str) -> None:
-    """The waveform path's sections go together: ``features.name: waveform`` if and only if a
-    ``frontend`` section is given (or the model brings its own front end, ``cnn14``: then waveform
-    features and no ``frontend``); ``augment.waveform`` and ``tta.hop_seconds`` only with it.
-    Raises ``ConfigError`` naming the file and key."""
-    from ..models import owns_frontend
-
-    waveform = cfg["features"]["name"] == "waveform"
-    origin = lambda *keys: source_of(sources, list(keys), where)  # noqa: E731
-    if owns_frontend(cfg["model"], f"{origin('model', 'name')} (model.name)"):
-        if not waveform or cfg.get("frontend"):
-            raise ConfigError(f"{origin('model', 'name')}: model {cfg['model']['name']!r} computes its own front end "
-                              f"from the waveform: use features: {{name: waveform, params: {{sample_rate: ...}}}} and no "
-                              f"frontend section")
-        return
-    if waveform and not cfg.get("frontend"):
-        raise ConfigError(f"{origin('features', 'name')}: features.name waveform caches raw audio; the model then "
-                          f"needs a front end: add e.g. frontend: {{name: log_mel, params: {{n_mels: 64}}}}")
-    if not waveform:
-        for keys, value, what in ((("frontend",), cfg.get("frontend"), "a frontend section"),
-                                  (("augment", "waveform"), cfg["augment"]["waveform"], "augment.waveform entries"),
-                                  (("tta", "hop_seconds"), cfg["tta"]["hop_seconds"], "tta.hop_seconds")):
-            if value:
-                raise ConfigError(f"{origin(*keys)}: {what} need(s) waveform input, but features.name is "
-                                  f"{cfg['features']['name']!r}; use features: {{name: waveform}}"
-                                  + (" (or set audio.hop_seconds in the competition config)" if keys[0] == "tta" else ""))
-
-
-def _check_params(objs: list, params: dict, supplied: set, key: str, sources, where: str) -> None:
-    """Check ``params`` against the signatures of ``objs`` (see :func:`check_experiment`)."""
-    settable, open_ended = {}, False
-    for obj in objs:
-        try:
-            sig = inspect.signature(obj)
-        except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
-            return
-        for name, p in sig.parameters.items():
-            open_ended |= p.kind is p.VAR_KEYWORD
-            if name not in supplied and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                settable.setdefault(name, p)
-    for name, value in params.items():
-        origin = source_of(sources, [key, "params", name], where)
-        if name not in settable:
-            if open_ended:
-                continue
-            raise ConfigError(f"unknown parameter {key}.params.{name} in {origin} ({key} {_names(objs)} takes: "
-                              f"{', '.join(settable) or 'none'}){did_you_mean(name, settable)}")
-        p = settable[name]
-        ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-        expected = _PLAIN_TYPES.get(ann) or (float if type(p.default) is float else None)
-        if expected and not (value is None and p.default is None) and not _is_a(value, expected):
-            raise ConfigError(f"{origin}: {key}.params.{name} must be a {expected.__name__}, got {value!r}")
-
-
-def _names(objs: list) -> str:
-    """The names of the callables ``objs``, for messages."""
-    return " / ".join(getattr(o, "__name__", str(o)) for o in objs)
-
-
-def _is_a(value, expected: type) -> bool:
-    """``isinstance`` where bool is no number and an int is a float."""
-    if isinstance(value, bool):
-        return expected is bool
-    return isinstance(value, (int, float) if expected is float else expected)
+    cfg["features"]["set"] = cfg["features"]["set"] or cfg["features"]["name"]
+    return cfg, sources
 
 
 def changing_overrides(overrides: list[str] | None) -> list[str]:
@@ -362,149 +225,107 @@ def _require(cfg: dict, key: str, where: str):
     return cfg[key]
 
 
-def load_competition(path: str | Path, data_dir: str | Path | None = None) -> dict:
-    """Load and check a competition config; resolve ``data_dir`` to an absolute path.
+def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tuple[dict, str]:
+    """Read a competition config: the ``base:`` chain merged, every default filled from
+    :class:`lib.core.schema.Competition` (and those that depend on other keys: ``name``, the
+    ``metric``/``metrics``, the fold ``scheme``, ``classes`` from ``target_columns``), checked
+    against the schema and the task; ``data_dir`` resolved to an absolute path.
 
     ``data_dir`` (e.g. from ``--data-dir``, relative to the working directory) overrides the
     file's ``data_dir``, which is relative to the project folder (default ``input``).
-    Returns the config with defaults filled in (README.md, "Configuring a competition", lists
-    every key); raises ``ConfigError`` naming the file and the missing, unknown (with the closest
-    valid key) or wrong key, an unknown metric or fold scheme. ``classes`` may be left out:
-    stage 00 then takes the sorted labels found in the training data.
+    ``classes`` may be left out: stage 00 then takes the sorted labels found in the training
+    data. Returns ``(cfg, where)`` (``docs/competition.md`` lists every key); metrics, fold
+    schemes and other registered names are not checked here (:func:`lib.components.load_competition`
+    does). Raises ``ConfigError`` naming the file and the missing, unknown (with the closest
+    valid key) or wrong key.
     """
     path = Path(path)
     chain = _load_chain(path)
-    cfg = _merge(chain)
+    cfg = fill_defaults(Competition, _merge(chain))
     where = str(path)
     validate(Competition, cfg, [(str(p), raw) for p, raw in chain], where)
-    cfg.setdefault("name", path.stem)
-    cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / cfg.get("data_dir", "input")).resolve())
-    task = cfg.setdefault("task", "binary")
+    cfg["name"] = cfg["name"] or path.stem
+    cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / cfg["data_dir"]).resolve())
+    task = cfg["task"]
     if task not in TASKS:
         raise ConfigError(f"{where}: task {task!r} is not one of {TASKS}")
     train = cfg["train"]
     _split_section(train, f"{where} [train]", labelled=True)
-    if train.get("target_columns") and task != "multilabel":
+    if train["target_columns"] and task != "multilabel":
         raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
-    if train.get("target_columns") and not cfg.get("classes"):
+    if train["target_columns"] and not cfg["classes"]:
         cfg["classes"] = list(train["target_columns"])
-    if cfg.get("classes") is not None:
+    if cfg["classes"] is not None:
         cfg["classes"] = [str(c) for c in cfg["classes"]]
         check_classes(cfg, where)
-    cfg.setdefault("metric", "average_precision" if task == "multilabel" else "accuracy")
-    cfg.setdefault("metrics", [cfg["metric"]])
+    cfg["metric"] = cfg["metric"] or ("average_precision" if task == "multilabel" else "accuracy")
+    cfg["metrics"] = cfg["metrics"] or [cfg["metric"]]
     if cfg["metric"] not in cfg["metrics"]:
         cfg["metrics"] = [cfg["metric"], *cfg["metrics"]]
-    _metrics_section(cfg, path, where)
-    if cfg.get("test"):
+    _decision_section(cfg, where)
+    if cfg["test"]:
         _split_section(cfg["test"], f"{where} [test]", labelled=False)
-    audio = cfg["audio"]
-    for key, default in (("hop_seconds", None), ("aggregate", "mean"), ("sample_rate", None),
-                         ("resample_type", "soxr_hq"), ("channel", None), ("pad", "zero")):
-        audio.setdefault(key, default)
-    from ..data.audio import PAD_MODES, RESAMPLERS
-
-    for key, allowed in (("resample_type", RESAMPLERS), ("pad", PAD_MODES)):
-        if audio[key] not in allowed:
-            raise ConfigError(f"{where} [audio]: {key} {audio[key]!r} is not one of {allowed}")
-    if audio["aggregate"] not in AGGREGATIONS:
-        raise ConfigError(f"{where} [audio]: aggregate {audio['aggregate']!r} is not one of {AGGREGATIONS}")
-    groups = cfg.get("groups")
-    if groups and not (groups.get("column") or groups.get("regex")):
+    if cfg["audio"]["aggregate"] not in AGGREGATIONS:
+        raise ConfigError(f"{where} [audio]: aggregate {cfg['audio']['aggregate']!r} is not one of {AGGREGATIONS}")
+    groups = cfg["groups"]
+    if groups and not (groups["column"] or groups["regex"]):
         raise ConfigError(f"{where} [groups]: give 'column' (a CSV column) or 'regex' (over the id or path)")
-    meta = cfg.setdefault("metadata", {}) or {}
-    cfg["metadata"] = {"numeric": list(meta.get("numeric") or []), "categorical": list(meta.get("categorical") or [])}
+    cfg["metadata"] = {k: list(v or []) for k, v in cfg["metadata"].items()}
+    folds = cfg["folds"]
     uses_columns = [k for k, v in (("groups.column", (groups or {}).get("column")), ("metadata", any(cfg["metadata"].values())),
-                                   ("folds.column", (cfg.get("folds") or {}).get("column"))) if v]
+                                   ("folds.column", folds["column"])) if v]
     for split, needs in (("train", uses_columns), ("test", [k for k in uses_columns if k == "metadata"])):
-        if cfg.get(split) and not cfg[split].get("csv") and needs:
+        if cfg[split] and not cfg[split]["csv"] and needs:
             raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
-    folds = cfg["folds"] = cfg.get("folds") or {}
-    folds.setdefault("n_folds", 5)
-    default_scheme = ("predefined" if folds.get("column") else ("multilabel_stratified" if task == "multilabel"
-                      else "stratified") + ("_group" if groups else ""))
-    folds.setdefault("scheme", default_scheme)
-    folds.setdefault("seed", 42)
-    from ..data.folds import SCHEMES
-
-    if folds["scheme"] not in SCHEMES:
-        raise ConfigError(f"{where} [folds]: scheme {folds['scheme']!r} is not one of {', '.join(SCHEMES)}"
-                          f"{did_you_mean(folds['scheme'], SCHEMES)}")
-    if folds["scheme"] == "predefined" and not folds.get("column"):
+    folds["scheme"] = folds["scheme"] or ("predefined" if folds["column"] else (
+        "multilabel_stratified" if task == "multilabel" else "stratified") + ("_group" if groups else ""))
+    if folds["scheme"] == "predefined" and not folds["column"]:
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
-    sub = cfg.get("submission")
+    sub = cfg["submission"]
     if sub:
-        sub.setdefault("format", "label")
-        keys = ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ())
-        for key in keys:
+        for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
             _require(sub, key, f"{where} [submission]")
-        sub.setdefault("label_separator", " ")
-    return cfg
+    return cfg, where
 
 
-def _metrics_section(cfg: dict, path: Path, where: str) -> None:
-    """Check ``metric``/``metrics`` (known, defined for the task, the classes or ``normal_class``
-    they need), load ``custom_metrics`` (their files resolved against the config's folder), and
-    fill the ``decision`` and ``ensemble`` defaults. Raises ``ConfigError`` naming the file and key."""
-    from ..evaluation.blending import METHODS
-    from ..evaluation.metrics import get_metric, load_custom
-
-    for name, spec in (cfg.get("custom_metrics") or {}).items():
-        file, _, func = spec["function"].rpartition(":")
-        spec["function"] = f"{(path.parent / file).resolve()}:{func}" if file else spec["function"]
-        spec.setdefault("higher_is_better", True)
-        spec.setdefault("uses", "probs")
-        load_custom(name, spec, f"{where} [custom_metrics]")  # even one that no metric uses yet
-    normal = cfg.get("normal_class")
-    if normal is not None and cfg.get("classes") and str(normal) not in cfg["classes"]:
+def _decision_section(cfg: dict, where: str) -> None:
+    """Check ``normal_class`` and the ``decision`` section against the task, groups and classes.
+    Raises ``ConfigError`` naming the file and key."""
+    normal = cfg["normal_class"]
+    if normal is not None and cfg["classes"] and str(normal) not in cfg["classes"]:
         raise ConfigError(f"{where}: normal_class {normal!r} is not in classes {cfg['classes']}")
-    for name in cfg["metrics"]:  # also each metric's own check (normal_class, the 2022 challenge's class names)
-        get_metric(name, cfg, f"{where} (metric/metrics)")
-    decision = cfg["decision"] = dict(cfg.get("decision") or {})
-    for key, default in (("threshold", "auto"), ("class_bias", False), ("mask", []), ("group_aggregate", None)):
-        decision.setdefault(key, default)
+    decision = cfg["decision"]
     if decision["class_bias"] and cfg["task"] != "multiclass":
         raise ConfigError(f"{where} [decision]: class_bias is for multiclass tasks, this one is {cfg['task']}")
     if isinstance(decision["threshold"], list) and cfg["task"] != "multilabel":
         raise ConfigError(f"{where} [decision]: a list of thresholds is for multi-label tasks (one per class)")
-    if decision["group_aggregate"] and not cfg.get("groups"):
+    if decision["group_aggregate"] and not cfg["groups"]:
         raise ConfigError(f"{where} [decision]: group_aggregate needs a groups section (which recordings form a group)")
-    known = set(cfg.get("classes") or [])
+    known = set(cfg["classes"] or [])
     for rule in decision["mask"]:
         rule["classes"] = [str(c) for c in rule["classes"]]
         bad = [c for c in rule["classes"] if known and c not in known]
         if bad:
             raise ConfigError(f"{where} [decision.mask]: classes {bad} of rule {rule['where']!r} are not in {sorted(known)}")
-    ens = cfg["ensemble"] = dict(cfg.get("ensemble") or {})
-    ens.setdefault("method", "best")
-    ens.setdefault("temperature", 0.01)
-    if ens["method"] not in METHODS:
-        raise ConfigError(f"{where} [ensemble]: method {ens['method']!r} is not one of {', '.join(METHODS)}"
-                          f"{did_you_mean(ens['method'], METHODS)}")
 
 
 def _split_section(sec: dict, where: str, labelled: bool) -> None:
     """Check a ``train``/``test`` section: rows from ``csv`` + ``id_column``, or from ``files``."""
-    if not sec.get("csv") and not sec.get("files"):
+    if not sec["csv"] and not sec["files"]:
         raise ConfigError(f"{where}: give 'csv' (a table of ids) or 'files' (a glob of audio files under data_dir)")
-    if sec.get("csv"):
+    if sec["csv"]:
         _require(sec, "id_column", where)
-        sec.setdefault("audio", {"template": "{id}"})
-        sec["audio"].setdefault("template", "{id}")
-    else:
-        sec.setdefault("id_from", "name")
-        if sec["id_from"] not in ("name", "stem", "path"):
-            raise ConfigError(f"{where}: id_from {sec['id_from']!r} is not one of name, stem, path")
+    elif sec["id_from"] not in ("name", "stem", "path"):
+        raise ConfigError(f"{where}: id_from {sec['id_from']!r} is not one of name, stem, path")
     if labelled:
-        sources = [k for k in ("target_column", "target_columns", "target_from") if sec.get(k)]
+        sources = [k for k in ("target_column", "target_columns", "target_from") if sec[k]]
         if len(sources) != 1:
             raise ConfigError(f"{where}: give exactly one label source: target_column, target_columns "
                               f"(multi-label 0/1 columns) or target_from: folder; got {sources or 'none'}")
-        if sec.get("target_from") not in (None, "folder"):
+        if sec["target_from"] not in (None, "folder"):
             raise ConfigError(f"{where}: target_from {sec['target_from']!r} must be 'folder'")
-        if not sec.get("csv") and not sec.get("target_from"):
+        if not sec["csv"] and not sec["target_from"]:
             raise ConfigError(f"{where}: rows from 'files' have no label column; use target_from: folder")
-        sec.setdefault("label_separator", " ")
 
 
 def check_classes(cfg: dict, where: str) -> None:
@@ -516,7 +337,7 @@ def check_classes(cfg: dict, where: str) -> None:
         if len(classes) != 2:
             raise ConfigError(f"{where}: a binary task needs exactly 2 classes, got {classes}; "
                               f"use task: multiclass for more")
-        pos = str(cfg.setdefault("positive", classes[1]))
+        pos = str(classes[1] if cfg.get("positive") is None else cfg["positive"])
         if pos not in classes:
             raise ConfigError(f"{where}: positive class {pos!r} is not in classes {classes}")
         cfg["positive"] = pos

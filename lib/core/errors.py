@@ -1,6 +1,6 @@
 """The errors a user is meant to read: each stage prints their message (no traceback) and exits 1.
 
-Anything else that escapes a stage is a bug and keeps its traceback (:func:`lib.core.cli.run`).
+Anything else that escapes a stage is a bug and keeps its traceback (:func:`lib.cli.run`).
 Every class here derives from :class:`PipelineError`; those that replaced a built-in error keep
 it as a second base (``ConfigError`` is still a ``ValueError``) so that older callers that
 caught the built-in still do.

@@ -1,10 +1,14 @@
-"""The schemas of the two config files, as pydantic models: they only check (the configs stay
-dicts); ``extra="forbid"`` makes every unknown key an error. :func:`validate` turns pydantic's
+"""The schemas of the two config files, as pydantic models, and the one source of their
+defaults. They check and fill; the configs stay dicts: :func:`fill_defaults` inserts every
+missing key with the default written here (a default that depends on other keys, e.g. the
+metric on the task, is said in a comment and filled by :mod:`lib.core.config`);
+``extra="forbid"`` makes every unknown key an error, and :func:`validate` turns pydantic's
 errors into one :class:`ConfigError` naming the file or ``--set`` override that set each bad
 key, the dotted key, and for an unknown key the closest valid one."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union, get_args
+import copy
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,7 +28,7 @@ class _Section(BaseModel):
 class _AudioPath(_Section):
     pattern: Optional[str] = None
     replace: Optional[str] = None
-    template: Optional[str] = None
+    template: str = "{id}"
 
 
 class _Split(_Section):
@@ -34,18 +38,18 @@ class _Split(_Section):
     target_columns: Optional[list[str]] = None
     target_from: Optional[str] = None
     files: Optional[str] = None
-    id_from: Optional[str] = None
-    label_separator: Optional[str] = None
-    audio: Optional[_AudioPath] = None
+    id_from: str = "name"
+    label_separator: str = " "
+    audio: _AudioPath = _AudioPath()
 
 
 class _Audio(_Section):
     clip_seconds: Positive
     hop_seconds: Optional[Positive] = None
-    aggregate: Optional[str] = None
-    pad: Optional[str] = None
+    aggregate: str = "mean"
+    pad: str = "zero"
     sample_rate: Optional[Positive] = None
-    resample_type: Optional[str] = None
+    resample_type: str = "soxr_hq"
     channel: Optional[NonNegativeInt] = None
 
 
@@ -57,22 +61,22 @@ class _Groups(_Section):
 
 class _Folds(_Section):
     n_folds: Annotated[int, Field(ge=2)] = 5
-    scheme: Optional[str] = None
+    scheme: Optional[str] = None  # default: predefined with a column, else (multilabel_)stratified(_group)
     seed: int = 42
     column: Optional[str] = None
 
 
 class _Metadata(_Section):
-    numeric: Optional[list[str]] = None
-    categorical: Optional[list[str]] = None
+    numeric: Optional[list[str]] = []
+    categorical: Optional[list[str]] = []
 
 
 class _Submission(_Section):
     sample: Optional[str] = None
     id_column: Optional[str] = None
     target_column: Optional[str] = None
-    format: Optional[str] = None
-    label_separator: Optional[str] = None
+    format: str = "label"
+    label_separator: str = " "
 
 
 class _CustomMetric(_Section):
@@ -99,34 +103,34 @@ class _Ensemble(_Section):
 
 
 class Competition(_Section):
-    name: str = ""
+    name: Optional[str] = None  # default: the file's stem
     data_dir: str = "input"
     task: str = "binary"
-    classes: Optional[list[Any]] = None
-    positive: Any = None
-    metric: Optional[str] = None
-    metrics: Optional[list[str]] = None
+    classes: Optional[list[Any]] = None  # default: target_columns, else the labels found by stage 00
+    positive: Any = None  # default (binary): the second class
+    metric: Optional[str] = None  # default: average_precision for multilabel, else accuracy
+    metrics: Optional[list[str]] = None  # default: [metric]; metric is always among them
     custom_metrics: Optional[dict[str, _CustomMetric]] = None
     normal_class: Any = None
     train: _Split
     test: Optional[_Split] = None
     audio: _Audio
     groups: Optional[_Groups] = None
-    folds: Optional[_Folds] = None
-    metadata: Optional[_Metadata] = None
+    folds: _Folds = _Folds()
+    metadata: _Metadata = _Metadata()
     submission: Optional[_Submission] = None
-    decision: Optional[_Decision] = None
-    ensemble: Optional[_Ensemble] = None
+    decision: _Decision = _Decision()
+    ensemble: _Ensemble = _Ensemble()
     experiments: Optional[list[str]] = None
 
 
 class _Component(_Section):
     name: str
-    params: Optional[dict[str, Any]] = None
+    params: Optional[dict[str, Any]] = {}
 
 
 class _Features(_Component):
-    set: Optional[str] = None
+    set: Optional[str] = None  # default: the feature set's name
     dtype: Literal["float32", "float16"] = "float32"
 
 
@@ -149,7 +153,7 @@ class _SpecAugment(_Section):
 
 class _Augment(_Section):
     waveform: list[_Component] = []
-    mixup: _Mix = _Mix()
+    mixup: _Mix = _Mix(alpha=0.4)
     cutmix: _Mix = _Mix()
     spec_augment: _SpecAugment = _SpecAugment()
 
@@ -188,17 +192,62 @@ class _TTA(_Section):
 
 
 class Experiment(_Section):
-    name: str
-    features: _Features
+    name: str  # default: the file's stem
+    features: _Features = _Features(name="log_mel")
     frontend: Optional[_Component] = None
-    model: _Component
-    optimizer: _Component
-    scheduler: _Component
-    loss: _Component
+    model: _Component = _Component(name="cnn")
+    optimizer: _Component = _Component(name="adamw", params={"lr": 1e-3, "weight_decay": 1e-2})
+    scheduler: _Component = _Component(name="warmup_cosine", params={"warmup_epochs": 1})
+    loss: _Component = _Component(name="auto")
     inputs: _Inputs = _Inputs()
     augment: _Augment = _Augment()
     tta: _TTA = _TTA()
     train: _Train = _Train()
+
+
+COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")
+"""The experiment's component sections: ``{name, params}``, each resolved through a registry
+(:data:`lib.components.SECTIONS`); a config naming another component than the one it inherits
+replaces the section whole."""
+
+
+def _section_type(annotation) -> tuple[type[BaseModel] | None, str]:
+    """The section model inside a field's annotation and how it holds it: ``(model, "one")``,
+    ``(model, "list")`` (a list of sections), ``(model, "dict")`` (a mapping of names to
+    sections), or ``(None, "")`` for a plain value."""
+    stack = [annotation]
+    while stack:
+        ann = stack.pop()
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return ann, "one"
+        origin, args = get_origin(ann), [a for a in get_args(ann) if a is not type(None)]
+        if origin is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return args[0], "list"
+        if origin is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            return args[1], "dict"
+        stack += args
+    return None, ""
+
+
+def fill_defaults(schema: type[BaseModel], cfg: dict) -> dict:
+    """Insert into ``cfg`` (in place) every key of ``schema`` that it lacks, with the schema's
+    default (a section's default as a plain dict), and recursively into the sections it gives
+    as mappings (also in lists and name -> section mappings). Required keys are left for
+    :func:`validate` to report, values of the wrong type for it to name. Returns ``cfg``."""
+    for name, field in schema.model_fields.items():
+        if name not in cfg and not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            cfg[name] = default.model_dump() if isinstance(default, BaseModel) else copy.deepcopy(default)
+        section, how = _section_type(field.annotation)
+        value = cfg.get(name)
+        if section is None or value is None:
+            continue
+        items = {"one": [value], "list": value if isinstance(value, list) else [],
+                 "dict": list(value.values()) if isinstance(value, dict) else []}[how]
+        for item in items:
+            if isinstance(item, dict):
+                fill_defaults(section, item)
+    return cfg
 
 
 def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

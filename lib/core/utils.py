@@ -1,4 +1,5 @@
-"""Small helpers shared by every stage: atomic writes, fingerprints, seeding, device choice."""
+"""Small helpers shared by every stage: atomic writes, fingerprints, seeding, durations
+(devices and precision: :mod:`lib.core.device`)."""
 from __future__ import annotations
 
 import contextlib
@@ -87,34 +88,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def get_device(name: str = "auto"):
-    """Return a ``torch.device``: CUDA when available and ``name`` is ``"auto"``, else ``name``.
-
-    On CPU the torch thread count is set to ``OMP_NUM_THREADS`` when it is set (several training
-    processes on one machine: one or a few threads each, or they slow each other down many times
-    over), else to the number of usable cores.
-    """
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cpu":
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else n_cpus())
-    else:
-        torch.backends.cudnn.benchmark = True
-    return device
-
-
-def n_cpus() -> int:
-    """Number of CPU cores this process may use (respects affinity masks and cgroups pinning)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def format_seconds(seconds: float) -> str:

@@ -24,7 +24,6 @@ from ..core.errors import ConfigError, InputError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, write_csv
 from . import audio, tasks
-from ..evaluation.metrics import get_metric
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
 
 META_PREFIX = "meta_"
@@ -280,8 +279,143 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
 
 
-def prepare(cfg: dict, out_dir: str | Path) -> dict:
+def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None, problems: list[str],
+                warnings: list[str], check_found_classes) -> tuple[pd.DataFrame | None, list[list[str]] | None]:
+    """Read and check the training split of ``cfg`` under the data folder ``root``.
+
+    Reads its rows (:func:`_read_rows`, with the target, group, fold and ``meta_cols`` columns),
+    each row's labels, fills ``cfg['classes']`` from the data when the config lists none (then
+    checked by ``check_classes`` and ``check_found_classes``), checks the labels against the
+    classes, the paths (:func:`_check_paths`) and the audio (:func:`_resolve_audio`, ``channel``).
+    Returns ``(rows, labels)``, or ``(None, None)`` when the rows cannot be read. Problems are
+    added to ``problems``, classes without training rows to ``warnings``; raises ``ConfigError``
+    when classes taken from the data do not fit the config.
+    """
+    tr = cfg["train"]
+    extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
+                         (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column")) if c]
+    merge = tr.get("target_column") if cfg["task"] == "multilabel" else None
+    train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems, merge)
+    if train is None:
+        return None, None
+    labels = _labels(train, tr, cfg["task"], problems)
+    if cfg.get("classes") is None:
+        cfg["classes"] = sorted({label for row in labels for label in row})
+        where = f"classes found in {root / (tr.get('csv') or tr['files'])}"
+        check_classes(cfg, where)
+        if check_found_classes is not None:  # the metrics that need class names can check them only now
+            check_found_classes(cfg, where)
+    for where, row in zip(train["where"], labels):
+        for label in row:
+            if label not in cfg["classes"]:
+                problems.append(f"{where}: unknown label {label!r}; expected one of {cfg['classes']}")
+    found = {label for row in labels for label in row}
+    absent = [c for c in cfg["classes"] if c not in found]
+    if absent:
+        warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
+                        f"(their submission columns are still written)")
+    _check_paths(train, root, problems)
+    _resolve_audio(train, channel, problems, "train")
+    return train, labels
+
+
+def _read_test(cfg: dict, root: Path, meta_cols: list[str], channel: int | None, problems: list[str]) -> pd.DataFrame | None:
+    """The test split's rows (:func:`_read_rows`, with ``meta_cols`` and the group column when
+    ``decision.group_aggregate`` is set), their paths checked and audio headers added
+    (:func:`_resolve_audio`). ``None`` when the config has no test set or its rows cannot be read
+    (a problem is added to ``problems`` then)."""
+    if not cfg.get("test"):
+        return None
+    te = cfg["test"]
+    group_col = (cfg.get("groups") or {}).get("column") if (cfg.get("decision") or {}).get("group_aggregate") else None
+    test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
+    if test is not None:
+        _check_paths(test, root, problems)
+        _resolve_audio(test, channel, problems, "test")
+    return test
+
+
+def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, problems: list[str]) -> None:
+    """When the config has a ``submission`` section and a test set was read, add to ``problems``
+    a missing sample submission, a sample lacking the columns of the submission format, or one
+    whose ids differ from the test rows' ``test['id']``."""
+    sub = cfg.get("submission")
+    if not sub or test is None:
+        return
+    sample_csv = root / sub["sample"]
+    if not sample_csv.is_file():
+        problems.append(f"{sample_csv}: file not found")
+        return
+    sample = pd.read_csv(sample_csv, dtype=str, keep_default_na=False)
+    needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
+        list(cfg["classes"]) if sub["format"] in ("probabilities", "indicators") else [])
+    missing_cols = [c for c in needed if c not in sample.columns]
+    if missing_cols:
+        problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
+                        f"{sub['format']!r}; found {list(sample.columns)}")
+    else:
+        differ = set(test["id"]) ^ set(sample[sub["id_column"]])
+        if differ:
+            problems.append(f"{sample_csv}: ids differ from the test set in {len(differ)} row(s), "
+                            f"e.g. {sorted(differ)[:5]}")
+
+
+def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups: list[str],
+                 meta: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """``folds.csv``'s table from the checked training rows ``train``, their ``labels``, ``groups``
+    and metadata table ``meta``, and the encoded targets ``y`` (:func:`lib.data.tasks.class_index`:
+    ``(rows,)`` class indices, or ``(rows, n_classes)`` 0/1 for multi-label tasks).
+
+    Sets ``cfg['folds']['n_folds']`` to the number of folds made. Raises ``ConfigError`` when the
+    folds cannot be made, ``InputError`` when a group has rows in several folds.
+    """
+    target = [tasks.LABEL_SEP.join(row) if cfg["task"] == "multilabel" else row[0] for row in labels]
+    folds = pd.DataFrame({"id": train["id"], "path": train["path"], "target": target, "group": groups})
+    y = tasks.class_index(folds["target"], cfg)
+    fc = cfg["folds"]
+    try:
+        folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
+                                   train[fc["column"]] if fc.get("column") else None)
+    except ValueError as exc:
+        raise ConfigError(f"folds: {exc}") from exc
+    fc["n_folds"] = int(folds["fold"].nunique())
+    for col in ("sample_rate", "duration_s", "channels"):
+        folds[col] = train[col].to_numpy()
+    folds = pd.concat([folds, meta], axis=1)
+    crossing = groups_crossing_folds(folds) if cfg.get("groups") else []
+    if crossing and fc["scheme"] == "predefined":
+        raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
+    if crossing:  # a scheme that splits rows, not groups
+        raise InputError([f"{len(crossing)} group(s) have rows in several folds, e.g. {crossing[:5]}: folds.scheme "
+                          f"{fc['scheme']!r} ignores groups; use {KEEPS_GROUPS.get(fc['scheme'], 'group')!r} "
+                          f"(or 'group') to keep each group in one fold"])
+    return folds, y
+
+
+def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame | None, rate: int | None,
+             meta: pd.DataFrame, warnings: list[str]) -> dict:
+    """:func:`prepare`'s summary of the written ``folds`` table (``y``: its encoded targets), the
+    ``test`` rows, the sample ``rate`` (Hz), the training metadata ``meta`` (its empty cells
+    counted per column) and the ``warnings``."""
+    durations = folds["duration_s"].astype(float)
+    return {
+        "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
+        "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
+        "duration_s": (float(durations.min()), float(np.median(durations)), float(durations.max())),
+        "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
+        "trimmed": int((durations > cfg["audio"]["clip_seconds"] + 1e-6).sum()) if not cfg["audio"]["hop_seconds"] else 0,
+        "metadata": {c: int(meta[c].isna().sum() + (meta[c] == "").sum()) for c in meta},
+        "warnings": warnings,
+    }
+
+
+def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     """Validate the input described by competition config ``cfg``; write the stage-00 artifacts.
+
+    ``check_found_classes(cfg, where)``: when the config lists no ``classes`` and they are taken
+    from the data, what checks the settings that depend on them (the metrics' own checks:
+    :func:`lib.components.check_found_classes`, which ``00_prepare.py`` passes); raises
+    ``ConfigError``. ``None``: only :func:`lib.core.config.check_classes`.
 
     Writes ``out_dir/folds.csv`` (id, path, target, group, fold, sample_rate, duration_s,
     channels, ``meta_<column>`` ...; multi-label targets joined by ``lib.data.tasks.LABEL_SEP``),
@@ -300,60 +434,9 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         raise InputError([f"{root}: data folder not found (set data_dir in the config or pass --data-dir)"])
     meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
     channel = cfg["audio"]["channel"]
-
-    tr = cfg["train"]
-    extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
-                         (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column")) if c]
-    merge = tr.get("target_column") if cfg["task"] == "multilabel" else None
-    train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems, merge)
-    labels = None
-    if train is not None:
-        labels = _labels(train, tr, cfg["task"], problems)
-        if cfg.get("classes") is None:
-            cfg["classes"] = sorted({label for row in labels for label in row})
-            where = f"classes found in {root / (tr.get('csv') or tr['files'])}"
-            check_classes(cfg, where)
-            for name in cfg["metrics"]:  # the metrics that need class names can check them only now
-                get_metric(name, cfg, where)
-        for where, row in zip(train["where"], labels):
-            for label in row:
-                if label not in cfg["classes"]:
-                    problems.append(f"{where}: unknown label {label!r}; expected one of {cfg['classes']}")
-        found = {label for row in labels for label in row}
-        absent = [c for c in cfg["classes"] if c not in found]
-        if absent:
-            warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
-                            f"(their submission columns are still written)")
-        _check_paths(train, root, problems)
-        _resolve_audio(train, channel, problems, "train")
-
-    test = None
-    if cfg.get("test"):
-        te = cfg["test"]
-        group_col = (cfg.get("groups") or {}).get("column") if (cfg.get("decision") or {}).get("group_aggregate") else None
-        test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
-        if test is not None:
-            _check_paths(test, root, problems)
-            _resolve_audio(test, channel, problems, "test")
-
-    sub = cfg.get("submission")
-    if sub and test is not None:
-        sample_csv = root / sub["sample"]
-        if not sample_csv.is_file():
-            problems.append(f"{sample_csv}: file not found")
-        else:
-            sample = pd.read_csv(sample_csv, dtype=str, keep_default_na=False)
-            needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
-                list(cfg["classes"]) if sub["format"] in ("probabilities", "indicators") else [])
-            missing_cols = [c for c in needed if c not in sample.columns]
-            if missing_cols:
-                problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
-                                f"{sub['format']!r}; found {list(sample.columns)}")
-            else:
-                differ = set(test["id"]) ^ set(sample[sub["id_column"]])
-                if differ:
-                    problems.append(f"{sample_csv}: ids differ from the test set in {len(differ)} row(s), "
-                                    f"e.g. {sorted(differ)[:5]}")
+    train, labels = _read_train(cfg, root, meta_cols, channel, problems, warnings, check_found_classes)
+    test = _read_test(cfg, root, meta_cols, channel, problems)
+    _check_sample_submission(cfg, root, test, problems)
 
     tables = [t for t in (train, test) if t is not None]
     rate = _check_rates(tables, cfg["audio"]["sample_rate"], problems) if tables else None
@@ -365,36 +448,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     if problems:
         raise InputError(problems)
 
-    target = [tasks.LABEL_SEP.join(row) if cfg["task"] == "multilabel" else row[0] for row in labels]
-    folds = pd.DataFrame({"id": train["id"], "path": train["path"], "target": target, "group": groups})
-    y = tasks.class_index(folds["target"], cfg)
-    fc = cfg["folds"]
-    try:
-        folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
-                                   train[fc["column"]] if fc.get("column") else None)
-    except ValueError as exc:
-        raise ConfigError(f"folds: {exc}") from exc
-    fc["n_folds"] = int(folds["fold"].nunique())
-    for col in ("sample_rate", "duration_s", "channels"):
-        folds[col] = train[col].to_numpy()
-    folds = pd.concat([folds, metas["train"]], axis=1)
-    crossing = groups_crossing_folds(folds) if cfg.get("groups") else []
-    if crossing and fc["scheme"] == "predefined":
-        raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
-    if crossing:  # a scheme that splits rows, not groups
-        raise InputError([f"{len(crossing)} group(s) have rows in several folds, e.g. {crossing[:5]}: folds.scheme "
-                          f"{fc['scheme']!r} ignores groups; use {KEEPS_GROUPS.get(fc['scheme'], 'group')!r} "
-                          f"(or 'group') to keep each group in one fold"])
-
+    folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
     test_out = None if test is None else _test_table(test, metas["test"], test_groups)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
-    durations = folds["duration_s"].astype(float)
-    return {
-        "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
-        "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
-        "duration_s": (float(durations.min()), float(np.median(durations)), float(durations.max())),
-        "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
-        "trimmed": int((durations > cfg["audio"]["clip_seconds"] + 1e-6).sum()) if not cfg["audio"]["hop_seconds"] else 0,
-        "metadata": {c: int(metas["train"][c].isna().sum() + (metas["train"][c] == "").sum()) for c in metas["train"]},
-        "warnings": warnings,
-    }
+    return _summary(cfg, folds, y, test, rate, metas["train"], warnings)

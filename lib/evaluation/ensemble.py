@@ -133,6 +133,65 @@ def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[
     return blend, sub
 
 
+def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_partial: bool
+                  ) -> tuple[list[pd.DataFrame], list[pd.DataFrame], dict[str, str]]:
+    """Read the OOF predictions and (``with_test``) test predictions of ``experiments``, each
+    verified through its records first (:func:`verified_predictions`).
+
+    Returns ``(oofs, preds, inputs)``: the OOF tables (id, fold, target, ``p_<class>`` ...), the
+    test tables (id, ``p_<class>`` ...; empty without a test set), both in ``experiments``' order,
+    and ``{experiment: training record id}``. Raises ``MissingArtifact`` as
+    :func:`verified_predictions` does, and when an experiment's OOF rows (ids, folds) or test rows
+    differ from the first one's.
+    """
+    oofs, preds, inputs = [], [], {}
+    for exp in experiments:
+        trained, pred = verified_predictions(out, exp, with_test, allow_partial)
+        inputs[exp] = trained["id"]
+        oofs.append(pd.read_csv(out.oof(exp), dtype={"id": str, "target": str}))
+        if with_test:
+            preds.append(pd.read_csv(out.preds(exp), dtype={"id": str}))
+    for exp, o in zip(experiments, oofs):
+        if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
+            raise MissingArtifact(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
+    for exp, p in zip(experiments, preds):
+        if not p["id"].equals(preds[0]["id"]):
+            raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
+    return oofs, preds, inputs
+
+
+def _choose_method(method: str, results: dict, comp: dict, config_method: str | None) -> tuple[str, str]:
+    """The blending method to use and why: ``(name, note)``. ``method``: ``best`` (the best
+    cross-fitted OOF score of ``results``, :func:`lib.evaluation.blending.compare_methods`) or a
+    method's name (the note says whether the config, whose ``ensemble.method`` is
+    ``config_method``, or the command line named it). Raises ``ConfigError`` for an unknown
+    method or one that failed on these predictions."""
+    if method == "best":
+        return best_method(results, comp), f"best cross-fitted OOF {comp['metric']} of {len(results)} methods"
+    if results.get(method, {}).get("error"):
+        raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
+    if method in results:
+        return method, "named in the " + ("command line" if method != config_method else "config")
+    raise ConfigError(f"blending method {method!r} is not one of best, {', '.join(results)}")
+
+
+def _member_table(experiments: list[str], each: list[dict], weights) -> pd.DataFrame:
+    """The members' table: one row per experiment with its OOF scores ``each`` (``{metric:
+    score}``, in ``experiments``' order) and its weight in the chosen blend (``weights``: one per
+    experiment, or ``None`` for a method without weights)."""
+    return pd.DataFrame([{"experiment": e, **s, "weight": None if weights is None else weights[i]}
+                         for i, (e, s) in enumerate(zip(experiments, each))])
+
+
+def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
+    """Write ``submission.csv``, or remove it when there is no ``submission`` (no test set or
+    ``submission`` section)."""
+    if submission is None:
+        out.submission.unlink(missing_ok=True)  # never left beside a newer blend it does not belong to
+    else:
+        write_csv(out.submission, submission)
+
+
 def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str | None = None,
                  temperature: float | None = None, allow_partial: bool = False) -> dict:
     """Blend experiments' OOF and test probabilities; write ``submission.csv``, ``ensemble.json``
@@ -165,19 +224,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         reasons = "".join(f"\n  {e}: {why}" for e, why in skipped.items())
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
                               f"run 02_train.py and 03_infer.py first{reasons}")
-    oofs, preds, inputs = [], [], {}
-    for exp in experiments:
-        trained, pred = verified_predictions(out, exp, with_test, allow_partial)
-        inputs[exp] = trained["id"]
-        oofs.append(pd.read_csv(out.oof(exp), dtype={"id": str, "target": str}))
-        if with_test:
-            preds.append(pd.read_csv(out.preds(exp), dtype={"id": str}))
-    for exp, o in zip(experiments, oofs):
-        if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
-            raise MissingArtifact(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
-    for exp, p in zip(experiments, preds):
-        if not p["id"].equals(preds[0]["id"]):
-            raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
+    oofs, preds, inputs = _load_members(out, experiments, with_test, allow_partial)
     y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = _postprocess(oofs, out.load_split("train"), comp, "folds")
@@ -185,18 +232,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     each = [score_all(comp["metrics"], y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
-    if method == "best":
-        chosen = best_method(results, comp)
-        note = f"best cross-fitted OOF {metric} of {len(results)} methods"
-    elif results.get(method, {}).get("error"):
-        raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
-    elif method in results:
-        chosen, note = method, "named in the " + ("command line" if method != ens_cfg.get("method") else "config")
-    else:
-        raise ConfigError(f"blending method {method!r} is not one of best, {', '.join(results)}")
-    weights = results[chosen]["weights"]
-    table = pd.DataFrame([{"experiment": e, **s, "weight": None if weights is None else weights[i]}
-                          for i, (e, s) in enumerate(zip(experiments, each))])
+    chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"))
+    table = _member_table(experiments, each, results[chosen]["weights"])
     decision = choose_decision(y, results[chosen]["oof"], folds, comp)
     blend_scores = score_all(comp["metrics"], y, results[chosen]["oof"], comp, decision["decision"])
     submission = test_blend = None
@@ -205,10 +242,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         test_blend, submission = blend_test(comp, final, decision["decision"], preds, out.load_split("test"))
     record = out.ensembled
     record.begin()
-    if submission is None:
-        out.submission.unlink(missing_ok=True)  # never left beside a newer blend it does not belong to
-    else:
-        write_csv(out.submission, submission)
+    _write_submission(out, submission)
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": metric,
                "experiments": table.to_dict("records"), "blend": blend_scores,
                "methods": {m: {k: r[k] for k in ("scores", "weights", "error") if k in r} for m, r in results.items()},

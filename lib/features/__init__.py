@@ -13,7 +13,7 @@ The cache (stage 01) is :mod:`lib.features.cache`.
 """
 from __future__ import annotations
 
-from ..core.config import Registry
+from ..core.registry import Registry
 from .log_mel import LogMel
 from .seed9 import Seed9
 from .waveform import Waveform

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from ..core.artifacts import file_hash
-from ..core.config import ConfigError
+from ..core.errors import ConfigError
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import atomic_path, fingerprint, n_cpus, read_json, write_json
+from ..core.utils import atomic_path, fingerprint, read_json, write_json
+from ..core.device import n_cpus
 from ..data import audio
 from . import FEATURES
 from .parallel import WORKER, run_parallel
@@ -140,7 +141,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
         stale.unlink()
     workers = workers or n_cpus()
-    waveform = getattr(extractor, "waveform", False)
+    waveform = extractor.kind == "waveform"
     shapes = {}
     for split, table in tables.items():
         shapes[split] = (extract_waveform_split if waveform else extract_split)(extractor, table, folder, split, comp,
@@ -148,7 +149,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["ids"] = fingerprint(list(table["id"]))
     a = comp["audio"]
     manifest = {
-        "set": section["set"], "name": section["name"], "kind": "waveform" if waveform else "spectrogram",
+        "set": section["set"], "name": section["name"], "kind": extractor.kind,
         "settings": extractor.settings, "channel_names": extractor.channel_names, "scalar_names": extractor.scalar_names,
         "spec_shape": None if waveform else list(shapes[next(iter(tables))]["spec"][1:]),
         "n_scalars": 0 if waveform else shapes[next(iter(tables))]["scalars"][1],

@@ -14,6 +14,8 @@ class LogMel:
     ``fmax`` in Hz (default, and at most: half the sample rate).
     """
 
+    kind = "spectrogram"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
+
     def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 256, fmin: float = 0.0,
                  fmax: float | None = None, deltas: bool = False):
         self.settings = dict(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax, deltas=deltas)

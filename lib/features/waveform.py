@@ -5,7 +5,7 @@ recordings end to end in ``<split>_wave.npy`` ``(total_samples,)`` (float32, or 
 ``features.dtype``), with ``<split>_offsets.npy`` ``(recordings + 1,)`` int64: recording ``i`` is
 ``wave[offsets[i]:offsets[i + 1]]``, and ``<split>_windows.npy`` ``(windows, 2)`` (recording row,
 start in seconds) of the validation/test window grid, as for every feature set. Training then
-draws a crop at any sample offset of a recording every epoch (:class:`lib.data.waveforms.WaveData`)
+draws a crop at any sample offset of a recording every epoch (:class:`lib.inputs.waveforms.WaveData`)
 and the model computes its spectrogram on the device (:mod:`lib.models.frontend`).
 
 ``sample_rate`` (Hz): ``null`` takes the competition's rate (``audio.sample_rate``, else the
@@ -28,7 +28,7 @@ class Waveform:
     (:func:`extract_waveform_split`). ``sample_rate`` in Hz or ``None`` (the competition's rate).
     Raises ``ValueError`` for a non-positive ``sample_rate``."""
 
-    waveform = True
+    kind = "waveform"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
     channel_names = ["waveform"]
     scalar_names: list[str] = []
     hop_length = None

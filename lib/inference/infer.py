@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import fingerprint, get_device, read_json, write_csv, write_json
+from ..core.utils import fingerprint, read_json, write_csv, write_json
+from ..core.device import get_device
 from ..data import tasks
-from ..data.windows import load_inputs
+from ..inputs import load_inputs
 from ..models import build_model
-from ..training.precision import place_model
+from ..core.device import place_model
 from .predict import predict_recordings
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ..data import tasks
-from ..data.windows import SplitInputs, aggregate
-from ..training.precision import autocast
+from ..inputs import SplitInputs, aggregate
+from ..core.device import autocast
 
 
 def tta_active(tta: dict | None) -> bool:

@@ -33,7 +33,8 @@ import inspect
 
 from torch import nn
 
-from ..core.config import ConfigError, Registry
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 from .base import AudioClassifier
 from .classical import ClassicalModel, HistGradientBoosting, LogisticRegression
 from .cnn import CNN, CNN8, ESCCNN4, ESCCNN8

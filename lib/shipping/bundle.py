@@ -34,10 +34,11 @@ import yaml
 from ..core.artifacts import file_hash
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import get_device, read_json, write_csv, write_json
+from ..core.utils import read_json, write_csv, write_json
+from ..core.device import get_device
 from ..data import tasks
 from ..data.prepare import prepare_test
-from ..data.windows import load_inputs
+from ..inputs import load_inputs
 from ..evaluation.blending import Blender
 from ..evaluation.ensemble import blend_test
 from ..features.cache import build_feature_set

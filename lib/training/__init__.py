@@ -1,7 +1,9 @@
-"""The training layer: the fold loop, optimisers and schedules, precision, EMA, losses, augmentation.
+"""The training layer: one fold's training and its parts.
 
-``experiment`` (stage 02: every fold of an experiment), ``loop`` (one fold), ``optim``
-(optimisers, schedules), ``precision`` (autocast, channels-last), ``ema``, ``losses``,
-``augment`` (mixup, cutmix, spec_augment), ``wave_augment`` (waveform augmentations, not yet wired
-into training), ``transforms`` (the only torchaudio import).
+``trainer`` (:class:`~lib.training.trainer.FoldTrainer`: set-up, epochs, validation, finish),
+``callbacks`` (early stopping, the per-epoch resume state, TensorBoard, SWA, the epoch log),
+``classical`` (the scikit-learn members' fold), ``optim`` (optimisers, schedules), ``losses``,
+``augment`` (mixup, cutmix, spec_augment), ``wave_augment`` (waveform augmentations), ``ema``,
+``ddp`` (collectives of ranks that train together), ``transforms`` (the only torchaudio import).
+Runs of whole experiments: :mod:`lib.runs`.
 """

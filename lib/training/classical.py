@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.windows import SplitInputs
+from ..inputs import SplitInputs
 from ..evaluation.metrics import score_all
 from ..inference.predict import predict_recordings
 from .loop import fold_setup

@@ -1,40 +1,17 @@
-"""The training loop of one fold: early stopping on the competition metric, best epoch kept.
+"""The training of one fold: :class:`FoldTrainer` (set-up, epochs, validation, finish) and its steps.
 
-One model per fold: AdamW, linear warm-up then cosine decay (per step), the loss on logits,
-Mixup/CutMix/SpecAugment from the config, gradient clipping, an exponential moving average (EMA)
-of the weights (``train.ema``, the decay per step; ``null`` turns it off) that is what gets
-validated and kept, early stopping on the validation fold's competition metric (ties broken by
-the lower validation loss), the best epoch's weights kept; a fixed seed per fold; automatic
-mixed precision on CUDA. Each epoch sees one fresh random window of every training recording
-(on the waveform path a crop at a random offset, augmented as a waveform and turned into a
-spectrogram by the model's front end: :func:`training_batch`); validation predicts every window
-and scores recordings (:mod:`lib.data.windows`), and the best epoch predicts its validation rows
-again with the experiment's test-time augmentation when it has one. Optional class weights in
-the loss or a class-balanced sampler (``train.class_weights``, ``train.sampler``). A non-finite
-step is skipped, a fold can resume from its last finished epoch (:func:`train_fold`).
-
-Why the guard (the heart-sound run that stopped in fold 1, epoch 15 on NaN probabilities; its
-data was not available). Facts, checked on torch 2.11 / this code:
-* ``clip_grad_norm_`` does not check its norm: one NaN gradient entry makes every gradient NaN,
-  one inf entry zeroes the others and makes itself NaN; AdamW then writes NaN into the weights.
-* The EMA (``AveragedModel``, ``d * avg + (1 - d) * w``) keeps a NaN forever once it has seen
-  one, and the EMA is what is validated: hence NaN probabilities and sklearn's error.
-* ``num_batches_tracked`` (int64) under ``ema_avg_fn``: the decay casts to 0, so it is copied
-  exactly; the float BatchNorm buffers are convex combinations. Harmless.
-* CPU bfloat16 autocast runs conv, BatchNorm, activations, pooling, dropout and linear layers
-  in bfloat16 (logits are bfloat16; the losses cast them to float32). bfloat16 has float32's
-  exponent range: coarse, but it overflows no sooner than float32.
-* Balanced class weights are finite (absent classes get 1); a rare class only scales its
-  gradients, which are clipped.
-* Fold 1 after fold 0 in one process was bit-identical to fold 1 first (probabilities, history,
-  weights; heart-valve subset, 1.5-s windows, balanced weights, EMA, bfloat16 on AMX, 25
-  epochs): global RNGs are re-seeded per fold, the shared ``WindowData`` is only read (its
-  ``meta`` is replaced per fold; batches are copies), configs are not mutated, every generator
-  of the loop is seeded from ``train.seed + fold``.
-Hypotheses (not reproduced): a rare non-finite gradient (bfloat16 rounding on a near-degenerate
-batch, a large ``pos_weight``) on a trajectory that differed from the solo run in its last bits
-(figures equal to 4 decimals are not bit-identical; e.g. a different number of usable cores
-changes torch's thread count and so the reduction order), then spread by the two facts above.
+Each epoch sees one fresh random window of every training recording (:func:`epoch_recordings`;
+on the waveform path a crop at a random offset, augmented as a waveform and turned into a
+spectrogram by the model's front end: :func:`training_batch`), one optimisation step per batch
+(:func:`train_step`: autocast, gradient clipping, the optimiser, the scheduler per step, the
+EMA of the weights, ``train.ema``, which is what gets validated and kept); validation predicts
+every window and scores recordings (:mod:`lib.inputs`); the best epoch on the competition metric
+(ties broken by the lower validation loss) is kept and, with test-time augmentation, predicts
+its validation rows again as the test set will be. A non-finite step is skipped; repeated ones,
+or non-finite validation predictions, restore the last good state and retry once
+(``docs/notes/non-finite-training.md``). Fixed seeds per fold; mixed precision where it is fast
+(:mod:`lib.core.device`). Early stopping, the resume state, TensorBoard and SWA are callbacks
+(:mod:`lib.training.callbacks`); :func:`train_fold` wires the standard ones.
 """
 from __future__ import annotations
 
@@ -42,6 +19,7 @@ import copy
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,21 +27,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..core.device import autocast, place_model
 from ..core.errors import ConfigError, TrainingError
-from ..core.utils import atomic_path, seed_everything
+from ..core.utils import seed_everything
 from ..data import tasks
 from ..data.metadata import metadata_encoder
-from ..data.windows import SplitInputs
-from ..evaluation.metrics import is_better, score_all, sign
+from ..evaluation.metrics import score_all, sign
 from ..inference.predict import predict_recordings, tta_active
+from ..inputs import SplitInputs
 from ..models import build_model, count_parameters
 from .augment import Augmenter
-from .distributed import Ranks, all_sum, all_true, broadcast_buffers, check_ddp, gather, rank_seed, shard
+from .callbacks import SWA, EarlyStopping, ResumeState, TensorBoard, improves
+from .ddp import Ranks, all_sum, all_true, broadcast_buffers, check_ddp, gather, rank_seed, shard
 from .ema import ema_avg_fn
 from .losses import balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
-from .precision import autocast, place_model
-from .tensorboard_log import tensorboard_epoch, tensorboard_writer
 from .wave_augment import WaveAugmenter
 
 
@@ -218,45 +196,6 @@ def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     return tr_rec, va_rec, encoder, model
 
 
-@torch.no_grad()
-def update_bn(model, data: SplitInputs, items: np.ndarray, batch_size: int) -> None:
-    """Recompute the BatchNorm statistics of ``model`` as the plain average over the batches of
-    ``items`` (momentum ``None``), as ``torch.optim.swa_utils.update_bn`` does for a DataLoader;
-    modules that stay in eval mode under ``train()`` (frozen pretrained blocks) keep theirs."""
-    model.train()
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    device = next(model.parameters()).device
-    for i in range(0, len(items), batch_size):
-        x, scalars = data.batch(items[i:i + batch_size], device)
-        model(x, scalars)
-    for m, momentum in zip(bns, momenta):
-        m.momentum = momentum
-    model.eval()
-
-
-def _swa_result(swa, best: dict, data: SplitInputs, tr_rec, va_rec, comp: dict, tc: dict, rng, log, fold: int) -> dict:
-    """Validate the stochastic weight average (Izmailov et al. 2018, "Averaging Weights Leads to
-    Wider Optima and Better Generalization"; torch.optim.swa_utils) after recomputing its
-    BatchNorm statistics on one window per training recording; when it scores at least as well
-    as the best epoch on the competition metric it replaces it in ``best`` (weights and
-    probabilities). Returns ``{"epochs_averaged", "scores", "kept"}``."""
-    update_bn(swa.module, data, data.sample_windows(tr_rec, rng), tc["batch_size"])
-    probs = predict_recordings(swa.module, data, va_rec, comp)[0]
-    scores = {k: float(v) for k, v in score_all(comp["metrics"], data.y[va_rec], probs, comp).items()}
-    monitor = comp["metric"]
-    kept = not is_better(monitor, best["scores"][monitor], scores[monitor], comp)  # at least as good
-    log(f"fold {fold}: SWA of {int(swa.n_averaged)} epochs: {monitor} {scores[monitor]:.4f} against "
-        f"{best['scores'][monitor]:.4f} for epoch {best['epoch']}: " + ("kept" if kept else "not kept"))
-    if kept:
-        best.update(scores=scores, probs=torch.from_numpy(probs),
-                    state={k: v.detach().cpu().clone() for k, v in swa.module.state_dict().items()})
-    return {"epochs_averaged": int(swa.n_averaged), "scores": scores, "kept": bool(kept)}
-
-
 def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict, ranks: Ranks):
     """:func:`predict_recordings` of ``va_rec``; under DDP each rank predicts its share (with
     rank 0's BatchNorm statistics) and every rank gets all of them, in order."""
@@ -268,206 +207,339 @@ def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict
             np.concatenate([p[2] for p in parts]))
 
 
-def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
-               state_path: Path | None = None, state_key: str = "", tensorboard_dir: Path | None = None,
-               ranks: Ranks = Ranks()):
-    """Train one fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings, n_classes), history)``.
+@dataclass
+class FoldParts:
+    """What :meth:`FoldTrainer.setup` builds for one fold: the training and validation recordings
+    (rows of ``folds.csv``, ``(n,)``), the fitted metadata encoder (or ``None``), the model and the
+    callable that trains it (``forward``: the model, its DDP wrapper or its compiled form), the
+    module that is validated and kept (``kept``: the EMA's average or the model), the class weights
+    of the loss ``(n_outputs,)`` or ``None``, the loss, optimiser, scheduler (``per_epoch``:
+    stepped once an epoch on a validation figure), gradient scaler, spectrogram and waveform
+    augmenters, the EMA (or ``None``), the generator of the epochs' recordings and windows, the
+    optimiser steps per epoch and the global batch (``batch_size`` x ranks)."""
 
-    ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set. Each epoch
-    draws one window per training recording (:func:`epoch_recordings` chooses the recordings);
-    validation predicts every window and scores the aggregated recording probabilities.
-    ``checkpoint`` holds the best weights, the metadata encoder's :meth:`MetadataEncoder.state`
-    (or ``None``) and the input width: plain values and tensors, so it loads with
-    ``torch.load(weights_only=True)``. ``history`` is a list of per-epoch dicts (fold, epoch, lr,
-    train_loss, valid_loss (per window), metrics (per recording), bad_steps, seconds).
-    ``best_epoch_info`` also gives ``resumed_from_epoch`` (0 when started fresh) and
-    ``bad_steps`` (training steps skipped as non-finite).
+    tr_rec: np.ndarray
+    va_rec: np.ndarray
+    encoder: object
+    model: torch.nn.Module
+    forward: object
+    kept: torch.nn.Module
+    class_weight: np.ndarray | None
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    per_epoch: bool
+    scaler: torch.amp.GradScaler
+    augment: Augmenter
+    wave_augment: WaveAugmenter
+    ema: torch.optim.swa_utils.AveragedModel | None
+    rng: np.random.Generator
+    steps: int
+    global_batch: int
 
-    Non-finite steps: a step whose loss or gradient norm is not finite is skipped (no optimiser,
-    scheduler or EMA update) and logged with fold, epoch and step. ``train.max_bad_steps``
-    consecutive ones, or non-finite validation predictions (never scored; the epoch does not
-    count), restore the state after the last finished epoch and retry; the same fault again
-    before another epoch finishes raises ``TrainingError`` naming fold, epoch (and step).
+    def stateful(self) -> dict:
+        """The parts whose state a snapshot holds (name -> object with ``state_dict``; ``None`` skipped)."""
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
+                "ema": self.ema}
 
-    Resuming: with ``state_path``, the whole training state (weights, optimiser, scheduler,
-    scaler, EMA, best so far, history, patience, every RNG) is written there atomically after
-    each finished epoch, tagged with ``state_key``; a later call with the same file and key goes
-    on from that epoch and gives bit-identical results to an uninterrupted run on the same
-    machine. A file with another key is ignored (the caller deletes the file when the fold is
-    done). Raises ``ConfigError`` for unknown ``class_weights``/``sampler`` values.
+    def generators(self) -> dict:
+        """The loop's own numpy generators (name -> ``np.random.Generator``)."""
+        return {"epochs": self.rng, "augment": self.augment.rng, "wave_augment": self.wave_augment.rng}
 
-    ``tensorboard_dir``: also log every epoch's losses, metrics and learning rate there for
-    TensorBoard when the ``tensorboard`` package is installed (:func:`tensorboard_writer`).
 
-    ``ranks`` (:mod:`lib.training.distributed`): with more than one rank, every rank of the run
-    calls this for the same fold and they train it together with ``DistributedDataParallel``:
-    each step takes ``batch_size`` windows on every rank (a global batch of ``batch_size x
-    world``, drawn in the same order as one rank would draw it; a last batch smaller than the
-    number of ranks is skipped), each rank augments its share with its own generators, validation
-    recordings are shared out and gathered, and only rank 0 writes the resume state (callers give
-    the other ranks no ``tensorboard_dir`` and a silent ``log``). ``train.sync_bn`` converts
-    BatchNorm to ``SyncBatchNorm`` (CUDA only). Every rank returns the same result.
-    Raises ``ConfigError`` when DDP cannot run as configured (:func:`check_ddp`).
+@dataclass
+class FoldState:
+    """Where a fold's training is: the last finished ``epoch``, the ``best`` epoch so far
+    (``{"epoch", "scores", "valid_loss", "probs" (valid_recordings, n_classes), "state"}``, ``None``
+    before the first), the ``history`` (one dict per epoch) and the non-finite steps skipped."""
+
+    epoch: int = 0
+    best: dict | None = None
+    history: list = field(default_factory=list)
+    bad_steps: int = 0
+
+
+class FoldTrainer:
+    """Train one fold of experiment ``cfg`` on ``data`` (:class:`lib.inputs.SplitInputs`) with
+    ``table`` (``folds.csv``: its recordings of ``fold`` are the validation set) on ``device``.
+
+    :meth:`fit` runs :meth:`setup` (the parts, :class:`FoldParts`), then epochs of
+    :meth:`train_epoch` and :meth:`validate` until ``train.epochs`` or a callback's
+    ``stop_reason`` (:mod:`lib.training.callbacks`), then :meth:`finish`. ``callbacks`` are called
+    at the hooks that module lists, in order. ``ranks`` (:mod:`lib.training.ddp`): with more than
+    one rank, every rank of the run trains the same fold with ``DistributedDataParallel``: each
+    step takes ``batch_size`` windows on every rank (a global batch of ``batch_size x world``,
+    drawn in the same order as one rank would draw it; a last batch smaller than the number of
+    ranks is skipped), each rank augments its share with its own generators, validation
+    recordings are shared out and gathered, and every rank returns the same result.
     """
-    tc = cfg["train"]
-    ddp = ranks.world > 1
-    tr_rec, va_rec, encoder, model = fold_setup(cfg, comp, data, table, fold)
-    if ddp:
-        check_ddp(ranks, device, tc.get("sync_bn", False))
-        if ranks.rank:  # dropout and other draws of their own (the weights are rank 0's: DDP broadcasts them)
-            torch.manual_seed(rank_seed(tc["seed"] + fold, ranks))
+
+    def __init__(self, cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device,
+                 callbacks: list | None = None, log=print, ranks: Ranks = Ranks()):
+        self.cfg, self.comp, self.data, self.table, self.fold, self.device = cfg, comp, data, table, fold, device
+        self.callbacks, self.log, self.ranks = list(callbacks or []), log, ranks
+        self.parts: FoldParts | None = None
+        self.state = FoldState()
+        self.good: dict | None = None  # the snapshot after the last finished epoch
+        self.resume_from: dict | None = None  # a saved snapshot to start from (ResumeState)
+        self.epoch = 0  # the epoch being trained
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def _stateful(self) -> dict:
+        return {**self.parts.stateful(), **{k: v for cb in self.callbacks for k, v in cb.state_parts().items()}}
+
+    def snapshot(self) -> dict:
+        """A deep copy of the fold's state now (:func:`_snapshot`)."""
+        return _snapshot(self._stateful(), self.parts.generators(), **vars(self.state))
+
+    def restore(self, snapshot: dict, rngs: bool) -> None:
+        """Load ``snapshot`` into the parts and the state; ``rngs``: the generators too (resuming;
+        not after a fault, so that the retry draws other batches)."""
+        self.state = FoldState(**_restore(snapshot, self._stateful(), self.parts.generators() if rngs else None))
+
+    def setup(self) -> FoldParts:
+        """The start of the fold: seeds, the recordings, the model with its input normalisation
+        (statistics of the training windows: :func:`input_stats`), placed on the device, the
+        loss, optimiser, scheduler, scaler, augmenters, EMA and generators. Raises ``ConfigError``
+        for unknown ``class_weights`` values or DDP that cannot run as configured (:func:`check_ddp`)."""
+        cfg, tc, data, ranks, fold, device = self.cfg, self.cfg["train"], self.data, self.ranks, self.fold, self.device
+        ddp = ranks.world > 1
+        tr_rec, va_rec, encoder, model = fold_setup(cfg, self.comp, data, self.table, fold)
+        if ddp:
+            check_ddp(ranks, device, tc.get("sync_bn", False))
+            if ranks.rank:  # dropout and other draws of their own (the weights are rank 0's: DDP broadcasts them)
+                torch.manual_seed(rank_seed(tc["seed"] + fold, ranks))
+        _normalise_inputs(model, data, tr_rec)
+        if ddp and tc.get("sync_bn"):
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        forward = place_model(model, device, tc.get("compile", False), ddp=ddp)
+        if tc.get("class_weights") not in (None, "balanced"):
+            raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
+        class_weight = None
+        if tc.get("class_weights"):
+            class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), self.comp["task"])
+        loss_fn = build_loss(cfg["loss"], self.comp["task"], class_weight).to(device)
+        opt = build_optimizer(cfg["optimizer"], model.param_groups())
+        global_batch = tc["batch_size"] * ranks.world
+        steps = math.ceil(len(tr_rec) / global_batch)
+        sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
+        use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
+        seed = rank_seed(tc["seed"] + fold, ranks)
+        ema = None
+        augment = Augmenter(cfg["augment"], seed=seed)
+        wave_augment = WaveAugmenter(cfg["augment"].get("waveform"), seed=seed, sample_rate=data.manifest["sample_rate"])
+        if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
+            ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
+        return FoldParts(tr_rec, va_rec, encoder, model, forward, ema.module if ema is not None else model, class_weight,
+                         loss_fn, opt, sched, getattr(sched, "per_epoch", False),  # ReduceLROnPlateau: once an epoch
+                         torch.amp.GradScaler("cuda", enabled=use_scaler), augment, wave_augment, ema,
+                         np.random.default_rng(tc["seed"] + fold), steps, global_batch)
+
+    def start(self) -> int:
+        """Build the parts, let the callbacks set up, restore the state to start from (a resume
+        state's, else the fresh one). Returns the epoch resumed after (0 when started fresh)."""
+        self.parts = self.setup()
+        self._call("on_setup")
+        self.good = self.snapshot()  # the last good state
+        if self.resume_from is not None:
+            self.good = self.resume_from
+        resumed_from = self.good["epoch"]
+        self.restore(self.good, rngs=True)
+        tc = self.cfg["train"]
+        if self.ranks.rank and resumed_from:  # the saved generators are rank 0's: draw this rank's own from here
+            for g in (self.parts.augment.rng, self.parts.wave_augment.rng):
+                g.bit_generator.state = np.random.default_rng(rank_seed(tc["seed"] + self.fold, self.ranks, resumed_from)
+                                                              ).bit_generator.state
+            torch.manual_seed(rank_seed(tc["seed"] + self.fold, self.ranks, resumed_from))
+        self._call("on_fold_start")
+        return resumed_from
+
+    def stop_reason(self) -> str | None:
+        """The first callback's reason to stop before ``train.epochs``, or ``None``."""
+        return next((r for cb in self.callbacks if (r := cb.stop_reason(self))), None)
+
+    def fit(self) -> tuple[dict, dict, np.ndarray, list[dict]]:
+        """Train the fold; returns ``(checkpoint, best_epoch_info, oof_probs (valid_recordings,
+        n_classes), history)`` (see :func:`train_fold`). Raises ``TrainingError`` when a fault
+        comes back after a retry (:meth:`run_epoch`)."""
+        resumed_from = self.start()
+        self._retried_epoch, self._streak = -1, 0
+        while self.state.epoch < self.cfg["train"]["epochs"] and not self.stop_reason():
+            self.run_epoch()
+        return self.finish(resumed_from)
+
+    def run_epoch(self) -> None:
+        """One epoch: :meth:`train_epoch`, :meth:`validate` and :meth:`record`. A fault (``max_bad_steps``
+        non-finite steps in a row, non-finite validation predictions) restores the state after
+        the last finished epoch and the epoch is tried again; the same fault again before another
+        epoch finishes raises ``TrainingError`` naming fold, epoch (and step)."""
+        self.epoch, t0 = self.state.epoch + 1, time.time()
+        try:
+            total, seen, bad = self.train_epoch()
+            probs, logits, windows = self.validate()
+        except _Fault as fault:
+            if self._retried_epoch == self.good["epoch"]:
+                raise TrainingError(f"{fault}, again after restoring the state after epoch {self.good['epoch']}; "
+                                    f"training of fold {self.fold} stopped") from None
+            self.log(f"{fault}: restoring the state after epoch {self.good['epoch']} and retrying")
+            bad_steps = self.state.bad_steps
+            self.restore(self.good, rngs=False)
+            self.state.bad_steps = bad_steps
+            self._retried_epoch, self._streak = self.good["epoch"], 0
+            return
+        self.record(total, seen, bad, probs, logits, windows, t0)
+
+    def train_epoch(self) -> tuple[torch.Tensor | float, int, int]:
+        """One pass over one window of every training recording (DDP: this rank's share of each
+        global batch). Returns ``(summed loss on the device, windows seen, steps skipped)``.
+        Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
+        p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
+        p.model.train()
+        order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc.get("sampler"), p.rng), p.rng)
+        total, seen, bad = 0.0, 0, 0
+        for step, i in enumerate(tqdm(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
+                                      leave=False, unit="batch"), 1):
+            w = order[i:i + p.global_batch]
+            if len(w) < ranks.world:  # DDP: too few windows left to give every rank one
+                continue
+            weight = 1.0
+            if ranks.world > 1:  # this rank's share of the global batch, weighted so that DDP's mean is the batch mean
+                mine = shard(w, ranks)
+                w, weight = mine, len(mine) * ranks.world / len(w)
+            spec, scalars, target = training_batch(data, w, self.device, p.model, p.wave_augment, p.augment)
+            loss, finite = train_step(p.forward, p.model, p.optimizer, p.loss_fn, p.scaler, spec, scalars, target,
+                                      self.device, tc["amp"], tc["grad_clip"], weight, ranks)
+            if not finite:
+                bad, self._streak = bad + 1, self._streak + 1
+                self.state.bad_steps += 1
+                self.log(f"fold {self.fold} epoch {self.epoch} step {step}/{p.steps}: non-finite loss or gradient "
+                         f"norm (loss {float(loss):.4g}); step skipped")
+                if self._streak >= tc["max_bad_steps"]:
+                    raise _Fault(f"fold {self.fold} epoch {self.epoch} step {step}: {self._streak} consecutive "
+                                 f"non-finite steps")
+                continue
+            self._streak = 0
+            if not p.per_epoch:
+                p.scheduler.step()
+            if p.ema is not None:
+                p.ema.update_parameters(p.model)
+            total += loss * len(w)  # stays on the device: read once when the epoch ends
+            seen += len(w)
+        return total, seen, bad
+
+    def validate(self) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+        """Predict the validation recordings with the kept module (no test-time augmentation).
+        Returns ``(probs (valid_recordings, n_classes), logits (windows, n_outputs), windows)``.
+        Raises ``_Fault`` for non-finite predictions (never scored)."""
+        probs, logits, windows = _predict_validation(self.parts.kept, self.data, self.parts.va_rec, self.comp, self.ranks)
+        logits = logits[0]
+        if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
+            raise _Fault(f"fold {self.fold} epoch {self.epoch}: non-finite validation predictions in "
+                         f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} windows (not scored)")
+        return probs, logits, windows
+
+    def record(self, total, seen: int, bad: int, probs: np.ndarray, logits: torch.Tensor, windows, t0: float) -> None:
+        """Score a validated epoch, step a per-epoch scheduler, keep the best epoch, add the
+        history row, take the snapshot ``good`` and log; the callbacks' ``on_validation_end`` and
+        ``on_epoch_end`` around it, and an early stop's reason."""
+        p, comp, monitor, device = self.parts, self.comp, self.comp["metric"], self.device
+        valid_loss = float(p.loss_fn(logits.to(device), self.data.targets(windows).to(device)))
+        total, seen = all_sum([total, seen], self.ranks, device)  # every rank's training windows
+        scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
+        if p.per_epoch:
+            p.scheduler.step(valid_loss if p.scheduler.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
+        improved = improves(self.state.best, scores, valid_loss, monitor, comp)
+        self._call("on_validation_end", scores, valid_loss, improved)
+        row = {"fold": self.fold, "epoch": self.epoch, "lr": p.optimizer.param_groups[-1]["lr"],  # the head's (scale 1)
+               "train_loss": total / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
+               "bad_steps": bad, "seconds": time.time() - t0}
+        if improved:
+            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss,
+                               "probs": torch.from_numpy(probs),
+                               "state": {k: v.detach().cpu().clone() for k, v in p.kept.state_dict().items()}}
+        self.state.epoch, self.state.history = self.epoch, self.state.history + [row]
+        self.good = self.snapshot()
+        self._call("on_epoch_end", row)
+        self.log(f"fold {self.fold} epoch {self.epoch:>2}/{self.cfg['train']['epochs']}  train_loss "
+                 f"{row['train_loss']:.4f}  valid_loss {valid_loss:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                 + f"  lr {row['lr']:.2e}  {row['seconds']:.1f}s" + (f"  {bad} steps skipped" if bad else "")
+                 + ("  *" if improved else ""))
+        if reason := self.stop_reason():
+            self.log(f"fold {self.fold}: {reason}")
+
+    def finish(self, resumed_from: int) -> tuple[dict, dict, np.ndarray, list[dict]]:
+        """The callbacks' ``on_fold_end`` (SWA may replace the best epoch), the best epoch's
+        validation predictions again with the experiment's test-time augmentation when it has
+        one, and the fold's checkpoint and info (see :func:`train_fold`)."""
+        p, cfg, comp, best, history = self.parts, self.cfg, self.comp, self.state.best, self.state.history
+        extra = {}
+        self._call("on_fold_end", extra)
+        probs, scores = best["probs"].numpy(), best["scores"]
+        if tta_active(cfg.get("tta")):  # the OOF predictions made as the test set's will be
+            p.kept.load_state_dict(best["state"])
+            probs = predict_recordings(p.kept, self.data, p.va_rec, comp, cfg["tta"])[0]
+            scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
+            extra["without_tta"] = best["scores"]
+            self.log(f"fold {self.fold}: with test-time augmentation {cfg['tta']}: " + "  ".join(
+                f"{k} {v:.4f} ({best['scores'][k]:.4f} without)" for k, v in scores.items()))
+        info = {"fold": self.fold, "best_epoch": best["epoch"], "epochs_run": len(history),
+                "valid_loss": best["valid_loss"], **scores, "seconds": sum(h["seconds"] for h in history),
+                "n_valid": len(p.va_rec), "resumed_from_epoch": resumed_from, "bad_steps": self.state.bad_steps, **extra}
+        ckpt = {"state_dict": best["state"], "n_scalars": self.data.n_scalars,
+                "metadata_encoder": None if p.encoder is None else p.encoder.state(),
+                "n_parameters": count_parameters(p.model),
+                "class_weight": None if p.class_weight is None else p.class_weight.tolist()}
+        return ckpt, info, probs, history
+
+
+def _normalise_inputs(model, data: SplitInputs, tr_rec: np.ndarray) -> None:
+    """Give ``model`` the input statistics of the training recordings ``tr_rec`` (:func:`input_stats`;
+    a front end's from at most about 4096 evenly spaced windows, per band inside the front end,
+    so that the trunk's input is then standard)."""
     stats_items = data.windows_of(tr_rec)[0]
-    if model.frontend is not None:  # a front end's statistics from at most about 4096 windows (evenly spaced)
+    if model.frontend is not None:
         stats_items = stats_items[::max(1, len(stats_items) // 4096)]
     mean, std, sc_mean, sc_std = input_stats(data, stats_items, model.frontend)
-    if model.frontend is not None:  # per band inside the front end; the trunk's input is then standard
+    if model.frontend is not None:
         if model.frontend.normalise:  # (not for a model that normalises itself: CNN14's pretrained bn0)
             model.frontend.set_normalisation(mean[:, :, None], std[:, :, None].clamp_min(1e-6))
         mean, std = torch.zeros(len(mean)), torch.ones(len(mean))
     model.set_normalisation(mean, std, sc_mean, sc_std)
-    if ddp and tc.get("sync_bn"):
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    forward = place_model(model, device, tc.get("compile", False), ddp=ddp)
-    class_weight = None
-    if tc.get("class_weights") not in (None, "balanced"):
-        raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
-    if tc.get("class_weights"):
-        class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), comp["task"])
-    loss_fn = build_loss(cfg["loss"], comp["task"], class_weight).to(device)
-    opt = build_optimizer(cfg["optimizer"], model.param_groups())
-    global_batch = tc["batch_size"] * ranks.world
-    steps = math.ceil(len(tr_rec) / global_batch)
-    sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
-    per_epoch = getattr(sched, "per_epoch", False)  # ReduceLROnPlateau: once an epoch on a validation figure
-    use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    augment = Augmenter(cfg["augment"], seed=rank_seed(tc["seed"] + fold, ranks))
-    wave_augment = WaveAugmenter(cfg["augment"].get("waveform"), seed=rank_seed(tc["seed"] + fold, ranks),
-                                 sample_rate=data.manifest["sample_rate"])
-    ema = None
-    if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
-        ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
-    kept = ema.module if ema is not None else model
-    swa, swa_from = None, None
-    if tc.get("swa"):  # an equal average of the weights after each epoch from swa_from on (BN statistics recomputed)
-        swa = torch.optim.swa_utils.AveragedModel(model)
-        swa_from = max(1, math.ceil(tc["swa"].get("start", 0.75) * tc["epochs"]))
-    rng = np.random.default_rng(tc["seed"] + fold)
-    monitor = comp["metric"]
-    max_bad = tc["max_bad_steps"]
-    parts = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "ema": ema, "swa": swa}
-    gens = {"epochs": rng, "augment": augment.rng, "wave_augment": wave_augment.rng}
-    good = _snapshot(parts, gens, epoch=0, best=None, history=[], wait=0, bad_steps=0)  # the last good state
-    saved = torch.load(state_path, map_location="cpu", weights_only=True) if state_path and Path(state_path).exists() else None
-    if saved is not None and saved.get("key") == state_key:
-        good = saved
-        log(f"fold {fold}: resuming after epoch {saved['epoch']} from {state_path}")
-    elif saved is not None:
-        log(f"fold {fold}: ignoring {state_path} (another run's state)")
-    resumed_from = good["epoch"]
-    run = _restore(good, parts, gens)  # epoch, best, history, wait, bad_steps
-    if ranks.rank and resumed_from:  # the saved generators are rank 0's: draw this rank's own from here
-        for g in (augment.rng, wave_augment.rng):
-            g.bit_generator.state = np.random.default_rng(rank_seed(tc["seed"] + fold, ranks, resumed_from)
-                                                          ).bit_generator.state
-        torch.manual_seed(rank_seed(tc["seed"] + fold, ranks, resumed_from))
-    retried_epoch, streak = -1, 0
-    y_va = data.y[va_rec]
-    writer = tensorboard_writer(tensorboard_dir, run["history"])
-    while run["epoch"] < tc["epochs"] and run["wait"] < tc["patience"]:
-        epoch = run["epoch"] + 1
-        t0 = time.time()
-        try:
-            model.train()
-            order = data.sample_windows(epoch_recordings(tr_rec, data.y, tc.get("sampler"), rng), rng)
-            total, seen, bad = 0.0, 0, 0
-            for step, i in enumerate(tqdm(range(0, len(order), global_batch), desc=f"fold {fold} epoch {epoch}",
-                                          leave=False, unit="batch"), 1):
-                w = order[i:i + global_batch]
-                if len(w) < ranks.world:  # DDP: too few windows left to give every rank one
-                    continue
-                weight = 1.0
-                if ddp:  # this rank's share of the global batch, weighted so that DDP's mean is the batch mean
-                    mine = shard(w, ranks)
-                    w, weight = mine, len(mine) * ranks.world / len(w)
-                spec, scalars, target = training_batch(data, w, device, model, wave_augment, augment)
-                loss, finite = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device,
-                                          tc["amp"], tc["grad_clip"], weight, ranks)
-                if not finite:
-                    bad, streak = bad + 1, streak + 1
-                    run["bad_steps"] += 1
-                    log(f"fold {fold} epoch {epoch} step {step}/{steps}: non-finite loss or gradient norm "
-                        f"(loss {float(loss):.4g}); step skipped")
-                    if streak >= max_bad:
-                        raise _Fault(f"fold {fold} epoch {epoch} step {step}: {streak} consecutive non-finite steps")
-                    continue
-                streak = 0
-                if not per_epoch:
-                    sched.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                total += loss * len(w)  # stays on the device: read once when the epoch ends
-                seen += len(w)
-            probs, logits, windows = _predict_validation(kept, data, va_rec, comp, ranks)
-            logits = logits[0]  # (windows, n_outputs): no test-time augmentation while training
-            if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
-                raise _Fault(f"fold {fold} epoch {epoch}: non-finite validation predictions in "
-                             f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} windows (not scored)")
-        except _Fault as fault:
-            if retried_epoch == good["epoch"]:
-                raise TrainingError(f"{fault}, again after restoring the state after epoch {good['epoch']}; "
-                                    f"training of fold {fold} stopped") from None
-            log(f"{fault}: restoring the state after epoch {good['epoch']} and retrying")
-            run = _restore(good, parts, None) | {"bad_steps": run["bad_steps"]}
-            retried_epoch, streak = good["epoch"], 0
-            continue
-        valid_loss = float(loss_fn(logits.to(device), data.targets(windows).to(device)))
-        total, seen = all_sum([total, seen], ranks, device)  # every rank's training windows
-        scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
-        if per_epoch:
-            sched.step(valid_loss if sched.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
-        if swa is not None and epoch >= swa_from:
-            swa.update_parameters(model)
-        row = {"fold": fold, "epoch": epoch, "lr": opt.param_groups[-1]["lr"],  # the head's (scale 1)
-               "train_loss": total / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
-               "bad_steps": bad, "seconds": time.time() - t0}
-        best = run["best"]
-        improved = best is None or is_better(monitor, scores[monitor], best["scores"][monitor], comp) or (
-            scores[monitor] == best["scores"][monitor] and valid_loss < best["valid_loss"])
-        if improved:
-            run["best"] = {"epoch": epoch, "scores": scores, "valid_loss": valid_loss, "probs": torch.from_numpy(probs),
-                           "state": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
-        run.update(epoch=epoch, history=run["history"] + [row], wait=0 if improved else run["wait"] + 1)
-        tensorboard_epoch(writer, row)
-        good = _snapshot(parts, gens, **run)
-        if state_path and ranks.main:
-            with atomic_path(state_path) as tmp:
-                torch.save(dict(good, key=state_key), tmp)
-        log(f"fold {fold} epoch {epoch:>2}/{tc['epochs']}  train_loss {row['train_loss']:.4f}  "
-            f"valid_loss {valid_loss:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
-            + f"  lr {row['lr']:.2e}  {row['seconds']:.1f}s" + (f"  {bad} steps skipped" if bad else "")
-            + ("  *" if improved else ""))
-        if run["wait"] >= tc["patience"]:
-            log(f"fold {fold}: early stop after epoch {epoch} (no {monitor} gain for {run['wait']} epochs)")
-    best, history = run["best"], run["history"]
-    if writer is not None:
-        writer.close()
-    extra = {}
-    if swa is not None and int(swa.n_averaged) > 0:
-        extra["swa"] = _swa_result(swa, best, data, tr_rec, va_rec, comp, tc, rng, log, fold)
-    probs, scores = best["probs"].numpy(), best["scores"]
-    if tta_active(cfg.get("tta")):  # the OOF predictions made as the test set's will be
-        kept.load_state_dict(best["state"])
-        probs = predict_recordings(kept, data, va_rec, comp, cfg["tta"])[0]
-        scores = {k: float(v) for k, v in score_all(comp["metrics"], y_va, probs, comp).items()}
-        extra["without_tta"] = best["scores"]
-        log(f"fold {fold}: with test-time augmentation {cfg['tta']}: " + "  ".join(
-            f"{k} {v:.4f} ({best['scores'][k]:.4f} without)" for k, v in scores.items()))
-    info = {"fold": fold, "best_epoch": best["epoch"], "epochs_run": len(history), "valid_loss": best["valid_loss"],
-            **scores, "seconds": sum(h["seconds"] for h in history), "n_valid": len(va_rec),
-            "resumed_from_epoch": resumed_from, "bad_steps": run["bad_steps"], **extra}
-    ckpt = {"state_dict": best["state"], "n_scalars": data.n_scalars,
-            "metadata_encoder": None if encoder is None else encoder.state(),
-            "n_parameters": count_parameters(model),
-            "class_weight": None if class_weight is None else class_weight.tolist()}
-    return ckpt, info, probs, history
+
+
+def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
+               state_path: Path | None = None, state_key: str = "", tensorboard_dir: Path | None = None,
+               ranks: Ranks = Ranks()):
+    """Train one fold with the standard callbacks; returns ``(checkpoint, best_epoch_info, oof_probs
+    (valid_recordings, n_classes), history)``.
+
+    ``table`` is ``folds.csv``; its recordings of ``fold`` are the validation set
+    (:class:`FoldTrainer`). ``checkpoint`` holds the best weights, the metadata encoder's
+    :meth:`MetadataEncoder.state` (or ``None``) and the input width: plain values and tensors, so
+    it loads with ``torch.load(weights_only=True)``. ``history`` is a list of per-epoch dicts
+    (fold, epoch, lr, train_loss, valid_loss (per window), metrics (per recording), bad_steps,
+    seconds). ``best_epoch_info`` also gives ``resumed_from_epoch`` (0 when started fresh),
+    ``bad_steps`` (training steps skipped as non-finite) and, with them, ``swa`` and ``without_tta``.
+
+    Callbacks (:mod:`lib.training.callbacks`): :class:`EarlyStopping` after ``train.patience``
+    epochs without gain; :class:`SWA` with ``train.swa``; :class:`ResumeState` with ``state_path``
+    (the whole training state written after each finished epoch, tagged with ``state_key``; only
+    rank 0 writes; a later call with the same file and key goes on from that epoch and gives
+    bit-identical results); :class:`TensorBoard` with ``tensorboard_dir`` (callers give the other
+    ranks none and a silent ``log``). ``ranks``: DDP over several ranks (:class:`FoldTrainer`;
+    ``train.sync_bn`` converts BatchNorm to ``SyncBatchNorm``, CUDA only). Raises ``ConfigError``
+    for unknown ``class_weights``/``sampler`` values or DDP that cannot run as configured,
+    ``TrainingError`` for a fault that comes back after a retry.
+    """
+    tc = cfg["train"]
+    callbacks = [EarlyStopping(tc["patience"], comp["metric"])]
+    if tc.get("swa"):
+        callbacks.append(SWA(tc["swa"].get("start", 0.75), tc["epochs"]))
+    if tensorboard_dir is not None:
+        callbacks.append(TensorBoard(tensorboard_dir))
+    if state_path:
+        callbacks.append(ResumeState(state_path, state_key, writes=ranks.main))
+    return FoldTrainer(cfg, comp, data, table, fold, device, callbacks, log, ranks).fit()

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core.config import ConfigError, Registry
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 LOSSES = Registry("loss")
 

@@ -16,7 +16,8 @@ import math
 
 import torch
 
-from ..core.config import ConfigError, Registry
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)

@@ -40,6 +40,8 @@ class Seed9:
     Requires 1-s clips at 16 kHz (the definitions fix n_fft 512, hop 256 and 63 frames).
     """
 
+    kind = "spectrogram"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
+
     def __init__(self):
         self.settings = {"n_fft": N_FFT, "hop_length": HOP}
         self.hop_length = HOP

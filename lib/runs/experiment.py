@@ -39,17 +39,18 @@ from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
-from ..data.windows import load_inputs
+from ..inputs import load_inputs
 from ..evaluation.metrics import score_all
 from ..evaluation.reports import write_report
 from ..models import is_classical
-from .classical import train_fold_classical
-from .distill import mixed_targets, soft_targets
-from .distributed import Ranks, broadcast, finish, gather, setup, split_work
-from .loop import train_fold
-from .precision import cpu_bf16
+from ..training.classical import train_fold_classical
+from ..training.ddp import Ranks, broadcast, gather
+from ..training.loop import train_fold
+from .distributed import finish, setup, split_work
+from .self_training import mixed_targets, soft_targets
+from ..core.device import cpu_bf16
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
 
 
 def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None,
@@ -237,6 +238,68 @@ class ExperimentRun:
                            self.all_folds, where, self.log)
 
 
+def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:
+    """Rank 0 decides what each run trains (:meth:`ExperimentRun.todo`, calling ``on_fold`` for
+    the folds finished earlier), announces the runs and removes their records; every rank then
+    sets each run's ``skipped``, ``folds`` and ``status`` from rank 0's plan (the others may look
+    while rank 0 removes records)."""
+    plan = None
+    if ranks.main:
+        plan = []
+        for run in runs:
+            folds = [] if run.skipped else run.todo(on_fold)
+            if not run.skipped:
+                run.announce(run.wanted)
+                run.begin()
+            plan.append((run.skipped, folds, dict(run.status)))
+    for run, (skipped, folds, status) in zip(runs, broadcast(plan, ranks)):
+        run.skipped, run.folds, run.status = skipped, folds, status
+
+
+def _train_folds(runs: list[ExperimentRun], mine: list[tuple[int, int]], ranks: Ranks, on_fold) -> None:
+    """Train this rank's share ``mine`` (``(run index, fold)`` pairs) of the folds of the runs that
+    deal their folds out, one after the other, then every fold of the ``ddp`` runs on all ranks
+    together; ``on_fold(fold, info)`` after each (for ``ddp`` runs on rank 0 only). Every run's
+    inputs are released from the GPU at the end, also when a fold or ``on_fold`` raises."""
+    try:
+        for n, (i, fold) in enumerate(mine):  # this rank's folds, one after the other
+            if n and mine[n - 1][0] != i:
+                runs[mine[n - 1][0]].release()
+            info = runs[i].train(fold)
+            if on_fold:
+                on_fold(fold, info)
+        for run in runs:  # all ranks together, one fold at a time
+            if run.ddp:
+                for fold in run.folds:
+                    info = run.train(fold)
+                    if on_fold and ranks.main:
+                        on_fold(fold, info)
+                run.release()
+    finally:  # also when on_fold stops the run (a pruned sweep trial): no inputs left on a GPU
+        for run in runs:
+            run.release()
+
+
+def _merge_runs(runs: list[ExperimentRun], trained_by: list, out: Outputs, t0: float) -> list[dict]:
+    """Rank 0: mark the folds other ranks trained (``trained_by``: per rank, its ``(run index,
+    fold)`` pairs) and merge each run's finished folds (:meth:`ExperimentRun.merge`). Returns per
+    run its scores dict with ``skipped``, ``status`` and ``run_seconds`` (since ``t0``, in
+    seconds); a skipped run's is its ``scores.json`` as written before."""
+    for rank, pairs in enumerate(trained_by):
+        for i, f in pairs:
+            runs[i].status.setdefault(f, f"trained by rank {rank}")
+    results = []
+    for run in runs:
+        if run.skipped:
+            results.append(dict(read_json(out.model_dir(run.name) / "scores.json"), skipped=True))
+            continue
+        scores = run.merge()
+        scores["status"] = {int(k): v for k, v in sorted(run.status.items())}
+        scores["run_seconds"] = time.time() - t0
+        results.append(dict(scores, skipped=False))
+    return results
+
+
 def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=print, on_fold=None) -> list[dict]:
     """Train the folds of the experiments ``cfgs`` that are not finished yet, then merge every
     finished fold of each into its OOF predictions, scores, log and report; on one process, or on
@@ -273,52 +336,15 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
         ranks, device = setup(cfg["train"]["device"])
         runs.append(ExperimentRun(cfg, out, device, ranks, force, log))
     t0 = time.time()
-    plan = None
-    if ranks.main:  # rank 0 decides what is finished (the others may look while it removes records)
-        plan = []
-        for run in runs:
-            folds = [] if run.skipped else run.todo(on_fold)
-            if not run.skipped:
-                run.announce(run.wanted)
-                run.begin()
-            plan.append((run.skipped, folds, dict(run.status)))
-    for run, (skipped, folds, status) in zip(runs, broadcast(plan, ranks)):
-        run.skipped, run.folds, run.status = skipped, folds, status
+    _share_plan(runs, ranks, on_fold)
     shared = [(i, f) for i, run in enumerate(runs) if not run.ddp for f in run.folds]
     mine = split_work(shared, ranks)
-    try:
-        for n, (i, fold) in enumerate(mine):  # this rank's folds, one after the other
-            if n and mine[n - 1][0] != i:
-                runs[mine[n - 1][0]].release()
-            info = runs[i].train(fold)
-            if on_fold:
-                on_fold(fold, info)
-        for run in runs:  # all ranks together, one fold at a time
-            if run.ddp:
-                for fold in run.folds:
-                    info = run.train(fold)
-                    if on_fold and ranks.main:
-                        on_fold(fold, info)
-                run.release()
-    finally:  # also when on_fold stops the run (a pruned sweep trial): no inputs left on a GPU
-        for run in runs:
-            run.release()
+    _train_folds(runs, mine, ranks, on_fold)
     trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
     if not ranks.main:
         finish(ranks)
         return [{"experiment": r.name, "skipped": r.skipped, "status": r.status} for r in runs]
-    for rank, tasks in enumerate(trained_by):
-        for i, f in tasks:
-            runs[i].status.setdefault(f, f"trained by rank {rank}")
-    results = []
-    for run in runs:
-        if run.skipped:
-            results.append(dict(read_json(out.model_dir(run.name) / "scores.json"), skipped=True))
-            continue
-        scores = run.merge()
-        scores["status"] = {int(k): v for k, v in sorted(run.status.items())}
-        scores["run_seconds"] = time.time() - t0
-        results.append(dict(scores, skipped=False))
+    results = _merge_runs(runs, trained_by, out, t0)
     finish(ranks)
     return results
 

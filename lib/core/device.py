@@ -1,7 +1,37 @@
-"""Precision and memory format: bfloat16 autocast where it is fast, channels-last models."""
+"""Devices, threads and precision, for training and inference alike: the device of a run and its
+CPU threads, bfloat16 autocast where it is fast, channels-last models (optionally wrapped for
+DistributedDataParallel or compiled)."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+
+def get_device(name: str = "auto"):
+    """Return a ``torch.device``: CUDA when available and ``name`` is ``"auto"``, else ``name``.
+
+    On CPU the torch thread count is set to ``OMP_NUM_THREADS`` when it is set (several training
+    processes on one machine: one or a few threads each, or they slow each other down many times
+    over), else to the number of usable cores.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cpu":
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else n_cpus())
+    else:
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def n_cpus() -> int:
+    """Number of CPU cores this process may use (respects affinity masks and cgroups pinning)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def cpu_bf16() -> bool:

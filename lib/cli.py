@@ -12,8 +12,8 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import ROOT, changing_overrides, load_experiment, variant_name
-from .errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
+from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, variant_name
+from .core.errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
 
 EXPECTED_ERRORS = (PipelineError,)
 """Errors printed as a one-paragraph message (exit 1); anything else is a bug and keeps its traceback."""
@@ -41,8 +41,8 @@ def add_experiment_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     if not many:
-        p.add_argument("--name", help="experiment name (default: the config's; with --set overrides other than "
-                                      "train.folds/device/compile: NAME+<hash of them>, a variant of its own)")
+        p.add_argument("--name", help="experiment name (default: the config's; with --set overrides of other keys "
+                                      f"than {', '.join(RUN_ONLY_KEYS)}: NAME+<hash of them>, a variant of its own)")
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date result exists")
 
 
@@ -61,6 +61,8 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     if given, else :func:`lib.core.config.variant_name` of the config's name. ``announce``
     prints the name and why when it differs from the config's. Returns the config; raises
     ``ConfigError``."""
+    from .components import load_experiment  # the registries: torch and the model zoo
+
     cfg = load_experiment(path, overrides)
     own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
     if announce and name:
@@ -90,13 +92,13 @@ def run(stage: str, main) -> None:
         traceback.print_exc()
         print(f"\n{stage}: failed (see the traceback above)", file=sys.stderr)
         sys.exit(1)
-    from .utils import format_seconds
+    from .core.utils import format_seconds
 
     print(f"{stage}: done in {format_seconds(time.time() - t0)}")
 
 
 def outputs(args):
     """The ``lib.core.paths.Outputs`` layout for ``--output-dir``."""
-    from .paths import Outputs
+    from .core.paths import Outputs
 
     return Outputs(Path(args.output_dir).resolve())

@@ -14,8 +14,8 @@ import torch
 
 from ..core.paths import Outputs
 from ..features.cache import load_features
-from .audio import window_starts
-from .windows import SplitInputs
+from ..data.audio import window_starts
+from .base import SplitInputs
 
 
 class WaveData(SplitInputs):

@@ -27,7 +27,8 @@ import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ..core.config import ROOT, RUN_ONLY_KEYS, load_experiment, parse_yaml, variant_name
+from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml, variant_name
+from ..components import load_experiment
 from ..core.errors import ConfigError, PipelineError
 from ..core.paths import Outputs
 from ..core.registry import did_you_mean

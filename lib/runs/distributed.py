@@ -23,42 +23,18 @@ go through gloo, so ranks sharing a GPU never open NCCL; DDP's gradients go thro
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..core.device import get_device, n_cpus
 from ..core.errors import ConfigError
-from ..core.utils import get_device, n_cpus
+from ..training.ddp import Ranks
 
 TIMEOUT = timedelta(days=7)
 """How long a rank waits for the others (a rank that trains its last fold while the others wait
 at the merge): torch's default (30 min for gloo) would stop runs whose folds take longer."""
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the processes of a run: ``rank`` of ``world`` in all,
-    ``local_rank`` of ``local_world`` on this machine. One rank (the default) outside torchrun."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-
-    @property
-    def main(self) -> bool:
-        """Whether this is rank 0, the one that writes shared artifacts and prints summaries."""
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "Ranks":
-        """The ranks torchrun set in the environment (one rank when it did not)."""
-        get = lambda k, d: int(os.environ.get(k, d))  # noqa: E731
-        world = get("WORLD_SIZE", 1)
-        return cls(get("RANK", 0), world, get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", world))
 
 
 def _end_with_launcher() -> None:
@@ -104,36 +80,6 @@ def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     return ranks, device
 
 
-def check_ddp(ranks: Ranks, device: torch.device, sync_bn: bool) -> None:
-    """Raise ``ConfigError`` when DDP cannot run as asked: two ranks on one GPU (NCCL refuses
-    it; use fewer processes per machine or ``train.distributed: folds``), or ``train.sync_bn``
-    on the CPU (``SyncBatchNorm`` needs CUDA)."""
-    if device.type == "cuda" and ranks.local_world > torch.cuda.device_count():
-        raise ConfigError(f"train.distributed ddp: {ranks.local_world} processes on this machine but "
-                          f"{torch.cuda.device_count()} GPU(s); DDP needs one GPU per process "
-                          f"(use --nproc-per-node {torch.cuda.device_count()}, or train.distributed: folds)")
-    if sync_bn and device.type != "cuda":
-        raise ConfigError("train.sync_bn: SyncBatchNorm needs CUDA devices; set it to false on the CPU")
-
-
-def broadcast(obj, ranks: Ranks):
-    """Rank 0's ``obj`` on every rank (any picklable object); ``obj`` itself with one rank."""
-    if ranks.world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather(obj, ranks: Ranks) -> list:
-    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` with one rank)."""
-    if ranks.world == 1:
-        return [obj]
-    out = [None] * ranks.world
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def finish(ranks: Ranks) -> None:
     """Wait for every rank, then leave the process group (so that no rank exits while another
     still talks to it: gloo aborts a process that exits with the group open)."""
@@ -142,45 +88,6 @@ def finish(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def all_true(flag: bool, ranks: Ranks, device) -> bool:
-    """Whether ``flag`` is true on every rank (``flag`` with one rank)."""
-    if ranks.world == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def all_sum(values: list, ranks: Ranks, device) -> list[float]:
-    """The sums over the ranks of ``values`` (numbers or 0-d tensors), as floats."""
-    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
-    if ranks.world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def shard(items: np.ndarray, ranks: Ranks) -> np.ndarray:
-    """This rank's contiguous share of ``items`` (``np.array_split``: sizes differ by at most one)."""
-    return np.array_split(items, ranks.world)[ranks.rank] if ranks.world > 1 else items
-
-
-def broadcast_buffers(module: torch.nn.Module, ranks: Ranks) -> None:
-    """Give every rank rank 0's buffers of ``module`` (BatchNorm statistics, which each rank
-    updates from its own share of the batches), so that every rank validates the same model."""
-    if ranks.world > 1:
-        for b in module.buffers():
-            dist.broadcast(b.data, src=0)
-
-
 def split_work(tasks: list, ranks: Ranks) -> list:
     """This rank's share of ``tasks`` (dealt out in turn: task ``i`` goes to rank ``i mod world``)."""
     return tasks[ranks.rank::ranks.world]
-
-
-def rank_seed(seed: int, ranks: Ranks, *more: int) -> int:
-    """A seed of its own for each rank (``seed`` itself on rank 0, so one rank draws as a
-    sequential run): rank 0 keeps ``seed``, rank r > 0 gets a number from
-    ``np.random.SeedSequence((seed, r, *more))``."""
-    if ranks.rank == 0 and not more:
-        return seed
-    return int(np.random.SeedSequence((seed, ranks.rank, *more)).generate_state(1)[0])

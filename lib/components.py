@@ -1,0 +1,202 @@
+"""Which config section is looked up in which registry, and the checks of component names and
+parameters: one layer above the components (the registries of :mod:`lib.features`,
+:mod:`lib.models`, :mod:`lib.training`, :mod:`lib.evaluation`), so that none of them imports
+back down into the config code. The stages load configs through here:
+:func:`load_experiment` and :func:`load_competition` read a file with :mod:`lib.core.config`
+(schema, defaults) and then check every name and parameter against the registries, before any
+work starts.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from .core.config import read_competition, read_experiment
+from .core.errors import ConfigError
+from .core.registry import Registry, did_you_mean
+from .core.schema import source_of
+from .data.audio import PAD_MODES, RESAMPLERS
+from .data.folds import SCHEMES
+from .evaluation.blending import METHODS
+from .evaluation.metrics import get_metric, load_custom
+from .features import FEATURES
+from .inputs import INPUT_KINDS
+from .models import MODELS, owns_frontend
+from .models.frontend import FRONTENDS
+from .training.losses import LOSSES
+from .training.optim import OPTIMIZERS, SCHEDULERS
+from .training.wave_augment import WAVE_AUGMENTS
+
+SECTIONS: dict[str, Registry] = {"features": FEATURES, "frontend": FRONTENDS, "model": MODELS,
+                                 "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "loss": LOSSES}
+"""An experiment's component section -> the registry its ``name`` is looked up in (``loss:
+auto`` is ``bce`` or ``ce`` by task). The entries of ``augment.waveform`` are looked up in
+:data:`lib.training.wave_augment.WAVE_AUGMENTS`."""
+
+CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "sample_rate"}, "optimizer": {"params"},
+                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"},
+                 "frontend": {"sample_rate"}, "augment.waveform": {"sample_rate"}}
+"""Arguments the code passes to a component (lib.models.build_model, lib.training.trainer,
+lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
+``params``; a sample rate is always the data's."""
+_PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """Load an experiment config: :func:`lib.core.config.read_experiment` (``base:`` chain,
+    ``--set`` ``overrides``, every default, the schema), then :func:`check_experiment`. Returns
+    the config dict (keys ``name, features, frontend, model, optimizer, scheduler, loss, inputs,
+    augment, tta, train``). Raises ``ConfigError`` naming the file (or override) and the key
+    for anything wrong."""
+    cfg, sources = read_experiment(path, overrides)
+    check_experiment(cfg, str(path), sources)
+    return cfg
+
+
+def load_competition(path: str | Path, data_dir: str | Path | None = None) -> dict:
+    """Load a competition config: :func:`lib.core.config.read_competition` (every default, the
+    schema, ``data_dir`` resolved; ``data_dir`` overrides the file's), then
+    :func:`check_competition`. Returns the config dict (``docs/competition.md`` lists every
+    key). Raises ``ConfigError`` naming the file and the missing, unknown or wrong key, an
+    unknown metric, fold scheme or ensembling method."""
+    cfg, where = read_competition(path, data_dir)
+    check_competition(cfg, Path(path), where)
+    return cfg
+
+
+def check_competition(cfg: dict, path: Path, where: str) -> None:
+    """Check a competition config's registered names: ``custom_metrics`` loaded (their files
+    resolved against the config's folder ``path.parent``), every metric known and defined for the
+    task and classes (:func:`lib.evaluation.metrics.get_metric`), the ensembling method, the
+    audio ``resample_type`` and ``pad``, the fold ``scheme``. Raises ``ConfigError`` naming the
+    file and key."""
+    for name, spec in (cfg.get("custom_metrics") or {}).items():
+        file, _, func = spec["function"].rpartition(":")
+        spec["function"] = f"{(path.parent / file).resolve()}:{func}" if file else spec["function"]
+        load_custom(name, spec, f"{where} [custom_metrics]")  # even one that no metric uses yet
+    for name in cfg["metrics"]:  # also each metric's own check (normal_class, the 2022 challenge's class names)
+        get_metric(name, cfg, f"{where} (metric/metrics)")
+    method = cfg["ensemble"]["method"]
+    if method not in METHODS:
+        raise ConfigError(f"{where} [ensemble]: method {method!r} is not one of {', '.join(METHODS)}"
+                          f"{did_you_mean(method, METHODS)}")
+    audio = cfg["audio"]
+    for key, allowed in (("resample_type", RESAMPLERS), ("pad", PAD_MODES)):
+        if audio[key] not in allowed:
+            raise ConfigError(f"{where} [audio]: {key} {audio[key]!r} is not one of {allowed}")
+    scheme = cfg["folds"]["scheme"]
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{where} [folds]: scheme {scheme!r} is not one of {', '.join(SCHEMES)}"
+                          f"{did_you_mean(scheme, SCHEMES)}")
+
+
+def check_found_classes(cfg: dict, where: str) -> None:
+    """What depends on the classes, checked again when stage 00 took them from the data (the
+    config listed none): every metric's own check. Raises ``ConfigError`` naming ``where``."""
+    for name in cfg["metrics"]:
+        get_metric(name, cfg, where)
+
+
+def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | None = None) -> None:
+    """Check an experiment config's components (defaults filled, schema checked:
+    :func:`lib.core.config.read_experiment`) before any work starts.
+
+    ``where`` names the config (its file); ``sources`` (``[(file or "--set ...", its mapping)]``,
+    later ones overriding earlier ones) lets each error name the file or override that set the
+    key. Checks: registry names (:data:`SECTIONS`: features, model, optimizer, scheduler, loss; ``loss``
+    may be ``auto``) and each component's ``params`` against the registered callable's signature
+    (unknown names unless it takes ``**kwargs``; types where the annotation is a plain
+    int/float/bool/str or, without one, the default is a float; values that name an entry of
+    another registry, :attr:`Registry.choices`, e.g. ``model.params.pooling``). Returns ``None``; raises
+    ``ConfigError``.
+    """
+    sources = sources or [(where, cfg)]
+    _check_waveform_path(cfg, sources, where)
+    registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
+    for i, entry in enumerate(cfg["augment"]["waveform"]):
+        key = f"augment.waveform[{i}]"
+        obj = WAVE_AUGMENTS.get(entry["name"], f"{where} ({key}.name)")
+        _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
+    for key, registry in registries.items():
+        name = cfg[key]["name"]
+        names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
+        objs = [registry.get(n, f"{source_of(sources, [key, 'name'], where)} ({key}.name)") for n in names]
+        _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
+        for name, choices in registry.choices.items():
+            if name in cfg[key]["params"]:
+                choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
+                                                        f"({key}.params.{name})")
+        for obj in objs:  # a component's own check of its values (e.g. a timm architecture name)
+            if hasattr(obj, "check_params"):
+                try:
+                    obj.check_params(cfg[key]["params"])
+                except ConfigError as exc:
+                    raise ConfigError(f"{source_of(sources, [key, 'params'], where)}: {exc}") from None
+    kind = getattr(FEATURES.get(cfg["features"]["name"]), "kind", None)
+    if kind not in INPUT_KINDS:
+        raise ConfigError(f"{source_of(sources, ['features', 'name'], where)}: feature set {cfg['features']['name']!r} "
+                          f"declares input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)} (lib.inputs)")
+
+
+def _check_waveform_path(cfg: dict, sources, where: str) -> None:
+    """The waveform path's sections go together: ``features.name: waveform`` if and only if a
+    ``frontend`` section is given (or the model brings its own front end, ``cnn14``: then waveform
+    features and no ``frontend``); ``augment.waveform`` and ``tta.hop_seconds`` only with it.
+    Raises ``ConfigError`` naming the file and key."""
+    waveform = cfg["features"]["name"] == "waveform"
+    origin = lambda *keys: source_of(sources, list(keys), where)  # noqa: E731
+    if owns_frontend(cfg["model"], f"{origin('model', 'name')} (model.name)"):
+        if not waveform or cfg.get("frontend"):
+            raise ConfigError(f"{origin('model', 'name')}: model {cfg['model']['name']!r} computes its own front end "
+                              f"from the waveform: use features: {{name: waveform, params: {{sample_rate: ...}}}} and no "
+                              f"frontend section")
+        return
+    if waveform and not cfg.get("frontend"):
+        raise ConfigError(f"{origin('features', 'name')}: features.name waveform caches raw audio; the model then "
+                          f"needs a front end: add e.g. frontend: {{name: log_mel, params: {{n_mels: 64}}}}")
+    if not waveform:
+        for keys, value, what in ((("frontend",), cfg.get("frontend"), "a frontend section"),
+                                  (("augment", "waveform"), cfg["augment"]["waveform"], "augment.waveform entries"),
+                                  (("tta", "hop_seconds"), cfg["tta"]["hop_seconds"], "tta.hop_seconds")):
+            if value:
+                raise ConfigError(f"{origin(*keys)}: {what} need(s) waveform input, but features.name is "
+                                  f"{cfg['features']['name']!r}; use features: {{name: waveform}}"
+                                  + (" (or set audio.hop_seconds in the competition config)" if keys[0] == "tta" else ""))
+
+
+def _check_params(objs: list, params: dict, supplied: set, key: str, sources, where: str) -> None:
+    """Check ``params`` against the signatures of ``objs`` (see :func:`check_experiment`)."""
+    settable, open_ended = {}, False
+    for obj in objs:
+        try:
+            sig = inspect.signature(obj)
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
+            return
+        for name, p in sig.parameters.items():
+            open_ended |= p.kind is p.VAR_KEYWORD
+            if name not in supplied and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                settable.setdefault(name, p)
+    for name, value in params.items():
+        origin = source_of(sources, [key, "params", name], where)
+        if name not in settable:
+            if open_ended:
+                continue
+            raise ConfigError(f"unknown parameter {key}.params.{name} in {origin} ({key} {_names(objs)} takes: "
+                              f"{', '.join(settable) or 'none'}){did_you_mean(name, settable)}")
+        p = settable[name]
+        ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        expected = _PLAIN_TYPES.get(ann) or (float if type(p.default) is float else None)
+        if expected and not (value is None and p.default is None) and not _is_a(value, expected):
+            raise ConfigError(f"{origin}: {key}.params.{name} must be a {expected.__name__}, got {value!r}")
+
+
+def _names(objs: list) -> str:
+    """The names of the callables ``objs``, for messages."""
+    return " / ".join(getattr(o, "__name__", str(o)) for o in objs)
+
+
+def _is_a(value, expected: type) -> bool:
+    """``isinstance`` where bool is no number and an int is a float."""
+    if isinstance(value, bool):
+        return expected is bool
+    return isinstance(value, (int, float) if expected is float else expected)

@@ -1,0 +1,66 @@
+"""Model inputs: what training, inference and bundles use to get batches of a split.
+
+Stage 01 caches a feature set per split (:mod:`lib.features.cache`); this package turns such a
+cache, with the split's table (``folds.csv`` or ``test.csv``), into batches. Every input kind is a
+subclass of :class:`SplitInputs` (:mod:`lib.inputs.base`), and :data:`INPUT_KINDS` maps the
+feature set's ``kind`` (a class attribute of every registered feature set, also written in the
+cache's manifest) to it:
+
+====================  ==========================================  ==========================================
+kind                  class                                       an *item* (one model input)
+====================  ==========================================  ==========================================
+``spectrogram``       :class:`lib.inputs.windows.WindowData`      a cached window's index (int)
+``waveform``          :class:`lib.inputs.waveforms.WaveData`      ``(recording row, start sample)`` (int64)
+====================  ==========================================  ==========================================
+
+The interface (all arrays numpy, all tensors torch; ``n`` items, ``w`` windows):
+
+* ``load(out, feature_set, split, table, comp, device)`` (classmethod): the cache mapped for
+  ``device``; ``from_config(out, cfg, split, table, comp, device)``: the same from an experiment
+  config. Raise ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale.
+* Attributes: ``manifest`` (the cache's manifest: ``sample_rate`` in Hz, ``clip_seconds``,
+  shapes, ``record``), ``device``, ``n_scalars`` (width of the scalar input: audio scalars and
+  encoded metadata), ``frames_per_second`` (of the model input: frames for spectrograms, samples
+  for waveforms; test-time shifts), the window grid ``rec (w,)``, ``first``/``count``
+  ``(recordings,)``, and for a labelled split ``y`` (class indices ``(recordings,)``, or 0/1
+  ``(recordings, classes)`` for multi-label) and ``target (recordings, n_outputs)`` float.
+* ``set_metadata(encoder, table)``: a fold's fitted metadata encoder (or ``None``).
+* ``sample_windows(recs, rng) -> items (n, ...)``: one random item of each recording (training).
+* ``windows_of(recs, hop_seconds=None) -> (items, owner (w,))``: every window of the
+  recordings (validation, test); ``owner`` is each window's position in ``recs``.
+* ``batch(items, device) -> (x, scalars (n, n_scalars))``: ``x`` is ``(n, C, F, T)`` float32
+  spectrograms or ``(n, samples)`` float32 waveforms (the model's front end makes the
+  spectrogram).
+* ``recordings(items) -> (n,)`` and ``targets(items, training=False) -> (n, n_outputs)``.
+
+A new input kind is one module here (a :class:`SplitInputs` subclass with the methods above),
+one entry in :data:`INPUT_KINDS`, and a feature set whose ``kind`` names it
+(``docs/contributing.md``).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..features import FEATURES
+from .base import SplitInputs, aggregate
+from .waveforms import WaveData
+from .windows import WindowData
+
+__all__ = ["INPUT_KINDS", "SplitInputs", "WaveData", "WindowData", "aggregate", "input_kind", "load_inputs"]
+
+INPUT_KINDS: dict[str, type[SplitInputs]] = {"spectrogram": WindowData, "waveform": WaveData}
+"""A feature set's ``kind`` -> the :class:`SplitInputs` subclass that serves its cache."""
+
+
+def input_kind(cfg: dict) -> str:
+    """The input kind of experiment ``cfg``: its feature set's ``kind`` attribute (a key of
+    :data:`INPUT_KINDS`). Raises ``ConfigError`` for an unknown feature set."""
+    return FEATURES.get(cfg["features"]["name"], "features.name").kind
+
+
+def load_inputs(out, cfg: dict, split: str, table: pd.DataFrame, comp: dict, device) -> SplitInputs:
+    """The inputs of experiment ``cfg`` for ``split`` (rows of ``table``) on ``device``, from the
+    :class:`lib.core.paths.Outputs` folder ``out``: the :data:`INPUT_KINDS` class of its feature
+    set's kind. Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or
+    stale."""
+    return INPUT_KINDS[input_kind(cfg)].from_config(out, cfg, split, table, comp, device)

@@ -1,0 +1,109 @@
+"""What every model input of a split shares (:class:`SplitInputs`), and the aggregation of window
+probabilities into recording probabilities (:func:`aggregate`)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import tasks
+from ..data.metadata import MetadataEncoder
+
+
+class SplitInputs:
+    """What every model input of a split shares, whatever holds the audio: the recordings' window
+    grid (``rec (windows,)`` each window's recording row, ``first``/``count`` ``(recordings,)`` its
+    first window and number of windows; a recording's windows are contiguous), the feature
+    ``manifest``, the encoded metadata ``meta (recordings, M)`` (set per fold, see
+    :class:`MetadataEncoder`) and, for the training split, encoded labels ``y`` and float targets
+    ``target (recordings, n_outputs)``. Subclasses (:class:`lib.inputs.windows.WindowData`, cached spectrograms;
+    :class:`lib.inputs.waveforms.WaveData`, whole waveforms) define what an *item* (one model input)
+    is, :meth:`recordings`, :meth:`sample_windows`, :meth:`windows_of` and ``batch``."""
+
+    rec: np.ndarray
+    first: np.ndarray
+    count: np.ndarray
+    manifest: dict
+    device: torch.device
+    meta: torch.Tensor | None = None
+    y: np.ndarray | None = None
+    target: torch.Tensor | None = None
+
+    def set_grid(self, rec: np.ndarray, n_recordings: int) -> None:
+        """Set ``rec``, ``first`` and ``count`` from each grid window's recording row ``rec``."""
+        self.rec = rec
+        self.count = np.bincount(rec, minlength=n_recordings)
+        self.first = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+
+    def set_labels(self, table: pd.DataFrame, comp: dict) -> None:
+        """Encode ``table``'s ``target`` column (when it has one) as ``y`` and ``target``."""
+        if "target" in table:
+            self.y = tasks.class_index(table["target"], comp)
+            self.target = torch.from_numpy(tasks.encode_targets(self.y, comp)).to(self.device)
+
+    def set_metadata(self, encoder: MetadataEncoder | dict | None, table: pd.DataFrame) -> None:
+        """Encode ``table``'s metadata (its rows are this split's recordings) with a fold's fitted
+        ``encoder`` (or its :meth:`MetadataEncoder.state` dict, as a checkpoint stores it) as the
+        ``meta`` input ``(recordings, M)``, on the data's device; ``None``: no metadata input."""
+        if isinstance(encoder, dict):
+            encoder = MetadataEncoder.from_state(encoder)
+        self.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(self.device)
+
+    def grid_windows(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The grid windows of the recordings ``recs`` ``(n,)``: ``(window indices (w,), owner (w,))``
+        where ``owner`` is each window's position in ``recs``."""
+        counts = self.count[recs]
+        owner = np.repeat(np.arange(len(recs)), counts)
+        offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.first[recs][owner] + offsets, owner
+
+    @classmethod
+    def from_config(cls, out, cfg: dict, split: str, table: pd.DataFrame, comp: dict, device) -> SplitInputs:
+        """The inputs of experiment ``cfg`` for ``split`` (rows of ``table``, the split's
+        ``folds.csv``/``test.csv``) on ``device``, from ``out`` (a :class:`lib.core.paths.Outputs`):
+        ``cls.load(out, feature set, split, table, comp, device)``; an input kind with options of
+        its own overrides this. Raises ``MissingArtifact`` naming ``01_features.py`` when the cache
+        is missing or stale."""
+        return cls.load(out, cfg["features"]["set"], split, table, comp, device)
+
+    def recordings(self, items: np.ndarray) -> np.ndarray:
+        """The recording row ``(n,)`` of each item."""
+        raise NotImplementedError
+
+    train_target: torch.Tensor | None = None
+    """Targets to train on instead of ``target`` (``(recordings, n_outputs)``; distillation's mix
+    of labels and a blend's soft targets), ``None``: the labels."""
+
+    def targets(self, items: np.ndarray, training: bool = False) -> torch.Tensor:
+        """Targets ``(n, n_outputs)`` of some items (their recordings' targets); ``training``: the
+        ``train_target`` when there is one."""
+        target = self.train_target if training and self.train_target is not None else self.target
+        return target[torch.as_tensor(self.recordings(items), device=target.device)]
+
+    def metadata(self, items: np.ndarray) -> list[torch.Tensor]:
+        """``[meta (n, M)]`` of the items' recordings, or ``[]`` without metadata."""
+        if self.meta is None:
+            return []
+        return [self.meta[torch.as_tensor(self.recordings(items), device=self.meta.device)]]
+
+
+def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str) -> np.ndarray:
+    """Window probabilities ``(windows, n_classes)`` -> recording probabilities ``(n, n_classes)``.
+
+    ``owner (windows,)`` gives each window's recording (0..n-1). ``how``: ``mean`` of the
+    probabilities; ``max`` per class (rows renormalised to sum 1 unless multi-label); ``vote``:
+    the share of windows predicting each class (argmax, or p > 0.5 for multi-label), so the
+    majority wins. Raises ``ValueError`` for an unknown ``how``.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if how == "vote":
+        probs = tasks.predict_indicators(probs, {"task": "multilabel" if task == "multilabel" else "multiclass"}).astype(np.float64)
+    if how in ("mean", "vote"):
+        out = np.zeros((n, probs.shape[1]))
+        np.add.at(out, owner, probs)
+        return out / np.bincount(owner, minlength=n)[:, None]
+    if how == "max":
+        out = np.full((n, probs.shape[1]), -np.inf)
+        np.maximum.at(out, owner, probs)
+        return out if task == "multilabel" else out / out.sum(1, keepdims=True)
+    raise ValueError(f"aggregation {how!r} is not one of mean, max, vote")
