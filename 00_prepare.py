@@ -13,12 +13,13 @@ def main() -> None:
     p.add_argument("--data-dir", help="competition folder (default: the config's data_dir, usually input/)")
     args = p.parse_args()
     from lib.components import load_competition
+    from lib.components import check_found_classes
     from lib.data.prepare import prepare
 
     out = cli.outputs(args)
     comp = load_competition(args.data_config, args.data_dir)
     print(f"competition {comp['name']} ({comp['task']}) from {comp['data_dir']}")
-    s = prepare(comp, out.root)
+    s = prepare(comp, out.root, check_found_classes)
     lo, mid, hi = s["duration_s"]
     a = comp["audio"]
     print(f"classes: {s['classes']}")

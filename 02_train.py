@@ -13,6 +13,7 @@ process per device (or several per GPU); the folds of every experiment given are
 import os
 
 from lib import cli
+from lib.core.config import RUN_ONLY_KEYS
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     p = cli.parser(__doc__)
     cli.add_experiment_args(p, many=True)
     p.add_argument("--name", help="experiment name, with one config (default: the config's; with --set overrides "
-                                  "other than train.folds/device/compile/distributed: NAME+<hash of them>)")
+                                  f"of other keys than {', '.join(RUN_ONLY_KEYS)}: NAME+<hash of them>)")
     args = p.parse_args()
     if args.name and len(args.configs) > 1:
         raise cli.ConfigError("--name names one experiment: give one config with it")

@@ -13,7 +13,8 @@
 # share out the folds of all experiments, each on its own GPU (cuda:<rank mod GPUs>) or its share of
 # the CPU cores; README: "Training on several devices and machines"),
 # --set KEY=VALUE (repeatable; passed to 01_features, 02_train and 03_infer: overrides other than
-# train.folds/device/compile make each experiment a variant named <config>+<hash>, as the stages do).
+# the run-only keys train.folds/device/compile/distributed/sync_bn make each experiment a variant named
+# <config>+<hash>, as the stages do).
 # Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
 # With an empty input/ and no --data-dir it says what to put where, then runs the demo.
 set -euo pipefail
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --nproc) nproc=$2; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

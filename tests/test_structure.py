@@ -115,3 +115,13 @@ def test_the_layer_check_sees_an_upward_import(tmp_path, bad, expected):
     path.write_text(f"def f():\n    {bad}")
     deps = {f"lib.core.fake -> {d}" for d in _imports(path, "lib.core.fake") if _exists(d) and not d.startswith("lib.core")}
     assert deps == ({expected} if expected else set())
+
+
+def test_the_docs_list_every_run_only_key():
+    """The run-only keys are one list (lib.core.config.RUN_ONLY_KEYS); the docs that explain them name each."""
+    from lib.core.config import RUN_ONLY_KEYS
+
+    docs = LIB.parent / "docs"
+    for page in ("experiment.md", "distributed.md"):
+        text = (docs / page).read_text()
+        assert all(f"`{k}`" in text for k in RUN_ONLY_KEYS), (page, [k for k in RUN_ONLY_KEYS if f"`{k}`" not in text])

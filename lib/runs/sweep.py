@@ -139,7 +139,7 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"{where} [space]: {key!r} is not a dotted config key such as optimizer.params.lr")
         if key == "name" or key.startswith("features.") or key in RUN_ONLY_KEYS or key in set_keys:
             why = ("is also in sets" if key in set_keys else "is no hyper-parameter of a trial (features are built "
-                   "by 01_features.py; name, train.folds/device/compile do not change what is trained)")
+                   f"by 01_features.py; name, {', '.join(RUN_ONLY_KEYS)} do not change what is trained)")
             raise ConfigError(f"{where} [space.{key}]: {key} {why}")
         space[key], decode[key] = _distribution(key, spec, where)
     try:
