@@ -4,7 +4,7 @@
     python 02_train.py configs/cnn_small.yaml [--set train.epochs=5] [--name NAME] [--force]
     python 02_train.py configs/cnn_small.yaml configs/wave_cnn.yaml     # several, one after the other
 
-On several processes (README, "Training on several devices and machines"): torchrun starts one
+On several processes (docs/distributed.md): torchrun starts one
 process per device (or several per GPU); the folds of every experiment given are shared out
 (train.distributed: folds), or each fold is trained by all of them together (ddp):
 

@@ -6,7 +6,7 @@
     python 01_features.py CFG --output-dir output_pl && python 02_train.py CFG --output-dir output_pl ...
 
 The pseudo-labelled rows get fold -1: every fold trains on them, none validates on them, and the
-OOF scores cover the labelled rows only (README "Self-training").
+OOF scores cover the labelled rows only (docs/self-training.md).
 """
 from lib import cli
 

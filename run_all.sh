@@ -11,7 +11,7 @@
 # Options: --profile cpu|gpu (default: gpu when CUDA is available), --output-dir DIR, --force,
 # --nproc N (default 1: one experiment after the other; N: one torchrun launch of N processes that
 # share out the folds of all experiments, each on its own GPU (cuda:<rank mod GPUs>) or its share of
-# the CPU cores; README: "Training on several devices and machines"),
+# the CPU cores; docs/distributed.md),
 # --set KEY=VALUE (repeatable; passed to 01_features, 02_train and 03_infer: overrides other than
 # the run-only keys train.folds/device/compile/distributed/sync_bn make each experiment a variant named
 # <config>+<hash>, as the stages do).
@@ -61,7 +61,7 @@ if [ -z "$demo" ] && [ -z "$data_dir" ] && [ ! -f input/train.csv ] && [ "$data_
 input/ holds no competition yet. Put it there as shipped (see input/README.md):
   input/train.csv, input/test.csv, input/sample_submission.csv, input/train/*.wav, input/test/*.wav
 or point at it:      bash run_all.sh --data-dir /path/to/competition
-or describe another: bash run_all.sh --data-config configs/data/<name>.yaml  (README: "Configuring a competition")
+or describe another: bash run_all.sh --data-config configs/data/<name>.yaml  (docs/competition.md)
 
 Meanwhile, running the demo on a small SYNTHETIC competition (rising vs falling chirps in noise)
 into output/demo/ so that you can see every stage work.

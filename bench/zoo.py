@@ -6,7 +6,7 @@ Reads ``OUT/models/<exp>/scores.json`` (written by ``02_train.py``) of the named
 of them without names) and prints a markdown table: the model (``model.name`` and its params),
 parameters (fitted values for the scikit-learn members), every OOF metric of the competition, the
 summed training time of the folds and the epochs run per fold. It trains nothing: run
-``02_train.py`` first (README "The model zoo" gives the commands of the figures there).
+``02_train.py`` first (docs/zoo.md gives the commands of the figures there).
 """
 from __future__ import annotations
 

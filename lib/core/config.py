@@ -1,6 +1,6 @@
 """Configuration: YAML loading with ``base:`` inheritance, defaults and validation against the schema.
 
-Two kinds of YAML file (see README.md, "Configuring"):
+Two kinds of YAML file (docs/competition.md and docs/experiment.md):
 
 * a *competition* file (``configs/data/*.yaml``) says what the data is: where the CSVs and audio
   are, id and target columns, classes, groups, folds, metric, submission format;

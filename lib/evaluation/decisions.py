@@ -1,6 +1,6 @@
 """Decisions from OOF evidence: label masks, per-group aggregation, thresholds and class biases.
 
-A competition config's ``decision`` section (README "Decisions from OOF predictions"):
+A competition config's ``decision`` section (docs/ensembling.md):
 
 * ``mask``: rules ``{where: QUERY, classes: [...]}``; ``QUERY`` is a pandas expression over the
   competition's metadata columns (e.g. ``"sex == 'male'"``); for the rows it selects, the named

@@ -97,7 +97,7 @@ def _distribution(key: str, spec, where: str):
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Load and check a sweep file (README, "Hyper-parameter sweeps").
+    """Load and check a sweep file (docs/distributed.md, "Hyper-parameter sweeps").
 
     Input: its path. Returns a :class:`Sweep`. Raises ``ConfigError`` naming the file and key for
     an unknown key (with the closest valid one), a missing or wrongly typed value, a bad

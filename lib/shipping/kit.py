@@ -2,7 +2,7 @@
 
 Layout of the kit folder::
 
-    code/                  lib/, the stage scripts, predict_bundle.py, configs/, requirements*.txt, README.md
+    code/                  lib/, the stage scripts, predict_bundle.py, configs/, docs/, requirements*.txt, README.md
     wheels/                wheels of the prediction requirements the notebook's image lacks, with their
                            dependencies (those the image has are left out)
     requirements-kit.txt   what to install from wheels/ (empty when the image has everything)
@@ -32,7 +32,7 @@ KAGGLE_HAS = ("torch", "torchaudio", "torchvision", "numpy", "scipy", "pandas", 
               "packaging", "typing-extensions", "joblib", "numba", "llvmlite")
 """Packages assumed present in the notebook's image (Kaggle's Python image has them); ``--present``
 replaces the list. Their wheels are left out of the kit; pip uses the installed ones."""
-CODE = ("lib", "configs", "00_prepare.py", "01_features.py", "02_train.py", "03_infer.py", "04_ensemble.py",
+CODE = ("lib", "configs", "docs", "00_prepare.py", "01_features.py", "02_train.py", "03_infer.py", "04_ensemble.py",
         "05_bundle.py", "predict_bundle.py", "requirements.txt", "requirements-infer.txt", "README.md")
 
 
