@@ -72,7 +72,7 @@ def heart_valve_subset(tmp_path) -> Path:
 
 def make_toy_competition(root, n=12, sr=16000):
     """Write a generated binary competition (noise clips, 0.5 s, groups of 2) under ``root``;
-    returns its competition config, loaded (defaults filled) by ``lib.core.config.load_competition``."""
+    returns its competition config, loaded (defaults filled) by ``lib.components.load_competition``."""
     from lib.components import load_competition
 
     (root / "train").mkdir(parents=True)

@@ -58,7 +58,7 @@ def place_model(model: torch.nn.Module, device, compile: bool = False, ddp: bool
     """Move ``model`` to ``device`` in the channels-last memory format (in place: cuDNN's NHWC
     tensor-core kernels on CUDA, oneDNN's faster NHWC convolutions on the CPU) and return the
     callable to train with: the model, wrapped in ``DistributedDataParallel`` when ``ddp`` (the
-    process group must be initialised: :mod:`lib.training.distributed`), compiled with
+    process group must be initialised: :mod:`lib.runs.distributed`), compiled with
     ``torch.compile`` when ``compile`` (the weights stay shared with ``model``)."""
     model.to(device, memory_format=torch.channels_last)
     net = model

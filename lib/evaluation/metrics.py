@@ -78,7 +78,7 @@ _CUSTOM: dict[tuple, Metric] = {}
 
 def load_custom(name: str, spec: dict, where: str = "custom_metrics") -> Metric:
     """The :class:`Metric` of a ``custom_metrics`` entry ``{function: "FILE.py:FUNCTION",
-    higher_is_better, uses}`` (FILE an absolute path here: :func:`lib.core.config.load_competition`
+    higher_is_better, uses}`` (FILE an absolute path here: :func:`lib.components.load_competition`
     resolves it). Raises ``ConfigError`` naming ``where`` and the entry for a missing file or
     function, a bad ``uses`` or a name that a built-in metric has."""
     key = (name, str(spec.get("function")), bool(spec.get("higher_is_better", True)), spec.get("uses", "probs"))

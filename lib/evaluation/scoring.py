@@ -199,7 +199,7 @@ def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_
                      target_column: str | None = None, fmt: str | None = None) -> dict:
     """Score a submission file against a labelled CSV with every competition metric it allows.
 
-    ``comp``: a competition config (:func:`lib.core.config.load_competition`, or an output
+    ``comp``: a competition config (:func:`lib.components.load_competition`, or an output
     folder's ``competition.yaml``); ``fmt`` overrides ``comp['submission']['format']``
     (``label``, ``probability``, ``probabilities``, ``indicators``; needed when the config has no
     ``submission`` section). The submission's id column is ``submission.id_column`` (or the

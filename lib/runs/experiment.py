@@ -303,7 +303,7 @@ def _merge_runs(runs: list[ExperimentRun], trained_by: list, out: Outputs, t0: f
 def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=print, on_fold=None) -> list[dict]:
     """Train the folds of the experiments ``cfgs`` that are not finished yet, then merge every
     finished fold of each into its OOF predictions, scores, log and report; on one process, or on
-    every rank of a ``torchrun`` launch (:mod:`lib.training.distributed`).
+    every rank of a ``torchrun`` launch (:mod:`lib.runs.distributed`).
 
     ``cfg['train']['folds']`` (``None``: all) chooses the folds of this run; ``force`` retrains
     them even when finished. Writes ``models/<exp>/...`` and ``oof/<exp>.csv`` (id, fold, target,

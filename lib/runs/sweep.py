@@ -5,7 +5,7 @@ A sweep file names an experiment config, a search space over its dotted keys (th
 takes) and a few options; :func:`load_sweep` checks it whole before any work. Each trial samples
 values, trains the experiment with them as ``--set`` overrides under a name made of them
 (:func:`trial_name`, e.g. ``cnn_small@lr=0.0012,mixup.p=0.4``) through
-:func:`lib.training.experiment.train_experiment`, reports the running mean of its finished folds'
+:func:`lib.runs.experiment.train_experiment`, reports the running mean of its finished folds'
 scores, and is stopped by Optuna's ``MedianPruner`` (Akiba et al. 2019, "Optuna: A
 Next-generation Hyperparameter Optimization Framework") when that mean is worse than the median
 of earlier trials at the same fold. Its value is the experiment's OOF score of the competition
@@ -102,7 +102,7 @@ def load_sweep(path: str | Path) -> Sweep:
     Input: its path. Returns a :class:`Sweep`. Raises ``ConfigError`` naming the file and key for
     an unknown key (with the closest valid one), a missing or wrongly typed value, a bad
     distribution, a space key that ``--set`` cannot take (checked by loading the experiment with
-    the ``sets`` and each range's ends and each choice, :func:`lib.core.config.load_experiment`)
+    the ``sets`` and each range's ends and each choice, :func:`lib.components.load_experiment`)
     or that is no hyper-parameter (``name``, ``features.*``, run-only keys, a key of ``sets``).
     """
     path = Path(path)

@@ -179,7 +179,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     ``test_blend.csv`` (blended probabilities before the decision) and ``submission.csv``.
     ``test_files``: instead of a table, every audio file matching this glob under ``data_dir``
     (ids: the file names), e.g. a folder of unlabelled audio to pseudo-label
-    (:mod:`lib.training.pseudo`); ``submission=False`` writes no ``submission.csv`` (only the
+    (:mod:`lib.runs.self_training`); ``submission=False`` writes no ``submission.csv`` (only the
     probabilities). ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
     (ONNX when the bundle has it and ``onnxruntime`` imports).
     Returns ``{"rows", "seconds", "experiments", "submission": path or None}``. Raises

@@ -306,7 +306,7 @@ class WaveAugmenter:
     names in :data:`WAVE_AUGMENTS`) in order to a training batch ``wave (batch, samples)``,
     ``target (batch, n_outputs)``, with its own numpy Generator seeded by ``seed``.
     ``sample_rate`` (Hz, the data's) is passed to every augmentation that takes one, unless the
-    entry gives it (configs cannot: :func:`lib.core.config.check_experiment` checks names and
+    entry gives it (configs cannot: :func:`lib.components.check_experiment` checks names and
     parameters when a config is loaded). Raises ``ConfigError`` naming the entry
     (``augment.waveform[i] (name)``) for an unknown name, unknown parameter or bad value."""
 
