@@ -139,7 +139,7 @@ class ExperimentRun:
         """The training inputs on ``device`` (with ``train.distill``'s mixed targets) and the
         teacher blend's record id (``None`` without distillation)."""
         data = load_inputs(self.out, self.cfg, "train", self.table, self.comp, device)
-        if not self.cfg["train"].get("distill"):  # train on labels mixed with the current blend's OOF probabilities
+        if not self.cfg["train"]["distill"]:  # train on labels mixed with the current blend's OOF probabilities
             return data, None
         if is_classical(self.cfg["model"]):
             raise ConfigError(f"{self.name}: train.distill needs a network; scikit-learn members learn hard labels")

@@ -192,7 +192,7 @@ def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     tr_rec, va_rec = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     encoder = metadata_encoder(comp, table, tr_rec) if cfg["inputs"]["metadata"] else None
     data.set_metadata(encoder, table)
-    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars, cfg.get("frontend"))
+    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), data.n_scalars, cfg["frontend"])
     return tr_rec, va_rec, encoder, model
 
 
@@ -309,17 +309,17 @@ class FoldTrainer:
         ddp = ranks.world > 1
         tr_rec, va_rec, encoder, model = fold_setup(cfg, self.comp, data, self.table, fold)
         if ddp:
-            check_ddp(ranks, device, tc.get("sync_bn", False))
+            check_ddp(ranks, device, tc["sync_bn"])
             if ranks.rank:  # dropout and other draws of their own (the weights are rank 0's: DDP broadcasts them)
                 torch.manual_seed(rank_seed(tc["seed"] + fold, ranks))
         _normalise_inputs(model, data, tr_rec)
-        if ddp and tc.get("sync_bn"):
+        if ddp and tc["sync_bn"]:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        forward = place_model(model, device, tc.get("compile", False), ddp=ddp)
-        if tc.get("class_weights") not in (None, "balanced"):
+        forward = place_model(model, device, tc["compile"], ddp=ddp)
+        if tc["class_weights"] not in (None, "balanced"):
             raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
         class_weight = None
-        if tc.get("class_weights"):
+        if tc["class_weights"]:
             class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), self.comp["task"])
         loss_fn = build_loss(cfg["loss"], self.comp["task"], class_weight).to(device)
         opt = build_optimizer(cfg["optimizer"], model.param_groups())
@@ -330,8 +330,8 @@ class FoldTrainer:
         seed = rank_seed(tc["seed"] + fold, ranks)
         ema = None
         augment = Augmenter(cfg["augment"], seed=seed)
-        wave_augment = WaveAugmenter(cfg["augment"].get("waveform"), seed=seed, sample_rate=data.manifest["sample_rate"])
-        if tc.get("ema"):  # validated and saved instead of the raw weights: smoother, usually better
+        wave_augment = WaveAugmenter(cfg["augment"]["waveform"], seed=seed, sample_rate=data.manifest["sample_rate"])
+        if tc["ema"]:  # validated and saved instead of the raw weights: smoother, usually better
             ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
         return FoldParts(tr_rec, va_rec, encoder, model, forward, ema.module if ema is not None else model, class_weight,
                          loss_fn, opt, sched, getattr(sched, "per_epoch", False),  # ReduceLROnPlateau: once an epoch
@@ -398,7 +398,7 @@ class FoldTrainer:
         Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
         p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
         p.model.train()
-        order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc.get("sampler"), p.rng), p.rng)
+        order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng), p.rng)
         total, seen, bad = 0.0, 0, 0
         for step, i in enumerate(tqdm(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
                                       leave=False, unit="batch"), 1):
@@ -478,7 +478,7 @@ class FoldTrainer:
         extra = {}
         self._call("on_fold_end", extra)
         probs, scores = best["probs"].numpy(), best["scores"]
-        if tta_active(cfg.get("tta")):  # the OOF predictions made as the test set's will be
+        if tta_active(cfg["tta"]):  # the OOF predictions made as the test set's will be
             p.kept.load_state_dict(best["state"])
             probs = predict_recordings(p.kept, self.data, p.va_rec, comp, cfg["tta"])[0]
             scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
@@ -536,8 +536,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     """
     tc = cfg["train"]
     callbacks = [EarlyStopping(tc["patience"], comp["metric"])]
-    if tc.get("swa"):
-        callbacks.append(SWA(tc["swa"].get("start", 0.75), tc["epochs"]))
+    if tc["swa"]:
+        callbacks.append(SWA(tc["swa"]["start"], tc["epochs"]))
     if tensorboard_dir is not None:
         callbacks.append(TensorBoard(tensorboard_dir))
     if state_path:
