@@ -16,7 +16,7 @@ The packages are layers; each imports only from the ones before it (``docs/archi
 * ``lib.models``: the networks, one file per family, their heads and on-device front ends;
 * ``lib.evaluation``: metrics, decisions, reports, blending (stage 04), leaderboard, submission scores;
 * ``lib.inference``: predictions per recording, test-time augmentation (stage 03);
-* ``lib.training``: one fold's training (:class:`lib.training.trainer.FoldTrainer` and its
+* ``lib.training``: one fold's training (:class:`lib.training.loop.FoldTrainer` and its
   callbacks) and its parts: optimisers, losses, augmentation, EMA, DDP collectives;
 * ``lib.components``: which config section is looked up in which registry; configs loaded and
   checked (``load_experiment``, ``load_competition``);

@@ -36,7 +36,7 @@ auto`` is ``bce`` or ``ce`` by task). The entries of ``augment.waveform`` are lo
 CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "sample_rate"}, "optimizer": {"params"},
                  "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"},
                  "frontend": {"sample_rate"}, "augment.waveform": {"sample_rate"}}
-"""Arguments the code passes to a component (lib.models.build_model, lib.training.trainer,
+"""Arguments the code passes to a component (lib.models.build_model, lib.training.loop,
 lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
 ``params``; a sample rate is always the data's."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
