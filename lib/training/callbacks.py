@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.utils import atomic_path
 from ..evaluation.metrics import is_better, score_all
 from ..inference.predict import predict_recordings
 
@@ -110,8 +111,6 @@ class ResumeState(Callback):
             trainer.log(f"fold {trainer.fold}: ignoring {self.path} (another run's state)")
 
     def on_epoch_end(self, trainer, row) -> None:
-        from ..core.utils import atomic_path
-
         if self.writes:
             with atomic_path(self.path) as tmp:
                 torch.save(dict(trainer.good, key=self.key), tmp)

@@ -283,6 +283,7 @@ class FoldTrainer:
         self.good: dict | None = None  # the snapshot after the last finished epoch
         self.resume_from: dict | None = None  # a saved snapshot to start from (ResumeState)
         self.epoch = 0  # the epoch being trained
+        self._retried_epoch, self._streak = -1, 0  # the epoch last restored to after a fault; non-finite steps in a row
 
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
@@ -366,7 +367,6 @@ class FoldTrainer:
         n_classes), history)`` (see :func:`train_fold`). Raises ``TrainingError`` when a fault
         comes back after a retry (:meth:`run_epoch`)."""
         resumed_from = self.start()
-        self._retried_epoch, self._streak = -1, 0
         while self.state.epoch < self.cfg["train"]["epochs"] and not self.stop_reason():
             self.run_epoch()
         return self.finish(resumed_from)
