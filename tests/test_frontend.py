@@ -155,3 +155,27 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="front end"):
         FRONTENDS.build({"name": "logmel", "params": {}})
     assert FRONTENDS.names() == ["log_mel", "mfcc", "pcen"]
+
+
+@pytest.mark.parametrize("name", ["log_mel", "mfcc"])
+def test_example_norm_mean_cancels_a_fixed_device_response(name):
+    """A fixed gain is a constant offset per band in dB: ``example_norm: mean`` removes it exactly
+    (no floor), and a fixed colouring filter nearly (its response varies inside a band)."""
+    y = signal(8000, 2.3)
+    params = {"sample_rate": 8000, "top_db": None, "example_norm": "mean"}
+    plain = run(name, y, **params)
+    np.testing.assert_allclose(plain.mean(-1), 0, atol=1e-3)
+    np.testing.assert_allclose(run(name, 4.0 * y, **params), plain, atol=1e-3)
+    b, a = scipy.signal.butter(1, 1000, fs=8000)  # a gentle low-pass: a different device
+    coloured = scipy.signal.lfilter(b, a, y).astype(np.float32)
+    no_norm = {k: v for k, v in params.items() if k != "example_norm"}
+    shift_raw = np.abs(run(name, coloured, **no_norm) - run(name, y, **no_norm)).mean()
+    shift_norm = np.abs(run(name, coloured, **params) - plain).mean()
+    assert shift_norm < 0.2 * shift_raw
+
+
+def test_example_norm_mean_std_and_errors():
+    out = run("log_mel", signal(16000, 1.0), sample_rate=16000, example_norm="mean_std")
+    np.testing.assert_allclose(out.std(-1, ddof=1), 1, atol=1e-3)
+    with pytest.raises(ConfigError, match="example_norm"):
+        LogMelFrontEnd(sample_rate=16000, example_norm="cmvn")

@@ -60,6 +60,7 @@ def all_entries():
         "time_shift": {"sample_rate": SR, "max_seconds": 0.1}, "polarity": {},
         "filter": {"sample_rate": SR, "kind": "bandpass", "min_hz": 300, "max_hz": 3000},
         "time_stretch": {}, "pitch_shift": {"sample_rate": SR}, "mixup": {"alpha": 0.4},
+        "eq": {"sample_rate": SR}, "band_limit": {"sample_rate": SR, "low_hz": [50, 200], "high_hz": [2000, 6000]},
     }
 
 
@@ -177,6 +178,36 @@ def test_lowpass_removes_high_tone_keeps_low():
     before, after = torch.fft.rfft(wave).abs(), torch.fft.rfft(out).abs()  # 1 Hz bins
     assert np.all(db((after[:, 6000] / before[:, 6000]).numpy()) < -15)
     assert np.all(np.abs(db((after[:, 200] / before[:, 200]).numpy())) < 1)
+
+
+def test_eq_gains_stay_within_max_db_and_differ_per_example():
+    wave, target = batch(freqs=(300.0, 3000.0))
+    aug = WaveAugmenter([{"name": "eq", "params": {"p": 1, "max_db": 6, "n_bands": 5, "sample_rate": SR}}], seed=3)
+    out, _ = aug(wave, target)
+    before, after = torch.fft.rfft(wave).abs(), torch.fft.rfft(out).abs()  # 1 Hz bins
+    gains = db((after[:, [300, 3000]] / before[:, [300, 3000]]).numpy())
+    assert np.all(np.abs(gains) <= 6.01)
+    assert np.ptp(gains[:, 0]) > 1 and np.abs(gains[:, 0] - gains[:, 1]).max() > 1  # per example and per band
+
+
+def test_band_limit_keeps_the_band_and_removes_outside():
+    wave, target = batch(freqs=(1000.0, 7000.0))
+    aug = WaveAugmenter([{"name": "band_limit", "params": {"p": 1, "low_hz": [50, 100], "high_hz": [2000, 3000],
+                                                            "width": 0.5, "sample_rate": SR}}])
+    out, _ = aug(wave, target)
+    before, after = torch.fft.rfft(wave).abs(), torch.fft.rfft(out).abs()
+    assert np.all(np.abs(db((after[:, 1000] / before[:, 1000]).numpy())) < 0.01)
+    assert np.all(db((after[:, 7000] / before[:, 7000]).clamp_min(1e-12).numpy()) < -60)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "eq", "params": {"max_db": -1}}, "max_db must be >= 0"),
+    ({"name": "band_limit", "params": {"low_hz": [500, 900], "high_hz": [300, 400]}}, "must lie below"),
+    ({"name": "band_limit", "params": {"high_hz": [300, 9000]}}, "high_hz must be"),
+])
+def test_device_augment_errors(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        WaveAugmenter([entry], sample_rate=SR)
 
 
 def test_time_stretch_keeps_length_and_changes():

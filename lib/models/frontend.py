@@ -52,6 +52,22 @@ def _delta_matrices() -> torch.Tensor:
     return torch.tensor(np.stack(mats), dtype=torch.float32)
 
 
+EXAMPLE_NORMS = (None, "mean", "mean_std")
+
+
+def example_normalise(y: torch.Tensor, how: str | None) -> torch.Tensor:
+    """Per-example, per-band normalisation over time of ``y (batch, n_bins, frames)``: ``None``
+    leaves it; ``"mean"`` subtracts each band's mean over the example's frames (cepstral mean
+    normalisation: a device's fixed frequency response, a constant per-band offset in dB, cancels);
+    ``"mean_std"`` also divides by each band's standard deviation (floored at 1e-5). Same shape out.
+    Cepstral mean (and variance) normalisation as in speech recognition (Atal 1974; Viikki and
+    Laurila 1998) against channel mismatch."""
+    if how is None:
+        return y
+    y = y - y.mean(dim=-1, keepdim=True)
+    return y if how == "mean" else y / y.std(dim=-1, keepdim=True).clamp_min(1e-5)
+
+
 class _MelFrontEnd(nn.Module):
     """Shared part: power mel spectrogram, deltas, per-band normalisation, float32 under autocast.
 
@@ -61,7 +77,7 @@ class _MelFrontEnd(nn.Module):
     Parameters: ``sample_rate`` (Hz), ``n_fft`` (samples; Hann window of that length, periodic as
     ``scipy.signal.get_window("hann", n_fft)``), ``hop_length`` (samples), ``n_mels``, ``fmin`` and
     ``fmax`` (Hz; ``fmax`` defaults to ``sample_rate / 2``), ``power`` (2.0: power, 1.0:
-    magnitude), ``deltas``, ``pad_mode`` (the centred STFT's padding: ``constant``, librosa's,
+    magnitude), ``deltas``, ``example_norm`` (see :func:`example_normalise`), ``pad_mode`` (the centred STFT's padding: ``constant``, librosa's,
     or ``reflect``, torchlibrosa's and so PANNs'). The filterbank is ``librosa.filters.mel``
     (Slaney scale and norm, as ``librosa.feature.melspectrogram``), a buffer. ``normalise``
     (attribute, True): whether training sets the per-band statistics; a model that normalises its
@@ -75,7 +91,7 @@ class _MelFrontEnd(nn.Module):
 
     def __init__(self, n_bins: int, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
                  fmin: float, fmax: float | None, power: float, deltas: bool, top_db: float | None = None,
-                 pad_mode: str = "constant"):
+                 pad_mode: str = "constant", example_norm: str | None = None):
         super().__init__()
         import librosa
 
@@ -94,6 +110,9 @@ class _MelFrontEnd(nn.Module):
             raise ConfigError(f"front end: top_db={top_db!r} must be a positive number of dB or null")
         if pad_mode not in ("constant", "reflect"):
             raise ConfigError(f"front end: pad_mode={pad_mode!r} must be 'constant' or 'reflect'")
+        if example_norm not in EXAMPLE_NORMS:
+            raise ConfigError(f"front end: example_norm={example_norm!r} must be one of {list(EXAMPLE_NORMS)}")
+        self.example_norm = example_norm
         self.top_db, self.pad_mode, self.normalise = top_db, pad_mode, True
         self.sample_rate, self.n_fft, self.hop_length, self.power = int(sample_rate), int(n_fft), int(hop_length), power
         self.deltas = bool(deltas)
@@ -155,7 +174,7 @@ class _MelFrontEnd(nn.Module):
         if x.dim() != 2:
             raise ValueError(f"front end input must be (batch, samples), got shape {tuple(x.shape)}")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self._transform(self.mel(x.float()))
+            y = example_normalise(self._transform(self.mel(x.float())), self.example_norm)
             return self._deltas(y) if self.deltas else y.unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,10 +203,12 @@ class LogMelFrontEnd(_MelFrontEnd):
 
     def __init__(self, sample_rate: int, n_fft: int = 512, hop_length: int = 256, n_mels: int = 64,
                  fmin: float = 0.0, fmax: float | None = None, power: float = 2.0, scale: str = "db",
-                 top_db: float | None = 80.0, deltas: bool = False, pad_mode: str = "constant"):
+                 top_db: float | None = 80.0, deltas: bool = False, pad_mode: str = "constant",
+                 example_norm: str | None = None):
         if scale not in ("db", "log1p"):
             raise ConfigError(f"log_mel front end: scale={scale!r} must be 'db' or 'log1p'")
-        super().__init__(n_mels, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, power, deltas, top_db, pad_mode)
+        super().__init__(n_mels, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, power, deltas, top_db, pad_mode,
+                         example_norm)
         self.scale = scale
 
     def _transform(self, mel: torch.Tensor) -> torch.Tensor:
@@ -209,10 +230,11 @@ class MFCCFrontEnd(_MelFrontEnd):
 
     def __init__(self, sample_rate: int, n_mfcc: int = 20, n_fft: int = 512, hop_length: int = 256,
                  n_mels: int = 64, fmin: float = 0.0, fmax: float | None = None, power: float = 2.0,
-                 top_db: float | None = 80.0, deltas: bool = False):
+                 top_db: float | None = 80.0, deltas: bool = False, example_norm: str | None = None):
         if not 1 <= n_mfcc <= n_mels:
             raise ConfigError(f"mfcc front end: n_mfcc={n_mfcc} must be between 1 and n_mels={n_mels}")
-        super().__init__(n_mfcc, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, power, deltas, top_db)
+        super().__init__(n_mfcc, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, power, deltas, top_db,
+                         example_norm=example_norm)
         k = torch.arange(n_mfcc, dtype=torch.float64)[:, None]
         n = torch.arange(n_mels, dtype=torch.float64)[None, :]
         dct = torch.cos(math.pi / n_mels * (n + 0.5) * k) * math.sqrt(2.0 / n_mels)
@@ -245,14 +267,15 @@ class PCENFrontEnd(_MelFrontEnd):
     def __init__(self, sample_rate: int, n_fft: int = 512, hop_length: int = 256, n_mels: int = 64,
                  fmin: float = 0.0, fmax: float | None = None, mel_power: float = 2.0, gain: float = 0.98,
                  bias: float = 2.0, power: float = 0.5, time_constant: float = 0.4, eps: float = 1e-6,
-                 input_scale: float = 2.0 ** 31, deltas: bool = False):
+                 input_scale: float = 2.0 ** 31, deltas: bool = False, example_norm: str | None = None):
         for name, v in (("gain", gain), ("bias", bias), ("power", power)):
             if v < 0:
                 raise ConfigError(f"pcen front end: {name}={v} must be non-negative")
         for name, v in (("eps", eps), ("time_constant", time_constant)):
             if v <= 0:
                 raise ConfigError(f"pcen front end: {name}={v} must be positive")
-        super().__init__(n_mels, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, mel_power, deltas)
+        super().__init__(n_mels, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, mel_power, deltas,
+                         example_norm=example_norm)
         t_frames = time_constant * sample_rate / hop_length
         self.b = (math.sqrt(1 + 4 * t_frames ** 2) - 1) / (2 * t_frames ** 2)
         self.gain, self.bias, self.pcen_power, self.eps, self.input_scale = gain, bias, power, eps, input_scale

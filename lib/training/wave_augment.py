@@ -166,6 +166,73 @@ class Background(WaveAugment):
         return wave + _scale_to_snr(wave, bg, snr)
 
 
+def _spectral(wave: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """``wave (batch, samples)`` times a per-example magnitude response ``gain (batch, samples // 2 + 1)``
+    (linear, over the ``rfft`` bins; zero phase) -> ``(batch, samples)``."""
+    n = wave.shape[-1]
+    return torch.fft.irfft(torch.fft.rfft(wave.float()) * gain, n=n)
+
+
+@WAVE_AUGMENTS.register("eq")
+class Equalise(WaveAugment):
+    """A random equalisation curve per example, as a different microphone or stethoscope would
+    colour the sound: gains in dB uniform in ``[-max_db, max_db]`` at ``n_bands`` control
+    frequencies log-spaced from ``min_hz`` to the Nyquist frequency (Hz), linearly interpolated
+    over log-frequency and applied to the spectrum (``rfft``, zero phase, ``irfft``). Shapes
+    ``(batch, samples)``. Random smooth band weights in the spirit of FilterAugment (Nam et al.
+    2022, "FilterAugment: An Acoustic Environmental Data Augmentation Method", ICASSP), here on
+    the waveform so that the front end's statistics see it."""
+
+    def __init__(self, p: float = 0.5, max_db: float = 6.0, n_bands: int = 6, min_hz: float = 20.0,
+                 sample_rate: int | None = None):
+        super().__init__(p)
+        _check(sample_rate is not None and sample_rate > 0, "sample_rate (Hz) is required")
+        _check(max_db >= 0, f"max_db must be >= 0 (got {max_db})")
+        _check(int(n_bands) == n_bands and n_bands >= 2, f"n_bands must be an integer >= 2 (got {n_bands})")
+        _check(0 < min_hz < sample_rate / 2, f"min_hz must be in (0, sample_rate / 2 = {sample_rate / 2}) (got {min_hz})")
+        self.max_db, self.n_bands, self.min_hz, self.sr = float(max_db), int(n_bands), float(min_hz), int(sample_rate)
+
+    def apply(self, wave, mask, rng):
+        b, n = wave.shape
+        freqs = np.fft.rfftfreq(n, 1.0 / self.sr)
+        knots = np.log(np.geomspace(self.min_hz, self.sr / 2, self.n_bands))
+        db = rng.uniform(-self.max_db, self.max_db, (b, self.n_bands))
+        logf = np.log(np.maximum(freqs, self.min_hz))
+        curve = np.stack([np.interp(logf, knots, row) for row in db])
+        gain = torch.as_tensor(10 ** (curve / 20), dtype=torch.float32, device=wave.device)
+        return _spectral(wave, gain)
+
+
+@WAVE_AUGMENTS.register("band_limit")
+class BandLimit(WaveAugment):
+    """Random band-limiting per example, as devices with other bandwidths would record: the
+    spectrum (``rfft``) is kept between a low cutoff drawn log-uniformly in ``low_hz: [lo, hi]`` and
+    a high cutoff drawn log-uniformly in ``high_hz: [lo, hi]`` (Hz, below the Nyquist frequency),
+    with raised-cosine edges ``width`` octaves wide, and zeroed outside. Shapes ``(batch, samples)``.
+    """
+
+    def __init__(self, p: float = 0.5, low_hz: tuple = (20.0, 100.0), high_hz: tuple = (400.0, 900.0),
+                 width: float = 0.5, sample_rate: int | None = None):
+        super().__init__(p)
+        _check(sample_rate is not None and sample_rate > 0, "sample_rate (Hz) is required")
+        for name, pair in (("low_hz", low_hz), ("high_hz", high_hz)):
+            _check(len(pair) == 2 and 0 < pair[0] <= pair[1] < sample_rate / 2,
+                   f"{name} must be [lo, hi] with 0 < lo <= hi < sample_rate / 2 = {sample_rate / 2} (got {pair})")
+        _check(low_hz[1] < high_hz[0], f"low_hz {low_hz} must lie below high_hz {high_hz}")
+        _check(width > 0, f"width must be > 0 octaves (got {width})")
+        self.low, self.high, self.width, self.sr = tuple(low_hz), tuple(high_hz), float(width), int(sample_rate)
+
+    def apply(self, wave, mask, rng):
+        b, n = wave.shape
+        octave = np.log2(np.maximum(np.fft.rfftfreq(n, 1.0 / self.sr), 1e-3))[None, :]
+        lo = np.log2(np.exp(rng.uniform(*np.log(self.low), b)))[:, None]
+        hi = np.log2(np.exp(rng.uniform(*np.log(self.high), b)))[:, None]
+        rise = np.clip((octave - lo) / self.width + 0.5, 0, 1)
+        fall = np.clip((hi - octave) / self.width + 0.5, 0, 1)
+        gain = (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
+        return _spectral(wave, torch.as_tensor(gain, dtype=torch.float32, device=wave.device))
+
+
 @WAVE_AUGMENTS.register("time_shift")
 class TimeShift(WaveAugment):
     """Shift each example by a whole number of samples uniform in ``[-s, s]``, ``s = round(max_seconds
