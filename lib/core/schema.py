@@ -19,6 +19,8 @@ Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+EpochFraction = Annotated[float, Field(gt=0, lt=1)]
+"""A number of epochs given as a fraction of ``train.epochs`` (rounded up)."""
 
 
 class _Section(BaseModel):
@@ -169,7 +171,9 @@ class _Distill(_Section):
 class _Train(_Section):
     epochs: PositiveInt = 25
     batch_size: PositiveInt = 64
-    patience: PositiveInt = 8
+    patience: Union[PositiveInt, EpochFraction] = 8
+    min_epochs: Union[NonNegativeInt, EpochFraction] = 0.5
+    smooth_epochs: PositiveInt = 3
     grad_clip: Positive = 5.0
     seed: NonNegativeInt = 42
     device: str = "auto"

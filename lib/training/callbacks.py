@@ -59,11 +59,16 @@ class Callback:
 
 class EarlyStopping(Callback):
     """Stop after ``patience`` validated epochs in a row without a new best epoch (the best:
-    the competition metric, ties broken by the lower validation loss: :func:`improves`). Its
-    counter ``wait`` is snapshotted with the fold, so a resumed or retried fold counts on."""
+    the competition metric, smoothed by :func:`smoothed`, ties broken by the lower validation
+    loss: :func:`improves`), but never before epoch ``min_epochs``: on small, noisy validation
+    folds an early lucky epoch would otherwise end a fold whose neighbours still improve. Its
+    counter ``wait`` is snapshotted with the fold, so a resumed or retried fold counts on.
+    ``patience`` and ``min_epochs`` are epochs (int) or fractions of ``epochs`` (float in (0, 1),
+    rounded up): :func:`epochs_of`."""
 
-    def __init__(self, patience: int, monitor: str):
-        self.patience, self.monitor, self.wait = patience, monitor, 0
+    def __init__(self, patience: int | float, monitor: str, min_epochs: int | float = 0, epochs: int | None = None):
+        self.patience, self.min_epochs = epochs_of(patience, epochs), epochs_of(min_epochs, epochs)
+        self.monitor, self.wait = monitor, 0
 
     def state_parts(self) -> dict:
         return {"early_stopping": self}
@@ -78,17 +83,41 @@ class EarlyStopping(Callback):
         self.wait = 0 if improved else self.wait + 1
 
     def stop_reason(self, trainer) -> str | None:
-        if self.wait < self.patience:
+        if self.wait < self.patience or trainer.state.epoch < self.min_epochs:
             return None
         return f"early stop after epoch {trainer.state.epoch} (no {self.monitor} gain for {self.wait} epochs)"
 
 
+def epochs_of(value: int | float, epochs: int | None) -> int:
+    """A number of epochs given as an int, or as a fraction in (0, 1) of ``epochs`` (rounded up).
+    Raises ``ValueError`` for a fraction without ``epochs``."""
+    if isinstance(value, float) and 0 < value < 1:
+        if epochs is None:
+            raise ValueError(f"a fraction of the epochs ({value}) needs the number of epochs")
+        return math.ceil(value * epochs)
+    return int(value)
+
+
+def smoothed(history: list[dict], value: float, monitor: str, window: int) -> float:
+    """The monitored metric of an epoch for choosing the best one: the mean of its ``value`` and
+    the previous ``window - 1`` epochs' ``monitor`` values in ``history`` (fewer at the start;
+    ``window`` 1: ``value`` itself). A trailing mean, so the decision is known when the epoch
+    ends and the kept weights are that epoch's: one lucky epoch on a small fold no longer wins
+    alone."""
+    recent = [h[monitor] for h in history[len(history) - (window - 1):]] if window > 1 else []
+    return float(np.mean(recent + [value]))
+
+
 def improves(best: dict | None, scores: dict, valid_loss: float, monitor: str, comp: dict) -> bool:
-    """Whether an epoch with ``scores`` (metric -> value) and ``valid_loss`` beats ``best`` (the
-    best epoch so far: ``{"scores", "valid_loss"}``, ``None`` before the first): a better
-    ``monitor`` metric in its own direction, or an equal one with a lower validation loss."""
-    return best is None or is_better(monitor, scores[monitor], best["scores"][monitor], comp) or (
-        scores[monitor] == best["scores"][monitor] and valid_loss < best["valid_loss"])
+    """Whether an epoch with ``scores`` (metric -> value, the ``monitor`` one smoothed when the
+    trainer smooths) and ``valid_loss`` beats ``best`` (the best epoch so far: ``{"scores",
+    "valid_loss"}`` and, when smoothed, ``"monitor"``: its smoothed value; ``None`` before the
+    first): a better ``monitor`` value in its own direction, or an equal one with a lower
+    validation loss."""
+    if best is None:
+        return True
+    ref = best.get("monitor", best["scores"][monitor])
+    return is_better(monitor, scores[monitor], ref, comp) or (scores[monitor] == ref and valid_loss < best["valid_loss"])
 
 
 class ResumeState(Callback):

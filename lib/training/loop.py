@@ -37,7 +37,7 @@ from ..inference.predict import predict_recordings, tta_active
 from ..inputs import SplitInputs
 from ..models import build_model, count_parameters
 from .augment import Augmenter
-from .callbacks import SWA, EarlyStopping, ResumeState, TensorBoard, improves
+from .callbacks import SWA, EarlyStopping, ResumeState, TensorBoard, improves, smoothed
 from .ddp import Ranks, all_sum, all_true, broadcast_buffers, check_ddp, gather, rank_seed, shard
 from .ema import ema_avg_fn
 from .losses import balanced_class_weight, build_loss
@@ -451,13 +451,14 @@ class FoldTrainer:
         scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
         if p.per_epoch:
             p.scheduler.step(valid_loss if p.scheduler.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
-        improved = improves(self.state.best, scores, valid_loss, monitor, comp)
+        value = smoothed(self.state.history, scores[monitor], monitor, self.cfg["train"]["smooth_epochs"])
+        improved = improves(self.state.best, {**scores, monitor: value}, valid_loss, monitor, comp)
         self._call("on_validation_end", scores, valid_loss, improved)
         row = {"fold": self.fold, "epoch": self.epoch, "lr": p.optimizer.param_groups[-1]["lr"],  # the head's (scale 1)
                "train_loss": total / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
         if improved:
-            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss,
+            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss, "monitor": value,
                                "probs": torch.from_numpy(probs),
                                "state": {k: v.detach().cpu().clone() for k, v in p.kept.state_dict().items()}}
         self.state.epoch, self.state.history = self.epoch, self.state.history + [row]
@@ -525,7 +526,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     ``bad_steps`` (training steps skipped as non-finite) and, with them, ``swa`` and ``without_tta``.
 
     Callbacks (:mod:`lib.training.callbacks`): :class:`EarlyStopping` after ``train.patience``
-    epochs without gain; :class:`SWA` with ``train.swa``; :class:`ResumeState` with ``state_path``
+    epochs without gain, not before ``train.min_epochs``; the best epoch is chosen on the metric
+    averaged over ``train.smooth_epochs`` epochs (:func:`lib.training.callbacks.smoothed`); :class:`SWA` with ``train.swa``; :class:`ResumeState` with ``state_path``
     (the whole training state written after each finished epoch, tagged with ``state_key``; only
     rank 0 writes; a later call with the same file and key goes on from that epoch and gives
     bit-identical results); :class:`TensorBoard` with ``tensorboard_dir`` (callers give the other
@@ -535,7 +537,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     ``TrainingError`` for a fault that comes back after a retry.
     """
     tc = cfg["train"]
-    callbacks = [EarlyStopping(tc["patience"], comp["metric"])]
+    callbacks = [EarlyStopping(tc["patience"], comp["metric"], tc["min_epochs"], tc["epochs"])]
     if tc["swa"]:
         callbacks.append(SWA(tc["swa"]["start"], tc["epochs"]))
     if tensorboard_dir is not None:
