@@ -95,6 +95,10 @@ def _label_metric(comp: dict) -> str | None:
     return next((m for m in names if get_metric(m, comp).uses == "labels"), None)
 
 
+ADOPTION_ALPHA = 0.05
+"""Significance level of the one-sided paired t-test a fitted decision must pass to be adopted."""
+
+
 def _objective(metric: str, y, probs, comp):
     s = sign(metric, comp)
     return lambda decision: s * score_all([metric], y, probs, comp, decision)[metric]
@@ -103,7 +107,7 @@ def _objective(metric: str, y, probs, comp):
 def fit_decision(y, probs: np.ndarray, comp: dict, metric: str) -> dict:
     """The decision that maximises ``metric`` (a decision metric) on ``(y, probs)``: binary, the
     threshold on p(positive) among the midpoints of the sorted distinct probabilities (at most
-    400 quantiles); multi-label, one threshold per class from :data:`THRESHOLD_GRID` by one
+    400 quantiles) and the two extremes (every row positive, every row negative); multi-label, one threshold per class from :data:`THRESHOLD_GRID` by one
     sweep of coordinate ascent over the classes on the whole metric; multiclass, one bias per
     class from :data:`BIAS_GRID` by coordinate ascent (two sweeps, class 0 fixed at 0). Ties
     keep the value closest to the default. Returns ``{"threshold"}``, ``{"thresholds"}`` or
@@ -114,6 +118,7 @@ def fit_decision(y, probs: np.ndarray, comp: dict, metric: str) -> dict:
         mids = (p[1:] + p[:-1]) / 2 if len(p) > 1 else np.array([0.5])
         if len(mids) > 400:
             mids = np.unique(np.quantile(mids, np.linspace(0, 1, 400)))
+        mids = np.concatenate([mids, [np.nextafter(p[0], -np.inf), 1.0]])  # all positive, all negative
         cands = np.concatenate([[0.5], mids[np.argsort(np.abs(mids - 0.5), kind="stable")]])
         values = [f({"threshold": float(t)}) for t in cands]
         return {"threshold": float(cands[int(np.argmax(values))])}
@@ -148,8 +153,9 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     default / none), "scores": {"default", "fitted_in_sample", "cross_fitted"}, "note"}``;
     ``scores`` are of ``metric``, the decision metric (:func:`_label_metric`). ``decision`` is
     what the submission uses: with ``threshold: auto`` (or ``class_bias: true``) the fit on every
-    OOF row, kept only when its cross-fitted score beats the default decision's; a fixed
-    threshold is used as given.
+    OOF row, kept only when its cross-fitted score beats the default decision's and its mean
+    held-out gain per fold passes a one-sided paired t-test over the folds (:func:`adoption_test`;
+    ``"gain": {"mean", "se", "bar", "per_fold"}`` says by how much); a fixed threshold is used as given.
     """
     cfg = comp.get("decision") or {}
     metric = _label_metric(comp)
@@ -174,17 +180,41 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     if len(np.unique(folds)) < 2:
         return {"decision": None, "metric": metric, "how": "default", "scores": {"default": default},
                 "note": "OOF rows of a single fold: a fitted decision cannot be checked on held-out folds"}
-    decisions, pred = {}, np.empty_like(tasks.decide(probs, comp))
+    decisions, pred, gains = {}, np.empty_like(tasks.decide(probs, comp)), []
+    s = sign(metric, comp)
     for k in np.unique(folds):
         rows = folds == k
         decisions[int(k)] = fit_decision(y[~rows], probs[~rows], comp, metric)
         pred[rows] = tasks.decide(probs[rows], comp, decisions[int(k)])
+        gains.append(s * (score_all([metric], y[rows], probs[rows], comp, decisions[int(k)])[metric]
+                          - score_all([metric], y[rows], probs[rows], comp)[metric]))
     cross = get_metric(metric, comp)(y, pred, comp)
     final = fit_decision(y, probs, comp, metric)
     in_sample = score_all([metric], y, probs, comp, final)[metric]
-    use = sign(metric, comp) * (cross - default) > 1e-12
+    gain, se, bar = adoption_test(np.asarray(gains, dtype=float))
+    use = s * (cross - default) > 1e-12 and gain > bar
     return {"decision": final if use else None, "metric": metric, "how": "auto",
             "scores": {"default": default, "fitted_in_sample": in_sample, "cross_fitted": cross},
-            "per_fold": decisions,
-            "note": ("fitted on OOF: the cross-fitted score beats the default decision" if use else
-                     "the fitted decision does not beat the default one on held-out folds: default kept")}
+            "gain": {"mean": gain, "se": se, "bar": bar, "per_fold": [float(g) for g in gains]}, "per_fold": decisions,
+            "note": (f"fitted on OOF and adopted: its mean held-out gain per fold {gain:+.4f} (s.e. {se:.4f}) is "
+                     f"above the fold-to-fold noise ({bar:.4f}, paired t-test at {ADOPTION_ALPHA})" if use else
+                     f"fitted on OOF, not adopted: its mean held-out gain per fold {gain:+.4f} (s.e. {se:.4f}) is "
+                     f"within the fold-to-fold noise ({bar:.4f}, paired t-test at {ADOPTION_ALPHA}): the default "
+                     f"decision is kept")}
+
+
+def adoption_test(gains: np.ndarray, alpha: float = ADOPTION_ALPHA) -> tuple[float, float, float]:
+    """Whether a fitted decision's per-fold held-out ``gains (folds,)`` over the default decision
+    (in the metric's better direction) are larger than the folds' noise: a one-sided paired
+    t-test over the folds. Returns ``(mean gain, its standard error std(ddof=1) / sqrt(folds),
+    the gain it must exceed: t_(1 - alpha, folds - 1) standard errors)``; the decision is adopted
+    when the mean exceeds that bar. Fewer than 2 folds: the bar is infinite (never adopted).
+    Student's paired t-test; the cross-validated paired comparison as in Dietterich (1998),
+    "Approximate statistical tests for comparing supervised classification learning algorithms",
+    Neural Computation 10(7)."""
+    from scipy.stats import t
+
+    if len(gains) < 2:
+        return float(gains.mean()) if len(gains) else 0.0, float("inf"), float("inf")
+    se = float(gains.std(ddof=1) / np.sqrt(len(gains)))
+    return float(gains.mean()), se, float(t.ppf(1 - alpha, len(gains) - 1) * se)
