@@ -73,8 +73,8 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
     assert list(sub.columns) == list(sample.columns) and sub.ID.tolist() == sample.ID.tolist()
     assert set(sub.Target) <= {"I", "E"}
     ens = json.loads((out / "ensemble.json").read_text())
-    assert set(ens["methods"]) == {"softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb",
-                                   "stacking"} and ens["method"] in ens["methods"]
+    assert set(ens["methods"]) == {"single", "softmax", "normalised", "equal", "rank", "geometric", "fitted",
+                                   "hill_climb", "stacking"} and ens["method"] in ens["methods"]
     if ens["methods"][ens["method"]]["weights"] is not None:
         assert abs(sum(e["weight"] for e in ens["experiments"]) - 1) < 1e-9
     # the chosen blend's scores and the decision reproduced from the report's files alone

@@ -3,7 +3,7 @@ import scipy.stats
 import pandas as pd
 import pytest
 
-from lib.evaluation.blending import Blender, score_weights
+from lib.evaluation.blending import Blender, best_method, compare_methods, cross_fitted, offered_methods, score_weights
 from lib.evaluation.ensemble import make_submission
 
 
@@ -94,7 +94,25 @@ def test_geometric_and_rank_means():
     np.testing.assert_allclose(g2[:, 1], gp / (gp + gn))
     r = Blender("rank", MC).fit([a, b], y).apply([a, b])
     ranks = (pd.DataFrame(a).rank(pct=True) + pd.DataFrame(b).rank(pct=True)).to_numpy() / 2
-    np.testing.assert_allclose(r, ranks)
+    np.testing.assert_allclose(r, ranks / ranks.sum(1, keepdims=True))  # rows renormalised: they sum to 1
+    ym = (rng.random((50, 3)) < 0.4).astype(int)
+    rm = Blender("rank", ML).fit([a, b], ym).apply([a, b])  # multi-label: each class's mean rank, in (0, 1]
+    np.testing.assert_allclose(rm, ranks)
+    assert "rank" not in offered_methods(dict(MC, metrics=["accuracy", "log_loss"]))
+    assert "rank" not in offered_methods(dict(MC, submission={"format": "probabilities"}))
+    assert "rank" in offered_methods(MC)
+
+
+def test_single_is_the_best_member_chosen_on_other_folds():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    bad, good = _members(rng, y, 2, 2, [3.0, 0.2])
+    folds = np.arange(200) % 4
+    np.testing.assert_allclose(cross_fitted("single", [bad, good], y, folds, BIN), good)
+    res = compare_methods([bad, good], y, folds, BIN)
+    assert res["single"]["weights"] == [0.0, 1.0]
+    same = compare_methods([good, good], y, folds, BIN)  # nothing can beat the member itself: ties go to single
+    assert best_method(same, BIN) == "single"
 
 
 def test_fitted_weights_minimise_the_log_loss():
@@ -149,7 +167,7 @@ def test_cross_fitted_weights_come_from_the_other_folds():
         w = np.exp(np.array(s) / 0.05) / np.exp(np.array(s) / 0.05).sum()
         np.testing.assert_allclose(out[folds == k], w[0] * a[folds == k] + w[1] * b[folds == k])
     res = compare_methods([a, b], y, folds, BIN)
-    assert set(res) == {"softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb", "stacking"}
+    assert set(res) == {"single", "softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb", "stacking"}
     for m, r in res.items():  # every score is the score of the stored cross-fitted blend
         assert r["scores"] == score_all(BIN["metrics"], y, r["oof"], BIN), m
 

@@ -7,6 +7,9 @@ A method maps the members' probabilities, a list of ``(rows, n_classes)`` arrays
 to that fold's, so that every method's OOF score is a held-out one. The test set gets the
 method fitted on every OOF row.
 
+* ``single``: the best member alone (by the competition metric; cross-fitted: chosen on the
+  other folds). Listed first, so that ``best`` takes a blend only when its cross-fitted score
+  beats the best member's.
 * ``softmax``: the seed's weighting, ``w_i = exp(s_i / T) / sum_j exp(s_j / T)`` over the
   members' OOF scores ``s`` on the competition metric (negated when lower is better). The
   temperature matters: with ``T = 1`` accuracies of 0.778 and 0.792 get 0.4965/0.5035, a plain
@@ -14,7 +17,10 @@ method fitted on every OOF row.
 * ``normalised``: ``w_i = s_i / sum_j s_j`` (``1/s_i`` normalised when lower is better).
 * ``equal``: the plain mean.
 * ``rank``: the mean of each class column's ranks scaled to (0, 1] (for ranking metrics such as
-  AUROC; its values are per-class scores, not probabilities: rows need not sum to 1).
+  AUROC), renormalised so that a single-label row sums to 1 (multi-label: each class's mean
+  rank, in (0, 1]). Its values keep the members' order but are not calibrated probabilities: it
+  is not offered when a competition metric scores probabilities (``log_loss``) or the
+  submission asks for probabilities (:func:`offered_methods`).
 * ``geometric``: the geometric mean (Freesound Audio Tagging 2019, 1st place, lRomul/
   argus-freesound): the mean of the members' log-probabilities, renormalised (softmax of the
   mean log p for single-label tasks, a sigmoid of the mean logit per class for multi-label).
@@ -40,9 +46,10 @@ from ..core.errors import ConfigError
 from ..data import tasks
 from .metrics import get_metric, score_all, sign
 
-METHODS = ("best", "softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb", "stacking")
+METHODS = ("best", "single", "softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb",
+           "stacking")
 """Names of the blending methods; ``best`` picks the one with the best cross-fitted OOF score."""
-FITTED = ("softmax", "normalised", "fitted", "hill_climb", "stacking")
+FITTED = ("single", "softmax", "normalised", "fitted", "hill_climb", "stacking")
 """The methods that learn from OOF rows (scored cross-fitted)."""
 HILL_CLIMB_STEPS = 50
 HILL_CLIMB_PATIENCE = 10
@@ -146,7 +153,10 @@ class Blender:
 
     def fit(self, probs: list[np.ndarray], y) -> "Blender":
         m, comp = self.method, self.comp
-        if m in ("softmax", "normalised", "equal"):
+        if m == "single":
+            s = sign(self.metric, comp) * _member_scores(probs, y, comp, self.metric)
+            self.weights = np.eye(len(probs))[int(np.argmax(s))]
+        elif m in ("softmax", "normalised", "equal"):
             higher = get_metric(self.metric, comp).higher_is_better
             self.weights = score_weights(_member_scores(probs, y, comp, self.metric), m, self.temperature, higher)
         elif m in ("rank", "geometric"):
@@ -196,7 +206,8 @@ class Blender:
         """The blend ``(rows, n_classes)`` of members ``probs`` (each ``(rows, n_classes)``)."""
         m, task = self.method, self.comp["task"]
         if m == "rank":
-            return _mean([rankdata(p, axis=0) / len(p) for p in probs], self.weights)
+            out = _mean([rankdata(p, axis=0) / len(p) for p in probs], self.weights)
+            return out if task == "multilabel" else out / out.sum(1, keepdims=True)
         if m == "geometric":
             if task == "multilabel" or task == "binary":
                 z = _mean([logit(np.clip(p, EPS, 1 - EPS)) for p in probs], self.weights)
@@ -218,25 +229,38 @@ def cross_fitted(method: str, probs: list[np.ndarray], y, folds, comp: dict, tem
     method fitted on the other folds (methods that fit nothing are applied once to all rows)."""
     if method not in FITTED:
         return Blender(method, comp, temperature=temperature).fit(probs, y).apply(probs)
-    folds = np.asarray(folds)
+    folds, y = np.asarray(folds), y if isinstance(y, np.ndarray) else np.asarray(y)  # SlicedLabels stay
     out = np.zeros_like(probs[0], dtype=float)
     for k in np.unique(folds):
         rows = folds == k
-        b = Blender(method, comp, temperature=temperature).fit([p[~rows] for p in probs], np.asarray(y)[~rows])
+        b = Blender(method, comp, temperature=temperature).fit([p[~rows] for p in probs], y[~rows])
         out[rows] = b.apply([p[rows] for p in probs])
     return out
 
 
+PROBABILITY_METRICS = ("log_loss",)
+"""Metrics that score calibrated probabilities, which a rank blend does not give."""
+
+
+def offered_methods(comp: dict) -> tuple[str, ...]:
+    """The blending methods :func:`compare_methods` tries for competition ``comp``: every method
+    but ``rank`` when a metric scores probabilities (:data:`PROBABILITY_METRICS`) or the
+    submission asks for probabilities (``submission.format: probabilities``)."""
+    probabilistic = set(comp.get("metrics") or [comp["metric"]]) & set(PROBABILITY_METRICS) or \
+        (comp.get("submission") or {}).get("format") == "probabilities"
+    return tuple(m for m in METHODS[1:] if not (probabilistic and m == "rank"))
+
+
 def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,
-                    methods=METHODS[1:]) -> dict:
-    """Every ``method``'s cross-fitted OOF blend and scores: ``{method: {"oof": (rows,
+                    methods=None) -> dict:
+    """Every method's (``methods``, default :func:`offered_methods`) cross-fitted OOF blend and scores: ``{method: {"oof": (rows,
     n_classes), "scores": {metric: value}, "blender": the Blender fitted on every row, "weights":
     its weights (n_members,) or None}}``;
     a method that cannot blend these members (``normalised`` with a score <= 0) gets ``"oof":
     None``, NaN scores and ``"error"``.
     With the OOF rows of a single fold (a partial experiment) nothing can be scored held out, so
     only the methods that fit nothing are compared."""
-    out = {}
+    out, methods = {}, offered_methods(comp) if methods is None else methods
     if len(np.unique(folds)) < 2:
         methods = [m for m in methods if m not in FITTED]
     for m in methods:
