@@ -5,7 +5,9 @@ oof/<exp>.csv for every competition metric, fold mean ± std, training status, s
     python leaderboard.py [--sort METRIC] [--all] [--csv PATH] [--output-dir output]
 
 --sort takes any metric (default: the competition's `metric`), in its own direction; the blend
-of ensemble.json, when there is one, is the last line.
+of ensemble.json, when there is one, is the last line. When the competition declares `slices`,
+the table has the worst slice's score (worst_<metric>), and a second table gives every
+experiment's metric per slice value (with counts), drawn in <output>/leaderboard_slices.png.
 """
 from lib import cli
 
@@ -17,10 +19,13 @@ def main() -> None:
     p.add_argument("--csv", metavar="PATH", help="also write the table (unformatted values) to this CSV")
     args = p.parse_args()
     from lib.core.utils import write_csv
+    from lib.evaluation.metrics import base_metric
     from lib.evaluation.leaderboard import (
         blend_summary,
         format_leaderboard,
         leaderboard,
+        plot_slice_leaderboard,
+        slice_leaderboard,
     )
 
     out = cli.outputs(args)
@@ -31,6 +36,12 @@ def main() -> None:
         print(format_leaderboard(df))
     for exp, why in df.attrs["skipped"].items():
         print(f"not shown: {exp}: {why} (--all shows it)")
+    metric = base_metric(df.attrs["fold_metric"])
+    per_slice = slice_leaderboard(df, metric)
+    if len(per_slice):
+        png = plot_slice_leaderboard(per_slice, metric, out.root / "leaderboard_slices.png")
+        print(f"\nOOF {metric} per slice ({png}):")
+        print(per_slice.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     line = blend_summary(out)
     if line:
         print(line)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BREATHING = SHARED_DATA / "breathing"
 HEART_VALVE = SHARED_DATA / "heart-valve"
+HEART_SOUND = SHARED_DATA / "heart-sound"
 
 
 def require_breathing() -> Path:
@@ -67,6 +68,30 @@ def heart_valve_subset(tmp_path) -> Path:
     cfg = yaml.safe_load((ROOT / "configs" / "data" / "heart_valve.yaml").read_text())
     cfg.update(data_dir=str(root), experiments=None, folds={"n_folds": 2, "scheme": "stratified", "seed": 0})
     (root / "heart_valve.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+@pytest.fixture
+def heart_sound_subset(tmp_path) -> Path:
+    """A small real long-recording competition of two databases (devices): 32 heart-sound
+    recordings, 8 normal and 8 abnormal from each of ``training-b`` and ``training-f`` (the
+    shortest of each, 5-9 s at 2 kHz), with ``heart_sound.yaml`` (``slices: [database]``, 2
+    folds), audio linked from ``../shared/data/heart-sound``."""
+    if not (HEART_SOUND / "train.csv").exists():
+        pytest.skip(f"real data not found at {HEART_SOUND} (see ../shared/data/README.md)")
+    import soundfile
+
+    root = tmp_path / "heart_sound_subset"
+    (root / "audio").mkdir(parents=True)
+    train = pd.read_csv(HEART_SOUND / "train.csv")
+    train["frames"] = [soundfile.info(str(HEART_SOUND / "audio" / f"{r}.wav")).frames for r in train.record]
+    train = pd.concat([g.sort_values("frames").head(8) for _, g in train.groupby(["database", "label"])])
+    train[["record", "database", "label"]].to_csv(root / "train.csv", index=False)
+    for r in train.record:
+        (root / "audio" / f"{r}.wav").symlink_to(HEART_SOUND / "audio" / f"{r}.wav")
+    cfg = yaml.safe_load((ROOT / "configs" / "data" / "heart_sound.yaml").read_text())
+    cfg.update(data_dir=str(root), experiments=None, folds={"n_folds": 2, "scheme": "stratified", "seed": 0})
+    (root / "heart_sound.yaml").write_text(yaml.safe_dump(cfg))
     return root
 
 

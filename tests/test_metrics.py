@@ -272,6 +272,10 @@ def test_lwlrap_by_hand_and_against_the_reference():
         truth[:3] = 0
         scores = rng.random((60, 12))  # continuous: no ties
         assert score_all(["lwlrap"], truth, scores, comp)["lwlrap"] == pytest.approx(_ellis_lwlrap(truth, scores))
+        tied = np.round(scores * 3) / 3  # 4 score levels: many ties, scored as the reference scores them
+        assert score_all(["lwlrap"], truth, tied, comp)["lwlrap"] == pytest.approx(_ellis_lwlrap(truth, tied))
+    y1, flat = np.array([[0, 0, 1]]), np.full((1, 3), 0.5)  # all tied: the reference ranks the last class first
+    assert score_all(["lwlrap"], y1, flat, MULTI)["lwlrap"] == pytest.approx(_ellis_lwlrap(y1, flat)) == 1.0
     with pytest.raises(ConfigError, match="'lwlrap' is for multilabel tasks"):
         get_metric("lwlrap", {"task": "multiclass", "classes": ["x", "y"]})
 

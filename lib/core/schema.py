@@ -66,6 +66,7 @@ class _Folds(_Section):
     scheme: Optional[str] = None  # default: predefined with a column, else (multilabel_)stratified(_group)
     seed: int = 42
     column: Optional[str] = None
+    stratify_by: list[str] = []  # training-CSV columns balanced across folds with the label
 
 
 class _Metadata(_Section):
@@ -118,6 +119,7 @@ class Competition(_Section):
     test: Optional[_Split] = None
     audio: _Audio
     groups: Optional[_Groups] = None
+    slices: list[str] = []  # training-CSV columns scored separately (e.g. database, device)
     folds: _Folds = _Folds()
     metadata: _Metadata = _Metadata()
     submission: Optional[_Submission] = None

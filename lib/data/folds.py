@@ -13,7 +13,15 @@ Schemes (``folds.scheme`` in a competition config):
   and labels per patient): each group's rows are aggregated into one label-indicator row (the
   group has label k if any of its rows has it), ``MultilabelStratifiedKFold`` splits the groups,
   and every row gets its group's fold. The default for multi-label tasks with groups;
+* ``leave_one_group_out``: ``LeaveOneGroupOut``: one fold per group (``n_folds`` is the number
+  of groups), e.g. ``groups: {column: database}``: every fold is a database the model was not
+  trained on, which measures transfer to an unseen device or site;
 * ``predefined``: the folds the competition ships (a CSV column, e.g. ESC-50's ``fold``).
+
+``stratify_by`` (``folds.stratify_by: [database]``): the stratified schemes balance the label
+*and* these columns' values across folds (the key is the label joined with the values), e.g.
+every database's share of each class in every fold, when the test set comes from the same
+databases.
 """
 from __future__ import annotations
 
@@ -22,19 +30,20 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 SCHEMES = ("stratified", "stratified_group", "group", "multilabel_stratified", "multilabel_stratified_group",
-           "predefined")
+           "leave_one_group_out", "predefined")
 KEEPS_GROUPS = {"stratified": "stratified_group", "multilabel_stratified": "multilabel_stratified_group"}
 """Schemes that split rows (ignoring groups) -> the scheme that keeps groups together instead."""
 
 
 def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", seed: int = 42,
-               predefined=None) -> np.ndarray:
+               predefined=None, strata=None) -> np.ndarray:
     """Assign each row to a fold.
 
     Input: encoded labels ``y`` (class indices ``(rows,)`` or a multi-label 0/1 matrix
     ``(rows, n_classes)``), optional ``groups`` ``(rows,)``, the number of folds, the scheme, a
-    shuffling seed, and for ``predefined`` the shipped fold of each row ``(rows,)`` (any values;
-    they are numbered 0.. in sorted order).
+    shuffling seed, for ``predefined`` the shipped fold of each row ``(rows,)`` (any values;
+    they are numbered 0.. in sorted order), and ``strata`` ``(rows,)`` (str), values stratified
+    together with a single label (``stratified``, ``stratified_group``).
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
     Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
     a multi-label matrix given to a single-label scheme (or class indices to a multi-label one),
@@ -48,13 +57,28 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
             raise ValueError("scheme 'predefined' needs the fold column (folds.column in the config)")
         values = pd.Series(predefined).astype(str)
         return values.map({v: k for k, v in enumerate(sorted(values.unique(), key=_natural))}).to_numpy()
-    if scheme in ("stratified_group", "group", "multilabel_stratified_group") and groups is None:
+    if scheme in ("stratified_group", "group", "multilabel_stratified_group", "leave_one_group_out") and groups is None:
         raise ValueError(f"scheme {scheme!r} needs groups (set 'groups' in the competition config)")
     if y.ndim == 2 and scheme in ("stratified", "stratified_group"):
         raise ValueError(f"scheme {scheme!r} stratifies one label per row; multi-label data needs "
                          f"multilabel_stratified (or multilabel_stratified_group, to keep groups together)")
     if y.ndim == 1 and scheme.startswith("multilabel"):
         raise ValueError(f"scheme {scheme!r} needs a multi-label 0/1 matrix; use stratified or stratified_group")
+    if scheme == "leave_one_group_out":
+        codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str), sort=True)
+        if len(names) < 2:
+            raise ValueError(f"scheme 'leave_one_group_out' needs at least 2 groups, got {len(names)}")
+        return codes.astype(int)  # LeaveOneGroupOut's folds: group k (sorted) is fold k
+    if strata is not None:
+        if y.ndim == 2 or scheme not in ("stratified", "stratified_group"):
+            raise ValueError(f"stratify_by works with the single-label schemes stratified and stratified_group, "
+                             f"not {scheme!r}")
+        key = pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str)
+        counts = key.value_counts()
+        if counts.min() < n_folds:
+            raise ValueError(f"stratify_by: class index | value {counts.idxmin()!r} has {counts.min()} rows, "
+                             f"fewer than {n_folds} folds")
+        y = pd.factorize(key)[0]
     if scheme == "multilabel_stratified_group":
         codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
         if len(names) < n_folds:

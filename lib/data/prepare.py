@@ -25,6 +25,7 @@ from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, write_csv
 from . import audio, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
+from .slices import slice_values
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
@@ -293,7 +294,8 @@ def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None
     """
     tr = cfg["train"]
     extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
-                         (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column")) if c]
+                         (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column"), *cfg.get("slices", []),
+                         *cfg["folds"].get("stratify_by", [])) if c]
     merge = tr.get("target_column") if cfg["task"] == "multilabel" else None
     train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems, merge)
     if train is None:
@@ -374,14 +376,15 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
     y = tasks.class_index(folds["target"], cfg)
     fc = cfg["folds"]
     try:
+        strata = train[fc["stratify_by"]].astype(str).agg("|".join, axis=1) if fc.get("stratify_by") else None
         folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
-                                   train[fc["column"]] if fc.get("column") else None)
+                                   train[fc["column"]] if fc.get("column") else None, strata)
     except ValueError as exc:
         raise ConfigError(f"folds: {exc}") from exc
     fc["n_folds"] = int(folds["fold"].nunique())
     for col in ("sample_rate", "duration_s", "channels"):
         folds[col] = train[col].to_numpy()
-    folds = pd.concat([folds, meta], axis=1)
+    folds = pd.concat([folds, meta, slice_values(train, cfg.get("slices", [])).set_axis(folds.index)], axis=1)
     crossing = groups_crossing_folds(folds) if cfg.get("groups") else []
     if crossing and fc["scheme"] == "predefined":
         raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
@@ -418,7 +421,7 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     ``ConfigError``. ``None``: only :func:`lib.core.config.check_classes`.
 
     Writes ``out_dir/folds.csv`` (id, path, target, group, fold, sample_rate, duration_s,
-    channels, ``meta_<column>`` ...; multi-label targets joined by ``lib.data.tasks.LABEL_SEP``),
+    channels, ``meta_<column>`` ..., ``slice_<column>`` for each of ``slices``; multi-label targets joined by ``lib.data.tasks.LABEL_SEP``),
     ``out_dir/test.csv`` (id, path, sample_rate, duration_s, channels, metadata; when the config
     has a test set) and ``out_dir/competition.yaml`` (the resolved config that later stages read,
     with ``classes`` filled in from the data when the config leaves them out).

@@ -20,7 +20,8 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
-from .blending import Blender, best_method, compare_methods
+from ..data.slices import with_slice_columns, with_slices
+from .blending import Blender, best_method, compare_methods, rank_refusal
 from .decisions import aggregate_groups, apply_masks, choose_decision
 from .metrics import score_all
 
@@ -146,7 +147,7 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     """
     oofs, preds, inputs = [], [], {}
     for exp in experiments:
-        trained, pred = verified_predictions(out, exp, with_test, allow_partial)
+        trained, _ = verified_predictions(out, exp, with_test, allow_partial)
         inputs[exp] = trained["id"]
         oofs.append(pd.read_csv(out.oof(exp), dtype={"id": str, "target": str}))
         if with_test:
@@ -158,6 +159,14 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
         if not p["id"].equals(preds[0]["id"]):
             raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     return oofs, preds, inputs
+
+
+def member_metrics(comp: dict) -> list[str]:
+    """The metrics the members' table shows: the competition's, and the worst slice's of its
+    metric when it declares slices (and the metric is not already per slice)."""
+    extra = f"worst_{comp['metric']}"
+    per_slice = comp.get("slices") and not comp["metric"].startswith(("worst_", "slice_mean_"))
+    return comp["metrics"] + ([extra] if per_slice and extra not in comp["metrics"] else [])
 
 
 def _choose_method(method: str, results: dict, comp: dict, config_method: str | None) -> tuple[str, str]:
@@ -172,6 +181,8 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
         raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
     if method in results:
         return method, "named in the " + ("command line" if method != config_method else "config")
+    if method == "rank" and rank_refusal(comp):
+        raise ConfigError(f"{rank_refusal(comp)}; choose another method (ensemble.method or --method)")
     raise ConfigError(f"blending method {method!r} is not one of best, {', '.join(results)}")
 
 
@@ -225,11 +236,12 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
                               f"run 02_train.py and 03_infer.py first{reasons}")
     oofs, preds, inputs = _load_members(out, experiments, with_test, allow_partial)
-    y = tasks.class_index(oofs[0]["target"].fillna(""), comp)
+    oofs[0] = with_slice_columns(oofs[0], out.load_split("train"))
+    y = with_slices(tasks.class_index(oofs[0]["target"].fillna(""), comp), oofs[0])
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = _postprocess(oofs, out.load_split("train"), comp, "folds")
     metric = comp["metric"]
-    each = [score_all(comp["metrics"], y, p, comp) for p in oof_probs]
+    each = [score_all(member_metrics(comp), y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
     chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"))

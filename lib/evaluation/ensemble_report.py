@@ -8,7 +8,8 @@ import pandas as pd
 
 from ..core.utils import atomic_path, write_csv
 from ..data import tasks
-from .reports import markdown_table, pyplot, save_figure
+from ..data.slices import with_slices
+from .reports import markdown_table, pyplot, save_figure, slice_section
 
 
 def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
@@ -71,7 +72,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     ``methods.png`` (members and blends on the competition metric), ``oof_blend.csv`` (id, fold,
     target, ``p_<class>``: the chosen method's cross-fitted OOF blend, from which its scores and
     the decision can be reproduced), ``test_blend.csv`` (``test = (ids, probs)``: the blended test
-    probabilities before the decision) and ``report.md``. Every file is written atomically."""
+    probabilities before the decision), ``slices.csv``/``.png`` (the blend's scores per slice
+    value, when ``oof_df`` has the ``slice_<column>`` columns of ``folds.csv``) and ``report.md``. Every file is written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     cols = tasks.prob_columns(comp)
     metric = summary["metric"]
@@ -105,6 +107,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
             f"{d.get('metric') or ''} {dec_scores}. {d.get('note', '')}", ""]
     if summary.get("rows_masked"):
         text += [f"Label masks changed {summary['rows_masked']} OOF row(s).", ""]
+    y = with_slices(tasks.class_index(oof_df["target"].fillna(""), comp), oof_df)
+    text += slice_section(y, blend_oof, comp, d.get("decision"), folder, "blend", paths)
     paths["report.md"] = folder / "report.md"
     with atomic_path(paths["report.md"]) as tmp:
         tmp.write_text("\n".join(text))

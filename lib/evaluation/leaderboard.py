@@ -20,7 +20,9 @@ import pandas as pd
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
-from .metrics import get_metric, score_all
+from ..data.slices import slices_of, with_slices
+from .metrics import base_metric, get_metric, score_all, score_slices
+from .reports import pyplot, save_figure
 
 
 def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, str]:
@@ -52,15 +54,21 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     competition metric over each fold's OOF rows), ``folds`` ("done/total"), ``status``
     (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv``),
     ``parameters``, ``seconds`` (training time, all folds), ``note``. ``df.attrs`` also holds
-    ``sort``, ``higher_is_better``, ``metrics`` and ``fold_metric``.
+    ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and ``slices`` (``{exp: table}``,
+    :func:`lib.evaluation.metrics.score_slices`, when the competition declares ``slices``; the
+    table then also has ``worst_<metric>``, the competition metric on its worst slice).
     Raises ``MissingArtifact`` without stage 00's output, ``ConfigError`` for an unknown metric.
     """
     out = out if isinstance(out, Outputs) else Outputs(Path(out).resolve())
     comp = out.load_competition()
     sort = sort or comp["metric"]
     higher = get_metric(sort, comp, "sort").higher_is_better
-    names = list(dict.fromkeys([*comp["metrics"], sort]))
-    folds_df = out.load_split("train").set_index("id")
+    worst = [f"worst_{comp['metric']}"] if comp.get("slices") and base_metric(comp["metric"]) == comp["metric"] else []
+    names = list(dict.fromkeys([*comp["metrics"], *worst, sort]))
+    sliced = [n for n in names if base_metric(n) != n]  # NaN for an OOF file whose rows folds.csv lacks
+    table = out.load_split("train")
+    folds_df = table.set_index("id")
+    per_slice = {}
     n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
     cols = tasks.prob_columns(comp)
     rows, skipped = [], {}
@@ -86,9 +94,13 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             oof = None  # only an incomplete experiment (--all) can get here
             row["note"] = f"{note}; OOF file unreadable: {exc}".strip("; ")
         if oof is not None:
-            row.update(score_all(names, y, probs, comp))
+            if oof["id"].isin(folds_df.index).all():
+                y = with_slices(y, table, oof["id"])
+                per_slice[exp] = score_slices(comp["metrics"], y, probs, comp)
+            scored = names if slices_of(y) else [n for n in names if n not in sliced]
+            row.update(score_all(scored, y, probs, comp))
             per_fold = [score_all([comp["metric"]], y[oof.fold == f], probs[oof.fold == f], comp)[comp["metric"]]
-                        for f in sorted(oof["fold"].unique())]
+                        if comp["metric"] in scored else np.nan for f in sorted(oof["fold"].unique())]
             row.update(fold_mean=np.mean(per_fold), fold_std=np.std(per_fold, ddof=1) if len(per_fold) > 1 else np.nan,
                        folds=f"{len(per_fold)}/{n_folds}")
             now = folds_df.reindex(oof["id"])
@@ -100,8 +112,42 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
                                      "status", "parameters", "seconds", "note"])
     df = df.sort_values(sort, ascending=not higher, na_position="last", kind="stable").reset_index(drop=True)
     df.insert(0, "rank", pd.array([i + 1 if pd.notna(v) else pd.NA for i, v in enumerate(df[sort])], dtype="Int64"))
-    df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped)
+    df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped,
+                    slices=per_slice)
     return df
+
+
+def slice_leaderboard(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """:func:`leaderboard`'s per-slice scores (``df.attrs["slices"]``) as one table: a row per
+    experiment (in ``df``'s order), a column ``<slice>=<value> (n=N)`` per slice value with the
+    experiment's OOF ``metric`` over those rows (a per-slice name: its base metric), and ``worst``.
+    Empty without slices."""
+    metric, rows = base_metric(metric), []
+    for exp in df["experiment"]:
+        t = df.attrs.get("slices", {}).get(exp)
+        if t is None or t.empty:
+            continue
+        cells = {(f"{r.slice}={r.value} (n={int(r.n)})" if r.value != "worst" else f"worst {r.slice}"): getattr(r, metric)
+                 for r in t.itertuples()}
+        rows.append({"experiment": exp, **cells})
+    return pd.DataFrame(rows)
+
+
+def plot_slice_leaderboard(table: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Grouped bars of :func:`slice_leaderboard`'s ``table``: one group per slice value, one bar
+    per experiment, the OOF ``metric``; saved to ``path``."""
+    plt = pyplot()
+    cols = [c for c in table.columns if c != "experiment" and not c.startswith("worst ")]
+    width = 0.8 / max(1, len(table))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) + 2), 4.5))
+    for i, (exp, values) in enumerate(zip(table["experiment"], table[cols].to_numpy(dtype=float))):
+        ax.bar(np.arange(len(cols)) + i * width, values, width, label=exp)
+    ax.set_xticks(np.arange(len(cols)) + width * (len(table) - 1) / 2, cols, fontsize=8)
+    ax.set(ylabel=f"OOF {base_metric(metric)}", title=f"OOF {base_metric(metric)} per slice")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def format_leaderboard(df: pd.DataFrame) -> str:

@@ -17,6 +17,12 @@ Every place a metric drives a choice (best epoch, early stopping, plateau schedu
 weights, thresholds) compares scores through :func:`is_better` / :func:`sign`, so metrics where
 lower is better (``log_loss``, ``outcome_cost``) work everywhere.
 
+Per slice (:mod:`lib.data.slices`: a database, a device, a site): ``worst_<metric>`` is the
+worst value of ``<metric>`` over the slice values of every declared slice column (NaN values,
+e.g. AUROC of a slice with one class, left out), ``slice_mean_<metric>`` their mean; both need
+labels that carry their rows' slices (:class:`lib.data.slices.SlicedLabels`, which every stage
+gives when the competition declares ``slices``) and work wherever a metric does.
+
 A competition's own metric: ``custom_metrics: {NAME: {function: FILE.py:FUNCTION,
 higher_is_better: true, uses: labels|probs}}`` in its YAML (FILE relative to the YAML file);
 ``FUNCTION(y, x, comp) -> float`` as above. :func:`get_metric` loads it.
@@ -35,7 +41,6 @@ from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
     f1_score,
-    label_ranking_average_precision_score,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -44,6 +49,7 @@ from sklearn.metrics import log_loss as sklearn_log_loss
 from ..core.errors import ConfigError
 from ..core.registry import Registry, did_you_mean
 from ..data import tasks
+from ..data.slices import SlicedLabels, slices_of
 
 METRICS = Registry("metric")
 USES = ("labels", "probs")
@@ -105,12 +111,53 @@ def load_custom(name: str, spec: dict, where: str = "custom_metrics") -> Metric:
     return _CUSTOM[key]
 
 
+SLICE_AGGREGATES = {"worst_": "worst", "slice_mean_": "mean"}
+"""Prefixes of the per-slice versions of any metric -> how the slices' values are combined."""
+
+
+def base_metric(name: str) -> str:
+    """The metric a per-slice name scores in each slice (``worst_macc`` -> ``macc``); other names
+    unchanged."""
+    for start in SLICE_AGGREGATES:
+        if name.startswith(start) and len(name) > len(start):
+            return name[len(start):]
+    return name
+
+
+def slice_groups(y) -> list[tuple[str, str, np.ndarray]]:
+    """``(column, value, row mask)`` for every value of every slice column ``y`` carries (sorted)."""
+    return [(col, v, values == v) for col, values in (slices_of(y) or {}).items() for v in sorted(set(values))]
+
+
+def _slice_metric(name: str, base: Metric, how: str) -> Metric:
+    """The ``worst`` or ``mean`` over slices of metric ``base`` (see the module's docstring)."""
+    def fn(y, x, comp):
+        groups = slice_groups(y)
+        if not groups:
+            raise ConfigError(f"metric {name!r} scores per slice: the competition config needs `slices: [COLUMN, ...]`")
+        plain = np.asarray(y)
+        values = np.array([base(plain[m], x[m], comp) for _, _, m in groups], dtype=float)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            return float("nan")
+        if how == "mean":
+            return float(values.mean())
+        return float(values.min() if base.higher_is_better else values.max())
+    return Metric(fn, base.higher_is_better, base.uses, base.tasks, base.check)
+
+
 def get_metric(name: str, comp: dict | None = None, where: str | None = None) -> Metric:
     """The :class:`Metric` called ``name``: the competition's own (``comp['custom_metrics']``) or
     a built-in one. Raises ``ConfigError`` for an unknown name (with the closest known one), a
     metric not defined for the competition's task (naming its ``macro_``/``micro_`` variants), or
     a competition the metric's ``check`` rejects."""
     prefix = f"{where}: " if where else ""
+    for start, how in SLICE_AGGREGATES.items():
+        if name.startswith(start) and len(name) > len(start):
+            if comp and "slices" in comp and not comp["slices"]:
+                raise ConfigError(f"{prefix}metric {name!r} scores per slice: add `slices: [COLUMN, ...]` (e.g. the "
+                                  f"database or device column) to the competition config")
+            return _slice_metric(name, get_metric(name[len(start):], comp, where), how)
     custom = (comp or {}).get("custom_metrics") or {}
     if name in custom:
         m = load_custom(name, custom[name], where or "custom_metrics")
@@ -155,17 +202,45 @@ def score_all(names, y, probs, comp: dict | None = None, decision: dict | None =
     """``{name: score}`` for each metric name over encoded ``y`` and ``probs`` ``(rows, n_classes)``.
 
     ``decision``: thresholds or class biases (:func:`lib.data.tasks.decide`) for the metrics
-    that score decisions. ``comp``: the competition config; without it :func:`default_comp`.
+    that score decisions. ``y`` may carry its rows' slices (:class:`lib.data.slices.SlicedLabels`)
+    for the ``worst_``/``slice_mean_`` metrics. ``comp``: the competition config; without it :func:`default_comp`.
     Raises ``ConfigError`` for unknown names.
     """
     comp = comp or default_comp(y, probs)
+    slices = slices_of(y)
     y, probs = np.asarray(y), np.asarray(probs, dtype=float)
+    if slices:
+        y = SlicedLabels(y, slices)
     pred = tasks.decide(probs, comp, decision)
     out = {}
     for name in names:
         m = get_metric(name, comp)
         out[name] = m(y, pred if m.uses == "labels" else probs, comp)
     return out
+
+
+def score_slices(names, y, probs, comp: dict, decision: dict | None = None) -> pd.DataFrame:
+    """Every metric of ``names`` per slice value of the slices ``y`` carries
+    (:class:`lib.data.slices.SlicedLabels`): one row per ``(slice, value)`` with ``n`` rows and
+    ``n_<class>`` per class, then ``worst`` rows (one per slice column: each metric's worst value
+    over its values, in the metric's direction, NaN left out). Empty when ``y`` carries none.
+    A per-slice name (``worst_macc``) is scored as its base metric (``macc``: :func:`base_metric`).
+    ``probs (rows, n_classes)``; ``decision`` as :func:`score_all`."""
+    names = list(dict.fromkeys(base_metric(n) for n in names))
+    y_plain, probs = np.asarray(y), np.asarray(probs, dtype=float)
+    counts = y_plain if y_plain.ndim == 2 else np.eye(len(comp["classes"]), dtype=int)[y_plain]
+    rows = []
+    for col, value, m in slice_groups(y):
+        scores = score_all(names, y_plain[m], probs[m], comp, decision)
+        rows.append({"slice": col, "value": value, "n": int(m.sum()),
+                     **{f"n_{c}": int(k) for c, k in zip(comp["classes"], counts[m].sum(0))}, **scores})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    for col, part in table.groupby("slice", sort=False):
+        worst = {n: (part[n].min() if sign(n, comp) > 0 else part[n].max()) for n in names}
+        table.loc[len(table)] = {"slice": col, "value": "worst", **worst}
+    return table
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -474,21 +549,31 @@ def log_loss(y, probs, comp) -> float:
 def lwlrap(y, probs, comp) -> float:
     """Label-weighted label-ranking average precision (Freesound Audio Tagging 2019): for each true
     label of a row, the precision of the row's classes ranked by probability down to that label,
-    averaged over all true labels (so each class weighs by its number of labels).
+    averaged over all true labels (so each class weighs by its number of labels; NaN when no row
+    has a label).
 
-    ``y``: 0/1 ``(rows, n_classes)``; ``probs`` ``(rows, n_classes)``. Computed as sklearn
-    ``label_ranking_average_precision_score`` with each row weighted by its number of labels, over
-    the rows with at least one label (NaN if none has); tied scores count as ranked above (the
-    reference breaks ties by sort order). Reference: Fonseca E. et al. (2019) "Audio tagging with
-    noisy labels and minimal supervision", DCASE 2019, https://arxiv.org/abs/1906.02975;
-    D. Ellis' lwlrap colab for https://www.kaggle.com/c/freesound-audio-tagging-2019,
-    https://colab.research.google.com/drive/1AgPdhSp7ttY18O3fEoHOQKlt_3HJDLi8
+    ``y``: 0/1 ``(rows, n_classes)``; ``probs`` ``(rows, n_classes)``. Computed as the reference
+    does, ties included: each row's classes are ranked by ``np.argsort(scores)[::-1]`` (here one
+    ``np.argsort`` along the rows' axis, which sorts each row as the 1-D call does), so tied
+    classes take distinct ranks in the reverse of that sort's order (for the stable order numpy
+    gives a few classes: the later class first), where scikit-learn's
+    ``label_ranking_average_precision_score`` would rank every tied class at the tie's last rank;
+    each true label scores the precision at its rank. Reference: D. Ellis'
+    ``_one_sample_positive_class_precisions`` and ``calculate_per_class_lwlrap`` in the lwlrap
+    colab of https://www.kaggle.com/c/freesound-audio-tagging-2019,
+    https://colab.research.google.com/drive/1AgPdhSp7ttY18O3fEoHOQKlt_3HJDLi8; Fonseca E. et al.
+    (2019) "Audio tagging with noisy labels and minimal supervision", DCASE 2019,
+    https://arxiv.org/abs/1906.02975.
     """
-    y = np.asarray(y)
-    keep = y.sum(1) > 0
-    if not keep.any():
+    truth, scores = np.asarray(y) > 0, np.asarray(probs, dtype=float)
+    if not truth.any():
         return float("nan")
-    return label_ranking_average_precision_score(y[keep], np.asarray(probs)[keep], sample_weight=y[keep].sum(1))
+    retrieved = np.argsort(scores, axis=1)[:, ::-1]  # each row's classes, retrieved first to last
+    rank = np.empty_like(retrieved)  # rank[i, k]: 0 = class k of row i retrieved first
+    np.put_along_axis(rank, retrieved, np.broadcast_to(np.arange(scores.shape[1]), scores.shape), axis=1)
+    hits = np.cumsum(np.take_along_axis(truth, retrieved, axis=1), axis=1)  # true labels among the first r + 1
+    precision = np.take_along_axis(hits, rank, axis=1) / (1 + rank)
+    return float(precision[truth].sum() / truth.sum())
 
 
 @metric("padded_cmap", uses="probs", task_types=("multilabel",))

@@ -44,7 +44,15 @@ from sklearn.metrics import (
 
 from ..core.utils import atomic_path, format_seconds, write_csv
 from ..data import tasks
-from .metrics import get_metric, per_class_report, score_all
+from ..data.slices import with_slice_columns, with_slices
+from .metrics import (
+    base_metric,
+    get_metric,
+    per_class_report,
+    score_all,
+    score_slices,
+    sign,
+)
 
 MAX_CURVES = 20
 """Most classes drawn one by one (legend, annotated confusion matrix); beyond, macro means only."""
@@ -82,7 +90,7 @@ def fold_table(oof_df: pd.DataFrame, comp: dict, scores: dict, decision: dict | 
     info = {int(f["fold"]): f for f in scores["folds"]}
     rows = []
     for fold, part in oof_df.groupby("fold", sort=True):
-        y = tasks.class_index(part["target"], comp)
+        y = with_slices(tasks.class_index(part["target"], comp), part)  # for worst_/slice_mean_ metrics
         s = score_all(comp["metrics"], y, part[tasks.prob_columns(comp)].to_numpy(), comp, decision)
         f = info.get(int(fold), {})
         rows.append({"fold": str(fold), "n": len(part), "best_epoch": f.get("best_epoch"),
@@ -347,6 +355,60 @@ def plot_roc_pr(y: np.ndarray, probs: np.ndarray, comp: dict, path: Path, title:
     return save_figure(fig, path)
 
 
+def plot_slices(table: pd.DataFrame, names: list[str], path: Path, title: str) -> Path:
+    """Bars of every metric in ``names`` (one panel each) per slice value of ``table``
+    (:func:`lib.evaluation.metrics.score_slices`; its ``worst`` rows are left out), labelled
+    ``column=value (n=rows)``, one colour per slice column, each bar annotated with its value
+    (``n/a`` where the metric is undefined, e.g. AUROC of a slice with one class); saved to
+    ``path``."""
+    plt = pyplot()
+    part = table[table["value"] != "worst"].reset_index(drop=True)
+    labels = [f"{r.slice}={r.value}\n(n={int(r.n)})" for r in part.itertuples()]
+    colors = {c: f"C{i}" for i, c in enumerate(dict.fromkeys(part["slice"]))}
+    fig, axes = plt.subplots(1, len(names), figsize=(max(4.0, 0.9 * len(part) + 1.5) * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = part[name].astype(float)
+        ax.bar(range(len(part)), values.fillna(0), color=[colors[c] for c in part["slice"]])
+        for i, v in enumerate(values):
+            ax.text(i, 0 if np.isnan(v) else v, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(part)), labels, fontsize=8)
+        ax.set(title=name, ylim=(0, max(1.0, float(np.nanmax(values.to_numpy())) * 1.1) if values.notna().any() else 1.0))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{title}: OOF scores per slice", fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def slice_section(y, probs: np.ndarray, comp: dict, decision: dict | None, out_dir: Path, title: str,
+                  paths: dict) -> list[str]:
+    """The report's "Scores per slice" section: ``slices.csv`` (:func:`score_slices`) and
+    ``slices.png`` (:func:`plot_slices`) written into ``out_dir`` (their paths added to ``paths``)
+    and the markdown lines, naming the worst slice of the competition metric. ``y`` carries the
+    rows' slices (:class:`lib.data.slices.SlicedLabels`); none: no section (``[]``)."""
+    table = score_slices(comp["metrics"], y, probs, comp, decision)
+    if table.empty:
+        return []
+    names = list(dict.fromkeys(base_metric(n) for n in comp["metrics"]))
+    paths["slices"] = out_dir / "slices.csv"
+    write_csv(paths["slices"], table)
+    paths["slices_png"] = plot_slices(table, names, out_dir / "slices.png", title)
+    metric, values = base_metric(comp["metric"]), table[table["value"] != "worst"]
+    worst = values.loc[values[metric].astype(float).idxmin() if sign(metric, comp) > 0 else
+                       values[metric].astype(float).idxmax()] if values[metric].notna().any() else None
+    lines = ["## Scores per slice ([slices.csv](slices.csv))", "",
+             ("Every metric over the rows of each slice value (`slices` in the competition config), with its "
+              "rows (`n`) and rows per class (`n_<class>`); `worst`: each metric's worst value over the "
+              "slice's values. A pooled score can hide a slice the model fails on."), ""]
+    if worst is not None:
+        pooled = score_all([metric], y, probs, comp, decision)[metric]
+        lines += [(f"Worst slice on {metric}: **{worst['slice']} = {worst['value']}** ({worst[metric]:.4f} over "
+                   f"{int(worst['n'])} rows; all rows pooled: {pooled:.4f})."), ""]
+    shown = table.copy()
+    for c in [c for c in shown.columns if c == "n" or c.startswith("n_")]:
+        shown[c] = shown[c].astype("Int64")
+    return lines + [markdown_table(shown), "", "![scores per slice](slices.png)", ""]
+
+
 def plot_calibration(truth: np.ndarray, p: np.ndarray, what: str, observed: str, path: Path, title: str,
                      n_bins: int = 10) -> Path:
     """Reliability diagram (``observed``, the share of ``truth``, against the mean predicted
@@ -398,7 +460,8 @@ def write_report(out_dir: str | Path, name: str, comp: dict, oof_df: pd.DataFram
     files never stay beside a new one's) and return the paths written (``report.md`` first).
 
     ``oof_df``: the OOF file (``id, fold, target, p_<class> ...``; multi-label targets joined
-    by ``;``); ``history``: ``log.csv`` (``fold, epoch, lr, train_loss, valid_loss, <metric>
+    by ``;``), with the rows' ``slice_<column>`` columns of ``folds.csv`` when the competition
+    declares slices (the report then has a "Scores per slice" section); ``history``: ``log.csv`` (``fold, epoch, lr, train_loss, valid_loss, <metric>
     ...``); ``scores``: ``scores.json`` (``oof``, ``folds`` with ``best_epoch`` per fold,
     ``partial``, ``missing_folds``); ``decision``: thresholds or class biases for the decisions
     (:func:`lib.data.tasks.decide`; ``None``: the defaults). Every file is written atomically;
@@ -415,7 +478,7 @@ def write_report(out_dir: str | Path, name: str, comp: dict, oof_df: pd.DataFram
 
 def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    y = tasks.class_index(oof_df["target"], comp)
+    y = with_slices(tasks.class_index(oof_df["target"], comp), oof_df)
     probs = oof_df[tasks.prob_columns(comp)].to_numpy(dtype=float)
     pred = tasks.decide(probs, comp, decision)
     folds, confusion = fold_table(oof_df, comp, scores, decision), confusion_table(y, pred, comp)
@@ -456,6 +519,7 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
                  f"are in confusion.csv.", ""]
     else:
         text += ["![confusion matrix](confusion.png)", ""]
+    text += slice_section(y, probs, comp, decision, out_dir, name, paths)
     text += ["## Per class ([per_class.csv](per_class.csv))", "", markdown_table(per_class), "",
              "## ROC and precision-recall", "", "![ROC and precision-recall curves](roc_pr.png)", "",
              "## Calibration", "", f"Expected calibration error ({what}, 10 bins): {ece:.4f}.", "",
@@ -482,6 +546,7 @@ def report_from_outputs(root: str | Path, exp: str, to: str | Path) -> list[Path
     comp = yaml.safe_load(out.competition.read_text())
     oof_df = pd.read_csv(out.oof(exp), dtype={"id": str, "target": str})
     oof_df["target"] = oof_df["target"].fillna("")
+    oof_df = with_slice_columns(oof_df, out.load_split("train"))
     history = pd.read_csv(out.model_dir(exp) / "log.csv")
     scores = json.loads((out.model_dir(exp) / "scores.json").read_text())
     return write_report(to, exp, comp, oof_df, history, scores)

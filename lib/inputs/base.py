@@ -8,6 +8,7 @@ import torch
 
 from ..data import tasks
 from ..data.metadata import MetadataEncoder
+from ..data.slices import with_slices
 
 
 class SplitInputs:
@@ -36,10 +37,12 @@ class SplitInputs:
         self.first = np.concatenate([[0], np.cumsum(self.count)[:-1]])
 
     def set_labels(self, table: pd.DataFrame, comp: dict) -> None:
-        """Encode ``table``'s ``target`` column (when it has one) as ``y`` and ``target``."""
+        """Encode ``table``'s ``target`` column (when it has one) as ``y`` (carrying the rows'
+        slices when the table has any: :func:`lib.data.slices.with_slices`) and ``target``."""
         if "target" in table:
-            self.y = tasks.class_index(table["target"], comp)
-            self.target = torch.from_numpy(tasks.encode_targets(self.y, comp)).to(self.device)
+            y = tasks.class_index(table["target"], comp)
+            self.target = torch.from_numpy(tasks.encode_targets(y, comp)).to(self.device)
+            self.y = with_slices(y, table)
 
     def set_metadata(self, encoder: MetadataEncoder | dict | None, table: pd.DataFrame) -> None:
         """Encode ``table``'s metadata (its rows are this split's recordings) with a fold's fitted

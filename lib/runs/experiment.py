@@ -39,6 +39,7 @@ from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
+from ..data.slices import with_slice_columns, with_slices
 from ..inputs import load_inputs
 from ..evaluation.metrics import score_all
 from ..evaluation.reports import write_report
@@ -378,7 +379,7 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     oof_df = pd.DataFrame({"id": folds_df["id"], "fold": folds, "target": folds_df["target"]})
     oof_df[tasks.prob_columns(comp)] = oof
     oof_df = oof_df[rows].reset_index(drop=True)
-    y = tasks.class_index(oof_df["target"], comp)
+    y = with_slices(tasks.class_index(oof_df["target"], comp), folds_df[rows].reset_index(drop=True))
     probs = oof_df[tasks.prob_columns(comp)].to_numpy()
     infos = [{k: v for k, v in r["info"].items() if k != "environment"} for r in done.values()]
     per_fold = pd.DataFrame(infos)
@@ -400,7 +401,7 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     write_csv(paths["oof"], oof_df)
     (model_dir / "curves.png").unlink(missing_ok=True)  # older versions' plot; now report/curves.png
     try:  # written whole or removed (write_report); a plotting failure must not cost the merged folds
-        report = write_report(model_dir / "report", name, comp, oof_df, history, scores)
+        report = write_report(model_dir / "report", name, comp, with_slice_columns(oof_df, folds_df), history, scores)
         scores["report"] = str(report[0].relative_to(model_dir))
     except Exception as exc:
         report, scores["report"], scores["report_error"] = [], None, repr(exc)

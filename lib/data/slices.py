@@ -1,0 +1,87 @@
+"""Slices: groups of rows (a database, a device, a site, the sex of a patient) that every score is
+also given for, so that a pooled score cannot hide a group the model fails on.
+
+A competition declares them as columns of its training CSV (``slices: [database]``); stage 00
+copies each into ``folds.csv`` as ``slice_<column>`` (:func:`slice_columns`). Labels travel with
+their rows' slices as :class:`SlicedLabels`, a numpy array that indexes its slices with its rows,
+so the metric ``worst_<metric>`` / ``slice_mean_<metric>``
+(:func:`lib.evaluation.metrics.score_all`) can be used anywhere a metric is: early stopping,
+blend weights, decisions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PREFIX = "slice_"
+MISSING = "(missing)"
+
+
+def slice_columns(table: pd.DataFrame) -> list[str]:
+    """The ``slice_<column>`` columns of a ``folds.csv`` table, in order."""
+    return [c for c in table.columns if c.startswith(PREFIX)]
+
+
+def slice_values(train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``folds.csv``'s slice columns from the training rows ``train``: ``slice_<c>`` for each of
+    ``columns``, as strings, empty or missing cells as ``"(missing)"`` (kept, never dropped)."""
+    return pd.DataFrame({PREFIX + c: train[c].astype("string").fillna(MISSING).replace("", MISSING).astype(str).to_numpy()
+                         for c in columns}, index=train.index)
+
+
+class SlicedLabels(np.ndarray):
+    """Encoded labels ``(rows,)`` or ``(rows, n_classes)`` that carry each row's slice values
+    ``slices``: ``{column: (rows,) array of str}``. Indexing the rows (``y[mask]``, ``y[idx]``,
+    ``y[a:b]``) indexes the slices alike; ``y[:, k]`` keeps them. Anything that makes a plain
+    array (``np.asarray``, scikit-learn) drops them."""
+
+    slices: dict | None
+
+    def __new__(cls, y, slices: dict):
+        obj = np.asarray(y).view(cls)
+        obj.slices = {k: np.asarray(v) for k, v in slices.items()}
+        for k, v in obj.slices.items():
+            if len(v) != len(obj):
+                raise ValueError(f"slice {k!r} has {len(v)} values for {len(obj)} rows")
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.slices = getattr(obj, "slices", None)
+
+    def __getitem__(self, index):
+        out = super().__getitem__(index)
+        if isinstance(out, SlicedLabels) and self.slices is not None:
+            rows = index[0] if isinstance(index, tuple) else index
+            if isinstance(rows, (int, np.integer)):
+                out.slices = None  # one row of a multi-label matrix: its classes, not rows
+            else:
+                rows = np.asarray(rows) if isinstance(rows, np.ndarray) else rows
+                out.slices = {k: v[rows] for k, v in self.slices.items()}
+        return out
+
+
+def with_slices(y, table: pd.DataFrame, ids=None):
+    """``y`` as :class:`SlicedLabels` with the slices of its rows in ``table`` (a ``folds.csv``
+    table) when the table has slice columns, else unchanged. The rows of ``y`` are ``table``'s
+    rows, or with ``ids`` (one per row of ``y``) the table's rows of those ids. Raises
+    ``KeyError`` for an id the table lacks."""
+    cols = slice_columns(table)
+    if not cols:
+        return y
+    rows = table if ids is None else table.set_index("id").loc[list(ids)]
+    return SlicedLabels(y, {c[len(PREFIX):]: rows[c].astype(str).to_numpy() for c in cols})
+
+
+def with_slice_columns(df: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (rows with an ``id`` column, e.g. an OOF file) with the ``slice_<column>`` columns of
+    their rows in ``table`` (``folds.csv``) added; unchanged when the table has none."""
+    cols = slice_columns(table)
+    if not cols:
+        return df
+    return df.drop(columns=[c for c in cols if c in df]).assign(
+        **{c: table.set_index("id")[c].reindex(df["id"]).to_numpy() for c in cols})
+
+
+def slices_of(y) -> dict | None:
+    """The slices ``y`` carries (``{column: (rows,) values}``), or ``None``."""
+    return getattr(y, "slices", None)

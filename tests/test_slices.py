@@ -1,0 +1,135 @@
+"""Scores per slice (lib/data/slices.py, the worst_/slice_mean_ metrics, the reports of 02 and 04,
+leaderboard.py) and folds that measure transfer to an unseen group (leave_one_group_out,
+stratify_by): generated labels for the arithmetic, a real two-database heart-sound subset run
+through the stages as a user would for the rest."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+
+from lib.core.errors import ConfigError
+from lib.data.folds import make_folds
+from lib.data.slices import SlicedLabels
+from lib.evaluation.metrics import get_metric, score_all, score_slices
+
+BIN = {"task": "binary", "classes": ["normal", "abnormal"], "positive": "abnormal", "normal_class": "normal",
+       "metric": "macc", "metrics": ["macc"], "slices": ["db"]}
+
+
+def _two_databases(seed=0):
+    """200 rows: database a perfectly separated, database b pure noise."""
+    rng = np.random.default_rng(seed)
+    db = np.array(["a"] * 120 + ["b"] * 80)
+    y = rng.integers(0, 2, 200)
+    p = np.where(db == "a", 0.2 + 0.6 * y, rng.random(200))
+    return SlicedLabels(y, {"db": db}), np.stack([1 - p, p], 1), db
+
+
+def test_sliced_labels_index_their_slices_with_their_rows():
+    y = SlicedLabels(np.array([0, 1, 1, 0]), {"db": np.array(list("abab"))})
+    assert y[y == 1].slices["db"].tolist() == ["b", "a"]
+    assert y[[3, 0]].slices["db"].tolist() == ["b", "a"] and y[1:].slices["db"].tolist() == ["b", "a", "b"]
+    m = SlicedLabels(np.eye(4)[:, :2], {"db": np.array(list("abab"))})
+    assert m[:, 1].slices["db"].tolist() == list("abab") and m[np.array([1, 0, 1, 0], bool)].slices["db"].tolist() == ["a", "a"]
+    with pytest.raises(ValueError, match="3 values for 4 rows"):
+        SlicedLabels(np.zeros(4), {"db": np.array(list("abc"))})
+
+
+def test_worst_and_mean_over_slices():
+    y, probs, db = _two_databases()
+    s = score_all(["macc", "worst_macc", "slice_mean_macc"], y, probs, BIN)
+    per = [score_all(["macc"], np.asarray(y)[db == d], probs[db == d], BIN)["macc"] for d in "ab"]
+    assert per[0] == 1.0 and per[1] < 0.7
+    assert s["worst_macc"] == pytest.approx(per[1]) and s["slice_mean_macc"] == pytest.approx(np.mean(per))
+    assert s["macc"] > s["worst_macc"]  # the pooled score hides database b
+    lower = score_all(["worst_log_loss"], y, probs, BIN)["worst_log_loss"]  # lower is better: the worst is the largest
+    assert lower == pytest.approx(max(score_all(["log_loss"], np.asarray(y)[db == d], probs[db == d], BIN)["log_loss"]
+                                      for d in "ab"))
+    table = score_slices(["macc"], y, probs, BIN)
+    assert table["value"].tolist() == ["a", "b", "worst"] and table["n"].tolist()[:2] == [120, 80]
+    assert table.loc[0, "n_abnormal"] == int(np.asarray(y)[db == "a"].sum())
+    with pytest.raises(ConfigError, match="needs `slices"):
+        score_all(["worst_macc"], np.asarray(y), probs, BIN)
+    with pytest.raises(ConfigError, match="add `slices"):
+        get_metric("worst_macc", dict(BIN, slices=[]))
+    assert get_metric("worst_log_loss", BIN).higher_is_better is False
+
+
+def test_leave_one_group_out_and_stratify_by():
+    rng = np.random.default_rng(1)
+    db = np.array(["b"] * 60 + ["f"] * 30 + ["e"] * 30)
+    y = rng.integers(0, 2, 120)
+    fold = make_folds(y, db, scheme="leave_one_group_out")
+    assert sorted(set(fold)) == [0, 1, 2] and all(len(set(fold[db == d])) == 1 for d in "bef")
+    fold = make_folds(y, None, 5, "stratified", 0, strata=db)
+    for d in "bef":  # every database's rows spread over the folds, class by class
+        for c in (0, 1):
+            counts = np.bincount(fold[(db == d) & (y == c)], minlength=5)
+            assert counts.max() - counts.min() <= 1
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        make_folds(y, np.zeros(120), scheme="leave_one_group_out")
+    with pytest.raises(ValueError, match="stratify_by: class index"):
+        make_folds(y, None, 5, "stratified", 0, strata=np.append(db[:-1], "x"))
+
+
+def _run(*args):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_path):
+    """A user's run: metric worst_macc over the databases, gradient boosting (seconds), then 04
+    and the leaderboard; every stage shows the per-database scores and the worst database."""
+    cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
+    cfg.update(metric="worst_macc", metrics=["macc", "worst_macc", "auroc"])
+    data_cfg = tmp_path / "hs.yaml"
+    data_cfg.write_text(yaml.safe_dump(cfg))
+    out, exp = tmp_path / "out", ROOT / "configs/heart_sound/hgb.yaml"
+    _run("00_prepare.py", data_cfg, "--output-dir", out)
+    folds = pd.read_csv(out / "folds.csv")
+    assert sorted(folds["slice_database"].unique()) == ["training-b", "training-f"]
+    _run("01_features.py", exp, "--output-dir", out)
+    _run("02_train.py", exp, "--output-dir", out)
+    oof = pd.read_csv(out / "oof/hgb.csv").merge(folds[["id", "slice_database"]], on="id")
+    per = {d: score_all(["macc"], (g.target == "abnormal").astype(int).to_numpy(),
+                        g[["p_normal", "p_abnormal"]].to_numpy(), dict(BIN, slices=["database"]))["macc"]
+           for d, g in oof.groupby("slice_database")}
+    scores = json.loads((out / "models/hgb/scores.json").read_text())
+    assert scores["oof"]["worst_macc"] == pytest.approx(min(per.values()))
+    report = (out / "models/hgb/report/report.md").read_text()
+    table = pd.read_csv(out / "models/hgb/report/slices.csv")
+    assert "## Scores per slice" in report and (out / "models/hgb/report/slices.png").stat().st_size > 0
+    assert dict(zip(table["value"][:2], table["macc"][:2])) == pytest.approx(per)
+    assert table["n"][:2].tolist() == [16, 16]
+    log = _run("04_ensemble.py", "--output-dir", out)
+    assert "## Scores per slice" in (out / "ensemble/report.md").read_text() and (out / "ensemble/slices.png").exists()
+    board = _run("leaderboard.py", "--output-dir", out)
+    assert "per slice" in board and "database=training-f (n=16)" in board and (out / "leaderboard_slices.png").exists()
+    assert "worst_macc" in log or "worst_macc" in board
+
+
+def test_unknown_slice_column_is_named(heart_sound_subset, tmp_path):
+    cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
+    cfg["slices"] = ["device"]
+    (tmp_path / "hs.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "device" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_leave_one_database_out_on_real_heart_sounds(heart_sound_subset, tmp_path):
+    cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
+    cfg.update(groups={"column": "database"}, folds={"scheme": "leave_one_group_out"})
+    (tmp_path / "hs.yaml").write_text(yaml.safe_dump(cfg))
+    _run("00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out/folds.csv")
+    assert folds.groupby("slice_database")["fold"].nunique().tolist() == [1, 1] and folds["fold"].nunique() == 2
+    assert yaml.safe_load((tmp_path / "out/competition.yaml").read_text())["folds"]["n_folds"] == 2
