@@ -86,7 +86,7 @@ if [ -z "$experiments" ]; then  # the competition config's own list, else the pr
 fi
 if [ -z "$experiments" ]; then
   case "$profile" in
-    cpu) experiments="configs/wave_cnn.yaml" ;;
+    cpu) experiments="configs/wave_cnn.yaml configs/zoo/hgb.yaml" ;;  # a network and gradient boosting; 04 blends them only when that wins
     gpu) experiments="configs/cnn8.yaml configs/vgg.yaml" ;;
     *) echo "run_all.sh: --profile must be cpu or gpu" >&2; exit 2 ;;
   esac
