@@ -97,3 +97,36 @@ def format_seconds(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _numpy_globals() -> list:
+    """The numpy types a checkpoint's arrays and scalars unpickle through (data, no code): what
+    PANNs' released files hold besides tensors (e.g. their training statistics)."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
+            *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?")}]
+
+
+def load_tensors_only(path, error=ValueError):
+    """``torch.load(path, weights_only=True)`` with numpy arrays and scalars allowed
+    (:func:`_numpy_globals`), on the CPU: a pickle that would build any other object (and so could
+    run code) is refused, never executed. Raises ``error`` (an exception class taking one message)
+    naming the file and what it holds, or that it is not a readable checkpoint."""
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+        if not found:
+            raise error(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from None
+        what = f"the global {found.group(1)}"
+        raise error(f"{path}: refused: it pickles {what}, which could run code when loaded; only tensors, "
+                    f"plain values and numpy arrays are loaded (if you trust the file, save its tensors alone, "
+                    f"e.g. torch.save(checkpoint['model'], 'weights.pth'), and use that)") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise error(f"{path}: not a readable PyTorch checkpoint ({exc})") from None

@@ -16,9 +16,10 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..core.artifacts import FOLDS, check_folds, folds_id
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import fingerprint, read_json, write_csv, write_json
+from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
 from ..core.device import get_device
 from ..data import tasks
 from ..inputs import load_inputs
@@ -51,10 +52,11 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
 
 def load_checkpoints(folder: Path, folds: list[int], device) -> list[tuple[dict, torch.nn.Module]]:
     """``[(checkpoint, model in eval mode on device), ...]`` of ``folder/fold<k>.pt`` for each
-    fold ``k`` (``torch.load(weights_only=True)``: tensors and plain values only)."""
+    fold ``k`` (:func:`lib.core.utils.load_tensors_only`: tensors and plain values only; raises
+    ``MissingArtifact`` naming a file that holds anything else or cannot be read)."""
     models = []
     for fold in folds:
-        ckpt = torch.load(Path(folder) / f"fold{fold}.pt", map_location="cpu", weights_only=True)
+        ckpt = load_tensors_only(Path(folder) / f"fold{fold}.pt", MissingArtifact)
         model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"],
                             ckpt.get("frontend"), pretrained=False)  # the weights are the checkpoint's
         model.load_state_dict(ckpt.pop("state_dict"))
@@ -87,12 +89,15 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     dict (``skipped`` when the predictions are up to date; ``no_test`` when the competition has no
     test set, in which case nothing is written; ``partial`` when the experiment lacks folds).
     Raises ``MissingArtifact`` when the training is missing or incomplete, or when the feature
-    set changed since training (naming the stage to run again).
+    set changed or ``00_prepare.py`` assigned other folds since training (naming the stage to run
+    again).
     """
     if not out.has_test():
         return {"experiment": exp, "no_test": True, "skipped": True}
     comp = out.load_competition()
     trained, cfg = trained_experiment(out, exp)
+    fid = folds_id(out.load_split("train"))
+    check_folds(trained, fid, f"trained experiment {exp!r}", f"02_train.py for {exp}")
     test_df = out.load_split("test")
     device = get_device(device)
     data = load_inputs(out, cfg, "test", test_df, comp, device)
@@ -114,5 +119,5 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     write_csv(out.preds(exp), preds)
     write_json(out.preds(exp).with_suffix(".json"), summary)
     record.commit([out.preds(exp), out.preds(exp).with_suffix(".json")], key,
-                  inputs={"train": trained["id"], "features": data.manifest["record"]}, info=summary)
+                  inputs={"train": trained["id"], "features": data.manifest["record"], FOLDS: fid}, info=summary)
     return dict(summary, skipped=False)

@@ -12,13 +12,13 @@ pretrained ``bn0``, not with the training fold's statistics. Settings per sample
 """
 from __future__ import annotations
 
-import pickle
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
+from ..core.utils import load_tensors_only
 from .base import AudioClassifier
 from .frontend import LogMelFrontEnd
 from .transfer import check_freeze, pretrained_file
@@ -124,12 +124,10 @@ class Cnn14(AudioClassifier):
         self.freeze(self.trunk.blocks()[:freeze_blocks])
 
     def load_panns(self, path) -> None:
-        """Load a PANNs-format checkpoint into the trunk (see the class docstring). Raises
-        ``ConfigError`` naming the file when it does not fit."""
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # PANNs' training checkpoints also pickle the sampler's state
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        """Load a PANNs-format checkpoint into the trunk (see the class docstring), tensors and
+        plain values only (:func:`load_tensors_only`: nothing in the file is ever run). Raises
+        ``ConfigError`` naming the file when it does not fit or holds other objects."""
+        ckpt = load_tensors_only(path, ConfigError)
         sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(sd, dict):
             raise ConfigError(f"{path}: not a PANNs checkpoint (expected a dict with a 'model' state dict)")
