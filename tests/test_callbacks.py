@@ -129,3 +129,70 @@ def test_resume_state_starts_from_its_own_key_only(tiny, tmp_path):
     again = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), log=lines.append, state_path=state, state_key="a")
     assert again[1]["resumed_from_epoch"] == 2 and again[3] == first[3]  # nothing left to train: the same history
     np.testing.assert_array_equal(again[2], first[2])
+
+
+def test_ties_within_tolerance_go_to_the_lower_loss_and_undefined_values_never_win():
+    """Smoothed means of the same values in another order differ in the last bit: still a tie,
+    decided by the validation loss. A NaN metric (undefined on a fold) never beats a defined one,
+    is beaten by any, and is left out of the trailing mean."""
+    a = float(np.mean([0.1, 0.7, 0.2]))
+    b = float(np.mean([0.7, 0.2, 0.1]))
+    best = {"scores": {"accuracy": 0.5}, "monitor": a, "valid_loss": 0.5}
+    assert improves(best, {"accuracy": b}, 0.4, "accuracy", COMP)
+    assert not improves(best, {"accuracy": b}, 0.6, "accuracy", COMP)
+    assert not improves(best, {"accuracy": float("nan")}, 0.1, "accuracy", COMP)
+    nan_best = {"scores": {"accuracy": float("nan")}, "valid_loss": 0.5}
+    assert improves(nan_best, {"accuracy": 0.1}, 0.9, "accuracy", COMP)
+    assert improves(nan_best, {"accuracy": float("nan")}, 0.4, "accuracy", COMP)
+    assert not improves(nan_best, {"accuracy": float("nan")}, 0.6, "accuracy", COMP)
+    history = [{"accuracy": 0.5}, {"accuracy": float("nan")}]
+    assert smoothed(history, 0.7, "accuracy", 3) == pytest.approx(0.6)
+    assert np.isnan(smoothed(history[1:], float("nan"), "accuracy", 2))
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def test_an_early_stopped_fold_resumed_mid_patience_stops_where_the_uninterrupted_one_did(tiny, tmp_path, monkeypatch):
+    """A real fold that stops early, interrupted after an epoch without gain (its early-stopping
+    counter ``wait`` > 0, saved in the resume state) and resumed: the same stopping epoch, best
+    epoch, history and kept weights as without the interruption. Without restoring ``wait`` the
+    resumed fold would run longer: the test sees the counter."""
+    cfg, comp, data, table, _ = tiny
+    runs = {f: train_fold(cfg, comp, data, table, f, torch.device("cpu"), log=lambda *_: None) for f in (0, 1)}
+    fold = min(runs, key=lambda f: runs[f][1]["epochs_run"])
+    ref_ckpt, ref_info, ref_probs, ref_hist = runs[fold]
+    stop = ref_info["epochs_run"]
+    assert stop < cfg["train"]["epochs"] and stop >= epochs_of(cfg["train"]["min_epochs"], cfg["train"]["epochs"])
+    state, at = tmp_path / "fold.state.pt", stop - 1  # after the epoch before the stop: wait is patience - 1
+
+    def interrupted(fresh: bool):
+        def log(line):
+            if f" epoch {at:>2}/" in line:
+                raise _Stop
+        if fresh:
+            state.unlink(missing_ok=True)
+        with pytest.raises(_Stop):
+            train_fold(cfg, comp, data, table, fold, torch.device("cpu"), log, state_path=state, state_key="k")
+        return torch.load(state, weights_only=True)
+
+    saved = interrupted(fresh=True)
+    assert saved["epoch"] == at and saved["parts"]["early_stopping"]["wait"] >= 1
+    assert saved["best"]["epoch"] == ref_info["best_epoch"] and "monitor" in saved["best"]
+    ckpt, info, probs, hist = train_fold(cfg, comp, data, table, fold, torch.device("cpu"), log=lambda *_: None,
+                                         state_path=state, state_key="k")
+    assert info["resumed_from_epoch"] == at
+    assert (info["epochs_run"], info["best_epoch"]) == (stop, ref_info["best_epoch"])
+    assert _strip(hist) == _strip(ref_hist) and np.array_equal(probs, ref_probs)
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in ref_ckpt["state_dict"].items())
+    # the counter is what makes it stop there: a resume that forgets it trains on
+    interrupted(fresh=True)
+    monkeypatch.setattr(EarlyStopping, "load_state_dict", lambda self, s: None)
+    _, forgetful, _, _ = train_fold(cfg, comp, data, table, fold, torch.device("cpu"), log=lambda *_: None,
+                                    state_path=state, state_key="k")
+    assert forgetful["epochs_run"] > stop
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]

@@ -66,7 +66,7 @@ class EarlyStopping(Callback):
     ``patience`` and ``min_epochs`` are epochs (int) or fractions of ``epochs`` (float in (0, 1),
     rounded up): :func:`epochs_of`."""
 
-    def __init__(self, patience: int | float, monitor: str, min_epochs: int | float = 0, epochs: int | None = None):
+    def __init__(self, patience: float, monitor: str, min_epochs: float = 0, epochs: int | None = None):
         self.patience, self.min_epochs = epochs_of(patience, epochs), epochs_of(min_epochs, epochs)
         self.monitor, self.wait = monitor, 0
 
@@ -88,7 +88,7 @@ class EarlyStopping(Callback):
         return f"early stop after epoch {trainer.state.epoch} (no {self.monitor} gain for {self.wait} epochs)"
 
 
-def epochs_of(value: int | float, epochs: int | None) -> int:
+def epochs_of(value: float, epochs: int | None) -> int:
     """A number of epochs given as an int, or as a fraction in (0, 1) of ``epochs`` (rounded up).
     Raises ``ValueError`` for a fraction without ``epochs``."""
     if isinstance(value, float) and 0 < value < 1:
@@ -103,21 +103,28 @@ def smoothed(history: list[dict], value: float, monitor: str, window: int) -> fl
     the previous ``window - 1`` epochs' ``monitor`` values in ``history`` (fewer at the start;
     ``window`` 1: ``value`` itself). A trailing mean, so the decision is known when the epoch
     ends and the kept weights are that epoch's: one lucky epoch on a small fold no longer wins
-    alone."""
+    alone. Undefined (NaN) values of the window are left out; NaN when all are."""
     recent = [h[monitor] for h in history[len(history) - (window - 1):]] if window > 1 else []
-    return float(np.mean(recent + [value]))
+    defined = [v for v in recent + [value] if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def improves(best: dict | None, scores: dict, valid_loss: float, monitor: str, comp: dict) -> bool:
     """Whether an epoch with ``scores`` (metric -> value, the ``monitor`` one smoothed when the
     trainer smooths) and ``valid_loss`` beats ``best`` (the best epoch so far: ``{"scores",
     "valid_loss"}`` and, when smoothed, ``"monitor"``: its smoothed value; ``None`` before the
-    first): a better ``monitor`` value in its own direction, or an equal one with a lower
-    validation loss."""
+    first): a better ``monitor`` value in its own direction, or an equal one (within
+    :func:`lib.evaluation.metrics.is_better`'s tolerance: a mean of the same values in another
+    order may differ in the last bit) with a lower validation loss. An undefined (NaN) value never
+    beats a defined one and is beaten by any; two undefined ones compare on the loss."""
     if best is None:
         return True
-    ref = best.get("monitor", best["scores"][monitor])
-    return is_better(monitor, scores[monitor], ref, comp) or (scores[monitor] == ref and valid_loss < best["valid_loss"])
+    value, ref = scores[monitor], best.get("monitor", best["scores"][monitor])
+    if math.isnan(value) or math.isnan(ref):
+        return math.isnan(ref) and (not math.isnan(value) or valid_loss < best["valid_loss"])
+    if is_better(monitor, value, ref, comp):
+        return True
+    return not is_better(monitor, ref, value, comp) and valid_loss < best["valid_loss"]
 
 
 class ResumeState(Callback):
