@@ -27,8 +27,8 @@ def main() -> None:
     args = p.parse_args()
     if args.name and len(args.configs) > 1:
         raise cli.ConfigError("--name names one experiment: give one config with it")
-    cfgs = [cli.experiment(c, args.set, args.name, announce=not rank) for c in args.configs]
     out = cli.outputs(args)
+    cfgs = [cli.experiment(c, args.set, args.name, announce=not rank, out=out) for c in args.configs]
     from lib.runs.experiment import train_experiments
 
     def log(msg):

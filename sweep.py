@@ -33,8 +33,9 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one line per trial, the rest in its log
     from lib.runs.sweep import direction, load_sweep, open_study, run_sweep, summarize
 
-    sweep = load_sweep(args.sweep)
     out = cli.outputs(args)
+    sweep = load_sweep(args.sweep, out.prepared_competition())  # every value checked before the study starts
+    out.check_writable()
     comp = out.load_competition()
     name = args.study or Path(args.sweep).stem
     storage = args.storage or f"sqlite:///{out.root / 'sweeps' / name}.db"

@@ -6,6 +6,7 @@ stages import their heavy modules inside ``main()``.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -16,7 +17,9 @@ from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, variant_name
 from .core.errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
 
 EXPECTED_ERRORS = (PipelineError,)
-"""Errors printed as a one-paragraph message (exit 1); anything else is a bug and keeps its traceback."""
+"""Errors printed as a one-paragraph message (exit 1); anything else is a bug and keeps its traceback
+(but for the file-system errors of :func:`file_system_message`)."""
+_FS_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -53,17 +56,23 @@ def parse_experiment(description: str):
     p = parser(description)
     add_experiment_args(p)
     args = p.parse_args()
-    return args, outputs(args), experiment(args.config, args.set, args.name, announce=True)
+    out = outputs(args)
+    return args, out, experiment(args.config, args.set, args.name, announce=True, out=out)
 
 
-def experiment(path: str, overrides: list[str], name: str | None = None, announce: bool = False) -> dict:
+def experiment(path: str, overrides: list[str], name: str | None = None, announce: bool = False,
+               out=None) -> dict:
     """Load and check an experiment config with ``--set`` overrides, and name the run: ``name``
     if given, else :func:`lib.core.config.variant_name` of the config's name. ``announce``
-    prints the name and why when it differs from the config's. Returns the config; raises
+    prints the name and why when it differs from the config's. ``out`` (the run's
+    ``lib.core.paths.Outputs``): its folder must be writable, and the config is checked against
+    its prepared competition when stage 00 has run (``train.folds``). Returns the config; raises
     ``ConfigError``."""
     from .components import load_experiment  # the registries: torch and the model zoo
 
-    cfg = load_experiment(path, overrides)
+    if out is not None:
+        out.check_writable()
+    cfg = load_experiment(path, overrides, out.prepared_competition() if out is not None else None)
     own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
     if announce and name:
         print(f"experiment {name} (--name)")
@@ -88,13 +97,37 @@ def run(stage: str, main) -> None:
     except KeyboardInterrupt:
         print(f"\n{stage}: interrupted; finished artifacts are intact", file=sys.stderr)
         sys.exit(130)
-    except Exception:
+    except Exception as exc:
+        message = file_system_message(exc)
+        if message:
+            if os.environ.get("PIPELINE_DEBUG"):
+                traceback.print_exc()
+            print(f"\n{stage}: error: {message}", file=sys.stderr)
+            sys.exit(1)
         traceback.print_exc()
         print(f"\n{stage}: failed (see the traceback above)", file=sys.stderr)
         sys.exit(1)
     from .core.utils import format_seconds
 
     print(f"{stage}: done in {format_seconds(time.time() - t0)}")
+
+
+def file_system_message(exc: BaseException) -> str | None:
+    """One line for an ``OSError`` of the file system around a path (a read-only or unwritable
+    folder, a file where a folder should be, a full disk), naming the folder or file at fault;
+    ``None`` for any other error (a bug: :func:`run` keeps its traceback)."""
+    if not isinstance(exc, OSError) or exc.errno not in _FS_ERRNOS or not exc.filename:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    if exc.errno == errno.ENOTDIR:
+        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
+        return f"{blocker} is a file, not a folder (needed for {path})"
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.is_dir()), path.parent)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left for {path} (folder {folder}): {exc.strerror}"
+    if path.exists():
+        return f"cannot access {path}: {exc.strerror}"
+    return f"cannot write in folder {folder} (to create {path.name}): {exc.strerror}; give a writable folder"
 
 
 def outputs(args):

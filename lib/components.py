@@ -14,7 +14,7 @@ from pathlib import Path
 from .core.config import read_competition, read_experiment
 from .core.errors import ConfigError
 from .core.registry import Registry, did_you_mean
-from .core.schema import source_of
+from .core.schema import param_problem, source_of
 from .data.audio import PAD_MODES, RESAMPLERS
 from .data.folds import SCHEMES
 from .evaluation.blending import METHODS
@@ -42,14 +42,14 @@ lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not se
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> dict:
+def load_experiment(path: str | Path, overrides: list[str] | None = None, comp: dict | None = None) -> dict:
     """Load an experiment config: :func:`lib.core.config.read_experiment` (``base:`` chain,
-    ``--set`` ``overrides``, every default, the schema), then :func:`check_experiment`. Returns
-    the config dict (keys ``name, features, frontend, model, optimizer, scheduler, loss, inputs,
-    augment, tta, train``). Raises ``ConfigError`` naming the file (or override) and the key
-    for anything wrong."""
+    ``--set`` ``overrides``, every default, the schema), then :func:`check_experiment` (against
+    the prepared competition ``comp`` too, when given). Returns the config dict (keys ``name,
+    features, frontend, model, optimizer, scheduler, loss, inputs, augment, tta, train``).
+    Raises ``ConfigError`` naming the file (or override) and the key for anything wrong."""
     cfg, sources = read_experiment(path, overrides)
-    check_experiment(cfg, str(path), sources)
+    check_experiment(cfg, str(path), sources, comp)
     return cfg
 
 
@@ -97,7 +97,8 @@ def check_found_classes(cfg: dict, where: str) -> None:
         get_metric(name, cfg, where)
 
 
-def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | None = None) -> None:
+def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | None = None,
+                     comp: dict | None = None) -> None:
     """Check an experiment config's components (defaults filled, schema checked:
     :func:`lib.core.config.read_experiment`) before any work starts.
 
@@ -107,21 +108,27 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     may be ``auto``) and each component's ``params`` against the registered callable's signature
     (unknown names unless it takes ``**kwargs``; types where the annotation is a plain
     int/float/bool/str or, without one, the default is a float; values that name an entry of
-    another registry, :attr:`Registry.choices`, e.g. ``model.params.pooling``). Returns ``None``; raises
-    ``ConfigError``.
+    another registry, :attr:`Registry.choices`, e.g. ``model.params.pooling``; the ranges of
+    :data:`lib.core.schema.PARAM_RANGES`, e.g. ``loss.params.label_smoothing`` in [0, 1)), a
+    ``train.device`` ``cuda:N`` against the GPUs present, and with the prepared competition
+    ``comp`` (stage 00's ``competition.yaml``) ``train.folds`` against its folds. Returns
+    ``None``; raises ``ConfigError``.
     """
     sources = sources or [(where, cfg)]
     _check_waveform_path(cfg, sources, where)
+    _check_run(cfg, sources, where, comp)
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
         key = f"augment.waveform[{i}]"
         obj = WAVE_AUGMENTS.get(entry["name"], f"{where} ({key}.name)")
         _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
+        _check_ranges("augment.waveform", entry["name"], entry.get("params") or {}, key, sources, where)
     for key, registry in registries.items():
         name = cfg[key]["name"]
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
         objs = [registry.get(n, f"{source_of(sources, [key, 'name'], where)} ({key}.name)") for n in names]
         _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
+        _check_ranges(key, name, cfg[key]["params"], key, sources, where)
         for name, choices in registry.choices.items():
             if name in cfg[key]["params"]:
                 choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
@@ -136,6 +143,35 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{source_of(sources, ['features', 'name'], where)}: feature set {cfg['features']['name']!r} "
                           f"declares input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)} (lib.inputs)")
+
+
+def _check_ranges(section: str, component: str, params: dict, key: str, sources, where: str) -> None:
+    """Check each of ``params`` of ``component`` against :data:`lib.core.schema.PARAM_RANGES`
+    of ``section``; ``key`` is the section's path in the config (``augment.waveform[0]``).
+    Raises ``ConfigError`` naming the file (or override), the key and what is allowed."""
+    for name, value in params.items():
+        problem = param_problem(section, component, name, value)
+        if problem:
+            path = key.split(".") + ["params", name] if "[" not in key else key.split("[")[0].split(".")
+            raise ConfigError(f"{source_of(sources, path, where)}: {key}.params.{name} {problem}, got {value!r}")
+
+
+def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
+    """What a run needs of the machine and the prepared data: a ``train.device`` ``cuda:N`` names
+    a GPU that is there; ``train.folds`` are folds of ``comp`` (``0 .. folds.n_folds - 1``; not
+    checked without ``comp``). Raises ``ConfigError`` naming the file (or override) and the key."""
+    device = cfg["train"]["device"]
+    if device.startswith("cuda:"):
+        import torch
+
+        if torch.cuda.is_available() and int(device[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"{source_of(sources, ['train', 'device'], where)}: train.device {device!r}: this machine "
+                              f"has {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    folds, n = cfg["train"]["folds"], (comp or {}).get("folds", {}).get("n_folds")
+    bad = [f for f in folds or [] if n is not None and not 0 <= f < n]
+    if bad:
+        raise ConfigError(f"{source_of(sources, ['train', 'folds'], where)}: train.folds {bad} are not folds of the "
+                          f"prepared competition {comp.get('name')!r}: allowed 0 to {n - 1} (its folds.n_folds is {n})")
 
 
 def _check_waveform_path(cfg: dict, sources, where: str) -> None:

@@ -1,6 +1,7 @@
 """Where each stage's artifacts live under ``output/``, and clear errors when one is missing."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import yaml
 
 from .artifacts import Record
 from .config import ROOT
-from .errors import MissingArtifact
+from .errors import ConfigError, MissingArtifact
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,33 @@ class Outputs:
     """
 
     root: Path = ROOT / "output"
+
+    def __post_init__(self):
+        """Raise ``ConfigError`` when ``root`` is an existing file: the folder is given as
+        ``--output-dir`` (the stages) or ``--work-dir`` (``predict_bundle.py``)."""
+        if Path(self.root).is_file():
+            raise ConfigError(f"output folder {self.root} is an existing file, not a folder; give a folder "
+                              f"(--output-dir / --work-dir)")
+
+    def check_writable(self) -> None:
+        """Raise ``ConfigError`` naming the folder when ``root`` cannot be written: it, or the
+        nearest existing folder above it (where it would be created), is read-only for this
+        process. Called before a stage's work, so that it does not fail at its first write."""
+        folder = Path(self.root)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            made = "" if folder == Path(self.root) else f" (to create {self.root} in)"
+            raise ConfigError(f"output folder {folder}{made} is not writable; give a writable folder (--output-dir / "
+                              f"--work-dir) or change its permissions")
+
+    def prepared_competition(self) -> dict | None:
+        """The competition config written by stage 00 (:meth:`load_competition`), or ``None`` when
+        it is missing or stale (the stage that needs it says so then)."""
+        try:
+            return self.load_competition()
+        except MissingArtifact:
+            return None
 
     @property
     def competition(self) -> Path:

@@ -8,9 +8,10 @@ key, the dotted key, and for an unknown key the closest valid one."""
 from __future__ import annotations
 
 import copy
+import types
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ConfigError
 from .registry import did_you_mean
@@ -21,6 +22,15 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 EpochFraction = Annotated[float, Field(gt=0, lt=1)]
 """A number of epochs given as a fraction of ``train.epochs`` (rounded up)."""
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+"""A share that must leave something of what it scales: dropout, label smoothing, momentum."""
+OpenUnit = Annotated[float, Field(gt=0, lt=1)]
+UpToOne = Annotated[float, Field(gt=0, le=1)]
+Channels = Annotated[list[PositiveInt], Field(min_length=1)]
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda or cuda:N")]
+"""The devices :func:`lib.core.device.get_device` is given: ``auto`` (CUDA when available), ``cpu``,
+``cuda`` or ``cuda:N`` (the N-th GPU)."""
 
 
 class _Section(BaseModel):
@@ -178,7 +188,7 @@ class _Train(_Section):
     smooth_epochs: PositiveInt = 3
     grad_clip: Positive = 5.0
     seed: NonNegativeInt = 42
-    device: str = "auto"
+    device: Device = "auto"
     amp: bool = True
     folds: Optional[list[NonNegativeInt]] = None
     ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
@@ -215,6 +225,89 @@ COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")
 """The experiment's component sections: ``{name, params}``, each resolved through a registry
 (:data:`lib.components.SECTIONS`); a config naming another component than the one it inherits
 replaces the section whole."""
+
+PARAM_RANGES: dict[str, dict[str, Any]] = {
+    "model": {"dropout": Fraction, "drop_rate": Fraction, "drop_path_rate": Fraction,
+              "channels": PositiveInt | Channels, "widths": Channels, "convs": Channels,
+              "blocks": PositiveInt | Channels, "head_hidden": PositiveInt | list[PositiveInt],
+              "convs_per_block": PositiveInt, "stem_channels": PositiveInt, "stem_stride": PositiveInt,
+              "layers": PositiveInt, "skip_channels": PositiveInt, "kernel_size": PositiveInt, "depth": PositiveInt,
+              "freeze_blocks": NonNegativeInt, "backbone_lr": Positive, "layer_decay": UpToOne,
+              "learning_rate": Positive, "max_iter": PositiveInt, "max_leaf_nodes": Annotated[int, Field(ge=2)],
+              "min_samples_leaf": PositiveInt, "l2_regularization": NonNegative, "max_features": UpToOne,
+              "C": Positive},
+    "optimizer": {"lr": Positive, "weight_decay": NonNegative, "momentum": Fraction, "dampening": Probability,
+                  "eps": Positive, "betas": Annotated[list[Fraction], Field(min_length=2, max_length=2)]},
+    "scheduler": {"warmup_epochs": NonNegative, "min_lr_ratio": Probability, "pct_start": OpenUnit,
+                  "div_factor": Positive, "final_div_factor": Positive, "factor": OpenUnit,
+                  "patience": NonNegativeInt, "min_lr": NonNegative, "threshold": NonNegative},
+    "loss": {"label_smoothing": Fraction, "gamma": NonNegative, "alpha": Probability | list[Probability], "pos_weight": Positive},
+    "features": {"n_mels": PositiveInt, "n_fft": PositiveInt, "hop_length": PositiveInt, "n_mfcc": PositiveInt,
+                 "fmin": NonNegative, "fmax": Positive, "power": Positive, "mel_power": Positive, "top_db": Positive,
+                 "sample_rate": PositiveInt, "gain": NonNegative, "bias": NonNegative, "time_constant": Positive,
+                 "eps": Positive, "input_scale": Positive},
+    "augment.waveform": {"p": Probability, "mixup.alpha": Positive, "max_seconds": NonNegative,
+                         "min_rate": Positive, "max_rate": Positive, "q": Positive, "width": Positive,
+                         "n_bands": PositiveInt, "min_hz": Positive, "max_hz": Positive, "eq.max_db": NonNegative},
+}
+"""The allowed values of component parameters (the free ``params`` mappings, which the component
+takes as keyword arguments), by section and by parameter name, or ``"<component>.<name>"`` where
+one component's parameter means something else (``mixup.alpha``: a Beta distribution's
+concentration). ``frontend`` shares the ``features`` table. Checked when a config is loaded
+(:func:`param_problem`, called by :func:`lib.components.check_experiment`); a parameter not
+listed here is checked for its type only."""
+
+
+def param_problem(section: str, component: str, name: str, value) -> str | None:
+    """What is wrong with ``value`` of the parameter ``name`` of ``component`` in ``section``
+    (``model``, ``loss``, ``augment.waveform``, ...) by :data:`PARAM_RANGES`: ``"must be <what is
+    allowed>"``, or ``None`` when it is allowed, unlisted, or ``None`` (a parameter's "off"; its
+    type is the signature check's)."""
+    table = PARAM_RANGES.get("features" if section == "frontend" else section, {})
+    ann = table.get(f"{component}.{name}", table.get(name))
+    if ann is None or value is None:
+        return None
+    try:
+        TypeAdapter(ann).validate_python(value, strict=True)
+    except ValidationError:
+        return f"must be {describe(ann)}"
+    return None
+
+
+def describe(ann) -> str:
+    """The values a schema annotation allows, in words: ``"a number in [0, 1)"``, ``"an integer
+    > 0"``, ``"a list of 2 to 2 items, each a number in [0, 1)"``, ``"one of 'a', 'b'"``, joined by
+    ``or`` for a union. A ``Field(description=...)`` replaces the words of what it annotates."""
+    origin, args = get_origin(ann), get_args(ann)
+    if origin is Annotated:
+        base, meta = args[0], [m for info in args[1:] for m in getattr(info, "metadata", [info])]
+        said = [info.description for info in args[1:] if getattr(info, "description", None)]
+        if said:
+            return said[0]
+        b = {k: getattr(m, k) for m in meta for k in ("gt", "ge", "lt", "le", "min_length", "max_length")
+             if getattr(m, k, None) is not None}
+        if get_origin(base) is list:
+            n, m = b.get("min_length", 0), b.get("max_length")
+            size = f" of {n} items" if n == m else f" of {n} to {m} items" if m else f" of at least {n} item(s)" if n else ""
+            return f"a list{size}, each {describe(get_args(base)[0])}"
+        what = {int: "an integer", float: "a number", str: "text"}.get(base, getattr(base, "__name__", str(base)))
+        lo = next(((k, b[k]) for k in ("ge", "gt") if k in b), None)
+        hi = next(((k, b[k]) for k in ("le", "lt") if k in b), None)
+        if lo and hi:
+            return f"{what} in {'[' if lo[0] == 'ge' else '('}{lo[1]}, {hi[1]}{']' if hi[0] == 'le' else ')'}"
+        sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        return f"{what} {sign[(lo or hi)[0]]} {(lo or hi)[1]}" if lo or hi else what
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(dict.fromkeys(describe(a) for a in args))
+    if origin is list:
+        return f"a list, each {describe(args[0])}" if args else "a list"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if ann is type(None):
+        return "null"
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(ann, str(ann))
 
 
 def _section_type(annotation) -> tuple[type[BaseModel] | None, str]:
@@ -297,8 +390,29 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
             elif err["type"] in ("model_type", "dict_type"):
                 problems[key] = f"{origin}: {key} must be a mapping, got {node!r}"
             else:
-                problems.setdefault(key, f"{origin}: {key}: {err['msg'].lower()}, got {node!r}")
+                ann = annotation_at(schema, keys)
+                allowed = "" if ann is None else f" (allowed: {describe(ann)})"
+                problems.setdefault(key, f"{origin}: {key}: {err['msg'].lower()}, got {node!r}{allowed}")
         raise ConfigError("\n".join(problems.values())) from None
+
+
+def annotation_at(schema: type[BaseModel], keys: list) -> Any:
+    """The annotation of the field at the dotted path ``keys`` of ``schema`` (through sections,
+    lists and mappings of sections), or ``None`` when the path leads to no field."""
+    model, ann = schema, None
+    for key in keys:
+        if model is None or key not in model.model_fields:
+            return None
+        field = model.model_fields[key]
+        ann = field.annotation
+        for meta in field.metadata:  # constraints pydantic moved off an Annotated type
+            ann = Annotated[ann, meta]
+        if field.description:
+            ann = Annotated[ann, Field(description=field.description)]
+        model, how = _section_type(ann)
+        if how in ("list", "dict"):  # the next key would be an index or a name: no field of its own
+            return ann
+    return ann
 
 
 def source_of(sources: list[tuple[str, dict]], keys, default: str) -> str:

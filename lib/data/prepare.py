@@ -3,9 +3,10 @@
 Every problem found (missing, unreadable or truncated audio, NaN or infinite samples, duplicate
 ids, two ids resolving to one file, an id whose path leaves the data folder, unknown labels, empty
 cells, non-numeric metadata, mixed sample rates, a missing audio channel, a sample submission
-that does not match the test set, a group split across folds) is collected and reported
-together, by file and line, and nothing is written then. Doubtful but possible input (a class
-declared in ``classes`` without training rows) is a warning, returned in the summary.
+that does not match the test set, a group split across folds, a table with a header and no rows,
+a class of a binary task without training rows) is collected and reported together, by file and
+line, and nothing is written then. Doubtful but possible input (a class of a multiclass or
+multi-label task declared in ``classes`` without training rows) is a warning, returned in the summary.
 """
 from __future__ import annotations
 
@@ -78,7 +79,13 @@ def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], m
     if not path.is_file():
         problems.append(f"{path}: file not found")
         return None
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        df = None
+    if df is None or df.empty:
+        problems.append(f"{path}: no rows" + ("" if df is None else f" (only the header {list(df.columns)})"))
+        return None
     needed = [sec["id_column"], *columns]
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -289,8 +296,9 @@ def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None
     checked by ``check_classes`` and ``check_found_classes``), checks the labels against the
     classes, the paths (:func:`_check_paths`) and the audio (:func:`_resolve_audio`, ``channel``).
     Returns ``(rows, labels)``, or ``(None, None)`` when the rows cannot be read. Problems are
-    added to ``problems``, classes without training rows to ``warnings``; raises ``ConfigError``
-    when classes taken from the data do not fit the config.
+    added to ``problems`` (also a class of a binary task without training rows), other classes
+    without training rows to ``warnings``; raises ``ConfigError`` when classes taken from the
+    data do not fit the config.
     """
     tr = cfg["train"]
     extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
@@ -313,7 +321,10 @@ def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None
                 problems.append(f"{where}: unknown label {label!r}; expected one of {cfg['classes']}")
     found = {label for row in labels for label in row}
     absent = [c for c in cfg["classes"] if c not in found]
-    if absent:
+    if absent and cfg["task"] == "binary":  # a model cannot learn a binary task from one class
+        problems.append(f"{root / (tr.get('csv') or tr['files'])}: class(es) {absent} of the binary task "
+                        f"{cfg['classes']} have no training rows; both classes need rows")
+    elif absent:
         warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
                         f"(their submission columns are still written)")
     _check_paths(train, root, problems)
@@ -427,9 +438,10 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     with ``classes`` filled in from the data when the config leaves them out).
     Returns a summary dict, with ``warnings``: messages about doubtful input that is kept (a
     class in ``classes`` without training rows). Raises ``InputError`` listing every problem (nothing is written
-    then), or ``ConfigError`` when the classes or folds do not fit the data.
+    then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not writable.
     """
     out_dir = Path(out_dir)
+    Outputs(out_dir).check_writable()  # before the audio is read
     root = Path(cfg["data_dir"])
     problems: list[str] = []
     warnings: list[str] = []

@@ -96,14 +96,18 @@ def _distribution(key: str, spec, where: str):
         raise ConfigError(f"{at}: {exc}") from None
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     """Load and check a sweep file (docs/distributed.md, "Hyper-parameter sweeps").
 
-    Input: its path. Returns a :class:`Sweep`. Raises ``ConfigError`` naming the file and key for
-    an unknown key (with the closest valid one), a missing or wrongly typed value, a bad
-    distribution, a space key that ``--set`` cannot take (checked by loading the experiment with
-    the ``sets`` and each range's ends and each choice, :func:`lib.components.load_experiment`)
-    or that is no hyper-parameter (``name``, ``features.*``, run-only keys, a key of ``sets``).
+    Input: its path, and the prepared competition ``comp`` when stage 00 has run (the
+    experiment's ``train.folds`` are checked against its folds). Returns a :class:`Sweep`. Raises
+    ``ConfigError`` naming the file and key for an unknown key (with the closest valid one), a
+    missing or wrongly typed value, a bad distribution, a space key that ``--set`` cannot take
+    or whose range reaches values the key does not allow (checked by loading the experiment with
+    the ``sets`` and each range's ends and each choice, :func:`lib.components.load_experiment`,
+    so with the schema's and :data:`lib.core.schema.PARAM_RANGES`' ranges, e.g.
+    ``model.params.dropout`` in [0, 1)) or that is no hyper-parameter (``name``, ``features.*``,
+    run-only keys, a key of ``sets``).
     """
     path = Path(path)
     where = str(path)
@@ -143,7 +147,7 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"{where} [space.{key}]: {key} {why}")
         space[key], decode[key] = _distribution(key, spec, where)
     try:
-        base = load_experiment(exp, o["sets"])
+        base = load_experiment(exp, o["sets"], comp)
     except ConfigError as exc:
         raise ConfigError(f"{where} (experiment/sets): {exc}") from None
     samples = {k: ([d.low, d.high] if not isinstance(d, CategoricalDistribution) else

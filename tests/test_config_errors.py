@@ -1,0 +1,271 @@
+"""No silent wrong values (issue 22): every numeric config value is range-checked when the config
+is loaded, and bad folders, empty tables, one-class binary data and out-of-range sweeps stop a
+stage with one line naming the file, key or folder, before any work and without a traceback.
+
+User-facing cases run the stage scripts in a subprocess, as a user would."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, make_toy_competition
+
+from lib.core.artifacts import file_hash
+from lib.core.errors import ConfigError
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+ENV.pop("PIPELINE_DEBUG", None)
+
+
+def run(*args: str, setpriv: bool = False) -> subprocess.CompletedProcess:
+    """Run a project script with the project's Python, as a user would. ``setpriv``: without the
+    capabilities that let root write into a read-only folder (so that root sees what a user sees)."""
+    cmd = [sys.executable, *map(str, args)]
+    if setpriv and os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *cmd]
+    return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def error_of(r: subprocess.CompletedProcess, stage: str, one_line: bool = True) -> str:
+    """The stage's error message (``<stage>: error: ...``), after checking exit code 1 and no traceback."""
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr
+    marker = f"{stage}: error: "
+    assert marker in r.stderr, r.stderr
+    text = r.stderr[r.stderr.index(marker) + len(marker):].strip()
+    if one_line:
+        assert "\n" not in text, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A generated binary competition (12 train clips, 2 folds) and its config file."""
+    root = tmp_path_factory.mktemp("toy")
+    make_toy_competition(root / "data")
+    return root / "data"
+
+
+def _variant(toy, tmp_path, edit) -> str:
+    """A copy of the toy competition under ``tmp_path`` changed by ``edit(folder)``; returns its config path."""
+    data = tmp_path / "data"
+    shutil.copytree(toy, data, symlinks=True)
+    cfg = yaml.safe_load((data / "toy.yaml").read_text())
+    cfg["data_dir"] = str(data)
+    (data / "toy.yaml").write_text(yaml.safe_dump(cfg))
+    edit(data)
+    return str(data / "toy.yaml")
+
+
+# --- numeric ranges of experiment configs (in-process: the same code the stages call) ----------------
+
+@pytest.mark.parametrize("override, key, allowed", [
+    ("loss.params.label_smoothing=2.0", "loss.params.label_smoothing", "[0, 1)"),
+    ("loss.params.label_smoothing=-0.1", "loss.params.label_smoothing", "[0, 1)"),
+    ("loss={name: focal, params: {gamma: -1}}", "loss.params.gamma", ">= 0"),
+    ("loss={name: focal, params: {alpha: 1.5}}", "loss.params.alpha", "[0, 1]"),
+    ("model.params.dropout=1.0", "model.params.dropout", "[0, 1)"),
+    ("model.params.channels=[16, 0, 32]", "model.params.channels", "> 0"),
+    ("model.params.channels=[]", "model.params.channels", "at least 1"),
+    ("optimizer.params.lr=0", "optimizer.params.lr", "> 0"),
+    ("optimizer.params.weight_decay=-0.01", "optimizer.params.weight_decay", ">= 0"),
+    ("optimizer.params.betas=[0.9, 1.2]", "optimizer.params.betas", "[0, 1)"),
+    ("scheduler.params.warmup_epochs=-1", "scheduler.params.warmup_epochs", ">= 0"),
+    ("train.epochs=0", "train.epochs", "> 0"),
+    ("train.batch_size=-8", "train.batch_size", "> 0"),
+    ("train.folds=[-1]", "train.folds", ">= 0"),
+    ("train.device=gpu", "train.device", "auto, cpu, cuda or cuda:N"),
+    ("train.device=cuda:first", "train.device", "auto, cpu, cuda or cuda:N"),
+    ("augment.mixup.alpha=0", "augment.mixup.alpha", "> 0"),
+    ("augment.mixup.p=1.5", "augment.mixup.p", "[0, 1]"),
+    ("augment.spec_augment.p=-0.5", "augment.spec_augment.p", "[0, 1]"),
+    ("train.ema=1.0", "train.ema", "(0, 1)"),
+    ("features.params.n_mels=0", "features.params.n_mels", "> 0"),
+])
+def test_out_of_range_values_name_key_and_range(override, key, allowed):
+    from lib.components import load_experiment
+
+    with pytest.raises(ConfigError) as e:
+        load_experiment(ROOT / "configs" / "cnn_small.yaml", [override])
+    msg = str(e.value)
+    assert "\n" not in msg and f"--set {override}" in msg and key in msg and allowed in msg, msg
+
+
+def test_range_error_names_the_config_file(tmp_path):
+    from lib.components import load_experiment
+
+    cfg = tmp_path / "smooth.yaml"
+    cfg.write_text(f"base: {ROOT / 'configs' / 'cnn_small.yaml'}\nloss: {{name: bce, params: {{label_smoothing: 2.0}}}}\n"
+                   f"model: {{name: cnn, params: {{dropout: 0.2}}}}\n")
+    with pytest.raises(ConfigError, match=rf"^{cfg}: loss.params.label_smoothing must be a number in \[0, 1\), got 2.0$"):
+        load_experiment(cfg)
+    wave = tmp_path / "wave.yaml"
+    wave.write_text(f"base: {ROOT / 'configs' / 'wave_cnn.yaml'}\naugment: {{waveform: [{{name: gain, params: {{p: 2}}}}]}}\n")
+    with pytest.raises(ConfigError, match=rf"^{wave}: augment.waveform\[0\].params.p must be a number in \[0, 1\]"):
+        load_experiment(wave)
+
+
+def test_every_shipped_experiment_config_is_in_range():
+    from lib.components import load_experiment
+
+    files = sorted(ROOT.glob("configs/*.yaml")) + sorted(ROOT.glob("configs/*/*.yaml")) + sorted(ROOT.glob("configs/*/*/*.yaml"))
+    experiments = [f for f in files if "data" not in f.parts and "sweeps" not in f.parts]
+    assert len(experiments) > 10
+    for f in experiments:
+        load_experiment(f)  # raises on a value out of range
+
+
+def test_allowed_values_still_load():
+    from lib.components import load_experiment
+
+    cfg = load_experiment(ROOT / "configs" / "cnn_small.yaml",
+                          ["loss.params.label_smoothing=0.0", "model.params.dropout=0", "optimizer.params.weight_decay=0",
+                           "train.device=cpu", "augment.mixup.p=1", "loss={name: focal, params: {alpha: 0.25, gamma: 0}}"])
+    assert cfg["loss"]["params"] == {"alpha": 0.25, "gamma": 0} and cfg["train"]["device"] == "cpu"
+
+
+def test_competition_ranges_name_file_and_key(toy, tmp_path):
+    from lib.components import load_competition
+
+    for section, key, value, allowed in (("folds", "n_folds", 1, ">= 2"), ("decision", "threshold", 1.5, "[0, 1]"),
+                                         ("ensemble", "temperature", 0, "> 0"), ("audio", "clip_seconds", -1, "> 0")):
+        cfg = yaml.safe_load((toy / "toy.yaml").read_text())
+        cfg.setdefault(section, {})[key] = value
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        with pytest.raises(ConfigError) as e:
+            load_competition(path)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: {section}.{key}:") and allowed in msg and "\n" not in msg, msg
+
+
+def test_train_folds_checked_against_the_prepared_competition():
+    from lib.components import check_experiment, load_experiment
+
+    cfg = load_experiment(ROOT / "configs" / "cnn_small.yaml", ["train.folds=[0, 4]"])
+    check_experiment(cfg, "x.yaml", comp=None)  # not prepared yet: nothing to check against
+    check_experiment(cfg, "x.yaml", comp={"name": "toy", "folds": {"n_folds": 5}})
+    with pytest.raises(ConfigError, match=r"^x.yaml: train.folds \[4\] .* allowed 0 to 3 \(its folds.n_folds is 4\)$"):
+        check_experiment(cfg, "x.yaml", comp={"name": "toy", "folds": {"n_folds": 4}})
+
+
+def test_file_system_errors_become_one_line(tmp_path):
+    from lib.cli import file_system_message
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    msg = file_system_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(blocker / "models" / "a.pt")))
+    assert msg == f"{blocker} is a file, not a folder (needed for {blocker / 'models' / 'a.pt'})"
+    msg = file_system_message(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".x.tmp.csv")))
+    assert msg.startswith(f"cannot write in folder {tmp_path} ") and "Permission denied" in msg
+    assert file_system_message(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None  # a bug keeps its traceback
+    assert file_system_message(ValueError("x")) is None
+
+
+# --- as a user runs the stages ----------------------------------------------------------------------
+
+def test_train_refuses_label_smoothing_2_before_any_work(tmp_path):
+    r = run("02_train.py", "configs/cnn_small.yaml", "--set", "loss.params.label_smoothing=2.0", "--output-dir", tmp_path / "out")
+    assert error_of(r, "02_train") == ("--set loss.params.label_smoothing=2.0: loss.params.label_smoothing must be a "
+                                       "number in [0, 1), got 2.0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_folds_outside_the_competition_folds(toy, tmp_path):
+    from lib.components import load_competition
+    from lib.data.prepare import prepare
+
+    out = tmp_path / "out"
+    prepare(load_competition(toy / "toy.yaml"), out)  # stage 00, in-process (2 folds)
+    r = run("02_train.py", "configs/cnn_small.yaml", "--set", "train.folds=[0, 7]", "--output-dir", out)
+    msg = error_of(r, "02_train")
+    assert msg.startswith("--set train.folds=[0, 7]: train.folds [7] are not folds") and "allowed 0 to 1" in msg
+    assert not (out / "models").exists()
+
+
+def test_prepare_into_a_read_only_folder(toy, tmp_path):
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("root writes into read-only folders; setpriv is needed to drop that")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        msg = error_of(run("00_prepare.py", toy / "toy.yaml", "--output-dir", ro / "out", setpriv=True), "00_prepare")
+        assert msg.startswith(f"output folder {ro} (to create {ro / 'out'} in) is not writable"), msg
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_output_or_work_dir_that_is_a_file(toy, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    msg = error_of(run("00_prepare.py", toy / "toy.yaml", "--output-dir", afile), "00_prepare")
+    assert msg.startswith(f"output folder {afile} is an existing file, not a folder"), msg
+    bundle = tmp_path / "bundle"  # the smallest bundle that load_bundle reads: no files, no experiments
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text('{"format": 2, "files": {}, "experiments": []}')
+    (bundle / "ensemble.json").write_text("{}")
+    (bundle / "bundle.sha256").write_text(f"{file_hash(bundle / 'bundle.json')}  bundle.json\n")
+    shutil.copy(toy / "toy.yaml", bundle / "competition.yaml")
+    from lib.shipping.bundle import predict_bundle
+
+    # predict_bundle.py --work-dir, in-process (as fast as the check; the script only adds lib.cli.run)
+    with pytest.raises(ConfigError, match=f"^output folder {afile} is an existing file, not a folder"):
+        predict_bundle(bundle, toy, afile)
+
+
+def test_header_only_test_csv_and_a_binary_class_absent(toy, tmp_path):
+    """Both problems in one run (stage 00 reports every problem together, one line each)."""
+    def edit(d):
+        (d / "test.csv").write_text("id\n")
+        pd.read_csv(d / "train.csv").assign(label="a").to_csv(d / "train.csv", index=False)
+
+    cfg = _variant(toy, tmp_path, edit)
+    msg = error_of(run("00_prepare.py", cfg, "--output-dir", tmp_path / "out"), "00_prepare", one_line=False)
+    data = tmp_path / "data"
+    assert sorted(p.strip() for p in msg.splitlines()[1:]) == [
+        f"{data / 'test.csv'}: no rows (only the header ['id'])",
+        f"{data / 'train.csv'}: class(es) ['b'] of the binary task ['a', 'b'] have no training rows; both classes need rows",
+    ], msg
+    assert not (tmp_path / "out" / "folds.csv").exists()
+
+
+def test_header_only_tables_in_process(toy, tmp_path):
+    from lib.components import load_competition
+    from lib.core.errors import InputError
+    from lib.data.prepare import prepare
+
+    cfg = _variant(toy, tmp_path, lambda d: (d / "train.csv").write_text(""))  # not even a header
+    with pytest.raises(InputError, match="train.csv: no rows"):
+        prepare(load_competition(cfg), tmp_path / "out")
+
+
+def test_sweep_values_outside_a_range(tmp_path):
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  optimizer.params.lr: {low: 1.0e-4, high: 1.0e-3, log: true}\n"
+                     "  model.params.dropout: {low: 0.1, high: 1.5}\n  loss.params.label_smoothing: {choices: [0.0, 2.0]}\n")
+    r = run("sweep.py", sweep, "--output-dir", tmp_path / "out")
+    assert error_of(r, "sweep") == (f"{sweep} [space.model.params.dropout]: --set model.params.dropout=1.5: "
+                                    f"model.params.dropout must be a number in [0, 1), got 1.5")
+    assert not (tmp_path / "out").exists()  # the study was never opened
+
+
+def test_sweep_low_end_and_choices_name_their_key(tmp_path):
+    from lib.runs.sweep import load_sweep
+
+    sweep = tmp_path / "low.yaml"
+    sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  model.params.dropout: {low: 0.1, high: 0.5}\n"
+                     "  optimizer.params.weight_decay: {low: -0.1, high: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"low.yaml \[space\]: --set optimizer.params.weight_decay=-0.1: "
+                                          r"optimizer.params.weight_decay must be a number >= 0, got -0.1$"):
+        load_sweep(sweep)
+    sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  loss.params.label_smoothing: {choices: [0.0, 2.0]}\n")
+    with pytest.raises(ConfigError, match=r"\[space.loss.params.label_smoothing\]: .* in \[0, 1\), got 2.0$"):
+        load_sweep(sweep)
