@@ -1,9 +1,16 @@
 import numpy as np
-import scipy.stats
 import pandas as pd
 import pytest
+import scipy.stats
 
-from lib.evaluation.blending import Blender, best_method, compare_methods, cross_fitted, offered_methods, score_weights
+from lib.evaluation.blending import (
+    Blender,
+    best_method,
+    compare_methods,
+    cross_fitted,
+    offered_methods,
+    score_weights,
+)
 from lib.evaluation.ensemble import make_submission
 
 
@@ -174,8 +181,13 @@ def test_cross_fitted_weights_come_from_the_other_folds():
 
 # --- decisions ----------------------------------------------------------------------------------------
 
-from lib.evaluation.decisions import aggregate_groups, apply_masks, choose_decision, fit_decision  # noqa: E402
-from lib.evaluation.metrics import score_all  # noqa: E402
+from lib.evaluation.decisions import (
+    aggregate_groups,
+    apply_masks,
+    choose_decision,
+    fit_decision,
+)
+from lib.evaluation.metrics import score_all
 
 
 def test_binary_threshold_is_the_best_of_every_cut():
@@ -211,10 +223,12 @@ def test_decisions_are_scored_on_held_out_folds():
     g = r["gain"]
     assert g["per_fold"] == pytest.approx([((pred == y)[folds == k].mean() - ((p > 0.5) == y)[folds == k].mean())
                                            for k in range(4)])
-    assert g["mean"] == pytest.approx(np.mean(g["per_fold"])) and g["se"] == pytest.approx(np.std(g["per_fold"], ddof=1) / 2)
-    assert g["bar"] == pytest.approx(scipy.stats.t.ppf(0.95, 3) * g["se"])
+    # Nadeau-Bengio corrected s.e. of 4 folds (1/4 + 100/300 held out per fitting row), bar t(0.975, 3) of them
+    assert g["mean"] == pytest.approx(np.mean(g["per_fold"]))
+    assert g["se"] == pytest.approx(np.std(g["per_fold"], ddof=1) * np.sqrt(1 / 4 + 1 / 3))
+    assert g["bar"] == pytest.approx(scipy.stats.t.ppf(0.975, 3) * g["se"])
     adopted = r["scores"]["cross_fitted"] > r["scores"]["default"] and g["mean"] > g["bar"]
-    assert (r["decision"] is not None) == adopted and f"{g['mean']:+.4f}" in r["note"]
+    assert (r["decision"] is not None) == adopted == g["adopted"] and f"{g['mean']:+.4f}" in r["note"]
     fixed = choose_decision(y, probs, folds, dict(comp, decision={"threshold": 0.3}))
     assert fixed["decision"] == {"threshold": 0.3} and fixed["scores"]["fixed"] == pytest.approx(((p > 0.3) == y).mean())
     auc_only = choose_decision(y, probs, folds, dict(comp, metric="auroc", metrics=["auroc"]))

@@ -16,11 +16,15 @@ method fitted on every OOF row.
   mean; the default ``T = 0.01`` gives each 0.01 of score a factor e (0.20/0.80 there).
 * ``normalised``: ``w_i = s_i / sum_j s_j`` (``1/s_i`` normalised when lower is better).
 * ``equal``: the plain mean.
-* ``rank``: the mean of each class column's ranks scaled to (0, 1] (for ranking metrics such as
-  AUROC), renormalised so that a single-label row sums to 1 (multi-label: each class's mean
-  rank, in (0, 1]). Its values keep the members' order but are not calibrated probabilities: it
-  is not offered when a competition metric scores probabilities (``log_loss``) or the
-  submission asks for probabilities (:func:`offered_methods`).
+* ``rank``: the mean of each class column's ranks (scipy ``rankdata``, ties averaged) divided by
+  the number of rows, so in (0, 1] (for ranking metrics such as AUROC), then renormalised so that
+  a multiclass row sums to 1; binary: p(positive) is the positive column's mean rank divided by
+  rows + 1, in (0, 1), and the other class gets 1 minus it; multi-label: each class's mean rank,
+  in (0, 1]. Ranks are taken within the rows blended (the test set's among the test rows). Its
+  values keep the members' mean order (binary, multi-label: exactly; multiclass: up to the row
+  renormalisation) but are not calibrated probabilities: it is not offered when a metric scores
+  probabilities (``log_loss``, a custom one) or the submission holds probabilities
+  (:func:`rank_refusal`).
 * ``geometric``: the geometric mean (Freesound Audio Tagging 2019, 1st place, lRomul/
   argus-freesound): the mean of the members' log-probabilities, renormalised (softmax of the
   mean log p for single-label tasks, a sigmoid of the mean logit per class for multi-label).
@@ -44,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..core.errors import ConfigError
 from ..data import tasks
-from .metrics import get_metric, score_all, sign
+from .metrics import base_metric, get_metric, score_all, sign
 
 METHODS = ("best", "single", "softmax", "normalised", "equal", "rank", "geometric", "fitted", "hill_climb",
            "stacking")
@@ -151,7 +155,7 @@ class Blender:
         self.metric = metric or comp["metric"]
         self.weights, self.models = None, None
 
-    def fit(self, probs: list[np.ndarray], y) -> "Blender":
+    def fit(self, probs: list[np.ndarray], y) -> Blender:
         m, comp = self.method, self.comp
         if m == "single":
             s = sign(self.metric, comp) * _member_scores(probs, y, comp, self.metric)
@@ -186,7 +190,7 @@ class Blender:
                 "weights": None if self.weights is None else self.weights.tolist(), "models": models}
 
     @classmethod
-    def from_state(cls, state: dict, comp: dict) -> "Blender":
+    def from_state(cls, state: dict, comp: dict) -> Blender:
         """The fitted blender that :meth:`state` describes (no pickles: stackers are rebuilt
         from their coefficients)."""
         b = cls(state["method"], comp, state["metric"], state["temperature"])
@@ -206,6 +210,10 @@ class Blender:
         """The blend ``(rows, n_classes)`` of members ``probs`` (each ``(rows, n_classes)``)."""
         m, task = self.method, self.comp["task"]
         if m == "rank":
+            if task == "binary":  # the positive column's mean rank, in (0, 1); the other column 1 - it
+                pos = self.comp["classes"].index(self.comp["positive"])
+                r = _mean([rankdata(p[:, pos]) / (len(p) + 1) for p in probs], self.weights)
+                return np.stack([1 - r, r] if pos == 1 else [r, 1 - r], 1)
             out = _mean([rankdata(p, axis=0) / len(p) for p in probs], self.weights)
             return out if task == "multilabel" else out / out.sum(1, keepdims=True)
         if m == "geometric":
@@ -238,17 +246,33 @@ def cross_fitted(method: str, probs: list[np.ndarray], y, folds, comp: dict, tem
     return out
 
 
-PROBABILITY_METRICS = ("log_loss",)
-"""Metrics that score calibrated probabilities, which a rank blend does not give."""
+RANKING_METRICS = ("auroc", "average_precision", "lwlrap", "padded_cmap")
+"""The built-in metrics of probabilities that read only the order of the scores, not their values
+as probabilities: a rank blend may be scored by them. Every other metric that reads probabilities
+(``log_loss``, a ``custom_metrics`` entry with ``uses: probs``, which may score calibration)
+needs calibrated probabilities, which a rank blend does not give."""
+
+
+def rank_refusal(comp: dict) -> str | None:
+    """Why the ``rank`` blend cannot serve competition ``comp`` (one sentence), or ``None`` when
+    it can: a metric in ``metric``/``metrics`` (per slice too: ``worst_log_loss``) reads
+    probabilities and is not in :data:`RANKING_METRICS`, or the submission holds probabilities
+    (``submission.format``: ``probability`` or ``probabilities``)."""
+    names = dict.fromkeys([comp["metric"], *(comp.get("metrics") or [])])
+    needs = [m for m in names if get_metric(m, comp).uses == "probs" and base_metric(m) not in RANKING_METRICS]
+    fmt = (comp.get("submission") or {}).get("format")
+    if not needs and fmt not in ("probability", "probabilities"):
+        return None
+    why = ([f"the metric(s) {', '.join(needs)} score probabilities"] if needs else []) + (
+        [f"the submission (format: {fmt}) holds probabilities"] if fmt in ("probability", "probabilities") else [])
+    return (f"blending method 'rank' is not offered here: its output keeps the members' order but is not a "
+            f"calibrated probability, and {' and '.join(why)}")
 
 
 def offered_methods(comp: dict) -> tuple[str, ...]:
     """The blending methods :func:`compare_methods` tries for competition ``comp``: every method
-    but ``rank`` when a metric scores probabilities (:data:`PROBABILITY_METRICS`) or the
-    submission asks for probabilities (``submission.format: probabilities``)."""
-    probabilistic = set(comp.get("metrics") or [comp["metric"]]) & set(PROBABILITY_METRICS) or \
-        (comp.get("submission") or {}).get("format") == "probabilities"
-    return tuple(m for m in METHODS[1:] if not (probabilistic and m == "rank"))
+    but ``best``, and but ``rank`` when :func:`rank_refusal` gives a reason."""
+    return tuple(m for m in METHODS[1:] if not (m == "rank" and rank_refusal(comp)))
 
 
 def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,

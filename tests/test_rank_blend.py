@@ -1,0 +1,85 @@
+"""The rank blend (lib/evaluation/blending.py): its output is in [0, 1] and single-label rows sum
+to 1, and it is neither offered nor accepted when a metric or the submission needs calibrated
+probabilities."""
+import numpy as np
+import pytest
+from scipy.stats import rankdata
+
+from lib.core.errors import ConfigError
+from lib.evaluation.blending import (
+    Blender,
+    compare_methods,
+    offered_methods,
+    rank_refusal,
+)
+from lib.evaluation.ensemble import _choose_method
+
+BIN = {"task": "binary", "classes": ["E", "I"], "positive": "I", "metric": "accuracy", "metrics": ["accuracy", "auroc"]}
+MC = {"task": "multiclass", "classes": ["a", "b", "c", "d"], "metric": "macro_f1", "metrics": ["macro_f1", "auroc"]}
+ML = {"task": "multilabel", "classes": ["a", "b", "c"], "metric": "lwlrap", "metrics": ["lwlrap", "average_precision"]}
+
+
+def _members(rng, rows: int, n_classes: int, n: int = 3, softmax: bool = True) -> list[np.ndarray]:
+    out = []
+    for _ in range(n):
+        z = rng.normal(0, 1.5, (rows, n_classes))
+        z[: rows // 4] = np.round(z[: rows // 4])  # ties within a column
+        out.append(np.exp(z) / np.exp(z).sum(1, keepdims=True) if softmax else 1 / (1 + np.exp(-z)))
+    return out
+
+
+def test_rank_blend_rows_are_probabilities_for_single_label_tasks():
+    rng = np.random.default_rng(0)
+    members = _members(rng, 80, 4)
+    out = Blender("rank", MC).fit(members, rng.integers(0, 4, 80)).apply(members)
+    assert out.shape == (80, 4) and (out >= 0).all() and (out <= 1).all()
+    np.testing.assert_allclose(out.sum(1), 1.0)
+    mean_rank = np.mean([rankdata(m, axis=0) / 80 for m in members], axis=0)
+    np.testing.assert_allclose(out, mean_rank / mean_rank.sum(1, keepdims=True))
+    for comp in (BIN, dict(BIN, classes=["I", "E"])):  # positive second, then first
+        pos = comp["classes"].index("I")
+        members = _members(rng, 80, 2)
+        out = Blender("rank", comp).fit(members, rng.integers(0, 2, 80)).apply(members)
+        assert (out > 0).all() and (out < 1).all()
+        np.testing.assert_allclose(out.sum(1), 1.0)
+        np.testing.assert_allclose(out[:, pos], np.mean([rankdata(m[:, pos]) / 81 for m in members], axis=0))
+
+
+def test_rank_blend_of_multilabel_members_is_each_class_mean_rank_in_0_1():
+    rng = np.random.default_rng(1)
+    members = _members(rng, 50, 3, softmax=False)
+    out = Blender("rank", ML).fit(members, rng.integers(0, 2, (50, 3))).apply(members)
+    assert (out > 0).all() and (out <= 1).all()
+    np.testing.assert_allclose(out, np.mean([rankdata(m, axis=0) / 50 for m in members], axis=0))
+
+
+def test_rank_is_offered_for_ranking_and_decision_metrics_only(tmp_path):
+    assert "rank" in offered_methods(BIN) and "rank" in offered_methods(MC) and "rank" in offered_methods(ML)
+    assert rank_refusal(BIN) is None
+    (tmp_path / "brier.py").write_text("import numpy as np\n"
+                                       "def brier(y, probs, comp):\n"
+                                       "    return float(np.mean((np.eye(probs.shape[1])[y] - probs) ** 2))\n")
+    custom = {"brier": {"function": f"{tmp_path}/brier.py:brier", "higher_is_better": False, "uses": "probs"}}
+    refused = {
+        "log_loss among the metrics": (dict(MC, metrics=["macro_f1", "log_loss"]), "log_loss"),
+        "log_loss as the metric": (dict(BIN, metric="log_loss", metrics=["log_loss"]), "log_loss"),
+        "log_loss per slice": (dict(BIN, metrics=["accuracy", "worst_log_loss"], slices=["site"]), "worst_log_loss"),
+        "a custom metric of probabilities": (dict(MC, metrics=["macro_f1", "brier"], custom_metrics=custom), "brier"),
+        "a probabilities submission": (dict(MC, submission={"format": "probabilities"}), "format: probabilities"),
+        "a probability submission": (dict(BIN, submission={"format": "probability"}), "format: probability"),
+    }
+    for case, (comp, named) in refused.items():
+        assert "rank" not in offered_methods(comp), case
+        assert named in rank_refusal(comp) and "not a calibrated probability" in rank_refusal(comp), case
+    assert "rank" in offered_methods(dict(BIN, submission={"format": "label"}))
+
+
+def test_naming_rank_where_probabilities_are_needed_is_refused_with_the_reason():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 60)
+    comp = dict(MC, metrics=["macro_f1", "log_loss"])
+    results = compare_methods(_members(rng, 60, 4), y, np.arange(60) % 3, comp, methods=["equal", "geometric"])
+    with pytest.raises(ConfigError, match=r"'rank' is not offered here.*log_loss score probabilities.*--method"):
+        _choose_method("rank", results, comp, None)
+    with pytest.raises(ConfigError, match="is not one of best, equal, geometric"):
+        _choose_method("nonsense", results, comp, None)
