@@ -38,10 +38,14 @@ def main() -> None:
         print(f"not shown: {exp}: {why} (--all shows it)")
     metric = base_metric(df.attrs["fold_metric"])
     per_slice = slice_leaderboard(df, metric)
-    if len(per_slice):
+    if len(per_slice):  # the competition metric drawn; every metric printed
         png = plot_slice_leaderboard(per_slice, metric, out.root / "leaderboard_slices.png")
-        print(f"\nOOF {metric} per slice ({png}):")
-        print(per_slice.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        names = dict.fromkeys([metric, *(base_metric(m) for m in df.attrs["metrics"])])
+        for i, name in enumerate(names):
+            table = slice_leaderboard(df, name)
+            if len(table):
+                print(f"\nOOF {name} per slice" + (f" ({png}):" if not i else ":"))
+                print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     line = blend_summary(out)
     if line:
         print(line)

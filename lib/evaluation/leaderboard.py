@@ -125,7 +125,7 @@ def slice_leaderboard(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     metric, rows = base_metric(metric), []
     for exp in df["experiment"]:
         t = df.attrs.get("slices", {}).get(exp)
-        if t is None or t.empty:
+        if t is None or t.empty or metric not in t:
             continue
         cells = {(f"{r.slice}={r.value} (n={int(r.n)})" if r.value != "worst" else f"worst {r.slice}"): getattr(r, metric)
                  for r in t.itertuples()}
