@@ -133,3 +133,41 @@ def test_leave_one_database_out_on_real_heart_sounds(heart_sound_subset, tmp_pat
     folds = pd.read_csv(tmp_path / "out/folds.csv")
     assert folds.groupby("slice_database")["fold"].nunique().tolist() == [1, 1] and folds["fold"].nunique() == 2
     assert yaml.safe_load((tmp_path / "out/competition.yaml").read_text())["folds"]["n_folds"] == 2
+
+
+def test_a_network_early_stops_on_the_worst_slice(tmp_path):
+    """metric: worst_accuracy drives a network's epochs: every validation score of the history is
+    the worst site's accuracy, recomputed here from the fold's predictions."""
+    import torch
+    from conftest import make_toy_competition
+
+    from lib.components import load_competition, load_experiment
+    from lib.core.paths import Outputs
+    from lib.data.prepare import prepare
+    from lib.features.cache import build_feature_set
+    from lib.inputs import load_inputs
+    from lib.training.loop import train_fold
+
+    make_toy_competition(tmp_path / "data", n=24)
+    train = pd.read_csv(tmp_path / "data/train.csv")
+    train["site"] = ["x", "x", "y"] * 8
+    train.to_csv(tmp_path / "data/train.csv", index=False)
+    cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
+    cfg.update(slices=["site"], metric="worst_accuracy", metrics=["accuracy", "worst_accuracy"])
+    (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(cfg))
+    out = Outputs(tmp_path / "out")
+    prepare(load_competition(tmp_path / "data/toy.yaml"), out.root)
+    exp = {"features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
+           "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8}},
+           "train": {"epochs": 3, "batch_size": 4, "device": "cpu"}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    ecfg = load_experiment(tmp_path / "exp.yaml")
+    build_feature_set(out, ecfg["features"], workers=1)
+    comp, table = out.load_competition(), out.load_split("train")
+    data = load_inputs(out, ecfg, "train", table, comp, torch.device("cpu"))
+    _, info, probs, history = train_fold(ecfg, comp, data, table, 0, torch.device("cpu"), log=lambda *_: None)
+    valid = table["fold"].to_numpy() == 0
+    y, site = (table["target"][valid] == "b").to_numpy(), table["slice_site"][valid].to_numpy()
+    worst = min(((probs[:, 1] > 0.5) == y)[site == s].mean() for s in ("x", "y"))
+    assert info["worst_accuracy"] == pytest.approx(worst) and len(history) == 3
+    assert all(h["worst_accuracy"] <= h["accuracy"] + 1e-12 for h in history)
