@@ -3,7 +3,27 @@
 
     python 00_prepare.py configs/data/breathing.yaml --data-dir ../shared/data/breathing
 """
+from pathlib import Path
+
 from lib import cli
+
+
+def refuse_overwriting_inputs(comp: dict, out, config: str) -> None:
+    """Refuse an output folder (``out``: ``lib.core.paths.Outputs``) that is the competition's data
+    folder, or where a file stage 00 writes (``folds.csv``, ``test.csv``, ``competition.yaml``,
+    the record) is one of the competition's inputs (its tables, sample submission, the config
+    file ``config``); paths compared resolved. Raises ``ConfigError`` before anything is written."""
+    data = Path(comp["data_dir"]).resolve()
+    if out.root.resolve() == data:
+        raise cli.ConfigError(f"--output-dir {out.root} is the competition's data folder {data}: stage 00 would "
+                              f"overwrite its files (e.g. test.csv); choose another output folder")
+    reads = {Path(config).resolve()} | {(data / rel).resolve() for rel in (
+        (comp.get("train") or {}).get("csv"), (comp.get("test") or {}).get("csv"),
+        (comp.get("submission") or {}).get("sample")) if rel}
+    for path in (out.folds, out.test, out.competition, out.prepared().path):
+        if path.resolve() in reads:
+            raise cli.ConfigError(f"--output-dir {out.root}: stage 00 would overwrite the competition's input "
+                                  f"{path.resolve()}; choose another output folder")
 
 
 def main() -> None:
@@ -18,6 +38,7 @@ def main() -> None:
 
     out = cli.outputs(args)
     comp = load_competition(args.data_config, args.data_dir)
+    refuse_overwriting_inputs(comp, out, args.data_config)
     print(f"competition {comp['name']} ({comp['task']}) from {comp['data_dir']}")
     s = prepare(comp, out.root, check_found_classes)
     lo, mid, hi = s["duration_s"]

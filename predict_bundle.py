@@ -3,7 +3,9 @@
 
     python predict_bundle.py BUNDLE --data-dir /kaggle/input/COMPETITION --work-dir /kaggle/working [--test-csv test.csv]
 
-Reads only the bundle and the test audio (both may be read-only); writes only under --work-dir.
+Reads only the bundle and the test audio (both may be read-only); writes only under --work-dir,
+which must be apart from both (a work folder that is, lies inside or contains the data folder or
+the bundle is refused: it would overwrite their files).
 """
 import argparse
 
@@ -24,6 +26,10 @@ def main() -> None:
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                    help="auto: ONNX Runtime when the bundle has ONNX models, else PyTorch (default: %(default)s)")
     args = p.parse_args()
+    from lib.core.artifacts import check_apart
+
+    check_apart(args.work_dir, args.data_dir, "--work-dir", "the competition's data folder (--data-dir)")  # at once
+    check_apart(args.work_dir, args.bundle, "--work-dir", "the bundle folder")  # (predict_bundle checks them too)
     from lib.shipping.bundle import predict_bundle
 
     r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers,

@@ -17,7 +17,10 @@ key and members' hashes: a feature set rebuilt identically keeps its id and leav
 trained on it up to date (a training run always gets a new id: its records hold times). A consumer never reads members without the record
 (:meth:`Record.require`), and checks that the upstream ids it was made from are the current
 ones (:func:`check_inputs`): predictions made by an older training run are refused, naming the
-stage to run again. Hashing runs at about 1.7 GB/s on one core of the 2-core Xeon (the 1.4 GB
+stage to run again. Every result made from stage 00's folds (training, test predictions, the
+blend, a bundle) records the fold assignment it was made on under :data:`FOLDS`
+(:func:`folds_id`), and its consumers refuse it once ``00_prepare.py`` has assigned other folds
+(:func:`check_folds`). Hashing runs at about 1.7 GB/s on one core of the 2-core Xeon (the 1.4 GB
 seed9 training cache: under 1 s).
 """
 from __future__ import annotations
@@ -30,9 +33,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MissingArtifact
+from .errors import ConfigError, MissingArtifact
 from .utils import fingerprint, write_json
 
+FOLDS = "folds.csv"
+"""The name under which a record's ``inputs`` hold the :func:`folds_id` it was made on."""
 _NOT_BUILT = "not built yet, or its last build did not finish"
 _TEMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp(\.\w+)?$")  # atomic_path's names: .<stem>.<pid>.<random>.tmp<suffix>
 
@@ -146,3 +151,33 @@ def check_inputs(rec: dict, current: dict[str, str], what: str, stage: str) -> N
         if rec.get("inputs", {}).get(name) != rid:
             raise MissingArtifact(f"{what} was made from an older {name} result than the current one "
                                   f"(stale): run {stage}")
+
+
+def folds_id(table) -> str:
+    """The fingerprint of stage 00's fold assignment: ``folds.csv`` as a DataFrame
+    (:meth:`lib.core.paths.Outputs.load_split`) without its ``path`` column, i.e. every id, target,
+    group, fold, audio property and metadata cell, as the training key holds it
+    (:func:`lib.runs.experiment.experiment_key`); moving the data folder keeps it. 16 hex digits."""
+    return fingerprint(table.drop(columns=["path"], errors="ignore").values.tolist())
+
+
+def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
+    """Check that a record was made on the ``current`` fold assignment (:func:`folds_id`, held in
+    its ``inputs`` under :data:`FOLDS`). Raises ``MissingArtifact`` naming the stale result and
+    ``stage`` (the command that rebuilds it) when it was made on other folds, or by a version that
+    did not record them."""
+    if rec.get("inputs", {}).get(FOLDS) != current:
+        raise MissingArtifact(f"{what} was made on other folds than the current folds.csv (stale: 00_prepare.py "
+                              f"assigned folds again since, or an older version made it): run {stage}")
+
+
+def check_apart(writes: str | os.PathLike, reads: str | os.PathLike, writes_what: str, reads_what: str) -> None:
+    """Refuse a folder a command writes into that is, contains or lies inside a folder it must
+    only read (paths compared resolved: symbolic links and ``..`` followed), so that no input is
+    overwritten or deleted. Raises ``ConfigError`` naming both folders (``writes_what``,
+    ``reads_what``: the options or things they are, e.g. ``"--work-dir"``, ``"the data folder"``)."""
+    w, r = Path(writes).resolve(), Path(reads).resolve()
+    how = "is" if w == r else "lies inside" if w.is_relative_to(r) else "contains" if r.is_relative_to(w) else None
+    if how:
+        raise ConfigError(f"{writes_what} {w} {how} {reads_what} {r}, which must only be read: choose a folder "
+                          f"apart from it")

@@ -101,9 +101,12 @@ def format_seconds(seconds: float) -> str:
 
 def _numpy_globals() -> list:
     """The numpy types a checkpoint's arrays and scalars unpickle through (data, no code): what
-    PANNs' released files hold besides tensors (e.g. their training statistics)."""
+    PANNs' released files hold besides tensors (e.g. their sampler's state). Files pickled under
+    numpy 1 name them ``numpy.core.multiarray.*`` (numpy 2: ``numpy._core``); both are allowed."""
     core = getattr(np, "_core", None) or np.core
     return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
+            (core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+            (core.multiarray.scalar, "numpy.core.multiarray.scalar"),
             *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?")}]
 
 

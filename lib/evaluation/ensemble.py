@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import check_inputs
+from ..core.artifacts import FOLDS, check_folds, check_inputs, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv, write_json
@@ -29,16 +29,20 @@ from .metrics import score_all
 def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[list[str], dict[str, str]]:
     """The experiments ready to blend and the others with the reason: ``(names, {name: reason})``.
 
-    Ready: the training record is complete (and not partial, unless ``allow_partial``) and, when
-    the competition has a test set, the test predictions come from that training run. Sizes are
-    checked, not hashes (:func:`run_ensemble` verifies what it blends).
+    Ready: the training record is complete, made on the current folds (:func:`folds_id`) and
+    not partial (unless ``allow_partial``) and, when the competition has a test set, the test
+    predictions come from that training run. Sizes are checked, not hashes (:func:`run_ensemble`
+    verifies what it blends).
     """
     names, skipped = [], {}
+    fid = folds_id(out.load_split("train"))
     for folder in sorted(p for p in (out.root / "models").glob("*") if p.is_dir()):
         exp = folder.name
         trained, why = out.trained(exp).check(hashes=False)
         if trained is None:
             skipped[exp] = f"training: {why} (02_train.py)"
+        elif trained["inputs"].get(FOLDS) != fid:
+            skipped[exp] = "trained on other folds than the current folds.csv (02_train.py)"
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
         elif out.has_test():
@@ -54,10 +58,13 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
     """The verified records of ``exp``'s training and (``with_test``) test predictions.
 
     Raises ``MissingArtifact`` naming the stage to run when the training is missing, incomplete,
-    partial (unless ``allow_partial``), or when the test predictions are missing or were made by
-    another training run than the current one.
+    partial (unless ``allow_partial``), made on other folds than those of the current
+    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), or when the test predictions are
+    missing or were made by another training run than the current one.
     """
     trained = out.trained(exp).require()
+    check_folds(trained, folds_id(out.load_split("train")), f"trained experiment {exp!r}",
+                f"02_train.py and 03_infer.py for {exp}")
     if trained["info"]["partial"] and not allow_partial:
         raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "
                               f"run 02_train.py for {exp} (or pass --allow-partial to blend it anyway)")
@@ -266,6 +273,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         None if test_blend is None else (preds[0]["id"], test_blend))]
     if submission is not None:
         members.append(out.submission)
+    inputs[FOLDS] = folds_id(out.load_split("train"))  # what 05_bundle.py checks against the current folds
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "metric": metric, "skipped": skipped, "decision": decision, "rows_masked": masked,

@@ -17,7 +17,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.artifacts import FOLDS, check_folds, folds_id
-from ..core.errors import MissingArtifact
+from ..core.errors import MissingArtifact, PipelineError
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
 from ..core.device import get_device
@@ -53,13 +53,22 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
 def load_checkpoints(folder: Path, folds: list[int], device) -> list[tuple[dict, torch.nn.Module]]:
     """``[(checkpoint, model in eval mode on device), ...]`` of ``folder/fold<k>.pt`` for each
     fold ``k`` (:func:`lib.core.utils.load_tensors_only`: tensors and plain values only; raises
-    ``MissingArtifact`` naming a file that holds anything else or cannot be read)."""
+    ``MissingArtifact`` naming a file that holds anything else, cannot be read, or is no fold
+    checkpoint of this pipeline: keys or weights that do not fit, a scikit-learn member holding
+    foreign types)."""
     models = []
     for fold in folds:
-        ckpt = load_tensors_only(Path(folder) / f"fold{fold}.pt", MissingArtifact)
-        model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"],
-                            ckpt.get("frontend"), pretrained=False)  # the weights are the checkpoint's
-        model.load_state_dict(ckpt.pop("state_dict"))
+        path = Path(folder) / f"fold{fold}.pt"
+        ckpt = load_tensors_only(path, MissingArtifact)
+        try:
+            model = build_model(ckpt["model"], ckpt["manifest"], tasks.n_outputs(ckpt["comp"]), ckpt["n_scalars"],
+                                ckpt.get("frontend"), pretrained=False)  # the weights are the checkpoint's
+            model.load_state_dict(ckpt.pop("state_dict"))
+        except PipelineError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise MissingArtifact(f"{path}: not a fold checkpoint this version can load ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
         place_model(model, device)
         models.append((ckpt, model.eval()))
     return models

@@ -13,7 +13,9 @@ Every finished fold is a result of its own (``models/<exp>/fold<k>.pt``, ``fold<
   says ``partial`` and ``04_ensemble.py`` refuses it unless told otherwise.
 
 The experiment's own record (``models/<exp>/record.json``) is removed when a run starts and
-written when its folds are merged; it lists every fold file, ``oof/<exp>.csv``,
+written when its folds are merged; like each fold's, it names the fold assignment it was
+trained on (:func:`lib.core.artifacts.folds_id` under ``inputs``), which stages 03-05 check
+against the current ``folds.csv``; it lists every fold file, ``oof/<exp>.csv``,
 ``scores.json``, ``log.csv``, ``report/`` (:func:`lib.evaluation.reports.write_report`: curves,
 confusion matrix, ROC/PR, calibration, tables), ``config.yaml`` (the fully resolved experiment
 config, which ``03_infer.py`` reads) and ``run.json`` (per fold: library versions, the
@@ -33,6 +35,7 @@ import torch
 import yaml
 from sklearn.metrics import confusion_matrix
 
+from ..core.artifacts import FOLDS, folds_id
 from ..core.config import ROOT, RUN_ONLY_KEYS
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
@@ -130,10 +133,12 @@ class ExperimentRun:
         self._device_data = None
         ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
         self.key = experiment_key(cfg, self.table, self.data.manifest, self.comp, self.teacher, ddp_key)
+        self.folds_id = folds_id(self.table)
         self.all_folds = sorted(int(k) for k in self.table["fold"].unique() if int(k) >= 0)  # -1: pseudo-labelled
         self.wanted = self.all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
         old, _ = out.trained(self.name).check(self.key)
-        self.skipped = old is not None and not force and set(self.wanted) <= set(old["info"]["folds"])
+        self.skipped = (old is not None and not force and set(self.wanted) <= set(old["info"]["folds"])
+                        and old["inputs"].get(FOLDS) == self.folds_id)  # else merged again: older records lack it
         self.status: dict[int, str] = {}
 
     def _load(self, device):
@@ -217,8 +222,8 @@ class ExperimentRun:
         write_csv(files["log"], pd.DataFrame(hist))
         env = environment(device, cfg["train"]["amp"], self.ranks, self.ddp)
         info = dict(info, n_parameters=ckpt["n_parameters"], environment=env)
-        frec.commit([files["model"], files["oof"], files["log"]], fkey, inputs={"features": self.data.manifest["record"]},
-                    info=info)
+        frec.commit([files["model"], files["oof"], files["log"]], fkey,
+                    inputs={"features": self.data.manifest["record"], FOLDS: self.folds_id}, info=info)
         files["state"].unlink(missing_ok=True)
         log(f"fold {fold}: best epoch {info['best_epoch']}  " +
             "  ".join(f"{m} {info[m]:.4f}" for m in self.comp["metrics"]) + f"  ({format_seconds(info['seconds'])})"
@@ -360,7 +365,8 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     """Merge every finished fold of ``cfg``'s experiment (those whose record holds ``key``) into
     ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``report/`` (:func:`write_report`),
     ``config.yaml`` and ``run.json``, then write the experiment's record (``partial`` while folds
-    are missing). Returns the scores dict (``report``: the report's ``report.md`` relative to
+    are missing; its ``inputs`` name the feature set's record and the fold assignment of
+    ``folds_df``, :func:`lib.core.artifacts.folds_id`). Returns the scores dict (``report``: the report's ``report.md`` relative to
     ``models/<exp>/``, ``None`` when it failed; then ``report_error`` says why, and ``log``
     warns: a failing report never costs the merged folds). Raises ``MissingArtifact`` when no
     fold is finished."""
@@ -414,6 +420,6 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     for f in done:
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
-    out.trained(name).commit(members, key, inputs={"features": features_id},
+    out.trained(name).commit(members, key, inputs={"features": features_id, FOLDS: folds_id(folds_df)},
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core.artifacts import check_folds, folds_id
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv
@@ -45,8 +46,11 @@ def soft_targets(out: Outputs, comp: dict, ids) -> tuple[np.ndarray, str]:
     """The current blend's OOF probabilities as training targets ``(rows, n_outputs)`` (binary:
     p(positive)) in the order of ``ids``, and the blend's record id (what the student's models
     depend on). Raises ``MissingArtifact`` naming ``04_ensemble.py`` when there is no blend,
-    an older one without ``ensemble/oof_blend.csv``, or one that lacks some of ``ids``."""
+    an older one without ``ensemble/oof_blend.csv``, one made on other folds than the current
+    ``folds.csv``, or one that lacks some of ``ids``."""
     record = out.ensembled.require()
+    check_folds(record, folds_id(out.load_split("train")), "the blend (the teacher of train.distill)",
+                "04_ensemble.py again")  # OOF probabilities of other folds would leak the labels
     path = out.root / "ensemble" / "oof_blend.csv"
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (the teacher of train.distill) first")

@@ -4,7 +4,10 @@ A code competition predicts inside a notebook without internet, with the test au
 read-only input folder; the models are trained elsewhere and uploaded as a dataset. A bundle
 holds exactly what stage 03 + 04 need besides the test audio::
 
-    bundle.json        format, when and from which commit it was made, experiments, every file's SHA-256
+    bundle.json        format, when and from which commit it was made, experiments, folds, the fold
+                       assignment they were trained on, every other file's SHA-256
+    bundle.sha256      the SHA-256 of bundle.json (``sha256sum -c bundle.sha256`` checks it): an
+                       edited bundle.json (a fold dropped by hand) is refused
     competition.yaml   the resolved competition config (task, classes, audio, test layout, metrics,
                        decision with its label masks, submission format; no data folder)
     ensemble.json      stage 04's result: the blending method fitted on every OOF row (weights or
@@ -14,7 +17,8 @@ holds exactly what stage 03 + 04 need besides the test audio::
 
 Nothing in it refers to the training audio or to the ``output/`` folder it came from.
 :func:`predict_bundle` reads only the bundle (its hashes checked first) and the test audio, and
-writes only into a work folder of the caller's choice: stage 00 for the test set alone
+writes only into a work folder of the caller's choice, apart from both (refused when it is, lies
+inside or contains the data folder or the bundle): stage 00 for the test set alone
 (:func:`lib.data.prepare.prepare_test`), stage 01 for the test split of each feature set the
 experiments need, every fold model, the blend and the decision, ``submission.csv``. The
 predictions are those of ``03_infer.py`` + ``04_ensemble.py`` on the same models.
@@ -31,7 +35,7 @@ import pandas as pd
 import torch
 import yaml
 
-from ..core.artifacts import file_hash
+from ..core.artifacts import FOLDS, check_apart, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import read_json, write_csv, write_json
@@ -45,7 +49,8 @@ from ..features.cache import build_feature_set
 from ..inference.infer import load_checkpoints, predict_folds
 from ..models import is_classical
 
-FORMAT = 1
+FORMAT = 2  # 2: bundle.json sealed by bundle.sha256
+SEAL = "bundle.sha256"
 INPUT_SETTINGS = ("settings", "sample_rate", "hop_length", "clip_seconds", "hop_seconds", "pad", "spec_shape")
 """Feature-manifest keys that must be equal at training and at prediction."""
 
@@ -63,16 +68,23 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     bundle never looks finished); an existing ``dest`` is replaced only with ``force``. Returns
     ``bundle.json``'s content. Raises ``MissingArtifact`` naming the stage to run when the blend
     is missing, was made by an older version, or blended another training run than the current
-    one, and ``ConfigError`` when ``dest`` exists without ``force``.
+    one or models trained on other folds than those of the current ``folds.csv``, and
+    ``ConfigError`` when ``dest`` exists without ``force``, or is or contains the output folder or
+    is, contains or lies inside the competition's data folder (``force`` would delete them).
     """
     dest = Path(dest).resolve()
     ens_record = out.ensembled.require()
+    comp = out.load_competition()
+    _check_destination(dest, out, comp)
+    fid = folds_id(out.load_split("train"))
+    check_folds(ens_record, fid, "the blend (ensemble.json)", "04_ensemble.py again")
     summary = read_json(out.root / "ensemble.json")
     if "blender" not in summary:
         raise MissingArtifact(f"{out.root / 'ensemble.json'} was written by an older version: run 04_ensemble.py again")
     experiments = [e["experiment"] for e in summary["experiments"]]
     for exp in experiments:
         trained = out.trained(exp).require()
+        check_folds(trained, fid, f"trained experiment {exp!r}", f"02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
         if ens_record["inputs"].get(exp) != trained["id"]:
             raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
                                   f"run 04_ensemble.py again")
@@ -81,7 +93,6 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "models").mkdir(parents=True)
-    comp = out.load_competition()
     comp.pop("data_dir", None)
     (tmp / "competition.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
     shutil.copy2(out.root / "ensemble.json", tmp / "ensemble.json")
@@ -96,12 +107,25 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     files = {str(p.relative_to(tmp)): file_hash(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "source": str(out.root), "ensemble_record": ens_record["id"], "experiments": experiments,
-                "folds": folds, "method": summary["method"], "onnx_max_difference": exported, "files": files}
+                "folds": folds, "inputs": {FOLDS: fid}, "method": summary["method"], "onnx_max_difference": exported,
+                "files": files}
     write_json(tmp / "bundle.json", manifest)
+    (tmp / SEAL).write_text(f"{file_hash(tmp / 'bundle.json')}  bundle.json\n")  # sha256sum's format
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
     return manifest
+
+
+def _check_destination(dest: Path, out: Outputs, comp: dict) -> None:
+    """Refuse a bundle folder ``dest`` that is or contains the output folder ``out`` (replacing it
+    would delete the results) or that is, contains or lies inside the competition's data folder.
+    Raises ``ConfigError`` naming both folders."""
+    if out.root.resolve().is_relative_to(dest):
+        raise ConfigError(f"--to {dest} is or contains the output folder {out.root.resolve()}: choose a bundle "
+                          f"folder apart from it")
+    if comp.get("data_dir"):
+        check_apart(dest, comp["data_dir"], "--to", "the competition's data folder")
 
 
 def _export_onnx(folder: Path, experiments: list[str], folds: dict, log) -> dict:
@@ -143,20 +167,39 @@ def _onnx_models(folder: Path, folds: list[int], models: list, engine: str, exp:
 
 def load_bundle(path: str | Path) -> tuple[dict, dict, dict]:
     """Read a bundle: ``(bundle.json, competition config, ensemble.json)``, after checking that
-    every listed file is there with its SHA-256. Raises ``InputError`` naming every missing or
-    changed file (a bundle is used whole or not at all)."""
+    ``bundle.json`` has the SHA-256 that ``bundle.sha256`` holds and that every file it lists is
+    there with its SHA-256. Raises ``MissingArtifact`` (one line, naming the file and saying to
+    make the bundle again) when ``bundle.json`` was edited, its seal is missing or it was made by
+    another version, and ``InputError`` naming every missing or changed file (a bundle is used
+    whole or not at all)."""
     path = Path(path)
     if not (path / "bundle.json").is_file():
-        raise InputError([f"{path}: no bundle.json (not a bundle, or an interrupted one: make it again with bundle.py)"])
+        raise InputError([f"{path}: no bundle.json (not a bundle, or an interrupted one: make it again with 05_bundle.py)"])
+    _check_seal(path)
     manifest = read_json(path / "bundle.json")
     if manifest.get("format") != FORMAT:
-        raise InputError([f"{path}: bundle format {manifest.get('format')!r}; this version reads {FORMAT}"])
+        raise MissingArtifact(f"{path}: bundle format {manifest.get('format')!r}; this version reads {FORMAT}: make "
+                              f"the bundle again with 05_bundle.py")
     problems = [f"{path / f}: " + ("missing" if not (path / f).is_file() else "changed since the bundle was made")
                 for f, h in manifest["files"].items() if not (path / f).is_file() or file_hash(path / f) != h]
     if problems:
         raise InputError(problems)
     comp = yaml.safe_load((path / "competition.yaml").read_text())
     return manifest, comp, read_json(path / "ensemble.json")
+
+
+def _check_seal(path: Path) -> None:
+    """Check ``path/bundle.json`` against the SHA-256 in ``path/bundle.sha256`` (written by
+    :func:`make_bundle`). Raises ``MissingArtifact`` naming the file when the seal is missing
+    (a bundle of an older version) or the digest differs (``bundle.json`` edited by hand)."""
+    seal = path / SEAL
+    if not seal.is_file():
+        raise MissingArtifact(f"{seal} not found (a bundle made by an older version, or damaged): make the bundle "
+                              f"again with 05_bundle.py")
+    if seal.read_text().split()[:1] != [file_hash(path / "bundle.json")]:
+        raise MissingArtifact(f"{path / 'bundle.json'} has changed since the bundle was made (its SHA-256 is not the "
+                              f"one in {SEAL}; an edited bundle, e.g. a fold removed by hand, is not used): make the "
+                              f"bundle again with 05_bundle.py")
 
 
 def _check_inputs(exp: str, trained: dict, now: dict) -> None:
@@ -183,9 +226,14 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     probabilities). ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
     (ONNX when the bundle has it and ``onnxruntime`` imports).
     Returns ``{"rows", "seconds", "experiments", "submission": path or None}``. Raises
-    ``InputError`` for a damaged bundle or bad test input, naming the file and row.
+    ``ConfigError`` before any work when ``work_dir`` is, lies inside or contains ``data_dir`` or
+    the bundle (:func:`lib.core.artifacts.check_apart`: it would overwrite or delete their files),
+    ``MissingArtifact`` or ``InputError`` for a damaged bundle (:func:`load_bundle`) and
+    ``InputError`` for bad test input, naming the file and row.
     """
     t0 = time.time()
+    check_apart(work_dir, data_dir, "--work-dir", "the competition's data folder (--data-dir)")
+    check_apart(work_dir, bundle, "--work-dir", "the bundle folder")
     bundle = Path(bundle).resolve()
     manifest, comp, summary = load_bundle(bundle)
     comp["data_dir"] = str(Path(data_dir).resolve())

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.utils import atomic_path
+from ..core.errors import TrainingError
+from ..core.utils import atomic_path, load_tensors_only
 from ..evaluation.metrics import is_better, score_all
 from ..inference.predict import predict_recordings
 
@@ -133,13 +134,14 @@ class ResumeState(Callback):
     finished epoch, tagged with ``key``; at set-up a file with the same key is what the fold
     starts from (bit-identical to an uninterrupted run on the same machine), one with another key
     is ignored. Only ``writes`` (rank 0 under DDP) writes. The caller deletes the file when the
-    fold is done."""
+    fold is done. A file holding anything but tensors and plain values (a pickle that could run
+    code) or an unreadable one is a ``TrainingError`` naming it (:func:`load_tensors_only`)."""
 
     def __init__(self, path: Path, key: str, writes: bool = True):
         self.path, self.key, self.writes = Path(path), key, writes
 
     def on_setup(self, trainer) -> None:
-        saved = torch.load(self.path, map_location="cpu", weights_only=True) if self.path.exists() else None
+        saved = load_tensors_only(self.path, TrainingError) if self.path.exists() else None  # never runs code
         if saved is not None and saved.get("key") == self.key:
             trainer.resume_from = saved
             trainer.log(f"fold {trainer.fold}: resuming after epoch {saved['epoch']} from {self.path}")

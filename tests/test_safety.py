@@ -1,0 +1,233 @@
+"""No silent wrong, no code execution (issue 22), each case run as a user would (the stage scripts
+as subprocesses) on the generated toy competition (12 clips of 0.5 s, 2 folds): checkpoints whose
+pickle would run code are refused in one line and never run; a work or output folder that is
+(or holds, or lies in) the data folder or the bundle is refused before any work; models,
+predictions, blends and bundles made on older folds are refused once 00_prepare.py assigned
+other folds; a hand-edited bundle.json is refused."""
+import hashlib
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, make_toy_competition
+
+from lib.core.errors import ConfigError
+from lib.core.utils import fingerprint
+
+TINY = {"features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
+        "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8}},
+        "train": {"epochs": 1, "batch_size": 4, "patience": 10, "device": "cpu"}}
+CNN14 = ["--set", "features.params.sample_rate=16000", "--set", "features.set=waveform16k"]
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>`` (what a malicious checkpoint does)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _stage(*args):
+    """Run a stage script as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, *map(str, args)], check=False, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+
+
+def _in_process(*args):
+    """Run a stage script in this process (the fixture's chain: one import of torch for all)."""
+    argv = sys.argv
+    sys.argv = [str(a) for a in args]
+    try:
+        runpy.run_path(str(ROOT / args[0]), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+def _one_line_error(r, stage: str) -> str:
+    """The stage failed with exit 1 and a one-line error (no traceback) at the end; returns it."""
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.rstrip().splitlines()[-1]
+    assert last.startswith(f"{stage}: error: "), r.stderr
+    return last
+
+
+def _snapshot(folder):
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The toy competition taken through every stage once (00-05 in this process) plus the
+    waveform cache that ``cnn14`` reads: ``(root, data, out, experiment config, bundle)``."""
+    root = tmp_path_factory.mktemp("safety")
+    make_toy_competition(root / "data")
+    data, out, exp, bundle = root / "data", root / "out", root / "toy_exp.yaml", root / "bundle"
+    exp.write_text(yaml.safe_dump(TINY))
+    _in_process("00_prepare.py", data / "toy.yaml", "--output-dir", out)
+    _in_process("01_features.py", exp, "--output-dir", out, "--workers", "1")
+    _in_process("01_features.py", "configs/zoo/cnn14.yaml", *CNN14, "--output-dir", out, "--workers", "1")
+    _in_process("02_train.py", exp, "--output-dir", out)
+    _in_process("03_infer.py", exp, "--output-dir", out)
+    _in_process("04_ensemble.py", "--output-dir", out)
+    _in_process("05_bundle.py", "--to", bundle, "--output-dir", out)
+    return root, data, out, exp, bundle
+
+
+def _copy(src, dest):
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def test_a_pretrained_panns_file_with_a_payload_never_runs(shipped, tmp_path):
+    """02_train.py with zoo/cnn14.yaml pointed at a PANNs-format file (``{'model': state_dict,
+    'iteration': int, ...}``) whose pickle also holds a payload: refused in one line naming the
+    file; the payload never runs."""
+    _, _, out, _, _ = shipped
+    marker, evil = tmp_path / "ran", tmp_path / "Cnn14_16k_mAP=0.438.pth"
+    torch.save({"model": {"bn0.weight": torch.ones(64)}, "iteration": 3, "sampler": Payload(marker)}, evil)
+    out = _copy(out, tmp_path / "out")
+    r = _stage("02_train.py", "configs/zoo/cnn14.yaml", *CNN14, "--set", f"model.params.pretrained={evil}",
+               "--name", "cnn14", "--output-dir", out)
+    line = _one_line_error(r, "02_train")
+    assert not marker.exists()
+    assert str(evil) in line and "posix.system" in line, line
+
+
+def test_a_panns_file_pickled_under_numpy_1_loads(tmp_path):
+    """PANNs' released checkpoints (2020) also pickle their sampler's state, numpy arrays and
+    scalars under numpy 1's module names (``numpy.core.multiarray``): those load, as data."""
+    from lib.core.utils import load_tensors_only
+
+    rng = np.random.RandomState(0)
+    ckpt = {"model": {"bn0.weight": torch.ones(64)}, "iteration": 660000,
+            "sampler": {"indexes_per_class": [np.arange(5)], "pointers_of_classes": [np.int64(3)],
+                        "random_state": rng.get_state()}}
+    torch.save(ckpt, tmp_path / "new.pth", _use_new_zipfile_serialization=False)  # a plain pickle stream
+    raw = (tmp_path / "new.pth").read_bytes()
+    assert b"numpy._core.multiarray" in raw
+    (tmp_path / "old.pth").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    loaded = load_tensors_only(tmp_path / "old.pth")
+    assert loaded["iteration"] == 660000 and loaded["sampler"]["pointers_of_classes"] == [3]
+    assert np.array_equal(loaded["sampler"]["random_state"][1], rng.get_state()[1])
+
+
+def test_a_crafted_resume_state_never_runs(tmp_path):
+    """A fold's resume state (``fold<k>.state.pt``, read when a fold starts) whose pickle would run
+    code: a one-line ``TrainingError`` naming it; nothing runs."""
+    from lib.core.errors import TrainingError
+    from lib.training.callbacks import ResumeState
+
+    marker, state = tmp_path / "ran", tmp_path / "fold0.state.pt"
+    torch.save({"key": "k", "epoch": 1, "rng": Payload(marker)}, state)
+    with pytest.raises(TrainingError, match=r"fold0.state.pt: refused: it pickles the global posix.system"):
+        ResumeState(state, "k").on_setup(None)
+    assert not marker.exists()
+
+
+def _reseal(record_path, root):
+    """Recompute a record's member sizes and hashes and its id, as someone crafting a model folder
+    that passes the records would."""
+    rec = json.loads(record_path.read_text())
+    for rel, m in rec["members"].items():
+        data = (root / rel).read_bytes()
+        m.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    rec["id"] = fingerprint(rec["key"], rec["members"])
+    record_path.write_text(json.dumps(rec))
+
+
+def test_a_crafted_fold_checkpoint_never_runs(shipped, tmp_path):
+    """A fold checkpoint replaced by one whose pickle runs code, with every record's hashes
+    recomputed so that the records accept it: 03_infer.py refuses it in one line naming the file."""
+    _, _, out, exp, _ = shipped
+    out = _copy(out, tmp_path / "out")
+    marker, model_dir = tmp_path / "ran", out / "models/toy_exp"
+    ckpt = torch.load(model_dir / "fold0.pt", weights_only=True)
+    torch.save(dict(ckpt, metadata_encoder=Payload(marker)), model_dir / "fold0.pt")
+    _reseal(model_dir / "fold0.record.json", out)
+    _reseal(model_dir / "record.json", out)
+    line = _one_line_error(_stage("03_infer.py", exp, "--output-dir", out), "03_infer")
+    assert not marker.exists()
+    assert str(model_dir / "fold0.pt") in line, line
+
+
+def test_prepare_refuses_the_data_folder_as_output(shipped, tmp_path):
+    """00_prepare.py --output-dir naming the data folder (here through a symbolic link) is refused
+    before anything is written: the competition's test.csv is kept."""
+    _, data, _, _, _ = shipped
+    (tmp_path / "link").symlink_to(data)
+    before = _snapshot(data)
+    line = _one_line_error(_stage("00_prepare.py", data / "toy.yaml", "--output-dir", tmp_path / "link"), "00_prepare")
+    assert "data folder" in line and _snapshot(data) == before
+
+
+@pytest.mark.parametrize("where", ["data", "bundle"])
+def test_predict_bundle_refuses_a_work_dir_on_its_inputs(shipped, tmp_path, where):
+    """predict_bundle.py --work-dir equal to the data folder or to the bundle: refused before any
+    work, nothing of either changed."""
+    _, data, _, _, bundle = shipped
+    before = _snapshot(data), _snapshot(bundle)
+    work = data if where == "data" else bundle
+    line = _one_line_error(_stage("predict_bundle.py", bundle, "--data-dir", data, "--work-dir", work),
+                           "predict_bundle")
+    assert f"--work-dir {work} is the" in line, line
+    assert (_snapshot(data), _snapshot(bundle)) == before
+
+
+def test_work_dirs_inside_or_around_the_inputs_are_refused(shipped, tmp_path):
+    """predict_bundle (as the notebook calls it) refuses a work folder inside or containing the data
+    folder or the bundle, before any work (nothing is created)."""
+    from lib.shipping.bundle import predict_bundle
+
+    root, data, _, _, bundle = shipped
+    for work, what in ((data / "work", "lies inside"), (root, "contains"), (bundle / "work", "lies inside")):
+        with pytest.raises(ConfigError, match=what):
+            predict_bundle(bundle, data, work)
+        assert not (work / "test.csv").exists() and not (work / "features").exists()
+
+
+def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, tmp_path):
+    """The bundle as made predicts what 04 submitted; the same bundle with a fold removed from
+    bundle.json by hand is refused in one line naming bundle.json."""
+    from lib.shipping.bundle import predict_bundle
+
+    _, data, out, _, bundle = shipped
+    r = predict_bundle(bundle, data, tmp_path / "work", device="cpu", workers=1, log=lambda *_: None)
+    assert pd.read_csv(r["submission"]).equals(pd.read_csv(out / "submission.csv"))
+    edited = _copy(bundle, tmp_path / "edited")
+    manifest = json.loads((edited / "bundle.json").read_text())
+    assert manifest["folds"]["toy_exp"] == [0, 1]
+    manifest["folds"]["toy_exp"] = [0]
+    (edited / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    line = _one_line_error(_stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / "w2"),
+                           "predict_bundle")
+    assert str(edited / "bundle.json") in line and "changed since the bundle was made" in line, line
+
+
+def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_path):
+    """00_prepare.py run again with other folds (3 instead of 2): 03, 04 and 05 refuse the models,
+    predictions and blend made on the old folds, each in one line naming the stage to run."""
+    _, data, out, exp, _ = shipped
+    out = _copy(out, tmp_path / "out")
+    comp = yaml.safe_load((data / "toy.yaml").read_text())
+    comp["folds"]["n_folds"] = 3
+    (tmp_path / "toy3.yaml").write_text(yaml.safe_dump(comp))
+    _in_process("00_prepare.py", tmp_path / "toy3.yaml", "--output-dir", out)
+    line = _one_line_error(_stage("03_infer.py", exp, "--output-dir", out), "03_infer")
+    assert "trained experiment 'toy_exp' was made on other folds" in line and "run 02_train.py for toy_exp" in line
+    line = _one_line_error(_stage("04_ensemble.py", "toy_exp", "--output-dir", out), "04_ensemble")
+    assert "other folds" in line and "02_train.py" in line, line
+    line = _one_line_error(_stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out), "05_bundle")
+    assert "the blend (ensemble.json) was made on other folds" in line and "04_ensemble.py" in line, line
+    assert not (tmp_path / "b").exists()
