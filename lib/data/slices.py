@@ -33,7 +33,8 @@ class SlicedLabels(np.ndarray):
     """Encoded labels ``(rows,)`` or ``(rows, n_classes)`` that carry each row's slice values
     ``slices``: ``{column: (rows,) array of str}``. Indexing the rows (``y[mask]``, ``y[idx]``,
     ``y[a:b]``) indexes the slices alike; ``y[:, k]`` keeps them. Anything that makes a plain
-    array (``np.asarray``, scikit-learn) drops them."""
+    array (``np.asarray``, scikit-learn) drops them. Raises ``ValueError`` when a slice has not
+    one value per row."""
 
     slices: dict | None
 
