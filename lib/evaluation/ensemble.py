@@ -23,7 +23,7 @@ from ..data import tasks
 from ..data.slices import with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
 from .decisions import aggregate_groups, apply_masks, choose_decision
-from .metrics import score_all
+from .metrics import metrics_with_worst_slice, score_all
 
 
 def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[list[str], dict[str, str]]:
@@ -168,14 +168,6 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     return oofs, preds, inputs
 
 
-def member_metrics(comp: dict) -> list[str]:
-    """The metrics the members' table shows: the competition's, and the worst slice's of its
-    metric when it declares slices (and the metric is not already per slice)."""
-    extra = f"worst_{comp['metric']}"
-    per_slice = comp.get("slices") and not comp["metric"].startswith(("worst_", "slice_mean_"))
-    return comp["metrics"] + ([extra] if per_slice and extra not in comp["metrics"] else [])
-
-
 def _choose_method(method: str, results: dict, comp: dict, config_method: str | None) -> tuple[str, str]:
     """The blending method to use and why: ``(name, note)``. ``method``: ``best`` (the best
     cross-fitted OOF score of ``results``, :func:`lib.evaluation.blending.compare_methods`) or a
@@ -248,7 +240,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = _postprocess(oofs, out.load_split("train"), comp, "folds")
     metric = comp["metric"]
-    each = [score_all(member_metrics(comp), y, p, comp) for p in oof_probs]
+    each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
     chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"))

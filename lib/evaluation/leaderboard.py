@@ -21,7 +21,7 @@ from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
 from ..data.slices import slices_of, with_slices
-from .metrics import base_metric, get_metric, score_all, score_slices
+from .metrics import base_metric, get_metric, metrics_with_worst_slice, score_all, score_slices
 from .reports import pyplot, save_figure
 
 
@@ -63,8 +63,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     comp = out.load_competition()
     sort = sort or comp["metric"]
     higher = get_metric(sort, comp, "sort").higher_is_better
-    worst = [f"worst_{comp['metric']}"] if comp.get("slices") and base_metric(comp["metric"]) == comp["metric"] else []
-    names = list(dict.fromkeys([*comp["metrics"], *worst, sort]))
+    names = list(dict.fromkeys([*metrics_with_worst_slice(comp), sort]))
     sliced = [n for n in names if base_metric(n) != n]  # NaN for an OOF file whose rows folds.csv lacks
     table = out.load_split("train")
     folds_df = table.set_index("id")

@@ -124,6 +124,15 @@ def base_metric(name: str) -> str:
     return name
 
 
+def metrics_with_worst_slice(comp: dict) -> list[str]:
+    """The competition's ``metrics``, plus ``worst_<metric>`` of its ``metric`` when it declares
+    ``slices`` and the metric is not already a per-slice one: what the members' table of 04 and
+    the leaderboard show."""
+    extra = f"worst_{comp['metric']}"
+    per_slice = comp.get("slices") and base_metric(comp["metric"]) == comp["metric"]
+    return list(dict.fromkeys(comp["metrics"] + ([extra] if per_slice else [])))
+
+
 def slice_groups(y) -> list[tuple[str, str, np.ndarray]]:
     """``(column, value, row mask)`` for every value of every slice column ``y`` carries (sorted)."""
     return [(col, v, values == v) for col, values in (slices_of(y) or {}).items() for v in sorted(set(values))]
