@@ -24,10 +24,13 @@ def main() -> None:
     for name, sec in sections.items():
         m = build_feature_set(out, sec, force=args.force, workers=args.workers)
         state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"
-        if m.get("kind") == "waveform":
-            rows = ", ".join(f"{s} {v['recordings']} recordings ({v['wave'][0] / m['sample_rate'] / 60:.1f} min, "
-                             f"{v['windows']} windows)" for s, v in m["splits"].items())
-            print(f"{name}: {state}; whole waveforms at {m['sample_rate']} Hz, {m['dtype']}; {rows} -> {out.features(name)}")
+        if m.get("kind") in ("waveform", "frames"):
+            rate = m["sample_rate"] or m["frames_per_second"]
+            rows = ", ".join(f"{s} {v['recordings']} recordings in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "
+                             f"min, {v['windows']} windows)" for s, v in m["splits"].items())
+            what = (f"whole waveforms at {m['sample_rate']} Hz" if m["kind"] == "waveform" else
+                    f"the competition's matrices, {m['spec_shape'][1]} bins at {rate:g} frames/s")
+            print(f"{name}: {state}; {what}, {m['dtype']}; {rows} -> {out.features(name)}")
             continue
         rows = ", ".join(f"{s} {v['spec'][0]}" for s, v in m["splits"].items())
         print(f"{name}: {state}; channels {m['channel_names']} {m['spec_shape'][1:]} + {m['n_scalars']} scalars; "

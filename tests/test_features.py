@@ -24,7 +24,7 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
     folds = prepared.load_split("train")
     for split, rows in (("train", 12), ("test", 2)):
         spec, scalars, windows, man = load_features(prepared, "lm", split)
-        assert windows.shape == (rows, 2) and (windows[:, 0] == np.arange(rows)).all()
+        assert windows.shape == (rows, 3) and (windows[:, 0] == np.arange(rows)).all()
         assert spec.shape == (rows, *m["spec_shape"]) and scalars.shape == (rows, 0)
         assert tuple(man["splits"][split]["spec"]) == spec.shape
         assert np.isfinite(spec).all()

@@ -250,7 +250,8 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     if task not in TASKS:
         raise ConfigError(f"{where}: task {task!r} is not one of {TASKS}")
     train = cfg["train"]
-    _split_section(train, f"{where} [train]", labelled=True)
+    _inputs_section(cfg, where)
+    _split_section(train, f"{where} [train]", labelled=segment_unit(cfg) != "segment")
     if train["target_columns"] and task != "multilabel":
         raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
     if train["target_columns"] and not cfg["classes"]:
@@ -278,7 +279,8 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
         if cfg[split] and not cfg[split]["csv"] and needs:
             raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
     folds["scheme"] = folds["scheme"] or ("predefined" if folds["column"] else (
-        "multilabel_stratified" if task == "multilabel" else "stratified") + ("_group" if groups else ""))
+        "multilabel_stratified" if task == "multilabel" else "stratified") + (
+        "_group" if groups or segment_unit(cfg) == "segment" else ""))
     if folds["scheme"] == "predefined" and not folds["column"]:
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
     sub = cfg["submission"]
@@ -307,6 +309,57 @@ def _decision_section(cfg: dict, where: str) -> None:
         bad = [c for c in rule["classes"] if known and c not in known]
         if bad:
             raise ConfigError(f"{where} [decision.mask]: classes {bad} of rule {rule['where']!r} are not in {sorted(known)}")
+
+
+def segment_unit(cfg: dict) -> str | None:
+    """What a row of ``folds.csv`` is when the competition has segments (:mod:`lib.data.segments`):
+    ``segment`` (rows are segments with labels of their own) or ``recording`` (a recording's
+    segments are the stretches its windows come from, their predictions aggregated by
+    ``segments.aggregate``); ``None`` without segments."""
+    seg = cfg.get("segments")
+    if not seg:
+        return None
+    return seg["unit"] or ("segment" if seg["labels"] or seg["label_column"] else "recording")
+
+
+def _inputs_section(cfg: dict, where: str) -> None:
+    """Check the ``matrix`` and ``segments`` sections against each other, the task and the audio
+    section; fill ``segments.unit``. Raises ``ConfigError`` naming the file and key."""
+    m, seg = cfg.get("matrix"), cfg.get("segments")
+    if m:
+        if not m["frames_per_second"] and not (m["hop_length"] and m["sample_rate"]):
+            raise ConfigError(f"{where} [matrix]: give the frame rate of the matrices: frames_per_second, or "
+                              f"hop_length and sample_rate (the STFT that made them)")
+        if m["frames_per_second"] and (m["hop_length"] or m["sample_rate"]):
+            raise ConfigError(f"{where} [matrix]: give frames_per_second or hop_length and sample_rate, not both")
+        for key in ("sample_rate", "channel"):
+            if cfg["audio"][key] is not None:
+                raise ConfigError(f"{where} [audio]: {key} is for audio files; this competition ships matrices "
+                                  f"(matrix section)")
+    if not seg:
+        return
+    w = f"{where} [segments]"
+    if seg["format"] in ("icbhi", "json") and not seg["file"]:
+        raise ConfigError(f"{w}: format {seg['format']} reads one annotation file per recording: set 'file', "
+                          f"a path template such as \"{{id}}.txt\"")
+    if seg["format"] == "csv" and not seg["csv"]:
+        raise ConfigError(f"{w}: format csv reads one table: set 'csv'")
+    if seg["format"] == "icbhi" and len(seg["labels"]) != 2:
+        raise ConfigError(f"{w}: format icbhi has two 0/1 label columns after start and end: name them in "
+                          f"'labels' (e.g. [crackles, wheezes]); got {seg['labels']}")
+    if seg["labels"] and seg["label_column"]:
+        raise ConfigError(f"{w}: give 'labels' (0/1 columns) or 'label_column' (the class), not both")
+    if seg["units"] == "frames" and not m:
+        raise ConfigError(f"{w}: units frames needs a matrix section (the frame rate of the rows' matrices)")
+    own = bool(seg["labels"] or seg["label_column"])
+    seg["unit"] = segment_unit(cfg)
+    if seg["unit"] == "recording" and own:
+        raise ConfigError(f"{w}: segments with labels of their own are the unit (unit: segment); "
+                          f"unit: recording takes each recording's label")
+    if seg["unit"] == "segment" and not own:
+        raise ConfigError(f"{w}: unit segment needs the segments' labels ('labels' or 'label_column')")
+    if seg["unit"] == "segment" and cfg["task"] == "multilabel" and seg["label_column"]:
+        raise ConfigError(f"{w}: a multi-label task takes its segments' labels from 0/1 'labels'")
 
 
 def _split_section(sec: dict, where: str, labelled: bool) -> None:

@@ -115,6 +115,43 @@ class _Ensemble(_Section):
     temperature: Positive = 0.01
 
 
+class _Matrix(_Section):
+    """The rows' files are precomputed matrices (e.g. mel-spectrogram tables), not audio."""
+    n_bins: PositiveInt  # rows of a bins-first table (128 for MAIC's mel tables)
+    axes: Literal["bins_frames", "frames_bins"] = "bins_frames"  # the file's axis order
+    frames_per_second: Optional[Positive] = None  # or hop_length and sample_rate
+    hop_length: Optional[PositiveInt] = None
+    sample_rate: Optional[Positive] = None
+    format: Optional[Literal["csv", "tsv", "npy", "npz"]] = None  # default: the file's extension
+    key: Optional[str] = None  # npz: the array's name (default: the only one)
+    header: bool = False  # csv/tsv: the first line names the columns
+
+
+class _Segments(_Section):
+    """Segments of each recording (cycles, tokens) from an annotation source."""
+    format: Literal["icbhi", "json", "csv"]
+    file: Optional[str] = None  # icbhi/json: per-recording annotation path, a template over the row ("{id}.txt")
+    csv: Optional[str] = None  # csv: one table for every recording of both splits
+    id_column: str = "id"  # csv: the recording id column
+    units: Literal["seconds", "frames"] = "seconds"
+    key: Optional[str] = None  # json: dotted path to the list of intervals (none: the document is the list)
+    start: str = "start"  # json key / csv column of the start
+    end: str = "end"
+    skip: Optional[str] = None  # json key / csv column of a flag: segments with a true flag are left out (counted)
+    labels: list[str] = []  # own 0/1 label columns or keys (icbhi: its two columns' names); []: the recording's label
+    label_column: Optional[str] = None  # csv/json: a column or key holding the segment's class
+    none_label: str = "normal"  # the class of a segment whose 0/1 labels are all 0
+    unit: Optional[Literal["segment", "recording"]] = None  # default: segment with own labels, else recording
+    aggregate: Literal["mean", "max", "vote"] = "mean"  # segments -> recording (unit: recording)
+    min_seconds: NonNegative = 0.0  # shorter segments are errors (0: only empty ones)
+
+
+class _Subdivide(_Section):
+    """Train on finer classes (class x metadata values), merge their probabilities back."""
+    by: Annotated[list[str], Field(min_length=1)]  # metadata columns
+    bands: dict[str, Annotated[list[float], Field(min_length=1)]] = {}  # numeric column -> band edges
+
+
 class Competition(_Section):
     name: Optional[str] = None  # default: the file's stem
     data_dir: str = "input"
@@ -128,6 +165,9 @@ class Competition(_Section):
     train: _Split
     test: Optional[_Split] = None
     audio: _Audio
+    matrix: Optional[_Matrix] = None  # the files are precomputed matrices, not audio
+    segments: Optional[_Segments] = None
+    subdivide: Optional[_Subdivide] = None
     groups: Optional[_Groups] = None
     slices: list[str] = []  # training-CSV columns scored separately (e.g. database, device)
     folds: _Folds = _Folds()

@@ -92,19 +92,27 @@ RESAMPLERS = ("soxr_hq", "soxr_vhq", "soxr_mq", "soxr_lq", "polyphase", "fft")
 
 
 def load(path: str | Path, sample_rate: int | None = None, channel: int | None = None,
-         resample_type: str = "soxr_hq") -> tuple[np.ndarray, int]:
+         resample_type: str = "soxr_hq", start_s: float | None = None, end_s: float | None = None
+         ) -> tuple[np.ndarray, int]:
     """Load a file as mono float32 in [-1, 1].
 
     Input: a path (WAV, FLAC, OGG, MP3 and what else libsndfile reads), an optional target rate
     in Hz, an optional channel index (default: the mean of all channels) and the resampling
     method (:data:`RESAMPLERS`). Output: ``(y, sr)`` with ``y`` of shape ``(samples,)``. With
     ``sample_rate=None`` the native rate is kept; otherwise the signal is resampled explicitly.
+    ``start_s``/``end_s`` (seconds): read only the native frames ``round(start_s * sr)`` to
+    ``round(end_s * sr)`` (a segment; :func:`region_samples` gives its length once loaded).
     Raises ``AudioError`` naming the file when it is missing, unreadable, empty, lacks the
     channel or holds NaN or infinite samples.
     """
     path = Path(path)
     try:
-        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        span = {}
+        if start_s is not None or end_s is not None:
+            native = sf.info(str(path)).samplerate
+            span = {"start": int(round((start_s or 0.0) * native)),
+                    "stop": None if end_s is None else int(round(end_s * native))}
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True, **span)
     except Exception as exc:
         raise AudioError(f"{path}: unreadable audio ({exc})") from exc
     if y.shape[0] == 0:
@@ -120,6 +128,17 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
         y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type=resample_type)
         sr = sample_rate
     return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def region_samples(start_s, end_s, native, rate) -> np.ndarray:
+    """Samples of stretches ``start_s``-``end_s`` (seconds; arrays or numbers) of files at
+    ``native`` Hz once loaded by :func:`load` at ``rate`` Hz: the native frames
+    ``round(end_s * native) - round(start_s * native)``, or ``ceil(frames * rate / native)`` after
+    ``librosa.resample`` (which fixes the length to that). int64."""
+    native = np.asarray(native, float)
+    frames = np.round(np.asarray(end_s, float) * native).astype(np.int64) - np.round(np.asarray(start_s, float) * native).astype(np.int64)
+    resampled = np.ceil(frames * rate / native - 1e-9).astype(np.int64)
+    return np.where(native == rate, frames, resampled)
 
 
 def window_starts(duration: float, window: float, hop: float | None) -> np.ndarray:

@@ -24,12 +24,16 @@ from ..core.config import check_classes
 from ..core.errors import ConfigError, InputError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, write_csv
-from . import audio, tasks
+from ..core.errors import AudioError
+from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
 from .slices import slice_values
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
+SEGMENT_COLUMNS = ["recording", "start_s", "end_s", "segments"]
+"""Columns of ``folds.csv``/``test.csv`` with segments (:func:`lib.data.segments.regions` reads
+them): a segment row's ``recording``, ``start_s`` and ``end_s``, or a recording's ``segments``."""
 
 
 def id_to_file(sample_id: str, spec: dict, row: dict | None = None) -> str:
@@ -182,6 +186,28 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
     df["sample_rate"], df["duration_s"], df["channels"] = rates, durations, channels
 
 
+def _resolve_matrices(df: pd.DataFrame, spec: dict, fps: float, problems: list[str], desc: str) -> None:
+    """Add ``sample_rate`` (none), ``duration_s`` (frames / ``fps``) and ``channels`` (1) from each
+    row's matrix (:func:`lib.data.matrix.read_matrix`: every cell checked)."""
+    durations = []
+    for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} matrices", unit="file", leave=False):
+        try:
+            durations.append(matrix.read_matrix(path, spec).shape[1] / fps)
+        except AudioError as exc:
+            problems.append(f"{where}: {exc}")
+            durations.append(None)
+    df["sample_rate"], df["duration_s"], df["channels"] = None, durations, 1
+
+
+def _resolve_inputs(df: pd.DataFrame, cfg: dict, problems: list[str], desc: str) -> None:
+    """:func:`_resolve_matrices` when the competition ships matrices (``matrix`` section), else
+    :func:`_resolve_audio`."""
+    if cfg.get("matrix"):
+        _resolve_matrices(df, cfg["matrix"], segments.frames_per_second(cfg), problems, desc)
+    else:
+        _resolve_audio(df, cfg["audio"]["channel"], problems, desc)
+
+
 def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str]) -> int | None:
     """With no explicit rate every file must share one native rate; returns the rate in Hz."""
     rates = pd.concat([t[["path", "sample_rate"]] for t in tables]).dropna()
@@ -214,8 +240,10 @@ def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame
 
 
 def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]) -> list[str]:
+    """Each row's group: by the ``groups`` section, else the row's recording (segment rows of one
+    recording are one group), else the row itself."""
     if not spec:
-        return list(df["id"])
+        return list(df["recording"] if "recording" in df else df["id"])
     if spec.get("column"):
         for i in df.index[df[spec["column"]].str.strip() == ""]:
             problems.append(f"{df.at[i, 'where']}: empty group column {spec['column']!r}")
@@ -227,7 +255,8 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
 
 def _test_table(test: pd.DataFrame, meta: pd.DataFrame, groups: list[str] | None) -> pd.DataFrame:
     """``test.csv``'s rows: id, path, (group,) sample_rate, duration_s, channels, metadata."""
-    table = pd.concat([test[["id", "path", "sample_rate", "duration_s", "channels"]], meta], axis=1)
+    table = pd.concat([test[["id", "path", "sample_rate", "duration_s", "channels"]], meta,
+                       test[[c for c in SEGMENT_COLUMNS if c in test]]], axis=1)
     if groups is not None:  # 04 aggregates test recordings by group too
         table.insert(2, "group", groups)
     return table
@@ -253,7 +282,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
     if test is not None:
         _check_paths(test, root, problems)
-        _resolve_audio(test, cfg["audio"]["channel"], problems, "test")
+        _resolve_inputs(test, cfg, problems, "test")
+        test = _with_segments(cfg, {"test": test}, problems)["test"]
         rate = _check_rates([test], cfg["audio"]["sample_rate"], problems)
         if not cfg["audio"]["sample_rate"] and rate and rate != cfg["native_sample_rate"]:
             problems.append(f"{root}: test audio at {rate} Hz, but the models were trained on {cfg['native_sample_rate']} Hz "
@@ -287,19 +317,14 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
 
 
-def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None, problems: list[str],
-                warnings: list[str], check_found_classes) -> tuple[pd.DataFrame | None, list[list[str]] | None]:
-    """Read and check the training split of ``cfg`` under the data folder ``root``.
-
-    Reads its rows (:func:`_read_rows`, with the target, group, fold and ``meta_cols`` columns),
-    each row's labels, fills ``cfg['classes']`` from the data when the config lists none (then
-    checked by ``check_classes`` and ``check_found_classes``), checks the labels against the
-    classes, the paths (:func:`_check_paths`) and the audio (:func:`_resolve_audio`, ``channel``).
-    Returns ``(rows, labels)``, or ``(None, None)`` when the rows cannot be read. Problems are
-    added to ``problems`` (also a class of a binary task without training rows), other classes
-    without training rows to ``warnings``; raises ``ConfigError`` when classes taken from the
-    data do not fit the config.
-    """
+def _read_train(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]
+                ) -> tuple[pd.DataFrame | None, list[list[str]] | None]:
+    """Read the training split of ``cfg`` under the data folder ``root``: its rows
+    (:func:`_read_rows`, with the target, group, fold, slice and ``meta_cols`` columns), each
+    row's labels (``None`` when segments carry their own: :func:`_segment_labels` gives them
+    later), the paths checked (:func:`_check_paths`) and the files' durations added
+    (:func:`_resolve_inputs`). Returns ``(rows, labels)``, or ``(None, None)`` when the rows cannot
+    be read. Problems are added to ``problems``."""
     tr = cfg["train"]
     extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
                          (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column"), *cfg.get("slices", []),
@@ -308,10 +333,34 @@ def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None
     train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems, merge)
     if train is None:
         return None, None
-    labels = _labels(train, tr, cfg["task"], problems)
+    labels = None if segments.unit(cfg) == "segment" else _labels(train, tr, cfg["task"], problems)
+    _check_paths(train, root, problems)
+    _resolve_inputs(train, cfg, problems, "train")
+    return train, labels
+
+
+def _segment_labels(rows: pd.DataFrame, cfg: dict) -> list[list[str]]:
+    """The labels of segment rows (:func:`lib.data.segments.segment_rows`): their class, or for a
+    multi-label task the labels joined by ``+`` in it (none for ``segments.none_label``)."""
+    if cfg["task"] == "multilabel":
+        none = cfg["segments"]["none_label"]
+        return [[] if str(v) == none else str(v).split("+") for v in rows["segment_label"]]
+    return [[str(v)] for v in rows["segment_label"]]
+
+
+def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[str]], problems: list[str],
+                  warnings: list[str], check_found_classes) -> None:
+    """Fill ``cfg['classes']`` from the ``labels`` when the config lists none (then checked by
+    ``check_classes`` and ``check_found_classes``) and check every row's labels against the
+    classes. Problems are added to ``problems`` (also a class of a binary task without training
+    rows), other classes without training rows to ``warnings``; raises ``ConfigError`` when
+    classes taken from the data do not fit the config."""
+    tr = cfg["train"]
+    source = root / (cfg["segments"]["csv"] or cfg["segments"]["file"] if segments.unit(cfg) == "segment"
+                     else tr.get("csv") or tr["files"])
     if cfg.get("classes") is None:
         cfg["classes"] = sorted({label for row in labels for label in row})
-        where = f"classes found in {root / (tr.get('csv') or tr['files'])}"
+        where = f"classes found in {source}"
         check_classes(cfg, where)
         if check_found_classes is not None:  # the metrics that need class names can check them only now
             check_found_classes(cfg, where)
@@ -322,20 +371,39 @@ def _read_train(cfg: dict, root: Path, meta_cols: list[str], channel: int | None
     found = {label for row in labels for label in row}
     absent = [c for c in cfg["classes"] if c not in found]
     if absent and cfg["task"] == "binary":  # a model cannot learn a binary task from one class
-        problems.append(f"{root / (tr.get('csv') or tr['files'])}: class(es) {absent} of the binary task "
+        problems.append(f"{source}: class(es) {absent} of the binary task "
                         f"{cfg['classes']} have no training rows; both classes need rows")
     elif absent:
         warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
                         f"(their submission columns are still written)")
-    _check_paths(train, root, problems)
-    _resolve_audio(train, channel, problems, "train")
-    return train, labels
 
 
-def _read_test(cfg: dict, root: Path, meta_cols: list[str], channel: int | None, problems: list[str]) -> pd.DataFrame | None:
+def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: list[str]) -> dict[str, pd.DataFrame | None]:
+    """The split tables with the competition's segments (:mod:`lib.data.segments`): one row per
+    segment (``unit: segment``) or a ``segments`` column listing each recording's segments as
+    ``start:end`` seconds (``unit: recording``). Unchanged without segments or after problems."""
+    if not cfg.get("segments") or any(t is None for t in tables.values()):
+        return tables
+    found = segments.read_segments(cfg, {s: t for s, t in tables.items() if t is not None}, problems,
+                                   every_split="train" in tables)
+    if problems:
+        return tables
+    out = {}
+    for split, rows in tables.items():
+        segs = found[split]
+        if segments.unit(cfg) == "segment":
+            out[split] = segments.segment_rows(rows, segs)
+        else:
+            listed = {rec: " ".join(f"{a:.6f}:{b:.6f}" for a, b in zip(g["start_s"], g["end_s"]))
+                      for rec, g in segs.groupby("id", sort=False)}
+            out[split] = rows.assign(segments=[listed[i] for i in rows["id"]])
+    return out
+
+
+def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]) -> pd.DataFrame | None:
     """The test split's rows (:func:`_read_rows`, with ``meta_cols`` and the group column when
     ``decision.group_aggregate`` is set), their paths checked and audio headers added
-    (:func:`_resolve_audio`). ``None`` when the config has no test set or its rows cannot be read
+    (:func:`_resolve_inputs`). ``None`` when the config has no test set or its rows cannot be read
     (a problem is added to ``problems`` then)."""
     if not cfg.get("test"):
         return None
@@ -344,7 +412,7 @@ def _read_test(cfg: dict, root: Path, meta_cols: list[str], channel: int | None,
     test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
     if test is not None:
         _check_paths(test, root, problems)
-        _resolve_audio(test, channel, problems, "test")
+        _resolve_inputs(test, cfg, problems, "test")
     return test
 
 
@@ -448,9 +516,14 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     if not root.is_dir():
         raise InputError([f"{root}: data folder not found (set data_dir in the config or pass --data-dir)"])
     meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
-    channel = cfg["audio"]["channel"]
-    train, labels = _read_train(cfg, root, meta_cols, channel, problems, warnings, check_found_classes)
-    test = _read_test(cfg, root, meta_cols, channel, problems)
+    train, labels = _read_train(cfg, root, meta_cols, problems)
+    test = _read_test(cfg, root, meta_cols, problems)
+    tables = _with_segments(cfg, {"train": train, **({"test": test} if cfg.get("test") else {})}, problems)
+    train, test = tables["train"], tables.get("test")
+    if train is not None and segments.unit(cfg) == "segment":
+        labels = None if problems else _segment_labels(train, cfg)
+    if labels is not None:
+        _check_labels(cfg, root, train, labels, problems, warnings, check_found_classes)
     _check_sample_submission(cfg, root, test, problems)
 
     tables = [t for t in (train, test) if t is not None]
@@ -464,6 +537,7 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
         raise InputError(problems)
 
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
+    folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
     test_out = None if test is None else _test_table(test, metas["test"], test_groups)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return _summary(cfg, folds, y, test, rate, metas["train"], warnings)

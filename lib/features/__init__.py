@@ -6,6 +6,8 @@ Registered sets (``features: {name, params}`` in an experiment config):
   its first and second deltas as extra channels; no scalars.
 * ``seed9``: the seed project's nine 128x63 channels and 36 waveform scalars
   (``../shared/DESIGN.md`` §5, :mod:`lib.features.seed9`);
+* ``precomputed``: the competition's own matrices (spectrogram tables; ``matrix`` section),
+  cropped at any frame offset (:mod:`lib.features.precomputed`);
 * ``waveform``: no per-window features: whole recordings are cached for models that compute
   their spectrogram themselves (``frontend:`` section; :mod:`lib.features.waveform`).
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from ..core.registry import Registry
 from .log_mel import LogMel
+from .precomputed import Precomputed
 from .seed9 import Seed9
 from .waveform import Waveform
 
@@ -22,3 +25,4 @@ FEATURES = Registry("feature set")
 FEATURES.register("log_mel")(LogMel)
 FEATURES.register("seed9")(Seed9)
 FEATURES.register("waveform")(Waveform)
+FEATURES.register("precomputed")(Precomputed)

@@ -6,11 +6,15 @@ windows of ``audio.clip_seconds`` every ``audio.hop_seconds`` (one window from t
 no hop is set; see :func:`lib.data.audio.window_starts`). The cache of a set is a folder
 ``output/features/<set>/`` holding, per split, ``<split>_spec.npy`` ``(windows, channels, freq,
 frames)``, ``<split>_scalars.npy`` ``(windows, n_scalars)`` (float32 or float16,
-memory-mappable), ``<split>_windows.npy`` ``(windows, 2)``: each window's recording row in
-``folds.csv`` / ``test.csv`` and start in seconds, and ``manifest.json``: channel and scalar
+memory-mappable), ``<split>_windows.npy`` ``(windows, 3)``: each window's recording row in
+``folds.csv`` / ``test.csv``, start in seconds within its region and region index,
+``<split>_regions.npy`` ``(regions, 3)``: the stretches a row is made of (the whole recording,
+or its segments: :func:`lib.data.segments.regions`), and ``manifest.json``: channel and scalar
 names, shapes, sample rate, hop, the settings and a fingerprint of the inputs. Training reads
 input shapes from the manifest, never from constants. The ``waveform`` set caches whole
-recordings instead (:mod:`lib.features.waveform`); its manifest says ``"kind": "waveform"``.
+regions instead (:mod:`lib.features.waveform`), the ``precomputed`` set the competition's own
+matrices (:mod:`lib.features.precomputed`); their manifests say ``"kind": "waveform"`` or
+``"frames"``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, read_json, write_json
 from ..core.device import n_cpus
-from ..data import audio
+from ..data import audio, segments
+from ..data.matrix import window_frames
 from . import FEATURES
 from .parallel import WORKER, run_parallel
-from .waveform import extract_waveform_split
+from .precomputed import extract_frames_split
+from .waveform import extract_waveform_split, grid
 
 SPLITS = ("train", "test")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: regions (segments) and a window's region in <split>_windows.npy
 
 
 def _run(extractor, windows: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,26 +50,27 @@ def _run(extractor, windows: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarra
     return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
-def _extract(job: tuple[list[tuple[str, np.ndarray]], int]) -> int:
-    """Compute the features of every window of a few recordings and write them at rows
-    ``row0 ..`` of the split's two ``.npy`` files; returns the number of recordings done.
+def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int:
+    """Compute the features of every window of a few regions ``(path, start s, end s, window
+    starts s within the region)`` and write them at rows ``row0 ..`` of the split's two ``.npy``
+    files; returns the number of regions done.
 
-    The windows of all the recordings go through :func:`_run` together. Writing here, not in the
+    The windows of all the regions go through :func:`_run` together. Writing here, not in the
     parent, spares sending every array through a pipe.
     """
-    recordings, row0 = job
+    regions, row0 = job
     a, extractor = WORKER["audio"], WORKER["extractor"]
     windows = []
-    for path, starts in recordings:
-        y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
+    for path, start, end, starts in regions:
+        y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"], start, end)
         windows.append(audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"]))
     for path, x in zip(WORKER["outputs"], _run(extractor, np.concatenate(windows), sr)):
         out = np.load(path, mmap_mode="r+")
         if x.shape[1:] != out.shape[1:]:
-            raise ValueError(f"{recordings[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
+            raise ValueError(f"{regions[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
         out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
         del out
-    return len(recordings)
+    return len(regions)
 
 
 def audio_fingerprint(table, workers: int | None = None) -> str:
@@ -79,24 +86,27 @@ def audio_fingerprint(table, workers: int | None = None) -> str:
 
 def extract_split(extractor, table, folder: Path, split: str, comp: dict, workers: int, dtype: str = "float32",
                   chunk: int = 32) -> dict:
-    """Compute one split's features into ``folder/<split>_{spec,scalars,windows}.npy``, atomically.
+    """Compute one split's features into ``folder/<split>_{spec,scalars,windows,regions}.npy``, atomically.
 
-    Each recording of ``table`` (``path``, ``duration_s``) is loaded at the competition's rate
-    and channel, cut into windows (``audio.clip_seconds``, ``audio.hop_seconds``; padded by
-    ``audio.pad``), and the windows go through ``extractor`` (its ``batch`` method when it has
-    one); ``workers`` processes share the recordings in chunks of ``chunk`` and write their rows
-    straight into the files (``dtype``), so memory stays at a few chunks per worker and nothing
-    large crosses a pipe. Returns ``{"spec": shape, "scalars": shape, "windows": n}``. Errors
-    name the failing file; on any error the split's previous files are left as they were.
+    Each region of each recording of ``table`` (``path``, ``duration_s``; with segments, the
+    regions of :func:`lib.data.segments.regions`) is loaded at the competition's rate and
+    channel, cut into windows (``audio.clip_seconds``, ``audio.hop_seconds``; padded by
+    ``audio.pad`` within the region: a window never reaches outside its segment), and the
+    windows go through ``extractor`` (its ``batch`` method when it has one); ``workers``
+    processes share the regions in chunks of ``chunk`` and write their rows straight into the
+    files (``dtype``), so memory stays at a few chunks per worker and nothing large crosses a
+    pipe. Returns ``{"spec": shape, "scalars": shape, "regions": n, "windows": n}``. Errors name
+    the failing file; on any error the split's previous files are left as they were.
     """
     a = comp["audio"]
     sr = a["sample_rate"] or comp["native_sample_rate"]
     silence = np.zeros((1, int(round(a["clip_seconds"] * sr))), np.float32)  # probes the output shapes
     spec0, sc0 = (x[0] for x in _run(extractor, silence, sr))
-    # each recording's window starts (lib.data.audio.window_starts), and the (recording row, start) table
-    starts = [audio.window_starts(float(d), a["clip_seconds"], a["hop_seconds"]) for d in table["duration_s"]]
-    windows = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, st in enumerate(starts)])
-    jobs = list(zip(table["path"], starts))
+    regions = segments.regions(table)
+    windows = grid(regions, a)
+    starts = np.split(windows[:, 1], np.flatnonzero(np.diff(windows[:, 2])) + 1)
+    paths = table["path"].to_numpy()
+    jobs = [(paths[int(r)], float(s), float(e), st) for (r, s, e), st in zip(regions, starts)]
     first_row = np.concatenate([[0], np.cumsum([len(st) for st in starts])])
     chunks = [(jobs[i:i + chunk], int(first_row[i])) for i in range(0, len(jobs), chunk)]
     spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
@@ -104,9 +114,33 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
         for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header and (sparse) size
             np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
         run_parallel(_extract, chunks, (extractor, a, (tmp_spec, tmp_sc)), workers, len(jobs), f"{folder.name} {split}")
-    with atomic_path(folder / f"{split}_windows.npy") as tmp:
-        np.save(tmp, windows)
-    return {"spec": spec_shape, "scalars": sc_shape, "windows": len(windows)}
+    for name, arr in (("windows", windows), ("regions", regions)):
+        with atomic_path(folder / f"{split}_{name}.npy") as tmp:
+            np.save(tmp, arr)
+    return {"spec": spec_shape, "scalars": sc_shape, "regions": len(regions), "windows": len(windows)}
+
+
+STORES = {"waveform": "wave", "frames": "frames"}
+"""The input kinds whose cache stores whole regions (not windows), and their store's file name."""
+
+
+def _manifest(extractor, comp: dict, shapes: dict) -> dict:
+    """The manifest's description of a cache's inputs, from a split's ``shapes``: kind, channel
+    and scalar names, ``spec_shape`` (``[channels, freq, frames]`` of one model input; ``None``
+    for waveforms), ``n_scalars``, ``sample_rate`` (Hz; ``None`` for matrices), ``hop_length``,
+    ``frames_per_second`` (of matrices), the window settings."""
+    a, kind = comp["audio"], extractor.kind
+    out = {"kind": kind, "settings": extractor.settings, "channel_names": extractor.channel_names,
+           "scalar_names": extractor.scalar_names, "hop_length": extractor.hop_length,
+           "clip_seconds": a["clip_seconds"], "hop_seconds": a["hop_seconds"], "pad": a["pad"]}
+    if kind == "waveform":
+        return dict(out, spec_shape=None, n_scalars=0, sample_rate=extractor.rate(comp))
+    if kind == "frames":
+        fps = segments.frames_per_second(comp)
+        return dict(out, spec_shape=[1, comp["matrix"]["n_bins"], window_frames(a["clip_seconds"], fps)], n_scalars=0,
+                    sample_rate=None, frames_per_second=fps)
+    return dict(out, spec_shape=list(shapes["spec"][1:]), n_scalars=shapes["scalars"][1],
+                sample_rate=a["sample_rate"] or comp["native_sample_rate"])
 
 
 def build_feature_set(out: Outputs, section: dict, force: bool = False, workers: int | None = None,
@@ -125,6 +159,9 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     """
     comp = out.load_competition()
     extractor = FEATURES.build(section)
+    if comp.get("matrix") and extractor.kind != "frames":
+        raise ConfigError(f"feature set {section['name']!r} computes features from audio, but competition "
+                          f"{comp['name']!r} ships matrices (its matrix section): use features: {{name: precomputed}}")
     dtype = section.get("dtype", "float32")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"features.dtype {dtype!r} is not float32 or float16")
@@ -141,24 +178,17 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
         stale.unlink()
     workers = workers or n_cpus()
-    waveform = extractor.kind == "waveform"
+    kind = extractor.kind
+    extract = {"waveform": extract_waveform_split, "frames": extract_frames_split}.get(kind, extract_split)
     shapes = {}
     for split, table in tables.items():
-        shapes[split] = (extract_waveform_split if waveform else extract_split)(extractor, table, folder, split, comp,
-                                                                                workers, dtype)
+        shapes[split] = extract(extractor, table, folder, split, comp, workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
-    a = comp["audio"]
-    manifest = {
-        "set": section["set"], "name": section["name"], "kind": extractor.kind,
-        "settings": extractor.settings, "channel_names": extractor.channel_names, "scalar_names": extractor.scalar_names,
-        "spec_shape": None if waveform else list(shapes[next(iter(tables))]["spec"][1:]),
-        "n_scalars": 0 if waveform else shapes[next(iter(tables))]["scalars"][1],
-        "sample_rate": extractor.rate(comp) if waveform else a["sample_rate"] or comp["native_sample_rate"],
-        "hop_length": extractor.hop_length, "clip_seconds": a["clip_seconds"], "hop_seconds": a["hop_seconds"],
-        "pad": a["pad"], "splits": shapes, "dtype": dtype, "fingerprint": key,
-    }
+    manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
+                    splits=shapes, dtype=dtype, fingerprint=key)
     write_json(folder / "manifest.json", manifest)
-    parts = ("wave", "offsets", "windows") if waveform else ("spec", "scalars", "windows")
+    parts = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
+    parts += ("regions", "windows")
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members, key, info={"splits": {s: v["windows"] for s, v in shapes.items()}})
     return dict(manifest, skipped=False, seconds=time.time() - t0)
@@ -185,7 +215,14 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     if ids is not None and manifest["splits"][split]["ids"] != fingerprint(list(ids)):
         raise MissingArtifact(f"{folder}: {split} features were built for other rows than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
-    first, second = ("wave", "offsets") if manifest.get("kind") == "waveform" else ("spec", "scalars")
+    kind = manifest.get("kind")
+    first, second = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
     return (np.load(folder / f"{split}_{first}.npy", mmap_mode=mmap_mode),
             np.load(folder / f"{split}_{second}.npy", mmap_mode=mmap_mode),
             np.load(folder / f"{split}_windows.npy"), manifest)
+
+
+def load_regions(out: Outputs, feature_set: str, split: str) -> np.ndarray:
+    """A cached split's regions ``(regions, 3)``: recording row, start and end in seconds
+    (:func:`lib.data.segments.regions`); call after :func:`load_features`, which checks the record."""
+    return np.load(out.features(feature_set) / f"{split}_regions.npy")

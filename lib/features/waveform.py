@@ -1,10 +1,12 @@
 """The waveform cache: whole recordings, mono, at one sample rate, for models with a front end.
 
 ``features: {name: waveform, params: {sample_rate: null}}`` makes stage 01 store each split's
-recordings end to end in ``<split>_wave.npy`` ``(total_samples,)`` (float32, or float16 with
-``features.dtype``), with ``<split>_offsets.npy`` ``(recordings + 1,)`` int64: recording ``i`` is
-``wave[offsets[i]:offsets[i + 1]]``, and ``<split>_windows.npy`` ``(windows, 2)`` (recording row,
-start in seconds) of the validation/test window grid, as for every feature set. Training then
+recordings (or, with segments, their regions: :func:`lib.data.segments.regions`) end to end in
+``<split>_wave.npy`` ``(total_samples,)`` (float32, or float16 with ``features.dtype``), with
+``<split>_offsets.npy`` ``(regions + 1,)`` int64: region ``k`` is ``wave[offsets[k]:offsets[k + 1]]``,
+``<split>_regions.npy`` ``(regions, 3)`` (recording row, start and end in seconds) and
+``<split>_windows.npy`` ``(windows, 3)`` (recording row, start in seconds within its region,
+region) of the validation/test window grid, as for every feature set. Training then
 draws a crop at any sample offset of a recording every epoch (:class:`lib.inputs.waveforms.WaveData`)
 and the model computes its spectrogram on the device (:mod:`lib.models.frontend`).
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.utils import atomic_path
-from ..data import audio
+from ..data import audio, segments
 from .parallel import WORKER, run_parallel
 
 
@@ -29,6 +31,7 @@ class Waveform:
     Raises ``ValueError`` for a non-positive ``sample_rate``."""
 
     kind = "waveform"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
+    store = "wave"  # its cache's file: <split>_wave.npy
     channel_names = ["waveform"]
     scalar_names: list[str] = []
     hop_length = None
@@ -42,55 +45,76 @@ class Waveform:
         """The cache's sample rate in Hz for competition ``comp`` (see the module docstring)."""
         return int(self.settings["sample_rate"] or comp["audio"]["sample_rate"] or comp["native_sample_rate"])
 
-
-def expected_samples(table, rate: int) -> np.ndarray:
-    """Samples ``(recordings,)`` of each recording of ``table`` (``duration_s``, ``sample_rate``: the
-    header's) once loaded at ``rate`` Hz: its frames, or ``ceil(frames * rate / native)`` after
-    ``librosa.resample`` (which fixes the length to that)."""
-    native = table["sample_rate"].to_numpy(float)
-    frames = np.round(table["duration_s"].to_numpy(float) * native).astype(np.int64)
-    resampled = np.ceil(frames * rate / native - 1e-9).astype(np.int64)
-    return np.where(native == rate, frames, resampled)
+    @staticmethod
+    def stretch(path: str, start_s: float, end_s: float, audio_cfg: dict) -> np.ndarray:
+        """``(samples,)`` float32 of the file from ``start_s`` to ``end_s`` seconds at the cache's rate."""
+        return audio.load(path, audio_cfg["sample_rate"], audio_cfg["channel"], audio_cfg["resample_type"],
+                          start_s, end_s)[0]
 
 
-def _extract_waves(job: tuple[list[tuple[str, int, int]], int]) -> int:
-    """Load a few recordings ``(path, first sample, samples)`` and write them into the split's
-    wave file; returns how many. Raises ``ValueError`` naming the file when its length is not
-    the one the header promised (the file changed since stage 00)."""
-    recordings, _ = job
-    a = WORKER["audio"]
+def grid(regions: np.ndarray, audio_cfg: dict) -> np.ndarray:
+    """The window grid of a split ``(windows, 3)``: recording row, start in seconds within its
+    region, region index; every region of ``regions`` (:func:`lib.data.segments.regions`) cut
+    into windows of ``clip_seconds`` every ``hop_seconds`` (:func:`lib.data.audio.window_starts`)."""
+    parts = [np.column_stack([np.full(len(st), row), st, np.full(len(st), k)])
+             for k, (row, start, end) in enumerate(regions)
+             for st in [audio.window_starts(float(end - start), audio_cfg["clip_seconds"], audio_cfg["hop_seconds"])]]
+    return np.concatenate(parts)
+
+
+def _extract_stretches(job: tuple[list[tuple[str, float, float, int, int]], int]) -> int:
+    """Load a few stretches ``(path, start s, end s, first index, length)`` through the worker's
+    extractor (its ``stretch(path, start_s, end_s, audio_cfg)``) and write them into the split's
+    store; returns how many. Raises ``ValueError`` naming the file when a stretch's length is not
+    the one expected (the file changed since stage 00)."""
+    stretches, _ = job
+    a, extractor = WORKER["audio"], WORKER["extractor"]
     out = np.load(WORKER["outputs"][0], mmap_mode="r+")
-    for path, first, n in recordings:
-        y, _ = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"])
+    for path, start, end, first, n in stretches:
+        y = extractor.stretch(path, start, end, a)
         if len(y) != n:
-            raise ValueError(f"{path}: {len(y)} samples, but its header promised {n}: run 00_prepare.py again")
+            raise ValueError(f"{path}: {len(y)} samples or frames from {start:g} to {end:g} s, but stage 00 "
+                             f"promised {n}: run 00_prepare.py again")
         out[first:first + n] = y
     del out
-    return len(recordings)
+    return len(stretches)
+
+
+def extract_stretches(extractor, table, regions: np.ndarray, lengths: np.ndarray, tail: tuple, folder: Path,
+                      split: str, comp: dict, audio_cfg: dict, workers: int, dtype: str = "float32",
+                      chunk: int = 64) -> dict:
+    """Store every region of one split end to end in ``folder/<split>_<extractor.store>.npy``
+    ``(total, *tail)``, with ``<split>_offsets.npy`` ``(regions + 1,)`` (region ``k`` is
+    ``store[offsets[k]:offsets[k + 1]]``), ``<split>_regions.npy`` ``(regions, 3)`` (row, start,
+    end in seconds) and ``<split>_windows.npy`` (:func:`grid`), atomically; ``workers`` processes
+    load the stretches (``extractor.stretch``) and write them in place. ``lengths``: each
+    region's length in the store's first axis. Returns ``{"wave": shape, "recordings": rows,
+    "regions": n, "windows": n}``. Errors name the failing file; on any error the split's
+    previous files are left as they were."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    paths = table["path"].to_numpy()
+    jobs = [(paths[int(r)], float(s), float(e), int(o), int(n))
+            for (r, s, e), o, n in zip(regions, offsets[:-1], lengths)]
+    chunks = [(jobs[i:i + chunk], i) for i in range(0, len(jobs), chunk)]
+    with atomic_path(folder / f"{split}_{extractor.store}.npy") as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(offsets[-1]), *tail)).flush()
+        run_parallel(_extract_stretches, chunks, (extractor, audio_cfg, (tmp,)), workers, len(jobs),
+                     f"{folder.name} {split}")
+    windows = grid(regions, audio_cfg)
+    for name, arr in (("offsets", offsets), ("regions", regions), ("windows", windows)):
+        with atomic_path(folder / f"{split}_{name}.npy") as tmp:
+            np.save(tmp, arr)
+    return {"wave": (int(offsets[-1]), *tail), "recordings": len(table), "regions": len(regions),
+            "windows": len(windows)}
 
 
 def extract_waveform_split(extractor: Waveform, table, folder: Path, split: str, comp: dict, workers: int,
-                           dtype: str = "float32", chunk: int = 64) -> dict:
-    """Cache one split's whole recordings into ``folder/<split>_{wave,offsets,windows}.npy``, atomically.
-
-    Each recording of ``table`` (``path``, ``duration_s``, ``sample_rate``) is loaded mono (or
-    ``audio.channel``) at :meth:`Waveform.rate` and written at its offset by ``workers``
-    processes; the window grid is that of every feature set (``audio.clip_seconds``,
-    ``audio.hop_seconds``; :func:`lib.data.audio.window_starts`). Returns ``{"wave": (samples,),
-    "recordings": n, "windows": n}``. Errors name the failing file; on any error the split's
-    previous files are left as they were.
-    """
+                           dtype: str = "float32") -> dict:
+    """Cache one split's audio (:func:`extract_stretches`): each region of each recording of
+    ``table`` (``path``, ``duration_s``, ``sample_rate``; segments: :func:`lib.data.segments.regions`)
+    loaded mono (or ``audio.channel``) at :meth:`Waveform.rate`."""
     a = dict(comp["audio"], sample_rate=extractor.rate(comp))
-    lengths = expected_samples(table, a["sample_rate"])
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    starts = [audio.window_starts(float(d), a["clip_seconds"], a["hop_seconds"]) for d in table["duration_s"]]
-    windows = np.concatenate([np.column_stack([np.full(len(st), i), st]) for i, st in enumerate(starts)])
-    jobs = list(zip(table["path"], offsets[:-1].tolist(), lengths.tolist()))
-    chunks = [(jobs[i:i + chunk], i) for i in range(0, len(jobs), chunk)]
-    with atomic_path(folder / f"{split}_wave.npy") as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(offsets[-1]),)).flush()
-        run_parallel(_extract_waves, chunks, (extractor, a, (tmp,)), workers, len(jobs), f"{folder.name} {split}")
-    for name, arr in (("offsets", offsets), ("windows", windows)):
-        with atomic_path(folder / f"{split}_{name}.npy") as tmp:
-            np.save(tmp, arr)
-    return {"wave": (int(offsets[-1]),), "recordings": len(table), "windows": len(windows)}
+    regions = segments.regions(table)
+    native = table["sample_rate"].to_numpy(float)[regions[:, 0].astype(int)]
+    lengths = audio.region_samples(regions[:, 1], regions[:, 2], native, a["sample_rate"])
+    return extract_stretches(extractor, table, regions, lengths, (), folder, split, comp, a, workers, dtype)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..data import tasks
@@ -42,7 +43,7 @@ def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), b
 def predict_recordings(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict | None = None
                        ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """Predict every window of the recordings ``recs`` ``(n,)`` and aggregate them per recording
-    (``audio.aggregate``). ``tta`` (an experiment's ``tta`` section; ``None``: none): the window
+    (:func:`aggregate_windows`). ``tta`` (an experiment's ``tta`` section; ``None``: none): the window
     probabilities are the mean over ``shifts`` (seconds; :func:`predict_logits`), and with
     ``hop_seconds`` the windows are every ``hop_seconds`` (waveform input only). Returns
     ``(probs (n, n_classes), window logits (shifts, w, n_outputs), items (w, ...))``."""
@@ -50,5 +51,23 @@ def predict_recordings(model, data: SplitInputs, recs: np.ndarray, comp: dict, t
     items, owner = data.windows_of(recs, tta.get("hop_seconds"))
     logits = predict_logits(model, data, items, tta.get("shifts") or (0.0,))
     window_probs = np.mean([tasks.logits_to_probs(lg, comp) for lg in logits], axis=0)
-    probs = aggregate(window_probs, owner, len(recs), comp["audio"]["aggregate"], comp["task"])
-    return probs, logits, items
+    return aggregate_windows(window_probs, owner, data.region_of(items), len(recs), comp), logits, items
+
+
+def aggregate_windows(window_probs: np.ndarray, owner: np.ndarray, region: np.ndarray, n: int, comp: dict) -> np.ndarray:
+    """Window probabilities ``(windows, n_classes)`` -> recording probabilities ``(n, n_classes)``
+    (``owner (windows,)``: each window's recording 0..n-1; ``region (windows,)``: its region).
+
+    Windows are aggregated by ``audio.aggregate``; with ``segments.unit: recording`` first per
+    segment (region) by ``audio.aggregate``, then the segments per recording by
+    ``segments.aggregate`` (``vote``: each segment votes for its class of maximum probability,
+    as the voice-pathology winner's tokens voted per patient, MAIC 2021)."""
+    task, how = comp["task"], comp["audio"]["aggregate"]
+    seg = comp.get("segments") or {}
+    if seg.get("unit") != "recording":
+        return aggregate(window_probs, owner, n, how, task)
+    codes, uniques = pd.factorize(region)
+    first = np.zeros(len(uniques), np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # each region's first window
+    per_region = aggregate(window_probs, codes, len(uniques), how, task)
+    return aggregate(per_region, owner[first], n, seg["aggregate"], task)

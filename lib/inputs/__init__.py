@@ -10,8 +10,12 @@ cache's manifest) to it:
 kind                  class                                       an *item* (one model input)
 ====================  ==========================================  ==========================================
 ``spectrogram``       :class:`lib.inputs.windows.WindowData`      a cached window's index (int)
-``waveform``          :class:`lib.inputs.waveforms.WaveData`      ``(recording row, start sample)`` (int64)
+``waveform``          :class:`lib.inputs.waveforms.WaveData`      ``(region, start sample)`` (int64)
+``frames``            :class:`lib.inputs.frames.FrameData`        ``(region, start frame)`` (int64)
 ====================  ==========================================  ==========================================
+
+A *region* is a stretch of a recording that its windows come from: the whole recording, or one of
+its segments (:func:`lib.data.segments.regions`); a crop never reaches outside its region.
 
 The interface (all arrays numpy, all tensors torch; ``n`` items, ``w`` windows):
 
@@ -25,13 +29,15 @@ The interface (all arrays numpy, all tensors torch; ``n`` items, ``w`` windows):
   ``(recordings,)``, and for a labelled split ``y`` (class indices ``(recordings,)``, or 0/1
   ``(recordings, classes)`` for multi-label) and ``target (recordings, n_outputs)`` float.
 * ``set_metadata(encoder, table)``: a fold's fitted metadata encoder (or ``None``).
-* ``sample_windows(recs, rng) -> items (n, ...)``: one random item of each recording (training).
+* ``sample_windows(recs, rng) -> items (m, ...)``: one random item of each region of the
+  recordings (of each recording when it is one region; training).
 * ``windows_of(recs, hop_seconds=None) -> (items, owner (w,))``: every window of the
   recordings (validation, test); ``owner`` is each window's position in ``recs``.
 * ``batch(items, device) -> (x, scalars (n, n_scalars))``: ``x`` is ``(n, C, F, T)`` float32
   spectrograms or ``(n, samples)`` float32 waveforms (the model's front end makes the
   spectrogram).
-* ``recordings(items) -> (n,)`` and ``targets(items, training=False) -> (n, n_outputs)``.
+* ``region_of(items) -> (n,)``, ``recordings(items) -> (n,)`` and ``targets(items, training=False)
+  -> (n, n_outputs)``.
 
 A new input kind is one module here (a :class:`SplitInputs` subclass with the methods above),
 one entry in :data:`INPUT_KINDS`, and a feature set whose ``kind`` names it
@@ -43,12 +49,13 @@ import pandas as pd
 
 from ..features import FEATURES
 from .base import SplitInputs, aggregate
+from .frames import FrameData
 from .waveforms import WaveData
 from .windows import WindowData
 
-__all__ = ["INPUT_KINDS", "SplitInputs", "WaveData", "WindowData", "aggregate", "input_kind", "load_inputs"]
+__all__ = ["INPUT_KINDS", "FrameData", "SplitInputs", "WaveData", "WindowData", "aggregate", "input_kind", "load_inputs"]
 
-INPUT_KINDS: dict[str, type[SplitInputs]] = {"spectrogram": WindowData, "waveform": WaveData}
+INPUT_KINDS: dict[str, type[SplitInputs]] = {"spectrogram": WindowData, "waveform": WaveData, "frames": FrameData}
 """A feature set's ``kind`` -> the :class:`SplitInputs` subclass that serves its cache."""
 
 

@@ -17,9 +17,11 @@ class SplitInputs:
     first window and number of windows; a recording's windows are contiguous), the feature
     ``manifest``, the encoded metadata ``meta (recordings, M)`` (set per fold, see
     :class:`MetadataEncoder`) and, for the training split, encoded labels ``y`` and float targets
-    ``target (recordings, n_outputs)``. Subclasses (:class:`lib.inputs.windows.WindowData`, cached spectrograms;
+    ``target (recordings, n_outputs)``; the *regions* (stretches of a recording: the whole of it, or
+    its segments: :func:`lib.data.segments.regions`) with ``region_row``, ``region_first`` and
+    ``region_count``. Subclasses (:class:`lib.inputs.windows.WindowData`, cached spectrograms;
     :class:`lib.inputs.waveforms.WaveData`, whole waveforms) define what an *item* (one model input)
-    is, :meth:`recordings`, :meth:`sample_windows`, :meth:`windows_of` and ``batch``."""
+    is, :meth:`region_of`, :meth:`sample_windows`, :meth:`windows_of` and ``batch``."""
 
     rec: np.ndarray
     first: np.ndarray
@@ -30,11 +32,31 @@ class SplitInputs:
     y: np.ndarray | None = None
     target: torch.Tensor | None = None
 
-    def set_grid(self, rec: np.ndarray, n_recordings: int) -> None:
-        """Set ``rec``, ``first`` and ``count`` from each grid window's recording row ``rec``."""
+    def set_grid(self, rec: np.ndarray, n_recordings: int, regions: np.ndarray | None = None) -> None:
+        """Set ``rec``, ``first`` and ``count`` from each grid window's recording row ``rec``, and
+        the regions (:func:`lib.data.segments.regions`: ``(regions, 3)`` row, start, end s; default
+        one per row): ``region_row (regions,)``, each row's ``region_first``/``region_count``."""
         self.rec = rec
         self.count = np.bincount(rec, minlength=n_recordings)
         self.first = np.concatenate([[0], np.cumsum(self.count)[:-1]])
+        self.region_row = np.arange(n_recordings) if regions is None else regions[:, 0].astype(np.int64)
+        self.region_count = np.bincount(self.region_row, minlength=n_recordings)
+        self.region_first = np.concatenate([[0], np.cumsum(self.region_count)[:-1]])
+
+    def regions_of(self, recs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Every region (segment) of the recordings ``recs`` ``(n,)`` -> region indices ``(m,)``;
+        with ``rng`` and more regions than recordings, in random order (a training epoch then
+        holds every segment once, not runs of one recording's). One region per recording: ``recs``."""
+        counts = self.region_count[recs]
+        if (counts == 1).all():
+            return self.region_first[recs]
+        owner = np.repeat(np.arange(len(recs)), counts)
+        regions = self.region_first[recs][owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return regions if rng is None else rng.permutation(regions)
+
+    def region_of(self, items: np.ndarray) -> np.ndarray:
+        """The region ``(n,)`` of each item."""
+        raise NotImplementedError
 
     def set_labels(self, table: pd.DataFrame, comp: dict) -> None:
         """Encode ``table``'s ``target`` column (when it has one) as ``y`` (carrying the rows'
@@ -71,7 +93,7 @@ class SplitInputs:
 
     def recordings(self, items: np.ndarray) -> np.ndarray:
         """The recording row ``(n,)`` of each item."""
-        raise NotImplementedError
+        return self.region_row[self.region_of(items)]
 
     train_target: torch.Tensor | None = None
     """Targets to train on instead of ``target`` (``(recordings, n_outputs)``; distillation's mix

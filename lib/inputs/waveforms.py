@@ -1,10 +1,11 @@
 """Model inputs from cached whole waveforms (:mod:`lib.features.waveform`): random crops at any
 offset for training, the window grid (or a denser one) for validation and test.
 
-An *item* is a row ``(recording row, start sample)`` of an int64 array ``(n, 2)``; a batch of
-items is cut out of the one long waveform by a single gather, on the device that holds it, with
-the competition's padding (``audio.pad``) past a recording's end, exactly as
-:func:`lib.data.audio.cut_windows` pads the windows of the cached feature sets.
+An *item* is a row ``(region, start sample)`` of an int64 array ``(n, 2)`` (a region is a
+recording, or one of its segments); a batch of items is cut out of the one long waveform by a
+single gather, on the device that holds it, with the competition's padding (``audio.pad``) past a
+region's end, exactly as :func:`lib.data.audio.cut_windows` pads the windows of the cached
+feature sets.
 """
 from __future__ import annotations
 
@@ -13,39 +14,47 @@ import pandas as pd
 import torch
 
 from ..core.paths import Outputs
-from ..features.cache import load_features
+from ..features.cache import load_features, load_regions
 from ..data.audio import window_starts
 from .base import SplitInputs
 
 
 class WaveData(SplitInputs):
-    """One split's cached waveforms with the window -> recording map.
+    """One split's cached waveforms with the window -> region -> recording maps.
 
     ``wave (total_samples,)`` (float32 or float16; memory-mapped, or on the GPU when it fits in
-    half its free memory), ``offsets (recordings + 1,)``: recording ``i`` is
-    ``wave[offsets[i]:offsets[i + 1]]``; ``clip`` the window length in samples
-    (``round(clip_seconds * sample_rate)``); ``pad`` the padding mode for recordings shorter than
-    a window; ``starts (windows,)`` the start sample of each grid window (``rec`` its recording).
-    Audio scalars: none (metadata, when used, is the scalar input).
+    half its free memory), ``offsets (regions + 1,)``: region ``k`` (a recording, or a segment of
+    one: :func:`lib.data.segments.regions`) is ``wave[offsets[k]:offsets[k + 1]]``; ``clip`` the
+    window length in samples (``round(clip_seconds * rate)``); ``pad`` the padding mode for
+    regions shorter than a window (a crop never reaches outside its region); ``starts (windows,)``
+    the start sample of each grid window within its region ``grid_region (windows,)`` (``rec``
+    its recording). Audio scalars: none (metadata, when used, is the scalar input).
     """
 
-    def __init__(self, wave: torch.Tensor, offsets: np.ndarray, grid: np.ndarray, manifest: dict, n_recordings: int):
+    def __init__(self, wave: torch.Tensor, offsets: np.ndarray, grid: np.ndarray, manifest: dict, n_recordings: int,
+                 regions: np.ndarray | None = None):
         self.wave, self.offsets, self.manifest = wave, offsets, manifest
-        self.sample_rate = int(manifest["sample_rate"])
-        self.clip = int(round(manifest["clip_seconds"] * self.sample_rate))
+        self.rate = self.input_rate(manifest)
+        self.clip = max(1, int(round(manifest["clip_seconds"] * self.rate)))
         self.pad = manifest["pad"]
         self.lengths = np.diff(offsets)
-        self.set_grid(grid[:, 0].astype(np.int64), n_recordings)
-        self.starts = np.round(grid[:, 1] * self.sample_rate).astype(np.int64)
+        self.set_grid(grid[:, 0].astype(np.int64), n_recordings, regions)
+        self.starts = np.round(grid[:, 1] * self.rate).astype(np.int64)
+        self.grid_region = grid[:, 2].astype(np.int64) if grid.shape[1] > 2 else grid[:, 0].astype(np.int64)
+
+    @staticmethod
+    def input_rate(manifest: dict) -> float:
+        """Input steps per second: the waveform's sample rate (Hz)."""
+        return float(manifest["sample_rate"])
 
     @classmethod
     def load(cls, out: Outputs, feature_set: str, split: str, table: pd.DataFrame, comp: dict, device) -> WaveData:
-        """Map a cached waveform split (checked against ``table``'s ids) for ``device``. Raises
+        """Map a cached split (checked against ``table``'s ids) for ``device``. Raises
         ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale."""
         wave, offsets, grid, manifest = load_features(out, feature_set, split, ids=table["id"], mmap_mode="c")
         on_gpu = device.type == "cuda" and wave.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
         data = cls(torch.from_numpy(wave).to(device) if on_gpu else torch.from_numpy(wave), np.asarray(offsets),
-                   grid, manifest, len(table))
+                   grid, manifest, len(table), load_regions(out, feature_set, split))
         data.set_labels(table, comp)
         return data
 
@@ -60,35 +69,41 @@ class WaveData(SplitInputs):
 
     @property
     def frames_per_second(self) -> float:
-        """Input samples per second (time shifts for test-time augmentation)."""
-        return float(self.sample_rate)
+        """Input steps per second: samples of a waveform, frames of a matrix (time shifts for
+        test-time augmentation)."""
+        return self.rate
 
-    def recordings(self, items: np.ndarray) -> np.ndarray:
+    def region_of(self, items: np.ndarray) -> np.ndarray:
         return items[:, 0]
 
     def sample_windows(self, recs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A random crop of each recording in ``recs`` ``(n,)``: items ``(n, 2)`` whose start is
-        uniform over every sample offset at which a whole window fits (0 for a recording no
+        """A random crop of each region of the recordings ``recs`` ``(n,)`` (:meth:`regions_of`;
+        the recording itself when it is one region): items ``(m, 2)`` (region, start) whose start
+        is uniform over every offset at which a whole window fits in the region (0 for a region no
         longer than a window, which is then padded)."""
-        room = np.maximum(self.lengths[recs] - self.clip, 0) + 1
-        return np.column_stack([recs, (rng.random(len(recs)) * room).astype(np.int64)])
+        regions = self.regions_of(recs, rng)
+        room = np.maximum(self.lengths[regions] - self.clip, 0) + 1
+        return np.column_stack([regions, (rng.random(len(regions)) * room).astype(np.int64)])
 
     def windows_of(self, recs: np.ndarray, hop_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every window of the recordings ``recs`` ``(n,)``: ``(items (w, 2), owner (w,))``, where
         ``owner`` is each window's position in ``recs``. ``hop_seconds=None``: the cached grid
-        (``audio.hop_seconds``); else windows every ``hop_seconds`` (:func:`window_starts`)."""
+        (``audio.hop_seconds``); else windows every ``hop_seconds`` over each region
+        (:func:`window_starts`)."""
         if hop_seconds is None:
             idx, owner = self.grid_windows(recs)
-            return np.column_stack([self.rec[idx], self.starts[idx]]), owner
-        clip_s = self.clip / self.sample_rate
-        starts = [np.round(window_starts(self.lengths[r] / self.sample_rate, clip_s, hop_seconds)
-                           * self.sample_rate).astype(np.int64) for r in recs]
-        owner = np.repeat(np.arange(len(recs)), [len(s) for s in starts])
-        return np.column_stack([np.asarray(recs)[owner], np.concatenate(starts)]), owner
+            return np.column_stack([self.grid_region[idx], self.starts[idx]]), owner
+        clip_s = self.clip / self.rate
+        regions = self.regions_of(np.asarray(recs))
+        starts = [np.round(window_starts(self.lengths[k] / self.rate, clip_s, hop_seconds) * self.rate).astype(np.int64)
+                  for k in regions]
+        region_owner = np.repeat(np.arange(len(recs)), self.region_count[recs])
+        owner = np.repeat(region_owner, [len(s) for s in starts])
+        return np.column_stack([np.repeat(regions, [len(s) for s in starts]), np.concatenate(starts)]), owner
 
     def crops(self, items: np.ndarray) -> torch.Tensor:
-        """The windows of ``items`` ``(n, 2)`` as ``(n, clip)`` float32 on the waveform's device,
-        padded past a recording's end by ``pad``: ``zero`` (silence), ``repeat`` (the recording
+        """The windows of ``items`` ``(n, 2)`` as ``(n, clip)`` float32 (``(n, clip, bins)`` for a
+        store of matrix frames) on the store's device, padded past a region's end by ``pad``: ``zero`` (silence), ``repeat`` (the recording
         tiled), ``reflect`` (mirrored without repeating the edge sample, period ``2 * (L - 1)``)."""
         dev = self.wave.device
         rec = torch.as_tensor(items[:, 0], device=dev)
@@ -103,7 +118,9 @@ class WaveData(SplitInputs):
             pos = torch.where(pos < length, pos, period - pos)
         pos = pos.clamp_max(length - 1)
         x = self.wave[torch.as_tensor(self.offsets[:-1], device=dev)[rec][:, None] + pos].float()
-        return x * inside if self.pad == "zero" else x
+        if self.pad != "zero":
+            return x
+        return x * (inside if x.ndim == 2 else inside[..., None])
 
     def batch(self, items: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Model inputs of some items: ``wave (n, clip)`` float32 and ``scalars (n, n_scalars)``

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..core.paths import Outputs
-from ..features.cache import load_features
+from ..features.cache import load_features, load_regions
 from .base import SplitInputs
 
 
@@ -21,7 +21,8 @@ class WindowData(SplitInputs):
 
     ``spec (windows, C, F, T)`` and ``scalars (windows, S)`` in the cache's dtype; an item is a
     window index; ``use_scalars``: whether the audio scalars are a model input. The grid and
-    label fields are :class:`SplitInputs`'.
+    label fields are :class:`SplitInputs`'; ``window_region (windows,)`` each window's region,
+    ``region_window0``/``region_windows`` ``(regions,)`` a region's first window and count.
     """
 
     spec: torch.Tensor
@@ -53,7 +54,11 @@ class WindowData(SplitInputs):
         on_gpu = device.type == "cuda" and spec.nbytes + scalars.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
         place = (lambda a: torch.from_numpy(a).to(device)) if on_gpu else torch.from_numpy
         data = cls(place(spec), place(scalars), None, None, None, manifest, use_scalars)
-        data.set_grid(windows[:, 0].astype(np.int64), len(table))
+        regions = load_regions(out, feature_set, split)
+        data.set_grid(windows[:, 0].astype(np.int64), len(table), regions)
+        data.window_region = windows[:, 2].astype(np.int64)
+        data.region_windows = np.bincount(data.window_region, minlength=len(regions))
+        data.region_window0 = np.concatenate([[0], np.cumsum(data.region_windows)[:-1]])
         data.set_labels(table, comp)
         return data
 
@@ -70,9 +75,14 @@ class WindowData(SplitInputs):
     def recordings(self, items: np.ndarray) -> np.ndarray:
         return self.rec[items]
 
+    def region_of(self, items: np.ndarray) -> np.ndarray:
+        return self.window_region[items]
+
     def sample_windows(self, recs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One random window of each recording in ``recs`` ``(n,)`` -> window indices ``(n,)``."""
-        return self.first[recs] + (rng.random(len(recs)) * self.count[recs]).astype(np.int64)
+        """One random window of each region (segment) of the recordings ``recs`` ``(n,)`` (of each
+        recording when it is one region) -> window indices ``(m,)`` (:meth:`regions_of`)."""
+        regions = self.regions_of(recs, rng)
+        return self.region_window0[regions] + (rng.random(len(regions)) * self.region_windows[regions]).astype(np.int64)
 
     def windows_of(self, recs: np.ndarray, hop_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every window of the recordings ``recs`` ``(n,)``: ``(window indices (w,), owner (w,))``

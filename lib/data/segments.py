@@ -1,0 +1,244 @@
+"""Segments of recordings from an annotation source: respiratory cycles (ICBHI 2017), syllable
+tokens (MAIC 2021), or any list of intervals.
+
+A competition's ``segments`` section (docs/competition.md, "Segments") says where they are:
+
+* ``format: icbhi``: one whitespace table per recording (``file``: a path template over the
+  recording's row, e.g. ``"{id}.txt"``), lines ``start end crackles wheezes`` in seconds, the
+  two 0/1 columns named by ``labels`` (Rocha et al. 2019, the ICBHI 2017 challenge database);
+* ``format: json``: one JSON document per recording (``file``); ``key`` is the dotted path to its
+  list of intervals (``"tokens"``, ``"annotation.0.tokens"``; none: the document is the list),
+  each a mapping with the ``start`` and ``end`` keys, optionally a ``skip`` flag and labels;
+* ``format: csv``: one table (``csv``) for every recording of both splits, a row per segment:
+  ``id_column``, ``start``, ``end`` and optionally ``skip`` and label columns.
+
+``units``: ``seconds``, or ``frames`` of the rows' matrices (``matrix.frames_per_second``).
+Segments with a true ``skip`` flag are left out (and counted). A segment's labels are its own
+(``labels``: 0/1 columns or keys, the class being the names of those set joined by ``+``, or
+``none_label`` when none is; ``label_column``: a column or key holding the class) or, with
+neither, its recording's. Every problem (an unreadable file, a non-numeric cell, a segment of
+zero or negative length, shorter than ``min_seconds``, starting before 0 or ending after its
+recording, a recording left without segments) names the file and line.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.config import segment_unit as unit
+from ..core.errors import ConfigError
+
+COLUMNS = ["id", "segment", "start_s", "end_s", "label", "where"]
+"""The segment table: recording ``id``, ``segment`` (its index in the annotation, skipped ones
+counted), ``start_s``/``end_s`` (seconds), ``label`` (the class, labels joined by ``+``, or
+``None`` when the recording's label applies) and ``where`` (file and line, for messages)."""
+TOLERANCE_S = 0.01
+"""How far past its recording's end (seconds) a segment may end and be clipped to the end
+(annotations rounded to 10 ms); further is an error."""
+
+
+def frames_per_second(comp: dict) -> float | None:
+    """Frames per second of the rows' matrices (``matrix.frames_per_second``, else
+    ``sample_rate / hop_length``), ``None`` for audio."""
+    m = comp.get("matrix")
+    if not m:
+        return None
+    return float(m["frames_per_second"] or m["sample_rate"] / m["hop_length"])
+
+
+def _number(value, what: str, where: str, problems: list[str]) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"{where}: {what} is {value!r}; expected a number")
+        return None
+    if not np.isfinite(x):
+        problems.append(f"{where}: {what} is {value!r}; expected a finite number")
+        return None
+    return x
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() not in ("", "0", "0.0", "false", "no", "none", "null")
+
+
+def _icbhi(path: Path, seg: dict, problems: list[str]) -> list[dict]:
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        cells = line.split()
+        where = f"{path} line {n}"
+        if len(cells) != 4:
+            problems.append(f"{where}: {len(cells)} fields; expected 4 (start end {' '.join(seg['labels'])})")
+            continue
+        flags = []
+        for name, cell in zip(seg["labels"], cells[2:]):
+            if cell not in ("0", "1"):
+                problems.append(f"{where}: {name} is {cell!r}; expected 0 or 1")
+            flags.append(cell == "1")
+        out.append({"start": cells[0], "end": cells[1], "flags": flags, "where": where})
+    return out
+
+
+def _json(path: Path, seg: dict, problems: list[str]) -> list[dict]:
+    try:
+        node = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"{path}: unreadable JSON ({exc})")
+        return []
+    for part in (seg["key"] or "").split(".") if seg["key"] else []:
+        if isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            problems.append(f"{path}: no {part!r} along segments.key {seg['key']!r}")
+            return []
+    if not isinstance(node, list):
+        problems.append(f"{path}: segments.key {seg['key']!r} leads to a {type(node).__name__}, not a list of intervals")
+        return []
+    out = []
+    for n, item in enumerate(node):
+        where = f"{path} item {n}"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: {item!r} is not a mapping with {seg['start']!r} and {seg['end']!r}")
+            continue
+        missing = [k for k in (seg["start"], seg["end"], *seg["labels"], *[seg["label_column"]] * bool(seg["label_column"]))
+                   if k not in item]
+        if missing:
+            problems.append(f"{where}: missing key(s) {missing}; found {sorted(item)}")
+            continue
+        out.append(_entry(item, seg, where, problems))
+    return out
+
+
+def _entry(item: dict, seg: dict, where: str, problems: list[str]) -> dict:
+    """A JSON item or CSV row as ``{start, end, flags, label, skip, where}``."""
+    flags = []
+    for name in seg["labels"]:
+        value = str(item[name]).strip()
+        if value not in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
+            problems.append(f"{where}: {name} is {item[name]!r}; expected 0 or 1")
+        flags.append(_truthy(value))
+    return {"start": item[seg["start"]], "end": item[seg["end"]], "flags": flags, "where": where,
+            "label": str(item[seg["label_column"]]).strip() if seg["label_column"] else None,
+            "skip": bool(seg["skip"]) and _truthy(item.get(seg["skip"], ""))}
+
+
+def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[dict]]:
+    path = root / seg["csv"]
+    if not path.is_file():
+        problems.append(f"{path}: file not found")
+        return {}
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = [seg["id_column"], seg["start"], seg["end"], *seg["labels"],
+              *[c for c in (seg["label_column"], seg["skip"]) if c]]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        problems.append(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+        return {}
+    out: dict[str, list[dict]] = {}
+    for i, row in enumerate(df.to_dict("records")):
+        out.setdefault(row[seg["id_column"]], []).append(_entry(row, seg, f"{path} line {i + 2}", problems))
+    return out
+
+
+def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[str],
+                  every_split: bool = True) -> dict[str, pd.DataFrame]:
+    """The segments of every recording of ``tables`` (``{split: rows}`` of stage 00: ``id``,
+    ``path``, ``duration_s`` and the CSV's columns), as one :data:`COLUMNS` table per split.
+
+    Problems are appended to ``problems`` (file and line each): unreadable or malformed
+    annotations, non-numeric or non-finite times, a segment of zero or negative length (or
+    shorter than ``segments.min_seconds``), starting before 0 or ending more than
+    :data:`TOLERANCE_S` after its recording (a segment ending within it is clipped to the end),
+    a recording with no segment left, and (``every_split``: ``tables`` holds both splits) CSV
+    rows naming a recording of neither split.
+    """
+    seg, root = comp["segments"], Path(comp["data_dir"])
+    fps = frames_per_second(comp) if seg["units"] == "frames" else None
+    table_entries = _csv_entries(root, seg, problems) if seg["format"] == "csv" else None
+    if table_entries is not None and every_split:
+        known = set().union(*(set(t["id"]) for t in tables.values()))
+        for rec in sorted(set(table_entries) - known):
+            problems.append(f"{table_entries[rec][0]['where']}: recording {rec!r} is in neither split")
+    out = {}
+    for split, table in tables.items():
+        rows = []
+        for r in table.to_dict("records"):
+            if table_entries is not None:
+                entries = table_entries.get(r["id"], [])
+            else:
+                try:
+                    path = root / seg["file"].format(**{**r, "id": r["id"]})
+                except KeyError as exc:
+                    raise ConfigError(f"segments.file {seg['file']!r} names column {exc.args[0]!r}, which "
+                                      f"[{split}] lacks; found {sorted(r)}") from None
+                if not path.is_file():
+                    problems.append(f"{r['where']}: annotation file {path} not found")
+                    continue
+                entries = (_icbhi if seg["format"] == "icbhi" else _json)(path, seg, problems)
+            kept = 0
+            for k, e in enumerate(entries):
+                if e.get("skip"):
+                    continue
+                start = _number(e["start"], seg["start"], e["where"], problems)
+                end = _number(e["end"], seg["end"], e["where"], problems)
+                if start is None or end is None:
+                    continue
+                if fps:
+                    start, end = start / fps, end / fps
+                duration = float(r["duration_s"]) if r.get("duration_s") is not None else np.inf
+                if end <= start or end - start < seg["min_seconds"]:
+                    problems.append(f"{e['where']}: segment {start:g}-{end:g} s is "
+                                    + ("empty or reversed" if end <= start else f"shorter than min_seconds {seg['min_seconds']}"))
+                    continue
+                if start < 0 or start >= duration or end > duration + TOLERANCE_S:
+                    problems.append(f"{e['where']}: segment {start:g}-{end:g} s lies outside its recording "
+                                    f"{r['id']!r} (0-{duration:g} s)")
+                    continue
+                flags = e.get("flags") or []
+                label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
+                                           if seg["labels"] else None)
+                rows.append({"id": r["id"], "segment": k, "start_s": start, "end_s": min(end, duration),
+                             "label": label, "where": e["where"]})
+                kept += 1
+            if not kept:
+                problems.append(f"{r['where']}: recording {r['id']!r} has no segment"
+                                + (f" ({len(entries)} skipped)" if entries else ""))
+        out[split] = pd.DataFrame(rows, columns=COLUMNS)
+    return out
+
+
+def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a split turned into one row per segment (``unit: segment``): each segment takes
+    its recording's columns, ``id`` ``<recording>#<segment>``, ``recording``, ``start_s``,
+    ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and its annotation's ``where``."""
+    base = rows.set_index("id").loc[segments["id"]].reset_index()
+    base["recording"] = segments["id"].to_numpy()
+    base["id"] = [f"{r}#{k}" for r, k in zip(segments["id"], segments["segment"])]
+    base["start_s"], base["end_s"] = segments["start_s"].to_numpy(), segments["end_s"].to_numpy()
+    base["duration_s"] = base["end_s"] - base["start_s"]
+    base["segment_label"] = segments["label"].to_numpy()
+    base["where"] = segments["where"].to_numpy()
+    return base
+
+
+def regions(table: pd.DataFrame) -> np.ndarray:
+    """The stretches of audio (or matrix frames) that make up each row of a split table
+    (``folds.csv``/``test.csv``) ``(regions, 3)`` float64: row index, start and end in seconds,
+    rows in order.
+
+    A row with a ``segments`` cell (``unit: recording``: ``start:end`` pairs in seconds, space
+    separated) has one region per segment; a row with ``start_s``/``end_s`` (``unit: segment``)
+    is that one stretch; any other row is its whole recording, ``[0, duration_s]``."""
+    if "segments" in table:
+        parts = [(i, *map(float, pair.split(":"))) for i, cell in enumerate(table["segments"]) for pair in str(cell).split()]
+        return np.asarray(parts, dtype=np.float64).reshape(-1, 3)
+    start = table["start_s"].to_numpy(float) if "start_s" in table else np.zeros(len(table))
+    end = table["end_s"].to_numpy(float) if "end_s" in table else table["duration_s"].to_numpy(float)
+    return np.column_stack([np.arange(len(table)), start, end]).astype(np.float64)

@@ -1,0 +1,228 @@
+"""Segments (ICBHI cycles, MAIC tokens) and precomputed matrices: reading, errors naming file and
+line, crops that stay inside their segment, per-segment predictions aggregated to the unit, and
+every stage on competitions laid out as the seed datasets ship (made from real breathing clips)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, require_breathing
+from seed_formats import make_icbhi, make_maic
+
+from lib.core.config import read_competition
+from lib.core.errors import AudioError, ConfigError, InputError
+from lib.data.matrix import read_matrix
+from lib.data.prepare import prepare
+from lib.data.segments import regions
+from lib.inference.predict import aggregate_windows
+from lib.inputs.waveforms import WaveData
+
+ICBHI = {
+    "task": "binary", "classes": ["inhale", "exhale"], "positive": "exhale", "normal_class": "inhale",
+    "metric": "icbhi_score", "metrics": ["icbhi_score", "accuracy"],
+    "train": {"csv": "train.csv", "id_column": "recording", "audio": {"template": "audio/{id}.wav"}},
+    "test": {"csv": "test.csv", "id_column": "recording", "audio": {"template": "audio/{id}.wav"}},
+    "groups": {"column": "patient"},
+    "segments": {"format": "icbhi", "file": "audio/{id}.txt", "labels": ["exhale", "artefact"], "none_label": "inhale"},
+    "audio": {"clip_seconds": 1.0, "pad": "repeat"},
+    "folds": {"n_folds": 3},
+    "submission": {"sample": "sample_submission.csv", "id_column": "id", "target_column": "label"},
+}
+MAIC = {
+    "task": "binary", "classes": ["E", "I"], "metric": "macro_f1", "metrics": ["macro_f1", "accuracy"],
+    "train": {"csv": "train.csv", "id_column": "id", "target_column": "label", "audio": {"template": "mel/{id}.csv"}},
+    "test": {"csv": "test.csv", "id_column": "id", "audio": {"template": "mel/{id}.csv"}},
+    "metadata": {"categorical": ["sex"], "numeric": ["age"]},
+    "matrix": {"n_bins": 128, "axes": "bins_frames", "frames_per_second": 62.5},
+    "segments": {"format": "json", "file": "tokens/{id}.json", "key": "tokens", "units": "frames", "skip": "skip",
+                 "aggregate": "vote"},
+    "audio": {"clip_seconds": 0.4, "pad": "zero"},
+    "folds": {"n_folds": 3},
+    "submission": {"sample": "sample_submission.csv", "id_column": "id", "target_column": "label"},
+}
+
+
+def _config(tmp_path, cfg: dict, data_dir, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(dict(cfg, name=name)))
+    return read_competition(path, data_dir)[0], path
+
+
+def _run(*args):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+@pytest.fixture
+def icbhi(tmp_path):
+    require_breathing()
+    return make_icbhi(tmp_path / "icbhi", sessions=8)
+
+
+@pytest.fixture
+def maic(tmp_path):
+    require_breathing()
+    return make_maic(tmp_path / "maic", sessions=8)
+
+
+def test_icbhi_cycles_become_rows_of_their_patient(icbhi, tmp_path):
+    cfg, _ = _config(tmp_path, ICBHI, icbhi, "icbhi")
+    assert cfg["segments"]["unit"] == "segment" and cfg["folds"]["scheme"] == "stratified_group"
+    prepare(cfg, tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out" / "folds.csv", dtype={"id": str, "group": str})
+    n_cycles = sum(len((icbhi / "audio" / f"{r}.txt").read_text().split("\n")) - 1
+                   for r in pd.read_csv(icbhi / "train.csv").recording)
+    assert len(folds) == n_cycles and folds.id.str.contains("#").all()
+    assert (folds.groupby("group").fold.nunique() == 1).all()  # a patient's cycles in one fold
+    assert set(folds.target) == {"inhale", "exhale"}
+    assert np.allclose(folds.duration_s, folds.end_s - folds.start_s) and (folds.duration_s > 0.5).all()
+    test = pd.read_csv(tmp_path / "out" / "test.csv")
+    assert set(test.id) == set(pd.read_csv(icbhi / "sample_submission.csv").id)
+
+
+def test_segment_errors_name_file_and_line(icbhi, tmp_path):
+    cfg, _ = _config(tmp_path, ICBHI, icbhi, "icbhi")
+    txt = sorted((icbhi / "audio").glob("*.txt"))[0]
+    lines = txt.read_text().splitlines()
+    lines[1] = "2.0\t2.0\t0\t0"  # zero length
+    lines[2] = "1.0\tx\t0\t0"  # not a number
+    lines[3] = "900\t901\t1\t0"  # outside the recording
+    lines.append("1\t2\t2\t0")  # a label that is not 0/1
+    txt.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as exc:
+        prepare(cfg, tmp_path / "out")
+    text = str(exc.value)
+    for n, what in ((2, "empty or reversed"), (3, "expected a number"), (4, "outside its recording"),
+                    (len(lines), "expected 0 or 1")):
+        assert f"{txt} line {n}: " in text and what in text, (n, what, text)
+    assert not (tmp_path / "out" / "folds.csv").exists()
+
+
+def test_segment_config_typos_and_contradictions(tmp_path):
+    for change, needle in (({"labls": ["a", "b"]}, "did you mean"),
+                           ({"labels": ["a"]}, "two 0/1 label columns"),
+                           ({"format": "json", "labels": [], "unit": "segment"}, "unit segment needs"),
+                           ({"units": "frames"}, "needs a matrix section"),
+                           ({"file": None}, "set 'file'")):
+        cfg = json.loads(json.dumps(ICBHI))
+        cfg["segments"].update(change)
+        with pytest.raises(ConfigError, match=needle):
+            _config(tmp_path, cfg, tmp_path, "bad")
+
+
+def test_matrix_errors_name_file_and_line(tmp_path):
+    spec = {"n_bins": 3, "axes": "bins_frames", "format": None, "key": None, "header": False}
+    ok = tmp_path / "ok.csv"
+    ok.write_text("1,2,3,4\n5,6,7,8\n9,10,11,12\n")
+    assert read_matrix(ok, spec).shape == (3, 4)
+    assert read_matrix(ok, dict(spec, n_bins=4, axes="frames_bins")).shape == (4, 3)
+    for text, needle in (("1,2,3\n4,5\n6,7,8\n", "line 2: 2 values"), ("1,2,3\n4,a,6\n7,8,9\n", "line 2 column 2"),
+                         ("1,2,3\n4,nan,6\n7,8,9\n", "NaN or infinite value at line 2"),
+                         ("1,2,3\n4,5,6\n", "2 bins where matrix.n_bins is 3")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(AudioError, match=needle):
+            read_matrix(bad, spec)
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.zeros((5, 3)))
+    with pytest.raises(AudioError, match="set matrix.axes: frames_bins"):
+        read_matrix(wide, spec)
+
+
+def test_a_crop_never_leaves_its_segment():
+    # three regions of one recording row, each filled with its own value; crops of 5 samples
+    lengths = np.array([3, 8, 12])
+    wave = torch.cat([torch.full((n,), float(k + 1)) for k, n in enumerate(lengths)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    regs = np.array([[0, 0, 0.3], [0, 0.5, 1.3], [1, 0, 1.2]])
+    grid = np.array([[0, 0, 0], [0, 0, 1], [1, 0, 2]], float)
+    rng = np.random.default_rng(0)
+    for pad in ("zero", "repeat", "reflect"):
+        data = WaveData(wave, offsets, grid, {"sample_rate": 10, "clip_seconds": 0.5, "pad": pad}, 2, regs)
+        for _ in range(20):
+            items = data.sample_windows(np.array([0, 1]), rng)
+            assert sorted(items[:, 0]) == [0, 1, 2]  # every segment of the recordings, once
+            x = data.crops(items).numpy()
+            for (region, _), row in zip(items, x):
+                assert set(np.unique(row)) <= {0.0, float(region + 1)}, (pad, region, row)
+
+
+def test_segments_vote_per_recording():
+    comp = {"task": "multiclass", "audio": {"aggregate": "mean"}, "segments": {"unit": "recording", "aggregate": "vote"}}
+    # recording 0: segments a (2 windows, class 0), b and c (class 1): vote 1/3 vs 2/3; recording 1: one segment
+    probs = np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6], [0.2, 0.8], [0.6, 0.4]])
+    owner, region = np.array([0, 0, 0, 0, 1]), np.array([0, 0, 1, 2, 3])
+    out = aggregate_windows(probs, owner, region, 2, comp)
+    assert np.allclose(out, [[1 / 3, 2 / 3], [1, 0]])
+    assert np.allclose(aggregate_windows(probs, owner, region, 2, dict(comp, segments={})),
+                       [[0.55, 0.45], [0.6, 0.4]])  # without segments: the mean over windows
+
+
+def test_regions_of_a_split_table():
+    t = pd.DataFrame({"id": ["a", "b"], "duration_s": [2.0, 3.0], "segments": ["0.1:0.5 1:1.5", "0:3"]})
+    assert regions(t).tolist() == [[0, 0.1, 0.5], [0, 1, 1.5], [1, 0, 3]]
+    assert regions(t.drop(columns="segments")).tolist() == [[0, 0, 2], [1, 0, 3]]
+
+
+def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
+    _, cfg_path = _config(tmp_path, ICBHI, icbhi, "icbhi")
+    out = tmp_path / "out"
+    exp = tmp_path / "wave_small.yaml"
+    exp.write_text(yaml.safe_dump({"base": str(ROOT / "configs/wave_cnn.yaml"), "name": "wave_small",
+                                   "train": {"epochs": 2, "batch_size": 16}}))
+    _run("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out)
+    _run("01_features.py", exp, "--output-dir", out)
+    manifest = json.loads((out / "features" / "waveform" / "manifest.json").read_text())
+    folds = pd.read_csv(out / "folds.csv")
+    assert manifest["splits"]["train"]["regions"] == len(folds)
+    _run("02_train.py", exp, "--output-dir", out)
+    _run("03_infer.py", exp, "--output-dir", out)
+    _run("04_ensemble.py", "wave_small", "--output-dir", out)
+    oof = pd.read_csv(out / "oof" / "wave_small.csv")
+    assert list(oof.id) == list(folds.id)  # one OOF row per cycle
+    sub = pd.read_csv(out / "submission.csv")
+    assert set(sub.id) == set(pd.read_csv(icbhi / "sample_submission.csv").id) and set(sub.label) <= {"inhale", "exhale"}
+    scores = json.loads((out / "models" / "wave_small" / "scores.json").read_text())
+    assert 0 <= scores["oof"]["icbhi_score"] <= 1
+
+
+def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
+    _, cfg_path = _config(tmp_path, MAIC, maic, "maic")
+    out = tmp_path / "out"
+    exp = tmp_path / "tokens.yaml"
+    exp.write_text(yaml.safe_dump({"name": "tokens", "features": {"name": "precomputed"},
+                                   "model": {"name": "cnn", "params": {"channels": [16, 32]}},
+                                   "augment": {"spec_augment": {"p": 0.5}, "mixup": {"p": 0.5}},
+                                   "train": {"epochs": 2, "batch_size": 16}}))
+    _run("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
+    folds = pd.read_csv(out / "folds.csv")
+    train = pd.read_csv(maic / "train.csv")
+    assert len(folds) == len(train)  # a row per recording; its tokens are its segments
+    n_tokens = sum(len([t for t in json.loads((maic / "tokens" / f"{i}.json").read_text())["tokens"] if not t.get("skip")])
+                   for i in train.id)
+    assert folds.segments.str.split().str.len().sum() == n_tokens
+    _run("01_features.py", exp, "--output-dir", out)
+    manifest = json.loads((out / "features" / "precomputed" / "manifest.json").read_text())
+    assert manifest["kind"] == "frames" and manifest["spec_shape"] == [1, 128, 25]
+    assert manifest["splits"]["train"]["regions"] == n_tokens
+    _run("02_train.py", exp, "--output-dir", out)
+    _run("03_infer.py", exp, "--output-dir", out)
+    _run("04_ensemble.py", "tokens", "--output-dir", out)
+    oof = pd.read_csv(out / "oof" / "tokens.csv")
+    assert list(oof.id) == list(folds.id)  # token predictions voted per recording
+    assert np.allclose(oof[["p_E", "p_I"]].sum(axis=1), 1)
+    votes = oof["p_E"] * folds.segments.str.split().str.len()
+    assert np.allclose(votes, votes.round())  # each token votes for one class
+    sub = pd.read_csv(out / "submission.csv")
+    assert list(sub.id) == list(pd.read_csv(maic / "sample_submission.csv").id)
+    # the waveform path needs audio: refused in one line
+    wave = tmp_path / "wave.yaml"
+    wave.write_text(yaml.safe_dump({"base": str(ROOT / "configs/wave_cnn.yaml"), "name": "wave"}))
+    r = subprocess.run([sys.executable, "01_features.py", wave, "--output-dir", out], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and "ships matrices" in r.stderr and "Traceback" not in r.stderr
