@@ -226,3 +226,46 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
     r = subprocess.run([sys.executable, "01_features.py", wave, "--output-dir", out], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 1 and "ships matrices" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_submission_row_per_patient(tmp_path):
+    """CirCor-style: several recordings per patient, the patient's label, one submission row per
+    patient (``submission.unit: group``) from the mean of its recordings (generated audio)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "circor"
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    for p in range(18):
+        label = "Present" if p % 2 else "Absent"
+        for loc in ("AV", "MV"):
+            t = np.arange(8000) / 4000
+            y = 0.1 * rng.standard_normal(8000) + (0.5 * np.sin(2 * np.pi * 300 * t) if label == "Present" else 0)
+            sf.write(root / "audio" / f"{p}_{loc}.wav", y.astype(np.float32), 4000)
+            rows.append({"recording": f"{p}_{loc}", "patient": str(1000 + p), "murmur": label})
+    table = pd.DataFrame(rows)
+    table[table.patient.astype(int) < 1015].to_csv(root / "train.csv", index=False)
+    table[table.patient.astype(int) >= 1015][["recording", "patient"]].to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"patient": ["1015", "1016", "1017"], "murmur": "Absent"}).to_csv(root / "sample.csv", index=False)
+    cfg = {"task": "binary", "classes": ["Absent", "Present"], "metric": "accuracy",
+           "train": {"csv": "train.csv", "id_column": "recording", "target_column": "murmur",
+                     "audio": {"template": "audio/{id}.wav"}},
+           "test": {"csv": "test.csv", "id_column": "recording", "audio": {"template": "audio/{id}.wav"}},
+           "groups": {"column": "patient"}, "audio": {"clip_seconds": 1.0, "hop_seconds": 0.5},
+           "folds": {"n_folds": 3}, "decision": {"group_aggregate": "mean", "threshold": 0.5},
+           "submission": {"sample": "sample.csv", "id_column": "patient", "target_column": "murmur", "unit": "group"}}
+    bad = json.loads(json.dumps(cfg))
+    bad["decision"]["group_aggregate"] = None
+    with pytest.raises(ConfigError, match="unit group"):
+        _config(tmp_path, bad, root, "bad")
+    _, path = _config(tmp_path, cfg, root, "circor")
+    out = tmp_path / "out"
+    _run("00_prepare.py", path, "--data-dir", root, "--output-dir", out)
+    exp = ROOT / "configs/zoo/hgb.yaml"
+    for stage in ("01_features.py", "02_train.py", "03_infer.py"):
+        _run(stage, exp, "--output-dir", out)
+    _run("04_ensemble.py", "hgb", "--output-dir", out)
+    sub = pd.read_csv(out / "submission.csv", dtype=str)
+    assert list(sub.patient) == ["1015", "1016", "1017"]
+    assert list(sub.murmur) == ["Present", "Absent", "Present"]  # odd patients have the murmur

@@ -303,6 +303,9 @@ def _decision_section(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where} [decision]: a list of thresholds is for multi-label tasks (one per class)")
     if decision["group_aggregate"] and not cfg["groups"]:
         raise ConfigError(f"{where} [decision]: group_aggregate needs a groups section (which recordings form a group)")
+    if (cfg["submission"] or {}).get("unit") == "group" and not decision["group_aggregate"]:
+        raise ConfigError(f"{where} [submission]: unit group (a row per group) needs decision.group_aggregate "
+                          f"(mean or vote: how a group's recordings make its prediction)")
     known = set(cfg["classes"] or [])
     for rule in decision["mask"]:
         rule["classes"] = [str(c) for c in rule["classes"]]

@@ -90,6 +90,7 @@ class _Submission(_Section):
     target_column: Optional[str] = None
     format: str = "label"
     label_separator: str = " "
+    unit: Literal["row", "group"] = "row"  # group: one submission row per group (a patient), ids = group values
 
 
 class _CustomMetric(_Section):

@@ -419,7 +419,7 @@ def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str])
 def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, problems: list[str]) -> None:
     """When the config has a ``submission`` section and a test set was read, add to ``problems``
     a missing sample submission, a sample lacking the columns of the submission format, or one
-    whose ids differ from the test rows' ``test['id']``."""
+    whose ids differ from the test rows' ``test['id']`` (``submission.unit: group``: their groups)."""
     sub = cfg.get("submission")
     if not sub or test is None:
         return
@@ -435,9 +435,11 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
                         f"{sub['format']!r}; found {list(sample.columns)}")
     else:
-        differ = set(test["id"]) ^ set(sample[sub["id_column"]])
+        ids = _groups(test, cfg["groups"], root, []) if sub.get("unit") == "group" else test["id"]
+        differ = set(map(str, ids)) ^ set(sample[sub["id_column"]])
         if differ:
-            problems.append(f"{sample_csv}: ids differ from the test set in {len(differ)} row(s), "
+            what = "groups" if sub.get("unit") == "group" else "ids"
+            problems.append(f"{sample_csv}: ids differ from the test set's {what} in {len(differ)} row(s), "
                             f"e.g. {sorted(differ)[:5]}")
 
 

@@ -135,10 +135,17 @@ def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[
                ) -> tuple[np.ndarray, pd.DataFrame | None]:
     """The test blend ``(rows, n_classes)`` of the experiments' test predictions ``preds`` (same
     ids, in ``table`` = ``test.csv``'s order) after the label masks and group aggregation, and the
-    submission made from it with ``decision`` (``None`` without a ``submission`` section)."""
+    submission made from it with ``decision`` (``None`` without a ``submission`` section; with
+    ``submission.unit: group``, one row per group, its id the group's)."""
     blend = blender.apply(_postprocess(preds, table, comp, "test")[0])
-    sub = make_submission(comp, preds[0]["id"], blend, decision) if comp.get("submission") else None
-    return blend, sub
+    if not comp.get("submission"):
+        return blend, None
+    ids, probs = preds[0]["id"], blend
+    if comp["submission"].get("unit") == "group":  # a row per group: its rows share the group's probabilities
+        groups = table.set_index("id").loc[ids, "group"].astype(str).to_numpy()
+        first = ~pd.Series(groups).duplicated().to_numpy()
+        ids, probs = groups[first], blend[first]
+    return blend, make_submission(comp, ids, probs, decision)
 
 
 def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_partial: bool
