@@ -44,13 +44,22 @@ def main() -> None:
     lo, mid, hi = s["duration_s"]
     a = comp["audio"]
     print(f"classes: {s['classes']}")
-    groups = f"in {s['groups']} groups" if comp.get("groups") else "(no groups: each its own)"
-    print(f"train: {s['train_rows']} recordings {groups}, {s['sample_rate'] or 'native'} Hz, "
-          f"{lo:.2f}-{hi:.2f} s (median {mid:.2f}); test: {s['test_rows']} recordings")
+    unit = (comp.get("segments") or {}).get("unit")
+    rows = "segments" if unit == "segment" else "recordings"
+    groups = f"in {s['groups']} groups" if comp.get("groups") or unit == "segment" else "(no groups: each its own)"
+    rate = f"{s['sample_rate'] or 'native'} Hz" if not comp.get("matrix") else "matrices"
+    print(f"train: {s['train_rows']} {rows} {groups}, {rate}, "
+          f"{lo:.2f}-{hi:.2f} s (median {mid:.2f}); test: {s['test_rows']} {rows}")
+    for split, c in s["segments"].items():
+        print(f"segments ({split}): {c['segments']} from {c['recordings']} recordings"
+              + (f", {c['skipped']} skipped (segments.{comp['segments']['skip']})" if c["skipped"] else "")
+              + ("; the unit of rows and scores is the segment" if unit == "segment" else
+                 f"; a recording's segments aggregated by {comp['segments']['aggregate']}"))
+    part = "segment" if comp.get("segments") else "recording"
     windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
-               if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start")
-    print(f"audio: {windows}; shorter recordings padded ({a['pad']})")
-    if s["trimmed"]:
+               if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start of each {part}")
+    print(f"audio: {windows}; shorter {part}s padded ({a['pad']})")
+    if s["trimmed"] and not comp.get("segments"):
         print(f"note: {s['trimmed']} training recordings are longer than {a['clip_seconds']} s and only their start "
               f"is used; set audio.hop_seconds to cut them into windows and use all of them")
     if s["metadata"]:

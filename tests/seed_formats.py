@@ -5,12 +5,13 @@ tests (a few sessions) and the benchmark (all of them):
   concatenated into one recording ``audio/<patient>_1b1_Tc_sc_Steth.wav`` with its cycle
   annotation ``audio/<same stem>.txt`` (lines ``start end exhale artefact``: seconds, two 0/1
   columns, as ICBHI's ``start end crackles wheezes``), ``train.csv``/``test.csv`` (recording,
-  patient) and a per-cycle ``sample_submission.csv``;
+  patient: the recording day) and a per-cycle ``sample_submission.csv`` (``test_labels.csv``:
+  its true labels);
 * MAIC-style (voice pathology 2021): no audio; each clip's log-mel as a 128-row CSV table
   ``mel/<id>.csv`` (a row per mel band, a column per 16-ms frame) with a token annotation
   ``tokens/<id>.json`` (``{"tokens": [{"start": frame, "end": frame, "skip": bool}, ...]}``),
-  ``train.csv`` (id, label, sex, age) and ``test.csv`` (id, sex, age), sex and age drawn per
-  session.
+  ``train.csv`` (id, label, patient, sex, age) and ``test.csv`` (id, patient, sex, age), the
+  patient being the recording session, sex and age drawn per session.
 
 ``python tests/seed_formats.py icbhi|maic OUT [--sessions N]`` writes a whole one (all sessions
 by default) for ``bench/``; the tests call :func:`make_icbhi` and :func:`make_maic`.
@@ -42,16 +43,20 @@ def breathing_sessions(src: Path = BREATHING) -> pd.DataFrame:
 
 
 def _pick(clips: pd.DataFrame, sessions: int | None, min_clips: int) -> list[str]:
+    """Every session (``sessions=None``), or ``sessions`` evenly spaced ones among those with at
+    least ``min_clips`` clips of both phases."""
+    if sessions is None:
+        return sorted(clips.session.unique())
     counts = clips.groupby("session").size()
     both = clips.groupby("session").Target.nunique()
     names = [s for s in counts.index if counts[s] >= min_clips and both[s] == 2]
-    return names if sessions is None else names[:: max(1, len(names) // sessions)][:sessions]
+    return names[:: max(1, len(names) // sessions)][:sessions]
 
 
 def make_icbhi(out: Path, sessions: int | None = 12, test_share: float = 0.25, src: Path = BREATHING) -> Path:
     """Write an ICBHI-style competition to ``out`` (see the module docstring) from ``sessions``
-    breathing sessions with clips of both phases (``None``: every one); the last ``test_share``
-    of them form the test set. Returns ``out``."""
+    breathing sessions with at least 4 clips of both phases (``None``: every session); the last
+    ``test_share`` of them (by date) form the test set. Returns ``out``."""
     clips = breathing_sessions(src)
     names = _pick(clips, sessions, 4)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,8 @@ def make_icbhi(out: Path, sessions: int | None = 12, test_share: float = 0.25, s
             t += len(y) / sr
         sf.write(out / "audio" / f"{stem}.wav", np.concatenate(parts), sr, subtype="PCM_16")
         (out / "audio" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-        rows.append({"recording": stem, "patient": 100 + n, "split": "test" if n >= len(names) * (1 - test_share) else "train"})
+        rows.append({"recording": stem, "patient": session.split("_")[1],  # the recording day
+                     "split": "test" if n >= len(names) * (1 - test_share) else "train"})
     table = pd.DataFrame(rows)
     table[table.split == "train"][["recording", "patient"]].to_csv(out / "train.csv", index=False)
     test = table[table.split == "test"][["recording", "patient"]]
@@ -82,7 +88,7 @@ def make_icbhi(out: Path, sessions: int | None = 12, test_share: float = 0.25, s
 def make_maic(out: Path, sessions: int | None = 12, test_share: float = 0.25, src: Path = BREATHING,
               seed: int = 0) -> Path:
     """Write a MAIC-style competition to ``out`` (see the module docstring) from the clips of
-    ``sessions`` breathing sessions (``None``: every one); each clip's log-mel (128 bands, 16-ms
+    ``sessions`` breathing sessions with clips of both phases (``None``: every one); each clip's log-mel (128 bands, 16-ms
     hop) becomes a table with three tokens of 18-30 frames, the middle one flagged ``skip`` on
     every fifth clip; the last ``test_share`` of the sessions form the test set. Returns ``out``."""
     import librosa
@@ -105,12 +111,12 @@ def make_maic(out: Path, sessions: int | None = 12, test_share: float = 0.25, sr
             tokens = [{"start": 0, "end": int(a)}, {"start": int(a) - 5, "end": int(b) + 5}, {"start": int(b), "end": frames}]
             tokens[1]["skip"] = bool(c.clip % 5 == 0)
             (out / "tokens" / f"{cid}.json").write_text(json.dumps({"tokens": tokens}))
-            rows.append({"id": cid, "label": c.Target, "sex": sex, "age": age,
+            rows.append({"id": cid, "label": c.Target, "patient": session, "sex": sex, "age": age,
                          "split": "test" if n >= len(names) * (1 - test_share) else "train"})
     table = pd.DataFrame(rows)
     table[table.split == "train"].drop(columns="split").to_csv(out / "train.csv", index=False)
     test = table[table.split == "test"]
-    test[["id", "sex", "age"]].to_csv(out / "test.csv", index=False)
+    test[["id", "patient", "sex", "age"]].to_csv(out / "test.csv", index=False)
     test[["id"]].assign(label="I").to_csv(out / "sample_submission.csv", index=False)
     test[["id", "label"]].to_csv(out / "test_labels.csv", index=False)
     return out

@@ -21,29 +21,8 @@ from lib.data.segments import regions
 from lib.inference.predict import aggregate_windows
 from lib.inputs.waveforms import WaveData
 
-ICBHI = {
-    "task": "binary", "classes": ["inhale", "exhale"], "positive": "exhale", "normal_class": "inhale",
-    "metric": "icbhi_score", "metrics": ["icbhi_score", "accuracy"],
-    "train": {"csv": "train.csv", "id_column": "recording", "audio": {"template": "audio/{id}.wav"}},
-    "test": {"csv": "test.csv", "id_column": "recording", "audio": {"template": "audio/{id}.wav"}},
-    "groups": {"column": "patient"},
-    "segments": {"format": "icbhi", "file": "audio/{id}.txt", "labels": ["exhale", "artefact"], "none_label": "inhale"},
-    "audio": {"clip_seconds": 1.0, "pad": "repeat"},
-    "folds": {"n_folds": 3},
-    "submission": {"sample": "sample_submission.csv", "id_column": "id", "target_column": "label"},
-}
-MAIC = {
-    "task": "binary", "classes": ["E", "I"], "metric": "macro_f1", "metrics": ["macro_f1", "accuracy"],
-    "train": {"csv": "train.csv", "id_column": "id", "target_column": "label", "audio": {"template": "mel/{id}.csv"}},
-    "test": {"csv": "test.csv", "id_column": "id", "audio": {"template": "mel/{id}.csv"}},
-    "metadata": {"categorical": ["sex"], "numeric": ["age"]},
-    "matrix": {"n_bins": 128, "axes": "bins_frames", "frames_per_second": 62.5},
-    "segments": {"format": "json", "file": "tokens/{id}.json", "key": "tokens", "units": "frames", "skip": "skip",
-                 "aggregate": "vote"},
-    "audio": {"clip_seconds": 0.4, "pad": "zero"},
-    "folds": {"n_folds": 3},
-    "submission": {"sample": "sample_submission.csv", "id_column": "id", "target_column": "label"},
-}
+ICBHI = yaml.safe_load((ROOT / "configs/data/icbhi_breathing.yaml").read_text()) | {"folds": {"n_folds": 3}}
+MAIC = yaml.safe_load((ROOT / "configs/data/maic_breathing.yaml").read_text()) | {"folds": {"n_folds": 3}}
 
 
 def _config(tmp_path, cfg: dict, data_dir, name: str):
@@ -195,9 +174,8 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
     _, cfg_path = _config(tmp_path, MAIC, maic, "maic")
     out = tmp_path / "out"
     exp = tmp_path / "tokens.yaml"
-    exp.write_text(yaml.safe_dump({"name": "tokens", "features": {"name": "precomputed"},
+    exp.write_text(yaml.safe_dump({"base": str(ROOT / "configs/maic/tokens.yaml"), "name": "tokens",
                                    "model": {"name": "cnn", "params": {"channels": [16, 32]}},
-                                   "augment": {"spec_augment": {"p": 0.5}, "mixup": {"p": 0.5}},
                                    "train": {"epochs": 2, "batch_size": 16}}))
     _run("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
     folds = pd.read_csv(out / "folds.csv")

@@ -283,7 +283,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     if test is not None:
         _check_paths(test, root, problems)
         _resolve_inputs(test, cfg, problems, "test")
-        test = _with_segments(cfg, {"test": test}, problems)["test"]
+        test = _with_segments(cfg, {"test": test}, problems)[0]["test"]
         rate = _check_rates([test], cfg["audio"]["sample_rate"], problems)
         if not cfg["audio"]["sample_rate"] and rate and rate != cfg["native_sample_rate"]:
             problems.append(f"{root}: test audio at {rate} Hz, but the models were trained on {cfg['native_sample_rate']} Hz "
@@ -378,26 +378,29 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
                         f"(their submission columns are still written)")
 
 
-def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: list[str]) -> dict[str, pd.DataFrame | None]:
+def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: list[str]
+                   ) -> tuple[dict[str, pd.DataFrame | None], dict]:
     """The split tables with the competition's segments (:mod:`lib.data.segments`): one row per
     segment (``unit: segment``) or a ``segments`` column listing each recording's segments as
-    ``start:end`` seconds (``unit: recording``). Unchanged without segments or after problems."""
+    ``start:end`` seconds (``unit: recording``), and per split ``{recordings, segments,
+    skipped}``. Unchanged (and ``{}``) without segments or after problems."""
     if not cfg.get("segments") or any(t is None for t in tables.values()):
-        return tables
+        return tables, {}
     found = segments.read_segments(cfg, {s: t for s, t in tables.items() if t is not None}, problems,
                                    every_split="train" in tables)
     if problems:
-        return tables
-    out = {}
+        return tables, {}
+    out, counts = {}, {}
     for split, rows in tables.items():
         segs = found[split]
+        counts[split] = {"recordings": len(rows), "segments": len(segs), "skipped": segs.attrs["skipped"]}
         if segments.unit(cfg) == "segment":
             out[split] = segments.segment_rows(rows, segs)
         else:
             listed = {rec: " ".join(f"{a:.6f}:{b:.6f}" for a, b in zip(g["start_s"], g["end_s"]))
                       for rec, g in segs.groupby("id", sort=False)}
             out[split] = rows.assign(segments=[listed[i] for i in rows["id"]])
-    return out
+    return out, counts
 
 
 def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]) -> pd.DataFrame | None:
@@ -507,7 +510,8 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     has a test set) and ``out_dir/competition.yaml`` (the resolved config that later stages read,
     with ``classes`` filled in from the data when the config leaves them out).
     Returns a summary dict, with ``warnings``: messages about doubtful input that is kept (a
-    class in ``classes`` without training rows). Raises ``InputError`` listing every problem (nothing is written
+    class in ``classes`` without training rows), and ``segments``: per split ``{recordings,
+    segments, skipped}`` (``{}`` without segments). Raises ``InputError`` listing every problem (nothing is written
     then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not writable.
     """
     out_dir = Path(out_dir)
@@ -520,7 +524,8 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
     train, labels = _read_train(cfg, root, meta_cols, problems)
     test = _read_test(cfg, root, meta_cols, problems)
-    tables = _with_segments(cfg, {"train": train, **({"test": test} if cfg.get("test") else {})}, problems)
+    tables, segment_counts = _with_segments(cfg, {"train": train, **({"test": test} if cfg.get("test") else {})},
+                                            problems)
     train, test = tables["train"], tables.get("test")
     if train is not None and segments.unit(cfg) == "segment":
         labels = None if problems else _segment_labels(train, cfg)
@@ -542,4 +547,4 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
     test_out = None if test is None else _test_table(test, metas["test"], test_groups)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
-    return _summary(cfg, folds, y, test, rate, metas["train"], warnings)
+    return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts)

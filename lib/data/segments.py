@@ -150,7 +150,8 @@ def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[d
 def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[str],
                   every_split: bool = True) -> dict[str, pd.DataFrame]:
     """The segments of every recording of ``tables`` (``{split: rows}`` of stage 00: ``id``,
-    ``path``, ``duration_s`` and the CSV's columns), as one :data:`COLUMNS` table per split.
+    ``path``, ``duration_s`` and the CSV's columns), as one :data:`COLUMNS` table per split
+    (``attrs["skipped"]``: how many segments its ``skip`` flags left out).
 
     Problems are appended to ``problems`` (file and line each): unreadable or malformed
     annotations, non-numeric or non-finite times, a segment of zero or negative length (or
@@ -166,7 +167,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
         known = set().union(*(set(t["id"]) for t in tables.values()))
         for rec in sorted(set(table_entries) - known):
             problems.append(f"{table_entries[rec][0]['where']}: recording {rec!r} is in neither split")
-    out = {}
+    out, skipped = {}, {}
     for split, table in tables.items():
         rows = []
         for r in table.to_dict("records"):
@@ -185,6 +186,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
             kept = 0
             for k, e in enumerate(entries):
                 if e.get("skip"):
+                    skipped[split] = skipped.get(split, 0) + 1
                     continue
                 start = _number(e["start"], seg["start"], e["where"], problems)
                 end = _number(e["end"], seg["end"], e["where"], problems)
@@ -211,6 +213,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 problems.append(f"{r['where']}: recording {r['id']!r} has no segment"
                                 + (f" ({len(entries)} skipped)" if entries else ""))
         out[split] = pd.DataFrame(rows, columns=COLUMNS)
+        out[split].attrs["skipped"] = skipped.get(split, 0)
     return out
 
 
