@@ -247,3 +247,39 @@ def test_a_submission_row_per_patient(tmp_path):
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     assert list(sub.patient) == ["1015", "1016", "1017"]
     assert list(sub.murmur) == ["Present", "Absent", "Present"]  # odd patients have the murmur
+
+
+SLOW_MATRICES = """
+import runpy, sys, time
+sys.path.insert(0, sys.argv[1])
+from lib.features import precomputed
+read = precomputed.read_matrix
+
+def slow_read(*args, **kwargs):
+    time.sleep(0.2)
+    return read(*args, **kwargs)
+
+precomputed.read_matrix = slow_read   # the stage's own code, reading matrices slowly
+sys.argv = sys.argv[2:]
+runpy.run_path("01_features.py", run_name="__main__")
+"""
+
+
+def test_a_killed_matrix_cache_build_is_never_taken_for_finished(maic, tmp_path):
+    from test_artifacts import _kill_when
+
+    _, cfg_path = _config(tmp_path, MAIC, maic, "maic")
+    out = tmp_path / "out"
+    _run("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
+    exp = ROOT / "configs/maic/tokens.yaml"
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_MATRICES)
+    _kill_when([script, ROOT, "01_features.py", exp, "--output-dir", out, "--workers", "1"], "precomputed test:",
+               stream="stderr")
+    assert not (out / "features/precomputed/record.json").exists()
+    r = subprocess.run([sys.executable, "02_train.py", exp, "--output-dir", out], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and "01_features.py" in r.stderr
+    log = _run("01_features.py", exp, "--output-dir", out)
+    assert "built in" in log and "128 bins at 62.5 frames/s" in log
+    assert not [p for p in (out / "features/precomputed").iterdir() if p.name.startswith(".")]
