@@ -198,6 +198,9 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
     assert np.allclose(votes, votes.round())  # each token votes for one class
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.id) == list(pd.read_csv(maic / "sample_submission.csv").id)
+    _run("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # a bundle reads the tables alone
+    _run("predict_bundle.py", tmp_path / "bundle", "--data-dir", maic, "--work-dir", tmp_path / "work")
+    assert pd.read_csv(tmp_path / "work" / "submission.csv").equals(sub)
     # the waveform path needs audio: refused in one line
     wave = tmp_path / "wave.yaml"
     wave.write_text(yaml.safe_dump({"base": str(ROOT / "configs/wave_cnn.yaml"), "name": "wave"}))
