@@ -150,21 +150,25 @@ def test_model_families_through_every_stage(breathing_subset, tmp_path):
     ckpt = tmp_path / "Cnn14_16k_mAP=0.438.pth"
     sd = panns_state_dict(sample_rate=16000)
     torch.save({"iteration": 0, "model": sd}, ckpt)
-    small = ["--set", "train.epochs=1", "--set", "train.batch_size=16"]
-    runs = {
-        "resnet": ("configs/zoo/resnet.yaml", ["--set", "model.params.widths=[8,16,16,16]"]),
-        "wavenet": ("configs/zoo/wavenet.yaml", ["--set", "model.params.blocks=1"]),
-        "efficientnet_b0": ("configs/zoo/efficientnet_b0.yaml", []),
-        "hgb": ("configs/zoo/hgb.yaml", ["--set", "model.params.max_iter=20"]),
-        "cnn14": ("configs/zoo/cnn14.yaml", ["--set", f"model.params.pretrained={ckpt}",
-                                            "--set", "features.params.sample_rate=16000", "--set", "features.set=wave16k"]),
+    small = {"train": {"epochs": 1, "batch_size": 16}}
+    runs = {  # one config per family, small; every stage then runs once for all of them (03: once each)
+        "resnet": ("configs/zoo/resnet.yaml", {"model": {"params": {"widths": [8, 16, 16, 16]}}}),
+        "wavenet": ("configs/zoo/wavenet.yaml", {"model": {"params": {"blocks": 1}}}),
+        "efficientnet_b0": ("configs/zoo/efficientnet_b0.yaml", {}),
+        "hgb": ("configs/zoo/hgb.yaml", {"model": {"params": {"max_iter": 20}}}),
+        "cnn14": ("configs/zoo/cnn14.yaml", {"model": {"params": {"pretrained": str(ckpt)}},
+                                            "features": {"params": {"sample_rate": 16000}, "set": "wave16k"}}),
     }
+    cfgs = []
+    for name, (base, extra) in runs.items():
+        cfgs.append(tmp_path / f"{name}.yaml")
+        cfgs[-1].write_text(yaml.safe_dump({"base": str(ROOT / base), **small, **extra}))
     _run("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out)
-    for name, (cfg, extra) in runs.items():
-        _run("01_features.py", ROOT / cfg, *small, *extra, "--output-dir", out)
-        log = _run("02_train.py", ROOT / cfg, *small, *extra, "--name", name, "--output-dir", out)
+    _run("01_features.py", *cfgs, "--output-dir", out)
+    log = _run("02_train.py", *cfgs, "--output-dir", out)
+    for name, cfg in zip(runs, cfgs):
         assert f"{name}: OOF accuracy" in log
-        _run("03_infer.py", ROOT / cfg, *small, *extra, "--name", name, "--output-dir", out)
+        _run("03_infer.py", cfg, "--output-dir", out)
         assert len(pd.read_csv(out / "preds" / f"{name}.csv")) == 12
     fold = torch.load(out / "models" / "cnn14" / "fold0.pt", weights_only=True)
     for k in ("bn0.weight", "conv_block1.conv1.weight", "conv_block1.bn2.running_var"):  # freeze_blocks: 1

@@ -47,11 +47,9 @@ class SplitInputs:
         """Every region (segment) of the recordings ``recs`` ``(n,)`` -> region indices ``(m,)``;
         with ``rng`` and more regions than recordings, in random order (a training epoch then
         holds every segment once, not runs of one recording's). One region per recording: ``recs``."""
-        counts = self.region_count[recs]
-        if (counts == 1).all():
+        if (self.region_count[recs] == 1).all():
             return self.region_first[recs]
-        owner = np.repeat(np.arange(len(recs)), counts)
-        regions = self.region_first[recs][owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        regions = expand(self.region_first, self.region_count, recs)[0]
         return regions if rng is None else rng.permutation(regions)
 
     def region_of(self, items: np.ndarray) -> np.ndarray:
@@ -77,10 +75,7 @@ class SplitInputs:
     def grid_windows(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The grid windows of the recordings ``recs`` ``(n,)``: ``(window indices (w,), owner (w,))``
         where ``owner`` is each window's position in ``recs``."""
-        counts = self.count[recs]
-        owner = np.repeat(np.arange(len(recs)), counts)
-        offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-        return self.first[recs][owner] + offsets, owner
+        return expand(self.first, self.count, recs)
 
     @classmethod
     def from_config(cls, out, cfg: dict, split: str, table: pd.DataFrame, comp: dict, device) -> SplitInputs:
@@ -110,6 +105,16 @@ class SplitInputs:
         if self.meta is None:
             return []
         return [self.meta[torch.as_tensor(self.recordings(items), device=self.meta.device)]]
+
+
+def expand(first: np.ndarray, count: np.ndarray, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The members of ``recs`` ``(n,)`` in a contiguous layout (member ``first[r]`` to ``first[r] +
+    count[r] - 1`` belong to ``r``): ``(member indices (m,), owner (m,))``, ``owner`` each member's
+    position in ``recs``."""
+    counts = count[recs]
+    owner = np.repeat(np.arange(len(recs)), counts)
+    offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return first[recs][owner] + offsets, owner
 
 
 def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 from ..core.paths import Outputs
 from ..features.cache import load_features, load_regions
 from ..data.audio import window_starts
-from .base import SplitInputs
+from .base import SplitInputs, expand
 
 
 class WaveData(SplitInputs):
@@ -94,10 +94,9 @@ class WaveData(SplitInputs):
             idx, owner = self.grid_windows(recs)
             return np.column_stack([self.grid_region[idx], self.starts[idx]]), owner
         clip_s = self.clip / self.rate
-        regions = self.regions_of(np.asarray(recs))
+        regions, region_owner = expand(self.region_first, self.region_count, np.asarray(recs))
         starts = [np.round(window_starts(self.lengths[k] / self.rate, clip_s, hop_seconds) * self.rate).astype(np.int64)
                   for k in regions]
-        region_owner = np.repeat(np.arange(len(recs)), self.region_count[recs])
         owner = np.repeat(region_owner, [len(s) for s in starts])
         return np.column_stack([np.repeat(regions, [len(s) for s in starts]), np.concatenate(starts)]), owner
 
