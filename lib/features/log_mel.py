@@ -1,27 +1,37 @@
-"""``log_mel``: a log-mel spectrogram in dB, optionally with deltas."""
+"""``log_mel``: a log-mel spectrogram in dB, optionally with deltas and heart-cycle scalars."""
 from __future__ import annotations
 
 import numpy as np
 
+from .heart_cycles import HEART_CYCLE_SCALARS, heart_cycle_scalars
+
 
 class LogMel:
-    """Log-mel spectrogram in dB, ``(1 or 3, n_mels, frames)``; no scalars.
+    """Log-mel spectrogram in dB, ``(1 or 3, n_mels, frames)``; no scalars unless ``heart_cycles``.
 
     ``frames = 1 + samples // hop_length`` (centred STFT). Power mel spectrogram (Hann window,
     ``n_fft`` samples), converted with ``librosa.power_to_db(ref=1.0, amin=1e-10)``: absolute dB,
     so loudness differences between clips survive (the model normalises its input).
     ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
     ``fmax`` in Hz (default, and at most: half the sample rate).
+    ``heart_cycles=True`` (phonocardiograms) adds the window's heart-cycle scalars
+    (:data:`lib.features.heart_cycles.HEART_CYCLE_SCALARS`: heart rate in bpm, RR, systole and
+    diastole means and stds in s, their ratio, cycle count, coverage, periodicity;
+    :func:`lib.features.heart_cycles.heart_cycle_scalars`) as its scalar vector
+    ``(11,)``; they need windows of several beats (``audio.clip_seconds`` 5 s or more) and a
+    rate of 200 Hz or more. Off, the settings (and so the cache's key) are those of before.
     """
 
     kind = "spectrogram"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
 
     def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 256, fmin: float = 0.0,
-                 fmax: float | None = None, deltas: bool = False):
+                 fmax: float | None = None, deltas: bool = False, heart_cycles: bool = False):
         self.settings = dict(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax, deltas=deltas)
+        if heart_cycles:  # only when on: existing caches and bundles keep their settings
+            self.settings["heart_cycles"] = True
         self.hop_length = hop_length
         self.channel_names = ["log_mel", "log_mel_delta", "log_mel_delta2"] if deltas else ["log_mel"]
-        self.scalar_names: list[str] = []
+        self.scalar_names: list[str] = list(HEART_CYCLE_SCALARS) if heart_cycles else []
 
     def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         import librosa
@@ -34,4 +44,6 @@ class LogMel:
         chans = [db]
         if s["deltas"]:
             chans += [librosa.feature.delta(db, order=1), librosa.feature.delta(db, order=2)]
+        if s.get("heart_cycles"):
+            return np.stack(chans).astype(np.float32), heart_cycle_scalars(y, sr)
         return np.stack(chans).astype(np.float32), np.zeros(0, np.float32)
