@@ -154,14 +154,19 @@ def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
     exp = tmp_path / "wave_small.yaml"
     exp.write_text(yaml.safe_dump({"base": str(ROOT / "configs/wave_cnn.yaml"), "name": "wave_small",
                                    "train": {"epochs": 2, "batch_size": 16}}))
+    cached = tmp_path / "hgb.yaml"  # log-mel windows cut from each cycle, and a classical member
+    cached.write_text(yaml.safe_dump({"base": str(ROOT / "configs/zoo/hgb.yaml"), "model": {"params": {"max_iter": 20}}}))
     _run("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out)
-    _run("01_features.py", exp, "--output-dir", out)
-    manifest = json.loads((out / "features" / "waveform" / "manifest.json").read_text())
+    _run("01_features.py", exp, cached, "--output-dir", out)
     folds = pd.read_csv(out / "folds.csv")
-    assert manifest["splits"]["train"]["regions"] == len(folds)
-    _run("02_train.py", exp, "--output-dir", out)
-    _run("03_infer.py", exp, "--output-dir", out)
-    _run("04_ensemble.py", "wave_small", "--output-dir", out)
+    for name in ("waveform", "log_mel64"):
+        manifest = json.loads((out / "features" / name / "manifest.json").read_text())
+        assert manifest["splits"]["train"]["regions"] == manifest["splits"]["train"]["windows"] == len(folds)
+    _run("02_train.py", exp, cached, "--output-dir", out)
+    for e in (exp, cached):
+        _run("03_infer.py", e, "--output-dir", out)
+    _run("04_ensemble.py", "wave_small", "hgb", "--output-dir", out)
+    assert list(pd.read_csv(out / "oof" / "hgb.csv").id) == list(folds.id)
     oof = pd.read_csv(out / "oof" / "wave_small.csv")
     assert list(oof.id) == list(folds.id)  # one OOF row per cycle
     sub = pd.read_csv(out / "submission.csv")
@@ -176,6 +181,7 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
     exp = tmp_path / "tokens.yaml"
     exp.write_text(yaml.safe_dump({"base": str(ROOT / "configs/maic/tokens.yaml"), "name": "tokens",
                                    "model": {"name": "cnn", "params": {"channels": [16, 32]}},
+                                   "augment": {"cutmix": {"p": 0.5}}, "tta": {"shifts": [0.0, 0.05]},
                                    "train": {"epochs": 2, "batch_size": 16}}))
     _run("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
     folds = pd.read_csv(out / "folds.csv")
