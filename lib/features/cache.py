@@ -215,6 +215,8 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     if ids is not None and manifest["splits"][split]["ids"] != fingerprint(list(ids)):
         raise MissingArtifact(f"{folder}: {split} features were built for other rows than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
+    if not (folder / f"{split}_regions.npy").is_file():
+        raise MissingArtifact(f"{folder}: a cache of an older version (no regions): run 01_features.py again")
     kind = manifest.get("kind")
     first, second = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
     return (np.load(folder / f"{split}_{first}.npy", mmap_mode=mmap_mode),
