@@ -62,6 +62,10 @@ def main() -> None:
     if s["trimmed"] and not comp.get("segments"):
         print(f"note: {s['trimmed']} training recordings are longer than {a['clip_seconds']} s and only their start "
               f"is used; set audio.hop_seconds to cut them into windows and use all of them")
+    if s.get("fine_classes"):
+        name, rows = s["smallest_fine_class"]
+        print(f"subdivide: {len(comp['classes'])} classes trained as {s['fine_classes']} fine classes "
+              f"(by {comp['subdivide']['by']}), the smallest {name} ({rows} rows)")
     if s["metadata"]:
         print("metadata (missing cells): " + ", ".join(f"{k} ({v})" for k, v in s["metadata"].items()))
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "

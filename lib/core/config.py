@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import re
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .registry import did_you_mean
 from .schema import COMPONENTS, Competition, Experiment, fill_defaults, source_of, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,6 +274,7 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     if groups and not (groups["column"] or groups["regex"]):
         raise ConfigError(f"{where} [groups]: give 'column' (a CSV column) or 'regex' (over the id or path)")
     cfg["metadata"] = {k: list(v or []) for k, v in cfg["metadata"].items()}
+    _subdivide_section(cfg, where)
     folds = cfg["folds"]
     uses_columns = [k for k, v in (("groups.column", (groups or {}).get("column")), ("metadata", any(cfg["metadata"].values())),
                                    ("folds.column", folds["column"])) if v]
@@ -312,6 +315,40 @@ def _decision_section(cfg: dict, where: str) -> None:
         bad = [c for c in rule["classes"] if known and c not in known]
         if bad:
             raise ConfigError(f"{where} [decision.mask]: classes {bad} of rule {rule['where']!r} are not in {sorted(known)}")
+
+
+def _subdivide_section(cfg: dict, where: str) -> None:
+    """Check the ``subdivide`` section (train on classes x metadata values, docs/competition.md
+    "Subdivided classes") against the task and the ``metadata`` columns: every ``by`` column a
+    declared metadata column, named once; a numeric one with ``bands`` (strictly increasing
+    edges), a categorical one without; no ``bands`` for a column outside ``by``; a binary or
+    multiclass task. Raises ``ConfigError`` naming the file and key."""
+    sub = cfg.get("subdivide")
+    if not sub:
+        return
+    w = f"{where} [subdivide]"
+    if cfg["task"] == "multilabel":
+        raise ConfigError(f"{w}: subdividing classes needs one class per row (task binary or multiclass); this "
+                          f"task is multilabel")
+    numeric, categorical = cfg["metadata"]["numeric"], cfg["metadata"]["categorical"]
+    declared = numeric + categorical
+    for col in sub["by"]:
+        if col not in declared:
+            raise ConfigError(f"{w}: by: {col!r} is not a metadata column{did_you_mean(col, declared)} (declared: "
+                              f"metadata.numeric {numeric}, metadata.categorical {categorical}); declare it there")
+        if col in numeric and col not in sub["bands"]:
+            raise ConfigError(f"{w}: by: {col!r} is a numeric metadata column: give its band edges in bands "
+                              f"(e.g. bands: {{{col}: [40, 60]}}: {col} < 40, 40 <= {col} < 60, {col} >= 60)")
+        if col in categorical and col in sub["bands"]:
+            raise ConfigError(f"{w}: bands.{col}: {col!r} is a categorical metadata column (each value is its own "
+                              f"subclass); bands are for numeric columns")
+    if len(set(sub["by"])) != len(sub["by"]):
+        raise ConfigError(f"{w}: by names a column more than once: {sub['by']}")
+    for col, edges in sub["bands"].items():
+        if col not in sub["by"]:
+            raise ConfigError(f"{w}: bands.{col}: {col!r} is not in by {sub['by']}{did_you_mean(col, sub['by'])}")
+        if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ConfigError(f"{w}: bands.{col} must be finite, strictly increasing edges, got {edges}")
 
 
 def segment_unit(cfg: dict) -> str | None:

@@ -446,18 +446,55 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                             f"e.g. {sorted(differ)[:5]}")
 
 
+def fine_targets(targets, meta: pd.DataFrame, comp: dict) -> list[str]:
+    """Each row's fine class under the competition's ``subdivide`` section (docs/competition.md,
+    "Subdivided classes"): ``<class>|<column>=<value>|...`` over ``subdivide.by`` in order
+    (:data:`lib.data.tasks.FINE_SEP` between the parts); a numeric column gives its band of
+    ``subdivide.bands`` (edges ``[40, 60]``: ``age<40``, ``40<=age<60``, ``age>=60``); an empty
+    cell is the value ``?`` (``sex=?``, ``age=?``).
+
+    ``targets (rows,)``: the rows' labels (binary or multiclass); ``meta``: a table with the
+    rows' ``meta_<column>`` columns (stage 00's metadata table, or ``folds.csv``/``test.csv``
+    read back). Returns the ``rows`` fine classes (strings). Raises ``KeyError`` for a ``by``
+    column missing from ``meta``.
+    """
+    sub = comp["subdivide"]
+    numeric = set(comp["metadata"]["numeric"])
+    parts = [[str(t)] for t in targets]
+    for col in sub["by"]:
+        values = meta[META_PREFIX + col]
+        if col in numeric:
+            edges = [float(e) for e in sub["bands"][col]]
+            shown = [str(int(e)) if e.is_integer() else str(e) for e in edges]
+            bands = [f"{col}<{shown[0]}"] + [f"{a}<={col}<{b}" for a, b in zip(shown, shown[1:])] + [f"{col}>={shown[-1]}"]
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            named = [f"{col}=?" if np.isnan(v) else bands[int(np.searchsorted(edges, v, side="right"))]
+                     for v in numbers]
+        else:
+            text = values.fillna("").astype(str).str.strip()
+            named = [f"{col}={v if v != '' else '?'}" for v in text]
+        for row, name in zip(parts, named):
+            row.append(name)
+    return [tasks.FINE_SEP.join(row) for row in parts]
+
+
 def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups: list[str],
                  meta: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """``folds.csv``'s table from the checked training rows ``train``, their ``labels``, ``groups``
     and metadata table ``meta``, and the encoded targets ``y`` (:func:`lib.data.tasks.class_index`:
     ``(rows,)`` class indices, or ``(rows, n_classes)`` 0/1 for multi-label tasks).
 
-    Sets ``cfg['folds']['n_folds']`` to the number of folds made. Raises ``ConfigError`` when the
+    With ``subdivide`` the table gets each row's fine class (:func:`fine_targets`) as
+    ``fine_target`` and ``cfg['fine_classes']`` the sorted fine classes found. Sets
+    ``cfg['folds']['n_folds']`` to the number of folds made. Raises ``ConfigError`` when the
     folds cannot be made, ``InputError`` when a group has rows in several folds.
     """
     target = [tasks.LABEL_SEP.join(row) if cfg["task"] == "multilabel" else row[0] for row in labels]
     folds = pd.DataFrame({"id": train["id"], "path": train["path"], "target": target, "group": groups})
     y = tasks.class_index(folds["target"], cfg)
+    if cfg.get("subdivide"):  # trained on the fine classes, merged back to these (lib.data.tasks)
+        folds["fine_target"] = fine_targets(target, meta.set_axis(folds.index), cfg)
+        cfg["fine_classes"] = sorted(set(folds["fine_target"]))
     fc = cfg["folds"]
     try:
         strata = train[fc["stratify_by"]].astype(str).agg("|".join, axis=1) if fc.get("stratify_by") else None
@@ -483,8 +520,16 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
              meta: pd.DataFrame, warnings: list[str]) -> dict:
     """:func:`prepare`'s summary of the written ``folds`` table (``y``: its encoded targets), the
     ``test`` rows, the sample ``rate`` (Hz), the training metadata ``meta`` (its empty cells
-    counted per column) and the ``warnings``."""
+    counted per column) and the ``warnings``; with ``subdivide``, ``fine_classes`` (their number)
+    and ``smallest_fine_class`` (``(fine class, training rows)``), else ``None`` both."""
     durations = folds["duration_s"].astype(float)
+    fine = (folds["fine_target"].value_counts().sort_index().sort_values(kind="stable")  # smallest first
+            if "fine_target" in folds else None)
+    rare = [] if fine is None else [f"{k} ({v})" for k, v in fine.items() if v < cfg["folds"]["n_folds"]]
+    if rare:  # printed by 00_prepare.py; the fine classes themselves are in competition.yaml
+        warnings = [*warnings, f"subdivide: {len(rare)} of the {len(fine)} fine classes have fewer training rows "
+                               f"than folds, so some folds train without them: {', '.join(rare[:10])}"
+                               + (" ..." if len(rare) > 10 else "")]
     return {
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
         "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
@@ -493,6 +538,9 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         "trimmed": int((durations > cfg["audio"]["clip_seconds"] + 1e-6).sum()) if not cfg["audio"]["hop_seconds"] else 0,
         "metadata": {c: int(meta[c].isna().sum() + (meta[c] == "").sum()) for c in meta},
         "warnings": warnings,
+        # subdivide: the number of fine classes and the smallest one, (fine class, training rows)
+        "fine_classes": None if fine is None else len(fine),
+        "smallest_fine_class": None if fine is None else (str(fine.index[0]), int(fine.iloc[0])),
     }
 
 

@@ -8,6 +8,16 @@
 
 Encoded labels ``y`` are class indices ``(rows,)`` for binary and multiclass tasks and a 0/1
 matrix ``(rows, n_classes)`` for multi-label ones; metrics take them in that form.
+
+**Subdivided classes** (``subdivide`` in the competition config, docs/competition.md): stage 00
+writes each training row's *fine class* (``<class>|<column>=<value>|...``: :data:`FINE_SEP`
+between the parts) to ``folds.csv`` (``fine_target``) and the sorted fine classes found in
+training to ``competition.yaml`` (``fine_classes``). The model then has one output per fine
+class and is trained with a softmax over them (also for a binary competition:
+:func:`output_task`); :func:`logits_to_probs` softmaxes the fine classes and sums each
+competition class's fine ones, so every probability outside training (OOF and test files,
+scores, decisions, blends, submissions) is in the competition's classes. The voice-pathology
+winner (MAIC 2021) trained 21 classes (6 by sex and age band) this way.
 """
 from __future__ import annotations
 
@@ -16,11 +26,36 @@ import torch
 
 LABEL_SEP = ";"
 """Separator of a multi-label row's labels in ``folds.csv`` and OOF files."""
+FINE_SEP = "|"
+"""Separator of a fine class's parts: ``<class>|sex=F|40<=age<60``."""
 
 
 def n_outputs(comp: dict) -> int:
-    """Number of model outputs: 1 for a binary task, else the number of classes."""
+    """Number of model outputs: the number of fine classes of a subdivided competition
+    (``fine_classes``), else 1 for a binary task and the number of classes otherwise."""
+    if comp.get("fine_classes"):
+        return len(comp["fine_classes"])
     return 1 if comp["task"] == "binary" else len(comp["classes"])
+
+
+def output_task(comp: dict) -> str:
+    """What the model's outputs are, as a task name for losses and estimators: ``multiclass`` (one
+    softmax over the fine classes) for a subdivided competition (``fine_classes``), else its task."""
+    return "multiclass" if comp.get("fine_classes") else comp["task"]
+
+
+def fine_parent(comp: dict) -> np.ndarray:
+    """The competition class index ``(n_fine,)`` of each of ``comp['fine_classes']``: the class the
+    fine class begins with (``<class>|...``; the longest such class). Raises ``ValueError``
+    naming a fine class that begins with no class."""
+    parents = []
+    for fine in comp["fine_classes"]:
+        found = [i for i, c in enumerate(comp["classes"]) if str(fine).startswith(f"{c}{FINE_SEP}")]
+        if not found:
+            raise ValueError(f"fine class {fine!r} does not begin with any of the classes {comp['classes']} "
+                             f"followed by {FINE_SEP!r}")
+        parents.append(max(found, key=lambda i: len(comp["classes"][i])))
+    return np.asarray(parents, dtype=np.int64)
 
 
 def prob_columns(comp: dict) -> list[str]:
@@ -52,8 +87,24 @@ def split_labels(value) -> list[str]:
     return [] if not isinstance(value, str) or value == "" else value.split(LABEL_SEP)
 
 
-def encode_targets(y: np.ndarray, comp: dict) -> np.ndarray:
-    """Encoded labels ``y`` (see :func:`class_index`) -> float32 training targets ``(rows, n_outputs)``."""
+def encode_targets(y: np.ndarray, comp: dict, fine=None) -> np.ndarray:
+    """Encoded labels ``y`` (see :func:`class_index`) -> float32 training targets ``(rows, n_outputs)``.
+
+    A subdivided competition (``fine_classes``) trains on the fine classes: ``fine`` ``(rows,)``
+    holds each row's fine class (``folds.csv``'s ``fine_target``) and the targets are one-hot over
+    ``comp['fine_classes']``; ``y`` is then unused. Raises ``ValueError`` when ``fine`` is missing
+    there or names an unknown fine class.
+    """
+    if comp.get("fine_classes"):
+        if fine is None:
+            raise ValueError("this competition trains on subdivided classes (fine_classes in competition.yaml): "
+                             "the rows need their fine class (folds.csv's fine_target column; run 00_prepare.py again)")
+        lookup = {c: i for i, c in enumerate(comp["fine_classes"])}
+        try:
+            idx = np.array([lookup[str(v)] for v in fine], dtype=np.int64)
+        except KeyError as exc:
+            raise ValueError(f"unknown fine class {exc.args[0]!r}; expected one of {comp['fine_classes']}") from None
+        return np.eye(len(lookup), dtype=np.float32)[idx]
     if comp["task"] == "binary":
         pos = comp["classes"].index(comp["positive"])
         return (y == pos).astype(np.float32)[:, None]
@@ -63,8 +114,23 @@ def encode_targets(y: np.ndarray, comp: dict) -> np.ndarray:
 
 
 def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict) -> np.ndarray:
-    """Model logits ``(rows, n_outputs)`` -> class probabilities ``(rows, n_classes)`` (float64)."""
+    """Model logits ``(rows, n_outputs)`` -> class probabilities ``(rows, n_classes)`` (float64).
+
+    A subdivided competition (``fine_classes``): the softmax over the fine classes, each
+    competition class getting the sum of its fine classes' probabilities (:func:`fine_parent`),
+    whatever the task (binary included). Raises ``ValueError`` when the logits are not one per
+    fine class then (a model trained before the competition was subdivided).
+    """
     logits = torch.as_tensor(logits, dtype=torch.float64)
+    if comp.get("fine_classes"):
+        n_fine = len(comp["fine_classes"])
+        if logits.dim() != 2 or logits.shape[1] != n_fine:
+            raise ValueError(f"logits of shape {tuple(logits.shape)} for a competition of {n_fine} subdivided "
+                             f"classes (fine_classes): expected (rows, {n_fine})")
+        fine = torch.softmax(logits, dim=1).numpy()
+        merge = np.zeros((n_fine, len(comp["classes"])))
+        merge[np.arange(n_fine), fine_parent(comp)] = 1.0
+        return fine @ merge
     if comp["task"] == "binary":
         p = torch.sigmoid(logits[:, 0]).numpy()
         pos = comp["classes"].index(comp["positive"])

@@ -58,10 +58,14 @@ class SplitInputs:
 
     def set_labels(self, table: pd.DataFrame, comp: dict) -> None:
         """Encode ``table``'s ``target`` column (when it has one) as ``y`` (carrying the rows'
-        slices when the table has any: :func:`lib.data.slices.with_slices`) and ``target``."""
+        slices when the table has any: :func:`lib.data.slices.with_slices`) and ``target``; a
+        subdivided competition (``fine_classes``) trains on the fine classes of the table's
+        ``fine_target`` column (:func:`lib.data.tasks.encode_targets`), ``y`` staying the
+        competition's classes (scores, the balanced sampler)."""
         if "target" in table:
             y = tasks.class_index(table["target"], comp)
-            self.target = torch.from_numpy(tasks.encode_targets(y, comp)).to(self.device)
+            fine = table["fine_target"].astype(str).tolist() if "fine_target" in table else None
+            self.target = torch.from_numpy(tasks.encode_targets(y, comp, fine)).to(self.device)
             self.y = with_slices(y, table)
 
     def set_metadata(self, encoder: MetadataEncoder | dict | None, table: pd.DataFrame) -> None:

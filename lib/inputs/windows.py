@@ -36,6 +36,11 @@ class WindowData(SplitInputs):
     y: np.ndarray | None = None
     target: torch.Tensor | None = None
 
+    def __post_init__(self):
+        if self.rec is not None:  # built from arrays (not by load): one region per recording
+            self.set_grid(self.rec, len(self.count))
+            self.window_region, self.region_windows, self.region_window0 = self.rec, self.count, self.first
+
     @property
     def device(self) -> torch.device:
         return self.spec.device

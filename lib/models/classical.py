@@ -95,8 +95,11 @@ class ClassicalModel(nn.Module):
             class_weight: str | None = None, log=print) -> None:
         """Fit on ``X (windows, n_features)``, ``target (windows, n_outputs)`` 0/1 (one-hot for
         multiclass), ``groups (windows,)`` (the recording of each window, so the grid search's
-        inner folds never split a recording). Multi-label tasks get one estimator per label
-        (``OneVsRestClassifier``); ``class_weight="balanced"`` is passed to the estimator."""
+        inner folds never split a recording). ``task``: what the outputs are
+        (:func:`lib.data.tasks.output_task`: ``multiclass`` over the fine classes of a subdivided
+        competition, whose one-hot targets then have one column per fine class). Multi-label tasks
+        get one estimator per label (``OneVsRestClassifier``); ``class_weight="balanced"`` is
+        passed to the estimator."""
         from sklearn.model_selection import GridSearchCV, GroupKFold
         from sklearn.multiclass import OneVsRestClassifier
 

@@ -214,7 +214,7 @@ class ExperimentRun:
         frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
         ckpt.update(model=cfg["model"], frontend=cfg.get("frontend"), features=cfg["features"], inputs=cfg["inputs"],
                     manifest=data.manifest,
-                    comp={k: self.comp[k] for k in ("task", "classes", "positive") if k in self.comp}, **info)
+                    comp={k: self.comp[k] for k in ("task", "classes", "positive", "fine_classes") if k in self.comp}, **info)
         with atomic_path(files["model"]) as tmp:
             torch.save(ckpt, tmp)
         with atomic_path(files["oof"]) as tmp:

@@ -21,7 +21,10 @@ them, and stage 02 merges OOF predictions over the labelled rows only (fold -1 i
 fold), so OOF scores stay comparable with the original folder's. Run 01-04 there with any
 experiment. Confident: binary and multiclass, the most probable class's probability at least
 ``min_confidence``; multi-label, every class's probability at least ``min_confidence`` or at most
-``1 - min_confidence`` (the labels: the former).
+``1 - min_confidence`` (the labels: the former). A subdivided competition (``subdivide``) gives
+each pseudo row its fine class from its label and metadata, leaving out the rows whose fine class
+no training row has (the models have no output for it); distillation is refused there (the
+blend's soft targets are in the competition's classes, not the fine ones).
 
 Caveat: the blend's test predictions come from models trained on every labelled row, so when
 test recordings share groups (sessions, patients) with training ones, the pseudo labels carry
@@ -40,6 +43,7 @@ from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv
 from ..data import tasks
+from ..data.prepare import fine_targets
 
 
 def soft_targets(out: Outputs, comp: dict, ids) -> tuple[np.ndarray, str]:
@@ -47,7 +51,14 @@ def soft_targets(out: Outputs, comp: dict, ids) -> tuple[np.ndarray, str]:
     p(positive)) in the order of ``ids``, and the blend's record id (what the student's models
     depend on). Raises ``MissingArtifact`` naming ``04_ensemble.py`` when there is no blend,
     an older one without ``ensemble/oof_blend.csv``, one made on other folds than the current
-    ``folds.csv``, or one that lacks some of ``ids``."""
+    ``folds.csv``, or one that lacks some of ``ids``; ``ConfigError`` for a subdivided competition
+    (``subdivide``: the blend's probabilities are in the competition's classes, the student's
+    outputs in the fine ones, and a soft target cannot be split between them)."""
+    if comp.get("fine_classes"):
+        raise ConfigError(f"train.distill: the competition ({out.competition}) subdivides its classes (subdivide: "
+                          f"{len(comp['fine_classes'])} fine classes), but the blend's soft targets are in its "
+                          f"{len(comp['classes'])} classes; distillation does not apply: train without "
+                          f"train.distill, or without subdivide")
     record = out.ensembled.require()
     check_folds(record, folds_id(out.load_split("train")), "the blend (the teacher of train.distill)",
                 "04_ensemble.py again")  # OOF probabilities of other folds would leak the labels
@@ -106,6 +117,9 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         keep = probs.max(1) >= min_confidence
         labels = np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
     pseudo = test[keep].assign(target=labels[keep], fold=-1)
+    dropped = 0
+    if comp.get("fine_classes"):  # subdivided: the pseudo label's fine class from the row's metadata
+        pseudo, dropped = _with_fine_targets(pseudo, comp)
     if "group" not in pseudo:
         pseudo["group"] = pseudo["id"]
     table = pd.concat([folds, pseudo[[c for c in folds.columns if c in pseudo.columns]]], ignore_index=True)
@@ -120,4 +134,15 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         members.append(new.test)
     record.commit(members, fingerprint(comp, table.values.tolist()))
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
-    return {"rows": len(table), "pseudo": int(keep.sum()), "test": len(test), "per_class": per_class}
+    return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
+            **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
+
+
+def _with_fine_targets(pseudo: pd.DataFrame, comp: dict) -> tuple[pd.DataFrame, int]:
+    """The pseudo-labelled rows of a subdivided competition with their ``fine_target``
+    (:func:`lib.data.prepare.fine_targets` of their pseudo label and metadata), less the rows whose
+    fine class the training rows never had (the models have no output for it). Returns
+    ``(rows, number left out)``."""
+    fine = pd.Series(fine_targets(pseudo["target"], pseudo, comp), index=pseudo.index)
+    known = fine.isin(comp["fine_classes"])
+    return pseudo[known].assign(fine_target=fine[known]), int((~known).sum())

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data import tasks
 from ..inputs import SplitInputs
 from ..evaluation.metrics import score_all
 from ..inference.predict import predict_recordings
@@ -30,7 +31,9 @@ def train_fold_classical(cfg: dict, comp: dict, data: SplitInputs, table: pd.Dat
     as :func:`lib.training.loop.train_fold`; the history is one row. ``train.class_weights:
     balanced`` becomes the estimator's ``class_weight="balanced"``; the optimiser, schedule,
     augmentation, EMA/SWA and epoch settings do not apply (a fit is not resumable: ``state_path``
-    is unused, an interrupted fold is fitted again)."""
+    is unused, an interrupted fold is fitted again). A subdivided competition's member is fitted
+    on the fine classes (:func:`lib.data.tasks.output_task`: multiclass) and its probabilities
+    are merged back to the competition's classes as a network's are."""
     tc = cfg["train"]
     t0 = time.time()
     tr_rec, va_rec, encoder, model = fold_setup(cfg, comp, data, table, fold)
@@ -39,10 +42,12 @@ def train_fold_classical(cfg: dict, comp: dict, data: SplitInputs, table: pd.Dat
     X = window_features(model, data, items)
     target = data.targets(items).cpu().numpy()
     log(f"fold {fold}: fitting {cfg['model']['name']} on {X.shape[0]} windows x {X.shape[1]} features")
-    model.fit(X, target, tr_rec[owner], comp["task"], tc["seed"] + fold, tc["class_weights"], log)
+    # a subdivided competition's member learns the fine classes (multiclass) and its logits merge
+    # back through lib.data.tasks.logits_to_probs like a network's
+    model.fit(X, target, tr_rec[owner], tasks.output_task(comp), tc["seed"] + fold, tc["class_weights"], log)
     model.to(device)
     probs, logits, windows = predict_recordings(model, data, va_rec, comp, cfg["tta"])
-    loss_fn = build_loss(cfg["loss"], comp["task"])
+    loss_fn = build_loss(cfg["loss"], comp)
     valid_loss = float(loss_fn(logits.mean(0), data.targets(windows).cpu()))
     train_loss = float(loss_fn(torch.as_tensor(model.logits(X)), torch.as_tensor(target)))
     scores = {k: float(v) for k, v in score_all(comp["metrics"], data.y[va_rec], probs, comp).items()}

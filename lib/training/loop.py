@@ -321,8 +321,8 @@ class FoldTrainer:
             raise ConfigError(f"train.class_weights {tc['class_weights']!r} is not null or balanced")
         class_weight = None
         if tc["class_weights"]:
-            class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), self.comp["task"])
-        loss_fn = build_loss(cfg["loss"], self.comp["task"], class_weight).to(device)
+            class_weight = balanced_class_weight(data.target[torch.as_tensor(tr_rec)].cpu().numpy(), self.comp)
+        loss_fn = build_loss(cfg["loss"], self.comp, class_weight).to(device)
         opt = build_optimizer(cfg["optimizer"], model.param_groups())
         global_batch = tc["batch_size"] * ranks.world
         steps = math.ceil(len(tr_rec) / global_batch)

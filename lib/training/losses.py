@@ -5,6 +5,13 @@
 same way. Class weights (``train.class_weights: balanced``) are given as ``class_weight
 (n_outputs,)``: for sigmoid losses the weight of each output's positive term (``pos_weight``,
 n_negative / n_positive when balanced), for softmax losses the weight of each class.
+
+A subdivided competition (``subdivide``: :func:`lib.data.tasks.output_task`) trains a softmax over
+its fine classes whatever its task: given the competition config, :func:`build_loss` picks as for
+a multiclass task; given only the task name ``binary``, ``auto`` and ``focal`` follow the outputs
+(one output: sigmoid; more: the fine classes, softmax) and ``bce`` refuses more than one output.
+:func:`balanced_class_weight` of a binary task's targets with more than one column (the fine
+classes) weights them as a multiclass task's.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from torch.nn import functional as F
 
 from ..core.errors import ConfigError
 from ..core.registry import Registry
+from ..data import tasks
 
 LOSSES = Registry("loss")
 
@@ -84,6 +92,9 @@ class FocalLoss(nn.Module):
             target = target * (1 - self.eps) + self.eps / target.shape[1]
             logp = F.log_softmax(logits, dim=1)
             terms = -target * (1 - logp.exp()) ** self.gamma * logp
+            if self.alpha is not None and self.alpha.numel() not in (1, logits.shape[1]):
+                raise ConfigError(f"loss.params.alpha has {self.alpha.numel()} class weights for {logits.shape[1]} "
+                                  f"outputs (a subdivided competition has one output per fine class): give one number")
             if self.alpha is not None:
                 terms = terms * self.alpha.to(logits.device)
             if self.weight is not None:
@@ -99,11 +110,34 @@ class FocalLoss(nn.Module):
         return terms.mean()
 
 
-def balanced_class_weight(target: np.ndarray, task: str) -> np.ndarray:
+class _ByOutputs(nn.Module):
+    """A binary task's loss when only the task name is known: ``sigmoid`` on one output, ``softmax``
+    on more (the fine classes of a subdivided competition); ``softmax=None``: more outputs are
+    refused (``name``, the loss asked for, is then named)."""
+
+    def __init__(self, sigmoid: nn.Module, softmax: nn.Module | None, name: str):
+        super().__init__()
+        self.sigmoid, self.softmax, self.name = sigmoid, softmax, name
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] == 1:
+            return self.sigmoid(logits, target)
+        if self.softmax is None:
+            raise ConfigError(f"loss {self.name!r} is a sigmoid on one output, but this binary competition is "
+                              f"subdivided ({logits.shape[1]} fine classes, softmax): use loss: {{name: auto}}")
+        return self.softmax(logits, target)
+
+
+def balanced_class_weight(target: np.ndarray, task: str | dict) -> np.ndarray:
     """``class_weight (n_outputs,)`` from training targets ``(rows, n_outputs)`` (0/1): multiclass
     ``rows / (n_classes * rows_of_class)`` (sklearn's "balanced"); sigmoid tasks ``n_neg / n_pos``
-    per output. Classes absent from the rows get weight 1."""
+    per output. Classes absent from the rows get weight 1. ``task``: the task name or the
+    competition config; softmax outputs (a multiclass task, the fine classes of a subdivided
+    competition, a binary task's targets of more than one column) are weighted as multiclass."""
     target = np.asarray(target, dtype=np.float64)
+    task = tasks.output_task(task) if isinstance(task, dict) else task
+    if task == "binary" and target.ndim == 2 and target.shape[1] > 1:  # the fine classes (subdivide)
+        task = "multiclass"
     pos = target.sum(0)
     if task == "multiclass":
         w = len(target) / (target.shape[1] * np.maximum(pos, 1e-12))
@@ -112,20 +146,29 @@ def balanced_class_weight(target: np.ndarray, task: str) -> np.ndarray:
     return np.where(pos > 0, w, 1.0).astype(np.float32)
 
 
-def build_loss(section: dict, task: str, class_weight=None) -> nn.Module:
-    """The loss of an experiment's ``loss`` section for ``task``; see the module docstring.
+def build_loss(section: dict, task: str | dict, class_weight=None) -> nn.Module:
+    """The loss of an experiment's ``loss`` section for ``task`` (the task name, or the competition
+    config: a subdivided one trains softmax outputs, :func:`lib.data.tasks.output_task`); see the
+    module docstring.
 
     Raises ``ConfigError`` for ``bce`` on a multiclass task or ``ce`` on a sigmoid task (training
-    and prediction would disagree on what the outputs mean).
+    and prediction would disagree on what the outputs mean); ``bce`` given the name ``binary`` of a
+    subdivided competition raises it at the first batch.
     """
     name = section["name"]
+    task = tasks.output_task(task) if isinstance(task, dict) else task
     if name == "auto":
         name = "ce" if task == "multiclass" else "bce"
     params = dict(section.get("params") or {})
     if (name == "bce" and task == "multiclass") or (name == "ce" and task != "multiclass"):
         raise ConfigError(f"loss {name!r} does not fit a {task} task (predictions use "
                           f"{'softmax' if task == 'multiclass' else 'sigmoid'}); use loss: {{name: auto}}")
+    cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
+    if task == "binary" and not (name == "focal" and "softmax" in params):  # maybe subdivided: see the outputs
+        sigmoid = LOSSES.get(name)(**params, **({"softmax": False} if name == "focal" else {}), class_weight=cw)
+        softmax = (SoftCrossEntropy(params.get("label_smoothing", 0.0), cw) if name == "bce" and section["name"] == "auto"
+                   else FocalLoss(**dict(params, softmax=True), class_weight=cw) if name == "focal" else None)
+        return _ByOutputs(sigmoid, softmax, section["name"])
     if name == "focal":
         params.setdefault("softmax", task == "multiclass")
-    cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
     return LOSSES.get(name)(**params, class_weight=cw)
