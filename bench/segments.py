@@ -43,18 +43,20 @@ def main() -> None:
     table = out.load_split("train")
     data = load_inputs(out, cfg, "train", table, comp, torch.device("cpu"))
     probs = {h: np.zeros((len(table), len(comp["classes"]))) for h in HOWS}
+    done = np.zeros(len(table), bool)  # the rows of the trained folds (all, unless partial)
     for ckpt, model in load_fold_models(out, args.experiment, "cpu", record):
         recs = np.flatnonzero(table["fold"].to_numpy() == ckpt["fold"])
+        done[recs] = True
         data.set_metadata(ckpt.get("metadata_encoder"), table)
         items, owner = data.windows_of(recs)
         window = tasks.logits_to_probs(predict_logits(model, data, items)[0], comp)
         for h in HOWS:
             c = dict(comp, segments=dict(comp["segments"], aggregate=h))
             probs[h][recs] = aggregate_windows(window, owner, data.region_of(items), len(recs), c)
-    y = tasks.class_index(table["target"], comp)
-    rows = {h: score_all(comp["metrics"], y, probs[h], comp) for h in HOWS}
-    print(f"| segments -> recording ({args.experiment}, {len(table)} recordings, "
-          f"{int(data.region_count.sum())} segments) | " + " | ".join(comp["metrics"]) + " |")
+    y = tasks.class_index(table["target"][done], comp)
+    rows = {h: score_all(comp["metrics"], y, probs[h][done], comp) for h in HOWS}
+    print(f"| segments -> recording ({args.experiment}, {int(done.sum())} OOF recordings, "
+          f"{int(data.region_count[done].sum())} segments) | " + " | ".join(comp["metrics"]) + " |")
     print("|---|" + "---|" * len(comp["metrics"]))
     for h, s in rows.items():
         print(f"| {h} | " + " | ".join(f"{s[m]:.4f}" for m in comp["metrics"]) + " |")
