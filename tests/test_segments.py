@@ -292,3 +292,12 @@ def test_a_killed_matrix_cache_build_is_never_taken_for_finished(maic, tmp_path)
     log = _run("01_features.py", exp, "--output-dir", out)
     assert "built in" in log and "128 bins at 62.5 frames/s" in log
     assert not [p for p in (out / "features/precomputed").iterdir() if p.name.startswith(".")]
+
+
+def test_cycles_of_a_recording_never_split_by_a_row_scheme(icbhi, tmp_path):
+    cfg = json.loads(json.dumps(ICBHI))
+    cfg.pop("groups")
+    cfg["folds"] = {"n_folds": 3, "scheme": "stratified"}  # splits rows: a recording's cycles would cross folds
+    comp, _ = _config(tmp_path, cfg, icbhi, "rows")
+    with pytest.raises(InputError, match="have rows in several folds.*stratified_group"):
+        prepare(comp, tmp_path / "out")

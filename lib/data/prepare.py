@@ -506,7 +506,7 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
     for col in ("sample_rate", "duration_s", "channels"):
         folds[col] = train[col].to_numpy()
     folds = pd.concat([folds, meta, slice_values(train, cfg.get("slices", [])).set_axis(folds.index)], axis=1)
-    crossing = groups_crossing_folds(folds) if cfg.get("groups") else []
+    crossing = groups_crossing_folds(folds) if cfg.get("groups") or segments.unit(cfg) == "segment" else []
     if crossing and fc["scheme"] == "predefined":
         raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
     if crossing:  # a scheme that splits rows, not groups
