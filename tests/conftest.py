@@ -1,6 +1,11 @@
 """Shared test fixtures: the project on sys.path, the real data location, small real subsets."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +21,31 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 BREATHING = SHARED_DATA / "breathing"
 HEART_VALVE = SHARED_DATA / "heart-valve"
 HEART_SOUND = SHARED_DATA / "heart-sound"
+
+
+def stage(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a project script (``stage("02_train.py", cfg, "--output-dir", out)``) as ``python
+    SCRIPT ARGS`` from the project folder would, but in this process: one import of torch and the
+    library for the whole suite instead of one per run (about 4 s each). Returns a
+    ``CompletedProcess`` with the exit code and the captured stdout and stderr; ``check``: assert
+    exit code 0, showing the output's tail otherwise. Tests of what only a separate process shows
+    (a kill, a read-only mount, torchrun, another user) run the script with ``subprocess``."""
+    argv, cwd, code = sys.argv, os.getcwd(), 0
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [str(a) for a in args]
+    try:
+        os.chdir(ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / args[0]), run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+    r = subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+    if check:
+        assert code == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
 
 
 def require_breathing() -> Path:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
-from conftest import ROOT, make_toy_competition
+from conftest import ROOT, make_toy_competition, stage
 
 from lib.core.artifacts import Record, remove_stale_temporaries
 from lib.core.errors import MissingArtifact
@@ -23,13 +23,6 @@ from lib.core.utils import atomic_path
 TINY = {"features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
         "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1, "head_hidden": 8}},
         "train": {"epochs": 3, "batch_size": 4, "patience": 10, "device": "cpu"}}
-
-
-def _stage(*args, check=True):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if check:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
 
 
 def _kill_when(args, needle: str, stream: str = "stdout", timeout: float = 120) -> str:
@@ -57,10 +50,10 @@ def toy(tmp_path):
     """A prepared toy competition: ``(output folder, experiment config path, Outputs)``."""
     make_toy_competition(tmp_path / "data")
     out = tmp_path / "out"
-    _stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
     exp = tmp_path / "toy_exp.yaml"
     exp.write_text(yaml.safe_dump(TINY))
-    _stage("01_features.py", exp, "--output-dir", out)
+    stage("01_features.py", exp, "--output-dir", out)
     return out, exp, Outputs(out)
 
 
@@ -98,8 +91,8 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
 
 def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, tmp_path):
     out, exp, o = toy
-    _stage("02_train.py", exp, "--output-dir", out)
-    _stage("03_infer.py", exp, "--output-dir", out)
+    stage("02_train.py", exp, "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
     oof_a, preds_a = (out / "oof/toy_exp.csv").read_text(), (out / "preds/toy_exp.csv").read_text()
     # the same experiment file edited (another learning rate), killed after its first fold
     edited = dict(TINY, optimizer={"name": "adamw", "params": {"lr": 3e-3}})
@@ -108,57 +101,57 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
     assert not o.trained("toy_exp").path.exists()  # nothing marked complete
     with pytest.raises(MissingArtifact, match="02_train.py"):
         o.trained("toy_exp").require()
-    r = _stage("03_infer.py", exp, "--output-dir", out, "--force", check=False)
+    r = stage("03_infer.py", exp, "--output-dir", out, "--force", check=False)
     assert r.returncode == 1 and "run 02_train.py for toy_exp" in r.stderr
     # back to the original settings: fold 1 (untouched) is kept, fold 0 retrained, nothing mixed
     exp.write_text(yaml.safe_dump(TINY))
-    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "up to date" not in log and "fold 0: trained" in log and "fold 1: finished earlier" in log
     assert (out / "oof/toy_exp.csv").read_text() == oof_a  # the same models as the first run, bit for bit
     # a new training run: predicted again, with the same models the same predictions
-    assert "written" in _stage("03_infer.py", exp, "--output-dir", out).stdout
+    assert "written" in stage("03_infer.py", exp, "--output-dir", out).stdout
     assert (out / "preds/toy_exp.csv").read_text() == preds_a
     # retrain with other settings, skip 03: the ensemble refuses the old predictions
     exp.write_text(yaml.safe_dump(edited))
-    _stage("02_train.py", exp, "--output-dir", out)
-    r = _stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    stage("02_train.py", exp, "--output-dir", out)
+    r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and "test predictions of 'toy_exp' was made from an older train result" in r.stderr
     assert "run 03_infer.py for toy_exp" in r.stderr and not (out / "submission.csv").exists()
-    _stage("03_infer.py", exp, "--output-dir", out)
-    _stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "--output-dir", out)
     assert len(pd.read_csv(out / "submission.csv")) == 2
 
 
 def test_changed_members_are_noticed_and_merged_again_without_training(toy):
     out, exp, o = toy
-    _stage("02_train.py", exp, "--output-dir", out)
+    stage("02_train.py", exp, "--output-dir", out)
     scores = json.loads((out / "models/toy_exp/scores.json").read_text())
     # a kill between the OOF file and scores.json leaves scores.json older than the OOF file
     (out / "models/toy_exp/scores.json").write_text("{}")
-    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "fold 0: finished earlier" in log and "fold 1: finished earlier" in log and "up to date" not in log
     assert json.loads((out / "models/toy_exp/scores.json").read_text())["oof"] == scores["oof"]
     # a fold model that changed after training is noticed: that fold is trained again
     with open(out / "models/toy_exp/fold1.pt", "ab") as f:
         f.write(b"x")
-    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "fold 0: finished earlier" in log and "fold 1: trained" in log
 
 
 def test_feature_cache_checks(toy, tmp_path):
     out, exp, o = toy
-    _stage("02_train.py", exp, "--output-dir", out)
-    assert "up to date" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    stage("02_train.py", exp, "--output-dir", out)
+    assert "up to date" in stage("01_features.py", exp, "--output-dir", out).stdout
     # a deleted windows file or a truncated spec file is not up to date, and 02 refuses it
     (out / "features/lm/train_windows.npy").unlink()
-    r = _stage("02_train.py", exp, "--output-dir", out, check=False)
+    r = stage("02_train.py", exp, "--output-dir", out, check=False)
     assert r.returncode == 1 and "train_windows.npy is missing" in r.stderr and "run 01_features.py again" in r.stderr
-    assert "built in" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
     spec = out / "features/lm/test_spec.npy"
     spec.write_bytes(spec.read_bytes()[:-10])
-    assert "built in" in _stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
     # rebuilt identically: the trained models stay up to date
-    assert "up to date" in _stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
     # an audio file replaced by another of the same size, its modification time kept
     wav = tmp_path / "data/train/s0_0.wav"
     st = os.stat(wav)
@@ -166,8 +159,8 @@ def test_feature_cache_checks(toy, tmp_path):
     sf.write(wav, -y, sr)
     os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(wav).st_size == st.st_size
-    assert "built in" in _stage("01_features.py", exp, "--output-dir", out).stdout
-    assert "up to date" not in _stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "up to date" not in stage("02_train.py", exp, "--output-dir", out).stdout
 
 
 SLOW_FEATURES = """
@@ -197,7 +190,7 @@ def test_feature_build_killed_in_the_test_split_is_never_taken_for_finished(toy,
     _kill_when([script, ROOT, "01_features.py", other, "--output-dir", out, "--workers", "1", "--force"],
                "lm test:", stream="stderr")
     assert not (out / "features/lm/record.json").exists()
-    log = _stage("01_features.py", exp, "--output-dir", out).stdout
+    log = stage("01_features.py", exp, "--output-dir", out).stdout
     assert "built in" in log and "up to date" not in log
     after = {p.name: p.read_bytes() for p in (out / "features/lm").glob("*.npy")}
     assert after == before  # the original settings' cache again, whole; no temporaries left
@@ -206,21 +199,21 @@ def test_feature_build_killed_in_the_test_split_is_never_taken_for_finished(toy,
 
 def test_folds_trained_in_separate_runs_merge(toy):
     out, exp, o = toy
-    log = _stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[1]").stdout
+    log = stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[1]").stdout
     assert "PARTIAL: folds [0]" in log
     oof = pd.read_csv(out / "oof/toy_exp.csv")
     assert set(oof.fold) == {1}
-    _stage("03_infer.py", exp, "--output-dir", out)
-    r = _stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    stage("03_infer.py", exp, "--output-dir", out)
+    r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and "partial" in r.stderr and "--allow-partial" in r.stderr
-    assert "blend" in _stage("04_ensemble.py", "toy_exp", "--output-dir", out, "--allow-partial").stdout
-    log = _stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[0]").stdout
+    assert "blend" in stage("04_ensemble.py", "toy_exp", "--output-dir", out, "--allow-partial").stdout
+    log = stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[0]").stdout
     assert "fold 0: trained" in log and "PARTIAL" not in log
     assert set(pd.read_csv(out / "oof/toy_exp.csv").fold) == {0, 1}
-    r = _stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and "run 03_infer.py for toy_exp" in r.stderr  # predictions of the partial run
-    _stage("03_infer.py", exp, "--output-dir", out)
-    _stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "--output-dir", out)
     rec = o.trained("toy_exp").require()
     assert rec["info"] == {"folds": [0, 1], "partial": False, "missing_folds": []}
     run = json.loads((out / "models/toy_exp/run.json").read_text())
@@ -236,12 +229,12 @@ def test_training_killed_mid_fold_resumes(toy, tmp_path):
     ref.mkdir()
     for name in ("folds.csv", "test.csv", "competition.yaml", "prepare.record.json"):
         (ref / name).write_bytes((out / name).read_bytes())
-    _stage("01_features.py", exp, "--output-dir", ref)
-    _stage("02_train.py", exp, "--output-dir", ref)
+    stage("01_features.py", exp, "--output-dir", ref)
+    stage("02_train.py", exp, "--output-dir", ref)
     _kill_when(["02_train.py", exp, "--output-dir", out], "fold 0 epoch  3/5")
     time.sleep(0.1)
     assert (out / "models/toy_exp/fold0.state.pt").exists()
-    log = _stage("02_train.py", exp, "--output-dir", out).stdout
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "fold 0: resumed from epoch" in log and "fold 1: trained" in log
     assert (out / "oof/toy_exp.csv").read_text() == (ref / "oof/toy_exp.csv").read_text()
     assert not (out / "models/toy_exp/fold0.state.pt").exists()
@@ -280,14 +273,14 @@ def test_waveform_chain_after_a_killed_waveform_cache_build(toy, tmp_path):
     _kill_when([script, ROOT, "01_features.py", exp, "--output-dir", out, "--workers", "1"], "wave test:",
                stream="stderr")
     assert not (out / "features/wave/record.json").exists()
-    r = _stage("02_train.py", exp, "--output-dir", out, check=False)
+    r = stage("02_train.py", exp, "--output-dir", out, check=False)
     assert r.returncode == 1 and "01_features.py" in r.stderr
-    log = _stage("01_features.py", exp, "--output-dir", out).stdout
+    log = stage("01_features.py", exp, "--output-dir", out).stdout
     assert "built in" in log and "whole waveforms at 16000 Hz" in log
     assert not [p for p in (out / "features/wave").iterdir() if p.name.startswith(".")]
-    assert "with test-time augmentation" in _stage("02_train.py", exp, "--output-dir", out).stdout
-    _stage("03_infer.py", exp, "--output-dir", out)
-    _stage("04_ensemble.py", "wave", "--output-dir", out)
+    assert "with test-time augmentation" in stage("02_train.py", exp, "--output-dir", out).stdout
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "wave", "--output-dir", out)
     preds = pd.read_csv(out / "preds/wave.csv")
     assert len(preds) == 2 and np.isfinite(preds[["p_a", "p_b"]].to_numpy()).all()
     assert len(pd.read_csv(out / "submission.csv")) == 2

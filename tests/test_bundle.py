@@ -10,16 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, stage
 
 from lib.core.errors import InputError
 from lib.shipping.bundle import load_bundle
 
 
 def _run(*args, read_only=(), check=True):
-    """Run a project script. ``read_only``: folders the script must not be able to write to: as
-    root (which ignores file modes) they are bound read-only in a mount namespace of its own
-    (``unshare -m``); otherwise their write permissions are removed for the run."""
+    """Run a project script (in this process: :func:`conftest.stage`). ``read_only``: folders the
+    script must not be able to write to, in a process of its own: as root (which ignores file
+    modes) they are bound read-only in a mount namespace of its own (``unshare -m``); otherwise
+    their write permissions are removed for the run."""
+    if not read_only:
+        return stage(*args, check=check)
     cmd = [sys.executable, *map(str, args)]
     if read_only and os.geteuid() == 0:
         binds = " && ".join(f"mount --bind -o ro {shlex.quote(str(f))} {shlex.quote(str(f))}" for f in read_only)

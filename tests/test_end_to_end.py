@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 import pandas as pd
 import yaml
-from conftest import ROOT
+from conftest import ROOT, stage
 
 from lib.data.tasks import prob_columns
 
 
-def _run(*args, cwd=ROOT):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
 
 
 def test_all_stages_on_real_subset(breathing_subset, tmp_path):
@@ -28,12 +24,12 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
     small = ["--set", "train.epochs=2", "--set", "train.batch_size=16"]
     exps = [ROOT / "configs/cnn_small.yaml", ROOT / "configs/cnn8.yaml"]  # log_mel, and seed9 with scalars
 
-    log = _run("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out)
+    log = stage("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out).stdout
     assert "train: 48 recordings" in log and "test: 12 recordings" in log
     folds = pd.read_csv(out / "folds.csv", dtype=str)
     assert folds.groupby("group").fold.nunique().max() == 1 and set(folds.fold) == {"0", "1", "2"}
 
-    log = _run("01_features.py", *exps, "--output-dir", out)
+    log = stage("01_features.py", *exps, "--output-dir", out).stdout
     for name, shape, n_scalars in (("log_mel64", [1, 64, 63], 0), ("seed9", [9, 128, 63], 36)):
         manifest = json.loads((out / "features" / name / "manifest.json").read_text())
         assert manifest["spec_shape"] == shape and manifest["n_scalars"] == n_scalars
@@ -41,12 +37,12 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
         scalars = np.load(out / "features" / name / "test_scalars.npy")
         assert spec.shape == (48, *shape) and scalars.shape == (12, n_scalars)
         assert np.isfinite(spec).all() and np.isfinite(scalars).all()
-    assert "skipped" in _run("01_features.py", *exps, "--output-dir", out)
+    assert "skipped" in stage("01_features.py", *exps, "--output-dir", out).stdout
 
     cols = prob_columns({"classes": ["E", "I"]})
     for exp in exps:
         name = exp.stem
-        log = _run("02_train.py", exp, *small, "--name", name, "--output-dir", out)  # --set alone: name+hash
+        log = stage("02_train.py", exp, *small, "--name", name, "--output-dir", out).stdout  # --set alone: name+hash
         assert f"{name}: OOF accuracy" in log
         for k in range(3):
             assert (out / "models" / name / f"fold{k}.pt").exists()
@@ -60,13 +56,13 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
         epochs = pd.read_csv(out / "models" / name / "log.csv")
         assert len(epochs) == 6 and {"train_loss", "valid_loss", "accuracy", "auroc", "lr"} <= set(epochs.columns)
 
-        _run("03_infer.py", exp, *small, "--name", name, "--output-dir", out)
+        stage("03_infer.py", exp, *small, "--name", name, "--output-dir", out)
         preds = pd.read_csv(out / "preds" / f"{name}.csv")
         assert list(preds.columns) == ["id", "fold", *cols] and len(preds) == 12
         np.testing.assert_allclose(preds[cols].sum(axis=1), 1.0)
-    assert "skipped" in _run("02_train.py", exps[0], *small, "--name", exps[0].stem, "--output-dir", out)
+    assert "skipped" in stage("02_train.py", exps[0], *small, "--name", exps[0].stem, "--output-dir", out).stdout
 
-    log = _run("04_ensemble.py", "--output-dir", out)
+    log = stage("04_ensemble.py", "--output-dir", out).stdout
     assert "cnn_small" in log and "cnn8" in log and "blend" in log
     sub = pd.read_csv(out / "submission.csv")
     sample = pd.read_csv(breathing_subset / "sample_submission.csv")
@@ -108,32 +104,22 @@ def test_import_lib_from_anywhere(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no side effects at import
 
 
-def test_run_all_demo(tmp_path):
-    """run_all.sh end to end on the generated (synthetic) demo competition."""
-    import os
-
-    r = subprocess.run(["bash", "run_all.sh", "--demo", "--output-dir", str(tmp_path / "demo")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for stage in ("00_prepare", "01_features", "02_train demo", "03_infer demo", "04_ensemble", "total"):
-        assert stage in r.stdout
-    assert "SYNTHETIC" in r.stdout
-    sub = pd.read_csv(tmp_path / "demo" / "submission.csv")
-    assert len(sub) == 60 and set(sub.label) <= {"rise", "fall"}
-    scores = json.loads((tmp_path / "demo" / "models" / "demo" / "scores.json").read_text())
-    assert scores["oof"]["accuracy"] > 0.6  # the chirp direction is easy to learn, even in 4 epochs
-
-
 def test_run_all_demo_on_two_processes(tmp_path):
-    """run_all.sh --nproc 2: the folds of the demo experiment trained by two torchrun processes at
-    once (gloo on the CPU), then 03 and 04 as usual."""
+    """run_all.sh end to end on the generated (synthetic) demo competition, its folds trained by two
+    torchrun processes at once (gloo on the CPU), then 03 and 04 as usual. (run_all.sh on one
+    process: tests/test_competitions.py.)"""
     import os
 
     r = subprocess.run(["bash", "run_all.sh", "--demo", "--nproc", "2", "--output-dir", str(tmp_path / "demo")],
                        cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "02_train (2 processes)" in r.stdout and "trained by rank 1" in r.stdout
-    assert len(pd.read_csv(tmp_path / "demo" / "submission.csv")) == 60
+    for step in ("00_prepare", "01_features", "02_train (2 processes)", "03_infer demo", "04_ensemble", "total"):
+        assert step in r.stdout
+    assert "trained by rank 1" in r.stdout and "SYNTHETIC" in r.stdout
+    sub = pd.read_csv(tmp_path / "demo" / "submission.csv")
+    assert len(sub) == 60 and set(sub.label) <= {"rise", "fall"}
+    scores = json.loads((tmp_path / "demo" / "models" / "demo" / "scores.json").read_text())
+    assert scores["oof"]["accuracy"] > 0.6  # the chirp direction is easy to learn, even in 4 epochs
 
 
 def test_model_families_through_every_stage(breathing_subset, tmp_path):
@@ -144,8 +130,8 @@ def test_model_families_through_every_stage(breathing_subset, tmp_path):
 
     out = tmp_path / "output"
     comp = yaml.safe_load((ROOT / "configs/data/breathing.yaml").read_text())
-    comp["folds"]["n_folds"] = 3
-    data_cfg = tmp_path / "breathing3.yaml"
+    comp["folds"]["n_folds"] = 2
+    data_cfg = tmp_path / "breathing2.yaml"
     data_cfg.write_text(yaml.safe_dump(comp))
     ckpt = tmp_path / "Cnn14_16k_mAP=0.438.pth"
     sd = panns_state_dict(sample_rate=16000)
@@ -163,17 +149,17 @@ def test_model_families_through_every_stage(breathing_subset, tmp_path):
     for name, (base, extra) in runs.items():
         cfgs.append(tmp_path / f"{name}.yaml")
         cfgs[-1].write_text(yaml.safe_dump({"base": str(ROOT / base), **small, **extra}))
-    _run("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out)
-    _run("01_features.py", *cfgs, "--output-dir", out)
-    log = _run("02_train.py", *cfgs, "--output-dir", out)
+    stage("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out)
+    stage("01_features.py", *cfgs, "--output-dir", out)
+    log = stage("02_train.py", *cfgs, "--output-dir", out).stdout
     for name, cfg in zip(runs, cfgs):
         assert f"{name}: OOF accuracy" in log
-        _run("03_infer.py", cfg, "--output-dir", out)
+        stage("03_infer.py", cfg, "--output-dir", out)
         assert len(pd.read_csv(out / "preds" / f"{name}.csv")) == 12
     fold = torch.load(out / "models" / "cnn14" / "fold0.pt", weights_only=True)
     for k in ("bn0.weight", "conv_block1.conv1.weight", "conv_block1.bn2.running_var"):  # freeze_blocks: 1
         torch.testing.assert_close(fold["state_dict"][f"trunk.{k}"], sd[k])
     assert not torch.equal(fold["state_dict"]["trunk.conv_block2.conv1.weight"], sd["conv_block2.conv1.weight"])
-    log = _run("04_ensemble.py", "--output-dir", out)
+    log = stage("04_ensemble.py", "--output-dir", out).stdout
     assert all(name in log for name in runs) and "blend" in log
     assert len(pd.read_csv(out / "submission.csv")) == 12

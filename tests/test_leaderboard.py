@@ -4,14 +4,12 @@ submissions scored against a labelled CSV."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, make_toy_competition
+from conftest import make_toy_competition, stage
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
 from lib.core.errors import ConfigError, InputError
@@ -209,28 +207,24 @@ def test_multilabel_indicators_against_zero_one_columns(tmp_path):
     assert "auroc" in r["not_computable"]
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
 def test_commands(board, tmp_path):
     out, _, _ = board
-    ok = _run("leaderboard.py", "--output-dir", str(out.root), "--sort", "auroc", "--csv", str(tmp_path / "lb.csv"))
+    ok = stage("leaderboard.py", "--output-dir", str(out.root), "--sort", "auroc", "--csv", str(tmp_path / "lb.csv"), check=False)
     assert ok.returncode == 0, ok.stderr
     assert "by OOF auroc (higher is better)" in ok.stdout and "partial" in ok.stdout
     assert "not shown: broken" in ok.stdout and "blend (softmax, T=0.01) of 2" in ok.stdout
     assert len(pd.read_csv(tmp_path / "lb.csv")) == 5
-    bad = _run("leaderboard.py", "--output-dir", str(out.root), "--sort", "acuracy")
+    bad = stage("leaderboard.py", "--output-dir", str(out.root), "--sort", "acuracy", check=False)
     assert bad.returncode == 1 and "did you mean 'accuracy'" in bad.stderr
 
     comp = make_toy_competition(tmp_path / "toy")
     labels = _csv(tmp_path / "labels.csv", id=["s0", "s1", "s2", "s3"], label=["a", "b", "b", "a"])
     sub = _csv(tmp_path / "sub.csv", id=["s3", "s2", "s1", "s0"], label=["a", "a", "b", "a"])
     config = str(tmp_path / "toy" / "toy.yaml")
-    ok = _run("score_submission.py", sub, labels, "--config", config, "--json", str(tmp_path / "s.json"))
+    ok = stage("score_submission.py", sub, labels, "--config", config, "--json", str(tmp_path / "s.json"), check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "s.json").read_text())["scores"] == {"accuracy": 0.75}
     assert comp["submission"]["format"] == "label"
     wrong = _csv(tmp_path / "wrong.csv", id=["s3", "s2", "s1", "s9"], label="a")
-    bad = _run("score_submission.py", wrong, labels, "--config", config)
+    bad = stage("score_submission.py", wrong, labels, "--config", config, check=False)
     assert bad.returncode == 1 and "'s0'" in bad.stderr and "'s9'" in bad.stderr

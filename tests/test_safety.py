@@ -1,5 +1,5 @@
-"""No silent wrong, no code execution (issue 22), each case run as a user would (the stage scripts
-as subprocesses) on the generated toy competition (12 clips of 0.5 s, 2 folds): checkpoints whose
+"""No silent wrong, no code execution (issue 22), each case run as a user would (the stage scripts,
+run in this process by ``conftest.stage``) on the generated toy competition (12 clips of 0.5 s, 2 folds): checkpoints whose
 pickle would run code are refused in one line and never run; a work or output folder that is
 (or holds, or lies in) the data folder or the bundle is refused before any work; models,
 predictions, blends and bundles made on older folds are refused once 00_prepare.py assigned
@@ -7,17 +7,14 @@ other folds; a hand-edited bundle.json is refused."""
 import hashlib
 import json
 import os
-import runpy
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, make_toy_competition
+from conftest import make_toy_competition, stage
 
 from lib.core.errors import ConfigError
 from lib.core.utils import fingerprint
@@ -36,22 +33,6 @@ class Payload:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
-
-
-def _stage(*args):
-    """Run a stage script as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *map(str, args)], check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
-
-
-def _in_process(*args):
-    """Run a stage script in this process (the fixture's chain: one import of torch for all)."""
-    argv = sys.argv
-    sys.argv = [str(a) for a in args]
-    try:
-        runpy.run_path(str(ROOT / args[0]), run_name="__main__")
-    finally:
-        sys.argv = argv
 
 
 def _one_line_error(r, stage: str) -> str:
@@ -75,13 +56,13 @@ def shipped(tmp_path_factory):
     make_toy_competition(root / "data")
     data, out, exp, bundle = root / "data", root / "out", root / "toy_exp.yaml", root / "bundle"
     exp.write_text(yaml.safe_dump(TINY))
-    _in_process("00_prepare.py", data / "toy.yaml", "--output-dir", out)
-    _in_process("01_features.py", exp, "--output-dir", out, "--workers", "1")
-    _in_process("01_features.py", "configs/zoo/cnn14.yaml", *CNN14, "--output-dir", out, "--workers", "1")
-    _in_process("02_train.py", exp, "--output-dir", out)
-    _in_process("03_infer.py", exp, "--output-dir", out)
-    _in_process("04_ensemble.py", "--output-dir", out)
-    _in_process("05_bundle.py", "--to", bundle, "--output-dir", out)
+    stage("00_prepare.py", data / "toy.yaml", "--output-dir", out)
+    stage("01_features.py", exp, "--output-dir", out, "--workers", "1")
+    stage("01_features.py", "configs/zoo/cnn14.yaml", *CNN14, "--output-dir", out, "--workers", "1")
+    stage("02_train.py", exp, "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "--output-dir", out)
+    stage("05_bundle.py", "--to", bundle, "--output-dir", out)
     return root, data, out, exp, bundle
 
 
@@ -98,8 +79,8 @@ def test_a_pretrained_panns_file_with_a_payload_never_runs(shipped, tmp_path):
     marker, evil = tmp_path / "ran", tmp_path / "Cnn14_16k_mAP=0.438.pth"
     torch.save({"model": {"bn0.weight": torch.ones(64)}, "iteration": 3, "sampler": Payload(marker)}, evil)
     out = _copy(out, tmp_path / "out")
-    r = _stage("02_train.py", "configs/zoo/cnn14.yaml", *CNN14, "--set", f"model.params.pretrained={evil}",
-               "--name", "cnn14", "--output-dir", out)
+    r = stage("02_train.py", "configs/zoo/cnn14.yaml", *CNN14, "--set", f"model.params.pretrained={evil}",
+               "--name", "cnn14", "--output-dir", out, check=False)
     line = _one_line_error(r, "02_train")
     assert not marker.exists()
     assert str(evil) in line and "posix.system" in line, line
@@ -157,7 +138,7 @@ def test_a_crafted_fold_checkpoint_never_runs(shipped, tmp_path):
     torch.save(dict(ckpt, metadata_encoder=Payload(marker)), model_dir / "fold0.pt")
     _reseal(model_dir / "fold0.record.json", out)
     _reseal(model_dir / "record.json", out)
-    line = _one_line_error(_stage("03_infer.py", exp, "--output-dir", out), "03_infer")
+    line = _one_line_error(stage("03_infer.py", exp, "--output-dir", out, check=False), "03_infer")
     assert not marker.exists()
     assert str(model_dir / "fold0.pt") in line, line
 
@@ -168,7 +149,7 @@ def test_prepare_refuses_the_data_folder_as_output(shipped, tmp_path):
     _, data, _, _, _ = shipped
     (tmp_path / "link").symlink_to(data)
     before = _snapshot(data)
-    line = _one_line_error(_stage("00_prepare.py", data / "toy.yaml", "--output-dir", tmp_path / "link"), "00_prepare")
+    line = _one_line_error(stage("00_prepare.py", data / "toy.yaml", "--output-dir", tmp_path / "link", check=False), "00_prepare")
     assert "data folder" in line and _snapshot(data) == before
 
 
@@ -179,7 +160,7 @@ def test_predict_bundle_refuses_a_work_dir_on_its_inputs(shipped, tmp_path, wher
     _, data, _, _, bundle = shipped
     before = _snapshot(data), _snapshot(bundle)
     work = data if where == "data" else bundle
-    line = _one_line_error(_stage("predict_bundle.py", bundle, "--data-dir", data, "--work-dir", work),
+    line = _one_line_error(stage("predict_bundle.py", bundle, "--data-dir", data, "--work-dir", work, check=False),
                            "predict_bundle")
     assert f"--work-dir {work} is the" in line, line
     assert (_snapshot(data), _snapshot(bundle)) == before
@@ -210,7 +191,7 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     assert manifest["folds"]["toy_exp"] == [0, 1]
     manifest["folds"]["toy_exp"] = [0]
     (edited / "bundle.json").write_text(json.dumps(manifest, indent=2))
-    line = _one_line_error(_stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / "w2"),
+    line = _one_line_error(stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / "w2", check=False),
                            "predict_bundle")
     assert str(edited / "bundle.json") in line and "changed since the bundle was made" in line, line
 
@@ -223,11 +204,11 @@ def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_p
     comp = yaml.safe_load((data / "toy.yaml").read_text())
     comp["folds"]["n_folds"] = 3
     (tmp_path / "toy3.yaml").write_text(yaml.safe_dump(comp))
-    _in_process("00_prepare.py", tmp_path / "toy3.yaml", "--output-dir", out)
-    line = _one_line_error(_stage("03_infer.py", exp, "--output-dir", out), "03_infer")
+    stage("00_prepare.py", tmp_path / "toy3.yaml", "--output-dir", out)
+    line = _one_line_error(stage("03_infer.py", exp, "--output-dir", out, check=False), "03_infer")
     assert "trained experiment 'toy_exp' was made on other folds" in line and "run 02_train.py for toy_exp" in line
-    line = _one_line_error(_stage("04_ensemble.py", "toy_exp", "--output-dir", out), "04_ensemble")
+    line = _one_line_error(stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False), "04_ensemble")
     assert "other folds" in line and "02_train.py" in line, line
-    line = _one_line_error(_stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out), "05_bundle")
+    line = _one_line_error(stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out, check=False), "05_bundle")
     assert "the blend (ensemble.json) was made on other folds" in line and "04_ensemble.py" in line, line
     assert not (tmp_path / "b").exists()

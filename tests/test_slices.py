@@ -5,14 +5,12 @@ through the stages as a user would for the rest."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, stage
 
 from lib.core.errors import ConfigError
 from lib.data.folds import make_folds
@@ -79,10 +77,6 @@ def test_leave_one_group_out_and_stratify_by():
         make_folds(y, None, 5, "stratified", 0, strata=np.append(db[:-1], "x"))
 
 
-def _run(*args):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
 
 
 def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_path):
@@ -93,11 +87,11 @@ def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_
     data_cfg = tmp_path / "hs.yaml"
     data_cfg.write_text(yaml.safe_dump(cfg))
     out, exp = tmp_path / "out", ROOT / "configs/heart_sound/hgb.yaml"
-    _run("00_prepare.py", data_cfg, "--output-dir", out)
+    stage("00_prepare.py", data_cfg, "--output-dir", out)
     folds = pd.read_csv(out / "folds.csv")
     assert sorted(folds["slice_database"].unique()) == ["training-b", "training-f"]
-    _run("01_features.py", exp, "--output-dir", out)
-    _run("02_train.py", exp, "--output-dir", out)
+    stage("01_features.py", exp, "--output-dir", out)
+    stage("02_train.py", exp, "--output-dir", out)
     oof = pd.read_csv(out / "oof/hgb.csv").merge(folds[["id", "slice_database"]], on="id")
     per = {d: score_all(["macc"], (g.target == "abnormal").astype(int).to_numpy(),
                         g[["p_normal", "p_abnormal"]].to_numpy(), dict(BIN, slices=["database"]))["macc"]
@@ -109,9 +103,9 @@ def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_
     assert "## Scores per slice" in report and (out / "models/hgb/report/slices.png").stat().st_size > 0
     assert dict(zip(table["value"][:2], table["macc"][:2])) == pytest.approx(per)
     assert table["n"][:2].tolist() == [16, 16]
-    log = _run("04_ensemble.py", "--output-dir", out)
+    log = stage("04_ensemble.py", "--output-dir", out).stdout
     assert "## Scores per slice" in (out / "ensemble/report.md").read_text() and (out / "ensemble/slices.png").exists()
-    board = _run("leaderboard.py", "--output-dir", out)
+    board = stage("leaderboard.py", "--output-dir", out).stdout
     assert "per slice" in board and "database=training-f (n=16)" in board and (out / "leaderboard_slices.png").exists()
     assert "worst_macc" in log or "worst_macc" in board
 
@@ -120,8 +114,7 @@ def test_unknown_slice_column_is_named(heart_sound_subset, tmp_path):
     cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
     cfg["slices"] = ["device"]
     (tmp_path / "hs.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = stage("00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out", check=False)
     assert r.returncode != 0 and "device" in r.stdout + r.stderr and "Traceback" not in r.stderr
 
 
@@ -129,7 +122,7 @@ def test_leave_one_database_out_on_real_heart_sounds(heart_sound_subset, tmp_pat
     cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
     cfg.update(groups={"column": "database"}, folds={"scheme": "leave_one_group_out"})
     (tmp_path / "hs.yaml").write_text(yaml.safe_dump(cfg))
-    _run("00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out")
+    stage("00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out")
     folds = pd.read_csv(tmp_path / "out/folds.csv")
     assert folds.groupby("slice_database")["fold"].nunique().tolist() == [1, 1] and folds["fold"].nunique() == 2
     assert yaml.safe_load((tmp_path / "out/competition.yaml").read_text())["folds"]["n_folds"] == 2

@@ -14,13 +14,15 @@ from .reports import markdown_table, pyplot, save_figure, slice_section
 
 def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
     """Pearson correlation ``(n_members, n_members)`` of the members' OOF predictions: of
-    p(positive) for a binary task, else of the flattened ``(rows, n_classes)`` probabilities."""
+    p(positive) for a binary task, else of the flattened ``(rows, n_classes)`` probabilities; NaN
+    for a member whose predictions are constant (nothing to correlate)."""
     if comp["task"] == "binary":
         pos = comp["classes"].index(comp["positive"])
         flat = [p[:, pos] for p in probs]
     else:
         flat = [p.ravel() for p in probs]
-    return np.atleast_2d(np.corrcoef(np.stack(flat)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.atleast_2d(np.corrcoef(np.stack(flat)))
 
 
 def _plots(folder: Path, corr: np.ndarray, names: list[str], methods: pd.DataFrame, members: pd.DataFrame,
