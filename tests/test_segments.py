@@ -2,15 +2,13 @@
 line, crops that stay inside their segment, per-segment predictions aggregated to the unit, and
 every stage on competitions laid out as the seed datasets ship (made from real breathing clips)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, require_breathing
+from conftest import ROOT, stage, require_breathing
 from seed_formats import make_icbhi, make_maic
 
 from lib.core.config import read_competition
@@ -29,12 +27,6 @@ def _config(tmp_path, cfg: dict, data_dir, name: str):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(dict(cfg, name=name)))
     return read_competition(path, data_dir)[0], path
-
-
-def _run(*args):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
 
 
 @pytest.fixture
@@ -156,16 +148,16 @@ def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
                                    "train": {"epochs": 2, "batch_size": 16}}))
     cached = tmp_path / "hgb.yaml"  # log-mel windows cut from each cycle, and a classical member
     cached.write_text(yaml.safe_dump({"base": str(ROOT / "configs/zoo/hgb.yaml"), "model": {"params": {"max_iter": 20}}}))
-    _run("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out)
-    _run("01_features.py", exp, cached, "--output-dir", out)
+    stage("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out)
+    stage("01_features.py", exp, cached, "--output-dir", out)
     folds = pd.read_csv(out / "folds.csv")
     for name in ("waveform", "log_mel64"):
         manifest = json.loads((out / "features" / name / "manifest.json").read_text())
         assert manifest["splits"]["train"]["regions"] == manifest["splits"]["train"]["windows"] == len(folds)
-    _run("02_train.py", exp, cached, "--output-dir", out)
+    stage("02_train.py", exp, cached, "--output-dir", out)
     for e in (exp, cached):
-        _run("03_infer.py", e, "--output-dir", out)
-    _run("04_ensemble.py", "wave_small", "hgb", "--output-dir", out)
+        stage("03_infer.py", e, "--output-dir", out)
+    stage("04_ensemble.py", "wave_small", "hgb", "--output-dir", out)
     assert list(pd.read_csv(out / "oof" / "hgb.csv").id) == list(folds.id)
     oof = pd.read_csv(out / "oof" / "wave_small.csv")
     assert list(oof.id) == list(folds.id)  # one OOF row per cycle
@@ -183,35 +175,50 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
                                    "model": {"name": "cnn", "params": {"channels": [16, 32]}},
                                    "augment": {"cutmix": {"p": 0.5}}, "tta": {"shifts": [0.0, 0.05]},
                                    "train": {"epochs": 2, "batch_size": 16}}))
-    _run("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
+    stage("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
     folds = pd.read_csv(out / "folds.csv")
     train = pd.read_csv(maic / "train.csv")
     assert len(folds) == len(train)  # a row per recording; its tokens are its segments
     n_tokens = sum(len([t for t in json.loads((maic / "tokens" / f"{i}.json").read_text())["tokens"] if not t.get("skip")])
                    for i in train.id)
     assert folds.segments.str.split().str.len().sum() == n_tokens
-    _run("01_features.py", exp, "--output-dir", out)
+    stage("01_features.py", exp, "--output-dir", out)
     manifest = json.loads((out / "features" / "precomputed" / "manifest.json").read_text())
     assert manifest["kind"] == "frames" and manifest["spec_shape"] == [1, 128, 25]
     assert manifest["splits"]["train"]["regions"] == n_tokens
-    _run("02_train.py", exp, "--output-dir", out)
-    _run("03_infer.py", exp, "--output-dir", out)
-    _run("04_ensemble.py", "tokens", "--output-dir", out)
+    stage("02_train.py", exp, "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "tokens", "--output-dir", out)
     oof = pd.read_csv(out / "oof" / "tokens.csv")
     assert list(oof.id) == list(folds.id)  # token predictions voted per recording
     assert np.allclose(oof[["p_E", "p_I"]].sum(axis=1), 1)
     votes = oof["p_E"] * folds.segments.str.split().str.len()
     assert np.allclose(votes, votes.round())  # each token votes for one class
+    # the tokens' own OOF and test predictions, beside the recordings'; their votes are the recordings'
+    tokens = pd.read_csv(out / "oof" / "tokens.segments.csv")
+    assert len(tokens) == n_tokens and list(tokens.columns) == ["id", "segment", "start_s", "end_s", "fold", "target",
+                                                               "p_E", "p_I"]
+    assert (tokens.groupby("id").segment.agg(list) == tokens.groupby("id").size().map(lambda n: list(range(n)))).all()
+    assert (tokens.fold.to_numpy() == folds.set_index("id").fold.loc[tokens.id].to_numpy()).all()
+    share_e = (tokens.p_E > tokens.p_I).groupby(tokens.id, sort=False).mean()
+    np.testing.assert_allclose(share_e.loc[oof.id].to_numpy(), oof.p_E.to_numpy(), atol=1e-6)
+    bench = stage("bench/segments.py", "--output-dir", out, "tokens").stdout  # aggregations of that file
+    vote = next(line for line in bench.splitlines() if line.startswith("| vote |")).split("|")[2]
+    assert float(vote) == pytest.approx(json.loads((out / "models/tokens/scores.json").read_text())["oof"]["macro_f1"],
+                                        abs=1e-4)  # the experiment's own aggregation, vote, reproduced
+    test_tokens = pd.read_csv(out / "preds" / "tokens.segments.csv")
+    test_table = pd.read_csv(out / "test.csv")
+    assert len(test_tokens) == test_table.segments.str.split().str.len().sum() and (test_tokens.fold == -1).all()
+    assert set(test_tokens.id) == set(test_table.id) and np.allclose(test_tokens[["p_E", "p_I"]].sum(axis=1), 1)
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.id) == list(pd.read_csv(maic / "sample_submission.csv").id)
-    _run("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # a bundle reads the tables alone
-    _run("predict_bundle.py", tmp_path / "bundle", "--data-dir", maic, "--work-dir", tmp_path / "work")
+    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # a bundle reads the tables alone
+    stage("predict_bundle.py", tmp_path / "bundle", "--data-dir", maic, "--work-dir", tmp_path / "work")
     assert pd.read_csv(tmp_path / "work" / "submission.csv").equals(sub)
     # the waveform path needs audio: refused in one line
     wave = tmp_path / "wave.yaml"
     wave.write_text(yaml.safe_dump({"base": str(ROOT / "configs/wave_cnn.yaml"), "name": "wave"}))
-    r = subprocess.run([sys.executable, "01_features.py", wave, "--output-dir", out], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+    r = stage("01_features.py", wave, "--output-dir", out, check=False)
     assert r.returncode == 1 and "ships matrices" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -248,11 +255,11 @@ def test_a_submission_row_per_patient(tmp_path):
         _config(tmp_path, bad, root, "bad")
     _, path = _config(tmp_path, cfg, root, "circor")
     out = tmp_path / "out"
-    _run("00_prepare.py", path, "--data-dir", root, "--output-dir", out)
+    stage("00_prepare.py", path, "--data-dir", root, "--output-dir", out)
     exp = ROOT / "configs/zoo/hgb.yaml"
-    for stage in ("01_features.py", "02_train.py", "03_infer.py"):
-        _run(stage, exp, "--output-dir", out)
-    _run("04_ensemble.py", "hgb", "--output-dir", out)
+    for script in ("01_features.py", "02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    stage("04_ensemble.py", "hgb", "--output-dir", out)
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     assert list(sub.patient) == ["1015", "1016", "1017"]
     assert list(sub.murmur) == ["Present", "Absent", "Present"]  # odd patients have the murmur
@@ -279,17 +286,16 @@ def test_a_killed_matrix_cache_build_is_never_taken_for_finished(maic, tmp_path)
 
     _, cfg_path = _config(tmp_path, MAIC, maic, "maic")
     out = tmp_path / "out"
-    _run("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
+    stage("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
     exp = ROOT / "configs/maic/tokens.yaml"
     script = tmp_path / "slow.py"
     script.write_text(SLOW_MATRICES)
     _kill_when([script, ROOT, "01_features.py", exp, "--output-dir", out, "--workers", "1"], "precomputed test:",
                stream="stderr")
     assert not (out / "features/precomputed/record.json").exists()
-    r = subprocess.run([sys.executable, "02_train.py", exp, "--output-dir", out], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+    r = stage("02_train.py", exp, "--output-dir", out, check=False)
     assert r.returncode == 1 and "01_features.py" in r.stderr
-    log = _run("01_features.py", exp, "--output-dir", out)
+    log = stage("01_features.py", exp, "--output-dir", out).stdout
     assert "built in" in log and "128 bins at 62.5 frames/s" in log
     assert not [p for p in (out / "features/precomputed").iterdir() if p.name.startswith(".")]
 

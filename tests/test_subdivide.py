@@ -78,6 +78,24 @@ def test_class_probabilities_are_the_sums_of_their_fine_ones(task, classes):
         tasks.logits_to_probs(logits[:, :1], comp)  # a model trained before subdivide
 
 
+def test_a_row_is_predicted_over_the_fine_classes_of_its_own_values():
+    from lib.data.prepare import fine_mask
+
+    fine = ["a|sex=F|age<40", "a|sex=M|age<40", "a|sex=M|age>=40", "b|sex=F|age<40", "b|sex=F|age>=40"]
+    comp = {"task": "multiclass", "classes": ["a", "b"], "fine_classes": fine, "metadata": {"numeric": ["age"]},
+            "subdivide": {"by": ["sex", "age"], "bands": {"age": [40]}, "mask": True}}
+    table = pd.DataFrame({"meta_sex": ["F", "M", "F", "M", None], "meta_age": [20, 50, 50, 20, 20]})
+    allowed = fine_mask(table, comp)
+    assert allowed.tolist() == [[1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 1, 0, 0, 0],
+                                [1, 1, 1, 1, 1]]  # the last: sex=? was never seen in training, nothing masked
+    logits = np.random.default_rng(1).normal(size=(5, 5))
+    probs = tasks.logits_to_probs(logits, comp, allowed)
+    soft = np.where(allowed, np.exp(logits), 0)
+    np.testing.assert_allclose(probs[:, 0], soft[:, :3].sum(1) / soft.sum(1), atol=1e-12)
+    assert probs[1].tolist() == [1.0, 0.0] and probs[2].tolist() == [0.0, 1.0]  # one possible fine class
+    assert fine_mask(table, dict(comp, subdivide={"by": ["sex"], "mask": False})) is None
+
+
 def test_losses_and_class_weights_follow_the_fine_outputs():
     comp = {"task": "binary", "classes": ["no", "yes"], "positive": "yes", "fine_classes": ["no|s=F", "no|s=M", "yes|s=F"]}
     z, target = torch.randn(8, 3), torch.eye(3)[torch.arange(8) % 3]
@@ -159,7 +177,7 @@ def test_end_to_end_trains_fine_classes_and_writes_competition_classes(tmp_path)
     from lib.runs.self_training import pseudo_labelled_folder
     from lib.shipping.bundle import make_bundle, predict_bundle
 
-    cfg, path = _write_competition(tmp_path, task="binary")
+    cfg, path = _write_competition(tmp_path, task="binary", subdivide=dict(SUBDIVIDE, mask=True))
     comp = load_competition(path)
     out = Outputs(tmp_path / "out")
     prepare(comp, out.root)
@@ -182,6 +200,9 @@ def test_end_to_end_trains_fine_classes_and_writes_competition_classes(tmp_path)
         oof = pd.read_csv(out.oof(exp["name"]))
         assert [c for c in oof.columns if c.startswith("p_")] == ["p_no", "p_yes"] and len(oof) == 48
         np.testing.assert_allclose(oof[["p_no", "p_yes"]].sum(axis=1), 1, atol=1e-6)
+        # subdivide.mask: r12 (sex unknown, 70) and r7 (F, age unknown) are the only rows of their
+        # values, so each has one possible fine class (no|sex=?|age>=60, yes|sex=F|age=?)
+        assert oof.p_no[12] == pytest.approx(1) and oof.p_yes[7] == pytest.approx(1)
         models = load_fold_models(out, exp["name"], torch.device("cpu"))
         assert [m.n_outputs for _, m in models] == [n_fine, n_fine]
         assert all(ckpt["comp"]["fine_classes"] == comp["fine_classes"] for ckpt, _ in models)

@@ -151,6 +151,7 @@ class _Subdivide(_Section):
     """Train on finer classes (class x metadata values), merge their probabilities back."""
     by: Annotated[list[str], Field(min_length=1)]  # metadata columns
     bands: dict[str, Annotated[list[float], Field(min_length=1)]] = {}  # numeric column -> band edges
+    mask: bool = False  # predict each row over the fine classes of its own metadata values only
 
 
 class Competition(_Section):

@@ -478,6 +478,24 @@ def fine_targets(targets, meta: pd.DataFrame, comp: dict) -> list[str]:
     return [tasks.FINE_SEP.join(row) for row in parts]
 
 
+def fine_mask(table: pd.DataFrame, comp: dict) -> np.ndarray | None:
+    """With ``subdivide.mask: true``, the fine classes each row of ``table`` (``folds.csv`` or
+    ``test.csv``, with its ``meta_<column>`` columns) may be predicted as, ``(rows, n_fine)`` bool:
+    those of its own metadata values (a woman of 45: the fine classes ``<class>|sex=F|40<=age<60``),
+    every other one being impossible for it, as the voice-pathology winner masked the classes
+    impossible for a patient's sex and age (MAIC 2021). A row whose values no training row had
+    keeps every fine class. ``None`` without ``subdivide.mask`` or ``fine_classes``. Raises
+    ``KeyError`` for a ``by`` column missing from ``table``."""
+    if not (comp.get("subdivide") or {}).get("mask") or not comp.get("fine_classes"):
+        return None
+    own = np.array([f.split(tasks.FINE_SEP, 1)[1] for f in fine_targets([""] * len(table), table, comp)])
+    parents = [comp["classes"][p] for p in tasks.fine_parent(comp)]
+    values = np.array([f[len(c) + len(tasks.FINE_SEP):] for f, c in zip(comp["fine_classes"], parents)])
+    allowed = own[:, None] == values[None, :]
+    allowed[~allowed.any(1)] = True
+    return allowed
+
+
 def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups: list[str],
                  meta: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """``folds.csv``'s table from the checked training rows ``train``, their ``labels``, ``groups``

@@ -113,13 +113,15 @@ def encode_targets(y: np.ndarray, comp: dict, fine=None) -> np.ndarray:
     return np.eye(len(comp["classes"]), dtype=np.float32)[y]
 
 
-def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict) -> np.ndarray:
+def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict, allowed: np.ndarray | None = None) -> np.ndarray:
     """Model logits ``(rows, n_outputs)`` -> class probabilities ``(rows, n_classes)`` (float64).
 
     A subdivided competition (``fine_classes``): the softmax over the fine classes, each
     competition class getting the sum of its fine classes' probabilities (:func:`fine_parent`),
-    whatever the task (binary included). Raises ``ValueError`` when the logits are not one per
-    fine class then (a model trained before the competition was subdivided).
+    whatever the task (binary included); ``allowed`` ``(rows, n_fine)`` bool (``subdivide.mask``:
+    :func:`lib.data.prepare.fine_mask`): the softmax over each row's allowed fine classes only.
+    Raises ``ValueError`` when the logits are not one per fine class then (a model trained before
+    the competition was subdivided).
     """
     logits = torch.as_tensor(logits, dtype=torch.float64)
     if comp.get("fine_classes"):
@@ -127,6 +129,8 @@ def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict) -> np.ndarray
         if logits.dim() != 2 or logits.shape[1] != n_fine:
             raise ValueError(f"logits of shape {tuple(logits.shape)} for a competition of {n_fine} subdivided "
                              f"classes (fine_classes): expected (rows, {n_fine})")
+        if allowed is not None:
+            logits = logits.masked_fill(~torch.as_tensor(allowed, dtype=torch.bool), float("-inf"))
         fine = torch.softmax(logits, dim=1).numpy()
         merge = np.zeros((n_fine, len(comp["classes"])))
         merge[np.arange(n_fine), fine_parent(comp)] = 1.0

@@ -26,6 +26,7 @@ from ..inputs import load_inputs
 from ..models import build_model
 from ..core.device import place_model
 from .predict import predict_recordings
+from .segments import segment_file, segment_predictions
 
 
 def trained_experiment(out: Outputs, exp: str) -> tuple[dict, dict]:
@@ -92,8 +93,9 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     Each model predicts every window of each test recording, with the test-time augmentation of
     the experiment's ``tta`` section as its OOF predictions were made; windows are aggregated per
     recording (``audio.aggregate``), then the folds' recording probabilities are averaged.
-    Writes ``preds/<exp>.csv`` (id, fold = -1, ``p_<class>`` ...) in ``test.csv`` order and
-    ``preds/<exp>.json`` (the folds used, mean probabilities) under the record
+    Writes ``preds/<exp>.csv`` (id, fold = -1, ``p_<class>`` ...) in ``test.csv`` order,
+    ``preds/<exp>.json`` (the folds used, mean probabilities) and for recordings made of segments
+    ``preds/<exp>.segments.csv`` (:func:`lib.inference.segments.segment_predictions`) under the record
     ``preds/<exp>.record.json``, which names the training run they came from. Returns a summary
     dict (``skipped`` when the predictions are up to date; ``no_test`` when the competition has no
     test set, in which case nothing is written; ``partial`` when the experiment lacks folds).
@@ -118,15 +120,19 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     if not force and record.check(key)[0] is not None:
         return dict(read_json(out.preds(exp).with_suffix(".json")), skipped=True)
     record.begin(out.preds(exp).parent)
-    probs = predict_folds(load_fold_models(out, exp, device, trained), data, test_df, comp, cfg.get("tta"),
-                          f"{exp} test")
+    models = load_fold_models(out, exp, device, trained)
+    probs = predict_folds(models, data, test_df, comp, cfg.get("tta"), f"{exp} test")
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
     summary = {"experiment": exp, "rows": len(preds), "windows": len(data.rec), "folds": trained["info"]["folds"],
                "partial": trained["info"]["partial"],
                "mean_probs": {c: round(float(p), 4) for c, p in zip(tasks.prob_columns(comp), probs.mean(0))}}
+    files = [out.preds(exp), out.preds(exp).with_suffix(".json")]
     write_csv(out.preds(exp), preds)
-    write_json(out.preds(exp).with_suffix(".json"), summary)
-    record.commit([out.preds(exp), out.preds(exp).with_suffix(".json")], key,
+    write_json(files[1], summary)
+    if segment_file(out.preds(exp), comp):  # recordings made of segments: also each segment's
+        files.append(segment_file(out.preds(exp), comp))
+        write_csv(files[-1], segment_predictions(models, data, test_df, comp, cfg.get("tta")))
+    record.commit(files, key,
                   inputs={"train": trained["id"], "features": data.manifest["record"], FOLDS: fid}, info=summary)
     return dict(summary, skipped=False)

@@ -40,18 +40,43 @@ def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), b
     return torch.stack([torch.cat(o) for o in out])
 
 
+def _window_probs(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict):
+    """Every window of ``recs``: ``(probabilities (w, n_classes), owner (w,), logits (shifts, w,
+    n_outputs), items (w, ...))`` (see :func:`predict_recordings`)."""
+    items, owner = data.windows_of(recs, tta.get("hop_seconds"))
+    logits = predict_logits(model, data, items, tta.get("shifts") or (0.0,))
+    allowed = None if data.fine_allowed is None else data.fine_allowed[data.recordings(items)]
+    return np.mean([tasks.logits_to_probs(lg, comp, allowed) for lg in logits], axis=0), owner, logits, items
+
+
 def predict_recordings(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict | None = None
                        ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """Predict every window of the recordings ``recs`` ``(n,)`` and aggregate them per recording
     (:func:`aggregate_windows`). ``tta`` (an experiment's ``tta`` section; ``None``: none): the window
     probabilities are the mean over ``shifts`` (seconds; :func:`predict_logits`), and with
-    ``hop_seconds`` the windows are every ``hop_seconds`` (waveform input only). Returns
+    ``hop_seconds`` the windows are every ``hop_seconds`` (waveform input only); with
+    ``subdivide.mask`` each window over its recording's allowed fine classes (``data.fine_allowed``). Returns
     ``(probs (n, n_classes), window logits (shifts, w, n_outputs), items (w, ...))``."""
-    tta = tta or {}
-    items, owner = data.windows_of(recs, tta.get("hop_seconds"))
-    logits = predict_logits(model, data, items, tta.get("shifts") or (0.0,))
-    window_probs = np.mean([tasks.logits_to_probs(lg, comp) for lg in logits], axis=0)
+    window_probs, owner, logits, items = _window_probs(model, data, recs, comp, tta or {})
     return aggregate_windows(window_probs, owner, data.region_of(items), len(recs), comp), logits, items
+
+
+def predict_segments(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Predict every window of the recordings ``recs`` ``(n,)`` (as :func:`predict_recordings`)
+    and aggregate them per region (a segment of ``segments.unit: recording``) by
+    ``audio.aggregate``. Returns ``(regions (m,), probs (m, n_classes))``: every region of
+    ``recs``, in the order of their windows."""
+    window_probs, _, _, items = _window_probs(model, data, recs, comp, tta or {})
+    return aggregate_regions(window_probs, data.region_of(items), comp)
+
+
+def aggregate_regions(window_probs: np.ndarray, region: np.ndarray, comp: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Window probabilities ``(windows, n_classes)`` -> per region by ``audio.aggregate``:
+    ``(regions (m,), probs (m, n_classes))``, the regions of ``region (windows,)`` in order of
+    first appearance."""
+    codes, uniques = pd.factorize(region)
+    return np.asarray(uniques), aggregate(window_probs, codes, len(uniques), comp["audio"]["aggregate"], comp["task"])
 
 
 def aggregate_windows(window_probs: np.ndarray, owner: np.ndarray, region: np.ndarray, n: int, comp: dict) -> np.ndarray:
@@ -59,9 +84,9 @@ def aggregate_windows(window_probs: np.ndarray, owner: np.ndarray, region: np.nd
     (``owner (windows,)``: each window's recording 0..n-1; ``region (windows,)``: its region).
 
     Windows are aggregated by ``audio.aggregate``; with ``segments.unit: recording`` first per
-    segment (region) by ``audio.aggregate``, then the segments per recording by
-    ``segments.aggregate`` (``vote``: each segment votes for its class of maximum probability,
-    as the voice-pathology winner's tokens voted per patient, MAIC 2021)."""
+    segment (region) by ``audio.aggregate`` (as :func:`aggregate_regions`), then the segments per
+    recording by ``segments.aggregate`` (``vote``: each segment votes for its class of maximum
+    probability, as the voice-pathology winner's tokens voted per patient, MAIC 2021)."""
     task, how = comp["task"], comp["audio"]["aggregate"]
     seg = comp.get("segments") or {}
     if seg.get("unit") != "recording":

@@ -8,6 +8,7 @@ import torch
 
 from ..data import tasks
 from ..data.metadata import MetadataEncoder
+from ..data.prepare import fine_mask
 from ..data.slices import with_slices
 
 
@@ -31,6 +32,7 @@ class SplitInputs:
     meta: torch.Tensor | None = None
     y: np.ndarray | None = None
     target: torch.Tensor | None = None
+    fine_allowed: np.ndarray | None = None
 
     def set_grid(self, rec: np.ndarray, n_recordings: int, regions: np.ndarray | None = None) -> None:
         """Set ``rec``, ``first`` and ``count`` from each grid window's recording row ``rec``, and
@@ -61,7 +63,10 @@ class SplitInputs:
         slices when the table has any: :func:`lib.data.slices.with_slices`) and ``target``; a
         subdivided competition (``fine_classes``) trains on the fine classes of the table's
         ``fine_target`` column (:func:`lib.data.tasks.encode_targets`), ``y`` staying the
-        competition's classes (scores, the balanced sampler)."""
+        competition's classes (scores, the balanced sampler), and with ``subdivide.mask`` each
+        row's allowed fine classes are ``fine_allowed (recordings, n_fine)`` bool
+        (:func:`lib.data.prepare.fine_mask`)."""
+        self.fine_allowed = fine_mask(table, comp)
         if "target" in table:
             y = tasks.class_index(table["target"], comp)
             fine = table["fine_target"].astype(str).tolist() if "fine_target" in table else None

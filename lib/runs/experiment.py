@@ -45,6 +45,8 @@ from ..data.metadata import metadata_columns
 from ..data.slices import with_slice_columns, with_slices
 from ..inputs import load_inputs
 from ..evaluation.metrics import score_all
+from ..inference.infer import load_checkpoints
+from ..inference.segments import segment_file, segment_predictions
 from ..evaluation.reports import write_report
 from ..models import is_classical
 from ..training.classical import train_fold_classical
@@ -240,8 +242,8 @@ class ExperimentRun:
         """:func:`merge_folds` of this experiment (rank 0)."""
         where = str(self.device) if self.ranks.world == 1 else (
             f"{self.ranks.world} ranks ({'DDP' if self.ddp else 'folds shared out'}), e.g. {self.device}")
-        return merge_folds(self.cfg, self.out, self.comp, self.table, self.key, self.data.manifest["record"],
-                           self.all_folds, where, self.log)
+        return merge_folds(self.cfg, self.out, self.comp, self.table, self.key, self.data, self.all_folds, where,
+                           self.log)
 
 
 def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:
@@ -360,13 +362,16 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print, on
     return train_experiments([cfg], out, force, log, on_fold)[0]
 
 
-def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, features_id: str,
-                all_folds: list[int], device, log=print) -> dict:
+def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, data, all_folds: list[int],
+                device, log=print) -> dict:
     """Merge every finished fold of ``cfg``'s experiment (those whose record holds ``key``) into
     ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``report/`` (:func:`write_report`),
-    ``config.yaml`` and ``run.json``, then write the experiment's record (``partial`` while folds
-    are missing; its ``inputs`` name the feature set's record and the fold assignment of
-    ``folds_df``, :func:`lib.core.artifacts.folds_id`). Returns the scores dict (``report``: the report's ``report.md`` relative to
+    ``config.yaml`` and ``run.json`` (and, for recordings made of segments, the fold models'
+    per-segment OOF predictions ``oof/<exp>.segments.csv``:
+    :func:`lib.inference.segments.segment_predictions` over ``data``, the training split's
+    inputs), then write the experiment's record (``partial`` while folds are missing; its
+    ``inputs`` name the feature set's record and the fold assignment of ``folds_df``,
+    :func:`lib.core.artifacts.folds_id`). ``device``: where it was trained, in words. Returns the scores dict (``report``: the report's ``report.md`` relative to
     ``models/<exp>/``, ``None`` when it failed; then ``report_error`` says why, and ``log``
     warns: a failing report never costs the merged folds). Raises ``MissingArtifact`` when no
     fold is finished."""
@@ -405,6 +410,10 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
              "config": model_dir / "config.yaml", "run": model_dir / "run.json"}
     write_csv(paths["log"], history)
     write_csv(paths["oof"], oof_df)
+    if segment_file(paths["oof"], comp):
+        paths["segments"] = segment_file(paths["oof"], comp)
+        models = load_checkpoints(model_dir, sorted(done), data.device)
+        write_csv(paths["segments"], segment_predictions(models, data, folds_df, comp, cfg.get("tta"), folds))
     (model_dir / "curves.png").unlink(missing_ok=True)  # older versions' plot; now report/curves.png
     try:  # written whole or removed (write_report); a plotting failure must not cost the merged folds
         report = write_report(model_dir / "report", name, comp, with_slice_columns(oof_df, folds_df), history, scores)
@@ -420,6 +429,6 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     for f in done:
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
-    out.trained(name).commit(members, key, inputs={"features": features_id, FOLDS: folds_id(folds_df)},
+    out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df)},
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores
