@@ -13,7 +13,7 @@ from lib.core.errors import ConfigError
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
-from lib.training.losses import build_loss
+from lib.training.losses import SupConLoss, build_loss
 from lib.training.optim import SCHEDULERS, build_optimizer
 
 
@@ -60,6 +60,32 @@ def test_focal_loss_against_direct_formulas():
         build_loss({"name": "focal", "params": {"alpha": [0.5, 0.5]}}, "binary")
     with pytest.raises(ConfigError, match=r"alpha=1.5 must be in \[0, 1\]"):
         build_loss({"name": "focal", "params": {"alpha": 1.5}}, "binary")
+
+
+def test_supcon_against_khosla_equation_2():
+    """L_out of Khosla et al. 2020: mean over anchors i of -1/|P(i)| sum_p log(exp(z_i.z_p/T) /
+    sum_{a != i} exp(z_i.z_a/T)), z on the unit sphere, P(i) the other rows of i's class."""
+    z = torch.randn(8, 5, generator=torch.Generator().manual_seed(0)) * 3
+    labels = [0, 1, 0, 2, 1, 0, 2, 2]
+    t, zn = 0.2, torch.nn.functional.normalize(z, dim=1).double()
+
+    def direct(labels):
+        terms = []
+        for i in range(len(labels)):
+            others = [a for a in range(len(labels)) if a != i]
+            positives = [a for a in others if labels[a] == labels[i]]
+            if positives:
+                denom = sum(torch.exp(zn[i] @ zn[a] / t) for a in others)
+                terms.append(-sum(torch.log(torch.exp(zn[i] @ zn[p] / t) / denom) for p in positives) / len(positives))
+        return float(sum(terms) / len(terms))
+
+    loss = SupConLoss(temperature=t)
+    assert float(loss(z, torch.eye(3)[labels])) == pytest.approx(direct(labels), rel=1e-5)
+    binary = [int(c == 0) for c in labels]  # a binary task's one sigmoid output: two classes
+    assert float(loss(z, torch.tensor(binary, dtype=torch.float32)[:, None])) == pytest.approx(direct(binary), rel=1e-5)
+    lone = labels[:7] + [3]  # a class of one row: that anchor has no positive and is left out
+    assert float(loss(z, torch.eye(4)[lone])) == pytest.approx(direct(lone), rel=1e-5)
+    assert float(loss(z[:3], torch.eye(3))) == 0.0  # no positive at all
 
 
 def _opt(lr=0.1, name="sgd", scales=(1.0,)):
@@ -158,6 +184,23 @@ def test_plateau_and_swa_through_the_loop(toy):
     assert info["swa"]["epochs_averaged"] == 3  # from epoch ceil(0.5 * 4) = 2 on: epochs 2, 3 and 4
     assert any("SWA of" in line for line in logs)
     assert probs.shape == (int((table.fold == 0).sum()), 2) and np.isfinite(probs).all()
+
+
+def test_supcon_is_added_to_the_training_loss_of_a_network_only(toy):
+    from lib.runs.experiment import train_experiment
+    from lib.training.loop import train_fold
+
+    cfg, comp, data, table, out = toy
+    one_epoch = {**cfg["train"], "epochs": 1}
+    plain = train_fold(dict(cfg, train=one_epoch), comp, data, table, 0, torch.device("cpu"), lambda *_: None)[3]
+    with_supcon = train_fold(dict(cfg, train={**one_epoch, "supcon": {"weight": 1.0, "temperature": 0.1}}), comp, data,
+                             table, 0, torch.device("cpu"), lambda *_: None)[3]
+    # batches of 4 windows: a SupCon term of about log(3) ~ 1.1 on top of a cross-entropy of about log(2)
+    assert with_supcon[0]["train_loss"] - plain[0]["train_loss"] > 0.5
+    hgb = dict(cfg, name="hgb_supcon", model={"name": "hgb", "params": {}},
+               train={**one_epoch, "supcon": {"weight": 0.1, "temperature": 0.1}})
+    with pytest.raises(ConfigError, match="train.supcon is an auxiliary loss on a network's embedding"):
+        train_experiment(hgb, out, log=lambda *_: None)
 
 
 def test_hgb_member_matches_an_independent_sklearn_reference(toy, tmp_path):

@@ -222,6 +222,11 @@ class _Distill(_Section):
     weight: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
+class _SupCon(_Section):
+    weight: Positive = 0.1  # the auxiliary loss's weight beside the classification loss
+    temperature: Positive = 0.1
+
+
 class _Train(_Section):
     epochs: PositiveInt = 25
     batch_size: PositiveInt = 64
@@ -236,6 +241,7 @@ class _Train(_Section):
     ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     swa: Optional[_SWA] = None
     distill: Optional[_Distill] = None
+    supcon: Optional[_SupCon] = None
     class_weights: Optional[Literal["balanced"]] = None
     sampler: Optional[Literal["balanced"]] = None
     compile: bool = False

@@ -131,6 +131,9 @@ class ExperimentRun:
         if self.ddp and is_classical(cfg["model"]):
             raise ConfigError(f"{self.name}: train.distributed ddp needs a network; scikit-learn members train "
                               f"on one process (use train.distributed: folds)")
+        if cfg["train"]["supcon"] and is_classical(cfg["model"]):
+            raise ConfigError(f"{self.name}: train.supcon is an auxiliary loss on a network's embedding; the "
+                              f"scikit-learn member {cfg['model']['name']!r} has none (remove train.supcon)")
         self.data, self.teacher = self._load(torch.device("cpu"))
         self._device_data = None
         ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None

@@ -40,7 +40,7 @@ from .augment import Augmenter
 from .callbacks import SWA, EarlyStopping, ResumeState, TensorBoard, improves, smoothed
 from .ddp import Ranks, all_sum, all_true, broadcast_buffers, check_ddp, gather, rank_seed, shard
 from .ema import ema_avg_fn
-from .losses import balanced_class_weight, build_loss
+from .losses import SupConLoss, balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
 from .wave_augment import WaveAugmenter
 
@@ -102,7 +102,8 @@ def training_batch(data: SplitInputs, items: np.ndarray, device, model, wave_aug
 
 
 def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp: bool = True,
-               grad_clip: float = 5.0, weight: float = 1.0, ranks: Ranks = Ranks()) -> tuple[torch.Tensor, bool]:
+               grad_clip: float = 5.0, weight: float = 1.0, ranks: Ranks = Ranks(), supcon=None
+               ) -> tuple[torch.Tensor, bool]:
     """One optimisation step on a batch (``spec (B, C, F, T)``, ``scalars (B, S)``, ``target
     (B, n_outputs)``): autocast forward through ``forward`` (``model`` or its compiled form),
     backward through the (possibly no-op) ``GradScaler``, gradient clipping of ``model``'s
@@ -113,9 +114,14 @@ def train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, devi
     synchronisation. Under DDP (``forward`` a ``DistributedDataParallel`` of ``model`` over
     ``ranks``) the loss is multiplied by ``weight`` (this rank's share of the global batch times
     the number of ranks) before the backward pass, so that DDP's mean over ranks is the mean over
-    every window of the global batch, and the step is taken only when it is finite on every rank."""
+    every window of the global batch, and the step is taken only when it is finite on every rank.
+    ``supcon``: ``(weight, SupConLoss)`` (``train.supcon``): that auxiliary loss on the model's
+    embedding is added, times its weight."""
     with autocast(device, amp):
-        loss = loss_fn(forward(spec, scalars)["logits"], target)
+        out = forward(spec, scalars)
+        loss = loss_fn(out["logits"], target)
+        if supcon is not None:
+            loss = loss + supcon[0] * supcon[1](out["embedding"], target)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss * weight if weight != 1.0 else loss).backward()
     scaler.unscale_(opt)
@@ -236,6 +242,7 @@ class FoldParts:
     rng: np.random.Generator
     steps: int
     global_batch: int
+    supcon: tuple[float, SupConLoss] | None = None
 
     def stateful(self) -> dict:
         """The parts whose state a snapshot holds (name -> object with ``state_dict``; ``None`` skipped)."""
@@ -337,7 +344,8 @@ class FoldTrainer:
         return FoldParts(tr_rec, va_rec, encoder, model, forward, ema.module if ema is not None else model, class_weight,
                          loss_fn, opt, sched, getattr(sched, "per_epoch", False),  # ReduceLROnPlateau: once an epoch
                          torch.amp.GradScaler("cuda", enabled=use_scaler), augment, wave_augment, ema,
-                         np.random.default_rng(tc["seed"] + fold), steps, global_batch)
+                         np.random.default_rng(tc["seed"] + fold), steps, global_batch,
+                         (tc["supcon"]["weight"], SupConLoss(tc["supcon"]["temperature"])) if tc["supcon"] else None)
 
     def start(self) -> int:
         """Build the parts, let the callbacks set up, restore the state to start from (a resume
@@ -411,7 +419,7 @@ class FoldTrainer:
                 w, weight = mine, len(mine) * ranks.world / len(w)
             spec, scalars, target = training_batch(data, w, self.device, p.model, p.wave_augment, p.augment)
             loss, finite = train_step(p.forward, p.model, p.optimizer, p.loss_fn, p.scaler, spec, scalars, target,
-                                      self.device, tc["amp"], tc["grad_clip"], weight, ranks)
+                                      self.device, tc["amp"], tc["grad_clip"], weight, ranks, p.supcon)
             if not finite:
                 bad, self._streak = bad + 1, self._streak + 1
                 self.state.bad_steps += 1

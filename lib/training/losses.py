@@ -128,6 +128,39 @@ class _ByOutputs(nn.Module):
         return self.softmax(logits, target)
 
 
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive Learning", eq. 2,
+    L_out; github.com/HobbitLong/SupContrast), an auxiliary loss on a network's embedding
+    (``train.supcon``): the embeddings of windows of a class are pulled together, the others'
+    pushed apart, on the unit sphere at ``temperature``.
+
+    ``forward(embedding (B, D), target (B, n_outputs))`` -> scalar. The embedding is L2-normalised
+    (no projection head: nothing outside the model to save or resume). Positives of anchor ``i``
+    are weighted by ``t_i . t_p`` of the targets (a binary task's ``(B, 1)`` as ``[1 - t, t]``):
+    with one-hot targets exactly Khosla's positives, with Mixup's or multi-label targets their
+    overlap. Anchors without a positive in the batch are left out; none at all gives 0.
+    """
+
+    def __init__(self, temperature: float = 0.1):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(embedding.float(), dim=1)
+        t = target.float()
+        if t.shape[1] == 1:
+            t = torch.cat([1 - t, t], dim=1)
+        own = torch.eye(len(z), dtype=torch.bool, device=z.device)
+        sim = (z @ z.T / self.temperature).masked_fill(own, float("-inf"))
+        log_prob = (sim - torch.logsumexp(sim, dim=1, keepdim=True)).masked_fill(own, 0.0)
+        pos = (t @ t.T).masked_fill(own, 0.0)
+        n_pos = pos.sum(1)
+        has = n_pos > 0
+        if not has.any():
+            return z.sum() * 0.0
+        return (-(pos * log_prob).sum(1)[has] / n_pos[has]).mean()
+
+
 def balanced_class_weight(target: np.ndarray, task: str | dict) -> np.ndarray:
     """``class_weight (n_outputs,)`` from training targets ``(rows, n_outputs)`` (0/1): multiclass
     ``rows / (n_classes * rows_of_class)`` (sklearn's "balanced"); sigmoid tasks ``n_neg / n_pos``
