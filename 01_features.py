@@ -35,6 +35,9 @@ def main() -> None:
         rows = ", ".join(f"{s} {v['spec'][0]}" for s, v in m["splits"].items())
         print(f"{name}: {state}; channels {m['channel_names']} {m['spec_shape'][1:]} + {m['n_scalars']} scalars; "
               f"rows: {rows}; {m['sample_rate']} Hz, hop {m['hop_length']} -> {out.features(name)}")
+        if m["settings"].get("model_sample_rate") not in (None, m["sample_rate"]):  # hf_embeddings: never silent
+            print(f"{name}: windows resampled explicitly from {m['sample_rate']} Hz to the model's "
+                  f"{m['settings']['model_sample_rate']} Hz ({m['settings']['resample_type']})")
 
 
 if __name__ == "__main__":

@@ -123,11 +123,20 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
         raise AudioError(f"{path}: NaN or infinite samples")
     y = y.mean(axis=1) if channel is None else y[:, channel]
     if sample_rate and sr != sample_rate:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type=resample_type)
-        sr = sample_rate
+        y, sr = resample(y, sr, sample_rate, resample_type), sample_rate
     return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int, resample_type: str = "soxr_hq") -> np.ndarray:
+    """Resample ``y (..., samples)`` from ``orig_sr`` to ``target_sr`` Hz along its last axis
+    (``librosa.resample``, ``res_type=resample_type``: :data:`RESAMPLERS`), float32; the output has
+    ``ceil(samples * target_sr / orig_sr)`` samples. ``y`` itself when the rates are equal."""
+    if orig_sr == target_sr:
+        return y
+    import librosa
+
+    return np.asarray(librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type=resample_type, axis=-1),
+                      dtype=np.float32)
 
 
 def region_samples(start_s, end_s, native, rate) -> np.ndarray:

@@ -10,13 +10,17 @@ Registered sets (``features: {name, params}`` in an experiment config):
 * ``precomputed``: the competition's own matrices (spectrogram tables; ``matrix`` section),
   cropped at any frame offset (:mod:`lib.features.precomputed`);
 * ``waveform``: no per-window features: whole recordings are cached for models that compute
-  their spectrogram themselves (``frontend:`` section; :mod:`lib.features.waveform`).
+  their spectrogram themselves (``frontend:`` section; :mod:`lib.features.waveform`);
+* ``hf_embeddings``: hidden states of a Hugging Face audio model from a local folder (wav2vec 2.0,
+  HuBERT, WavLM, data2vec-audio, AST), as frame stacks or pooled scalars
+  (:mod:`lib.features.hf_embeddings`).
 
 The cache (stage 01) is :mod:`lib.features.cache`.
 """
 from __future__ import annotations
 
 from ..core.registry import Registry
+from .hf_embeddings import HfEmbeddings
 from .log_mel import LogMel
 from .precomputed import Precomputed
 from .seed9 import Seed9
@@ -27,3 +31,4 @@ FEATURES.register("log_mel")(LogMel)
 FEATURES.register("seed9")(Seed9)
 FEATURES.register("waveform")(Waveform)
 FEATURES.register("precomputed")(Precomputed)
+FEATURES.register("hf_embeddings")(HfEmbeddings)

@@ -178,6 +178,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
         stale.unlink()
     workers = workers or n_cpus()
+    workers = min(workers, getattr(extractor, "max_workers", None) or workers)  # hf_embeddings on CUDA: 1 (no fork)
     kind = extractor.kind
     extract = {"waveform": extract_waveform_split, "frames": extract_frames_split}.get(kind, extract_split)
     shapes = {}

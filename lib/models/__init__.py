@@ -21,11 +21,13 @@ Registered (``model: {name, params}`` in an experiment config):
 * ``wavenet``: dilated gated 1-D convolutions over frame features (the heart-murmur notes);
 * ``cnn14``: PANNs CNN14 with its own front end, from a local AudioSet checkpoint (``pretrained``);
 * ``timm``: any 2-D timm architecture (``arch``), optionally from a local weights file;
+* ``hf_audio``: a Hugging Face waveform encoder (wav2vec 2.0, HuBERT, WavLM, data2vec-audio) fine-tuned
+  from a local folder (``pretrained``), with its own front end (:mod:`lib.models.hf_audio`);
 * ``hgb``, ``logreg``: scikit-learn members on pooled statistics (:mod:`lib.models.classical`).
 
 Models take ``in_channels, n_scalars, n_outputs`` and, when their signature asks, ``n_bins``
 (the input's frequency bins) and ``sample_rate`` (Hz); a model with ``owns_frontend = True``
-(``cnn14``) builds its own front end and takes waveforms without a ``frontend`` section.
+(``cnn14``, ``hf_audio``) builds its own front end and takes waveforms without a ``frontend`` section.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from .classical import ClassicalModel, HistGradientBoosting, LogisticRegression
 from .cnn import CNN, CNN8, ESCCNN4, ESCCNN8
 from .frontend import FRONTENDS as FRONTENDS  # re-exported for configs
 from .heads import POOLINGS as POOLINGS  # re-exported for configs and tests
+from .hf_audio import HfAudio
 from .panns import Cnn14
 from .resnet import MiniResNet, ResNet
 from .timm_backbone import TimmBackbone
@@ -49,7 +52,8 @@ from .wavenet import WaveNet
 MODELS = Registry("model")
 for _name, _cls in {"cnn": CNN, "cnn8": CNN8, "vgg": VGG, "esc_cnn4": ESCCNN4, "esc_cnn8": ESCCNN8, "resnet": ResNet,
                     "mini_resnet": MiniResNet, "wavenet": WaveNet, "cnn14": Cnn14, "timm": TimmBackbone,
-                    "hgb": HistGradientBoosting, "logreg": LogisticRegression}.items():
+                    "hgb": HistGradientBoosting, "logreg": LogisticRegression,
+                    "hf_audio": HfAudio}.items():
     MODELS.register(_name)(_cls)
 MODELS.choices["pooling"] = POOLINGS
 
