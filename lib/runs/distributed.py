@@ -7,8 +7,8 @@ Each rank gets its own device: ``cuda:<LOCAL_RANK mod the GPU count>`` (several 
 a GPU), or the CPU with its share of the cores. Two ways to use them (``train.distributed``):
 
 * ``folds`` (default): the folds of every experiment of the run are dealt out to the ranks, one
-  whole fold per rank at a time (one process per fold or seed per GPU: BirdCLEF 2021 2nd, 2022
-  1st). Every fold is trained exactly as in a sequential run; rank 0 merges the folds when all
+  whole fold per rank at a time, a free rank taking the next unclaimed fold (:func:`claim_work`;
+  one process per fold or seed per GPU: BirdCLEF 2021 2nd, 2022 1st). Every fold is trained exactly as in a sequential run; rank 0 merges the folds when all
   are done.
 * ``ddp``: every fold is trained by all ranks together with ``DistributedDataParallel`` (TheoViel
   BirdCLEF 2024: ``torchrun --nproc_per_node=4 main.py``): each step's batch of
@@ -23,14 +23,17 @@ go through gloo, so ranks sharing a GPU never open NCCL; DDP's gradients go thro
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from ..core.device import get_device, n_cpus
 from ..core.errors import ConfigError
-from ..training.ddp import Ranks
+from ..training.ddp import Ranks, broadcast
 
 TIMEOUT = timedelta(days=7)
 """How long a rank waits for the others (a rank that trains its last fold while the others wait
@@ -88,6 +91,31 @@ def finish(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def split_work(tasks: list, ranks: Ranks) -> list:
-    """This rank's share of ``tasks`` (dealt out in turn: task ``i`` goes to rank ``i mod world``)."""
-    return tasks[ranks.rank::ranks.world]
+def claims_folder(out_root: Path, ranks: Ranks) -> Path | None:
+    """A new, empty folder for one launch's claims (:func:`claim_work`), made by rank 0 under
+    ``<output>/.claims/`` (older launches' claims removed) and named to every rank; ``None`` with
+    one rank."""
+    if ranks.world == 1:
+        return None
+    folder = None
+    if ranks.main:
+        shutil.rmtree(out_root / ".claims", ignore_errors=True)
+        folder = out_root / ".claims" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+    return broadcast(folder, ranks)
+
+
+def claim_work(tasks: list, folder: Path | None):
+    """The tasks this rank takes, one at a time, when it is free: every rank goes through
+    ``tasks`` in order and takes a task by creating its claim file in ``folder``
+    (:func:`claims_folder`) with ``O_CREAT | O_EXCL``, which exactly one rank wins, also across
+    machines that share the output folder. A rank that finishes early takes the next unclaimed
+    task, so 5 folds on 2 ranks keep both busy until the last one starts (dynamic dealing).
+    ``folder`` ``None`` (one rank): every task."""
+    for k, task in enumerate(tasks):
+        if folder is not None:
+            try:
+                os.close(os.open(folder / str(k), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+        yield task

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ from ..models import is_classical
 from ..training.classical import train_fold_classical
 from ..training.ddp import Ranks, broadcast, gather
 from ..training.loop import train_fold
-from .distributed import finish, setup, split_work
+from .distributed import claim_work, claims_folder, finish, setup
 from .self_training import mixed_targets, soft_targets
 from ..core.device import cpu_bf16
 
@@ -267,16 +268,20 @@ def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:
         run.skipped, run.folds, run.status = skipped, folds, status
 
 
-def _train_folds(runs: list[ExperimentRun], mine: list[tuple[int, int]], ranks: Ranks, on_fold) -> None:
-    """Train this rank's share ``mine`` (``(run index, fold)`` pairs) of the folds of the runs that
-    deal their folds out, one after the other, then every fold of the ``ddp`` runs on all ranks
-    together; ``on_fold(fold, info)`` after each (for ``ddp`` runs on rank 0 only). Every run's
-    inputs are released from the GPU at the end, also when a fold or ``on_fold`` raises."""
+def _train_folds(runs: list[ExperimentRun], mine, ranks: Ranks, on_fold) -> list[tuple[int, int]]:
+    """Train this rank's folds ``mine`` (an iterable of ``(run index, fold)`` pairs, taken as the
+    rank becomes free: :func:`lib.runs.distributed.claim_work`) of the runs that deal their folds
+    out, one after the other, then every fold of the ``ddp`` runs on all ranks together;
+    ``on_fold(fold, info)`` after each (for ``ddp`` runs on rank 0 only). Returns the pairs this
+    rank trained. Every run's inputs are released from the GPU at the end, also when a fold or
+    ``on_fold`` raises."""
+    done = []
     try:
-        for n, (i, fold) in enumerate(mine):  # this rank's folds, one after the other
-            if n and mine[n - 1][0] != i:
-                runs[mine[n - 1][0]].release()
+        for i, fold in mine:  # this rank's folds, one after the other
+            if done and done[-1][0] != i:
+                runs[done[-1][0]].release()
             info = runs[i].train(fold)
+            done.append((i, fold))
             if on_fold:
                 on_fold(fold, info)
         for run in runs:  # all ranks together, one fold at a time
@@ -289,6 +294,7 @@ def _train_folds(runs: list[ExperimentRun], mine: list[tuple[int, int]], ranks: 
     finally:  # also when on_fold stops the run (a pruned sweep trial): no inputs left on a GPU
         for run in runs:
             run.release()
+    return done
 
 
 def _merge_runs(runs: list[ExperimentRun], trained_by: list, out: Outputs, t0: float) -> list[dict]:
@@ -320,6 +326,7 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     them even when finished. Writes ``models/<exp>/...`` and ``oof/<exp>.csv`` (id, fold, target,
     ``p_<class>`` ...; the rows of the finished folds). With several ranks, the folds of the
     ``train.distributed: folds`` experiments (all of them, in turn) are dealt out to the ranks,
+    a rank taking the next unclaimed fold when it is free (:func:`lib.runs.distributed.claim_work`),
     then each ``ddp`` experiment trains its folds on all ranks together; rank 0 decides what is
     finished, writes the experiments' records and merges (the ranks wait for each other first).
     ``log``: this rank's messages (the caller silences or labels the other ranks').
@@ -349,9 +356,11 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     t0 = time.time()
     _share_plan(runs, ranks, on_fold)
     shared = [(i, f) for i, run in enumerate(runs) if not run.ddp for f in run.folds]
-    mine = split_work(shared, ranks)
-    _train_folds(runs, mine, ranks, on_fold)
+    claims = claims_folder(out.root, ranks)
+    mine = _train_folds(runs, claim_work(shared, claims), ranks, on_fold)
     trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
+    if claims is not None and ranks.main:
+        shutil.rmtree(claims.parent, ignore_errors=True)
     if not ranks.main:
         finish(ranks)
         return [{"experiment": r.name, "skipped": r.skipped, "status": r.status} for r in runs]
