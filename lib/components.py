@@ -23,6 +23,7 @@ from .features import FEATURES
 from .inputs import INPUT_KINDS
 from .models import MODELS, owns_frontend
 from .models.frontend import FRONTENDS
+from .models.pretrained_weights import split_params, takes_generic, transfer_options
 from .training.losses import LOSSES
 from .training.optim import OPTIMIZERS, SCHEDULERS
 from .training.wave_augment import WAVE_AUGMENTS
@@ -127,6 +128,12 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
         name = cfg[key]["name"]
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
         objs = [registry.get(n, f"{source_of(sources, [key, 'name'], where)} ({key}.name)") for n in names]
+        if key == "model" and takes_generic(objs[0]):  # pretrained, freeze_blocks, ... (lib.models.pretrained_weights)
+            try:
+                split_params(objs[0], cfg[key]["params"])
+            except ConfigError as exc:
+                raise ConfigError(f"{source_of(sources, [key, 'params', 'pretrained'], where)}: {exc}") from None
+            objs = objs + [transfer_options]
         _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
         _check_ranges(key, name, cfg[key]["params"], key, sources, where)
         for name, choices in registry.choices.items():

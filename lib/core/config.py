@@ -166,7 +166,7 @@ def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tup
     feature set's name.
 
     Returns ``(cfg, sources)``: the config (keys ``name, features, frontend, model, optimizer,
-    scheduler, loss, inputs, augment, tta, train``; ``frontend`` ``None`` unless the experiment
+    scheduler, loss, inputs, augment, tta, train, pretrain``; ``frontend`` ``None`` unless the experiment
     hears the waveform; every component section has ``params``, a dict) and ``[(file or
     "--set ...", its own mapping)]`` for error messages. Component names and parameters are not
     checked here (:func:`lib.components.load_experiment` does). Raises ``ConfigError`` naming the

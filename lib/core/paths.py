@@ -13,6 +13,15 @@ from .config import ROOT
 from .errors import ConfigError, MissingArtifact
 
 
+def pretrained_record(checkpoint: str | os.PathLike, exp: str | None = None) -> Record:
+    """The record beside a ``pretrain.py`` checkpoint ``<folder>/<exp>.pt``: ``<folder>/<exp>.record.json``,
+    members relative to ``<folder>``."""
+    checkpoint = Path(checkpoint)
+    exp = exp or checkpoint.stem
+    return Record(checkpoint.with_name(f"{exp}.record.json"), checkpoint.parent,
+                  f"pretrained weights {checkpoint.name!r}", f"pretrain.py for {exp}")
+
+
 @dataclass(frozen=True)
 class Outputs:
     """The artifact layout of one output folder (default ``<project>/output``).
@@ -23,6 +32,7 @@ class Outputs:
                                                                     and ``models/<exp>/record.json``
     ``preds/<exp>.csv``                                  stage 03   record ``preds/<exp>.record.json``
     ``submission.csv``, ``ensemble.json``                stage 04   record ``ensemble.record.json``
+    ``pretrained/<exp>.pt``, ``<exp>_log.csv``           pretrain.py  record ``pretrained/<exp>.record.json``
 
     The records (:mod:`lib.core.artifacts`) say which files make up each result and what it was
     made from; a result without a complete record is never read.
@@ -109,6 +119,15 @@ class Outputs:
         """The record of an experiment's test predictions."""
         return Record(self.preds(exp).with_suffix(".record.json"), self.root, f"test predictions of {exp!r}",
                       f"03_infer.py for {exp}")
+
+    def pretrained(self, exp: str) -> Path:
+        """The self-supervised checkpoint of an experiment's network (``pretrain.py``)."""
+        return self.root / "pretrained" / f"{exp}.pt"
+
+    def pretrained_record(self, exp: str) -> Record:
+        """The record of :meth:`pretrained` (members relative to its own folder, so that the
+        folder can be copied elsewhere, e.g. into a notebook dataset, and still be checked)."""
+        return pretrained_record(self.pretrained(exp), exp)
 
     @property
     def ensembled(self) -> Record:

@@ -255,6 +255,26 @@ class _TTA(_Section):
     hop_seconds: Optional[Positive] = None
 
 
+class _Pretrain(_Section):
+    """Self-supervised pretraining of the experiment's network (``pretrain.py``; docs/self-supervised.md)."""
+    method: Literal["byol_a", "simclr"] = "byol_a"
+    epochs: PositiveInt = 20
+    batch_size: Annotated[int, Field(ge=2)] = 64
+    lr: Positive = 3.0e-4  # BYOL-A's Adam learning rate (Niizumi et al. 2021)
+    crop_seconds: Optional[Positive] = None  # default: the competition's audio.clip_seconds
+    splits: Annotated[list[Literal["train", "test"]], Field(min_length=1)] = ["train", "test"]  # audio only, no labels
+    extra_audio: list[str] = []  # folders of unlabelled audio files (waveform feature sets only)
+    ema: OpenUnit = 0.99  # the BYOL target's EMA decay
+    projector_hidden: PositiveInt = 4096
+    projector_dim: PositiveInt = 256
+    predictor_hidden: PositiveInt = 4096
+    mixup: Fraction = 0.4  # BYOL-A's mixup ratio: the background's share is uniform in [0, mixup)
+    crop_scale: Annotated[list[Positive], Field(min_length=2, max_length=2)] = [0.6, 1.5]  # random resize crop
+    temperature: Positive = 0.1  # simclr's NT-Xent temperature
+    experiment_augment: bool = True  # also the experiment's augment.waveform and augment.spec_augment
+    seed: NonNegativeInt = 0
+
+
 class Experiment(_Section):
     name: str  # default: the file's stem
     features: _Features = _Features(name="log_mel")
@@ -267,6 +287,7 @@ class Experiment(_Section):
     augment: _Augment = _Augment()
     tta: _TTA = _TTA()
     train: _Train = _Train()
+    pretrain: _Pretrain = _Pretrain()  # read by pretrain.py only; not part of the training key
 
 
 COMPONENTS = ("features", "frontend", "model", "optimizer", "scheduler", "loss")

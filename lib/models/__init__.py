@@ -80,14 +80,20 @@ def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | 
     front end (:data:`FRONTENDS`, at ``manifest['sample_rate']`` Hz) inside the model, which then
     takes waveforms ``(batch, samples)``; its channel count is the trunk's input.
     ``pretrained=False`` builds without loading ``params.pretrained`` (the weights come from a
-    fold checkpoint: prediction needs no pretrained file). Raises ``ConfigError`` for an unknown
-    name, a front-end setting the sample rate rules out, a model that brings its own front end
-    given another one or cached features, or a missing pretrained file.
+    fold checkpoint: prediction needs no pretrained file). The networks without a ``pretrained``
+    parameter of their own take ``pretrained`` (a ``pretrain.py`` checkpoint), ``freeze_blocks``,
+    ``backbone_lr`` and ``layer_decay`` through :mod:`lib.models.pretrained_weights`. Raises
+    ``ConfigError`` for an unknown name, a front-end setting the sample rate rules out, a model
+    that brings its own front end given another one or cached features, or a missing or
+    mismatched pretrained file.
     """
+    from . import pretrained_weights
+
     cls = MODELS.get(section["name"])
     params = dict(section.get("params") or {})
     if not pretrained:
         params.pop("pretrained", None)
+    params, transfer = pretrained_weights.split_params(cls, params)  # the networks without a pretrained param
     own = getattr(cls, "owns_frontend", False)
     if own and (frontend or manifest.get("kind") != "waveform"):
         raise ConfigError(f"model {section['name']!r} computes its own front end from the waveform: use "
@@ -104,6 +110,7 @@ def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | 
                 n_scalars=manifest["n_scalars"] if n_scalars is None else n_scalars)
     if not own:
         model.frontend = fe
+    pretrained_weights.apply(model, cls, section, manifest, frontend, transfer)
     return model
 
 

@@ -48,6 +48,7 @@ class AudioClassifier(nn.Module):
         self.n_scalars = n_scalars
         self.scalar_branch = nn.Sequential(nn.Linear(n_scalars, scalar_hidden), nn.GELU()) if n_scalars else None
         self.frozen: list[nn.Module] = []
+        self.transfer_blocks: list[list[nn.Parameter]] = []  # lib.models.pretrained_weights sets them
         self.pool = None if pooling is None else POOLINGS.get(pooling)(trunk_channels, n_outputs, dropout)
         if self.pool is not None and self.pool.gives_logits:
             self.head = None
@@ -76,8 +77,10 @@ class AudioClassifier(nn.Module):
     backbone_lr, layer_decay = 1.0, 1.0
 
     def pretrained_blocks(self) -> list[list[nn.Parameter]]:
-        """The parameters of the pretrained blocks, input side first (none here; ``cnn14``, ``timm``)."""
-        return []
+        """The parameters of the pretrained blocks, input side first: ``transfer_blocks`` (none
+        unless :func:`lib.models.pretrained_weights.apply` set them: a ``pretrain.py`` checkpoint
+        or transfer options; ``cnn14`` and ``timm`` override this)."""
+        return self.transfer_blocks
 
     def param_groups(self) -> list[dict]:
         """The optimiser's parameter groups: ``[{"params": [...], "lr_scale": float}, ...]``, trainable

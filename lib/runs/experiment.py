@@ -50,6 +50,7 @@ from ..inference.infer import load_checkpoints
 from ..inference.segments import segment_file, segment_predictions
 from ..evaluation.reports import write_report
 from ..models import is_classical
+from ..models.pretrained_weights import pretrained_id
 from ..training.classical import train_fold_classical
 from ..training.ddp import Ranks, broadcast, gather
 from ..training.loop import train_fold
@@ -64,18 +65,21 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
                    ddp: tuple | None = None) -> str:
     """Fingerprint of what an experiment's models depend on: the config (without its name and
     :data:`lib.core.config.RUN_ONLY_KEYS`), the folds table (ids, targets, groups, folds, metadata), the feature
-    set's record id, the competition's task, classes, metrics, aggregation and metadata,
+    set's record id, the competition's task, classes, metrics, aggregation and metadata, the
+    record id of a ``pretrain.py`` checkpoint in ``model.params.pretrained``,
     (``train.distill``) the teacher blend's record id and (DDP over several ranks: its global
     batch differs) ``ddp``: ``("ddp", ranks, sync_bn)``."""
     what = copy.deepcopy(cfg)
     what.pop("name", None)
+    what.pop("pretrain", None)  # pretrain.py's settings: the checkpoint's record id stands for them
     for k in RUN_ONLY_KEYS:
         section, key = k.split(".")
         what[section].pop(key, None)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
+    pretrained = pretrained_id(cfg["model"])  # a pretrain.py checkpoint pretrained again: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
                        {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"], *([teacher] if teacher else []),
-                       *([list(ddp)] if ddp else []))
+                       *([list(ddp)] if ddp else []), *([pretrained] if pretrained else []))
 
 
 def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:

@@ -33,7 +33,7 @@ KAGGLE_HAS = ("torch", "torchaudio", "torchvision", "numpy", "scipy", "pandas", 
 """Packages assumed present in the notebook's image (Kaggle's Python image has them); ``--present``
 replaces the list. Their wheels are left out of the kit; pip uses the installed ones."""
 CODE = ("lib", "configs", "docs", "00_prepare.py", "01_features.py", "02_train.py", "03_infer.py", "04_ensemble.py",
-        "05_bundle.py", "predict_bundle.py", "requirements.txt", "requirements-infer.txt", "README.md")
+        "05_bundle.py", "pretrain.py", "predict_bundle.py", "requirements.txt", "requirements-infer.txt", "README.md")
 
 
 def _name(requirement: str) -> str:

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Self-supervised pretraining (BYOL-A, or SimCLR) of an experiment's network on the competition's
+own audio, no labels -> output/pretrained/<exp>.pt, for fine-tuning (docs/self-supervised.md).
+
+    python pretrain.py configs/wave_cnn.yaml [--set pretrain.epochs=20] [--force]
+    python 02_train.py configs/wave_cnn.yaml --set model.params.pretrained=output/pretrained/wave_cnn.pt
+
+Runs after 00_prepare.py and 01_features.py (the experiment's feature set). Reads the audio of
+pretrain.splits (default: train and test) and never a label, so the test audio may be used and no
+fold's validation labels are seen. Run the same command again after an interruption: it resumes
+after the last finished epoch. Overrides of pretrain.* keep the experiment's name.
+"""
+from lib import cli
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    cli.add_experiment_args(p)
+    args = p.parse_args()
+    out = cli.outputs(args)
+    named = cli.experiment(args.config, [o for o in args.set if not o.strip().startswith("pretrain.")], args.name,
+                           announce=True, out=out)
+    cfg = cli.experiment(args.config, args.set, named["name"], out=out)
+    from lib.runs.pretrain import PretrainRun
+
+    run = PretrainRun(cfg, out, force=args.force, log=lambda m: print(m, flush=True))
+    pc, counts = cfg["pretrain"], run.recordings()
+    print(f"pretraining {cfg['name']}: {pc['method']}, {pc['epochs']} epochs, batch {pc['batch_size']}, on the audio of "
+          + " + ".join(f"{s} ({n} recordings)" for s, n in counts.items()) + ".\nNo label is read: "
+          + ("the test audio is used, which is allowed since no label is involved, and " if "test" in counts else "")
+          + "no fold's validation labels are used (no labels at all).", flush=True)
+    summary(cfg, run.run(), out)
+
+
+def summary(cfg: dict, s: dict, out) -> None:
+    """Print what was pretrained, how long it took, the losses, where it went and how to use it."""
+    from lib.core.utils import format_seconds
+
+    losses = s["losses"]
+    print()
+    if s["skipped"]:
+        print(f"{cfg['name']}: pretrained weights are up to date, skipped (use --force to pretrain again)")
+    how = f", resumed after epoch {s['resumed_from']}" if s["resumed_from"] else ""
+    print(f"{cfg['name']}: {s['method']} pretraining, {s['epochs']} epochs in {format_seconds(s['seconds'])} on "
+          f"{s['device']}{how}; loss {losses[0]:.4f} (epoch 1) -> {losses[-1]:.4f} (epoch {len(losses)})")
+    print(f"checkpoint: {s['path']} (losses per epoch: {s['log']})")
+    print(f"use it: model.params.pretrained: {s['path']}\n  e.g. python 02_train.py CONFIG --output-dir {out.root} "
+          f"--set model.params.pretrained={s['path']} [--set model.params.freeze_blocks=2]")
+
+
+if __name__ == "__main__":
+    cli.run("pretrain", main)

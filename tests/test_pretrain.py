@@ -1,0 +1,162 @@
+"""Self-supervised pretraining (pretrain.py, lib/runs/pretrain.py, lib/training/ssl.py) and loading
+its checkpoints into the zoo's networks (lib/models/pretrained_weights.py), on a generated toy
+competition (tones in noise, 0.5 s at 8 kHz, 2 folds): BYOL-A's loss falls, the trunk loads
+exactly and a fine-tuned fold keeps its frozen blocks, a really killed run resumes, and typos
+and mismatched checkpoints are clear errors."""
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from conftest import make_toy_competition, stage
+from test_artifacts import _kill_when
+
+from lib.core.errors import ConfigError
+from lib.core.utils import load_tensors_only
+from lib.models import build_model
+from lib.models.pretrained_weights import trunk_blocks
+
+SR = 8000
+SSL = {"batch_size": 8, "projector_hidden": 64, "projector_dim": 32, "predictor_hidden": 64, "lr": 3e-3}
+WAVE = {"features": {"name": "waveform", "set": "wave"},
+        "frontend": {"name": "log_mel", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 64}},
+        "model": {"name": "cnn", "params": {"channels": [8, 16], "convs_per_block": 1, "head_hidden": 8}},
+        "train": {"epochs": 2, "batch_size": 8, "device": "cpu"}, "pretrain": dict(SSL, epochs=2)}
+CACHED = dict(WAVE, features={"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 64}},
+              frontend=None)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """A prepared toy competition of 24 tone clips (and 2 test clips) with the waveform and the
+    cached log-mel feature sets built: ``(output folder, waveform config, cached config)``."""
+    data = tmp_path / "data"
+    make_toy_competition(data, n=24, sr=SR)
+    rng = np.random.default_rng(0)
+    t = np.arange(SR // 2) / SR
+    for f in sorted((data / "train").glob("*.wav")) + sorted((data / "test").glob("*.wav")):
+        f0, onset = rng.uniform(200, 3000), rng.uniform(0, 0.3)
+        tone = np.sin(2 * np.pi * f0 * t) * (t > onset) * np.exp(-(t - onset).clip(0) * rng.uniform(2, 10))
+        sf.write(f, (0.5 * tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32), SR)
+    out = tmp_path / "out"
+    stage("00_prepare.py", data / "toy.yaml", "--output-dir", out)
+    wave, cached = tmp_path / "wave.yaml", tmp_path / "cached.yaml"
+    wave.write_text(yaml.safe_dump(WAVE))
+    cached.write_text(yaml.safe_dump(CACHED))
+    stage("01_features.py", wave, cached, "--output-dir", out)
+    return out, wave, cached
+
+
+def _losses(out, name):
+    return pd.read_csv(out / "pretrained" / f"{name}_log.csv")["loss"].tolist()
+
+
+def test_byol_a_loss_falls_and_simclr_runs_on_cached_features(toy):
+    out, wave, cached = toy
+    log = stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=8").stdout
+    assert "No label is read: the test audio is used" in log and "train (24 recordings) + test (2 recordings)" in log
+    losses = _losses(out, "wave")
+    assert len(losses) == 8 and np.mean(losses[-3:]) < 0.7 * losses[0], losses  # BYOL-A, fixed seeds (about 0.55 here)
+    assert "model.params.pretrained: " + str(out / "pretrained" / "wave.pt") in log
+    # the cached spectrogram path, SimCLR, a crop shorter than the windows; labels never read
+    log = stage("pretrain.py", cached, "--output-dir", out, "--set", "pretrain.method=simclr",
+                "--set", "pretrain.crop_seconds=0.3", "--set", "pretrain.splits=[train]").stdout
+    assert "train (24 recordings)." in log and "test audio" not in log
+    ckpt = load_tensors_only(out / "pretrained" / "cached.pt")
+    assert ckpt["method"] == "simclr" and ckpt["epochs"] == 2 and np.isfinite(ckpt["losses"]).all()
+    assert "up to date, skipped" in stage("pretrain.py", cached, "--output-dir", out, "--set", "pretrain.method=simclr",
+                                          "--set", "pretrain.crop_seconds=0.3", "--set", "pretrain.splits=[train]").stdout
+
+
+def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
+    out, wave, _ = toy
+    stage("pretrain.py", wave, "--output-dir", out)
+    path = out / "pretrained" / "wave.pt"
+    ckpt = load_tensors_only(path)
+    manifest = {"kind": "waveform", "sample_rate": SR, "n_scalars": 0, "spec_shape": None, "name": "waveform",
+                "settings": {"sample_rate": None}}
+    params = dict(WAVE["model"]["params"], pretrained=str(path), freeze_blocks=1, backbone_lr=0.5, layer_decay=0.5)
+    model = build_model({"name": "cnn", "params": params}, manifest, 3, 2, WAVE["frontend"])
+    own = model.state_dict()
+    assert ckpt["state_dict"] and all(torch.equal(own[k], v) for k, v in ckpt["state_dict"].items())
+    assert not [k for k in ckpt["state_dict"] if k.startswith(("head.", "scalar_"))]  # a new head, a new scalar branch
+    assert {k for k in own if k.startswith("head.")} and model.head[-1].weight.shape == (3, 8)
+    blocks = trunk_blocks(model)
+    assert len(blocks) == 2 and not any(p.requires_grad for m in blocks[0] for p in m.parameters())
+    assert [g["lr_scale"] for g in model.param_groups()] == [0.5, 1.0]  # block 1 (block 0 frozen), then the head
+    # fine-tuning through stage 02: the frozen block keeps exactly the pretrained weights, the rest learns
+    r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
+              "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
+    assert "fold 0: trained" in r.stdout
+    fold = load_tensors_only(out / "models" / "ft" / "fold0.pt")["state_dict"]
+    assert all(torch.equal(fold[k], v) for k, v in ckpt["state_dict"].items() if k.startswith("trunk.0."))
+    assert not torch.equal(fold["trunk.2.0.weight"], ckpt["state_dict"]["trunk.2.0.weight"])
+    # fold checkpoints reload without the pretrained file (build_model(..., pretrained=False))
+    path.rename(path.with_suffix(".moved"))
+    from lib.inference.infer import load_checkpoints
+
+    assert len(load_checkpoints(out / "models" / "ft", [0], torch.device("cpu"))) == 1
+
+
+def test_a_killed_run_resumes_and_is_never_taken_for_finished(toy):
+    out, wave, _ = toy
+    path = out / "pretrained" / "wave.pt"
+    stage("pretrain.py", wave, "--output-dir", out)  # a finished result of other settings
+    section = {"name": "cnn", "params": dict(WAVE["model"]["params"], pretrained=str(path))}
+    manifest = {"kind": "waveform", "sample_rate": SR, "n_scalars": 0, "name": "waveform", "settings": {"sample_rate": None}}
+    build_model(section, manifest, 2, 0, WAVE["frontend"])  # loads
+    _kill_when(["pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=40"], "epoch  1/40")
+    assert not (out / "pretrained" / "wave.record.json").exists() and (out / "pretrained" / "wave.state.pt").exists()
+    with pytest.raises(ConfigError, match="not a finished pretraining result.*run pretrain.py"):
+        build_model(section, manifest, 2, 0, WAVE["frontend"])  # the old file is not taken for the new result
+    log = stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=40").stdout
+    resumed = int(re.search(r"resumed after epoch (\d+)", log).group(1))
+    assert 1 <= resumed < 40 and f"epoch {resumed + 1:>2}/40" in log and "epoch  1/40" not in log
+    ckpt = load_tensors_only(path)
+    assert ckpt["epochs"] == 40 and len(ckpt["losses"]) == 40 and len(_losses(out, "wave")) == 40
+    # the same result as an uninterrupted run, bit for bit (every generator is in the state)
+    stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=40", "--name", "whole")
+    whole = load_tensors_only(out / "pretrained" / "whole.pt")
+    assert whole["losses"] == ckpt["losses"]
+    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in whole["state_dict"].items())
+    assert not (out / "pretrained" / "wave.state.pt").exists()
+    assert not [p for p in (out / "pretrained").iterdir() if p.name.startswith(".")]  # no temporaries left
+    build_model(section, manifest, 2, 0, WAVE["frontend"])
+
+
+def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
+    out, wave, cached = toy
+    for sets, expected in ((["pretrain.epoch=2"], "did you mean 'pretrain.epochs'"),
+                           (["pretrain.method=moco"], "pretrain.method"),
+                           (["pretrain.splits=[valid]"], "pretrain.splits"),
+                           (["model.params.freeze_block=1"], "did you mean 'freeze_blocks'"),
+                           (["model.params.pretrained=/nowhere/x.pt"], "is not a file. Nothing is downloaded")):
+        args = [a for s in sets for a in ("--set", s)]
+        r = stage("pretrain.py" if sets[0].startswith("pretrain") else "02_train.py", wave, "--output-dir", out, *args,
+                  check=False)
+        assert r.returncode == 1 and expected in r.stderr, (sets, r.stderr[-800:])
+    r = stage("pretrain.py", cached, "--output-dir", out, "--set", f"pretrain.extra_audio=[{tmp_path}]", check=False)
+    assert r.returncode == 1 and "pretrain.extra_audio needs waveform input" in r.stderr
+    stage("pretrain.py", wave, "--output-dir", out)
+    path = str(out / "pretrained" / "wave.pt")
+    manifest = {"kind": "waveform", "sample_rate": SR, "n_scalars": 0, "name": "waveform", "settings": {"sample_rate": None}}
+    cases = [({"channels": [8, 32]}, WAVE["frontend"], manifest, r"model.params.channels is \[8, 16\] in the checkpoint but \[8, 32\]"),
+             ({"convs_per_block": 2}, WAVE["frontend"], manifest, "model.params.convs_per_block is 1 .* but 2"),
+             ({}, {"name": "log_mel", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}}, manifest,
+              "frontend.params.hop_length is 64 in the checkpoint but 128"),
+             ({}, None, {"kind": "spectrogram", "spec_shape": [1, 16, 63], "n_scalars": 0, "sample_rate": SR,
+                         "name": "log_mel", "settings": {}}, "input.kind is 'waveform' in the checkpoint but 'spectrogram'")]
+    for extra, frontend, man, expected in cases:
+        params = dict(WAVE["model"]["params"], **extra, pretrained=path)
+        with pytest.raises(ConfigError, match=expected):
+            build_model({"name": "cnn", "params": params}, man, 2, 0, frontend)
+    with pytest.raises(ConfigError, match="resnet.*not a pretrain.py|does not fit.*model.name is 'cnn'"):
+        build_model({"name": "resnet", "params": {"widths": [8, 16], "pretrained": path}}, manifest, 2, 0, WAVE["frontend"])
+    with pytest.raises(ConfigError, match="freeze_blocks=3: cnn has 2 blocks"):
+        build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=3)}, manifest, 2, 0,
+                    WAVE["frontend"])
+    assert os.path.exists(path)
