@@ -89,11 +89,9 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
 
 
 def test_stage_without_its_input_says_what_to_run(tmp_path):
-    r = subprocess.run([sys.executable, "02_train.py", "configs/cnn_small.yaml", "--output-dir", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True)
+    r = stage("02_train.py", "configs/cnn_small.yaml", "--output-dir", tmp_path, check=False)
     assert r.returncode == 1 and "run 00_prepare.py first" in r.stderr
-    r = subprocess.run([sys.executable, "00_prepare.py", "--data-dir", str(tmp_path / "nothing"),
-                        "--output-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    r = stage("00_prepare.py", "--data-dir", tmp_path / "nothing", "--output-dir", tmp_path, check=False)
     assert r.returncode == 1 and "data folder not found" in r.stderr
 
 

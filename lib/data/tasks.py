@@ -21,8 +21,12 @@ winner (MAIC 2021) trained 21 classes (6 by sex and age band) this way.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 LABEL_SEP = ";"
 """Separator of a multi-label row's labels in ``folds.csv`` and OOF files."""
@@ -123,6 +127,8 @@ def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict, allowed: np.n
     Raises ``ValueError`` when the logits are not one per fine class then (a model trained before
     the competition was subdivided).
     """
+    import torch  # here: the scoring tools (leaderboard.py, score_submission.py) import this module without torch
+
     logits = torch.as_tensor(logits, dtype=torch.float64)
     if comp.get("fine_classes"):
         n_fine = len(comp["fine_classes"])
