@@ -96,6 +96,38 @@ def test_folds_shared_out_give_the_sequential_oof(toy, tmp_path):
     assert again.count("trained models are up to date, skipped") == 2
 
 
+def test_two_machines_on_the_loopback_address(toy, tmp_path):
+    """The multi-machine lines of docs/distributed.md (``--nnodes 2``, a c10d rendezvous), as two
+    launchers on this machine meeting on 127.0.0.1 and sharing one output folder, each pinned to
+    a core of its own: the folds are shared out over both "machines" and the OOF predictions are
+    the sequential run's."""
+    import functools
+    import socket
+
+    root, paths, base = toy
+    seq, par = _copy(base, tmp_path / "seq"), _copy(base, tmp_path / "par")
+    _run([sys.executable, "02_train.py", *paths], seq, one_core=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cores = sorted(os.sched_getaffinity(0))
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node",
+         "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "loopback",
+         "02_train.py", *paths, "--output-dir", str(par)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=functools.partial(os.sched_setaffinity, 0, {cores[node % len(cores)]})) for node in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in launchers]
+    assert [p.returncode for p in launchers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    for name in ("tiny", "tiny_seed7"):
+        np.testing.assert_array_equal(_oof(seq, name).filter(like="p_").to_numpy(),
+                                      _oof(par, name).filter(like="p_").to_numpy())
+    trained_by = {json.loads((par / "models" / name / f"fold{f}.record.json").read_text())["info"]["environment"]["ranks"]
+                  for name in ("tiny", "tiny_seed7") for f in range(3)}
+    assert trained_by == {"rank 0 of 2", "rank 1 of 2"}  # both machines trained folds
+    assert not (par / ".claims").exists()  # the launch's claims removed at the end
+
+
 def test_interrupted_parallel_run_goes_on(toy, tmp_path):
     """torchrun killed (SIGINT, as Ctrl-C) after rank 1 finished an epoch: the re-run keeps the
     finished folds, resumes the others and gives the sequential OOF predictions."""
