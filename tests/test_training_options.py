@@ -300,7 +300,7 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     _, _, target = training_batch(student_data, items, torch.device("cpu"), no_frontend,
                                   WaveAugmenter(None, 0, 16000), Augmenter(cfg["augment"], 0))
     labels = student_data.target[torch.as_tensor(student_data.recordings(items))]
-    p = torch.as_tensor(blend.loc[table["id"], "p_" + comp["positive"]].to_numpy(), dtype=torch.float32)[:, None]
+    p = torch.as_tensor(blend.loc[table["id"], "p_" + comp["positive"]].to_numpy(copy=True), dtype=torch.float32)[:, None]
     torch.testing.assert_close(target, 0.75 * labels + 0.25 * p[student_data.recordings(items)])
     assert torch.equal(student_data.targets(items), labels)  # validation: the labels
 
@@ -330,12 +330,12 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     run_ensemble(out, ["teacher"], method="equal")
     blend = pd.read_csv(out.root / "ensemble/test_blend.csv", dtype={"id": str})
     cols = [f"p_{c}" for c in comp["classes"]]
-    threshold = float(np.sort(blend[cols].max(1))[0])  # the least confident row just passes
+    threshold = float(np.sort(blend[cols].max(axis=1))[0])  # the least confident row just passes
     r = pseudo_labelled_folder(out, tmp_path / "pl", min_confidence=max(threshold, 0.5000001))
     new = Outputs(tmp_path / "pl")
     folds = new.load_split("train")
     pseudo = folds[folds.fold == -1]
-    assert r["pseudo"] == len(pseudo) == (blend[cols].max(1) >= max(threshold, 0.5000001)).sum() >= 1
+    assert r["pseudo"] == len(pseudo) == (blend[cols].max(axis=1) >= max(threshold, 0.5000001)).sum() >= 1
     assert folds.head(len(table)).equals(table)  # the labelled rows unchanged
     expected = np.asarray(comp["classes"])[blend.set_index("id").loc[pseudo.id, cols].to_numpy().argmax(1)]
     assert (pseudo.target.to_numpy() == expected).all()
@@ -380,7 +380,7 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     s = pseudo_labelled_folder(out, tmp_path / "pl", min_confidence=0.5000001, source=tmp_path / "work")
     folds = Outputs(tmp_path / "pl").load_split("train")
     blend = pd.read_csv(tmp_path / "work/test_blend.csv")
-    assert s["pseudo"] == (folds.fold == -1).sum() == (blend.filter(like="p_").max(1) >= 0.5000001).sum()
+    assert s["pseudo"] == (folds.fold == -1).sum() == (blend.filter(like="p_").max(axis=1) >= 0.5000001).sum()
     assert set(folds.id[folds.fold == -1]) <= set(blend.id) and folds.id.head(len(table)).tolist() == table.id.tolist()
     again = tmp_path / "again"  # a folder that holds a training clip again, under its id
     again.mkdir()
