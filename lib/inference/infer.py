@@ -121,7 +121,11 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
         return dict(read_json(out.preds(exp).with_suffix(".json")), skipped=True)
     record.begin(out.preds(exp).parent)
     models = load_fold_models(out, exp, device, trained)
-    probs = predict_folds(models, data, test_df, comp, cfg.get("tta"), f"{exp} test")
+    seg_path = segment_file(out.preds(exp), comp)  # recordings made of segments: each segment's too, one pass
+    if seg_path:
+        segments, probs = segment_predictions(models, data, test_df, comp, cfg.get("tta"))
+    else:
+        probs = predict_folds(models, data, test_df, comp, cfg.get("tta"), f"{exp} test")
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
     summary = {"experiment": exp, "rows": len(preds), "windows": len(data.rec), "folds": trained["info"]["folds"],
@@ -130,9 +134,9 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     files = [out.preds(exp), out.preds(exp).with_suffix(".json")]
     write_csv(out.preds(exp), preds)
     write_json(files[1], summary)
-    if segment_file(out.preds(exp), comp):  # recordings made of segments: also each segment's
-        files.append(segment_file(out.preds(exp), comp))
-        write_csv(files[-1], segment_predictions(models, data, test_df, comp, cfg.get("tta")))
+    if seg_path:
+        files.append(seg_path)
+        write_csv(seg_path, segments)
     record.commit(files, key,
                   inputs={"train": trained["id"], "features": data.manifest["record"], FOLDS: fid}, info=summary)
     return dict(summary, skipped=False)

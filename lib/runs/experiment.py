@@ -429,7 +429,7 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     if segment_file(paths["oof"], comp):
         paths["segments"] = segment_file(paths["oof"], comp)
         models = load_checkpoints(model_dir, sorted(done), data.device)
-        write_csv(paths["segments"], segment_predictions(models, data, folds_df, comp, cfg.get("tta"), folds))
+        write_csv(paths["segments"], segment_predictions(models, data, folds_df, comp, cfg.get("tta"), folds)[0])
     (model_dir / "curves.png").unlink(missing_ok=True)  # older versions' plot; now report/curves.png
     try:  # written whole or removed (write_report); a plotting failure must not cost the merged folds
         report = write_report(model_dir / "report", name, comp, with_slice_columns(oof_df, folds_df), history, scores)
