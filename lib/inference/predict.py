@@ -87,12 +87,9 @@ def aggregate_windows(window_probs: np.ndarray, owner: np.ndarray, region: np.nd
     segment (region) by ``audio.aggregate`` (as :func:`aggregate_regions`), then the segments per
     recording by ``segments.aggregate`` (``vote``: each segment votes for its class of maximum
     probability, as the voice-pathology winner's tokens voted per patient, MAIC 2021)."""
-    task, how = comp["task"], comp["audio"]["aggregate"]
-    seg = comp.get("segments") or {}
+    task, seg = comp["task"], comp.get("segments") or {}
     if seg.get("unit") != "recording":
-        return aggregate(window_probs, owner, n, how, task)
-    codes, uniques = pd.factorize(region)
-    first = np.zeros(len(uniques), np.int64)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]  # each region's first window
-    per_region = aggregate(window_probs, codes, len(uniques), how, task)
-    return aggregate(per_region, owner[first], n, seg["aggregate"], task)
+        return aggregate(window_probs, owner, n, comp["audio"]["aggregate"], task)
+    regions, per_region = aggregate_regions(window_probs, region, comp)
+    owner_of = pd.Series(owner, index=region).groupby(level=0).first()  # a region's windows share its recording
+    return aggregate(per_region, owner_of.loc[regions].to_numpy(), n, seg["aggregate"], task)
