@@ -25,13 +25,15 @@ def main() -> None:
     p.add_argument("--trials", type=int, help="trials this worker runs (default: the sweep file's trials; 0: only "
                                               "the summary)")
     p.add_argument("--study", help="study name (default: the sweep file's name)")
-    p.add_argument("--storage", help="database URL of the study (default: sqlite:///OUTPUT_DIR/sweeps/STUDY.db)")
+    p.add_argument("--storage", help="where the study lives: a database URL (default: sqlite:///OUTPUT_DIR/sweeps/STUDY.db; "
+                   "postgresql://user:password@host/db for several machines) or journal:PATH (a journal file "
+                   "on a shared disk)")
     p.add_argument("--top", type=int, default=3, help="experiments listed in best.txt (default: %(default)s)")
     args = p.parse_args()
     if args.trials is not None and args.trials < 0 or args.top < 1:
         p.error("--trials must be >= 0 and --top >= 1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one line per trial, the rest in its log
-    from lib.runs.sweep import direction, load_sweep, open_study, run_sweep, summarize
+    from lib.runs.sweep import direction, load_sweep, open_study, printable, run_sweep, summarize
 
     out = cli.outputs(args)
     sweep = load_sweep(args.sweep, out.prepared_competition())  # every value checked before the study starts
@@ -42,7 +44,7 @@ def main() -> None:
     (out.root / "sweeps" / name).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(sweep, name, storage, comp)
     trials = sweep.trials if args.trials is None else args.trials
-    print(f"study {name} ({storage}): {len(study.trials)} trials so far; {direction(comp)} OOF {comp['metric']} of "
+    print(f"study {name} ({printable(storage)}): {len(study.trials)} trials so far; {direction(comp)} OOF {comp['metric']} of "
           f"{sweep.stem}@...; this worker runs {trials}")
     run_sweep(sweep, study, out, trials)
     s = summarize(study, out, args.top, sweep)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -15,7 +16,7 @@ from lib.core.errors import ConfigError, MissingArtifact
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
-from lib.runs.sweep import load_sweep, open_study, run_sweep, short_keys, summarize, trial_name
+from lib.runs.sweep import load_sweep, open_study, printable, run_sweep, short_keys, summarize, trial_name
 
 EXPERIMENT = {  # a tiny CNN on 16-band log-mel, 2 epochs (the toy competition of tests/test_training.py)
     "features": {"name": "log_mel", "set": "lm16", "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}},
@@ -182,3 +183,112 @@ def test_a_pipeline_error_stops_the_sweep(toy):
     with pytest.raises(MissingArtifact, match="never_built"):
         run_sweep(sweep, open_study(sweep, "stops", storage, out.load_competition()), out, 3, echo=lambda *a, **k: None)
     assert [t.state.name for t in optuna.load_study(study_name="stops", storage=storage).trials] == ["FAIL"]
+
+
+@pytest.fixture
+def postgres():
+    """The URL of a throw-away PostgreSQL server on a free loopback port (``initdb`` + ``pg_ctl``
+    from the system's PostgreSQL; run as the ``postgres`` user when the tests run as root, since
+    the server refuses root), stopped and deleted afterwards. Skips, saying why, where the server
+    binaries are absent (``.ci/run`` installs them) or a root run has no ``postgres`` user."""
+    import glob
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    found = [shutil.which("initdb")] + sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]
+    initdb = next((p for p in found if p), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL server not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
+                    "install the 'postgresql' package, as .ci/run does, to run the database-server sweep test")
+    pg_ctl = str(Path(initdb).resolve().with_name("pg_ctl"))
+    as_user = []
+    folder = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("tests run as root and there is no 'postgres' user to run the PostgreSQL server as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    run = lambda *cmd: subprocess.run(as_user + list(cmd), capture_output=True, text=True, timeout=120, cwd=folder)
+    made = run(initdb, "-D", str(data), "-A", "trust", "-U", "sweep", "--no-sync")
+    assert made.returncode == 0, made.stdout + made.stderr
+    started = run(pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "start",
+                  "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off")
+    assert started.returncode == 0, started.stdout + started.stderr + (folder / "server.log").read_text()
+    try:
+        yield f"postgresql://sweep@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_workers_share_prune_and_resume_a_postgresql_study(toy, postgres):
+    """Two sweep.py workers on one PostgreSQL study; a worker stopped by Ctrl-C (SIGINT) marks its
+    trial failed and the same command goes on with the study; a trial behind the median of the
+    server's trials is pruned after its first fold."""
+    import signal
+
+    folder, out = toy
+    path = _sweep_file(folder, "pg", startup_trials=2)
+    cmd = [sys.executable, "sweep.py", str(path), "--trials", "1", "--storage", postgres, "--output-dir", str(out.root)]
+    workers = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    logs = [w.communicate(timeout=150)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), logs
+    study = optuna.load_study(study_name="pg", storage=postgres)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    names = {t.user_attrs["experiment"] for t in study.trials}
+    assert len(names) == 2 and all(out.oof(n).is_file() for n in names)
+    assert all(f"study pg ({postgres})" in log for log in logs)
+
+    # Ctrl-C while the third trial runs: the trial fails, the worker stops, the study keeps the rest
+    worker = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+        assert worker.poll() is None and time.time() < deadline, worker.communicate()[0]
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGINT)
+    log = worker.communicate(timeout=60)[0]
+    assert worker.returncode != 0, log
+    assert [t.state.name for t in study.get_trials(deepcopy=False)] == ["COMPLETE", "COMPLETE", "FAIL"], log
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "3 trials so far" in again.stdout
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    assert states[:3] == ["COMPLETE", "COMPLETE", "FAIL"] and states[3] in ("COMPLETE", "PRUNED")
+
+    # four more trials whose first fold scored 2.0, beyond any accuracy, outnumber the three real ones:
+    # the next trial falls behind the median
+    sweep = load_sweep(path)
+    for lr in (1e-3, 2e-3, 3e-3, 4e-3):
+        study.add_trial(optuna.trial.create_trial(params={"optimizer.params.lr": lr}, distributions=sweep.space,
+                                                  value=2.0, intermediate_values={0: 2.0}))
+    run_sweep(sweep, open_study(sweep, "pg", postgres, out.load_competition()), out, 1, echo=lambda *a, **k: None)
+    last = optuna.load_study(study_name="pg", storage=postgres).trials[-1]
+    assert last.state == optuna.trial.TrialState.PRUNED and list(last.intermediate_values) == [0]
+
+
+def test_a_journal_file_study_is_shared_and_passwords_are_not_printed(toy):
+    """``--storage journal:PATH``: a second worker joins the first's study and adds its trial; a
+    database URL's password never appears in what sweep.py prints."""
+    folder, out = toy
+    sweep = load_sweep(_sweep_file(folder, "journal", pruner="none"))
+    storage = f"journal:{folder / 'journal.log'}"
+    for worker in range(2):
+        run_sweep(sweep, open_study(sweep, "journal", storage, out.load_competition()), out, 1,
+                  echo=lambda *a, **k: None)
+    reread = optuna.load_study(study_name="journal", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "journal.log"))))
+    assert [t.state.name for t in reread.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(out.oof(t.user_attrs["experiment"]).is_file() for t in reread.trials)
+    assert printable("postgresql://ann:s3cret@db.example:5432/sweeps") == "postgresql://ann:***@db.example:5432/sweeps"
+    with pytest.raises(ConfigError, match=r"--storage postgresql://ann:\*\*\*@127\.0\.0\.1:1/x: cannot open") as e:
+        open_study(sweep, "x", "postgresql://ann:s3cret@127.0.0.1:1/x", out.load_competition())
+    assert "s3cret" not in str(e.value)

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.exc
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -215,22 +218,37 @@ def direction(comp: dict) -> str:
     return "maximize" if get_metric(comp["metric"], comp).higher_is_better else "minimize"
 
 
+def printable(storage: str) -> str:
+    """``storage`` as printed: an SQLAlchemy URL with its password, if any, shown as ``***``."""
+    try:
+        return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:  # not a URL (journal:PATH)
+        return storage
+
+
 def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Study:
-    """Create the study ``name`` in ``storage`` (an SQLAlchemy URL) or join it when it exists, with
-    a TPE sampler (seeded with ``seed`` + the trials already there, when a seed is given) and
+    """Create the study ``name`` in ``storage`` or join it when it exists, with a TPE sampler (seeded with ``seed`` + the trials already there, when a seed is given) and
     Optuna's ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or
-    none. Stale trials of killed workers are marked failed (Optuna's heartbeat, 60 s).
-    Returns the study. Raises ``ConfigError`` for a URL that cannot be opened, or a study made for
-    another metric direction, experiment or search space."""
+    none. ``storage`` is an SQLAlchemy URL (``sqlite:///file.db``; ``postgresql://user:password@host/db``
+    for workers on several machines: Optuna's ``RDBStorage``, whose heartbeat (60 s) marks the trials
+    of killed workers failed), or ``journal:PATH``: Optuna's append-only journal file (``JournalStorage``
+    with an open-lock, safe on a disk the machines share, NFS included; it has no heartbeat, so a
+    killed worker's trial stays running). Returns the study. Raises ``ConfigError`` for a storage that
+    cannot be opened, or a study made for another metric direction, experiment or search space."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # sweep.py prints its own lines; errors reach the caller
     want = direction(comp)
     engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    shown = printable(storage)
     for attempt in range(6):  # workers started together race to create the tables and the study
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                store = optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=60,
-                                                   grace_period=240)
+                if storage.startswith("journal:"):
+                    path = storage[len("journal:"):]
+                    store = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+                else:
+                    store = optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=60,
+                                                       grace_period=240)
             study = optuna.create_study(study_name=name, storage=store, direction=want, load_if_exists=True)
             break
         except PipelineError:
@@ -238,10 +256,10 @@ def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Stud
         except Exception as exc:  # sqlalchemy's errors, a missing driver, a malformed URL
             retry = isinstance(exc, (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError))
             if attempt == 5 or not retry:  # (retry: the database was locked, or created meanwhile)
-                raise ConfigError(f"--storage {storage}: cannot open the study {name!r}: {exc}") from None
+                raise ConfigError(f"--storage {shown}: cannot open the study {name!r}: {exc}") from None
             time.sleep(0.2 + random.random())
     if study.direction.name.lower() != want:
-        raise ConfigError(f"study {name!r} in {storage} is to {study.direction.name.lower()}, but the competition "
+        raise ConfigError(f"study {name!r} in {shown} is to {study.direction.name.lower()}, but the competition "
                           f"metric {comp['metric']} is to {want}: use another --study or --storage")
     mine = {"experiment": sweep.stem, "metric": comp["metric"]}
     for key, value in mine.items():
@@ -249,12 +267,12 @@ def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Stud
         if old is None:
             study.set_user_attr(key, value)
         elif old != value:
-            raise ConfigError(f"study {name!r} in {storage} sweeps {key} {old!r}, this sweep {value!r}: use another "
+            raise ConfigError(f"study {name!r} in {shown} sweeps {key} {old!r}, this sweep {value!r}: use another "
                               f"--study (the default is the sweep file's name)")
     for t in study.get_trials(deepcopy=False):  # (a running trial may hold only some of its parameters yet)
         for key, d in t.distributions.items():
             if sweep.space.get(key) != d:
-                raise ConfigError(f"study {name!r} in {storage} holds trials of another search space (trial "
+                raise ConfigError(f"study {name!r} in {shown} holds trials of another search space (trial "
                                   f"{t.number}: {key} {d}, here {sweep.space.get(key)}): use another --study")
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials) if sweep.pruner == "median"
               else optuna.pruners.NopPruner())
