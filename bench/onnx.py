@@ -1,24 +1,48 @@
 #!/usr/bin/env python3
-"""Prediction speed of a bundle's fold models: PyTorch eager against ONNX Runtime, on real test audio.
+"""Prediction speed: PyTorch eager against ONNX Runtime, per model or per bundle.
 
+    python bench/onnx.py [--models CFG ...] [--data-dir ../shared/data/breathing] [--clips 512] [--threads 2]
+                         [--batch 256] [--repeats 5] [--profile]
     python bench/onnx.py BUNDLE --data-dir ../shared/data/breathing [--recordings 600] [--threads 2]
 
-BUNDLE: made by ``05_bundle.py --onnx``. For each experiment of the bundle the test features of
-the first N recordings are computed once as ``predict_bundle.py`` does (stage 01's code, into a
-temporary folder; timed apart), then every fold model predicts every window of them with the
-experiment's test-time augmentation: PyTorch eager (float32, ``torch.set_num_threads(threads)``)
-and the bundle's ONNX graphs with ONNX Runtime (``intra_op_num_threads = threads``). Prints
-recordings per second and per CPU core, the largest difference of the two engines' recording
-probabilities, and what fits in a BirdCLEF-style budget: 600 one-minute recordings in 90
-minutes on 4 CPU cores, from the seconds of audio each engine predicts per second per core
-(features included). Nothing is written outside the temporary folder.
+Without BUNDLE (models; default ``configs/wave_cnn.yaml configs/cnn_small.yaml``): each
+experiment's network with fresh weights (seed 0; speed does not depend on them) and input
+statistics from the clips, on N 1-s clips: the audio files found under ``--data-dir`` (sorted,
+at 16 kHz) or, without it, generated audio (chirps in pink noise). A waveform model takes the
+clips; a cached-feature model their features (the experiment's feature set, computed once, not
+timed). Three engines predict every clip in batches of ``--batch`` (256, as
+:func:`lib.inference.predict.predict_logits`), each with ``--threads`` threads, the engines taking
+turns within each of ``--repeats`` rounds (median time): PyTorch eager (float32,
+``torch.set_num_threads``), ``onnx plain`` (the model as ``torch.onnx.export`` writes it: ONNX's
+``STFT`` operator, ``ceil_mode`` poolings, a fixed window; the export of before) and ``onnx``
+(:func:`lib.shipping.onnx_export.export_onnx`). Prints samples/s, the speed-up over eager and the
+largest |probability| and |logit| differences from eager (sigmoid or softmax of the logits);
+``--profile`` adds ONNX Runtime's time per operator type for each graph (its profiler, one
+batch, after the timing).
+
+With BUNDLE (made by ``05_bundle.py --onnx``): for each experiment of the bundle the test
+features of the first N recordings are computed once as ``predict_bundle.py`` does (stage 01's
+code, into a temporary folder; timed apart), then every fold model predicts every window of them
+with the experiment's test-time augmentation: PyTorch eager (float32,
+``torch.set_num_threads(threads)``) and the bundle's ONNX graphs with ONNX Runtime
+(``intra_op_num_threads = threads``). Prints recordings per second and per CPU core, the models'
+speed-up, the largest difference of the two engines' recording probabilities, and what fits in a
+BirdCLEF-style budget: 600 one-minute recordings in 90 minutes on 4 CPU cores, from the seconds
+of audio each engine predicts per second per core (features included). Nothing is written
+outside the temporary folder.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import io
+import json
+import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,29 +50,46 @@ import pandas as pd
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/: this file would shadow `onnx`
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare_test
 from lib.inputs import load_inputs
 from lib.features.cache import build_feature_set
 from lib.inference.infer import load_checkpoints, predict_folds
 from lib.shipping.bundle import load_bundle
-from lib.shipping.onnx_export import OnnxModel
+from lib.components import load_experiment
+from lib.data.audio import fix_length, load
+from lib.features import FEATURES
+from lib.models import build_model
+from lib.shipping.onnx_export import OnnxModel, export_onnx
 
 BUDGET = {"recordings": 600, "seconds_each": 60.0, "minutes": 90, "cores": 4}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bundle")
-    p.add_argument("--data-dir", required=True, help="the competition folder with the test audio")
-    p.add_argument("--recordings", type=int, default=600, help="test recordings to predict (default: %(default)s)")
+    p.add_argument("bundle", nargs="?", help="a bundle of 05_bundle.py --onnx (default: the --models)")
+    p.add_argument("--data-dir", help="the competition folder: its test audio (BUNDLE, required) or its audio "
+                                      "files (models; default: generated audio)")
+    p.add_argument("--recordings", type=int, default=600,
+                   help="BUNDLE: test recordings to predict (default: %(default)s)")
+    p.add_argument("--models", nargs="+", default=["configs/wave_cnn.yaml", "configs/cnn_small.yaml"],
+                   help="experiment configs to time without a bundle (default: %(default)s)")
+    p.add_argument("--clips", type=int, default=512, help="models: 1-s clips to predict (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=256, help="models: batch size (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="models: timed rounds, median taken (default: %(default)s)")
+    p.add_argument("--profile", action="store_true", help="models: ONNX Runtime's time per operator type")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for each engine (default: %(default)s)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.bundle is None:
+        bench_models(args)
+        return
+    if args.data_dir is None:
+        p.error("a BUNDLE needs --data-dir (the competition folder with the test audio)")
     bundle = Path(args.bundle)
     manifest, comp, _ = load_bundle(bundle)
     comp["data_dir"] = str(Path(args.data_dir).resolve())
-    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         table = pd.read_csv(Path(comp["data_dir"]) / comp["test"]["csv"], dtype=str).head(args.recordings)
@@ -86,12 +127,154 @@ def main() -> None:
                              "recordings/s": round(len(table) / total, 1),
                              "per core": round(len(table) / total / args.threads, 1),
                              "BirdCLEF budget min": round(need, 1),
+                             "models x torch": round(result["torch_s"] / result[engine + "_s"], 2),
                              "max |p diff|": float(np.abs(result["onnx"] - result["torch"]).max())})
     print(f"{len(table)} recordings ({audio_s:.0f} s of audio), {args.threads} threads per engine, "
           f"{torch.get_num_threads()} torch threads")
     print(pd.DataFrame(rows).to_string(index=False))
     print(f"BirdCLEF budget: minutes to predict {BUDGET['recordings']} x {BUDGET['seconds_each']:.0f} s of audio on "
           f"{BUDGET['cores']} cores at the measured seconds of audio per second per core (limit {BUDGET['minutes']})")
+
+
+SAMPLE_RATE = 16000
+
+
+def clips(data_dir: str | None, n: int, seconds: float = 1.0, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``(n, seconds * 16000)`` float32 clips and where they came from: the first ``n`` audio files
+    (``.wav``, ``.flac``, ``.ogg``; sorted paths) under ``data_dir`` at 16 kHz, each cut or
+    zero-padded to ``seconds``; without ``data_dir`` (or files in it), generated audio: a linear
+    chirp (random band within 100-6000 Hz) in pink noise (random level, 10-30 dB below it) at a
+    random gain (-30 to 0 dB)."""
+    samples = int(round(seconds * SAMPLE_RATE))
+    files = sorted(f for ext in ("wav", "flac", "ogg") for f in Path(data_dir).rglob(f"*.{ext}")) if data_dir else []
+    if files:
+        audio = np.stack([fix_length(load(f, SAMPLE_RATE)[0], samples) for f in files[:n]])
+        return audio, f"{len(audio)} files of {data_dir}"
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / SAMPLE_RATE
+    out = []
+    for _ in range(n):
+        f0, f1 = np.sort(rng.uniform(100, 6000, 2))
+        chirp = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))
+        spectrum = np.fft.rfft(rng.standard_normal(samples)) / np.sqrt(np.arange(samples // 2 + 1) + 1.0)
+        pink = np.fft.irfft(spectrum, samples)
+        pink *= 10 ** (-rng.uniform(10, 30) / 20) / pink.std() * chirp.std()
+        out.append(10 ** (-rng.uniform(0, 30) / 20) * 0.5 * (chirp + pink))
+    return np.stack(out).astype(np.float32), "generated audio (chirps in pink noise)"
+
+
+def _model_and_inputs(cfg: dict, audio: np.ndarray) -> tuple[torch.nn.Module, dict, torch.Tensor]:
+    """The experiment's network (fresh weights, seed 0, eval mode) with input statistics from
+    ``audio``, its manifest, and its inputs: the clips, or their features."""
+    if cfg["features"]["name"] == "waveform":
+        manifest = {"kind": "waveform", "spec_shape": None, "n_scalars": 0, "sample_rate": SAMPLE_RATE,
+                    "clip_seconds": audio.shape[1] / SAMPLE_RATE, "hop_length": None}
+        x = torch.from_numpy(audio)
+    else:
+        feature = FEATURES.build(cfg["features"])
+        x = torch.from_numpy(np.stack([feature(y, SAMPLE_RATE)[0] for y in audio]).astype(np.float32))
+        manifest = {"kind": "spectrogram", "spec_shape": list(x.shape[1:]), "n_scalars": 0, "sample_rate": SAMPLE_RATE,
+                    "clip_seconds": audio.shape[1] / SAMPLE_RATE, "hop_length": feature.hop_length}
+    torch.manual_seed(0)
+    model = build_model(cfg["model"], manifest, 1, 0, cfg.get("frontend"), pretrained=False).eval()
+    with torch.no_grad():
+        if model.frontend is not None:  # per band, as training sets them (lib.training.loop)
+            spec = model.frontend.transform(x)
+            mean, std = spec.mean(dim=(0, 3))[..., None], spec.std(dim=(0, 3))[..., None]
+            model.frontend.set_normalisation(mean, std.clamp_min(1e-6))
+        elif x.dim() == 4:
+            model.set_normalisation(x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)))
+    return model, manifest, x
+
+
+def _plain_export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
+    """``model`` as ``torch.onnx.export(dynamo=True)`` writes it (the export of before
+    :func:`export_onnx`'s changes): batch dynamic, window fixed, ``torch.stft`` as ONNX's ``STFT``."""
+    from lib.shipping.onnx_export import _Logits
+
+    batch = torch.export.Dim("batch", min=1)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Logits(model).eval(), (x[:2], torch.zeros(2, 0)), str(path), input_names=["x", "scalars"],
+                          output_names=["logits"], dynamic_shapes=({0: batch}, {0: batch}), dynamo=True,
+                          opset_version=18, external_data=False)
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    if logits.shape[1] == 1:
+        return 1 / (1 + np.exp(-logits))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _op_profile(path: Path, x: torch.Tensor, threads: int, top: int = 8) -> str:
+    """ONNX Runtime's kernel time per operator type on one batch ``x`` (its profiler; after a
+    warm-up run): the total in ms and the largest shares."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.enable_profiling = threads, True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy(), "scalars": np.zeros((len(x), 0), np.float32)}
+    feed = {i.name: feed[i.name] for i in session.get_inputs()}
+    for _ in range(2):
+        session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"] / 2 / 1000  # ms per run
+    total = sum(per_op.values())
+    shares = ", ".join(f"{op} {100 * ms / total:.0f}%" for op, ms in per_op.most_common(top))
+    return f"{total:.0f} ms per batch: {shares}"
+
+
+def bench_models(args) -> None:
+    """The models mode (module docstring): prints one row per experiment and engine."""
+    audio, source = clips(args.data_dir, args.clips)
+    rows, profiles = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in args.models:
+            cfg = load_experiment(config)
+            exp = Path(config).stem
+            model, manifest, x = _model_and_inputs(cfg, audio)
+            _plain_export(model, x, Path(tmp) / f"{exp}.plain.onnx")
+            export_onnx(model, manifest, 0, Path(tmp) / f"{exp}.onnx")
+            engines = {"torch": model}
+            for name, file in (("onnx plain", f"{exp}.plain.onnx"), ("onnx", f"{exp}.onnx")):
+                engines[name] = OnnxModel(Path(tmp) / file, model.n_outputs, args.threads)
+            batches = [x[i:i + args.batch] for i in range(0, len(x), args.batch)]
+            scalars = [torch.zeros(len(b), 0) for b in batches]
+
+            def predict(engine):
+                with torch.no_grad():
+                    return torch.cat([engine(b, s)["logits"].float() for b, s in zip(batches, scalars)]).numpy()
+
+            logits = {name: predict(engine) for name, engine in engines.items()}  # also the warm-up
+            seconds = {name: [] for name in engines}
+            for _ in range(args.repeats):
+                for name, engine in engines.items():
+                    t0 = time.perf_counter()
+                    predict(engine)
+                    seconds[name].append(time.perf_counter() - t0)
+            eager = float(np.median(seconds["torch"]))
+            for name in engines:
+                s = float(np.median(seconds[name]))
+                rows.append({"experiment": exp, "engine": name, "samples/s": round(len(x) / s, 1),
+                             "per core": round(len(x) / s / args.threads, 1), "x torch": round(eager / s, 2),
+                             "spread %": round(100 * (max(seconds[name]) - min(seconds[name])) / s),
+                             "max |p diff|": float(np.abs(_probs(logits[name]) - _probs(logits["torch"])).max()),
+                             "max |logit diff|": float(np.abs(logits[name] - logits["torch"]).max())})
+            if args.profile:
+                for name, file in (("onnx plain", f"{exp}.plain.onnx"), ("onnx", f"{exp}.onnx")):
+                    profiles.append(f"{exp} {name}: " + _op_profile(Path(tmp) / file, batches[0], args.threads))
+    print(f"{len(audio)} clips ({source}), batches of {args.batch}, {args.threads} threads per engine, median of "
+          f"{args.repeats} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch "
+          f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}; fresh weights (seed 0)")
+    print(pd.DataFrame(rows).to_string(index=False))
+    for line in profiles:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -133,8 +133,72 @@ class _MelFrontEnd(nn.Module):
         self.band_mean.copy_(torch.broadcast_to(torch.as_tensor(mean, dtype=torch.float32), shape))
         self.band_std.copy_(torch.broadcast_to(torch.as_tensor(std, dtype=torch.float32), shape))
 
+    matmul_stft = False
+    """Whether :meth:`mel` computes its STFT as matrix products (:meth:`use_matmul_stft`)."""
+
+    def use_matmul_stft(self) -> None:
+        """Make :meth:`mel` compute the STFT as matrix products with a fixed, windowed DFT basis
+        instead of ``torch.stft``, for an ONNX export (:mod:`lib.shipping.onnx_export`): ONNX
+        Runtime's ``STFT`` operator took about twice as long as these products (measured with
+        ``bench/onnx.py --profile`` on ``wave_cnn``). Not for training: ``torch.stft`` stays the eager
+        path. Same frames as ``torch.stft(center=True, pad_mode=self.pad_mode)``; the results
+        agree to float32 rounding (tests/test_onnx.py).
+
+        Only the frequency bins some mel filter uses are computed (the filterbank's zero columns
+        are folded away). For an even ``n_fft`` one radix-2 decimation-in-frequency step (Cooley
+        and Tukey 1965) halves the products: with the windowed frame split into halves ``a`` and
+        ``b``, bin ``k`` is the ``n_fft/2``-point sum ``sum_n (a_n + (-1)**k b_n) exp(-2 pi i k n /
+        n_fft)``, so even bins come from ``a + b`` and odd bins from ``a - b``. Buffers (not in
+        the ``state_dict``): ``dft<i>`` ``(n_fft/2, 2 * bins)`` (cosines, then minus sines, of
+        part ``i``'s bins), ``fb<i>`` ``(bins, n_mels)`` (their mel filter weights; stacked twice for
+        ``power=2``, which then needs no sum of the squares) and ``window_parts`` (the window's
+        halves, or the whole window for an odd ``n_fft``)."""
+        n = self.n_fft
+        window, basis = self.window.double().cpu(), self.mel_basis.double().cpu()
+        used = torch.nonzero(basis.abs().sum(0) > 0).flatten()
+        parts = [used[used % 2 == 0], used[used % 2 == 1]] if n % 2 == 0 else [used]
+        t = torch.arange(n // 2 if n % 2 == 0 else n, dtype=torch.float64)
+        for i, bins in enumerate(parts):
+            angle = 2 * math.pi * bins[None, :].double() * t[:, None] / n
+            dft = torch.cat([torch.cos(angle), -torch.sin(angle)], dim=1)
+            self.register_buffer(f"dft{i}", dft.float().to(self.window.device), persistent=False)
+            fb = basis[:, bins].T
+            fb = torch.cat([fb, fb]) if self.power == 2.0 else fb  # |X|^2 = re^2 + im^2 inside the product
+            self.register_buffer(f"fb{i}", fb.contiguous().float().to(self.window.device), persistent=False)
+        self.register_buffer("window_parts", window.reshape(-1, n // 2).float().to(self.window.device)
+                             if n % 2 == 0 else window[None].float().to(self.window.device), persistent=False)
+        self.matmul_stft = True
+
+    def _mel_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`mel` by matrix products (:meth:`use_matmul_stft`)."""
+        batch, samples = x.shape
+        n, hop = self.n_fft, self.hop_length
+        frames = 1 + (samples + 2 * (n // 2) - n) // hop
+        if n == 2 * hop:  # frame t is chunks t and t + 1 of the padded signal (padded to frames + 1 chunks)
+            padded = F.pad(x, (n // 2, (frames + 1) * hop - samples - n // 2), mode=self.pad_mode)
+            chunks = padded.reshape(batch, frames + 1, hop)
+            halves = [chunks[:, :-1], chunks[:, 1:]]
+        else:
+            padded = F.pad(x, (n // 2, n // 2), mode=self.pad_mode)
+            index = torch.arange(frames, device=x.device)[:, None] * hop + torch.arange(n, device=x.device)
+            framed = padded[:, index]  # (batch, frames, n_fft)
+            halves = [framed[..., :n // 2], framed[..., n // 2:]] if n % 2 == 0 else [framed]
+        halves = [h * w for h, w in zip(halves, self.window_parts)]
+        sums = [halves[0] + halves[1], halves[0] - halves[1]] if n % 2 == 0 else halves
+        mel = 0
+        for i, s in enumerate(sums):
+            y = torch.matmul(s, getattr(self, f"dft{i}"))  # (batch, frames, 2 * bins): real, imaginary parts
+            spec = y * y
+            if self.power == 1.0:  # |X| = sqrt(re^2 + im^2)
+                spec = spec.unflatten(-1, (2, -1)).sum(-2).sqrt()
+            mel = mel + torch.matmul(spec, getattr(self, f"fb{i}"))
+        return mel.transpose(1, 2)
+
     def mel(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` float32 -> mel spectrogram ``(batch, n_mels, 1 + samples // hop)``."""
+        """``(batch, samples)`` float32 -> mel spectrogram ``(batch, n_mels, 1 + samples // hop)``
+        (``torch.stft``, centred; by matrix products after :meth:`use_matmul_stft`)."""
+        if self.matmul_stft:
+            return self._mel_matmul(x)
         spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode=self.pad_mode,
                           return_complex=True).abs()
         if self.power == 2.0:
