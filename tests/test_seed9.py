@@ -232,3 +232,28 @@ def test_batch_rows_are_independent_and_padded():
     padded = compute_seed9_batch(np.pad(y[:, :9000], ((0, 0), (0, N_SAMPLES - 9000))), SR)
     for a, b in zip(short, padded):
         np.testing.assert_array_equal(a, b)
+
+
+def test_batch_helpers_match_their_definitions():
+    """The batched path's rewritten pieces against the numpy/librosa calls they replace."""
+    from lib.features.seed9 import batch
+
+    rng = np.random.default_rng(11)
+    x = np.abs(rng.standard_normal((3, 1000))).astype(np.float32)
+    x[1, :600] = 0.0  # ties and zeros
+    x[2] = np.round(x[2], 1)
+    for got, q in zip(batch._percentiles(x, (90, 10)), (90, 10)):
+        np.testing.assert_allclose(got, np.percentile(x, q, axis=1), rtol=1e-6)
+    # LPC frames' autocorrelation without forming the frames
+    import torch
+
+    k = batch._constants(torch.device("cpu"))
+    y = rng.standard_normal((2, N_SAMPLES))
+    frames = librosa.util.frame(y, frame_length=400, hop_length=160, axis=-1) * k.hamming400[:, None]
+    want = np.stack([np.einsum("cjf,cjf->cf", frames[:, : 400 - lag], frames[:, lag:]) for lag in range(13)], axis=-1)
+    np.testing.assert_allclose(batch._frame_autocorrelation(y, k.lpc_lag_windows, 160, 400), want, rtol=1e-12, atol=1e-12)
+    # tuning estimates of real spectra as librosa.estimate_tuning gives them
+    mag = np.abs(librosa.stft(np.stack([_signal(seed=8), 0.1 * _signal(seed=9)]), n_fft=2048, hop_length=512))
+    want = [np.argmin(np.abs(batch._TUNING_EDGES[:-1] - librosa.estimate_tuning(S=m, sr=SR, bins_per_octave=36)))
+            for m in mag]
+    np.testing.assert_array_equal(batch._tuning_index(mag.transpose(0, 2, 1), 2048, 36), want)
