@@ -25,9 +25,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, help="trials this worker runs (default: the sweep file's trials; 0: only "
                                               "the summary)")
     p.add_argument("--study", help="study name (default: the sweep file's name)")
-    p.add_argument("--storage", help="where the study lives: a database URL (default: sqlite:///OUTPUT_DIR/sweeps/STUDY.db; "
-                   "postgresql://user:password@host/db for several machines) or journal:PATH (a journal file "
-                   "on a shared disk)")
+    p.add_argument("--storage", help="where the study lives: a database URL (default: "
+                   "sqlite:///OUTPUT_DIR/sweeps/STUDY.db; postgresql://user:password@host/db for several "
+                   "machines) or journal:PATH (a journal file on a shared disk)")
     p.add_argument("--top", type=int, default=3, help="experiments listed in best.txt (default: %(default)s)")
     args = p.parse_args()
     if args.trials is not None and args.trials < 0 or args.top < 1:
@@ -44,8 +44,8 @@ def main() -> None:
     (out.root / "sweeps" / name).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(sweep, name, storage, comp)
     trials = sweep.trials if args.trials is None else args.trials
-    print(f"study {name} ({printable(storage)}): {len(study.trials)} trials so far; {direction(comp)} OOF {comp['metric']} of "
-          f"{sweep.stem}@...; this worker runs {trials}")
+    print(f"study {name} ({printable(storage)}): {len(study.trials)} trials so far; {direction(comp)} OOF "
+          f"{comp['metric']} of {sweep.stem}@...; this worker runs {trials}")
     run_sweep(sweep, study, out, trials)
     s = summarize(study, out, args.top, sweep)
     if len(s["table"]):

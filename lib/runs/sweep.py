@@ -227,9 +227,9 @@ def printable(storage: str) -> str:
 
 
 def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Study:
-    """Create the study ``name`` in ``storage`` or join it when it exists, with a TPE sampler (seeded with ``seed`` + the trials already there, when a seed is given) and
-    Optuna's ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or
-    none. ``storage`` is an SQLAlchemy URL (``sqlite:///file.db``; ``postgresql://user:password@host/db``
+    """Create the study ``name`` in ``storage`` or join it when it exists, with a TPE sampler
+    (seeded with ``seed`` + the trials already there, when a seed is given) and Optuna's
+    ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or none. ``storage`` is an SQLAlchemy URL (``sqlite:///file.db``; ``postgresql://user:password@host/db``
     for workers on several machines: Optuna's ``RDBStorage``, whose heartbeat (60 s) marks the trials
     of killed workers failed), or ``journal:PATH``: Optuna's append-only journal file (``JournalStorage``
     with an open-lock, safe on a disk the machines share, NFS included; it has no heartbeat, so a
