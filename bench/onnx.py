@@ -190,12 +190,12 @@ def _model_and_inputs(cfg: dict, audio: np.ndarray) -> tuple[torch.nn.Module, di
 def _plain_export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     """``model`` as ``torch.onnx.export(dynamo=True)`` writes it (the export of before
     :func:`export_onnx`'s changes): batch dynamic, window fixed, ``torch.stft`` as ONNX's ``STFT``."""
-    from lib.shipping.onnx_export import _Logits
+    from lib.shipping.onnx_export import Logits
 
     batch = torch.export.Dim("batch", min=1)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Logits(model).eval(), (x[:2], torch.zeros(2, 0)), str(path), input_names=["x", "scalars"],
+        torch.onnx.export(Logits(model).eval(), (x[:2], torch.zeros(2, 0)), str(path), input_names=["x", "scalars"],
                           output_names=["logits"], dynamic_shapes=({0: batch}, {0: batch}), dynamo=True,
                           opset_version=18, external_data=False)
 

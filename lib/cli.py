@@ -96,6 +96,7 @@ def run(stage: str, main) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"\n{stage}: interrupted; finished artifacts are intact", file=sys.stderr)
+        _exit_now_if_threads_linger(130)
         sys.exit(130)
     except Exception as exc:
         message = file_system_message(exc)
@@ -110,6 +111,20 @@ def run(stage: str, main) -> None:
     from .core.utils import format_seconds
 
     print(f"{stage}: done in {format_seconds(time.time() - t0)}")
+
+
+def _exit_now_if_threads_linger(code: int) -> None:
+    """Exit with ``code`` at once (``os._exit``, after flushing) when a thread that is not a daemon
+    is still alive, since the interpreter would wait for it forever: a Ctrl-C that lands while a
+    library starts a worker thread leaves it behind (Optuna's trial heartbeat thread, whose
+    ``Thread.start()`` was interrupted before its ``with`` block could stop it, was seen to hang a
+    sweep worker that way). Every artifact is written atomically, so nothing is lost."""
+    import threading
+
+    if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def file_system_message(exc: BaseException) -> str | None:

@@ -17,6 +17,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N workers share the cores, so one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (torch and every script a test starts read it), not
+    os.environ.setdefault("MKL_NUM_THREADS", "1")  # N x cores threads that spin waiting for each other
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BREATHING = SHARED_DATA / "breathing"
 HEART_VALVE = SHARED_DATA / "heart-valve"

@@ -184,6 +184,16 @@ def test_unexpected_errors_keep_their_traceback(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr and "config file not found" in r.stderr
 
 
+def test_ctrl_c_exits_even_when_a_thread_is_left_behind():
+    """A Ctrl-C that leaves a library's non-daemon thread running (as an interrupted
+    ``Thread.start()`` does) still ends the stage with exit code 130 and its message."""
+    code = ("import threading\nfrom lib import cli\n"
+            "def main():\n    threading.Thread(target=threading.Event().wait).start()\n    raise KeyboardInterrupt\n"
+            "cli.run('stage', main)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130 and "stage: interrupted; finished artifacts are intact" in r.stderr
+
+
 @pytest.mark.parametrize("stage", ["00_prepare.py", "01_features.py", "02_train.py", "03_infer.py", "04_ensemble.py"])
 def test_help_is_fast_and_shows_the_usage_example(stage):
     t0 = time.time()

@@ -226,29 +226,34 @@ def printable(storage: str) -> str:
         return storage
 
 
+def _storage(storage: str):
+    """Optuna storage for ``--storage``: ``journal:PATH`` is Optuna's append-only journal file
+    (``JournalStorage`` with an open-lock, safe on a disk the machines share, NFS included; it has
+    no heartbeat, so a killed worker's trial stays running); anything else is an SQLAlchemy URL
+    (``sqlite:///file.db``, waiting up to 60 s for a lock; ``postgresql://user:password@host/db``
+    for workers on several machines) opened as ``RDBStorage``, whose heartbeat (60 s) marks the
+    trials of killed workers failed. Raises what SQLAlchemy or the driver raise."""
+    if storage.startswith("journal:"):
+        path = storage[len("journal:"):]
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=60, grace_period=240)
+
+
 def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Study:
     """Create the study ``name`` in ``storage`` or join it when it exists, with a TPE sampler
     (seeded with ``seed`` + the trials already there, when a seed is given) and Optuna's
-    ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or none. ``storage`` is an SQLAlchemy URL (``sqlite:///file.db``; ``postgresql://user:password@host/db``
-    for workers on several machines: Optuna's ``RDBStorage``, whose heartbeat (60 s) marks the trials
-    of killed workers failed), or ``journal:PATH``: Optuna's append-only journal file (``JournalStorage``
-    with an open-lock, safe on a disk the machines share, NFS included; it has no heartbeat, so a
-    killed worker's trial stays running). Returns the study. Raises ``ConfigError`` for a storage that
-    cannot be opened, or a study made for another metric direction, experiment or search space."""
+    ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or none, in
+    the storage :func:`_storage` opens. Returns the study. Raises ``ConfigError`` for a storage
+    that cannot be opened, or a study made for another metric direction, experiment or search space."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # sweep.py prints its own lines; errors reach the caller
     want = direction(comp)
-    engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
     shown = printable(storage)
     for attempt in range(6):  # workers started together race to create the tables and the study
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                if storage.startswith("journal:"):
-                    path = storage[len("journal:"):]
-                    store = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-                else:
-                    store = optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=60,
-                                                       grace_period=240)
+                store = _storage(storage)
             study = optuna.create_study(study_name=name, storage=store, direction=want, load_if_exists=True)
             break
         except PipelineError:

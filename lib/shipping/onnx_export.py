@@ -37,7 +37,11 @@ ATOL = 1e-4
 """Largest accepted |logit difference| between the ONNX graph and the PyTorch model (float32)."""
 
 
-class _Logits(torch.nn.Module):
+class Logits(torch.nn.Module):
+    """A fold model seen as ONNX exports it: ``forward(x, scalars)`` returns only the model's
+    ``"logits"`` ``(batch, n_outputs)`` for ``x`` (a waveform ``(batch, samples)`` or a spectrogram
+    ``(batch, C, F, T)``) and ``scalars (batch, n_scalars)``."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
@@ -114,7 +118,7 @@ def _export(model: torch.nn.Module, x: torch.Tensor, scalars: torch.Tensor, time
 
     batch = torch.export.Dim("batch", min=1)
     time = torch.export.Dim.AUTO if dynamic_time else torch.export.Dim.STATIC
-    program = torch.onnx.export(_Logits(model).eval(), (x, scalars), input_names=["x", "scalars"],
+    program = torch.onnx.export(Logits(model).eval(), (x, scalars), input_names=["x", "scalars"],
                                 output_names=["logits"], dynamic_shapes=({0: batch, time_axis: time}, {0: batch}),
                                 dynamo=True, opset_version=18)
     length = program.model.graph.inputs[0].shape[time_axis]
