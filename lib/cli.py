@@ -116,9 +116,10 @@ def run(stage: str, main) -> None:
 def _exit_now_if_threads_linger(code: int) -> None:
     """Exit with ``code`` at once (``os._exit``, after flushing) when a thread that is not a daemon
     is still alive, since the interpreter would wait for it forever: a Ctrl-C that lands while a
-    library starts a worker thread leaves it behind (Optuna's trial heartbeat thread, whose
-    ``Thread.start()`` was interrupted before its ``with`` block could stop it, was seen to hang a
-    sweep worker that way). Every artifact is written atomically, so nothing is lost."""
+    library starts a worker thread can leave it behind (Optuna's trial heartbeat thread is stopped
+    by a ``with`` block that an interrupted ``Thread.start()`` never enters; a sweep worker on
+    PostgreSQL was seen to hang after its "interrupted" line). Every artifact is written
+    atomically, so nothing is lost."""
     import threading
 
     if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
