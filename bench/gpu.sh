@@ -42,13 +42,15 @@ mkdir -p "$OUT"
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 
-step() {  # step TITLE COMMAND...: run it with its output on screen and in $OUT/<n>.log, then its time
-  local title=$1; shift
+failed=()
+step() {  # step TITLE COMMAND...: run it with its output on screen and in $OUT/<n>.log, then its time;
+  local title=$1; shift  # a failed step is reported and the next one runs (GPU time is scarce)
   n=$((${n:-0} + 1))
   echo; echo "=== $n. $title"; echo "\$ $*"
-  local t0=$SECONDS
-  "$@" 2>&1 | tee "$OUT/$n.log"
-  echo "=== $n. $title: $((SECONDS - t0)) s"
+  local t0=$SECONDS rc=0
+  "$@" 2>&1 | tee "$OUT/$n.log" || rc=$?
+  if [ "$rc" = 0 ]; then echo "=== $n. $title: $((SECONDS - t0)) s"
+  else echo "=== $n. $title: FAILED (exit $rc) after $((SECONDS - t0)) s"; failed+=("$n. $title"); fi
 }
 
 step "training and inference samples/s, eager" "$PYTHON" bench/train.py --device $DEVICE --steps 30
@@ -68,4 +70,9 @@ step "02_train cnn8 with torch.compile, $EPOCHS epochs, fold 0" "$PYTHON" 02_tra
 step "folds over 1 and $NPROC processes on the GPU(s)" "$PYTHON" bench/parallel.py --configs configs/cnn8.yaml \
   --nproc 1 "$NPROC" --epochs "$EPOCHS" --data-dir "$DATA_DIR" --work "$OUT/parallel" \
   $([ "$DEVICE" = cuda ] && [ "$gpus" -ge "$NPROC" ] && echo --ddp)
+if [ ${#failed[@]} -gt 0 ]; then
+  printf '\nbench/gpu.sh: %d step(s) failed (logs in %s):\n' "${#failed[@]}" "$OUT" >&2
+  printf '  %s\n' "${failed[@]}" >&2
+  exit 1
+fi
 echo; echo "bench/gpu.sh: done; logs in $OUT"

@@ -31,7 +31,7 @@ from lib.models import build_model, count_parameters
 from lib.training.loop import train_step
 from lib.training.losses import build_loss
 from lib.training.optim import OPTIMIZERS
-from lib.core.device import autocast, cpu_bf16, place_model
+from lib.core.device import autocast, cpu_bf16, place_model, training_amp
 
 CONFIGS = ["configs/cnn_mel4k.yaml", "configs/cnn_small.yaml", "configs/cnn8.yaml", "configs/vgg.yaml"]
 
@@ -67,6 +67,7 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bo
     target = torch.randint(0, 2, (batch_size, 1), device=device).float()
     flops = forward_flops(model, spec.cpu(), scalars.cpu())
     forward = place_model(model, device, compile)
+    amp = training_amp(device, amp, compile)
     opt = OPTIMIZERS.build(cfg["optimizer"], params=model.parameters())
     loss_fn = build_loss(cfg["loss"], "binary").to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -113,7 +114,7 @@ def main() -> None:
     for name in devices:
         device = get_device(name)
         what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        amp = "off" if args.no_amp else "bf16" if device.type == "cuda" or cpu_bf16() else "off"
+        amp = "off" if args.no_amp else "bf16" if device.type == "cuda" or cpu_bf16() and not args.compile else "off"
         print(f"\n{what}; batch {args.batch_size}; {args.steps} steps; training amp {amp}, inference "
               f"{'bf16' if device.type == 'cuda' else 'float32'}; channels-last"
               f"{'; compiled' if args.compile else ''}")

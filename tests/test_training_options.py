@@ -388,3 +388,26 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     predict_bundle(tmp_path / "bundle", again, tmp_path / "work2", test_files="*", submission=False, log=lambda *_: None)
     with pytest.raises(ValueError, match="also training ids"):
         pseudo_labelled_folder(out, tmp_path / "pl2", 0.5000001, source=tmp_path / "work2")
+
+
+def test_a_model_compiled_on_the_cpu_trains_with_finite_gradients():
+    """``train.compile: true`` on the CPU: the step :func:`lib.core.device.training_amp` chooses
+    (float32; inductor's bfloat16 autocast gave every convolution of this network non-finite
+    gradients on CPUs with native bfloat16, torch 2.11) is finite and moves every weight."""
+    from lib.core.device import place_model, training_amp
+    from lib.models.cnn import CNN
+    from lib.training.loop import train_step
+
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    model = CNN(1, 0, 1, channels=(8, 16, 32, 64), convs_per_block=2, head_hidden=8)  # 128 bands: the failing case
+    forward = place_model(model, device, compile=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    spec, target = torch.randn(8, 1, 128, 63), torch.randint(0, 2, (8, 1)).float()
+    loss, finite = train_step(forward, model, opt, torch.nn.BCEWithLogitsLoss(), torch.amp.GradScaler("cuda", enabled=False),
+                              spec, torch.zeros(8, 0), target, device, training_amp(device, True, compiled=True))
+    assert finite and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n.startswith("trunk"))
+    assert training_amp(device, True, compiled=False) and training_amp(torch.device("cuda"), True, compiled=True)

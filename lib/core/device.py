@@ -54,6 +54,15 @@ def autocast(device, enabled: bool = True, training: bool = True):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and training and device.type == "cpu" and cpu_bf16())
 
 
+def training_amp(device, amp: bool, compiled: bool) -> bool:
+    """Whether training autocasts (:func:`autocast`): ``train.amp``, except for a model compiled
+    with ``torch.compile`` on the CPU, which trains in float32. Inductor's CPU code under bfloat16
+    autocast gave non-finite gradients to every convolution of ``cnn8`` on 128-band inputs, whose
+    loss was finite (torch 2.11; the same model compiled in float32, or eager in bfloat16, was
+    finite; ``tests/test_training_options.py``); bench/gpu.sh's CPU rehearsal found it."""
+    return amp and not (compiled and torch.device(device).type == "cpu")
+
+
 def place_model(model: torch.nn.Module, device, compile: bool = False, ddp: bool = False):
     """Move ``model`` to ``device`` in the channels-last memory format (in place: cuDNN's NHWC
     tensor-core kernels on CUDA, oneDNN's faster NHWC convolutions on the CPU) and return the

@@ -56,7 +56,7 @@ from ..training.ddp import Ranks, broadcast, gather
 from ..training.loop import train_fold
 from .distributed import claim_work, claims_folder, finish, setup
 from .self_training import mixed_targets, soft_targets
-from ..core.device import cpu_bf16
+from ..core.device import cpu_bf16, training_amp
 
 FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
 
@@ -230,7 +230,8 @@ class ExperimentRun:
         with atomic_path(files["oof"]) as tmp:
             np.save(tmp, probs)
         write_csv(files["log"], pd.DataFrame(hist))
-        env = environment(device, cfg["train"]["amp"], self.ranks, self.ddp)
+        amp = training_amp(device, cfg["train"]["amp"], cfg["train"]["compile"])
+        env = environment(device, amp, self.ranks, self.ddp)
         info = dict(info, n_parameters=ckpt["n_parameters"], environment=env)
         frec.commit([files["model"], files["oof"], files["log"]], fkey,
                     inputs={"features": self.data.manifest["record"], FOLDS: self.folds_id}, info=info)

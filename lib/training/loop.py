@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..core.device import autocast, place_model
+from ..core.device import autocast, place_model, training_amp
 from ..core.errors import ConfigError, TrainingError
 from ..core.utils import seed_everything
 from ..data import tasks
@@ -419,7 +419,8 @@ class FoldTrainer:
                 w, weight = mine, len(mine) * ranks.world / len(w)
             spec, scalars, target = training_batch(data, w, self.device, p.model, p.wave_augment, p.augment)
             loss, finite = train_step(p.forward, p.model, p.optimizer, p.loss_fn, p.scaler, spec, scalars, target,
-                                      self.device, tc["amp"], tc["grad_clip"], weight, ranks, p.supcon)
+                                      self.device, training_amp(self.device, tc["amp"], tc["compile"]),
+                                      tc["grad_clip"], weight, ranks, p.supcon)
             if not finite:
                 bad, self._streak = bad + 1, self._streak + 1
                 self.state.bad_steps += 1
