@@ -114,7 +114,8 @@ def main() -> None:
     for name in devices:
         device = get_device(name)
         what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        amp = "off" if args.no_amp else "bf16" if device.type == "cuda" or cpu_bf16() and not args.compile else "off"
+        bf16 = training_amp(device, not args.no_amp, args.compile) and (device.type == "cuda" or cpu_bf16())
+        amp = "bf16" if bf16 else "off"
         print(f"\n{what}; batch {args.batch_size}; {args.steps} steps; training amp {amp}, inference "
               f"{'bf16' if device.type == 'cuda' else 'float32'}; channels-last"
               f"{'; compiled' if args.compile else ''}")

@@ -77,8 +77,9 @@ class _MelFrontEnd(nn.Module):
     Parameters: ``sample_rate`` (Hz), ``n_fft`` (samples; Hann window of that length, periodic as
     ``scipy.signal.get_window("hann", n_fft)``), ``hop_length`` (samples), ``n_mels``, ``fmin`` and
     ``fmax`` (Hz; ``fmax`` defaults to ``sample_rate / 2``), ``power`` (2.0: power, 1.0:
-    magnitude), ``deltas``, ``example_norm`` (see :func:`example_normalise`), ``pad_mode`` (the centred STFT's padding: ``constant``, librosa's,
-    or ``reflect``, torchlibrosa's and so PANNs'). The filterbank is ``librosa.filters.mel``
+    magnitude), ``deltas``, ``example_norm`` (see :func:`example_normalise`), ``pad_mode`` (the
+    centred STFT's padding: ``constant``, librosa's, or ``reflect``, torchlibrosa's and so
+    PANNs'). The filterbank is ``librosa.filters.mel``
     (Slaney scale and norm, as ``librosa.feature.melspectrogram``), a buffer. ``normalise``
     (attribute, True): whether training sets the per-band statistics; a model that normalises its
     input itself (PANNs CNN14's pretrained ``bn0``) sets it False.

@@ -243,6 +243,7 @@ class FoldParts:
     steps: int
     global_batch: int
     supcon: tuple[float, SupConLoss] | None = None
+    amp: bool = True  # autocast in training steps (lib.core.device.training_amp)
 
     def stateful(self) -> dict:
         """The parts whose state a snapshot holds (name -> object with ``state_dict``; ``None`` skipped)."""
@@ -345,7 +346,8 @@ class FoldTrainer:
                          loss_fn, opt, sched, getattr(sched, "per_epoch", False),  # ReduceLROnPlateau: once an epoch
                          torch.amp.GradScaler("cuda", enabled=use_scaler), augment, wave_augment, ema,
                          np.random.default_rng(tc["seed"] + fold), steps, global_batch,
-                         (tc["supcon"]["weight"], SupConLoss(tc["supcon"]["temperature"])) if tc["supcon"] else None)
+                         (tc["supcon"]["weight"], SupConLoss(tc["supcon"]["temperature"])) if tc["supcon"] else None,
+                         training_amp(device, tc["amp"], tc["compile"]))
 
     def start(self) -> int:
         """Build the parts, let the callbacks set up, restore the state to start from (a resume
@@ -419,8 +421,7 @@ class FoldTrainer:
                 w, weight = mine, len(mine) * ranks.world / len(w)
             spec, scalars, target = training_batch(data, w, self.device, p.model, p.wave_augment, p.augment)
             loss, finite = train_step(p.forward, p.model, p.optimizer, p.loss_fn, p.scaler, spec, scalars, target,
-                                      self.device, training_amp(self.device, tc["amp"], tc["compile"]),
-                                      tc["grad_clip"], weight, ranks, p.supcon)
+                                      self.device, p.amp, tc["grad_clip"], weight, ranks, p.supcon)
             if not finite:
                 bad, self._streak = bad + 1, self._streak + 1
                 self.state.bad_steps += 1

@@ -731,8 +731,8 @@ def compute_seed9_batch(y: np.ndarray, sr: int, device: str | torch.device | Non
         ValueError: if ``sr`` is not 16000, ``y`` is not two-dimensional or holds NaN/inf.
 
     Performance: about 3.9 ms of CPU per clip on one core of the (loaded) 2-core AMD EPYC,
-    chunks of 16-64 clips (larger inputs are processed 16 clips at a time). Run it with one torch thread per process
-    (``torch.set_num_threads(1)``), one process per core; numpy/scipy's BLAS is limited to one
+    chunks of 16-64 clips (larger inputs are processed 16 clips at a time). Run it with one
+    torch thread per process (``torch.set_num_threads(1)``), one process per core; numpy/scipy's BLAS is limited to one
     thread during the call (threadpoolctl). The first call builds the filterbanks (about 0.7 s,
     see :func:`prepare_seed9_batch`).
 
@@ -740,10 +740,10 @@ def compute_seed9_batch(y: np.ndarray, sr: int, device: str | torch.device | Non
     hop-512 features take the even frames of the latter) feeds every channel and scalar;
     filterbanks, the CQT bases of every possible tuning estimate, CENS smoothing and tempogram
     padding are built once with librosa/scipy and applied as batched matrix products; LPC is
-    Burg's recursion over all frames at once, from their autocorrelation. Sources: librosa 0.11 (``stft``, ``feature.*``,
-    ``cqt``/``vqt``, ``estimate_tuning``/``piptrack``, ``lpc``, ``onset_strength``,
-    ``tempogram``), scipy (``fft.dct``, ``signal.savgol_filter``, ``signal.find_peaks``,
-    ``stats``), soxr; fast Burg after K. Vos (2013).
+    Burg's recursion over all frames at once, from their autocorrelation. Sources: librosa 0.11
+    (``stft``, ``feature.*``, ``cqt``/``vqt``, ``estimate_tuning``/``piptrack``, ``lpc``,
+    ``onset_strength``, ``tempogram``), scipy (``fft.dct``, ``signal.savgol_filter``,
+    ``signal.find_peaks``, ``stats``), soxr; fast Burg after K. Vos (2013).
     """
     if sr != SR:
         raise ValueError(f"seed9 needs audio at {SR} Hz, got sr={sr}; resample the clips first")
