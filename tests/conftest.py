@@ -1,12 +1,15 @@
 """Shared test fixtures: the project on sys.path, the real data location, small real subsets."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
 import runpy
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,11 @@ sys.path.insert(0, str(ROOT))
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N workers share the cores, so one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # (torch and every script a test starts read it), not
     os.environ.setdefault("MKL_NUM_THREADS", "1")  # N x cores threads that spin waiting for each other
+    # and a numba cache of its own: librosa's functions are compiled with cache=True, and two processes
+    # compiling one of them into the same fresh cache can leave a file that segfaults every later
+    # call (numba issue #10128; it crashed a CI worker in librosa's localmax on a fresh install)
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"numba-{os.environ['PYTEST_XDIST_WORKER']}-")
+    atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BREATHING = SHARED_DATA / "breathing"
 HEART_VALVE = SHARED_DATA / "heart-valve"

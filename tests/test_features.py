@@ -1,3 +1,7 @@
+import multiprocessing as mp
+import os
+import signal
+
 import numpy as np
 import pytest
 from conftest import make_toy_competition
@@ -5,6 +9,7 @@ from conftest import make_toy_competition
 from lib.core.paths import MissingArtifact, Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set, load_features
+from lib.features.parallel import run_parallel
 
 
 @pytest.fixture
@@ -45,3 +50,23 @@ def test_missing_stage_is_named(tmp_path):
         build_feature_set(Outputs(tmp_path), {"name": "log_mel", "set": "x", "params": {}})
     with pytest.raises(MissingArtifact, match="run 01_features.py first"):
         load_features(Outputs(tmp_path), "x", "train")
+
+
+def _chunk(n: int) -> int:
+    """A run_parallel job: chunk 3 kills its own process (as the out-of-memory killer or a crash in
+    compiled code would), chunk -1 raises; the others count as one recording each."""
+    if n == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if n < 0:
+        raise ValueError("bad recording in chunk -1")
+    return 1
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    before = set(mp.active_children())
+    with pytest.raises(RuntimeError, match="ended abruptly.*--workers 1"):
+        run_parallel(_chunk, list(range(8)), (None, {}, ()), 2, 8, "toy")  # multiprocessing.Pool hung here
+    with pytest.raises(ValueError, match="chunk -1"):  # an ordinary error comes through as itself
+        run_parallel(_chunk, [0, 1, -1, 2], (None, {}, ()), 2, 4, "toy")
+    assert not set(mp.active_children()) - before  # no worker left behind

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from tqdm.auto import tqdm
 
@@ -48,19 +50,35 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
     """Run ``fn(chunk) -> recordings done`` over ``chunks`` in ``workers`` forked processes (this
     process alone when ``workers`` is 1), each set up by :func:`_init_worker` ``(*init)``, with a
     progress bar of ``total`` recordings. The extractor's ``prepare()`` (when it has one) runs
-    once here, before forking. This process's torch thread count is restored afterwards."""
+    once here, before forking. This process's torch thread count is restored afterwards.
+
+    Raises ``RuntimeError`` when a worker ends without an exception (killed by a signal, by the
+    kernel's out-of-memory killer, or a crash in compiled code) instead of waiting for its chunk
+    for ever (``multiprocessing.Pool`` waits; ``ProcessPoolExecutor`` notices). On any other
+    error or an interruption the workers still running are terminated before it propagates.
+    """
     threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
     if hasattr(init[0], "prepare"):
         init[0].prepare()  # filterbanks built once here, inherited by the forked workers
-    pool = mp.get_context("fork").Pool(workers, _init_worker, (*init, True)) if workers > 1 else None
+    before = set(mp.active_children())
+    pool = ProcessPoolExecutor(workers, mp.get_context("fork"), _init_worker, (*init, True)) if workers > 1 else None
     try:
-        done = pool.imap(fn, chunks) if pool else map(fn, chunks)
+        done = pool.map(fn, chunks) if pool else map(fn, chunks)
         with tqdm(total=total, desc=desc, unit="rec") as bar:
             for n in done:
                 bar.update(n)
+    except BrokenProcessPool:
+        raise RuntimeError(
+            f"{desc}: a feature worker process ended abruptly (killed by a signal, by the kernel's "
+            f"out-of-memory killer, or a crash in compiled code). Run again with fewer workers "
+            f"(--workers) to use less memory, or --workers 1 to see the failure in this process") from None
+    except BaseException:
+        for p in set(mp.active_children()) - before:  # ProcessPoolExecutor has no terminate()
+            p.terminate()
+        raise
     finally:
         if pool is not None:
-            pool.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
         if threads is not None:  # leave this process's torch threads as they were
             sys.modules["torch"].set_num_threads(threads)
