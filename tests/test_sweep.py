@@ -248,8 +248,11 @@ def test_workers_share_prune_and_resume_a_postgresql_study(toy, postgres):
     assert len(names) == 2 and all(out.oof(n).is_file() for n in names)
     assert all(f"study pg ({postgres})" in log for log in logs)
 
-    # Ctrl-C while the third trial runs: the trial fails, the worker stops, the study keeps the rest
-    worker = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C while the third trial runs: the trial fails, the worker stops, the study keeps the rest.
+    # The worker starts with SIGINT's default action, as from a terminal: a test run started in the
+    # background of a non-interactive shell (as CI may be) ignores SIGINT, and its children inherit that
+    worker = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
         assert worker.poll() is None and time.time() < deadline, worker.communicate()[0]
