@@ -52,13 +52,16 @@ def test_missing_stage_is_named(tmp_path):
         load_features(Outputs(tmp_path), "x", "train")
 
 
-def _chunk(n: int) -> int:
+def _chunk(n) -> int:
     """A run_parallel job: chunk 3 kills its own process (as the out-of-memory killer or a crash in
-    compiled code would), chunk -1 raises; the others count as one recording each."""
+    compiled code would), chunk -1 raises, a path writes the process id into that file; each chunk
+    counts as one recording."""
     if n == 3:
         os.kill(os.getpid(), signal.SIGKILL)
-    if n < 0:
+    if n == -1:
         raise ValueError("bad recording in chunk -1")
+    if not isinstance(n, int):
+        n.write_text(str(os.getpid()))
     return 1
 
 
@@ -67,6 +70,16 @@ def test_a_worker_that_dies_is_an_error_not_a_hang():
     before = set(mp.active_children())
     with pytest.raises(RuntimeError, match="ended abruptly.*--workers 1"):
         run_parallel(_chunk, list(range(8)), (None, {}, ()), 2, 8, "toy")  # multiprocessing.Pool hung here
+    assert not set(mp.active_children()) - before
     with pytest.raises(ValueError, match="chunk -1"):  # an ordinary error comes through as itself
         run_parallel(_chunk, [0, 1, -1, 2], (None, {}, ()), 2, 4, "toy")
     assert not set(mp.active_children()) - before  # no worker left behind
+
+
+def test_the_first_chunk_runs_here_before_the_workers_fork(tmp_path):
+    """What the extraction compiles on first use (librosa's numba functions) is compiled by this
+    process alone, before any worker exists, and inherited by the forked workers."""
+    files = [tmp_path / f"chunk{i}" for i in range(6)]
+    run_parallel(_chunk, files, (None, {}, ()), 2, 6, "toy")
+    pids = [int(f.read_text()) for f in files]
+    assert pids[0] == os.getpid() and os.getpid() not in pids[1:]

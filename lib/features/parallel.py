@@ -50,7 +50,11 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
     """Run ``fn(chunk) -> recordings done`` over ``chunks`` in ``workers`` forked processes (this
     process alone when ``workers`` is 1), each set up by :func:`_init_worker` ``(*init)``, with a
     progress bar of ``total`` recordings. The extractor's ``prepare()`` (when it has one) runs
-    once here, before forking. This process's torch thread count is restored afterwards.
+    once here, before forking, and so does the first chunk: whatever the extraction compiles on
+    first use is then compiled once and inherited, never by several workers at once (librosa's
+    numba functions are cached on disk, and two processes compiling one into a fresh cache can
+    leave a file that crashes every later call: numba issue #10128). This process's torch thread
+    count is restored afterwards.
 
     Raises ``RuntimeError`` when a worker ends without an exception (killed by a signal, by the
     kernel's out-of-memory killer, or a crash in compiled code) instead of waiting for its chunk
@@ -61,12 +65,14 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
     _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
     if hasattr(init[0], "prepare"):
         init[0].prepare()  # filterbanks built once here, inherited by the forked workers
-    before = set(mp.active_children())
-    pool = ProcessPoolExecutor(workers, mp.get_context("fork"), _init_worker, (*init, True)) if workers > 1 else None
+    before, pool = set(mp.active_children()), None
     try:
-        done = pool.map(fn, chunks) if pool else map(fn, chunks)
         with tqdm(total=total, desc=desc, unit="rec") as bar:
-            for n in done:
+            if workers > 1 and len(chunks) > 1:
+                bar.update(fn(chunks[0]))
+                chunks = chunks[1:]
+                pool = ProcessPoolExecutor(workers, mp.get_context("fork"), _init_worker, (*init, True))
+            for n in pool.map(fn, chunks) if pool else map(fn, chunks):
                 bar.update(n)
     except BrokenProcessPool:
         raise RuntimeError(
