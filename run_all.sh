@@ -128,4 +128,8 @@ echo; echo "=== stage wall times ==="
 printf '%s\n' "${timings[@]}"
 printf '%-28s %5ds\n' "total" $((SECONDS - t_all))
 [ -z "$demo" ] || echo "(SYNTHETIC demo competition: the scores above say nothing about real data)"
-echo "submission: $output_dir/submission.csv"
+if [ -f "$output_dir/submission.csv" ]; then
+  echo "submission: $output_dir/submission.csv"
+else  # no test set or no submission section: 04 said so; the blend's scores are in ensemble.json
+  echo "no submission (the competition has no test set or no 'submission' section): scores in $output_dir/ensemble.json"
+fi
