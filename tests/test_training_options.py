@@ -237,6 +237,44 @@ def test_hgb_member_matches_an_independent_sklearn_reference(toy, tmp_path):
     np.testing.assert_allclose(again, probs, atol=1e-6)
 
 
+def test_balanced_hgb_is_the_unweighted_fit_with_the_prior_taken_out(tmp_path):
+    """``train.class_weights: balanced`` on gradient boosting: the independent unweighted
+    scikit-learn fit, its logit minus the training rows' log(pi / (1 - pi)); kept by a
+    weights-only checkpoint."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from lib.models.classical import HistGradientBoosting
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 8)).astype(np.float32)
+    y = (X[:, 0] + rng.standard_normal(300) > 1.0).astype(int)  # about 20 % positive
+    pi = y[:200].mean()
+    assert 0.1 < pi < 0.35
+    params = {"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 7, "min_samples_leaf": 3}
+    model = HistGradientBoosting(1, 0, 1, **params)
+    model.fit(X[:200], y[:200, None], np.arange(200), "binary", seed=5, class_weight="balanced")
+    ref = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=5).fit(X[:200], y[:200])
+    p = np.clip(ref.predict_proba(X[200:])[:, 1], 1e-7, 1 - 1e-7)
+    np.testing.assert_allclose(model.logits(X[200:])[:, 0], np.log(p) - np.log1p(-p) - np.log(pi / (1 - pi)),
+                               rtol=1e-5, atol=1e-5)
+    assert model.fitted.class_weight is None  # no sample weights: the slow path of scikit-learn's boosting
+
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    again = HistGradientBoosting(1, 0, 1, **params)
+    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    np.testing.assert_array_equal(again.logits(X[200:]), model.logits(X[200:]))
+
+
+def test_log_prior_per_task():
+    from lib.models.classical import log_prior
+
+    onehot = np.eye(3)[[0, 0, 0, 1]]  # class 2 never seen
+    np.testing.assert_allclose(log_prior(onehot, "multiclass"), [np.log(0.75), np.log(0.25), 0.0])
+    labels = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]])  # label 1 never, label 2 always positive
+    np.testing.assert_allclose(log_prior(labels, "multilabel"), [np.log(0.25 / 0.75), 0.0, 0.0])
+    np.testing.assert_allclose(log_prior(labels[:, :1], "binary"), [np.log(1 / 3)])
+
+
 def test_logreg_member_grid_search_inside_the_training_fold(toy):
     from lib.training.classical import train_fold_classical
 

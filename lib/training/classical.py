@@ -29,7 +29,8 @@ def train_fold_classical(cfg: dict, comp: dict, data: SplitInputs, table: pd.Dat
     recording) and predict the validation recordings as a network would (every window, the
     experiment's TTA, ``audio.aggregate``). Returns ``(checkpoint, info, oof_probs, history)``
     as :func:`lib.training.loop.train_fold`; the history is one row. ``train.class_weights:
-    balanced`` becomes the estimator's ``class_weight="balanced"``; the optimiser, schedule,
+    balanced`` goes to :meth:`lib.models.classical.ClassicalModel.fit` (the estimator's
+    ``class_weight``, or a prior correction for gradient boosting); the optimiser, schedule,
     augmentation, EMA/SWA and epoch settings do not apply (a fit is not resumable: ``state_path``
     is unused, an interrupted fold is fitted again). A subdivided competition's member is fitted
     on the fine classes (:func:`lib.data.tasks.output_task`: multiclass) and its probabilities
