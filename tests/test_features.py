@@ -1,10 +1,14 @@
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_toy_competition
+from conftest import ROOT, make_toy_competition
 
 from lib.core.paths import MissingArtifact, Outputs
 from lib.data.prepare import prepare
@@ -83,3 +87,43 @@ def test_the_first_chunk_runs_here_before_the_workers_fork(tmp_path):
     run_parallel(_chunk, files, (None, {}, ()), 2, 6, "toy")
     pids = [int(f.read_text()) for f in files]
     assert pids[0] == os.getpid() and os.getpid() not in pids[1:]
+
+
+WAITING_POOL = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from lib.features.parallel import run_parallel
+
+def chunk(n):
+    if n:  # the workers' chunks: note the process, then work for a long time
+        open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
+        time.sleep(120)
+    return 1
+
+run_parallel(chunk, list(range(4)), (None, {}, ()), 2, 4, "slow")
+"""
+
+
+def test_workers_end_with_a_killed_stage(tmp_path):
+    """``kill -9`` of the stage alone (not its process group): its feature workers, blocked in
+    their chunks, end too instead of living on beside a re-run."""
+    p = subprocess.Popen([sys.executable, "-c", WAITING_POOL, str(ROOT), str(tmp_path)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(list(tmp_path.iterdir())) < 2:
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    workers = [int(f.name) for f in tmp_path.iterdir()]
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

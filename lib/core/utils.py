@@ -133,3 +133,21 @@ def load_tensors_only(path, error=ValueError):
                     f"e.g. torch.save(checkpoint['model'], 'weights.pth'), and use that)") from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise error(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+
+
+def end_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (``prctl`` PR_SET_PDEATHSIG):
+    a worker process (a torchrun rank, a stage-01 feature worker) must not live on after a
+    ``kill -9`` of the process that started it, beside a re-run, blocked or holding memory. When
+    the parent died before the request was made, this process ends at once. Elsewhere than Linux,
+    nothing."""
+    try:
+        import ctypes
+        import signal
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

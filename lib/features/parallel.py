@@ -11,6 +11,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from tqdm.auto import tqdm
 
+from ..core.utils import end_with_parent
+
 WORKER: dict = {}
 
 
@@ -34,13 +36,14 @@ def _keep_freed_memory() -> None:
 
 def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = False) -> None:
     """Set up a process to run a worker function: one torch thread (the processes are the
-    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl) and
-    :func:`_keep_freed_memory`."""
+    parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl),
+    :func:`_keep_freed_memory`, and an end with the stage (:func:`lib.core.utils.end_with_parent`)."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if pooled:
         from threadpoolctl import threadpool_limits
 
+        end_with_parent()  # a pool worker waits for chunks for ever: it must not outlive a kill -9 of the stage
         threadpool_limits(1)
         _keep_freed_memory()
     WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)

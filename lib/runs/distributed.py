@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from ..core.device import get_device, n_cpus
 from ..core.errors import ConfigError
+from ..core.utils import end_with_parent
 from ..training.ddp import Ranks, broadcast
 
 TIMEOUT = timedelta(days=7)
@@ -40,27 +41,11 @@ TIMEOUT = timedelta(days=7)
 at the merge): torch's default (30 min for gloo) would stop runs whose folds take longer."""
 
 
-def _end_with_launcher() -> None:
-    """Ask Linux to send this process SIGTERM when its parent, torchrun's agent, dies: torchrun
-    starts each rank in a session of its own, so a ``kill -9`` of torchrun would otherwise leave
-    the ranks training on, beside a re-run. Elsewhere, nothing."""
-    try:
-        import ctypes
-        import signal
-
-        parent = os.getppid()
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the agent died before the request was made
-            os.kill(os.getpid(), signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     """Join torchrun's process group (once per process; nothing outside torchrun) and choose this
     rank's device for ``train.device`` ``device_name``: with several ranks, ``auto``/``cuda`` is
     ``cuda:<local_rank mod GPU count>`` and the CPU gets ``n_cpus() // local_world`` threads
-    (at least 1) per rank; each rank ends when torchrun's agent dies (:func:`_end_with_launcher`).
+    (at least 1) per rank; each rank ends when torchrun's agent dies (:func:`lib.core.utils.end_with_parent`).
     Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an explicit ``cuda:<k>`` device
     under torchrun (each rank chooses its own) or ``cuda`` where there is none."""
     ranks = Ranks.from_env()
@@ -73,7 +58,7 @@ def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     if device_name == "cuda" and not cuda:
         raise ConfigError("train.device 'cuda': CUDA is not available on this machine")
     if not dist.is_initialized():
-        _end_with_launcher()
+        end_with_parent()  # torchrun starts each rank in a session of its own: a kill -9 would leave it
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
     if not cuda:  # the cores shared out (torchrun's own OMP_NUM_THREADS=1 would leave cores idle)
         torch.set_num_threads(max(1, n_cpus() // ranks.local_world))
