@@ -58,11 +58,10 @@ def log_prior(target: np.ndarray, task: str) -> list[float]:
     pi))`` per output for ``binary`` and ``multilabel``. An output that is never or always
     positive gets 0 (no correction: its estimator predicts a constant)."""
     pi = target.astype(float).mean(0)
-    seen = (pi > 0) & ((pi < 1) | (task == "multiclass"))
     if task == "multiclass":
-        return np.where(seen, np.log(np.where(seen, pi, 1.0)), 0.0).tolist()
-    safe = np.where(seen, pi, 0.5)
-    return np.where(seen, np.log(safe) - np.log1p(-safe), 0.0).tolist()
+        return np.log(np.where(pi > 0, pi, 1.0)).tolist()  # an unseen class: log 1 = 0
+    pi = np.where((pi > 0) & (pi < 1), pi, 0.5)  # a constant output: logit(0.5) = 0
+    return (np.log(pi) - np.log1p(-pi)).tolist()
 
 
 class ClassicalModel(nn.Module):

@@ -79,10 +79,10 @@ class _MelFrontEnd(nn.Module):
     ``fmax`` (Hz; ``fmax`` defaults to ``sample_rate / 2``), ``power`` (2.0: power, 1.0:
     magnitude), ``deltas``, ``example_norm`` (see :func:`example_normalise`), ``pad_mode`` (the
     centred STFT's padding: ``constant``, librosa's, or ``reflect``, torchlibrosa's and so
-    PANNs'). The filterbank is ``librosa.filters.mel``
-    (Slaney scale and norm, as ``librosa.feature.melspectrogram``), a buffer. ``normalise``
-    (attribute, True): whether training sets the per-band statistics; a model that normalises its
-    input itself (PANNs CNN14's pretrained ``bn0``) sets it False.
+    PANNs'). The filterbank is ``librosa.filters.mel`` (Slaney scale and norm, as
+    ``librosa.feature.melspectrogram``), a buffer. ``normalise`` (attribute, True): whether
+    training sets the per-band statistics; a model that normalises its input itself (PANNs
+    CNN14's pretrained ``bn0``) sets it False.
 
     Raises ``ConfigError`` naming the parameter for ``fmax > sample_rate / 2``, ``fmin`` not below
     ``fmax``, a non-positive size, or ``power`` not 1 or 2. ``forward`` raises ``ValueError`` for

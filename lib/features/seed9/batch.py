@@ -732,9 +732,9 @@ def compute_seed9_batch(y: np.ndarray, sr: int, device: str | torch.device | Non
 
     Performance: about 3.9 ms of CPU per clip on one core of the (loaded) 2-core AMD EPYC,
     chunks of 16-64 clips (larger inputs are processed 16 clips at a time). Run it with one
-    torch thread per process (``torch.set_num_threads(1)``), one process per core; numpy/scipy's BLAS is limited to one
-    thread during the call (threadpoolctl). The first call builds the filterbanks (about 0.7 s,
-    see :func:`prepare_seed9_batch`).
+    torch thread per process (``torch.set_num_threads(1)``), one process per core; numpy/scipy's
+    BLAS is limited to one thread during the call (threadpoolctl). The first call builds the
+    filterbanks (about 0.7 s, see :func:`prepare_seed9_batch`).
 
     Method: one torch STFT per FFT size for the whole batch (n_fft 512 and 2048, hop 256; the
     hop-512 features take the even frames of the latter) feeds every channel and scalar;
