@@ -131,6 +131,9 @@ def test_balanced_sampler_evens_out_the_classes():
     assert abs(ym[drawn, 1].mean() - 1 / 3) < 0.03
     with pytest.raises(ConfigError, match="sampler"):
         epoch_recordings(recs, y, "oversample", rng)
+    three = epoch_recordings(recs, y, None, rng, repeats=3)  # train.epoch_repeats: three passes, each a permutation
+    assert [sorted(three[k * 100:(k + 1) * 100].tolist()) for k in range(3)] == [recs.tolist()] * 3
+    assert len(epoch_recordings(recs, y, "balanced", rng, repeats=3)) == 300
 
 
 def test_binary_ranking_metrics_score_the_positive_class_even_when_it_is_first():

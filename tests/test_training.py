@@ -94,6 +94,14 @@ def test_a_non_finite_step_is_skipped_and_reported(toy, monkeypatch):
     assert np.isfinite(probs).all() and len(history) == 4
 
 
+def test_epoch_repeats_draws_more_windows_an_epoch(toy, monkeypatch):
+    _nan_loss_at(monkeypatch, lambda n: n == 7)  # 12 training clips x 2 repeats / 4 = 6 steps an epoch: epoch 2, step 1
+    lines = []
+    _, info, _, history = _train(toy, lines.append, train={"epoch_repeats": 2})
+    assert any("fold 0 epoch 2 step 1/6: non-finite" in line for line in lines)
+    assert info["bad_steps"] == 1 and len(history) == 4
+
+
 def test_repeated_non_finite_steps_restore_then_stop(toy, monkeypatch):
     _nan_loss_at(monkeypatch, lambda n: n >= 4)  # every step from epoch 2 on
     lines = []

@@ -244,6 +244,7 @@ class _Train(_Section):
     supcon: Optional[_SupCon] = None
     class_weights: Optional[Literal["balanced"]] = None
     sampler: Optional[Literal["balanced"]] = None
+    epoch_repeats: PositiveInt = 1  # windows drawn per training recording and epoch (timm's --epoch-repeats)
     compile: bool = False
     max_bad_steps: PositiveInt = 5
     distributed: Literal["folds", "ddp"] = "folds"

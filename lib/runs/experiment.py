@@ -75,6 +75,8 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
     for k in RUN_ONLY_KEYS:
         section, key = k.split(".")
         what[section].pop(key, None)
+    if what["train"].get("epoch_repeats") == 1:  # added later: at its neutral value earlier models stay valid
+        what["train"].pop("epoch_repeats")
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     pretrained = pretrained_id(cfg["model"])  # a pretrain.py checkpoint pretrained again: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],

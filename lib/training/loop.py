@@ -1,8 +1,9 @@
 """The training of one fold: :class:`FoldTrainer` (set-up, epochs, validation, finish) and its steps.
 
-Each epoch sees one fresh random window of every training recording (:func:`epoch_recordings`;
-on the waveform path a crop at a random offset, augmented as a waveform and turned into a
-spectrogram by the model's front end: :func:`training_batch`), one optimisation step per batch
+Each epoch sees one fresh random window of every training recording (``train.epoch_repeats``
+of them; :func:`epoch_recordings`; on the waveform path a crop at a random offset, augmented as
+a waveform and turned into a spectrogram by the model's front end: :func:`training_batch`), one
+optimisation step per batch
 (:func:`train_step`: autocast, gradient clipping, the optimiser, the scheduler per step, the
 EMA of the weights, ``train.ema``, which is what gets validated and kept); validation predicts
 every window and scores recordings (:mod:`lib.inputs`); the best epoch on the competition metric
@@ -73,19 +74,22 @@ def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int 
     return mean.float(), std.float(), sc.mean(0).float(), sc.std(0).nan_to_num(1.0).float()
 
 
-def epoch_recordings(recs: np.ndarray, y: np.ndarray, sampler: str | None, rng: np.random.Generator) -> np.ndarray:
-    """The training recordings of one epoch, in order: a permutation of ``recs`` (``sampler:
-    null``), or for ``balanced`` as many draws with replacement, each recording drawn with
-    probability proportional to 1 / the size of its class (multi-label: of its rarest label;
-    rows without labels form a class of their own). Raises ``ConfigError`` for another sampler."""
+def epoch_recordings(recs: np.ndarray, y: np.ndarray, sampler: str | None, rng: np.random.Generator,
+                     repeats: int = 1) -> np.ndarray:
+    """The training recordings of one epoch, in order, ``(repeats * len(recs),)``: ``repeats``
+    permutations of ``recs`` one after the other (``sampler: null``), or for ``balanced`` as many
+    draws with replacement, each recording drawn with probability proportional to 1 / the size of
+    its class (multi-label: of its rarest label; rows without labels form a class of their own).
+    Each occurrence gets its own random window (``train.epoch_repeats``: more crops of long
+    recordings per epoch). Raises ``ConfigError`` for another sampler."""
     if sampler is None:
-        return rng.permutation(recs)
+        return np.concatenate([rng.permutation(recs) for _ in range(repeats)])
     if sampler != "balanced":
         raise ConfigError(f"train.sampler {sampler!r} is not null or balanced")
     onehot = y[recs] if y.ndim == 2 else np.eye(y.max() + 1)[y[recs]]
     onehot = np.column_stack([onehot, onehot.sum(1) == 0]).astype(float)
     w = (onehot / np.maximum(onehot.sum(0), 1)).max(1)
-    return rng.choice(recs, size=len(recs), replace=True, p=w / w.sum())
+    return rng.choice(recs, size=repeats * len(recs), replace=True, p=w / w.sum())
 
 
 def training_batch(data: SplitInputs, items: np.ndarray, device, model, wave_augment: WaveAugmenter,
@@ -333,7 +337,7 @@ class FoldTrainer:
         loss_fn = build_loss(cfg["loss"], self.comp, class_weight).to(device)
         opt = build_optimizer(cfg["optimizer"], model.param_groups())
         global_batch = tc["batch_size"] * ranks.world
-        steps = math.ceil(len(tr_rec) / global_batch)
+        steps = math.ceil(tc["epoch_repeats"] * len(tr_rec) / global_batch)
         sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
         use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
         seed = rank_seed(tc["seed"] + fold, ranks)
@@ -403,12 +407,13 @@ class FoldTrainer:
         self.record(total, seen, bad, probs, logits, windows, t0)
 
     def train_epoch(self) -> tuple[torch.Tensor | float, int, int]:
-        """One pass over one window of every training recording (DDP: this rank's share of each
-        global batch). Returns ``(summed loss on the device, windows seen, steps skipped)``.
+        """One pass over one window of every training recording, ``train.epoch_repeats`` times
+        (DDP: this rank's share of each global batch). Returns ``(summed loss on the device, windows seen, steps skipped)``.
         Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
         p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
         p.model.train()
-        order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng), p.rng)
+        order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng, tc["epoch_repeats"]),
+                                   p.rng)
         total, seen, bad = 0.0, 0, 0
         for step, i in enumerate(tqdm(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
                                       leave=False, unit="batch"), 1):
