@@ -449,3 +449,23 @@ def test_a_model_compiled_on_the_cpu_trains_with_finite_gradients():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n.startswith("trunk"))
     assert training_amp(device, True, compiled=False) and training_amp(torch.device("cuda"), True, compiled=True)
+
+
+def test_epoch_repeats_at_one_keeps_earlier_experiment_keys(tmp_path):
+    """train.epoch_repeats came later: at 1 the key is the one a config without the key had, so
+    finished models stay valid; any other value is another experiment."""
+    import pandas as pd
+
+    from lib.runs.experiment import experiment_key
+
+    (tmp_path / "e.yaml").write_text("model: {name: cnn}\n")
+    folds = pd.DataFrame({"id": ["a", "b"], "target": [0, 1], "fold": [0, 1], "path": ["a.wav", "b.wav"]})
+    comp = {"task": "binary", "classes": ["n", "y"], "audio": {"aggregate": "mean"}}
+
+    def key(*overrides):
+        return experiment_key(load_experiment(tmp_path / "e.yaml", list(overrides)), folds, {"record": "r"}, comp)
+    one = load_experiment(tmp_path / "e.yaml")
+    assert one["train"]["epoch_repeats"] == 1
+    del one["train"]["epoch_repeats"]  # the config as validated before the key existed
+    assert key() == key("train.epoch_repeats=1") == experiment_key(one, folds, {"record": "r"}, comp)
+    assert key("train.epoch_repeats=2") != key()

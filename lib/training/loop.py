@@ -3,16 +3,16 @@
 Each epoch sees one fresh random window of every training recording (``train.epoch_repeats``
 of them; :func:`epoch_recordings`; on the waveform path a crop at a random offset, augmented as
 a waveform and turned into a spectrogram by the model's front end: :func:`training_batch`), one
-optimisation step per batch
-(:func:`train_step`: autocast, gradient clipping, the optimiser, the scheduler per step, the
-EMA of the weights, ``train.ema``, which is what gets validated and kept); validation predicts
-every window and scores recordings (:mod:`lib.inputs`); the best epoch on the competition metric
-(ties broken by the lower validation loss) is kept and, with test-time augmentation, predicts
-its validation rows again as the test set will be. A non-finite step is skipped; repeated ones,
-or non-finite validation predictions, restore the last good state and retry once
-(``docs/notes/non-finite-training.md``). Fixed seeds per fold; mixed precision where it is fast
-(:mod:`lib.core.device`). Early stopping, the resume state, TensorBoard and SWA are callbacks
-(:mod:`lib.training.callbacks`); :func:`train_fold` wires the standard ones.
+optimisation step per batch (:func:`train_step`: autocast, gradient clipping, the optimiser,
+the scheduler per step, the EMA of the weights, ``train.ema``, which is what gets validated and
+kept); validation predicts every window and scores recordings (:mod:`lib.inputs`); the best
+epoch on the competition metric (ties broken by the lower validation loss) is kept and, with
+test-time augmentation, predicts its validation rows again as the test set will be. A
+non-finite step is skipped; repeated ones, or non-finite validation predictions, restore the
+last good state and retry once (``docs/notes/non-finite-training.md``). Fixed seeds per fold;
+mixed precision where it is fast (:mod:`lib.core.device`). Early stopping, the resume state,
+TensorBoard and SWA are callbacks (:mod:`lib.training.callbacks`); :func:`train_fold` wires the
+standard ones.
 """
 from __future__ import annotations
 
@@ -408,8 +408,8 @@ class FoldTrainer:
 
     def train_epoch(self) -> tuple[torch.Tensor | float, int, int]:
         """One pass over one window of every training recording, ``train.epoch_repeats`` times
-        (DDP: this rank's share of each global batch). Returns ``(summed loss on the device, windows seen, steps skipped)``.
-        Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
+        (DDP: this rank's share of each global batch). Returns ``(summed loss on the device,
+        windows seen, steps skipped)``. Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
         p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
         p.model.train()
         order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng, tc["epoch_repeats"]),
