@@ -59,24 +59,30 @@ from .self_training import mixed_targets, soft_targets
 from ..core.device import cpu_bf16, training_amp
 
 FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
+ADDED_KEYS = {"train.epoch_repeats": 1}
+"""Config keys added after experiments were trained, with the value that trains as before: at that
+value :func:`experiment_key` leaves them out, so finished models stay valid."""
 
 
 def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None,
                    ddp: tuple | None = None) -> str:
-    """Fingerprint of what an experiment's models depend on: the config (without its name and
-    :data:`lib.core.config.RUN_ONLY_KEYS`), the folds table (ids, targets, groups, folds, metadata), the feature
-    set's record id, the competition's task, classes, metrics, aggregation and metadata, the
-    record id of a ``pretrain.py`` checkpoint in ``model.params.pretrained``,
-    (``train.distill``) the teacher blend's record id and (DDP over several ranks: its global
-    batch differs) ``ddp``: ``("ddp", ranks, sync_bn)``."""
+    """Fingerprint of what an experiment's models depend on: the config (without its name,
+    :data:`lib.core.config.RUN_ONLY_KEYS` and :data:`ADDED_KEYS` at their neutral values), the
+    folds table (ids, targets, groups, folds, metadata), the feature set's record id, the
+    competition's task, classes, metrics, aggregation and metadata, the record id of a
+    ``pretrain.py`` checkpoint in ``model.params.pretrained``, (``train.distill``) the teacher
+    blend's record id and (DDP over several ranks: its global batch differs) ``ddp``: ``("ddp",
+    ranks, sync_bn)``."""
     what = copy.deepcopy(cfg)
     what.pop("name", None)
     what.pop("pretrain", None)  # pretrain.py's settings: the checkpoint's record id stands for them
     for k in RUN_ONLY_KEYS:
         section, key = k.split(".")
         what[section].pop(key, None)
-    if what["train"].get("epoch_repeats") == 1:  # added later: at its neutral value earlier models stay valid
-        what["train"].pop("epoch_repeats")
+    for k, neutral in ADDED_KEYS.items():
+        section, key = k.split(".")
+        if what[section].get(key) == neutral:
+            what[section].pop(key)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     pretrained = pretrained_id(cfg["model"])  # a pretrain.py checkpoint pretrained again: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],

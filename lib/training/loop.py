@@ -409,7 +409,8 @@ class FoldTrainer:
     def train_epoch(self) -> tuple[torch.Tensor | float, int, int]:
         """One pass over one window of every training recording, ``train.epoch_repeats`` times
         (DDP: this rank's share of each global batch). Returns ``(summed loss on the device,
-        windows seen, steps skipped)``. Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
+        windows seen, steps skipped)``. Raises ``_Fault`` after ``train.max_bad_steps`` non-finite
+        steps in a row."""
         p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
         p.model.train()
         order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng, tc["epoch_repeats"]),
