@@ -24,18 +24,19 @@ COMP = {"metric": "accuracy", "task": "binary"}
 
 
 def _replay(history: list[dict], patience, monitor: str = "accuracy", min_epochs=0, window: int = 1,
-            epochs: int | None = None):
+            epochs: int | None = None, partial_windows_compete: bool = False):
     """Feed a recorded history (rows with the monitored metric and valid_loss) to EarlyStopping
-    as the trainer does; returns (epochs it lets run, best epoch)."""
+    as the trainer does (``partial_windows_compete``: as it did before the first full smoothing
+    window displaced the best epoch); returns (epochs it lets run, best epoch)."""
     stopper, best = EarlyStopping(patience, monitor, min_epochs, epochs), None
     trainer = SimpleNamespace(state=SimpleNamespace(epoch=0))
     for i, row in enumerate(history):
-        value = smoothed(history[:i], row[monitor], monitor, window)
+        value, full = smoothed(history[:i], row[monitor], monitor, window), i + 1 >= window or partial_windows_compete
         scores = {monitor: value}
-        improved = improves(best, scores, row["valid_loss"], monitor, COMP)
+        improved = improves(best, scores, row["valid_loss"], monitor, COMP, full)
         if improved:
             best = {"epoch": row["epoch"], "scores": {monitor: row[monitor]}, "valid_loss": row["valid_loss"],
-                    "monitor": value}
+                    "monitor": value, "full": full}
         stopper.on_validation_end(trainer, scores, row["valid_loss"], improved)
         trainer.state.epoch = row["epoch"]
         if stopper.stop_reason(trainer):
@@ -83,6 +84,21 @@ def test_smoothing_does_not_crown_a_single_spike():
     assert _replay(history, 20, window=3)[1] == 9  # 8 and 9 tie on the mean (0.81): the lower loss wins
     assert smoothed(history[:2], 0.9, "accuracy", 3) == pytest.approx((0.6 + 0.7 + 0.9) / 3)
     assert smoothed([], 0.9, "accuracy", 3) == 0.9 and smoothed(history, 0.5, "accuracy", 1) == 0.5
+
+
+def test_a_lucky_first_epoch_is_not_kept_before_the_smoothing_window_is_full():
+    """A real fold (heart-sound, `wave_long` at seed 43, fold 1: MAcc at p = 0.5 per epoch): the
+    untrained network's first epoch scores 0.759 by luck, then the real rise starts. When a mean
+    of one epoch could compete with means of three, epoch 1 stayed best and the fold stopped at
+    min_epochs (10) with it; now the first full window (epoch 3) displaces it and the fold goes on."""
+    macc = [0.759, 0.710, 0.689, 0.700, 0.717, 0.684, 0.687, 0.730, 0.773, 0.725, 0.74, 0.76, 0.77, 0.78, 0.78]
+    history = [{"epoch": e + 1, "macc": m, "valid_loss": 0.65} for e, m in enumerate(macc)]
+    assert _replay(history, 8, "macc", min_epochs=10, window=3, epochs=20) == (15, 15)  # no stop; best the last
+    assert _replay(history, 8, "macc", min_epochs=10, window=3, epochs=20, partial_windows_compete=True) == (10, 1)
+    best = {"epoch": 1, "scores": {"macc": 0.9}, "valid_loss": 0.1, "monitor": 0.9, "full": False}
+    assert improves(best, {"macc": 0.5}, 0.9, "macc", COMP)  # a full window beats a partial one
+    assert not improves(best, {"macc": 0.5}, 0.9, "macc", COMP, full=False)
+    assert not improves({**best, "full": True}, {"macc": 0.5}, 0.9, "macc", COMP)
 
 
 @pytest.fixture(scope="module")

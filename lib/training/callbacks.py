@@ -110,15 +110,21 @@ def smoothed(history: list[dict], value: float, monitor: str, window: int) -> fl
     return float(np.mean(defined)) if defined else float("nan")
 
 
-def improves(best: dict | None, scores: dict, valid_loss: float, monitor: str, comp: dict) -> bool:
+def improves(best: dict | None, scores: dict, valid_loss: float, monitor: str, comp: dict, full: bool = True) -> bool:
     """Whether an epoch with ``scores`` (metric -> value, the ``monitor`` one smoothed when the
     trainer smooths) and ``valid_loss`` beats ``best`` (the best epoch so far: ``{"scores",
-    "valid_loss"}`` and, when smoothed, ``"monitor"``: its smoothed value; ``None`` before the
-    first): a better ``monitor`` value in its own direction, or an equal one (within
+    "valid_loss"}`` and, when smoothed, ``"monitor"``: its smoothed value, and ``"full"``; ``None``
+    before the first): a better ``monitor`` value in its own direction, or an equal one (within
     :func:`lib.evaluation.metrics.is_better`'s tolerance: a mean of the same values in another
     order may differ in the last bit) with a lower validation loss. An undefined (NaN) value never
-    beats a defined one and is beaten by any; two undefined ones compare on the loss."""
+    beats a defined one and is beaten by any; two undefined ones compare on the loss. ``full``:
+    whether the epoch's smoothing window is full (:func:`smoothed`); the first epoch with a full
+    window beats a best epoch whose window was not (``best["full"]`` false), since a mean of fewer
+    epochs is noisier and the maximum over noisy values favours it: an untrained network's lucky
+    first epoch on a small fold must not be kept, nor end the fold at ``min_epochs``."""
     if best is None:
+        return True
+    if full and not best.get("full", True):
         return True
     value, ref = scores[monitor], best.get("monitor", best["scores"][monitor])
     if math.isnan(value) or math.isnan(ref):

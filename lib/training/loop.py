@@ -33,6 +33,7 @@ from ..core.errors import ConfigError, TrainingError
 from ..core.utils import seed_everything
 from ..data import tasks
 from ..data.metadata import metadata_encoder
+from ..data.slices import slices_of
 from ..evaluation.metrics import score_all, sign
 from ..inference.predict import predict_recordings, tta_active
 from ..inputs import SplitInputs
@@ -44,6 +45,8 @@ from .ema import ema_avg_fn
 from .losses import SupConLoss, balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
 from .wave_augment import WaveAugmenter
+
+SAMPLERS = ("balanced", "balanced_slices")  # train.sampler besides null (lib.core.schema._Train)
 
 
 def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int = 512):
@@ -77,18 +80,35 @@ def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int 
 def epoch_recordings(recs: np.ndarray, y: np.ndarray, sampler: str | None, rng: np.random.Generator,
                      repeats: int = 1) -> np.ndarray:
     """The training recordings of one epoch, in order, ``(repeats * len(recs),)``: ``repeats``
-    permutations of ``recs`` one after the other (``sampler: null``), or for ``balanced`` as many
-    draws with replacement, each recording drawn with probability proportional to 1 / the size of
-    its class (multi-label: of its rarest label; rows without labels form a class of their own).
-    Each occurrence gets its own random window (``train.epoch_repeats``: more crops of long
-    recordings per epoch). Raises ``ConfigError`` for another sampler."""
+    permutations of ``recs`` one after the other (``sampler: null``), or as many draws with
+    replacement for a balanced sampler. ``balanced``: each recording drawn with probability
+    proportional to 1 / the size of its class (multi-label: of its rarest label; rows without
+    labels form a class of their own), so every class is drawn equally often. ``balanced_slices``:
+    the same within each combination of slice values (``y`` carries them:
+    :class:`lib.data.slices.SlicedLabels`), so every (slice, class) cell is drawn equally often
+    and no slice's class ratio is left for the model to learn: group balancing for worst-group
+    accuracy (Idrissi et al. 2022, "Simple data balancing achieves competitive worst-group
+    accuracy"; the groups of Sagawa et al. 2020's group DRO). Each occurrence gets its own random
+    window (``train.epoch_repeats``: more crops of long recordings per epoch). Raises
+    ``ConfigError`` for another sampler, or ``balanced_slices`` without slices."""
     if sampler is None:
         return np.concatenate([rng.permutation(recs) for _ in range(repeats)])
-    if sampler != "balanced":
-        raise ConfigError(f"train.sampler {sampler!r} is not null or balanced")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"train.sampler {sampler!r} is not null or one of {', '.join(SAMPLERS)}")
     onehot = y[recs] if y.ndim == 2 else np.eye(y.max() + 1)[y[recs]]
     onehot = np.column_stack([onehot, onehot.sum(1) == 0]).astype(float)
-    w = (onehot / np.maximum(onehot.sum(0), 1)).max(1)
+    cells = np.zeros(len(recs), dtype=int)
+    if sampler == "balanced_slices":
+        slices = slices_of(y)
+        if not slices:
+            raise ConfigError("train.sampler balanced_slices balances classes within each slice: the competition "
+                              "config needs `slices: [COLUMN, ...]`")
+        keys = ["\x1f".join(values) for values in zip(*(v[recs] for v in slices.values()))]
+        cells = np.unique(keys, return_inverse=True)[1].ravel()
+    w = np.zeros(len(recs))
+    for cell in np.unique(cells):
+        rows = cells == cell
+        w[rows] = (onehot[rows] / np.maximum(onehot[rows].sum(0), 1)).max(1)
     return rng.choice(recs, size=repeats * len(recs), replace=True, p=w / w.sum())
 
 
@@ -467,14 +487,15 @@ class FoldTrainer:
         scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
         if p.per_epoch:
             p.scheduler.step(valid_loss if p.scheduler.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
-        value = smoothed(self.state.history, scores[monitor], monitor, self.cfg["train"]["smooth_epochs"])
-        improved = improves(self.state.best, {**scores, monitor: value}, valid_loss, monitor, comp)
+        window = self.cfg["train"]["smooth_epochs"]
+        value, full = smoothed(self.state.history, scores[monitor], monitor, window), len(self.state.history) + 1 >= window
+        improved = improves(self.state.best, {**scores, monitor: value}, valid_loss, monitor, comp, full)
         self._call("on_validation_end", scores, valid_loss, improved)
         row = {"fold": self.fold, "epoch": self.epoch, "lr": p.optimizer.param_groups[-1]["lr"],  # the head's (scale 1)
                "train_loss": total / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
         if improved:
-            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss, "monitor": value,
+            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss, "monitor": value, "full": full,
                                "probs": torch.from_numpy(probs),
                                "state": {k: v.detach().cpu().clone() for k, v in p.kept.state_dict().items()}}
         self.state.epoch, self.state.history = self.epoch, self.state.history + [row]
