@@ -166,7 +166,8 @@ def _check_ranges(section: str, component: str, params: dict, key: str, sources,
 def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     """What a run needs of the machine and the prepared data: a ``train.device`` ``cuda:N`` names
     a GPU that is there; ``train.folds`` are folds of ``comp`` (``0 .. folds.n_folds - 1``; not
-    checked without ``comp``). Raises ``ConfigError`` naming the file (or override) and the key."""
+    checked without ``comp``); ``train.monitor`` is a metric of ``comp``'s task;
+    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within. Raises ``ConfigError`` naming the file (or override) and the key."""
     device = cfg["train"]["device"]
     if device.startswith("cuda:"):
         import torch
@@ -179,6 +180,12 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     if bad:
         raise ConfigError(f"{source_of(sources, ['train', 'folds'], where)}: train.folds {bad} are not folds of the "
                           f"prepared competition {comp.get('name')!r}: allowed 0 to {n - 1} (its folds.n_folds is {n})")
+    if cfg["train"]["monitor"] is not None and comp is not None:
+        get_metric(cfg["train"]["monitor"], comp, f"{source_of(sources, ['train', 'monitor'], where)} (train.monitor)")
+    if cfg["train"]["sampler"] == "balanced_slices" and comp is not None and not comp.get("slices"):
+        raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
+                          f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "
+                          f"none: add `slices: [COLUMN, ...]` to its config and run 00_prepare.py again")
 
 
 def _check_waveform_path(cfg: dict, sources, where: str) -> None:

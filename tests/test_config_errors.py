@@ -177,7 +177,7 @@ def test_train_refuses_label_smoothing_2_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_train_folds_outside_the_competition_folds(toy, tmp_path):
+def test_train_folds_sampler_and_monitor_the_prepared_competition_cannot_serve(toy, tmp_path):
     from lib.components import load_competition
     from lib.data.prepare import prepare
 
@@ -186,6 +186,12 @@ def test_train_folds_outside_the_competition_folds(toy, tmp_path):
     r = run("02_train.py", "configs/cnn_small.yaml", "--set", "train.folds=[0, 7]", "--output-dir", out)
     msg = error_of(r, "02_train")
     assert msg.startswith("--set train.folds=[0, 7]: train.folds [7] are not folds") and "allowed 0 to 1" in msg
+    r = run("02_train.py", "configs/cnn_small.yaml", "--set", "train.sampler=balanced_slices", "--output-dir", out)
+    msg = error_of(r, "02_train")  # the toy competition declares no slices to balance within
+    assert msg.startswith("--set train.sampler=balanced_slices: train.sampler balanced_slices") and "slices:" in msg
+    msg = error_of(run("02_train.py", "configs/cnn_small.yaml", "--set", "train.monitor=aurco", "--output-dir", out),
+                   "02_train")
+    assert msg.startswith("--set train.monitor=aurco (train.monitor): unknown metric 'aurco'") and "auroc" in msg
     assert not (out / "models").exists()
 
 

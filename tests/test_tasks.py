@@ -136,6 +136,25 @@ def test_balanced_sampler_evens_out_the_classes():
     assert len(epoch_recordings(recs, y, "balanced", rng, repeats=3)) == 300
 
 
+def test_slice_balanced_sampler_draws_every_slice_and_class_cell_equally_often():
+    from lib.data.slices import SlicedLabels
+    from lib.training.loop import epoch_recordings
+
+    # two databases with opposite class ratios: a (80 rows, 10% positive) and b (20 rows, 70% positive)
+    y = np.array([1] * 8 + [0] * 72 + [1] * 14 + [0] * 6)
+    database = np.array(["a"] * 80 + ["b"] * 20)
+    sliced, rng, recs = SlicedLabels(y, {"database": database}), np.random.default_rng(0), np.arange(100)
+    drawn = np.concatenate([epoch_recordings(recs, sliced, "balanced_slices", rng) for _ in range(100)])
+    cells = [np.mean((database[drawn] == d) & (y[drawn] == c)) for d in "ab" for c in (0, 1)]
+    assert np.allclose(cells, 0.25, atol=0.02)  # each (database, class) a quarter of the draws
+    pooled = np.concatenate([epoch_recordings(recs, sliced, "balanced", rng) for _ in range(100)])
+    assert np.mean(y[pooled][database[pooled] == "b"]) > 0.85  # pooled balance leaves b mostly positive
+    sub = recs[database == "a"]  # a recording subset (a fold's training rows) indexes its own slices
+    assert set(epoch_recordings(sub, sliced, "balanced_slices", rng)) <= set(sub)
+    with pytest.raises(ConfigError, match="slices"):
+        epoch_recordings(recs, y, "balanced_slices", rng)  # labels without slices
+
+
 def test_binary_ranking_metrics_score_the_positive_class_even_when_it_is_first():
     comp = {"task": "binary", "classes": ["abnormal", "normal"], "positive": "abnormal"}
     y = np.array([0, 1, 1, 0, 1, 1])  # 0 = abnormal, the positive class

@@ -291,12 +291,19 @@ def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
 
     cfg, comp, data, table, _ = toy
     comp = dict(comp, metric="log_loss", metrics=["log_loss", "accuracy"])
-    cfg = dict(cfg, train={**cfg["train"], "epochs": 6, "patience": 2})
-    ckpt, info, probs, history = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), lambda *_: None)
+    raw = {**cfg["train"], "epochs": 6, "patience": 2, "smooth_epochs": 1, "min_epochs": 0}  # the raw metric
+    ckpt, info, probs, history = train_fold(dict(cfg, train=raw), comp, data, table, 0, torch.device("cpu"),
+                                            lambda *_: None)
     losses = [h["log_loss"] for h in history]
     best = int(np.argmin(losses))  # the lowest log loss is the best epoch (the first of equals)
     assert info["best_epoch"] == best + 1 and info["log_loss"] == pytest.approx(losses[best])
     assert len(history) == min(6, best + 1 + 2)  # early stopping counts epochs without a lower log loss
+    # train.monitor: a competition scored by accuracy, its epochs chosen and stopped on log_loss
+    _, by_loss, _, history2 = train_fold(dict(cfg, train={**raw, "monitor": "log_loss"}),
+                                         dict(comp, metric="accuracy", metrics=["accuracy"]), data, table, 0,
+                                         torch.device("cpu"), lambda *_: None)
+    assert [h["log_loss"] for h in history2] == losses and "accuracy" in history2[0]
+    assert by_loss["best_epoch"] == info["best_epoch"]
 
 
 def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
@@ -451,9 +458,9 @@ def test_a_model_compiled_on_the_cpu_trains_with_finite_gradients():
     assert training_amp(device, True, compiled=False) and training_amp(torch.device("cuda"), True, compiled=True)
 
 
-def test_epoch_repeats_at_one_keeps_earlier_experiment_keys(tmp_path):
-    """train.epoch_repeats came later: at 1 the key is the one a config without the key had, so
-    finished models stay valid; any other value is another experiment."""
+def test_keys_added_later_at_their_neutral_value_keep_earlier_experiment_keys(tmp_path):
+    """train.epoch_repeats and train.monitor came later: at 1 and null the key is the one a config
+    without them had, so finished models stay valid; any other value is another experiment."""
     import pandas as pd
 
     from lib.runs.experiment import experiment_key
@@ -465,7 +472,7 @@ def test_epoch_repeats_at_one_keeps_earlier_experiment_keys(tmp_path):
     def key(*overrides):
         return experiment_key(load_experiment(tmp_path / "e.yaml", list(overrides)), folds, {"record": "r"}, comp)
     one = load_experiment(tmp_path / "e.yaml")
-    assert one["train"]["epoch_repeats"] == 1
-    del one["train"]["epoch_repeats"]  # the config as validated before the key existed
+    assert one["train"]["epoch_repeats"] == 1 and one["train"]["monitor"] is None
+    del one["train"]["epoch_repeats"], one["train"]["monitor"]  # the config as validated before the keys existed
     assert key() == key("train.epoch_repeats=1") == experiment_key(one, folds, {"record": "r"}, comp)
-    assert key("train.epoch_repeats=2") != key()
+    assert key("train.epoch_repeats=2") != key() != key("train.monitor=auroc")

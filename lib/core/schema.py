@@ -233,6 +233,7 @@ class _Train(_Section):
     patience: Union[PositiveInt, EpochFraction] = 8
     min_epochs: Union[NonNegativeInt, EpochFraction] = 0.5
     smooth_epochs: PositiveInt = 3
+    monitor: Optional[str] = None  # the metric early stopping and the best epoch follow (default: the competition's)
     grad_clip: Positive = 5.0
     seed: NonNegativeInt = 42
     device: Device = "auto"
@@ -243,7 +244,7 @@ class _Train(_Section):
     distill: Optional[_Distill] = None
     supcon: Optional[_SupCon] = None
     class_weights: Optional[Literal["balanced"]] = None
-    sampler: Optional[Literal["balanced"]] = None
+    sampler: Optional[Literal["balanced", "balanced_slices"]] = None  # lib.training.loop.epoch_recordings
     epoch_repeats: PositiveInt = 1  # windows drawn per training recording and epoch (timm's --epoch-repeats)
     compile: bool = False
     max_bad_steps: PositiveInt = 5

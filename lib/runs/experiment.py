@@ -59,7 +59,7 @@ from .self_training import mixed_targets, soft_targets
 from ..core.device import cpu_bf16, training_amp
 
 FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
-ADDED_KEYS = {"train.epoch_repeats": 1}
+ADDED_KEYS = {"train.epoch_repeats": 1, "train.monitor": None}
 """Config keys added after experiments were trained, with the value that trains as before: at that
 value :func:`experiment_key` leaves them out, so finished models stay valid."""
 
@@ -82,7 +82,7 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
     for k, neutral in ADDED_KEYS.items():
         section, key = k.split(".")
         if what[section].get(key) == neutral:
-            what[section].pop(key)
+            what[section].pop(key, None)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     pretrained = pretrained_id(cfg["model"])  # a pretrain.py checkpoint pretrained again: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],

@@ -548,6 +548,18 @@ def _normalise_inputs(model, data: SplitInputs, tr_rec: np.ndarray) -> None:
     model.set_normalisation(mean, std, sc_mean, sc_std)
 
 
+def monitored(comp: dict, monitor: str | None) -> dict:
+    """The competition config as a fold's training sees it: with ``train.monitor`` (a metric
+    name) that metric is the one early stopping, the best epoch, a plateau scheduler and SWA's
+    choice follow, and it is scored every epoch beside ``comp['metrics']``; ``None`` or the
+    competition metric itself: ``comp`` unchanged. On small folds a thresholded metric (MAcc,
+    accuracy, F1 at p = 0.5) moves in steps of one recording while the ranking still improves:
+    ``auroc`` is a smoother guide there. OOF scores, blends and decisions keep ``comp['metric']``."""
+    if monitor is None or monitor == comp["metric"]:
+        return comp
+    return {**comp, "metric": monitor, "metrics": list(dict.fromkeys([*comp["metrics"], monitor]))}
+
+
 def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int, device, log=print,
                state_path: Path | None = None, state_key: str = "", tensorboard_dir: Path | None = None,
                ranks: Ranks = Ranks()):
@@ -564,7 +576,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
 
     Callbacks (:mod:`lib.training.callbacks`): :class:`EarlyStopping` after ``train.patience``
     epochs without gain, not before ``train.min_epochs``; the best epoch is chosen on the metric
-    averaged over ``train.smooth_epochs`` epochs (:func:`lib.training.callbacks.smoothed`); :class:`SWA` with ``train.swa``; :class:`ResumeState` with ``state_path``
+    (``train.monitor``, default the competition's: :func:`monitored`) averaged over
+    ``train.smooth_epochs`` epochs (:func:`lib.training.callbacks.smoothed`); :class:`SWA` with ``train.swa``; :class:`ResumeState` with ``state_path``
     (the whole training state written after each finished epoch, tagged with ``state_key``; only
     rank 0 writes; a later call with the same file and key goes on from that epoch and gives
     bit-identical results); :class:`TensorBoard` with ``tensorboard_dir`` (callers give the other
@@ -574,6 +587,7 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     ``TrainingError`` for a fault that comes back after a retry.
     """
     tc = cfg["train"]
+    comp = monitored(comp, tc["monitor"])
     callbacks = [EarlyStopping(tc["patience"], comp["metric"], tc["min_epochs"], tc["epochs"])]
     if tc["swa"]:
         callbacks.append(SWA(tc["swa"]["start"], tc["epochs"]))
