@@ -167,7 +167,8 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     """What a run needs of the machine and the prepared data: a ``train.device`` ``cuda:N`` names
     a GPU that is there; ``train.folds`` are folds of ``comp`` (``0 .. folds.n_folds - 1``; not
     checked without ``comp``); ``train.monitor`` is a metric of ``comp``'s task;
-    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within. Raises ``ConfigError`` naming the file (or override) and the key."""
+    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within. Raises
+    ``ConfigError`` naming the file (or override) and the key."""
     device = cfg["train"]["device"]
     if device.startswith("cuda:"):
         import torch

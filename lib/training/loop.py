@@ -488,15 +488,16 @@ class FoldTrainer:
         if p.per_epoch:
             p.scheduler.step(valid_loss if p.scheduler.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
         window = self.cfg["train"]["smooth_epochs"]
-        value, full = smoothed(self.state.history, scores[monitor], monitor, window), len(self.state.history) + 1 >= window
+        value = smoothed(self.state.history, scores[monitor], monitor, window)
+        full = len(self.state.history) + 1 >= window  # a mean of `window` epochs (the first ones have fewer)
         improved = improves(self.state.best, {**scores, monitor: value}, valid_loss, monitor, comp, full)
         self._call("on_validation_end", scores, valid_loss, improved)
         row = {"fold": self.fold, "epoch": self.epoch, "lr": p.optimizer.param_groups[-1]["lr"],  # the head's (scale 1)
                "train_loss": total / seen if seen else float("nan"), "valid_loss": valid_loss, **scores,
                "bad_steps": bad, "seconds": time.time() - t0}
         if improved:
-            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss, "monitor": value, "full": full,
-                               "probs": torch.from_numpy(probs),
+            self.state.best = {"epoch": self.epoch, "scores": scores, "valid_loss": valid_loss, "monitor": value,
+                               "full": full, "probs": torch.from_numpy(probs),
                                "state": {k: v.detach().cpu().clone() for k, v in p.kept.state_dict().items()}}
         self.state.epoch, self.state.history = self.epoch, self.state.history + [row]
         self.good = self.snapshot()
@@ -577,7 +578,8 @@ def train_fold(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     Callbacks (:mod:`lib.training.callbacks`): :class:`EarlyStopping` after ``train.patience``
     epochs without gain, not before ``train.min_epochs``; the best epoch is chosen on the metric
     (``train.monitor``, default the competition's: :func:`monitored`) averaged over
-    ``train.smooth_epochs`` epochs (:func:`lib.training.callbacks.smoothed`); :class:`SWA` with ``train.swa``; :class:`ResumeState` with ``state_path``
+    ``train.smooth_epochs`` epochs (:func:`lib.training.callbacks.smoothed`); :class:`SWA` with
+    ``train.swa``; :class:`ResumeState` with ``state_path``
     (the whole training state written after each finished epoch, tagged with ``state_key``; only
     rank 0 writes; a later call with the same file and key goes on from that epoch and gives
     bit-identical results); :class:`TensorBoard` with ``tensorboard_dir`` (callers give the other
