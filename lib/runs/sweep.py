@@ -17,6 +17,7 @@ import hashlib
 import json
 import random
 import re
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -370,7 +371,30 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
         return s["oof"][metric]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial; errors reach the caller
-    study.optimize(objective, n_trials=n_trials, catch=())
+    # study.optimize's ask/tell loop, with SIGINT held back during study.ask(): the trial is a RUNNING
+    # row of the storage before ask() returns, and a Ctrl-C in between (as inside study.optimize)
+    # left it RUNNING for ever, so a later trial with the same values was pruned as "running in
+    # another worker". A Ctrl-C held back arrives once the trial is known, and fails it.
+    for _ in range(n_trials):
+        held = _sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            trial = study.ask()
+        except BaseException:
+            _sigmask(signal.SIG_SETMASK, held)
+            raise
+        try:
+            _sigmask(signal.SIG_SETMASK, held)
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+
+
+_sigmask = getattr(signal, "pthread_sigmask", lambda how, mask: None)  # no-op where signals cannot be held back
 
 
 def summarize(study: optuna.Study, out: Outputs, top: int = 3, sweep: Sweep | None = None) -> dict:
