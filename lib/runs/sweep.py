@@ -371,10 +371,15 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
         return s["oof"][metric]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial; errors reach the caller
-    # study.optimize's ask/tell loop, with SIGINT held back during study.ask(): the trial is a RUNNING
-    # row of the storage before ask() returns, and a Ctrl-C in between (as inside study.optimize)
-    # left it RUNNING for ever, so a later trial with the same values was pruned as "running in
-    # another worker". A Ctrl-C held back arrives once the trial is known, and fails it.
+    _run_trials(study, objective, n_trials)
+
+
+def _run_trials(study: optuna.Study, objective, n_trials: int) -> None:
+    """``study.optimize(objective, n_trials, catch=())``'s ask/tell loop, with SIGINT held back
+    during ``study.ask()``: the trial is a RUNNING row of the storage before ``ask`` returns, and a
+    Ctrl-C in between (as inside ``study.optimize``) left it RUNNING for ever, so a later trial with
+    the same values was pruned as "running in another worker". A Ctrl-C held back arrives once the
+    trial is known, and fails it. Pruned trials are told PRUNED; any exception FAIL, then raised."""
     for _ in range(n_trials):
         held = _sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
