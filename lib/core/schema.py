@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from .errors import ConfigError
 from .registry import did_you_mean
 
+SAMPLERS = ("balanced", "balanced_slices")
+"""``train.sampler``'s values besides null (:func:`lib.training.loop.epoch_recordings` draws them)."""
+
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -244,7 +247,7 @@ class _Train(_Section):
     distill: Optional[_Distill] = None
     supcon: Optional[_SupCon] = None
     class_weights: Optional[Literal["balanced"]] = None
-    sampler: Optional[Literal["balanced", "balanced_slices"]] = None  # lib.training.loop.epoch_recordings
+    sampler: Optional[Literal[SAMPLERS]] = None  # lib.training.loop.epoch_recordings
     epoch_repeats: PositiveInt = 1  # windows drawn per training recording and epoch (timm's --epoch-repeats)
     compile: bool = False
     max_bad_steps: PositiveInt = 5

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..core.device import autocast, place_model, training_amp
 from ..core.errors import ConfigError, TrainingError
+from ..core.schema import SAMPLERS
 from ..core.utils import seed_everything
 from ..data import tasks
 from ..data.metadata import metadata_encoder
@@ -45,8 +46,6 @@ from .ema import ema_avg_fn
 from .losses import SupConLoss, balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
 from .wave_augment import WaveAugmenter
-
-SAMPLERS = ("balanced", "balanced_slices")  # train.sampler besides null (lib.core.schema._Train)
 
 
 def input_stats(data: SplitInputs, items: np.ndarray, frontend=None, chunk: int = 512):
