@@ -111,10 +111,25 @@ def run(stage: str, main) -> None:
     from .core.utils import format_seconds
 
     print(f"{stage}: done in {format_seconds(time.time() - t0)}")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        _exit_at_once(0)
+
+
+def _exit_at_once(code: int) -> None:
+    """Flush stdout and stderr and end the process with ``code`` without the interpreter's
+    teardown (``os._exit``). For a torchrun rank that has left its process group
+    (:func:`lib.runs.distributed.finish`): at exit, C++ destructors of torch.distributed's gloo
+    transport now and then met a thread still running and aborted the finished rank ("terminate
+    called without an active exception", SIGABRT after "done"; seen in the two-launcher test), and
+    the other machine's launcher then waited 300 s at torchrun's exit barrier before failing too.
+    Every artifact is written atomically and its record last, so nothing is lost."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit_now_if_threads_linger(code: int) -> None:
-    """Exit with ``code`` at once (``os._exit``, after flushing) when a thread that is not a daemon
+    """Exit with ``code`` at once (:func:`_exit_at_once`) when a thread that is not a daemon
     is still alive, since the interpreter would wait for it forever: a Ctrl-C that lands while a
     library starts a worker thread can leave it behind (Optuna's trial heartbeat thread is stopped
     by a ``with`` block that an interrupted ``Thread.start()`` never enters; a sweep worker on
@@ -123,9 +138,7 @@ def _exit_now_if_threads_linger(code: int) -> None:
     import threading
 
     if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _exit_at_once(code)
 
 
 def file_system_message(exc: BaseException) -> str | None:
