@@ -85,7 +85,8 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
 def run(stage: str, main) -> None:
     """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
-    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130."""
+    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130. A torchrun rank
+    (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`)."""
     t0 = time.time()
     try:
         main()
