@@ -223,12 +223,14 @@ def test_ddp_step_is_the_global_batch_step(tmp_path):
 
 def test_a_free_rank_takes_the_next_unclaimed_fold(tmp_path):
     """claim_work: ranks that share a claims folder each take a task once, in order, whenever they
-    are free (here rank 0 is free three times while rank 1 trains one long fold)."""
+    are free, after a first round dealt one to each rank (here rank 1 starts first and is free
+    again before rank 0 starts; then rank 0 is free twice while rank 1 trains one long fold)."""
     folder = tmp_path / "claims"
     folder.mkdir()
-    rank0, rank1 = distributed.claim_work(list("abcde"), folder), distributed.claim_work(list("abcde"), folder)
-    assert next(rank0) == "a" and next(rank1) == "b"  # both start
-    assert [next(rank0), next(rank0), next(rank0)] == ["c", "d", "e"]  # rank 1 still busy with b
+    rank0, rank1 = (distributed.claim_work(list("abcde"), folder, rank, 2) for rank in (0, 1))
+    assert next(rank1) == "b" and next(rank1) == "c"  # "a" is rank 0's, however late it starts
+    assert next(rank0) == "a"
+    assert [next(rank0), next(rank0)] == ["d", "e"]  # rank 1 still busy with c
     assert list(rank1) == [] and list(rank0) == []  # nothing left, nothing twice
     assert list(distributed.claim_work([1, 2, 3], None)) == [1, 2, 3]  # one rank: everything
 

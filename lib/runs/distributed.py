@@ -7,9 +7,10 @@ Each rank gets its own device: ``cuda:<LOCAL_RANK mod the GPU count>`` (several 
 a GPU), or the CPU with its share of the cores. Two ways to use them (``train.distributed``):
 
 * ``folds`` (default): the folds of every experiment of the run are dealt out to the ranks, one
-  whole fold per rank at a time, a free rank taking the next unclaimed fold (:func:`claim_work`;
-  one process per fold or seed per GPU: BirdCLEF 2021 2nd, 2022 1st). Every fold is trained exactly as in a sequential run; rank 0 merges the folds when all
-  are done.
+  whole fold per rank at a time: one to each rank first, then a free rank takes the next
+  unclaimed fold (:func:`claim_work`; one process per fold or seed per GPU: BirdCLEF 2021 2nd,
+  2022 1st). Every fold is trained exactly as in a sequential run; rank 0 merges the folds when
+  all are done.
 * ``ddp``: every fold is trained by all ranks together with ``DistributedDataParallel`` (TheoViel
   BirdCLEF 2024: ``torchrun --nproc_per_node=4 main.py``): each step's batch of
   ``batch_size x WORLD_SIZE`` windows is shared out, validation recordings too (probabilities
@@ -90,15 +91,19 @@ def claims_folder(out_root: Path, ranks: Ranks) -> Path | None:
     return broadcast(folder, ranks)
 
 
-def claim_work(tasks: list, folder: Path | None):
-    """The tasks this rank takes, one at a time, when it is free: every rank goes through
-    ``tasks`` in order and takes a task by creating its claim file in ``folder``
-    (:func:`claims_folder`) with ``O_CREAT | O_EXCL``, which exactly one rank wins, also across
-    machines that share the output folder. A rank that finishes early takes the next unclaimed
-    task, so 5 folds on 2 ranks keep both busy until the last one starts (dynamic dealing).
-    ``folder`` ``None`` (one rank): every task."""
+def claim_work(tasks: list, folder: Path | None, rank: int = 0, world: int = 1):
+    """The tasks rank ``rank`` of ``world`` takes, one at a time, when it is free. The first round
+    is dealt: task ``k`` < ``world`` is rank ``k``'s, so every rank starts with a task of its own
+    however late it gets here (a rank held up for a second would otherwise find every short fold
+    taken). After that every rank goes through the other tasks in order and takes one by creating
+    its claim file in ``folder`` (:func:`claims_folder`) with ``O_CREAT | O_EXCL``, which exactly
+    one rank wins, also across machines that share the output folder: a rank that finishes early
+    takes the next unclaimed task, so 5 folds on 2 ranks keep both busy until the last one starts
+    (dynamic dealing). ``folder`` ``None`` (one rank): every task."""
     for k, task in enumerate(tasks):
         if folder is not None:
+            if k < world and k != rank:
+                continue  # another rank's task of the first round
             try:
                 os.close(os.open(folder / str(k), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:

@@ -339,7 +339,7 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     them even when finished. Writes ``models/<exp>/...`` and ``oof/<exp>.csv`` (id, fold, target,
     ``p_<class>`` ...; the rows of the finished folds). With several ranks, the folds of the
     ``train.distributed: folds`` experiments (all of them, in turn) are dealt out to the ranks,
-    a rank taking the next unclaimed fold when it is free (:func:`lib.runs.distributed.claim_work`),
+    one to each rank first, then a free rank taking the next unclaimed one (:func:`lib.runs.distributed.claim_work`),
     then each ``ddp`` experiment trains its folds on all ranks together; rank 0 decides what is
     finished, writes the experiments' records and merges (the ranks wait for each other first).
     ``log``: this rank's messages (the caller silences or labels the other ranks').
@@ -370,7 +370,7 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     _share_plan(runs, ranks, on_fold)
     shared = [(i, f) for i, run in enumerate(runs) if not run.ddp for f in run.folds]
     claims = claims_folder(out.root, ranks)
-    mine = _train_folds(runs, claim_work(shared, claims), ranks, on_fold)
+    mine = _train_folds(runs, claim_work(shared, claims, ranks.rank, ranks.world), ranks, on_fold)
     trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
     if claims is not None and ranks.main:
         shutil.rmtree(claims.parent, ignore_errors=True)
