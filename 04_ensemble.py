@@ -41,6 +41,12 @@ def main() -> None:
               + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
     if r["rows_masked"]:
         print(f"label masks changed {r['rows_masked']} OOF rows")
+    sp = r["slice_prior"]
+    if sp:
+        prior = lambda q: " ".join(f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))  # noqa: E731
+        print(f"slice prior shift on {sp['column']} (each value's training class prior replaced by the pooled one): "
+              + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q)}" for v, q in sp["slices"].items())
+              + f"; pooled {prior(sp['pooled'])}")
     print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
           + f"; report: {out.root / 'ensemble' / 'report.md'}")
     sub = r["submission"]

@@ -306,6 +306,13 @@ def _decision_section(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where} [decision]: a list of thresholds is for multi-label tasks (one per class)")
     if decision["group_aggregate"] and not cfg["groups"]:
         raise ConfigError(f"{where} [decision]: group_aggregate needs a groups section (which recordings form a group)")
+    column = decision["slice_prior"]
+    if column is not None and column not in cfg["slices"]:
+        raise ConfigError(f"{where} [decision]: slice_prior {column!r} is not one of slices {cfg['slices']}: "
+                          f"add it to slices (the training CSV's column whose values get their own class prior)")
+    if column is not None and cfg["test"] and not cfg["test"].get("csv"):
+        raise ConfigError(f"{where} [decision]: slice_prior {column!r} needs the column in the test set's CSV too, "
+                          f"but [test] has no 'csv' (each test row is shifted by its own {column}'s prior)")
     if (cfg["submission"] or {}).get("unit") == "group" and not decision["group_aggregate"]:
         raise ConfigError(f"{where} [submission]: unit group (a row per group) needs decision.group_aggregate "
                           f"(mean or vote: how a group's recordings make its prediction)")

@@ -112,6 +112,7 @@ class _Decision(_Section):
     class_bias: bool = False
     mask: list[_Mask] = []
     group_aggregate: Optional[Literal["mean", "vote"]] = None
+    slice_prior: Optional[str] = None  # a column of slices: probabilities shifted to the pooled class ratio per value
 
 
 class _Ensemble(_Section):

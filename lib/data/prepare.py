@@ -253,10 +253,13 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
     return [group_of(t, spec["regex"]) for t in texts]
 
 
-def _test_table(test: pd.DataFrame, meta: pd.DataFrame, groups: list[str] | None) -> pd.DataFrame:
-    """``test.csv``'s rows: id, path, (group,) sample_rate, duration_s, channels, metadata."""
+def _test_table(test: pd.DataFrame, meta: pd.DataFrame, groups: list[str] | None, cfg: dict) -> pd.DataFrame:
+    """``test.csv``'s rows: id, path, (group,) sample_rate, duration_s, channels, metadata, and the
+    ``slice_<column>`` of ``decision.slice_prior`` (its test rows' priors, lib.evaluation.decisions)."""
+    slice_col = (cfg.get("decision") or {}).get("slice_prior")
     table = pd.concat([test[["id", "path", "sample_rate", "duration_s", "channels"]], meta,
-                       test[[c for c in SEGMENT_COLUMNS if c in test]]], axis=1)
+                       test[[c for c in SEGMENT_COLUMNS if c in test]],
+                       slice_values(test, [slice_col] if slice_col else [])], axis=1)
     if groups is not None:  # 04 aggregates test recordings by group too
         table.insert(2, "group", groups)
     return table
@@ -277,9 +280,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         raise InputError([f"{root}: test data folder not found"])
     problems: list[str] = []
     te = cfg["test"]
-    group_col = (cfg.get("groups") or {}).get("column") if (cfg.get("decision") or {}).get("group_aggregate") else None
     meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
-    test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
+    test = _read_rows(te, root, _test_columns(cfg, meta_cols), problems)
     if test is not None:
         _check_paths(test, root, problems)
         _resolve_inputs(test, cfg, problems, "test")
@@ -295,7 +297,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     out = Outputs(Path(out_dir))
     record = out.prepared()
     record.begin(out.root)
-    write_csv(out.test, _test_table(test, meta, groups))
+    write_csv(out.test, _test_table(test, meta, groups, cfg))
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     record.commit([out.competition, out.test], fingerprint(cfg, list(test["id"])))
@@ -403,16 +405,23 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
     return out, counts
 
 
+def _test_columns(cfg: dict, meta_cols: list[str]) -> list[str]:
+    """The test CSV's columns that the stages read: ``meta_cols``, the group column when
+    ``decision.group_aggregate`` is set, the ``decision.slice_prior`` column."""
+    decision = cfg.get("decision") or {}
+    group_col = (cfg.get("groups") or {}).get("column") if decision.get("group_aggregate") else None
+    return meta_cols + [c for c in (group_col, decision.get("slice_prior")) if c]
+
+
 def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]) -> pd.DataFrame | None:
-    """The test split's rows (:func:`_read_rows`, with ``meta_cols`` and the group column when
-    ``decision.group_aggregate`` is set), their paths checked and audio headers added
+    """The test split's rows (:func:`_read_rows`, with ``meta_cols``, the group column when
+    ``decision.group_aggregate`` is set and the ``decision.slice_prior`` column), their paths checked and audio headers added
     (:func:`_resolve_inputs`). ``None`` when the config has no test set or its rows cannot be read
     (a problem is added to ``problems`` then)."""
     if not cfg.get("test"):
         return None
     te = cfg["test"]
-    group_col = (cfg.get("groups") or {}).get("column") if (cfg.get("decision") or {}).get("group_aggregate") else None
-    test = _read_rows(te, root, meta_cols + ([group_col] if group_col else []), problems)
+    test = _read_rows(te, root, _test_columns(cfg, meta_cols), problems)
     if test is not None:
         _check_paths(test, root, problems)
         _resolve_inputs(test, cfg, problems, "test")
@@ -611,6 +620,6 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
 
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
-    test_out = None if test is None else _test_table(test, metas["test"], test_groups)
+    test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts)

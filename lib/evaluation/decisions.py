@@ -6,6 +6,11 @@ A competition config's ``decision`` section (docs/ensembling.md):
   competition's metadata columns (e.g. ``"sex == 'male'"``); for the rows it selects, the named
   classes are impossible: their probability becomes 0 (single-label rows renormalised). The
   voice-pathology winner (MAIC 2021) masked classes impossible for a patient's sex and age.
+* ``slice_prior``: a slice column (``slices``, e.g. ``database``): each row's probabilities are
+  re-expressed as if its slice had the pooled class ratio (:func:`shift_slice_priors`; the
+  priors from the training rows, for OOF rows those of the other folds). A model that learnt
+  the recording device from sources with different class ratios then decides each source on
+  the heart, not on its ratio. The test CSV must have the column too.
 * ``group_aggregate``: ``mean`` or ``vote``: every recording of a group (``groups`` section,
   e.g. a patient) gets the mean of its group's probabilities, or the share of its recordings
   predicting each class (as the MAIC 2021 winner's patients voted).
@@ -26,9 +31,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..data import tasks
 from ..data.metadata import META_PREFIX
+from ..data.slices import PREFIX as SLICE_PREFIX
 from .metrics import get_metric, score_all, sign
 
 THRESHOLD_GRID = np.concatenate([[0.0], np.round(np.arange(0.05, 0.96, 0.05), 2), [1.0]])
@@ -74,6 +80,75 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
         total = out.sum(1, keepdims=True)
         out = np.divide(out, total, out=np.where(keep, 1.0 / keep.sum(1, keepdims=True), 0.0), where=total > 0)
     return out, int((~keep).any(1).sum())
+
+
+def slice_priors(y, values, comp: dict) -> dict:
+    """Class priors of encoded labels ``y`` (``(rows,)`` class indices, or ``(rows, n_classes)``
+    0/1 for multi-label), pooled and per slice value ``values (rows,)``, with add-one (Laplace)
+    smoothing so that no prior is 0 or 1: single-label ``(count_k + 1) / (rows + n_classes)``,
+    multi-label per class ``(positives_k + 1) / (rows + 2)``. Returns ``{"pooled": [n_classes],
+    "slices": {value: [n_classes]}, "rows": {value: rows}}`` (plain lists: it is saved in
+    ``ensemble.json`` for the test rows and bundles)."""
+    k, values = len(comp["classes"]), np.asarray(values).astype(str)
+
+    def prior(rows) -> list[float]:
+        if comp["task"] == "multilabel":
+            return ((np.asarray(rows, float).sum(0) + 1) / (len(rows) + 2)).tolist()
+        return ((np.bincount(np.asarray(rows, int), minlength=k) + 1) / (len(rows) + k)).tolist()
+
+    kept = np.unique(values)
+    return {"pooled": prior(y), "slices": {str(v): prior(y[values == v]) for v in kept},
+            "rows": {str(v): int((values == v).sum()) for v in kept}}
+
+
+def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> np.ndarray:
+    """Probabilities ``(rows, n_classes)`` re-expressed as if every row's slice (``values``,
+    ``(rows,)``) had the pooled class ratio of ``priors`` (:func:`slice_priors`): single-label
+    ``p_k * pooled_k / slice_k``, renormalised; multi-label, per class, the odds times the pooled
+    odds over the slice's odds. This is the prior-shift correction of Saerens, Latinne &
+    Decaestecker (2002), "Adjusting the outputs of a classifier to new a priori probabilities",
+    Neural Computation 14(1), with known priors, applied per slice as Menon et al. (2021),
+    "Long-tail learning via logit adjustment" (ICLR), apply it per class. Rows of a value without
+    a prior (a slice the training rows lack) and probabilities of exactly 0 or 1 (masked classes)
+    are kept as they are. Returns a new array."""
+    probs = np.asarray(probs, dtype=float)
+    values, out = np.asarray(values).astype(str), probs.copy()
+    pooled = np.asarray(priors["pooled"], dtype=float)
+    for value, prior in priors["slices"].items():
+        rows = values == value
+        if not rows.any():
+            continue
+        prior, p = np.asarray(prior, dtype=float), probs[rows]
+        if comp["task"] == "multilabel":  # per class on the log-odds: + logit(pooled) - logit(slice)
+            inner = (p > 0) & (p < 1)
+            q = np.where(inner, p, 0.5)
+            shift = np.log(pooled / (1 - pooled)) - np.log(prior / (1 - prior))
+            out[rows] = np.where(inner, 1 / (1 + np.exp(-(np.log(q / (1 - q)) + shift))), p)
+        else:
+            q = p * pooled / prior
+            out[rows] = q / q.sum(1, keepdims=True)
+    return out
+
+
+def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors: dict | None = None) -> np.ndarray:
+    """``decision.slice_prior`` applied to ``probs (rows, n_classes)``, the rows of ``table``
+    (``folds.csv`` or ``test.csv``, with its ``slice_<column>`` column) by
+    :func:`shift_slice_priors`. ``priors`` ``None`` (OOF rows): each fold's rows are shifted with
+    the priors of the other folds' rows, what that fold's model learnt from (a fold's own labels
+    never enter its rows' shift); else with ``priors`` (:func:`slice_priors` of every training
+    row: test rows). Raises ``MissingArtifact`` when the table lacks the column (00_prepare.py
+    ran before the setting)."""
+    column = SLICE_PREFIX + comp["decision"]["slice_prior"]
+    if column not in table:
+        raise MissingArtifact(f"decision.slice_prior: the prepared table has no {column} column: run 00_prepare.py again")
+    values = table[column].astype(str).to_numpy()
+    if priors is not None:
+        return shift_slice_priors(probs, values, priors, comp)
+    y, folds, out = tasks.class_index(table["target"].fillna(""), comp), table["fold"].to_numpy(), np.empty_like(probs)
+    for k in np.unique(folds):
+        rows = folds == k
+        out[rows] = shift_slice_priors(probs[rows], values[rows], slice_priors(y[~rows], values[~rows], comp), comp)
+    return out
 
 
 def aggregate_groups(probs: np.ndarray, groups, comp: dict, how: str | None) -> np.ndarray:

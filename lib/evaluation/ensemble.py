@@ -20,9 +20,9 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
-from ..data.slices import with_slice_columns, with_slices
+from ..data.slices import PREFIX, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
-from .decisions import aggregate_groups, apply_masks, choose_decision
+from .decisions import aggregate_groups, apply_masks, choose_decision, slice_prior_shift, slice_priors
 from .metrics import metrics_with_worst_slice, score_all
 
 
@@ -116,28 +116,38 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | No
     return sample
 
 
-def _postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str) -> tuple[list[np.ndarray], int]:
-    """The members' probability arrays after the label masks and group aggregation; returns
-    ``(arrays, rows masked)``. Rows are matched to ``table`` (``folds.csv``/``test.csv``) by id."""
+def _postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,
+                 priors: dict | None = None) -> tuple[list[np.ndarray], int]:
+    """The members' probability arrays after the label masks, the slice prior shift
+    (``decision.slice_prior``: OOF rows with their other folds' priors, test rows with
+    ``priors``) and group aggregation; returns ``(arrays, rows masked)``. Rows are matched to
+    ``table`` (``folds.csv``/``test.csv``) by id."""
     cols = tasks.prob_columns(comp)
     rows = table.set_index("id").loc[frames[0]["id"]].reset_index()
-    how = (comp.get("decision") or {}).get("group_aggregate")
+    decision = comp.get("decision") or {}
+    how = decision.get("group_aggregate")
     if how and "group" not in rows:
         raise MissingArtifact(f"{split}.csv has no group column for decision.group_aggregate: run 00_prepare.py again")
     out, masked = [], 0
     for f in frames:
         p, masked = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
+        if decision.get("slice_prior"):
+            p = slice_prior_shift(p, rows, comp, priors)
         out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
     return out, masked
 
 
-def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[pd.DataFrame], table: pd.DataFrame
-               ) -> tuple[np.ndarray, pd.DataFrame | None]:
+def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[pd.DataFrame], table: pd.DataFrame,
+               priors: dict | None = None) -> tuple[np.ndarray, pd.DataFrame | None]:
     """The test blend ``(rows, n_classes)`` of the experiments' test predictions ``preds`` (same
-    ids, in ``table`` = ``test.csv``'s order) after the label masks and group aggregation, and the
+    ids, in ``table`` = ``test.csv``'s order) after the label masks, the slice prior shift (with
+    ``priors``, :func:`lib.evaluation.decisions.slice_priors` of the training rows, when
+    ``decision.slice_prior`` is set) and group aggregation, and the
     submission made from it with ``decision`` (``None`` without a ``submission`` section; with
     ``submission.unit: group``, one row per group, its id the group's)."""
-    blend = blender.apply(_postprocess(preds, table, comp, "test")[0])
+    if (comp.get("decision") or {}).get("slice_prior") and priors is None:
+        raise MissingArtifact("decision.slice_prior: the training rows' slice priors are missing: run 04_ensemble.py again")
+    blend = blender.apply(_postprocess(preds, table, comp, "test", priors)[0])
     if not comp.get("submission"):
         return blend, None
     ids, probs = preds[0]["id"], blend
@@ -200,6 +210,19 @@ def _member_table(experiments: list[str], each: list[dict], weights) -> pd.DataF
                          for i, (e, s) in enumerate(zip(experiments, each))])
 
 
+def _slice_priors(train: pd.DataFrame, comp: dict) -> dict | None:
+    """``decision.slice_prior``'s class priors of every training row (``folds.csv``), pooled and
+    per value of the column (:func:`lib.evaluation.decisions.slice_priors`, with ``"column"`` and
+    ``"classes"``),
+    what the test rows are shifted with; ``None`` without the setting."""
+    column = (comp.get("decision") or {}).get("slice_prior")
+    if not column:
+        return None
+    y = tasks.class_index(train["target"].fillna(""), comp)
+    return {"column": column, "classes": list(comp["classes"]),
+            **slice_priors(y, train[PREFIX + column].astype(str).to_numpy(), comp)}
+
+
 def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
     """Write ``submission.csv``, or remove it when there is no ``submission`` (no test set or
     ``submission`` section)."""
@@ -223,8 +246,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     a ``submission`` section) only the OOF blends are scored and no submission is written.
     Returns ``{"table": DataFrame(experiment, OOF scores, weight), "methods": DataFrame(method,
     cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "decision": the
-    :func:`lib.evaluation.decisions.choose_decision` result, "submission": DataFrame or None,
-    ...}``. Raises ``MissingArtifact`` naming the stage to run when predictions are missing or
+    :func:`lib.evaluation.decisions.choose_decision` result, "slice_prior": the training rows'
+    priors of ``decision.slice_prior`` or None, "submission": DataFrame or None, ...}``. Raises ``MissingArtifact`` naming the stage to run when predictions are missing or
     the experiments' OOF rows differ (different folds or subsets).
     """
     from .ensemble_report import write_ensemble_report
@@ -245,7 +268,9 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     oofs[0] = with_slice_columns(oofs[0], out.load_split("train"))
     y = with_slices(tasks.class_index(oofs[0]["target"].fillna(""), comp), oofs[0])
     folds = oofs[0]["fold"].to_numpy()
-    oof_probs, masked = _postprocess(oofs, out.load_split("train"), comp, "folds")
+    train = out.load_split("train")
+    oof_probs, masked = _postprocess(oofs, train, comp, "folds")
+    priors = _slice_priors(train, comp)
     metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
@@ -257,7 +282,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     submission = test_blend = None
     final = results[chosen]["blender"]  # fitted on every OOF row
     if with_test:
-        test_blend, submission = blend_test(comp, final, decision["decision"], preds, out.load_split("test"))
+        test_blend, submission = blend_test(comp, final, decision["decision"], preds, out.load_split("test"), priors)
     record = out.ensembled
     record.begin()
     _write_submission(out, submission)
@@ -265,6 +290,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
                "experiments": table.to_dict("records"), "blend": blend_scores,
                "methods": {m: {k: r[k] for k in ("scores", "weights", "error") if k in r} for m, r in results.items()},
                "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked,
+               "slice_prior": priors,
                "blender": final.state()}
     write_json(out.root / "ensemble.json", summary)
     members = [out.root / "ensemble.json", *write_ensemble_report(
@@ -275,6 +301,6 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     inputs[FOLDS] = folds_id(out.load_split("train"))  # what 05_bundle.py checks against the current folds
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
-            "metric": metric, "skipped": skipped, "decision": decision, "rows_masked": masked,
+            "metric": metric, "skipped": skipped, "decision": decision, "rows_masked": masked, "slice_prior": priors,
             "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}

@@ -109,9 +109,26 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
             f"{d.get('metric') or ''} {dec_scores}. {d.get('note', '')}", ""]
     if summary.get("rows_masked"):
         text += [f"Label masks changed {summary['rows_masked']} OOF row(s).", ""]
+    if summary.get("slice_prior"):
+        text += _slice_prior_text(summary["slice_prior"], comp)
     y = with_slices(tasks.class_index(oof_df["target"].fillna(""), comp), oof_df)
     text += slice_section(y, blend_oof, comp, d.get("decision"), folder, "blend", paths)
     paths["report.md"] = folder / "report.md"
     with atomic_path(paths["report.md"]) as tmp:
         tmp.write_text("\n".join(text))
     return [*paths.values(), *pictures]
+
+
+def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
+    """The report's lines on ``decision.slice_prior``: each value's training rows and class
+    priors against the pooled ones (what the members' probabilities were shifted by)."""
+    rows = [{priors["column"]: value, "training rows": priors["rows"][value],
+             **{f"prior {c}": round(v, 4) for c, v in zip(comp["classes"], prior)}}
+            for value, prior in priors["slices"].items()]
+    rows.append({priors["column"]: "(pooled)", "training rows": sum(priors["rows"].values()),
+                 **{f"prior {c}": round(v, 4) for c, v in zip(comp["classes"], priors["pooled"])}})
+    return ["## Slice prior shift", "",
+            f"`decision.slice_prior: {priors['column']}`: every member's probabilities were re-expressed as if each "
+            f"{priors['column']} had the pooled class ratio (OOF rows with the priors of their other folds, test "
+            f"rows with these, from every training row), before blending and deciding:", "",
+            markdown_table(pd.DataFrame(rows)), ""]

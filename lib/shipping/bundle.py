@@ -274,7 +274,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
             f"{spent:.0f}s so far, about {spent / done * (len(manifest['experiments']) - done):.0f}s to go "
             f"({spent / done / len(table):.3f} s per recording and experiment)")
     blender = Blender.from_state(summary["blender"], comp)
-    blend, sub = blend_test(comp, blender, summary["decision"]["decision"], preds, table)
+    blend, sub = blend_test(comp, blender, summary["decision"]["decision"], preds, table, summary.get("slice_prior"))
     blend_df = pd.DataFrame({"id": table["id"]})
     blend_df[tasks.prob_columns(comp)] = blend
     write_csv(work.root / "test_blend.csv", blend_df)
