@@ -414,10 +414,9 @@ def _test_columns(cfg: dict, meta_cols: list[str]) -> list[str]:
 
 
 def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]) -> pd.DataFrame | None:
-    """The test split's rows (:func:`_read_rows`, with ``meta_cols``, the group column when
-    ``decision.group_aggregate`` is set and the ``decision.slice_prior`` column), their paths checked and audio headers added
-    (:func:`_resolve_inputs`). ``None`` when the config has no test set or its rows cannot be read
-    (a problem is added to ``problems`` then)."""
+    """The test split's rows (:func:`_read_rows`, with the columns of :func:`_test_columns`),
+    their paths checked and audio headers added (:func:`_resolve_inputs`). ``None`` when the
+    config has no test set or its rows cannot be read (a problem is added to ``problems`` then)."""
     if not cfg.get("test"):
         return None
     te = cfg["test"]

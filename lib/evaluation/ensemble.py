@@ -142,9 +142,10 @@ def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[
     """The test blend ``(rows, n_classes)`` of the experiments' test predictions ``preds`` (same
     ids, in ``table`` = ``test.csv``'s order) after the label masks, the slice prior shift (with
     ``priors``, :func:`lib.evaluation.decisions.slice_priors` of the training rows, when
-    ``decision.slice_prior`` is set) and group aggregation, and the
-    submission made from it with ``decision`` (``None`` without a ``submission`` section; with
-    ``submission.unit: group``, one row per group, its id the group's)."""
+    ``decision.slice_prior`` is set) and group aggregation, and the submission made from it with
+    ``decision`` (``None`` without a ``submission`` section; with ``submission.unit: group``, one
+    row per group, its id the group's). Raises ``MissingArtifact`` when ``decision.slice_prior``
+    is set and ``priors`` is missing."""
     if (comp.get("decision") or {}).get("slice_prior") and priors is None:
         raise MissingArtifact("decision.slice_prior: the training rows' slice priors are missing: run 04_ensemble.py again")
     blend = blender.apply(_postprocess(preds, table, comp, "test", priors)[0])
@@ -213,8 +214,7 @@ def _member_table(experiments: list[str], each: list[dict], weights) -> pd.DataF
 def _slice_priors(train: pd.DataFrame, comp: dict) -> dict | None:
     """``decision.slice_prior``'s class priors of every training row (``folds.csv``), pooled and
     per value of the column (:func:`lib.evaluation.decisions.slice_priors`, with ``"column"`` and
-    ``"classes"``),
-    what the test rows are shifted with; ``None`` without the setting."""
+    ``"classes"``), what the test rows are shifted with; ``None`` without the setting."""
     column = (comp.get("decision") or {}).get("slice_prior")
     if not column:
         return None
@@ -247,8 +247,9 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     Returns ``{"table": DataFrame(experiment, OOF scores, weight), "methods": DataFrame(method,
     cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "decision": the
     :func:`lib.evaluation.decisions.choose_decision` result, "slice_prior": the training rows'
-    priors of ``decision.slice_prior`` or None, "submission": DataFrame or None, ...}``. Raises ``MissingArtifact`` naming the stage to run when predictions are missing or
-    the experiments' OOF rows differ (different folds or subsets).
+    priors of ``decision.slice_prior`` or None, "submission": DataFrame or None, ...}``. Raises
+    ``MissingArtifact`` naming the stage to run when predictions are missing or the experiments'
+    OOF rows differ (different folds or subsets).
     """
     from .ensemble_report import write_ensemble_report
 
@@ -265,10 +266,10 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
                               f"run 02_train.py and 03_infer.py first{reasons}")
     oofs, preds, inputs = _load_members(out, experiments, with_test, allow_partial)
-    oofs[0] = with_slice_columns(oofs[0], out.load_split("train"))
+    train = out.load_split("train")
+    oofs[0] = with_slice_columns(oofs[0], train)
     y = with_slices(tasks.class_index(oofs[0]["target"].fillna(""), comp), oofs[0])
     folds = oofs[0]["fold"].to_numpy()
-    train = out.load_split("train")
     oof_probs, masked = _postprocess(oofs, train, comp, "folds")
     priors = _slice_priors(train, comp)
     metric = comp["metric"]
