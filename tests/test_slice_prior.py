@@ -125,9 +125,15 @@ def test_slice_prior_through_the_stages_and_a_bundle(tmp_path):
         stage(script, exp, "--output-dir", out)
     log = stage("04_ensemble.py", "--method", "single", "--output-dir", out).stdout  # the blend is the member itself
     assert "slice prior shift on site" in log and "x (16 rows) a 0.278 b 0.722" in log
+    assert "without the shift: single" in log
     summary = json.loads((out / "ensemble.json").read_text())
     prior = summary["slice_prior"]
     assert prior["column"] == "site" and prior["rows"] == {"x": 16, "y": 8}
+    oof = pd.read_csv(out / "oof/hgb.csv")  # the comparison without the shift: the member's own OOF scores
+    plain = (oof["p_b"] > 0.5).eq(oof["target"] == "b")
+    assert prior["compare"]["without"]["method"] == "single"
+    assert prior["compare"]["without"]["macc"] == pytest.approx(
+        np.mean([plain[oof["target"] == c].mean() for c in ("a", "b")]))
     assert prior["slices"]["x"] == pytest.approx([5 / 18, 13 / 18]) and prior["pooled"] == pytest.approx([11 / 26, 15 / 26])
     member = pd.read_csv(out / "preds/hgb.csv")
     blend = pd.read_csv(out / "ensemble/test_blend.csv")

@@ -223,6 +223,20 @@ def _slice_priors(train: pd.DataFrame, comp: dict) -> dict | None:
             **slice_priors(y, train[PREFIX + column].astype(str).to_numpy(), comp)}
 
 
+def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,
+                         temperature: float) -> dict:
+    """The blend 04 would choose without ``decision.slice_prior`` (the same ``method``, on the
+    members' OOF ``oofs`` without the shift) and its cross-fitted OOF scores at the default
+    decision, worst slice included: ``{"method", metric: score, ...}``, the comparison the
+    report and 04's output give beside the shifted blend's."""
+    plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
+    results = compare_methods(_postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature)
+    chosen = best_method(results, plain) if method == "best" else method
+    if results[chosen]["oof"] is None:  # a named method that cannot blend these members
+        return {"method": chosen, "error": results[chosen]["error"]}
+    return {"method": chosen, **score_all(metrics_with_worst_slice(plain), y, results[chosen]["oof"], plain)}
+
+
 def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
     """Write ``submission.csv``, or remove it when there is no ``submission`` (no test set or
     ``submission`` section)."""
@@ -247,7 +261,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     Returns ``{"table": DataFrame(experiment, OOF scores, weight), "methods": DataFrame(method,
     cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "decision": the
     :func:`lib.evaluation.decisions.choose_decision` result, "slice_prior": the training rows'
-    priors of ``decision.slice_prior`` or None, "submission": DataFrame or None, ...}``. Raises
+    priors of ``decision.slice_prior`` with ``"compare"`` (the chosen blend's cross-fitted scores
+    with and without the shift, :func:`_without_slice_prior`) or None, "submission": DataFrame or None, ...}``. Raises
     ``MissingArtifact`` naming the stage to run when predictions are missing or the experiments'
     OOF rows differ (different folds or subsets).
     """
@@ -278,6 +293,10 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
     chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"))
     table = _member_table(experiments, each, results[chosen]["weights"])
+    if priors:  # what the shift changes: the same choice without it, both at the default decision
+        shifted = score_all(metrics_with_worst_slice(comp), y, results[chosen]["oof"], comp)
+        priors["compare"] = {"with": {"method": chosen, **shifted},
+                             "without": _without_slice_prior(oofs, train, y, folds, comp, method, temperature)}
     decision = choose_decision(y, results[chosen]["oof"], folds, comp)
     blend_scores = score_all(comp["metrics"], y, results[chosen]["oof"], comp, decision["decision"])
     submission = test_blend = None
