@@ -140,8 +140,26 @@ def test_hill_climbing_adds_a_complementary_member():
     pa, pb, pc = [0.9, 0.4, 0.1, 0.45], [0.45, 0.9, 0.3, 0.1], [0.1, 0.1, 0.9, 0.9]  # accuracy 0.75, 0.75, 0
     probs = [np.stack([1 - np.array(p), p], 1) for p in (pa, pb, pc)]
     b = Blender("hill_climb", BIN).fit(probs, y)
-    np.testing.assert_allclose(b.weights, [0.5, 0.5, 0])  # a, then b: (a + b) / 2 gets every row right
+    # a and b tie on accuracy: the lower log loss starts (b), then a: (a + b) / 2 gets every row
+    # right; one more b keeps every row right at a lower log loss (ties go to the log loss)
+    np.testing.assert_allclose(b.weights, [0.25, 0.75, 0])
     assert score_all(["accuracy"], y, b.apply(probs), BIN)["accuracy"] == 1.0
+
+
+def test_hill_climbing_does_not_depend_on_the_members_order():
+    """Accuracy ties between the members and between the trials (a thresholded metric on few
+    rows) are broken by the log loss, not by the order the members were named in."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 40)
+    members = []
+    for sharp in (0.6, 1.5, 3.0):  # the same decisions at three confidences: every accuracy ties
+        z = np.where(rng.random(40) < 0.75, 2 * y - 1, 1 - 2 * y) * sharp * rng.uniform(0.5, 1.5, 40)
+        members.append(np.stack([1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))], 1))
+    weights = {order: Blender("hill_climb", BIN).fit([members[i] for i in order], y).weights
+               for order in ((0, 1, 2), (2, 1, 0), (1, 2, 0))}
+    by_member = {order: dict(zip(order, w)) for order, w in weights.items()}
+    first = by_member[(0, 1, 2)]
+    assert all(by_member[o] == pytest.approx(first) for o in by_member)
 
 
 def test_stacking_is_a_logistic_regression_on_log_probabilities():
