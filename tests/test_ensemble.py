@@ -162,6 +162,21 @@ def test_hill_climbing_does_not_depend_on_the_members_order():
     assert all(by_member[o] == pytest.approx(first) for o in by_member)
 
 
+def test_single_breaks_a_tie_on_the_metric_by_log_loss_not_by_the_members_order():
+    """Three members with the same decisions at three confidences tie on accuracy exactly; the
+    one with the lowest log loss is chosen whichever order they are named in."""
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 60)
+    base = np.where(rng.random(60) < 0.75, 2 * y - 1, 1 - 2 * y) * rng.uniform(0.5, 1.5, 60)
+    members = [np.stack([1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))], 1) for z in (base * 0.3, base * 1.2, base * 5.0)]
+    best = int(np.argmin([log_loss(y, p) for p in members]))
+    for order in ((0, 1, 2), (2, 1, 0), (1, 2, 0)):
+        w = Blender("single", BIN).fit([members[i] for i in order], y).weights
+        assert order[int(np.argmax(w))] == best
+
+
 def test_stacking_is_a_logistic_regression_on_log_probabilities():
     from sklearn.linear_model import LogisticRegression
 

@@ -7,8 +7,8 @@ A method maps the members' probabilities, a list of ``(rows, n_classes)`` arrays
 to that fold's, so that every method's OOF score is a held-out one. The test set gets the
 method fitted on every OOF row.
 
-* ``single``: the best member alone (by the competition metric; cross-fitted: chosen on the
-  other folds). Listed first, so that ``best`` takes a blend only when its cross-fitted score
+* ``single``: the best member alone (by the competition metric, ties to the lower log loss;
+  cross-fitted: chosen on the other folds). Listed first, so that ``best`` takes a blend only when its cross-fitted score
   beats the best member's.
 * ``softmax``: the seed's weighting, ``w_i = exp(s_i / T) / sum_j exp(s_j / T)`` over the
   members' OOF scores ``s`` on the competition metric (negated when lower is better). The
@@ -160,9 +160,10 @@ class Blender:
 
     def fit(self, probs: list[np.ndarray], y) -> Blender:
         m, comp = self.method, self.comp
-        if m == "single":
+        if m == "single":  # ties on the metric go to the lower log loss, as in hill climbing
             s = sign(self.metric, comp) * _member_scores(probs, y, comp, self.metric)
-            self.weights = np.eye(len(probs))[int(np.argmax(s))]
+            loss = _member_scores(probs, y, comp, "log_loss")
+            self.weights = np.eye(len(probs))[max(range(len(probs)), key=lambda i: (s[i], -loss[i]))]
         elif m in ("softmax", "normalised", "equal"):
             higher = get_metric(self.metric, comp).higher_is_better
             self.weights = score_weights(_member_scores(probs, y, comp, self.metric), m, self.temperature, higher)
