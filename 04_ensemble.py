@@ -47,6 +47,9 @@ def main() -> None:
         print(f"slice prior shift on {sp['column']} (each value's training class prior replaced by the pooled one): "
               + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q)}" for v, q in sp["slices"].items())
               + f"; pooled {prior(sp['pooled'])}")
+        if sp.get("test_unknown"):
+            print(f"  test rows left unshifted (values no training row has): "
+                  + ", ".join(f"{v} ({n} rows)" for v, n in sp["test_unknown"].items()))
         for what, c in sp["compare"].items():
             print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
                   + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT, make_toy_competition, stage
 
 from lib.core.errors import ConfigError
-from lib.data.slices import SlicedLabels
+from lib.data.slices import SlicedLabels, match_slice_values
 from lib.evaluation.decisions import shift_slice_priors, slice_prior_shift, slice_priors
 from lib.evaluation.metrics import score_all
 
@@ -146,6 +146,36 @@ def test_slice_prior_through_the_stages_and_a_bundle(tmp_path):
     again = pd.read_csv(tmp_path / "work/test_blend.csv")
     np.testing.assert_allclose(again[["p_a", "p_b"]].to_numpy(), expected, atol=1e-6)
     assert pd.read_csv(tmp_path / "work/submission.csv").equals(pd.read_csv(out / "submission.csv"))
+
+
+def test_test_values_are_matched_by_number_and_unknown_ones_are_named(tmp_path):
+    """A test CSV that pandas writes as floats ("1.0") names the training rows' slice "1"; a value
+    no training row has is left unshifted, and 00, 04 and its report say which rows."""
+    assert match_slice_values(np.array(["1.0", "1", "01", "3", "x", "(missing)"]), ["1", "2", "(missing)"]).tolist() == \
+        ["1", "1", "1", "", "", "(missing)"]
+    data_cfg, out = _toy_with_sites(tmp_path, slice_prior="site"), tmp_path / "out"
+    train = pd.read_csv(tmp_path / "data/train.csv")
+    train["site"] = train["site"].map({"x": 1, "y": 2})
+    train.to_csv(tmp_path / "data/train.csv", index=False)
+    pd.DataFrame({"id": ["t0", "t1"], "site": ["1.0", "3"]}).to_csv(tmp_path / "data/test.csv", index=False)
+    exp = tmp_path / "hgb.yaml"
+    exp.write_text(yaml.safe_dump({"base": str(ROOT / "configs/zoo/hgb.yaml"), "model": {"params": {"max_iter": 20}},
+                                   "features": {"name": "log_mel", "set": "lm16",
+                                                "params": {"n_mels": 16, "n_fft": 512, "hop_length": 256}}}))
+    r = stage("00_prepare.py", data_cfg, "--output-dir", out)
+    assert "decision.slice_prior column 'site': 1 test row(s) have values no training row has: '3' (1 rows)" in r.stdout + r.stderr
+    for script in ("01_features.py", "02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    log = stage("04_ensemble.py", "--method", "single", "--output-dir", out).stdout
+    assert "test rows left unshifted (values no training row has): 3 (1 rows)" in log
+    prior = json.loads((out / "ensemble.json").read_text())["slice_prior"]
+    assert prior["test_unknown"] == {"3": 1}
+    member = pd.read_csv(out / "preds/hgb.csv")[["p_a", "p_b"]].to_numpy()
+    blend = pd.read_csv(out / "ensemble/test_blend.csv")[["p_a", "p_b"]].to_numpy()
+    comp = yaml.safe_load((out / "competition.yaml").read_text())
+    np.testing.assert_allclose(blend[0], shift_slice_priors(member[:1], np.array(["1"]), prior, comp)[0], atol=1e-9)
+    assert not np.allclose(blend[0], member[0]) and np.allclose(blend[1], member[1])
+    assert "Test rows left unshifted (values no training row has): 3 (1 rows)" in (out / "ensemble/report.md").read_text()
 
 
 def test_slice_prior_errors_name_the_file_and_key(tmp_path):

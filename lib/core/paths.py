@@ -150,10 +150,13 @@ class Outputs:
         return "test.csv" in self.prepared().require()["members"]
 
     def load_split(self, split: str) -> pd.DataFrame:
-        """``folds.csv`` (split ``train``) or ``test.csv`` (split ``test``) as a DataFrame."""
+        """``folds.csv`` (split ``train``) or ``test.csv`` (split ``test``) as a DataFrame; ids,
+        targets, groups and slice columns (``slice_<column>``, :mod:`lib.data.slices`) as written,
+        strings (a test column with "1.0" in it must not turn its "3" into 3.0)."""
         self.prepared().require()
-        path = self.folds if split == "train" else self.test
-        df = pd.read_csv(self.require(path, "00_prepare.py"), dtype={"id": str, "target": str, "group": str})
+        path = self.require(self.folds if split == "train" else self.test, "00_prepare.py")
+        text = [c for c in pd.read_csv(path, nrows=0).columns if c in ("id", "target", "group") or c.startswith("slice_")]
+        df = pd.read_csv(path, dtype=dict.fromkeys(text, str))
         if "target" in df:
             df["target"] = df["target"].fillna("")  # a multi-label row without labels
         return df

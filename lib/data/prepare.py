@@ -27,7 +27,8 @@ from ..core.utils import atomic_path, fingerprint, write_csv
 from ..core.errors import AudioError
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
-from .slices import slice_values
+from .slices import PREFIX as SLICE_PREFIX
+from .slices import slice_values, unmatched_slice_values
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
@@ -405,6 +406,21 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
     return out, counts
 
 
+def _warn_unknown_slice_prior_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame | None,
+                                     warnings: list[str]) -> None:
+    """Add to ``warnings`` the ``decision.slice_prior`` values of test rows that no training row
+    has (their probabilities stay unshifted by 04: no prior is known for them), with counts."""
+    column = (cfg.get("decision") or {}).get("slice_prior")
+    if not column or test is None:
+        return
+    unknown = unmatched_slice_values(test[SLICE_PREFIX + column], folds[SLICE_PREFIX + column])
+    if unknown:
+        listed = ", ".join(f"{v!r} ({n} rows)" for v, n in list(unknown.items())[:10])
+        warnings.append(f"{Path(cfg['data_dir']) / cfg['test']['csv']}: decision.slice_prior column {column!r}: "
+                        f"{sum(unknown.values())} test row(s) have values no training row has: {listed}; "
+                        f"04 leaves their probabilities unshifted")
+
+
 def _test_columns(cfg: dict, meta_cols: list[str]) -> list[str]:
     """The test CSV's columns that the stages read: ``meta_cols``, the group column when
     ``decision.group_aggregate`` is set, the ``decision.slice_prior`` column."""
@@ -620,5 +636,6 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
+    _warn_unknown_slice_prior_values(cfg, folds, test_out, warnings)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts)

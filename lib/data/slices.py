@@ -29,6 +29,32 @@ def slice_values(train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
                          for c in columns}, index=train.index)
 
 
+def match_slice_values(values, known) -> np.ndarray:
+    """Each of ``values`` (``(rows,)``, as written in a CSV) as the value of ``known`` (the training
+    rows' values) that it names: itself when known, else the known value of the same number
+    (``"1.0"`` in a test CSV that pandas read as floats for a training ``"1"``), else ``""`` (a
+    value the training rows lack). Returns ``(rows,)`` str."""
+    known = set(map(str, known))
+
+    def number(v: str) -> float | None:
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    numbers = {number(k): k for k in known if number(k) is not None}
+    name = {v: v if v in known else numbers.get(number(v), "") for v in set(map(str, values))}
+    return np.array([name[str(v)] for v in values], dtype=str)
+
+
+def unmatched_slice_values(values, known) -> dict[str, int]:
+    """The values of ``values`` that :func:`match_slice_values` finds nowhere in ``known``, with
+    their row counts (``{}`` when every row's value is known)."""
+    values = np.asarray(values).astype(str)
+    missing = values[match_slice_values(values, known) == ""]
+    return {str(v): int(n) for v, n in zip(*np.unique(missing, return_counts=True))}
+
+
 class SlicedLabels(np.ndarray):
     """Encoded labels ``(rows,)`` or ``(rows, n_classes)`` that carry each row's slice values
     ``slices``: ``{column: (rows,) array of str}``. Indexing the rows (``y[mask]``, ``y[idx]``,

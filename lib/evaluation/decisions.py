@@ -35,6 +35,7 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..data import tasks
 from ..data.metadata import META_PREFIX
 from ..data.slices import PREFIX as SLICE_PREFIX
+from ..data.slices import match_slice_values
 from .metrics import get_metric, score_all, sign
 
 THRESHOLD_GRID = np.concatenate([[0.0], np.round(np.arange(0.05, 0.96, 0.05), 2), [1.0]])
@@ -108,11 +109,12 @@ def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> n
     odds over the slice's odds. This is the prior-shift correction of Saerens, Latinne &
     Decaestecker (2002), "Adjusting the outputs of a classifier to new a priori probabilities",
     Neural Computation 14(1), with known priors, applied per slice as Menon et al. (2021),
-    "Long-tail learning via logit adjustment" (ICLR), apply it per class. Rows of a value without
-    a prior (a slice the training rows lack) and probabilities of exactly 0 or 1 (masked classes)
-    are kept as they are. Returns a new array."""
+    "Long-tail learning via logit adjustment" (ICLR), apply it per class. Values are matched to
+    the training rows' as :func:`lib.data.slices.match_slice_values` does (``"1.0"`` is ``"1"``);
+    rows of a value without a prior (a slice the training rows lack) and probabilities of exactly
+    0 or 1 (masked classes) are kept as they are. Returns a new array."""
     probs = np.asarray(probs, dtype=float)
-    values, out = np.asarray(values).astype(str), probs.copy()
+    values, out = match_slice_values(np.asarray(values).astype(str), priors["slices"]), probs.copy()
     pooled = np.asarray(priors["pooled"], dtype=float)
     for value, prior in priors["slices"].items():
         rows = values == value

@@ -20,7 +20,7 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
-from ..data.slices import PREFIX, with_slice_columns, with_slices
+from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
 from .decisions import aggregate_groups, apply_masks, choose_decision, slice_prior_shift, slice_priors
 from .metrics import metrics_with_worst_slice, score_all
@@ -211,16 +211,19 @@ def _member_table(experiments: list[str], each: list[dict], weights) -> pd.DataF
                          for i, (e, s) in enumerate(zip(experiments, each))])
 
 
-def _slice_priors(train: pd.DataFrame, comp: dict) -> dict | None:
+def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = None) -> dict | None:
     """``decision.slice_prior``'s class priors of every training row (``folds.csv``), pooled and
     per value of the column (:func:`lib.evaluation.decisions.slice_priors`, with ``"column"`` and
-    ``"classes"``), what the test rows are shifted with; ``None`` without the setting."""
+    ``"classes"``), what the test rows are shifted with, and with a ``test`` table
+    ``"test_unknown"``: its values that no training row has, with row counts (left unshifted);
+    ``None`` without the setting."""
     column = (comp.get("decision") or {}).get("slice_prior")
     if not column:
         return None
     y = tasks.class_index(train["target"].fillna(""), comp)
-    return {"column": column, "classes": list(comp["classes"]),
-            **slice_priors(y, train[PREFIX + column].astype(str).to_numpy(), comp)}
+    priors = slice_priors(y, train[PREFIX + column].astype(str).to_numpy(), comp)
+    unknown = {} if test is None else unmatched_slice_values(test[PREFIX + column], priors["slices"])
+    return {"column": column, "classes": list(comp["classes"]), **priors, "test_unknown": unknown}
 
 
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,
@@ -286,7 +289,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     y = with_slices(tasks.class_index(oofs[0]["target"].fillna(""), comp), oofs[0])
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = _postprocess(oofs, train, comp, "folds")
-    priors = _slice_priors(train, comp)
+    priors = _slice_priors(train, comp, out.load_split("test") if with_test else None)
     metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)

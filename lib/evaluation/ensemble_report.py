@@ -134,4 +134,7 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
             markdown_table(pd.DataFrame(rows)), "",
             "The blend 04 chooses with and without the shift (cross-fitted OOF scores at the default decision; "
             "keep the shift only where the worst slice gains):", "",
-            markdown_table(pd.DataFrame([{"shift": k, **v} for k, v in priors["compare"].items()])), ""]
+            markdown_table(pd.DataFrame([{"shift": k, **v} for k, v in priors["compare"].items()])), ""] + (
+        ["Test rows left unshifted (values no training row has): "
+         + ", ".join(f"{v} ({n} rows)" for v, n in priors["test_unknown"].items()), ""]
+        if priors.get("test_unknown") else [])

@@ -42,6 +42,8 @@ from ..core.utils import read_json, write_csv, write_json
 from ..core.device import get_device
 from ..data import tasks
 from ..data.prepare import prepare_test
+from ..data.slices import PREFIX as SLICE_PREFIX
+from ..data.slices import unmatched_slice_values
 from ..inputs import load_inputs
 from ..evaluation.blending import Blender
 from ..evaluation.ensemble import blend_test
@@ -210,6 +212,15 @@ def _check_inputs(exp: str, trained: dict, now: dict) -> None:
                           f"{ {k: trained.get(k) for k in differ} } at training, { {k: now.get(k) for k in differ} } now"])
 
 
+def _log_unknown_slices(table: pd.DataFrame, priors: dict | None, log) -> None:
+    """Say which test rows' ``decision.slice_prior`` values no training row had (their
+    probabilities stay unshifted), as 00 and 04 do."""
+    unknown = unmatched_slice_values(table[SLICE_PREFIX + priors["column"]], priors["slices"]) if priors else {}
+    if unknown:
+        log(f"decision.slice_prior {priors['column']!r}: test rows left unshifted (values no training row has): "
+            + ", ".join(f"{v} ({n} rows)" for v, n in unknown.items()))
+
+
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
                    device: str = "auto", workers: int | None = None, engine: str = "auto", log=print,
                    test_files: str | None = None, submission: bool = True) -> dict:
@@ -254,6 +265,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     prep = prepare_test(comp, work.root)
     log(f"test set: {prep['test_rows']} recordings under {comp['data_dir']}")
     table = work.load_split("test")
+    _log_unknown_slices(table, summary.get("slice_prior"), log)
     device = get_device(device)
     preds = []
     for exp in manifest["experiments"]:
