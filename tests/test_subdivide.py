@@ -230,3 +230,13 @@ def test_end_to_end_trains_fine_classes_and_writes_competition_classes(tmp_path)
     pseudo = table[table.fold == "-1"]
     assert len(pseudo) == pl["pseudo"] and pseudo.fine_target.isin(comp["fine_classes"]).all()
     assert all(f.startswith(t + "|sex=") for f, t in zip(pseudo.fine_target, pseudo.target))
+
+
+def test_a_code_read_back_as_a_float_names_the_same_fine_class():
+    """A categorical code that test.csv reads back as a float (an empty cell in the column) names
+    the fine class the training rows' integers named, so its mask and merge still apply."""
+    from lib.data.prepare import fine_targets
+
+    comp = {"subdivide": {"by": ["sex"]}, "metadata": {"numeric": [], "categorical": ["sex"]}}
+    assert fine_targets(["x", "x"], pd.DataFrame({"meta_sex": [1, 0]}), comp) == ["x|sex=1", "x|sex=0"]
+    assert fine_targets(["x", "x"], pd.DataFrame({"meta_sex": [1.0, np.nan]}), comp) == ["x|sex=1", "x|sex=?"]

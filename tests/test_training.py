@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import make_toy_competition
+from conftest import make_toy_competition, stage
 
 from lib.components import load_experiment
 from lib.core.errors import TrainingError
@@ -186,6 +186,26 @@ def test_metadata_encoder_state_transforms_as_the_fitted_sklearn_one(tmp_path):
     data = WindowData(torch.zeros(2, 1, 1, 1), torch.zeros(2, 0), np.arange(2), np.arange(2), np.ones(2, int), {})
     data.set_metadata(state, new)  # a checkpoint's state dict, as the encoder object
     assert np.array_equal(data.meta.numpy(), out)
+
+
+def test_a_categorical_code_read_back_as_a_float_is_the_same_category(tmp_path):
+    """Sex coded 0/1: folds.csv reads back as integers, a test CSV with an empty cell as floats
+    ("1.0"); both must name the category "1" (the test rows were all zeros, silently), and 00
+    names the test value no training row has."""
+    make_toy_competition(tmp_path / "data", n=24)
+    train = pd.read_csv(tmp_path / "data/train.csv")
+    train.assign(sex=[0, 1] * 12).to_csv(tmp_path / "data/train.csv", index=False)
+    pd.DataFrame({"id": ["t0", "t1"], "sex": [1, None]}).to_csv(tmp_path / "data/test.csv", index=False)  # 1.0, ""
+    cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
+    (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(dict(cfg, metadata={"categorical": ["sex"]})))
+    r = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out")
+    assert "metadata 'sex': 1 test row(s) have values no training row has: '' (1 rows)" in r.stdout + r.stderr
+    out = Outputs(tmp_path / "out")
+    enc = MetadataEncoder([], ["sex"]).fit(out.load_split("train"))
+    assert enc.categories == [["0", "1"]]
+    assert enc.transform(out.load_split("test")).tolist() == [[0, 1], [0, 0]]
+    old = MetadataEncoder.from_state(dict(enc.state(), categories=[["0.0", "1.0"]]))  # a fit on float-read codes
+    assert old.transform(out.load_split("test")).tolist() == [[0, 1], [0, 0]]
 
 
 def test_resume_with_swa_and_a_plateau_schedule_is_bit_identical(toy, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .prepare import META_PREFIX
+from .prepare import META_PREFIX, category_text
 
 
 class MetadataEncoder:
@@ -12,7 +12,7 @@ class MetadataEncoder:
 
     Numeric columns: median imputation then standardisation; categorical ones: one-hot
     (a missing cell is a category of its own; a category unseen in training encodes as all
-    zeros). Fitted with scikit-learn's ``ColumnTransformer`` (``SimpleImputer``,
+    zeros; cells compared as :func:`lib.data.prepare.category_text`, so ``1.0`` is ``1``). Fitted with scikit-learn's ``ColumnTransformer`` (``SimpleImputer``,
     ``StandardScaler``, ``OneHotEncoder``), whose fitted parameters are then kept as plain lists
     (:meth:`state`), so a checkpoint loads with ``torch.load(weights_only=True)`` and
     :meth:`transform` needs no pickled object. Input: a ``folds.csv``/``test.csv`` table with
@@ -33,7 +33,8 @@ class MetadataEncoder:
     def _frame(self, table: pd.DataFrame) -> pd.DataFrame:
         df = table[self.numeric + self.categorical].copy()
         df[self.numeric] = df[self.numeric].apply(pd.to_numeric, errors="coerce").astype(float)
-        df[self.categorical] = df[self.categorical].fillna("").astype(str)
+        for col in self.categorical:  # "1.0" read back from a column with an empty cell is "1"
+            df[col] = category_text(df[col])
         return df
 
     def fit(self, table: pd.DataFrame) -> MetadataEncoder:
@@ -69,7 +70,7 @@ class MetadataEncoder:
         numeric = np.where(np.isnan(numeric), np.asarray(self.median), numeric)
         parts = [(numeric - np.asarray(self.mean)) / np.asarray(self.scale)]
         for col, cats in zip(self.categorical, self.categories):
-            parts.append(df[col].to_numpy(str)[:, None] == np.asarray(cats, dtype=str)[None, :])
+            parts.append(df[col].to_numpy(str)[:, None] == category_text(cats)[None, :])
         return np.hstack([p.astype(np.float64) for p in parts]).reshape(len(df), len(self.names)).astype(np.float32)
 
     def state(self) -> dict:

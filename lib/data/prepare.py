@@ -37,6 +37,24 @@ SEGMENT_COLUMNS = ["recording", "start_s", "end_s", "segments"]
 them): a segment row's ``recording``, ``start_s`` and ``end_s``, or a recording's ``segments``."""
 
 
+def category_text(values) -> np.ndarray:
+    """Categorical cells as comparable text ``(rows,)`` str: stripped, missing as ``""``, a number
+    in its shortest form (``"1.0"`` and ``"1"`` are ``"1"``), so that a column that pandas reads
+    back as floats in one table (a test CSV with an empty cell) names the same categories as the
+    integers of another."""
+    series = pd.Series(values, dtype=object)
+    text = series.where(series.notna(), "").astype(str).str.strip()
+
+    def shortest(v: str) -> str:
+        try:
+            x = float(v)
+        except ValueError:
+            return v
+        return f"{x:.15g}" if np.isfinite(x) else v
+
+    return text.map({v: shortest(v) for v in text.unique()}).to_numpy(str)
+
+
 def id_to_file(sample_id: str, spec: dict, row: dict | None = None) -> str:
     """Map an id to its audio path, relative to the data folder.
 
@@ -236,7 +254,7 @@ def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame
             problems.append(f"{df.at[i, 'where']}: metadata {col!r} is {df.at[i, col]!r}; expected a number")
         out[META_PREFIX + col] = values
     for col in meta["categorical"]:
-        out[META_PREFIX + col] = df[col].str.strip()
+        out[META_PREFIX + col] = category_text(df[col])
     return out
 
 
@@ -406,19 +424,24 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
     return out, counts
 
 
-def _warn_unknown_slice_prior_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame | None,
-                                     warnings: list[str]) -> None:
-    """Add to ``warnings`` the ``decision.slice_prior`` values of test rows that no training row
-    has (their probabilities stay unshifted by 04: no prior is known for them), with counts."""
-    column = (cfg.get("decision") or {}).get("slice_prior")
-    if not column or test is None:
+def _warn_unknown_test_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame | None, warnings: list[str]) -> None:
+    """Add to ``warnings`` the test rows' values that no training row has, with counts, in the
+    categorical metadata columns (encoded as all zeros) and the ``decision.slice_prior`` column
+    (left unshifted by 04: no prior is known for them)."""
+    if test is None:
         return
-    unknown = unmatched_slice_values(test[SLICE_PREFIX + column], folds[SLICE_PREFIX + column])
-    if unknown:
-        listed = ", ".join(f"{v!r} ({n} rows)" for v, n in list(unknown.items())[:10])
-        warnings.append(f"{Path(cfg['data_dir']) / cfg['test']['csv']}: decision.slice_prior column {column!r}: "
-                        f"{sum(unknown.values())} test row(s) have values no training row has: {listed}; "
-                        f"04 leaves their probabilities unshifted")
+    column = (cfg.get("decision") or {}).get("slice_prior")
+    checks = [(META_PREFIX + c, f"metadata {c!r}", "they are encoded as no category (all zeros)")
+              for c in cfg["metadata"]["categorical"]]
+    checks += [(SLICE_PREFIX + column, f"decision.slice_prior column {column!r}",
+                "04 leaves their probabilities unshifted")] if column else []
+    where = Path(cfg["data_dir"]) / cfg["test"]["csv"] if cfg["test"].get("csv") else Path(cfg["data_dir"])
+    for key, what, effect in checks:
+        unknown = unmatched_slice_values(category_text(test[key]), category_text(folds[key]))
+        if unknown:
+            listed = ", ".join(f"{v!r} ({n} rows)" for v, n in list(unknown.items())[:10])
+            warnings.append(f"{where}: {what}: {sum(unknown.values())} test row(s) have values no training row has: "
+                            f"{listed}; {effect}")
 
 
 def _test_columns(cfg: dict, meta_cols: list[str]) -> list[str]:
@@ -495,8 +518,7 @@ def fine_targets(targets, meta: pd.DataFrame, comp: dict) -> list[str]:
             named = [f"{col}=?" if np.isnan(v) else bands[int(np.searchsorted(edges, v, side="right"))]
                      for v in numbers]
         else:
-            text = values.fillna("").astype(str).str.strip()
-            named = [f"{col}={v if v != '' else '?'}" for v in text]
+            named = [f"{col}={v if v != '' else '?'}" for v in category_text(values)]
         for row, name in zip(parts, named):
             row.append(name)
     return [tasks.FINE_SEP.join(row) for row in parts]
@@ -636,6 +658,6 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
-    _warn_unknown_slice_prior_values(cfg, folds, test_out, warnings)
+    _warn_unknown_test_values(cfg, folds, test_out, warnings)
     _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts)
