@@ -28,31 +28,13 @@ from ..core.errors import AudioError
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
 from .slices import PREFIX as SLICE_PREFIX
-from .slices import slice_values, unmatched_slice_values
+from .slices import category_text, slice_values, unmatched_slice_values
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
 SEGMENT_COLUMNS = ["recording", "start_s", "end_s", "segments"]
 """Columns of ``folds.csv``/``test.csv`` with segments (:func:`lib.data.segments.regions` reads
 them): a segment row's ``recording``, ``start_s`` and ``end_s``, or a recording's ``segments``."""
-
-
-def category_text(values) -> np.ndarray:
-    """Categorical cells as comparable text ``(rows,)`` str: stripped, missing as ``""``, a number
-    in its shortest form (``"1.0"`` and ``"1"`` are ``"1"``), so that a column that pandas reads
-    back as floats in one table (a test CSV with an empty cell) names the same categories as the
-    integers of another."""
-    series = pd.Series(values, dtype=object)
-    text = series.where(series.notna(), "").astype(str).str.strip()
-
-    def shortest(v: str) -> str:
-        try:
-            x = float(v)
-        except ValueError:
-            return v
-        return f"{x:.15g}" if np.isfinite(x) else v
-
-    return text.map({v: shortest(v) for v in text.unique()}).to_numpy(str)
 
 
 def id_to_file(sample_id: str, spec: dict, row: dict | None = None) -> str:
@@ -437,7 +419,7 @@ def _warn_unknown_test_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame
                 "04 leaves their probabilities unshifted")] if column else []
     where = Path(cfg["data_dir"]) / cfg["test"]["csv"] if cfg["test"].get("csv") else Path(cfg["data_dir"])
     for key, what, effect in checks:
-        unknown = unmatched_slice_values(category_text(test[key]), category_text(folds[key]))
+        unknown = unmatched_slice_values(test[key], folds[key])
         if unknown:
             listed = ", ".join(f"{v!r} ({n} rows)" for v, n in list(unknown.items())[:10])
             warnings.append(f"{where}: {what}: {sum(unknown.values())} test row(s) have values no training row has: "

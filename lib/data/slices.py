@@ -29,22 +29,32 @@ def slice_values(train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
                          for c in columns}, index=train.index)
 
 
+def category_text(values) -> np.ndarray:
+    """Categorical cells as comparable text ``(rows,)`` str: stripped, missing as ``""``, a number
+    in its shortest form (``"1.0"`` and ``"1"`` are ``"1"``), so that a column that pandas reads
+    back as floats in one table (a test CSV with an empty cell) names the same categories as the
+    integers of another."""
+    series = pd.Series(values, dtype=object)
+    text = series.where(series.notna(), "").astype(str).str.strip()
+
+    def shortest(v: str) -> str:
+        try:
+            x = float(v)
+        except ValueError:
+            return v
+        return f"{x:.15g}" if np.isfinite(x) else v
+
+    return text.map({v: shortest(v) for v in text.unique()}).to_numpy(str)
+
+
 def match_slice_values(values, known) -> np.ndarray:
     """Each of ``values`` (``(rows,)``, as written in a CSV) as the value of ``known`` (the training
-    rows' values) that it names: itself when known, else the known value of the same number
-    (``"1.0"`` in a test CSV that pandas read as floats for a training ``"1"``), else ``""`` (a
-    value the training rows lack). Returns ``(rows,)`` str."""
-    known = set(map(str, known))
-
-    def number(v: str) -> float | None:
-        try:
-            return float(v)
-        except ValueError:
-            return None
-
-    numbers = {number(k): k for k in known if number(k) is not None}
-    name = {v: v if v in known else numbers.get(number(v), "") for v in set(map(str, values))}
-    return np.array([name[str(v)] for v in values], dtype=str)
+    rows' values) that it names, compared as :func:`category_text` (``"1.0"`` in a test CSV
+    that pandas read as floats names a training ``"1"``), else ``""`` (a value the training rows
+    lack). Returns ``(rows,)`` str."""
+    known = np.asarray(list(known), dtype=str)
+    spelling = dict(zip(category_text(known), known))
+    return np.array([spelling.get(v, "") for v in category_text(values)], dtype=str)
 
 
 def unmatched_slice_values(values, known) -> dict[str, int]:
