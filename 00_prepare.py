@@ -59,6 +59,10 @@ def main() -> None:
     windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
                if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start of each {part}")
     print(f"audio: {windows}; shorter {part}s padded ({a['pad']})")
+    if s["multichannel"]:
+        print(f"audio: {s['multichannel']} recordings have several channels: "
+              + ("averaged to mono (audio.channel: N takes channel N instead)" if a.get("channel") is None
+                 else f"channel {a['channel']} taken"))
     if s["trimmed"] and not comp.get("segments"):
         print(f"note: {s['trimmed']} training recordings are longer than {a['clip_seconds']} s and only their start "
               f"is used; set audio.hop_seconds to cut them into windows and use all of them")

@@ -198,3 +198,20 @@ def test_silent_wrong_inputs_are_errors(tmp_path):
                    f"train.csv line 12: {root}/train/s5_10.wav: 1 NaN or infinite sample(s)"):
         assert needle in text, needle
     assert not (tmp_path / "out").exists()
+
+
+def test_00_says_how_recordings_with_several_channels_become_mono(tmp_path):
+    """A stereo file among mono ones is averaged to mono (the default) or gives the channel that
+    audio.channel names, and 00 says which, with the count, instead of mixing it down unsaid."""
+    import yaml
+    from conftest import stage
+
+    make_toy_competition(tmp_path / "data")
+    sf.write(tmp_path / "data/train/s0_0.wav", np.zeros((8000, 2), np.float32), 16000)
+    r = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out")
+    assert "audio: 1 recordings have several channels: averaged to mono" in r.stdout
+    cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
+    cfg["audio"]["channel"] = 0  # the mono files have channel 0 only
+    (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(cfg))
+    r = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out")
+    assert "audio: 1 recordings have several channels: channel 0 taken" in r.stdout

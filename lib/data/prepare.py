@@ -583,6 +583,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
         "trimmed": int((durations > cfg["audio"]["clip_seconds"] + 1e-6).sum()) if not cfg["audio"]["hop_seconds"] else 0,
         "metadata": {c: int(meta[c].isna().sum() + (meta[c] == "").sum()) for c in meta},
+        "multichannel": int(sum((t["channels"] > 1).sum() for t in (folds, test) if t is not None and "channels" in t)),
         "warnings": warnings,
         # subdivide: the number of fine classes and the smallest one, (fine class, training rows)
         "fine_classes": None if fine is None else len(fine),
