@@ -13,7 +13,8 @@ class MetadataEncoder:
 
     Numeric columns: median imputation then standardisation; categorical ones: one-hot
     (a missing cell is a category of its own; a category unseen in training encodes as all
-    zeros; cells compared as :func:`lib.data.slices.category_text`, so ``1.0`` is ``1``). Fitted with scikit-learn's ``ColumnTransformer`` (``SimpleImputer``,
+    zeros; cells compared as :func:`lib.data.slices.category_text`, so ``1.0`` is ``1``).
+    Fitted with scikit-learn's ``ColumnTransformer`` (``SimpleImputer``,
     ``StandardScaler``, ``OneHotEncoder``), whose fitted parameters are then kept as plain lists
     (:meth:`state`), so a checkpoint loads with ``torch.load(weights_only=True)`` and
     :meth:`transform` needs no pickled object. Input: a ``folds.csv``/``test.csv`` table with

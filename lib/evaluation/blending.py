@@ -8,8 +8,8 @@ to that fold's, so that every method's OOF score is a held-out one. The test set
 method fitted on every OOF row.
 
 * ``single``: the best member alone (by the competition metric, ties to the lower log loss;
-  cross-fitted: chosen on the other folds). Listed first, so that ``best`` takes a blend only when its cross-fitted score
-  beats the best member's.
+  cross-fitted: chosen on the other folds). Listed first, so that ``best`` takes a blend only
+  when its cross-fitted score beats the best member's.
 * ``softmax``: the seed's weighting, ``w_i = exp(s_i / T) / sum_j exp(s_j / T)`` over the
   members' OOF scores ``s`` on the competition metric (negated when lower is better). The
   temperature matters: with ``T = 1`` accuracies of 0.778 and 0.792 get 0.4965/0.5035, a plain
