@@ -44,6 +44,8 @@ def test_errors():
         make_folds(labels, scheme="random")
     with pytest.raises(ValueError, match="fewer than 5 folds"):
         make_folds(["a"] * 10 + ["b"] * 2, n_folds=5)
+    with pytest.raises(ValueError, match="class 'murmur' has 2 rows, fewer than 5 folds"):  # named, not np.int64(1)
+        make_folds(np.array([0] * 10 + [1] * 2), n_folds=5, classes=["normal", "murmur"])
 
 
 def test_real_breathing_sessions_stay_in_one_fold():

@@ -36,20 +36,22 @@ KEEPS_GROUPS = {"stratified": "stratified_group", "multilabel_stratified": "mult
 
 
 def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", seed: int = 42,
-               predefined=None, strata=None) -> np.ndarray:
+               predefined=None, strata=None, classes: list[str] | None = None) -> np.ndarray:
     """Assign each row to a fold.
 
     Input: encoded labels ``y`` (class indices ``(rows,)`` or a multi-label 0/1 matrix
     ``(rows, n_classes)``), optional ``groups`` ``(rows,)``, the number of folds, the scheme, a
     shuffling seed, for ``predefined`` the shipped fold of each row ``(rows,)`` (any values;
     they are numbered 0.. in sorted order), and ``strata`` ``(rows,)`` (str), values stratified
-    together with a single label (``stratified``, ``stratified_group``).
+    together with a single label (``stratified``, ``stratified_group``); ``classes``: the class
+    names, for messages only.
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
     Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
     a multi-label matrix given to a single-label scheme (or class indices to a multi-label one),
     a class with fewer rows than folds, or (``multilabel_stratified_group``) fewer groups than folds.
     """
     y = np.asarray(y)
+    name = lambda k: str(classes[int(k)]) if classes else k  # noqa: E731
     if scheme not in SCHEMES:
         raise ValueError(f"fold scheme {scheme!r} is not one of {SCHEMES}")
     if scheme == "predefined":
@@ -76,7 +78,8 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
         key = pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str)
         counts = key.value_counts()
         if counts.min() < n_folds:
-            raise ValueError(f"stratify_by: class index | value {counts.idxmin()!r} has {counts.min()} rows, "
+            label, value = counts.idxmin().split("|", 1)
+            raise ValueError(f"stratify_by: class {name(label)!r} with value {value!r} has {counts.min()} rows, "
                              f"fewer than {n_folds} folds")
         y = pd.factorize(key)[0]
     if scheme == "multilabel_stratified_group":
@@ -88,7 +91,7 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     if y.ndim == 1 and scheme != "group":
         counts = pd.Series(y).value_counts()
         if counts.min() < n_folds:
-            raise ValueError(f"class {counts.idxmin()!r} has {counts.min()} rows, fewer than {n_folds} folds")
+            raise ValueError(f"class {name(counts.idxmin())!r} has {counts.min()} rows, fewer than {n_folds} folds")
     x = np.zeros(len(y))
     if scheme == "stratified":
         splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)

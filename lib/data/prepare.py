@@ -545,9 +545,9 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
     try:
         strata = train[fc["stratify_by"]].astype(str).agg("|".join, axis=1) if fc.get("stratify_by") else None
         folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
-                                   train[fc["column"]] if fc.get("column") else None, strata)
+                                   train[fc["column"]] if fc.get("column") else None, strata, cfg["classes"])
     except ValueError as exc:
-        raise ConfigError(f"folds: {exc}") from exc
+        raise ConfigError(f"folds (n_folds {fc['n_folds']}, scheme {fc['scheme']}): {exc}") from exc
     fc["n_folds"] = int(folds["fold"].nunique())
     for col in ("sample_rate", "duration_s", "channels"):
         folds[col] = train[col].to_numpy()
