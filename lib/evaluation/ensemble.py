@@ -284,12 +284,12 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
                               f"run 02_train.py and 03_infer.py first{reasons}")
     oofs, preds, inputs = _load_members(out, experiments, with_test, allow_partial)
-    train = out.load_split("train")
+    train, test = out.load_split("train"), (out.load_split("test") if with_test else None)
     oofs[0] = with_slice_columns(oofs[0], train)
     y = with_slices(tasks.class_index(oofs[0]["target"].fillna(""), comp), oofs[0])
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = _postprocess(oofs, train, comp, "folds")
-    priors = _slice_priors(train, comp, out.load_split("test") if with_test else None)
+    priors = _slice_priors(train, comp, test)
     metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
@@ -305,7 +305,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     submission = test_blend = None
     final = results[chosen]["blender"]  # fitted on every OOF row
     if with_test:
-        test_blend, submission = blend_test(comp, final, decision["decision"], preds, out.load_split("test"), priors)
+        test_blend, submission = blend_test(comp, final, decision["decision"], preds, test, priors)
     record = out.ensembled
     record.begin()
     _write_submission(out, submission)
@@ -321,7 +321,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         None if test_blend is None else (preds[0]["id"], test_blend))]
     if submission is not None:
         members.append(out.submission)
-    inputs[FOLDS] = folds_id(out.load_split("train"))  # what 05_bundle.py checks against the current folds
+    inputs[FOLDS] = folds_id(train)  # what 05_bundle.py checks against the current folds
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "metric": metric, "skipped": skipped, "decision": decision, "rows_masked": masked, "slice_prior": priors,
