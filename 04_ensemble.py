@@ -21,6 +21,7 @@ def main() -> None:
     args = p.parse_args()
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
+    from lib.data.slices import counts_text
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -49,7 +50,7 @@ def main() -> None:
               + f"; pooled {prior(sp['pooled'])}")
         if sp.get("test_unknown"):
             print(f"  test rows left unshifted (values no training row has): "
-                  + ", ".join(f"{v} ({n} rows)" for v, n in sp["test_unknown"].items()))
+                  + counts_text(sp["test_unknown"]))
         for what, c in sp["compare"].items():
             print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
                   + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))

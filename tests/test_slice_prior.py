@@ -153,6 +153,10 @@ def test_test_values_are_matched_by_number_and_unknown_ones_are_named(tmp_path):
     no training row has is left unshifted, and 00, 04 and its report say which rows."""
     assert match_slice_values(np.array(["1.0", "1", "01", "3", "x", "(missing)"]), ["1", "2", "(missing)"]).tolist() == \
         ["1", "1", "1", "", "", "(missing)"]
+    from lib.data.slices import slice_values
+
+    assert slice_values(pd.DataFrame({"db": [" b", "b", "2.0", None, ""]}), ["db"])["slice_db"].tolist() == \
+        ["b", "b", "2", "(missing)", "(missing)"]  # one slice per value, however it is written
     data_cfg, out = _toy_with_sites(tmp_path, slice_prior="site"), tmp_path / "out"
     train = pd.read_csv(tmp_path / "data/train.csv")
     train["site"] = train["site"].map({"x": 1, "y": 2})

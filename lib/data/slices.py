@@ -24,9 +24,10 @@ def slice_columns(table: pd.DataFrame) -> list[str]:
 
 def slice_values(train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """``folds.csv``'s slice columns from the training rows ``train``: ``slice_<c>`` for each of
-    ``columns``, as strings, empty or missing cells as ``"(missing)"`` (kept, never dropped)."""
-    return pd.DataFrame({PREFIX + c: train[c].astype("string").fillna(MISSING).replace("", MISSING).astype(str).to_numpy()
-                         for c in columns}, index=train.index)
+    ``columns``, as :func:`category_text` writes them (stripped, ``1.0`` as ``1``), empty or
+    missing cells as ``"(missing)"`` (kept, never dropped)."""
+    text = {c: category_text(train[c]) for c in columns}
+    return pd.DataFrame({PREFIX + c: np.where(t == "", MISSING, t) for c, t in text.items()}, index=train.index)
 
 
 def category_text(values) -> np.ndarray:
@@ -55,6 +56,11 @@ def match_slice_values(values, known) -> np.ndarray:
     known = np.asarray(list(known), dtype=str)
     spelling = dict(zip(category_text(known), known))
     return np.array([spelling.get(v, "") for v in category_text(values)], dtype=str)
+
+
+def counts_text(counts: dict) -> str:
+    """``{value: rows}`` as ``"value (n rows), ..."`` for messages and reports."""
+    return ", ".join(f"{v} ({n} rows)" for v, n in counts.items())
 
 
 def unmatched_slice_values(values, known) -> dict[str, int]:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..core.utils import atomic_path, write_csv
 from ..data import tasks
-from ..data.slices import with_slices
+from ..data.slices import counts_text, with_slices
 from .reports import markdown_table, pyplot, save_figure, slice_section
 
 
@@ -136,5 +136,5 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
             "keep the shift only where the worst slice gains):", "",
             markdown_table(pd.DataFrame([{"shift": k, **v} for k, v in priors["compare"].items()])), ""] + (
         ["Test rows left unshifted (values no training row has): "
-         + ", ".join(f"{v} ({n} rows)" for v, n in priors["test_unknown"].items()), ""]
+         + counts_text(priors["test_unknown"]), ""]
         if priors.get("test_unknown") else [])

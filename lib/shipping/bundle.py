@@ -43,7 +43,7 @@ from ..core.device import get_device
 from ..data import tasks
 from ..data.prepare import prepare_test
 from ..data.slices import PREFIX as SLICE_PREFIX
-from ..data.slices import unmatched_slice_values
+from ..data.slices import counts_text, unmatched_slice_values
 from ..inputs import load_inputs
 from ..evaluation.blending import Blender
 from ..evaluation.ensemble import blend_test
@@ -218,7 +218,7 @@ def _log_unknown_slices(table: pd.DataFrame, priors: dict | None, log) -> None:
     unknown = unmatched_slice_values(table[SLICE_PREFIX + priors["column"]], priors["slices"]) if priors else {}
     if unknown:
         log(f"decision.slice_prior {priors['column']!r}: test rows left unshifted (values no training row has): "
-            + ", ".join(f"{v} ({n} rows)" for v, n in unknown.items()))
+            + counts_text(unknown))
 
 
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
