@@ -161,6 +161,10 @@ def test_feature_cache_checks(toy, tmp_path):
     assert os.stat(wav).st_size == st.st_size
     assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
     assert "up to date" not in stage("02_train.py", exp, "--output-dir", out).stdout
+    # 02 given other feature settings than the set was cached with refuses, before training
+    r = stage("02_train.py", exp, "--set", "features.params.n_mels=32", "--name", "m32", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "n_mels: cached 16, asked 32" in r.stderr and "run 01_features.py" in r.stderr
+    assert not (out / "models/m32").exists()
 
 
 SLOW_FEATURES = """

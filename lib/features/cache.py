@@ -19,6 +19,7 @@ matrices (:mod:`lib.features.precomputed`); their manifests say ``"kind": "wavef
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -193,6 +194,24 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members, key, info={"splits": {s: v["windows"] for s, v in shapes.items()}})
     return dict(manifest, skipped=False, seconds=time.time() - t0)
+
+
+def check_settings(section: dict, manifest: dict) -> None:
+    """Check that a cached set was built with what an experiment's ``features`` section asks for
+    (``{name, set, params, dtype}``; the cache's ``manifest`` as :func:`load_features` returns it):
+    the extractor's name, its settings (defaults filled) and the dtype. A ``--set
+    features.params.n_mels=32`` given to 02 on a set cached with 16 mels otherwise trains on the old
+    cache while the model's ``config.yaml`` says 32. Raises ``ConfigError`` naming the set, each key
+    that differs (cached and asked) and what to run."""
+    as_json = lambda x: json.loads(json.dumps(x))  # the manifest's tuples are lists, as JSON reads them
+    want = as_json({"name": section["name"], "dtype": section.get("dtype", "float32"), **FEATURES.build(section).settings})
+    have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
+    diff = [f"{k}: cached {have.get(k)!r}, asked {want.get(k)!r}" for k in sorted(set(want) | set(have))
+            if have.get(k) != want.get(k)]
+    if diff:
+        raise ConfigError(f"feature set {section['set']!r} was cached with other settings than this experiment's "
+                          f"features section ({'; '.join(diff)}): run 01_features.py with the same config and --set "
+                          f"options (it rebuilds the set), or give the experiment another features.set")
 
 
 def load_features(out: Outputs, feature_set: str, split: str, ids=None,

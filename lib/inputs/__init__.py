@@ -48,6 +48,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..features import FEATURES
+from ..features.cache import check_settings
 from .base import SplitInputs, aggregate
 from .frames import FrameData
 from .waveforms import WaveData
@@ -69,5 +70,8 @@ def load_inputs(out, cfg: dict, split: str, table: pd.DataFrame, comp: dict, dev
     """The inputs of experiment ``cfg`` for ``split`` (rows of ``table``) on ``device``, from the
     :class:`lib.core.paths.Outputs` folder ``out``: the :data:`INPUT_KINDS` class of its feature
     set's kind. Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or
-    stale."""
-    return INPUT_KINDS[input_kind(cfg)].from_config(out, cfg, split, table, comp, device)
+    stale, ``ConfigError`` when it was built with other settings than ``cfg['features']``
+    (:func:`lib.features.cache.check_settings`)."""
+    data = INPUT_KINDS[input_kind(cfg)].from_config(out, cfg, split, table, comp, device)
+    check_settings(cfg["features"], data.manifest)
+    return data
