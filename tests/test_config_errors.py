@@ -145,6 +145,35 @@ def test_competition_ranges_name_file_and_key(toy, tmp_path):
         assert msg.startswith(f"{path}: {section}.{key}:") and allowed in msg and "\n" not in msg, msg
 
 
+def test_regexes_and_submission_format_are_checked_when_the_config_is_read(toy, tmp_path):
+    from lib.components import load_competition
+
+    def variant(name, edit):
+        cfg = yaml.safe_load((toy / "toy.yaml").read_text())
+        edit(cfg)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    cases = {"groups.regex": (lambda c: c.update(groups={"regex": "("}), "not a valid regular expression"),
+             "train.audio.pattern": (lambda c: c["train"].setdefault("audio", {}).update(pattern="(["),
+                                     "not a valid regular expression"),
+             "submission.format": (lambda c: c.setdefault("submission", {}).update(format="labels"),
+                                   "input should be 'label', 'probability', 'probabilities' or 'indicators', got 'labels'")}
+    for key, (edit, words) in cases.items():
+        with pytest.raises(ConfigError) as e:
+            load_competition(variant(key, edit))
+        assert f": {key}: {words}" in str(e.value) and "\n" not in str(e.value), str(e.value)
+    # as a user runs 00: one line naming the file and key, no traceback, nothing written
+    path = variant("regex", cases["groups.regex"][0])
+    r = run("00_prepare.py", path, "--output-dir", tmp_path / "out")
+    assert error_of(r, "00_prepare").startswith(f"{path}: groups.regex: not a valid regular expression")
+    assert not (tmp_path / "out/folds.csv").exists()
+    with pytest.raises(ConfigError, match="format 'probability' .* is for binary tasks; this one is multiclass"):
+        load_competition(variant("prob", lambda c: c.update(task="multiclass", classes=["a", "b", "c"],
+                                                            submission=dict(c.get("submission") or {}, format="probability"))))
+
+
 def test_train_folds_checked_against_the_prepared_competition():
     from lib.components import check_experiment, load_experiment
 

@@ -287,6 +287,9 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     if folds["scheme"] == "predefined" and not folds["column"]:
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
     sub = cfg["submission"]
+    if sub and sub["format"] == "probability" and task != "binary":
+        raise ConfigError(f"{where} [submission]: format 'probability' (p of the positive class) is for binary tasks; "
+                          f"this one is {task}: use 'probabilities' (one column per class)")
     if sub:
         for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
             _require(sub, key, f"{where} [submission]")

@@ -8,15 +8,18 @@ key, the dotted key, and for an unknown key the closest valid one."""
 from __future__ import annotations
 
 import copy
+import re
 import types
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ConfigError
 from .registry import did_you_mean
 
 SAMPLERS = ("balanced", "balanced_slices")
+SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
+"""``submission.format``'s values (:func:`lib.evaluation.ensemble.write_submission` writes them)."""
 """``train.sampler``'s values besides null (:func:`lib.training.loop.epoch_recordings` draws them)."""
 
 Positive = Annotated[float, Field(gt=0)]
@@ -36,12 +39,25 @@ Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", descriptio
 ``cuda`` or ``cuda:N`` (the N-th GPU)."""
 
 
+def _compiles(text: str) -> str:
+    """A value that must be a Python regular expression; pydantic reports the ``ValueError``."""
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise ValueError(f"not a valid regular expression ({e})") from None
+    return text
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""A Python regular expression (``re`` syntax), checked when the config is read."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _AudioPath(_Section):
-    pattern: Optional[str] = None
+    pattern: Optional[Regex] = None
     replace: Optional[str] = None
     template: str = "{id}"
 
@@ -70,7 +86,7 @@ class _Audio(_Section):
 
 class _Groups(_Section):
     column: Optional[str] = None
-    regex: Optional[str] = None
+    regex: Optional[Regex] = None
     on: Literal["id", "path"] = "id"
 
 
@@ -91,7 +107,7 @@ class _Submission(_Section):
     sample: Optional[str] = None
     id_column: Optional[str] = None
     target_column: Optional[str] = None
-    format: str = "label"
+    format: Literal[SUBMISSION_FORMATS] = "label"
     label_separator: str = " "
     unit: Literal["row", "group"] = "row"  # group: one submission row per group (a patient), ids = group values
 
@@ -464,9 +480,12 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
                 problems[key] = f"{origin}: missing required key {key!r}"
             elif err["type"] in ("model_type", "dict_type"):
                 problems[key] = f"{origin}: {key} must be a mapping, got {node!r}"
+            elif err["type"] == "value_error":  # a check of ours (e.g. Regex): its own words
+                problems[key] = f"{origin}: {key}: {err['ctx']['error']}, got {node!r}"
             else:
                 ann = annotation_at(schema, keys)
-                allowed = "" if ann is None else f" (allowed: {describe(ann)})"
+                plain_literal = get_origin(ann) is Literal  # the message lists its values already
+                allowed = "" if ann is None or plain_literal else f" (allowed: {describe(ann)})"
                 problems.setdefault(key, f"{origin}: {key}: {err['msg'].lower()}, got {node!r}{allowed}")
         raise ConfigError("\n".join(problems.values())) from None
 

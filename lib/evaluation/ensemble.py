@@ -18,6 +18,7 @@ import pandas as pd
 from ..core.artifacts import FOLDS, check_folds, check_inputs, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
+from ..core.schema import SUBMISSION_FORMATS
 from ..core.utils import fingerprint, write_csv, write_json
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
@@ -73,9 +74,6 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
     pred = out.predicted(exp).require()
     check_inputs(pred, {"train": trained["id"]}, f"test predictions of {exp!r}", f"03_infer.py for {exp}")
     return trained, pred
-
-
-SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
 
 
 def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | None = None) -> pd.DataFrame:

@@ -14,10 +14,9 @@ import pandas as pd
 
 from ..core.config import check_classes
 from ..core.errors import ConfigError, InputError
+from ..core.schema import SUBMISSION_FORMATS
 from ..data import tasks
 from .metrics import get_metric, per_class_report
-
-SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
 
 
 def _lines(index) -> str:
