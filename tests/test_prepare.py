@@ -127,6 +127,13 @@ def test_multilabel_long_form_rows_list_cells_and_path_groups(tmp_path):
     assert folds.target.tolist() == ["dog;bird", "cat;dog", "cat", "bird", "dog", ""]
     assert folds.group.tolist() == ["site0", "site1", "site2"] * 2
     assert folds.groupby("group").fold.nunique().max() == 1
+    # a regex that misses some rows is said; one that misses every row (a typo) is refused
+    summary = prepare(dict(comp, groups={"regex": "wav/(site[01])/", "on": "path"}), tmp_path / "out")
+    assert any("groups.regex 'wav/(site[01])/' matches no path of 2 of 6 rows (e.g. 'wav/site2/r2.wav'" in w
+               for w in summary["warnings"]), summary["warnings"]
+    with pytest.raises(InputError, match=r"groups.regex '\(site\)' matches no id of the 6 rows of .*train.csv "
+                                         r"\(e.g. 'r0', 'r1', 'r2'\): every row would be its own group"):
+        prepare(dict(comp, groups={"regex": "(site)", "on": "id"}), tmp_path / "out")
 
 
 def _patients(tmp_path, n_patients=40, seed=0):

@@ -240,9 +240,12 @@ def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame
     return out
 
 
-def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]) -> list[str]:
+def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str],
+            warnings: list[str] | None = None) -> list[str]:
     """Each row's group: by the ``groups`` section, else the row's recording (segment rows of one
-    recording are one group), else the row itself."""
+    recording are one group), else the row itself. A ``regex`` that matches none of the rows'
+    texts is a problem (a typo would make every row its own group); one that misses some rows is
+    a warning naming how many and a few, when ``warnings`` is given (those rows are their own group)."""
     if not spec:
         return list(df["recording"] if "recording" in df else df["id"])
     if spec.get("column"):
@@ -250,7 +253,17 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
             problems.append(f"{df.at[i, 'where']}: empty group column {spec['column']!r}")
         return list(df[spec["column"]])
     on = spec.get("on", "id")
-    texts = df["id"] if on == "id" else [str(Path(p).relative_to(root)) for p in df["path"]]
+    texts = list(df["id"] if on == "id" else [str(Path(p).relative_to(root)) for p in df["path"]])
+    missed = [t for t in texts if not re.search(spec["regex"], t)]
+    what = f"groups.regex {spec['regex']!r} matches no {'id' if on == 'id' else 'path'} of"
+    examples = ", ".join(map(repr, missed[:3]))
+    if len(missed) == len(texts):
+        first = df["where"].iloc[0]
+        source = first.split(" line ")[0] if " line " in first else "the audio files"
+        problems.append(f"{what} the {len(texts)} rows of {source} (e.g. {examples}): "
+                        f"every row would be its own group")
+    elif missed and warnings is not None:
+        warnings.append(f"{what} {len(missed)} of {len(texts)} rows (e.g. {examples}): each of them is its own group")
     return [group_of(t, spec["regex"]) for t in texts]
 
 
@@ -632,8 +645,8 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     rate = _check_rates(tables, cfg["audio"]["sample_rate"], problems) if tables else None
     metas = {name: _metadata(t, cfg["metadata"], problems) for name, t in (("train", train), ("test", test))
              if t is not None}
-    groups = _groups(train, cfg.get("groups"), root, problems) if train is not None else None
-    test_groups = (_groups(test, cfg["groups"], root, problems)
+    groups = _groups(train, cfg.get("groups"), root, problems, warnings) if train is not None else None
+    test_groups = (_groups(test, cfg["groups"], root, problems, warnings)
                    if test is not None and (cfg.get("decision") or {}).get("group_aggregate") else None)
     if problems:
         raise InputError(problems)
