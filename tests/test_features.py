@@ -49,6 +49,20 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
     assert not build_feature_set(prepared, changed)["skipped"]  # settings changed: rebuilt
 
 
+def test_a_mel_band_above_the_audio_is_refused_before_any_work(prepared):
+    from lib.core.errors import ConfigError
+
+    # the toy audio is at 16 kHz: fmin 9000 Hz would leave every band empty (all -100 dB features)
+    for params, words in (({"fmin": 9000}, "fmin=9000 Hz is not below the top of the band, 8000.0 Hz"),
+                          ({"fmin": 5000, "fmax": 3000}, "fmin=5000 Hz must be below fmax=3000 Hz")):
+        with pytest.raises(ConfigError, match=words):
+            build_feature_set(prepared, {"name": "log_mel", "set": "lm", "params": params})
+        assert not prepared.features("lm").exists()
+    m = build_feature_set(prepared, {"name": "log_mel", "set": "lm", "params": {"fmin": 4000, "n_mels": 16}})
+    spec, *_ = load_features(prepared, "lm", "train")
+    assert m["spec_shape"][1] == 16 and np.asarray(spec).std() > 1  # a band inside the audio: real features
+
+
 def test_missing_stage_is_named(tmp_path):
     with pytest.raises(MissingArtifact, match="run 00_prepare.py first"):
         build_feature_set(Outputs(tmp_path), {"name": "log_mel", "set": "x", "params": {}})

@@ -171,6 +171,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype,
                       {k: v for k, v in comp["audio"].items() if k != "aggregate"},
                       comp["native_sample_rate"], {s: audio_fingerprint(t, workers) for s, t in tables.items()})
+    if hasattr(extractor, "check_rate"):
+        extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
     record = out.features_record(section["set"])
     if not force and record.check(key)[0] is not None:
         return dict(read_json(folder / "manifest.json"), skipped=True, seconds=0.0)

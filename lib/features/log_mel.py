@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import ConfigError
 from .heart_cycles import HEART_CYCLE_SCALARS, heart_cycle_scalars
 
 
@@ -13,7 +14,9 @@ class LogMel:
     ``n_fft`` samples), converted with ``librosa.power_to_db(ref=1.0, amin=1e-10)``: absolute dB,
     so loudness differences between clips survive (the model normalises its input).
     ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
-    ``fmax`` in Hz (default, and at most: half the sample rate).
+    ``fmax`` in Hz (default, and at most: half the sample rate); ``fmin`` in Hz, below it.
+    Raises ``ConfigError`` for ``fmin`` not below ``fmax`` (:meth:`check_rate`: below half the
+    sample rate).
     ``heart_cycles=True`` (phonocardiograms) adds the window's heart-cycle scalars
     (:data:`lib.features.heart_cycles.HEART_CYCLE_SCALARS`: heart rate in bpm, RR, systole and
     diastole means and stds in s, their ratio, cycle count, coverage, periodicity;
@@ -26,12 +29,22 @@ class LogMel:
 
     def __init__(self, n_mels: int = 64, n_fft: int = 512, hop_length: int = 256, fmin: float = 0.0,
                  fmax: float | None = None, deltas: bool = False, heart_cycles: bool = False):
+        if fmax is not None and fmax <= fmin:  # the sizes' and fmin's ranges: lib.core.schema
+            raise ConfigError(f"features.params: fmin={fmin} Hz must be below fmax={fmax} Hz")
         self.settings = dict(n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax, deltas=deltas)
         if heart_cycles:  # only when on: existing caches and bundles keep their settings
             self.settings["heart_cycles"] = True
         self.hop_length = hop_length
         self.channel_names = ["log_mel", "log_mel_delta", "log_mel_delta2"] if deltas else ["log_mel"]
         self.scalar_names: list[str] = list(HEART_CYCLE_SCALARS) if heart_cycles else []
+
+    def check_rate(self, sr: float) -> None:
+        """Raise ``ConfigError`` when ``fmin`` is not below the band's top at ``sr`` Hz (``fmax``,
+        at most half the rate): every mel band would be empty, every feature the same -100 dB."""
+        top = min(self.settings["fmax"] or sr / 2, sr / 2)
+        if self.settings["fmin"] >= top:
+            raise ConfigError(f"features.params.fmin={self.settings['fmin']} Hz is not below the top of the band, "
+                              f"{top} Hz (fmax, at most half the sample rate of {sr} Hz)")
 
     def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         import librosa
