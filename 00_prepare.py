@@ -35,6 +35,7 @@ def main() -> None:
     from lib.components import load_competition
     from lib.components import check_found_classes
     from lib.data.prepare import prepare
+    from lib.evaluation.metrics import undefined_in_slices
 
     out = cli.outputs(args)
     comp = load_competition(args.data_config, args.data_dir)
@@ -75,7 +76,7 @@ def main() -> None:
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
-    for warning in s["warnings"]:  # last, where they are seen
+    for warning in s["warnings"] + undefined_in_slices(comp, out.load_split("train")):  # last, where they are seen
         print(f"WARNING: {warning}")
 
 

@@ -22,6 +22,7 @@ def main() -> None:
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
     from lib.data.slices import counts_text
+    from lib.evaluation.metrics import undefined_in_slices
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -56,6 +57,8 @@ def main() -> None:
                   + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
     print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
           + f"; report: {out.root / 'ensemble' / 'report.md'}")
+    for note in undefined_in_slices(out.load_competition(), out.load_split("train")):
+        print(f"note: {note}")
     sub = r["submission"]
     if sub is None:
         print(f"no submission written (the competition has no test set or no 'submission' section); "

@@ -15,7 +15,7 @@ from conftest import ROOT, stage
 from lib.core.errors import ConfigError
 from lib.data.folds import make_folds
 from lib.data.slices import SlicedLabels
-from lib.evaluation.metrics import get_metric, score_all, score_slices
+from lib.evaluation.metrics import get_metric, score_all, score_slices, undefined_in_slices
 
 BIN = {"task": "binary", "classes": ["normal", "abnormal"], "positive": "abnormal", "normal_class": "normal",
        "metric": "macc", "metrics": ["macc"], "slices": ["db"]}
@@ -58,6 +58,20 @@ def test_worst_and_mean_over_slices():
     with pytest.raises(ConfigError, match="add `slices"):
         get_metric("worst_macc", dict(BIN, slices=[]))
     assert get_metric("worst_log_loss", BIN).higher_is_better is False
+
+
+def test_a_slice_the_per_slice_metric_leaves_out_is_named():
+    # database c has only normal rows: macc is undefined there, worst_macc skips it
+    folds = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "target": ["normal", "abnormal"] * 3 + ["normal"] * 2,
+                          "slice_db": ["a", "a", "b", "b", "a", "b", "c", "c"]})
+    y = SlicedLabels(np.array([0, 1] * 3 + [0, 0]), {"db": folds["slice_db"].to_numpy()})
+    assert np.isnan(score_slices(["macc"], y, np.eye(2)[np.asarray(y)], BIN).set_index("value").loc["c", "macc"])
+    comp = dict(BIN, metric="worst_macc", metrics=["worst_macc", "accuracy", "slice_mean_accuracy"])
+    assert undefined_in_slices(comp, folds) == [
+        "worst_macc leaves out slice db='c' (2 training rows: normal 2): macc is undefined there, so no model choice "
+        "sees how it does on it"]
+    assert undefined_in_slices(dict(comp, metric="worst_accuracy", metrics=["worst_accuracy"]), folds) == []  # defined
+    assert undefined_in_slices(dict(comp, metric="macc", metrics=["macc"]), folds) == []  # pooled: nothing left out
 
 
 def test_leave_one_group_out_and_stratify_by():

@@ -19,7 +19,8 @@ lower is better (``log_loss``, ``outcome_cost``) work everywhere.
 
 Per slice (:mod:`lib.data.slices`: a database, a device, a site): ``worst_<metric>`` is the
 worst value of ``<metric>`` over the slice values of every declared slice column (NaN values,
-e.g. AUROC of a slice with one class, left out), ``slice_mean_<metric>`` their mean; both need
+e.g. AUROC of a slice with one class, left out: 00 and 04 name them, :func:`undefined_in_slices`),
+``slice_mean_<metric>`` their mean; both need
 labels that carry their rows' slices (:class:`lib.data.slices.SlicedLabels`, which every stage
 gives when the competition declares ``slices``) and work wherever a metric does.
 
@@ -49,7 +50,7 @@ from sklearn.metrics import log_loss as sklearn_log_loss
 from ..core.errors import ConfigError
 from ..core.registry import Registry, did_you_mean
 from ..data import tasks
-from ..data.slices import SlicedLabels, slices_of
+from ..data.slices import SlicedLabels, slices_of, with_slices
 
 METRICS = Registry("metric")
 USES = ("labels", "probs")
@@ -250,6 +251,29 @@ def score_slices(names, y, probs, comp: dict, decision: dict | None = None) -> p
         worst = {n: (part[n].min() if sign(n, comp) > 0 else part[n].max()) for n in names}
         table.loc[len(table)] = {"slice": col, "value": "worst", **worst}
     return table
+
+
+def undefined_in_slices(comp: dict, folds: pd.DataFrame) -> list[str]:
+    """Where a per-slice metric of the competition's ``metric``/``metrics`` (``worst_``,
+    ``slice_mean_``) leaves a slice value of the training rows ``folds`` (``folds.csv``) out: its
+    base metric is undefined (NaN) there even for perfect predictions (``macc`` or ``auroc`` of a
+    slice whose rows hold one class), so the worst or mean silently skips it. Returns one message
+    per metric and slice value, naming the rows per class; ``[]`` when none (00 and 04 print them)."""
+    names = [n for n in dict.fromkeys([comp["metric"], *comp["metrics"]]) if base_metric(n) != n]
+    if not names or not comp.get("slices"):
+        return []
+    y = with_slices(tasks.class_index(folds["target"], comp), folds)
+    plain = np.asarray(y)
+    perfect = plain if plain.ndim == 2 else np.eye(len(comp["classes"]))[plain]
+    table = score_slices(names, y, perfect, comp)
+    table = table[table["value"] != "worst"]
+    out = []
+    for name in names:
+        for row in table[table[base_metric(name)].isna()].to_dict("records"):
+            counts = ", ".join(f"{c} {int(row[f'n_{c}'])}" for c in comp["classes"] if row[f"n_{c}"])
+            out.append(f"{name} leaves out slice {row['slice']}={row['value']!r} ({int(row['n'])} training rows: {counts}): "
+                       f"{base_metric(name)} is undefined there, so no model choice sees how it does on it")
+    return out
 
 
 # --- helpers ---------------------------------------------------------------------------------------
