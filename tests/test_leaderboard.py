@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from lib.core.errors import ConfigError, InputError
 from lib.core.paths import Outputs
 from lib.core.utils import write_json
+from lib.core.artifacts import FOLDS, folds_id
 from lib.evaluation.leaderboard import blend_summary, format_leaderboard, leaderboard
 from lib.evaluation.scoring import score_submission
 
@@ -132,6 +133,13 @@ def test_blend_line(board):
     line = blend_summary(out)
     assert "blend (softmax, T=0.01) of 2: OOF accuracy 0.9000  auroc 0.9500" in line
     assert "weights: good 0.70, mid 0.30" in line and "not current" in line  # no ensemble record
+    out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train"))})
+    assert "not current" not in blend_summary(out)
+    folds = out.load_split("train")
+    out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded
+    out.prepared().commit([out.competition, out.folds], "prep2")
+    assert blend_summary(out).endswith("[ensemble.json is not current: made on other folds than the current folds.csv "
+                                       "(00_prepare.py ran since): run 04_ensemble.py]")
     write_json(out.root / "ensemble.json", {"method": "stacking", "blend": {"accuracy": 0.9},
                                             "experiments": [{"experiment": "good", "weight": None}]})
     assert blend_summary(out).startswith("blend (stacking) of 1: OOF accuracy 0.9000  (members: good)")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.artifacts import FOLDS, folds_id
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
@@ -177,7 +178,8 @@ def format_leaderboard(df: pd.DataFrame) -> str:
 def blend_summary(out: Outputs) -> str | None:
     """One line for the blend in ``ensemble.json``: its method, OOF scores and the members'
     weights of 0.005 and more (methods without weights, e.g. stacking: the members), marked when
-    its record is not complete; ``None`` without ``ensemble.json``."""
+    its record is not complete or was made on other folds than ``folds.csv``'s; ``None`` without
+    ``ensemble.json``."""
     ens = read_json(out.root / "ensemble.json")
     if not ens:
         return None
@@ -192,5 +194,7 @@ def blend_summary(out: Outputs) -> str | None:
         weights = "members: " + ", ".join(str(e.get("experiment")) for e in members)
     scores = "  ".join(f"{k} {v:.4f}" for k, v in (ens.get("blend") or {}).items() if isinstance(v, (int, float)))
     rec, why = out.ensembled.check(hashes=False)
+    if rec and rec.get("inputs", {}).get(FOLDS) != folds_id(out.load_split("train")):
+        rec, why = None, "made on other folds than the current folds.csv (00_prepare.py ran since): run 04_ensemble.py"
     return (f"blend ({method}) of {len(members)}: OOF {scores}  ({weights})"
             + ("" if rec else f"  [ensemble.json is not current: {why}]"))
