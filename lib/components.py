@@ -167,7 +167,8 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     """What a run needs of the machine and the prepared data: a ``train.device`` ``cuda:N`` names
     a GPU that is there; ``train.folds`` are folds of ``comp`` (``0 .. folds.n_folds - 1``; not
     checked without ``comp``); ``train.monitor`` is a metric of ``comp``'s task;
-    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within. Raises
+    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within; a scheduler's
+    ``warmup_epochs`` is at most ``train.epochs``. Raises
     ``ConfigError`` naming the file (or override) and the key."""
     device = cfg["train"]["device"]
     if device.startswith("cuda:"):
@@ -181,6 +182,11 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     if bad:
         raise ConfigError(f"{source_of(sources, ['train', 'folds'], where)}: train.folds {bad} are not folds of the "
                           f"prepared competition {comp.get('name')!r}: allowed 0 to {n - 1} (its folds.n_folds is {n})")
+    warmup, epochs = (cfg["scheduler"].get("params") or {}).get("warmup_epochs"), cfg["train"]["epochs"]
+    if warmup is not None and warmup > epochs:
+        raise ConfigError(f"{source_of(sources, ['scheduler', 'params', 'warmup_epochs'], where)}: "
+                          f"scheduler.params.warmup_epochs {warmup} is more than train.epochs {epochs}: the learning "
+                          f"rate would never reach its peak")
     if cfg["train"]["monitor"] is not None and comp is not None:
         get_metric(cfg["train"]["monitor"], comp, f"{source_of(sources, ['train', 'monitor'], where)} (train.monitor)")
     if cfg["train"]["sampler"] == "balanced_slices" and comp is not None and not comp.get("slices"):

@@ -134,7 +134,8 @@ def test_competition_ranges_name_file_and_key(toy, tmp_path):
     from lib.components import load_competition
 
     for section, key, value, allowed in (("folds", "n_folds", 1, ">= 2"), ("decision", "threshold", 1.5, "[0, 1]"),
-                                         ("ensemble", "temperature", 0, "> 0"), ("audio", "clip_seconds", -1, "> 0")):
+                                         ("ensemble", "temperature", 0, "> 0"), ("audio", "clip_seconds", -1, "> 0"),
+                                         ("folds", "seed", -5, "[0, 4294967296)")):
         cfg = yaml.safe_load((toy / "toy.yaml").read_text())
         cfg.setdefault(section, {})[key] = value
         path = tmp_path / f"{key}.yaml"
@@ -182,6 +183,16 @@ def test_train_folds_checked_against_the_prepared_competition():
     check_experiment(cfg, "x.yaml", comp={"name": "toy", "folds": {"n_folds": 5}})
     with pytest.raises(ConfigError, match=r"^x.yaml: train.folds \[4\] .* allowed 0 to 3 \(its folds.n_folds is 4\)$"):
         check_experiment(cfg, "x.yaml", comp={"name": "toy", "folds": {"n_folds": 4}})
+
+
+def test_a_warmup_longer_than_training_is_refused():
+    from lib.components import load_experiment
+
+    cfg = ROOT / "configs" / "cnn_small.yaml"
+    with pytest.raises(ConfigError, match=r"^--set scheduler.params.warmup_epochs=31: scheduler.params.warmup_epochs "
+                                          r"31 is more than train.epochs 30: the learning rate would never reach its peak$"):
+        load_experiment(cfg, ["scheduler.params.warmup_epochs=31", "train.epochs=30"])
+    assert load_experiment(cfg, ["train.epochs=1"])["scheduler"]["params"]["warmup_epochs"] == 1  # a one-epoch smoke run
 
 
 def test_file_system_errors_become_one_line(tmp_path):

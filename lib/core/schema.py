@@ -93,7 +93,7 @@ class _Groups(_Section):
 class _Folds(_Section):
     n_folds: Annotated[int, Field(ge=2)] = 5
     scheme: Optional[str] = None  # default: predefined with a column, else (multilabel_)stratified(_group)
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # scikit-learn's random_state range
     column: Optional[str] = None
     stratify_by: list[str] = []  # training-CSV columns balanced across folds with the label
 
