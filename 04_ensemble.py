@@ -22,12 +22,14 @@ def main() -> None:
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
     from lib.data.slices import counts_text
+    from lib.evaluation.decisions import mask_matches
     from lib.evaluation.metrics import undefined_in_slices
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
     out = cli.outputs(args)
     r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
+    comp, train = out.load_competition(), out.load_split("train")
     fmt = lambda v: f"{v:.4f}"
     for exp, why in r["skipped"].items():
         print(f"not blended: {exp}: {why}")
@@ -43,6 +45,9 @@ def main() -> None:
               + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
     if r["rows_masked"]:
         print(f"label masks changed {r['rows_masked']} OOF rows")
+    for rule, n in mask_matches(train, comp).items():
+        print(f"label mask {rule!r}: {n} training rows" + ("" if n else ": WARNING: it selects none (the expression "
+                                                               "against the metadata's values as folds.csv has them?)"))
     sp = r["slice_prior"]
     if sp:
         prior = lambda q: " ".join(f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))  # noqa: E731
@@ -57,7 +62,7 @@ def main() -> None:
                   + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
     print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
           + f"; report: {out.root / 'ensemble' / 'report.md'}")
-    for note in undefined_in_slices(out.load_competition(), out.load_split("train")):
+    for note in undefined_in_slices(comp, train):
         print(f"note: {note}")
     sub = r["submission"]
     if sub is None:

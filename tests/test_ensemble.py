@@ -219,6 +219,7 @@ from lib.evaluation.decisions import (
     apply_masks,
     choose_decision,
     fit_decision,
+    mask_matches,
 )
 from lib.evaluation.metrics import score_all
 
@@ -326,6 +327,8 @@ def test_masks_and_group_aggregation():
     out, n = apply_masks(probs, table, comp)
     np.testing.assert_allclose(out, [[1, 0, 0], [0.2, 0.3, 0.5], [0.1 / 0.7, 0.6 / 0.7, 0]])
     assert n == 2
+    typo = dict(MC, decision={"mask": comp["decision"]["mask"] + [{"where": "sex == 'female'", "classes": ["a"]}]})
+    assert mask_matches(table, typo) == {"sex == 'M'": 2, "age < 18": 1, "sex == 'female'": 0}  # 04 prints these
     with pytest.raises(ValueError, match="cannot be evaluated"):
         apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "weight > 3", "classes": ["a"]}]}))
     with pytest.raises(ValueError, match="every class is masked"):

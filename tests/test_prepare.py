@@ -44,7 +44,7 @@ def test_every_problem_is_reported_and_nothing_written(tmp_path):
     text = str(err.value)
     for needle in ("line 5: unknown label 'c'", "line 7: duplicate id 's2_5'", "line 8: empty 'label'",
                    "line 10: ", "s4_8.wav: file not found", "line 11: ", "s4_9.wav: unreadable",
-                   "different sample rates", "t1.wav (8000 Hz)"):
+                   "different sample rates (16000 Hz: 11 files, 8000 Hz: 1 files)", "t1.wav (8000 Hz)"):
         assert needle in text, needle
     assert not (tmp_path / "out").exists()
 

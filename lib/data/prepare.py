@@ -220,7 +220,8 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
         odd = rates[rates["sample_rate"] != main]
         examples = ", ".join(f"{p} ({int(r)} Hz)" for p, r in odd.head(10).itertuples(index=False))
         problems.append(
-            f"files have different sample rates {dict(counts.astype(int))} and the config sets no "
+            f"files have different sample rates ({', '.join(f'{int(r)} Hz: {n} files' for r, n in counts.items())}) "
+            f"and the config sets no "
             f"'audio.sample_rate' to resample them to; e.g. {examples}")
     return int(counts.index[0])
 

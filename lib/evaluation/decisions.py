@@ -49,6 +49,29 @@ def _metadata_view(table: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=lambda c: c[len(META_PREFIX):] if str(c).startswith(META_PREFIX) else c)
 
 
+def _rule_rows(view: pd.DataFrame, rule: dict, where: str) -> np.ndarray:
+    """The rows ``(rows,)`` bool of ``view`` (:func:`_metadata_view`) that mask rule ``rule``'s
+    ``where`` expression selects. Raises ``ConfigError`` naming the rule when it cannot be
+    evaluated or does not give one boolean per row."""
+    try:
+        rows = view.eval(rule["where"])
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise ConfigError(f"{where}: rule {rule['where']!r} cannot be evaluated over the columns "
+                          f"{list(view.columns)}: {exc}") from exc
+    rows = np.asarray(rows)
+    if rows.dtype != bool or rows.shape != (len(view),):
+        raise ConfigError(f"{where}: rule {rule['where']!r} must give one true/false per row")
+    return rows
+
+
+def mask_matches(table: pd.DataFrame, comp: dict) -> dict[str, int]:
+    """``{rule's where expression: rows of table it selects}`` for every ``decision.mask`` rule
+    over ``table`` (``folds.csv``): 04 prints them, so that a rule that selects no row (a value
+    spelt otherwise than in the CSV) is not silently without effect. Raises as :func:`_rule_rows`."""
+    view = _metadata_view(table.reset_index(drop=True))
+    return {r["where"]: int(_rule_rows(view, r, "decision.mask").sum()) for r in (comp.get("decision") or {}).get("mask") or []}
+
+
 def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str = "decision.mask") -> tuple[np.ndarray, int]:
     """Zero the classes that ``comp['decision']['mask']`` rules make impossible for each row.
 
@@ -64,15 +87,7 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
     view = _metadata_view(table.reset_index(drop=True))
     keep = np.ones(np.shape(probs), dtype=bool)
     for rule in rules:
-        try:
-            rows = view.eval(rule["where"])
-        except Exception as exc:  # pandas raises many types for a bad expression
-            raise ConfigError(f"{where}: rule {rule['where']!r} cannot be evaluated over the columns "
-                              f"{list(view.columns)}: {exc}") from exc
-        rows = np.asarray(rows)
-        if rows.dtype != bool or rows.shape != (len(view),):
-            raise ConfigError(f"{where}: rule {rule['where']!r} must give one true/false per row")
-        keep[np.ix_(rows, [comp["classes"].index(c) for c in rule["classes"]])] = False
+        keep[np.ix_(_rule_rows(view, rule, where), [comp["classes"].index(c) for c in rule["classes"]])] = False
     if comp["task"] != "multilabel" and not keep.any(1).all():
         bad = view["id"][~keep.any(1)].tolist()
         raise InputError([f"{where}: every class is masked for {len(bad)} row(s), e.g. {bad[:5]}"])
