@@ -18,9 +18,10 @@ from .errors import ConfigError
 from .registry import did_you_mean
 
 SAMPLERS = ("balanced", "balanced_slices")
-SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
-"""``submission.format``'s values (:func:`lib.evaluation.ensemble.write_submission` writes them)."""
 """``train.sampler``'s values besides null (:func:`lib.training.loop.epoch_recordings` draws them)."""
+
+SUBMISSION_FORMATS = ("label", "probability", "probabilities", "indicators")
+"""``submission.format``'s values (:func:`lib.evaluation.ensemble.make_submission` writes them)."""
 
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
