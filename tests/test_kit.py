@@ -34,6 +34,23 @@ def test_kit_holds_the_code_and_offline_installable_wheels(tmp_path):
         build_kit(kit, present=KAGGLE_HAS)
 
 
+def test_force_replaces_a_kit_and_never_another_folder(tmp_path):
+    everything = [r.split(">")[0].split("=")[0] for r in requirements()]  # nothing to download
+    build_kit(tmp_path / "kit", present=everything, log=lambda *_: None)
+    (tmp_path / "kit/old.txt").write_text("from the previous kit")
+    build_kit(tmp_path / "kit", present=everything, force=True, log=lambda *_: None)
+    assert not (tmp_path / "kit/old.txt").exists() and (tmp_path / "kit/code/lib/__init__.py").is_file()
+    # an output folder given by mistake, as a user types it: refused, nothing deleted
+    out = tmp_path / "output"
+    (out / "models/exp").mkdir(parents=True)
+    (out / "models/exp/fold0.pt").write_bytes(b"weights")
+    r = subprocess.run([sys.executable, str(ROOT / "offline_kit.py"), "--to", str(out), "--force", "--present", *everything],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"--to {out} is not an offline kit" in r.stderr and (out / "models/exp/fold0.pt").read_bytes() == b"weights"
+    assert not list(tmp_path.glob(".output.partial"))
+
+
 def test_another_lib_on_the_path_is_named(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib/__init__.py").write_text("")

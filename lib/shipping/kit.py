@@ -55,12 +55,18 @@ def build_kit(dest: str | Path, present=KAGGLE_HAS, python_version: str | None =
     ``platform``: the target's (``pip download``'s options, e.g. ``3.11`` and
     ``manylinux2014_x86_64``; default: this interpreter's). Wheels come from the package
     registry through ``pip download`` (binary wheels only). Built in a temporary folder and
-    renamed when complete. Raises ``ConfigError`` when ``dest`` exists without ``force``,
+    renamed when complete. Raises ``ConfigError`` when ``dest`` exists without ``force``, or
+    with ``force`` when it is not a kit (``--force`` never deletes another folder),
     ``ConfigError`` when pip cannot download a wheel (its message included).
     """
     dest = Path(dest).resolve()
     if dest.exists() and not force:
         raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
+    kit_files = ("INSTALL.txt", "requirements-kit.txt", "code")
+    if dest.exists() and not all((dest / f).exists() for f in kit_files):
+        raise ConfigError(f"--to {dest} is not an offline kit (no {', '.join(kit_files)}): --force replaces only a "
+                          f"kit this command wrote, never another folder (an output folder, the project); choose "
+                          f"another folder")
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "code").mkdir(parents=True)
