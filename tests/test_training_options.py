@@ -1,6 +1,7 @@
 """Training options of issue 11: losses against direct computations, schedules, parameter groups,
 SWA, and the scikit-learn member against an independent scikit-learn reference."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import yaml
 from conftest import make_toy_competition
 
 from lib.components import load_experiment
-from lib.core.errors import ConfigError
+from lib.core.errors import ConfigError, InputError
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
@@ -417,8 +418,11 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     make_bundle(out, tmp_path / "bundle", log=lambda *_: None)
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
-    for path in table["path"].head(6):  # six clips under new names, as audio without labels
-        shutil.copy(path, unlabelled / ("u_" + os.path.basename(path)))
+    import soundfile as sf
+
+    for path in table["path"].head(6):  # six new clips (training clips at 0.9 of their level), without labels
+        y, sr = sf.read(path, dtype="float32")
+        sf.write(unlabelled / ("u_" + os.path.basename(path)), 0.9 * y, sr)
     r = predict_bundle(tmp_path / "bundle", unlabelled, tmp_path / "work", test_files="*.wav", submission=False,
                        log=lambda *_: None)
     assert r["rows"] == 6 and r["submission"] is None
@@ -431,8 +435,22 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     again.mkdir()
     shutil.copy(table["path"][0], again / table["id"][0])
     predict_bundle(tmp_path / "bundle", again, tmp_path / "work2", test_files="*", submission=False, log=lambda *_: None)
-    with pytest.raises(ValueError, match="also training ids"):
+    with pytest.raises(InputError, match=r"1 recording\(s\) to pseudo-label have training ids"):
         pseudo_labelled_folder(out, tmp_path / "pl2", 0.5000001, source=tmp_path / "work2")
+    # the training audio itself, named by file name (not the competition's ids): the same files, refused
+    first = Path(table["path"][0])
+    predict_bundle(tmp_path / "bundle", first.parent, tmp_path / "work3", test_files=first.name, submission=False,
+                   log=lambda *_: None)
+    with pytest.raises(InputError, match=rf"are training audio \(the same bytes\), e.g. '{first.name}' is training row '{table['id'][0]}'"):
+        pseudo_labelled_folder(out, tmp_path / "pl3", 0.5000001, source=tmp_path / "work3")
+    # folders and settings that would damage or mislead: refused before anything is written
+    for dest, source, conf, words in ((out.root, None, 0.9, "--to .* is the output folder"),
+                                      (tmp_path / "work", tmp_path / "work", 0.9, "--to .* is the --source folder"),
+                                      (tmp_path / "pl4", tmp_path / "nothing", 0.9, "not a predict_bundle.py work folder"),
+                                      (tmp_path / "pl4", None, 90, "--min-confidence 90: must be in")):
+        with pytest.raises(ConfigError, match=words):
+            pseudo_labelled_folder(out, dest, conf, source=source)
+    assert out.prepared().require() and not (tmp_path / "pl4").exists()
 
 
 def test_a_model_compiled_on_the_cpu_trains_with_finite_gradients():

@@ -32,14 +32,15 @@ their labels into the folds that validate them, and the OOF scores are somewhat 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..core.artifacts import check_folds, folds_id
-from ..core.errors import ConfigError, MissingArtifact
+from ..core.artifacts import check_apart, check_folds, file_hash, folds_id
+from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, write_csv
 from ..data import tasks
@@ -92,9 +93,13 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     or the work folder of :func:`lib.shipping.bundle.predict_bundle` run on unlabelled audio
     (its ``test.csv`` and ``test_blend.csv``). Returns ``{"rows", "pseudo", "test", "per_class"}``.
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
-    missing, and ``ValueError`` for ``min_confidence`` outside (0.5, 1]."""
+    missing; ``ConfigError`` for ``min_confidence`` outside (0.5, 1], a ``dest`` that is, holds
+    or lies inside ``out`` or ``source`` (:func:`lib.core.artifacts.check_apart`), a ``source``
+    that is not a work folder; ``InputError`` for recordings that are training recordings too
+    (the same id, or the same audio file under another id)."""
     if not 0.5 < min_confidence <= 1:
-        raise ValueError(f"min_confidence must be in (0.5, 1], got {min_confidence}")
+        raise ConfigError(f"--min-confidence {min_confidence}: must be in (0.5, 1], e.g. 0.9")
+    check_apart(dest, out.root, "--to", "the output folder (--output-dir)")
     comp = out.load_competition()
     folds = out.load_split("train")
     if source is None:
@@ -102,12 +107,14 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         path, test = out.root / "ensemble" / "test_blend.csv", out.load_split("test")
     else:
         src = Outputs(Path(source).resolve())
+        check_apart(dest, src.root, "--to", "the --source folder")
+        if not src.prepared().path.is_file():
+            raise ConfigError(f"--source {src.root} is not a predict_bundle.py work folder (no {src.prepared().path.name}): "
+                              f"run predict_bundle.py BUNDLE --test-files ... --work-dir {src.root} first")
         path, test = src.root / "test_blend.csv", src.load_split("test")
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
-    clash = set(test["id"]) & set(folds["id"])
-    if clash:
-        raise ValueError(f"{len(clash)} pseudo-labelled id(s) are also training ids, e.g. {sorted(clash)[:3]}")
+    _refuse_training_recordings(test, folds)
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[test["id"]]
     probs = blend[tasks.prob_columns(comp)].to_numpy()
     if comp["task"] == "multilabel":
@@ -136,6 +143,26 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
+
+
+def _refuse_training_recordings(test: pd.DataFrame, folds: pd.DataFrame) -> None:
+    """Raise ``InputError`` when recordings to pseudo-label are training recordings: the same id,
+    or the same audio under another id and path (files of equal size compared by their bytes'
+    SHA-256; ``predict_bundle.py --test-files`` names rows by file name, which need not be the
+    competition's id, and a copy of the training folder has other paths); they would come back
+    as fold -1 rows of audio the folds already hold, with the model's labels."""
+    same_id = sorted(set(test["id"]) & set(folds["id"]))
+    train_sizes = {os.path.getsize(p) for p in folds["path"]}
+    candidates = [(i, p) for i, p in zip(test["id"], test["path"]) if os.path.getsize(p) in train_sizes]
+    sizes = {os.path.getsize(p) for _, p in candidates}  # only files that may be equal are read
+    train_hashes = {file_hash(p): i for p, i in zip(folds["path"], folds["id"]) if os.path.getsize(p) in sizes}
+    same_audio = [(i, train_hashes[h]) for i, p in candidates if (h := file_hash(p)) in train_hashes]
+    problems = [f"{len(same_id)} recording(s) to pseudo-label have training ids, e.g. {same_id[:3]}"] if same_id else []
+    if same_audio:
+        problems.append(f"{len(same_audio)} recording(s) to pseudo-label are training audio (the same bytes), e.g. "
+                        + ", ".join(f"{a!r} is training row {b!r}" for a, b in same_audio[:3]))
+    if problems:
+        raise InputError(problems)
 
 
 def _with_fine_targets(pseudo: pd.DataFrame, comp: dict) -> tuple[pd.DataFrame, int]:
