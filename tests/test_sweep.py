@@ -110,19 +110,69 @@ def test_a_trial_behind_the_median_is_pruned_after_its_first_fold(toy):
     assert s["best"] == [] and list(s["table"]["state"]) == ["COMPLETE", "PRUNED"]
 
 
-def test_values_of_a_finished_trial_are_not_trained_again(toy):
+def test_values_of_a_finished_trial_are_trained_again_only_when_the_experiment_changed(toy):
     folder, out = toy
-    sweep = load_sweep(_sweep_file(folder, "twice", space={"optimizer.params.lr": {"choices": [0.002]}},
-                                   pruner="none"))
+    (folder / "twin.yaml").write_text(yaml.safe_dump(EXPERIMENT))
+    path = _sweep_file(folder, "twice", experiment=str(folder / "twin.yaml"),
+                       space={"optimizer.params.lr": {"choices": [0.002]}}, pruner="none")
     storage = f"sqlite:///{folder / 'twice.db'}"
     lines = []
-    run_sweep(sweep, open_study(sweep, "twice", storage, out.load_competition()), out, 2,
-              echo=lambda *a, **k: lines.append(a[0]))
-    first, second = optuna.load_study(study_name="twice", storage=storage).trials
+
+    def run(n):
+        sweep = load_sweep(path)
+        run_sweep(sweep, open_study(sweep, "twice", storage, out.load_competition()), out, n,
+                  echo=lambda *a, **k: lines.append(a[0]))
+        return optuna.load_study(study_name="twice", storage=storage).trials
+
+    first, second = run(2)
+    weights = out.model_dir("twin@lr=0.002") / "fold0.pt"
     assert first.state == second.state == optuna.trial.TrialState.COMPLETE and first.value == second.value
-    assert second.user_attrs["same_as"] == 0 and second.user_attrs["experiment"] == "exp@lr=0.002"
-    assert not (out.root / "sweeps" / "twice" / "trial1.log").exists()
-    assert "same values as trial 0" in "".join(lines)
+    assert second.user_attrs["same_as"] == 0 and second.user_attrs["experiment"] == "twin@lr=0.002"
+    assert "(same values as trial 0: up to date, not trained again)" in "".join(lines)
+    # the experiment file edited under the same name: the same values train the new network
+    before = weights.read_bytes()
+    (folder / "twin.yaml").write_text(yaml.safe_dump(
+        dict(EXPERIMENT, model=dict(EXPERIMENT["model"], params=dict(EXPERIMENT["model"]["params"], channels=[4, 16])))))
+    third = run(1)[2]
+    assert third.user_attrs["same_as"] == 0 and weights.read_bytes() != before
+    assert "(same values as trial 0: trained again: its config, folds or features changed since)" in "".join(lines)
+    assert yaml.safe_load(out.model_dir("twin@lr=0.002").joinpath("config.yaml").read_text())["model"]["params"][
+        "channels"] == [4, 16]
+
+
+KILLED_WORKER = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import optuna
+from lib.runs.sweep import _run_trials
+store = optuna.storages.RDBStorage(sys.argv[2], heartbeat_interval=1, grace_period=2)
+study = optuna.load_study(study_name="beat", storage=store)
+
+def objective(trial):
+    time.sleep(1.5)  # a heartbeat or two, then killed outright (out of memory, a preempted machine)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+_run_trials(study, objective, 1)
+"""
+
+
+def test_the_trial_of_a_killed_worker_is_failed_by_the_next_worker(tmp_path):
+    from lib.runs.sweep import _run_trials
+
+    url = f"sqlite:///{tmp_path / 'beat.db'}"
+    store = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="beat", storage=store)
+    r = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(ROOT), url], capture_output=True, text=True)
+    assert r.returncode == -9 and [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING]
+    time.sleep(2.5)  # past the grace period
+
+    def objective(trial):  # this worker's trial outlives the grace period too: its own heartbeat keeps it
+        time.sleep(2.5)
+        optuna.storages.fail_stale_trials(study)
+        return 1.0
+
+    _run_trials(study, objective, 1)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
 
 
 def test_a_study_of_the_other_direction_is_refused(toy):

@@ -27,6 +27,7 @@ import optuna
 import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.storages import JournalStorage
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # optimize's own, for ask/tell
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -302,8 +303,9 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
     Each trial trains experiment :func:`trial_name` (``models/<name>/``, ``oof/<name>.csv``;
     training log in ``sweeps/<study>/trial<k>.log``), reports the running mean of its folds'
     scores after each fold and is pruned (Optuna's ``MedianPruner``) before the next fold when it
-    falls behind; values equal to a COMPLETE trial's return its value untrained, to a RUNNING
-    one's (another worker) are pruned. User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
+    falls behind; values equal to a COMPLETE trial's train only when what the models depend on
+    changed since (the experiment file, the folds, the features: :func:`train_experiment`'s up-to-
+    date check; else its models are kept), to a RUNNING one's (another worker) are pruned. User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
     ``echo`` prints one line per trial. Raises what a trial raises (``PipelineError``: bad data,
     missing stage outputs; ``KeyboardInterrupt``), after Optuna marks the trial failed.
     """
@@ -329,13 +331,7 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
         head = f"trial {trial.number:>3}  " + " ".join(f"{short[k]}={_fragment(values[k])}"
                                                        for k in sorted(values, key=short.get))
         twin = _twin(trial.study, trial.number, name)
-        if twin is not None and twin.state == TrialState.COMPLETE:
-            for k, v in twin.user_attrs.items():
-                trial.set_user_attr(k, v)
-            trial.set_user_attr("same_as", twin.number)
-            echo(f"{head}  -> same values as trial {twin.number}: OOF {metric} {twin.value:.4f}, not trained again")
-            return twin.value
-        if twin is not None:
+        if twin is not None and twin.state != TrialState.COMPLETE:
             echo(f"{head}  -> same values as trial {twin.number}, running in another worker: pruned")
             raise optuna.TrialPruned(f"same values as running trial {twin.number}")
         cfg = load_experiment(sweep.experiment, sweep.sets + overrides(values))
@@ -365,8 +361,12 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
                 raise
         for m, v in s["oof"].items():
             trial.set_user_attr(f"oof_{m}", v)
-        echo(f"  -> OOF {metric} {s['oof'][metric]:.4f}{' (partial)' if s['partial'] else ''}"
-             f"{' (trained earlier)' if s['skipped'] else ''} "
+        if twin is not None:  # trained again only when its config, folds or features changed since
+            trial.set_user_attr("same_as", twin.number)
+        how = (" (trained earlier)" if s["skipped"] else "") if twin is None else (
+            f" (same values as trial {twin.number}: " + ("up to date, not trained again)" if s["skipped"] else
+                                                          "trained again: its config, folds or features changed since)"))
+        echo(f"  -> OOF {metric} {s['oof'][metric]:.4f}{' (partial)' if s['partial'] else ''}{how} "
              f"({format_seconds(time.time() - t0)})  {name}")
         return s["oof"][metric]
 
@@ -379,24 +379,40 @@ def _run_trials(study: optuna.Study, objective, n_trials: int) -> None:
     during ``study.ask()``: the trial is a RUNNING row of the storage before ``ask`` returns, and a
     Ctrl-C in between (as inside ``study.optimize``) left it RUNNING for ever, so a later trial with
     the same values was pruned as "running in another worker". A Ctrl-C held back arrives once the
-    trial is known, and fails it. Pruned trials are told PRUNED; any exception FAIL, then raised."""
+    trial is known, and fails it. Pruned trials are told PRUNED; any exception FAIL, then raised.
+    With a heartbeat storage (RDB), as ``optimize`` does: the trials of killed workers whose
+    heartbeat is older than the grace period are failed before each ``ask`` (Optuna's
+    ``fail_stale_trials``), and a thread records this trial's heartbeat while it runs (Optuna's own
+    heartbeat thread; without it a killed worker's trial stayed running for ever)."""
     for _ in range(n_trials):
-        held = _sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            trial = study.ask()
-        except BaseException:
-            _sigmask(signal.SIG_SETMASK, held)
-            raise
-        try:
-            _sigmask(signal.SIG_SETMASK, held)
+        with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": we run it ourselves
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            _run_trial(study, objective)
+
+
+def _run_trial(study: optuna.Study, objective) -> None:
+    """One trial of :func:`_run_trials`."""
+    storage = study._storage  # (Optuna's heartbeat helpers take the study's storage; no public accessor)
+    if is_heartbeat_enabled(storage):
+        optuna.storages.fail_stale_trials(study)
+    held = _sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        trial = study.ask()
+    except BaseException:
+        _sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        _sigmask(signal.SIG_SETMASK, held)
+        with get_heartbeat_thread(trial._trial_id, storage):
             value = objective(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        study.tell(trial, value)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
 
 
 _sigmask = getattr(signal, "pthread_sigmask", lambda how, mask: None)  # no-op where signals cannot be held back
