@@ -120,6 +120,20 @@ def test_status_partial_stale_and_all(board):
     assert "not built yet" in leaderboard(out).attrs["skipped"]["broken"]
     everything = leaderboard(out, include_all=True).set_index("experiment")
     assert everything.loc["broken", "status"] == "incomplete"
+    # trained on these folds, then pseudo_label.py rewrote folds.csv with other fold -1 rows
+    rec = out.trained("good").require()
+    scores = out.model_dir("good") / "scores.json"
+    out.trained("good").commit([out.oof("good"), scores], rec["key"], info=rec["info"],
+                               inputs=dict(rec["inputs"], **{FOLDS: folds_id(out.load_split("train"))}))
+    assert leaderboard(out).set_index("experiment").loc["good", "status"] == "complete"
+    labelled = pd.read_csv(out.folds)
+    pseudo = pd.DataFrame({"id": ["u0"], "fold": [-1], "target": ["a"]})
+    out.folds.write_text(pd.concat([labelled, pseudo]).to_csv(index=False))
+    out.prepared().commit([out.competition, out.folds], "prep-pl")
+    df = leaderboard(out).set_index("experiment")
+    assert df.loc["good", "status"] == "stale" and "pseudo_label.py ran since" in df.loc["good", "note"]
+    out.folds.write_text(labelled.to_csv(index=False))
+    out.prepared().commit([out.competition, out.folds], "prep")
     folds_df = pd.read_csv(out.folds)
     folds_df["fold"] = 1 - folds_df["fold"]  # 00_prepare.py ran again with other folds
     out.folds.write_text(folds_df.to_csv(index=False))

@@ -168,7 +168,7 @@ def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
     did not record them."""
     if rec.get("inputs", {}).get(FOLDS) != current:
         raise MissingArtifact(f"{what} was made on other folds than the current folds.csv (stale: 00_prepare.py "
-                              f"assigned folds again since, or an older version made it): run {stage}")
+                              f"or pseudo_label.py rewrote it since, or an older version made it): run {stage}")
 
 
 def check_apart(writes: str | os.PathLike, reads: str | os.PathLike, writes_what: str, reads_what: str) -> None:

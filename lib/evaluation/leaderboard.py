@@ -67,6 +67,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     names = list(dict.fromkeys([*metrics_with_worst_slice(comp), sort]))
     sliced = [n for n in names if base_metric(n) != n]  # NaN for an OOF file whose rows folds.csv lacks
     table = out.load_split("train")
+    current = folds_id(table)
     folds_df = table.set_index("id")
     per_slice = {}
     n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
@@ -107,6 +108,9 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             if now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all() \
                     or not (now["target"].to_numpy() == oof["target"].to_numpy()).all():
                 row.update(status="stale", note="its OOF rows no longer match folds.csv (00_prepare.py ran since)")
+            elif (trained := out.trained(exp).check(hashes=False)[0]) and trained["inputs"].get(FOLDS) not in (None, current):
+                row.update(status="stale", note="trained on other rows than folds.csv's (e.g. other pseudo-labelled "
+                                                "rows: pseudo_label.py ran since): run 02_train.py")
         rows.append(row)
     df = pd.DataFrame(rows, columns=["experiment", "model", "input", *names, "fold_mean", "fold_std", "folds",
                                      "status", "parameters", "seconds", "note"])
