@@ -215,6 +215,13 @@ def test_probabilities_give_auroc_and_errors_name_the_ids(tmp_path):
     assert "line 26, column 'b': '1.7' is not a probability" in msg
     with pytest.raises(InputError, match="line 3: unknown label 'c'"):
         score_submission(both, _csv(tmp_path / "l2.csv", id=ids, label=["a", "c"] + ["a"] * 23), comp)
+    # 0.9 for both classes would score as a perfect submission's log loss: refused, rounding allowed
+    rounded = _csv(tmp_path / "rounded.csv", id=ids, a=np.round(1 - p, 2), b=np.round(p, 2) + 0.004)
+    assert score_submission(rounded, labels, comp)["scores"]["auroc"] == pytest.approx(roc_auc_score(y, np.round(p, 2)))
+    scaled = _csv(tmp_path / "scaled.csv", id=ids, a=0.9 * np.ones(25), b=np.r_[0.9 * np.ones(24), 0.1])
+    with pytest.raises(InputError, match=r"scaled.csv line\(s\) 2, 3, .*, 21 and 4 more: the class probabilities do not sum to 1 "
+                                         r"\(line 2: 1.8; a binary task"):
+        score_submission(scaled, labels, comp)
 
 
 def test_multilabel_indicators_against_zero_one_columns(tmp_path):

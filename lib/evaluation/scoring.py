@@ -173,6 +173,13 @@ def _submission_values(sub: pd.DataFrame, fmt: str, comp: dict, multi: bool, sub
         x[:, pos], x[:, 1 - pos] = p, 1 - p
     else:
         x = _numbers(sub, need, submission, problems)
+        if not multi:  # one class per row: its probabilities sum to 1 (0.01 allows rounded cells)
+            off = np.nonzero(np.abs(x.sum(1) - 1) > 0.01)[0]
+            if len(off):
+                more = f" and {len(off) - 20} more" if len(off) > 20 else ""
+                problems.append(f"{submission} line(s) {_lines(off[:20])}{more}: the class probabilities do not sum "
+                                f"to 1 (line {off[0] + 2}: {x[off[0]].sum():.4g}; a {comp['task']} task has one class "
+                                f"per row)")
     return x
 
 
