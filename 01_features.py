@@ -9,7 +9,7 @@ from lib import cli
 def main() -> None:
     p = cli.parser(__doc__)
     cli.add_experiment_args(p, many=True)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    p.add_argument("--workers", type=cli.positive_int, default=None, help="processes (default: one per CPU core)")
     args = p.parse_args()
     from lib.core.utils import format_seconds
     from lib.features.cache import build_feature_set

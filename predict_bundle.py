@@ -22,7 +22,7 @@ def main() -> None:
                                         "(e.g. 'unlabelled/*.wav' to pseudo-label)")
     p.add_argument("--no-submission", action="store_true", help="write the probabilities only (test_blend.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--workers", type=int, help="feature worker processes (default: the CPU count)")
+    p.add_argument("--workers", type=cli.positive_int, help="feature worker processes (default: the CPU count)")
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                    help="auto: ONNX Runtime when the bundle has ONNX models, else PyTorch (default: %(default)s)")
     args = p.parse_args()
@@ -30,6 +30,9 @@ def main() -> None:
 
     check_apart(args.work_dir, args.data_dir, "--work-dir", "the competition's data folder (--data-dir)")  # at once
     check_apart(args.work_dir, args.bundle, "--work-dir", "the bundle folder")  # (predict_bundle checks them too)
+    from lib.core.device import get_device
+
+    get_device(args.device)  # an unknown or absent device: said before any work
     from lib.shipping.bundle import predict_bundle
 
     r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers,

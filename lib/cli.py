@@ -30,6 +30,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of 1 or more (``--workers``), else argparse's one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def default_output() -> Path:
     """``output/`` in the project folder, or in the working directory when the project folder is
     read-only (code mounted from a dataset in a notebook)."""

@@ -217,6 +217,15 @@ def test_train_refuses_label_smoothing_2_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_predict_bundle_and_01_refuse_a_bad_device_or_workers_before_any_work(tmp_path):
+    args = ["predict_bundle.py", tmp_path / "bundle", "--data-dir", tmp_path / "data", "--work-dir", tmp_path / "work"]
+    assert error_of(run(*args, "--device", "gpu"), "predict_bundle") == "device 'gpu' is not auto, cpu, cuda or cuda:N"
+    for script in (args, ["01_features.py", "configs/cnn_small.yaml", "--output-dir", tmp_path / "out"]):
+        r = run(*script, "--workers", "-1")
+        assert r.returncode == 2 and "argument --workers: '-1' is not a whole number of 1 or more" in r.stderr
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
+
+
 def test_train_folds_sampler_and_monitor_the_prepared_competition_cannot_serve(toy, tmp_path):
     from lib.components import load_competition
     from lib.data.prepare import prepare

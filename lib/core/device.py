@@ -4,8 +4,11 @@ DistributedDataParallel or compiled)."""
 from __future__ import annotations
 
 import os
+import re
 
 import torch
+
+from .errors import ConfigError
 
 
 def get_device(name: str = "auto"):
@@ -13,10 +16,15 @@ def get_device(name: str = "auto"):
 
     On CPU the torch thread count is set to ``OMP_NUM_THREADS`` when it is set (several training
     processes on one machine: one or a few threads each, or they slow each other down many times
-    over), else to the number of usable cores.
+    over), else to the number of usable cores. Raises ``ConfigError`` for a name that is not
+    ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or a CUDA device where torch finds none.
     """
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", str(name)):
+        raise ConfigError(f"device {name!r} is not auto, cpu, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: this machine has no CUDA GPU that torch can use; use cpu or auto")
     device = torch.device(name)
     if device.type == "cpu":
         threads = os.environ.get("OMP_NUM_THREADS", "")
