@@ -39,7 +39,9 @@ def main() -> None:
                        args.engine, test_files=args.test_files, submission=not args.no_submission)
     print(f"{r['rows']} recordings, {len(r['experiments'])} experiment(s) blended by {r['method']}, decision "
           f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
-    print(f"wrote {r['submission']}" if r["submission"] else "no submission section: probabilities in test_blend.csv")
+    print(f"wrote {r['submission']}" if r["submission"] else
+          f"no submission ({'--no-submission' if args.no_submission else 'the competition has no submission section'}): "
+          f"probabilities in {args.work_dir}/test_blend.csv")
 
 
 if __name__ == "__main__":

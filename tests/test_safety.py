@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import make_toy_competition, stage
 
-from lib.core.errors import ConfigError
+from lib.core.errors import ConfigError, InputError
 from lib.core.utils import fingerprint
 
 TINY = {"features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
@@ -194,6 +194,14 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     line = _one_line_error(stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / "w2", check=False),
                            "predict_bundle")
     assert str(edited / "bundle.json") in line and "changed since the bundle was made" in line, line
+    # a data folder without the sample submission: said before any prediction; --no-submission needs none
+    bare = _copy(data, tmp_path / "bare")
+    (bare / "sample.csv").unlink()
+    with pytest.raises(InputError, match=r"sample.csv: file not found"):
+        predict_bundle(bundle, bare, tmp_path / "w3", device="cpu", workers=1, log=lambda *_: None)
+    assert not (tmp_path / "w3/preds").exists()
+    r = predict_bundle(bundle, bare, tmp_path / "w3", device="cpu", workers=1, submission=False, log=lambda *_: None)
+    assert r["submission"] is None and (tmp_path / "w3/test_blend.csv").is_file()
 
 
 def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_path):

@@ -287,8 +287,9 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
 
     ``cfg`` is the bundle's resolved competition config (``native_sample_rate``: the rate the
     models were trained at). Returns ``{"test_rows", "sample_rate"}``. Raises ``InputError``
-    listing every problem: the problems stage 00 reports, and test audio at another native rate
-    than the training audio when the config resamples nothing (never resampled silently).
+    listing every problem: the problems stage 00 reports (the sample submission's too, when
+    ``cfg`` has a ``submission`` section), and test audio at another native rate than the
+    training audio when the config resamples nothing (never resampled silently).
     """
     root = Path(cfg["data_dir"])
     if not root.is_dir():
@@ -307,6 +308,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
                             f"and the competition config resamples nothing")
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
+    _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
     if problems or test is None:
         raise InputError(problems)
     out = Outputs(Path(out_dir))
