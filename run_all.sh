@@ -17,10 +17,19 @@
 # <config>+<hash>, as the stages do).
 # Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
 # With an empty input/ and no --data-dir it says what to put where, then runs the demo.
+# Relative paths given as options are taken from the directory it is started in, as the stages take them.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")"
+from_caller() {  # a path given on the command line, made absolute from the caller's directory
+  case "$1" in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$caller" "$1" ;; esac
+}
+need() {  # need OPTION [VALUE ...]: the option has a value
+  [ $# -ge 2 ] || { echo "run_all.sh: $1 needs a value (see --help)" >&2; exit 2; }
+}
 
 data_config=configs/data/breathing.yaml
+data_config_given=""
 data_dir=""
 profile=auto
 experiments=""
@@ -31,16 +40,16 @@ nproc=1
 sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --data-dir) data_dir=$2; shift 2 ;;
-    --data-config) data_config=$2; shift 2 ;;
-    --profile) profile=$2; shift 2 ;;
-    --experiments) experiments=$2; shift 2 ;;
-    --output-dir) output_dir=$2; shift 2 ;;
+    --data-dir) need "$@"; data_dir=$(from_caller "$2"); shift 2 ;;
+    --data-config) need "$@"; data_config=$(from_caller "$2"); data_config_given=1; shift 2 ;;
+    --profile) need "$@"; profile=$2; shift 2 ;;
+    --experiments) need "$@"; experiments=$(for e in $2; do printf '%s ' "$(from_caller "$e")"; done); shift 2 ;;
+    --output-dir) need "$@"; output_dir=$(from_caller "$2"); shift 2 ;;
     --force) force=--force; shift ;;
-    --nproc) nproc=$2; shift 2 ;;
-    --set) sets+=(--set "$2"); shift 2 ;;
+    --nproc) need "$@"; nproc=$2; shift 2 ;;
+    --set) need "$@"; sets+=(--set "$2"); shift 2 ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +65,7 @@ if ! "$PYTHON" -c "import torch, torchaudio, librosa, sklearn" 2>/dev/null; then
   exit 1
 fi
 
-if [ -z "$demo" ] && [ -z "$data_dir" ] && [ ! -f input/train.csv ] && [ "$data_config" = configs/data/breathing.yaml ]; then
+if [ -z "$demo" ] && [ -z "$data_dir" ] && [ ! -f input/train.csv ] && [ -z "$data_config_given" ]; then
   cat <<'EOF'
 input/ holds no competition yet. Put it there as shipped (see input/README.md):
   input/train.csv, input/test.csv, input/sample_submission.csv, input/train/*.wav, input/test/*.wav

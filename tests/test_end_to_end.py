@@ -108,9 +108,11 @@ def test_run_all_demo_on_two_processes(tmp_path):
     process: tests/test_competitions.py.)"""
     import os
 
-    r = subprocess.run(["bash", "run_all.sh", "--demo", "--nproc", "2", "--output-dir", str(tmp_path / "demo")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
+    # started from another directory with a relative --output-dir: the folder is the caller's, as for the stages
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--demo", "--nproc", "2", "--output-dir", "demo"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.rstrip().endswith(f"submission: {tmp_path / 'demo' / 'submission.csv'}") and not (ROOT / "demo").exists()
     for step in ("00_prepare", "01_features", "02_train (2 processes)", "03_infer demo", "04_ensemble", "total"):
         assert step in r.stdout
     assert "trained by rank 1" in r.stdout and "SYNTHETIC" in r.stdout
