@@ -224,6 +224,21 @@ def test_probabilities_give_auroc_and_errors_name_the_ids(tmp_path):
         score_submission(scaled, labels, comp)
 
 
+def test_per_slice_metrics_read_the_labels_slice_column(tmp_path):
+    comp = {"task": "binary", "classes": ["n", "a"], "positive": "a", "metric": "worst_macc",
+            "metrics": ["worst_macc", "macc"], "slices": ["database"], "train": {"id_column": "id", "target_column": "label"},
+            "submission": {"id_column": "id", "target_column": "label", "format": "label"}}
+    ids, truth = [f"r{k}" for k in range(8)], list("nana" + "nana")
+    pred = list("nana" + "nnaa")  # database b: half right
+    db = ["b"] * 4 + ["f"] * 4
+    sub = _csv(tmp_path / "sub.csv", id=ids, label=pred)
+    r = score_submission(sub, _csv(tmp_path / "labels.csv", id=ids, label=truth, database=db), comp)
+    assert r["scores"]["worst_macc"] == pytest.approx(0.5) and r["scores"]["macc"] == pytest.approx(0.75)
+    r = score_submission(sub, _csv(tmp_path / "plain.csv", id=ids, label=truth), comp)
+    assert "worst_macc" not in r["scores"] and r["scores"]["macc"] == pytest.approx(0.75)
+    assert r["not_computable"]["worst_macc"] == f"scores per slice: {tmp_path / 'plain.csv'} has no slice column(s) ['database']"
+
+
 def test_multilabel_indicators_against_zero_one_columns(tmp_path):
     comp = {"task": "multilabel", "classes": ["cat", "dog"], "metric": "macro_f1", "metrics": ["macro_f1", "auroc"],
             "train": {"id_column": "id", "target_columns": ["cat", "dog"]},

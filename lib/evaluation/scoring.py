@@ -16,7 +16,8 @@ from ..core.config import check_classes
 from ..core.errors import ConfigError, InputError
 from ..core.schema import SUBMISSION_FORMATS
 from ..data import tasks
-from .metrics import get_metric, per_class_report
+from ..data.slices import SlicedLabels, category_text
+from .metrics import base_metric, get_metric, per_class_report
 
 
 def _lines(index) -> str:
@@ -183,10 +184,13 @@ def _submission_values(sub: pd.DataFrame, fmt: str, comp: dict, multi: bool, sub
     return x
 
 
-def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool) -> tuple[str, dict, dict, pd.DataFrame]:
+def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool,
+           no_slices: str | None = None) -> tuple[str, dict, dict, pd.DataFrame]:
     """Score the submission's values ``x`` (:func:`_submission_values`, in the labels' row order)
-    against the encoded labels ``y`` with every metric of ``comp`` (``multi``: a multi-label task).
-    Returns ``(holds, scores, not_computable, per_class)`` as :func:`score_submission` describes them."""
+    against the encoded labels ``y`` (carrying slices for the per-slice metrics, else ``no_slices``
+    says why those are not computable) with every metric of ``comp`` (``multi``: a multi-label
+    task). Returns ``(holds, scores, not_computable, per_class)`` as :func:`score_submission`
+    describes them."""
     holds = "labels" if fmt in ("label", "indicators") else "probabilities"
     probs, pred = (None, x) if holds == "labels" else (x, tasks.decide(x, comp))
     scores, not_computable = {}, {}
@@ -194,6 +198,8 @@ def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool) -> t
         m = get_metric(name, comp)
         if m.uses == "probs" and holds == "labels":
             not_computable[name] = f"needs probabilities; a {fmt!r} submission holds decisions only"
+        elif no_slices and base_metric(name) != name:
+            not_computable[name] = no_slices
         else:
             scores[name] = m(y, probs if m.uses == "probs" else pred, comp)
     per_class = per_class_report(y, pred, comp).head(len(comp["classes"]))  # the class rows
@@ -249,7 +255,12 @@ def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_
     if problems:
         raise InputError(problems)
     x = x[pd.Index(sub[sub_id]).get_indexer(lab[lab_id])]  # rows in the labels' order
+    absent = [c for c in comp.get("slices") or [] if c not in lab.columns]
+    if comp.get("slices") and not absent:  # worst_/slice_mean_ metrics score each slice value of the labels file
+        y = SlicedLabels(y, {c: category_text(lab[c]) for c in comp["slices"]})
+    no_slices = f"scores per slice: {labels} has no slice column(s) {absent or comp.get('slices')}" if (
+        absent or not comp.get("slices")) else None
 
-    holds, scores, not_computable, per_class = _score(y, x, fmt, comp, multi)
+    holds, scores, not_computable, per_class = _score(y, x, fmt, comp, multi, no_slices)
     return {"rows": len(lab), "format": fmt, "holds": holds, "scores": scores, "not_computable": not_computable,
             "per_class": per_class, "notes": notes}
