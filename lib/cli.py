@@ -51,7 +51,7 @@ def add_experiment_args(p: argparse.ArgumentParser, many: bool = False) -> None:
     """Add the experiment config argument(s), ``--set key=value`` overrides and ``--force``, and
     for a single config ``--name`` (the experiment name; see :func:`experiment`)."""
     p.add_argument("configs" if many else "config", nargs="+" if many else None,
-                   help="experiment config(s), e.g. configs/cnn_small.yaml")
+                   help=f"experiment config{'(s)' if many else ''}, e.g. configs/cnn_small.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     if not many:
