@@ -212,6 +212,11 @@ def test_a_section_naming_another_component_replaces_the_inherited_one(tmp_path)
     assert cfg["scheduler"] == {"name": "plateau", "params": {}}
     same = _write(tmp_path / "same.yaml", {"base": "base.yaml", "model": {"params": {"dropout": 0.5}}})
     assert load_experiment(same)["model"]["params"] == {"channels": [8, 16], "dropout": 0.5}  # same component: merged
+    # a base with a name of its own names the base alone: its children keep their file names
+    named = _write(tmp_path / "named.yaml", {"name": "parentexp", "train": {"epochs": 3}})
+    kid = _write(tmp_path / "kid.yaml", {"base": "named.yaml", "train": {"batch_size": 8}})
+    assert load_experiment(named)["name"] == "parentexp" and load_experiment(kid)["name"] == "kid"
+    assert load_experiment(kid)["train"]["epochs"] == 3
 
 
 def test_a_model_with_its_own_front_end_needs_waveforms_and_no_frontend(tmp_path):

@@ -161,8 +161,9 @@ def _override_sources(overrides: list[str] | None) -> list[tuple[str, dict]]:
 def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, list[tuple[str, dict]]]:
     """Read an experiment config: the ``base:`` chain merged over the schema's defaults
     (:func:`lib.core.schema.fill_defaults`), ``--set`` ``overrides`` applied, every default
-    filled and the whole checked against :class:`lib.core.schema.Experiment`; ``name`` defaults
-    to the file's stem and ``features.set`` (the cache folder under ``output/features/``) to the
+    filled and the whole checked against :class:`lib.core.schema.Experiment`; ``name`` is the
+    file's own ``name:`` or its stem (never inherited: a child of a named base would otherwise
+    train over the base's models) and ``features.set`` (the cache folder under ``output/features/``) to the
     feature set's name.
 
     Returns ``(cfg, sources)``: the config (keys ``name, features, frontend, model, optimizer,
@@ -175,7 +176,7 @@ def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tup
     path = Path(path)
     chain = _load_chain(path)
     cfg = _merge(chain, fill_defaults(Experiment, {}))
-    cfg["name"] = cfg.get("name") or path.stem
+    cfg["name"] = chain[-1][1].get("name") or path.stem  # the file's own name: a base's names the base alone
     for key in COMPONENTS:  # params: null is no parameters
         if isinstance(cfg[key], dict) and cfg[key].get("params") is None:
             cfg[key]["params"] = {}
