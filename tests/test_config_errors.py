@@ -146,7 +146,7 @@ def test_competition_ranges_name_file_and_key(toy, tmp_path):
         assert msg.startswith(f"{path}: {section}.{key}:") and allowed in msg and "\n" not in msg, msg
 
 
-def test_regexes_and_submission_format_are_checked_when_the_config_is_read(toy, tmp_path):
+def test_regexes_submission_format_and_threshold_lists_are_checked_when_the_config_is_read(toy, tmp_path):
     from lib.components import load_competition
 
     def variant(name, edit):
@@ -170,6 +170,9 @@ def test_regexes_and_submission_format_are_checked_when_the_config_is_read(toy, 
     r = run("00_prepare.py", path, "--output-dir", tmp_path / "out")
     assert error_of(r, "00_prepare").startswith(f"{path}: groups.regex: not a valid regular expression")
     assert not (tmp_path / "out/folds.csv").exists()
+    with pytest.raises(ConfigError, match=r"threshold lists 2 values for the 3 classes \['a', 'b', 'c'\]: give one per"):
+        load_competition(variant("thr", lambda c: c.update(task="multilabel", classes=["a", "b", "c"], positive=None,
+                                                           decision={"threshold": [0.1, 0.2]})))
     with pytest.raises(ConfigError, match="format 'probability' .* is for binary tasks; this one is multiclass"):
         load_competition(variant("prob", lambda c: c.update(task="multiclass", classes=["a", "b", "c"],
                                                             submission=dict(c.get("submission") or {}, format="probability"))))

@@ -308,6 +308,9 @@ def _decision_section(cfg: dict, where: str) -> None:
         raise ConfigError(f"{where} [decision]: class_bias is for multiclass tasks, this one is {cfg['task']}")
     if isinstance(decision["threshold"], list) and cfg["task"] != "multilabel":
         raise ConfigError(f"{where} [decision]: a list of thresholds is for multi-label tasks (one per class)")
+    if isinstance(decision["threshold"], list) and cfg["classes"] and len(decision["threshold"]) != len(cfg["classes"]):
+        raise ConfigError(f"{where} [decision]: threshold lists {len(decision['threshold'])} values for the "
+                          f"{len(cfg['classes'])} classes {cfg['classes']}: give one per class, in that order")
     if decision["group_aggregate"] and not cfg["groups"]:
         raise ConfigError(f"{where} [decision]: group_aggregate needs a groups section (which recordings form a group)")
     column = decision["slice_prior"]
