@@ -91,9 +91,10 @@ class Record:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def check(self, key: str | None = None, hashes: bool = True) -> tuple[dict | None, str]:
+    def check(self, key: str | None = None, hashes: bool | frozenset[str] = True) -> tuple[dict | None, str]:
         """``(record, "")`` when the result is complete (and made with ``key``, when given),
-        else ``(None, reason)``. ``hashes=False`` checks sizes only (for a quick look)."""
+        else ``(None, reason)``. ``hashes=False`` checks sizes only (for a quick look); a set of
+        member paths (relative to the record's root) hashes those alone (the files a reader reads)."""
         rec = self.read()
         if rec is None:
             return None, _NOT_BUILT
@@ -105,7 +106,7 @@ class Record:
                 return None, f"{rel} is missing"
             if p.stat().st_size != m["size"]:
                 return None, f"{rel} has changed size (truncated or rewritten)"
-            if hashes and file_hash(p) != m["sha256"]:
+            if (hashes is True or (hashes and rel in hashes)) and file_hash(p) != m["sha256"]:
                 return None, f"{rel} has changed since it was written"
         return rec, ""
 

@@ -27,10 +27,12 @@ from .reports import pyplot, save_figure
 
 
 def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, str]:
-    """``(status, why)`` of an experiment's training, from its record (sizes checked, not hashes):
-    ``complete``; ``partial`` (folds missing); ``stale`` (its feature set was rebuilt or removed
-    since); ``incomplete`` (no record: never finished, or a file of it changed)."""
-    rec, why = out.trained(exp).check(hashes=False)
+    """``(status, why)`` of an experiment's training, from its record (sizes checked, and the
+    hash of the OOF file the leaderboard scores): ``complete``; ``partial`` (folds missing);
+    ``stale`` (its feature set was rebuilt or removed since); ``incomplete`` (no record: never
+    finished, or a file of it changed)."""
+    record = out.trained(exp)
+    rec, why = record.check(hashes=frozenset({out.oof(exp).relative_to(record.root).as_posix()}))
     if rec is None:
         return "incomplete", why
     if rec["info"].get("partial"):
