@@ -10,7 +10,7 @@ def main() -> None:
     args, out, cfg = cli.parse_experiment(__doc__)
     from lib.inference.infer import infer_experiment
 
-    s = infer_experiment(cfg["name"], out, force=args.force, device=cfg["train"]["device"])
+    s = infer_experiment(cfg["name"], out, force=args.force, device=cfg["train"]["device"], given=cfg)
     if s.get("no_test"):
         print(f"{cfg['name']}: the competition has no test set; nothing to predict (04_ensemble.py blends the OOF predictions)")
         return

@@ -122,6 +122,18 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
     assert len(pd.read_csv(out / "submission.csv")) == 2
 
 
+def test_a_named_run_retrained_with_other_settings_says_so_and_03_refuses_settings_never_trained(toy):
+    out, exp, o = toy
+    stage("02_train.py", exp, "--set", "model.params.head_hidden=4", "--name", "dup", "--output-dir", out)
+    log = stage("02_train.py", exp, "--set", "model.params.head_hidden=2", "--name", "dup", "--output-dir", out).stdout
+    assert "dup: its models were trained with other settings (model.params.head_hidden: 4 -> 2): they are replaced" in log
+    r = stage("03_infer.py", exp, "--set", "model.params.head_hidden=64", "--name", "dup", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and not (out / "preds/dup.csv").exists()
+    assert "dup was trained with other settings than the config given here (model.params.head_hidden: 2 -> 64)" in r.stderr
+    assert "written" in stage("03_infer.py", exp, "--set", "model.params.head_hidden=2", "--name", "dup",
+                              "--set", "train.device=cpu", "--output-dir", out).stdout  # a run-only key may differ
+
+
 def test_changed_members_are_noticed_and_merged_again_without_training(toy):
     out, exp, o = toy
     stage("02_train.py", exp, "--output-dir", out)

@@ -42,6 +42,39 @@ name, and the training key leaves them out, so folds trained with different valu
 DDP run over several ranks puts its number of ranks and ``sync_bn`` in its key instead:
 :func:`lib.runs.experiment.experiment_key`). Help texts and docs take them from here."""
 
+ADDED_KEYS = {"train.epoch_repeats": 1, "train.monitor": None}
+"""Config keys added after experiments were trained, with the value that trains as before: at that
+value :func:`training_settings` leaves them out, so finished models stay valid."""
+
+
+def training_settings(cfg: dict) -> dict:
+    """What of an experiment config its models depend on: a copy without its ``name``, its
+    ``pretrain`` section (a ``pretrain.py`` checkpoint's record id stands for it), the
+    :data:`RUN_ONLY_KEYS` and the :data:`ADDED_KEYS` at their neutral values
+    (:func:`lib.runs.experiment.experiment_key` fingerprints it)."""
+    what = copy.deepcopy(cfg)
+    what.pop("name", None)
+    what.pop("pretrain", None)
+    for k in RUN_ONLY_KEYS:
+        section, key = k.split(".")
+        what.get(section, {}).pop(key, None)
+    for k, neutral in ADDED_KEYS.items():
+        section, key = k.split(".")
+        if what.get(section, {}).get(key, neutral) == neutral:
+            what.get(section, {}).pop(key, None)
+    return what
+
+
+def setting_changes(trained: dict, given: dict) -> list[str]:
+    """The settings (:func:`training_settings`) of experiment config ``given`` that differ from
+    those of ``trained`` (a trained model's ``config.yaml``), as ``"dotted.key: old -> new"``;
+    keys only one of them has (a config of an older version) are not compared. ``[]``: the same."""
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [c for k in a.keys() & b.keys() for c in walk(a[k], b[k], f"{prefix}{k}.")]
+        return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+    return sorted(walk(training_settings(trained), training_settings(given), ""))
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     """Return ``base`` updated recursively by ``override`` (dicts merge, other values replace)."""

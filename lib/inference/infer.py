@@ -17,7 +17,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.artifacts import FOLDS, check_folds, folds_id
-from ..core.errors import MissingArtifact, PipelineError
+from ..core.config import setting_changes
+from ..core.errors import ConfigError, MissingArtifact, PipelineError
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
 from ..core.device import get_device
@@ -87,7 +88,7 @@ def predict_folds(models, data, test_df: pd.DataFrame, comp: dict, tta: dict | N
     return probs
 
 
-def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = "auto") -> dict:
+def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = "auto", given: dict | None = None) -> dict:
     """Predict the test set with every fold model of experiment ``exp`` and average the probabilities.
 
     Each model predicts every window of each test recording, with the test-time augmentation of
@@ -101,12 +102,19 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     test set, in which case nothing is written; ``partial`` when the experiment lacks folds).
     Raises ``MissingArtifact`` when the training is missing or incomplete, or when the feature
     set changed or ``00_prepare.py`` assigned other folds since training (naming the stage to run
-    again).
+    again); ``ConfigError`` when ``given`` (the experiment config the command was given, ``--set``
+    applied) describes other models than the trained ones (:func:`lib.core.config.setting_changes`:
+    ``--name`` with other ``--set`` values, or the file edited since training).
     """
     if not out.has_test():
         return {"experiment": exp, "no_test": True, "skipped": True}
     comp = out.load_competition()
     trained, cfg = trained_experiment(out, exp)
+    changes = setting_changes(cfg, given) if given else []
+    if changes:
+        raise ConfigError(f"{exp} was trained with other settings than the config given here ({'; '.join(changes[:6])}"
+                          f"{' ...' if len(changes) > 6 else ''}): run 02_train.py with them first, or give the "
+                          f"config and --set options it was trained with")
     fid = folds_id(out.load_split("train"))
     check_folds(trained, fid, f"trained experiment {exp!r}", f"02_train.py for {exp}")
     test_df = out.load_split("test")

@@ -23,7 +23,6 @@ project's git commit, device, precision, host, command).
 """
 from __future__ import annotations
 
-import copy
 import platform
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ import yaml
 from sklearn.metrics import confusion_matrix
 
 from ..core.artifacts import FOLDS, folds_id
-from ..core.config import ROOT, RUN_ONLY_KEYS
+from ..core.config import ROOT, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
@@ -59,30 +58,19 @@ from .self_training import mixed_targets, soft_targets
 from ..core.device import cpu_bf16, training_amp
 
 FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
-ADDED_KEYS = {"train.epoch_repeats": 1, "train.monitor": None}
-"""Config keys added after experiments were trained, with the value that trains as before: at that
-value :func:`experiment_key` leaves them out, so finished models stay valid."""
 
 
 def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None,
                    ddp: tuple | None = None) -> str:
     """Fingerprint of what an experiment's models depend on: the config (without its name,
-    :data:`lib.core.config.RUN_ONLY_KEYS` and :data:`ADDED_KEYS` at their neutral values), the
+    :data:`lib.core.config.RUN_ONLY_KEYS` and ``ADDED_KEYS`` at their neutral values:
+    :func:`lib.core.config.training_settings`), the
     folds table (ids, targets, groups, folds, metadata), the feature set's record id, the
     competition's task, classes, metrics, aggregation and metadata, the record id of a
     ``pretrain.py`` checkpoint in ``model.params.pretrained``, (``train.distill``) the teacher
     blend's record id and (DDP over several ranks: its global batch differs) ``ddp``: ``("ddp",
     ranks, sync_bn)``."""
-    what = copy.deepcopy(cfg)
-    what.pop("name", None)
-    what.pop("pretrain", None)  # pretrain.py's settings: the checkpoint's record id stands for them
-    for k in RUN_ONLY_KEYS:
-        section, key = k.split(".")
-        what[section].pop(key, None)
-    for k, neutral in ADDED_KEYS.items():
-        section, key = k.split(".")
-        if what[section].get(key) == neutral:
-            what[section].pop(key, None)
+    what = training_settings(cfg)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
     pretrained = pretrained_id(cfg["model"])  # a pretrain.py checkpoint pretrained again: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
@@ -157,6 +145,11 @@ class ExperimentRun:
         old, _ = out.trained(self.name).check(self.key)
         self.skipped = (old is not None and not force and set(self.wanted) <= set(old["info"]["folds"])
                         and old["inputs"].get(FOLDS) == self.folds_id)  # else merged again: older records lack it
+        trained_cfg = out.model_dir(self.name) / "config.yaml"
+        changes = setting_changes(yaml.safe_load(trained_cfg.read_text()), cfg) if trained_cfg.is_file() else []
+        if changes and not ranks.rank:  # never unsaid: the models of another config under this name go
+            log(f"{self.name}: its models were trained with other settings ({'; '.join(changes[:6])}"
+                f"{' ...' if len(changes) > 6 else ''}): they are replaced")
         self.status: dict[int, str] = {}
 
     def _load(self, device):
