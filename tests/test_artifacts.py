@@ -230,6 +230,12 @@ def test_folds_trained_in_separate_runs_merge(toy):
     assert r.returncode == 1 and "run 03_infer.py for toy_exp" in r.stderr  # predictions of the partial run
     stage("03_infer.py", exp, "--output-dir", out)
     stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    # a partial experiment beside a complete one: --allow-partial names the folds and what blends
+    stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[0]", "--name", "part")
+    stage("03_infer.py", exp, "--output-dir", out, "--set", "train.folds=[0]", "--name", "part")
+    r = stage("04_ensemble.py", "toy_exp", "part", "--allow-partial", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "OOF rows of part (folds [0]) differ from those of toy_exp (folds [0, 1])" in r.stderr
+    assert "(04_ensemble.py part)" in r.stderr
     rec = o.trained("toy_exp").require()
     assert rec["info"] == {"folds": [0, 1], "partial": False, "missing_folds": []}
     run = json.loads((out / "models/toy_exp/run.json").read_text())

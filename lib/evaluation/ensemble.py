@@ -177,7 +177,12 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
             preds.append(pd.read_csv(out.preds(exp), dtype={"id": str}))
     for exp, o in zip(experiments, oofs):
         if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
-            raise MissingArtifact(f"OOF rows of {exp} differ from those of {experiments[0]}: train both on the same folds")
+            folds = {e: sorted(f.fold.unique().tolist()) for e, f in zip(experiments, oofs)}
+            raise MissingArtifact(f"OOF rows of {exp} (folds {folds[exp]}) differ from those of {experiments[0]} "
+                                  f"(folds {folds[experiments[0]]}): a blend needs the same folds of every member; "
+                                  f"name experiments trained on the same folds (04_ensemble.py "
+                                  f"{' '.join(e for e in experiments if folds[e] == folds[exp])}), or train the "
+                                  f"missing folds with 02_train.py")
     for exp, p in zip(experiments, preds):
         if not p["id"].equals(preds[0]["id"]):
             raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
