@@ -60,11 +60,14 @@ def summary(cfg: dict, s: dict, out) -> None:
         print(f"{f['fold']:>4} {f['best_epoch']:>5} " + " ".join(f"{f[m]:>9.4f}" for m in s["oof"]))
     print(f"{'mean':>10} " + " ".join(f"{s['fold_mean'][m]:>9.4f}" for m in s["oof"]))
     print(f"{'oof':>10} " + " ".join(f"{v:>9.4f}" for v in s["oof"].values()))
+    from lib.core.config import segment_unit
+
+    row = "segment" if segment_unit(out.load_competition()) == "segment" else "recording"  # the unit of a row
     cm = s["confusion"]
     if cm:
-        print("\nOOF confusion matrix per recording (rows: true, columns: predicted)\n"
+        print(f"\nOOF confusion matrix per {row} (rows: true, columns: predicted)\n"
               + pd.DataFrame(cm["rows_true_cols_pred"], index=cm["classes"], columns=cm["classes"]).to_string())
-    print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} per recording, {len(s['folds'])} folds "
+    print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} per {row}, {len(s['folds'])} folds "
           f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
     if s.get("report"):
         print(f"report (curves, confusion matrix, ROC/PR, calibration, worst recordings): "

@@ -154,7 +154,8 @@ def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
     for name in ("waveform", "log_mel64"):
         manifest = json.loads((out / "features" / name / "manifest.json").read_text())
         assert manifest["splits"]["train"]["regions"] == manifest["splits"]["train"]["windows"] == len(folds)
-    stage("02_train.py", exp, cached, "--output-dir", out)
+    log = stage("02_train.py", exp, cached, "--output-dir", out).stdout
+    assert log.count(" per segment, ") == 2 and "per recording" not in log  # a row is a cycle here
     for e in (exp, cached):
         stage("03_infer.py", e, "--output-dir", out)
     stage("04_ensemble.py", "wave_small", "hgb", "--output-dir", out)
