@@ -37,7 +37,9 @@ def main() -> None:
 
     r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers,
                        args.engine, test_files=args.test_files, submission=not args.no_submission)
-    print(f"{r['rows']} recordings, {len(r['experiments'])} experiment(s) blended by {r['method']}, decision "
+    run = len(r["experiments"]) - len(r["not_run"])
+    print(f"{r['rows']} recordings, {run} experiment(s) blended by {r['method']}"
+          + (f" ({len(r['not_run'])} of weight 0 not run)" if r["not_run"] else "") + ", decision "
           f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
     print(f"wrote {r['submission']}" if r["submission"] else
           f"no submission ({'--no-submission' if args.no_submission else 'the competition has no submission section'}): "

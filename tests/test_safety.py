@@ -204,6 +204,25 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     assert r["submission"] is None and (tmp_path / "w3/test_blend.csv").is_file()
 
 
+def test_a_member_of_weight_0_is_not_run_and_the_submission_is_the_same(shipped, tmp_path):
+    """04 --method single keeps one of two experiments: the bundle's prediction runs that one only
+    and writes what 04 submitted."""
+    from lib.shipping.bundle import predict_bundle
+
+    _, data, out, exp, _ = shipped
+    out = _copy(out, tmp_path / "out")
+    for script in ("02_train.py", "03_infer.py"):  # a second member: other seed, its own name
+        stage(script, exp, "--set", "train.seed=7", "--name", "second", "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "second", "--method", "single", "--output-dir", out)
+    weights = {e["experiment"]: e["weight"] for e in json.loads((out / "ensemble.json").read_text())["experiments"]}
+    assert sorted(weights.values()) == [0, 1]
+    stage("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out)
+    r = predict_bundle(tmp_path / "bundle", data, tmp_path / "work", device="cpu", workers=1, log=lambda *_: None)
+    assert r["not_run"] == [e for e, w in weights.items() if w == 0]
+    assert [p.stem for p in (tmp_path / "work/preds").glob("*.csv")] == [e for e, w in weights.items() if w == 1]
+    assert pd.read_csv(r["submission"]).equals(pd.read_csv(out / "submission.csv"))
+
+
 def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_path):
     """00_prepare.py run again with other folds (3 instead of 2): 03, 04 and 05 refuse the models,
     predictions and blend made on the old folds, each in one line naming the stage to run."""

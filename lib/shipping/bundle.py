@@ -236,7 +236,9 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     (:mod:`lib.runs.self_training`); ``submission=False`` writes no ``submission.csv`` (only the
     probabilities). ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
     (ONNX when the bundle has it and ``onnxruntime`` imports).
-    Returns ``{"rows", "seconds", "experiments", "submission": path or None}``. Raises
+    Members of weight 0 in the blend (``single`` keeps one) are not run (``not_run``): the
+    weighted mean leaves them out, so the result is the same and the time theirs is saved.
+    Returns ``{"rows", "seconds", "experiments", "not_run", "submission": path or None}``. Raises
     ``ConfigError`` before any work when ``work_dir`` is, lies inside or contains ``data_dir`` or
     the bundle (:func:`lib.core.artifacts.check_apart`: it would overwrite or delete their files),
     ``MissingArtifact`` or ``InputError`` for a damaged bundle (:func:`load_bundle`) and
@@ -267,8 +269,15 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     table = work.load_split("test")
     _log_unknown_slices(table, summary.get("slice_prior"), log)
     device = get_device(device)
-    preds = []
-    for exp in manifest["experiments"]:
+    preds, weights, skipped = [], summary["blender"]["weights"], []
+    for i, exp in enumerate(manifest["experiments"]):
+        if weights is not None and weights[i] == 0:  # a weighted mean leaves it out: not run, a placeholder
+            frame = pd.DataFrame({"id": table["id"], "fold": -1})
+            frame[tasks.prob_columns(comp)] = 1 / len(tasks.prob_columns(comp))
+            preds.append(frame)
+            skipped.append(exp)
+            log(f"{exp}: weight 0 in the blend ({summary['method']}): not run")
+            continue
         cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
         build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
         data = load_inputs(work, cfg, "test", table, comp, device)
@@ -294,6 +303,6 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     if sub is not None:
         path = work.root / "submission.csv"
         write_csv(path, sub)
-    return {"rows": len(table), "seconds": time.time() - t0, "experiments": manifest["experiments"],
+    return {"rows": len(table), "seconds": time.time() - t0, "experiments": manifest["experiments"], "not_run": skipped,
             "method": summary["method"], "decision": summary["decision"]["decision"], "submission": path,
             "mean_probs": dict(zip(tasks.prob_columns(comp), np.round(blend.mean(0), 4).tolist()))}
