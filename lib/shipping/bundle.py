@@ -119,6 +119,23 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     return manifest
 
 
+def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table: pd.DataFrame, comp: dict, device,
+                    workers: int | None, engine: str, log) -> tuple[pd.DataFrame, str]:
+    """One bundled experiment's test predictions: its features built into ``work``, its fold
+    models (ONNX Runtime for networks when ``engine`` says so) averaged over the rows of
+    ``table``. Returns ``(frame of id, fold -1, p_<class> ..., what ran, for the log)``."""
+    cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
+    build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
+    data = load_inputs(work, cfg, "test", table, comp, device)
+    models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
+    _check_inputs(exp, models[0][0]["manifest"], data.manifest)
+    if not is_classical(cfg["model"]):
+        models = _onnx_models(bundle / "models" / exp, manifest["folds"][exp], models, engine, exp, log)
+    frame = pd.DataFrame({"id": table["id"], "fold": -1})
+    frame[tasks.prob_columns(comp)] = predict_folds(models, data, table, comp, cfg.get("tta"), f"{exp} test")
+    return frame, f"{len(models)} fold models ({type(models[0][1]).__name__}), {len(data.rec)} windows"
+
+
 def _check_destination(dest: Path, out: Outputs, comp: dict) -> None:
     """Refuse a bundle folder ``dest`` that is or contains the output folder ``out`` (replacing it
     would delete the results) or that is, contains or lies inside the competition's data folder.
@@ -278,22 +295,12 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
             skipped.append(exp)
             log(f"{exp}: weight 0 in the blend ({summary['method']}): not run")
             continue
-        cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
-        build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
-        data = load_inputs(work, cfg, "test", table, comp, device)
-        models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
-        _check_inputs(exp, models[0][0]["manifest"], data.manifest)
-        if not is_classical(cfg["model"]):
-            models = _onnx_models(bundle / "models" / exp, manifest["folds"][exp], models, engine, exp, log)
-        probs = predict_folds(models, data, table, comp, cfg.get("tta"), f"{exp} test")
-        frame = pd.DataFrame({"id": table["id"], "fold": -1})
-        frame[tasks.prob_columns(comp)] = probs
+        frame, what = _predict_member(bundle, manifest, exp, work, table, comp, device, workers, engine, log)
         write_csv(work.preds(exp), frame)
         preds.append(frame)
         done, spent = len(preds), time.time() - t0
-        log(f"{exp}: {len(models)} fold models ({type(models[0][1]).__name__}), {len(data.rec)} windows; "
-            f"{spent:.0f}s so far, about {spent / done * (len(manifest['experiments']) - done):.0f}s to go "
-            f"({spent / done / len(table):.3f} s per recording and experiment)")
+        log(f"{exp}: {what}; {spent:.0f}s so far, about {spent / done * (len(manifest['experiments']) - done):.0f}s "
+            f"to go ({spent / done / len(table):.3f} s per recording and experiment)")
     blender = Blender.from_state(summary["blender"], comp)
     blend, sub = blend_test(comp, blender, summary["decision"]["decision"], preds, table, summary.get("slice_prior"))
     blend_df = pd.DataFrame({"id": table["id"]})
