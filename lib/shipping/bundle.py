@@ -298,9 +298,10 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         frame, what = _predict_member(bundle, manifest, exp, work, table, comp, device, workers, engine, log)
         write_csv(work.preds(exp), frame)
         preds.append(frame)
-        done, spent = len(preds), time.time() - t0
-        log(f"{exp}: {what}; {spent:.0f}s so far, about {spent / done * (len(manifest['experiments']) - done):.0f}s "
-            f"to go ({spent / done / len(table):.3f} s per recording and experiment)")
+        done, spent = len(preds) - len(skipped), time.time() - t0  # members run so far
+        left = len(manifest["experiments"]) - len(preds) - sum(w == 0 for w in (weights or [])[len(preds):])
+        log(f"{exp}: {what}; {spent:.0f}s so far, about {spent / done * left:.0f}s to go "
+            f"({spent / done / len(table):.3f} s per recording and experiment)")
     blender = Blender.from_state(summary["blender"], comp)
     blend, sub = blend_test(comp, blender, summary["decision"]["decision"], preds, table, summary.get("slice_prior"))
     blend_df = pd.DataFrame({"id": table["id"]})
