@@ -258,8 +258,8 @@ def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_
     absent = [c for c in comp.get("slices") or [] if c not in lab.columns]
     if comp.get("slices") and not absent:  # worst_/slice_mean_ metrics score each slice value of the labels file
         y = SlicedLabels(y, {c: category_text(lab[c]) for c in comp["slices"]})
-    no_slices = f"scores per slice: {labels} has no slice column(s) {absent or comp.get('slices')}" if (
-        absent or not comp.get("slices")) else None
+    no_slices = f"scores per slice: {labels} has no slice column(s) {absent}" if absent else None  # (no slices
+    # declared: get_metric refuses the per-slice metrics when the config is read)
 
     holds, scores, not_computable, per_class = _score(y, x, fmt, comp, multi, no_slices)
     return {"rows": len(lab), "format": fmt, "holds": holds, "scores": scores, "not_computable": not_computable,

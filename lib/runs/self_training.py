@@ -152,10 +152,11 @@ def _refuse_training_recordings(test: pd.DataFrame, folds: pd.DataFrame) -> None
     competition's id, and a copy of the training folder has other paths); they would come back
     as fold -1 rows of audio the folds already hold, with the model's labels."""
     same_id = sorted(set(test["id"]) & set(folds["id"]))
-    train_sizes = {os.path.getsize(p) for p in folds["path"]}
-    candidates = [(i, p) for i, p in zip(test["id"], test["path"]) if os.path.getsize(p) in train_sizes]
-    sizes = {os.path.getsize(p) for _, p in candidates}  # only files that may be equal are read
-    train_hashes = {file_hash(p): i for p, i in zip(folds["path"], folds["id"]) if os.path.getsize(p) in sizes}
+    size = {p: os.path.getsize(p) for p in (*folds["path"], *test["path"])}
+    train_sizes = {size[p] for p in folds["path"]}
+    candidates = [(i, p) for i, p in zip(test["id"], test["path"]) if size[p] in train_sizes]
+    sizes = {size[p] for _, p in candidates}  # only files that may be equal are read
+    train_hashes = {file_hash(p): i for p, i in zip(folds["path"], folds["id"]) if size[p] in sizes}
     same_audio = [(i, train_hashes[h]) for i, p in candidates if (h := file_hash(p)) in train_hashes]
     problems = [f"{len(same_id)} recording(s) to pseudo-label have training ids, e.g. {same_id[:3]}"] if same_id else []
     if same_audio:

@@ -305,7 +305,8 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
     scores after each fold and is pruned (Optuna's ``MedianPruner``) before the next fold when it
     falls behind; values equal to a COMPLETE trial's train only when what the models depend on
     changed since (the experiment file, the folds, the features: :func:`train_experiment`'s up-to-
-    date check; else its models are kept), to a RUNNING one's (another worker) are pruned. User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
+    date check; else its models are kept), to a RUNNING one's (another worker) are pruned.
+    User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
     ``echo`` prints one line per trial. Raises what a trial raises (``PipelineError``: bad data,
     missing stage outputs; ``KeyboardInterrupt``), after Optuna marks the trial failed.
     """
