@@ -205,8 +205,8 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
 
 
 def test_a_member_of_weight_0_is_not_run_and_the_submission_is_the_same(shipped, tmp_path):
-    """04 --method single keeps one of two experiments: the bundle's prediction runs that one only
-    and writes what 04 submitted."""
+    """04 --method single keeps one of two experiments: the bundle carries the other's config but
+    not its fold models, and its prediction runs the kept one only and writes what 04 submitted."""
     from lib.shipping.bundle import predict_bundle
 
     _, data, out, exp, _ = shipped
@@ -217,6 +217,10 @@ def test_a_member_of_weight_0_is_not_run_and_the_submission_is_the_same(shipped,
     weights = {e["experiment"]: e["weight"] for e in json.loads((out / "ensemble.json").read_text())["experiments"]}
     assert sorted(weights.values()) == [0, 1]
     stage("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out)
+    manifest = json.loads((tmp_path / "bundle/bundle.json").read_text())  # the member of weight 0: no fold models
+    assert {e: bool(f) for e, f in manifest["folds"].items()} == {e: w == 1 for e, w in weights.items()}
+    assert {p.parent.name for p in (tmp_path / "bundle/models").glob("*/fold*.pt")} == {e for e, w in weights.items() if w == 1}
+    assert {p.parent.name for p in (tmp_path / "bundle/models").glob("*/config.yaml")} == set(weights)
     r = predict_bundle(tmp_path / "bundle", data, tmp_path / "work", device="cpu", workers=1, log=lambda *_: None)
     assert r["not_run"] == [e for e, w in weights.items() if w == 0]
     assert [p.stem for p in (tmp_path / "work/preds").glob("*.csv")] == [e for e, w in weights.items() if w == 1]

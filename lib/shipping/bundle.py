@@ -60,7 +60,9 @@ INPUT_SETTINGS = ("settings", "sample_rate", "hop_length", "clip_seconds", "hop_
 def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool = False, log=print) -> dict:
     """Pack the current blend of output folder ``out`` (stage 04's record, verified) into the
     folder ``dest``: every blended experiment's fold checkpoints and config, the competition
-    config, ``ensemble.json``; ``bundle.json`` lists every file with its SHA-256.
+    config, ``ensemble.json``; ``bundle.json`` lists every file with its SHA-256. A member of
+    weight 0 in the blend (``single`` keeps one) travels as its config alone, with no fold models
+    (``folds: []`` in ``bundle.json``): :func:`predict_bundle` does not run it.
 
     ``onnx``: also export every network fold model to ``fold<k>.onnx`` (:mod:`lib.shipping.onnx_export`,
     each checked against PyTorch; the differences are in ``bundle.json``), which
@@ -99,9 +101,10 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     (tmp / "competition.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
     shutil.copy2(out.root / "ensemble.json", tmp / "ensemble.json")
     folds = {}
-    for exp in experiments:
-        trained = out.trained(exp).require()
-        folds[exp] = trained["info"]["folds"]
+    for exp, unused in zip(experiments, _weight_zero(summary)):  # predict_bundle does not run those: no fold models
+        folds[exp] = [] if unused else out.trained(exp).require()["info"]["folds"]
+        if unused:
+            log(f"{exp}: weight 0 in the blend ({summary['method']}): its config only, no fold models")
         (tmp / "models" / exp).mkdir()
         for name in ["config.yaml"] + [f"fold{k}.pt" for k in folds[exp]]:
             shutil.copy2(out.model_dir(exp) / name, tmp / "models" / exp / name)
@@ -117,6 +120,13 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
         shutil.rmtree(dest)
     tmp.rename(dest)
     return manifest
+
+
+def _weight_zero(summary: dict) -> list[bool]:
+    """For each member of stage 04's blend (``ensemble.json``), whether its weight is 0 (a weighted
+    mean leaves it out; a stacker's members all count)."""
+    weights = summary["blender"]["weights"]
+    return [w == 0 for w in weights] if weights is not None else [False] * len(summary["experiments"])
 
 
 def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table: pd.DataFrame, comp: dict, device,
@@ -153,7 +163,7 @@ def _export_onnx(folder: Path, experiments: list[str], folds: dict, log) -> dict
     from .onnx_export import export_onnx
 
     out = {}
-    for exp in experiments:
+    for exp in (e for e in experiments if folds[e]):  # members of weight 0 have no fold models
         cfg = yaml.safe_load((folder / "models" / exp / "config.yaml").read_text())
         if is_classical(cfg["model"]):
             log(f"{exp}: a scikit-learn member, kept as it is (no ONNX)")
@@ -286,9 +296,9 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     table = work.load_split("test")
     _log_unknown_slices(table, summary.get("slice_prior"), log)
     device = get_device(device)
-    preds, weights, skipped = [], summary["blender"]["weights"], []
+    preds, unused, skipped = [], _weight_zero(summary), []
     for i, exp in enumerate(manifest["experiments"]):
-        if weights is not None and weights[i] == 0:  # a weighted mean leaves it out: not run, a placeholder
+        if unused[i]:  # a weighted mean leaves it out: not run, a placeholder
             frame = pd.DataFrame({"id": table["id"], "fold": -1})
             frame[tasks.prob_columns(comp)] = 1 / len(tasks.prob_columns(comp))
             preds.append(frame)
@@ -299,7 +309,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         write_csv(work.preds(exp), frame)
         preds.append(frame)
         done, spent = len(preds) - len(skipped), time.time() - t0  # members run so far
-        left = len(manifest["experiments"]) - len(preds) - sum(w == 0 for w in (weights or [])[len(preds):])
+        left = len(manifest["experiments"]) - len(preds) - sum(unused[len(preds):])
         log(f"{exp}: {what}; {spent:.0f}s so far, about {spent / done * left:.0f}s to go "
             f"({spent / done / len(table):.3f} s per recording and experiment)")
     blender = Blender.from_state(summary["blender"], comp)
