@@ -177,6 +177,14 @@ def test_errors_name_the_key(folders, tmp_path):
         (odd / "config.json").write_text(json.dumps({"model_type": model_type}))
         with pytest.raises(ConfigError, match=f"model.params.pretrained: .*{match}"):
             model(odd)
+    foreign = tmp_path / "foreign"  # BERT's weights beside wav2vec2's config: transformers would start it at random
+    shutil.copytree(folders["wav2vec2"], foreign)
+    transformers.BertModel(transformers.BertConfig(**SMALL, vocab_size=50)).save_pretrained(tmp_path / "bert")
+    shutil.copy(tmp_path / "bert/model.safetensors", foreign / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"model.params.pretrained: .* leave \d+ of the model's weights out.*another"):
+        model(foreign)
+    with pytest.raises(ConfigError, match=r"features.params.model_dir: .* leave \d+ of the model's weights out"):
+        FEATURES.build({"name": "hf_embeddings", "params": {"model_dir": str(foreign)}}).prepare()
     with pytest.raises(ConfigError, match="model.params.pretrained: model type 'audio-spectrogram-transformer' is not"):
         model(folders["ast"])
     with pytest.raises(ConfigError, match="hears 16000 Hz audio.*at 8000 Hz: set features.params.sample_rate: 16000"):

@@ -107,14 +107,22 @@ def _first_line(exc: Exception) -> str:
 def load_model(path, key: str):
     """The pretrained ``AutoModel`` of a folder that :func:`read_folder` accepted
     (``local_files_only=True``), in eval mode on the CPU. Raises ``ConfigError`` naming ``key``
-    when its weights do not load (a corrupt or foreign file)."""
+    when its weights do not load (a corrupt file) or leave any of the model's weights out (a
+    foreign file, e.g. another architecture's weights beside this ``config.json``: transformers
+    would initialise those at random with a warning only). Weights the file has beyond the model
+    (a pretraining or classification head) are ignored, as transformers does."""
     offline()
     from transformers import AutoModel
 
     try:
-        return AutoModel.from_pretrained(Path(path).expanduser(), local_files_only=True).eval()
+        model, info = AutoModel.from_pretrained(Path(path).expanduser(), local_files_only=True, output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _refuse(key, path, f"holds weights transformers cannot load ({_first_line(exc)})")
+    missing = sorted(info["missing_keys"]) + sorted(info.get("mismatched_keys") or [])
+    if missing:
+        raise _refuse(key, path, f"holds weights that leave {len(missing)} of the model's weights out or of another "
+                                 f"shape (e.g. {', '.join(map(str, missing[:3]))}): another model's file?")
+    return model.eval()
 
 
 def folder_fingerprint(path) -> dict:
