@@ -132,6 +132,35 @@ def test_fine_tuning_trains_and_predicts_without_the_folder(folders, tmp_path):
     assert json.loads(bytes(ckpt["state_dict"]["trunk.hf_config"].tolist()))["config"]["model_type"] == "wav2vec2"
 
 
+def test_a_bundle_carries_the_model_folder_its_embeddings_need(folders, tmp_path):
+    """An hf_embeddings member bundled, then the folder moved away (as on a notebook machine): the
+    bundle predicts what 04 submitted from the copy it carries; a folder changed since training
+    is refused by 05 before any bundle is made."""
+    from lib.shipping.bundle import predict_bundle
+
+    make_toy_competition(tmp_path / "data", n=8)
+    out, model_dir = tmp_path / "out", tmp_path / "w2v"
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    shutil.copytree(folders["wav2vec2"], model_dir)
+    exp = tmp_path / "emb.yaml"
+    exp.write_text(yaml.safe_dump({"features": {"name": "hf_embeddings", "set": "emb", "params": {
+        "model_dir": str(model_dir), "layer": -1, "pooling": "mean"}}, "model": {"name": "logreg", "params": {}}}))
+    for script in ("01_features.py", "02_train.py", "03_infer.py", "04_ensemble.py"):
+        stage(script, *([exp] if script != "04_ensemble.py" else []), "--output-dir", out)
+    (model_dir / "config.json").write_text((model_dir / "config.json").read_text() + "\n")
+    r = stage("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out, check=False)
+    assert r.returncode != 0 and "has other files than those its models were trained on" in r.stderr, r.stderr
+    assert not (tmp_path / "bundle").exists()
+    shutil.rmtree(model_dir)
+    shutil.copytree(folders["wav2vec2"], model_dir)  # as at training
+    stage("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out)
+    shutil.rmtree(model_dir)
+    r = predict_bundle(tmp_path / "bundle", tmp_path / "data", tmp_path / "work", device="cpu", workers=1, log=lambda *_: None)
+    assert pd.read_csv(r["submission"]).equals(pd.read_csv(out / "submission.csv"))
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "work/preds/emb.csv").filter(like="p_"),
+                               pd.read_csv(out / "preds/emb.csv").filter(like="p_"), atol=1e-6)
+
+
 def test_freezing_and_learning_rate_groups(folders):
     model = build_model({"name": "hf_audio", "params": {"pretrained": str(folders["hubert"]), "freeze_blocks": 2,
                                                         "backbone_lr": 0.1, "layer_decay": 0.5, "layer": 1}}, WAVE, 3)

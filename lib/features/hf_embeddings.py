@@ -125,12 +125,23 @@ def load_model(path, key: str):
     return model.eval()
 
 
-def folder_fingerprint(path) -> dict:
-    """SHA-256 of a model folder's ``config.json``, ``preprocessor_config.json`` and weight files
-    (the cache's key changes when the model does)."""
+def model_files(path) -> list[str]:
+    """The names of the files of a model folder that loading it reads: ``config.json``,
+    ``preprocessor_config.json``, the weight files and, for sharded weights, every shard its
+    index names. What :func:`folder_fingerprint` hashes and a bundle packs."""
     p = Path(path).expanduser()
-    return {name: file_hash(p / name) for name in ("config.json", "preprocessor_config.json", *WEIGHTS)
-            if (p / name).is_file()}
+    names = [n for n in ("config.json", "preprocessor_config.json", *WEIGHTS) if (p / n).is_file()]
+    for index in (n for n in names if n.endswith(".index.json")):
+        names += sorted(set(json.loads((p / index).read_text()).get("weight_map", {}).values()))
+    return names
+
+
+def folder_fingerprint(path) -> dict:
+    """``{file name: SHA-256}`` of a model folder's :func:`model_files` (the cache's key changes
+    when the model does; the folder's path is no part of it, so a folder moved elsewhere, e.g. into
+    a bundle, is the same model)."""
+    p = Path(path).expanduser()
+    return {name: file_hash(p / name) for name in model_files(p)}
 
 
 def resolve_layer(layer, n_states: int, key: str, allowed=LAYER_NAMES):
@@ -229,7 +240,7 @@ class HfEmbeddings:
         self.layer = resolve_layer(layer, self.config.num_hidden_layers + 1, "features.params.layer")
         self.rate, self.batch_size, self.pooling, self.reduce = int(self.fe.sampling_rate), batch_size, pooling, reduce
         self.model_dir = str(Path(model_dir).expanduser().resolve())
-        self.settings = {"model_dir": self.model_dir, "model_type": self.config.model_type, "model_sample_rate": self.rate,
+        self.settings = {"model_type": self.config.model_type, "model_sample_rate": self.rate,  # the model by its files
                          "layer": layer, "pooling": pooling, "reduce": reduce, "resample_type": resample_type,
                          "files": folder_fingerprint(model_dir)}
         dim = reduce or self.config.hidden_size

@@ -14,6 +14,8 @@ holds exactly what stage 03 + 04 need besides the test audio::
                        stacker coefficients), the decision (threshold / class biases), OOF scores
     models/<exp>/      each experiment's resolved config.yaml and fold checkpoints (weights, input
                        settings, the metadata encoders fitted per fold)
+    hf/<digest>/       the Hugging Face model folder that an ``hf_embeddings`` member's features
+                       need (its config, feature extractor and weights; once per folder)
 
 Nothing in it refers to the training audio or to the ``output/`` folder it came from.
 :func:`predict_bundle` reads only the bundle (its hashes checked first) and the test audio, and
@@ -38,7 +40,7 @@ import yaml
 from ..core.artifacts import FOLDS, check_apart, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import read_json, write_csv, write_json
+from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
 from ..core.device import get_device
 from ..data import tasks
 from ..data.prepare import prepare_test
@@ -108,11 +110,14 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
         (tmp / "models" / exp).mkdir()
         for name in ["config.yaml"] + [f"fold{k}.pt" for k in folds[exp]]:
             shutil.copy2(out.model_dir(exp) / name, tmp / "models" / exp / name)
+    model_dirs = {exp: _pack_model_folder(tmp, exp, folds[exp], log) for exp in experiments if folds[exp]}
+    model_dirs = {exp: rel for exp, rel in model_dirs.items() if rel}
     exported = _export_onnx(tmp, experiments, folds, log) if onnx else {}
     files = {str(p.relative_to(tmp)): file_hash(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "source": str(out.root), "ensemble_record": ens_record["id"], "experiments": experiments,
-                "folds": folds, "inputs": {FOLDS: fid}, "method": summary["method"], "onnx_max_difference": exported,
+                "folds": folds, "inputs": {FOLDS: fid}, "method": summary["method"], "model_dirs": model_dirs,
+                "onnx_max_difference": exported,
                 "files": files}
     write_json(tmp / "bundle.json", manifest)
     (tmp / SEAL).write_text(f"{file_hash(tmp / 'bundle.json')}  bundle.json\n")  # sha256sum's format
@@ -120,6 +125,32 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
         shutil.rmtree(dest)
     tmp.rename(dest)
     return manifest
+
+
+def _pack_model_folder(tmp: Path, exp: str, folds: list[int], log) -> str | None:
+    """Copy the Hugging Face model folder that member ``exp``'s ``hf_embeddings`` features need
+    (``features.params.model_dir``; its :func:`lib.features.hf_embeddings.model_files`) into
+    ``tmp/hf/<digest>/`` (once for members sharing it) and return that path relative to the
+    bundle; None for other feature sets. Raises ``ConfigError`` naming the experiment and the
+    folder when its files are missing or are not those its fold models were trained on."""
+    features = yaml.safe_load((tmp / "models" / exp / "config.yaml").read_text())["features"]
+    if features["name"] != "hf_embeddings":
+        return None
+    from ..features.hf_embeddings import folder_fingerprint
+
+    src = Path(features["params"]["model_dir"]).expanduser()
+    trained = load_tensors_only(tmp / "models" / exp / f"fold{folds[0]}.pt", MissingArtifact)["manifest"]["settings"]["files"]
+    if not src.is_dir() or folder_fingerprint(src) != trained:
+        raise ConfigError(f"{exp}: its features need the model folder features.params.model_dir {str(src)!r}, which "
+                          f"{'is not there' if not src.is_dir() else 'has other files than those its models were trained on'}"
+                          f": put the folder back as it was at training (a bundle carries it), or run 01-04 again")
+    rel = f"hf/{fingerprint(trained)}"
+    if not (tmp / rel).is_dir():
+        (tmp / rel).mkdir(parents=True)
+        for name in trained:
+            shutil.copy2(src / name, tmp / rel / name)
+        log(f"{exp}: its Hugging Face model folder packed as {rel} ({len(trained)} files)")
+    return rel
 
 
 def _weight_zero(summary: dict) -> list[bool]:
@@ -135,6 +166,8 @@ def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table
     models (ONNX Runtime for networks when ``engine`` says so) averaged over the rows of
     ``table``. Returns ``(frame of id, fold -1, p_<class> ..., what ran, for the log)``."""
     cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
+    if exp in manifest.get("model_dirs", {}):  # the Hugging Face folder its features need travels in the bundle
+        cfg["features"]["params"]["model_dir"] = str(bundle / manifest["model_dirs"][exp])
     build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
     data = load_inputs(work, cfg, "test", table, comp, device)
     models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
