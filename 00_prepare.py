@@ -36,6 +36,7 @@ def main() -> None:
     from lib.components import check_found_classes
     from lib.data.prepare import prepare
     from lib.evaluation.metrics import undefined_in_slices
+    from lib.core.config import row_noun, segment_unit
 
     out = cli.outputs(args)
     comp = load_competition(args.data_config, args.data_dir)
@@ -45,8 +46,8 @@ def main() -> None:
     lo, mid, hi = s["duration_s"]
     a = comp["audio"]
     print(f"classes: {s['classes']}")
-    unit = (comp.get("segments") or {}).get("unit")
-    rows = "segments" if unit == "segment" else "recordings"
+    unit = segment_unit(comp)
+    rows = row_noun(comp) + "s"
     groups = f"in {s['groups']} groups" if comp.get("groups") or unit == "segment" else "(no groups: each its own)"
     rate = f"{s['sample_rate'] or 'native'} Hz" if not comp.get("matrix") else "matrices"
     print(f"train: {s['train_rows']} {rows} {groups}, {rate}, "

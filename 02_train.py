@@ -60,9 +60,9 @@ def summary(cfg: dict, s: dict, out) -> None:
         print(f"{f['fold']:>4} {f['best_epoch']:>5} " + " ".join(f"{f[m]:>9.4f}" for m in s["oof"]))
     print(f"{'mean':>10} " + " ".join(f"{s['fold_mean'][m]:>9.4f}" for m in s["oof"]))
     print(f"{'oof':>10} " + " ".join(f"{v:>9.4f}" for v in s["oof"].values()))
-    from lib.core.config import segment_unit
+    from lib.core.config import row_noun
 
-    row = "segment" if segment_unit(out.load_competition()) == "segment" else "recording"  # the unit of a row
+    row = row_noun(out.load_competition())  # the unit of a row
     cm = s["confusion"]
     if cm:
         print(f"\nOOF confusion matrix per {row} (rows: true, columns: predicted)\n"

@@ -17,7 +17,9 @@ def main() -> None:
     state = "up to date, skipped (use --force to redo)" if s["skipped"] else "written"
     if s["partial"]:
         print(f"PARTIAL: {cfg['name']} has only folds {s['folds']}; these predictions are their mean")
-    print(f"{cfg['name']}: {s['rows']} test recordings ({s['windows']} windows), mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
+    from lib.core.config import row_noun
+
+    print(f"{cfg['name']}: {s['rows']} test {row_noun(out.load_competition())}s ({s['windows']} windows), mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
           f"{state} -> {out.preds(cfg['name'])}")
 
 

@@ -89,11 +89,16 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
            "metadata": {"numeric": ["age"], "categorical": ["sex"]}}
     comp = _competition(tmp_path, cfg)
     assert comp["classes"] == ["a", "b"] and comp["folds"]["scheme"] == "predefined"
-    prepare(comp, tmp_path / "out")
+    assert not prepare(comp, tmp_path / "out")["warnings"]
     folds = pd.read_csv(tmp_path / "out/folds.csv", dtype={"target": str}, keep_default_na=False)
     assert folds.target.tolist() == ["b", "a", "", "a;b", "", "a", "b", "a"]
     assert folds.fold.tolist() == [0] * 4 + [1] * 4 and folds.meta_sex.tolist() == list("FM" * 4)
     assert folds.meta_age.tolist()[4:6] == ["34.0", ""]
+    one_fold = pd.DataFrame(rows).assign(b=[1, 0, 0, 1, 0, 0, 0, 0])  # b in fold 0 only: a warning, not silence
+    one_fold.to_csv(tmp_path / "data" / "train.csv", index=False)
+    warnings = prepare(comp, tmp_path / "out_b")["warnings"]
+    assert len(warnings) == 1 and "no positive row in some folds" in warnings[0] and "b (2 rows, in 1 of 2 folds)" in warnings[0]
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
     # a patient split across the shipped folds, a bad age, a missing channel: all reported
     df = pd.read_csv(tmp_path / "data" / "train.csv", dtype=str, keep_default_na=False)
     df.loc[3, "fold"], df.loc[6, "age"] = "2", "old"

@@ -153,6 +153,23 @@ def test_prepare_refuses_the_data_folder_as_output(shipped, tmp_path):
     assert "data folder" in line and _snapshot(data) == before
 
 
+def test_a_recording_shortened_after_00_is_one_line_from_01(shipped, tmp_path):
+    """A training file cut shorter after 00_prepare.py: 01 caching waveforms says in one line
+    (no traceback) which file and to run 00 again."""
+    import soundfile as sf
+
+    _, data, _, _, _ = shipped
+    data = _copy(data, tmp_path / "data")
+    out = tmp_path / "out"
+    stage("00_prepare.py", data / "toy.yaml", "--data-dir", data, "--output-dir", out)
+    wav = sorted((data / "train").glob("*.wav"))[0]
+    y, sr = sf.read(wav)
+    sf.write(wav, y[: len(y) // 2], sr)
+    line = _one_line_error(stage("01_features.py", "configs/wave_cnn.yaml", "--output-dir", out, "--workers", "1",
+                                 check=False), "01_features")
+    assert str(wav) in line and "run 00_prepare.py again" in line, line
+
+
 @pytest.mark.parametrize("where", ["data", "bundle"])
 def test_predict_bundle_refuses_a_work_dir_on_its_inputs(shipped, tmp_path, where):
     """predict_bundle.py --work-dir equal to the data folder or to the bundle: refused before any

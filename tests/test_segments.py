@@ -71,7 +71,40 @@ def test_segment_errors_name_file_and_line(icbhi, tmp_path):
     for n, what in ((2, "empty or reversed"), (3, "expected a number"), (4, "outside its recording"),
                     (len(lines), "expected 0 or 1")):
         assert f"{txt} line {n}: " in text and what in text, (n, what, text)
+    assert "sample_submission" not in text  # its <recording>#<k> ids are not compared with unsegmented rows
     assert not (tmp_path / "out" / "folds.csv").exists()
+
+
+def test_repeated_and_overlapping_segments_are_warned_of_and_empty_classes_refused(icbhi, tmp_path):
+    """A cycle listed twice and one overlapping another are kept with a warning naming their
+    lines; touching cycles are not overlaps. In a CSV with a class column, an empty class cell of a
+    training segment is refused with its line (it became a class 'nan')."""
+    cfg, _ = _config(tmp_path, ICBHI, icbhi, "icbhi")
+    txt = sorted((icbhi / "audio").glob("*.txt"))[0]
+    lines = txt.read_text().splitlines()
+    start, end = (float(v) for v in lines[0].split()[:2])
+    txt.write_text("\n".join([*lines, lines[0], f"{start + 0.1:.3f}\t{end:.3f}\t0\t0"]) + "\n")
+    warnings = " | ".join(prepare(cfg, tmp_path / "out")["warnings"])
+    n = len(lines)
+    assert f"1 segment(s) listed twice" in warnings and f"{txt} line {n + 1} repeats {txt} line 1" in warnings, warnings
+    assert f"1 segment(s) overlapping" in warnings and f"{txt} line {n + 2} overlaps {txt} line 1" in warnings, warnings
+    txt.write_text("\n".join(lines) + "\n")
+    assert not prepare(cfg, tmp_path / "out2")["warnings"]  # the real cycles touch, never overlap
+    rows = []  # the same cycles as one CSV with a class column
+    for rec in pd.read_csv(icbhi / "train.csv").recording.tolist() + pd.read_csv(icbhi / "test.csv").recording.tolist():
+        for line in (icbhi / "audio" / f"{rec}.txt").read_text().split("\n"):
+            if line.strip():
+                a, b, ex, _ = line.split()
+                rows.append({"recording": rec, "start": a, "end": b, "cls": "exhale" if ex == "1" else "inhale"})
+    table = pd.DataFrame(rows)
+    table.loc[3, "cls"] = ""
+    table.to_csv(icbhi / "segments.csv", index=False)
+    csv_cfg = dict(ICBHI, segments={"format": "csv", "csv": "segments.csv", "id_column": "recording",
+                                    "label_column": "cls"})
+    cfg, _ = _config(tmp_path, csv_cfg, icbhi, "csv")
+    with pytest.raises(InputError, match=rf"segments.csv line 5: empty 'cls'") as exc:
+        prepare(cfg, tmp_path / "out3")
+    assert len(exc.value.problems) == 1, exc.value.problems
 
 
 def test_segment_config_typos_and_contradictions(tmp_path):
@@ -99,6 +132,10 @@ def test_matrix_errors_name_file_and_line(tmp_path):
         bad.write_text(text)
         with pytest.raises(AudioError, match=needle):
             read_matrix(bad, spec)
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((3, 0)))
+    with pytest.raises(AudioError, match="no frames"):
+        read_matrix(empty, spec)
     wide = tmp_path / "wide.npy"
     np.save(wide, np.zeros((5, 3)))
     with pytest.raises(AudioError, match="set matrix.axes: frames_bins"):
@@ -148,16 +185,18 @@ def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
                                    "train": {"epochs": 2, "batch_size": 16}}))
     cached = tmp_path / "hgb.yaml"  # log-mel windows cut from each cycle, and a classical member
     cached.write_text(yaml.safe_dump({"base": str(ROOT / "configs/zoo/hgb.yaml"), "model": {"params": {"max_iter": 20}}}))
-    stage("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out)
-    stage("01_features.py", exp, cached, "--output-dir", out)
+    log = stage("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out).stdout
     folds = pd.read_csv(out / "folds.csv")
+    assert f"train: {len(folds)} segments in " in log and "recordings in" not in log  # unit: segment, inferred
+    stage("01_features.py", exp, cached, "--output-dir", out)
     for name in ("waveform", "log_mel64"):
         manifest = json.loads((out / "features" / name / "manifest.json").read_text())
         assert manifest["splits"]["train"]["regions"] == manifest["splits"]["train"]["windows"] == len(folds)
     log = stage("02_train.py", exp, cached, "--output-dir", out).stdout
     assert log.count(" per segment, ") == 2 and "per recording" not in log  # a row is a cycle here
+    assert log.count(f"; {len(folds)} segments in ") == 2 and "recordings in" not in log
     for e in (exp, cached):
-        stage("03_infer.py", e, "--output-dir", out)
+        assert " test segments (" in stage("03_infer.py", e, "--output-dir", out).stdout
     stage("04_ensemble.py", "wave_small", "hgb", "--output-dir", out)
     assert list(pd.read_csv(out / "oof" / "hgb.csv").id) == list(folds.id)
     oof = pd.read_csv(out / "oof" / "wave_small.csv")

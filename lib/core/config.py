@@ -409,6 +409,12 @@ def segment_unit(cfg: dict) -> str | None:
     return seg["unit"] or ("segment" if seg["labels"] or seg["label_column"] else "recording")
 
 
+def row_noun(cfg: dict) -> str:
+    """What a row of ``folds.csv`` / ``test.csv`` is called in messages: ``segment`` when
+    :func:`segment_unit` says rows are segments, else ``recording``."""
+    return "segment" if segment_unit(cfg) == "segment" else "recording"
+
+
 def _inputs_section(cfg: dict, where: str) -> None:
     """Check the ``matrix`` and ``segments`` sections against each other, the task and the audio
     section; fill ``segments.unit``. Raises ``ConfigError`` naming the file and key."""

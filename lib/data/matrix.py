@@ -72,8 +72,8 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
 
     ``spec``: the competition's ``matrix`` section. Raises ``AudioError`` naming the file (and
     line) when it is missing or unreadable, has ragged rows or non-numeric cells, holds NaN or
-    infinite values, is not 2-D, or has no axis of ``n_bins`` where ``axes`` says (the message
-    says when the other axis has it: the table is transposed).
+    infinite values, is not 2-D, has no frames, or has no axis of ``n_bins`` where ``axes`` says
+    (the message says when the other axis has it: the table is transposed).
     """
     path = Path(path)
     if not path.is_file():
@@ -106,6 +106,8 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
         hint = f" (its other axis has {n}: set matrix.axes: {other})" if x.shape[1] == n else ""
         raise AudioError(f"{path}: {x.shape[0]} bins where matrix.n_bins is {n}, with axes "
                          f"{spec['axes']}{hint}")
+    if x.shape[1] == 0:
+        raise AudioError(f"{path}: no frames ({n} bins x 0 frames); expected at least one frame")
     if not np.isfinite(x).all():
         rows, cols = np.nonzero(~np.isfinite(x))
         line = (cols[0] if spec["axes"] == "frames_bins" else rows[0]) + 1 + bool(spec.get("header"))

@@ -308,7 +308,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
                             f"and the competition config resamples nothing")
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
-    _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
+    if segments.unit(cfg) != "segment" or not problems:  # else the rows are still recordings, not segments
+        _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
     if problems or test is None:
         raise InputError(problems)
     out = Outputs(Path(out_dir))
@@ -412,7 +413,8 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
     out, counts = {}, {}
     for split, rows in tables.items():
         segs = found[split]
-        counts[split] = {"recordings": len(rows), "segments": len(segs), "skipped": segs.attrs["skipped"]}
+        counts[split] = {"recordings": len(rows), "segments": len(segs), "skipped": segs.attrs["skipped"],
+                         **segments.repeats(segs)}
         if segments.unit(cfg) == "segment":
             out[split] = segments.segment_rows(rows, segs)
         else:
@@ -420,6 +422,19 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
                       for rec, g in segs.groupby("id", sort=False)}
             out[split] = rows.assign(segments=[listed[i] for i in rows["id"]])
     return out, counts
+
+
+def _segment_warnings(counts: dict) -> list[str]:
+    """Warnings on the segments :func:`_with_segments` read (``counts``): segments listed twice
+    and segments overlapping another of their recording, each kept as a row, a few named."""
+    out = []
+    for split, c in counts.items():
+        for key, what in (("repeats", "listed twice (the same recording, start and end)"),
+                          ("overlaps", "overlapping an earlier one of their recording")):
+            if c[key]:
+                out.append(f"segments ({split}): {len(c[key])} segment(s) {what}, each kept as a row of its own: "
+                           + "; ".join(c[key][:3]) + (" ..." if len(c[key]) > 3 else ""))
+    return out
 
 
 def _warn_unknown_test_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame | None, warnings: list[str]) -> None:
@@ -592,6 +607,13 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         warnings = [*warnings, f"subdivide: {len(rare)} of the {len(fine)} fine classes have fewer training rows "
                                f"than folds, so some folds train without them: {', '.join(rare[:10])}"
                                + (" ..." if len(rare) > 10 else "")]
+    fold = folds["fold"].to_numpy()
+    absent = [f"{c} ({int(y[:, k].sum())} rows, in {len(set(fold[y[:, k] == 1]))} of {fold.max() + 1} folds)"
+              for k, c in enumerate(cfg["classes"]) if len(set(fold[y[:, k] == 1])) < fold.max() + 1] if y.ndim == 2 else []
+    if absent:  # single-label classes this rare are refused by make_folds
+        warnings = [*warnings, f"{len(absent)} class(es) have no positive row in some folds, so those folds' models "
+                               f"train without them and their validation has none (the class's AUROC and AP there "
+                               f"are undefined): {', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")]
     return {
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
         "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
@@ -642,7 +664,9 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
         labels = None if problems else _segment_labels(train, cfg)
     if labels is not None:
         _check_labels(cfg, root, train, labels, problems, warnings, check_found_classes)
-    _check_sample_submission(cfg, root, test, problems)
+    if segments.unit(cfg) != "segment" or not problems:  # else the rows are still recordings, not segments
+        _check_sample_submission(cfg, root, test, problems)
+    warnings += _segment_warnings(segment_counts)
 
     tables = [t for t in (train, test) if t is not None]
     rate = _check_rates(tables, cfg["audio"]["sample_rate"], problems) if tables else None

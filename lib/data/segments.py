@@ -125,7 +125,7 @@ def _entry(item: dict, seg: dict, where: str, problems: list[str]) -> dict:
             problems.append(f"{where}: {name} is {item[name]!r}; expected 0 or 1")
         flags.append(_truthy(value))
     return {"start": item[seg["start"]], "end": item[seg["end"]], "flags": flags, "where": where,
-            "label": str(item[seg["label_column"]]).strip() if seg["label_column"] else None,
+            "label": "" if not seg["label_column"] or item[seg["label_column"]] is None else str(item[seg["label_column"]]).strip(),
             "skip": bool(seg["skip"]) and _truthy(item.get(seg["skip"], ""))}
 
 
@@ -203,6 +203,9 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                     problems.append(f"{e['where']}: segment {start:g}-{end:g} s lies outside its recording "
                                     f"{r['id']!r} (0-{duration:g} s)")
                     continue
+                if seg["label_column"] and not e.get("label") and split == "train":
+                    problems.append(f"{e['where']}: empty {seg['label_column']!r} (the segment's class)")
+                    continue
                 flags = e.get("flags") or []
                 label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
                                            if seg["labels"] else None)
@@ -214,6 +217,23 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                                 + (f" ({len(entries)} skipped)" if entries else ""))
         out[split] = pd.DataFrame(rows, columns=COLUMNS)
         out[split].attrs["skipped"] = skipped.get(split, 0)
+    return out
+
+
+def repeats(segments: pd.DataFrame) -> dict[str, list[str]]:
+    """The segments of a :data:`COLUMNS` table listed twice and those overlapping an earlier one
+    of their recording by more than :data:`TOLERANCE_S` (touching cycles do not): ``{"repeats":
+    ["<where> repeats <where>", ...], "overlaps": ["<where> overlaps <where>", ...]}``."""
+    out = {"repeats": [], "overlaps": []}
+    for _, g in segments.sort_values(["id", "start_s", "end_s"], kind="stable").groupby("id", sort=False):
+        last, reach = None, None  # the segment before; the one reaching furthest so far
+        for r in g.itertuples():
+            if last is not None and (r.start_s, r.end_s) == (last.start_s, last.end_s):
+                out["repeats"].append(f"{r.where} repeats {last.where}")
+            elif reach is not None and r.start_s < reach.end_s - TOLERANCE_S:
+                out["overlaps"].append(f"{r.where} overlaps {reach.where}")
+            reach = r if reach is None or r.end_s > reach.end_s else reach
+            last = r
     return out
 
 

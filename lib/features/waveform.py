@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import MissingArtifact
 from ..core.utils import atomic_path
 from ..data import audio, segments
 from .parallel import WORKER, run_parallel
@@ -65,15 +66,15 @@ def grid(regions: np.ndarray, audio_cfg: dict) -> np.ndarray:
 def _extract_stretches(job: tuple[list[tuple[str, float, float, int, int]], int]) -> int:
     """Load a few stretches ``(path, start s, end s, first index, length)`` through the worker's
     extractor (its ``stretch(path, start_s, end_s, audio_cfg)``) and write them into the split's
-    store; returns how many. Raises ``ValueError`` naming the file when a stretch's length is not
-    the one expected (the file changed since stage 00)."""
+    store; returns how many. Raises ``MissingArtifact`` naming the file when a stretch's length is
+    not the one expected (the file changed since stage 00: folds.csv is stale)."""
     stretches, _ = job
     a, extractor = WORKER["audio"], WORKER["extractor"]
     out = np.load(WORKER["outputs"][0], mmap_mode="r+")
     for path, start, end, first, n in stretches:
         y = extractor.stretch(path, start, end, a)
         if len(y) != n:
-            raise ValueError(f"{path}: {len(y)} samples or frames from {start:g} to {end:g} s, but stage 00 "
+            raise MissingArtifact(f"{path}: {len(y)} samples or frames from {start:g} to {end:g} s, but stage 00 "
                              f"promised {n}: run 00_prepare.py again")
         out[first:first + n] = y
     del out

@@ -36,7 +36,7 @@ import yaml
 from sklearn.metrics import confusion_matrix
 
 from ..core.artifacts import FOLDS, folds_id
-from ..core.config import ROOT, setting_changes, training_settings
+from ..core.config import ROOT, row_noun, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
@@ -174,7 +174,7 @@ class ExperimentRun:
         where = f"device {self.device}" if self.ranks.world == 1 else (
             f"{self.ranks.world} ranks, " + ("DistributedDataParallel" if self.ddp else "folds shared out"))
         self.log(f"experiment {self.name}: model {cfg['model']['name']}, {inputs}"
-                 f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} recordings in "
+                 f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} {row_noun(comp)}s in "
                  f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
 
     def begin(self) -> None:
