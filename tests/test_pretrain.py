@@ -133,14 +133,24 @@ def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
     for sets, expected in ((["pretrain.epoch=2"], "did you mean 'pretrain.epochs'"),
                            (["pretrain.method=moco"], "pretrain.method"),
                            (["pretrain.splits=[valid]"], "pretrain.splits"),
+                           (["pretrain.crop_scale=[1.5, 0.6]"], "pretrain.crop_scale: [low, high] with low <= high expected"),
+                           (["pretrain.lr=1000"], "non-finite weights or statistics after epoch"),
                            (["model.params.freeze_block=1"], "did you mean 'freeze_blocks'"),
                            (["model.params.pretrained=/nowhere/x.pt"], "is not a file. Nothing is downloaded")):
         args = [a for s in sets for a in ("--set", s)]
         r = stage("pretrain.py" if sets[0].startswith("pretrain") else "02_train.py", wave, "--output-dir", out, *args,
                   check=False)
         assert r.returncode == 1 and expected in r.stderr, (sets, r.stderr[-800:])
+    assert not (out / "pretrained" / "wave.pt").exists()  # nothing of the diverged run is taken for finished
     r = stage("pretrain.py", cached, "--output-dir", out, "--set", f"pretrain.extra_audio=[{tmp_path}]", check=False)
     assert r.returncode == 1 and "pretrain.extra_audio needs waveform input" in r.stderr
+    comp = yaml.safe_load((tmp_path / "data" / "toy.yaml").read_text())  # a competition without a test set
+    for key in ("test", "submission"):
+        comp.pop(key)
+    (tmp_path / "no_test.yaml").write_text(yaml.safe_dump(comp))
+    stage("00_prepare.py", tmp_path / "no_test.yaml", "--output-dir", tmp_path / "no_test")
+    r = stage("pretrain.py", wave, "--output-dir", tmp_path / "no_test", "--set", "pretrain.splits=[test]", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "this competition has no test set; add train" in r.stderr
     stage("pretrain.py", wave, "--output-dir", out)
     path = str(out / "pretrained" / "wave.pt")
     manifest = {"kind": "waveform", "sample_rate": SR, "n_scalars": 0, "name": "waveform", "settings": {"sample_rate": None}}

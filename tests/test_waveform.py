@@ -212,3 +212,34 @@ def test_shipped_long_recording_config_runs_on_real_recordings(hv):
     scores = train_experiment(cfg, hv, log=lambda *_: None)
     assert not scores["partial"] and np.isfinite(scores["oof"]["macro_f1"])
     assert all("without_tta" in f for f in scores["folds"])
+
+
+def test_the_readme_notebook_code_runs_as_written(tmp_path):
+    """The README's "From a notebook" block, run verbatim (only the project path filled in) in a
+    folder whose ``output/`` holds a trained waveform experiment ``wave_cnn``: it loads a fold
+    model (``Outputs`` given a str) and computes logits of the shape it says."""
+    import re
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from conftest import make_toy_competition, stage
+
+    make_toy_competition(tmp_path / "data")
+    out = tmp_path / "output"
+    exp = tmp_path / "wave_cnn.yaml"
+    exp.write_text(yaml.safe_dump({"features": {"name": "waveform", "set": "waveform"},
+                                   "frontend": {"name": "log_mel", "params": {"n_mels": 16, "n_fft": 256, "hop_length": 128}},
+                                   "model": {"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1}},
+                                   "train": {"epochs": 1, "batch_size": 4, "device": "cpu"}}))
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    for script in ("01_features.py", "02_train.py"):
+        stage(script, exp, "--output-dir", out)
+    y, sr = sf.read(sorted((tmp_path / "data/test").glob("*.wav"))[0])
+    sf.write(tmp_path / "clip.wav", y, sr)
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## From a notebook\n\n```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace("/path/to/this/project", str(ROOT)) + "\nprint(tuple(logits.shape), spec.shape)\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[-2].startswith("(1, 1) (1, 64, "), r.stdout  # binary: one logit; 64 mel bands

@@ -41,9 +41,11 @@ class Outputs:
     root: Path = ROOT / "output"
 
     def __post_init__(self):
-        """Raise ``ConfigError`` when ``root`` is an existing file: the folder is given as
-        ``--output-dir`` (the stages) or ``--work-dir`` (``predict_bundle.py``)."""
-        if Path(self.root).is_file():
+        """Take ``root`` as a ``Path`` (a notebook may give a ``str``); raise ``ConfigError`` when
+        it is an existing file: the folder is given as ``--output-dir`` (the stages) or
+        ``--work-dir`` (``predict_bundle.py``)."""
+        object.__setattr__(self, "root", Path(self.root))  # frozen: set once, here
+        if self.root.is_file():
             raise ConfigError(f"output folder {self.root} is an existing file, not a folder; give a folder "
                               f"(--output-dir / --work-dir)")
 

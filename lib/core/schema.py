@@ -53,6 +53,17 @@ Regex = Annotated[str, AfterValidator(_compiles)]
 """A Python regular expression (``re`` syntax), checked when the config is read."""
 
 
+def _low_high(pair: list) -> list:
+    """A ``[low, high]`` range; pydantic reports the ``ValueError`` when low > high."""
+    if pair[0] > pair[1]:
+        raise ValueError("[low, high] with low <= high expected")
+    return pair
+
+
+PositiveRange = Annotated[list[Positive], Field(min_length=2, max_length=2), AfterValidator(_low_high)]
+"""``[low, high]``, both positive, low <= high."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -292,7 +303,7 @@ class _Pretrain(_Section):
     projector_dim: PositiveInt = 256
     predictor_hidden: PositiveInt = 4096
     mixup: Fraction = 0.4  # BYOL-A's mixup ratio: the background's share is uniform in [0, mixup)
-    crop_scale: Annotated[list[Positive], Field(min_length=2, max_length=2)] = [0.6, 1.5]  # random resize crop
+    crop_scale: PositiveRange = [0.6, 1.5]  # random resize crop
     temperature: Positive = 0.1  # simclr's NT-Xent temperature
     experiment_augment: bool = True  # also the experiment's augment.waveform and augment.spec_augment
     seed: NonNegativeInt = 0

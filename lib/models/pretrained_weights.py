@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..core.errors import ConfigError
@@ -123,7 +124,7 @@ def load(model: AudioClassifier, path: str, expected: dict) -> dict:
     members unchanged) and that it fits ``expected`` (:func:`describe` of ``model``). Returns the
     checkpoint's summary (method, epochs, final loss). Raises ``ConfigError`` naming
     ``model.params.pretrained`` for a missing file (nothing is downloaded), an unfinished or
-    changed result, another format, and for another architecture, feature set, front end or
+    changed result, another format, non-finite values, and for another architecture, feature set, front end or
     input: the key and both sides."""
     p = pretrained_file(path, "pretrain.py", WHERE_FROM)
     rec, why = pretrained_record(p).check()
@@ -148,6 +149,10 @@ def load(model: AudioClassifier, path: str, expected: dict) -> dict:
     missing = sorted(set(wanted) - set(ckpt["state_dict"]))
     if missing:
         raise ConfigError(f"model.params.pretrained: {p} lacks tensors of this model: {missing[:5]}")
+    bad = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ConfigError(f"model.params.pretrained: {p} holds non-finite values in {len(bad)} tensors (e.g. "
+                          f"{', '.join(bad[:3])}): a diverged pretraining; run pretrain.py again with a lower pretrain.lr")
     model.load_state_dict(ckpt["state_dict"], strict=False)
     return {k: ckpt.get(k) for k in ("method", "epochs")} | {"loss": (ckpt.get("losses") or [None])[-1]}
 

@@ -48,7 +48,8 @@ def check_pretrain(cfg: dict, out: Outputs) -> list[str]:
     """Check what pretraining needs before any work: a network that takes ``pretrained`` from
     :mod:`lib.models.pretrained_weights`, stage 00's tables, ``extra_audio`` folders that exist
     and only with waveform features. Returns the splits to read (``test`` dropped when the
-    competition has none). Raises ``ConfigError`` naming the key, ``MissingArtifact`` naming the stage."""
+    competition has none). Raises ``ConfigError`` naming the key (also for ``splits: [test]``
+    without a test set), ``MissingArtifact`` naming the stage."""
     name = cfg["model"]["name"]
     if not takes_generic(MODELS.get(name, "model.name")):
         nets = [n for n in MODELS.names() if takes_generic(MODELS.get(n))]
@@ -62,7 +63,11 @@ def check_pretrain(cfg: dict, out: Outputs) -> list[str]:
     for folder in pc["extra_audio"]:
         if not Path(folder).expanduser().is_dir():
             raise ConfigError(f"pretrain.extra_audio: {folder} is not a folder")
-    return [s for s in pc["splits"] if s == "train" or out.has_test()]
+    splits = [s for s in pc["splits"] if s == "train" or out.has_test()]
+    if not splits:
+        raise ConfigError(f"pretrain.splits {pc['splits']}: this competition has no test set; add train "
+                          f"(pretraining reads no label of it)")
+    return splits
 
 
 def load_splits(out: Outputs, cfg: dict, splits: list[str]) -> dict[str, SplitInputs]:
@@ -256,7 +261,9 @@ class PretrainRun:
 
     def epoch(self, epoch: int) -> dict:
         """One pass over a crop of every recording of every split (batches of one split each, in
-        random order; a last batch of one recording is left out). Returns the epoch's log row."""
+        random order; a last batch of one recording is left out). Returns the epoch's log row.
+        Raises ``TrainingError`` when every step was non-finite or any weight or statistic of the
+        learner is non-finite at the end (nothing of the epoch is saved)."""
         t0, bs = time.time(), self.pc["batch_size"]
         batches = []
         for name, data in self.datas.items():
@@ -275,6 +282,10 @@ class PretrainRun:
             total, seen = total + loss * len(it1), seen + len(it1)
         if not seen:
             raise TrainingError(f"pretraining {self.name}: every step of epoch {epoch} was non-finite; lower pretrain.lr")
+        bad = [k for k, v in self.learner.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # a diverging step, or a skipped step's forward pass updating BatchNorm statistics
+            raise TrainingError(f"pretraining {self.name}: non-finite weights or statistics after epoch {epoch} "
+                                f"({len(bad)} tensors, e.g. {', '.join(bad[:3])}); lower pretrain.lr")
         return {"epoch": epoch, "loss": float(total / seen), "recordings": seen, "skipped_steps": skipped,
                 "seconds": time.time() - t0}
 
