@@ -204,8 +204,9 @@ def test_errors_name_the_key(folders, tmp_path):
         odd = tmp_path / model_type
         shutil.copytree(folders["wav2vec2"], odd)
         (odd / "config.json").write_text(json.dumps({"model_type": model_type}))
-        with pytest.raises(ConfigError, match=f"model.params.pretrained: .*{match}"):
+        with pytest.raises(ConfigError, match=f"model.params.pretrained: .*{match}") as exc:
             model(odd)
+        assert "audio-spectrogram-transformer" not in str(exc.value)  # hf_audio's own list: no AST
     foreign = tmp_path / "foreign"  # BERT's weights beside wav2vec2's config: transformers would start it at random
     shutil.copytree(folders["wav2vec2"], foreign)
     transformers.BertModel(transformers.BertConfig(**SMALL, vocab_size=50)).save_pretrained(tmp_path / "bert")
@@ -222,6 +223,8 @@ def test_errors_name_the_key(folders, tmp_path):
         model(folders["wav2vec2"], layer=5)
     with pytest.raises(ConfigError, match="features.params.pooling 'max'"):
         features(folders["wav2vec2"], pooling="max")
+    with pytest.raises(ConfigError, match="features.params.batch_size 0 must be a positive"):
+        features(folders["wav2vec2"], batch_size=0)
     with pytest.raises(ConfigError, match="model.params.pretrained is required.*Nothing|model.params.pretrained is required"):
         from lib.models.hf_audio import HfAudio
 

@@ -26,6 +26,10 @@ def test_prepare_writes_folds_and_test(tmp_path):
     assert folds.groupby("group").fold.nunique().max() == 1
     assert pd.read_csv(tmp_path / "out/test.csv").id.tolist() == ["t0", "t1"]
     assert (tmp_path / "out/competition.yaml").exists()
+    from lib.core.paths import Outputs  # as the README's notebook section has it: an Outputs folder too
+
+    prepare(comp, Outputs(str(tmp_path / "out2")))
+    assert pd.read_csv(tmp_path / "out2/folds.csv", dtype=str).equals(folds)
 
 
 def test_every_problem_is_reported_and_nothing_written(tmp_path):

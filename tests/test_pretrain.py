@@ -5,6 +5,7 @@ exactly and a fine-tuned fold keeps its frozen blocks, a really killed run resum
 and mismatched checkpoints are clear errors."""
 import os
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,13 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     own = model.state_dict()
     assert ckpt["state_dict"] and all(torch.equal(own[k], v) for k, v in ckpt["state_dict"].items())
     assert not [k for k in ckpt["state_dict"] if k.startswith(("head.", "scalar_"))]  # a new head, a new scalar branch
+    copy = out.parent / "dataset"  # the checkpoint and its record copied elsewhere (a notebook dataset): still checked
+    copy.mkdir()
+    for name in ("wave.pt", "wave.record.json"):
+        shutil.copy2(out / "pretrained" / name, copy / name)
+    copied = build_model({"name": "cnn", "params": dict(params, pretrained=str(copy / "wave.pt"))}, manifest, 3, 2,
+                         WAVE["frontend"]).state_dict()
+    assert all(torch.equal(copied[k], v) for k, v in ckpt["state_dict"].items())
     assert {k for k in own if k.startswith("head.")} and model.head[-1].weight.shape == (3, 8)
     blocks = trunk_blocks(model)
     assert len(blocks) == 2 and not any(p.requires_grad for m in blocks[0] for p in m.parameters())

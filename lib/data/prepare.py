@@ -629,8 +629,9 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
     }
 
 
-def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
-    """Validate the input described by competition config ``cfg``; write the stage-00 artifacts.
+def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) -> dict:
+    """Validate the input described by competition config ``cfg``; write the stage-00 artifacts
+    into ``out_dir`` (a folder, or an :class:`lib.core.paths.Outputs` as the other stages take).
 
     ``check_found_classes(cfg, where)``: when the config lists no ``classes`` and they are taken
     from the data, what checks the settings that depend on them (the metrics' own checks:
@@ -647,7 +648,7 @@ def prepare(cfg: dict, out_dir: str | Path, check_found_classes=None) -> dict:
     segments, skipped}`` (``{}`` without segments). Raises ``InputError`` listing every problem (nothing is written
     then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not writable.
     """
-    out_dir = Path(out_dir)
+    out_dir = out_dir.root if isinstance(out_dir, Outputs) else Path(out_dir)
     Outputs(out_dir).check_writable()  # before the audio is read
     root = Path(cfg["data_dir"])
     problems: list[str] = []

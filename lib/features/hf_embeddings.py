@@ -69,13 +69,13 @@ def check_kind(model_type: str, key: str, supported=SUPPORTED) -> None:
                           f"{', '.join(f'{k} ({v})' for k, v in supported.items())}")
 
 
-def read_folder(path, key: str, weights: bool = True):
+def read_folder(path, key: str, weights: bool = True, supported: dict = SUPPORTED):
     """The ``(config, feature_extractor)`` of a local model folder (``AutoConfig`` and
     ``AutoFeatureExtractor``, ``local_files_only=True``). ``key`` names the config key in errors
     (``features.params.model_dir``, ``model.params.pretrained``). Raises ``ConfigError`` (saying
     that nothing is downloaded and the expected :data:`LAYOUT`) for a missing folder, one without
     ``config.json``, weights (when ``weights``) or ``preprocessor_config.json``, a config that
-    transformers cannot read, or an unsupported model type (:data:`SUPPORTED`)."""
+    transformers cannot read, or a model type not in ``supported`` (default :data:`SUPPORTED`)."""
     p = Path(path).expanduser() if path else None
     if p is None or not p.is_dir():
         raise _refuse(key, path, "is not a folder")
@@ -92,7 +92,7 @@ def read_folder(path, key: str, weights: bool = True):
         config = AutoConfig.from_pretrained(p, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _refuse(key, path, f"holds a config.json transformers cannot build a model from ({_first_line(exc)})")
-    check_kind(config.model_type, key)
+    check_kind(config.model_type, key, supported)
     try:
         fe = AutoFeatureExtractor.from_pretrained(p, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -223,7 +223,7 @@ class HfEmbeddings:
     = ceil(samples * rate / sr)`` samples through the encoder (about 50 per second for the waveform
     encoders), or ``(1, 1, 1)`` zeros; ``scalars (0,)`` or ``(hidden)`` / ``(2 hidden)``. Raises
     ``ConfigError`` (naming ``features.params.*``) for a folder that does not fit
-    (:func:`read_folder`), a bad ``layer``, ``pooling``, ``reduce`` or ``resample_type``.
+    (:func:`read_folder`), a bad ``layer``, ``pooling``, ``reduce``, ``resample_type`` or ``batch_size``.
     """
 
     kind = "spectrogram"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
@@ -236,6 +236,8 @@ class HfEmbeddings:
             raise ConfigError(f"features.params.reduce {reduce!r} must be a positive number of dimensions or null")
         if resample_type not in audio.RESAMPLERS:
             raise ConfigError(f"features.params.resample_type {resample_type!r} is not one of {audio.RESAMPLERS}")
+        if not (isinstance(batch_size, int) and batch_size > 0):
+            raise ConfigError(f"features.params.batch_size {batch_size!r} must be a positive number of windows")
         self.config, self.fe = read_folder(model_dir, "features.params.model_dir")
         self.layer = resolve_layer(layer, self.config.num_hidden_layers + 1, "features.params.layer")
         self.rate, self.batch_size, self.pooling, self.reduce = int(self.fe.sampling_rate), batch_size, pooling, reduce

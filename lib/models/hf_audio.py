@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..features.hf_embeddings import (LAYOUT, SUPPORTED, check_kind, config_bytes, load_model, read_folder,
+from ..features.hf_embeddings import (LAYOUT, SUPPORTED, config_bytes, load_model, read_folder,
                                       resolve_layer, select_layer)
 from .base import AudioClassifier
 from .transfer import check_freeze
@@ -127,8 +127,7 @@ class HfAudio(AudioClassifier):
             nn.Module.__init__(self)
             self.deferred = args
             return
-        config, fe = read_folder(pretrained, KEY)
-        check_kind(config.model_type, KEY, WAVEFORM_ENCODERS)
+        config, fe = read_folder(pretrained, KEY, supported=WAVEFORM_ENCODERS)
         self._build(load_model(pretrained, KEY), fe.to_dict(), args)
 
     @staticmethod

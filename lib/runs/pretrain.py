@@ -8,10 +8,11 @@ The audio comes from the experiment's cached feature set (stage 01) of the split
 folders of ``pretrain.extra_audio``. **No label is ever read**: the split tables are loaded
 without their target columns, so test audio may be used and no fold's validation labels are seen.
 
-One result under a record (:mod:`lib.core.artifacts`): ``pretrained/<exp>.pt`` (the checkpoint)
-and ``pretrained/<exp>_log.csv`` (the loss per epoch) under ``pretrained/<exp>.record.json``,
-removed first and written last, so an interrupted run never leaves a checkpoint taken for
-finished. ``pretrained/<exp>.state.pt`` (every network, the optimiser, the history and the random
+One result under a record (:mod:`lib.core.artifacts`): ``pretrained/<exp>.pt`` (the checkpoint,
+which holds the loss per epoch too) under ``pretrained/<exp>.record.json``, removed first and
+written last, so an interrupted run never leaves a checkpoint taken for finished; the two files
+copied elsewhere are all that fine-tuning needs. ``pretrained/<exp>_log.csv`` (the loss per
+epoch, for reading) is written before them. ``pretrained/<exp>.state.pt`` (every network, the optimiser, the history and the random
 generators after each finished epoch) lets a killed run resume at its last finished epoch.
 """
 from __future__ import annotations
@@ -321,18 +322,19 @@ class PretrainRun:
         return state["epoch"]
 
     def write_result(self, seconds: float) -> dict:
-        """Write the checkpoint and the log, then the record (last); remove the state file."""
+        """Write the log and the checkpoint, then the record (last, over the checkpoint alone: the
+        two can be copied elsewhere without the log); remove the state file."""
         losses = [h["loss"] for h in self.history]
         ckpt = {"format": FORMAT, "state_dict": backbone_state(self.model), "compat": self.compat,
                 "method": self.pc["method"], "epochs": len(self.history), "losses": losses,
                 "recordings": self.recordings(), "seconds": seconds,
                 "config": {k: self.cfg[k] for k in ("features", "frontend", "model", "pretrain")}}
+        write_csv(self.log_path, pd.DataFrame(self.history))
         with atomic_path(self.path) as tmp:
             torch.save(ckpt, tmp)
-        write_csv(self.log_path, pd.DataFrame(self.history))
         info = {"method": self.pc["method"], "epochs": len(self.history), "losses": losses, "seconds": seconds,
                 "recordings": self.recordings(), "device": str(self.device)}
-        rec = self.record.commit([self.path, self.log_path], self.key,
+        rec = self.record.commit([self.path], self.key,  # what fine-tuning reads: the checkpoint alone
                                  inputs={f"features/{s}": d.manifest.get("record") for s, d in self.datas.items()
                                          if s != "extra"}, info=info)
         self.state_path.unlink(missing_ok=True)
