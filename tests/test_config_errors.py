@@ -173,6 +173,9 @@ def test_regexes_submission_format_and_threshold_lists_are_checked_when_the_conf
     with pytest.raises(ConfigError, match=r"threshold lists 2 values for the 3 classes \['a', 'b', 'c'\]: give one per"):
         load_competition(variant("thr", lambda c: c.update(task="multilabel", classes=["a", "b", "c"], positive=None,
                                                            decision={"threshold": [0.1, 0.2]})))
+    with pytest.raises(ConfigError, match=r"threshold 0.9 is for binary and multi-label tasks; a multiclass decision"):
+        load_competition(variant("mc_thr", lambda c: c.update(task="multiclass", classes=["a", "b", "c"], positive=None,
+                                                               decision={"threshold": 0.9})))
     with pytest.raises(ConfigError, match="format 'probability' .* is for binary tasks; this one is multiclass"):
         load_competition(variant("prob", lambda c: c.update(task="multiclass", classes=["a", "b", "c"],
                                                             submission=dict(c.get("submission") or {}, format="probability"))))
@@ -183,6 +186,8 @@ def test_train_folds_checked_against_the_prepared_competition():
 
     cfg = load_experiment(ROOT / "configs" / "cnn_small.yaml", ["train.folds=[0, 4]"])
     check_experiment(cfg, "x.yaml", comp=None)  # not prepared yet: nothing to check against
+    with pytest.raises(ConfigError, match=r"train.folds: each value once expected; repeated: \[0\]"):
+        load_experiment(ROOT / "configs" / "cnn_small.yaml", ["train.folds=[0, 0]"])  # fold 0 trained twice
     check_experiment(cfg, "x.yaml", comp={"name": "toy", "folds": {"n_folds": 5}})
     with pytest.raises(ConfigError, match=r"^x.yaml: train.folds \[4\] .* allowed 0 to 3 \(its folds.n_folds is 4\)$"):
         check_experiment(cfg, "x.yaml", comp={"name": "toy", "folds": {"n_folds": 4}})

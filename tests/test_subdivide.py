@@ -158,7 +158,7 @@ def test_distillation_is_refused(tmp_path):
 
     comp = {"task": "binary", "classes": ["no", "yes"], "fine_classes": ["no|sex=F", "yes|sex=F"]}
     with pytest.raises(ConfigError, match="train.distill.*subdivides"):
-        soft_targets(Outputs(tmp_path / "out"), comp, ["r0"])
+        soft_targets(Outputs(tmp_path / "out"), comp, pd.DataFrame({"id": ["r0"], "fold": [0]}))
 
 
 # --- end to end -----------------------------------------------------------------------------------

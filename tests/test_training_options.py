@@ -202,6 +202,9 @@ def test_supcon_is_added_to_the_training_loss_of_a_network_only(toy):
                train={**one_epoch, "supcon": {"weight": 0.1, "temperature": 0.1}})
     with pytest.raises(ConfigError, match="train.supcon is an auxiliary loss on a network's embedding"):
         train_experiment(hgb, out, log=lambda *_: None)
+    hgb = dict(hgb, name="hgb_sampler", train={**one_epoch, "sampler": "balanced"})  # it would change nothing, unsaid
+    with pytest.raises(ConfigError, match="train.sampler 'balanced' draws a network's epochs"):
+        train_experiment(hgb, out, log=lambda *_: None)
 
 
 def test_hgb_member_matches_an_independent_sklearn_reference(toy, tmp_path):
@@ -327,20 +330,23 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     out = Outputs(tmp_path / "out")  # a copy: the fixture's folder is shared with other tests
     shutil.copytree(shared.root, out.root)
     with pytest.raises(MissingArtifact, match="04_ensemble.py"):
-        soft_targets(out, comp, table["id"])
+        soft_targets(out, comp, table)
     teacher = dict(cfg, name="teacher")
     train_experiment(teacher, out, log=lambda *_: None)
     infer_experiment("teacher", out)
     run_ensemble(out, ["teacher"], method="equal")
     blend = pd.read_csv(out.root / "ensemble/oof_blend.csv", dtype={"id": str}).set_index("id")
-    soft, blend_id = soft_targets(out, comp, table["id"][::-1])
+    soft, blend_id = soft_targets(out, comp, table.iloc[::-1])
     np.testing.assert_allclose(soft[:, 0], blend.loc[table["id"][::-1], "p_" + comp["positive"]], rtol=1e-6)
+    other = dict(comp, task="multiclass", classes=[*comp["classes"], "X"])  # 00 ran since with another class
+    with pytest.raises(MissingArtifact, match=r"has no \['p_X'\]: the blend was made for other classes"):
+        soft_targets(out, other, table)
 
     from lib.inputs import load_inputs
     from lib.runs.self_training import mixed_targets
 
     student_data = load_inputs(out, cfg, "train", table, comp, torch.device("cpu"))
-    student_data.train_target = mixed_targets(student_data.target, soft_targets(out, comp, table["id"])[0], 0.25)
+    student_data.train_target = mixed_targets(student_data.target, soft_targets(out, comp, table)[0], 0.25)
     items = np.arange(len(table))
     no_frontend = type("NoFrontEnd", (), {"to_spec": staticmethod(lambda x: x)})()
     _, _, target = training_batch(student_data, items, torch.device("cpu"), no_frontend,
@@ -395,6 +401,18 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     s = train_experiment(dict(cfg, name="student"), new, log=lambda *_: None)
     oof = pd.read_csv(new.oof("student"), dtype={"id": str})
     assert oof.id.tolist() == table.id.tolist() and len(s["folds"]) == 2  # fold -1 is no fold
+    # distillation here: the pseudo-labelled rows, which no OOF blend holds, keep their labels
+    from lib.runs.self_training import mixed_targets, soft_targets
+
+    infer_experiment("student", new)
+    run_ensemble(new, ["student"], method="equal")
+    soft, _ = soft_targets(new, comp, folds)
+    pseudo_rows = (folds.fold == -1).to_numpy(copy=True)
+    assert np.isnan(soft[pseudo_rows]).all() and not np.isnan(soft[~pseudo_rows]).any()
+    mixed, rows = mixed_targets(data.target, soft, 0.5), torch.from_numpy(pseudo_rows)
+    assert torch.equal(mixed[rows], data.target[rows]) and not torch.isnan(mixed).any()
+    distilled = dict(cfg, name="distilled", train={**cfg["train"], "distill": {"weight": 0.5}})
+    assert len(train_experiment(distilled, new, log=lambda *_: None)["folds"]) == 2
 
 
 def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):

@@ -339,6 +339,9 @@ def _decision_section(cfg: dict, where: str) -> None:
     decision = cfg["decision"]
     if decision["class_bias"] and cfg["task"] != "multiclass":
         raise ConfigError(f"{where} [decision]: class_bias is for multiclass tasks, this one is {cfg['task']}")
+    if cfg["task"] == "multiclass" and decision["threshold"] != "auto":
+        raise ConfigError(f"{where} [decision]: threshold {decision['threshold']!r} is for binary and multi-label "
+                          f"tasks; a multiclass decision is the most probable class, shifted by class_bias if given")
     if isinstance(decision["threshold"], list) and cfg["task"] != "multilabel":
         raise ConfigError(f"{where} [decision]: a list of thresholds is for multi-label tasks (one per class)")
     if isinstance(decision["threshold"], list) and cfg["classes"] and len(decision["threshold"]) != len(cfg["classes"]):

@@ -64,6 +64,14 @@ PositiveRange = Annotated[list[Positive], Field(min_length=2, max_length=2), Aft
 """``[low, high]``, both positive, low <= high."""
 
 
+def _distinct(items: list) -> list:
+    """A list whose items are all different; pydantic reports the ``ValueError`` naming repeats."""
+    repeated = sorted({x for x in items if items.count(x) > 1})
+    if repeated:
+        raise ValueError(f"each value once expected; repeated: {repeated}")
+    return items
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -270,7 +278,7 @@ class _Train(_Section):
     seed: NonNegativeInt = 42
     device: Device = "auto"
     amp: bool = True
-    folds: Optional[list[NonNegativeInt]] = None
+    folds: Optional[Annotated[list[NonNegativeInt], AfterValidator(_distinct)]] = None
     ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     swa: Optional[_SWA] = None
     distill: Optional[_Distill] = None

@@ -135,6 +135,10 @@ class ExperimentRun:
         if cfg["train"]["supcon"] and is_classical(cfg["model"]):
             raise ConfigError(f"{self.name}: train.supcon is an auxiliary loss on a network's embedding; the "
                               f"scikit-learn member {cfg['model']['name']!r} has none (remove train.supcon)")
+        if cfg["train"]["sampler"] and is_classical(cfg["model"]):
+            raise ConfigError(f"{self.name}: train.sampler {cfg['train']['sampler']!r} draws a network's epochs; the "
+                              f"scikit-learn member {cfg['model']['name']!r} is fitted once on every training window "
+                              f"(remove train.sampler; train.class_weights: balanced weighs the classes)")
         self.data, self.teacher = self._load(torch.device("cpu"))
         self._device_data = None
         ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
@@ -160,7 +164,7 @@ class ExperimentRun:
             return data, None
         if is_classical(self.cfg["model"]):
             raise ConfigError(f"{self.name}: train.distill needs a network; scikit-learn members learn hard labels")
-        soft, teacher = soft_targets(self.out, self.comp, self.table["id"])
+        soft, teacher = soft_targets(self.out, self.comp, self.table)
         data.train_target = mixed_targets(data.target, soft, self.cfg["train"]["distill"]["weight"])
         return data, teacher
 

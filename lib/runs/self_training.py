@@ -47,14 +47,17 @@ from ..data import tasks
 from ..data.prepare import fine_targets
 
 
-def soft_targets(out: Outputs, comp: dict, ids) -> tuple[np.ndarray, str]:
+def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The current blend's OOF probabilities as training targets ``(rows, n_outputs)`` (binary:
-    p(positive)) in the order of ``ids``, and the blend's record id (what the student's models
-    depend on). Raises ``MissingArtifact`` naming ``04_ensemble.py`` when there is no blend,
-    an older one without ``ensemble/oof_blend.csv``, one made on other folds than the current
-    ``folds.csv``, or one that lacks some of ``ids``; ``ConfigError`` for a subdivided competition
-    (``subdivide``: the blend's probabilities are in the competition's classes, the student's
-    outputs in the fine ones, and a soft target cannot be split between them)."""
+    p(positive)) for the rows of ``table`` (``folds.csv``'s: ``id``, ``fold``), in its order; a
+    pseudo-labelled row (fold -1, :func:`pseudo_labelled_folder`), which no OOF blend holds, gets
+    NaN: it keeps its (pseudo) label (:func:`mixed_targets`). Also the blend's record id (what the
+    student's models depend on). Raises ``MissingArtifact`` naming ``04_ensemble.py`` when there
+    is no blend, an older one without ``ensemble/oof_blend.csv``, one made on other folds than the
+    current ``folds.csv`` or for other classes, or one that lacks some of the labelled rows;
+    ``ConfigError`` for a subdivided competition (``subdivide``: the blend's probabilities are in
+    the competition's classes, the student's outputs in the fine ones, and a soft target cannot be
+    split between them)."""
     if comp.get("fine_classes"):
         raise ConfigError(f"train.distill: the competition ({out.competition}) subdivides its classes (subdivide: "
                           f"{len(comp['fine_classes'])} fine classes), but the blend's soft targets are in its "
@@ -67,22 +70,32 @@ def soft_targets(out: Outputs, comp: dict, ids) -> tuple[np.ndarray, str]:
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (the teacher of train.distill) first")
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id")
-    missing = pd.Index(ids).difference(blend.index)
+    cols = tasks.prob_columns(comp)
+    absent = [c for c in cols if c not in blend.columns]
+    if absent:
+        raise MissingArtifact(f"{path} has no {absent}: the blend was made for other classes than those of "
+                              f"{out.competition} (00_prepare.py ran since): train the teacher's experiments and "
+                              f"run 04_ensemble.py again")
+    labelled = table["fold"].to_numpy() >= 0
+    missing = pd.Index(table["id"][labelled]).difference(blend.index)
     if len(missing):
         raise MissingArtifact(f"{path} has no OOF probabilities for {len(missing)} recording(s), e.g. "
                               f"{list(missing[:3])}: run 04_ensemble.py on experiments trained on every fold")
-    probs = blend.loc[list(ids), tasks.prob_columns(comp)].to_numpy(dtype=np.float32)
+    probs = np.full((len(table), len(cols)), np.nan, np.float32)
+    probs[labelled] = blend.loc[list(table["id"][labelled]), cols].to_numpy(dtype=np.float32)
     if comp["task"] == "binary":
         probs = probs[:, [comp["classes"].index(comp["positive"])]]
     return probs, record["id"]
 
 
 def mixed_targets(target: torch.Tensor, soft: np.ndarray, weight: float) -> torch.Tensor:
-    """``(1 - weight) * target + weight * soft``, both ``(rows, n_outputs)``; raises
+    """``(1 - weight) * target + weight * soft``, both ``(rows, n_outputs)``; a row whose ``soft``
+    is NaN (a pseudo-labelled row, :func:`soft_targets`) keeps ``target``. Raises
     ``ConfigError`` for a weight outside (0, 1]."""
     if not 0 < weight <= 1:
         raise ConfigError(f"train.distill.weight must be in (0, 1], got {weight}")
-    return (1 - weight) * target + weight * torch.as_tensor(soft, device=target.device, dtype=target.dtype)
+    soft = torch.as_tensor(soft, device=target.device, dtype=target.dtype)
+    return (1 - weight) * target + weight * torch.where(torch.isnan(soft), target, soft)
 
 
 def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float = 0.9,
