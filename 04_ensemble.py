@@ -22,7 +22,7 @@ def main() -> None:
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
     from lib.data.slices import counts_text
-    from lib.evaluation.decisions import mask_matches
+    from lib.evaluation.decisions import in_sample_note, mask_matches
     from lib.evaluation.metrics import undefined_in_slices
 
     if args.method is not None and args.method not in METHODS:
@@ -61,7 +61,7 @@ def main() -> None:
             print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
                   + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
     print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
-          + f"; report: {out.root / 'ensemble' / 'report.md'}")
+          + in_sample_note(d) + f"; report: {out.root / 'ensemble' / 'report.md'}")
     for note in undefined_in_slices(comp, train):
         print(f"note: {note}")
     sub = r["submission"]

@@ -301,6 +301,18 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
             "per_fold": decisions, "note": _adoption_note(beats, passes, gain, se, bar)}
 
 
+def in_sample_note(decision: dict | None) -> str:
+    """What a blend's decision-metric scores mean when ``decision`` (:func:`choose_decision`'s
+    result, as ``ensemble.json`` holds it) adopted a fitted decision: measured with the decision
+    fitted on those same OOF rows (in-sample, optimistic), and the cross-fitted score of the
+    decision metric beside it. ``""`` otherwise."""
+    d = decision or {}
+    if d.get("how") != "auto" or not d.get("decision"):
+        return ""
+    return (f" (decision metrics at the decision fitted on these OOF rows, in-sample; cross-fitted "
+            f"{d['metric']} {d['scores']['cross_fitted']:.4f})")
+
+
 def _adoption_note(beats: bool, passes: bool, gain: float, se: float, bar: float) -> str:
     """The report's sentence on a fitted decision: its mean held-out gain per fold, the gain's
     standard error, the bar of :func:`adoption_test` and whether it was adopted (and why not)."""

@@ -22,6 +22,7 @@ from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
 from ..data.slices import slices_of, with_slices
+from .decisions import in_sample_note
 from .metrics import base_metric, get_metric, metrics_with_worst_slice, score_all, score_slices
 from .reports import pyplot, save_figure
 
@@ -202,5 +203,5 @@ def blend_summary(out: Outputs) -> str | None:
     rec, why = out.ensembled.check(hashes=False)
     if rec and rec.get("inputs", {}).get(FOLDS) != folds_id(out.load_split("train")):
         rec, why = None, "made on other folds than the current folds.csv (00_prepare.py ran since): run 04_ensemble.py"
-    return (f"blend ({method}) of {len(members)}: OOF {scores}  ({weights})"
+    return (f"blend ({method}) of {len(members)}: OOF {scores}{in_sample_note(ens.get('decision'))}  ({weights})"
             + ("" if rec else f"  [ensemble.json is not current: {why}]"))
