@@ -1,3 +1,4 @@
+import re
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,6 +7,7 @@ from conftest import make_toy_competition
 
 from lib.core.config import ROOT
 from lib.components import load_competition
+from lib.core.errors import ConfigError
 from lib.data.prepare import InputError, group_of, id_to_file, prepare
 
 
@@ -231,3 +233,42 @@ def test_00_says_how_recordings_with_several_channels_become_mono(tmp_path):
     (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(cfg))
     r = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out")
     assert "audio: 1 recordings have several channels: channel 0 taken" in r.stdout
+
+
+def test_tables_and_fold_settings_that_went_wrong_unsaid_are_errors(tmp_path):
+    """Each of these passed 00 (or crashed it with a traceback): an empty shipped-fold cell (an
+    extra fold), a repeated id in the sample submission (04 failed later, blaming the ids), a
+    CSV that is not UTF-8 or has a ragged row, folds.column beside another scheme, slices or
+    stratify_by without a CSV, and ``on:`` written as the docs show (YAML 1.1 read it as true)."""
+    import yaml
+
+    comp = make_toy_competition(tmp_path / "data")
+    root = tmp_path / "data"
+    train = pd.read_csv(root / "train.csv").assign(fold=[1, 2] * 6)
+    train.loc[2, "fold"] = None  # line 4
+    train.to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"id": ["t1", "t0", "t0"], "label": "a"}).to_csv(root / "sample.csv", index=False)
+    with pytest.raises(InputError) as err:
+        prepare(dict(comp, folds={**comp["folds"], "scheme": "predefined", "column": "fold"}), tmp_path / "out")
+    text = str(err.value)
+    assert "train.csv line 4: empty fold column 'fold'" in text, text
+    assert "sample.csv: 1 repeated id(s) in 'id', e.g. ['t0'] (line 4)" in text and "ids differ" not in text, text
+    train.loc[2, "fold"] = 1
+    (root / "train.csv").write_bytes(train.to_csv(index=False).replace("s0_0", "s0_\xe9").encode("cp1252"))
+    with pytest.raises(InputError, match=r"train.csv: not UTF-8 text .*save it as UTF-8"):
+        prepare(comp, tmp_path / "out")
+    (root / "train.csv").write_text(train.to_csv(index=False) + "s9_99,a,1,extra\n")
+    with pytest.raises(InputError, match=r"train.csv: not a well-formed CSV table .*line 14"):
+        prepare(comp, tmp_path / "out")
+    raw = yaml.safe_load((root / "toy.yaml").read_text())
+    files = {"files": "train/*.wav", "target_from": "folder"}
+    cases = [({"folds": {"column": "fold", "scheme": "stratified"}}, "column 'fold' gives the shipped folds"),
+             ({"train": files, "slices": ["db"]}, "slices read(s) CSV columns, but [train] has no 'csv'"),
+             ({"train": files, "folds": {"stratify_by": ["db"]}}, "folds.stratify_by read(s) CSV")]
+    for change, needle in cases:
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**raw, **change}))
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_competition(tmp_path / "bad.yaml")
+    text = (root / "toy.yaml").read_text().replace("groups:\n  regex: ^(s\\d+)_", "groups:\n  regex: ^(s\\d+)_\n  on: path")
+    (tmp_path / "on.yaml").write_text(text)
+    assert load_competition(tmp_path / "on.yaml")["groups"]["on"] == "path"

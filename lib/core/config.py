@@ -91,7 +91,15 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, plus YAML 1.2 floats without a dot (``1e-3``, ``5E+2``), which
-    YAML 1.1 reads as strings."""
+    YAML 1.1 reads as strings, and mapping keys that are never booleans: YAML 1.1 reads ``on``,
+    ``off``, ``yes`` and ``no`` as booleans, so ``groups: {regex: ..., on: path}`` lost its key
+    ``on`` (values keep YAML 1.1's rule: ``amp: no`` is false)."""
+
+    def construct_mapping(self, node, deep=False):
+        for key, _ in node.value:
+            if key.tag == "tag:yaml.org,2002:bool":
+                key.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
@@ -311,7 +319,8 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     _subdivide_section(cfg, where)
     folds = cfg["folds"]
     uses_columns = [k for k, v in (("groups.column", (groups or {}).get("column")), ("metadata", any(cfg["metadata"].values())),
-                                   ("folds.column", folds["column"])) if v]
+                                   ("folds.column", folds["column"]), ("slices", cfg.get("slices")),
+                                   ("folds.stratify_by", folds.get("stratify_by"))) if v]
     for split, needs in (("train", uses_columns), ("test", [k for k in uses_columns if k == "metadata"])):
         if cfg[split] and not cfg[split]["csv"] and needs:
             raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
@@ -320,6 +329,9 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
         "_group" if groups or segment_unit(cfg) == "segment" else ""))
     if folds["scheme"] == "predefined" and not folds["column"]:
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
+    if folds["column"] and folds["scheme"] != "predefined":
+        raise ConfigError(f"{where} [folds]: column {folds['column']!r} gives the shipped folds (scheme predefined), "
+                          f"but scheme is {folds['scheme']!r}, which makes folds of its own: remove one of the two")
     sub = cfg["submission"]
     if sub and sub["format"] == "probability" and task != "binary":
         raise ConfigError(f"{where} [submission]: format 'probability' (p of the positive class) is for binary tasks; "

@@ -59,6 +59,23 @@ def write_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
+def read_text_table(path: str | os.PathLike):
+    """A competition's CSV as a pandas DataFrame of text cells (``dtype=str``, empty cells ``""``;
+    UTF-8, a BOM allowed). Raises ``InputError`` naming the file for text that is not UTF-8 (e.g.
+    an Excel export in cp1252: save it as UTF-8) and for a malformed table (with pandas' line,
+    e.g. a row with more fields than the header); pandas' ``EmptyDataError`` for an empty file."""
+    import pandas as pd
+
+    from .errors import InputError
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError([f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"]) from None
+    except pd.errors.ParserError as exc:
+        raise InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"]) from None
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)

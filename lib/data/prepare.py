@@ -21,10 +21,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.config import check_classes
-from ..core.errors import ConfigError, InputError
+from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import Outputs
-from ..core.utils import atomic_path, fingerprint, write_csv
-from ..core.errors import AudioError
+from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
 from .slices import PREFIX as SLICE_PREFIX
@@ -85,9 +84,12 @@ def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], m
         problems.append(f"{path}: file not found")
         return None
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = read_text_table(path)
     except pd.errors.EmptyDataError:
         df = None
+    except InputError as exc:
+        problems += exc.problems
+        return None
     if df is None or df.empty:
         problems.append(f"{path}: no rows" + ("" if df is None else f" (only the header {list(df.columns)})"))
         return None
@@ -354,6 +356,9 @@ def _read_train(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]
     if train is None:
         return None, None
     labels = None if segments.unit(cfg) == "segment" else _labels(train, tr, cfg["task"], problems)
+    column = cfg["folds"].get("column")
+    if column and column in train:  # an empty cell would become a fold of its own
+        problems += [f"{w}: empty fold column {column!r}" for w in train["where"][train[column].str.strip() == ""]]
     _check_paths(train, root, problems)
     _resolve_inputs(train, cfg, problems, "train")
     return train, labels
@@ -490,7 +495,11 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
     if not sample_csv.is_file():
         problems.append(f"{sample_csv}: file not found")
         return
-    sample = pd.read_csv(sample_csv, dtype=str, keep_default_na=False)
+    try:
+        sample = read_text_table(sample_csv)
+    except (InputError, pd.errors.EmptyDataError) as exc:
+        problems += getattr(exc, "problems", [f"{sample_csv}: no rows"])
+        return
     needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
         list(cfg["classes"]) if sub["format"] in ("probabilities", "indicators") else [])
     missing_cols = [c for c in needed if c not in sample.columns]
@@ -499,6 +508,11 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                         f"{sub['format']!r}; found {list(sample.columns)}")
     else:
         ids = _groups(test, cfg["groups"], root, []) if sub.get("unit") == "group" else test["id"]
+        repeated = sample[sub["id_column"]][sample[sub["id_column"]].duplicated()]
+        if len(repeated):
+            problems.append(f"{sample_csv}: {len(repeated)} repeated id(s) in {sub['id_column']!r}, e.g. "
+                            f"{sorted(set(repeated))[:5]} (line {int(repeated.index[0]) + 2}); a submission has one "
+                            f"row per id")
         differ = set(map(str, ids)) ^ set(sample[sub["id_column"]])
         if differ:
             what = "groups" if sub.get("unit") == "group" else "ids"

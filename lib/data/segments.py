@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import segment_unit as unit
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, InputError
+from ..core.utils import read_text_table
 
 COLUMNS = ["id", "segment", "start_s", "end_s", "label", "where"]
 """The segment table: recording ``id``, ``segment`` (its index in the annotation, skipped ones
@@ -134,7 +135,11 @@ def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[d
     if not path.is_file():
         problems.append(f"{path}: file not found")
         return {}
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = read_text_table(path)
+    except (InputError, pd.errors.EmptyDataError) as exc:
+        problems += getattr(exc, "problems", [f"{path}: no rows"])
+        return {}
     needed = [seg["id_column"], seg["start"], seg["end"], *seg["labels"],
               *[c for c in (seg["label_column"], seg["skip"]) if c]]
     missing = [c for c in needed if c not in df.columns]

@@ -19,7 +19,7 @@ from ..core.artifacts import FOLDS, check_folds, check_inputs, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.schema import SUBMISSION_FORMATS
-from ..core.utils import fingerprint, write_csv, write_json
+from ..core.utils import fingerprint, read_text_table, write_csv, write_json
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
@@ -89,7 +89,7 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | No
     """
     sub = comp["submission"]
     sample_path = Path(comp["data_dir"]) / sub["sample"]
-    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
+    sample = read_text_table(sample_path)
     fmt = sub["format"]
     if fmt not in SUBMISSION_FORMATS:
         raise ConfigError(f"submission format {fmt!r} is not one of {SUBMISSION_FORMATS}")
