@@ -80,6 +80,6 @@ def test_naming_rank_where_probabilities_are_needed_is_refused_with_the_reason()
     comp = dict(MC, metrics=["macro_f1", "log_loss"])
     results = compare_methods(_members(rng, 60, 4), y, np.arange(60) % 3, comp, methods=["equal", "geometric"])
     with pytest.raises(ConfigError, match=r"'rank' is not offered here.*log_loss score probabilities.*--method"):
-        _choose_method("rank", results, comp, None)
+        _choose_method("rank", results, comp, None, 2)
     with pytest.raises(ConfigError, match="is not one of best, equal, geometric"):
-        _choose_method("nonsense", results, comp, None)
+        _choose_method("nonsense", results, comp, None, 2)

@@ -189,12 +189,17 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     return oofs, preds, inputs
 
 
-def _choose_method(method: str, results: dict, comp: dict, config_method: str | None) -> tuple[str, str]:
+def _choose_method(method: str, results: dict, comp: dict, config_method: str | None,
+                   n_members: int) -> tuple[str, str]:
     """The blending method to use and why: ``(name, note)``. ``method``: ``best`` (the best
-    cross-fitted OOF score of ``results``, :func:`lib.evaluation.blending.compare_methods`) or a
-    method's name (the note says whether the config, whose ``ensemble.method`` is
+    cross-fitted OOF score of ``results``, :func:`lib.evaluation.blending.compare_methods`; with
+    one of ``n_members``, ``single``: every weighted blend is that member, and ``rank`` alone
+    would change its decisions, cutting at the median rank of whatever set it predicts, with no
+    check) or a method's name (the note says whether the config, whose ``ensemble.method`` is
     ``config_method``, or the command line named it). Raises ``ConfigError`` for an unknown
     method or one that failed on these predictions."""
+    if method == "best" and n_members == 1:
+        return "single", "one member: nothing to blend"
     if method == "best":
         return best_method(results, comp), f"best cross-fitted OOF {comp['metric']} of {len(results)} methods"
     if results.get(method, {}).get("error"):
@@ -297,7 +302,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature)
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
-    chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"))
+    chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"), len(experiments))
     table = _member_table(experiments, each, results[chosen]["weights"])
     if priors:  # what the shift changes: the same choice without it, both at the default decision
         shifted = score_all(metrics_with_worst_slice(comp), y, results[chosen]["oof"], comp)
