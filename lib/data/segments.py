@@ -125,8 +125,9 @@ def _entry(item: dict, seg: dict, where: str, problems: list[str]) -> dict:
         if value not in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
             problems.append(f"{where}: {name} is {item[name]!r}; expected 0 or 1")
         flags.append(_truthy(value))
+    label = item[seg["label_column"]] if seg["label_column"] else None
     return {"start": item[seg["start"]], "end": item[seg["end"]], "flags": flags, "where": where,
-            "label": "" if not seg["label_column"] or item[seg["label_column"]] is None else str(item[seg["label_column"]]).strip(),
+            "label": "" if label is None else str(label).strip(),
             "skip": bool(seg["skip"]) and _truthy(item.get(seg["skip"], ""))}
 
 

@@ -12,8 +12,9 @@ One result under a record (:mod:`lib.core.artifacts`): ``pretrained/<exp>.pt`` (
 which holds the loss per epoch too) under ``pretrained/<exp>.record.json``, removed first and
 written last, so an interrupted run never leaves a checkpoint taken for finished; the two files
 copied elsewhere are all that fine-tuning needs. ``pretrained/<exp>_log.csv`` (the loss per
-epoch, for reading) is written before them. ``pretrained/<exp>.state.pt`` (every network, the optimiser, the history and the random
-generators after each finished epoch) lets a killed run resume at its last finished epoch.
+epoch, for reading) is written before them. ``pretrained/<exp>.state.pt`` (every network, the
+optimiser, the history and the random generators after each finished epoch) lets a killed run
+resume at its last finished epoch.
 """
 from __future__ import annotations
 

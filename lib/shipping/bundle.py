@@ -139,11 +139,12 @@ def _pack_model_folder(tmp: Path, exp: str, folds: list[int], log) -> str | None
     from ..features.hf_embeddings import folder_fingerprint
 
     src = Path(features["params"]["model_dir"]).expanduser()
-    trained = load_tensors_only(tmp / "models" / exp / f"fold{folds[0]}.pt", MissingArtifact)["manifest"]["settings"]["files"]
+    ckpt = load_tensors_only(tmp / "models" / exp / f"fold{folds[0]}.pt", MissingArtifact)
+    trained = ckpt["manifest"]["settings"]["files"]  # the folder's files as the features were built
     if not src.is_dir() or folder_fingerprint(src) != trained:
+        what = "is not there" if not src.is_dir() else "has other files than those its models were trained on"
         raise ConfigError(f"{exp}: its features need the model folder features.params.model_dir {str(src)!r}, which "
-                          f"{'is not there' if not src.is_dir() else 'has other files than those its models were trained on'}"
-                          f": put the folder back as it was at training (a bundle carries it), or run 01-04 again")
+                          f"{what}: put the folder back as it was at training (a bundle carries it), or run 01-04 again")
     rel = f"hf/{fingerprint(trained)}"
     if not (tmp / rel).is_dir():
         (tmp / rel).mkdir(parents=True)
