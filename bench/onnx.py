@@ -48,7 +48,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/: this file would shadow `onnx`
 from lib.core.paths import Outputs
@@ -56,7 +55,7 @@ from lib.data.prepare import prepare_test
 from lib.inputs import load_inputs
 from lib.features.cache import build_feature_set
 from lib.inference.infer import load_checkpoints, predict_folds
-from lib.shipping.bundle import load_bundle
+from lib.shipping.bundle import load_bundle, member_config
 from lib.components import load_experiment
 from lib.data.audio import fix_length, load
 from lib.features import FEATURES
@@ -100,8 +99,11 @@ def main() -> None:
         table = work.load_split("test")
         audio_s = float(table["duration_s"].sum())
         for exp in manifest["experiments"]:
-            cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
+            cfg = member_config(bundle, manifest, exp)
             folds = manifest["folds"][exp]
+            if not folds:
+                print(f"{exp}: weight 0 in the blend, no fold models in the bundle; skipped")
+                continue
             if not all((bundle / "models" / exp / f"fold{k}.onnx").exists() for k in folds):
                 print(f"{exp}: no ONNX models in the bundle (05_bundle.py --onnx); skipped")
                 continue

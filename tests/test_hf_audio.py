@@ -207,6 +207,16 @@ def test_errors_name_the_key(folders, tmp_path):
         with pytest.raises(ConfigError, match=f"model.params.pretrained: .*{match}") as exc:
             model(odd)
         assert "audio-spectrogram-transformer" not in str(exc.value)  # hf_audio's own list: no AST
+    ctc = tmp_path / "ctc"  # a CTC checkpoint without the masking-only weight (as wav2vec2-base-960h ships) loads
+    shutil.copytree(folders["wav2vec2"], ctc)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(ctc / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.endswith("masked_spec_embed")}, ctc / "model.safetensors",
+              metadata={"format": "pt"})
+    from lib.features.hf_embeddings import load_model
+
+    assert load_model(ctc, "features.params.model_dir") is not None
     foreign = tmp_path / "foreign"  # BERT's weights beside wav2vec2's config: transformers would start it at random
     shutil.copytree(folders["wav2vec2"], foreign)
     transformers.BertModel(transformers.BertConfig(**SMALL, vocab_size=50)).save_pretrained(tmp_path / "bert")

@@ -255,7 +255,7 @@ def test_tables_and_fold_settings_that_went_wrong_unsaid_are_errors(tmp_path):
     assert "sample.csv: 1 repeated id(s) in 'id', e.g. ['t0'] (line 4)" in text and "ids differ" not in text, text
     train.loc[2, "fold"] = 1
     (root / "train.csv").write_bytes(train.to_csv(index=False).replace("s0_0", "s0_\xe9").encode("cp1252"))
-    with pytest.raises(InputError, match=r"train.csv: not UTF-8 text .*save it as UTF-8"):
+    with pytest.raises(InputError, match=r"train.csv line 2: not UTF-8 text \(byte 17: .*save the file as UTF-8"):
         prepare(comp, tmp_path / "out")
     (root / "train.csv").write_text(train.to_csv(index=False) + "s9_99,a,1,extra\n")
     with pytest.raises(InputError, match=r"train.csv: not a well-formed CSV table .*line 14"):

@@ -123,7 +123,7 @@ def test_slice_prior_through_the_stages_and_a_bundle(tmp_path):
     assert pd.read_csv(out / "test.csv")["slice_site"].tolist() == ["x", "y"]
     for script in ("01_features.py", "02_train.py", "03_infer.py"):
         stage(script, exp, "--output-dir", out)
-    log = stage("04_ensemble.py", "--method", "single", "--output-dir", out).stdout  # the blend is the member itself
+    log = stage("04_ensemble.py", "--output-dir", out).stdout  # best of one member: the member itself, both ways
     assert "slice prior shift on site" in log and "x (16 rows) a 0.278 b 0.722" in log
     assert "without the shift: single" in log
     summary = json.loads((out / "ensemble.json").read_text())

@@ -32,7 +32,7 @@ class Outputs:
                                                                     and ``models/<exp>/record.json``
     ``preds/<exp>.csv``                                  stage 03   record ``preds/<exp>.record.json``
     ``submission.csv``, ``ensemble.json``                stage 04   record ``ensemble.record.json``
-    ``pretrained/<exp>.pt``, ``<exp>_log.csv``           pretrain.py  record ``pretrained/<exp>.record.json``
+    ``pretrained/<exp>.pt`` (``<exp>_log.csv`` beside)     pretrain.py  record ``pretrained/<exp>.record.json``
 
     The records (:mod:`lib.core.artifacts`) say which files make up each result and what it was
     made from; a result without a complete record is never read.

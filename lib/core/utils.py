@@ -70,8 +70,15 @@ def read_text_table(path: str | os.PathLike):
 
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError([f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"]) from None
+    except UnicodeDecodeError:  # pandas decodes in chunks: find the first bad byte in the whole file
+        data = Path(path).read_bytes()
+        try:
+            data.decode("utf-8-sig")
+            raise
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise InputError([f"{path} line {line}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file "
+                              f"as UTF-8"]) from None
     except pd.errors.ParserError as exc:
         raise InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"]) from None
 

@@ -198,8 +198,8 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
     check) or a method's name (the note says whether the config, whose ``ensemble.method`` is
     ``config_method``, or the command line named it). Raises ``ConfigError`` for an unknown
     method or one that failed on these predictions."""
-    if method == "best" and n_members == 1:
-        return "single", "one member: nothing to blend"
+    if method == "best" and n_members == 1:  # equal: when the OOF rows of one fold leave nothing fitted to compare
+        return ("single" if "single" in results else "equal"), "one member: nothing to blend"
     if method == "best":
         return best_method(results, comp), f"best cross-fitted OOF {comp['metric']} of {len(results)} methods"
     if results.get(method, {}).get("error"):
@@ -242,7 +242,7 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
     report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
     results = compare_methods(_postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature)
-    chosen = best_method(results, plain) if method == "best" else method
+    chosen = _choose_method(method, results, plain, None, len(oofs))[0] if method == "best" else method
     if results[chosen]["oof"] is None:  # a named method that cannot blend these members
         return {"method": chosen, "error": results[chosen]["error"]}
     return {"method": chosen, **score_all(metrics_with_worst_slice(plain), y, results[chosen]["oof"], plain)}

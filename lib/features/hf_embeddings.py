@@ -44,6 +44,9 @@ LAYOUT = ("the folder that save_pretrained writes: config.json, model.safetensor
           "preprocessor_config.json (the feature extractor's)")
 HOW = ("on a machine with internet run AutoModel.from_pretrained(\"facebook/wav2vec2-base\").save_pretrained(DIR) and "
        "AutoFeatureExtractor.from_pretrained(\"facebook/wav2vec2-base\").save_pretrained(DIR), then copy DIR here")
+TRAINING_ONLY = ("masked_spec_embed",)
+"""Weights that only pretraining's masking reads, which CTC and classification checkpoints may
+lack (transformers starts them at random; frozen embeddings never read them)."""
 LAYER_NAMES = ("middle", "mean")
 POOLINGS = ("frames", "mean", "mean_std")
 
@@ -107,8 +110,8 @@ def _first_line(exc: Exception) -> str:
 def load_model(path, key: str):
     """The pretrained ``AutoModel`` of a folder that :func:`read_folder` accepted
     (``local_files_only=True``), in eval mode on the CPU. Raises ``ConfigError`` naming ``key``
-    when its weights do not load (a corrupt file) or leave any of the model's weights out (a
-    foreign file, e.g. another architecture's weights beside this ``config.json``: transformers
+    when its weights do not load (a corrupt file) or leave any of the model's weights out but
+    :data:`TRAINING_ONLY` ones (a foreign file, e.g. another architecture's weights beside this ``config.json``: transformers
     would initialise those at random with a warning only). Weights the file has beyond the model
     (a pretraining or classification head) are ignored, as transformers does."""
     offline()
@@ -118,7 +121,8 @@ def load_model(path, key: str):
         model, info = AutoModel.from_pretrained(Path(path).expanduser(), local_files_only=True, output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _refuse(key, path, f"holds weights transformers cannot load ({_first_line(exc)})")
-    missing = sorted(info["missing_keys"]) + sorted(info.get("mismatched_keys") or [])
+    missing = sorted(k for k in info["missing_keys"] if not str(k).endswith(TRAINING_ONLY))
+    missing += sorted(info.get("mismatched_keys") or [])
     if missing:
         raise _refuse(key, path, f"holds weights that leave {len(missing)} of the model's weights out or of another "
                                  f"shape (e.g. {', '.join(map(str, missing[:3]))}): another model's file?")

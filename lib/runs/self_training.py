@@ -71,9 +71,9 @@ def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame) -> tuple[np.ndar
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (the teacher of train.distill) first")
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id")
     cols = tasks.prob_columns(comp)
-    absent = [c for c in cols if c not in blend.columns]
-    if absent:
-        raise MissingArtifact(f"{path} has no {absent}: the blend was made for other classes than those of "
+    have = [c for c in blend.columns if c.startswith("p_")]
+    if sorted(have) != sorted(cols):
+        raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than those of "
                               f"{out.competition} (00_prepare.py ran since): train the teacher's experiments and "
                               f"run 04_ensemble.py again")
     labelled = table["fold"].to_numpy() >= 0

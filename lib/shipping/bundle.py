@@ -140,9 +140,10 @@ def _pack_model_folder(tmp: Path, exp: str, folds: list[int], log) -> str | None
 
     src = Path(features["params"]["model_dir"]).expanduser()
     ckpt = load_tensors_only(tmp / "models" / exp / f"fold{folds[0]}.pt", MissingArtifact)
-    trained = ckpt["manifest"]["settings"]["files"]  # the folder's files as the features were built
-    if not src.is_dir() or folder_fingerprint(src) != trained:
-        what = "is not there" if not src.is_dir() else "has other files than those its models were trained on"
+    trained = ckpt["manifest"]["settings"].get("files")  # the folder's files as the features were built
+    if not src.is_dir() or not trained or folder_fingerprint(src) != trained:
+        what = ("is not there" if not src.is_dir() else "is not known to its models (trained by an older version)"
+                if not trained else "has other files than those its models were trained on")
         raise ConfigError(f"{exp}: its features need the model folder features.params.model_dir {str(src)!r}, which "
                           f"{what}: put the folder back as it was at training (a bundle carries it), or run 01-04 again")
     rel = f"hf/{fingerprint(trained)}"
@@ -161,14 +162,21 @@ def _weight_zero(summary: dict) -> list[bool]:
     return [w == 0 for w in weights] if weights is not None else [False] * len(summary["experiments"])
 
 
+def member_config(bundle: Path, manifest: dict, exp: str) -> dict:
+    """Bundled experiment ``exp``'s config (``models/<exp>/config.yaml``), its features reading the
+    Hugging Face folder the bundle carries (``bundle.json``'s ``model_dirs``) where it has one."""
+    cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
+    if exp in manifest.get("model_dirs", {}):
+        cfg["features"]["params"]["model_dir"] = str(bundle / manifest["model_dirs"][exp])
+    return cfg
+
+
 def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table: pd.DataFrame, comp: dict, device,
                     workers: int | None, engine: str, log) -> tuple[pd.DataFrame, str]:
     """One bundled experiment's test predictions: its features built into ``work``, its fold
     models (ONNX Runtime for networks when ``engine`` says so) averaged over the rows of
     ``table``. Returns ``(frame of id, fold -1, p_<class> ..., what ran, for the log)``."""
-    cfg = yaml.safe_load((bundle / "models" / exp / "config.yaml").read_text())
-    if exp in manifest.get("model_dirs", {}):  # the Hugging Face folder its features need travels in the bundle
-        cfg["features"]["params"]["model_dir"] = str(bundle / manifest["model_dirs"][exp])
+    cfg = member_config(bundle, manifest, exp)
     build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
     data = load_inputs(work, cfg, "test", table, comp, device)
     models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
