@@ -248,3 +248,17 @@ def test_fine_tuned_model_exports_to_onnx(folders, tmp_path):
 
     model = build_model({"name": "hf_audio", "params": {"pretrained": str(folders["wav2vec2"])}}, WAVE, 2).eval()
     assert export_onnx(model, dict(WAVE, clip_seconds=0.5), 2, tmp_path / "m.onnx") <= ATOL
+
+
+def test_without_transformers_the_error_says_what_to_install(monkeypatch):
+    """A prediction environment without transformers (requirements-infer.txt lacked it): one line
+    saying what to install, not a ModuleNotFoundError traceback."""
+    import sys
+
+    from lib.core.config import ROOT
+    from lib.features.hf_embeddings import offline
+
+    monkeypatch.setitem(sys.modules, "transformers.utils", None)
+    with pytest.raises(ConfigError, match="need the transformers package: pip install -r requirements-infer.txt"):
+        offline()
+    assert any(line.startswith("transformers") for line in (ROOT / "requirements-infer.txt").read_text().splitlines())

@@ -19,7 +19,7 @@ def test_kit_holds_the_code_and_offline_installable_wheels(tmp_path):
     assert (kit / "code/lib/__init__.py").is_file() and (kit / "code/predict_bundle.py").is_file()
     assert not list((kit / "code").rglob("__pycache__")) and not (kit / "code/tests").exists()
     wanted = (kit / "requirements-kit.txt").read_text().split()
-    assert wanted == r["missing"] and {w.split(">")[0] for w in wanted} == {"skops", "onnxruntime"}
+    assert wanted == r["missing"] and {w.split(">")[0] for w in wanted} == {"skops", "onnxruntime", "transformers"}
     names = {w.split("-")[0].lower() for w in r["wheels"]}
     assert {"skops", "onnxruntime"} <= names and not names & {"numpy", "torch", "scikit_learn", "pandas"}
     # offline: every wheel installs from the folder alone, and skops imports from there

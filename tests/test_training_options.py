@@ -361,6 +361,10 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     assert not first["skipped"] and train_experiment(student, out, log=lambda *_: None)["skipped"]
     run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again
     assert not train_experiment(student, out, log=lambda *_: None)["skipped"]
+    infer_experiment("student", out)
+    run_ensemble(out, ["teacher", "student"], method="equal")  # the student in its own teacher: refused
+    with pytest.raises(ConfigError, match=r"'student' itself among its members.*04_ensemble.py teacher\)"):
+        train_experiment(student, out, log=lambda *_: None)
 
 
 def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):

@@ -53,10 +53,16 @@ POOLINGS = ("frames", "mean", "mean_std")
 
 def offline() -> None:
     """Forbid the Hugging Face hub for this process (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1``)
-    and silence transformers' progress bars; returns nothing."""
+    and silence transformers' progress bars; returns nothing. Raises ``ConfigError`` when the
+    ``transformers`` package is not installed (requirements.txt and requirements-infer.txt list it)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise ConfigError("the Hugging Face members (features hf_embeddings, model hf_audio) need the transformers "
+                          "package: pip install -r requirements-infer.txt (offline_kit.py packs its wheel when the "
+                          "notebook's image lacks it)") from None
 
     hf_logging.disable_progress_bar()
 

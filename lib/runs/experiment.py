@@ -164,7 +164,7 @@ class ExperimentRun:
             return data, None
         if is_classical(self.cfg["model"]):
             raise ConfigError(f"{self.name}: train.distill needs a network; scikit-learn members learn hard labels")
-        soft, teacher = soft_targets(self.out, self.comp, self.table)
+        soft, teacher = soft_targets(self.out, self.comp, self.table, self.name)
         data.train_target = mixed_targets(data.target, soft, self.cfg["train"]["distill"]["weight"])
         return data, teacher
 

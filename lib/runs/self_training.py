@@ -42,12 +42,12 @@ import torch
 from ..core.artifacts import check_apart, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import fingerprint, write_csv
+from ..core.utils import fingerprint, read_json, write_csv
 from ..data import tasks
 from ..data.prepare import fine_targets
 
 
-def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame) -> tuple[np.ndarray, str]:
+def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | None = None) -> tuple[np.ndarray, str]:
     """The current blend's OOF probabilities as training targets ``(rows, n_outputs)`` (binary:
     p(positive)) for the rows of ``table`` (``folds.csv``'s: ``id``, ``fold``), in its order; a
     pseudo-labelled row (fold -1, :func:`pseudo_labelled_folder`), which no OOF blend holds, gets
@@ -57,13 +57,20 @@ def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame) -> tuple[np.ndar
     current ``folds.csv`` or for other classes, or one that lacks some of the labelled rows;
     ``ConfigError`` for a subdivided competition (``subdivide``: the blend's probabilities are in
     the competition's classes, the student's outputs in the fine ones, and a soft target cannot be
-    split between them)."""
+    split between them) and for a blend that has the ``student`` experiment itself among its
+    members (04 run on every experiment after the student trained: it would learn from its own
+    OOF, and each 02 -> 04 round would train it again)."""
     if comp.get("fine_classes"):
         raise ConfigError(f"train.distill: the competition ({out.competition}) subdivides its classes (subdivide: "
                           f"{len(comp['fine_classes'])} fine classes), but the blend's soft targets are in its "
                           f"{len(comp['classes'])} classes; distillation does not apply: train without "
                           f"train.distill, or without subdivide")
     record = out.ensembled.require()
+    members = [e["experiment"] for e in read_json(out.root / "ensemble.json")["experiments"]]
+    if student in members:
+        raise ConfigError(f"train.distill: the blend (ensemble.json) has {student!r} itself among its members "
+                          f"{members}: the student would learn from its own OOF predictions. Blend the teacher's "
+                          f"experiments alone first (04_ensemble.py {' '.join(m for m in members if m != student)})")
     check_folds(record, folds_id(out.load_split("train")), "the blend (the teacher of train.distill)",
                 "04_ensemble.py again")  # OOF probabilities of other folds would leak the labels
     path = out.root / "ensemble" / "oof_blend.csv"
