@@ -63,7 +63,7 @@ def read_text_table(path: str | os.PathLike):
     """A competition's CSV as a pandas DataFrame of text cells (``dtype=str``, empty cells ``""``;
     UTF-8, a BOM allowed). Raises ``InputError`` naming the file for text that is not UTF-8 (e.g.
     an Excel export in cp1252: save it as UTF-8) and for a malformed table (with pandas' line,
-    e.g. a row with more fields than the header); pandas' ``EmptyDataError`` for an empty file."""
+    e.g. a row with more fields than the header) and for an empty file (``<path>: no rows``)."""
     import pandas as pd
 
     from .errors import InputError
@@ -79,6 +79,8 @@ def read_text_table(path: str | os.PathLike):
             line = data.count(b"\n", 0, exc.start) + 1
             raise InputError([f"{path} line {line}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file "
                               f"as UTF-8"]) from None
+    except pd.errors.EmptyDataError:
+        raise InputError([f"{path}: no rows"]) from None
     except pd.errors.ParserError as exc:
         raise InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"]) from None
 

@@ -85,13 +85,11 @@ def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], m
         return None
     try:
         df = read_text_table(path)
-    except pd.errors.EmptyDataError:
-        df = None
-    except InputError as exc:
+    except InputError as exc:  # not UTF-8, malformed, empty
         problems += exc.problems
         return None
-    if df is None or df.empty:
-        problems.append(f"{path}: no rows" + ("" if df is None else f" (only the header {list(df.columns)})"))
+    if df.empty:
+        problems.append(f"{path}: no rows (only the header {list(df.columns)})")
         return None
     needed = [sec["id_column"], *columns]
     missing = [c for c in needed if c not in df.columns]
@@ -310,8 +308,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
                             f"and the competition config resamples nothing")
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
-    if segments.unit(cfg) != "segment" or not problems:  # else the rows are still recordings, not segments
-        _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
+    _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
     if problems or test is None:
         raise InputError(problems)
     out = Outputs(Path(out_dir))
@@ -487,18 +484,20 @@ def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str])
 def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, problems: list[str]) -> None:
     """When the config has a ``submission`` section and a test set was read, add to ``problems``
     a missing sample submission, a sample lacking the columns of the submission format, or one
-    whose ids differ from the test rows' ``test['id']`` (``submission.unit: group``: their groups)."""
+    whose ids differ from the test rows' ``test['id']`` (``submission.unit: group``: their groups)
+    or repeat. Nothing is checked for segment rows once ``problems`` holds any: the rows are then
+    still recordings, whose ids are not the sample's ``<recording>#<k>``."""
     sub = cfg.get("submission")
-    if not sub or test is None:
-        return
+    if not sub or test is None or (segments.unit(cfg) == "segment" and problems):
+        return  # (segment rows: after problems the rows are still recordings, not segments)
     sample_csv = root / sub["sample"]
     if not sample_csv.is_file():
         problems.append(f"{sample_csv}: file not found")
         return
     try:
         sample = read_text_table(sample_csv)
-    except (InputError, pd.errors.EmptyDataError) as exc:
-        problems += getattr(exc, "problems", [f"{sample_csv}: no rows"])
+    except InputError as exc:
+        problems += exc.problems
         return
     needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
         list(cfg["classes"]) if sub["format"] in ("probabilities", "indicators") else [])
@@ -679,8 +678,7 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
         labels = None if problems else _segment_labels(train, cfg)
     if labels is not None:
         _check_labels(cfg, root, train, labels, problems, warnings, check_found_classes)
-    if segments.unit(cfg) != "segment" or not problems:  # else the rows are still recordings, not segments
-        _check_sample_submission(cfg, root, test, problems)
+    _check_sample_submission(cfg, root, test, problems)
     warnings += _segment_warnings(segment_counts)
 
     tables = [t for t in (train, test) if t is not None]

@@ -138,8 +138,8 @@ def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[d
         return {}
     try:
         df = read_text_table(path)
-    except (InputError, pd.errors.EmptyDataError) as exc:
-        problems += getattr(exc, "problems", [f"{path}: no rows"])
+    except InputError as exc:
+        problems += exc.problems
         return {}
     needed = [seg["id_column"], seg["start"], seg["end"], *seg["labels"],
               *[c for c in (seg["label_column"], seg["skip"]) if c]]

@@ -15,6 +15,7 @@ import pandas as pd
 from ..core.config import check_classes
 from ..core.errors import ConfigError, InputError
 from ..core.schema import SUBMISSION_FORMATS
+from ..core.utils import read_text_table
 from ..data import tasks
 from ..data.slices import SlicedLabels, category_text
 from .metrics import base_metric, get_metric, per_class_report
@@ -27,11 +28,9 @@ def _lines(index) -> str:
 
 def _read(path, what: str) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        return read_text_table(path)  # InputError naming the file when not UTF-8, malformed or empty
     except FileNotFoundError:
         raise InputError([f"{path}: {what} file not found"]) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError([f"{path}: cannot read the {what} CSV: {exc}"]) from None
 
 
 def _column(df: pd.DataFrame, path, candidates, what: str, option: str) -> str:
