@@ -42,6 +42,20 @@ def input_shape(cfg: dict) -> tuple[list[int], int]:
     return list(spec.shape), len(scalars)
 
 
+def check_config(path: str) -> None:
+    """Exit with status 2 and a message, before any timing, when ``path``'s feature set is not one this benchmark
+    can compute on a silent clip (a spectrogram set computed from audio alone)."""
+    cfg = load_experiment(path)
+    feats = FEATURES.build(cfg["features"])
+    kind = getattr(feats, "kind", "spectrogram")
+    if kind != "spectrogram" or cfg["features"]["name"] == "hf_embeddings":
+        print(f"bench/train.py: {path}: feature set '{cfg['features']['name']}' gives {kind} inputs"
+                 f"{' from a local model folder' if kind == 'spectrogram' else ''}; this benchmark times "
+                 f"models on spectrograms computed from audio (log_mel, seed9). For the waveform path run "
+                 f"bench/waveform.py", file=sys.stderr)
+        sys.exit(2)
+
+
 def forward_flops(model, spec, scalars) -> float:
     """Forward FLOPs of one sample (counted on a batch of 2 in eval mode, halved)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -111,6 +125,8 @@ def main() -> None:
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else \
         ["cpu"] if args.device == "auto" else [args.device]
+    for path in args.configs:
+        check_config(path)
     for name in devices:
         device = get_device(name)
         what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

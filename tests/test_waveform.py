@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, stage
 
 from lib.components import load_competition, load_experiment
 from lib.core.errors import ConfigError
@@ -243,3 +243,12 @@ def test_the_readme_notebook_code_runs_as_written(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[-2].startswith("(1, 1) (1, 64, "), r.stdout  # binary: one logit; 64 mel bands
+
+
+def test_train_benchmark_refuses_a_waveform_config_before_timing():
+    """bench/train.py times models on spectrograms computed from a silent clip; a waveform config
+    (the CPU default) was a TypeError deep inside: now one line pointing at bench/waveform.py."""
+    r = stage("bench/train.py", "configs/cnn_mel4k.yaml", "configs/wave_cnn.yaml", check=False)
+    assert r.returncode == 2
+    assert "configs/wave_cnn.yaml" in r.stderr and "bench/waveform.py" in r.stderr
+    assert "config" not in r.stdout  # nothing was timed, not even the spectrogram config before it
