@@ -223,6 +223,8 @@ def test_folds_trained_in_separate_runs_merge(toy):
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and "partial" in r.stderr and "--allow-partial" in r.stderr
     assert "blend" in stage("04_ensemble.py", "toy_exp", "--output-dir", out, "--allow-partial").stdout
+    log = stage("05_bundle.py", "--to", out.parent / "partial_bundle", "--output-dir", out).stdout
+    assert "WARNING: toy_exp is partial (folds [0] were never trained" in log and "folds [1] only" in log
     log = stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[0]").stdout
     assert "fold 0: trained" in log and "PARTIAL" not in log
     assert set(pd.read_csv(out / "oof/toy_exp.csv").fold) == {0, 1}

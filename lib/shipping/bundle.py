@@ -66,6 +66,9 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     weight 0 in the blend (``single`` keeps one) travels as its config alone, with no fold models
     (``folds: []`` in ``bundle.json``): :func:`predict_bundle` does not run it.
 
+    A partial member (folds missing, blended with 04's ``--allow-partial``) travels with the
+    folds it has, with a warning through ``log``.
+
     ``onnx``: also export every network fold model to ``fold<k>.onnx`` (:mod:`lib.shipping.onnx_export`,
     each checked against PyTorch; the differences are in ``bundle.json``), which
     :func:`predict_bundle` then runs with ONNX Runtime.
@@ -104,9 +107,13 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     shutil.copy2(out.root / "ensemble.json", tmp / "ensemble.json")
     folds = {}
     for exp, unused in zip(experiments, _weight_zero(summary)):  # predict_bundle does not run those: no fold models
-        folds[exp] = [] if unused else out.trained(exp).require()["info"]["folds"]
+        info = out.trained(exp).require()["info"]
+        folds[exp] = [] if unused else info["folds"]
         if unused:
             log(f"{exp}: weight 0 in the blend ({summary['method']}): its config only, no fold models")
+        elif info["partial"]:
+            log(f"WARNING: {exp} is partial (folds {info['missing_folds']} were never trained; blended with "
+                f"04's --allow-partial): the bundle predicts with its folds {info['folds']} only")
         (tmp / "models" / exp).mkdir()
         for name in ["config.yaml"] + [f"fold{k}.pt" for k in folds[exp]]:
             shutil.copy2(out.model_dir(exp) / name, tmp / "models" / exp / name)
