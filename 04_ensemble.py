@@ -35,7 +35,9 @@ def main() -> None:
         print(f"not blended: {exp}: {why}")
     print("members (OOF):")
     print(r["table"].to_string(index=False, float_format=fmt))
-    print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):")
+    print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):"
+          if r["oof_folds"] > 1 else "blending methods (OOF rows of a single fold: only those that fit nothing, "
+                                     "since none can be checked on held-out folds):")
     methods = r["methods"]
     print((methods if methods["note"].any() else methods.drop(columns="note")).to_string(index=False, float_format=fmt))
     print(f"used: {r['method']} ({r['note']})")

@@ -222,7 +222,9 @@ def test_folds_trained_in_separate_runs_merge(toy):
     stage("03_infer.py", exp, "--output-dir", out)
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and "partial" in r.stderr and "--allow-partial" in r.stderr
-    assert "blend" in stage("04_ensemble.py", "toy_exp", "--output-dir", out, "--allow-partial").stdout
+    log = stage("04_ensemble.py", "toy_exp", "--output-dir", out, "--allow-partial").stdout
+    assert "blend" in log and "OOF rows of a single fold: only those that fit nothing" in log
+    assert "cross-fitted: each fold" not in log  # one fold: nothing was blended held out
     log = stage("05_bundle.py", "--to", out.parent / "partial_bundle", "--output-dir", out).stdout
     assert "WARNING: toy_exp is partial (folds [0] were never trained" in log and "folds [1] only" in log
     log = stage("02_train.py", exp, "--output-dir", out, "--set", "train.folds=[0]").stdout

@@ -270,7 +270,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     softmax temperature; ``None``: the competition's ``ensemble`` section. Without a test set (or
     a ``submission`` section) only the OOF blends are scored and no submission is written.
     Returns ``{"table": DataFrame(experiment, OOF scores, weight), "methods": DataFrame(method,
-    cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "decision": the
+    cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "oof_folds": the number of
+    folds the OOF rows hold (1: nothing is cross-fitted, only blends that fit nothing), "decision": the
     :func:`lib.evaluation.decisions.choose_decision` result, "slice_prior": the training rows'
     priors of ``decision.slice_prior`` with ``"compare"`` (the chosen blend's cross-fitted scores
     with and without the shift, :func:`_without_slice_prior`) or None, "submission": DataFrame or None, ...}``. Raises
@@ -332,6 +333,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     inputs[FOLDS] = folds_id(train)  # what 05_bundle.py checks against the current folds
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
-            "metric": metric, "skipped": skipped, "decision": decision, "rows_masked": masked, "slice_prior": priors,
+            "oof_folds": len(np.unique(folds)), "metric": metric, "skipped": skipped, "decision": decision,
+            "rows_masked": masked, "slice_prior": priors,
             "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}
