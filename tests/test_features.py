@@ -141,3 +141,25 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_check_unchanged_compares_segment_rows_with_their_last_segment(tmp_path):
+    """Segment rows (start_s/end_s) carry the segment's duration, not the file's: a file still
+    reaching past its last segment passes; one shortened below it, or at another rate, is refused
+    naming the file and stage 00."""
+    import pandas as pd
+    import soundfile as sf
+
+    from lib.features.cache import check_unchanged
+
+    wav = tmp_path / "rec.wav"
+    sf.write(wav, np.zeros(4000, np.float32), 2000)  # 2 s
+    table = pd.DataFrame({"id": ["rec#0", "rec#1"], "path": [str(wav)] * 2, "sample_rate": [2000] * 2,
+                          "channels": [1] * 2, "start_s": [0.0, 1.0], "end_s": [0.8, 1.9], "duration_s": [0.8, 0.9]})
+    check_unchanged(table, "train")
+    sf.write(wav, np.zeros(3000, np.float32), 2000)  # 1.5 s: the second segment is cut
+    with pytest.raises(MissingArtifact, match=r"rec\.wav \(train\).*segments up to 1\.9000 s.*run 00_prepare"):
+        check_unchanged(table, "train")
+    sf.write(wav, np.zeros(8000, np.float32), 4000)  # the same 2 s at another rate
+    with pytest.raises(MissingArtifact, match="4000 Hz.*2000 Hz"):
+        check_unchanged(table, "train")

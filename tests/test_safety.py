@@ -153,9 +153,13 @@ def test_prepare_refuses_the_data_folder_as_output(shipped, tmp_path):
     assert "data folder" in line and _snapshot(data) == before
 
 
-def test_a_recording_shortened_after_00_is_one_line_from_01(shipped, tmp_path):
-    """A training file cut shorter after 00_prepare.py: 01 caching waveforms says in one line
-    (no traceback) which file and to run 00 again."""
+@pytest.mark.parametrize("change", ["shortened", "resampled"])
+@pytest.mark.parametrize("config", ["configs/wave_cnn.yaml", "configs/cnn_small.yaml"])
+def test_a_recording_changed_after_00_is_one_line_from_01(shipped, tmp_path, config, change):
+    """A training file cut shorter, or rewritten at half its rate, after 00_prepare.py: 01 says in
+    one line (no traceback) which file and to run 00 again, caching waveforms or computing a
+    feature set (which had cut the shortened file on the old window grid, padding, unsaid, and
+    failed on the resampled one inside numpy)."""
     import soundfile as sf
 
     _, data, _, _, _ = shipped
@@ -164,8 +168,8 @@ def test_a_recording_shortened_after_00_is_one_line_from_01(shipped, tmp_path):
     stage("00_prepare.py", data / "toy.yaml", "--data-dir", data, "--output-dir", out)
     wav = sorted((data / "train").glob("*.wav"))[0]
     y, sr = sf.read(wav)
-    sf.write(wav, y[: len(y) // 2], sr)
-    line = _one_line_error(stage("01_features.py", "configs/wave_cnn.yaml", "--output-dir", out, "--workers", "1",
+    sf.write(wav, *((y[: len(y) // 2], sr) if change == "shortened" else (y[::2], sr // 2)))
+    line = _one_line_error(stage("01_features.py", config, "--output-dir", out, "--workers", "1",
                                  check=False), "01_features")
     assert str(wav) in line and "run 00_prepare.py again" in line, line
 

@@ -85,6 +85,29 @@ def audio_fingerprint(table, workers: int | None = None) -> str:
     return fingerprint(list(table["id"]), list(table["path"]), hashes)
 
 
+def check_unchanged(table, split: str) -> None:
+    """Raise ``MissingArtifact`` naming the file and stage 00 when an audio file of ``table`` (a
+    split as folds.csv or test.csv holds it) no longer has the sample rate (Hz) and channels stage
+    00 read from its header, or its duration (s): the recording's (rows that are recordings) or
+    at least up to its last segment's end (segment rows). It was replaced since, and the windows
+    worked out from that table would be wrong (a shortened file cut on the old grid and padded,
+    another rate resampled, both unsaid). One header read per file; tables of matrices (no
+    sample rate) are not checked here."""
+    if table["sample_rate"].isna().all():
+        return
+    segment_rows = "end_s" in table
+    for path, g in table.groupby("path", sort=False):
+        sr, frames, channels = audio.info(path)
+        rate, n_channels = int(g["sample_rate"].iloc[0]), int(g["channels"].iloc[0])
+        need = float(g["end_s"].max() if segment_rows else g["duration_s"].iloc[0])
+        short = frames / sr < need - 0.5 / sr
+        if (sr, channels) != (rate, n_channels) or short or (not segment_rows and frames / sr > need + 0.5 / sr):
+            raise MissingArtifact(
+                f"{path} ({split}): {sr} Hz, {channels} channel(s), {frames / sr:.4f} s now, where stage 00 read "
+                f"{rate} Hz, {n_channels} channel(s), {'segments up to ' if segment_rows else ''}{need:.4f} s: "
+                f"the file changed since; run 00_prepare.py again")
+
+
 def extract_split(extractor, table, folder: Path, split: str, comp: dict, workers: int, dtype: str = "float32",
                   chunk: int = 32) -> dict:
     """Compute one split's features into ``folder/<split>_{spec,scalars,windows,regions}.npy``, atomically.
@@ -176,6 +199,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     record = out.features_record(section["set"])
     if not force and record.check(key)[0] is not None:
         return dict(read_json(folder / "manifest.json"), skipped=True, seconds=0.0)
+    for split, table in tables.items():
+        check_unchanged(table, split)
     t0 = time.time()
     record.begin(folder)
     for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
