@@ -310,3 +310,23 @@ def test_waveform_chain_after_a_killed_waveform_cache_build(toy, tmp_path):
     preds = pd.read_csv(out / "preds/wave.csv")
     assert len(preds) == 2 and np.isfinite(preds[["p_a", "p_b"]].to_numpy()).all()
     assert len(pd.read_csv(out / "submission.csv")) == 2
+
+
+def test_a_cache_built_before_the_audio_settings_changed_is_refused(toy, tmp_path):
+    """00 re-run with another audio.clip_seconds, 01 not: 02 (even --force) and 03 trained and
+    predicted on the old 0.5-s windows while competition.yaml said 0.25, unsaid; now they stop,
+    naming the feature set and 01_features.py, until 01 rebuilds it."""
+    out, exp, o = toy
+    stage("02_train.py", exp, "--output-dir", out)
+    cfg_path = tmp_path / "data/toy.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["audio"]["clip_seconds"] = 0.25
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    stage("00_prepare.py", cfg_path, "--output-dir", out)
+    for args in (("02_train.py", exp), ("02_train.py", exp, "--force"), ("03_infer.py", exp)):
+        r = stage(*args, "--output-dir", out, check=False)
+        assert r.returncode == 1 and "other audio settings" in r.stderr and "run 01_features.py again" in r.stderr
+    stage("01_features.py", exp, "--output-dir", out)
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "fold 0: trained" in log
+    assert o.load_competition()["audio"]["clip_seconds"] == 0.25

@@ -38,7 +38,7 @@ from .precomputed import extract_frames_split
 from .waveform import extract_waveform_split, grid
 
 SPLITS = ("train", "test")
-FORMAT_VERSION = 3  # 3: regions (segments) and a window's region in <split>_windows.npy
+FORMAT_VERSION = 4  # 3: regions (segments) and a window's region in <split>_windows.npy; 4: audio_settings in the manifest
 
 
 def _run(extractor, windows: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +72,12 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
         out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
         del out
     return len(regions)
+
+
+def audio_settings(comp: dict) -> list:
+    """What of competition ``comp`` a feature cache depends on besides its recordings: the
+    ``audio`` section (all but ``aggregate``, which acts on predictions) and the native rate."""
+    return [{k: v for k, v in comp["audio"].items() if k != "aggregate"}, comp["native_sample_rate"]]
 
 
 def audio_fingerprint(table, workers: int | None = None) -> str:
@@ -191,9 +197,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         raise ConfigError(f"features.dtype {dtype!r} is not float32 or float16")
     folder = out.features(section["set"])
     tables = {s: out.load_split(s) for s in splits or [s for s in SPLITS if s == "train" or out.has_test()]}
-    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype,
-                      {k: v for k, v in comp["audio"].items() if k != "aggregate"},
-                      comp["native_sample_rate"], {s: audio_fingerprint(t, workers) for s, t in tables.items()})
+    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp),
+                      {s: audio_fingerprint(t, workers) for s, t in tables.items()})
     if hasattr(extractor, "check_rate"):
         extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
     record = out.features_record(section["set"])
@@ -214,7 +219,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split] = extract(extractor, table, folder, split, comp, workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
     manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
-                    splits=shapes, dtype=dtype, fingerprint=key)
+                    splits=shapes, dtype=dtype, fingerprint=key, audio_settings=fingerprint(audio_settings(comp)))
     write_json(folder / "manifest.json", manifest)
     parts = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
     parts += ("regions", "windows")
@@ -252,7 +257,9 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     The set's record is checked first (every file present and intact); the manifest returned
     carries the record's id as ``manifest["record"]``, which trained models remember.
     When ``ids`` is given, checks that the cache's recordings are those ids in that order.
-    Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing, incomplete or stale.
+    Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing, incomplete or
+    stale: built for other rows or with other audio settings (:func:`audio_settings`) than the
+    current stage 00's.
     """
     folder = out.features(feature_set)
     rec = out.features_record(feature_set).require()
@@ -262,8 +269,11 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     if ids is not None and manifest["splits"][split]["ids"] != fingerprint(list(ids)):
         raise MissingArtifact(f"{folder}: {split} features were built for other rows than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
-    if not (folder / f"{split}_regions.npy").is_file():
-        raise MissingArtifact(f"{folder}: a cache of an older version (no regions): run 01_features.py again")
+    if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:
+        raise MissingArtifact(f"{folder}: a cache of an older version: run 01_features.py again")
+    if manifest["audio_settings"] != fingerprint(audio_settings(out.load_competition())):
+        raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built with other audio settings than "
+                              f"competition.yaml's now (00_prepare.py was run again since): run 01_features.py again")
     kind = manifest.get("kind")
     first, second = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
     return (np.load(folder / f"{split}_{first}.npy", mmap_mode=mmap_mode),
