@@ -266,3 +266,25 @@ def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_p
     line = _one_line_error(stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out, check=False), "05_bundle")
     assert "the blend (ensemble.json) was made on other folds" in line and "04_ensemble.py" in line, line
     assert not (tmp_path / "b").exists()
+
+
+def test_bundling_a_blend_made_under_another_decision_is_refused(shipped, tmp_path):
+    """The data config's decision section changed and 00 re-run after 04: 05 packed the new
+    competition.yaml (threshold 0.2) beside the old blend, and the bundle predicted with the old
+    decision where 04 again gives the new one. Refused until 04 runs again; the data folder
+    moved (another data_dir, the same config otherwise) is no change."""
+    _, data, out, _, _ = shipped
+    out = _copy(out, tmp_path / "out")
+    moved = _copy(data, tmp_path / "moved")
+    stage("00_prepare.py", moved / "toy.yaml", "--data-dir", moved, "--output-dir", out)
+    stage("05_bundle.py", "--to", tmp_path / "same", "--output-dir", out)
+    comp = yaml.safe_load((data / "toy.yaml").read_text())
+    comp["decision"] = {"threshold": 0.2}
+    (tmp_path / "toy_t.yaml").write_text(yaml.safe_dump(comp))
+    stage("00_prepare.py", tmp_path / "toy_t.yaml", "--output-dir", out)
+    line = _one_line_error(stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out, check=False), "05_bundle")
+    assert "another" in line and "competition.yaml" in line and "run 04_ensemble.py again" in line, line
+    assert not (tmp_path / "b").exists()
+    stage("04_ensemble.py", "--output-dir", out)
+    stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out)
+    assert yaml.safe_load((tmp_path / "b/competition.yaml").read_text())["decision"]["threshold"] == 0.2

@@ -162,6 +162,16 @@ def folds_id(table) -> str:
     return fingerprint(table.drop(columns=["path"], errors="ignore").values.tolist())
 
 
+COMPETITION = "competition.yaml"
+"""The key under which a record's ``inputs`` hold :func:`competition_id` (stage 04's: what 05 checks)."""
+
+
+def competition_id(comp: dict) -> str:
+    """The fingerprint of a loaded competition config (``competition.yaml``: decision, ensemble,
+    metrics, submission ...) without ``data_dir``, so moving the data folder keeps it. 16 hex digits."""
+    return fingerprint({k: v for k, v in comp.items() if k != "data_dir"})
+
+
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
     """Check that a record was made on the ``current`` fold assignment (:func:`folds_id`, held in
     its ``inputs`` under :data:`FOLDS`). Raises ``MissingArtifact`` naming the stale result and

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import FOLDS, check_folds, check_inputs, folds_id
+from ..core.artifacts import COMPETITION, FOLDS, check_folds, check_inputs, competition_id, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.schema import SUBMISSION_FORMATS
@@ -330,7 +330,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         None if test_blend is None else (preds[0]["id"], test_blend))]
     if submission is not None:
         members.append(out.submission)
-    inputs[FOLDS] = folds_id(train)  # what 05_bundle.py checks against the current folds
+    inputs[FOLDS] = folds_id(train)  # what 05_bundle.py checks against the current folds and config
+    inputs[COMPETITION] = competition_id(comp)
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "oof_folds": len(np.unique(folds)), "metric": metric, "skipped": skipped, "decision": decision,

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import yaml
 
-from ..core.artifacts import FOLDS, check_apart, check_folds, file_hash, folds_id
+from ..core.artifacts import COMPETITION, FOLDS, check_apart, check_folds, competition_id, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
@@ -77,7 +77,8 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     bundle never looks finished); an existing ``dest`` is replaced only with ``force``. Returns
     ``bundle.json``'s content. Raises ``MissingArtifact`` naming the stage to run when the blend
     is missing, was made by an older version, or blended another training run than the current
-    one or models trained on other folds than those of the current ``folds.csv``, and
+    one, models trained on other folds than those of the current ``folds.csv`` or under another
+    ``competition.yaml`` than the current one, and
     ``ConfigError`` when ``dest`` exists without ``force``, or is or contains the output folder or
     is, contains or lies inside the competition's data folder (``force`` would delete them).
     """
@@ -87,6 +88,10 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     _check_destination(dest, out, comp)
     fid = folds_id(out.load_split("train"))
     check_folds(ens_record, fid, "the blend (ensemble.json)", "04_ensemble.py again")
+    if ens_record["inputs"].get(COMPETITION) != competition_id(comp):
+        raise MissingArtifact(f"the blend (ensemble.json) was made under another {out.root / COMPETITION} than "
+                              f"the current one (00_prepare.py was run again since, e.g. with another decision "
+                              f"or ensemble section): run 04_ensemble.py again")
     summary = read_json(out.root / "ensemble.json")
     if "blender" not in summary:
         raise MissingArtifact(f"{out.root / 'ensemble.json'} was written by an older version: run 04_ensemble.py again")
