@@ -9,6 +9,7 @@ import argparse
 import errno
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -97,8 +98,11 @@ def run(stage: str, main) -> None:
     """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
     errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130. A torchrun rank
-    (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`)."""
+    (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).
+    A full disk met in a library's own thread (tensorboard's event writer) is reported once, by
+    the main thread's line, not also by the thread's traceback."""
     t0 = time.time()
+    threading.excepthook = _quiet_disk_full
     try:
         main()
     except EXPECTED_ERRORS as exc:
@@ -127,6 +131,12 @@ def run(stage: str, main) -> None:
         _exit_at_once(0)
 
 
+def _quiet_disk_full(args) -> None:
+    """``threading.excepthook`` that says nothing of a full disk (the stage's line says it)."""
+    if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in (errno.ENOSPC, errno.EDQUOT)):
+        threading.__excepthook__(args)
+
+
 def _exit_at_once(code: int) -> None:
     """Flush stdout and stderr and end the process with ``code`` without the interpreter's
     teardown (``os._exit``). For a torchrun rank that has left its process group
@@ -147,8 +157,6 @@ def _exit_now_if_threads_linger(code: int) -> None:
     by a ``with`` block that an interrupted ``Thread.start()`` never enters; a sweep worker on
     PostgreSQL was seen to hang after its "interrupted" line). Every artifact is written
     atomically, so nothing is lost."""
-    import threading
-
     if any(t is not threading.main_thread() and t.is_alive() and not t.daemon for t in threading.enumerate()):
         _exit_at_once(code)
 
@@ -157,8 +165,12 @@ def file_system_message(exc: BaseException) -> str | None:
     """One line for an ``OSError`` of the file system around a path (a read-only or unwritable
     folder, a file where a folder should be, a full disk), naming the folder or file at fault;
     ``None`` for any other error (a bug: :func:`run` keeps its traceback)."""
-    if not isinstance(exc, OSError) or exc.errno not in _FS_ERRNOS or not exc.filename:
+    if not isinstance(exc, OSError) or exc.errno not in _FS_ERRNOS:
         return None
+    if not exc.filename:  # a full disk met by a library that does not say where (tensorboard's writer)
+        return (f"no space left on the disk while writing ({exc.strerror}; the library did not say which file): "
+                f"free some space where the output folder is and run it again" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else None)
     path = Path(os.fsdecode(exc.filename))
     if exc.errno == errno.ENOTDIR:
         blocker = next((p for p in (path, *path.parents) if p.is_file()), path)

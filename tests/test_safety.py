@@ -8,13 +8,14 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import make_toy_competition, stage
+from conftest import ROOT, make_toy_competition, stage
 
 from lib.core.errors import ConfigError, InputError
 from lib.core.utils import fingerprint
@@ -288,3 +289,49 @@ def test_bundling_a_blend_made_under_another_decision_is_refused(shipped, tmp_pa
     stage("04_ensemble.py", "--output-dir", out)
     stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out)
     assert yaml.safe_load((tmp_path / "b/competition.yaml").read_text())["decision"]["threshold"] == 0.2
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 6 MiB tmpfs mounted at ``tmp_path / "disk"`` (needs root and a mount the sandbox allows;
+    skips saying so otherwise), unmounted after the test."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"a full disk needs a small tmpfs, which this machine does not let the tests mount: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_from_every_writer(shipped, full_disk):
+    """Output folder on a disk that fills up: 01 died of SIGBUS with no message (its sparse
+    memory-mapped cache took blocks at the page fault), 02 and pretrain.py ended in torch.save's
+    or tensorboard's traceback, 04 in pandas' OSError without a file name. Each now stops with the
+    one-line "no space left" error, and the finished artifacts are kept."""
+    import subprocess
+    import sys
+
+    _, _, out, exp, _ = shipped
+    out = _copy(out, full_disk / "out")
+    def fill():  # what is left of the 6 MiB, to the last block
+        fd = os.open(full_disk / "fill", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, bytes(size))
+            except OSError:
+                pass
+        os.close(fd)
+
+    before = (out / "ensemble.json").read_bytes()
+    for args in (("02_train.py", exp, "--name", "other"), ("pretrain.py", exp, "--set", "pretrain.epochs=1"),
+                 ("04_ensemble.py",), ("01_features.py", exp, "--set", "features.set=lm2", "--workers", "1")):
+        fill()
+        r = subprocess.run([sys.executable, *map(str, args), "--output-dir", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        line = _one_line_error(r, Path(args[0]).stem)
+        assert "no space left" in line, line
+    assert (out / "ensemble.json").read_bytes() == before

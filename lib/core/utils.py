@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,9 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A finished artifact is therefore never replaced by a half-written one: on an exception the
-    temporary file is removed and ``path`` keeps its previous content.
+    temporary file is removed and ``path`` keeps its previous content. An error of a full disk
+    that names no file (or a writer's own error while the disk has no space left) is raised as
+    ``OSError`` ENOSPC naming ``path``, which the stages turn into one line.
 
     Input: the final file path. Yields: a ``pathlib.Path`` in the same folder (same file system,
     so the rename is atomic) that keeps the final suffix, so writers that choose a format by
@@ -36,9 +39,52 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        full = _no_space_error(exc, path)
+        if full is None:
+            raise
+        raise full from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space_error(exc: Exception, path: Path) -> OSError | None:
+    """A full disk's error naming ``path`` for an error raised while writing it: an ``OSError``
+    ENOSPC or EDQUOT (which pandas and ``os.posix_fallocate`` raise without a file name), or
+    another error that names no file (torch.save's "unexpected pos" RuntimeError) while the file system holding
+    ``path`` has no block left. ``None`` otherwise."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:  # the final name, not a temporary one
+        return OSError(exc.errno, exc.strerror, str(path))
+    if isinstance(exc, OSError) and exc.filename:
+        return None
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    if min(st.f_bavail, st.f_bfree) == 0:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
+
+def open_memmap(path: str | os.PathLike, dtype: str, shape: tuple) -> None:
+    """Create the ``.npy`` file ``path`` of ``shape`` and ``dtype`` for writers that map it
+    (``np.load(path, mmap_mode="r+")``), with its whole size allocated on disk now: a sparse file
+    would take its blocks when pages are written, and a full disk then kills the writer with
+    SIGBUS and no message. Raises ``OSError`` ENOSPC naming ``path`` when the space is not there
+    (a file system without ``posix_fallocate`` is left sparse)."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

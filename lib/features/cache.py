@@ -28,7 +28,7 @@ from ..core.artifacts import file_hash
 from ..core.errors import ConfigError
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import atomic_path, fingerprint, read_json, write_json
+from ..core.utils import atomic_path, fingerprint, open_memmap, read_json, write_json
 from ..core.device import n_cpus
 from ..data import audio, segments
 from ..data.matrix import window_frames
@@ -141,8 +141,8 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     chunks = [(jobs[i:i + chunk], int(first_row[i])) for i in range(0, len(jobs), chunk)]
     spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
     with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
-        for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header and (sparse) size
-            np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+        for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header, size allocated
+            open_memmap(path, dtype, shape)
         run_parallel(_extract, chunks, (extractor, a, (tmp_spec, tmp_sc)), workers, len(jobs), f"{folder.name} {split}")
     for name, arr in (("windows", windows), ("regions", regions)):
         with atomic_path(folder / f"{split}_{name}.npy") as tmp:

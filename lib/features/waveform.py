@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import MissingArtifact
-from ..core.utils import atomic_path
+from ..core.utils import atomic_path, open_memmap
 from ..data import audio, segments
 from .parallel import WORKER, run_parallel
 
@@ -98,7 +98,7 @@ def extract_stretches(extractor, table, regions: np.ndarray, lengths: np.ndarray
             for (r, s, e), o, n in zip(regions, offsets[:-1], lengths)]
     chunks = [(jobs[i:i + chunk], i) for i in range(0, len(jobs), chunk)]
     with atomic_path(folder / f"{split}_{extractor.store}.npy") as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(offsets[-1]), *tail)).flush()
+        open_memmap(tmp, dtype, (int(offsets[-1]), *tail))
         run_parallel(_extract_stretches, chunks, (extractor, audio_cfg, (tmp,)), workers, len(jobs),
                      f"{folder.name} {split}")
     windows = grid(regions, audio_cfg)
