@@ -163,3 +163,20 @@ def test_check_unchanged_compares_segment_rows_with_their_last_segment(tmp_path)
     sf.write(wav, np.zeros(8000, np.float32), 4000)  # the same 2 s at another rate
     with pytest.raises(MissingArtifact, match="4000 Hz.*2000 Hz"):
         check_unchanged(table, "train")
+
+
+@pytest.mark.parametrize("name", ["log_mel", "seed9"])
+def test_feature_sets_refuse_a_clip_that_is_not_one_mono_float_array(name):
+    """A stereo array gave log_mel a 4-D stack or a (1, 16000, 64, 1) one and int16 PCM gave seed9
+    scalars 32767 times too large, unsaid; a list was a traceback inside librosa."""
+    from lib.core.errors import AudioError
+    from lib.features import FEATURES
+
+    extractor = FEATURES.build({"name": name, "set": name})
+    y = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    spec, scalars = extractor(y, 16000)
+    assert np.isfinite(spec).all() and spec.ndim == 3
+    for bad, said in ((np.stack([y, y], 1), r"shape \(16000, 2\)"), (np.stack([y, y]), r"shape \(2, 16000\)"),
+                      ((y * 32767).astype(np.int16), "dtype int16"), (list(y[:100]), "a list")):
+        with pytest.raises(AudioError, match=f"one mono clip.*got.*{said}"):
+            extractor(bad, 16000)

@@ -65,3 +65,17 @@ def test_cpu_precision_and_memory_format():
     model.eval()
     with torch.no_grad():  # the float32 forward (up to batching); bfloat16 would differ by ~1e-3
         torch.testing.assert_close(logits, model(*data.batch(np.arange(6), cpu))["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_waveform_model_refuses_inputs_that_are_not_a_batch_of_mono_waveforms():
+    """A model with a front end took any input that was not 2-D as a finished spectrogram: one
+    clip without its batch axis, or a stereo batch, gave logits without the front end, unsaid."""
+    model = build_model({"name": "cnn", "params": {"channels": [4, 8], "convs_per_block": 1}},
+                        {"sample_rate": 16000}, 1, 0, {"name": "log_mel", "params": {"n_mels": 16}}).eval()
+    y = torch.randn(16000)
+    with torch.no_grad():
+        assert model(y[None])["logits"].shape == (1, 1)
+        assert model(model.to_spec(y[None]))["logits"].shape == (1, 1)  # a finished spectrogram stack passes
+        for bad in (y, torch.randn(1, 2, 16000)):
+            with pytest.raises(ValueError, match=r"expected a waveform batch \(batch, samples\).*y\[None\]"):
+                model(bad)

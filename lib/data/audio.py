@@ -139,6 +139,20 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int, resample_type: str = "
                       dtype=np.float32)
 
 
+def check_clip(y) -> None:
+    """Check a clip given to a feature set (``extractor(y, sr)``): a numpy array of shape
+    ``(samples,)`` and a float dtype (samples in [-1, 1], as :func:`load` gives). Raises
+    ``AudioError`` saying what was given: a list, a stereo ``(samples, 2)`` or ``(2, samples)``
+    array, or integer PCM (int16 samples would come out 32767 times too loud) would otherwise be
+    computed on, unsaid."""
+    if isinstance(y, np.ndarray) and y.ndim == 1 and np.issubdtype(y.dtype, np.floating):
+        return
+    got = f"a {type(y).__name__}" if not isinstance(y, np.ndarray) else f"an array of shape {y.shape}, dtype {y.dtype}"
+    raise AudioError(f"a feature set takes one mono clip as a float numpy array of shape (samples,) in [-1, 1] "
+                     f"(lib.data.audio.load gives one; stereo: average the channels or pick one; int16 PCM: "
+                     f"divide by 32768); got {got}")
+
+
 def region_samples(start_s, end_s, native, rate) -> np.ndarray:
     """Samples of stretches ``start_s``-``end_s`` (seconds; arrays or numbers) of files at
     ``native`` Hz once loaded by :func:`load` at ``rate`` Hz: the native frames

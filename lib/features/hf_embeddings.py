@@ -276,6 +276,7 @@ class HfEmbeddings:
 
     def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         """One window ``(samples,)`` at ``sr`` Hz -> ``(spec, scalars)`` (see the class docstring)."""
+        audio.check_clip(y)
         spec, scalars = self.batch(y[None], sr)
         return spec[0], scalars[0]
 

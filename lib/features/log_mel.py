@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..data import audio
 from .heart_cycles import HEART_CYCLE_SCALARS, heart_cycle_scalars
 
 
@@ -49,6 +50,7 @@ class LogMel:
     def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         import librosa
 
+        audio.check_clip(y)
         s = self.settings
         fmax = min(s["fmax"] or sr / 2, sr / 2)
         mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=s["n_fft"], hop_length=s["hop_length"],

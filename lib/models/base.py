@@ -108,9 +108,15 @@ class AudioClassifier(nn.Module):
         """The trunk's input from a model input: a waveform ``(B, samples)`` goes through the front
         end (:mod:`lib.models.frontend`) to ``(B, C, F, T)`` float32 (channels-last); a
         spectrogram stack ``(B, C, F, T)`` is returned as is. Raises ``ValueError`` for a
-        waveform when the model has no front end."""
-        if x.dim() != 2:
+        waveform when the model has no front end, and for any other number of dimensions (one
+        clip ``(samples,)`` without its batch axis, a stereo ``(B, 2, samples)``), which would
+        otherwise reach the trunk as if it were a spectrogram."""
+        if x.dim() == 4:
             return x
+        if x.dim() != 2:
+            raise ValueError(f"model input of shape {tuple(x.shape)}: expected a waveform batch (batch, samples) "
+                             f"or a spectrogram stack (batch, channels, freq, frames); one mono clip y: y[None]; "
+                             f"stereo: average its channels or pick one first")
         if self.frontend is None:
             raise ValueError(f"a waveform input {tuple(x.shape)} needs a model with a front end (frontend: section)")
         return self.frontend(x).contiguous(memory_format=torch.channels_last)

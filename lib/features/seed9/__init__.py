@@ -11,6 +11,8 @@ import importlib
 
 import numpy as np
 
+from ...data import audio
+
 from .definitions import (  # noqa: F401  (the names users of the stack read)
     BATCH_CHANNEL_ATOL,
     BATCH_SCALAR_TOL,
@@ -51,6 +53,7 @@ class Seed9:
     def __call__(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         from .reference import compute_seed9
 
+        audio.check_clip(y)
         return compute_seed9(y, sr)
 
     def prepare(self) -> None:
