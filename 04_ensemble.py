@@ -27,6 +27,11 @@ def main() -> None:
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        p.error(f"--temperature: {args.temperature} is not a positive number")
+    twice = sorted({e for e in args.experiments if args.experiments.count(e) > 1})
+    if twice:
+        p.error(f"experiment(s) {', '.join(twice)} named more than once (each would count as a member of its own)")
     out = cli.outputs(args)
     r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
     comp, train = out.load_competition(), out.load_split("train")
@@ -71,7 +76,8 @@ def main() -> None:
         print(f"no submission written (the competition has no test set or no 'submission' section); "
               f"scores in {out.root / 'ensemble.json'}")
         return
-    counts = sub.iloc[:, 1].value_counts().to_dict() if sub.shape[1] == 2 and sub.iloc[:, 1].nunique() <= 20 else ""
+    targets = [c for c in sub.columns if c != (comp.get("submission") or {}).get("id_column")]
+    counts = sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else ""
     print(f"wrote {r['path']}: {r['rows']} rows {counts}")
 
 

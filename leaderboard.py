@@ -9,6 +9,8 @@ of ensemble.json, when there is one, is the last line. When the competition decl
 the table has the worst slice's score (worst_<metric>), and a second table gives every
 experiment's metric per slice value (with counts), drawn in <output>/leaderboard_slices.png.
 """
+from pathlib import Path
+
 from lib import cli
 
 
@@ -18,6 +20,8 @@ def main() -> None:
     p.add_argument("--all", action="store_true", help="also show experiments whose training is not complete")
     p.add_argument("--csv", metavar="PATH", help="also write the table (unformatted values) to this CSV")
     args = p.parse_args()
+    if args.csv and Path(args.csv).is_dir():
+        p.error(f"--csv {args.csv} is a folder; give the path of a file to write")
     from lib.core.utils import write_csv
     from lib.evaluation.metrics import base_metric
     from lib.evaluation.leaderboard import (

@@ -32,7 +32,7 @@ data_config=configs/data/breathing.yaml
 data_config_given=""
 data_dir=""
 profile=auto
-experiments=""
+experiments=()  # config paths (an array: a path may hold spaces)
 output_dir=""
 force=""
 demo=""
@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --data-dir) need "$@"; data_dir=$(from_caller "$2"); shift 2 ;;
     --data-config) need "$@"; data_config=$(from_caller "$2"); data_config_given=1; shift 2 ;;
     --profile) need "$@"; profile=$2; shift 2 ;;
-    --experiments) need "$@"; experiments=$(for e in $2; do printf '%s ' "$(from_caller "$e")"; done); shift 2 ;;
+    --experiments) need "$@"; experiments=(); for e in $2; do experiments+=("$(from_caller "$e")"); done; shift 2 ;;
     --output-dir) need "$@"; output_dir=$(from_caller "$2"); shift 2 ;;
     --force) force=--force; shift ;;
     --nproc) need "$@"; nproc=$2; shift 2 ;;
@@ -58,6 +58,7 @@ done
 if [ -z "${PYTHON:-}" ]; then
   if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+case "$profile" in auto|cpu|gpu) ;; *) echo "run_all.sh: --profile must be cpu or gpu, got '$profile'" >&2; exit 2 ;; esac
 case "$nproc" in ''|*[!0-9]*|0) echo "run_all.sh: --nproc must be a positive whole number, got '$nproc'" >&2; exit 2 ;; esac
 if ! "$PYTHON" -c "import torch, torchaudio, librosa, sklearn" 2>/dev/null; then
   echo "run_all.sh: $PYTHON lacks the requirements; install them first (README.md, first command):" >&2
@@ -83,24 +84,24 @@ if [ -n "$demo" ]; then
   data_dir=$output_dir/input
   data_config=configs/data/demo.yaml
   "$PYTHON" -m lib.data.demo "$data_dir"
-  [ -n "$experiments" ] || experiments=configs/demo.yaml
+  [ ${#experiments[@]} -gt 0 ] || experiments=(configs/demo.yaml)
 fi
 
 output_dir=${output_dir:-output}
 if [ "$profile" = auto ]; then
   if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then profile=gpu; else profile=cpu; fi
 fi
-if [ -z "$experiments" ]; then  # the competition config's own list, else the profile's defaults
-  experiments=$("$PYTHON" -c "import sys, yaml; print(' '.join((yaml.safe_load(open(sys.argv[1])) or {}).get('experiments') or []))" "$data_config")
+if [ ${#experiments[@]} -eq 0 ]; then  # the competition config's own list (one per line), else the profile's defaults
+  mapfile -t experiments < <("$PYTHON" -c "import sys, yaml; [print(e) for e in (yaml.safe_load(open(sys.argv[1])) or {}).get('experiments') or []]" "$data_config")
 fi
-if [ -z "$experiments" ]; then
+if [ ${#experiments[@]} -eq 0 ]; then
   case "$profile" in
-    cpu) experiments="configs/wave_cnn.yaml configs/zoo/hgb.yaml" ;;  # a network and gradient boosting; 04 blends them only when that wins
-    gpu) experiments="configs/cnn8.yaml configs/vgg.yaml" ;;
+    cpu) experiments=(configs/wave_cnn.yaml configs/zoo/hgb.yaml) ;;  # a network and gradient boosting; 04 blends them only when that wins
+    gpu) experiments=(configs/cnn8.yaml configs/vgg.yaml) ;;
     *) echo "run_all.sh: --profile must be cpu or gpu" >&2; exit 2 ;;
   esac
 fi
-echo "run_all: profile $profile; experiments: $experiments; output: $output_dir"
+echo "run_all: profile $profile; experiments: ${experiments[*]}; output: $output_dir"
 
 # progress bars redraw every 30 s (not 10 times a second) when the output goes to a file
 [ -t 1 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
@@ -117,14 +118,14 @@ stage() {  # stage NAME COMMAND...: run, time, and stop the chain on failure
 t_all=$SECONDS
 stage "00_prepare" "$PYTHON" 00_prepare.py "$data_config" ${data_dir:+--data-dir "$data_dir"} --output-dir "$output_dir"
 # shellcheck disable=SC2086
-stage "01_features" "$PYTHON" 01_features.py $experiments ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
+stage "01_features" "$PYTHON" 01_features.py "${experiments[@]}" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
 if [ "$nproc" -gt 1 ]; then  # every experiment's folds at once, shared out by torchrun's ranks
   # shellcheck disable=SC2086
   stage "02_train ($nproc processes)" "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$nproc" \
-    02_train.py $experiments ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
+    02_train.py "${experiments[@]}" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
 fi
 names=""
-for exp in $experiments; do
+for exp in "${experiments[@]}"; do
   name=$("$PYTHON" -m lib.core.config name "$exp" ${sets[@]+"${sets[@]}"})  # the name 02/03 give the run
   names="$names $name"
   [ "$nproc" -gt 1 ] || stage "02_train $name" "$PYTHON" 02_train.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force

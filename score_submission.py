@@ -8,6 +8,8 @@ The competition (task, classes, metrics, submission format) comes from --config,
 from the output folder's competition.yaml (--output-dir). The ids of both files must match
 exactly. Metrics of probabilities (AUROC, ...) need a probability/probabilities submission.
 """
+from pathlib import Path
+
 from lib import cli
 
 
@@ -23,6 +25,8 @@ def main() -> None:
                    help="the submission's format (default: the config's submission.format)")
     p.add_argument("--json", metavar="PATH", help="also write the scores and the per-class table as JSON")
     args = p.parse_args()
+    if args.json and Path(args.json).is_dir():
+        p.error(f"--json {args.json} is a folder; give the path of a file to write")
     from lib.components import load_competition
     from lib.core.utils import write_json
     from lib.evaluation.scoring import score_submission

@@ -330,3 +330,26 @@ def test_a_cache_built_before_the_audio_settings_changed_is_refused(toy, tmp_pat
     log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "fold 0: trained" in log
     assert o.load_competition()["audio"]["clip_seconds"] == 0.25
+
+
+def test_ensemble_arguments_are_checked_and_its_summary_counts_the_labels(tmp_path):
+    """04 with a member named twice blended it as two members (twice the weight) and 05 then failed
+    with a traceback; --temperature nan was a traceback and 0 dropped softmax unsaid: each is
+    refused before any work. With the sample submission's columns in the order label, id the
+    last line counted the ids, not the labels."""
+    make_toy_competition(tmp_path / "data")
+    sample = pd.read_csv(tmp_path / "data/sample.csv")
+    sample[["label", "id"]].to_csv(tmp_path / "data/sample.csv", index=False)
+    out, exp = tmp_path / "out", tmp_path / "toy_exp.yaml"
+    exp.write_text(yaml.safe_dump(TINY))
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    for script in ("01_features.py", "02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    for args, said in ((["toy_exp", "toy_exp"], "toy_exp named more than once"),
+                       (["--temperature", "nan"], "--temperature: nan is not a positive number"),
+                       (["--temperature", "0"], "--temperature: 0.0 is not a positive number")):
+        r = stage("04_ensemble.py", *args, "--output-dir", out, check=False)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+    assert not (out / "ensemble.json").exists()
+    last = stage("04_ensemble.py", "--output-dir", out).stdout.rstrip().splitlines()[-2]
+    assert last.startswith("wrote ") and "rows {'" in last and "t0" not in last, last

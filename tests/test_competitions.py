@@ -29,8 +29,8 @@ def _yaml(path, cfg):
     return path
 
 
-def _run_all(*args):
-    r = subprocess.run(["bash", "run_all.sh", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+def _run_all(*args, cwd=ROOT):
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), *map(str, args)], cwd=cwd, capture_output=True, text=True,
                        timeout=900, env=dict(os.environ, PYTHON=sys.executable))
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     return r.stdout
@@ -106,12 +106,15 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
         "submission": {"sample": "sample_submission.csv", "id_column": "file", "format": "indicators"},
         "decision": {"group_aggregate": "mean"},  # a patient's recordings share one prediction
     }
-    exp = _yaml(tmp_path / "tones_cnn.yaml", {
+    caller = tmp_path / "my dir"  # run_all.sh started from a folder with a space, given paths relative to it
+    caller.mkdir()
+    exp = _yaml(caller / "tones_cnn.yaml", {
         "base": str(ROOT / "configs/cnn_small.yaml"), **TINY,
         "features": {"name": "log_mel", "set": "lm32", "params": {"n_mels": 32, "hop_length": 256}},
         "train": {"epochs": 6, "batch_size": 8, "sampler": "balanced", "class_weights": "balanced"}})
     out = tmp_path / "out"
-    _run_all("--data-config", _yaml(tmp_path / "tones.yaml", comp), "--experiments", exp, "--output-dir", out)
+    _yaml(caller / "tones.yaml", comp)
+    _run_all("--data-config", "tones.yaml", "--experiments", "tones_cnn.yaml", "--output-dir", out, cwd=caller)
     folds = pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False)
     assert folds.groupby("group").fold.nunique().max() == 1 and folds.group.nunique() == 24
     assert set(folds.target) <= {"", "low", "high", "low;high"}
@@ -175,3 +178,11 @@ def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
     ages = folds.loc[folds.fold == 1, "meta_age"]
     assert enc["mean"][0] == pytest.approx(ages.fillna(ages.median()).mean())
     assert enc["names"] == ["meta_age", "meta_sex_F", "meta_sex_M"]
+
+
+def test_run_all_refuses_an_unknown_profile_before_any_stage(tmp_path):
+    """--profile foo with --experiments given ran the whole chain, printing "profile foo"."""
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", "foo", "--experiments", "configs/demo.yaml",
+                        "--output-dir", tmp_path / "out"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--profile must be cpu or gpu, got 'foo'" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -276,3 +276,12 @@ def test_commands(board, tmp_path):
     wrong = _csv(tmp_path / "wrong.csv", id=["s3", "s2", "s1", "s9"], label="a")
     bad = stage("score_submission.py", wrong, labels, "--config", config, check=False)
     assert bad.returncode == 1 and "'s0'" in bad.stderr and "'s9'" in bad.stderr
+
+
+@pytest.mark.parametrize("script, option", [("leaderboard.py", "--csv"), ("score_submission.py", "--json")])
+def test_an_output_option_naming_a_folder_is_refused_before_any_work(tmp_path, script, option):
+    """--csv or --json naming an existing folder ended, after all the work, in an
+    IsADirectoryError traceback naming a temporary file."""
+    extra = [tmp_path / "sub.csv", tmp_path / "truth.csv"] if script == "score_submission.py" else []
+    r = stage(script, *extra, option, tmp_path, "--output-dir", tmp_path / "none", check=False)
+    assert r.returncode == 2 and f"{option} {tmp_path} is a folder" in r.stderr, r.stderr
