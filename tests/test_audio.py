@@ -88,3 +88,16 @@ def test_nan_samples_and_truncation_name_the_file(tmp_path):
         f"{tmp_path / 'cut.wav'}: truncated: 1000 bytes of audio data the header declares are missing"]
     (tmp_path / "cut.wav").write_bytes(whole)
     assert audio.defects(tmp_path / "cut.wav") == []
+
+
+@pytest.mark.parametrize("kwargs, said", [({"channel": -1}, "channel=-1"), ({"channel": -3}, "channel=-3"),
+                                          ({"sample_rate": 0}, "sample_rate=0"), ({"sample_rate": "8000"}, "sample_rate='8000'"),
+                                          ({"resample_type": "nope"}, "resample_type='nope'")])
+def test_load_refuses_arguments_no_file_could_satisfy(tmp_path, kwargs, said):
+    """channel=-1 picked the last channel and sample_rate=0 kept the native rate, unsaid; channel=-3,
+    a str rate and an unknown resampler were tracebacks (IndexError, TypeError in soxr,
+    ModuleNotFoundError 'resampy')."""
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.zeros((800, 2), np.float32), 8000)
+    with pytest.raises(ValueError, match=f"audio.load: {said}"):
+        audio.load(path, **kwargs)

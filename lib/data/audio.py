@@ -103,9 +103,12 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
     ``start_s``/``end_s`` (seconds): read only the native frames ``round(start_s * sr)`` to
     ``round(end_s * sr)`` (a segment; :func:`region_samples` gives its length once loaded).
     Raises ``AudioError`` naming the file when it is missing, unreadable, empty, lacks the
-    channel or holds NaN or infinite samples.
+    channel or holds NaN or infinite samples, and ``ValueError`` for an argument no file could
+    satisfy (a sample rate that is not a positive whole number, a negative channel, an unknown
+    resampler).
     """
     path = Path(path)
+    _check_load_arguments(sample_rate, channel, resample_type)
     try:
         span = {}
         if start_s is not None or end_s is not None:
@@ -125,6 +128,20 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
     if sample_rate and sr != sample_rate:
         y, sr = resample(y, sr, sample_rate, resample_type), sample_rate
     return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def _check_load_arguments(sample_rate, channel, resample_type: str) -> None:
+    """Raise ``ValueError`` naming the argument of :func:`load` that no file could satisfy: a
+    sample rate that is not a positive whole number of Hz (0 kept the native rate, a str failed
+    inside soxr), a negative channel (-1 picked the last one), an unknown resampler."""
+    if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.number))
+                                    or not sample_rate > 0 or not float(sample_rate).is_integer()):
+        raise ValueError(f"audio.load: sample_rate={sample_rate!r} is not a positive whole number of Hz (or None: "
+                         f"the file's own rate)")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or channel < 0):
+        raise ValueError(f"audio.load: channel={channel!r} is not a channel index 0, 1, ... (or None: the mean)")
+    if resample_type not in RESAMPLERS:
+        raise ValueError(f"audio.load: resample_type={resample_type!r} is not one of {', '.join(RESAMPLERS)}")
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int, resample_type: str = "soxr_hq") -> np.ndarray:
