@@ -178,3 +178,23 @@ def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
         build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=3)}, manifest, 2, 0,
                     WAVE["frontend"])
     assert os.path.exists(path)
+
+
+def test_other_pretrained_weights_at_the_same_path_change_the_training_key(tmp_path):
+    """A timm or PANNs file replaced by other weights at the same path left 02 "up to date" with
+    the models fine-tuned from the old ones (only pretrain.py records were in the key); the file's,
+    or a Hugging Face folder's, SHA-256 now is. Nothing given or found: no part of the key."""
+    from lib.models.pretrained_weights import pretrained_id
+
+    weights, folder = tmp_path / "weights.pth", tmp_path / "hf"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"a")
+    ids = [pretrained_id({"params": {"pretrained": str(p)}}) for p in (weights, folder)]
+    torch.save({"fc.weight": torch.ones(2, 2)}, weights)
+    (folder / "model.safetensors").write_bytes(b"b")
+    again = [pretrained_id({"params": {"pretrained": str(p)}}) for p in (weights, folder)]
+    assert None not in ids and ids[0] != again[0] and ids[1] != again[1]
+    assert pretrained_id({"params": {"pretrained": str(weights)}}) == again[0]  # the same bytes: the same id
+    assert pretrained_id({"params": {}}) is None and pretrained_id({"params": {"pretrained": str(tmp_path / "no")}}) is None

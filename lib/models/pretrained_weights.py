@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.artifacts import file_hash
 from ..core.errors import ConfigError
 from ..core.paths import pretrained_record
-from ..core.utils import load_tensors_only
+from ..core.utils import fingerprint, load_tensors_only
 from .base import AudioClassifier
 from .frontend import FRONTENDS
 from .transfer import check_freeze, pretrained_file
@@ -197,11 +198,16 @@ def apply(model: AudioClassifier, cls, section: dict, manifest: dict, frontend: 
 
 
 def pretrained_id(section: dict) -> str | None:
-    """The record id of the ``pretrain.py`` checkpoint a ``model`` section loads (so that a
-    model fine-tuned from it is trained again when it is pretrained again), or ``None`` (no
-    such checkpoint, or not finished: :func:`load` then says why)."""
+    """What identifies the weights a ``model`` section starts from (``model.params.pretrained``),
+    so that a model fine-tuned from them is trained again when they change: the record id of a
+    ``pretrain.py`` checkpoint; the SHA-256 of any other file (PANNs CNN14, timm); the SHA-256 of
+    every file of a folder (a Hugging Face model). ``None`` when nothing is given or found (the
+    model's loader then says why)."""
     path = (section.get("params") or {}).get("pretrained")
-    if not isinstance(path, str) or not Path(path).expanduser().is_file():
-        return None
-    rec = pretrained_record(Path(path).expanduser()).read()
-    return rec.get("id") if rec else None
+    p = Path(path).expanduser() if isinstance(path, str) else None
+    if p is not None and p.is_file():
+        rec = pretrained_record(p).read()
+        return rec.get("id") if rec else f"sha256:{file_hash(p)}"
+    if p is not None and p.is_dir():
+        return fingerprint({f.name: file_hash(f) for f in sorted(p.iterdir()) if f.is_file()})
+    return None

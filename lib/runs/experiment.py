@@ -66,13 +66,14 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
     :data:`lib.core.config.RUN_ONLY_KEYS` and ``ADDED_KEYS`` at their neutral values:
     :func:`lib.core.config.training_settings`), the
     folds table (ids, targets, groups, folds, metadata), the feature set's record id, the
-    competition's task, classes, metrics, aggregation and metadata, the record id of a
-    ``pretrain.py`` checkpoint in ``model.params.pretrained``, (``train.distill``) the teacher
+    competition's task, classes, metrics, aggregation and metadata, what identifies the weights
+    in ``model.params.pretrained`` (:func:`lib.models.pretrained_weights.pretrained_id`: a
+    ``pretrain.py`` record's id, or the SHA-256 of the file or folder), (``train.distill``) the teacher
     blend's record id and (DDP over several ranks: its global batch differs) ``ddp``: ``("ddp",
     ranks, sync_bn)``."""
     what = training_settings(cfg)
     keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
-    pretrained = pretrained_id(cfg["model"])  # a pretrain.py checkpoint pretrained again: trained again
+    pretrained = pretrained_id(cfg["model"])  # other pretrained weights at the same path: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
                        {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"], *([teacher] if teacher else []),
                        *([list(ddp)] if ddp else []), *([pretrained] if pretrained else []))
