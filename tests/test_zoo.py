@@ -153,6 +153,10 @@ def test_cnn14_errors(panns_checkpoint, tmp_path):
     torch.save({"model": {"conv1.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ConfigError, match="not a PANNs Cnn14 checkpoint"):
         _cnn14({"pretrained": str(bad)})
+    narrow = tmp_path / "Cnn10_like.pth"  # PANNs' format, tensors of other shapes (a RuntimeError traceback before)
+    torch.save({"model": {"fc1.weight": torch.zeros(512, 512), "fc1.bias": torch.zeros(512)}}, narrow)
+    with pytest.raises(ConfigError, match=r"Cnn10_like.pth: not a PANNs Cnn14 checkpoint: size mismatch for fc1"):
+        _cnn14({"pretrained": str(narrow)})
     with pytest.raises(ConfigError, match="own front end"):
         build_model({"name": "cnn14", "params": {}}, {"spec_shape": [1, 64, 101], "n_scalars": 0, "sample_rate": 32000}, 2)
 
@@ -204,6 +208,20 @@ def test_timm_errors(tmp_path):
     with pytest.raises(ConfigError, match="Nothing is downloaded"):
         build_model({"name": "timm", "params": {"arch": "resnet10t", "pretrained": str(tmp_path / "no.pth")}},
                     _manifest((1, 64, 63), 0), 2)
+    # weights timm cannot load (another network's; a truncated file) and an architecture that gives
+    # no feature map were tracebacks, the last at the first training step
+    import timm
+
+    other = tmp_path / "efficientnet.pth"
+    torch.save(timm.create_model("efficientnet_b0", num_classes=0).state_dict(), other)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(other.read_bytes()[:5000])
+    for path in (other, truncated):
+        with pytest.raises(ConfigError, match=f"model.params.pretrained: {path}: not weights timm can load into resnet10t"):
+            build_model({"name": "timm", "params": {"arch": "resnet10t", "pretrained": str(path)}},
+                        _manifest((1, 64, 63), 0), 2)
+    with pytest.raises(ConfigError, match="model.params.arch: timm 'vit_tiny_patch16_224' cannot take a spectrogram"):
+        build_model({"name": "timm", "params": {"arch": "vit_tiny_patch16_224"}}, _manifest((1, 64, 63), 0), 2)
 
 
 @pytest.mark.parametrize("name,params", [FAMILIES[2], FAMILIES[4], FAMILIES[5], FAMILIES[7]],

@@ -138,7 +138,11 @@ class Cnn14(AudioClassifier):
                               f"{self.frontend.sample_rate} Hz one ({tuple(ours.shape)}, {VARIANTS[self.frontend.sample_rate]}); "
                               f"use the checkpoint of this sample rate or set features.params.sample_rate to the checkpoint's")
         sd = {k: v for k, v in sd.items() if not k.startswith(FRONT_END_KEYS + DROPPED_KEYS)}
-        missing, unexpected = self.trunk.load_state_dict(sd, strict=False)
+        try:
+            missing, unexpected = self.trunk.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:  # tensors of other shapes: another architecture (Cnn10) or front end
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
+            raise ConfigError(f"{path}: not a PANNs Cnn14 checkpoint: {detail}") from exc
         if missing or unexpected:
             raise ConfigError(f"{path}: not a PANNs Cnn14 checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -18,19 +18,35 @@ WHERE_FROM = ("timm's ImageNet weights are published on the Hugging Face hub (ti
 
 
 class _FeatureMap(nn.Module):
-    """A timm model's ``forward_features``: ``(B, C, F, T) -> (B, num_features, F', T')``. Raises
-    ``ValueError`` for an architecture that returns tokens (transformers) instead of a feature map."""
+    """A timm model's ``forward_features``: ``(B, C, F, T) -> (B, num_features, F', T')`` (an
+    architecture that gives no feature map is refused when built: :func:`_check_feature_map`)."""
 
     def __init__(self, backbone: nn.Module, arch: str):
         super().__init__()
         self.backbone, self.arch = backbone, arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.backbone.forward_features(x)
-        if y.dim() != 4:
-            raise ValueError(f"timm architecture {self.arch!r} returns {tuple(y.shape)}, not a (B, C, F, T) feature "
-                             f"map: use a convolutional one (efficientnet_b0, convnext_tiny, regnety_008, ...)")
-        return y
+        return self.backbone.forward_features(x)
+
+
+def _check_feature_map(backbone: nn.Module, arch: str, in_channels: int) -> None:
+    """Raise ``ConfigError`` naming ``model.params.arch`` when timm architecture ``arch`` does not
+    turn a spectrogram ``(1, in_channels, 64, 64)`` into a ``(B, C, F, T)`` feature map (a vision
+    transformer: fixed 224 x 224 patches, or a token sequence), at build time, not at the first
+    training step."""
+    was = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            y = backbone.forward_features(torch.zeros(1, in_channels, 64, 64))
+    except Exception as exc:
+        raise ConfigError(f"model.params.arch: timm {arch!r} cannot take a spectrogram of 64 x 64 ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}): use a convolutional one (efficientnet_b0, convnext_tiny, ...)") from exc
+    finally:
+        backbone.train(was)
+    if y.dim() != 4:
+        raise ConfigError(f"model.params.arch: timm {arch!r} returns {tuple(y.shape)}, not a (B, C, F, T) feature map: "
+                          f"use a convolutional one (efficientnet_b0, convnext_tiny, regnety_008, ...)")
 
 
 class TimmBackbone(AudioClassifier):
@@ -45,8 +61,9 @@ class TimmBackbone(AudioClassifier):
     first k of timm's coarse parameter groups (``group_matcher(coarse=True)``: stem, stages, ...)
     are frozen; ``backbone_lr``/``layer_decay`` scale their learning rates (:func:`block_groups`).
     ``drop_rate``/``drop_path_rate`` go to timm; ``model_args`` passes any other ``create_model``
-    argument. Raises ``ConfigError`` for an unknown architecture (with the closest name), a
-    missing file, a bad ``freeze_blocks``.
+    argument. Raises ``ConfigError`` for an unknown architecture (with the closest name), one
+    that gives no feature map of a spectrogram (a vision transformer), a missing file or weights
+    timm cannot load into ``arch`` (truncated, another network's), a bad ``freeze_blocks``.
     """
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, arch: str = "efficientnet_b0",
@@ -63,7 +80,14 @@ class TimmBackbone(AudioClassifier):
         if pretrained:
             kwargs.update(pretrained=True, pretrained_cfg_overlay={
                 "file": str(pretrained_file(pretrained, f"timm {arch}", WHERE_FROM))})
-        backbone = timm.create_model(arch, **kwargs)
+        try:
+            backbone = timm.create_model(arch, **kwargs)
+        except Exception as exc:  # timm's and safetensors' own errors: a truncated file, another network's weights
+            if not pretrained:
+                raise
+            raise ConfigError(f"model.params.pretrained: {kwargs['pretrained_cfg_overlay']['file']}: not weights timm "
+                              f"can load into {arch} ({type(exc).__name__}: {[x.strip() for x in str(exc).splitlines() if x.strip()][-1][:300]})") from exc
+        _check_feature_map(backbone, arch, in_channels)
         super().__init__(in_channels, n_scalars, n_outputs, _FeatureMap(backbone, arch), backbone.num_features,
                          head_hidden=head_hidden,
                          dropout=dropout, pooling=pooling)

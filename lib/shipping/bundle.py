@@ -224,7 +224,12 @@ def _export_onnx(folder: Path, experiments: list[str], folds: dict, log) -> dict
             continue
         out[exp] = {}
         for fold, (ckpt, model) in zip(folds[exp], load_checkpoints(folder / "models" / exp, folds[exp], torch.device("cpu"))):
-            out[exp][fold] = export_onnx(model, ckpt["manifest"], ckpt["n_scalars"], folder / "models" / exp / f"fold{fold}.onnx")
+            try:
+                out[exp][fold] = export_onnx(model, ckpt["manifest"], ckpt["n_scalars"],
+                                             folder / "models" / exp / f"fold{fold}.onnx")
+            except RuntimeError as exc:  # the graph does not compute what the model does (tolerance ATOL)
+                raise ConfigError(f"--onnx: {exp} fold {fold}: {exc}; make the bundle without --onnx (PyTorch then "
+                                  f"predicts this member)") from exc
         log(f"{exp}: {len(folds[exp])} fold models exported to ONNX, largest logit difference "
             f"{max(out[exp].values()):.1e}")
     return out
