@@ -151,7 +151,17 @@ def test_blend_line(board):
     line = blend_summary(out)
     assert "blend (softmax, T=0.01) of 2: OOF accuracy 0.9000  auroc 0.9500" in line
     assert "weights: good 0.70, mid 0.30" in line and "not current" in line  # no ensemble record
-    out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train"))})
+    members = {e: out.trained(e).read()["id"] for e in ("good", "mid")}
+    out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train")), **members})
+    assert "not current" not in blend_summary(out)
+    trained = out.trained("mid")  # a member trained again after the blend: its record has another id
+    rec = trained.read()
+    trained.commit([out.root / m for m in rec["members"]], "other key", inputs=rec.get("inputs"), info=rec.get("info"))
+    assert blend_summary(out).endswith("[ensemble.json is not current: member(s) mid trained again, changed or "
+                                       "removed since: run 04_ensemble.py]")
+    trained.commit([out.root / m for m in rec["members"]], rec["key"], inputs=rec.get("inputs"), info=rec.get("info"))
+    out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train")),
+                                                                     "good": members["good"], "mid": trained.read()["id"]})
     assert "not current" not in blend_summary(out)
     folds = out.load_split("train")
     out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded

@@ -185,8 +185,9 @@ def format_leaderboard(df: pd.DataFrame) -> str:
 def blend_summary(out: Outputs) -> str | None:
     """One line for the blend in ``ensemble.json``: its method, OOF scores and the members'
     weights of 0.005 and more (methods without weights, e.g. stacking: the members), marked when
-    its record is not complete or was made on other folds than ``folds.csv``'s; ``None`` without
-    ``ensemble.json``."""
+    its record is not complete, was made on other folds than ``folds.csv``'s, or blended a
+    training run of a member that is no longer its current complete one (trained again, files
+    changed or removed); ``None`` without ``ensemble.json``."""
     ens = read_json(out.root / "ensemble.json")
     if not ens:
         return None
@@ -203,5 +204,9 @@ def blend_summary(out: Outputs) -> str | None:
     rec, why = out.ensembled.check(hashes=False)
     if rec and rec.get("inputs", {}).get(FOLDS) != folds_id(out.load_split("train")):
         rec, why = None, "made on other folds than the current folds.csv (00_prepare.py ran since): run 04_ensemble.py"
+    stale = [e["experiment"] for e in members if rec and (out.trained(e["experiment"]).check(hashes=False)[0] or {}
+                                                          ).get("id") != rec["inputs"].get(e["experiment"])]
+    if stale:
+        rec, why = None, f"member(s) {', '.join(stale)} trained again, changed or removed since: run 04_ensemble.py"
     return (f"blend ({method}) of {len(members)}: OOF {scores}{in_sample_note(ens.get('decision'))}  ({weights})"
             + ("" if rec else f"  [ensemble.json is not current: {why}]"))
