@@ -263,6 +263,11 @@ def test_multilabel_indicators_against_zero_one_columns(tmp_path):
     r = score_submission(_csv(tmp_path / "s.csv", id=list("abcd"), cat=guess[:, 0], dog=guess[:, 1]), labels, comp)
     assert r["scores"]["macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"))
     assert "auroc" in r["not_computable"]
+    # a config that lists no classes (allowed): the 0/1 columns are the classes (they were refused,
+    # with advice to give a label column that the file does not have)
+    bare = dict(comp, classes=None, train={"id_column": "id", "target_column": "labels"})
+    again = score_submission(_csv(tmp_path / "s.csv", id=list("abcd"), cat=guess[:, 0], dog=guess[:, 1]), labels, bare)
+    assert again["scores"]["macro_f1"] == r["scores"]["macro_f1"]
 
 
 def test_commands(board, tmp_path):

@@ -100,7 +100,8 @@ def _label_columns(lab: pd.DataFrame, labels, comp: dict, multi: bool, id_column
                    target_column: str | None) -> tuple[str, str | None, list[str] | None]:
     """The columns of the labels table ``lab`` (read from file ``labels``), as
     :func:`score_submission` describes: ``(id column, label column, None)``, or for a multi-label
-    task (``multi``) without a label column ``(id column, None, the 0/1 class columns)``. Raises
+    task (``multi``) without a label column ``(id column, None, the 0/1 class columns)``: the
+    config's classes, or, when it lists none, every other column when all hold 0 or 1. Raises
     ``InputError`` naming the file when the id or label column is missing."""
     sub_cfg, train = comp.get("submission") or {}, comp.get("train") or {}
     lab_id = _column(lab, labels, [id_column] if id_column else [sub_cfg.get("id_column"), train.get("id_column")],
@@ -108,6 +109,9 @@ def _label_columns(lab: pd.DataFrame, labels, comp: dict, multi: bool, id_column
     lab_target = [target_column] if target_column else [train.get("target_column"), sub_cfg.get("target_column")]
     if not any(c and c in lab.columns for c in lab_target) and multi and not target_column:
         lab_cols = list(train.get("target_columns") or comp.get("classes") or [])
+        rest = [c for c in lab.columns if c != lab_id]
+        if not lab_cols and rest and all(pd.to_numeric(lab[c], errors="coerce").isin([0, 1]).all() for c in rest):
+            lab_cols = rest  # no classes known: every other column holds 0/1, one per class
         if lab_cols and set(lab_cols) <= set(lab.columns):
             return lab_id, None, lab_cols
     return lab_id, _column(lab, labels, lab_target, "label", "give it with --target-column"), None
