@@ -233,7 +233,15 @@ def _op_profile(path: Path, x: torch.Tensor, threads: int, top: int = 8) -> str:
 
 
 def bench_models(args) -> None:
-    """The models mode (module docstring): prints one row per experiment and engine."""
+    """The models mode (module docstring): prints one row per experiment and engine. Exits with
+    status 2 and a message, before any timing, for a config whose feature set runs at another
+    rate than the clips' 16 kHz (wave_long at 2 kHz, cnn14 at 32 kHz: time their bundle)."""
+    for config in args.models:
+        rate = (load_experiment(config)["features"].get("params") or {}).get("sample_rate")
+        if rate not in (None, SAMPLE_RATE):
+            print(f"bench/onnx.py: {config}: its features run at {rate} Hz, these clips at {SAMPLE_RATE} Hz; time "
+                  f"its bundle on its own data instead (bench/onnx.py BUNDLE --data-dir DIR)", file=sys.stderr)
+            sys.exit(2)
     audio, source = clips(args.data_dir, args.clips)
     rows, profiles = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (requirements.txt has it)")
 pytest.importorskip("onnxscript", reason="onnxscript (torch.onnx's exporter) is not installed")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, stage  # noqa: E402
 
 from lib.components import load_experiment
 from lib.models import build_model  # noqa: E402
@@ -168,3 +168,12 @@ def test_wave_cnn_matches_pytorch_on_real_clips(tmp_path):
     export_onnx(model, manifest, 0, tmp_path / "m.onnx")
     p_diff, logit_diff = _differences(model, tmp_path / "m.onnx", x)
     assert logit_diff <= ATOL and p_diff <= ATOL / 4, (p_diff, logit_diff)
+
+
+def test_onnx_benchmark_refuses_a_config_at_another_rate_before_timing():
+    """bench/onnx.py built every model for its 16-kHz clips: wave_long (2 kHz) was timed at the
+    wrong rate and its export check failed with a traceback; now one line before any work."""
+    r = stage("bench/onnx.py", "--models", "configs/cnn_small.yaml", "configs/wave_long.yaml", "--clips", "4",
+              check=False)
+    assert r.returncode == 2 and "configs/wave_long.yaml: its features run at 2000 Hz" in r.stderr
+    assert "samples/s" not in r.stdout
