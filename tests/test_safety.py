@@ -286,9 +286,20 @@ def test_bundling_a_blend_made_under_another_decision_is_refused(shipped, tmp_pa
     line = _one_line_error(stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out, check=False), "05_bundle")
     assert "another" in line and "competition.yaml" in line and "run 04_ensemble.py again" in line, line
     assert not (tmp_path / "b").exists()
+    from lib.core.paths import Outputs
+    from lib.evaluation.leaderboard import blend_summary
+
+    assert "made under another competition.yaml" in blend_summary(Outputs(out))  # the leaderboard says so too
     stage("04_ensemble.py", "--output-dir", out)
     stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out)
     assert yaml.safe_load((tmp_path / "b/competition.yaml").read_text())["decision"]["threshold"] == 0.2
+    assert "not current" not in blend_summary(Outputs(out))
+    record = Outputs(out).ensembled  # a blend of the previous version (no config fingerprint): said so
+    rec = record.read()
+    del rec["inputs"]["competition.yaml"]
+    record.commit([out / m for m in rec["members"]], rec["key"], inputs=rec["inputs"])
+    line = _one_line_error(stage("05_bundle.py", "--to", tmp_path / "c", "--output-dir", out, check=False), "05_bundle")
+    assert "written by an older version: run 04_ensemble.py again" in line, line
 
 
 @pytest.fixture
@@ -335,6 +346,13 @@ def test_a_full_disk_is_one_line_from_every_writer(shipped, full_disk):
         line = _one_line_error(r, Path(args[0]).stem)
         assert "no space left" in line, line
     assert (out / "ensemble.json").read_bytes() == before
+    from lib.core.errors import AudioError
+    from lib.core.utils import atomic_path
+
+    for error in (AudioError("x.wav: NaN or infinite samples"), ValueError("a bug")):  # not the disk's fault
+        with pytest.raises(type(error), match=str(error)):
+            with atomic_path(full_disk / "out" / "x.json"):
+                raise error
 
 
 def test_an_onnx_export_that_differs_from_pytorch_is_one_line_from_05(shipped, tmp_path, monkeypatch):

@@ -220,8 +220,13 @@ def test_timm_errors(tmp_path):
         with pytest.raises(ConfigError, match=f"model.params.pretrained: {path}: not weights timm can load into resnet10t"):
             build_model({"name": "timm", "params": {"arch": "resnet10t", "pretrained": str(path)}},
                         _manifest((1, 64, 63), 0), 2)
-    with pytest.raises(ConfigError, match="model.params.arch: timm 'vit_tiny_patch16_224' cannot take a spectrogram"):
-        build_model({"name": "timm", "params": {"arch": "vit_tiny_patch16_224"}}, _manifest((1, 64, 63), 0), 2)
+    vit = {"name": "timm", "params": {"arch": "vit_tiny_patch16_224"}}
+    with pytest.raises(ConfigError, match=r"model.params.arch: timm 'vit_tiny_patch16_224' returns \(1, 17, 192\)"):
+        build_model({**vit, "params": {**vit["params"], "model_args": {"dynamic_img_size": True}}},
+                    _manifest((1, 64, 63), 0), 2)
+    fixed = build_model(vit, _manifest((1, 64, 63), 0), 2)  # fixed 224 x 224: said at the first batch
+    with pytest.raises(ConfigError, match=r"timm 'vit_tiny_patch16_224' cannot take a spectrogram of \(64, 63\)"):
+        fixed(torch.zeros(2, 1, 64, 63))
 
 
 @pytest.mark.parametrize("name,params", [FAMILIES[2], FAMILIES[4], FAMILIES[5], FAMILIES[7]],

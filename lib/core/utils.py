@@ -54,20 +54,22 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 def _no_space_error(exc: Exception, path: Path) -> OSError | None:
     """A full disk's error naming ``path`` for an error raised while writing it: an ``OSError``
-    ENOSPC or EDQUOT (which pandas and ``os.posix_fallocate`` raise without a file name), or
-    another error that names no file (torch.save's "unexpected pos" RuntimeError) while the file system holding
-    ``path`` has no block left. ``None`` otherwise."""
+    ENOSPC or EDQUOT (which pandas and ``os.posix_fallocate`` raise without a file name), or a
+    library's ``RuntimeError`` (torch.save's "unexpected pos") while the file system holding
+    ``path`` has no block left for this user. ``None`` otherwise: the pipeline's own errors and
+    any other error keep their message."""
     if isinstance(exc, OSError) and exc.errno in _NO_SPACE:  # the final name, not a temporary one
         return OSError(exc.errno, exc.strerror, str(path))
-    if isinstance(exc, OSError) and exc.filename:
+    from .errors import PipelineError
+
+    if not isinstance(exc, RuntimeError) or isinstance(exc, PipelineError):
         return None
     try:
         st = os.statvfs(path.parent)
     except OSError:
         return None
-    if min(st.f_bavail, st.f_bfree) == 0:
-        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    return None
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may write into the reserved blocks
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if free == 0 else None
 
 
 def open_memmap(path: str | os.PathLike, dtype: str, shape: tuple) -> None:

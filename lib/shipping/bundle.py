@@ -88,7 +88,9 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     _check_destination(dest, out, comp)
     fid = folds_id(out.load_split("train"))
     check_folds(ens_record, fid, "the blend (ensemble.json)", "04_ensemble.py again")
-    if ens_record["inputs"].get(COMPETITION) != competition_id(comp):
+    if COMPETITION not in ens_record["inputs"]:
+        raise MissingArtifact(f"{out.root / 'ensemble.json'} was written by an older version: run 04_ensemble.py again")
+    if ens_record["inputs"][COMPETITION] != competition_id(comp):
         raise MissingArtifact(f"the blend (ensemble.json) was made under another {out.root / COMPETITION} than "
                               f"the current one (00_prepare.py was run again since, e.g. with another decision "
                               f"or ensemble section): run 04_ensemble.py again")
