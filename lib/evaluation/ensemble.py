@@ -330,11 +330,9 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         None if test_blend is None else (preds[0]["id"], test_blend))]
     if submission is not None:
         members.append(out.submission)
-    inputs[FOLDS] = folds_id(train)  # what 05_bundle.py checks against the current folds and config
-    inputs[COMPETITION] = competition_id(comp)
+    inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp)})  # what 05_bundle.py checks
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "oof_folds": len(np.unique(folds)), "metric": metric, "skipped": skipped, "decision": decision,
-            "rows_masked": masked, "slice_prior": priors,
-            "rows": 0 if submission is None else len(submission),
+            "rows_masked": masked, "slice_prior": priors, "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}
