@@ -90,8 +90,9 @@ class TimmBackbone(AudioClassifier):
         except Exception as exc:  # timm's and safetensors' own errors: a truncated file, another network's weights
             if not pretrained:
                 raise
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1][:300]
             raise ConfigError(f"model.params.pretrained: {kwargs['pretrained_cfg_overlay']['file']}: not weights timm "
-                              f"can load into {arch} ({type(exc).__name__}: {[x.strip() for x in str(exc).splitlines() if x.strip()][-1][:300]})") from exc
+                              f"can load into {arch} ({type(exc).__name__}: {detail})") from exc
         _check_feature_map(backbone, arch, in_channels)
         super().__init__(in_channels, n_scalars, n_outputs, _FeatureMap(backbone, arch), backbone.num_features,
                          head_hidden=head_hidden,
