@@ -26,10 +26,9 @@ def main() -> None:
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                    help="auto: ONNX Runtime when the bundle has ONNX models, else PyTorch (default: %(default)s)")
     args = p.parse_args()
-    from lib.core.artifacts import check_apart
+    from lib.shipping.bundle import check_work_dir
 
-    check_apart(args.work_dir, args.data_dir, "--work-dir", "the competition's data folder (--data-dir)")  # at once
-    check_apart(args.work_dir, args.bundle, "--work-dir", "the bundle folder")  # (predict_bundle checks them too)
+    check_work_dir(args.work_dir, args.data_dir, args.bundle)  # at once (predict_bundle checks them too)
     from lib.core.device import get_device
 
     get_device(args.device)  # an unknown or absent device: said before any work

@@ -175,17 +175,18 @@ def test_a_recording_changed_after_00_is_one_line_from_01(shipped, tmp_path, con
     assert str(wav) in line and "run 00_prepare.py again" in line, line
 
 
-@pytest.mark.parametrize("where", ["data", "bundle"])
+@pytest.mark.parametrize("where", ["data", "bundle", "output"])
 def test_predict_bundle_refuses_a_work_dir_on_its_inputs(shipped, tmp_path, where):
-    """predict_bundle.py --work-dir equal to the data folder or to the bundle: refused before any
-    work, nothing of either changed."""
-    _, data, _, _, bundle = shipped
-    before = _snapshot(data), _snapshot(bundle)
-    work = data if where == "data" else bundle
+    """predict_bundle.py --work-dir equal to the data folder, to the bundle or to a pipeline output
+    folder (which lost its predictions, its training features and its competition.yaml): refused
+    before any work, nothing of any changed."""
+    _, data, out, _, bundle = shipped
+    before = _snapshot(data), _snapshot(bundle), _snapshot(out)
+    work = {"data": data, "bundle": bundle, "output": out}[where]
     line = _one_line_error(stage("predict_bundle.py", bundle, "--data-dir", data, "--work-dir", work, check=False),
                            "predict_bundle")
-    assert f"--work-dir {work} is the" in line, line
-    assert (_snapshot(data), _snapshot(bundle)) == before
+    assert f"--work-dir {work} is {'a pipeline output folder' if where == 'output' else 'the'}" in line, line
+    assert (_snapshot(data), _snapshot(bundle), _snapshot(out)) == before
 
 
 def test_work_dirs_inside_or_around_the_inputs_are_refused(shipped, tmp_path):

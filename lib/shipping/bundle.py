@@ -309,6 +309,22 @@ def _log_unknown_slices(table: pd.DataFrame, priors: dict | None, log) -> None:
             + counts_text(unknown))
 
 
+def check_work_dir(work_dir, data_dir, bundle) -> None:
+    """Refuse, before any work, a ``predict_bundle`` work folder that is, lies inside or contains
+    the data folder or the bundle (:func:`lib.core.artifacts.check_apart`), or that is a pipeline
+    output folder (``folds.csv`` or ``models/``: its test features, predictions and
+    competition.yaml would be replaced). Raises ``ConfigError`` naming the folder."""
+    check_apart(work_dir, data_dir, "--work-dir", "the competition's data folder (--data-dir)")
+    check_apart(work_dir, bundle, "--work-dir", "the bundle folder")
+    w = Path(work_dir).resolve()
+    held = [name for name, there in (("folds.csv", (w / "folds.csv").is_file()), ("models/", (w / "models").is_dir()))
+            if there]
+    if held:
+        raise ConfigError(f"--work-dir {w} is a pipeline output folder (it holds {' and '.join(held)}): predicting "
+                          f"there would replace its test features, predictions and competition.yaml; choose a "
+                          f"folder of its own")
+
+
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
                    device: str = "auto", workers: int | None = None, engine: str = "auto", log=print,
                    test_files: str | None = None, submission: bool = True) -> dict:
@@ -328,13 +344,12 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     weighted mean leaves them out, so the result is the same and the time theirs is saved.
     Returns ``{"rows", "seconds", "experiments", "not_run", "submission": path or None}``. Raises
     ``ConfigError`` before any work when ``work_dir`` is, lies inside or contains ``data_dir`` or
-    the bundle (:func:`lib.core.artifacts.check_apart`: it would overwrite or delete their files),
+    the bundle, or is a pipeline output folder (:func:`check_work_dir`: it would overwrite or delete their files),
     ``MissingArtifact`` or ``InputError`` for a damaged bundle (:func:`load_bundle`) and
     ``InputError`` for bad test input, naming the file and row.
     """
     t0 = time.time()
-    check_apart(work_dir, data_dir, "--work-dir", "the competition's data folder (--data-dir)")
-    check_apart(work_dir, bundle, "--work-dir", "the bundle folder")
+    check_work_dir(work_dir, data_dir, bundle)
     bundle = Path(bundle).resolve()
     manifest, comp, summary = load_bundle(bundle)
     comp["data_dir"] = str(Path(data_dir).resolve())
