@@ -10,7 +10,7 @@ import yaml
 from conftest import make_toy_competition
 
 from lib.components import load_experiment
-from lib.core.errors import ConfigError, InputError
+from lib.core.errors import ConfigError, InputError, MissingArtifact
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
@@ -417,6 +417,15 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     assert torch.equal(mixed[rows], data.target[rows]) and not torch.isnan(mixed).any()
     distilled = dict(cfg, name="distilled", train={**cfg["train"], "distill": {"weight": 0.5}})
     assert len(train_experiment(distilled, new, log=lambda *_: None)["folds"]) == 2
+    # 00 run again with other folds after 04: the blend's test probabilities come from models of
+    # the old folds and labels, which pseudo_label.py took unsaid
+    stale = Outputs(tmp_path / "stale")
+    shutil.copytree(out.root, stale.root)
+    labelled = stale.load_split("train")
+    stale.folds.write_text(labelled.assign(fold=1 - labelled["fold"].astype(int)).to_csv(index=False))
+    stale.prepared().commit([stale.competition, stale.folds], "refolded")
+    with pytest.raises(MissingArtifact, match="the teacher of pseudo_label.py. was made on other folds"):
+        pseudo_labelled_folder(stale, tmp_path / "pl_stale", min_confidence=0.9)
 
 
 def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
@@ -453,6 +462,12 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     blend = pd.read_csv(tmp_path / "work/test_blend.csv")
     assert s["pseudo"] == (folds.fold == -1).sum() == (blend.filter(like="p_").max(axis=1) >= 0.5000001).sum()
     assert set(folds.id[folds.fold == -1]) <= set(blend.id) and folds.id.head(len(table)).tolist() == table.id.tolist()
+    other = tmp_path / "other_classes"  # a work folder of a bundle of other classes: one line, not a KeyError
+    shutil.copytree(tmp_path / "work", other)
+    first = f"p_{comp['classes'][0]}"
+    pd.read_csv(other / "test_blend.csv").rename(columns={first: "p_zzz"}).to_csv(other / "test_blend.csv", index=False)
+    with pytest.raises(MissingArtifact, match="test_blend.csv has the columns .* made for other classes"):
+        pseudo_labelled_folder(out, tmp_path / "pl_other", min_confidence=0.5000001, source=other)
     again = tmp_path / "again"  # a folder that holds a training clip again, under its id
     again.mkdir()
     shutil.copy(table["path"][0], again / table["id"][0])

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.artifacts import check_apart, check_folds, file_hash, folds_id
+from ..core.artifacts import COMPETITION, check_apart, check_folds, competition_id, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, read_json, write_csv
@@ -123,7 +123,12 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     comp = out.load_competition()
     folds = out.load_split("train")
     if source is None:
-        out.ensembled.require()
+        record = out.ensembled.require()
+        check_folds(record, folds_id(folds), "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
+        if record["inputs"].get(COMPETITION) != competition_id(comp):
+            raise MissingArtifact(f"the blend (ensemble.json) was made under another {out.competition} than the "
+                                  f"current one (00_prepare.py ran since), or by an older version: run "
+                                  f"04_ensemble.py again")
         path, test = out.root / "ensemble" / "test_blend.csv", out.load_split("test")
     else:
         src = Outputs(Path(source).resolve())
@@ -136,7 +141,11 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
     _refuse_training_recordings(test, folds)
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[test["id"]]
-    probs = blend[tasks.prob_columns(comp)].to_numpy()
+    have, cols = [c for c in blend.columns if c.startswith("p_")], tasks.prob_columns(comp)
+    if sorted(have) != sorted(cols):
+        raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
+                              f"those of {out.competition}: predict with a blend of this competition's classes")
+    probs = blend[cols].to_numpy()
     if comp["task"] == "multilabel":
         keep = ((probs >= min_confidence) | (probs <= 1 - min_confidence)).all(1)
         labels = tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]})
