@@ -184,6 +184,20 @@ def test_a_study_of_the_other_direction_is_refused(toy):
         open_study(sweep, "dir", storage, out.load_competition())
 
 
+def test_a_study_of_a_space_with_a_key_more_is_refused(toy):
+    """A sweep of lr into a study, then a sweep of lr and mixup into the same study: it joined,
+    and best.txt ranked both kinds of trial together (a key changed or removed was refused,
+    a key added was not)."""
+    folder, out = toy
+    storage, comp = f"sqlite:///{folder / 'space.db'}", out.load_competition()
+    open_study(load_sweep(_sweep_file(folder, "space")), "space", storage, comp)
+    wider = _sweep_file(folder, "space", space={"optimizer.params.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                                "augment.mixup.p": {"low": 0.0, "high": 0.5}})
+    with pytest.raises(ConfigError, match=r"study 'space' .* sweeps space \['optimizer.params.lr'\], this sweep "
+                                          r"\['augment.mixup.p', 'optimizer.params.lr'\]"):
+        open_study(load_sweep(wider), "space", storage, comp)
+
+
 @pytest.mark.parametrize("keys, match", [
     ({"trails": 3}, r"unknown key 'trails' in .*bad\.yaml; did you mean 'trials'\?"),
     ({"space": {"optimizer.params.lrr": {"low": 1e-4, "high": 1e-2}}},

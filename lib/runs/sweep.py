@@ -268,7 +268,7 @@ def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Stud
     if study.direction.name.lower() != want:
         raise ConfigError(f"study {name!r} in {shown} is to {study.direction.name.lower()}, but the competition "
                           f"metric {comp['metric']} is to {want}: use another --study or --storage")
-    mine = {"experiment": sweep.stem, "metric": comp["metric"]}
+    mine = {"experiment": sweep.stem, "metric": comp["metric"], "space": sorted(sweep.space)}  # (a key added too)
     for key, value in mine.items():
         old = study.user_attrs.get(key)
         if old is None:
