@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from lib.core.errors import ConfigError, InputError
 from lib.core.paths import Outputs
 from lib.core.utils import write_json
-from lib.core.artifacts import FOLDS, folds_id
+from lib.core.artifacts import COMPETITION, FOLDS, competition_id, folds_id
 from lib.evaluation.leaderboard import blend_summary, format_leaderboard, leaderboard
 from lib.evaluation.scoring import score_submission
 
@@ -152,6 +152,7 @@ def test_blend_line(board):
     assert "blend (softmax, T=0.01) of 2: OOF accuracy 0.9000  auroc 0.9500" in line
     assert "weights: good 0.70, mid 0.30" in line and "not current" in line  # no ensemble record
     members = {e: out.trained(e).read()["id"] for e in ("good", "mid")}
+    members[COMPETITION] = competition_id(out.load_competition())
     out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train")), **members})
     assert "not current" not in blend_summary(out)
     trained = out.trained("mid")  # a member trained again after the blend: its record has another id
@@ -161,7 +162,7 @@ def test_blend_line(board):
                                        "removed since: run 04_ensemble.py]")
     trained.commit([out.root / m for m in rec["members"]], rec["key"], inputs=rec.get("inputs"), info=rec.get("info"))
     out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train")),
-                                                                     "good": members["good"], "mid": trained.read()["id"]})
+                                                                     **members, "mid": trained.read()["id"]})
     assert "not current" not in blend_summary(out)
     folds = out.load_split("train")
     out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded

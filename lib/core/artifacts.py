@@ -172,6 +172,18 @@ def competition_id(comp: dict) -> str:
     return fingerprint({k: v for k, v in comp.items() if k != "data_dir"})
 
 
+def check_competition(rec: dict, comp: dict, what: str, stage: str) -> None:
+    """Check that a record (stage 04's) was made under the current competition config ``comp``
+    (:func:`competition_id`, held in its ``inputs`` under :data:`COMPETITION`). Raises
+    ``MissingArtifact`` naming the stale result ``what`` and the ``stage`` to run."""
+    have = rec.get("inputs", {}).get(COMPETITION)
+    if have is None:
+        raise MissingArtifact(f"{what} was written by an older version: run {stage}")
+    if have != competition_id(comp):
+        raise MissingArtifact(f"{what} was made under another competition.yaml than the current one (00_prepare.py "
+                              f"was run again since, e.g. with another decision or ensemble section): run {stage}")
+
+
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
     """Check that a record was made on the ``current`` fold assignment (:func:`folds_id`, held in
     its ``inputs`` under :data:`FOLDS`). Raises ``MissingArtifact`` naming the stale result and

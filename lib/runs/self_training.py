@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.artifacts import COMPETITION, check_apart, check_folds, competition_id, file_hash, folds_id
+from ..core.artifacts import check_apart, check_competition, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, read_json, write_csv
@@ -125,10 +125,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if source is None:
         record = out.ensembled.require()
         check_folds(record, folds_id(folds), "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
-        if record["inputs"].get(COMPETITION) != competition_id(comp):
-            raise MissingArtifact(f"the blend (ensemble.json) was made under another {out.competition} than the "
-                                  f"current one (00_prepare.py ran since), or by an older version: run "
-                                  f"04_ensemble.py again")
+        check_competition(record, comp, "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
         path, test = out.root / "ensemble" / "test_blend.csv", out.load_split("test")
     else:
         src = Outputs(Path(source).resolve())

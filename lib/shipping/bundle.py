@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import yaml
 
-from ..core.artifacts import COMPETITION, FOLDS, check_apart, check_folds, competition_id, file_hash, folds_id
+from ..core.artifacts import FOLDS, check_apart, check_competition, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
@@ -88,12 +88,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     _check_destination(dest, out, comp)
     fid = folds_id(out.load_split("train"))
     check_folds(ens_record, fid, "the blend (ensemble.json)", "04_ensemble.py again")
-    if COMPETITION not in ens_record["inputs"]:
-        raise MissingArtifact(f"{out.root / 'ensemble.json'} was written by an older version: run 04_ensemble.py again")
-    if ens_record["inputs"][COMPETITION] != competition_id(comp):
-        raise MissingArtifact(f"the blend (ensemble.json) was made under another {out.root / COMPETITION} than "
-                              f"the current one (00_prepare.py was run again since, e.g. with another decision "
-                              f"or ensemble section): run 04_ensemble.py again")
+    check_competition(ens_record, comp, "the blend (ensemble.json)", "04_ensemble.py again")
     summary = read_json(out.root / "ensemble.json")
     if "blender" not in summary:
         raise MissingArtifact(f"{out.root / 'ensemble.json'} was written by an older version: run 04_ensemble.py again")
