@@ -172,16 +172,24 @@ def competition_id(comp: dict) -> str:
     return fingerprint({k: v for k, v in comp.items() if k != "data_dir"})
 
 
-def check_competition(rec: dict, comp: dict, what: str, stage: str) -> None:
-    """Check that a record (stage 04's) was made under the current competition config ``comp``
-    (:func:`competition_id`, held in its ``inputs`` under :data:`COMPETITION`). Raises
-    ``MissingArtifact`` naming the stale result ``what`` and the ``stage`` to run."""
+def competition_problem(rec: dict, comp: dict) -> str | None:
+    """Why a record (stage 04's) is not of the current competition config ``comp`` (its
+    :func:`competition_id`, held in the record's ``inputs`` under :data:`COMPETITION`), or ``None``."""
     have = rec.get("inputs", {}).get(COMPETITION)
     if have is None:
-        raise MissingArtifact(f"{what} was written by an older version: run {stage}")
+        return "was written by an older version"
     if have != competition_id(comp):
-        raise MissingArtifact(f"{what} was made under another competition.yaml than the current one (00_prepare.py "
-                              f"was run again since, e.g. with another decision or ensemble section): run {stage}")
+        return ("was made under another competition.yaml than the current one (00_prepare.py was run again "
+                "since, e.g. with another decision or ensemble section)")
+    return None
+
+
+def check_competition(rec: dict, comp: dict, what: str, stage: str) -> None:
+    """Raise ``MissingArtifact`` naming the result ``what`` and the ``stage`` to run when record
+    ``rec`` is not of the current competition config (:func:`competition_problem`)."""
+    why = competition_problem(rec, comp)
+    if why:
+        raise MissingArtifact(f"{what} {why}: run {stage}")
 
 
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PipelineError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -60,8 +62,6 @@ def _no_space_error(exc: Exception, path: Path) -> OSError | None:
     any other error keep their message."""
     if isinstance(exc, OSError) and exc.errno in _NO_SPACE:  # the final name, not a temporary one
         return OSError(exc.errno, exc.strerror, str(path))
-    from .errors import PipelineError
-
     if not isinstance(exc, RuntimeError) or isinstance(exc, PipelineError):
         return None
     try:
@@ -76,15 +76,14 @@ def open_memmap(path: str | os.PathLike, dtype: str, shape: tuple) -> None:
     """Create the ``.npy`` file ``path`` of ``shape`` and ``dtype`` for writers that map it
     (``np.load(path, mmap_mode="r+")``), with its whole size allocated on disk now: a sparse file
     would take its blocks when pages are written, and a full disk then kills the writer with
-    SIGBUS and no message. Raises ``OSError`` ENOSPC naming ``path`` when the space is not there
-    (a file system without ``posix_fallocate`` is left sparse)."""
+    SIGBUS and no message. Raises ``OSError`` ENOSPC when the space is not there (inside
+    :func:`atomic_path`, as its callers are, naming the final file); a file system without
+    ``posix_fallocate`` is left sparse."""
     np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
     with open(path, "r+b") as f:
         try:
             os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         except OSError as exc:
-            if exc.errno in _NO_SPACE:
-                raise OSError(exc.errno, exc.strerror, str(path)) from exc
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
 

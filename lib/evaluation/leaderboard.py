@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import FOLDS, check_competition, folds_id
-from ..core.errors import MissingArtifact
+from ..core.artifacts import FOLDS, competition_problem, folds_id
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
@@ -205,11 +204,9 @@ def blend_summary(out: Outputs) -> str | None:
     rec, why = out.ensembled.check(hashes=False)
     if rec and rec.get("inputs", {}).get(FOLDS) != folds_id(out.load_split("train")):
         rec, why = None, "made on other folds than the current folds.csv (00_prepare.py ran since): run 04_ensemble.py"
-    try:
-        if rec:
-            check_competition(rec, out.load_competition(), "it", "04_ensemble.py")
-    except MissingArtifact as exc:
-        rec, why = None, str(exc).removeprefix("it ")
+    problem = rec and competition_problem(rec, out.load_competition())
+    if problem:
+        rec, why = None, f"{problem}: run 04_ensemble.py"
     stale = [e["experiment"] for e in members if rec and (out.trained(e["experiment"]).check(hashes=False)[0] or {}
                                                           ).get("id") != rec["inputs"].get(e["experiment"])]
     if stale:

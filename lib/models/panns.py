@@ -21,7 +21,7 @@ from ..core.errors import ConfigError
 from ..core.utils import load_tensors_only
 from .base import AudioClassifier
 from .frontend import LogMelFrontEnd
-from .transfer import check_freeze, pretrained_file
+from .transfer import check_freeze, load_error_detail, pretrained_file
 
 VARIANTS = {32000: {"n_fft": 1024, "hop_length": 320, "n_mels": 64, "fmin": 50.0, "fmax": 14000.0},
             16000: {"n_fft": 512, "hop_length": 160, "n_mels": 64, "fmin": 50.0, "fmax": 8000.0}}
@@ -141,8 +141,7 @@ class Cnn14(AudioClassifier):
         try:
             missing, unexpected = self.trunk.load_state_dict(sd, strict=False)
         except RuntimeError as exc:  # tensors of other shapes: another architecture (Cnn10) or front end
-            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1]
-            raise ConfigError(f"{path}: not a PANNs Cnn14 checkpoint: {detail}") from exc
+            raise ConfigError(f"{path}: not a PANNs Cnn14 checkpoint: {load_error_detail(exc)}") from exc
         if missing or unexpected:
             raise ConfigError(f"{path}: not a PANNs Cnn14 checkpoint: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -10,7 +10,7 @@ from torch import nn
 from ..core.errors import ConfigError
 from ..core.registry import did_you_mean
 from .base import AudioClassifier
-from .transfer import check_freeze, pretrained_file
+from .transfer import check_freeze, load_error_detail, pretrained_file
 
 WHERE_FROM = ("timm's ImageNet weights are published on the Hugging Face hub (timm/<arch>.<tag>, "
               "model.safetensors or pytorch_model.bin); download the file where you have internet (e.g. as a Kaggle "
@@ -90,9 +90,8 @@ class TimmBackbone(AudioClassifier):
         except Exception as exc:  # timm's and safetensors' own errors: a truncated file, another network's weights
             if not pretrained:
                 raise
-            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1][:300]
             raise ConfigError(f"model.params.pretrained: {kwargs['pretrained_cfg_overlay']['file']}: not weights timm "
-                              f"can load into {arch} ({type(exc).__name__}: {detail})") from exc
+                              f"can load into {arch} ({type(exc).__name__}: {load_error_detail(exc)})") from exc
         _check_feature_map(backbone, arch, in_channels)
         super().__init__(in_channels, n_scalars, n_outputs, _FeatureMap(backbone, arch), backbone.num_features,
                          head_hidden=head_hidden,

@@ -9,6 +9,13 @@ from torch import nn
 from ..core.errors import ConfigError
 
 
+def load_error_detail(exc: Exception, limit: int = 300) -> str:
+    """The telling line of an error raised while loading weights: its last non-blank line (torch's
+    "size mismatch for fc1.weight ..." under "Error(s) in loading state_dict"), at most ``limit``
+    characters."""
+    return [line.strip() for line in str(exc).splitlines() if line.strip()][-1][:limit]
+
+
 def pretrained_file(path, model: str, where_from: str) -> Path:
     """The local checkpoint ``path`` as a ``Path``. Nothing is downloaded at run time, so a
     missing file is a ``ConfigError`` naming ``model.params.pretrained`` and where such
