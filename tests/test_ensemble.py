@@ -27,6 +27,8 @@ def test_other_weightings_and_errors():
     np.testing.assert_allclose(score_weights([0.6, 0.9, 0.1], "equal"), [1 / 3] * 3)
     for s in ([0.5, 0.7, 0.9], [0.1]):
         assert score_weights(s).sum() == pytest.approx(1.0)
+    # a temperature so small that the scores' ratio overflows still gives the best all the weight
+    np.testing.assert_array_equal(score_weights([0.79, 0.8, 0.8], "softmax", temperature=1e-320), [0, 0.5, 0.5])
     with pytest.raises(ValueError):
         score_weights([0.5], "softmax", temperature=0)
     with pytest.raises(ValueError):

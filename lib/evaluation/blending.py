@@ -83,7 +83,9 @@ def score_weights(scores, method: str = "softmax", temperature: float = 0.01, hi
             raise ConfigError(f"temperature must be > 0, got {temperature}")
         if not np.isfinite(s).any():  # no member has a defined score: nothing to weight by
             return np.full(len(s), 1.0 / len(s))
-        return softmax((s if higher_is_better else -s) / temperature)
+        z = s if higher_is_better else -s
+        with np.errstate(over="ignore"):  # shifted first: a tiny temperature gives 1 to the best, not NaN
+            return softmax((z - z[np.isfinite(z)].max()) / temperature)
     if method == "normalised":
         if not np.isfinite(s).all() or (s <= 0).any():
             raise ConfigError(f"normalised weights need positive finite scores, got {s.tolist()}")
