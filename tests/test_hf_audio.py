@@ -150,7 +150,7 @@ def test_a_bundle_carries_the_model_folder_its_embeddings_need(folders, tmp_path
     (model_dir / "config.json").write_text((model_dir / "config.json").read_text() + "\n")
     r = stage("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out, check=False)
     assert r.returncode != 0 and "has other files than those its models were trained on" in r.stderr, r.stderr
-    assert not (tmp_path / "bundle").exists()
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / ".bundle.partial").exists()  # nothing left behind
     shutil.rmtree(model_dir)
     shutil.copytree(folders["wav2vec2"], model_dir)  # as at training
     stage("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out)

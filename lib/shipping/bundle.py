@@ -103,6 +103,21 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
         raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest = _write_bundle(tmp, out, comp, summary, ens_record, fid, onnx, log)
+    except BaseException:  # an error or Ctrl-C leaves nothing behind (a killed run: the next 05 removes it)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return manifest
+
+
+def _write_bundle(tmp: Path, out: Outputs, comp: dict, summary: dict, ens_record: dict, fid: str, onnx: bool,
+                  log) -> dict:
+    """Write the bundle of :func:`make_bundle` into the empty folder ``tmp``; returns ``bundle.json``'s content."""
+    experiments = [e["experiment"] for e in summary["experiments"]]
     (tmp / "models").mkdir(parents=True)
     comp.pop("data_dir", None)
     (tmp / "competition.yaml").write_text(yaml.safe_dump(comp, sort_keys=False))
@@ -130,9 +145,6 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
                 "files": files}
     write_json(tmp / "bundle.json", manifest)
     (tmp / SEAL).write_text(f"{file_hash(tmp / 'bundle.json')}  bundle.json\n")  # sha256sum's format
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
     return manifest
 
 
