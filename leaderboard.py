@@ -39,7 +39,7 @@ def main() -> None:
     if len(df):
         print(format_leaderboard(df))
     for exp, why in df.attrs["skipped"].items():
-        print(f"not shown: {exp}: {why} (--all shows it)")
+        print(f"not shown: {exp}: {why}")
     metric = base_metric(df.attrs["fold_metric"])
     per_slice = slice_leaderboard(df, metric)
     if len(per_slice):  # the competition metric drawn; every metric printed

@@ -4,6 +4,7 @@ submissions scored against a labelled CSV."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -144,6 +145,11 @@ def test_status_partial_stale_and_all(board):
     text = out.oof("mid").read_text()
     out.oof("mid").write_text(text.replace("0.", "1.", 1))
     assert "oof/mid.csv has changed since it was written" in leaderboard(out).attrs["skipped"]["mid"]
+    # an experiment's models folder removed by hand: said, not silently gone from the table
+    shutil.rmtree(out.model_dir("part"))
+    gone = leaderboard(out, include_all=True)
+    assert "part" not in gone["experiment"].tolist()
+    assert "models/part/ is gone, only oof/part.csv is left" in gone.attrs["skipped"]["part"]
 
 
 def test_blend_line(board):

@@ -53,7 +53,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     ``metric``); scores are recomputed from ``oof/<exp>.csv`` for the competition's ``metrics``
     and ``sort`` (a partial experiment: over its finished folds' rows). Experiments without a
     complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
-    ``include_all``. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
+    ``include_all``, as are OOF files whose experiment's ``models/`` folder was removed. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
     ``model``, ``input`` (feature set), one per metric, ``fold_mean``/``fold_std`` (the
     competition metric over each fold's OOF rows), ``folds`` ("done/total"), ``status``
     (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv``),
@@ -82,7 +82,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
         config = scores.get("config") or {}
         status, note = training_status(out, exp, config)
         if status == "incomplete" and not include_all:
-            skipped[exp] = note
+            skipped[exp] = f"{note} (--all shows it)"
             continue
         row = {"experiment": exp, "model": (config.get("model") or {}).get("name"),
                "input": (config.get("features") or {}).get("set"), **dict.fromkeys(names, np.nan),
@@ -115,6 +115,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
                 row.update(status="stale", note="trained on other rows than folds.csv's (e.g. other pseudo-labelled "
                                                 "rows: pseudo_label.py ran since): run 02_train.py")
         rows.append(row)
+    for gone in sorted({p.stem for p in (out.root / "oof").glob("*.csv")} - {r["experiment"] for r in rows} - set(skipped)):
+        skipped[gone] = f"models/{gone}/ is gone, only oof/{gone}.csv is left (02_train.py trains it again)"
     df = pd.DataFrame(rows, columns=["experiment", "model", "input", *names, "fold_mean", "fold_std", "folds",
                                      "status", "parameters", "seconds", "note"])
     df = df.sort_values(sort, ascending=not higher, na_position="last", kind="stable").reset_index(drop=True)
