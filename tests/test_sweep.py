@@ -249,6 +249,25 @@ def test_a_pipeline_error_stops_the_sweep(toy):
     assert [t.state.name for t in optuna.load_study(study_name="stops", storage=storage).trials] == ["FAIL"]
 
 
+def test_values_invalid_together_fail_their_trial_and_the_sweep_goes_on(toy):
+    """train.epochs 1 and warmup_epochs 2 are each within their ranges, not together: that trial
+    fails with a line naming the sweep file and why, and the others train."""
+    folder, out = toy
+    path = _sweep_file(folder, "together", space={"train.epochs": {"choices": [2, 1]},
+                                                  "scheduler.params.warmup_epochs": {"choices": [0, 2]}},
+                       sets=["train.folds=[0]"])
+    sweep = load_sweep(path)  # each value alone is valid
+    lines = []
+    study = open_study(sweep, "together", f"sqlite:///{folder / 'together.db'}", out.load_competition())
+    study.enqueue_trial({"train.epochs": 1, "scheduler.params.warmup_epochs": 2})
+    study.enqueue_trial({"train.epochs": 2, "scheduler.params.warmup_epochs": 0})
+    run_sweep(sweep, study, out, 2, echo=lambda *a, **k: lines.append(a[0]))
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE"]
+    assert "warmup_epochs 2 is more than train.epochs 1" in study.trials[0].user_attrs["invalid"]
+    failed = next(line for line in lines if "do not go together" in line)
+    assert failed.startswith("trial   0") and str(path) in failed and "warmup_epochs 2 is more than" in failed
+
+
 @pytest.fixture
 def postgres():
     """The URL of a throw-away PostgreSQL server on a free loopback port (``initdb`` + ``pg_ctl``

@@ -296,6 +296,11 @@ def _twin(study: optuna.Study, number: int, name: str):
     return done[0] if done else next((t for t in twins if t.number < number), None)
 
 
+class InvalidValues(ConfigError):
+    """A trial's values are each within their range but not valid together (e.g. ``train.epochs``
+    1 with ``scheduler.params.warmup_epochs`` 2): the trial fails, the sweep goes on."""
+
+
 def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, echo=print) -> None:
     """Run ``n_trials`` trials of ``sweep`` in ``study`` (this worker's share) on the prepared
     competition and feature sets of ``out``.
@@ -307,6 +312,8 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
     changed since (the experiment file, the folds, the features: :func:`train_experiment`'s up-to-
     date check; else its models are kept), to a RUNNING one's (another worker) are pruned.
     User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
+    A trial whose values are valid one by one but not together is failed with a line saying so
+    (user attr ``invalid``: the reason) and the sweep goes on.
     ``echo`` prints one line per trial. Raises what a trial raises (``PipelineError``: bad data,
     missing stage outputs; ``KeyboardInterrupt``), after Optuna marks the trial failed.
     """
@@ -335,7 +342,12 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
         if twin is not None and twin.state != TrialState.COMPLETE:
             echo(f"{head}  -> same values as trial {twin.number}, running in another worker: pruned")
             raise optuna.TrialPruned(f"same values as running trial {twin.number}")
-        cfg = load_experiment(sweep.experiment, sweep.sets + overrides(values))
+        try:
+            cfg = load_experiment(sweep.experiment, sweep.sets + overrides(values))
+        except ConfigError as exc:  # each value is valid alone (load_sweep checks them), not with the others
+            echo(f"{head}  -> failed, not trained: these values do not go together in {sweep.path}: {exc}")
+            trial.set_user_attr("invalid", str(exc))
+            raise InvalidValues(str(exc)) from None
         cfg["name"] = name
         folds = all_folds if cfg["train"]["folds"] is None else [int(f) for f in cfg["train"]["folds"]]
         done = []
@@ -409,6 +421,9 @@ def _run_trial(study: optuna.Study, objective) -> None:
             value = objective(trial)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
+        return
+    except InvalidValues:  # told FAIL; the sweep goes on with other values
+        study.tell(trial, state=TrialState.FAIL)
         return
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
