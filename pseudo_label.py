@@ -20,8 +20,9 @@ def main() -> None:
     from lib.runs.self_training import pseudo_labelled_folder
 
     r = pseudo_labelled_folder(cli.outputs(args), args.to, args.min_confidence, args.source)
-    print(f"{r['pseudo']} of {r['test']} test recordings pseudo-labelled {r['per_class']} (p >= {args.min_confidence}); "
-          f"{r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
+    print(f"{r['pseudo']} of {r['test']} test recordings pseudo-labelled {r['per_class']} (p >= {args.min_confidence})"
+          + (f"; they replace the {r['replaced']} pseudo labels of the earlier round" if r["replaced"] else "")
+          + f"; {r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
 
 
 if __name__ == "__main__":

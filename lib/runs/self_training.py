@@ -111,7 +111,10 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     rows at fold -1, ``test.csv``, the stage-00 record). ``source``: where the recordings and the
     blend's probabilities come from: ``None``, ``out``'s test set (``ensemble/test_blend.csv``);
     or the work folder of :func:`lib.shipping.bundle.predict_bundle` run on unlabelled audio
-    (its ``test.csv`` and ``test_blend.csv``). Returns ``{"rows", "pseudo", "test", "per_class"}``.
+    (its ``test.csv`` and ``test_blend.csv``). ``out`` may be a pseudo-labelled folder itself (a
+    further round): its fold -1 rows of the recordings labelled now are replaced, the others kept.
+    Returns ``{"rows", "pseudo", "test", "per_class", "replaced"}`` (replaced: earlier pseudo rows
+    dropped).
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
     missing; ``ConfigError`` for ``min_confidence`` outside (0.5, 1], a ``dest`` that is, holds
     or lies inside ``out`` or ``source`` (:func:`lib.core.artifacts.check_apart`), a ``source``
@@ -136,6 +139,8 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         path, test = src.root / "test_blend.csv", src.load_split("test")
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
+    again = (folds["fold"] < 0) & (folds["id"].isin(test["id"]) | folds["path"].isin(test["path"]))
+    folds = folds[~again]  # a further round: a recording pseudo-labelled before gets its new label, not two
     _refuse_training_recordings(test, folds)
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[test["id"]]
     have, cols = [c for c in blend.columns if c.startswith("p_")], tasks.prob_columns(comp)
@@ -168,6 +173,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     record.commit(members, fingerprint(comp, table.values.tolist()))
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
+            "replaced": int(again.sum()),
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 
 
