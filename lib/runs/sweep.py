@@ -326,14 +326,7 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.time()
-        values = {}
-        for key, d in sweep.space.items():
-            if isinstance(d, CategoricalDistribution):
-                values[key] = sweep.decode[key].get(v := trial.suggest_categorical(key, d.choices), v)
-            elif isinstance(d, IntDistribution):
-                values[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
-            else:
-                values[key] = float(f"{trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log):.4g}")
+        values = _suggest(trial, sweep)
         name = trial_name(sweep.stem, values)
         trial.set_user_attr("experiment", name)
         head = f"trial {trial.number:>3}  " + " ".join(f"{short[k]}={_fragment(values[k])}"
@@ -385,6 +378,20 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial; errors reach the caller
     _run_trials(study, objective, n_trials)
+
+
+def _suggest(trial: optuna.Trial, sweep: Sweep) -> dict:
+    """The trial's values ``{dotted key: value}``, drawn from ``sweep.space`` (choices decoded;
+    floats to 4 significant digits, which names the trial's experiment)."""
+    values = {}
+    for key, d in sweep.space.items():
+        if isinstance(d, CategoricalDistribution):
+            values[key] = sweep.decode[key].get(v := trial.suggest_categorical(key, d.choices), v)
+        elif isinstance(d, IntDistribution):
+            values[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
+        else:
+            values[key] = float(f"{trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log):.4g}")
+    return values
 
 
 def _run_trials(study: optuna.Study, objective, n_trials: int) -> None:
