@@ -74,6 +74,26 @@ def test_a_slice_the_per_slice_metric_leaves_out_is_named():
     assert undefined_in_slices(dict(comp, metric="macc", metrics=["macc"]), folds) == []  # pooled: nothing left out
 
 
+def test_a_slice_of_some_classes_is_scored_on_them():
+    """A slice holding one class, every row right: macro_f1 scores it 1 (it was capped at
+    1/n_classes, the absent classes counted 0, so worst_macro_f1 optimised a constant); binary f1
+    of a slice of negatives only, nothing to score, is undefined and named, as macc's is."""
+    multi = {"task": "multiclass", "classes": ["a", "b", "c"], "metric": "worst_macro_f1",
+             "metrics": ["worst_macro_f1"], "slices": ["device"]}
+    y = SlicedLabels(np.array([0, 0, 0, 0, 1, 2, 1, 2]), {"device": np.array(list("xxxyyyyy"))})
+    right = np.eye(3)[np.asarray(y)]
+    assert score_all(["worst_macro_f1"], y, right, multi)["worst_macro_f1"] == 1.0
+    assert score_slices(["macro_f1"], y, right, multi).set_index("value").loc["x", "macro_f1"] == 1.0
+    binary = dict(BIN, metric="worst_f1", metrics=["worst_f1"])
+    folds = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "target": ["normal", "abnormal"] * 2 + ["normal"] * 2,
+                          "slice_db": ["a", "a", "a", "a", "c", "c"]})
+    yb = SlicedLabels(np.array([0, 1, 0, 1, 0, 0]), {"db": folds["slice_db"].to_numpy()})
+    assert np.isnan(score_slices(["f1"], yb, np.eye(2)[np.asarray(yb)], binary).set_index("value").loc["c", "f1"])
+    assert [m.split(" (")[0] for m in undefined_in_slices(binary, folds)] == ["worst_f1 leaves out slice db='c'"]
+    wrong = np.eye(2)[[0, 1, 0, 1, 1, 0]]  # a false alarm in c: f1 0 there, defined
+    assert score_all(["worst_f1"], yb, wrong, binary)["worst_f1"] == 0.0
+
+
 def test_leave_one_group_out_and_stratify_by():
     rng = np.random.default_rng(1)
     db = np.array(["b"] * 60 + ["f"] * 30 + ["e"] * 30)

@@ -308,9 +308,16 @@ def _labels(comp: dict):
 
 def _prf(y, pred, comp: dict, average: str) -> tuple:
     """(precision, recall, F1) by sklearn ``precision_recall_fscore_support`` with zero_division=0:
-    ``average="binary"``: of the positive class; ``"macro"``, ``"micro"``: over every class."""
-    kwargs = {"pos_label": _positive(comp)} if average == "binary" else {"labels": _labels(comp)}
-    return precision_recall_fscore_support(y, pred, average=average, zero_division=0, **kwargs)[:3]
+    ``average="binary"``: of the positive class, all three NaN when the rows hold no positive and
+    none is predicted (nothing to score: a slice or fold of negatives only); ``"macro"``,
+    ``"micro"``: over the classes that have rows or are predicted (sklearn's default), so that a
+    slice holding some of the classes is not scored 0 for the others."""
+    if average == "binary":
+        pos = _positive(comp)
+        if not ((np.asarray(y) == pos).any() or (np.asarray(pred) == pos).any()):
+            return float("nan"), float("nan"), float("nan")
+        return precision_recall_fscore_support(y, pred, average="binary", pos_label=pos, zero_division=0)[:3]
+    return precision_recall_fscore_support(y, pred, average=average, zero_division=0)[:3]
 
 
 def _share(hits: np.ndarray) -> float:
@@ -389,14 +396,17 @@ def balanced_accuracy(y, pred, comp) -> float:
 
 @metric("macro_f1")
 def macro_f1(y, pred, comp) -> float:
-    """Unweighted mean over classes of the F1 score (classes without rows count 0)."""
-    return f1_score(y, pred, average="macro", labels=_labels(comp), zero_division=0)
+    """Unweighted mean of the F1 score over the classes that have rows or are predicted (sklearn's
+    default: a class neither true nor predicted in the rows scored, e.g. a slice's, is left out;
+    a class predicted but absent counts 0)."""
+    return _prf(y, pred, comp, "macro")[2]
 
 
 @metric("precision", task_types=("binary",))
 def precision(y, pred, comp) -> float:
     """Precision of the positive class (``comp['positive']``, which may be the first class);
-    binary tasks (elsewhere: ``macro_precision``, ``micro_precision``). sklearn, zero_division=0."""
+    binary tasks (elsewhere: ``macro_precision``, ``micro_precision``). sklearn, zero_division=0;
+    NaN when the rows hold no positive and none is predicted (nothing to score)."""
     return _prf(y, pred, comp, "binary")[0]
 
 
@@ -414,14 +424,15 @@ def f1(y, pred, comp) -> float:
 
 @metric("macro_precision")
 def macro_precision(y, pred, comp) -> float:
-    """Unweighted mean over classes of the precision (a class never predicted counts 0)."""
+    """Unweighted mean of the precision over the classes that have rows or are predicted (a class
+    with rows but never predicted counts 0)."""
     return _prf(y, pred, comp, "macro")[0]
 
 
 @metric("macro_recall")
 def macro_recall(y, pred, comp) -> float:
-    """Unweighted mean over classes of the recall (single-label: the balanced accuracy, but a
-    class without rows counts 0)."""
+    """Unweighted mean of the recall over the classes that have rows or are predicted (single-label:
+    the balanced accuracy, but a class predicted without rows counts 0)."""
     return _prf(y, pred, comp, "macro")[1]
 
 
