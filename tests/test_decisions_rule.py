@@ -98,6 +98,26 @@ def test_a_shifted_threshold_is_adopted():
     assert in_sample_note(dict(r, decision=None)) == ""
 
 
+def test_a_fold_where_the_metric_is_undefined_is_left_out_of_the_test():
+    """MAcc on a fold of negatives only is undefined: that fold's gain was NaN, which made the
+    mean, the bar and the verdict NaN, so no fitted decision could ever be adopted (a leave-one-
+    database-out fold of one class), and ensemble.json got NaN tokens."""
+    import json
+
+    macc = dict(BIN, normal_class="n", metric="macc", metrics=["macc"])
+    rng = np.random.default_rng(3)
+    folds = np.repeat(np.arange(5), 60)
+    y = np.where(folds == 4, 0, (rng.random(300) < 0.4).astype(int))
+    p = np.clip(0.15 + 0.2 * y + rng.normal(0, 0.03, 300), 0.001, 0.999)
+    r = choose_decision(y, np.stack([1 - p, p], 1), folds, macc)
+    assert r["gain"]["adopted"] and r["decision"] is not None and r["gain"]["per_fold"][4] is None
+    assert "1 of 5 folds left out of the test: macc is undefined" in r["note"]
+    json.dumps(r["gain"], allow_nan=False)  # valid JSON
+    one = choose_decision(y, np.stack([1 - p, p], 1), np.where(folds < 4, 0, 1), macc)  # one fold can judge
+    assert not one["gain"]["adopted"] and "fewer than 2 folds' held-out rows can judge it" in one["note"]
+    json.dumps(one["gain"], allow_nan=False)
+
+
 def test_class_bias_and_per_class_thresholds_with_a_clear_gain_are_adopted():
     rng = np.random.default_rng(8)
     y = rng.integers(0, 3, 300)

@@ -292,13 +292,21 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     final = fit_decision(y, probs, comp, metric)
     in_sample = score_all([metric], y, probs, comp, final)[metric]
     sizes = np.unique(folds, return_counts=True)[1]
-    gain, se, bar = adoption_test(np.asarray(gains, dtype=float), float(np.mean(sizes / (len(folds) - sizes))))
+    gains = np.asarray(gains, dtype=float)
+    defined = np.isfinite(gains)  # a fold whose held-out rows leave the metric undefined (one class) is no evidence
+    gain, se, bar = adoption_test(gains[defined], float(np.mean(sizes[defined] / (len(folds) - sizes[defined])))
+                                  if defined.any() else None)
     beats, passes = bool(s * (cross - default) > 1e-12), bool(gain > bar)
     use = beats and passes
+    note = _adoption_note(beats, passes, gain, se, bar)
+    if not defined.all():
+        note += (f" ({int((~defined).sum())} of {len(gains)} folds left out of the test: {metric} is undefined on "
+                 f"their held-out rows, e.g. rows of one class)")
+    finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731  (JSON has no NaN or infinity)
     return {"decision": final if use else None, "metric": metric, "how": "auto",
             "scores": {"default": default, "fitted_in_sample": in_sample, "cross_fitted": cross},
-            "gain": {"mean": gain, "se": se, "bar": bar, "per_fold": [float(g) for g in gains], "adopted": use},
-            "per_fold": decisions, "note": _adoption_note(beats, passes, gain, se, bar)}
+            "gain": {"mean": finite(gain), "se": finite(se), "bar": finite(bar), "per_fold": [finite(g) for g in gains],
+                     "adopted": use}, "per_fold": decisions, "note": note}
 
 
 def in_sample_note(decision: dict | None) -> str:
@@ -316,9 +324,12 @@ def in_sample_note(decision: dict | None) -> str:
 def _adoption_note(beats: bool, passes: bool, gain: float, se: float, bar: float) -> str:
     """The report's sentence on a fitted decision: its mean held-out gain per fold, the gain's
     standard error, the bar of :func:`adoption_test` and whether it was adopted (and why not)."""
-    what = (f"its mean held-out gain per fold {gain:+.4f} (s.e. {se:.4f}) is "
-            f"{'above' if passes else 'within'} the fold-to-fold noise (bar {bar:.4f}: one-sided corrected "
-            f"paired t-test over the folds at {ADOPTION_ALPHA})")
+    if not np.isfinite(bar):
+        what = "fewer than 2 folds' held-out rows can judge it"
+    else:
+        what = (f"its mean held-out gain per fold {gain:+.4f} (s.e. {se:.4f}) is "
+                f"{'above' if passes else 'within'} the fold-to-fold noise (bar {bar:.4f}: one-sided corrected "
+                f"paired t-test over the folds at {ADOPTION_ALPHA})")
     if beats and passes:
         return f"fitted on OOF and adopted: {what}"
     why = "" if beats else "; its pooled cross-fitted score does not beat the default decision's"
