@@ -131,6 +131,22 @@ def _check_report(folder: Path, paths: list[Path], comp: dict, oof: pd.DataFrame
     assert all((folder / link).is_file() for link in links)
 
 
+def test_a_multilabel_report_with_slices(tmp_path):
+    """A multi-label competition declaring slices got no report at all from 02 (the calibration
+    plot pooled every label of a SlicedLabels, which kept one slice value per row)."""
+    comp, oof, history, scores = CASES["multilabel"]()
+    comp["slices"] = ["device"]
+    oof["slice_device"] = np.where(np.arange(len(oof)) % 2, "d1", "d2")
+    paths = write_report(tmp_path / "report", "ml", comp, oof, history, scores)
+    assert {p.name for p in paths} == set(FILES) | {"slices.csv", "slices.png"}
+    table = pd.read_csv(tmp_path / "report" / "slices.csv", keep_default_na=False)
+    y = tasks.class_index(oof["target"], comp)
+    probs = oof[tasks.prob_columns(comp)].to_numpy()
+    d1 = (oof["slice_device"] == "d1").to_numpy()
+    expected = score_all(["macro_f1"], y[d1], probs[d1], comp)["macro_f1"]
+    assert float(table.set_index("value").loc["d1", "macro_f1"]) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_report_of_generated_oof(case, tmp_path):
     comp, oof, history, scores = CASES[case]()

@@ -174,6 +174,7 @@ def calibration_inputs(y: np.ndarray, probs: np.ndarray, comp: dict) -> tuple[np
     """``(truth 0/1, p, what p is, what truth is)`` for the reliability diagram: binary,
     p(positive) against being positive; multiclass, the top class's probability against the top
     class being right; multi-label, every (row, label) pair pooled."""
+    y = np.asarray(y)  # plain labels: a SlicedLabels flattened over labels would keep one slice value per row
     if comp["task"] == "binary":
         pos = comp["classes"].index(comp["positive"])
         return (y == pos).astype(int), probs[:, pos], f"p({comp['positive']})", f"share that is {comp['positive']}"
