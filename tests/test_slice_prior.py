@@ -196,3 +196,25 @@ def test_slice_prior_errors_name_the_file_and_key(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match=r"toy.yaml \[decision\]: slice_prior 'site' needs the column in the test set's CSV"):
         load_competition(path)
+
+
+def test_oof_rows_no_other_fold_can_shift_are_named():
+    """Folds grouped by the slice column (leave one database out): no OOF row has its value in the
+    other folds, so none is shifted and the OOF scores cannot judge the shift, which still moves
+    the test rows; 04 and its report say so (they said every OOF row was shifted)."""
+    from lib.evaluation.ensemble import _slice_priors
+    from lib.evaluation.ensemble_report import _slice_prior_text
+
+    comp = dict(BIN, decision={"slice_prior": "db"})
+    train = pd.DataFrame({"id": [f"r{i}" for i in range(9)], "target": ["normal", "abnormal", "normal"] * 3,
+                          "fold": [0, 0, 0, 1, 1, 1, 2, 2, -1], "slice_db": ["a", "a", "b", "b", "b", "c", "c", "c", "a"]})
+    priors = _slice_priors(train, comp)
+    assert priors["oof_unshifted"] == {"a": 2}  # b and c span two folds; the pseudo row (-1) is no OOF row
+    probs = np.full((8, 2), 0.5)
+    shifted = slice_prior_shift(probs, train[train.fold >= 0].reset_index(drop=True), comp)
+    np.testing.assert_array_equal(shifted[:2], probs[:2])  # a's rows: unshifted indeed
+    assert not np.allclose(shifted[2:], probs[2:])
+    logo = _slice_priors(train.assign(fold=train["slice_db"].map({"a": 0, "b": 1, "c": 2})), comp)
+    assert logo["oof_unshifted"] == {"a": 3, "b": 3, "c": 3}
+    text = "\n".join(_slice_prior_text(dict(logo, compare={}), comp))
+    assert "**OOF rows left unshifted** (a (3 rows), b (3 rows), c (3 rows))" in text

@@ -224,14 +224,21 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     per value of the column (:func:`lib.evaluation.decisions.slice_priors`, with ``"column"`` and
     ``"classes"``), what the test rows are shifted with, and with a ``test`` table
     ``"test_unknown"``: its values that no training row has, with row counts (left unshifted);
-    ``None`` without the setting."""
+    ``"oof_unshifted"``: the values of OOF rows that no other fold holds (folds grouped by the
+    column), with row counts: those rows keep their probabilities, so the OOF scores cannot judge
+    the shift there; ``None`` without the setting."""
     column = (comp.get("decision") or {}).get("slice_prior")
     if not column:
         return None
     y = tasks.class_index(train["target"].fillna(""), comp)
     priors = slice_priors(y, train[PREFIX + column].astype(str).to_numpy(), comp)
     unknown = {} if test is None else unmatched_slice_values(test[PREFIX + column], priors["slices"])
-    return {"column": column, "classes": list(comp["classes"]), **priors, "test_unknown": unknown}
+    labelled = train[train["fold"] >= 0]  # the OOF rows
+    values, fold = labelled[PREFIX + column].astype(str).to_numpy(), labelled["fold"].to_numpy()
+    alone = {v: int(((fold == k) & (values == v)).sum()) for k in np.unique(fold)
+             for v in sorted(set(values[fold == k]) - set(values[fold != k]))}
+    return {"column": column, "classes": list(comp["classes"]), **priors, "test_unknown": unknown,
+            "oof_unshifted": alone}
 
 
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,

@@ -137,4 +137,8 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
             markdown_table(pd.DataFrame([{"shift": k, **v} for k, v in priors["compare"].items()])), ""] + (
         ["Test rows left unshifted (values no training row has): "
          + counts_text(priors["test_unknown"]), ""]
-        if priors.get("test_unknown") else [])
+        if priors.get("test_unknown") else []) + (
+        [f"**OOF rows left unshifted** ({counts_text(priors['oof_unshifted'])}): no other fold holds their "
+         f"{priors['column']} (folds grouped by it), so these OOF scores cannot judge the shift, which still "
+         "changes the test rows.", ""]
+        if priors.get("oof_unshifted") else [])
