@@ -65,9 +65,15 @@ def test_segment_errors_name_file_and_line(icbhi, tmp_path):
     lines[3] = "900\t901\t1\t0"  # outside the recording
     lines.append("1\t2\t2\t0")  # a label that is not 0/1
     txt.write_text("\n".join(lines) + "\n")
+    latin, bom = sorted((icbhi / "audio").glob("*.txt"))[1:3]
+    latin.write_bytes(latin.read_bytes() + b"# r\xe9vis\xe9\n")  # cp1252 from a Windows editor: a traceback before
+    bom.write_bytes(b"\xef\xbb\xbf" + bom.read_bytes())  # Notepad's UTF-8: refused as "start is '\ufeff0.0'" before
     with pytest.raises(InputError) as exc:
         prepare(cfg, tmp_path / "out")
     text = str(exc.value)
+    n_latin = len(latin.read_bytes().splitlines())
+    assert f"{latin} line {n_latin}: not UTF-8 text" in text and "save the file as UTF-8" in text
+    assert str(bom) not in text
     for n, what in ((2, "empty or reversed"), (3, "expected a number"), (4, "outside its recording"),
                     (len(lines), "expected 0 or 1")):
         assert f"{txt} line {n}: " in text and what in text, (n, what, text)
@@ -117,6 +123,18 @@ def test_segment_config_typos_and_contradictions(tmp_path):
         cfg["segments"].update(change)
         with pytest.raises(ConfigError, match=needle):
             _config(tmp_path, cfg, tmp_path, "bad")
+
+
+def test_a_json_annotation_with_a_bom_or_other_bytes(tmp_path):
+    from lib.data.segments import _json
+
+    seg = {"key": "tokens", "start": "start", "end": "end", "labels": [], "label_column": None, "skip": None}
+    path, problems = tmp_path / "a.json", []
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"tokens": [{"start": 0, "end": 5}]}')
+    assert [(e["start"], e["end"]) for e in _json(path, seg, problems)] == [(0, 5)] and problems == []
+    path.write_bytes(b'{"tokens": [\n{"start": 0, "end": 5, "note": "r\xe9vis\xe9"}]}')
+    assert _json(path, seg, problems) == [] and problems == [f"{path} line 2: not UTF-8 text (byte 46: invalid "
+                                                              "continuation byte); save the file as UTF-8"]
 
 
 def test_matrix_errors_name_file_and_line(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PipelineError
+from .errors import InputError, PipelineError
 
 
 @contextlib.contextmanager
@@ -106,6 +106,19 @@ def write_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A text file's content, decoded as UTF-8 (a BOM allowed and dropped, as Notepad and Excel
+    write it). Raises ``InputError`` naming the file and line for bytes that are not UTF-8 (e.g.
+    cp1252 from a Windows editor: save it as UTF-8), ``OSError`` when it cannot be read."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError([f"{path} line {line}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file "
+                          f"as UTF-8"]) from None
+
+
 def read_text_table(path: str | os.PathLike):
     """A competition's CSV as a pandas DataFrame of text cells (``dtype=str``, empty cells ``""``;
     UTF-8, a BOM allowed). Raises ``InputError`` naming the file for text that is not UTF-8 (e.g.
@@ -113,19 +126,11 @@ def read_text_table(path: str | os.PathLike):
     e.g. a row with more fields than the header) and for an empty file (``<path>: no rows``)."""
     import pandas as pd
 
-    from .errors import InputError
-
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except UnicodeDecodeError:  # pandas decodes in chunks: find the first bad byte in the whole file
-        data = Path(path).read_bytes()
-        try:
-            data.decode("utf-8-sig")
-            raise
-        except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise InputError([f"{path} line {line}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file "
-                              f"as UTF-8"]) from None
+    except UnicodeDecodeError:  # pandas decodes in chunks: read_text finds the first bad byte in the whole file
+        read_text(path)
+        raise
     except pd.errors.EmptyDataError:
         raise InputError([f"{path}: no rows"]) from None
     except pd.errors.ParserError as exc:

@@ -44,7 +44,7 @@ def _table_checked(path: Path, spec: dict, sep: str) -> np.ndarray:
     """A CSV/TSV table as float32, each row checked: ragged rows and non-numeric or empty cells
     name the line (and column)."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()  # a BOM allowed, as for CSVs
     except (OSError, UnicodeDecodeError) as exc:
         raise AudioError(f"{path}: unreadable matrix ({exc})") from exc
     first = 1 if spec.get("header") else 0

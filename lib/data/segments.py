@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..core.config import segment_unit as unit
 from ..core.errors import ConfigError, InputError
-from ..core.utils import read_text_table
+from ..core.utils import read_text, read_text_table
 
 COLUMNS = ["id", "segment", "start_s", "end_s", "label", "where"]
 """The segment table: recording ``id``, ``segment`` (its index in the annotation, skipped ones
@@ -68,7 +68,12 @@ def _truthy(value) -> bool:
 
 def _icbhi(path: Path, seg: dict, problems: list[str]) -> list[dict]:
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = read_text(path)
+    except InputError as exc:
+        problems.extend(exc.problems)
+        return []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         cells = line.split()
@@ -87,8 +92,11 @@ def _icbhi(path: Path, seg: dict, problems: list[str]) -> list[dict]:
 
 def _json(path: Path, seg: dict, problems: list[str]) -> list[dict]:
     try:
-        node = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        node = json.loads(read_text(path))
+    except InputError as exc:
+        problems.extend(exc.problems)
+        return []
+    except (OSError, json.JSONDecodeError) as exc:
         problems.append(f"{path}: unreadable JSON ({exc})")
         return []
     for part in (seg["key"] or "").split(".") if seg["key"] else []:
