@@ -55,7 +55,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
     ``include_all``, as are OOF files whose experiment's ``models/`` folder was removed. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
     ``model``, ``input`` (feature set), one per metric, ``fold_mean``/``fold_std`` (the
-    competition metric over each fold's OOF rows), ``folds`` ("done/total"), ``status``
+    competition metric over each fold's OOF rows, folds where it is undefined left out), ``folds`` ("done/total"), ``status``
     (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv``),
     ``parameters``, ``seconds`` (training time, all folds), ``note``. ``df.attrs`` also holds
     ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and ``slices`` (``{exp: table}``,
@@ -105,8 +105,9 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             row.update(score_all(scored, y, probs, comp))
             per_fold = [score_all([comp["metric"]], y[oof.fold == f], probs[oof.fold == f], comp)[comp["metric"]]
                         if comp["metric"] in scored else np.nan for f in sorted(oof["fold"].unique())]
-            row.update(fold_mean=np.mean(per_fold), fold_std=np.std(per_fold, ddof=1) if len(per_fold) > 1 else np.nan,
-                       folds=f"{len(per_fold)}/{n_folds}")
+            defined = [v for v in per_fold if np.isfinite(v)]  # as 02's summary: a fold of one class has no AUROC
+            row.update(fold_mean=np.mean(defined) if defined else np.nan,
+                       fold_std=np.std(defined, ddof=1) if len(defined) > 1 else np.nan, folds=f"{len(per_fold)}/{n_folds}")
             now = folds_df.reindex(oof["id"])
             if now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all() \
                     or not (now["target"].to_numpy() == oof["target"].to_numpy()).all():
