@@ -258,6 +258,9 @@ def test_per_slice_metrics_read_the_labels_slice_column(tmp_path):
     r = score_submission(sub, _csv(tmp_path / "plain.csv", id=ids, label=truth), comp)
     assert "worst_macc" not in r["scores"] and r["scores"]["macc"] == pytest.approx(0.75)
     assert r["not_computable"]["worst_macc"] == f"scores per slice: {tmp_path / 'plain.csv'} has no slice column(s) ['database']"
+    # metric macc with slices declared: worst_macc is scored beside it, as 04 and the leaderboard do
+    r = score_submission(sub, tmp_path / "labels.csv", dict(comp, metric="macc", metrics=["macc"]))
+    assert r["scores"]["worst_macc"] == pytest.approx(0.5)
 
 
 def test_multilabel_indicators_against_zero_one_columns(tmp_path):

@@ -18,7 +18,7 @@ from ..core.schema import SUBMISSION_FORMATS
 from ..core.utils import read_text_table
 from ..data import tasks
 from ..data.slices import SlicedLabels, category_text
-from .metrics import base_metric, get_metric, per_class_report
+from .metrics import base_metric, get_metric, metrics_with_worst_slice, per_class_report
 
 
 def _lines(index) -> str:
@@ -191,13 +191,14 @@ def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool,
            no_slices: str | None = None) -> tuple[str, dict, dict, pd.DataFrame]:
     """Score the submission's values ``x`` (:func:`_submission_values`, in the labels' row order)
     against the encoded labels ``y`` (carrying slices for the per-slice metrics, else ``no_slices``
-    says why those are not computable) with every metric of ``comp`` (``multi``: a multi-label
+    says why those are not computable) with every metric of ``comp`` and, where it declares
+    ``slices``, the worst slice's competition metric (``multi``: a multi-label
     task). Returns ``(holds, scores, not_computable, per_class)`` as :func:`score_submission`
     describes them."""
     holds = "labels" if fmt in ("label", "indicators") else "probabilities"
     probs, pred = (None, x) if holds == "labels" else (x, tasks.decide(x, comp))
     scores, not_computable = {}, {}
-    for name in comp["metrics"]:
+    for name in metrics_with_worst_slice(comp):  # worst_<metric> beside the metrics where slices are declared, as 04
         m = get_metric(name, comp)
         if m.uses == "probs" and holds == "labels":
             not_computable[name] = f"needs probabilities; a {fmt!r} submission holds decisions only"
