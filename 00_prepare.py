@@ -35,7 +35,7 @@ def main() -> None:
     from lib.components import load_competition
     from lib.components import check_found_classes
     from lib.data.prepare import prepare
-    from lib.evaluation.metrics import undefined_in_slices
+    from lib.evaluation.metrics import undefined_in_folds, undefined_in_slices
     from lib.core.config import row_noun, segment_unit
 
     out = cli.outputs(args)
@@ -77,7 +77,8 @@ def main() -> None:
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
-    for warning in s["warnings"] + undefined_in_slices(comp, out.load_split("train")):  # last, where they are seen
+    train = out.load_split("train")
+    for warning in s["warnings"] + undefined_in_folds(comp, train) + undefined_in_slices(comp, train):  # last: seen
         print(f"WARNING: {warning}")
 
 

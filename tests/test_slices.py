@@ -15,7 +15,7 @@ from conftest import ROOT, stage
 from lib.core.errors import ConfigError
 from lib.data.folds import make_folds
 from lib.data.slices import SlicedLabels
-from lib.evaluation.metrics import get_metric, score_all, score_slices, undefined_in_slices
+from lib.evaluation.metrics import get_metric, score_all, score_slices, undefined_in_folds, undefined_in_slices
 
 BIN = {"task": "binary", "classes": ["normal", "abnormal"], "positive": "abnormal", "normal_class": "normal",
        "metric": "macc", "metrics": ["macc"], "slices": ["db"]}
@@ -92,6 +92,19 @@ def test_a_slice_of_some_classes_is_scored_on_them():
     assert [m.split(" (")[0] for m in undefined_in_slices(binary, folds)] == ["worst_f1 leaves out slice db='c'"]
     wrong = np.eye(2)[[0, 1, 0, 1, 1, 0]]  # a false alarm in c: f1 0 there, defined
     assert score_all(["worst_f1"], yb, wrong, binary)["worst_f1"] == 0.0
+
+
+def test_a_fold_the_metric_is_undefined_on_is_named():
+    """Leave one database out with a database of one class: macc is undefined on that fold, for
+    any model; 00 says so (it was silent)."""
+    folds = pd.DataFrame({"id": [f"r{i}" for i in range(7)], "fold": [0, 0, 0, 1, 1, 2, -1],
+                          "target": ["normal", "abnormal", "normal", "normal", "normal", "abnormal", "abnormal"]})
+    assert undefined_in_folds(BIN, folds) == [
+        "fold 1: macc is undefined on its 2 validation rows (normal 2): that fold's best epoch is chosen by its "
+        "validation loss, and its score is left out of the fold means",
+        "fold 2: macc is undefined on its 1 validation rows (abnormal 1): that fold's best epoch is chosen by its "
+        "validation loss, and its score is left out of the fold means"]
+    assert undefined_in_folds(dict(BIN, metric="accuracy"), folds) == []  # accuracy is defined on one class
 
 
 def test_leave_one_group_out_and_stratify_by():

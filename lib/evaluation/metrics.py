@@ -276,6 +276,26 @@ def undefined_in_slices(comp: dict, folds: pd.DataFrame) -> list[str]:
     return out
 
 
+def undefined_in_folds(comp: dict, folds: pd.DataFrame) -> list[str]:
+    """Where the competition's ``metric`` is undefined (NaN) on a fold's validation rows even for
+    perfect predictions (``macc`` or ``auroc`` of a fold of one class: a leave-one-group-out fold
+    of a group with one class), so that fold's model cannot be chosen by it (the training loop
+    then compares epochs on the validation loss). ``folds``:
+    ``folds.csv``'s table (fold -1 rows, pseudo-labelled, left out). Returns one message per such
+    fold, naming its rows per class; ``[]`` when none (00 prints them)."""
+    metric, out = base_metric(comp["metric"]), []
+    rows = folds[folds["fold"] >= 0]
+    y = np.asarray(tasks.class_index(rows["target"], comp))
+    perfect = y if y.ndim == 2 else np.eye(len(comp["classes"]))[y]
+    for k in sorted(rows["fold"].unique()):
+        m = (rows["fold"] == k).to_numpy()
+        if np.isnan(score_all([metric], y[m], perfect[m], comp)[metric]):
+            held = ", ".join(f"{c} {int(n)}" for c, n in zip(comp["classes"], perfect[m].sum(0)) if n)
+            out.append(f"fold {k}: {metric} is undefined on its {int(m.sum())} validation rows ({held}): that fold's "
+                       f"best epoch is chosen by its validation loss, and its score is left out of the fold means")
+    return out
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 def _multilabel(comp: dict) -> bool:
