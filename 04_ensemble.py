@@ -62,8 +62,8 @@ def main() -> None:
               + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q)}" for v, q in sp["slices"].items())
               + f"; pooled {prior(sp['pooled'])}")
         if sp.get("oof_unshifted"):
-            print(f"  WARNING: {sum(sp['oof_unshifted'].values())} OOF rows left unshifted ({counts_text(sp['oof_unshifted'])}): "
-                  f"no other fold holds their {sp['column']} (folds grouped by it), so the OOF scores below cannot "
+            print(f"  WARNING: {sum(sp['oof_unshifted'].values())} OOF rows left unshifted "
+                  f"({counts_text(sp['oof_unshifted'])}): no other fold holds their {sp['column']} (folds grouped by it), so the OOF scores below cannot "
                   f"judge the shift, which still changes the test rows")
         if sp.get("test_unknown"):
             print(f"  test rows left unshifted (values no training row has): "

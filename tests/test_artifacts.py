@@ -318,6 +318,7 @@ def test_a_cache_built_before_the_audio_settings_changed_is_refused(toy, tmp_pat
     naming the feature set and 01_features.py, until 01 rebuilds it."""
     out, exp, o = toy
     stage("02_train.py", exp, "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
     cfg_path = tmp_path / "data/toy.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["audio"]["clip_seconds"] = 0.25
@@ -326,6 +327,16 @@ def test_a_cache_built_before_the_audio_settings_changed_is_refused(toy, tmp_pat
     for args in (("02_train.py", exp), ("02_train.py", exp, "--force"), ("03_infer.py", exp)):
         r = stage(*args, "--output-dir", out, check=False)
         assert r.returncode == 1 and "other audio settings" in r.stderr and "run 01_features.py again" in r.stderr
+    # 04 blended the models of the old windows and the leaderboard called them complete, unsaid
+    name = yaml.safe_load(exp.read_text()).get("name") or exp.stem
+    r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"trained experiment {name!r} was trained with other audio settings" in r.stderr
+    r = stage("04_ensemble.py", "--output-dir", out, check=False)
+    assert r.returncode == 1 and "trained with other audio settings than competition.yaml's now" in r.stderr
+    from lib.evaluation.leaderboard import leaderboard
+
+    board = leaderboard(o).set_index("experiment")
+    assert board.loc[name, "status"] == "stale" and "other audio settings" in board.loc[name, "note"]
     stage("01_features.py", exp, "--output-dir", out)
     log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "fold 0: trained" in log

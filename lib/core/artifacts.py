@@ -192,6 +192,34 @@ def check_competition(rec: dict, comp: dict, what: str, stage: str) -> None:
         raise MissingArtifact(f"{what} {why}: run {stage}")
 
 
+AUDIO = "audio"
+"""The key under which a training record's ``inputs`` hold :func:`audio_id`, what 04, 05 and the
+leaderboard compare with the current ``competition.yaml`` (stage 00 run again with another
+``audio`` section leaves models of the old windows)."""
+
+
+def audio_settings(comp: dict) -> list:
+    """What of competition ``comp`` a feature cache, and a model trained on it, depends on besides
+    its recordings: the ``audio`` section (all but ``aggregate``, which acts on predictions) and
+    the native rate."""
+    return [{k: v for k, v in (comp.get("audio") or {}).items() if k != "aggregate"}, comp.get("native_sample_rate")]
+
+
+def audio_id(comp: dict) -> str:
+    """The fingerprint of :func:`audio_settings`. 16 hex digits."""
+    return fingerprint(audio_settings(comp))
+
+
+def check_audio(rec: dict, comp: dict, what: str, stage: str) -> None:
+    """Raise ``MissingArtifact`` naming the result ``what`` and the ``stage`` to run when training
+    record ``rec`` was made under other audio settings than ``comp``'s (:func:`audio_id` under
+    :data:`AUDIO`; records of older versions, without it, pass)."""
+    have = rec.get("inputs", {}).get(AUDIO)
+    if have is not None and have != audio_id(comp):
+        raise MissingArtifact(f"{what} was trained with other audio settings than competition.yaml's now "
+                              f"(00_prepare.py was run again since, e.g. with another audio.clip_seconds): run {stage}")
+
+
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
     """Check that a record was made on the ``current`` fold assignment (:func:`folds_id`, held in
     its ``inputs`` under :data:`FOLDS`). Raises ``MissingArtifact`` naming the stale result and

@@ -15,7 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import COMPETITION, FOLDS, check_folds, check_inputs, competition_id, folds_id
+from ..core.artifacts import (
+    AUDIO,
+    COMPETITION,
+    FOLDS,
+    audio_id,
+    check_audio,
+    check_folds,
+    check_inputs,
+    competition_id,
+    folds_id,
+)
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.schema import SUBMISSION_FORMATS
@@ -36,7 +46,7 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
     verifies what it blends).
     """
     names, skipped = [], {}
-    fid = folds_id(out.load_split("train"))
+    fid, audio = folds_id(out.load_split("train")), audio_id(out.load_competition())
     for folder in sorted(p for p in (out.root / "models").glob("*") if p.is_dir()):
         exp = folder.name
         trained, why = out.trained(exp).check(hashes=False)
@@ -44,6 +54,9 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
             skipped[exp] = f"training: {why} (02_train.py)"
         elif trained["inputs"].get(FOLDS) != fid:
             skipped[exp] = "trained on other folds than the current folds.csv (02_train.py)"
+        elif trained["inputs"].get(AUDIO, audio) != audio:
+            skipped[exp] = ("trained with other audio settings than competition.yaml's now (01_features.py, "
+                            "02_train.py)")
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
         elif out.has_test():
@@ -60,12 +73,15 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
 
     Raises ``MissingArtifact`` naming the stage to run when the training is missing, incomplete,
     partial (unless ``allow_partial``), made on other folds than those of the current
-    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), or when the test predictions are
+    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`) or under other audio settings than the
+    current ``competition.yaml``'s (:func:`lib.core.artifacts.check_audio`), or when the test predictions are
     missing or were made by another training run than the current one.
     """
     trained = out.trained(exp).require()
     check_folds(trained, folds_id(out.load_split("train")), f"trained experiment {exp!r}",
                 f"02_train.py and 03_infer.py for {exp}")
+    check_audio(trained, out.load_competition(), f"trained experiment {exp!r}",
+                f"01_features.py, then 02_train.py and 03_infer.py for {exp}")
     if trained["info"]["partial"] and not allow_partial:
         raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "
                               f"run 02_train.py for {exp} (or pass --allow-partial to blend it anyway)")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import FOLDS, competition_problem, folds_id
+from ..core.artifacts import AUDIO, FOLDS, audio_id, competition_problem, folds_id
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_json
 from ..data import tasks
@@ -55,8 +55,9 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
     ``include_all``, as are OOF files whose experiment's ``models/`` folder was removed. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
     ``model``, ``input`` (feature set), one per metric, ``fold_mean``/``fold_std`` (the
-    competition metric over each fold's OOF rows, folds where it is undefined left out), ``folds`` ("done/total"), ``status``
-    (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv``),
+    competition metric over each fold's OOF rows, folds where it is undefined left out), ``folds``
+    ("done/total"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv`` or the
+    model was trained under other audio settings than ``competition.yaml``'s),
     ``parameters``, ``seconds`` (training time, all folds), ``note``. ``df.attrs`` also holds
     ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and ``slices`` (``{exp: table}``,
     :func:`lib.evaluation.metrics.score_slices`, when the competition declares ``slices``; the
@@ -70,7 +71,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     names = list(dict.fromkeys([*metrics_with_worst_slice(comp), sort]))
     sliced = [n for n in names if base_metric(n) != n]  # NaN for an OOF file whose rows folds.csv lacks
     table = out.load_split("train")
-    current = folds_id(table)
+    current, audio = folds_id(table), audio_id(comp)
     folds_df = table.set_index("id")
     per_slice = {}
     n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
@@ -108,13 +109,9 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             defined = [v for v in per_fold if np.isfinite(v)]  # as 02's summary: a fold of one class has no AUROC
             row.update(fold_mean=np.mean(defined) if defined else np.nan,
                        fold_std=np.std(defined, ddof=1) if len(defined) > 1 else np.nan, folds=f"{len(per_fold)}/{n_folds}")
-            now = folds_df.reindex(oof["id"])
-            if now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all() \
-                    or not (now["target"].to_numpy() == oof["target"].to_numpy()).all():
-                row.update(status="stale", note="its OOF rows no longer match folds.csv (00_prepare.py ran since)")
-            elif (trained := out.trained(exp).check(hashes=False)[0]) and trained["inputs"].get(FOLDS) not in (None, current):
-                row.update(status="stale", note="trained on other rows than folds.csv's (e.g. other pseudo-labelled "
-                                                "rows: pseudo_label.py ran since): run 02_train.py")
+            stale = _stale(out, exp, oof, folds_df, current, audio)
+            if stale:
+                row.update(status="stale", note=stale)
         rows.append(row)
     for gone in sorted({p.stem for p in (out.root / "oof").glob("*.csv")} - {r["experiment"] for r in rows} - set(skipped)):
         skipped[gone] = f"models/{gone}/ is gone, only oof/{gone}.csv is left (02_train.py trains it again)"
@@ -125,6 +122,24 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped,
                     slices=per_slice)
     return df
+
+
+def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, current: str, audio: str) -> str | None:
+    """Why experiment ``exp``'s OOF file ``oof`` or training no longer fits stage 00's output
+    (``folds_df``: ``folds.csv`` indexed by id; ``current``: its :func:`folds_id`; ``audio``: the
+    competition's :func:`audio_id`), or ``None``."""
+    now = folds_df.reindex(oof["id"])
+    if now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all() \
+            or not (now["target"].to_numpy() == oof["target"].to_numpy()).all():
+        return "its OOF rows no longer match folds.csv (00_prepare.py ran since)"
+    inputs = (out.trained(exp).check(hashes=False)[0] or {}).get("inputs", {})
+    if inputs.get(FOLDS) not in (None, current):
+        return ("trained on other rows than folds.csv's (e.g. other pseudo-labelled rows: pseudo_label.py ran "
+                "since): run 02_train.py")
+    if inputs.get(AUDIO) not in (None, audio):
+        return ("trained with other audio settings than competition.yaml's now (00_prepare.py ran since): run "
+                "01_features.py and 02_train.py")
+    return None
 
 
 def slice_leaderboard(df: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ..core.artifacts import file_hash
+from ..core.artifacts import audio_id, audio_settings, file_hash
 from ..core.errors import ConfigError
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
@@ -72,12 +72,6 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
         out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
         del out
     return len(regions)
-
-
-def audio_settings(comp: dict) -> list:
-    """What of competition ``comp`` a feature cache depends on besides its recordings: the
-    ``audio`` section (all but ``aggregate``, which acts on predictions) and the native rate."""
-    return [{k: v for k, v in comp["audio"].items() if k != "aggregate"}, comp["native_sample_rate"]]
 
 
 def audio_fingerprint(table, workers: int | None = None) -> str:
@@ -219,7 +213,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split] = extract(extractor, table, folder, split, comp, workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
     manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
-                    splits=shapes, dtype=dtype, fingerprint=key, audio_settings=fingerprint(audio_settings(comp)))
+                    splits=shapes, dtype=dtype, fingerprint=key, audio_settings=audio_id(comp))
     write_json(folder / "manifest.json", manifest)
     parts = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
     parts += ("regions", "windows")
@@ -258,7 +252,7 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     carries the record's id as ``manifest["record"]``, which trained models remember.
     When ``ids`` is given, checks that the cache's recordings are those ids in that order.
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing, incomplete or
-    stale: built for other rows or with other audio settings (:func:`audio_settings`) than the
+    stale: built for other rows or with other audio settings (:func:`lib.core.artifacts.audio_settings`) than the
     current stage 00's.
     """
     folder = out.features(feature_set)
@@ -271,7 +265,7 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
     if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:
         raise MissingArtifact(f"{folder}: a cache of an older version: run 01_features.py again")
-    if manifest["audio_settings"] != fingerprint(audio_settings(out.load_competition())):
+    if manifest["audio_settings"] != audio_id(out.load_competition()):
         raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built with other audio settings than "
                               f"competition.yaml's now (00_prepare.py was run again since): run 01_features.py again")
     kind = manifest.get("kind")

@@ -35,7 +35,7 @@ import torch
 import yaml
 from sklearn.metrics import confusion_matrix
 
-from ..core.artifacts import FOLDS, folds_id
+from ..core.artifacts import AUDIO, FOLDS, audio_id, folds_id
 from ..core.config import ROOT, row_noun, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
@@ -393,8 +393,8 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     per-segment OOF predictions ``oof/<exp>.segments.csv``:
     :func:`lib.inference.segments.segment_predictions` over ``data``, the training split's
     inputs), then write the experiment's record (``partial`` while folds are missing; its
-    ``inputs`` name the feature set's record and the fold assignment of ``folds_df``,
-    :func:`lib.core.artifacts.folds_id`). ``device``: where it was trained, in words. Returns the scores dict (``report``: the report's ``report.md`` relative to
+    ``inputs`` name the feature set's record, the fold assignment of ``folds_df``,
+    :func:`lib.core.artifacts.folds_id`, and the audio settings, :func:`lib.core.artifacts.audio_id`). ``device``: where it was trained, in words. Returns the scores dict (``report``: the report's ``report.md`` relative to
     ``models/<exp>/``, ``None`` when it failed; then ``report_error`` says why, and ``log``
     warns: a failing report never costs the merged folds). Raises ``MissingArtifact`` when no
     fold is finished."""
@@ -452,6 +452,7 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     for f in done:
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
-    out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df)},
+    out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df),
+                                                   AUDIO: audio_id(comp)},  # what 04, 05 and leaderboard.py check
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores
