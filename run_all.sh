@@ -92,7 +92,12 @@ if [ "$profile" = auto ]; then
   if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then profile=gpu; else profile=cpu; fi
 fi
 if [ ${#experiments[@]} -eq 0 ]; then  # the competition config's own list (one per line), else the profile's defaults
-  mapfile -t experiments < <("$PYTHON" -c "import sys, yaml; [print(e) for e in (yaml.safe_load(open(sys.argv[1])) or {}).get('experiments') or []]" "$data_config")
+  # each entry beside the competition config when it is there, else from the project folder (configs/...)
+  mapfile -t experiments < <("$PYTHON" -c "import os, sys, yaml
+base = os.path.dirname(os.path.abspath(sys.argv[1]))
+for e in (yaml.safe_load(open(sys.argv[1])) or {}).get('experiments') or []:
+    e = os.path.expanduser(str(e))
+    print(os.path.join(base, e) if os.path.isfile(os.path.join(base, e)) else e)" "$data_config")
 fi
 if [ ${#experiments[@]} -eq 0 ]; then
   case "$profile" in
@@ -101,6 +106,9 @@ if [ ${#experiments[@]} -eq 0 ]; then
     *) echo "run_all.sh: --profile must be cpu or gpu" >&2; exit 2 ;;
   esac
 fi
+for e in "${experiments[@]}"; do  # before any stage runs
+  [ -f "$e" ] || { echo "run_all.sh: experiment config $e not found (an entry of a competition config's experiments: is taken beside that file, else from the project folder $PWD; --experiments paths from where run_all.sh is started)" >&2; exit 2; }
+done
 echo "run_all: profile $profile; experiments: ${experiments[*]}; output: $output_dir"
 
 # progress bars redraw every 30 s (not 10 times a second) when the output goes to a file

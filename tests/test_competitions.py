@@ -186,3 +186,19 @@ def test_run_all_refuses_an_unknown_profile_before_any_stage(tmp_path):
                         "--output-dir", tmp_path / "out"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--profile must be cpu or gpu, got 'foo'" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_run_all_takes_a_competition_configs_experiments_beside_it(tmp_path):
+    """A competition config outside the project listing `experiments: [hgb.yaml]`, a file beside it:
+    it was looked up in the project folder, and 01 failed after 00 had run ("config file not
+    found: hgb.yaml"). Entries are taken beside the config when there; a missing one stops
+    run_all.sh before any stage, naming it."""
+    (tmp_path / "hgb.yaml").write_text("base: " + str(ROOT / "configs/zoo/hgb.yaml") + "\n")
+    data_cfg = tmp_path / "comp.yaml"
+    data_cfg.write_text(yaml.safe_dump({**yaml.safe_load((ROOT / "configs/data/demo.yaml").read_text()),
+                                        "experiments": ["hgb.yaml", "missing.yaml"]}))
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--data-config", data_cfg, "--profile", "cpu",
+                        "--output-dir", tmp_path / "out"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "experiment config missing.yaml not found" in r.stderr, r.stderr
+    assert "hgb.yaml" not in r.stderr.split("not found")[0]  # found beside comp.yaml
+    assert not (tmp_path / "out").exists()
