@@ -1,4 +1,4 @@
-"""A small SYNTHETIC competition for trying the pipeline without data: ``python -m lib.demo DIR``.
+"""A small SYNTHETIC competition for trying the pipeline without data: ``python -m lib.data.demo DIR``.
 
 Binary task, classes ``fall``/``rise``: 1-s, 16 kHz clips holding a chirp that falls or rises
 between 300 and 3000 Hz, in noise, at random levels. ``DIR`` gets the layout competitions ship
