@@ -209,8 +209,12 @@ def _check_waveform_path(cfg: dict, sources, where: str) -> None:
                               f"frontend section")
         return
     if waveform and not cfg.get("frontend"):
-        raise ConfigError(f"{origin('features', 'name')}: features.name waveform caches raw audio; the model then "
-                          f"needs a front end: add e.g. frontend: {{name: log_mel, params: {{n_mels: 64}}}}")
+        removed = source_of(sources, ["frontend"], "")  # a file or --set that set it to null: that is the culprit
+        raise ConfigError(f"{removed or origin('features', 'name')}: features.name waveform"
+                          + (f" (set in {origin('features', 'name')})" if removed else "")
+                          + " caches raw audio; the model then needs a front end: "
+                          + ("frontend: null removes it" if removed else
+                             "add e.g. frontend: {name: log_mel, params: {n_mels: 64}}"))
     if not waveform:
         for keys, value, what in ((("frontend",), cfg.get("frontend"), "a frontend section"),
                                   (("augment", "waveform"), cfg["augment"]["waveform"], "augment.waveform entries"),

@@ -203,6 +203,15 @@ def test_config_errors_name_the_key(tmp_path, body, match):
         _experiment(tmp_path, body)
 
 
+def test_a_child_config_that_removes_the_front_end_is_named(tmp_path):
+    """`frontend: null` in a child of a waveform config: the error named the (valid) base file."""
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {ROOT / 'configs/wave_cnn.yaml'}\nfrontend: null\n")
+    with pytest.raises(ConfigError, match=rf"^{child}: features.name waveform \(set in {ROOT / 'configs/wave_cnn.yaml'}\) "
+                                          r".*frontend: null removes it"):
+        load_experiment(child)
+
+
 def test_shipped_long_recording_config_runs_on_real_recordings(hv):
     """configs/wave_long.yaml (2 kHz cache resampled from 8 kHz, balanced sampler, attention head,
     TTA over a denser grid and a shift) through stages 01-02 on real heart-valve recordings."""
