@@ -147,9 +147,11 @@ def test_status_partial_stale_and_all(board):
     assert "oof/mid.csv has changed since it was written" in leaderboard(out).attrs["skipped"]["mid"]
     # an experiment's models folder removed by hand: said, not silently gone from the table
     shutil.rmtree(out.model_dir("part"))
+    out.oof("good").with_suffix(".segments.csv").write_text("id,segment\n")  # per-segment predictions: no experiment
     gone = leaderboard(out, include_all=True)
     assert "part" not in gone["experiment"].tolist()
     assert "models/part/ is gone, only oof/part.csv is left" in gone.attrs["skipped"]["part"]
+    assert "good.segments" not in gone.attrs["skipped"]
 
 
 def test_blend_line(board):

@@ -60,9 +60,8 @@ def test_macro_and_micro_precision_recall_f1_single_label():
     comp = {"task": "multiclass", "classes": ["x", "y", "z", "w"]}  # w: no rows, never predicted
     y = [0, 0, 1, 2, 2, 2]
     pred = [0, 1, 1, 2, 2, 0]
-    # x: P 1/2 R 1/2 F 1/2; y: P 1/2 R 1 F 2/3; z: P 2/2 R 2/3 F 4/5; w neither true nor predicted:
-    # left out of the macro means, as sklearn does by default (a slice holding some classes only
-    # was capped at 1/n_classes with every row right)
+    # x: P 1/2 R 1/2 F 1/2; y: P 1/2 R 1 F 2/3; z: P 2/2 R 2/3 F 4/5; w has no rows: left out of
+    # the macro means (a slice holding some classes only was capped at 1/n_classes with every row right)
     s = _scores(["macro_precision", "macro_recall", "macro_f1", "micro_precision", "micro_recall", "micro_f1"],
                 y, pred, comp)
     assert s["macro_precision"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
@@ -71,9 +70,13 @@ def test_macro_and_micro_precision_recall_f1_single_label():
     assert s["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     for name in ("micro_precision", "micro_recall", "micro_f1"):  # single-label: the accuracy
         assert s[name] == pytest.approx(4 / 6)
-    # w predicted once without rows: it counts, with 0
-    with_w = pred[:-1] + [3]  # x: F 2/3, y: 2/3, z: 4/5, w: 0
-    assert _scores(["macro_f1"], y, with_w, comp)["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 4 / 5 + 0) / 4)
+    # a z row predicted w, a class without rows: it costs z's recall, and w is no class of the mean
+    with_w = pred[:-1] + [3]  # x: F 2/3, y: 2/3, z: 4/5
+    assert _scores(["macro_f1"], y, with_w, comp)["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 4 / 5) / 3)
+    multi = {"task": "multilabel", "classes": ["a", "b", "c"]}  # label c: no rows
+    truth = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    assert score_all(["macro_f1", "macro_recall"], truth, truth.astype(float), multi) == {"macro_f1": 1.0,
+                                                                                         "macro_recall": 1.0}
     report = per_class_report(np.array(y), np.array(pred), comp).set_index("class")
     assert list(report.index) == ["x", "y", "z", "w", "micro", "macro"]
     np.testing.assert_allclose(report["precision"], [1 / 2, 1 / 2, 1, 0, 4 / 6, 2 / 3])

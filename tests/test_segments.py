@@ -150,6 +150,11 @@ def test_matrix_errors_name_file_and_line(tmp_path):
         bad.write_text(text)
         with pytest.raises(AudioError, match=needle):
             read_matrix(bad, spec)
+    bad.write_bytes(b"1,2,3\n4,5,6\n7,8,\xe9\n")  # cp1252: the file and line, as for annotations
+    with pytest.raises(AudioError, match=r"bad.csv line 3: not UTF-8 text"):
+        read_matrix(bad, spec)
+    bad.write_bytes(b"\xef\xbb\xbf1,2,3\n4,5,6\n7,8,9\n")  # a BOM
+    assert read_matrix(bad, spec).shape == (3, 3)
     empty = tmp_path / "empty.npy"
     np.save(empty, np.zeros((3, 0)))
     with pytest.raises(AudioError, match="no frames"):

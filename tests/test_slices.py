@@ -90,8 +90,8 @@ def test_a_slice_of_some_classes_is_scored_on_them():
     yb = SlicedLabels(np.array([0, 1, 0, 1, 0, 0]), {"db": folds["slice_db"].to_numpy()})
     assert np.isnan(score_slices(["f1"], yb, np.eye(2)[np.asarray(yb)], binary).set_index("value").loc["c", "f1"])
     assert [m.split(" (")[0] for m in undefined_in_slices(binary, folds)] == ["worst_f1 leaves out slice db='c'"]
-    wrong = np.eye(2)[[0, 1, 0, 1, 1, 0]]  # a false alarm in c: f1 0 there, defined
-    assert score_all(["worst_f1"], yb, wrong, binary)["worst_f1"] == 0.0
+    wrong = np.eye(2)[[0, 1, 0, 1, 1, 0]]  # a false alarm in c: still undefined there (no positive), as warned
+    assert score_all(["worst_f1"], yb, wrong, binary)["worst_f1"] == 1.0
 
 
 def test_a_fold_the_metric_is_undefined_on_is_named():
@@ -105,6 +105,13 @@ def test_a_fold_the_metric_is_undefined_on_is_named():
         "fold 2: macc is undefined on its 1 validation rows (abnormal 1): that fold's best epoch is chosen by its "
         "validation loss, and its score is left out of the fold means"]
     assert undefined_in_folds(dict(BIN, metric="accuracy"), folds) == []  # accuracy is defined on one class
+    # worst_macc, what the folds monitor: every database of a fold holds one class, so it is undefined
+    # on both folds though macc of each fold is defined
+    crossed = pd.DataFrame({"id": list("abcd"), "fold": [0, 0, 1, 1], "target": ["normal", "abnormal"] * 2,
+                            "slice_db": ["A", "B", "B", "A"]})
+    worst = dict(BIN, metric="worst_macc", metrics=["worst_macc"])
+    assert [m.split(":")[0] for m in undefined_in_folds(worst, crossed)] == ["fold 0", "fold 1"]
+    assert undefined_in_folds(BIN, crossed) == []
 
 
 def test_leave_one_group_out_and_stratify_by():

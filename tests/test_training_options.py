@@ -417,11 +417,14 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     assert torch.equal(mixed[rows], data.target[rows]) and not torch.isnan(mixed).any()
     distilled = dict(cfg, name="distilled", train={**cfg["train"], "distill": {"weight": 0.5}})
     assert len(train_experiment(distilled, new, log=lambda *_: None)["folds"]) == 2
-    # a second round from the pseudo-labelled folder's own blend: round one's rows get new labels
-    # (they were refused as "training ids" before)
-    again = pseudo_labelled_folder(new, tmp_path / "pl2", min_confidence=0.5000001)
+    # a second round from the pseudo-labelled folder's own blend (refused as "training ids" before):
+    # the recordings sure enough now get new labels, round one's others keep theirs
+    sure = pd.read_csv(new.root / "ensemble/test_blend.csv", dtype={"id": str}).set_index("id")[cols].max(axis=1)
+    again = pseudo_labelled_folder(new, tmp_path / "pl2", min_confidence=max(float(sure.max()), 0.5000001))
     second = Outputs(tmp_path / "pl2").load_split("train")
-    assert again["replaced"] == len(pseudo) and again["pseudo"] == (second.fold == -1).sum() >= 1
+    relabelled = set(sure.index[sure >= max(float(sure.max()), 0.5000001)])
+    assert again["replaced"] == again["pseudo"] == len(relabelled & set(pseudo.id)) >= 1
+    assert sorted(second.loc[second.fold == -1, "id"]) == sorted(pseudo.id)  # kept + relabelled, none twice
     assert second["id"].is_unique and second.head(len(table)).equals(table)
     # 00 run again with other folds after 04: the blend's test probabilities come from models of
     # the old folds and labels, which pseudo_label.py took unsaid

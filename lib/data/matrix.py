@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.errors import AudioError
+from ..core.errors import AudioError, InputError
+from ..core.utils import read_text
 
 
 def _format(path: Path, spec: dict) -> str:
@@ -44,8 +45,10 @@ def _table_checked(path: Path, spec: dict, sep: str) -> np.ndarray:
     """A CSV/TSV table as float32, each row checked: ragged rows and non-numeric or empty cells
     name the line (and column)."""
     try:
-        lines = path.read_bytes().decode("utf-8-sig").splitlines()  # a BOM allowed, as for CSVs
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = read_text(path).splitlines()  # a BOM allowed, as for CSVs
+    except InputError as exc:  # not UTF-8: the file and line
+        raise AudioError(exc.problems[0]) from None
+    except OSError as exc:
         raise AudioError(f"{path}: unreadable matrix ({exc})") from exc
     first = 1 if spec.get("header") else 0
     rows = [(n, line) for n, line in enumerate(lines[first:], first + 1) if line.strip()]

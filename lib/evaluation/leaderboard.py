@@ -113,7 +113,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             if stale:
                 row.update(status="stale", note=stale)
         rows.append(row)
-    for gone in sorted({p.stem for p in (out.root / "oof").glob("*.csv")} - {r["experiment"] for r in rows} - set(skipped)):
+    oof_files = {p.stem for p in (out.root / "oof").glob("*.csv") if not p.name.endswith(".segments.csv")}
+    for gone in sorted(oof_files - {r["experiment"] for r in rows} - set(skipped)):
         skipped[gone] = f"models/{gone}/ is gone, only oof/{gone}.csv is left (02_train.py trains it again)"
     df = pd.DataFrame(rows, columns=["experiment", "model", "input", *names, "fold_mean", "fold_std", "folds",
                                      "status", "parameters", "seconds", "note"])

@@ -283,10 +283,10 @@ def undefined_in_folds(comp: dict, folds: pd.DataFrame) -> list[str]:
     then compares epochs on the validation loss). ``folds``:
     ``folds.csv``'s table (fold -1 rows, pseudo-labelled, left out). Returns one message per such
     fold, naming its rows per class; ``[]`` when none (00 prints them)."""
-    metric, out = base_metric(comp["metric"]), []
-    rows = folds[folds["fold"] >= 0]
-    y = np.asarray(tasks.class_index(rows["target"], comp))
-    perfect = y if y.ndim == 2 else np.eye(len(comp["classes"]))[y]
+    metric, out = comp["metric"], []  # what early stopping monitors, per slice for worst_<metric>
+    rows = folds[folds["fold"] >= 0].reset_index(drop=True)
+    y = with_slices(tasks.class_index(rows["target"], comp), rows)
+    perfect = np.asarray(y) if np.ndim(y) == 2 else np.eye(len(comp["classes"]))[np.asarray(y)]
     for k in sorted(rows["fold"].unique()):
         m = (rows["fold"] == k).to_numpy()
         if np.isnan(score_all([metric], y[m], perfect[m], comp)[metric]):
@@ -328,16 +328,23 @@ def _labels(comp: dict):
 
 def _prf(y, pred, comp: dict, average: str) -> tuple:
     """(precision, recall, F1) by sklearn ``precision_recall_fscore_support`` with zero_division=0:
-    ``average="binary"``: of the positive class, all three NaN when the rows hold no positive and
-    none is predicted (nothing to score: a slice or fold of negatives only); ``"macro"``,
-    ``"micro"``: over the classes that have rows or are predicted (sklearn's default), so that a
-    slice holding some of the classes is not scored 0 for the others."""
+    ``average="binary"``: of the positive class, all three NaN when the rows hold no positive
+    (recall is undefined: a slice or fold of negatives only); ``"macro"``: over the classes (or
+    labels) that have true rows, NaN when none has, so that a slice or fold holding some classes
+    is scored on those (a row predicted as an absent class still costs its true class's recall);
+    ``"micro"``: over every class."""
+    y, pred = np.asarray(y), np.asarray(pred)
     if average == "binary":
         pos = _positive(comp)
-        if not ((np.asarray(y) == pos).any() or (np.asarray(pred) == pos).any()):
+        if not (y == pos).any():
             return float("nan"), float("nan"), float("nan")
         return precision_recall_fscore_support(y, pred, average="binary", pos_label=pos, zero_division=0)[:3]
-    return precision_recall_fscore_support(y, pred, average=average, zero_division=0)[:3]
+    if average == "macro":
+        present = np.flatnonzero(y.any(0)) if _multilabel(comp) else np.unique(y)
+        if not len(present):
+            return float("nan"), float("nan"), float("nan")
+        return precision_recall_fscore_support(y, pred, average="macro", labels=present, zero_division=0)[:3]
+    return precision_recall_fscore_support(y, pred, average=average, zero_division=0, labels=_labels(comp))[:3]
 
 
 def _share(hits: np.ndarray) -> float:
@@ -416,9 +423,8 @@ def balanced_accuracy(y, pred, comp) -> float:
 
 @metric("macro_f1")
 def macro_f1(y, pred, comp) -> float:
-    """Unweighted mean of the F1 score over the classes that have rows or are predicted (sklearn's
-    default: a class neither true nor predicted in the rows scored, e.g. a slice's, is left out;
-    a class predicted but absent counts 0)."""
+    """Unweighted mean of the F1 score over the classes (multi-label: labels) that have true rows
+    in the rows scored (all of them on a whole OOF set; a slice's or fold's own classes on theirs)."""
     return _prf(y, pred, comp, "macro")[2]
 
 
@@ -426,7 +432,7 @@ def macro_f1(y, pred, comp) -> float:
 def precision(y, pred, comp) -> float:
     """Precision of the positive class (``comp['positive']``, which may be the first class);
     binary tasks (elsewhere: ``macro_precision``, ``micro_precision``). sklearn, zero_division=0;
-    NaN when the rows hold no positive and none is predicted (nothing to score)."""
+    NaN (with recall and F1) when the rows hold no positive."""
     return _prf(y, pred, comp, "binary")[0]
 
 
@@ -444,15 +450,15 @@ def f1(y, pred, comp) -> float:
 
 @metric("macro_precision")
 def macro_precision(y, pred, comp) -> float:
-    """Unweighted mean of the precision over the classes that have rows or are predicted (a class
-    with rows but never predicted counts 0)."""
+    """Unweighted mean of the precision over the classes that have true rows (a class with rows but
+    never predicted counts 0)."""
     return _prf(y, pred, comp, "macro")[0]
 
 
 @metric("macro_recall")
 def macro_recall(y, pred, comp) -> float:
-    """Unweighted mean of the recall over the classes that have rows or are predicted (single-label:
-    the balanced accuracy, but a class predicted without rows counts 0)."""
+    """Unweighted mean of the recall over the classes that have true rows (single-label: the
+    balanced accuracy)."""
     return _prf(y, pred, comp, "macro")[1]
 
 

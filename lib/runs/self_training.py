@@ -139,9 +139,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         path, test = src.root / "test_blend.csv", src.load_split("test")
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
-    again = (folds["fold"] < 0) & (folds["id"].isin(test["id"]) | folds["path"].isin(test["path"]))
-    folds = folds[~again]  # a further round: a recording pseudo-labelled before gets its new label, not two
-    _refuse_training_recordings(test, folds)
+    _refuse_training_recordings(test, folds[folds["fold"] >= 0])  # earlier rounds' rows (fold -1) may be relabelled
     blend = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[test["id"]]
     have, cols = [c for c in blend.columns if c.startswith("p_")], tasks.prob_columns(comp)
     if sorted(have) != sorted(cols):
@@ -160,6 +158,8 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         pseudo, dropped = _with_fine_targets(pseudo, comp)
     if "group" not in pseudo:
         pseudo["group"] = pseudo["id"]
+    again = (folds["fold"] < 0) & (folds["id"].isin(pseudo["id"]) | folds["path"].isin(pseudo["path"]))
+    folds = folds[~again]  # a further round: a recording labelled again gets its new label (not two), the others stay
     table = pd.concat([folds, pseudo[[c for c in folds.columns if c in pseudo.columns]]], ignore_index=True)
     new = Outputs(Path(dest).resolve())
     record = new.prepared()
