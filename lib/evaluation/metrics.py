@@ -321,8 +321,8 @@ def _per_class(score, y, probs, comp: dict) -> float:
 
 
 def _labels(comp: dict):
-    """Every class index for a single-label task (so that a class without rows counts), ``None``
-    (sklearn: every column) for a multi-label one."""
+    """Every class index for a single-label task (the per-class report lists a class without rows,
+    log loss knows every class), ``None`` (sklearn: every column) for a multi-label one."""
     return None if _multilabel(comp) else np.arange(len(comp["classes"]))
 
 
