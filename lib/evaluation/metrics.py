@@ -263,9 +263,7 @@ def undefined_in_slices(comp: dict, folds: pd.DataFrame) -> list[str]:
     if not names or not comp.get("slices"):
         return []
     y = with_slices(tasks.class_index(folds["target"], comp), folds)
-    plain = np.asarray(y)
-    perfect = plain if plain.ndim == 2 else np.eye(len(comp["classes"]))[plain]
-    table = score_slices(names, y, perfect, comp)
+    table = score_slices(names, y, _perfect(y, comp), comp)
     table = table[table["value"] != "worst"]
     out = []
     for name in names:
@@ -286,7 +284,7 @@ def undefined_in_folds(comp: dict, folds: pd.DataFrame) -> list[str]:
     metric, out = comp["metric"], []  # what early stopping monitors, per slice for worst_<metric>
     rows = folds[folds["fold"] >= 0].reset_index(drop=True)
     y = with_slices(tasks.class_index(rows["target"], comp), rows)
-    perfect = np.asarray(y) if np.ndim(y) == 2 else np.eye(len(comp["classes"]))[np.asarray(y)]
+    perfect = _perfect(y, comp)
     for k in sorted(rows["fold"].unique()):
         m = (rows["fold"] == k).to_numpy()
         if np.isnan(score_all([metric], y[m], perfect[m], comp)[metric]):
@@ -297,6 +295,14 @@ def undefined_in_folds(comp: dict, folds: pd.DataFrame) -> list[str]:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+def _perfect(y, comp: dict) -> np.ndarray:
+    """Probabilities ``(rows, n_classes)`` that predict encoded labels ``y`` exactly: what
+    :func:`undefined_in_slices` and :func:`undefined_in_folds` score to find a metric undefined
+    whatever a model predicts."""
+    plain = np.asarray(y)
+    return plain.astype(float) if plain.ndim == 2 else np.eye(len(comp["classes"]))[plain]
+
 
 def _multilabel(comp: dict) -> bool:
     return comp["task"] == "multilabel"
