@@ -262,7 +262,15 @@ def test_per_slice_metrics_read_the_labels_slice_column(tmp_path):
     assert r["not_computable"]["worst_macc"] == f"scores per slice: {tmp_path / 'plain.csv'} has no slice column(s) ['database']"
     # metric macc with slices declared: worst_macc is scored beside it, as 04 and the leaderboard do
     r = score_submission(sub, tmp_path / "labels.csv", dict(comp, metric="macc", metrics=["macc"]))
-    assert r["scores"]["worst_macc"] == pytest.approx(0.5)
+    assert r["scores"]["worst_macc"] == pytest.approx(0.5) and r["notes"] == []
+    # a database of one class: macc is undefined there, so the worst is that of the others, and a note says so
+    one_class = _csv(tmp_path / "one.csv", id=ids, label=truth, database=["f", "g", "f", "g"] + ["b"] * 4)
+    r = score_submission(sub, one_class, comp)
+    assert r["scores"]["worst_macc"] == pytest.approx(0.5)  # database b; f holds n only, g a only
+    assert [n.split(" (")[0] for n in r["notes"]] == ["worst_macc leaves out slice database='f'",
+                                                       "worst_macc leaves out slice database='g'"]
+    assert r["notes"][0].endswith("(2 rows of " + str(one_class) + ": n 2): macc is undefined there, so its score "
+                                  "there is not in it")
 
 
 def test_multilabel_indicators_against_zero_one_columns(tmp_path):

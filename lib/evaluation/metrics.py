@@ -259,18 +259,30 @@ def undefined_in_slices(comp: dict, folds: pd.DataFrame) -> list[str]:
     base metric is undefined (NaN) there even for perfect predictions (``macc`` or ``auroc`` of a
     slice whose rows hold one class), so the worst or mean silently skips it. Returns one message
     per metric and slice value, naming the rows per class; ``[]`` when none (00 and 04 print them)."""
-    names = [n for n in dict.fromkeys([comp["metric"], *comp["metrics"]]) if base_metric(n) != n]
-    if not names or not comp.get("slices"):
+    if not comp.get("slices"):
         return []
     y = with_slices(tasks.class_index(folds["target"], comp), folds)
+    return slices_left_out([comp["metric"], *comp["metrics"]], comp, y, "training rows",
+                           "so no model choice sees how it does on it")
+
+
+def slices_left_out(names, comp: dict, y, rows: str, effect: str) -> list[str]:
+    """:func:`undefined_in_slices` for the metrics ``names`` (those that are not per-slice are
+    ignored) and encoded labels ``y`` that carry their slices
+    (:class:`lib.data.slices.SlicedLabels`; ``(rows,)`` class indices or ``(rows, n_classes)``
+    0/1): one message per per-slice metric and slice value it leaves out, naming the ``rows``
+    (e.g. "training rows") per class and ending with ``effect``."""
+    names = [n for n in dict.fromkeys(names) if base_metric(n) != n]
+    if not names or not isinstance(y, SlicedLabels):
+        return []
     table = score_slices(names, y, _perfect(y, comp), comp)
     table = table[table["value"] != "worst"]
     out = []
     for name in names:
         for row in table[table[base_metric(name)].isna()].to_dict("records"):
             counts = ", ".join(f"{c} {int(row[f'n_{c}'])}" for c in comp["classes"] if row[f"n_{c}"])
-            out.append(f"{name} leaves out slice {row['slice']}={row['value']!r} ({int(row['n'])} training rows: {counts}): "
-                       f"{base_metric(name)} is undefined there, so no model choice sees how it does on it")
+            out.append(f"{name} leaves out slice {row['slice']}={str(row['value'])!r} ({int(row['n'])} {rows}: {counts}): "
+                       f"{base_metric(name)} is undefined there, {effect}")
     return out
 
 

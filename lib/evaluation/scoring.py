@@ -18,7 +18,7 @@ from ..core.schema import SUBMISSION_FORMATS
 from ..core.utils import read_text_table
 from ..data import tasks
 from ..data.slices import SlicedLabels, category_text
-from .metrics import base_metric, get_metric, metrics_with_worst_slice, per_class_report
+from .metrics import base_metric, get_metric, metrics_with_worst_slice, per_class_report, slices_left_out
 
 
 def _lines(index) -> str:
@@ -266,5 +266,6 @@ def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_
     # declared: get_metric refuses the per-slice metrics when the config is read)
 
     holds, scores, not_computable, per_class = _score(y, x, fmt, comp, multi, no_slices)
+    notes += slices_left_out(scores, comp, y, f"rows of {labels}", "so its score there is not in it")
     return {"rows": len(lab), "format": fmt, "holds": holds, "scores": scores, "not_computable": not_computable,
             "per_class": per_class, "notes": notes}
