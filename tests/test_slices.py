@@ -131,6 +131,28 @@ def test_leave_one_group_out_and_stratify_by():
         make_folds(y, None, 5, "stratified", 0, strata=np.append(db[:-1], "x"))
 
 
+def test_stratify_by_with_multilabel_schemes():
+    """Multi-label: every database's share in every fold, rows or whole patients, with the labels
+    still balanced; without stratify_by the small database lands unevenly on this seed."""
+    rng = np.random.default_rng(0)
+    patient = np.repeat(np.arange(60), 3)  # 3 recordings a patient, one database a patient
+    db = np.where(patient < 45, "b", "f")
+    y = (rng.random((180, 3)) < [0.5, 0.3, 0.2]).astype(int)
+    for scheme, groups in (("multilabel_stratified", None), ("multilabel_stratified_group", patient)):
+        fold = make_folds(y, groups, 5, scheme, 0, strata=db)
+        per_fold = np.bincount(fold[db == "f"], minlength=5)
+        assert per_fold.max() - per_fold.min() <= (1 if groups is None else 3), (scheme, per_fold)  # 45 rows, 15 patients
+        for k in range(3):  # the labels stay balanced
+            counts = np.bincount(fold[y[:, k] == 1], minlength=5)
+            assert counts.max() - counts.min() <= 6, (scheme, k, counts)
+        if groups is not None:
+            assert all(len(set(fold[patient == g])) == 1 for g in range(60))
+    plain = make_folds(y, patient, 5, "multilabel_stratified_group", 0)
+    assert np.ptp(np.bincount(plain[db == "f"], minlength=5)) > 3  # what stratify_by mends
+    with pytest.raises(ValueError, match="not 'group'"):
+        make_folds(y, patient, 5, "group", 0, strata=db)
+
+
 
 
 def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_path):

@@ -19,9 +19,10 @@ Schemes (``folds.scheme`` in a competition config):
 * ``predefined``: the folds the competition ships (a CSV column, e.g. ESC-50's ``fold``).
 
 ``stratify_by`` (``folds.stratify_by: [database]``): the stratified schemes balance the label
-*and* these columns' values across folds (the key is the label joined with the values), e.g.
-every database's share of each class in every fold, when the test set comes from the same
-databases.
+*and* these columns' values across folds (single-label: the key is the label joined with the
+values; multi-label: each value is one more indicator column that ``MultilabelStratifiedKFold``
+balances beside the labels, and a group carries every value of its rows), e.g. every database's
+share of each class in every fold, when the test set comes from the same databases.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     ``(rows, n_classes)``), optional ``groups`` ``(rows,)``, the number of folds, the scheme, a
     shuffling seed, for ``predefined`` the shipped fold of each row ``(rows,)`` (any values;
     they are numbered 0.. in sorted order), and ``strata`` ``(rows,)`` (str), values stratified
-    together with a single label (``stratified``, ``stratified_group``); ``classes``: the class
+    together with the label (every scheme that stratifies); ``classes``: the class
     names, for messages only.
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
     Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
@@ -71,10 +72,12 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
         if len(names) < 2:
             raise ValueError(f"scheme 'leave_one_group_out' needs at least 2 groups, got {len(names)}")
         return codes.astype(int)  # LeaveOneGroupOut's folds: group k (sorted) is fold k
-    if strata is not None:
-        if y.ndim == 2 or scheme not in ("stratified", "stratified_group"):
-            raise ValueError(f"stratify_by works with the single-label schemes stratified and stratified_group, "
-                             f"not {scheme!r}")
+    if strata is not None and scheme == "group":
+        raise ValueError("stratify_by works with the stratified schemes (stratified, stratified_group, "
+                         "multilabel_stratified, multilabel_stratified_group), not 'group'")
+    if strata is not None and y.ndim == 2:  # one indicator column per value, balanced like a label
+        y = np.hstack([y, pd.get_dummies(pd.Series(np.asarray(strata)).astype(str)).to_numpy(dtype=y.dtype)])
+    elif strata is not None:
         key = pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str)
         counts = key.value_counts()
         if counts.min() < n_folds:
