@@ -129,6 +129,17 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     assert f"{path}: YAML syntax error at line 3" in msg
 
 
+def test_key_given_twice_is_refused(tmp_path):
+    """PyYAML keeps the last of two equal keys: the first train section (epochs 2) vanished."""
+    path = _write(tmp_path / "x.yaml", f"base: {ROOT / 'configs/cnn_small.yaml'}\ntrain: {{epochs: 2}}\n"
+                                       "model: {params: {dropout: 0.1}}\ntrain: {ema: null}\n")
+    msg = _error(load_experiment, path)
+    assert f"{path}: YAML syntax error at line 4, column 1: key 'train' is given twice in one mapping (first at line 2)" in msg
+    fixed = _write(tmp_path / "y.yaml", f"base: {ROOT / 'configs/cnn_small.yaml'}\ntrain: {{epochs: 2, ema: null}}\n")
+    assert load_experiment(fixed)["train"]["epochs"] == 2
+    assert "key 'p' is given twice" in _error(load_experiment, fixed, ["augment.mixup={p: 0.5, p: 0.2}"])
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 

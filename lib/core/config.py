@@ -93,12 +93,21 @@ class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, plus YAML 1.2 floats without a dot (``1e-3``, ``5E+2``), which
     YAML 1.1 reads as strings, and mapping keys that are never booleans: YAML 1.1 reads ``on``,
     ``off``, ``yes`` and ``no`` as booleans, so ``groups: {regex: ..., on: path}`` lost its key
-    ``on`` (values keep YAML 1.1's rule: ``amp: no`` is false)."""
+    ``on`` (values keep YAML 1.1's rule: ``amp: no`` is false). A key given twice in one mapping
+    is an error (PyYAML keeps the last silently, so ``train: {epochs: 2}`` then ``train: {ema:
+    null}`` lost the epochs)."""
 
     def construct_mapping(self, node, deep=False):
+        seen = {}
         for key, _ in node.value:
             if key.tag == "tag:yaml.org,2002:bool":
                 key.tag = "tag:yaml.org,2002:str"
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key.value!r} is given twice in one mapping (first at line "
+                        f"{seen[key.value] + 1}); merge the two into one", key.start_mark)
+                seen[key.value] = key.start_mark.line
         return super().construct_mapping(node, deep)
 
 
