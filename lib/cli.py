@@ -81,7 +81,10 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     its prepared competition when stage 00 has run (``train.folds``). Returns the config; raises
     ``ConfigError``."""
     from .components import load_experiment  # the registries: torch and the model zoo
+    from .core.schema import check_folder_name
 
+    if name is not None:
+        check_folder_name(name, "--name")
     if out is not None:
         out.check_writable()
     cfg = load_experiment(path, overrides, out.prepared_competition() if out is not None else None)

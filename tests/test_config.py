@@ -140,6 +140,20 @@ def test_key_given_twice_is_refused(tmp_path):
     assert "key 'p' is given twice" in _error(load_experiment, fixed, ["augment.mixup={p: 0.5, p: 0.2}"])
 
 
+def test_names_that_become_folders_stay_inside_the_output_folder():
+    """features.set ../../x wrote a whole feature cache outside the output folder (probe)."""
+    from lib.cli import experiment
+
+    for key in ("features.set", "name"):
+        for bad in ("../../escaped", "/tmp/x", ".hidden", "a\\b"):
+            msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", [f"{key}={bad}"])
+            assert f"{key}: one folder name expected" in msg and repr(bad) in msg
+    assert load_experiment(ROOT / "configs/cnn_small.yaml", ["features.set=my set+2"])["features"]["set"] == "my set+2"
+    msg = _error(experiment, str(ROOT / "configs/cnn_small.yaml"), [], "../x")
+    assert msg == "--name: one folder name expected (no '/' or '\\', not starting with '.'): it names a folder or " \
+                  "file under the output folder, got '../x'"
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 

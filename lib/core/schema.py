@@ -225,8 +225,28 @@ class _Component(_Section):
     params: Optional[dict[str, Any]] = {}
 
 
+def _folder_name(text: str) -> str:
+    """A name that becomes one folder under the output folder; pydantic reports the ``ValueError``."""
+    if not re.fullmatch(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]*", text):
+        raise ValueError("one folder name expected (no '/' or '\\', not starting with '.'): it names "
+                         "a folder or file under the output folder")
+    return text
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
+def check_folder_name(text: str, where: str) -> None:
+    """Raise ``ConfigError`` naming ``where`` (e.g. ``--name``) when ``text`` is not one folder name
+    (the check of ``features.set`` and ``name`` in a config)."""
+    try:
+        _folder_name(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}, got {text!r}") from None
+
+
 class _Features(_Component):
-    set: Optional[str] = None  # default: the feature set's name
+    set: Optional[FolderName] = None  # default: the feature set's name (a folder under output/features/)
     dtype: Literal["float32", "float16"] = "float32"
 
 
@@ -318,7 +338,7 @@ class _Pretrain(_Section):
 
 
 class Experiment(_Section):
-    name: str  # default: the file's stem
+    name: FolderName  # default: the file's stem
     features: _Features = _Features(name="log_mel")
     frontend: Optional[_Component] = None
     model: _Component = _Component(name="cnn")
