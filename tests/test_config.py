@@ -62,7 +62,7 @@ def test_impossible_training_values(tmp_path, key, value):
 
 
 @pytest.mark.parametrize("key, value", [("clip_seconds", 0), ("hop_seconds", -0.5), ("sample_rate", "fast"),
-                                        ("sample_rate", 0)])
+                                        ("sample_rate", 0), ("sample_rate", 16000.5)])
 def test_impossible_audio_values(tmp_path, key, value):
     path = _write(tmp_path / "c.yaml", {**COMPETITION, "audio": {"clip_seconds": 1.0, key: value}})
     msg = _error(load_competition, path)

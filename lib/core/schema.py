@@ -99,7 +99,7 @@ class _Audio(_Section):
     hop_seconds: Optional[Positive] = None
     aggregate: str = "mean"
     pad: str = "zero"
-    sample_rate: Optional[Positive] = None
+    sample_rate: Optional[PositiveInt] = None  # Hz, a whole number
     resample_type: str = "soxr_hq"
     channel: Optional[NonNegativeInt] = None
 
