@@ -41,6 +41,7 @@ CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "s
 lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
 ``params``; a sample rate is always the data's."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None, comp: dict | None = None) -> dict:
@@ -248,7 +249,7 @@ def _check_params(objs: list, params: dict, supplied: set, key: str, sources, wh
         ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
         expected = _PLAIN_TYPES.get(ann) or (float if type(p.default) is float else None)
         if expected and not (value is None and p.default is None) and not _is_a(value, expected):
-            raise ConfigError(f"{origin}: {key}.params.{name} must be a {expected.__name__}, got {value!r}")
+            raise ConfigError(f"{origin}: {key}.params.{name} must be {_TYPE_WORDS[expected]}, got {value!r}")
 
 
 def _names(objs: list) -> str:

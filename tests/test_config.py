@@ -82,9 +82,13 @@ def test_floats_without_a_dot_and_params_types(tmp_path):
     assert load_experiment(path, ["optimizer.params.lr=2e-4"])["optimizer"]["params"]["lr"] == 0.0002
     bad = _write(tmp_path / "bad.yaml", "optimizer: {name: adamw, params: {lr: fast}}\n")
     msg = _error(load_experiment, bad)
-    assert f"{bad}: optimizer.params.lr must be a float, got 'fast'" in msg
+    assert f"{bad}: optimizer.params.lr must be a number, got 'fast'" in msg
     msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["features.params.n_mels=many"])
-    assert "--set features.params.n_mels=many: features.params.n_mels must be a int" in msg
+    assert "--set features.params.n_mels=many: features.params.n_mels must be an integer" in msg
+    for config, override in (("cnn_small", "model.params.channels=16"), ("zoo/resnet", "model.params.blocks=2")):
+        msg = _error(load_experiment, ROOT / f"configs/{config}.yaml", [override])  # a list there (probe: a TypeError in fold 0)
+        assert msg.endswith("must be a list of at least 1 item(s), each an integer > 0, got " + override.split("=")[1])
+    assert load_experiment(ROOT / "configs/zoo/wavenet.yaml", ["model.params.channels=32"])["model"]["params"]["channels"] == 32
 
 
 def test_base_cycles(tmp_path):

@@ -359,8 +359,9 @@ replaces the section whole."""
 
 PARAM_RANGES: dict[str, dict[str, Any]] = {
     "model": {"dropout": Fraction, "drop_rate": Fraction, "drop_path_rate": Fraction,
-              "channels": PositiveInt | Channels, "widths": Channels, "convs": Channels,
-              "blocks": PositiveInt | Channels, "head_hidden": PositiveInt | list[PositiveInt],
+              "channels": Channels, "widths": Channels, "convs": Channels, "blocks": Channels,
+              "wavenet.channels": PositiveInt, "wavenet.blocks": PositiveInt,  # one width, one count there
+              "head_hidden": PositiveInt | list[PositiveInt],
               "convs_per_block": PositiveInt, "stem_channels": PositiveInt, "stem_stride": PositiveInt,
               "layers": PositiveInt, "skip_channels": PositiveInt, "kernel_size": PositiveInt, "depth": PositiveInt,
               "freeze_blocks": NonNegativeInt, "backbone_lr": Positive, "layer_decay": UpToOne,
