@@ -158,6 +158,21 @@ def test_names_that_become_folders_stay_inside_the_output_folder():
                   "file under the output folder, got '../x'"
 
 
+@pytest.mark.parametrize("config, grid, expected", [
+    ("zoo/hgb", "{learning_ratee: [0.1]}", "model.params.grid: 'learning_ratee' is not a parameter of "
+                                           "HistGradientBoostingClassifier; did you mean 'learning_rate'?"),
+    ("zoo/hgb", "{learning_rate: [0.1, -0.1]}", "model.params.grid.learning_rate: each value must be a number > 0, got -0.1"),
+    ("zoo/logreg", "{CC: [1.0]}", "model.params.grid: 'CC' is not a parameter of LogisticRegression; did you mean 'C'?"),
+    ("zoo/hgb", "[1]", "model.params.grid must map parameter names to non-empty lists of values, got [1]")])
+def test_sklearn_grid_is_checked_at_load(config, grid, expected):
+    """A misspelt or out-of-range grid entry passed the load check, then scikit-learn raised a
+    traceback in fold 0 (probe)."""
+    msg = _error(load_experiment, ROOT / f"configs/{config}.yaml", [f"model.params.grid={grid}"])
+    assert msg == f"--set model.params.grid={grid}: {expected}"
+    ok = load_experiment(ROOT / f"configs/{config}.yaml", ["model.params.grid={max_iter: [100, 200]}"])
+    assert ok["model"]["params"]["grid"] == {"max_iter": [100, 200]}  # the estimator's own parameters
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 

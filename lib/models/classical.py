@@ -64,6 +64,12 @@ def log_prior(target: np.ndarray, task: str) -> list[float]:
     return (np.log(pi) - np.log1p(-pi)).tolist()
 
 
+def _check_grid_shape(grid) -> None:
+    """Raise ``ConfigError`` unless ``grid`` maps parameter names to non-empty lists of values."""
+    if not (isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values())):
+        raise ConfigError(f"model.params.grid must map parameter names to non-empty lists of values, got {grid!r}")
+
+
 class ClassicalModel(nn.Module):
     """Base of the scikit-learn members (see the module docstring).
 
@@ -85,8 +91,8 @@ class ClassicalModel(nn.Module):
                  grid: dict | None = None):
         super().__init__()
         check_stats(stats)
-        if grid is not None and not (isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values())):
-            raise ConfigError(f"model.params.grid must map parameter names to non-empty lists of values, got {grid!r}")
+        if grid is not None:
+            _check_grid_shape(grid)
         self.n_outputs, self.n_scalars, self.stats, self.grid = n_outputs, n_scalars, list(stats), grid
         self.frontend: nn.Module | None = None
         self.register_buffer("anchor", torch.zeros(0))  # gives the module a device
@@ -95,6 +101,32 @@ class ClassicalModel(nn.Module):
     def estimator(self, seed: int, class_weight: str | None):
         """A fresh, unfitted scikit-learn classifier (one output)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Raise ``ConfigError`` when ``params["grid"]`` names a parameter the estimator does not
+        take (with the closest name) or a value out of its range
+        (:data:`lib.core.schema.PARAM_RANGES`); called when a config is loaded, before any work
+        (scikit-learn would only say so in fold 0, with a traceback)."""
+        from ..core.registry import did_you_mean
+        from ..core.schema import param_problem
+
+        grid = params.get("grid")
+        if not grid:
+            return
+        _check_grid_shape(grid)
+        est = cls(1, 0, 1, **{k: v for k, v in params.items() if k != "grid"}).estimator(0, None)
+        n = len(cls.grid_prefix)
+        names = [k[n:] for k in est.get_params() if k.startswith(cls.grid_prefix) and "__" not in k[n:]]
+        own = est.get_params()[cls.grid_prefix[:-2]] if n else est  # a pipeline's step
+        for name, values in grid.items():
+            if name not in names:
+                raise ConfigError(f"model.params.grid: {name!r} is not a parameter of {type(own).__name__}"
+                                  f"{did_you_mean(name, names)}")
+            for value in values:
+                problem = param_problem("model", "", name, value)
+                if problem:
+                    raise ConfigError(f"model.params.grid.{name}: each value {problem}, got {value!r}")
 
     def to_spec(self, x: torch.Tensor) -> torch.Tensor:
         """The spectrogram stack of a model input: a waveform goes through the front end's
