@@ -147,10 +147,42 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
                     obj.check_params(cfg[key]["params"])
                 except ConfigError as exc:
                     raise ConfigError(f"{source_of(sources, [key, 'params'], where)}: {exc}") from None
+    _check_by_building(cfg, sources, where, comp)
     kind = getattr(FEATURES.get(cfg["features"]["name"]), "kind", None)
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{source_of(sources, ['features', 'name'], where)}: feature set {cfg['features']['name']!r} "
                           f"declares input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)} (lib.inputs)")
+
+
+def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> None:
+    """Build the waveform augmentations, the optimiser (over one dummy parameter) and the
+    scheduler once with the config's parameters, so that their own checks (``min_snr_db`` above
+    ``max_snr_db``, a noise ``color``, torch's ``anneal_strategy``) fail now, naming the key, and
+    not when a fold starts (after the experiments before it in the same run trained). The data's
+    sample rate (``features.params.sample_rate``, else ``comp``'s ``audio.sample_rate``) is
+    passed where known; else the checks that need it (a filter below Nyquist) wait for the run,
+    as does reading a ``background`` augmentation's ``folder``."""
+    import torch
+
+    from .training.optim import build_optimizer
+    from .training.wave_augment import WaveAugmenter
+
+    rate = (cfg["features"].get("params") or {}).get("sample_rate") or ((comp or {}).get("audio") or {}).get("sample_rate")
+
+    def build(keys: list, make):
+        try:
+            return make()
+        except (ConfigError, TypeError, ValueError) as exc:
+            named = isinstance(exc, ConfigError) and keys[0] == "augment"  # "augment.waveform[i] (name): ..."
+            raise ConfigError(f"{source_of(sources, keys, where)}: {'' if named else '.'.join(keys) + ': '}{exc}") from None
+
+    # 10**9 Hz: no Nyquist bound until the data's rate is known; a background folder is read by the run
+    entries = [dict(e, params={k: v for k, v in (e.get("params") or {}).items() if k != "folder"})
+               for e in cfg["augment"]["waveform"]]
+    build(["augment", "waveform"], lambda: WaveAugmenter(entries, sample_rate=rate or 10**9))
+    opt = build(["optimizer", "params"], lambda: build_optimizer(cfg["optimizer"], [{"params": [torch.zeros(1, requires_grad=True)]}]))
+    build(["scheduler", "params"], lambda: SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=1,
+                                                            epochs=cfg["train"]["epochs"]))
 
 
 def _check_ranges(section: str, component: str, params: dict, key: str, sources, where: str) -> None:

@@ -173,6 +173,19 @@ def test_sklearn_grid_is_checked_at_load(config, grid, expected):
     assert ok["model"]["params"]["grid"] == {"max_iter": [100, 200]}  # the estimator's own parameters
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("augment.waveform=[{name: gain}, {name: noise, params: {color: red}}]",
+     "augment.waveform[1] (noise): color must be white or pink (got 'red')"),
+    ("augment.waveform=[{name: noise, params: {min_snr_db: 50}}]",
+     "augment.waveform[0] (noise): min_snr_db must be <= max_snr_db (got 50 > 30.0)"),
+    ("scheduler={name: one_cycle, params: {anneal_strategy: cubic}}",
+     "scheduler.params: anneal_strategy must be one of 'cos' or 'linear', instead got cubic")])
+def test_components_own_checks_run_at_load(override, expected):
+    """These passed the load check and failed when a fold started: after the experiments before
+    them in the same 02 run had trained (probe)."""
+    assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [override]) == f"--set {override}: {expected}"
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 
