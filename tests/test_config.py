@@ -186,6 +186,21 @@ def test_components_own_checks_run_at_load(override, expected):
     assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [override]) == f"--set {override}: {expected}"
 
 
+def test_keys_inside_list_entries_are_named_with_their_index(tmp_path):
+    """The walk stopped at the list: "unknown key 'augment.waveform'; did you mean
+    'augment.waveform'?" without the misspelt key (probe)."""
+    o = "augment.waveform=[{name: gain, params: {p: 0.5}}, {name: noise, parms: {p: 0.3}}]"
+    assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [o]) == (
+        f"unknown key 'augment.waveform[1].parms' in --set {o}; did you mean 'augment.waveform.params'?")
+    o = "augment.waveform=[{name: gain, params: {p: 5}}]"
+    assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [o]).endswith(
+        "augment.waveform[0].params.p must be a number in [0, 1], got 5")
+    path = _write(tmp_path / "c.yaml", {**COMPETITION, "decision": {"mask": [{"wher": "x == 1", "classes": ["a"]}]}})
+    msg = _error(load_competition, path)
+    assert f"{path}: missing required key 'decision.mask[0].where'" in msg
+    assert f"unknown key 'decision.mask[0].wher' in {path}; did you mean 'decision.mask.where'?" in msg
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 

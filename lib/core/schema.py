@@ -506,17 +506,18 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
         problems = {}
         for err in exc.errors():
             keys, node = [], cfg
-            for part in err["loc"]:  # the part of the location that is a key in cfg (no union tags)
-                if not (isinstance(node, dict) and part in node):
+            for part in err["loc"]:  # the part of the location that is a key or index in cfg (no union tags)
+                if not _holds(node, part):
                     if err["type"] == "missing":
                         keys.append(part)
                     break
                 keys.append(part)
                 node = node[part]
-            key = ".".join(map(str, keys))
+            key = dotted(keys)
             origin = source_of(sources, keys, where)
             if err["type"] == "extra_forbidden":
-                problems[key] = f"unknown key {key!r} in {origin}{did_you_mean(key, valid_keys(schema))}"
+                plain = ".".join(str(k) for k in keys if not isinstance(k, int))  # what valid_keys lists
+                problems[key] = f"unknown key {key!r} in {origin}{did_you_mean(plain, valid_keys(schema))}"
             elif err["type"] == "missing":
                 problems[key] = f"{origin}: missing required key {key!r}"
             elif err["type"] in ("model_type", "dict_type"):
@@ -532,10 +533,13 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
 
 
 def annotation_at(schema: type[BaseModel], keys: list) -> Any:
-    """The annotation of the field at the dotted path ``keys`` of ``schema`` (through sections,
-    lists and mappings of sections), or ``None`` when the path leads to no field."""
-    model, ann = schema, None
+    """The annotation of the field at the path ``keys`` of ``schema`` (through sections, and
+    lists and mappings of sections by an index or name), or ``None`` when the path leads to no field."""
+    model, ann, item = schema, None, False
     for key in keys:
+        if item:  # a list's index or a mapping's name: into its section
+            item = False
+            continue
         if model is None or key not in model.model_fields:
             return None
         field = model.model_fields[key]
@@ -545,17 +549,29 @@ def annotation_at(schema: type[BaseModel], keys: list) -> Any:
         if field.description:
             ann = Annotated[ann, Field(description=field.description)]
         model, how = _section_type(ann)
-        if how in ("list", "dict"):  # the next key would be an index or a name: no field of its own
-            return ann
+        item = how in ("list", "dict")  # the next key is an index or a name: no field of its own
     return ann
 
 
+def _holds(node, key) -> bool:
+    """Whether ``node[key]`` exists: a mapping's key or a list's index."""
+    if isinstance(node, list):
+        return isinstance(key, int) and 0 <= key < len(node)
+    return isinstance(node, dict) and key in node
+
+
+def dotted(keys) -> str:
+    """A config path as its users write it: ``augment.waveform[1].params`` (list indices in brackets)."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+
+
 def source_of(sources: list[tuple[str, dict]], keys, default: str) -> str:
-    """The label of the last source (file or override) that sets the dotted path ``keys``, else ``default``."""
+    """The label of the last source (file or override) that sets the path ``keys`` (keys and list
+    indices), else ``default``."""
     for label, raw in reversed(sources):
         node = raw
         for key in keys:
-            if not isinstance(node, dict) or key not in node:
+            if not _holds(node, key):
                 break
             node = node[key]
         else:
