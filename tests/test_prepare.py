@@ -3,11 +3,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import make_toy_competition
+import yaml
+from conftest import make_toy_competition, stage
 
 from lib.core.config import ROOT
 from lib.components import load_competition
 from lib.core.errors import ConfigError
+from lib.core.paths import Outputs
 from lib.data.prepare import InputError, group_of, id_to_file, prepare
 
 
@@ -272,3 +274,30 @@ def test_tables_and_fold_settings_that_went_wrong_unsaid_are_errors(tmp_path):
     text = (root / "toy.yaml").read_text().replace("groups:\n  regex: ^(s\\d+)_", "groups:\n  regex: ^(s\\d+)_\n  on: path")
     (tmp_path / "on.yaml").write_text(text)
     assert load_competition(tmp_path / "on.yaml")["groups"]["on"] == "path"
+
+
+def test_labels_and_ids_spelt_like_missing_values_survive_every_stage(tmp_path):
+    """A class "None" (no adventitious sound) and ids "NA" / "null": pandas reads these words as
+    missing by default, so folds.csv gave them back as NaN (a traceback in 00 after its record
+    and in 02) and test ids became empty in the prediction files (04 refused; probe)."""
+    make_toy_competition(tmp_path / "toy")
+    root, out = tmp_path / "toy", tmp_path / "out"
+    train = pd.read_csv(root / "train.csv")
+    train["label"] = train["label"].map({"a": "None", "b": "Wheeze"})
+    train.to_csv(root / "train.csv", index=False)
+    for old, new in (("t0", "NA"), ("t1", "null")):
+        (root / "test" / f"{old}.wav").rename(root / "test" / f"{new}.wav")
+    pd.DataFrame({"id": ["NA", "null"]}).to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": ["null", "NA"], "label": "None"}).to_csv(root / "sample.csv", index=False)
+    cfg = yaml.safe_load((root / "toy.yaml").read_text())
+    cfg.update(classes=["None", "Wheeze"], positive="Wheeze")
+    (root / "toy.yaml").write_text(yaml.safe_dump(cfg))
+    stage("00_prepare.py", root / "toy.yaml", "--output-dir", out)
+    folds = Outputs(out).load_split("train")
+    assert sorted(folds["target"].unique()) == ["None", "Wheeze"] and list(Outputs(out).load_split("test")["id"]) == ["NA", "null"]
+    hgb = ROOT / "configs/zoo/hgb.yaml"
+    for script in ("01_features.py", "02_train.py", "03_infer.py"):
+        stage(script, hgb, "--output-dir", out)
+    stage("04_ensemble.py", "--output-dir", out)
+    sub = pd.read_csv(out / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(sub["id"]) == ["null", "NA"] and set(sub["label"]) <= {"None", "Wheeze"}

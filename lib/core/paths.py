@@ -11,6 +11,7 @@ import yaml
 from .artifacts import Record
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
+from .utils import read_artifact_csv
 
 
 def pretrained_record(checkpoint: str | os.PathLike, exp: str | None = None) -> Record:
@@ -157,8 +158,7 @@ class Outputs:
         strings (a test column with "1.0" in it must not turn its "3" into 3.0)."""
         self.prepared().require()
         path = self.require(self.folds if split == "train" else self.test, "00_prepare.py")
-        text = [c for c in pd.read_csv(path, nrows=0).columns if c in ("id", "target", "group") or c.startswith("slice_")]
-        df = pd.read_csv(path, dtype=dict.fromkeys(text, str))
+        df = read_artifact_csv(path)
         if "target" in df:
             df["target"] = df["target"].fillna("")  # a multi-label row without labels
         return df

@@ -119,6 +119,23 @@ def read_text(path: str | os.PathLike) -> str:
                           f"as UTF-8"]) from None
 
 
+TEXT_COLUMNS = ("id", "target", "group")
+"""The text columns of the pipeline's own CSVs (``folds.csv``, ``test.csv``, OOF and prediction
+files), besides the ``slice_<column>`` ones."""
+
+
+def read_artifact_csv(path: str | os.PathLike):
+    """One of the pipeline's own CSVs (``folds.csv``, ``test.csv``, ``oof/<exp>.csv``,
+    ``preds/<exp>.csv``, a blend) as a DataFrame: ids, targets, groups and ``slice_<column>``
+    cells as written, as text (a "3" next to "1.0" stays "3"), and only an empty cell read as
+    missing (NaN): pandas' default missing-value words ("None", "NA", "nan", "null", "N/A", ...)
+    are ordinary labels and ids (a class "None" became NaN and a traceback)."""
+    import pandas as pd
+
+    text = [c for c in pd.read_csv(path, nrows=0).columns if c in TEXT_COLUMNS or c.startswith("slice_")]
+    return pd.read_csv(path, dtype=dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
+
+
 def read_text_table(path: str | os.PathLike):
     """A competition's CSV as a pandas DataFrame of text cells (``dtype=str``, empty cells ``""``;
     UTF-8, a BOM allowed). Raises ``InputError`` naming the file for text that is not UTF-8 (e.g.

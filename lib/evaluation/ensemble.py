@@ -29,7 +29,7 @@ from ..core.artifacts import (
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.schema import SUBMISSION_FORMATS
-from ..core.utils import fingerprint, read_text_table, write_csv, write_json
+from ..core.utils import fingerprint, read_artifact_csv, read_text_table, write_csv, write_json
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
@@ -188,9 +188,9 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     for exp in experiments:
         trained, _ = verified_predictions(out, exp, with_test, allow_partial)
         inputs[exp] = trained["id"]
-        oofs.append(pd.read_csv(out.oof(exp), dtype={"id": str, "target": str}))
+        oofs.append(read_artifact_csv(out.oof(exp)))
         if with_test:
-            preds.append(pd.read_csv(out.preds(exp), dtype={"id": str}))
+            preds.append(read_artifact_csv(out.preds(exp)))
     for exp, o in zip(experiments, oofs):
         if not o["id"].equals(oofs[0]["id"]) or not o["fold"].equals(oofs[0]["fold"]):
             folds = {e: sorted(f.fold.unique().tolist()) for e, f in zip(experiments, oofs)}

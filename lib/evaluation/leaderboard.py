@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.artifacts import AUDIO, FOLDS, audio_id, competition_problem, folds_id
 from ..core.paths import Outputs
-from ..core.utils import format_seconds, read_json
+from ..core.utils import format_seconds, read_artifact_csv, read_json
 from ..data import tasks
 from ..data.slices import slices_of, with_slices
 from .decisions import in_sample_note
@@ -90,7 +90,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
                "fold_mean": np.nan, "fold_std": np.nan, "folds": f"0/{n_folds}", "status": status,
                "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
         try:
-            oof = pd.read_csv(out.oof(exp), dtype={"id": str, "target": str})
+            oof = read_artifact_csv(out.oof(exp))
             oof["target"] = oof["target"].fillna("")
             y, probs = tasks.class_index(oof["target"], comp), oof[cols].to_numpy(dtype=float)
         except FileNotFoundError:

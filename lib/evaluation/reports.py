@@ -42,7 +42,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from ..core.utils import atomic_path, format_seconds, write_csv
+from ..core.utils import atomic_path, format_seconds, read_artifact_csv, write_csv
 from ..data import tasks
 from ..data.slices import with_slice_columns, with_slices
 from .metrics import (
@@ -545,7 +545,7 @@ def report_from_outputs(root: str | Path, exp: str, to: str | Path) -> list[Path
 
     out = Outputs(Path(root))
     comp = yaml.safe_load(out.competition.read_text())
-    oof_df = pd.read_csv(out.oof(exp), dtype={"id": str, "target": str})
+    oof_df = read_artifact_csv(out.oof(exp))
     oof_df["target"] = oof_df["target"].fillna("")
     oof_df = with_slice_columns(oof_df, out.load_split("train"))
     history = pd.read_csv(out.model_dir(exp) / "log.csv")

@@ -42,7 +42,7 @@ import torch
 from ..core.artifacts import check_apart, check_competition, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import fingerprint, read_json, write_csv
+from ..core.utils import fingerprint, read_artifact_csv, read_json, write_csv
 from ..data import tasks
 from ..data.prepare import fine_targets
 
@@ -76,7 +76,7 @@ def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | N
     path = out.root / "ensemble" / "oof_blend.csv"
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (the teacher of train.distill) first")
-    blend = pd.read_csv(path, dtype={"id": str}).set_index("id")
+    blend = read_artifact_csv(path).set_index("id")
     cols = tasks.prob_columns(comp)
     have = [c for c in blend.columns if c.startswith("p_")]
     if sorted(have) != sorted(cols):
@@ -140,7 +140,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
     _refuse_training_recordings(test, folds[folds["fold"] >= 0])  # earlier rounds' rows (fold -1) may be relabelled
-    blend = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[test["id"]]
+    blend = read_artifact_csv(path).set_index("id").loc[test["id"]]
     have, cols = [c for c in blend.columns if c.startswith("p_")], tasks.prob_columns(comp)
     if sorted(have) != sorted(cols):
         raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
