@@ -525,7 +525,7 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
             elif err["type"] == "value_error":  # a check of ours (e.g. Regex): its own words
                 problems[key] = f"{origin}: {key}: {err['ctx']['error']}, got {node!r}"
             else:
-                ann = annotation_at(schema, keys)
+                ann = annotation_at(schema, keys) or annotation_at(schema, keys[:-1])  # an item: its list
                 plain_literal = get_origin(ann) is Literal  # the message lists its values already
                 allowed = "" if ann is None or plain_literal else f" (allowed: {describe(ann)})"
                 problems.setdefault(key, f"{origin}: {key}: {err['msg'].lower()}, got {node!r}{allowed}")
