@@ -364,3 +364,22 @@ def test_ensemble_arguments_are_checked_and_its_summary_counts_the_labels(tmp_pa
     assert not (out / "ensemble.json").exists()
     last = stage("04_ensemble.py", "--output-dir", out).stdout.rstrip().splitlines()[-2]
     assert last.startswith("wrote ") and "rows {'" in last and "t0" not in last, last
+
+
+def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
+    """A test recording replaced, 00 and 01 re-run (01 rebuilds the cache): 03 refused the stale
+    models, but 04 blended the old predictions and wrote the old label for that id (probe)."""
+    out, exp, o = toy
+    for script in ("02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    name = yaml.safe_load(exp.read_text()).get("name") or exp.stem
+    stage("04_ensemble.py", name, "--output-dir", out)
+    sf.write(tmp_path / "data/test/t0.wav", np.random.default_rng(1).standard_normal(8000).astype(np.float32), 16000)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout  # the audio changed: rebuilt
+    r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"was rebuilt after {name!r} was trained" in r.stderr and "03_infer.py" in r.stderr
+    r = stage("04_ensemble.py", "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"{name}: feature set" in r.stderr and "rebuilt after it was trained" in r.stderr
+    for script in ("02_train.py", "03_infer.py", "04_ensemble.py"):
+        stage(script, *([exp] if script != "04_ensemble.py" else [name]), "--output-dir", out)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from ..core.artifacts import (
     AUDIO,
@@ -59,6 +60,8 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
                             "02_train.py)")
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
+        elif rebuilt := features_rebuilt(out, exp, trained):
+            skipped[exp] = f"feature set {rebuilt!r} was rebuilt after it was trained (02_train.py, 03_infer.py)"
         elif out.has_test():
             pred, why = out.predicted(exp).check(hashes=False)
             if pred is None or pred["inputs"].get("train") != trained["id"]:
@@ -68,13 +71,23 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
     return names, skipped
 
 
+def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
+    """The name of ``exp``'s feature set when its cache is not the one ``exp`` was trained on
+    (rebuilt by 01 since, e.g. after a test recording was replaced, or removed), else ``None``.
+    ``trained``: ``exp``'s training record."""
+    name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
+    rec, _ = out.features_record(name).check(hashes=False)
+    return None if rec is not None and rec["id"] == trained["inputs"].get("features") else name
+
+
 def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial: bool = False) -> tuple[dict, dict | None]:
     """The verified records of ``exp``'s training and (``with_test``) test predictions.
 
     Raises ``MissingArtifact`` naming the stage to run when the training is missing, incomplete,
     partial (unless ``allow_partial``), made on other folds than those of the current
-    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`) or under other audio settings than the
-    current ``competition.yaml``'s (:func:`lib.core.artifacts.check_audio`), or when the test predictions are
+    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), under other audio settings than the
+    current ``competition.yaml``'s (:func:`lib.core.artifacts.check_audio`) or on a feature cache
+    that 01 has rebuilt since (:func:`features_rebuilt`), or when the test predictions are
     missing or were made by another training run than the current one.
     """
     trained = out.trained(exp).require()
@@ -85,6 +98,9 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
     if trained["info"]["partial"] and not allow_partial:
         raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "
                               f"run 02_train.py for {exp} (or pass --allow-partial to blend it anyway)")
+    if rebuilt := features_rebuilt(out, exp, trained):
+        raise MissingArtifact(f"feature set {rebuilt!r} was rebuilt after {exp!r} was trained (stale models and "
+                              f"predictions): run 02_train.py and 03_infer.py for {exp}")
     if not with_test:
         return trained, None
     pred = out.predicted(exp).require()
