@@ -381,5 +381,7 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained" in r.stderr and "03_infer.py" in r.stderr
     r = stage("04_ensemble.py", "--output-dir", out, check=False)
     assert r.returncode == 1 and f"{name}: feature set" in r.stderr and "rebuilt after it was trained" in r.stderr
+    r = stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", check=False)
+    assert r.returncode == 1 and f"was rebuilt after {name!r} was trained (stale models)" in r.stderr
     for script in ("02_train.py", "03_infer.py", "04_ensemble.py"):
         stage(script, *([exp] if script != "04_ensemble.py" else [name]), "--output-dir", out)
