@@ -201,6 +201,18 @@ def test_keys_inside_list_entries_are_named_with_their_index(tmp_path):
     assert f"unknown key 'decision.mask[0].wher' in {path}; did you mean 'decision.mask.where'?" in msg
 
 
+def test_class_names_read_as_booleans_are_refused_with_a_hint(tmp_path):
+    """classes: [no, yes] became 'False'/'True', and 00 refused every row's label (probe)."""
+    path = _write(tmp_path / "c.yaml", yaml.safe_dump({**COMPETITION, "classes": [False, True]}))
+    assert _error(load_competition, path) == (f"{path}: classes [False, True]: YAML reads yes, no, on, off, true and "
+                                              f"false without quotes as booleans; quote the class names (e.g. \"no\")")
+    path = _write(tmp_path / "p.yaml", yaml.safe_dump({**COMPETITION, "positive": True}))
+    assert "positive True: YAML reads yes, no" in _error(load_competition, path)
+    quoted = _write(tmp_path / "q.yaml", "classes: ['no', 'yes']\n" + yaml.safe_dump({**COMPETITION, "classes": None})
+                    .replace("classes: null\n", ""))
+    assert load_competition(quoted)["classes"] == ["no", "yes"]
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 

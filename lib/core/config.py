@@ -309,6 +309,11 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
         raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
     if train["target_columns"] and not cfg["classes"]:
         cfg["classes"] = list(train["target_columns"])
+    for key, values in (("classes", cfg["classes"] or []), ("positive", [cfg.get("positive")]),
+                        ("normal_class", [cfg.get("normal_class")])):
+        if any(isinstance(v, bool) for v in values):
+            raise ConfigError(f"{where}: {key} {values if key == 'classes' else values[0]!r}: YAML reads yes, no, on, "
+                              f"off, true and false without quotes as booleans; quote the class names (e.g. \"no\")")
     if cfg["classes"] is not None:
         cfg["classes"] = [str(c) for c in cfg["classes"]]
         check_classes(cfg, where)
