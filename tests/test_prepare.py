@@ -120,6 +120,12 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     comp["audio"]["channel"] = 0
     with pytest.raises(InputError, match="group 'p1' has rows in several of the predefined folds"):
         prepare(dict(comp, metadata={"numeric": [], "categorical": []}), tmp_path / "out")
+    # an n_folds that the fold column contradicts was dropped unsaid (probe)
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
+    comp = _competition(tmp_path, dict(cfg, folds={"column": "fold", "n_folds": 3}))
+    with pytest.raises(ConfigError, match=r"folds: n_folds is 3, but column 'fold' holds 2 fold values \(1, 2\)"):
+        prepare(comp, tmp_path / "out_n")
+    assert prepare(_competition(tmp_path, dict(cfg, folds={"column": "fold", "n_folds": 2})), tmp_path / "out_n")
 
 
 def test_multilabel_long_form_rows_list_cells_and_path_groups(tmp_path):
@@ -301,3 +307,16 @@ def test_labels_and_ids_spelt_like_missing_values_survive_every_stage(tmp_path):
     stage("04_ensemble.py", "--output-dir", out)
     sub = pd.read_csv(out / "submission.csv", dtype=str, keep_default_na=False)
     assert list(sub["id"]) == ["null", "NA"] and set(sub["label"]) <= {"None", "Wheeze"}
+
+
+def test_a_bad_label_column_with_class_columns_in_the_submission_is_reported(tmp_path):
+    """Format probabilities, no classes: list (found in the data), a misspelt target column: a
+    TypeError traceback hid the one-line error (probe)."""
+    make_toy_competition(tmp_path / "toy")
+    cfg = yaml.safe_load((tmp_path / "toy/toy.yaml").read_text())
+    cfg.pop("classes"), cfg.pop("positive")
+    cfg["train"]["target_column"] = "labl"
+    cfg["submission"].update(format="probabilities", target_column=None)
+    (tmp_path / "toy/toy.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=r"train.csv: missing column\(s\) \['labl'\]; found \['id', 'label'\]"):
+        prepare(load_competition(tmp_path / "toy/toy.yaml"), tmp_path / "out")

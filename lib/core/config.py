@@ -341,6 +341,8 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     folds["scheme"] = folds["scheme"] or ("predefined" if folds["column"] else (
         "multilabel_stratified" if task == "multilabel" else "stratified") + (
         "_group" if groups or segment_unit(cfg) == "segment" else ""))
+    if folds["scheme"] != "predefined":
+        folds["n_folds"] = folds["n_folds"] or 5  # (predefined: stage 00 counts the column's values)
     if folds["scheme"] == "predefined" and not folds["column"]:
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
     if folds["column"] and folds["scheme"] != "predefined":

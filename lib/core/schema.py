@@ -111,7 +111,7 @@ class _Groups(_Section):
 
 
 class _Folds(_Section):
-    n_folds: Annotated[int, Field(ge=2)] = 5
+    n_folds: Optional[Annotated[int, Field(ge=2)]] = None  # default 5; with a column: its number of values
     scheme: Optional[str] = None  # default: predefined with a column, else (multilabel_)stratified(_group)
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # scikit-learn's random_state range
     column: Optional[str] = None

@@ -500,7 +500,8 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         problems += exc.problems
         return
     needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
-        list(cfg["classes"]) if sub["format"] in ("probabilities", "indicators") else [])
+        list(cfg["classes"] or []) if sub["format"] in ("probabilities", "indicators") else [])  # (None: the
+    # labels could not be read, which is reported already)
     missing_cols = [c for c in needed if c not in sample.columns]
     if missing_cols:
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
@@ -592,7 +593,12 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
                                    train[fc["column"]] if fc.get("column") else None, strata, cfg["classes"])
     except ValueError as exc:
         raise ConfigError(f"folds (n_folds {fc['n_folds']}, scheme {fc['scheme']}): {exc}") from exc
-    fc["n_folds"] = int(folds["fold"].nunique())
+    made = int(folds["fold"].nunique())
+    if fc["scheme"] == "predefined" and fc["n_folds"] not in (None, made):  # it was ignored, unsaid
+        raise ConfigError(f"folds: n_folds is {fc['n_folds']}, but column {fc['column']!r} holds {made} fold values "
+                          f"({', '.join(sorted(map(str, train[fc['column']].unique())))}); the "
+                          f"column decides the folds: remove n_folds, or use scheme stratified without column")
+    fc["n_folds"] = made
     for col in ("sample_rate", "duration_s", "channels"):
         folds[col] = train[col].to_numpy()
     folds = pd.concat([folds, meta, slice_values(train, cfg.get("slices", [])).set_axis(folds.index)], axis=1)
