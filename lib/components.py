@@ -172,9 +172,9 @@ def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> Non
     def build(keys: list, make):
         try:
             return make()
-        except (ConfigError, TypeError, ValueError) as exc:
-            named = isinstance(exc, ConfigError) and keys[0] == "augment"  # "augment.waveform[i] (name): ..."
-            raise ConfigError(f"{source_of(sources, keys, where)}: {'' if named else '.'.join(keys) + ': '}{exc}") from None
+        except (ConfigError, TypeError, ValueError) as exc:  # ours name their key; torch's do not
+            named = "" if isinstance(exc, ConfigError) else ".".join(keys) + ": "
+            raise ConfigError(f"{source_of(sources, keys, where)}: {named}{exc}") from None
 
     # 10**9 Hz: no Nyquist bound until the data's rate is known; a background folder is read by the run
     entries = [dict(e, params={k: v for k, v in (e.get("params") or {}).items() if k != "folder"})
