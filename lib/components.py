@@ -172,8 +172,8 @@ def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> Non
     def build(keys: list, make):
         try:
             return make()
-        except (ConfigError, TypeError, ValueError) as exc:  # ours name their key; torch's do not
-            named = "" if isinstance(exc, ConfigError) else ".".join(keys) + ": "
+        except (ConfigError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:  # ours name their
+            named = "" if isinstance(exc, ConfigError) else ".".join(keys) + ": "  # key; torch's do not
             raise ConfigError(f"{source_of(sources, keys, where)}: {named}{exc}") from None
 
     # 10**9 Hz: no Nyquist bound until the data's rate is known; a background folder is read by the run
@@ -181,8 +181,8 @@ def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> Non
                for e in cfg["augment"]["waveform"]]
     build(["augment", "waveform"], lambda: WaveAugmenter(entries, sample_rate=rate or 10**9))
     opt = build(["optimizer", "params"], lambda: build_optimizer(cfg["optimizer"], [{"params": [torch.zeros(1, requires_grad=True)]}]))
-    build(["scheduler", "params"], lambda: SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=1,
-                                                            epochs=cfg["train"]["epochs"]))
+    build(["scheduler", "params"], lambda: SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=100,
+                                                            epochs=cfg["train"]["epochs"]))  # (a run's steps)
 
 
 def _check_ranges(section: str, component: str, params: dict, key: str, sources, where: str) -> None:

@@ -2,6 +2,7 @@
 folds trained in separate runs. On a generated toy competition (12 clips of 0.5 s, 2 folds)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,3 +386,7 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained (stale models)" in r.stderr
     for script in ("02_train.py", "03_infer.py", "04_ensemble.py"):
         stage(script, *([exp] if script != "04_ensemble.py" else [name]), "--output-dir", out)
+    # the caches removed after 03 (disk space): 04 and 05 do not read them, and go on
+    shutil.rmtree(out / "features")
+    stage("04_ensemble.py", name, "--output-dir", out)
+    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")

@@ -72,12 +72,19 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
 
 
 def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
-    """The name of ``exp``'s feature set when its cache is not the one ``exp`` was trained on
-    (rebuilt by 01 since, e.g. after a test recording was replaced, or removed), else ``None``.
-    ``trained``: ``exp``'s training record."""
+    """The name of ``exp``'s feature set when 01 has rebuilt its cache since ``exp`` was trained
+    (e.g. after a test recording was replaced: its record is another build), else ``None`` (the
+    same build, or the cache removed: 04 and 05 do not read it). ``trained``: ``exp``'s training record."""
     name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
     rec, _ = out.features_record(name).check(hashes=False)
-    return None if rec is not None and rec["id"] == trained["inputs"].get("features") else name
+    return name if rec is not None and rec["id"] != trained["inputs"].get("features") else None
+
+
+def check_features(out: Outputs, exp: str, trained: dict, rerun: str) -> None:
+    """Raise ``MissingArtifact`` saying to run ``rerun`` when :func:`features_rebuilt`."""
+    if rebuilt := features_rebuilt(out, exp, trained):
+        raise MissingArtifact(f"feature set {rebuilt!r} was rebuilt after {exp!r} was trained (stale models): "
+                              f"run {rerun}")
 
 
 def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial: bool = False) -> tuple[dict, dict | None]:
@@ -98,9 +105,7 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
     if trained["info"]["partial"] and not allow_partial:
         raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "
                               f"run 02_train.py for {exp} (or pass --allow-partial to blend it anyway)")
-    if rebuilt := features_rebuilt(out, exp, trained):
-        raise MissingArtifact(f"feature set {rebuilt!r} was rebuilt after {exp!r} was trained (stale models and "
-                              f"predictions): run 02_train.py and 03_infer.py for {exp}")
+    check_features(out, exp, trained, f"02_train.py and 03_infer.py for {exp}")
     if not with_test:
         return trained, None
     pred = out.predicted(exp).require()

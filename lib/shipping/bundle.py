@@ -48,7 +48,7 @@ from ..data.slices import PREFIX as SLICE_PREFIX
 from ..data.slices import counts_text, unmatched_slice_values
 from ..inputs import load_inputs
 from ..evaluation.blending import Blender
-from ..evaluation.ensemble import blend_test, features_rebuilt
+from ..evaluation.ensemble import blend_test, check_features
 from ..features.cache import build_feature_set
 from ..inference.infer import load_checkpoints, predict_folds
 from ..models import is_classical
@@ -101,9 +101,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
         if ens_record["inputs"].get(exp) != trained["id"]:
             raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
                                   f"run 04_ensemble.py again")
-        if rebuilt := features_rebuilt(out, exp, trained):
-            raise MissingArtifact(f"feature set {rebuilt!r} was rebuilt after {exp!r} was trained (stale models): "
-                                  f"run 02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
+        check_features(out, exp, trained, f"02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
     if dest.exists() and not force:
         raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
     tmp = dest.with_name(f".{dest.name}.partial")
