@@ -142,6 +142,11 @@ def test_key_given_twice_is_refused(tmp_path):
     fixed = _write(tmp_path / "y.yaml", f"base: {ROOT / 'configs/cnn_small.yaml'}\ntrain: {{epochs: 2, ema: null}}\n")
     assert load_experiment(fixed)["train"]["epochs"] == 2
     assert "key 'p' is given twice" in _error(load_experiment, fixed, ["augment.mixup={p: 0.5, p: 0.2}"])
+    # YAML merge keys override what they merge, anchors merged twice included: not duplicates
+    from lib.core.config import parse_yaml
+
+    text = "defaults: &c {lr: 1}\ntrain:\n  opt: &b\n    <<: *c\n    lr: 2\nother:\n  <<: *b\n"
+    assert parse_yaml(text, "t") == {"defaults": {"lr": 1}, "train": {"opt": {"lr": 2}}, "other": {"lr": 2}}
 
 
 def test_names_that_become_folders_stay_inside_the_output_folder():

@@ -98,17 +98,27 @@ class _Loader(yaml.SafeLoader):
     null}`` lost the epochs)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = {}
         for key, _ in node.value:
             if key.tag == "tag:yaml.org,2002:bool":
                 key.tag = "tag:yaml.org,2002:str"
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key.value!r} is given twice in one mapping (first at line "
-                        f"{seen[key.value] + 1}); merge the two into one", key.start_mark)
-                seen[key.value] = key.start_mark.line
         return super().construct_mapping(node, deep)
+
+    def flatten_mapping(self, node):
+        """Refuse a key given twice among the mapping's own entries, before ``<<`` merges (whose
+        keys the mapping may override) are flattened into it; PyYAML flattens a merged node in
+        place, so a node is checked once, the first time."""
+        checked = self.__dict__.setdefault("_checked", set())
+        if id(node) not in checked:
+            checked.add(id(node))
+            seen = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key.value!r} is given twice in one mapping (first at line "
+                            f"{seen[key.value] + 1}); merge the two into one", key.start_mark)
+                    seen[key.value] = key.start_mark.line
+        super().flatten_mapping(node)
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
