@@ -69,6 +69,13 @@ def test_impossible_audio_values(tmp_path, key, value):
     assert f"{path}: audio.{key}:" in msg
 
 
+def test_sample_rate_written_as_a_float_is_a_whole_number_of_hz(tmp_path):
+    path = _write(tmp_path / "c.yaml", yaml.safe_dump({**COMPETITION, "audio": {"clip_seconds": 1.0, "sample_rate": 1}})
+                  .replace("sample_rate: 1\n", "sample_rate: 16e3\n"))
+    rate = load_competition(path)["audio"]["sample_rate"]
+    assert rate == 16000 and isinstance(rate, int)
+
+
 def test_unknown_fold_scheme_names_the_known_ones(tmp_path):
     path = _write(tmp_path / "c.yaml", {**COMPETITION, "folds": {"scheme": "stratifed"}})
     msg = _error(load_competition, path)

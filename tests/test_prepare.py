@@ -123,7 +123,10 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     # an n_folds that the fold column contradicts was dropped unsaid (probe)
     pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
     comp = _competition(tmp_path, dict(cfg, folds={"column": "fold", "n_folds": 3}))
-    with pytest.raises(ConfigError, match=r"folds: n_folds is 3, but column 'fold' holds 2 fold values \(1, 2\)"):
+    with pytest.raises(ConfigError, match=r"folds: n_folds is 3, but column 'fold' holds 2 fold values: remove n_folds"):
+        prepare(comp, tmp_path / "out_n")
+    comp = _competition(tmp_path, dict(cfg, folds={"scheme": "leave_one_group_out", "n_folds": 3}))
+    with pytest.raises(ConfigError, match="n_folds is 3, but scheme leave_one_group_out makes one fold per group, 4 here"):
         prepare(comp, tmp_path / "out_n")
     assert prepare(_competition(tmp_path, dict(cfg, folds={"column": "fold", "n_folds": 2})), tmp_path / "out_n")
 

@@ -149,8 +149,9 @@ def test_stratify_by_with_multilabel_schemes():
             assert all(len(set(fold[patient == g])) == 1 for g in range(60))
     plain = make_folds(y, patient, 5, "multilabel_stratified_group", 0)
     assert np.ptp(np.bincount(plain[db == "f"], minlength=5)) > 3  # what stratify_by mends
-    with pytest.raises(ValueError, match="not 'group'"):
-        make_folds(y, patient, 5, "group", 0, strata=db)
+    for scheme in ("group", "leave_one_group_out", "predefined"):  # no strata to balance: refused, not ignored
+        with pytest.raises(ValueError, match=f"not '{scheme}'"):
+            make_folds(y, patient, 5, scheme, 0, predefined=patient % 5, strata=db)
 
 
 

@@ -351,8 +351,10 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     folds["scheme"] = folds["scheme"] or ("predefined" if folds["column"] else (
         "multilabel_stratified" if task == "multilabel" else "stratified") + (
         "_group" if groups or segment_unit(cfg) == "segment" else ""))
-    if folds["scheme"] != "predefined":
-        folds["n_folds"] = folds["n_folds"] or 5  # (predefined: stage 00 counts the column's values)
+    if cfg["audio"] and cfg["audio"]["sample_rate"] is not None:
+        cfg["audio"]["sample_rate"] = int(cfg["audio"]["sample_rate"])  # 16e3 -> 16000 (the schema: whole)
+    if folds["scheme"] not in ("predefined", "leave_one_group_out"):
+        folds["n_folds"] = folds["n_folds"] or 5  # (else stage 00 counts the column's values or the groups)
     if folds["scheme"] == "predefined" and not folds["column"]:
         raise ConfigError(f"{where} [folds]: scheme predefined needs 'column', the CSV column holding each row's fold")
     if folds["column"] and folds["scheme"] != "predefined":

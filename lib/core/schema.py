@@ -53,6 +53,18 @@ Regex = Annotated[str, AfterValidator(_compiles)]
 """A Python regular expression (``re`` syntax), checked when the config is read."""
 
 
+def _whole(value: float) -> float:
+    """A number of Hz that must be whole (16000, 16000.0, 16e3); pydantic reports the ``ValueError``."""
+    if value != int(value):
+        raise ValueError("a whole number of Hz expected")
+    return value
+
+
+WholeHz = Annotated[float, Field(gt=0), AfterValidator(_whole)]
+"""A sample rate: a whole number of Hz > 0, written as an integer or a float (``16e3``); the
+config reader stores it as an int."""
+
+
 def _low_high(pair: list) -> list:
     """A ``[low, high]`` range; pydantic reports the ``ValueError`` when low > high."""
     if pair[0] > pair[1]:
@@ -99,7 +111,7 @@ class _Audio(_Section):
     hop_seconds: Optional[Positive] = None
     aggregate: str = "mean"
     pad: str = "zero"
-    sample_rate: Optional[PositiveInt] = None  # Hz, a whole number
+    sample_rate: Optional[WholeHz] = None
     resample_type: str = "soxr_hq"
     channel: Optional[NonNegativeInt] = None
 

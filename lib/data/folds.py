@@ -55,6 +55,9 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     name = lambda k: str(classes[int(k)]) if classes else k  # noqa: E731
     if scheme not in SCHEMES:
         raise ValueError(f"fold scheme {scheme!r} is not one of {SCHEMES}")
+    if strata is not None and scheme in ("group", "leave_one_group_out", "predefined"):
+        raise ValueError(f"stratify_by works with the stratified schemes (stratified, stratified_group, "
+                         f"multilabel_stratified, multilabel_stratified_group), not {scheme!r}")
     if scheme == "predefined":
         if predefined is None:
             raise ValueError("scheme 'predefined' needs the fold column (folds.column in the config)")
@@ -72,9 +75,6 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
         if len(names) < 2:
             raise ValueError(f"scheme 'leave_one_group_out' needs at least 2 groups, got {len(names)}")
         return codes.astype(int)  # LeaveOneGroupOut's folds: group k (sorted) is fold k
-    if strata is not None and scheme == "group":
-        raise ValueError("stratify_by works with the stratified schemes (stratified, stratified_group, "
-                         "multilabel_stratified, multilabel_stratified_group), not 'group'")
     if strata is not None and y.ndim == 2:  # one indicator column per value, balanced like a label
         y = np.hstack([y, pd.get_dummies(pd.Series(np.asarray(strata)).astype(str)).to_numpy(dtype=y.dtype)])
     elif strata is not None:

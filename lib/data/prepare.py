@@ -594,10 +594,11 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
     except ValueError as exc:
         raise ConfigError(f"folds (n_folds {fc['n_folds']}, scheme {fc['scheme']}): {exc}") from exc
     made = int(folds["fold"].nunique())
-    if fc["scheme"] == "predefined" and fc["n_folds"] not in (None, made):  # it was ignored, unsaid
-        raise ConfigError(f"folds: n_folds is {fc['n_folds']}, but column {fc['column']!r} holds {made} fold values "
-                          f"({', '.join(sorted(map(str, train[fc['column']].unique())))}); the "
-                          f"column decides the folds: remove n_folds, or use scheme stratified without column")
+    if fc["n_folds"] not in (None, made):  # predefined or leave_one_group_out: it was ignored, unsaid
+        what = (f"column {fc['column']!r} holds {made} fold values" if fc["scheme"] == "predefined" else
+                f"scheme leave_one_group_out makes one fold per group, {made} here")
+        raise ConfigError(f"folds: n_folds is {fc['n_folds']}, but {what}: remove n_folds (the "
+                          f"{'column' if fc['scheme'] == 'predefined' else 'groups'} decide(s) the folds)")
     fc["n_folds"] = made
     for col in ("sample_rate", "duration_s", "channels"):
         folds[col] = train[col].to_numpy()
