@@ -302,3 +302,15 @@ def test_ranks_end_with_a_killed_launcher(toy, tmp_path):
             break
         time.sleep(0.2)
     assert not alive, f"ranks left training: {alive}"
+
+
+def test_a_second_launch_leaves_the_claims_of_a_running_one(tmp_path, monkeypatch):
+    """Rank 0 of every launch removed all of <output>/.claims/, so a second torchrun on the same
+    output folder made the running one die on its next claim (FileNotFoundError; probe)."""
+    monkeypatch.setattr(distributed, "broadcast", lambda obj, ranks: obj)  # rank 0's view; no process group here
+    main = Ranks(rank=0, world=2)
+    first = distributed.claims_folder(tmp_path, main)
+    assert next(distributed.claim_work([("exp", 0), ("exp", 1)], first, 0, 2)) == ("exp", 0)
+    second = distributed.claims_folder(tmp_path, main)
+    assert second != first and first.is_dir() and list(first.iterdir())  # the first launch's claims are intact
+    assert next(distributed.claim_work([("exp", 0), ("exp", 1)], first, 1, 2)) == ("exp", 1)  # fold 0 stays claimed

@@ -24,7 +24,6 @@ go through gloo, so ranks sharing a GPU never open NCCL; DDP's gradients go thro
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -79,13 +78,13 @@ def finish(ranks: Ranks) -> None:
 
 def claims_folder(out_root: Path, ranks: Ranks) -> Path | None:
     """A new, empty folder for one launch's claims (:func:`claim_work`), made by rank 0 under
-    ``<output>/.claims/`` (older launches' claims removed) and named to every rank; ``None`` with
-    one rank."""
+    ``<output>/.claims/`` and named to every rank; ``None`` with one rank. Other launches'
+    folders are left alone (they may be running on the same output folder; a killed launch's
+    folder holds a few empty files, and the launch that ends removes its own)."""
     if ranks.world == 1:
         return None
     folder = None
     if ranks.main:
-        shutil.rmtree(out_root / ".claims", ignore_errors=True)
         folder = out_root / ".claims" / uuid.uuid4().hex
         folder.mkdir(parents=True)
     return broadcast(folder, ranks)

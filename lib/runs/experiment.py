@@ -23,6 +23,7 @@ project's git commit, device, precision, host, command).
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import subprocess
@@ -371,7 +372,9 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     mine = _train_folds(runs, claim_work(shared, claims, ranks.rank, ranks.world), ranks, on_fold)
     trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
     if claims is not None and ranks.main:
-        shutil.rmtree(claims.parent, ignore_errors=True)
+        shutil.rmtree(claims, ignore_errors=True)  # this launch's only: others may share the output folder
+        with contextlib.suppress(OSError):
+            claims.parent.rmdir()  # .claims/ itself when no other launch's folder is left
     if not ranks.main:
         finish(ranks)
         return [{"experiment": r.name, "skipped": r.skipped, "status": r.status} for r in runs]
