@@ -33,6 +33,7 @@ def main() -> None:
     if args.trials is not None and args.trials < 0 or args.top < 1:
         p.error("--trials must be >= 0 and --top >= 1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one line per trial, the rest in its log
+    from lib.core.schema import check_folder_name
     from lib.runs.sweep import direction, load_sweep, open_study, printable, run_sweep, summarize
 
     out = cli.outputs(args)
@@ -40,6 +41,7 @@ def main() -> None:
     out.check_writable()
     comp = out.load_competition()
     name = args.study or Path(args.sweep).stem
+    check_folder_name(name, "--study" if args.study else f"{args.sweep} (its file name names the study)")
     storage = args.storage or f"sqlite:///{out.root / 'sweeps' / name}.db"
     (out.root / "sweeps" / name).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(sweep, name, storage, comp)

@@ -14,7 +14,7 @@ from pathlib import Path
 from .core.config import read_competition, read_experiment
 from .core.errors import ConfigError
 from .core.registry import Registry, did_you_mean
-from .core.schema import param_problem, source_of
+from .core.schema import dotted, param_problem, source_of
 from .data.audio import PAD_MODES, RESAMPLERS
 from .data.folds import SCHEMES
 from .evaluation.blending import METHODS
@@ -124,7 +124,8 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
         key = f"augment.waveform[{i}]"
         obj = WAVE_AUGMENTS.get(entry["name"], f"{where} ({key}.name)")
         _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
-        _check_ranges("augment.waveform", entry["name"], entry.get("params") or {}, key, sources, where)
+        _check_ranges("augment.waveform", entry["name"], entry.get("params") or {}, ["augment", "waveform", i], sources,
+                      where)
     for key, registry in registries.items():
         name = cfg[key]["name"]
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
@@ -136,7 +137,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
                 raise ConfigError(f"{source_of(sources, [key, 'params', 'pretrained'], where)}: {exc}") from None
             objs = objs + [transfer_options]
         _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
-        _check_ranges(key, name, cfg[key]["params"], key, sources, where)
+        _check_ranges(key, name, cfg[key]["params"], [key], sources, where)
         for name, choices in registry.choices.items():
             if name in cfg[key]["params"]:
                 choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
@@ -185,15 +186,15 @@ def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> Non
                                                             epochs=cfg["train"]["epochs"]))  # (a run's steps)
 
 
-def _check_ranges(section: str, component: str, params: dict, key: str, sources, where: str) -> None:
+def _check_ranges(section: str, component: str, params: dict, keys: list, sources, where: str) -> None:
     """Check each of ``params`` of ``component`` against :data:`lib.core.schema.PARAM_RANGES`
-    of ``section``; ``key`` is the section's path in the config (``augment.waveform[0]``).
+    of ``section``; ``keys`` is the section's path in the config (``["augment", "waveform", 0]``).
     Raises ``ConfigError`` naming the file (or override), the key and what is allowed."""
     for name, value in params.items():
         problem = param_problem(section, component, name, value)
         if problem:
-            path = key.split(".") + ["params", name] if "[" not in key else key.split("[")[0].split(".")
-            raise ConfigError(f"{source_of(sources, path, where)}: {key}.params.{name} {problem}, got {value!r}")
+            path = [*keys, "params", name]
+            raise ConfigError(f"{source_of(sources, path, where)}: {dotted(path)} {problem}, got {value!r}")
 
 
 def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:

@@ -314,3 +314,30 @@ def test_a_second_launch_leaves_the_claims_of_a_running_one(tmp_path, monkeypatc
     second = distributed.claims_folder(tmp_path, main)
     assert second != first and first.is_dir() and list(first.iterdir())  # the first launch's claims are intact
     assert next(distributed.claim_work([("exp", 0), ("exp", 1)], first, 1, 2)) == ("exp", 1)  # fold 0 stays claimed
+
+
+def test_a_resumed_ddp_fold_gives_the_uninterrupted_result(toy, tmp_path):
+    """Only rank 0's generators were saved: a DDP fold killed mid-way and resumed drew other
+    batches on rank 1 from then on, and ended at another best epoch and other scores (probe).
+    Every rank's generators are saved now, so the resumed fold is the uninterrupted one."""
+    root, _, base = toy
+    slow = dict(TINY, train=dict(TINY["train"], epochs=14, patience=100, distributed="ddp"))
+    (root / "ddp_slow.yaml").write_text(yaml.safe_dump(slow))
+    args = ["02_train.py", str(root / "ddp_slow.yaml"), "--set", "train.folds=[0]"]
+    ref, cut = _copy(base, tmp_path / "ref"), _copy(base, tmp_path / "cut")
+    _run([*TORCHRUN, *args], ref)
+    p = subprocess.Popen([*TORCHRUN, *args, "--output-dir", str(cut)], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if "fold 0 epoch  6/14" in line:
+            os.killpg(p.pid, signal.SIGKILL)
+            break
+    p.wait(60)
+    assert p.returncode != 0, "".join(seen)[-3000:]
+    assert re.search(r"fold 0: resuming after epoch [1-9]", _run([*TORCHRUN, *args], cut))
+    log = lambda out: pd.read_csv(out / "models" / "ddp_slow" / "fold0_log.csv")  # noqa: E731
+    pd.testing.assert_frame_equal(log(ref).drop(columns="seconds"), log(cut).drop(columns="seconds"))
+    np.testing.assert_array_equal(_oof(ref, "ddp_slow").filter(like="p_").to_numpy(),
+                                  _oof(cut, "ddp_slow").filter(like="p_").to_numpy())

@@ -378,3 +378,14 @@ def test_a_journal_file_study_is_shared_and_passwords_are_not_printed(toy):
     with pytest.raises(ConfigError, match=r"--storage postgresql://ann:\*\*\*@127\.0\.0\.1:1/x: cannot open") as e:
         open_study(sweep, "x", "postgresql://ann:s3cret@127.0.0.1:1/x", out.load_competition())
     assert "s3cret" not in str(e.value)
+
+
+def test_a_study_name_that_is_not_one_folder_name_is_refused(toy):
+    """--study ../../x put the study's database and folder outside the output folder (review)."""
+    from conftest import stage
+
+    folder, out = toy
+    path = _sweep_file(folder, "named")
+    r = stage("sweep.py", path, "--trials", "0", "--study", "../../x", "--output-dir", out.root, check=False)
+    assert r.returncode == 1 and "--study: one folder name expected" in r.stderr
+    assert not (out.root.parent / "x.db").exists()  # where sweeps/../../x.db lands

@@ -447,6 +447,8 @@ def describe(ann) -> str:
         return f"a list, each {describe(args[0])}" if args else "a list"
     if origin is Literal:
         return "one of " + ", ".join(map(repr, args))
+    if ann is Any:
+        return "any value"
     if ann is type(None):
         return "null"
     if isinstance(ann, type) and issubclass(ann, BaseModel):

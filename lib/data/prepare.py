@@ -499,9 +499,9 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
     except InputError as exc:
         problems += exc.problems
         return
+    # classes None: the labels could not be read, which is reported already
     needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
-        list(cfg["classes"] or []) if sub["format"] in ("probabilities", "indicators") else [])  # (None: the
-    # labels could not be read, which is reported already)
+        list(cfg["classes"] or []) if sub["format"] in ("probabilities", "indicators") else [])
     missing_cols = [c for c in needed if c not in sample.columns]
     if missing_cols:
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "

@@ -208,7 +208,7 @@ def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
             p.load_state_dict(state["parts"][k])
     if gens is not None:
         _set_rng_state(state["rng"], gens)
-    return {k: v for k, v in state.items() if k not in ("parts", "rng", "key")}
+    return {k: v for k, v in state.items() if k not in ("parts", "rng", "rng_ranks", "key")}
 
 
 def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int):
@@ -324,8 +324,13 @@ class FoldTrainer:
         return {**self.parts.stateful(), **{k: v for cb in self.callbacks for k, v in cb.state_parts().items()}}
 
     def snapshot(self) -> dict:
-        """A deep copy of the fold's state now (:func:`_snapshot`)."""
-        return _snapshot(self._stateful(), self.parts.generators(), **vars(self.state))
+        """A deep copy of the fold's state now (:func:`_snapshot`); under DDP with every rank's
+        generators as ``rng_ranks`` (a collective: every rank calls it at the same points), so
+        that a resumed fold draws what each rank would have drawn uninterrupted."""
+        snap = _snapshot(self._stateful(), self.parts.generators(), **vars(self.state))
+        if self.ranks.world > 1:
+            snap["rng_ranks"] = gather(snap["rng"], self.ranks)
+        return snap
 
     def restore(self, snapshot: dict, rngs: bool) -> None:
         """Load ``snapshot`` into the parts and the state; ``rngs``: the generators too (resuming;
@@ -383,8 +388,11 @@ class FoldTrainer:
         resumed_from = self.good["epoch"]
         self.restore(self.good, rngs=True)
         tc = self.cfg["train"]
-        if self.ranks.rank and resumed_from:  # the saved generators are rank 0's: draw this rank's own from here
-            for g in (self.parts.augment.rng, self.parts.wave_augment.rng):
+        own = self.good.get("rng_ranks") or []
+        if self.ranks.rank and resumed_from and len(own) == self.ranks.world:  # the saved generators are rank 0's
+            _set_rng_state(own[self.ranks.rank], self.parts.generators())
+        elif self.ranks.rank and resumed_from:  # a state without every rank's (older, or another world size):
+            for g in (self.parts.augment.rng, self.parts.wave_augment.rng):  # this rank's own from here
                 g.bit_generator.state = np.random.default_rng(rank_seed(tc["seed"] + self.fold, self.ranks, resumed_from)
                                                               ).bit_generator.state
             torch.manual_seed(rank_seed(tc["seed"] + self.fold, self.ranks, resumed_from))
