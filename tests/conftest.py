@@ -38,10 +38,11 @@ def stage(*args, check: bool = True) -> subprocess.CompletedProcess:
     """Run a project script (``stage("02_train.py", cfg, "--output-dir", out)``) as ``python
     SCRIPT ARGS`` from the project folder would, but in this process: one import of torch and the
     library for the whole suite instead of one per run (about 4 s each). Returns a
-    ``CompletedProcess`` with the exit code and the captured stdout and stderr; ``check``: assert
+    ``CompletedProcess`` with the exit code and the captured stdout and stderr (the environment
+    variables the script sets are undone after it); ``check``: assert
     exit code 0, showing the output's tail otherwise. Tests of what only a separate process shows
     (a kill, a read-only mount, torchrun, another user) run the script with ``subprocess``."""
-    argv, cwd, code = sys.argv, os.getcwd(), 0
+    argv, cwd, env, code = sys.argv, os.getcwd(), dict(os.environ), 0
     out, err = io.StringIO(), io.StringIO()
     sys.argv = [str(a) for a in args]
     try:
@@ -53,6 +54,8 @@ def stage(*args, check: bool = True) -> subprocess.CompletedProcess:
     finally:
         sys.argv = argv
         os.chdir(cwd)
+        os.environ.clear()  # what the script set (sweep.py: TQDM_DISABLE) ends with it, as a process's would
+        os.environ.update(env)
     r = subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
     if check:
         assert code == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
