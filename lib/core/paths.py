@@ -108,6 +108,16 @@ class Outputs:
         return Record(self.features(feature_set) / "record.json", self.root, f"feature set {feature_set!r}",
                       "01_features.py")
 
+    def features_since(self, feature_set: str, trained: dict) -> str | None:
+        """What became of ``feature_set``'s cache since the training record ``trained`` was made on
+        it: ``None`` (it is the build the models were trained on; also for records of older
+        versions, which do not name it), ``"rebuilt"`` (01 built it again) or ``"removed"``."""
+        built = trained.get("inputs", {}).get("features")
+        if built is None:
+            return None
+        rec, _ = self.features_record(feature_set).check(hashes=False)
+        return "removed" if rec is None else None if rec["id"] == built else "rebuilt"
+
     def trained(self, exp: str) -> Record:
         """The record of an experiment's training (every fold model, the OOF file, the scores)."""
         return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}",

@@ -76,8 +76,7 @@ def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
     (e.g. after a test recording was replaced: its record is another build), else ``None`` (the
     same build, or the cache removed: 04 and 05 do not read it). ``trained``: ``exp``'s training record."""
     name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
-    rec, _ = out.features_record(name).check(hashes=False)
-    return name if rec is not None and rec["id"] != trained["inputs"].get("features") else None
+    return name if out.features_since(name, trained) == "rebuilt" else None
 
 
 def check_features(out: Outputs, exp: str, trained: dict, rerun: str) -> None:

@@ -39,10 +39,8 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
     if rec["info"].get("partial"):
         return "partial", f"folds {rec['info'].get('missing_folds')} missing"
     fset = ((config or {}).get("features") or {}).get("set")
-    if fset and "features" in rec.get("inputs", {}):
-        feats, _ = out.features_record(fset).check(hashes=False)
-        if feats is None or feats["id"] != rec["inputs"]["features"]:
-            return "stale", f"feature set {fset!r} rebuilt or removed since training"
+    if fset and (since := out.features_since(fset, rec)):
+        return "stale", f"feature set {fset!r} {since} since training"
     return "complete", ""
 
 
