@@ -129,11 +129,15 @@ def read_artifact_csv(path: str | os.PathLike):
     ``preds/<exp>.csv``, a blend) as a DataFrame: ids, targets, groups and ``slice_<column>``
     cells as written, as text (a "3" next to "1.0" stays "3"), and only an empty cell read as
     missing (NaN): pandas' default missing-value words ("None", "NA", "nan", "null", "N/A", ...)
-    are ordinary labels and ids (a class "None" became NaN and a traceback)."""
+    are ordinary labels and ids (a class "None" became NaN and a traceback). An empty ``target``
+    is ``""``: a multi-label row without labels."""
     import pandas as pd
 
     text = [c for c in pd.read_csv(path, nrows=0).columns if c in TEXT_COLUMNS or c.startswith("slice_")]
-    return pd.read_csv(path, dtype=dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
+    df = pd.read_csv(path, dtype=dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
+    if "target" in df:
+        df["target"] = df["target"].fillna("")
+    return df
 
 
 def read_text_table(path: str | os.PathLike):

@@ -89,7 +89,6 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
                "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
         try:
             oof = read_artifact_csv(out.oof(exp))
-            oof["target"] = oof["target"].fillna("")
             y, probs = tasks.class_index(oof["target"], comp), oof[cols].to_numpy(dtype=float)
         except FileNotFoundError:
             oof = None

@@ -546,7 +546,6 @@ def report_from_outputs(root: str | Path, exp: str, to: str | Path) -> list[Path
     out = Outputs(Path(root))
     comp = yaml.safe_load(out.competition.read_text())
     oof_df = read_artifact_csv(out.oof(exp))
-    oof_df["target"] = oof_df["target"].fillna("")
     oof_df = with_slice_columns(oof_df, out.load_split("train"))
     history = pd.read_csv(out.model_dir(exp) / "log.csv")
     scores = json.loads((out.model_dir(exp) / "scores.json").read_text())
