@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, variant_name
 from .core.errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
+from .core.numba_cache import claim_numba_cache
 
 EXPECTED_ERRORS = (PipelineError,)
 """Errors printed as a one-paragraph message (exit 1); anything else is a bug and keeps its traceback
@@ -103,8 +104,10 @@ def run(stage: str, main) -> None:
     errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130. A torchrun rank
     (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).
     A full disk met in a library's own thread (tensorboard's event writer) is reported once, by
-    the main thread's line, not also by the thread's traceback."""
+    the main thread's line, not also by the thread's traceback. Numba's cache is first pointed at
+    a folder of this process's own (:func:`lib.core.numba_cache.claim_numba_cache`)."""
     t0 = time.time()
+    claim_numba_cache()
     threading.excepthook = _quiet_disk_full
     try:
         main()

@@ -1,0 +1,64 @@
+"""Each running stage gets a numba cache folder of its own (lib/core/numba_cache.py), in real
+processes: two at once never share one, a later one reuses a free one, a user's choice is kept."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+HOLD = """
+import sys; sys.path.insert(0, {root!r})
+from lib.core.numba_cache import claim_numba_cache
+print(claim_numba_cache({cache!r}), flush=True)
+sys.stdin.readline()  # hold the folder until the test lets go
+"""
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(extra)
+    return env
+
+
+def _holder(cache, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT), cache=str(cache))], env=env or _env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_processes_running_at_once_get_their_own_folder_and_a_later_one_reuses_a_free_one(tmp_path):
+    first, second = _holder(tmp_path), _holder(tmp_path)
+    firsts, seconds = first.stdout.readline().strip(), second.stdout.readline().strip()
+    assert {firsts, seconds} == {str(tmp_path / "0"), str(tmp_path / "1")}
+    first.communicate("\n")
+    third = _holder(tmp_path)  # the first has ended: its folder is the lowest free one again
+    try:
+        assert third.stdout.readline().strip() == firsts
+    finally:
+        third.communicate("\n")
+        second.communicate("\n")
+    assert first.returncode == second.returncode == third.returncode == 0
+
+
+def test_a_cache_folder_the_user_set_is_kept(tmp_path):
+    p = _holder(tmp_path / "ours", env=_env(NUMBA_CACHE_DIR=str(tmp_path / "theirs")))
+    assert p.communicate("\n")[0].strip() == "None"
+    assert not (tmp_path / "ours").exists()
+
+
+def test_a_stage_compiles_librosa_into_its_own_folder(tmp_path):
+    """What a stage script runs (``cli.run``) points numba at ``$XDG_CACHE_HOME/audio-pipeline/numba/0``
+    before librosa is imported: librosa's compiled peak picking (a ``guvectorize`` function, the
+    kind numba issue #10128 corrupts when two processes cache it at once) lands there."""
+    script = ("import sys; sys.path.insert(0, %r)\nfrom lib import cli\n"
+              "def main():\n    import os, librosa, numpy as np\n"
+              "    assert librosa.util.localmax(np.array([0., 2., 1.])).tolist() == [False, True, False]\n"
+              "    print(os.environ['NUMBA_CACHE_DIR'])\n"
+              "cli.run('probe', main)\n") % str(ROOT)
+    r = subprocess.run([sys.executable, "-c", script], env=_env(XDG_CACHE_HOME=str(tmp_path)),
+                       capture_output=True, text=True, timeout=300)
+    folder = tmp_path / "audio-pipeline" / "numba" / "0"
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines()[0] == str(folder)
+    assert any(p.name.startswith("guf-utils._localmax") for p in folder.rglob("*.nbi"))
