@@ -44,6 +44,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from lib.core.numba_cache import claim_numba_cache  # noqa: E402
+
+claim_numba_cache()  # before librosa is imported: a cache no other running process writes
 
 import librosa
 import scipy.fft
