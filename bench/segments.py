@@ -21,6 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.core.paths import Outputs  # noqa: E402
+from lib.core.utils import read_artifact_csv  # noqa: E402
 from lib.data import tasks  # noqa: E402
 from lib.evaluation.metrics import score_all  # noqa: E402
 from lib.inference.segments import segment_file  # noqa: E402
@@ -40,7 +41,7 @@ def main() -> None:
     if path is None:
         sys.exit("error: the competition has no segments aggregated per recording (segments.unit: recording)")
     out.trained(args.experiment).require()  # a finished training run, whose record holds the file
-    seg = pd.read_csv(path, dtype={"id": str})
+    seg = read_artifact_csv(path)
     owner, ids = pd.factorize(seg["id"])
     target = seg.groupby(owner)["target"].first().to_numpy()
     y = tasks.class_index(pd.Series(target), comp)
