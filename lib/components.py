@@ -122,7 +122,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
         key = f"augment.waveform[{i}]"
-        obj = WAVE_AUGMENTS.get(entry["name"], f"{where} ({key}.name)")
+        obj = WAVE_AUGMENTS.get(entry["name"], f"{source_of(sources, ['augment', 'waveform', i, 'name'], where)} ({key}.name)")
         _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
         _check_ranges("augment.waveform", entry["name"], entry.get("params") or {}, ["augment", "waveform", i], sources,
                       where)

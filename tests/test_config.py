@@ -210,6 +210,13 @@ def test_keys_inside_list_entries_are_named_with_their_index(tmp_path):
     o = "augment.waveform=[{name: gain, params: {p: 5}}]"
     assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [o]).endswith(
         "augment.waveform[0].params.p must be a number in [0, 1], got 5")
+    # a missing or unknown name in an entry that an override wrote named the config file (probe)
+    o = "augment.waveform=[{name: gain}, {params: {p: 0.5}}]"
+    assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [o]) == (
+        f"--set {o}: missing required key 'augment.waveform[1].name'")
+    o = "augment.waveform=[{name: gainz}]"
+    assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [o]).startswith(
+        f"--set {o} (augment.waveform[0].name): unknown waveform augmentation 'gainz'")
     path = _write(tmp_path / "c.yaml", {**COMPETITION, "decision": {"mask": [{"wher": "x == 1", "classes": ["a"]}]}})
     msg = _error(load_competition, path)
     assert f"{path}: missing required key 'decision.mask[0].where'" in msg
