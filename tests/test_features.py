@@ -180,3 +180,25 @@ def test_feature_sets_refuse_a_clip_that_is_not_one_mono_float_array(name):
                       ((y * 32767).astype(np.int16), "dtype int16"), (list(y[:100]), "a list")):
         with pytest.raises(AudioError, match=f"one mono clip.*got.*{said}"):
             extractor(bad, 16000)
+
+
+def test_windows_go_through_the_extractor_a_bounded_batch_at_a_time(tmp_path, monkeypatch):
+    """A chunk of 32 long recordings went through the extractor all at once: memory grew with
+    the audio (1.76 GiB for one 10-minute file at a 0.1-s hop, probe). Batches of at most
+    BATCH_WINDOWS windows, within a recording and across recordings, give the same cache."""
+    import lib.features.cache as cache
+
+    comp = make_toy_competition(tmp_path / "data")
+    comp["audio"].update(clip_seconds=0.1, hop_seconds=0.05)  # 9 windows in each 0.5-s recording
+    out = Outputs(tmp_path / "out")
+    prepare(comp, out.root)
+    section = {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "hop_length": 64}}
+    build_feature_set(out, section, workers=1)
+    whole = load_features(out, "lm", "train")[0].copy()
+    sizes, run = [], cache._run
+    monkeypatch.setattr(cache, "_run", lambda ex, w, sr: sizes.append(len(w)) or run(ex, w, sr))
+    monkeypatch.setattr(cache, "BATCH_WINDOWS", 7, raising=False)
+    build_feature_set(out, section, workers=1, force=True)
+    assert whole.shape[0] == 12 * 9 and max(sizes) <= 7
+    assert sum(sizes) == 12 * 9 + 2 * 9 + 2  # train and test windows, and each split's shape probe
+    np.testing.assert_array_equal(load_features(out, "lm", "train")[0], whole)

@@ -51,26 +51,50 @@ def _run(extractor, windows: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarra
     return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
 
 
+BATCH_WINDOWS = 256
+"""The most windows :func:`_extract` sends through the extractor at once: a chunk of long
+recordings (a 10-minute soundscape at a 0.1-s hop is 6000 windows, 384 MB of 1-s windows at
+16 kHz) is cut and computed a batch at a time, so a worker's memory does not grow with the audio."""
+
+
 def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int:
     """Compute the features of every window of a few regions ``(path, start s, end s, window
     starts s within the region)`` and write them at rows ``row0 ..`` of the split's two ``.npy``
     files; returns the number of regions done.
 
-    The windows of all the regions go through :func:`_run` together. Writing here, not in the
-    parent, spares sending every array through a pipe.
+    Regions are loaded one at a time and their windows go through :func:`_run` in batches of up to
+    :data:`BATCH_WINDOWS` (the windows of several short regions together: ``seed9`` computes a batch
+    at once). Writing here, not in the parent, spares sending every array through a pipe.
     """
     regions, row0 = job
     a, extractor = WORKER["audio"], WORKER["extractor"]
-    windows = []
+    batch: list[np.ndarray] = []
+    pending = 0  # windows in batch
+
+    def flush(sr: int) -> None:
+        nonlocal row0, pending
+        windows = np.concatenate(batch)
+        batch.clear()
+        pending = 0
+        for path, x in zip(WORKER["outputs"], _run(extractor, windows, sr)):
+            out = np.load(path, mmap_mode="r+")
+            if x.shape[1:] != out.shape[1:]:
+                raise ValueError(f"{regions[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
+            out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
+            del out
+        row0 += len(windows)
+
     for path, start, end, starts in regions:
         y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"], start, end)
-        windows.append(audio.cut_windows(y, sr, starts, a["clip_seconds"], a["pad"]))
-    for path, x in zip(WORKER["outputs"], _run(extractor, np.concatenate(windows), sr)):
-        out = np.load(path, mmap_mode="r+")
-        if x.shape[1:] != out.shape[1:]:
-            raise ValueError(f"{regions[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
-        out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
-        del out
+        i = 0
+        while i < len(starts):
+            take = starts[i:i + BATCH_WINDOWS - pending]
+            batch.append(audio.cut_windows(y, sr, take, a["clip_seconds"], a["pad"]))
+            i, pending = i + len(take), pending + len(take)
+            if pending == BATCH_WINDOWS:
+                flush(sr)
+    if batch:
+        flush(sr)
     return len(regions)
 
 
@@ -118,7 +142,8 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     ``audio.pad`` within the region: a window never reaches outside its segment), and the
     windows go through ``extractor`` (its ``batch`` method when it has one); ``workers``
     processes share the regions in chunks of ``chunk`` and write their rows straight into the
-    files (``dtype``), so memory stays at a few chunks per worker and nothing large crosses a
+    files (``dtype``), so memory stays at one region's audio and :data:`BATCH_WINDOWS` windows
+    per worker, however long the recordings, and nothing large crosses a
     pipe. Returns ``{"spec": shape, "scalars": shape, "regions": n, "windows": n}``. Errors name
     the failing file; on any error the split's previous files are left as they were.
     """
