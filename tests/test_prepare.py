@@ -323,3 +323,19 @@ def test_a_bad_label_column_with_class_columns_in_the_submission_is_reported(tmp
     (tmp_path / "toy/toy.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match=r"train.csv: missing column\(s\) \['labl'\]; found \['id', 'label'\]"):
         prepare(load_competition(tmp_path / "toy/toy.yaml"), tmp_path / "out")
+
+
+def test_recordings_longer_than_the_clip_are_noted_for_the_test_split_too(tmp_path):
+    """A 120-s test file with no hop was predicted from its first second, and only the training
+    recordings got the note (probe)."""
+    make_toy_competition(tmp_path / "data")  # 0.5-s recordings
+    cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
+    sf.write(tmp_path / "data/test/t0.wav", np.zeros(16000 * 3, np.float32), 16000)  # one long test file
+    for clip, said in ((0.5, "note: 1 test recordings are longer than 0.5 s and only their start is used"),
+                       (0.25, "note: 12 training recordings and 2 test recordings are longer than 0.25 s")):
+        (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump({**cfg, "audio": {**cfg["audio"], "clip_seconds": clip}}))
+        log = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / f"out{clip}").stdout
+        assert said in log
+    cfg["audio"]["hop_seconds"] = 0.25
+    (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(cfg))
+    assert "note:" not in stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out").stdout
