@@ -15,6 +15,7 @@ def main() -> None:
     from lib.features.cache import build_feature_set
 
     out = cli.outputs(args)
+    unit = "segments" if ((out.prepared_competition() or {}).get("segments") or {}).get("unit") == "segment" else "recordings"
     sections = {}
     for path in args.configs:
         sec = cli.experiment(path, args.set)["features"]
@@ -26,7 +27,7 @@ def main() -> None:
         state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"
         if m.get("kind") in ("waveform", "frames"):
             rate = m["sample_rate"] or m["frames_per_second"]
-            rows = ", ".join(f"{s} {v['recordings']} recordings in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "
+            rows = ", ".join(f"{s} {v['recordings']} {unit} in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "
                              f"min, {v['windows']} windows)" for s, v in m["splits"].items())
             what = (f"whole waveforms at {m['sample_rate']} Hz" if m["kind"] == "waveform" else
                     f"the competition's matrices, {m['spec_shape'][1]} bins at {rate:g} frames/s")

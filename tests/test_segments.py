@@ -211,7 +211,8 @@ def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
     log = stage("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out).stdout
     folds = pd.read_csv(out / "folds.csv")
     assert f"train: {len(folds)} segments in " in log and "recordings in" not in log  # unit: segment, inferred
-    stage("01_features.py", exp, cached, "--output-dir", out)
+    log = stage("01_features.py", exp, cached, "--output-dir", out).stdout
+    assert f"train {len(folds)} segments in {len(folds)} regions" in log  # they said "recordings" (probe)
     for name in ("waveform", "log_mel64"):
         manifest = json.loads((out / "features" / name / "manifest.json").read_text())
         assert manifest["splits"]["train"]["regions"] == manifest["splits"]["train"]["windows"] == len(folds)

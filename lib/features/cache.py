@@ -268,7 +268,7 @@ def check_settings(section: dict, manifest: dict) -> None:
 def load_features(out: Outputs, feature_set: str, split: str, ids=None,
                   mmap_mode: str = "r") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Memory-map a cached split: returns ``(spec (windows, C, F, T), scalars (windows, S),
-    windows (windows, 2) of (recording row, start s), manifest)``; of a waveform set
+    windows (windows, 3) of (recording row, start s within its region, region), manifest)``; of a waveform set
     (:mod:`lib.features.waveform`): ``(wave (samples,), offsets (recordings + 1,), windows,
     manifest)``. ``mmap_mode`` as ``np.load``'s (``"c"``, copy-on-write, gives writable arrays
     that torch can wrap without copying).
