@@ -313,6 +313,38 @@ def test_waveform_chain_after_a_killed_waveform_cache_build(toy, tmp_path):
     assert len(pd.read_csv(out / "submission.csv")) == 2
 
 
+@pytest.mark.parametrize("change, said", [
+    ({"classes": ["b", "a"]}, "classes ['a', 'b'] -> ['b', 'a']"),
+    ({"positive": "a"}, "positive 'b' -> 'a'"),
+    ({"metric": "auroc", "metrics": ["accuracy", "auroc"]}, "metric 'accuracy' -> 'auroc'")])
+def test_models_trained_under_other_classes_or_positive_class_are_refused(toy, tmp_path, change, said):
+    """00 re-run with the classes reordered or another positive class: 02 retrained, but 03
+    --force, 04, 05 and the leaderboard took the old models, and the bundle's and 03's test
+    predictions came out under the wrong classes (all 30 submission rows flipped, probe)."""
+    out, exp, o = toy
+    name = yaml.safe_load(exp.read_text()).get("name") or exp.stem
+    for script in ("02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    stage("04_ensemble.py", name, "--output-dir", out)
+    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")
+    cfg_path = tmp_path / "data/toy.yaml"
+    cfg_path.write_text(yaml.safe_dump({**yaml.safe_load(cfg_path.read_text()), **change}))
+    stage("00_prepare.py", cfg_path, "--output-dir", out)
+    for args in (("03_infer.py", exp, "--force"), ("04_ensemble.py", name)):
+        r = stage(*args, "--output-dir", out, check=False)
+        assert r.returncode == 1 and f"trained experiment {name!r} was trained under other settings" in r.stderr, r.stderr
+        assert said in r.stderr
+    r = stage("05_bundle.py", "--to", tmp_path / "bundle2", "--output-dir", out, check=False)  # (04 wrote no blend)
+    assert r.returncode == 1 and "made under another competition.yaml" in r.stderr
+    from lib.evaluation.leaderboard import leaderboard
+
+    board = leaderboard(o).set_index("experiment")
+    assert board.loc[name, "status"] == "stale" and said in board.loc[name, "note"]
+    assert "fold 0: trained" in stage("02_train.py", exp, "--output-dir", out).stdout
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", name, "--output-dir", out)
+
+
 def test_a_cache_built_before_the_audio_settings_changed_is_refused(toy, tmp_path):
     """00 re-run with another audio.clip_seconds, 01 not: 02 (even --force) and 03 trained and
     predicted on the old 0.5-s windows while competition.yaml said 0.25, unsaid; now they stop,

@@ -210,14 +210,45 @@ def audio_id(comp: dict) -> str:
     return fingerprint(audio_settings(comp))
 
 
-def check_audio(rec: dict, comp: dict, what: str, stage: str) -> None:
+SETTINGS = "competition settings"
+"""The key under which a training record's ``inputs`` hold :func:`model_settings`, the values (not a
+hash, so that a refusal can say what changed)."""
+MODEL_KEYS = ("task", "classes", "positive", "metric", "metrics", "metadata")
+
+
+def model_settings(comp: dict) -> dict:
+    """What of competition ``comp`` a trained model depends on besides its folds, feature set and
+    :func:`audio_settings` (all in stage 02's key, :func:`lib.runs.experiment.experiment_key`):
+    :data:`MODEL_KEYS` (the classes in their order: the model's outputs; the metric that chose its
+    epochs) and ``aggregate`` (``audio.aggregate``, how its windows make a recording's prediction)."""
+    return {**{k: comp.get(k) for k in MODEL_KEYS}, "aggregate": (comp.get("audio") or {}).get("aggregate")}
+
+
+def trained_problem(rec: dict, comp: dict) -> str | None:
+    """Why training record ``rec`` no longer fits the current ``competition.yaml`` (``comp``): it
+    was made under other audio settings (:func:`audio_id` under :data:`AUDIO`) or other
+    :func:`model_settings` (under :data:`SETTINGS`; e.g. ``classes`` reordered or another
+    ``positive``, which would label every prediction with the wrong class), or ``None``. Records of
+    older versions, without these inputs, pass."""
+    inputs = rec.get("inputs", {})
+    if inputs.get(AUDIO) not in (None, audio_id(comp)):
+        return ("was trained with other audio settings than competition.yaml's now (00_prepare.py was run again "
+                "since, e.g. with another audio.clip_seconds)")
+    have = inputs.get(SETTINGS)
+    now = {} if have is None else json.loads(json.dumps(model_settings(comp)))  # as the record holds them
+    changed = [f"{k} {have.get(k)!r} -> {now[k]!r}" for k in now if have.get(k) != now[k]]
+    if changed:
+        return (f"was trained under other settings than competition.yaml's now ({'; '.join(changed)}; "
+                f"00_prepare.py was run again since)")
+    return None
+
+
+def check_trained(rec: dict, comp: dict, what: str, stage: str) -> None:
     """Raise ``MissingArtifact`` naming the result ``what`` and the ``stage`` to run when training
-    record ``rec`` was made under other audio settings than ``comp``'s (:func:`audio_id` under
-    :data:`AUDIO`; records of older versions, without it, pass)."""
-    have = rec.get("inputs", {}).get(AUDIO)
-    if have is not None and have != audio_id(comp):
-        raise MissingArtifact(f"{what} was trained with other audio settings than competition.yaml's now "
-                              f"(00_prepare.py was run again since, e.g. with another audio.clip_seconds): run {stage}")
+    record ``rec`` no longer fits ``comp`` (:func:`trained_problem`)."""
+    why = trained_problem(rec, comp)
+    if why:
+        raise MissingArtifact(f"{what} {why}: run {stage}")
 
 
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:

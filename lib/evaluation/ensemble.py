@@ -17,15 +17,14 @@ import pandas as pd
 import yaml
 
 from ..core.artifacts import (
-    AUDIO,
     COMPETITION,
     FOLDS,
-    audio_id,
-    check_audio,
     check_folds,
     check_inputs,
+    check_trained,
     competition_id,
     folds_id,
+    trained_problem,
 )
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
@@ -47,7 +46,7 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
     verifies what it blends).
     """
     names, skipped = [], {}
-    fid, audio = folds_id(out.load_split("train")), audio_id(out.load_competition())
+    fid, comp = folds_id(out.load_split("train")), out.load_competition()
     for folder in sorted(p for p in (out.root / "models").glob("*") if p.is_dir()):
         exp = folder.name
         trained, why = out.trained(exp).check(hashes=False)
@@ -55,9 +54,8 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
             skipped[exp] = f"training: {why} (02_train.py)"
         elif trained["inputs"].get(FOLDS) != fid:
             skipped[exp] = "trained on other folds than the current folds.csv (02_train.py)"
-        elif trained["inputs"].get(AUDIO, audio) != audio:
-            skipped[exp] = ("trained with other audio settings than competition.yaml's now (01_features.py, "
-                            "02_train.py)")
+        elif why := trained_problem(trained, comp):
+            skipped[exp] = f"{why} (01_features.py, 02_train.py)"
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
         elif rebuilt := features_rebuilt(out, exp, trained):
@@ -91,15 +89,16 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
 
     Raises ``MissingArtifact`` naming the stage to run when the training is missing, incomplete,
     partial (unless ``allow_partial``), made on other folds than those of the current
-    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), under other audio settings than the
-    current ``competition.yaml``'s (:func:`lib.core.artifacts.check_audio`) or on a feature cache
+    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), under other audio settings, classes,
+    positive class or metric than the current ``competition.yaml``'s
+    (:func:`lib.core.artifacts.check_trained`) or on a feature cache
     that 01 has rebuilt since (:func:`features_rebuilt`), or when the test predictions are
     missing or were made by another training run than the current one.
     """
     trained = out.trained(exp).require()
     check_folds(trained, folds_id(out.load_split("train")), f"trained experiment {exp!r}",
                 f"02_train.py and 03_infer.py for {exp}")
-    check_audio(trained, out.load_competition(), f"trained experiment {exp!r}",
+    check_trained(trained, out.load_competition(), f"trained experiment {exp!r}",
                 f"01_features.py, then 02_train.py and 03_infer.py for {exp}")
     if trained["info"]["partial"] and not allow_partial:
         raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import AUDIO, FOLDS, audio_id, competition_problem, folds_id
+from ..core.artifacts import FOLDS, competition_problem, folds_id, trained_problem
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_artifact_csv, read_json
 from ..data import tasks
@@ -69,7 +69,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     names = list(dict.fromkeys([*metrics_with_worst_slice(comp), sort]))
     sliced = [n for n in names if base_metric(n) != n]  # NaN for an OOF file whose rows folds.csv lacks
     table = out.load_split("train")
-    current, audio = folds_id(table), audio_id(comp)
+    current = folds_id(table)
     folds_df = table.set_index("id")
     per_slice = {}
     n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
@@ -106,7 +106,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             defined = [v for v in per_fold if np.isfinite(v)]  # as 02's summary: a fold of one class has no AUROC
             row.update(fold_mean=np.mean(defined) if defined else np.nan,
                        fold_std=np.std(defined, ddof=1) if len(defined) > 1 else np.nan, folds=f"{len(per_fold)}/{n_folds}")
-            stale = _stale(out, exp, oof, folds_df, current, audio)
+            stale = _stale(out, exp, oof, folds_df, current, comp)
             if stale:
                 row.update(status="stale", note=stale)
         rows.append(row)
@@ -122,21 +122,21 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     return df
 
 
-def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, current: str, audio: str) -> str | None:
+def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, current: str, comp: dict) -> str | None:
     """Why experiment ``exp``'s OOF file ``oof`` or training no longer fits stage 00's output
-    (``folds_df``: ``folds.csv`` indexed by id; ``current``: its :func:`folds_id`; ``audio``: the
-    competition's :func:`audio_id`), or ``None``."""
+    (``folds_df``: ``folds.csv`` indexed by id; ``current``: its :func:`folds_id`; ``comp``: the
+    competition config, :func:`lib.core.artifacts.trained_problem`), or ``None``."""
     now = folds_df.reindex(oof["id"])
     if now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all() \
             or not (now["target"].to_numpy() == oof["target"].to_numpy()).all():
         return "its OOF rows no longer match folds.csv (00_prepare.py ran since)"
-    inputs = (out.trained(exp).check(hashes=False)[0] or {}).get("inputs", {})
+    trained = out.trained(exp).check(hashes=False)[0] or {}
+    inputs = trained.get("inputs", {})
     if inputs.get(FOLDS) not in (None, current):
         return ("trained on other rows than folds.csv's (e.g. other pseudo-labelled rows: pseudo_label.py ran "
                 "since): run 02_train.py")
-    if inputs.get(AUDIO) not in (None, audio):
-        return ("trained with other audio settings than competition.yaml's now (00_prepare.py ran since): run "
-                "01_features.py and 02_train.py")
+    if why := trained_problem(trained, comp):
+        return f"{why.removeprefix('was ')}: run 01_features.py and 02_train.py"
     return None
 
 

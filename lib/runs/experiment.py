@@ -36,7 +36,7 @@ import torch
 import yaml
 from sklearn.metrics import confusion_matrix
 
-from ..core.artifacts import AUDIO, FOLDS, audio_id, folds_id
+from ..core.artifacts import AUDIO, FOLDS, MODEL_KEYS, SETTINGS, audio_id, folds_id, model_settings
 from ..core.config import ROOT, row_noun, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact
 from ..core.paths import Outputs
@@ -72,11 +72,10 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
     ``pretrain.py`` record's id, or the SHA-256 of the file or folder), (``train.distill``) the teacher
     blend's record id and (DDP over several ranks: its global batch differs) ``ddp``: ``("ddp",
     ranks, sync_bn)``."""
-    what = training_settings(cfg)
-    keys = ("task", "classes", "positive", "metric", "metrics", "metadata")
+    what, settings = training_settings(cfg), model_settings(comp)
     pretrained = pretrained_id(cfg["model"])  # other pretrained weights at the same path: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
-                       {k: comp.get(k) for k in keys}, comp["audio"]["aggregate"], *([teacher] if teacher else []),
+                       {k: settings[k] for k in MODEL_KEYS}, settings["aggregate"], *([teacher] if teacher else []),
                        *([list(ddp)] if ddp else []), *([pretrained] if pretrained else []))
 
 
@@ -456,6 +455,7 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
     out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df),
-                                                   AUDIO: audio_id(comp)},  # what 04, 05 and leaderboard.py check
+                                                   AUDIO: audio_id(comp), SETTINGS: model_settings(comp)},  # what 03-05 and
+                             # leaderboard.py check (lib.core.artifacts.trained_problem)
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores

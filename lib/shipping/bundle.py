@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import yaml
 
-from ..core.artifacts import FOLDS, check_apart, check_audio, check_competition, check_folds, file_hash, folds_id
+from ..core.artifacts import FOLDS, check_apart, check_competition, check_folds, check_trained, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
@@ -96,7 +96,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     for exp in experiments:
         trained = out.trained(exp).require()
         check_folds(trained, fid, f"trained experiment {exp!r}", f"02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
-        check_audio(trained, comp, f"trained experiment {exp!r}",
+        check_trained(trained, comp, f"trained experiment {exp!r}",
                     f"01_features.py, 02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
         if ens_record["inputs"].get(exp) != trained["id"]:
             raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
