@@ -121,6 +121,8 @@ def run(stage: str, main) -> None:
         _exit_now_if_threads_linger(130)
         sys.exit(130)
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            _end_on_closed_pipe()
         message = file_system_message(exc)
         if message:
             if os.environ.get("PIPELINE_DEBUG"):
@@ -132,9 +134,34 @@ def run(stage: str, main) -> None:
         sys.exit(1)
     from .core.utils import format_seconds
 
-    print(f"{stage}: done in {format_seconds(time.time() - t0)}")
+    try:
+        print(f"{stage}: done in {format_seconds(time.time() - t0)}", flush=True)
+    except BrokenPipeError:
+        _end_on_closed_pipe()
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         _exit_at_once(0)
+
+
+def _stdout_gone() -> bool:
+    """Whether the reader of this process's stdout has gone away: a pipe's write end polls with
+    ``POLLERR`` then (Linux); ``False`` where stdout is no file descriptor (a notebook, a test)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both of the first two
+        return False
+
+
+def _end_on_closed_pipe() -> None:
+    """End quietly, as ``ls | head`` does, when the reader of stdout went away (``leaderboard.py |
+    head``): exit code 141 (128 + SIGPIPE, what a shell shows for a program the signal ended), with
+    stdout pointed at ``/dev/null`` so that the interpreter's own flush at exit says nothing either
+    (the Python documentation's note on SIGPIPE, module ``signal``)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)
 
 
 def _quiet_disk_full(args) -> None:

@@ -1,5 +1,6 @@
-"""Each running stage gets a numba cache folder of its own (lib/core/numba_cache.py), in real
-processes: two at once never share one, a later one reuses a free one, a user's choice is kept."""
+"""What every stage script gets from ``lib.cli.run``, in real processes: a numba cache folder of its
+own (lib/core/numba_cache.py: two at once never share one, a later one reuses a free one, a
+user's choice is kept), and a quiet end when the reader of its output goes away."""
 from __future__ import annotations
 
 import os
@@ -62,3 +63,21 @@ def test_a_stage_compiles_librosa_into_its_own_folder(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines()[0] == str(folder)
     assert any(p.name.startswith("guf-utils._localmax") for p in folder.rglob("*.nbi"))
+
+
+def test_a_stage_whose_reader_goes_away_ends_quietly():
+    """``leaderboard.py | head`` ended with a BrokenPipeError traceback, "failed" and exit 1 (probe):
+    a stage whose stdout's reader has gone ends as ``ls | head`` does, exit 141, nothing said. A
+    broken pipe that is not stdout stays an error with its traceback."""
+    script = ("import sys; sys.path.insert(0, %r)\nfrom lib import cli\n"
+              "def main():\n    if sys.argv[1] == 'other':\n        raise BrokenPipeError(32, 'Broken pipe')\n"
+              "    for i in range(100000):\n        print('row', i)\n"
+              "cli.run('lines', main)\n") % str(ROOT)
+    p = subprocess.Popen([sys.executable, "-c", script, "print"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=_env(NUMBA_CACHE_DIR="unused"))
+    assert p.stdout.readline() == b"row 0\n"
+    p.stdout.close()  # as head does after its lines
+    assert p.wait(timeout=60) == 141 and p.stderr.read() == b""
+    r = subprocess.run([sys.executable, "-c", script, "other"], capture_output=True, text=True, timeout=60,
+                       env=_env(NUMBA_CACHE_DIR="unused"))
+    assert r.returncode == 1 and "BrokenPipeError" in r.stderr and "lines: failed" in r.stderr
