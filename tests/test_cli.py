@@ -4,6 +4,7 @@ user's choice is kept), and a quiet end when the reader of its output goes away.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,8 +12,9 @@ from conftest import ROOT
 
 HOLD = """
 import sys; sys.path.insert(0, {root!r})
-from lib.core.numba_cache import claim_numba_cache
-print(claim_numba_cache({cache!r}), flush=True)
+from lib.core import numba_cache
+numba_cache.SLOTS = {slots}
+print(numba_cache.claim_numba_cache({cache!r}), flush=True)
 sys.stdin.readline()  # hold the folder until the test lets go
 """
 
@@ -23,8 +25,9 @@ def _env(**extra) -> dict:
     return env
 
 
-def _holder(cache, env=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT), cache=str(cache))], env=env or _env(),
+def _holder(cache, env=None, slots=32) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT), cache=str(cache), slots=slots)],
+                            env=env or _env(),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -40,6 +43,22 @@ def test_processes_running_at_once_get_their_own_folder_and_a_later_one_reuses_a
         third.communicate("\n")
         second.communicate("\n")
     assert first.returncode == second.returncode == third.returncode == 0
+
+
+def test_without_a_free_slot_or_a_writable_root_a_process_gets_a_temporary_folder_of_its_own(tmp_path):
+    """Falling back to librosa's shared cache brought back the race the slots avoid (review)."""
+    (tmp_path / "file").write_text("")
+    first, second, third = _holder(tmp_path, slots=1), _holder(tmp_path, slots=1), _holder(tmp_path / "file")
+    claimed = [p.stdout.readline().strip() for p in (first, second, third)]
+    try:
+        assert str(tmp_path / "0") in claimed  # one process holds the only slot
+        others = [c for c in claimed if c != str(tmp_path / "0")]
+        assert len(others) == 2 and all(os.path.basename(c).startswith("numba-cache-") for c in others)
+        assert all(os.path.isdir(c) for c in others)
+    finally:
+        for p in (first, second, third):
+            p.communicate("\n")
+    assert not any(os.path.exists(c) for c in others)  # removed at the end of its process
 
 
 def test_a_cache_folder_the_user_set_is_kept(tmp_path):
@@ -59,7 +78,7 @@ def test_a_stage_compiles_librosa_into_its_own_folder(tmp_path):
               "cli.run('probe', main)\n") % str(ROOT)
     r = subprocess.run([sys.executable, "-c", script], env=_env(XDG_CACHE_HOME=str(tmp_path)),
                        capture_output=True, text=True, timeout=300)
-    folder = tmp_path / "audio-pipeline" / "numba" / "0"
+    folder = tmp_path / "audio-pipeline" / "numba" / socket.gethostname() / "0"
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines()[0] == str(folder)
     assert any(p.name.startswith("guf-utils._localmax") for p in folder.rglob("*.nbi"))

@@ -9,59 +9,82 @@ message, until the cache is deleted (numba issue #10128, open at numba 0.68; lib
 tuning, peak picking and zero crossings are such functions). That happens with two feature
 stages in two terminals, a Makefile run with ``-j``, or jobs of a cluster sharing one
 environment. Each stage therefore takes one of the numbered folders under
-``~/.cache/audio-pipeline/numba/`` that no running process holds (an exclusive ``flock`` on its
-``.lock`` for the life of the process) and points numba at it: a process reuses what an earlier
-one compiled there, and never shares a folder with one that runs at the same time.
+``~/.cache/audio-pipeline/numba/<host>/`` that no running process holds (an exclusive ``flock`` on
+its ``.lock`` for the life of the process) and points numba at it: a process reuses what an
+earlier one compiled there, and never shares a folder with one that runs at the same time.
 """
 from __future__ import annotations
 
-import fcntl
+import atexit
 import os
+import shutil
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: every process gets a temporary folder
+    fcntl = None
+
 SLOTS = 32
-"""How many processes at once get a cache folder of their own; the next ones leave numba as it is."""
+"""How many processes at once on one machine get a lasting cache folder; the next ones a temporary one."""
 
 _HELD: list[int] = []  # the open lock files; closed by the process's end
 
 
 def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/audio-pipeline/numba`` (``~/.cache/...`` without it)."""
+    """``$XDG_CACHE_HOME/audio-pipeline/numba/<host name>`` (``~/.cache/...`` without it): one set of
+    folders per machine, since a home folder shared over NFS may not lock across machines. Raises
+    ``RuntimeError`` or ``KeyError`` when there is no home folder to find."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "audio-pipeline" / "numba"
+    return Path(base) / "audio-pipeline" / "numba" / socket.gethostname()
 
 
 def claim_numba_cache(root: str | os.PathLike | None = None) -> Path | None:
     """Point numba's cache (``NUMBA_CACHE_DIR``) at a folder no other running process holds.
 
     Input: ``root``, the folder of the numbered cache folders (default :func:`cache_root`).
-    Output: the folder claimed, ``root/<k>`` for the lowest free ``k`` below :data:`SLOTS`, held
-    until this process ends (forked children share it, as they share the lock); ``None`` when
-    ``NUMBA_CACHE_DIR`` is already set (a user's or a test's choice, kept), when numba is already
-    imported (it has read its configuration), when all :data:`SLOTS` are held, or when ``root``
-    cannot be written or locked (a read-only home): numba then caches as it would without us.
-    Raises nothing.
+    Output: the folder claimed: ``root/<k>`` for the lowest ``k`` below :data:`SLOTS` that no
+    running process holds and that can be written and locked, held until this process ends
+    (forked children share it, as they share the lock); else (every slot held, a read-only or
+    missing home, no ``flock``) a new temporary folder of this process alone, which only costs
+    compiling librosa's functions again. ``None``, and nothing changed, when ``NUMBA_CACHE_DIR``
+    is already set (a user's or a test's choice, kept), when numba is already imported (it has
+    read its configuration) or when this process has claimed a folder before. Raises nothing.
     """
     if os.environ.get("NUMBA_CACHE_DIR") or "numba" in sys.modules or _HELD:
         return None
-    root = Path(root) if root is not None else cache_root()
-    for k in range(SLOTS):
-        folder = root / str(k)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another running process holds this folder
-            os.close(fd)
-            continue
-        except OSError:  # a file system without locks
-            os.close(fd)
-            return None
-        _HELD.append(fd)
-        os.environ["NUMBA_CACHE_DIR"] = str(folder)
-        return folder
-    return None
+    folder = None
+    try:
+        root = Path(root) if root is not None else cache_root()
+        for k in range(SLOTS if fcntl else 0):
+            if _lock(root / str(k)):
+                folder = root / str(k)
+                break
+    except (RuntimeError, KeyError, OSError):  # no home folder to find
+        pass
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="numba-cache-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def _lock(folder: Path) -> bool:
+    """Take ``folder`` (made if missing) for this process: an exclusive ``flock`` on its ``.lock``,
+    kept open in :data:`_HELD`. ``False`` when another process holds it or it cannot be written or
+    locked."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by a running process (BlockingIOError), or a file system without locks
+        os.close(fd)
+        return False
+    _HELD.append(fd)
+    return True
