@@ -101,7 +101,8 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
 def run(stage: str, main) -> None:
     """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
-    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130. A torchrun rank
+    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130; a stage whose stdout's
+    reader went away (``leaderboard.py | head``) ends quietly with 141. A torchrun rank
     (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).
     A full disk met in a library's own thread (tensorboard's event writer) is reported once, by
     the main thread's line, not also by the thread's traceback. Numba's cache is first pointed at
@@ -161,6 +162,9 @@ def _end_on_closed_pipe() -> None:
     stdout pointed at ``/dev/null`` so that the interpreter's own flush at exit says nothing either
     (the Python documentation's note on SIGPIPE, module ``signal``)."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        _exit_at_once(141)  # a torchrun rank: without the teardown, as after success
+    _exit_now_if_threads_linger(141)
     sys.exit(141)
 
 
