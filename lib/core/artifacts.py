@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, MissingArtifact
-from .utils import fingerprint, write_json
+from .utils import fingerprint, json_default, write_json
 
 FOLDS = "folds.csv"
 """The name under which a record's ``inputs`` hold the :func:`folds_id` it was made on."""
@@ -193,7 +193,7 @@ def check_competition(rec: dict, comp: dict, what: str, stage: str) -> None:
 
 
 AUDIO = "audio"
-"""The key under which a training record's ``inputs`` hold :func:`audio_id`, what 04, 05 and the
+"""The key under which a training record's ``inputs`` hold :func:`audio_id`, what 03, 04, 05 and the
 leaderboard compare with the current ``competition.yaml`` (stage 00 run again with another
 ``audio`` section leaves models of the old windows)."""
 
@@ -225,20 +225,21 @@ def model_settings(comp: dict) -> dict:
 
 
 def trained_problem(rec: dict, comp: dict) -> str | None:
-    """Why training record ``rec`` no longer fits the current ``competition.yaml`` (``comp``): it
-    was made under other audio settings (:func:`audio_id` under :data:`AUDIO`) or other
+    """Why training record ``rec`` no longer fits the current ``competition.yaml`` (``comp``), in
+    words that follow "was" or stand alone ("trained under other settings ..."): it was made
+    under other audio settings (:func:`audio_id` under :data:`AUDIO`) or other
     :func:`model_settings` (under :data:`SETTINGS`; e.g. ``classes`` reordered or another
     ``positive``, which would label every prediction with the wrong class), or ``None``. Records of
-    older versions, without these inputs, pass."""
+    older versions, without these inputs (or a key added since), pass."""
     inputs = rec.get("inputs", {})
     if inputs.get(AUDIO) not in (None, audio_id(comp)):
-        return ("was trained with other audio settings than competition.yaml's now (00_prepare.py was run again "
+        return ("trained with other audio settings than competition.yaml's now (00_prepare.py was run again "
                 "since, e.g. with another audio.clip_seconds)")
-    have = inputs.get(SETTINGS)
-    now = {} if have is None else json.loads(json.dumps(model_settings(comp)))  # as the record holds them
-    changed = [f"{k} {have.get(k)!r} -> {now[k]!r}" for k in now if have.get(k) != now[k]]
-    if changed:
-        return (f"was trained under other settings than competition.yaml's now ({'; '.join(changed)}; "
+    have = inputs.get(SETTINGS) or {}
+    now = json.loads(json.dumps(model_settings(comp), default=json_default))  # as the record holds them
+    changed = [f"{k} {have[k]!r} -> {now[k]!r}" for k in now if k in have and have[k] != now[k]]  # (keys added
+    if changed:  # by a later version are not in older records)
+        return (f"trained under other settings than competition.yaml's now ({'; '.join(changed)}; "
                 f"00_prepare.py was run again since)")
     return None
 
@@ -248,7 +249,7 @@ def check_trained(rec: dict, comp: dict, what: str, stage: str) -> None:
     record ``rec`` no longer fits ``comp`` (:func:`trained_problem`)."""
     why = trained_problem(rec, comp)
     if why:
-        raise MissingArtifact(f"{what} {why}: run {stage}")
+        raise MissingArtifact(f"{what} was {why}: run {stage}")
 
 
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:

@@ -91,7 +91,7 @@ def open_memmap(path: str | os.PathLike, dtype: str, shape: tuple) -> None:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def read_json(path: str | os.PathLike):
@@ -158,7 +158,8 @@ def read_text_table(path: str | os.PathLike):
         raise InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"]) from None
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps``'s ``default`` for what the pipeline's records hold: numpy scalars and arrays, paths."""
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -175,7 +176,7 @@ def fingerprint(*parts) -> str:
 
     Used to decide whether an artifact was built from the same inputs and settings.
     """
-    text = json.dumps(parts, sort_keys=True, default=_json_default)
+    text = json.dumps(parts, sort_keys=True, default=json_default)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

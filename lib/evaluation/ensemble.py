@@ -89,8 +89,8 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
 
     Raises ``MissingArtifact`` naming the stage to run when the training is missing, incomplete,
     partial (unless ``allow_partial``), made on other folds than those of the current
-    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), under other audio settings, classes,
-    positive class or metric than the current ``competition.yaml``'s
+    ``folds.csv`` (:func:`lib.core.artifacts.check_folds`), under other audio settings or
+    :func:`lib.core.artifacts.model_settings` (classes, positive class, metric ...) than the current ``competition.yaml``'s
     (:func:`lib.core.artifacts.check_trained`) or on a feature cache
     that 01 has rebuilt since (:func:`features_rebuilt`), or when the test predictions are
     missing or were made by another training run than the current one.

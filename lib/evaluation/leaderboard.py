@@ -136,7 +136,7 @@ def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, cu
         return ("trained on other rows than folds.csv's (e.g. other pseudo-labelled rows: pseudo_label.py ran "
                 "since): run 02_train.py")
     if why := trained_problem(trained, comp):
-        return f"{why.removeprefix('was ')}: run 01_features.py and 02_train.py"
+        return f"{why}: run 01_features.py and 02_train.py"
     return None
 
 
