@@ -65,10 +65,13 @@ def main() -> None:
         print(f"audio: {s['multichannel']} recordings have several channels: "
               + ("averaged to mono (audio.channel: N takes channel N instead)" if a.get("channel") is None
                  else f"channel {a['channel']} taken"))
-    trimmed = [f"{n} {'training' if split == 'train' else 'test'} recordings" for split, n in s["trimmed"].items() if n]
-    if trimmed and not comp.get("segments"):  # a test recording's prediction then hears its first clip alone
-        print(f"note: {' and '.join(trimmed)} are longer than {a['clip_seconds']} s and only their start is used; set "
-              f"audio.hop_seconds to cut them into windows and use all of them")
+    trimmed = [f"{n} {'training' if split == 'train' else 'test'} {part}{'s' if n > 1 else ''}"
+               for split, n in s["trimmed"].items() if n]
+    if trimmed:  # a test recording's prediction then hears its first clip alone
+        print(f"note: {' and '.join(trimmed)} {'is' if sum(s['trimmed'].values()) == 1 else 'are'} longer than "
+              f"{a['clip_seconds']} s: a cached feature set keeps only the start of each (a waveform set trains on crops "
+              f"from anywhere and predicts from the start unless tta.hop_seconds is set); set audio.hop_seconds to "
+              f"cut them into windows and use all of them")
     if s.get("fine_classes"):
         name, rows = s["smallest_fine_class"]
         print(f"subdivide: {len(comp['classes'])} classes trained as {s['fine_classes']} fine classes "

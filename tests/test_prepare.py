@@ -331,7 +331,7 @@ def test_recordings_longer_than_the_clip_are_noted_for_the_test_split_too(tmp_pa
     make_toy_competition(tmp_path / "data")  # 0.5-s recordings
     cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
     sf.write(tmp_path / "data/test/t0.wav", np.zeros(16000 * 3, np.float32), 16000)  # one long test file
-    for clip, said in ((0.5, "note: 1 test recordings are longer than 0.5 s and only their start is used"),
+    for clip, said in ((0.5, "note: 1 test recording is longer than 0.5 s: a cached feature set keeps only the start"),
                        (0.25, "note: 12 training recordings and 2 test recordings are longer than 0.25 s")):
         (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump({**cfg, "audio": {**cfg["audio"], "clip_seconds": clip}}))
         log = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / f"out{clip}").stdout

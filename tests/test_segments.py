@@ -54,6 +54,10 @@ def test_icbhi_cycles_become_rows_of_their_patient(icbhi, tmp_path):
     assert np.allclose(folds.duration_s, folds.end_s - folds.start_s) and (folds.duration_s > 0.5).all()
     test = pd.read_csv(tmp_path / "out" / "test.csv")
     assert set(test.id) == set(pd.read_csv(icbhi / "sample_submission.csv").id)
+    # cycles longer than the clip are noted as segments (the note was left out for segments, review)
+    _, path = _config(tmp_path, ICBHI | {"audio": {"clip_seconds": 0.5}}, icbhi, "short")
+    log = stage("00_prepare.py", path, "--data-dir", icbhi, "--output-dir", tmp_path / "out2").stdout
+    assert f"note: {len(folds)} training segments and " in log and " test segments are longer than 0.5 s" in log
 
 
 def test_segment_errors_name_file_and_line(icbhi, tmp_path):

@@ -639,7 +639,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
         "duration_s": (float(durations.min()), float(np.median(durations)), float(durations.max())),
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
-        "trimmed": {split: int((t["duration_s"].astype(float) > cfg["audio"]["clip_seconds"] + 1e-6).sum())
+        "trimmed": {split: int((np.diff(segments.regions(t)[:, 1:]) > cfg["audio"]["clip_seconds"] + 1e-6).sum())
                     for split, t in (("train", folds), ("test", test)) if t is not None and not cfg["audio"]["hop_seconds"]},
         "metadata": {c: int(meta[c].isna().sum() + (meta[c] == "").sum()) for c in meta},
         "multichannel": int(sum((t["channels"] > 1).sum() for t in (folds, test) if t is not None and "channels" in t)),
