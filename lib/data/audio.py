@@ -111,7 +111,7 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
     ``start_s``/``end_s`` (seconds): read only the native frames ``round(start_s * sr)`` to
     ``round(end_s * sr)`` (a segment; :func:`region_samples` gives its length once loaded),
     decoded from :data:`SEEK_PREROLL` frames earlier so that a segment of an MP3 equals the same
-    samples of a whole-file read.
+    samples of a whole-file read (at the native rate; a resampled segment is resampled on its own).
     Raises ``AudioError`` naming the file when it is missing, unreadable, empty, lacks the
     channel or holds NaN or infinite samples, and ``ValueError`` for an argument no file could
     satisfy (a sample rate that is not a positive whole number, a negative channel, an unknown

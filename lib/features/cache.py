@@ -69,17 +69,18 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
     regions, row0 = job
     a, extractor = WORKER["audio"], WORKER["extractor"]
     batch: list[np.ndarray] = []
-    pending = 0  # windows in batch
+    pending, paths = 0, []  # windows in batch, and the files they come from
 
     def flush(sr: int) -> None:
         nonlocal row0, pending
         windows = np.concatenate(batch)
         batch.clear()
+        paths.clear()
         pending = 0
         for path, x in zip(WORKER["outputs"], _run(extractor, windows, sr)):
             out = np.load(path, mmap_mode="r+")
             if x.shape[1:] != out.shape[1:]:
-                raise ValueError(f"{regions[0][0]}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
+                raise ValueError(f"{', '.join(dict.fromkeys(paths))}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
             out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
             del out
         row0 += len(windows)
@@ -90,6 +91,7 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
         while i < len(starts):
             take = starts[i:i + BATCH_WINDOWS - pending]
             batch.append(audio.cut_windows(y, sr, take, a["clip_seconds"], a["pad"]))
+            paths.append(path)
             i, pending = i + len(take), pending + len(take)
             if pending == BATCH_WINDOWS:
                 flush(sr)
@@ -143,7 +145,7 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     windows go through ``extractor`` (its ``batch`` method when it has one); ``workers``
     processes share the regions in chunks of ``chunk`` and write their rows straight into the
     files (``dtype``), so memory stays at one region's audio and :data:`BATCH_WINDOWS` windows
-    per worker, however long the recordings, and nothing large crosses a
+    per worker (not a chunk's windows), and nothing large crosses a
     pipe. Returns ``{"spec": shape, "scalars": shape, "regions": n, "windows": n}``. Errors name
     the failing file; on any error the split's previous files are left as they were.
     """
