@@ -13,6 +13,7 @@ import yaml
 from conftest import make_toy_competition
 
 from lib.components import load_experiment
+from lib.core.device import cpu_bf16
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
@@ -137,7 +138,8 @@ def test_resume_state_starts_from_its_own_key_only(tiny, tmp_path):
     cfg = dict(cfg, train=dict(cfg["train"], epochs=2, patience=5))
     first = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), log=lines.append, state_path=state, state_key="a")
     assert state.exists() and torch.load(state, weights_only=True)["epoch"] == 2
-    trainer = SimpleNamespace(fold=0, log=lines.append, resume_from=None)
+    trainer = SimpleNamespace(fold=0, log=lines.append, resume_from=None, device=torch.device("cpu"),
+                              parts=SimpleNamespace(amp=cpu_bf16()))  # as train_fold's own
     ResumeState(state, "b").on_setup(trainer)  # another run's state: ignored, said so
     assert trainer.resume_from is None and "ignoring" in lines[-1]
     ResumeState(state, "a").on_setup(trainer)
@@ -145,6 +147,18 @@ def test_resume_state_starts_from_its_own_key_only(tiny, tmp_path):
     again = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), log=lines.append, state_path=state, state_key="a")
     assert again[1]["resumed_from_epoch"] == 2 and again[3] == first[3]  # nothing left to train: the same history
     np.testing.assert_array_equal(again[2], first[2])
+    # saved with other threads (OMP_NUM_THREADS changed between the runs): the mix would equal no
+    # uninterrupted run, so the fold starts over (probe: resumed, and matched neither run)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        other = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), log=lines.append, state_path=state,
+                           state_key="a")
+    finally:
+        torch.set_num_threads(threads)
+    assert other[1]["resumed_from_epoch"] == 0 and any(
+        f"starting over: its 2 saved epoch(s) were trained with cpu, {'autocast' if cpu_bf16() else 'float32'}, "
+        f"{threads} thread(s), this run trains with" in line for line in lines)
 
 
 def test_ties_within_tolerance_go_to_the_lower_loss_and_undefined_values_never_win():

@@ -101,7 +101,8 @@ def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bo
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "sklearn": sklearn.__version__, "librosa": librosa.__version__, "pandas": pd.__version__,
             "git_commit": commit, "device": f"{device.type}: {name}",
-            "precision": "bfloat16 autocast (training)" if bf16 else "float32", "host": platform.node(),
+            "precision": "bfloat16 autocast (training)" if bf16 else "float32", "threads": torch.get_num_threads(),
+            "host": platform.node(),
             "command": " ".join(sys.argv),
             **({"ranks": f"all {ranks.world} (DDP)" if ddp else f"rank {ranks.rank} of {ranks.world}"}
                if ranks.world > 1 else {})}

@@ -139,16 +139,32 @@ class ResumeState(Callback):
     callbacks' states, best so far, history, every RNG) written atomically to ``path`` after each
     finished epoch, tagged with ``key``; at set-up a file with the same key is what the fold
     starts from (bit-identical to an uninterrupted run on the same machine), one with another key
-    is ignored. Only ``writes`` (rank 0 under DDP) writes. The caller deletes the file when the
+    is ignored. A file of the same key saved under other :meth:`numerics` (device, training
+    precision, CPU threads: ``train.compile`` or ``OMP_NUM_THREADS`` changed between the runs) is
+    not resumed either: the fold starts over, said so, since the mix would equal no single run.
+    Only ``writes`` (rank 0 under DDP) writes. The caller deletes the file when the
     fold is done. A file holding anything but tensors and plain values (a pickle that could run
     code) or an unreadable one is a ``TrainingError`` naming it (:func:`load_tensors_only`)."""
 
     def __init__(self, path: Path, key: str, writes: bool = True):
         self.path, self.key, self.writes = Path(path), key, writes
 
+    @staticmethod
+    def numerics(trainer) -> dict:
+        """What a fold's numbers depend on besides its settings: ``{"device", "precision"
+        ("bfloat16/float16 autocast" or "float32"), "threads" (torch's CPU threads)}``."""
+        return {"device": str(trainer.device), "precision": "autocast" if trainer.parts.amp else "float32",
+                "threads": torch.get_num_threads()}
+
     def on_setup(self, trainer) -> None:
         saved = load_tensors_only(self.path, TrainingError) if self.path.exists() else None  # never runs code
-        if saved is not None and saved.get("key") == self.key:
+        now = self.numerics(trainer)
+        if saved is not None and saved.get("key") == self.key and saved.get("numerics", now) != now:
+            was = saved["numerics"]
+            trainer.log(f"fold {trainer.fold}: starting over: its {saved['epoch']} saved epoch(s) were trained with "
+                        f"{_numerics_text(was)}, this run trains with {_numerics_text(now)} (resumed, the fold would "
+                        f"equal no uninterrupted run)")
+        elif saved is not None and saved.get("key") == self.key:
             trainer.resume_from = saved
             trainer.log(f"fold {trainer.fold}: resuming after epoch {saved['epoch']} from {self.path}")
         elif saved is not None:
@@ -157,7 +173,12 @@ class ResumeState(Callback):
     def on_epoch_end(self, trainer, row) -> None:
         if self.writes:
             with atomic_path(self.path) as tmp:
-                torch.save(dict(trainer.good, key=self.key), tmp)
+                torch.save(dict(trainer.good, key=self.key, numerics=self.numerics(trainer)), tmp)
+
+
+def _numerics_text(n: dict) -> str:
+    """``{"device": "cpu", "precision": "autocast", "threads": 2}`` as "cpu, autocast, 2 thread(s)"."""
+    return f"{n['device']}, {n['precision']}, {n['threads']} thread(s)"
 
 
 class TensorBoard(Callback):

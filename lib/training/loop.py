@@ -208,7 +208,7 @@ def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
             p.load_state_dict(state["parts"][k])
     if gens is not None:
         _set_rng_state(state["rng"], gens)
-    return {k: v for k, v in state.items() if k not in ("parts", "rng", "rng_ranks", "key")}
+    return {k: v for k, v in state.items() if k not in ("parts", "rng", "rng_ranks", "key", "numerics")}
 
 
 def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int):
