@@ -50,7 +50,7 @@ def main() -> None:
           + " | ".join(comp["metrics"]) + " |")
     print("|---|" + "---|" * len(comp["metrics"]))
     for h in HOWS:
-        s = score_all(comp["metrics"], y, aggregate(probs, owner, len(ids), h, comp["task"]), comp)
+        s = score_all(comp["metrics"], y, aggregate(probs, owner, len(ids), h, comp), comp)
         print(f"| {h} | " + " | ".join(f"{s[m]:.4f}" for m in comp["metrics"]) + " |")
 
 

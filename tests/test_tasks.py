@@ -76,12 +76,18 @@ def test_window_starts_cover_the_recording():
 def test_aggregation_per_recording():
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
     owner = np.array([0, 0, 0, 1])
-    np.testing.assert_allclose(aggregate(probs, owner, 2, "mean", "multiclass"), [[1.6 / 3, 1.4 / 3], [0.2, 0.8]])
-    np.testing.assert_allclose(aggregate(probs, owner, 2, "max", "multiclass"), [[0.9 / 1.6, 0.7 / 1.6], [0.2, 0.8]])
-    np.testing.assert_allclose(aggregate(probs, owner, 2, "vote", "multiclass"), [[1 / 3, 2 / 3], [0, 1]])
-    np.testing.assert_allclose(aggregate(probs, owner, 2, "max", "multilabel"), [[0.9, 0.7], [0.2, 0.8]])
+    multiclass = {"task": "multiclass"}
+    np.testing.assert_allclose(aggregate(probs, owner, 2, "mean", multiclass), [[1.6 / 3, 1.4 / 3], [0.2, 0.8]])
+    np.testing.assert_allclose(aggregate(probs, owner, 2, "max", multiclass), [[0.9 / 1.6, 0.7 / 1.6], [0.2, 0.8]])
+    np.testing.assert_allclose(aggregate(probs, owner, 2, "vote", multiclass), [[1 / 3, 2 / 3], [0, 1]])
+    np.testing.assert_allclose(aggregate(probs, owner, 2, "max", {"task": "multilabel"}), [[0.9, 0.7], [0.2, 0.8]])
+    # binary: the positive class's largest window, not both maxima renormalised (windows 0.9 and
+    # 0.1 of "abnormal" made a recording of 0.5, as the mean did; probe)
+    binary = {"task": "binary", "classes": ["normal", "abnormal"], "positive": "abnormal"}
+    np.testing.assert_allclose(aggregate(probs, owner, 2, "max", binary), [[0.3, 0.7], [0.2, 0.8]])
+    np.testing.assert_allclose(aggregate(probs, owner, 2, "max", {**binary, "positive": "normal"}), [[0.9, 0.1], [0.2, 0.8]])
     with pytest.raises(ValueError, match="aggregation"):
-        aggregate(probs, owner, 2, "median", "multiclass")
+        aggregate(probs, owner, 2, "median", multiclass)
 
 
 def test_window_data_draws_one_fresh_window_per_recording():

@@ -76,7 +76,7 @@ def aggregate_regions(window_probs: np.ndarray, region: np.ndarray, comp: dict) 
     ``(regions (m,), probs (m, n_classes))``, the regions of ``region (windows,)`` in order of
     first appearance."""
     codes, uniques = pd.factorize(region)
-    return np.asarray(uniques), aggregate(window_probs, codes, len(uniques), comp["audio"]["aggregate"], comp["task"])
+    return np.asarray(uniques), aggregate(window_probs, codes, len(uniques), comp["audio"]["aggregate"], comp)
 
 
 def aggregate_windows(window_probs: np.ndarray, owner: np.ndarray, region: np.ndarray, n: int, comp: dict) -> np.ndarray:
@@ -87,9 +87,9 @@ def aggregate_windows(window_probs: np.ndarray, owner: np.ndarray, region: np.nd
     segment (region) by ``audio.aggregate`` (as :func:`aggregate_regions`), then the segments per
     recording by ``segments.aggregate`` (``vote``: each segment votes for its class of maximum
     probability, as the voice-pathology winner's tokens voted per patient, MAIC 2021)."""
-    task, seg = comp["task"], comp.get("segments") or {}
+    seg = comp.get("segments") or {}
     if seg.get("unit") != "recording":
-        return aggregate(window_probs, owner, n, comp["audio"]["aggregate"], task)
+        return aggregate(window_probs, owner, n, comp["audio"]["aggregate"], comp)
     regions, per_region = aggregate_regions(window_probs, region, comp)
     owner_of = pd.Series(owner, index=region).groupby(level=0).first()  # a region's windows share its recording
-    return aggregate(per_region, owner_of.loc[regions].to_numpy(), n, seg["aggregate"], task)
+    return aggregate(per_region, owner_of.loc[regions].to_numpy(), n, seg["aggregate"], comp)

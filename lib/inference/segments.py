@@ -58,7 +58,7 @@ def segment_predictions(models, data, table: pd.DataFrame, comp: dict, tta: dict
         probs[idx] += p * share
         fold_of[idx] = -1 if folds is None else ckpt["fold"]
         owner = np.searchsorted(recs, rows[idx])  # each segment's place in recs
-        rec_probs[recs] += share * aggregate(p, owner, len(recs), comp["segments"]["aggregate"], comp["task"])
+        rec_probs[recs] += share * aggregate(p, owner, len(recs), comp["segments"]["aggregate"], comp)
     df = pd.DataFrame({"id": table["id"].to_numpy()[rows], "segment": np.arange(len(reg)) - np.searchsorted(rows, rows),
                        "start_s": reg[:, 1], "end_s": reg[:, 2], "fold": fold_of})
     if "target" in table:

@@ -126,14 +126,18 @@ def expand(first: np.ndarray, count: np.ndarray, recs: np.ndarray) -> tuple[np.n
     return first[recs][owner] + offsets, owner
 
 
-def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str) -> np.ndarray:
+def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, comp: dict) -> np.ndarray:
     """Window probabilities ``(windows, n_classes)`` -> recording probabilities ``(n, n_classes)``.
 
-    ``owner (windows,)`` gives each window's recording (0..n-1). ``how``: ``mean`` of the
-    probabilities; ``max`` per class (rows renormalised to sum 1 unless multi-label); ``vote``:
-    the share of windows predicting each class (argmax, or p > 0.5 for multi-label), so the
-    majority wins. Raises ``ValueError`` for an unknown ``how``.
+    ``owner (windows,)`` gives each window's recording (0..n-1); ``comp``: the competition config
+    (its ``task``, and ``classes`` and ``positive`` for a binary one). ``how``: ``mean`` of the
+    probabilities; ``max``: a binary recording's p(positive) is its largest window's ("abnormal
+    if any window is"; the other class 1 - p), a multi-label one's each class's largest, a
+    multi-class one's each class's largest with the row renormalised to sum 1; ``vote``: the share
+    of windows predicting each class (argmax, or p > 0.5 for multi-label), so the majority wins.
+    Raises ``ValueError`` for an unknown ``how``.
     """
+    task = comp["task"]
     probs = np.asarray(probs, dtype=np.float64)
     if how == "vote":
         probs = tasks.predict_indicators(probs, {"task": "multilabel" if task == "multilabel" else "multiclass"}).astype(np.float64)
@@ -144,5 +148,9 @@ def aggregate(probs: np.ndarray, owner: np.ndarray, n: int, how: str, task: str)
     if how == "max":
         out = np.full((n, probs.shape[1]), -np.inf)
         np.maximum.at(out, owner, probs)
+        if task == "binary":  # renormalising both maxima would pull a window's 0.9 back towards 0.5
+            pos = comp["classes"].index(comp["positive"])
+            out[:, 1 - pos] = 1 - out[:, pos]
+            return out
         return out if task == "multilabel" else out / out.sum(1, keepdims=True)
     raise ValueError(f"aggregation {how!r} is not one of mean, max, vote")
