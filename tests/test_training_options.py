@@ -185,6 +185,13 @@ def test_plateau_and_swa_through_the_loop(toy):
     assert info["swa"]["epochs_averaged"] == 3  # from epoch ceil(0.5 * 4) = 2 on: epochs 2, 3 and 4
     assert any("SWA of" in line for line in logs)
     assert probs.shape == (int((table.fold == 0).sum()), 2) and np.isfinite(probs).all()
+    # the fold's valid_loss is that of the model kept: a kept average's own (it was the discarded
+    # best epoch's, beside the average's scores, probe); one window per recording here
+    pos = comp["classes"].index(comp["positive"])
+    y, p = (table[table.fold == 0]["target"] == comp["positive"]).to_numpy(), probs[:, pos].astype(np.float64)
+    own = float(-np.mean(np.where(y, np.log(p), np.log(1 - p))))
+    epoch = history[info["best_epoch"] - 1]["valid_loss"]
+    assert info["valid_loss"] == pytest.approx(own if info["swa"]["kept"] else epoch, abs=1e-4)
 
 
 def test_supcon_is_added_to_the_training_loss_of_a_network_only(toy):

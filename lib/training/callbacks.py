@@ -27,8 +27,7 @@ import torch
 
 from ..core.errors import TrainingError
 from ..core.utils import atomic_path, load_tensors_only
-from ..evaluation.metrics import is_better, score_all
-from ..inference.predict import predict_recordings
+from ..evaluation.metrics import is_better
 
 
 class Callback:
@@ -258,18 +257,17 @@ class SWA(Callback):
 
     def result(self, trainer) -> dict:
         """Validate the average; when it scores at least as well as the best epoch, it replaces it
-        in ``trainer.state.best`` (weights and probabilities). Returns ``{"epochs_averaged",
-        "scores", "kept"}``."""
+        in ``trainer.state.best`` (weights, probabilities, scores and validation loss). Returns
+        ``{"epochs_averaged", "scores", "kept"}``."""
         swa, best, p, comp, fold = self.average, trainer.state.best, trainer.parts, trainer.comp, trainer.fold
         update_bn(swa.module, trainer.data, trainer.data.sample_windows(p.tr_rec, p.rng), trainer.cfg["train"]["batch_size"])
-        probs = predict_recordings(swa.module, trainer.data, p.va_rec, comp)[0]
-        scores = {k: float(v) for k, v in score_all(comp["metrics"], trainer.data.y[p.va_rec], probs, comp).items()}
+        probs, scores, valid_loss = trainer.evaluate(swa.module)
         monitor = comp["metric"]
         kept = not is_better(monitor, best["scores"][monitor], scores[monitor], comp)  # at least as good
         trainer.log(f"fold {fold}: SWA of {int(swa.n_averaged)} epochs: {monitor} {scores[monitor]:.4f} against "
                     f"{best['scores'][monitor]:.4f} for epoch {best['epoch']}: " + ("kept" if kept else "not kept"))
         if kept:
-            best.update(scores=scores, probs=torch.from_numpy(probs),
+            best.update(scores=scores, valid_loss=valid_loss, probs=torch.from_numpy(probs),
                         state={k: v.detach().cpu().clone() for k, v in swa.module.state_dict().items()})
         return {"epochs_averaged": int(swa.n_averaged), "scores": scores, "kept": bool(kept)}
 

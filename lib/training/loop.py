@@ -484,14 +484,26 @@ class FoldTrainer:
                          f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} windows (not scored)")
         return probs, logits, windows
 
+    def scored(self, probs: np.ndarray, logits: torch.Tensor, windows: np.ndarray) -> tuple[dict, float]:
+        """The metrics of validation ``probs (valid_recordings, n_classes)`` and the loss of their
+        ``logits (windows, n_outputs)`` against the ``windows``' targets: ``(scores, valid_loss)``."""
+        p, device = self.parts, self.device
+        valid_loss = float(p.loss_fn(logits.to(device), self.data.targets(windows).to(device)))
+        scores = {k: float(v) for k, v in score_all(self.comp["metrics"], self.data.y[p.va_rec], probs, self.comp).items()}
+        return scores, valid_loss
+
+    def evaluate(self, module) -> tuple[np.ndarray, dict, float]:
+        """Validate ``module`` as an epoch is (no test-time augmentation): ``(probs, scores, valid_loss)``."""
+        probs, logits, windows = _predict_validation(module, self.data, self.parts.va_rec, self.comp, self.ranks)
+        return (probs, *self.scored(probs, logits[0], windows))
+
     def record(self, total, seen: int, bad: int, probs: np.ndarray, logits: torch.Tensor, windows, t0: float) -> None:
         """Score a validated epoch, step a per-epoch scheduler, keep the best epoch, add the
         history row, take the snapshot ``good`` and log; the callbacks' ``on_validation_end`` and
         ``on_epoch_end`` around it, and an early stop's reason."""
         p, comp, monitor, device = self.parts, self.comp, self.comp["metric"], self.device
-        valid_loss = float(p.loss_fn(logits.to(device), self.data.targets(windows).to(device)))
+        scores, valid_loss = self.scored(probs, logits, windows)
         total, seen = all_sum([total, seen], self.ranks, device)  # every rank's training windows
-        scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
         if p.per_epoch:
             p.scheduler.step(valid_loss if p.scheduler.on == "valid_loss" else sign(monitor, comp) * scores[monitor])
         window = self.cfg["train"]["smooth_epochs"]
