@@ -135,6 +135,20 @@ def test_fitted_weights_minimise_the_log_loss():
     losses = [log_loss(y, g * a + (1 - g) * b, labels=[0, 1, 2]) for g in grid]
     assert w.sum() == pytest.approx(1) and (w >= 0).all()
     assert w[0] == pytest.approx(grid[int(np.argmin(losses))], abs=2e-3)
+    # members near chance, a nearly flat loss: SLSQP with its default tolerance stopped at equal
+    # weights, 0.0005 above the minimum at [0, 1] (probe); and multi-label, three members
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 60)
+    a, b = (1 / (1 + np.exp(-(0.05 * (2 * y - 1) * k + rng.normal(0, 1, 60)) * 0.05)) for k in (1, 0))
+    w = Blender("fitted", BIN).fit([np.c_[1 - a, a], np.c_[1 - b, b]], y).weights
+    losses = [log_loss(y, g * a + (1 - g) * b) for g in grid]
+    assert log_loss(y, w[0] * a + w[1] * b) <= min(losses) + 1e-9 and w[1] > 0.99
+    y = rng.integers(0, 2, (200, 3))
+    members = [np.clip(y * q + rng.uniform(0, 1, y.shape) * (1 - q), 0.01, 0.99) for q in (0.1, 0.3, 0.2)]
+    w = Blender("fitted", ML).fit(members, y).weights
+    loss = lambda v: log_loss(y.ravel(), sum(k * m for k, m in zip(v, members)).ravel())  # noqa: E731
+    simplex = [np.array([i, j, 100 - i - j]) / 100 for i in range(101) for j in range(101 - i)]
+    assert loss(w) <= min(map(loss, simplex)) + 1e-9
 
 
 def test_hill_climbing_adds_a_complementary_member():

@@ -98,21 +98,28 @@ def score_weights(scores, method: str = "softmax", temperature: float = 0.01, hi
 
 def _fit_log_loss_weights(probs, y, comp) -> np.ndarray:
     """Simplex weights minimising the mean log loss (binary cross-entropy per class for
-    multi-label) of the weighted mean of ``probs``."""
+    multi-label) of the weighted mean of ``probs``: SLSQP with the loss's exact gradient and a
+    tight tolerance (the loss is convex in the weights; with scipy's default tolerance and a
+    finite-difference gradient it stopped at its start, equal weights, when the members were near
+    chance and the loss nearly flat), and no worse than any single member."""
     onehot = np.asarray(y, float) if comp["task"] == "multilabel" else np.eye(probs[0].shape[1])[y]
-    stack = np.clip(np.stack(probs), EPS, 1 - EPS)
+    stack = np.clip(np.stack(probs), EPS, 1 - EPS)  # (members, rows, classes)
+    multilabel = comp["task"] == "multilabel"
 
-    def loss(w):
+    def loss_and_grad(w):
         p = np.clip(np.tensordot(w, stack, axes=1), EPS, 1 - EPS)
-        if comp["task"] == "multilabel":
-            return -np.mean(onehot * np.log(p) + (1 - onehot) * np.log(1 - p))
-        return -np.mean(np.sum(onehot * np.log(p), 1))
+        if multilabel:
+            d = onehot / p - (1 - onehot) / (1 - p)  # d(log-likelihood)/dp
+            return -np.mean(onehot * np.log(p) + (1 - onehot) * np.log(1 - p)), -np.mean(stack * d, axis=(1, 2))
+        return -np.mean(np.sum(onehot * np.log(p), 1)), -np.mean(np.sum(stack * (onehot / p), 2), axis=1)
 
     n = len(probs)
-    res = minimize(loss, np.full(n, 1 / n), method="SLSQP", bounds=[(0, 1)] * n,
-                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+    res = minimize(loss_and_grad, np.full(n, 1 / n), jac=True, method="SLSQP", bounds=[(0, 1)] * n,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones_like(w)}],
+                   options={"ftol": 1e-12, "maxiter": 500})
     w = np.clip(res.x, 0, None)
-    return w / w.sum()
+    candidates = [w / w.sum(), *np.eye(n)]
+    return min(candidates, key=lambda c: loss_and_grad(c)[0])
 
 
 def _hill_climb(probs, y, comp, metric) -> np.ndarray:
