@@ -13,7 +13,7 @@ import yaml
 from conftest import make_toy_competition
 
 from lib.components import load_experiment
-from lib.core.device import cpu_bf16
+from lib.core.device import training_dtype
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
 from lib.features.cache import build_feature_set
@@ -139,7 +139,7 @@ def test_resume_state_starts_from_its_own_key_only(tiny, tmp_path):
     first = train_fold(cfg, comp, data, table, 0, torch.device("cpu"), log=lines.append, state_path=state, state_key="a")
     assert state.exists() and torch.load(state, weights_only=True)["epoch"] == 2
     trainer = SimpleNamespace(fold=0, log=lines.append, resume_from=None, device=torch.device("cpu"),
-                              parts=SimpleNamespace(amp=cpu_bf16()))  # as train_fold's own
+                              parts=SimpleNamespace(amp=True))  # as train_fold's own (train.amp, not compiled)
     ResumeState(state, "b").on_setup(trainer)  # another run's state: ignored, said so
     assert trainer.resume_from is None and "ignoring" in lines[-1]
     ResumeState(state, "a").on_setup(trainer)
@@ -157,7 +157,7 @@ def test_resume_state_starts_from_its_own_key_only(tiny, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert other[1]["resumed_from_epoch"] == 0 and any(
-        f"starting over: its 2 saved epoch(s) were trained with cpu, {'autocast' if cpu_bf16() else 'float32'}, "
+        f"starting over: its 2 saved epoch(s) were trained with cpu, {training_dtype('cpu', True)}, "
         f"{threads} thread(s), this run trains with" in line for line in lines)
 
 

@@ -62,6 +62,15 @@ def autocast(device, enabled: bool = True, training: bool = True):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and training and device.type == "cpu" and cpu_bf16())
 
 
+def training_dtype(device, amp: bool) -> str:
+    """The dtype training steps compute in under :func:`autocast` with ``amp`` (the result of
+    :func:`training_amp`): ``"bfloat16"``, ``"float16"`` (CUDA without bfloat16) or ``"float32"``."""
+    device = torch.device(device)
+    if not amp or (device.type == "cpu" and not cpu_bf16()) or device.type not in ("cpu", "cuda"):
+        return "float32"
+    return "bfloat16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "float16"
+
+
 def training_amp(device, amp: bool, compiled: bool) -> bool:
     """Whether training autocasts (:func:`autocast`): ``train.amp``, except for a model compiled
     with ``torch.compile`` on the CPU, which trains in float32. Inductor's CPU code under bfloat16

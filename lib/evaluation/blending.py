@@ -117,9 +117,9 @@ def _fit_log_loss_weights(probs, y, comp) -> np.ndarray:
     res = minimize(loss_and_grad, np.full(n, 1 / n), jac=True, method="SLSQP", bounds=[(0, 1)] * n,
                    constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones_like(w)}],
                    options={"ftol": 1e-12, "maxiter": 500})
-    w = np.clip(res.x, 0, None)
-    candidates = [w / w.sum(), *np.eye(n)]
-    return min(candidates, key=lambda c: loss_and_grad(c)[0])
+    w = np.clip(np.nan_to_num(res.x), 0, None)
+    candidates = [*np.eye(n), *([w / w.sum()] if w.sum() > 0 else [])]
+    return min(candidates, key=lambda c: np.nan_to_num(loss_and_grad(c)[0], nan=np.inf))
 
 
 def _hill_climb(probs, y, comp, metric) -> np.ndarray:

@@ -56,7 +56,7 @@ from ..training.ddp import Ranks, broadcast, gather
 from ..training.loop import train_fold
 from .distributed import claim_work, claims_folder, finish, setup
 from .self_training import mixed_targets, soft_targets
-from ..core.device import cpu_bf16, training_amp
+from ..core.device import training_amp, training_dtype
 
 FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
 
@@ -94,14 +94,13 @@ def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bo
         commit = commit and commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         commit = None
-    if device.type == "cuda":
-        name, bf16 = torch.cuda.get_device_name(device), amp
-    else:
-        name, bf16 = platform.processor() or platform.machine(), amp and cpu_bf16()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    dtype = training_dtype(device, amp)
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "sklearn": sklearn.__version__, "librosa": librosa.__version__, "pandas": pd.__version__,
             "git_commit": commit, "device": f"{device.type}: {name}",
-            "precision": "bfloat16 autocast (training)" if bf16 else "float32", "threads": torch.get_num_threads(),
+            "precision": f"{dtype} autocast (training)" if dtype != "float32" else "float32",
+            "threads": torch.get_num_threads(),
             "host": platform.node(),
             "command": " ".join(sys.argv),
             **({"ranks": f"all {ranks.world} (DDP)" if ddp else f"rank {ranks.rank} of {ranks.world}"}

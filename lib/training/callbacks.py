@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.device import training_dtype
 from ..core.errors import TrainingError
 from ..core.utils import atomic_path, load_tensors_only
 from ..evaluation.metrics import is_better
@@ -150,10 +151,14 @@ class ResumeState(Callback):
 
     @staticmethod
     def numerics(trainer) -> dict:
-        """What a fold's numbers depend on besides its settings: ``{"device", "precision"
-        ("bfloat16/float16 autocast" or "float32"), "threads" (torch's CPU threads)}``."""
-        return {"device": str(trainer.device), "precision": "autocast" if trainer.parts.amp else "float32",
-                "threads": torch.get_num_threads()}
+        """What a fold's numbers depend on besides its settings, the same on every rank of a DDP run:
+        ``{"device": "cpu" or the GPU's model name (never its index), "precision": the training
+        dtype (:func:`lib.core.device.training_dtype`), "threads": torch's CPU threads (``None``
+        on a GPU, whose results do not depend on them)}``."""
+        device = trainer.device
+        cpu = device.type == "cpu"
+        return {"device": "cpu" if cpu else torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+                "precision": training_dtype(device, trainer.parts.amp), "threads": torch.get_num_threads() if cpu else None}
 
     def on_setup(self, trainer) -> None:
         saved = load_tensors_only(self.path, TrainingError) if self.path.exists() else None  # never runs code
@@ -176,8 +181,8 @@ class ResumeState(Callback):
 
 
 def _numerics_text(n: dict) -> str:
-    """``{"device": "cpu", "precision": "autocast", "threads": 2}`` as "cpu, autocast, 2 thread(s)"."""
-    return f"{n['device']}, {n['precision']}, {n['threads']} thread(s)"
+    """``{"device": "cpu", "precision": "bfloat16", "threads": 2}`` as "cpu, bfloat16, 2 thread(s)"."""
+    return f"{n['device']}, {n['precision']}" + (f", {n['threads']} thread(s)" if n["threads"] is not None else "")
 
 
 class TensorBoard(Callback):
@@ -263,7 +268,8 @@ class SWA(Callback):
         update_bn(swa.module, trainer.data, trainer.data.sample_windows(p.tr_rec, p.rng), trainer.cfg["train"]["batch_size"])
         probs, scores, valid_loss = trainer.evaluate(swa.module)
         monitor = comp["metric"]
-        kept = not is_better(monitor, best["scores"][monitor], scores[monitor], comp)  # at least as good
+        kept = np.isfinite(valid_loss) and np.isfinite(scores[monitor]) \
+            and not is_better(monitor, best["scores"][monitor], scores[monitor], comp)  # at least as good, never NaN
         trainer.log(f"fold {fold}: SWA of {int(swa.n_averaged)} epochs: {monitor} {scores[monitor]:.4f} against "
                     f"{best['scores'][monitor]:.4f} for epoch {best['epoch']}: " + ("kept" if kept else "not kept"))
         if kept:

@@ -20,7 +20,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -200,15 +200,16 @@ def _snapshot(parts: dict, gens: dict, **loop) -> dict:
 def _restore(state: dict, parts: dict, gens: dict | None) -> dict:
     """Load a :func:`_snapshot` into ``parts`` (and the RNGs when ``gens`` is given: resuming;
     ``None`` keeps them running, so a retry after a fault draws other batches). Returns a deep
-    copy of the loop's values (everything but ``parts`` and ``rng``); ``state`` itself is left
-    untouched (optimisers would otherwise keep its tensors as their own)."""
+    copy of the loop's values (the fields of :class:`FoldState`; not the parts, generators or what
+    :class:`ResumeState` adds); ``state`` itself is left untouched (optimisers would otherwise keep
+    its tensors as their own)."""
     state = copy.deepcopy(state)
     for k, p in parts.items():
         if p is not None:
             p.load_state_dict(state["parts"][k])
     if gens is not None:
         _set_rng_state(state["rng"], gens)
-    return {k: v for k, v in state.items() if k not in ("parts", "rng", "rng_ranks", "key", "numerics")}
+    return {f.name: state[f.name] for f in fields(FoldState) if f.name in state}
 
 
 def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fold: int):
