@@ -56,15 +56,18 @@ def autocast(device, enabled: bool = True, training: bool = True):
     on a CPU that computes bfloat16 natively (:func:`cpu_bf16`) for ``training`` only (1.8-3.2x
     faster training steps on a 2-core Xeon with AMX, ``bench/train.py``; CPU predictions stay
     float32, since bfloat16 logits would tie close predictions); float32 otherwise or when not
-    ``enabled``."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and training and device.type == "cpu" and cpu_bf16())
+    ``enabled`` (:func:`training_dtype` names the dtype)."""
+    dtype = training_dtype(device, enabled and (training or device.type == "cuda"))
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=getattr(torch, dtype if dtype != "float32" else "bfloat16"),
+                              enabled=dtype != "float32")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 def training_dtype(device, amp: bool) -> str:
-    """The dtype training steps compute in under :func:`autocast` with ``amp`` (the result of
-    :func:`training_amp`): ``"bfloat16"``, ``"float16"`` (CUDA without bfloat16) or ``"float32"``."""
+    """The dtype :func:`autocast` computes training steps in with ``amp`` (the result of
+    :func:`training_amp`): ``"bfloat16"``, ``"float16"`` (CUDA without bfloat16) or ``"float32"``
+    (``amp`` off, a CPU without native bfloat16, another device type)."""
     device = torch.device(device)
     if not amp or (device.type == "cpu" and not cpu_bf16()) or device.type not in ("cpu", "cuda"):
         return "float32"
