@@ -422,3 +422,17 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     shutil.rmtree(out / "features")
     stage("04_ensemble.py", name, "--output-dir", out)
     stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")
+
+
+def test_a_binary_max_model_of_before_its_meaning_changed_is_stale():
+    """audio.aggregate max on a binary task renormalised both classes' maxima before 4e2b2bc; the
+    models and OOF files of that meaning are refused, and retrained by 02, not kept (review)."""
+    from lib.core.artifacts import SETTINGS, model_settings, trained_problem
+
+    comp = {"task": "binary", "classes": ["n", "a"], "positive": "a", "metric": "macc", "metrics": ["macc"],
+            "metadata": None, "audio": {"aggregate": "max"}}
+    old = {"inputs": {SETTINGS: {**model_settings(comp), "aggregate": "max"}}}
+    assert "aggregate 'max' -> 'max of the positive class'" in trained_problem(old, comp)
+    assert trained_problem({"inputs": {SETTINGS: model_settings(comp)}}, comp) is None
+    multiclass = {**comp, "task": "multiclass", "classes": ["n", "a", "b"], "positive": None}
+    assert model_settings(multiclass)["aggregate"] == "max"  # unchanged meaning, unchanged key

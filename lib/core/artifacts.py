@@ -220,8 +220,13 @@ def model_settings(comp: dict) -> dict:
     """What of competition ``comp`` a trained model depends on besides its folds, feature set and
     :func:`audio_settings` (all in stage 02's key, :func:`lib.runs.experiment.experiment_key`):
     :data:`MODEL_KEYS` (the classes in their order: the model's outputs; the metric that chose its
-    epochs) and ``aggregate`` (``audio.aggregate``, how its windows make a recording's prediction)."""
-    return {**{k: comp.get(k) for k in MODEL_KEYS}, "aggregate": (comp.get("audio") or {}).get("aggregate")}
+    epochs) and ``aggregate`` (``audio.aggregate``, how its windows make a recording's prediction;
+    a binary task's ``max`` is named ``"max of the positive class"``, its meaning since 4e2b2bc, so
+    that models and OOF files of the renormalised maximum before it are trained again)."""
+    aggregate = (comp.get("audio") or {}).get("aggregate")
+    if aggregate == "max" and comp.get("task") == "binary":
+        aggregate = "max of the positive class"
+    return {**{k: comp.get(k) for k in MODEL_KEYS}, "aggregate": aggregate}
 
 
 def trained_problem(rec: dict, comp: dict) -> str | None:
