@@ -202,3 +202,18 @@ def test_windows_go_through_the_extractor_a_bounded_batch_at_a_time(tmp_path, mo
     assert whole.shape[0] == 12 * 9 and max(sizes) <= 7
     assert sum(sizes) == 12 * 9 + 2 * 9 + 2  # train and test windows, and each split's shape probe
     np.testing.assert_array_equal(load_features(out, "lm", "train")[0], whole)
+
+
+def test_a_feature_shape_error_names_the_files_of_its_batch(tmp_path, monkeypatch):
+    """The message named no file: the batch's list of files was emptied before it was read (review)."""
+    import lib.features.cache as cache
+
+    comp = make_toy_competition(tmp_path / "data")
+    out = Outputs(tmp_path / "out")
+    prepare(comp, out.root)
+    section = {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "hop_length": 64}}
+    run = cache._run
+    wrong = lambda ex, w, sr: (lambda s, c: (s[:, :, :-1] if len(w) > 1 else s, c))(*run(ex, w, sr))  # noqa: E731
+    monkeypatch.setattr(cache, "_run", wrong)  # the shape probe (one window) right, the batches one frame short
+    with pytest.raises(ValueError, match=r"train/s0_0\.wav, .*train/s0_1\.wav.*: feature shape"):
+        build_feature_set(out, section, workers=1)

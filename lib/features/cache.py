@@ -74,16 +74,16 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
     def flush(sr: int) -> None:
         nonlocal row0, pending
         windows = np.concatenate(batch)
-        batch.clear()
-        paths.clear()
-        pending = 0
-        for path, x in zip(WORKER["outputs"], _run(extractor, windows, sr)):
-            out = np.load(path, mmap_mode="r+")
+        for output, x in zip(WORKER["outputs"], _run(extractor, windows, sr)):
+            out = np.load(output, mmap_mode="r+")
             if x.shape[1:] != out.shape[1:]:
                 raise ValueError(f"{', '.join(dict.fromkeys(paths))}: feature shape {x.shape[1:]} differs from {out.shape[1:]}")
             out[row0:row0 + len(x)] = x  # a shared mapping: the page cache holds it, no msync needed
             del out
         row0 += len(windows)
+        batch.clear()
+        paths.clear()
+        pending = 0
 
     for path, start, end, starts in regions:
         y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"], start, end)
