@@ -113,8 +113,8 @@ def test_repeated_non_finite_steps_restore_then_stop(toy, monkeypatch):
 def test_non_finite_validation_predictions_are_not_scored(toy, monkeypatch):
     predict, calls = loop.predict_recordings, {"n": 0}
 
-    def predict_nan(*a):
-        probs, logits, windows = predict(*a)
+    def predict_nan(*a, **k):
+        probs, logits, windows = predict(*a, **k)
         calls["n"] += 1
         if calls["n"] == 2:  # the validation of epoch 2
             probs, logits = probs * np.nan, logits * np.nan
@@ -126,7 +126,7 @@ def test_non_finite_validation_predictions_are_not_scored(toy, monkeypatch):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4] and np.isfinite(probs).all()
     assert np.isfinite([h["accuracy"] for h in history]).all()
     # every validation NaN: restore once, then stop
-    monkeypatch.setattr(loop, "predict_recordings", lambda *a: (lambda p, lg, w: (p * np.nan, lg * np.nan, w))(*predict(*a)))
+    monkeypatch.setattr(loop, "predict_recordings", lambda *a, **k: (lambda p, lg, w: (p * np.nan, lg * np.nan, w))(*predict(*a, **k)))
     with pytest.raises(TrainingError, match="fold 1 epoch 1: non-finite validation predictions"):
         _train(toy, fold=1)
 
@@ -229,3 +229,61 @@ def test_resume_with_swa_and_a_plateau_schedule_is_bit_identical(toy, tmp_path):
     assert info["resumed_from_epoch"] == 3 and info["swa"] == ref_info["swa"] and info["swa"]["epochs_averaged"] == 4
     assert np.array_equal(probs, ref_probs) and _strip(hist) == _strip(ref_hist)
     assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in ref_ckpt["state_dict"].items())
+
+
+def test_epochs_are_validated_in_the_training_precision_and_the_oof_predicted_as_the_test_set(toy, monkeypatch):
+    """On a CPU that trains in bfloat16 (made to here, so that the test runs on any CPU) every
+    epoch is validated in bfloat16, a third of float32's cost; the kept epoch's OOF predictions
+    are made again in float32 with the experiment's TTA, as 03 predicts the test set: they equal
+    a float32 prediction of the fold's checkpoint, and differ from a bfloat16 one."""
+    from lib.core import device as device_module
+    from lib.data import tasks
+    from lib.inference.predict import predict_recordings
+    from lib.models import build_model
+
+    monkeypatch.setattr(device_module, "cpu_bf16", lambda: True)
+    calls, predict = [], loop.predict_recordings
+
+    def spy(*a, **k):
+        calls.append(k.get("amp"))
+        return predict(*a, **k)
+    monkeypatch.setattr(loop, "predict_recordings", spy)
+    cfg, comp, data, table = toy
+    ckpt, info, probs, history = _train(toy)
+    assert calls == [True] * len(history) + [None]  # every epoch in the training dtype, then the OOF once
+
+    model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), ckpt["n_scalars"], cfg.get("frontend"))
+    model.load_state_dict(ckpt["state_dict"])
+    valid = np.flatnonzero(table["fold"].to_numpy() == 0)
+    np.testing.assert_allclose(probs, predict_recordings(model, data, valid, comp, cfg["tta"])[0], rtol=0, atol=1e-6)
+    low = predict_recordings(model, data, valid, comp, cfg["tta"], amp=True)[0]
+    assert np.abs(low - probs).max() > 1e-4  # the two precisions differ on this model
+
+
+def test_ema_is_the_warm_up_average_and_keeps_unchanged_tensors_exactly():
+    """:func:`ema_multi_avg_fn` against the formula written out: ``averaged + (1 - d) (current -
+    averaged)``, ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates; a constant buffer
+    (a front end's filterbank) stays bit-identical, BatchNorm's integer counter is copied."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from lib.training.ema import ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    model.register_buffer("constant", torch.randn(5))
+    ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(0.9), use_buffers=True)
+    ema.update_parameters(model)  # the first update copies
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    for n in range(1, 8):
+        with torch.no_grad():
+            model[0].weight.add_(torch.randn(2, 3))
+            model(torch.randn(4, 3))  # training mode: BatchNorm's running statistics and counter move
+        ema.update_parameters(model)
+        d = min(0.9, (1 + n) / (10 + n))
+        ref = {k: v.clone() if not v.is_floating_point() else ref[k] + (1 - d) * (v - ref[k])
+               for k, v in model.state_dict().items()}
+    got = ema.module.state_dict()
+    for k, v in ref.items():
+        assert torch.allclose(got[k], v, rtol=0, atol=1e-6) if v.is_floating_point() else torch.equal(got[k], v), k
+    assert torch.equal(got["constant"], model.constant) and int(got["1.num_batches_tracked"]) == 7
+    assert not torch.allclose(got["0.weight"], model[0].weight)  # an average, not a copy

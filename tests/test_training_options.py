@@ -307,7 +307,9 @@ def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
                                             lambda *_: None)
     losses = [h["log_loss"] for h in history]
     best = int(np.argmin(losses))  # the lowest log loss is the best epoch (the first of equals)
-    assert info["best_epoch"] == best + 1 and info["log_loss"] == pytest.approx(losses[best])
+    # the history's validation ran in the training precision (bfloat16 on a CPU that trains in it), the
+    # kept epoch's OOF score in float32
+    assert info["best_epoch"] == best + 1 and info["log_loss"] == pytest.approx(losses[best], abs=2e-3)
     assert len(history) == min(6, best + 1 + 2)  # early stopping counts epochs without a lower log loss
     # train.monitor: a competition scored by accuracy, its epochs chosen and stopped on log_loss
     _, by_loss, _, history2 = train_fold(dict(cfg, train={**raw, "monitor": "log_loss"}),

@@ -95,6 +95,24 @@ def test_per_example_decision_leaves_others_untouched():
     assert any(same) and not all(same)
 
 
+def test_a_per_example_augmentation_computes_the_chosen_rows_only(monkeypatch):
+    """Noise on p = 0.3 of the batch generates and shapes noise for those rows only, and the
+    others come back bit-identical; in-batch mixing (``background``) still sees the whole batch."""
+    from lib.training import wave_augment
+
+    seen = {}
+    for cls in (wave_augment.Noise, wave_augment.Background):
+        apply = cls.apply
+        monkeypatch.setattr(cls, "apply", lambda self, w, m, rng, apply=apply, cls=cls: (
+            seen.setdefault(cls.__name__, []).append((len(w), int(m.sum()))), apply(self, w, m, rng))[1])
+    wave, target = batch()
+    out, _ = WaveAugmenter([{"name": "noise", "params": {"p": 0.3, "color": "pink"}}], seed=3)(wave, target)
+    changed = [not torch.equal(out[i], wave[i]) for i in range(B)]
+    assert seen["Noise"] == [(sum(changed), sum(changed))] and 0 < sum(changed) < B
+    WaveAugmenter([{"name": "background", "params": {"p": 0.3}}], seed=3)(wave, target)
+    assert seen["Background"][0][0] == B and 0 < seen["Background"][0][1] < B
+
+
 def test_fixed_seed_reproduces(noise_folder):
     entries = [{"name": n, "params": {"p": 0.7, **p}} for n, p in all_entries().items()]
     entries.append({"name": "background", "params": {"p": 1.0, "folder": str(noise_folder), "sample_rate": SR}})

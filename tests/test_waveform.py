@@ -72,6 +72,17 @@ def test_random_crops_cover_every_offset_within_the_recording():
         assert np.array_equal(crop, audio.fix_length(ys[r][s:s + 10], 10, "zero"))
 
 
+def test_windows_inside_their_recording_are_cut_alike_with_or_without_padding_in_the_batch():
+    """A batch of windows that all lie inside their recording (the fast path: one slice each)
+    equals the same windows cut together with one that needs padding (the general gather)."""
+    data, ys = _generated("zero")
+    inside = np.array([[0, 0], [0, 5], [0, 3], [0, 5]])
+    fast = data.crops(inside).numpy()
+    assert np.array_equal(fast, data.crops(np.vstack([inside, [[2, 0]]])).numpy()[:-1])
+    assert [np.array_equal(c, ys[0][s:s + 10]) for (_, s), c in zip(inside, fast)] == [True] * 4
+    assert fast.dtype == np.float32 and data.crops(inside[:0]).shape == (0, 10)
+
+
 @pytest.mark.parametrize("pad", audio.PAD_MODES)
 def test_grid_windows_equal_cut_windows(pad):
     data, ys = _generated(pad)

@@ -56,12 +56,22 @@ def autocast(device, enabled: bool = True, training: bool = True):
     on a CPU that computes bfloat16 natively (:func:`cpu_bf16`) for ``training`` only (1.8-3.2x
     faster training steps on a 2-core Xeon with AMX, ``bench/train.py``; CPU predictions stay
     float32, since bfloat16 logits would tie close predictions); float32 otherwise or when not
-    ``enabled`` (:func:`training_dtype` names the dtype)."""
-    dtype = training_dtype(device, enabled and (training or device.type == "cuda"))
+    ``enabled`` (:func:`training_dtype` and :func:`inference_dtype` name the dtype). Stage 02's
+    per-epoch validation predicts with ``training=True`` and the training steps' ``enabled``;
+    the OOF predictions are made again for inference when the two differ."""
+    device = torch.device(device)
+    dtype = training_dtype(device, enabled) if training else inference_dtype(device) if enabled else "float32"
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=getattr(torch, dtype if dtype != "float32" else "bfloat16"),
                               enabled=dtype != "float32")
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+def inference_dtype(device) -> str:
+    """The dtype :func:`autocast` predicts in (``training=False``): that of CUDA's training steps
+    with ``amp`` on, ``"float32"`` on any other device."""
+    device = torch.device(device)
+    return training_dtype(device, True) if device.type == "cuda" else "float32"
 
 
 def training_dtype(device, amp: bool) -> str:

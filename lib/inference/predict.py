@@ -22,11 +22,15 @@ def tta_active(tta: dict | None) -> bool:
 
 
 @torch.no_grad()
-def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), batch_size: int = 256) -> torch.Tensor:
-    """Logits ``(shifts, items, n_outputs)`` (float32, CPU) of the given items, every one kept
-    (:func:`autocast` for inference: float32 on the CPU). Each shift (seconds) rolls the model
-    input along time by ``round(shift * data.frames_per_second)`` (samples of a waveform, frames
-    of a cached spectrogram), wrapping around, as the ``time_shift`` augmentation does."""
+def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), batch_size: int = 256,
+                   amp: bool | None = None) -> torch.Tensor:
+    """Logits ``(shifts, items, n_outputs)`` (float32, CPU) of the given items, every one kept,
+    computed in the inference precision (:func:`autocast` for inference: float32 on the CPU) or,
+    with ``amp`` a bool, in the precision of the training steps under that ``train.amp``
+    (bfloat16 on a CPU that computes it natively: the cheaper per-epoch validation of stage 02).
+    Each shift (seconds) rolls the model input along time by ``round(shift *
+    data.frames_per_second)`` (samples of a waveform, frames of a cached spectrogram), wrapping
+    around, as the ``time_shift`` augmentation does."""
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
     rolls = [int(round(s * data.frames_per_second)) if s else 0 for s in shifts]
@@ -34,30 +38,31 @@ def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), b
     for i in range(0, len(items), batch_size):
         x, scalars = data.batch(items[i:i + batch_size], device)
         for k, roll in enumerate(rolls):
-            with autocast(device, training=False):
+            with autocast(device, True if amp is None else amp, training=amp is not None):
                 xs = torch.roll(x, roll, dims=-1) if roll else x
                 out[k].append(model(xs, scalars)["logits"].float().cpu())
     return torch.stack([torch.cat(o) for o in out])
 
 
-def _window_probs(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict):
+def _window_probs(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict, amp: bool | None = None):
     """Every window of ``recs``: ``(probabilities (w, n_classes), owner (w,), logits (shifts, w,
     n_outputs), items (w, ...))`` (see :func:`predict_recordings`)."""
     items, owner = data.windows_of(recs, tta.get("hop_seconds"))
-    logits = predict_logits(model, data, items, tta.get("shifts") or (0.0,))
+    logits = predict_logits(model, data, items, tta.get("shifts") or (0.0,), amp=amp)
     allowed = None if data.fine_allowed is None else data.fine_allowed[data.recordings(items)]
     return np.mean([tasks.logits_to_probs(lg, comp, allowed) for lg in logits], axis=0), owner, logits, items
 
 
-def predict_recordings(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict | None = None
-                       ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+def predict_recordings(model, data: SplitInputs, recs: np.ndarray, comp: dict, tta: dict | None = None,
+                       amp: bool | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """Predict every window of the recordings ``recs`` ``(n,)`` and aggregate them per recording
     (:func:`aggregate_windows`). ``tta`` (an experiment's ``tta`` section; ``None``: none): the window
     probabilities are the mean over ``shifts`` (seconds; :func:`predict_logits`), and with
     ``hop_seconds`` the windows are every ``hop_seconds`` (waveform input only); with
-    ``subdivide.mask`` each window over its recording's allowed fine classes (``data.fine_allowed``). Returns
-    ``(probs (n, n_classes), window logits (shifts, w, n_outputs), items (w, ...))``."""
-    window_probs, owner, logits, items = _window_probs(model, data, recs, comp, tta or {})
+    ``subdivide.mask`` each window over its recording's allowed fine classes (``data.fine_allowed``).
+    ``amp``: the precision (:func:`predict_logits`). Returns ``(probs (n, n_classes), window
+    logits (shifts, w, n_outputs), items (w, ...))``."""
+    window_probs, owner, logits, items = _window_probs(model, data, recs, comp, tta or {}, amp)
     return aggregate_windows(window_probs, owner, data.region_of(items), len(recs), comp), logits, items
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..core.device import autocast, place_model, training_amp
+from ..core.device import autocast, inference_dtype, place_model, training_amp, training_dtype
 from ..core.errors import ConfigError, TrainingError
 from ..core.schema import SAMPLERS
 from ..core.utils import seed_everything
@@ -42,7 +42,7 @@ from ..models import build_model, count_parameters
 from .augment import Augmenter
 from .callbacks import SWA, EarlyStopping, ResumeState, TensorBoard, improves, smoothed
 from .ddp import Ranks, all_sum, all_true, broadcast_buffers, check_ddp, gather, rank_seed, shard
-from .ema import ema_avg_fn
+from .ema import ema_multi_avg_fn
 from .losses import SupConLoss, balanced_class_weight, build_loss
 from .optim import SCHEDULERS, build_optimizer
 from .wave_augment import WaveAugmenter
@@ -226,13 +226,14 @@ def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     return tr_rec, va_rec, encoder, model
 
 
-def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict, ranks: Ranks):
-    """:func:`predict_recordings` of ``va_rec``; under DDP each rank predicts its share (with
-    rank 0's BatchNorm statistics) and every rank gets all of them, in order."""
+def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict, ranks: Ranks, amp: bool):
+    """:func:`predict_recordings` of ``va_rec`` in the training steps' precision under ``amp``
+    (the fold's :attr:`FoldParts.amp`); under DDP each rank predicts its share (with rank 0's
+    BatchNorm statistics) and every rank gets all of them, in order."""
     if ranks.world == 1 or len(va_rec) < ranks.world:
-        return predict_recordings(model, data, va_rec, comp)
+        return predict_recordings(model, data, va_rec, comp, amp=amp)
     broadcast_buffers(model, ranks)
-    parts = gather(predict_recordings(model, data, shard(va_rec, ranks), comp), ranks)
+    parts = gather(predict_recordings(model, data, shard(va_rec, ranks), comp, amp=amp), ranks)
     return (np.concatenate([p[0] for p in parts]), torch.cat([p[1] for p in parts], 1),
             np.concatenate([p[2] for p in parts]))
 
@@ -370,7 +371,7 @@ class FoldTrainer:
         augment = Augmenter(cfg["augment"], seed=seed)
         wave_augment = WaveAugmenter(cfg["augment"]["waveform"], seed=seed, sample_rate=data.manifest["sample_rate"])
         if tc["ema"]:  # validated and saved instead of the raw weights: smoother, usually better
-            ema = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_avg_fn(tc["ema"]), use_buffers=True)
+            ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(tc["ema"]), use_buffers=True)
         return FoldParts(tr_rec, va_rec, encoder, model, forward, ema.module if ema is not None else model, class_weight,
                          loss_fn, opt, sched, getattr(sched, "per_epoch", False),  # ReduceLROnPlateau: once an epoch
                          torch.amp.GradScaler("cuda", enabled=use_scaler), augment, wave_augment, ema,
@@ -475,10 +476,12 @@ class FoldTrainer:
         return total, seen, bad
 
     def validate(self) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-        """Predict the validation recordings with the kept module (no test-time augmentation).
-        Returns ``(probs (valid_recordings, n_classes), logits (windows, n_outputs), windows)``.
+        """Predict the validation recordings with the kept module (no test-time augmentation), in
+        the training steps' precision (bfloat16 on a CPU that trains in it: a third of float32's
+        cost; :meth:`finish` predicts the kept epoch again as 03 predicts the test set). Returns ``(probs (valid_recordings, n_classes), logits (windows, n_outputs), windows)``.
         Raises ``_Fault`` for non-finite predictions (never scored)."""
-        probs, logits, windows = _predict_validation(self.parts.kept, self.data, self.parts.va_rec, self.comp, self.ranks)
+        p = self.parts
+        probs, logits, windows = _predict_validation(p.kept, self.data, p.va_rec, self.comp, self.ranks, p.amp)
         logits = logits[0]
         if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
             raise _Fault(f"fold {self.fold} epoch {self.epoch}: non-finite validation predictions in "
@@ -495,7 +498,8 @@ class FoldTrainer:
 
     def evaluate(self, module) -> tuple[np.ndarray, dict, float]:
         """Validate ``module`` as an epoch is (no test-time augmentation): ``(probs, scores, valid_loss)``."""
-        probs, logits, windows = _predict_validation(module, self.data, self.parts.va_rec, self.comp, self.ranks)
+        probs, logits, windows = _predict_validation(module, self.data, self.parts.va_rec, self.comp, self.ranks,
+                                                     self.parts.amp)
         return (probs, *self.scored(probs, logits[0], windows))
 
     def record(self, total, seen: int, bad: int, probs: np.ndarray, logits: torch.Tensor, windows, t0: float) -> None:
@@ -531,16 +535,20 @@ class FoldTrainer:
 
     def finish(self, resumed_from: int) -> tuple[dict, dict, np.ndarray, list[dict]]:
         """The callbacks' ``on_fold_end`` (SWA may replace the best epoch), the best epoch's
-        validation predictions again with the experiment's test-time augmentation when it has
-        one, and the fold's checkpoint and info (see :func:`train_fold`)."""
+        validation predictions again as the test set's are made (with the experiment's test-time
+        augmentation when it has one, in the inference precision when the epochs were validated in
+        another), and the fold's checkpoint and info (see :func:`train_fold`)."""
         p, cfg, comp, best, history = self.parts, self.cfg, self.comp, self.state.best, self.state.history
         extra = {}
         self._call("on_fold_end", extra)
         probs, scores = best["probs"].numpy(), best["scores"]
-        if tta_active(cfg["tta"]):  # the OOF predictions made as the test set's will be
+        tta = tta_active(cfg["tta"])
+        if tta or training_dtype(self.device, p.amp) != inference_dtype(self.device):
+            # the OOF predictions made as the test set's will be: with its test-time augmentation, in its precision
             p.kept.load_state_dict(best["state"])
             probs = predict_recordings(p.kept, self.data, p.va_rec, comp, cfg["tta"])[0]
             scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
+        if tta:
             extra["without_tta"] = best["scores"]
             self.log(f"fold {self.fold}: with test-time augmentation {cfg['tta']}: " + "  ".join(
                 f"{k} {v:.4f} ({best['scores'][k]:.4f} without)" for k, v in scores.items()))

@@ -8,7 +8,7 @@ log domain, random resize crop of the log-mel, optionally the experiment's SpecA
 normalised per batch (BYOL-A's post-normalisation). The *online* network is the experiment's
 model up to its embedding (front end, trunk, pooling) followed by a projector and a predictor
 (:class:`MLP`); the *target* is an exponential moving average of the online model and projector
-(:func:`lib.training.ema.ema_avg_fn`, the pipeline's EMA with its warm-up of the decay). The loss
+(:func:`lib.training.ema.ema_multi_avg_fn`, the pipeline's EMA with its warm-up of the decay). The loss
 is ``2 - 2 cos(prediction of one view, target projection of the other)``, summed over both orders
 (:func:`byol_loss`; 0 when they agree, at most 8).
 
@@ -29,7 +29,7 @@ from torch import nn
 
 from ..models.base import AudioClassifier
 from .augment import spec_augment
-from .ema import ema_avg_fn
+from .ema import ema_multi_avg_fn
 
 METHODS = ("byol_a", "simclr")
 """The self-supervised methods of :class:`SSLLearner` (``pretrain.method``)."""
@@ -140,7 +140,7 @@ class SSLLearner(nn.Module):
 
     ``online``: ``{"encoder", "projector"}`` (:class:`MLP` ``D -> projector_hidden -> projector_dim``);
     ``byol_a`` adds ``predictor`` (``projector_dim -> predictor_hidden -> projector_dim``) and
-    ``target``, an ``AveragedModel`` of ``online`` with decay ``ema`` (:func:`ema_avg_fn`).
+    ``target``, an ``AveragedModel`` of ``online`` with decay ``ema`` (:func:`ema_multi_avg_fn`).
     :meth:`forward` takes two views (model inputs ``(B, C, F, T)``) and returns the loss;
     :meth:`trainable` the parameters to optimise; :meth:`update_target` follows a step.
     Raises ``ValueError`` for an unknown ``method``."""
@@ -156,7 +156,7 @@ class SSLLearner(nn.Module):
         self.predictor = MLP(projector_dim, predictor_hidden, projector_dim) if method == "byol_a" else None
         self.target = None
         if method == "byol_a":
-            self.target = torch.optim.swa_utils.AveragedModel(self.online, avg_fn=ema_avg_fn(ema), use_buffers=True)
+            self.target = torch.optim.swa_utils.AveragedModel(self.online, multi_avg_fn=ema_multi_avg_fn(ema), use_buffers=True)
             self.target.requires_grad_(False)
 
     def trainable(self) -> list[nn.Parameter]:

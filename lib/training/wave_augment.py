@@ -66,7 +66,12 @@ def _torch_generator(rng: np.random.Generator, device) -> torch.Generator:
 class WaveAugment:
     """Base: ``p`` in [0, 1] is the chance that an example is augmented. Subclasses implement
     ``apply(wave, mask, rng) -> wave``, the augmented batch (rows outside ``mask (batch,)`` bool
-    may hold anything: they are replaced by the input)."""
+    may hold anything: they are replaced by the input). An augmentation of each example on its
+    own (``per_example``, the default) gets only the chosen rows, every one in ``mask``, so
+    that its noise, FFTs and filters cost ``p`` of the batch's; one that mixes examples of the
+    batch (``per_example = False``) gets the whole batch."""
+
+    per_example = True
 
     def __init__(self, p: float = 0.5):
         _check(0 <= p <= 1, f"p must be in [0, 1] (got {p})")
@@ -76,6 +81,10 @@ class WaveAugment:
         mask = rng.random(len(wave)) < self.p
         if not mask.any():
             return wave, target
+        if self.per_example:
+            rows = torch.as_tensor(np.flatnonzero(mask), device=wave.device)
+            out = self.apply(wave[rows], np.ones(len(rows), dtype=bool), rng)
+            return wave.index_copy(0, rows, out.to(wave.dtype)), target
         out = self.apply(wave, mask, rng)
         keep = torch.as_tensor(mask, device=wave.device)[:, None]
         return torch.where(keep, out.to(wave.dtype), wave), target
@@ -136,6 +145,8 @@ class Background(WaveAugment):
     is a source of random crops (repeated when shorter than the batch). Shapes ``(batch, samples)``.
     In-batch mixing and external noise banks as in several BirdCLEF solutions.
     """
+
+    per_example = False  # another example of the batch is the background
 
     def __init__(self, p: float = 0.5, min_snr_db: float = 3.0, max_snr_db: float = 30.0,
                  folder: str | None = None, sample_rate: int | None = None):
