@@ -33,14 +33,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch  # noqa: F401  before anything here imports scikit-learn (lib.data.folds does), see below
-
-# torch loads its OpenMP runtime (libgomp) into the process's global symbol scope. When part of
-# scikit-learn was imported before it (its helpers, on its own vendored libgomp) and its
-# gradient-boosting extension after it (lazily, at the first fit), a stage-02 fit of zoo/hgb took
-# 5.6 s a breathing fold instead of 2.6 s on two cores (the same trees); with torch first the
-# fits take 2.6 s whatever is imported later. Measured with `02_train.py configs/zoo/hgb.yaml`.
-
 __version__ = "0.4.0"
 
 NOTEBOOK_NAMES = {

@@ -238,7 +238,7 @@ def test_epochs_are_validated_in_the_training_precision_and_the_oof_predicted_as
     a float32 prediction of the fold's checkpoint, and differ from a bfloat16 one."""
     from lib.core import device as device_module
     from lib.data import tasks
-    from lib.inference.predict import predict_recordings
+    from lib.inference.predict import predict_recordings, tta_active
     from lib.models import build_model
 
     monkeypatch.setattr(device_module, "cpu_bf16", lambda: True)
@@ -249,8 +249,12 @@ def test_epochs_are_validated_in_the_training_precision_and_the_oof_predicted_as
         return predict(*a, **k)
     monkeypatch.setattr(loop, "predict_recordings", spy)
     cfg, comp, data, table = toy
-    ckpt, info, probs, history = _train(toy)
-    assert calls == [True] * len(history) + [None]  # every epoch in the training dtype, then the OOF once
+    lines = []
+    ckpt, info, probs, history = _train(toy, lines.append)
+    tta = [None] if tta_active(cfg["tta"]) else []  # the waveform toy predicts with test-time augmentation
+    assert calls == [True] * len(history) + [None] + tta  # every epoch in the training dtype, the OOF again
+    again = [line for line in lines if line.startswith(f"fold 0: epoch {info['best_epoch']} predicted again in float32")]
+    assert len(again) == 1 and "validated in bfloat16" in again[0]
 
     model = build_model(cfg["model"], data.manifest, tasks.n_outputs(comp), ckpt["n_scalars"], cfg.get("frontend"))
     model.load_state_dict(ckpt["state_dict"])
@@ -287,3 +291,19 @@ def test_ema_is_the_warm_up_average_and_keeps_unchanged_tensors_exactly():
         assert torch.allclose(got[k], v, rtol=0, atol=1e-6) if v.is_floating_point() else torch.equal(got[k], v), k
     assert torch.equal(got["constant"], model.constant) and int(got["1.num_batches_tracked"]) == 7
     assert not torch.allclose(got["0.weight"], model[0].weight)  # an average, not a copy
+
+
+def test_non_finite_oof_predictions_made_again_stop_the_fold(toy, monkeypatch):
+    """The kept epoch's OOF predictions made again in float32 are checked as every validation
+    is: non-finite ones raise, naming the fold and epoch, and reach no metric or file."""
+    from lib.core import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_bf16", lambda: True)
+    predict = loop.predict_recordings
+
+    def nan_in_float32(*a, **k):
+        probs, logits, windows = predict(*a, **k)
+        return (probs * np.nan, logits * np.nan, windows) if k.get("amp") is None else (probs, logits, windows)
+    monkeypatch.setattr(loop, "predict_recordings", nan_in_float32)
+    with pytest.raises(TrainingError, match=r"fold 0: epoch \d+ predicted again in float32: non-finite OOF predictions"):
+        _train(toy)

@@ -95,9 +95,10 @@ def test_per_example_decision_leaves_others_untouched():
     assert any(same) and not all(same)
 
 
-def test_a_per_example_augmentation_computes_the_chosen_rows_only(monkeypatch):
+def test_a_per_example_augmentation_computes_the_chosen_rows_only(monkeypatch, noise_folder):
     """Noise on p = 0.3 of the batch generates and shapes noise for those rows only, and the
-    others come back bit-identical; in-batch mixing (``background``) still sees the whole batch."""
+    others come back bit-identical; in-batch mixing (``background`` without a folder) still sees
+    the whole batch, ``background`` from a folder the chosen rows."""
     from lib.training import wave_augment
 
     seen = {}
@@ -111,6 +112,10 @@ def test_a_per_example_augmentation_computes_the_chosen_rows_only(monkeypatch):
     assert seen["Noise"] == [(sum(changed), sum(changed))] and 0 < sum(changed) < B
     WaveAugmenter([{"name": "background", "params": {"p": 0.3}}], seed=3)(wave, target)
     assert seen["Background"][0][0] == B and 0 < seen["Background"][0][1] < B
+    entry = {"name": "background", "params": {"p": 0.3, "folder": str(noise_folder), "sample_rate": SR}}
+    out, _ = WaveAugmenter([entry], seed=3)(wave, target)
+    changed = sum(not torch.equal(out[i], wave[i]) for i in range(B))
+    assert seen["Background"][1] == (changed, changed) and 0 < changed < B
 
 
 def test_fixed_seed_reproduces(noise_folder):

@@ -28,7 +28,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch  # noqa: F401  before scikit-learn, for the reason below
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
+
+# torch before scikit-learn, in every module of lib that imports scikit-learn when it loads: torch
+# loads its OpenMP runtime (libgomp) into the process's global symbol scope. When scikit-learn's
+# helpers were loaded before it (on their own vendored libgomp) and its gradient-boosting extension
+# after it (lazily, at the first fit), a stage-02 fit of zoo/hgb took 5.6 s a breathing fold
+# instead of 2.5 s on two cores (the same trees; `02_train.py configs/zoo/hgb.yaml`, 2-core AMD
+# EPYC). Stage scripts' --help and `sweep.py`'s TQDM_DISABLE need `lib.cli` free of torch, so
+# the import is here and not in lib/__init__.py.
 
 SCHEMES = ("stratified", "stratified_group", "group", "multilabel_stratified", "multilabel_stratified_group",
            "leave_one_group_out", "predefined")

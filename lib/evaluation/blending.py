@@ -44,6 +44,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, logit, softmax
 from scipy.stats import rankdata
+import torch  # noqa: F401  before scikit-learn (lib/data/folds.py says why)
 from sklearn.linear_model import LogisticRegression
 
 from ..core.errors import ConfigError

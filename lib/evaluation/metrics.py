@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch  # noqa: F401  before scikit-learn (lib/data/folds.py says why)
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,

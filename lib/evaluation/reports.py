@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch  # noqa: F401  before scikit-learn (lib/data/folds.py says why)
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     average_precision_score,

@@ -26,8 +26,9 @@ def predict_logits(model, data: SplitInputs, items: np.ndarray, shifts=(0.0,), b
                    amp: bool | None = None) -> torch.Tensor:
     """Logits ``(shifts, items, n_outputs)`` (float32, CPU) of the given items, every one kept,
     computed in the inference precision (:func:`autocast` for inference: float32 on the CPU) or,
-    with ``amp`` a bool, in the precision of the training steps under that ``train.amp``
-    (bfloat16 on a CPU that computes it natively: the cheaper per-epoch validation of stage 02).
+    with ``amp`` a bool, in the precision of the training steps with that autocast flag (a fold's
+    :func:`lib.core.device.training_amp`: bfloat16 on a CPU that computes it natively, the
+    cheaper per-epoch validation of stage 02).
     Each shift (seconds) rolls the model input along time by ``round(shift *
     data.frames_per_second)`` (samples of a waveform, frames of a cached spectrogram), wrapping
     around, as the ``time_shift`` augmentation does."""

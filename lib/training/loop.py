@@ -162,6 +162,16 @@ class _Fault(Exception):
     or non-finite validation predictions. The message names fold, epoch (and step)."""
 
 
+def _check_finite(probs: np.ndarray, logits: torch.Tensor, what: str, kind: str = "OOF",
+                  error: type = TrainingError) -> None:
+    """Raise ``error`` naming ``what`` and ``kind`` unless the recording ``probs`` and the window
+    ``logits (windows, n_outputs)`` are all finite (a metric fed NaN would raise, or score it
+    silently)."""
+    if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
+        raise error(f"{what}: non-finite {kind} predictions in {int((~torch.isfinite(logits)).any(1).sum())} of "
+                    f"{len(logits)} windows (not scored)")
+
+
 def _rng_state(gens: dict) -> dict:
     """Every random generator the loop draws from, as plain values and tensors: the numpy
     Generators ``gens`` (name -> ``np.random.Generator``), torch (CPU, CUDA), ``random``, numpy's
@@ -226,10 +236,11 @@ def fold_setup(cfg: dict, comp: dict, data: SplitInputs, table: pd.DataFrame, fo
     return tr_rec, va_rec, encoder, model
 
 
-def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict, ranks: Ranks, amp: bool):
+def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict, ranks: Ranks, amp: bool | None):
     """:func:`predict_recordings` of ``va_rec`` in the training steps' precision under ``amp``
-    (the fold's :attr:`FoldParts.amp`); under DDP each rank predicts its share (with rank 0's
-    BatchNorm statistics) and every rank gets all of them, in order."""
+    (the fold's :attr:`FoldParts.amp`), or the inference precision (``None``); under DDP each
+    rank predicts its share (with rank 0's BatchNorm statistics) and every rank gets all of
+    them, in order."""
     if ranks.world == 1 or len(va_rec) < ranks.world:
         return predict_recordings(model, data, va_rec, comp, amp=amp)
     broadcast_buffers(model, ranks)
@@ -482,11 +493,8 @@ class FoldTrainer:
         Raises ``_Fault`` for non-finite predictions (never scored)."""
         p = self.parts
         probs, logits, windows = _predict_validation(p.kept, self.data, p.va_rec, self.comp, self.ranks, p.amp)
-        logits = logits[0]
-        if not (torch.isfinite(logits).all() and np.isfinite(probs).all()):
-            raise _Fault(f"fold {self.fold} epoch {self.epoch}: non-finite validation predictions in "
-                         f"{int((~torch.isfinite(logits)).any(1).sum())} of {len(logits)} windows (not scored)")
-        return probs, logits, windows
+        _check_finite(probs, logits[0], f"fold {self.fold} epoch {self.epoch}", "validation", _Fault)
+        return probs, logits[0], windows
 
     def scored(self, probs: np.ndarray, logits: torch.Tensor, windows: np.ndarray) -> tuple[dict, float]:
         """The metrics of validation ``probs (valid_recordings, n_classes)`` and the loss of their
@@ -535,25 +543,35 @@ class FoldTrainer:
 
     def finish(self, resumed_from: int) -> tuple[dict, dict, np.ndarray, list[dict]]:
         """The callbacks' ``on_fold_end`` (SWA may replace the best epoch), the best epoch's
-        validation predictions again as the test set's are made (with the experiment's test-time
-        augmentation when it has one, in the inference precision when the epochs were validated in
-        another), and the fold's checkpoint and info (see :func:`train_fold`)."""
+        validation predictions again as the test set's are made (in the inference precision when
+        the epochs were validated in another, then with the experiment's test-time augmentation
+        when it has one), and the fold's checkpoint and info (see :func:`train_fold`). Raises
+        ``TrainingError`` for non-finite predictions made again."""
         p, cfg, comp, best, history = self.parts, self.cfg, self.comp, self.state.best, self.state.history
         extra = {}
         self._call("on_fold_end", extra)
-        probs, scores = best["probs"].numpy(), best["scores"]
-        tta = tta_active(cfg["tta"])
-        if tta or training_dtype(self.device, p.amp) != inference_dtype(self.device):
-            # the OOF predictions made as the test set's will be: with its test-time augmentation, in its precision
+        probs, scores, valid_loss = best["probs"].numpy(), best["scores"], best["valid_loss"]
+        validated, infers, tta = training_dtype(self.device, p.amp), inference_dtype(self.device), cfg["tta"]
+        what = f"fold {self.fold}: epoch {best['epoch']} predicted again"
+        if validated != infers:  # as 03 predicts the test set: same precision (DDP: each rank a share)
             p.kept.load_state_dict(best["state"])
-            probs = predict_recordings(p.kept, self.data, p.va_rec, comp, cfg["tta"])[0]
-            scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], probs, comp).items()}
-        if tta:
-            extra["without_tta"] = best["scores"]
-            self.log(f"fold {self.fold}: with test-time augmentation {cfg['tta']}: " + "  ".join(
-                f"{k} {v:.4f} ({best['scores'][k]:.4f} without)" for k, v in scores.items()))
+            again, logits, windows = _predict_validation(p.kept, self.data, p.va_rec, comp, self.ranks, None)
+            _check_finite(again, logits[0], f"{what} in {infers}")
+            again_scores, valid_loss = self.scored(again, logits[0], windows)
+            self.log(f"{what} in {infers}, as 03 predicts (its epochs were validated in {validated}): " + "  ".join(
+                f"{k} {v:.4f} ({scores[k]:.4f})" for k, v in again_scores.items()))
+            probs, scores = again, again_scores
+        if tta_active(tta):  # the OOF predictions made as the test set's will be
+            p.kept.load_state_dict(best["state"])
+            again, logits, _ = predict_recordings(p.kept, self.data, p.va_rec, comp, tta)
+            _check_finite(again, logits.flatten(0, 1), f"{what} with test-time augmentation")
+            extra["without_tta"] = scores
+            again_scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], again, comp).items()}
+            self.log(f"fold {self.fold}: with test-time augmentation {tta}: " + "  ".join(
+                f"{k} {v:.4f} ({scores[k]:.4f} without)" for k, v in again_scores.items()))
+            probs, scores = again, again_scores
         info = {"fold": self.fold, "best_epoch": best["epoch"], "epochs_run": len(history),
-                "valid_loss": best["valid_loss"], **scores, "seconds": sum(h["seconds"] for h in history),
+                "valid_loss": valid_loss, **scores, "seconds": sum(h["seconds"] for h in history),
                 "n_valid": len(p.va_rec), "resumed_from_epoch": resumed_from, "bad_steps": self.state.bad_steps, **extra}
         ckpt = {"state_dict": best["state"], "n_scalars": self.data.n_scalars,
                 "metadata_encoder": None if p.encoder is None else p.encoder.state(),

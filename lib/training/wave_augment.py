@@ -146,8 +146,6 @@ class Background(WaveAugment):
     In-batch mixing and external noise banks as in several BirdCLEF solutions.
     """
 
-    per_example = False  # another example of the batch is the background
-
     def __init__(self, p: float = 0.5, min_snr_db: float = 3.0, max_snr_db: float = 30.0,
                  folder: str | None = None, sample_rate: int | None = None):
         super().__init__(p)
@@ -159,6 +157,12 @@ class Background(WaveAugment):
             files = sorted(f for f in Path(folder).glob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
             _check(bool(files), f"folder {folder} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
             self.clips = [load(f, sample_rate)[0] for f in files]
+
+    @property
+    def per_example(self) -> bool:
+        """With ``folder`` each example draws its own crop; without, another example of the batch
+        is its background, so it needs the whole batch."""
+        return bool(self.clips)
 
     def apply(self, wave, mask, rng):
         b, n = wave.shape
