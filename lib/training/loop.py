@@ -489,8 +489,9 @@ class FoldTrainer:
     def validate(self) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """Predict the validation recordings with the kept module (no test-time augmentation), in
         the training steps' precision (bfloat16 on a CPU that trains in it: a third of float32's
-        cost; :meth:`finish` predicts the kept epoch again as 03 predicts the test set). Returns ``(probs (valid_recordings, n_classes), logits (windows, n_outputs), windows)``.
-        Raises ``_Fault`` for non-finite predictions (never scored)."""
+        cost; :meth:`finish` predicts the kept epoch again as 03 predicts the test set). Returns
+        ``(probs (valid_recordings, n_classes), logits (windows, n_outputs), windows)``. Raises
+        ``_Fault`` for non-finite predictions (never scored)."""
         p = self.parts
         probs, logits, windows = _predict_validation(p.kept, self.data, p.va_rec, self.comp, self.ranks, p.amp)
         _check_finite(probs, logits[0], f"fold {self.fold} epoch {self.epoch}", "validation", _Fault)
@@ -564,7 +565,7 @@ class FoldTrainer:
         if tta_active(tta):  # the OOF predictions made as the test set's will be
             p.kept.load_state_dict(best["state"])
             again, logits, _ = predict_recordings(p.kept, self.data, p.va_rec, comp, tta)
-            _check_finite(again, logits.flatten(0, 1), f"{what} with test-time augmentation")
+            _check_finite(again, logits.sum(0), f"{what} with test-time augmentation")  # any shift's NaN or inf
             extra["without_tta"] = scores
             again_scores = {k: float(v) for k, v in score_all(comp["metrics"], self.data.y[p.va_rec], again, comp).items()}
             self.log(f"fold {self.fold}: with test-time augmentation {tta}: " + "  ".join(
