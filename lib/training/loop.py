@@ -554,8 +554,9 @@ class FoldTrainer:
         probs, scores, valid_loss = best["probs"].numpy(), best["scores"], best["valid_loss"]
         validated, infers, tta = training_dtype(self.device, p.amp), inference_dtype(self.device), cfg["tta"]
         what = f"fold {self.fold}: epoch {best['epoch']} predicted again"
-        if validated != infers:  # as 03 predicts the test set: same precision (DDP: each rank a share)
+        if validated != infers or tta_active(tta):
             p.kept.load_state_dict(best["state"])
+        if validated != infers:  # as 03 predicts the test set: same precision (DDP: each rank a share)
             again, logits, windows = _predict_validation(p.kept, self.data, p.va_rec, comp, self.ranks, None)
             _check_finite(again, logits[0], f"{what} in {infers}")
             again_scores, valid_loss = self.scored(again, logits[0], windows)
@@ -563,7 +564,6 @@ class FoldTrainer:
                 f"{k} {v:.4f} ({scores[k]:.4f})" for k, v in again_scores.items()))
             probs, scores = again, again_scores
         if tta_active(tta):  # the OOF predictions made as the test set's will be
-            p.kept.load_state_dict(best["state"])
             again, logits, _ = predict_recordings(p.kept, self.data, p.va_rec, comp, tta)
             _check_finite(again, logits.sum(0), f"{what} with test-time augmentation")  # any shift's NaN or inf
             extra["without_tta"] = scores
