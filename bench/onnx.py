@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/: this file would shadow `onnx`
+from lib.core.utils import keep_freed_memory
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare_test
 from lib.inputs import load_inputs
@@ -80,6 +81,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="models: ONNX Runtime's time per operator type")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for each engine (default: %(default)s)")
     args = p.parse_args()
+    keep_freed_memory()  # as every stage runs (lib.cli.run)
     torch.set_num_threads(args.threads)
     if args.bundle is None:
         bench_models(args)

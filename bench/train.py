@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lib.core.utils import keep_freed_memory
 from lib.components import load_experiment
 from lib.core.device import get_device
 from lib.features import FEATURES
@@ -123,6 +124,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--no-amp", action="store_true", help="train in float32 (train.amp: false)")
     args = p.parse_args()
+    keep_freed_memory()  # as every stage runs (lib.cli.run)
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else \
         ["cpu"] if args.device == "auto" else [args.device]
     for path in args.configs:

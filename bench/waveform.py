@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lib.core.utils import keep_freed_memory
 from lib.components import load_experiment
 from lib.core.device import get_device
 from lib.inputs import WaveData
@@ -105,6 +106,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed steps per row (default %(default)s)")
     args = p.parse_args()
+    keep_freed_memory()  # as every stage runs (lib.cli.run)
     root = Path(__file__).resolve().parents[1]
     cached, wave = load_experiment(root / "configs/cnn_small.yaml"), load_experiment(root / "configs/wave_cnn.yaml")
     assert cached["model"] == wave["model"], "the rows must compare the same CNN"

@@ -106,9 +106,13 @@ def run(stage: str, main) -> None:
     (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).
     A full disk met in a library's own thread (tensorboard's event writer) is reported once, by
     the main thread's line, not also by the thread's traceback. Numba's cache is first pointed at
-    a folder of this process's own (:func:`lib.core.numba_cache.claim_numba_cache`)."""
+    a folder of this process's own (:func:`lib.core.numba_cache.claim_numba_cache`), and glibc
+    told to keep freed memory for reuse (:func:`lib.core.utils.keep_freed_memory`)."""
+    from .core.utils import format_seconds, keep_freed_memory
+
     t0 = time.time()
     claim_numba_cache()
+    keep_freed_memory()
     threading.excepthook = _quiet_disk_full
     try:
         main()
@@ -133,8 +137,6 @@ def run(stage: str, main) -> None:
         traceback.print_exc()
         print(f"\n{stage}: failed (see the traceback above)", file=sys.stderr)
         sys.exit(1)
-    from .core.utils import format_seconds
-
     try:
         print(f"{stage}: done in {format_seconds(time.time() - t0)}", flush=True)
     except BrokenPipeError:

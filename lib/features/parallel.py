@@ -3,7 +3,6 @@ straight into memory-mapped ``.npy`` files (used by :mod:`lib.features.cache` an
 :mod:`lib.features.waveform`)."""
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -11,33 +10,16 @@ from concurrent.futures.process import BrokenProcessPool
 
 from tqdm.auto import tqdm
 
-from ..core.utils import end_with_parent
+from ..core.utils import end_with_parent, keep_freed_memory
 
 WORKER: dict = {}
-
-
-def _keep_freed_memory() -> None:
-    """Make glibc's malloc keep freed memory in the process for reuse (no-op elsewhere).
-
-    A feature batch allocates and frees arrays of several MB many times; by default glibc maps
-    each one afresh from the kernel and returns it on free, so every reuse page-faults again
-    (measured with seed9: about 18,000 page faults per chunk of 32 clips, 1,000 with this, and
-    the chunk 14% faster). Serving them from the heap up to 256 MB and trimming the heap only
-    beyond 1 GB avoids that; it is for the pool's workers, which exit at the end of the stage.
-    Sets ``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; returns nothing, raises nothing.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = False) -> None:
     """Set up a process to run a worker function: one torch thread (the processes are the
     parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl),
-    :func:`_keep_freed_memory`, and an end with the stage (:func:`lib.core.utils.end_with_parent`)."""
+    glibc's freed memory kept (:func:`lib.core.utils.keep_freed_memory`, which a
+    stage sets up too but a ``spawn``-started worker would not inherit), and an end with the stage (:func:`lib.core.utils.end_with_parent`)."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if pooled:
@@ -45,7 +27,7 @@ def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = Fals
 
         end_with_parent()  # a pool worker waits for chunks for ever: it must not outlive a kill -9 of the stage
         threadpool_limits(1)
-        _keep_freed_memory()
+        keep_freed_memory()
     WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
 
 
