@@ -2,7 +2,7 @@
 
 Registered sets (``features: {name, params}`` in an experiment config):
 
-* ``log_mel``: log-mel spectrogram in dB (``librosa.feature.melspectrogram``), optionally with
+* ``log_mel``: log-mel spectrogram in dB (``librosa.feature.melspectrogram``'s, bit for bit), optionally with
   its first and second deltas as extra channels; no scalars, or with ``heart_cycles: true`` the
   window's heart rate, RR, systole and diastole (:mod:`lib.features.heart_cycles`).
 * ``seed9``: the seed project's nine 128x63 channels and 36 waveform scalars
