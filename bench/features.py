@@ -57,6 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from lib import audio, seed9
 from lib.features import FEATURES
+from lib.core.utils import keep_freed_memory
 from lib.features.cache import extract_split
 
 DATA = ROOT.parent / "shared" / "data" / "breathing" / "train"
@@ -235,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                  ("(a') the same loop with 1 BLAS thread", base1_t, base1_cpu)]
     ref_c, ref_s, ref_t, ref_cpu = _per_clip(reference_clip, paths, one_blas_thread=True)
     rows.append(("(b) reference compute_seed9 per clip, 1 process, 1 BLAS thread", ref_t, ref_cpu))
-    # (c) after the others: librosa's lazy imports are done, as for their untimed warm-up
+    # (c) after the others: librosa's lazy imports are done, as for their untimed warm-up; and
+    # glibc keeps freed memory, as in stage 01 (lib.cli.run), only from here on
+    keep_freed_memory()
     start = time.perf_counter()
     seed9.prepare_seed9_batch()
     setup = time.perf_counter() - start
