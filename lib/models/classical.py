@@ -41,6 +41,9 @@ def pooled_statistics(spec: torch.Tensor, stats) -> torch.Tensor:
     for an unknown statistic."""
     check_stats(stats)
     x = spec.float().flatten(1, 2)  # (B, C*F, T)
+    percentiles = [name for name in stats if STATS[name] is not None]
+    if percentiles:  # one sort for all of them (the same values as one torch.quantile call each)
+        q = torch.quantile(x, torch.tensor([STATS[name] / 100.0 for name in percentiles]), dim=-1)
     out = []
     for name in stats:
         if name == "mean":
@@ -48,7 +51,7 @@ def pooled_statistics(spec: torch.Tensor, stats) -> torch.Tensor:
         elif name == "std":
             out.append(x.std(-1, correction=0))
         else:
-            out.append(torch.quantile(x, STATS[name] / 100.0, dim=-1))
+            out.append(q[percentiles.index(name)])
     return torch.cat(out, dim=1)
 
 
