@@ -219,31 +219,41 @@ def test_a_feature_shape_error_names_the_files_of_its_batch(tmp_path, monkeypatc
         build_feature_set(out, section, workers=1)
 
 
+def _librosa_log_mel(y, sr, n_fft, hop, n_mels, fmin, fmax):
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    return librosa.power_to_db(mel, ref=1.0, amin=1e-10)
+
+
+def _assert_log_mel_is_librosas(clips):
+    from lib.features.log_mel import mel_spectrogram, power_to_db
+
+    for y in clips:
+        for n_fft, hop, n_mels, fmin, fmax in ((512, 256, 64, 0.0, 8000.0), (1024, 320, 40, 50.0, 7000.0),
+                                               (256, 64, 32, 20.0, 4000.0), (511, 128, 24, 0.0, 8000.0)):
+            ours = power_to_db(mel_spectrogram(y, 16000, n_fft, hop, n_mels, fmin, fmax))
+            theirs = _librosa_log_mel(y, 16000, n_fft, hop, n_mels, fmin, fmax)
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), (len(y), y.dtype, n_fft, hop)
+
+
 def test_log_mel_is_librosas_melspectrogram_bit_for_bit_without_importing_librosa_feature():
     """``log_mel`` computes librosa's power mel spectrogram and dB itself (importing
     ``librosa.feature`` compiles 12 s of numba functions on a fresh install): the same bits as
-    ``librosa.feature.melspectrogram`` + ``power_to_db`` on real breathing clips and on generated
-    clips of awkward lengths, float32 and float64, other FFT sizes, hops and bands; and a stage
-    process computing it never imports ``librosa.feature``."""
-    import librosa
-
-    from lib.data.audio import load
-    from lib.features.log_mel import mel_spectrogram, power_to_db
-
-    def reference(y, sr, n_fft, hop, n_mels, fmin, fmax):
-        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels, fmin=fmin, fmax=fmax)
-        return librosa.power_to_db(mel, ref=1.0, amin=1e-10)
-
-    clips = [load(f)[0] for f in sorted((require_breathing() / "train").glob("*.wav"))[:8]]
+    ``librosa.feature.melspectrogram`` + ``power_to_db`` on generated clips of awkward lengths
+    (shorter than the FFT, not a multiple of the hop), float32, float64 and float16, even and odd
+    FFT sizes, hops and bands; and a process computing it never imports ``librosa.feature``."""
     rng = np.random.default_rng(0)
-    clips += [(0.1 * rng.standard_normal(n)).astype(dtype) for n in (300, 1000, 16001) for dtype in (np.float32, np.float64)]
-    for y in clips:
-        for n_fft, hop, n_mels, fmin, fmax in ((512, 256, 64, 0.0, 8000.0), (1024, 320, 40, 50.0, 7000.0), (256, 64, 32, 20.0, 4000.0)):
-            ours = power_to_db(mel_spectrogram(y, 16000, n_fft, hop, n_mels, fmin, fmax))
-            theirs = reference(y, 16000, n_fft, hop, n_mels, fmin, fmax)
-            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), (len(y), y.dtype, n_fft, hop)
+    _assert_log_mel_is_librosas([(0.1 * rng.standard_normal(n)).astype(dtype) for n in (100, 300, 1000, 16001)
+                                 for dtype in (np.float32, np.float64)] + [np.ones(700, np.float16)])
     probe = ("import sys; sys.path.insert(0, %r)\nimport numpy as np\nfrom lib.features import FEATURES\n"
              "spec, _ = FEATURES.build({'name': 'log_mel', 'params': {}})(np.ones(16000, np.float32), 16000)\n"
              "print(spec.shape, 'librosa.feature' in sys.modules)\n") % str(ROOT)
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["(1,", "64,", "63)", "False"], r.stdout + r.stderr[-2000:]
+
+
+def test_log_mel_is_librosas_on_real_breathing_clips():
+    from lib.data.audio import load
+
+    _assert_log_mel_is_librosas([load(f)[0] for f in sorted((require_breathing() / "train").glob("*.wav"))[:8]])

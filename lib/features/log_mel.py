@@ -13,8 +13,9 @@ from .heart_cycles import HEART_CYCLE_SCALARS, heart_cycle_scalars
 class LogMel:
     """Log-mel spectrogram in dB, ``(1 or 3, n_mels, frames)``; no scalars unless ``heart_cycles``.
 
-    ``frames = 1 + samples // hop_length`` (centred STFT). Power mel spectrogram (Hann window,
-    ``n_fft`` samples; :func:`mel_spectrogram`, librosa's), converted to absolute dB as
+    ``frames = 1 + samples // hop_length`` (centred STFT, an even ``n_fft``; odd: :func:`mel_spectrogram`).
+    Power mel spectrogram (Hann window, ``n_fft`` samples; :func:`mel_spectrogram`, librosa's),
+    converted to absolute dB as
     ``librosa.power_to_db(ref=1.0, amin=1e-10)`` does (:func:`power_to_db`), so loudness
     differences between clips survive (the model normalises its input).
     ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
@@ -74,15 +75,24 @@ def _mel_basis(sr: float, n_fft: int, n_mels: int, fmin: float, fmax: float) -> 
 
 def mel_spectrogram(y: np.ndarray, sr: float, n_fft: int, hop_length: int, n_mels: int, fmin: float,
                     fmax: float) -> np.ndarray:
-    """Power mel spectrogram ``(n_mels, 1 + samples // hop_length)`` of a mono clip ``(samples,)``:
-    bit for bit ``librosa.feature.melspectrogram`` at its defaults (centred frames, zero padding,
-    periodic Hann window of ``n_fft`` samples, power 2, Slaney mel filters of
-    ``librosa.filters.mel``, float32 for a float32 clip), tested against it.
+    """Power mel spectrogram ``(n_mels, frames)`` of a mono clip ``(samples,)`` (power: the square
+    of the clip's amplitude, summed through each mel filter): bit for bit
+    ``librosa.feature.melspectrogram`` at its defaults (frames centred on multiples of
+    ``hop_length`` with ``n_fft // 2`` zeros padded at each end, so ``frames = 1 + samples //
+    hop_length`` for an even ``n_fft``, ``1 + (samples - 1) // hop_length`` for an odd one;
+    periodic Hann window of ``n_fft`` samples; power 2; Slaney mel filters of
+    ``librosa.filters.mel`` between ``fmin`` and ``fmax`` Hz; float32 for a float32 or float16
+    clip, float64 for a float64 one), tested against it. ``n_fft`` and ``hop_length`` in samples,
+    ``sr`` in Hz.
 
     Computed here because importing ``librosa.feature`` compiles about 20 of librosa's numba
-    functions on a machine whose numba cache is empty: 12 s of stage 01 on a fresh install, for
-    work that takes 0.4 ms a clip (its ``stft`` alone imports 3 s of them). Frequencies in Hz;
-    raises ``ValueError`` for a clip shorter than half of ``n_fft`` minus one.
+    functions on a machine whose numba cache is empty: about 12 s of stage 01 on a fresh install,
+    for work that takes 0.4 ms a clip (its ``stft`` alone imports 3 s of them). Unlike librosa it
+    does not check the clip (:func:`lib.data.audio.check_clip` does, in :class:`LogMel`; loading
+    refuses non-finite samples) and it transforms all frames at once, not in 256-kB blocks: its
+    memory is about ``24 * n_fft * frames`` bytes, fine for windows, large for a whole long
+    recording at a small hop. Raises ``ValueError`` for a 2-D clip or an empty one with an odd
+    ``n_fft``.
     """
     from scipy.signal import get_window
 
@@ -94,7 +104,8 @@ def mel_spectrogram(y: np.ndarray, sr: float, n_fft: int, hop_length: int, n_mel
 
 
 def power_to_db(power: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
-    """``librosa.power_to_db(power, ref=1.0, amin=amin, top_db=top_db)``, bit for bit: absolute dB,
-    floored at ``amin`` and at ``top_db`` below the array's maximum; same shape and dtype."""
+    """``librosa.power_to_db(power, ref=1.0, amin=amin, top_db=top_db)``, bit for bit: absolute dB
+    (``10 log10`` of the power), floored at ``amin`` (> 0) and at ``top_db`` dB (a number) below the
+    array's maximum; same shape and dtype. Raises ``ValueError`` for an empty array."""
     db = 10.0 * np.log10(np.maximum(amin, power))
     return np.maximum(db, db.max() - top_db)

@@ -18,8 +18,9 @@ WORKER: dict = {}
 def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = False) -> None:
     """Set up a process to run a worker function: one torch thread (the processes are the
     parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl),
-    glibc's freed memory kept (:func:`lib.core.utils.keep_freed_memory`, which a
-    stage sets up too but a ``spawn``-started worker would not inherit), and an end with the stage (:func:`lib.core.utils.end_with_parent`)."""
+    glibc's freed memory kept (:func:`lib.core.utils.keep_freed_memory`; the stage calls it too,
+    but a ``spawn``-started worker would not inherit it), and an end with the stage
+    (:func:`lib.core.utils.end_with_parent`)."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if pooled:

@@ -36,14 +36,16 @@ def check_stats(stats) -> None:
 
 
 def pooled_statistics(spec: torch.Tensor, stats) -> torch.Tensor:
-    """``spec (B, C, F, T)`` -> ``(B, C * F * len(stats))`` float32: each statistic of ``stats``
-    (:data:`STATS`) over time for every channel and band, statistic-major. Raises ``ConfigError``
-    for an unknown statistic."""
+    """``spec (B, C, F, T)`` -> ``(B, C * F * len(stats))`` float32 on ``spec``'s device: each
+    statistic of ``stats`` (:data:`STATS`) over time for every channel and band, statistic-major
+    (percentiles linearly interpolated, as ``torch.quantile``). Raises ``ConfigError`` for an
+    unknown statistic."""
     check_stats(stats)
     x = spec.float().flatten(1, 2)  # (B, C*F, T)
     percentiles = [name for name in stats if STATS[name] is not None]
     if percentiles:  # one sort for all of them (the same values as one torch.quantile call each)
-        q = torch.quantile(x, torch.tensor([STATS[name] / 100.0 for name in percentiles]), dim=-1)
+        q = torch.quantile(x, torch.tensor([STATS[name] / 100.0 for name in percentiles], dtype=x.dtype, device=x.device),
+                           dim=-1)
     out = []
     for name in stats:
         if name == "mean":
