@@ -549,3 +549,26 @@ def test_keys_added_later_at_their_neutral_value_keep_earlier_experiment_keys(tm
     del one["train"]["epoch_repeats"], one["train"]["monitor"]  # the config as validated before the keys existed
     assert key() == key("train.epoch_repeats=1") == experiment_key(one, folds, {"record": "r"}, comp)
     assert key("train.epoch_repeats=2") != key() != key("train.monitor=auroc")
+
+
+def test_pooled_statistics_in_any_order_on_the_input_device_and_dtype():
+    """The percentiles are computed in one sort: each statistic still lands in its place for any
+    order of ``stats`` (numpy's linear percentiles as the reference), and the result stays on the
+    input's device and dtype (a CPU tensor of quantiles failed every GPU run of ``zoo/hgb``; the
+    ``meta`` device stands in for CUDA here)."""
+    from lib.models.classical import pooled_statistics
+
+    spec = torch.randn(4, 2, 3, 50)
+    stats = ["p90", "mean", "min", "p10", "std", "max", "p50"]
+    x = spec.flatten(1, 2).numpy().astype(np.float64)
+    ref = {"mean": x.mean(-1), "std": x.std(-1), "min": x.min(-1), "max": x.max(-1),
+           "p10": np.percentile(x, 10, axis=-1), "p50": np.percentile(x, 50, axis=-1), "p90": np.percentile(x, 90, axis=-1)}
+    np.testing.assert_allclose(pooled_statistics(spec, stats).numpy(), np.concatenate([ref[s] for s in stats], 1), atol=1e-5)
+    meta = pooled_statistics(spec.to("meta"), stats)
+    assert meta.device.type == "meta" and meta.shape == (4, 6 * len(stats))
+    default = torch.get_default_dtype()
+    try:  # a notebook's float64 default must not make the quantiles' dtype differ from the input's
+        torch.set_default_dtype(torch.float64)
+        assert pooled_statistics(spec, ["p10", "p90"]).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(default)
