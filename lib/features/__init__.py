@@ -2,9 +2,10 @@
 
 Registered sets (``features: {name, params}`` in an experiment config):
 
-* ``log_mel``: log-mel spectrogram in dB (``librosa.feature.melspectrogram``'s, bit for bit), optionally with
-  its first and second deltas as extra channels; no scalars, or with ``heart_cycles: true`` the
-  window's heart rate, RR, systole and diastole (:mod:`lib.features.heart_cycles`).
+* ``log_mel``: log-mel spectrogram in dB (``librosa.feature.melspectrogram``'s, bit for bit),
+  optionally with its first and second deltas as extra channels; no scalars, or with
+  ``heart_cycles: true`` the window's heart rate, RR, systole and diastole
+  (:mod:`lib.features.heart_cycles`).
 * ``seed9``: the seed project's nine 128x63 channels and 36 waveform scalars
   (``../shared/DESIGN.md`` §5, :mod:`lib.features.seed9`);
 * ``precomputed``: the competition's own matrices (spectrogram tables; ``matrix`` section),

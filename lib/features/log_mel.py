@@ -15,9 +15,9 @@ class LogMel:
 
     ``frames = 1 + samples // hop_length`` (centred STFT, an even ``n_fft``; odd: :func:`mel_spectrogram`).
     Power mel spectrogram (Hann window, ``n_fft`` samples; :func:`mel_spectrogram`, librosa's),
-    converted to absolute dB as
-    ``librosa.power_to_db(ref=1.0, amin=1e-10)`` does (:func:`power_to_db`), so loudness
-    differences between clips survive (the model normalises its input).
+    converted to absolute dB as ``librosa.power_to_db(ref=1.0, amin=1e-10)`` does
+    (:func:`power_to_db`), so loudness differences between clips survive (the model normalises
+    its input).
     ``deltas=True`` adds the first and second deltas (``librosa.feature.delta``, width 9).
     ``fmax`` in Hz (default, and at most: half the sample rate); ``fmin`` in Hz, below it.
     Raises ``ConfigError`` for ``fmin`` not below ``fmax`` (:meth:`check_rate`: below half the
