@@ -243,9 +243,9 @@ def keep_freed_memory() -> None:
     batch (a 256-clip inference batch of ``wave_cnn`` holds a 66-MB activation). By default glibc
     maps each allocation over its dynamic threshold (at most 32 MB) afresh from the kernel and
     unmaps it on free, so every reuse page-faults it in again: 03 of ``wave_cnn`` on the
-    breathing data took 14.2 s, 11.4 s of it system time (7.9 s with this), a training epoch
-    about 7% more (seed9's feature workers: 18,000 page faults per chunk of 32 clips, 1,000 with
-    this). Serving allocations up to 256 MB from the heap and trimming the heap only when 1 GB at
+    breathing data took 14.2 s, 11.4 s of it system time (7.9 s with this); a training fold of
+    four epochs took about 8% longer. seed9's feature workers: 18,000 page faults per chunk of
+    32 clips, 1,000 with this. Serving allocations up to 256 MB from the heap and trimming the heap only when 1 GB at
     its top is free avoids that; the price is memory held after a peak until the process ends
     (03's peak 1.17 -> 1.34 GiB), so every stage (``lib.cli.run``) and feature worker calls this,
     and a notebook may. Sets ``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (glibc only;

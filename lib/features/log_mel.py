@@ -75,8 +75,8 @@ def _mel_basis(sr: float, n_fft: int, n_mels: int, fmin: float, fmax: float) -> 
 
 def mel_spectrogram(y: np.ndarray, sr: float, n_fft: int, hop_length: int, n_mels: int, fmin: float,
                     fmax: float) -> np.ndarray:
-    """Power mel spectrogram ``(n_mels, frames)`` of a mono clip ``(samples,)`` (power: the square
-    of the clip's amplitude, summed through each mel filter): bit for bit
+    """Power mel spectrogram ``(n_mels, frames)`` of a mono clip ``(samples,)`` (|STFT|², weighted
+    and summed by each mel filter: amplitude squared, no unit): bit for bit
     ``librosa.feature.melspectrogram`` at its defaults (frames centred on multiples of
     ``hop_length`` with ``n_fft // 2`` zeros padded at each end, so ``frames = 1 + samples //
     hop_length`` for an even ``n_fft``, ``1 + (samples - 1) // hop_length`` for an odd one;
@@ -91,8 +91,8 @@ def mel_spectrogram(y: np.ndarray, sr: float, n_fft: int, hop_length: int, n_mel
     does not check the clip (:func:`lib.data.audio.check_clip` does, in :class:`LogMel`; loading
     refuses non-finite samples) and it transforms all frames at once, not in 256-kB blocks: its
     memory is about ``24 * n_fft * frames`` bytes, fine for windows, large for a whole long
-    recording at a small hop. Raises ``ValueError`` for a 2-D clip or an empty one with an odd
-    ``n_fft``.
+    recording at a small hop. Raises ``ValueError`` (numpy's; librosa's would be a
+    ``ParameterError``) for a clip that is not 1-D, or an empty one with an odd ``n_fft``.
     """
     from scipy.signal import get_window
 
@@ -105,7 +105,7 @@ def mel_spectrogram(y: np.ndarray, sr: float, n_fft: int, hop_length: int, n_mel
 
 def power_to_db(power: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
     """``librosa.power_to_db(power, ref=1.0, amin=amin, top_db=top_db)``, bit for bit: absolute dB
-    (``10 log10`` of the power), floored at ``amin`` (> 0) and at ``top_db`` dB (a number) below the
+    (``10 log10`` of the power), floored at ``amin`` (> 0; not checked) and at ``top_db`` dB (a number) below the
     array's maximum; same shape and dtype. Raises ``ValueError`` for an empty array."""
     db = 10.0 * np.log10(np.maximum(amin, power))
     return np.maximum(db, db.max() - top_db)
