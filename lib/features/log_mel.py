@@ -67,6 +67,13 @@ class LogMel:
 
 
 @functools.lru_cache(maxsize=16)
+def _hann(n_fft: int) -> np.ndarray:
+    from scipy.signal import get_window
+
+    return get_window("hann", n_fft, fftbins=True)  # librosa's periodic window, float64
+
+
+@functools.lru_cache(maxsize=16)
 def _mel_basis(sr: float, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     import librosa.filters
 
@@ -94,9 +101,7 @@ def mel_spectrogram(y: np.ndarray, sr: float, n_fft: int, hop_length: int, n_mel
     recording at a small hop. Raises ``ValueError`` (numpy's; librosa's would be a
     ``ParameterError``) for a clip that is not 1-D, or an empty one with an odd ``n_fft``.
     """
-    from scipy.signal import get_window
-
-    window = get_window("hann", n_fft, fftbins=True)
+    window = _hann(n_fft)
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[::hop_length].T
     # librosa's order of operations: a float64 product and FFT, stored at the clip's complex precision
     stft = np.fft.rfft(window[:, None] * frames, axis=-2).astype(np.result_type(y.dtype, np.complex64))
