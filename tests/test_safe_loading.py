@@ -38,3 +38,47 @@ def test_numpy_arrays_load_and_a_crafted_fold_checkpoint_is_refused(tmp_path):
     (tmp_path / "fold1.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(MissingArtifact, match="fold1.pt: not a readable PyTorch checkpoint"):
         load_checkpoints(tmp_path, [1], torch.device("cpu"))
+
+
+def _exec_blob(marker) -> bytes:
+    """skops bytes whose loading would call ``builtins.exec`` on code that creates ``marker``
+    (a ZoneInfo node of a real skops file, renamed: skops builds it by calling the named type)."""
+    import io
+    import json
+    import zipfile
+    from zoneinfo import ZoneInfo
+
+    import skops.io
+
+    original = zipfile.ZipFile(io.BytesIO(skops.io.dumps({"a": ZoneInfo("UTC")})))
+    schema = json.loads(original.read("schema.json"))
+    node = schema["content"]["a"]
+    node["__class__"], node["__module__"] = "exec", "builtins"
+    node["content"]["content"][0]["content"] = json.dumps(f"open({str(marker)!r}, 'w').write('ran')")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name in original.namelist():
+            z.writestr(name, json.dumps(schema) if name == "schema.json" else original.read(name))
+    return out.getvalue()
+
+
+def test_a_scikit_learn_member_whose_skops_bytes_call_a_builtin_is_refused(tmp_path):
+    import skops.io
+
+    from lib.models.classical import HistGradientBoosting, LogisticRegression
+
+    marker = tmp_path / "ran"
+    assert skops.io.get_untrusted_types(data=_exec_blob(marker)) == ["builtins.exec"]  # the payload is real
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)).astype(np.float32), (rng.random((60, 1)) > 0.5).astype(float)
+    for cls in (HistGradientBoosting, LogisticRegression):
+        member = cls(1, 0, 1)
+        member.fit(X, y, np.arange(60), "binary", 0, log=lambda *_: None)
+        state = member.state_dict()
+        fresh = cls(1, 0, 1)
+        fresh.load_state_dict(state)  # our own members load
+        assert np.array_equal(fresh.logits(X), member.logits(X))
+        state["_extra_state"] = dict(state["_extra_state"], estimator=_exec_blob(marker))
+        with pytest.raises(ValueError, match=r"refusing to load a scikit-learn member holding types \['builtins.exec'\]"):
+            cls(1, 0, 1).load_state_dict(state)
+        assert not marker.exists()

@@ -11,8 +11,8 @@ prediction, TTA, aggregation, OOF and test files, 03 and 04 treat it like any ne
 fitted by :func:`lib.training.classical.train_fold_classical`, one fit per fold on every window of
 the training recordings. The estimator travels in the state dict as ``skops`` bytes (the
 ``_extra_state`` entry, :meth:`get_extra_state`): plain bytes that load with
-``torch.load(weights_only=True)`` and, through ``skops.io``, only as scikit-learn/numpy/scipy
-objects (no code of whoever saved it runs).
+``torch.load(weights_only=True)`` and, through ``skops.io``, only as the types skops trusts and
+:data:`TRUSTED_TYPES` (no code of whoever saved it runs).
 """
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ from ..core.errors import ConfigError
 STATS = {"mean": None, "std": None, "min": 0.0, "max": 100.0, "p10": 10.0, "p25": 25.0, "p50": 50.0, "p75": 75.0,
          "p90": 90.0}
 """Statistics over time per channel and band; ``pNN`` (and min/max) are percentiles."""
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+TRUSTED_TYPES = frozenset({"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"})
+"""The types beyond skops' own trusted list that our members' estimators hold (every member, task,
+grid and class weighting measured: gradient boosting's tree predictors). Exact names, not module
+prefixes: skops calls a listed name when loading, and ``builtins.exec``, ``numpy.memmap`` or
+``numpy.load`` would run code or write files."""
 
 
 def check_stats(stats) -> None:
@@ -223,8 +227,8 @@ class ClassicalModel(nn.Module):
                 "best_params": self.best_params, "log_prior": self.log_prior}
 
     def set_extra_state(self, state) -> None:
-        """Load :meth:`get_extra_state`. Raises ``ValueError`` when the bytes hold any type outside
-        scikit-learn, numpy, scipy and builtins."""
+        """Load :meth:`get_extra_state`. Raises ``ValueError``, before anything in the bytes is
+        built, when they hold any type outside skops' trusted list and :data:`TRUSTED_TYPES`."""
         import skops.io
 
         self.task, self.best_params, blob = state["task"], state["best_params"], state["estimator"]
@@ -233,7 +237,7 @@ class ClassicalModel(nn.Module):
             self.fitted = None
             return
         untrusted = skops.io.get_untrusted_types(data=blob)
-        foreign = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        foreign = [t for t in untrusted if t not in TRUSTED_TYPES]
         if foreign:
             raise ValueError(f"refusing to load a scikit-learn member holding types {foreign}")
         self.fitted = skops.io.loads(blob, trusted=untrusted)
