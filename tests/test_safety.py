@@ -270,6 +270,26 @@ def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_p
     assert not (tmp_path / "b").exists()
 
 
+def test_bundle_force_replaces_only_a_bundle(shipped, tmp_path):
+    """``05_bundle.py --to X --force`` where X is a project (code, notes) rather than an earlier
+    bundle: refused in one line, X untouched; an earlier bundle and an empty folder are replaced."""
+    _, _, out, _, _ = shipped
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "notes.txt").write_text("mine")
+    before = _snapshot(project)
+    line = _one_line_error(stage("05_bundle.py", "--to", project, "--force", "--output-dir", out, check=False),
+                           "05_bundle")
+    assert "is not a bundle (no bundle.json)" in line and str(project) in line, line
+    assert _snapshot(project) == before and (project / ".git").is_dir()
+    stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out)
+    (tmp_path / "b" / "stale.txt").write_text("from before")
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "b", tmp_path / "empty"):
+        stage("05_bundle.py", "--to", folder, "--force", "--output-dir", out)
+        assert (folder / "bundle.json").is_file() and not (folder / "stale.txt").exists()
+
+
 def test_bundling_a_blend_made_under_another_decision_is_refused(shipped, tmp_path):
     """The data config's decision section changed and 00 re-run after 04: 05 packed the new
     competition.yaml (threshold 0.2) beside the old blend, and the bundle predicted with the old

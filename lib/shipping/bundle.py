@@ -79,13 +79,14 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     is missing, was made by an older version, or blended another training run than the current
     one, models trained on other folds than those of the current ``folds.csv``, under another
     ``competition.yaml`` than the current one or on a feature cache 01 has rebuilt since, and
-    ``ConfigError`` when ``dest`` exists without ``force``, or is or contains the output folder or
-    is, contains or lies inside the competition's data folder (``force`` would delete them).
+    ``ConfigError`` when ``dest`` exists without ``force``, exists with ``force`` but is neither a
+    bundle nor an empty folder, or is or contains the output folder or is, contains or lies inside
+    the competition's data folder (``force`` would delete them).
     """
     dest = Path(dest).resolve()
     ens_record = out.ensembled.require()
     comp = out.load_competition()
-    _check_destination(dest, out, comp)
+    _check_destination(dest, out, comp, force)
     fid = folds_id(out.load_split("train"))
     check_folds(ens_record, fid, "the blend (ensemble.json)", "04_ensemble.py again")
     check_competition(ens_record, comp, "the blend (ensemble.json)", "04_ensemble.py again")
@@ -102,8 +103,6 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
             raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
                                   f"run 04_ensemble.py again")
         check_features(out, exp, trained, f"02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
-    if dest.exists() and not force:
-        raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -212,10 +211,17 @@ def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table
     return frame, f"{len(models)} fold models ({type(models[0][1]).__name__}), {len(data.rec)} windows"
 
 
-def _check_destination(dest: Path, out: Outputs, comp: dict) -> None:
-    """Refuse a bundle folder ``dest`` that is or contains the output folder ``out`` (replacing it
-    would delete the results) or that is, contains or lies inside the competition's data folder.
-    Raises ``ConfigError`` naming both folders."""
+def _check_destination(dest: Path, out: Outputs, comp: dict, force: bool) -> None:
+    """Refuse a bundle folder ``dest`` that exists (without ``force``; with it, unless it is a
+    bundle or an empty folder: ``force`` replaces an earlier bundle, never a project, a code
+    folder or anything else), that is or contains the output folder ``out`` (replacing it would
+    delete the results) or that is, contains or lies inside the competition's data folder.
+    Raises ``ConfigError`` naming the folders."""
+    if dest.exists() and not force:
+        raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / "bundle.json").is_file():
+        raise ConfigError(f"--to {dest} exists and is not a bundle (no bundle.json): --force replaces only a bundle "
+                          f"made by 05_bundle.py or an empty folder; choose another folder")
     if out.root.resolve().is_relative_to(dest):
         raise ConfigError(f"--to {dest} is or contains the output folder {out.root.resolve()}: choose a bundle "
                           f"folder apart from it")
