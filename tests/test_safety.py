@@ -203,7 +203,8 @@ def test_work_dirs_inside_or_around_the_inputs_are_refused(shipped, tmp_path):
 
 def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, tmp_path):
     """The bundle as made predicts what 04 submitted; the same bundle with a fold removed from
-    bundle.json by hand is refused in one line naming bundle.json."""
+    bundle.json by hand is refused in one line naming bundle.json, and so are a fold or an
+    experiment removed with the seal recomputed."""
     from lib.shipping.bundle import predict_bundle
 
     _, data, out, _, bundle = shipped
@@ -219,6 +220,18 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     line = _one_line_error(stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / "w2", check=False),
                            "predict_bundle")
     assert str(edited / "bundle.json") in line and "changed since the bundle was made" in line, line
+    from lib.core.artifacts import file_hash  # the same edits with the seal recomputed (a checksum, not a signature)
+
+    for name, edit in (("fold", lambda m: m["folds"].update(toy_exp=[0])), ("experiment", lambda m: m.update(
+            experiments=[], folds={}))):
+        edited = _copy(bundle, tmp_path / f"resealed_{name}")
+        manifest = json.loads((edited / "bundle.json").read_text())
+        edit(manifest)
+        (edited / "bundle.json").write_text(json.dumps(manifest, indent=2))
+        (edited / "bundle.sha256").write_text(f"{file_hash(edited / 'bundle.json')}  bundle.json\n")
+        line = _one_line_error(stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / name,
+                                     check=False), "predict_bundle")
+        assert "bundle.json disagrees with the blend it carries" in line, line
     # a data folder without the sample submission: said before any prediction; --no-submission needs none
     bare = _copy(data, tmp_path / "bare")
     (bare / "sample.csv").unlink()

@@ -27,6 +27,7 @@ predictions are those of ``03_infer.py`` + ``04_ensemble.py`` on the same models
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from datetime import datetime, timezone
@@ -291,7 +292,34 @@ def load_bundle(path: str | Path) -> tuple[dict, dict, dict]:
     if problems:
         raise InputError(problems)
     comp = yaml.safe_load((path / "competition.yaml").read_text())
-    return manifest, comp, read_json(path / "ensemble.json")
+    summary = read_json(path / "ensemble.json")
+    _check_consistent(path, manifest, summary)
+    return manifest, comp, summary
+
+
+def _check_consistent(path: Path, manifest: dict, summary: dict) -> None:
+    """``bundle.json`` against the blend it carries: the same experiments in the same order and
+    method, and each experiment's fold models exactly those listed among its files. ``bundle.sha256`` is a
+    checksum, not a signature: this catches an edit whose seal was recomputed before it
+    reaches the blend. Raises ``MissingArtifact`` naming what disagrees."""
+    blended = [e.get("experiment") for e in summary.get("experiments", [])]
+    folds = manifest.get("folds", {})
+    problems = []
+    if manifest.get("experiments") != blended:
+        problems.append(f"experiments {manifest.get('experiments')} where ensemble.json blends {blended}")
+    if manifest.get("method") != summary.get("method"):
+        problems.append(f"method {manifest.get('method')!r} where ensemble.json has {summary.get('method')!r}")
+    if set(folds) != set(blended):
+        problems.append(f"fold lists for {sorted(folds)} where ensemble.json blends {sorted(blended)}")
+    files = manifest.get("files", {})
+    for exp in blended:
+        named = {f"models/{exp}/fold{k}.pt" for k in folds.get(exp, [])} | {f"models/{exp}/config.yaml"}
+        held = {f for f in files if re.fullmatch(rf"models/{re.escape(exp)}/(fold\d+\.pt|config\.yaml)", f)}
+        if named != held:
+            problems.append(f"{exp}: folds {folds.get(exp)} where its files are {sorted(held)}")
+    if problems:
+        raise MissingArtifact(f"{path / 'bundle.json'} disagrees with the blend it carries ({'; '.join(problems)}): an "
+                              f"edited bundle is not used; make the bundle again with 05_bundle.py")
 
 
 def _check_seal(path: Path) -> None:
