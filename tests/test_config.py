@@ -48,6 +48,20 @@ def test_unknown_key_in_set_override():
     assert "unknown key 'train.epoch' in --set train.epoch=3; did you mean 'train.epochs'?" in msg
 
 
+def test_set_under_an_option_that_is_off_turns_it_on_and_a_scalar_is_no_mapping():
+    cfg = load_experiment(ROOT / "configs/cnn_small.yaml", ["train.swa.start=0.5"])  # train.swa: null by default
+    assert cfg["train"]["swa"]["start"] == 0.5
+    msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.swa.start=1.5"])
+    assert "train.swa.start" in msg and "1.5" in msg  # then checked like any value
+    msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.epochs.x=1"])
+    assert msg == "--set train.epochs.x=1: train.epochs is 30, not a mapping of options"
+
+
+def test_an_empty_fold_list_is_a_config_error():
+    msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.folds=[]"])
+    assert msg.startswith("--set train.folds=[]: train.folds: list should have at least 1 item"), msg
+
+
 def test_wrong_type(tmp_path):
     path = _write(tmp_path / "x.yaml", 'train: {epochs: "ten"}\n')
     msg = _error(load_experiment, path)

@@ -195,18 +195,22 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config; returns a new dict.
 
-    Example: ``["train.epochs=3", "train.folds=[0]"]``. Raises ``ConfigError`` for a malformed
-    item or one that descends into a value that is not a mapping. Keys are not checked here
+    Example: ``["train.epochs=3", "train.folds=[0]"]``; ``train.swa.start=0.5`` where
+    ``train.swa`` is null (off) makes it ``{start: 0.5}``. Raises ``ConfigError`` for a malformed
+    item or one that descends into a value that is neither a mapping nor null. Keys are not checked here
     (:func:`load_experiment` does).
     """
     cfg = copy.deepcopy(cfg)
     for item in overrides or []:
         (*parents, last), value = _parse_override(item)
         node = cfg
-        for part in parents:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parents):
+            if node.get(part) is None:  # absent or null (an option that is off): the override turns it on
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item}: {part!r} is not a mapping")
+                raise ConfigError(f"--set {item}: {'.'.join(parents[:depth + 1])} is {node!r}, not a mapping of "
+                                  f"options")
         node[last] = value
     return cfg
 

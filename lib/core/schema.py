@@ -310,7 +310,7 @@ class _Train(_Section):
     seed: NonNegativeInt = 42
     device: Device = "auto"
     amp: bool = True
-    folds: Optional[Annotated[list[NonNegativeInt], AfterValidator(_distinct)]] = None
+    folds: Optional[Annotated[list[NonNegativeInt], Field(min_length=1), AfterValidator(_distinct)]] = None
     ema: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
     swa: Optional[_SWA] = None
     distill: Optional[_Distill] = None
