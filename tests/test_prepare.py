@@ -54,6 +54,7 @@ def test_every_problem_is_reported_and_nothing_written(tmp_path):
                    "line 10: ", "s4_8.wav: file not found", "line 11: ", "s4_9.wav: unreadable",
                    "different sample rates (16000 Hz: 11 files, 8000 Hz: 1 files)", "t1.wav (8000 Hz)"):
         assert needle in text, needle
+    assert "unknown label ''" not in text  # the empty cell is said once
     assert not (tmp_path / "out").exists()
 
 

@@ -162,7 +162,7 @@ def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list
         else:
             if value == "":
                 problems.append(f"{df.at[i, 'where']}: empty {col!r}")
-            out.append([value])
+            out.append([value] if value else [])  # an empty cell is reported once, not also as a label
     return out
 
 
