@@ -2,7 +2,7 @@
 """Prediction speed: PyTorch eager against ONNX Runtime, per model or per bundle.
 
     python bench/onnx.py [--models CFG ...] [--data-dir ../shared/data/breathing] [--clips 512] [--threads 2]
-                         [--batch 256] [--repeats 5] [--profile]
+                         [--batch 256] [--repeats 5] [--profile] [--int8] [--weights FOLD.pt]
     python bench/onnx.py BUNDLE --data-dir ../shared/data/breathing [--recordings 600] [--threads 2]
 
 Without BUNDLE (models; default ``configs/wave_cnn.yaml configs/cnn_small.yaml``): each
@@ -16,8 +16,11 @@ turns within each of ``--repeats`` rounds (median time): PyTorch eager (float32,
 ``torch.set_num_threads``), ``onnx plain`` (the model as ``torch.onnx.export`` writes it: ONNX's
 ``STFT`` operator, ``ceil_mode`` poolings, a fixed window; the export of before) and ``onnx``
 (:func:`lib.shipping.onnx_export.export_onnx`). Prints samples/s, the speed-up over eager and the
-largest |probability| and |logit| differences from eager (sigmoid or softmax of the logits);
-``--profile`` adds ONNX Runtime's time per operator type for each graph (its profiler, one
+largest |probability| and |logit| differences from eager (sigmoid or softmax of the logits) and
+the share of decisions (p > 0.5, or the most probable class) that differ; ``--int8`` adds the
+export with its convolutions quantised to int8 (:func:`_int8`; measured, not shipped),
+``--weights FOLD.pt`` predicts with a trained fold model of the one ``--models`` config instead of
+fresh weights (what quantisation does to a trained model's probabilities); ``--profile`` adds ONNX Runtime's time per operator type for each graph (its profiler, one
 batch, after the timing).
 
 With BUNDLE (made by ``05_bundle.py --onnx``): for each experiment of the bundle the test
@@ -50,7 +53,7 @@ import pandas as pd
 import torch
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not bench/: this file would shadow `onnx`
-from lib.core.utils import keep_freed_memory
+from lib.core.utils import keep_freed_memory, load_tensors_only
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare_test
 from lib.inputs import load_inputs
@@ -79,8 +82,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256, help="models: batch size (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="models: timed rounds, median taken (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="models: ONNX Runtime's time per operator type")
+    p.add_argument("--int8", action="store_true", help="models: also the export quantised to int8 (static, "
+                                                         "calibrated on the first 256 clips; not shipped)")
+    p.add_argument("--weights", help="models: a fold checkpoint (fold<k>.pt) of the (one) --models config to "
+                                     "load instead of fresh weights")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for each engine (default: %(default)s)")
     args = p.parse_args()
+    if args.weights and (args.bundle or len(args.models) != 1):
+        p.error("--weights loads one fold checkpoint: give exactly one --models config and no BUNDLE")
     keep_freed_memory()  # as every stage runs (lib.cli.run)
     torch.set_num_threads(args.threads)
     if args.bundle is None:
@@ -211,6 +220,40 @@ def _probs(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def _decisions(logits: np.ndarray) -> np.ndarray:
+    """p > 0.5 for one output, the most probable class for several."""
+    return logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(1)
+
+
+def _int8(path: Path, calibration: torch.Tensor, dest: Path) -> None:
+    """The graph at ``path`` with its convolutions (and their ReLUs) in int8, written to ``dest``:
+    ONNX Runtime's static quantisation (QDQ format, per-channel int8 weights, uint8 activations
+    with min-max ranges over ``calibration`` inputs in batches of 32). The first convolution (one
+    input channel: nothing to gain) and everything before it, the front end's STFT, filterbank
+    and dB, stay float32: 8 bits cannot hold the waveform's dynamic range."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": b.numpy(), "scalars": np.zeros((len(b), 0), np.float32)}
+                                 for b in calibration.split(32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = dest.with_suffix(".pre.onnx")
+    quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
+    graph = onnx.load(str(pre)).graph
+    nodes = [n.name for op in ("Conv", "Relu") for n in [n for n in graph.node if n.op_type == op][1:]]
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(pre), str(dest), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                        op_types_to_quantize=["Conv", "Relu"])
+
+
 def _op_profile(path: Path, x: torch.Tensor, threads: int, top: int = 8) -> str:
     """ONNX Runtime's kernel time per operator type on one batch ``x`` (its profiler; after a
     warm-up run): the total in ms and the largest shares."""
@@ -251,10 +294,16 @@ def bench_models(args) -> None:
             cfg = load_experiment(config)
             exp = Path(config).stem
             model, manifest, x = _model_and_inputs(cfg, audio)
+            if args.weights:
+                model.load_state_dict(load_tensors_only(args.weights)["state_dict"])
             _plain_export(model, x, Path(tmp) / f"{exp}.plain.onnx")
             export_onnx(model, manifest, 0, Path(tmp) / f"{exp}.onnx")
+            graphs = [("onnx plain", f"{exp}.plain.onnx"), ("onnx", f"{exp}.onnx")]
+            if args.int8:
+                _int8(Path(tmp) / f"{exp}.onnx", x[:256], Path(tmp) / f"{exp}.int8.onnx")
+                graphs.append(("onnx int8", f"{exp}.int8.onnx"))
             engines = {"torch": model}
-            for name, file in (("onnx plain", f"{exp}.plain.onnx"), ("onnx", f"{exp}.onnx")):
+            for name, file in graphs:
                 engines[name] = OnnxModel(Path(tmp) / file, model.n_outputs, args.threads)
             batches = [x[i:i + args.batch] for i in range(0, len(x), args.batch)]
             scalars = [torch.zeros(len(b), 0) for b in batches]
@@ -277,13 +326,16 @@ def bench_models(args) -> None:
                              "per core": round(len(x) / s / args.threads, 1), "x torch": round(eager / s, 2),
                              "spread %": round(100 * (max(seconds[name]) - min(seconds[name])) / s),
                              "max |p diff|": float(np.abs(_probs(logits[name]) - _probs(logits["torch"])).max()),
+                             "decisions changed %": round(100 * float(np.mean(
+                                 _decisions(logits[name]) != _decisions(logits["torch"]))), 2),
                              "max |logit diff|": float(np.abs(logits[name] - logits["torch"]).max())})
             if args.profile:
-                for name, file in (("onnx plain", f"{exp}.plain.onnx"), ("onnx", f"{exp}.onnx")):
+                for name, file in graphs:
                     profiles.append(f"{exp} {name}: " + _op_profile(Path(tmp) / file, batches[0], args.threads))
     print(f"{len(audio)} clips ({source}), batches of {args.batch}, {args.threads} threads per engine, median of "
           f"{args.repeats} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch "
-          f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}; fresh weights (seed 0)")
+          f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}; "
+          f"{'weights of ' + args.weights if args.weights else 'fresh weights (seed 0)'}")
     print(pd.DataFrame(rows).to_string(index=False))
     for line in profiles:
         print(line)
