@@ -295,6 +295,12 @@ def test_bundle_force_replaces_only_a_bundle(shipped, tmp_path):
                            "05_bundle")
     assert "is not a bundle (no bundle.json)" in line and str(project) in line, line
     assert _snapshot(project) == before and (project / ".git").is_dir()
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    line = _one_line_error(stage("05_bundle.py", "--to", afile, "--force", "--output-dir", out, check=False),
+                           "05_bundle")
+    assert "is an existing file, not a bundle folder" in line and afile.read_text() == "mine", line
+    assert not (tmp_path / ".afile.partial").exists()
     stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out)
     (tmp_path / "b" / "stale.txt").write_text("from before")
     (tmp_path / "empty").mkdir()

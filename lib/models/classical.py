@@ -26,8 +26,10 @@ STATS = {"mean": None, "std": None, "min": 0.0, "max": 100.0, "p10": 10.0, "p25"
          "p90": 90.0}
 """Statistics over time per channel and band; ``pNN`` (and min/max) are percentiles."""
 TRUSTED_TYPES = frozenset({"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"})
-"""The types beyond skops' own trusted list that our members' estimators hold (every member, task,
-grid and class weighting measured: gradient boosting's tree predictors). Exact names, not module
+"""The types beyond skops' own trusted list (skops 0.14 and later: the requirements' minimum) that our
+members' estimators hold (every member, task, grid and class weighting measured with skops 0.16:
+gradient boosting's tree predictors, whose node arrays skops does not check: a crafted file can
+crash prediction, not run code). Exact names, not module
 prefixes: skops calls a listed name when loading, and ``builtins.exec``, ``numpy.memmap`` or
 ``numpy.load`` would run code or write files."""
 
@@ -71,6 +73,22 @@ def log_prior(target: np.ndarray, task: str) -> list[float]:
         return np.log(np.where(pi > 0, pi, 1.0)).tolist()  # an unseen class: log 1 = 0
     pi = np.where((pi > 0) & (pi < 1), pi, 0.5)  # a constant output: logit(0.5) = 0
     return (np.log(pi) - np.log1p(-pi)).tolist()
+
+
+def _neg_log_loss(estimator, X: np.ndarray, y: np.ndarray) -> float:
+    """The grid search's score: minus the log loss of ``estimator`` on ``X (n, n_features)``
+    against integer classes ``y (n,)``, over every class of the training fold (0 ..
+    ``max(y, estimator.classes_) + 1``), so that an inner split whose training or validation part
+    lacks a rare class is still scored (probability 1e-15 for a class the estimator never saw;
+    scikit-learn's ``neg_log_loss`` scores such a split NaN, with a traceback, and the search
+    then picks its first value)."""
+    from sklearn.metrics import log_loss
+
+    classes = np.asarray(estimator.classes_).astype(int)
+    n = int(max(classes.max(), np.max(y))) + 1
+    p = np.full((len(X), n), 1e-15)
+    p[:, classes] = estimator.predict_proba(X)
+    return -log_loss(y, p / p.sum(1, keepdims=True), labels=np.arange(n))
 
 
 def _check_grid_shape(grid) -> None:
@@ -172,7 +190,7 @@ class ClassicalModel(nn.Module):
         if self.grid:
             inner = min(3, len(np.unique(groups)))
             search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
-                                  cv=GroupKFold(inner), scoring="neg_log_loss" if task != "multilabel" else None)
+                                  cv=GroupKFold(inner), scoring=None if task == "multilabel" else _neg_log_loss)
             search.fit(X, y, groups=groups)
             est = search.best_estimator_
             self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}

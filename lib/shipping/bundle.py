@@ -111,6 +111,11 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     except BaseException:  # an error or Ctrl-C leaves nothing behind (a killed run: the next 05 removes it)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        _check_replaceable(dest, force)  # again: something may have appeared there while the bundle was written
+    except ConfigError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)
@@ -218,16 +223,24 @@ def _check_destination(dest: Path, out: Outputs, comp: dict, force: bool) -> Non
     folder or anything else), that is or contains the output folder ``out`` (replacing it would
     delete the results) or that is, contains or lies inside the competition's data folder.
     Raises ``ConfigError`` naming the folders."""
-    if dest.exists() and not force:
-        raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
-    if dest.is_dir() and any(dest.iterdir()) and not (dest / "bundle.json").is_file():
-        raise ConfigError(f"--to {dest} exists and is not a bundle (no bundle.json): --force replaces only a bundle "
-                          f"made by 05_bundle.py or an empty folder; choose another folder")
     if out.root.resolve().is_relative_to(dest):
         raise ConfigError(f"--to {dest} is or contains the output folder {out.root.resolve()}: choose a bundle "
                           f"folder apart from it")
     if comp.get("data_dir"):
         check_apart(dest, comp["data_dir"], "--to", "the competition's data folder")
+    _check_replaceable(dest, force)
+
+
+def _check_replaceable(dest: Path, force: bool) -> None:
+    """Refuse a ``dest`` that exists, unless ``force`` is given and it is an earlier bundle (a
+    folder holding ``bundle.json``) or an empty folder. Raises ``ConfigError`` naming it."""
+    if dest.exists() and not force:
+        raise ConfigError(f"{dest} exists; choose another folder or pass --force to replace it")
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--to {dest} is an existing file, not a bundle folder; choose another folder")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / "bundle.json").is_file():
+        raise ConfigError(f"--to {dest} exists and is not a bundle (no bundle.json): --force replaces only a bundle "
+                          f"made by 05_bundle.py or an empty folder; choose another folder")
 
 
 def _export_onnx(folder: Path, experiments: list[str], folds: dict, log) -> dict:
@@ -278,7 +291,8 @@ def load_bundle(path: str | Path) -> tuple[dict, dict, dict]:
     there with its SHA-256. Raises ``MissingArtifact`` (one line, naming the file and saying to
     make the bundle again) when ``bundle.json`` was edited, its seal is missing or it was made by
     another version, and ``InputError`` naming every missing or changed file (a bundle is used
-    whole or not at all)."""
+    whole or not at all), and ``MissingArtifact`` when ``bundle.json`` disagrees with the blend
+    it carries (:func:`_check_consistent`)."""
     path = Path(path)
     if not (path / "bundle.json").is_file():
         raise InputError([f"{path}: no bundle.json (not a bundle, or an interrupted one: make it again with 05_bundle.py)"])
@@ -299,7 +313,8 @@ def load_bundle(path: str | Path) -> tuple[dict, dict, dict]:
 
 def _check_consistent(path: Path, manifest: dict, summary: dict) -> None:
     """``bundle.json`` against the blend it carries: the same experiments in the same order and
-    method, and each experiment's fold models exactly those listed among its files. ``bundle.sha256`` is a
+    method, each experiment's fold models exactly those listed among its files (each once; none
+    only for a member of weight 0). ``bundle.sha256`` is a
     checksum, not a signature: this catches an edit whose seal was recomputed before it
     reaches the blend. Raises ``MissingArtifact`` naming what disagrees."""
     blended = [e.get("experiment") for e in summary.get("experiments", [])]
@@ -312,7 +327,11 @@ def _check_consistent(path: Path, manifest: dict, summary: dict) -> None:
     if set(folds) != set(blended):
         problems.append(f"fold lists for {sorted(folds)} where ensemble.json blends {sorted(blended)}")
     files = manifest.get("files", {})
-    for exp in blended:
+    weights = (summary.get("blender") or {}).get("weights")
+    for i, exp in enumerate(blended):
+        ks = folds.get(exp) or []
+        if len(set(ks)) != len(ks) or (not ks and (weights is None or i >= len(weights) or weights[i] != 0)):
+            problems.append(f"{exp}: folds {ks} (a member the blend weighs needs its fold models, each once)")
         named = {f"models/{exp}/fold{k}.pt" for k in folds.get(exp, [])} | {f"models/{exp}/config.yaml"}
         held = {f for f in files if re.fullmatch(rf"models/{re.escape(exp)}/(fold\d+\.pt|config\.yaml)", f)}
         if named != held:
