@@ -297,6 +297,33 @@ def test_logreg_member_grid_search_inside_the_training_fold(toy):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
+def test_grid_search_scores_inner_splits_that_lack_a_rare_class():
+    """A class of 2 rows is missing from some inner split's training or validation part:
+    scikit-learn's neg_log_loss scored those NaN with a traceback each and the search took its
+    first value; the log loss over every class of the fold scores them (and picks a finite best)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression as LR
+
+    from lib.models.classical import LogisticRegression, _neg_log_loss
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.repeat([0, 1, 2], 20), [3, 3]]
+    X = (rng.standard_normal((62, 4)) + y[:, None]).astype(np.float32)
+    logs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed inner score is a warning in GridSearchCV
+        member = LogisticRegression(1, 0, 4, grid={"C": [0.01, 1.0, 100.0]})
+        member.fit(X, np.eye(4)[y], np.arange(62), "multiclass", 0, log=logs.append)
+    score = float(logs[0].rsplit("score ", 1)[1])
+    assert np.isfinite(score) and member.best_params["C"] in (1.0, 100.0), logs  # not the first value by default
+    three = LR().fit(X[:60], y[:60])  # fitted without class 3: that class gets 1e-15, renormalised
+    p = np.full((2, 4), 1e-15)
+    p[:, :3] = three.predict_proba(X[60:])
+    expected = np.mean(np.log(p[[0, 1], [3, 3]] / p.sum(1)))  # minus the log loss
+    assert _neg_log_loss(three, X[60:], y[60:]) == pytest.approx(expected)
+
+
 def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
     from lib.training.loop import train_fold
 
