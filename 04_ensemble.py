@@ -81,8 +81,10 @@ def main() -> None:
               f"scores in {out.root / 'ensemble.json'}")
         return
     targets = [c for c in sub.columns if c != (comp.get("submission") or {}).get("id_column")]
-    counts = sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else ""
-    print(f"wrote {r['path']}: {r['rows']} rows {counts}")
+    numeric = [c for c in targets if sub[c].dtype.kind == "f"]  # probabilities: their means, not counts
+    summary = ({c: round(float(sub[c].mean()), 4) for c in numeric} if numeric else
+               sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else "")
+    print(f"wrote {r['path']}: {r['rows']} rows {'mean ' if numeric else ''}{summary}")
 
 
 if __name__ == "__main__":
