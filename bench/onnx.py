@@ -88,8 +88,10 @@ def main() -> None:
                                      "load instead of fresh weights")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for each engine (default: %(default)s)")
     args = p.parse_args()
-    if args.weights and (args.bundle or len(args.models) != 1):
-        p.error("--weights loads one fold checkpoint: give exactly one --models config and no BUNDLE")
+    if (args.weights or args.int8) and args.bundle:
+        p.error("--weights and --int8 apply to the models mode, not to a BUNDLE")
+    if args.weights and len(args.models) != 1:
+        p.error("--weights loads one fold checkpoint: give exactly one --models config")
     keep_freed_memory()  # as every stage runs (lib.cli.run)
     torch.set_num_threads(args.threads)
     if args.bundle is None:
@@ -295,7 +297,11 @@ def bench_models(args) -> None:
             exp = Path(config).stem
             model, manifest, x = _model_and_inputs(cfg, audio)
             if args.weights:
-                model.load_state_dict(load_tensors_only(args.weights)["state_dict"])
+                try:
+                    model.load_state_dict(load_tensors_only(args.weights)["state_dict"])
+                except (KeyError, RuntimeError) as exc:  # another config, outputs or scalars than this bench builds
+                    sys.exit(f"bench/onnx.py: --weights {args.weights} does not fit {config} with one output and "
+                             f"no scalars ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
             _plain_export(model, x, Path(tmp) / f"{exp}.plain.onnx")
             export_onnx(model, manifest, 0, Path(tmp) / f"{exp}.onnx")
             graphs = [("onnx plain", f"{exp}.plain.onnx"), ("onnx", f"{exp}.onnx")]
