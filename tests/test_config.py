@@ -53,6 +53,8 @@ def test_set_under_an_option_that_is_off_turns_it_on_and_a_scalar_is_no_mapping(
     assert cfg["train"]["swa"]["start"] == 0.5
     msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.swa.start=1.5"])
     assert "train.swa.start" in msg and "1.5" in msg  # then checked like any value
+    msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["frontend.params.n_mels=32"])  # frontend: null
+    assert msg == "--set frontend.params.n_mels=32: missing required key 'frontend.name'"  # the override, not the file
     msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.epochs.x=1"])
     assert msg == "--set train.epochs.x=1: train.epochs is 30, not a mapping of options"
 

@@ -528,8 +528,8 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
                 keys.append(part)
                 node = node[part]
             key = dotted(keys)
-            in_entry = err["type"] == "missing" and len(keys) > 1 and isinstance(keys[-2], int)
-            origin = source_of(sources, keys[:-1] if in_entry else keys, where)  # a list entry's missing key: who wrote the entry
+            in_section = err["type"] == "missing" and len(keys) > 1
+            origin = source_of(sources, keys[:-1] if in_section else keys, where)  # a missing key: who wrote its section or entry
             if err["type"] == "extra_forbidden":
                 plain = ".".join(str(k) for k in keys if not isinstance(k, int))  # what valid_keys lists
                 problems[key] = f"unknown key {key!r} in {origin}{did_you_mean(plain, valid_keys(schema))}"
