@@ -119,3 +119,21 @@ def test_a_segment_read_equals_the_same_samples_of_a_whole_file_read(tmp_path, f
         part = audio.load(tmp_path / f"h.{fmt}", start_s=start, end_s=start + 5)[0]
         assert len(part) == 5 * sr
         np.testing.assert_allclose(part, whole[int(start * sr):int(start * sr) + len(part)], atol=1e-5)
+
+
+def test_a_missing_file_whose_name_exists_in_another_unicode_form_says_so(tmp_path):
+    """An id written in NFD (``e`` + a combining diaeresis) for a file named in NFC (``ë``): the
+    names look identical, so the error says which form the file has."""
+    import unicodedata
+
+    import soundfile as sf
+
+    from lib.core.errors import PipelineError
+    from lib.data.audio import header
+
+    sf.write(tmp_path / unicodedata.normalize("NFC", "tëst.wav"), np.zeros(100, np.float32), 8000)
+    with pytest.raises(PipelineError, match="file not found \\(a file 'tëst.wav' exists whose name is the same text "
+                                             "in Unicode form NFC"):
+        header(tmp_path / unicodedata.normalize("NFD", "tëst.wav"))
+    with pytest.raises(PipelineError, match="other.wav: file not found$"):
+        header(tmp_path / "other.wav")

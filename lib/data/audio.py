@@ -26,13 +26,27 @@ def info(path: str | Path) -> tuple[int, int, int]:
     return int(i.samplerate), int(i.frames), int(i.channels)
 
 
+def _normalisation_hint(path: Path) -> str:
+    """For a missing ``path``: a note when its name in another Unicode normal form (NFC or NFD: the
+    same letters, e.g. ``ë`` as one character or as ``e`` + a combining mark) names a file that
+    exists, else ``""``."""
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        other = path.with_name(unicodedata.normalize(form, path.name))
+        if other != path and other.is_file():
+            return (f" (a file {other.name!r} exists whose name is the same text in Unicode form {form}: write the "
+                    f"id in the CSV in that form, or rename the file)")
+    return ""
+
+
 def header(path: str | Path):
     """libsndfile's view of a file's header (``sf.info``: ``samplerate`` Hz, ``frames``,
     ``channels``, ``subtype`` ...). Raises ``AudioError`` naming the file when it is missing or
     libsndfile cannot read it."""
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"{path}: file not found")
+        raise AudioError(f"{path}: file not found{_normalisation_hint(path)}")
     try:
         return sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types
