@@ -324,6 +324,23 @@ def test_grid_search_scores_inner_splits_that_lack_a_rare_class():
     assert _neg_log_loss(three, X[60:], y[60:]) == pytest.approx(expected)
 
 
+def test_gradient_boosting_on_too_few_windows_to_split_says_so():
+    """30 training windows and scikit-learn's default of 20 rows a leaf: no tree splits, every
+    prediction is the prior (a tiny competition's folds); the fit warns, naming the setting."""
+    from lib.models.classical import HistGradientBoosting
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3)).astype(np.float32)
+    y = (X[:, :1] > 0).astype(float)
+    for leaf, warned in ((20, True), (15, False)):
+        logs = []
+        member = HistGradientBoosting(1, 0, 1, min_samples_leaf=leaf)
+        member.fit(X, y, np.arange(30), "binary", 0, log=logs.append)
+        constant = np.ptp(member.logits(X)) == 0
+        assert constant == warned and any("fewer than twice min_samples_leaf (20)" in m and "at most 15" in m
+                                          for m in logs) == warned, logs
+
+
 def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
     from lib.training.loop import train_fold
 

@@ -281,6 +281,18 @@ class HistGradientBoosting(ClassicalModel):
                            min_samples_leaf=min_samples_leaf, l2_regularization=l2_regularization,
                            max_features=max_features, early_stopping=early_stopping)
 
+    def fit(self, X: np.ndarray, target: np.ndarray, groups: np.ndarray, task: str, seed: int,
+            class_weight: str | None = None, log=print) -> None:
+        """:meth:`ClassicalModel.fit`, after a warning through ``log`` when ``X`` has fewer than
+        twice ``min_samples_leaf`` rows: no tree can split then, and every prediction is the
+        class prior (a tiny competition's folds; lower ``model.params.min_samples_leaf``)."""
+        leaf = min(self.grid.get("min_samples_leaf", [self.params["min_samples_leaf"]])) if self.grid else \
+            self.params["min_samples_leaf"]
+        if len(X) < 2 * leaf:
+            log(f"WARNING: {len(X)} training windows, fewer than twice min_samples_leaf ({leaf}): the trees cannot "
+                f"split and predict the class prior; set model.params.min_samples_leaf to at most {max(1, len(X) // 2)}")
+        super().fit(X, target, groups, task, seed, class_weight, log)
+
     def estimator(self, seed: int, class_weight: str | None):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
