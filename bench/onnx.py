@@ -230,9 +230,10 @@ def _decisions(logits: np.ndarray) -> np.ndarray:
 def _int8(path: Path, calibration: torch.Tensor, dest: Path) -> None:
     """The graph at ``path`` with its convolutions (and their ReLUs) in int8, written to ``dest``:
     ONNX Runtime's static quantisation (QDQ format, per-channel int8 weights, uint8 activations
-    with min-max ranges over ``calibration`` inputs in batches of 32). The first convolution (one
-    input channel: nothing to gain) and everything before it, the front end's STFT, filterbank
-    and dB, stay float32: 8 bits cannot hold the waveform's dynamic range."""
+    with min-max ranges over ``calibration`` inputs in batches of 32). Everything before the second
+    convolution stays float32: the front end's STFT, filterbank and dB (8 bits cannot hold the
+    waveform's dynamic range) and the first convolution (in int8 too it changed more decisions,
+    0.59% against 0.39%, for no measured speed)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

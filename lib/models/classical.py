@@ -286,8 +286,7 @@ class HistGradientBoosting(ClassicalModel):
         """:meth:`ClassicalModel.fit`, after a warning through ``log`` when ``X`` has fewer than
         twice ``min_samples_leaf`` rows: no tree can split then, and every prediction is the
         class prior (a tiny competition's folds; lower ``model.params.min_samples_leaf``)."""
-        leaf = min(self.grid.get("min_samples_leaf", [self.params["min_samples_leaf"]])) if self.grid else \
-            self.params["min_samples_leaf"]
+        leaf = min((self.grid or {}).get("min_samples_leaf", [self.params["min_samples_leaf"]]))
         if len(X) < 2 * leaf:
             log(f"WARNING: {len(X)} training windows, fewer than twice min_samples_leaf ({leaf}): the trees cannot "
                 f"split and predict the class prior; set model.params.min_samples_leaf to at most {max(1, len(X) // 2)}")

@@ -327,15 +327,15 @@ def _check_consistent(path: Path, manifest: dict, summary: dict) -> None:
     if set(folds) != set(blended):
         problems.append(f"fold lists for {sorted(folds)} where ensemble.json blends {sorted(blended)}")
     files = manifest.get("files", {})
-    weights = (summary.get("blender") or {}).get("weights")
-    for i, exp in enumerate(blended):
+    weight_zero = _weight_zero(summary) if "blender" in summary else [False] * len(blended)
+    for exp, unused in zip(blended, weight_zero):
         ks = folds.get(exp) or []
-        if len(set(ks)) != len(ks) or (not ks and (weights is None or i >= len(weights) or weights[i] != 0)):
+        if len(set(ks)) != len(ks) or (not ks and not unused):
             problems.append(f"{exp}: folds {ks} (a member the blend weighs needs its fold models, each once)")
-        named = {f"models/{exp}/fold{k}.pt" for k in folds.get(exp, [])} | {f"models/{exp}/config.yaml"}
+        named = {f"models/{exp}/fold{k}.pt" for k in ks} | {f"models/{exp}/config.yaml"}
         held = {f for f in files if re.fullmatch(rf"models/{re.escape(exp)}/(fold\d+\.pt|config\.yaml)", f)}
         if named != held:
-            problems.append(f"{exp}: folds {folds.get(exp)} where its files are {sorted(held)}")
+            problems.append(f"{exp}: folds {ks} where its files are {sorted(held)}")
     if problems:
         raise MissingArtifact(f"{path / 'bundle.json'} disagrees with the blend it carries ({'; '.join(problems)}): an "
                               f"edited bundle is not used; make the bundle again with 05_bundle.py")
