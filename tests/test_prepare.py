@@ -159,6 +159,27 @@ def test_multilabel_long_form_rows_list_cells_and_path_groups(tmp_path):
         prepare(dict(comp, groups={"regex": "(site)", "on": "id"}), tmp_path / "out")
 
 
+def test_multilabel_labels_joined_by_semicolons_need_their_separator(tmp_path):
+    for i in range(6):
+        _wav(tmp_path / "data" / "wav" / f"r{i}.wav")
+    pd.DataFrame({"id": [f"r{i}" for i in range(6)],
+                  "label": ["owl;robin", "owl", "robin", "robin;owl", "wren", "owl;wren"]}
+                 ).to_csv(tmp_path / "data/train.csv", index=False)
+    cfg = {"task": "multilabel", "audio": {"clip_seconds": 0.5}, "folds": {"n_folds": 2, "scheme": "multilabel_stratified"},
+           "train": {"csv": "train.csv", "id_column": "id", "target_column": "label",
+                     "audio": {"template": "wav/{id}.wav"}}}
+    # the default separator (a space) read 'owl;robin' as one class, which folds.csv's ';' split again
+    with pytest.raises(ConfigError, match=r"train.csv: label\(s\) \['owl;robin', 'owl;wren', 'robin;owl'\] "
+                                          r"contain ';'.*set train.label_separator: ';' \(it is ' '\)"):
+        prepare(_competition(tmp_path, cfg), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    comp = _competition(tmp_path, dict(cfg, train=dict(cfg["train"], label_separator=";")))
+    prepare(comp, tmp_path / "out")
+    assert comp["classes"] == ["owl", "robin", "wren"]
+    folds = pd.read_csv(tmp_path / "out/folds.csv", dtype=str)
+    assert folds.target.tolist() == ["owl;robin", "owl", "robin", "robin;owl", "wren", "owl;wren"]
+
+
 def _patients(tmp_path, n_patients=40, seed=0):
     """A multi-label competition: 2-3 recordings of 0.2 s per patient, labels per patient."""
     rng = np.random.default_rng(seed)

@@ -156,6 +156,42 @@ _run_trials(study, objective, 1)
 """
 
 
+def test_seeded_workers_opened_together_draw_their_own_values_and_a_rerun_repeats_them(toy):
+    folder, out = toy
+    sweep = load_sweep(_sweep_file(folder, "seeded", seed=7, pruner="none"))
+    comp = out.load_competition()
+
+    def values(study_name):  # two workers that both joined the study before its first trial
+        storage = f"sqlite:///{folder / (study_name + '.db')}"
+        first, second = (open_study(sweep, study_name, storage, comp) for _ in range(2))
+        for study in (first, second):
+            run_sweep(sweep, study, out, 1, echo=lambda *a, **k: None)
+        return [t.params["optimizer.params.lr"] for t in optuna.load_study(study_name=study_name,
+                                                                           storage=storage).trials]
+
+    drawn = values("seeded")
+    assert len(drawn) == 2 and drawn[0] != drawn[1]  # one seed for both drew the same value twice
+    assert values("seeded_again") == drawn  # seed + the trial's number: the same sweep draws the same values
+
+
+def test_the_summary_reads_a_trial_added_by_another_worker_meanwhile(toy, monkeypatch):
+    folder, out = toy
+    storage = f"sqlite:///{folder / 'race.db'}"
+    sweep = load_sweep(_sweep_file(folder, "race", pruner="none"))
+    study = open_study(sweep, "race", storage, out.load_competition())
+    run_sweep(sweep, study, out, 1, echo=lambda *a, **k: None)
+    read = study.trials_dataframe
+
+    def another_worker_asks_first(*args, **kwargs):  # a trial that a list of trials read before this lacks
+        study.ask()
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(study, "trials_dataframe", another_worker_asks_first)
+    s = summarize(study, out)
+    assert list(s["table"]["state"]) == ["COMPLETE", "RUNNING"]
+    assert len(s["best"]) == 1 and s["best"][0].startswith("exp@")
+
+
 def test_the_trial_of_a_killed_worker_is_failed_by_the_next_worker(tmp_path):
     from lib.runs.sweep import _run_trials
 

@@ -380,6 +380,14 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
     tr = cfg["train"]
     source = root / (cfg["segments"]["csv"] or cfg["segments"]["file"] if segments.unit(cfg) == "segment"
                      else tr.get("csv") or tr["files"])
+    if cfg["task"] == "multilabel":  # folds.csv joins a row's labels with LABEL_SEP: a class holding it would split
+        joined = sorted({label for row in labels for label in row if tasks.LABEL_SEP in label}
+                        | {c for c in cfg.get("classes") or [] if tasks.LABEL_SEP in c})
+        if joined:
+            raise ConfigError(f"{source}: label(s) {joined[:5]} contain {tasks.LABEL_SEP!r}, which a multi-label "
+                              f"class name cannot hold; if that column lists several labels a row separated by "
+                              f"{tasks.LABEL_SEP!r}, set train.label_separator: {tasks.LABEL_SEP!r} (it is "
+                              f"{tr['label_separator']!r})")
     if cfg.get("classes") is None:
         cfg["classes"] = sorted({label for row in labels for label in row})
         where = f"classes found in {source}"

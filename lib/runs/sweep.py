@@ -244,7 +244,7 @@ def _storage(storage: str):
 
 def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Study:
     """Create the study ``name`` in ``storage`` or join it when it exists, with a TPE sampler
-    (seeded with ``seed`` + the trials already there, when a seed is given) and Optuna's
+    (:func:`run_sweep` seeds it with ``seed`` + the trial's number at each trial) and Optuna's
     ``MedianPruner`` (Akiba et al. 2019; ``startup_trials`` trials before it prunes) or none, in
     the storage :func:`_storage` opens. Returns the study. Raises ``ConfigError`` for a storage
     that cannot be opened, or a study made for another metric direction, experiment or search space."""
@@ -283,8 +283,7 @@ def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Stud
                                   f"{t.number}: {key} {d}, here {sweep.space.get(key)}): use another --study")
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials) if sweep.pruner == "median"
               else optuna.pruners.NopPruner())
-    seed = None if sweep.seed is None else sweep.seed + len(study.get_trials(deepcopy=False))
-    return optuna.load_study(study_name=name, storage=store, sampler=optuna.samplers.TPESampler(seed=seed),
+    return optuna.load_study(study_name=name, storage=store, sampler=optuna.samplers.TPESampler(seed=sweep.seed),
                              pruner=pruner)
 
 
@@ -311,6 +310,7 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
     falls behind; values equal to a COMPLETE trial's train only when what the models depend on
     changed since (the experiment file, the folds, the features: :func:`train_experiment`'s up-to-
     date check; else its models are kept), to a RUNNING one's (another worker) are pruned.
+    With ``sweep.seed``, each trial draws from a TPE sampler seeded with ``seed`` + its number.
     User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
     A trial whose values are valid one by one but not together is failed with a line saying so
     (user attr ``invalid``: the reason) and the sweep goes on.
@@ -326,6 +326,8 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.time()
+        if sweep.seed is not None:  # per trial: workers started together drew the same values from one seed
+            trial.study.sampler = optuna.samplers.TPESampler(seed=sweep.seed + trial.number)
         values = _suggest(trial, sweep)
         name = trial_name(sweep.stem, values)
         trial.set_user_attr("experiment", name)
@@ -454,10 +456,10 @@ def summarize(study: optuna.Study, out: Outputs, top: int = 3, sweep: Sweep | No
     import pandas as pd
 
     folder = out.root / "sweeps" / study.study_name
-    trials = study.get_trials(deepcopy=False)
-    df = study.trials_dataframe()
+    df = study.trials_dataframe()  # read apart from ``trials``: another worker may add a trial in between
     if len(df):
-        df["experiment"] = [t.user_attrs.get("experiment") for t in trials]
+        df["experiment"] = df["user_attrs_experiment"] if "user_attrs_experiment" in df else None
+    trials = study.get_trials(deepcopy=False)
     write_csv(folder / "trials.csv", df)
     sign = 1 if study.direction.name == "MAXIMIZE" else -1
     rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
