@@ -81,6 +81,9 @@ def main() -> None:
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
+    if s["removed_blend"]:
+        print(f"removed the earlier blend, made from other folds, config or test set: {', '.join(s['removed_blend'])}"
+              f" (04_ensemble.py makes it again)")
     train = out.load_split("train")
     for warning in s["warnings"] + undefined_in_folds(comp, train) + undefined_in_slices(comp, train):  # last: seen
         print(f"WARNING: {warning}")

@@ -87,6 +87,17 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
     assert (np.where(test_blend.p_I > threshold, "I", "E") == sub.Target).all()
     assert (out / "ensemble/report.md").exists() and (out / "models/cnn_small/report/report.md").exists()
 
+    # 00 again: with the same folds the blend stays; with other folds it is removed, never left to look current
+    log = stage("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out).stdout
+    assert "removed the earlier blend" not in log and (out / "submission.csv").is_file()
+    data = yaml.safe_load(data_cfg.read_text())
+    data["folds"]["n_folds"] = 2
+    data_cfg.write_text(yaml.safe_dump(data))
+    log = stage("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out).stdout
+    assert ("removed the earlier blend, made from other folds, config or test set: ensemble.record.json, "
+            "submission.csv, ensemble.json, ensemble (04_ensemble.py makes it again)") in log
+    assert not any((out / f).exists() for f in ("ensemble.record.json", "submission.csv", "ensemble.json", "ensemble"))
+
 
 def test_stage_without_its_input_says_what_to_run(tmp_path):
     r = stage("02_train.py", "configs/cnn_small.yaml", "--output-dir", tmp_path, check=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from ..core.artifacts import FOLDS, competition_problem, folds_id
 from ..core.config import check_classes
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import Outputs
@@ -321,10 +323,13 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     return {"test_rows": len(test), "sample_rate": rate}
 
 
-def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> None:
+def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> list[str]:
     """Write ``folds.csv``, ``test.csv`` (removed when the competition has none) and
-    ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last."""
+    ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last.
+    Then remove stage 04's blend when it was not made from what was just written
+    (:func:`_drop_stale_blend`); returns the names of the files removed."""
     record = out.prepared()
+    test_before = ((record.read() or {}).get("members") or {}).get(out.test.name)
     record.begin(out.root)
     write_csv(out.folds, folds)
     if test is None:
@@ -333,7 +338,28 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
         write_csv(out.test, test)
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
+    rec = record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
+    return _drop_stale_blend(out, test_changed=rec["members"].get(out.test.name) != test_before)
+
+
+def _drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
+    """Remove stage 04's results (its record first, then ``submission.csv``, ``ensemble.json`` and
+    the ``ensemble/`` report) when they were not made from the ``folds.csv``, ``competition.yaml``
+    and test table just written (other folds or classes, another decision or submission section,
+    another test set: ``test_changed``), or when their record is not complete. Left in place, a
+    ``submission.csv`` of the earlier folds looked like this run's. Returns the names removed."""
+    files = [out.root / "ensemble.record.json", out.submission, out.root / "ensemble.json", out.root / "ensemble"]
+    if not any(f.exists() for f in files):
+        return []
+    rec, _ = out.ensembled.check(hashes=False)
+    inputs = (rec or {}).get("inputs", {})
+    if (rec is not None and not test_changed and inputs.get(FOLDS) == folds_id(out.load_split("train"))
+            and not competition_problem(rec, out.load_competition())):
+        return []
+    removed = [f.name for f in files if f.exists()]
+    for f in files:  # the record first: an interrupted removal leaves an incomplete blend, never a current one
+        shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
+    return removed
 
 
 def _read_train(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]
@@ -674,7 +700,8 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     with ``classes`` filled in from the data when the config leaves them out).
     Returns a summary dict, with ``warnings``: messages about doubtful input that is kept (a
     class in ``classes`` without training rows), and ``segments``: per split ``{recordings,
-    segments, skipped}`` (``{}`` without segments). Raises ``InputError`` listing every problem (nothing is written
+    segments, skipped}`` (``{}`` without segments), and ``removed_blend``: the files of stage 04's
+    blend removed because it was made from other folds, config or test set (:func:`_drop_stale_blend`). Raises ``InputError`` listing every problem (nothing is written
     then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not writable.
     """
     out_dir = out_dir.root if isinstance(out_dir, Outputs) else Path(out_dir)
@@ -711,5 +738,6 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _warn_unknown_test_values(cfg, folds, test_out, warnings)
-    _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
-    return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts)
+    removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
+    return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts,
+                removed_blend=removed)
