@@ -92,6 +92,16 @@ def test_cached_embeddings_equal_transformers_forward(folders, tmp_path):
     np.testing.assert_allclose(scalars, np.concatenate([ref.mean(1), ref.std(1)], 1), atol=2e-5)
     reduced = FEATURES.build({"name": "hf_embeddings", "params": {"model_dir": str(folders["wav2vec2"]), "reduce": 8}})
     assert reduced.batch(y[:2], 8000)[0].shape[:3] == (2, 1, 8)
+    # weights of another size beside the config: refused before the set's finished cache is touched
+    foreign = tmp_path / "foreign"
+    shutil.copytree(folders["hubert"], foreign)
+    transformers.HubertModel(transformers.HubertConfig(**dict(SMALL, hidden_size=48), **CONV)).save_pretrained(
+        tmp_path / "wide")
+    shutil.copy(tmp_path / "wide/model.safetensors", foreign / "model.safetensors")
+    with pytest.raises(ConfigError, match="features.params.model_dir: .* of another shape"):
+        build_feature_set(out, {"name": "hf_embeddings", "set": "p", "params": {
+            "model_dir": str(foreign), "layer": -1, "pooling": "mean_std"}})
+    assert out.features_record("p").check()[0] is not None
 
 
 def test_ast_patches_become_time_frames(folders):

@@ -136,6 +136,27 @@ def test_a_killed_run_resumes_and_is_never_taken_for_finished(toy):
     build_model(section, manifest, 2, 0, WAVE["frontend"])
 
 
+def test_extra_audio_is_converted_aloud_hashed_and_never_the_competitions_own(toy, tmp_path):
+    out, wave, _ = toy
+    extra, rng = tmp_path / "extra", np.random.default_rng(1)
+    extra.mkdir()
+    sf.write(extra / "a.wav", 0.1 * rng.standard_normal(SR).astype(np.float32), SR)
+    sf.write(extra / "b.flac", 0.1 * rng.standard_normal((2 * SR, 2)).astype(np.float32), 2 * SR)  # 16 kHz stereo
+    run = ["pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=1", "--set",
+           f"pretrain.extra_audio=[{extra}]", "--name", "ex"]
+    log = stage(*run).stdout
+    assert "extra (2 recordings)" in log
+    assert "extra: 1 of 2 files resampled to 8000 Hz (soxr_hq) from 16000 Hz (1)" in log
+    assert "extra: 1 files of several channels, mixed to mono (their mean)" in log
+    assert "up to date, skipped" in stage(*run).stdout
+    sf.write(extra / "a.wav", 0.1 * rng.standard_normal(SR).astype(np.float32), SR)  # other samples, same size
+    assert "up to date" not in stage(*run).stdout
+    assert len(_losses(out, "ex")) == 1
+    shutil.copy(out.parent / "data" / "test" / sorted(os.listdir(out.parent / "data" / "test"))[0], extra)
+    r = stage(*run, "--set", "pretrain.splits=[train]", check=False)
+    assert r.returncode == 1 and "pretrain.extra_audio: 1 of its 3 files are the competition's own recordings" in r.stderr
+
+
 def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
     out, wave, cached = toy
     for sets, expected in ((["pretrain.epoch=2"], "did you mean 'pretrain.epochs'"),

@@ -228,6 +228,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     for split, table in tables.items():
         check_unchanged(table, split)
     t0 = time.time()
+    if hasattr(extractor, "prepare"):  # e.g. a model's weights that fail to load: refused before the old cache goes
+        extractor.prepare()
     record.begin(folder)
     for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
         stale.unlink()

@@ -124,7 +124,8 @@ def load_model(path, key: str):
     from transformers import AutoModel
 
     try:
-        model, info = AutoModel.from_pretrained(Path(path).expanduser(), local_files_only=True, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(Path(path).expanduser(), local_files_only=True, output_loading_info=True,
+                                                ignore_mismatched_sizes=True)  # reported below, in our words
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _refuse(key, path, f"holds weights transformers cannot load ({_first_line(exc)})")
     missing = sorted(k for k in info["missing_keys"] if not str(k).endswith(TRAINING_ONLY))

@@ -30,6 +30,8 @@ from ..core.device import autocast, get_device, place_model
 from ..core.errors import ConfigError, TrainingError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, load_tensors_only, seed_everything, write_csv
+from ..core.artifacts import file_hash
+from ..data.audio import header as audio_header
 from ..data.audio import load as load_audio
 from ..inputs import SplitInputs, WaveData, load_inputs
 from ..models import MODELS, build_model
@@ -81,22 +83,42 @@ def load_splits(out: Outputs, cfg: dict, splits: list[str]) -> dict[str, SplitIn
                            torch.device("cpu")) for s in splits}
 
 
-def extra_inputs(folders: list[str], manifest: dict, comp: dict) -> tuple[WaveData | None, list]:
+def extra_inputs(folders: list[str], manifest: dict, comp: dict, own_paths=()) -> tuple[WaveData | None, list, list]:
     """The audio files (wav, flac, ogg, mp3) under ``folders`` (recursively) as one more split of
     whole recordings at the cache's sample rate (``manifest``), mono as the competition's
-    ``audio.channel`` says: ``(WaveData, [(path, bytes), ...])``, or ``(None, [])`` without
-    folders. Raises ``ConfigError`` for folders without audio, ``AudioError`` naming a bad file."""
+    ``audio.channel`` says: ``(WaveData, [(path, SHA-256), ...], notes)``, or ``(None, [], [])``
+    without folders. ``notes`` say what was converted: files resampled (from which rates, with
+    ``audio.resample_type``) and files of several channels. Raises ``ConfigError`` for folders
+    without audio and for files whose bytes are those of the competition's own recordings
+    (``own_paths``: stage 00's train and test paths; ``pretrain.splits`` chooses those, and a test
+    file would be read even with ``splits: [train]``), ``AudioError`` naming a bad file."""
     if not folders:
-        return None, []
+        return None, [], []
     files = sorted(f for d in folders for f in Path(d).expanduser().rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise ConfigError(f"pretrain.extra_audio: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {folders}")
-    a = comp["audio"]
-    waves = [load_audio(f, manifest["sample_rate"], a["channel"], a["resample_type"])[0] for f in files]
+    hashes = [file_hash(f) for f in files]
+    own = {file_hash(p) for p in own_paths}  # by their bytes: a copy elsewhere is the same recording
+    theirs = [f for f, h in zip(files, hashes) if h in own]
+    if theirs:
+        raise ConfigError(f"pretrain.extra_audio: {len(theirs)} of its {len(files)} files are the competition's own "
+                          f"recordings (e.g. {theirs[0]}): pretrain.splits chooses those (train, test); give folders "
+                          f"of other audio")
+    a, rate = comp["audio"], manifest["sample_rate"]
+    headers = [audio_header(f) for f in files]
+    waves = [load_audio(f, rate, a["channel"], a["resample_type"])[0] for f in files]
     offsets = np.concatenate([[0], np.cumsum([len(w) for w in waves])]).astype(np.int64)
     grid = np.column_stack([np.arange(len(waves)), np.zeros(len(waves))])
     data = WaveData(torch.from_numpy(np.concatenate(waves).astype(np.float32)), offsets, grid, manifest, len(waves))
-    return data, [(str(f), f.stat().st_size) for f in files]
+    notes, other = [], pd.Series([h.samplerate for h in headers if h.samplerate != rate], dtype=int)
+    if len(other):
+        notes.append(f"extra: {len(other)} of {len(files)} files resampled to {rate} Hz ({a['resample_type']}) from "
+                     + ", ".join(f"{r} Hz ({n})" for r, n in other.value_counts().items()))
+    several = sum(h.channels > 1 for h in headers)
+    if several:
+        notes.append(f"extra: {several} files of several channels, " + (
+            "mixed to mono (their mean)" if a["channel"] is None else f"channel {a['channel']} taken (audio.channel)"))
+    return data, list(zip(map(str, files), hashes)), notes
 
 
 def set_crops(datas: dict[str, SplitInputs], crop_seconds: float | None) -> int | None:
@@ -144,7 +166,8 @@ def pretrain_key(cfg: dict, datas: dict[str, SplitInputs], extra_files: list) ->
     """Fingerprint of what the checkpoint depends on: the network (features, front end, model
     without its transfer options), the experiment's augmentations (when ``pretrain.experiment_augment``),
     the optimiser, ``train.amp`` and ``grad_clip``, the ``pretrain`` section, every split's
-    feature record and the extra files (paths, sizes)."""
+    feature record and the extra files (paths, SHA-256 of their bytes: a file rewritten at the same
+    size is noticed)."""
     model = dict(cfg["model"], params={k: v for k, v in cfg["model"]["params"].items() if k not in TRANSFER_PARAMS})
     what = {"features": cfg["features"], "frontend": cfg["frontend"], "model": model, "optimizer": cfg["optimizer"],
             "augment": cfg["augment"] if cfg["pretrain"]["experiment_augment"] else None,
@@ -175,8 +198,10 @@ class PretrainRun:
         self.name = cfg["name"]
         self.splits = check_pretrain(cfg, out)
         self.datas = load_splits(out, cfg, self.splits)
-        extra, self.extra_files = extra_inputs(self.pc["extra_audio"], next(iter(self.datas.values())).manifest,
-                                               out.load_competition())
+        own = [p for split in ("train", "test") if split == "train" or out.has_test()
+               for p in out.load_split(split)["path"]]
+        extra, self.extra_files, self.extra_notes = extra_inputs(
+            self.pc["extra_audio"], next(iter(self.datas.values())).manifest, out.load_competition(), own)
         if extra is not None:
             self.datas["extra"] = extra
         self.crop_frames = set_crops(self.datas, self.pc["crop_seconds"])
@@ -323,8 +348,9 @@ class PretrainRun:
         return state["epoch"]
 
     def write_result(self, seconds: float) -> dict:
-        """Write the log and the checkpoint, then the record (last, over the checkpoint alone: the
-        two can be copied elsewhere without the log); remove the state file."""
+        """Write the log (also written after every epoch) and the checkpoint, then the record (last,
+        over the checkpoint alone: the two can be copied elsewhere without the log); remove the
+        state file."""
         losses = [h["loss"] for h in self.history]
         ckpt = {"format": FORMAT, "state_dict": backbone_state(self.model), "compat": self.compat,
                 "method": self.pc["method"], "epochs": len(self.history), "losses": losses,
@@ -360,10 +386,13 @@ class PretrainRun:
                  f"in the projector{' and predictor' if self.pc['method'] == 'byol_a' else ''}) on {self.device}")
         if resumed:
             self.log(f"resumed after epoch {resumed} from {self.state_path}")
+        else:
+            self.log_path.unlink(missing_ok=True)  # an earlier run's losses, never shown beside this run's state
         for epoch in range(resumed + 1, self.pc["epochs"] + 1):
             row = self.epoch(epoch)
             self.history.append(row)
             self.save_state()  # before the line: a run killed after it resumes after this epoch
+            write_csv(self.log_path, pd.DataFrame(self.history))  # for reading while it runs
             self.log(f"epoch {epoch:>2}/{self.pc['epochs']}  loss {row['loss']:.4f}  {row['seconds']:.1f}s"
                      + (f"  {row['skipped_steps']} non-finite steps skipped" if row["skipped_steps"] else ""))
         rec = self.write_result(sum(h["seconds"] for h in self.history))
