@@ -29,7 +29,11 @@ def main() -> None:
             rate = m["sample_rate"] or m["frames_per_second"]
             rows = ", ".join(f"{s} {v['recordings']} {unit} in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "
                              f"min, {v['windows']} windows)" for s, v in m["splits"].items())
-            what = (f"whole waveforms at {m['sample_rate']} Hz" if m["kind"] == "waveform" else
+            comp = out.load_competition()
+            native = comp["audio"]["sample_rate"] or comp["native_sample_rate"]
+            moved = (f" (resampled explicitly from {native} Hz, {comp['audio']['resample_type']})"
+                     if m["kind"] == "waveform" and native != m["sample_rate"] else "")
+            what = (f"whole waveforms at {m['sample_rate']} Hz{moved}" if m["kind"] == "waveform" else
                     f"the competition's matrices, {m['spec_shape'][1]} bins at {rate:g} frames/s")
             print(f"{name}: {state}; {what}, {m['dtype']}; {rows} -> {out.features(name)}")
             continue

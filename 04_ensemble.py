@@ -47,7 +47,9 @@ def main() -> None:
     print((methods if methods["note"].any() else methods.drop(columns="note")).to_string(index=False, float_format=fmt))
     print(f"used: {r['method']} ({r['note']})")
     d = r["decision"]
-    if d["metric"]:
+    if d["how"] == "default":
+        print(f"decision: the default ({d['note']}); OOF {d['metric']} {d['scores']['default']:.4f}")
+    elif d["metric"]:
         print(f"decision on {d['metric']}: {d['how']}: {d['decision'] or 'default'}; "
               + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
     if r["rows_masked"]:
@@ -82,9 +84,11 @@ def main() -> None:
         return
     targets = [c for c in sub.columns if c != (comp.get("submission") or {}).get("id_column")]
     numeric = [c for c in targets if sub[c].dtype.kind == "f"]  # probabilities: their means, not counts
-    summary = ({c: round(float(sub[c].mean()), 4) for c in numeric} if numeric else
+    indicators = [c for c in targets if sub[c].dtype.kind in "iub"]  # 0/1 per class: how many rows have it
+    summary = (f"mean {({c: round(float(sub[c].mean()), 4) for c in numeric})}" if numeric else
+               f"rows per class {({c: int(sub[c].sum()) for c in indicators})}" if indicators else
                sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else "")
-    print(f"wrote {r['path']}: {r['rows']} rows {'mean ' if numeric else ''}{summary}")
+    print(f"wrote {r['path']}: {r['rows']} rows {summary}")
 
 
 if __name__ == "__main__":

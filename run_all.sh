@@ -18,6 +18,8 @@
 # Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
 # With an empty input/ and no --data-dir it says what to put where, then runs the demo.
 # Relative paths given as options are taken from the directory it is started in, as the stages take them.
+# Python: $PYTHON when set (e.g. PYTHON=/path/to/venv/bin/python bash run_all.sh), else the active
+# virtual environment's, else .venv/bin/python, else python3.
 set -euo pipefail
 caller=$PWD
 cd "$(dirname "$0")"
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
     --nproc) need "$@"; nproc=$2; shift 2 ;;
     --set) need "$@"; sets+=(--set "$2"); shift 2 ;;
     --demo) demo=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -92,6 +92,8 @@ def test_cached_embeddings_equal_transformers_forward(folders, tmp_path):
     np.testing.assert_allclose(scalars, np.concatenate([ref.mean(1), ref.std(1)], 1), atol=2e-5)
     reduced = FEATURES.build({"name": "hf_embeddings", "params": {"model_dir": str(folders["wav2vec2"]), "reduce": 8}})
     assert reduced.batch(y[:2], 8000)[0].shape[:3] == (2, 1, 8)
+    with pytest.raises(ConfigError, match="features.params.reduce 32 is not below the model's hidden size 32"):
+        FEATURES.build({"name": "hf_embeddings", "params": {"model_dir": str(folders["wav2vec2"]), "reduce": 32}})
     # weights of another size beside the config: refused before the set's finished cache is touched
     foreign = tmp_path / "foreign"
     shutil.copytree(folders["hubert"], foreign)
@@ -120,7 +122,7 @@ def test_ast_patches_become_time_frames(folders):
 
 
 def test_fine_tuning_trains_and_predicts_without_the_folder(folders, tmp_path):
-    make_toy_competition(tmp_path / "data", n=8)
+    make_toy_competition(tmp_path / "data", n=8, sr=8000)  # the model hears 16 kHz: 01 resamples, aloud
     out = tmp_path / "out"
     stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
     pretrained = tmp_path / "w2v"
@@ -131,8 +133,10 @@ def test_fine_tuning_trains_and_predicts_without_the_folder(folders, tmp_path):
         "model": {"name": "hf_audio", "params": {"pretrained": str(pretrained), "freeze_blocks": 1, "layer": "weighted",
                                                  "pooling": "attention"}},
         "augment": {"spec_augment": {"p": 0.0}}, "train": {"epochs": 2, "batch_size": 4, "device": "cpu"}}))
-    stage("01_features.py", exp, "--output-dir", out)
-    stage("02_train.py", exp, "--output-dir", out)
+    log = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "whole waveforms at 16000 Hz (resampled explicitly from 8000 Hz, soxr_hq)" in log, log
+    assert "model hf_audio, waveform 16000 Hz (the model's own input layers);" in stage("02_train.py", exp,
+                                                                                         "--output-dir", out).stdout
     stage("03_infer.py", exp, "--output-dir", out)
     first = pd.read_csv(out / "preds" / "hf.csv")
     shutil.rmtree(pretrained)  # prediction needs the fold checkpoints only

@@ -99,7 +99,7 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     # fine-tuning through stage 02: the frozen block keeps exactly the pretrained weights, the rest learns
     r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
               "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
-    assert "fold 0: trained" in r.stdout
+    assert "fold 0: trained" in r.stdout and f"starts from pretrained weights {path} (freeze_blocks 1)" in r.stdout
     fold = load_tensors_only(out / "models" / "ft" / "fold0.pt")["state_dict"]
     assert all(torch.equal(fold[k], v) for k, v in ckpt["state_dict"].items() if k.startswith("trunk.0."))
     assert not torch.equal(fold["trunk.2.0.weight"], ckpt["state_dict"]["trunk.2.0.weight"])
@@ -165,7 +165,9 @@ def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
                            (["pretrain.crop_scale=[1.5, 0.6]"], "pretrain.crop_scale: [low, high] with low <= high expected"),
                            (["pretrain.lr=1000"], "non-finite weights or statistics after epoch"),
                            (["model.params.freeze_block=1"], "did you mean 'freeze_blocks'"),
-                           (["model.params.pretrained=/nowhere/x.pt"], "is not a file. Nothing is downloaded")):
+                           (["model.params.pretrained=/nowhere/x.pt"], "is not a file (looked for /nowhere/x.pt"),
+                           (["model.params.freeze_blocks=1"], "model.params freeze_blocks act on pretrained blocks, "
+                                                              "but model.params.pretrained is not set")):
         args = [a for s in sets for a in ("--set", s)]
         r = stage("pretrain.py" if sets[0].startswith("pretrain") else "02_train.py", wave, "--output-dir", out, *args,
                   check=False)
@@ -196,9 +198,18 @@ def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
     with pytest.raises(ConfigError, match="resnet.*not a pretrain.py|does not fit.*model.name is 'cnn'"):
         build_model({"name": "resnet", "params": {"widths": [8, 16], "pretrained": path}}, manifest, 2, 0, WAVE["frontend"])
     with pytest.raises(ConfigError, match="freeze_blocks=3: cnn has 2 blocks"):
-        build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=3)}, manifest, 2, 0,
-                    WAVE["frontend"])
+        build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=3, pretrained=path)},
+                    manifest, 2, 0, WAVE["frontend"])
     assert os.path.exists(path)
+    alone = tmp_path / "alone.pt"  # copied without its record
+    shutil.copy(path, alone)
+    fold = tmp_path / "fold0.pt"  # a fine-tuned fold's file: tensors and plain values, not pretrain.py's format
+    torch.save({"state_dict": load_tensors_only(path)["state_dict"], "fold": 0, "best_epoch": 1}, fold)
+    for given, expected in ((alone, "alone.pt has no record beside it \\(alone.record.json.*copy it together"),
+                            (fold, "fold0.pt is not a pretrain.py checkpoint .* \\(a fold model of 02_train.py\\?\\)")):
+        with pytest.raises(ConfigError, match=expected):
+            build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], pretrained=str(given))}, manifest, 2, 0,
+                        WAVE["frontend"])
 
 
 def test_other_pretrained_weights_at_the_same_path_change_the_training_key(tmp_path):

@@ -266,7 +266,7 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     fixed = cfg.get("threshold", "auto")
     if comp["task"] == "multiclass" and not cfg.get("class_bias"):
         return {"decision": None, "metric": metric, "how": "default", "scores": {"default": default},
-                "note": "most probable class (class_bias: true fits a bias per class on OOF)"}
+                "note": "the most probable class; decision.class_bias: true fits a bias per class on OOF"}
     if comp["task"] != "multiclass" and fixed != "auto":
         decision = {"threshold": float(fixed)} if comp["task"] == "binary" else {
             "thresholds": [float(t) for t in fixed] if isinstance(fixed, list) else [float(fixed)] * len(comp["classes"])}

@@ -234,7 +234,8 @@ class HfEmbeddings:
     = ceil(samples * rate / sr)`` samples through the encoder (about 50 per second for the waveform
     encoders), or ``(1, 1, 1)`` zeros; ``scalars (0,)`` or ``(hidden)`` / ``(2 hidden)``. Raises
     ``ConfigError`` (naming ``features.params.*``) for a folder that does not fit
-    (:func:`read_folder`), a bad ``layer``, ``pooling``, ``reduce``, ``resample_type`` or ``batch_size``.
+    (:func:`read_folder`), a bad ``layer``, ``pooling``, ``reduce`` (also one not below the hidden
+    size), ``resample_type`` or ``batch_size``.
     """
 
     kind = "spectrogram"  # the input kind of its cache (lib.inputs.INPUT_KINDS)
@@ -251,6 +252,9 @@ class HfEmbeddings:
             raise ConfigError(f"features.params.batch_size {batch_size!r} must be a positive number of windows")
         self.config, self.fe = read_folder(model_dir, "features.params.model_dir")
         self.layer = resolve_layer(layer, self.config.num_hidden_layers + 1, "features.params.layer")
+        if reduce is not None and reduce >= self.config.hidden_size:  # a random projection up adds nothing
+            raise ConfigError(f"features.params.reduce {reduce} is not below the model's hidden size "
+                              f"{self.config.hidden_size} ({model_dir}): use fewer dimensions, or null to keep them all")
         self.rate, self.batch_size, self.pooling, self.reduce = int(self.fe.sampling_rate), batch_size, pooling, reduce
         self.model_dir = str(Path(model_dir).expanduser().resolve())
         self.settings = {"model_type": self.config.model_type, "model_sample_rate": self.rate,  # the model by its files

@@ -90,10 +90,11 @@ def build_model(section: dict, manifest: dict, n_outputs: int, n_scalars: int | 
     from . import pretrained_weights
 
     cls = MODELS.get(section["name"])
-    params = dict(section.get("params") or {})
-    if not pretrained:
+    # the networks without a pretrained param of their own: transfer options apart
+    params, transfer = pretrained_weights.split_params(cls, dict(section.get("params") or {}))
+    if not pretrained:  # the weights come from a fold checkpoint
         params.pop("pretrained", None)
-    params, transfer = pretrained_weights.split_params(cls, params)  # the networks without a pretrained param
+        transfer = {}
     own = getattr(cls, "owns_frontend", False)
     if own and (frontend or manifest.get("kind") != "waveform"):
         raise ConfigError(f"model {section['name']!r} computes its own front end from the waveform: use "

@@ -61,7 +61,8 @@ def transfer_options(pretrained: str | None = None, freeze_blocks: int = 0, back
 def split_params(cls, params: dict) -> tuple[dict, dict]:
     """``model.params`` -> ``(the class's own params, transfer options)``: for a class that
     :func:`takes_generic`, the :data:`TRANSFER_PARAMS` given are taken out; otherwise
-    ``(params, {})``. Raises ``ConfigError`` for a ``pretrained`` that is not a path (text) or null."""
+    ``(params, {})``. Raises ``ConfigError`` for a ``pretrained`` that is not a path (text) or null,
+    and for ``freeze_blocks``, ``backbone_lr`` or ``layer_decay`` without ``pretrained``."""
     if not takes_generic(cls):
         return params, {}
     own = {k: v for k, v in params.items() if k not in TRANSFER_PARAMS}
@@ -69,6 +70,10 @@ def split_params(cls, params: dict) -> tuple[dict, dict]:
     if transfer.get("pretrained") is not None and not isinstance(transfer["pretrained"], str):
         raise ConfigError(f"model.params.pretrained must be the path of a pretrain.py checkpoint (text) or null, "
                           f"got {transfer['pretrained']!r}")
+    given = [k for k, v in transfer.items() if k != "pretrained" and v != TRANSFER_PARAMS[k]]
+    if given and not transfer.get("pretrained"):  # frozen or slowed blocks of a random start: never what was meant
+        raise ConfigError(f"model.params {', '.join(given)} act on pretrained blocks, but model.params.pretrained is "
+                          f"not set: give the pretrain.py checkpoint, or remove them")
     return own, transfer
 
 
@@ -124,17 +129,23 @@ def load(model: AudioClassifier, path: str, expected: dict) -> dict:
     :func:`backbone_state`; the head stays as built) after checking its record (complete, its
     members unchanged) and that it fits ``expected`` (:func:`describe` of ``model``). Returns the
     checkpoint's summary (method, epochs, final loss). Raises ``ConfigError`` naming
-    ``model.params.pretrained`` for a missing file (nothing is downloaded), an unfinished or
-    changed result, another format, non-finite values, and for another architecture, feature set, front end or
-    input: the key and both sides."""
+    ``model.params.pretrained`` for a missing file (nothing is downloaded), another format (e.g.
+    a fold model of 02), a checkpoint without its record (copied alone), an unfinished or changed
+    result, non-finite values, and for another architecture, feature set, front end or input:
+    the key and both sides."""
     p = pretrained_file(path, "pretrain.py", WHERE_FROM)
-    rec, why = pretrained_record(p).check()
-    if rec is None:
-        raise ConfigError(f"model.params.pretrained: {p} is not a finished pretraining result ({why}; "
-                          f"{pretrained_record(p).path.name}): run pretrain.py to the end for it again")
     ckpt = load_tensors_only(p, ConfigError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ConfigError(f"model.params.pretrained: {p} is not a pretrain.py checkpoint ({FORMAT}); {WHERE_FROM}")
+        what = " (a fold model of 02_train.py?)" if isinstance(ckpt, dict) and "state_dict" in ckpt else ""
+        raise ConfigError(f"model.params.pretrained: {p} is not a pretrain.py checkpoint ({FORMAT}){what}; {WHERE_FROM}")
+    record = pretrained_record(p)
+    rec, why = record.check()
+    if rec is None and not record.path.exists() and not p.with_name(f"{p.stem}.state.pt").exists():  # not a killed run
+        raise ConfigError(f"model.params.pretrained: {p} has no record beside it ({record.path.name}, which "
+                          f"pretrain.py writes last): copy it together with the .pt, or run pretrain.py again")
+    if rec is None:
+        raise ConfigError(f"model.params.pretrained: {p} is not a finished pretraining result ({why}; "
+                          f"{record.path.name}): run pretrain.py to the end for it again")
     diff = _first_difference(ckpt["compat"], expected, "")
     if diff:
         key, saved, current = diff

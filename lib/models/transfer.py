@@ -22,7 +22,8 @@ def pretrained_file(path, model: str, where_from: str) -> Path:
     checkpoints come from (``where_from``)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ConfigError(f"model.params.pretrained: {model} checkpoint {str(path)!r} is not a file. Nothing is "
+        raise ConfigError(f"model.params.pretrained: {model} checkpoint {str(path)!r} is not a file (looked for "
+                          f"{p.resolve()}: a relative path is taken from the folder the stage runs in). Nothing is "
                           f"downloaded at run time: {where_from}")
     return p
 

@@ -173,14 +173,19 @@ class ExperimentRun:
         """Log what is trained how: model, inputs, recordings, ``folds`` of all, device(s)."""
         cfg, data, comp = self.cfg, self.data, self.comp
         meta_cols = sum(metadata_columns(comp), []) if cfg["inputs"]["metadata"] else []
-        fe = cfg.get("frontend")
-        inputs = (f"waveform {data.manifest['sample_rate']} Hz through front end {fe['name']} {fe['params']}" if fe
+        fe, sr = cfg.get("frontend"), data.manifest.get("sample_rate")
+        inputs = (f"waveform {sr} Hz through front end {fe['name']} {fe['params']}" if fe
+                  else f"waveform {sr} Hz (the model's own input layers)" if data.manifest.get("kind") == "waveform"
                   else f"features {cfg['features']['set']} {data.manifest['spec_shape']} + {data.n_scalars} audio scalars")
         where = f"device {self.device}" if self.ranks.world == 1 else (
             f"{self.ranks.world} ranks, " + ("DistributedDataParallel" if self.ddp else "folds shared out"))
         self.log(f"experiment {self.name}: model {cfg['model']['name']}, {inputs}"
                  f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} {row_noun(comp)}s in "
                  f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
+        params = cfg["model"]["params"]
+        if params.get("pretrained"):
+            opts = [f"{k} {params[k]}" for k in ("freeze_blocks", "backbone_lr", "layer_decay") if k in params]
+            self.log(f"starts from pretrained weights {params['pretrained']}" + (f" ({', '.join(opts)})" if opts else ""))
 
     def begin(self) -> None:
         """Remove the experiment's record: its merged results are rebuilt at the end of the run."""
