@@ -29,7 +29,7 @@ def main() -> None:
           + " + ".join(f"{s} ({n} recordings)" for s, n in counts.items()) + ".\nNo label is read: "
           + ("the test audio is used, which is allowed since no label is involved, and " if "test" in counts else "")
           + "no fold's validation labels are used (no labels at all).", flush=True)
-    for note in run.extra_notes:
+    for note in run.notes:
         print(note, flush=True)
     summary(cfg, run.run(), out)
 

@@ -141,6 +141,7 @@ def test_status_partial_stale_and_all(board):
     out.prepared().commit([out.competition, out.folds], "prep2")
     again = leaderboard(out).set_index("experiment")
     assert again.loc["good", "status"] == "stale" and "folds.csv" in again.loc["good", "note"]
+    assert again.loc["good", "folds"] == f"{pd.read_csv(out.oof('good')).fold.nunique()} (other folds)"
     # an OOF file edited after training, its size kept: not scored as the trained one
     text = out.oof("mid").read_text()
     out.oof("mid").write_text(text.replace("0.", "1.", 1))

@@ -103,6 +103,13 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     fold = load_tensors_only(out / "models" / "ft" / "fold0.pt")["state_dict"]
     assert all(torch.equal(fold[k], v) for k, v in ckpt["state_dict"].items() if k.startswith("trunk.0."))
     assert not torch.equal(fold["trunk.2.0.weight"], ckpt["state_dict"]["trunk.2.0.weight"])
+    # another checkpoint that does not load: refused before the finished experiment of that name is touched
+    record = (out / "models" / "ft" / "record.json").read_text()
+    r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set",
+              f"model.params.pretrained={out / 'models' / 'ft' / 'fold0.pt'}", "--set", "model.params.freeze_blocks=1",
+              "--set", "train.folds=[0]", check=False)
+    assert r.returncode == 1 and "(a fold model of 02_train.py?)" in r.stderr and "replaced" not in r.stdout, r.stdout
+    assert (out / "models" / "ft" / "record.json").read_text() == record
     # fold checkpoints reload without the pretrained file (build_model(..., pretrained=False))
     path.rename(path.with_suffix(".moved"))
     from lib.inference.infer import load_checkpoints
@@ -152,6 +159,9 @@ def test_extra_audio_is_converted_aloud_hashed_and_never_the_competitions_own(to
     sf.write(extra / "a.wav", 0.1 * rng.standard_normal(SR).astype(np.float32), SR)  # other samples, same size
     assert "up to date" not in stage(*run).stdout
     assert len(_losses(out, "ex")) == 1
+    log = stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=1", "--set",
+                "pretrain.crop_seconds=1.0", "--name", "long").stdout  # the clips are 0.5 s
+    assert "pretrain.crop_seconds 1.0 s is longer than 26 of the 26 recordings: their views are padded" in log
     shutil.copy(out.parent / "data" / "test" / sorted(os.listdir(out.parent / "data" / "test"))[0], extra)
     r = stage(*run, "--set", "pretrain.splits=[train]", check=False)
     assert r.returncode == 1 and "pretrain.extra_audio: 1 of its 3 files are the competition's own recordings" in r.stderr

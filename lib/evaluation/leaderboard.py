@@ -54,7 +54,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     ``include_all``, as are OOF files whose experiment's ``models/`` folder was removed. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
     ``model``, ``input`` (feature set), one per metric, ``fold_mean``/``fold_std`` (the
     competition metric over each fold's OOF rows, folds where it is undefined left out), ``folds``
-    ("done/total"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv`` or the
+    ("done/total"; a stale experiment's own count, "3 (other folds)"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv`` or the
     model was trained under other audio settings than ``competition.yaml``'s),
     ``parameters``, ``seconds`` (training time, all folds), ``note``. ``df.attrs`` also holds
     ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and ``slices`` (``{exp: table}``,
@@ -107,8 +107,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             row.update(fold_mean=np.mean(defined) if defined else np.nan,
                        fold_std=np.std(defined, ddof=1) if len(defined) > 1 else np.nan, folds=f"{len(per_fold)}/{n_folds}")
             stale = _stale(out, exp, oof, folds_df, current, comp)
-            if stale:
-                row.update(status="stale", note=stale)
+            if stale:  # its folds are not folds.csv's: a count of those would mislead ("3/4" for 3 of 3)
+                row.update(status="stale", note=stale, folds=f"{len(per_fold)} (other folds)")
         rows.append(row)
     oof_files = {p.stem for p in (out.root / "oof").glob("*.csv") if not p.name.endswith(".segments.csv")}
     for gone in sorted(oof_files - {r["experiment"] for r in rows} - set(skipped)):

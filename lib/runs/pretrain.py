@@ -200,11 +200,16 @@ class PretrainRun:
         self.datas = load_splits(out, cfg, self.splits)
         own = [p for split in ("train", "test") if split == "train" or out.has_test()
                for p in out.load_split(split)["path"]]
-        extra, self.extra_files, self.extra_notes = extra_inputs(
+        extra, self.extra_files, self.notes = extra_inputs(
             self.pc["extra_audio"], next(iter(self.datas.values())).manifest, out.load_competition(), own)
         if extra is not None:
             self.datas["extra"] = extra
         self.crop_frames = set_crops(self.datas, self.pc["crop_seconds"])
+        waves = [d for d in self.datas.values() if isinstance(d, WaveData)]
+        short = sum(int((d.lengths < d.clip).sum()) for d in waves)
+        if self.pc["crop_seconds"] and short:  # padded views: mostly silence to compare
+            self.notes.append(f"pretrain.crop_seconds {self.pc['crop_seconds']} s is longer than {short} of the "
+                              f"{sum(len(d.lengths) for d in waves)} recordings: their views are padded")
         self.key = pretrain_key(cfg, self.datas, self.extra_files)
         self.record = out.pretrained_record(self.name)
         self.path = out.pretrained(self.name)
