@@ -18,7 +18,7 @@
 # Experiments: --experiments, else the competition config's `experiments:` list, else the profile's.
 # With an empty input/ and no --data-dir it says what to put where, then runs the demo.
 # Relative paths given as options are taken from the directory it is started in, as the stages take them.
-# Python: $PYTHON when set (e.g. PYTHON=/path/to/venv/bin/python bash run_all.sh), else the active
+# Python: $PYTHON when set (absolute or on PATH: e.g. PYTHON=/path/to/venv/bin/python), else the active
 # virtual environment's, else .venv/bin/python, else python3.
 set -euo pipefail
 caller=$PWD

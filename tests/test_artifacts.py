@@ -329,13 +329,13 @@ def test_models_trained_under_other_classes_or_positive_class_are_refused(toy, t
     stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")
     cfg_path = tmp_path / "data/toy.yaml"
     cfg_path.write_text(yaml.safe_dump({**yaml.safe_load(cfg_path.read_text()), **change}))
-    stage("00_prepare.py", cfg_path, "--output-dir", out)
+    assert "removed the earlier blend" in stage("00_prepare.py", cfg_path, "--output-dir", out).stdout
     for args in (("03_infer.py", exp, "--force"), ("04_ensemble.py", name)):
         r = stage(*args, "--output-dir", out, check=False)
         assert r.returncode == 1 and f"trained experiment {name!r} was trained under other settings" in r.stderr, r.stderr
         assert said in r.stderr
-    r = stage("05_bundle.py", "--to", tmp_path / "bundle2", "--output-dir", out, check=False)  # (04 wrote no blend)
-    assert r.returncode == 1 and "made under another competition.yaml" in r.stderr
+    r = stage("05_bundle.py", "--to", tmp_path / "bundle2", "--output-dir", out, check=False)  # 00 removed the blend
+    assert r.returncode == 1 and "run 04_ensemble.py first" in r.stderr, r.stderr
     from lib.evaluation.leaderboard import leaderboard
 
     board = leaderboard(o).set_index("experiment")

@@ -173,6 +173,8 @@ def test_multilabel_labels_joined_by_semicolons_need_their_separator(tmp_path):
                                           r"contain ';'.*set train.label_separator: ';' \(it is ' '\)"):
         prepare(_competition(tmp_path, cfg), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"classes: label\(s\) \['owl;robin'\] contain ';'.*; rename them"):
+        prepare(_competition(tmp_path, dict(cfg, classes=["owl;robin", "owl", "robin", "wren"])), tmp_path / "out")
     comp = _competition(tmp_path, dict(cfg, train=dict(cfg["train"], label_separator=";")))
     prepare(comp, tmp_path / "out")
     assert comp["classes"] == ["owl", "robin", "wren"]

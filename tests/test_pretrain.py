@@ -108,7 +108,7 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set",
               f"model.params.pretrained={out / 'models' / 'ft' / 'fold0.pt'}", "--set", "model.params.freeze_blocks=1",
               "--set", "train.folds=[0]", check=False)
-    assert r.returncode == 1 and "(a fold model of 02_train.py?)" in r.stderr and "replaced" not in r.stdout, r.stdout
+    assert r.returncode == 1 and "(a fold model of 02_train.py)" in r.stderr and "replaced" not in r.stdout, r.stdout
     assert (out / "models" / "ft" / "record.json").read_text() == record
     # fold checkpoints reload without the pretrained file (build_model(..., pretrained=False))
     path.rename(path.with_suffix(".moved"))
@@ -153,8 +153,8 @@ def test_extra_audio_is_converted_aloud_hashed_and_never_the_competitions_own(to
            f"pretrain.extra_audio=[{extra}]", "--name", "ex"]
     log = stage(*run).stdout
     assert "extra (2 recordings)" in log
-    assert "extra: 1 of 2 files resampled to 8000 Hz (soxr_hq) from 16000 Hz (1)" in log
-    assert "extra: 1 files of several channels, mixed to mono (their mean)" in log
+    assert "extra: 1 of 2 file(s) resampled to 8000 Hz (soxr_hq) from 16000 Hz (1)" in log
+    assert "extra: 1 file(s) of several channels, mixed to mono (their mean)" in log
     assert "up to date, skipped" in stage(*run).stdout
     sf.write(extra / "a.wav", 0.1 * rng.standard_normal(SR).astype(np.float32), SR)  # other samples, same size
     assert "up to date" not in stage(*run).stdout
@@ -164,7 +164,7 @@ def test_extra_audio_is_converted_aloud_hashed_and_never_the_competitions_own(to
     assert "pretrain.crop_seconds 1.0 s is longer than 26 of the 26 recordings: their views are padded" in log
     shutil.copy(out.parent / "data" / "test" / sorted(os.listdir(out.parent / "data" / "test"))[0], extra)
     r = stage(*run, "--set", "pretrain.splits=[train]", check=False)
-    assert r.returncode == 1 and "pretrain.extra_audio: 1 of its 3 files are the competition's own recordings" in r.stderr
+    assert r.returncode == 1 and "pretrain.extra_audio: 1 of its 3 file(s) are the competition's own recordings" in r.stderr
 
 
 def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
@@ -211,12 +211,19 @@ def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
         build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=3, pretrained=path)},
                     manifest, 2, 0, WAVE["frontend"])
     assert os.path.exists(path)
+    # the options without a checkpoint: refused for training (above, 02), never for reloading a fold or loading
+    # the config (pretrain.py reads it before its checkpoint exists)
+    build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=1)}, manifest, 2, 0,
+                WAVE["frontend"], pretrained=False)
+    from lib.components import load_experiment
+
+    assert load_experiment(wave, ["model.params.backbone_lr=0.3"])["model"]["params"]["backbone_lr"] == 0.3
     alone = tmp_path / "alone.pt"  # copied without its record
     shutil.copy(path, alone)
     fold = tmp_path / "fold0.pt"  # a fine-tuned fold's file: tensors and plain values, not pretrain.py's format
-    torch.save({"state_dict": load_tensors_only(path)["state_dict"], "fold": 0, "best_epoch": 1}, fold)
-    for given, expected in ((alone, "alone.pt has no record beside it \\(alone.record.json.*copy it together"),
-                            (fold, "fold0.pt is not a pretrain.py checkpoint .* \\(a fold model of 02_train.py\\?\\)")):
+    torch.save({"state_dict": load_tensors_only(path)["state_dict"], "fold": 0, "manifest": manifest}, fold)
+    for given, expected in ((alone, "alone.pt has no record beside it \\(alone.record.json.*copy the two together"),
+                            (fold, "fold0.pt is not a pretrain.py checkpoint .* \\(a fold model of 02_train.py\\)")):
         with pytest.raises(ConfigError, match=expected):
             build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], pretrained=str(given))}, manifest, 2, 0,
                         WAVE["frontend"])

@@ -72,6 +72,17 @@ def _copy(src, dest):
     return dest
 
 
+BLEND = ("ensemble.record.json", "ensemble.json", "ensemble", "submission.csv")
+"""Stage 04's files, which 00 removes when it writes other folds, config or test set."""
+
+
+def _put_back_blend(src, out):
+    """Copy stage 04's files of output folder ``src`` into ``out`` (as a user copying an old
+    output folder would): what 05 and the leaderboard must then refuse or mark themselves."""
+    for name in BLEND:
+        (shutil.copytree if (src / name).is_dir() else shutil.copy)(src / name, out / name)
+
+
 def test_a_pretrained_panns_file_with_a_payload_never_runs(shipped, tmp_path):
     """02_train.py with zoo/cnn14.yaml pointed at a PANNs-format file (``{'model': state_dict,
     'iteration': int, ...}``) whose pickle also holds a payload: refused in one line naming the
@@ -273,7 +284,9 @@ def test_other_folds_make_every_later_stage_refuse_the_old_models(shipped, tmp_p
     comp = yaml.safe_load((data / "toy.yaml").read_text())
     comp["folds"]["n_folds"] = 3
     (tmp_path / "toy3.yaml").write_text(yaml.safe_dump(comp))
-    stage("00_prepare.py", tmp_path / "toy3.yaml", "--output-dir", out)
+    log = stage("00_prepare.py", tmp_path / "toy3.yaml", "--output-dir", out).stdout
+    assert "removed the earlier blend" in log and not any((out / name).exists() for name in BLEND)
+    _put_back_blend(shipped[2], out)
     line = _one_line_error(stage("03_infer.py", exp, "--output-dir", out, check=False), "03_infer")
     assert "trained experiment 'toy_exp' was made on other folds" in line and "run 02_train.py for toy_exp" in line
     line = _one_line_error(stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False), "04_ensemble")
@@ -317,12 +330,14 @@ def test_bundling_a_blend_made_under_another_decision_is_refused(shipped, tmp_pa
     _, data, out, _, _ = shipped
     out = _copy(out, tmp_path / "out")
     moved = _copy(data, tmp_path / "moved")
-    stage("00_prepare.py", moved / "toy.yaml", "--data-dir", moved, "--output-dir", out)
+    assert "removed the earlier blend" not in stage("00_prepare.py", moved / "toy.yaml", "--data-dir", moved,
+                                                    "--output-dir", out).stdout
     stage("05_bundle.py", "--to", tmp_path / "same", "--output-dir", out)
     comp = yaml.safe_load((data / "toy.yaml").read_text())
     comp["decision"] = {"threshold": 0.2}
     (tmp_path / "toy_t.yaml").write_text(yaml.safe_dump(comp))
-    stage("00_prepare.py", tmp_path / "toy_t.yaml", "--output-dir", out)
+    assert "removed the earlier blend" in stage("00_prepare.py", tmp_path / "toy_t.yaml", "--output-dir", out).stdout
+    _put_back_blend(shipped[2], out)
     line = _one_line_error(stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out, check=False), "05_bundle")
     assert "another" in line and "competition.yaml" in line and "run 04_ensemble.py again" in line, line
     assert not (tmp_path / "b").exists()

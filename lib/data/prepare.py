@@ -329,7 +329,7 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     Then remove stage 04's blend when it was not made from what was just written
     (:func:`_drop_stale_blend`); returns the names of the files removed."""
     record = out.prepared()
-    test_before = ((record.read() or {}).get("members") or {}).get(out.test.name)
+    test_before = _test_id(out)
     record.begin(out.root)
     write_csv(out.folds, folds)
     if test is None:
@@ -338,8 +338,16 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
         write_csv(out.test, test)
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    rec = record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
-    return _drop_stale_blend(out, test_changed=rec["members"].get(out.test.name) != test_before)
+    record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
+    return _drop_stale_blend(out, test_changed=_test_id(out) != test_before)
+
+
+def _test_id(out: Outputs) -> str | None:
+    """The fingerprint of ``test.csv`` without its ``path`` column (a moved data folder is no
+    change, as for :func:`lib.core.artifacts.folds_id`), or ``None`` without one."""
+    if not out.test.is_file():
+        return None
+    return folds_id(pd.read_csv(out.test, dtype=str, keep_default_na=False))
 
 
 def _drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
@@ -347,9 +355,10 @@ def _drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     the ``ensemble/`` report) when they were not made from the ``folds.csv``, ``competition.yaml``
     and test table just written (other folds or classes, another decision or submission section,
     another test set: ``test_changed``), or when their record is not complete. Left in place, a
-    ``submission.csv`` of the earlier folds looked like this run's. Returns the names removed."""
+    ``submission.csv`` of the earlier folds looked like this run's. Without 04's record or
+    ``ensemble.json`` nothing is removed. Returns the names removed."""
     files = [out.root / "ensemble.record.json", out.submission, out.root / "ensemble.json", out.root / "ensemble"]
-    if not any(f.exists() for f in files):
+    if not (files[0].exists() or files[2].exists()):  # no blend of 04's: a submission.csv beside is not its
         return []
     rec, _ = out.ensembled.check(hashes=False)
     inputs = (rec or {}).get("inputs", {})
@@ -407,13 +416,16 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
     source = root / (cfg["segments"]["csv"] or cfg["segments"]["file"] if segments.unit(cfg) == "segment"
                      else tr.get("csv") or tr["files"])
     if cfg["task"] == "multilabel":  # folds.csv joins a row's labels with LABEL_SEP: a class holding it would split
-        joined = sorted({label for row in labels for label in row if tasks.LABEL_SEP in label}
-                        | {c for c in cfg.get("classes") or [] if tasks.LABEL_SEP in c})
-        if joined:
-            raise ConfigError(f"{source}: label(s) {joined[:5]} contain {tasks.LABEL_SEP!r}, which a multi-label "
-                              f"class name cannot hold; if that column lists several labels a row separated by "
-                              f"{tasks.LABEL_SEP!r}, set train.label_separator: {tasks.LABEL_SEP!r} (it is "
-                              f"{tr['label_separator']!r})")
+        sep = tasks.LABEL_SEP
+        named = sorted(c for c in cfg.get("classes") or [] if sep in c)
+        found = sorted({label for row in labels for label in row if sep in label})
+        if named or found:
+            fix = ("rename them" if named else "rename those columns" if tr.get("target_columns") else
+                   "segment labels are split on '+' only: rename them" if segments.unit(cfg) == "segment" else
+                   f"if that column lists several labels a row separated by {sep!r}, set train.label_separator: "
+                   f"{sep!r} (it is {tr['label_separator']!r})")
+            raise ConfigError(f"{'classes' if named else source}: label(s) {(named or found)[:5]} contain {sep!r}, "
+                              f"which a multi-label class name cannot hold; {fix}")
     if cfg.get("classes") is None:
         cfg["classes"] = sorted({label for row in labels for label in row})
         where = f"classes found in {source}"

@@ -123,13 +123,19 @@ def load_model(path, key: str):
     offline()
     from transformers import AutoModel
 
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report of mismatched weights: said below, in our words
     try:
         model, info = AutoModel.from_pretrained(Path(path).expanduser(), local_files_only=True, output_loading_info=True,
-                                                ignore_mismatched_sizes=True)  # reported below, in our words
+                                                ignore_mismatched_sizes=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _refuse(key, path, f"holds weights transformers cannot load ({_first_line(exc)})")
-    missing = sorted(k for k in info["missing_keys"] if not str(k).endswith(TRAINING_ONLY))
-    missing += sorted(info.get("mismatched_keys") or [])
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(str(k) for k in info["missing_keys"] if not str(k).endswith(TRAINING_ONLY))
+    missing += [f"{k} {list(a)} in the file, {list(b)} in the model" for k, a, b in info.get("mismatched_keys") or []]
     if missing:
         raise _refuse(key, path, f"holds weights that leave {len(missing)} of the model's weights out or of another "
                                  f"shape (e.g. {', '.join(map(str, missing[:3]))}): another model's file?")

@@ -61,8 +61,7 @@ def transfer_options(pretrained: str | None = None, freeze_blocks: int = 0, back
 def split_params(cls, params: dict) -> tuple[dict, dict]:
     """``model.params`` -> ``(the class's own params, transfer options)``: for a class that
     :func:`takes_generic`, the :data:`TRANSFER_PARAMS` given are taken out; otherwise
-    ``(params, {})``. Raises ``ConfigError`` for a ``pretrained`` that is not a path (text) or null,
-    and for ``freeze_blocks``, ``backbone_lr`` or ``layer_decay`` without ``pretrained``."""
+    ``(params, {})``. Raises ``ConfigError`` for a ``pretrained`` that is not a path (text) or null."""
     if not takes_generic(cls):
         return params, {}
     own = {k: v for k, v in params.items() if k not in TRANSFER_PARAMS}
@@ -70,10 +69,6 @@ def split_params(cls, params: dict) -> tuple[dict, dict]:
     if transfer.get("pretrained") is not None and not isinstance(transfer["pretrained"], str):
         raise ConfigError(f"model.params.pretrained must be the path of a pretrain.py checkpoint (text) or null, "
                           f"got {transfer['pretrained']!r}")
-    given = [k for k, v in transfer.items() if k != "pretrained" and v != TRANSFER_PARAMS[k]]
-    if given and not transfer.get("pretrained"):  # frozen or slowed blocks of a random start: never what was meant
-        raise ConfigError(f"model.params {', '.join(given)} act on pretrained blocks, but model.params.pretrained is "
-                          f"not set: give the pretrain.py checkpoint, or remove them")
     return own, transfer
 
 
@@ -136,13 +131,14 @@ def load(model: AudioClassifier, path: str, expected: dict) -> dict:
     p = pretrained_file(path, "pretrain.py", WHERE_FROM)
     ckpt = load_tensors_only(p, ConfigError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        what = " (a fold model of 02_train.py?)" if isinstance(ckpt, dict) and "state_dict" in ckpt else ""
+        what = " (a fold model of 02_train.py)" if isinstance(ckpt, dict) and {"fold", "manifest"} <= set(ckpt) else ""
         raise ConfigError(f"model.params.pretrained: {p} is not a pretrain.py checkpoint ({FORMAT}){what}; {WHERE_FROM}")
     record = pretrained_record(p)
     rec, why = record.check()
     if rec is None and not record.path.exists() and not p.with_name(f"{p.stem}.state.pt").exists():  # not a killed run
         raise ConfigError(f"model.params.pretrained: {p} has no record beside it ({record.path.name}, which "
-                          f"pretrain.py writes last): copy it together with the .pt, or run pretrain.py again")
+                          f"pretrain.py writes last): copy the two together, or run pretrain.py again (a run of it "
+                          f"stopped before its first epoch ended also leaves the .pt of the run before alone)")
     if rec is None:
         raise ConfigError(f"model.params.pretrained: {p} is not a finished pretraining result ({why}; "
                           f"{record.path.name}): run pretrain.py to the end for it again")
@@ -195,10 +191,16 @@ def apply(model: AudioClassifier, cls, section: dict, manifest: dict, frontend: 
     :func:`trunk_blocks` (no gradients, BatchNorm statistics kept) and give every block its
     learning-rate scale (``backbone_lr * layer_decay ** (n - 1 - i)``: :func:`lib.models.transfer.block_groups`).
     Without any option the model is left exactly as built. Raises ``ConfigError`` as :func:`load`,
-    or for a ``freeze_blocks`` beyond the trunk's blocks."""
+    for a ``freeze_blocks`` beyond the trunk's blocks, and for ``freeze_blocks``, ``backbone_lr`` or
+    ``layer_decay`` without ``pretrained`` (a model built to train; prediction builds without them)."""
     opts = {k: transfer.get(k, d) for k, d in TRANSFER_PARAMS.items()}
     if opts == TRANSFER_PARAMS:
         return
+    if not opts["pretrained"]:  # frozen or slowed blocks of a random start: never what was meant
+        given = [k for k, d in TRANSFER_PARAMS.items() if opts[k] != d]
+        raise ConfigError(f"model.params {', '.join(given)} act on pretrained blocks, but model.params.pretrained is "
+                          f"not set: give the pretrain.py checkpoint (pretrain.py itself ignores these options), or "
+                          f"remove them")
     blocks = trunk_blocks(model)
     check_freeze(opts["freeze_blocks"], len(blocks), section["name"])
     if opts["pretrained"]:

@@ -50,7 +50,7 @@ from ..inference.infer import load_checkpoints
 from ..inference.segments import segment_file, segment_predictions
 from ..evaluation.reports import write_report
 from ..models import build_model, is_classical
-from ..models.pretrained_weights import pretrained_id
+from ..models.pretrained_weights import TRANSFER_PARAMS, pretrained_id
 from ..training.classical import train_fold_classical
 from ..training.ddp import Ranks, broadcast, gather
 from ..training.loop import train_fold
@@ -150,8 +150,8 @@ class ExperimentRun:
         old, _ = out.trained(self.name).check(self.key)
         self.skipped = (old is not None and not force and set(self.wanted) <= set(old["info"]["folds"])
                         and old["inputs"].get(FOLDS) == self.folds_id)  # else merged again: older records lack it
-        if not self.skipped and cfg["model"]["params"].get("pretrained") and not is_classical(cfg["model"]):
-            # the checkpoint is checked (exists, finished, fits) before any record or model of this name goes
+        if not self.skipped and set(cfg["model"]["params"]) & set(TRANSFER_PARAMS) and not is_classical(cfg["model"]):
+            # a pretrained checkpoint and the transfer options checked before any record or model of this name goes
             build_model(cfg["model"], self.data.manifest, tasks.n_outputs(self.comp), 0, cfg["frontend"])
         trained_cfg = out.model_dir(self.name) / "config.yaml"
         changes = setting_changes(yaml.safe_load(trained_cfg.read_text()), cfg) if trained_cfg.is_file() else []

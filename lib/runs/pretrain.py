@@ -18,6 +18,7 @@ resume at its last finished epoch.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -98,10 +99,11 @@ def extra_inputs(folders: list[str], manifest: dict, comp: dict, own_paths=()) -
     if not files:
         raise ConfigError(f"pretrain.extra_audio: no audio files ({', '.join(AUDIO_SUFFIXES)}) under {folders}")
     hashes = [file_hash(f) for f in files]
-    own = {file_hash(p) for p in own_paths}  # by their bytes: a copy elsewhere is the same recording
+    sizes = {f.stat().st_size for f in files}  # by their bytes (a copy elsewhere is the same recording); hashed
+    own = {file_hash(p) for p in set(own_paths) if os.path.getsize(p) in sizes}  # only where a size matches
     theirs = [f for f, h in zip(files, hashes) if h in own]
     if theirs:
-        raise ConfigError(f"pretrain.extra_audio: {len(theirs)} of its {len(files)} files are the competition's own "
+        raise ConfigError(f"pretrain.extra_audio: {len(theirs)} of its {len(files)} file(s) are the competition's own "
                           f"recordings (e.g. {theirs[0]}): pretrain.splits chooses those (train, test); give folders "
                           f"of other audio")
     a, rate = comp["audio"], manifest["sample_rate"]
@@ -112,11 +114,11 @@ def extra_inputs(folders: list[str], manifest: dict, comp: dict, own_paths=()) -
     data = WaveData(torch.from_numpy(np.concatenate(waves).astype(np.float32)), offsets, grid, manifest, len(waves))
     notes, other = [], pd.Series([h.samplerate for h in headers if h.samplerate != rate], dtype=int)
     if len(other):
-        notes.append(f"extra: {len(other)} of {len(files)} files resampled to {rate} Hz ({a['resample_type']}) from "
+        notes.append(f"extra: {len(other)} of {len(files)} file(s) resampled to {rate} Hz ({a['resample_type']}) from "
                      + ", ".join(f"{r} Hz ({n})" for r, n in other.value_counts().items()))
     several = sum(h.channels > 1 for h in headers)
     if several:
-        notes.append(f"extra: {several} files of several channels, " + (
+        notes.append(f"extra: {several} file(s) of several channels, " + (
             "mixed to mono (their mean)" if a["channel"] is None else f"channel {a['channel']} taken (audio.channel)"))
     return data, list(zip(map(str, files), hashes)), notes
 
