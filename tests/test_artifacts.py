@@ -418,6 +418,11 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained (stale models)" in r.stderr
     for script in ("02_train.py", "03_infer.py", "04_ensemble.py"):
         stage(script, *([exp] if script != "04_ensemble.py" else [name]), "--output-dir", out)
+    # a rebuild begun and killed leaves the folder without its record (Record.begin removes it first):
+    # the old test predictions are not blended as if the cache were merely gone
+    o.features_record(TINY["features"]["set"]).path.unlink()
+    r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"was rebuilt after {name!r} was trained" in r.stderr, r.stderr
     # the caches removed after 03 (disk space): 04 and 05 do not read them, and go on
     shutil.rmtree(out / "features")
     stage("04_ensemble.py", name, "--output-dir", out)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 import yaml
 from conftest import ROOT, stage, require_breathing
@@ -58,6 +59,31 @@ def test_icbhi_cycles_become_rows_of_their_patient(icbhi, tmp_path):
     _, path = _config(tmp_path, ICBHI | {"audio": {"clip_seconds": 0.5}}, icbhi, "short")
     log = stage("00_prepare.py", path, "--data-dir", icbhi, "--output-dir", tmp_path / "out2").stdout
     assert f"note: {len(folds)} training segments and " in log and " test segments are longer than 0.5 s" in log
+
+
+def test_icbhi_cycles_as_regions_of_recordings_labelled_in_their_row(tmp_path):
+    """ICBHI annotations with ``unit: recording``: the cycles are the stretches a recording's windows
+    come from, its label is its CSV row's (the diagnosis); no 0/1 columns named (they were required)."""
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        sf.write(data / "audio" / f"r{k}.wav", 0.1 * rng.standard_normal(8000 * 3).astype(np.float32), 8000)
+        (data / "audio" / f"r{k}.txt").write_text("0.1\t1.2\t0\t1\n1.3\t2.8\t1\t0\n")
+    pd.DataFrame({"recording": [f"r{k}" for k in range(6)], "diagnosis": ["copd", "healthy"] * 3}).to_csv(
+        data / "train.csv", index=False)
+    cfg = {"task": "binary", "audio": {"clip_seconds": 1.0}, "folds": {"n_folds": 2},
+           "train": {"csv": "train.csv", "id_column": "recording", "target_column": "diagnosis",
+                     "audio": {"template": "audio/{id}.wav"}},
+           "segments": {"format": "icbhi", "file": "audio/{id}.txt", "unit": "recording"}}
+    comp, _ = _config(tmp_path, cfg, data, "diag")
+    assert comp["segments"]["unit"] == "recording"
+    prepare(comp, tmp_path / "out")
+    folds = pd.read_csv(tmp_path / "out" / "folds.csv")
+    assert folds.id.tolist() == [f"r{k}" for k in range(6)] and set(folds.target) == {"copd", "healthy"}
+    assert (folds.segments == "0.100000:1.200000 1.300000:2.800000").all()
+    with pytest.raises(ConfigError, match="unit segment needs the segments' labels.*format icbhi has two 0/1"):
+        _config(tmp_path, dict(cfg, segments=dict(cfg["segments"], unit="segment")), data, "seg")
 
 
 def test_segment_errors_name_file_and_line(icbhi, tmp_path):
@@ -167,6 +193,18 @@ def test_matrix_errors_name_file_and_line(tmp_path):
     np.save(wide, np.zeros((5, 3)))
     with pytest.raises(AudioError, match="set matrix.axes: frames_bins"):
         read_matrix(wide, spec)
+    nan = tmp_path / "nan.npy"  # a binary file has no lines
+    np.save(nan, np.array([[1.0, 2, 3, 4], [5, np.nan, 7, 8], [9, 10, 11, 12]]))
+    with pytest.raises(AudioError, match=r"nan.npy: NaN or infinite value at bin 1, frame 1$"):
+        read_matrix(nan, spec)
+    frames = pd.DataFrame(np.random.default_rng(0).random((5, 3)) + 1)  # 5 frames x 3 bins, as pandas writes it
+    for kw, needle in (({"index": False}, r"line 1: 0, 1, ..., 2, a header row .*set matrix.header: true"),
+                       ({"header": False}, r"column 1: 0, 1, ..., 4, an index column .*index=False")):
+        frames.to_csv(bad, **kw)
+        with pytest.raises(AudioError, match=needle):
+            read_matrix(bad, dict(spec, axes="frames_bins"))
+    frames.to_csv(bad, index=False)
+    assert read_matrix(bad, dict(spec, axes="frames_bins", header=True)).shape == (3, 5)
 
 
 def test_a_crop_never_leaves_its_segment():

@@ -484,9 +484,10 @@ def _inputs_section(cfg: dict, where: str) -> None:
                           f"a path template such as \"{{id}}.txt\"")
     if seg["format"] == "csv" and not seg["csv"]:
         raise ConfigError(f"{w}: format csv reads one table: set 'csv'")
-    if seg["format"] == "icbhi" and len(seg["labels"]) != 2:
-        raise ConfigError(f"{w}: format icbhi has two 0/1 label columns after start and end: name them in "
-                          f"'labels' (e.g. [crackles, wheezes]); got {seg['labels']}")
+    icbhi = ("format icbhi has two 0/1 label columns after start and end: name them in 'labels' (e.g. "
+             "[crackles, wheezes])")
+    if seg["format"] == "icbhi" and seg["labels"] and len(seg["labels"]) != 2:  # none: cycles as regions only
+        raise ConfigError(f"{w}: {icbhi}; got {seg['labels']}")
     if seg["labels"] and seg["label_column"]:
         raise ConfigError(f"{w}: give 'labels' (0/1 columns) or 'label_column' (the class), not both")
     if seg["units"] == "frames" and not m:
@@ -497,7 +498,8 @@ def _inputs_section(cfg: dict, where: str) -> None:
         raise ConfigError(f"{w}: segments with labels of their own are the unit (unit: segment); "
                           f"unit: recording takes each recording's label")
     if seg["unit"] == "segment" and not own:
-        raise ConfigError(f"{w}: unit segment needs the segments' labels ('labels' or 'label_column')")
+        raise ConfigError(f"{w}: unit segment needs the segments' labels ('labels' or 'label_column')"
+                          + (f"; {icbhi}" if seg["format"] == "icbhi" else ""))
     if seg["unit"] == "segment" and cfg["task"] == "multilabel" and seg["label_column"]:
         raise ConfigError(f"{w}: a multi-label task takes its segments' labels from 0/1 'labels'")
 

@@ -111,12 +111,16 @@ class Outputs:
     def features_since(self, feature_set: str, trained: dict) -> str | None:
         """What became of ``feature_set``'s cache since the training record ``trained`` was made on
         it: ``None`` (it is the build the models were trained on; also for records of older
-        versions, which do not name it), ``"rebuilt"`` (01 built it again) or ``"removed"``."""
+        versions, which do not name it), ``"rebuilt"`` (01 built it again, or began to: its folder
+        is there without a complete record, e.g. a rebuild after a test recording changed, killed)
+        or ``"removed"`` (its folder is gone, e.g. to free disk space after 03)."""
         built = trained.get("inputs", {}).get("features")
         if built is None:
             return None
         rec, _ = self.features_record(feature_set).check(hashes=False)
-        return "removed" if rec is None else None if rec["id"] == built else "rebuilt"
+        if rec is None:
+            return "rebuilt" if self.features(feature_set).exists() else "removed"
+        return None if rec["id"] == built else "rebuilt"
 
     def trained(self, exp: str) -> Record:
         """The record of an experiment's training (every fold model, the OOF file, the scores)."""

@@ -74,8 +74,8 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
     """The matrix of one recording as ``(n_bins, frames)`` float32, whatever the file's axis order.
 
     ``spec``: the competition's ``matrix`` section. Raises ``AudioError`` naming the file (and
-    line) when it is missing or unreadable, has ragged rows or non-numeric cells, holds NaN or
-    infinite values, is not 2-D, has no frames, or has no axis of ``n_bins`` where ``axes`` says
+    line) when it is missing or unreadable, has ragged rows or non-numeric cells, a first row or
+    column 0, 1, 2, ... (a header or index that pandas wrote), holds NaN or infinite values, is not 2-D, has no frames, or has no axis of ``n_bins`` where ``axes`` says
     (the message says when the other axis has it: the table is transposed).
     """
     path = Path(path)
@@ -101,6 +101,13 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
     if x.ndim != 2:
         raise AudioError(f"{path}: a {x.ndim}-D array {x.shape}; expected a 2-D matrix")
     x = np.asarray(x, dtype=np.float32)
+    if fmt in ("csv", "tsv") and min(x.shape) > 2:  # what pandas' to_csv adds unless told not to: never data
+        if not spec.get("header") and np.array_equal(x[0], np.arange(x.shape[1])):
+            raise AudioError(f"{path} line 1: 0, 1, ..., {x.shape[1] - 1}, a header row (pandas' to_csv writes one)? "
+                             f"set matrix.header: true, or write the files without it")
+        if np.array_equal(x[:, 0], np.arange(x.shape[0])):
+            raise AudioError(f"{path} column 1: 0, 1, ..., {x.shape[0] - 1}, an index column (pandas' to_csv writes "
+                             f"one unless index=False)? write the files without it")
     if spec["axes"] == "frames_bins":
         x = x.T
     n = spec["n_bins"]
@@ -114,7 +121,8 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
     if not np.isfinite(x).all():
         rows, cols = np.nonzero(~np.isfinite(x))
         line = (cols[0] if spec["axes"] == "frames_bins" else rows[0]) + 1 + bool(spec.get("header"))
-        raise AudioError(f"{path}: NaN or infinite value at line {line} (bin {rows[0]}, frame {cols[0]})")
+        at = f"line {line} (bin {rows[0]}, frame {cols[0]})" if fmt in ("csv", "tsv") else f"bin {rows[0]}, frame {cols[0]}"
+        raise AudioError(f"{path}: NaN or infinite value at {at}")
     return x
 
 

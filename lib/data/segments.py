@@ -79,7 +79,8 @@ def _icbhi(path: Path, seg: dict, problems: list[str]) -> list[dict]:
         cells = line.split()
         where = f"{path} line {n}"
         if len(cells) != 4:
-            problems.append(f"{where}: {len(cells)} fields; expected 4 (start end {' '.join(seg['labels'])})")
+            problems.append(f"{where}: {len(cells)} fields; expected 4 (start end "
+                            f"{' '.join(seg['labels']) or 'and two 0/1 columns, not read with unit: recording'})")
             continue
         flags = []
         for name, cell in zip(seg["labels"], cells[2:]):
