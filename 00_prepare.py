@@ -61,6 +61,9 @@ def main() -> None:
     windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
                if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start of each {part}")
     print(f"audio: {windows}; shorter {part}s padded ({a['pad']})")
+    if s["resampled"]:
+        print(f"audio: {sum(s['resampled'].values())} files are read resampled to {a['sample_rate']} Hz "
+              f"({a['resample_type']}), from " + ", ".join(f"{r} Hz ({n})" for r, n in s["resampled"].items()))
     if s["multichannel"]:
         print(f"audio: {s['multichannel']} recordings have several channels: "
               + ("averaged to mono (audio.channel: N takes channel N instead)" if a.get("channel") is None
@@ -68,10 +71,12 @@ def main() -> None:
     trimmed = [f"{n} {'training' if split == 'train' else 'test'} {part}{'s' if n > 1 else ''}"
                for split, n in s["trimmed"].items() if n]
     if trimmed:  # a test recording's prediction then hears its first clip alone
+        sets = ("the precomputed set trains on crops from anywhere and predicts from the start unless "
+                "tta.hop_seconds is set" if comp.get("matrix") else "a cached feature set keeps only the start of "
+                "each (a waveform set trains on crops from anywhere and predicts from the start unless "
+                "tta.hop_seconds is set)")
         print(f"note: {' and '.join(trimmed)} {'is' if sum(s['trimmed'].values()) == 1 else 'are'} longer than "
-              f"{a['clip_seconds']} s: a cached feature set keeps only the start of each (a waveform set trains on crops "
-              f"from anywhere and predicts from the start unless tta.hop_seconds is set); set audio.hop_seconds to "
-              f"cut them into windows and use all of them")
+              f"{a['clip_seconds']} s: {sets}; set audio.hop_seconds to cut them into windows and use all of them")
     if s.get("fine_classes"):
         name, rows = s["smallest_fine_class"]
         print(f"subdivide: {len(comp['classes'])} classes trained as {s['fine_classes']} fine classes "

@@ -30,8 +30,8 @@ def main() -> None:
             rows = ", ".join(f"{s} {v['recordings']} {unit} in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "
                              f"min, {v['windows']} windows)" for s, v in m["splits"].items())
             comp = out.load_competition()
-            native = comp["audio"]["sample_rate"] or comp["native_sample_rate"]
-            moved = (f" (resampled explicitly from {native} Hz, {comp['audio']['resample_type']})"
+            native = comp["audio"]["sample_rate"] or comp["native_sample_rate"]  # what 00 reads them at
+            moved = (f" (resampled explicitly from the files' rates, {comp['audio']['resample_type']})"
                      if m["kind"] == "waveform" and native != m["sample_rate"] else "")
             what = (f"whole waveforms at {m['sample_rate']} Hz{moved}" if m["kind"] == "waveform" else
                     f"the competition's matrices, {m['spec_shape'][1]} bins at {rate:g} frames/s")

@@ -135,7 +135,7 @@ def test_fine_tuning_trains_and_predicts_without_the_folder(folders, tmp_path):
                                                  "pooling": "attention"}},
         "augment": {"spec_augment": {"p": 0.0}}, "train": {"epochs": 2, "batch_size": 4, "device": "cpu"}}))
     log = stage("01_features.py", exp, "--output-dir", out).stdout
-    assert "whole waveforms at 16000 Hz (resampled explicitly from 8000 Hz, soxr_hq)" in log, log
+    assert "whole waveforms at 16000 Hz (resampled explicitly from the files' rates, soxr_hq)" in log, log
     assert "model hf_audio, waveform 16000 Hz (the model's own input layers);" in stage("02_train.py", exp,
                                                                                          "--output-dir", out).stdout
     stage("03_infer.py", exp, "--output-dir", out)

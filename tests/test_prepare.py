@@ -84,6 +84,17 @@ def test_labels_from_folders_and_ids_from_file_names(tmp_path):
     assert (folds.target == folds.id.str[:3]).all()
 
 
+def test_files_read_resampled_are_counted_by_their_native_rate(tmp_path):
+    make_toy_competition(tmp_path / "data")
+    sf.write(tmp_path / "data" / "test" / "t1.wav", np.zeros(4000, np.float32), 8000)
+    cfg = yaml.safe_load((tmp_path / "data" / "toy.yaml").read_text())
+    cfg["audio"]["sample_rate"] = 16000  # asked for: allowed, and said
+    (tmp_path / "rs.yaml").write_text(yaml.safe_dump(cfg))
+    log = stage("00_prepare.py", tmp_path / "rs.yaml", "--data-dir", tmp_path / "data", "--output-dir",
+                tmp_path / "out").stdout
+    assert "audio: 1 files are read resampled to 16000 Hz (soxr_hq), from 8000 Hz (1)" in log, log
+
+
 def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     rows = []
     for i in range(8):

@@ -228,6 +228,14 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
     return int(counts.index[0])
 
 
+def _resampled(tables: list[pd.DataFrame], wanted: int | None) -> dict[int, int]:
+    """``{native rate in Hz: files}`` of the audio files that are read resampled to ``audio.sample_rate``
+    ``wanted`` (each file once, however many segment rows it has); ``{}`` without one."""
+    rates = pd.concat([t[["path", "sample_rate"]] for t in tables if "sample_rate" in t]).drop_duplicates("path").dropna()
+    other = rates["sample_rate"][rates["sample_rate"] != wanted] if wanted else rates["sample_rate"].iloc[:0]
+    return {int(r): int(n) for r, n in other.value_counts().items()}
+
+
 def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame:
     """The ``meta_<column>`` table: numeric columns as floats (empty cells NaN, imputed at training
     time), categorical ones as text (empty cells ``""``, a category of their own)."""
@@ -689,6 +697,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
                     for split, t in (("train", folds), ("test", test)) if t is not None and not cfg["audio"]["hop_seconds"]},
         "metadata": {c: int(meta[c].isna().sum() + (meta[c] == "").sum()) for c in meta},
         "multichannel": int(sum((t["channels"] > 1).sum() for t in (folds, test) if t is not None and "channels" in t)),
+        "resampled": _resampled([t for t in (folds, test) if t is not None], cfg["audio"]["sample_rate"]),
         "warnings": warnings,
         # subdivide: the number of fine classes and the smallest one, (fine class, training rows)
         "fine_classes": None if fine is None else len(fine),
