@@ -82,7 +82,8 @@ def main() -> None:
         print(f"subdivide: {len(comp['classes'])} classes trained as {s['fine_classes']} fine classes "
               f"(by {comp['subdivide']['by']}), the smallest {name} ({rows} rows)")
     if s["metadata"]:
-        print("metadata (missing cells): " + ", ".join(f"{k} ({v})" for k, v in s["metadata"].items()))
+        print("metadata (missing cells): " + ", ".join(
+            f"{k} (" + ", ".join(f"{split} {n}" for split, n in v.items()) + ")" for k, v in s["metadata"].items()))
     print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")

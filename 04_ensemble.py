@@ -23,7 +23,7 @@ def main() -> None:
     from lib.evaluation.ensemble import run_ensemble
     from lib.data.slices import counts_text
     from lib.evaluation.decisions import in_sample_note, mask_matches
-    from lib.evaluation.metrics import undefined_in_slices
+    from lib.evaluation.metrics import is_better, undefined_in_slices
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -38,7 +38,7 @@ def main() -> None:
     fmt = lambda v: f"{v:.4f}"
     for exp, why in r["skipped"].items():
         print(f"not blended: {exp}: {why}")
-    print("members (OOF):")
+    print("members (OOF" + (", after the slice prior shift" if r["slice_prior"] else "") + "):")
     print(r["table"].to_string(index=False, float_format=fmt))
     print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):"
           if r["oof_folds"] > 1 else "blending methods (OOF rows of a single fold: only those that fit nothing, "
@@ -73,6 +73,10 @@ def main() -> None:
         for what, c in sp["compare"].items():
             print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
                   + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
+        with_, without = (sp["compare"][k].get(r["metric"]) for k in ("with", "without"))
+        if with_ is not None and without is not None and is_better(r["metric"], without, with_, comp):
+            print(f"  WARNING: without the shift the blend scores better on {r['metric']} out of fold ({without:.4f} "
+                  f"against {with_:.4f}): remove decision.slice_prior unless the test's sources have other class ratios")
     print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
           + in_sample_note(d) + f"; report: {out.root / 'ensemble' / 'report.md'}")
     for note in undefined_in_slices(comp, train):

@@ -153,6 +153,10 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{source_of(sources, ['features', 'name'], where)}: feature set {cfg['features']['name']!r} "
                           f"declares input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)} (lib.inputs)")
+    if comp and comp.get("matrix") and kind != "frames":  # said by every stage, not only by 01 (02 said: run 01)
+        raise ConfigError(f"{source_of(sources, ['features', 'name'], where)}: feature set {cfg['features']['name']!r} "
+                          f"computes features from audio, but competition {comp['name']!r} ships matrices (its "
+                          f"matrix section): use features: {{name: precomputed}}")
 
 
 def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> None:

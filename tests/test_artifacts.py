@@ -441,3 +441,11 @@ def test_a_binary_max_model_of_before_its_meaning_changed_is_stale():
     assert trained_problem({"inputs": {SETTINGS: model_settings(comp)}}, comp) is None
     multiclass = {**comp, "task": "multiclass", "classes": ["n", "a", "b"], "positive": None}
     assert model_settings(multiclass)["aggregate"] == "max"  # unchanged meaning, unchanged key
+
+
+def test_a_missing_experiment_names_its_variants_trained_under_other_names(toy):
+    out, exp, _ = toy
+    stage("02_train.py", exp, "--set", "train.epochs=1", "--output-dir", out)  # trained as toy_exp+<hash>
+    r = stage("03_infer.py", exp, "--output-dir", out, check=False)
+    assert r.returncode == 1 and "trained experiment 'toy_exp' (trained as toy_exp+" in r.stderr, r.stderr
+    assert "the same --set, or --name, reaches it" in r.stderr and "run 02_train.py for toy_exp first" in r.stderr

@@ -353,3 +353,9 @@ def test_custom_metric_errors(tmp_path, metric, name, function, expected):
     msg = _load_error(_competition(tmp_path, metric=metric, custom_metrics={name: {"function": function, "uses": "labels"}}))
     assert str(tmp_path / "comp.yaml") in msg and expected in msg
     assert "did you mean 'kappa'?" in msg if metric == "kapa" else f"custom metric {name!r}" in msg
+
+
+def test_a_mistyped_slice_metric_is_suggested_among_the_slice_metrics():
+    with pytest.raises(ConfigError, match=r"unknown metric 'worst_acuracy': worst_<metric>.*did you mean "
+                                          r"'worst_accuracy'\?"):
+        get_metric("worst_acuracy")

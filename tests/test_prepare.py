@@ -84,6 +84,15 @@ def test_labels_from_folders_and_ids_from_file_names(tmp_path):
     assert (folds.target == folds.id.str[:3]).all()
 
 
+def test_a_sample_submission_of_other_ids_says_which_side_lacks_which(tmp_path):
+    comp = make_toy_competition(tmp_path / "data")
+    pd.DataFrame({"id": ["t1", "t9", "t8"], "label": "a"}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    with pytest.raises(InputError) as err:
+        prepare(comp, tmp_path / "out")
+    assert "1 test set ids not in the sample, e.g. ['t0']" in str(err.value)
+    assert "2 sample ids not among the test set's ids, e.g. ['t8', 't9']" in str(err.value)
+
+
 def test_files_read_resampled_are_counted_by_their_native_rate(tmp_path):
     make_toy_competition(tmp_path / "data")
     sf.write(tmp_path / "data" / "test" / "t1.wav", np.zeros(4000, np.float32), 8000)
@@ -109,7 +118,8 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
            "metadata": {"numeric": ["age"], "categorical": ["sex"]}}
     comp = _competition(tmp_path, cfg)
     assert comp["classes"] == ["a", "b"] and comp["folds"]["scheme"] == "predefined"
-    assert not prepare(comp, tmp_path / "out")["warnings"]
+    summary = prepare(comp, tmp_path / "out")
+    assert not summary["warnings"] and summary["metadata"] == {"meta_age": {"train": 1}, "meta_sex": {"train": 0}}
     folds = pd.read_csv(tmp_path / "out/folds.csv", dtype={"target": str}, keep_default_na=False)
     assert folds.target.tolist() == ["b", "a", "", "a;b", "", "a", "b", "a"]
     assert folds.fold.tolist() == [0] * 4 + [1] * 4 and folds.meta_sex.tolist() == list("FM" * 4)

@@ -145,6 +145,8 @@ def test_a_multilabel_report_with_slices(tmp_path):
     d1 = (oof["slice_device"] == "d1").to_numpy()
     expected = score_all(["macro_f1"], y[d1], probs[d1], comp)["macro_f1"]
     assert float(table.set_index("value").loc["d1", "macro_f1"]) == pytest.approx(expected)
+    assert table.set_index("value").loc["d1", "n"] == str(d1.sum())  # counts written as counts, not 20.0
+    assert "<NA>" not in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("case", list(CASES))

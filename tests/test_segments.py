@@ -326,6 +326,8 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
     wave.write_text(yaml.safe_dump({"base": str(ROOT / "configs/wave_cnn.yaml"), "name": "wave"}))
     r = stage("01_features.py", wave, "--output-dir", out, check=False)
     assert r.returncode == 1 and "ships matrices" in r.stderr and "Traceback" not in r.stderr
+    r = stage("02_train.py", ROOT / "configs/zoo/hgb.yaml", "--output-dir", out, check=False)  # said: run 01
+    assert r.returncode == 1 and "ships matrices" in r.stderr and "features: {name: precomputed}" in r.stderr
 
 
 def test_a_submission_row_per_patient(tmp_path):

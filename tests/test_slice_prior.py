@@ -125,9 +125,11 @@ def test_slice_prior_through_the_stages_and_a_bundle(tmp_path):
         stage(script, exp, "--output-dir", out)
     log = stage("04_ensemble.py", "--output-dir", out).stdout  # best of one member: the member itself, both ways
     assert "slice prior shift on site" in log and "x (16 rows) a 0.278 b 0.722" in log
-    assert "without the shift: single" in log
+    assert "without the shift: single" in log and "members (OOF, after the slice prior shift):" in log
     summary = json.loads((out / "ensemble.json").read_text())
     prior = summary["slice_prior"]
+    shifted, plain_score = (prior["compare"][k]["macc"] for k in ("with", "without"))
+    assert ("WARNING: without the shift the blend scores better on macc" in log) == (plain_score > shifted + 1e-12)
     assert prior["column"] == "site" and prior["rows"] == {"x": 16, "y": 8}
     oof = pd.read_csv(out / "oof/hgb.csv")  # the comparison without the shift: the member's own OOF scores
     plain = (oof["p_b"] > 0.5).eq(oof["target"] == "b")

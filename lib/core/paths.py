@@ -1,6 +1,7 @@
 """Where each stage's artifacts live under ``output/``, and clear errors when one is missing."""
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,12 @@ class Outputs:
         return None if rec["id"] == built else "rebuilt"
 
     def trained(self, exp: str) -> Record:
-        """The record of an experiment's training (every fold model, the OOF file, the scores)."""
-        return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}",
+        """The record of an experiment's training (every fold model, the OOF file, the scores); its
+        messages name the variants of ``exp`` trained under other names (``EXP+<hash>`` of ``--set``)."""
+        variants = sorted(p.name for p in (self.root / "models").glob(f"{glob.escape(exp)}+*") if p.is_dir())
+        other = (f" (trained as {', '.join(variants[:3])}: the same --set, or --name, reaches "
+                 f"{'it' if len(variants) == 1 else 'them'})" if variants else "")
+        return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}{other}",
                       f"02_train.py for {exp}")
 
     def fold_record(self, exp: str, fold: int) -> Record:

@@ -567,11 +567,13 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
             problems.append(f"{sample_csv}: {len(repeated)} repeated id(s) in {sub['id_column']!r}, e.g. "
                             f"{sorted(set(repeated))[:5]} (line {int(repeated.index[0]) + 2}); a submission has one "
                             f"row per id")
-        differ = set(map(str, ids)) ^ set(sample[sub["id_column"]])
-        if differ:
-            what = "groups" if sub.get("unit") == "group" else "ids"
-            problems.append(f"{sample_csv}: ids differ from the test set's {what} in {len(differ)} row(s), "
-                            f"e.g. {sorted(differ)[:5]}")
+        ours, theirs = set(map(str, ids)), set(sample[sub["id_column"]])
+        what = "groups" if sub.get("unit") == "group" else "ids"
+        for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
+                                  (theirs, ours, f"sample ids not among the test set's {what}")):
+            if kept - other:
+                segment = " (segment ids are <recording>#<k>, k from 0)" if segments.unit(cfg) == "segment" else ""
+                problems.append(f"{sample_csv}: {len(kept - other)} {said}, e.g. {sorted(kept - other)[:5]}{segment}")
 
 
 def fine_targets(targets, meta: pd.DataFrame, comp: dict) -> list[str]:
@@ -646,7 +648,8 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
         folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
                                    train[fc["column"]] if fc.get("column") else None, strata, cfg["classes"])
     except ValueError as exc:
-        raise ConfigError(f"folds (n_folds {fc['n_folds']}, scheme {fc['scheme']}): {exc}") from exc
+        made = f"n_folds {fc['n_folds']}, " if fc["n_folds"] is not None else ""
+        raise ConfigError(f"folds ({made}scheme {fc['scheme']}): {exc}") from exc
     made = int(folds["fold"].nunique())
     if fc["n_folds"] not in (None, made):  # predefined or leave_one_group_out: it was ignored, unsaid
         what = (f"column {fc['column']!r} holds {made} fold values" if fc["scheme"] == "predefined" else
@@ -668,10 +671,10 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
 
 
 def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame | None, rate: int | None,
-             meta: pd.DataFrame, warnings: list[str]) -> dict:
+             metas: dict[str, pd.DataFrame], warnings: list[str]) -> dict:
     """:func:`prepare`'s summary of the written ``folds`` table (``y``: its encoded targets), the
-    ``test`` rows, the sample ``rate`` (Hz), the training metadata ``meta`` (its empty cells
-    counted per column) and the ``warnings``; with ``subdivide``, ``fine_classes`` (their number)
+    ``test`` rows, the sample ``rate`` (Hz), the metadata tables ``metas`` of each split (their
+    empty cells counted per column: ``{column: {split: n}}``) and the ``warnings``; with ``subdivide``, ``fine_classes`` (their number)
     and ``smallest_fine_class`` (``(fine class, training rows)``), else ``None`` both."""
     durations = folds["duration_s"].astype(float)
     fine = (folds["fine_target"].value_counts().sort_index().sort_values(kind="stable")  # smallest first
@@ -695,7 +698,8 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
         "trimmed": {split: int((np.diff(segments.regions(t)[:, 1:]) > cfg["audio"]["clip_seconds"] + 1e-6).sum())
                     for split, t in (("train", folds), ("test", test)) if t is not None and not cfg["audio"]["hop_seconds"]},
-        "metadata": {c: int(meta[c].isna().sum() + (meta[c] == "").sum()) for c in meta},
+        "metadata": {c: {split: int(m[c].isna().sum() + (m[c] == "").sum()) for split, m in metas.items()}
+                     for c in metas["train"]},
         "multichannel": int(sum((t["channels"] > 1).sum() for t in (folds, test) if t is not None and "channels" in t)),
         "resampled": _resampled([t for t in (folds, test) if t is not None], cfg["audio"]["sample_rate"]),
         "warnings": warnings,
@@ -760,5 +764,5 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _warn_unknown_test_values(cfg, folds, test_out, warnings)
     removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
-    return dict(_summary(cfg, folds, y, test, rate, metas["train"], warnings), segments=segment_counts,
+    return dict(_summary(cfg, folds, y, test, rate, metas, warnings), segments=segment_counts,
                 removed_blend=removed)

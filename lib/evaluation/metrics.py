@@ -163,19 +163,22 @@ def get_metric(name: str, comp: dict | None = None, where: str | None = None) ->
     metric not defined for the competition's task (naming its ``macro_``/``micro_`` variants), or
     a competition the metric's ``check`` rejects."""
     prefix = f"{where}: " if where else ""
+    custom = (comp or {}).get("custom_metrics") or {}
+    known = METRICS.names() + sorted(custom)
     for start, how in SLICE_AGGREGATES.items():
         if name.startswith(start) and len(name) > len(start):
+            if name[len(start):] not in known:  # the suggestion among the slice versions ('worst_acc': worst_accuracy)
+                raise ConfigError(f"{prefix}unknown metric {name!r}: {start}<metric>, the metric one of "
+                                  f"{', '.join(known)}{did_you_mean(name, [start + k for k in known])}")
             if comp and "slices" in comp and not comp["slices"]:
                 raise ConfigError(f"{prefix}metric {name!r} scores per slice: add `slices: [COLUMN, ...]` (e.g. the "
                                   f"database or device column) to the competition config")
             return _slice_metric(name, get_metric(name[len(start):], comp, where), how)
-    custom = (comp or {}).get("custom_metrics") or {}
     if name in custom:
         m = load_custom(name, custom[name], where or "custom_metrics")
     elif name in METRICS.names():
         m = METRICS.get(name)
     else:
-        known = METRICS.names() + sorted(custom)
         raise ConfigError(f"{prefix}unknown metric {name!r}; known: {', '.join(known)}{did_you_mean(name, known)}")
     if comp and comp.get("task") and comp["task"] not in m.tasks:
         variants = [v for v in (f"macro_{name}", f"micro_{name}") if v in METRICS.names()]

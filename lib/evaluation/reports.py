@@ -391,6 +391,8 @@ def slice_section(y, probs: np.ndarray, comp: dict, decision: dict | None, out_d
     if table.empty:
         return []
     names = list(dict.fromkeys(base_metric(n) for n in comp["metrics"]))
+    for c in [c for c in table.columns if c == "n" or c.startswith("n_")]:  # counts (the worst rows have none)
+        table[c] = table[c].astype("Int64")
     paths["slices"] = out_dir / "slices.csv"
     write_csv(paths["slices"], table)
     paths["slices_png"] = plot_slices(table, names, out_dir / "slices.png", title)
@@ -405,10 +407,7 @@ def slice_section(y, probs: np.ndarray, comp: dict, decision: dict | None, out_d
         pooled = score_all([metric], y, probs, comp, decision)[metric]
         lines += [(f"Worst slice on {metric}: **{worst['slice']} = {worst['value']}** ({worst[metric]:.4f} over "
                    f"{int(worst['n'])} rows; all rows pooled: {pooled:.4f})."), ""]
-    shown = table.copy()
-    for c in [c for c in shown.columns if c == "n" or c.startswith("n_")]:
-        shown[c] = shown[c].astype("Int64")
-    return lines + [markdown_table(shown), "", "![scores per slice](slices.png)", ""]
+    return lines + [markdown_table(table), "", "![scores per slice](slices.png)", ""]
 
 
 def plot_calibration(truth: np.ndarray, p: np.ndarray, what: str, observed: str, path: Path, title: str,
@@ -444,8 +443,10 @@ def plot_calibration(truth: np.ndarray, p: np.ndarray, what: str, observed: str,
 # --- the report ------------------------------------------------------------------------------------------------
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """A DataFrame as a Markdown table (floats with ``digits`` decimals, NaN as empty)."""
+    """A DataFrame as a Markdown table (floats with ``digits`` decimals, NaN and ``pd.NA`` as empty)."""
     def cell(v):
+        if v is pd.NA:
+            return ""
         if isinstance(v, (float, np.floating)):
             if np.isnan(v):
                 return ""
