@@ -50,7 +50,8 @@ def main() -> None:
     rows = row_noun(comp) + "s"
     groups = f"in {s['groups']} groups" if comp.get("groups") or unit == "segment" else "(no groups: each its own)"
     rate = f"{s['sample_rate'] or 'native'} Hz" if not comp.get("matrix") else "matrices"
-    print(f"train: {s['train_rows']} {rows} {groups}, {rate}, "
+    none = f" ({s['without_labels']} without any label: every class negative)" if s["without_labels"] else ""
+    print(f"train: {s['train_rows']} {rows}{none} {groups}, {rate}, "
           f"{lo:.2f}-{hi:.2f} s (median {mid:.2f}); test: {s['test_rows']} {rows}")
     for split, c in s["segments"].items():
         print(f"segments ({split}): {c['segments']} from {c['recordings']} recordings"

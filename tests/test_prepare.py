@@ -120,6 +120,7 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     assert comp["classes"] == ["a", "b"] and comp["folds"]["scheme"] == "predefined"
     summary = prepare(comp, tmp_path / "out")
     assert not summary["warnings"] and summary["metadata"] == {"meta_age": {"train": 1}, "meta_sex": {"train": 0}}
+    assert summary["without_labels"] == 2
     folds = pd.read_csv(tmp_path / "out/folds.csv", dtype={"target": str}, keep_default_na=False)
     assert folds.target.tolist() == ["b", "a", "", "a;b", "", "a", "b", "a"]
     assert folds.fold.tolist() == [0] * 4 + [1] * 4 and folds.meta_sex.tolist() == list("FM" * 4)

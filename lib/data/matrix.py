@@ -75,8 +75,9 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
 
     ``spec``: the competition's ``matrix`` section. Raises ``AudioError`` naming the file (and
     line) when it is missing or unreadable, has ragged rows or non-numeric cells, a first row or
-    column 0, 1, 2, ... (a header or index that pandas wrote), holds NaN or infinite values, is not 2-D, has no frames, or has no axis of ``n_bins`` where ``axes`` says
-    (the message says when the other axis has it: the table is transposed).
+    column 0, 1, 2, ... (a header or index that pandas wrote), holds NaN or infinite values, is
+    not 2-D, has no frames, or has no axis of ``n_bins`` where ``axes`` says (the message says
+    when the other axis has it: the table is transposed).
     """
     path = Path(path)
     if not path.is_file():

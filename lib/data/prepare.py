@@ -231,7 +231,7 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
 def _resampled(tables: list[pd.DataFrame], wanted: int | None) -> dict[int, int]:
     """``{native rate in Hz: files}`` of the audio files that are read resampled to ``audio.sample_rate``
     ``wanted`` (each file once, however many segment rows it has); ``{}`` without one."""
-    rates = pd.concat([t[["path", "sample_rate"]] for t in tables if "sample_rate" in t]).drop_duplicates("path").dropna()
+    rates = pd.concat([t[["path", "sample_rate"]] for t in tables]).drop_duplicates("path").dropna()
     other = rates["sample_rate"][rates["sample_rate"] != wanted] if wanted else rates["sample_rate"].iloc[:0]
     return {int(r): int(n) for r, n in other.value_counts().items()}
 
@@ -674,8 +674,9 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
              metas: dict[str, pd.DataFrame], warnings: list[str]) -> dict:
     """:func:`prepare`'s summary of the written ``folds`` table (``y``: its encoded targets), the
     ``test`` rows, the sample ``rate`` (Hz), the metadata tables ``metas`` of each split (their
-    empty cells counted per column: ``{column: {split: n}}``) and the ``warnings``; with ``subdivide``, ``fine_classes`` (their number)
-    and ``smallest_fine_class`` (``(fine class, training rows)``), else ``None`` both."""
+    empty cells counted per column: ``{column: {split: n}}``) and the ``warnings``; with
+    ``subdivide``, ``fine_classes`` (their number) and ``smallest_fine_class`` (``(fine class,
+    training rows)``), else ``None`` both."""
     durations = folds["duration_s"].astype(float)
     fine = (folds["fine_target"].value_counts().sort_index().sort_values(kind="stable")  # smallest first
             if "fine_target" in folds else None)
@@ -702,6 +703,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
                      for c in metas["train"]},
         "multichannel": int(sum((t["channels"] > 1).sum() for t in (folds, test) if t is not None and "channels" in t)),
         "resampled": _resampled([t for t in (folds, test) if t is not None], cfg["audio"]["sample_rate"]),
+        "without_labels": int((folds["target"] == "").sum()) if cfg["task"] == "multilabel" else 0,
         "warnings": warnings,
         # subdivide: the number of fine classes and the smallest one, (fine class, training rows)
         "fine_classes": None if fine is None else len(fine),

@@ -54,7 +54,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     ``include_all``, as are OOF files whose experiment's ``models/`` folder was removed. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
     ``model``, ``input`` (feature set), one per metric, ``fold_mean``/``fold_std`` (the
     competition metric over each fold's OOF rows, folds where it is undefined left out), ``folds``
-    ("done/total"; a stale experiment's own count, "3 (other folds)"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv`` or the
+    ("done/total"; a stale experiment's own count, "3 (other folds)"), ``status``
+    (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv`` or the
     model was trained under other audio settings than ``competition.yaml``'s),
     ``parameters``, ``seconds`` (training time, all folds), ``note``. ``df.attrs`` also holds
     ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and ``slices`` (``{exp: table}``,

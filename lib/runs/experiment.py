@@ -188,7 +188,8 @@ class ExperimentRun:
         params = cfg["model"]["params"]
         if params.get("pretrained"):
             opts = [f"{k} {params[k]}" for k in ("freeze_blocks", "backbone_lr", "layer_decay") if k in params]
-            self.log(f"starts from pretrained weights {params['pretrained']}" + (f" ({', '.join(opts)})" if opts else ""))
+            self.log(f"starts from pretrained weights {params['pretrained']}"
+                     + (f" ({', '.join(opts)})" if opts else ""))
 
     def begin(self) -> None:
         """Remove the experiment's record: its merged results are rebuilt at the end of the run."""
