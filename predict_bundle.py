@@ -25,6 +25,10 @@ def main() -> None:
     p.add_argument("--workers", type=cli.positive_int, help="feature worker processes (default: the CPU count)")
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                    help="auto: ONNX Runtime when the bundle has ONNX models, else PyTorch (default: %(default)s)")
+    p.add_argument("--bad-test-files", choices=["error", "silence"],
+                   help="a test file that exists but cannot be used (empty, unreadable, truncated): stop with the "
+                        "list (error), or predict it from silence with a warning (default: the bundle's "
+                        "audio.bad_test_files)")
     args = p.parse_args()
     from lib.shipping.bundle import check_work_dir
 
@@ -35,7 +39,8 @@ def main() -> None:
     from lib.shipping.bundle import predict_bundle
 
     r = predict_bundle(args.bundle, args.data_dir, args.work_dir, args.test_csv, args.device, args.workers,
-                       args.engine, test_files=args.test_files, submission=not args.no_submission)
+                       args.engine, test_files=args.test_files, submission=not args.no_submission,
+                       bad_test_files=args.bad_test_files)
     run = len(r["experiments"]) - len(r["not_run"])
     print(f"{r['rows']} recordings, {run} experiment(s) blended by {r['method']}"
           + (f" ({len(r['not_run'])} of weight 0 not run)" if r["not_run"] else "") + ", decision "

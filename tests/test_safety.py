@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 import yaml
 from conftest import ROOT, make_toy_competition, stage
@@ -423,3 +424,30 @@ def test_an_onnx_export_that_differs_from_pytorch_is_one_line_from_05(shipped, t
                            "05_bundle")
     assert "--onnx: toy_exp fold 0: ONNX export of" in line and "without --onnx" in line, line
     assert not (tmp_path / "b").exists()
+
+
+def test_a_hidden_test_file_that_cannot_be_used_stops_or_is_predicted_from_silence(shipped, tmp_path):
+    """A hidden test set with an empty and a truncated file: predict_bundle stops with both listed
+    and the setting that helps; with ``--bad-test-files silence`` every row of the sample gets a
+    prediction and each such file is named in a warning; 00 with the setting does the same."""
+    _, data, out, exp, bundle = shipped
+    hidden = _copy(data, tmp_path / "hidden")
+    tests = sorted((hidden / "test").glob("*.wav"))
+    sf.write(tests[0], np.zeros(0, np.float32), 16000)
+    tests[1].write_bytes(tests[1].read_bytes()[:-400])  # the header declares more than the file holds
+    r = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / "w", check=False)
+    assert r.returncode == 1 and f"{tests[0]} has no samples (audio.bad_test_files: silence" in r.stderr, r.stderr
+    assert f"{tests[1]}: truncated" in r.stderr and not (tmp_path / "w" / "submission.csv").exists()
+    log = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / "w",
+                "--bad-test-files", "silence").stdout
+    assert log.count("predicted from silence (audio.bad_test_files: silence") == 2, log
+    sub = pd.read_csv(tmp_path / "w" / "submission.csv")
+    assert sub.id.tolist() == pd.read_csv(hidden / "sample.csv").id.tolist() and sub.label.notna().all()
+    comp = yaml.safe_load((data / "toy.yaml").read_text())  # 00 with the setting: the same, and 01 reads the silence
+    comp["audio"]["bad_test_files"] = "silence"
+    (tmp_path / "silence.yaml").write_text(yaml.safe_dump(comp))
+    log = stage("00_prepare.py", tmp_path / "silence.yaml", "--data-dir", hidden, "--output-dir", tmp_path / "o").stdout
+    assert log.count("predicted from silence") == 2
+    paths = pd.read_csv(tmp_path / "o" / "test.csv").path
+    assert sum(p.startswith(str(tmp_path / "o" / "silence")) for p in paths) == 2
+    stage("01_features.py", exp, "--output-dir", tmp_path / "o", "--workers", "1")

@@ -200,9 +200,10 @@ leaderboard compare with the current ``competition.yaml`` (stage 00 run again wi
 
 def audio_settings(comp: dict) -> list:
     """What of competition ``comp`` a feature cache, and a model trained on it, depends on besides
-    its recordings: the ``audio`` section (all but ``aggregate``, which acts on predictions) and
-    the native rate."""
-    return [{k: v for k, v in (comp.get("audio") or {}).items() if k != "aggregate"}, comp.get("native_sample_rate")]
+    its recordings: the ``audio`` section (all but ``aggregate``, which acts on predictions, and
+    ``bad_test_files``, which acts on which test files stage 00 lists) and the native rate."""
+    return [{k: v for k, v in (comp.get("audio") or {}).items() if k not in ("aggregate", "bad_test_files")},
+            comp.get("native_sample_rate")]
 
 
 def audio_id(comp: dict) -> str:

@@ -114,6 +114,7 @@ class _Audio(_Section):
     sample_rate: Optional[WholeHz] = None
     resample_type: str = "soxr_hq"
     channel: Optional[NonNegativeInt] = None
+    bad_test_files: Literal["error", "silence"] = "error"
 
 
 class _Groups(_Section):

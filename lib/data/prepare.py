@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import yaml
 from tqdm.auto import tqdm
 
@@ -168,25 +169,61 @@ def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list
     return out
 
 
-def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], desc: str) -> None:
-    """Add ``sample_rate``, ``duration_s`` and ``channels`` from each file's header."""
-    rates, durations, channels = [], [], []
+def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], desc: str,
+                   lenient: bool = False) -> None:
+    """Add ``sample_rate``, ``duration_s`` and ``channels`` from each file's header. A file that
+    exists but cannot be used (unreadable, truncated, no samples, NaN samples, too few channels)
+    is a problem, or with ``lenient`` (``audio.bad_test_files: silence``, test rows) the reason
+    in the row's ``bad_audio`` column (``""`` for a sound file), left for :func:`_silence_bad_files`."""
+    rates, durations, channels, bad = [], [], [], []
     for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} audio", unit="file", leave=False):
         sr = frames = n_channels = None
+        found = []
         try:
             h = audio.header(path)
             sr, frames, n_channels = int(h.samplerate), int(h.frames), int(h.channels)
-            problems.extend(f"{where}: {defect}" for defect in audio.defects(path, h.subtype))
+            found += audio.defects(path, h.subtype)
             if frames == 0:
-                problems.append(f"{where}: {path} has no samples")
+                found.append(f"{path} has no samples")
             if channel is not None and channel >= n_channels:
-                problems.append(f"{where}: {path} has {n_channels} channel(s); audio.channel {channel} does not exist")
+                found.append(f"{path} has {n_channels} channel(s); audio.channel {channel} does not exist")
         except audio.AudioError as exc:
-            problems.append(f"{where}: {exc}")
+            if not Path(path).is_file():  # a missing file is a wrong template or id, never silenced
+                problems.append(f"{where}: {exc}")
+            else:
+                found.append(str(exc))
+        if found and lenient:
+            sr = frames = n_channels = None
+        else:
+            hint = " (audio.bad_test_files: silence predicts such a test file from silence)" if desc == "test" else ""
+            problems.extend(f"{where}: {f}{hint}" for f in found)
+        bad.append("; ".join(found) if lenient else "")
         rates.append(sr)
         durations.append(frames / sr if sr else None)
         channels.append(n_channels)
     df["sample_rate"], df["duration_s"], df["channels"] = rates, durations, channels
+    if lenient:
+        df["bad_audio"] = bad
+
+
+def _silence_bad_files(test: pd.DataFrame, folder: Path, rate: int, seconds: float) -> list[str]:
+    """Point each test row whose file cannot be used (``bad_audio``, :func:`_resolve_audio` with
+    ``lenient``) at a silent WAV of ``seconds`` at ``rate`` Hz written into ``folder`` (the output
+    folder's ``silence/``; the data folder is never written to), so that every test row gets a
+    prediction; removes ``folder`` when none is needed. Returns one warning per such row."""
+    bad = test.index[test.get("bad_audio", pd.Series("", index=test.index)) != ""]
+    shutil.rmtree(folder, ignore_errors=True)
+    if not len(bad):
+        return []
+    folder.mkdir(parents=True)
+    out = []
+    for k, i in enumerate(bad):
+        path = folder / f"{k}.wav"
+        sf.write(path, np.zeros(max(1, int(round(seconds * rate))), np.float32), rate, subtype="PCM_16")
+        out.append(f"{test.at[i, 'where']}: {test.at[i, 'bad_audio']}: predicted from silence "
+                   f"(audio.bad_test_files: silence; {path})")
+        test.loc[i, ["path", "sample_rate", "duration_s", "channels"]] = [str(path), rate, seconds, 1]
+    return out
 
 
 def _resolve_matrices(df: pd.DataFrame, spec: dict, fps: float, problems: list[str], desc: str) -> None:
@@ -204,11 +241,12 @@ def _resolve_matrices(df: pd.DataFrame, spec: dict, fps: float, problems: list[s
 
 def _resolve_inputs(df: pd.DataFrame, cfg: dict, problems: list[str], desc: str) -> None:
     """:func:`_resolve_matrices` when the competition ships matrices (``matrix`` section), else
-    :func:`_resolve_audio`."""
+    :func:`_resolve_audio` (lenient for test rows with ``audio.bad_test_files: silence``)."""
     if cfg.get("matrix"):
         _resolve_matrices(df, cfg["matrix"], segments.frames_per_second(cfg), problems, desc)
     else:
-        _resolve_audio(df, cfg["audio"]["channel"], problems, desc)
+        _resolve_audio(df, cfg["audio"]["channel"], problems, desc,
+                       lenient=desc == "test" and cfg["audio"]["bad_test_files"] == "silence")
 
 
 def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str]) -> int | None:
@@ -296,7 +334,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     and ``competition.yaml`` under the stage-00 record (no ``folds.csv``).
 
     ``cfg`` is the bundle's resolved competition config (``native_sample_rate``: the rate the
-    models were trained at). Returns ``{"test_rows", "sample_rate"}``. Raises ``InputError``
+    models were trained at). Returns ``{"test_rows", "sample_rate", "warnings"}`` (the test files
+    predicted from silence, :func:`_silence_bad_files`). Raises ``InputError``
     listing every problem: the problems stage 00 reports (the sample submission's too, when
     ``cfg`` has a ``submission`` section), and test audio at another native rate than the
     training audio when the config resamples nothing (never resampled silently).
@@ -324,11 +363,14 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     out = Outputs(Path(out_dir))
     record = out.prepared()
     record.begin(out.root)
+    silenced = [] if cfg.get("matrix") else _silence_bad_files(test, out.root / "silence", rate or cfg["native_sample_rate"],
+                                                                 cfg["audio"]["clip_seconds"])
     write_csv(out.test, _test_table(test, meta, groups, cfg))
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    record.commit([out.competition, out.test], fingerprint(cfg, list(test["id"])))
-    return {"test_rows": len(test), "sample_rate": rate}
+    record.commit([out.competition, out.test, *sorted((out.root / "silence").glob("*.wav"))],
+                  fingerprint(cfg, list(test["id"])))
+    return {"test_rows": len(test), "sample_rate": rate, "warnings": silenced}
 
 
 def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> list[str]:
@@ -346,7 +388,8 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
         write_csv(out.test, test)
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    record.commit([out.folds, out.competition] + ([out.test] if test is not None else []), fingerprint(resolved))
+    record.commit([out.folds, out.competition, *sorted((out.root / "silence").glob("*.wav"))]
+                  + ([out.test] if test is not None else []), fingerprint(resolved))
     return _drop_stale_blend(out, test_changed=_test_id(out) != test_before)
 
 
@@ -763,6 +806,8 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
 
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
+    if test is not None and not cfg.get("matrix"):
+        warnings += _silence_bad_files(test, Outputs(out_dir).root / "silence", rate, cfg["audio"]["clip_seconds"])
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _warn_unknown_test_values(cfg, folds, test_out, warnings)
     removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))

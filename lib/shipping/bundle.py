@@ -390,7 +390,7 @@ def check_work_dir(work_dir, data_dir, bundle) -> None:
 
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
                    device: str = "auto", workers: int | None = None, engine: str = "auto", log=print,
-                   test_files: str | None = None, submission: bool = True) -> dict:
+                   test_files: str | None = None, submission: bool = True, bad_test_files: str | None = None) -> dict:
     """Predict a test set with a bundle and write ``work_dir/submission.csv``.
 
     ``data_dir``: the competition's input folder (read only): the test audio laid out as the
@@ -401,7 +401,8 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     ``test_files``: instead of a table, every audio file matching this glob under ``data_dir``
     (ids: the file names), e.g. a folder of unlabelled audio to pseudo-label
     (:mod:`lib.runs.self_training`); ``submission=False`` writes no ``submission.csv`` (only the
-    probabilities). ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
+    probabilities). ``bad_test_files`` (``error`` or ``silence``) overrides the bundle's
+    ``audio.bad_test_files``: ``silence`` predicts a test file that cannot be used from silence. ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
     (ONNX when the bundle has it and ``onnxruntime`` imports).
     Members of weight 0 in the blend (``single`` keeps one) are not run (``not_run``): the
     weighted mean leaves them out, so the result is the same and the time theirs is saved.
@@ -425,6 +426,8 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         comp["test"] = dict(comp["test"], csv=test_csv)
     if not submission:
         comp.pop("submission", None)
+    if bad_test_files:
+        comp["audio"] = dict(comp["audio"], bad_test_files=bad_test_files)
     work = Outputs(Path(work_dir).resolve())
     work.root.mkdir(parents=True, exist_ok=True)
     for old in ("submission.csv", "test_blend.csv"):  # never left beside predictions they do not belong to
@@ -432,6 +435,8 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     shutil.rmtree(work.root / "preds", ignore_errors=True)
     prep = prepare_test(comp, work.root)
     log(f"test set: {prep['test_rows']} recordings under {comp['data_dir']}")
+    for warning in prep["warnings"]:
+        log(f"WARNING: {warning}")
     table = work.load_split("test")
     _log_unknown_slices(table, summary.get("slice_prior"), log)
     device = get_device(device)
