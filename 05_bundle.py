@@ -18,9 +18,15 @@ def main() -> None:
     args = p.parse_args()
     from lib.shipping.bundle import make_bundle
 
-    m = make_bundle(cli.outputs(args), args.to, args.force, args.onnx)
+    out = cli.outputs(args)
+    m = make_bundle(out, args.to, args.force, args.onnx)
     print(f"bundle of {len(m['experiments'])} experiment(s) {m['experiments']} ({m['method']}), "
           f"{len(m['files'])} files -> {args.to}")
+    comp = out.load_competition()
+    if not comp.get("matrix") and not comp["audio"]["sample_rate"]:  # a hidden test may hold other rates
+        print(f"note: the bundle reads test audio at its native rate, so it refuses a test file at another rate than "
+              f"{comp['native_sample_rate']} Hz; audio.sample_rate: {comp['native_sample_rate']} in the competition "
+              f"config (then 00-05 again) makes it resample such files")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,18 @@ def main() -> None:
     p.add_argument("--to", required=True, help="the new output folder")
     p.add_argument("--min-confidence", type=float, default=0.9, help="(default: %(default)s)")
     p.add_argument("--source", help="a predict_bundle.py work folder of unlabelled audio (default: the test set's blend)")
+    p.add_argument("--force", action="store_true", help="replace the folds and config of an existing output folder --to")
     args = p.parse_args()
     from lib.runs.self_training import pseudo_labelled_folder
 
-    r = pseudo_labelled_folder(cli.outputs(args), args.to, args.min_confidence, args.source)
-    print(f"{r['pseudo']} of {r['test']} test recordings pseudo-labelled {r['per_class']} (p >= {args.min_confidence})"
+    r = pseudo_labelled_folder(cli.outputs(args), args.to, args.min_confidence, args.source, args.force)
+    what = "unlabelled recordings" if args.source else "test recordings"
+    print(f"{r['pseudo']} of {r['test']} {what} pseudo-labelled {r['per_class']} (p >= {args.min_confidence})"
           + (f"; they replace the {r['replaced']} pseudo labels of the earlier round" if r["replaced"] else "")
+          + (f"; {r['kept']} pseudo labels of earlier rounds kept" if r["kept"] else "")
           + f"; {r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
+    if r["removed_blend"]:
+        print(f"removed the blend of {args.to}, made from its earlier folds: {', '.join(r['removed_blend'])}")
 
 
 if __name__ == "__main__":

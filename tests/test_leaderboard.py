@@ -118,6 +118,7 @@ def test_status_partial_stale_and_all(board):
     assert df.loc["part", "status"] == "partial" and df.loc["part", "folds"] == "1/2"
     assert "[1] missing" in df.loc["part", "note"]
     assert df.loc["old", "status"] == "stale" and "feature set 'mel'" in df.loc["old", "note"]
+    assert df.loc["old", "folds"] == "2/2"  # stale for its features, on the folds of folds.csv
     assert "not built yet" in leaderboard(out).attrs["skipped"]["broken"]
     everything = leaderboard(out, include_all=True).set_index("experiment")
     assert everything.loc["broken", "status"] == "incomplete"

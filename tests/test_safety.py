@@ -451,3 +451,21 @@ def test_a_hidden_test_file_that_cannot_be_used_stops_or_is_predicted_from_silen
     paths = pd.read_csv(tmp_path / "o" / "test.csv").path
     assert sum(p.startswith(str(tmp_path / "o" / "silence")) for p in paths) == 2
     stage("01_features.py", exp, "--output-dir", tmp_path / "o", "--workers", "1")
+
+
+def test_engine_onnx_without_onnx_models_is_refused_before_any_feature_is_built(shipped, tmp_path):
+    _, data, _, _, bundle = shipped  # a bundle made without --onnx
+    r = stage("predict_bundle.py", bundle, "--data-dir", data, "--work-dir", tmp_path / "w", "--engine", "onnx",
+              check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "no ONNX models (make the bundle with --onnx)" in r.stderr
+    assert not (tmp_path / "w" / "features").exists()
+
+
+def test_a_hidden_test_file_at_another_rate_says_how_to_make_a_bundle_that_resamples(shipped, tmp_path):
+    _, data, out, _, bundle = shipped  # the toy config reads audio at its native rate (16 kHz)
+    log = stage("05_bundle.py", "--to", tmp_path / "b", "--output-dir", out).stdout
+    assert "refuses a test file at another rate than 16000 Hz; audio.sample_rate: 16000" in log
+    hidden = _copy(data, tmp_path / "hidden")
+    sf.write(sorted((hidden / "test").glob("*.wav"))[0], np.zeros(4000, np.float32), 8000)
+    r = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / "w", check=False)
+    assert r.returncode == 1 and "audio.sample_rate: 16000 there (then 00-05 again)" in r.stderr, r.stderr

@@ -9,7 +9,7 @@ import torch
 import yaml
 from conftest import make_toy_competition
 
-from lib.components import load_experiment
+from lib.components import load_competition, load_experiment
 from lib.core.errors import ConfigError, InputError, MissingArtifact
 from lib.core.paths import Outputs
 from lib.data.prepare import prepare
@@ -410,7 +410,10 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     assert torch.equal(student_data.targets(items), labels)  # validation: the labels
 
     student = dict(cfg, name="student", train={**cfg["train"], "distill": {"weight": 0.5}})
-    first = train_experiment(student, out, log=lambda *_: None)
+    said = []
+    first = train_experiment(student, out, log=said.append)
+    assert any(line.startswith("distils the blend of 04_ensemble.py (its record ") and "0.5 x its OOF" in line
+               for line in said), said
     assert not first["skipped"] and train_experiment(student, out, log=lambda *_: None)["skipped"]
     run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again
     assert not train_experiment(student, out, log=lambda *_: None)["skipped"]
@@ -479,6 +482,19 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     assert again["replaced"] == again["pseudo"] == len(relabelled & set(pseudo.id)) >= 1
     assert sorted(second.loc[second.fold == -1, "id"]) == sorted(pseudo.id)  # kept + relabelled, none twice
     assert second["id"].is_unique and second.head(len(table)).equals(table)
+    assert again["kept"] == len(pseudo) - again["replaced"]
+    # stage 00 again in a pseudo-labelled folder: the labelled rows alone, and it says what it dropped
+    redone = prepare(load_competition(shared.root.parent / "data" / "toy.yaml"), tmp_path / "pl2")
+    assert any(f"held {len(pseudo)} pseudo-labelled rows (fold -1, pseudo_label.py)" in w for w in redone["warnings"])
+    assert (Outputs(tmp_path / "pl2").load_split("train")["fold"] >= 0).all()
+    # an existing output folder as --to: refused without force; with it, its blend of the old folds goes
+    with pytest.raises(ConfigError, match="pl2 is an existing output folder: its folds.csv and competition.yaml "
+                                          "would be replaced"):
+        pseudo_labelled_folder(new, tmp_path / "pl2", min_confidence=0.9)
+    shutil.copytree(new.root, tmp_path / "plc")
+    forced = pseudo_labelled_folder(out, tmp_path / "plc", min_confidence=1.0, force=True)  # other rows than new's
+    assert "submission.csv" in forced["removed_blend"] or "ensemble.json" in forced["removed_blend"], forced
+    assert not (tmp_path / "plc" / "ensemble.json").exists()
     # 00 run again with other folds after 04: the blend's test probabilities come from models of
     # the old folds and labels, which pseudo_label.py took unsaid
     stale = Outputs(tmp_path / "stale")

@@ -249,8 +249,9 @@ def _resolve_inputs(df: pd.DataFrame, cfg: dict, problems: list[str], desc: str)
                        lenient=desc == "test" and cfg["audio"]["bad_test_files"] == "silence")
 
 
-def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str]) -> int | None:
-    """With no explicit rate every file must share one native rate; returns the rate in Hz."""
+def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str], fix: str = "") -> int | None:
+    """With no explicit rate every file must share one native rate; returns the rate in Hz.
+    ``fix``: what to do, added to the problem (default: set ``audio.sample_rate``)."""
     rates = pd.concat([t[["path", "sample_rate"]] for t in tables]).dropna()
     counts = rates["sample_rate"].value_counts()
     if wanted or counts.empty:
@@ -262,7 +263,7 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
         problems.append(
             f"files have different sample rates ({', '.join(f'{int(r)} Hz: {n} files' for r, n in counts.items())}) "
             f"and the config sets no "
-            f"'audio.sample_rate' to resample them to; e.g. {examples}")
+            f"'audio.sample_rate' to resample them to; e.g. {examples}{fix}")
     return int(counts.index[0])
 
 
@@ -351,10 +352,13 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         _check_paths(test, root, problems)
         _resolve_inputs(test, cfg, problems, "test")
         test = _with_segments(cfg, {"test": test}, problems)[0]["test"]
-        rate = _check_rates([test], cfg["audio"]["sample_rate"], problems)
-        if not cfg["audio"]["sample_rate"] and rate and rate != cfg["native_sample_rate"]:
-            problems.append(f"{root}: test audio at {rate} Hz, but the models were trained on {cfg['native_sample_rate']} Hz "
-                            f"and the competition config resamples nothing")
+        native = cfg["native_sample_rate"]
+        fix = (f"; a bundle reads test audio as its competition config says: audio.sample_rate: {native} there "
+               f"(then 00-05 again) makes a bundle that resamples such files")
+        rate = _check_rates([test], cfg["audio"]["sample_rate"], problems, fix)
+        if not cfg["audio"]["sample_rate"] and rate and rate != native:
+            problems.append(f"{root}: test audio at {rate} Hz, but the models were trained on {native} Hz "
+                            f"and the competition config resamples nothing{fix}")
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
     _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
@@ -377,7 +381,7 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     """Write ``folds.csv``, ``test.csv`` (removed when the competition has none) and
     ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last.
     Then remove stage 04's blend when it was not made from what was just written
-    (:func:`_drop_stale_blend`); returns the names of the files removed."""
+    (:func:`drop_stale_blend`); returns the names of the files removed."""
     record = out.prepared()
     test_before = _test_id(out)
     record.begin(out.root)
@@ -390,7 +394,7 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     record.commit([out.folds, out.competition, *sorted((out.root / "silence").glob("*.wav"))]
                   + ([out.test] if test is not None else []), fingerprint(resolved))
-    return _drop_stale_blend(out, test_changed=_test_id(out) != test_before)
+    return drop_stale_blend(out, test_changed=_test_id(out) != test_before)
 
 
 def _test_id(out: Outputs) -> str | None:
@@ -401,7 +405,7 @@ def _test_id(out: Outputs) -> str | None:
     return folds_id(pd.read_csv(out.test, dtype=str, keep_default_na=False))
 
 
-def _drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
+def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     """Remove stage 04's results (its record first, then ``submission.csv``, ``ensemble.json`` and
     the ``ensemble/`` report) when they were not made from the ``folds.csv``, ``competition.yaml``
     and test table just written (other folds or classes, another decision or submission section,
@@ -771,8 +775,10 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     Returns a summary dict, with ``warnings``: messages about doubtful input that is kept (a
     class in ``classes`` without training rows), and ``segments``: per split ``{recordings,
     segments, skipped}`` (``{}`` without segments), and ``removed_blend``: the files of stage 04's
-    blend removed because it was made from other folds, config or test set (:func:`_drop_stale_blend`). Raises ``InputError`` listing every problem (nothing is written
-    then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not writable.
+    blend removed because it was made from other folds, config or test set
+    (:func:`drop_stale_blend`). Raises ``InputError`` listing every problem (nothing is written
+    then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not
+    writable.
     """
     out_dir = out_dir.root if isinstance(out_dir, Outputs) else Path(out_dir)
     Outputs(out_dir).check_writable()  # before the audio is read
@@ -810,6 +816,11 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
         warnings += _silence_bad_files(test, Outputs(out_dir).root / "silence", rate, cfg["audio"]["clip_seconds"])
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _warn_unknown_test_values(cfg, folds, test_out, warnings)
+    old = Outputs(out_dir).folds
+    pseudo = int((pd.read_csv(old, usecols=["fold"])["fold"] < 0).sum()) if old.is_file() else 0
+    if pseudo:  # pseudo_label.py's rows: stage 00 writes the labelled rows alone
+        warnings.append(f"{old} held {pseudo} pseudo-labelled rows (fold -1, pseudo_label.py); the folds.csv "
+                        f"written now has the labelled rows alone: run pseudo_label.py again to add them")
     removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas, warnings), segments=segment_counts,
                 removed_blend=removed)

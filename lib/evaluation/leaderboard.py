@@ -108,8 +108,10 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             row.update(fold_mean=np.mean(defined) if defined else np.nan,
                        fold_std=np.std(defined, ddof=1) if len(defined) > 1 else np.nan, folds=f"{len(per_fold)}/{n_folds}")
             stale = _stale(out, exp, oof, folds_df, current, comp)
-            if stale:  # its folds are not folds.csv's: a count of those would mislead ("3/4" for 3 of 3)
-                row.update(status="stale", note=stale, folds=f"{len(per_fold)} (other folds)")
+            if stale:
+                row.update(status="stale", note=stale)
+            if _other_rows(oof, folds_df):  # a count against folds.csv's would mislead ("3/4" for 3 of 3)
+                row.update(folds=f"{len(per_fold)} (other folds)")
         rows.append(row)
     oof_files = {p.stem for p in (out.root / "oof").glob("*.csv") if not p.name.endswith(".segments.csv")}
     for gone in sorted(oof_files - {r["experiment"] for r in rows} - set(skipped)):
@@ -127,9 +129,7 @@ def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, cu
     """Why experiment ``exp``'s OOF file ``oof`` or training no longer fits stage 00's output
     (``folds_df``: ``folds.csv`` indexed by id; ``current``: its :func:`folds_id`; ``comp``: the
     competition config, :func:`lib.core.artifacts.trained_problem`), or ``None``."""
-    now = folds_df.reindex(oof["id"])
-    if now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all() \
-            or not (now["target"].to_numpy() == oof["target"].to_numpy()).all():
+    if _other_rows(oof, folds_df):
         return "its OOF rows no longer match folds.csv (00_prepare.py ran since)"
     trained = out.trained(exp).check(hashes=False)[0] or {}
     inputs = trained.get("inputs", {})
@@ -139,6 +139,13 @@ def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, cu
     if why := trained_problem(trained, comp):
         return f"{why}: run 01_features.py and 02_train.py"
     return None
+
+
+def _other_rows(oof: pd.DataFrame, folds_df: pd.DataFrame) -> bool:
+    """Whether the OOF file's rows, folds or targets are not those of ``folds.csv`` (``folds_df``, indexed by id)."""
+    now = folds_df.reindex(oof["id"])
+    return bool(now["fold"].isna().any() or not (now["fold"].to_numpy() == oof["fold"].to_numpy()).all()
+                or not (now["target"].to_numpy() == oof["target"].to_numpy()).all())
 
 
 def slice_leaderboard(df: pd.DataFrame, metric: str) -> pd.DataFrame:

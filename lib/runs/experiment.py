@@ -185,6 +185,9 @@ class ExperimentRun:
         self.log(f"experiment {self.name}: model {cfg['model']['name']}, {inputs}"
                  f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} {row_noun(comp)}s in "
                  f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
+        if self.teacher:
+            self.log(f"distils the blend of 04_ensemble.py (its record {self.teacher}): targets are "
+                     f"{cfg['train']['distill']['weight']} x its OOF probabilities + the rest x the labels")
         params = cfg["model"]["params"]
         if params.get("pretrained"):
             opts = [f"{k} {params[k]}" for k in ("freeze_blocks", "backbone_lr", "layer_decay") if k in params]

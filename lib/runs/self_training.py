@@ -44,7 +44,7 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, read_artifact_csv, read_json, write_csv
 from ..data import tasks
-from ..data.prepare import fine_targets
+from ..data.prepare import drop_stale_blend, fine_targets
 
 
 def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | None = None) -> tuple[np.ndarray, str]:
@@ -106,15 +106,18 @@ def mixed_targets(target: torch.Tensor, soft: np.ndarray, weight: float) -> torc
 
 
 def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float = 0.9,
-                           source: str | Path | None = None) -> dict:
+                           source: str | Path | None = None, force: bool = False) -> dict:
     """Write the new output folder ``dest`` (``competition.yaml``, ``folds.csv`` with the pseudo
     rows at fold -1, ``test.csv``, the stage-00 record). ``source``: where the recordings and the
     blend's probabilities come from: ``None``, ``out``'s test set (``ensemble/test_blend.csv``);
     or the work folder of :func:`lib.shipping.bundle.predict_bundle` run on unlabelled audio
     (its ``test.csv`` and ``test_blend.csv``). ``out`` may be a pseudo-labelled folder itself (a
     further round): its fold -1 rows of the recordings labelled now are replaced, the others kept.
-    Returns ``{"rows", "pseudo", "test", "per_class", "replaced"}`` (replaced: earlier pseudo rows
-    dropped).
+    An existing output folder ``dest`` (one with a stage-00 record) is replaced only with ``force``;
+    its blend, made from the folds it had, is removed then (as stage 00 removes it).
+    Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "removed_blend"}``
+    (replaced: earlier pseudo rows dropped; kept: earlier pseudo rows kept; removed_blend: the
+    names of ``dest``'s blend files removed).
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
     missing; ``ConfigError`` for ``min_confidence`` outside (0.5, 1], a ``dest`` that is, holds
     or lies inside ``out`` or ``source`` (:func:`lib.core.artifacts.check_apart`), a ``source``
@@ -139,6 +142,10 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         path, test = src.root / "test_blend.csv", src.load_split("test")
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
+    new = Outputs(Path(dest).resolve())
+    if new.prepared().path.is_file() and not force:
+        raise ConfigError(f"--to {new.root} is an existing output folder: its folds.csv and competition.yaml would be "
+                          f"replaced (and its blend removed); give a new folder, or --force")
     _refuse_training_recordings(test, folds[folds["fold"] >= 0])  # earlier rounds' rows (fold -1) may be relabelled
     blend = read_artifact_csv(path).set_index("id").loc[test["id"]]
     have, cols = [c for c in blend.columns if c.startswith("p_")], tasks.prob_columns(comp)
@@ -161,7 +168,6 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     again = (folds["fold"] < 0) & (folds["id"].isin(pseudo["id"]) | folds["path"].isin(pseudo["path"]))
     folds = folds[~again]  # a further round: a recording labelled again gets its new label (not two), the others stay
     table = pd.concat([folds, pseudo[[c for c in folds.columns if c in pseudo.columns]]], ignore_index=True)
-    new = Outputs(Path(dest).resolve())
     record = new.prepared()
     record.begin(new.root)
     write_csv(new.folds, table)
@@ -173,7 +179,8 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     record.commit(members, fingerprint(comp, table.values.tolist()))
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
-            "replaced": int(again.sum()),
+            "replaced": int(again.sum()), "kept": int((folds["fold"] < 0).sum()),
+            "removed_blend": drop_stale_blend(new, test_changed=False),
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 
 

@@ -416,6 +416,10 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     check_work_dir(work_dir, data_dir, bundle)
     bundle = Path(bundle).resolve()
     manifest, comp, summary = load_bundle(bundle)
+    if engine == "onnx":  # before any feature is built
+        for exp in manifest["experiments"]:
+            if not is_classical(member_config(bundle, manifest, exp)["model"]):
+                _onnx_models(bundle / "models" / exp, manifest["folds"][exp], [], "onnx", exp, log)
     comp["data_dir"] = str(Path(data_dir).resolve())
     if test_files:
         comp["test"] = {"files": test_files, "id_from": "name"}
