@@ -25,6 +25,7 @@ def main() -> None:
     print(f"{r['pseudo']} of {r['test']} {what} pseudo-labelled {r['per_class']} (p >= {args.min_confidence})"
           + (f"; they replace the {r['replaced']} pseudo labels of the earlier round" if r["replaced"] else "")
           + (f"; {r['kept']} pseudo labels of earlier rounds kept" if r["kept"] else "")
+          + (f"; {r['silenced']} recordings predicted from silence left out" if r["silenced"] else "")
           + f"; {r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
     if r["removed_blend"]:
         print(f"removed the blend of {args.to}, made from its earlier folds: {', '.join(r['removed_blend'])}")

@@ -436,7 +436,7 @@ def test_a_hidden_test_file_that_cannot_be_used_stops_or_is_predicted_from_silen
     sf.write(tests[0], np.zeros(0, np.float32), 16000)
     tests[1].write_bytes(tests[1].read_bytes()[:-400])  # the header declares more than the file holds
     r = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / "w", check=False)
-    assert r.returncode == 1 and f"{tests[0]} has no samples (audio.bad_test_files: silence" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"{tests[0]} has no samples (predict_bundle.py --bad-test-files silence" in r.stderr
     assert f"{tests[1]}: truncated" in r.stderr and not (tmp_path / "w" / "submission.csv").exists()
     log = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / "w",
                 "--bad-test-files", "silence").stdout
@@ -451,6 +451,26 @@ def test_a_hidden_test_file_that_cannot_be_used_stops_or_is_predicted_from_silen
     paths = pd.read_csv(tmp_path / "o" / "test.csv").path
     assert sum(p.startswith(str(tmp_path / "o" / "silence")) for p in paths) == 2
     stage("01_features.py", exp, "--output-dir", tmp_path / "o", "--workers", "1")
+    # a bundle made before the setting existed (its competition.yaml lacks it): the default, no KeyError
+    from lib.data.prepare import prepare_test
+
+    old = yaml.safe_load((bundle / "competition.yaml").read_text())
+    del old["audio"]["bad_test_files"]
+    with pytest.raises(InputError, match="has no samples"):
+        prepare_test(dict(old, data_dir=str(hidden)), tmp_path / "old")
+    # audio.channel 1 of stereo files: the silent clip has that channel too
+    stereo = _copy(data, tmp_path / "stereo")
+    for f in (stereo / "train").glob("*.wav"):
+        y, sr = sf.read(f)
+        sf.write(f, np.stack([y, y], 1), sr)
+    for f in sorted((stereo / "test").glob("*.wav")):
+        sf.write(f, np.zeros((0, 2)) if f == sorted((stereo / "test").glob("*.wav"))[0] else
+                 np.stack([sf.read(f)[0]] * 2, 1), 16000)
+    comp["audio"]["channel"] = 1
+    (tmp_path / "ch.yaml").write_text(yaml.safe_dump(comp))
+    stage("00_prepare.py", tmp_path / "ch.yaml", "--data-dir", stereo, "--output-dir", tmp_path / "c")
+    stage("01_features.py", exp, "--output-dir", tmp_path / "c", "--workers", "1")
+    assert sf.info(str(tmp_path / "c" / "silence" / "0.wav")).channels == 2
 
 
 def test_engine_onnx_without_onnx_models_is_refused_before_any_feature_is_built(shipped, tmp_path):

@@ -84,6 +84,11 @@ def test_icbhi_cycles_as_regions_of_recordings_labelled_in_their_row(tmp_path):
     assert (folds.segments == "0.100000:1.200000 1.300000:2.800000").all()
     with pytest.raises(ConfigError, match="unit segment needs the segments' labels.*format icbhi has two 0/1"):
         _config(tmp_path, dict(cfg, segments=dict(cfg["segments"], unit="segment")), data, "seg")
+    with pytest.raises(ConfigError, match="bad_test_files: silence is for competitions of whole audio files; this "
+                                          "one has segments"):
+        _config(tmp_path, dict(cfg, audio={"clip_seconds": 1.0, "bad_test_files": "silence"}), data, "sil")
+    with pytest.raises(ConfigError, match="format icbhi has no class column"):
+        _config(tmp_path, dict(cfg, segments=dict(cfg["segments"], label_column="x")), data, "lc")
 
 
 def test_segment_errors_name_file_and_line(icbhi, tmp_path):

@@ -466,6 +466,9 @@ def _inputs_section(cfg: dict, where: str) -> None:
     """Check the ``matrix`` and ``segments`` sections against each other, the task and the audio
     section; fill ``segments.unit``. Raises ``ConfigError`` naming the file and key."""
     m, seg = cfg.get("matrix"), cfg.get("segments")
+    if cfg["audio"].get("bad_test_files") == "silence" and (m or seg):  # a silent clip has no matrix or segments
+        raise ConfigError(f"{where} [audio]: bad_test_files: silence is for competitions of whole audio files; "
+                          f"this one has {'matrices' if m else 'segments'}")
     if m:
         if not m["frames_per_second"] and not (m["hop_length"] and m["sample_rate"]):
             raise ConfigError(f"{where} [matrix]: give the frame rate of the matrices: frames_per_second, or "
@@ -490,6 +493,8 @@ def _inputs_section(cfg: dict, where: str) -> None:
         raise ConfigError(f"{w}: {icbhi}; got {seg['labels']}")
     if seg["labels"] and seg["label_column"]:
         raise ConfigError(f"{w}: give 'labels' (0/1 columns) or 'label_column' (the class), not both")
+    if seg["format"] == "icbhi" and seg["label_column"]:
+        raise ConfigError(f"{w}: format icbhi has no class column; its two 0/1 columns are 'labels'")
     if seg["units"] == "frames" and not m:
         raise ConfigError(f"{w}: units frames needs a matrix section (the frame rate of the rows' matrices)")
     own = bool(seg["labels"] or seg["label_column"])

@@ -113,24 +113,26 @@ class Outputs:
         """What became of ``feature_set``'s cache since the training record ``trained`` was made on
         it: ``None`` (it is the build the models were trained on; also for records of older
         versions, which do not name it), ``"rebuilt"`` (01 built it again, or began to: its folder
-        is there without a complete record, e.g. a rebuild after a test recording changed, killed)
-        or ``"removed"`` (its folder is gone, e.g. to free disk space after 03)."""
+        is there without its record, e.g. a rebuild after a test recording changed, killed or still
+        running) or ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03)."""
         built = trained.get("inputs", {}).get("features")
         if built is None:
             return None
-        rec, _ = self.features_record(feature_set).check(hashes=False)
-        if rec is None:
-            return "rebuilt" if self.features(feature_set).exists() else "removed"
+        record = self.features_record(feature_set)
+        rec, _ = record.check(hashes=False)
+        if rec is None:  # 01 removes the record first when it rebuilds; files deleted to free disk leave it
+            return "rebuilt" if self.features(feature_set).exists() and not record.path.exists() else "removed"
         return None if rec["id"] == built else "rebuilt"
 
     def trained(self, exp: str) -> Record:
         """The record of an experiment's training (every fold model, the OOF file, the scores); its
         messages name the variants of ``exp`` trained under other names (``EXP+<hash>`` of ``--set``)."""
-        variants = sorted(p.name for p in (self.root / "models").glob(f"{glob.escape(exp)}+*") if p.is_dir())
-        other = (f" (trained as {', '.join(variants[:3])}: the same --set, or --name, reaches "
+        variants = [] if self.model_dir(exp).exists() else sorted(  # looked for only when it was never trained
+            p.name for p in (self.root / "models").glob(f"{glob.escape(exp)}+*") if p.is_dir())
+        other = (f" (it was trained as {', '.join(variants[:3])}: the same --set, or --name, reaches "
                  f"{'it' if len(variants) == 1 else 'them'})" if variants else "")
-        return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}{other}",
-                      f"02_train.py for {exp}")
+        return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}",
+                      f"02_train.py for {exp}{other}")
 
     def fold_record(self, exp: str, fold: int) -> Record:
         """The record of one finished fold of an experiment."""

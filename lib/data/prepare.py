@@ -170,11 +170,12 @@ def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list
 
 
 def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], desc: str,
-                   lenient: bool = False) -> None:
+                   lenient: bool = False, silence_hint: str = "audio.bad_test_files: silence") -> None:
     """Add ``sample_rate``, ``duration_s`` and ``channels`` from each file's header. A file that
     exists but cannot be used (unreadable, truncated, no samples, NaN samples, too few channels)
     is a problem, or with ``lenient`` (``audio.bad_test_files: silence``, test rows) the reason
-    in the row's ``bad_audio`` column (``""`` for a sound file), left for :func:`_silence_bad_files`."""
+    in the row's ``bad_audio`` column (``""`` for a sound file), left for :func:`_silence_bad_files`;
+    a test file's problem names ``silence_hint``, the setting that would predict it from silence."""
     rates, durations, channels, bad = [], [], [], []
     for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} audio", unit="file", leave=False):
         sr = frames = n_channels = None
@@ -195,7 +196,7 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
         if found and lenient:
             sr = frames = n_channels = None
         else:
-            hint = " (audio.bad_test_files: silence predicts such a test file from silence)" if desc == "test" else ""
+            hint = f" ({silence_hint} predicts such a test file from silence)" if desc == "test" else ""
             problems.extend(f"{where}: {f}{hint}" for f in found)
         bad.append("; ".join(found) if lenient else "")
         rates.append(sr)
@@ -206,23 +207,25 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
         df["bad_audio"] = bad
 
 
-def _silence_bad_files(test: pd.DataFrame, folder: Path, rate: int, seconds: float) -> list[str]:
+def _silence_bad_files(test: pd.DataFrame | None, folder: Path, rate: int, seconds: float,
+                       channel: int | None = None) -> list[str]:
     """Point each test row whose file cannot be used (``bad_audio``, :func:`_resolve_audio` with
-    ``lenient``) at a silent WAV of ``seconds`` at ``rate`` Hz written into ``folder`` (the output
-    folder's ``silence/``; the data folder is never written to), so that every test row gets a
-    prediction; removes ``folder`` when none is needed. Returns one warning per such row."""
-    bad = test.index[test.get("bad_audio", pd.Series("", index=test.index)) != ""]
+    ``lenient``) at a silent WAV of ``seconds`` at ``rate`` Hz (``channel + 1`` channels, so that
+    ``audio.channel`` exists in it) written into ``folder`` (the output folder's ``silence/``; the
+    data folder is never written to), so that every test row gets a prediction; removes ``folder``
+    when none is needed (also without a test set). Returns one warning per such row."""
     shutil.rmtree(folder, ignore_errors=True)
+    bad = [] if test is None or "bad_audio" not in test else test.index[test["bad_audio"] != ""]
     if not len(bad):
         return []
     folder.mkdir(parents=True)
-    out = []
+    out, channels = [], (channel or 0) + 1
     for k, i in enumerate(bad):
         path = folder / f"{k}.wav"
-        sf.write(path, np.zeros(max(1, int(round(seconds * rate))), np.float32), rate, subtype="PCM_16")
+        sf.write(path, np.zeros((max(1, int(round(seconds * rate))), channels), np.float32), rate, subtype="PCM_16")
         out.append(f"{test.at[i, 'where']}: {test.at[i, 'bad_audio']}: predicted from silence "
                    f"(audio.bad_test_files: silence; {path})")
-        test.loc[i, ["path", "sample_rate", "duration_s", "channels"]] = [str(path), rate, seconds, 1]
+        test.loc[i, ["path", "sample_rate", "duration_s", "channels"]] = [str(path), rate, seconds, channels]
     return out
 
 
@@ -239,14 +242,15 @@ def _resolve_matrices(df: pd.DataFrame, spec: dict, fps: float, problems: list[s
     df["sample_rate"], df["duration_s"], df["channels"] = None, durations, 1
 
 
-def _resolve_inputs(df: pd.DataFrame, cfg: dict, problems: list[str], desc: str) -> None:
+def _resolve_inputs(df: pd.DataFrame, cfg: dict, problems: list[str], desc: str,
+                    silence_hint: str = "audio.bad_test_files: silence") -> None:
     """:func:`_resolve_matrices` when the competition ships matrices (``matrix`` section), else
     :func:`_resolve_audio` (lenient for test rows with ``audio.bad_test_files: silence``)."""
     if cfg.get("matrix"):
         _resolve_matrices(df, cfg["matrix"], segments.frames_per_second(cfg), problems, desc)
     else:
-        _resolve_audio(df, cfg["audio"]["channel"], problems, desc,
-                       lenient=desc == "test" and cfg["audio"]["bad_test_files"] == "silence")
+        _resolve_audio(df, cfg["audio"]["channel"], problems, desc, silence_hint=silence_hint,
+                       lenient=desc == "test" and cfg["audio"].get("bad_test_files") == "silence")  # (older bundles: none)
 
 
 def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str], fix: str = "") -> int | None:
@@ -350,7 +354,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     test = _read_rows(te, root, _test_columns(cfg, meta_cols), problems)
     if test is not None:
         _check_paths(test, root, problems)
-        _resolve_inputs(test, cfg, problems, "test")
+        _resolve_inputs(test, cfg, problems, "test", silence_hint="predict_bundle.py --bad-test-files silence")
         test = _with_segments(cfg, {"test": test}, problems)[0]["test"]
         native = cfg["native_sample_rate"]
         fix = (f"; a bundle reads test audio as its competition config says: audio.sample_rate: {native} there "
@@ -367,8 +371,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     out = Outputs(Path(out_dir))
     record = out.prepared()
     record.begin(out.root)
-    silenced = [] if cfg.get("matrix") else _silence_bad_files(test, out.root / "silence", rate or cfg["native_sample_rate"],
-                                                                 cfg["audio"]["clip_seconds"])
+    silenced = _silence_bad_files(test, out.root / "silence", rate or cfg["native_sample_rate"],
+                                  cfg["audio"]["clip_seconds"], cfg["audio"]["channel"])
     write_csv(out.test, _test_table(test, meta, groups, cfg))
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -812,15 +816,19 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
 
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
-    if test is not None and not cfg.get("matrix"):
-        warnings += _silence_bad_files(test, Outputs(out_dir).root / "silence", rate, cfg["audio"]["clip_seconds"])
+    warnings += _silence_bad_files(test, Outputs(out_dir).root / "silence", rate, cfg["audio"]["clip_seconds"],
+                                   cfg["audio"]["channel"])
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _warn_unknown_test_values(cfg, folds, test_out, warnings)
     old = Outputs(out_dir).folds
-    pseudo = int((pd.read_csv(old, usecols=["fold"])["fold"] < 0).sum()) if old.is_file() else 0
+    try:
+        pseudo = int((pd.read_csv(old, usecols=["fold"])["fold"] < 0).sum()) if old.is_file() else 0
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):  # replaced anyway
+        pseudo = 0
     if pseudo:  # pseudo_label.py's rows: stage 00 writes the labelled rows alone
         warnings.append(f"{old} held {pseudo} pseudo-labelled rows (fold -1, pseudo_label.py); the folds.csv "
-                        f"written now has the labelled rows alone: run pseudo_label.py again to add them")
+                        f"written now has the labelled rows alone: to add them again, run pseudo_label.py "
+                        f"--output-dir PARENT --to {Outputs(out_dir).root} --force")
     removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas, warnings), segments=segment_counts,
                 removed_blend=removed)

@@ -115,9 +115,10 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     further round): its fold -1 rows of the recordings labelled now are replaced, the others kept.
     An existing output folder ``dest`` (one with a stage-00 record) is replaced only with ``force``;
     its blend, made from the folds it had, is removed then (as stage 00 removes it).
-    Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "removed_blend"}``
-    (replaced: earlier pseudo rows dropped; kept: earlier pseudo rows kept; removed_blend: the
-    names of ``dest``'s blend files removed).
+    Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "silenced",
+    "removed_blend"}`` (replaced: earlier pseudo rows dropped; kept: earlier pseudo rows kept;
+    silenced: rows left out because they were predicted from silence, ``audio.bad_test_files``;
+    removed_blend: the names of ``dest``'s blend files removed).
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
     missing; ``ConfigError`` for ``min_confidence`` outside (0.5, 1], a ``dest`` that is, holds
     or lies inside ``out`` or ``source`` (:func:`lib.core.artifacts.check_apart`), a ``source``
@@ -132,14 +133,16 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         record = out.ensembled.require()
         check_folds(record, folds_id(folds), "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
         check_competition(record, comp, "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
-        path, test = out.root / "ensemble" / "test_blend.csv", out.load_split("test")
+        path, test, where = out.root / "ensemble" / "test_blend.csv", out.load_split("test"), out.root
     else:
         src = Outputs(Path(source).resolve())
         check_apart(dest, src.root, "--to", "the --source folder")
         if not src.prepared().path.is_file():
             raise ConfigError(f"--source {src.root} is not a predict_bundle.py work folder (no {src.prepared().path.name}): "
                               f"run predict_bundle.py BUNDLE --test-files ... --work-dir {src.root} first")
-        path, test = src.root / "test_blend.csv", src.load_split("test")
+        path, test, where = src.root / "test_blend.csv", src.load_split("test"), src.root
+    silenced = test["path"].astype(str).str.startswith(str(where / "silence") + os.sep)
+    test = test[~silenced]  # predicted from silence (audio.bad_test_files): no label to learn from
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (test set) or predict_bundle.py (other audio) first")
     new = Outputs(Path(dest).resolve())
@@ -179,7 +182,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     record.commit(members, fingerprint(comp, table.values.tolist()))
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
-            "replaced": int(again.sum()), "kept": int((folds["fold"] < 0).sum()),
+            "replaced": int(again.sum()), "kept": int((folds["fold"] < 0).sum()), "silenced": int(silenced.sum()),
             "removed_blend": drop_stale_blend(new, test_changed=False),
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 

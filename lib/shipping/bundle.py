@@ -388,6 +388,29 @@ def check_work_dir(work_dir, data_dir, bundle) -> None:
                           f"folder of its own")
 
 
+def _test_config(comp: dict, bundle: Path, data_dir, test_csv: str | None, test_files: str | None,
+                 submission: bool, bad_test_files: str | None) -> dict:
+    """The bundle's competition config ``comp`` set up for :func:`predict_bundle`'s test set (its
+    arguments of the same names). Raises ``InputError`` without a way to find the test set,
+    ``ConfigError`` for ``bad_test_files: silence`` on matrices or segments."""
+    comp["data_dir"] = str(Path(data_dir).resolve())
+    if test_files:
+        comp["test"] = {"files": test_files, "id_from": "name"}
+    elif not comp.get("test"):
+        raise InputError([f"{bundle / 'competition.yaml'}: the competition has no test section to read the test set "
+                          f"by; give the files (test_files, --test-files)"])
+    if test_csv:
+        comp["test"] = dict(comp["test"], csv=test_csv)
+    if not submission:
+        comp.pop("submission", None)
+    if bad_test_files == "silence" and (comp.get("matrix") or comp.get("segments")):
+        raise ConfigError(f"--bad-test-files silence is for competitions of whole audio files; this bundle's has "
+                          f"{'matrices' if comp.get('matrix') else 'segments'}")
+    if bad_test_files:
+        comp["audio"] = dict(comp["audio"], bad_test_files=bad_test_files)
+    return comp
+
+
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
                    device: str = "auto", workers: int | None = None, engine: str = "auto", log=print,
                    test_files: str | None = None, submission: bool = True, bad_test_files: str | None = None) -> dict:
@@ -402,8 +425,9 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     (ids: the file names), e.g. a folder of unlabelled audio to pseudo-label
     (:mod:`lib.runs.self_training`); ``submission=False`` writes no ``submission.csv`` (only the
     probabilities). ``bad_test_files`` (``error`` or ``silence``) overrides the bundle's
-    ``audio.bad_test_files``: ``silence`` predicts a test file that cannot be used from silence. ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto``
-    (ONNX when the bundle has it and ``onnxruntime`` imports).
+    ``audio.bad_test_files``: ``silence`` predicts a test file that cannot be used from silence.
+    ``engine``: ``torch``, ``onnx`` (the bundle's ONNX graphs with ONNX Runtime) or ``auto`` (ONNX
+    when the bundle has it and ``onnxruntime`` imports).
     Members of weight 0 in the blend (``single`` keeps one) are not run (``not_run``): the
     weighted mean leaves them out, so the result is the same and the time theirs is saved.
     Returns ``{"rows", "seconds", "experiments", "not_run", "submission": path or None}``. Raises
@@ -420,18 +444,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         for exp in manifest["experiments"]:
             if not is_classical(member_config(bundle, manifest, exp)["model"]):
                 _onnx_models(bundle / "models" / exp, manifest["folds"][exp], [], "onnx", exp, log)
-    comp["data_dir"] = str(Path(data_dir).resolve())
-    if test_files:
-        comp["test"] = {"files": test_files, "id_from": "name"}
-    elif not comp.get("test"):
-        raise InputError([f"{bundle / 'competition.yaml'}: the competition has no test section to read the test set "
-                          f"by; give the files (test_files, --test-files)"])
-    if test_csv:
-        comp["test"] = dict(comp["test"], csv=test_csv)
-    if not submission:
-        comp.pop("submission", None)
-    if bad_test_files:
-        comp["audio"] = dict(comp["audio"], bad_test_files=bad_test_files)
+    comp = _test_config(comp, bundle, data_dir, test_csv, test_files, submission, bad_test_files)
     work = Outputs(Path(work_dir).resolve())
     work.root.mkdir(parents=True, exist_ok=True)
     for old in ("submission.csv", "test_blend.csv"):  # never left beside predictions they do not belong to
