@@ -415,8 +415,10 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     assert any(line.startswith("distils the blend of 04_ensemble.py (its record ") and "0.5 x its OOF" in line
                for line in said), said
     assert not first["skipped"] and train_experiment(student, out, log=lambda *_: None)["skipped"]
-    run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again
-    assert not train_experiment(student, out, log=lambda *_: None)["skipped"]
+    run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again, and says why
+    said = []
+    assert not train_experiment(student, out, log=said.append)["skipped"]
+    assert "student: the teacher blend changed since its models were trained: they are trained again" in said, said
     infer_experiment("student", out)
     run_ensemble(out, ["teacher", "student"], method="equal")  # the student in its own teacher: refused
     with pytest.raises(ConfigError, match=r"'student' itself among its members.*04_ensemble.py teacher\)"):

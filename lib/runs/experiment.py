@@ -158,6 +158,15 @@ class ExperimentRun:
         if changes and not ranks.rank:  # never unsaid: the models of another config under this name go
             log(f"{self.name}: its models were trained with other settings ({'; '.join(changes[:6])}"
                 f"{' ...' if len(changes) > 6 else ''}): they are replaced")
+        elif not changes and not self.skipped and not ranks.rank and (earlier := out.trained(self.name).read()):
+            now = {"features": self.data.manifest["record"], FOLDS: self.folds_id,
+                   "pretrained": pretrained_id(cfg["model"]), "teacher": self.teacher}
+            moved = [k for k, v in now.items() if k in earlier.get("inputs", {}) and earlier["inputs"][k] != v]
+            if moved:  # the same settings, other inputs (a checkpoint pretrained again, a new blend to distil, ...)
+                names = {"features": "the feature set", FOLDS: "the folds", "pretrained": "the pretrained weights",
+                         "teacher": "the teacher blend"}
+                log(f"{self.name}: {', '.join(names[k] for k in moved)} changed since its models were trained: "
+                    f"they are trained again")
         self.status: dict[int, str] = {}
 
     def _load(self, device):
@@ -270,7 +279,7 @@ class ExperimentRun:
         where = str(self.device) if self.ranks.world == 1 else (
             f"{self.ranks.world} ranks ({'DDP' if self.ddp else 'folds shared out'}), e.g. {self.device}")
         return merge_folds(self.cfg, self.out, self.comp, self.table, self.key, self.data, self.all_folds, where,
-                           self.log)
+                           self.log, self.teacher)
 
 
 def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:
@@ -400,7 +409,7 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print, on
 
 
 def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, data, all_folds: list[int],
-                device, log=print) -> dict:
+                device, log=print, teacher: str | None = None) -> dict:
     """Merge every finished fold of ``cfg``'s experiment (those whose record holds ``key``) into
     ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``report/`` (:func:`write_report`),
     ``config.yaml`` and ``run.json`` (and, for recordings made of segments, the fold models'
@@ -467,7 +476,8 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
     out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df),
-                                                   AUDIO: audio_id(comp), SETTINGS: model_settings(comp)},  # what 03-05 and
-                             # leaderboard.py check (lib.core.artifacts.trained_problem)
+                                                   AUDIO: audio_id(comp), SETTINGS: model_settings(comp),  # what 03-05
+                                                   # and leaderboard.py check (lib.core.artifacts.trained_problem)
+                                                   "pretrained": pretrained_id(cfg["model"]), "teacher": teacher},
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores
