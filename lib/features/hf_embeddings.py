@@ -135,7 +135,8 @@ def load_model(path, key: str):
     finally:
         hf_logging.set_verbosity(level)
     missing = sorted(str(k) for k in info["missing_keys"] if not str(k).endswith(TRAINING_ONLY))
-    missing += [f"{k} {list(a)} in the file, {list(b)} in the model" for k, a, b in info.get("mismatched_keys") or []]
+    missing += [f"{k} {list(a)} in the file, {list(b)} in the model"
+                for k, a, b in sorted(info.get("mismatched_keys") or [], key=lambda m: str(m[0]))]
     if missing:
         raise _refuse(key, path, f"holds weights that leave {len(missing)} of the model's weights out or of another "
                                  f"shape (e.g. {', '.join(map(str, missing[:3]))}): another model's file?")
