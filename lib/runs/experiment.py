@@ -62,18 +62,18 @@ FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.trai
 
 
 def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict, teacher: str | None = None,
-                   ddp: tuple | None = None) -> str:
+                   ddp: tuple | None = None, pretrained: str | None = None) -> str:
     """Fingerprint of what an experiment's models depend on: the config (without its name,
     :data:`lib.core.config.RUN_ONLY_KEYS` and ``ADDED_KEYS`` at their neutral values:
     :func:`lib.core.config.training_settings`), the
     folds table (ids, targets, groups, folds, metadata), the feature set's record id, the
-    competition's task, classes, metrics, aggregation and metadata, what identifies the weights
-    in ``model.params.pretrained`` (:func:`lib.models.pretrained_weights.pretrained_id`: a
-    ``pretrain.py`` record's id, or the SHA-256 of the file or folder), (``train.distill``) the teacher
+    competition's task, classes, metrics, aggregation and metadata, ``pretrained``: what identifies
+    the weights in ``model.params.pretrained`` (:func:`lib.models.pretrained_weights.pretrained_id`:
+    a ``pretrain.py`` record's id, or the SHA-256 of the file or folder; the caller computes it once,
+    since a Hugging Face folder takes seconds to hash), (``train.distill``) the teacher
     blend's record id and (DDP over several ranks: its global batch differs) ``ddp``: ``("ddp",
     ranks, sync_bn)``."""
     what, settings = training_settings(cfg), model_settings(comp)
-    pretrained = pretrained_id(cfg["model"])  # other pretrained weights at the same path: trained again
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
                        {k: settings[k] for k in MODEL_KEYS}, settings["aggregate"], *([teacher] if teacher else []),
                        *([list(ddp)] if ddp else []), *([pretrained] if pretrained else []))
@@ -143,7 +143,8 @@ class ExperimentRun:
         self.data, self.teacher = self._load(torch.device("cpu"))
         self._device_data = None
         ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
-        self.key = experiment_key(cfg, self.table, self.data.manifest, self.comp, self.teacher, ddp_key)
+        self.pretrained = pretrained_id(cfg["model"])  # other weights at the same path: trained again
+        self.key = experiment_key(cfg, self.table, self.data.manifest, self.comp, self.teacher, ddp_key, self.pretrained)
         self.folds_id = folds_id(self.table)
         self.all_folds = sorted(int(k) for k in self.table["fold"].unique() if int(k) >= 0)  # -1: pseudo-labelled
         self.wanted = self.all_folds if cfg["train"]["folds"] is None else [int(k) for k in cfg["train"]["folds"]]
@@ -160,7 +161,7 @@ class ExperimentRun:
                 f"{' ...' if len(changes) > 6 else ''}): they are replaced")
         elif not changes and not self.skipped and not ranks.rank and (earlier := out.trained(self.name).read()):
             now = {"features": self.data.manifest["record"], FOLDS: self.folds_id,
-                   "pretrained": pretrained_id(cfg["model"]), "teacher": self.teacher}
+                   "pretrained": self.pretrained, "teacher": self.teacher}
             moved = [k for k, v in now.items() if k in earlier.get("inputs", {}) and earlier["inputs"][k] != v]
             if moved:  # the same settings, other inputs (a checkpoint pretrained again, a new blend to distil, ...)
                 names = {"features": "the feature set", FOLDS: "the folds", "pretrained": "the pretrained weights",
@@ -279,7 +280,7 @@ class ExperimentRun:
         where = str(self.device) if self.ranks.world == 1 else (
             f"{self.ranks.world} ranks ({'DDP' if self.ddp else 'folds shared out'}), e.g. {self.device}")
         return merge_folds(self.cfg, self.out, self.comp, self.table, self.key, self.data, self.all_folds, where,
-                           self.log, self.teacher)
+                           self.log, {"pretrained": self.pretrained, "teacher": self.teacher})
 
 
 def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:
@@ -409,7 +410,7 @@ def train_experiment(cfg: dict, out: Outputs, force: bool = False, log=print, on
 
 
 def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key: str, data, all_folds: list[int],
-                device, log=print, teacher: str | None = None) -> dict:
+                device, log=print, inputs: dict | None = None) -> dict:
     """Merge every finished fold of ``cfg``'s experiment (those whose record holds ``key``) into
     ``oof/<exp>.csv``, ``scores.json``, ``log.csv``, ``report/`` (:func:`write_report`),
     ``config.yaml`` and ``run.json`` (and, for recordings made of segments, the fold models'
@@ -417,7 +418,9 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     :func:`lib.inference.segments.segment_predictions` over ``data``, the training split's
     inputs), then write the experiment's record (``partial`` while folds are missing; its
     ``inputs`` name the feature set's record, the fold assignment of ``folds_df``,
-    :func:`lib.core.artifacts.folds_id`, and the audio settings, :func:`lib.core.artifacts.audio_id`). ``device``: where it was trained, in words. Returns the scores dict (``report``: the report's ``report.md`` relative to
+    :func:`lib.core.artifacts.folds_id`, and the audio settings, :func:`lib.core.artifacts.audio_id`,
+    plus ``inputs``: the pretrained weights' and teacher blend's ids, what 02 names when they change).
+    ``device``: where it was trained, in words. Returns the scores dict (``report``: the report's ``report.md`` relative to
     ``models/<exp>/``, ``None`` when it failed; then ``report_error`` says why, and ``log``
     warns: a failing report never costs the merged folds). Raises ``MissingArtifact`` when no
     fold is finished."""
@@ -478,6 +481,6 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
     out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df),
                                                    AUDIO: audio_id(comp), SETTINGS: model_settings(comp),  # what 03-05
                                                    # and leaderboard.py check (lib.core.artifacts.trained_problem)
-                                                   "pretrained": pretrained_id(cfg["model"]), "teacher": teacher},
+                                                   **(inputs or {})},
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores

@@ -200,8 +200,8 @@ class PretrainRun:
         self.name = cfg["name"]
         self.splits = check_pretrain(cfg, out)
         self.datas = load_splits(out, cfg, self.splits)
-        own = [p for split in ("train", "test") if split == "train" or out.has_test()
-               for p in out.load_split(split)["path"]]
+        own = [p for split in ("train", "test") if self.pc["extra_audio"] and (split == "train" or out.has_test())
+               for p in out.load_split(split)["path"]]  # (read only when there is extra audio to check)
         extra, self.extra_files, self.notes = extra_inputs(
             self.pc["extra_audio"], next(iter(self.datas.values())).manifest, out.load_competition(), own)
         if extra is not None:
