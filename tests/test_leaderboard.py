@@ -177,7 +177,7 @@ def test_blend_line(board):
     folds = out.load_split("train")
     out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded
     out.prepared().commit([out.competition, out.folds], "prep2")
-    assert blend_summary(out).endswith("[ensemble.json is not current: made on other folds than the current folds.csv "
+    assert blend_summary(out).endswith("[ensemble.json is not current: was made on other folds than the current folds.csv "
                                        "(00_prepare.py ran since): run 04_ensemble.py]")
     write_json(out.root / "ensemble.json", {"method": "stacking", "blend": {"accuracy": 0.9},
                                             "experiments": [{"experiment": "good", "weight": None}]})

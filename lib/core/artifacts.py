@@ -184,6 +184,15 @@ def competition_problem(rec: dict, comp: dict) -> str | None:
     return None
 
 
+def blend_problem(rec: dict, table, comp: dict) -> str | None:
+    """Why stage 04's record ``rec`` is not of the current fold assignment ``table`` (``folds.csv``
+    as a DataFrame: :func:`folds_id`) and competition config ``comp`` (:func:`competition_problem`),
+    or ``None``: what stage 00 (which removes such a blend) and the leaderboard (which marks it) ask."""
+    if rec.get("inputs", {}).get(FOLDS) != folds_id(table):
+        return "was made on other folds than the current folds.csv (00_prepare.py ran since)"
+    return competition_problem(rec, comp)
+
+
 def check_competition(rec: dict, comp: dict, what: str, stage: str) -> None:
     """Raise ``MissingArtifact`` naming the result ``what`` and the ``stage`` to run when record
     ``rec`` is not of the current competition config (:func:`competition_problem`)."""

@@ -22,7 +22,7 @@ import soundfile as sf
 import yaml
 from tqdm.auto import tqdm
 
-from ..core.artifacts import FOLDS, competition_problem, folds_id
+from ..core.artifacts import blend_problem, folds_id
 from ..core.config import check_classes
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import Outputs
@@ -420,9 +420,7 @@ def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     if not (files[0].exists() or files[2].exists()):  # no blend of 04's: a submission.csv beside is not its
         return []
     rec, _ = out.ensembled.check(hashes=False)
-    inputs = (rec or {}).get("inputs", {})
-    if (rec is not None and not test_changed and inputs.get(FOLDS) == folds_id(out.load_split("train"))
-            and not competition_problem(rec, out.load_competition())):
+    if rec is not None and not test_changed and not blend_problem(rec, out.load_split("train"), out.load_competition()):
         return []
     removed = [f.name for f in files if f.exists()]
     for f in files:  # the record first: an interrupted removal leaves an incomplete blend, never a current one

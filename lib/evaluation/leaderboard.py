@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import FOLDS, competition_problem, folds_id, trained_problem
+from ..core.artifacts import FOLDS, blend_problem, folds_id, trained_problem
 from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_artifact_csv, read_json
 from ..data import tasks
@@ -226,9 +226,7 @@ def blend_summary(out: Outputs) -> str | None:
         weights = "members: " + ", ".join(str(e.get("experiment")) for e in members)
     scores = "  ".join(f"{k} {v:.4f}" for k, v in (ens.get("blend") or {}).items() if isinstance(v, (int, float)))
     rec, why = out.ensembled.check(hashes=False)
-    if rec and rec.get("inputs", {}).get(FOLDS) != folds_id(out.load_split("train")):
-        rec, why = None, "made on other folds than the current folds.csv (00_prepare.py ran since): run 04_ensemble.py"
-    problem = rec and competition_problem(rec, out.load_competition())
+    problem = rec and blend_problem(rec, out.load_split("train"), out.load_competition())
     if problem:
         rec, why = None, f"{problem}: run 04_ensemble.py"
     stale = [e["experiment"] for e in members if rec and (out.trained(e["experiment"]).check(hashes=False)[0] or {}
