@@ -322,3 +322,24 @@ def test_an_output_option_naming_a_folder_is_refused_before_any_work(tmp_path, s
     extra = [tmp_path / "sub.csv", tmp_path / "truth.csv"] if script == "score_submission.py" else []
     r = stage(script, *extra, option, tmp_path, "--output-dir", tmp_path / "none", check=False)
     assert r.returncode == 2 and f"{option} {tmp_path} is a folder" in r.stderr, r.stderr
+
+
+def test_rows_are_scored_after_group_aggregation_as_04_scores_them(board):
+    """With ``decision.group_aggregate: mean`` 04 scores each member on its recordings' group
+    means; the leaderboard scored the recordings alone, so a blend of one member at weight 1
+    showed another score than the member's row (probe)."""
+    out, y, probs = board
+    comp = yaml.safe_load(out.competition.read_text())
+    comp.update(groups={"column": "patient"}, decision={"group_aggregate": "mean"})
+    out.competition.write_text(yaml.safe_dump(comp))
+    folds_df = pd.read_csv(out.folds)
+    folds_df["group"] = [f"P{i // 4}" for i in range(N)]  # 4 recordings a patient, in one fold (i % 2: no)
+    folds_df["fold"] = (np.arange(N) // 4) % 2
+    out.folds.write_text(folds_df.to_csv(index=False))
+    out.prepared().commit([out.competition, out.folds], "prep2")
+    _experiment(out, comp, "good", probs["good"], folds_df, out.trained("good").read()["inputs"]["features"])
+    df = leaderboard(out).set_index("experiment")
+    p = pd.Series(probs["good"][:, 1]).groupby(folds_df["group"]).transform("mean").to_numpy()
+    assert df.loc["good", "auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert df.loc["good", "auroc"] != pytest.approx(roc_auc_score(y, probs["good"][:, 1]))
+    assert df.loc["good", "accuracy"] == pytest.approx(accuracy_score(y, p > 0.5))

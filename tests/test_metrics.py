@@ -359,3 +359,5 @@ def test_a_mistyped_slice_metric_is_suggested_among_the_slice_metrics():
     with pytest.raises(ConfigError, match=r"unknown metric 'worst_acuracy': worst_<metric>.*did you mean "
                                           r"'worst_accuracy'\?"):
         get_metric("worst_acuracy")
+    with pytest.raises(ConfigError, match=r"unknown metric 'macro_auroc'.*did you mean 'auroc'\?"):  # not macro_recall
+        get_metric("macro_auroc")

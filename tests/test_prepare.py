@@ -367,7 +367,13 @@ def test_a_bad_label_column_with_class_columns_in_the_submission_is_reported(tmp
     cfg["train"]["target_column"] = "labl"
     cfg["submission"].update(format="probabilities", target_column=None)
     (tmp_path / "toy/toy.yaml").write_text(yaml.safe_dump(cfg))
-    with pytest.raises(InputError, match=r"train.csv: missing column\(s\) \['labl'\]; found \['id', 'label'\]"):
+    with pytest.raises(InputError, match=r"train.csv: missing column\(s\) 'labl' \(train.target_column; did you mean "
+                                         r"'label'\?\); found \['id', 'label'\]"):
+        prepare(load_competition(tmp_path / "toy/toy.yaml"), tmp_path / "out")
+    cfg["train"]["target_column"] = "label"
+    cfg["slices"] = ["stie"]  # a slice column misspelt is named as the slices' (probe)
+    (tmp_path / "toy/toy.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=r"train.csv: missing column\(s\) 'stie' \(slices\); found"):
         prepare(load_competition(tmp_path / "toy/toy.yaml"), tmp_path / "out")
 
 

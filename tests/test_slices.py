@@ -241,3 +241,15 @@ def test_a_network_early_stops_on_the_worst_slice(tmp_path):
     worst = min(((probs[:, 1] > 0.5) == y)[site == s].mean() for s in ("x", "y"))
     assert info["worst_accuracy"] == pytest.approx(worst) and len(history) == 3
     assert all(h["worst_accuracy"] <= h["accuracy"] + 1e-12 for h in history)
+
+
+def test_a_multilabel_slice_without_any_label_is_named_as_such():
+    """A site where no recording has a label: worst_auroc leaves it out, and the message says
+    that no row has a label (it printed an empty list of counts)."""
+    comp = {"task": "multilabel", "classes": ["AS", "MR"], "metric": "worst_auroc", "metrics": ["worst_auroc"],
+            "slices": ["site"]}
+    folds = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "target": ["AS", "MR", "AS;MR", "", "", ""],
+                          "slice_site": ["AV", "AV", "AV", "AV", "Erb", "Erb"]})
+    assert undefined_in_slices(comp, folds) == [
+        "worst_auroc leaves out slice site='Erb' (2 training rows: no label on any): auroc is undefined there, so no "
+        "model choice sees how it does on it"]

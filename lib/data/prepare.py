@@ -26,6 +26,7 @@ from ..core.artifacts import blend_problem, folds_id
 from ..core.config import check_classes
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import Outputs
+from ..core.registry import did_you_mean
 from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
@@ -63,8 +64,10 @@ def group_of(text: str, regex: str) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], merge: str | None = None) -> pd.DataFrame | None:
-    """The rows of a split: ``id``, ``path``, ``where`` (file and line, for messages) and ``columns``.
+def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[str], merge: str | None = None
+               ) -> pd.DataFrame | None:
+    """The rows of a split: ``id``, ``path``, ``where`` (file and line, for messages) and the
+    ``columns`` (``{column: the config key that names it}``, said when the column is missing).
 
     From ``csv`` + ``id_column`` (paths by :func:`id_to_file`) or from the ``files`` glob (ids are
     file names, stems or paths relative to the data folder, as ``id_from`` says). ``merge``: a
@@ -94,10 +97,10 @@ def _read_rows(sec: dict, root: Path, columns: list[str], problems: list[str], m
     if df.empty:
         problems.append(f"{path}: no rows (only the header {list(df.columns)})")
         return None
-    needed = [sec["id_column"], *columns]
-    missing = [c for c in needed if c not in df.columns]
+    needed = {sec["id_column"]: "id_column", **columns}
+    missing = [f"{c!r} ({key}{did_you_mean(c, df.columns)})" for c, key in needed.items() if c not in df.columns]
     if missing:
-        problems.append(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+        problems.append(f"{path}: missing column(s) {', '.join(missing)}; found {list(df.columns)}")
         return None
     df = df.rename(columns={sec["id_column"]: "id"}) if sec["id_column"] not in columns else df.assign(id=df[sec["id_column"]])
     df["where"] = [f"{path} line {i + 2}" for i in range(len(df))]
@@ -350,8 +353,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         raise InputError([f"{root}: test data folder not found"])
     problems: list[str] = []
     te = cfg["test"]
-    meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
-    test = _read_rows(te, root, _test_columns(cfg, meta_cols), problems)
+    test = _read_rows(te, root, _test_columns(cfg), problems)
     if test is not None:
         _check_paths(test, root, problems)
         _resolve_inputs(test, cfg, problems, "test", silence_hint="predict_bundle.py --bad-test-files silence")
@@ -428,20 +430,26 @@ def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     return removed
 
 
-def _read_train(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]
+def _read_train(cfg: dict, root: Path, problems: list[str]
                 ) -> tuple[pd.DataFrame | None, list[list[str]] | None]:
     """Read the training split of ``cfg`` under the data folder ``root``: its rows
-    (:func:`_read_rows`, with the target, group, fold, slice and ``meta_cols`` columns), each
+    (:func:`_read_rows`, with the target, group, fold, slice and metadata columns), each
     row's labels (``None`` when segments carry their own: :func:`_segment_labels` gives them
     later), the paths checked (:func:`_check_paths`) and the files' durations added
     (:func:`_resolve_inputs`). Returns ``(rows, labels)``, or ``(None, None)`` when the rows cannot
     be read. Problems are added to ``problems``."""
     tr = cfg["train"]
-    extra = [c for c in (tr.get("target_column"), *(tr.get("target_columns") or []),
-                         (cfg.get("groups") or {}).get("column"), cfg["folds"].get("column"), *cfg.get("slices", []),
-                         *cfg["folds"].get("stratify_by", [])) if c]
+    named = [("train.target_column", tr.get("target_column")),
+             *(("train.target_columns", c) for c in tr.get("target_columns") or []),
+             ("groups.column", (cfg.get("groups") or {}).get("column")), ("folds.column", cfg["folds"].get("column")),
+             *(("slices", c) for c in cfg.get("slices", [])),
+             *(("folds.stratify_by", c) for c in cfg["folds"].get("stratify_by", []))]
+    columns: dict[str, str] = {}
+    for key, c in [*named, *((k, c) for c, k in _metadata_columns(cfg).items())]:
+        if c:
+            columns.setdefault(c, key)  # said with the first key that names it
     merge = tr.get("target_column") if cfg["task"] == "multilabel" else None
-    train = _read_rows(tr, root, list(dict.fromkeys(extra + meta_cols)), problems, merge)
+    train = _read_rows(tr, root, columns, problems, merge)
     if train is None:
         return None, None
     labels = None if segments.unit(cfg) == "segment" else _labels(train, tr, cfg["task"], problems)
@@ -562,22 +570,32 @@ def _warn_unknown_test_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame
                             f"{listed}; {effect}")
 
 
-def _test_columns(cfg: dict, meta_cols: list[str]) -> list[str]:
-    """The test CSV's columns that the stages read: ``meta_cols``, the group column when
-    ``decision.group_aggregate`` is set, the ``decision.slice_prior`` column."""
+def _metadata_columns(cfg: dict) -> dict[str, str]:
+    """The ``metadata`` section's columns, ``{column: its key}``."""
+    return {c: f"metadata.{kind}" for kind in ("numeric", "categorical") for c in cfg["metadata"][kind]}
+
+
+def _test_columns(cfg: dict) -> dict[str, str]:
+    """The test CSV's columns that the stages read, ``{column: the key that names it}``: the
+    metadata, the group column when ``decision.group_aggregate`` is set, the
+    ``decision.slice_prior`` column."""
     decision = cfg.get("decision") or {}
-    group_col = (cfg.get("groups") or {}).get("column") if decision.get("group_aggregate") else None
-    return meta_cols + [c for c in (group_col, decision.get("slice_prior")) if c]
+    cols = _metadata_columns(cfg)
+    if decision.get("group_aggregate"):
+        cols.setdefault(cfg["groups"]["column"], "groups.column (decision.group_aggregate)")
+    if decision.get("slice_prior"):
+        cols.setdefault(decision["slice_prior"], "decision.slice_prior")
+    return cols
 
 
-def _read_test(cfg: dict, root: Path, meta_cols: list[str], problems: list[str]) -> pd.DataFrame | None:
+def _read_test(cfg: dict, root: Path, problems: list[str]) -> pd.DataFrame | None:
     """The test split's rows (:func:`_read_rows`, with the columns of :func:`_test_columns`),
     their paths checked and audio headers added (:func:`_resolve_inputs`). ``None`` when the
     config has no test set or its rows cannot be read (a problem is added to ``problems`` then)."""
     if not cfg.get("test"):
         return None
     te = cfg["test"]
-    test = _read_rows(te, root, _test_columns(cfg, meta_cols), problems)
+    test = _read_rows(te, root, _test_columns(cfg), problems)
     if test is not None:
         _check_paths(test, root, problems)
         _resolve_inputs(test, cfg, problems, "test")
@@ -789,9 +807,8 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     warnings: list[str] = []
     if not root.is_dir():
         raise InputError([f"{root}: data folder not found (set data_dir in the config or pass --data-dir)"])
-    meta_cols = cfg["metadata"]["numeric"] + cfg["metadata"]["categorical"]
-    train, labels = _read_train(cfg, root, meta_cols, problems)
-    test = _read_test(cfg, root, meta_cols, problems)
+    train, labels = _read_train(cfg, root, problems)
+    test = _read_test(cfg, root, problems)
     tables, segment_counts = _with_segments(cfg, {"train": train, **({"test": test} if cfg.get("test") else {})},
                                             problems)
     train, test = tables["train"], tables.get("test")

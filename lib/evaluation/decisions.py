@@ -183,6 +183,30 @@ def aggregate_groups(probs: np.ndarray, groups, comp: dict, how: str | None) -> 
     return (sums / np.bincount(codes)[:, None])[codes]
 
 
+def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,
+                 priors: dict | None = None) -> tuple[list[np.ndarray], int]:
+    """The members' probability arrays after the label masks, the slice prior shift
+    (``decision.slice_prior``: OOF rows with their other folds' priors, test rows with
+    ``priors``) and group aggregation (each recording gets its group's probabilities); returns
+    ``(arrays (rows, n_classes) in the frames' row order, rows masked)``. ``frames``: OOF or test
+    prediction tables with the same ids, all of them in ``table`` (``folds.csv``/``test.csv``), to
+    which they are matched by id; what 04 and the leaderboard score. Raises ``MissingArtifact`` when
+    ``decision.group_aggregate`` is set and ``table`` has no group column."""
+    cols = tasks.prob_columns(comp)
+    rows = table.set_index("id").loc[frames[0]["id"]].reset_index()
+    decision = comp.get("decision") or {}
+    how = decision.get("group_aggregate")
+    if how and "group" not in rows:
+        raise MissingArtifact(f"{split}.csv has no group column for decision.group_aggregate: run 00_prepare.py again")
+    out, masked = [], 0
+    for f in frames:
+        p, masked = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
+        if decision.get("slice_prior"):
+            p = slice_prior_shift(p, rows, comp, priors)
+        out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
+    return out, masked
+
+
 def _label_metric(comp: dict) -> str | None:
     """The metric that decisions are fitted for: the competition metric when it scores decisions,
     else the first of ``metrics`` that does (``None`` when none does)."""

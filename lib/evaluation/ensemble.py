@@ -33,7 +33,7 @@ from ..core.utils import fingerprint, read_artifact_csv, read_text_table, write_
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
-from .decisions import aggregate_groups, apply_masks, choose_decision, slice_prior_shift, slice_priors
+from .decisions import choose_decision, postprocess, slice_priors
 from .metrics import metrics_with_worst_slice, score_all
 
 
@@ -149,27 +149,6 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | No
     return sample
 
 
-def _postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,
-                 priors: dict | None = None) -> tuple[list[np.ndarray], int]:
-    """The members' probability arrays after the label masks, the slice prior shift
-    (``decision.slice_prior``: OOF rows with their other folds' priors, test rows with
-    ``priors``) and group aggregation; returns ``(arrays, rows masked)``. Rows are matched to
-    ``table`` (``folds.csv``/``test.csv``) by id."""
-    cols = tasks.prob_columns(comp)
-    rows = table.set_index("id").loc[frames[0]["id"]].reset_index()
-    decision = comp.get("decision") or {}
-    how = decision.get("group_aggregate")
-    if how and "group" not in rows:
-        raise MissingArtifact(f"{split}.csv has no group column for decision.group_aggregate: run 00_prepare.py again")
-    out, masked = [], 0
-    for f in frames:
-        p, masked = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
-        if decision.get("slice_prior"):
-            p = slice_prior_shift(p, rows, comp, priors)
-        out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
-    return out, masked
-
-
 def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[pd.DataFrame], table: pd.DataFrame,
                priors: dict | None = None) -> tuple[np.ndarray, pd.DataFrame | None]:
     """The test blend ``(rows, n_classes)`` of the experiments' test predictions ``preds`` (same
@@ -181,7 +160,7 @@ def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[
     is set and ``priors`` is missing."""
     if (comp.get("decision") or {}).get("slice_prior") and priors is None:
         raise MissingArtifact("decision.slice_prior: the training rows' slice priors are missing: run 04_ensemble.py again")
-    blend = blender.apply(_postprocess(preds, table, comp, "test", priors)[0])
+    blend = blender.apply(postprocess(preds, table, comp, "test", priors)[0])
     if not comp.get("submission"):
         return blend, None
     ids, probs = preds[0]["id"], blend
@@ -283,7 +262,7 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
     decision, worst slice included: ``{"method", metric: score, ...}``, the comparison the
     report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
-    results = compare_methods(_postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature)
+    results = compare_methods(postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature)
     chosen = _choose_method(method, results, plain, None, len(oofs))[0] if method == "best" else method
     if results[chosen]["oof"] is None:  # a named method that cannot blend these members
         return {"method": chosen, "error": results[chosen]["error"]}
@@ -339,7 +318,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     oofs[0] = with_slice_columns(oofs[0], train)
     y = with_slices(tasks.class_index(oofs[0]["target"], comp), oofs[0])
     folds = oofs[0]["fold"].to_numpy()
-    oof_probs, masked = _postprocess(oofs, train, comp, "folds")
+    oof_probs, masked = postprocess(oofs, train, comp, "folds")
     priors = _slice_priors(train, comp, test)
     metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]

@@ -22,7 +22,7 @@ from ..core.paths import Outputs
 from ..core.utils import format_seconds, read_artifact_csv, read_json
 from ..data import tasks
 from ..data.slices import slices_of, with_slices
-from .decisions import in_sample_note
+from .decisions import in_sample_note, postprocess
 from .metrics import base_metric, get_metric, metrics_with_worst_slice, score_all, score_slices
 from .reports import pyplot, save_figure
 
@@ -49,20 +49,21 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
 
     ``sort``: any registered metric or competition custom metric (default: the competition's
     ``metric``); scores are recomputed from ``oof/<exp>.csv`` for the competition's ``metrics``
-    and ``sort`` (a partial experiment: over its finished folds' rows). Experiments without a
-    complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
-    ``include_all``, as are OOF files whose experiment's ``models/`` folder was removed. Columns: ``rank`` (NA when the sort score is NaN), ``experiment``,
-    ``model``, ``input`` (feature set), one per metric, ``fold_mean``/``fold_std`` (the
-    competition metric over each fold's OOF rows, folds where it is undefined left out), ``folds``
-    ("done/total"; a stale experiment's own count, "3 (other folds)"), ``status``
-    (:func:`training_status`, plus ``stale`` when the OOF rows no longer match ``folds.csv`` or the
-    model was trained under other audio settings than ``competition.yaml``'s),
-    ``parameters``, ``seconds`` (training time, all folds), ``note``. ``df.attrs`` also holds
-    ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and ``slices`` (``{exp: table}``,
-    :func:`lib.evaluation.metrics.score_slices`, when the competition declares ``slices``; the
-    table then also has ``worst_<metric>``, the competition metric on its worst slice).
-    Raises ``MissingArtifact`` without stage 00's output, ``ConfigError`` for an unknown metric.
-    """
+    and ``sort`` (a partial experiment: over its finished folds' rows) as 04 scores each member
+    (:func:`lib.evaluation.decisions.postprocess`: masks, slice prior, groups). Experiments without
+    a complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
+    ``include_all``, as are OOF files whose ``models/<exp>/`` was removed. Columns: ``rank`` (NA
+    when the sort score is NaN), ``experiment``, ``model``, ``input`` (feature set), one per
+    metric, ``fold_mean``/``fold_std`` (the competition metric over each fold's OOF rows, folds
+    where it is undefined left out), ``folds`` ("done/total"; a stale experiment's own count, "3
+    (other folds)"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no
+    longer match ``folds.csv`` or the model was trained under other audio settings than
+    ``competition.yaml``'s), ``parameters``, ``seconds`` (training time, all folds), ``note``.
+    ``df.attrs`` also holds ``sort``, ``higher_is_better``, ``metrics``, ``fold_metric`` and
+    ``slices`` (``{exp: table}``, :func:`lib.evaluation.metrics.score_slices`, when the competition
+    declares ``slices``; the table then also has ``worst_<metric>``, the competition metric on
+    its worst slice). Raises ``MissingArtifact`` without stage 00's output, ``ConfigError`` for an
+    unknown metric."""
     out = out if isinstance(out, Outputs) else Outputs(Path(out).resolve())
     comp = out.load_competition()
     sort = sort or comp["metric"]
@@ -72,10 +73,9 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     table = out.load_split("train")
     current = folds_id(table)
     folds_df = table.set_index("id")
-    per_slice = {}
     n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
     cols = tasks.prob_columns(comp)
-    rows, skipped = [], {}
+    rows, skipped, per_slice = [], {}, {}
     for folder in sorted(p for p in (out.root / "models").glob("*") if p.is_dir()):
         exp = folder.name
         scores = read_json(folder / "scores.json") or {}
@@ -99,6 +99,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
         if oof is not None:
             if oof["id"].isin(folds_df.index).all():
                 y = with_slices(y, table, oof["id"])
+                probs = postprocess([oof], table, comp, "folds")[0][0]  # masks, slice prior, groups: as 04 scores
                 per_slice[exp] = score_slices(comp["metrics"], y, probs, comp)
             scored = names if slices_of(y) else [n for n in names if n not in sliced]
             row.update(score_all(scored, y, probs, comp))

@@ -179,7 +179,9 @@ def get_metric(name: str, comp: dict | None = None, where: str | None = None) ->
     elif name in METRICS.names():
         m = METRICS.get(name)
     else:
-        raise ConfigError(f"{prefix}unknown metric {name!r}; known: {', '.join(known)}{did_you_mean(name, known)}")
+        stem = name.split("_", 1)[-1] if name.startswith(("macro_", "micro_", "mean_")) else None
+        hint = f"; did you mean {stem!r}?" if stem in known else did_you_mean(name, known)  # 'macro_auroc': auroc
+        raise ConfigError(f"{prefix}unknown metric {name!r}; known: {', '.join(known)}{hint}")
     if comp and comp.get("task") and comp["task"] not in m.tasks:
         variants = [v for v in (f"macro_{name}", f"micro_{name}") if v in METRICS.names()]
         raise ConfigError(f"{prefix}metric {name!r} is for {'/'.join(m.tasks)} tasks, not {comp['task']}"
@@ -284,7 +286,7 @@ def slices_left_out(names, comp: dict, y, rows: str, effect: str) -> list[str]:
     out = []
     for name in names:
         for row in table[table[base_metric(name)].isna()].to_dict("records"):
-            counts = ", ".join(f"{c} {int(row[f'n_{c}'])}" for c in comp["classes"] if row[f"n_{c}"])
+            counts = ", ".join(f"{c} {int(row[f'n_{c}'])}" for c in comp["classes"] if row[f"n_{c}"]) or "no label on any"
             out.append(f"{name} leaves out slice {row['slice']}={str(row['value'])!r} ({int(row['n'])} {rows}: {counts}): "
                        f"{base_metric(name)} is undefined there, {effect}")
     return out

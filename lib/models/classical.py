@@ -16,6 +16,8 @@ the training recordings. The estimator travels in the state dict as ``skops`` by
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,11 +27,13 @@ from ..core.errors import ConfigError
 STATS = {"mean": None, "std": None, "min": 0.0, "max": 100.0, "p10": 10.0, "p25": 25.0, "p50": 50.0, "p75": 75.0,
          "p90": 90.0}
 """Statistics over time per channel and band; ``pNN`` (and min/max) are percentiles."""
-TRUSTED_TYPES = frozenset({"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"})
+TRUSTED_TYPES = frozenset({"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                           "sklearn.multiclass._ConstantPredictor"})
 """The types beyond skops' own trusted list (skops 0.14 and later: the requirements' minimum) that our
 members' estimators hold (every member, task, grid and class weighting measured with skops 0.16:
 gradient boosting's tree predictors, whose node arrays skops does not check: a crafted file can
-crash prediction, not run code). Exact names, not module
+crash prediction, not run code; the one-vs-rest wrapper's constant predictor of a multi-label
+class never or always positive in a fold's training rows, which holds one array). Exact names, not module
 prefixes: skops calls a listed name when loading, and ``builtins.exec``, ``numpy.memmap`` or
 ``numpy.load`` would run code or write files."""
 
@@ -187,17 +191,23 @@ class ClassicalModel(nn.Module):
         prefix = ""
         if task == "multilabel":
             est, prefix = OneVsRestClassifier(est), "estimator__"
-        if self.grid:
-            inner = min(3, len(np.unique(groups)))
-            search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
-                                  cv=GroupKFold(inner), scoring=None if task == "multilabel" else _neg_log_loss)
-            search.fit(X, y, groups=groups)
-            est = search.best_estimator_
-            self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
-            log(f"grid search ({inner} inner folds by recording): best {self.best_params}, "
-                f"score {search.best_score_:.4f}")
-        else:
-            est.fit(X, y)
+            constant = [i for i in range(y.shape[1]) if y[:, i].min() == y[:, i].max()]
+            if constant:
+                log(f"output(s) {constant} never or always positive in this fold's training windows: "
+                    f"predicted as that constant")
+        with warnings.catch_warnings():  # a constant output is said above, not as "Label i is (not) present"
+            warnings.filterwarnings("ignore", "Label .* is present in all training examples")
+            if self.grid:
+                inner = min(3, len(np.unique(groups)))
+                search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
+                                      cv=GroupKFold(inner), scoring=None if task == "multilabel" else _neg_log_loss)
+                search.fit(X, y, groups=groups)
+                est = search.best_estimator_
+                self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
+                log(f"grid search ({inner} inner folds by recording): best {self.best_params}, "
+                    f"score {search.best_score_:.4f}")
+            else:
+                est.fit(X, y)
         self.fitted, self.task = est, task
 
     def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
