@@ -84,7 +84,7 @@ def test_a_scikit_learn_member_whose_skops_bytes_call_a_builtin_is_refused(tmp_p
         assert not marker.exists()
 
 
-def test_a_multilabel_member_with_a_class_constant_in_its_training_rows_reloads():
+def test_a_multilabel_member_with_a_class_constant_in_its_training_rows_reloads(monkeypatch):
     """A class without a positive (or without a negative) training row is a constant predictor in
     scikit-learn's one-vs-rest wrapper: the fold saved by 02 must load in 03 (found by a new-user
     probe: a valve class of one patient made every multi-label boosting run end without a submission)."""
@@ -101,3 +101,7 @@ def test_a_multilabel_member_with_a_class_constant_in_its_training_rows_reloads(
         logits = fresh.logits(X)
         assert np.array_equal(logits, member.logits(X))
         assert (logits[:, 1] < 0).all() and (logits[:, 2] > 0).all()  # never / always: the constants kept
+    # a type loading would refuse stops the save (stage 02's first fold), not stage 03 after every fold
+    monkeypatch.setattr("lib.models.classical.TRUSTED_TYPES", frozenset())
+    with pytest.raises(RuntimeError, match=r"holds types \['sklearn.multiclass._ConstantPredictor'\] that loading refuses"):
+        member.state_dict()

@@ -581,7 +581,7 @@ def _test_columns(cfg: dict) -> dict[str, str]:
     ``decision.slice_prior`` column."""
     decision = cfg.get("decision") or {}
     cols = _metadata_columns(cfg)
-    if decision.get("group_aggregate"):
+    if decision.get("group_aggregate") and cfg["groups"].get("column"):  # else groups from the file paths
         cols.setdefault(cfg["groups"]["column"], "groups.column (decision.group_aggregate)")
     if decision.get("slice_prior"):
         cols.setdefault(decision["slice_prior"], "decision.slice_prior")

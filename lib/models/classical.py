@@ -38,6 +38,14 @@ prefixes: skops calls a listed name when loading, and ``builtins.exec``, ``numpy
 ``numpy.load`` would run code or write files."""
 
 
+def _foreign_types(blob: bytes) -> list[str]:
+    """The types in ``skops`` bytes outside skops' trusted list and :data:`TRUSTED_TYPES` (read
+    from the bytes' schema; nothing is built)."""
+    import skops.io
+
+    return [t for t in skops.io.get_untrusted_types(data=blob) if t not in TRUSTED_TYPES]
+
+
 def check_stats(stats) -> None:
     """Raise ``ConfigError`` for a statistic not in :data:`STATS`."""
     for name in stats:
@@ -248,11 +256,16 @@ class ClassicalModel(nn.Module):
         return count(self.fitted) if isinstance(self.fitted, sklearn.base.BaseEstimator) else 0
 
     def get_extra_state(self):
-        """The fitted estimator as ``skops`` bytes with the task and best grid parameters."""
+        """The fitted estimator as ``skops`` bytes with the task and best grid parameters. Raises
+        ``RuntimeError`` when the bytes hold a type :meth:`set_extra_state` would refuse, so that
+        stage 02 stops at the first fold, not stage 03 after all of them."""
         import skops.io
 
-        return {"estimator": None if self.fitted is None else skops.io.dumps(self.fitted), "task": self.task,
-                "best_params": self.best_params, "log_prior": self.log_prior}
+        blob = None if self.fitted is None else skops.io.dumps(self.fitted)
+        if blob is not None and (foreign := _foreign_types(blob)):
+            raise RuntimeError(f"the fitted {type(self.fitted).__name__} holds types {foreign} that loading refuses "
+                               f"(lib.models.classical.TRUSTED_TYPES): it could not be predicted from")
+        return {"estimator": blob, "task": self.task, "best_params": self.best_params, "log_prior": self.log_prior}
 
     def set_extra_state(self, state) -> None:
         """Load :meth:`get_extra_state`. Raises ``ValueError``, before anything in the bytes is
@@ -264,11 +277,10 @@ class ClassicalModel(nn.Module):
         if blob is None:
             self.fitted = None
             return
-        untrusted = skops.io.get_untrusted_types(data=blob)
-        foreign = [t for t in untrusted if t not in TRUSTED_TYPES]
+        foreign = _foreign_types(blob)
         if foreign:
             raise ValueError(f"refusing to load a scikit-learn member holding types {foreign}")
-        self.fitted = skops.io.loads(blob, trusted=untrusted)
+        self.fitted = skops.io.loads(blob, trusted=skops.io.get_untrusted_types(data=blob))
 
 
 class HistGradientBoosting(ClassicalModel):
