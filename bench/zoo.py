@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.core.utils import format_seconds  # noqa: E402
+from lib.core.utils import format_count, format_seconds  # noqa: E402
 
 
 def row(scores: dict) -> dict:
@@ -26,7 +26,7 @@ def row(scores: dict) -> dict:
     params = ", ".join(f"{k}={v}" for k, v in (model.get("params") or {}).items())
     epochs = [f["epochs_run"] for f in scores["folds"]]
     return {"experiment": scores["experiment"], "model": f"{model['name']}({params})",
-            "parameters": f"{scores['n_parameters'] / 1e6:.2f} M", **{k: f"{v:.4f}" for k, v in scores["oof"].items()},
+            "parameters": format_count(scores["n_parameters"]), **{k: f"{v:.4f}" for k, v in scores["oof"].items()},
             "train time": format_seconds(scores["seconds"]), "epochs/fold": f"{min(epochs)}-{max(epochs)}",
             "partial": "yes" if scores["partial"] else ""}
 

@@ -121,11 +121,10 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     _check_run(cfg, sources, where, comp)
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
-        key = f"augment.waveform[{i}]"
-        obj = WAVE_AUGMENTS.get(entry["name"], f"{source_of(sources, ['augment', 'waveform', i, 'name'], where)} ({key}.name)")
-        _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], key, sources, where)
-        _check_ranges("augment.waveform", entry["name"], entry.get("params") or {}, ["augment", "waveform", i], sources,
-                      where)
+        keys = ["augment", "waveform", i]
+        obj = WAVE_AUGMENTS.get(entry["name"], f"{source_of(sources, [*keys, 'name'], where)} ({dotted(keys)}.name)")
+        _check_params([obj], entry.get("params") or {}, CODE_SUPPLIED["augment.waveform"], keys, sources, where)
+        _check_ranges("augment.waveform", entry["name"], entry.get("params") or {}, keys, sources, where)
     for key, registry in registries.items():
         name = cfg[key]["name"]
         names = ["bce", "ce"] if key == "loss" and name == "auto" else [name]
@@ -136,7 +135,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
             except ConfigError as exc:
                 raise ConfigError(f"{source_of(sources, [key, 'params', 'pretrained'], where)}: {exc}") from None
             objs = objs + [transfer_options]
-        _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), key, sources, where)
+        _check_params(objs, cfg[key]["params"], CODE_SUPPLIED.get(key, set()), [key], sources, where)
         _check_ranges(key, name, cfg[key]["params"], [key], sources, where)
         for name, choices in registry.choices.items():
             if name in cfg[key]["params"]:
@@ -263,8 +262,10 @@ def _check_waveform_path(cfg: dict, sources, where: str) -> None:
                                   + (" (or set audio.hop_seconds in the competition config)" if keys[0] == "tta" else ""))
 
 
-def _check_params(objs: list, params: dict, supplied: set, key: str, sources, where: str) -> None:
-    """Check ``params`` against the signatures of ``objs`` (see :func:`check_experiment`)."""
+def _check_params(objs: list, params: dict, supplied: set, keys: list, sources, where: str) -> None:
+    """Check ``params`` against the signatures of ``objs`` (see :func:`check_experiment`);
+    ``keys``: the component's path in the config (``["augment", "waveform", 0]``)."""
+    key = dotted(keys)
     settable, open_ended = {}, False
     for obj in objs:
         try:
@@ -276,7 +277,7 @@ def _check_params(objs: list, params: dict, supplied: set, key: str, sources, wh
             if name not in supplied and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 settable.setdefault(name, p)
     for name, value in params.items():
-        origin = source_of(sources, [key, "params", name], where)
+        origin = source_of(sources, [*keys, "params", name], where)
         if name not in settable:
             if open_ended:
                 continue

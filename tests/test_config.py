@@ -48,6 +48,15 @@ def test_unknown_key_in_set_override():
     assert "unknown key 'train.epoch' in --set train.epoch=3; did you mean 'train.epochs'?" in msg
 
 
+def test_a_bad_parameter_of_a_waveform_augmentation_set_on_the_command_line_names_the_set():
+    """It named configs/wave_cnn.yaml, which has no such parameter (probe)."""
+    over = "augment.waveform=[{name: gain, params: {p: 0.5, max_bd: 3}}]"
+    msg = _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [over])
+    assert f"unknown parameter augment.waveform[0].params.max_bd in --set {over}" in msg
+    over = "augment.waveform=[{name: gain, params: {p: 1.5}}]"
+    assert _error(load_experiment, ROOT / "configs/wave_cnn.yaml", [over]).startswith(f"--set {over}: ")
+
+
 def test_set_under_an_option_that_is_off_turns_it_on_and_a_scalar_is_no_mapping():
     cfg = load_experiment(ROOT / "configs/cnn_small.yaml", ["train.swa.start=0.5"])  # train.swa: null by default
     assert cfg["train"]["swa"]["start"] == 0.5

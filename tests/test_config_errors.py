@@ -332,3 +332,30 @@ def test_sweep_low_end_and_choices_name_their_key(tmp_path):
     sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  loss.params.label_smoothing: {choices: [0.0, 2.0]}\n")
     with pytest.raises(ConfigError, match=r"\[space.loss.params.label_smoothing\]: .* in \[0, 1\), got 2.0$"):
         load_sweep(sweep)
+
+
+def test_every_numeric_parameter_of_every_model_family_has_a_range():
+    """A family's numbers reach torch only after a range check (``PARAM_RANGES['model']``):
+    ``width: 0`` of a new family failed deep in ``conv2d`` and ``n_blocks: -1`` trained an empty
+    trunk (probe of docs/contributing.md). Parameters the code supplies, and the shared
+    ``AudioClassifier`` ones a family passes on through ``**kwargs``, are included."""
+    import inspect
+
+    from lib.components import CODE_SUPPLIED
+    from lib.core.schema import PARAM_RANGES
+    from lib.models import MODELS
+    from lib.models.base import AudioClassifier
+
+    checked_when_built = {"hf_audio.layer"}  # an index into the checkpoint's own layers (resolve_layer)
+    missing = []
+    for family in MODELS.names():
+        params = list(inspect.signature(MODELS.get(family)).parameters.values())
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            params += list(inspect.signature(AudioClassifier).parameters.values())
+        for p in params:
+            ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+            numeric = type(p.default) in (int, float) or ann.split("|")[0].strip() in ("int", "float")
+            if (numeric and p.name not in CODE_SUPPLIED["model"] and p.name not in PARAM_RANGES["model"]
+                    and f"{family}.{p.name}" not in PARAM_RANGES["model"] | dict.fromkeys(checked_when_built)):
+                missing.append(f"{family}.{p.name}")
+    assert not missing, f"numeric model parameters without a range in PARAM_RANGES['model']: {sorted(set(missing))}"

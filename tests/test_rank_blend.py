@@ -83,3 +83,7 @@ def test_naming_rank_where_probabilities_are_needed_is_refused_with_the_reason()
         _choose_method("rank", results, comp, None, 2)
     with pytest.raises(ConfigError, match="is not one of best, equal, geometric"):
         _choose_method("nonsense", results, comp, None, 2)
+    # chosen as the best, the note says why rank was not among the methods (it was left out unsaid)
+    assert _choose_method("best", results, comp, None, 2)[1] == (
+        "best cross-fitted OOF macro_f1 of 2 methods ('rank' left out: the metric(s) log_loss score probabilities)")
+    assert "left out" not in _choose_method("best", results, dict(MC, metrics=["macro_f1"]), None, 2)[1]

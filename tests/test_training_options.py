@@ -634,3 +634,17 @@ def test_pooled_statistics_in_any_order_on_the_input_device_and_dtype():
         assert pooled_statistics(spec, ["p10", "p90"]).dtype == torch.float32
     finally:
         torch.set_default_dtype(default)
+
+
+def test_the_best_epoch_line_shows_the_monitored_metric(toy):
+    """With ``train.monitor`` outside the competition's metrics, the fold's best-epoch line named
+    only the competition's metrics, not the one the epoch was chosen by (probe)."""
+    from lib.runs.experiment import train_experiment
+
+    cfg, comp, _, _, out = toy
+    assert "log_loss" not in comp["metrics"]
+    said = []
+    train_experiment(dict(cfg, name="by_log_loss", train={**cfg["train"], "epochs": 1, "folds": [0],
+                                                          "monitor": "log_loss"}), out, log=said.append)
+    line = next(s for s in said if str(s).startswith("fold 0: best epoch"))
+    assert all(f"  {m} " in line for m in comp["metrics"]) and "  log_loss " in line

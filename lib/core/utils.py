@@ -200,6 +200,11 @@ def format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def format_count(n: float) -> str:
+    """Format a parameter count as ``"0.33 M"`` (from 100 000), ``"18.3 k"`` (from 1000) or ``"321"``."""
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k" if n >= 1e3 else f"{int(n)}"
+
+
 def _numpy_globals() -> list:
     """The numpy types a checkpoint's arrays and scalars unpickle through (data, no code): what
     PANNs' released files hold besides tensors (e.g. their sampler's state). Files pickled under

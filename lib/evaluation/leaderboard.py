@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.artifacts import FOLDS, blend_problem, folds_id, trained_problem
 from ..core.paths import Outputs
-from ..core.utils import format_seconds, read_artifact_csv, read_json
+from ..core.utils import format_count, format_seconds, read_artifact_csv, read_json
 from ..data import tasks
 from ..data.slices import slices_of, with_slices
 from .decisions import in_sample_note, postprocess
@@ -198,8 +198,7 @@ def format_leaderboard(df: pd.DataFrame) -> str:
         num(a, "{:.4f}".format) + (f" ± {b:.4f}" if pd.notna(a) and pd.notna(b) else "")
         for a, b in zip(df["fold_mean"], df["fold_std"])]
     shown["folds"], shown["status"] = df["folds"], df["status"]
-    shown["params"] = [num(v, lambda v: f"{v / 1e6:.2f} M" if v >= 1e5 else f"{v / 1e3:.1f} k" if v >= 1e3
-                           else f"{int(v)}") for v in df["parameters"]]
+    shown["params"] = [num(v, format_count) for v in df["parameters"]]
     shown["train time"] = [num(v, format_seconds) for v in df["seconds"]]
     shown["note"] = df["note"].fillna("")
     if not shown["note"].str.len().any():

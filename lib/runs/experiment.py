@@ -53,7 +53,7 @@ from ..models import build_model, is_classical
 from ..models.pretrained_weights import TRANSFER_PARAMS, pretrained_id
 from ..training.classical import train_fold_classical
 from ..training.ddp import Ranks, broadcast, gather
-from ..training.loop import train_fold
+from ..training.loop import monitored, train_fold
 from .distributed import claim_work, claims_folder, finish, setup
 from .self_training import mixed_targets, soft_targets
 from ..core.device import training_amp, training_dtype
@@ -264,8 +264,9 @@ class ExperimentRun:
         frec.commit([files["model"], files["oof"], files["log"]], fkey,
                     inputs={"features": self.data.manifest["record"], FOLDS: self.folds_id}, info=info)
         files["state"].unlink(missing_ok=True)
-        log(f"fold {fold}: best epoch {info['best_epoch']}  " +
-            "  ".join(f"{m} {info[m]:.4f}" for m in self.comp["metrics"]) + f"  ({format_seconds(info['seconds'])})"
+        shown = monitored(self.comp, cfg["train"]["monitor"])["metrics"]  # train.monitor's too: the epoch's choice
+        log(f"fold {fold}: best epoch {info['best_epoch']}  " + "  ".join(
+            f"{m} {info[m]:.4f}" for m in shown if m in info) + f"  ({format_seconds(info['seconds'])})"
             + (f", resumed from epoch {resumed}" if resumed else ""))
         return info
 
