@@ -98,6 +98,46 @@ def test_folds_shared_out_give_the_sequential_oof(toy, tmp_path):
     assert again.count("trained models are up to date, skipped") == 2
 
 
+def _two_machines(args: list[list[str]], out, kill_when: str | None = None) -> tuple[list[int], list[str]]:
+    """Two launchers of docs/distributed.md's multi-machine lines (``--nnodes 2``, a c10d
+    rendezvous on 127.0.0.1, hosted by node 0's), node r running ``02_train.py *args[r] --output-dir
+    out``, each pinned to a core of its own; ``kill_when``: node 1's launcher is killed (SIGKILL, as a machine that
+    goes away) when its output matches this regular expression. Returns their exit codes and outputs."""
+    import functools
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cores = sorted(os.sched_getaffinity(0))
+
+    def launch(node: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node",
+             "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "loopback",
+             "02_train.py", *args[node], "--output-dir", str(out)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            preexec_fn=functools.partial(os.sched_setaffinity, 0, {cores[node % len(cores)]}))
+
+    launchers = [launch(0)]
+    for _ in range(600):  # node 0 hosts the rendezvous store (the first launcher to bind the port does)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    launchers.append(launch(1))
+    seen = []
+    if kill_when:
+        for line in launchers[1].stdout:
+            seen.append(line)
+            if re.search(kill_when, line):
+                launchers[1].kill()
+                break
+    logs = [p.communicate(timeout=600)[0] for p in launchers]
+    return [p.returncode for p in launchers], [logs[0], "".join(seen) + logs[1]]
+
+
 def test_two_machines_on_the_loopback_address(toy, tmp_path):
     """The multi-machine lines of docs/distributed.md (``--nnodes 2``, a c10d rendezvous), as two
     launchers on this machine meeting on 127.0.0.1 and sharing one output folder, each pinned to
@@ -109,18 +149,8 @@ def test_two_machines_on_the_loopback_address(toy, tmp_path):
     root, paths, base = toy
     seq, par = _copy(base, tmp_path / "seq"), _copy(base, tmp_path / "par")
     _run([sys.executable, "02_train.py", *paths], seq, one_core=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cores = sorted(os.sched_getaffinity(0))
-    launchers = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node",
-         "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "loopback",
-         "02_train.py", *paths, "--output-dir", str(par)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        preexec_fn=functools.partial(os.sched_setaffinity, 0, {cores[node % len(cores)]})) for node in (0, 1)]
-    logs = [p.communicate(timeout=600)[0] for p in launchers]
-    assert [p.returncode for p in launchers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    codes, logs = _two_machines([paths, paths], par)
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     for name in ("tiny", "tiny_seed7"):
         np.testing.assert_array_equal(_oof(seq, name).filter(like="p_").to_numpy(),
                                       _oof(par, name).filter(like="p_").to_numpy())
@@ -128,6 +158,35 @@ def test_two_machines_on_the_loopback_address(toy, tmp_path):
                   for name in ("tiny", "tiny_seed7") for f in range(3)}
     assert trained_by == {"rank 0 of 2", "rank 1 of 2"}  # both machines trained folds
     assert not (par / ".claims").exists()  # the launch's claims removed at the end
+
+
+def test_machines_given_other_lines_are_refused_before_any_work(toy, tmp_path):
+    """Launchers given the experiments in another order (or other settings under one name) dealt
+    folds by position: both ranks trained one experiment's folds at once, the other's were never
+    trained, and the summary said "trained by rank 1" (probe). Now every rank refuses at once."""
+    root, paths, base = toy
+    par = _copy(base, tmp_path / "par")
+    codes, logs = _two_machines([paths, paths[::-1]], par)
+    assert codes[0] != 0 and codes[1] != 0, logs[0][-3000:]
+    for log in logs:
+        assert "the ranks of this launch were given other experiments or another order" in log, log[-3000:]
+    assert not list(par.glob("models/*/fold*.record.json")) and not list(par.glob("models/*/record.json"))
+    codes, logs = _two_machines([[paths[0], "--set", "train.epochs=2", "--name", "x"],
+                                 [paths[0], "--set", "train.epochs=3", "--name", "x"]], par)
+    assert codes[0] != 0 and "were given other settings" in logs[0], logs[0][-3000:]
+
+
+def test_a_machine_that_goes_away_is_said_in_one_line(toy, tmp_path):
+    """The other machine's launcher killed in the middle of its fold: this one trains the folds
+    left and then says that a rank left, keeping its folds (it ended in a gloo traceback: probe)."""
+    root, paths, base = toy
+    slow = dict(TINY, train=dict(TINY["train"], epochs=30))
+    (root / "slow.yaml").write_text(yaml.safe_dump(slow))
+    par = _copy(base, tmp_path / "par")
+    codes, logs = _two_machines([[str(root / "slow.yaml")]] * 2, par, kill_when=r"fold \d epoch  3/30")
+    assert codes[0] != 0 and "another rank of this launch left before the end" in logs[0], logs[0][-3000:]
+    assert "Traceback" not in logs[0].split("another rank of this launch left")[0][-2000:]
+    assert list(par.glob("models/slow/fold*.record.json"))  # the folds this machine trained are kept
 
 
 def test_interrupted_parallel_run_goes_on(toy, tmp_path):

@@ -38,7 +38,7 @@ from sklearn.metrics import confusion_matrix
 
 from ..core.artifacts import AUDIO, FOLDS, MODEL_KEYS, SETTINGS, audio_id, folds_id, model_settings
 from ..core.config import ROOT, row_noun, setting_changes, training_settings
-from ..core.errors import ConfigError, MissingArtifact
+from ..core.errors import ConfigError, MissingArtifact, TrainingError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
@@ -284,6 +284,21 @@ class ExperimentRun:
                            self.log, {"pretrained": self.pretrained, "teacher": self.teacher})
 
 
+def _check_same_runs(runs: list[ExperimentRun], ranks: Ranks) -> None:
+    """Raise ``ConfigError`` on every rank when the ranks of a launch were given other experiments,
+    in another order, or other settings (their training keys differ): the folds are dealt by
+    position, so each rank would train and report other experiments' folds. Nothing is removed or
+    trained before."""
+    every = gather([(run.name, run.key) for run in runs], ranks)
+    other = [r for r, got in enumerate(every) if got != every[0]]
+    if other:
+        names = {r: [name for name, _ in every[r]] for r in (0, *other)}
+        what = ("other settings (--set, config files or project version)" if all(v == names[0] for v in names.values())
+                else "other experiments or another order: " + "; ".join(f"rank {r}: {v}" for r, v in names.items()))
+        raise ConfigError(f"the ranks of this launch were given {what}: run the same 02_train.py line, from the same "
+                          f"project version, on every machine (rank(s) {other} differ from rank 0)")
+
+
 def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:
     """Rank 0 decides what each run trains (:meth:`ExperimentRun.todo`, calling ``on_fold`` for
     the folds finished earlier), announces the runs and removes their records; every rank then
@@ -388,11 +403,17 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
         ranks, device = setup(cfg["train"]["device"])
         runs.append(ExperimentRun(cfg, out, device, ranks, force, log))
     t0 = time.time()
+    _check_same_runs(runs, ranks)
     _share_plan(runs, ranks, on_fold)
     shared = [(i, f) for i, run in enumerate(runs) if not run.ddp for f in run.folds]
     claims = claims_folder(out.root, ranks)
     mine = _train_folds(runs, claim_work(shared, claims, ranks.rank, ranks.world), ranks, on_fold)
-    trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
+    try:
+        trained_by = gather(mine, ranks)  # also: every rank waits here until all have finished
+    except RuntimeError as exc:  # torch.distributed's error when a rank on another machine is gone
+        raise TrainingError(f"rank {ranks.rank}: another rank of this launch left before the end ({str(exc).splitlines()[0][:200]}): "
+                            f"the folds finished are kept; run the same line on every machine again to train the "
+                            f"rest and merge") from None
     if claims is not None and ranks.main:
         shutil.rmtree(claims, ignore_errors=True)  # this launch's only: others may share the output folder
         with contextlib.suppress(OSError):
