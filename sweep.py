@@ -14,6 +14,7 @@ machine's CPU need cores of their own: taskset -c 0 python sweep.py ... & taskse
 """
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from lib import cli
@@ -56,11 +57,12 @@ def main() -> None:
           "".join(f"\n  {n}" for n in s["best"]))
     if s["best"]:
         q = lambda path: shlex.quote(str(path))  # noqa: E731
-        where = f"--output-dir {q(out.root)}"
+        where, here = f"--output-dir {q(out.root)}", Path(__file__).resolve().parent
+        run = lambda script: f"{q(sys.executable)} {q(here / script)}"  # noqa: E731  (from any folder)
         print(f"\npredict and blend them:\n"
-              f"for e in $(cat {q(s['best_txt'])}); do python 03_infer.py {q(out.root / 'models')}/\"$e\"/config.yaml "
+              f"for e in $(cat {q(s['best_txt'])}); do {run('03_infer.py')} {q(out.root / 'models')}/\"$e\"/config.yaml "
               f"--name \"$e\" {where}; done\n"
-              f"python 04_ensemble.py $(cat {q(s['best_txt'])}) {where}{' --allow-partial' if s['partial'] else ''}")
+              f"{run('04_ensemble.py')} $(cat {q(s['best_txt'])}) {where}{' --allow-partial' if s['partial'] else ''}")
 
 
 if __name__ == "__main__":

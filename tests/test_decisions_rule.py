@@ -171,3 +171,22 @@ def test_the_decision_report_says_the_gain_its_se_and_the_verdict(tmp_path):
     write_ensemble_report(tmp_path, BIN, summary, oof, probs, [probs], ["m"])
     report = (tmp_path / "report.md").read_text()
     assert "## Decision" in report and kept["note"] in report
+
+
+def test_the_ensemble_report_of_a_constant_member_warns_nothing(tmp_path):
+    """A member predicting its class prior everywhere correlates with nothing (NaN): the report's
+    correlation picture printed numpy's 'All-NaN slice encountered' (probe)."""
+    import warnings
+
+    from lib.evaluation.ensemble_report import write_ensemble_report
+
+    y, probs = _noise("binary", 0)
+    constant = np.full_like(probs, 0.5)
+    oof = pd.DataFrame({"id": [f"r{i}" for i in range(300)], "fold": FOLDS, "target": np.where(y == 1, "a", "n")})
+    summary = {"metric": "accuracy", "method": "single", "note": "one member", "rows_masked": 0,
+               "experiments": [{"experiment": "prior", "accuracy": 0.5}],
+               "methods": {"single": {"scores": {"accuracy": 0.5}}}, "decision": {}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_ensemble_report(tmp_path, BIN, summary, oof, constant, [constant], ["prior"])
+    assert (tmp_path / "correlation.png").is_file()

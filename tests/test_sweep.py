@@ -80,9 +80,8 @@ def test_two_workers_share_one_sqlite_study(toy):
     assert values[best[0]] >= values[best[1]]
     assert all(out.trained(n).read()["info"]["partial"] is False for n in best)
     commands = done.stdout.split("predict and blend them:\n")[1].splitlines()[:2]
-    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
-    ran = subprocess.run(["bash", "-ec", "\n".join(commands)], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=100)
+    ran = subprocess.run(["bash", "-ec", "\n".join(commands)], cwd=folder_out, capture_output=True, text=True,
+                         timeout=100)  # as printed, from another folder, whatever `python` is on the PATH
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert all(out.preds(n).is_file() for n in best) and out.submission.is_file()
 
@@ -237,9 +236,9 @@ def test_a_study_of_a_space_with_a_key_more_is_refused(toy):
 @pytest.mark.parametrize("keys, match", [
     ({"trails": 3}, r"unknown key 'trails' in .*bad\.yaml; did you mean 'trials'\?"),
     ({"space": {"optimizer.params.lrr": {"low": 1e-4, "high": 1e-2}}},
-     r"bad\.yaml \[space\]: unknown parameter optimizer\.params\.lrr .*did you mean 'lr'\?"),
+     r"bad\.yaml \[space\.optimizer\.params\.lrr\]: unknown parameter optimizer\.params\.lrr .*did you mean 'lr'\?"),
     ({"space": {"optimzer.params.lr": {"low": 1e-4, "high": 1e-2}}},
-     r"bad\.yaml \[space\]: unknown key 'optimzer' .*did you mean 'optimizer'\?"),
+     r"bad\.yaml \[space\.optimzer\.params\.lr\]: unknown key 'optimzer' .*did you mean 'optimizer'\?"),
     ({"space": {"optimizer.params.lr": {"low": 1e-4, "hihg": 1e-2}}},
      r"unknown key 'hihg' in .*bad\.yaml \[space\.optimizer\.params\.lr\]; did you mean 'high'\?"),
     ({"space": {"model.params.pooling": {"choices": ["mean", "meen"]}}},
@@ -248,6 +247,8 @@ def test_a_study_of_a_space_with_a_key_more_is_refused(toy):
      r"bad\.yaml \[space\.optimizer\.params\.lr\]: .*low"),
     ({"space": {"train.folds": {"choices": [[0], [1]]}}}, r"bad\.yaml \[space\.train\.folds\]: .*no hyper-parameter"),
     ({"sets": ["train.epoch=3"]}, r"bad\.yaml \(experiment/sets\): unknown key 'train\.epoch' .*'train\.epochs'"),
+    ({"space": {"model.params.dropout": {"low": 0.99996, "high": 0.99999}}},  # trials get 4 digits: 1.0 (probe)
+     r"bad\.yaml \[space\.model\.params\.dropout\]: .*dropout must be .*got 1\.0"),
 ])
 def test_a_bad_sweep_file_names_the_file_and_key(toy, keys, match):
     with pytest.raises(ConfigError, match=match):
@@ -425,3 +426,16 @@ def test_a_study_name_that_is_not_one_folder_name_is_refused(toy):
     r = stage("sweep.py", path, "--trials", "0", "--study", "../../x", "--output-dir", out.root, check=False)
     assert r.returncode == 1 and "--study: one folder name expected" in r.stderr
     assert not (out.root.parent / "x.db").exists()  # where sweeps/../../x.db lands
+
+
+def test_a_storage_that_cannot_be_opened_says_what_was_meant(toy, tmp_path):
+    """Typos of --storage gave the driver's words alone (probe): 'postgres://', a bare path, a
+    sqlite path taken relative to the current folder."""
+    folder, out = toy
+    sweep, comp = load_sweep(_sweep_file(folder, "hint")), out.load_competition()
+    for storage, hint in (("postgres://u:pw@127.0.0.1:1/db", "SQLAlchemy names it postgresql://"),
+                          (str(tmp_path / "study.db"), "expected journal:PATH"),
+                          ("sqlite:///no/such/folder/x.db", "sqlite:///PATH is relative to the current folder")):
+        with pytest.raises(ConfigError, match="cannot open the study") as exc:
+            open_study(sweep, "hint", storage, comp)
+        assert hint in str(exc.value) and "pw" not in str(exc.value), str(exc.value)

@@ -31,7 +31,8 @@ def _plots(folder: Path, corr: np.ndarray, names: list[str], methods: pd.DataFra
     paths = []
     n = len(names)
     fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 2 + 0.6 * n))
-    low = min(np.floor(np.nanmin(corr) * 10) / 10, 0.9)  # contrast where members differ a little
+    defined = corr[np.isfinite(corr)]  # a constant member (a class prior) correlates with nothing: NaN
+    low = min(np.floor(defined.min() * 10) / 10, 0.9) if defined.size else 0.9  # contrast where members differ a little
     im = ax.imshow(corr, vmin=low, vmax=1, cmap="viridis")
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)

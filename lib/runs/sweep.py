@@ -155,15 +155,18 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
         base = load_experiment(exp, o["sets"], comp)
     except ConfigError as exc:
         raise ConfigError(f"{where} (experiment/sets): {exc}") from None
-    samples = {k: ([d.low, d.high] if not isinstance(d, CategoricalDistribution) else
-                   [decode[k].get(c, c) for c in d.choices]) for k, d in space.items()}
+    samples = {k: ([decode[k].get(c, c) for c in d.choices] if isinstance(d, CategoricalDistribution) else
+                   [d.low, d.high] if isinstance(d, IntDistribution) else [_rounded(d.low), _rounded(d.high)])
+               for k, d in space.items()}  # the ends as a trial gets them (floats rounded: _suggest)
     first = {k: v[0] for k, v in samples.items()}
     for key, value in [(None, None)] + [(k, v) for k, vs in samples.items() for v in vs[1:]]:
         values = first if key is None else {**first, key: value}
         try:
             load_experiment(exp, o["sets"] + overrides(values))
         except ConfigError as exc:
-            raise ConfigError(f"{where} [space{'.' + key if key else ''}]: {exc}") from None
+            key = key or (next(iter(samples)) if len(samples) == 1 else None)
+            at = f"space.{key}" if key else "space, every key at its low end or first choice"
+            raise ConfigError(f"{where} [{at}]: {exc}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
                  variant_name(base["name"], o["sets"]))
 
@@ -242,6 +245,18 @@ def _storage(storage: str):
     return optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=60, grace_period=240)
 
 
+def _storage_hint(storage: str) -> str:
+    """What a ``--storage`` that could not be opened was probably meant to be ("" if nothing)."""
+    if storage.startswith("postgres://"):
+        return " (SQLAlchemy names it postgresql://)"
+    if "://" not in storage and not storage.startswith("journal:"):
+        return (" (expected journal:PATH, a file on a disk the workers share, or an SQLAlchemy URL: sqlite:///PATH, "
+                "postgresql://USER:PASSWORD@HOST/DATABASE)")
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        return f" (sqlite:///PATH is relative to the current folder, {Path.cwd()}; sqlite:////PATH is absolute)"
+    return ""
+
+
 def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Study:
     """Create the study ``name`` in ``storage`` or join it when it exists, with a TPE sampler
     (:func:`run_sweep` seeds it with ``seed`` + the trial's number at each trial) and Optuna's
@@ -263,7 +278,8 @@ def open_study(sweep: Sweep, name: str, storage: str, comp: dict) -> optuna.Stud
         except Exception as exc:  # sqlalchemy's errors, a missing driver, a malformed URL
             retry = isinstance(exc, (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError))
             if attempt == 5 or not retry:  # (retry: the database was locked, or created meanwhile)
-                raise ConfigError(f"--storage {shown}: cannot open the study {name!r}: {exc}") from None
+                raise ConfigError(f"--storage {shown}: cannot open the study {name!r}: {exc}{_storage_hint(storage)}"
+                                  ) from None
             time.sleep(0.2 + random.random())
     if study.direction.name.lower() != want:
         raise ConfigError(f"study {name!r} in {shown} is to {study.direction.name.lower()}, but the competition "
@@ -392,8 +408,13 @@ def _suggest(trial: optuna.Trial, sweep: Sweep) -> dict:
         elif isinstance(d, IntDistribution):
             values[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
         else:
-            values[key] = float(f"{trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log):.4g}")
+            values[key] = _rounded(trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log))
     return values
+
+
+def _rounded(value: float) -> float:
+    """A sampled float as a trial trains it and its name shows it: 4 significant digits."""
+    return float(f"{value:.4g}")
 
 
 def _run_trials(study: optuna.Study, objective, n_trials: int) -> None:
@@ -460,6 +481,8 @@ def summarize(study: optuna.Study, out: Outputs, top: int = 3, sweep: Sweep | No
     if len(df):
         df["experiment"] = df["user_attrs_experiment"] if "user_attrs_experiment" in df else None
     trials = study.get_trials(deepcopy=False)
+    for col in [c for c in df if c.startswith("params_") and df[c].dtype.kind == "f"]:  # as trained (_suggest)
+        df[col] = df[col].map(lambda v: v if pd.isna(v) else _rounded(v))
     write_csv(folder / "trials.csv", df)
     sign = 1 if study.direction.name == "MAXIMIZE" else -1
     rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3}
