@@ -62,13 +62,8 @@ def main() -> None:
     windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
                if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start of each {part}")
     print(f"audio: {windows}; shorter {part}s padded ({a['pad']})")
-    if s["resampled"]:
-        print(f"audio: {sum(s['resampled'].values())} files are read resampled to {a['sample_rate']} Hz "
-              f"({a['resample_type']}), from " + ", ".join(f"{r} Hz ({n})" for r, n in s["resampled"].items()))
-    if s["multichannel"]:
-        print(f"audio: {s['multichannel']} recordings have several channels: "
-              + ("averaged to mono (audio.channel: N takes channel N instead)" if a.get("channel") is None
-                 else f"channel {a['channel']} taken"))
+    for note in s["audio_notes"]:  # files resampled, channels mixed
+        print(f"audio: {note}")
     trimmed = [f"{n} {'training' if split == 'train' else 'test'} {part}{'s' if n > 1 else ''}"
                for split, n in s["trimmed"].items() if n]
     if trimmed:  # a test recording's prediction then hears its first clip alone

@@ -90,6 +90,23 @@ def test_nan_samples_and_truncation_name_the_file(tmp_path):
     assert audio.defects(tmp_path / "cut.wav") == []
 
 
+def test_a_compressed_file_cut_short_is_a_defect(tmp_path):
+    """A FLAC (or MP3) cut in half still has a readable header: stage 00 passed it and stage 01 or
+    a code competition's notebook failed on it (probe); its end is now decoded at 00."""
+    y = (0.1 * np.random.default_rng(0).standard_normal(16000 * 10)).astype(np.float32)
+    for fmt in ("FLAC", "OGG", "MP3"):
+        path = tmp_path / f"a.{fmt.lower()}"
+        sf.write(path, y, 16000, format=fmt)
+        assert audio.defects(path) == [], fmt  # whole: sound
+        whole = path.read_bytes()
+        path.write_bytes(whole[:len(whole) // 2])
+        found = audio.defects(path)
+        if fmt == "FLAC":
+            assert len(found) == 1 and found[0].startswith(f"{path}: cannot be decoded to its end"), found
+        else:  # a cut Ogg or MP3 reads as a shorter recording (an MP3's length is an estimate): nothing to say
+            assert found == [] and len(sf.read(path)[0]) < len(y), fmt
+
+
 @pytest.mark.parametrize("kwargs, said", [({"channel": -1}, "channel=-1"), ({"channel": -3}, "channel=-3"),
                                           ({"sample_rate": 0}, "sample_rate=0"), ({"sample_rate": "8000"}, "sample_rate='8000'"),
                                           ({"resample_type": "nope"}, "resample_type='nope'")])

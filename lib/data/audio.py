@@ -53,24 +53,40 @@ def header(path: str | Path):
         raise AudioError(f"{path}: unreadable audio ({exc})") from exc
 
 
-def defects(path: str | Path, subtype: str | None = None) -> list[str]:
+def defects(path: str | Path, info=None) -> list[str]:
     """What a header read does not show: messages naming the file (empty when it is sound).
 
-    Checks two things. Truncation (RIFF WAV only): the size the ``data`` chunk's header declares
+    Checks three things. Truncation of a RIFF WAV: the size the ``data`` chunk's header declares
     against the bytes the file holds after the chunk's start; libsndfile silently clips
     ``frames`` to what is there (its log says "data : N (should be M)"), so neither ``sf.info``
     nor a full read shows it. Costs one open and a read of each chunk header, not of the samples.
-    Non-finite samples: only files of float subtype (``FLOAT``, ``DOUBLE``) can hold NaN or inf;
-    those are read fully and checked with ``np.isfinite``; integer PCM files are not read.
-    ``subtype``: the file's ``header(path).subtype`` when the caller has it (saves a header read).
-    Raises ``AudioError`` naming the file when it is missing or libsndfile cannot read it.
+    A compressed file (FLAC, Ogg, MP3) cut short or damaged: its last 2048 frames are decoded (a
+    seek, about a millisecond); an error there, or for FLAC, whose header holds the exact length,
+    fewer frames than the header declares, is a defect (an MP3's length is an estimate; a cut Ogg
+    reads as a shorter recording). Non-finite samples: only files of float subtype (``FLOAT``,
+    ``DOUBLE``) can hold NaN or inf; those are read fully and checked with ``np.isfinite``;
+    integer PCM files are not read. ``info``: the file's :func:`header` when the caller has it
+    (saves a header read). Raises ``AudioError`` naming the file when it is missing or libsndfile
+    cannot read it.
     """
     path = Path(path)
     out = []
+    info = info or header(path)
     missing = _wav_missing_bytes(path) if path.is_file() else 0
     if missing:
         out.append(f"{path}: truncated: {missing} bytes of audio data the header declares are missing")
-    if (subtype or header(path).subtype) in ("FLOAT", "DOUBLE"):
+    if info.format in ("FLAC", "OGG", "MP3", "MPEG") and info.frames:
+        want = min(2048, info.frames)
+        try:
+            with sf.SoundFile(str(path)) as f:
+                f.seek(info.frames - want)
+                got = len(f.read(want, dtype="float32"))
+        except Exception as exc:  # libsndfile raises several types
+            out.append(f"{path}: cannot be decoded to its end, truncated or damaged ({exc})")
+        else:
+            if info.format == "FLAC" and got < want:
+                out.append(f"{path}: truncated: its last {want - got} of {info.frames} frames cannot be read")
+    if info.subtype in ("FLOAT", "DOUBLE"):
         try:
             y, _ = sf.read(str(path), dtype="float64", always_2d=True)
         except Exception as exc:

@@ -186,7 +186,7 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
         try:
             h = audio.header(path)
             sr, frames, n_channels = int(h.samplerate), int(h.frames), int(h.channels)
-            found += audio.defects(path, h.subtype)
+            found += audio.defects(path, h)
             if frames == 0:
                 found.append(f"{path} has no samples")
             if channel is not None and channel >= n_channels:
@@ -259,7 +259,7 @@ def _resolve_inputs(df: pd.DataFrame, cfg: dict, problems: list[str], desc: str,
 def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[str], fix: str = "") -> int | None:
     """With no explicit rate every file must share one native rate; returns the rate in Hz.
     ``fix``: what to do, added to the problem (default: set ``audio.sample_rate``)."""
-    rates = pd.concat([t[["path", "sample_rate"]] for t in tables]).dropna()
+    rates = pd.concat([t[["path", "sample_rate"]] for t in tables]).drop_duplicates("path").dropna()  # files
     counts = rates["sample_rate"].value_counts()
     if wanted or counts.empty:
         return wanted
@@ -274,12 +274,25 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
     return int(counts.index[0])
 
 
-def _resampled(tables: list[pd.DataFrame], wanted: int | None) -> dict[int, int]:
-    """``{native rate in Hz: files}`` of the audio files that are read resampled to ``audio.sample_rate``
-    ``wanted`` (each file once, however many segment rows it has); ``{}`` without one."""
-    rates = pd.concat([t[["path", "sample_rate"]] for t in tables]).drop_duplicates("path").dropna()
-    other = rates["sample_rate"][rates["sample_rate"] != wanted] if wanted else rates["sample_rate"].iloc[:0]
-    return {int(r): int(n) for r, n in other.value_counts().items()}
+def audio_notes(tables: list[pd.DataFrame], audio_cfg: dict) -> list[str]:
+    """What stage 00 (and a bundle's test set) says about how the audio files of ``tables`` are
+    read under the competition's ``audio`` section: the files read resampled to
+    ``audio.sample_rate``, by native rate, and the files of several channels (averaged, or
+    ``audio.channel`` taken); each file once, however many segment rows it has. ``[]`` when
+    neither (matrices: no audio)."""
+    files = pd.concat([t for t in tables if t is not None and "sample_rate" in t]).drop_duplicates("path")
+    notes, wanted = [], audio_cfg["sample_rate"]
+    other = files["sample_rate"].dropna()
+    other = other[other != wanted] if wanted else other.iloc[:0]
+    if len(other):
+        notes.append(f"{len(other)} files are read resampled to {wanted} Hz ({audio_cfg['resample_type']}), from "
+                     + ", ".join(f"{int(r)} Hz ({n})" for r, n in other.value_counts().items()))
+    several = int((files["channels"] > 1).sum()) if "channels" in files else 0
+    if several:
+        notes.append(f"{several} recordings have several channels: " + (
+            "averaged to mono (audio.channel: N takes channel N instead)" if audio_cfg.get("channel") is None
+            else f"channel {audio_cfg['channel']} taken"))
+    return notes
 
 
 def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame:
@@ -342,8 +355,9 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     and ``competition.yaml`` under the stage-00 record (no ``folds.csv``).
 
     ``cfg`` is the bundle's resolved competition config (``native_sample_rate``: the rate the
-    models were trained at). Returns ``{"test_rows", "sample_rate", "warnings"}`` (the test files
-    predicted from silence, :func:`_silence_bad_files`). Raises ``InputError``
+    models were trained at). Returns ``{"test_rows", "recordings", "sample_rate", "warnings"}``
+    (the sample submission's columns that are no class, the test files predicted from silence:
+    :func:`_silence_bad_files`) and ``"notes"`` (:func:`audio_notes`). Raises ``InputError``
     listing every problem: the problems stage 00 reports (the sample submission's too, when
     ``cfg`` has a ``submission`` section), and test audio at another native rate than the
     training audio when the config resamples nothing (never resampled silently).
@@ -367,7 +381,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
                             f"and the competition config resamples nothing{fix}")
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
-    _check_sample_submission(cfg, root, test, problems)  # before any prediction, not after all of it
+    warnings: list[str] = []
+    _check_sample_submission(cfg, root, test, problems, warnings)  # before any prediction, not after all of it
     if problems or test is None:
         raise InputError(problems)
     out = Outputs(Path(out_dir))
@@ -380,7 +395,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     record.commit([out.competition, out.test, *sorted((out.root / "silence").glob("*.wav"))],
                   fingerprint(cfg, list(test["id"])))
-    return {"test_rows": len(test), "sample_rate": rate, "warnings": silenced}
+    return {"test_rows": len(test), "recordings": test["path"].nunique(), "sample_rate": rate,
+            "warnings": warnings + silenced, "notes": [] if cfg.get("matrix") else audio_notes([test], cfg["audio"])}
 
 
 def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> list[str]:
@@ -602,11 +618,13 @@ def _read_test(cfg: dict, root: Path, problems: list[str]) -> pd.DataFrame | Non
     return test
 
 
-def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, problems: list[str]) -> None:
+def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, problems: list[str],
+                             warnings: list[str]) -> None:
     """When the config has a ``submission`` section and a test set was read, add to ``problems``
     a missing sample submission, a sample lacking the columns of the submission format, or one
     whose ids differ from the test rows' ``test['id']`` (``submission.unit: group``: their groups)
-    or repeat. Nothing is checked for segment rows once ``problems`` holds any: the rows are then
+    or repeat; to ``warnings`` the columns of a class-column sample (``probabilities``,
+    ``indicators``) that are no class, whose sample values the submission keeps. Nothing is checked for segment rows once ``problems`` holds any: the rows are then
     still recordings, whose ids are not the sample's ``<recording>#<k>``."""
     sub = cfg.get("submission")
     if not sub or test is None or (segments.unit(cfg) == "segment" and problems):
@@ -624,6 +642,11 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
     needed = [sub["id_column"]] + ([sub["target_column"]] if sub.get("target_column") else []) + (
         list(cfg["classes"] or []) if sub["format"] in ("probabilities", "indicators") else [])
     missing_cols = [c for c in needed if c not in sample.columns]
+    extra = [c for c in sample.columns if c not in needed] if sub["format"] in ("probabilities", "indicators") else []
+    if extra and cfg["classes"]:  # (a class of the sample that training lacks is typical of bird competitions)
+        warnings.append(f"{sample_csv}: column(s) {extra[:10]}{' ...' if len(extra) > 10 else ''} are no classes of "
+                        f"the competition: the submission keeps the sample's values there; list them in `classes:` "
+                        f"if they are classes without training rows (then predicted near 0)")
     if missing_cols:
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
                         f"{sub['format']!r}; found {list(sample.columns)}")
@@ -768,8 +791,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
                     for split, t in (("train", folds), ("test", test)) if t is not None and not cfg["audio"]["hop_seconds"]},
         "metadata": {c: {split: int(m[c].isna().sum() + (m[c] == "").sum()) for split, m in metas.items()}
                      for c in metas["train"]},
-        "multichannel": int(sum((t["channels"] > 1).sum() for t in (folds, test) if t is not None and "channels" in t)),
-        "resampled": _resampled([t for t in (folds, test) if t is not None], cfg["audio"]["sample_rate"]),
+        "audio_notes": [] if cfg.get("matrix") else audio_notes([folds, test], cfg["audio"]),
         "without_labels": int((folds["target"] == "").sum()) if cfg["task"] == "multilabel" else 0,
         "warnings": warnings,
         # subdivide: the number of fine classes and the smallest one, (fine class, training rows)
@@ -816,7 +838,7 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
         labels = None if problems else _segment_labels(train, cfg)
     if labels is not None:
         _check_labels(cfg, root, train, labels, problems, warnings, check_found_classes)
-    _check_sample_submission(cfg, root, test, problems)
+    _check_sample_submission(cfg, root, test, problems, warnings)
     warnings += _segment_warnings(segment_counts)
 
     tables = [t for t in (train, test) if t is not None]

@@ -451,7 +451,11 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         (work.root / old).unlink(missing_ok=True)
     shutil.rmtree(work.root / "preds", ignore_errors=True)
     prep = prepare_test(comp, work.root)
-    log(f"test set: {prep['test_rows']} recordings under {comp['data_dir']}")
+    rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if comp.get("segments")
+            else f"{prep['test_rows']} recordings")
+    log(f"test set: {rows} under {comp['data_dir']}")
+    for note in prep["notes"]:  # files resampled, channels mixed: as stage 00 says them
+        log(f"audio: {note}")
     for warning in prep["warnings"]:
         log(f"WARNING: {warning}")
     table = work.load_split("test")
