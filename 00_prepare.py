@@ -80,7 +80,9 @@ def main() -> None:
     if s["metadata"]:
         print("metadata (missing cells): " + ", ".join(
             f"{k} (" + ", ".join(f"{split} {n}" for split, n in v.items()) + ")" for k, v in s["metadata"].items()))
-    print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds), "
+    shipped = (f"; column {comp['folds']['column']!r}: " + ", ".join(f"{v} -> fold {k}" for k, v in s["fold_values"].items())
+               if s.get("fold_values") else "")
+    print(f"folds ({comp['folds']['scheme']}, {comp['folds']['n_folds']}; no group crosses folds{shipped}), "
           f"rows per class:\n" + s["fold_table"].to_string())
     print(f"wrote {out.folds}, {out.test if s['test_rows'] else '(no test set)'}, {out.competition}")
     if s["removed_blend"]:

@@ -150,6 +150,7 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     folds = pd.read_csv(tmp_path / "out/folds.csv", dtype={"target": str}, keep_default_na=False)
     assert folds.target.tolist() == ["b", "a", "", "a;b", "", "a", "b", "a"]
     assert folds.fold.tolist() == [0] * 4 + [1] * 4 and folds.meta_sex.tolist() == list("FM" * 4)
+    assert summary["fold_values"] == {0: "1", 1: "2"}  # the shipped values 1, 2 are folds 0, 1 (00 says it)
     assert folds.meta_age.tolist()[4:6] == ["34.0", ""]
     one_fold = pd.DataFrame(rows).assign(b=[1, 0, 0, 1, 0, 0, 0, 0])  # b in fold 0 only: a warning, not silence
     one_fold.to_csv(tmp_path / "data" / "train.csv", index=False)
@@ -205,6 +206,12 @@ def test_multilabel_long_form_rows_list_cells_and_path_groups(tmp_path):
     with pytest.raises(InputError, match=r"groups.regex '\(site\)' matches no id of the 6 rows of .*train.csv "
                                          r"\(e.g. 'r0', 'r1', 'r2'\): every row would be its own group"):
         prepare(dict(comp, groups={"regex": "(site)", "on": "id"}), tmp_path / "out")
+    # a list printed without commas (numpy's way) was read as one label 'catdog' (probe)
+    train = pd.read_csv(tmp_path / "data/train.csv", dtype=str, keep_default_na=False)
+    train.loc[2, "label"] = "['cat' 'dog']"
+    train.to_csv(tmp_path / "data/train.csv", index=False)
+    with pytest.raises(InputError, match=r"train.csv line 4: 'label' is \"\['cat' 'dog'\]\", a list without commas"):
+        prepare(comp, tmp_path / "out")
 
 
 def test_multilabel_labels_joined_by_semicolons_need_their_separator(tmp_path):

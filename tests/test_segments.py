@@ -91,6 +91,58 @@ def test_icbhi_cycles_as_regions_of_recordings_labelled_in_their_row(tmp_path):
         _config(tmp_path, dict(cfg, segments=dict(cfg["segments"], label_column="x")), data, "lc")
 
 
+def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
+    """A test set of long soundscapes scored per 5-s chunk with ids ``<stem>_<end second>``: the
+    chunks listed in the segments table (their label cells empty, which were errors) and
+    ``segments.row_id: "{stem}_{end}"`` give the submission's rows (they were ``<recording>#<k>``,
+    renamed by hand: probe). Each chunk's row is predicted from its own stretch."""
+    data = tmp_path / "data"
+    for d in ("train", "test"):
+        (data / d).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sr, t = 8000, np.arange(8000 * 2) / 8000
+    rows, segs = [], []
+    for k in range(20):  # 2-s clips: bird a (a 1 kHz tone) or b (a 3 kHz tone)
+        bird = "ab"[k % 2]
+        y = 0.05 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * (1000 if bird == "a" else 3000) * t)
+        sf.write(data / "train" / f"c{k}.ogg", y.astype(np.float32), sr)
+        rows.append({"filename": f"c{k}.ogg", "primary_label": bird})
+        segs.append({"recording": f"c{k}.ogg", "start": 0, "end": 2, "a": int(bird == "a"), "b": int(bird == "b")})
+    pd.DataFrame(rows).to_csv(data / "train.csv", index=False)
+    for name in ("sc1", "sc2"):  # 15-s soundscapes, bird a only in sc1's second chunk (5-10 s)
+        y = 0.05 * rng.standard_normal(sr * 15)
+        if name == "sc1":
+            y[sr * 5:sr * 10] += 0.3 * np.sin(2 * np.pi * 1000 * np.arange(sr * 5) / sr)
+        sf.write(data / "test" / f"{name}.ogg", y.astype(np.float32), sr)
+        segs += [{"recording": f"{name}.ogg", "start": s, "end": s + 5, "a": "", "b": ""} for s in (0, 5, 10)]
+    pd.DataFrame({"filename": ["sc1.ogg", "sc2.ogg"]}).to_csv(data / "test.csv", index=False)
+    pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
+    ids = [f"{n}_{e}" for n in ("sc1", "sc2") for e in (5, 10, 15)]
+    pd.DataFrame({"row_id": ids, "a": 0.5, "b": 0.5}).to_csv(data / "sample_submission.csv", index=False)
+    cfg = {"task": "multilabel", "metric": "auroc", "metrics": ["auroc"], "audio": {"clip_seconds": 2.0, "hop_seconds": 1.0},
+           "folds": {"n_folds": 2},
+           "train": {"csv": "train.csv", "id_column": "filename", "audio": {"template": "train/{id}"}},
+           "test": {"csv": "test.csv", "id_column": "filename", "audio": {"template": "test/{id}"}},
+           "segments": {"format": "csv", "csv": "segments.csv", "id_column": "recording", "labels": ["a", "b"],
+                        "row_id": "{stem}_{end}"},
+           "submission": {"sample": "sample_submission.csv", "id_column": "row_id", "format": "probabilities"}}
+    comp, path = _config(tmp_path, cfg, data, "birds")
+    with pytest.raises(ConfigError, match=r"target_column\(s\) would not be read: with segments.unit segment"):
+        _config(tmp_path, dict(cfg, train=dict(cfg["train"], target_column="primary_label")), data, "birds2")
+    out = tmp_path / "out"
+    logreg = ROOT / "configs/zoo/logreg.yaml"
+    for script, *args in (("00_prepare.py", path, "--data-dir", data), ("01_features.py", logreg),
+                          ("02_train.py", logreg), ("03_infer.py", logreg), ("04_ensemble.py",)):
+        stage(script, *args, "--output-dir", out)
+    assert pd.read_csv(out / "test.csv").id.tolist() == ids
+    sub = pd.read_csv(out / "submission.csv")
+    assert sub.row_id.tolist() == ids and sub.set_index("row_id")["a"].idxmax() == "sc1_10"
+    segs[0]["a"] = ""  # a training segment's label cell may not be empty
+    pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
+    with pytest.raises(InputError, match=r"segments.csv line 2: empty \['a'\] \(a training segment's labels"):
+        prepare(comp, tmp_path / "out2")
+
+
 def test_segment_errors_name_file_and_line(icbhi, tmp_path):
     cfg, _ = _config(tmp_path, ICBHI, icbhi, "icbhi")
     txt = sorted((icbhi / "audio").glob("*.txt"))[0]

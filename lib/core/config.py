@@ -319,6 +319,9 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     train = cfg["train"]
     _inputs_section(cfg, where)
     _split_section(train, f"{where} [train]", labelled=segment_unit(cfg) != "segment")
+    if segment_unit(cfg) == "segment" and (train.get("target_column") or train.get("target_columns")):
+        raise ConfigError(f"{where} [train]: target_column(s) would not be read: with segments.unit segment every "
+                          f"segment's labels are its own (segments.labels or label_column); remove them")
     if train["target_columns"] and task != "multilabel":
         raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
     if train["target_columns"] and not cfg["classes"]:

@@ -198,6 +198,7 @@ class _Segments(_Section):
     unit: Optional[Literal["segment", "recording"]] = None  # default: segment with own labels, else recording
     aggregate: Literal["mean", "max", "vote"] = "mean"  # segments -> recording (unit: recording)
     min_seconds: NonNegative = 0.0  # shorter segments are errors (0: only empty ones)
+    row_id: str = "{recording}#{segment}"  # unit: segment: a row's id; fields recording, stem, segment, start, end
 
 
 class _Subdivide(_Section):

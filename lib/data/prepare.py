@@ -159,6 +159,11 @@ def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list
         value = df.at[i, col].strip()
         if task == "multilabel":
             if value.startswith("[") and value.endswith("]"):  # a Python list literal: "['a', 'b']"
+                if re.search(r"""['"]\s+['"]""", value):  # Python would join "['a' 'b']" into 'ab'
+                    problems.append(f"{df.at[i, 'where']}: {col!r} is {value!r}, a list without commas (as numpy "
+                                    f"prints one); expected e.g. ['a', 'b']")
+                    out.append([])
+                    continue
                 try:
                     out.append([str(v) for v in ast.literal_eval(value)])
                     continue
@@ -545,7 +550,11 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
         counts[split] = {"recordings": len(rows), "segments": len(segs), "skipped": segs.attrs["skipped"],
                          **segments.repeats(segs)}
         if segments.unit(cfg) == "segment":
-            out[split] = segments.segment_rows(rows, segs)
+            row_id = cfg["segments"].get("row_id", "{recording}#{segment}")  # (bundles made before the key: none)
+            out[split] = segments.segment_rows(rows, segs, row_id)
+            for i in out[split].index[out[split]["id"].duplicated()]:  # a row_id template that is not unique
+                problems.append(f"{out[split].at[i, 'where']}: segment id {out[split].at[i, 'id']!r} (segments.row_id "
+                                f"{row_id!r}) is another segment's too")
         else:
             listed = {rec: " ".join(f"{a:.6f}:{b:.6f}" for a, b in zip(g["start_s"], g["end_s"]))
                       for rec, g in segs.groupby("id", sort=False)}
@@ -662,7 +671,9 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
                                   (theirs, ours, f"sample ids not among the test set's {what}")):
             if kept - other:
-                segment = " (segment ids are <recording>#<k>, k from 0)" if segments.unit(cfg) == "segment" else ""
+                segment = (f" (segment ids are {cfg['segments'].get('row_id', '{recording}#{segment}')}, segment "
+                           f"from 0: segments.row_id)"
+                           if segments.unit(cfg) == "segment" else "")
                 problems.append(f"{sample_csv}: {len(kept - other)} {said}, e.g. {sorted(kept - other)[:5]}{segment}")
 
 
@@ -818,7 +829,8 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     class in ``classes`` without training rows), and ``segments``: per split ``{recordings,
     segments, skipped}`` (``{}`` without segments), and ``removed_blend``: the files of stage 04's
     blend removed because it was made from other folds, config or test set
-    (:func:`drop_stale_blend`). Raises ``InputError`` listing every problem (nothing is written
+    (:func:`drop_stale_blend`), and ``fold_values``: with the ``predefined`` scheme, ``{fold: the
+    fold column's value}`` (``None`` otherwise). Raises ``InputError`` listing every problem (nothing is written
     then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not
     writable.
     """
@@ -852,6 +864,8 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
         raise InputError(problems)
 
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
+    shipped = (dict(zip(folds["fold"].to_numpy(), train[cfg["folds"]["column"]].astype(str).str.strip().to_numpy()))
+               if cfg["folds"]["scheme"] == "predefined" else {})  # which shipped value became which fold
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)
     warnings += _silence_bad_files(test, Outputs(out_dir).root / "silence", rate, cfg["audio"]["clip_seconds"],
                                    cfg["audio"]["channel"])
@@ -868,4 +882,4 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
                         f"--output-dir PARENT --to {Outputs(out_dir).root} --force")
     removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas, warnings), segments=segment_counts,
-                removed_blend=removed)
+                removed_blend=removed, fold_values={int(k): shipped[k] for k in sorted(shipped)} or None)

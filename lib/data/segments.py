@@ -131,6 +131,9 @@ def _entry(item: dict, seg: dict, where: str, problems: list[str]) -> dict:
     flags = []
     for name in seg["labels"]:
         value = str(item[name]).strip()
+        if value == "":  # unknown: a test segment's may be (read_segments refuses a training one's)
+            flags.append(None)
+            continue
         if value not in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
             problems.append(f"{where}: {name} is {item[name]!r}; expected 0 or 1")
         flags.append(_truthy(value))
@@ -221,6 +224,10 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 if seg["label_column"] and not e.get("label") and split == "train":
                     problems.append(f"{e['where']}: empty {seg['label_column']!r} (the segment's class)")
                     continue
+                if None in (e.get("flags") or []) and split == "train":
+                    empty = [n for n, f in zip(seg["labels"], e["flags"]) if f is None]
+                    problems.append(f"{e['where']}: empty {empty} (a training segment's labels: 0 or 1)")
+                    continue
                 flags = e.get("flags") or []
                 label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
                                            if seg["labels"] else None)
@@ -252,13 +259,22 @@ def repeats(segments: pd.DataFrame) -> dict[str, list[str]]:
     return out
 
 
-def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = "{recording}#{segment}") -> pd.DataFrame:
     """Rows of a split turned into one row per segment (``unit: segment``): each segment takes
-    its recording's columns, ``id`` ``<recording>#<segment>``, ``recording``, ``start_s``,
-    ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and its annotation's ``where``."""
+    its recording's columns, ``id`` from the template ``row_id`` (``segments.row_id``: fields
+    ``recording``, ``stem`` (the recording id without its folder and extension), ``segment`` (its
+    place in the annotation), ``start`` and ``end`` (seconds, ``:g``): ``<recording>#<segment>``
+    by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``), ``recording``, ``start_s``,
+    ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and its annotation's ``where``.
+    Raises ``ConfigError`` for a template naming another field."""
     base = rows.set_index("id").loc[segments["id"]].reset_index()
     base["recording"] = segments["id"].to_numpy()
-    base["id"] = [f"{r}#{k}" for r, k in zip(segments["id"], segments["segment"])]
+    try:
+        base["id"] = [row_id.format(recording=r, stem=Path(str(r)).stem, segment=k, start=f"{a:g}", end=f"{b:g}")
+                      for r, k, a, b in zip(segments["id"], segments["segment"], segments["start_s"], segments["end_s"])]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"segments.row_id {row_id!r}: {exc!r}; its fields are recording, stem, segment, start "
+                          f"and end") from None
     base["start_s"], base["end_s"] = segments["start_s"].to_numpy(), segments["end_s"].to_numpy()
     base["duration_s"] = base["end_s"] - base["start_s"]
     base["segment_label"] = segments["label"].to_numpy()
