@@ -326,7 +326,8 @@ def test_sweep_low_end_and_choices_name_their_key(tmp_path):
     sweep = tmp_path / "low.yaml"
     sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  model.params.dropout: {low: 0.1, high: 0.5}\n"
                      "  optimizer.params.weight_decay: {low: -0.1, high: 0.1}\n")
-    with pytest.raises(ConfigError, match=r"low.yaml \[space\]: --set optimizer.params.weight_decay=-0.1: "
+    with pytest.raises(ConfigError, match=r"low.yaml \[space.optimizer.params.weight_decay\]: --set "
+                                          r"optimizer.params.weight_decay=-0.1: "
                                           r"optimizer.params.weight_decay must be a number >= 0, got -0.1$"):
         load_sweep(sweep)
     sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  loss.params.label_smoothing: {choices: [0.0, 2.0]}\n")

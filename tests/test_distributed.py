@@ -174,6 +174,8 @@ def test_machines_given_other_lines_are_refused_before_any_work(toy, tmp_path):
     codes, logs = _two_machines([[paths[0], "--set", "train.epochs=2", "--name", "x"],
                                  [paths[0], "--set", "train.epochs=3", "--name", "x"]], par)
     assert codes[0] != 0 and "were given other settings" in logs[0], logs[0][-3000:]
+    codes, logs = _two_machines([[paths[0], "--set", "train.folds=[0]"], [paths[0], "--set", "train.folds=[1]"]], par)
+    assert codes[0] != 0 and "were given other train.folds: rank 0: [[0]]; rank 1: [[1]]" in logs[0], logs[0][-3000:]
 
 
 def test_a_machine_that_goes_away_is_said_in_one_line(toy, tmp_path):

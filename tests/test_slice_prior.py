@@ -94,6 +94,11 @@ def test_oof_rows_use_the_other_folds_priors_only():
     expected = shift_slice_priors(probs[rows], table["slice_db"][rows].to_numpy(),
                                   slice_priors(y[other], table["slice_db"][other].to_numpy(), BIN), BIN)
     np.testing.assert_allclose(shifted[rows], expected)
+    # an experiment with fold 0 alone finished: its rows shift as a finished one's (they were left
+    # unshifted, no other OOF rows to take priors from: review), and pseudo-labelled rows never count
+    pseudo = pd.concat([table, table.head(5).assign(id=lambda t: t["id"] + "_pl", fold=-1, target="abnormal")])
+    alone = slice_prior_shift(probs[rows], table[rows], BIN, population=pseudo)
+    np.testing.assert_allclose(alone, shifted[rows])
 
 
 def _toy_with_sites(tmp_path, test_sites=True, **decision):

@@ -306,10 +306,9 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     does). Raises ``ConfigError`` naming the file and the missing, unknown (with the closest
     valid key) or wrong key.
     """
-    path = Path(path)
+    path, where = Path(path), str(path)
     chain = _load_chain(path)
     cfg = fill_defaults(Competition, _merge(chain))
-    where = str(path)
     validate(Competition, cfg, [(str(p), raw) for p, raw in chain], where)
     cfg["name"] = cfg["name"] or path.stem
     cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / cfg["data_dir"]).resolve())
@@ -319,9 +318,7 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     train = cfg["train"]
     _inputs_section(cfg, where)
     _split_section(train, f"{where} [train]", labelled=segment_unit(cfg) != "segment")
-    if segment_unit(cfg) == "segment" and (train.get("target_column") or train.get("target_columns")):
-        raise ConfigError(f"{where} [train]: target_column(s) would not be read: with segments.unit segment every "
-                          f"segment's labels are its own (segments.labels or label_column); remove them")
+    _check_segment_rows(cfg, where)
     if train["target_columns"] and task != "multilabel":
         raise ConfigError(f"{where} [train]: 'target_columns' (one 0/1 column per class) needs task: multilabel")
     if train["target_columns"] and not cfg["classes"]:
@@ -446,6 +443,46 @@ def _subdivide_section(cfg: dict, where: str) -> None:
             raise ConfigError(f"{w}: bands.{col}: {col!r} is not in by {sub['by']}{did_you_mean(col, sub['by'])}")
         if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
             raise ConfigError(f"{w}: bands.{col} must be finite, strictly increasing edges, got {edges}")
+
+
+class _Seconds(float):
+    """A time in seconds that formats as ``:g`` without a format spec (``5.0`` -> ``5``) and as
+    any float with one (``{end:.1f}``)."""
+
+    def __format__(self, spec: str) -> str:
+        return format(float(self), spec or "g")
+
+
+def format_row_id(row_id: str, recording: str, segment: int, start: float, end: float) -> str:
+    """A segment row's id from the ``segments.row_id`` template: fields ``recording``, ``stem``
+    (the recording id without folder and extension), ``segment`` (its place in the annotation),
+    ``start`` and ``end`` (seconds; ``:g`` unless the template gives a spec). Raises
+    ``ConfigError`` for a template naming another field or a spec that does not fit."""
+    try:
+        return row_id.format(recording=recording, stem=Path(str(recording)).stem, segment=segment,
+                             start=_Seconds(start), end=_Seconds(end))
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"segments.row_id {row_id!r}: {exc!r}; its fields are recording, stem, segment, start "
+                          f"and end (seconds)") from None
+
+
+def _check_segment_rows(cfg: dict, where: str) -> None:
+    """With ``segments.unit: segment`` the rows' labels are the segments' own: a train
+    ``target_column(s)`` or ``target_from`` would not be read; ``segments.row_id`` formats (a test
+    row's id) and is only set with ``unit: segment``. Nothing without segments. Raises ``ConfigError``."""
+    if not cfg.get("segments"):
+        return
+    seg, unit, train = cfg["segments"], segment_unit(cfg), cfg["train"]
+    if unit == "segment" and (train.get("target_column") or train.get("target_columns") or train.get("target_from")):
+        raise ConfigError(f"{where} [train]: target_column(s) or target_from would not be read: with segments.unit "
+                          f"segment every segment's labels are its own (segments.labels or label_column); remove them")
+    if seg.get("row_id", "{recording}#{segment}") != "{recording}#{segment}" and unit != "segment":
+        raise ConfigError(f"{where} [segments]: row_id names segment rows, but the rows are recordings "
+                          f"(unit {unit}): remove it")
+    try:
+        format_row_id(seg.get("row_id", "{recording}#{segment}"), "dir/rec.ogg", 0, 0.0, 5.0)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def segment_unit(cfg: dict) -> str | None:

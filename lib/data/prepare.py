@@ -671,8 +671,8 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
                                   (theirs, ours, f"sample ids not among the test set's {what}")):
             if kept - other:
-                segment = (f" (segment ids are {cfg['segments'].get('row_id', '{recording}#{segment}')}, segment "
-                           f"from 0: segments.row_id)"
+                segment = (f" (segment ids are {cfg['segments'].get('row_id', '{recording}#{segment}')}: "
+                           f"segments.row_id)"
                            if segments.unit(cfg) == "segment" else "")
                 problems.append(f"{sample_csv}: {len(kept - other)} {said}, e.g. {sorted(kept - other)[:5]}{segment}")
 

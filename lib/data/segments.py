@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.config import format_row_id
 from ..core.config import segment_unit as unit
 from ..core.errors import ConfigError, InputError
 from ..core.utils import read_text, read_text_table
@@ -261,20 +262,14 @@ def repeats(segments: pd.DataFrame) -> dict[str, list[str]]:
 
 def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = "{recording}#{segment}") -> pd.DataFrame:
     """Rows of a split turned into one row per segment (``unit: segment``): each segment takes
-    its recording's columns, ``id`` from the template ``row_id`` (``segments.row_id``: fields
-    ``recording``, ``stem`` (the recording id without its folder and extension), ``segment`` (its
-    place in the annotation), ``start`` and ``end`` (seconds, ``:g``): ``<recording>#<segment>``
-    by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``), ``recording``, ``start_s``,
-    ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and its annotation's ``where``.
-    Raises ``ConfigError`` for a template naming another field."""
+    its recording's columns, ``id`` from the template ``row_id`` (:func:`format_row_id`:
+    ``<recording>#<segment>`` by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``),
+    ``recording``, ``start_s``, ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and
+    its annotation's ``where``. Raises ``ConfigError`` for a template that does not fit."""
     base = rows.set_index("id").loc[segments["id"]].reset_index()
     base["recording"] = segments["id"].to_numpy()
-    try:
-        base["id"] = [row_id.format(recording=r, stem=Path(str(r)).stem, segment=k, start=f"{a:g}", end=f"{b:g}")
-                      for r, k, a, b in zip(segments["id"], segments["segment"], segments["start_s"], segments["end_s"])]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"segments.row_id {row_id!r}: {exc!r}; its fields are recording, stem, segment, start "
-                          f"and end") from None
+    base["id"] = [format_row_id(row_id, r, k, a, b)
+                  for r, k, a, b in zip(segments["id"], segments["segment"], segments["start_s"], segments["end_s"])]
     base["start_s"], base["end_s"] = segments["start_s"].to_numpy(), segments["end_s"].to_numpy()
     base["duration_s"] = base["end_s"] - base["start_s"]
     base["segment_label"] = segments["label"].to_numpy()

@@ -147,24 +147,30 @@ def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> n
     return out
 
 
-def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors: dict | None = None) -> np.ndarray:
+def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors: dict | None = None,
+                      population: pd.DataFrame | None = None) -> np.ndarray:
     """``decision.slice_prior`` applied to ``probs (rows, n_classes)``, the rows of ``table``
-    (``folds.csv`` or ``test.csv``, with its ``slice_<column>`` column) by
+    (``folds.csv`` or ``test.csv``, or some of their rows, with the ``slice_<column>`` column) by
     :func:`shift_slice_priors`. ``priors`` ``None`` (OOF rows): each fold's rows are shifted with
-    the priors of the other folds' rows, what that fold's model learnt from (a fold's own labels
-    never enter its rows' shift); else with ``priors`` (:func:`slice_priors` of every training
-    row: test rows). Raises ``MissingArtifact`` when the table lacks the column (00_prepare.py
-    ran before the setting)."""
+    the priors of the other folds' labelled rows of ``population`` (``folds.csv``; default
+    ``table``), what that fold's model learnt from (a fold's own labels never enter its rows'
+    shift; an experiment with some folds unfinished is shifted as a finished one); else with
+    ``priors`` (:func:`slice_priors` of every training row: test rows). Raises
+    ``MissingArtifact`` when the table lacks the column (00_prepare.py ran before the setting)."""
     column = SLICE_PREFIX + comp["decision"]["slice_prior"]
     if column not in table:
         raise MissingArtifact(f"decision.slice_prior: the prepared table has no {column} column: run 00_prepare.py again")
     values = table[column].astype(str).to_numpy()
     if priors is not None:
         return shift_slice_priors(probs, values, priors, comp)
-    y, folds, out = tasks.class_index(table["target"].fillna(""), comp), table["fold"].to_numpy(), np.empty_like(probs)
+    pop = table if population is None else population
+    pop = pop[pop["fold"].astype(int) >= 0]  # labelled rows (pseudo-labelled ones: fold -1)
+    y, pop_values, pop_folds = (tasks.class_index(pop["target"].fillna(""), comp), pop[column].astype(str).to_numpy(),
+                                pop["fold"].astype(int).to_numpy())
+    folds, out = table["fold"].astype(int).to_numpy(), np.empty_like(probs)
     for k in np.unique(folds):
-        rows = folds == k
-        out[rows] = shift_slice_priors(probs[rows], values[rows], slice_priors(y[~rows], values[~rows], comp), comp)
+        rows, other = folds == k, pop_folds != k
+        out[rows] = shift_slice_priors(probs[rows], values[rows], slice_priors(y[other], pop_values[other], comp), comp)
     return out
 
 
@@ -202,7 +208,7 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
     for f in frames:
         p, masked = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
         if decision.get("slice_prior"):
-            p = slice_prior_shift(p, rows, comp, priors)
+            p = slice_prior_shift(p, rows, comp, priors, None if priors is not None else table)
         out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
     return out, masked
 

@@ -286,17 +286,24 @@ class ExperimentRun:
 
 def _check_same_runs(runs: list[ExperimentRun], ranks: Ranks) -> None:
     """Raise ``ConfigError`` on every rank when the ranks of a launch were given other experiments,
-    in another order, or other settings (their training keys differ): the folds are dealt by
-    position, so each rank would train and report other experiments' folds. Nothing is removed or
-    trained before."""
-    every = gather([(run.name, run.key) for run in runs], ranks)
+    in another order, other settings (their training keys differ) or other ``train.folds``: the
+    folds are dealt by position from rank 0's plan, so each rank would train and report other
+    experiments' folds, or some folds twice and others never. Nothing is removed or trained before."""
+    every = gather([(run.name, run.key, run.wanted) for run in runs], ranks)
     other = [r for r, got in enumerate(every) if got != every[0]]
-    if other:
-        names = {r: [name for name, _ in every[r]] for r in (0, *other)}
-        what = ("other settings (--set, config files or project version)" if all(v == names[0] for v in names.values())
-                else "other experiments or another order: " + "; ".join(f"rank {r}: {v}" for r, v in names.items()))
-        raise ConfigError(f"the ranks of this launch were given {what}: run the same 02_train.py line, from the same "
-                          f"project version, on every machine (rank(s) {other} differ from rank 0)")
+    if not other:
+        return
+    names = {r: [name for name, _, _ in every[r]] for r in (0, *other)}
+    if any(v != names[0] for v in names.values()):
+        what = "other experiments or another order: " + "; ".join(f"rank {r}: {v}" for r, v in names.items())
+    elif any([k for _, k, _ in every[r]] != [k for _, k, _ in every[0]] for r in other):
+        what = ("other settings (--set values, config files, pretrained weights, a teacher blend or the project "
+                "version)")
+    else:
+        what = "other train.folds: " + "; ".join(f"rank {r}: {[w for _, _, w in every[r]]}" for r in (0, *other))
+    raise ConfigError(f"the ranks of this launch were given {what}: run the same 02_train.py line, from the same "
+                      f"project version, on every machine (rank(s) {other} differ from rank 0; the folds are shared "
+                      f"out among the ranks by themselves)")
 
 
 def _share_plan(runs: list[ExperimentRun], ranks: Ranks, on_fold) -> None:

@@ -159,12 +159,12 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
                    [d.low, d.high] if isinstance(d, IntDistribution) else [_rounded(d.low), _rounded(d.high)])
                for k, d in space.items()}  # the ends as a trial gets them (floats rounded: _suggest)
     first = {k: v[0] for k, v in samples.items()}
-    for key, value in [(None, None)] + [(k, v) for k, vs in samples.items() for v in vs[1:]]:
-        values = first if key is None else {**first, key: value}
+    checks = [(k, {k: v[0]}) for k, v in samples.items()]  # each low end alone: the key to name
+    checks += [(None, first)] + [(k, {**first, k: v}) for k, vs in samples.items() for v in vs[1:]]
+    for key, values in checks:
         try:
             load_experiment(exp, o["sets"] + overrides(values))
         except ConfigError as exc:
-            key = key or (next(iter(samples)) if len(samples) == 1 else None)
             at = f"space.{key}" if key else "space, every key at its low end or first choice"
             raise ConfigError(f"{where} [{at}]: {exc}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
@@ -481,7 +481,8 @@ def summarize(study: optuna.Study, out: Outputs, top: int = 3, sweep: Sweep | No
     if len(df):
         df["experiment"] = df["user_attrs_experiment"] if "user_attrs_experiment" in df else None
     trials = study.get_trials(deepcopy=False)
-    for col in [c for c in df if c.startswith("params_") and df[c].dtype.kind == "f"]:  # as trained (_suggest)
+    floats = {k for t in trials for k, d in t.distributions.items() if isinstance(d, FloatDistribution)}
+    for col in [f"params_{k}" for k in floats if f"params_{k}" in df]:  # as trained (_suggest: float ranges only)
         df[col] = df[col].map(lambda v: v if pd.isna(v) else _rounded(v))
     write_csv(folder / "trials.csv", df)
     sign = 1 if study.direction.name == "MAXIMIZE" else -1

@@ -39,6 +39,7 @@ import torch
 import yaml
 
 from ..core.artifacts import FOLDS, check_apart, check_competition, check_folds, check_trained, file_hash, folds_id
+from ..core.config import segment_unit
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
@@ -451,7 +452,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
         (work.root / old).unlink(missing_ok=True)
     shutil.rmtree(work.root / "preds", ignore_errors=True)
     prep = prepare_test(comp, work.root)
-    rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if comp.get("segments")
+    rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if segment_unit(comp) == "segment"
             else f"{prep['test_rows']} recordings")
     log(f"test set: {rows} under {comp['data_dir']}")
     for note in prep["notes"]:  # files resampled, channels mixed: as stage 00 says them
