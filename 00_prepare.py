@@ -36,6 +36,7 @@ def main() -> None:
     from lib.components import check_found_classes
     from lib.data.prepare import prepare
     from lib.evaluation.metrics import undefined_in_folds, undefined_in_slices
+    from lib.evaluation.decisions import mask_matches
     from lib.core.config import row_noun, segment_unit
 
     out = cli.outputs(args)
@@ -89,6 +90,8 @@ def main() -> None:
         print(f"removed the earlier blend, made from other folds, config or test set: {', '.join(s['removed_blend'])}"
               f" (04_ensemble.py makes it again)")
     train = out.load_split("train")
+    for line in mask_matches(train, comp):  # a rule's misspelt column: said now, not after training
+        print(line)
     for warning in s["warnings"] + undefined_in_folds(comp, train) + undefined_in_slices(comp, train):  # last: seen
         print(f"WARNING: {warning}")
 

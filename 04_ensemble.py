@@ -54,9 +54,8 @@ def main() -> None:
               + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
     if r["rows_masked"]:
         print(f"label masks changed {r['rows_masked']} OOF rows")
-    for rule, n in mask_matches(train, comp).items():
-        print(f"label mask {rule!r}: {n} training rows" + ("" if n else ": WARNING: it selects none (the expression "
-                                                               "against the metadata's values as folds.csv has them?)"))
+    for line in mask_matches(train, comp):
+        print(line)
     sp = r["slice_prior"]
     if sp:
         prior = lambda q: " ".join(f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))  # noqa: E731

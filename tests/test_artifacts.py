@@ -165,6 +165,12 @@ def test_feature_cache_checks(toy, tmp_path):
     assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
     # rebuilt identically: the trained models stay up to date
     assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
+    # the data folder moved (00 again with --data-dir there): the same files, the cache and models kept
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--data-dir", tmp_path / "moved", "--output-dir", out)
+    assert "up to date" in stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)  # back where the rest expects it
     # an audio file replaced by another of the same size, its modification time kept
     wav = tmp_path / "data/train/s0_0.wav"
     st = os.stat(wav)

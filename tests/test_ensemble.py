@@ -343,8 +343,13 @@ def test_masks_and_group_aggregation():
     out, n = apply_masks(probs, table, comp)
     np.testing.assert_allclose(out, [[1, 0, 0], [0.2, 0.3, 0.5], [0.1 / 0.7, 0.6 / 0.7, 0]])
     assert n == 2
+    already = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.1, 0.9, 0.0]])  # the masked classes at 0 already
+    assert apply_masks(already, table, comp)[1] == 1  # only r0's b moved (rows a rule selects: 2; probe)
     typo = dict(MC, decision={"mask": comp["decision"]["mask"] + [{"where": "sex == 'female'", "classes": ["a"]}]})
-    assert mask_matches(table, typo) == {"sex == 'M'": 2, "age < 18": 1, "sex == 'female'": 0}  # 04 prints these
+    assert mask_matches(table, typo) == [  # 00 and 04 print these
+        "label mask \"sex == 'M'\": 2 training rows", "label mask 'age < 18': 1 training rows",
+        "label mask \"sex == 'female'\": 0 training rows: WARNING: it selects none (the expression against the "
+        "metadata's values as folds.csv has them?)"]
     with pytest.raises(ValueError, match="cannot be evaluated"):
         apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "weight > 3", "classes": ["a"]}]}))
     with pytest.raises(ValueError, match="every class is masked"):

@@ -441,3 +441,14 @@ def test_a_bundles_test_set_says_the_files_resampled_and_mixed(tmp_path):
                              "1 recordings have several channels: averaged to mono (audio.channel: N takes channel N "
                              "instead)"]
     assert prep["test_rows"] == prep["recordings"] == 2
+
+
+def test_a_mask_rule_over_a_misspelt_column_is_refused_by_stage_00(tmp_path):
+    """It was first met by 04, after every model was trained (probe)."""
+    make_toy_competition(tmp_path / "data")
+    cfg = yaml.safe_load((tmp_path / "data" / "toy.yaml").read_text())
+    cfg["decision"] = {"mask": [{"where": "gender == 'M'", "classes": ["a"]}]}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
+    r = stage("00_prepare.py", tmp_path / "m.yaml", "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "out",
+              check=False)
+    assert r.returncode == 1 and "rule \"gender == 'M'\" cannot be evaluated over the columns" in r.stderr, r.stderr

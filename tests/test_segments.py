@@ -130,15 +130,19 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
     with pytest.raises(ConfigError, match=r"target_column\(s\) or target_from would not be read: with segments.unit"):
         _config(tmp_path, dict(cfg, train=dict(cfg["train"], target_column="primary_label")), data, "birds2")
     for row_id, match in (("{stem}_{ends}", "row_id '{stem}_{ends}': KeyError"),  # at load, before any audio
-                          ("{end:d}", "Unknown format code 'd'")):
+                          ("{end:d}", "row_id '{end:d}': ValueError")):  # seconds are no integers
         with pytest.raises(ConfigError, match=match):
             _config(tmp_path, dict(cfg, segments=dict(cfg["segments"], row_id=row_id)), data, "birds3")
     with pytest.raises(ConfigError, match="row_id names segment rows, but the rows are recordings"):
         _config(tmp_path, dict(cfg, segments={k: v for k, v in cfg["segments"].items() if k != "labels"},
                                train=dict(cfg["train"], target_column="primary_label")), data, "b4")
     from lib.data.segments import format_row_id
-    assert [format_row_id(t, "a/sc1.ogg", 2, 10.0, 15.0) for t in ("{stem}_{end}", "{stem}_{end:.1f}", "{recording}#{segment}")
-            ] == ["sc1_15", "sc1_15.0", "a/sc1.ogg#2"]
+    assert [format_row_id(t, "a/sc1.ogg", 2, 10.0, 15.0) for t in ("{stem}_{end}", "{stem}_{end:.1f}", "{recording}#{segment}",
+                                                                    "{end:>4}", "{end:04}", "{segment:03d}")
+            ] == ["sc1_15", "sc1_15.0", "a/sc1.ogg#2", "  15", "0015", "002"]
+    assert format_row_id("{end}", "r", 0, 0.0, 1234.5625) == "1234.5625"  # not 6 digits (:g), which merged ids
+    with pytest.raises(ConfigError, match=r"row_id '{segment\[0\]}'"):  # a TypeError, as a config error
+        format_row_id("{segment[0]}", "r", 0, 0.0, 5.0)
     out = tmp_path / "out"
     logreg = ROOT / "configs/zoo/logreg.yaml"
     for script, *args in (("00_prepare.py", path, "--data-dir", data), ("01_features.py", logreg),

@@ -94,6 +94,16 @@ def test_a_row_is_predicted_over_the_fine_classes_of_its_own_values():
     np.testing.assert_allclose(probs[:, 0], soft[:, :3].sum(1) / soft.sum(1), atol=1e-12)
     assert probs[1].tolist() == [1.0, 0.0] and probs[2].tolist() == [0.0, 1.0]  # one possible fine class
     assert fine_mask(table, dict(comp, subdivide={"by": ["sex"], "mask": False})) is None
+    # folds.csv rows: a row of fold k is predicted over the fine classes of the other folds' rows
+    # (its own fine class, in no other fold, was given away to its OOF prediction: p = 1; probe)
+    folds = table.assign(fold=[0, 0, 1, 1, -1], fine_target=["a|sex=F|age<40", "a|sex=M|age>=40", "b|sex=F|age>=40",
+                                                            "a|sex=M|age<40", "b|sex=F|age<40"])
+    allowed = fine_mask(folds, comp)
+    assert allowed.tolist() == [[0, 0, 0, 1, 0],  # F<40 of fold 0: a|F<40 is fold 0's alone, b|F<40 the pseudo row's
+                                [0, 1, 0, 1, 1],  # M>=40, in no other fold: the fine classes folds 1 and -1 have
+                                [1, 0, 1, 1, 0],  # F>=40 of fold 1: b|F>=40 is fold 1's alone, so those of 0 and -1
+                                [1, 0, 1, 1, 0],  # M<40 likewise
+                                [1, 1, 1, 1, 1]]  # a pseudo-labelled row (fold -1) is never validated: as a test row
 
 
 def test_losses_and_class_weights_follow_the_fine_outputs():
@@ -133,6 +143,12 @@ def test_stage_00_writes_fine_targets_and_fine_classes(tmp_path):
     counts = pd.Series(expected).value_counts()
     assert s["fine_classes"] == len(counts) and s["smallest_fine_class"][1] == counts.min()
     assert any("fewer training rows than folds" in w for w in s["warnings"])  # the one-row fine classes
+    assert not any("subdivide.mask" in w for w in s["warnings"])  # no mask: no class is decided by the values
+    masked = prepare(dict(comp, subdivide=dict(comp["subdivide"], mask=True)), tmp_path / "out_mask")["warnings"]
+    # r7 (F, age unknown) and r12 (sex unknown, 70) are the only rows of their values: with the
+    # mask every test row of those values would be predicted their class, whatever it sounds like
+    assert any("subdivide.mask: the training rows of 2 value combination(s) hold one class" in w
+               and "sex=?|age>=60 (a, 1 rows), sex=F|age=? (b, 1 rows)" in w for w in masked), masked
 
 
 @pytest.mark.parametrize("change,needle", [
@@ -201,8 +217,10 @@ def test_end_to_end_trains_fine_classes_and_writes_competition_classes(tmp_path)
         assert [c for c in oof.columns if c.startswith("p_")] == ["p_no", "p_yes"] and len(oof) == 48
         np.testing.assert_allclose(oof[["p_no", "p_yes"]].sum(axis=1), 1, atol=1e-6)
         # subdivide.mask: r12 (sex unknown, 70) and r7 (F, age unknown) are the only rows of their
-        # values, so each has one possible fine class (no|sex=?|age>=60, yes|sex=F|age=?)
-        assert oof.p_no[12] == pytest.approx(1) and oof.p_yes[7] == pytest.approx(1)
+        # values, so their fine classes (no|sex=?|age>=60, yes|sex=F|age=?) are in no other fold: their
+        # OOF rows are predicted over the other fold's fine classes, by the model (they were given
+        # their own fine class, the only one of their values: p = 1, a leak of their labels)
+        assert 0 < oof.p_no[12] < 1 - 1e-6 and 0 < oof.p_yes[7] < 1 - 1e-6
         models = load_fold_models(out, exp["name"], torch.device("cpu"))
         assert [m.n_outputs for _, m in models] == [n_fine, n_fine]
         assert all(ckpt["comp"]["fine_classes"] == comp["fine_classes"] for ckpt, _ in models)

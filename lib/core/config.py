@@ -446,11 +446,12 @@ def _subdivide_section(cfg: dict, where: str) -> None:
 
 
 class _Seconds(float):
-    """A time in seconds that formats as ``:g`` without a format spec (``5.0`` -> ``5``) and as
-    any float with one (``{end:.1f}``)."""
+    """A time in seconds that formats as ``:.12g`` without a presentation type (``5.0`` -> ``5``,
+    ``1234.5625`` whole; ``{end:>5}``: ``"    5"``) and as any float with one (``{end:.1f}``)."""
 
-    def __format__(self, spec: str) -> str:
-        return format(float(self), spec or "g")
+    def __format__(self, spec: str) -> str:  # a width or fill alone keeps the short form: "{end:>5}" "    5"
+        typed = spec[-1:] in tuple("eEfFgGn%")
+        return format(float(self), spec if typed else spec + ("g" if "." in spec else ".12g"))
 
 
 def format_row_id(row_id: str, recording: str, segment: int, start: float, end: float) -> str:
@@ -461,7 +462,7 @@ def format_row_id(row_id: str, recording: str, segment: int, start: float, end: 
     try:
         return row_id.format(recording=recording, stem=Path(str(recording)).stem, segment=segment,
                              start=_Seconds(start), end=_Seconds(end))
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise ConfigError(f"segments.row_id {row_id!r}: {exc!r}; its fields are recording, stem, segment, start "
                           f"and end (seconds)") from None
 

@@ -713,16 +713,25 @@ def fine_mask(table: pd.DataFrame, comp: dict) -> np.ndarray | None:
     ``test.csv``, with its ``meta_<column>`` columns) may be predicted as, ``(rows, n_fine)`` bool:
     those of its own metadata values (a woman of 45: the fine classes ``<class>|sex=F|40<=age<60``),
     every other one being impossible for it, as the voice-pathology winner masked the classes
-    impossible for a patient's sex and age (MAIC 2021). A row whose values no training row had
-    keeps every fine class. ``None`` without ``subdivide.mask`` or ``fine_classes``. Raises
-    ``KeyError`` for a ``by`` column missing from ``table``."""
+    impossible for a patient's sex and age (MAIC 2021). A row of fold k of ``folds.csv`` (with its
+    ``fold`` and ``fine_target`` columns) may only be one of the fine classes of the rows outside
+    fold k, what fold k's model learnt from: its own fine class, when no other fold has it, is not
+    given away to its OOF prediction. A row whose values no training row had keeps every fine class
+    (of the other folds, for a row of a fold). ``None`` without ``subdivide.mask`` or
+    ``fine_classes``. Raises ``KeyError`` for a ``by`` column missing from ``table``."""
     if not (comp.get("subdivide") or {}).get("mask") or not comp.get("fine_classes"):
         return None
     own = np.array([f.split(tasks.FINE_SEP, 1)[1] for f in fine_targets([""] * len(table), table, comp)])
     parents = [comp["classes"][p] for p in tasks.fine_parent(comp)]
     values = np.array([f[len(c) + len(tasks.FINE_SEP):] for f, c in zip(comp["fine_classes"], parents)])
-    allowed = own[:, None] == values[None, :]
-    allowed[~allowed.any(1)] = True
+    known = np.ones((len(table), len(values)), bool)  # the fine classes a row's model learnt from
+    if {"fold", "fine_target"} <= set(table):
+        fold, fine = table["fold"].astype(int).to_numpy(), table["fine_target"].astype(str).to_numpy()
+        for k in np.unique(fold[fold >= 0]):
+            known[fold == k] = np.isin(comp["fine_classes"], fine[fold != k])
+    allowed = (own[:, None] == values[None, :]) & known
+    none = ~allowed.any(1)
+    allowed[none] = known[none]
     return allowed
 
 
@@ -786,6 +795,15 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         warnings = [*warnings, f"subdivide: {len(rare)} of the {len(fine)} fine classes have fewer training rows "
                                f"than folds, so some folds train without them: {', '.join(rare[:10])}"
                                + (" ..." if len(rare) > 10 else "")]
+    if fine is not None and (cfg["subdivide"] or {}).get("mask"):  # a cell of one class decides its test rows
+        parent, cell = zip(*(f.split(tasks.FINE_SEP, 1) for f in fine.index))
+        by_cell = pd.DataFrame({"cell": cell, "parent": parent, "rows": fine.to_numpy()})
+        one = [f"{r.cell} ({r.parent}, {r.rows} rows)"
+               for r in by_cell.groupby("cell").filter(lambda g: len(g) == 1).sort_values("cell").itertuples()]
+        if one:
+            warnings = [*warnings, f"subdivide.mask: the training rows of {len(one)} value combination(s) hold one "
+                                   f"class, so every test row with those values is predicted that class: "
+                                   f"{', '.join(one[:10])}" + (" ..." if len(one) > 10 else "")]
     fold = folds["fold"].to_numpy()
     absent = [f"{c} ({int(y[:, k].sum())} rows, in {len(set(fold[y[:, k] == 1]))} of {fold.max() + 1} folds)"
               for k, c in enumerate(cfg["classes"]) if len(set(fold[y[:, k] == 1])) < fold.max() + 1] if y.ndim == 2 else []

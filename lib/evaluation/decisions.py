@@ -64,12 +64,16 @@ def _rule_rows(view: pd.DataFrame, rule: dict, where: str) -> np.ndarray:
     return rows
 
 
-def mask_matches(table: pd.DataFrame, comp: dict) -> dict[str, int]:
-    """``{rule's where expression: rows of table it selects}`` for every ``decision.mask`` rule
-    over ``table`` (``folds.csv``): 04 prints them, so that a rule that selects no row (a value
-    spelt otherwise than in the CSV) is not silently without effect. Raises as :func:`_rule_rows`."""
+def mask_matches(table: pd.DataFrame, comp: dict) -> list[str]:
+    """One line per ``decision.mask`` rule: how many rows of ``table`` (``folds.csv``) it selects,
+    with a warning when none (a value spelt otherwise than in the CSV), which 00 and 04 print, so
+    that no rule is silently without effect. Raises as :func:`_rule_rows` (00: a misspelt column
+    is said before any training)."""
     view = _metadata_view(table.reset_index(drop=True))
-    return {r["where"]: int(_rule_rows(view, r, "decision.mask").sum()) for r in (comp.get("decision") or {}).get("mask") or []}
+    counts = {r["where"]: int(_rule_rows(view, r, "decision.mask").sum()) for r in (comp.get("decision") or {}).get("mask") or []}
+    return [f"label mask {rule!r}: {n} training rows" + ("" if n else ": WARNING: it selects none (the expression "
+                                                               "against the metadata's values as folds.csv has them?)")
+            for rule, n in counts.items()]
 
 
 def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str = "decision.mask") -> tuple[np.ndarray, int]:
@@ -77,7 +81,7 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
 
     ``probs`` ``(rows, n_classes)`` in the order of ``table`` (``folds.csv`` or ``test.csv``,
     whose ``meta_<column>`` columns the rules read by their plain names). Single-label rows are
-    renormalised. Returns ``(masked probs, rows changed)``. Raises ``ConfigError`` naming the
+    renormalised. Returns ``(masked probs, rows changed)`` (rows with a masked class above 0). Raises ``ConfigError`` naming the
     rule when its expression does not evaluate to one boolean per row, and ``InputError`` when a
     row would have every class masked.
     """
@@ -95,7 +99,7 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
     if comp["task"] != "multilabel":
         total = out.sum(1, keepdims=True)
         out = np.divide(out, total, out=np.where(keep, 1.0 / keep.sum(1, keepdims=True), 0.0), where=total > 0)
-    return out, int((~keep).any(1).sum())
+    return out, int((~keep & (np.asarray(probs) > 0)).any(1).sum())  # rows whose probabilities it moved
 
 
 def slice_priors(y, values, comp: dict) -> dict:
@@ -152,10 +156,10 @@ def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors
     """``decision.slice_prior`` applied to ``probs (rows, n_classes)``, the rows of ``table``
     (``folds.csv`` or ``test.csv``, or some of their rows, with the ``slice_<column>`` column) by
     :func:`shift_slice_priors`. ``priors`` ``None`` (OOF rows): each fold's rows are shifted with
-    the priors of the other folds' labelled rows of ``population`` (``folds.csv``; default
-    ``table``), what that fold's model learnt from (a fold's own labels never enter its rows'
-    shift; an experiment with some folds unfinished is shifted as a finished one); else with
-    ``priors`` (:func:`slice_priors` of every training row: test rows). Raises
+    the priors of the rows of ``population`` (``folds.csv``; default ``table``) outside that fold,
+    pseudo-labelled ones included: what that fold's model learnt from (a fold's own labels never
+    enter its rows' shift; an experiment with some folds unfinished is shifted as a finished one);
+    else with ``priors`` (:func:`slice_priors` of every training row: test rows). Raises
     ``MissingArtifact`` when the table lacks the column (00_prepare.py ran before the setting)."""
     column = SLICE_PREFIX + comp["decision"]["slice_prior"]
     if column not in table:
@@ -163,8 +167,7 @@ def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors
     values = table[column].astype(str).to_numpy()
     if priors is not None:
         return shift_slice_priors(probs, values, priors, comp)
-    pop = table if population is None else population
-    pop = pop[pop["fold"].astype(int) >= 0]  # labelled rows (pseudo-labelled ones: fold -1)
+    pop = table if population is None else population  # (pseudo-labelled rows, fold -1: every fold's models')
     y, pop_values, pop_folds = (tasks.class_index(pop["target"].fillna(""), comp), pop[column].astype(str).to_numpy(),
                                 pop["fold"].astype(int).to_numpy())
     folds, out = table["fold"].astype(int).to_numpy(), np.empty_like(probs)

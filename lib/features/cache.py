@@ -101,14 +101,15 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
 
 
 def audio_fingerprint(table, workers: int | None = None) -> str:
-    """Fingerprint of a split's recordings: their ids, paths and the SHA-256 of every audio
-    file's bytes (threads; about 0.2-0.5 s for the 5000 breathing files, 160 MB, on 2 cores), so
-    a file replaced by another, even of the same size and modification time, is noticed."""
+    """Fingerprint of a split's recordings: their ids and the SHA-256 of every audio file's bytes
+    (threads; about 0.2-0.5 s for the 5000 breathing files, 160 MB, on 2 cores), so a file
+    replaced by another, even of the same size and modification time, is noticed. Not their paths:
+    the same files in a moved data folder are the same cache (and its models stay current)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers or n_cpus()) as pool:
         hashes = list(pool.map(file_hash, table["path"]))
-    return fingerprint(list(table["id"]), list(table["path"]), hashes)
+    return fingerprint(list(table["id"]), hashes)
 
 
 def check_unchanged(table, split: str) -> None:

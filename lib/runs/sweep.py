@@ -159,16 +159,27 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
                    [d.low, d.high] if isinstance(d, IntDistribution) else [_rounded(d.low), _rounded(d.high)])
                for k, d in space.items()}  # the ends as a trial gets them (floats rounded: _suggest)
     first = {k: v[0] for k, v in samples.items()}
-    checks = [(k, {k: v[0]}) for k, v in samples.items()]  # each low end alone: the key to name
-    checks += [(None, first)] + [(k, {**first, k: v}) for k, vs in samples.items() for v in vs[1:]]
-    for key, values in checks:
+    for key, values in [(None, first)] + [(k, {**first, k: v}) for k, vs in samples.items() for v in vs[1:]]:
         try:
             load_experiment(exp, o["sets"] + overrides(values))
         except ConfigError as exc:
+            key = key or _failing_alone(exp, o["sets"], first)
             at = f"space.{key}" if key else "space, every key at its low end or first choice"
             raise ConfigError(f"{where} [{at}]: {exc}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
                  variant_name(base["name"], o["sets"]))
+
+
+def _failing_alone(exp: Path, sets: list, first: dict) -> str | None:
+    """The first key of ``first`` (each key's low end or first choice) whose value alone, the
+    others at the experiment's own, fails to load: the key to name when they fail together
+    (``None`` when only the combination fails)."""
+    for key, value in first.items():
+        try:
+            load_experiment(exp, sets + overrides({key: value}))
+        except ConfigError:
+            return key
+    return None
 
 
 def overrides(values: dict) -> list[str]:
