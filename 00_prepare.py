@@ -36,6 +36,7 @@ def main() -> None:
     from lib.components import check_found_classes
     from lib.data.prepare import prepare
     from lib.evaluation.metrics import undefined_in_folds, undefined_in_slices
+    from lib.core.errors import ConfigError
     from lib.evaluation.decisions import mask_matches
     from lib.core.config import row_noun, segment_unit
 
@@ -90,7 +91,12 @@ def main() -> None:
         print(f"removed the earlier blend, made from other folds, config or test set: {', '.join(s['removed_blend'])}"
               f" (04_ensemble.py makes it again)")
     train = out.load_split("train")
-    for line in mask_matches(train, comp):  # a rule's misspelt column: said now, not after training
+    try:
+        masks = mask_matches(train, comp)
+    except ConfigError:  # a rule over a misspelt column: no later stage may start from this preparation
+        out.prepared().path.unlink(missing_ok=True)
+        raise
+    for line in masks:
         print(line)
     for warning in s["warnings"] + undefined_in_folds(comp, train) + undefined_in_slices(comp, train):  # last: seen
         print(f"WARNING: {warning}")

@@ -333,6 +333,11 @@ def test_sweep_low_end_and_choices_name_their_key(tmp_path):
     sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  train.epochs: {low: 40, high: 80}\n"
                      "  scheduler.params.warmup_epochs: {low: 35, high: 40}\n")  # valid together (epochs 30 alone)
     load_sweep(sweep)  # each low end alone against the experiment's own values refused it (review)
+    sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  train.epochs: {low: 40, high: 80}\n"
+                     "  scheduler.params.warmup_epochs: {low: 35, high: 40}\n"
+                     "  optimizer.params.weight_decay: {low: -0.1, high: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"\[space.optimizer.params.weight_decay\]: --set "):  # the key that fails so
+        load_sweep(sweep)
     sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  loss.params.label_smoothing: {choices: [0.0, 2.0]}\n")
     with pytest.raises(ConfigError, match=r"\[space.loss.params.label_smoothing\]: .* in \[0, 1\), got 2.0$"):
         load_sweep(sweep)

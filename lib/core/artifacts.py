@@ -232,11 +232,17 @@ def model_settings(comp: dict) -> dict:
     :data:`MODEL_KEYS` (the classes in their order: the model's outputs; the metric that chose its
     epochs) and ``aggregate`` (``audio.aggregate``, how its windows make a recording's prediction;
     a binary task's ``max`` is named ``"max of the positive class"``, its meaning since 4e2b2bc, so
-    that models and OOF files of the renormalised maximum before it are trained again)."""
+    that models and OOF files of the renormalised maximum before it are trained again) and, with
+    ``subdivide``, that section (marked with the OOF mask rule of 29fef9e's successor, so that
+    OOF files made when a row's own fine class was given away are made again)."""
     aggregate = (comp.get("audio") or {}).get("aggregate")
     if aggregate == "max" and comp.get("task") == "binary":
         aggregate = "max of the positive class"
-    return {**{k: comp.get(k) for k in MODEL_KEYS}, "aggregate": aggregate}
+    settings = {**{k: comp.get(k) for k in MODEL_KEYS}, "aggregate": aggregate}
+    if comp.get("subdivide"):  # the fine classes are the outputs; the mask decides the OOF rows
+        settings["subdivide"] = dict(comp["subdivide"], **(
+            {"oof_mask": "the fine classes of the other folds"} if comp["subdivide"].get("mask") else {}))
+    return settings
 
 
 def trained_problem(rec: dict, comp: dict) -> str | None:

@@ -445,13 +445,21 @@ def _subdivide_section(cfg: dict, where: str) -> None:
             raise ConfigError(f"{w}: bands.{col} must be finite, strictly increasing edges, got {edges}")
 
 
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?z?(?P<alt>#)?0?\d*[_,]?(?P<precision>\.\d+)?(?P<type>[a-zA-Z%])?$",
+                          re.DOTALL)
+"""Python's format-spec mini-language: whether a spec names a precision and a presentation type."""
+
+
 class _Seconds(float):
     """A time in seconds that formats as ``:.12g`` without a presentation type (``5.0`` -> ``5``,
     ``1234.5625`` whole; ``{end:>5}``: ``"    5"``) and as any float with one (``{end:.1f}``)."""
 
     def __format__(self, spec: str) -> str:  # a width or fill alone keeps the short form: "{end:>5}" "    5"
-        typed = spec[-1:] in tuple("eEfFgGn%")
-        return format(float(self), spec if typed else spec + ("g" if "." in spec else ".12g"))
+        m = _FORMAT_SPEC.match(spec)
+        if m and not m.group("type"):
+            spec = spec.replace("#", "", 1) if m.group("alt") else spec  # (# keeps the zeros of .12g)
+            spec += "g" if m.group("precision") else ".12g"
+        return format(float(self), spec)
 
 
 def format_row_id(row_id: str, recording: str, segment: int, start: float, end: float) -> str:

@@ -796,7 +796,8 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
                                f"than folds, so some folds train without them: {', '.join(rare[:10])}"
                                + (" ..." if len(rare) > 10 else "")]
     if fine is not None and (cfg["subdivide"] or {}).get("mask"):  # a cell of one class decides its test rows
-        parent, cell = zip(*(f.split(tasks.FINE_SEP, 1) for f in fine.index))
+        parent = [cfg["classes"][p] for p in tasks.fine_parent(dict(cfg, fine_classes=list(fine.index)))]
+        cell = [f[len(c) + len(tasks.FINE_SEP):] for f, c in zip(fine.index, parent)]  # (a class may hold "|")
         by_cell = pd.DataFrame({"cell": cell, "parent": parent, "rows": fine.to_numpy()})
         one = [f"{r.cell} ({r.parent}, {r.rows} rows)"
                for r in by_cell.groupby("cell").filter(lambda g: len(g) == 1).sort_values("cell").itertuples()]

@@ -81,13 +81,14 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
 
     ``probs`` ``(rows, n_classes)`` in the order of ``table`` (``folds.csv`` or ``test.csv``,
     whose ``meta_<column>`` columns the rules read by their plain names). Single-label rows are
-    renormalised. Returns ``(masked probs, rows changed)`` (rows with a masked class above 0). Raises ``ConfigError`` naming the
+    renormalised. Returns ``(masked probs, rows changed (rows,) bool)`` (rows with a masked class
+    above 0). Raises ``ConfigError`` naming the
     rule when its expression does not evaluate to one boolean per row, and ``InputError`` when a
     row would have every class masked.
     """
     rules = (comp.get("decision") or {}).get("mask") or []
     if not rules:
-        return probs, 0
+        return probs, np.zeros(len(probs), bool)
     view = _metadata_view(table.reset_index(drop=True))
     keep = np.ones(np.shape(probs), dtype=bool)
     for rule in rules:
@@ -99,7 +100,7 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
     if comp["task"] != "multilabel":
         total = out.sum(1, keepdims=True)
         out = np.divide(out, total, out=np.where(keep, 1.0 / keep.sum(1, keepdims=True), 0.0), where=total > 0)
-    return out, int((~keep & (np.asarray(probs) > 0)).any(1).sum())  # rows whose probabilities it moved
+    return out, (~keep & (np.asarray(probs) > 0)).any(1)  # rows whose probabilities it moved
 
 
 def slice_priors(y, values, comp: dict) -> dict:
@@ -156,9 +157,10 @@ def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors
     """``decision.slice_prior`` applied to ``probs (rows, n_classes)``, the rows of ``table``
     (``folds.csv`` or ``test.csv``, or some of their rows, with the ``slice_<column>`` column) by
     :func:`shift_slice_priors`. ``priors`` ``None`` (OOF rows): each fold's rows are shifted with
-    the priors of the rows of ``population`` (``folds.csv``; default ``table``) outside that fold,
-    pseudo-labelled ones included: what that fold's model learnt from (a fold's own labels never
-    enter its rows' shift; an experiment with some folds unfinished is shifted as a finished one);
+    the priors of the labelled rows of ``population`` (``folds.csv``; default ``table``) outside
+    that fold (a fold's own labels never enter its rows' shift, so not the pseudo-labelled rows
+    either, whose labels came from a blend that learnt them; an experiment with some folds
+    unfinished is shifted as a finished one);
     else with ``priors`` (:func:`slice_priors` of every training row: test rows). Raises
     ``MissingArtifact`` when the table lacks the column (00_prepare.py ran before the setting)."""
     column = SLICE_PREFIX + comp["decision"]["slice_prior"]
@@ -167,7 +169,8 @@ def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors
     values = table[column].astype(str).to_numpy()
     if priors is not None:
         return shift_slice_priors(probs, values, priors, comp)
-    pop = table if population is None else population  # (pseudo-labelled rows, fold -1: every fold's models')
+    pop = table if population is None else population
+    pop = pop[pop["fold"].astype(int) >= 0]  # not pseudo-labelled rows: their labels came from this fold's
     y, pop_values, pop_folds = (tasks.class_index(pop["target"].fillna(""), comp), pop[column].astype(str).to_numpy(),
                                 pop["fold"].astype(int).to_numpy())
     folds, out = table["fold"].astype(int).to_numpy(), np.empty_like(probs)
@@ -207,13 +210,14 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
     how = decision.get("group_aggregate")
     if how and "group" not in rows:
         raise MissingArtifact(f"{split}.csv has no group column for decision.group_aggregate: run 00_prepare.py again")
-    out, masked = [], 0
+    out, masked = [], np.zeros(len(rows), bool)
     for f in frames:
-        p, masked = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
+        p, moved = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
+        masked |= moved  # rows any member's probabilities moved
         if decision.get("slice_prior"):
             p = slice_prior_shift(p, rows, comp, priors, None if priors is not None else table)
         out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
-    return out, masked
+    return out, int(masked.sum())
 
 
 def _label_metric(comp: dict) -> str | None:

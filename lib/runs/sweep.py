@@ -163,22 +163,23 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
         try:
             load_experiment(exp, o["sets"] + overrides(values))
         except ConfigError as exc:
-            key = key or _failing_alone(exp, o["sets"], first)
+            key = key or _failing_alone(exp, o["sets"], first, str(exc))
             at = f"space.{key}" if key else "space, every key at its low end or first choice"
             raise ConfigError(f"{where} [{at}]: {exc}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
                  variant_name(base["name"], o["sets"]))
 
 
-def _failing_alone(exp: Path, sets: list, first: dict) -> str | None:
-    """The first key of ``first`` (each key's low end or first choice) whose value alone, the
-    others at the experiment's own, fails to load: the key to name when they fail together
-    (``None`` when only the combination fails)."""
+def _failing_alone(exp: Path, sets: list, first: dict, error: str) -> str | None:
+    """The key of ``first`` (each key's low end or first choice) whose value alone, the others at
+    the experiment's own, fails to load with the message ``error`` of their failing together: the
+    key to name (``None`` when only the combination fails so)."""
     for key, value in first.items():
         try:
             load_experiment(exp, sets + overrides({key: value}))
-        except ConfigError:
-            return key
+        except ConfigError as exc:
+            if str(exc) == error:
+                return key
     return None
 
 
