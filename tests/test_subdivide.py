@@ -258,3 +258,15 @@ def test_a_code_read_back_as_a_float_names_the_same_fine_class():
     comp = {"subdivide": {"by": ["sex"]}, "metadata": {"numeric": [], "categorical": ["sex"]}}
     assert fine_targets(["x", "x"], pd.DataFrame({"meta_sex": [1, 0]}), comp) == ["x|sex=1", "x|sex=0"]
     assert fine_targets(["x", "x"], pd.DataFrame({"meta_sex": [1.0, np.nan]}), comp) == ["x|sex=1", "x|sex=?"]
+
+
+def test_the_subdivide_section_is_part_of_what_a_model_was_trained_under():
+    """Turning subdivide.mask on or off left the OOF and test files of the other setting
+    current (review); competitions without subdivide keep their keys."""
+    from lib.core.artifacts import model_settings
+
+    comp = {"task": "binary", "classes": ["no", "yes"], "metric": "accuracy", "metrics": ["accuracy"]}
+    assert "subdivide" not in model_settings(comp)
+    plain, masked = (model_settings(dict(comp, subdivide=dict(SUBDIVIDE, mask=m))) for m in (False, True))
+    assert plain["subdivide"]["by"] == ["sex", "age"] and plain != masked
+    assert masked["subdivide"]["oof_mask"] == "the fine classes of the other folds"
