@@ -90,6 +90,27 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["y.npy"]
 
 
+def test_a_folder_replaced_leaves_the_old_or_the_new_one_whole_after_a_kill(tmp_path):
+    """05 --force and offline_kit.py --force removed the old folder, then renamed the new one in:
+    killed while removing, a half-deleted folder stayed, which the same command then refused as
+    "not an offline kit" (probe). Now the old one is renamed aside first, and a kill between the
+    two renames is cleared by the next call."""
+    from lib.core.utils import replace_folder
+
+    def folder(name, text):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "INSTALL.txt").write_text(text)
+
+    folder("kit", "old")
+    folder(".kit.partial", "new")
+    replace_folder(tmp_path / ".kit.partial", tmp_path / "kit")
+    assert (tmp_path / "kit/INSTALL.txt").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["kit"]
+    (tmp_path / "kit").rename(tmp_path / ".kit.old")  # killed between the two renames: nothing at kit
+    folder(".kit.partial", "newer")
+    replace_folder(tmp_path / ".kit.partial", tmp_path / "kit")
+    assert (tmp_path / "kit/INSTALL.txt").read_text() == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["kit"]
+
+
 def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, tmp_path):
     out, exp, o = toy
     stage("02_train.py", exp, "--output-dir", out)

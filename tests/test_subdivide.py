@@ -229,7 +229,10 @@ def test_end_to_end_trains_fine_classes_and_writes_competition_classes(tmp_path)
         np.testing.assert_allclose(preds[["p_no", "p_yes"]].sum(axis=1), 1, atol=1e-6)
     head = torch.load(out.model_dir("cnn_sub") / "fold0.pt", weights_only=True)["state_dict"]
     assert any(v.shape[:1] == (n_fine,) for k, v in head.items() if k.startswith("head.") and k.endswith("weight"))
+    (out.root / "ensemble").mkdir(exist_ok=True)  # a killed 04's temporary there (dead writer): removed by 04
+    (out.root / "ensemble" / ".members.999999999.abc.tmp.csv").write_text("half")
     ens = run_ensemble(out, ["cnn_sub", "hgb_sub"])
+    assert not (out.root / "ensemble" / ".members.999999999.abc.tmp.csv").exists()
     blend = pd.read_csv(out.root / "ensemble/oof_blend.csv")
     np.testing.assert_allclose(blend[["p_no", "p_yes"]].sum(axis=1), 1, atol=1e-6)
     sub = pd.read_csv(out.root / "submission.csv")

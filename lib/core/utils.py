@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -198,6 +199,21 @@ def format_seconds(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """Put the finished folder ``new`` in place of ``dest`` (made beside it, on the same file
+    system): the old ``dest`` is first renamed aside to ``.<name>.old``, then ``new`` renamed in,
+    then the old one removed, so a kill at any point leaves either the old folder or the new one
+    whole at ``dest`` (or, between the two renames, nothing there and both beside it, which the
+    next call clears), never a half-deleted one that a check for the folder's own files refuses."""
+    dest = Path(dest)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)  # a killed call's
+    if dest.exists():
+        dest.rename(old)
+    Path(new).rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def format_count(n: float) -> str:

@@ -338,7 +338,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     if with_test:
         test_blend, submission = blend_test(comp, final, decision["decision"], preds, test, priors)
     record = out.ensembled
-    record.begin()
+    record.begin(out.root / "ensemble")  # (and a killed run's temporaries there)
     _write_submission(out, submission)
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": metric,
                "experiments": table.to_dict("records"), "blend": blend_scores,

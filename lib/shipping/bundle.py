@@ -42,7 +42,7 @@ from ..core.artifacts import FOLDS, check_apart, check_competition, check_folds,
 from ..core.config import segment_unit
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
-from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
+from ..core.utils import fingerprint, load_tensors_only, read_json, replace_folder, write_csv, write_json
 from ..core.device import get_device
 from ..data import tasks
 from ..data.prepare import prepare_test
@@ -117,9 +117,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
     except ConfigError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    replace_folder(tmp, dest)  # a kill leaves the old folder or the new one whole
     return manifest
 
 

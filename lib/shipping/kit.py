@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..core.config import ROOT
 from ..core.errors import ConfigError
+from ..core.utils import replace_folder
 
 INFER_REQUIREMENTS = ROOT / "requirements-infer.txt"
 KAGGLE_HAS = ("torch", "torchaudio", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", "librosa",
@@ -99,9 +100,7 @@ def build_kit(dest: str | Path, present=KAGGLE_HAS, python_version: str | None =
         "(KIT: where the kit dataset is mounted, e.g. /kaggle/input/audio-pipeline-kit; nothing to install when\n"
         "requirements-kit.txt is empty), then put KIT/code first on sys.path (notebook.ipynb does both).\n")
     shutil.copy2(ROOT / "lib" / "shipping" / "notebook.ipynb", tmp / "notebook.ipynb")
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    replace_folder(tmp, dest)  # a kill leaves the old folder or the new one whole
     wheels = sorted(p.name for p in (dest / "wheels").iterdir())
     return {"missing": missing, "wheels": wheels, "code": list(CODE)}
 
