@@ -23,6 +23,7 @@ def main() -> None:
     if args.csv and Path(args.csv).is_dir():
         p.error(f"--csv {args.csv} is a folder; give the path of a file to write")
     from lib.core.utils import write_csv
+    from lib.core.artifacts import remove_stale_temporaries
     from lib.evaluation.metrics import base_metric
     from lib.evaluation.leaderboard import (
         blend_summary,
@@ -54,6 +55,7 @@ def main() -> None:
     if line:
         print(line)
     if args.csv:
+        remove_stale_temporaries(Path(args.csv).resolve().parent)  # a killed writer's, beside the CSV
         write_csv(args.csv, df)
         print(f"wrote {args.csv}")
 

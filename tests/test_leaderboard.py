@@ -294,8 +294,10 @@ def test_multilabel_indicators_against_zero_one_columns(tmp_path):
 
 def test_commands(board, tmp_path):
     out, _, _ = board
+    (tmp_path / ".lb.999999999.abc.tmp.csv").write_text("half")  # a killed --csv writer's: removed (probe)
     ok = stage("leaderboard.py", "--output-dir", str(out.root), "--sort", "auroc", "--csv", str(tmp_path / "lb.csv"), check=False)
     assert ok.returncode == 0, ok.stderr
+    assert not (tmp_path / ".lb.999999999.abc.tmp.csv").exists()
     assert "by OOF auroc (higher is better)" in ok.stdout and "partial" in ok.stdout
     assert "not shown: broken" in ok.stdout and "blend (softmax, T=0.01) of 2" in ok.stdout
     assert len(pd.read_csv(tmp_path / "lb.csv")) == 5
