@@ -29,7 +29,7 @@ import yaml
 
 from .errors import ConfigError
 from .registry import did_you_mean
-from .schema import COMPONENTS, Competition, Experiment, fill_defaults, source_of, validate
+from .schema import COMPONENTS, DEFAULT_ROW_ID, Competition, Experiment, fill_defaults, source_of, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project folder (the parent of ``lib/``)."""
@@ -475,6 +475,12 @@ def format_row_id(row_id: str, recording: str, segment: int, start: float, end: 
                           f"and end (seconds)") from None
 
 
+def row_id(seg: dict) -> str:
+    """The ``segments.row_id`` template of a ``segments`` section (:data:`DEFAULT_ROW_ID` for a
+    bundle's config written before the key)."""
+    return seg.get("row_id", DEFAULT_ROW_ID)
+
+
 def _check_segment_rows(cfg: dict, where: str) -> None:
     """With ``segments.unit: segment`` the rows' labels are the segments' own: a train
     ``target_column(s)`` or ``target_from`` would not be read; ``segments.row_id`` formats (a test
@@ -485,11 +491,11 @@ def _check_segment_rows(cfg: dict, where: str) -> None:
     if unit == "segment" and (train.get("target_column") or train.get("target_columns") or train.get("target_from")):
         raise ConfigError(f"{where} [train]: target_column(s) or target_from would not be read: with segments.unit "
                           f"segment every segment's labels are its own (segments.labels or label_column); remove them")
-    if seg.get("row_id", "{recording}#{segment}") != "{recording}#{segment}" and unit != "segment":
+    if row_id(seg) != DEFAULT_ROW_ID and unit != "segment":
         raise ConfigError(f"{where} [segments]: row_id names segment rows, but the rows are recordings "
                           f"(unit {unit}): remove it")
     try:
-        format_row_id(seg.get("row_id", "{recording}#{segment}"), "dir/rec.ogg", 0, 0.0, 5.0)
+        format_row_id(row_id(seg), "dir/rec.ogg", 0, 0.0, 5.0)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -181,6 +181,10 @@ class _Matrix(_Section):
     header: bool = False  # csv/tsv: the first line names the columns
 
 
+DEFAULT_ROW_ID = "{recording}#{segment}"
+"""A segment row's id unless ``segments.row_id`` says otherwise (:func:`lib.core.config.row_id`)."""
+
+
 class _Segments(_Section):
     """Segments of each recording (cycles, tokens) from an annotation source."""
     format: Literal["icbhi", "json", "csv"]
@@ -198,7 +202,7 @@ class _Segments(_Section):
     unit: Optional[Literal["segment", "recording"]] = None  # default: segment with own labels, else recording
     aggregate: Literal["mean", "max", "vote"] = "mean"  # segments -> recording (unit: recording)
     min_seconds: NonNegative = 0.0  # shorter segments are errors (0: only empty ones)
-    row_id: str = "{recording}#{segment}"  # unit: segment: a row's id; fields recording, stem, segment, start, end
+    row_id: str = DEFAULT_ROW_ID  # unit: segment: a row's id; fields recording, stem, segment, start, end
 
 
 class _Subdivide(_Section):

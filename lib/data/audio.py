@@ -62,9 +62,8 @@ def defects(path: str | Path, info=None) -> list[str]:
     nor a full read shows it. Costs one open and a read of each chunk header, not of the samples.
     A compressed file (FLAC, Ogg, MP3) cut short: its last 2048 frames are decoded (a seek, about a
     millisecond); an error there, or for FLAC, whose header holds the exact length, fewer frames
-    than the header declares, is a defect (damage in the middle of a file is not looked for: that
-    would need a full decode) (an MP3's length is an estimate; a cut Ogg
-    reads as a shorter recording). Non-finite samples: only files of float subtype (``FLOAT``,
+    than the header declares, is a defect (an MP3's length is an estimate; a cut Ogg reads as a
+    shorter recording; damage in the middle of a file would need a full decode, not done). Non-finite samples: only files of float subtype (``FLOAT``,
     ``DOUBLE``) can hold NaN or inf; those are read fully and checked with ``np.isfinite``;
     integer PCM files are not read. ``info``: the file's :func:`header` when the caller has it
     (saves a header read). Raises ``AudioError`` naming the file when it is missing or libsndfile

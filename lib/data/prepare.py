@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.artifacts import blend_problem, folds_id
-from ..core.config import check_classes
+from ..core.config import check_classes, row_id
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import Outputs
 from ..core.registry import did_you_mean
@@ -550,11 +550,11 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
         counts[split] = {"recordings": len(rows), "segments": len(segs), "skipped": segs.attrs["skipped"],
                          **segments.repeats(segs)}
         if segments.unit(cfg) == "segment":
-            row_id = cfg["segments"].get("row_id", "{recording}#{segment}")  # (bundles made before the key: none)
-            out[split] = segments.segment_rows(rows, segs, row_id)
+            template = row_id(cfg["segments"])
+            out[split] = segments.segment_rows(rows, segs, template)
             for i in out[split].index[out[split]["id"].duplicated()]:  # a row_id template that is not unique
                 problems.append(f"{out[split].at[i, 'where']}: segment id {out[split].at[i, 'id']!r} (segments.row_id "
-                                f"{row_id!r}) is another segment's too")
+                                f"{template!r}) is another segment's too")
         else:
             listed = {rec: " ".join(f"{a:.6f}:{b:.6f}" for a, b in zip(g["start_s"], g["end_s"]))
                       for rec, g in segs.groupby("id", sort=False)}
@@ -671,7 +671,7 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
                                   (theirs, ours, f"sample ids not among the test set's {what}")):
             if kept - other:
-                segment = (f" (segment ids are {cfg['segments'].get('row_id', '{recording}#{segment}')}: "
+                segment = (f" (segment ids are {row_id(cfg['segments'])}: "
                            f"segments.row_id)"
                            if segments.unit(cfg) == "segment" else "")
                 problems.append(f"{sample_csv}: {len(kept - other)} {said}, e.g. {sorted(kept - other)[:5]}{segment}")

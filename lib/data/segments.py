@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import format_row_id
+from ..core.schema import DEFAULT_ROW_ID
 from ..core.config import segment_unit as unit
 from ..core.errors import ConfigError, InputError
 from ..core.utils import read_text, read_text_table
@@ -260,7 +261,7 @@ def repeats(segments: pd.DataFrame) -> dict[str, list[str]]:
     return out
 
 
-def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = "{recording}#{segment}") -> pd.DataFrame:
+def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = DEFAULT_ROW_ID) -> pd.DataFrame:
     """Rows of a split turned into one row per segment (``unit: segment``): each segment takes
     its recording's columns, ``id`` from the template ``row_id`` (:func:`format_row_id`:
     ``<recording>#<segment>`` by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``),

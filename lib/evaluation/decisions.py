@@ -215,7 +215,7 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
         p, moved = apply_masks(f[cols].to_numpy(dtype=float), rows, comp, f"decision.mask ({split})")
         masked |= moved  # rows any member's probabilities moved
         if decision.get("slice_prior"):
-            p = slice_prior_shift(p, rows, comp, priors, None if priors is not None else table)
+            p = slice_prior_shift(p, rows, comp, priors, table)  # (table: OOF rows' priors; test: priors)
         out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
     return out, int(masked.sum())
 
