@@ -181,6 +181,15 @@ def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
     ages = folds.loc[folds.fold == 1, "meta_age"]
     assert enc["mean"][0] == pytest.approx(ages.fillna(ages.median()).mean())
     assert enc["names"] == ["meta_age", "meta_sex_F", "meta_sex_M"]
+    # a bundle keeps the training rows' categories, and predict_bundle names a new test set's unseen ones, as 00 does
+    from lib.shipping.bundle import _log_unknown_values, _training_categories
+
+    cats = _training_categories(out, comp)
+    assert cats == {"sex": ["F", "M"]}
+    said = []
+    _log_unknown_values(pd.DataFrame({"meta_sex": ["F", "X", "M", "X"]}), None, cats, said.append)
+    assert said == ["WARNING: metadata 'sex': 2 test row(s) have values no training row has: X (2 rows); "
+                    "they are encoded as no category (all zeros)"]
 
 
 def test_run_all_refuses_an_unknown_profile_before_any_stage(tmp_path):

@@ -45,7 +45,8 @@ from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, replace_folder, write_csv, write_json
 from ..core.device import get_device
 from ..data import tasks
-from ..data.prepare import prepare_test
+from ..data.metadata import metadata_columns
+from ..data.prepare import META_PREFIX, prepare_test
 from ..data.slices import PREFIX as SLICE_PREFIX
 from ..data.slices import counts_text, unmatched_slice_values
 from ..inputs import load_inputs
@@ -148,11 +149,19 @@ def _write_bundle(tmp: Path, out: Outputs, comp: dict, summary: dict, ens_record
     manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "source": str(out.root), "ensemble_record": ens_record["id"], "experiments": experiments,
                 "folds": folds, "inputs": {FOLDS: fid}, "method": summary["method"], "model_dirs": model_dirs,
-                "onnx_max_difference": exported,
+                "onnx_max_difference": exported, "metadata_categories": _training_categories(out, comp),
                 "files": files}
     write_json(tmp / "bundle.json", manifest)
     (tmp / SEAL).write_text(f"{file_hash(tmp / 'bundle.json')}  bundle.json\n")  # sha256sum's format
     return manifest
+
+
+def _training_categories(out: Outputs, comp: dict) -> dict[str, list[str]]:
+    """Each categorical metadata column's values among the training rows (``folds.csv``), as text:
+    what :func:`predict_bundle` compares a new test set's values with, as stage 00 does (a value no
+    training row has is encoded as all zeros)."""
+    table = out.load_split("train")
+    return {c: sorted(set(np.asarray(table[META_PREFIX + c]).astype(str))) for c in metadata_columns(comp)[1]}
 
 
 def _pack_model_folder(tmp: Path, exp: str, folds: list[int], log) -> str | None:
@@ -362,13 +371,20 @@ def _check_inputs(exp: str, trained: dict, now: dict) -> None:
                           f"{ {k: trained.get(k) for k in differ} } at training, { {k: now.get(k) for k in differ} } now"])
 
 
-def _log_unknown_slices(table: pd.DataFrame, priors: dict | None, log) -> None:
-    """Say which test rows' ``decision.slice_prior`` values no training row had (their
-    probabilities stay unshifted), as 00 and 04 do."""
+def _log_unknown_values(table: pd.DataFrame, priors: dict | None, categories: dict, log) -> None:
+    """Say, as 00 and 04 do, which test rows' ``decision.slice_prior`` values no training row had
+    (their probabilities stay unshifted) and which rows' categorical metadata values
+    (``categories``: ``{column: training values}``, from ``bundle.json``) no training row had
+    (encoded as all zeros)."""
     unknown = unmatched_slice_values(table[SLICE_PREFIX + priors["column"]], priors["slices"]) if priors else {}
     if unknown:
         log(f"decision.slice_prior {priors['column']!r}: test rows left unshifted (values no training row has): "
             + counts_text(unknown))
+    for column, known in categories.items():
+        unknown = unmatched_slice_values(table[META_PREFIX + column], known)
+        if unknown:
+            log(f"WARNING: metadata {column!r}: {sum(unknown.values())} test row(s) have values no training row has: "
+                f"{counts_text(unknown)}; they are encoded as no category (all zeros)")
 
 
 def check_work_dir(work_dir, data_dir, bundle) -> None:
@@ -458,7 +474,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     for warning in prep["warnings"]:
         log(f"WARNING: {warning}")
     table = work.load_split("test")
-    _log_unknown_slices(table, summary.get("slice_prior"), log)
+    _log_unknown_values(table, summary.get("slice_prior"), manifest.get("metadata_categories") or {}, log)
     device = get_device(device)
     preds, unused, skipped = [], _weight_zero(summary), []
     for i, exp in enumerate(manifest["experiments"]):
