@@ -37,7 +37,7 @@ def main() -> None:
     from lib.data.prepare import prepare
     from lib.evaluation.metrics import undefined_in_folds, undefined_in_slices
     from lib.core.errors import ConfigError
-    from lib.evaluation.decisions import mask_matches
+    from lib.evaluation.decisions import mask_matches, training_slice_priors, unknown_prior_notes
     from lib.core.config import row_noun, segment_unit
 
     out = cli.outputs(args)
@@ -98,6 +98,8 @@ def main() -> None:
         raise
     for line in masks:
         print(line)
+    for line in unknown_prior_notes(training_slice_priors(train, comp), comp):
+        print(f"note: {line}")
     for warning in s["warnings"] + undefined_in_folds(comp, train) + undefined_in_slices(comp, train):  # last: seen
         print(f"WARNING: {warning}")
 

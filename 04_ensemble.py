@@ -22,7 +22,7 @@ def main() -> None:
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
     from lib.data.slices import counts_text
-    from lib.evaluation.decisions import in_sample_note, mask_matches
+    from lib.evaluation.decisions import in_sample_note, mask_matches, unknown_prior_notes
     from lib.evaluation.metrics import is_better, undefined_in_slices
 
     if args.method is not None and args.method not in METHODS:
@@ -66,6 +66,8 @@ def main() -> None:
             print(f"  WARNING: {sum(sp['oof_unshifted'].values())} OOF rows left unshifted "
                   f"({counts_text(sp['oof_unshifted'])}): no other fold holds their {sp['column']} (folds grouped by it), so the OOF scores below cannot "
                   f"judge the shift, which still changes the test rows")
+        for line in unknown_prior_notes(sp, comp):
+            print(f"  note: {line}")
         if sp.get("test_unknown"):
             print(f"  test rows left unshifted (values no training row has): "
                   + counts_text(sp["test_unknown"]))

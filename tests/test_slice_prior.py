@@ -27,9 +27,9 @@ def _logit(p):
 
 
 def test_priors_and_shift_against_the_direct_formula():
-    y, db = np.array([1, 1, 1, 0, 0, 0, 0, 0]), np.array(list("aaaabbbb"))
+    y, db = np.array([1, 1, 1, 0, 1, 0, 0, 0]), np.array(list("aaaabbbb"))
     priors = slice_priors(y, db, BIN)
-    assert priors["pooled"] == pytest.approx([(5 + 1) / (8 + 2), (3 + 1) / (8 + 2)])  # add-one smoothing
+    assert priors["pooled"] == pytest.approx([(4 + 1) / (8 + 2), (4 + 1) / (8 + 2)])  # add-one smoothing
     assert priors["slices"]["a"] == pytest.approx([2 / 6, 4 / 6]) and priors["rows"] == {"a": 4, "b": 4}
     p = np.array([[0.3, 0.7], [0.9, 0.1], [0.5, 0.5]])
     out = shift_slice_priors(p, np.array(["a", "b", "c"]), priors, BIN)
@@ -39,18 +39,49 @@ def test_priors_and_shift_against_the_direct_formula():
     assert out[2].tolist() == [0.5, 0.5]  # a value the training rows lack: kept
 
     multi = dict(BIN, task="multiclass", classes=["x", "y", "z"])
-    pm = slice_priors(np.array([0, 0, 1, 2, 2, 2]), np.array(list("aaabbb")), multi)
+    pm = slice_priors(np.array([0, 0, 1, 2, 2, 2, 0, 1]), np.array(list("aaabbbbb")), multi)
     q = np.array([[0.2, 0.3, 0.5]])
     expected = q[0] * np.array(pm["pooled"]) / np.array(pm["slices"]["b"])
     assert shift_slice_priors(q, np.array(["b"]), pm, multi)[0] == pytest.approx(expected / expected.sum())
 
     ml = dict(BIN, task="multilabel", classes=["x", "y"])
-    pl = slice_priors(np.array([[1, 0], [1, 1], [0, 0], [0, 1]]), np.array(list("aabb")), ml)
-    assert pl["slices"]["a"] == pytest.approx([3 / 4, 2 / 4])
+    pl = slice_priors(np.array([[1, 0], [1, 1], [0, 1], [0, 0], [0, 1], [1, 0]]), np.array(list("aaabbb")), ml)
+    assert pl["slices"]["a"] == pytest.approx([3 / 5, 3 / 5]) and pl["unknown"] == {}
     r = shift_slice_priors(np.array([[0.6, 0.0], [0.6, 1.0]]), np.array(["a", "a"]), pl, ml)
     expected = _logit(0.6) + _logit(pl["pooled"][0]) - _logit(pl["slices"]["a"][0])
     assert _logit(r[0, 0]) == pytest.approx(expected)
     assert r[0, 1] == 0.0 and r[1, 1] == 1.0  # a masked class (0) and a certain one stay
+
+
+def test_a_slice_lacking_a_class_is_left_unshifted_and_said():
+    """A database whose training rows are all normal: its add-one prior (1 / 17 abnormal) against
+    a pooled 0.3 multiplied every row's odds of abnormal by about 7, so all its rows were decided
+    abnormal (probe). Its prior is unknown: its rows keep their probabilities, and 00/04 say so."""
+    from lib.evaluation.decisions import unknown_prior_notes
+
+    y, db = np.array([1] * 6 + [0] * 4 + [0] * 15), np.array(["a"] * 10 + ["dev"] * 15)
+    priors = dict(slice_priors(y, db, BIN), column="db")
+    assert priors["unknown"] == {"dev": ["abnormal"]}
+    p = np.array([[0.6, 0.4], [0.6, 0.4]])
+    out = shift_slice_priors(p, np.array(["a", "dev"]), priors, BIN)
+    assert out[1].tolist() == [0.6, 0.4] and out[0, 1] < 0.4  # dev kept; a (60 % abnormal) shifted down
+    assert unknown_prior_notes(priors, BIN) == [
+        "decision.slice_prior 'db': 'dev' (15 training rows) has no row of 'abnormal': its prior there is unknown, "
+        "so its rows are left unshifted"]
+    # multi-label: only the class that every (or no) row of the slice has is kept, the others shift
+    ml = dict(BIN, task="multilabel", classes=["x", "y"])
+    pl = dict(slice_priors(np.array([[1, 0], [1, 1], [0, 0], [0, 1], [1, 1]]), np.array(list("aabbb")), ml), column="db")
+    assert pl["unknown"] == {"a": ["x"]}
+    r = shift_slice_priors(np.array([[0.6, 0.3]]), np.array(["a"]), pl, ml)
+    assert r[0, 0] == 0.6 and r[0, 1] != 0.3
+    assert "no row, or only rows, with 'x'" in unknown_prior_notes(pl, ml)[0]
+    # OOF rows: the same rule per fold, on the other folds' rows
+    table = pd.DataFrame({"id": [str(i) for i in range(25)], "target": np.where(y == 1, "abnormal", "normal"),
+                          "fold": np.arange(25) % 5, "slice_db": db})
+    probs = np.tile([0.6, 0.4], (25, 1))
+    shifted = slice_prior_shift(probs, table, BIN)
+    np.testing.assert_array_equal(shifted[db == "dev"], probs[db == "dev"])
+    assert not np.allclose(shifted[db == "a"], probs[db == "a"])
 
 
 def _device_learner(seed=0, n=600):

@@ -5,6 +5,7 @@ through the stages as a user would for the rest."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import yaml
 from conftest import ROOT, stage
 
 from lib.core.errors import ConfigError
-from lib.data.folds import make_folds
+from lib.data.folds import make_folds, small_strata
 from lib.data.slices import SlicedLabels
 from lib.evaluation.metrics import get_metric, score_all, score_slices, undefined_in_folds, undefined_in_slices
 
@@ -127,8 +128,22 @@ def test_leave_one_group_out_and_stratify_by():
             assert counts.max() - counts.min() <= 1
     with pytest.raises(ValueError, match="at least 2 groups"):
         make_folds(y, np.zeros(120), scheme="leave_one_group_out")
-    with pytest.raises(ValueError, match="stratify_by: class .* with value 'x' has 1 rows"):
-        make_folds(y, None, 5, "stratified", 0, strata=np.append(db[:-1], "x"))
+    # a class x database cell with fewer rows than folds (a small database's 2 abnormal rows) was refused:
+    # it is spread over as many folds as it has rows, the other cells still balanced, and 00 says so
+    small = np.append(db[:-2], ["x", "x"])
+    y2 = np.append(y[:-2], [1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "least populated class" warning is 00's to say
+        fold = make_folds(y2, None, 5, "stratified", 0, strata=small)
+    assert len(set(fold[small == "x"])) == 2
+    for d in "bef":
+        for c in (0, 1):
+            counts = np.bincount(fold[(small == d) & (y2 == c)], minlength=5)
+            assert counts.max() - counts.min() <= 1
+    assert small_strata(y2, small, 5, ["normal", "abnormal"]) == ["class 'abnormal' with value 'x' (2 rows)"]
+    assert small_strata(y2, db, 5, ["normal", "abnormal"]) == []
+    with pytest.raises(ValueError, match="class 1 has 2 rows, fewer than 5 folds"):  # a class itself still is refused
+        make_folds(np.append(np.zeros(118, int), [1, 1]), None, 5, "stratified", 0, strata=db)
 
 
 def test_stratify_by_with_multilabel_schemes():

@@ -26,6 +26,8 @@ share of each class in every fold, when the test set comes from the same databas
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch  # noqa: F401  before scikit-learn, for the reason below
@@ -61,7 +63,7 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     a class with fewer rows than folds, or (``multilabel_stratified_group``) fewer groups than folds.
     """
     y = np.asarray(y)
-    name = lambda k: str(classes[int(k)]) if classes else k  # noqa: E731
+    name = lambda k: str(classes[int(k)]) if classes else getattr(k, "item", lambda: k)()  # noqa: E731
     if scheme not in SCHEMES:
         raise ValueError(f"fold scheme {scheme!r} is not one of {SCHEMES}")
     if strata is not None and scheme in ("group", "leave_one_group_out", "predefined"):
@@ -86,24 +88,18 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
         return codes.astype(int)  # LeaveOneGroupOut's folds: group k (sorted) is fold k
     if strata is not None and y.ndim == 2:  # one indicator column per value, balanced like a label
         y = np.hstack([y, pd.get_dummies(pd.Series(np.asarray(strata)).astype(str)).to_numpy(dtype=y.dtype)])
-    elif strata is not None:
-        key = pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str)
-        counts = key.value_counts()
+    if y.ndim == 1 and scheme != "group":
+        counts = pd.Series(y).value_counts()
         if counts.min() < n_folds:
-            label, value = counts.idxmin().split("|", 1)
-            raise ValueError(f"stratify_by: class {name(label)!r} with value {value!r} has {counts.min()} rows, "
-                             f"fewer than {n_folds} folds")
-        y = pd.factorize(key)[0]
+            raise ValueError(f"class {name(counts.idxmin())!r} has {counts.min()} rows, fewer than {n_folds} folds")
+    if strata is not None and y.ndim == 1:  # a class x value cell smaller than the folds: spread over its rows' folds
+        y = pd.factorize(pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str))[0]
     if scheme == "multilabel_stratified_group":
         codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
         if len(names) < n_folds:
             raise ValueError(f"{len(names)} groups, fewer than {n_folds} folds")
         y_group = pd.DataFrame(y).groupby(codes).max().to_numpy()  # label k if any of the group's rows has it
         return make_folds(y_group, None, n_folds, "multilabel_stratified", seed)[codes]
-    if y.ndim == 1 and scheme != "group":
-        counts = pd.Series(y).value_counts()
-        if counts.min() < n_folds:
-            raise ValueError(f"class {name(counts.idxmin())!r} has {counts.min()} rows, fewer than {n_folds} folds")
     x = np.zeros(len(y))
     if scheme == "stratified":
         splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)
@@ -116,9 +112,23 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
 
         splits = MultilabelStratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)
     fold = np.full(len(y), -1, dtype=int)
-    for k, (_, valid) in enumerate(splits):
-        fold[valid] = k
+    with warnings.catch_warnings():  # a stratum smaller than the folds: 00 says so (small_strata)
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        for k, (_, valid) in enumerate(splits):
+            fold[valid] = k
     return fold
+
+
+def small_strata(y, strata, n_folds: int, classes: list[str]) -> list[str]:
+    """The class x ``stratify_by`` value cells of single-label ``y`` (``(rows,)`` class indices)
+    and ``strata`` (``(rows,)`` str) with fewer rows than ``n_folds``, as ``"class 'c' with value
+    'v' (n rows)"``: :func:`make_folds` spreads each over as many folds as it has rows, so some
+    folds validate none of it. ``[]`` for a multi-label ``y`` or without ``strata``."""
+    if strata is None or np.ndim(y) != 1:
+        return []
+    cells = pd.DataFrame({"c": np.asarray(y), "v": np.asarray(strata).astype(str)}).value_counts(sort=False)
+    return [f"class {classes[int(c)]!r} with value {v!r} ({n} row{'s' if n > 1 else ''})"
+            for (c, v), n in cells.items() if n < n_folds]
 
 
 def _natural(value: str):

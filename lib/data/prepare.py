@@ -29,7 +29,7 @@ from ..core.paths import Outputs
 from ..core.registry import did_you_mean
 from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv
 from . import audio, matrix, segments, tasks
-from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds
+from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds, small_strata
 from .slices import PREFIX as SLICE_PREFIX
 from .slices import category_text, slice_values, unmatched_slice_values
 
@@ -735,6 +735,13 @@ def fine_mask(table: pd.DataFrame, comp: dict) -> np.ndarray | None:
     return allowed
 
 
+def _strata(cfg: dict, train: pd.DataFrame) -> pd.Series | None:
+    """The ``folds.stratify_by`` values of each training row joined by ``|`` (``(rows,)`` str),
+    or ``None`` without the setting."""
+    by = cfg["folds"].get("stratify_by")
+    return train[by].astype(str).agg("|".join, axis=1) if by else None
+
+
 def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups: list[str],
                  meta: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """``folds.csv``'s table from the checked training rows ``train``, their ``labels``, ``groups``
@@ -754,9 +761,9 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
         cfg["fine_classes"] = sorted(set(folds["fine_target"]))
     fc = cfg["folds"]
     try:
-        strata = train[fc["stratify_by"]].astype(str).agg("|".join, axis=1) if fc.get("stratify_by") else None
         folds["fold"] = make_folds(y, folds["group"], fc["n_folds"], fc["scheme"], fc["seed"],
-                                   train[fc["column"]] if fc.get("column") else None, strata, cfg["classes"])
+                                   train[fc["column"]] if fc.get("column") else None, _strata(cfg, train),
+                                   cfg["classes"])
     except ValueError as exc:
         made = f"n_folds {fc['n_folds']}, " if fc["n_folds"] is not None else ""
         raise ConfigError(f"folds ({made}scheme {fc['scheme']}): {exc}") from exc
@@ -883,6 +890,11 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
         raise InputError(problems)
 
     folds, y = _build_folds(cfg, train, labels, groups, metas["train"])
+    small = small_strata(y, _strata(cfg, train), cfg["folds"]["n_folds"], cfg["classes"])
+    if small:
+        warnings.append(f"folds.stratify_by: {len(small)} class x value cell(s) have fewer rows than the "
+                        f"{cfg['folds']['n_folds']} folds, each spread over as many folds as it has rows (the other "
+                        f"folds validate none of it): {'; '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
     shipped = (dict(zip(folds["fold"].to_numpy(), train[cfg["folds"]["column"]].astype(str).str.strip().to_numpy()))
                if cfg["folds"]["scheme"] == "predefined" else {})  # which shipped value became which fold
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)

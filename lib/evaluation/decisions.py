@@ -108,18 +108,58 @@ def slice_priors(y, values, comp: dict) -> dict:
     0/1 for multi-label), pooled and per slice value ``values (rows,)``, with add-one (Laplace)
     smoothing so that no prior is 0 or 1: single-label ``(count_k + 1) / (rows + n_classes)``,
     multi-label per class ``(positives_k + 1) / (rows + 2)``. Returns ``{"pooled": [n_classes],
-    "slices": {value: [n_classes]}, "rows": {value: rows}}`` (plain lists: it is saved in
-    ``ensemble.json`` for the test rows and bundles)."""
+    "slices": {value: [n_classes]}, "rows": {value: rows}, "unknown": {value: [class names]}}``
+    (plain lists: it is saved in ``ensemble.json`` for the test rows and bundles), where
+    ``unknown`` lists, per value, the classes that no row of it has (multi-label: that no row has,
+    or that every row has): their prior is a guess of the smoothing, and :func:`shift_slice_priors`
+    leaves them alone (a database whose training rows are all normal would otherwise have every
+    row pushed to abnormal)."""
     k, values = len(comp["classes"]), np.asarray(values).astype(str)
 
-    def prior(rows) -> list[float]:
+    def counts(rows) -> np.ndarray:
         if comp["task"] == "multilabel":
-            return ((np.asarray(rows, float).sum(0) + 1) / (len(rows) + 2)).tolist()
-        return ((np.bincount(np.asarray(rows, int), minlength=k) + 1) / (len(rows) + k)).tolist()
+            return np.asarray(rows, float).sum(0)
+        return np.bincount(np.asarray(rows, int), minlength=k).astype(float)
+
+    def prior(rows) -> list[float]:
+        return ((counts(rows) + 1) / (len(rows) + (2 if comp["task"] == "multilabel" else k))).tolist()
+
+    def absent(rows) -> list[str]:
+        n = counts(rows)
+        lacking = (n == 0) | (n == len(rows)) if comp["task"] == "multilabel" else n == 0
+        return [c for c, a in zip(comp["classes"], lacking) if a]
 
     kept = np.unique(values)
+    unknown = {str(v): absent(y[values == v]) for v in kept}
     return {"pooled": prior(y), "slices": {str(v): prior(y[values == v]) for v in kept},
-            "rows": {str(v): int((values == v).sum()) for v in kept}}
+            "rows": {str(v): int((values == v).sum()) for v in kept},
+            "unknown": {v: c for v, c in unknown.items() if c}}
+
+
+def training_slice_priors(train: pd.DataFrame, comp: dict) -> dict | None:
+    """:func:`slice_priors` of every training row of ``train`` (``folds.csv``) over the
+    ``decision.slice_prior`` column, with ``"column"`` and ``"classes"``: what test rows are
+    shifted with; ``None`` without the setting."""
+    column = (comp.get("decision") or {}).get("slice_prior")
+    if not column:
+        return None
+    y = tasks.class_index(train["target"].fillna(""), comp)
+    return {"column": column, "classes": list(comp["classes"]),
+            **slice_priors(y, train[SLICE_PREFIX + column].astype(str).to_numpy(), comp)}
+
+
+def unknown_prior_notes(priors: dict | None, comp: dict) -> list[str]:
+    """One line per slice value of ``priors`` (:func:`training_slice_priors`; ``None``: none)
+    whose training rows lack a class, saying what the shift leaves alone there (00 and 04 print
+    them)."""
+    if not priors:
+        return []
+    lacking = "no row, or only rows, with" if comp["task"] == "multilabel" else "no row of"
+    left = ("those classes are left unshifted on its rows" if comp["task"] == "multilabel"
+            else "its rows are left unshifted")
+    return [f"decision.slice_prior {priors['column']!r}: {value!r} ({priors['rows'][value]} training rows) has "
+            f"{lacking} {', '.join(map(repr, classes))}: its prior there is unknown, so {left}"
+            for value, classes in priors.get("unknown", {}).items()]
 
 
 def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> np.ndarray:
@@ -131,20 +171,24 @@ def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> n
     Neural Computation 14(1), with known priors, applied per slice as Menon et al. (2021),
     "Long-tail learning via logit adjustment" (ICLR), apply it per class. Values are matched to
     the training rows' as :func:`lib.data.slices.match_slice_values` does (``"1.0"`` is ``"1"``);
-    rows of a value without a prior (a slice the training rows lack) and probabilities of exactly
-    0 or 1 (masked classes) are kept as they are. Returns a new array."""
+    rows of a value without a prior (a slice the training rows lack), a slice's classes whose
+    prior is unknown (``priors["unknown"]``: single-label, the slice's rows; multi-label, those
+    classes) and probabilities of exactly 0 or 1 (masked classes) are kept as they are. Returns a
+    new array."""
     probs = np.asarray(probs, dtype=float)
     values, out = match_slice_values(np.asarray(values).astype(str), priors["slices"]), probs.copy()
     pooled = np.asarray(priors["pooled"], dtype=float)
+    unknown = priors.get("unknown", {})
     for value, prior in priors["slices"].items():
         rows = values == value
-        if not rows.any():
+        if not rows.any() or (value in unknown and comp["task"] != "multilabel"):
             continue
         prior, p = np.asarray(prior, dtype=float), probs[rows]
         if comp["task"] == "multilabel":  # per class on the log-odds: + logit(pooled) - logit(slice)
             inner = (p > 0) & (p < 1)
             q = np.where(inner, p, 0.5)
             shift = np.log(pooled / (1 - pooled)) - np.log(prior / (1 - prior))
+            shift[[comp["classes"].index(c) for c in unknown.get(value, [])]] = 0.0
             out[rows] = np.where(inner, 1 / (1 + np.exp(-(np.log(q / (1 - q)) + shift))), p)
         else:
             q = p * pooled / prior

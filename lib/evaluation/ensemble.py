@@ -33,7 +33,7 @@ from ..core.utils import fingerprint, read_artifact_csv, read_text_table, write_
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
-from .decisions import choose_decision, postprocess, slice_priors
+from .decisions import choose_decision, postprocess, training_slice_priors
 from .metrics import metrics_with_worst_slice, score_all
 
 
@@ -242,18 +242,16 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     ``"oof_unshifted"``: the values of OOF rows that no other fold holds (folds grouped by the
     column), with row counts: those rows keep their probabilities, so the OOF scores cannot judge
     the shift there; ``None`` without the setting."""
-    column = (comp.get("decision") or {}).get("slice_prior")
-    if not column:
+    priors = training_slice_priors(train, comp)
+    if priors is None:
         return None
-    y = tasks.class_index(train["target"].fillna(""), comp)
-    priors = slice_priors(y, train[PREFIX + column].astype(str).to_numpy(), comp)
+    column = priors["column"]
     unknown = {} if test is None else unmatched_slice_values(test[PREFIX + column], priors["slices"])
     labelled = train[train["fold"] >= 0]  # the OOF rows
     values, fold = labelled[PREFIX + column].astype(str).to_numpy(), labelled["fold"].to_numpy()
     alone = {v: int(((fold == k) & (values == v)).sum()) for k in np.unique(fold)
              for v in sorted(set(values[fold == k]) - set(values[fold != k]))}
-    return {"column": column, "classes": list(comp["classes"]), **priors, "test_unknown": unknown,
-            "oof_unshifted": alone}
+    return {**priors, "test_unknown": unknown, "oof_unshifted": alone}
 
 
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,
