@@ -160,6 +160,15 @@ def test_slice_prior_through_the_stages_and_a_bundle(tmp_path):
     assert pd.read_csv(out / "test.csv")["slice_site"].tolist() == ["x", "y"]
     for script in ("01_features.py", "02_train.py", "03_infer.py"):
         stage(script, exp, "--output-dir", out)
+    from lib.components import load_experiment
+    from lib.core.paths import Outputs
+    from lib.runs.experiment import ExperimentRun
+
+    said = []  # a network drawing each site's classes equally often on top of the shift: over-corrected, said
+    net = load_experiment(ROOT / "configs/cnn_small.yaml", ["features.set=lm16", "features.params.n_mels=16",
+                          "features.params.n_fft=512", "features.params.hop_length=256", "train.sampler=balanced_slices"])
+    ExperimentRun(net, Outputs(out), "cpu", log=said.append)
+    assert any("balanced_slices and decision.slice_prior" in line for line in said)
     log = stage("04_ensemble.py", "--output-dir", out).stdout  # best of one member: the member itself, both ways
     assert "slice prior shift on site" in log and "x (16 rows) a 0.278 b 0.722" in log
     assert "without the shift: single" in log and "members (OOF, after the slice prior shift):" in log
