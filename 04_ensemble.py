@@ -91,7 +91,7 @@ def main() -> None:
     numeric = [c for c in targets if sub[c].dtype.kind == "f"]  # probabilities: their means, not counts
     indicators = [c for c in targets if sub[c].dtype.kind in "iub"]  # 0/1 per class: how many rows have it
     summary = (f"mean {({c: round(float(sub[c].mean()), 4) for c in numeric})}" if numeric else
-               f"rows per class {({c: int(sub[c].sum()) for c in indicators})}" if indicators else
+               f"per class {({c: int(sub[c].sum()) for c in indicators})}" if indicators else
                sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else "")
     print(f"wrote {r['path']}: {r['rows']} rows {summary}")
 

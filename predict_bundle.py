@@ -42,7 +42,7 @@ def main() -> None:
                        args.engine, test_files=args.test_files, submission=not args.no_submission,
                        bad_test_files=args.bad_test_files)
     run = len(r["experiments"]) - len(r["not_run"])
-    print(f"{r['rows']} recordings, {run} experiment(s) blended by {r['method']}"
+    print(f"{r['rows']} {r['row_noun']}s, {run} experiment(s) blended by {r['method']}"
           + (f" ({len(r['not_run'])} of weight 0 not run)" if r["not_run"] else "") + ", decision "
           f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
     print(f"wrote {r['submission']}" if r["submission"] else

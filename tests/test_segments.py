@@ -270,7 +270,9 @@ def test_matrix_errors_name_file_and_line(tmp_path):
         read_matrix(nan, spec)
     frames = pd.DataFrame(np.random.default_rng(0).random((5, 3)) + 1)  # 5 frames x 3 bins, as pandas writes it
     for kw, needle in (({"index": False}, r"line 1: 0, 1, ..., 2, a header row .*set matrix.header: true"),
-                       ({"header": False}, r"column 1: 0, 1, ..., 4, an index column .*index=False")):
+                       ({"header": False}, r"column 1: 0, 1, ..., 4, an index column .*index=False"),
+                       ({}, r"line 1 column 1: '' is not a number; a header row and an index column, as pandas' "
+                            r"to_csv writes by default\? .*header=False, index=False")):  # to_csv(path) as it is
         frames.to_csv(bad, **kw)
         with pytest.raises(AudioError, match=needle):
             read_matrix(bad, dict(spec, axes="frames_bins"))

@@ -65,7 +65,9 @@ def _table_checked(path: Path, spec: dict, sep: str) -> np.ndarray:
         values = pd.to_numeric(pd.Series(cells).str.strip(), errors="coerce").to_numpy(np.float64)
         bad = np.flatnonzero(np.isnan(values) & ~pd.Series(cells).str.strip().str.lower().isin(["nan"]).to_numpy())
         if len(bad):
-            raise AudioError(f"{path} line {n} column {bad[0] + 1}: {cells[bad[0]]!r} is not a number")
+            hint = ("; a header row and an index column, as pandas' to_csv writes by default? write the files with "
+                    "to_csv(path, header=False, index=False)") if n == first + 1 and bad[0] == 0 and not cells[0].strip() else ""
+            raise AudioError(f"{path} line {n} column {bad[0] + 1}: {cells[bad[0]]!r} is not a number{hint}")
         out.append(values)
     return np.asarray(out, dtype=np.float32)
 
@@ -114,7 +116,8 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
     n = spec["n_bins"]
     if x.shape[0] != n:
         other = "frames_bins" if spec["axes"] == "bins_frames" else "bins_frames"
-        hint = f" (its other axis has {n}: set matrix.axes: {other})" if x.shape[1] == n else ""
+        hint = (f" (its other axis has {n}: this file is transposed; if every file is, set matrix.axes: {other})"
+                if x.shape[1] == n else "")
         raise AudioError(f"{path}: {x.shape[0]} bins where matrix.n_bins is {n}, with axes "
                          f"{spec['axes']}{hint}")
     if x.shape[1] == 0:

@@ -212,16 +212,19 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 end = _number(e["end"], seg["end"], e["where"], problems)
                 if start is None or end is None:
                     continue
-                if fps:
+                span = f"{start:g}-{end:g} s"
+                if fps:  # the frames as written, beside the seconds they make
+                    span = f"frames {start:g}-{end:g} ({start / fps:g}-{end / fps:g} s)"
                     start, end = start / fps, end / fps
                 duration = float(r["duration_s"]) if r.get("duration_s") is not None else np.inf
                 if end <= start or end - start < seg["min_seconds"]:
-                    problems.append(f"{e['where']}: segment {start:g}-{end:g} s is "
+                    problems.append(f"{e['where']}: segment {span} is "
                                     + ("empty or reversed" if end <= start else f"shorter than min_seconds {seg['min_seconds']}"))
                     continue
                 if start < 0 or start >= duration or end > duration + TOLERANCE_S:
-                    problems.append(f"{e['where']}: segment {start:g}-{end:g} s lies outside its recording "
-                                    f"{r['id']!r} (0-{duration:g} s)")
+                    frames = f", {duration * fps:g} frames" if fps else ""
+                    problems.append(f"{e['where']}: segment {span} lies outside its recording "
+                                    f"{r['id']!r} (0-{duration:g} s{frames})")
                     continue
                 if seg["label_column"] and not e.get("label") and split == "train":
                     problems.append(f"{e['where']}: empty {seg['label_column']!r} (the segment's class)")

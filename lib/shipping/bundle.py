@@ -39,7 +39,7 @@ import torch
 import yaml
 
 from ..core.artifacts import FOLDS, check_apart, check_competition, check_folds, check_trained, file_hash, folds_id
-from ..core.config import segment_unit
+from ..core.config import row_noun, segment_unit
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import Outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, replace_folder, write_csv, write_json
@@ -445,7 +445,8 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     when the bundle has it and ``onnxruntime`` imports).
     Members of weight 0 in the blend (``single`` keeps one) are not run (``not_run``): the
     weighted mean leaves them out, so the result is the same and the time theirs is saved.
-    Returns ``{"rows", "seconds", "experiments", "not_run", "submission": path or None}``. Raises
+    Returns ``{"rows", "row_noun" (what a row is: recording or segment), "seconds", "experiments",
+    "not_run", "submission": path or None}``. Raises
     ``ConfigError`` before any work when ``work_dir`` is, lies inside or contains ``data_dir`` or
     the bundle, or is a pipeline output folder (:func:`check_work_dir`: it would overwrite or delete their files),
     ``MissingArtifact`` or ``InputError`` for a damaged bundle (:func:`load_bundle`) and
@@ -501,6 +502,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     if sub is not None:
         path = work.root / "submission.csv"
         write_csv(path, sub)
-    return {"rows": len(table), "seconds": time.time() - t0, "experiments": manifest["experiments"], "not_run": skipped,
+    return {"rows": len(table), "row_noun": row_noun(comp), "seconds": time.time() - t0,
+            "experiments": manifest["experiments"], "not_run": skipped,
             "method": summary["method"], "decision": summary["decision"]["decision"], "submission": path,
             "mean_probs": dict(zip(tasks.prob_columns(comp), np.round(blend.mean(0), 4).tolist()))}
