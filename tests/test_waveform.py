@@ -2,6 +2,8 @@
 front end against the cached log-mel, test-time augmentation, checkpoints that carry their front
 end, and the config checks (real heart-valve recordings where the data is there, generated
 signals otherwise)."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -256,13 +258,17 @@ def test_the_readme_notebook_code_runs_as_written(tmp_path):
     for script in ("01_features.py", "02_train.py"):
         stage(script, exp, "--output-dir", out)
     y, sr = sf.read(sorted((tmp_path / "data/test").glob("*.wav"))[0])
-    sf.write(tmp_path / "clip.wav", y, sr)
+    sf.write(tmp_path / "clip.wav", y[::2][:sr // 8], sr // 2)  # another rate, shorter than a window (probe)
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"## From a notebook\n\n```python\n(.*?)```", readme, re.S).group(1)
-    code = code.replace("/path/to/this/project", str(ROOT)) + "\nprint(tuple(logits.shape), spec.shape)\n"
+    code = code.replace("/path/to/this/project", str(ROOT)) + "\nprint(tuple(logits.shape), spec.shape, sr, x.shape)\n"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split("\n")[-2].startswith("(1, 1) (1, 64, "), r.stdout  # binary: one logit; 64 mel bands
+    # binary: one logit; 64 mel bands; the clip resampled to the training rate and padded to the window
+    manifest = json.loads((out / "features/waveform/manifest.json").read_text())
+    n = round(manifest["clip_seconds"] * manifest["sample_rate"])
+    assert r.stdout.split("\n")[-2].startswith("(1, 1) (1, 64, "), r.stdout
+    assert r.stdout.split("\n")[-2].endswith(f"{manifest['sample_rate']} ({n},)"), r.stdout
 
 
 def test_train_benchmark_refuses_a_waveform_config_before_timing():

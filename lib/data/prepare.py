@@ -375,7 +375,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     test = _read_rows(te, root, _test_columns(cfg), problems)
     if test is not None:
         _check_paths(test, root, problems)
-        _resolve_inputs(test, cfg, problems, "test", silence_hint="predict_bundle.py --bad-test-files silence")
+        hint = "predict_bundle.py --bad-test-files silence, or in a notebook predict_bundle(..., bad_test_files='silence'),"
+        _resolve_inputs(test, cfg, problems, "test", silence_hint=hint)
         test = _with_segments(cfg, {"test": test}, problems)[0]["test"]
         native = cfg["native_sample_rate"]
         fix = (f"; a bundle reads test audio as its competition config says: audio.sample_rate: {native} there "
