@@ -84,7 +84,8 @@ def main() -> None:
         print(f"note: {note}")
     sub = r["submission"]
     if sub is None:
-        print(f"no submission written (the competition has no test set or no 'submission' section); "
+        why = "no 'submission' section" if out.has_test() else "no test set"
+        print(f"no submission written (the competition has {why}); "
               f"scores in {out.root / 'ensemble.json'}")
         return
     targets = [c for c in sub.columns if c != (comp.get("submission") or {}).get("id_column")]

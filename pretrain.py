@@ -51,4 +51,4 @@ def summary(cfg: dict, s: dict, out) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("pretrain", main)
+    cli.run("pretrain", main, resume="run the same command again: it resumes after the last finished epoch")

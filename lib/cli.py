@@ -98,10 +98,11 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     return cfg
 
 
-def run(stage: str, main) -> None:
+def run(stage: str, main, resume: str = "") -> None:
     """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
-    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130; a stage whose stdout's
+    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130, saying ``resume`` (how a
+    rerun carries on) when given; a stage whose stdout's
     reader went away (``leaderboard.py | head``) ends quietly with 141. A torchrun rank
     (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).
     A full disk met in a library's own thread (tensorboard's event writer) is reported once, by
@@ -122,7 +123,8 @@ def run(stage: str, main) -> None:
         print(f"\n{stage}: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print(f"\n{stage}: interrupted; finished artifacts are intact", file=sys.stderr)
+        print(f"\n{stage}: interrupted; finished artifacts are intact" + (f"; {resume}" if resume else ""),
+              file=sys.stderr)
         _exit_now_if_threads_linger(130)
         sys.exit(130)
     except Exception as exc:

@@ -26,8 +26,9 @@ TINY = {"features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n
         "train": {"epochs": 3, "batch_size": 4, "patience": 10, "device": "cpu"}}
 
 
-def _kill_when(args, needle: str, stream: str = "stdout", timeout: float = 120) -> str:
-    """Run a stage, SIGKILL it as soon as ``needle`` appears in its output; returns the output."""
+def _kill_when(args, needle: str, stream: str = "stdout", timeout: float = 120, sig=signal.SIGKILL) -> str:
+    """Run a stage, send it ``sig`` (SIGKILL; SIGINT is Ctrl-C) as soon as ``needle`` appears in
+    its output; returns the output, to its end."""
     p = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     seen, hit = [], threading.Event()
@@ -38,11 +39,14 @@ def _kill_when(args, needle: str, stream: str = "stdout", timeout: float = 120) 
             if needle in "".join(seen[-len(needle) - 200:]):
                 hit.set()
 
-    for pipe in (p.stdout, p.stderr):
-        threading.Thread(target=watch, args=(pipe,), daemon=True).start()
+    readers = [threading.Thread(target=watch, args=(pipe,), daemon=True) for pipe in (p.stdout, p.stderr)]
+    for reader in readers:
+        reader.start()
     assert hit.wait(timeout), "".join(seen)[-2000:]
-    os.kill(p.pid, signal.SIGKILL)
+    os.kill(p.pid, sig)
     p.wait()
+    for reader in readers:
+        reader.join(10)
     return "".join(seen)
 
 

@@ -5,6 +5,7 @@ exactly and a fine-tuned fold keeps its frozen blocks, a really killed run resum
 and mismatched checkpoints are clear errors."""
 import os
 import re
+import signal
 import shutil
 
 import numpy as np
@@ -141,6 +142,14 @@ def test_a_killed_run_resumes_and_is_never_taken_for_finished(toy):
     assert not (out / "pretrained" / "wave.state.pt").exists()
     assert not [p for p in (out / "pretrained").iterdir() if p.name.startswith(".")]  # no temporaries left
     build_model(section, manifest, 2, 0, WAVE["frontend"])
+    # Ctrl-C in a run with no finished result yet: it says how to carry on, and fine-tuning from it says why not
+    said = _kill_when(["pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=40", "--name", "fresh"],
+                      "epoch  2/40", sig=signal.SIGINT)
+    assert "interrupted; finished artifacts are intact; run the same command again: it resumes after the last " \
+           "finished epoch" in said
+    fresh = dict(section, params=dict(section["params"], pretrained=str(out / "pretrained" / "fresh.pt")))
+    with pytest.raises(ConfigError, match="fresh.state.pt beside it is: its pretrain.py run stopped before the end"):
+        build_model(fresh, manifest, 2, 0, WAVE["frontend"])
 
 
 def test_extra_audio_is_converted_aloud_hashed_and_never_the_competitions_own(toy, tmp_path):
@@ -162,6 +171,15 @@ def test_extra_audio_is_converted_aloud_hashed_and_never_the_competitions_own(to
     log = stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=1", "--set",
                 "pretrain.crop_seconds=1.0", "--name", "long").stdout  # the clips are 0.5 s
     assert "pretrain.crop_seconds 1.0 s is longer than 26 of the 26 recordings: their views are padded" in log
+    (extra / "cut.wav").write_bytes((extra / "a.wav").read_bytes()[:300])  # a WAV cut short: read as 1 ms before
+    r = stage(*run, check=False)
+    assert r.returncode == 1 and "pretrain.extra_audio: 1 file(s) cannot be used: " in r.stderr
+    assert f"{extra / 'cut.wav'}: truncated" in r.stderr
+    (extra / "cut.wav").unlink()
+    sf.write(extra / "short.wav", 0.1 * rng.standard_normal(SR // 5).astype(np.float32), SR)  # 0.2 s < 0.5 s crops
+    assert ("the crop (pretrain.crop_seconds: null, so audio.clip_seconds 0.5 s) is longer than 1 of the 29 recordings: "
+            "their views are padded") in stage(*run).stdout  # said with the default crop too
+    (extra / "short.wav").unlink()
     shutil.copy(out.parent / "data" / "test" / sorted(os.listdir(out.parent / "data" / "test"))[0], extra)
     r = stage(*run, "--set", "pretrain.splits=[train]", check=False)
     assert r.returncode == 1 and "pretrain.extra_audio: 1 of its 3 file(s) are the competition's own recordings" in r.stderr
@@ -207,6 +225,10 @@ def test_typos_and_mismatched_checkpoints_are_clear_errors(toy, tmp_path):
             build_model({"name": "cnn", "params": params}, man, 2, 0, frontend)
     with pytest.raises(ConfigError, match="resnet.*not a pretrain.py|does not fit.*model.name is 'cnn'"):
         build_model({"name": "resnet", "params": {"widths": [8, 16], "pretrained": path}}, manifest, 2, 0, WAVE["frontend"])
+    gem = dict(WAVE["model"]["params"], pooling="gem", pretrained=path)  # gem's exponent pool.p is not in the checkpoint
+    with pytest.raises(ConfigError, match=r"lacks tensors of this model: \['pool.p'\]: the pooling differs \(the "
+                                          r"checkpoint's model.params.pooling is its model default\); use that pooling"):
+        build_model({"name": "cnn", "params": gem}, manifest, 2, 0, WAVE["frontend"])
     with pytest.raises(ConfigError, match="freeze_blocks=3: cnn has 2 blocks"):
         build_model({"name": "cnn", "params": dict(WAVE["model"]["params"], freeze_blocks=3, pretrained=path)},
                     manifest, 2, 0, WAVE["frontend"])

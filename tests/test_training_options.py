@@ -205,6 +205,13 @@ def test_supcon_is_added_to_the_training_loss_of_a_network_only(toy):
                              table, 0, torch.device("cpu"), lambda *_: None)[3]
     # batches of 4 windows: a SupCon term of about log(3) ~ 1.1 on top of a cross-entropy of about log(2)
     assert with_supcon[0]["train_loss"] - plain[0]["train_loss"] > 0.5
+    from lib.runs.experiment import ExperimentRun
+
+    said = []  # 02 says the loss is on, and that train_loss holds it (valid_loss does not)
+    ExperimentRun(dict(cfg, name="sc", train={**one_epoch, "supcon": {"weight": 1.0, "temperature": 0.1}}), out, "cpu",
+                  log=said.append).announce([0])
+    assert any("train.supcon: weight 1.0" in line and "train_loss includes it" in line and "few positives" in line
+               for line in said), said
     hgb = dict(cfg, name="hgb_supcon", model={"name": "hgb", "params": {}},
                train={**one_epoch, "supcon": {"weight": 0.1, "temperature": 0.1}})
     with pytest.raises(ConfigError, match="train.supcon is an auxiliary loss on a network's embedding"):

@@ -150,13 +150,18 @@ def load(model: AudioClassifier, path: str, expected: dict) -> dict:
                           f"(pretrain.py with its config) or use the checkpoint's settings")
     own = model.state_dict()
     wanted = backbone_state(model)
+    pooled = ((ckpt.get("config") or {}).get("model") or {}).get("params", {}).get("pooling")
+    pooling = (f": the pooling differs (the checkpoint's model.params.pooling is {pooled or 'its model default'}); "
+               f"use that pooling, or pretrain with this one")
     for k, v in ckpt["state_dict"].items():
         if k not in own or own[k].shape != v.shape:
             raise ConfigError(f"model.params.pretrained: {p}: tensor {k} {tuple(v.shape)} does not fit the model "
-                              f"({tuple(own[k].shape) if k in own else 'no such tensor'})")
+                              f"({tuple(own[k].shape) if k in own else 'no such tensor'})"
+                              + (pooling if k.startswith("pool.") else ""))
     missing = sorted(set(wanted) - set(ckpt["state_dict"]))
     if missing:
-        raise ConfigError(f"model.params.pretrained: {p} lacks tensors of this model: {missing[:5]}")
+        raise ConfigError(f"model.params.pretrained: {p} lacks tensors of this model: {missing[:5]}"
+                          + (pooling if all(k.startswith("pool.") for k in missing) else ""))
     bad = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ConfigError(f"model.params.pretrained: {p} holds non-finite values in {len(bad)} tensors (e.g. "

@@ -21,6 +21,10 @@ def pretrained_file(path, model: str, where_from: str) -> Path:
     missing file is a ``ConfigError`` naming ``model.params.pretrained`` and where such
     checkpoints come from (``where_from``)."""
     p = Path(path).expanduser()
+    if not p.is_file() and p.with_name(f"{p.stem}.state.pt").is_file():  # pretrain.py's state after an epoch
+        raise ConfigError(f"model.params.pretrained: {str(path)!r} is not there, but {p.stem}.state.pt beside it is: "
+                          f"its pretrain.py run stopped before the end; run the same pretrain.py command again "
+                          f"(it resumes after its last finished epoch)")
     if not p.is_file():
         raise ConfigError(f"model.params.pretrained: {model} checkpoint {str(path)!r} is not a file (looked for "
                           f"{p.resolve()}: a relative path is taken from the folder the stage runs in). Nothing is "

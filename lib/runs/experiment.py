@@ -202,6 +202,12 @@ class ExperimentRun:
         if self.teacher:
             self.log(f"distils the blend of 04_ensemble.py (its record {self.teacher}): targets are "
                      f"{cfg['train']['distill']['weight']} x its OOF probabilities + the rest x the labels")
+        sc = cfg["train"]["supcon"]
+        if sc:
+            self.log(f"auxiliary supervised contrastive loss (train.supcon: weight {sc['weight']}, temperature "
+                     f"{sc['temperature']}): train_loss includes it, valid_loss does not"
+                     + (f"; with batches of {cfg['train']['batch_size']} a class has few positives in a batch "
+                        f"(32 or more is usual)" if cfg["train"]["batch_size"] < 32 else ""))
         params = cfg["model"]["params"]
         if params.get("pretrained"):
             opts = [f"{k} {params[k]}" for k in ("freeze_blocks", "backbone_lr", "layer_decay") if k in params]

@@ -28,10 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.device import autocast, get_device, place_model
-from ..core.errors import ConfigError, TrainingError
+from ..core.errors import AudioError, ConfigError, TrainingError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, load_tensors_only, seed_everything, write_csv
 from ..core.artifacts import file_hash
+from ..data.audio import defects as audio_defects
 from ..data.audio import header as audio_header
 from ..data.audio import load as load_audio
 from ..inputs import SplitInputs, WaveData, load_inputs
@@ -92,7 +93,8 @@ def extra_inputs(folders: list[str], manifest: dict, comp: dict, own_paths=()) -
     ``audio.resample_type``) and files of several channels. Raises ``ConfigError`` for folders
     without audio and for files whose bytes are those of the competition's own recordings
     (``own_paths``: stage 00's train and test paths; ``pretrain.splits`` chooses those, and a test
-    file would be read even with ``splits: [train]``), ``AudioError`` naming a bad file."""
+    file would be read even with ``splits: [train]``), ``AudioError`` naming a bad file (unreadable,
+    or truncated or holding non-finite samples: :func:`lib.data.audio.defects`, as stage 00)."""
     if not folders:
         return None, [], []
     files = sorted(f for d in folders for f in Path(d).expanduser().rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
@@ -108,6 +110,10 @@ def extra_inputs(folders: list[str], manifest: dict, comp: dict, own_paths=()) -
                           f"of other audio")
     a, rate = comp["audio"], manifest["sample_rate"]
     headers = [audio_header(f) for f in files]
+    bad = [m for f, h in zip(files, headers) for m in audio_defects(f, h)]  # as stage 00 refuses them
+    if bad:
+        raise AudioError(f"pretrain.extra_audio: {len(bad)} file(s) cannot be used: " + "; ".join(bad[:5])
+                         + (" ..." if len(bad) > 5 else "") + ": remove them from the folder(s) or repair them")
     waves = [load_audio(f, rate, a["channel"], a["resample_type"])[0] for f in files]
     offsets = np.concatenate([[0], np.cumsum([len(w) for w in waves])]).astype(np.int64)
     grid = np.column_stack([np.arange(len(waves)), np.zeros(len(waves))])
@@ -209,9 +215,12 @@ class PretrainRun:
         self.crop_frames = set_crops(self.datas, self.pc["crop_seconds"])
         waves = [d for d in self.datas.values() if isinstance(d, WaveData)]
         short = sum(int((d.lengths < d.clip).sum()) for d in waves)
-        if self.pc["crop_seconds"] and short:  # padded views: mostly silence to compare
-            self.notes.append(f"pretrain.crop_seconds {self.pc['crop_seconds']} s is longer than {short} of the "
-                              f"{sum(len(d.lengths) for d in waves)} recordings: their views are padded")
+        if short:  # padded views: mostly silence to compare
+            clip = out.load_competition()["audio"]["clip_seconds"]
+            crop = (f"pretrain.crop_seconds {self.pc['crop_seconds']} s" if self.pc["crop_seconds"] else
+                    f"the crop (pretrain.crop_seconds: null, so audio.clip_seconds {clip} s)")
+            self.notes.append(f"{crop} is longer than {short} of the {sum(len(d.lengths) for d in waves)} recordings: "
+                              f"their views are padded")
         self.key = pretrain_key(cfg, self.datas, self.extra_files)
         self.record = out.pretrained_record(self.name)
         self.path = out.pretrained(self.name)
