@@ -6,7 +6,8 @@
     python 01_features.py CFG --output-dir output_pl && python 02_train.py CFG --output-dir output_pl ...
 
 The pseudo-labelled rows get fold -1: every fold trains on them, none validates on them, and the
-OOF scores cover the labelled rows only (docs/self-training.md).
+OOF scores cover the labelled rows only, optimistically: the blend that labels them learnt every
+fold's labels (docs/self-training.md).
 """
 from lib import cli
 
@@ -27,6 +28,12 @@ def main() -> None:
           + (f"; {r['kept']} pseudo labels of earlier rounds kept" if r["kept"] else "")
           + (f"; {r['silenced']} recordings predicted from silence left out" if r["silenced"] else "")
           + f"; {r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
+    if not r["pseudo"] and r["most_confident"] is not None:
+        print(f"WARNING: no recording reaches p >= {args.min_confidence} (the surest: {r['most_confident']:.4f}): "
+              f"{args.to} holds the labelled rows alone; lower --min-confidence")
+    print(f"note: the OOF scores of {args.to} will be optimistic: the blend that labels these recordings learnt "
+          f"every fold's labels, and a recording like a validation one brings its label into the fold that "
+          f"validates it; judge self-training on labels no model saw (docs/self-training.md)")
     if r["removed_blend"]:
         print(f"removed the blend of {args.to}, made from its earlier folds: {', '.join(r['removed_blend'])}")
 

@@ -35,11 +35,12 @@ auto`` is ``bce`` or ``ce`` by task). The entries of ``augment.waveform`` are lo
 :data:`lib.training.wave_augment.WAVE_AUGMENTS`."""
 
 CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "sample_rate"}, "optimizer": {"params"},
-                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight"},
+                 "scheduler": {"optimizer", "steps_per_epoch", "epochs"}, "loss": {"class_weight", "softmax"},
                  "frontend": {"sample_rate"}, "augment.waveform": {"sample_rate"}}
 """Arguments the code passes to a component (lib.models.build_model, lib.training.loop,
 lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
-``params``; a sample rate is always the data's."""
+``params``; a sample rate is always the data's, and the focal loss's ``softmax`` follows the
+task's outputs (softmax for multiclass, sigmoid otherwise)."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
@@ -119,6 +120,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     sources = sources or [(where, cfg)]
     _check_waveform_path(cfg, sources, where)
     _check_run(cfg, sources, where, comp)
+    _check_mixing(cfg, sources, where, comp)
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
         keys = ["augment", "waveform", i]
@@ -230,6 +232,24 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
         raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
                           f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "
                           f"none: add `slices: [COLUMN, ...]` to its config and run 00_prepare.py again")
+
+
+def _check_mixing(cfg: dict, sources, where: str, comp: dict | None) -> None:
+    """``augment.mixup.p`` + ``augment.cutmix.p`` at most 1 (each is its share of the batches,
+    never both); a waveform ``mixup`` with ``labels: union`` only where labels add up, a
+    multi-label task (with ``comp``: a multiclass one would get targets summing to 2). Raises
+    ``ConfigError`` naming the file (or override) and the key."""
+    aug = cfg["augment"]
+    if aug["mixup"]["p"] + aug["cutmix"]["p"] > 1:
+        raise ConfigError(f"{source_of(sources, ['augment', 'cutmix', 'p'], where)}: augment.mixup.p "
+                          f"{aug['mixup']['p']} + augment.cutmix.p {aug['cutmix']['p']} is more than 1: each is its "
+                          f"share of the batches (mixup or cutmix, never both)")
+    for i, entry in enumerate(aug["waveform"]):
+        union = entry["name"] == "mixup" and (entry.get("params") or {}).get("labels") == "union"
+        if union and comp is not None and comp.get("task") != "multilabel":
+            raise ConfigError(f"{source_of(sources, ['augment', 'waveform', i, 'params', 'labels'], where)}: "
+                              f"augment.waveform[{i}] mixup labels: union is for multi-label tasks (both clips' "
+                              f"labels present); competition {comp.get('name')!r} is {comp.get('task')}: use labels: mix")
 
 
 def _check_waveform_path(cfg: dict, sources, where: str) -> None:

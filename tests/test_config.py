@@ -365,3 +365,14 @@ def test_a_misspelt_timm_architecture_is_caught_when_the_config_loads(tmp_path):
     path = _write(tmp_path / "t.yaml", {"model": {"name": "timm", "params": {"arch": "convnext_tiniy"}}})
     msg = _error(load_experiment, path)
     assert str(path) in msg and "unknown timm architecture 'convnext_tiniy'" in msg and "did you mean 'convnext_tiny'" in msg
+
+
+def test_set_naming_another_component_replaces_its_section():
+    """--set scheduler.name=one_cycle kept the default warmup_cosine's warmup_epochs and failed, blaming
+    the config file (probe); it now replaces the section as base: does, and later --set params apply."""
+    from lib.components import load_experiment
+
+    cfg = load_experiment(ROOT / "configs/cnn_small.yaml", ["scheduler.name=one_cycle", "scheduler.params.pct_start=0.2"])
+    assert cfg["scheduler"] == {"name": "one_cycle", "params": {"pct_start": 0.2}}
+    same = load_experiment(ROOT / "configs/cnn_small.yaml", ["optimizer.name=adamw"])  # the same component: kept
+    assert same["optimizer"] == load_experiment(ROOT / "configs/cnn_small.yaml")["optimizer"]

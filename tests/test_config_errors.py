@@ -85,6 +85,8 @@ def _variant(toy, tmp_path, edit) -> str:
     ("augment.mixup.alpha=0", "augment.mixup.alpha", "> 0"),
     ("augment.mixup.p=1.5", "augment.mixup.p", "[0, 1]"),
     ("augment.spec_augment.p=-0.5", "augment.spec_augment.p", "[0, 1]"),
+    ("augment={mixup: {p: 0.8}, cutmix: {p: 0.5}}", "augment.mixup.p 0.8 + augment.cutmix.p 0.5", "more than 1"),
+    ("loss={name: focal, params: {softmax: true}}", "loss.params.softmax", "takes: gamma, alpha, label_smoothing"),
     ("train.ema=1.0", "train.ema", "(0, 1)"),
     ("features.params.n_mels=0", "features.params.n_mels", "> 0"),
 ])
@@ -368,3 +370,15 @@ def test_every_numeric_parameter_of_every_model_family_has_a_range():
                     and f"{family}.{p.name}" not in PARAM_RANGES["model"] | dict.fromkeys(checked_when_built)):
                 missing.append(f"{family}.{p.name}")
     assert not missing, f"numeric model parameters without a range in PARAM_RANGES['model']: {sorted(set(missing))}"
+
+
+def test_waveform_mixup_union_is_for_multilabel_tasks():
+    """labels: union on a multiclass task gave targets summing to 2, taken as they were (probe)."""
+    from lib.components import load_experiment
+
+    union = ["augment.waveform=[{name: mixup, params: {labels: union}}]"]
+    comp = {"name": "toy", "task": "multiclass", "classes": ["a", "b", "c"], "folds": {"n_folds": 2}}
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] mixup labels: union is for multi-label tasks .* "
+                                          r"is multiclass: use labels: mix"):
+        load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, comp)
+    load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, dict(comp, task="multilabel"))

@@ -79,3 +79,17 @@ def test_a_waveform_model_refuses_inputs_that_are_not_a_batch_of_mono_waveforms(
         for bad in (y, torch.randn(1, 2, 16000)):
             with pytest.raises(ValueError, match=r"expected a waveform batch \(batch, samples\).*y\[None\]"):
                 model(bad)
+
+
+def test_cnn_head_hidden_takes_a_list_as_the_zoo_says():
+    """zoo.md: head_hidden an int or a list of widths, [] one linear layer; cnn refused a list at load (probe)."""
+    from conftest import ROOT
+
+    from lib.components import load_experiment
+
+    manifest = {"spec_shape": [1, 32, 31], "n_scalars": 0}
+    for widths, linears in (([64, 32], 3), ([], 1)):
+        cfg = load_experiment(ROOT / "configs/cnn_small.yaml", [f"model.params.head_hidden={widths}"])
+        model = build_model(cfg["model"], manifest, n_outputs=3)
+        assert sum(isinstance(m, torch.nn.Linear) for m in model.head.modules()) == linears
+        assert model(torch.randn(2, 1, 32, 31), torch.zeros(2, 0))["logits"].shape == (2, 3)

@@ -192,6 +192,12 @@ def test_plateau_and_swa_through_the_loop(toy):
     own = float(-np.mean(np.where(y, np.log(p), np.log(1 - p))))
     epoch = history[info["best_epoch"] - 1]["valid_loss"]
     assert info["swa"]["kept"] and info["valid_loss"] == pytest.approx(own, abs=1e-4) and epoch != pytest.approx(own)
+    # early stopping before SWA's first epoch: said, not silently without SWA (probe)
+    logs = []
+    late = dict(cfg, train={**cfg["train"], "epochs": 20, "patience": 1, "min_epochs": 0, "swa": {"start": 0.9}})
+    info = train_fold(late, comp, data, table, 0, torch.device("cpu"), logs.append)[1]
+    assert info["swa"] == {"epochs_averaged": 0, "kept": False}
+    assert any("WARNING: no SWA: training stopped at epoch" in line and "epoch 18" in line for line in logs), logs
 
 
 def test_supcon_is_added_to_the_training_loss_of_a_network_only(toy):
@@ -504,6 +510,12 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     forced = pseudo_labelled_folder(out, tmp_path / "plc", min_confidence=1.0, force=True)  # other rows than new's
     assert "submission.csv" in forced["removed_blend"] or "ensemble.json" in forced["removed_blend"], forced
     assert not (tmp_path / "plc" / "ensemble.json").exists()
+    assert forced["pseudo"] == 0 and forced["most_confident"] == pytest.approx(blend[cols].max(axis=1).max())
+    # killed before its record: the folder names the command that makes it again, not 00 (which drops pseudo rows)
+    Outputs(tmp_path / "plc").prepared().path.unlink()
+    with pytest.raises(MissingArtifact, match=rf"run pseudo_label.py --output-dir {out.root} --to {tmp_path / 'plc'} "
+                                              rf"--min-confidence 1.0 \(the command that makes this pseudo-labelled"):
+        Outputs(tmp_path / "plc").prepared().require()
     # 00 run again with other folds after 04: the blend's test probabilities come from models of
     # the old folds and labels, which pseudo_label.py took unsaid
     stale = Outputs(tmp_path / "stale")

@@ -226,7 +226,10 @@ def test_band_limit_keeps_the_band_and_removes_outside():
 @pytest.mark.parametrize("entry, message", [
     ({"name": "eq", "params": {"max_db": -1}}, "max_db must be >= 0"),
     ({"name": "band_limit", "params": {"low_hz": [500, 900], "high_hz": [300, 400]}}, "must lie below"),
-    ({"name": "band_limit", "params": {"high_hz": [300, 9000]}}, "high_hz must be"),
+    ({"name": "band_limit", "params": {"high_hz": [300, 9000]}}, r"high_hz \[300, 9000\] must lie below the Nyquist "
+                                                                 r"frequency, sample_rate / 2 = 8000 Hz"),
+    ({"name": "band_limit", "params": {"low_hz": 100}}, r"low_hz must be a pair \[lo, hi\]"),  # a TypeError before
+    ({"name": "band_limit", "params": {"low_hz": [200, 100]}}, r"0 < lo <= hi \(Hz\) \(got \[200, 100\]\)"),
 ])
 def test_device_augment_errors(entry, message):
     with pytest.raises(ConfigError, match=message):

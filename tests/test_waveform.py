@@ -191,6 +191,13 @@ def test_trained_checkpoint_predicts_its_oof_again_after_reload(hv, tmp_path):
         recs = np.flatnonzero(table["fold"] == ckpt["fold"])
         probs = predict_recordings(model, data, recs, comp, cfg["tta"])[0]
         assert np.allclose(probs, oof.loc[oof["fold"] == ckpt["fold"], ["p_MR", "p_MS", "p_MVP", "p_N"]], rtol=0, atol=1e-12)
+    if hv.has_test():  # 03 counts the windows it predicts every tta.hop_seconds, not the cache's grid (probe)
+        from lib.inference.infer import infer_experiment
+
+        test = hv.load_split("test")
+        s = infer_experiment("wave", hv, given=cfg, device="cpu")
+        dense = load_inputs(hv, cfg, "test", test, comp, CPU).windows_of(np.arange(len(test)), 0.25)[0]
+        assert s["windows"] == len(dense) > len(load_inputs(hv, cfg, "test", test, comp, CPU).rec)
 
 
 @pytest.mark.parametrize("body, match", [

@@ -12,6 +12,10 @@ import yaml
 from .artifacts import Record
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
+
+PSEUDO_LABEL_COMMAND = "pseudo_label.txt"
+"""The file in a pseudo-labelled output folder holding the ``pseudo_label.py`` command that
+makes its ``folds.csv`` (named by :meth:`Outputs.prepared` when that record is missing)."""
 from .utils import read_artifact_csv
 
 
@@ -100,9 +104,12 @@ class Outputs:
         return self.root / "submission.csv"
 
     def prepared(self) -> Record:
-        """The record of stage 00's tables."""
-        return Record(self.root / "prepare.record.json", self.root, "prepared competition (folds.csv, test.csv)",
-                      "00_prepare.py")
+        """The record of stage 00's tables (in a folder that ``pseudo_label.py`` makes, named by
+        its ``pseudo_label.txt``, that command makes them: 00 would leave out the pseudo rows)."""
+        made_by = self.root / PSEUDO_LABEL_COMMAND
+        stage = (f"{made_by.read_text().strip()} (the command that makes this pseudo-labelled folder; 00_prepare.py "
+                 f"would leave its pseudo-labelled rows out)" if made_by.is_file() else "00_prepare.py")
+        return Record(self.root / "prepare.record.json", self.root, "prepared competition (folds.csv, test.csv)", stage)
 
     def features_record(self, feature_set: str) -> Record:
         """The record of a feature set's cache."""

@@ -391,7 +391,7 @@ PARAM_RANGES: dict[str, dict[str, Any]] = {
     "scheduler": {"warmup_epochs": NonNegative, "min_lr_ratio": Probability, "pct_start": OpenUnit,
                   "div_factor": Positive, "final_div_factor": Positive, "factor": OpenUnit,
                   "patience": NonNegativeInt, "min_lr": NonNegative, "threshold": NonNegative},
-    "loss": {"label_smoothing": Fraction, "gamma": NonNegative, "alpha": Probability | list[Probability], "pos_weight": Positive},
+    "loss": {"label_smoothing": Fraction, "gamma": NonNegative, "alpha": Probability | list[Probability]},
     "features": {"n_mels": PositiveInt, "n_fft": PositiveInt, "hop_length": PositiveInt, "n_mfcc": PositiveInt,
                  "fmin": NonNegative, "fmax": Positive, "power": Positive, "mel_power": Positive, "top_db": Positive,
                  "sample_rate": PositiveInt, "gain": NonNegative, "bias": NonNegative, "time_constant": Positive,

@@ -137,7 +137,9 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
         probs = predict_folds(models, data, test_df, comp, cfg.get("tta"), f"{exp} test")
     preds = pd.DataFrame({"id": test_df["id"], "fold": -1})
     preds[tasks.prob_columns(comp)] = probs
-    summary = {"experiment": exp, "rows": len(preds), "windows": len(data.rec), "folds": trained["info"]["folds"],
+    hop = (cfg.get("tta") or {}).get("hop_seconds")  # windows every hop_seconds: those predicted, not the cache's
+    windows = len(data.windows_of(np.arange(len(test_df)), hop)[0]) if hop else len(data.rec)
+    summary = {"experiment": exp, "rows": len(preds), "windows": windows, "folds": trained["info"]["folds"],
                "partial": trained["info"]["partial"],
                "mean_probs": {c: round(float(p), 4) for c, p in zip(tasks.prob_columns(comp), probs.mean(0))}}
     files = [out.preds(exp), out.preds(exp).with_suffix(".json")]

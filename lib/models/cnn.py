@@ -14,12 +14,12 @@ class CNN(AudioClassifier):
 
     ``channels`` gives the width of each block (default 16-32-64-128: about 0.1 M conv
     parameters with one conv per block). A 64x63 log-mel becomes ``(128, 4, 3)`` after 4 blocks.
-    ``pooling`` names the time pooling (:mod:`lib.models.heads`; default ``mean_max``).
+    ``head_hidden``: the head's hidden widths, an int or a list (``[]``: one linear layer). ``pooling`` names the time pooling (:mod:`lib.models.heads`; default ``mean_max``).
     """
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, channels=(16, 32, 64, 128),
-                 convs_per_block: int = 2, dropout: float = 0.3, head_hidden: int = 128, pooling: str = "mean_max",
-                 pool: str = "avg"):
+                 convs_per_block: int = 2, dropout: float = 0.3, head_hidden: int | list[int] = 128,
+                 pooling: str = "mean_max", pool: str = "avg"):
         if pool not in ("avg", "max"):
             raise ConfigError(f"model.params.pool={pool!r} must be 'avg' or 'max'")
         layers, c = [], in_channels

@@ -26,9 +26,10 @@ each pseudo row its fine class from its label and metadata, leaving out the rows
 no training row has (the models have no output for it); distillation is refused there (the
 blend's soft targets are in the competition's classes, not the fine ones).
 
-Caveat: the blend's test predictions come from models trained on every labelled row, so when
-test recordings share groups (sessions, patients) with training ones, the pseudo labels carry
-their labels into the folds that validate them, and the OOF scores are somewhat optimistic.
+Caveat: the blend's test predictions come from fold models that together learnt every labelled
+row, so a test recording like a validation one carries that row's label into the fold that
+validates it, whether or not they share a group: the OOF scores of a pseudo-labelled folder are
+optimistic (measured: +0.17 to +0.22 accuracy where nothing generalises; docs/self-training.md).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import torch
 
 from ..core.artifacts import check_apart, check_competition, check_folds, file_hash, folds_id
 from ..core.errors import ConfigError, InputError, MissingArtifact
-from ..core.paths import Outputs
+from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.utils import fingerprint, read_artifact_csv, read_json, write_csv
 from ..data import tasks
 from ..data.prepare import drop_stale_blend, fine_targets
@@ -116,7 +117,8 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     An existing output folder ``dest`` (one with a stage-00 record) is replaced only with ``force``;
     its blend, made from the folds it had, is removed then (as stage 00 removes it).
     Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "silenced",
-    "removed_blend"}`` (replaced: earlier pseudo rows dropped; kept: earlier pseudo rows kept;
+    "most_confident", "removed_blend"}`` (replaced: earlier pseudo rows dropped; kept: earlier
+    pseudo rows kept; most_confident: the surest recording's probability;
     silenced: rows left out because they were predicted from silence, ``audio.bad_test_files``;
     removed_blend: the names of ``dest``'s blend files removed).
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
@@ -156,12 +158,13 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
                               f"those of {out.competition}: predict with a blend of this competition's classes")
     probs = blend[cols].to_numpy()
-    if comp["task"] == "multilabel":
-        keep = ((probs >= min_confidence) | (probs <= 1 - min_confidence)).all(1)
+    if comp["task"] == "multilabel":  # every class sure either way
+        sure = np.maximum(probs, 1 - probs).min(1)
         labels = tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]})
     else:
-        keep = probs.max(1) >= min_confidence
+        sure = probs.max(1)
         labels = np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
+    keep = sure >= min_confidence
     pseudo = test[keep].assign(target=labels[keep], fold=-1)
     dropped = 0
     if comp.get("fine_classes"):  # subdivided: the pseudo label's fine class from the row's metadata
@@ -171,6 +174,10 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     again = (folds["fold"] < 0) & (folds["id"].isin(pseudo["id"]) | folds["path"].isin(pseudo["path"]))
     folds = folds[~again]  # a further round: a recording labelled again gets its new label (not two), the others stay
     table = pd.concat([folds, pseudo[[c for c in folds.columns if c in pseudo.columns]]], ignore_index=True)
+    new.root.mkdir(parents=True, exist_ok=True)  # first: a killed run's folder says how it is made again
+    (new.root / PSEUDO_LABEL_COMMAND).write_text(
+        f"pseudo_label.py --output-dir {out.root} --to {new.root} --min-confidence {min_confidence}"
+        + (f" --source {Path(source).resolve()}" if source else "") + "\n")
     record = new.prepared()
     record.begin(new.root)
     write_csv(new.folds, table)
@@ -183,6 +190,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
             "replaced": int(again.sum()), "kept": int((folds["fold"] < 0).sum()), "silenced": int(silenced.sum()),
+            "most_confident": float(sure.max()) if len(sure) else None,
             "removed_blend": drop_stale_blend(new, test_changed=False),
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 

@@ -259,6 +259,10 @@ class SWA(Callback):
     def on_fold_end(self, trainer, extra) -> None:
         if int(self.average.n_averaged) > 0:
             extra["swa"] = self.result(trainer)
+        else:  # early stopping ended the fold before the averaging began: never unsaid
+            trainer.log(f"fold {trainer.fold}: WARNING: no SWA: training stopped at epoch {trainer.epoch}, before "
+                        f"train.swa.start's epoch {self.start_epoch}; lower train.swa.start or raise train.patience")
+            extra["swa"] = {"epochs_averaged": 0, "kept": False}
 
     def result(self, trainer) -> dict:
         """Validate the average; when it scores at least as well as the best epoch, it replaces it

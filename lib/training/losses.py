@@ -197,11 +197,11 @@ def build_loss(section: dict, task: str | dict, class_weight=None) -> nn.Module:
         raise ConfigError(f"loss {name!r} does not fit a {task} task (predictions use "
                           f"{'softmax' if task == 'multiclass' else 'sigmoid'}); use loss: {{name: auto}}")
     cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
-    if task == "binary" and not (name == "focal" and "softmax" in params):  # maybe subdivided: see the outputs
+    if task == "binary":  # maybe subdivided: see the outputs
         sigmoid = LOSSES.get(name)(**params, **({"softmax": False} if name == "focal" else {}), class_weight=cw)
         softmax = (SoftCrossEntropy(params.get("label_smoothing", 0.0), cw) if name == "bce" and section["name"] == "auto"
                    else FocalLoss(**dict(params, softmax=True), class_weight=cw) if name == "focal" else None)
         return _ByOutputs(sigmoid, softmax, section["name"])
-    if name == "focal":
-        params.setdefault("softmax", task == "multiclass")
+    if name == "focal":  # the outputs' activation decides (not a config parameter: lib.components.CODE_SUPPLIED)
+        params["softmax"] = task == "multiclass"
     return LOSSES.get(name)(**params, class_weight=cw)

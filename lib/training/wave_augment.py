@@ -231,8 +231,10 @@ class BandLimit(WaveAugment):
         super().__init__(p)
         _check(sample_rate is not None and sample_rate > 0, "sample_rate (Hz) is required")
         for name, pair in (("low_hz", low_hz), ("high_hz", high_hz)):
-            _check(len(pair) == 2 and 0 < pair[0] <= pair[1] < sample_rate / 2,
-                   f"{name} must be [lo, hi] with 0 < lo <= hi < sample_rate / 2 = {sample_rate / 2} (got {pair})")
+            _check(isinstance(pair, (list, tuple)) and len(pair) == 2 and 0 < pair[0] <= pair[1],
+                   f"{name} must be a pair [lo, hi] of frequencies with 0 < lo <= hi (Hz) (got {pair})")
+            _check(pair[1] < sample_rate / 2, f"{name} {pair} must lie below the Nyquist frequency, sample_rate / 2 = "
+                                              f"{sample_rate / 2:g} Hz")
         _check(low_hz[1] < high_hz[0], f"low_hz {low_hz} must lie below high_hz {high_hz}")
         _check(width > 0, f"width must be > 0 octaves (got {width})")
         self.low, self.high, self.width, self.sr = tuple(low_hz), tuple(high_hz), float(width), int(sample_rate)
