@@ -116,9 +116,8 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     further round): its fold -1 rows of the recordings labelled now are replaced, the others kept.
     An existing output folder ``dest`` (one with a stage-00 record) is replaced only with ``force``;
     its blend, made from the folds it had, is removed then (as stage 00 removes it).
-    Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "silenced",
-    "most_confident", "removed_blend"}`` (replaced: earlier pseudo rows dropped; kept: earlier
-    pseudo rows kept; most_confident: the surest recording's probability;
+    Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "silenced", "most_confident",
+    "removed_blend"}`` (replaced/kept: earlier pseudo rows dropped/kept; most_confident: the surest;
     silenced: rows left out because they were predicted from silence, ``audio.bad_test_files``;
     removed_blend: the names of ``dest``'s blend files removed).
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
@@ -157,13 +156,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if sorted(have) != sorted(cols):
         raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
                               f"those of {out.competition}: predict with a blend of this competition's classes")
-    probs = blend[cols].to_numpy()
-    if comp["task"] == "multilabel":  # every class sure either way
-        sure = np.maximum(probs, 1 - probs).min(1)
-        labels = tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]})
-    else:
-        sure = probs.max(1)
-        labels = np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
+    sure, labels = _sure_labels(blend[cols].to_numpy(), comp)
     keep = sure >= min_confidence
     pseudo = test[keep].assign(target=labels[keep], fold=-1)
     dropped = 0
@@ -193,6 +186,16 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
             "most_confident": float(sure.max()) if len(sure) else None,
             "removed_blend": drop_stale_blend(new, test_changed=False),
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
+
+
+def _sure_labels(probs: np.ndarray, comp: dict) -> tuple[np.ndarray, np.ndarray]:
+    """How sure the blend is of each row of ``probs`` ``(rows, n_classes)`` and the label it gives:
+    ``(sure (rows,), labels (rows,) object)``; single-label the largest probability and its class,
+    multi-label the least sure class's ``max(p, 1 - p)`` and the classes at p >= 0.5."""
+    if comp["task"] == "multilabel":  # every class sure either way
+        return (np.maximum(probs, 1 - probs).min(1),
+                tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]}))
+    return probs.max(1), np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
 
 
 def _refuse_training_recordings(test: pd.DataFrame, folds: pd.DataFrame) -> None:
