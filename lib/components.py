@@ -121,6 +121,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     _check_waveform_path(cfg, sources, where)
     _check_run(cfg, sources, where, comp)
     _check_mixing(cfg, sources, where, comp)
+    _check_loss(cfg, sources, where, comp)
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
         keys = ["augment", "waveform", i]
@@ -250,6 +251,26 @@ def _check_mixing(cfg: dict, sources, where: str, comp: dict | None) -> None:
             raise ConfigError(f"{source_of(sources, ['augment', 'waveform', i, 'params', 'labels'], where)}: "
                               f"augment.waveform[{i}] mixup labels: union is for multi-label tasks (both clips' "
                               f"labels present); competition {comp.get('name')!r} is {comp.get('task')}: use labels: mix")
+
+
+def _check_loss(cfg: dict, sources, where: str, comp: dict | None) -> None:
+    """With the prepared competition ``comp``: the loss fits its task (``bce`` on a multiclass
+    task, ``ce`` on a sigmoid one: :func:`lib.training.losses.build_loss`'s refusal, said now and
+    not when the first fold starts), and a per-class focal ``alpha`` list has one weight per
+    class. Raises ``ConfigError`` naming the file (or override) and the key."""
+    if comp is None or "task" not in comp:
+        return
+    from .training.losses import build_loss
+
+    try:
+        build_loss(cfg["loss"], comp)
+    except ConfigError as exc:
+        raise ConfigError(f"{source_of(sources, ['loss', 'name'], where)}: {exc}") from None
+    alpha = cfg["loss"]["params"].get("alpha")
+    n = len(comp.get("fine_classes") or comp.get("classes") or [])
+    if isinstance(alpha, list) and n and len(alpha) != n:
+        raise ConfigError(f"{source_of(sources, ['loss', 'params', 'alpha'], where)}: loss.params.alpha has "
+                          f"{len(alpha)} class weights; competition {comp.get('name')!r} has {n} classes")
 
 
 def _check_waveform_path(cfg: dict, sources, where: str) -> None:

@@ -382,3 +382,17 @@ def test_waveform_mixup_union_is_for_multilabel_tasks():
                                           r"is multiclass: use labels: mix"):
         load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, comp)
     load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, dict(comp, task="multilabel"))
+
+
+def test_loss_checks_that_waited_for_a_fold_are_made_at_load():
+    """bce on a multiclass task and a focal alpha list of the wrong length were refused only when
+    the first fold started, after the experiment line (probe); with the prepared competition they
+    are refused at load, naming the override."""
+    from lib.components import load_experiment
+
+    comp = {"name": "toy", "task": "multiclass", "classes": ["a", "b", "c"], "folds": {"n_folds": 2}}
+    with pytest.raises(ConfigError, match=r"^--set loss.name=bce: loss 'bce' does not fit a multiclass task"):
+        load_experiment(ROOT / "configs" / "cnn_small.yaml", ["loss.name=bce"], comp)
+    with pytest.raises(ConfigError, match=r"loss.params.alpha has 2 class weights; competition 'toy' has 3 classes"):
+        load_experiment(ROOT / "configs" / "cnn_small.yaml", ["loss={name: focal, params: {alpha: [0.5, 0.5]}}"], comp)
+    assert load_experiment(ROOT / "configs" / "cnn_small.yaml", ["loss.name=focal"], comp)["loss"]["name"] == "focal"

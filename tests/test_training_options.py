@@ -218,6 +218,11 @@ def test_supcon_is_added_to_the_training_loss_of_a_network_only(toy):
                   log=said.append).announce([0])
     assert any("train.supcon: weight 1.0" in line and "train_loss includes it" in line and "few positives" in line
                for line in said), said
+    said = []  # the classes balanced twice, by the sampler and by the loss's weights: said
+    ExperimentRun(dict(cfg, name="twice", train={**one_epoch, "sampler": "balanced", "class_weights": "balanced"}), out,
+                  "cpu", log=said.append)
+    assert any("train.sampler balanced and train.class_weights balanced" in line and "over-correct" in line
+               for line in said), said
     hgb = dict(cfg, name="hgb_supcon", model={"name": "hgb", "params": {}},
                train={**one_epoch, "supcon": {"weight": 0.1, "temperature": 0.1}})
     with pytest.raises(ConfigError, match="train.supcon is an auxiliary loss on a network's embedding"):

@@ -140,10 +140,12 @@ class ExperimentRun:
             raise ConfigError(f"{self.name}: train.sampler {cfg['train']['sampler']!r} draws a network's epochs; the "
                               f"scikit-learn member {cfg['model']['name']!r} is fitted once on every training window "
                               f"(remove train.sampler; train.class_weights: balanced weighs the classes)")
-        if cfg["train"]["sampler"] == "balanced_slices" and (self.comp.get("decision") or {}).get("slice_prior") \
-                and not ranks.rank:
-            log(f"WARNING: {self.name}: train.sampler balanced_slices and decision.slice_prior both undo the slices' "
-                f"class ratios: together they over-correct; keep one (docs/competition.md, 'Which folds')")
+        twice = ("train.sampler balanced_slices and decision.slice_prior both undo the slices' class ratios"
+                 if cfg["train"]["sampler"] == "balanced_slices" and (self.comp.get("decision") or {}).get("slice_prior")
+                 else "train.sampler balanced and train.class_weights balanced both undo the class ratio"
+                 if cfg["train"]["sampler"] == "balanced" and cfg["train"]["class_weights"] == "balanced" else None)
+        if twice and not ranks.rank:
+            log(f"WARNING: {self.name}: {twice}: together they over-correct; keep one")
         self.data, self.teacher = self._load(torch.device("cpu"))
         self._device_data = None
         ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
