@@ -12,11 +12,11 @@ import yaml
 from .artifacts import Record
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
+from .utils import read_artifact_csv
 
 PSEUDO_LABEL_COMMAND = "pseudo_label.txt"
 """The file in a pseudo-labelled output folder holding the ``pseudo_label.py`` command that
 makes its ``folds.csv`` (named by :meth:`Outputs.prepared` when that record is missing)."""
-from .utils import read_artifact_csv
 
 
 def pretrained_record(checkpoint: str | os.PathLike, exp: str | None = None) -> Record:

@@ -65,8 +65,9 @@ def _table_checked(path: Path, spec: dict, sep: str) -> np.ndarray:
         values = pd.to_numeric(pd.Series(cells).str.strip(), errors="coerce").to_numpy(np.float64)
         bad = np.flatnonzero(np.isnan(values) & ~pd.Series(cells).str.strip().str.lower().isin(["nan"]).to_numpy())
         if len(bad):
+            pandas_default = n == first + 1 and bad[0] == 0 and not cells[0].strip()  # to_csv(path): header + index
             hint = ("; a header row and an index column, as pandas' to_csv writes by default? write the files with "
-                    "to_csv(path, header=False, index=False)") if n == first + 1 and bad[0] == 0 and not cells[0].strip() else ""
+                    "to_csv(path, header=False, index=False)") if pandas_default else ""
             raise AudioError(f"{path} line {n} column {bad[0] + 1}: {cells[bad[0]]!r} is not a number{hint}")
         out.append(values)
     return np.asarray(out, dtype=np.float32)

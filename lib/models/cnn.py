@@ -14,7 +14,8 @@ class CNN(AudioClassifier):
 
     ``channels`` gives the width of each block (default 16-32-64-128: about 0.1 M conv
     parameters with one conv per block). A 64x63 log-mel becomes ``(128, 4, 3)`` after 4 blocks.
-    ``head_hidden``: the head's hidden widths, an int or a list (``[]``: one linear layer). ``pooling`` names the time pooling (:mod:`lib.models.heads`; default ``mean_max``).
+    ``head_hidden``: the head's hidden widths, an int or a list (``[]``: one linear layer).
+    ``pooling`` names the time pooling (:mod:`lib.models.heads`; default ``mean_max``).
     """
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, channels=(16, 32, 64, 128),
