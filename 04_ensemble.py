@@ -21,9 +21,8 @@ def main() -> None:
     args = p.parse_args()
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
-    from lib.data.slices import counts_text
-    from lib.evaluation.decisions import in_sample_note, mask_matches, unknown_prior_notes
-    from lib.evaluation.metrics import is_better, undefined_in_slices
+    from lib.evaluation.decisions import in_sample_note, mask_matches
+    from lib.evaluation.metrics import undefined_in_slices
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -56,28 +55,8 @@ def main() -> None:
         print(f"label masks changed {r['rows_masked']} OOF rows")
     for line in mask_matches(train, comp):
         print(line)
-    sp = r["slice_prior"]
-    if sp:
-        prior = lambda q: " ".join(f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))  # noqa: E731
-        print(f"slice prior shift on {sp['column']} (each value's training class prior replaced by the pooled one): "
-              + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q)}" for v, q in sp["slices"].items())
-              + f"; pooled {prior(sp['pooled'])}")
-        if sp.get("oof_unshifted"):
-            print(f"  WARNING: {sum(sp['oof_unshifted'].values())} OOF rows left unshifted "
-                  f"({counts_text(sp['oof_unshifted'])}): no other fold holds their {sp['column']} (folds grouped by it), so the OOF scores below cannot "
-                  f"judge the shift, which still changes the test rows")
-        for line in unknown_prior_notes(sp, comp):
-            print(f"  note: {line}")
-        if sp.get("test_unknown"):
-            print(f"  test rows left unshifted (values no training row has): "
-                  + counts_text(sp["test_unknown"]))
-        for what, c in sp["compare"].items():
-            print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
-                  + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
-        with_, without = (sp["compare"][k].get(r["metric"]) for k in ("with", "without"))
-        if with_ is not None and without is not None and is_better(r["metric"], without, with_, comp):
-            print(f"  WARNING: without the shift the blend scores better on {r['metric']} out of fold ({without:.4f} "
-                  f"against {with_:.4f}): remove decision.slice_prior unless the test's sources have other class ratios")
+    if r["slice_prior"]:
+        _print_slice_prior(r["slice_prior"], r["metric"], comp)
     print(f"blend ({r['method']}): " + "  ".join(f"OOF {k} {v:.4f}" for k, v in r["blend"].items())
           + in_sample_note(d) + f"; report: {out.root / 'ensemble' / 'report.md'}")
     for note in undefined_in_slices(comp, train):
@@ -95,6 +74,39 @@ def main() -> None:
                f"per class {({c: int(sub[c].sum()) for c in indicators})}" if indicators else
                sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else "")
     print(f"wrote {r['path']}: {r['rows']} rows {summary}")
+
+
+def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
+    """04's lines on ``decision.slice_prior``: each value's prior, the rows it leaves unshifted,
+    and the chosen blend's cross-fitted scores with and without the shift (``metric``'s warning)."""
+    from lib.data.slices import counts_text
+    from lib.evaluation.decisions import unknown_prior_notes
+    from lib.evaluation.metrics import is_better
+
+    prior = lambda q: " ".join(f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))  # noqa: E731
+    print(f"slice prior shift on {sp['column']} (each value's training class prior replaced by the pooled one): "
+          + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q)}" for v, q in sp["slices"].items())
+          + f"; pooled {prior(sp['pooled'])}")
+    if sp.get("oof_unshifted"):
+        print(f"  WARNING: {sum(sp['oof_unshifted'].values())} OOF rows left unshifted "
+              f"({counts_text(sp['oof_unshifted'])}): no other fold holds their {sp['column']} (folds grouped by it), so the OOF scores below cannot "
+              f"judge the shift, which still changes the test rows")
+    for line in unknown_prior_notes(sp, comp):
+        print(f"  note: {line}")
+    if sp.get("oof_lacking"):
+        print(f"  note: {sum(sp['oof_lacking'].values())} OOF rows ({counts_text(sp['oof_lacking'])}) are shifted "
+              f"without a class that their fold's other folds lack for their {sp['column']} (test rows are "
+              f"shifted with it)")
+    if sp.get("test_unknown"):
+        print(f"  test rows left unshifted (values no training row has): "
+              + counts_text(sp["test_unknown"]))
+    for what, c in sp["compare"].items():
+        print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
+              + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
+    with_, without = (sp["compare"][k].get(metric) for k in ("with", "without"))
+    if with_ is not None and without is not None and is_better(metric, without, with_, comp):
+        print(f"  WARNING: without the shift the blend scores better on {metric} out of fold ({without:.4f} "
+              f"against {with_:.4f}): remove decision.slice_prior unless the test's sources have other class ratios")
 
 
 if __name__ == "__main__":

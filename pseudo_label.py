@@ -30,10 +30,12 @@ def main() -> None:
           + f"; {r['rows']} training rows -> {args.to}/folds.csv; now run 01-04 there")
     if not r["pseudo"] and r["most_confident"] is not None:
         print(f"WARNING: no recording reaches p >= {args.min_confidence} (the surest: {r['most_confident']:.4f}): "
-              f"{args.to} holds the labelled rows alone; lower --min-confidence")
-    print(f"note: the OOF scores of {args.to} will be optimistic: the blend that labels these recordings learnt "
-          f"every fold's labels, and a recording like a validation one brings its label into the fold that "
-          f"validates it; judge self-training on labels no model saw (docs/self-training.md)")
+              + (f"{args.to} keeps the earlier rounds' pseudo labels only" if r["kept"] else
+                 f"{args.to} holds the labelled rows alone") + "; lower --min-confidence")
+    if r["pseudo"] or r["kept"]:
+        print(f"note: the OOF scores of {args.to} will be optimistic: the blend that labelled these recordings "
+              f"learnt every fold's labels, and a recording like a validation one brings its label into the fold "
+              f"that validates it; judge self-training on labels no model saw (docs/self-training.md)")
     if r["removed_blend"]:
         print(f"removed the blend of {args.to}, made from its earlier folds: {', '.join(r['removed_blend'])}")
 

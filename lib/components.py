@@ -17,6 +17,7 @@ from .core.registry import Registry, did_you_mean
 from .core.schema import dotted, param_problem, source_of
 from .data.audio import PAD_MODES, RESAMPLERS
 from .data.folds import SCHEMES
+from .data import tasks
 from .evaluation.blending import METHODS
 from .evaluation.metrics import get_metric, load_custom
 from .features import FEATURES
@@ -237,20 +238,22 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
 
 def _check_mixing(cfg: dict, sources, where: str, comp: dict | None) -> None:
     """``augment.mixup.p`` + ``augment.cutmix.p`` at most 1 (each is its share of the batches,
-    never both); a waveform ``mixup`` with ``labels: union`` only where labels add up, a
-    multi-label task (with ``comp``: a multiclass one would get targets summing to 2). Raises
+    never both); a waveform ``mixup`` with ``labels: union`` only on sigmoid outputs (with
+    ``comp``: softmax outputs, multiclass or subdivided, would get targets summing to 2). Raises
     ``ConfigError`` naming the file (or override) and the key."""
     aug = cfg["augment"]
     if aug["mixup"]["p"] + aug["cutmix"]["p"] > 1:
         raise ConfigError(f"{source_of(sources, ['augment', 'cutmix', 'p'], where)}: augment.mixup.p "
                           f"{aug['mixup']['p']} + augment.cutmix.p {aug['cutmix']['p']} is more than 1: each is its "
                           f"share of the batches (mixup or cutmix, never both)")
+    softmax = comp is not None and "task" in comp and tasks.output_task(comp) == "multiclass"
     for i, entry in enumerate(aug["waveform"]):
         union = entry["name"] == "mixup" and (entry.get("params") or {}).get("labels") == "union"
-        if union and comp is not None and comp.get("task") != "multilabel":
+        if union and softmax:
             raise ConfigError(f"{source_of(sources, ['augment', 'waveform', i, 'params', 'labels'], where)}: "
-                              f"augment.waveform[{i}] mixup labels: union is for multi-label tasks (both clips' "
-                              f"labels present); competition {comp.get('name')!r} is {comp.get('task')}: use labels: mix")
+                              f"augment.waveform[{i}] mixup labels: union gives both clips' labels, which softmax "
+                              f"outputs cannot hold (competition {comp.get('name')!r} trains {comp.get('task')} "
+                              f"classes one of which is true): use labels: mix")
 
 
 def _check_loss(cfg: dict, sources, where: str, comp: dict | None) -> None:
@@ -320,6 +323,9 @@ def _check_params(objs: list, params: dict, supplied: set, keys: list, sources, 
     for name, value in params.items():
         origin = source_of(sources, [*keys, "params", name], where)
         if name not in settable:
+            if name in supplied:  # e.g. a sample rate (the data's), focal's softmax (the task's outputs)
+                raise ConfigError(f"{origin}: {key}.params.{name} is not settable: the code gives it ({key} "
+                                  f"{_names(objs)} takes: {', '.join(settable) or 'none'}); remove it")
             if open_ended:
                 continue
             raise ConfigError(f"unknown parameter {key}.params.{name} in {origin} ({key} {_names(objs)} takes: "

@@ -188,8 +188,8 @@ def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):
     assert cats == {"sex": ["F", "M"]}
     said = []
     _log_unknown_values(pd.DataFrame({"meta_sex": ["F", "X", "M", "X"]}), None, cats, said.append)
-    assert said == ["WARNING: metadata 'sex': 2 test row(s) have values no training row has: X (2 rows); "
-                    "they are encoded as no category (all zeros)"]
+    assert said == ["WARNING: metadata 'sex': 2 test row(s) have values no training row has: 'X' (2 rows); "
+                    "they are encoded as no category (all zeros)"]  # as 00 says it
 
 
 def test_run_all_refuses_an_unknown_profile_before_any_stage(tmp_path):

@@ -86,7 +86,8 @@ def _variant(toy, tmp_path, edit) -> str:
     ("augment.mixup.p=1.5", "augment.mixup.p", "[0, 1]"),
     ("augment.spec_augment.p=-0.5", "augment.spec_augment.p", "[0, 1]"),
     ("augment={mixup: {p: 0.8}, cutmix: {p: 0.5}}", "augment.mixup.p 0.8 + augment.cutmix.p 0.5", "more than 1"),
-    ("loss={name: focal, params: {softmax: true}}", "loss.params.softmax", "takes: gamma, alpha, label_smoothing"),
+    ("loss={name: focal, params: {softmax: true}}", "loss.params.softmax is not settable: the code gives it",
+     "takes: gamma, alpha, label_smoothing"),
     ("train.ema=1.0", "train.ema", "(0, 1)"),
     ("features.params.n_mels=0", "features.params.n_mels", "> 0"),
 ])
@@ -378,10 +379,11 @@ def test_waveform_mixup_union_is_for_multilabel_tasks():
 
     union = ["augment.waveform=[{name: mixup, params: {labels: union}}]"]
     comp = {"name": "toy", "task": "multiclass", "classes": ["a", "b", "c"], "folds": {"n_folds": 2}}
-    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] mixup labels: union is for multi-label tasks .* "
-                                          r"is multiclass: use labels: mix"):
+    with pytest.raises(ConfigError, match=r"augment.waveform\[0\] mixup labels: union gives both clips' labels, "
+                                          r"which softmax outputs cannot hold .* use labels: mix"):
         load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, comp)
     load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, dict(comp, task="multilabel"))
+    load_experiment(ROOT / "configs" / "wave_cnn.yaml", union, dict(comp, task="binary", classes=["a", "b"]))  # 1 sigmoid
 
 
 def test_loss_checks_that_waited_for_a_fold_are_made_at_load():

@@ -147,6 +147,12 @@ def test_status_partial_stale_and_all(board):
     text = out.oof("mid").read_text()
     out.oof("mid").write_text(text.replace("0.", "1.", 1))
     assert "oof/mid.csv has changed since it was written" in leaderboard(out).attrs["skipped"]["mid"]
+    lines = out.oof("mid").read_text().splitlines()  # a NaN in it: --all says so (a scikit-learn traceback before)
+    cells = lines[1].split(",")
+    cells[-1] = "nan"
+    out.oof("mid").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    row = leaderboard(out, include_all=True).set_index("experiment").loc["mid"]
+    assert "OOF file unreadable: 1 row(s) hold NaN or infinite probabilities" in row["note"]
     # an experiment's models folder removed by hand: said, not silently gone from the table
     shutil.rmtree(out.model_dir("part"))
     out.oof("good").with_suffix(".segments.csv").write_text("id,segment\n")  # per-segment predictions: no experiment
@@ -230,6 +236,11 @@ def test_probabilities_give_auroc_and_errors_name_the_ids(tmp_path):
     comp["submission"]["format"] = "probabilities"
     both = _csv(tmp_path / "sub2.csv", id=ids, a=1 - p, b=p)
     assert score_submission(both, labels, comp)["scores"]["auroc"] == pytest.approx(roc_auc_score(y, p))
+    one = _csv(tmp_path / "one.csv", id=ids, label=["a"] * 25)  # a holdout of one class: AUROC said undefined (a bare nan)
+    r = score_submission(both, one, comp)
+    assert "auroc" not in r["scores"] and r["not_computable"]["auroc"] == ("undefined on these labels: 25 row(s), "
+                                                                           "1 class(es) present")
+    assert r["scores"]["accuracy"] == pytest.approx(np.mean(p <= 0.5))
     bad = _csv(tmp_path / "bad.csv", id=ids[2:] + ["zz", "i5"], a=np.r_[1 - p[2:], 0.5, 0.5], b=np.r_[p[2:], 0.5, 1.7])
     with pytest.raises(InputError) as err:
         score_submission(bad, labels, comp)

@@ -68,6 +68,16 @@ def test_a_slice_lacking_a_class_is_left_unshifted_and_said():
     assert unknown_prior_notes(priors, BIN) == [
         "decision.slice_prior 'db': 'dev' (15 training rows) has no row of 'abnormal': its prior there is unknown, "
         "so its rows are left unshifted"]
+    # multiclass: a class the slice lacks keeps its probability, the others shift within the rest (review)
+    mc = dict(BIN, task="multiclass", classes=["x", "y", "rare"])
+    pm = dict(slice_priors(np.array([0] * 8 + [1] * 2 + [0, 1, 2, 2]), np.array(["a"] * 10 + ["b"] * 4), mc), column="db")
+    assert pm["unknown"] == {"a": ["rare"]}
+    q = np.array([[0.7, 0.1, 0.2]])
+    r = shift_slice_priors(q, np.array(["a"]), pm, mc)[0]
+    pooled, prior = np.array(pm["pooled"][:2]), np.array(pm["slices"]["a"][:2])
+    expected = q[0, :2] * pooled / prior
+    assert r[2] == 0.2 and r[:2] == pytest.approx(expected / expected.sum() * 0.8)
+    assert "its rows keep those classes' probabilities, and the others are shifted" in unknown_prior_notes(pm, mc)[0]
     # multi-label: only the class that every (or no) row of the slice has is kept, the others shift
     ml = dict(BIN, task="multilabel", classes=["x", "y"])
     pl = dict(slice_priors(np.array([[1, 0], [1, 1], [0, 0], [0, 1], [1, 1]]), np.array(list("aabbb")), ml), column="db")
@@ -82,6 +92,13 @@ def test_a_slice_lacking_a_class_is_left_unshifted_and_said():
     shifted = slice_prior_shift(probs, table, BIN)
     np.testing.assert_array_equal(shifted[db == "dev"], probs[db == "dev"])
     assert not np.allclose(shifted[db == "a"], probs[db == "a"])
+    # one abnormal dev row, in fold 0: the other folds' dev rows lack it when fold 0 is shifted, unlike the
+    # test rows (shifted with every training row's priors): 04 counts those OOF rows (review)
+    from lib.evaluation.ensemble import _slice_priors
+
+    one = table.assign(target=np.where(np.arange(25) == 10, "abnormal", table["target"]))  # row 10: dev, fold 0
+    sp = _slice_priors(one, BIN)
+    assert sp["unknown"] == {} and sp["oof_lacking"] == {"dev": int(((one.fold == 0) & (db == "dev")).sum())}
 
 
 def _device_learner(seed=0, n=600):

@@ -504,8 +504,10 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     assert second["id"].is_unique and second.head(len(table)).equals(table)
     assert again["kept"] == len(pseudo) - again["replaced"]
     # stage 00 again in a pseudo-labelled folder: the labelled rows alone, and it says what it dropped
+    assert (tmp_path / "pl2" / "pseudo_label.txt").is_file()
     redone = prepare(load_competition(shared.root.parent / "data" / "toy.yaml"), tmp_path / "pl2")
     assert any(f"held {len(pseudo)} pseudo-labelled rows (fold -1, pseudo_label.py)" in w for w in redone["warnings"])
+    assert not (tmp_path / "pl2" / "pseudo_label.txt").exists()  # its tables are 00's now: 00 is named again
     assert (Outputs(tmp_path / "pl2").load_split("train")["fold"] >= 0).all()
     # an existing output folder as --to: refused without force; with it, its blend of the old folds goes
     with pytest.raises(ConfigError, match="pl2 is an existing output folder: its folds.csv and competition.yaml "
@@ -519,7 +521,7 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     # killed before its record: the folder names the command that makes it again, not 00 (which drops pseudo rows)
     Outputs(tmp_path / "plc").prepared().path.unlink()
     with pytest.raises(MissingArtifact, match=rf"run pseudo_label.py --output-dir {out.root} --to {tmp_path / 'plc'} "
-                                              rf"--min-confidence 1.0 \(the command that makes this pseudo-labelled"):
+                                              rf"--min-confidence 1.0 --force \(the command that makes this pseudo-labelled"):
         Outputs(tmp_path / "plc").prepared().require()
     # 00 run again with other folds after 04: the blend's test probabilities come from models of
     # the old folds and labels, which pseudo_label.py took unsaid

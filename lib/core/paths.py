@@ -16,7 +16,8 @@ from .utils import read_artifact_csv
 
 PSEUDO_LABEL_COMMAND = "pseudo_label.txt"
 """The file in a pseudo-labelled output folder holding the ``pseudo_label.py`` command that
-makes its ``folds.csv`` (named by :meth:`Outputs.prepared` when that record is missing)."""
+makes its ``folds.csv`` (named by :meth:`Outputs.prepared` when that record is missing or stale;
+stage 00 removes it when it writes the folder's tables itself)."""
 
 
 def pretrained_record(checkpoint: str | os.PathLike, exp: str | None = None) -> Record:

@@ -60,7 +60,8 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
     Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
     a multi-label matrix given to a single-label scheme (or class indices to a multi-label one),
-    a class with fewer rows than folds, or (``multilabel_stratified_group``) fewer groups than folds.
+    a class with fewer rows than folds, ``strata`` whose every class x value cell is smaller than
+    the folds, or (``multilabel_stratified_group``) fewer groups than folds.
     """
     y = np.asarray(y)
     name = lambda k: str(classes[int(k)]) if classes else getattr(k, "item", lambda: k)()  # noqa: E731
@@ -93,7 +94,14 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
         if counts.min() < n_folds:
             raise ValueError(f"class {name(counts.idxmin())!r} has {counts.min()} rows, fewer than {n_folds} folds")
     if strata is not None and y.ndim == 1:  # a class x value cell smaller than the folds: spread over its rows' folds
-        y = pd.factorize(pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str))[0]
+        key = pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str)
+        largest = key.value_counts()
+        if largest.iloc[0] < n_folds:  # scikit-learn's own message would speak of classes
+            label, value = largest.index[0].split("|", 1)
+            raise ValueError(f"stratify_by: every class x value cell has fewer rows than the {n_folds} folds (the "
+                             f"largest, class {name(label)!r} with value {value!r}, has {largest.iloc[0]}): make "
+                             f"fewer folds or stratify by fewer columns")
+        y = pd.factorize(key)[0]
     if scheme == "multilabel_stratified_group":
         codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
         if len(names) < n_folds:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..core.artifacts import blend_problem, folds_id
 from ..core.config import check_classes, row_id
 from ..core.errors import AudioError, ConfigError, InputError
-from ..core.paths import Outputs
+from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.registry import did_you_mean
 from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv
 from . import audio, matrix, segments, tasks
@@ -413,6 +413,7 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     record = out.prepared()
     test_before = _test_id(out)
     record.begin(out.root)
+    (out.root / PSEUDO_LABEL_COMMAND).unlink(missing_ok=True)  # 00's tables now, not pseudo_label.py's
     write_csv(out.folds, folds)
     if test is None:
         out.test.unlink(missing_ok=True)
@@ -589,11 +590,21 @@ def _warn_unknown_test_values(cfg: dict, folds: pd.DataFrame, test: pd.DataFrame
                 "04 leaves their probabilities unshifted")] if column else []
     where = Path(cfg["data_dir"]) / cfg["test"]["csv"] if cfg["test"].get("csv") else Path(cfg["data_dir"])
     for key, what, effect in checks:
-        unknown = unmatched_slice_values(test[key], folds[key])
-        if unknown:
-            listed = ", ".join(f"{v!r} ({n} rows)" for v, n in list(unknown.items())[:10])
-            warnings.append(f"{where}: {what}: {sum(unknown.values())} test row(s) have values no training row has: "
-                            f"{listed}; {effect}")
+        line = unknown_values_line(test[key], folds[key], what, effect)
+        if line:
+            warnings.append(f"{where}: {line}")
+
+
+def unknown_values_line(values, known, what: str, effect: str) -> str | None:
+    """The message for test rows whose ``values`` (``(rows,)``) no training row has (``known``,
+    compared as :func:`lib.data.slices.unmatched_slice_values`), with their counts, naming
+    ``what`` (the setting) and ``effect``; ``None`` when every value is known. Stage 00 and
+    ``predict_bundle`` say it alike."""
+    unknown = unmatched_slice_values(values, known)
+    if not unknown:
+        return None
+    listed = ", ".join(f"{v!r} ({n} rows)" for v, n in list(unknown.items())[:10])
+    return f"{what}: {sum(unknown.values())} test row(s) have values no training row has: {listed}; {effect}"
 
 
 def _metadata_columns(cfg: dict) -> dict[str, str]:
@@ -894,8 +905,8 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     small = small_strata(y, _strata(cfg, train), cfg["folds"]["n_folds"], cfg["classes"])
     if small:
         warnings.append(f"folds.stratify_by: {len(small)} class x value cell(s) have fewer rows than the "
-                        f"{cfg['folds']['n_folds']} folds, each spread over as many folds as it has rows (the other "
-                        f"folds validate none of it): {'; '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
+                        f"{cfg['folds']['n_folds']} folds, each spread over as many folds as it has rows (or groups, "
+                        f"with groups; the other folds validate none of it): {'; '.join(small[:5])}{' ...' if len(small) > 5 else ''}")
     shipped = (dict(zip(folds["fold"].to_numpy(), train[cfg["folds"]["column"]].astype(str).str.strip().to_numpy()))
                if cfg["folds"]["scheme"] == "predefined" else {})  # which shipped value became which fold
     folds = pd.concat([folds, train[[c for c in SEGMENT_COLUMNS if c in train]].set_axis(folds.index)], axis=1)

@@ -112,7 +112,7 @@ def slice_priors(y, values, comp: dict) -> dict:
     (plain lists: it is saved in ``ensemble.json`` for the test rows and bundles), where
     ``unknown`` lists, per value, the classes that no row of it has (multi-label: that no row has,
     or that every row has): their prior is a guess of the smoothing, and :func:`shift_slice_priors`
-    leaves them alone (a database whose training rows are all normal would otherwise have every
+    does not shift by it (a database whose training rows are all normal would otherwise have every
     row pushed to abnormal)."""
     k, values = len(comp["classes"]), np.asarray(values).astype(str)
 
@@ -154,12 +154,18 @@ def unknown_prior_notes(priors: dict | None, comp: dict) -> list[str]:
     them)."""
     if not priors:
         return []
-    lacking = "no row, or only rows, with" if comp["task"] == "multilabel" else "no row of"
-    left = ("those classes are left unshifted on its rows" if comp["task"] == "multilabel"
-            else "its rows are left unshifted")
+    multilabel = comp["task"] == "multilabel"
+
+    def left(classes) -> str:
+        if multilabel:
+            return "those classes are left unshifted on its rows"
+        if len(comp["classes"]) - len(classes) <= 1:
+            return "its rows are left unshifted"
+        return "its rows keep those classes' probabilities, and the others are shifted within the rest"
+
     return [f"decision.slice_prior {priors['column']!r}: {value!r} ({priors['rows'][value]} training rows) has "
-            f"{lacking} {', '.join(map(repr, classes))}: its prior there is unknown, so {left}"
-            for value, classes in priors.get("unknown", {}).items()]
+            f"{'no row, or only rows, with' if multilabel else 'no row of'} {', '.join(map(repr, classes))}: its "
+            f"prior there is unknown, so {left(classes)}" for value, classes in priors.get("unknown", {}).items()]
 
 
 def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> np.ndarray:
@@ -172,27 +178,33 @@ def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> n
     "Long-tail learning via logit adjustment" (ICLR), apply it per class. Values are matched to
     the training rows' as :func:`lib.data.slices.match_slice_values` does (``"1.0"`` is ``"1"``);
     rows of a value without a prior (a slice the training rows lack), a slice's classes whose
-    prior is unknown (``priors["unknown"]``: single-label, the slice's rows; multi-label, those
-    classes) and probabilities of exactly 0 or 1 (masked classes) are kept as they are. Returns a
-    new array."""
+    prior is unknown (``priors["unknown"]``; single-label: the other classes are shifted within
+    the probability they hold together, so a binary slice lacking a class is kept whole) and
+    probabilities of exactly 0 or 1 (masked classes) are kept as they are. Returns a new array."""
     probs = np.asarray(probs, dtype=float)
     values, out = match_slice_values(np.asarray(values).astype(str), priors["slices"]), probs.copy()
     pooled = np.asarray(priors["pooled"], dtype=float)
     unknown = priors.get("unknown", {})
     for value, prior in priors["slices"].items():
         rows = values == value
-        if not rows.any() or (value in unknown and comp["task"] != "multilabel"):
+        if not rows.any():
             continue
         prior, p = np.asarray(prior, dtype=float), probs[rows]
+        lacking = [comp["classes"].index(c) for c in unknown.get(value, [])]
         if comp["task"] == "multilabel":  # per class on the log-odds: + logit(pooled) - logit(slice)
             inner = (p > 0) & (p < 1)
             q = np.where(inner, p, 0.5)
             shift = np.log(pooled / (1 - pooled)) - np.log(prior / (1 - prior))
-            shift[[comp["classes"].index(c) for c in unknown.get(value, [])]] = 0.0
+            shift[lacking] = 0.0
             out[rows] = np.where(inner, 1 / (1 + np.exp(-(np.log(q / (1 - q)) + shift))), p)
-        else:
+        elif not lacking:
             q = p * pooled / prior
             out[rows] = q / q.sum(1, keepdims=True)
+        else:  # the known classes shifted within the probability they hold together; the others kept
+            known = ~np.isin(np.arange(len(prior)), lacking)
+            q, mass = p[:, known] * pooled[known] / prior[known], p[:, known].sum(1, keepdims=True)
+            out[np.ix_(np.flatnonzero(rows), np.flatnonzero(known))] = q / np.where(q.sum(1, keepdims=True) > 0,
+                                                                                    q.sum(1, keepdims=True), 1) * mass
     return out
 
 

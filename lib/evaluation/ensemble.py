@@ -33,7 +33,7 @@ from ..core.utils import fingerprint, read_artifact_csv, read_text_table, write_
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
-from .decisions import choose_decision, postprocess, training_slice_priors
+from .decisions import choose_decision, postprocess, slice_priors, training_slice_priors
 from .metrics import metrics_with_worst_slice, score_all
 
 
@@ -241,7 +241,10 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     ``"test_unknown"``: its values that no training row has, with row counts (left unshifted);
     ``"oof_unshifted"``: the values of OOF rows that no other fold holds (folds grouped by the
     column), with row counts: those rows keep their probabilities, so the OOF scores cannot judge
-    the shift there; ``None`` without the setting."""
+    the shift there; ``"oof_lacking"``: the values of OOF rows whose other folds lack a class
+    that the training rows of that value have, with row counts: that class stays unshifted on
+    them (:func:`lib.evaluation.decisions.shift_slice_priors`) but not on test rows; ``None``
+    without the setting."""
     priors = training_slice_priors(train, comp)
     if priors is None:
         return None
@@ -251,7 +254,14 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     values, fold = labelled[PREFIX + column].astype(str).to_numpy(), labelled["fold"].to_numpy()
     alone = {v: int(((fold == k) & (values == v)).sum()) for k in np.unique(fold)
              for v in sorted(set(values[fold == k]) - set(values[fold != k]))}
-    return {**priors, "test_unknown": unknown, "oof_unshifted": alone}
+    y, lacking = tasks.class_index(labelled["target"].fillna(""), comp), {}
+    for k in np.unique(fold):  # a class that the other folds' rows of a value lack, all training rows have
+        other = slice_priors(y[fold != k], values[fold != k], comp)["unknown"]
+        for v, classes in other.items():
+            n = int(((fold == k) & (values == v)).sum())
+            if n and set(classes) - set(priors["unknown"].get(v, [])):
+                lacking[v] = lacking.get(v, 0) + n
+    return {**priors, "test_unknown": unknown, "oof_unshifted": alone, "oof_lacking": lacking}
 
 
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,

@@ -44,6 +44,17 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
     return "complete", ""
 
 
+def _read_oof(path, comp: dict, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """An OOF file, its encoded targets and its probabilities ``(rows, n_classes)``. Raises as
+    :func:`lib.core.utils.read_artifact_csv`, ``KeyError`` for a missing class or target column and
+    ``ValueError`` for a NaN or infinite probability (a damaged or hand-edited file)."""
+    oof = read_artifact_csv(path)
+    y, probs = tasks.class_index(oof["target"], comp), oof[cols].to_numpy(dtype=float)
+    if not np.isfinite(probs).all():
+        raise ValueError(f"{int((~np.isfinite(probs)).any(1).sum())} row(s) hold NaN or infinite probabilities")
+    return oof, y, probs
+
+
 def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all: bool = False) -> pd.DataFrame:
     """One row per experiment in ``models/``, best first by ``sort`` in its own direction.
 
@@ -89,8 +100,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
                "fold_mean": np.nan, "fold_std": np.nan, "folds": f"0/{n_folds}", "status": status,
                "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
         try:
-            oof = read_artifact_csv(out.oof(exp))
-            y, probs = tasks.class_index(oof["target"], comp), oof[cols].to_numpy(dtype=float)
+            oof, y, probs = _read_oof(out.oof(exp), comp, cols)
         except FileNotFoundError:
             oof = None
         except (OSError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

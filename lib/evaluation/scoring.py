@@ -7,6 +7,8 @@ probable class (binary: p(positive) > 0.5), every class with p > 0.5 for multi-l
 """
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +207,14 @@ def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool,
         elif no_slices and base_metric(name) != name:
             not_computable[name] = no_slices
         else:
-            scores[name] = m(y, probs if m.uses == "probs" else pred, comp)
+            with warnings.catch_warnings():  # an undefined score is said below, not by scikit-learn's warnings
+                warnings.simplefilter("ignore", UserWarning)
+                value = m(y, probs if m.uses == "probs" else pred, comp)
+            if np.isfinite(value):
+                scores[name] = value
+            else:
+                present = np.unique(np.asarray(y)).size if not multi else int(np.asarray(y).any(0).sum())
+                not_computable[name] = f"undefined on these labels: {len(y)} row(s), {present} class(es) present"
     per_class = per_class_report(y, pred, comp).head(len(comp["classes"]))  # the class rows
     per_class["predicted"] = pred.sum(0) if multi else np.bincount(pred, minlength=len(comp["classes"]))
     return holds, scores, not_computable, per_class
@@ -228,7 +237,8 @@ def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_
     the labels file are taken.
 
     Metrics that score probabilities (AUROC, ...) need a ``probability``/``probabilities``
-    submission; for ``label``/``indicators`` they are listed in ``not_computable`` with why.
+    submission; for ``label``/``indicators`` they are listed in ``not_computable`` with why, as
+    are the metrics undefined on these labels (AUROC of one class).
     Returns ``{"rows", "format", "holds": "labels"|"probabilities", "scores": {metric: value},
     "not_computable": {metric: why}, "per_class": DataFrame(class, precision, recall, f1,
     support, predicted), "notes": [...]}``.

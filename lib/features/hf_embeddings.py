@@ -227,7 +227,7 @@ class HfEmbeddings:
 
     ``model_dir``: the local folder (:data:`LAYOUT`). ``layer``: an index into ``hidden_states``
     (0: before the first transformer layer; -1: the last), ``"middle"`` (the default:
-    ``num_hidden_layers // 2``, layer 6 of a 12-layer base model; the middle layers of wav2vec 2.0
+    ``(num_hidden_layers + 1) // 2``, layer 6 of a 12-layer base model; the middle layers of wav2vec 2.0
     carry the most acoustic and phonetic information and the last ones specialise towards the
     pre-training target, Pasad et al. 2021; SUPERB's learnt layer weights on paralinguistic tasks
     favour them too) or ``"mean"`` (the average of all hidden states). ``pooling``: ``frames``

@@ -156,8 +156,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if sorted(have) != sorted(cols):
         raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
                               f"those of {out.competition}: predict with a blend of this competition's classes")
-    sure, labels = _sure_labels(blend[cols].to_numpy(), comp)
-    keep = sure >= min_confidence
+    keep, sure, labels = _sure_labels(blend[cols].to_numpy(), comp, min_confidence)
     pseudo = test[keep].assign(target=labels[keep], fold=-1)
     dropped = 0
     if comp.get("fine_classes"):  # subdivided: the pseudo label's fine class from the row's metadata
@@ -169,7 +168,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     table = pd.concat([folds, pseudo[[c for c in folds.columns if c in pseudo.columns]]], ignore_index=True)
     new.root.mkdir(parents=True, exist_ok=True)  # first: a killed run's folder says how it is made again
     (new.root / PSEUDO_LABEL_COMMAND).write_text(
-        f"pseudo_label.py --output-dir {out.root} --to {new.root} --min-confidence {min_confidence}"
+        f"pseudo_label.py --output-dir {out.root} --to {new.root} --min-confidence {min_confidence} --force"
         + (f" --source {Path(source).resolve()}" if source else "") + "\n")
     record = new.prepared()
     record.begin(new.root)
@@ -188,14 +187,17 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 
 
-def _sure_labels(probs: np.ndarray, comp: dict) -> tuple[np.ndarray, np.ndarray]:
-    """How sure the blend is of each row of ``probs`` ``(rows, n_classes)`` and the label it gives:
-    ``(sure (rows,), labels (rows,) object)``; single-label the largest probability and its class,
-    multi-label the least sure class's ``max(p, 1 - p)`` and the classes at p >= 0.5."""
-    if comp["task"] == "multilabel":  # every class sure either way
-        return (np.maximum(probs, 1 - probs).min(1),
+def _sure_labels(probs: np.ndarray, comp: dict, min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which rows of ``probs`` ``(rows, n_classes)`` the blend is sure of, how sure, and the label
+    it gives: ``(keep (rows,) bool, sure (rows,), labels (rows,) object)``; single-label the
+    largest probability (at least ``min_confidence``) and its class, multi-label every class at
+    least that sure either way (``sure``: the least sure class's ``max(p, 1 - p)``) and the
+    classes at p >= 0.5."""
+    if comp["task"] == "multilabel":
+        keep = ((probs >= min_confidence) | (probs <= 1 - min_confidence)).all(1)
+        return (keep, np.maximum(probs, 1 - probs).min(1),
                 tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]}))
-    return probs.max(1), np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
+    return probs.max(1) >= min_confidence, probs.max(1), np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
 
 
 def _refuse_training_recordings(test: pd.DataFrame, folds: pd.DataFrame) -> None:

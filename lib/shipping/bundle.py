@@ -46,7 +46,7 @@ from ..core.utils import fingerprint, load_tensors_only, read_json, replace_fold
 from ..core.device import get_device
 from ..data import tasks
 from ..data.metadata import metadata_columns
-from ..data.prepare import META_PREFIX, prepare_test
+from ..data.prepare import META_PREFIX, prepare_test, unknown_values_line
 from ..data.slices import PREFIX as SLICE_PREFIX
 from ..data.slices import counts_text, unmatched_slice_values
 from ..inputs import load_inputs
@@ -381,10 +381,10 @@ def _log_unknown_values(table: pd.DataFrame, priors: dict | None, categories: di
         log(f"decision.slice_prior {priors['column']!r}: test rows left unshifted (values no training row has): "
             + counts_text(unknown))
     for column, known in categories.items():
-        unknown = unmatched_slice_values(table[META_PREFIX + column], known)
-        if unknown:
-            log(f"WARNING: metadata {column!r}: {sum(unknown.values())} test row(s) have values no training row has: "
-                f"{counts_text(unknown)}; they are encoded as no category (all zeros)")
+        line = unknown_values_line(table[META_PREFIX + column], known, f"metadata {column!r}",
+                                   "they are encoded as no category (all zeros)")
+        if line:
+            log(f"WARNING: {line}")
 
 
 def check_work_dir(work_dir, data_dir, bundle) -> None:
