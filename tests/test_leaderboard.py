@@ -122,6 +122,13 @@ def test_status_partial_stale_and_all(board):
     assert "not built yet" in leaderboard(out).attrs["skipped"]["broken"]
     everything = leaderboard(out, include_all=True).set_index("experiment")
     assert everything.loc["broken", "status"] == "incomplete"
+    killed = out.model_dir("killed")  # a run killed after its fold 0: no OOF file yet, one fold record
+    killed.mkdir()
+    (killed / "fold0.pt").write_bytes(b"weights")
+    out.fold_record("killed", 0).commit([killed / "fold0.pt"], "k")
+    row = leaderboard(out, include_all=True).set_index("experiment").loc["killed"]
+    assert row["status"] == "incomplete" and row["folds"] == "1/2"  # "0/2" before (probe)
+    shutil.rmtree(killed)
     # trained on these folds, then pseudo_label.py rewrote folds.csv with other fold -1 rows
     rec = out.trained("good").require()
     scores = out.model_dir("good") / "scores.json"
@@ -356,3 +363,19 @@ def test_rows_are_scored_after_group_aggregation_as_04_scores_them(board):
     assert df.loc["good", "auroc"] == pytest.approx(roc_auc_score(y, p))
     assert df.loc["good", "auroc"] != pytest.approx(roc_auc_score(y, probs["good"][:, 1]))
     assert df.loc["good", "accuracy"] == pytest.approx(accuracy_score(y, p > 0.5))
+
+
+def test_slice_table_keeps_one_column_per_value_with_a_partial_experiment():
+    """A partial experiment's slice values have fewer rows: they got columns of their own
+    ('site=s1 (n=9)' beside 'site=s1 (n=27)'), and the picture two more groups (probe)."""
+    from lib.evaluation.leaderboard import slice_leaderboard
+
+    def table(n):
+        return pd.DataFrame({"slice": ["site"] * 3, "value": ["s1", "s2", "worst"], "n": [n, n, 2 * n],
+                             "accuracy": [0.9, 0.8, 0.8]})
+
+    df = pd.DataFrame({"experiment": ["full", "part"]})
+    df.attrs["slices"] = {"full": table(27), "part": table(9)}
+    out = slice_leaderboard(df, "accuracy")
+    assert list(out.columns) == ["experiment", "site=s1 (n=27)", "site=s2 (n=27)", "worst site"]
+    assert out.notna().all().all()

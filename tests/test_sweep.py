@@ -294,6 +294,9 @@ def test_values_invalid_together_fail_their_trial_and_the_sweep_goes_on(toy):
                                                   "scheduler.params.warmup_epochs": {"choices": [0, 2]}},
                        sets=["train.folds=[0]"])
     sweep = load_sweep(path)  # each value alone is valid
+    # the choices in the other order: epochs 1 first failed with warmup 2 at load, in any order now (probe)
+    load_sweep(_sweep_file(folder, "together2", space={"train.epochs": {"choices": [1, 2]},
+                                                       "scheduler.params.warmup_epochs": {"choices": [0, 2]}}))
     lines = []
     study = open_study(sweep, "together", f"sqlite:///{folder / 'together.db'}", out.load_competition())
     study.enqueue_trial({"train.epochs": 1, "scheduler.params.warmup_epochs": 2})

@@ -97,7 +97,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             continue
         row = {"experiment": exp, "model": (config.get("model") or {}).get("name"),
                "input": (config.get("features") or {}).get("set"), **dict.fromkeys(names, np.nan),
-               "fold_mean": np.nan, "fold_std": np.nan, "folds": f"0/{n_folds}", "status": status,
+               "fold_mean": np.nan, "fold_std": np.nan, "status": status,
+               "folds": f"{sum(out.fold_record(exp, k).path.is_file() for k in range(n_folds))}/{n_folds}",
                "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
         try:
             oof, y, probs = _read_oof(out.oof(exp), comp, cols)
@@ -162,17 +163,20 @@ def _other_rows(oof: pd.DataFrame, folds_df: pd.DataFrame) -> bool:
 def slice_leaderboard(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """:func:`leaderboard`'s per-slice scores (``df.attrs["slices"]``) as one table: a row per
     experiment (in ``df``'s order), a column ``<slice>=<value> (n=N)`` per slice value with the
-    experiment's OOF ``metric`` over those rows (a per-slice name: its base metric), and ``worst``.
-    Empty without slices."""
-    metric, rows = base_metric(metric), []
+    experiment's OOF ``metric`` over those rows (a per-slice name: its base metric; N the most
+    rows any experiment scored there, a partial one's fewer rows in the same column), and
+    ``worst``. Empty without slices."""
+    metric, rows, n = base_metric(metric), [], {}
     for exp in df["experiment"]:
         t = df.attrs.get("slices", {}).get(exp)
         if t is None or t.empty or metric not in t:
             continue
-        cells = {(f"{r.slice}={r.value} (n={int(r.n)})" if r.value != "worst" else f"worst {r.slice}"): getattr(r, metric)
+        cells = {(f"{r.slice}={r.value}" if r.value != "worst" else f"worst {r.slice}"): getattr(r, metric)
                  for r in t.itertuples()}
+        for r in t[t["value"] != "worst"].itertuples():  # a partial experiment's fewer rows: the same column
+            n[f"{r.slice}={r.value}"] = max(n.get(f"{r.slice}={r.value}", 0), int(r.n))
         rows.append({"experiment": exp, **cells})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).rename(columns={k: f"{k} (n={v})" for k, v in n.items()})
 
 
 def plot_slice_leaderboard(table: pd.DataFrame, metric: str, path: Path) -> Path:

@@ -160,14 +160,23 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
                for k, d in space.items()}  # the ends as a trial gets them (floats rounded: _suggest)
     first = {k: v[0] for k, v in samples.items()}
     for key, values in [(None, first)] + [(k, {**first, k: v}) for k, vs in samples.items() for v in vs[1:]]:
-        try:
-            load_experiment(exp, o["sets"] + overrides(values))
-        except ConfigError as exc:
-            key = key or _failing_alone(exp, o["sets"], first, str(exc))
+        exc = _load_error(exp, o["sets"], values)
+        others = [{**values, k: v} for k, vs in samples.items() if k != key for v in vs if v != values[k]]
+        if exc is not None and all(_load_error(exp, o["sets"], other) is not None for other in others):
+            key = key or _failing_alone(exp, o["sets"], first, str(exc))  # no other key's value mends it: refused
             at = f"space.{key}" if key else "space, every key at its low end or first choice"
             raise ConfigError(f"{where} [{at}]: {exc}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
                  variant_name(base["name"], o["sets"]))
+
+
+def _load_error(exp: Path, sets: list, values: dict) -> ConfigError | None:
+    """The error of loading experiment ``exp`` with ``sets`` and a trial's ``values``, or ``None``."""
+    try:
+        load_experiment(exp, sets + overrides(values))
+    except ConfigError as exc:
+        return exc
+    return None
 
 
 def _failing_alone(exp: Path, sets: list, first: dict, error: str) -> str | None:
