@@ -128,6 +128,7 @@ def test_values_of_a_finished_trial_are_trained_again_only_when_the_experiment_c
     assert first.state == second.state == optuna.trial.TrialState.COMPLETE and first.value == second.value
     assert second.user_attrs["same_as"] == 0 and second.user_attrs["experiment"] == "twin@lr=0.002"
     assert "(same values as trial 0: up to date, not trained again)" in "".join(lines)
+    assert second.intermediate_values == first.intermediate_values != {}  # the pruner's medians count it (probe)
     # the experiment file edited under the same name: the same values train the new network
     before = weights.read_bytes()
     (folder / "twin.yaml").write_text(yaml.safe_dump(

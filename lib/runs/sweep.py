@@ -337,6 +337,13 @@ class InvalidValues(ConfigError):
     1 with ``scheduler.params.warmup_epochs`` 2): the trial fails, the sweep goes on."""
 
 
+def _trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` of a sweep seeded ``seed``: the SHA-256 of both, so that
+    studies of other seeds draw other sequences (``seed + number`` made seed 11's trial 0 seed
+    7's trial 4)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
+
+
 def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, echo=print) -> None:
     """Run ``n_trials`` trials of ``sweep`` in ``study`` (this worker's share) on the prepared
     competition and feature sets of ``out``.
@@ -347,7 +354,8 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
     falls behind; values equal to a COMPLETE trial's train only when what the models depend on
     changed since (the experiment file, the folds, the features: :func:`train_experiment`'s up-to-
     date check; else its models are kept), to a RUNNING one's (another worker) are pruned.
-    With ``sweep.seed``, each trial draws from a TPE sampler seeded with ``seed`` + its number.
+    With ``sweep.seed``, each trial draws from a TPE sampler seeded by ``seed`` and its number
+    (:func:`_trial_seed`). A trial whose experiment is kept whole reports its folds' scores too.
     User attrs: ``experiment``, ``oof_<metric>``, ``same_as``.
     A trial whose values are valid one by one but not together is failed with a line saying so
     (user attr ``invalid``: the reason) and the sweep goes on.
@@ -363,8 +371,9 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.time()
-        if sweep.seed is not None:  # per trial: workers started together drew the same values from one seed
-            trial.study.sampler = optuna.samplers.TPESampler(seed=sweep.seed + trial.number)
+        if sweep.seed is not None:  # per trial: workers started together drew the same values from one seed;
+            # (seed, number) hashed: with seed + number, seeds 7 and 11 replayed each other 4 trials apart
+            trial.study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(sweep.seed, trial.number))
         values = _suggest(trial, sweep)
         name = trial_name(sweep.stem, values)
         trial.set_user_attr("experiment", name)
@@ -404,6 +413,10 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
                 what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}"
                 echo(f"  -> {what} ({format_seconds(time.time() - t0)}; log {fh.name})")
                 raise
+        if not done:  # kept whole (trained earlier): its folds' scores, so that the pruner's medians count it
+            scores = [f[metric] for f in s.get("folds") or [] if metric in f]
+            for i in range(len(scores)):
+                trial.report(sum(scores[:i + 1]) / (i + 1), step=i)
         for m, v in s["oof"].items():
             trial.set_user_attr(f"oof_{m}", v)
         if twin is not None:  # trained again only when its config, folds or features changed since
