@@ -337,6 +337,24 @@ class InvalidValues(ConfigError):
     1 with ``scheduler.params.warmup_epochs`` 2): the trial fails, the sweep goes on."""
 
 
+def _record_trial(trial: optuna.Trial, s: dict, metric: str, twin, reported: bool) -> str:
+    """Put a finished trial's results in its study: each fold's running mean of ``metric`` when
+    none was ``reported`` while training (an experiment kept whole: the pruner's medians count
+    it), the OOF scores of ``s`` (:func:`train_experiment`'s) as user attrs, ``same_as`` for the
+    values of an earlier trial ``twin``. Returns the line's note on what was trained."""
+    if not reported:
+        scores = [f[metric] for f in s.get("folds") or [] if metric in f]
+        for i in range(len(scores)):
+            trial.report(sum(scores[:i + 1]) / (i + 1), step=i)
+    for m, v in s["oof"].items():
+        trial.set_user_attr(f"oof_{m}", v)
+    if twin is None:
+        return " (trained earlier)" if s["skipped"] else ""
+    trial.set_user_attr("same_as", twin.number)  # trained again only when its config, folds or features changed
+    return f" (same values as trial {twin.number}: " + ("up to date, not trained again)" if s["skipped"] else
+                                                         "trained again: its config, folds or features changed since)")
+
+
 def _trial_seed(seed: int, number: int) -> int:
     """The sampler seed of trial ``number`` of a sweep seeded ``seed``: the SHA-256 of both, so that
     studies of other seeds draw other sequences (``seed + number`` made seed 11's trial 0 seed
@@ -413,17 +431,7 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
                 what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {type(exc).__name__}"
                 echo(f"  -> {what} ({format_seconds(time.time() - t0)}; log {fh.name})")
                 raise
-        if not done:  # kept whole (trained earlier): its folds' scores, so that the pruner's medians count it
-            scores = [f[metric] for f in s.get("folds") or [] if metric in f]
-            for i in range(len(scores)):
-                trial.report(sum(scores[:i + 1]) / (i + 1), step=i)
-        for m, v in s["oof"].items():
-            trial.set_user_attr(f"oof_{m}", v)
-        if twin is not None:  # trained again only when its config, folds or features changed since
-            trial.set_user_attr("same_as", twin.number)
-        how = (" (trained earlier)" if s["skipped"] else "") if twin is None else (
-            f" (same values as trial {twin.number}: " + ("up to date, not trained again)" if s["skipped"] else
-                                                          "trained again: its config, folds or features changed since)"))
+        how = _record_trial(trial, s, metric, twin, reported=bool(done))
         echo(f"  -> OOF {metric} {s['oof'][metric]:.4f}{' (partial)' if s['partial'] else ''}{how} "
              f"({format_seconds(time.time() - t0)})  {name}")
         return s["oof"][metric]
