@@ -95,8 +95,8 @@ def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
         print(f"  note: {line}")
     if sp.get("oof_lacking"):
         print(f"  note: {sum(sp['oof_lacking'].values())} OOF rows ({counts_text(sp['oof_lacking'])}) are shifted "
-              f"without a class that their fold's other folds lack for their {sp['column']} (test rows are "
-              f"shifted with it)")
+              f"by fewer classes than the test rows of their {sp['column']}, or not at all (binary): their fold's "
+              f"other folds lack a class there, or always have it (multi-label)")
     if sp.get("test_unknown"):
         print(f"  test rows left unshifted (values no training row has): "
               + counts_text(sp["test_unknown"]))

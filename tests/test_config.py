@@ -376,5 +376,8 @@ def test_set_naming_another_component_replaces_its_section():
     assert cfg["scheduler"] == {"name": "one_cycle", "params": {"pct_start": 0.2}}
     either = load_experiment(ROOT / "configs/cnn_small.yaml", ["scheduler.params.pct_start=0.2", "scheduler.name=one_cycle"])
     assert either["scheduler"] == cfg["scheduler"]  # any order (a sweep's space orders them as written: review)
+    whole = load_experiment(ROOT / "configs/cnn_small.yaml", ["scheduler={name: one_cycle, params: {pct_start: 0.3}}",
+                                                             "scheduler.name=plateau"])
+    assert whole["scheduler"] == {"name": "plateau", "params": {}}  # the one_cycle section's params went with it
     same = load_experiment(ROOT / "configs/cnn_small.yaml", ["optimizer.name=adamw"])  # the same component: kept
     assert same["optimizer"] == load_experiment(ROOT / "configs/cnn_small.yaml")["optimizer"]

@@ -344,6 +344,9 @@ def test_sweep_low_end_and_choices_name_their_key(tmp_path):
     sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  loss.params.label_smoothing: {choices: [0.0, 2.0]}\n")
     with pytest.raises(ConfigError, match=r"\[space.loss.params.label_smoothing\]: .* in \[0, 1\), got 2.0$"):
         load_sweep(sweep)
+    sweep.write_text("experiment: configs/cnn_small.yaml\nspace:\n  model.params.dropout: {choices: [1.5, 0.2]}\n")
+    with pytest.raises(ConfigError, match=r"\[space.model.params.dropout\]: .*got 1.5$"):  # its own other value
+        load_sweep(sweep)  # does not mend a bad first choice (review)
 
 
 def test_every_numeric_parameter_of_every_model_family_has_a_range():

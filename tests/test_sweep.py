@@ -171,7 +171,10 @@ def test_seeded_workers_opened_together_draw_their_own_values_and_a_rerun_repeat
 
     drawn = values("seeded")
     assert len(drawn) == 2 and drawn[0] != drawn[1]  # one seed for both drew the same value twice
-    assert values("seeded_again") == drawn  # seed + the trial's number: the same sweep draws the same values
+    assert values("seeded_again") == drawn  # seed and the trial's number: the same sweep draws the same values
+    from lib.runs.sweep import _trial_seed  # seed + number made seed 11's trial 0 seed 7's trial 4 (probe)
+
+    assert len({_trial_seed(seed, n) for seed in (7, 11) for n in range(10)}) == 20
 
 
 def test_the_summary_reads_a_trial_added_by_another_worker_meanwhile(toy, monkeypatch):

@@ -198,19 +198,20 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
     Example: ``["train.epochs=3", "train.folds=[0]"]``; ``train.swa.start=0.5`` where
     ``train.swa`` is null (off) makes it ``{start: 0.5}``; ``scheduler.name=one_cycle`` naming
     another component than the section's replaces the section, as ``base:`` does (the params
-    belonged to the other component), before any other override, so that the new component's
-    params given with it apply in any order. Raises ``ConfigError`` for a malformed
+    belonged to the other component), keeping its params given before it (``--set
+    scheduler.params.pct_start=0.2`` first: the order of a sweep's space). Raises ``ConfigError`` for a malformed
     item or one that descends into a value that is neither a mapping nor null. Keys are not checked here
     (:func:`load_experiment` does).
     """
     cfg = copy.deepcopy(cfg)
-    for item in overrides or []:  # first: a section naming another component starts empty, whatever the order
+    for n, item in enumerate(overrides or []):
         (*parents, last), value = _parse_override(item)
         if len(parents) == 1 and parents[0] in COMPONENTS and last == "name" \
                 and isinstance(cfg.get(parents[0]), dict) and cfg[parents[0]].get("name") != value:
-            cfg[parents[0]] = {"name": value}  # another component: its params are not the old one's
-    for item in overrides or []:
-        (*parents, last), value = _parse_override(item)
+            # another component: its params are not the old one's, but those given before it here are its own
+            cfg[parents[0]] = apply_overrides({parents[0]: {"name": value}}, [
+                o for o in overrides[:n] if o.strip().startswith(f"{parents[0]}.params.")])[parents[0]]
+            continue
         node = cfg
         for depth, part in enumerate(parents):
             if node.get(part) is None:  # absent or null (an option that is off): the override turns it on

@@ -144,6 +144,7 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
          f"{priors['column']} (folds grouped by it), so these OOF scores cannot judge the shift, which still "
          "changes the test rows.", ""]
         if priors.get("oof_unshifted") else []) + [f"{line}.\n" for line in unknown_prior_notes(priors, comp)] + (
-        [f"OOF rows shifted without a class that their fold's other folds lack for their {priors['column']} "
-         f"({counts_text(priors['oof_lacking'])}; test rows are shifted with it).", ""]
+        [f"OOF rows shifted by fewer classes than the test rows of their {priors['column']}, or not at all "
+         f"(binary): their fold's other folds lack a class there, or always have it (multi-label) "
+         f"({counts_text(priors['oof_lacking'])}).", ""]
         if priors.get("oof_lacking") else [])

@@ -98,7 +98,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
         row = {"experiment": exp, "model": (config.get("model") or {}).get("name"),
                "input": (config.get("features") or {}).get("set"), **dict.fromkeys(names, np.nan),
                "fold_mean": np.nan, "fold_std": np.nan, "status": status,
-               "folds": f"{sum(out.fold_record(exp, k).path.is_file() for k in range(n_folds))}/{n_folds}",
+               "folds": f"{sum(out.fold_record(exp, k).check(hashes=False)[0] is not None for k in range(n_folds))}"
+                        f"/{n_folds}",
                "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
         try:
             oof, y, probs = _read_oof(out.oof(exp), comp, cols)

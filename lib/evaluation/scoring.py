@@ -208,16 +208,28 @@ def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool,
             not_computable[name] = no_slices
         else:
             with warnings.catch_warnings():  # an undefined score is said below, not by scikit-learn's warnings
-                warnings.simplefilter("ignore", UserWarning)
+                warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
+                warnings.filterwarnings("ignore", "A single label was found", UserWarning)
                 value = m(y, probs if m.uses == "probs" else pred, comp)
-            if np.isfinite(value):
+            if value is not None and np.isfinite(value):
                 scores[name] = value
             else:
-                present = np.unique(np.asarray(y)).size if not multi else int(np.asarray(y).any(0).sum())
-                not_computable[name] = f"undefined on these labels: {len(y)} row(s), {present} class(es) present"
+                not_computable[name] = _undefined(name, y, multi)
     per_class = per_class_report(y, pred, comp).head(len(comp["classes"]))  # the class rows
     per_class["predicted"] = pred.sum(0) if multi else np.bincount(pred, minlength=len(comp["classes"]))
     return holds, scores, not_computable, per_class
+
+
+def _undefined(name: str, y, multi: bool) -> str:
+    """Why metric ``name`` scored NaN on the labels ``y``: a per-slice metric undefined in every
+    slice value, else the rows and the classes present (multi-label: with both positive and
+    negative rows)."""
+    if base_metric(name) != name:
+        return f"{base_metric(name)} undefined in every slice value of these labels"
+    y = np.asarray(y)
+    present = int((y.any(0) & ~y.all(0)).sum()) if multi else np.unique(y).size
+    what = "class(es) with positive and negative rows" if multi else "class(es) present"
+    return f"undefined on these labels: {len(y)} row(s), {present} {what}"
 
 
 def score_submission(submission: str | Path, labels: str | Path, comp: dict, id_column: str | None = None,

@@ -109,10 +109,12 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     ``ConfigError`` naming the file and key for an unknown key (with the closest valid one), a
     missing or wrongly typed value, a bad distribution, a space key that ``--set`` cannot take
     or whose range reaches values the key does not allow (checked by loading the experiment with
-    the ``sets`` and each range's ends and each choice, :func:`lib.components.load_experiment`,
-    so with the schema's and :data:`lib.core.schema.PARAM_RANGES`' ranges, e.g.
-    ``model.params.dropout`` in [0, 1)) or that is no hyper-parameter (``name``, ``features.*``,
-    run-only keys, a key of ``sets``).
+    the ``sets`` and each range's ends and each choice, the other keys at their first value,
+    :func:`lib.components.load_experiment`, so with the schema's and
+    :data:`lib.core.schema.PARAM_RANGES`' ranges, e.g. ``model.params.dropout`` in [0, 1); a
+    value that loads with another key's other value is not refused: that combination fails in
+    its trial) or that is no hyper-parameter (``name``, ``features.*``, run-only keys, a key of
+    ``sets``).
     """
     path = Path(path)
     where = str(path)
@@ -158,14 +160,20 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     samples = {k: ([decode[k].get(c, c) for c in d.choices] if isinstance(d, CategoricalDistribution) else
                    [d.low, d.high] if isinstance(d, IntDistribution) else [_rounded(d.low), _rounded(d.high)])
                for k, d in space.items()}  # the ends as a trial gets them (floats rounded: _suggest)
-    first = {k: v[0] for k, v in samples.items()}
-    for key, values in [(None, first)] + [(k, {**first, k: v}) for k, vs in samples.items() for v in vs[1:]]:
-        exc = _load_error(exp, o["sets"], values)
-        others = [{**values, k: v} for k, vs in samples.items() if k != key for v in vs if v != values[k]]
-        if exc is not None and all(_load_error(exp, o["sets"], other) is not None for other in others):
-            key = key or _failing_alone(exp, o["sets"], first, str(exc))  # no other key's value mends it: refused
-            at = f"space.{key}" if key else "space, every key at its low end or first choice"
-            raise ConfigError(f"{where} [{at}]: {exc}") from None
+    first, errors = {k: v[0] for k, v in samples.items()}, {}
+
+    def error(values: dict) -> ConfigError | None:
+        seen = json.dumps(values, sort_keys=True)
+        if seen not in errors:
+            errors[seen] = _load_error(exp, o["sets"], values)
+        return errors[seen]
+
+    for key, vs in samples.items():  # each value of each key, the others at their first: refused unless
+        for v in vs:                 # another key's value mends it (then only the combination fails, in its trial)
+            values = {**first, key: v}
+            if error(values) is not None and all(error({**values, k: w}) is not None for k, ws in samples.items()
+                                                 if k != key for w in ws if w != values[k]):
+                raise ConfigError(f"{where} [space.{key}]: {error(values)}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
                  variant_name(base["name"], o["sets"]))
 
@@ -176,19 +184,6 @@ def _load_error(exp: Path, sets: list, values: dict) -> ConfigError | None:
         load_experiment(exp, sets + overrides(values))
     except ConfigError as exc:
         return exc
-    return None
-
-
-def _failing_alone(exp: Path, sets: list, first: dict, error: str) -> str | None:
-    """The key of ``first`` (each key's low end or first choice) whose value alone, the others at
-    the experiment's own, fails to load with the message ``error`` of their failing together: the
-    key to name (``None`` when only the combination fails so)."""
-    for key, value in first.items():
-        try:
-            load_experiment(exp, sets + overrides({key: value}))
-        except ConfigError as exc:
-            if str(exc) == error:
-                return key
     return None
 
 
