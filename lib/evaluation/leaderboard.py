@@ -44,6 +44,12 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
     return "complete", ""
 
 
+def _fold_records(out: Outputs, exp: str, n_folds: int) -> int:
+    """How many of experiment ``exp``'s ``n_folds`` folds have a complete fold record (sizes
+    checked): the folds finished of a run without a merged record (interrupted, or pruned)."""
+    return sum(out.fold_record(exp, k).check(hashes=False)[0] is not None for k in range(n_folds))
+
+
 def _read_oof(path, comp: dict, cols: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """An OOF file, its encoded targets and its probabilities ``(rows, n_classes)``. Raises as
     :func:`lib.core.utils.read_artifact_csv`, ``KeyError`` for a missing class or target column and
@@ -98,8 +104,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
         row = {"experiment": exp, "model": (config.get("model") or {}).get("name"),
                "input": (config.get("features") or {}).get("set"), **dict.fromkeys(names, np.nan),
                "fold_mean": np.nan, "fold_std": np.nan, "status": status,
-               "folds": f"{sum(out.fold_record(exp, k).check(hashes=False)[0] is not None for k in range(n_folds))}"
-                        f"/{n_folds}",
+               "folds": f"{_fold_records(out, exp, n_folds)}/{n_folds}",
                "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
         try:
             oof, y, probs = _read_oof(out.oof(exp), comp, cols)
