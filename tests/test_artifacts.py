@@ -29,8 +29,11 @@ TINY = {"features": {"name": "log_mel", "set": "lm", "params": {"n_mels": 16, "n
 def _kill_when(args, needle: str, stream: str = "stdout", timeout: float = 120, sig=signal.SIGKILL) -> str:
     """Run a stage, send it ``sig`` (SIGKILL; SIGINT is Ctrl-C) as soon as ``needle`` appears in
     its output; returns the output, to its end."""
+    # SIGINT's default action, as from a terminal: a test run in the background of a non-interactive shell (as
+    # CI's) ignores SIGINT, its children inherit that, and Python then never raises KeyboardInterrupt
     p = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                         text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, hit = [], threading.Event()
 
     def watch(pipe):
