@@ -80,23 +80,23 @@ def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
     """04's lines on ``decision.slice_prior``: each value's prior, the rows it leaves unshifted,
     and the chosen blend's cross-fitted scores with and without the shift (``metric``'s warning)."""
     from lib.data.slices import counts_text
-    from lib.evaluation.decisions import unknown_prior_notes
+    from lib.evaluation.decisions import lacking_oof_note, unknown_prior_notes
     from lib.evaluation.metrics import is_better
 
-    prior = lambda q: " ".join(f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))  # noqa: E731
+    def prior(q, unknown=()) -> str:  # a class whose prior is unknown there: '-' (not shifted by)
+        return " ".join(f"{c} -" if c in unknown else f"{c} {v:.3f}" for c, v in zip(sp["classes"], q))
+
     print(f"slice prior shift on {sp['column']} (each value's training class prior replaced by the pooled one): "
-          + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q)}" for v, q in sp["slices"].items())
-          + f"; pooled {prior(sp['pooled'])}")
+          + "; ".join(f"{v} ({sp['rows'][v]} rows) {prior(q, sp.get('unknown', {}).get(v, ()))}"
+                      for v, q in sp["slices"].items()) + f"; pooled {prior(sp['pooled'])}")
     if sp.get("oof_unshifted"):
         print(f"  WARNING: {sum(sp['oof_unshifted'].values())} OOF rows left unshifted "
               f"({counts_text(sp['oof_unshifted'])}): no other fold holds their {sp['column']} (folds grouped by it), so the OOF scores below cannot "
               f"judge the shift, which still changes the test rows")
     for line in unknown_prior_notes(sp, comp):
         print(f"  note: {line}")
-    if sp.get("oof_lacking"):
-        print(f"  note: {sum(sp['oof_lacking'].values())} OOF rows ({counts_text(sp['oof_lacking'])}) are shifted "
-              f"by fewer classes than the test rows of their {sp['column']}, or not at all (binary): their fold's "
-              f"other folds lack a class there, or always have it (multi-label)")
+    if lacking_oof_note(sp, comp):
+        print(f"  note: {lacking_oof_note(sp, comp)}")
     if sp.get("test_unknown"):
         print(f"  test rows left unshifted (values no training row has): "
               + counts_text(sp["test_unknown"]))

@@ -77,7 +77,7 @@ def test_a_slice_lacking_a_class_is_left_unshifted_and_said():
     pooled, prior = np.array(pm["pooled"][:2]), np.array(pm["slices"]["a"][:2])
     expected = q[0, :2] * pooled / prior
     assert r[2] == 0.2 and r[:2] == pytest.approx(expected / expected.sum() * 0.8)
-    assert "its rows keep those classes' probabilities, and the others are shifted" in unknown_prior_notes(pm, mc)[0]
+    assert "its rows keep that class's probability, and the other classes are shifted" in unknown_prior_notes(pm, mc)[0]
     # multi-label: only the class that every (or no) row of the slice has is kept, the others shift
     ml = dict(BIN, task="multilabel", classes=["x", "y"])
     pl = dict(slice_priors(np.array([[1, 0], [1, 1], [0, 0], [0, 1], [1, 1]]), np.array(list("aabbb")), ml), column="db")
@@ -98,7 +98,13 @@ def test_a_slice_lacking_a_class_is_left_unshifted_and_said():
 
     one = table.assign(target=np.where(np.arange(25) == 10, "abnormal", table["target"]))  # row 10: dev, fold 0
     sp = _slice_priors(one, BIN)
-    assert sp["unknown"] == {} and sp["oof_lacking"] == {"dev": int(((one.fold == 0) & (db == "dev")).sum())}
+    n = int(((one.fold == 0) & (db == "dev")).sum())
+    assert sp["unknown"] == {} and sp["oof_lacking"] == {"dev": [f"fold 0: {n} rows, 'abnormal'"]}
+    from lib.evaluation.decisions import lacking_oof_note
+
+    assert lacking_oof_note(sp, BIN) == (f"OOF rows whose fold's other folds lack a class of their db that its training "
+                                         f"rows have: dev (fold 0: {n} rows, 'abnormal'): those rows are left unshifted, "
+                                         f"unlike on test rows")
 
 
 def _device_learner(seed=0, n=600):

@@ -157,15 +157,31 @@ def unknown_prior_notes(priors: dict | None, comp: dict) -> list[str]:
     multilabel = comp["task"] == "multilabel"
 
     def left(classes) -> str:
+        these = "that class" if len(classes) == 1 else "those classes"
         if multilabel:
-            return "those classes are left unshifted on its rows"
+            return f"{these} {'is' if len(classes) == 1 else 'are'} left unshifted on its rows"
         if len(comp["classes"]) - len(classes) <= 1:
             return "its rows are left unshifted"
-        return "its rows keep those classes' probabilities, and the others are shifted within the rest"
+        kept = "that class's probability" if len(classes) == 1 else "those classes' probabilities"
+        return f"its rows keep {kept}, and the other classes are shifted within the rest"
 
     return [f"decision.slice_prior {priors['column']!r}: {value!r} ({priors['rows'][value]} training rows) has "
             f"{'no row, or only rows, with' if multilabel else 'no row of'} {', '.join(map(repr, classes))}: its "
             f"prior there is unknown, so {left(classes)}" for value, classes in priors.get("unknown", {}).items()]
+
+
+def lacking_oof_note(priors: dict, comp: dict) -> str | None:
+    """04's line on the OOF rows whose fold's other folds lack a class of their slice value that
+    the training rows have (``priors["oof_lacking"]``, :func:`lib.evaluation.ensemble`), saying
+    what the shift does there for this task; ``None`` when there are none."""
+    lacking = priors.get("oof_lacking") or {}
+    if not lacking:
+        return None
+    effect = ("those rows are left unshifted" if comp["task"] == "binary" else "that class is not shifted on them"
+              if comp["task"] == "multilabel" else "that class keeps its probability on them")
+    return (f"OOF rows whose fold's other folds lack a class of their {priors['column']} "
+            + ("(or always have it) " if comp["task"] == "multilabel" else "") + "that its training rows have: "
+            + "; ".join(f"{v} ({', '.join(parts)})" for v, parts in lacking.items()) + f": {effect}, unlike on test rows")
 
 
 def shift_slice_priors(probs: np.ndarray, values, priors: dict, comp: dict) -> np.ndarray:

@@ -242,9 +242,9 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     ``"oof_unshifted"``: the values of OOF rows that no other fold holds (folds grouped by the
     column), with row counts: those rows keep their probabilities, so the OOF scores cannot judge
     the shift there; ``"oof_lacking"``: the values of OOF rows whose other folds lack a class
-    that the training rows of that value have, with row counts: that class stays unshifted on
-    them (:func:`lib.evaluation.decisions.shift_slice_priors`) but not on test rows; ``None``
-    without the setting."""
+    that the training rows of that value have, ``{value: ["fold k: n rows, 'class'", ...]}``: that
+    class is not shifted by on them (:func:`lib.evaluation.decisions.shift_slice_priors`), unlike
+    on test rows; ``None`` without the setting."""
     priors = training_slice_priors(train, comp)
     if priors is None:
         return None
@@ -258,9 +258,9 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     for k in np.unique(fold):  # a class that the other folds' rows of a value lack, all training rows have
         other = slice_priors(y[fold != k], values[fold != k], comp)["unknown"]
         for v, classes in other.items():
-            n = int(((fold == k) & (values == v)).sum())
-            if n and set(classes) - set(priors["unknown"].get(v, [])):
-                lacking[v] = lacking.get(v, 0) + n
+            n, new = int(((fold == k) & (values == v)).sum()), sorted(set(classes) - set(priors["unknown"].get(v, [])))
+            if n and new:
+                lacking.setdefault(v, []).append(f"fold {k}: {n} rows, {', '.join(map(repr, new))}")
     return {**priors, "test_unknown": unknown, "oof_unshifted": alone, "oof_lacking": lacking}
 
 

@@ -10,7 +10,7 @@ from ..core.utils import atomic_path, write_csv
 from ..data import tasks
 from ..data.slices import counts_text, with_slices
 from .reports import markdown_table, pyplot, save_figure, slice_section
-from .decisions import unknown_prior_notes
+from .decisions import lacking_oof_note, unknown_prior_notes
 
 
 def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
@@ -125,7 +125,8 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
     """The report's lines on ``decision.slice_prior``: each value's training rows and class
     priors against the pooled ones (what the members' probabilities were shifted by)."""
     rows = [{priors["column"]: value, "training rows": priors["rows"][value],
-             **{f"prior {c}": round(v, 4) for c, v in zip(comp["classes"], prior)}}
+             **{f"prior {c}": "-" if c in priors.get("unknown", {}).get(value, ()) else round(v, 4)
+                for c, v in zip(comp["classes"], prior)}}  # unknown there: not shifted by
             for value, prior in priors["slices"].items()]
     rows.append({priors["column"]: "(pooled)", "training rows": sum(priors["rows"].values()),
                  **{f"prior {c}": round(v, 4) for c, v in zip(comp["classes"], priors["pooled"])}})
@@ -144,7 +145,4 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
          f"{priors['column']} (folds grouped by it), so these OOF scores cannot judge the shift, which still "
          "changes the test rows.", ""]
         if priors.get("oof_unshifted") else []) + [f"{line}.\n" for line in unknown_prior_notes(priors, comp)] + (
-        [f"OOF rows shifted by fewer classes than the test rows of their {priors['column']}, or not at all "
-         f"(binary): their fold's other folds lack a class there, or always have it (multi-label) "
-         f"({counts_text(priors['oof_lacking'])}).", ""]
-        if priors.get("oof_lacking") else [])
+        [f"{lacking_oof_note(priors, comp)}.", ""] if priors.get("oof_lacking") else [])
