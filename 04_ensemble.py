@@ -80,7 +80,7 @@ def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
     """04's lines on ``decision.slice_prior``: each value's prior, the rows it leaves unshifted,
     and the chosen blend's cross-fitted scores with and without the shift (``metric``'s warning)."""
     from lib.data.slices import counts_text
-    from lib.evaluation.decisions import lacking_oof_note, unknown_prior_notes
+    from lib.evaluation.decisions import unknown_prior_notes
     from lib.evaluation.metrics import is_better
 
     def prior(q, unknown=()) -> str:  # a class whose prior is unknown there: '-' (not shifted by)
@@ -95,8 +95,6 @@ def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
               f"judge the shift, which still changes the test rows")
     for line in unknown_prior_notes(sp, comp):
         print(f"  note: {line}")
-    if lacking_oof_note(sp, comp):
-        print(f"  note: {lacking_oof_note(sp, comp)}")
     if sp.get("test_unknown"):
         print(f"  test rows left unshifted (values no training row has): "
               + counts_text(sp["test_unknown"]))

@@ -100,9 +100,7 @@ def test_a_slice_lacking_a_class_is_left_unshifted_and_said():
     sp = _slice_priors(one, BIN)
     n = int(((one.fold == 0) & (db == "dev")).sum())
     assert sp["unknown"] == {} and sp["oof_lacking"] == {"dev": [f"fold 0: {n} rows, 'abnormal'"]}
-    from lib.evaluation.decisions import lacking_oof_note
-
-    assert lacking_oof_note(sp, BIN) == (f"OOF rows whose fold's other folds lack a class of their db that its training "
+    assert unknown_prior_notes(sp, BIN)[-1] == (f"OOF rows whose fold's other folds lack a class of their db that its training "
                                          f"rows have: dev (fold 0: {n} rows, 'abnormal'): those rows are left unshifted, "
                                          f"unlike on test rows")
 

@@ -150,8 +150,9 @@ def training_slice_priors(train: pd.DataFrame, comp: dict) -> dict | None:
 
 def unknown_prior_notes(priors: dict | None, comp: dict) -> list[str]:
     """One line per slice value of ``priors`` (:func:`training_slice_priors`; ``None``: none)
-    whose training rows lack a class, saying what the shift leaves alone there (00 and 04 print
-    them)."""
+    whose training rows lack a class, saying what the shift leaves alone there, and with 04's
+    ``oof_lacking`` one more on the OOF rows whose fold's other folds lack one (00, 04 and its
+    report print them)."""
     if not priors:
         return []
     multilabel = comp["task"] == "multilabel"
@@ -165,18 +166,17 @@ def unknown_prior_notes(priors: dict | None, comp: dict) -> list[str]:
         kept = "that class's probability" if len(classes) == 1 else "those classes' probabilities"
         return f"its rows keep {kept}, and the other classes are shifted within the rest"
 
-    return [f"decision.slice_prior {priors['column']!r}: {value!r} ({priors['rows'][value]} training rows) has "
-            f"{'no row, or only rows, with' if multilabel else 'no row of'} {', '.join(map(repr, classes))}: its "
-            f"prior there is unknown, so {left(classes)}" for value, classes in priors.get("unknown", {}).items()]
+    lines = [f"decision.slice_prior {priors['column']!r}: {value!r} ({priors['rows'][value]} training rows) has "
+             f"{'no row, or only rows, with' if multilabel else 'no row of'} {', '.join(map(repr, classes))}: its "
+             f"prior there is unknown, so {left(classes)}" for value, classes in priors.get("unknown", {}).items()]
+    return lines + ([_lacking_oof_note(priors, comp)] if priors.get("oof_lacking") else [])
 
 
-def lacking_oof_note(priors: dict, comp: dict) -> str | None:
-    """04's line on the OOF rows whose fold's other folds lack a class of their slice value that
-    the training rows have (``priors["oof_lacking"]``, :func:`lib.evaluation.ensemble`), saying
-    what the shift does there for this task; ``None`` when there are none."""
-    lacking = priors.get("oof_lacking") or {}
-    if not lacking:
-        return None
+def _lacking_oof_note(priors: dict, comp: dict) -> str:
+    """The line on the OOF rows whose fold's other folds lack a class of their slice value that
+    the training rows have (``priors["oof_lacking"]``, from 04: :func:`lib.evaluation.ensemble`),
+    saying what the shift does there for this task."""
+    lacking = priors["oof_lacking"]
     effect = ("those rows are left unshifted" if comp["task"] == "binary" else "that class is not shifted on them"
               if comp["task"] == "multilabel" else "that class keeps its probability on them")
     return (f"OOF rows whose fold's other folds lack a class of their {priors['column']} "

@@ -10,7 +10,7 @@ from ..core.utils import atomic_path, write_csv
 from ..data import tasks
 from ..data.slices import counts_text, with_slices
 from .reports import markdown_table, pyplot, save_figure, slice_section
-from .decisions import lacking_oof_note, unknown_prior_notes
+from .decisions import unknown_prior_notes
 
 
 def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
@@ -144,5 +144,4 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
         [f"**OOF rows left unshifted** ({counts_text(priors['oof_unshifted'])}): no other fold holds their "
          f"{priors['column']} (folds grouped by it), so these OOF scores cannot judge the shift, which still "
          "changes the test rows.", ""]
-        if priors.get("oof_unshifted") else []) + [f"{line}.\n" for line in unknown_prior_notes(priors, comp)] + (
-        [f"{lacking_oof_note(priors, comp)}.", ""] if priors.get("oof_lacking") else [])
+        if priors.get("oof_unshifted") else []) + [f"{line}.\n" for line in unknown_prior_notes(priors, comp)]
