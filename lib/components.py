@@ -22,7 +22,7 @@ from .evaluation.blending import METHODS
 from .evaluation.metrics import get_metric, load_custom
 from .features import FEATURES
 from .inputs import INPUT_KINDS
-from .models import MODELS, owns_frontend
+from .models import MODELS, is_classical, owns_frontend
 from .models.frontend import FRONTENDS
 from .models.pretrained_weights import split_params, takes_generic, transfer_options
 from .training.losses import LOSSES
@@ -42,6 +42,12 @@ CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "s
 lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
 ``params``; a sample rate is always the data's, and the focal loss's ``softmax`` follows the
 task's outputs (softmax for multiclass, sigmoid otherwise)."""
+NOT_FOR_CLASSICAL = ("optimizer", "scheduler", "augment", "pretrain", "train.epochs", "train.batch_size",
+                     "train.patience", "train.min_epochs", "train.smooth_epochs", "train.monitor", "train.grad_clip",
+                     "train.amp", "train.ema", "train.swa", "train.epoch_repeats", "train.compile",
+                     "train.max_bad_steps", "train.sync_bn")
+"""Settings a scikit-learn member (``hgb``, ``logreg``: one fit per fold) has no use for; refused
+in its own config file (docs/zoo.md)."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
@@ -123,6 +129,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     _check_run(cfg, sources, where, comp)
     _check_mixing(cfg, sources, where, comp)
     _check_loss(cfg, sources, where, comp)
+    _check_classical(cfg, sources, where)
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
         keys = ["augment", "waveform", i]
@@ -234,6 +241,34 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
         raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
                           f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "
                           f"none: add `slices: [COLUMN, ...]` to its config and run 00_prepare.py again")
+
+
+def _check_classical(cfg: dict, sources, where: str) -> None:
+    """A scikit-learn member's config file sets none of :data:`NOT_FOR_CLASSICAL`, nor does a
+    later file of its ``base:`` chain: they would be ignored. Earlier files (a network's config
+    that the member's file builds on) may set them, and so may a ``--set``, which a run passes to
+    every experiment it trains (``run_all.sh --set train.epochs=5``). Raises ``ConfigError``
+    naming the file and the keys."""
+    if not is_classical(cfg["model"]):
+        return
+    files = [(src, raw or {}) for src, raw in sources if not src.startswith("--set ")]
+    chosen = max([i for i, (_, raw) in enumerate(files) if _sets(raw, ["model", "name"])], default=len(files))
+    for src, raw in files[chosen:]:
+        given = [k for k in NOT_FOR_CLASSICAL if _sets(raw, k.split("."))]
+        if given:
+            raise ConfigError(f"{src}: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the "
+                              f"scikit-learn member {cfg['model']['name']!r}: it is fitted once per fold, without "
+                              f"epochs, optimiser, schedule or augmentation (docs/zoo.md); remove "
+                              f"{'it' if len(given) == 1 else 'them'}")
+
+
+def _sets(raw: dict, keys: list[str]) -> bool:
+    """Whether the mapping ``raw`` (a config file's or an override's own) sets the key path ``keys``."""
+    for key in keys:
+        if not isinstance(raw, dict) or key not in raw:
+            return False
+        raw = raw[key]
+    return True
 
 
 def _check_mixing(cfg: dict, sources, where: str, comp: dict | None) -> None:

@@ -210,6 +210,24 @@ def test_sklearn_grid_is_checked_at_load(config, grid, expected):
     assert ok["model"]["params"]["grid"] == {"max_iter": [100, 200]}  # the estimator's own parameters
 
 
+def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
+    """``train.epochs`` or an optimiser set in an ``hgb`` file were ignored without a word (its fit
+    has neither); a network config that the member's file builds on may set them."""
+    member = _write(tmp_path / "member.yaml", {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"},
+                                               "train": {"epochs": 5, "class_weights": "balanced"}})
+    assert _error(load_experiment, member) == (
+        f"{member}: train.epochs does not apply to the scikit-learn member 'hgb': it is fitted once per fold, "
+        f"without epochs, optimiser, schedule or augmentation (docs/zoo.md); remove it")
+    _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})
+    child = _write(tmp_path / "child.yaml", {"base": "member.yaml", "optimizer": {"params": {"lr": 0.1}}})
+    assert _error(load_experiment, child).startswith(f"{child}: optimizer does not apply to the scikit-learn member")
+    # a --set goes to every experiment of a run (run_all.sh --set train.epochs=5): passed over for the member
+    assert load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.epochs=3"])["model"]["name"] == "hgb"
+    cfg = load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.folds=[0]", "train.class_weights=balanced"])
+    assert cfg["train"]["epochs"] == load_experiment(ROOT / "configs/cnn_small.yaml")["train"]["epochs"]  # the base's
+    assert load_experiment(ROOT / "configs/wave_cnn.yaml", ["train.epochs=3"])["train"]["epochs"] == 3
+
+
 @pytest.mark.parametrize("override, expected", [
     ("augment.waveform=[{name: gain}, {name: noise, params: {color: red}}]",
      "augment.waveform[1] (noise): color must be white or pink (got 'red')"),
