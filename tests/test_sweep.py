@@ -259,6 +259,18 @@ def test_a_bad_sweep_file_names_the_file_and_key(toy, keys, match):
         load_sweep(_sweep_file(toy[0], "bad", **keys))
 
 
+def test_a_sweep_over_settings_a_scikit_learn_member_has_no_use_for_is_refused(toy):
+    """A --set passes network-only settings over for ``hgb`` (a run gives its overrides to every
+    experiment), so a sweep of ``optimizer.params.lr`` on it fitted the same model every trial."""
+    folder = toy[0]
+    (folder / "member.yaml").write_text(yaml.safe_dump({"base": "exp.yaml", "model": {"name": "hgb"}}))
+    with pytest.raises(ConfigError, match=r"lr\.yaml \[space\.optimizer\.params\.lr\]: optimizer\.params\.lr does "
+                                          r"not apply to the scikit-learn member 'hgb' .*every trial would fit the same"):
+        load_sweep(_sweep_file(folder, "lr", experiment=str(folder / "member.yaml")))
+    grid = {"model.params.max_iter": {"choices": [10, 20]}}
+    assert load_sweep(_sweep_file(folder, "iters", experiment=str(folder / "member.yaml"), space=grid)).space
+
+
 def test_trial_names_are_deterministic_distinct_and_readable():
     values = {"optimizer.params.lr": 0.0012, "augment.mixup.p": 0.4, "model.params.dropout": 0.3,
               "train.batch_size": 64, "model.params.channels": [8, 16]}
