@@ -4,6 +4,7 @@ probabilities."""
 import numpy as np
 import pytest
 from scipy.stats import rankdata
+from sklearn.metrics import f1_score
 
 from lib.core.errors import ConfigError
 from lib.evaluation.blending import (
@@ -67,11 +68,28 @@ def test_rank_is_offered_for_ranking_and_decision_metrics_only(tmp_path):
         "a custom metric of probabilities": (dict(MC, metrics=["macro_f1", "brier"], custom_metrics=custom), "brier"),
         "a probabilities submission": (dict(MC, submission={"format": "probabilities"}), "format: probabilities"),
         "a probability submission": (dict(BIN, submission={"format": "probability"}), "format: probability"),
+        "a fixed binary threshold": (dict(BIN, decision={"threshold": 0.3}), "decision.threshold 0.3 cuts"),
+        "fixed multi-label thresholds": (dict(ML, decision={"threshold": [0.5, 0.2, 0.5]}), "[0.5, 0.2, 0.5] cuts"),
     }
     for case, (comp, named) in refused.items():
         assert "rank" not in offered_methods(comp), case
         assert named in rank_refusal(comp) and "not a calibrated probability" in rank_refusal(comp), case
     assert "rank" in offered_methods(dict(BIN, submission={"format": "label"}))
+    assert "rank" in offered_methods(dict(BIN, decision={"threshold": 0.5}))  # the default cut, as auto not adopted
+
+
+def test_methods_are_compared_at_the_fixed_decision():
+    """``best`` compared the methods at p > 0.5 and then cut the chosen blend at a fixed 0.3
+    (probe: it chose ``rank``, a quantile there)."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(120) < 0.25).astype(int)
+    members = [np.column_stack([1 - p, p]) for p in (np.clip(0.25 + 0.3 * (y - 0.25) + rng.normal(0, s, 120), 0.01, 0.99)
+                                                      for s in (0.15, 0.2))]
+    comp = dict(BIN, classes=["E", "I"], positive="I", metrics=["f1"], metric="f1", decision={"threshold": 0.3})
+    results = compare_methods(members, y, np.arange(120) % 4, comp, methods=["equal", "single"])
+    for r in results.values():
+        assert r["scores"]["f1"] == pytest.approx(f1_score(y, r["oof"][:, 1] > 0.3))
+        assert r["scores"]["f1"] != pytest.approx(f1_score(y, r["oof"][:, 1] > 0.5))
 
 
 def test_naming_rank_where_probabilities_are_needed_is_refused_with_the_reason():

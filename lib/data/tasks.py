@@ -152,6 +152,19 @@ def logits_to_probs(logits: torch.Tensor | np.ndarray, comp: dict, allowed: np.n
     return torch.softmax(logits, dim=1).numpy()
 
 
+def fixed_decision(comp: dict) -> dict | None:
+    """The decision a competition fixes in its config, as :func:`decide` takes it: a number (or a
+    list, one per class) in ``decision.threshold`` of a binary or multi-label task gives
+    ``{"threshold": t}`` / ``{"thresholds": [t_k, ...]}``; ``auto``, and any multiclass task, give
+    ``None``. The list's length is checked when the config loads."""
+    fixed = (comp.get("decision") or {}).get("threshold", "auto")
+    if fixed == "auto" or comp["task"] == "multiclass":
+        return None
+    if comp["task"] == "binary":
+        return {"threshold": float(fixed)}
+    return {"thresholds": [float(t) for t in fixed] if isinstance(fixed, list) else [float(fixed)] * len(comp["classes"])}
+
+
 def decide(probs: np.ndarray, comp: dict, decision: dict | None = None) -> np.ndarray:
     """Class probabilities ``(rows, n_classes)`` -> decisions in the encoding of :func:`class_index`:
     class indices ``(rows,)``, or for a multi-label task a 0/1 matrix ``(rows, n_classes)``.

@@ -270,15 +270,19 @@ needs calibrated probabilities, which a rank blend does not give."""
 def rank_refusal(comp: dict) -> str | None:
     """Why the ``rank`` blend cannot serve competition ``comp`` (one sentence), or ``None`` when
     it can: a metric in ``metric``/``metrics`` (per slice too: ``worst_log_loss``) reads
-    probabilities and is not in :data:`RANKING_METRICS`, or the submission holds probabilities
-    (``submission.format``: ``probability`` or ``probabilities``)."""
+    probabilities and is not in :data:`RANKING_METRICS`, the submission holds probabilities
+    (``submission.format``: ``probability`` or ``probabilities``), or ``decision.threshold`` fixes
+    a cut other than 0.5 (on a rank blend's output, 0.3 is a quantile, not a probability)."""
     names = dict.fromkeys([comp["metric"], *(comp.get("metrics") or [])])
     needs = [m for m in names if get_metric(m, comp).uses == "probs" and base_metric(m) not in RANKING_METRICS]
     fmt = (comp.get("submission") or {}).get("format")
-    if not needs and fmt not in ("probability", "probabilities"):
+    fixed = (comp.get("decision") or {}).get("threshold", "auto")
+    cut = tasks.fixed_decision(comp) is not None and set(np.ravel(fixed).astype(float)) != {0.5}
+    if not needs and fmt not in ("probability", "probabilities") and not cut:
         return None
     why = ([f"the metric(s) {', '.join(needs)} score probabilities"] if needs else []) + (
-        [f"the submission (format: {fmt}) holds probabilities"] if fmt in ("probability", "probabilities") else [])
+        [f"the submission (format: {fmt}) holds probabilities"] if fmt in ("probability", "probabilities") else []) + (
+        [f"decision.threshold {fixed} cuts probabilities"] if cut else [])
     return (f"blending method 'rank' is not offered here: its output keeps the members' order but is not a "
             f"calibrated probability, and {' and '.join(why)}")
 
@@ -291,7 +295,8 @@ def offered_methods(comp: dict) -> tuple[str, ...]:
 
 def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,
                     methods=None) -> dict:
-    """Every method's (``methods``, default :func:`offered_methods`) cross-fitted OOF blend and scores: ``{method: {"oof": (rows,
+    """Every method's (``methods``, default :func:`offered_methods`) cross-fitted OOF blend and scores
+    (decisions as the config fixes them, :func:`lib.data.tasks.fixed_decision`; else the default): ``{method: {"oof": (rows,
     n_classes), "scores": {metric: value}, "blender": the Blender fitted on every row, "weights":
     its weights (n_members,) or None}}``;
     a method that cannot blend these members (``normalised`` with a score <= 0) gets ``"oof":
@@ -309,7 +314,7 @@ def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: 
             out[m] = {"oof": None, "scores": {k: float("nan") for k in comp["metrics"]}, "weights": None,
                       "error": str(exc)}
             continue
-        out[m] = {"oof": oof, "scores": score_all(comp["metrics"], y, oof, comp), "blender": full,
+        out[m] = {"oof": oof, "scores": score_all(comp["metrics"], y, oof, comp, tasks.fixed_decision(comp)), "blender": full,
                   "weights": None if full.weights is None else full.weights.tolist()}
     return out
 

@@ -363,8 +363,7 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     OOF row, kept only when its cross-fitted score beats the default decision's and its mean
     held-out gain per fold passes a one-sided corrected paired t-test over the folds (:func:`adoption_test`;
     ``"gain": {"mean", "se", "bar", "per_fold", "adopted"}`` says by how much, and ``"note"`` says
-    it in words); a fixed threshold is used as given. Raises ``ConfigError`` for a list of
-    thresholds whose length is not the number of classes.
+    it in words); a fixed threshold is used as given (:func:`lib.data.tasks.fixed_decision`).
     """
     cfg = comp.get("decision") or {}
     metric = _label_metric(comp)
@@ -372,16 +371,10 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
         return {"decision": None, "metric": None, "how": "none", "scores": {},
                 "note": "no metric scores decisions: the default decision (most probable class, p > 0.5) is used"}
     default = score_all([metric], y, probs, comp)[metric]
-    fixed = cfg.get("threshold", "auto")
     if comp["task"] == "multiclass" and not cfg.get("class_bias"):
         return {"decision": None, "metric": metric, "how": "default", "scores": {"default": default},
                 "note": "the most probable class; decision.class_bias: true fits a bias per class on OOF"}
-    if comp["task"] != "multiclass" and fixed != "auto":
-        decision = {"threshold": float(fixed)} if comp["task"] == "binary" else {
-            "thresholds": [float(t) for t in fixed] if isinstance(fixed, list) else [float(fixed)] * len(comp["classes"])}
-        if comp["task"] == "multilabel" and len(decision["thresholds"]) != len(comp["classes"]):
-            raise ConfigError(f"decision.threshold: {len(decision['thresholds'])} thresholds for "
-                              f"{len(comp['classes'])} classes")
+    if (decision := tasks.fixed_decision(comp)) is not None:
         fixed_score = score_all([metric], y, probs, comp, decision)[metric]
         return {"decision": decision, "metric": metric, "how": "fixed",
                 "scores": {"default": default, "fixed": fixed_score}, "note": "fixed in the config"}

@@ -216,7 +216,9 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
         return ("single" if "single" in results else "equal"), "one member: nothing to blend"
     if method == "best":
         left_out = f" ('rank' left out: {rank_refusal(comp).split(', and ', 1)[-1]})" if rank_refusal(comp) else ""
-        return best_method(results, comp), f"best cross-fitted OOF {comp['metric']} of {len(results)} methods{left_out}"
+        fixed = tasks.fixed_decision(comp)
+        at = f" at decision.threshold {comp['decision']['threshold']}" if fixed else ""
+        return best_method(results, comp), f"best cross-fitted OOF {comp['metric']}{at} of {len(results)} methods{left_out}"
     if results.get(method, {}).get("error"):
         raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
     if method in results:
