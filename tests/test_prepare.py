@@ -107,6 +107,44 @@ def test_a_sample_column_that_is_no_class_is_warned_about(tmp_path):
     assert not any("are no classes" in w for w in prepare(comp, tmp_path / "out2")["warnings"])
 
 
+def test_a_sample_whose_target_values_do_not_fit_the_format_is_warned_about(tmp_path):
+    """format omitted (label) with a sample holding 0.5, or probability with a sample holding class
+    names: the submission came out in the other form, unsaid (probe)."""
+    comp = make_toy_competition(tmp_path / "data")
+    pd.DataFrame({"id": ["t1", "t0"], "label": 0.5}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    warnings = prepare(comp, tmp_path / "out")["warnings"]
+    assert any("sample.csv: column 'label' holds numbers (e.g. 0.5) where submission.format label writes class names "
+               "(a, b): if the competition wants p(positive) there, set format: probability" in w for w in warnings)
+    pd.DataFrame({"id": ["t1", "t0"], "label": ["b", "a"]}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    assert not any("holds" in w for w in prepare(comp, tmp_path / "out2")["warnings"])
+    comp["submission"]["format"] = "probability"
+    warnings = prepare(comp, tmp_path / "out3")["warnings"]
+    assert any("column 'label' holds class names (e.g. b) where submission.format probability writes p(b)" in w
+               for w in warnings), warnings
+
+
+def test_a_multilabel_submission_joins_labels_as_the_training_csv_does(tmp_path):
+    """``submission.label_separator`` defaulted to a space whatever ``train.label_separator`` was,
+    so classes with spaces came out as ``Cat meow Dog bark``, which nothing can read back (probe)."""
+    for i in range(4):
+        _wav(tmp_path / "data" / f"r{i}.wav")
+    pd.DataFrame({"id": [f"r{i}" for i in range(4)],
+                  "labels": ["Dog bark", "Cat meow,Dog bark", "Cat meow", "Dog bark"]}).to_csv(
+        tmp_path / "data" / "train.csv", index=False)
+    pd.DataFrame({"id": ["r0"], "labels": ["Dog bark"]}).to_csv(tmp_path / "data" / "test.csv", index=False)
+    pd.DataFrame({"id": ["r0"], "labels": ["Cat meow,Dog bark"]}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    cfg = {"task": "multilabel", "audio": {"clip_seconds": 0.5}, "folds": {"n_folds": 2},
+           "train": {"csv": "train.csv", "id_column": "id", "target_column": "labels", "label_separator": ",",
+                     "audio": {"template": "{id}.wav"}},
+           "test": {"csv": "test.csv", "id_column": "id", "audio": {"template": "{id}.wav"}},
+           "submission": {"sample": "sample.csv", "id_column": "id", "target_column": "labels"}}
+    assert _competition(tmp_path, cfg)["submission"]["label_separator"] == ","
+    cfg["submission"]["label_separator"] = " "
+    with pytest.raises(InputError, match=r"submission.label_separator ' ' joins a row's labels, but the classes "
+                                         r"\['Cat meow', 'Dog bark'\] hold it"):
+        prepare(_competition(tmp_path, cfg), tmp_path / "out")
+
+
 def test_files_at_other_rates_are_counted_once_however_many_segments_they_have(tmp_path):
     """The mixed-rate refusal counted segment rows as files and repeated one file in its examples
     (probe)."""

@@ -378,6 +378,8 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
         raise ConfigError(f"{where} [submission]: format 'probability' (p of the positive class) is for binary tasks; "
                           f"this one is {task}: use 'probabilities' (one column per class)")
     if sub:
+        if sub["label_separator"] is None:  # a multi-label submission joins labels as the training CSV does
+            sub["label_separator"] = cfg["train"]["label_separator"] if cfg["train"] else " "
         for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
             _require(sub, key, f"{where} [submission]")
     return cfg, where

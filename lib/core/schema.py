@@ -141,7 +141,7 @@ class _Submission(_Section):
     id_column: Optional[str] = None
     target_column: Optional[str] = None
     format: Literal[SUBMISSION_FORMATS] = "label"
-    label_separator: str = " "
+    label_separator: Optional[str] = None  # default: train.label_separator
     unit: Literal["row", "group"] = "row"  # group: one submission row per group (a patient), ids = group values
 
 

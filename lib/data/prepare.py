@@ -672,6 +672,8 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
                         f"{sub['format']!r}; found {list(sample.columns)}")
     else:
+        _check_sample_values(sample[sub["target_column"]] if sub.get("target_column") else None, cfg, sample_csv,
+                             problems, warnings)
         ids = _groups(test, cfg["groups"], root, []) if sub.get("unit") == "group" else test["id"]
         repeated = sample[sub["id_column"]][sample[sub["id_column"]].duplicated()]
         if len(repeated):
@@ -687,6 +689,37 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                            f"segments.row_id)"
                            if segments.unit(cfg) == "segment" else "")
                 problems.append(f"{sample_csv}: {len(kept - other)} {said}, e.g. {sorted(kept - other)[:5]}{segment}")
+
+
+def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, problems: list[str],
+                         warnings: list[str]) -> None:
+    """The sample submission's target column ``cells`` against ``submission.format``: to
+    ``warnings`` numbers where ``label`` writes class names, class names where ``probability``
+    writes p(positive); to ``problems`` a multi-label ``label`` submission whose classes hold its
+    ``label_separator`` (the labels of a row could not be told apart)."""
+    sub, classes = cfg["submission"], [str(c) for c in cfg["classes"] or []]
+    sep = sub["label_separator"]
+    if cfg["task"] == "multilabel" and sub["format"] == "label" and (joined := [c for c in classes if sep in c]):
+        problems.append(f"submission.label_separator {sep!r} joins a row's labels, but the classes {joined[:5]} hold it: "
+                        f"the submission could not be read back; set submission.label_separator to what the "
+                        f"competition's sample uses between labels")
+    if cells is None or not classes or sub["format"] not in ("label", "probability"):
+        return
+    cells = cells.astype(str).str.strip()
+    cells = cells[cells != ""]
+    split = cells.str.split(sep) if cfg["task"] == "multilabel" else cells.map(lambda c: [c])
+    names = {v.strip() for row in split for v in row if v.strip()}
+    numeric = bool(len(cells)) and pd.to_numeric(cells, errors="coerce").notna().all()
+    col, e_g = sub["target_column"], cells.iloc[0] if len(cells) else ""
+    if sub["format"] == "label" and numeric and not names & set(classes):
+        warnings.append(f"{sample_csv}: column {col!r} holds numbers (e.g. {e_g}) where submission.format label writes "
+                        f"class names ({', '.join(classes[:5])}): if the competition wants "
+                        + ("p(positive) there, set format: probability" if cfg["task"] == "binary" else
+                           "a probability per class, set format: probabilities (a column per class)"))
+    if sub["format"] == "probability" and names & set(classes) and not numeric:
+        warnings.append(f"{sample_csv}: column {col!r} holds class names (e.g. {e_g}) where submission.format "
+                        f"probability writes p({cfg.get('positive') or 'positive'}): if the competition wants the label, set "
+                        f"format: label")
 
 
 def fine_targets(targets, meta: pd.DataFrame, comp: dict) -> list[str]:
