@@ -373,16 +373,24 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     if folds["column"] and folds["scheme"] != "predefined":
         raise ConfigError(f"{where} [folds]: column {folds['column']!r} gives the shipped folds (scheme predefined), "
                           f"but scheme is {folds['scheme']!r}, which makes folds of its own: remove one of the two")
-    sub = cfg["submission"]
-    if sub and sub["format"] == "probability" and task != "binary":
-        raise ConfigError(f"{where} [submission]: format 'probability' (p of the positive class) is for binary tasks; "
-                          f"this one is {task}: use 'probabilities' (one column per class)")
-    if sub:
-        if sub["label_separator"] is None:  # a multi-label submission joins labels as the training CSV does
-            sub["label_separator"] = cfg["train"]["label_separator"] if cfg["train"] else " "
-        for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
-            _require(sub, key, f"{where} [submission]")
+    _submission_section(cfg, where)
     return cfg, where
+
+
+def _submission_section(cfg: dict, where: str) -> None:
+    """Check the ``submission`` section against the task; fill ``label_separator`` (default
+    ``train.label_separator``: labels joined as the training CSV joins them). Raises
+    ``ConfigError`` naming the file and key."""
+    sub = cfg["submission"]
+    if not sub:
+        return
+    if sub["format"] == "probability" and cfg["task"] != "binary":
+        raise ConfigError(f"{where} [submission]: format 'probability' (p of the positive class) is for binary tasks; "
+                          f"this one is {cfg['task']}: use 'probabilities' (one column per class)")
+    if sub["label_separator"] is None:
+        sub["label_separator"] = cfg["train"]["label_separator"] if cfg["train"] else " "
+    for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
+        _require(sub, key, f"{where} [submission]")
 
 
 def _decision_section(cfg: dict, where: str) -> None:
