@@ -235,6 +235,7 @@ from lib.evaluation.decisions import (
     apply_masks,
     choose_decision,
     fit_decision,
+    mask_blend,
     mask_matches,
 )
 from lib.evaluation.metrics import score_all
@@ -334,6 +335,33 @@ def test_class_bias_and_multilabel_thresholds_improve_in_sample():
     d = fit_decision(ym, pm, ML, "macro_f1")
     assert len(d["thresholds"]) == 3
     assert score_all(["macro_f1"], ym, pm, ML, d)["macro_f1"] > score_all(["macro_f1"], ym, pm, ML)["macro_f1"]
+
+
+def test_a_blend_of_masked_members_is_masked_again():
+    """``stacking`` refits on the members' log-probabilities and gave a masked class 0.13-0.67 in
+    OOF rows and about 0.3 in the test rows, so 04 could submit a class the rules forbid;
+    ``geometric`` left about 1e-7 (probe)."""
+    from lib.evaluation.ensemble import blend_test
+
+    rng = np.random.default_rng(7)
+    n = 90
+    table = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "meta_sex": np.where(np.arange(n) % 3 == 0, "M", "F")})
+    comp = dict(MC, decision={"mask": [{"where": "sex == 'M'", "classes": ["c"]}]})  # (no submission: the blend)
+    y = rng.integers(0, 3, n)
+    members = [apply_masks(m, table, comp)[0] for m in _members(rng, y, 2, 3, [1.0, 1.5])]
+    folds = np.arange(n) % 3
+    masked = (table["meta_sex"] == "M").to_numpy()
+    plain = compare_methods(members, y, folds, comp, methods=["stacking"])
+    assert (plain["stacking"]["oof"][masked, 2] > 0).all()  # what the blend gives back without the second mask
+    res = compare_methods(members, y, folds, comp, methods=["stacking", "geometric"],
+                          post=lambda p: mask_blend(p, table["id"], table, comp, "folds"))
+    for m, r in res.items():
+        assert (r["oof"][masked, 2] == 0).all() and r["oof"][~masked, 2].min() > 0, m
+        np.testing.assert_allclose(r["oof"].sum(1), 1)
+        assert r["scores"] == score_all(MC["metrics"], y, r["oof"], comp), m
+    preds = [pd.DataFrame(m, columns=["p_a", "p_b", "p_c"]).assign(id=table["id"]) for m in members]
+    blend, _ = blend_test(comp, res["stacking"]["blender"], None, preds, table)
+    assert (blend[masked, 2] == 0).all() and blend[~masked, 2].min() > 0
 
 
 def test_masks_and_group_aggregation():

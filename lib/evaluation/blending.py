@@ -294,7 +294,7 @@ def offered_methods(comp: dict) -> tuple[str, ...]:
 
 
 def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: float = 0.01,
-                    methods=None) -> dict:
+                    methods=None, post=None) -> dict:
     """Every method's (``methods``, default :func:`offered_methods`) cross-fitted OOF blend and scores
     (decisions as the config fixes them, :func:`lib.data.tasks.fixed_decision`; else the default): ``{method: {"oof": (rows,
     n_classes), "scores": {metric: value}, "blender": the Blender fitted on every row, "weights":
@@ -302,13 +302,15 @@ def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: 
     a method that cannot blend these members (``normalised`` with a score <= 0) gets ``"oof":
     None``, NaN scores and ``"error"``.
     With the OOF rows of a single fold (a partial experiment) nothing can be scored held out, so
-    only the methods that fit nothing are compared."""
+    only the methods that fit nothing are compared. ``post``: applied to each blend before it is
+    scored (04: the label masks again, :func:`lib.evaluation.decisions.mask_blend`)."""
     out, methods = {}, offered_methods(comp) if methods is None else methods
     if len(np.unique(folds)) < 2:
         methods = [m for m in methods if m not in FITTED]
     for m in methods:
         try:
             oof = cross_fitted(m, probs, y, folds, comp, temperature)
+            oof = oof if post is None else post(oof)
             full = Blender(m, comp, temperature=temperature).fit(probs, y)
         except ConfigError as exc:  # e.g. normalised weights of non-positive scores: this method cannot blend them
             out[m] = {"oof": None, "scores": {k: float("nan") for k in comp["metrics"]}, "weights": None,

@@ -267,6 +267,16 @@ def aggregate_groups(probs: np.ndarray, groups, comp: dict, how: str | None) -> 
     return (sums / np.bincount(codes)[:, None])[codes]
 
 
+def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: str) -> np.ndarray:
+    """A blend ``(rows, n_classes)`` of masked members (:func:`postprocess`), masked again: a
+    blend that fits its own model (``stacking``) or works in logs (``geometric``) gives a masked
+    class some probability back. ``ids``: the rows' ids, all in ``table``; unchanged without
+    ``decision.mask``. Raises as :func:`apply_masks`."""
+    if not (comp.get("decision") or {}).get("mask"):
+        return probs
+    return apply_masks(probs, table.set_index("id").loc[list(ids)].reset_index(), comp, f"decision.mask ({split})")[0]
+
+
 def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,
                  priors: dict | None = None) -> tuple[list[np.ndarray], int]:
     """The members' probability arrays after the label masks, the slice prior shift

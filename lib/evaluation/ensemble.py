@@ -33,7 +33,7 @@ from ..core.utils import fingerprint, read_artifact_csv, read_text_table, write_
 from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
-from .decisions import choose_decision, postprocess, slice_priors, training_slice_priors
+from .decisions import choose_decision, mask_blend, postprocess, slice_priors, training_slice_priors
 from .metrics import metrics_with_worst_slice, score_all
 
 
@@ -160,7 +160,8 @@ def blend_test(comp: dict, blender: Blender, decision: dict | None, preds: list[
     is set and ``priors`` is missing."""
     if (comp.get("decision") or {}).get("slice_prior") and priors is None:
         raise MissingArtifact("decision.slice_prior: the training rows' slice priors are missing: run 04_ensemble.py again")
-    blend = blender.apply(postprocess(preds, table, comp, "test", priors)[0])
+    blend = mask_blend(blender.apply(postprocess(preds, table, comp, "test", priors)[0]), preds[0]["id"], table, comp,
+                       "test")
     if not comp.get("submission"):
         return blend, None
     ids, probs = preds[0]["id"], blend
@@ -273,7 +274,8 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
     decision, worst slice included: ``{"method", metric: score, ...}``, the comparison the
     report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
-    results = compare_methods(postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature)
+    results = compare_methods(postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature,
+                              post=lambda p: mask_blend(p, oofs[0]["id"], train, plain, "folds"))
     chosen = _choose_method(method, results, plain, None, len(oofs))[0] if method == "best" else method
     if results[chosen]["oof"] is None:  # a named method that cannot blend these members
         return {"method": chosen, "error": results[chosen]["error"]}
@@ -333,7 +335,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     priors = _slice_priors(train, comp, test)
     metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp) for p in oof_probs]
-    results = compare_methods(oof_probs, y, folds, comp, temperature)
+    results = compare_methods(oof_probs, y, folds, comp, temperature,
+                              post=lambda p: mask_blend(p, oofs[0]["id"], train, comp, "folds"))
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
     chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"), len(experiments))
     table = _member_table(experiments, each, results[chosen]["weights"])
