@@ -12,16 +12,18 @@ def main() -> None:
     p.add_argument("--workers", type=cli.positive_int, default=None, help="processes (default: one per CPU core)")
     args = p.parse_args()
     from lib.core.utils import format_seconds
-    from lib.features.cache import build_feature_set
+    from lib.features.cache import build_feature_set, section_settings, settings_diff
 
     out = cli.outputs(args)
     unit = "segments" if ((out.prepared_competition() or {}).get("segments") or {}).get("unit") == "segment" else "recordings"
-    sections = {}
+    sections, first = {}, {}
     for path in args.configs:
         sec = cli.experiment(path, args.set)["features"]
-        if sections.setdefault(sec["set"], sec) != sec:
-            raise cli.ConfigError(f"feature set {sec['set']!r} is asked for with different settings; "
-                                  f"give one of them another 'set' name ({path})")
+        sections.setdefault(sec["set"], sec)
+        first.setdefault(sec["set"], path)
+        if diff := settings_diff(section_settings(sections[sec["set"]]), section_settings(sec), first[sec["set"]], path):
+            raise cli.ConfigError(f"feature set {sec['set']!r} is asked for with different settings ({diff}); give "
+                                  f"one of them another features.set name")
     for name, sec in sections.items():
         m = build_feature_set(out, sec, force=args.force, workers=args.workers)
         state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"

@@ -179,6 +179,20 @@ def test_changed_members_are_noticed_and_merged_again_without_training(toy):
     assert "fold 0: finished earlier" in log and "fold 1: trained" in log
 
 
+def test_one_feature_set_asked_by_two_configs_compares_settings_with_defaults_filled(toy, tmp_path):
+    """``fmax: null`` written out in one config and left to its default in another is the same set;
+    01 refused them together (not apart), naming neither the key nor the other config (probe)."""
+    out, exp, _ = toy
+    spelt = dict(TINY, features=dict(TINY["features"], params=dict(TINY["features"]["params"], fmax=None, deltas=False)))
+    (tmp_path / "spelt.yaml").write_text(yaml.safe_dump(spelt))
+    assert "up to date" in stage("01_features.py", exp, tmp_path / "spelt.yaml", "--output-dir", out).stdout
+    other = dict(TINY, features=dict(TINY["features"], params=dict(TINY["features"]["params"], fmax=4000)))
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    r = stage("01_features.py", exp, tmp_path / "other.yaml", "--output-dir", out, check=False)
+    assert r.returncode != 0 and (f"feature set 'lm' is asked for with different settings (fmax: {exp} None, "
+                                  f"{tmp_path / 'other.yaml'} 4000); give one of them another features.set name") in r.stderr
+
+
 def test_feature_cache_checks(toy, tmp_path):
     out, exp, o = toy
     stage("02_train.py", exp, "--output-dir", out)

@@ -252,6 +252,21 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     return dict(manifest, skipped=False, seconds=time.time() - t0)
 
 
+def section_settings(section: dict) -> dict:
+    """What a ``features`` section builds, as the cache's manifest records it: the extractor's
+    name, its dtype and its settings with every default filled (``fmax: null`` written out or left
+    to its default is the same set)."""
+    as_json = lambda x: json.loads(json.dumps(x))  # noqa: E731  (the manifest's tuples are lists, as JSON reads them)
+    return as_json({"name": section["name"], "dtype": section.get("dtype", "float32"), **FEATURES.build(section).settings})
+
+
+def settings_diff(a: dict, b: dict, a_name: str, b_name: str) -> str:
+    """The keys whose values differ between settings ``a`` and ``b`` (:func:`section_settings`), as
+    ``"key: <a_name> value, <b_name> value; ..."`` (``""`` when none does)."""
+    return "; ".join(f"{k}: {a_name} {a.get(k)!r}, {b_name} {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                     if a.get(k) != b.get(k))
+
+
 def check_settings(section: dict, manifest: dict) -> None:
     """Check that a cached set was built with what an experiment's ``features`` section asks for
     (``{name, set, params, dtype}``; the cache's ``manifest`` as :func:`load_features` returns it):
@@ -259,14 +274,10 @@ def check_settings(section: dict, manifest: dict) -> None:
     features.params.n_mels=32`` given to 02 on a set cached with 16 mels otherwise trains on the old
     cache while the model's ``config.yaml`` says 32. Raises ``ConfigError`` naming the set, each key
     that differs (cached and asked) and what to run."""
-    as_json = lambda x: json.loads(json.dumps(x))  # the manifest's tuples are lists, as JSON reads them
-    want = as_json({"name": section["name"], "dtype": section.get("dtype", "float32"), **FEATURES.build(section).settings})
     have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
-    diff = [f"{k}: cached {have.get(k)!r}, asked {want.get(k)!r}" for k in sorted(set(want) | set(have))
-            if have.get(k) != want.get(k)]
-    if diff:
+    if diff := settings_diff(have, section_settings(section), "cached", "asked"):
         raise ConfigError(f"feature set {section['set']!r} was cached with other settings than this experiment's "
-                          f"features section ({'; '.join(diff)}): run 01_features.py with the same config and --set "
+                          f"features section ({diff}): run 01_features.py with the same config and --set "
                           f"options (it rebuilds the set), or give the experiment another features.set")
 
 
