@@ -210,6 +210,19 @@ def test_sklearn_grid_is_checked_at_load(config, grid, expected):
     assert ok["model"]["params"]["grid"] == {"max_iter": [100, 200]}  # the estimator's own parameters
 
 
+def test_a_target_column_beside_a_format_of_class_columns_is_refused(tmp_path):
+    """Switching format to probabilities and keeping target_column: 00 asked the sample for a
+    column the format does not write (probe)."""
+    cfg = dict(COMPETITION, submission={"sample": "s.csv", "id_column": "id", "target_column": "Target",
+                                        "format": "probabilities"})
+    path = _write(tmp_path / "c.yaml", cfg)
+    assert _error(load_competition, path) == (
+        f"{path} [submission]: target_column 'Target' is the column of formats label and probability; format "
+        f"probabilities writes a column per class, named as the class: remove target_column")
+    path = _write(tmp_path / "m.yaml", dict(COMPETITION, task="multiclass", classes=["a", "b", "c"], positive="a"))
+    assert "positive 'a' names the positive class of a binary task; this one is multiclass" in _error(load_competition, path)
+
+
 def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
     """``train.epochs`` or an optimiser set in an ``hgb`` file were ignored without a word (its fit
     has neither); a network config that the member's file builds on may set them."""

@@ -387,6 +387,10 @@ def _submission_section(cfg: dict, where: str) -> None:
     if sub["format"] == "probability" and cfg["task"] != "binary":
         raise ConfigError(f"{where} [submission]: format 'probability' (p of the positive class) is for binary tasks; "
                           f"this one is {cfg['task']}: use 'probabilities' (one column per class)")
+    if sub["format"] in ("probabilities", "indicators") and sub["target_column"]:
+        raise ConfigError(f"{where} [submission]: target_column {sub['target_column']!r} is the column of formats "
+                          f"label and probability; format {sub['format']} writes a column per class, named as the "
+                          f"class: remove target_column")
     if sub["label_separator"] is None:
         sub["label_separator"] = cfg["train"]["label_separator"] if cfg["train"] else " "
     for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
@@ -394,8 +398,11 @@ def _submission_section(cfg: dict, where: str) -> None:
 
 
 def _decision_section(cfg: dict, where: str) -> None:
-    """Check ``normal_class`` and the ``decision`` section against the task, groups and classes.
-    Raises ``ConfigError`` naming the file and key."""
+    """Check ``positive``, ``normal_class`` and the ``decision`` section against the task, groups
+    and classes. Raises ``ConfigError`` naming the file and key."""
+    if cfg.get("positive") is not None and cfg["task"] != "binary":
+        raise ConfigError(f"{where}: positive {cfg['positive']!r} names the positive class of a binary task; this one "
+                          f"is {cfg['task']}, whose every class is scored: remove it")
     normal = cfg["normal_class"]
     if normal is not None and cfg["classes"] and str(normal) not in cfg["classes"]:
         raise ConfigError(f"{where}: normal_class {normal!r} is not in classes {cfg['classes']}")
