@@ -207,7 +207,7 @@ def test_end_to_end_trains_fine_classes_and_writes_competition_classes(tmp_path)
         "train": {"epochs": 2, "batch_size": 16, "class_weights": "balanced", "sampler": "balanced"}})
     hgb = _experiment(tmp_path, "hgb_sub", {
         "features": features, "model": {"name": "hgb", "params": {"max_iter": 3, "min_samples_leaf": 2}},
-        "train": {"epochs": 1, "class_weights": "balanced"}})
+        "train": {"class_weights": "balanced"}})
     build_feature_set(out, cnn["features"], workers=1)
     for exp in (cnn, hgb):
         with threadpool_limits(1, "openmp") if exp is hgb else contextlib.nullcontext():  # a tree per fine class
