@@ -109,8 +109,8 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
         rows.append({"filename": f"c{k}.ogg", "primary_label": bird})
         segs.append({"recording": f"c{k}.ogg", "start": 0, "end": 2, "a": int(bird == "a"), "b": int(bird == "b")})
     pd.DataFrame(rows).to_csv(data / "train.csv", index=False)
-    for name in ("sc1", "sc2"):  # 15-s soundscapes, bird a only in sc1's second chunk (5-10 s)
-        y = 0.05 * rng.standard_normal(sr * 15)
+    for name in ("sc1", "sc2"):  # 15-s soundscapes, bird a only in sc1's second chunk (5-10 s); sc2 is 2 samples
+        y = 0.05 * rng.standard_normal(sr * 15 - 2 * (name == "sc2"))  # short: still sc2_15 (was sc2_14.9998: probe)
         if name == "sc1":
             y[sr * 5:sr * 10] += 0.3 * np.sin(2 * np.pi * 1000 * np.arange(sr * 5) / sr)
         sf.write(data / "test" / f"{name}.ogg", y.astype(np.float32), sr)

@@ -34,10 +34,12 @@ from ..core.config import segment_unit as unit
 from ..core.errors import ConfigError, InputError
 from ..core.utils import read_text, read_text_table
 
-COLUMNS = ["id", "segment", "start_s", "end_s", "label", "where"]
+COLUMNS = ["id", "segment", "start_s", "end_s", "written_end_s", "label", "where"]
 """The segment table: recording ``id``, ``segment`` (its index in the annotation, skipped ones
-counted), ``start_s``/``end_s`` (seconds), ``label`` (the class, labels joined by ``+``, or
-``None`` when the recording's label applies) and ``where`` (file and line, for messages)."""
+counted), ``start_s``/``end_s`` (seconds; ``end_s`` at most the recording's length),
+``written_end_s`` (the end as annotated, in seconds, which a row id names), ``label`` (the
+class, labels joined by ``+``, or ``None`` when the recording's label applies) and ``where``
+(file and line, for messages)."""
 TOLERANCE_S = 0.01
 """How far past its recording's end (seconds) a segment may end and be clipped to the end
 (annotations rounded to 10 ms); further is an error."""
@@ -237,7 +239,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
                                            if seg["labels"] else None)
                 rows.append({"id": r["id"], "segment": k, "start_s": start, "end_s": min(end, duration),
-                             "label": label, "where": e["where"]})
+                             "written_end_s": end, "label": label, "where": e["where"]})
                 kept += 1
             if not kept:
                 problems.append(f"{r['where']}: recording {r['id']!r} has no segment"
@@ -267,13 +269,14 @@ def repeats(segments: pd.DataFrame) -> dict[str, list[str]]:
 def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = DEFAULT_ROW_ID) -> pd.DataFrame:
     """Rows of a split turned into one row per segment (``unit: segment``): each segment takes
     its recording's columns, ``id`` from the template ``row_id`` (:func:`format_row_id`:
-    ``<recording>#<segment>`` by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``),
+    ``<recording>#<segment>`` by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``; the
+    end as annotated, also where the recording is a few samples shorter),
     ``recording``, ``start_s``, ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and
     its annotation's ``where``. Raises ``ConfigError`` for a template that does not fit."""
     base = rows.set_index("id").loc[segments["id"]].reset_index()
     base["recording"] = segments["id"].to_numpy()
-    base["id"] = [format_row_id(row_id, r, k, a, b)
-                  for r, k, a, b in zip(segments["id"], segments["segment"], segments["start_s"], segments["end_s"])]
+    base["id"] = [format_row_id(row_id, r, k, a, b) for r, k, a, b in  # the end as written: 600, not the 599.9995
+                  zip(segments["id"], segments["segment"], segments["start_s"], segments["written_end_s"])]  # read
     base["start_s"], base["end_s"] = segments["start_s"].to_numpy(), segments["end_s"].to_numpy()
     base["duration_s"] = base["end_s"] - base["start_s"]
     base["segment_label"] = segments["label"].to_numpy()
