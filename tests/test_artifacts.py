@@ -149,6 +149,16 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
     stage("03_infer.py", exp, "--output-dir", out)
     stage("04_ensemble.py", "toy_exp", "--output-dir", out)
     assert len(pd.read_csv(out / "submission.csv")) == 2
+    # the test set changed and 00 ran again, 03 not: 04 said KeyError "['t2'] not in index" (probe)
+    data = out.parent / "data"
+    sf.write(data / "test" / "t2.wav", np.zeros(8000, np.float32), 16000)
+    pd.DataFrame({"id": ["t0", "t1", "t2"]}).to_csv(data / "test.csv", index=False)
+    pd.DataFrame({"id": ["t2", "t1", "t0"], "label": "a"}).to_csv(data / "sample.csv", index=False)
+    stage("00_prepare.py", data / "toy.yaml", "--output-dir", out)
+    r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
+    assert r.returncode == 1 and ("test predictions of toy_exp are of other rows than test.csv's (2 against 3; "
+                                  "test.csv changed since 03 ran): run 01_features.py and 03_infer.py for toy_exp") \
+        in r.stderr, r.stderr
 
 
 def test_a_named_run_retrained_with_other_settings_says_so_and_03_refuses_settings_never_trained(toy):

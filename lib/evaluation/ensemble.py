@@ -180,8 +180,8 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     Returns ``(oofs, preds, inputs)``: the OOF tables (id, fold, target, ``p_<class>`` ...), the
     test tables (id, ``p_<class>`` ...; empty without a test set), both in ``experiments``' order,
     and ``{experiment: training record id}``. Raises ``MissingArtifact`` as
-    :func:`verified_predictions` does, and when an experiment's OOF rows (ids, folds) or test rows
-    differ from the first one's.
+    :func:`verified_predictions` does, when an experiment's OOF rows (ids, folds) or test rows
+    differ from the first one's, and when test rows are not ``test.csv``'s.
     """
     oofs, preds, inputs = [], [], {}
     for exp in experiments:
@@ -198,7 +198,12 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
                                   f"name experiments trained on the same folds (04_ensemble.py "
                                   f"{' '.join(e for e in experiments if folds[e] == folds[exp])}), or train the "
                                   f"missing folds with 02_train.py")
+    test_ids = set(out.load_split("test")["id"].astype(str)) if with_test else set()
     for exp, p in zip(experiments, preds):
+        if set(p["id"].astype(str)) != test_ids:  # 00 read another test set since 03 ran
+            raise MissingArtifact(f"test predictions of {exp} are of other rows than test.csv's ({len(p)} against "
+                                  f"{len(test_ids)}; test.csv changed since 03 ran): run 01_features.py and "
+                                  f"03_infer.py for {exp}")
         if not p["id"].equals(preds[0]["id"]):
             raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     return oofs, preds, inputs
