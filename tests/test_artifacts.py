@@ -222,6 +222,11 @@ def test_feature_cache_checks(toy, tmp_path):
     stage("00_prepare.py", tmp_path / "data/toy.yaml", "--data-dir", tmp_path / "moved", "--output-dir", out)
     assert "up to date" in stage("01_features.py", exp, "--output-dir", out).stdout
     assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
+    # moved without 00 again: one line naming 00 (was a FileNotFoundError traceback: probe)
+    (tmp_path / "moved").rename(tmp_path / "moved_again")
+    r = stage("01_features.py", exp, "--output-dir", out, check=False)
+    assert r.returncode == 1 and "audio file(s) that 00_prepare.py listed are not there, e.g. " in r.stderr \
+        and "run 00_prepare.py again (--data-dir NEW_FOLDER)" in r.stderr and "Traceback" not in r.stderr, r.stderr
     stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)  # back where the rest expects it
     # an audio file replaced by another of the same size, its modification time kept
     wav = tmp_path / "data/train/s0_0.wav"
