@@ -476,7 +476,7 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained" in r.stderr and "03_infer.py" in r.stderr
     r = stage("04_ensemble.py", "--output-dir", out, check=False)
-    assert r.returncode == 1 and f"{name}: feature set" in r.stderr and "rebuilt after it was trained" in r.stderr
+    assert r.returncode == 1 and f"{name}: feature set 'lm' was rebuilt after {name!r} was trained" in r.stderr
     r = stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", check=False)
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained (stale models)" in r.stderr
     for script in ("02_train.py", "03_infer.py", "04_ensemble.py"):
@@ -490,6 +490,38 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     shutil.rmtree(out / "features")
     stage("04_ensemble.py", name, "--output-dir", out)
     stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")
+
+
+def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio(toy, tmp_path):
+    """A test recording replaced, 00 run again, then 01-03 for one experiment only: 04 blended the
+    other, whose feature set (never rebuilt) still held the old recording, and wrote its old label
+    for that id (probe)."""
+    out, exp, o = toy
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(dict(TINY, features=dict(TINY["features"], set="lm12",
+                                                             params=dict(TINY["features"]["params"], n_mels=12)))))
+    stage("01_features.py", other, "--output-dir", out)
+    stage("02_train.py", exp, other, "--output-dir", out)
+    for cfg in (exp, other):
+        stage("03_infer.py", cfg, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out)
+    sf.write(tmp_path / "data/test/t0.wav", np.random.default_rng(1).standard_normal(8000).astype(np.float32), 16000)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    for script in ("01_features.py", "02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    r = stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out, check=False)
+    assert r.returncode == 1 and ("feature set 'lm12' was built from other audio than 00_prepare.py read last (run "
+                                  "01_features.py first) (stale models): run 02_train.py and 03_infer.py for other") \
+        in r.stderr, r.stderr
+    r = stage("03_infer.py", other, "--output-dir", out, check=False)
+    assert r.returncode == 1 and "feature set 'lm12' was built from other test audio than 00_prepare.py read last" \
+        in r.stderr, r.stderr
+    board = stage("leaderboard.py", "--output-dir", out).stdout
+    assert "built from other audio" in board, board
+    stage("01_features.py", other, "--output-dir", out)  # rebuilt from the new audio: current again
+    for script in ("02_train.py", "03_infer.py"):
+        stage(script, other, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out)
 
 
 def test_a_binary_max_model_of_before_its_meaning_changed_is_stale():

@@ -12,7 +12,7 @@ import yaml
 from .artifacts import Record
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
-from .utils import read_artifact_csv
+from .utils import read_artifact_csv, read_json
 
 PSEUDO_LABEL_COMMAND = "pseudo_label.txt"
 """The file in a pseudo-labelled output folder holding the ``pseudo_label.py`` command that
@@ -122,7 +122,8 @@ class Outputs:
         it: ``None`` (it is the build the models were trained on; also for records of older
         versions, which do not name it), ``"rebuilt"`` (01 built it again, or began to: its folder
         is there without its record, e.g. a rebuild after a test recording changed, killed or still
-        running) or ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03)."""
+        running), ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03) or
+        ``"built from other audio than 00_prepare.py read last"`` (:meth:`audio_changed`)."""
         built = trained.get("inputs", {}).get("features")
         if built is None:
             return None
@@ -130,7 +131,23 @@ class Outputs:
         rec, _ = record.check(hashes=False)
         if rec is None:  # 01 removes the record first when it rebuilds; files deleted to free disk leave it
             return "rebuilt" if self.features(feature_set).exists() and not record.path.exists() else "removed"
-        return None if rec["id"] == built else "rebuilt"
+        if rec["id"] != built:
+            return "rebuilt"
+        return "built from other audio than 00_prepare.py read last" if self.audio_changed(feature_set) else None
+
+    def audio_changed(self, feature_set: str, splits=None) -> list[str]:
+        """The splits (of ``splits``, default all) whose recordings ``feature_set``'s cache was
+        built from (ids and audio bytes, :func:`lib.core.artifacts.audio_fingerprint`) are not
+        those stage 00 read last: a recording replaced and 00 run again, another experiment's
+        feature set rebuilt, this one not. ``[]`` when either side does not say (a cache or a
+        stage-00 result of an older version, a removed cache, a pseudo-labelled folder)."""
+        read = ((self.prepared().read() or {}).get("info") or {}).get("audio") or {}
+        try:
+            built = read_json(self.features(feature_set) / "manifest.json")["splits"]
+        except (OSError, ValueError, KeyError):
+            return []
+        return [s for s, v in built.items() if (splits is None or s in splits) and isinstance(v, dict)
+                and v.get("audio") and read.get(s) and v["audio"] != read[s]]
 
     def trained(self, exp: str) -> Record:
         """The record of an experiment's training (every fold model, the OOF file, the scores); its

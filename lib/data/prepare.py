@@ -22,12 +22,12 @@ import soundfile as sf
 import yaml
 from tqdm.auto import tqdm
 
-from ..core.artifacts import blend_problem, folds_id
+from ..core.artifacts import audio_fingerprint, blend_problem, folds_id
 from ..core.config import check_classes, row_id
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.registry import did_you_mean
-from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv
+from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv, read_artifact_csv
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds, small_strata
 from .slices import PREFIX as SLICE_PREFIX
@@ -407,7 +407,9 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
 
 def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> list[str]:
     """Write ``folds.csv``, ``test.csv`` (removed when the competition has none) and
-    ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last.
+    ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last,
+    its info the audio read (``{"audio": {split: audio_fingerprint}}``, which feature caches are
+    checked against: :meth:`lib.core.paths.Outputs.audio_changed`).
     Then remove stage 04's blend when it was not made from what was just written
     (:func:`drop_stale_blend`); returns the names of the files removed."""
     record = out.prepared()
@@ -421,8 +423,10 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
         write_csv(out.test, test)
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    audio = {split: audio_fingerprint(read_artifact_csv(path))  # as 01 reads them back: ids as text
+             for split, path in (("train", out.folds), ("test", out.test)) if split == "train" or test is not None}
     record.commit([out.folds, out.competition, *sorted((out.root / "silence").glob("*.wav"))]
-                  + ([out.test] if test is not None else []), fingerprint(resolved))
+                  + ([out.test] if test is not None else []), fingerprint(resolved), info={"audio": audio})
     return drop_stale_blend(out, test_changed=_test_id(out) != test_before)
 
 

@@ -58,8 +58,8 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
             skipped[exp] = f"{why} (01_features.py, 02_train.py)"
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
-        elif rebuilt := features_rebuilt(out, exp, trained):
-            skipped[exp] = f"feature set {rebuilt!r} was rebuilt after it was trained (02_train.py, 03_infer.py)"
+        elif stale := features_rebuilt(out, exp, trained):
+            skipped[exp] = f"{stale} (02_train.py, 03_infer.py)"
         elif out.has_test():
             pred, why = out.predicted(exp).check(hashes=False)
             if pred is None or pred["inputs"].get("train") != trained["id"]:
@@ -70,18 +70,22 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
 
 
 def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
-    """The name of ``exp``'s feature set when 01 has rebuilt its cache since ``exp`` was trained
-    (e.g. after a test recording was replaced: its record is another build), else ``None`` (the
-    same build, or the cache removed: 04 and 05 do not read it). ``trained``: ``exp``'s training record."""
+    """What makes ``exp``'s models stale through their feature set, in words, else ``None``: 01
+    has rebuilt the cache since ``exp`` was trained (e.g. after a test recording was replaced: its
+    record is another build), or the cache was built from other audio than stage 00 read last
+    (:meth:`lib.core.paths.Outputs.audio_changed`). The same build, or the cache removed (04 and
+    05 do not read it), is ``None``. ``trained``: ``exp``'s training record."""
     name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
-    return name if out.features_since(name, trained) == "rebuilt" else None
+    since = out.features_since(name, trained)
+    if since == "rebuilt":
+        return f"feature set {name!r} was rebuilt after {exp!r} was trained"
+    return f"feature set {name!r} was {since} (run 01_features.py first)" if since and since != "removed" else None
 
 
 def check_features(out: Outputs, exp: str, trained: dict, rerun: str) -> None:
     """Raise ``MissingArtifact`` saying to run ``rerun`` when :func:`features_rebuilt`."""
-    if rebuilt := features_rebuilt(out, exp, trained):
-        raise MissingArtifact(f"feature set {rebuilt!r} was rebuilt after {exp!r} was trained (stale models): "
-                              f"run {rerun}")
+    if why := features_rebuilt(out, exp, trained):
+        raise MissingArtifact(f"{why} (stale models): run {rerun}")
 
 
 def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial: bool = False) -> tuple[dict, dict | None]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ..core.artifacts import audio_id, audio_settings, file_hash
+from ..core.artifacts import audio_fingerprint, audio_id, audio_settings
 from ..core.errors import ConfigError
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs
@@ -98,25 +98,6 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
     if batch:
         flush(sr)
     return len(regions)
-
-
-def audio_fingerprint(table, workers: int | None = None) -> str:
-    """Fingerprint of a split's recordings: their ids and the SHA-256 of every audio file's bytes
-    (threads; about 0.2-0.5 s for the 5000 breathing files, 160 MB, on 2 cores), so a file
-    replaced by another, even of the same size and modification time, is noticed. Not their paths:
-    the same files in a moved data folder are the same cache (and its models stay current).
-    Raises ``MissingArtifact`` naming stage 00 when files that 00 listed are gone (a data folder
-    moved or renamed since)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    gone = [p for p in dict.fromkeys(table["path"]) if not Path(p).is_file()]
-    if gone:
-        raise MissingArtifact(f"{len(gone)} audio file(s) that 00_prepare.py listed are not there, e.g. {gone[0]} (the "
-                              f"data folder moved or changed since?): run 00_prepare.py again (--data-dir NEW_FOLDER)")
-
-    with ThreadPoolExecutor(workers or n_cpus()) as pool:
-        hashes = list(pool.map(file_hash, table["path"]))
-    return fingerprint(list(table["id"]), hashes)
 
 
 def check_unchanged(table, split: str) -> None:
@@ -226,8 +207,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         raise ConfigError(f"features.dtype {dtype!r} is not float32 or float16")
     folder = out.features(section["set"])
     tables = {s: out.load_split(s) for s in splits or [s for s in SPLITS if s == "train" or out.has_test()]}
-    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp),
-                      {s: audio_fingerprint(t, workers) for s, t in tables.items()})
+    hashes = {s: audio_fingerprint(t, workers) for s, t in tables.items()}
+    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp), hashes)
     if hasattr(extractor, "check_rate"):
         extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
     record = out.features_record(section["set"])
@@ -249,6 +230,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     for split, table in tables.items():
         shapes[split] = extract(extractor, table, folder, split, comp, workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
+        shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
     manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
                     splits=shapes, dtype=dtype, fingerprint=key, audio_settings=audio_id(comp))
     write_json(folder / "manifest.json", manifest)
@@ -300,8 +282,8 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     carries the record's id as ``manifest["record"]``, which trained models remember.
     When ``ids`` is given, checks that the cache's recordings are those ids in that order.
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing, incomplete or
-    stale: built for other rows or with other audio settings (:func:`lib.core.artifacts.audio_settings`) than the
-    current stage 00's.
+    stale: built for other rows, from other audio (:meth:`lib.core.paths.Outputs.audio_changed`) or with other
+    audio settings (:func:`lib.core.artifacts.audio_settings`) than the current stage 00's.
     """
     folder = out.features(feature_set)
     rec = out.features_record(feature_set).require()
@@ -313,6 +295,9 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
     if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:
         raise MissingArtifact(f"{folder}: a cache of an older version: run 01_features.py again")
+    if out.audio_changed(feature_set, [split]):
+        raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built from other {split} audio than "
+                              f"00_prepare.py read last (recordings replaced since): run 01_features.py again")
     if manifest["audio_settings"] != audio_id(out.load_competition()):
         raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built with other audio settings than "
                               f"competition.yaml's now (00_prepare.py was run again since): run 01_features.py again")
