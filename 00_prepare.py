@@ -53,8 +53,10 @@ def main() -> None:
     groups = f"in {s['groups']} groups" if comp.get("groups") or unit == "segment" else "(no groups: each its own)"
     rate = f"{s['sample_rate'] or 'native'} Hz" if not comp.get("matrix") else "matrices"
     none = f" ({s['without_labels']} without any label: every class negative)" if s["without_labels"] else ""
+    t = s["test_duration_s"]  # a test recording far longer or shorter than training ones shows here
+    test_lengths = f" ({t[0]:.2f}-{t[2]:.2f} s, median {t[1]:.2f})" if t else ""
     print(f"train: {s['train_rows']} {rows}{none} {groups}, {rate}, "
-          f"{lo:.2f}-{hi:.2f} s (median {mid:.2f}); test: {s['test_rows']} {rows}")
+          f"{lo:.2f}-{hi:.2f} s (median {mid:.2f}); test: {s['test_rows']} {rows}{test_lengths}")
     for split, c in s["segments"].items():
         print(f"segments ({split}): {c['segments']} from {c['recordings']} recordings"
               + (f", {c['skipped']} skipped (segments.{comp['segments']['skip']})" if c["skipped"] else "")

@@ -25,7 +25,7 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
     exps = [ROOT / "configs/cnn_small.yaml", ROOT / "configs/cnn8.yaml"]  # log_mel, and seed9 with scalars
 
     log = stage("00_prepare.py", data_cfg, "--data-dir", breathing_subset, "--output-dir", out).stdout
-    assert "train: 48 recordings" in log and "test: 12 recordings" in log
+    assert "train: 48 recordings" in log and "test: 12 recordings (1.00-1.00 s, median 1.00)" in log
     folds = pd.read_csv(out / "folds.csv", dtype=str)
     assert folds.groupby("group").fold.nunique().max() == 1 and set(folds.fold) == {"0", "1", "2"}
 

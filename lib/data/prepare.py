@@ -872,6 +872,8 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
         "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],
         "duration_s": (float(durations.min()), float(np.median(durations)), float(durations.max())),
+        "test_duration_s": None if test is None or not len(test) else tuple(
+            float(f(test["duration_s"].astype(float))) for f in (np.min, np.median, np.max)),
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
         "trimmed": {split: int((np.diff(segments.regions(t)[:, 1:]) > cfg["audio"]["clip_seconds"] + 1e-6).sum())
                     for split, t in (("train", folds), ("test", test)) if t is not None and not cfg["audio"]["hop_seconds"]},
