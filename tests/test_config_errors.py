@@ -180,7 +180,7 @@ def test_regexes_submission_format_and_threshold_lists_are_checked_when_the_conf
         load_competition(variant("mc_thr", lambda c: c.update(task="multiclass", classes=["a", "b", "c"], positive=None,
                                                                decision={"threshold": 0.9})))
     with pytest.raises(ConfigError, match="format 'probability' .* is for binary tasks; this one is multiclass"):
-        load_competition(variant("prob", lambda c: c.update(task="multiclass", classes=["a", "b", "c"],
+        load_competition(variant("prob", lambda c: c.update(task="multiclass", classes=["a", "b", "c"], positive=None,
                                                             submission=dict(c.get("submission") or {}, format="probability"))))
 
 
