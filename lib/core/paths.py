@@ -123,7 +123,7 @@ class Outputs:
         versions, which do not name it), ``"rebuilt"`` (01 built it again, or began to: its folder
         is there without its record, e.g. a rebuild after a test recording changed, killed or still
         running), ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03) or
-        ``"built from other audio than 00_prepare.py read last"`` (:meth:`audio_changed`)."""
+        ``"built from other audio than 00_prepare.py read"`` (:meth:`audio_changed`)."""
         built = trained.get("inputs", {}).get("features")
         if built is None:
             return None
@@ -133,7 +133,7 @@ class Outputs:
             return "rebuilt" if self.features(feature_set).exists() and not record.path.exists() else "removed"
         if rec["id"] != built:
             return "rebuilt"
-        return "built from other audio than 00_prepare.py read last" if self.audio_changed(feature_set) else None
+        return "built from other audio than 00_prepare.py read" if self.audio_changed(feature_set) else None
 
     def audio_changed(self, feature_set: str, splits=None) -> list[str]:
         """The splits (of ``splits``, default all) whose recordings ``feature_set``'s cache was

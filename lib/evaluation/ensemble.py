@@ -70,16 +70,20 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
 
 
 def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
-    """What makes ``exp``'s models stale through their feature set, in words, else ``None``: 01
-    has rebuilt the cache since ``exp`` was trained (e.g. after a test recording was replaced: its
-    record is another build), or the cache was built from other audio than stage 00 read last
-    (:meth:`lib.core.paths.Outputs.audio_changed`). The same build, or the cache removed (04 and
-    05 do not read it), is ``None``. ``trained``: ``exp``'s training record."""
+    """What makes ``exp``'s models or predictions stale through their feature set, in words, else
+    ``None``: 01 has rebuilt the cache since ``exp`` was trained (e.g. after a test recording was
+    replaced: its record is another build), or the cache and stage 00 read other audio
+    (:meth:`lib.core.paths.Outputs.audio_changed`: a recording replaced since one of them ran).
+    The same build, or the cache removed (04 and 05 do not read it), is ``None``. ``trained``:
+    ``exp``'s training record."""
     name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
     since = out.features_since(name, trained)
     if since == "rebuilt":
         return f"feature set {name!r} was rebuilt after {exp!r} was trained"
-    return f"feature set {name!r} was {since} (run 01_features.py first)" if since and since != "removed" else None
+    if since and since != "removed":
+        return (f"feature set {name!r} and 00_prepare.py read other {' and '.join(out.audio_changed(name))} audio "
+                f"(a recording replaced since one of them ran; run 00_prepare.py and 01_features.py first)")
+    return None
 
 
 def check_features(out: Outputs, exp: str, trained: dict, rerun: str) -> None:

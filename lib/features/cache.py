@@ -296,8 +296,8 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:
         raise MissingArtifact(f"{folder}: a cache of an older version: run 01_features.py again")
     if out.audio_changed(feature_set, [split]):
-        raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built from other {split} audio than "
-                              f"00_prepare.py read last (recordings replaced since): run 01_features.py again")
+        raise MissingArtifact(f"{folder}: feature set {feature_set!r} and 00_prepare.py read other {split} audio (a "
+                              f"recording replaced since one of them ran): run 00_prepare.py and 01_features.py again")
     if manifest["audio_settings"] != audio_id(out.load_competition()):
         raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built with other audio settings than "
                               f"competition.yaml's now (00_prepare.py was run again since): run 01_features.py again")
