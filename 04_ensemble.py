@@ -67,7 +67,9 @@ def main() -> None:
         print(f"no submission written (the competition has {why}); "
               f"scores in {out.root / 'ensemble.json'}")
         return
-    targets = [c for c in sub.columns if c != (comp.get("submission") or {}).get("id_column")]
+    sub_cfg = comp.get("submission") or {}
+    targets = ([sub_cfg["target_column"]] if sub_cfg.get("target_column") else
+               [c for c in sub.columns if c in comp["classes"]])  # not the sample's other columns (Usage, ...)
     numeric = [c for c in targets if sub[c].dtype.kind == "f"]  # probabilities: their means, not counts
     indicators = [c for c in targets if sub[c].dtype.kind in "iub"]  # 0/1 per class: how many rows have it
     summary = (f"mean {({c: round(float(sub[c].mean()), 4) for c in numeric})}" if numeric else
