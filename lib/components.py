@@ -249,8 +249,9 @@ def _check_classical(cfg: dict, sources, where: str) -> None:
     that the member's file builds on) may set them, and so may a ``--set``, which a run passes to
     every experiment it trains (``run_all.sh --set train.epochs=5``). Raises ``ConfigError``
     naming the file and the keys."""
-    if not is_classical(cfg["model"]):
-        return
+    setters = [src for src, raw in sources if _sets(raw or {}, ["model", "name"])]
+    if not is_classical(cfg["model"]) or (setters and setters[-1].startswith("--set ")):
+        return  # (a --set model.name=hgb on a network's config, a sweep over model.name: the files are networks')
     files = [(src, raw or {}) for src, raw in sources if not src.startswith("--set ")]
     chosen = max([i for i, (_, raw) in enumerate(files) if _sets(raw, ["model", "name"])], default=len(files))
     for src, raw in files[chosen:]:

@@ -160,7 +160,7 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
     shutil.rmtree(out / "features")  # removed after 03 to free disk space: 04 does not read it, but checks the rows
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and ("test predictions of toy_exp are of other rows than test.csv's (2 against 3; "
-                                  "test.csv changed since 03 ran): run 01_features.py and 03_infer.py for toy_exp") \
+                                  "test.csv changed since 03 ran): run 01_features.py, 02_train.py and 03_infer.py for toy_exp") \
         in r.stderr, r.stderr
 
 

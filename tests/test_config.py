@@ -234,6 +234,8 @@ def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
     _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})
     child = _write(tmp_path / "child.yaml", {"base": "member.yaml", "optimizer": {"params": {"lr": 0.1}}})
     assert _error(load_experiment, child).startswith(f"{child}: optimizer does not apply to the scikit-learn member")
+    # a --set model.name=hgb on a network's config (a sweep over model.name): its files are the network's (review)
+    assert load_experiment(ROOT / "configs/cnn_small.yaml", ["model.name=hgb"])["model"]["name"] == "hgb"
     # a --set goes to every experiment of a run (run_all.sh --set train.epochs=5): passed over for the member
     assert load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.epochs=3"])["model"]["name"] == "hgb"
     cfg = load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.folds=[0]", "train.class_weights=balanced"])

@@ -117,6 +117,13 @@ def test_a_sample_whose_target_values_do_not_fit_the_format_is_warned_about(tmp_
                "(a, b): if the competition wants p(positive) there, set format: probability" in w for w in warnings)
     pd.DataFrame({"id": ["t1", "t0"], "label": ["b", "a"]}).to_csv(tmp_path / "data" / "sample.csv", index=False)
     assert not any("holds" in w for w in prepare(comp, tmp_path / "out2")["warnings"])
+    comp.update(classes=["1", "2"], positive="2")  # numbered classes: a 0 in the sample is a placeholder (review)
+    pd.DataFrame({"id": ["t1", "t0"], "label": 0}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    tr = pd.read_csv(tmp_path / "data" / "train.csv")
+    tr.assign(label=tr["label"].map({"a": 1, "b": 2})).to_csv(tmp_path / "data" / "train.csv", index=False)
+    assert not any("holds" in w for w in prepare(comp, tmp_path / "out4")["warnings"])
+    comp = make_toy_competition(tmp_path / "data2")
+    pd.DataFrame({"id": ["t1", "t0"], "label": ["b", "a"]}).to_csv(tmp_path / "data2" / "sample.csv", index=False)
     comp["submission"]["format"] = "probability"
     warnings = prepare(comp, tmp_path / "out3")["warnings"]
     assert any("column 'label' holds class names (e.g. b) where submission.format probability writes p(b)" in w
@@ -143,6 +150,23 @@ def test_a_multilabel_submission_joins_labels_as_the_training_csv_does(tmp_path)
     with pytest.raises(InputError, match=r"submission.label_separator ' ' joins a row's labels, but the classes "
                                          r"\['Cat meow', 'Dog bark'\] hold it"):
         prepare(_competition(tmp_path, cfg), tmp_path / "out")
+
+
+def test_a_sample_joining_labels_by_a_space_is_warned_about_when_the_separator_is_another():
+    """submission.label_separator now follows train.label_separator (','): a competition whose
+    sample joins labels by a space got commas, unsaid (review)."""
+    from lib.data.prepare import _check_sample_values
+
+    cfg = {"task": "multilabel", "classes": ["bark", "meow", "purr"],
+           "submission": {"format": "label", "label_separator": ",", "target_column": "labels"}}
+    warnings = []
+    _check_sample_values(pd.Series(["bark meow", "purr"]), cfg, "s.csv", [], warnings)
+    assert warnings == ["s.csv: column 'labels' joins labels with a space (e.g. 'bark meow') where "
+                        "submission.label_separator is ',' (by default train.label_separator): set "
+                        "submission.label_separator: ' ' if the competition wants spaces"]
+    warnings = []
+    _check_sample_values(pd.Series(["bark,meow", "purr"]), cfg, "s.csv", [], warnings)
+    assert warnings == []
 
 
 def test_files_at_other_rates_are_counted_once_however_many_segments_they_have(tmp_path):

@@ -78,6 +78,15 @@ def test_rank_is_offered_for_ranking_and_decision_metrics_only(tmp_path):
     assert "rank" in offered_methods(dict(BIN, decision={"threshold": 0.5}))  # the default cut, as auto not adopted
 
 
+def test_a_threshold_list_of_another_length_than_the_classes_found_is_a_config_error():
+    """Classes found in the data by 00: the loader could not check the list's length, and 04 failed
+    with a numpy broadcasting traceback (review)."""
+    from lib.data.tasks import fixed_decision
+
+    with pytest.raises(ConfigError, match=r"decision.threshold lists 2 values for the 3 classes \['a', 'b', 'c'\]"):
+        fixed_decision(dict(ML, decision={"threshold": [0.3, 0.4]}))
+
+
 def test_methods_are_compared_at_the_fixed_decision():
     """``best`` compared the methods at p > 0.5 and then cut the chosen blend at a fixed 0.3
     (probe: it chose ``rank``, a quantile there)."""

@@ -64,9 +64,10 @@ def audio_fingerprint(table, workers: int | None = None) -> str:
         raise MissingArtifact(f"{len(gone)} audio file(s) that 00_prepare.py listed are not there, e.g. {gone[0]} (the "
                               f"data folder moved or changed since?): run 00_prepare.py again (--data-dir NEW_FOLDER)")
 
+    files = list(dict.fromkeys(table["path"]))  # a recording's segment rows share its file: hashed once
     with ThreadPoolExecutor(workers or n_cpus()) as pool:
-        hashes = list(pool.map(file_hash, table["path"]))
-    return fingerprint(list(table["id"]), hashes)
+        by_file = dict(zip(files, pool.map(file_hash, files)))
+    return fingerprint(list(table["id"]), [by_file[p] for p in table["path"]])
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:

@@ -390,7 +390,7 @@ def _submission_section(cfg: dict, where: str) -> None:
     if sub["format"] in ("probabilities", "indicators") and sub["target_column"]:
         raise ConfigError(f"{where} [submission]: target_column {sub['target_column']!r} is the column of formats "
                           f"label and probability; format {sub['format']} writes a column per class, named as the "
-                          f"class: remove target_column")
+                          f"class: remove target_column (given by a base: config, write `target_column: null` under submission)")
     if sub["label_separator"] is None:
         sub["label_separator"] = cfg["train"]["label_separator"] if cfg["train"] else " "
     for key in ("sample", "id_column") + (("target_column",) if sub["format"] in ("label", "probability") else ()):
@@ -402,7 +402,8 @@ def _decision_section(cfg: dict, where: str) -> None:
     and classes. Raises ``ConfigError`` naming the file and key."""
     if cfg.get("positive") is not None and cfg["task"] != "binary":
         raise ConfigError(f"{where}: positive {cfg['positive']!r} names the positive class of a binary task; this one "
-                          f"is {cfg['task']}, whose every class is scored: remove it")
+                          f"is {cfg['task']}, whose every class is scored: remove it (given by a base: config, write "
+                          f"`positive: null`)")
     normal = cfg["normal_class"]
     if normal is not None and cfg["classes"] and str(normal) not in cfg["classes"]:
         raise ConfigError(f"{where}: normal_class {normal!r} is not in classes {cfg['classes']}")

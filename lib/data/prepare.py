@@ -699,8 +699,10 @@ def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, p
                          warnings: list[str]) -> None:
     """The sample submission's target column ``cells`` against ``submission.format``: to
     ``warnings`` numbers where ``label`` writes class names, class names where ``probability``
-    writes p(positive); to ``problems`` a multi-label ``label`` submission whose classes hold its
-    ``label_separator`` (the labels of a row could not be told apart)."""
+    writes p(positive) (numbers are no evidence when the class names are numbers), a sample that
+    joins labels with a space where ``label_separator`` is another; to ``problems`` a multi-label
+    ``label`` submission whose classes hold its ``label_separator`` (the labels of a row could not
+    be told apart)."""
     sub, classes = cfg["submission"], [str(c) for c in cfg["classes"] or []]
     sep = sub["label_separator"]
     if cfg["task"] == "multilabel" and sub["format"] == "label" and (joined := [c for c in classes if sep in c]):
@@ -715,11 +717,18 @@ def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, p
     names = {v.strip() for row in split for v in row if v.strip()}
     numeric = bool(len(cells)) and pd.to_numeric(cells, errors="coerce").notna().all()
     col, e_g = sub["target_column"], cells.iloc[0] if len(cells) else ""
-    if sub["format"] == "label" and numeric and not names & set(classes):
+    numeric_classes = pd.to_numeric(pd.Series(classes), errors="coerce").notna().all()  # a 0 is a placeholder there
+    if sub["format"] == "label" and numeric and not names & set(classes) and not numeric_classes:
         warnings.append(f"{sample_csv}: column {col!r} holds numbers (e.g. {e_g}) where submission.format label writes "
                         f"class names ({', '.join(classes[:5])}): if the competition wants "
                         + ("p(positive) there, set format: probability" if cfg["task"] == "binary" else
                            "a probability per class, set format: probabilities (a column per class)"))
+    spaced = {v for c in cells for v in c.split(" ") if v}
+    if cfg["task"] == "multilabel" and sub["format"] == "label" and sep != " " and not names <= set(classes) \
+            and spaced and spaced <= set(classes):
+        warnings.append(f"{sample_csv}: column {col!r} joins labels with a space (e.g. {e_g!r}) where "
+                        f"submission.label_separator is {sep!r} (by default train.label_separator): set "
+                        f"submission.label_separator: ' ' if the competition wants spaces")
     if sub["format"] == "probability" and names & set(classes) and not numeric:
         warnings.append(f"{sample_csv}: column {col!r} holds class names (e.g. {e_g}) where submission.format "
                         f"probability writes p({cfg.get('positive') or 'positive'}): if the competition wants the label, set "

@@ -156,12 +156,18 @@ def fixed_decision(comp: dict) -> dict | None:
     """The decision a competition fixes in its config, as :func:`decide` takes it: a number (or a
     list, one per class) in ``decision.threshold`` of a binary or multi-label task gives
     ``{"threshold": t}`` / ``{"thresholds": [t_k, ...]}``; ``auto``, and any multiclass task, give
-    ``None``. The list's length is checked when the config loads."""
+    ``None``. Raises ``ConfigError`` for a list of another length than ``classes`` (checked here
+    too: the config's loader cannot when 00 finds the classes in the data)."""
     fixed = (comp.get("decision") or {}).get("threshold", "auto")
     if fixed == "auto" or comp["task"] == "multiclass":
         return None
     if comp["task"] == "binary":
         return {"threshold": float(fixed)}
+    if isinstance(fixed, list) and len(fixed) != len(comp["classes"]):  # classes found in the data by 00
+        from ..core.errors import ConfigError
+
+        raise ConfigError(f"decision.threshold lists {len(fixed)} values for the {len(comp['classes'])} classes "
+                          f"{comp['classes']}: give one per class, in that order")
     return {"thresholds": [float(t) for t in fixed] if isinstance(fixed, list) else [float(fixed)] * len(comp["classes"])}
 
 

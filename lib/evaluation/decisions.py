@@ -270,11 +270,16 @@ def aggregate_groups(probs: np.ndarray, groups, comp: dict, how: str | None) -> 
 def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: str) -> np.ndarray:
     """A blend ``(rows, n_classes)`` of masked members (:func:`postprocess`), masked again: a
     blend that fits its own model (``stacking``) or works in logs (``geometric``) gives a masked
-    class some probability back. ``ids``: the rows' ids, all in ``table``; unchanged without
-    ``decision.mask``. Raises as :func:`apply_masks`."""
-    if not (comp.get("decision") or {}).get("mask"):
+    class some probability back; with ``decision.group_aggregate`` a group's rows are aggregated
+    again, as :func:`postprocess` leaves them. ``ids``: the rows' ids, all in ``table``; unchanged
+    without ``decision.mask``. Raises as :func:`apply_masks`."""
+    decision = comp.get("decision") or {}
+    if not decision.get("mask"):
         return probs
-    return apply_masks(probs, table.set_index("id").loc[list(ids)].reset_index(), comp, f"decision.mask ({split})")[0]
+    rows = table.set_index("id").loc[list(ids)].reset_index()
+    masked = apply_masks(probs, rows, comp, f"decision.mask ({split})")[0]
+    how = decision.get("group_aggregate")  # then as postprocess: a group's rows share its probabilities again
+    return aggregate_groups(masked, rows["group"] if how else None, comp, how)
 
 
 def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,

@@ -210,8 +210,8 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     for exp, p in zip(experiments, preds):
         if set(p["id"].astype(str)) != test_ids:  # 00 read another test set since 03 ran
             raise MissingArtifact(f"test predictions of {exp} are of other rows than test.csv's ({len(p)} against "
-                                  f"{len(test_ids)}; test.csv changed since 03 ran): run 01_features.py and "
-                                  f"03_infer.py for {exp}")
+                                  f"{len(test_ids)}; test.csv changed since 03 ran): run 01_features.py, "
+                                  f"02_train.py and 03_infer.py for {exp}")
         if not p["id"].equals(preds[0]["id"]):
             raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     return oofs, preds, inputs

@@ -30,7 +30,7 @@ from .reports import pyplot, save_figure
 def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, str]:
     """``(status, why)`` of an experiment's training, from its record (sizes checked, and the
     hash of the OOF file the leaderboard scores): ``complete``; ``partial`` (folds missing);
-    ``stale`` (its feature set was rebuilt or removed since); ``incomplete`` (no record: never
+    ``stale`` (its feature set was rebuilt or removed since, or it and 00 read other audio); ``incomplete`` (no record: never
     finished, or a file of it changed)."""
     record = out.trained(exp)
     rec, why = record.check(hashes=frozenset({out.oof(exp).relative_to(record.root).as_posix()}))
