@@ -23,6 +23,7 @@ def main() -> None:
     from lib.evaluation.ensemble import run_ensemble
     from lib.evaluation.decisions import in_sample_note, mask_matches
     from lib.evaluation.metrics import undefined_in_slices
+    from lib.core.errors import MissingArtifact
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -32,7 +33,13 @@ def main() -> None:
     if twice:
         p.error(f"experiment(s) {', '.join(twice)} named more than once (each would count as a member of its own)")
     out = cli.outputs(args)
-    r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
+    try:
+        r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
+    except (MissingArtifact, cli.ConfigError) as exc:  # refused: a submission.csv there is the earlier blend's
+        if out.submission.is_file():
+            raise type(exc)(f"{exc}; {out.submission} is still the earlier blend's (made before the change that "
+                            f"this refusal is about)") from None
+        raise
     comp, train = out.load_competition(), out.load_split("train")
     fmt = lambda v: f"{v:.4f}"
     for exp, why in r["skipped"].items():

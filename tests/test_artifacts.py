@@ -521,6 +521,7 @@ def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio
     assert r.returncode == 1 and ("feature set 'lm12' and 00_prepare.py read other test audio (a recording replaced "
                                   "since one of them ran; run 00_prepare.py and 01_features.py first) (stale models): "
                                   "run 02_train.py and 03_infer.py for other") in r.stderr, r.stderr
+    assert f"; {out / 'submission.csv'} is still the earlier blend's (made before the change" in r.stderr  # (probe)
     r = stage("03_infer.py", other, "--output-dir", out, check=False)
     assert r.returncode == 1 and "feature set 'lm12' and 00_prepare.py read other test audio" in r.stderr, r.stderr
     board = stage("leaderboard.py", "--output-dir", out).stdout
