@@ -156,7 +156,7 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
     pd.DataFrame({"id": ["t2", "t1", "t0"], "label": "a"}).to_csv(data / "sample.csv", index=False)
     stage("00_prepare.py", data / "toy.yaml", "--output-dir", out)
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
-    assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other test audio" in r.stderr, r.stderr
+    assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other test recordings" in r.stderr, r.stderr
     shutil.rmtree(out / "features")  # removed after 03 to free disk space: 04 does not read it, but checks the rows
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and ("test predictions of toy_exp are of other rows than test.csv's (2 against 3; "
@@ -202,7 +202,7 @@ def test_one_feature_set_asked_by_two_configs_compares_settings_with_defaults_fi
     other = dict(TINY, features=dict(TINY["features"], params=dict(TINY["features"]["params"], fmax=4000)))
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     r = stage("01_features.py", exp, tmp_path / "other.yaml", "--output-dir", out, check=False)
-    assert r.returncode != 0 and (f"feature set 'lm' is asked for with different settings (fmax: {exp} None, "
+    assert r.returncode != 0 and (f"feature set 'lm' is asked for with different settings (fmax: {exp} null, "
                                   f"{tmp_path / 'other.yaml'} 4000); give one of them another features.set name") in r.stderr
 
 
@@ -240,8 +240,9 @@ def test_feature_cache_checks(toy, tmp_path):
     assert os.stat(wav).st_size == st.st_size
     assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
     r = stage("02_train.py", exp, "--output-dir", out, check=False)  # 00 read the old file: one of them is stale
-    assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other train audio (a recording replaced " \
-        "since one of them ran): run 00_prepare.py and 01_features.py again" in r.stderr, r.stderr
+    assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other train recordings (replaced or " \
+        "changed since one of them ran): run 01_features.py again, and 00_prepare.py before it if the audio changed " \
+        "after 00 ran" in r.stderr, r.stderr
     stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
     assert "up to date" in stage("01_features.py", exp, "--output-dir", out).stdout
     assert "up to date" not in stage("02_train.py", exp, "--output-dir", out).stdout
@@ -518,12 +519,13 @@ def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio
     for script in ("01_features.py", "02_train.py", "03_infer.py"):
         stage(script, exp, "--output-dir", out)
     r = stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out, check=False)
-    assert r.returncode == 1 and ("feature set 'lm12' and 00_prepare.py read other test audio (a recording replaced "
-                                  "since one of them ran; run 00_prepare.py and 01_features.py first) (stale models): "
-                                  "run 02_train.py and 03_infer.py for other") in r.stderr, r.stderr
+    assert r.returncode == 1 and ("feature set 'lm12' and 00_prepare.py read other test recordings (replaced or "
+                                  "changed since one of them ran; run 01_features.py for other first, and "
+                                  "00_prepare.py before it if the audio changed after 00 ran) (stale models): run "
+                                  "02_train.py and 03_infer.py for other") in r.stderr, r.stderr
     assert f"; {out / 'submission.csv'} is still the earlier blend's (made before the change" in r.stderr  # (probe)
     r = stage("03_infer.py", other, "--output-dir", out, check=False)
-    assert r.returncode == 1 and "feature set 'lm12' and 00_prepare.py read other test audio" in r.stderr, r.stderr
+    assert r.returncode == 1 and "feature set 'lm12' and 00_prepare.py read other test recordings" in r.stderr, r.stderr
     board = stage("leaderboard.py", "--output-dir", out).stdout
     assert "built from other audio" in board, board
     stage("01_features.py", other, "--output-dir", out)  # rebuilt from the new audio: current again

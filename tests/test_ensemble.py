@@ -385,6 +385,10 @@ def test_masks_and_group_aggregation():
         "label mask \"sex == 'M'\": 2 training rows", "label mask 'age < 18': 1 training rows",
         "label mask \"sex == 'female'\": 0 training rows: WARNING: it selects none (the expression against the "
         "metadata's values as folds.csv has them?)"]
+    # a rule contradicted by the training labels: their probability of the class is set to 0, said (probe)
+    assert mask_matches(table.assign(target=["c", "a", "a"]), comp)[0] == (
+        "label mask \"sex == 'M'\": 2 training rows: WARNING: 1 of them are labelled a class it makes impossible "
+        "(c: 1): their probability of it is set to 0")
     with pytest.raises(ValueError, match="cannot be evaluated"):
         apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "weight > 3", "classes": ["a"]}]}))
     with pytest.raises(ValueError, match="every class is masked"):

@@ -66,14 +66,22 @@ def _rule_rows(view: pd.DataFrame, rule: dict, where: str) -> np.ndarray:
 
 def mask_matches(table: pd.DataFrame, comp: dict) -> list[str]:
     """One line per ``decision.mask`` rule: how many rows of ``table`` (``folds.csv``) it selects,
-    with a warning when none (a value spelt otherwise than in the CSV), which 00 and 04 print, so
-    that no rule is silently without effect. Raises as :func:`_rule_rows` (00: a misspelt column
+    with a warning when none (a value spelt otherwise than in the CSV) and when some of them are
+    labelled a class it makes impossible (the rule contradicts the training labels), which 00 and
+    04 print, so that no rule is silently without effect or wrong. Raises as :func:`_rule_rows` (00: a misspelt column
     is said before any training)."""
     view = _metadata_view(table.reset_index(drop=True))
-    counts = {r["where"]: int(_rule_rows(view, r, "decision.mask").sum()) for r in (comp.get("decision") or {}).get("mask") or []}
-    return [f"label mask {rule!r}: {n} training rows" + ("" if n else ": WARNING: it selects none (the expression "
-                                                               "against the metadata's values as folds.csv has them?)")
-            for rule, n in counts.items()]
+    labels = [tasks.split_labels(v) for v in table["target"]] if "target" in table else [[]] * len(table)
+    out = []
+    for r in (comp.get("decision") or {}).get("mask") or []:
+        rows = np.flatnonzero(_rule_rows(view, r, "decision.mask"))
+        held = pd.Series([c for i in rows for c in labels[i] if c in r["classes"]], dtype=object).value_counts()
+        out.append(f"label mask {r['where']!r}: {len(rows)} training rows" + (
+            ": WARNING: it selects none (the expression against the metadata's values as folds.csv has them?)"
+            if not len(rows) else f": WARNING: {int(held.sum())} of them are labelled a class it makes impossible "
+                                  f"({', '.join(f'{c}: {n}' for c, n in held.items())}): their probability of it is "
+                                  f"set to 0" if len(held) else ""))
+    return out
 
 
 def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str = "decision.mask") -> tuple[np.ndarray, int]:

@@ -81,8 +81,9 @@ def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
     if since == "rebuilt":
         return f"feature set {name!r} was rebuilt after {exp!r} was trained"
     if since and since != "removed":
-        return (f"feature set {name!r} and 00_prepare.py read other {' and '.join(out.audio_changed(name))} audio "
-                f"(a recording replaced since one of them ran; run 00_prepare.py and 01_features.py first)")
+        return (f"feature set {name!r} and 00_prepare.py read other {' and '.join(out.audio_changed(name))} "
+                f"recordings (replaced or changed since one of them ran; run 01_features.py for {exp} first, and "
+                f"00_prepare.py before it if the audio changed after 00 ran)")
     return None
 
 

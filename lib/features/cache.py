@@ -252,8 +252,8 @@ def section_settings(section: dict) -> dict:
 def settings_diff(a: dict, b: dict, a_name: str, b_name: str) -> str:
     """The keys whose values differ between settings ``a`` and ``b`` (:func:`section_settings`), as
     ``"key: <a_name> value, <b_name> value; ..."`` (``""`` when none does)."""
-    return "; ".join(f"{k}: {a_name} {a.get(k)!r}, {b_name} {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                     if a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {a_name} {json.dumps(a.get(k))}, {b_name} {json.dumps(b.get(k))}"  # null, as in YAML
+                     for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
 def check_settings(section: dict, manifest: dict) -> None:
@@ -296,8 +296,9 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:
         raise MissingArtifact(f"{folder}: a cache of an older version: run 01_features.py again")
     if out.audio_changed(feature_set, [split]):
-        raise MissingArtifact(f"{folder}: feature set {feature_set!r} and 00_prepare.py read other {split} audio (a "
-                              f"recording replaced since one of them ran): run 00_prepare.py and 01_features.py again")
+        raise MissingArtifact(f"{folder}: feature set {feature_set!r} and 00_prepare.py read other {split} recordings "
+                              f"(replaced or changed since one of them ran): run 01_features.py again, and "
+                              f"00_prepare.py before it if the audio changed after 00 ran")
     if manifest["audio_settings"] != audio_id(out.load_competition()):
         raise MissingArtifact(f"{folder}: feature set {feature_set!r} was built with other audio settings than "
                               f"competition.yaml's now (00_prepare.py was run again since): run 01_features.py again")
