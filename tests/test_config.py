@@ -218,7 +218,8 @@ def test_a_target_column_beside_a_format_of_class_columns_is_refused(tmp_path):
     path = _write(tmp_path / "c.yaml", cfg)
     assert _error(load_competition, path) == (
         f"{path} [submission]: target_column 'Target' is the column of formats label and probability; format "
-        f"probabilities writes a column per class, named as the class: remove target_column")
+        f"probabilities writes a column per class, named as the class: remove target_column (given by a base: "
+        f"config, write `target_column: null` under submission)")
     path = _write(tmp_path / "m.yaml", dict(COMPETITION, task="multiclass", classes=["a", "b", "c"], positive="a"))
     assert "positive 'a' names the positive class of a binary task; this one is multiclass" in _error(load_competition, path)
 
