@@ -59,12 +59,11 @@ def audio_fingerprint(table, workers: int | None = None) -> str:
 
     from .device import n_cpus  # (torch: not for every reader of records)
 
-    gone = [p for p in dict.fromkeys(table["path"]) if not Path(p).is_file()]
+    files = list(dict.fromkeys(table["path"]))  # a recording's segment rows share its file: hashed once
+    gone = [p for p in files if not Path(p).is_file()]
     if gone:
         raise MissingArtifact(f"{len(gone)} audio file(s) that 00_prepare.py listed are not there, e.g. {gone[0]} (the "
                               f"data folder moved or changed since?): run 00_prepare.py again (--data-dir NEW_FOLDER)")
-
-    files = list(dict.fromkeys(table["path"]))  # a recording's segment rows share its file: hashed once
     with ThreadPoolExecutor(workers or n_cpus()) as pool:
         by_file = dict(zip(files, pool.map(file_hash, files)))
     return fingerprint(list(table["id"]), [by_file[p] for p in table["path"]])

@@ -76,11 +76,13 @@ def mask_matches(table: pd.DataFrame, comp: dict) -> list[str]:
     for r in (comp.get("decision") or {}).get("mask") or []:
         rows = np.flatnonzero(_rule_rows(view, r, "decision.mask"))
         held = pd.Series([c for i in rows for c in labels[i] if c in r["classes"]], dtype=object).value_counts()
-        out.append(f"label mask {r['where']!r}: {len(rows)} training rows" + (
-            ": WARNING: it selects none (the expression against the metadata's values as folds.csv has them?)"
-            if not len(rows) else f": WARNING: {int(held.sum())} of them are labelled a class it makes impossible "
-                                  f"({', '.join(f'{c}: {n}' for c, n in held.items())}): their probability of it is "
-                                  f"set to 0" if len(held) else ""))
+        line = f"label mask {r['where']!r}: {len(rows)} training rows"
+        if not len(rows):
+            line += ": WARNING: it selects none (the expression against the metadata's values as folds.csv has them?)"
+        elif len(held):  # the rule contradicts the training labels
+            line += (f": WARNING: {int(held.sum())} of them are labelled a class it makes impossible "
+                     f"({', '.join(f'{c}: {n}' for c, n in held.items())}): their probability of it is set to 0")
+        out.append(line)
     return out
 
 
