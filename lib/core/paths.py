@@ -123,7 +123,8 @@ class Outputs:
         versions, which do not name it), ``"rebuilt"`` (01 built it again, or began to: its folder
         is there without its record, e.g. a rebuild after a test recording changed, killed or still
         running), ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03) or
-        ``"built from other audio than 00_prepare.py read"`` (:meth:`audio_changed`)."""
+        ``"built from other test recordings than 00_prepare.py read"`` (the splits of
+        :meth:`audio_changed`)."""
         built = trained.get("inputs", {}).get("features")
         if built is None:
             return None
@@ -133,7 +134,8 @@ class Outputs:
             return "rebuilt" if self.features(feature_set).exists() and not record.path.exists() else "removed"
         if rec["id"] != built:
             return "rebuilt"
-        return "built from other audio than 00_prepare.py read" if self.audio_changed(feature_set) else None
+        changed = self.audio_changed(feature_set)
+        return f"built from other {' and '.join(changed)} recordings than 00_prepare.py read" if changed else None
 
     def audio_changed(self, feature_set: str, splits=None) -> list[str]:
         """The splits (of ``splits``, default all) whose recordings ``feature_set``'s cache was
