@@ -69,6 +69,9 @@ def summary(cfg: dict, s: dict, out) -> None:
               + pd.DataFrame(cm["rows_true_cols_pred"], index=cm["classes"], columns=cm["classes"]).to_string())
     print(f"{cfg['name']}: OOF {s['metric']} {s['oof'][s['metric']]:.4f} per {row}, {len(s['folds'])} folds "
           f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
+    if post := s.get("postprocessed"):  # the figure 04 and the leaderboard show differs: say both (probe)
+        print(f"{cfg['name']}: OOF {s['metric']} {post['oof'][s['metric']]:.4f} after "
+              f"{', '.join('decision.' + k for k in post['by'])}, as 04_ensemble.py and leaderboard.py score it")
     if s.get("report"):
         print(f"report (curves, confusion matrix, ROC/PR, calibration, worst recordings): "
               f"{out.model_dir(cfg['name']) / s['report']}")

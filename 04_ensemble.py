@@ -83,6 +83,12 @@ def main() -> None:
                f"per class {({c: int(sub[c].sum()) for c in indicators})}" if indicators else
                sub[targets[0]].value_counts().to_dict() if len(targets) == 1 and sub[targets[0]].nunique() <= 20 else "")
     print(f"wrote {r['path']}: {r['rows']} rows {summary}")
+    if comp["task"] == "multilabel" and (none := int((sub[indicators].sum(axis=1) == 0).sum() if indicators else
+                                                    sub[targets[0]].fillna("").astype(str).str.strip().eq("").sum())):
+        vote = (comp.get("decision") or {}).get("group_aggregate") == "vote"  # an even split is no vote (probe)
+        print(f"note: {none} of {r['rows']} rows name no class (every class at or below its decision threshold"
+              + ("; with group_aggregate vote a class that half a group's recordings decide is not decided: "
+                 "group_aggregate mean keeps their probabilities" if vote else "") + ")")
 
 
 def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:

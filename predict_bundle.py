@@ -32,7 +32,7 @@ def main() -> None:
     args = p.parse_args()
     from lib.shipping.bundle import check_work_dir
 
-    check_work_dir(args.work_dir, args.data_dir, args.bundle)  # at once (predict_bundle checks them too)
+    check_work_dir(args.work_dir, args.data_dir, args.bundle, args.test_csv)  # at once (predict_bundle checks them too)
     from lib.core.device import get_device
 
     get_device(args.device)  # an unknown or absent device: said before any work

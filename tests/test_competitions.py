@@ -117,7 +117,7 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
         "train": {"epochs": 6, "batch_size": 8, "sampler": "balanced", "class_weights": "balanced"}})
     out = tmp_path / "out"
     _yaml(caller / "tones.yaml", comp)
-    _run_all("--data-config", "tones.yaml", "--experiments", "tones_cnn.yaml", "--output-dir", out, cwd=caller)
+    printed = _run_all("--data-config", "tones.yaml", "--experiments", "tones_cnn.yaml", "--output-dir", out, cwd=caller)
     folds = pd.read_csv(out / "folds.csv", dtype=str, keep_default_na=False)
     assert folds.groupby("group").fold.nunique().max() == 1 and folds.group.nunique() == 24
     assert set(folds.target) <= {"", "low", "high", "low;high"}
@@ -128,6 +128,8 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
     sub = pd.read_csv(out / "submission.csv")
     assert list(sub.columns) == ["file", "low", "high"] and sub.file.tolist() == test.file.tolist()
     assert set(sub.low) | set(sub.high) <= {0, 1}
+    none = int((sub.low + sub.high == 0).sum())  # 04 says how many rows name no class (probe: unsaid)
+    assert (f"note: {none} of 10 rows name no class" in printed) == (none > 0), printed[-3000:]
     test_table = pd.read_csv(out / "test.csv")  # test recordings got their groups from the same regex
     assert (test_table.group == test_table.id.str.extract(r"^(patient\d+)_")[0]).all()
     for split in ("oof_blend", "test_blend"):  # every recording of a patient has the patient's mean
@@ -137,6 +139,16 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
     raw = pd.read_csv(out / "oof/tones_cnn.csv").merge(folds[["id", "group"]], on="id")
     blend = pd.read_csv(out / "ensemble/oof_blend.csv").merge(folds[["id", "group"]], on="id")
     np.testing.assert_allclose(blend.p_low, raw.groupby("group").p_low.transform("mean"), atol=1e-6)
+    # 02 said only the recordings' score, 04 and the leaderboard the patients' means: two figures unexplained (probe)
+    from lib.evaluation.leaderboard import leaderboard
+
+    post = scores["postprocessed"]
+    board = leaderboard(Outputs(out)).set_index("experiment").loc["tones_cnn"]
+    assert post["by"] == ["group_aggregate"] and post["oof"]["macro_f1"] == pytest.approx(board["macro_f1"])
+    assert f"OOF average_precision {post['oof']['average_precision']:.4f} after decision.group_aggregate, as " \
+        "04_ensemble.py and leaderboard.py score it" in printed
+    assert f"after decision.group_aggregate, as 04_ensemble.py and leaderboard.py score it: average_precision " \
+        f"{post['oof']['average_precision']:.4f}" in (out / "models/tones_cnn/report/report.md").read_text()
 
 
 def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):

@@ -239,6 +239,23 @@ def test_ddp_trains_as_one_rank_with_the_doubled_batch(tmp_path):
     # a one-process run of the same config is another training (another global batch): not "finished"
     log = _run([sys.executable, "02_train.py", path, "--set", "train.distributed=ddp", "--set", "train.folds=[0]"], ddp)
     assert "fold 0: trained" in log
+    assert ("ddp: the training mode (DDP over 2 ranks -> one model per fold on one process) changed since its models "
+            "were trained: they are trained again") in log  # it was unsaid, where other changes were said (probe)
+
+
+def test_rank_threads_honour_the_users_omp_num_threads(monkeypatch):
+    """Two launchers of one rank each on a 2-core machine took 2 threads each whatever
+    OMP_NUM_THREADS said (probe): the user's value holds where torchrun cannot have set it."""
+    from lib.runs import distributed
+
+    monkeypatch.setattr(distributed, "n_cpus", lambda: 8)
+    for given, local_world, threads in [("1", 1, 1), ("3", 1, 3), ("3", 2, 3), ("1", 2, 4), (None, 2, 4),
+                                        (None, 1, 8), ("0", 1, 8), ("x", 1, 8), (None, 16, 1)]:
+        if given is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", given)
+        assert distributed.rank_threads(local_world) == threads, (given, local_world)
 
 
 def _ddp_step(rank, init, batches, result):

@@ -7,6 +7,7 @@ other folds; a hand-edited bundle.json is refused."""
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -213,6 +214,30 @@ def test_work_dirs_inside_or_around_the_inputs_are_refused(shipped, tmp_path):
         assert not (work / "test.csv").exists() and not (work / "features").exists()
 
 
+def test_a_work_dir_of_code_or_holding_the_test_table_is_refused(shipped, tmp_path):
+    """--work-dir of the repository wrote test features beside the code, and a --test-csv that is
+    the work folder's test.csv was replaced by predict_bundle's own (probe): refused, nothing written."""
+    from lib.shipping.bundle import predict_bundle
+
+    _, data, _, _, bundle = shipped
+    for work, what in ((ROOT, "holds code (the pipeline: lib/)"), (ROOT / "lib", "holds code (a Python package)")):
+        with pytest.raises(ConfigError, match=re.escape(f"--work-dir {work} {what}")):
+            predict_bundle(bundle, data, work)
+    work = tmp_path / "kaggle_working"
+    work.mkdir()
+    table = work / "test.csv"
+    table.write_bytes((data / "test.csv").read_bytes())
+    before = table.read_bytes()
+    for given in (str(table), os.path.relpath(table, data)):  # absolute, or relative to the data folder
+        line = _one_line_error(stage("predict_bundle.py", bundle, "--data-dir", data, "--work-dir", work,
+                                     "--test-csv", given, check=False), "predict_bundle")
+        assert f"--test-csv {table} lies in --work-dir {work}, where predict_bundle writes its own test.csv" in line
+    assert table.read_bytes() == before and sorted(p.name for p in work.iterdir()) == ["test.csv"]
+    (work / "mine.csv").write_bytes(before)  # another name in the same folder is the user's own: used
+    predict_bundle(bundle, data, work, test_csv=str(work / "mine.csv"), device="cpu", workers=1, log=lambda *_: None)
+    assert (work / "mine.csv").read_bytes() == before and (work / "submission.csv").is_file()
+
+
 def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, tmp_path):
     """The bundle as made predicts what 04 submitted; the same bundle with a fold removed from
     bundle.json by hand is refused in one line naming bundle.json, and so are a fold or an
@@ -247,7 +272,8 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     # a data folder without the sample submission: said before any prediction; --no-submission needs none
     bare = _copy(data, tmp_path / "bare")
     (bare / "sample.csv").unlink()
-    with pytest.raises(InputError, match=r"sample.csv: file not found"):
+    with pytest.raises(InputError, match=r"sample.csv: file not found \(submission.sample: .* predict_bundle.py "
+                                         r"--no-submission writes test_blend.csv only\)"):
         predict_bundle(bundle, bare, tmp_path / "w3", device="cpu", workers=1, log=lambda *_: None)
     assert not (tmp_path / "w3/preds").exists()
     r = predict_bundle(bundle, bare, tmp_path / "w3", device="cpu", workers=1, submission=False, log=lambda *_: None)

@@ -213,6 +213,23 @@ def test_unknown_slice_column_is_named(heart_sound_subset, tmp_path):
     assert r.returncode != 0 and "device" in r.stdout + r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_slice_of_one_value_or_with_empty_cells_is_said(heart_sound_subset, tmp_path):
+    """A slice column of one value made worst_macc the pooled macc, and empty cells became a slice
+    value "(missing)" that could be the worst, both unsaid (probe): 00 warns of each."""
+    train = pd.read_csv(heart_sound_subset / "train.csv")
+    train.loc[:2, "database"] = ""
+    train.assign(site="clinic").to_csv(heart_sound_subset / "train.csv", index=False)
+    cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
+    cfg.update(slices=["database", "site"], metric="worst_macc", metrics=["macc", "worst_macc"])
+    (tmp_path / "hs.yaml").write_text(yaml.safe_dump(cfg))
+    log = stage("00_prepare.py", tmp_path / "hs.yaml", "--output-dir", tmp_path / "out").stdout
+    assert ("slices: column 'database' is empty in 3 of 32 training rows: they are scored as the slice value "
+            "'(missing)'") in log, log
+    assert "slices: column 'site' holds one value ('clinic') in every training row" in log, log
+    assert "column 'database' holds one value" not in log and "column 'site' is empty" not in log
+    assert (pd.read_csv(tmp_path / "out/folds.csv")["slice_database"] == "(missing)").sum() == 3
+
+
 def test_leave_one_database_out_on_real_heart_sounds(heart_sound_subset, tmp_path):
     cfg = yaml.safe_load((heart_sound_subset / "heart_sound.yaml").read_text())
     cfg.update(groups={"column": "database"}, folds={"scheme": "leave_one_group_out"})

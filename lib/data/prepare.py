@@ -31,7 +31,7 @@ from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv, r
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds, small_strata
 from .slices import PREFIX as SLICE_PREFIX
-from .slices import category_text, slice_values, unmatched_slice_values
+from .slices import category_text, slice_values, slice_warnings, unmatched_slice_values
 
 META_PREFIX = "meta_"
 """Metadata columns are copied to ``folds.csv``/``test.csv`` as ``meta_<column>``."""
@@ -656,7 +656,9 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         return  # (segment rows: after problems the rows are still recordings, not segments)
     sample_csv = root / sub["sample"]
     if not sample_csv.is_file():
-        problems.append(f"{sample_csv}: file not found")
+        problems.append(f"{sample_csv}: file not found (submission.sample: the sample submission, whose ids and "
+                        f"order submission.csv follows; without one, predict_bundle.py --no-submission writes "
+                        f"test_blend.csv only)")
         return
     try:
         sample = read_text_table(sample_csv)
@@ -870,6 +872,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
             warnings = [*warnings, f"subdivide.mask: the training rows of {len(one)} value combination(s) hold one "
                                    f"class, so every test row with those values is predicted that class: "
                                    f"{', '.join(one[:10])}" + (" ..." if len(one) > 10 else "")]
+    warnings = [*warnings, *slice_warnings(folds)]
     fold = folds["fold"].to_numpy()
     absent = [f"{c} ({int(y[:, k].sum())} rows, in {len(set(fold[y[:, k] == 1]))} of {fold.max() + 1} folds)"
               for k, c in enumerate(cfg["classes"]) if len(set(fold[y[:, k] == 1])) < fold.max() + 1] if y.ndim == 2 else []

@@ -30,6 +30,22 @@ def slice_values(train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({PREFIX + c: np.where(t == "", MISSING, t) for c, t in text.items()}, index=train.index)
 
 
+def slice_warnings(folds: pd.DataFrame) -> list[str]:
+    """What 00 says of the slices of a ``folds.csv`` table: a slice column that holds one value
+    (its worst and mean equal the pooled score) and one with empty cells (scored as the slice
+    value ``"(missing)"``, which can be the worst), one message each."""
+    out = []
+    for col in slice_columns(folds):
+        name, values = col[len(PREFIX):], folds[col].astype(str)
+        if values.nunique() == 1:
+            out.append(f"slices: column {name!r} holds one value ({values.iloc[0]!r}) in every training row: "
+                       f"its worst and mean over slices are the pooled score")
+        if (n := int((values == MISSING).sum())) and values.nunique() > 1:
+            out.append(f"slices: column {name!r} is empty in {n} of {len(values)} training rows: they are scored "
+                       f"as the slice value {MISSING!r} (fill them in train.csv to score them with their own value)")
+    return out
+
+
 def category_text(values) -> np.ndarray:
     """Categorical cells as comparable text ``(rows,)`` str: stripped, missing as ``""``, a number
     in its shortest form (``"1.0"`` and ``"1"`` are ``"1"``), so that a column that pandas reads

@@ -292,6 +292,21 @@ def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: s
     return aggregate_groups(masked, rows["group"] if how else None, comp, how)
 
 
+POSTPROCESS_KEYS = ("mask", "slice_prior", "group_aggregate")  # the decision keys that postprocess applies
+
+
+def postprocessed_scores(oof: pd.DataFrame, table: pd.DataFrame, y, comp: dict) -> dict | None:
+    """An experiment's OOF scores ``{"by": [decision keys set], "oof": {metric: value}}`` after
+    :func:`postprocess` (label masks, slice prior shift, group aggregation), as 04_ensemble.py and
+    leaderboard.py score it; ``None`` when none of :data:`POSTPROCESS_KEYS` is set. ``oof``: an OOF
+    table (id, fold, probability columns), its ids in ``table`` (``folds.csv``); ``y``: its encoded
+    targets (with slices, :func:`lib.data.slices.with_slices`). Raises as :func:`postprocess`."""
+    by = [k for k in POSTPROCESS_KEYS if (comp.get("decision") or {}).get(k)]
+    if not by:
+        return None
+    return {"by": by, "oof": score_all(comp["metrics"], y, postprocess([oof], table, comp, "folds")[0][0], comp)}
+
+
 def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,
                  priors: dict | None = None) -> tuple[list[np.ndarray], int]:
     """The members' probability arrays after the label masks, the slice prior shift

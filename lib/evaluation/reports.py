@@ -512,8 +512,12 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
     if scores.get("partial"):
         text += [f"**Partial**: folds {scores.get('missing_folds')} are not trained yet; everything below "
                  f"covers the other folds only.", ""]
-    text += ["## OOF scores", "", markdown_table(summary), "",
-             "## Learning curves", "", "![learning curves](curves.png)", "",
+    text += ["## OOF scores", "", markdown_table(summary), ""]
+    if post := scores.get("postprocessed"):
+        text += [f"These score the models' own probabilities; after "
+                 f"{', '.join('decision.' + k for k in post['by'])}, as 04_ensemble.py and leaderboard.py score it: "
+                 + ", ".join(f"{m} {v:.4f}" for m, v in post["oof"].items()) + ".", ""]
+    text += ["## Learning curves", "", "![learning curves](curves.png)", "",
              "## Scores per fold ([folds.csv](folds.csv))", "",
              markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]])), "",
              "## Confusion matrix ([confusion.csv](confusion.csv))", ""]

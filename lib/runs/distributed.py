@@ -60,12 +60,24 @@ def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     if not dist.is_initialized():
         end_with_parent()  # torchrun starts each rank in a session of its own: a kill -9 would leave it
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
-    if not cuda:  # the cores shared out (torchrun's own OMP_NUM_THREADS=1 would leave cores idle)
-        torch.set_num_threads(max(1, n_cpus() // ranks.local_world))
+    if not cuda:
+        torch.set_num_threads(rank_threads(ranks.local_world))
         return ranks, torch.device("cpu")
     device = get_device(f"cuda:{ranks.local_rank % torch.cuda.device_count()}")
     torch.cuda.set_device(device)
     return ranks, device
+
+
+def rank_threads(local_world: int) -> int:
+    """The CPU threads of each of ``local_world`` ranks on this machine: the user's
+    ``OMP_NUM_THREADS`` where torchrun cannot have set it (it sets 1 when it starts several
+    processes on a machine and the variable is unset; a user's 1 then reads the same), else the
+    cores (:func:`lib.core.device.n_cpus`, which follows ``taskset``) shared out, at least 1 (two
+    launchers of one rank each on one machine share its cores only when the user says so)."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0 and not (local_world > 1 and given == "1"):
+        return int(given)
+    return max(1, n_cpus() // local_world)
 
 
 def finish(ranks: Ranks) -> None:

@@ -45,6 +45,7 @@ from ..data import tasks
 from ..data.metadata import metadata_columns
 from ..data.slices import with_slice_columns, with_slices
 from ..inputs import load_inputs
+from ..evaluation.decisions import postprocessed_scores
 from ..evaluation.metrics import score_all
 from ..inference.infer import load_checkpoints
 from ..inference.segments import segment_file, segment_predictions
@@ -148,7 +149,7 @@ class ExperimentRun:
             log(f"WARNING: {self.name}: {twice}: together they over-correct; keep one")
         self.data, self.teacher = self._load(torch.device("cpu"))
         self._device_data = None
-        ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
+        self.ddp_key = ddp_key = (cfg["train"]["distributed"], ranks.world, cfg["train"]["sync_bn"]) if self.ddp else None
         self.pretrained = pretrained_id(cfg["model"])  # other weights at the same path: trained again
         self.key = experiment_key(cfg, self.table, self.data.manifest, self.comp, self.teacher, ddp_key, self.pretrained)
         self.folds_id = folds_id(self.table)
@@ -167,11 +168,11 @@ class ExperimentRun:
                 f"{' ...' if len(changes) > 6 else ''}): they are replaced")
         elif not changes and not self.skipped and not ranks.rank and (earlier := out.trained(self.name).read()):
             now = {"features": self.data.manifest["record"], FOLDS: self.folds_id,
-                   "pretrained": self.pretrained, "teacher": self.teacher}
+                   "pretrained": self.pretrained, "teacher": self.teacher, "ddp": self.ddp_key and list(self.ddp_key)}
             moved = [k for k, v in now.items() if k in earlier.get("inputs", {}) and earlier["inputs"][k] != v]
             if moved:  # the same settings, other inputs (a checkpoint pretrained again, a new blend to distil, ...)
                 names = {"features": "the feature set", FOLDS: "the folds", "pretrained": "the pretrained weights",
-                         "teacher": "the teacher blend"}
+                         "teacher": "the teacher blend", "ddp": _ddp_words(earlier["inputs"].get("ddp"), self.ddp_key)}
                 log(f"{self.name}: {', '.join(names[k] for k in moved)} changed since its models were trained: "
                     f"they are trained again")
         self.status: dict[int, str] = {}
@@ -293,7 +294,17 @@ class ExperimentRun:
         where = str(self.device) if self.ranks.world == 1 else (
             f"{self.ranks.world} ranks ({'DDP' if self.ddp else 'folds shared out'}), e.g. {self.device}")
         return merge_folds(self.cfg, self.out, self.comp, self.table, self.key, self.data, self.all_folds, where,
-                           self.log, {"pretrained": self.pretrained, "teacher": self.teacher})
+                           self.log, {"pretrained": self.pretrained, "teacher": self.teacher,
+                                      "ddp": self.ddp_key and list(self.ddp_key)})
+
+
+def _ddp_words(before, now) -> str:
+    """How the DDP setting of a training run changed, in words (``before``/``now``: ``[mode,
+    ranks, sync_bn]`` of a DDP run over several ranks, else ``None``): a DDP model's global batch
+    is its ranks' batches together, so a run of another kind trains other models."""
+    def kind(ddp):
+        return f"DDP over {ddp[1]} ranks{' with sync_bn' if ddp[2] else ''}" if ddp else "one model per fold on one process"
+    return f"the training mode ({kind(before)} -> {kind(now)})"
 
 
 def _check_same_runs(runs: list[ExperimentRun], ranks: Ranks) -> None:
@@ -495,6 +506,8 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         "n_parameters": infos[0]["n_parameters"], "device": str(device),
         "seconds": float(per_fold["seconds"].sum()), "key": key, "config": cfg,
     }
+    if post := postprocessed_scores(oof_df, folds_df, y, comp):
+        scores["postprocessed"] = post  # what 04 and the leaderboard score (02's summary and report say both)
     history = pd.concat(history, ignore_index=True)
     paths = {"oof": out.oof(name), "scores": model_dir / "scores.json", "log": model_dir / "log.csv",
              "config": model_dir / "config.yaml", "run": model_dir / "run.json"}

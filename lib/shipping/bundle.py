@@ -387,14 +387,30 @@ def _log_unknown_values(table: pd.DataFrame, priors: dict | None, categories: di
             log(f"WARNING: {line}")
 
 
-def check_work_dir(work_dir, data_dir, bundle) -> None:
+WORK_FILES = ("competition.yaml", "test.csv", "prepare.record.json", "submission.csv", "test_blend.csv", "features",
+              "preds")
+"""What :func:`predict_bundle` writes (and replaces) in its work folder."""
+
+
+def check_work_dir(work_dir, data_dir, bundle, test_csv: str | None = None) -> None:
     """Refuse, before any work, a ``predict_bundle`` work folder that is, lies inside or contains
-    the data folder or the bundle (:func:`lib.core.artifacts.check_apart`), or that is a pipeline
-    output folder (``folds.csv`` or ``models/``: its test features, predictions and
-    competition.yaml would be replaced). Raises ``ConfigError`` naming the folder."""
+    the data folder or the bundle (:func:`lib.core.artifacts.check_apart`), that holds code (a
+    Python package, or the pipeline's own folder with ``lib/``), that is a pipeline output folder
+    (``folds.csv`` or ``models/``: its test features, predictions and competition.yaml would be
+    replaced), or where the test table ``test_csv`` (relative to ``data_dir``) is one of the
+    :data:`WORK_FILES` it writes. Raises ``ConfigError`` naming the folder."""
     check_apart(work_dir, data_dir, "--work-dir", "the competition's data folder (--data-dir)")
     check_apart(work_dir, bundle, "--work-dir", "the bundle folder")
     w = Path(work_dir).resolve()
+    code = ("a Python package" if (w / "__init__.py").is_file() else
+            "the pipeline: lib/" if (w / "lib" / "__init__.py").is_file() else None)
+    if code:
+        raise ConfigError(f"--work-dir {w} holds code ({code}): predicting there would write test features and "
+                          f"predictions beside it; choose a folder of its own")
+    table = (Path(data_dir) / test_csv).resolve() if test_csv else None
+    if table is not None and any(table == w / name or w / name in table.parents for name in WORK_FILES):
+        raise ConfigError(f"--test-csv {table} lies in --work-dir {w}, where predict_bundle writes its own "
+                          f"{table.relative_to(w).parts[0]}: move the table or choose another work folder")
     held = [name for name, there in (("folds.csv", (w / "folds.csv").is_file()), ("models/", (w / "models").is_dir()))
             if there]
     if held:
@@ -453,7 +469,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     ``InputError`` for bad test input, naming the file and row.
     """
     t0 = time.time()
-    check_work_dir(work_dir, data_dir, bundle)
+    check_work_dir(work_dir, data_dir, bundle, test_csv)
     bundle = Path(bundle).resolve()
     manifest, comp, summary = load_bundle(bundle)
     if engine == "onnx":  # before any feature is built
