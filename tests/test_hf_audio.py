@@ -240,6 +240,19 @@ def test_errors_name_the_key(folders, tmp_path):
         model(foreign)
     with pytest.raises(ConfigError, match=r"features.params.model_dir: .* leave \d+ of the model's weights out"):
         FEATURES.build({"name": "hf_embeddings", "params": {"model_dir": str(foreign)}}).prepare()
+    wider = tmp_path / "wider"  # WavLM's weights (wav2vec2's and 2-3 more per layer) beside wav2vec2's config:
+    shutil.copytree(folders["wav2vec2"], wider)  # transformers dropped the extra ones and ran another model (probe)
+    transformers.WavLMModel(transformers.WavLMConfig(**SMALL, **CONV)).save_pretrained(tmp_path / "wavlm")
+    shutil.copy(tmp_path / "wavlm/model.safetensors", wider / "model.safetensors")
+    extra = r": .* holds \d+ weights inside the model's own modules that it does not have \(e.g. encoder\.layers\.0\."
+    with pytest.raises(ConfigError, match="model.params.pretrained" + extra):
+        model(wider)
+    with pytest.raises(ConfigError, match="features.params.model_dir" + extra):
+        FEATURES.build({"name": "hf_embeddings", "params": {"model_dir": str(wider)}}).prepare()
+    head = tmp_path / "head"  # a CTC head beside the model (as wav2vec2-base-960h ships): ignored, loads
+    transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**SMALL, **CONV, vocab_size=12)).save_pretrained(head)
+    shutil.copy(folders["wav2vec2"] / "preprocessor_config.json", head)
+    assert load_model(head, "features.params.model_dir") is not None
     with pytest.raises(ConfigError, match="model.params.pretrained: model type 'audio-spectrogram-transformer' is not"):
         model(folders["ast"])
     with pytest.raises(ConfigError, match="hears 16000 Hz audio.*at 8000 Hz: set features.params.sample_rate: 16000"):

@@ -118,8 +118,11 @@ def load_model(path, key: str):
     (``local_files_only=True``), in eval mode on the CPU. Raises ``ConfigError`` naming ``key``
     when its weights do not load (a corrupt file) or leave any of the model's weights out but
     :data:`TRAINING_ONLY` ones (a foreign file, e.g. another architecture's weights beside this ``config.json``: transformers
-    would initialise those at random with a warning only). Weights the file has beyond the model
-    (a pretraining or classification head) are ignored, as transformers does."""
+    would initialise those at random with a warning only), or that hold weights inside the
+    model's own modules which it lacks (another architecture's file with more weights, e.g.
+    WavLM's beside a wav2vec2 ``config.json``: transformers would drop them). Weights of modules
+    the model does not have (a pretraining, CTC or classification head: ``quantizer``,
+    ``lm_head``, ``classifier`` ...) are ignored, as transformers does."""
     offline()
     from transformers import AutoModel
 
@@ -140,6 +143,12 @@ def load_model(path, key: str):
     if missing:
         raise _refuse(key, path, f"holds weights that leave {len(missing)} of the model's weights out or of another "
                                  f"shape (e.g. {', '.join(map(str, missing[:3]))}): another model's file?")
+    own = {k.split(".")[0] for k in model.state_dict()}  # the model's modules: a head is none of them
+    extra = sorted(str(k) for k in info.get("unexpected_keys") or [] if str(k).split(".")[0] in own)
+    if extra:
+        raise _refuse(key, path, f"holds {len(extra)} weights inside the model's own modules that it does not have "
+                                 f"(e.g. {', '.join(extra[:3])}): another architecture's file beside this "
+                                 f"config.json?")
     return model.eval()
 
 
