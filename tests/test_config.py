@@ -294,6 +294,20 @@ def test_class_names_read_as_booleans_are_refused_with_a_hint(tmp_path):
     assert load_competition(quoted)["classes"] == ["no", "yes"]
 
 
+def test_a_data_dir_beside_the_config_but_not_in_the_project_is_named(tmp_path):
+    """data_dir: comp in a config kept in one's own folder meant the project's comp/ ("data folder
+    not found" at 00, the folder beside the config unsaid; two probes): refused at load, naming both."""
+    (tmp_path / "comp").mkdir()
+    path = _write(tmp_path / "c.yaml", yaml.safe_dump({**COMPETITION, "data_dir": "comp"}))
+    assert _error(load_competition, path) == (
+        f"{path}: data_dir 'comp' is relative to the project folder ({ROOT}), where there is no such folder; the "
+        f"folder beside this config is {tmp_path / 'comp'}: write that path as data_dir, or pass --data-dir "
+        f"{tmp_path / 'comp'}")
+    assert load_competition(path, tmp_path / "comp")["data_dir"] == str(tmp_path / "comp")  # --data-dir: as given
+    (tmp_path / "comp").rmdir()  # nowhere: 00 says the data folder is not found, as before
+    assert load_competition(path)["data_dir"] == str(ROOT / "comp")
+
+
 def test_missing_config_file(tmp_path):
     assert f"config file not found: {tmp_path / 'no.yaml'}" in _error(load_experiment, tmp_path / "no.yaml")
 

@@ -320,7 +320,13 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     cfg = fill_defaults(Competition, _merge(chain))
     validate(Competition, cfg, [(str(p), raw) for p, raw in chain], where)
     cfg["name"] = cfg["name"] or path.stem
-    cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / cfg["data_dir"]).resolve())
+    given = cfg["data_dir"]
+    cfg["data_dir"] = str(Path(data_dir).resolve() if data_dir else (ROOT / given).resolve())
+    beside = (path.parent / given).resolve()
+    if not data_dir and not Path(cfg["data_dir"]).is_dir() and beside.is_dir() and not Path(given).is_absolute():
+        raise ConfigError(f"{where}: data_dir {given!r} is relative to the project folder ({ROOT}), where there is "
+                          f"no such folder; the folder beside this config is {beside}: write that path as data_dir, "
+                          f"or pass --data-dir {beside}")  # (probes: a config kept in one's own folder)
     task = cfg["task"]
     if task not in TASKS:
         raise ConfigError(f"{where}: task {task!r} is not one of {TASKS}")
