@@ -36,8 +36,10 @@ def main() -> None:
     from lib.components import check_found_classes
     from lib.data.prepare import prepare
     from lib.evaluation.metrics import undefined_in_folds, undefined_in_slices
-    from lib.core.errors import ConfigError
-    from lib.evaluation.decisions import mask_matches, training_slice_priors, unknown_prior_notes
+    import numpy as np
+
+    from lib.core.errors import ConfigError, InputError
+    from lib.evaluation.decisions import apply_masks, mask_matches, training_slice_priors, unknown_prior_notes
     from lib.core.config import row_noun, segment_unit
 
     out = cli.outputs(args)
@@ -93,9 +95,13 @@ def main() -> None:
         print(f"removed the earlier blend, made from other folds, config or test set: {', '.join(s['removed_blend'])}"
               f" (04_ensemble.py makes it again)")
     train = out.load_split("train")
+    written = out.load_competition()  # (classes found in the data when the config names none)
     try:
         masks = mask_matches(train, comp)
-    except ConfigError:  # a rule over a misspelt column: no later stage may start from this preparation
+        for split in ("train", "test") if out.has_test() else ("train",):  # a row of no possible class: said now,
+            table = out.load_split(split)  # not by 02 or 04 after the training (review)
+            apply_masks(np.ones((len(table), len(written["classes"]))), table, written, f"decision.mask ({split} rows)")
+    except (ConfigError, InputError):  # a rule over a misspelt column: no later stage may start from this preparation
         out.prepared().path.unlink(missing_ok=True)
         raise
     for line in masks:

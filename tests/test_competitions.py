@@ -142,13 +142,12 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
     # 02 said only the recordings' score, 04 and the leaderboard the patients' means: two figures unexplained (probe)
     from lib.evaluation.leaderboard import leaderboard
 
-    post = scores["postprocessed"]
     board = leaderboard(Outputs(out)).set_index("experiment").loc["tones_cnn"]
-    assert post["by"] == ["group_aggregate"] and post["oof"]["macro_f1"] == pytest.approx(board["macro_f1"])
-    assert f"OOF average_precision {post['oof']['average_precision']:.4f} after decision.group_aggregate, as " \
+    assert board["average_precision"] != pytest.approx(scores["oof"]["average_precision"])  # two figures indeed
+    assert f"tones_cnn: OOF average_precision {board['average_precision']:.4f} after decision.group_aggregate, as " \
         "04_ensemble.py and leaderboard.py score it" in printed
-    assert f"after decision.group_aggregate, as 04_ensemble.py and leaderboard.py score it: average_precision " \
-        f"{post['oof']['average_precision']:.4f}" in (out / "models/tones_cnn/report/report.md").read_text()
+    assert ("When this report was written the competition set decision.group_aggregate: 04_ensemble.py and "
+            "leaderboard.py score the OOF rows after it") in (out / "models/tones_cnn/report/report.md").read_text()
 
 
 def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):

@@ -401,3 +401,19 @@ def test_loss_checks_that_waited_for_a_fold_are_made_at_load():
     with pytest.raises(ConfigError, match=r"loss.params.alpha has 2 class weights; competition 'toy' has 3 classes"):
         load_experiment(ROOT / "configs" / "cnn_small.yaml", ["loss={name: focal, params: {alpha: [0.5, 0.5]}}"], comp)
     assert load_experiment(ROOT / "configs" / "cnn_small.yaml", ["loss.name=focal"], comp)["loss"]["name"] == "focal"
+
+
+def test_a_row_whose_every_class_is_masked_is_refused_by_00(toy, tmp_path):
+    """Two mask rules that together leave a training (or test) row no class: 00 accepted them and
+    04 refused after every training (review: 02 too). Now 00 refuses, naming the split and the rows,
+    and no later stage may start from that preparation."""
+    for rows, where in (("id == 's0_0'", "train"), ("id == 't1'", "test")):
+        def edit(data):
+            cfg = yaml.safe_load((data / "toy.yaml").read_text())
+            cfg["decision"] = {"mask": [{"where": rows, "classes": ["a"]}, {"where": rows, "classes": ["b"]}]}
+            (data / "toy.yaml").write_text(yaml.safe_dump(cfg))
+        config = _variant(toy, tmp_path / where, edit)
+        out = tmp_path / where / "out"
+        text = error_of(run("00_prepare.py", config, "--output-dir", out), "00_prepare", one_line=False)
+        assert f"decision.mask ({where} rows): every class is masked for 1 row(s), e.g. [{rows.split()[-1]}]" in text
+        assert not (out / "prepare.record.json").exists()

@@ -220,9 +220,13 @@ def test_a_work_dir_of_code_or_holding_the_test_table_is_refused(shipped, tmp_pa
     from lib.shipping.bundle import predict_bundle
 
     _, data, _, _, bundle = shipped
-    for work, what in ((ROOT, "holds code (the pipeline: lib/)"), (ROOT / "lib", "holds code (a Python package)")):
+    (tmp_path / "code/lib").mkdir(parents=True)  # the pipeline's folder (copies of it, never the checkout itself:
+    (tmp_path / "code/lib/__init__.py").write_text("")  # a regression would predict into it)
+    for work, what in ((tmp_path / "code", "holds code (the pipeline: lib/)"),
+                       (tmp_path / "code/lib", "holds code (a Python package)")):
         with pytest.raises(ConfigError, match=re.escape(f"--work-dir {work} {what}")):
             predict_bundle(bundle, data, work)
+        assert sorted(p.name for p in work.iterdir()) == (["lib"] if work.name == "code" else ["__init__.py"])
     work = tmp_path / "kaggle_working"
     work.mkdir()
     table = work / "test.csv"
@@ -272,8 +276,8 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     # a data folder without the sample submission: said before any prediction; --no-submission needs none
     bare = _copy(data, tmp_path / "bare")
     (bare / "sample.csv").unlink()
-    with pytest.raises(InputError, match=r"sample.csv: file not found \(submission.sample: .* predict_bundle.py "
-                                         r"--no-submission writes test_blend.csv only\)"):
+    with pytest.raises(InputError, match=r"sample.csv: file not found \(submission.sample: .* remove the submission section "
+                                         r"for 00_prepare.py, or pass --no-submission to predict_bundle.py"):
         predict_bundle(bundle, bare, tmp_path / "w3", device="cpu", workers=1, log=lambda *_: None)
     assert not (tmp_path / "w3/preds").exists()
     r = predict_bundle(bundle, bare, tmp_path / "w3", device="cpu", workers=1, submission=False, log=lambda *_: None)

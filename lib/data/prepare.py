@@ -657,8 +657,8 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
     sample_csv = root / sub["sample"]
     if not sample_csv.is_file():
         problems.append(f"{sample_csv}: file not found (submission.sample: the sample submission, whose ids and "
-                        f"order submission.csv follows; without one, predict_bundle.py --no-submission writes "
-                        f"test_blend.csv only)")
+                        f"order submission.csv follows; without one, remove the submission section for 00_prepare.py, "
+                        f"or pass --no-submission to predict_bundle.py, which then writes test_blend.csv only)")
         return
     try:
         sample = read_text_table(sample_csv)

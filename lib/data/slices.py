@@ -37,12 +37,14 @@ def slice_warnings(folds: pd.DataFrame) -> list[str]:
     out = []
     for col in slice_columns(folds):
         name, values = col[len(PREFIX):], folds[col].astype(str)
+        n = int((values == MISSING).sum())
         if values.nunique() == 1:
-            out.append(f"slices: column {name!r} holds one value ({values.iloc[0]!r}) in every training row: "
-                       f"its worst and mean over slices are the pooled score")
-        if (n := int((values == MISSING).sum())) and values.nunique() > 1:
+            out.append(f"slices: column {name!r} {'is empty' if n else f'holds one value ({values.iloc[0]!r})'} in "
+                       f"every training row: its worst and mean over slices are the pooled score")
+        elif n:
             out.append(f"slices: column {name!r} is empty in {n} of {len(values)} training rows: they are scored "
-                       f"as the slice value {MISSING!r} (fill them in train.csv to score them with their own value)")
+                       f"as the slice value {MISSING!r} (fill them in the training table to score them with their "
+                       f"own value)")
     return out
 
 

@@ -35,7 +35,7 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..data import tasks
 from ..data.metadata import META_PREFIX
 from ..data.slices import PREFIX as SLICE_PREFIX
-from ..data.slices import match_slice_values
+from ..data.slices import match_slice_values, with_slices
 from .metrics import get_metric, score_all, sign
 
 THRESHOLD_GRID = np.concatenate([[0.0], np.round(np.arange(0.05, 0.96, 0.05), 2), [1.0]])
@@ -295,15 +295,17 @@ def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: s
 POSTPROCESS_KEYS = ("mask", "slice_prior", "group_aggregate")  # the decision keys that postprocess applies
 
 
-def postprocessed_scores(oof: pd.DataFrame, table: pd.DataFrame, y, comp: dict) -> dict | None:
+def postprocessed_scores(oof: pd.DataFrame, table: pd.DataFrame, comp: dict) -> dict | None:
     """An experiment's OOF scores ``{"by": [decision keys set], "oof": {metric: value}}`` after
     :func:`postprocess` (label masks, slice prior shift, group aggregation), as 04_ensemble.py and
-    leaderboard.py score it; ``None`` when none of :data:`POSTPROCESS_KEYS` is set. ``oof``: an OOF
-    table (id, fold, probability columns), its ids in ``table`` (``folds.csv``); ``y``: its encoded
-    targets (with slices, :func:`lib.data.slices.with_slices`). Raises as :func:`postprocess`."""
+    leaderboard.py score it; ``None`` when none of :data:`POSTPROCESS_KEYS` is set in ``comp``
+    (the competition as stage 00 wrote it last). ``oof``: an OOF table (id, fold, target,
+    probability columns), its ids in ``table`` (``folds.csv``). Raises as :func:`postprocess`
+    (e.g. ``InputError`` for a row whose every class is masked)."""
     by = [k for k in POSTPROCESS_KEYS if (comp.get("decision") or {}).get(k)]
     if not by:
         return None
+    y = with_slices(tasks.class_index(oof["target"], comp), table, oof["id"])
     return {"by": by, "oof": score_all(comp["metrics"], y, postprocess([oof], table, comp, "folds")[0][0], comp)}
 
 

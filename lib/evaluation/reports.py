@@ -46,6 +46,7 @@ from sklearn.metrics import (
 from ..core.utils import atomic_path, format_seconds, read_artifact_csv, write_csv
 from ..data import tasks
 from ..data.slices import with_slice_columns, with_slices
+from .decisions import POSTPROCESS_KEYS
 from .metrics import (
     base_metric,
     get_metric,
@@ -513,10 +514,10 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
         text += [f"**Partial**: folds {scores.get('missing_folds')} are not trained yet; everything below "
                  f"covers the other folds only.", ""]
     text += ["## OOF scores", "", markdown_table(summary), ""]
-    if post := scores.get("postprocessed"):
-        text += [f"These score the models' own probabilities; after "
-                 f"{', '.join('decision.' + k for k in post['by'])}, as 04_ensemble.py and leaderboard.py score it: "
-                 + ", ".join(f"{m} {v:.4f}" for m, v in post["oof"].items()) + ".", ""]
+    if by := [k for k in POSTPROCESS_KEYS if (comp.get("decision") or {}).get(k)]:
+        text += [f"These score the models' own probabilities. When this report was written the competition set "
+                 f"{', '.join('decision.' + k for k in by)}: 04_ensemble.py and leaderboard.py score the OOF rows "
+                 f"after it, so their figures differ (02_train.py prints that figure too).", ""]
     text += ["## Learning curves", "", "![learning curves](curves.png)", "",
              "## Scores per fold ([folds.csv](folds.csv))", "",
              markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]])), "",

@@ -44,8 +44,7 @@ at the merge): torch's default (30 min for gloo) would stop runs whose folds tak
 def setup(device_name: str = "auto") -> tuple[Ranks, torch.device]:
     """Join torchrun's process group (once per process; nothing outside torchrun) and choose this
     rank's device for ``train.device`` ``device_name``: with several ranks, ``auto``/``cuda`` is
-    ``cuda:<local_rank mod GPU count>`` and the CPU gets ``n_cpus() // local_world`` threads
-    (at least 1) per rank; each rank ends when torchrun's agent dies (:func:`lib.core.utils.end_with_parent`).
+    ``cuda:<local_rank mod GPU count>`` and the CPU gets :func:`rank_threads` threads per rank; each rank ends when torchrun's agent dies (:func:`lib.core.utils.end_with_parent`).
     Returns ``(Ranks, torch.device)``. Raises ``ConfigError`` for an explicit ``cuda:<k>`` device
     under torchrun (each rank chooses its own) or ``cuda`` where there is none."""
     ranks = Ranks.from_env()

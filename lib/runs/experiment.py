@@ -45,7 +45,6 @@ from ..data import tasks
 from ..data.metadata import metadata_columns
 from ..data.slices import with_slice_columns, with_slices
 from ..inputs import load_inputs
-from ..evaluation.decisions import postprocessed_scores
 from ..evaluation.metrics import score_all
 from ..inference.infer import load_checkpoints
 from ..inference.segments import segment_file, segment_predictions
@@ -506,8 +505,6 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         "n_parameters": infos[0]["n_parameters"], "device": str(device),
         "seconds": float(per_fold["seconds"].sum()), "key": key, "config": cfg,
     }
-    if post := postprocessed_scores(oof_df, folds_df, y, comp):
-        scores["postprocessed"] = post  # what 04 and the leaderboard score (02's summary and report say both)
     history = pd.concat(history, ignore_index=True)
     paths = {"oof": out.oof(name), "scores": model_dir / "scores.json", "log": model_dir / "log.csv",
              "config": model_dir / "config.yaml", "run": model_dir / "run.json"}

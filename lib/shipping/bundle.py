@@ -388,7 +388,7 @@ def _log_unknown_values(table: pd.DataFrame, priors: dict | None, categories: di
 
 
 WORK_FILES = ("competition.yaml", "test.csv", "prepare.record.json", "submission.csv", "test_blend.csv", "features",
-              "preds")
+              "preds", "silence")
 """What :func:`predict_bundle` writes (and replaces) in its work folder."""
 
 
@@ -463,8 +463,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     weighted mean leaves them out, so the result is the same and the time theirs is saved.
     Returns ``{"rows", "row_noun" (what a row is: recording or segment), "seconds", "experiments",
     "not_run", "submission": path or None}``. Raises
-    ``ConfigError`` before any work when ``work_dir`` is, lies inside or contains ``data_dir`` or
-    the bundle, or is a pipeline output folder (:func:`check_work_dir`: it would overwrite or delete their files),
+    ``ConfigError`` before any work for a ``work_dir`` that :func:`check_work_dir` refuses,
     ``MissingArtifact`` or ``InputError`` for a damaged bundle (:func:`load_bundle`) and
     ``InputError`` for bad test input, naming the file and row.
     """
