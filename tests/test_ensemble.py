@@ -397,8 +397,18 @@ def test_masks_and_group_aggregation():
     mean = aggregate_groups(probs, groups, MC, "mean")
     ref = pd.DataFrame(probs).groupby(groups).transform("mean").to_numpy()
     np.testing.assert_allclose(mean, ref)
-    vote = aggregate_groups(probs, groups, MC, "vote")  # p1: one row votes c, one votes b
-    np.testing.assert_allclose(vote[[0, 2]], [[0, 0.5, 0.5]] * 2)
+    vote = aggregate_groups(probs, groups, MC, "vote")  # p1: one row votes c, one votes b: the tie goes by
+    np.testing.assert_allclose(vote[[0, 2]], [[0, 0.5, 0.5]] * 2, atol=1e-6)  # its mean, b 0.45 > c 0.4 (probe:
+    assert (vote.argmax(1) == [1, 2, 1]).all() and np.allclose(vote.sum(1), 1)  # a tie went to the first class)
+    binary = {"task": "binary", "classes": ["n", "y"], "positive": "y"}
+    for p_y, decided in (([0.45, 0.8], True), ([0.2, 0.55], False)):  # one vote each: the mean decides
+        tie = aggregate_groups(np.stack([1 - np.array(p_y), p_y], 1), ["g", "g"], binary, "vote")
+        assert ((tie[:, 1] > 0.5) == decided).all() and np.allclose(tie.sum(1), 1)
+    multi = {"task": "multilabel", "classes": ["a", "b"]}
+    tie = aggregate_groups(np.array([[0.9, 0.45], [0.2, 0.7]]), ["g", "g"], multi, "vote")  # a: mean 0.55, b 0.575
+    assert (tie > 0.5).all() and (tie <= 1).all()
+    clear = aggregate_groups(np.array([[0.9, 0.1], [0.8, 0.2]]), ["g", "g"], multi, "vote")  # no tie: the shares
+    np.testing.assert_allclose(clear, [[1, 0]] * 2, atol=1e-6)
     np.testing.assert_allclose(aggregate_groups(probs, groups, MC, None), probs)
 
 

@@ -262,19 +262,35 @@ def slice_prior_shift(probs: np.ndarray, table: pd.DataFrame, comp: dict, priors
     return out
 
 
+VOTE_TIE = 1e-6
+"""The weight of a group's mean probability in its ``vote`` (:func:`aggregate_groups`): enough to
+break a tie, never enough to outweigh one recording's vote."""
+
+
 def aggregate_groups(probs: np.ndarray, groups, comp: dict, how: str | None) -> np.ndarray:
     """Every row's probabilities ``(rows, n_classes)`` replaced by its group's: the ``mean`` over
     the group's rows, or the ``vote`` (the share of its rows deciding each class by the default
-    decision). ``how=None`` returns ``probs`` unchanged. Raises ``ValueError`` for another ``how``."""
+    decision; a tie, e.g. half a patient's recordings each way, goes by the group's mean
+    probability, added at :data:`VOTE_TIE` of its weight: single-label rows still sum to 1,
+    multi-label ones move by it around 0.5 and stay within [0, 1]). ``how=None`` returns
+    ``probs`` unchanged. Raises ``ValueError`` for another ``how``."""
     if how is None:
         return probs
     if how not in ("mean", "vote"):
         raise ValueError(f"group_aggregate {how!r} is not mean or vote")
-    values = tasks.predict_indicators(probs, comp).astype(float) if how == "vote" else np.asarray(probs, float)
     codes, _ = pd.factorize(pd.Series(groups).astype(str))
-    sums = np.zeros((codes.max() + 1, values.shape[1]))
-    np.add.at(sums, codes, values)
-    return (sums / np.bincount(codes)[:, None])[codes]
+
+    def group_mean(values):
+        sums = np.zeros((codes.max() + 1, values.shape[1]))
+        np.add.at(sums, codes, values)
+        return (sums / np.bincount(codes)[:, None])[codes]
+    mean = group_mean(np.asarray(probs, float))
+    if how == "mean":
+        return mean
+    share = group_mean(tasks.predict_indicators(probs, comp).astype(float))
+    if comp["task"] == "multilabel":
+        return np.clip(share + VOTE_TIE * (mean - 0.5), 0.0, 1.0)
+    return (share + VOTE_TIE * mean) / (1 + VOTE_TIE)
 
 
 def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: str) -> np.ndarray:
