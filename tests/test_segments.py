@@ -182,6 +182,19 @@ def test_segment_errors_name_file_and_line(icbhi, tmp_path):
     assert not (tmp_path / "out" / "folds.csv").exists()
 
 
+def test_an_empty_patient_cell_is_named_at_its_row_of_the_table_once(icbhi, tmp_path):
+    """An empty group cell of a recording with 12 cycles was 12 problems naming its annotation
+    file's lines, which hold no patient column, never train.csv's line (probe)."""
+    cfg, _ = _config(tmp_path, ICBHI, icbhi, "icbhi")
+    train = pd.read_csv(icbhi / "train.csv", dtype=str)
+    train.loc[3, "patient"] = ""
+    train.to_csv(icbhi / "train.csv", index=False)
+    with pytest.raises(InputError) as exc:
+        prepare(cfg, tmp_path / "out")
+    assert [p for p in exc.value.problems if "group column" in p] == [
+        f"{icbhi / 'train.csv'} line 5: empty group column 'patient'"], exc.value.problems
+
+
 def test_repeated_and_overlapping_segments_are_warned_of_and_empty_classes_refused(icbhi, tmp_path):
     """A cycle listed twice and one overlapping another are kept with a warning naming their
     lines; touching cycles are not overlaps. In a CSV with a class column, an empty class cell of a

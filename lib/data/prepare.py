@@ -323,9 +323,10 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
     a warning naming how many and a few, when ``warnings`` is given (those rows are their own group)."""
     if not spec:
         return list(df["recording"] if "recording" in df else df["id"])
-    if spec.get("column"):
-        for i in df.index[df[spec["column"]].str.strip() == ""]:
-            problems.append(f"{df.at[i, 'where']}: empty group column {spec['column']!r}")
+    if spec.get("column"):  # (segment rows: their recording's row holds the cell, said once)
+        where = df["recording_where"] if "recording_where" in df else df["where"]
+        for w in dict.fromkeys(where[df[spec["column"]].str.strip() == ""]):
+            problems.append(f"{w}: empty group column {spec['column']!r}")
         return list(df[spec["column"]])
     on = spec.get("on", "id")
     texts = list(df["id"] if on == "id" else [str(Path(p).relative_to(root)) for p in df["path"]])

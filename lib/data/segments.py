@@ -271,8 +271,8 @@ def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = DEFAU
     its recording's columns, ``id`` from the template ``row_id`` (:func:`format_row_id`:
     ``<recording>#<segment>`` by default, ``{stem}_{end}`` for BirdCLEF's ``soundscape_5``; the
     end as annotated, also where the recording is a few samples shorter),
-    ``recording``, ``start_s``, ``end_s``, ``duration_s`` (of the segment), ``segment_label`` and
-    its annotation's ``where``. Raises ``ConfigError`` for a template that does not fit."""
+    ``recording``, ``start_s``, ``end_s``, ``duration_s`` (of the segment), ``segment_label``,
+    its annotation's ``where`` and its recording's row's ``recording_where``. Raises ``ConfigError`` for a template that does not fit."""
     base = rows.set_index("id").loc[segments["id"]].reset_index()
     base["recording"] = segments["id"].to_numpy()
     base["id"] = [format_row_id(row_id, r, k, a, b) for r, k, a, b in  # the end as written: 600, not the 599.9995
@@ -280,6 +280,7 @@ def segment_rows(rows: pd.DataFrame, segments: pd.DataFrame, row_id: str = DEFAU
     base["start_s"], base["end_s"] = segments["start_s"].to_numpy(), segments["end_s"].to_numpy()
     base["duration_s"] = base["end_s"] - base["start_s"]
     base["segment_label"] = segments["label"].to_numpy()
+    base["recording_where"] = base["where"]  # its recording's row (the split's table), for the recording's own cells
     base["where"] = segments["where"].to_numpy()
     return base
 
