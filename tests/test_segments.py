@@ -251,6 +251,21 @@ def test_a_json_annotation_with_a_bom_or_other_bytes(tmp_path):
                                                               "continuation byte); save the file as UTF-8"]
 
 
+def test_a_json_token_without_its_label_key_is_unlabelled(tmp_path):
+    """Test tokens of a JSON annotation usually lack the label key: every one was refused as
+    "missing key(s) ['label']" (probe). Now they are unlabelled, as an empty label is; a missing
+    start or end is still refused."""
+    from lib.data.segments import _json
+
+    seg = {"key": "tokens", "start": "start", "end": "end", "labels": ["wheeze"], "label_column": "label", "skip": None}
+    path, problems = tmp_path / "t.json", []
+    path.write_text(json.dumps({"tokens": [{"start": 0, "end": 5}, {"start": 5, "end": 9, "label": "E", "wheeze": 1},
+                                           {"start": 9}]}))
+    entries = _json(path, seg, problems)
+    assert [(e["label"], e["flags"]) for e in entries] == [("", [None]), ("E", [True])]
+    assert problems == [f"{path} item 2: missing key(s) ['end']; found ['start']"]
+
+
 def test_matrix_errors_name_file_and_line(tmp_path):
     spec = {"n_bins": 3, "axes": "bins_frames", "format": None, "key": None, "header": False}
     ok = tmp_path / "ok.csv"
