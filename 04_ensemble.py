@@ -45,7 +45,8 @@ def main() -> None:
     for exp, why in r["skipped"].items():
         print(f"not blended: {exp}: {why}")
     print("members (OOF" + (", after the slice prior shift" if r["slice_prior"] else "") + "):")
-    print(r["table"].to_string(index=False, float_format=fmt))
+    table = r["table"]  # a method without weights (stacking: a fitted model) shows none, not "None" (probe)
+    print((table.drop(columns="weight") if table["weight"].isna().all() else table).to_string(index=False, float_format=fmt))
     print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):"
           if r["oof_folds"] > 1 else "blending methods (OOF rows of a single fold: only those that fit nothing, "
                                      "since none can be checked on held-out folds):")
