@@ -89,7 +89,7 @@ def main() -> None:
         vote = (comp.get("decision") or {}).get("group_aggregate") == "vote"  # an even split is no vote (probe)
         print(f"note: {none} of {r['rows']} rows name no class (every class at or below its decision threshold"
               + ("; with group_aggregate vote a class's probability is the share of the group's recordings that "
-                 "decide it, so a tie is 0.5: group_aggregate mean keeps their probabilities" if vote else "") + ")")
+                 "decide it (a tie goes by the group's mean probability)" if vote else "") + ")")
 
 
 def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:

@@ -247,12 +247,14 @@ def _check_classical(cfg: dict, sources, where: str) -> None:
     """A scikit-learn member's config file sets none of :data:`NOT_FOR_CLASSICAL`, nor does a
     later file of its ``base:`` chain: they would be ignored. Earlier files (a network's config
     that the member's file builds on) may set them, and so may a ``--set``, which a run passes to
-    every experiment it trains (``run_all.sh --set train.epochs=5``). Raises ``ConfigError``
-    naming the file and the keys."""
+    every experiment it trains (``run_all.sh --set train.epochs=5``), and so does the resolved
+    config that 02 writes (``models/<exp>/config.yaml``: every default filled in, read by 03 and
+    the sweeps' printed commands). Raises ``ConfigError`` naming the file and the keys."""
     setters = [src for src, raw in sources if _sets(raw or {}, ["model", "name"])]
     if not is_classical(cfg["model"]) or (setters and setters[-1].startswith("--set ")):
         return  # (a --set model.name=hgb on a network's config, a sweep over model.name: the files are networks')
-    files = [(src, raw or {}) for src, raw in sources if not src.startswith("--set ")]
+    files = [(src, raw or {}) for src, raw in sources if not src.startswith("--set ")
+             and not (Path(src).name == "config.yaml" and Path(src).parent.parent.name == "models")]  # (verification)
     chosen = max([i for i, (_, raw) in enumerate(files) if _sets(raw, ["model", "name"])], default=len(files))
     for src, raw in files[chosen:]:
         given = [k for k in NOT_FOR_CLASSICAL if _sets(raw, k.split("."))]

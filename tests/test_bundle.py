@@ -62,6 +62,8 @@ def test_bundle_round_trip_read_only_as_another_user(breathing_subset, tmp_path)
     log = _run("04_ensemble.py", "--method", "stacking", "--output-dir", out).stdout
     members = log[log.index("members (OOF):"):log.index("blending methods")]
     assert "weight" not in members and "None" not in members and "cnn_small" in members  # stacking has no weights
+    report = (out / "ensemble/report.md").read_text()
+    assert "| weight |" not in report and "None" not in report
     r = _run("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out)
     assert "bundle of 2 experiment(s)" in r.stdout
     assert "exists" in _run("05_bundle.py", "--to", tmp_path / "bundle", "--output-dir", out, check=False).stderr

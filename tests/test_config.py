@@ -242,6 +242,13 @@ def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
     cfg = load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.folds=[0]", "train.class_weights=balanced"])
     assert cfg["train"]["epochs"] == load_experiment(ROOT / "configs/cnn_small.yaml")["train"]["epochs"]  # the base's
     assert load_experiment(ROOT / "configs/wave_cnn.yaml", ["train.epochs=3"])["train"]["epochs"] == 3
+    # the resolved config 02 writes (every default filled in) is what 03 and sweeps' commands read (verification)
+    resolved = tmp_path / "out/models/hgb/config.yaml"
+    resolved.parent.mkdir(parents=True)
+    resolved.write_text(yaml.safe_dump(dict(cfg, name="hgb"), sort_keys=False))
+    assert load_experiment(resolved) == dict(cfg, name="hgb")
+    copied = _write(tmp_path / "copied.yaml", yaml.safe_dump(dict(cfg, name="hgb"), sort_keys=False))
+    assert "train.epochs" in _error(load_experiment, copied)  # a user's own file of it: refused as before
 
 
 @pytest.mark.parametrize("override, expected", [

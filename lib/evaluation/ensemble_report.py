@@ -103,7 +103,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     dec_scores = ", ".join(f"{k} {v:.4f}" for k, v in d.get("scores", {}).items())
     text = [f"# Ensemble of {len(experiments)} experiment(s)", "",
             f"Used: **{summary['method']}** ({summary['note']}); competition metric **{metric}**.", "",
-            "## Members (OOF scores; weights of the used method fitted on every OOF row)", "", markdown_table(members), "",
+            "## Members (OOF scores; weights of the used method fitted on every OOF row)", "",
+            markdown_table(members.drop(columns="weight") if members["weight"].isna().all() else members), "",
             "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", markdown_table(methods), "",
             "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
             "![correlation](correlation.png)", "", "## Decision", "",
