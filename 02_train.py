@@ -80,7 +80,6 @@ def summary(cfg: dict, s: dict, out) -> None:
               f"04_ensemble.py refuses it until they are (train them with --set train.folds=[...], any time, anywhere)")
 
 
-
 def _postprocessed_line(name: str, metric: str, out) -> None:
     """The OOF score after the competition's decision post-processing (masks, slice prior, group
     aggregation), as 04 and the leaderboard score it, from the current competition.yaml and OOF

@@ -45,8 +45,7 @@ def main() -> None:
     for exp, why in r["skipped"].items():
         print(f"not blended: {exp}: {why}")
     print("members (OOF" + (", after the slice prior shift" if r["slice_prior"] else "") + "):")
-    table = r["table"]  # a method without weights (stacking: a fitted model) shows none, not "None" (probe)
-    print((table.drop(columns="weight") if table["weight"].isna().all() else table).to_string(index=False, float_format=fmt))
+    print(r["table"].to_string(index=False, float_format=fmt))
     print("blending methods (OOF, cross-fitted: each fold blended by the method fitted on the others):"
           if r["oof_folds"] > 1 else "blending methods (OOF rows of a single fold: only those that fit nothing, "
                                      "since none can be checked on held-out folds):")
@@ -86,7 +85,7 @@ def main() -> None:
     print(f"wrote {r['path']}: {r['rows']} rows {summary}")
     if comp["task"] == "multilabel" and (none := int((sub[indicators].sum(axis=1) == 0).sum() if indicators else
                                                     sub[targets[0]].fillna("").astype(str).str.strip().eq("").sum())):
-        vote = (comp.get("decision") or {}).get("group_aggregate") == "vote"  # an even split is no vote (probe)
+        vote = (comp.get("decision") or {}).get("group_aggregate") == "vote"  # (probe: a tie was said nowhere)
         print(f"note: {none} of {r['rows']} rows name no class (every class at or below its decision threshold"
               + ("; with group_aggregate vote a class's probability is the share of the group's recordings that "
                  "decide it (a tie goes by the group's mean probability)" if vote else "") + ")")

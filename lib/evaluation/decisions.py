@@ -308,17 +308,20 @@ def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: s
     return aggregate_groups(masked, rows["group"] if how else None, comp, how)
 
 
-POSTPROCESS_KEYS = ("mask", "slice_prior", "group_aggregate")  # the decision keys that postprocess applies
+def postprocess_keys(comp: dict) -> list[str]:
+    """The keys of the competition's ``decision`` section that :func:`postprocess` applies and
+    ``comp`` sets, of ``mask``, ``slice_prior`` and ``group_aggregate``."""
+    return [k for k in ("mask", "slice_prior", "group_aggregate") if (comp.get("decision") or {}).get(k)]
 
 
 def postprocessed_scores(oof: pd.DataFrame, table: pd.DataFrame, comp: dict) -> dict | None:
     """An experiment's OOF scores ``{"by": [decision keys set], "oof": {metric: value}}`` after
     :func:`postprocess` (label masks, slice prior shift, group aggregation), as 04_ensemble.py and
-    leaderboard.py score it; ``None`` when none of :data:`POSTPROCESS_KEYS` is set in ``comp``
+    leaderboard.py score it; ``None`` when ``comp`` sets none of :func:`postprocess_keys`
     (the competition as stage 00 wrote it last). ``oof``: an OOF table (id, fold, target,
     probability columns), its ids in ``table`` (``folds.csv``). Raises as :func:`postprocess`
     (e.g. ``InputError`` for a row whose every class is masked)."""
-    by = [k for k in POSTPROCESS_KEYS if (comp.get("decision") or {}).get(k)]
+    by = postprocess_keys(comp)
     if not by:
         return None
     y = with_slices(tasks.class_index(oof["target"], comp), table, oof["id"])

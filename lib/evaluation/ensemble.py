@@ -246,8 +246,8 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
 def _member_table(experiments: list[str], each: list[dict], weights) -> pd.DataFrame:
     """The members' table: one row per experiment with its OOF scores ``each`` (``{metric:
     score}``, in ``experiments``' order) and its weight in the chosen blend (``weights``: one per
-    experiment, or ``None`` for a method without weights)."""
-    return pd.DataFrame([{"experiment": e, **s, "weight": None if weights is None else weights[i]}
+    experiment; ``None`` for a method without weights, e.g. stacking: no weight column)."""
+    return pd.DataFrame([{"experiment": e, **s, **({} if weights is None else {"weight": weights[i]})}
                          for i, (e, s) in enumerate(zip(experiments, each))])
 
 

@@ -104,7 +104,7 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     text = [f"# Ensemble of {len(experiments)} experiment(s)", "",
             f"Used: **{summary['method']}** ({summary['note']}); competition metric **{metric}**.", "",
             "## Members (OOF scores; weights of the used method fitted on every OOF row)", "",
-            markdown_table(members.drop(columns="weight") if members["weight"].isna().all() else members), "",
+            markdown_table(members), "",
             "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", markdown_table(methods), "",
             "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
             "![correlation](correlation.png)", "", "## Decision", "",

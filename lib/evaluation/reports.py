@@ -46,7 +46,7 @@ from sklearn.metrics import (
 from ..core.utils import atomic_path, format_seconds, read_artifact_csv, write_csv
 from ..data import tasks
 from ..data.slices import with_slice_columns, with_slices
-from .decisions import POSTPROCESS_KEYS
+from .decisions import postprocess_keys
 from .metrics import (
     base_metric,
     get_metric,
@@ -514,7 +514,7 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
         text += [f"**Partial**: folds {scores.get('missing_folds')} are not trained yet; everything below "
                  f"covers the other folds only.", ""]
     text += ["## OOF scores", "", markdown_table(summary), ""]
-    if by := [k for k in POSTPROCESS_KEYS if (comp.get("decision") or {}).get(k)]:
+    if by := postprocess_keys(comp):
         text += [f"These score the models' own probabilities. When this report was written the competition set "
                  f"{', '.join('decision.' + k for k in by)}: 04_ensemble.py and leaderboard.py score the OOF rows "
                  f"after it, so their figures differ (02_train.py prints that figure too).", ""]
