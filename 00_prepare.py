@@ -98,8 +98,8 @@ def main() -> None:
     written = out.load_competition()  # (classes found in the data when the config names none)
     try:
         masks = mask_matches(train, comp)
-        for split in ("train", "test") if out.has_test() else ("train",):  # a row of no possible class: said now,
-            table = out.load_split(split)  # not by 02 or 04 after the training (review)
+        tables = {"train": train, **({"test": out.load_split("test")} if out.has_test() else {})}
+        for split, table in tables.items():  # a row of no possible class: said now, not after the training (review)
             apply_masks(np.ones((len(table), len(written["classes"]))), table, written, f"decision.mask ({split} rows)")
     except (ConfigError, InputError):  # a rule over a misspelt column: no later stage may start from this preparation
         out.prepared().path.unlink(missing_ok=True)
