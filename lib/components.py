@@ -24,6 +24,7 @@ from .features import FEATURES
 from .inputs import INPUT_KINDS
 from .models import MODELS, is_classical, owns_frontend
 from .models.frontend import FRONTENDS
+from .models.heads import POOLINGS
 from .models.pretrained_weights import split_params, takes_generic, transfer_options
 from .training.losses import LOSSES
 from .training.optim import OPTIMIZERS, SCHEDULERS
@@ -152,6 +153,8 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
             if name in cfg[key]["params"]:
                 choices.get(cfg[key]["params"][name], f"{source_of(sources, [key, 'params', name], where)} "
                                                         f"({key}.params.{name})")
+        if key == "model":
+            _check_head(cfg["model"]["params"], sources, where)
         for obj in objs:  # a component's own check of its values (e.g. a timm architecture name)
             if hasattr(obj, "check_params"):
                 try:
@@ -167,6 +170,18 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
         raise ConfigError(f"{source_of(sources, ['features', 'name'], where)}: feature set {cfg['features']['name']!r} "
                           f"computes features from audio, but competition {comp['name']!r} ships matrices (its "
                           f"matrix section): use features: {{name: precomputed}}")
+
+
+def _check_head(params: dict, sources, where: str) -> None:
+    """``model.params.head_hidden`` is not set beside a ``pooling`` that classifies itself
+    (``attention``: its frame logits replace the head, :class:`lib.models.base.AudioClassifier`),
+    where it would be ignored. Raises ``ConfigError`` naming the file (or override) and both keys."""
+    pooling = params.get("pooling")
+    if params.get("head_hidden") is not None and pooling is not None and POOLINGS.get(pooling).gives_logits:
+        raise ConfigError(f"{source_of(sources, ['model', 'params', 'head_hidden'], where)}: model.params.head_hidden "
+                          f"{params['head_hidden']!r} has no effect with model.params.pooling {pooling!r}, which "
+                          f"classifies each frame itself (no head after it): remove head_hidden, or choose a pooling "
+                          f"that feeds the head (mean_max, mean, gem)")
 
 
 def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> None:

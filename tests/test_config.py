@@ -159,6 +159,15 @@ def test_misspelt_registry_name_inside_params(tmp_path):
     assert load_experiment(path, ["model.params.pooling=gem"])["model"]["params"]["pooling"] == "gem"
 
 
+def test_a_head_width_beside_a_pooling_that_classifies_itself_is_refused(tmp_path):
+    path = _write(tmp_path / "x.yaml", {"model": {"name": "cnn", "params": {"pooling": "attention", "head_hidden": 64}}})
+    msg = _error(load_experiment, path)
+    assert f"{path}: model.params.head_hidden 64 has no effect with model.params.pooling 'attention'" in msg
+    msg = _error(load_experiment, ROOT / "configs/wave_long.yaml", ["model.params.head_hidden=[32]"])
+    assert "--set model.params.head_hidden=[32]: model.params.head_hidden [32] has no effect" in msg
+    assert load_experiment(path, ["model.params.pooling=mean_max"])["model"]["params"]["head_hidden"] == 64
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path = _write(tmp_path / "x.yaml", "train:\n  epochs: 3\n batch_size: 4\n")
     msg = _error(load_experiment, path)
