@@ -65,6 +65,10 @@ def test_on_pure_noise_a_fitted_decision_is_adopted_at_most_once_in_20(task, tmp
     assert all(r["how"] == "auto" and "gain" in r for r in verdicts)
     adopted = sum(r["decision"] is not None for r in verdicts)
     assert adopted == sum(r["gain"]["adopted"] for r in verdicts) <= 5, [r["note"] for r in verdicts if r["decision"]]
+    seed = next(i for i, r in enumerate(verdicts) if r["decision"] is None)  # not adopted, still recorded: it
+    y, probs = _noise(task, seed)                                            # scores as the in-sample fit said
+    r, metric = verdicts[seed], verdicts[seed]["metric"]
+    assert r["fitted"] is not None and score_all([metric], y, probs, comp, r["fitted"])[metric] == r["scores"]["fitted_in_sample"]
 
 
 def test_the_bar_is_a_corrected_paired_t_test_not_one_standard_error():

@@ -418,7 +418,9 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     encoded ``y`` and each row's ``folds``, and estimate it fairly.
 
     Returns ``{"decision": dict or None (the default decision), "metric", "how" (auto / fixed /
-    default / none), "scores": {"default", "fitted_in_sample", "cross_fitted"}, "note"}``;
+    default / none), "scores": {"default", "fitted_in_sample", "cross_fitted"}, "note"}``, and with
+    ``auto`` ``"fitted"`` (the decision fitted on every OOF row, adopted or not) and ``"per_fold"``
+    (each fold's, fitted on the other folds);
     ``scores`` are of ``metric``, the decision metric (:func:`_label_metric`). ``decision`` is
     what the submission uses: with ``threshold: auto`` (or ``class_bias: true``) the fit on every
     OOF row, kept only when its cross-fitted score beats the default decision's and its mean
@@ -466,7 +468,7 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
         note += (f" ({int((~defined).sum())} of {len(gains)} folds left out of the test: {metric} is undefined on "
                  f"their held-out rows, e.g. rows of one class)")
     finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731  (JSON has no NaN or infinity)
-    return {"decision": final if use else None, "metric": metric, "how": "auto",
+    return {"decision": final if use else None, "fitted": final, "metric": metric, "how": "auto",
             "scores": {"default": default, "fitted_in_sample": in_sample, "cross_fitted": cross},
             "gain": {"mean": finite(gain), "se": finite(se), "bar": finite(bar), "per_fold": [finite(g) for g in gains],
                      "adopted": use}, "per_fold": decisions, "note": note}
