@@ -21,7 +21,7 @@ def main() -> None:
     args = p.parse_args()
     from lib.evaluation.blending import METHODS
     from lib.evaluation.ensemble import run_ensemble
-    from lib.evaluation.decisions import in_sample_note, mask_matches
+    from lib.evaluation.decisions import decision_words, in_sample_note, mask_matches
     from lib.evaluation.metrics import undefined_in_slices
     from lib.core.errors import MissingArtifact
 
@@ -56,7 +56,7 @@ def main() -> None:
     if d["how"] == "default":
         print(f"decision: the default ({d['note']}); OOF {d['metric']} {d['scores']['default']:.4f}")
     elif d["metric"]:
-        print(f"decision on {d['metric']}: {d['how']}: {d['decision'] or 'default'}; "
+        print(f"decision on {d['metric']}: {d['how']}: {decision_words(d['decision'], comp)}; "
               + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
     if r["rows_masked"]:
         print(f"label masks changed {r['rows_masked']} OOF rows")

@@ -194,3 +194,15 @@ def test_the_ensemble_report_of_a_constant_member_warns_nothing(tmp_path):
         warnings.simplefilter("error")
         write_ensemble_report(tmp_path, BIN, summary, oof, constant, [constant], ["prior"])
     assert (tmp_path / "correlation.png").is_file()
+
+
+def test_a_decision_is_said_with_each_value_beside_its_class():
+    """04 and the ensemble report name the class of every per-class threshold or bias (a list
+    read in another class order would put one class's threshold on another: probe)."""
+    from lib.evaluation.decisions import decision_words
+
+    comp = {"task": "multilabel", "classes": ["inhale", "wheeze", "stridor"]}
+    assert decision_words({"thresholds": [0.01, 0.99, 0.5]}, comp) == "thresholds: inhale 0.01, wheeze 0.99, stridor 0.5"
+    assert decision_words({"bias": [0.0, -0.25, 1.5]}, dict(comp, task="multiclass")) == \
+        "bias: inhale 0, wheeze -0.25, stridor 1.5"
+    assert decision_words({"threshold": 0.3125}, BIN) == "threshold 0.3125" and decision_words(None, BIN) == "default"

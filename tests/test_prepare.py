@@ -58,6 +58,21 @@ def test_every_problem_is_reported_and_nothing_written(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_lines_are_counted_as_an_editor_counts_them(tmp_path):
+    """A quoted cell that spans lines and a blank line (which pandas skips) move the rows after
+    them: the line named is the one an editor shows."""
+    comp = make_toy_competition(tmp_path / "data")
+    root = tmp_path / "data"
+    train = pd.read_csv(root / "train.csv").assign(note="")
+    train.loc[1, "note"] = "two\nlines"        # row 1 starts on line 3 and ends on line 4
+    train.loc[6, "label"] = "c"                 # unknown label: line 8 + 1 (the cell) + 1 (the blank line)
+    lines = train.to_csv(index=False).splitlines()
+    (root / "train.csv").write_text("\n".join(lines[:5] + [""] + lines[5:]) + "\n")  # a blank line after row 2
+    with pytest.raises(InputError) as err:
+        prepare(comp, tmp_path / "out")
+    assert f"{root}/train.csv line 10: unknown label 'c'" in str(err.value), str(err.value)
+
+
 def _competition(tmp_path, cfg: dict):
     import yaml
 
@@ -217,7 +232,8 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     one_fold = pd.DataFrame(rows).assign(b=[1, 0, 0, 1, 0, 0, 0, 0])  # b in fold 0 only: a warning, not silence
     one_fold.to_csv(tmp_path / "data" / "train.csv", index=False)
     warnings = prepare(comp, tmp_path / "out_b")["warnings"]
-    assert len(warnings) == 1 and "no positive row in some folds" in warnings[0] and "b (2 rows, in 1 of 2 folds)" in warnings[0]
+    assert len(warnings) == 1 and "no positive row in the validation rows of some folds" in warnings[0]
+    assert "1 of them in one fold only, whose model trains without them: b (2 rows, in 1 of 2 folds)" in warnings[0]
     pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
     # a patient split across the shipped folds, a bad age, a missing channel: all reported
     df = pd.read_csv(tmp_path / "data" / "train.csv", dtype=str, keep_default_na=False)

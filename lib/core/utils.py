@@ -160,6 +160,23 @@ def read_text_table(path: str | os.PathLike):
         raise InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"]) from None
 
 
+def row_lines(path: str | os.PathLike, n_rows: int) -> list[int]:
+    """The line of file ``path`` (1-based, the header on line 1) on which each of the ``n_rows``
+    data rows that :func:`read_text_table` read starts: quoted cells that span lines and blank
+    lines (which pandas skips) counted, as an editor numbers them. Falls back to ``row index + 2``
+    if Python's ``csv`` module splits the file into another number of rows than pandas did."""
+    import csv
+
+    starts, previous = [], 0
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if row:  # a blank line reads as [], and pandas skips it
+                starts.append(previous + 1)
+            previous = reader.line_num
+    return starts[1:] if len(starts) == n_rows + 1 else [i + 2 for i in range(n_rows)]
+
+
 def json_default(obj):
     """``json.dumps``'s ``default`` for what the pipeline's records hold: numpy scalars and arrays, paths."""
     if isinstance(obj, (np.integer,)):

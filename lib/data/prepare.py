@@ -27,7 +27,7 @@ from ..core.config import check_classes, row_id
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.registry import did_you_mean
-from ..core.utils import atomic_path, fingerprint, read_text_table, write_csv, read_artifact_csv
+from ..core.utils import atomic_path, fingerprint, read_text_table, row_lines, write_csv, read_artifact_csv
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds, small_strata
 from .slices import PREFIX as SLICE_PREFIX
@@ -103,7 +103,7 @@ def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[st
         problems.append(f"{path}: missing column(s) {', '.join(missing)}; found {list(df.columns)}")
         return None
     df = df.rename(columns={sec["id_column"]: "id"}) if sec["id_column"] not in columns else df.assign(id=df[sec["id_column"]])
-    df["where"] = [f"{path} line {i + 2}" for i in range(len(df))]
+    df["where"] = [f"{path} line {line}" for line in row_lines(path, len(df))]
     if merge:
         sep = sec["label_separator"]
         df = df.groupby("id", sort=False, as_index=False).agg(
@@ -685,7 +685,7 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
         repeated = sample[sub["id_column"]][sample[sub["id_column"]].duplicated()]
         if len(repeated):
             problems.append(f"{sample_csv}: {len(repeated)} repeated id(s) in {sub['id_column']!r}, e.g. "
-                            f"{sorted(set(repeated))[:5]} (line {int(repeated.index[0]) + 2}); a submission has one "
+                            f"{sorted(set(repeated))[:5]} (line {row_lines(sample_csv, len(sample))[int(repeated.index[0])]}); a submission has one "
                             f"row per id")
         ours, theirs = set(map(str, ids)), set(sample[sub["id_column"]])
         what = "groups" if sub.get("unit") == "group" else "ids"
@@ -877,10 +877,12 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
     fold = folds["fold"].to_numpy()
     absent = [f"{c} ({int(y[:, k].sum())} rows, in {len(set(fold[y[:, k] == 1]))} of {fold.max() + 1} folds)"
               for k, c in enumerate(cfg["classes"]) if len(set(fold[y[:, k] == 1])) < fold.max() + 1] if y.ndim == 2 else []
+    alone = [c for k, c in enumerate(cfg["classes"]) if y.ndim == 2 and len(set(fold[y[:, k] == 1])) == 1]
     if absent:  # single-label classes this rare are refused by make_folds
-        warnings = [*warnings, f"{len(absent)} class(es) have no positive row in some folds, so those folds' models "
-                               f"train without them and their validation has none (the class's AUROC and AP there "
-                               f"are undefined): {', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")]
+        warnings = [*warnings, f"{len(absent)} class(es) have no positive row in the validation rows of some folds "
+                               f"(the class's AUROC and AP there are undefined)"
+                               + (f"; {len(alone)} of them in one fold only, whose model trains without them"
+                                  if alone else "") + f": {', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")]
     return {
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),
         "groups": folds["group"].nunique(), "sample_rate": rate, "classes": cfg["classes"],

@@ -32,7 +32,7 @@ from ..core.config import format_row_id
 from ..core.schema import DEFAULT_ROW_ID
 from ..core.config import segment_unit as unit
 from ..core.errors import ConfigError, InputError
-from ..core.utils import read_text, read_text_table
+from ..core.utils import read_text, read_text_table, row_lines
 
 COLUMNS = ["id", "segment", "start_s", "end_s", "written_end_s", "label", "where"]
 """The segment table: recording ``id``, ``segment`` (its index in the annotation, skipped ones
@@ -164,8 +164,8 @@ def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[d
         problems.append(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
         return {}
     out: dict[str, list[dict]] = {}
-    for i, row in enumerate(df.to_dict("records")):
-        out.setdefault(row[seg["id_column"]], []).append(_entry(row, seg, f"{path} line {i + 2}", problems))
+    for line, row in zip(row_lines(path, len(df)), df.to_dict("records")):
+        out.setdefault(row[seg["id_column"]], []).append(_entry(row, seg, f"{path} line {line}", problems))
     return out
 
 

@@ -474,6 +474,18 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
                      "adopted": use}, "per_fold": decisions, "note": note}
 
 
+def decision_words(decision: dict | None, comp: dict) -> str:
+    """A decision as 04 and the ensemble report say it: ``default``, ``threshold 0.31``, or one
+    value per class, named (``thresholds: wheeze 0.2, stridor 0.5``; ``bias: ...``), so that a
+    list is never read in another class order than its own (``comp["classes"]``)."""
+    if not decision:
+        return "default"
+    if "threshold" in decision:
+        return f"threshold {decision['threshold']:.4g}"
+    key = "thresholds" if "thresholds" in decision else "bias"
+    return f"{key}: " + ", ".join(f"{c} {v:.4g}" for c, v in zip(comp["classes"], decision[key]))
+
+
 def in_sample_note(decision: dict | None) -> str:
     """What a blend's decision-metric scores mean when ``decision`` (:func:`choose_decision`'s
     result, as ``ensemble.json`` holds it) adopted a fitted decision: measured with the decision

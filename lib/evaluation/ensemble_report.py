@@ -10,7 +10,7 @@ from ..core.utils import atomic_path, write_csv
 from ..data import tasks
 from ..data.slices import counts_text, with_slices
 from .reports import markdown_table, pyplot, save_figure, slice_section
-from .decisions import unknown_prior_notes
+from .decisions import decision_words, unknown_prior_notes
 
 
 def prediction_correlation(probs: list[np.ndarray], comp: dict) -> np.ndarray:
@@ -108,7 +108,7 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
             "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", markdown_table(methods), "",
             "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
             "![correlation](correlation.png)", "", "## Decision", "",
-            f"{d.get('how')}: {d.get('decision') or 'default (most probable class / p > 0.5)'}; "
+            f"{d.get('how')}: {decision_words(d.get('decision'), comp) if d.get('decision') else 'default (most probable class / p > 0.5)'}; "
             f"{d.get('metric') or ''} {dec_scores}. {d.get('note', '')}", ""]
     if summary.get("rows_masked"):
         text += [f"Label masks changed {summary['rows_masked']} OOF row(s).", ""]
