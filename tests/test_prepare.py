@@ -122,6 +122,23 @@ def test_a_sample_column_that_is_no_class_is_warned_about(tmp_path):
     assert not any("are no classes" in w for w in prepare(comp, tmp_path / "out2")["warnings"])
 
 
+def test_a_sample_column_in_another_unicode_form_is_named_with_both_spellings(tmp_path):
+    """A class 'régurgitation' written with a combining accent in the sample (NFD) and a
+    precomposed one in train.csv (NFC) print alike: the error shows both escaped (probe)."""
+    import unicodedata
+
+    comp = make_toy_competition(tmp_path / "data")
+    nfc, nfd = "r\u00e9g", unicodedata.normalize("NFD", "r\u00e9g")
+    train = pd.read_csv(tmp_path / "data" / "train.csv").replace({"b": nfc})
+    train.to_csv(tmp_path / "data" / "train.csv", index=False)
+    pd.DataFrame({"id": ["t1", "t0"], "a": 0.0, nfd: 0.0}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    comp["submission"].update(format="probabilities", target_column=None)
+    comp.update(classes=["a", nfc], positive=nfc)
+    with pytest.raises(InputError) as err:
+        prepare(comp, tmp_path / "out")
+    assert f"looks the same but is other text ({ascii(nfc)} wanted, {ascii(nfd)} found" in str(err.value), str(err.value)
+
+
 def test_a_sample_whose_target_values_do_not_fit_the_format_is_warned_about(tmp_path):
     """format omitted (label) with a sample holding 0.5, or probability with a sample holding class
     names: the submission came out in the other form, unsaid (probe)."""

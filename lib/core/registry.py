@@ -8,7 +8,17 @@ from .errors import ConfigError
 
 
 def did_you_mean(word: str, candidates) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``candidates`` (difflib), or ``""`` if none is close."""
+    """``"; did you mean 'x'?"`` for the closest of ``candidates`` (difflib), or ``""`` if none is
+    close. A candidate that prints as ``word`` but is other text (another Unicode normal form, e.g.
+    an accent stored as a combining mark, or spaces around it) is named with both spellings escaped
+    (``ascii``), since the two would look the same in the message."""
+    import unicodedata
+
+    same = [c for c in candidates if unicodedata.normalize("NFC", str(c)).strip()
+            == unicodedata.normalize("NFC", str(word)).strip() and c != word]
+    if same:
+        return (f"; {same[0]!r} looks the same but is other text ({ascii(word)} wanted, {ascii(same[0])} found: "
+                f"another Unicode form or spaces around it): write both alike")
     close = difflib.get_close_matches(str(word), list(candidates), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -677,7 +677,7 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                         f"if they are classes without training rows (then predicted near 0)")
     if missing_cols:
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
-                        f"{sub['format']!r}; found {list(sample.columns)}")
+                        f"{sub['format']!r}; found {list(sample.columns)}{did_you_mean(missing_cols[0], sample.columns)}")
     else:
         _check_sample_values(sample[sub["target_column"]] if sub.get("target_column") else None, cfg, sample_csv,
                              problems, warnings)
