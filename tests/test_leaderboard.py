@@ -187,6 +187,11 @@ def test_blend_line(board):
     out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train")),
                                                                      **members, "mid": trained.read()["id"]})
     assert "not current" not in blend_summary(out)
+    manifest = out.features("mel") / "manifest.json"  # 01 rebuilt the members' feature set since they trained
+    write_json(manifest, {"v": 2})
+    out.features_record("mel").commit([manifest], "feat2")
+    assert blend_summary(out).endswith("[ensemble.json is not current: the feature set of member(s) good, mid changed "
+                                       "since they were trained: run 02_train.py, 03_infer.py and 04_ensemble.py]")
     folds = out.load_split("train")
     out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded
     out.prepared().commit([out.competition, out.folds], "prep2")

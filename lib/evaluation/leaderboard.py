@@ -229,9 +229,10 @@ def format_leaderboard(df: pd.DataFrame) -> str:
 def blend_summary(out: Outputs) -> str | None:
     """One line for the blend in ``ensemble.json``: its method, OOF scores and the members'
     weights of 0.005 and more (methods without weights, e.g. stacking: the members), marked when
-    its record is not complete, was made on other folds than ``folds.csv``'s, or blended a
+    its record is not complete, was made on other folds than ``folds.csv``'s, blended a
     training run of a member that is no longer its current complete one (trained again, files
-    changed or removed); ``None`` without ``ensemble.json``."""
+    changed or removed), or a member is ``stale`` (:func:`training_status`: its feature set
+    changed since it trained); ``None`` without ``ensemble.json``."""
     ens = read_json(out.root / "ensemble.json")
     if not ens:
         return None
@@ -253,5 +254,10 @@ def blend_summary(out: Outputs) -> str | None:
                                                           ).get("id") != rec["inputs"].get(e["experiment"])]
     if stale:
         rec, why = None, f"member(s) {', '.join(stale)} trained again, changed or removed since: run 04_ensemble.py"
+    rebuilt = [e["experiment"] for e in members if rec and training_status(out, e["experiment"], (read_json(
+        out.model_dir(e["experiment"]) / "scores.json") or {}).get("config"))[0] == "stale"]
+    if rebuilt:  # (the feature set rebuilt, or other audio read by 00, since the member trained: its row says which)
+        rec, why = None, (f"the feature set of member(s) {', '.join(rebuilt)} changed since they were trained: run "
+                          f"02_train.py, 03_infer.py and 04_ensemble.py")
     return (f"blend ({method}) of {len(members)}: OOF {scores}{in_sample_note(ens.get('decision'))}  ({weights})"
             + ("" if rec else f"  [ensemble.json is not current: {why}]"))
