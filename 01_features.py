@@ -26,6 +26,9 @@ def main() -> None:
                                   f"one of them another features.set name")
     for name, sec in sections.items():
         m = build_feature_set(out, sec, force=args.force, workers=args.workers)
+        if changed := out.audio_changed(name):  # said now, not first by 02's refusal
+            print(f"WARNING: {name}: the {' and '.join(changed)} recordings are not those 00_prepare.py read (a "
+                  f"file replaced since): run 00_prepare.py again; 02 and 03 refuse this feature set until then")
         state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"
         if m.get("kind") in ("waveform", "frames"):
             rate = m["sample_rate"] or m["frames_per_second"]

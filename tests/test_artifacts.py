@@ -238,7 +238,9 @@ def test_feature_cache_checks(toy, tmp_path):
     sf.write(wav, -y, sr)
     os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(wav).st_size == st.st_size
-    assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout
+    log = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in log and "WARNING: lm: the train recordings are not those 00_prepare.py read (a file replaced " \
+        "since): run 00_prepare.py again" in log, log  # said by 01 already
     r = stage("02_train.py", exp, "--output-dir", out, check=False)  # 00 read the old file: one of them is stale
     assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other train recordings (replaced or " \
         "changed since one of them ran): run 01_features.py again, and 00_prepare.py before it if the audio changed " \
