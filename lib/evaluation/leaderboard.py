@@ -62,7 +62,9 @@ def _read_oof(path, comp: dict, cols: list[str]) -> tuple[pd.DataFrame, np.ndarr
 
 
 def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all: bool = False) -> pd.DataFrame:
-    """One row per experiment in ``models/``, best first by ``sort`` in its own direction.
+    """One row per experiment in ``models/``, best first by ``sort`` in its own direction; those
+    scored on every fold (``complete``, ``stale``) ranked first, then the others (``partial``,
+    ``incomplete``: fewer rows, no rank), best first too.
 
     ``sort``: any registered metric or competition custom metric (default: the competition's
     ``metric``); scores are recomputed from ``oof/<exp>.csv`` for the competition's ``metrics``
@@ -70,7 +72,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     (:func:`lib.evaluation.decisions.postprocess`: masks, slice prior, groups). Experiments without
     a complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
     ``include_all``, as are OOF files whose ``models/<exp>/`` was removed. Columns: ``rank`` (NA
-    when the sort score is NaN), ``experiment``, ``model``, ``input`` (feature set), one per
+    when the sort score is NaN, and for partial and incomplete experiments), ``experiment``, ``model``, ``input`` (feature set), one per
     metric, ``fold_mean``/``fold_std`` (the competition metric over each fold's OOF rows, folds
     where it is undefined left out), ``folds`` ("done/total"; a stale experiment's own count, "3
     (other folds)"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no
@@ -136,8 +138,11 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
         skipped[gone] = f"models/{gone}/ is gone, only oof/{gone}.csv is left (02_train.py trains it again)"
     df = pd.DataFrame(rows, columns=["experiment", "model", "input", *names, "fold_mean", "fold_std", "folds",
                                      "status", "parameters", "seconds", "note"])
-    df = df.sort_values(sort, ascending=not higher, na_position="last", kind="stable").reset_index(drop=True)
-    df.insert(0, "rank", pd.array([i + 1 if pd.notna(v) else pd.NA for i, v in enumerate(df[sort])], dtype="Int64"))
+    whole = df["status"].isin(["complete", "stale"])  # scored on every fold; partial ones on fewer rows: not ranked
+    df = pd.concat([d.sort_values(sort, ascending=not higher, na_position="last", kind="stable")
+                    for d in (df[whole], df[~whole])]).reset_index(drop=True)
+    ranked = df["status"].isin(["complete", "stale"]) & df[sort].notna()
+    df.insert(0, "rank", pd.array([i + 1 if r else pd.NA for i, r in enumerate(ranked)], dtype="Int64"))
     df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped,
                     slices=per_slice)
     return df
