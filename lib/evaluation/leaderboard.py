@@ -138,13 +138,21 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
         skipped[gone] = f"models/{gone}/ is gone, only oof/{gone}.csv is left (02_train.py trains it again)"
     df = pd.DataFrame(rows, columns=["experiment", "model", "input", *names, "fold_mean", "fold_std", "folds",
                                      "status", "parameters", "seconds", "note"])
-    whole = df["status"].isin(["complete", "stale"])  # scored on every fold; partial ones on fewer rows: not ranked
+    df = _ranked(df, sort, higher)
+    df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped,
+                    slices=per_slice)
+    return df
+
+
+def _ranked(df: pd.DataFrame, sort: str, higher: bool) -> pd.DataFrame:
+    """The leaderboard rows best first by ``sort``, with a ``rank`` column in front: the rows
+    scored on every fold (``complete``, ``stale``) ranked first, then the others (``partial``,
+    ``incomplete``: scored on fewer rows) without a rank; rows whose score is NaN last in each."""
+    whole = df["status"].isin(["complete", "stale"])
     df = pd.concat([d.sort_values(sort, ascending=not higher, na_position="last", kind="stable")
                     for d in (df[whole], df[~whole])]).reset_index(drop=True)
     ranked = df["status"].isin(["complete", "stale"]) & df[sort].notna()
     df.insert(0, "rank", pd.array([i + 1 if r else pd.NA for i, r in enumerate(ranked)], dtype="Int64"))
-    df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped,
-                    slices=per_slice)
     return df
 
 
