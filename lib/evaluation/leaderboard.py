@@ -62,9 +62,7 @@ def _read_oof(path, comp: dict, cols: list[str]) -> tuple[pd.DataFrame, np.ndarr
 
 
 def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all: bool = False) -> pd.DataFrame:
-    """One row per experiment in ``models/``, best first by ``sort`` in its own direction; those
-    scored on every fold (``complete``, ``stale``) ranked first, then the others (``partial``,
-    ``incomplete``: fewer rows, no rank), best first too.
+    """One row per experiment in ``models/``, best first by ``sort`` in its own direction (:func:`_ranked`).
 
     ``sort``: any registered metric or competition custom metric (default: the competition's
     ``metric``); scores are recomputed from ``oof/<exp>.csv`` for the competition's ``metrics``
@@ -72,7 +70,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     (:func:`lib.evaluation.decisions.postprocess`: masks, slice prior, groups). Experiments without
     a complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
     ``include_all``, as are OOF files whose ``models/<exp>/`` was removed. Columns: ``rank`` (NA
-    when the sort score is NaN, and for partial and incomplete experiments), ``experiment``, ``model``, ``input`` (feature set), one per
+    when the sort score is NaN, and for partial and incomplete experiments, listed last), ``experiment``, ``model``, ``input`` (feature set), one per
     metric, ``fold_mean``/``fold_std`` (the competition metric over each fold's OOF rows, folds
     where it is undefined left out), ``folds`` ("done/total"; a stale experiment's own count, "3
     (other folds)"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no
