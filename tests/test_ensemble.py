@@ -48,6 +48,12 @@ def test_submission_follows_sample_order_and_labels(tmp_path):
     np.testing.assert_allclose(make_submission(comp, ["a.wav", "b.wav", "c.wav"], probs).Target, [0.4, 0.1, 0.7])
     with pytest.raises(ValueError, match="different ids"):
         make_submission(comp, ["a.wav", "b.wav", "x.wav"], probs)
+    from lib.core.utils import write_csv
+
+    (tmp_path / "s.csv").write_bytes(b"ID,Target\r\nc.wav,I\r\na.wav,I\r\nb.wav,I\r\n")  # a Windows sample: CRLF kept
+    comp["submission"]["format"] = "label"
+    write_csv(tmp_path / "sub.csv", make_submission(comp, ["a.wav", "b.wav", "c.wav"], probs))
+    assert (tmp_path / "sub.csv").read_bytes() == b"ID,Target\r\nc.wav,E\r\na.wav,E\r\nb.wav,I\r\n"
 
 
 def test_submission_probability_and_indicator_columns(tmp_path):

@@ -103,9 +103,10 @@ def read_json(path: str | os.PathLike):
 
 
 def write_csv(path: str | os.PathLike, df) -> None:
-    """Write a pandas DataFrame to ``path`` as CSV without its index, atomically."""
+    """Write a pandas DataFrame to ``path`` as CSV without its index, atomically; lines end with
+    ``df.attrs["lineterminator"]`` when set (a submission keeps its sample's), else ``\\n``."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, lineterminator=df.attrs.get("lineterminator", "\n"))
 
 
 def read_text(path: str | os.PathLike) -> str:
