@@ -97,6 +97,12 @@ def test_labels_from_folders_and_ids_from_file_names(tmp_path):
     assert s["classes"] == ["cat", "dog"] and comp["positive"] == "dog"  # classes found in the data
     assert folds.id.tolist() == [f"{c}{i}.flac" for c in ("cat", "dog") for i in range(3)]
     assert (folds.target == folds.id.str[:3]).all()
+    _wav(tmp_path / "data" / "train" / "dog" / "dog9.FLAC")  # left out by the case-sensitive glob: said, not dropped
+    with pytest.raises(InputError, match=r"1 file\(s\) match only when case is ignored, e.g. .*dog9.FLAC"):
+        prepare(comp, tmp_path / "out2")
+    comp["train"]["files"] = "train/*/*.[fF][lL][aA][cC]"
+    prepare(comp, tmp_path / "out3")
+    assert "dog9.FLAC" in pd.read_csv(tmp_path / "out3/folds.csv", dtype=str).id.tolist()
 
 
 def test_a_sample_submission_of_other_ids_says_which_side_lacks_which(tmp_path):

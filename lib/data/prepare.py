@@ -79,6 +79,13 @@ def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[st
         if not files:
             problems.append(f"{root / sec['files']}: no files match")
             return None
+        if "[" not in sec["files"]:  # (a pattern with [..] classes chose its cases itself)
+            anycase = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in sec["files"])
+            other = sorted(p for p in root.glob(anycase) if p.is_file() and p not in set(files))
+            if other:  # never dropped unsaid: a .WAV beside .wav files
+                problems.append(f"{root / sec['files']}: {len(other)} file(s) match only when case is ignored, e.g. "
+                                f"{other[0]} (globs are case-sensitive): write the pattern with classes such as "
+                                f"'*.[wW][aA][vV]' to take them, or move them out of the folder")
         rel = [p.relative_to(root) for p in files]
         ids = [str(r) if sec["id_from"] == "path" else r.stem if sec["id_from"] == "stem" else r.name for r in rel]
         df = pd.DataFrame({"id": ids, "path": [str(p) for p in files], "where": [str(p) for p in files]})
