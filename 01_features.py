@@ -29,7 +29,8 @@ def main() -> None:
         if changed := out.audio_changed(name):  # said now, not first by 02's refusal
             print(f"WARNING: {name}: the {' and '.join(changed)} recordings are not those 00_prepare.py read (a "
                   f"file replaced since): run 00_prepare.py again; 02 and 03 refuse this feature set until then")
-        state = "up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in {format_seconds(m['seconds'])}"
+        state = ("up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in "
+                 f"{format_seconds(m['seconds'])}" + (f" ({m['because']})" if m.get("because") else ""))
         if m.get("kind") in ("waveform", "frames"):
             rate = m["sample_rate"] or m["frames_per_second"]
             rows = ", ".join(f"{s} {v['recordings']} {unit} in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "

@@ -239,6 +239,7 @@ def test_feature_cache_checks(toy, tmp_path):
     os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(wav).st_size == st.st_size
     log = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "(the train recordings changed since the last build)" in log, log  # why 01 built it again
     assert "built in" in log and "WARNING: lm: the train recordings are not those 00_prepare.py read (a file replaced " \
         "since): run 00_prepare.py again" in log, log  # said by 01 already
     r = stage("02_train.py", exp, "--output-dir", out, check=False)  # 00 read the old file: one of them is stale

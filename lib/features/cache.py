@@ -194,7 +194,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     their audio files) matches is reused unless ``force``; otherwise the record is removed
     first and written last, so an interrupted build is never taken for a finished one.
     ``splits``: those to build (default: ``train`` and, when stage 00 found one, ``test``).
-    Returns the manifest with an extra ``"skipped": bool`` and ``"seconds"``.
+    Returns the manifest with an extra ``"skipped": bool`` and ``"seconds"``, and when built
+    ``"because"`` (why it was built again, :func:`_rebuild_reason`; ``""`` for a first build).
     Raises ``MissingArtifact`` when stage 00 has not run.
     """
     comp = out.load_competition()
@@ -212,8 +213,10 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     if hasattr(extractor, "check_rate"):
         extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
     record = out.features_record(section["set"])
-    if not force and record.check(key)[0] is not None:
+    rec, why = record.check(key)
+    if not force and rec is not None:
         return dict(read_json(folder / "manifest.json"), skipped=True, seconds=0.0)
+    because = "--force" if force else _rebuild_reason(folder, hashes, why)
     for split, table in tables.items():
         check_unchanged(table, split)
     t0 = time.time()
@@ -238,7 +241,19 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     parts += ("regions", "windows")
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members, key, info={"splits": {s: v["windows"] for s, v in shapes.items()}})
-    return dict(manifest, skipped=False, seconds=time.time() - t0)
+    return dict(manifest, skipped=False, seconds=time.time() - t0, because=because)
+
+
+def _rebuild_reason(folder: Path, hashes: dict[str, str], why: str) -> str:
+    """Why a cache in ``folder`` is built again (``""``: never built): the splits whose recordings
+    (``hashes``, :func:`lib.core.artifacts.audio_fingerprint`) differ from the last build's, else
+    the record's own reason ``why`` (other settings, a file of it changed or missing)."""
+    try:
+        old = read_json(folder / "manifest.json")["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    changed = [s for s, h in hashes.items() if isinstance(old.get(s), dict) and old[s].get("audio") not in (None, h)]
+    return f"the {' and '.join(changed)} recordings changed since the last build" if changed else why
 
 
 def section_settings(section: dict) -> dict:
