@@ -17,7 +17,8 @@ from lib import cli
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--sort", metavar="METRIC", help="metric to rank by (default: the competition's metric)")
-    p.add_argument("--all", action="store_true", help="also show experiments with no record of a whole run (interrupted, or a pruned sweep trial); partial ones (folds missing) are always shown, unranked, after the ranked ones")
+    p.add_argument("--all", action="store_true", help="also show experiments with no record of a whole run (interrupted, "
+                   "or a pruned sweep trial); partial ones (folds missing) are always shown, unranked, last")
     p.add_argument("--csv", metavar="PATH", help="also write the table (unformatted values) to this CSV")
     args = p.parse_args()
     if args.csv and Path(args.csv).is_dir():

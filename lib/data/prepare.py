@@ -683,17 +683,17 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                         f"the competition: the submission keeps the sample's values there; list them in `classes:` "
                         f"if they are classes without training rows (then predicted near 0)")
     if missing_cols:
-        problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format "
-                        f"{sub['format']!r}; found {list(sample.columns)}{did_you_mean(missing_cols[0], sample.columns)}")
+        problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format {sub['format']!r}; "
+                        f"found {list(sample.columns)}{did_you_mean(missing_cols[0], sample.columns)}")
     else:
         _check_sample_values(sample[sub["target_column"]] if sub.get("target_column") else None, cfg, sample_csv,
                              problems, warnings)
         ids = _groups(test, cfg["groups"], root, []) if sub.get("unit") == "group" else test["id"]
         repeated = sample[sub["id_column"]][sample[sub["id_column"]].duplicated()]
         if len(repeated):
+            line = row_lines(sample_csv, len(sample))[int(repeated.index[0])]
             problems.append(f"{sample_csv}: {len(repeated)} repeated id(s) in {sub['id_column']!r}, e.g. "
-                            f"{sorted(set(repeated))[:5]} (line {row_lines(sample_csv, len(sample))[int(repeated.index[0])]}); a submission has one "
-                            f"row per id")
+                            f"{sorted(set(repeated))[:5]} (line {line}); a submission has one row per id")
         ours, theirs = set(map(str, ids)), set(sample[sub["id_column"]])
         what = "groups" if sub.get("unit") == "group" else "ids"
         for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
@@ -882,9 +882,11 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
                                    f"{', '.join(one[:10])}" + (" ..." if len(one) > 10 else "")]
     warnings = [*warnings, *slice_warnings(folds)]
     fold = folds["fold"].to_numpy()
-    absent = [f"{c} ({int(y[:, k].sum())} rows, in {len(set(fold[y[:, k] == 1]))} of {fold.max() + 1} folds)"
-              for k, c in enumerate(cfg["classes"]) if len(set(fold[y[:, k] == 1])) < fold.max() + 1] if y.ndim == 2 else []
-    alone = [c for k, c in enumerate(cfg["classes"]) if y.ndim == 2 and len(set(fold[y[:, k] == 1])) == 1]
+    n_folds = fold.max() + 1
+    in_folds = {c: len(set(fold[y[:, k] == 1])) for k, c in enumerate(cfg["classes"])} if y.ndim == 2 else {}
+    absent = [f"{c} ({int(y[:, k].sum())} rows, in {in_folds[c]} of {n_folds} folds)"
+              for k, c in enumerate(cfg["classes"]) if in_folds.get(c, n_folds) < n_folds]
+    alone = [c for c, n in in_folds.items() if n == 1]
     if absent:  # single-label classes this rare are refused by make_folds
         warnings = [*warnings, f"{len(absent)} class(es) have no positive row in the validation rows of some folds "
                                f"(the class's AUROC and AP there are undefined)"

@@ -70,7 +70,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     (:func:`lib.evaluation.decisions.postprocess`: masks, slice prior, groups). Experiments without
     a complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
     ``include_all``, as are OOF files whose ``models/<exp>/`` was removed. Columns: ``rank`` (NA
-    when the sort score is NaN, and for partial and incomplete experiments, listed last), ``experiment``, ``model``, ``input`` (feature set), one per
+    when the sort score is NaN, and for partial and incomplete experiments, listed last),
+    ``experiment``, ``model``, ``input`` (feature set), one per
     metric, ``fold_mean``/``fold_std`` (the competition metric over each fold's OOF rows, folds
     where it is undefined left out), ``folds`` ("done/total"; a stale experiment's own count, "3
     (other folds)"), ``status`` (:func:`training_status`, plus ``stale`` when the OOF rows no
