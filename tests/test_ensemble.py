@@ -128,6 +128,18 @@ def test_single_is_the_best_member_chosen_on_other_folds():
     assert res["single"]["weights"] == [0.0, 1.0]
     same = compare_methods([good, good], y, folds, BIN)  # nothing can beat the member itself: ties go to single
     assert best_method(same, BIN) == "single"
+    # single, cross-fitted, below every member (each fold took the member best on the others): a blend
+    # between the two is not taken unless it beats the best member's own OOF score too (probe)
+    res = {"single": {"scores": {"accuracy": 0.45}}, "stacking": {"scores": {"accuracy": 0.55}}}
+    assert best_method(res, BIN) == "stacking" and best_method(res, BIN, best_member=0.54) == "stacking"
+    assert best_method(res, BIN, best_member=0.56) == best_method(res, BIN, best_member=0.55) == "single"
+    from lib.evaluation.ensemble import _choose_method
+
+    y = np.zeros(100, int)  # members right on 56 and 50 rows: 04 says why it keeps the better one alone
+    members = [np.stack([(np.arange(100) < k) * 0.8 + 0.1, (np.arange(100) >= k) * 0.8 + 0.1], 1) for k in (56, 50)]
+    chosen, note = _choose_method("best", res, BIN, None, members, y)
+    assert chosen == "single" and note == ("the best blend, stacking (0.5500 cross-fitted OOF accuracy), does not beat "
+                                           "the best member's own OOF score (0.5600)")
 
 
 def test_fitted_weights_minimise_the_log_loss():

@@ -105,12 +105,13 @@ def test_naming_rank_where_probabilities_are_needed_is_refused_with_the_reason()
     rng = np.random.default_rng(2)
     y = rng.integers(0, 4, 60)
     comp = dict(MC, metrics=["macro_f1", "log_loss"])
-    results = compare_methods(_members(rng, 60, 4), y, np.arange(60) % 3, comp, methods=["equal", "geometric"])
+    members = _members(rng, 60, 4)
+    results = compare_methods(members, y, np.arange(60) % 3, comp, methods=["equal", "geometric"])
     with pytest.raises(ConfigError, match=r"'rank' is not offered here.*log_loss score probabilities.*--method"):
-        _choose_method("rank", results, comp, None, 2)
+        _choose_method("rank", results, comp, None, members, y)
     with pytest.raises(ConfigError, match="is not one of best, equal, geometric"):
-        _choose_method("nonsense", results, comp, None, 2)
+        _choose_method("nonsense", results, comp, None, members, y)
     # chosen as the best, the note says why rank was not among the methods (it was left out unsaid)
-    assert _choose_method("best", results, comp, None, 2)[1] == (
+    assert _choose_method("best", results, comp, None, members, y)[1] == (
         "best cross-fitted OOF macro_f1 of 2 methods ('rank' left out: the metric(s) log_loss score probabilities)")
-    assert "left out" not in _choose_method("best", results, dict(MC, metrics=["macro_f1"]), None, 2)[1]
+    assert "left out" not in _choose_method("best", results, dict(MC, metrics=["macro_f1"]), None, members, y)[1]

@@ -321,14 +321,19 @@ def compare_methods(probs: list[np.ndarray], y, folds, comp: dict, temperature: 
     return out
 
 
-def best_method(results: dict, comp: dict) -> str:
+def best_method(results: dict, comp: dict, best_member: float | None = None) -> str:
     """The method of :func:`compare_methods`'s ``results`` with the best score on the competition
-    metric (its direction; NaN scores never win; ties: the first in :data:`METHODS`)."""
+    metric (its direction; NaN scores never win; ties: the first in :data:`METHODS`), but
+    ``single`` (when compared) where that method does not beat ``best_member``, the best member's
+    own OOF score: cross-fitted, ``single`` predicts each fold with the member best on the other
+    folds and can score below every member, so a blend must beat both to be taken."""
     s = sign(comp["metric"], comp)
     scored = {m: r["scores"][comp["metric"]] for m, r in results.items() if np.isfinite(r["scores"][comp["metric"]])}
     if not scored:
         raise ValueError(f"no blending method has a finite OOF {comp['metric']}")
-    return max(scored, key=lambda m: (s * scored[m], -METHODS.index(m)))
+    best = max(scored, key=lambda m: (s * scored[m], -METHODS.index(m)))
+    below = best_member is not None and np.isfinite(best_member) and s * scored[best] <= s * best_member
+    return "single" if below and "single" in results else best
 
 
 def prob_columns_of(df, comp: dict) -> np.ndarray:

@@ -34,7 +34,7 @@ from ..data import tasks
 from ..data.slices import PREFIX, unmatched_slice_values, with_slice_columns, with_slices
 from .blending import Blender, best_method, compare_methods, rank_refusal
 from .decisions import choose_decision, mask_blend, postprocess, slice_priors, training_slice_priors
-from .metrics import metrics_with_worst_slice, score_all
+from .metrics import metrics_with_worst_slice, score_all, sign
 
 
 def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[list[str], dict[str, str]]:
@@ -223,21 +223,29 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
 
 
 def _choose_method(method: str, results: dict, comp: dict, config_method: str | None,
-                   n_members: int) -> tuple[str, str]:
+                   member_probs: list[np.ndarray], y) -> tuple[str, str]:
     """The blending method to use and why: ``(name, note)``. ``method``: ``best`` (the best
-    cross-fitted OOF score of ``results``, :func:`lib.evaluation.blending.compare_methods`; with
-    one of ``n_members``, ``single``: every weighted blend is that member, and ``rank`` alone
+    cross-fitted OOF score of ``results``, :func:`lib.evaluation.blending.compare_methods`, when
+    it beats the best member's own OOF score, of ``member_probs`` ``[(rows, n_classes)]`` against
+    ``y``: :func:`best_method`; with one member, ``single``: every weighted blend is that member,
+    and ``rank`` alone
     would change its decisions, cutting at the median rank of whatever set it predicts, with no
     check) or a method's name (the note says whether the config, whose ``ensemble.method`` is
     ``config_method``, or the command line named it). Raises ``ConfigError`` for an unknown
     method or one that failed on these predictions."""
-    if method == "best" and n_members == 1:  # equal: when the OOF rows of one fold leave nothing fitted to compare
+    if method == "best" and len(member_probs) == 1:  # equal: when the OOF rows of one fold leave nothing fitted to compare
         return ("single" if "single" in results else "equal"), "one member: nothing to blend"
     if method == "best":
         left_out = f" ('rank' left out: {rank_refusal(comp).split(', and ', 1)[-1]})" if rank_refusal(comp) else ""
         fixed = tasks.fixed_decision(comp)
         at = f" at decision.threshold {comp['decision']['threshold']}" if fixed else ""
-        return best_method(results, comp), f"best cross-fitted OOF {comp['metric']}{at} of {len(results)} methods{left_out}"
+        alone = [score_all([comp["metric"]], y, p, comp, fixed)[comp["metric"]] for p in member_probs]  # as methods
+        best_member = max(alone, key=lambda v: sign(comp["metric"], comp) * v if np.isfinite(v) else -np.inf)
+        chosen, top = best_method(results, comp, best_member), best_method(results, comp)
+        if chosen != top:
+            return chosen, (f"the best blend, {top} ({results[top]['scores'][comp['metric']]:.4f} cross-fitted OOF "
+                            f"{comp['metric']}{at}), does not beat the best member's own OOF score ({best_member:.4f})")
+        return chosen, f"best cross-fitted OOF {comp['metric']}{at} of {len(results)} methods{left_out}"
     if results.get(method, {}).get("error"):
         raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
     if method in results:
@@ -292,9 +300,10 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
     decision, worst slice included: ``{"method", metric: score, ...}``, the comparison the
     report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
-    results = compare_methods(postprocess(oofs, train, plain, "folds")[0], y, folds, plain, temperature,
+    probs = postprocess(oofs, train, plain, "folds")[0]
+    results = compare_methods(probs, y, folds, plain, temperature,
                               post=lambda p: mask_blend(p, oofs[0]["id"], train, plain, "folds"))
-    chosen = _choose_method(method, results, plain, None, len(oofs))[0] if method == "best" else method
+    chosen = _choose_method(method, results, plain, None, probs, y)[0] if method == "best" else method
     if results[chosen]["oof"] is None:  # a named method that cannot blend these members
         return {"method": chosen, "error": results[chosen]["error"]}
     return {"method": chosen, **score_all(metrics_with_worst_slice(plain), y, results[chosen]["oof"], plain)}
@@ -356,7 +365,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     results = compare_methods(oof_probs, y, folds, comp, temperature,
                               post=lambda p: mask_blend(p, oofs[0]["id"], train, comp, "folds"))
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
-    chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"), len(experiments))
+    chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"), oof_probs, y)
     table = _member_table(experiments, each, results[chosen]["weights"])
     if priors:  # what the shift changes: the same choice without it, both at the default decision
         shifted = score_all(metrics_with_worst_slice(comp), y, results[chosen]["oof"], comp)
