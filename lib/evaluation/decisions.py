@@ -304,8 +304,18 @@ def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: s
         return probs
     rows = table.set_index("id").loc[list(ids)].reset_index()
     masked = apply_masks(probs, rows, comp, f"decision.mask ({split})")[0]
-    how = decision.get("group_aggregate")  # then as postprocess: a group's rows share its probabilities again
-    return aggregate_groups(masked, rows["group"] if how else None, comp, how)
+    return _group_then_mask(masked, rows, comp, split)  # then as postprocess
+
+
+def _group_then_mask(probs: np.ndarray, rows: pd.DataFrame, comp: dict, split: str) -> np.ndarray:
+    """``decision.group_aggregate`` of masked ``probs`` ``(rows, n_classes)`` (``rows``: their
+    table rows, with ``group``), masked again: a group whose rows' metadata differ would give a
+    row's forbidden class back through its group's mean; a row then keeps its group's
+    probabilities but for the classes its own rules exclude. Unchanged without group_aggregate."""
+    how = (comp.get("decision") or {}).get("group_aggregate")
+    if not how:
+        return probs
+    return apply_masks(aggregate_groups(probs, rows["group"], comp, how), rows, comp, f"decision.mask ({split})")[0]
 
 
 def postprocess_keys(comp: dict) -> list[str]:
@@ -333,7 +343,8 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
     """The members' probability arrays after the label masks, the slice prior shift
     (``decision.slice_prior``: OOF rows with their other folds' priors, test rows with
     ``priors``) and group aggregation (each recording gets its group's probabilities); returns
-    ``(arrays (rows, n_classes) in the frames' row order, rows masked)``. ``frames``: OOF or test
+    ``(arrays (rows, n_classes) in the frames' row order, rows masked)``; after the group
+    aggregation the masks apply again (:func:`_group_then_mask`). ``frames``: OOF or test
     prediction tables with the same ids, all of them in ``table`` (``folds.csv``/``test.csv``), to
     which they are matched by id; what 04 and the leaderboard score. Raises ``MissingArtifact`` when
     ``decision.group_aggregate`` is set and ``table`` has no group column."""
@@ -349,7 +360,7 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
         masked |= moved  # rows any member's probabilities moved
         if decision.get("slice_prior"):
             p = slice_prior_shift(p, rows, comp, priors, table)  # (table: OOF rows' priors; test: priors)
-        out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
+        out.append(_group_then_mask(p, rows, comp, split))
     return out, int(masked.sum())
 
 
