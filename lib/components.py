@@ -46,9 +46,10 @@ task's outputs (softmax for multiclass, sigmoid otherwise)."""
 NOT_FOR_CLASSICAL = ("optimizer", "scheduler", "augment", "pretrain", "train.epochs", "train.batch_size",
                      "train.patience", "train.min_epochs", "train.smooth_epochs", "train.monitor", "train.grad_clip",
                      "train.amp", "train.ema", "train.swa", "train.epoch_repeats", "train.compile",
-                     "train.max_bad_steps", "train.sync_bn")
+                     "train.max_bad_steps", "train.sync_bn", "tta.shifts")
 """Settings a scikit-learn member (``hgb``, ``logreg``: one fit per fold) has no use for; refused
-in its own config file (docs/zoo.md)."""
+in its own config file (docs/zoo.md). ``tta.shifts``: its statistics over time do not change when
+the frames are rolled (``tta.hop_seconds``, the windows of a long recording, applies)."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
@@ -276,8 +277,8 @@ def _check_classical(cfg: dict, sources, where: str) -> None:
         if given:
             raise ConfigError(f"{src}: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the "
                               f"scikit-learn member {cfg['model']['name']!r}: it is fitted once per fold, without "
-                              f"epochs, optimiser, schedule or augmentation (docs/zoo.md); remove "
-                              f"{'it' if len(given) == 1 else 'them'}")
+                              f"epochs, optimiser, schedule or augmentation, from statistics over time that time "
+                              f"shifts do not change (docs/zoo.md); remove {'it' if len(given) == 1 else 'them'}")
 
 
 def _sets(raw: dict, keys: list[str]) -> bool:
