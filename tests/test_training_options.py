@@ -192,6 +192,8 @@ def test_plateau_and_swa_through_the_loop(toy):
     own = float(-np.mean(np.where(y, np.log(p), np.log(1 - p))))
     epoch = history[info["best_epoch"] - 1]["valid_loss"]
     assert info["swa"]["kept"] and info["valid_loss"] == pytest.approx(own, abs=1e-4) and epoch != pytest.approx(own)
+    again = [line for line in logs if "predicted again" in line]  # (validated in bfloat16: predicted in float32)
+    assert all(line.startswith("fold 0: the SWA average predicted again") for line in again), again  # not "epoch 4"
     # early stopping before SWA's first epoch: said, not silently without SWA (probe)
     logs = []
     late = dict(cfg, train={**cfg["train"], "epochs": 20, "patience": 1, "min_epochs": 0, "swa": {"start": 0.9}})

@@ -277,7 +277,8 @@ class ExperimentRun:
                     inputs={"features": self.data.manifest["record"], FOLDS: self.folds_id}, info=info)
         files["state"].unlink(missing_ok=True)
         shown = monitored(self.comp, cfg["train"]["monitor"])["metrics"]  # train.monitor's too: the epoch's choice
-        log(f"fold {fold}: best epoch {info['best_epoch']}  " + "  ".join(
+        kept = "the SWA average" if (info.get("swa") or {}).get("kept") else f"best epoch {info['best_epoch']}"
+        log(f"fold {fold}: {kept}  " + "  ".join(
             f"{m} {info[m]:.4f}" for m in shown if m in info) + f"  ({format_seconds(info['seconds'])})"
             + (f", resumed from epoch {resumed}" if resumed else ""))
         return info

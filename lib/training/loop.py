@@ -553,7 +553,8 @@ class FoldTrainer:
         self._call("on_fold_end", extra)
         probs, scores, valid_loss = best["probs"].numpy(), best["scores"], best["valid_loss"]
         validated, infers, tta = training_dtype(self.device, p.amp), inference_dtype(self.device), cfg["tta"]
-        what = f"fold {self.fold}: epoch {best['epoch']} predicted again"
+        kept = "the SWA average" if (extra.get("swa") or {}).get("kept") else f"epoch {best['epoch']}"
+        what = f"fold {self.fold}: {kept} predicted again"
         if validated != infers or tta_active(tta):
             p.kept.load_state_dict(best["state"])
         if validated != infers:  # as 03 predicts the test set: same precision (DDP: each rank a share)
