@@ -21,6 +21,10 @@ def main() -> None:
 
     print(f"{cfg['name']}: {s['rows']} test {row_noun(out.load_competition())}s ({s['windows']} windows), mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
           f"{state} -> {out.preds(cfg['name'])}")
+    from lib.runs.self_training import teacher_note
+
+    if note := teacher_note(out, cfg["name"]):
+        print(note)
 
 
 if __name__ == "__main__":

@@ -435,7 +435,12 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     assert any(line.startswith("distils the blend of 04_ensemble.py (its record ") and "0.5 x its OOF" in line
                for line in said), said
     assert not first["skipped"] and train_experiment(student, out, log=lambda *_: None)["skipped"]
+    from lib.runs.self_training import teacher_note
+
+    assert teacher_note(out, "student") is None and teacher_note(out, "teacher") is None
     run_ensemble(out, ["teacher"], method="rank")  # another teacher: the student is trained again, and says why
+    assert teacher_note(out, "student").startswith("NOTE: student was distilled from an earlier blend (04_ensemble.py "
+                                                   "ran since)")  # what 03 says before it is (probe: 03 said nothing)
     said = []
     assert not train_experiment(student, out, log=said.append)["skipped"]
     assert "student: the teacher blend changed since its models were trained: they are trained again" in said, said

@@ -48,6 +48,18 @@ from ..data import tasks
 from ..data.prepare import drop_stale_blend, fine_targets
 
 
+def teacher_note(out: Outputs, exp: str) -> str | None:
+    """A line for 03 when experiment ``exp`` was distilled (``train.distill``) from a blend that is
+    no longer 04's current one: its models are that earlier blend's student, and 02 would train it
+    again on the current one. ``None`` otherwise (no distillation, or the same blend)."""
+    teacher = ((out.trained(exp).read() or {}).get("inputs") or {}).get("teacher")
+    now = (out.ensembled.read() or {}).get("id")
+    if not teacher or teacher == now:
+        return None
+    return (f"NOTE: {exp} was distilled from an earlier blend ({'04_ensemble.py ran since' if now else 'no blend now'}): "
+            f"these are that student's predictions; 02_train.py {exp} trains it on the current blend")
+
+
 def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | None = None) -> tuple[np.ndarray, str]:
     """The current blend's OOF probabilities as training targets ``(rows, n_outputs)`` (binary:
     p(positive)) for the rows of ``table`` (``folds.csv``'s: ``id``, ``fold``), in its order; a
