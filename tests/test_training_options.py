@@ -485,7 +485,9 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     for k in (0, 1):  # every fold trains on the pseudo rows, none validates on them
         tr, va, _, _ = fold_setup(cfg, comp, data, folds, k)
         assert set(pseudo.index) <= set(tr) and not set(pseudo.index) & set(va)
-    s = train_experiment(dict(cfg, name="student"), new, log=lambda *_: None)
+    said = []
+    s = train_experiment(dict(cfg, name="student"), new, log=said.append)
+    assert f"{len(pseudo)} pseudo-labelled recordings (fold -1) train in every fold, never validated" in said, said
     oof = pd.read_csv(new.oof("student"), dtype={"id": str})
     assert oof.id.tolist() == table.id.tolist() and len(s["folds"]) == 2  # fold -1 is no fold
     # distillation here: the pseudo-labelled rows, which no OOF blend holds, keep their labels

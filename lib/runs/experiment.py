@@ -201,6 +201,10 @@ class ExperimentRun:
         self.log(f"experiment {self.name}: model {cfg['model']['name']}, {inputs}"
                  f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} {row_noun(comp)}s in "
                  f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
+        pseudo = int((self.table["fold"] == -1).sum())
+        if pseudo:  # pseudo_label.py's rows: in every fold's training, never validated (nor distilled)
+            self.log(f"{pseudo} pseudo-labelled {row_noun(comp)}s (fold -1) train in every fold, never validated"
+                     + ("; they keep their pseudo labels as targets" if self.teacher else ""))
         if self.teacher:
             self.log(f"distils the blend of 04_ensemble.py (its record {self.teacher}): targets are "
                      f"{cfg['train']['distill']['weight']} x its OOF probabilities + the rest x the labels")
