@@ -91,8 +91,11 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
 
     ``probs`` ``(rows, n_classes)`` in the order of ``table`` (``folds.csv`` or ``test.csv``,
     whose ``meta_<column>`` columns the rules read by their plain names). Single-label rows are
-    renormalised. Returns ``(masked probs, rows changed (rows,) bool)`` (rows with a masked class
-    above 0). Raises ``ConfigError`` naming the
+    renormalised. With ``decision.group_aggregate`` and a ``group`` column in ``table``, a class
+    that a rule excludes for one row of a group is excluded for all of them (the group has one
+    label: its recordings' mean, or vote, could otherwise give a masked row its class back, and
+    the group's rows would differ). Returns ``(masked probs, rows changed (rows,) bool)`` (rows
+    with a masked class above 0). Raises ``ConfigError`` naming the
     rule when its expression does not evaluate to one boolean per row, and ``InputError`` when a
     row would have every class masked.
     """
@@ -103,6 +106,8 @@ def apply_masks(probs: np.ndarray, table: pd.DataFrame, comp: dict, where: str =
     keep = np.ones(np.shape(probs), dtype=bool)
     for rule in rules:
         keep[np.ix_(_rule_rows(view, rule, where), [comp["classes"].index(c) for c in rule["classes"]])] = False
+    if (comp.get("decision") or {}).get("group_aggregate") and "group" in view:  # excluded for one: for the group
+        keep = pd.DataFrame(keep).groupby(view["group"].to_numpy()).transform("min").to_numpy(dtype=bool)
     if comp["task"] != "multilabel" and not keep.any(1).all():
         bad = view["id"][~keep.any(1)].tolist()
         raise InputError([f"{where}: every class is masked for {len(bad)} row(s), e.g. {bad[:5]}"])
@@ -304,18 +309,8 @@ def mask_blend(probs: np.ndarray, ids, table: pd.DataFrame, comp: dict, split: s
         return probs
     rows = table.set_index("id").loc[list(ids)].reset_index()
     masked = apply_masks(probs, rows, comp, f"decision.mask ({split})")[0]
-    return _group_then_mask(masked, rows, comp, split)  # then as postprocess
-
-
-def _group_then_mask(probs: np.ndarray, rows: pd.DataFrame, comp: dict, split: str) -> np.ndarray:
-    """``decision.group_aggregate`` of masked ``probs`` ``(rows, n_classes)`` (``rows``: their
-    table rows, with ``group``), masked again: a group whose rows' metadata differ would give a
-    row's forbidden class back through its group's mean; a row then keeps its group's
-    probabilities but for the classes its own rules exclude. Unchanged without group_aggregate."""
-    how = (comp.get("decision") or {}).get("group_aggregate")
-    if not how:
-        return probs
-    return apply_masks(aggregate_groups(probs, rows["group"], comp, how), rows, comp, f"decision.mask ({split})")[0]
+    how = decision.get("group_aggregate")  # then as postprocess: a group's rows share its probabilities again
+    return aggregate_groups(masked, rows["group"] if how else None, comp, how)
 
 
 def postprocess_keys(comp: dict) -> list[str]:
@@ -343,8 +338,7 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
     """The members' probability arrays after the label masks, the slice prior shift
     (``decision.slice_prior``: OOF rows with their other folds' priors, test rows with
     ``priors``) and group aggregation (each recording gets its group's probabilities); returns
-    ``(arrays (rows, n_classes) in the frames' row order, rows masked)``; after the group
-    aggregation the masks apply again (:func:`_group_then_mask`). ``frames``: OOF or test
+    ``(arrays (rows, n_classes) in the frames' row order, rows masked)``. ``frames``: OOF or test
     prediction tables with the same ids, all of them in ``table`` (``folds.csv``/``test.csv``), to
     which they are matched by id; what 04 and the leaderboard score. Raises ``MissingArtifact`` when
     ``decision.group_aggregate`` is set and ``table`` has no group column."""
@@ -360,7 +354,7 @@ def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, spl
         masked |= moved  # rows any member's probabilities moved
         if decision.get("slice_prior"):
             p = slice_prior_shift(p, rows, comp, priors, table)  # (table: OOF rows' priors; test: priors)
-        out.append(_group_then_mask(p, rows, comp, split))
+        out.append(aggregate_groups(p, rows["group"] if how else None, comp, how))
     return out, int(masked.sum())
 
 
