@@ -8,7 +8,9 @@ from lib import cli
 
 def main() -> None:
     args, out, cfg = cli.parse_experiment(__doc__)
+    from lib.core.config import row_noun
     from lib.inference.infer import infer_experiment
+    from lib.runs.self_training import teacher_note
 
     s = infer_experiment(cfg["name"], out, force=args.force, device=cfg["train"]["device"], given=cfg)
     if s.get("no_test"):
@@ -17,12 +19,8 @@ def main() -> None:
     state = "up to date, skipped (use --force to redo)" if s["skipped"] else "written"
     if s["partial"]:
         print(f"PARTIAL: {cfg['name']} has only folds {s['folds']}; these predictions are their mean")
-    from lib.core.config import row_noun
-
     print(f"{cfg['name']}: {s['rows']} test {row_noun(out.load_competition())}s ({s['windows']} windows), mean of folds {s['folds']}, mean probabilities {s['mean_probs']}; "
           f"{state} -> {out.preds(cfg['name'])}")
-    from lib.runs.self_training import teacher_note
-
     if note := teacher_note(out, cfg["name"]):
         print(note)
 

@@ -182,7 +182,7 @@ def _check_head(params: dict, sources, where: str) -> None:
         raise ConfigError(f"{source_of(sources, ['model', 'params', 'head_hidden'], where)}: model.params.head_hidden "
                           f"{params['head_hidden']!r} has no effect with model.params.pooling {pooling!r}, which "
                           f"classifies each frame itself (no head after it): remove head_hidden, or choose a pooling "
-                          f"that feeds the head (mean_max, mean, gem)")
+                          f"that feeds the head ({', '.join(n for n in POOLINGS.names() if not POOLINGS.get(n).gives_logits)})")
 
 
 def _check_by_building(cfg: dict, sources, where: str, comp: dict | None) -> None:
@@ -277,8 +277,9 @@ def _check_classical(cfg: dict, sources, where: str) -> None:
         if given:
             raise ConfigError(f"{src}: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the "
                               f"scikit-learn member {cfg['model']['name']!r}: it is fitted once per fold, without "
-                              f"epochs, optimiser, schedule or augmentation, from statistics over time that time "
-                              f"shifts do not change (docs/zoo.md); remove {'it' if len(given) == 1 else 'them'}")
+                              f"epochs, optimiser, schedule or augmentation"
+                              + (", from statistics over time that time shifts do not change" if "tta.shifts" in given
+                                 else "") + f" (docs/zoo.md); remove {'it' if len(given) == 1 else 'them'}")
 
 
 def _sets(raw: dict, keys: list[str]) -> bool:

@@ -240,8 +240,7 @@ def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
                                                "train": {"epochs": 5, "class_weights": "balanced"}})
     assert _error(load_experiment, member) == (
         f"{member}: train.epochs does not apply to the scikit-learn member 'hgb': it is fitted once per fold, "
-        f"without epochs, optimiser, schedule or augmentation, from statistics over time that time shifts do not "
-        f"change (docs/zoo.md); remove it")
+        f"without epochs, optimiser, schedule or augmentation (docs/zoo.md); remove it")
     shifted = _write(tmp_path / "shifted.yaml", {"base": "member.yaml", "tta": {"shifts": [0.0, 0.25]}})  # a no-op
     _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})  # (probe: said nothing)
     assert _error(load_experiment, shifted).startswith(f"{shifted}: tta.shifts does not apply to the scikit-learn member")

@@ -152,6 +152,8 @@ def test_status_partial_stale_and_all(board):
     out.prepared().commit([out.competition, out.folds], "prep2")
     again = leaderboard(out).set_index("experiment")
     assert again.loc["good", "status"] == "stale" and "folds.csv" in again.loc["good", "note"]
+    assert again.loc["part", "status"] == "stale" and pd.isna(again.loc["part", "rank"])  # partial still: unranked
+    assert pd.notna(again.loc["good", "rank"])  # (review: a stale status hid that part trained one fold of two)
     assert again.loc["good", "folds"] == f"{pd.read_csv(out.oof('good')).fold.nunique()} (other folds)"
     # an OOF file edited after training, its size kept: not scored as the trained one
     text = out.oof("mid").read_text()
@@ -193,8 +195,8 @@ def test_blend_line(board):
     manifest = out.features("mel") / "manifest.json"  # 01 rebuilt the members' feature set since they trained
     write_json(manifest, {"v": 2})
     out.features_record("mel").commit([manifest], "feat2")
-    assert blend_summary(out).endswith("[ensemble.json is not current: the feature set of member(s) good, mid changed "
-                                       "since they were trained: run 02_train.py, 03_infer.py and 04_ensemble.py]")
+    assert blend_summary(out).endswith("[ensemble.json is not current: member(s) good, mid stale (feature set 'mel' "
+                                       "rebuilt since training): run 02_train.py, 03_infer.py and 04_ensemble.py]")
     folds = out.load_split("train")
     out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded
     out.prepared().commit([out.competition, out.folds], "prep2")

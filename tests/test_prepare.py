@@ -65,12 +65,12 @@ def test_lines_are_counted_as_an_editor_counts_them(tmp_path):
     root = tmp_path / "data"
     train = pd.read_csv(root / "train.csv").assign(note="")
     train.loc[1, "note"] = "two\nlines"        # row 1 starts on line 3 and ends on line 4
-    train.loc[6, "label"] = "c"                 # unknown label: line 8 + 1 (the cell) + 1 (the blank line)
+    train.loc[6, "label"] = "c"                 # unknown label: line 8 + 1 (the cell) + 2 (the blank lines)
     lines = train.to_csv(index=False).splitlines()
-    (root / "train.csv").write_text("\n".join(lines[:5] + [""] + lines[5:]) + "\n")  # a blank line after row 2
+    (root / "train.csv").write_text("\n".join(lines[:5] + ["", "   "] + lines[5:]) + "\n")  # blank lines after row 2
     with pytest.raises(InputError) as err:
         prepare(comp, tmp_path / "out")
-    assert f"{root}/train.csv line 10: unknown label 'c'" in str(err.value), str(err.value)
+    assert f"{root}/train.csv line 11: unknown label 'c'" in str(err.value), str(err.value)
 
 
 def _competition(tmp_path, cfg: dict):
@@ -256,7 +256,7 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     one_fold.to_csv(tmp_path / "data" / "train.csv", index=False)
     warnings = prepare(comp, tmp_path / "out_b")["warnings"]
     assert len(warnings) == 1 and "no positive row in the validation rows of some folds" in warnings[0]
-    assert "1 of them in one fold only, whose model trains without them: b (2 rows, in 1 of 2 folds)" in warnings[0]
+    assert "1 of them in one fold or none, whose model(s) train without them: b (2 rows, in 1 of 2 folds)" in warnings[0]
     pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
     # a patient split across the shipped folds, a bad age, a missing channel: all reported
     df = pd.read_csv(tmp_path / "data" / "train.csv", dtype=str, keep_default_na=False)

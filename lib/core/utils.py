@@ -172,7 +172,7 @@ def row_lines(path: str | os.PathLike, n_rows: int) -> list[int]:
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         for row in reader:
-            if row:  # a blank line reads as [], and pandas skips it
+            if row and not (len(row) == 1 and not row[0].strip()):  # blank lines: [] or ['  ']; pandas skips them
                 starts.append(previous + 1)
             previous = reader.line_num
     return starts[1:] if len(starts) == n_rows + 1 else [i + 2 for i in range(n_rows)]

@@ -64,6 +64,18 @@ def group_of(text: str, regex: str) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def _case_variants(root: Path, pattern: str, files: list[Path]) -> list[Path]:
+    """The files under ``root`` that glob ``pattern`` matches only when case is ignored (not in
+    ``files``, what it matched; the same file counts once, by its inode, however a case-insensitive
+    file system spells its folders). ``[]`` for a pattern with ``[..]`` classes, which chose its
+    cases itself."""
+    if "[" in pattern:
+        return []
+    anycase = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in pattern)
+    known = {(s.st_dev, s.st_ino) for s in (p.stat() for p in files)}
+    return sorted(p for p in root.glob(anycase) if p.is_file() and (p.stat().st_dev, p.stat().st_ino) not in known)
+
+
 def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[str], merge: str | None = None
                ) -> pd.DataFrame | None:
     """The rows of a split: ``id``, ``path``, ``where`` (file and line, for messages) and the
@@ -79,13 +91,10 @@ def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[st
         if not files:
             problems.append(f"{root / sec['files']}: no files match")
             return None
-        if "[" not in sec["files"]:  # (a pattern with [..] classes chose its cases itself)
-            anycase = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in sec["files"])
-            other = sorted(p for p in root.glob(anycase) if p.is_file() and p not in set(files))
-            if other:  # never dropped unsaid: a .WAV beside .wav files
-                problems.append(f"{root / sec['files']}: {len(other)} file(s) match only when case is ignored, e.g. "
-                                f"{other[0]} (globs are case-sensitive): write the pattern with classes such as "
-                                f"'*.[wW][aA][vV]' to take them, or move them out of the folder")
+        if other := _case_variants(root, sec["files"], files):  # never dropped unsaid: a .WAV beside .wav files
+            problems.append(f"{root / sec['files']}: {len(other)} file(s) match only when case is ignored, e.g. "
+                            f"{other[0]} (globs are case-sensitive): write the pattern with classes such as "
+                            f"'*.[wW][aA][vV]' to take them, or move them out of the folder")
         rel = [p.relative_to(root) for p in files]
         ids = [str(r) if sec["id_from"] == "path" else r.stem if sec["id_from"] == "stem" else r.name for r in rel]
         df = pd.DataFrame({"id": ids, "path": [str(p) for p in files], "where": [str(p) for p in files]})
@@ -683,8 +692,9 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                         f"the competition: the submission keeps the sample's values there; list them in `classes:` "
                         f"if they are classes without training rows (then predicted near 0)")
     if missing_cols:
+        hints = "".join(did_you_mean(c, sample.columns) for c in missing_cols)
         problems.append(f"{sample_csv}: missing column(s) {missing_cols} for submission format {sub['format']!r}; "
-                        f"found {list(sample.columns)}{did_you_mean(missing_cols[0], sample.columns)}")
+                        f"found {list(sample.columns)}{hints}")
     else:
         _check_sample_values(sample[sub["target_column"]] if sub.get("target_column") else None, cfg, sample_csv,
                              problems, warnings)
@@ -886,11 +896,11 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
     in_folds = {c: len(set(fold[y[:, k] == 1])) for k, c in enumerate(cfg["classes"])} if y.ndim == 2 else {}
     absent = [f"{c} ({int(y[:, k].sum())} rows, in {in_folds[c]} of {n_folds} folds)"
               for k, c in enumerate(cfg["classes"]) if in_folds.get(c, n_folds) < n_folds]
-    alone = [c for c, n in in_folds.items() if n == 1]
+    alone = [c for c, n in in_folds.items() if n <= 1]  # every positive in one fold, or none at all
     if absent:  # single-label classes this rare are refused by make_folds
         warnings = [*warnings, f"{len(absent)} class(es) have no positive row in the validation rows of some folds "
                                f"(the class's AUROC and AP there are undefined)"
-                               + (f"; {len(alone)} of them in one fold only, whose model trains without them"
+                               + (f"; {len(alone)} of them in one fold or none, whose model(s) train without them"
                                   if alone else "") + f": {', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")]
     return {
         "train_rows": len(folds), "test_rows": 0 if test is None else len(test),

@@ -244,7 +244,8 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
         chosen, top = best_method(results, comp, best_member), best_method(results, comp)
         if chosen != top:
             return chosen, (f"the best blend, {top} ({results[top]['scores'][comp['metric']]:.4f} cross-fitted OOF "
-                            f"{comp['metric']}{at}), does not beat the best member's own OOF score ({best_member:.4f})")
+                            f"{comp['metric']}{at}), does not beat the best member's own OOF score ({best_member:.4f})"
+                            f"{left_out}")
         return chosen, f"best cross-fitted OOF {comp['metric']}{at} of {len(results)} methods{left_out}"
     if results.get(method, {}).get("error"):
         raise ConfigError(f"blending method {method!r}: {results[method]['error']}")

@@ -104,9 +104,9 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             continue
         row = {"experiment": exp, "model": (config.get("model") or {}).get("name"),
                "input": (config.get("features") or {}).get("set"), **dict.fromkeys(names, np.nan),
-               "fold_mean": np.nan, "fold_std": np.nan, "status": status,
-               "folds": f"{_fold_records(out, exp, n_folds)}/{n_folds}",
-               "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note}
+               "fold_mean": np.nan, "fold_std": np.nan, "status": status, "folds": f"{_fold_records(out, exp, n_folds)}/{n_folds}",
+               "parameters": scores.get("n_parameters"), "seconds": scores.get("seconds"), "note": note,
+               "whole": status in ("complete", "stale")}  # (before _stale hides a partial one: review)
         try:
             oof, y, probs = _read_oof(out.oof(exp), comp, cols)
         except FileNotFoundError:
@@ -136,7 +136,7 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     for gone in sorted(oof_files - {r["experiment"] for r in rows} - set(skipped)):
         skipped[gone] = f"models/{gone}/ is gone, only oof/{gone}.csv is left (02_train.py trains it again)"
     df = pd.DataFrame(rows, columns=["experiment", "model", "input", *names, "fold_mean", "fold_std", "folds",
-                                     "status", "parameters", "seconds", "note"])
+                                     "status", "parameters", "seconds", "note", "whole"])
     df = _ranked(df, sort, higher)
     df.attrs.update(sort=sort, higher_is_better=higher, metrics=names, fold_metric=comp["metric"], skipped=skipped,
                     slices=per_slice)
@@ -144,13 +144,14 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
 
 
 def _ranked(df: pd.DataFrame, sort: str, higher: bool) -> pd.DataFrame:
-    """The leaderboard rows best first by ``sort``, with a ``rank`` column in front: the rows
-    scored on every fold (``complete``, ``stale``) ranked first, then the others (``partial``,
-    ``incomplete``: scored on fewer rows) without a rank; rows whose score is NaN last in each."""
-    whole = df["status"].isin(["complete", "stale"])
-    df = pd.concat([d.sort_values(sort, ascending=not higher, na_position="last", kind="stable")
-                    for d in (df[whole], df[~whole])]).reset_index(drop=True)
-    ranked = df["status"].isin(["complete", "stale"]) & df[sort].notna()
+    """The leaderboard rows best first by ``sort``, with a ``rank`` column in front: the rows of
+    experiments trained on every fold (column ``whole``, dropped here; stale ones too) ranked
+    first, then the others (``partial``, ``incomplete``: scored on fewer rows) without a rank;
+    rows whose score is NaN last in each."""
+    df = df.assign(_nan=df[sort].isna(), _key=df[sort] if higher else -df[sort])
+    df = df.sort_values(["whole", "_nan", "_key"], ascending=[False, True, False], kind="stable")
+    ranked = df["whole"] & ~df["_nan"]
+    df = df.drop(columns=["whole", "_nan", "_key"]).reset_index(drop=True)
     df.insert(0, "rank", pd.array([i + 1 if r else pd.NA for i, r in enumerate(ranked)], dtype="Int64"))
     return df
 
@@ -266,10 +267,12 @@ def blend_summary(out: Outputs) -> str | None:
                                                           ).get("id") != rec["inputs"].get(e["experiment"])]
     if stale:
         rec, why = None, f"member(s) {', '.join(stale)} trained again, changed or removed since: run 04_ensemble.py"
-    rebuilt = [e["experiment"] for e in members if rec and training_status(out, e["experiment"], (read_json(
-        out.model_dir(e["experiment"]) / "scores.json") or {}).get("config"))[0] == "stale"]
-    if rebuilt:  # (the feature set rebuilt, or other audio read by 00, since the member trained: its row says which)
-        rec, why = None, (f"the feature set of member(s) {', '.join(rebuilt)} changed since they were trained: run "
-                          f"02_train.py, 03_infer.py and 04_ensemble.py")
+    status = {e["experiment"]: training_status(out, e["experiment"], (read_json(out.model_dir(e["experiment"]) /
+                                                                        "scores.json") or {}).get("config"))
+              for e in members} if rec else {}
+    rebuilt = {e: why for e, (s, why) in status.items() if s == "stale"}  # its feature set rebuilt, removed, ...
+    if rebuilt:
+        rec, why = None, (f"member(s) {', '.join(rebuilt)} stale ({next(iter(rebuilt.values()))}): run 02_train.py, "
+                          f"03_infer.py and 04_ensemble.py")
     return (f"blend ({method}) of {len(members)}: OOF {scores}{in_sample_note(ens.get('decision'))}  ({weights})"
             + ("" if rec else f"  [ensemble.json is not current: {why}]"))
