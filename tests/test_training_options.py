@@ -296,6 +296,38 @@ def test_balanced_hgb_is_the_unweighted_fit_with_the_prior_taken_out(tmp_path):
     np.testing.assert_array_equal(again.logits(X[200:]), model.logits(X[200:]))
 
 
+def test_recording_weights_make_every_recording_weigh_the_same(tmp_path):
+    """``model.params.recording_weights``: the windows of a recording weigh 1 / its window count
+    (mean 1), as scikit-learn's own weighted fit, for gradient boosting and the logistic
+    regression (through its pipeline); the prior taken out is the weighted one; equal window
+    counts give the unweighted fit; multi-label tasks are refused."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression as LR
+
+    from lib.models.classical import HistGradientBoosting, LogisticRegression, log_prior, recording_weights
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), np.where(np.arange(40) < 10, 12, 2))  # 10 long recordings, 30 short
+    X = rng.standard_normal((len(groups), 6)).astype(np.float32)
+    y = (X[:, 0] + rng.standard_normal(len(groups)) > 0.8).astype(int)
+    w = recording_weights(groups)
+    assert w.mean() == pytest.approx(1) and np.bincount(groups, weights=w) == pytest.approx(np.full(40, w.sum() / 40))
+    assert recording_weights(np.repeat(np.arange(5), 3)) is None
+    params = {"max_iter": 20, "max_leaf_nodes": 7, "min_samples_leaf": 3}
+    model = HistGradientBoosting(1, 0, 1, **params, recording_weights=True)
+    model.fit(X, y[:, None], groups, "binary", seed=5, class_weight="balanced")
+    ref = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=5).fit(X, y, sample_weight=w)
+    p = np.clip(ref.predict_proba(X)[:, 1], 1e-7, 1 - 1e-7)
+    assert model.log_prior == log_prior(y[:, None], "binary", w) != log_prior(y[:, None], "binary")
+    np.testing.assert_allclose(model.logits(X)[:, 0], np.log(p) - np.log1p(-p) - model.log_prior[0], rtol=1e-5, atol=1e-5)
+    lr = LogisticRegression(1, 0, 1, recording_weights=True)
+    lr.fit(X, y[:, None], groups, "binary", seed=0)
+    ref = LR(C=1.0, max_iter=2000).fit((X - X.mean(0)) / X.std(0), y, sample_weight=w)
+    np.testing.assert_allclose(lr.fitted[-1].coef_, ref.coef_, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="recording_weights: not for multi-label tasks"):
+        lr.fit(X, np.stack([y, 1 - y], 1), groups, "multilabel", seed=0)
+
+
 def test_log_prior_per_task():
     from lib.models.classical import log_prior
 

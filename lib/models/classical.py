@@ -75,16 +75,28 @@ def pooled_statistics(spec: torch.Tensor, stats) -> torch.Tensor:
     return torch.cat(out, dim=1)
 
 
-def log_prior(target: np.ndarray, task: str) -> list[float]:
+def log_prior(target: np.ndarray, task: str, weights: np.ndarray | None = None) -> list[float]:
     """The log prior of each output in ``target (rows, n_outputs)`` 0/1 (one-hot for
-    ``multiclass``), in the logits' terms: ``log pi`` per class for ``multiclass``, ``log(pi / (1 -
-    pi))`` per output for ``binary`` and ``multilabel``. An output that is never or always
-    positive gets 0 (no correction: its estimator predicts a constant)."""
-    pi = target.astype(float).mean(0)
+    ``multiclass``), each row weighted by ``weights (rows,)`` when given, in the logits' terms:
+    ``log pi`` per class for ``multiclass``, ``log(pi / (1 - pi))`` per output for ``binary`` and
+    ``multilabel``. An output that is never or always positive gets 0 (no correction: its
+    estimator predicts a constant)."""
+    pi = np.average(target.astype(float), axis=0, weights=weights)
     if task == "multiclass":
         return np.log(np.where(pi > 0, pi, 1.0)).tolist()  # an unseen class: log 1 = 0
     pi = np.where((pi > 0) & (pi < 1), pi, 0.5)  # a constant output: logit(0.5) = 0
     return (np.log(pi) - np.log1p(-pi)).tolist()
+
+
+def recording_weights(groups: np.ndarray) -> np.ndarray | None:
+    """Window weights ``(windows,)`` that give every recording of ``groups (windows,)`` (each
+    window's recording) the same total weight, scaled to a mean of 1; ``None`` when every
+    recording has as many windows (equal weights: the unweighted fit, faster)."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if counts.min() == counts.max():
+        return None
+    weights = 1.0 / counts[inverse]
+    return weights * len(weights) / weights.sum()
 
 
 def _neg_log_loss(estimator, X: np.ndarray, y: np.ndarray) -> float:
@@ -114,7 +126,10 @@ class ClassicalModel(nn.Module):
 
     ``stats``: the statistics pooled per channel and band (:data:`STATS`); ``grid``: ``{param:
     [values]}`` for a grid search inside the training fold (``GridSearchCV``, 3 inner folds
-    grouped by recording; log loss, for multi-label tasks subset accuracy), ``None``: no search. Subclasses give :meth:`estimator`.
+    grouped by recording; log loss, for multi-label tasks subset accuracy), ``None``: no search;
+    ``recording_weights``: every training recording weighs the same in the fit, its windows
+    ``1 / its window count`` each (else a recording of 60 s weighs twelve of 5 s). Subclasses give
+    :meth:`estimator`.
     Input ``spec (B, C, F, T)`` (or a waveform ``(B, samples)`` through ``self.frontend``, set by
     :func:`lib.models.build_model`; its per-band normalisation is not applied: trees do not need
     it, the logistic regression standardises its inputs itself) and ``scalars (B, S)``.
@@ -127,12 +142,13 @@ class ClassicalModel(nn.Module):
     (:meth:`fit`)."""
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
-                 grid: dict | None = None):
+                 grid: dict | None = None, recording_weights: bool = False):
         super().__init__()
         check_stats(stats)
         if grid is not None:
             _check_grid_shape(grid)
         self.n_outputs, self.n_scalars, self.stats, self.grid = n_outputs, n_scalars, list(stats), grid
+        self.recording_weights = recording_weights
         self.frontend: nn.Module | None = None
         self.register_buffer("anchor", torch.zeros(0))  # gives the module a device
         self.fitted, self.task, self.best_params, self.log_prior = None, None, None, None
@@ -195,7 +211,12 @@ class ClassicalModel(nn.Module):
         by_prior = class_weight == "balanced" and self.balance_by_prior
         est = self.estimator(seed, None if by_prior else class_weight)
         y = target.argmax(1) if task == "multiclass" else target[:, 0] if task == "binary" else target.astype(int)
-        self.log_prior = log_prior(target, task) if by_prior else None
+        weights = recording_weights(groups) if self.recording_weights else None
+        if weights is not None and task == "multilabel":
+            raise ConfigError("model.params.recording_weights: not for multi-label tasks (scikit-learn's one-vs-rest "
+                              "fit takes no sample weights here); remove it")
+        self.log_prior = log_prior(target, task, weights) if by_prior else None  # the prior the weighted fit learns
+        fit_params = {} if weights is None else {self.grid_prefix + "sample_weight": weights}
         prefix = ""
         if task == "multilabel":
             est, prefix = OneVsRestClassifier(est), "estimator__"
@@ -209,13 +230,13 @@ class ClassicalModel(nn.Module):
                 inner = min(3, len(np.unique(groups)))
                 search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
                                       cv=GroupKFold(inner), scoring=None if task == "multilabel" else _neg_log_loss)
-                search.fit(X, y, groups=groups)
+                search.fit(X, y, groups=groups, **fit_params)
                 est = search.best_estimator_
                 self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
                 log(f"grid search ({inner} inner folds by recording): best {self.best_params}, "
                     f"score {search.best_score_:.4f}")
             else:
-                est.fit(X, y)
+                est.fit(X, y, **fit_params)
         self.fitted, self.task = est, task
 
     def forward(self, spec: torch.Tensor, scalars: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -297,8 +318,8 @@ class HistGradientBoosting(ClassicalModel):
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
                  grid: dict | None = None, learning_rate: float = 0.1, max_iter: int = 200, max_leaf_nodes: int = 31,
                  min_samples_leaf: int = 20, l2_regularization: float = 0.0, max_features: float = 1.0,
-                 early_stopping: bool = False):
-        super().__init__(in_channels, n_scalars, n_outputs, stats, grid)
+                 early_stopping: bool = False, recording_weights: bool = False):
+        super().__init__(in_channels, n_scalars, n_outputs, stats, grid, recording_weights)
         self.params = dict(learning_rate=learning_rate, max_iter=max_iter, max_leaf_nodes=max_leaf_nodes,
                            min_samples_leaf=min_samples_leaf, l2_regularization=l2_regularization,
                            max_features=max_features, early_stopping=early_stopping)
@@ -328,8 +349,8 @@ class LogisticRegression(ClassicalModel):
     grid_prefix = "clf__"
 
     def __init__(self, in_channels: int, n_scalars: int, n_outputs: int, stats=("mean", "std", "p10", "p50", "p90"),
-                 grid: dict | None = None, C: float = 1.0, max_iter: int = 2000):
-        super().__init__(in_channels, n_scalars, n_outputs, stats, grid)
+                 grid: dict | None = None, C: float = 1.0, max_iter: int = 2000, recording_weights: bool = False):
+        super().__init__(in_channels, n_scalars, n_outputs, stats, grid, recording_weights)
         self.params = dict(C=C, max_iter=max_iter)
 
     def estimator(self, seed: int, class_weight: str | None):
