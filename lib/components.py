@@ -231,7 +231,8 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     """What a run needs of the machine and the prepared data: a ``train.device`` ``cuda:N`` names
     a GPU that is there; ``train.folds`` are folds of ``comp`` (``0 .. folds.n_folds - 1``; not
     checked without ``comp``); ``train.monitor`` is a metric of ``comp``'s task;
-    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within; a scheduler's
+    ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within;
+    ``model.params.recording_weights`` is not set for a multi-label ``comp``; a scheduler's
     ``warmup_epochs`` is at most ``train.epochs``. Raises
     ``ConfigError`` naming the file (or override) and the key."""
     device = cfg["train"]["device"]
@@ -253,6 +254,11 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
                           f"rate would never reach its peak")
     if cfg["train"]["monitor"] is not None and comp is not None:
         get_metric(cfg["train"]["monitor"], comp, f"{source_of(sources, ['train', 'monitor'], where)} (train.monitor)")
+    if cfg["model"]["params"].get("recording_weights") and comp is not None and "task" in comp \
+            and tasks.output_task(comp) == "multilabel":  # (said now, not when the first fold fits)
+        raise ConfigError(f"{source_of(sources, ['model', 'params', 'recording_weights'], where)}: "
+                          f"model.params.recording_weights is not for multi-label tasks (competition "
+                          f"{comp.get('name')!r}: scikit-learn's one-vs-rest fit takes no sample weights here)")
     if cfg["train"]["sampler"] == "balanced_slices" and comp is not None and not comp.get("slices"):
         raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
                           f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "

@@ -244,6 +244,11 @@ def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
     shifted = _write(tmp_path / "shifted.yaml", {"base": "member.yaml", "tta": {"shifts": [0.0, 0.25]}})  # a no-op
     _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})  # (probe: said nothing)
     assert _error(load_experiment, shifted).startswith(f"{shifted}: tta.shifts does not apply to the scikit-learn member")
+    weighted = ["model.params.recording_weights=true"]  # not for multi-label tasks: said at load, not in fold 0
+    multi = {"name": "ml", "task": "multilabel", "classes": ["a", "b"], "metric": "macro_f1", "metrics": ["macro_f1"]}
+    assert "model.params.recording_weights is not for multi-label tasks (competition 'ml'" in _error(
+        load_experiment, ROOT / "configs/zoo/hgb.yaml", weighted, multi)
+    assert load_experiment(ROOT / "configs/zoo/hgb.yaml", weighted, dict(multi, task="multiclass"))
     _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})
     child = _write(tmp_path / "child.yaml", {"base": "member.yaml", "optimizer": {"params": {"lr": 0.1}}})
     assert _error(load_experiment, child).startswith(f"{child}: optimizer does not apply to the scikit-learn member")
