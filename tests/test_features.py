@@ -42,9 +42,9 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
     assert not m1["skipped"]
     again = build_feature_set(prepared, section)
     assert again["skipped"]
-    spec, *_ = load_features(prepared, "lm", "train", ids=folds["id"])
+    spec, *_ = load_features(prepared, "lm", "train", table=folds)
     with pytest.raises(MissingArtifact, match="other rows"):
-        load_features(prepared, "lm", "train", ids=folds["id"][::-1])
+        load_features(prepared, "lm", "train", table=folds[::-1])
     changed = dict(section, params=dict(section["params"], n_mels=16))
     assert not build_feature_set(prepared, changed)["skipped"]  # settings changed: rebuilt
 

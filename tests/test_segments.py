@@ -292,6 +292,10 @@ def test_matrix_errors_name_file_and_line(tmp_path):
     np.save(wide, np.zeros((5, 3)))
     with pytest.raises(AudioError, match="set matrix.axes: frames_bins"):
         read_matrix(wide, spec)
+    stft = tmp_path / "stft.npy"  # complex: refused, not cast to its real part (probe)
+    np.save(stft, np.ones((3, 4), dtype=np.complex64))
+    with pytest.raises(AudioError, match=r"stft.npy: complex values \(complex64\)"):
+        read_matrix(stft, spec)
     nan = tmp_path / "nan.npy"  # a binary file has no lines
     np.save(nan, np.array([[1.0, 2, 3, 4], [5, np.nan, 7, 8], [9, 10, 11, 12]]))
     with pytest.raises(AudioError, match=r"nan.npy: NaN or infinite value at bin 1, frame 1$"):
@@ -372,6 +376,21 @@ def test_every_stage_on_an_icbhi_style_folder(icbhi, tmp_path):
     assert set(sub.id) == set(pd.read_csv(icbhi / "sample_submission.csv").id) and set(sub.label) <= {"inhale", "exhale"}
     scores = json.loads((out / "models" / "wave_small" / "scores.json").read_text())
     assert 0 <= scores["oof"]["icbhi_score"] <= 1
+    # a cycle's annotation edited: the same rows and audio, other spans; the caches are built again (probe)
+    first = sorted((icbhi / "audio").glob("*.txt"))[0]
+    lines = first.read_text().splitlines()
+    start, end, *rest = lines[0].split("\t")
+    lines[0] = "\t".join([start, f"{(float(start) + float(end)) / 2:.3f}", *rest])
+    first.write_text("\n".join(lines) + "\n")
+    stage("00_prepare.py", cfg_path, "--data-dir", icbhi, "--output-dir", out)
+    assert list(pd.read_csv(out / "folds.csv").id) == list(folds.id)  # the ids stay
+    r = stage("02_train.py", cached, "--output-dir", out, check=False)  # 01 not run yet: refused, not trained on old spans
+    assert r.returncode == 1 and "built for other rows or segments than folds.csv" in r.stderr, r.stderr
+    log = stage("01_features.py", cached, "--output-dir", out).stdout
+    assert "the train segments changed since the last build" in log, log
+    regions_now = np.load(out / "features" / "log_mel64" / "train_regions.npy")
+    assert regions_now.tolist() == regions(pd.read_csv(out / "folds.csv")).tolist()
+    stage("02_train.py", cached, "--output-dir", out)
 
 
 def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
@@ -394,6 +413,11 @@ def test_every_stage_on_a_maic_style_folder(maic, tmp_path):
     assert manifest["kind"] == "frames" and manifest["spec_shape"] == [1, 128, 25]
     assert manifest["splits"]["train"]["regions"] == n_tokens
     stage("02_train.py", exp, "--output-dir", out)
+    log = pd.read_csv(out / "models" / "tokens" / "fold0_log.csv")
+    lr = yaml.safe_load((out / "models" / "tokens" / "config.yaml").read_text())["optimizer"]["params"]["lr"]
+    # the schedule counts a step for every token's crop: the warm-up ends with epoch 1 (it ended in the first
+    # epoch, and the cosine was spent by the second, when steps were counted per recording: probe)
+    assert log.lr.iloc[0] == pytest.approx(lr, rel=0.05) and log.lr.iloc[-1] < 0.05 * lr, log
     stage("03_infer.py", exp, "--output-dir", out)
     stage("04_ensemble.py", "tokens", "--output-dir", out)
     oof = pd.read_csv(out / "oof" / "tokens.csv")

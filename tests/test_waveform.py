@@ -100,7 +100,7 @@ def test_waveform_cache_holds_whole_recordings(hv, tmp_path):
     for dtype, tol in (("float32", 0.0), ("float16", 2.0 ** -11)):
         section = {"name": "waveform", "set": f"wave_{dtype}", "params": {}, "dtype": dtype}
         m = build_feature_set(hv, section, workers=2)
-        wave, offsets, grid, _ = load_features(hv, section["set"], "train", ids=table["id"])
+        wave, offsets, grid, _ = load_features(hv, section["set"], "train", table=table)
         assert m["kind"] == "waveform" and m["sample_rate"] == 8000 and wave.dtype == dtype
         for i, path in enumerate(table["path"]):
             y, _ = audio.load(path)

@@ -104,6 +104,9 @@ def read_matrix(path: str | Path, spec: dict) -> np.ndarray:
         raise AudioError(f"{path}: unreadable matrix ({exc})") from exc
     if x.ndim != 2:
         raise AudioError(f"{path}: a {x.ndim}-D array {x.shape}; expected a 2-D matrix")
+    if np.iscomplexobj(x):  # a saved STFT: casting would drop the imaginary part
+        raise AudioError(f"{path}: complex values ({x.dtype}); expected real numbers (e.g. the magnitude or power: "
+                         f"np.abs(x) or np.abs(x) ** 2, as the features should be)")
     x = np.asarray(x, dtype=np.float32)
     if fmt in ("csv", "tsv") and min(x.shape) > 2:  # what pandas' to_csv adds unless told not to: never data
         if not spec.get("header") and np.array_equal(x[0], np.arange(x.shape[1])):

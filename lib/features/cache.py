@@ -209,14 +209,16 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     folder = out.features(section["set"])
     tables = {s: out.load_split(s) for s in splits or [s for s in SPLITS if s == "train" or out.has_test()]}
     hashes = {s: audio_fingerprint(t, workers) for s, t in tables.items()}
-    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp), hashes)
+    spans = {s: spans_fingerprint(t) for s, t in tables.items()}
+    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp), hashes,
+                      spans)
     if hasattr(extractor, "check_rate"):
         extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
     record = out.features_record(section["set"])
     rec, why = record.check(key)
     if not force and rec is not None:
         return dict(read_json(folder / "manifest.json"), skipped=True, seconds=0.0)
-    because = "--force" if force else _rebuild_reason(folder, hashes, why)
+    because = "--force" if force else _rebuild_reason(folder, hashes, spans, why)
     for split, table in tables.items():
         check_unchanged(table, split)
     t0 = time.time()
@@ -234,6 +236,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split] = extract(extractor, table, folder, split, comp, workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
         shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
+        shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
     manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
                     splits=shapes, dtype=dtype, fingerprint=key, audio_settings=audio_id(comp))
     write_json(folder / "manifest.json", manifest)
@@ -244,16 +247,27 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     return dict(manifest, skipped=False, seconds=time.time() - t0, because=because)
 
 
-def _rebuild_reason(folder: Path, hashes: dict[str, str], why: str) -> str:
+def spans_fingerprint(table) -> str:
+    """Fingerprint of the stretches of audio or frames that a split table's rows are made of
+    (:func:`lib.data.segments.regions`: a recording's annotated segments, a segment row's start and
+    end): an annotation edited and 00 run again changes it, where the audio files stay the same."""
+    return fingerprint(segments.regions(table).round(6).tolist())
+
+
+def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str) -> str:
     """Why a cache in ``folder`` is built again (``""``: never built): the splits whose recordings
-    (``hashes``, :func:`lib.core.artifacts.audio_fingerprint`) differ from the last build's, else
-    the record's own reason ``why`` (other settings, a file of it changed or missing)."""
+    (``hashes``, :func:`lib.core.artifacts.audio_fingerprint`) or segments (``spans``,
+    :func:`spans_fingerprint`) differ from the last build's, else the record's own reason ``why``
+    (other settings, a file of it changed or missing)."""
     try:
         old = read_json(folder / "manifest.json")["splits"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-    changed = [s for s, h in hashes.items() if isinstance(old.get(s), dict) and old[s].get("audio") not in (None, h)]
-    return f"the {' and '.join(changed)} recordings changed since the last build" if changed else why
+    changed = lambda key, now: [s for s, h in now.items()  # noqa: E731
+                                if isinstance(old.get(s), dict) and old[s].get(key) not in (None, h)]
+    reasons = [f"the {' and '.join(c)} {what} changed since the last build"
+               for c, what in ((changed("audio", hashes), "recordings"), (changed("spans", spans), "segments")) if c]
+    return "; ".join(reasons) or why
 
 
 def section_settings(section: dict) -> dict:
@@ -285,7 +299,7 @@ def check_settings(section: dict, manifest: dict) -> None:
                           f"options (it rebuilds the set), or give the experiment another features.set")
 
 
-def load_features(out: Outputs, feature_set: str, split: str, ids=None,
+def load_features(out: Outputs, feature_set: str, split: str, table=None,
                   mmap_mode: str = "r") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Memory-map a cached split: returns ``(spec (windows, C, F, T), scalars (windows, S),
     windows (windows, 3) of (recording row, start s within its region, region), manifest)``; of a waveform set
@@ -295,7 +309,8 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
 
     The set's record is checked first (every file present and intact); the manifest returned
     carries the record's id as ``manifest["record"]``, which trained models remember.
-    When ``ids`` is given, checks that the cache's recordings are those ids in that order.
+    When ``table`` (the split's rows, ``folds.csv`` or ``test.csv``) is given, checks that the cache
+    was built for its ids in that order and for its segments (:func:`spans_fingerprint`).
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing, incomplete or
     stale: built for other rows, from other audio (:meth:`lib.core.paths.Outputs.audio_changed`) or with other
     audio settings (:func:`lib.core.artifacts.audio_settings`) than the current stage 00's.
@@ -305,8 +320,10 @@ def load_features(out: Outputs, feature_set: str, split: str, ids=None,
     manifest = dict(read_json(folder / "manifest.json"), record=rec["id"])
     if split not in manifest["splits"]:
         raise MissingArtifact(f"{folder}: no {split!r} features of set {feature_set!r}: run 01_features.py first")
-    if ids is not None and manifest["splits"][split]["ids"] != fingerprint(list(ids)):
-        raise MissingArtifact(f"{folder}: {split} features were built for other rows than "
+    built = manifest["splits"][split]
+    if table is not None and (built["ids"] != fingerprint(list(table["id"]))
+                              or built.get("spans", spans_fingerprint(table)) != spans_fingerprint(table)):
+        raise MissingArtifact(f"{folder}: {split} features were built for other rows or segments than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
     if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:
         raise MissingArtifact(f"{folder}: a cache of an older version: run 01_features.py again")

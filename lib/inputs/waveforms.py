@@ -51,7 +51,7 @@ class WaveData(SplitInputs):
     def load(cls, out: Outputs, feature_set: str, split: str, table: pd.DataFrame, comp: dict, device) -> WaveData:
         """Map a cached split (checked against ``table``'s ids) for ``device``. Raises
         ``MissingArtifact`` naming ``01_features.py`` when the cache is missing or stale."""
-        wave, offsets, grid, manifest = load_features(out, feature_set, split, ids=table["id"], mmap_mode="c")
+        wave, offsets, grid, manifest = load_features(out, feature_set, split, table=table, mmap_mode="c")
         on_gpu = device.type == "cuda" and wave.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
         data = cls(torch.from_numpy(wave).to(device) if on_gpu else torch.from_numpy(wave), np.asarray(offsets),
                    grid, manifest, len(table), load_regions(out, feature_set, split))

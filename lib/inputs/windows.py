@@ -55,7 +55,7 @@ class WindowData(SplitInputs):
         memory: they are then copied to the GPU once. Raises ``MissingArtifact`` naming
         ``01_features.py`` when the cache is missing or stale.
         """
-        spec, scalars, windows, manifest = load_features(out, feature_set, split, ids=table["id"], mmap_mode="c")
+        spec, scalars, windows, manifest = load_features(out, feature_set, split, table=table, mmap_mode="c")
         on_gpu = device.type == "cuda" and spec.nbytes + scalars.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
         place = (lambda a: torch.from_numpy(a).to(device)) if on_gpu else torch.from_numpy
         data = cls(place(spec), place(scalars), None, None, None, manifest, use_scalars)

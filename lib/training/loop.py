@@ -1,7 +1,7 @@
 """The training of one fold: :class:`FoldTrainer` (set-up, epochs, validation, finish) and its steps.
 
-Each epoch sees one fresh random window of every training recording (``train.epoch_repeats``
-of them; :func:`epoch_recordings`; on the waveform path a crop at a random offset, augmented as
+Each epoch sees one fresh random window of every training recording, of each of its segments
+when it has several (``train.epoch_repeats`` of them; :func:`epoch_recordings`; on the waveform path a crop at a random offset, augmented as
 a waveform and turned into a spectrogram by the model's front end: :func:`training_batch`), one
 optimisation step per batch (:func:`train_step`: autocast, gradient clipping, the optimiser,
 the scheduler per step, the EMA of the weights, ``train.ema``, which is what gets validated and
@@ -374,7 +374,8 @@ class FoldTrainer:
         loss_fn = build_loss(cfg["loss"], self.comp, class_weight).to(device)
         opt = build_optimizer(cfg["optimizer"], model.param_groups())
         global_batch = tc["batch_size"] * ranks.world
-        steps = math.ceil(tc["epoch_repeats"] * len(tr_rec) / global_batch)
+        # an epoch holds a crop of every region (segment) of the training recordings, not one per recording
+        steps = math.ceil(tc["epoch_repeats"] * int(data.region_count[tr_rec].sum()) / global_batch)
         sched = SCHEDULERS.build(cfg["scheduler"], optimizer=opt, steps_per_epoch=steps, epochs=tc["epochs"])
         use_scaler = device.type == "cuda" and tc["amp"] and not torch.cuda.is_bf16_supported()
         seed = rank_seed(tc["seed"] + fold, ranks)
@@ -447,14 +448,16 @@ class FoldTrainer:
         self.record(total, seen, bad, probs, logits, windows, t0)
 
     def train_epoch(self) -> tuple[torch.Tensor | float, int, int]:
-        """One pass over one window of every training recording, ``train.epoch_repeats`` times
-        (DDP: this rank's share of each global batch). Returns ``(summed loss on the device,
-        windows seen, steps skipped)``. Raises ``_Fault`` after ``train.max_bad_steps`` non-finite
-        steps in a row."""
+        """One pass over one window of every region of the training recordings (each segment, or
+        the recording when it is one), ``train.epoch_repeats`` times (DDP: this rank's share of each
+        global batch); a balanced sampler's draws are cut to the steps the schedule was made for
+        (recordings of many segments drawn more often would overrun it). Returns ``(summed loss on
+        the device, windows seen, steps skipped)``. Raises ``_Fault`` after ``train.max_bad_steps``
+        non-finite steps in a row."""
         p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
         p.model.train()
         order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng, tc["epoch_repeats"]),
-                                   p.rng)
+                                   p.rng)[:p.steps * p.global_batch]
         total, seen, bad = 0.0, 0, 0
         for step, i in enumerate(tqdm(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
                                       leave=False, unit="batch"), 1):
