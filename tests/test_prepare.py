@@ -111,7 +111,8 @@ def test_a_sample_submission_of_other_ids_says_which_side_lacks_which(tmp_path):
     with pytest.raises(InputError) as err:
         prepare(comp, tmp_path / "out")
     assert "1 test set ids not in the sample, e.g. ['t0']" in str(err.value)
-    assert "2 sample ids not among the test set's ids, e.g. ['t8', 't9']" in str(err.value)
+    assert "2 sample ids not among the test set's ids (" in str(err.value)  # the test table named too
+    assert "test.csv), e.g. ['t8', 't9']" in str(err.value)
 
 
 def test_a_sample_column_that_is_no_class_is_warned_about(tmp_path):

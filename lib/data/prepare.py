@@ -706,8 +706,9 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                             f"{sorted(set(repeated))[:5]} (line {line}); a submission has one row per id")
         ours, theirs = set(map(str, ids)), set(sample[sub["id_column"]])
         what = "groups" if sub.get("unit") == "group" else "ids"
+        table = f" ({root / cfg['test']['csv']})" if cfg["test"].get("csv") else ""
         for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
-                                  (theirs, ours, f"sample ids not among the test set's {what}")):
+                                  (theirs, ours, f"sample ids not among the test set's {what}{table}")):
             if kept - other:
                 segment = (f" (segment ids are {row_id(cfg['segments'])}: "
                            f"segments.row_id)"
