@@ -136,7 +136,7 @@ if [ "$nproc" -gt 1 ]; then  # every experiment's folds at once, shared out by t
 fi
 names=""
 for exp in "${experiments[@]}"; do
-  name=$("$PYTHON" -m lib.core.config name "$exp" ${sets[@]+"${sets[@]}"})  # the name 02/03 give the run
+  name=$("$PYTHON" -m lib.cli name "$exp" ${sets[@]+"${sets[@]}"})  # the name 02/03 give the run
   names="$names $name"
   [ "$nproc" -gt 1 ] || stage "02_train $name" "$PYTHON" 02_train.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force
   stage "03_infer $name" "$PYTHON" 03_infer.py "$exp" ${sets[@]+"${sets[@]}"} --output-dir "$output_dir" $force

@@ -81,14 +81,22 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     ``lib.core.paths.Outputs``): its folder must be writable, and the config is checked against
     its prepared competition when stage 00 has run (``train.folds``). Returns the config; raises
     ``ConfigError``."""
-    from .components import load_experiment  # the registries: torch and the model zoo
+    from .components import load_experiment, unused_keys  # the registries: torch and the model zoo
     from .core.schema import check_folder_name
 
     if name is not None:
         check_folder_name(name, "--name")
     if out is not None:
         out.check_writable()
-    cfg = load_experiment(path, overrides, out.prepared_competition() if out is not None else None)
+    comp = out.prepared_competition() if out is not None else None
+    cfg = load_experiment(path, overrides, comp)
+    unused = unused_keys(cfg, [o.partition("=")[0].strip() for o in overrides or []])
+    if unused:  # a run's --set train.epochs=5 given to a scikit-learn member too: not applied, not in its name
+        overrides = [o for o in overrides if o.partition("=")[0].strip() not in unused]
+        cfg = load_experiment(path, overrides, comp)
+        if announce:
+            print(f"{cfg['name']}: --set {', '.join(unused)} passed over (the scikit-learn member "
+                  f"{cfg['model']['name']!r} has no use for {'it' if len(unused) == 1 else 'them'}: docs/zoo.md)")
     own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
     if announce and name:
         print(f"experiment {name} (--name)")
@@ -229,3 +237,28 @@ def outputs(args):
     from .core.paths import Outputs
 
     return Outputs(Path(args.output_dir).resolve())
+
+
+def run_name(path: str, overrides: list[str]) -> str:
+    """The experiment name that 02 and 03 give a run of config ``path`` with ``--set``
+    ``overrides`` (no ``--name``): :func:`lib.core.config.variant_name`, without the overrides a
+    scikit-learn member passes over (:func:`experiment`; the model zoo is imported only when an
+    override could be one of them). Raises ``ConfigError``."""
+    from .core.config import load_yaml
+    from .core.schema import NOT_FOR_CLASSICAL, under
+
+    if any(under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL) for o in changing_overrides(overrides)):
+        return experiment(path, overrides)["name"]
+    return variant_name(load_yaml(path).get("name") or Path(path).stem, overrides)
+
+
+if __name__ == "__main__":  # python -m lib.cli name CONFIG [--set KEY=VALUE ...] (for run_all.sh)
+    p = argparse.ArgumentParser(prog="python -m lib.cli", description="print the experiment name of a run")
+    p.add_argument("command", choices=["name"])
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+    try:
+        print(run_name(args.config, args.set))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")

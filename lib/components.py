@@ -14,7 +14,7 @@ from pathlib import Path
 from .core.config import read_competition, read_experiment
 from .core.errors import ConfigError
 from .core.registry import Registry, did_you_mean
-from .core.schema import dotted, param_problem, source_of
+from .core.schema import NOT_FOR_CLASSICAL, dotted, param_problem, source_of, under
 from .data.audio import PAD_MODES, RESAMPLERS
 from .data.folds import SCHEMES
 from .data import tasks
@@ -43,13 +43,6 @@ CODE_SUPPLIED = {"model": {"in_channels", "n_scalars", "n_outputs", "n_bins", "s
 lib.training.losses.build_loss, lib.training.wave_augment.WaveAugmenter): not settable under
 ``params``; a sample rate is always the data's, and the focal loss's ``softmax`` follows the
 task's outputs (softmax for multiclass, sigmoid otherwise)."""
-NOT_FOR_CLASSICAL = ("optimizer", "scheduler", "augment", "pretrain", "train.epochs", "train.batch_size",
-                     "train.patience", "train.min_epochs", "train.smooth_epochs", "train.monitor", "train.grad_clip",
-                     "train.amp", "train.ema", "train.swa", "train.epoch_repeats", "train.compile",
-                     "train.max_bad_steps", "train.sync_bn", "tta.shifts")
-"""Settings a scikit-learn member (``hgb``, ``logreg``: one fit per fold) has no use for; refused
-in its own config file (docs/zoo.md). ``tta.shifts``: its statistics over time do not change when
-the frames are rolled (``tta.hop_seconds``, the windows of a long recording, applies)."""
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
@@ -263,6 +256,12 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
         raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
                           f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "
                           f"none: add `slices: [COLUMN, ...]` to its config and run 00_prepare.py again")
+
+
+def unused_keys(cfg: dict, keys) -> list[str]:
+    """The dotted ``keys`` (``--set`` keys, a sweep's space) that experiment ``cfg``'s model has no
+    use for: those of :data:`lib.core.schema.NOT_FOR_CLASSICAL` for a scikit-learn member, else none."""
+    return [k for k in keys if is_classical(cfg["model"]) and under(k, NOT_FOR_CLASSICAL)]
 
 
 def _check_classical(cfg: dict, sources, where: str) -> None:

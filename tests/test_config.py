@@ -359,9 +359,19 @@ def test_variant_names(capsys):
     assert cfg["name"] == variant_name("cnn_small", ["train.epochs=5"]) and cfg["train"]["epochs"] == 5
     assert f"variant of cnn_small (--set train.epochs=5): experiment {cfg['name']}" in capsys.readouterr().out
     assert experiment(str(ROOT / "configs/cnn_small.yaml"), ["train.epochs=5"], name="mine")["name"] == "mine"
-    r = subprocess.run([sys.executable, "-m", "lib.core.config", "name", "configs/cnn_small.yaml",
-                        "--set", "train.epochs=5"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == cfg["name"]
+    name_of = lambda config, *sets: subprocess.run(  # noqa: E731  (run_all.sh's names of its runs)
+        [sys.executable, "-m", "lib.cli", "name", config, *[a for s in sets for a in ("--set", s)]],
+        cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert name_of("configs/cnn_small.yaml", "train.epochs=5") == cfg["name"]
+    # a run's --set that a scikit-learn member has no use for is passed over, said, and leaves its name (probes)
+    capsys.readouterr()
+    hgb = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "train.swa.start=0.5"], announce=True)
+    assert hgb["name"] == "hgb" and hgb["train"]["epochs"] == load_experiment(ROOT / "configs/zoo/hgb.yaml")["train"]["epochs"]
+    assert "hgb: --set train.epochs, train.swa.start passed over (the scikit-learn member 'hgb'" in capsys.readouterr().out
+    assert name_of("configs/zoo/hgb.yaml", "train.epochs=5") == "hgb"
+    other = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "model.params.max_iter=50"])["name"]
+    assert other.startswith("hgb+") and other == variant_name("hgb", ["model.params.max_iter=50"])
+    assert name_of("configs/zoo/hgb.yaml", "train.epochs=5", "model.params.max_iter=50") == other
 
 
 def test_every_shipped_config_loads():

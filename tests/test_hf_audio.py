@@ -120,6 +120,10 @@ def test_ast_patches_become_time_frames(folders):
     patches = h[:, 2:].reshape(2, 2, 4, 32).mean(1)[:, :3]  # 2 x 4 patches; the 4th in time starts in the padding
     np.testing.assert_allclose(spec[:, 0].transpose(0, 2, 1), patches.numpy(), atol=2e-5)
     assert f.hop_length == 16 * 160
+    # 64 frames of 10 ms: windows up to 0.655 s are heard whole; longer ones would be cut, refused (probe)
+    f.check_window(0.655)
+    with pytest.raises(ConfigError, match=r"this AST hears 0.655 s at most .* max_length 64 .* audio.clip_seconds 1 s"):
+        f.check_window(1.0)
 
 
 def test_fine_tuning_trains_and_predicts_without_the_folder(folders, tmp_path):
@@ -205,6 +209,9 @@ def test_errors_name_the_key(folders, tmp_path):
     layout = "Nothing is downloaded.*config.json, model.safetensors.*preprocessor_config.json"
     with pytest.raises(ConfigError, match=f"features.params.model_dir: .* is not a folder. {layout}"):
         features(tmp_path / "missing")
+    with pytest.raises(ConfigError, match=r"is not a folder \(looked for /.*/missing: a relative path is taken from the "
+                                          r"folder the stage runs in, the project folder under run_all.sh\)"):
+        features("missing")
     with pytest.raises(ConfigError, match=f"model.params.pretrained: .* is not a folder. {layout}"):
         model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -257,7 +264,7 @@ def test_errors_name_the_key(folders, tmp_path):
         model(folders["ast"])
     with pytest.raises(ConfigError, match="hears 16000 Hz audio.*at 8000 Hz: set features.params.sample_rate: 16000"):
         model(folders["wav2vec2"], sample_rate=8000)
-    with pytest.raises(ConfigError, match="model.params.layer: layer 5 is not an index"):
+    with pytest.raises(ConfigError, match="model.params.layer: layer 5 is not an index .* or one of middle, mean, weighted"):
         model(folders["wav2vec2"], layer=5)
     with pytest.raises(ConfigError, match="features.params.pooling 'max'"):
         features(folders["wav2vec2"], pooling="max")

@@ -21,7 +21,6 @@ import copy
 import hashlib
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -629,17 +628,3 @@ def check_classes(cfg: dict, where: str) -> None:
         if pos not in classes:
             raise ConfigError(f"{where}: positive class {pos!r} is not in classes {classes}")
         cfg["positive"] = pos
-
-
-if __name__ == "__main__":  # python -m lib.core.config name CONFIG [--set KEY=VALUE ...] (for run_all.sh)
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m lib.core.config", description="print the experiment name of a run")
-    p.add_argument("command", choices=["name"])
-    p.add_argument("config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args()
-    try:
-        print(variant_name(load_yaml(args.config).get("name") or Path(args.config).stem, args.set))
-    except ConfigError as exc:
-        sys.exit(f"error: {exc}")

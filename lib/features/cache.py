@@ -214,6 +214,8 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
                       spans)
     if hasattr(extractor, "check_rate"):
         extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
+    if hasattr(extractor, "check_window"):
+        extractor.check_window(comp["audio"]["clip_seconds"])
     record = out.features_record(section["set"])
     rec, why = record.check(key)
     if not force and rec is not None:

@@ -87,7 +87,9 @@ def read_folder(path, key: str, weights: bool = True, supported: dict = SUPPORTE
     transformers cannot read, or a model type not in ``supported`` (default :data:`SUPPORTED`)."""
     p = Path(path).expanduser() if path else None
     if p is None or not p.is_dir():
-        raise _refuse(key, path, "is not a folder")
+        raise _refuse(key, path, "is not a folder" + (f" (looked for {p.resolve()}: a relative path is taken from the "
+                                                      f"folder the stage runs in, the project folder under run_all.sh)"
+                                                      if p is not None and not p.is_absolute() else ""))
     if not (p / "config.json").is_file():
         raise _refuse(key, path, "has no config.json")
     if weights and not any((p / w).is_file() for w in WEIGHTS):
@@ -286,6 +288,15 @@ class HfEmbeddings:
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.max_workers = 1 if self.device.type == "cuda" else None  # CUDA does not survive stage 01's fork
+
+    def check_window(self, seconds: float) -> None:
+        """Raise ``ConfigError`` when windows of ``seconds`` (``audio.clip_seconds``) are longer than
+        an AST hears: its feature extractor cuts every input to ``max_length`` frames of 10 ms."""
+        if self.config.model_type == AST and seconds > (longest := (self.fe.max_length - 1) * 0.010 + 0.025):
+            raise ConfigError(f"features.params.model_dir: this AST hears {longest:.3f} s at most (its feature "
+                              f"extractor's max_length {self.fe.max_length} frames of 10 ms) and would cut every "
+                              f"window of audio.clip_seconds {seconds:g} s to it: set audio.clip_seconds to at most "
+                              f"{longest:.3f} (long recordings are then predicted window by window, audio.hop_seconds)")
 
     def prepare(self) -> None:
         """Load the model once (before stage 01 forks its workers) and the projection of ``reduce``."""

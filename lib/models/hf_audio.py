@@ -148,7 +148,7 @@ class HfAudio(AudioClassifier):
             raise ConfigError(f"{KEY}: the model hears {rate} Hz audio (its feature extractor's sampling_rate), the "
                               f"waveforms are at {a['sample_rate']} Hz: set features.params.sample_rate: {rate} "
                               f"(stage 01 resamples explicitly)")
-        layer = resolve_layer(a["layer"], encoder.config.num_hidden_layers + 1, "model.params.layer", LAYERS[1:])
+        layer = resolve_layer(a["layer"], encoder.config.num_hidden_layers + 1, "model.params.layer", LAYERS)
         check_freeze(a["freeze_blocks"], encoder.config.num_hidden_layers + 1, "hf_audio")
         encoder.config.layerdrop = 0.0  # LayerDrop would drop hidden states from the tuple the layer choice indexes
         trunk = HfTrunk(encoder, layer, config_bytes(encoder.config, _Dict(fe)))

@@ -27,7 +27,8 @@ def pretrained_file(path, model: str, where_from: str) -> Path:
                           f"(it resumes after its last finished epoch)")
     if not p.is_file():
         raise ConfigError(f"model.params.pretrained: {model} checkpoint {str(path)!r} is not a file (looked for "
-                          f"{p.resolve()}: a relative path is taken from the folder the stage runs in). Nothing is "
+                          f"{p.resolve()}: a relative path is taken from the folder the stage runs in, the project folder under "
+                          f"run_all.sh; an absolute path is safest). Nothing is "
                           f"downloaded at run time: {where_from}")
     return p
 

@@ -33,13 +33,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml, variant_name
-from ..components import NOT_FOR_CLASSICAL, load_experiment
+from ..components import load_experiment, unused_keys
 from ..core.errors import ConfigError, PipelineError
 from ..core.paths import Outputs
 from ..core.registry import did_you_mean
 from ..core.utils import atomic_path, format_seconds, write_csv
 from ..evaluation.metrics import get_metric
-from ..models import is_classical
 
 KEYS = {"experiment": "path", "space": "mapping", "trials": 20, "sets": [], "pruner": "median", "startup_trials": 5,
         "seed": None}
@@ -158,8 +157,7 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
         base = load_experiment(exp, o["sets"], comp)
     except ConfigError as exc:
         raise ConfigError(f"{where} (experiment/sets): {exc}") from None
-    idle = [k for k in space if is_classical(base["model"]) and "model.name" not in space
-            and any(k == n or k.startswith(n + ".") for n in NOT_FOR_CLASSICAL)]
+    idle = unused_keys(base, space) if "model.name" not in space else []
     if idle:  # a --set passes them over (a run's overrides go to every experiment): every trial would be the same
         raise ConfigError(f"{where} [space.{idle[0]}]: {idle[0]} does not apply to the scikit-learn member "
                           f"{base['model']['name']!r} of {o['experiment']} (docs/zoo.md): every trial would fit the same")
