@@ -18,9 +18,7 @@ def main() -> None:
     cli.add_experiment_args(p)
     args = p.parse_args()
     out = cli.outputs(args)
-    named = cli.experiment(args.config, [o for o in args.set if not o.strip().startswith("pretrain.")], args.name,
-                           announce=True, out=out)
-    cfg = cli.experiment(args.config, args.set, named["name"], out=out)
+    cfg = cli.experiment(args.config, args.set, args.name, announce=True, out=out)  # pretrain.* keep the name
     from lib.runs.pretrain import PretrainRun
 
     run = PretrainRun(cfg, out, force=args.force, log=lambda m: print(m, flush=True))

@@ -353,6 +353,7 @@ def test_variant_names(capsys):
     assert name.startswith("cnn_small+") and len(name) == len("cnn_small+") + 8
     assert name == variant_name("cnn_small", ["train.folds=[0]", "train.epochs=5"])  # folds merge; order-free
     assert variant_name("cnn_small", ["train.epochs=6"]) != name
+    assert variant_name("cnn_small", ["pretrain.epochs=7", "train.epochs=5"]) == name  # pretrain.py's own (probe)
     assert variant_name("cnn_small", ["train.epochs=5", "model.params.dropout=0.1"]) == \
         variant_name("cnn_small", ["model.params.dropout=0.1", "train.epochs=5"])
     cfg = experiment(str(ROOT / "configs/cnn_small.yaml"), ["train.epochs=5"], announce=True)

@@ -101,6 +101,7 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
               "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
     assert "fold 0: trained" in r.stdout and f"starts from pretrained weights {path} (freeze_blocks 1)" in r.stdout
+    assert "pretrained on an earlier build" not in r.stdout
     fold = load_tensors_only(out / "models" / "ft" / "fold0.pt")["state_dict"]
     assert all(torch.equal(fold[k], v) for k, v in ckpt["state_dict"].items() if k.startswith("trunk.0."))
     assert not torch.equal(fold["trunk.2.0.weight"], ckpt["state_dict"]["trunk.2.0.weight"])
@@ -111,6 +112,15 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
               "--set", "train.folds=[0]", check=False)
     assert r.returncode == 1 and "(a fold model of 02_train.py)" in r.stderr and "replaced" not in r.stdout, r.stdout
     assert (out / "models" / "ft" / "record.json").read_text() == record
+    # a test recording replaced and 01 run again: the checkpoint, pretrained on the old audio, is said to be (probe)
+    test_wav = sorted((out.parent / "data" / "test").glob("*.wav"))[0]
+    sf.write(test_wav, np.random.default_rng(5).standard_normal(SR // 2).astype(np.float32) * 0.1, SR)
+    stage("00_prepare.py", out.parent / "data" / "toy.yaml", "--output-dir", out)
+    stage("01_features.py", wave, "--output-dir", out)
+    r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
+              "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
+    assert "WARNING: wave.pt was pretrained on an earlier build of feature set 'wave'" in r.stdout, r.stdout
+    assert "fold 0: trained" in r.stdout
     # fold checkpoints reload without the pretrained file (build_model(..., pretrained=False))
     path.rename(path.with_suffix(".moved"))
     from lib.inference.infer import load_checkpoints

@@ -268,13 +268,14 @@ def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tup
 
 
 def changing_overrides(overrides: list[str] | None) -> list[str]:
-    """The ``--set`` items that change what an experiment trains: all but :data:`RUN_ONLY_KEYS`
-    (and ``name``, which is the name chosen), as ``key=value`` with spaces around both trimmed.
-    Raises nothing (malformed items are :func:`apply_overrides`'s to report)."""
+    """The ``--set`` items that change what an experiment trains: all but :data:`RUN_ONLY_KEYS`,
+    ``name`` (the name chosen) and ``pretrain.*`` (pretrain.py's record holds them; 02 trains from
+    the checkpoint as it is), as ``key=value`` with spaces around both trimmed. Raises nothing
+    (malformed items are :func:`apply_overrides`'s to report)."""
     out = []
     for item in overrides or []:
         key, _, value = item.partition("=")
-        if key.strip() not in (*RUN_ONLY_KEYS, "name"):
+        if key.strip() not in (*RUN_ONLY_KEYS, "name") and key.strip().split(".")[0] != "pretrain":
             out.append(f"{key.strip()}={value.strip()}")
     return out
 

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from sklearn.metrics import confusion_matrix
 from ..core.artifacts import AUDIO, FOLDS, MODEL_KEYS, SETTINGS, audio_id, folds_id, model_settings
 from ..core.config import ROOT, row_noun, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact, TrainingError
-from ..core.paths import Outputs
+from ..core.paths import Outputs, pretrained_record
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
@@ -77,6 +78,20 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
     return fingerprint(FORMAT_VERSION, what, folds_df.drop(columns=["path"]).values.tolist(), manifest["record"],
                        {k: settings[k] for k in MODEL_KEYS}, settings["aggregate"], *([teacher] if teacher else []),
                        *([list(ddp)] if ddp else []), *([pretrained] if pretrained else []))
+
+
+def pretrained_on_old_audio(out: Outputs, checkpoint: str, feature_set: str) -> str | None:
+    """Why a ``pretrain.py`` ``checkpoint`` was pretrained on another build of ``feature_set`` than
+    the current one (a recording replaced, 01 run again since), in words, else ``None`` (the same
+    build; another kind of file; a record that does not say). Still a valid start: said, not refused."""
+    p = Path(checkpoint).expanduser()
+    rec = pretrained_record(p).read() if p.is_file() else None
+    now = out.features_record(feature_set).read()
+    used = {v for k, v in ((rec or {}).get("inputs") or {}).items() if k.startswith("features/")}
+    if not now or not used or used == {now["id"]}:
+        return None
+    return (f"{p.name} was pretrained on an earlier build of feature set {feature_set!r} (its recordings or settings "
+            f"changed since): run pretrain.py for it again to pretrain on the audio as it is now")
 
 
 def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:
@@ -219,6 +234,8 @@ class ExperimentRun:
             opts = [f"{k} {params[k]}" for k in ("freeze_blocks", "backbone_lr", "layer_decay") if k in params]
             self.log(f"starts from pretrained weights {params['pretrained']}"
                      + (f" ({', '.join(opts)})" if opts else ""))
+            if why := pretrained_on_old_audio(self.out, params["pretrained"], cfg["features"]["set"]):
+                self.log(f"WARNING: {why}")
 
     def begin(self) -> None:
         """Remove the experiment's record: its merged results are rebuilt at the end of the run."""
