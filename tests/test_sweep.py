@@ -204,6 +204,8 @@ def test_the_trial_of_a_killed_worker_is_failed_by_the_next_worker(tmp_path):
     r = subprocess.run([sys.executable, "-c", KILLED_WORKER, str(ROOT), url], capture_output=True, text=True)
     assert r.returncode == -9 and [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING]
     time.sleep(2.5)  # past the grace period
+    _run_trials(study, None, 0)  # --trials 0 (a look at the study) fails it too (probe)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL]
 
     def objective(trial):  # this worker's trial outlives the grace period too: its own heartbeat keeps it
         time.sleep(2.5)
@@ -253,6 +255,9 @@ def test_a_study_of_a_space_with_a_key_more_is_refused(toy):
     ({"sets": ["train.epoch=3"]}, r"bad\.yaml \(experiment/sets\): unknown key 'train\.epoch' .*'train\.epochs'"),
     ({"space": {"model.params.dropout": {"low": 0.99996, "high": 0.99999}}},  # trials get 4 digits: 1.0 (probe)
      r"bad\.yaml \[space\.model\.params\.dropout\]: .*dropout must be .*got 1\.0"),
+    ({"space": {"model.params.dropout": {"low": 0.1, "high": 0.45, "step": 0.1}}},  # Optuna would cut high (probe)
+     r"\[space\.model\.params\.dropout\]: step 0\.1 must be > 0 and divide high - low = 0\.35"),
+    ({"space": {}}, r"bad\.yaml: space is empty"),
 ])
 def test_a_bad_sweep_file_names_the_file_and_key(toy, keys, match):
     with pytest.raises(ConfigError, match=match):

@@ -94,6 +94,9 @@ def _distribution(key: str, spec, where: str):
             raise ValueError(f"low, high and step must be numbers, got {spec}")
         if not isinstance(log, bool):
             raise ValueError(f"log must be true or false, got {log!r}")
+        if step is not None and (step <= 0 or abs(round((high - low) / step) * step - (high - low)) > 1e-9 * step):
+            raise ValueError(f"step {step} must be > 0 and divide high - low = {high - low:g} (Optuna would move "
+                             f"high to the last step below it)")
         if isinstance(low, int) and isinstance(high, int) and isinstance(step or 1, int):
             return IntDistribution(low, high, log=log, step=step or 1), {}
         return FloatDistribution(float(low), float(high), log=log, step=step), {}
@@ -128,8 +131,10 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
             raise ConfigError(f"unknown key {key!r} in {where}{did_you_mean(key, KEYS)} (a sweep file takes: "
                               f"{', '.join(KEYS)})")
     for key in ("experiment", "space"):
-        if not raw.get(key):
+        if raw.get(key) in (None, ""):
             raise ConfigError(f"{where}: missing required key {key!r}")
+    if raw["space"] == {}:
+        raise ConfigError(f"{where}: space is empty; give at least one dotted key and its distribution")
     o = {k: raw.get(k, v) for k, v in KEYS.items()}
     nat = lambda v, least: isinstance(v, int) and not isinstance(v, bool) and v >= least  # noqa: E731
     for key, ok, what in (("experiment", isinstance(o["experiment"], str), "a config path"),
@@ -467,7 +472,10 @@ def _run_trials(study: optuna.Study, objective, n_trials: int) -> None:
     With a heartbeat storage (RDB), as ``optimize`` does: the trials of killed workers whose
     heartbeat is older than the grace period are failed before each ``ask`` (Optuna's
     ``fail_stale_trials``), and a thread records this trial's heartbeat while it runs (Optuna's own
-    heartbeat thread; without it a killed worker's trial stayed running for ever)."""
+    heartbeat thread; without it a killed worker's trial stayed running for ever); they are failed
+    once first also when ``n_trials`` is 0 (``--trials 0``: the summary shows no dead trial running)."""
+    if is_heartbeat_enabled(study._storage):
+        optuna.storages.fail_stale_trials(study)
     for _ in range(n_trials):
         with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": we run it ourselves
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
