@@ -121,6 +121,12 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
               "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
     assert "WARNING: wave.pt was pretrained on an earlier build of feature set 'wave'" in r.stdout, r.stdout
     assert "fold 0: trained" in r.stdout
+    for name in ("wave.pt", "wave.record.json"):  # the same checkpoint at another path: the models stay (probe A)
+        shutil.copy2(out / "pretrained" / name, copy / name)
+    r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set",
+              f"model.params.pretrained={copy / 'wave.pt'}", "--set", "model.params.freeze_blocks=1",
+              "--set", "train.folds=[0]")
+    assert "up to date, skipped" in r.stdout and "fold 0: trained" not in r.stdout, r.stdout
     # fold checkpoints reload without the pretrained file (build_model(..., pretrained=False))
     path.rename(path.with_suffix(".moved"))
     from lib.inference.infer import load_checkpoints
