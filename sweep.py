@@ -51,8 +51,11 @@ def main() -> None:
           f"{comp['metric']} of {sweep.stem}@...; this worker runs {trials}")
     run_sweep(sweep, study, out, trials)
     s = summarize(study, out, args.top, sweep)
-    if len(s["table"]):
-        print("\n" + s["table"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if len(s["table"]):  # text left-aligned; no value yet (running, failed): "-"
+        t = s["table"].assign(value=[f"{v:.4f}" if v == v and v is not None else "-" for v in s["table"]["value"]])
+        t = t.fillna("-").astype(str)
+        left = {c: (lambda w: lambda x: x.ljust(w))(t[c].str.len().max()) for c in ("state", "experiment", "params")}
+        print("\n" + t.to_string(index=False, justify="left", formatters=left))
     print(f"\ntrials: {s['trials_csv']}\nbest {len(s['best'])}: {s['best_txt']}" +
           "".join(f"\n  {n}" for n in s["best"]))
     if s["best"]:

@@ -72,6 +72,9 @@ def test_two_workers_share_one_sqlite_study(toy):
     done = subprocess.run(cmd[:3] + ["--trials", "0", "--output-dir", str(out.root)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+    header, *rows = done.stdout.split("\n\n")[1].splitlines()[:3]  # the summary: left-aligned names, one column
+    assert header.split() == ["number", "state", "value", "experiment", "params"] and len(rows) == 2
+    assert len({row.index(name) for row, name in zip(rows, [r.split()[3] for r in rows])}) == 1, rows
     folder_out = out.root / "sweeps" / "two"
     assert len((folder_out / "trials.csv").read_text().splitlines()) == 3
     best = (folder_out / "best.txt").read_text().split()
