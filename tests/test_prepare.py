@@ -337,6 +337,21 @@ def test_multilabel_labels_joined_by_semicolons_need_their_separator(tmp_path):
     assert comp["classes"] == ["owl", "robin", "wren"]
     folds = pd.read_csv(tmp_path / "out/folds.csv", dtype=str)
     assert folds.target.tolist() == ["owl;robin", "owl", "robin", "robin;owl", "wren", "owl;wren"]
+    # commas: no row with two labels, classes joined by ',' -> the separator named, with or without classes (probe)
+    labels = ["owl,robin", "owl", "robin", "robin,owl", "wren", "owl owl"]
+    pd.DataFrame({"id": [f"r{i}" for i in range(6)], "label": labels}).to_csv(tmp_path / "data/train.csv", index=False)
+    for extra in ({}, {"classes": ["owl", "robin", "wren"]}):
+        with pytest.raises(ConfigError, match=r"train.csv: no row has two labels, but 2 label\(s\) join classes with "
+                                              r"',' \(e.g. 'owl,robin'\): set train.label_separator: ','"):
+            prepare(_competition(tmp_path, dict(cfg, **extra)), tmp_path / "out2")
+    comp = _competition(tmp_path, dict(cfg, train=dict(cfg["train"], label_separator=",")))
+    pd.DataFrame({"id": [f"r{i}" for i in range(6)], "label": [*labels[:5], "owl,owl"]}).to_csv(
+        tmp_path / "data/train.csv", index=False)
+    with pytest.raises(ConfigError, match=r"classes lists \['owl'\] more than once"):  # (it said "2 distinct")
+        _competition(tmp_path, dict(cfg, classes=["owl", "robin", "wren", "owl"]))
+    report = prepare(comp, tmp_path / "out3")
+    assert comp["classes"] == ["owl", "robin", "wren"]
+    assert any("1 row(s) name a label twice, e.g. " in w and "line 7" in w for w in report["warnings"]), report
 
 
 def _patients(tmp_path, n_patients=40, seed=0):

@@ -626,7 +626,9 @@ def _split_section(sec: dict, where: str, labelled: bool) -> None:
 def check_classes(cfg: dict, where: str) -> None:
     """Check ``classes`` against the task (binary: exactly two, and ``positive`` among them)."""
     classes = cfg["classes"]
-    if len(set(classes)) != len(classes) or len(classes) < 2:
+    if twice := sorted({c for c in classes if classes.count(c) > 1}):
+        raise ConfigError(f"{where}: classes lists {twice} more than once; give each class once")
+    if len(classes) < 2:
         raise ConfigError(f"{where}: classes must be at least 2 distinct labels, got {classes}")
     if cfg["task"] == "binary":
         if len(classes) != 2:

@@ -535,16 +535,22 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
                    f"{sep!r} (it is {tr['label_separator']!r})")
             raise ConfigError(f"{'classes' if named else source}: label(s) {(named or found)[:5]} contain {sep!r}, "
                               f"which a multi-label class name cannot hold; {fix}")
+    if cfg["task"] == "multilabel" and not tr.get("target_columns") and (hint := _separator_hint(cfg, labels)):
+        raise ConfigError(f"{source}: {hint}")
     if cfg.get("classes") is None:
         cfg["classes"] = sorted({label for row in labels for label in row})
         where = f"classes found in {source}"
         check_classes(cfg, where)
         if check_found_classes is not None:  # the metrics that need class names can check them only now
             check_found_classes(cfg, where)
-    for where, row in zip(train["where"], labels):
-        for label in row:
-            if label not in cfg["classes"]:
-                problems.append(f"{where}: unknown label {label!r}; expected one of {cfg['classes']}")
+    unknown = [f"{where}: unknown label {label!r}" for where, row in zip(train["where"], labels)
+               for label in row if label not in cfg["classes"]]
+    if unknown:
+        problems.append("; ".join(unknown[:10]) + (f"; and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+                        + f"; expected one of {cfg['classes']}")
+    repeated = [where for where, row in zip(train["where"], labels) if len(set(row)) < len(row)]
+    if repeated:
+        warnings.append(f"{len(repeated)} row(s) name a label twice, e.g. {repeated[0]}: counted once")
     found = {label for row in labels for label in row}
     absent = [c for c in cfg["classes"] if c not in found]
     if absent and cfg["task"] == "binary":  # a model cannot learn a binary task from one class
@@ -553,6 +559,22 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
     elif absent:
         warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
                         f"(their submission columns are still written)")
+
+
+def _separator_hint(cfg: dict, labels: list[list[str]]) -> str | None:
+    """For a multi-label training table none of whose rows has two labels: when its labels hold
+    another common separator (``,``, ``;``, ``|``) between labels that stand alone elsewhere or are
+    classes (``owl,robin`` beside ``owl``), what to set instead of ``train.label_separator``."""
+    if any(len(set(row)) > 1 for row in labels):
+        return None
+    sep, found = cfg["train"]["label_separator"], {label for row in labels for label in row}
+    known = found | set(cfg.get("classes") or [])
+    for c in ",;|":
+        joined = sorted(label for label in found if c in label and c != sep)
+        if joined and all(part.strip() in known for label in joined for part in label.split(c) if part.strip()):
+            return (f"no row has two labels, but {len(joined)} label(s) join classes with {c!r} (e.g. {joined[0]!r}): "
+                    f"set train.label_separator: {c!r} (it is {sep!r})")
+    return None
 
 
 def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: list[str]
