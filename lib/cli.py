@@ -81,7 +81,9 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     ``lib.core.paths.Outputs``): its folder must be writable, and the config is checked against
     its prepared competition when stage 00 has run (``train.folds``). Returns the config; raises
     ``ConfigError``."""
-    from .components import load_experiment, unused_keys  # the registries: torch and the model zoo
+    from .components import load_experiment  # the registries: torch and the model zoo
+    from .core.schema import NOT_FOR_CLASSICAL, under
+    from .models import is_classical
     from .core.schema import check_folder_name
 
     if name is not None:
@@ -89,14 +91,18 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     if out is not None:
         out.check_writable()
     comp = out.prepared_competition() if out is not None else None
-    cfg = load_experiment(path, overrides, comp)
-    unused = unused_keys(cfg, [o.partition("=")[0].strip() for o in overrides or []])
-    if unused:  # a run's --set train.epochs=5 given to a scikit-learn member too: not applied, not in its name
-        overrides = [o for o in overrides if o.partition("=")[0].strip() not in unused]
-        cfg = load_experiment(path, overrides, comp)
+    overrides = overrides or []
+    keep = [o for o in overrides if not under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL)]
+    # a run's --set train.epochs=5 (or scheduler.params.factor, checked against no schedule of its own) given to a
+    # scikit-learn member too: decided without them, then not applied and not in its name
+    cfg = load_experiment(path, keep, comp) if len(keep) < len(overrides) else None
+    if cfg is not None and is_classical(cfg["model"]):
+        unused, overrides = [o.partition("=")[0].strip() for o in overrides if o not in keep], keep
         if announce:
             print(f"{cfg['name']}: --set {', '.join(unused)} passed over (the scikit-learn member "
                   f"{cfg['model']['name']!r} has no use for {'it' if len(unused) == 1 else 'them'}: docs/zoo.md)")
+    else:
+        cfg = load_experiment(path, overrides, comp)
     own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
     if announce and name:
         print(f"experiment {name} (--name)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from .core.config import read_competition, read_experiment
 from .core.errors import ConfigError
 from .core.registry import Registry, did_you_mean
-from .core.schema import NOT_FOR_CLASSICAL, dotted, param_problem, source_of, under
+from .core.schema import NOT_FOR_CLASSICAL, dotted, param_problem, source_of
 from .data.audio import PAD_MODES, RESAMPLERS
 from .data.folds import SCHEMES
 from .data import tasks
@@ -256,12 +256,6 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
         raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
                           f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "
                           f"none: add `slices: [COLUMN, ...]` to its config and run 00_prepare.py again")
-
-
-def unused_keys(cfg: dict, keys) -> list[str]:
-    """The dotted ``keys`` (``--set`` keys, a sweep's space) that experiment ``cfg``'s model has no
-    use for: those of :data:`lib.core.schema.NOT_FOR_CLASSICAL` for a scikit-learn member, else none."""
-    return [k for k in keys if is_classical(cfg["model"]) and under(k, NOT_FOR_CLASSICAL)]
 
 
 def _check_classical(cfg: dict, sources, where: str) -> None:

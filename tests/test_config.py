@@ -370,6 +370,9 @@ def test_variant_names(capsys):
     assert hgb["name"] == "hgb" and hgb["train"]["epochs"] == load_experiment(ROOT / "configs/zoo/hgb.yaml")["train"]["epochs"]
     assert "hgb: --set train.epochs, train.swa.start passed over (the scikit-learn member 'hgb'" in capsys.readouterr().out
     assert name_of("configs/zoo/hgb.yaml", "train.epochs=5") == "hgb"
+    # a key of a schedule the member has none of (checked against its default schedule, it stopped the run: review)
+    assert experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["scheduler.params.factor=0.5"])["name"] == "hgb"
+    assert name_of("configs/zoo/mini_resnet.yaml", "scheduler.params.factor=0.5").startswith("mini_resnet+")
     other = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "model.params.max_iter=50"])["name"]
     assert other.startswith("hgb+") and other == variant_name("hgb", ["model.params.max_iter=50"])
     assert name_of("configs/zoo/hgb.yaml", "train.epochs=5", "model.params.max_iter=50") == other

@@ -101,7 +101,7 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
               "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
     assert "fold 0: trained" in r.stdout and f"starts from pretrained weights {path} (freeze_blocks 1)" in r.stdout
-    assert "pretrained on an earlier build" not in r.stdout
+    assert "was pretrained on other" not in r.stdout
     fold = load_tensors_only(out / "models" / "ft" / "fold0.pt")["state_dict"]
     assert all(torch.equal(fold[k], v) for k, v in ckpt["state_dict"].items() if k.startswith("trunk.0."))
     assert not torch.equal(fold["trunk.2.0.weight"], ckpt["state_dict"]["trunk.2.0.weight"])
@@ -119,7 +119,8 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     stage("01_features.py", wave, "--output-dir", out)
     r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
               "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
-    assert "WARNING: wave.pt was pretrained on an earlier build of feature set 'wave'" in r.stdout, r.stdout
+    assert "WARNING: wave.pt was pretrained on other test recordings than feature set 'wave' holds now" in r.stdout, \
+        r.stdout
     assert "fold 0: trained" in r.stdout
     for name in ("wave.pt", "wave.record.json"):  # the same checkpoint at another path: the models stay (probe A)
         shutil.copy2(out / "pretrained" / name, copy / name)
@@ -129,6 +130,10 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     assert "up to date, skipped" in r.stdout and "fold 0: trained" not in r.stdout, r.stdout
     # fold checkpoints reload without the pretrained file (build_model(..., pretrained=False))
     path.rename(path.with_suffix(".moved"))
+    r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set",  # a path to nothing: not "up to date"
+              f"model.params.pretrained={path}", "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]",
+              check=False)
+    assert r.returncode == 1 and "is not a file" in r.stderr and "up to date" not in r.stdout, r.stdout + r.stderr
     from lib.inference.infer import load_checkpoints
 
     assert len(load_checkpoints(out / "models" / "ft", [0], torch.device("cpu"))) == 1

@@ -142,6 +142,29 @@ def test_balanced_sampler_evens_out_the_classes():
     assert len(epoch_recordings(recs, y, "balanced", rng, repeats=3)) == 300
 
 
+def test_an_epoch_holds_a_crop_of_every_segment_whatever_the_sampler_draws():
+    """Recordings of many segments (class 0: 10 each) and of one (class 1): the schedule counts a
+    step per segment's crop; a balanced sampler's epoch drew 62% of them (the LR never annealed:
+    review) or, the other way round, overran the schedule."""
+    from lib.inputs.base import SplitInputs
+    from lib.training.loop import epoch_items
+
+    y, counts = np.array([0] * 90 + [1] * 10), [10] * 90 + [1] * 10
+    data = SplitInputs()
+    data.set_grid(np.arange(100), 100, np.array([[i, 0.0, 1.0] for i in range(100) for _ in range(counts[i])]))
+    data.y, data.sample_windows = y, lambda recs, rng: data.regions_of(recs, rng)  # a crop: its region, here
+    rng = np.random.default_rng(0)
+    plain = epoch_items(data, np.arange(100), None, rng)
+    assert sorted(plain.tolist()) == list(range(910))  # every segment once
+    for repeats in (1, 2):
+        for _ in range(5):
+            drawn = epoch_items(data, np.arange(100), "balanced", rng, repeats)
+            assert len(drawn) == repeats * 910 and (y[data.region_row[drawn]] == 1).any()
+    few = np.array([0, 1, 95])  # more segments drawn than planned: cut to the plan
+    y[:] = 0
+    assert all(len(epoch_items(data, few, "balanced", rng)) == 21 for _ in range(5))
+
+
 def test_slice_balanced_sampler_draws_every_slice_and_class_cell_equally_often():
     from lib.data.slices import SlicedLabels
     from lib.training.loop import epoch_recordings

@@ -49,8 +49,8 @@ value :func:`training_settings` leaves them out, so finished models stay valid."
 def training_settings(cfg: dict) -> dict:
     """What of an experiment config its models depend on: a copy without its ``name``, its
     ``pretrain`` section (a ``pretrain.py`` checkpoint's record id stands for it), the paths of
-    ``model.params.pretrained`` and ``features.params.model_dir`` (the key holds what is there:
-    :func:`lib.models.pretrained_weights.pretrained_id`, the feature set's record), the
+    ``model.params.pretrained`` and ``features.params.model_dir`` (``True`` instead: the key holds
+    what is there, :func:`lib.models.pretrained_weights.pretrained_id`, the feature set's record), the
     :data:`RUN_ONLY_KEYS` and the :data:`ADDED_KEYS` at their neutral values
     (:func:`lib.runs.experiment.experiment_key` fingerprints it)."""
     what = copy.deepcopy(cfg)
@@ -60,7 +60,7 @@ def training_settings(cfg: dict) -> dict:
         params = (what.get(section) or {}).get("params") or {}
         for key in ("pretrained", "model_dir"):
             if isinstance(params.get(key), str):
-                params.pop(key)
+                params[key] = True  # (given: a path to nothing is still not the same as none given)
     for k in RUN_ONLY_KEYS:
         section, key = k.split(".")
         what.get(section, {}).pop(key, None)

@@ -211,10 +211,10 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     hashes = {s: audio_fingerprint(t, workers) for s, t in tables.items()}
     spans = {s: spans_fingerprint(t) for s, t in tables.items()}
     key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp), hashes,
-                      spans)
+                      *([spans] if any(spans.values()) else []))  # (without segments: the key of before)
     if hasattr(extractor, "check_rate"):
         extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
-    if hasattr(extractor, "check_window"):
+    if hasattr(extractor, "check_window") and "train" in tables:  # (a bundle predicts as its models were trained)
         extractor.check_window(comp["audio"]["clip_seconds"])
     record = out.features_record(section["set"])
     rec, why = record.check(key)
@@ -249,10 +249,13 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     return dict(manifest, skipped=False, seconds=time.time() - t0, because=because)
 
 
-def spans_fingerprint(table) -> str:
+def spans_fingerprint(table) -> str | None:
     """Fingerprint of the stretches of audio or frames that a split table's rows are made of
     (:func:`lib.data.segments.regions`: a recording's annotated segments, a segment row's start and
-    end): an annotation edited and 00 run again changes it, where the audio files stay the same."""
+    end): an annotation edited and 00 run again changes it, where the audio files stay the same.
+    ``None`` for rows that are whole recordings (their audio fingerprint covers them)."""
+    if "segments" not in table and "start_s" not in table:
+        return None
     return fingerprint(segments.regions(table).round(6).tolist())
 
 
@@ -324,7 +327,7 @@ def load_features(out: Outputs, feature_set: str, split: str, table=None,
         raise MissingArtifact(f"{folder}: no {split!r} features of set {feature_set!r}: run 01_features.py first")
     built = manifest["splits"][split]
     if table is not None and (built["ids"] != fingerprint(list(table["id"]))
-                              or built.get("spans", spans_fingerprint(table)) != spans_fingerprint(table)):
+                              or built.get("spans") != spans_fingerprint(table)):
         raise MissingArtifact(f"{folder}: {split} features were built for other rows or segments than "
                               f"{'folds.csv' if split == 'train' else 'test.csv'}: run 01_features.py again")
     if not (folder / f"{split}_regions.npy").is_file() or "audio_settings" not in manifest:

@@ -81,17 +81,21 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
 
 
 def pretrained_on_old_audio(out: Outputs, checkpoint: str, feature_set: str) -> str | None:
-    """Why a ``pretrain.py`` ``checkpoint`` was pretrained on another build of ``feature_set`` than
-    the current one (a recording replaced, 01 run again since), in words, else ``None`` (the same
-    build; another kind of file; a record that does not say). Still a valid start: said, not refused."""
+    """Why a ``pretrain.py`` ``checkpoint`` of this output folder was pretrained on other
+    recordings than ``feature_set``'s cache holds now (one replaced and 01 run again since), in
+    words, else ``None`` (the same audio; a checkpoint of another folder, of an older version or
+    of another kind). Still a valid start: said, not refused."""
     p = Path(checkpoint).expanduser()
-    rec = pretrained_record(p).read() if p.is_file() else None
-    now = out.features_record(feature_set).read()
-    used = {v for k, v in ((rec or {}).get("inputs") or {}).items() if k.startswith("features/")}
-    if not now or not used or used == {now["id"]}:
+    if not p.is_file() or p.resolve().parent != out.pretrained(p.stem).parent.resolve():
         return None
-    return (f"{p.name} was pretrained on an earlier build of feature set {feature_set!r} (its recordings or settings "
-            f"changed since): run pretrain.py for it again to pretrain on the audio as it is now")
+    used = (((pretrained_record(p).read() or {}).get("info") or {}).get("audio")) or {}
+    try:
+        now = read_json(out.features(feature_set) / "manifest.json")["splits"]
+    except (OSError, ValueError, KeyError):
+        return None
+    changed = [s for s, h in used.items() if h and isinstance(now.get(s), dict) and now[s].get("audio") not in (None, h)]
+    return (f"{p.name} was pretrained on other {' and '.join(changed)} recordings than feature set {feature_set!r} "
+            f"holds now (replaced since): run pretrain.py for it again to pretrain on them" if changed else None)
 
 
 def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:

@@ -376,7 +376,8 @@ class PretrainRun:
         with atomic_path(self.path) as tmp:
             torch.save(ckpt, tmp)
         info = {"method": self.pc["method"], "epochs": len(self.history), "losses": losses, "seconds": seconds,
-                "recordings": self.recordings(), "device": str(self.device)}
+                "recordings": self.recordings(), "device": str(self.device),
+                "audio": {s: d.manifest["splits"][s].get("audio") for s, d in self.datas.items() if s != "extra"}}
         rec = self.record.commit([self.path], self.key,  # what fine-tuning reads: the checkpoint alone
                                  inputs={f"features/{s}": d.manifest.get("record") for s, d in self.datas.items()
                                          if s != "extra"}, info=info)

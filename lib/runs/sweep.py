@@ -33,12 +33,14 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml, variant_name
-from ..components import load_experiment, unused_keys
+from ..components import load_experiment
 from ..core.errors import ConfigError, PipelineError
 from ..core.paths import Outputs
 from ..core.registry import did_you_mean
+from ..core.schema import NOT_FOR_CLASSICAL, under
 from ..core.utils import atomic_path, format_seconds, write_csv
 from ..evaluation.metrics import get_metric
+from ..models import is_classical
 
 KEYS = {"experiment": "path", "space": "mapping", "trials": 20, "sets": [], "pruner": "median", "startup_trials": 5,
         "seed": None}
@@ -104,6 +106,23 @@ def _distribution(key: str, spec, where: str):
         raise ConfigError(f"{at}: {exc}") from None
 
 
+def _space(given: dict, set_keys: set[str], where: str) -> tuple[dict, dict]:
+    """A sweep file's ``space`` -> ``({key: distribution}, {key: {encoded choice: value}})``
+    (:func:`_distribution`). Raises ``ConfigError`` for a key that is not dotted, that is no
+    hyper-parameter of a trial or that ``sets`` (``set_keys``) fixes too."""
+    space, decode = {}, {}
+    for key, spec in given.items():
+        if not isinstance(key, str) or not all(key.split(".")):
+            raise ConfigError(f"{where} [space]: {key!r} is not a dotted config key such as optimizer.params.lr")
+        if key == "name" or under(key, ("features", "pretrain")) or key in RUN_ONLY_KEYS or key in set_keys:
+            why = ("is also in sets" if key in set_keys else "is no hyper-parameter of a trial (features are built "
+                   f"by 01_features.py, pretrain.* are pretrain.py's; name, {', '.join(RUN_ONLY_KEYS)} do not change "
+                   f"what is trained)")
+            raise ConfigError(f"{where} [space.{key}]: {key} {why}")
+        space[key], decode[key] = _distribution(key, spec, where)
+    return space, decode
+
+
 def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     """Load and check a sweep file (docs/distributed.md, "Hyper-parameter sweeps").
 
@@ -133,7 +152,7 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     for key in ("experiment", "space"):
         if raw.get(key) in (None, "", {}):
             raise ConfigError(f"{where}: " + ("space is empty; give at least one dotted key and its distribution"
-                                              if raw.get(key) == {} else f"missing required key {key!r}"))
+                                              if key == "space" and raw[key] == {} else f"missing required key {key!r}"))
     o = {k: raw.get(k, v) for k, v in KEYS.items()}
     nat = lambda v, least: isinstance(v, int) and not isinstance(v, bool) and v >= least  # noqa: E731
     for key, ok, what in (("experiment", isinstance(o["experiment"], str), "a config path"),
@@ -147,21 +166,13 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
         if not ok:
             raise ConfigError(f"{where}: {key} must be {what}, got {o[key]!r}")
     exp = Path(o["experiment"]) if Path(o["experiment"]).is_absolute() else ROOT / o["experiment"]
-    set_keys = {s.partition("=")[0].strip() for s in o["sets"]}
-    space, decode = {}, {}
-    for key, spec in o["space"].items():
-        if not isinstance(key, str) or not all(key.split(".")):
-            raise ConfigError(f"{where} [space]: {key!r} is not a dotted config key such as optimizer.params.lr")
-        if key == "name" or key.startswith("features.") or key in RUN_ONLY_KEYS or key in set_keys:
-            why = ("is also in sets" if key in set_keys else "is no hyper-parameter of a trial (features are built "
-                   f"by 01_features.py; name, {', '.join(RUN_ONLY_KEYS)} do not change what is trained)")
-            raise ConfigError(f"{where} [space.{key}]: {key} {why}")
-        space[key], decode[key] = _distribution(key, spec, where)
+    space, decode = _space(o["space"], {s.partition("=")[0].strip() for s in o["sets"]}, where)
     try:
         base = load_experiment(exp, o["sets"], comp)
     except ConfigError as exc:
         raise ConfigError(f"{where} (experiment/sets): {exc}") from None
-    idle = unused_keys(base, space) if "model.name" not in space else []
+    idle = ([k for k in space if under(k, NOT_FOR_CLASSICAL)]
+            if is_classical(base["model"]) and "model.name" not in space else [])
     if idle:  # a --set passes them over (a run's overrides go to every experiment): every trial would be the same
         raise ConfigError(f"{where} [space.{idle[0]}]: {idle[0]} does not apply to the scikit-learn member "
                           f"{base['model']['name']!r} of {o['experiment']} (docs/zoo.md): every trial would fit the same")
@@ -473,12 +484,12 @@ def _run_trials(study: optuna.Study, objective, n_trials: int) -> None:
     ``fail_stale_trials``), and a thread records this trial's heartbeat while it runs (Optuna's own
     heartbeat thread; without it a killed worker's trial stayed running for ever); they are failed
     once first also when ``n_trials`` is 0 (``--trials 0``: the summary shows no dead trial running)."""
-    if is_heartbeat_enabled(study._storage):
-        optuna.storages.fail_stale_trials(study)
-    for _ in range(n_trials):
-        with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": we run it ourselves
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": we run it ourselves
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if is_heartbeat_enabled(study._storage):
+            optuna.storages.fail_stale_trials(study)
+        for _ in range(n_trials):
             _run_trial(study, objective)
 
 

@@ -249,6 +249,20 @@ def _predict_validation(model, data: SplitInputs, va_rec: np.ndarray, comp: dict
             np.concatenate([p[2] for p in parts]))
 
 
+def epoch_items(data, recs: np.ndarray, sampler: str | None, rng: np.random.Generator, repeats: int = 1) -> np.ndarray:
+    """The training items of one epoch of ``data`` (:class:`lib.inputs.base.SplitInputs`): a random
+    crop of every region (segment) of the recordings of :func:`epoch_recordings`, in random order
+    (``data.sample_windows``), exactly ``repeats`` x the regions of ``recs`` of them, the steps the
+    schedule was made for: a balanced sampler's draws, whose recordings may have many or few
+    segments, are cut or topped up with further draws (else they overran the schedule or ended
+    it early). Items ``(n,)`` or ``(n, 2)`` as ``data.sample_windows`` gives them."""
+    crops = repeats * int(data.region_count[recs].sum())
+    order = data.sample_windows(epoch_recordings(recs, data.y, sampler, rng, repeats), rng)
+    while len(order) < crops:  # (only a balanced sampler over recordings of unequal segment counts)
+        order = np.concatenate([order, data.sample_windows(epoch_recordings(recs, data.y, sampler, rng, repeats), rng)])
+    return order[:crops]
+
+
 @dataclass
 class FoldParts:
     """What :meth:`FoldTrainer.setup` builds for one fold: the training and validation recordings
@@ -450,14 +464,11 @@ class FoldTrainer:
     def train_epoch(self) -> tuple[torch.Tensor | float, int, int]:
         """One pass over one window of every region of the training recordings (each segment, or
         the recording when it is one), ``train.epoch_repeats`` times (DDP: this rank's share of each
-        global batch); a balanced sampler's draws are cut to the steps the schedule was made for
-        (recordings of many segments drawn more often would overrun it). Returns ``(summed loss on
-        the device, windows seen, steps skipped)``. Raises ``_Fault`` after ``train.max_bad_steps``
-        non-finite steps in a row."""
+        global batch: :func:`epoch_items`). Returns ``(summed loss on the device, windows seen, steps
+        skipped)``. Raises ``_Fault`` after ``train.max_bad_steps`` non-finite steps in a row."""
         p, tc, ranks, data = self.parts, self.cfg["train"], self.ranks, self.data
         p.model.train()
-        order = data.sample_windows(epoch_recordings(p.tr_rec, data.y, tc["sampler"], p.rng, tc["epoch_repeats"]),
-                                   p.rng)[:p.steps * p.global_batch]
+        order = epoch_items(data, p.tr_rec, tc["sampler"], p.rng, tc["epoch_repeats"])
         total, seen, bad = 0.0, 0, 0
         for step, i in enumerate(tqdm(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
                                       leave=False, unit="batch"), 1):
