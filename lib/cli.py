@@ -95,7 +95,10 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     keep = [o for o in overrides if not under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL)]
     # a run's --set train.epochs=5 (or scheduler.params.factor, checked against no schedule of its own) given to a
     # scikit-learn member too: decided without them, then not applied and not in its name
-    cfg = load_experiment(path, keep, comp) if len(keep) < len(overrides) else None
+    try:
+        cfg = load_experiment(path, keep, comp) if len(keep) < len(overrides) else None
+    except ConfigError:  # (kept overrides valid only with the others: a network's, as below)
+        cfg = None
     if cfg is not None and is_classical(cfg["model"]):
         unused, overrides = [o.partition("=")[0].strip() for o in overrides if o not in keep], keep
         if announce:

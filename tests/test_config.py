@@ -373,6 +373,8 @@ def test_variant_names(capsys):
     # a key of a schedule the member has none of (checked against its default schedule, it stopped the run: review)
     assert experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["scheduler.params.factor=0.5"])["name"] == "hgb"
     assert name_of("configs/zoo/mini_resnet.yaml", "scheduler.params.factor=0.5").startswith("mini_resnet+")
+    cached = ["features.name=log_mel", "features.set=lm", "frontend=null", "augment.waveform=[]"]  # valid only together
+    assert experiment(str(ROOT / "configs/wave_cnn.yaml"), cached)["name"] == variant_name("wave_cnn", cached)
     other = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "model.params.max_iter=50"])["name"]
     assert other.startswith("hgb+") and other == variant_name("hgb", ["model.params.max_iter=50"])
     assert name_of("configs/zoo/hgb.yaml", "train.epochs=5", "model.params.max_iter=50") == other

@@ -352,6 +352,10 @@ def test_multilabel_labels_joined_by_semicolons_need_their_separator(tmp_path):
     report = prepare(comp, tmp_path / "out3")
     assert comp["classes"] == ["owl", "robin", "wren"]
     assert any("1 row(s) name a label twice, e.g. " in w and "line 7" in w for w in report["warnings"]), report
+    declared = _competition(tmp_path, dict(cfg, classes=["owl", "robin", "wren", "owl,robin"]))  # a name with a comma
+    pd.DataFrame({"id": [f"r{i}" for i in range(6)], "label": ["owl,robin", "owl", "robin", "wren", "owl", "robin"]}
+                 ).to_csv(tmp_path / "data/train.csv", index=False)
+    prepare(declared, tmp_path / "out4")  # taken as named, not told to split it
 
 
 def _patients(tmp_path, n_patients=40, seed=0):

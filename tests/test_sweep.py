@@ -262,6 +262,7 @@ def test_a_study_of_a_space_with_a_key_more_is_refused(toy):
      r"\[space\.model\.params\.dropout\]: step 0\.1 must be > 0 and divide high - low = 0\.35"),
     ({"space": {}}, r"bad\.yaml: space is empty"),
     ({"experiment": {}}, r"bad\.yaml: missing required key 'experiment'"),
+    ({"space": None}, r"bad\.yaml: missing required key 'space'"),  # (a KeyError: review)
     ({"space": {"pretrain.lr": {"low": 1e-4, "high": 1e-2}}}, r"\[space\.pretrain\.lr\]: .*pretrain\.py's"),
 ])
 def test_a_bad_sweep_file_names_the_file_and_key(toy, keys, match):

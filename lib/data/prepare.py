@@ -563,14 +563,15 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
 
 def _separator_hint(cfg: dict, labels: list[list[str]]) -> str | None:
     """For a multi-label training table none of whose rows has two labels: when its labels hold
-    another common separator (``,``, ``;``, ``|``) between labels that stand alone elsewhere or are
-    classes (``owl,robin`` beside ``owl``), what to set instead of ``train.label_separator``."""
+    another common separator (``,``, ``|``) between labels that stand alone elsewhere or are
+    classes (``owl,robin`` beside ``owl``; a class listed in ``classes`` is taken as named), what
+    to set instead of ``train.label_separator``."""
     if any(len(set(row)) > 1 for row in labels):
         return None
     sep, found = cfg["train"]["label_separator"], {label for row in labels for label in row}
     known = found | set(cfg.get("classes") or [])
-    for c in ",;|":
-        joined = sorted(label for label in found if c in label and c != sep)
+    for c in ",|":  # (';' joins folds.csv's labels: refused above)
+        joined = sorted(label for label in found - set(cfg.get("classes") or []) if c in label and c != sep)
         if joined and all(part.strip() in known for label in joined for part in label.split(c) if part.strip()):
             return (f"no row has two labels, but {len(joined)} label(s) join classes with {c!r} (e.g. {joined[0]!r}): "
                     f"set train.label_separator: {c!r} (it is {sep!r})")

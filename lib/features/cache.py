@@ -269,7 +269,7 @@ def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str],
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     changed = lambda key, now: [s for s, h in now.items()  # noqa: E731
-                                if isinstance(old.get(s), dict) and old[s].get(key) not in (None, h)]
+                                if h is not None and isinstance(old.get(s), dict) and old[s].get(key) not in (None, h)]
     reasons = [f"the {' and '.join(c)} {what} changed since the last build"
                for c, what in ((changed("audio", hashes), "recordings"), (changed("spans", spans), "segments")) if c]
     return "; ".join(reasons) or why

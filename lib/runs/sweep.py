@@ -152,7 +152,7 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     for key in ("experiment", "space"):
         if raw.get(key) in (None, "", {}):
             raise ConfigError(f"{where}: " + ("space is empty; give at least one dotted key and its distribution"
-                                              if key == "space" and raw[key] == {} else f"missing required key {key!r}"))
+                                              if key == "space" and raw.get(key) == {} else f"missing required key {key!r}"))
     o = {k: raw.get(k, v) for k, v in KEYS.items()}
     nat = lambda v, least: isinstance(v, int) and not isinstance(v, bool) and v >= least  # noqa: E731
     for key, ok, what in (("experiment", isinstance(o["experiment"], str), "a config path"),
