@@ -16,9 +16,10 @@ def main() -> None:
 
     out = cli.outputs(args)
     unit = "segments" if ((out.prepared_competition() or {}).get("segments") or {}).get("unit") == "segment" else "recordings"
-    sections, first = {}, {}
+    sections, first, cfgs = {}, {}, {}
     for path in args.configs:
-        sec = cli.experiment(path, args.set)["features"]
+        cfgs[path] = cli.experiment(path, args.set)
+        sec = cfgs[path]["features"]
         sections.setdefault(sec["set"], sec)
         first.setdefault(sec["set"], path)
         if diff := settings_diff(section_settings(sections[sec["set"]]), section_settings(sec), first[sec["set"]], path):
@@ -49,6 +50,11 @@ def main() -> None:
         if m["settings"].get("model_sample_rate") not in (None, m["sample_rate"]):  # hf_embeddings: never silent
             print(f"{name}: windows resampled explicitly from {m['sample_rate']} Hz to the model's "
                   f"{m['settings']['model_sample_rate']} Hz ({m['settings']['resample_type']})")
+
+    from lib.runs.experiment import check_buildable
+
+    for path, cfg in cfgs.items():  # what a build or a first batch finds: said now, before any experiment trains
+        check_buildable(out, cfg, path)
 
 
 if __name__ == "__main__":

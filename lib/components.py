@@ -123,7 +123,6 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
     _check_waveform_path(cfg, sources, where)
     _check_run(cfg, sources, where, comp)
     _check_mixing(cfg, sources, where, comp)
-    _check_loss(cfg, sources, where, comp)
     _check_classical(cfg, sources, where)
     registries = {k: r for k, r in SECTIONS.items() if k != "frontend" or cfg.get("frontend")}
     for i, entry in enumerate(cfg["augment"]["waveform"]):
@@ -155,6 +154,7 @@ def check_experiment(cfg: dict, where: str, sources: list[tuple[str, dict]] | No
                     obj.check_params(cfg[key]["params"])
                 except ConfigError as exc:
                     raise ConfigError(f"{source_of(sources, [key, 'params'], where)}: {exc}") from None
+    _check_loss(cfg, sources, where, comp)  # (after its params' names: an unknown one is no TypeError of the loss)
     _check_by_building(cfg, sources, where, comp)
     kind = getattr(FEATURES.get(cfg["features"]["name"]), "kind", None)
     if kind not in INPUT_KINDS:
@@ -276,7 +276,7 @@ def _check_classical(cfg: dict, sources, where: str) -> None:
         if given:
             raise ConfigError(f"{src}: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the "
                               f"scikit-learn member {cfg['model']['name']!r}: it is fitted once per fold, without "
-                              f"epochs, optimiser, schedule or augmentation"
+                              f"epochs, optimiser, schedule, loss or augmentation"
                               + (", from statistics over time that time shifts do not change" if "tta.shifts" in given
                                  else "") + f" (docs/zoo.md); remove {'it' if len(given) == 1 else 'them'}")
 
@@ -392,8 +392,9 @@ def _check_params(objs: list, params: dict, supplied: set, keys: list, sources, 
 
 
 def _names(objs: list) -> str:
-    """The names of the callables ``objs``, for messages."""
-    return " / ".join(getattr(o, "__name__", str(o)) for o in objs)
+    """The names of the callables ``objs``, for messages (``transfer_options``: the fine-tuning options)."""
+    names = " / ".join(getattr(o, "__name__", str(o)) for o in objs if o is not transfer_options)
+    return names + (" with the fine-tuning options" if transfer_options in objs else "")
 
 
 def _is_a(value, expected: type) -> bool:

@@ -557,3 +557,7 @@ def test_a_missing_experiment_names_its_variants_trained_under_other_names(toy):
     r = stage("03_infer.py", exp, "--output-dir", out, check=False)
     assert r.returncode == 1 and "run 02_train.py for toy_exp (it was trained as toy_exp+" in r.stderr, r.stderr
     assert "the same --set, or --name, reaches it) first" in r.stderr
+    name = next(p.name for p in (out / "models").iterdir() if p.is_dir())
+    typo = name[:-1] + ("x" if name[-1] != "x" else "y")  # a typo of a trained name (probe)
+    r = stage("04_ensemble.py", typo, "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"run 02_train.py for {typo} (did you mean {name!r}?) first" in r.stderr, r.stderr

@@ -240,7 +240,7 @@ def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
                                                "train": {"epochs": 5, "class_weights": "balanced"}})
     assert _error(load_experiment, member) == (
         f"{member}: train.epochs does not apply to the scikit-learn member 'hgb': it is fitted once per fold, "
-        f"without epochs, optimiser, schedule or augmentation (docs/zoo.md); remove it")
+        f"without epochs, optimiser, schedule, loss or augmentation (docs/zoo.md); remove it")
     shifted = _write(tmp_path / "shifted.yaml", {"base": "member.yaml", "tta": {"shifts": [0.0, 0.25]}})  # a no-op
     _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})  # (probe: said nothing)
     assert _error(load_experiment, shifted).startswith(f"{shifted}: tta.shifts does not apply to the scikit-learn member")
@@ -373,6 +373,10 @@ def test_variant_names(capsys):
     # a key of a schedule the member has none of (checked against its default schedule, it stopped the run: review)
     assert experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["scheduler.params.factor=0.5"])["name"] == "hgb"
     assert name_of("configs/zoo/mini_resnet.yaml", "scheduler.params.factor=0.5").startswith("mini_resnet+")
+    assert experiment(str(ROOT / "configs/cnn_small.yaml"), ["model.params=null"])["model"]["params"] == {}  # (probe)
+    with pytest.raises(ConfigError, match=r"--set train.epochs is given more than once \(train.epochs=2, train.epochs"
+                                          r"=3\): give each key once"):  # (the last won, under another name: probe)
+        experiment(str(ROOT / "configs/cnn_small.yaml"), ["train.epochs=2", "model.params.dropout=0.1", "train.epochs=3"])
     cached = ["features.name=log_mel", "features.set=lm", "frontend=null", "augment.waveform=[]"]  # valid only together
     assert experiment(str(ROOT / "configs/wave_cnn.yaml"), cached)["name"] == variant_name("wave_cnn", cached)
     other = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "model.params.max_iter=50"])["name"]

@@ -147,6 +147,10 @@ def test_competition_ranges_name_file_and_key(toy, tmp_path):
             load_competition(path)
         msg = str(e.value)
         assert msg.startswith(f"{path}: {section}.{key}:") and allowed in msg and "\n" not in msg, msg
+    cfg = yaml.safe_load((toy / "toy.yaml").read_text()) | {"metadata": {"numeric": ["age"], "categorical": ["age"]}}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"metadata column\(s\) \['age'\] are listed as numeric and as categorical"):
+        load_competition(path)  # (one of them was kept: probe)
 
 
 def test_regexes_submission_format_and_threshold_lists_are_checked_when_the_config_is_read(toy, tmp_path):
@@ -252,7 +256,22 @@ def test_train_folds_sampler_and_monitor_the_prepared_competition_cannot_serve(t
     msg = error_of(run("02_train.py", "configs/cnn_small.yaml", "--set", "train.monitor=aurco", "--output-dir", out),
                    "02_train")
     assert msg.startswith("--set train.monitor=aurco (train.monitor): unknown metric 'aurco'") and "auroc" in msg
+    msg = error_of(run("02_train.py", "configs/cnn_small.yaml", "--set", "loss.params.pos_weight=2", "--output-dir", out),
+                   "02_train")  # named, not the loss's TypeError once a competition is prepared (probe)
+    assert "unknown parameter loss.params.pos_weight" in msg and "label_smoothing" in msg, msg
     assert not (out / "models").exists()
+    # what only a build or a first batch finds is said by 01, before any experiment of a run trains (probe)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {ROOT / 'configs/zoo/resnet.yaml'}\nmodel: {{name: resnet, params: {{depth: 50}}}}\n")
+    msg = error_of(run("01_features.py", "configs/cnn_small.yaml", bad, "--output-dir", out), "01_features")
+    assert msg.startswith(f"{bad}: model.params.depth=50 must be one of [18, 34]"), msg
+    bad.write_text(f"base: {ROOT / 'configs/vgg.yaml'}\nfeatures: {{name: log_mel, set: log_mel64}}\n"
+                   f"model: {{name: vgg, params: {{channels: [4, 4, 4, 4, 64]}}}}\n")  # (a block left out: probe)
+    msg = error_of(run("01_features.py", bad, "--output-dir", out), "01_features")
+    assert msg.startswith(f"{bad}: model.params.channels (5 blocks: [4, 4, 4, 4, 64]) and model.params.convs (4: "), msg
+    bad.write_text(f"base: {ROOT / 'configs/zoo/hgb.yaml'}\nloss: {{name: bce, params: {{label_smoothing: 0.2}}}}\n")
+    msg = error_of(run("01_features.py", bad, "--output-dir", out), "01_features")
+    assert "loss does not apply to the scikit-learn member 'hgb'" in msg, msg
 
 
 def test_prepare_into_a_read_only_folder(toy, tmp_path):

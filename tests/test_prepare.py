@@ -112,6 +112,10 @@ def test_a_sample_submission_of_other_ids_says_which_side_lacks_which(tmp_path):
         prepare(comp, tmp_path / "out")
     assert "1 test set ids not in the sample, e.g. ['t0']" in str(err.value)
     assert "2 sample ids not among the test set's ids (" in str(err.value)  # the test table named too
+    comp["train"]["audio"]["template"] = "train/{ids}.wav"  # the columns a template can name: the CSV's (probe)
+    with pytest.raises(InputError, match=r"names column 'ids', which the table lacks; it can name \['id', 'label'\]; "
+                                         r"did you mean 'id'\?"):
+        prepare(comp, tmp_path / "out")
     assert "test.csv), e.g. ['t8', 't9']" in str(err.value)
 
 

@@ -206,9 +206,14 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
     another component than the section's replaces the section, as ``base:`` does (the params
     belonged to the other component), keeping its params given before it (``--set
     scheduler.params.pct_start=0.2`` first: the order of a sweep's space). Raises ``ConfigError`` for a malformed
-    item or one that descends into a value that is neither a mapping nor null. Keys are not checked here
+    item, a key given twice (the last would win, as a YAML key given twice would) or one that
+    descends into a value that is neither a mapping nor null. Keys are not checked here
     (:func:`load_experiment` does).
     """
+    keys = [item.partition("=")[0].strip() for item in overrides or []]
+    if twice := sorted({k for k in keys if keys.count(k) > 1}):
+        given = [o for o, k in zip(overrides, keys) if k == twice[0]]
+        raise ConfigError(f"--set {twice[0]} is given more than once ({', '.join(given)}): give each key once")
     cfg = copy.deepcopy(cfg)
     for n, item in enumerate(overrides or []):
         (*parents, last), value = _parse_override(item)
@@ -237,6 +242,14 @@ def _override_sources(overrides: list[str] | None) -> list[tuple[str, dict]]:
 
 # --- experiments ---------------------------------------------------------------------------------
 
+def _empty_params(cfg: dict) -> dict:
+    """``params: null`` of a component section, in a file or a ``--set``, as no parameters (``{}``); returns ``cfg``."""
+    for key in COMPONENTS:
+        if isinstance(cfg[key], dict) and cfg[key].get("params") is None:
+            cfg[key]["params"] = {}
+    return cfg
+
+
 def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, list[tuple[str, dict]]]:
     """Read an experiment config: the ``base:`` chain merged over the schema's defaults
     (:func:`lib.core.schema.fill_defaults`), ``--set`` ``overrides`` applied, every default
@@ -256,10 +269,8 @@ def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tup
     chain = _load_chain(path)
     cfg = _merge(chain, fill_defaults(Experiment, {}))
     cfg["name"] = chain[-1][1].get("name") or path.stem  # the file's own name: a base's names the base alone
-    for key in COMPONENTS:  # params: null is no parameters
-        if isinstance(cfg[key], dict) and cfg[key].get("params") is None:
-            cfg[key]["params"] = {}
-    cfg = fill_defaults(Experiment, apply_overrides(cfg, overrides))  # sections replaced by another component
+    _empty_params(cfg)
+    cfg = _empty_params(fill_defaults(Experiment, apply_overrides(cfg, overrides)))  # (sections replaced by others)
     where = str(path)
     sources = [(str(p), raw) for p, raw in chain] + _override_sources(overrides)
     validate(Experiment, cfg, sources, where)
@@ -365,7 +376,7 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     groups = cfg["groups"]
     if groups and not (groups["column"] or groups["regex"]):
         raise ConfigError(f"{where} [groups]: give 'column' (a CSV column) or 'regex' (over the id or path)")
-    cfg["metadata"] = {k: list(v or []) for k, v in cfg["metadata"].items()}
+    _metadata_section(cfg, where)
     _subdivide_section(cfg, where)
     folds = cfg["folds"]
     uses_columns = [k for k, v in (("groups.column", (groups or {}).get("column")), ("metadata", any(cfg["metadata"].values())),
@@ -388,6 +399,14 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
                           f"but scheme is {folds['scheme']!r}, which makes folds of its own: remove one of the two")
     _submission_section(cfg, where)
     return cfg, where
+
+
+def _metadata_section(cfg: dict, where: str) -> None:
+    """``metadata``'s lists as lists (``null``: none); raises ``ConfigError`` for a column in both."""
+    cfg["metadata"] = {k: list(v or []) for k, v in cfg["metadata"].items()}
+    if both := sorted(set(cfg["metadata"]["numeric"]) & set(cfg["metadata"]["categorical"])):
+        raise ConfigError(f"{where}: metadata column(s) {both} are listed as numeric and as categorical: keep each "
+                          f"in one list")
 
 
 def _submission_section(cfg: dict, where: str) -> None:

@@ -12,6 +12,7 @@ import yaml
 from .artifacts import Record
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
+from .registry import did_you_mean
 from .utils import read_artifact_csv, read_json
 
 PSEUDO_LABEL_COMMAND = "pseudo_label.txt"
@@ -158,6 +159,9 @@ class Outputs:
             p.name for p in (self.root / "models").glob(f"{glob.escape(exp)}+*") if p.is_dir())
         other = (f" (it was trained as {', '.join(variants[:3])}: the same --set, or --name, reaches "
                  f"{'it' if len(variants) == 1 else 'them'})" if variants else "")
+        if not variants and not self.model_dir(exp).exists() and (self.root / "models").is_dir():  # a typo of a name
+            hint = did_you_mean(exp, [p.name for p in (self.root / "models").iterdir() if p.is_dir()])
+            other += f" ({hint[2:]})" if hint else ""
         return Record(self.model_dir(exp) / "record.json", self.root, f"trained experiment {exp!r}",
                       f"02_train.py for {exp}{other}")
 

@@ -600,7 +600,7 @@ def source_of(sources: list[tuple[str, dict]], keys, default: str) -> str:
     return default
 
 
-NOT_FOR_CLASSICAL = ("optimizer", "scheduler", "augment", "pretrain", "train.epochs", "train.batch_size",
+NOT_FOR_CLASSICAL = ("optimizer", "scheduler", "loss", "augment", "pretrain", "train.epochs", "train.batch_size",
                      "train.patience", "train.min_epochs", "train.smooth_epochs", "train.monitor", "train.grad_clip",
                      "train.amp", "train.ema", "train.swa", "train.epoch_repeats", "train.compile",
                      "train.max_bad_steps", "train.sync_bn", "tta.shifts")

@@ -131,8 +131,11 @@ def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[st
     try:
         df["path"] = [str(root / id_to_file(r["id"], sec["audio"], r)) for r in df.to_dict("records")]
     except KeyError as exc:
+        usable = [c for c in df.columns if c != "where"]  # {id} is the id column, whatever its name
         problems.append(f"{path}: audio template {sec['audio']['template']!r} names column {exc.args[0]!r}, "
-                        f"which the table lacks; found {list(df.columns)}")
+                        f"which the table lacks; it can name {usable}"
+                        + (f" ({{id}}: the id column {sec['id_column']!r})" if sec["id_column"] != "id" else "")
+                        + did_you_mean(exc.args[0], usable))
         return None
     return df
 

@@ -98,6 +98,34 @@ def pretrained_on_old_audio(out: Outputs, checkpoint: str, feature_set: str) -> 
             f"holds now (replaced since): run pretrain.py for it again to pretrain on them" if changed else None)
 
 
+def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
+    """Build experiment ``cfg``'s network once on its cached feature set's manifest (the pretrained
+    weights loaded) and run a batch of two zero inputs through it (``(2, C, F, T)``, or waveforms
+    of ``audio.clip_seconds``), and its waveform augmentations at the data's rate, so that what
+    only a build or a first batch finds (a ResNet depth, a front end above Nyquist, a missing
+    pretrained file, a trunk that pools a short input away) stops stage 01, naming ``where``
+    (the config file), before any experiment of a run trains. Reads no data; a scikit-learn
+    member is only built. Raises ``ConfigError``."""
+    from ..training.wave_augment import WaveAugmenter
+
+    manifest = read_json(out.features(cfg["features"]["set"]) / "manifest.json")
+    comp = out.load_competition()
+    try:
+        model = build_model(cfg["model"], manifest, tasks.n_outputs(comp), 0, cfg["frontend"])
+        if is_classical(cfg["model"]):
+            return
+        WaveAugmenter(cfg["augment"]["waveform"], sample_rate=manifest["sample_rate"])
+        shape = ([int(comp["audio"]["clip_seconds"] * manifest["sample_rate"])] if manifest.get("spec_shape") is None
+                 else manifest["spec_shape"])
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *shape), torch.zeros(2, 0))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # torch's and the libraries' own: said before any training
+        raise ConfigError(f"{where}: model {cfg['model']['name']!r} does not build or run on this feature set's "
+                          f"inputs {manifest.get('spec_shape') or 'waveforms'} with its params: {exc}") from None
+
+
 def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:
     """Where and how a fold was trained: library versions, the project's git commit (with
     ``+dirty`` when files differ from it; ``None`` outside a git checkout), device, precision,
