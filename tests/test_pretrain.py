@@ -76,8 +76,13 @@ def test_byol_a_loss_falls_and_simclr_runs_on_cached_features(toy):
 
 def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     out, wave, _ = toy
-    stage("pretrain.py", wave, "--output-dir", out)
     path = out / "pretrained" / "wave.pt"
+    # 01 builds the model once: a checkpoint pretrain.py (after 01) will write is not refused yet, any other is (review)
+    stage("01_features.py", wave, "--output-dir", out, "--set", f"model.params.pretrained={path}")
+    r = stage("01_features.py", wave, "--output-dir", out, "--set",
+              f"model.params.pretrained={out.parent / 'elsewhere.pt'}", check=False)
+    assert r.returncode == 1 and "elsewhere.pt" in r.stderr and "is not a file" in r.stderr, r.stderr
+    stage("pretrain.py", wave, "--output-dir", out)
     ckpt = load_tensors_only(path)
     manifest = {"kind": "waveform", "sample_rate": SR, "n_scalars": 0, "spec_shape": None, "name": "waveform",
                 "settings": {"sample_rate": None}}

@@ -104,19 +104,25 @@ def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
     of ``audio.clip_seconds``), and its waveform augmentations at the data's rate, so that what
     only a build or a first batch finds (a ResNet depth, a front end above Nyquist, a missing
     pretrained file, a trunk that pools a short input away) stops stage 01, naming ``where``
-    (the config file), before any experiment of a run trains. Reads no data; a scikit-learn
-    member is only built. Raises ``ConfigError``."""
+    (the config file), before any experiment of a run trains. Reads no data (nor a background
+    augmentation's folder); a scikit-learn member is only built. A ``pretrain.py`` checkpoint of
+    this output folder that is not there yet (pretrain.py runs after 01) is left to 02. Raises
+    ``ConfigError``."""
     from ..training.wave_augment import WaveAugmenter
 
     manifest = read_json(out.features(cfg["features"]["set"]) / "manifest.json")
     comp = out.load_competition()
+    weights = (cfg["model"].get("params") or {}).get("pretrained")
+    later = isinstance(weights, str) and not Path(weights).expanduser().exists() and \
+        Path(weights).expanduser().resolve().parent == out.pretrained("x").parent.resolve()
     try:
-        model = build_model(cfg["model"], manifest, tasks.n_outputs(comp), 0, cfg["frontend"])
+        model = build_model(cfg["model"], manifest, tasks.n_outputs(comp), 0, cfg["frontend"], pretrained=not later)
         if is_classical(cfg["model"]):
             return
-        WaveAugmenter(cfg["augment"]["waveform"], sample_rate=manifest["sample_rate"])
-        shape = ([int(comp["audio"]["clip_seconds"] * manifest["sample_rate"])] if manifest.get("spec_shape") is None
-                 else manifest["spec_shape"])
+        WaveAugmenter([dict(e, params={k: v for k, v in (e.get("params") or {}).items() if k != "folder"})
+                       for e in cfg["augment"]["waveform"]], sample_rate=manifest["sample_rate"])
+        shape = ([max(1, int(round(comp["audio"]["clip_seconds"] * manifest["sample_rate"])))]  # (WaveData's)
+                 if manifest.get("spec_shape") is None else manifest["spec_shape"])
         with torch.no_grad():
             model.eval()(torch.zeros(2, *shape), torch.zeros(2, 0))
     except ConfigError as exc:
