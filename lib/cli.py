@@ -82,9 +82,8 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     its prepared competition when stage 00 has run (``train.folds``). Returns the config; raises
     ``ConfigError``."""
     from .components import load_experiment  # the registries: torch and the model zoo
-    from .core.schema import NOT_FOR_CLASSICAL, under
+    from .core.schema import NOT_FOR_CLASSICAL, check_folder_name, under
     from .models import is_classical
-    from .core.schema import check_folder_name
 
     if name is not None:
         check_folder_name(name, "--name")

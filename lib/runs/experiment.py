@@ -86,7 +86,7 @@ def pretrained_on_old_audio(out: Outputs, checkpoint: str, feature_set: str) -> 
     words, else ``None`` (the same audio; a checkpoint of another folder, of an older version or
     of another kind). Still a valid start: said, not refused."""
     p = Path(checkpoint).expanduser()
-    if not p.is_file() or p.resolve().parent != out.pretrained(p.stem).parent.resolve():
+    if not p.is_file() or p.resolve().parent != (out.root / "pretrained").resolve():
         return None
     used = (((pretrained_record(p).read() or {}).get("info") or {}).get("audio")) or {}
     try:
@@ -114,7 +114,7 @@ def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
     comp = out.load_competition()
     weights = (cfg["model"].get("params") or {}).get("pretrained")
     later = isinstance(weights, str) and not Path(weights).expanduser().exists() and \
-        Path(weights).expanduser().resolve().parent == out.pretrained("x").parent.resolve()
+        Path(weights).expanduser().resolve().parent == (out.root / "pretrained").resolve()
     try:
         model = build_model(cfg["model"], manifest, tasks.n_outputs(comp), 0, cfg["frontend"], pretrained=not later)
         if is_classical(cfg["model"]):
