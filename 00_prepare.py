@@ -66,6 +66,8 @@ def main() -> None:
                  f"; a recording's segments aggregated by {comp['segments']['aggregate']}"))
     part = "segment" if comp.get("segments") else "recording"
     windows = (f"windows of {a['clip_seconds']} s every {a['hop_seconds']} s, aggregated by {a['aggregate']}"
+               + (f" (WARNING: a hop longer than the window leaves {a['hop_seconds'] - a['clip_seconds']:g} s of "
+                  f"every {a['hop_seconds']:g} s unheard)" if a["hop_seconds"] > a["clip_seconds"] else "")
                if a["hop_seconds"] else f"one {a['clip_seconds']} s clip from the start of each {part}")
     print(f"audio: {windows}; shorter {part}s padded ({a['pad']})")
     for note in s["audio_notes"]:  # files resampled, channels mixed

@@ -105,6 +105,19 @@ def test_labels_from_folders_and_ids_from_file_names(tmp_path):
     assert "dog9.FLAC" in pd.read_csv(tmp_path / "out3/folds.csv", dtype=str).id.tolist()
 
 
+def test_a_hop_longer_than_the_window_is_said(tmp_path):
+    make_toy_competition(tmp_path / "data")
+    cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
+    cfg["audio"].update(clip_seconds=0.1, hop_seconds=0.25)  # 0.15 s of every 0.25 s never heard (probe)
+    (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(cfg))
+    log = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out").stdout
+    assert "windows of 0.1 s every 0.25 s, aggregated by mean (WARNING: a hop longer than the window leaves 0.15 s " \
+           "of every 0.25 s unheard)" in log, log
+    cfg["audio"].update(hop_seconds=0.1)
+    (tmp_path / "data/toy.yaml").write_text(yaml.safe_dump(cfg))
+    assert "unheard" not in stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out").stdout
+
+
 def test_a_sample_submission_of_other_ids_says_which_side_lacks_which(tmp_path):
     comp = make_toy_competition(tmp_path / "data")
     pd.DataFrame({"id": ["t1", "t9", "t8"], "label": "a"}).to_csv(tmp_path / "data" / "sample.csv", index=False)
