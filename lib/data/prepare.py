@@ -72,8 +72,14 @@ def _case_variants(root: Path, pattern: str, files: list[Path]) -> list[Path]:
     if "[" in pattern:
         return []
     anycase = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in pattern)
-    known = {(s.st_dev, s.st_ino) for s in (p.stat() for p in files)}
-    return sorted(p for p in root.glob(anycase) if p.is_file() and (p.stat().st_dev, p.stat().st_ino) not in known)
+    known = {_inode(p) for p in files}
+    return sorted(p for p in root.glob(anycase) if p.is_file() and _inode(p) not in known)
+
+
+def _inode(path: Path) -> tuple[int, int]:
+    """``(device, inode)`` of a file: the same file however it is spelt."""
+    s = path.stat()
+    return s.st_dev, s.st_ino
 
 
 def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[str], merge: str | None = None
@@ -571,11 +577,11 @@ def _separator_hint(cfg: dict, labels: list[list[str]]) -> str | None:
     to set instead of ``train.label_separator``."""
     if any(len(set(row)) > 1 for row in labels):
         return None
-    sep, found = cfg["train"]["label_separator"], {label for row in labels for label in row}
-    known = found | set(cfg.get("classes") or [])
+    sep, found, declared = cfg["train"]["label_separator"], {label for row in labels for label in row}, \
+        set(cfg.get("classes") or [])
     for c in ",|":  # (';' joins folds.csv's labels: refused above)
-        joined = sorted(label for label in found - set(cfg.get("classes") or []) if c in label and c != sep)
-        if joined and all(part.strip() in known for label in joined for part in label.split(c) if part.strip()):
+        joined = sorted(label for label in found - declared if c in label and c != sep)
+        if joined and all(part.strip() in found | declared for label in joined for part in label.split(c) if part.strip()):
             return (f"no row has two labels, but {len(joined)} label(s) join classes with {c!r} (e.g. {joined[0]!r}): "
                     f"set train.label_separator: {c!r} (it is {sep!r})")
     return None

@@ -80,22 +80,20 @@ def experiment_key(cfg: dict, folds_df: pd.DataFrame, manifest: dict, comp: dict
                        *([list(ddp)] if ddp else []), *([pretrained] if pretrained else []))
 
 
-def pretrained_on_old_audio(out: Outputs, checkpoint: str, feature_set: str) -> str | None:
+def pretrained_on_old_audio(out: Outputs, checkpoint: str, manifest: dict) -> str | None:
     """Why a ``pretrain.py`` ``checkpoint`` of this output folder was pretrained on other
-    recordings than ``feature_set``'s cache holds now (one replaced and 01 run again since), in
-    words, else ``None`` (the same audio; a checkpoint of another folder, of an older version or
-    of another kind). Still a valid start: said, not refused."""
+    recordings than the feature set's cache (its ``manifest``, as loaded) holds now (one replaced
+    and 01 run again since), in words, else ``None`` (the same audio; a checkpoint of another
+    folder, of an older version or of another kind). Still a valid start: said, not refused."""
     p = Path(checkpoint).expanduser()
     if not p.is_file() or p.resolve().parent != (out.root / "pretrained").resolve():
         return None
     used = (((pretrained_record(p).read() or {}).get("info") or {}).get("audio")) or {}
-    try:
-        now = read_json(out.features(feature_set) / "manifest.json")["splits"]
-    except (OSError, ValueError, KeyError):
-        return None
+    now = manifest.get("splits") or {}
     changed = [s for s, h in used.items() if h and isinstance(now.get(s), dict) and now[s].get("audio") not in (None, h)]
-    return (f"{p.name} was pretrained on other {' and '.join(changed)} recordings than feature set {feature_set!r} "
-            f"holds now (replaced since): run pretrain.py for it again to pretrain on them" if changed else None)
+    return (f"{p.name} was pretrained on other {' and '.join(changed)} recordings than feature set "
+            f"{manifest.get('set')!r} holds now (replaced since): run pretrain.py for it again to pretrain on them"
+            if changed else None)
 
 
 def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
@@ -272,7 +270,7 @@ class ExperimentRun:
             opts = [f"{k} {params[k]}" for k in ("freeze_blocks", "backbone_lr", "layer_decay") if k in params]
             self.log(f"starts from pretrained weights {params['pretrained']}"
                      + (f" ({', '.join(opts)})" if opts else ""))
-            if why := pretrained_on_old_audio(self.out, params["pretrained"], cfg["features"]["set"]):
+            if why := pretrained_on_old_audio(self.out, params["pretrained"], self.data.manifest):
                 self.log(f"WARNING: {why}")
 
     def begin(self) -> None:
