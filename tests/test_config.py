@@ -252,6 +252,8 @@ def test_network_settings_given_for_a_scikit_learn_member_are_refused(tmp_path):
     _write(member, {"base": str(ROOT / "configs/cnn_small.yaml"), "model": {"name": "hgb"}})
     child = _write(tmp_path / "child.yaml", {"base": "member.yaml", "optimizer": {"params": {"lr": 0.1}}})
     assert _error(load_experiment, child).startswith(f"{child}: optimizer does not apply to the scikit-learn member")
+    sampled = _write(tmp_path / "sampled.yaml", {"base": "member.yaml", "train": {"sampler": "balanced"}})
+    assert _error(load_experiment, sampled).startswith(f"{sampled}: train.sampler does not apply to the scikit-learn")
     # a --set model.name=hgb on a network's config (a sweep over model.name): its files are the network's (review)
     assert load_experiment(ROOT / "configs/cnn_small.yaml", ["model.name=hgb"])["model"]["name"] == "hgb"
     # a --set goes to every experiment of a run (run_all.sh --set train.epochs=5): passed over for the member
@@ -370,6 +372,9 @@ def test_variant_names(capsys):
     assert hgb["name"] == "hgb" and hgb["train"]["epochs"] == load_experiment(ROOT / "configs/zoo/hgb.yaml")["train"]["epochs"]
     assert "hgb: --set train.epochs, train.swa.start passed over (the scikit-learn member 'hgb'" in capsys.readouterr().out
     assert name_of("configs/zoo/hgb.yaml", "train.epochs=5") == "hgb"
+    # a run's --set train.sampler=balanced (a network's option) stopped a run with hgb in it (probe)
+    assert experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.sampler=balanced"])["name"] == "hgb"
+    assert experiment(str(ROOT / "configs/cnn_small.yaml"), ["train.sampler=balanced"])["train"]["sampler"] == "balanced"
     # a key of a schedule the member has none of (checked against its default schedule, it stopped the run: review)
     assert experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["scheduler.params.factor=0.5"])["name"] == "hgb"
     assert name_of("configs/zoo/mini_resnet.yaml", "scheduler.params.factor=0.5").startswith("mini_resnet+")

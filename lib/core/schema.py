@@ -603,7 +603,8 @@ def source_of(sources: list[tuple[str, dict]], keys, default: str) -> str:
 NOT_FOR_CLASSICAL = ("optimizer", "scheduler", "loss", "augment", "pretrain", "train.epochs", "train.batch_size",
                      "train.patience", "train.min_epochs", "train.smooth_epochs", "train.monitor", "train.grad_clip",
                      "train.amp", "train.ema", "train.swa", "train.epoch_repeats", "train.compile",
-                     "train.max_bad_steps", "train.sync_bn", "tta.shifts")
+                     "train.max_bad_steps", "train.sync_bn", "train.sampler", "train.supcon", "train.distill",
+                     "tta.shifts")
 """Settings a scikit-learn member (``hgb``, ``logreg``: one fit per fold) has no use for; refused
 in its own config file (docs/zoo.md); a run's ``--set`` of them is passed over, said once
 (:func:`lib.cli.experiment`). ``tta.shifts``: its statistics over time do not change when the
