@@ -71,13 +71,29 @@ def summary(cfg: dict, s: dict, out) -> None:
           f"({format_seconds(s['seconds'])} on {s['device']}) -> {out.model_dir(cfg['name'])}, {out.oof(cfg['name'])}")
     _postprocessed_line(cfg["name"], s["metric"], out)
     if s.get("report"):
-        print(f"report (curves, confusion matrix, ROC/PR, calibration, worst recordings): "
-              f"{out.model_dir(cfg['name']) / s['report']}")
+        report = out.model_dir(cfg["name"]) / s["report"]
+        _slices_table(s["metric"], report.parent / "slices.csv")
+        print(f"report (curves, confusion matrix, ROC/PR, calibration, worst recordings): {report}")
     elif s.get("report_error"):
         print(f"WARNING: no report was written: {s['report_error']}")
     if s["partial"]:
         print(f"PARTIAL: folds {s['missing_folds']} are not trained yet; the OOF file holds the other folds' rows, and "
               f"04_ensemble.py refuses it until they are (train them with --set train.folds=[...], any time, anywhere)")
+
+
+def _slices_table(metric: str, path) -> None:
+    """The competition metric per slice value with its rows, from the report's ``slices.csv``
+    (only when the competition declares ``slices``): a pooled score can hide a slice that fails."""
+    import pandas as pd
+
+    from lib.evaluation.metrics import base_metric
+
+    if not path.is_file():
+        return
+    table, metric = pd.read_csv(path, dtype={"value": str}), base_metric(metric)
+    table["n"] = table["n"].map(lambda n: "" if pd.isna(n) else int(n))  # (the worst rows have none)
+    print(f"\nOOF {metric} per slice (the worst over each slice's values last; every metric: {path})\n"
+          + table[["slice", "value", "n", metric]].to_string(index=False, float_format="{:.4f}".format))
 
 
 def _postprocessed_line(name: str, metric: str, out) -> None:

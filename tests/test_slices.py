@@ -186,7 +186,7 @@ def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_
     folds = pd.read_csv(out / "folds.csv")
     assert sorted(folds["slice_database"].unique()) == ["training-b", "training-f"]
     stage("01_features.py", exp, "--output-dir", out)
-    stage("02_train.py", exp, "--output-dir", out)
+    trained = stage("02_train.py", exp, "--output-dir", out).stdout
     oof = pd.read_csv(out / "oof/hgb.csv").merge(folds[["id", "slice_database"]], on="id")
     per = {d: score_all(["macc"], (g.target == "abnormal").astype(int).to_numpy(),
                         g[["p_normal", "p_abnormal"]].to_numpy(), dict(BIN, slices=["database"]))["macc"]
@@ -198,6 +198,10 @@ def test_slices_through_the_stages_on_real_heart_sounds(heart_sound_subset, tmp_
     assert "## Scores per slice" in report and (out / "models/hgb/report/slices.png").stat().st_size > 0
     assert dict(zip(table["value"][:2], table["macc"][:2])) == pytest.approx(per)
     assert table["n"][:2].tolist() == [16, 16]
+    printed = trained[trained.index("OOF macc per slice"):].splitlines()  # 02's summary shows them too (probe)
+    for value, macc in per.items():
+        assert any(line.split()[1:] == [value, "16", f"{macc:.4f}"] for line in printed[2:5]), printed[:6]
+    assert printed[4].split()[1:] == ["worst", f"{min(per.values()):.4f}"], printed[:6]
     log = stage("04_ensemble.py", "--output-dir", out).stdout
     assert "## Scores per slice" in (out / "ensemble/report.md").read_text() and (out / "ensemble/slices.png").exists()
     board = stage("leaderboard.py", "--output-dir", out).stdout
