@@ -155,6 +155,11 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
     with pytest.raises(InputError, match=r"segments.csv line 2: empty \['a'\] \(a training segment's labels"):
         prepare(comp, tmp_path / "out2")
+    pd.DataFrame(segs).rename(columns={"start": "begin"}).to_csv(data / "segments.csv", index=False)
+    with pytest.raises(InputError) as caught:  # one problem, not one per recording after it (probe: 80 lines)
+        prepare(comp, tmp_path / "out3")
+    assert [str(p) for p in caught.value.problems] == [
+        f"{data / 'segments.csv'}: missing column(s) ['start']; found ['recording', 'begin', 'end', 'a', 'b']"]
 
 
 def test_segment_errors_name_file_and_line(icbhi, tmp_path):

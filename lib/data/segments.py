@@ -147,22 +147,24 @@ def _entry(item: dict, seg: dict, where: str, problems: list[str]) -> dict:
             "skip": bool(seg["skip"]) and _truthy(item.get(seg["skip"], ""))}
 
 
-def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[dict]]:
+def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[dict]] | None:
+    """The ``csv`` table's entries per recording id; ``None`` (its problem appended) when the table
+    cannot be read at all, so that no recording is then also reported as having no segment."""
     path = root / seg["csv"]
     if not path.is_file():
         problems.append(f"{path}: file not found")
-        return {}
+        return None
     try:
         df = read_text_table(path)
     except InputError as exc:
         problems += exc.problems
-        return {}
+        return None
     needed = [seg["id_column"], seg["start"], seg["end"], *seg["labels"],
               *[c for c in (seg["label_column"], seg["skip"]) if c]]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         problems.append(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
-        return {}
+        return None
     out: dict[str, list[dict]] = {}
     for line, row in zip(row_lines(path, len(df)), df.to_dict("records")):
         out.setdefault(row[seg["id_column"]], []).append(_entry(row, seg, f"{path} line {line}", problems))
@@ -185,6 +187,8 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
     seg, root = comp["segments"], Path(comp["data_dir"])
     fps = frames_per_second(comp) if seg["units"] == "frames" else None
     table_entries = _csv_entries(root, seg, problems) if seg["format"] == "csv" else None
+    if seg["format"] == "csv" and table_entries is None:  # (its one problem said; not one per recording: probe)
+        return {split: pd.DataFrame(columns=COLUMNS) for split in tables}
     if table_entries is not None and every_split:
         known = set().union(*(set(t["id"]) for t in tables.values()))
         for rec in sorted(set(table_entries) - known):
