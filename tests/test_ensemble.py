@@ -416,7 +416,7 @@ def test_masks_and_group_aggregation():
     assert mask_matches(table.assign(target=["c", "a", "a"]), comp)[0] == (
         "label mask \"sex == 'M'\": 2 training rows: WARNING: 1 of them are labelled a class it makes impossible "
         "(c: 1): their probability of it is set to 0")
-    with pytest.raises(ValueError, match="cannot be evaluated"):
+    with pytest.raises(ValueError, match=r"cannot be evaluated over the competition's metadata columns \['sex', 'age'\]"):
         apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "weight > 3", "classes": ["a"]}]}))
     with pytest.raises(ValueError, match="every class is masked"):
         apply_masks(probs, table, dict(MC, decision={"mask": [{"where": "sex == 'F'", "classes": ["a", "b", "c"]}]}))

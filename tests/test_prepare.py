@@ -589,5 +589,5 @@ def test_a_mask_rule_over_a_misspelt_column_is_refused_by_stage_00(tmp_path):
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
     r = stage("00_prepare.py", tmp_path / "m.yaml", "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "out",
               check=False)
-    assert r.returncode == 1 and "rule \"gender == 'M'\" cannot be evaluated over the columns" in r.stderr, r.stderr
+    assert r.returncode == 1 and "rule \"gender == 'M'\" cannot be evaluated over the competition's metadata columns []" in r.stderr, r.stderr
     assert not (tmp_path / "out" / "prepare.record.json").exists()  # 01 and 02 refuse to start from it (review)

@@ -46,7 +46,10 @@ BIAS_GRID = np.arange(-2.0, 2.01, 0.25)
 
 
 def _metadata_view(table: pd.DataFrame) -> pd.DataFrame:
-    return table.rename(columns=lambda c: c[len(META_PREFIX):] if str(c).startswith(META_PREFIX) else c)
+    """``table`` with its metadata columns under their own names (``attrs["metadata"]``: those names)."""
+    view = table.rename(columns=lambda c: c[len(META_PREFIX):] if str(c).startswith(META_PREFIX) else c)
+    view.attrs["metadata"] = [str(c)[len(META_PREFIX):] for c in table.columns if str(c).startswith(META_PREFIX)]
+    return view
 
 
 def _rule_rows(view: pd.DataFrame, rule: dict, where: str) -> np.ndarray:
@@ -56,8 +59,9 @@ def _rule_rows(view: pd.DataFrame, rule: dict, where: str) -> np.ndarray:
     try:
         rows = view.eval(rule["where"])
     except Exception as exc:  # pandas raises many types for a bad expression
-        raise ConfigError(f"{where}: rule {rule['where']!r} cannot be evaluated over the columns "
-                          f"{list(view.columns)}: {exc}") from exc
+        raise ConfigError(f"{where}: rule {rule['where']!r} cannot be evaluated over the competition's metadata "
+                          f"columns {view.attrs.get('metadata', [])} (its `metadata` section; folds.csv's other "
+                          f"columns can be named too): {exc}") from exc
     rows = np.asarray(rows)
     if rows.dtype != bool or rows.shape != (len(view),):
         raise ConfigError(f"{where}: rule {rule['where']!r} must give one true/false per row")
