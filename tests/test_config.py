@@ -46,6 +46,11 @@ def test_unknown_key_in_experiment_file_names_the_file_that_has_it(tmp_path):
 def test_unknown_key_in_set_override():
     msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.epoch=3"])
     assert "unknown key 'train.epoch' in --set train.epoch=3; did you mean 'train.epochs'?" in msg
+    # a key of a section with nothing close: the section's keys, not the section itself (probe: "did you mean 'train.swa'")
+    assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.swa={begin: 0.5}"]).endswith(
+        "unknown key 'train.swa.begin' in --set train.swa={begin: 0.5}; train.swa takes start")
+    assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["augment.spec_augment.freq_masks=2"]).endswith(
+        "did you mean 'augment.spec_augment.freq_mask'?")
 
 
 def test_a_bad_parameter_of_a_waveform_augmentation_set_on_the_command_line_names_the_set():

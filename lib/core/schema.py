@@ -8,6 +8,7 @@ key, the dotted key, and for an unknown key the closest valid one."""
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 import types
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
@@ -516,6 +517,18 @@ def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
+def _unknown_key_hint(plain: str, valid: list[str]) -> str:
+    """The closest key of the same section (``train.swa.begin``: its section's keys when none is
+    close, since the closest over the whole schema is then the section itself), else over ``valid``."""
+    parent, _, leaf = plain.rpartition(".")
+    siblings = [k for k in valid if k.rpartition(".")[0] == parent]
+    if not parent or not siblings:
+        return did_you_mean(plain, valid)
+    close = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=1)
+    return (did_you_mean(f"{parent}.{close[0]}", siblings) if close
+            else f"; {parent} takes {', '.join(k.rpartition('.')[2] for k in siblings)}")
+
+
 def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]], where: str) -> None:
     """Check ``cfg`` against ``schema``; raise one ``ConfigError`` listing every problem, each
     naming the file or override that set the key (:func:`source_of`), the dotted key, and for an
@@ -538,7 +551,7 @@ def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]]
             origin = source_of(sources, keys[:-1] if in_section else keys, where)  # a missing key: who wrote its section or entry
             if err["type"] == "extra_forbidden":
                 plain = ".".join(str(k) for k in keys if not isinstance(k, int))  # what valid_keys lists
-                problems[key] = f"unknown key {key!r} in {origin}{did_you_mean(plain, valid_keys(schema))}"
+                problems[key] = f"unknown key {key!r} in {origin}{_unknown_key_hint(plain, valid_keys(schema))}"
             elif err["type"] == "missing":
                 problems[key] = f"{origin}: missing required key {key!r}"
             elif err["type"] in ("model_type", "dict_type"):
