@@ -226,7 +226,8 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
     checked without ``comp``); ``train.monitor`` is a metric of ``comp``'s task;
     ``train.sampler: balanced_slices`` has ``comp``'s slices to balance within;
     ``model.params.recording_weights`` is not set for a multi-label ``comp``; a scheduler's
-    ``warmup_epochs`` is at most ``train.epochs``. Raises
+    ``warmup_epochs`` is at most ``train.epochs``; ``tta.shifts`` are shorter than ``comp``'s
+    window. Raises
     ``ConfigError`` naming the file (or override) and the key."""
     device = cfg["train"]["device"]
     if device.startswith("cuda:"):
@@ -252,6 +253,12 @@ def _check_run(cfg: dict, sources, where: str, comp: dict | None) -> None:
         raise ConfigError(f"{source_of(sources, ['model', 'params', 'recording_weights'], where)}: "
                           f"model.params.recording_weights is not for multi-label tasks (competition "
                           f"{comp.get('name')!r}: scikit-learn's one-vs-rest fit takes no sample weights here)")
+    clip = ((comp or {}).get("audio") or {}).get("clip_seconds")
+    long = [s for s in cfg["tta"]["shifts"] if clip and abs(s) >= clip]
+    if long:  # (a roll by the whole window changes nothing; longer ones wrap round: probe)
+        raise ConfigError(f"{source_of(sources, ['tta', 'shifts'], where)}: tta.shifts {long} (seconds) are not shorter "
+                          f"than the window, audio.clip_seconds {clip} of competition {comp.get('name')!r}: each "
+                          f"shift rolls the window round in time, so give shifts between 0 and {clip}")
     if cfg["train"]["sampler"] == "balanced_slices" and comp is not None and not comp.get("slices"):
         raise ConfigError(f"{source_of(sources, ['train', 'sampler'], where)}: train.sampler balanced_slices balances "
                           f"the classes within each slice, but the prepared competition {comp.get('name')!r} declares "

@@ -272,6 +272,14 @@ def test_train_folds_sampler_and_monitor_the_prepared_competition_cannot_serve(t
     bad.write_text(f"base: {ROOT / 'configs/zoo/hgb.yaml'}\nloss: {{name: bce, params: {{label_smoothing: 0.2}}}}\n")
     msg = error_of(run("01_features.py", bad, "--output-dir", out), "01_features")
     assert "loss does not apply to the scikit-learn member 'hgb'" in msg, msg
+    r = run("01_features.py", "configs/cnn_small.yaml", "--set", "augment.spec_augment.freq_mask=200", "--output-dir",
+            out)  # a mask that could hide every band, and a test-time shift of the whole window or more (probe)
+    msg = error_of(r, "01_features")
+    assert "augment.spec_augment: freq_mask 200 is wider than the input's 64 frequency bands" in msg, msg
+    msg = error_of(run("02_train.py", "configs/cnn_small.yaml", "--set", "tta.shifts=[0.0, 0.5]", "--output-dir", out),
+                   "02_train")
+    assert msg.startswith("--set tta.shifts=[0.0, 0.5]: tta.shifts [0.5] (seconds) are not shorter than the window, "
+                          "audio.clip_seconds 0.5"), msg
 
 
 def test_prepare_into_a_read_only_folder(toy, tmp_path):

@@ -123,11 +123,23 @@ def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
                  if manifest.get("spec_shape") is None else manifest["spec_shape"])
         with torch.no_grad():
             model.eval()(torch.zeros(2, *shape), torch.zeros(2, 0))
+            _check_masks(cfg["augment"]["spec_augment"], model.to_spec(torch.zeros(1, *shape)).shape[-2:])
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:  # torch's and the libraries' own: said before any training
         raise ConfigError(f"{where}: model {cfg['model']['name']!r} does not build or run on this feature set's "
                           f"inputs {manifest.get('spec_shape') or 'waveforms'} with its params: {exc}") from None
+
+
+def _check_masks(sa: dict, bands_frames) -> None:
+    """SpecAugment's widest masks (``augment.spec_augment``) fit the trunk's input of ``(bands,
+    frames)``: a wider one could hide the whole spectrogram (Park et al. 2019 mask at most 27 of
+    80 bands). Raises ``ConfigError``."""
+    wide = [f"{key} {sa[key]} is wider than the input's {n} {what}" for key, n, what in
+            zip(("freq_mask", "time_mask"), bands_frames, ("frequency bands", "frames")) if sa["p"] and sa[key] > n]
+    if wide:
+        raise ConfigError(f"augment.spec_augment: {'; '.join(wide)}: one mask could hide all of it (masks are drawn "
+                          f"up to that width; a few bands or frames, e.g. a tenth, is usual)")
 
 
 def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:
