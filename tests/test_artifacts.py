@@ -415,6 +415,7 @@ def test_models_trained_under_other_classes_or_positive_class_are_refused(toy, t
 
     board = leaderboard(o).set_index("experiment")
     assert board.loc[name, "status"] == "stale" and said in board.loc[name, "note"]
+    assert board.loc[name, "note"].endswith("run 02_train.py")  # not 01 too: the features still fit (probe)
     assert "fold 0: trained" in stage("02_train.py", exp, "--output-dir", out).stdout
     stage("03_infer.py", exp, "--output-dir", out)
     stage("04_ensemble.py", name, "--output-dir", out)
@@ -445,6 +446,7 @@ def test_a_cache_built_before_the_audio_settings_changed_is_refused(toy, tmp_pat
 
     board = leaderboard(o).set_index("experiment")
     assert board.loc[name, "status"] == "stale" and "other audio settings" in board.loc[name, "note"]
+    assert board.loc[name, "note"].endswith("run 01_features.py and 02_train.py")
     stage("01_features.py", exp, "--output-dir", out)
     log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert "fold 0: trained" in log

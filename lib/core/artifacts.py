@@ -286,6 +286,13 @@ def trained_problem(rec: dict, comp: dict) -> str | None:
     return None
 
 
+def retrain_stages(rec: dict, comp: dict) -> list[str]:
+    """The stages that bring a training record that :func:`trained_problem` finds stale up to
+    date: the feature cache only when the audio settings changed (not for another ``metric``)."""
+    audio_changed = rec.get("inputs", {}).get(AUDIO) not in (None, audio_id(comp))
+    return ["01_features.py", "02_train.py"] if audio_changed else ["02_train.py"]
+
+
 def check_trained(rec: dict, comp: dict, what: str, stage: str) -> None:
     """Raise ``MissingArtifact`` naming the result ``what`` and the ``stage`` to run when training
     record ``rec`` no longer fits ``comp`` (:func:`trained_problem`)."""

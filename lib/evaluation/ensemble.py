@@ -24,6 +24,7 @@ from ..core.artifacts import (
     check_trained,
     competition_id,
     folds_id,
+    retrain_stages,
     trained_problem,
 )
 from ..core.errors import ConfigError, InputError, MissingArtifact
@@ -55,7 +56,7 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
         elif trained["inputs"].get(FOLDS) != fid:
             skipped[exp] = "trained on other folds than the current folds.csv (02_train.py)"
         elif why := trained_problem(trained, comp):
-            skipped[exp] = f"{why} (01_features.py, 02_train.py)"
+            skipped[exp] = f"{why} ({', '.join(retrain_stages(trained, comp))})"
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
         elif stale := features_rebuilt(out, exp, trained):

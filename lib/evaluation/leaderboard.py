@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.artifacts import FOLDS, blend_problem, folds_id, trained_problem
+from ..core.artifacts import FOLDS, blend_problem, folds_id, retrain_stages, trained_problem
 from ..core.paths import Outputs
 from ..core.utils import format_count, format_seconds, read_artifact_csv, read_json
 from ..data import tasks
@@ -168,7 +168,7 @@ def _stale(out: Outputs, exp: str, oof: pd.DataFrame, folds_df: pd.DataFrame, cu
         return ("trained on other rows than folds.csv's (e.g. other pseudo-labelled rows: pseudo_label.py ran "
                 "since): run 02_train.py")
     if why := trained_problem(trained, comp):
-        return f"{why}: run 01_features.py and 02_train.py"
+        return f"{why}: run {' and '.join(retrain_stages(trained, comp))}"
     return None
 
 
