@@ -148,6 +148,9 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
         "04_ensemble.py and leaderboard.py score it" in printed
     assert ("When this report was written the competition set decision.group_aggregate: 04_ensemble.py and "
             "leaderboard.py score the OOF rows after it") in (out / "models/tones_cnn/report/report.md").read_text()
+    assert f"average_precision {board['average_precision']:.4f}" in (out / "models/tones_cnn/report/report.md"
+                                                                      ).read_text()  # the figure itself (probe)
+    assert scores["postprocessed"]["average_precision"] == pytest.approx(board["average_precision"])
 
 
 def test_metadata_is_a_model_input_fitted_on_training_rows(tmp_path):

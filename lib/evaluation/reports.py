@@ -515,9 +515,11 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
                  f"covers the other folds only.", ""]
     text += ["## OOF scores", "", markdown_table(summary), ""]
     if by := postprocess_keys(comp):
+        post = scores.get("postprocessed") or {}
         text += [f"These score the models' own probabilities. When this report was written the competition set "
                  f"{', '.join('decision.' + k for k in by)}: 04_ensemble.py and leaderboard.py score the OOF rows "
-                 f"after it, so their figures differ (02_train.py prints that figure too).", ""]
+                 f"after it, so their figures differ (02_train.py prints that figure too)"
+                 + (": " + ", ".join(f"{m} {v:.4f}" for m, v in post.items()) if post else "") + ".", ""]
     text += ["## Learning curves", "", "![learning curves](curves.png)", "",
              "## Scores per fold ([folds.csv](folds.csv))", "",
              markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]])), "",

@@ -39,13 +39,14 @@ from sklearn.metrics import confusion_matrix
 
 from ..core.artifacts import AUDIO, FOLDS, MODEL_KEYS, SETTINGS, audio_id, folds_id, model_settings
 from ..core.config import ROOT, row_noun, setting_changes, training_settings
-from ..core.errors import ConfigError, MissingArtifact, TrainingError
+from ..core.errors import ConfigError, InputError, MissingArtifact, TrainingError
 from ..core.paths import Outputs, pretrained_record
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
 from ..data.slices import with_slice_columns, with_slices
 from ..inputs import load_inputs
+from ..evaluation.decisions import postprocessed_scores
 from ..evaluation.metrics import score_all
 from ..inference.infer import load_checkpoints
 from ..inference.segments import segment_file, segment_predictions
@@ -575,6 +576,11 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         "n_parameters": infos[0]["n_parameters"], "device": str(device),
         "seconds": float(per_fold["seconds"].sum()), "key": key, "config": cfg,
     }
+    try:  # as 04 and the leaderboard score the OOF rows (masks, slice prior, group aggregation), for the report
+        scores["postprocessed"] = (postprocessed_scores(oof_df, folds_df, comp) or {}).get("oof")
+    except (InputError, MissingArtifact) as exc:  # (said by 02's summary, which computes it again)
+        scores["postprocessed"] = None
+        log(f"WARNING: {name}: the OOF scores after the competition's decision post-processing: {exc}")
     history = pd.concat(history, ignore_index=True)
     paths = {"oof": out.oof(name), "scores": model_dir / "scores.json", "log": model_dir / "log.csv",
              "config": model_dir / "config.yaml", "run": model_dir / "run.json"}
