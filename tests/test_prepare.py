@@ -488,6 +488,10 @@ def test_tables_and_fold_settings_that_went_wrong_unsaid_are_errors(tmp_path):
     (root / "train.csv").write_text(train.to_csv(index=False) + "s9_99,a,1,extra\n")
     with pytest.raises(InputError, match=r"train.csv: not a well-formed CSV table .*line 14"):
         prepare(comp, tmp_path / "out")
+    (root / "train.csv").write_text(train.to_csv(index=False, sep=";"))  # (a did-you-mean of the whole header: probe)
+    with pytest.raises(InputError, match=r"train.csv: one column 'id;label;fold': the file is separated by ';', not by "
+                                         r"commas: save it as comma-separated values"):
+        prepare(comp, tmp_path / "out")
     raw = yaml.safe_load((root / "toy.yaml").read_text())
     files = {"files": "train/*.wav", "target_from": "folder"}
     cases = [({"folds": {"column": "fold", "scheme": "stratified"}}, "column 'fold' gives the shipped folds"),

@@ -147,11 +147,17 @@ def read_text_table(path: str | os.PathLike):
     """A competition's CSV as a pandas DataFrame of text cells (``dtype=str``, empty cells ``""``;
     UTF-8, a BOM allowed). Raises ``InputError`` naming the file for text that is not UTF-8 (e.g.
     an Excel export in cp1252: save it as UTF-8) and for a malformed table (with pandas' line,
-    e.g. a row with more fields than the header) and for an empty file (``<path>: no rows``)."""
+    e.g. a row with more fields than the header), for an empty file (``<path>: no rows``) and for
+    a table whose one column's name holds a ``;`` or a tab (another separator than the comma)."""
     import pandas as pd
 
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        sep = next((s for s in (";", "\t", "|") if len(df.columns) == 1 and s in str(df.columns[0])), None)
+        if sep:  # (else every column was "missing", with the whole header as its did-you-mean: probe)
+            raise InputError([f"{path}: one column {df.columns[0]!r}: the file is separated by {sep!r}, not by commas: "
+                              f"save it as comma-separated values"])
+        return df
     except UnicodeDecodeError:  # pandas decodes in chunks: read_text finds the first bad byte in the whole file
         read_text(path)
         raise
