@@ -54,6 +54,9 @@ def test_submission_follows_sample_order_and_labels(tmp_path):
     comp["submission"]["format"] = "label"
     write_csv(tmp_path / "sub.csv", make_submission(comp, ["a.wav", "b.wav", "c.wav"], probs))
     assert (tmp_path / "sub.csv").read_bytes() == b"ID,Target\r\nc.wav,E\r\na.wav,E\r\nb.wav,I\r\n"
+    (tmp_path / "s.csv").write_bytes(b"\xef\xbb\xbfID,Target\nc.wav,I\na.wav,I\nb.wav,I\n")  # its BOM kept (probe)
+    write_csv(tmp_path / "sub.csv", make_submission(comp, ["a.wav", "b.wav", "c.wav"], probs))
+    assert (tmp_path / "sub.csv").read_bytes() == b"\xef\xbb\xbfID,Target\nc.wav,E\na.wav,E\nb.wav,I\n"
 
 
 def test_submission_probability_and_indicator_columns(tmp_path):

@@ -104,9 +104,11 @@ def read_json(path: str | os.PathLike):
 
 def write_csv(path: str | os.PathLike, df) -> None:
     """Write a pandas DataFrame to ``path`` as CSV without its index, atomically; lines end with
-    ``df.attrs["lineterminator"]`` when set (a submission keeps its sample's), else ``\\n``."""
+    ``df.attrs["lineterminator"]`` when set (a submission keeps its sample's), else ``\\n``, encoded
+    as ``df.attrs["encoding"]`` (``utf-8-sig``: with a byte-order mark, as its sample), else UTF-8."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator=df.attrs.get("lineterminator", "\n"))
+        df.to_csv(tmp, index=False, lineterminator=df.attrs.get("lineterminator", "\n"),
+                  encoding=df.attrs.get("encoding", "utf-8"))
 
 
 def read_text(path: str | os.PathLike) -> str:

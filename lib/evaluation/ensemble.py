@@ -130,15 +130,17 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | No
     probability) or ``indicators`` (one 0/1 column per class: the most probable class, or every
     class with p > 0.5 for multi-label tasks); ``label`` and ``indicators`` apply ``decision``
     (thresholds or class biases, :func:`lib.data.tasks.decide`). ``probs`` ``(rows, n_classes)``
-    in ``test_ids`` order. The frame's ``attrs["lineterminator"]`` is the sample's line end, which
-    :func:`lib.core.utils.write_csv` writes. Raises ``ValueError`` when the ids differ from the
+    in ``test_ids`` order. The frame's ``attrs["lineterminator"]`` and ``attrs["encoding"]`` are the
+    sample's line end and byte-order mark (``utf-8-sig``) or none, which :func:`lib.core.utils.write_csv` writes. Raises ``ValueError`` when the ids differ from the
     sample's or the format does not fit.
     """
     sub = comp["submission"]
     sample_path = Path(comp["data_dir"]) / sub["sample"]
     sample = read_text_table(sample_path)
     with open(sample_path, "rb") as f:  # written back with the sample's line ends (a Windows CRLF file gives CRLF)
-        sample.attrs["lineterminator"] = "\r\n" if f.readline().endswith(b"\r\n") else "\n"
+        first = f.readline()  # and its byte-order mark, if any
+        sample.attrs["lineterminator"] = "\r\n" if first.endswith(b"\r\n") else "\n"
+        sample.attrs["encoding"] = "utf-8-sig" if first.startswith(b"\xef\xbb\xbf") else "utf-8"
     fmt = sub["format"]
     if fmt not in SUBMISSION_FORMATS:
         raise ConfigError(f"submission format {fmt!r} is not one of {SUBMISSION_FORMATS}")
