@@ -583,6 +583,10 @@ def test_a_bundles_test_set_says_the_files_resampled_and_mixed(tmp_path):
                              "1 recordings have several channels: averaged to mono (audio.channel: N takes channel N "
                              "instead)"]
     assert prep["test_rows"] == prep["recordings"] == 2
+    sf.write(tmp_path / "data" / "test" / "t0.wav", np.zeros(1, np.float32), 16000)  # one sample, padded (probe)
+    notes = prepare_test(resolved, tmp_path / "work2")["notes"]
+    assert notes[-1] == (f"1 recordings are shorter than a tenth of the 0.5-s window, padded to it (zero): e.g. "
+                         f"{tmp_path / 'data' / 'test' / 't0.wav'} (6.25e-05 s)"), notes
 
 
 def test_a_mask_rule_over_a_misspelt_column_is_refused_by_stage_00(tmp_path):

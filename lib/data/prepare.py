@@ -307,8 +307,8 @@ def _check_rates(tables: list[pd.DataFrame], wanted: int | None, problems: list[
 def audio_notes(tables: list[pd.DataFrame], audio_cfg: dict) -> list[str]:
     """What stage 00 (and a bundle's test set) says about how the audio files of ``tables`` are
     read under the competition's ``audio`` section: the files read resampled to
-    ``audio.sample_rate``, by native rate, and the files of several channels (averaged, or
-    ``audio.channel`` taken); each file once, however many segment rows it has. ``[]`` when
+    ``audio.sample_rate``, by native rate, the files of several channels (averaged, or
+    ``audio.channel`` taken) and those shorter than a tenth of ``audio.clip_seconds``; each file once, however many segment rows it has. ``[]`` when
     neither (matrices: no audio)."""
     files = pd.concat([t for t in tables if t is not None and "sample_rate" in t]).drop_duplicates("path")
     notes, wanted = [], audio_cfg["sample_rate"]
@@ -322,6 +322,12 @@ def audio_notes(tables: list[pd.DataFrame], audio_cfg: dict) -> list[str]:
         notes.append(f"{several} recordings have several channels: " + (
             "averaged to mono (audio.channel: N takes channel N instead)" if audio_cfg.get("channel") is None
             else f"channel {audio_cfg['channel']} taken"))
+    clip = audio_cfg.get("clip_seconds")
+    tiny = files[files["duration_s"] < clip / 10] if clip and "duration_s" in files else files.iloc[:0]
+    if len(tiny):  # (a 1-sample file became a 1.5-s constant, unsaid: probe)
+        first = tiny.iloc[0]
+        notes.append(f"{len(tiny)} recordings are shorter than a tenth of the {clip:g}-s window, padded to it "
+                     f"({audio_cfg['pad']}): e.g. {first['path']} ({first['duration_s']:.3g} s)")
     return notes
 
 
