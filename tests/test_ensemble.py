@@ -119,6 +119,14 @@ def test_geometric_and_rank_means():
     assert "rank" not in offered_methods(dict(MC, metrics=["accuracy", "log_loss"]))
     assert "rank" not in offered_methods(dict(MC, submission={"format": "probabilities"}))
     assert "rank" in offered_methods(MC)
+    from lib.evaluation.ensemble import _choose_method  # a rank blend chosen for its decisions says how it cuts them
+
+    results = {"equal": {"scores": {"accuracy": 0.7}}, "rank": {"scores": {"accuracy": 0.8}}}
+    yb = np.array([0, 1] * 25)
+    chosen, note = _choose_method("best", results, BIN, None, [pa, pb], yb)
+    assert chosen == "rank" and "decides by each row's rank within the set it predicts" in note, note
+    results["rank"]["scores"]["accuracy"] = 0.6
+    assert "rank within" not in _choose_method("best", results, BIN, None, [pa, pb], yb)[1]
 
 
 def test_single_is_the_best_member_chosen_on_other_folds():

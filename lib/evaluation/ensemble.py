@@ -249,7 +249,10 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
             return chosen, (f"the best blend, {top} ({results[top]['scores'][comp['metric']]:.4f} cross-fitted OOF "
                             f"{comp['metric']}{at}), does not beat the best member's own OOF score ({best_member:.4f})"
                             f"{left_out}")
-        return chosen, f"best cross-fitted OOF {comp['metric']}{at} of {len(results)} methods{left_out}"
+        recut = ("; NOTE: a rank blend decides by each row's rank within the set it predicts, so it gives each class "
+                 "about the share of test rows it gave of OOF rows, whatever the test set's class ratio (--method "
+                 "names another)") if chosen == "rank" and comp["task"] != "multilabel" else ""
+        return chosen, f"best cross-fitted OOF {comp['metric']}{at} of {len(results)} methods{left_out}{recut}"
     if results.get(method, {}).get("error"):
         raise ConfigError(f"blending method {method!r}: {results[method]['error']}")
     if method in results:
