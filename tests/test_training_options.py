@@ -573,6 +573,21 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     stale.prepared().commit([stale.competition, stale.folds], "refolded")
     with pytest.raises(MissingArtifact, match="the teacher of pseudo_label.py. was made on other folds"):
         pseudo_labelled_folder(stale, tmp_path / "pl_stale", min_confidence=0.9)
+    # a member trained again after 04: its blend's probabilities are no longer those of the models there, which
+    # pseudo_label.py and train.distill took unsaid where 05 and the leaderboard refuse (probe)
+    shutil.rmtree(stale.root)
+    shutil.copytree(out.root, stale.root)
+    train_experiment(dict(cfg, name="teacher", train={**cfg["train"], "seed": 7}), stale, log=lambda *_: None)
+    with pytest.raises(MissingArtifact, match="used other training runs of teacher than the current ones"):
+        pseudo_labelled_folder(stale, tmp_path / "pl_stale", min_confidence=0.9)
+    with pytest.raises(MissingArtifact, match=r"the teacher of train.distill\) used other training runs of teacher"):
+        soft_targets(stale, comp, stale.load_split("train"))
+    # a row the submission's decision (a fixed or fitted threshold) gives another class is not sure (probe)
+    from lib.runs.self_training import _sure_labels
+
+    two = {"task": "binary", "classes": ["a", "b"], "positive": "b"}
+    keep, _, labels = _sure_labels(np.array([[0.58, 0.42], [0.95, 0.05], [0.3, 0.7]]), two, 0.55, {"threshold": 0.4})
+    assert keep.tolist() == [False, True, True] and labels.tolist() == ["a", "a", "b"]
 
 
 def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):

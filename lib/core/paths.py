@@ -189,6 +189,12 @@ class Outputs:
         """The record of the blend and submission."""
         return Record(self.root / "ensemble.record.json", self.root, "ensemble", "04_ensemble.py")
 
+    def changed_members(self, blend: dict) -> list[str]:
+        """The members of ``ensemble.json`` whose current complete training record is not the one
+        the blend's record ``blend`` used (trained again, changed or removed since 04 ran)."""
+        members = [e["experiment"] for e in (read_json(self.root / "ensemble.json") or {}).get("experiments") or []]
+        return [m for m in members if (self.trained(m).check(hashes=False)[0] or {}).get("id") != blend["inputs"].get(m)]
+
     def require(self, path: Path, stage: str) -> Path:
         """Return ``path`` if it exists, else raise ``MissingArtifact`` saying to run ``stage``."""
         if not path.exists():

@@ -263,8 +263,7 @@ def blend_summary(out: Outputs) -> str | None:
     problem = rec and blend_problem(rec, out.load_split("train"), out.load_competition())
     if problem:
         rec, why = None, f"{problem}: run 04_ensemble.py"
-    stale = [e["experiment"] for e in members if rec and (out.trained(e["experiment"]).check(hashes=False)[0] or {}
-                                                          ).get("id") != rec["inputs"].get(e["experiment"])]
+    stale = out.changed_members(rec) if rec else []
     if stale:
         rec, why = None, f"member(s) {', '.join(stale)} trained again, changed or removed since: run 04_ensemble.py"
     status = {e["experiment"]: training_status(out, e["experiment"], (read_json(out.model_dir(e["experiment"]) /

@@ -60,6 +60,15 @@ def teacher_note(out: Outputs, exp: str) -> str | None:
             f"these are that student's predictions; 02_train.py {exp} trains it on the current blend")
 
 
+def check_members(out: Outputs, record: dict, what: str) -> None:
+    """Raise ``MissingArtifact`` when the blend ``record`` (04's) used another training run of a
+    member than its current one (:meth:`Outputs.changed_members`), as 05 and the leaderboard do:
+    its probabilities are no longer those of the models there (probe)."""
+    if changed := out.changed_members(record):
+        raise MissingArtifact(f"{what} used other training runs of {', '.join(changed)} than the current ones (trained "
+                              f"again, changed or removed since 04 ran): run 04_ensemble.py again")
+
+
 def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | None = None) -> tuple[np.ndarray, str]:
     """The current blend's OOF probabilities as training targets ``(rows, n_outputs)`` (binary:
     p(positive)) for the rows of ``table`` (``folds.csv``'s: ``id``, ``fold``), in its order; a
@@ -86,6 +95,7 @@ def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | N
                           f"experiments alone first (04_ensemble.py {' '.join(m for m in members if m != student)})")
     check_folds(record, folds_id(out.load_split("train")), "the blend (the teacher of train.distill)",
                 "04_ensemble.py again")  # OOF probabilities of other folds would leak the labels
+    check_members(out, record, "the blend (the teacher of train.distill)")
     path = out.root / "ensemble" / "oof_blend.csv"
     if not path.is_file():
         raise MissingArtifact(f"{path} not found: run 04_ensemble.py (the teacher of train.distill) first")
@@ -146,6 +156,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         record = out.ensembled.require()
         check_folds(record, folds_id(folds), "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
         check_competition(record, comp, "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
+        check_members(out, record, "the blend (the teacher of pseudo_label.py)")
         path, test, where = out.root / "ensemble" / "test_blend.csv", out.load_split("test"), out.root
     else:
         src = Outputs(Path(source).resolve())
@@ -168,7 +179,9 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if sorted(have) != sorted(cols):
         raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
                               f"those of {out.competition}: predict with a blend of this competition's classes")
-    keep, sure, labels = _sure_labels(blend[cols].to_numpy(), comp, min_confidence)
+    decision = ((read_json(out.root / "ensemble.json") or {}).get("decision") or {}).get("decision") if source is None \
+        else None  # (a predict_bundle.py work folder keeps no decision: the most probable class)
+    keep, sure, labels = _sure_labels(blend[cols].to_numpy(), comp, min_confidence, decision)
     pseudo = test[keep].assign(target=labels[keep], fold=-1)
     dropped = 0
     if comp.get("fine_classes"):  # subdivided: the pseudo label's fine class from the row's metadata
@@ -199,17 +212,22 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 
 
-def _sure_labels(probs: np.ndarray, comp: dict, min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sure_labels(probs: np.ndarray, comp: dict, min_confidence: float,
+                 decision: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which rows of ``probs`` ``(rows, n_classes)`` the blend is sure of, how sure, and the label
     it gives: ``(keep (rows,) bool, sure (rows,), labels (rows,) object)``; single-label the
     largest probability (at least ``min_confidence``) and its class, multi-label every class at
     least that sure either way (``sure``: the least sure class's ``max(p, 1 - p)``) and the
-    classes at p >= 0.5."""
+    classes at p >= 0.5. A row whose label under the submission's ``decision`` (a threshold or
+    class bias of 04, :func:`lib.data.tasks.decide`) is another is not kept: not sure."""
     if comp["task"] == "multilabel":
         keep = ((probs >= min_confidence) | (probs <= 1 - min_confidence)).all(1)
-        return (keep, np.maximum(probs, 1 - probs).min(1),
-                tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]}))
-    return probs.max(1) >= min_confidence, probs.max(1), np.asarray(comp["classes"], dtype=object)[probs.argmax(1)]
+        sure, labels = (np.maximum(probs, 1 - probs).min(1),
+                        tasks.probs_to_labels(probs, comp, decision={"thresholds": [0.5] * probs.shape[1]}))
+    else:
+        keep, sure, labels = probs.max(1) >= min_confidence, probs.max(1), np.asarray(comp["classes"], dtype=object)[
+            probs.argmax(1)]
+    return keep & (tasks.probs_to_labels(probs, comp, decision=decision) == labels), sure, labels
 
 
 def _refuse_training_recordings(test: pd.DataFrame, folds: pd.DataFrame) -> None:
