@@ -140,8 +140,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     its blend, made from the folds it had, is removed then (as stage 00 removes it).
     Returns ``{"rows", "pseudo", "test", "per_class", "replaced", "kept", "silenced", "most_confident",
     "removed_blend"}`` (replaced/kept: earlier pseudo rows dropped/kept; most_confident: the surest;
-    silenced: rows left out because they were predicted from silence, ``audio.bad_test_files``;
-    removed_blend: the names of ``dest``'s blend files removed).
+    silenced: rows predicted from silence, left out; removed_blend: ``dest``'s blend files removed).
     Raises ``MissingArtifact`` naming the step to run when the blend or its probabilities are
     missing; ``ConfigError`` for ``min_confidence`` outside (0.5, 1], a ``dest`` that is, holds
     or lies inside ``out`` or ``source`` (:func:`lib.core.artifacts.check_apart`), a ``source``
@@ -158,13 +157,14 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         check_competition(record, comp, "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
         check_members(out, record, "the blend (the teacher of pseudo_label.py)")
         path, test, where = out.root / "ensemble" / "test_blend.csv", out.load_split("test"), out.root
+        decision = (read_json(out.root / "ensemble.json").get("decision") or {}).get("decision")  # the submission's
     else:
         src = Outputs(Path(source).resolve())
         check_apart(dest, src.root, "--to", "the --source folder")
         if not src.prepared().path.is_file():
             raise ConfigError(f"--source {src.root} is not a predict_bundle.py work folder (no {src.prepared().path.name}): "
                               f"run predict_bundle.py BUNDLE --test-files ... --work-dir {src.root} first")
-        path, test, where = src.root / "test_blend.csv", src.load_split("test"), src.root
+        path, test, where, decision = src.root / "test_blend.csv", src.load_split("test"), src.root, None  # (none kept)
     silenced = test["path"].astype(str).str.startswith(str(where / "silence") + os.sep)
     test = test[~silenced]  # predicted from silence (audio.bad_test_files): no label to learn from
     if not path.is_file():
@@ -179,8 +179,6 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if sorted(have) != sorted(cols):
         raise MissingArtifact(f"{path} has the columns {have}, not {cols}: the blend was made for other classes than "
                               f"those of {out.competition}: predict with a blend of this competition's classes")
-    decision = ((read_json(out.root / "ensemble.json") or {}).get("decision") or {}).get("decision") if source is None \
-        else None  # (a predict_bundle.py work folder keeps no decision: the most probable class)
     keep, sure, labels = _sure_labels(blend[cols].to_numpy(), comp, min_confidence, decision)
     pseudo = test[keep].assign(target=labels[keep], fold=-1)
     dropped = 0
