@@ -248,6 +248,12 @@ def test_probabilities_give_auroc_and_errors_name_the_ids(tmp_path):
     labels = _csv(tmp_path / "labels.csv", id=ids, label=np.array(["a", "b"])[y])
     r = score_submission(_csv(tmp_path / "sub.csv", id=ids, label=p), labels, comp)
     assert r["holds"] == "probabilities"
+    with pytest.raises(InputError) as err:  # probabilities scored as labels: one hint, on the first line (probe)
+        score_submission(_csv(tmp_path / "sub.csv", id=ids, label=p), labels, comp, fmt="label")
+    assert err.value.problems[0].endswith("(a probability? give --format probability)")
+    assert not err.value.problems[1].endswith("--format probability)")
+    with pytest.raises(InputError, match=r"no id column \(looked for \['id'\]; columns are \['ID', 'label'\]\)"):
+        score_submission(_csv(tmp_path / "ID.csv", ID=ids, label=p), labels, comp)  # (named once, not twice: probe)
     assert r["scores"]["auroc"] == pytest.approx(roc_auc_score(y, p))
     assert r["scores"]["accuracy"] == pytest.approx(accuracy_score(y, p > 0.5))
     comp["submission"]["format"] = "probabilities"

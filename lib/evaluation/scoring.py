@@ -40,7 +40,7 @@ def _column(df: pd.DataFrame, path, candidates, what: str, option: str) -> str:
     for c in candidates:
         if c and c in df.columns:
             return c
-    tried = [c for c in candidates if c]
+    tried = list(dict.fromkeys(c for c in candidates if c))
     raise InputError([f"{path}: no {what} column (looked for {tried}; columns are {list(df.columns)}); {option}"])
 
 
@@ -54,7 +54,9 @@ def _encode_labels(values, comp: dict, separator: str, path, problems: list) -> 
         labels = [v for v in cell.split(separator) if v] if multi else [cell.strip()]
         for label in labels:
             if label not in lookup:
-                problems.append(f"{path} line {row + 2}: unknown label {label!r}; classes are {comp['classes']}")
+                number = comp["task"] == "binary" and pd.to_numeric(pd.Series([label]), errors="coerce").notna()[0]
+                problems.append(f"{path} line {row + 2}: unknown label {label!r}; classes are {comp['classes']}"
+                                + (" (a probability? give --format probability)" if number and not problems else ""))
             elif multi:
                 y[row, lookup[label]] = 1
             else:
