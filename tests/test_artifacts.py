@@ -174,6 +174,10 @@ def test_a_named_run_retrained_with_other_settings_says_so_and_03_refuses_settin
     assert "dup was trained with other settings than the config given here (model.params.head_hidden: 2 -> 64)" in r.stderr
     assert "written" in stage("03_infer.py", exp, "--set", "model.params.head_hidden=2", "--name", "dup",
                               "--set", "train.device=cpu", "--output-dir", out).stdout  # a run-only key may differ
+    log = stage("02_train.py", exp, "--set", "model.params.head_hidden=2", "--set", "model.params.dropout=0.1", "--name",
+                "dup", "--output-dir", out).stdout  # a param given where it was left at its default: said too (probe)
+    assert "dup: its models were trained with other settings (model.params.dropout: (default) -> 0.1): they are " \
+        "replaced" in log, log
 
 
 def test_changed_members_are_noticed_and_merged_again_without_training(toy):

@@ -71,13 +71,26 @@ def training_settings(cfg: dict) -> dict:
     return what
 
 
+class _Default:
+    """A component parameter left at its default (not given), as :func:`setting_changes` prints it."""
+
+    def __repr__(self) -> str:
+        return "(default)"
+
+
+DEFAULT = _Default()
+
+
 def setting_changes(trained: dict, given: dict) -> list[str]:
     """The settings (:func:`training_settings`) of experiment config ``given`` that differ from
     those of ``trained`` (a trained model's ``config.yaml``), as ``"dotted.key: old -> new"``;
-    keys only one of them has (a config of an older version) are not compared. ``[]``: the same."""
+    keys only one of them has (a config of an older version) are not compared, but in a
+    component's ``params`` (kept as given, without defaults) a key given on one side only is
+    (``(default)`` on the other). ``[]``: the same."""
     def walk(a, b, prefix):
         if isinstance(a, dict) and isinstance(b, dict):
-            return [c for k in a.keys() & b.keys() for c in walk(a[k], b[k], f"{prefix}{k}.")]
+            keys = a.keys() | b.keys() if prefix.endswith("params.") else a.keys() & b.keys()
+            return [c for k in keys for c in walk(a.get(k, DEFAULT), b.get(k, DEFAULT), f"{prefix}{k}.")]
         return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
     return sorted(walk(training_settings(trained), training_settings(given), ""))
 
