@@ -51,13 +51,18 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
 
 def test_a_mel_band_above_the_audio_is_refused_before_any_work(prepared):
     from lib.core.errors import ConfigError
+    from lib.features.seed9 import Seed9
 
     # the toy audio is at 16 kHz: fmin 9000 Hz would leave every band empty (all -100 dB features)
     for params, words in (({"fmin": 9000}, "fmin=9000 Hz is not below the top of the band, 8000.0 Hz"),
-                          ({"fmin": 5000, "fmax": 3000}, "fmin=5000 Hz must be below fmax=3000 Hz")):
+                          ({"fmin": 5000, "fmax": 3000}, "fmin=5000 Hz must be below fmax=3000 Hz"),
+                          ({"fmax": 9000}, r"fmax=9000 Hz is above half the sample rate \(8000 Hz\)")):  # (was cut)
         with pytest.raises(ConfigError, match=words):
             build_feature_set(prepared, {"name": "log_mel", "set": "lm", "params": params})
         assert not prepared.features("lm").exists()
+    with pytest.raises(ConfigError, match=r"features seed9 needs audio at 16000 Hz, and this competition's is read at "
+                                          r"8000 Hz: set audio.sample_rate: 16000"):  # (a traceback in the first chunk)
+        Seed9().check_rate(8000)  # (01 calls it, as log_mel's, before any audio is read)
     m = build_feature_set(prepared, {"name": "log_mel", "set": "lm", "params": {"fmin": 4000, "n_mels": 16}})
     spec, *_ = load_features(prepared, "lm", "train")
     assert m["spec_shape"][1] == 16 and np.asarray(spec).std() > 1  # a band inside the audio: real features

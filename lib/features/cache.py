@@ -208,14 +208,14 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         raise ConfigError(f"features.dtype {dtype!r} is not float32 or float16")
     folder = out.features(section["set"])
     tables = {s: out.load_split(s) for s in splits or [s for s in SPLITS if s == "train" or out.has_test()]}
+    if hasattr(extractor, "check_rate"):  # (before the audio is hashed)
+        extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
+    if hasattr(extractor, "check_window") and "train" in tables:  # (a bundle predicts as its models were trained)
+        extractor.check_window(comp["audio"]["clip_seconds"])
     hashes = {s: audio_fingerprint(t, workers) for s, t in tables.items()}
     spans = {s: spans_fingerprint(t) for s, t in tables.items()}
     key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp), hashes,
                       *([spans] if any(spans.values()) else []))  # (without segments: the key of before)
-    if hasattr(extractor, "check_rate"):
-        extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
-    if hasattr(extractor, "check_window") and "train" in tables:  # (a bundle predicts as its models were trained)
-        extractor.check_window(comp["audio"]["clip_seconds"])
     record = out.features_record(section["set"])
     rec, why = record.check(key)
     if not force and rec is not None:

@@ -44,8 +44,13 @@ class LogMel:
         self.scalar_names: list[str] = list(HEART_CYCLE_SCALARS) if heart_cycles else []
 
     def check_rate(self, sr: float) -> None:
-        """Raise ``ConfigError`` when ``fmin`` is not below the band's top at ``sr`` Hz (``fmax``,
-        at most half the rate): every mel band would be empty, every feature the same -100 dB."""
+        """Raise ``ConfigError`` when ``fmax`` is above half the rate ``sr`` (Hz; it was cut to it
+        unsaid, while the manifest kept the value asked for; the front end refuses it too) or
+        ``fmin`` is not below the band's top: every mel band would be empty, every feature -100 dB."""
+        if self.settings["fmax"] and self.settings["fmax"] > sr / 2:
+            raise ConfigError(f"features.params.fmax={self.settings['fmax']} Hz is above half the sample rate "
+                              f"({sr / 2:g} Hz): lower it, leave it out (null: half the rate), or set a higher "
+                              f"audio.sample_rate in the competition config")
         top = min(self.settings["fmax"] or sr / 2, sr / 2)
         if self.settings["fmin"] >= top:
             raise ConfigError(f"features.params.fmin={self.settings['fmin']} Hz is not below the top of the band, "

@@ -11,6 +11,7 @@ import importlib
 
 import numpy as np
 
+from ...core.errors import ConfigError
 from ...data import audio
 
 from .definitions import (  # noqa: F401  (the names users of the stack read)
@@ -55,6 +56,13 @@ class Seed9:
 
         audio.check_clip(y)
         return compute_seed9(y, sr)
+
+    def check_rate(self, sr: float) -> None:
+        """Raise ``ConfigError`` unless the audio is read at 16 kHz (a traceback from the first chunk before)."""
+        if sr != SR:
+            raise ConfigError(f"features seed9 needs audio at {SR} Hz, and this competition's is read at {sr:g} Hz: "
+                              f"set audio.sample_rate: {SR} in the competition config (00_prepare.py then says "
+                              f"which files it resamples) and run 00_prepare.py again")
 
     def prepare(self) -> None:
         """Build the batched extractor's filterbanks (about 0.7 s) before worker processes fork."""
