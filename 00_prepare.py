@@ -28,10 +28,13 @@ def refuse_overwriting_inputs(comp: dict, out, config: str) -> None:
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("data_config", nargs="?", default="configs/data/breathing.yaml",
-                   help="competition config (default: %(default)s)")
+    p.add_argument("data_config", nargs="?", help="competition config (default: this project's "
+                                                   "configs/data/breathing.yaml, from any folder)")
     p.add_argument("--data-dir", help="competition folder (default: the config's data_dir, usually input/)")
     args = p.parse_args()
+    from lib.core.config import ROOT
+
+    args.data_config = args.data_config or str(ROOT / "configs/data/breathing.yaml")  # (not from the shell's folder)
     from lib.components import load_competition
     from lib.components import check_found_classes
     from lib.data.prepare import prepare

@@ -599,3 +599,15 @@ def test_a_mask_rule_over_a_misspelt_column_is_refused_by_stage_00(tmp_path):
               check=False)
     assert r.returncode == 1 and "rule \"gender == 'M'\" cannot be evaluated over the competition's metadata columns []" in r.stderr, r.stderr
     assert not (tmp_path / "out" / "prepare.record.json").exists()  # 01 and 02 refuse to start from it (review)
+
+
+def test_the_default_competition_config_is_found_from_any_folder(breathing_subset, tmp_path):
+    """``00_prepare.py --data-dir DIR`` without a config looked for configs/data/breathing.yaml in
+    the shell's folder (probe): it is this project's, wherever the command starts."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, ROOT / "00_prepare.py", "--data-dir", breathing_subset, "--output-dir", "o"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "train: 48 recordings" in r.stdout, r.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "o" / "folds.csv")) == 48
