@@ -499,6 +499,18 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
     infer_experiment("teacher", out)
     run_ensemble(out, ["teacher"], method="equal")
+    # 04's members table scores each member at a fixed decision.threshold, as it scores the blends (at 0.5: probe)
+    fixed = Outputs(tmp_path / "fixed")
+    shutil.copytree(out.root, fixed.root)
+    oof, pos = pd.read_csv(out.oof("teacher")), "p_" + comp["positive"]
+    right = lambda t: float(((oof[pos] > t) == (oof.target == comp["positive"])).mean())  # noqa: E731
+    cut = next(t for t in np.quantile(oof[pos], [0.2, 0.3, 0.4, 0.6, 0.7, 0.8]) if right(t) != right(0.5))
+    resolved = yaml.safe_load(fixed.competition.read_text())
+    fixed.competition.write_text(yaml.safe_dump(dict(resolved, decision=dict(resolved["decision"], threshold=float(cut)))))
+    fixed.prepared().commit([fixed.competition, fixed.folds], "a fixed threshold")
+    run_ensemble(fixed, ["teacher"], method="equal")
+    members = pd.read_csv(fixed.root / "ensemble/members.csv").set_index("experiment")
+    assert members.loc["teacher", "accuracy"] == pytest.approx(right(cut))
     blend = pd.read_csv(out.root / "ensemble/test_blend.csv", dtype={"id": str})
     cols = [f"p_{c}" for c in comp["classes"]]
     threshold = float(np.sort(blend[cols].max(axis=1))[0])  # the least confident row just passes
