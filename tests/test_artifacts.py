@@ -83,6 +83,13 @@ def test_record_protocol(tmp_path):
         rec.require("k1")
     rec.begin()
     assert not rec.path.exists()
+    (tmp_path / "models/hgb").mkdir(parents=True)  # a model folder renamed: said, not only "missing" (probe)
+    (tmp_path / "models/hgb/scores.json").write_text("{}")
+    Record(tmp_path / "models/hgb/record.json", tmp_path, "hgb", "02").commit([tmp_path / "models/hgb/scores.json"], "k")
+    (tmp_path / "models/hgb").rename(tmp_path / "models/hgbX")
+    assert Record(tmp_path / "models/hgbX/record.json", tmp_path, "hgbX", "02").check()[1] == (
+        "models/hgb/scores.json is missing (models/hgbX holds the files of 'hgb': the folder was renamed; give it its "
+        "name back)")
 
 
 def test_temporaries_of_killed_writers_are_removed(tmp_path):

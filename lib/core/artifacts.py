@@ -124,7 +124,11 @@ class Record:
         for rel, m in rec["members"].items():
             p = self.root / rel
             if not p.is_file():
-                return None, f"{rel} is missing"
+                here = self.path.parent / p.name  # (a renamed folder: its record names the old one)
+                moved = here.is_file() and p.parent != self.path.parent and p.parent.parent == self.path.parent.parent
+                return None, f"{rel} is missing" + (
+                    f" ({self.path.parent.relative_to(self.root)} holds the files of {p.parent.name!r}: the folder was "
+                    f"renamed; give it its name back)" if moved else "")
             if p.stat().st_size != m["size"]:
                 return None, f"{rel} has changed size (truncated or rewritten)"
             if (hashes is True or (hashes and rel in hashes)) and file_hash(p) != m["sha256"]:
