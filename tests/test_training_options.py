@@ -511,6 +511,12 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     run_ensemble(fixed, ["teacher"], method="equal")
     members = pd.read_csv(fixed.root / "ensemble/members.csv").set_index("experiment")
     assert members.loc["teacher", "accuracy"] == pytest.approx(right(cut))
+    from lib.evaluation.decisions import postprocessed_scores
+    from lib.evaluation.leaderboard import leaderboard  # and so do the leaderboard and 02's "as 04 scores it" line
+
+    assert leaderboard(fixed).set_index("experiment").loc["teacher", "accuracy"] == pytest.approx(right(cut))
+    post = postprocessed_scores(oof, fixed.load_split("train"), fixed.load_competition())
+    assert post["by"] == ["threshold"] and post["oof"]["accuracy"] == pytest.approx(right(cut))
     blend = pd.read_csv(out.root / "ensemble/test_blend.csv", dtype={"id": str})
     cols = [f"p_{c}" for c in comp["classes"]]
     threshold = float(np.sort(blend[cols].max(axis=1))[0])  # the least confident row just passes

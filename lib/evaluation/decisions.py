@@ -323,18 +323,26 @@ def postprocess_keys(comp: dict) -> list[str]:
     return [k for k in ("mask", "slice_prior", "group_aggregate") if (comp.get("decision") or {}).get(k)]
 
 
+def scored_after(comp: dict) -> list[str]:
+    """What 04 and the leaderboard score a member's OOF rows after, of the competition's
+    ``decision`` section: :func:`postprocess_keys` and a fixed ``threshold``
+    (:func:`lib.data.tasks.fixed_decision`), where 02 scores the models' own probabilities at 0.5."""
+    return postprocess_keys(comp) + (["threshold"] if tasks.fixed_decision(comp) else [])
+
+
 def postprocessed_scores(oof: pd.DataFrame, table: pd.DataFrame, comp: dict) -> dict | None:
     """An experiment's OOF scores ``{"by": [decision keys set], "oof": {metric: value}}`` after
-    :func:`postprocess` (label masks, slice prior shift, group aggregation), as 04_ensemble.py and
-    leaderboard.py score it; ``None`` when ``comp`` sets none of :func:`postprocess_keys`
-    (the competition as stage 00 wrote it last). ``oof``: an OOF table (id, fold, target,
-    probability columns), its ids in ``table`` (``folds.csv``). Raises as :func:`postprocess`
-    (e.g. ``InputError`` for a row whose every class is masked)."""
-    by = postprocess_keys(comp)
+    :func:`postprocess` (label masks, slice prior shift, group aggregation) and at a fixed
+    ``decision.threshold``, as 04_ensemble.py and leaderboard.py score it; ``None`` when ``comp``
+    sets none of :func:`scored_after` (the competition as stage 00 wrote it last). ``oof``: an OOF
+    table (id, fold, target, probability columns), its ids in ``table`` (``folds.csv``). Raises as
+    :func:`postprocess` (e.g. ``InputError`` for a row whose every class is masked)."""
+    by = scored_after(comp)
     if not by:
         return None
     y = with_slices(tasks.class_index(oof["target"], comp), table, oof["id"])
-    return {"by": by, "oof": score_all(comp["metrics"], y, postprocess([oof], table, comp, "folds")[0][0], comp)}
+    probs = postprocess([oof], table, comp, "folds")[0][0]
+    return {"by": by, "oof": score_all(comp["metrics"], y, probs, comp, tasks.fixed_decision(comp))}
 
 
 def postprocess(frames: list[pd.DataFrame], table: pd.DataFrame, comp: dict, split: str,

@@ -368,8 +368,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     oof_probs, masked = postprocess(oofs, train, comp, "folds")
     priors = _slice_priors(train, comp, test)
     metric = comp["metric"]
-    each = [score_all(metrics_with_worst_slice(comp), y, p, comp, tasks.fixed_decision(comp))  # as the methods
-            for p in oof_probs]
+    each = [score_all(metrics_with_worst_slice(comp), y, p, comp, tasks.fixed_decision(comp)) for p in oof_probs]
     results = compare_methods(oof_probs, y, folds, comp, temperature,
                               post=lambda p: mask_blend(p, oofs[0]["id"], train, comp, "folds"))
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])

@@ -67,7 +67,8 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     ``sort``: any registered metric or competition custom metric (default: the competition's
     ``metric``); scores are recomputed from ``oof/<exp>.csv`` for the competition's ``metrics``
     and ``sort`` (a partial experiment: over its finished folds' rows) as 04 scores each member
-    (:func:`lib.evaluation.decisions.postprocess`: masks, slice prior, groups). Experiments without
+    (:func:`lib.evaluation.decisions.postprocess`: masks, slice prior, groups; decisions at a fixed
+    ``decision.threshold``). Experiments without
     a complete training record are left out (``df.attrs["skipped"]``: ``{exp: why}``) unless
     ``include_all``, as are OOF files whose ``models/<exp>/`` was removed. Columns: ``rank`` (NA
     when the sort score is NaN, and for partial and incomplete experiments, listed last),
@@ -84,13 +85,12 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
     unknown metric."""
     out = out if isinstance(out, Outputs) else Outputs(Path(out).resolve())
     comp = out.load_competition()
-    sort = sort or comp["metric"]
+    fixed, sort = tasks.fixed_decision(comp), sort or comp["metric"]  # (a fixed decision.threshold: as 04 scores)
     higher = get_metric(sort, comp, "sort").higher_is_better
     names = list(dict.fromkeys([*metrics_with_worst_slice(comp), sort]))
     sliced = [n for n in names if base_metric(n) != n]  # NaN for an OOF file whose rows folds.csv lacks
     table = out.load_split("train")
-    current = folds_id(table)
-    folds_df = table.set_index("id")
+    current, folds_df = folds_id(table), table.set_index("id")
     n_folds = folds_df.loc[folds_df["fold"] >= 0, "fold"].nunique()  # -1: pseudo-labelled rows, no fold
     cols = tasks.prob_columns(comp)
     rows, skipped, per_slice = [], {}, {}
@@ -118,10 +118,10 @@ def leaderboard(out: Outputs | str | Path, sort: str | None = None, include_all:
             if oof["id"].isin(folds_df.index).all():
                 y = with_slices(y, table, oof["id"])
                 probs = postprocess([oof], table, comp, "folds")[0][0]  # masks, slice prior, groups: as 04 scores
-                per_slice[exp] = score_slices(comp["metrics"], y, probs, comp)
+                per_slice[exp] = score_slices(comp["metrics"], y, probs, comp, fixed)
             scored = names if slices_of(y) else [n for n in names if n not in sliced]
-            row.update(score_all(scored, y, probs, comp))
-            per_fold = [score_all([comp["metric"]], y[oof.fold == f], probs[oof.fold == f], comp)[comp["metric"]]
+            row.update(score_all(scored, y, probs, comp, fixed))
+            per_fold = [score_all([comp["metric"]], y[oof.fold == f], probs[oof.fold == f], comp, fixed)[comp["metric"]]
                         if comp["metric"] in scored else np.nan for f in sorted(oof["fold"].unique())]
             defined = [v for v in per_fold if np.isfinite(v)]  # as 02's summary: a fold of one class has no AUROC
             row.update(fold_mean=np.mean(defined) if defined else np.nan,

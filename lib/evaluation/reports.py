@@ -46,7 +46,7 @@ from sklearn.metrics import (
 from ..core.utils import atomic_path, format_seconds, read_artifact_csv, write_csv
 from ..data import tasks
 from ..data.slices import with_slice_columns, with_slices
-from .decisions import postprocess_keys
+from .decisions import scored_after
 from .metrics import (
     base_metric,
     get_metric,
@@ -514,7 +514,7 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
         text += [f"**Partial**: folds {scores.get('missing_folds')} are not trained yet; everything below "
                  f"covers the other folds only.", ""]
     text += ["## OOF scores", "", markdown_table(summary), ""]
-    if by := postprocess_keys(comp):
+    if by := scored_after(comp):
         post = scores.get("postprocessed") or {}
         text += [f"These score the models' own probabilities. When this report was written the competition set "
                  f"{', '.join('decision.' + k for k in by)}: 04_ensemble.py and leaderboard.py score the OOF rows "
