@@ -197,14 +197,10 @@ class ExperimentRun:
         if self.ddp and is_classical(cfg["model"]):
             raise ConfigError(f"{self.name}: train.distributed ddp needs a network; scikit-learn members train "
                               f"on one process (use train.distributed: folds)")
-        if cfg["train"]["supcon"] and is_classical(cfg["model"]):
-            raise ConfigError(f"{self.name}: train.supcon is an auxiliary loss on a network's embedding; the "
-                              f"scikit-learn member {cfg['model']['name']!r} has none (remove train.supcon)")
-        if cfg["train"]["sampler"] and is_classical(cfg["model"]):
-            raise ConfigError(f"{self.name}: train.sampler {cfg['train']['sampler']!r} draws a network's epochs; the "
-                              f"scikit-learn member {cfg['model']['name']!r} is fitted once on every training window "
-                              f"(remove train.sampler; train.class_weights: balanced weighs the classes)")
-        twice = ("train.sampler balanced_slices and decision.slice_prior both undo the slices' class ratios"
+        # (a scikit-learn member's own file and a --set cannot give it train.sampler, supcon or distill
+        # (NOT_FOR_CLASSICAL); a network's config it builds on may, and they are not applied, as its epochs)
+        twice = (None if is_classical(cfg["model"])
+                 else "train.sampler balanced_slices and decision.slice_prior both undo the slices' class ratios"
                  if cfg["train"]["sampler"] == "balanced_slices" and (self.comp.get("decision") or {}).get("slice_prior")
                  else "train.sampler balanced and train.class_weights balanced both undo the class ratio"
                  if cfg["train"]["sampler"] == "balanced" and cfg["train"]["class_weights"] == "balanced" else None)
@@ -244,10 +240,8 @@ class ExperimentRun:
         """The training inputs on ``device`` (with ``train.distill``'s mixed targets) and the
         teacher blend's record id (``None`` without distillation)."""
         data = load_inputs(self.out, self.cfg, "train", self.table, self.comp, device)
-        if not self.cfg["train"]["distill"]:  # train on labels mixed with the current blend's OOF probabilities
-            return data, None
-        if is_classical(self.cfg["model"]):
-            raise ConfigError(f"{self.name}: train.distill needs a network; scikit-learn members learn hard labels")
+        if not self.cfg["train"]["distill"] or is_classical(self.cfg["model"]):  # (a member learns hard labels)
+            return data, None  # else labels mixed with the current blend's OOF probabilities
         soft, teacher = soft_targets(self.out, self.comp, self.table, self.name)
         data.train_target = mixed_targets(data.target, soft, self.cfg["train"]["distill"]["weight"])
         return data, teacher
@@ -273,7 +267,7 @@ class ExperimentRun:
             self.log(f"distils the blend of 04_ensemble.py (its record {self.teacher}): targets are "
                      f"{cfg['train']['distill']['weight']} x its OOF probabilities + the rest x the labels")
         sc = cfg["train"]["supcon"]
-        if sc:
+        if sc and not is_classical(cfg["model"]):
             self.log(f"auxiliary supervised contrastive loss (train.supcon: weight {sc['weight']}, temperature "
                      f"{sc['temperature']}): train_loss includes it, valid_loss does not"
                      + (f"; with batches of {cfg['train']['batch_size']} a class has few positives in a batch "
