@@ -51,6 +51,8 @@ def test_unknown_key_in_set_override():
         "unknown key 'train.swa.begin' in --set train.swa={begin: 0.5}; train.swa takes start")
     assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["augment.spec_augment.freq_masks=2"]).endswith(
         "did you mean 'augment.spec_augment.freq_mask'?")
+    assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.swa_start=0.5"]).endswith(
+        "did you mean 'train.swa.start'?")  # the closest over the schema where it is not the section (review)
 
 
 def test_a_bad_parameter_of_a_waveform_augmentation_set_on_the_command_line_names_the_set():

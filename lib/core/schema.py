@@ -518,15 +518,18 @@ def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _unknown_key_hint(plain: str, valid: list[str]) -> str:
-    """The closest key of the same section (``train.swa.begin``: its section's keys when none is
-    close, since the closest over the whole schema is then the section itself), else over ``valid``."""
+    """The closest key of ``valid`` (``train.swa_start``: ``train.swa.start``), but where that is
+    the key's own section (``train.swa.begin``: ``train.swa``) the closest key of the section, or
+    else the section's keys when it has a dozen at most."""
     parent, _, leaf = plain.rpartition(".")
-    siblings = [k for k in valid if k.rpartition(".")[0] == parent]
-    if not parent or not siblings:
-        return did_you_mean(plain, valid)
+    hint = did_you_mean(plain, valid)
+    siblings = [k for k in valid if parent and k.rpartition(".")[0] == parent]
+    if not siblings or hint != f"; did you mean {parent!r}?":
+        return hint
     close = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=1)
+    names = [k.rpartition(".")[2] for k in siblings]
     return (did_you_mean(f"{parent}.{close[0]}", siblings) if close
-            else f"; {parent} takes {', '.join(k.rpartition('.')[2] for k in siblings)}")
+            else f"; {parent} takes {', '.join(names)}" if len(names) <= 12 else "")
 
 
 def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]], where: str) -> None:
