@@ -54,7 +54,8 @@ def main() -> None:
     from lib.runs.experiment import check_buildable
 
     for path, cfg in cfgs.items():  # what a build or a first batch finds: said now, before any experiment trains
-        check_buildable(out, cfg, path)
+        for warning in check_buildable(out, cfg, path):
+            print(f"WARNING: {warning}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def pretrained_on_old_audio(out: Outputs, checkpoint: str, manifest: dict) -> st
             if changed else None)
 
 
-def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
+def check_buildable(out: Outputs, cfg: dict, where: str) -> list[str]:
     """Build experiment ``cfg``'s network once on its cached feature set's manifest (the pretrained
     weights loaded) and run a batch of two zero inputs through it (``(2, C, F, T)``, or waveforms
     of ``audio.clip_seconds``), and its waveform augmentations at the data's rate, so that what
@@ -105,7 +105,8 @@ def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
     pretrained file, a trunk that pools a short input away) stops stage 01, naming ``where``
     (the config file), before any experiment of a run trains. Reads no data (nor a background
     augmentation's folder); a scikit-learn member is only built. A ``pretrain.py`` checkpoint of
-    this output folder that is not there yet (pretrain.py runs after 01) is left to 02. Raises
+    this output folder that is not there yet (pretrain.py runs after 01) is left to 02. Returns
+    warnings (SpecAugment masks as wide as most of the input: :func:`_wide_masks`); raises
     ``ConfigError``."""
     from ..training.wave_augment import WaveAugmenter
 
@@ -117,14 +118,15 @@ def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
     try:
         model = build_model(cfg["model"], manifest, tasks.n_outputs(comp), 0, cfg["frontend"], pretrained=not later)
         if is_classical(cfg["model"]):
-            return
+            return []
         WaveAugmenter([dict(e, params={k: v for k, v in (e.get("params") or {}).items() if k != "folder"})
                        for e in cfg["augment"]["waveform"]], sample_rate=manifest["sample_rate"])
         shape = ([max(1, int(round(comp["audio"]["clip_seconds"] * manifest["sample_rate"])))]  # (WaveData's)
                  if manifest.get("spec_shape") is None else manifest["spec_shape"])
         with torch.no_grad():
             model.eval()(torch.zeros(2, *shape), torch.zeros(2, 0))
-            _check_masks(cfg["augment"]["spec_augment"], model.to_spec(torch.zeros(1, *shape)).shape[-2:])
+            return [f"{where}: {w}" for w in _wide_masks(cfg["augment"]["spec_augment"],
+                                                        model.to_spec(torch.zeros(1, *shape)).shape[-2:])]
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:  # torch's and the libraries' own: said before any training
@@ -132,15 +134,14 @@ def check_buildable(out: Outputs, cfg: dict, where: str) -> None:
                           f"inputs {manifest.get('spec_shape') or 'waveforms'} with its params: {exc}") from None
 
 
-def _check_masks(sa: dict, bands_frames) -> None:
-    """SpecAugment's widest masks (``augment.spec_augment``) fit the trunk's input of ``(bands,
-    frames)``: a wider one could hide the whole spectrogram (Park et al. 2019 mask at most 27 of
-    80 bands). Raises ``ConfigError``."""
-    wide = [f"{key} {sa[key]} is wider than the input's {n} {what}" for key, n, what in
-            zip(("freq_mask", "time_mask"), bands_frames, ("frequency bands", "frames")) if sa["p"] and sa[key] > n]
-    if wide:
-        raise ConfigError(f"augment.spec_augment: {'; '.join(wide)}: one mask could hide all of it (masks are drawn "
-                          f"up to that width; a few bands or frames, e.g. a tenth, is usual)")
+def _wide_masks(sa: dict, bands_frames) -> list[str]:
+    """SpecAugment's masks (``augment.spec_augment``) wider than half the trunk's input of
+    ``(bands, frames)``, in words (one a mask could hide most or all of the input; Park et al.
+    2019 mask at most 27 of 80 bands), or ``[]``."""
+    wide = [f"{key} {sa[key]} against the input's {n} {what}" for key, n, what in
+            zip(("freq_mask", "time_mask"), bands_frames, ("frequency bands", "frames")) if sa["p"] and sa[key] > n / 2]
+    return [f"augment.spec_augment: {'; '.join(wide)}: a mask (drawn up to that width) can hide most or all of it; "
+            f"a tenth or so is usual"] if wide else []
 
 
 def environment(device: torch.device, amp: bool, ranks: Ranks = Ranks(), ddp: bool = False) -> dict:
