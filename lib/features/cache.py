@@ -209,7 +209,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     folder = out.features(section["set"])
     tables = {s: out.load_split(s) for s in splits or [s for s in SPLITS if s == "train" or out.has_test()]}
     if hasattr(extractor, "check_rate"):  # (before the audio is hashed)
-        extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"])
+        extractor.check_rate(comp["audio"]["sample_rate"] or comp["native_sample_rate"], "train" in tables)
     if hasattr(extractor, "check_window") and "train" in tables:  # (a bundle predicts as its models were trained)
         extractor.check_window(comp["audio"]["clip_seconds"])
     hashes = {s: audio_fingerprint(t, workers) for s, t in tables.items()}

@@ -43,11 +43,12 @@ class LogMel:
         self.channel_names = ["log_mel", "log_mel_delta", "log_mel_delta2"] if deltas else ["log_mel"]
         self.scalar_names: list[str] = list(HEART_CYCLE_SCALARS) if heart_cycles else []
 
-    def check_rate(self, sr: float) -> None:
+    def check_rate(self, sr: float, training: bool = True) -> None:
         """Raise ``ConfigError`` when ``fmax`` is above half the rate ``sr`` (Hz; it was cut to it
-        unsaid, while the manifest kept the value asked for; the front end refuses it too) or
-        ``fmin`` is not below the band's top: every mel band would be empty, every feature -100 dB."""
-        if self.settings["fmax"] and self.settings["fmax"] > sr / 2:
+        unsaid, while the manifest kept the value asked for; the front end refuses it too; not
+        when only test features are made (``training`` false): a bundle predicts as its models
+        were trained) or ``fmin`` is not below the band's top: every mel band would be empty."""
+        if training and self.settings["fmax"] and self.settings["fmax"] > sr / 2:
             raise ConfigError(f"features.params.fmax={self.settings['fmax']} Hz is above half the sample rate "
                               f"({sr / 2:g} Hz): lower it, leave it out (null: half the rate), or set a higher "
                               f"audio.sample_rate in the competition config")

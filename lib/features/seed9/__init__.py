@@ -57,8 +57,9 @@ class Seed9:
         audio.check_clip(y)
         return compute_seed9(y, sr)
 
-    def check_rate(self, sr: float) -> None:
-        """Raise ``ConfigError`` unless the audio is read at 16 kHz (a traceback from the first chunk before)."""
+    def check_rate(self, sr: float, training: bool = True) -> None:
+        """Raise ``ConfigError`` unless the audio is read at 16 kHz (a traceback from the first chunk
+        before), for training and test features alike."""
         if sr != SR:
             raise ConfigError(f"features seed9 needs audio at {SR} Hz, and this competition's is read at {sr:g} Hz: "
                               f"set audio.sample_rate: {SR} in the competition config (00_prepare.py then says "
