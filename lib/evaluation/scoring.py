@@ -44,19 +44,21 @@ def _column(df: pd.DataFrame, path, candidates, what: str, option: str) -> str:
     raise InputError([f"{path}: no {what} column (looked for {tried}; columns are {list(df.columns)}); {option}"])
 
 
-def _encode_labels(values, comp: dict, separator: str, path, problems: list) -> np.ndarray:
+def _encode_labels(values, comp: dict, separator: str, path, problems: list, submission: bool = False) -> np.ndarray:
     """Label cells -> encoded ``y`` (:func:`lib.data.tasks.class_index`); an unknown label adds a
-    problem naming the file and line (and the row encodes as class 0 / no label)."""
+    problem naming the file and line (and the row encodes as class 0 / no label); in a binary
+    ``submission``, the first that is a number says it may be a probability (``--format``)."""
     lookup = {c: i for i, c in enumerate(comp["classes"])}
-    multi = comp["task"] == "multilabel"
+    multi, hinted = comp["task"] == "multilabel", not (submission and comp["task"] == "binary")
     y = np.zeros((len(values), len(lookup)) if multi else len(values), dtype=np.int64)
     for row, cell in enumerate(values):
         labels = [v for v in cell.split(separator) if v] if multi else [cell.strip()]
         for label in labels:
             if label not in lookup:
-                number = comp["task"] == "binary" and pd.to_numeric(pd.Series([label]), errors="coerce").notna()[0]
+                hint = not hinted and pd.to_numeric(pd.Series([label]), errors="coerce").notna()[0]
+                hinted = hinted or hint
                 problems.append(f"{path} line {row + 2}: unknown label {label!r}; classes are {comp['classes']}"
-                                + (" (a probability? give --format probability)" if number and not problems else ""))
+                                + (" (a probability? give --format probability)" if hint else ""))
             elif multi:
                 y[row, lookup[label]] = 1
             else:
@@ -166,7 +168,8 @@ def _submission_values(sub: pd.DataFrame, fmt: str, comp: dict, multi: bool, sub
                         + ("" if fmt in ("label", "probability") else ": one column per class, named as the class")
                         + f"); columns are {list(sub.columns)}")
     elif fmt == "label":
-        x = _encode_labels(sub[need[0]].tolist(), comp, sub_cfg.get("label_separator", " "), submission, problems)
+        x = _encode_labels(sub[need[0]].tolist(), comp, sub_cfg.get("label_separator", " "), submission, problems,
+                           submission=True)
     elif fmt == "indicators":
         x = _numbers(sub, need, submission, problems, allowed=[0, 1]).astype(np.int64)
         if not multi:
