@@ -1,5 +1,6 @@
 """Training options of issue 11: losses against direct computations, schedules, parameter groups,
 SWA, and the scikit-learn member against an independent scikit-learn reference."""
+import json
 import os
 from pathlib import Path
 
@@ -647,6 +648,16 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     blend = pd.read_csv(tmp_path / "work/test_blend.csv")
     assert s["pseudo"] == (folds.fold == -1).sum() == (blend.filter(like="p_").max(axis=1) >= 0.5000001).sum()
     assert set(folds.id[folds.fold == -1]) <= set(blend.id) and folds.id.head(len(table)).tolist() == table.id.tolist()
+    # the bundle's decision comes with its probabilities, and pseudo labels follow it as from 04's blend (review)
+    assert json.loads((tmp_path / "work/decision.json").read_text()) == json.loads(
+        (out.root / "ensemble.json").read_text())["decision"]["decision"]
+    decided = tmp_path / "decided"
+    shutil.copytree(tmp_path / "work", decided)
+    p = blend.set_index("id")[f"p_{comp['positive']}"]
+    (decided / "decision.json").write_text(json.dumps({"threshold": float(p.median())}))  # half the rows cut the other way
+    flipped = (p > p.median()) != (p > 0.5)
+    assert pseudo_labelled_folder(out, tmp_path / "pl_d", min_confidence=0.5000001, source=decided)["pseudo"] == \
+        s["pseudo"] - int(flipped.sum()) and flipped.any()
     other = tmp_path / "other_classes"  # a work folder of a bundle of other classes: one line, not a KeyError
     shutil.copytree(tmp_path / "work", other)
     first = f"p_{comp['classes'][0]}"

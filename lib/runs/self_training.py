@@ -149,8 +149,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if not 0.5 < min_confidence <= 1:
         raise ConfigError(f"--min-confidence {min_confidence}: must be in (0.5, 1], e.g. 0.9")
     check_apart(dest, out.root, "--to", "the output folder (--output-dir)")
-    comp = out.load_competition()
-    folds = out.load_split("train")
+    comp, folds = out.load_competition(), out.load_split("train")
     if source is None:
         record = out.ensembled.require()
         check_folds(record, folds_id(folds), "the blend (the teacher of pseudo_label.py)", "04_ensemble.py again")
@@ -164,7 +163,8 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
         if not src.prepared().path.is_file():
             raise ConfigError(f"--source {src.root} is not a predict_bundle.py work folder (no {src.prepared().path.name}): "
                               f"run predict_bundle.py BUNDLE --test-files ... --work-dir {src.root} first")
-        path, test, where, decision = src.root / "test_blend.csv", src.load_split("test"), src.root, None  # (none kept)
+        path, test, where, decision = (src.root / "test_blend.csv", src.load_split("test"), src.root,
+                                       read_json(src.root / "decision.json"))  # the bundle's (older folders: none)
     silenced = test["path"].astype(str).str.startswith(str(where / "silence") + os.sep)
     test = test[~silenced]  # predicted from silence (audio.bad_test_files): no label to learn from
     if not path.is_file():

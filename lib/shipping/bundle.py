@@ -387,8 +387,8 @@ def _log_unknown_values(table: pd.DataFrame, priors: dict | None, categories: di
             log(f"WARNING: {line}")
 
 
-WORK_FILES = ("competition.yaml", "test.csv", "prepare.record.json", "submission.csv", "test_blend.csv", "features",
-              "preds", "silence")
+WORK_FILES = ("competition.yaml", "test.csv", "prepare.record.json", "submission.csv", "test_blend.csv", "decision.json",
+              "features", "preds", "silence")
 """What :func:`predict_bundle` writes (and replaces) in its work folder."""
 
 
@@ -451,7 +451,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     competition config's ``test`` section says (``test_csv`` overrides its ``csv``), and the
     sample submission. ``work_dir`` (created; must be writable) receives ``test.csv``, the test
     features (``features/<set>/``), each experiment's test predictions (``preds/<exp>.csv``),
-    ``test_blend.csv`` (blended probabilities before the decision) and ``submission.csv``.
+    ``test_blend.csv`` (blended probabilities before the decision), ``decision.json`` and ``submission.csv``.
     ``test_files``: instead of a table, every audio file matching this glob under ``data_dir``
     (ids: the file names), e.g. a folder of unlabelled audio to pseudo-label
     (:mod:`lib.runs.self_training`); ``submission=False`` writes no ``submission.csv`` (only the
@@ -478,7 +478,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     comp = _test_config(comp, bundle, data_dir, test_csv, test_files, submission, bad_test_files)
     work = Outputs(Path(work_dir).resolve())
     work.root.mkdir(parents=True, exist_ok=True)
-    for old in ("submission.csv", "test_blend.csv"):  # never left beside predictions they do not belong to
+    for old in ("submission.csv", "test_blend.csv", "decision.json"):  # never left beside other predictions
         (work.root / old).unlink(missing_ok=True)
     shutil.rmtree(work.root / "preds", ignore_errors=True)
     prep = prepare_test(comp, work.root)
@@ -512,6 +512,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     blend, sub = blend_test(comp, blender, summary["decision"]["decision"], preds, table, summary.get("slice_prior"))
     blend_df = pd.DataFrame({"id": table["id"]})
     blend_df[tasks.prob_columns(comp)] = blend
+    write_json(work.root / "decision.json", summary["decision"]["decision"])  # (pseudo_label.py --source reads it)
     write_csv(work.root / "test_blend.csv", blend_df)
     path = None
     if sub is not None:
