@@ -46,7 +46,7 @@ from sklearn.metrics import (
 from ..core.utils import atomic_path, format_seconds, read_artifact_csv, write_csv
 from ..data import tasks
 from ..data.slices import with_slice_columns, with_slices
-from .decisions import scored_after
+from .decisions import postprocessed_scores, scored_after
 from .metrics import (
     base_metric,
     get_metric,
@@ -554,11 +554,11 @@ def report_from_outputs(root: str | Path, exp: str, to: str | Path) -> list[Path
 
     out = Outputs(Path(root))
     comp = yaml.safe_load(out.competition.read_text())
-    oof_df = read_artifact_csv(out.oof(exp))
-    oof_df = with_slice_columns(oof_df, out.load_split("train"))
+    oof_df, table = read_artifact_csv(out.oof(exp)), out.load_split("train")
     history = pd.read_csv(out.model_dir(exp) / "log.csv")
     scores = json.loads((out.model_dir(exp) / "scores.json").read_text())
-    return write_report(to, exp, comp, oof_df, history, scores)
+    scores["postprocessed"] = (postprocessed_scores(oof_df, table, comp) or {}).get("oof")  # under this competition.yaml
+    return write_report(to, exp, comp, with_slice_columns(oof_df, table), history, scores)
 
 
 def main() -> None:
