@@ -355,6 +355,28 @@ def test_logreg_member_grid_search_inside_the_training_fold(toy):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
+def test_grid_search_inner_folds_keep_a_rare_class_in_every_training_split():
+    """Two positive recordings in one GroupKFold fold: that inner split trained without positives,
+    every C scored NaN and the grid's first value was taken, unsaid (probe); stratified by group
+    now, and a class of one recording is said."""
+    from lib.models.classical import LogisticRegression, _inner_folds
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 2)
+    y = np.isin(groups, [0, 3]).astype(int)  # GroupKFold(3) puts recordings 0 and 3 in one fold
+    X = (rng.standard_normal((60, 4)) + 2 * y[:, None]).astype(np.float32)
+    words, cv = _inner_folds(y, groups, "binary")
+    assert words.endswith("stratified: a class is rare") and all(y[tr].max() == 1 for tr, _ in cv.split(X, y, groups))
+    assert _inner_folds(np.isin(groups, [0, 1]).astype(int), groups, "binary")[0] == "3 inner folds by recording"
+    logs = []
+    member = LogisticRegression(1, 0, 4, grid={"C": [0.01, 1.0]})
+    member.fit(X, np.eye(2)[y], groups, "binary", 0, log=logs.append)
+    assert "stratified" in logs[0] and "WARNING" not in logs[0], logs
+    logs = []
+    member.fit(X, np.eye(2)[(groups == 0).astype(int)], groups, "binary", 0, log=logs.append)  # one recording: said
+    assert "WARNING: every inner fold failed" in logs[0], logs
+
+
 def test_grid_search_scores_inner_splits_that_lack_a_rare_class():
     """A class of 2 rows is missing from some inner split's training or validation part:
     scikit-learn's neg_log_loss scored those NaN with a traceback each and the search took its

@@ -121,6 +121,20 @@ def _check_grid_shape(grid) -> None:
         raise ConfigError(f"model.params.grid must map parameter names to non-empty lists of values, got {grid!r}")
 
 
+def _inner_folds(y: np.ndarray, groups: np.ndarray, task: str) -> tuple[str, object]:
+    """The grid search's inner folds, in words, and the scikit-learn splitter: 3 (at most the
+    groups) folds by recording (``GroupKFold``), or, for a single-label ``task`` where one of
+    them would train without a class that ``y`` holds (one to three recordings of a rare class),
+    ``StratifiedGroupKFold``, whose every inner training split then scored NaN instead."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    n = min(3, len(np.unique(groups)))
+    plain = GroupKFold(n)
+    if task == "multilabel" or all(len(np.unique(y[tr])) == len(np.unique(y)) for tr, _ in plain.split(y, y, groups)):
+        return f"{n} inner folds by recording", plain
+    return f"{n} inner folds by recording, stratified: a class is rare", StratifiedGroupKFold(n)
+
+
 class ClassicalModel(nn.Module):
     """Base of the scikit-learn members (see the module docstring).
 
@@ -205,7 +219,8 @@ class ClassicalModel(nn.Module):
         unweighted and :meth:`logits` subtracts the training windows' log prior of each output
         (post-hoc logit adjustment: Saerens et al. 2002, Menon et al. 2021), which evens out the
         classes' priors as the weights aim to."""
-        from sklearn.model_selection import GridSearchCV, GroupKFold
+        from sklearn.exceptions import FitFailedWarning
+        from sklearn.model_selection import GridSearchCV
         from sklearn.multiclass import OneVsRestClassifier
 
         by_prior = class_weight == "balanced" and self.balance_by_prior
@@ -224,17 +239,22 @@ class ClassicalModel(nn.Module):
             if constant:
                 log(f"output(s) {constant} never or always positive in this fold's training windows: "
                     f"predicted as that constant")
-        with warnings.catch_warnings():  # a constant output is said above, not as "Label i is (not) present"
-            warnings.filterwarnings("ignore", "Label .* is present in all training examples")
+        with warnings.catch_warnings():  # a constant output is said above, not as "Label i is (not) present";
+            warnings.filterwarnings("ignore", "Label .* is present in all training examples")  # failed inner
+            warnings.filterwarnings("ignore", category=FitFailedWarning)  # folds in the grid search's line, not
+            warnings.filterwarnings("ignore", "One or more of the test scores are non-finite")  # as tracebacks
             if self.grid:
-                inner = min(3, len(np.unique(groups)))
+                inner, cv = _inner_folds(y, groups, task)
                 search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
-                                      cv=GroupKFold(inner), scoring=None if task == "multilabel" else _neg_log_loss)
+                                      cv=cv, scoring=None if task == "multilabel" else _neg_log_loss)
                 search.fit(X, y, groups=groups, **fit_params)
                 est = search.best_estimator_
                 self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
-                log(f"grid search ({inner} inner folds by recording): best {self.best_params}, "
-                    f"score {search.best_score_:.4f}")
+                failed = ~np.isfinite(search.cv_results_["mean_test_score"])
+                log(f"grid search ({inner}): best {self.best_params}, score {search.best_score_:.4f}"
+                    + (" (WARNING: every inner fold failed, a class missing from its training rows: the grid's "
+                       "first values were taken)" if failed.all() else f" ({failed.sum()} of the grid's values failed "
+                       f"on an inner fold)" if failed.any() else ""))
             else:
                 est.fit(X, y, **fit_params)
         self.fitted, self.task = est, task
