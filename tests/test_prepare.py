@@ -611,3 +611,18 @@ def test_the_default_competition_config_is_found_from_any_folder(breathing_subse
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "train: 48 recordings" in r.stdout, r.stderr[-2000:]
     assert len(pd.read_csv(tmp_path / "o" / "folds.csv")) == 48
+
+
+def test_labels_that_differ_only_in_case_or_number_format_are_said(tmp_path):
+    """Without `classes:`, 'Normal' and 'normal', or '3' and '3.0', became separate classes unsaid (probe)."""
+    comp = make_toy_competition(tmp_path / "data", n=16)
+    train = pd.read_csv(tmp_path / "data/train.csv")
+    train["label"] = ["a", "A", "b", "3", "3.0", "b", "a", "b"] * 2
+    train.to_csv(tmp_path / "data/train.csv", index=False)
+    comp = dict(comp, task="multiclass", classes=None, positive=None)
+    found = prepare(comp, tmp_path / "out")
+    assert ("differ only in case or number format are separate classes: '3' / '3.0'; 'A' / 'a': list `classes:`"
+            in " ".join(found["warnings"])), found["warnings"]
+    train["label"] = ["a", "b"] * 8
+    train.to_csv(tmp_path / "data/train.csv", index=False)
+    assert not any("number format" in w for w in prepare(comp, tmp_path / "out2")["warnings"])

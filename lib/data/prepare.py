@@ -555,6 +555,10 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
     if cfg.get("classes") is None:
         cfg["classes"] = sorted({label for row in labels for label in row})
         where = f"classes found in {source}"
+        if variants := _spelling_variants(cfg["classes"]):  # (each its own class, unsaid: probe)
+            warnings.append(f"classes taken from {source} that differ only in case or number format are separate "
+                            f"classes: {'; '.join(variants[:5])}: list `classes:` in the config to have such rows "
+                            f"refused, or write them alike in the CSV")
         check_classes(cfg, where)
         if check_found_classes is not None:  # the metrics that need class names can check them only now
             check_found_classes(cfg, where)
@@ -574,6 +578,20 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
     elif absent:
         warnings.append(f"class(es) {absent} in classes have no training rows: no model learns them "
                         f"(their submission columns are still written)")
+
+
+def _spelling_variants(classes: list[str]) -> list[str]:
+    """Groups of ``classes`` that read as one label: the same letters in another case
+    (``Normal``, ``normal``) or the same number (``3``, ``3.0``), each as ``'a' / 'b'``."""
+    def key(c: str):
+        try:
+            return float(c)
+        except ValueError:
+            return c.casefold()
+    groups: dict = {}
+    for c in classes:
+        groups.setdefault(key(c), []).append(c)
+    return [" / ".join(map(repr, g)) for g in groups.values() if len(g) > 1]
 
 
 def _separator_hint(cfg: dict, labels: list[list[str]]) -> str | None:
