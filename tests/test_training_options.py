@@ -372,6 +372,7 @@ def test_grid_search_inner_folds_keep_a_rare_class_in_every_training_split():
     member = LogisticRegression(1, 0, 4, grid={"C": [0.01, 1.0]})
     member.fit(X, np.eye(2)[y], groups, "binary", 0, log=logs.append)
     assert "stratified" in logs[0] and "WARNING" not in logs[0], logs
+    assert "; model.params {'C': 1.0} not used: the grid chooses): best" in logs[0], logs  # (C given or its default)
     logs = []
     member.fit(X, np.eye(2)[(groups == 0).astype(int)], groups, "binary", 0, log=logs.append)  # one recording: said
     assert "WARNING: every inner fold failed" in logs[0], logs

@@ -251,7 +251,9 @@ class ClassicalModel(nn.Module):
                 est = search.best_estimator_
                 self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
                 failed = ~np.isfinite(search.cv_results_["mean_test_score"])
-                log(f"grid search ({inner}): best {self.best_params}, score {search.best_score_:.4f}"
+                unused = {k: v for k, v in getattr(self, "params", {}).items() if k in self.grid}  # (probe: unsaid)
+                log(f"grid search ({inner}{f'; model.params {unused} not used: the grid chooses' if unused else ''}): "
+                    f"best {self.best_params}, score {search.best_score_:.4f}"
                     + (" (WARNING: every inner fold failed, a class missing from its training rows: the grid's "
                        "first values were taken)" if failed.all() else f" ({failed.sum()} of the grid's values failed "
                        f"on an inner fold)" if failed.any() else ""))
