@@ -187,6 +187,23 @@ def test_a_named_run_retrained_with_other_settings_says_so_and_03_refuses_settin
         "replaced" in log, log
 
 
+def test_an_experiment_trained_by_another_process_now_is_refused(toy):
+    """Two 02 runs of one experiment into one folder: the second resumed from the first's live
+    epoch files and both wrote the result (probe). A lock per experiment, freed when its holder
+    ends however it ends (flock), makes the second stop, naming the first."""
+    import os
+
+    from lib.runs.experiment import _training_locks
+
+    out, exp, o = toy
+    name = yaml.safe_load(exp.read_text()).get("name") or exp.stem
+    with _training_locks(o, [name]):  # (another open file: flock refuses it as it would another process)
+        r = stage("02_train.py", exp, "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"{name}: another process (process {os.getpid()} on " in r.stderr, r.stderr
+    assert "is training it into" in r.stderr and not (out / "models" / name / "record.json").exists()
+    assert "fold 0: trained" in stage("02_train.py", exp, "--output-dir", out).stdout  # freed with its holder
+
+
 def test_changed_members_are_noticed_and_merged_again_without_training(toy):
     out, exp, o = toy
     stage("02_train.py", exp, "--output-dir", out)

@@ -24,6 +24,7 @@ project's git commit, device, precision, host, command).
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 import subprocess
@@ -493,6 +494,40 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
         return []
     if len(set(names)) < len(names):
         raise ConfigError(f"one training run cannot train an experiment twice: {names}")
+    with _training_locks(out, names):
+        return _train_runs(cfgs, out, force, log, on_fold)
+
+
+@contextlib.contextmanager
+def _training_locks(out: Outputs, names: list[str]):
+    """Hold an exclusive lock (``fcntl.flock``, freed when the process ends, killed or not) on each
+    experiment of ``names`` in ``out`` (``models/.<exp>.lock``, holding the process id) while it
+    trains, on one process; a torchrun launch's ranks share the folds through their claims
+    instead (:mod:`lib.runs.distributed`). Raises ``ConfigError`` when another process holds one:
+    two processes trained one experiment at once, the second resuming from the first's epochs."""
+    import fcntl
+
+    with contextlib.ExitStack() as stack:
+        if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+            (out.root / "models").mkdir(parents=True, exist_ok=True)
+            for name in names:
+                f = stack.enter_context(open(out.root / "models" / f".{name}.lock", "a+"))
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    raise ConfigError(f"{name}: another process ({f.read().strip() or '?'}) is training it into "
+                                      f"{out.root} now: wait for it to end, or give another --output-dir or "
+                                      f"--name") from None
+                f.seek(0)
+                f.truncate()
+                f.write(f"process {os.getpid()} on {platform.node()}")
+                f.flush()
+        yield
+
+
+def _train_runs(cfgs: list[dict], out: Outputs, force: bool, log, on_fold) -> list[dict]:
+    """:func:`train_experiments`' work, under its locks."""
     runs = []
     for cfg in cfgs:
         ranks, device = setup(cfg["train"]["device"])
