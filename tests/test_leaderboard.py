@@ -200,8 +200,8 @@ def test_blend_line(board):
     folds = out.load_split("train")
     out.folds.write_text(folds.assign(fold=1 - folds["fold"].astype(int)).to_csv(index=False))  # 00 refolded
     out.prepared().commit([out.competition, out.folds], "prep2")
-    assert blend_summary(out).endswith("[ensemble.json is not current: was made on other folds than the current folds.csv "
-                                       "(00_prepare.py ran since): run 04_ensemble.py]")
+    assert blend_summary(out).endswith("[ensemble.json is not current: was made on other folds or labels than the current "
+                                       "folds.csv's (00_prepare.py ran since): run 04_ensemble.py]")
     write_json(out.root / "ensemble.json", {"method": "stacking", "blend": {"accuracy": 0.9},
                                             "experiments": [{"experiment": "good", "weight": None}]})
     assert blend_summary(out).startswith("blend (stacking) of 1: OOF accuracy 0.9000  (members: good)")

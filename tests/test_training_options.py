@@ -618,7 +618,7 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     labelled = stale.load_split("train")
     stale.folds.write_text(labelled.assign(fold=1 - labelled["fold"].astype(int)).to_csv(index=False))
     stale.prepared().commit([stale.competition, stale.folds], "refolded")
-    with pytest.raises(MissingArtifact, match="the teacher of pseudo_label.py. was made on other folds"):
+    with pytest.raises(MissingArtifact, match="the teacher of pseudo_label.py. was made on other folds or labels"):
         pseudo_labelled_folder(stale, tmp_path / "pl_stale", min_confidence=0.9)
     # a member trained again after 04: its blend's probabilities are no longer those of the models there, which
     # pseudo_label.py and train.distill took unsaid where 05 and the leaderboard refuse (probe)

@@ -214,7 +214,7 @@ def blend_problem(rec: dict, table, comp: dict) -> str | None:
     as a DataFrame: :func:`folds_id`) and competition config ``comp`` (:func:`competition_problem`),
     or ``None``: what stage 00 (which removes such a blend) and the leaderboard (which marks it) ask."""
     if rec.get("inputs", {}).get(FOLDS) != folds_id(table):
-        return "was made on other folds than the current folds.csv (00_prepare.py ran since)"
+        return "was made on other folds or labels than the current folds.csv's (00_prepare.py ran since)"
     return competition_problem(rec, comp)
 
 
@@ -311,8 +311,9 @@ def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
     ``stage`` (the command that rebuilds it) when it was made on other folds, or by a version that
     did not record them."""
     if rec.get("inputs", {}).get(FOLDS) != current:
-        raise MissingArtifact(f"{what} was made on other folds than the current folds.csv (stale: 00_prepare.py "
-                              f"or pseudo_label.py rewrote it since, or an older version made it): run {stage}")
+        raise MissingArtifact(f"{what} was made on other folds or labels than the current folds.csv's (stale: "
+                              f"00_prepare.py or pseudo_label.py rewrote it since, or an older version made it): "
+                              f"run {stage}")
 
 
 def check_apart(writes: str | os.PathLike, reads: str | os.PathLike, writes_what: str, reads_what: str) -> None:

@@ -54,7 +54,7 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
         if trained is None:
             skipped[exp] = f"training: {why} (02_train.py)"
         elif trained["inputs"].get(FOLDS) != fid:
-            skipped[exp] = "trained on other folds than the current folds.csv (02_train.py)"
+            skipped[exp] = "trained on other folds or labels than the current folds.csv's (02_train.py)"
         elif why := trained_problem(trained, comp):
             skipped[exp] = f"{why} ({', '.join(retrain_stages(trained, comp))})"
         elif trained["info"]["partial"] and not allow_partial:
