@@ -236,6 +236,14 @@ def test_stacking_is_a_logistic_regression_on_log_probabilities():
     feats = np.log(np.stack([pm[0][:, 1], pm[1][:, 1]], 1))
     np.testing.assert_allclose(out[:, 1], LogisticRegression(max_iter=1000).fit(feats, ym[:, 1]).predict_proba(feats)[:, 1],
                                atol=1e-6)
+    # a class without training rows: the members' mean, the rest of each row as the regression shares it (it was 0)
+    two = y % 2  # class 2 never trained
+    out = Blender("stacking", MC).fit([a, b], two).apply([a, b])
+    mean = (a + b) / 2
+    np.testing.assert_allclose(out[:, 2], mean[:, 2])
+    np.testing.assert_allclose(out.sum(1), 1.0)
+    ref = LogisticRegression(max_iter=1000).fit(np.log(np.hstack([a, b])), two).predict_proba(np.log(np.hstack([a, b])))
+    np.testing.assert_allclose(out[:, :2], ref * mean[:, :2].sum(1, keepdims=True), atol=1e-6)
 
 
 def test_cross_fitted_weights_come_from_the_other_folds():

@@ -36,7 +36,8 @@ method fitted on every OOF row.
   (:data:`HILL_CLIMB_PATIENCE` without a gain end it); the best prefix's member counts are the
   weights. Ties on the metric go to the lower log loss of the mean (not to the first member).
 * ``stacking``: a logistic regression on the members' log-probabilities (scikit-learn;
-  multinomial for multiclass, one per class on that class's columns for multi-label).
+  multinomial for multiclass, one per class on that class's columns for multi-label); a class
+  without training rows keeps the members' mean probability (the rest shares what it leaves).
 """
 from __future__ import annotations
 
@@ -240,8 +241,10 @@ class Blender:
             if task == "multilabel":
                 return np.stack([mdl.predict_proba(_stack_features(probs, k))[:, 1] if hasattr(mdl, "predict_proba")
                                  else np.full(len(probs[0]), mdl) for k, mdl in enumerate(self.models)], 1)
-            out = np.zeros((len(probs[0]), probs[0].shape[1]))
-            out[:, self.models.classes_] = self.models.predict_proba(_stack_features(probs))
+            out = np.mean(probs, axis=0)  # a class without rows to fit on keeps the members' mean (was exactly 0)
+            seen = np.zeros(out.shape[1], bool)
+            seen[self.models.classes_] = True
+            out[:, seen] = self.models.predict_proba(_stack_features(probs)) * out[:, seen].sum(1, keepdims=True)
             return out
         return _mean(probs, self.weights)
 
