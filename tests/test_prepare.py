@@ -177,7 +177,10 @@ def test_a_sample_whose_target_values_do_not_fit_the_format_is_warned_about(tmp_
     pd.DataFrame({"id": ["t1", "t0"], "label": 0}).to_csv(tmp_path / "data" / "sample.csv", index=False)
     tr = pd.read_csv(tmp_path / "data" / "train.csv")
     tr.assign(label=tr["label"].map({"a": 1, "b": 2})).to_csv(tmp_path / "data" / "train.csv", index=False)
-    assert not any("holds" in w for w in prepare(comp, tmp_path / "out4")["warnings"])
+    assert not any("holds" in w or "otherwise" in w for w in prepare(comp, tmp_path / "out4")["warnings"])
+    pd.DataFrame({"id": ["t1", "t0"], "label": ["2.0", "1"]}).to_csv(tmp_path / "data" / "sample.csv", index=False)
+    assert any("column 'label' writes classes otherwise than train.csv (e.g. '2.0' for '2')" in w
+               for w in prepare(comp, tmp_path / "out5")["warnings"])  # (a scorer comparing text: probe)
     comp = make_toy_competition(tmp_path / "data2")
     pd.DataFrame({"id": ["t1", "t0"], "label": ["b", "a"]}).to_csv(tmp_path / "data2" / "sample.csv", index=False)
     comp["submission"]["format"] = "probability"

@@ -580,17 +580,20 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
                         f"(their submission columns are still written)")
 
 
+def _label_key(label: str):
+    """What two spellings of one label share: its number (``3``, ``3.0``) or its letters in one case."""
+    try:
+        return float(label)
+    except ValueError:
+        return label.casefold()
+
+
 def _spelling_variants(classes: list[str]) -> list[str]:
-    """Groups of ``classes`` that read as one label: the same letters in another case
-    (``Normal``, ``normal``) or the same number (``3``, ``3.0``), each as ``'a' / 'b'``."""
-    def key(c: str):
-        try:
-            return float(c)
-        except ValueError:
-            return c.casefold()
+    """Groups of ``classes`` that read as one label (:func:`_label_key`: ``Normal``, ``normal``;
+    ``3``, ``3.0``), each as ``'a' / 'b'``."""
     groups: dict = {}
     for c in classes:
-        groups.setdefault(key(c), []).append(c)
+        groups.setdefault(_label_key(c), []).append(c)
     return [" / ".join(map(repr, g)) for g in groups.values() if len(g) > 1]
 
 
@@ -800,6 +803,11 @@ def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, p
                         f"class names ({', '.join(classes[:5])}): if the competition wants "
                         + ("p(positive) there, set format: probability" if cfg["task"] == "binary" else
                            "a probability per class, set format: probabilities (a column per class)"))
+    keys = {_label_key(c): c for c in classes}  # ('5' where training wrote '5.0', 'normal' for 'Normal': probe)
+    if sub["format"] == "label" and (other := sorted(n for n in names - set(classes) if _label_key(n) in keys)):
+        warnings.append(f"{sample_csv}: column {col!r} writes classes otherwise than train.csv (e.g. {other[0]!r} for "
+                        f"{keys[_label_key(other[0])]!r}); the submission writes them as train.csv does: if the "
+                        f"competition compares the text, write train.csv's labels as the sample does")
     spaced = {v for c in cells for v in c.split(" ") if v}
     if cfg["task"] == "multilabel" and sub["format"] == "label" and sep != " " and not names <= set(classes) \
             and spaced and spaced <= set(classes):
