@@ -42,10 +42,12 @@ def test_errors():
         make_folds(labels, None, scheme="stratified_group")
     with pytest.raises(ValueError, match="not one of"):
         make_folds(labels, scheme="random")
-    with pytest.raises(ValueError, match="fewer than 5 folds"):
+    with pytest.raises(ValueError, match="fewer rows than the 5 folds"):
         make_folds(["a"] * 10 + ["b"] * 2, n_folds=5)
-    with pytest.raises(ValueError, match="class 'murmur' has 2 rows, fewer than 5 folds"):  # named, not np.int64(1)
+    with pytest.raises(ValueError, match=r"class 'murmur' \(2\) has fewer rows than the 5 folds"):  # not np.int64(1)
         make_folds(np.array([0] * 10 + [1] * 2), n_folds=5, classes=["normal", "murmur"])
+    with pytest.raises(ValueError, match=r"classes 'c' \(1\), 'b' \(3\) have fewer rows than the 5 folds"):  # all
+        make_folds(["a"] * 10 + ["b"] * 3 + ["c"], n_folds=5)  # of them, not the first only (probe)
 
 
 def test_real_breathing_sessions_stay_in_one_fold():

@@ -90,9 +90,11 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     if strata is not None and y.ndim == 2:  # one indicator column per value, balanced like a label
         y = np.hstack([y, pd.get_dummies(pd.Series(np.asarray(strata)).astype(str)).to_numpy(dtype=y.dtype)])
     if y.ndim == 1 and scheme != "group":
-        counts = pd.Series(y).value_counts()
-        if counts.min() < n_folds:
-            raise ValueError(f"class {name(counts.idxmin())!r} has {counts.min()} rows, fewer than {n_folds} folds")
+        counts = pd.Series(y).value_counts(ascending=True)
+        if counts.min() < n_folds:  # every such class named (the first only: probe)
+            few = [f"{name(c)!r} ({n})" for c, n in counts[counts < n_folds].items()]
+            raise ValueError(f"class{'es' if len(few) > 1 else ''} {', '.join(few[:10])}{' ...' if len(few) > 10 else ''}"
+                             f" {'have' if len(few) > 1 else 'has'} fewer rows than the {n_folds} folds")
     if strata is not None and y.ndim == 1:  # a class x value cell smaller than the folds: spread over its rows' folds
         key = pd.Series(y).astype(str) + "|" + pd.Series(np.asarray(strata)).astype(str)
         largest = key.value_counts()
