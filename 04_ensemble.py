@@ -53,7 +53,9 @@ def main() -> None:
     print((methods if methods["note"].any() else methods.drop(columns="note")).to_string(index=False, float_format=fmt))
     print(f"used: {r['method']} ({r['note']})")
     d = r["decision"]
-    if d["how"] == "default":
+    if d["how"] == "none":  # (a multi-label run scored by ranking metrics only printed nothing: probe)
+        print(f"decision: {d['note']}")
+    elif d["how"] == "default":
         print(f"decision: the default ({d['note']}); OOF {d['metric']} {d['scores']['default']:.4f}")
     elif d["metric"]:
         print(f"decision on {d['metric']}: {d['how']}: {decision_words(d['decision'], comp)}; "

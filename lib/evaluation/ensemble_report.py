@@ -109,8 +109,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
             "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", markdown_table(methods), "",
             "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
             "![correlation](correlation.png)", "", "## Decision", "",
-            f"{d.get('how')}: {decision_words(d['decision'], comp) if d.get('decision') else plain}; "
-            f"{d.get('metric') or ''} {dec_scores}. {d.get('note', '')}", ""]
+            f"{d.get('how')}: {decision_words(d['decision'], comp) if d.get('decision') else plain}"
+            + (f"; {d['metric']} {dec_scores}" if d.get("metric") else "") + f". {d.get('note', '')}", ""]
     if summary.get("rows_masked"):
         text += [f"Label masks changed {summary['rows_masked']} OOF row(s).", ""]
     if summary.get("slice_prior"):
