@@ -492,8 +492,11 @@ def test_tables_and_fold_settings_that_went_wrong_unsaid_are_errors(tmp_path):
     with pytest.raises(InputError, match=r"train.csv: not a well-formed CSV table .*line 14"):
         prepare(comp, tmp_path / "out")
     (root / "train.csv").write_text(train.to_csv(index=False, sep=";"))  # (a did-you-mean of the whole header: probe)
-    with pytest.raises(InputError, match=r"train.csv: one column 'id;label;fold': the file is separated by ';', not by "
-                                         r"commas: save it as comma-separated values"):
+    with pytest.raises(InputError, match=r"train.csv: the header 'id;label;fold' is separated by ';', not by "
+                                         r"commas: save the file as comma-separated values"):
+        prepare(comp, tmp_path / "out")
+    (root / "train.csv").write_text("id;label;fold\ns0_0;a;1,5\ns0_1;b;2,5,1\n")  # decimal commas: ragged (review)
+    with pytest.raises(InputError, match=r"train.csv: the header 'id;label;fold' is separated by ';'"):
         prepare(comp, tmp_path / "out")
     raw = yaml.safe_load((root / "toy.yaml").read_text())
     files = {"files": "train/*.wav", "target_from": "folder"}

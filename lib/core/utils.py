@@ -150,23 +150,27 @@ def read_text_table(path: str | os.PathLike):
     UTF-8, a BOM allowed). Raises ``InputError`` naming the file for text that is not UTF-8 (e.g.
     an Excel export in cp1252: save it as UTF-8) and for a malformed table (with pandas' line,
     e.g. a row with more fields than the header), for an empty file (``<path>: no rows``) and for
-    a table whose one column's name holds a ``;`` or a tab (another separator than the comma)."""
+    a header of one column holding a ``;``, a tab or a ``|`` (another separator than the comma)."""
     import pandas as pd
 
+    def other_separator(header: str):  # (else every column was "missing", the whole header its did-you-mean: probe)
+        sep = next((s for s in (";", "\t", "|") if s in header and "," not in header), None)
+        return sep and InputError([f"{path}: the header {header!r} is separated by {sep!r}, not by commas: save the "
+                                   f"file as comma-separated values"])
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        sep = next((s for s in (";", "\t", "|") if len(df.columns) == 1 and s in str(df.columns[0])), None)
-        if sep:  # (else every column was "missing", with the whole header as its did-you-mean: probe)
-            raise InputError([f"{path}: one column {df.columns[0]!r}: the file is separated by {sep!r}, not by commas: "
-                              f"save it as comma-separated values"])
+        if len(df.columns) == 1 and (exc := other_separator(str(df.columns[0]))):
+            raise exc
         return df
     except UnicodeDecodeError:  # pandas decodes in chunks: read_text finds the first bad byte in the whole file
         read_text(path)
         raise
     except pd.errors.EmptyDataError:
         raise InputError([f"{path}: no rows"]) from None
-    except pd.errors.ParserError as exc:
-        raise InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"]) from None
+    except pd.errors.ParserError as exc:  # (a ';' file with decimal commas: a ragged table to pandas)
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            raise (other_separator(f.readline().rstrip("\r\n")) or
+                   InputError([f"{path}: not a well-formed CSV table ({str(exc).strip()})"])) from None
 
 
 def row_lines(path: str | os.PathLike, n_rows: int) -> list[int]:
