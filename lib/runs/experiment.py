@@ -494,17 +494,19 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
         return []
     if len(set(names)) < len(names):
         raise ConfigError(f"one training run cannot train an experiment twice: {names}")
-    with _training_locks(out, names):
+    with _training_locks(out, names, log):
         return _train_runs(cfgs, out, force, log, on_fold)
 
 
 @contextlib.contextmanager
-def _training_locks(out: Outputs, names: list[str]):
+def _training_locks(out: Outputs, names: list[str], log=print):
     """Hold an exclusive lock (``fcntl.flock``, freed when the process ends, killed or not) on each
     experiment of ``names`` in ``out`` (``models/.<exp>.lock``, holding the process id) while it
-    trains, on one process; a torchrun launch's ranks share the folds through their claims
-    instead (:mod:`lib.runs.distributed`). Raises ``ConfigError`` when another process holds one:
-    two processes trained one experiment at once, the second resuming from the first's epochs."""
+    trains, on one process: two processes trained one experiment at once, the second resuming
+    from the first's epochs; now the second waits for the first, saying so, then finds its folds
+    finished. A torchrun launch's ranks share the folds through their claims instead
+    (:mod:`lib.runs.distributed`: no lock); a file system without locks (an NFS mount with
+    ``nolock``) is said and trains unlocked."""
     import fcntl
 
     with contextlib.ExitStack() as stack:
@@ -513,12 +515,17 @@ def _training_locks(out: Outputs, names: list[str]):
             for name in names:
                 f = stack.enter_context(open(out.root / "models" / f".{name}.lock", "a+"))
                 try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    f.seek(0)
-                    raise ConfigError(f"{name}: another process ({f.read().strip() or '?'}) is training it into "
-                                      f"{out.root} now: wait for it to end, or give another --output-dir or "
-                                      f"--name") from None
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        f.seek(0)
+                        log(f"{name}: waiting for another process ({f.read().strip() or '?'}), which trains it into "
+                            f"{out.root} now (Ctrl-C stops waiting)")
+                        fcntl.flock(f, fcntl.LOCK_EX)
+                except OSError as exc:  # (ENOLCK, ENOSYS, EOPNOTSUPP: no locks here)
+                    log(f"WARNING: {name}: this file system takes no locks ({exc.strerror}): another process "
+                        f"training it into {out.root} at the same time would not be noticed")
+                    continue
                 f.seek(0)
                 f.truncate()
                 f.write(f"process {os.getpid()} on {platform.node()}")
