@@ -244,6 +244,9 @@ def test_stacking_is_a_logistic_regression_on_log_probabilities():
     np.testing.assert_allclose(out.sum(1), 1.0)
     ref = LogisticRegression(max_iter=1000).fit(np.log(np.hstack([a, b])), two).predict_proba(np.log(np.hstack([a, b])))
     np.testing.assert_allclose(out[:, :2], ref * mean[:, :2].sum(1, keepdims=True), atol=1e-6)
+    ym[:, 2] = 0  # a multi-label label never on in the fit: the members' mean, not exactly 0 (review)
+    out = Blender("stacking", ML).fit(pm, ym).apply(pm)
+    np.testing.assert_allclose(out[:, 2], (pm[0][:, 2] + pm[1][:, 2]) / 2)
 
 
 def test_cross_fitted_weights_come_from_the_other_folds():

@@ -37,7 +37,8 @@ method fitted on every OOF row.
   weights. Ties on the metric go to the lower log loss of the mean (not to the first member).
 * ``stacking``: a logistic regression on the members' log-probabilities (scikit-learn;
   multinomial for multiclass, one per class on that class's columns for multi-label); a class
-  without training rows keeps the members' mean probability (the rest shares what it leaves).
+  without training rows (multi-label: a label never or always on in them) keeps the members'
+  mean probability (multiclass: the rest shares what it leaves).
 """
 from __future__ import annotations
 
@@ -240,7 +241,8 @@ class Blender:
         if m == "stacking":
             if task == "multilabel":
                 return np.stack([mdl.predict_proba(_stack_features(probs, k))[:, 1] if hasattr(mdl, "predict_proba")
-                                 else np.full(len(probs[0]), mdl) for k, mdl in enumerate(self.models)], 1)
+                                 else np.mean([p[:, k] for p in probs], 0)  # (a label never or always on in the
+                                 for k, mdl in enumerate(self.models)], 1)  # fit: the members', not 0 or 1)
             out = np.mean(probs, axis=0)  # a class without rows to fit on keeps the members' mean (was exactly 0)
             seen = np.zeros(out.shape[1], bool)
             seen[self.models.classes_] = True
