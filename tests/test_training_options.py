@@ -371,11 +371,17 @@ def test_grid_search_inner_folds_keep_a_rare_class_in_every_training_split():
     logs = []
     member = LogisticRegression(1, 0, 4, grid={"C": [0.01, 1.0]})
     member.fit(X, np.eye(2)[y], groups, "binary", 0, log=logs.append)
-    assert "stratified" in logs[0] and "WARNING" not in logs[0], logs
-    assert "; model.params {'C': 1.0} not used: the grid chooses): best" in logs[0], logs  # (C given or its default)
+    assert "stratified" in logs[0] and "WARNING" not in logs[0] and "not used" not in logs[0], logs  # C: its default
+    logs = []
+    LogisticRegression(1, 0, 4, C=0.5, grid={"C": [0.01, 1.0]}).fit(X, np.eye(2)[y], groups, "binary", 0,
+                                                                   log=logs.append)
+    assert "; model.params {'C': 0.5} not used: the grid chooses): best" in logs[0], logs  # a C given: said
     logs = []
     member.fit(X, np.eye(2)[(groups == 0).astype(int)], groups, "binary", 0, log=logs.append)  # one recording: said
-    assert "WARNING: every inner fold failed" in logs[0], logs
+    assert "WARNING: every value of the grid failed on an inner fold" in logs[0], logs
+    # too few rows of every class to stratify (3 recordings, 3 classes): plain inner folds, fitted (review)
+    member.fit(X[:6], np.eye(3)[[0, 0, 1, 1, 2, 2]], groups[:6], "multiclass", 0, log=logs.append)
+    assert logs[-1].startswith("grid search (3 inner folds by recording)"), logs
 
 
 def test_grid_search_scores_inner_splits_that_lack_a_rare_class():

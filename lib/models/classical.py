@@ -16,6 +16,7 @@ the training recordings. The estimator travels in the state dict as ``skops`` by
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -130,8 +131,9 @@ def _inner_folds(y: np.ndarray, groups: np.ndarray, task: str) -> tuple[str, obj
 
     n = min(3, len(np.unique(groups)))
     plain = GroupKFold(n)
-    if task == "multilabel" or all(len(np.unique(y[tr])) == len(np.unique(y)) for tr, _ in plain.split(y, y, groups)):
-        return f"{n} inner folds by recording", plain
+    if task == "multilabel" or np.unique(y, return_counts=True)[1].min() < n or \
+            all(len(np.unique(y[tr])) == len(np.unique(y)) for tr, _ in plain.split(y, y, groups)):
+        return f"{n} inner folds by recording", plain  # (stratifying needs n rows of every class)
     return f"{n} inner folds by recording, stratified: a class is rare", StratifiedGroupKFold(n)
 
 
@@ -243,6 +245,7 @@ class ClassicalModel(nn.Module):
             warnings.filterwarnings("ignore", "Label .* is present in all training examples")  # failed inner
             warnings.filterwarnings("ignore", category=FitFailedWarning)  # folds in the grid search's line, not
             warnings.filterwarnings("ignore", "One or more of the test scores are non-finite")  # as tracebacks
+            warnings.filterwarnings("ignore", "The least populated class in y has only")  # (stratified inner folds)
             if self.grid:
                 inner, cv = _inner_folds(y, groups, task)
                 search = GridSearchCV(est, {prefix + self.grid_prefix + k: v for k, v in self.grid.items()},
@@ -251,12 +254,14 @@ class ClassicalModel(nn.Module):
                 est = search.best_estimator_
                 self.best_params = {k.split("__")[-1]: v for k, v in search.best_params_.items()}
                 failed = ~np.isfinite(search.cv_results_["mean_test_score"])
-                unused = {k: v for k, v in getattr(self, "params", {}).items() if k in self.grid}  # (probe: unsaid)
+                own = inspect.signature(type(self)).parameters  # a value given (not the default) beside its grid
+                unused = {k: v for k, v in getattr(self, "params", {}).items()  # (probe: unsaid)
+                          if k in self.grid and k in own and v != own[k].default}
                 log(f"grid search ({inner}{f'; model.params {unused} not used: the grid chooses' if unused else ''}): "
                     f"best {self.best_params}, score {search.best_score_:.4f}"
-                    + (" (WARNING: every inner fold failed, a class missing from its training rows: the grid's "
-                       "first values were taken)" if failed.all() else f" ({failed.sum()} of the grid's values failed "
-                       f"on an inner fold)" if failed.any() else ""))
+                    + (" (WARNING: every value of the grid failed on an inner fold that trained without a class: "
+                       "the grid's first values were taken)" if failed.all() else f" ({failed.sum()} of the grid's "
+                       f"values failed on an inner fold)" if failed.any() else ""))
             else:
                 est.fit(X, y, **fit_params)
         self.fitted, self.task = est, task
