@@ -52,7 +52,10 @@ def test_unknown_key_in_set_override():
     assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["augment.spec_augment.freq_masks=2"]).endswith(
         "did you mean 'augment.spec_augment.freq_mask'?")
     assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.swa_start=0.5"]).endswith(
-        "did you mean 'train.swa.start'?")  # the closest over the schema where it is not the section (review)
+        "did you mean 'train.swa.start'?")  # a key nested deeper in the section (review)
+    assert _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["augment.mixup.beta=1"]).endswith(
+        "augment.mixup takes p, alpha")  # not the closest whole dotted key, 'augment.mixup.p' (review)
+    assert "train takes epochs, batch_size" in _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.lr=1"])
 
 
 def test_a_bad_parameter_of_a_waveform_augmentation_set_on_the_command_line_names_the_set():

@@ -518,18 +518,20 @@ def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 def _unknown_key_hint(plain: str, valid: list[str]) -> str:
-    """The closest key of ``valid`` (``train.swa_start``: ``train.swa.start``), but where that is
-    the key's own section (``train.swa.begin``: ``train.swa``) the closest key of the section, or
-    else the section's keys when it has a dozen at most."""
+    """For an unknown dotted key: the closest key of its own section by its last part
+    (``augment.mixup.alhpa``: ``alpha``), else the closest key nested deeper in that section
+    (``train.swa_start``: ``train.swa.start``), else the section's keys (``train.swa.begin``:
+    ``train.swa takes start``); a top-level key: the closest over ``valid``."""
     parent, _, leaf = plain.rpartition(".")
-    hint = did_you_mean(plain, valid)
     siblings = [k for k in valid if parent and k.rpartition(".")[0] == parent]
-    if not siblings or hint != f"; did you mean {parent!r}?":
-        return hint
+    if not siblings:
+        return did_you_mean(plain, valid)
     close = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=1)
-    names = [k.rpartition(".")[2] for k in siblings]
-    return (did_you_mean(f"{parent}.{close[0]}", siblings) if close
-            else f"; {parent} takes {', '.join(names)}" if len(names) <= 12 else "")
+    deeper = difflib.get_close_matches(leaf, [k[len(parent) + 1:] for k in valid  # (swa_start: swa.start)
+                                              if k.startswith(parent + ".") and k not in siblings], n=1)
+    found = close or deeper
+    return (did_you_mean(f"{parent}.{found[0]}", valid) if found
+            else f"; {parent} takes {', '.join(k.rpartition('.')[2] for k in siblings)}")
 
 
 def validate(schema: type[BaseModel], cfg: dict, sources: list[tuple[str, dict]], where: str) -> None:
