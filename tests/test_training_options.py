@@ -552,6 +552,9 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     assert leaderboard(fixed).set_index("experiment").loc["teacher", "accuracy"] == pytest.approx(right(cut))
     post = postprocessed_scores(oof, fixed.load_split("train"), fixed.load_competition())
     assert post["by"] == ["threshold"] and post["oof"]["accuracy"] == pytest.approx(right(cut))
+    from lib.evaluation.decisions import scored_after  # a threshold of 0.5 is the default: no other figure (review)
+
+    assert scored_after(dict(resolved, decision=dict(resolved["decision"], threshold=0.5))) == []
     blend = pd.read_csv(out.root / "ensemble/test_blend.csv", dtype={"id": str})
     cols = [f"p_{c}" for c in comp["classes"]]
     threshold = float(np.sort(blend[cols].max(axis=1))[0])  # the least confident row just passes

@@ -298,11 +298,12 @@ def retrain_stages(rec: dict, comp: dict) -> list[str]:
 
 
 def check_trained(rec: dict, comp: dict, what: str, stage: str) -> None:
-    """Raise ``MissingArtifact`` naming the result ``what`` and the ``stage`` to run when training
-    record ``rec`` no longer fits ``comp`` (:func:`trained_problem`)."""
+    """Raise ``MissingArtifact`` naming the result ``what`` and the stages to run when training
+    record ``rec`` no longer fits ``comp`` (:func:`trained_problem`): ``stage`` with ``{stages}``
+    replaced by :func:`retrain_stages` (01 only when the audio settings changed)."""
     why = trained_problem(rec, comp)
     if why:
-        raise MissingArtifact(f"{what} was {why}: run {stage}")
+        raise MissingArtifact(f"{what} was {why}: run {stage.format(stages=', '.join(retrain_stages(rec, comp)))}")
 
 
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:

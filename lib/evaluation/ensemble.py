@@ -109,7 +109,7 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
     check_folds(trained, folds_id(out.load_split("train")), f"trained experiment {exp!r}",
                 f"02_train.py and 03_infer.py for {exp}")
     check_trained(trained, out.load_competition(), f"trained experiment {exp!r}",
-                f"01_features.py, then 02_train.py and 03_infer.py for {exp}")
+                f"{{stages}} and 03_infer.py for {exp}")
     if trained["info"]["partial"] and not allow_partial:
         raise MissingArtifact(f"{exp!r} is partial: folds {trained['info']['missing_folds']} are not trained yet; "
                               f"run 02_train.py for {exp} (or pass --allow-partial to blend it anyway)")

@@ -123,7 +123,7 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     if trained["inputs"]["features"] != data.manifest["record"]:
         raise MissingArtifact(f"feature set {cfg['features']['set']!r} was rebuilt after {exp!r} was trained "
                               f"(stale models): run 02_train.py for {exp}")
-    check_trained(trained, comp, f"trained experiment {exp!r}", f"02_train.py for {exp}")
+    check_trained(trained, comp, f"trained experiment {exp!r}", f"{{stages}} for {exp}")
     key = fingerprint(trained["id"], data.manifest["record"], test_df.values.tolist())
     record = out.predicted(exp)
     if not force and record.check(key)[0] is not None:

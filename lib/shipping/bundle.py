@@ -101,7 +101,7 @@ def make_bundle(out: Outputs, dest: str | Path, force: bool = False, onnx: bool 
         trained = out.trained(exp).require()
         check_folds(trained, fid, f"trained experiment {exp!r}", f"02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
         check_trained(trained, comp, f"trained experiment {exp!r}",
-                    f"01_features.py, 02_train.py for {exp}, 03_infer.py and 04_ensemble.py")
+                    f"{{stages}} for {exp}, 03_infer.py and 04_ensemble.py")
         if ens_record["inputs"].get(exp) != trained["id"]:
             raise MissingArtifact(f"the blend used another training run of {exp!r} than the current one: "
                                   f"run 04_ensemble.py again")
