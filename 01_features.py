@@ -12,6 +12,7 @@ def main() -> None:
     p.add_argument("--workers", type=cli.positive_int, default=None, help="processes (default: one per CPU core)")
     args = p.parse_args()
     from lib.core.utils import format_seconds
+    from lib.evaluation.ensemble import features_rebuilt
     from lib.features.cache import build_feature_set, section_settings, settings_diff
 
     out = cli.outputs(args)
@@ -32,6 +33,11 @@ def main() -> None:
                   f"file replaced since): run 00_prepare.py again; 02 and 03 refuse this feature set until then")
         state = ("up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in "
                  f"{format_seconds(m['seconds'])}" + (f" ({m['because']})" if m.get("because") else ""))
+        stale = [] if m["skipped"] else [e for e in out.trained_on(name)  # (a shared set rebuilt for one config:
+                                         if (t := out.trained(e).check(hashes=False)[0]) and features_rebuilt(out, e, t)]
+        if stale:  # said now, not first by 04 or the leaderboard: probe)
+            print(f"note: {name} was built again: {', '.join(stale)} trained on its earlier build "
+                  f"{'is' if len(stale) == 1 else 'are'} stale now (02_train.py trains {'it' if len(stale) == 1 else 'them'} again)")
         if m.get("kind") in ("waveform", "frames"):
             rate = m["sample_rate"] or m["frames_per_second"]
             rows = ", ".join(f"{s} {v['recordings']} {unit} in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "

@@ -209,6 +209,20 @@ def test_an_experiment_trained_by_another_process_now_is_waited_for(toy):
     assert f"{name}: waiting for another process (process {holder.pid} on " in log and "fold 0: trained" in log, log
 
 
+def test_01_says_which_trained_experiments_a_rebuilt_feature_set_leaves_stale(toy, tmp_path):
+    """A shared set rebuilt for another config made the experiments trained on it stale, said only
+    later by 04 or the leaderboard (probe)."""
+    out, exp, o = toy
+    stage("02_train.py", exp, "--output-dir", out)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "features": {**TINY["features"], "params": {
+        **TINY["features"]["params"], "n_mels": 8}}}))
+    log = stage("01_features.py", other, "--output-dir", out).stdout
+    assert "note: lm was built again: toy_exp trained on its earlier build is stale now (02_train.py trains it " \
+           "again)" in log, log
+    assert "note:" not in stage("01_features.py", other, "--output-dir", out).stdout  # up to date: nothing said
+
+
 def test_a_file_system_without_locks_trains_unlocked_and_says_so(tmp_path, monkeypatch):
     """An NFS mount with nolock raises ENOLCK: 02 crashed with a traceback (review)."""
     import errno

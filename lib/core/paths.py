@@ -1,6 +1,7 @@
 """Where each stage's artifacts live under ``output/``, and clear errors when one is missing."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from dataclasses import dataclass
@@ -188,6 +189,16 @@ class Outputs:
     def ensembled(self) -> Record:
         """The record of the blend and submission."""
         return Record(self.root / "ensemble.record.json", self.root, "ensemble", "04_ensemble.py")
+
+    def trained_on(self, feature_set: str) -> list[str]:
+        """The experiments of ``models/`` trained on ``feature_set`` (their resolved ``config.yaml``'s
+        ``features.set``), sorted."""
+        names = []
+        for cfg in sorted((self.root / "models").glob("*/config.yaml")):
+            with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+                if (yaml.safe_load(cfg.read_text()).get("features") or {}).get("set") == feature_set:
+                    names.append(cfg.parent.name)
+        return names
 
     def changed_members(self, blend: dict) -> list[str]:
         """The members of ``ensemble.json`` whose current complete training record is not the one
