@@ -157,6 +157,12 @@ def test_report_of_generated_oof(case, tmp_path):
     assert {p.name for p in paths} == set(FILES)
     md = (tmp_path / "report" / "report.md").read_text()
     assert f"competition metric **{comp['metric']}**" in md and "## Recordings predicted worst" in md
+    scores["folds"][0].update(best_epoch=1, epochs_run=1)  # an epoch of 1 read 1.0000 beside 5 and 6 (probe)
+    write_report(tmp_path / "report", case, comp, oof, history, scores)
+    md = (tmp_path / "report" / "report.md").read_text()
+    row = next(line for line in md.split("## Scores per fold")[1].splitlines() if line.startswith("| 0 |"))
+    assert [c.strip() for c in row.split("|")[3:5]] == ["1", "1"], row
+    assert "predicted again in float32" in md  # the curves' scores and the table's, explained
 
 
 def test_binary_curves_score_the_positive_class_wherever_it_is(tmp_path):

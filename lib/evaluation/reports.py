@@ -104,6 +104,11 @@ def fold_table(oof_df: pd.DataFrame, comp: dict, scores: dict, decision: dict | 
     return pd.concat([table, summary[table.columns]], ignore_index=True)
 
 
+def _count(v) -> str:
+    """An epoch number or count as a table cell: ``1``, not ``1.0000`` (a mean: one decimal)."""
+    return "" if pd.isna(v) else str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+
+
 def confusion_table(y: np.ndarray, pred: np.ndarray, comp: dict) -> pd.DataFrame:
     """Long-format confusion counts: ``true, predicted, count, row_share`` per pair of classes
     (``row_share``: count / the true class's rows, NaN for a class without rows); multi-label:
@@ -520,9 +525,14 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
                  f"{', '.join('decision.' + k for k in by)}: 04_ensemble.py and leaderboard.py score the OOF rows "
                  f"after it, so their figures differ (02_train.py prints that figure too)"
                  + (": " + ", ".join(f"{m} {v:.4f}" for m, v in post.items()) if post else "") + ".", ""]
-    text += ["## Learning curves", "", "![learning curves](curves.png)", "",
-             "## Scores per fold ([folds.csv](folds.csv))", "",
-             markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]])), "",
+    text += ["## Learning curves", "", "![learning curves](curves.png)", ""]
+    if "epoch" in history and history["epoch"].max() > 1:  # (two figures of one epoch, unexplained: probe)
+        text += [("The curves' scores are each epoch's validation in the training precision (bfloat16 on a CPU "
+                  "that computes it natively); the table below scores the kept epoch predicted again in float32, "
+                  "as 03 predicts, so the two can differ a little."), ""]
+    text += ["## Scores per fold ([folds.csv](folds.csv))", "",
+             markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]],
+                                         **{c: [_count(v) for v in folds[c]] for c in ("best_epoch", "epochs_run")})), "",
              "## Confusion matrix ([confusion.csv](confusion.csv))", ""]
     if paths["confusion_png"] is None:
         text += [f"No picture for {len(comp['classes'])} labels (more than {MAX_CURVES}): the counts per label "
