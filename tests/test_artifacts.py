@@ -207,6 +207,8 @@ def test_an_experiment_trained_by_another_process_now_is_waited_for(toy):
     log = stage("02_train.py", exp, "--output-dir", out).stdout
     assert time.time() - t0 > 2 and holder.wait(timeout=30) == 0  # it waited for the holder to end
     assert f"{name}: waiting for another process (process {holder.pid} on " in log and "fold 0: trained" in log, log
+    assert "each epoch line: that epoch's validation scores; * the epoch kept so far, the best 3-epoch trailing mean " \
+        "of accuracy, ties by valid_loss" in log  # (the star was unexplained: probe)
 
 
 def test_01_says_which_trained_experiments_a_rebuilt_feature_set_leaves_stale(toy, tmp_path):

@@ -261,6 +261,10 @@ class ExperimentRun:
         self.log(f"experiment {self.name}: model {cfg['model']['name']}, {inputs}"
                  f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} {row_noun(comp)}s in "
                  f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
+        if not is_classical(cfg["model"]):  # (the star was never explained, and does not follow the raw figures: probe)
+            self.log(f"each epoch line: that epoch's validation scores; * the epoch kept so far, the best "
+                     f"{cfg['train']['smooth_epochs']}-epoch trailing mean of {cfg['train']['monitor'] or comp['metric']}, "
+                     f"ties by valid_loss")
         pseudo = int((self.table["fold"] == -1).sum())
         if pseudo:  # pseudo_label.py's rows: in every fold's training, never validated (nor distilled)
             self.log(f"{pseudo} pseudo-labelled {row_noun(comp)}s (fold -1) train in every fold, never validated"
