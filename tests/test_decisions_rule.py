@@ -175,6 +175,9 @@ def test_the_decision_report_says_the_gain_its_se_and_the_verdict(tmp_path):
     write_ensemble_report(tmp_path, BIN, summary, oof, probs, [probs], ["m"])
     report = (tmp_path / "report.md").read_text()
     assert "## Decision" in report and kept["note"] in report
+    assert "the default decision, the most probable class (p > 0.5); OOF accuracy: default " in report, report
+    assert ("is no gain (bar" in kept["note"]) == (g["mean"] <= 0) and "; ." not in report  # (a loss read "within
+    # the noise", and the line read "default: default": probe)
 
 
 def test_the_ensemble_report_of_a_constant_member_warns_nothing(tmp_path):

@@ -524,8 +524,8 @@ def _adoption_note(beats: bool, passes: bool, gain: float, se: float, bar: float
         what = "fewer than 2 folds' held-out rows can judge it"
     else:
         what = (f"its mean held-out gain per fold {gain:+.4f} (s.e. {se:.4f}) is "
-                f"{'above' if passes else 'within'} the fold-to-fold noise (bar {bar:.4f}: one-sided corrected "
-                f"paired t-test over the folds at {ADOPTION_ALPHA})")
+                + ("no gain" if gain <= 0 else f"{'above' if passes else 'within'} the fold-to-fold noise")
+                + f" (bar {bar:.4f}: one-sided corrected paired t-test over the folds at {ADOPTION_ALPHA})")
     if beats and passes:
         return f"fitted on OOF and adopted: {what}"
     why = "" if beats else "; its pooled cross-fitted score does not beat the default decision's"

@@ -101,7 +101,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     pictures = _plots(folder, corr, experiments, methods, members, metric, summary["method"])
     d = summary["decision"]
     dec_scores = ", ".join(f"{k} {v:.4f}" for k, v in d.get("scores", {}).items())
-    plain = "default (most probable class / p > 0.5)"
+    plain = {"multiclass": "the most probable class", "multilabel": "every class at p > 0.5"}.get(
+        comp["task"], "the most probable class (p > 0.5)")
     text = [f"# Ensemble of {len(experiments)} experiment(s)", "",
             f"Used: **{summary['method']}** ({summary['note']}); competition metric **{metric}**.", "",
             "## Members (OOF scores; weights of the used method fitted on every OOF row)", "",
@@ -109,8 +110,9 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
             "## Blending methods (cross-fitted OOF scores: fitted on the other folds)", "", markdown_table(methods), "",
             "![methods](methods.png)", "", "## Correlation of the members' OOF predictions", "",
             "![correlation](correlation.png)", "", "## Decision", "",
-            f"{d.get('how')}: {decision_words(d['decision'], comp) if d.get('decision') else plain}"
-            + (f"; {d['metric']} {dec_scores}" if d.get("metric") else "") + f". {d.get('note', '')}", ""]
+            (f"{d.get('how')}: {decision_words(d['decision'], comp)}" if d.get("decision") else
+             f"the default decision, {plain}") + (f"; OOF {d['metric']}: {dec_scores}" if d.get("metric") else "")
+            + f" ({d.get('note', '')})", ""]
     if summary.get("rows_masked"):
         text += [f"Label masks changed {summary['rows_masked']} OOF row(s).", ""]
     if summary.get("slice_prior"):
