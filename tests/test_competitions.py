@@ -130,6 +130,7 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
     assert set(sub.low) | set(sub.high) <= {0, 1}
     none = int((sub.low + sub.high == 0).sum())  # 04 says how many rows name no class (probe: unsaid)
     assert (f"note: {none} of 10 rows name no class" in printed) == (none > 0), printed[-3000:]
+    assert f"next: {out}/ensemble/report.md (the blend, its members and the decision, OOF)" in printed  # (probe)
     test_table = pd.read_csv(out / "test.csv")  # test recordings got their groups from the same regex
     assert (test_table.group == test_table.id.str.extract(r"^(patient\d+)_")[0]).all()
     for split in ("oof_blend", "test_blend"):  # every recording of a patient has the patient's mean
