@@ -516,7 +516,7 @@ def _training_locks(out: Outputs, names: list[str], log=print):
     with contextlib.ExitStack() as stack:
         if int(os.environ.get("WORLD_SIZE", 1)) == 1:
             (out.root / "models").mkdir(parents=True, exist_ok=True)
-            for name in names:
+            for name in sorted(names):  # one order for every process: 02 a b beside 02 b a cannot deadlock
                 f = stack.enter_context(open(out.root / "models" / f".{name}.lock", "a+"))
                 try:
                     try:
