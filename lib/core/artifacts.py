@@ -303,7 +303,7 @@ def check_trained(rec: dict, comp: dict, what: str, stage: str) -> None:
     replaced by :func:`retrain_stages` (01 only when the audio settings changed)."""
     why = trained_problem(rec, comp)
     if why:
-        raise MissingArtifact(f"{what} was {why}: run {stage.format(stages=', '.join(retrain_stages(rec, comp)))}")
+        raise MissingArtifact(f"{what} was {why}: run {stage.replace('{stages}', ', '.join(retrain_stages(rec, comp)))}")
 
 
 def check_folds(rec: dict, current: str, what: str, stage: str) -> None:
