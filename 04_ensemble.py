@@ -54,7 +54,7 @@ def main() -> None:
     print(f"used: {r['method']} ({r['note']})")
     d = r["decision"]
     if d["how"] == "none":  # (a multi-label run scored by ranking metrics only printed nothing: probe)
-        print(f"decision: {d['note']}")
+        print(f"decision: {d['note']} ({'every class at p > 0.5' if comp['task'] == 'multilabel' else 'the most probable class'})")
     elif d["how"] == "default":
         print(f"decision: the default ({d['note']}); OOF {d['metric']} {d['scores']['default']:.4f}")
     elif d["metric"]:

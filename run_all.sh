@@ -155,4 +155,4 @@ else  # no test set or no submission section: 04 said so; the blend's scores are
 fi
 # what to look at next (every score above is out of fold; the blend's, cross-fitted)
 echo "next: $output_dir/ensemble/report.md (the blend, its members and the decision, OOF), each experiment's" \
-     "$output_dir/models/<exp>/report/report.md, and python leaderboard.py --output-dir $output_dir"
+     "$output_dir/models/<exp>/report/report.md, and $PYTHON leaderboard.py --output-dir $output_dir"

@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT, make_toy_competition, stage
 
 from lib.core.artifacts import Record, remove_stale_temporaries
-from lib.core.errors import MissingArtifact
+from lib.core.errors import ConfigError, MissingArtifact
 from lib.core.paths import Outputs
 from lib.core.utils import atomic_path
 
@@ -223,6 +223,20 @@ def test_01_says_which_trained_experiments_a_rebuilt_feature_set_leaves_stale(to
     assert "note: lm was built again: toy_exp trained on its earlier build is stale now (02_train.py trains it " \
            "again)" in log, log
     assert "note:" not in stage("01_features.py", other, "--output-dir", out).stdout  # up to date: nothing said
+
+
+def test_a_process_that_trains_an_experiment_cannot_wait_for_itself(tmp_path):
+    """A second lock of one experiment in the process that holds it waited for itself for ever (review)."""
+    from lib.runs.experiment import _training_locks
+
+    with _training_locks(Outputs(tmp_path), ["x"]):
+        with pytest.raises(ConfigError, match=f"x: this process is training it into {tmp_path} already"):
+            with _training_locks(Outputs(tmp_path), ["x", "y"]):
+                pass
+        with _training_locks(Outputs(tmp_path), ["y"]):  # another experiment: fine
+            pass
+    with _training_locks(Outputs(tmp_path), ["x"]):  # freed
+        pass
 
 
 def test_a_file_system_without_locks_trains_unlocked_and_says_so(tmp_path, monkeypatch):

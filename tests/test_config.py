@@ -43,6 +43,11 @@ def test_unknown_key_in_experiment_file_names_the_file_that_has_it(tmp_path):
     assert f"unknown key 'train.epoch' in {base}; did you mean 'train.epochs'?" in msg
 
 
+def test_an_unknown_key_with_a_stray_space_is_said_as_such(tmp_path):
+    spaced = _write(tmp_path / "spaced.yaml", {"base": str(ROOT / "configs/cnn_small.yaml"), "train": {"epochs ": 3}})
+    assert "looks the same but is other text" in _error(load_experiment, spaced)  # not "did you mean" (review)
+
+
 def test_unknown_key_in_set_override():
     msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", ["train.epoch=3"])
     assert "unknown key 'train.epoch' in --set train.epoch=3; did you mean 'train.epochs'?" in msg

@@ -368,6 +368,8 @@ def test_grid_search_inner_folds_keep_a_rare_class_in_every_training_split():
     words, cv = _inner_folds(y, groups, "binary")
     assert words.endswith("stratified: a class is rare") and all(y[tr].max() == 1 for tr, _ in cv.split(X, y, groups))
     assert _inner_folds(np.isin(groups, [0, 1]).astype(int), groups, "binary")[0] == "3 inner folds by recording"
+    one = np.arange(30)  # one row per recording, positives 0 and 3: stratified too (a class of 28 rows; review)
+    assert _inner_folds(np.isin(one, [0, 3]).astype(int), one, "binary")[0].endswith("stratified: a class is rare")
     logs = []
     member = LogisticRegression(1, 0, 4, grid={"C": [0.01, 1.0]})
     member.fit(X, np.eye(2)[y], groups, "binary", 0, log=logs.append)

@@ -524,7 +524,7 @@ def _unknown_key_hint(plain: str, valid: list[str]) -> str:
     ``train.swa takes start``); a top-level key: the closest over ``valid``."""
     parent, _, leaf = plain.rpartition(".")
     siblings = [k for k in valid if parent and k.rpartition(".")[0] == parent]
-    if not siblings:
+    if not siblings or "looks the same" in did_you_mean(plain, valid):  # (a stray space: said as such)
         return did_you_mean(plain, valid)
     close = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=1)
     deeper = difflib.get_close_matches(leaf, [k[len(parent) + 1:] for k in valid  # (swa_start: swa.start)

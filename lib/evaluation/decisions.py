@@ -451,7 +451,7 @@ def choose_decision(y, probs: np.ndarray, folds, comp: dict) -> dict:
     metric = _label_metric(comp)
     if metric is None:
         return {"decision": None, "metric": None, "how": "none", "scores": {},
-                "note": "no metric scores decisions: the default decision (most probable class, p > 0.5) is used"}
+                "note": "no metric scores decisions: the default decision is used"}
     default = score_all([metric], y, probs, comp)[metric]
     if comp["task"] == "multiclass" and not cfg.get("class_bias"):
         return {"decision": None, "metric": metric, "how": "default", "scores": {"default": default},

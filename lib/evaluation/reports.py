@@ -527,8 +527,8 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
                  + (": " + ", ".join(f"{m} {v:.4f}" for m, v in post.items()) if post else "") + ".", ""]
     text += ["## Learning curves", "", "![learning curves](curves.png)", ""]
     if "epoch" in history and history["epoch"].max() > 1:  # (two figures of one epoch, unexplained: probe)
-        text += [("The curves' scores are each epoch's validation in the training precision (bfloat16 on a CPU "
-                  "that computes it natively); the table below scores the kept epoch predicted again in float32, "
+        text += [("The curves' scores are each epoch's validation in the training precision (bfloat16 or float16 "
+                  "where autocast trains); the table below scores the kept epoch predicted again in float32, "
                   "as 03 predicts, so the two can differ a little."), ""]
     text += ["## Scores per fold ([folds.csv](folds.csv))", "",
              markdown_table(folds.assign(seconds=[format_seconds(s) if pd.notna(s) else "" for s in folds["seconds"]],

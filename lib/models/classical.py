@@ -131,9 +131,9 @@ def _inner_folds(y: np.ndarray, groups: np.ndarray, task: str) -> tuple[str, obj
 
     n = min(3, len(np.unique(groups)))
     plain = GroupKFold(n)
-    if task == "multilabel" or np.unique(y, return_counts=True)[1].min() < n or \
+    if task == "multilabel" or np.unique(y, return_counts=True)[1].max() < n or \
             all(len(np.unique(y[tr])) == len(np.unique(y)) for tr, _ in plain.split(y, y, groups)):
-        return f"{n} inner folds by recording", plain  # (stratifying needs n rows of every class)
+        return f"{n} inner folds by recording", plain  # (scikit-learn stratifies where a class has n rows)
     return f"{n} inner folds by recording, stratified: a class is rare", StratifiedGroupKFold(n)
 
 

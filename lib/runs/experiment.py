@@ -262,9 +262,9 @@ class ExperimentRun:
                  f"{' + metadata ' + str(meta_cols) if meta_cols else ''}; {len(self.table)} {row_noun(comp)}s in "
                  f"{len(data.rec)} windows; folds {folds} of {len(self.all_folds)}, {where}")
         if not is_classical(cfg["model"]):  # (the star was never explained, and does not follow the raw figures: probe)
+            k, metric = cfg["train"]["smooth_epochs"], cfg["train"]["monitor"] or comp["metric"]
             self.log(f"each epoch line: that epoch's validation scores; * the epoch kept so far, the best "
-                     f"{cfg['train']['smooth_epochs']}-epoch trailing mean of {cfg['train']['monitor'] or comp['metric']}, "
-                     f"ties by valid_loss")
+                     + (f"{k}-epoch trailing mean of {metric}" if k > 1 else metric) + ", ties by valid_loss")
         pseudo = int((self.table["fold"] == -1).sum())
         if pseudo:  # pseudo_label.py's rows: in every fold's training, never validated (nor distilled)
             self.log(f"{pseudo} pseudo-labelled {row_noun(comp)}s (fold -1) train in every fold, never validated"
@@ -502,6 +502,10 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
         return _train_runs(cfgs, out, force, log, on_fold)
 
 
+_HELD: set[str] = set()
+"""The experiments this process holds the training lock of (:func:`_training_locks`)."""
+
+
 @contextlib.contextmanager
 def _training_locks(out: Outputs, names: list[str], log=print):
     """Hold an exclusive lock (``fcntl.flock``, freed when the process ends, killed or not) on each
@@ -517,6 +521,11 @@ def _training_locks(out: Outputs, names: list[str], log=print):
         if int(os.environ.get("WORLD_SIZE", 1)) == 1:
             (out.root / "models").mkdir(parents=True, exist_ok=True)
             for name in sorted(names):  # one order for every process: 02 a b beside 02 b a cannot deadlock
+                key = str((out.root / "models" / name).resolve()).casefold()  # (one file on a case-blind disk)
+                if key in _HELD:  # this process trains it already (a hook training it again): waiting would hang
+                    raise ConfigError(f"{name}: this process is training it into {out.root} already")
+                _HELD.add(key)
+                stack.callback(_HELD.discard, key)
                 f = stack.enter_context(open(out.root / "models" / f".{name}.lock", "a+"))
                 try:
                     try:
