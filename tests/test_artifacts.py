@@ -209,6 +209,13 @@ def test_an_experiment_trained_by_another_process_now_is_waited_for(toy):
     assert f"{name}: waiting for another process (process {holder.pid} on " in log and "fold 0: trained" in log, log
     assert "each epoch line: that epoch's validation scores; * the epoch kept so far, the best 3-epoch trailing mean " \
         "of accuracy, ties by valid_loss" in log  # (the star was unexplained: probe)
+    holder = subprocess.Popen([sys.executable, "-c", code.replace("time.sleep(4)", "time.sleep(600)"), ROOT, out, name],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # kill -9: its lock goes with it, nothing to wait for
+    holder.wait(timeout=30)
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "waiting" not in log and "skipped" in log, log
 
 
 def test_01_says_which_trained_experiments_a_rebuilt_feature_set_leaves_stale(toy, tmp_path):
