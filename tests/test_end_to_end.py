@@ -123,7 +123,8 @@ def test_run_all_demo_on_two_processes(tmp_path):
     r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--demo", "--nproc", "2", "--output-dir", "demo"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHON=sys.executable))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.stdout.rstrip().endswith(f"submission: {tmp_path / 'demo' / 'submission.csv'}") and not (ROOT / "demo").exists()
+    assert r.stdout.rstrip().splitlines()[-2] == f"submission: {tmp_path / 'demo' / 'submission.csv'}", r.stdout[-2000:]
+    assert r.stdout.rstrip().splitlines()[-1].startswith("next: ") and not (ROOT / "demo").exists()
     for step in ("00_prepare", "01_features", "02_train (2 processes)", "03_infer demo", "04_ensemble", "total"):
         assert step in r.stdout
     assert "trained by rank 1" in r.stdout and "SYNTHETIC" in r.stdout
