@@ -278,7 +278,7 @@ def trained_problem(rec: dict, comp: dict) -> str | None:
     ``positive``, which would label every prediction with the wrong class), or ``None``. Records of
     older versions, without these inputs (or a key added since), pass."""
     inputs = rec.get("inputs", {})
-    if inputs.get(AUDIO) not in (None, audio_id(comp)):
+    if _audio_changed(rec, comp):
         return ("trained with other audio settings than competition.yaml's now (00_prepare.py was run again "
                 "since, e.g. with another audio.clip_seconds)")
     have = inputs.get(SETTINGS) or {}
@@ -290,11 +290,16 @@ def trained_problem(rec: dict, comp: dict) -> str | None:
     return None
 
 
+def _audio_changed(rec: dict, comp: dict) -> bool:
+    """Whether training record ``rec`` was made under other audio settings than ``comp``'s
+    (records of older versions, without them, pass)."""
+    return rec.get("inputs", {}).get(AUDIO) not in (None, audio_id(comp))
+
+
 def retrain_stages(rec: dict, comp: dict) -> list[str]:
     """The stages that bring a training record that :func:`trained_problem` finds stale up to
     date: the feature cache only when the audio settings changed (not for another ``metric``)."""
-    audio_changed = rec.get("inputs", {}).get(AUDIO) not in (None, audio_id(comp))
-    return ["01_features.py", "02_train.py"] if audio_changed else ["02_train.py"]
+    return ["01_features.py", "02_train.py"] if _audio_changed(rec, comp) else ["02_train.py"]
 
 
 def check_trained(rec: dict, comp: dict, what: str, stage: str) -> None:

@@ -524,8 +524,9 @@ def _unknown_key_hint(plain: str, valid: list[str]) -> str:
     ``train.swa takes start``); a top-level key: the closest over ``valid``."""
     parent, _, leaf = plain.rpartition(".")
     siblings = [k for k in valid if parent and k.rpartition(".")[0] == parent]
-    if not siblings or "looks the same" in did_you_mean(plain, valid):  # (a stray space: said as such)
-        return did_you_mean(plain, valid)
+    whole = did_you_mean(plain, valid)
+    if not siblings or "looks the same" in whole:  # (a stray space: said as such)
+        return whole
     close = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=1)
     deeper = difflib.get_close_matches(leaf, [k[len(parent) + 1:] for k in valid  # (swa_start: swa.start)
                                               if k.startswith(parent + ".") and k not in siblings], n=1)

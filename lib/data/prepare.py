@@ -308,7 +308,8 @@ def audio_notes(tables: list[pd.DataFrame], audio_cfg: dict) -> list[str]:
     """What stage 00 (and a bundle's test set) says about how the audio files of ``tables`` are
     read under the competition's ``audio`` section: the files read resampled to
     ``audio.sample_rate``, by native rate, the files of several channels (averaged, or
-    ``audio.channel`` taken) and those shorter than a tenth of ``audio.clip_seconds``; each file once, however many segment rows it has. ``[]`` when
+    ``audio.channel`` taken) and those shorter than a tenth of ``audio.clip_seconds``; each file
+    once, however many segment rows it has. ``[]`` when
     neither (matrices: no audio)."""
     files = pd.concat([t for t in tables if t is not None and "sample_rate" in t]).drop_duplicates("path")
     notes, wanted = [], audio_cfg["sample_rate"]

@@ -171,6 +171,12 @@ def fixed_decision(comp: dict) -> dict | None:
     return {"thresholds": [float(t) for t in fixed] if isinstance(fixed, list) else [float(fixed)] * len(comp["classes"])}
 
 
+def fixes_a_cut(comp: dict) -> bool:
+    """Whether the competition's :func:`fixed_decision` cuts elsewhere than the default 0.5."""
+    fixed = fixed_decision(comp)
+    return fixed is not None and set(np.ravel(next(iter(fixed.values())))) != {0.5}
+
+
 def decide(probs: np.ndarray, comp: dict, decision: dict | None = None) -> np.ndarray:
     """Class probabilities ``(rows, n_classes)`` -> decisions in the encoding of :func:`class_index`:
     class indices ``(rows,)``, or for a multi-label task a 0/1 matrix ``(rows, n_classes)``.

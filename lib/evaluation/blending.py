@@ -282,7 +282,7 @@ def rank_refusal(comp: dict) -> str | None:
     needs = [m for m in names if get_metric(m, comp).uses == "probs" and base_metric(m) not in RANKING_METRICS]
     fmt = (comp.get("submission") or {}).get("format")
     fixed = (comp.get("decision") or {}).get("threshold", "auto")
-    cut = tasks.fixed_decision(comp) is not None and set(np.ravel(fixed).astype(float)) != {0.5}
+    cut = tasks.fixes_a_cut(comp)
     if not needs and fmt not in ("probability", "probabilities") and not cut:
         return None
     why = ([f"the metric(s) {', '.join(needs)} score probabilities"] if needs else []) + (

@@ -327,9 +327,7 @@ def scored_after(comp: dict) -> list[str]:
     """What 04 and the leaderboard score a member's OOF rows after, of the competition's
     ``decision`` section: :func:`postprocess_keys` and a fixed ``threshold``
     (:func:`lib.data.tasks.fixed_decision`), where 02 scores the models' own probabilities at 0.5."""
-    fixed = tasks.fixed_decision(comp)  # (a threshold of 0.5 is the default decision: nothing after)
-    cut = fixed and set(np.ravel(list(fixed.values())[0]).astype(float)) != {0.5}
-    return postprocess_keys(comp) + (["threshold"] if cut else [])
+    return postprocess_keys(comp) + (["threshold"] if tasks.fixes_a_cut(comp) else [])  # (0.5: the default)
 
 
 def postprocessed_scores(oof: pd.DataFrame, table: pd.DataFrame, comp: dict) -> dict | None:

@@ -131,7 +131,8 @@ def make_submission(comp: dict, test_ids, probs: np.ndarray, decision: dict | No
     class with p > 0.5 for multi-label tasks); ``label`` and ``indicators`` apply ``decision``
     (thresholds or class biases, :func:`lib.data.tasks.decide`). ``probs`` ``(rows, n_classes)``
     in ``test_ids`` order. The frame's ``attrs["lineterminator"]`` and ``attrs["encoding"]`` are the
-    sample's line end and byte-order mark (``utf-8-sig``) or none, which :func:`lib.core.utils.write_csv` writes. Raises ``ValueError`` when the ids differ from the
+    sample's line end and byte-order mark (``utf-8-sig``) or none, which
+    :func:`lib.core.utils.write_csv` writes. Raises ``ValueError`` when the ids differ from the
     sample's or the format does not fit.
     """
     sub = comp["submission"]
