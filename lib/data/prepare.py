@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import yaml
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.artifacts import audio_fingerprint, blend_problem, folds_id
 from ..core.config import check_classes, row_id
@@ -210,7 +210,7 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
     in the row's ``bad_audio`` column (``""`` for a sound file), left for :func:`_silence_bad_files`;
     a test file's problem names ``silence_hint``, the setting that would predict it from silence."""
     rates, durations, channels, bad = [], [], [], []
-    for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} audio", unit="file", leave=False):
+    for where, path in progress(list(zip(df["where"], df["path"])), desc=f"checking {desc} audio", unit="file", leave=False):
         sr = frames = n_channels = None
         found = []
         try:
@@ -266,7 +266,7 @@ def _resolve_matrices(df: pd.DataFrame, spec: dict, fps: float, problems: list[s
     """Add ``sample_rate`` (none), ``duration_s`` (frames / ``fps``) and ``channels`` (1) from each
     row's matrix (:func:`lib.data.matrix.read_matrix`: every cell checked)."""
     durations = []
-    for where, path in tqdm(list(zip(df["where"], df["path"])), desc=f"checking {desc} matrices", unit="file", leave=False):
+    for where, path in progress(list(zip(df["where"], df["path"])), desc=f"checking {desc} matrices", unit="file", leave=False):
         try:
             durations.append(matrix.read_matrix(path, spec).shape[1] / fps)
         except AudioError as exc:

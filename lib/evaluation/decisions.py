@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..data import tasks
@@ -420,7 +420,7 @@ def _coordinate_ascent(f, key: str, grid, default: float, first: int, n: int, sw
     current = np.full(n, default)
     best = f({key: current.tolist()})
     for _ in range(sweeps):
-        for k in tqdm(range(first, n), desc=key, unit="class", leave=False, disable=n < 20):
+        for k in progress(range(first, n), desc=key, unit="class", leave=False, disable=n < 20):
             for v in grid:
                 trial = current.copy()
                 trial[k] = v

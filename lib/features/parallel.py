@@ -8,7 +8,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.utils import end_with_parent, keep_freed_memory
 
@@ -53,7 +53,7 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
         init[0].prepare()  # filterbanks built once here, inherited by the forked workers
     before, pool = set(mp.active_children()), None
     try:
-        with tqdm(total=total, desc=desc, unit="rec") as bar:
+        with progress(total=total, desc=desc, unit="rec") as bar:
             if workers > 1 and len(chunks) > 1:
                 bar.update(fn(chunks[0]))
                 chunks = chunks[1:]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.artifacts import FOLDS, check_folds, check_trained, folds_id
 from ..core.config import setting_changes
@@ -82,7 +82,7 @@ def predict_folds(models, data, test_df: pd.DataFrame, comp: dict, tta: dict | N
     with its own metadata encoder and the experiment's test-time augmentation ``tta``."""
     probs = np.zeros((len(test_df), len(comp["classes"])))
     recs = np.arange(len(test_df))
-    for ckpt, model in tqdm(models, desc=desc, unit="fold", leave=False):
+    for ckpt, model in progress(models, desc=desc, unit="fold", leave=False):
         data.set_metadata(ckpt.get("metadata_encoder"), test_df)  # the encoder's state, as the checkpoint holds it
         probs += predict_recordings(model, data, recs, comp, tta)[0] / len(models)
     return probs

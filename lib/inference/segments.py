@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.config import segment_unit
 from ..data import tasks
@@ -50,7 +50,7 @@ def segment_predictions(models, data, table: pd.DataFrame, comp: dict, tta: dict
     rows = reg[:, 0].astype(np.int64)
     n_classes = len(comp["classes"])
     probs, fold_of, rec_probs = np.zeros((len(reg), n_classes)), np.full(len(reg), -1), np.zeros((len(table), n_classes))
-    for ckpt, model in tqdm(models, desc="segments", unit="fold", leave=False):
+    for ckpt, model in progress(models, desc="segments", unit="fold", leave=False):
         recs = np.arange(len(table)) if folds is None else np.flatnonzero(folds == ckpt["fold"])
         data.set_metadata(ckpt.get("metadata_encoder"), table)
         idx, p = predict_segments(model, data, recs, comp, tta)

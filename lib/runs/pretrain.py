@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.device import autocast, get_device, place_model
 from ..core.errors import AudioError, ConfigError, TrainingError
@@ -315,7 +315,7 @@ class PretrainRun:
             batches += [(name, it1[i:i + bs], it2[i:i + bs]) for i in range(0, len(it1), bs) if len(it1[i:i + bs]) > 1]
         total, seen, skipped = 0.0, 0, 0
         self.learner.train()
-        for k in tqdm(self.rng.permutation(len(batches)), desc=f"pretrain epoch {epoch}/{self.pc['epochs']}",
+        for k in progress(self.rng.permutation(len(batches)), desc=f"pretrain epoch {epoch}/{self.pc['epochs']}",
                       leave=False, unit="batch"):
             name, it1, it2 = batches[k]
             loss = self.step(self.datas[name], it1, it2)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from ..core.progress import progress
 
 from ..core.device import autocast, inference_dtype, place_model, training_amp, training_dtype
 from ..core.errors import ConfigError, TrainingError
@@ -470,7 +470,7 @@ class FoldTrainer:
         p.model.train()
         order = epoch_items(data, p.tr_rec, tc["sampler"], p.rng, tc["epoch_repeats"])
         total, seen, bad = 0.0, 0, 0
-        for step, i in enumerate(tqdm(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
+        for step, i in enumerate(progress(range(0, len(order), p.global_batch), desc=f"fold {self.fold} epoch {self.epoch}",
                                       leave=False, unit="batch"), 1):
             w = order[i:i + p.global_batch]
             if len(w) < ranks.world:  # DDP: too few windows left to give every rank one
