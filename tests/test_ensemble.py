@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,8 +150,10 @@ def test_single_is_the_best_member_chosen_on_other_folds():
     y = np.zeros(100, int)  # members right on 56 and 50 rows: 04 says why it keeps the better one alone
     members = [np.stack([(np.arange(100) < k) * 0.8 + 0.1, (np.arange(100) >= k) * 0.8 + 0.1], 1) for k in (56, 50)]
     chosen, note = _choose_method("best", res, BIN, None, members, y)
-    assert chosen == "single" and note == ("the best blend, stacking (0.5500 cross-fitted OOF accuracy), does not beat "
-                                           "the best member's own OOF score (0.5600)")
+    assert chosen == "single" and note == (
+        "the best blend, stacking (0.5500 cross-fitted OOF accuracy), does not beat the best member's own OOF score "
+        "(0.5600): that member is submitted and scored by its own OOF (cross-fitted, taking on each fold the member "
+        "best on the other folds scores 0.4500)")
 
 
 def test_fitted_weights_minimise_the_log_loss():
@@ -494,3 +497,38 @@ def test_a_fitted_blender_travels_as_plain_values(comp):
         b = Blender(method, dict(comp, metric="auroc" if comp["task"] == "multilabel" else comp["metric"])).fit(probs, y)
         again = Blender.from_state(json.loads(json.dumps(b.state())), comp)
         np.testing.assert_allclose(again.apply(probs), b.apply(probs), atol=1e-12, err_msg=method)
+
+
+def test_single_submits_one_member_and_scores_it_by_its_own_oof(tmp_path):
+    """Cross-fitted, ``single`` takes on each fold the member best on the other folds, which on
+    members near chance scores below both; the submission is the member best on every row, and 04
+    scores, decides and reports that member's own OOF (probe: 'blend (single)' printed a figure
+    below the member it submitted)."""
+    import yaml
+    from conftest import ROOT, make_toy_competition, stage
+    from sklearn.metrics import accuracy_score
+
+    make_toy_competition(tmp_path / "data", n=40)
+    out = tmp_path / "out"
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    for name, n_mels in (("a", 16), ("b", 24)):  # two members near chance (noise clips)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({
+            "base": str(ROOT / "configs/zoo/hgb.yaml"), "model": {"params": {"max_iter": 15, "min_samples_leaf": 3}},
+            "features": {"name": "log_mel", "set": f"lm{n_mels}",
+                         "params": {"n_mels": n_mels, "n_fft": 512, "hop_length": 256}}}))
+        for script in ("01_features.py", "02_train.py", "03_infer.py"):
+            stage(script, tmp_path / f"{name}.yaml", "--output-dir", out)
+    oofs = [pd.read_csv(out / f"oof/{e}.csv") for e in "ab"]
+    y = (oofs[0]["target"] == "b").to_numpy()
+    own = [accuracy_score(y, o["p_b"] > 0.5) for o in oofs]
+    held_out = cross_fitted("single", [o[["p_a", "p_b"]].to_numpy() for o in oofs], y.astype(int), oofs[0]["fold"],
+                            {**BIN, "classes": ["a", "b"], "positive": "b"})
+    assert accuracy_score(y, held_out[:, 1] > 0.5) < max(own)  # the case this test is about
+    log = stage("04_ensemble.py", "a", "b", "--method", "single", "--output-dir", out).stdout
+    summary = json.loads((out / "ensemble.json").read_text())
+    best = int(np.argmax(own))
+    assert summary["blend"]["accuracy"] == pytest.approx(own[best]) and f"OOF accuracy {own[best]:.4f}" in log
+    preds = pd.read_csv(out / f"preds/{'ab'[best]}.csv")
+    blend = pd.read_csv(out / "ensemble/test_blend.csv")
+    np.testing.assert_allclose(blend["p_b"], preds["p_b"])
+    assert summary["methods"]["single"]["scores"]["accuracy"] == pytest.approx(accuracy_score(y, held_out[:, 1] > 0.5))

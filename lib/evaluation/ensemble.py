@@ -248,7 +248,9 @@ def _choose_method(method: str, results: dict, comp: dict, config_method: str | 
         chosen, top = best_method(results, comp, best_member), best_method(results, comp)
         if chosen != top:
             return chosen, (f"the best blend, {top} ({results[top]['scores'][comp['metric']]:.4f} cross-fitted OOF "
-                            f"{comp['metric']}{at}), does not beat the best member's own OOF score ({best_member:.4f})"
+                            f"{comp['metric']}{at}), does not beat the best member's own OOF score ({best_member:.4f}): that "
+                            f"member is submitted and scored by its own OOF (cross-fitted, taking on each fold the "
+                            f"member best on the other folds scores {results['single']['scores'][comp['metric']]:.4f})"
                             f"{left_out}")
         recut = ("; NOTE: a rank blend decides by each row's rank within the set it predicts, so it gives each class "
                  "about the share of test rows it gave of OOF rows, whatever the test set's class ratio (--method "
@@ -301,6 +303,18 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
     return {**priors, "test_unknown": unknown, "oof_unshifted": alone, "oof_lacking": lacking}
 
 
+def _chosen_oof(chosen: str, results: dict, probs: list[np.ndarray], post) -> np.ndarray | None:
+    """The OOF ``(rows, n_classes)`` that stands for the ``chosen`` method's submission: its
+    cross-fitted blend (:func:`lib.evaluation.blending.compare_methods`), but for ``single`` among
+    several members the member it submits (fitted on every row) with its own OOF rows (``post``:
+    the label masks, as the blends have them). Cross-fitted, ``single`` predicts each fold with
+    the member best on the other folds, which can score below every member; the submission is one
+    member's predictions, which its own OOF scores, as every other report of that member does."""
+    if chosen != "single" or len(probs) == 1 or results[chosen]["oof"] is None:
+        return results[chosen]["oof"]
+    return post(probs[int(np.argmax(results[chosen]["weights"]))])
+
+
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,
                          temperature: float) -> dict:
     """The blend 04 would choose without ``decision.slice_prior`` (the same ``method``, on the
@@ -309,12 +323,13 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
     report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
     probs = postprocess(oofs, train, plain, "folds")[0]
-    results = compare_methods(probs, y, folds, plain, temperature,
-                              post=lambda p: mask_blend(p, oofs[0]["id"], train, plain, "folds"))
+    post = lambda p: mask_blend(p, oofs[0]["id"], train, plain, "folds")
+    results = compare_methods(probs, y, folds, plain, temperature, post=post)
     chosen = _choose_method(method, results, plain, None, probs, y)[0] if method == "best" else method
     if results[chosen]["oof"] is None:  # a named method that cannot blend these members
         return {"method": chosen, "error": results[chosen]["error"]}
-    return {"method": chosen, **score_all(metrics_with_worst_slice(plain), y, results[chosen]["oof"], plain)}
+    return {"method": chosen, **score_all(metrics_with_worst_slice(plain), y, _chosen_oof(chosen, results, probs, post),
+                                          plain)}
 
 
 def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
@@ -370,17 +385,18 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     priors = _slice_priors(train, comp, test)
     metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp, tasks.fixed_decision(comp)) for p in oof_probs]
-    results = compare_methods(oof_probs, y, folds, comp, temperature,
-                              post=lambda p: mask_blend(p, oofs[0]["id"], train, comp, "folds"))
+    post = lambda p: mask_blend(p, oofs[0]["id"], train, comp, "folds")
+    results = compare_methods(oof_probs, y, folds, comp, temperature, post=post)
     methods = pd.DataFrame([{"method": m, **r["scores"], "note": r.get("error", "")} for m, r in results.items()])
     chosen, note = _choose_method(method, results, comp, ens_cfg.get("method"), oof_probs, y)
+    chosen_oof = _chosen_oof(chosen, results, oof_probs, post)
     table = _member_table(experiments, each, results[chosen]["weights"])
     if priors:  # what the shift changes: the same choice without it, both at the default decision
-        shifted = score_all(metrics_with_worst_slice(comp), y, results[chosen]["oof"], comp)
+        shifted = score_all(metrics_with_worst_slice(comp), y, chosen_oof, comp)
         priors["compare"] = {"with": {"method": chosen, **shifted},
                              "without": _without_slice_prior(oofs, train, y, folds, comp, method, temperature)}
-    decision = choose_decision(y, results[chosen]["oof"], folds, comp)
-    blend_scores = score_all(comp["metrics"], y, results[chosen]["oof"], comp, decision["decision"])
+    decision = choose_decision(y, chosen_oof, folds, comp)
+    blend_scores = score_all(comp["metrics"], y, chosen_oof, comp, decision["decision"])
     submission = test_blend = None
     final = results[chosen]["blender"]  # fitted on every OOF row
     if with_test:
@@ -396,7 +412,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
                "blender": final.state()}
     write_json(out.root / "ensemble.json", summary)
     members = [out.root / "ensemble.json", *write_ensemble_report(
-        out.root / "ensemble", comp, summary, oofs[0], results[chosen]["oof"], oof_probs, experiments,
+        out.root / "ensemble", comp, summary, oofs[0], chosen_oof, oof_probs, experiments,
         None if test_blend is None else (preds[0]["id"], test_blend))]
     if submission is not None:
         members.append(out.submission)
