@@ -368,9 +368,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     ens_cfg = comp.get("ensemble") or {}
     method = method or ens_cfg.get("method", "best")
     temperature = temperature if temperature is not None else ens_cfg.get("temperature", 0.01)
-    skipped = {}
-    if not experiments:
-        experiments, skipped = available_experiments(out, allow_partial)
+    experiments, skipped = (experiments, {}) if experiments else available_experiments(out, allow_partial)
     with_test = out.has_test()
     if not experiments:
         reasons = "".join(f"\n  {e}: {why}" for e, why in skipped.items())
