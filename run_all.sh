@@ -148,6 +148,12 @@ echo; echo "=== stage wall times ==="
 printf '%s\n' "${timings[@]}"
 printf '%-28s %5ds\n' "total" $((SECONDS - t_all))
 [ -z "$demo" ] || echo "(SYNTHETIC demo competition: the scores above say nothing about real data)"
+tool=leaderboard.py py=$PYTHON  # the paths below as typed from the caller's directory, if another than this one
+if [ "$caller" != "$PWD" ]; then
+  tool=$PWD/leaderboard.py
+  case "$py" in /*) ;; */*) py=$PWD/$py ;; esac
+  case "$output_dir" in /*) ;; *) output_dir=$PWD/$output_dir ;; esac
+fi
 if [ -f "$output_dir/submission.csv" ]; then
   echo "submission: $output_dir/submission.csv"
 else  # no test set or no submission section: 04 said so; the blend's scores are in ensemble.json
@@ -155,4 +161,4 @@ else  # no test set or no submission section: 04 said so; the blend's scores are
 fi
 # what to look at next (every score above is out of fold; the blend's, cross-fitted)
 echo "next: $output_dir/ensemble/report.md (the blend, its members and the decision, OOF), each experiment's" \
-     "$output_dir/models/<exp>/report/report.md, and $PYTHON leaderboard.py --output-dir $output_dir"
+     "$output_dir/models/<exp>/report/report.md, and $py $tool --output-dir $output_dir"

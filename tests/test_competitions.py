@@ -131,6 +131,10 @@ def test_multilabel_stereo_mixed_rates_groups_and_indicator_submission(tmp_path)
     none = int((sub.low + sub.high == 0).sum())  # 04 says how many rows name no class (probe: unsaid)
     assert (f"note: {none} of 10 rows name no class" in printed) == (none > 0), printed[-3000:]
     assert f"next: {out}/ensemble/report.md (the blend, its members and the decision, OOF)" in printed  # (probe)
+    command = printed.rstrip().splitlines()[-1].split(", and ", 1)[1]  # runs as printed from the caller's folder
+    assert command.split()[1] == f"{ROOT}/leaderboard.py", command  # (probe: a path only the project folder knew)
+    board = subprocess.run(command.split(), cwd=caller, capture_output=True, text=True, timeout=300)
+    assert board.returncode == 0 and "tones_cnn" in board.stdout, board.stderr[-2000:]
     test_table = pd.read_csv(out / "test.csv")  # test recordings got their groups from the same regex
     assert (test_table.group == test_table.id.str.extract(r"^(patient\d+)_")[0]).all()
     for split in ("oof_blend", "test_blend"):  # every recording of a patient has the patient's mean

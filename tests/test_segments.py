@@ -115,9 +115,11 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
             y[sr * 5:sr * 10] += 0.3 * np.sin(2 * np.pi * 1000 * np.arange(sr * 5) / sr)
         sf.write(data / "test" / f"{name}.ogg", y.astype(np.float32), sr)
         segs += [{"recording": f"{name}.ogg", "start": s, "end": s + 5, "a": "", "b": ""} for s in (0, 5, 10)]
-    pd.DataFrame({"filename": ["sc1.ogg", "sc2.ogg"]}).to_csv(data / "test.csv", index=False)
+    sf.write(data / "test" / "sc3.ogg", 0.05 * rng.standard_normal(sr * 12).astype(np.float32), sr)  # 12 s: its
+    segs += [{"recording": "sc3.ogg", "start": s, "end": s + 5, "a": "", "b": ""} for s in (0, 5, 10)]  # last chunk
+    pd.DataFrame({"filename": ["sc1.ogg", "sc2.ogg", "sc3.ogg"]}).to_csv(data / "test.csv", index=False)  # is 10-12 s
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
-    ids = [f"{n}_{e}" for n in ("sc1", "sc2") for e in (5, 10, 15)]
+    ids = [f"{n}_{e}" for n in ("sc1", "sc2", "sc3") for e in (5, 10, 15)]
     pd.DataFrame({"row_id": ids, "a": 0.5, "b": 0.5}).to_csv(data / "sample_submission.csv", index=False)
     cfg = {"task": "multilabel", "metric": "auroc", "metrics": ["auroc"], "audio": {"clip_seconds": 2.0, "hop_seconds": 1.0},
            "folds": {"n_folds": 2},
@@ -147,10 +149,18 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
     logreg = ROOT / "configs/zoo/logreg.yaml"
     for script, *args in (("00_prepare.py", path, "--data-dir", data), ("01_features.py", logreg),
                           ("02_train.py", logreg), ("03_infer.py", logreg), ("04_ensemble.py",)):
-        stage(script, *args, "--output-dir", out)
-    assert pd.read_csv(out / "test.csv").id.tolist() == ids
+        log = stage(script, *args, "--output-dir", out).stdout
+        if script == "00_prepare.py":  # sc3_15, BirdCLEF's id of a last chunk that is shorter (was refused: probe)
+            assert "segments (test): 1 segment(s) end after their recording (a last, shorter chunk)" in log
+    test_rows = pd.read_csv(out / "test.csv")
+    assert test_rows.id.tolist() == ids and tuple(test_rows.set_index("id").loc["sc3_15", ["start_s", "end_s"]]) == (10, 12)
     sub = pd.read_csv(out / "submission.csv")
     assert sub.row_id.tolist() == ids and sub.set_index("row_id")["a"].idxmax() == "sc1_10"
+    segs[0]["end"] = 2.5  # a training segment past its recording's end is still an error
+    pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
+    with pytest.raises(InputError, match=r"segments.csv line 2: segment 0-2.5 s lies outside its recording"):
+        prepare(comp, tmp_path / "out2")
+    segs[0]["end"] = 2
     segs[0]["a"] = ""  # a training segment's label cell may not be empty
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
     with pytest.raises(InputError, match=r"segments.csv line 2: empty \['a'\] \(a training segment's labels"):

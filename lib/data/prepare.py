@@ -410,7 +410,8 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         _check_paths(test, root, problems)
         hint = "predict_bundle.py --bad-test-files silence, or in a notebook predict_bundle(..., bad_test_files='silence'),"
         _resolve_inputs(test, cfg, problems, "test", silence_hint=hint)
-        test = _with_segments(cfg, {"test": test}, problems)[0]["test"]
+        tables, segment_counts = _with_segments(cfg, {"test": test}, problems)
+        test = tables["test"]
         native = cfg["native_sample_rate"]
         fix = (f"; a bundle reads test audio as its competition config says: audio.sample_rate: {native} there "
                f"(then 00-05 again) makes a bundle that resamples such files")
@@ -420,7 +421,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
                             f"and the competition config resamples nothing{fix}")
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
-    warnings: list[str] = []
+    warnings: list[str] = _segment_warnings(segment_counts) if test is not None else []
     _check_sample_submission(cfg, root, test, problems, warnings)  # before any prediction, not after all of it
     if problems or test is None:
         raise InputError(problems)
@@ -631,7 +632,7 @@ def _with_segments(cfg: dict, tables: dict[str, pd.DataFrame | None], problems: 
     for split, rows in tables.items():
         segs = found[split]
         counts[split] = {"recordings": len(rows), "segments": len(segs), "skipped": segs.attrs["skipped"],
-                         **segments.repeats(segs)}
+                         "past_end": segs.attrs["past_end"], **segments.repeats(segs)}
         if segments.unit(cfg) == "segment":
             template = row_id(cfg["segments"])
             out[split] = segments.segment_rows(rows, segs, template)
@@ -655,6 +656,10 @@ def _segment_warnings(counts: dict) -> list[str]:
             if c[key]:
                 out.append(f"segments ({split}): {len(c[key])} segment(s) {what}, each kept as a row of its own: "
                            + "; ".join(c[key][:3]) + (" ..." if len(c[key]) > 3 else ""))
+        if c.get("past_end"):
+            out.append(f"segments ({split}): {c['past_end']} segment(s) end after their recording (a last, shorter "
+                       f"chunk): each is read to the recording's end and padded as audio.pad says; its row id keeps "
+                       f"the end as written")
     return out
 
 

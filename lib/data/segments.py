@@ -175,12 +175,15 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                   every_split: bool = True) -> dict[str, pd.DataFrame]:
     """The segments of every recording of ``tables`` (``{split: rows}`` of stage 00: ``id``,
     ``path``, ``duration_s`` and the CSV's columns), as one :data:`COLUMNS` table per split
-    (``attrs["skipped"]``: how many segments its ``skip`` flags left out).
+    (``attrs["skipped"]``: how many segments its ``skip`` flags left out; ``attrs["past_end"]``: how
+    many test segments end after their recording, read to its end).
 
     Problems are appended to ``problems`` (file and line each): unreadable or malformed
     annotations, non-numeric or non-finite times, a segment of zero or negative length (or
-    shorter than ``segments.min_seconds``), starting before 0 or ending more than
-    :data:`TOLERANCE_S` after its recording (a segment ending within it is clipped to the end),
+    shorter than ``segments.min_seconds``), starting before 0 or after its recording, a training
+    segment ending more than :data:`TOLERANCE_S` after it (a segment ending within that is
+    clipped to the end; a test segment that starts inside its recording, e.g. the last 5-s
+    chunk of a 47-s soundscape, is clipped whatever its end, its row id keeping the end as written),
     a recording with no segment left, and (``every_split``: ``tables`` holds both splits) CSV
     rows naming a recording of neither split.
     """
@@ -193,7 +196,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
         known = set().union(*(set(t["id"]) for t in tables.values()))
         for rec in sorted(set(table_entries) - known):
             problems.append(f"{table_entries[rec][0]['where']}: recording {rec!r} is in neither split")
-    out, skipped = {}, {}
+    out, skipped, past_end = {}, {}, {}
     for split, table in tables.items():
         rows = []
         for r in table.to_dict("records"):
@@ -227,7 +230,8 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                     problems.append(f"{e['where']}: segment {span} is "
                                     + ("empty or reversed" if end <= start else f"shorter than min_seconds {seg['min_seconds']}"))
                     continue
-                if start < 0 or start >= duration or end > duration + TOLERANCE_S:
+                past = end > duration + TOLERANCE_S  # a test set's last chunk may (BirdCLEF's 45-50 s of 47)
+                if start < 0 or start >= duration or (past and split != "test"):
                     frames = f", {duration * fps:g} frames" if fps else ""
                     problems.append(f"{e['where']}: segment {span} lies outside its recording "
                                     f"{r['id']!r} (0-{duration:g} s{frames})")
@@ -242,6 +246,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 flags = e.get("flags") or []
                 label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
                                            if seg["labels"] else None)
+                past_end[split] = past_end.get(split, 0) + past
                 rows.append({"id": r["id"], "segment": k, "start_s": start, "end_s": min(end, duration),
                              "written_end_s": end, "label": label, "where": e["where"]})
                 kept += 1
@@ -249,7 +254,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 problems.append(f"{r['where']}: recording {r['id']!r} has no segment"
                                 + (f" ({len(entries)} skipped)" if entries else ""))
         out[split] = pd.DataFrame(rows, columns=COLUMNS)
-        out[split].attrs["skipped"] = skipped.get(split, 0)
+        out[split].attrs["skipped"], out[split].attrs["past_end"] = skipped.get(split, 0), past_end.get(split, 0)
     return out
 
 
