@@ -171,6 +171,41 @@ def _csv_entries(root: Path, seg: dict, problems: list[str]) -> dict[str, list[d
     return out
 
 
+def _segment(e: dict, k: int, r: dict, seg: dict, fps: float | None, split: str, problems: list[str]) -> dict | None:
+    """One annotation entry ``e`` (the ``k``-th of recording row ``r``) as a :data:`COLUMNS` row,
+    or ``None`` with its problem appended (:func:`read_segments` lists them)."""
+    start = _number(e["start"], seg["start"], e["where"], problems)
+    end = _number(e["end"], seg["end"], e["where"], problems)
+    if start is None or end is None:
+        return None
+    span = f"{start:g}-{end:g} s"
+    if fps:  # the frames as written, beside the seconds they make
+        span = f"frames {start:g}-{end:g} ({start / fps:g}-{end / fps:g} s)"
+        start, end = start / fps, end / fps
+    duration = float(r["duration_s"]) if r.get("duration_s") is not None else np.inf
+    if end <= start or end - start < seg["min_seconds"]:
+        problems.append(f"{e['where']}: segment {span} is "
+                        + ("empty or reversed" if end <= start else f"shorter than min_seconds {seg['min_seconds']}"))
+        return None
+    past = end > duration + TOLERANCE_S  # a test set's last chunk may (BirdCLEF's 45-50 s of 47)
+    if start < 0 or start >= duration or (past and split != "test"):
+        frames = f", {duration * fps:g} frames" if fps else ""
+        problems.append(f"{e['where']}: segment {span} lies outside its recording {r['id']!r} (0-{duration:g} s{frames})")
+        return None
+    if seg["label_column"] and not e.get("label") and split == "train":
+        problems.append(f"{e['where']}: empty {seg['label_column']!r} (the segment's class)")
+        return None
+    if None in (e.get("flags") or []) and split == "train":
+        empty = [n for n, f in zip(seg["labels"], e["flags"]) if f is None]
+        problems.append(f"{e['where']}: empty {empty} (a training segment's labels: 0 or 1)")
+        return None
+    flags = e.get("flags") or []
+    label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
+                               if seg["labels"] else None)
+    return {"id": r["id"], "segment": k, "start_s": start, "end_s": min(end, duration), "written_end_s": end,
+            "label": label, "where": e["where"]}
+
+
 def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[str],
                   every_split: bool = True) -> dict[str, pd.DataFrame]:
     """The segments of every recording of ``tables`` (``{split: rows}`` of stage 00: ``id``,
@@ -196,7 +231,7 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
         known = set().union(*(set(t["id"]) for t in tables.values()))
         for rec in sorted(set(table_entries) - known):
             problems.append(f"{table_entries[rec][0]['where']}: recording {rec!r} is in neither split")
-    out, skipped, past_end = {}, {}, {}
+    out, skipped = {}, {}
     for split, table in tables.items():
         rows = []
         for r in table.to_dict("records"):
@@ -217,44 +252,16 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                 if e.get("skip"):
                     skipped[split] = skipped.get(split, 0) + 1
                     continue
-                start = _number(e["start"], seg["start"], e["where"], problems)
-                end = _number(e["end"], seg["end"], e["where"], problems)
-                if start is None or end is None:
-                    continue
-                span = f"{start:g}-{end:g} s"
-                if fps:  # the frames as written, beside the seconds they make
-                    span = f"frames {start:g}-{end:g} ({start / fps:g}-{end / fps:g} s)"
-                    start, end = start / fps, end / fps
-                duration = float(r["duration_s"]) if r.get("duration_s") is not None else np.inf
-                if end <= start or end - start < seg["min_seconds"]:
-                    problems.append(f"{e['where']}: segment {span} is "
-                                    + ("empty or reversed" if end <= start else f"shorter than min_seconds {seg['min_seconds']}"))
-                    continue
-                past = end > duration + TOLERANCE_S  # a test set's last chunk may (BirdCLEF's 45-50 s of 47)
-                if start < 0 or start >= duration or (past and split != "test"):
-                    frames = f", {duration * fps:g} frames" if fps else ""
-                    problems.append(f"{e['where']}: segment {span} lies outside its recording "
-                                    f"{r['id']!r} (0-{duration:g} s{frames})")
-                    continue
-                if seg["label_column"] and not e.get("label") and split == "train":
-                    problems.append(f"{e['where']}: empty {seg['label_column']!r} (the segment's class)")
-                    continue
-                if None in (e.get("flags") or []) and split == "train":
-                    empty = [n for n, f in zip(seg["labels"], e["flags"]) if f is None]
-                    problems.append(f"{e['where']}: empty {empty} (a training segment's labels: 0 or 1)")
-                    continue
-                flags = e.get("flags") or []
-                label = e.get("label") or ("+".join(n for n, f in zip(seg["labels"], flags) if f) or seg["none_label"]
-                                           if seg["labels"] else None)
-                past_end[split] = past_end.get(split, 0) + past
-                rows.append({"id": r["id"], "segment": k, "start_s": start, "end_s": min(end, duration),
-                             "written_end_s": end, "label": label, "where": e["where"]})
-                kept += 1
+                row = _segment(e, k, r, seg, fps, split, problems)
+                if row is not None:
+                    rows.append(row)
+                    kept += 1
             if not kept:
                 problems.append(f"{r['where']}: recording {r['id']!r} has no segment"
                                 + (f" ({len(entries)} skipped)" if entries else ""))
         out[split] = pd.DataFrame(rows, columns=COLUMNS)
-        out[split].attrs["skipped"], out[split].attrs["past_end"] = skipped.get(split, 0), past_end.get(split, 0)
+        out[split].attrs["skipped"] = skipped.get(split, 0)
+        out[split].attrs["past_end"] = int((out[split]["written_end_s"] > out[split]["end_s"] + TOLERANCE_S).sum())
     return out
 
 
