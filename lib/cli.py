@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, variant_name
+from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, load_yaml, variant_name
 from .core.errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
 from .core.numba_cache import claim_numba_cache
 
@@ -105,7 +105,8 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
                   f"{cfg['model']['name']!r} has no use for {'it' if len(unused) == 1 else 'them'}: docs/zoo.md)")
     else:
         cfg = load_experiment(path, overrides, comp)
-    own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
+    own = load_yaml(path).get("name") or Path(path).stem  # load_experiment named the variant of the overrides applied
+    cfg["name"] = name or cfg["name"]
     if announce and name:
         print(f"experiment {name} (--name)")
     elif announce and cfg["name"] != own:
@@ -252,7 +253,6 @@ def run_name(path: str, overrides: list[str]) -> str:
     ``overrides`` (no ``--name``): :func:`lib.core.config.variant_name`, without the overrides a
     scikit-learn member passes over (:func:`experiment`; the model zoo is imported only when an
     override could be one of them). Raises ``ConfigError``."""
-    from .core.config import load_yaml
     from .core.schema import NOT_FOR_CLASSICAL, under
 
     if any(under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL) for o in changing_overrides(overrides)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from .core.config import read_competition, read_experiment
+from .core.config import read_competition, read_experiment, variant_name
 from .core.errors import ConfigError
 from .core.registry import Registry, did_you_mean
 from .core.schema import NOT_FOR_CLASSICAL, dotted, param_problem, source_of
@@ -51,10 +51,14 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, comp: 
     """Load an experiment config: :func:`lib.core.config.read_experiment` (``base:`` chain,
     ``--set`` ``overrides``, every default, the schema), then :func:`check_experiment` (against
     the prepared competition ``comp`` too, when given). Returns the config dict (keys ``name,
-    features, frontend, model, optimizer, scheduler, loss, inputs, augment, tta, train``).
+    features, frontend, model, optimizer, scheduler, loss, inputs, augment, tta, train``); its
+    ``name`` is the config's, or with overrides that change what is trained a variant of it
+    (:func:`lib.core.config.variant_name`, as ``--set`` names a run), so that a notebook's
+    variant never replaces the base experiment's models.
     Raises ``ConfigError`` naming the file (or override) and the key for anything wrong."""
     cfg, sources = read_experiment(path, overrides)
     check_experiment(cfg, str(path), sources, comp)
+    cfg["name"] = variant_name(cfg["name"], overrides)
     return cfg
 
 

@@ -381,6 +381,10 @@ def test_variant_names(capsys):
         [sys.executable, "-m", "lib.cli", "name", config, *[a for s in sets for a in ("--set", s)]],
         cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert name_of("configs/cnn_small.yaml", "train.epochs=5") == cfg["name"]
+    # from a notebook, load_experiment names the same variant (it kept the base name, and the variant's training
+    # replaced the base experiment's models: probe); overrides that change nothing trained keep the name
+    assert load_experiment(ROOT / "configs/cnn_small.yaml", ["train.epochs=5"])["name"] == cfg["name"]
+    assert load_experiment(ROOT / "configs/cnn_small.yaml", ["train.folds=[0]"])["name"] == "cnn_small"
     # a run's --set that a scikit-learn member has no use for is passed over, said, and leaves its name (probes)
     capsys.readouterr()
     hgb = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "train.swa.start=0.5"], announce=True)

@@ -593,6 +593,11 @@ def test_a_bundles_test_set_says_the_files_resampled_and_mixed(tmp_path):
     notes = prepare_test(resolved, tmp_path / "work2")["notes"]
     assert notes[-1] == (f"1 recordings are shorter than a tenth of the 0.5-s window, padded to it (zero): e.g. "
                          f"{tmp_path / 'data' / 'test' / 't0.wav'} (6.25e-05 s)"), notes
+    sf.write(tmp_path / "data" / "test" / "t0.wav", np.zeros(24000, np.float32), 16000)  # 1.5 s: its start heard
+    notes = prepare_test(resolved, tmp_path / "work3")["notes"]  # (probe: said by 00, not by a bundle)
+    assert notes[-1] == ("1 test recordings are longer than the 0.5-s window: each is predicted from its start (unless "
+                         "its experiment sets tta.hop_seconds), since the bundle's competition config cuts no windows "
+                         "(audio.hop_seconds unset)"), notes
 
 
 def test_a_mask_rule_over_a_misspelt_column_is_refused_by_stage_00(tmp_path):

@@ -260,6 +260,8 @@ def test_a_study_of_a_space_with_a_key_more_is_refused(toy):
      r"bad\.yaml \[space\.model\.params\.dropout\]: .*dropout must be .*got 1\.0"),
     ({"space": {"model.params.dropout": {"low": 0.1, "high": 0.45, "step": 0.1}}},  # Optuna would cut high (probe)
      r"\[space\.model\.params\.dropout\]: step 0\.1 must be > 0 and divide high - low = 0\.35"),
+    ({"space": {"optimizer.params.lr": {"low": 1e-4, "high": 1e-2, "choices": [1e-3]}}},  # ("unknown key 'low'": probe)
+     r"\[space\.optimizer\.params\.lr\]: choices and low, high cannot be combined"),
     ({"space": {}}, r"bad\.yaml: space is empty"),
     ({"experiment": {}}, r"bad\.yaml: missing required key 'experiment'"),
     ({"space": None}, r"bad\.yaml: missing required key 'space'"),  # (a KeyError: review)
@@ -321,6 +323,8 @@ def test_values_invalid_together_fail_their_trial_and_the_sweep_goes_on(toy):
                                                   "scheduler.params.warmup_epochs": {"choices": [0, 2]}},
                        sets=["train.folds=[0]"])
     sweep = load_sweep(path)  # each value alone is valid
+    from lib.core.config import variant_name  # a sweep's sets name a variant once (twice: a review of a change)
+    assert load_sweep(_sweep_file(folder, "named", sets=["train.epochs=2"])).stem == variant_name("exp", ["train.epochs=2"])
     # the choices in the other order: epochs 1 first failed with warmup 2 at load, in any order now (probe)
     load_sweep(_sweep_file(folder, "together2", space={"train.epochs": {"choices": [1, 2]},
                                                        "scheduler.params.warmup_epochs": {"choices": [0, 2]}}))
@@ -485,3 +489,34 @@ def test_trials_csv_holds_the_values_trained(tmp_path):
     summarize(study, Outputs(tmp_path))
     table = pd.read_csv(tmp_path / "sweeps" / "r" / "trials.csv")
     assert table["params_lr"].tolist() == [0.0001235, 0.0002] and table["params_n"].tolist()[0] == 40225
+
+
+def test_a_trials_value_is_its_score_at_the_competitions_fixed_threshold(tmp_path):
+    """With ``decision.threshold: 0.9`` 04 and the leaderboard score every member at that cut; the
+    sweep ranked its trials at p > 0.5 (probe: best.txt named a trial 04 put 7th of 8)."""
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    from lib.components import load_experiment
+
+    import soundfile as sf
+
+    comp = make_toy_competition(tmp_path / "data", n=16)
+    for path in sorted((tmp_path / "data/train").glob("*.wav"))[1::2]:  # class b louder: a score the cut changes
+        y, sr = sf.read(path, dtype="float32")
+        sf.write(path, 8 * y, sr)
+    comp["decision"] = dict(comp.get("decision") or {}, threshold=0.9)
+    out = Outputs(tmp_path / "out")
+    prepare(comp, out.root)
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"base": str(ROOT / "configs/zoo/hgb.yaml"),
+                                                       "model": {"params": {"min_samples_leaf": 2}},
+                                                       "features": EXPERIMENT["features"]}))
+    build_feature_set(out, load_experiment(tmp_path / "exp.yaml")["features"], workers=1)
+    sweep = load_sweep(_sweep_file(tmp_path, "cut", space={"model.params.max_iter": {"choices": [3, 10]}}))
+    storage = f"sqlite:///{tmp_path / 'cut.db'}"
+    run_sweep(sweep, open_study(sweep, "cut", storage, out.load_competition()), out, 2, echo=lambda *a, **k: None)
+    for trial in optuna.load_study(study_name="cut", storage=storage).trials:
+        oof = pd.read_csv(out.oof(trial.user_attrs["experiment"]))
+        at_cut = accuracy_score(oof["target"] == "b", oof["p_b"] > 0.9)
+        assert trial.value == pytest.approx(at_cut) and trial.user_attrs["oof_accuracy"] == pytest.approx(at_cut)
+        assert at_cut != accuracy_score(oof["target"] == "b", oof["p_b"] > 0.5)  # the case this test is about

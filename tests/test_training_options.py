@@ -674,6 +674,10 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
     for path in table["path"].head(6):  # six new clips (training clips at 0.9 of their level), without labels
         y, sr = sf.read(path, dtype="float32")
         sf.write(unlabelled / ("u_" + os.path.basename(path)), 0.9 * y, sr)
+    (unlabelled / "sample.csv").write_text("id,label\nt1,a\nt0,a\n")  # the competition's sample: other ids
+    with pytest.raises(InputError, match=r"--test-files '\*\.wav' predicts other files than the sample submission "
+                                         r"lists: add --no-submission"):  # (probe: the ids said, not the option)
+        predict_bundle(tmp_path / "bundle", unlabelled, tmp_path / "work", test_files="*.wav", log=lambda *_: None)
     r = predict_bundle(tmp_path / "bundle", unlabelled, tmp_path / "work", test_files="*.wav", submission=False,
                        log=lambda *_: None)
     assert r["rows"] == 6 and r["submission"] is None

@@ -25,7 +25,7 @@ from ..core.progress import progress
 from ..core.artifacts import audio_fingerprint, blend_problem, folds_id
 from ..core.config import check_classes, row_id
 from ..core.errors import AudioError, ConfigError, InputError
-from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
+from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs, check_loaded
 from ..core.registry import did_you_mean
 from ..core.utils import atomic_path, fingerprint, read_text_table, row_lines, write_csv, read_artifact_csv
 from . import audio, matrix, segments, tasks
@@ -435,8 +435,20 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     record.commit([out.competition, out.test, *sorted((out.root / "silence").glob("*.wav"))],
                   fingerprint(cfg, list(test["id"])))
+    notes, clip = [] if cfg.get("matrix") else audio_notes([test], cfg["audio"]), cfg["audio"]["clip_seconds"]
+    longer = 0 if cfg["audio"]["hop_seconds"] else _longer_than_window(test, cfg["audio"])
+    if longer:  # as stage 00 says it (probe: a hidden test set of longer recordings was predicted from their start, unsaid)
+        notes.append(f"{longer} test {'segments' if cfg.get('segments') else 'recordings'} are longer than the {clip:g}-s "
+                     f"window: each is predicted from its start (unless its experiment sets tta.hop_seconds), since "
+                     f"the bundle's competition config cuts no windows (audio.hop_seconds unset)")
     return {"test_rows": len(test), "recordings": test["path"].nunique(), "sample_rate": rate,
-            "warnings": warnings + silenced, "notes": [] if cfg.get("matrix") else audio_notes([test], cfg["audio"])}
+            "warnings": warnings + silenced, "notes": notes}
+
+
+def _longer_than_window(table: pd.DataFrame, audio_cfg: dict) -> int:
+    """How many stretches (recordings or their segments) of a split table are longer than the
+    window ``audio_cfg["clip_seconds"]``: without ``audio.hop_seconds`` only their start is heard."""
+    return int((np.diff(segments.regions(table)[:, 1:]) > audio_cfg["clip_seconds"] + 1e-6).sum())
 
 
 def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> list[str]:
@@ -980,7 +992,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
         "test_duration_s": None if test is None or not len(test) else tuple(
             float(f(test["duration_s"].astype(float))) for f in (np.min, np.median, np.max)),
         "fold_table": fold_table(folds["fold"].to_numpy(), y, cfg["classes"]),
-        "trimmed": {split: int((np.diff(segments.regions(t)[:, 1:]) > cfg["audio"]["clip_seconds"] + 1e-6).sum())
+        "trimmed": {split: _longer_than_window(t, cfg["audio"])
                     for split, t in (("train", folds), ("test", test)) if t is not None and not cfg["audio"]["hop_seconds"]},
         "metadata": {c: {split: int(m[c].isna().sum() + (m[c] == "").sum()) for split, m in metas.items()}
                      for c in metas["train"]},
@@ -1016,6 +1028,7 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
     then), or ``ConfigError`` when the classes or folds do not fit the data or ``out_dir`` is not
     writable.
     """
+    check_loaded(cfg, "prepare's cfg", "lib.components.load_competition")
     out_dir = out_dir.root if isinstance(out_dir, Outputs) else Path(out_dir)
     Outputs(out_dir).check_writable()  # before the audio is read
     root = Path(cfg["data_dir"])

@@ -28,7 +28,7 @@ from ..core.artifacts import (
     trained_problem,
 )
 from ..core.errors import ConfigError, InputError, MissingArtifact
-from ..core.paths import Outputs
+from ..core.paths import Outputs, as_outputs
 from ..core.schema import SUBMISSION_FORMATS
 from ..core.utils import fingerprint, read_artifact_csv, read_text_table, write_csv, write_json
 from ..data import tasks
@@ -364,10 +364,11 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     """
     from .ensemble_report import write_ensemble_report
 
+    out, experiments = as_outputs(out), [experiments] if isinstance(experiments, str) else experiments
     comp = out.load_competition()
     ens_cfg = comp.get("ensemble") or {}
-    method = method or ens_cfg.get("method", "best")
-    temperature = temperature if temperature is not None else ens_cfg.get("temperature", 0.01)
+    method, temperature = method or ens_cfg.get("method", "best"), (
+        temperature if temperature is not None else ens_cfg.get("temperature", 0.01))
     experiments, skipped = (experiments, {}) if experiments else available_experiments(out, allow_partial)
     with_test = out.has_test()
     if not experiments:

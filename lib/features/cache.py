@@ -27,7 +27,7 @@ import numpy as np
 from ..core.artifacts import audio_fingerprint, audio_id, audio_settings
 from ..core.errors import ConfigError
 from ..core.errors import MissingArtifact
-from ..core.paths import Outputs
+from ..core.paths import Outputs, as_outputs
 from ..core.utils import atomic_path, fingerprint, open_memmap, read_json, write_json
 from ..core.device import n_cpus
 from ..data import audio, segments
@@ -198,6 +198,10 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     ``"because"`` (why it was built again, :func:`_rebuild_reason`; ``""`` for a first build).
     Raises ``MissingArtifact`` when stage 00 has not run.
     """
+    out = as_outputs(out)
+    if isinstance(section, dict) and "features" in section and "model" in section:
+        raise ConfigError(f"build_feature_set: give the experiment's features section (cfg['features'] of "
+                          f"{section.get('name')!r}), not the whole experiment config")
     comp = out.load_competition()
     extractor = FEATURES.build(section)
     if comp.get("matrix") and extractor.kind != "frames":

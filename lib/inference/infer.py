@@ -19,7 +19,7 @@ from ..core.progress import progress
 from ..core.artifacts import FOLDS, check_folds, check_trained, folds_id
 from ..core.config import setting_changes
 from ..core.errors import ConfigError, MissingArtifact, PipelineError
-from ..core.paths import Outputs
+from ..core.paths import Outputs, as_outputs
 from ..core.utils import fingerprint, load_tensors_only, read_json, write_csv, write_json
 from ..core.device import get_device
 from ..data import tasks
@@ -48,6 +48,7 @@ def load_fold_models(out: Outputs, exp: str, device, record: dict | None = None
     the fold, the metadata encoder's state fitted on its training rows and the input settings.
     Raises ``MissingArtifact`` naming ``02_train.py`` when the experiment is not (fully) trained.
     """
+    out = as_outputs(out)
     record = record or out.trained(exp).require()
     return load_checkpoints(out.model_dir(exp), record["info"]["folds"], device)
 
@@ -106,6 +107,9 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     applied) describes other models than the trained ones (:func:`lib.core.config.setting_changes`:
     ``--name`` with other ``--set`` values, or the file edited since training).
     """
+    out = as_outputs(out)
+    if not isinstance(exp, str):
+        raise ConfigError(f"infer_experiment: exp is the experiment's name (cfg['name'], e.g. 'wave_cnn'), not {exp!r}"[:300])
     if not out.has_test():
         return {"experiment": exp, "no_test": True, "skipped": True}
     comp = out.load_competition()

@@ -41,7 +41,7 @@ from sklearn.metrics import confusion_matrix
 from ..core.artifacts import AUDIO, FOLDS, MODEL_KEYS, SETTINGS, audio_id, folds_id, model_settings
 from ..core.config import ROOT, row_noun, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact, TrainingError
-from ..core.paths import Outputs, pretrained_record
+from ..core.paths import Outputs, as_outputs, check_loaded, pretrained_record
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns
@@ -493,6 +493,9 @@ def train_experiments(cfgs: list[dict], out: Outputs, force: bool = False, log=p
     stale, ``ConfigError`` for a bad option, ``TrainingError`` when a fold cannot be trained
     (finished folds are kept).
     """
+    out = as_outputs(out)
+    for c in cfgs:
+        check_loaded(c, "train_experiment's cfg", "lib.components.load_experiment")
     names = [c["name"] for c in cfgs]
     if not cfgs:
         return []

@@ -9,7 +9,9 @@ values, trains the experiment with them as ``--set`` overrides under a name made
 scores, and is stopped by Optuna's ``MedianPruner`` (Akiba et al. 2019, "Optuna: A
 Next-generation Hyperparameter Optimization Framework") when that mean is worse than the median
 of earlier trials at the same fold. Its value is the experiment's OOF score of the competition
-metric. :func:`summarize` writes ``trials.csv`` and ``best.txt`` (names for ``04_ensemble.py``).
+metric as 04 scores it (after the competition's ``decision`` post-processing and at a fixed
+``decision.threshold``: :func:`lib.evaluation.decisions.postprocessed_scores`); the folds' running
+means are the models' own scores (p > 0.5). :func:`summarize` writes ``trials.csv`` and ``best.txt`` (names for ``04_ensemble.py``).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml, variant_name
+from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml
 from ..components import load_experiment
 from ..core.errors import ConfigError, PipelineError
 from ..core.paths import Outputs
@@ -73,6 +75,10 @@ def _distribution(key: str, spec, where: str):
     if not isinstance(spec, dict) or not spec:
         raise ConfigError(f"{at}: a distribution is {{low, high[, log, step]}} or {{choices: [...]}}, got {spec!r}")
     allowed = CHOICES if "choices" in spec else RANGE
+    mixed = [k for k in spec if k in RANGE and k not in CHOICES] if "choices" in spec else []
+    if mixed:  # (was "unknown key 'low' ...; did you mean 'low'?": probe)
+        raise ConfigError(f"{at}: choices and {', '.join(mixed)} cannot be combined: give {{choices: [...]}} or "
+                          f"{{low, high[, log, step]}}")
     for k in spec:
         if k not in allowed:
             raise ConfigError(f"unknown key {k!r} in {at}"
@@ -194,7 +200,7 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
                                                  if k != key for w in ws if w != values[k]):
                 raise ConfigError(f"{where} [space.{key}]: {error(values)}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
-                 variant_name(base["name"], o["sets"]))
+                 base["name"])  # (its sets' variant name: lib.components.load_experiment)
 
 
 def _load_error(exp: Path, sets: list, values: dict) -> ConfigError | None:
@@ -355,12 +361,13 @@ def _record_trial(trial: optuna.Trial, s: dict, metric: str, twin, reported: boo
     """Put a finished trial's results in its study: each fold's running mean of ``metric`` when
     none was ``reported`` while training (an experiment kept whole: the pruner's medians count
     it), the OOF scores of ``s`` (:func:`train_experiment`'s) as user attrs, ``same_as`` for the
-    values of an earlier trial ``twin``. Returns the line's note on what was trained."""
+    values of an earlier trial ``twin`` (the OOF scores as 04 scores them, ``s["postprocessed"]``,
+    where the competition's decision section changes them). Returns the line's note on what was trained."""
     if not reported:
         scores = [f[metric] for f in s.get("folds") or [] if metric in f]
         for i in range(len(scores)):
             trial.report(sum(scores[:i + 1]) / (i + 1), step=i)
-    for m, v in s["oof"].items():
+    for m, v in (s.get("postprocessed") or s["oof"]).items():  # a fixed decision.threshold applied, masks ...
         trial.set_user_attr(f"oof_{m}", v)
     if twin is None:
         return " (trained earlier)" if s["skipped"] else ""
@@ -446,9 +453,10 @@ def run_sweep(sweep: Sweep, study: optuna.Study, out: Outputs, n_trials: int, ec
                 echo(f"  -> {what} ({format_seconds(time.time() - t0)}; log {fh.name})")
                 raise
         how = _record_trial(trial, s, metric, twin, reported=bool(done))
-        echo(f"  -> OOF {metric} {s['oof'][metric]:.4f}{' (partial)' if s['partial'] else ''}{how} "
+        value = (s.get("postprocessed") or s["oof"])[metric]  # as 04 and the leaderboard score it
+        echo(f"  -> OOF {metric} {value:.4f}{' (partial)' if s['partial'] else ''}{how} "
              f"({format_seconds(time.time() - t0)})  {name}")
-        return s["oof"][metric]
+        return value
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial; errors reach the caller
     _run_trials(study, objective, n_trials)

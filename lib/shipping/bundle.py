@@ -481,7 +481,14 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     for old in ("submission.csv", "test_blend.csv", "decision.json"):  # never left beside other predictions
         (work.root / old).unlink(missing_ok=True)
     shutil.rmtree(work.root / "preds", ignore_errors=True)
-    prep = prepare_test(comp, work.root)
+    try:
+        prep = prepare_test(comp, work.root)
+    except InputError as exc:  # (probe: the sample's ids named, not the option that makes no submission)
+        if test_files and submission and any("sample ids" in p for p in exc.problems):
+            raise InputError([*exc.problems, f"--test-files {test_files!r} predicts other files than the sample "
+                              f"submission lists: add --no-submission (in a notebook submission=False) to write "
+                              f"test_blend.csv alone"]) from None
+        raise
     rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if segment_unit(comp) == "segment"
             else f"{prep['test_rows']} recordings")
     log(f"test set: {rows} under {comp['data_dir']}")
