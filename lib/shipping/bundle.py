@@ -442,6 +442,27 @@ def _test_config(comp: dict, bundle: Path, data_dir, test_csv: str | None, test_
     return comp
 
 
+def _prepare_test_set(comp: dict, work: Outputs, test_files: str | None, submission: bool, log) -> None:
+    """Stage 00 of a bundle's test set into ``work`` (:func:`lib.data.prepare.prepare_test`), saying
+    its rows, audio notes and warnings as stage 00 would. Raises its ``InputError``, with the
+    option to add when ``test_files`` predicts other files than the sample submission lists."""
+    try:
+        prep = prepare_test(comp, work.root)
+    except InputError as exc:  # (probe: the sample's ids named, not the option that makes no submission)
+        if test_files and submission and any("sample ids" in p for p in exc.problems):
+            raise InputError([*exc.problems, f"--test-files {test_files!r} predicts other files than the sample "
+                              f"submission lists: add --no-submission (in a notebook submission=False) to write "
+                              f"test_blend.csv alone"]) from None
+        raise
+    rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if segment_unit(comp) == "segment"
+            else f"{prep['test_rows']} recordings")
+    log(f"test set: {rows} under {comp['data_dir']}")
+    for note in prep["notes"]:  # files resampled, channels mixed, longer than the window: as stage 00 says them
+        log(f"audio: {note}")
+    for warning in prep["warnings"]:
+        log(f"WARNING: {warning}")
+
+
 def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Path, test_csv: str | None = None,
                    device: str = "auto", workers: int | None = None, engine: str = "auto", log=print,
                    test_files: str | None = None, submission: bool = True, bad_test_files: str | None = None) -> dict:
@@ -481,21 +502,7 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     for old in ("submission.csv", "test_blend.csv", "decision.json"):  # never left beside other predictions
         (work.root / old).unlink(missing_ok=True)
     shutil.rmtree(work.root / "preds", ignore_errors=True)
-    try:
-        prep = prepare_test(comp, work.root)
-    except InputError as exc:  # (probe: the sample's ids named, not the option that makes no submission)
-        if test_files and submission and any("sample ids" in p for p in exc.problems):
-            raise InputError([*exc.problems, f"--test-files {test_files!r} predicts other files than the sample "
-                              f"submission lists: add --no-submission (in a notebook submission=False) to write "
-                              f"test_blend.csv alone"]) from None
-        raise
-    rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if segment_unit(comp) == "segment"
-            else f"{prep['test_rows']} recordings")
-    log(f"test set: {rows} under {comp['data_dir']}")
-    for note in prep["notes"]:  # files resampled, channels mixed: as stage 00 says them
-        log(f"audio: {note}")
-    for warning in prep["warnings"]:
-        log(f"WARNING: {warning}")
+    _prepare_test_set(comp, work, test_files, submission, log)
     table = work.load_split("test")
     _log_unknown_values(table, summary.get("slice_prior"), manifest.get("metadata_categories") or {}, log)
     device = get_device(device)
