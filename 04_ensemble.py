@@ -116,7 +116,7 @@ def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
         print(f"  test rows left unshifted (values no training row has): "
               + counts_text(sp["test_unknown"]))
     for what, c in sp["compare"].items():
-        print(f"  {what} the shift: {c['method']}, cross-fitted OOF at the default decision: "
+        print(f"  {what} the shift: {c['method']}, OOF at the default decision: "
               + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
     with_, without = (sp["compare"][k].get(metric) for k in ("with", "without"))
     if with_ is not None and without is not None and is_better(metric, without, with_, comp):

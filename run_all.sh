@@ -113,9 +113,6 @@ for e in "${experiments[@]}"; do  # before any stage runs
 done
 echo "run_all: profile $profile; experiments: ${experiments[*]}; output: $output_dir"
 
-# progress bars redraw every 30 s (not 10 times a second) when the output goes to a file
-[ -t 1 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
-
 timings=()
 stage() {  # stage NAME COMMAND...: run, time, and stop the chain on failure
   local name=$1; shift
@@ -159,6 +156,6 @@ if [ -f "$output_dir/submission.csv" ]; then
 else  # no test set or no submission section: 04 said so; the blend's scores are in ensemble.json
   echo "no submission (the competition has no test set or no 'submission' section): scores in $output_dir/ensemble.json"
 fi
-# what to look at next (every score above is out of fold; the blend's, cross-fitted)
+# what to look at next (every score above is out of fold; a blend's, cross-fitted)
 echo "next: $output_dir/ensemble/report.md (the blend, its members and the decision, OOF), each experiment's" \
      "$output_dir/models/<exp>/report/report.md, and $py $tool --output-dir $output_dir"

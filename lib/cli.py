@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, load_yaml, variant_name
+from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, config_name, variant_name
 from .core.errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
 from .core.numba_cache import claim_numba_cache
 
@@ -95,7 +95,7 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     # a run's --set train.epochs=5 (or scheduler.params.factor, checked against no schedule of its own) given to a
     # scikit-learn member too: decided without them, then not applied and not in its name
     try:
-        cfg = load_experiment(path, keep, comp) if len(keep) < len(overrides) else None
+        cfg = load_experiment(path, keep, comp, name_variant=False) if len(keep) < len(overrides) else None
     except ConfigError:  # (kept overrides valid only with the others: a network's, as below)
         cfg = None
     if cfg is not None and is_classical(cfg["model"]):
@@ -104,9 +104,8 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
             print(f"{cfg['name']}: --set {', '.join(unused)} passed over (the scikit-learn member "
                   f"{cfg['model']['name']!r} has no use for {'it' if len(unused) == 1 else 'them'}: docs/zoo.md)")
     else:
-        cfg = load_experiment(path, overrides, comp)
-    own = load_yaml(path).get("name") or Path(path).stem  # load_experiment named the variant of the overrides applied
-    cfg["name"] = name or cfg["name"]
+        cfg = load_experiment(path, overrides, comp, name_variant=False)
+    own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
     if announce and name:
         print(f"experiment {name} (--name)")
     elif announce and cfg["name"] != own:
@@ -257,7 +256,7 @@ def run_name(path: str, overrides: list[str]) -> str:
 
     if any(under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL) for o in changing_overrides(overrides)):
         return experiment(path, overrides)["name"]
-    return variant_name(load_yaml(path).get("name") or Path(path).stem, overrides)
+    return variant_name(config_name(path), overrides)
 
 
 if __name__ == "__main__":  # python -m lib.cli name CONFIG [--set KEY=VALUE ...] (for run_all.sh)

@@ -14,7 +14,7 @@ from pathlib import Path
 from .core.config import read_competition, read_experiment, variant_name
 from .core.errors import ConfigError
 from .core.registry import Registry, did_you_mean
-from .core.schema import NOT_FOR_CLASSICAL, dotted, param_problem, source_of
+from .core.schema import NOT_FOR_CLASSICAL, dotted, param_problem, source_of, under
 from .data.audio import PAD_MODES, RESAMPLERS
 from .data.folds import SCHEMES
 from .data import tasks
@@ -47,18 +47,23 @@ _PLAIN_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None, comp: dict | None = None) -> dict:
+def load_experiment(path: str | Path, overrides: list[str] | None = None, comp: dict | None = None,
+                    name_variant: bool = True) -> dict:
     """Load an experiment config: :func:`lib.core.config.read_experiment` (``base:`` chain,
     ``--set`` ``overrides``, every default, the schema), then :func:`check_experiment` (against
     the prepared competition ``comp`` too, when given). Returns the config dict (keys ``name,
     features, frontend, model, optimizer, scheduler, loss, inputs, augment, tta, train``); its
-    ``name`` is the config's, or with overrides that change what is trained a variant of it
-    (:func:`lib.core.config.variant_name`, as ``--set`` names a run), so that a notebook's
-    variant never replaces the base experiment's models.
+    ``name`` is the config's, or (``name_variant``) with overrides that change what is trained a
+    variant of it (:func:`lib.core.config.variant_name`, as ``--set`` names a run: the overrides a
+    scikit-learn member has no use for left out), so that a notebook's variant never replaces
+    the base experiment's models.
     Raises ``ConfigError`` naming the file (or override) and the key for anything wrong."""
     cfg, sources = read_experiment(path, overrides)
     check_experiment(cfg, str(path), sources, comp)
-    cfg["name"] = variant_name(cfg["name"], overrides)
+    if name_variant:
+        counted = [o for o in overrides or [] if not (is_classical(cfg["model"]) and
+                                                      under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL))]
+        cfg["name"] = variant_name(cfg["name"], counted)
     return cfg
 
 

@@ -385,6 +385,7 @@ def test_variant_names(capsys):
     # replaced the base experiment's models: probe); overrides that change nothing trained keep the name
     assert load_experiment(ROOT / "configs/cnn_small.yaml", ["train.epochs=5"])["name"] == cfg["name"]
     assert load_experiment(ROOT / "configs/cnn_small.yaml", ["train.folds=[0]"])["name"] == "cnn_small"
+    assert load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.epochs=5"])["name"] == "hgb"  # as the CLI names it
     # a run's --set that a scikit-learn member has no use for is passed over, said, and leaves its name (probes)
     capsys.readouterr()
     hgb = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "train.swa.start=0.5"], announce=True)
@@ -497,3 +498,15 @@ def test_set_naming_another_component_replaces_its_section():
     assert whole["scheduler"] == {"name": "plateau", "params": {}}  # the one_cycle section's params went with it
     same = load_experiment(ROOT / "configs/cnn_small.yaml", ["optimizer.name=adamw"])  # the same component: kept
     assert same["optimizer"] == load_experiment(ROOT / "configs/cnn_small.yaml")["optimizer"]
+
+
+def test_a_child_of_a_named_base_is_named_after_its_own_file(tmp_path):
+    """run_all.sh's ``python -m lib.cli name`` named the base (``load_yaml`` follows ``base:``) where
+    02 and 03 train the child (review)."""
+    (tmp_path / "base.yaml").write_text(f"base: {ROOT / 'configs/cnn_small.yaml'}\nname: mybase\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\n")
+    from lib.cli import run_name
+
+    assert run_name(str(tmp_path / "child.yaml"), []) == load_experiment(tmp_path / "child.yaml")["name"] == "child"
+    assert run_name(str(tmp_path / "base.yaml"), []) == "mybase"
+    assert experiment(str(tmp_path / "child.yaml"), [])["name"] == "child"

@@ -532,3 +532,21 @@ def test_single_submits_one_member_and_scores_it_by_its_own_oof(tmp_path):
     blend = pd.read_csv(out / "ensemble/test_blend.csv")
     np.testing.assert_allclose(blend["p_b"], preds["p_b"])
     assert summary["methods"]["single"]["scores"]["accuracy"] == pytest.approx(accuracy_score(y, held_out[:, 1] > 0.5))
+
+
+def test_members_are_weighed_and_picked_at_a_fixed_threshold():
+    """With decision.threshold 0.3, `single` picks the member best at 0.3, the one 04's member
+    table names best and the one submitted (it picked by p > 0.5: review)."""
+    from lib.data import tasks
+    from lib.evaluation.metrics import score_all
+
+    comp = dict(BIN, decision={"threshold": 0.3})
+    y = np.array([0, 1] * 50)
+    a = np.where(y == 1, 0.7, 0.2)  # right at 0.5 and at 0.3
+    b = np.where(y == 1, 0.4, 0.1)  # wrong on every positive at 0.5, right at 0.3
+    a[:10] = np.where(y[:10] == 1, 0.1, 0.9)  # ten mistakes for a, at either cut
+    members = [np.stack([1 - p, p], 1) for p in (a, b)]
+    at = [score_all(["accuracy"], y, m, comp, tasks.fixed_decision(comp))["accuracy"] for m in members]
+    assert at == [0.9, 1.0] and score_all(["accuracy"], y, members[1], comp)["accuracy"] == 0.5
+    assert list(Blender("single", comp).fit(members, y).weights) == [0, 1]
+    assert Blender("softmax", comp).fit(members, y).weights[1] > 0.99

@@ -178,6 +178,17 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     return [*_load_chain(path.parent / base, (*seen, path)), (path, cfg)]
 
 
+def _own_name(chain: list[tuple[Path, dict]], path: Path) -> str:
+    """An experiment file's name: its own ``name:`` or its stem; a base's name names the base alone."""
+    return chain[-1][1].get("name") or path.stem
+
+
+def config_name(path: str | Path) -> str:
+    """The experiment name of config file ``path`` without overrides: :func:`_own_name` (never
+    inherited from a ``base:``). Raises ``ConfigError`` as :func:`load_yaml` does."""
+    return _own_name(_load_chain(Path(path)), Path(path))
+
+
 def load_yaml(path: str | Path) -> dict:
     """Load a YAML mapping, following ``base:`` (a path relative to the file) recursively.
 
@@ -281,7 +292,7 @@ def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tup
     path = Path(path)
     chain = _load_chain(path)
     cfg = _merge(chain, fill_defaults(Experiment, {}))
-    cfg["name"] = chain[-1][1].get("name") or path.stem  # the file's own name: a base's names the base alone
+    cfg["name"] = _own_name(chain, path)
     _empty_params(cfg)
     cfg = _empty_params(fill_defaults(Experiment, apply_overrides(cfg, overrides)))  # (sections replaced by others)
     where = str(path)
@@ -670,3 +681,11 @@ def check_classes(cfg: dict, where: str) -> None:
         if pos not in classes:
             raise ConfigError(f"{where}: positive class {pos!r} is not in classes {classes}")
         cfg["positive"] = pos
+
+
+def check_loaded(cfg, what: str, loader: str) -> None:
+    """Raise ``ConfigError`` when ``cfg`` (an argument ``what`` of a stage function called from a
+    notebook) is not a config dict: a path given where ``loader`` (e.g.
+    ``lib.components.load_experiment``) has to read it first."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{what}: a config as {loader}(path) returns it, not {cfg!r}")

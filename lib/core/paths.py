@@ -235,10 +235,3 @@ def as_outputs(out) -> Outputs:
     notebook's call of a stage function). Raises ``ConfigError`` as :class:`Outputs` does."""
     return out if isinstance(out, Outputs) else Outputs(Path(out))
 
-
-def check_loaded(cfg, what: str, loader: str) -> None:
-    """Raise ``ConfigError`` when ``cfg`` (an argument ``what`` of a stage function called from a
-    notebook) is not a config dict: a path given where ``loader`` (e.g.
-    ``lib.components.load_experiment``) has to read it first."""
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{what}: a config as {loader}(path) returns it, not {cfg!r}")

@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import yaml
-from ..core.progress import progress
 
 from ..core.artifacts import audio_fingerprint, blend_problem, folds_id
-from ..core.config import check_classes, row_id
+from ..core.config import check_classes, check_loaded, row_id
 from ..core.errors import AudioError, ConfigError, InputError
-from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs, check_loaded
+from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.registry import did_you_mean
 from ..core.utils import atomic_path, fingerprint, read_text_table, row_lines, write_csv, read_artifact_csv
+from ..core.progress import progress
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds, small_strata
 from .slices import PREFIX as SLICE_PREFIX
@@ -435,10 +435,11 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     record.commit([out.competition, out.test, *sorted((out.root / "silence").glob("*.wav"))],
                   fingerprint(cfg, list(test["id"])))
-    notes, clip = [] if cfg.get("matrix") else audio_notes([test], cfg["audio"]), cfg["audio"]["clip_seconds"]
+    notes = [] if cfg.get("matrix") else audio_notes([test], cfg["audio"])
     longer = 0 if cfg["audio"]["hop_seconds"] else _longer_than_window(test, cfg["audio"])
     if longer:  # as stage 00 says it (probe: a hidden test set of longer recordings was predicted from their start, unsaid)
-        notes.append(f"{longer} test {'segments' if cfg.get('segments') else 'recordings'} are longer than the {clip:g}-s "
+        notes.append(f"{longer} test {'segments' if cfg.get('segments') else 'recordings'} are longer than the "
+                     f"{cfg['audio']['clip_seconds']:g}-s "
                      f"window: each is predicted from its start (unless its experiment sets tta.hop_seconds), since "
                      f"the bundle's competition config cuts no windows (audio.hop_seconds unset)")
     return {"test_rows": len(test), "recordings": test["path"].nunique(), "sample_rate": rate,

@@ -17,8 +17,9 @@ Segments with a true ``skip`` flag are left out (and counted). A segment's label
 (``labels``: 0/1 columns or keys, the class being the names of those set joined by ``+``, or
 ``none_label`` when none is; ``label_column``: a column or key holding the class) or, with
 neither, its recording's. Every problem (an unreadable file, a non-numeric cell, a segment of
-zero or negative length, shorter than ``min_seconds``, starting before 0 or ending after its
-recording, a recording left without segments) names the file and line.
+zero or negative length, shorter than ``min_seconds``, starting before 0 or after its recording, a
+training segment ending after it, a recording left without segments) names the file and line; a
+test segment may end after its recording (a last, shorter chunk), read to the recording's end.
 """
 from __future__ import annotations
 

@@ -69,9 +69,10 @@ def _mean(probs: list[np.ndarray], weights) -> np.ndarray:
 
 
 def _member_scores(probs, y, comp, metric) -> np.ndarray:
-    """Each member's ``metric`` on ``y``; an undefined score (NaN: e.g. AUROC on rows of one
+    """Each member's ``metric`` on ``y``, at a fixed ``decision.threshold`` as 04 scores members
+    (:func:`lib.data.tasks.fixed_decision`); an undefined score (NaN: e.g. AUROC on rows of one
     class) becomes the worst possible, so that it never wins a weight or a choice."""
-    s = np.array([score_all([metric], y, p, comp)[metric] for p in probs], dtype=float)
+    s = np.array([score_all([metric], y, p, comp, tasks.fixed_decision(comp))[metric] for p in probs], dtype=float)
     return np.where(np.isfinite(s), s, -np.inf if get_metric(metric, comp).higher_is_better else np.inf)
 
 
@@ -133,7 +134,8 @@ def _hill_climb(probs, y, comp, metric) -> np.ndarray:
     s = sign(metric, comp)
 
     def f(counts) -> tuple[float, float]:  # (metric in its better direction, -log loss): compared in that order
-        scores = score_all([metric, "log_loss"], y, _mean(probs, counts / counts.sum()), comp)
+        scores = score_all([metric, "log_loss"], y, _mean(probs, counts / counts.sum()), comp,
+                           tasks.fixed_decision(comp))
         return tuple(-np.inf if np.isnan(v) else v for v in (s * scores[metric], -scores["log_loss"]))
 
     one_hot = np.eye(len(probs))

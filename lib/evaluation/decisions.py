@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from ..core.progress import progress
 
 from ..core.errors import ConfigError, InputError, MissingArtifact
+from ..core.progress import progress
 from ..data import tasks
 from ..data.metadata import META_PREFIX
 from ..data.slices import PREFIX as SLICE_PREFIX

@@ -310,9 +310,9 @@ def _chosen_oof(chosen: str, results: dict, probs: list[np.ndarray], post) -> np
     the label masks, as the blends have them). Cross-fitted, ``single`` predicts each fold with
     the member best on the other folds, which can score below every member; the submission is one
     member's predictions, which its own OOF scores, as every other report of that member does."""
-    if chosen != "single" or len(probs) == 1 or results[chosen]["oof"] is None:
+    if chosen != "single" or results[chosen]["oof"] is None:
         return results[chosen]["oof"]
-    return post(probs[int(np.argmax(results[chosen]["weights"]))])
+    return post(results[chosen]["blender"].apply(probs))
 
 
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,
@@ -367,8 +367,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     out, experiments = as_outputs(out), [experiments] if isinstance(experiments, str) else experiments
     comp = out.load_competition()
     ens_cfg = comp.get("ensemble") or {}
-    method, temperature = method or ens_cfg.get("method", "best"), (
-        temperature if temperature is not None else ens_cfg.get("temperature", 0.01))
+    method = method or ens_cfg.get("method", "best")
+    temperature = ens_cfg.get("temperature", 0.01) if temperature is None else temperature
     experiments, skipped = (experiments, {}) if experiments else available_experiments(out, allow_partial)
     with_test = out.has_test()
     if not experiments:
@@ -382,7 +382,6 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     folds = oofs[0]["fold"].to_numpy()
     oof_probs, masked = postprocess(oofs, train, comp, "folds")
     priors = _slice_priors(train, comp, test)
-    metric = comp["metric"]
     each = [score_all(metrics_with_worst_slice(comp), y, p, comp, tasks.fixed_decision(comp)) for p in oof_probs]
     post = lambda p: mask_blend(p, oofs[0]["id"], train, comp, "folds")
     results = compare_methods(oof_probs, y, folds, comp, temperature, post=post)
@@ -403,7 +402,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     record = out.ensembled
     record.begin(out.root / "ensemble")  # (and a killed run's temporaries there)
     _write_submission(out, submission)
-    summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": metric,
+    summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": comp["metric"],
                "experiments": table.to_dict("records"), "blend": blend_scores,
                "methods": {m: {k: r[k] for k in ("scores", "weights", "error") if k in r} for m, r in results.items()},
                "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked,
@@ -418,6 +417,6 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp)})  # what 05_bundle.py checks
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
-            "oof_folds": len(np.unique(folds)), "metric": metric, "skipped": skipped, "decision": decision,
+            "oof_folds": len(np.unique(folds)), "metric": comp["metric"], "skipped": skipped, "decision": decision,
             "rows_masked": masked, "slice_prior": priors, "rows": 0 if submission is None else len(submission),
             "submission": submission, "path": out.submission if submission is not None else None}

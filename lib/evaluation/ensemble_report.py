@@ -74,8 +74,8 @@ def write_ensemble_report(folder: Path, comp: dict, summary: dict, oof_df: pd.Da
     ``members.csv`` (each experiment's OOF scores and weight), ``methods.csv`` (every blending
     method's cross-fitted OOF scores), ``correlation.csv``/``.png`` (:func:`prediction_correlation`),
     ``methods.png`` (members and blends on the competition metric), ``oof_blend.csv`` (id, fold,
-    target, ``p_<class>``: the chosen method's cross-fitted OOF blend, from which its scores and
-    the decision can be reproduced), ``test_blend.csv`` (``test = (ids, probs)``: the blended test
+    target, ``p_<class>``: the chosen method's cross-fitted OOF blend, or for ``single`` the
+    submitted member's OOF, from which its scores and the decision can be reproduced), ``test_blend.csv`` (``test = (ids, probs)``: the blended test
     probabilities before the decision), ``slices.csv``/``.png`` (the blend's scores per slice
     value, when ``oof_df`` has the ``slice_<column>`` columns of ``folds.csv``) and ``report.md``. Every file is written atomically."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from ..core.progress import progress
-
 from ..core.utils import end_with_parent, keep_freed_memory
 
 WORKER: dict = {}

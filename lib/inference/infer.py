@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from ..core.progress import progress
 
 from ..core.artifacts import FOLDS, check_folds, check_trained, folds_id
 from ..core.config import setting_changes
@@ -26,6 +25,7 @@ from ..data import tasks
 from ..inputs import load_inputs
 from ..models import build_model
 from ..core.device import place_model
+from ..core.progress import progress
 from .predict import predict_recordings
 from .segments import segment_file, segment_predictions
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from ..core.progress import progress
 
 from ..core.config import segment_unit
+from ..core.progress import progress
 from ..data import tasks
 from ..data.segments import regions
 from ..inputs import aggregate

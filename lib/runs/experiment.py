@@ -39,9 +39,9 @@ import yaml
 from sklearn.metrics import confusion_matrix
 
 from ..core.artifacts import AUDIO, FOLDS, MODEL_KEYS, SETTINGS, audio_id, folds_id, model_settings
-from ..core.config import ROOT, row_noun, setting_changes, training_settings
+from ..core.config import ROOT, check_loaded, row_noun, setting_changes, training_settings
 from ..core.errors import ConfigError, MissingArtifact, TrainingError
-from ..core.paths import Outputs, as_outputs, check_loaded, pretrained_record
+from ..core.paths import Outputs, as_outputs, pretrained_record
 from ..core.utils import atomic_path, fingerprint, format_seconds, read_json, write_csv, write_json
 from ..data import tasks
 from ..data.metadata import metadata_columns

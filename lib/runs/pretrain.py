@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..core.progress import progress
 
 from ..core.device import autocast, get_device, place_model
 from ..core.errors import AudioError, ConfigError, TrainingError
 from ..core.paths import Outputs
 from ..core.utils import atomic_path, fingerprint, load_tensors_only, seed_everything, write_csv
 from ..core.artifacts import file_hash
+from ..core.progress import progress
 from ..data.audio import defects as audio_defects
 from ..data.audio import header as audio_header
 from ..data.audio import load as load_audio

@@ -7,8 +7,8 @@ values, trains the experiment with them as ``--set`` overrides under a name made
 (:func:`trial_name`, e.g. ``cnn_small@lr=0.0012,mixup.p=0.4``) through
 :func:`lib.runs.experiment.train_experiment`, reports the running mean of its finished folds'
 scores, and is stopped by Optuna's ``MedianPruner`` (Akiba et al. 2019, "Optuna: A
-Next-generation Hyperparameter Optimization Framework") when that mean is worse than the median
-of earlier trials at the same fold. Its value is the experiment's OOF score of the competition
+Next-generation Hyperparameter Optimization Framework") when the best of its running means is
+worse than the median of the finished trials' means at the same fold. Its value is the experiment's OOF score of the competition
 metric as 04 scores it (after the competition's ``decision`` post-processing and at a fixed
 ``decision.threshold``: :func:`lib.evaluation.decisions.postprocessed_scores`); the folds' running
 means are the models' own scores (p > 0.5). :func:`summarize` writes ``trials.csv`` and ``best.txt`` (names for ``04_ensemble.py``).
@@ -34,7 +34,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml
+from ..core.config import ROOT, RUN_ONLY_KEYS, parse_yaml, variant_name
 from ..components import load_experiment
 from ..core.errors import ConfigError, PipelineError
 from ..core.paths import Outputs
@@ -174,7 +174,7 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
     exp = Path(o["experiment"]) if Path(o["experiment"]).is_absolute() else ROOT / o["experiment"]
     space, decode = _space(o["space"], {s.partition("=")[0].strip() for s in o["sets"]}, where)
     try:
-        base = load_experiment(exp, o["sets"], comp)
+        base = load_experiment(exp, o["sets"], comp, name_variant=False)
     except ConfigError as exc:
         raise ConfigError(f"{where} (experiment/sets): {exc}") from None
     idle = ([k for k in space if under(k, NOT_FOR_CLASSICAL)]
@@ -200,7 +200,7 @@ def load_sweep(path: str | Path, comp: dict | None = None) -> Sweep:
                                                  if k != key for w in ws if w != values[k]):
                 raise ConfigError(f"{where} [space.{key}]: {error(values)}") from None
     return Sweep(path, exp, space, decode, o["trials"], o["sets"], o["pruner"], o["startup_trials"], o["seed"],
-                 base["name"])  # (its sets' variant name: lib.components.load_experiment)
+                 variant_name(base["name"], o["sets"]))
 
 
 def _load_error(exp: Path, sets: list, values: dict) -> ConfigError | None:

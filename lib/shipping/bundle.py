@@ -449,7 +449,7 @@ def _prepare_test_set(comp: dict, work: Outputs, test_files: str | None, submiss
     try:
         prep = prepare_test(comp, work.root)
     except InputError as exc:  # (probe: the sample's ids named, not the option that makes no submission)
-        if test_files and submission and any("sample ids" in p for p in exc.problems):
+        if test_files and submission and any("sample ids" in p or "not in the sample" in p for p in exc.problems):
             raise InputError([*exc.problems, f"--test-files {test_files!r} predicts other files than the sample "
                               f"submission lists: add --no-submission (in a notebook submission=False) to write "
                               f"test_blend.csv alone"]) from None

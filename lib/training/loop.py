@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..core.progress import progress
 
 from ..core.device import autocast, inference_dtype, place_model, training_amp, training_dtype
 from ..core.errors import ConfigError, TrainingError
 from ..core.schema import SAMPLERS
 from ..core.utils import seed_everything
+from ..core.progress import progress
 from ..data import tasks
 from ..data.metadata import metadata_encoder
 from ..data.slices import slices_of
