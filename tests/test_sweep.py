@@ -520,3 +520,31 @@ def test_a_trials_value_is_its_score_at_the_competitions_fixed_threshold(tmp_pat
         at_cut = accuracy_score(oof["target"] == "b", oof["p_b"] > 0.9)
         assert trial.value == pytest.approx(at_cut) and trial.user_attrs["oof_accuracy"] == pytest.approx(at_cut)
         assert at_cut != accuracy_score(oof["target"] == "b", oof["p_b"] > 0.5)  # the case this test is about
+
+
+def test_sigterm_fails_the_running_trial_as_ctrl_c_does(toy):
+    """``timeout`` or a batch scheduler stops a worker with SIGTERM: its trial is marked failed at
+    once (it stayed running until its heartbeat ran out, and a later trial of the same values was
+    pruned as running in another worker meanwhile: probe)."""
+    import signal
+
+    folder, out = toy
+    path = _sweep_file(folder, "term", pruner="none")
+    storage = f"sqlite:///{folder / 'term.db'}"
+    worker = subprocess.Popen([sys.executable, "sweep.py", str(path), "--trials", "1", "--storage", storage,
+                               "--output-dir", str(out.root)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            states = [t.state.name for t in optuna.load_study(study_name="term", storage=storage).trials]
+        except KeyError:  # the study not made yet
+            states = []
+        if states == ["RUNNING"]:
+            break
+        assert worker.poll() is None and time.time() < deadline, worker.communicate()[0]
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    log = worker.communicate(timeout=60)[0]
+    assert worker.returncode != 0, log
+    assert [t.state.name for t in optuna.load_study(study_name="term", storage=storage).trials] == ["FAIL"], log

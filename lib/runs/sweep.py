@@ -506,7 +506,7 @@ def _run_trial(study: optuna.Study, objective) -> None:
     storage = study._storage  # (Optuna's heartbeat helpers take the study's storage; no public accessor)
     if is_heartbeat_enabled(storage):
         optuna.storages.fail_stale_trials(study)
-    held = _sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held = _sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         trial = study.ask()
     except BaseException:
