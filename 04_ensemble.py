@@ -95,7 +95,7 @@ def main() -> None:
 
 def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
     """04's lines on ``decision.slice_prior``: each value's prior, the rows it leaves unshifted,
-    and the chosen blend's cross-fitted scores with and without the shift (``metric``'s warning)."""
+    and the chosen blend's OOF scores with and without the shift (``metric``'s warning)."""
     from lib.data.slices import counts_text
     from lib.evaluation.decisions import unknown_prior_notes
     from lib.evaluation.metrics import is_better
@@ -116,7 +116,7 @@ def _print_slice_prior(sp: dict, metric: str, comp: dict) -> None:
         print(f"  test rows left unshifted (values no training row has): "
               + counts_text(sp["test_unknown"]))
     for what, c in sp["compare"].items():
-        print(f"  {what} the shift: {c['method']}, OOF at the default decision: "
+        print(f"  {what} the shift: {c['method']}, OOF: "
               + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k != "method" and not isinstance(v, str)))
     with_, without = (sp["compare"][k].get(metric) for k in ("with", "without"))
     if with_ is not None and without is not None and is_better(metric, without, with_, comp):

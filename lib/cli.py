@@ -14,7 +14,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, config_name, variant_name
+from .core.config import ROOT, RUN_ONLY_KEYS, changing_overrides, check_no_name_override, config_name, variant_name
 from .core.errors import ConfigError, PipelineError  # noqa: F401  (ConfigError: raised by stages as cli.ConfigError)
 from .core.numba_cache import claim_numba_cache
 
@@ -81,30 +81,18 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     ``lib.core.paths.Outputs``): its folder must be writable, and the config is checked against
     its prepared competition when stage 00 has run (``train.folds``). Returns the config; raises
     ``ConfigError``."""
-    from .components import load_experiment  # the registries: torch and the model zoo
-    from .core.schema import NOT_FOR_CLASSICAL, check_folder_name, under
-    from .models import is_classical
+    from .components import resolve_experiment  # the registries: torch and the model zoo
+    from .core.schema import check_folder_name
 
     if name is not None:
         check_folder_name(name, "--name")
     if out is not None:
         out.check_writable()
     comp = out.prepared_competition() if out is not None else None
-    overrides = overrides or []
-    keep = [o for o in overrides if not under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL)]
-    # a run's --set train.epochs=5 (or scheduler.params.factor, checked against no schedule of its own) given to a
-    # scikit-learn member too: decided without them, then not applied and not in its name
-    try:
-        cfg = load_experiment(path, keep, comp, name_variant=False) if len(keep) < len(overrides) else None
-    except ConfigError:  # (kept overrides valid only with the others: a network's, as below)
-        cfg = None
-    if cfg is not None and is_classical(cfg["model"]):
-        unused, overrides = [o.partition("=")[0].strip() for o in overrides if o not in keep], keep
-        if announce:
-            print(f"{cfg['name']}: --set {', '.join(unused)} passed over (the scikit-learn member "
-                  f"{cfg['model']['name']!r} has no use for {'it' if len(unused) == 1 else 'them'}: docs/zoo.md)")
-    else:
-        cfg = load_experiment(path, overrides, comp, name_variant=False)
+    cfg, overrides, unused = resolve_experiment(path, overrides, comp)
+    if unused and announce:  # a run's --set train.epochs=5 given to a scikit-learn member too
+        print(f"{cfg['name']}: --set {', '.join(unused)} passed over (the scikit-learn member "
+              f"{cfg['model']['name']!r} has no use for {'it' if len(unused) == 1 else 'them'}: docs/zoo.md)")
     own, cfg["name"] = cfg["name"], name or variant_name(cfg["name"], overrides)
     if announce and name:
         print(f"experiment {name} (--name)")
@@ -256,6 +244,7 @@ def run_name(path: str, overrides: list[str]) -> str:
 
     if any(under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL) for o in changing_overrides(overrides)):
         return experiment(path, overrides)["name"]
+    check_no_name_override(overrides)
     return variant_name(config_name(path), overrides)
 
 

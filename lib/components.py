@@ -52,19 +52,39 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, comp: 
     """Load an experiment config: :func:`lib.core.config.read_experiment` (``base:`` chain,
     ``--set`` ``overrides``, every default, the schema), then :func:`check_experiment` (against
     the prepared competition ``comp`` too, when given). Returns the config dict (keys ``name,
-    features, frontend, model, optimizer, scheduler, loss, inputs, augment, tta, train``); its
-    ``name`` is the config's, or (``name_variant``) with overrides that change what is trained a
-    variant of it (:func:`lib.core.config.variant_name`, as ``--set`` names a run: the overrides a
-    scikit-learn member has no use for left out), so that a notebook's variant never replaces
-    the base experiment's models.
+    features, frontend, model, optimizer, scheduler, loss, inputs, augment, tta, train``).
+    ``name_variant`` (as a notebook wants it): the overrides resolved as the stages resolve them
+    (:func:`resolve_experiment`: those a scikit-learn member has no use for passed over) and
+    ``name`` the variant they make (:func:`lib.core.config.variant_name`, as ``--set`` names a
+    run), so that a notebook's run is the stages' run and never replaces the base experiment's
+    models; else every override applied and ``name`` the config's own.
     Raises ``ConfigError`` naming the file (or override) and the key for anything wrong."""
-    cfg, sources = read_experiment(path, overrides)
-    check_experiment(cfg, str(path), sources, comp)
-    if name_variant:
-        counted = [o for o in overrides or [] if not (is_classical(cfg["model"]) and
-                                                      under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL))]
-        cfg["name"] = variant_name(cfg["name"], counted)
+    if not name_variant:
+        cfg, sources = read_experiment(path, overrides)
+        check_experiment(cfg, str(path), sources, comp)
+        return cfg
+    cfg, applied, _ = resolve_experiment(path, overrides, comp)
+    cfg["name"] = variant_name(cfg["name"], applied)
     return cfg
+
+
+def resolve_experiment(path: str | Path, overrides: list[str] | None = None, comp: dict | None = None
+                       ) -> tuple[dict, list[str], list[str]]:
+    """The experiment config as a run of ``--set`` ``overrides`` trains it: ``(cfg with the config's
+    own name, the overrides applied, the keys passed over)``. A run's overrides that a scikit-learn
+    member has no use for (``train.epochs``, ``scheduler.params.factor`` ...: ``NOT_FOR_CLASSICAL``,
+    given to every member of ``run_all.sh --set``) are decided without, then passed over: not
+    applied, not in the name. Raises ``ConfigError`` as :func:`load_experiment` does."""
+    overrides = overrides or []
+    keep = [o for o in overrides if not under(o.partition("=")[0].strip(), NOT_FOR_CLASSICAL)]
+    if len(keep) < len(overrides):
+        try:
+            cfg = load_experiment(path, keep, comp, name_variant=False)
+        except ConfigError:  # (kept overrides valid only with the others: a network's, as below)
+            cfg = None
+        if cfg is not None and is_classical(cfg["model"]):
+            return cfg, keep, [o.partition("=")[0].strip() for o in overrides if o not in keep]
+    return load_experiment(path, overrides, comp, name_variant=False), overrides, []
 
 
 def load_competition(path: str | Path, data_dir: str | Path | None = None) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from lib.cli import experiment
+from lib.cli import experiment, run_name
 from lib.core.config import variant_name
 from lib.components import load_competition, load_experiment
 from lib.core.errors import ConfigError
@@ -205,14 +205,16 @@ def test_key_given_twice_is_refused(tmp_path):
     assert parse_yaml(text, "t") == {"defaults": {"lr": 1}, "train": {"opt": {"lr": 2}}, "other": {"lr": 2}}
 
 
-def test_names_that_become_folders_stay_inside_the_output_folder():
+def test_names_that_become_folders_stay_inside_the_output_folder(tmp_path):
     """features.set ../../x wrote a whole feature cache outside the output folder (probe)."""
     from lib.cli import experiment
 
-    for key in ("features.set", "name"):
-        for bad in ("../../escaped", "/tmp/x", ".hidden", "a\\b"):
-            msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", [f"{key}={bad}"])
-            assert f"{key}: one folder name expected" in msg and repr(bad) in msg
+    for bad in ("../../escaped", "/tmp/x", ".hidden", "a\\b"):
+        msg = _error(load_experiment, ROOT / "configs/cnn_small.yaml", [f"features.set={bad}"])
+        assert "features.set: one folder name expected" in msg and repr(bad) in msg
+        (tmp_path / "named.yaml").write_text(yaml.safe_dump({"base": str(ROOT / "configs/cnn_small.yaml"), "name": bad}))
+        msg = _error(load_experiment, tmp_path / "named.yaml")  # (a --set name=...: refused, --name names a run)
+        assert "name: one folder name expected" in msg and repr(bad) in msg
     assert load_experiment(ROOT / "configs/cnn_small.yaml", ["features.set=my set+2"])["features"]["set"] == "my set+2"
     msg = _error(experiment, str(ROOT / "configs/cnn_small.yaml"), [], "../x")
     assert msg == "--name: one folder name expected (no '/' or '\\', not starting with '.'): it names a folder or " \
@@ -385,7 +387,12 @@ def test_variant_names(capsys):
     # replaced the base experiment's models: probe); overrides that change nothing trained keep the name
     assert load_experiment(ROOT / "configs/cnn_small.yaml", ["train.epochs=5"])["name"] == cfg["name"]
     assert load_experiment(ROOT / "configs/cnn_small.yaml", ["train.folds=[0]"])["name"] == "cnn_small"
-    assert load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.epochs=5"])["name"] == "hgb"  # as the CLI names it
+    notebook = load_experiment(ROOT / "configs/zoo/hgb.yaml", ["train.epochs=5"])  # as the CLI names and trains it
+    assert notebook == experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5"]) and notebook["name"] == "hgb"
+    with pytest.raises(ConfigError, match=r"--set name=foo: a run is named with --name"):  # lib.cli name named
+        experiment(str(ROOT / "configs/cnn_small.yaml"), ["name=foo"])  # another run than 02 trained (review)
+    with pytest.raises(ConfigError, match=r"--set name=foo: a run is named with --name"):
+        run_name(str(ROOT / "configs/cnn_small.yaml"), ["name=foo"])
     # a run's --set that a scikit-learn member has no use for is passed over, said, and leaves its name (probes)
     capsys.readouterr()
     hgb = experiment(str(ROOT / "configs/zoo/hgb.yaml"), ["train.epochs=5", "train.swa.start=0.5"], announce=True)
@@ -505,7 +512,6 @@ def test_a_child_of_a_named_base_is_named_after_its_own_file(tmp_path):
     02 and 03 train the child (review)."""
     (tmp_path / "base.yaml").write_text(f"base: {ROOT / 'configs/cnn_small.yaml'}\nname: mybase\n")
     (tmp_path / "child.yaml").write_text("base: base.yaml\n")
-    from lib.cli import run_name
 
     assert run_name(str(tmp_path / "child.yaml"), []) == load_experiment(tmp_path / "child.yaml")["name"] == "child"
     assert run_name(str(tmp_path / "base.yaml"), []) == "mybase"

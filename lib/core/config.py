@@ -183,6 +183,15 @@ def _own_name(chain: list[tuple[Path, dict]], path: Path) -> str:
     return chain[-1][1].get("name") or path.stem
 
 
+def check_no_name_override(overrides: list[str] | None) -> None:
+    """Raise ``ConfigError`` for a ``--set name=...``: a run is named by ``--name`` (or by its
+    config and overrides), and ``run_all.sh`` names its runs before training them (``python -m
+    lib.cli name``), which a ``name`` override would leave naming another experiment."""
+    named = [o for o in overrides or [] if o.partition("=")[0].strip() == "name"]
+    if named:
+        raise ConfigError(f"--set {named[0]}: a run is named with --name (02_train.py, 03_infer.py), not with --set")
+
+
 def config_name(path: str | Path) -> str:
     """The experiment name of config file ``path`` without overrides: :func:`_own_name` (never
     inherited from a ``base:``). Raises ``ConfigError`` as :func:`load_yaml` does."""
@@ -290,6 +299,7 @@ def read_experiment(path: str | Path, overrides: list[str] | None = None) -> tup
     file (or override) and the key, also for ``train.device`` ``cuda`` without a GPU.
     """
     path = Path(path)
+    check_no_name_override(overrides)
     chain = _load_chain(path)
     cfg = _merge(chain, fill_defaults(Experiment, {}))
     cfg["name"] = _own_name(chain, path)

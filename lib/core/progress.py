@@ -26,8 +26,8 @@ def watched() -> bool:
     commands (the kernel's ``JPY_PARENT_PID``, or Kaggle's ``KAGGLE_KERNEL_RUN_TYPE``, are
     inherited by the processes it starts); False for a file (in a notebook too: ``!bash
     run_all.sh > run.log 2>&1``) and for a pipe outside a notebook."""
-    try:
-        if stat.S_ISREG(os.fstat(sys.stderr.fileno()).st_mode):
+    try:  # (a kernel's own stream is no file even where the server logs to one: only a process's stderr)
+        if sys.stderr is sys.__stderr__ and stat.S_ISREG(os.fstat(sys.stderr.fileno()).st_mode):
             return False
         tty = sys.stderr.isatty()
     except (AttributeError, ValueError, OSError):  # replaced (no file number) or closed stderr

@@ -305,8 +305,8 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
 
 def _chosen_oof(chosen: str, results: dict, probs: list[np.ndarray], post) -> np.ndarray | None:
     """The OOF ``(rows, n_classes)`` that stands for the ``chosen`` method's submission: its
-    cross-fitted blend (:func:`lib.evaluation.blending.compare_methods`), but for ``single`` among
-    several members the member it submits (fitted on every row) with its own OOF rows (``post``:
+    cross-fitted blend (:func:`lib.evaluation.blending.compare_methods`), but for ``single`` the
+    member it submits (fitted on every row) with its own OOF rows (``post``:
     the label masks, as the blends have them). Cross-fitted, ``single`` predicts each fold with
     the member best on the other folds, which can score below every member; the submission is one
     member's predictions, which its own OOF scores, as every other report of that member does."""
@@ -318,8 +318,8 @@ def _chosen_oof(chosen: str, results: dict, probs: list[np.ndarray], post) -> np
 def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds, comp: dict, method: str,
                          temperature: float) -> dict:
     """The blend 04 would choose without ``decision.slice_prior`` (the same ``method``, on the
-    members' OOF ``oofs`` without the shift) and its cross-fitted OOF scores at the default
-    decision, worst slice included: ``{"method", metric: score, ...}``, the comparison the
+    members' OOF ``oofs`` without the shift) and its OOF scores (:func:`_chosen_oof`) at the
+    default decision or a fixed ``decision.threshold``, worst slice included: ``{"method", metric: score, ...}``, the comparison the
     report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
     probs = postprocess(oofs, train, plain, "folds")[0]
@@ -329,7 +329,7 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
     if results[chosen]["oof"] is None:  # a named method that cannot blend these members
         return {"method": chosen, "error": results[chosen]["error"]}
     return {"method": chosen, **score_all(metrics_with_worst_slice(plain), y, _chosen_oof(chosen, results, probs, post),
-                                          plain)}
+                                          plain, tasks.fixed_decision(plain))}
 
 
 def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
@@ -357,8 +357,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     cross-fitted OOF scores), "method", "note", "blend": {metric: score}, "oof_folds": the number of
     folds the OOF rows hold (1: nothing is cross-fitted, only blends that fit nothing), "decision": the
     :func:`lib.evaluation.decisions.choose_decision` result, "slice_prior": the training rows'
-    priors of ``decision.slice_prior`` with ``"compare"`` (the chosen blend's cross-fitted scores
-    with and without the shift, :func:`_without_slice_prior`) or None, "submission": DataFrame or None, ...}``. Raises
+    priors of ``decision.slice_prior`` with ``"compare"`` (the chosen blend's OOF scores,
+    :func:`_chosen_oof`, with and without the shift, :func:`_without_slice_prior`) or None, "submission": DataFrame or None, ...}``. Raises
     ``MissingArtifact`` naming the stage to run when predictions are missing or the experiments'
     OOF rows differ (different folds or subsets).
     """
@@ -390,7 +390,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     chosen_oof = _chosen_oof(chosen, results, oof_probs, post)
     table = _member_table(experiments, each, results[chosen]["weights"])
     if priors:  # what the shift changes: the same choice without it, both at the default decision
-        shifted = score_all(metrics_with_worst_slice(comp), y, chosen_oof, comp)
+        shifted = score_all(metrics_with_worst_slice(comp), y, chosen_oof, comp, tasks.fixed_decision(comp))
         priors["compare"] = {"with": {"method": chosen, **shifted},
                              "without": _without_slice_prior(oofs, train, y, folds, comp, method, temperature)}
     decision = choose_decision(y, chosen_oof, folds, comp)

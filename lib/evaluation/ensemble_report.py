@@ -139,7 +139,8 @@ def _slice_prior_text(priors: dict, comp: dict) -> list[str]:
             f"{priors['column']} had the pooled class ratio (OOF rows with the priors of their other folds, test "
             f"rows with these, from every training row), before blending and deciding:", "",
             markdown_table(pd.DataFrame(rows)), "",
-            "The blend 04 chooses with and without the shift (cross-fitted OOF scores at the default decision; "
+            "The blend 04 chooses with and without the shift (OOF scores, a blend's cross-fitted, at the default decision "
+            "or a fixed decision.threshold; "
             "keep the shift only where the worst slice gains):", "",
             markdown_table(pd.DataFrame([{"shift": k, **v} for k, v in priors["compare"].items()])), ""] + (
         ["Test rows left unshifted (values no training row has): "
