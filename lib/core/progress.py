@@ -3,7 +3,7 @@
 A bar redraws itself with carriage returns up to ten times a second. On a terminal or in a
 notebook (a Jupyter or Kaggle kernel, its ``!python ...`` cells included) that is one line that
 moves; in a file (``bash run_all.sh > run.log``) every redraw stays, fragments glued to the next
-message. So where stderr is a file, or a pipe outside a notebook (``| tee log`` too), a bar that
+message. So where stderr is a file, or a pipe outside a notebook (``2>&1 | tee log``), a bar that
 erases itself when done (``leave=False``: an epoch's batches, a stage's file checks) is not drawn
 at all, since the lines printed after it say what it did, and a bar that stays is redrawn at most
 once a minute.

@@ -306,8 +306,8 @@ def _slice_priors(train: pd.DataFrame, comp: dict, test: pd.DataFrame | None = N
 def _chosen_oof(chosen: str, results: dict, probs: list[np.ndarray], post) -> np.ndarray | None:
     """The OOF ``(rows, n_classes)`` that stands for the ``chosen`` method's submission: its
     cross-fitted blend (:func:`lib.evaluation.blending.compare_methods`), but for ``single`` the
-    member it submits (fitted on every row) with its own OOF rows (``post``:
-    the label masks, as the blends have them). Cross-fitted, ``single`` predicts each fold with
+    member it submits (fitted on every row) with its own OOF rows (``post``: the label masks, as
+    the blends have them). Cross-fitted, ``single`` predicts each fold with
     the member best on the other folds, which can score below every member; the submission is one
     member's predictions, which its own OOF scores, as every other report of that member does."""
     if chosen != "single" or results[chosen]["oof"] is None:
@@ -319,8 +319,8 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
                          temperature: float) -> dict:
     """The blend 04 would choose without ``decision.slice_prior`` (the same ``method``, on the
     members' OOF ``oofs`` without the shift) and its OOF scores (:func:`_chosen_oof`) at the
-    default decision or a fixed ``decision.threshold``, worst slice included: ``{"method", metric: score, ...}``, the comparison the
-    report and 04's output give beside the shifted blend's."""
+    default decision or a fixed ``decision.threshold``, worst slice included: ``{"method", metric:
+    score, ...}``, the comparison the report and 04's output give beside the shifted blend's."""
     plain = dict(comp, decision={k: v for k, v in comp["decision"].items() if k != "slice_prior"})
     probs = postprocess(oofs, train, plain, "folds")[0]
     post = lambda p: mask_blend(p, oofs[0]["id"], train, plain, "folds")
