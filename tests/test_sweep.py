@@ -529,22 +529,23 @@ def test_sigterm_fails_the_running_trial_as_ctrl_c_does(toy):
     import signal
 
     folder, out = toy
-    path = _sweep_file(folder, "term", pruner="none")
+    path = _sweep_file(folder, "term", pruner="none", sets=["train.epochs=8"])  # time to be stopped in
     storage = f"sqlite:///{folder / 'term.db'}"
     worker = subprocess.Popen([sys.executable, "sweep.py", str(path), "--trials", "1", "--storage", storage,
                                "--output-dir", str(out.root)], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
-    while True:
+    while True:  # until the trial trains (a signal amid the worker's own database writes is another matter)
         try:
-            states = [t.state.name for t in optuna.load_study(study_name="term", storage=storage).trials]
+            trials = optuna.load_study(study_name="term", storage=storage).trials
         except KeyError:  # the study not made yet
-            states = []
-        if states == ["RUNNING"]:
+            trials = []
+        name = trials[0].user_attrs.get("experiment") if trials else None
+        if name and trials[0].state.name == "RUNNING" and list(out.model_dir(name).glob("fold0*")):
             break
         assert worker.poll() is None and time.time() < deadline, worker.communicate()[0]
         time.sleep(0.05)
     worker.send_signal(signal.SIGTERM)
-    log = worker.communicate(timeout=60)[0]
+    log = worker.communicate(timeout=120)[0]
     assert worker.returncode != 0, log
     assert [t.state.name for t in optuna.load_study(study_name="term", storage=storage).trials] == ["FAIL"], log
