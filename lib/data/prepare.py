@@ -387,7 +387,7 @@ def _test_table(test: pd.DataFrame, meta: pd.DataFrame, groups: list[str] | None
     return table
 
 
-def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
+def prepare_test(cfg: dict, out_dir: str | Path, ids_hint: str | None = None) -> dict:
     """Stage 00 for a test set alone (prediction from a model bundle, :mod:`lib.shipping`):
     validate the audio of ``cfg['test']`` under ``cfg['data_dir']`` and write ``out_dir/test.csv``
     and ``competition.yaml`` under the stage-00 record (no ``folds.csv``).
@@ -397,8 +397,9 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
     (the sample submission's columns that are no class, the test files predicted from silence:
     :func:`_silence_bad_files`) and ``"notes"`` (:func:`audio_notes`). Raises ``InputError``
     listing every problem: the problems stage 00 reports (the sample submission's too, when
-    ``cfg`` has a ``submission`` section), and test audio at another native rate than the
-    training audio when the config resamples nothing (never resampled silently).
+    ``cfg`` has a ``submission`` section; ``ids_hint`` added after sample ids that differ from
+    the test set's), and test audio at another native rate than the training audio when the
+    config resamples nothing (never resampled silently).
     """
     root = Path(cfg["data_dir"])
     if not root.is_dir():
@@ -422,7 +423,7 @@ def prepare_test(cfg: dict, out_dir: str | Path) -> dict:
         meta = _metadata(test, cfg["metadata"], problems)
         groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
     warnings: list[str] = _segment_warnings(segment_counts) if test is not None else []
-    _check_sample_submission(cfg, root, test, problems, warnings)  # before any prediction, not after all of it
+    _check_sample_submission(cfg, root, test, problems, warnings, ids_hint)  # before any prediction, not after all of it
     if problems or test is None:
         raise InputError(problems)
     out = Outputs(Path(out_dir))
@@ -739,13 +740,14 @@ def _read_test(cfg: dict, root: Path, problems: list[str]) -> pd.DataFrame | Non
 
 
 def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, problems: list[str],
-                             warnings: list[str]) -> None:
+                             warnings: list[str], ids_hint: str | None = None) -> None:
     """When the config has a ``submission`` section and a test set was read, add to ``problems``
     a missing sample submission, a sample lacking the columns of the submission format, or one
     whose ids differ from the test rows' ``test['id']`` (``submission.unit: group``: their groups)
     or repeat; to ``warnings`` the columns of a class-column sample (``probabilities``,
     ``indicators``) that are no class, whose sample values the submission keeps. Nothing is checked for segment rows once ``problems`` holds any: the rows are then
-    still recordings, whose ids are not the sample's ``<recording>#<k>``."""
+    still recordings, whose ids are not the sample's ``<recording>#<k>``. ``ids_hint``: a problem
+    added after those of ids that differ (what the caller's option changes)."""
     sub = cfg.get("submission")
     if not sub or test is None or (segments.unit(cfg) == "segment" and problems):
         return  # (segment rows: after problems the rows are still recordings, not segments)
@@ -792,6 +794,8 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                            f"segments.row_id)"
                            if segments.unit(cfg) == "segment" else "")
                 problems.append(f"{sample_csv}: {len(kept - other)} {said}, e.g. {sorted(kept - other)[:5]}{segment}")
+        if ids_hint and ours != theirs:
+            problems.append(ids_hint)
 
 
 def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, problems: list[str],

@@ -131,11 +131,10 @@ def _hill_climb(probs, y, comp, metric) -> np.ndarray:
     ``metric`` (common for a thresholded metric on a few hundred rows) go to the lower log loss of
     the mean, so the weights do not depend on the order the members were named in (they did:
     heart-sound, worst-database MAcc 0.714 or 0.744 by the order of two members)."""
-    s = sign(metric, comp)
+    s, decision = sign(metric, comp), tasks.fixed_decision(comp)
 
     def f(counts) -> tuple[float, float]:  # (metric in its better direction, -log loss): compared in that order
-        scores = score_all([metric, "log_loss"], y, _mean(probs, counts / counts.sum()), comp,
-                           tasks.fixed_decision(comp))
+        scores = score_all([metric, "log_loss"], y, _mean(probs, counts / counts.sum()), comp, decision)
         return tuple(-np.inf if np.isnan(v) else v for v in (s * scores[metric], -scores["log_loss"]))
 
     one_hot = np.eye(len(probs))

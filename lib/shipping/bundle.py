@@ -446,14 +446,9 @@ def _prepare_test_set(comp: dict, work: Outputs, test_files: str | None, submiss
     """Stage 00 of a bundle's test set into ``work`` (:func:`lib.data.prepare.prepare_test`), saying
     its rows, audio notes and warnings as stage 00 would. Raises its ``InputError``, with the
     option to add when ``test_files`` predicts other files than the sample submission lists."""
-    try:
-        prep = prepare_test(comp, work.root)
-    except InputError as exc:  # (probe: the sample's ids named, not the option that makes no submission)
-        if test_files and submission and any("sample ids" in p or "not in the sample" in p for p in exc.problems):
-            raise InputError([*exc.problems, f"--test-files {test_files!r} predicts other files than the sample "
-                              f"submission lists: add --no-submission (in a notebook submission=False) to write "
-                              f"test_blend.csv alone"]) from None
-        raise
+    hint = (f"--test-files {test_files!r} predicts other files than the sample submission lists: add --no-submission "
+            f"(in a notebook submission=False) to write test_blend.csv alone") if test_files and submission else None
+    prep = prepare_test(comp, work.root, hint)  # (probe: the sample's ids were named, not the option)
     rows = (f"{prep['test_rows']} segments of {prep['recordings']} recordings" if segment_unit(comp) == "segment"
             else f"{prep['test_rows']} recordings")
     log(f"test set: {rows} under {comp['data_dir']}")
