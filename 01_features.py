@@ -33,11 +33,15 @@ def main() -> None:
                   f"file replaced since): run 00_prepare.py again; 02 and 03 refuse this feature set until then")
         state = ("up to date, skipped (use --force to rebuild)" if m["skipped"] else f"built in "
                  f"{format_seconds(m['seconds'])}" + (f" ({m['because']})" if m.get("because") else ""))
-        stale = [] if m["skipped"] else [e for e in out.trained_on(name)  # (a shared set rebuilt for one config:
-                                         if (t := out.trained(e).check(hashes=False)[0]) and features_rebuilt(out, e, t)]
+        trained = [] if m["skipped"] else [(e, t) for e in out.trained_on(name)
+                                           if (t := out.trained(e).check(hashes=False)[0])]
+        stale = [e for e, t in trained if features_rebuilt(out, e, t)]  # (a shared set rebuilt for one config:
         if stale:  # said now, not first by 04 or the leaderboard: probe)
             print(f"note: {name} was built again: {', '.join(stale)} trained on its earlier build "
                   f"{'is' if len(stale) == 1 else 'are'} stale now (02_train.py trains {'it' if len(stale) == 1 else 'them'} again)")
+        if current := [e for e, _ in trained if e not in stale and out.predicted(e).read()]:
+            print(f"note: {name}'s train features are those of its earlier build: {', '.join(current)} trained on "
+                  f"them {'stays' if len(current) == 1 else 'stay'} current; 03_infer.py predicts its test split again")
         if m.get("kind") in ("waveform", "frames"):
             rate = m["sample_rate"] or m["frames_per_second"]
             rows = ", ".join(f"{s} {v['recordings']} {unit} in {v['regions']} regions ({v['wave'][0] / rate / 60:.1f} "

@@ -563,22 +563,54 @@ def test_ensemble_arguments_are_checked_and_its_summary_counts_the_labels(tmp_pa
     assert last.startswith("wrote ") and "rows {'" in last and "t0" not in last, last
 
 
-def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
-    """A test recording replaced, 00 and 01 re-run (01 rebuilds the cache): 03 refused the stale
-    models, but 04 blended the old predictions and wrote the old label for that id (probe)."""
+def test_a_replaced_test_recording_rebuilds_the_test_split_alone_and_stales_the_predictions(toy, tmp_path):
+    """A test recording replaced, 00 and 01 re-run: 01 rebuilt the whole cache, so 02 trained every
+    model again for a change that only 03 needs (note of an earlier session); and 04 had blended
+    the old predictions and written the old label for that id (probe). Now 01 keeps the train split
+    (its files and id), 02 has nothing to do, 04 refuses the old predictions until 03 has run and
+    05 bundles the models (current); a train recording replaced still makes the models stale."""
     out, exp, o = toy
     for script in ("02_train.py", "03_infer.py"):
         stage(script, exp, "--output-dir", out)
     name = yaml.safe_load(exp.read_text()).get("name") or exp.stem
     stage("04_ensemble.py", name, "--output-dir", out)
+    folder = out / "features" / TINY["features"]["set"]
+    train_files = {p.name: p.read_bytes() for p in folder.glob("train_*.npy")}
     sf.write(tmp_path / "data/test/t0.wav", np.random.default_rng(1).standard_normal(8000).astype(np.float32), 16000)
     stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
-    assert "built in" in stage("01_features.py", exp, "--output-dir", out).stdout  # the audio changed: rebuilt
+    r = stage("04_ensemble.py", name, "--output-dir", out, check=False)  # 01 not run yet: 00 read other test audio
+    assert r.returncode == 1 and "and 00_prepare.py read other test recordings" in r.stderr and \
+        "(stale test predictions): run 03_infer.py" in r.stderr, r.stderr
+    said = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in said and "the test recordings changed since the last build; the train features are kept" \
+        in said and f"note: lm's train features are those of its earlier build: {name} trained on them stays " \
+        "current; 03_infer.py predicts its test split again" in said and "stale now" not in said, said
+    assert {p.name: p.read_bytes() for p in folder.glob("train_*.npy")} == train_files
+    trained = o.trained(name).read()
+    assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
+    assert o.trained(name).read() == trained  # not trained again
+    r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"feature set 'lm' was rebuilt after {name!r} was predicted" in r.stderr, r.stderr
+    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # models and blend: all current
+    r = stage("04_ensemble.py", "--output-dir", out, check=False)
+    assert r.returncode == 1 and f"{name}: test predictions: feature set 'lm' was rebuilt" in r.stderr, r.stderr
+    assert "stale" not in stage("leaderboard.py", "--output-dir", out).stdout
+    before = pd.read_csv(out / "preds" / f"{name}.csv").set_index("id").drop(columns="fold")
+    stage("03_infer.py", exp, "--output-dir", out)
+    after = pd.read_csv(out / "preds" / f"{name}.csv").set_index("id").drop(columns="fold")
+    assert list(after.index[(after - before).abs().max(axis=1) > 1e-6]) == ["t0"]  # t0 predicted anew, no other
+    stage("04_ensemble.py", name, "--output-dir", out)
+    # a train recording replaced: the train split is built again and the models are stale
+    sf.write(next((tmp_path / "data/train").glob("*.wav")),
+             np.random.default_rng(2).standard_normal(8000).astype(np.float32), 16000)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    said = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "kept" not in said and f"{name} trained on its earlier build is stale now" in said, said
     r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained" in r.stderr and "03_infer.py" in r.stderr
     r = stage("04_ensemble.py", "--output-dir", out, check=False)
     assert r.returncode == 1 and f"{name}: feature set 'lm' was rebuilt after {name!r} was trained" in r.stderr
-    r = stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", check=False)
+    r = stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", "--force", check=False)
     assert r.returncode == 1 and f"was rebuilt after {name!r} was trained (stale models)" in r.stderr
     for script in ("02_train.py", "03_infer.py", "04_ensemble.py"):
         stage(script, *([exp] if script != "04_ensemble.py" else [name]), "--output-dir", out)
@@ -590,13 +622,55 @@ def test_04_refuses_predictions_of_a_replaced_test_recording(toy, tmp_path):
     # the caches removed after 03 (disk space): 04 and 05 do not read them, and go on
     shutil.rmtree(out / "features")
     stage("04_ensemble.py", name, "--output-dir", out)
-    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")
+    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", "--force")
+
+
+def test_a_new_test_set_whose_features_build_is_killed_keeps_the_train_split(toy, tmp_path):
+    """A new, larger test set; 01 killed while it builds the test split (its record already
+    removed): the next 01 keeps the train split (its files, described by train_split.json, hashed
+    again) and builds the test split alone, so the models stay current and 02 trains nothing."""
+    out, exp, o = toy
+    stage("02_train.py", exp, "--output-dir", out)
+    trained = o.trained("toy_exp").read()
+    folder = out / "features" / TINY["features"]["set"]
+    train_files = {p.name: p.read_bytes() for p in folder.glob("train_*.npy")}
+    ids = [f"t{i}" for i in range(400)]
+    rng = np.random.default_rng(3)
+    for i in ids:
+        sf.write(tmp_path / "data/test" / f"{i}.wav", rng.standard_normal(8000).astype(np.float32) * 0.1, 16000)
+    pd.DataFrame({"id": ids}).to_csv(tmp_path / "data/test.csv", index=False)
+    pd.DataFrame({"id": ids, "label": "a"}).to_csv(tmp_path / "data/sample.csv", index=False)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    record = o.features_record(TINY["features"]["set"]).path
+    p = subprocess.Popen([sys.executable, "01_features.py", str(exp), "--output-dir", str(out), "--workers", "1"],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while record.exists() and p.poll() is None and time.time() < deadline:  # begin() removes it first
+        time.sleep(0.001)
+    p.kill()
+    assert p.wait() == -signal.SIGKILL and not record.exists()  # killed amid the build
+    assert {p.name: p.read_bytes() for p in folder.glob("train_*.npy")} == train_files
+    said = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "the train features are kept as they were" in said and "rows: train 12, test 400" in said, said
+    assert {p.name: p.read_bytes() for p in folder.glob("train_*.npy")} == train_files
+    assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
+    assert o.trained("toy_exp").read() == trained
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    assert len(pd.read_csv(out / "submission.csv")) == 400
+    # a train file changed by hand (train_split.json no longer describes it): every split built again; the same
+    # train files come out, so they have the same id and the models stay current
+    (folder / "train_spec.npy").write_bytes((folder / "train_spec.npy").read_bytes()[:-4] + b"abcd")
+    said = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "(features/lm/train_spec.npy has changed since it was written)" in said and "kept" not in said, said
+    assert {p.name: p.read_bytes() for p in folder.glob("train_*.npy")} == train_files
+    assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
 
 
 def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio(toy, tmp_path):
     """A test recording replaced, 00 run again, then 01-03 for one experiment only: 04 blended the
     other, whose feature set (never rebuilt) still held the old recording, and wrote its old label
-    for that id (probe)."""
+    for that id (probe). Its models stay current: 01 and 03 for it are what is missing."""
     out, exp, o = toy
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(dict(TINY, features=dict(TINY["features"], set="lm12",
@@ -613,16 +687,15 @@ def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio
     r = stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out, check=False)
     assert r.returncode == 1 and ("feature set 'lm12' and 00_prepare.py read other test recordings (replaced or "
                                   "changed since one of them ran; run 01_features.py for other first, and "
-                                  "00_prepare.py before it if the audio changed after 00 ran) (stale models): run "
-                                  "02_train.py and 03_infer.py for other") in r.stderr, r.stderr
+                                  "00_prepare.py before it if the audio changed after 00 ran) (stale test "
+                                  "predictions): run 03_infer.py for other") in r.stderr, r.stderr
     assert f"; {out / 'submission.csv'} is still the earlier blend's (made before the change" in r.stderr  # (probe)
     r = stage("03_infer.py", other, "--output-dir", out, check=False)
     assert r.returncode == 1 and "feature set 'lm12' and 00_prepare.py read other test recordings" in r.stderr, r.stderr
-    board = stage("leaderboard.py", "--output-dir", out).stdout
-    assert "built from other test recordings than 00_prepare.py read" in board, board
-    stage("01_features.py", other, "--output-dir", out)  # rebuilt from the new audio: current again
-    for script in ("02_train.py", "03_infer.py"):
-        stage(script, other, "--output-dir", out)
+    assert "stale" not in stage("leaderboard.py", "--output-dir", out).stdout  # its models and OOF: current
+    stage("01_features.py", other, "--output-dir", out)  # the test split rebuilt from the new audio
+    assert "up to date" in stage("02_train.py", other, "--output-dir", out).stdout
+    stage("03_infer.py", other, "--output-dir", out)
     stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out)
 
 

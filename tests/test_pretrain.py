@@ -117,13 +117,19 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
               "--set", "train.folds=[0]", check=False)
     assert r.returncode == 1 and "(a fold model of 02_train.py)" in r.stderr and "replaced" not in r.stdout, r.stdout
     assert (out / "models" / "ft" / "record.json").read_text() == record
-    # a test recording replaced and 01 run again: the checkpoint, pretrained on the old audio, is said to be (probe)
+    # a test recording replaced and 01 run again: the checkpoint, pretrained on the old audio, is said to be (probe);
+    # the train split is kept, so the models fine-tuned from the checkpoint stay (it is the same file)
     test_wav = sorted((out.parent / "data" / "test").glob("*.wav"))[0]
     sf.write(test_wav, np.random.default_rng(5).standard_normal(SR // 2).astype(np.float32) * 0.1, SR)
     stage("00_prepare.py", out.parent / "data" / "toy.yaml", "--output-dir", out)
     stage("01_features.py", wave, "--output-dir", out)
-    r = stage("02_train.py", wave, "--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}",
-              "--set", "model.params.freeze_blocks=1", "--set", "train.folds=[0]")
+    ft = ("--name", "ft", "--set", f"model.params.pretrained={path}", "--set", "model.params.freeze_blocks=1",
+          "--set", "train.folds=[0]")
+    r = stage("02_train.py", wave, "--output-dir", out, *ft)
+    assert "WARNING: ft: wave.pt was pretrained on other test recordings than feature set 'wave' holds now" in \
+        r.stdout and "(the models, up to date, were trained from it as it is)" in r.stdout, r.stdout
+    assert "up to date, skipped" in r.stdout
+    r = stage("02_train.py", wave, "--output-dir", out, *ft, "--force")
     assert "WARNING: wave.pt was pretrained on other test recordings than feature set 'wave' holds now" in r.stdout, \
         r.stdout
     assert "fold 0: trained" in r.stdout

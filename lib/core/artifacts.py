@@ -167,6 +167,15 @@ class Record:
         return rec
 
 
+def split_id(rec: dict, split: str) -> str:
+    """The id of one split of a feature set's cache, from the cache's record ``rec``: what a result
+    made from that split remembers. The train split's is its own (``info["train_id"]``: its
+    settings, recordings and files), kept when 01 rebuilds the test split alone, so that models
+    trained on it stay current when only the test set changed; another split's, and the train
+    split's in a record of an older version, is the record's id (any change of the cache)."""
+    return (split == "train" and (rec.get("info") or {}).get("train_id")) or rec["id"]
+
+
 def check_inputs(rec: dict, current: dict[str, str], what: str, stage: str) -> None:
     """Check that a record was made from the ``current`` upstream ids (``{name: id}``).
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .artifacts import Record
+from .artifacts import Record, split_id
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
 from .registry import did_you_mean
@@ -119,25 +119,26 @@ class Outputs:
         return Record(self.features(feature_set) / "record.json", self.root, f"feature set {feature_set!r}",
                       "01_features.py")
 
-    def features_since(self, feature_set: str, trained: dict) -> str | None:
-        """What became of ``feature_set``'s cache since the training record ``trained`` was made on
-        it: ``None`` (it is the build the models were trained on; also for records of older
-        versions, which do not name it), ``"rebuilt"`` (01 built it again, or began to: its folder
-        is there without its record, e.g. a rebuild after a test recording changed, killed or still
-        running), ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03) or
-        ``"built from other test recordings than 00_prepare.py read"`` (the splits of
-        :meth:`audio_changed`)."""
-        built = trained.get("inputs", {}).get("features")
+    def features_since(self, feature_set: str, made: dict, split: str = "train") -> str | None:
+        """What became of ``feature_set``'s ``split`` since the record ``made`` was made from it (a
+        training record from the train split, 03's predictions from the test split): ``None`` (it
+        is the build they were made from, :func:`lib.core.artifacts.split_id`: 01 rebuilding the
+        test split alone keeps the train split's; also for records of older versions, which do
+        not name it), ``"rebuilt"`` (01 built it again, or began to: its folder is there without
+        its record, e.g. a rebuild killed or still running), ``"removed"`` (its folder or files
+        are gone, e.g. to free disk space after 03) or ``"built from other <split> recordings than
+        00_prepare.py read"`` (:meth:`audio_changed`)."""
+        built = made.get("inputs", {}).get("features")
         if built is None:
             return None
         record = self.features_record(feature_set)
         rec, _ = record.check(hashes=False)
         if rec is None:  # 01 removes the record first when it rebuilds; files deleted to free disk leave it
             return "rebuilt" if self.features(feature_set).exists() and not record.path.exists() else "removed"
-        if rec["id"] != built:
+        if split_id(rec, split) != built:
             return "rebuilt"
-        changed = self.audio_changed(feature_set)
-        return f"built from other {' and '.join(changed)} recordings than 00_prepare.py read" if changed else None
+        return f"built from other {split} recordings than 00_prepare.py read" if self.audio_changed(
+            feature_set, [split]) else None
 
     def audio_changed(self, feature_set: str, splits=None) -> list[str]:
         """The splits (of ``splits``, default all) whose recordings ``feature_set``'s cache was

@@ -65,26 +65,29 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
             pred, why = out.predicted(exp).check(hashes=False)
             if pred is None or pred["inputs"].get("train") != trained["id"]:
                 skipped[exp] = f"test predictions: {why or 'made by an older training run'} (03_infer.py)"
+            elif stale := features_rebuilt(out, exp, pred, "test"):
+                skipped[exp] = f"test predictions: {stale} (03_infer.py)"
         if exp not in skipped:
             names.append(exp)
     return names, skipped
 
 
-def features_rebuilt(out: Outputs, exp: str, trained: dict) -> str | None:
-    """What makes ``exp``'s models or predictions stale through their feature set, in words, else
-    ``None``: 01 has rebuilt the cache since ``exp`` was trained (e.g. after a test recording was
-    replaced: its record is another build), or the cache and stage 00 read other audio
+def features_rebuilt(out: Outputs, exp: str, made: dict, split: str = "train") -> str | None:
+    """What makes ``exp``'s models (``made``: its training record, ``split`` ``"train"``) or test
+    predictions (03's record, ``"test"``) stale through their feature set, in words, else ``None``:
+    01 has rebuilt that split of the cache since (:meth:`lib.core.paths.Outputs.features_since`: a
+    test recording replaced rebuilds the test split alone, which leaves the models current and
+    their predictions stale), or the cache and stage 00 read other audio in it
     (:meth:`lib.core.paths.Outputs.audio_changed`: a recording replaced since one of them ran).
-    The same build, or the cache removed (04 and 05 do not read it), is ``None``. ``trained``:
-    ``exp``'s training record."""
+    The same build, or the cache removed (04 and 05 do not read it), is ``None``."""
     name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
-    since = out.features_since(name, trained)
+    since = out.features_since(name, made, split)
     if since == "rebuilt":
-        return f"feature set {name!r} was rebuilt after {exp!r} was trained"
+        return f"feature set {name!r} was rebuilt after {exp!r} was {'trained' if split == 'train' else 'predicted'}"
     if since and since != "removed":
-        return (f"feature set {name!r} and 00_prepare.py read other {' and '.join(out.audio_changed(name))} "
-                f"recordings (replaced or changed since one of them ran; run 01_features.py for {exp} first, and "
-                f"00_prepare.py before it if the audio changed after 00 ran)")
+        return (f"feature set {name!r} and 00_prepare.py read other {split} recordings (replaced or changed since "
+                f"one of them ran; run 01_features.py for {exp} first, and 00_prepare.py before it if the audio "
+                f"changed after 00 ran)")
     return None
 
 
@@ -103,7 +106,8 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
     :func:`lib.core.artifacts.model_settings` (classes, positive class, metric ...) than the current ``competition.yaml``'s
     (:func:`lib.core.artifacts.check_trained`) or on a feature cache
     that 01 has rebuilt since (:func:`features_rebuilt`), or when the test predictions are
-    missing or were made by another training run than the current one.
+    missing, were made by another training run than the current one or from another build of
+    the test split.
     """
     trained = out.trained(exp).require()
     check_folds(trained, folds_id(out.load_split("train")), f"trained experiment {exp!r}",
@@ -118,6 +122,8 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
         return trained, None
     pred = out.predicted(exp).require()
     check_inputs(pred, {"train": trained["id"]}, f"test predictions of {exp!r}", f"03_infer.py for {exp}")
+    if why := features_rebuilt(out, exp, pred, "test"):
+        raise MissingArtifact(f"{why} (stale test predictions): run 03_infer.py for {exp}")
     return trained, pred
 
 

@@ -10,8 +10,10 @@ memory-mappable), ``<split>_windows.npy`` ``(windows, 3)``: each window's record
 ``folds.csv`` / ``test.csv``, start in seconds within its region and region index,
 ``<split>_regions.npy`` ``(regions, 3)``: the stretches a row is made of (the whole recording,
 or its segments: :func:`lib.data.segments.regions`), and ``manifest.json``: channel and scalar
-names, shapes, sample rate, hop, the settings and a fingerprint of the inputs. Training reads
-input shapes from the manifest, never from constants. The ``waveform`` set caches whole
+names, shapes, sample rate, hop, the settings and a fingerprint of the inputs;
+``train_split.json`` describes the train split (its own key and file hashes, :func:`_describe_train`),
+so that a build whose train inputs are unchanged (a new test set, a build killed in the test split)
+keeps those files and their id. Training reads input shapes from the manifest, never from constants. The ``waveform`` set caches whole
 regions instead (:mod:`lib.features.waveform`), the ``precomputed`` set the competition's own
 matrices (:mod:`lib.features.precomputed`); their manifests say ``"kind": "waveform"`` or
 ``"frames"``.
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ..core.artifacts import audio_fingerprint, audio_id, audio_settings
+from ..core.artifacts import audio_fingerprint, audio_id, audio_settings, file_hash, split_id
 from ..core.errors import ConfigError
 from ..core.errors import MissingArtifact
 from ..core.paths import Outputs, as_outputs
@@ -38,6 +40,8 @@ from .precomputed import extract_frames_split
 from .waveform import extract_waveform_split, grid
 
 SPLITS = ("train", "test")
+TRAIN_SPLIT = "train_split.json"
+"""The file of a feature set's folder that describes its train split (:func:`_describe_train`)."""
 FORMAT_VERSION = 4  # 3: regions (segments) and a window's region in <split>_windows.npy; 4: audio_settings in the manifest
 
 
@@ -218,38 +222,50 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         extractor.check_window(comp["audio"]["clip_seconds"])
     hashes = {s: audio_fingerprint(t, workers) for s, t in tables.items()}
     spans = {s: spans_fingerprint(t) for s, t in tables.items()}
-    key = fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype, *audio_settings(comp), hashes,
-                      *([spans] if any(spans.values()) else []))  # (without segments: the key of before)
+    key_of = lambda h, s: fingerprint(FORMAT_VERSION, section["name"], extractor.settings, dtype,  # noqa: E731
+                                      *audio_settings(comp), h, *([s] if any(s.values()) else []))  # (without
+    key = key_of(hashes, spans)  # segments: the key of before)
     record = out.features_record(section["set"])
     rec, why = record.check(key)
     if not force and rec is not None:
         return dict(read_json(folder / "manifest.json"), skipped=True, seconds=0.0)
+    train_key = "train" in tables and key_of({"train": hashes["train"]}, {"train": spans["train"]})
+    kept = None if force else _kept_train(folder, train_key)
     because = "--force" if force else _rebuild_reason(folder, hashes, spans, why)
+    if kept:
+        because += "; the train features are kept as they were"
     for split, table in tables.items():
         check_unchanged(table, split)
     t0 = time.time()
     if hasattr(extractor, "prepare"):  # e.g. a model's weights that fail to load: refused before the old cache goes
         extractor.prepare()
     record.begin(folder)
-    for stale in folder.glob("*_*.npy"):  # a split this competition no longer has
-        stale.unlink()
+    if not kept:
+        (folder / TRAIN_SPLIT).unlink(missing_ok=True)  # (never describing files it did not see written)
+    for stale in folder.glob("*_*.npy"):  # a split this competition no longer has, or one built again
+        if not (kept and stale.name.startswith("train_")):
+            stale.unlink()
     workers = workers or n_cpus()
     workers = min(workers, getattr(extractor, "max_workers", None) or workers)  # hf_embeddings on CUDA: 1 (no fork)
     kind = extractor.kind
     extract = {"waveform": extract_waveform_split, "frames": extract_frames_split}.get(kind, extract_split)
-    shapes = {}
+    parts = ((STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")) + ("regions", "windows")
+    shapes = {"train": kept["shapes"]} if kept else {}
     for split, table in tables.items():
+        if split in shapes:  # (the kept train split)
+            continue
         shapes[split] = extract(extractor, table, folder, split, comp, workers, dtype)
         shapes[split]["ids"] = fingerprint(list(table["id"]))
         shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
         shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
+        if split == "train":  # described at once: a later split's build killed keeps it for the next run
+            kept = _describe_train(folder, train_key, shapes["train"], parts)
     manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
                     splits=shapes, dtype=dtype, fingerprint=key, audio_settings=audio_id(comp))
     write_json(folder / "manifest.json", manifest)
-    parts = (STORES[kind], "offsets") if kind in STORES else ("spec", "scalars")
-    parts += ("regions", "windows")
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
-    record.commit(members, key, info={"splits": {s: v["windows"] for s, v in shapes.items()}})
+    record.commit(members + ([folder / TRAIN_SPLIT] if kept else []), key,
+                  info={"splits": {s: v["windows"] for s, v in shapes.items()}, **({"train_id": kept["id"]} if kept else {})})
     return dict(manifest, skipped=False, seconds=time.time() - t0, because=because)
 
 
@@ -261,6 +277,37 @@ def spans_fingerprint(table) -> str | None:
     if "segments" not in table and "start_s" not in table:
         return None
     return fingerprint(segments.regions(table).round(6).tolist())
+
+
+def _describe_train(folder: Path, train_key: str, shapes: dict, parts: tuple[str, ...]) -> dict:
+    """Write :data:`TRAIN_SPLIT` for the train split just built in ``folder``: its key
+    ``train_key`` (settings, audio settings, train recordings and segments), its manifest entry
+    ``shapes``, its files' sizes and SHA-256 (``train_<part>.npy``) and its id (of key and
+    hashes: :func:`lib.core.artifacts.split_id`). Returns that description."""
+    files = {f"train_{part}.npy": {"size": (folder / f"train_{part}.npy").stat().st_size,
+                                   "sha256": file_hash(folder / f"train_{part}.npy")} for part in parts}
+    kept = {"key": train_key, "id": fingerprint(train_key, files), "shapes": shapes, "files": files}
+    write_json(folder / TRAIN_SPLIT, kept)
+    return kept
+
+
+def _kept_train(folder: Path, train_key: str | bool) -> dict | None:
+    """The description of ``folder``'s train split (:func:`_describe_train`) when a build can keep
+    it: made with ``train_key`` (the same settings, audio settings, train recordings and segments
+    as now) and its files intact (hashed). Else ``None``: every split is built again. So a new or
+    changed test set, and a build killed while it computed the test split, cost the test split's
+    features alone, and the train split keeps its id (the models trained on it stay current)."""
+    try:
+        kept = read_json(folder / TRAIN_SPLIT)
+        if not train_key or kept["key"] != train_key:
+            return None
+        for name, m in kept["files"].items():
+            p = folder / name
+            if not p.is_file() or p.stat().st_size != m["size"] or file_hash(p) != m["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # never built, or by an older version
+        return None
+    return kept
 
 
 def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str) -> str:
@@ -317,7 +364,9 @@ def load_features(out: Outputs, feature_set: str, split: str, table=None,
     that torch can wrap without copying).
 
     The set's record is checked first (every file present and intact); the manifest returned
-    carries the record's id as ``manifest["record"]``, which trained models remember.
+    carries the split's id (:func:`lib.core.artifacts.split_id`) as ``manifest["record"]``, which
+    results made from it remember (trained models the train split's, test predictions the test
+    split's), and the train split's as ``manifest["train_record"]``.
     When ``table`` (the split's rows, ``folds.csv`` or ``test.csv``) is given, checks that the cache
     was built for its ids in that order and for its segments (:func:`spans_fingerprint`).
     Raises ``MissingArtifact`` naming ``01_features.py`` when the cache is missing, incomplete or
@@ -326,7 +375,7 @@ def load_features(out: Outputs, feature_set: str, split: str, table=None,
     """
     folder = out.features(feature_set)
     rec = out.features_record(feature_set).require()
-    manifest = dict(read_json(folder / "manifest.json"), record=rec["id"])
+    manifest = dict(read_json(folder / "manifest.json"), record=split_id(rec, split), train_record=split_id(rec, "train"))
     if split not in manifest["splits"]:
         raise MissingArtifact(f"{folder}: no {split!r} features of set {feature_set!r}: run 01_features.py first")
     built = manifest["splits"][split]

@@ -124,7 +124,7 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
     test_df = out.load_split("test")
     device = get_device(device)
     data = load_inputs(out, cfg, "test", test_df, comp, device)
-    if trained["inputs"]["features"] != data.manifest["record"]:
+    if trained["inputs"]["features"] != data.manifest["train_record"]:  # (a test split rebuilt alone keeps it)
         raise MissingArtifact(f"feature set {cfg['features']['set']!r} was rebuilt after {exp!r} was trained "
                               f"(stale models): run 02_train.py for {exp}")
     check_trained(trained, comp, f"trained experiment {exp!r}", f"{{stages}} for {exp}")

@@ -219,6 +219,10 @@ class ExperimentRun:
         old, _ = out.trained(self.name).check(self.key)
         self.skipped = (old is not None and not force and set(self.wanted) <= set(old["info"]["folds"])
                         and old["inputs"].get(FOLDS) == self.folds_id)  # else merged again: older records lack it
+        weights = cfg["model"]["params"].get("pretrained")
+        if self.skipped and not ranks.rank and weights and (  # (a new test set since pretrain.py ran)
+                why := pretrained_on_old_audio(out, weights, self.data.manifest)):
+            log(f"WARNING: {self.name}: {why} (the models, up to date, were trained from it as it is)")
         if not self.skipped and set(cfg["model"]["params"]) & set(TRANSFER_PARAMS) and not is_classical(cfg["model"]):
             # a pretrained checkpoint and the transfer options checked before any record or model of this name goes
             build_model(cfg["model"], self.data.manifest, tasks.n_outputs(self.comp), 0, cfg["frontend"])
