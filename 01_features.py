@@ -39,7 +39,8 @@ def main() -> None:
         if stale:  # said now, not first by 04 or the leaderboard: probe)
             print(f"note: {name} was built again: {', '.join(stale)} trained on its earlier build "
                   f"{'is' if len(stale) == 1 else 'are'} stale now (02_train.py trains {'it' if len(stale) == 1 else 'them'} again)")
-        if current := [e for e, _ in trained if e not in stale and out.predicted(e).read()]:
+        if current := [e for e, _ in trained if e not in stale and "test" in m["splits"]
+                       and (pred := out.predicted(e).read()) and features_rebuilt(out, e, pred, "test")]:
             print(f"note: {name}'s train features are those of its earlier build: {', '.join(current)} trained on "
                   f"them {'stays' if len(current) == 1 else 'stay'} current; 03_infer.py predicts its test split again")
         if m.get("kind") in ("waveform", "frames"):

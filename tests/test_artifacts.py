@@ -164,10 +164,16 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
     stage("00_prepare.py", data / "toy.yaml", "--output-dir", out)
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other test recordings" in r.stderr, r.stderr
-    shutil.rmtree(out / "features")  # removed after 03 to free disk space: 04 does not read it, but checks the rows
+    shutil.rmtree(out / "features")  # removed after 03 to free disk space: 04 does not read it, but the predictions
+    r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)  # remember the recordings they were made of
+    assert r.returncode == 1 and "feature set 'lm' and 00_prepare.py read other test recordings" in r.stderr, r.stderr
+    pred = o.predicted("toy_exp")
+    rec = pred.read()
+    del rec["inputs"]["recordings"]  # as an earlier version wrote it: 04 checks the rows
+    pred.path.write_text(json.dumps(rec))
     r = stage("04_ensemble.py", "toy_exp", "--output-dir", out, check=False)
     assert r.returncode == 1 and ("test predictions of toy_exp are of other rows than test.csv's (2 against 3; "
-                                  "test.csv changed since 03 ran): run 01_features.py, 02_train.py and 03_infer.py for toy_exp") \
+                                  "test.csv changed since 03 ran): run 01_features.py and 03_infer.py for toy_exp") \
         in r.stderr, r.stderr
 
 
@@ -594,9 +600,15 @@ def test_a_replaced_test_recording_rebuilds_the_test_split_alone_and_stales_the_
     stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # models and blend: all current
     r = stage("04_ensemble.py", "--output-dir", out, check=False)
     assert r.returncode == 1 and f"{name}: test predictions: feature set 'lm' was rebuilt" in r.stderr, r.stderr
-    assert "stale" not in stage("leaderboard.py", "--output-dir", out).stdout
+    board = stage("leaderboard.py", "--output-dir", out).stdout  # the models current, the blend's test part not (review)
+    assert "stale" not in board and "[ensemble.json is not current: member(s) toy_exp trained or predicted" in board
+    pseudo = ("pseudo_label.py", "--output-dir", out, "--to", tmp_path / "pl", "--min-confidence", "0.51")
+    r = stage(*pseudo, check=False)  # ... nor is it a teacher for pseudo labels, before 03 nor after it
+    assert r.returncode == 1 and "used other training runs or test predictions of toy_exp" in r.stderr, r.stderr
     before = pd.read_csv(out / "preds" / f"{name}.csv").set_index("id").drop(columns="fold")
     stage("03_infer.py", exp, "--output-dir", out)
+    r = stage(*pseudo, check=False)
+    assert r.returncode == 1 and "used other training runs or test predictions of toy_exp" in r.stderr, r.stderr
     after = pd.read_csv(out / "preds" / f"{name}.csv").set_index("id").drop(columns="fold")
     assert list(after.index[(after - before).abs().max(axis=1) > 1e-6]) == ["t0"]  # t0 predicted anew, no other
     stage("04_ensemble.py", name, "--output-dir", out)
@@ -618,11 +630,23 @@ def test_a_replaced_test_recording_rebuilds_the_test_split_alone_and_stales_the_
     # the old test predictions are not blended as if the cache were merely gone
     o.features_record(TINY["features"]["set"]).path.unlink()
     r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
-    assert r.returncode == 1 and f"was rebuilt after {name!r} was trained" in r.stderr, r.stderr
+    assert r.returncode == 1 and ("feature set 'lm' has no finished build (01_features.py was interrupted, or is "
+                                  f"running) (stale models): run 01_features.py for {name} first") in r.stderr, r.stderr
+    board = stage("leaderboard.py", "--output-dir", out).stdout
+    assert "stale" in board and "has no finished build" in board, board
+    said = stage("01_features.py", exp, "--output-dir", out).stdout  # everything was current: rebuilt the same
+    assert "trained on its earlier build" not in said and "predicts its test split again" not in said, said
+    stage("04_ensemble.py", name, "--output-dir", out)
     # the caches removed after 03 (disk space): 04 and 05 do not read them, and go on
     shutil.rmtree(out / "features")
     stage("04_ensemble.py", name, "--output-dir", out)
     stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", "--force")
+    # ... but once 00 has read another test recording, the predictions remember what they were made from (review)
+    sf.write(tmp_path / "data/test/t1.wav", np.random.default_rng(4).standard_normal(8000).astype(np.float32), 16000)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
+    assert r.returncode == 1 and "and 00_prepare.py read other test recordings" in r.stderr and \
+        "(stale test predictions): run 03_infer.py" in r.stderr, r.stderr
 
 
 def test_a_new_test_set_whose_features_build_is_killed_keeps_the_train_split(toy, tmp_path):
@@ -665,6 +689,28 @@ def test_a_new_test_set_whose_features_build_is_killed_keeps_the_train_split(toy
     assert "(features/lm/train_spec.npy has changed since it was written)" in said and "kept" not in said, said
     assert {p.name: p.read_bytes() for p in folder.glob("train_*.npy")} == train_files
     assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
+
+
+def test_a_new_test_set_keeps_a_distilled_student(toy, tmp_path):
+    """A student distilled from the blend (``train.distill``) depended on the blend's whole record,
+    which a new test set changes: it was trained again once 03 and 04 had predicted the new test
+    set (review). It depends on the blend's OOF probabilities alone now."""
+    out, exp, o = toy
+    student = tmp_path / "student.yaml"
+    student.write_text(yaml.safe_dump(dict(TINY, train=dict(TINY["train"], distill={"weight": 0.5}))))
+    for script in ("02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    stage("02_train.py", student, "--output-dir", out)
+    trained = o.trained("student").read()
+    sf.write(tmp_path / "data/test/t0.wav", np.random.default_rng(1).standard_normal(8000).astype(np.float32), 16000)
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    stage("01_features.py", exp, "--output-dir", out)
+    stage("03_infer.py", exp, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "--output-dir", out)  # the same OOF blend, another test part
+    assert "up to date" in stage("02_train.py", student, "--output-dir", out).stdout
+    assert o.trained("student").read() == trained
+    assert "NOTE" not in stage("03_infer.py", student, "--output-dir", out).stdout  # not "an earlier blend's student"
 
 
 def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio(toy, tmp_path):

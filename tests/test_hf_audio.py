@@ -84,6 +84,12 @@ def test_cached_embeddings_equal_transformers_forward(folders, tmp_path):
         np.testing.assert_allclose(spec[:, 0].transpose(0, 2, 1), ref, atol=2e-5)
         assert man["sample_rate"] == 8000 and man["settings"]["model_sample_rate"] == 16000
         assert m["hop_length"] == 80 * 8000 / 16000  # 80 samples at 16 kHz between frames
+    # the test set dropped: the train split is kept and nothing computed, and the manifest keeps the hop the
+    # extractor learnt from it (it said null: review)
+    prepare(dict(comp, test=None, submission=None), out.root)
+    kept = build_feature_set(out, section)
+    assert "the train features are kept" in kept["because"] and list(kept["splits"]) == ["train"], kept
+    assert kept["hop_length"] == 40 and load_features(out, section["set"], "train")[3]["hop_length"] == 40
     pooled = build_feature_set(out, {"name": "hf_embeddings", "set": "p", "params": {
         "model_dir": str(folders["hubert"]), "layer": -1, "pooling": "mean_std"}})
     _, scalars, _, _ = load_features(out, "p", "train")

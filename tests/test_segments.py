@@ -546,6 +546,12 @@ def test_a_killed_matrix_cache_build_is_never_taken_for_finished(maic, tmp_path)
     log = stage("01_features.py", exp, "--output-dir", out).stdout
     assert "built in" in log and "128 bins at 62.5 frames/s" in log
     assert not [p for p in (out / "features/precomputed").iterdir() if p.name.startswith(".")]
+    # another matrix section (the files' frame rate): the cache is built again, the train split too (it said
+    # "up to date" before, and a new test set would have kept train frames cut at the old rate: review)
+    _, cfg_path = _config(tmp_path, dict(MAIC, matrix=dict(MAIC["matrix"], frames_per_second=50.0)), maic, "maic50")
+    stage("00_prepare.py", cfg_path, "--data-dir", maic, "--output-dir", out)
+    log = stage("01_features.py", exp, "--output-dir", out).stdout
+    assert "built in" in log and "kept" not in log and "128 bins at 50 frames/s" in log, log
 
 
 def test_cycles_of_a_recording_never_split_by_a_row_scheme(icbhi, tmp_path):

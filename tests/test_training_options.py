@@ -636,9 +636,9 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     shutil.rmtree(stale.root)
     shutil.copytree(out.root, stale.root)
     train_experiment(dict(cfg, name="teacher", train={**cfg["train"], "seed": 7}), stale, log=lambda *_: None)
-    with pytest.raises(MissingArtifact, match="used other training runs of teacher than the current ones"):
+    with pytest.raises(MissingArtifact, match="used other training runs or test predictions of teacher than the current ones"):
         pseudo_labelled_folder(stale, tmp_path / "pl_stale", min_confidence=0.9)
-    with pytest.raises(MissingArtifact, match=r"the teacher of train.distill\) used other training runs of teacher"):
+    with pytest.raises(MissingArtifact, match=r"the teacher of train.distill\) used other training runs or test predictions of teacher"):
         soft_targets(stale, comp, stale.load_split("train"))
     # a row the submission's decision (a fixed or fitted threshold) gives another class is not sure (probe)
     from lib.runs.self_training import _sure_labels

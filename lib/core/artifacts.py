@@ -244,9 +244,11 @@ leaderboard compare with the current ``competition.yaml`` (stage 00 run again wi
 def audio_settings(comp: dict) -> list:
     """What of competition ``comp`` a feature cache, and a model trained on it, depends on besides
     its recordings: the ``audio`` section (all but ``aggregate``, which acts on predictions, and
-    ``bad_test_files``, which acts on which test files stage 00 lists) and the native rate."""
+    ``bad_test_files``, which acts on which test files stage 00 lists), the native rate and, for
+    a competition of precomputed matrices, its ``matrix`` section (bins, axes, frame rate, format:
+    how its files are read)."""
     return [{k: v for k, v in (comp.get("audio") or {}).items() if k not in ("aggregate", "bad_test_files")},
-            comp.get("native_sample_rate")]
+            comp.get("native_sample_rate"), *([comp["matrix"]] if comp.get("matrix") else [])]
 
 
 def audio_id(comp: dict) -> str:

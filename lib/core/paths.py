@@ -124,21 +124,31 @@ class Outputs:
         training record from the train split, 03's predictions from the test split): ``None`` (it
         is the build they were made from, :func:`lib.core.artifacts.split_id`: 01 rebuilding the
         test split alone keeps the train split's; also for records of older versions, which do
-        not name it), ``"rebuilt"`` (01 built it again, or began to: its folder is there without
-        its record, e.g. a rebuild killed or still running), ``"removed"`` (its folder or files
-        are gone, e.g. to free disk space after 03) or ``"built from other <split> recordings than
-        00_prepare.py read"`` (:meth:`audio_changed`)."""
+        not name it), ``"rebuilt"`` (01 built that split again), ``"unfinished"`` (its folder is
+        there without its record: a build killed or still running; what it will keep is not
+        known yet), ``"removed"`` (its folder or files are gone, e.g. to free disk space after 03)
+        or ``"built from other <split> recordings than 00_prepare.py read"`` (:meth:`audio_changed`;
+        with the cache removed, the recordings ``made`` remembers, ``inputs["recordings"]``)."""
         built = made.get("inputs", {}).get("features")
         if built is None:
             return None
         record = self.features_record(feature_set)
         rec, _ = record.check(hashes=False)
         if rec is None:  # 01 removes the record first when it rebuilds; files deleted to free disk leave it
-            return "rebuilt" if self.features(feature_set).exists() and not record.path.exists() else "removed"
+            if self.features(feature_set).exists() and not record.path.exists():
+                return "unfinished"
+            read = (((self.prepared().read() or {}).get("info") or {}).get("audio") or {}).get(split)
+            then = made.get("inputs", {}).get("recordings")
+            return (f"built from other {split} recordings than 00_prepare.py read" if read and then and read != then
+                    else "removed")
         if split_id(rec, split) != built:
             return "rebuilt"
         return f"built from other {split} recordings than 00_prepare.py read" if self.audio_changed(
             feature_set, [split]) else None
+
+    def feature_set_of(self, exp: str) -> str:
+        """The feature set a trained experiment reads (its ``models/<exp>/config.yaml``)."""
+        return yaml.safe_load((self.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
 
     def audio_changed(self, feature_set: str, splits=None) -> list[str]:
         """The splits (of ``splits``, default all) whose recordings ``feature_set``'s cache was
@@ -203,9 +213,19 @@ class Outputs:
 
     def changed_members(self, blend: dict) -> list[str]:
         """The members of ``ensemble.json`` whose current complete training record is not the one
-        the blend's record ``blend`` used (trained again, changed or removed since 04 ran)."""
+        the blend's record ``blend`` used (trained again, changed or removed since 04 ran), or whose
+        test predictions are not (03 run again since, or its test split rebuilt or built from
+        other recordings than 00 read: a new test set; blends of older versions do not name them)."""
         members = [e["experiment"] for e in (read_json(self.root / "ensemble.json") or {}).get("experiments") or []]
-        return [m for m in members if (self.trained(m).check(hashes=False)[0] or {}).get("id") != blend["inputs"].get(m)]
+        return [m for m in members if (self.trained(m).check(hashes=False)[0] or {}).get("id") != blend["inputs"].get(m)
+                or f"preds/{m}" in blend["inputs"] and self._predictions_changed(m, blend["inputs"][f"preds/{m}"])]
+
+    def _predictions_changed(self, exp: str, used: str) -> bool:
+        """Whether ``exp``'s test predictions are not the record ``used`` any more, or are stale
+        through their feature set's test split (:meth:`features_since`)."""
+        pred = self.predicted(exp).check(hashes=False)[0]
+        return pred is None or pred["id"] != used or self.features_since(
+            self.feature_set_of(exp), pred, "test") not in (None, "removed")
 
     def require(self, path: Path, stage: str) -> Path:
         """Return ``path`` if it exists, else raise ``MissingArtifact`` saying to run ``stage``."""

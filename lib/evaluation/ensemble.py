@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..core.artifacts import (
     COMPETITION,
@@ -60,13 +59,13 @@ def available_experiments(out: Outputs, allow_partial: bool = False) -> tuple[li
         elif trained["info"]["partial"] and not allow_partial:
             skipped[exp] = f"partial, folds {trained['info']['missing_folds']} missing (02_train.py, or --allow-partial)"
         elif stale := features_rebuilt(out, exp, trained):
-            skipped[exp] = f"{stale} (02_train.py, 03_infer.py)"
+            skipped[exp] = f"{stale} ({_rerun(out, exp, trained, 'train', '02_train.py, 03_infer.py')})"
         elif out.has_test():
             pred, why = out.predicted(exp).check(hashes=False)
             if pred is None or pred["inputs"].get("train") != trained["id"]:
                 skipped[exp] = f"test predictions: {why or 'made by an older training run'} (03_infer.py)"
             elif stale := features_rebuilt(out, exp, pred, "test"):
-                skipped[exp] = f"test predictions: {stale} (03_infer.py)"
+                skipped[exp] = f"test predictions: {stale} ({_rerun(out, exp, pred, 'test', '03_infer.py')})"
         if exp not in skipped:
             names.append(exp)
     return names, skipped
@@ -80,10 +79,12 @@ def features_rebuilt(out: Outputs, exp: str, made: dict, split: str = "train") -
     their predictions stale), or the cache and stage 00 read other audio in it
     (:meth:`lib.core.paths.Outputs.audio_changed`: a recording replaced since one of them ran).
     The same build, or the cache removed (04 and 05 do not read it), is ``None``."""
-    name = yaml.safe_load((out.model_dir(exp) / "config.yaml").read_text())["features"]["set"]
+    name = out.feature_set_of(exp)
     since = out.features_since(name, made, split)
     if since == "rebuilt":
         return f"feature set {name!r} was rebuilt after {exp!r} was {'trained' if split == 'train' else 'predicted'}"
+    if since == "unfinished":
+        return f"feature set {name!r} has no finished build (01_features.py was interrupted, or is running)"
     if since and since != "removed":
         return (f"feature set {name!r} and 00_prepare.py read other {split} recordings (replaced or changed since "
                 f"one of them ran; run 01_features.py for {exp} first, and 00_prepare.py before it if the audio "
@@ -91,10 +92,19 @@ def features_rebuilt(out: Outputs, exp: str, made: dict, split: str = "train") -
     return None
 
 
-def check_features(out: Outputs, exp: str, trained: dict, rerun: str) -> None:
-    """Raise ``MissingArtifact`` saying to run ``rerun`` when :func:`features_rebuilt`."""
-    if why := features_rebuilt(out, exp, trained):
-        raise MissingArtifact(f"{why} (stale models): run {rerun}")
+def _rerun(out: Outputs, exp: str, made: dict, split: str, stages: str) -> str:
+    """The stages to run when :func:`features_rebuilt` finds ``made`` stale: ``stages``, or 01
+    first when the feature set has no finished build (what it keeps is not known until then)."""
+    unfinished = out.features_since(out.feature_set_of(exp), made, split) == "unfinished"
+    return f"01_features.py for {exp} first" if unfinished else stages
+
+
+def check_features(out: Outputs, exp: str, made: dict, rerun: str, split: str = "train") -> None:
+    """Raise ``MissingArtifact`` saying to run ``rerun`` (:func:`_rerun`) when :func:`features_rebuilt`
+    finds ``made`` (a training record; with ``split`` ``"test"``, 03's record) stale."""
+    if why := features_rebuilt(out, exp, made, split):
+        what = "stale models" if split == "train" else "stale test predictions"
+        raise MissingArtifact(f"{why} ({what}): run {_rerun(out, exp, made, split, rerun)}")
 
 
 def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial: bool = False) -> tuple[dict, dict | None]:
@@ -122,8 +132,7 @@ def verified_predictions(out: Outputs, exp: str, with_test: bool, allow_partial:
         return trained, None
     pred = out.predicted(exp).require()
     check_inputs(pred, {"train": trained["id"]}, f"test predictions of {exp!r}", f"03_infer.py for {exp}")
-    if why := features_rebuilt(out, exp, pred, "test"):
-        raise MissingArtifact(f"{why} (stale test predictions): run 03_infer.py for {exp}")
+    check_features(out, exp, pred, f"03_infer.py for {exp}", "test")
     return trained, pred
 
 
@@ -202,14 +211,16 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
 
     Returns ``(oofs, preds, inputs)``: the OOF tables (id, fold, target, ``p_<class>`` ...), the
     test tables (id, ``p_<class>`` ...; empty without a test set), both in ``experiments``' order,
-    and ``{experiment: training record id}``. Raises ``MissingArtifact`` as
+    and ``{experiment: training record id, "preds/<experiment>": its test predictions' record id}``. Raises ``MissingArtifact`` as
     :func:`verified_predictions` does, when an experiment's OOF rows (ids, folds) or test rows
     differ from the first one's, and when test rows are not ``test.csv``'s.
     """
     oofs, preds, inputs = [], [], {}
     for exp in experiments:
-        trained, _ = verified_predictions(out, exp, with_test, allow_partial)
+        trained, pred = verified_predictions(out, exp, with_test, allow_partial)
         inputs[exp] = trained["id"]
+        if pred:  # (a new test set predicted by 03 leaves the training as it was)
+            inputs[f"preds/{exp}"] = pred["id"]
         oofs.append(read_artifact_csv(out.oof(exp)))
         if with_test:
             preds.append(read_artifact_csv(out.preds(exp)))
@@ -225,8 +236,8 @@ def _load_members(out: Outputs, experiments: list[str], with_test: bool, allow_p
     for exp, p in zip(experiments, preds):
         if set(p["id"].astype(str)) != test_ids:  # 00 read another test set since 03 ran
             raise MissingArtifact(f"test predictions of {exp} are of other rows than test.csv's ({len(p)} against "
-                                  f"{len(test_ids)}; test.csv changed since 03 ran): run 01_features.py, "
-                                  f"02_train.py and 03_infer.py for {exp}")
+                                  f"{len(test_ids)}; test.csv changed since 03 ran): run 01_features.py and "
+                                  f"03_infer.py for {exp}")
         if not p["id"].equals(preds[0]["id"]):
             raise MissingArtifact(f"test rows of {exp} differ from those of {experiments[0]}: run 03_infer.py again")
     return oofs, preds, inputs

@@ -40,7 +40,8 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
         return "partial", f"folds {rec['info'].get('missing_folds')} missing"
     fset = ((config or {}).get("features") or {}).get("set")
     if fset and (since := out.features_since(fset, rec)):
-        return "stale", f"feature set {fset!r} {since} since training"
+        return "stale", (f"feature set {fset!r} has no finished build: run 01_features.py" if since == "unfinished"
+                         else f"feature set {fset!r} {since} since training")
     return "complete", ""
 
 
@@ -265,7 +266,8 @@ def blend_summary(out: Outputs) -> str | None:
         rec, why = None, f"{problem}: run 04_ensemble.py"
     stale = out.changed_members(rec) if rec else []
     if stale:
-        rec, why = None, f"member(s) {', '.join(stale)} trained again, changed or removed since: run 04_ensemble.py"
+        rec, why = None, (f"member(s) {', '.join(stale)} trained or predicted again, changed or removed since, or "
+                          f"a new test set: run 03_infer.py and 04_ensemble.py")
     status = {e["experiment"]: training_status(out, e["experiment"], (read_json(out.model_dir(e["experiment"]) /
                                                                         "scores.json") or {}).get("config"))
               for e in members} if rec else {}

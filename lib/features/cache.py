@@ -259,9 +259,10 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
         shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
-            kept = _describe_train(folder, train_key, shapes["train"], parts)
-    manifest = dict(_manifest(extractor, comp, shapes[next(iter(tables))]), set=section["set"], name=section["name"],
-                    splits=shapes, dtype=dtype, fingerprint=key, audio_settings=audio_id(comp))
+            kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
+    manifest = dict(kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))]),  # (an
+                    set=section["set"], name=section["name"], splits=shapes, dtype=dtype, fingerprint=key,  # extractor
+                    audio_settings=audio_id(comp))  # may learn its hop from a split it computes: hf_embeddings)
     write_json(folder / "manifest.json", manifest)
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members + ([folder / TRAIN_SPLIT] if kept else []), key,
@@ -279,14 +280,16 @@ def spans_fingerprint(table) -> str | None:
     return fingerprint(segments.regions(table).round(6).tolist())
 
 
-def _describe_train(folder: Path, train_key: str, shapes: dict, parts: tuple[str, ...]) -> dict:
+def _describe_train(folder: Path, train_key: str, shapes: dict, parts: tuple[str, ...], manifest: dict) -> dict:
     """Write :data:`TRAIN_SPLIT` for the train split just built in ``folder``: its key
     ``train_key`` (settings, audio settings, train recordings and segments), its manifest entry
-    ``shapes``, its files' sizes and SHA-256 (``train_<part>.npy``) and its id (of key and
-    hashes: :func:`lib.core.artifacts.split_id`). Returns that description."""
+    ``shapes``, the manifest's description of the inputs it was built with (:func:`_manifest`),
+    its files' sizes and SHA-256 (``train_<part>.npy``) and its id (of key and hashes:
+    :func:`lib.core.artifacts.split_id`). Returns that description."""
     files = {f"train_{part}.npy": {"size": (folder / f"train_{part}.npy").stat().st_size,
                                    "sha256": file_hash(folder / f"train_{part}.npy")} for part in parts}
-    kept = {"key": train_key, "id": fingerprint(train_key, files), "shapes": shapes, "files": files}
+    kept = {"key": train_key, "id": fingerprint(train_key, files), "shapes": shapes, "manifest": manifest,
+            "files": files}
     write_json(folder / TRAIN_SPLIT, kept)
     return kept
 
@@ -299,7 +302,7 @@ def _kept_train(folder: Path, train_key: str | bool) -> dict | None:
     features alone, and the train split keeps its id (the models trained on it stay current)."""
     try:
         kept = read_json(folder / TRAIN_SPLIT)
-        if not train_key or kept["key"] != train_key:
+        if not train_key or kept["key"] != train_key or not all(kept.get(k) for k in ("id", "shapes", "manifest")):
             return None
         for name, m in kept["files"].items():
             p = folder / name

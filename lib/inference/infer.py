@@ -153,5 +153,6 @@ def infer_experiment(exp: str, out: Outputs, force: bool = False, device: str = 
         files.append(seg_path)
         write_csv(seg_path, segments)
     record.commit(files, key,
-                  inputs={"train": trained["id"], "features": data.manifest["record"], FOLDS: fid}, info=summary)
+                  inputs={"train": trained["id"], "features": data.manifest["record"], FOLDS: fid,
+                          "recordings": data.manifest["splits"]["test"].get("audio")}, info=summary)
     return dict(summary, skipped=False)

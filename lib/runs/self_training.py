@@ -48,12 +48,20 @@ from ..data import tasks
 from ..data.prepare import drop_stale_blend, fine_targets
 
 
+def teacher_id(record: dict) -> str:
+    """What a student distilled from the blend of 04's ``record`` depends on: a fingerprint of its
+    ``ensemble/oof_blend.csv`` (the OOF probabilities it learns from; the blend's test part, which
+    a new test set changes, is not its concern); the record's id for a blend without that file."""
+    oof = record["members"].get("ensemble/oof_blend.csv")
+    return fingerprint("oof_blend", oof["sha256"]) if oof else record["id"]
+
+
 def teacher_note(out: Outputs, exp: str) -> str | None:
     """A line for 03 when experiment ``exp`` was distilled (``train.distill``) from a blend that is
     no longer 04's current one: its models are that earlier blend's student, and 02 would train it
     again on the current one. ``None`` otherwise (no distillation, or the same blend)."""
     teacher = ((out.trained(exp).read() or {}).get("inputs") or {}).get("teacher")
-    now = (out.ensembled.read() or {}).get("id")
+    now = teacher_id(rec) if (rec := out.ensembled.read()) else None
     if not teacher or teacher == now:
         return None
     return (f"NOTE: {exp} was distilled from an earlier blend ({'04_ensemble.py ran since' if now else 'no blend now'}): "
@@ -65,16 +73,18 @@ def check_members(out: Outputs, record: dict, what: str) -> None:
     member than its current one (:meth:`Outputs.changed_members`), as 05 and the leaderboard do:
     its probabilities are no longer those of the models there (probe)."""
     if changed := out.changed_members(record):
-        raise MissingArtifact(f"{what} used other training runs of {', '.join(changed)} than the current ones (trained "
-                              f"again, changed or removed since 04 ran): run 04_ensemble.py again")
+        raise MissingArtifact(f"{what} used other training runs or test predictions of {', '.join(changed)} than the "
+                              f"current ones (trained or predicted again, changed or removed since 04 ran, or a new "
+                              f"test set): run 03_infer.py and 04_ensemble.py again")
 
 
 def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | None = None) -> tuple[np.ndarray, str]:
     """The current blend's OOF probabilities as training targets ``(rows, n_outputs)`` (binary:
     p(positive)) for the rows of ``table`` (``folds.csv``'s: ``id``, ``fold``), in its order; a
     pseudo-labelled row (fold -1, :func:`pseudo_labelled_folder`), which no OOF blend holds, gets
-    NaN: it keeps its (pseudo) label (:func:`mixed_targets`). Also the blend's record id (what the
-    student's models depend on). Raises ``MissingArtifact`` naming ``04_ensemble.py`` when there
+    NaN: it keeps its (pseudo) label (:func:`mixed_targets`). Also the teacher's id, what the
+    student's models depend on: a fingerprint of ``oof_blend.csv``'s bytes (the blend's test part,
+    which a new test set changes, is not the student's concern). Raises ``MissingArtifact`` naming ``04_ensemble.py`` when there
     is no blend, an older one without ``ensemble/oof_blend.csv``, one made on other folds than the
     current ``folds.csv`` or for other classes, or one that lacks some of the labelled rows;
     ``ConfigError`` for a subdivided competition (``subdivide``: the blend's probabilities are in
@@ -115,7 +125,7 @@ def soft_targets(out: Outputs, comp: dict, table: pd.DataFrame, student: str | N
     probs[labelled] = blend.loc[list(table["id"][labelled]), cols].to_numpy(dtype=np.float32)
     if comp["task"] == "binary":
         probs = probs[:, [comp["classes"].index(comp["positive"])]]
-    return probs, record["id"]
+    return probs, teacher_id(record)
 
 
 def mixed_targets(target: torch.Tensor, soft: np.ndarray, weight: float) -> torch.Tensor:
