@@ -24,6 +24,7 @@ def main() -> None:
     from lib.evaluation.decisions import decision_words, in_sample_note, mask_matches
     from lib.evaluation.metrics import undefined_in_slices
     from lib.core.errors import MissingArtifact
+    from lib.core.utils import read_json
 
     if args.method is not None and args.method not in METHODS:
         p.error(f"--method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -37,8 +38,11 @@ def main() -> None:
         r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
     except (MissingArtifact, cli.ConfigError) as exc:  # refused: a submission.csv there is the earlier blend's
         if out.submission.is_file():
-            raise type(exc)(f"{exc}; {out.submission} is still the earlier blend's (made before the change that "
-                            f"this refusal is about)") from None
+            last = read_json(out.root / "ensemble.json") or {}
+            members = ", ".join(str(e.get("experiment")) for e in last.get("experiments") or []) or "unknown members"
+            written = (out.ensembled.read() or {}).get("written", "at an unknown time")
+            raise type(exc)(f"{exc}; {out.submission} is still the last blend's that finished ({members}; "
+                            f"written {written}), not this one's") from None
         raise
     comp, train = out.load_competition(), out.load_split("train")
     fmt = lambda v: f"{v:.4f}"

@@ -573,8 +573,9 @@ def test_a_replaced_test_recording_rebuilds_the_test_split_alone_and_stales_the_
     """A test recording replaced, 00 and 01 re-run: 01 rebuilt the whole cache, so 02 trained every
     model again for a change that only 03 needs (note of an earlier session); and 04 had blended
     the old predictions and written the old label for that id (probe). Now 01 keeps the train split
-    (its files and id), 02 has nothing to do, 04 refuses the old predictions until 03 has run and
-    05 bundles the models (current); a train recording replaced still makes the models stale."""
+    (its files and id), 02 has nothing to do, 00 removes the blend of the old test set, 04 refuses
+    the old predictions until 03 has run and 05 bundles the models (current); a train recording
+    replaced still makes the models stale."""
     out, exp, o = toy
     for script in ("02_train.py", "03_infer.py"):
         stage(script, exp, "--output-dir", out)
@@ -583,7 +584,8 @@ def test_a_replaced_test_recording_rebuilds_the_test_split_alone_and_stales_the_
     folder = out / "features" / TINY["features"]["set"]
     train_files = {p.name: p.read_bytes() for p in folder.glob("train_*.npy")}
     sf.write(tmp_path / "data/test/t0.wav", np.random.default_rng(1).standard_normal(8000).astype(np.float32), 16000)
-    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out)
+    said = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out).stdout  # the same test.csv:
+    assert "removed the earlier blend" in said and not (out / "submission.csv").exists(), said  # it stayed (probe)
     r = stage("04_ensemble.py", name, "--output-dir", out, check=False)  # 01 not run yet: 00 read other test audio
     assert r.returncode == 1 and "and 00_prepare.py read other test recordings" in r.stderr and \
         "(stale test predictions): run 03_infer.py" in r.stderr, r.stderr
@@ -597,21 +599,25 @@ def test_a_replaced_test_recording_rebuilds_the_test_split_alone_and_stales_the_
     assert o.trained(name).read() == trained  # not trained again
     r = stage("04_ensemble.py", name, "--output-dir", out, check=False)
     assert r.returncode == 1 and f"feature set 'lm' was rebuilt after {name!r} was predicted" in r.stderr, r.stderr
-    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # models and blend: all current
     r = stage("04_ensemble.py", "--output-dir", out, check=False)
     assert r.returncode == 1 and f"{name}: test predictions: feature set 'lm' was rebuilt" in r.stderr, r.stderr
-    board = stage("leaderboard.py", "--output-dir", out).stdout  # the models current, the blend's test part not (review)
-    assert "stale" not in board and "[ensemble.json is not current: member(s) toy_exp trained or predicted" in board
-    pseudo = ("pseudo_label.py", "--output-dir", out, "--to", tmp_path / "pl", "--min-confidence", "0.51")
-    r = stage(*pseudo, check=False)  # ... nor is it a teacher for pseudo labels, before 03 nor after it
-    assert r.returncode == 1 and "used other training runs or test predictions of toy_exp" in r.stderr, r.stderr
+    assert "stale" not in stage("leaderboard.py", "--output-dir", out).stdout  # the models are current
     before = pd.read_csv(out / "preds" / f"{name}.csv").set_index("id").drop(columns="fold")
     stage("03_infer.py", exp, "--output-dir", out)
-    r = stage(*pseudo, check=False)
-    assert r.returncode == 1 and "used other training runs or test predictions of toy_exp" in r.stderr, r.stderr
     after = pd.read_csv(out / "preds" / f"{name}.csv").set_index("id").drop(columns="fold")
     assert list(after.index[(after - before).abs().max(axis=1) > 1e-6]) == ["t0"]  # t0 predicted anew, no other
     stage("04_ensemble.py", name, "--output-dir", out)
+    stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle")  # the models: current
+    # a test recording replaced after 00 ran, then 01 alone: the blend's test part is not current (review)
+    sf.write(tmp_path / "data/test/t1.wav", np.random.default_rng(6).standard_normal(8000).astype(np.float32), 16000)
+    stage("01_features.py", exp, "--output-dir", out)
+    board = stage("leaderboard.py", "--output-dir", out).stdout
+    assert "stale" not in board and "[ensemble.json is not current: member(s) toy_exp trained or predicted" in board
+    r = stage("pseudo_label.py", "--output-dir", out, "--to", tmp_path / "pl", "--min-confidence", "0.51", check=False)
+    assert r.returncode == 1 and "used other training runs or test predictions of toy_exp" in r.stderr, r.stderr
+    for script in ("00_prepare.py", "01_features.py", "03_infer.py", "04_ensemble.py"):
+        stage(script, *([tmp_path / "data/toy.yaml"] if script == "00_prepare.py" else [name] if script ==
+                        "04_ensemble.py" else [exp]), "--output-dir", out)
     # a train recording replaced: the train split is built again and the models are stale
     sf.write(next((tmp_path / "data/train").glob("*.wav")),
              np.random.default_rng(2).standard_normal(8000).astype(np.float32), 16000)
@@ -691,6 +697,36 @@ def test_a_new_test_set_whose_features_build_is_killed_keeps_the_train_split(toy
     assert "up to date" in stage("02_train.py", exp, "--output-dir", out).stdout
 
 
+KILLED_BEFORE_THE_BLEND_CHECK = """
+import os, runpy, signal, sys
+sys.path.insert(0, sys.argv[1])
+from lib.data import prepare
+prepare.drop_stale_blend = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # killed once its tables are written
+sys.argv = sys.argv[2:]
+runpy.run_path("00_prepare.py", run_name="__main__")
+"""
+
+
+def test_00_killed_after_writing_a_new_test_set_still_removes_the_old_blend(toy, tmp_path):
+    """00 killed after it wrote a new test.csv and before it removed the blend of the old one: the
+    next 00 compared test.csv with what the killed run had already written, found no change and
+    left the old submission.csv, with a row the new test set no longer has (probe)."""
+    out, exp, o = toy
+    for script in ("02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    stage("04_ensemble.py", "toy_exp", "--output-dir", out)
+    pd.DataFrame({"id": ["t0"]}).to_csv(tmp_path / "data/test.csv", index=False)
+    pd.DataFrame({"id": ["t0"], "label": "a"}).to_csv(tmp_path / "data/sample.csv", index=False)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_BEFORE_THE_BLEND_CHECK)
+    r = subprocess.run([sys.executable, script, ROOT, "00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL and len(pd.read_csv(out / "test.csv")) == 1, r.stderr
+    assert len(pd.read_csv(out / "submission.csv")) == 2  # the old blend's, still there
+    said = stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", out).stdout
+    assert "removed the earlier blend" in said and not (out / "submission.csv").exists(), said
+
+
 def test_a_new_test_set_keeps_a_distilled_student(toy, tmp_path):
     """A student distilled from the blend (``train.distill``) depended on the blend's whole record,
     which a new test set changes: it was trained again once 03 and 04 had predicted the new test
@@ -735,7 +771,7 @@ def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio
                                   "changed since one of them ran; run 01_features.py for other first, and "
                                   "00_prepare.py before it if the audio changed after 00 ran) (stale test "
                                   "predictions): run 03_infer.py for other") in r.stderr, r.stderr
-    assert f"; {out / 'submission.csv'} is still the earlier blend's (made before the change" in r.stderr  # (probe)
+    assert not (out / "submission.csv").exists()  # 00 removed the blend of the old test audio (probe)
     r = stage("03_infer.py", other, "--output-dir", out, check=False)
     assert r.returncode == 1 and "feature set 'lm12' and 00_prepare.py read other test recordings" in r.stderr, r.stderr
     assert "stale" not in stage("leaderboard.py", "--output-dir", out).stdout  # its models and OOF: current
@@ -743,6 +779,9 @@ def test_a_member_on_a_cache_of_the_old_audio_is_refused_after_00_read_new_audio
     assert "up to date" in stage("02_train.py", other, "--output-dir", out).stdout
     stage("03_infer.py", other, "--output-dir", out)
     stage("04_ensemble.py", "toy_exp", "other", "--output-dir", out)
+    r = stage("04_ensemble.py", "toy_exp", "nosuch", "--output-dir", out, check=False)  # a refusal names what the
+    assert r.returncode == 1 and (f"; {out / 'submission.csv'} is still the last blend's that finished (toy_exp, "  # file
+                                  "other; written ") in r.stderr, r.stderr  # there is (it said "made before the change")
 
 
 def test_a_binary_max_model_of_before_its_meaning_changed_is_stale():

@@ -186,8 +186,9 @@ def test_blend_line(board):
     trained = out.trained("mid")  # a member trained again after the blend: its record has another id
     rec = trained.read()
     trained.commit([out.root / m for m in rec["members"]], "other key", inputs=rec.get("inputs"), info=rec.get("info"))
-    assert blend_summary(out).endswith("[ensemble.json is not current: member(s) mid trained again, changed or "
-                                       "removed since: run 04_ensemble.py]")
+    assert blend_summary(out).endswith("[ensemble.json is not current: member(s) mid trained or predicted again, "
+                                       "changed or removed since, or a new test set: run 03_infer.py and "
+                                       "04_ensemble.py]")
     trained.commit([out.root / m for m in rec["members"]], rec["key"], inputs=rec.get("inputs"), info=rec.get("info"))
     out.ensembled.commit([out.root / "ensemble.json"], "k", inputs={FOLDS: folds_id(out.load_split("train")),
                                                                      **members, "mid": trained.read()["id"]})

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .artifacts import Record, split_id
+from .artifacts import Record, folds_id, split_id
 from .config import ROOT
 from .errors import ConfigError, MissingArtifact
 from .registry import did_you_mean
-from .utils import read_artifact_csv, read_json
+from .utils import fingerprint, read_artifact_csv, read_json
 
 PSEUDO_LABEL_COMMAND = "pseudo_label.txt"
 """The file in a pseudo-labelled output folder holding the ``pseudo_label.py`` command that
@@ -237,6 +237,16 @@ class Outputs:
         """The resolved competition config written by stage 00 (its record checked first)."""
         self.prepared().require()
         return yaml.safe_load(self.competition.read_text())
+
+    def test_id(self) -> str | None:
+        """The fingerprint of the test set stage 00 wrote last: ``test.csv`` without its ``path``
+        column (:func:`lib.core.artifacts.folds_id`: a moved data folder is no change) and the
+        audio of its recordings as 00 read it (its record), so that a file replaced under the same
+        name is another test set; ``None`` without one."""
+        if not self.test.is_file():
+            return None
+        audio = (((self.prepared().read() or {}).get("info") or {}).get("audio") or {}).get("test")
+        return fingerprint(folds_id(pd.read_csv(self.test, dtype=str, keep_default_na=False)), audio)
 
     def has_test(self) -> bool:
         """Whether stage 00 found a test set (its record lists ``test.csv``)."""

@@ -490,13 +490,16 @@ def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     """Remove stage 04's results (its record first, then ``submission.csv``, ``ensemble.json`` and
     the ``ensemble/`` report) when they were not made from the ``folds.csv``, ``competition.yaml``
     and test table just written (other folds or classes, another decision or submission section,
-    another test set: ``test_changed``), or when their record is not complete. Left in place, a
+    another test set: the one its record names, :meth:`lib.core.paths.Outputs.test_id`, else
+    ``test_changed`` for blends of earlier versions), or when their record is not complete. Left in place, a
     ``submission.csv`` of the earlier folds looked like this run's. Without 04's record or
     ``ensemble.json`` nothing is removed. Returns the names removed."""
     files = [out.root / "ensemble.record.json", out.submission, out.root / "ensemble.json", out.root / "ensemble"]
     if not (files[0].exists() or files[2].exists()):  # no blend of 04's: a submission.csv beside is not its
         return []
     rec, _ = out.ensembled.check(hashes=False)
+    if rec is not None and "test" in rec["inputs"]:  # the test set it was made from (since this version): also a
+        test_changed = rec["inputs"]["test"] != out.test_id()  # file replaced under its name, or a 00 interrupted
     if rec is not None and not test_changed and not blend_problem(rec, out.load_split("train"), out.load_competition()):
         return []
     removed = [f.name for f in files if f.exists()]

@@ -431,7 +431,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         None if test_blend is None else (preds[0]["id"], test_blend))]
     if submission is not None:
         members.append(out.submission)
-    inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp)})  # what 05_bundle.py checks
+    inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp),  # what 05_bundle.py checks,
+                   **({"test": out.test_id()} if with_test else {})})  # and 00 (another test set: the blend goes)
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "oof_folds": len(np.unique(folds)), "metric": comp["metric"], "skipped": skipped, "decision": decision,

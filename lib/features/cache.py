@@ -240,11 +240,9 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
     if hasattr(extractor, "prepare"):  # e.g. a model's weights that fail to load: refused before the old cache goes
         extractor.prepare()
     record.begin(folder)
-    if not kept:
-        (folder / TRAIN_SPLIT).unlink(missing_ok=True)  # (never describing files it did not see written)
-    for stale in folder.glob("*_*.npy"):  # a split this competition no longer has, or one built again
-        if not (kept and stale.name.startswith("train_")):
-            stale.unlink()
+    for stale in [*folder.glob("*_*.npy"), folder / TRAIN_SPLIT]:  # a split this competition no longer has, or one
+        if not (kept and stale.name.startswith("train_")):  # built again (train_split.json: never describing files
+            stale.unlink(missing_ok=True)  # it did not see written)
     workers = workers or n_cpus()
     workers = min(workers, getattr(extractor, "max_workers", None) or workers)  # hf_embeddings on CUDA: 1 (no fork)
     kind = extractor.kind
@@ -260,9 +258,9 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
             kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
-    manifest = dict(kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))]),  # (an
-                    set=section["set"], name=section["name"], splits=shapes, dtype=dtype, fingerprint=key,  # extractor
-                    audio_settings=audio_id(comp))  # may learn its hop from a split it computes: hf_embeddings)
+    base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])  # (hf_embeddings
+    manifest = dict(base, set=section["set"], name=section["name"], splits=shapes, dtype=dtype, fingerprint=key,
+                    audio_settings=audio_id(comp))  # learns its hop from a split it computes: kept with the train split)
     write_json(folder / "manifest.json", manifest)
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members + ([folder / TRAIN_SPLIT] if kept else []), key,
@@ -316,7 +314,8 @@ def _kept_train(folder: Path, train_key: str | bool) -> dict | None:
 def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str) -> str:
     """Why a cache in ``folder`` is built again (``""``: never built): the splits whose recordings
     (``hashes``, :func:`lib.core.artifacts.audio_fingerprint`) or segments (``spans``,
-    :func:`spans_fingerprint`) differ from the last build's, else the record's own reason ``why``
+    :func:`spans_fingerprint`) differ from the last build's, a split added or removed, else the
+    record's own reason ``why``
     (other settings, a file of it changed or missing)."""
     try:
         old = read_json(folder / "manifest.json")["splits"]
@@ -326,6 +325,8 @@ def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str],
                                 if h is not None and isinstance(old.get(s), dict) and old[s].get(key) not in (None, h)]
     reasons = [f"the {' and '.join(c)} {what} changed since the last build"
                for c, what in ((changed("audio", hashes), "recordings"), (changed("spans", spans), "segments")) if c]
+    reasons += [f"a {s} split {how} since the last build" for s, how in [
+        *((s, "added") for s in hashes if s not in old), *((s, "removed") for s in old if s not in hashes)]]
     return "; ".join(reasons) or why
 
 

@@ -663,9 +663,8 @@ def merge_folds(cfg: dict, out: Outputs, comp: dict, folds_df: pd.DataFrame, key
         fold_files = _fold_files(out, name, f)
         members += [fold_files["model"], fold_files["oof"], fold_files["log"], out.fold_record(name, f).path]
     out.trained(name).commit(members, key, inputs={"features": data.manifest["record"], FOLDS: folds_id(folds_df),
-                                                   "recordings": data.manifest["splits"]["train"].get("audio"),
-                                                   AUDIO: audio_id(comp), SETTINGS: model_settings(comp),  # what 03-05
-                                                   # and leaderboard.py check (lib.core.artifacts.trained_problem)
-                                                   **(inputs or {})},
+                                                   "recordings": data.manifest["splits"]["train"].get("audio"), AUDIO:
+                                                   audio_id(comp), SETTINGS: model_settings(comp),  # what 03-05 and
+                                                   **(inputs or {})},  # the leaderboard check (trained_problem)
                              info={"folds": sorted(done), "partial": bool(missing), "missing_folds": missing})
     return scores
