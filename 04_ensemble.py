@@ -38,11 +38,11 @@ def main() -> None:
         r = run_ensemble(out, args.experiments or None, args.method, args.temperature, args.allow_partial)
     except (MissingArtifact, cli.ConfigError) as exc:  # refused: a submission.csv there is the earlier blend's
         if out.submission.is_file():
-            last = read_json(out.root / "ensemble.json") or {}
-            members = ", ".join(str(e.get("experiment")) for e in last.get("experiments") or []) or "unknown members"
-            written = (out.ensembled.read() or {}).get("written", "at an unknown time")
+            last, rec = read_json(out.root / "ensemble.json") or {}, out.ensembled.read()
+            members = ", ".join(str(e.get("experiment")) for e in last.get("experiments") or [])
             raise type(exc)(f"{exc}; {out.submission} is still the last blend's that finished ({members}; "
-                            f"written {written}), not this one's") from None
+                            f"written {rec['written']}), not this one's" if rec else f"{exc}; {out.submission} is "
+                            f"from a 04_ensemble.py run that did not finish, not this one's") from None
         raise
     comp, train = out.load_competition(), out.load_split("train")
     fmt = lambda v: f"{v:.4f}"

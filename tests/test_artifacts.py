@@ -727,6 +727,34 @@ def test_00_killed_after_writing_a_new_test_set_still_removes_the_old_blend(toy,
     assert "removed the earlier blend" in said and not (out / "submission.csv").exists(), said
 
 
+def test_a_pseudo_labelled_folder_drops_the_blend_of_a_replaced_test_recording(toy, tmp_path):
+    """A pseudo-labelled folder's stage-00 record held no audio fingerprints: a test recording
+    replaced under its name and the folder made again kept its submission.csv of the old audio,
+    and 05 bundled it (review). An experiment named "test" is a member like any other (the blend's
+    record named the test set under that key, and the blend was never current: review)."""
+    out, _, o = toy
+    exp = tmp_path / "test.yaml"
+    exp.write_text(yaml.safe_dump(TINY))
+    for script in ("02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", out)
+    stage("04_ensemble.py", "test", "--output-dir", out)
+    assert "not current" not in stage("leaderboard.py", "--output-dir", out).stdout
+    pl = tmp_path / "pl"
+    stage("pseudo_label.py", "--output-dir", out, "--to", pl, "--min-confidence", "0.5001")
+    for script in ("01_features.py", "02_train.py", "03_infer.py"):
+        stage(script, exp, "--output-dir", pl)
+    stage("04_ensemble.py", "test", "--output-dir", pl)
+    made_for = Outputs(pl).ensembled.read()["inputs"]["test.csv"]  # the test set the blend was made for
+    sf.write(tmp_path / "data/test/t0.wav", np.random.default_rng(1).standard_normal(8000).astype(np.float32), 16000)
+    for script in ("00_prepare.py", "01_features.py", "03_infer.py", "04_ensemble.py"):
+        stage(script, tmp_path / "data/toy.yaml" if script == "00_prepare.py" else "test" if script ==
+              "04_ensemble.py" else exp, "--output-dir", out)
+    said = stage("pseudo_label.py", "--output-dir", out, "--to", pl, "--min-confidence", "0.5001", "--force").stdout
+    assert Outputs(pl).test_id() != made_for and not (pl / "submission.csv").exists(), said  # another test set
+    r = stage("05_bundle.py", "--output-dir", pl, "--to", tmp_path / "bundle", check=False)
+    assert r.returncode == 1, r.stdout
+
+
 def test_a_new_test_set_keeps_a_distilled_student(toy, tmp_path):
     """A student distilled from the blend (``train.distill``) depended on the blend's whole record,
     which a new test set changes: it was trained again once 03 and 04 had predicted the new test

@@ -196,6 +196,10 @@ def folds_id(table) -> str:
     return fingerprint(table.drop(columns=["path"], errors="ignore").values.tolist())
 
 
+TEST = "test.csv"
+"""The key under which stage 04's record holds :meth:`lib.core.paths.Outputs.test_id`, the test set
+its submission was made for (what 00 compares: another test set removes the blend)."""
+
 COMPETITION = "competition.yaml"
 """The key under which a record's ``inputs`` hold :func:`competition_id` (stage 04's: what 05 checks)."""
 

@@ -155,7 +155,7 @@ class Outputs:
         built from (ids and audio bytes, :func:`lib.core.artifacts.audio_fingerprint`) are not
         those stage 00 read last: a recording replaced and 00 run again, another experiment's
         feature set rebuilt, this one not. ``[]`` when either side does not say (a cache or a
-        stage-00 result of an older version, a removed cache, a pseudo-labelled folder)."""
+        stage-00 result of an older version, a removed cache, a pseudo-labelled folder of an older version)."""
         read = ((self.prepared().read() or {}).get("info") or {}).get("audio") or {}
         try:
             built = read_json(self.features(feature_set) / "manifest.json")["splits"]

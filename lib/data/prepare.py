@@ -21,7 +21,7 @@ import pandas as pd
 import soundfile as sf
 import yaml
 
-from ..core.artifacts import audio_fingerprint, blend_problem, folds_id
+from ..core.artifacts import TEST, audio_fingerprint, blend_problem, folds_id
 from ..core.config import check_classes, check_loaded, row_id
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
@@ -471,11 +471,18 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
         write_csv(out.test, test)
     with atomic_path(out.competition) as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    audio = {split: audio_fingerprint(read_artifact_csv(path))  # as 01 reads them back: ids as text
-             for split, path in (("train", out.folds), ("test", out.test)) if split == "train" or test is not None}
     record.commit([out.folds, out.competition, *sorted((out.root / "silence").glob("*.wav"))]
-                  + ([out.test] if test is not None else []), fingerprint(resolved), info={"audio": audio})
+                  + ([out.test] if test is not None else []), fingerprint(resolved),
+                  info={"audio": tables_audio(out, test is not None)})
     return drop_stale_blend(out, test_changed=_test_id(out) != test_before)
+
+
+def tables_audio(out: Outputs, with_test: bool) -> dict[str, str]:
+    """``{split: audio_fingerprint}`` of the ``folds.csv`` (and ``test.csv``) just written in
+    ``out``, read back as 01 reads them (ids as text): what stage 00's record holds under
+    ``info["audio"]`` (feature caches, predictions and blends are checked against it)."""
+    return {split: audio_fingerprint(read_artifact_csv(path))
+            for split, path in (("train", out.folds), ("test", out.test)) if split == "train" or with_test}
 
 
 def _test_id(out: Outputs) -> str | None:
@@ -498,8 +505,8 @@ def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     if not (files[0].exists() or files[2].exists()):  # no blend of 04's: a submission.csv beside is not its
         return []
     rec, _ = out.ensembled.check(hashes=False)
-    if rec is not None and "test" in rec["inputs"]:  # the test set it was made from (since this version): also a
-        test_changed = rec["inputs"]["test"] != out.test_id()  # file replaced under its name, or a 00 interrupted
+    if rec is not None and TEST in rec["inputs"]:  # the test set it was made from (since this version): also a
+        test_changed = rec["inputs"][TEST] != out.test_id()  # file replaced under its name, or a 00 interrupted
     if rec is not None and not test_changed and not blend_problem(rec, out.load_split("train"), out.load_competition()):
         return []
     removed = [f.name for f in files if f.exists()]

@@ -18,6 +18,7 @@ import pandas as pd
 from ..core.artifacts import (
     COMPETITION,
     FOLDS,
+    TEST,
     check_folds,
     check_inputs,
     check_trained,
@@ -432,7 +433,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     if submission is not None:
         members.append(out.submission)
     inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp),  # what 05_bundle.py checks,
-                   **({"test": out.test_id()} if with_test else {})})  # and 00 (another test set: the blend goes)
+                   **({TEST: out.test_id()} if with_test else {})})  # and 00 (another test set: the blend goes)
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "oof_folds": len(np.unique(folds)), "metric": comp["metric"], "skipped": skipped, "decision": decision,

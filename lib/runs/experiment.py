@@ -244,11 +244,15 @@ class ExperimentRun:
 
     def _load(self, device):
         """The training inputs on ``device`` (with ``train.distill``'s mixed targets) and the
-        teacher blend's record id (``None`` without distillation)."""
+        teacher's id (:func:`lib.runs.self_training.teacher_id`; an earlier version's student keeps the
+        blend record's id it was trained with while that blend is current; ``None`` without distillation)."""
         data = load_inputs(self.out, self.cfg, "train", self.table, self.comp, device)
         if not self.cfg["train"]["distill"] or is_classical(self.cfg["model"]):  # (a member learns hard labels)
             return data, None  # else labels mixed with the current blend's OOF probabilities
         soft, teacher = soft_targets(self.out, self.comp, self.table, self.name)
+        earlier = ((self.out.trained(self.name).read() or {}).get("inputs") or {}).get("teacher")
+        if earlier is not None and earlier == (self.out.ensembled.read() or {}).get("id"):  # an earlier version's
+            teacher = earlier  # key, the same blend: the student stays
         data.train_target = mixed_targets(data.target, soft, self.cfg["train"]["distill"]["weight"])
         return data, teacher
 

@@ -45,7 +45,7 @@ from ..core.errors import ConfigError, InputError, MissingArtifact
 from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.utils import fingerprint, read_artifact_csv, read_json, write_csv
 from ..data import tasks
-from ..data.prepare import drop_stale_blend, fine_targets
+from ..data.prepare import drop_stale_blend, fine_targets, tables_audio
 
 
 def teacher_id(record: dict) -> str:
@@ -61,10 +61,10 @@ def teacher_note(out: Outputs, exp: str) -> str | None:
     no longer 04's current one: its models are that earlier blend's student, and 02 would train it
     again on the current one. ``None`` otherwise (no distillation, or the same blend)."""
     teacher = ((out.trained(exp).read() or {}).get("inputs") or {}).get("teacher")
-    now = teacher_id(rec) if (rec := out.ensembled.read()) else None
-    if not teacher or teacher == now:
+    rec = out.ensembled.read()
+    if not teacher or rec and teacher in (teacher_id(rec), rec["id"]):  # (the record's id: an earlier version's)
         return None
-    return (f"NOTE: {exp} was distilled from an earlier blend ({'04_ensemble.py ran since' if now else 'no blend now'}): "
+    return (f"NOTE: {exp} was distilled from an earlier blend ({'04_ensemble.py ran since' if rec else 'no blend now'}): "
             f"these are that student's predictions; 02_train.py {exp} trains it on the current blend")
 
 
@@ -211,7 +211,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     if out.has_test():  # the competition's own test set, to predict as usual
         write_csv(new.test, out.load_split("test"))
         members.append(new.test)
-    record.commit(members, fingerprint(comp, table.values.tolist()))
+    record.commit(members, fingerprint(comp, table.values.tolist()), info={"audio": tables_audio(new, out.has_test())})
     per_class = pd.Series(pseudo["target"]).value_counts().to_dict()
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
             "replaced": int(again.sum()), "kept": int((folds["fold"] < 0).sum()), "silenced": int(silenced.sum()),
