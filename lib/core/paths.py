@@ -137,7 +137,7 @@ class Outputs:
         if rec is None:  # 01 removes the record first when it rebuilds; files deleted to free disk leave it
             if self.features(feature_set).exists() and not record.path.exists():
                 return "unfinished"
-            read = (((self.prepared().read() or {}).get("info") or {}).get("audio") or {}).get(split)
+            read = self.audio_read().get(split)
             then = made.get("inputs", {}).get("recordings")
             return (f"built from other {split} recordings than 00_prepare.py read" if read and then and read != then
                     else "removed")
@@ -156,7 +156,7 @@ class Outputs:
         those stage 00 read last: a recording replaced and 00 run again, another experiment's
         feature set rebuilt, this one not. ``[]`` when either side does not say (a cache or a
         stage-00 result of an older version, a removed cache, a pseudo-labelled folder of an older version)."""
-        read = ((self.prepared().read() or {}).get("info") or {}).get("audio") or {}
+        read = self.audio_read()
         try:
             built = read_json(self.features(feature_set) / "manifest.json")["splits"]
         except (OSError, ValueError, KeyError):
@@ -245,8 +245,14 @@ class Outputs:
         name is another test set; ``None`` without one."""
         if not self.test.is_file():
             return None
-        audio = (((self.prepared().read() or {}).get("info") or {}).get("audio") or {}).get("test")
-        return fingerprint(folds_id(pd.read_csv(self.test, dtype=str, keep_default_na=False)), audio)
+        return fingerprint(folds_id(pd.read_csv(self.test, dtype=str, keep_default_na=False)),
+                           self.audio_read().get("test"))
+
+    def audio_read(self) -> dict:
+        """``{split: audio fingerprint}`` of the recordings stage 00 read last (its record's
+        ``info["audio"]``: :func:`lib.core.artifacts.audio_fingerprint`); ``{}`` when it does not
+        say (no stage-00 result, or one of an older version)."""
+        return ((self.prepared().read() or {}).get("info") or {}).get("audio") or {}
 
     def has_test(self) -> bool:
         """Whether stage 00 found a test set (its record lists ``test.csv``)."""

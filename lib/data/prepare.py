@@ -21,7 +21,7 @@ import pandas as pd
 import soundfile as sf
 import yaml
 
-from ..core.artifacts import TEST, audio_fingerprint, blend_problem, folds_id
+from ..core.artifacts import TEST, audio_fingerprint, blend_problem
 from ..core.config import check_classes, check_loaded, row_id
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
@@ -461,7 +461,7 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     Then remove stage 04's blend when it was not made from what was just written
     (:func:`drop_stale_blend`); returns the names of the files removed."""
     record = out.prepared()
-    test_before = _test_id(out)
+    test_before = out.test_id()
     record.begin(out.root)
     (out.root / PSEUDO_LABEL_COMMAND).unlink(missing_ok=True)  # 00's tables now, not pseudo_label.py's
     write_csv(out.folds, folds)
@@ -474,7 +474,7 @@ def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None
     record.commit([out.folds, out.competition, *sorted((out.root / "silence").glob("*.wav"))]
                   + ([out.test] if test is not None else []), fingerprint(resolved),
                   info={"audio": tables_audio(out, test is not None)})
-    return drop_stale_blend(out, test_changed=_test_id(out) != test_before)
+    return drop_stale_blend(out, test_changed=out.test_id() != test_before)
 
 
 def tables_audio(out: Outputs, with_test: bool) -> dict[str, str]:
@@ -483,14 +483,6 @@ def tables_audio(out: Outputs, with_test: bool) -> dict[str, str]:
     ``info["audio"]`` (feature caches, predictions and blends are checked against it)."""
     return {split: audio_fingerprint(read_artifact_csv(path))
             for split, path in (("train", out.folds), ("test", out.test)) if split == "train" or with_test}
-
-
-def _test_id(out: Outputs) -> str | None:
-    """The fingerprint of ``test.csv`` without its ``path`` column (a moved data folder is no
-    change, as for :func:`lib.core.artifacts.folds_id`), or ``None`` without one."""
-    if not out.test.is_file():
-        return None
-    return folds_id(pd.read_csv(out.test, dtype=str, keep_default_na=False))
 
 
 def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
