@@ -290,8 +290,17 @@ def test_multilabel_columns_metadata_groups_and_predefined_folds(tmp_path):
     assert "train.csv line 8: metadata 'age' is 'old'; expected a number" in text
     assert "r0.wav has 2 channel(s); audio.channel 2 does not exist" in text
     comp["audio"]["channel"] = 0
-    with pytest.raises(InputError, match="group 'p1' has rows in several of the predefined folds"):
+    with pytest.raises(InputError, match="group 'p1' has rows in several of the predefined folds: column 'fold' "
+                                         "holds '1' \\(1\\), '2' \\(1\\)"):  # the values named (probe)
         prepare(dict(comp, metadata={"numeric": [], "categorical": []}), tmp_path / "out")
+    # one fold spelt two ways ('2' and '2.0', or ' 2') made a fold of its own, unsaid (probe)
+    for other in ("2.0", " 2"):
+        df = pd.DataFrame(rows).astype({"fold": str})
+        df.loc[[6, 7], "fold"] = other
+        df.to_csv(tmp_path / "data" / "train.csv", index=False)
+        with pytest.raises(ConfigError, match=f"fold values '2' \\(2 rows\\), '{other}' \\(2 rows\\) are one "
+                                              "fold spelt in several ways"):
+            prepare(dict(comp, metadata={"numeric": [], "categorical": []}), tmp_path / "out")
     # an n_folds that the fold column contradicts was dropped unsaid (probe)
     pd.DataFrame(rows).to_csv(tmp_path / "data" / "train.csv", index=False)
     comp = _competition(tmp_path, dict(cfg, folds={"column": "fold", "n_folds": 3}))

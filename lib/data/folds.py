@@ -54,11 +54,12 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     Input: encoded labels ``y`` (class indices ``(rows,)`` or a multi-label 0/1 matrix
     ``(rows, n_classes)``), optional ``groups`` ``(rows,)``, the number of folds, the scheme, a
     shuffling seed, for ``predefined`` the shipped fold of each row ``(rows,)`` (any values;
-    they are numbered 0.. in sorted order), and ``strata`` ``(rows,)`` (str), values stratified
+    they are numbered 0.. in sorted order, numbers numerically), and ``strata`` ``(rows,)`` (str), values stratified
     together with the label (every scheme that stratifies); ``classes``: the class
     names, for messages only.
     Output: int array ``(rows,)`` with values ``0 .. n_folds-1``.
     Raises ``ValueError`` for an unknown scheme, a scheme that lacks its groups or fold column,
+    predefined fold values that spell one fold in several ways (``3`` and ``3.0`` or `` 3``),
     a multi-label matrix given to a single-label scheme (or class indices to a multi-label one),
     a class with fewer rows than folds, ``strata`` whose every class x value cell is smaller than
     the folds, or (``multilabel_stratified_group``) fewer groups than folds.
@@ -73,8 +74,7 @@ def make_folds(y, groups=None, n_folds: int = 5, scheme: str = "stratified", see
     if scheme == "predefined":
         if predefined is None:
             raise ValueError("scheme 'predefined' needs the fold column (folds.column in the config)")
-        values = pd.Series(predefined).astype(str)
-        return values.map({v: k for k, v in enumerate(sorted(values.unique(), key=_natural))}).to_numpy()
+        return _predefined_folds(predefined)
     if scheme in ("stratified_group", "group", "multilabel_stratified_group", "leave_one_group_out") and groups is None:
         raise ValueError(f"scheme {scheme!r} needs groups (set 'groups' in the competition config)")
     if y.ndim == 2 and scheme in ("stratified", "stratified_group"):
@@ -139,6 +139,18 @@ def small_strata(y, strata, n_folds: int, classes: list[str]) -> list[str]:
     cells = pd.DataFrame({"c": np.asarray(y), "v": np.asarray(strata).astype(str)}).value_counts(sort=False)
     return [f"class {classes[int(c)]!r} with value {v!r} ({n} row{'s' if n > 1 else ''})"
             for (c, v), n in cells.items() if n < n_folds]
+
+
+def _predefined_folds(predefined) -> np.ndarray:
+    """The shipped fold values ``(rows,)`` numbered 0.. in sorted order (numbers numerically);
+    ``ValueError`` for one fold spelt in several ways (``3`` beside ``3.0`` or `` 3``: they made
+    folds of their own, unsaid: probe)."""
+    values = pd.Series(predefined).astype(str)
+    spellings = values.value_counts().groupby(lambda v: _natural(v.strip())).filter(lambda c: len(c) > 1)
+    if len(spellings):
+        raise ValueError("fold values " + ", ".join(f"{v!r} ({n} row{'s' * (n != 1)})" for v, n in spellings.items()) +
+                         " are one fold spelt in several ways: write each row's fold alike")
+    return values.map({v: k for k, v in enumerate(sorted(values.unique(), key=_natural))}).to_numpy()
 
 
 def _natural(value: str):

@@ -947,7 +947,10 @@ def _build_folds(cfg: dict, train: pd.DataFrame, labels: list[list[str]], groups
     folds = pd.concat([folds, meta, slice_values(train, cfg.get("slices", [])).set_axis(folds.index)], axis=1)
     crossing = groups_crossing_folds(folds) if cfg.get("groups") or segments.unit(cfg) == "segment" else []
     if crossing and fc["scheme"] == "predefined":
-        raise InputError([f"group {g!r} has rows in several of the predefined folds" for g in crossing])
+        shipped = train[fc["column"]].astype(str).groupby(folds["group"].to_numpy())
+        raise InputError([f"group {g!r} has rows in several of the predefined folds: column {fc['column']!r} holds "
+                          + ", ".join(f"{v!r} ({n})" for v, n in shipped.get_group(g).value_counts().items())
+                          for g in crossing])
     if crossing:  # a scheme that splits rows, not groups
         raise InputError([f"{len(crossing)} group(s) have rows in several folds, e.g. {crossing[:5]}: folds.scheme "
                           f"{fc['scheme']!r} ignores groups; use {KEEPS_GROUPS.get(fc['scheme'], 'group')!r} "
