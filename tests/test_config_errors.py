@@ -2,7 +2,8 @@
 is loaded, and bad folders, empty tables, one-class binary data and out-of-range sweeps stop a
 stage with one line naming the file, key or folder, before any work and without a traceback.
 
-User-facing cases run the stage scripts in a subprocess, as a user would."""
+User-facing cases run the stage scripts as a user would (in this process, as `conftest.stage` does;
+in a process of its own where root must lose its privileges)."""
 from __future__ import annotations
 
 import errno
@@ -14,7 +15,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, make_toy_competition
+from conftest import ROOT, make_toy_competition, stage
 
 from lib.core.artifacts import file_hash
 from lib.core.errors import ConfigError
@@ -24,11 +25,13 @@ ENV.pop("PIPELINE_DEBUG", None)
 
 
 def run(*args: str, setpriv: bool = False) -> subprocess.CompletedProcess:
-    """Run a project script with the project's Python, as a user would. ``setpriv``: without the
-    capabilities that let root write into a read-only folder (so that root sees what a user sees)."""
-    cmd = [sys.executable, *map(str, args)]
-    if setpriv and os.geteuid() == 0:
-        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *cmd]
+    """Run a project script as ``python SCRIPT ARGS`` from the project folder would: in this process
+    (``conftest.stage``: its exit code, stdout and stderr; a traceback fails the test), or with
+    ``setpriv`` in a process of its own without the capabilities that let root write into a
+    read-only folder (so that root sees what a user sees)."""
+    if not (setpriv and os.geteuid() == 0):
+        return stage(*args, check=False)
+    cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable, *map(str, args)]
     return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
 
 

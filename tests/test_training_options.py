@@ -734,7 +734,9 @@ def test_a_model_compiled_on_the_cpu_trains_with_finite_gradients():
 
     torch.manual_seed(0)
     device = torch.device("cpu")
-    model = CNN(1, 0, 1, channels=(8, 16, 32, 64), convs_per_block=2, head_hidden=8)  # 128 bands: the failing case
+    # 128 bands: the failing case; one block of it is enough (compiled with bfloat16 autocast its gradients
+    # are non-finite too, torch 2.11), and inductor compiles it in 19 s instead of 26 s on one core
+    model = CNN(1, 0, 1, channels=(8,), convs_per_block=1, head_hidden=8)
     forward = place_model(model, device, compile=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
