@@ -139,6 +139,8 @@ def test_interrupted_retrain_never_mixes_and_stale_predictions_are_refused(toy, 
         o.trained("toy_exp").require()
     r = stage("03_infer.py", exp, "--output-dir", out, "--force", check=False)
     assert r.returncode == 1 and "run 02_train.py for toy_exp" in r.stderr
+    r = stage("04_ensemble.py", "--output-dir", out, check=False)  # the lines below name the stage (probe)
+    assert r.returncode == 1 and "current test predictions: run the stage each line names first\n  toy_exp: " in r.stderr
     # back to the original settings: fold 1 (untouched) is kept, fold 0 retrained, nothing mixed
     exp.write_text(yaml.safe_dump(TINY))
     log = stage("02_train.py", exp, "--output-dir", out).stdout
@@ -434,6 +436,12 @@ def test_training_killed_mid_fold_resumes(toy, tmp_path):
     assert (out / "oof/toy_exp.csv").read_text() == (ref / "oof/toy_exp.csv").read_text()
     assert not (out / "models/toy_exp/fold0.state.pt").exists()
     np.testing.assert_array_equal(np.load(out / "models/toy_exp/fold0_oof.npy"), np.load(ref / "models/toy_exp/fold0_oof.npy"))
+    # --force killed once fold 0 is trained again, then resumed: fold 1, finished before the forced run, is not
+    # kept as "finished earlier" (a resumed --force mixed folds from before it, by an earlier version too: probe)
+    _kill_when(["02_train.py", exp, "--output-dir", out, "--force"], "fold 0: best epoch")
+    log = stage("02_train.py", exp, "--output-dir", out).stdout
+    assert "fold 0: finished earlier" in log and "fold 1: trained" in log, log
+    assert (out / "oof/toy_exp.csv").read_text() == (ref / "oof/toy_exp.csv").read_text()
 
 
 WAVE = {"features": {"name": "waveform", "set": "wave"},

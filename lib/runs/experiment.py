@@ -300,11 +300,13 @@ class ExperimentRun:
 
     def todo(self, on_fold=None) -> list[int]:
         """The folds of this run that need training; the others are marked ``finished earlier``
-        (``on_fold(fold, info)`` is called for them) and their leftover resume states removed."""
+        (``on_fold(fold, info)`` is called for them) and their leftover resume states removed.
+        With ``force`` every wanted fold's record and resume state are removed first."""
         folds = []
         for fold in self.wanted:
             frec = self.out.fold_record(self.name, fold)
-            if self.force:
+            if self.force:  # the fold records go now: a killed --force run, resumed, keeps none from before it (probe)
+                frec.begin()
                 _fold_files(self.out, self.name, fold)["state"].unlink(missing_ok=True)
             elif (done := frec.check(fingerprint(self.key, fold))[0]) is not None:
                 self.status[fold] = "finished earlier"
