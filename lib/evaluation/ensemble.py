@@ -392,8 +392,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     if not experiments:
         reasons = "".join(f"\n  {e}: {why}" for e, why in skipped.items())
         raise MissingArtifact(f"{out.root}: no experiment has finished training and current test predictions: "
-                              f"run {'the stage each line names' if reasons else '02_train.py and 03_infer.py'} first"
-                              f"{reasons}")  # (it said 02 and 03 above lines that said 01: probe)
+                              f"run {'the stage each line names' if reasons else '02_train.py and 03_infer.py'} first{reasons}")
     oofs, preds, inputs = _load_members(out, experiments, with_test, allow_partial)
     train, test = out.load_split("train"), (out.load_split("test") if with_test else None)
     oofs[0] = with_slice_columns(oofs[0], train)
