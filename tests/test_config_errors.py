@@ -35,6 +35,13 @@ def run(*args: str, setpriv: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
 
 
+@pytest.fixture(autouse=True)
+def _as_a_user(monkeypatch):
+    """The environment of ``ENV`` for the in-process runs too: no ``PIPELINE_DEBUG`` tracebacks, no bars."""
+    monkeypatch.delenv("PIPELINE_DEBUG", raising=False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+
 def error_of(r: subprocess.CompletedProcess, stage: str, one_line: bool = True) -> str:
     """The stage's error message (``<stage>: error: ...``), after checking exit code 1 and no traceback."""
     assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])

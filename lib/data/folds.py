@@ -156,9 +156,10 @@ def _predefined_folds(predefined) -> np.ndarray:
 def _natural(value: str):
     """Sort key: numbers numerically ("2" before "10"), then text."""
     try:
-        return (0, float(value), "")
+        number = float(value)
     except ValueError:
         return (1, 0.0, value)
+    return (0, number, "") if number == number else (1, 0.0, value)  # 'nan' sorts (and matches) as text
 
 
 def fold_table(fold: np.ndarray, y: np.ndarray, classes: list[str]) -> pd.DataFrame:

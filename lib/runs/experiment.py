@@ -341,7 +341,7 @@ class ExperimentRun:
         self.status[fold] = f"resumed from epoch {resumed}" if resumed else "trained"
         if not writes:
             return info
-        frec.begin()  # only now: a fold interrupted while training leaves the previous one whole
+        frec.begin()  # only now (without --force): a fold interrupted while training leaves the previous one whole
         ckpt.update(model=cfg["model"], frontend=cfg.get("frontend"), features=cfg["features"], inputs=cfg["inputs"],
                     manifest=data.manifest,
                     comp={k: self.comp[k] for k in ("task", "classes", "positive", "fine_classes") if k in self.comp}, **info)
