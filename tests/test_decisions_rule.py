@@ -171,7 +171,7 @@ def test_the_decision_report_says_the_gain_its_se_and_the_verdict(tmp_path):
     oof = pd.DataFrame({"id": [f"r{i}" for i in range(300)], "fold": FOLDS, "target": np.where(y == 1, "a", "n")})
     summary = {"metric": "accuracy", "method": "equal", "note": "named", "experiments": [{"experiment": "m", "accuracy": 0.5}],
                "methods": {"equal": {"scores": {"accuracy": 0.5}}}, "rows_masked": 0,
-               "decision": {k: v for k, v in kept.items() if k != "per_fold"}}
+               "decision": kept}
     write_ensemble_report(tmp_path, BIN, summary, oof, probs, [probs], ["m"])
     report = (tmp_path / "report.md").read_text()
     assert "## Decision" in report and kept["note"] in report

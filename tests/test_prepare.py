@@ -646,3 +646,28 @@ def test_labels_that_differ_only_in_case_or_number_format_are_said(tmp_path):
     train["label"] = ["a", "b"] * 8
     train.to_csv(tmp_path / "data/train.csv", index=False)
     assert not any("number format" in w for w in prepare(comp, tmp_path / "out2")["warnings"])
+
+
+def test_values_spelt_two_ways_are_said(tmp_path):
+    """A patient, a metadata category or a slice value spelt two ways (case, spaces) are two values:
+    00 says so (one patient crossed the folds unsaid: probe); so is a label sample naming a label
+    that is no class of the competition (the probabilities format said it, the label one did not)."""
+    make_toy_competition(tmp_path / "data")
+    train = pd.read_csv(tmp_path / "data/train.csv")
+    train["patient"] = ["P1", "p1", "P2", "P2 ", "P3", "P3", "P4", "P4", "P5", "P5", "P6", "P6"]
+    train["sex"] = ["F", "M", "f", "M", "F", "M", "F", "M", "F", "M", "F", "M"]
+    train.to_csv(tmp_path / "data/train.csv", index=False)
+    pd.DataFrame({"id": ["t1", "t0"], "label": ["a", "polyp"]}).to_csv(tmp_path / "data/sample.csv", index=False)
+    pd.DataFrame({"id": ["t0", "t1"], "sex": ["F", "M"]}).to_csv(tmp_path / "data/test.csv", index=False)
+    cfg = yaml.safe_load((tmp_path / "data/toy.yaml").read_text())
+    cfg.update(groups={"column": "patient"}, metadata={"numeric": [], "categorical": ["sex"]}, slices=["sex"])
+    warnings = prepare(_competition(tmp_path, cfg), tmp_path / "out")["warnings"]
+    spelt = "values that differ only in case, spaces or number format are separate values: "
+    assert f"groups: {spelt}'P1' / 'p1'; 'P2' / 'P2 ': write each alike in the CSV if it is one" in warnings, warnings
+    assert f"metadata.categorical 'sex': {spelt}'F' / 'f'" in "\n".join(warnings)
+    assert f"slices column 'sex': {spelt}'F' / 'f'" in "\n".join(warnings)
+    assert f"{tmp_path / 'data/sample.csv'}: column 'label' holds label(s) that are no class of the competition " \
+           "('polyp'): the submission never writes them" in "\n".join(warnings)
+    train.assign(patient=[f"P{i // 2}" for i in range(12)], sex=["F", "M"] * 6).to_csv(tmp_path / "data/train.csv", index=False)
+    pd.DataFrame({"id": ["t1", "t0"], "label": "a"}).to_csv(tmp_path / "data/sample.csv", index=False)
+    assert not prepare(_competition(tmp_path, cfg), tmp_path / "out2")["warnings"]  # written alike: nothing said

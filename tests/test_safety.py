@@ -252,6 +252,8 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
     _, data, out, _, bundle = shipped
     ens = json.loads((out / "ensemble.json").read_text())  # one member: no method may recut its decisions
     assert (ens["method"], ens["note"]) == ("single", "one member: nothing to blend")
+    assert ens["decision"]["how"] == "auto" and len(ens["decision"]["per_fold"]) == 2  # each fold's decision, as
+    # docs/ensembling.md says (they were left out: probe)
     r = predict_bundle(bundle, data, tmp_path / "work", device="cpu", workers=1, log=lambda *_: None)
     assert pd.read_csv(r["submission"]).equals(pd.read_csv(out / "submission.csv"))
     edited = _copy(bundle, tmp_path / "edited")

@@ -340,7 +340,7 @@ def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame
         text = df[col].str.strip()
         values = pd.to_numeric(text, errors="coerce")
         for i in df.index[values.isna() & (text != "")]:
-            problems.append(f"{df.at[i, 'where']}: metadata {col!r} is {df.at[i, col]!r}; expected a number")
+            problems.append(f"{df.at[i, 'where']}: metadata {col!r} is {df.at[i, col]!r}; expected a number (an empty cell for a missing value)")
         out[META_PREFIX + col] = values
     for col in meta["categorical"]:
         out[META_PREFIX + col] = category_text(df[col])
@@ -599,11 +599,25 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
 
 
 def _label_key(label: str):
-    """What two spellings of one label share: its number (``3``, ``3.0``) or its letters in one case."""
+    """What two spellings of one label share: its number (``3``, ``3.0``) or its letters in one
+    case without the spaces around them."""
     try:
         return float(label)
     except ValueError:
-        return label.casefold()
+        return label.strip().casefold()
+
+
+def _spelling_warnings(cfg: dict, folds: pd.DataFrame) -> list[str]:
+    """00's warnings for values of one training column of ``folds`` (``folds.csv``'s table) that
+    read as one (:func:`_spelling_variants`: ``P001`` and ``p001`` or ``P001 ``) but are separate
+    values: groups (one patient spelt two ways can cross folds), categorical metadata and slices
+    (a slice of one row can be the worst); they went unsaid (probe)."""
+    columns = {"group": "groups"} if cfg.get("groups") else {}
+    columns.update({META_PREFIX + c: f"metadata.categorical {c!r}" for c in cfg["metadata"]["categorical"]})
+    columns.update({SLICE_PREFIX + c: f"slices column {c!r}" for c in cfg.get("slices", [])})
+    return [f"{what}: values that differ only in case, spaces or number format are separate values: "
+            f"{'; '.join(variants[:5])}{' ...' if len(variants) > 5 else ''}: write each alike in the CSV if it is one"
+            for col, what in columns.items() if (variants := _spelling_variants(folds[col].astype(str).unique()))]
 
 
 def _spelling_variants(classes: list[str]) -> list[str]:
@@ -839,6 +853,11 @@ def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, p
         warnings.append(f"{sample_csv}: column {col!r} joins labels with a space (e.g. {e_g!r}) where "
                         f"submission.label_separator is {sep!r} (by default train.label_separator): set "
                         f"submission.label_separator: ' ' if the competition wants spaces")
+    elif sub["format"] == "label" and not numeric and (unknown := sorted(
+            n for n in names - set(classes) if _label_key(n) not in keys)):  # (unsaid: probe)
+        warnings.append(f"{sample_csv}: column {col!r} holds label(s) that are no class of the competition "
+                        f"({', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}): the submission "
+                        f"never writes them; list them in `classes:` if they are classes without training rows")
     if sub["format"] == "probability" and names & set(classes) and not numeric:
         warnings.append(f"{sample_csv}: column {col!r} holds class names (e.g. {e_g}) where submission.format "
                         f"probability writes p({cfg.get('positive') or 'positive'}): if the competition wants the label, set "
@@ -983,7 +1002,7 @@ def _summary(cfg: dict, folds: pd.DataFrame, y: np.ndarray, test: pd.DataFrame |
             warnings = [*warnings, f"subdivide.mask: the training rows of {len(one)} value combination(s) hold one "
                                    f"class, so every test row with those values is predicted that class: "
                                    f"{', '.join(one[:10])}" + (" ..." if len(one) > 10 else "")]
-    warnings = [*warnings, *slice_warnings(folds)]
+    warnings = [*warnings, *slice_warnings(folds), *_spelling_warnings(cfg, folds)]
     fold = folds["fold"].to_numpy()
     n_folds = fold.max() + 1
     in_folds = {c: len(set(fold[y[:, k] == 1])) for k, c in enumerate(cfg["classes"])} if y.ndim == 2 else {}

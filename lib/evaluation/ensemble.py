@@ -423,7 +423,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": comp["metric"],
                "experiments": table.to_dict("records"), "blend": blend_scores,
                "methods": {m: {k: r[k] for k in ("scores", "weights", "error") if k in r} for m, r in results.items()},
-               "decision": {k: v for k, v in decision.items() if k != "per_fold"}, "rows_masked": masked,
+               "decision": decision, "rows_masked": masked,
                "slice_prior": priors,
                "blender": final.state()}
     write_json(out.root / "ensemble.json", summary)

@@ -31,6 +31,7 @@ higher_is_better: true, uses: labels|probs}}`` in its YAML (FILE relative to the
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -70,7 +71,10 @@ class Metric:
     check: Callable | None = None
 
     def __call__(self, y, x, comp: dict) -> float:
-        return float(self.fn(y, x, comp))
+        with warnings.catch_warnings():  # a class or slice absent from y is the callers' to say (a NaN or
+            warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)  # a note), not
+            warnings.filterwarnings("ignore", "A single label was found", UserWarning)  # scikit-learn's amid tables
+            return float(self.fn(y, x, comp))
 
 
 def metric(name: str, higher_is_better: bool = True, uses: str = "labels", task_types=None, check=None):

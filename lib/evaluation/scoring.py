@@ -7,7 +7,6 @@ probable class (binary: p(positive) > 0.5), every class with p > 0.5 for multi-l
 """
 from __future__ import annotations
 
-import warnings
 
 from pathlib import Path
 
@@ -212,10 +211,7 @@ def _score(y: np.ndarray, x: np.ndarray, fmt: str, comp: dict, multi: bool,
         elif no_slices and base_metric(name) != name:
             not_computable[name] = no_slices
         else:
-            with warnings.catch_warnings():  # an undefined score is said below, not by scikit-learn's warnings
-                warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
-                warnings.filterwarnings("ignore", "A single label was found", UserWarning)
-                value = m(y, probs if m.uses == "probs" else pred, comp)
+            value = m(y, probs if m.uses == "probs" else pred, comp)  # (undefined: said below)
             if value is not None and np.isfinite(value):
                 scores[name] = value
             else:
