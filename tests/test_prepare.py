@@ -668,6 +668,32 @@ def test_values_spelt_two_ways_are_said(tmp_path):
     assert f"slices column 'sex': {spelt}'F' / 'f'" in "\n".join(warnings)
     assert f"{tmp_path / 'data/sample.csv'}: column 'label' holds label(s) that are no class of the competition " \
            "('polyp'): the submission never writes them" in "\n".join(warnings)
-    train.assign(patient=[f"P{i // 2}" for i in range(12)], sex=["F", "M"] * 6).to_csv(tmp_path / "data/train.csv", index=False)
-    pd.DataFrame({"id": ["t1", "t0"], "label": "a"}).to_csv(tmp_path / "data/sample.csv", index=False)
-    assert not prepare(_competition(tmp_path, cfg), tmp_path / "out2")["warnings"]  # written alike: nothing said
+    # each written alike, and ids that Python's float reads as one number (1_12 and 11_2 as 112, 18 digits
+    # rounded together) but are not: nothing said (review), and no category merged; a placeholder sample label
+    ids = ["1_12", "11_2", "1e3", "1000", "100000000000000001", "100000000000000002"]
+    train.assign(patient=[ids[i // 2] for i in range(12)], sex=[ids[i % 6] for i in range(12)]).to_csv(
+        tmp_path / "data/train.csv", index=False)
+    pd.DataFrame({"id": ["t0", "t1"], "sex": ["1_12", "1e3"]}).to_csv(tmp_path / "data/test.csv", index=False)
+    pd.DataFrame({"id": ["t1", "t0"], "label": "?"}).to_csv(tmp_path / "data/sample.csv", index=False)
+    assert not prepare(_competition(tmp_path, cfg), tmp_path / "out2")["warnings"]
+    folds = Outputs(tmp_path / "out2").load_split("train")
+    assert folds.group.nunique() == 6 and sorted(folds.slice_sex.astype(str).unique()) == sorted(ids)
+
+
+def test_a_label_sample_naming_no_class_is_said_with_its_likely_cause():
+    """A label that is no class: listed in `classes:` if it is one; labels joined by another separator:
+    the separator to set; one value in every row (a placeholder): nothing (review)."""
+    from pathlib import Path
+
+    from lib.data.prepare import _check_sample_values
+
+    def said(task, cells):
+        cfg = {"task": task, "classes": ["a", "b"],
+               "submission": {"format": "label", "target_column": "label", "label_separator": ";"}}
+        warnings = []
+        _check_sample_values(pd.Series(cells), cfg, Path("s.csv"), [], warnings)
+        return " ".join(warnings)
+    assert "('polyp'): the submission never writes them; list them in `classes:`" in said("multiclass", ["a", "polyp", "b"])
+    assert "('a,b'): the submission joins a row's labels with ';': set submission.label_separator" in said(
+        "multilabel", ["a,b", "a"])
+    assert said("multiclass", ["?", "?", "?"]) == said("multiclass", ["a", "b"]) == ""

@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,17 @@ def open_memmap(path: str | os.PathLike, dtype: str, shape: tuple) -> None:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
 
+
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
+
+
+def plain_number(text: str) -> Decimal | None:
+    """``text`` as an exact number when it is written in plain decimal digits (``7``, ``007``,
+    ``3.0``, ``-.5``; spaces around it allowed), else ``None``. ``1_12``, ``1e3``, ``inf`` and
+    ``nan`` are text here, though Python's ``float`` reads them as numbers (``1_12`` and ``11_2``
+    both as 112), and ids longer than 15 digits stay apart (floats round them together)."""
+    text = str(text).strip()
+    return Decimal(text) if _DECIMAL.fullmatch(text) else None
 
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_path`)."""

@@ -33,6 +33,8 @@ import pandas as pd
 import torch  # noqa: F401  before scikit-learn, for the reason below
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
+from ..core.utils import plain_number
+
 # torch before scikit-learn, in every module of lib that imports scikit-learn when it loads: torch
 # loads its OpenMP runtime (libgomp) into the process's global symbol scope. When scikit-learn's
 # helpers were loaded before it (on their own vendored libgomp) and its gradient-boosting extension
@@ -155,11 +157,8 @@ def _predefined_folds(predefined) -> np.ndarray:
 
 def _natural(value: str):
     """Sort key: numbers numerically ("2" before "10"), then text."""
-    try:
-        number = float(value)
-    except ValueError:
-        return (1, 0.0, value)
-    return (0, number, "") if number == number else (1, 0.0, value)  # 'nan' sorts (and matches) as text
+    number = plain_number(value)  # ('1_0', '1e1' and 'nan' are text: lib.core.utils.plain_number)
+    return (1, 0, value) if number is None else (0, number, "")
 
 
 def fold_table(fold: np.ndarray, y: np.ndarray, classes: list[str]) -> pd.DataFrame:

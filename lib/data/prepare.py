@@ -26,7 +26,7 @@ from ..core.config import check_classes, check_loaded, row_id
 from ..core.errors import AudioError, ConfigError, InputError
 from ..core.paths import PSEUDO_LABEL_COMMAND, Outputs
 from ..core.registry import did_you_mean
-from ..core.utils import atomic_path, fingerprint, read_text_table, row_lines, write_csv, read_artifact_csv
+from ..core.utils import atomic_path, fingerprint, plain_number, read_text_table, row_lines, write_csv, read_artifact_csv
 from ..core.progress import progress
 from . import audio, matrix, segments, tasks
 from .folds import KEEPS_GROUPS, fold_table, groups_crossing_folds, make_folds, small_strata
@@ -601,10 +601,8 @@ def _check_labels(cfg: dict, root: Path, train: pd.DataFrame, labels: list[list[
 def _label_key(label: str):
     """What two spellings of one label share: its number (``3``, ``3.0``) or its letters in one
     case without the spaces around them."""
-    try:
-        return float(label)
-    except ValueError:
-        return label.strip().casefold()
+    number = plain_number(label)  # (digits only: '1_12' and '11_2' are two labels, as floats they were one)
+    return label.strip().casefold() if number is None else number
 
 
 def _spelling_warnings(cfg: dict, folds: pd.DataFrame) -> list[str]:
@@ -616,7 +614,8 @@ def _spelling_warnings(cfg: dict, folds: pd.DataFrame) -> list[str]:
     columns.update({META_PREFIX + c: f"metadata.categorical {c!r}" for c in cfg["metadata"]["categorical"]})
     columns.update({SLICE_PREFIX + c: f"slices column {c!r}" for c in cfg.get("slices", [])})
     return [f"{what}: values that differ only in case, spaces or number format are separate values: "
-            f"{'; '.join(variants[:5])}{' ...' if len(variants) > 5 else ''}: write each alike in the CSV if it is one"
+            f"{'; '.join(variants[:5])}{f' ... ({len(variants)} in all)' if len(variants) > 5 else ''}: write each "
+            f"alike in the CSV if it is one"
             for col, what in columns.items() if (variants := _spelling_variants(folds[col].astype(str).unique()))]
 
 
@@ -853,11 +852,14 @@ def _check_sample_values(cells: pd.Series | None, cfg: dict, sample_csv: Path, p
         warnings.append(f"{sample_csv}: column {col!r} joins labels with a space (e.g. {e_g!r}) where "
                         f"submission.label_separator is {sep!r} (by default train.label_separator): set "
                         f"submission.label_separator: ' ' if the competition wants spaces")
-    elif sub["format"] == "label" and not numeric and (unknown := sorted(
-            n for n in names - set(classes) if _label_key(n) not in keys)):  # (unsaid: probe)
+    elif sub["format"] == "label" and not numeric and cells.nunique() > 1 and (unknown := sorted(
+            n for n in names - set(classes) if _label_key(n) not in keys)):  # (unsaid: probe; one value: a placeholder)
+        joined = [n for n in unknown if set(re.split(r"[,;| ]+", n)) - {""} <= set(classes)]
         warnings.append(f"{sample_csv}: column {col!r} holds label(s) that are no class of the competition "
                         f"({', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}): the submission "
-                        f"never writes them; list them in `classes:` if they are classes without training rows")
+                        + (f"joins a row's labels with {sep!r}: set submission.label_separator to what the sample joins "
+                           f"them with" if joined else
+                           "never writes them; list them in `classes:` if they are classes without training rows"))
     if sub["format"] == "probability" and names & set(classes) and not numeric:
         warnings.append(f"{sample_csv}: column {col!r} holds class names (e.g. {e_g}) where submission.format "
                         f"probability writes p({cfg.get('positive') or 'positive'}): if the competition wants the label, set "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.utils import plain_number
+
 PREFIX = "slice_"
 MISSING = "(missing)"
 
@@ -57,11 +59,8 @@ def category_text(values) -> np.ndarray:
     text = series.where(series.notna(), "").astype(str).str.strip()
 
     def shortest(v: str) -> str:
-        try:
-            x = float(v)
-        except ValueError:
-            return v
-        return f"{x:.15g}" if np.isfinite(x) else v
+        x = plain_number(v)  # (as floats, '1_12' and '11_2' were one category, and long ids rounded together)
+        return v if x is None else str(int(x)) if x == x.to_integral_value() else format(x.normalize(), "f")
 
     return text.map({v: shortest(v) for v in text.unique()}).to_numpy(str)
 
