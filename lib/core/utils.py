@@ -103,6 +103,7 @@ def plain_number(text: str) -> Decimal | None:
     text = str(text).strip()
     return Decimal(text) if _DECIMAL.fullmatch(text) else None
 
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:

@@ -340,7 +340,8 @@ def _metadata(df: pd.DataFrame, meta: dict, problems: list[str]) -> pd.DataFrame
         text = df[col].str.strip()
         values = pd.to_numeric(text, errors="coerce")
         for i in df.index[values.isna() & (text != "")]:
-            problems.append(f"{df.at[i, 'where']}: metadata {col!r} is {df.at[i, col]!r}; expected a number (an empty cell for a missing value)")
+            problems.append(f"{df.at[i, 'where']}: metadata {col!r} is {df.at[i, col]!r}; expected a number "
+                            f"(an empty cell for a missing value)")
         out[META_PREFIX + col] = values
     for col in meta["categorical"]:
         out[META_PREFIX + col] = category_text(df[col])

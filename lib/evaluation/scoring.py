@@ -7,7 +7,6 @@ probable class (binary: p(positive) > 0.5), every class with p > 0.5 for multi-l
 """
 from __future__ import annotations
 
-
 from pathlib import Path
 
 import numpy as np
