@@ -138,7 +138,7 @@ def test_a_segment_read_equals_the_same_samples_of_a_whole_file_read(tmp_path, f
         np.testing.assert_allclose(part, whole[int(start * sr):int(start * sr) + len(part)], atol=1e-5)
 
 
-def test_a_missing_file_whose_name_exists_in_another_unicode_form_says_so(tmp_path):
+def test_a_missing_file_that_nearly_names_one_that_exists_says_which(tmp_path):
     """An id written in NFD (``e`` + a combining diaeresis) for a file named in NFC (``ë``): the
     names look identical, so the error says which form the file has."""
     import unicodedata
@@ -154,3 +154,11 @@ def test_a_missing_file_whose_name_exists_in_another_unicode_form_says_so(tmp_pa
         header(tmp_path / unicodedata.normalize("NFD", "tëst.wav"))
     with pytest.raises(PipelineError, match="other.wav: file not found$"):
         header(tmp_path / "other.wav")
+    # other near misses of a file that exists: another case, the id without its extension (probe)
+    sf.write(tmp_path / "UPPER.WAV", np.zeros(100, np.float32), 8000)
+    with pytest.raises(PipelineError, match="upper.wav: file not found \\(a file 'UPPER.WAV' exists whose name differs "
+                                             "in case"):
+        header(tmp_path / "upper.wav")
+    with pytest.raises(PipelineError, match="UPPER: file not found \\(a file 'UPPER.WAV' exists: the id or the audio "
+                                             "template lacks its extension, e.g. audio.template: '.../\\{id\\}.WAV'"):
+        header(tmp_path / "UPPER")

@@ -7,6 +7,7 @@ the seed projects suffered (``../shared/DESIGN.md`` §2, breath sounds).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,11 @@ def info(path: str | Path) -> tuple[int, int, int]:
     return int(i.samplerate), int(i.frames), int(i.channels)
 
 
-def _normalisation_hint(path: Path) -> str:
-    """For a missing ``path``: a note when its name in another Unicode normal form (NFC or NFD: the
-    same letters, e.g. ``ë`` as one character or as ``e`` + a combining mark) names a file that
-    exists, else ``""``."""
+def _near_miss_hint(path: Path) -> str:
+    """For a missing ``path``: a note naming a file of its folder that it nearly names, else ``""``:
+    the same name in another Unicode normal form (NFC or NFD: the same letters, e.g. ``ë`` as one
+    character or as ``e`` + a combining mark), in another case (``UPPER.WAV``), or with an
+    extension (the id without one: probe)."""
     import unicodedata
 
     for form in ("NFC", "NFD"):
@@ -37,7 +39,32 @@ def _normalisation_hint(path: Path) -> str:
         if other != path and other.is_file():
             return (f" (a file {other.name!r} exists whose name is the same text in Unicode form {form}: write the "
                     f"id in the CSV in that form, or rename the file)")
+    names = _folder_names(path.parent)
+    if other := names.get(path.name.casefold()):
+        return f" (a file {other!r} exists whose name differs in case: write the id as the file is named, or rename it)"
+    if other := names.get(("stem", path.name.casefold())):
+        return (f" (a file {other!r} exists: the id or the audio template lacks its extension, e.g. "
+                f"audio.template: '.../{{id}}{Path(other).suffix}')")
     return ""
+
+
+def _folder_names(folder: Path) -> dict:
+    """A folder's file names by their casefolded name, and by ``("stem", casefolded stem)``; read
+    once per folder state (its modification time), so that a table of many missing ids lists it once."""
+    try:
+        key = (str(folder), folder.stat().st_mtime_ns)
+    except OSError:
+        return {}
+    if _FOLDERS.get("key") != key:
+        names = {}
+        for entry in os.scandir(folder):
+            names.setdefault(entry.name.casefold(), entry.name)
+            names.setdefault(("stem", Path(entry.name).stem.casefold()), entry.name)
+        _FOLDERS.update(key=key, names=names)
+    return _FOLDERS["names"]
+
+
+_FOLDERS: dict = {}
 
 
 def header(path: str | Path):
@@ -46,7 +73,7 @@ def header(path: str | Path):
     libsndfile cannot read it."""
     path = Path(path)
     if not path.is_file():
-        raise AudioError(f"{path}: file not found{_normalisation_hint(path)}")
+        raise AudioError(f"{path}: file not found{_near_miss_hint(path)}")
     try:
         return sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types
