@@ -55,13 +55,14 @@ def _folder_names(folder: Path) -> dict:
         key = (str(folder), folder.stat().st_mtime_ns)
     except OSError:
         return {}
-    if _FOLDERS.get("key") != key:
+    cached_key, names = _FOLDERS.get("last", (None, {}))
+    if cached_key != key:
         names = {}
         for entry in os.scandir(folder):
             names.setdefault(entry.name.casefold(), entry.name)
             names.setdefault(("stem", Path(entry.name).stem.casefold()), entry.name)
-        _FOLDERS.update(key=key, names=names)
-    return _FOLDERS["names"]
+        _FOLDERS["last"] = (key, names)  # (one assignment: a reader never pairs one folder's key with another's names)
+    return names
 
 
 _FOLDERS: dict = {}
