@@ -259,6 +259,7 @@ def _silence_bad_files(test: pd.DataFrame | None, folder: Path, rate: int, secon
         out.append(f"{test.at[i, 'where']}: {test.at[i, 'bad_audio']}: predicted from silence "
                    f"(audio.bad_test_files: silence; {path})")
         test.loc[i, ["path", "sample_rate", "duration_s", "channels"]] = [str(path), rate, seconds, channels]
+    test[["sample_rate", "channels"]] = test[["sample_rate", "channels"]].astype(int)  # (the bad rows' None: floats)
     return out
 
 
