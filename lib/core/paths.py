@@ -134,17 +134,15 @@ class Outputs:
             return None
         record = self.features_record(feature_set)
         rec, _ = record.check(hashes=False)
+        other = f"built from other {split} recordings than 00_prepare.py read"
         if rec is None:  # 01 removes the record first when it rebuilds; files deleted to free disk leave it
             if self.features(feature_set).exists() and not record.path.exists():
                 return "unfinished"
-            read = self.audio_read().get(split)
-            then = made.get("inputs", {}).get("recordings")
-            return (f"built from other {split} recordings than 00_prepare.py read" if read and then and read != then
-                    else "removed")
+            read, then = self.audio_read().get(split), made.get("inputs", {}).get("recordings")
+            return other if read and then and read != then else "removed"
         if split_id(rec, split) != built:
             return "rebuilt"
-        return f"built from other {split} recordings than 00_prepare.py read" if self.audio_changed(
-            feature_set, [split]) else None
+        return other if self.audio_changed(feature_set, [split]) else None
 
     def feature_set_of(self, exp: str) -> str:
         """The feature set a trained experiment reads (its ``models/<exp>/config.yaml``)."""
