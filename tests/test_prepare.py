@@ -434,6 +434,25 @@ def test_class_without_training_rows_is_a_warning(tmp_path):
     assert (tmp_path / "out/folds.csv").exists()
 
 
+def test_a_kind_of_problem_is_not_hidden_behind_fifty_of_another(tmp_path):
+    """00 lists 50 problems: the first of every kind among them, then the rest counted by kind, so
+    that one truncated file after 60 missing ones is still named (a probe: only the first 50
+    were listed)."""
+    comp = make_toy_competition(tmp_path / "data", n=64)
+    root = tmp_path / "data"
+    for i in range(60):
+        (root / "train" / f"s{i // 2}_{i}.wav").unlink()
+    wav = (root / "train" / "s31_63.wav").read_bytes()
+    (root / "train" / "s31_63.wav").write_bytes(wav[:-2000])  # line 65, after the 60 missing files
+    with pytest.raises(InputError) as err:
+        prepare(comp, tmp_path / "out")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "61 problem(s) in the input:"
+    assert f"  {root}/train.csv line 65: {root}/train/s31_63.wav: truncated: 2000 bytes of audio data the header declares are missing" in lines
+    assert sum("file not found" in line for line in lines[1:-1]) == 49 and len(lines) == 52
+    assert lines[-1] == "  ... and 11 more: 11 x file not found"
+
+
 def test_silent_wrong_inputs_are_errors(tmp_path):
     comp = make_toy_competition(tmp_path / "data")
     root = tmp_path / "data"
