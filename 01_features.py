@@ -54,10 +54,12 @@ def main() -> None:
             what = (f"whole waveforms at {m['sample_rate']} Hz{moved}" if m["kind"] == "waveform" else
                     f"the competition's matrices, {m['spec_shape'][1]} bins at {rate:g} frames/s")
             print(f"{name}: {state}; {what}, {m['dtype']}; {rows} -> {out.features(name)}")
+            print_silent(name, m, unit)
             continue
         rows = ", ".join(f"{s} {v['spec'][0]}" for s, v in m["splits"].items())
         print(f"{name}: {state}; channels {m['channel_names']} {m['spec_shape'][1:]} + {m['n_scalars']} scalars; "
               f"rows: {rows}; {m['sample_rate']} Hz, hop {m['hop_length']} -> {out.features(name)}")
+        print_silent(name, m, unit)
         if m["settings"].get("model_sample_rate") not in (None, m["sample_rate"]):  # hf_embeddings: never silent
             print(f"{name}: windows resampled explicitly from {m['sample_rate']} Hz to the model's "
                   f"{m['settings']['model_sample_rate']} Hz ({m['settings']['resample_type']})")
@@ -67,6 +69,16 @@ def main() -> None:
     for path, cfg in cfgs.items():  # what a build or a first batch finds: said now, before any experiment trains
         for warning in check_buildable(out, cfg, path):
             print(f"WARNING: {warning}")
+
+
+def print_silent(name: str, manifest: dict, unit: str) -> None:
+    """A note for each split of a feature set whose cache holds recordings of digital silence
+    (``lib.features.cache.silent_recordings``; test files 00 predicts from silence are not counted)."""
+    for split, v in manifest["splits"].items():
+        if n := (v.get("silent") or {}).get("count"):
+            print(f"note: {name}: {n} {split} {unit if n > 1 else unit[:-1]} {'are' if n > 1 else 'is'} digital "
+                  f"silence (every sample 0), e.g. {', '.join(v['silent']['ids'])}: kept as {'they are' if n > 1 else 'it is'}; "
+                  f"check {'them' if n > 1 else 'it'} if the audio should not be silent")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,27 @@ def test_a_mel_band_above_the_audio_is_refused_before_any_work(prepared):
     assert m["spec_shape"][1] == 16 and np.asarray(spec).std() > 1  # a band inside the audio: real features
 
 
+def test_01_names_the_recordings_of_digital_silence(tmp_path):
+    """A training file of zeros (and the toy's two silent test files) is named by 01 for the
+    waveform cache and for a feature cache, built or reused; a very quiet file is not (a probe:
+    silent recordings went unsaid)."""
+    import soundfile as sf
+    from conftest import stage
+
+    make_toy_competition(tmp_path / "data")
+    sf.write(tmp_path / "data/train/s1_2.wav", np.zeros(8000, np.float32), 16000)
+    sf.write(tmp_path / "data/train/s2_4.wav", np.full(8000, 1e-3, np.float32), 16000)  # quiet, not silent
+    stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out")
+    for _ in range(2):  # built, then up to date
+        log = stage("01_features.py", ROOT / "configs/wave_cnn.yaml", ROOT / "configs/cnn_small.yaml",
+                    "--output-dir", tmp_path / "out", "--workers", "1").stdout
+        for name in ("waveform", "log_mel64"):
+            assert (f"note: {name}: 1 train recording is digital silence (every sample 0), e.g. s1_2: kept as it is; "
+                    f"check it if the audio should not be silent") in log
+            assert f"note: {name}: 2 test recordings are digital silence (every sample 0), e.g. t0, t1: kept" in log
+        assert log.count("digital silence") == 4
+
+
 def test_missing_stage_is_named(tmp_path):
     with pytest.raises(MissingArtifact, match="run 00_prepare.py first"):
         build_feature_set(Outputs(tmp_path), {"name": "log_mel", "set": "x", "params": {}})

@@ -484,7 +484,8 @@ def test_a_hidden_test_file_that_cannot_be_used_stops_or_is_predicted_from_silen
     assert log.count("predicted from silence") == 2
     paths = pd.read_csv(tmp_path / "o" / "test.csv").path
     assert sum(p.startswith(str(tmp_path / "o" / "silence")) for p in paths) == 2
-    stage("01_features.py", exp, "--output-dir", tmp_path / "o", "--workers", "1")
+    log = stage("01_features.py", exp, "--output-dir", tmp_path / "o", "--workers", "1").stdout
+    assert "digital silence" not in log  # 00 said these two: 01 does not count them as silent recordings
     tests[1].write_bytes((data / "test" / tests[1].name).read_bytes())  # one good file beside the silenced one:
     stage("00_prepare.py", tmp_path / "silence.yaml", "--data-dir", hidden, "--output-dir", tmp_path / "o2")
     table = pd.read_csv(tmp_path / "o2" / "test.csv")  # whole numbers as before (16000.0, 1.0: probe)

@@ -164,6 +164,40 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     return {"spec": spec_shape, "scalars": sc_shape, "regions": len(regions), "windows": len(windows)}
 
 
+def silent_recordings(folder: Path, split: str, kind: str) -> np.ndarray:
+    """Rows of a built split (``folds.csv`` / ``test.csv`` order) whose audio is digital silence, as
+    its cache holds them: a waveform cache's regions whose samples are all 0; a feature cache's
+    windows whose features are one value throughout (what silence gives ``log_mel``, ``seed9`` and
+    every set of the zoo), every region or window of the row. Frame caches (the competition's own
+    matrices) hold no audio: none. One pass over the split's files, a region or a block of windows
+    at a time."""
+    if kind == "frames":
+        return np.zeros(0, np.int64)
+    regions = np.load(folder / f"{split}_regions.npy")
+    if kind == "waveform":
+        store, offsets = np.load(folder / f"{split}_wave.npy", mmap_mode="r"), np.load(folder / f"{split}_offsets.npy")
+        quiet = np.array([b > a and not store[a:b].any() for a, b in zip(offsets[:-1], offsets[1:])], bool)
+        rows = regions[:, 0].astype(np.int64)
+    else:
+        spec = np.load(folder / f"{split}_spec.npy", mmap_mode="r")
+        flat = spec.reshape(len(spec), -1)
+        quiet = np.concatenate([np.ptp(flat[i:i + 4096], axis=1) == 0 for i in range(0, len(flat), 4096)]
+                               or [np.zeros(0, bool)])
+        rows = np.load(folder / f"{split}_windows.npy")[:, 0].astype(np.int64)
+    loud = np.unique(rows[~quiet])
+    return np.setdiff1d(np.unique(rows), loud)
+
+
+def _silence_found(out: Outputs, folder: Path, split: str, kind: str, table) -> dict:
+    """What 01 says of a built split's silent recordings (:func:`silent_recordings`; a probe: they
+    went unsaid): ``{"count": n, "ids": the first five}``, leaving out the test files that stage 00
+    predicts from silence (``audio.bad_test_files``), which 00 names itself."""
+    silent = silent_recordings(folder, split, kind)
+    made = (out.root / "silence").resolve()
+    silent = silent[[Path(table["path"].iat[i]).resolve().parent != made for i in silent]]
+    return {"count": len(silent), "ids": [str(i) for i in table["id"].to_numpy()[silent[:5]]]}
+
+
 STORES = {"waveform": "wave", "frames": "frames"}
 """The input kinds whose cache stores whole regions (not windows), and their store's file name."""
 
@@ -256,6 +290,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["ids"] = fingerprint(list(table["id"]))
         shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
         shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
+        shapes[split]["silent"] = _silence_found(out, folder, split, kind, table)
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
             kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
     base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])  # (hf_embeddings
