@@ -49,6 +49,22 @@ def test_log_mel_cache_matches_manifest_and_is_reused(prepared):
     assert not build_feature_set(prepared, changed)["skipped"]  # settings changed: rebuilt
 
 
+def test_a_rebuild_says_which_settings_or_cache_format_changed(prepared, monkeypatch):
+    """01 says why it builds a set again: each setting that changed (built and now), or a cache
+    format of an earlier version (a probe: both read "built from other inputs or settings")."""
+    import lib.features.cache as cache
+
+    section = {"name": "log_mel", "set": "lm", "params": {"n_mels": 32}}
+    assert build_feature_set(prepared, section, workers=1)["because"] == ""
+    m = build_feature_set(prepared, dict(section, params={"n_mels": 16}), workers=1)
+    assert m["because"] == "settings changed since the last build, n_mels: built 32, now 16"
+    assert m["format_version"] == cache.FORMAT_VERSION
+    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION + 1)  # what a new version's format does
+    m = build_feature_set(prepared, dict(section, params={"n_mels": 16}), workers=1)
+    assert m["because"] == f"an earlier version's cache format, {cache.FORMAT_VERSION - 1} (now {cache.FORMAT_VERSION})"
+    assert build_feature_set(prepared, dict(section, params={"n_mels": 16}), workers=1)["skipped"]
+
+
 def test_a_mel_band_above_the_audio_is_refused_before_any_work(prepared):
     from lib.core.errors import ConfigError
     from lib.features.seed9 import Seed9

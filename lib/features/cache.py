@@ -265,7 +265,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         return dict(read_json(folder / "manifest.json"), skipped=True, seconds=0.0)
     train_key = "train" in tables and key_of({"train": hashes["train"]}, {"train": spans["train"]})
     kept = None if force else _kept_train(folder, train_key)
-    because = "--force" if force else _rebuild_reason(folder, hashes, spans, why)
+    because = "--force" if force else _rebuild_reason(folder, hashes, spans, why, section, audio_id(comp))
     if kept:
         because += "; the train features are kept as they were"
     for split, table in tables.items():
@@ -293,9 +293,10 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["silent"] = _silence_found(out, folder, split, kind, table)
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
             kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
-    base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])  # (hf_embeddings
+    # (hf_embeddings learns its hop from a split it computes: the manifest kept with the train split)
+    base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])
     manifest = dict(base, set=section["set"], name=section["name"], splits=shapes, dtype=dtype, fingerprint=key,
-                    audio_settings=audio_id(comp))  # learns its hop from a split it computes: kept with the train split)
+                    audio_settings=audio_id(comp), format_version=FORMAT_VERSION)
     write_json(folder / "manifest.json", manifest)
     members = [folder / "manifest.json"] + [folder / f"{s}_{part}.npy" for s in tables for part in parts]
     record.commit(members + ([folder / TRAIN_SPLIT] if kept else []), key,
@@ -346,20 +347,31 @@ def _kept_train(folder: Path, train_key: str | bool) -> dict | None:
     return kept
 
 
-def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str) -> str:
-    """Why a cache in ``folder`` is built again (``""``: never built): the splits whose recordings
-    (``hashes``, :func:`lib.core.artifacts.audio_fingerprint`) or segments (``spans``,
+def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str,
+                    section: dict | None = None, audio: str | None = None) -> str:
+    """Why a cache in ``folder`` is built again (``""``: never built): built by an earlier version
+    of the pipeline (an older cache format, :data:`FORMAT_VERSION`), other settings than
+    ``section``'s (each key, :func:`settings_diff`), other audio settings than ``audio``
+    (:func:`lib.core.artifacts.audio_id`), the splits whose recordings (``hashes``,
+    :func:`lib.core.artifacts.audio_fingerprint`) or segments (``spans``,
     :func:`spans_fingerprint`) differ from the last build's, a split added or removed, else the
-    record's own reason ``why``
-    (other settings, a file of it changed or missing)."""
+    record's own reason ``why`` (a file of it changed or missing)."""
     try:
-        old = read_json(folder / "manifest.json")["splits"]
+        manifest = read_json(folder / "manifest.json")
+        old = manifest["splits"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
+    version = manifest.get("format_version", 4 if "audio_settings" in manifest else 3)  # (4 added audio_settings)
+    reasons = [f"an earlier version's cache format, {version} (now {FORMAT_VERSION})"] if version != FORMAT_VERSION else []
+    have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
+    if section is not None and (diff := settings_diff(have, section_settings(section), "built", "now")):
+        reasons.append(f"settings changed since the last build, {diff}")
+    if audio is not None and manifest.get("audio_settings") not in (None, audio):
+        reasons.append("other audio settings in competition.yaml (audio section)")
     changed = lambda key, now: [s for s, h in now.items()  # noqa: E731
                                 if h is not None and isinstance(old.get(s), dict) and old[s].get(key) not in (None, h)]
-    reasons = [f"the {' and '.join(c)} {what} changed since the last build"
-               for c, what in ((changed("audio", hashes), "recordings"), (changed("spans", spans), "segments")) if c]
+    reasons += [f"the {' and '.join(c)} {what} changed since the last build"
+                for c, what in ((changed("audio", hashes), "recordings"), (changed("spans", spans), "segments")) if c]
     reasons += [f"a {s} split {how} since the last build" for s, how in [
         *((s, "added") for s in hashes if s not in old), *((s, "removed") for s in old if s not in hashes)]]
     return "; ".join(reasons) or why
