@@ -293,8 +293,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["silent"] = _silence_found(out, folder, split, kind, table)
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
             kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
-    # (hf_embeddings learns its hop from a split it computes: the manifest kept with the train split)
-    base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])
+    base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])  # (hf_embeddings' hop)
     manifest = dict(base, set=section["set"], name=section["name"], splits=shapes, dtype=dtype, fingerprint=key,
                     audio_settings=audio_id(comp), format_version=FORMAT_VERSION)
     write_json(folder / "manifest.json", manifest)
