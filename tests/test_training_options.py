@@ -519,6 +519,43 @@ def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
         train_experiment(student, out, log=lambda *_: None)
 
 
+def test_a_student_of_an_earlier_version_stays_when_04_runs_again_on_the_same_blend(toy, tmp_path, monkeypatch):
+    """A student trained by a version that keyed it by the blend record's id was trained again, as
+    "the teacher blend changed", once the upgraded 04 wrote a new record for OOF probabilities of the
+    same bytes (probe U): 04 now names the records it replaces with the same oof_blend.csv."""
+    import shutil
+
+    import lib.runs.experiment as experiment
+    from lib.evaluation.ensemble import run_ensemble
+    from lib.inference.infer import infer_experiment
+    from lib.runs.experiment import train_experiment
+    from lib.runs.self_training import soft_targets, teacher_note
+
+    cfg, comp, data, table, shared = toy
+    out = Outputs(tmp_path / "out")
+    shutil.copytree(shared.root, out.root)
+    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
+    infer_experiment("teacher", out)
+    run_ensemble(out, ["teacher"], method="equal")
+    old = out.ensembled.read()
+    with monkeypatch.context() as m:  # the earlier version's key: the record's id
+        m.setattr(experiment, "soft_targets", lambda *a: (soft_targets(*a)[0], out.ensembled.read()["id"]))
+        student = dict(cfg, name="student", train={**cfg["train"], "distill": {"weight": 0.5}})
+        trained = train_experiment(student, out, log=lambda *_: None)
+    assert not trained["skipped"] and out.trained("student").read()["inputs"]["teacher"] == old["id"]
+    oof = (out.root / "ensemble/oof_blend.csv").read_bytes()
+    run_ensemble(out, ["teacher"], method="equal", temperature=0.5)  # another record, the same OOF blend
+    new = out.ensembled.read()
+    assert new["id"] != old["id"] and (out.root / "ensemble/oof_blend.csv").read_bytes() == oof
+    assert new["info"]["same_oof_as"] == [old["id"]]
+    said = []
+    assert train_experiment(student, out, log=said.append)["skipped"], said
+    assert teacher_note(out, "student") is None
+    run_ensemble(out, ["teacher"], method="rank")  # other OOF probabilities: a new student
+    assert "same_oof_as" not in out.ensembled.read()["info"] and teacher_note(out, "student")
+    assert not train_experiment(student, out, log=lambda *_: None)["skipped"]
+
+
 def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     import shutil
 

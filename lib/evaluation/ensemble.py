@@ -23,6 +23,7 @@ from ..core.artifacts import (
     check_inputs,
     check_trained,
     competition_id,
+    file_hash,
     folds_id,
     retrain_stages,
     trained_problem,
@@ -350,6 +351,17 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
                                           plain, tasks.fixed_decision(plain))}
 
 
+def _same_oof_as(before: dict | None, oof_blend: Path) -> list[str]:
+    """The ids of earlier blend records whose ``ensemble/oof_blend.csv`` held the bytes that
+    ``oof_blend`` holds now: ``before`` (the record this run replaces) and those it named. A
+    student of ``train.distill`` trained on any of them learnt from the same OOF probabilities and
+    stays (an earlier version's student is keyed by such a record's id; at most the last ten)."""
+    was = ((before or {}).get("members") or {}).get("ensemble/oof_blend.csv", {}).get("sha256")
+    if was is None or not oof_blend.is_file() or file_hash(oof_blend) != was:
+        return []
+    return list(dict.fromkeys([before["id"], *(before.get("info") or {}).get("same_oof_as", [])]))[:10]
+
+
 def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
     """Write ``submission.csv``, or remove it when there is no ``submission`` (no test set or
     ``submission`` section)."""
@@ -418,6 +430,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     if with_test:
         test_blend, submission = blend_test(comp, final, decision["decision"], preds, test, priors)
     record = out.ensembled
+    before = record.read()  # (a student distilled from it stays when the OOF blend is the same: same_oof_as)
     record.begin(out.root / "ensemble")  # (and a killed run's temporaries there)
     _write_submission(out, submission)
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": comp["metric"],
@@ -434,7 +447,9 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         members.append(out.submission)
     inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp),  # what 05_bundle.py checks,
                    **({TEST: out.test_id()} if with_test else {})})  # and 00 (another test set: the blend goes)
-    record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs)
+    same = _same_oof_as(before, out.root / "ensemble" / "oof_blend.csv")
+    record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs,
+                  info={"same_oof_as": same} if same else None)
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "oof_folds": len(np.unique(folds)), "metric": comp["metric"], "skipped": skipped, "decision": decision,
             "rows_masked": masked, "slice_prior": priors, "rows": 0 if submission is None else len(submission),

@@ -58,7 +58,7 @@ from ..training.classical import train_fold_classical
 from ..training.ddp import Ranks, broadcast, gather
 from ..training.loop import monitored, train_fold
 from .distributed import claim_work, claims_folder, finish, setup
-from .self_training import mixed_targets, soft_targets
+from .self_training import mixed_targets, same_teacher, soft_targets
 from ..core.device import training_amp, training_dtype
 
 FORMAT_VERSION = 5  # 5: fold resume states hold the callbacks' states (lib.training.callbacks)
@@ -251,8 +251,8 @@ class ExperimentRun:
             return data, None  # else labels mixed with the current blend's OOF probabilities
         soft, teacher = soft_targets(self.out, self.comp, self.table, self.name)
         earlier = ((self.out.trained(self.name).read() or {}).get("inputs") or {}).get("teacher")
-        if earlier is not None and earlier == (self.out.ensembled.read() or {}).get("id"):  # an earlier version's
-            teacher = earlier  # key, the same blend: the student stays
+        if earlier != teacher and same_teacher(self.out.ensembled.read(), earlier):  # an earlier version's key,
+            teacher = earlier  # the same OOF blend: the student stays
         data.train_target = mixed_targets(data.target, soft, self.cfg["train"]["distill"]["weight"])
         return data, teacher
 

@@ -56,13 +56,24 @@ def teacher_id(record: dict) -> str:
     return fingerprint("oof_blend", oof["sha256"]) if oof else record["id"]
 
 
+def same_teacher(record: dict | None, teacher: str | None) -> bool:
+    """Whether a student keyed by ``teacher`` (the id it was trained with) learnt from the OOF
+    probabilities of the blend ``record`` (04's, ``None`` when there is none): ``teacher`` is
+    :func:`teacher_id` of it, or an earlier version's key for the same ``oof_blend.csv`` bytes, the
+    id of this record or of one it names as holding the same (``info["same_oof_as"]``: 04 run
+    again after an upgrade writes a new record for an unchanged blend)."""
+    if not record or not teacher:
+        return False
+    return teacher in (teacher_id(record), record["id"], *(record.get("info") or {}).get("same_oof_as", []))
+
+
 def teacher_note(out: Outputs, exp: str) -> str | None:
     """A line for 03 when experiment ``exp`` was distilled (``train.distill``) from a blend that is
     no longer 04's current one: its models are that earlier blend's student, and 02 would train it
     again on the current one. ``None`` otherwise (no distillation, or the same blend)."""
     teacher = ((out.trained(exp).read() or {}).get("inputs") or {}).get("teacher")
     rec = out.ensembled.read()
-    if not teacher or rec and teacher in (teacher_id(rec), rec["id"]):  # (the record's id: an earlier version's)
+    if not teacher or same_teacher(rec, teacher):
         return None
     return (f"NOTE: {exp} was distilled from an earlier blend ({'04_ensemble.py ran since' if rec else 'no blend now'}): "
             f"these are that student's predictions; 02_train.py {exp} trains it on the current blend")
