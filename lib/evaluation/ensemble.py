@@ -351,15 +351,16 @@ def _without_slice_prior(oofs: list[pd.DataFrame], train: pd.DataFrame, y, folds
                                           plain, tasks.fixed_decision(plain))}
 
 
-def _same_oof_as(before: dict | None, oof_blend: Path) -> list[str]:
-    """The ids of earlier blend records whose ``ensemble/oof_blend.csv`` held the bytes that
-    ``oof_blend`` holds now: ``before`` (the record this run replaces) and those it named. A
+def _same_oof_as(before: dict | None, oof_blend: Path) -> dict | None:
+    """The blend record's ``info``: ``{"same_oof_as": ids}``, the earlier blend records whose
+    ``ensemble/oof_blend.csv`` held the bytes that ``oof_blend`` holds now (``before``, the record
+    this run replaces, and those it named; at most ten), or ``None`` when ``before`` held others. A
     student of ``train.distill`` trained on any of them learnt from the same OOF probabilities and
-    stays (an earlier version's student is keyed by such a record's id; at most the last ten)."""
+    stays (an earlier version's student is keyed by such a record's id)."""
     was = ((before or {}).get("members") or {}).get("ensemble/oof_blend.csv", {}).get("sha256")
     if was is None or not oof_blend.is_file() or file_hash(oof_blend) != was:
-        return []
-    return list(dict.fromkeys([before["id"], *(before.get("info") or {}).get("same_oof_as", [])]))[:10]
+        return None
+    return {"same_oof_as": list(dict.fromkeys([before["id"], *(before.get("info") or {}).get("same_oof_as", [])]))[:10]}
 
 
 def _write_submission(out: Outputs, submission: pd.DataFrame | None) -> None:
@@ -388,10 +389,9 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     folds the OOF rows hold (1: nothing is cross-fitted, only blends that fit nothing), "decision": the
     :func:`lib.evaluation.decisions.choose_decision` result, "slice_prior": the training rows'
     priors of ``decision.slice_prior`` with ``"compare"`` (the chosen blend's OOF scores,
-    :func:`_chosen_oof`, with and without the shift, :func:`_without_slice_prior`) or None, "submission": DataFrame or None, ...}``. Raises
-    ``MissingArtifact`` naming the stage to run when predictions are missing or the experiments'
-    OOF rows differ (different folds or subsets).
-    """
+    :func:`_chosen_oof`, with and without the shift, :func:`_without_slice_prior`) or None, "submission": DataFrame or None, ...}``.
+    Raises ``MissingArtifact`` naming the stage to run when predictions are missing or the
+    experiments' OOF rows differ (other folds or subsets)."""
     from .ensemble_report import write_ensemble_report
 
     out, experiments = as_outputs(out), [experiments] if isinstance(experiments, str) else experiments
@@ -429,8 +429,7 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
     final = results[chosen]["blender"]  # fitted on every OOF row
     if with_test:
         test_blend, submission = blend_test(comp, final, decision["decision"], preds, test, priors)
-    record = out.ensembled
-    before = record.read()  # (a student distilled from it stays when the OOF blend is the same: same_oof_as)
+    record, before = out.ensembled, out.ensembled.read()  # (before: its OOF blend's student stays, _same_oof_as)
     record.begin(out.root / "ensemble")  # (and a killed run's temporaries there)
     _write_submission(out, submission)
     summary = {"method": chosen, "asked": method, "note": note, "temperature": temperature, "metric": comp["metric"],
@@ -447,9 +446,8 @@ def run_ensemble(out: Outputs, experiments: list[str] | None = None, method: str
         members.append(out.submission)
     inputs.update({FOLDS: folds_id(train), COMPETITION: competition_id(comp),  # what 05_bundle.py checks,
                    **({TEST: out.test_id()} if with_test else {})})  # and 00 (another test set: the blend goes)
-    same = _same_oof_as(before, out.root / "ensemble" / "oof_blend.csv")
     record.commit(members, fingerprint(chosen, method, temperature, inputs, comp.get("decision")), inputs=inputs,
-                  info={"same_oof_as": same} if same else None)
+                  info=_same_oof_as(before, out.root / "ensemble" / "oof_blend.csv"))
     return {"table": table, "methods": methods, "method": chosen, "note": note, "blend": blend_scores,
             "oof_folds": len(np.unique(folds)), "metric": comp["metric"], "skipped": skipped, "decision": decision,
             "rows_masked": masked, "slice_prior": priors, "rows": 0 if submission is None else len(submission),
