@@ -50,7 +50,8 @@ def problem_kind(problem: str) -> str:
 def _shown(problems: list[str], limit: int) -> list[str]:
     """The lines of :class:`InputError`'s message: every problem when there are at most ``limit``;
     else ``limit`` of them in their order, the first of each kind before the others (a kind
-    beyond ``limit`` kinds is counted only), then one line counting the rest by kind."""
+    beyond ``limit`` kinds is counted only), then one line counting the rest by kind (the ten
+    most frequent kinds, then how many other kinds)."""
     if len(problems) <= limit:
         return problems
     kinds = [problem_kind(p) for p in problems]
@@ -58,7 +59,8 @@ def _shown(problems: list[str], limit: int) -> list[str]:
     others = [i for i in range(len(problems)) if i not in set(first)]
     keep = set(first) | set(others[:limit - len(first)])
     rest = collections.Counter(k for i, k in enumerate(kinds) if i not in keep)
-    counts = "; ".join(f"{n} x {k}" for k, n in rest.most_common())
+    counts = "; ".join([f"{n} x {k}" for k, n in rest.most_common(10)]
+                       + ([f"{len(rest) - 10} other kinds"] if len(rest) > 10 else []))
     return [problems[i] for i in sorted(keep)] + [f"... and {len(problems) - len(keep)} more: {counts}"]
 
 

@@ -61,18 +61,20 @@ recordings (a 10-minute soundscape at a 0.1-s hop is 6000 windows, 384 MB of 1-s
 16 kHz) is cut and computed a batch at a time, so a worker's memory does not grow with the audio."""
 
 
-def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int:
+def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int, int]) -> tuple[int, list[int]]:
     """Compute the features of every window of a few regions ``(path, start s, end s, window
-    starts s within the region)`` and write them at rows ``row0 ..`` of the split's two ``.npy``
-    files; returns the number of regions done.
+    starts s within the region)`` (the split's regions from ``region0`` on) and write them at rows
+    ``row0 ..`` of the split's two ``.npy`` files; returns the number of regions done and those
+    of them whose audio is digital silence (every sample 0).
 
     Regions are loaded one at a time and their windows go through :func:`_run` in batches of up to
     :data:`BATCH_WINDOWS` (the windows of several short regions together: ``seed9`` computes a batch
     at once). Writing here, not in the parent, spares sending every array through a pipe.
     """
-    regions, row0 = job
+    regions, row0, region0 = job
     a, extractor = WORKER["audio"], WORKER["extractor"]
     batch: list[np.ndarray] = []
+    silent = []
     pending, paths = 0, []  # windows in batch, and the files they come from
 
     def flush(sr: int) -> None:
@@ -89,8 +91,10 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
         paths.clear()
         pending = 0
 
-    for path, start, end, starts in regions:
+    for k, (path, start, end, starts) in enumerate(regions):
         y, sr = audio.load(path, a["sample_rate"], a["channel"], a["resample_type"], start, end)
+        if len(y) and not y.any():
+            silent.append(region0 + k)
         i = 0
         while i < len(starts):
             take = starts[i:i + BATCH_WINDOWS - pending]
@@ -101,7 +105,7 @@ def _extract(job: tuple[list[tuple[str, float, float, np.ndarray]], int]) -> int
                 flush(sr)
     if batch:
         flush(sr)
-    return len(regions)
+    return len(regions), silent
 
 
 def check_unchanged(table, split: str) -> None:
@@ -139,7 +143,8 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     processes share the regions in chunks of ``chunk`` and write their rows straight into the
     files (``dtype``), so memory stays at one region's audio and :data:`BATCH_WINDOWS` windows
     per worker (not a chunk's windows), and nothing large crosses a
-    pipe. Returns ``{"spec": shape, "scalars": shape, "regions": n, "windows": n}``. Errors name
+    pipe. Returns ``{"spec": shape, "scalars": shape, "regions": n, "windows": n, "silent_regions":
+    the regions whose audio is digital silence}``. Errors name
     the failing file; on any error the split's previous files are left as they were.
     """
     a = comp["audio"]
@@ -152,47 +157,31 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
     paths = table["path"].to_numpy()
     jobs = [(paths[int(r)], float(s), float(e), st) for (r, s, e), st in zip(regions, starts)]
     first_row = np.concatenate([[0], np.cumsum([len(st) for st in starts])])
-    chunks = [(jobs[i:i + chunk], int(first_row[i])) for i in range(0, len(jobs), chunk)]
+    chunks = [(jobs[i:i + chunk], int(first_row[i]), i) for i in range(0, len(jobs), chunk)]
     spec_shape, sc_shape = (len(windows), *spec0.shape), (len(windows), *sc0.shape)
     with atomic_path(folder / f"{split}_spec.npy") as tmp_spec, atomic_path(folder / f"{split}_scalars.npy") as tmp_sc:
         for path, shape in ((tmp_spec, spec_shape), (tmp_sc, sc_shape)):  # header, size allocated
             open_memmap(path, dtype, shape)
-        run_parallel(_extract, chunks, (extractor, a, (tmp_spec, tmp_sc)), workers, len(jobs), f"{folder.name} {split}")
+        silent = run_parallel(_extract, chunks, (extractor, a, (tmp_spec, tmp_sc)), workers, len(jobs),
+                              f"{folder.name} {split}")
     for name, arr in (("windows", windows), ("regions", regions)):
         with atomic_path(folder / f"{split}_{name}.npy") as tmp:
             np.save(tmp, arr)
-    return {"spec": spec_shape, "scalars": sc_shape, "regions": len(regions), "windows": len(windows)}
+    return {"spec": spec_shape, "scalars": sc_shape, "regions": len(regions), "windows": len(windows),
+            "silent_regions": silent}
 
 
-def silent_recordings(folder: Path, split: str, kind: str) -> np.ndarray:
-    """Rows of a built split (``folds.csv`` / ``test.csv`` order) whose audio is digital silence, as
-    its cache holds them: a waveform cache's regions whose samples are all 0; a feature cache's
-    windows whose features are one value throughout (what silence gives ``log_mel``, ``seed9`` and
-    every set of the zoo), every region or window of the row. Frame caches (the competition's own
-    matrices) hold no audio: none. One pass over the split's files, a region or a block of windows
-    at a time."""
-    if kind == "frames":
-        return np.zeros(0, np.int64)
-    regions = np.load(folder / f"{split}_regions.npy")
-    if kind == "waveform":
-        store, offsets = np.load(folder / f"{split}_wave.npy", mmap_mode="r"), np.load(folder / f"{split}_offsets.npy")
-        quiet = np.array([b > a and not store[a:b].any() for a, b in zip(offsets[:-1], offsets[1:])], bool)
-        rows = regions[:, 0].astype(np.int64)
-    else:
-        spec = np.load(folder / f"{split}_spec.npy", mmap_mode="r")
-        flat = spec.reshape(len(spec), -1)
-        quiet = np.concatenate([np.ptp(flat[i:i + 4096], axis=1) == 0 for i in range(0, len(flat), 4096)]
-                               or [np.zeros(0, bool)])
-        rows = np.load(folder / f"{split}_windows.npy")[:, 0].astype(np.int64)
-    loud = np.unique(rows[~quiet])
-    return np.setdiff1d(np.unique(rows), loud)
-
-
-def _silence_found(out: Outputs, folder: Path, split: str, kind: str, table) -> dict:
-    """What 01 says of a built split's silent recordings (:func:`silent_recordings`; a probe: they
-    went unsaid): ``{"count": n, "ids": the first five}``, leaving out the test files that stage 00
-    predicts from silence (``audio.bad_test_files``), which 00 names itself."""
-    silent = silent_recordings(folder, split, kind)
+def _silence_found(out: Outputs, table, silent_regions: list[int] | None) -> dict:
+    """What 01 says of a built split's recordings of digital silence (a probe: they went unsaid):
+    ``{"count": n, "ids": the first five}``, the rows of ``table`` whose every region
+    (:func:`lib.data.segments.regions`) a worker read as samples all 0 (``silent_regions``: the
+    extraction's ``"silent_regions"``; ``None`` for a store that holds no audio, the competition's
+    own matrices), leaving out the test files that stage 00 predicts from silence
+    (``audio.bad_test_files``), which 00 names itself."""
+    rows = segments.regions(table)[:, 0].astype(np.int64)
+    quiet = np.zeros(len(rows), bool)
+    quiet[list(silent_regions or [])] = True
+    silent = np.setdiff1d(np.unique(rows[quiet]), rows[~quiet])
     made = (out.root / "silence").resolve()
     silent = silent[[Path(table["path"].iat[i]).resolve().parent != made for i in silent]]
     return {"count": len(silent), "ids": [str(i) for i in table["id"].to_numpy()[silent[:5]]]}
@@ -290,7 +279,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["ids"] = fingerprint(list(table["id"]))
         shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
         shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
-        shapes[split]["silent"] = _silence_found(out, folder, split, kind, table)
+        shapes[split]["silent"] = _silence_found(out, table, shapes[split].pop("silent_regions", None))  # (a probe)
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
             kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
     base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])  # (hf_embeddings' hop)
@@ -360,7 +349,7 @@ def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str],
         old = manifest["splits"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-    version = manifest.get("format_version", 4 if "audio_settings" in manifest else 3)  # (4 added audio_settings)
+    version = manifest.get("format_version", 4 if "audio_settings" in manifest else "3 or older")  # (4 added audio_settings)
     reasons = [f"an earlier version's cache format, {version} (now {FORMAT_VERSION})"] if version != FORMAT_VERSION else []
     have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
     if section is not None and (diff := settings_diff(have, section_settings(section), "built", "now")):

@@ -31,10 +31,11 @@ def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = Fals
     WORKER.update(extractor=extractor, audio=audio_cfg, outputs=outputs)
 
 
-def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: str) -> None:
-    """Run ``fn(chunk) -> recordings done`` over ``chunks`` in ``workers`` forked processes (this
-    process alone when ``workers`` is 1), each set up by :func:`_init_worker` ``(*init)``, with a
-    progress bar of ``total`` recordings. The extractor's ``prepare()`` (when it has one) runs
+def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: str) -> list:
+    """Run ``fn(chunk) -> recordings done`` (or ``(recordings done, found)``, ``found`` a list)
+    over ``chunks`` in ``workers`` forked processes (this process alone when ``workers`` is 1),
+    each set up by :func:`_init_worker` ``(*init)``, with a progress bar of ``total`` recordings;
+    returns every chunk's ``found`` joined, in the order of ``chunks``. The extractor's ``prepare()`` (when it has one) runs
     once here, before forking, and so does the first chunk: whatever the extraction compiles on
     first use is then compiled once and inherited, never by several workers at once (librosa's
     numba functions are cached on disk, and two processes compiling one into a fresh cache can
@@ -50,15 +51,21 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
     _init_worker(*init)  # this process too: one torch thread, so forking after it is safe
     if hasattr(init[0], "prepare"):
         init[0].prepare()  # filterbanks built once here, inherited by the forked workers
-    before, pool = set(mp.active_children()), None
+    before, pool, found = set(mp.active_children()), None, []
+
+    def done(result) -> None:
+        n, more = result if isinstance(result, tuple) else (result, [])
+        bar.update(n)
+        found.extend(more)
+
     try:
         with progress(total=total, desc=desc, unit="rec") as bar:
             if workers > 1 and len(chunks) > 1:
-                bar.update(fn(chunks[0]))
+                done(fn(chunks[0]))
                 chunks = chunks[1:]
                 pool = ProcessPoolExecutor(workers, mp.get_context("fork"), _init_worker, (*init, True))
-            for n in pool.map(fn, chunks) if pool else map(fn, chunks):
-                bar.update(n)
+            for result in pool.map(fn, chunks) if pool else map(fn, chunks):
+                done(result)
     except BrokenProcessPool:
         raise RuntimeError(
             f"{desc}: a feature worker process ended abruptly (killed by a signal, by the kernel's "
@@ -73,3 +80,4 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
             pool.shutdown(wait=True, cancel_futures=True)
         if threads is not None:  # leave this process's torch threads as they were
             sys.modules["torch"].set_num_threads(threads)
+    return found

@@ -63,22 +63,26 @@ def grid(regions: np.ndarray, audio_cfg: dict) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _extract_stretches(job: tuple[list[tuple[str, float, float, int, int]], int]) -> int:
-    """Load a few stretches ``(path, start s, end s, first index, length)`` through the worker's
-    extractor (its ``stretch(path, start_s, end_s, audio_cfg)``) and write them into the split's
-    store; returns how many. Raises ``MissingArtifact`` naming the file when a stretch's length is
-    not the one expected (the file changed since stage 00: folds.csv is stale)."""
-    stretches, _ = job
+def _extract_stretches(job: tuple[list[tuple[str, float, float, int, int]], int]) -> tuple[int, list[int]]:
+    """Load a few stretches ``(path, start s, end s, first index, length)`` (the regions from
+    ``job[1]`` on) through the worker's extractor (its ``stretch(path, start_s, end_s,
+    audio_cfg)``) and write them into the split's store; returns how many, and which of those
+    regions are digital silence (a waveform of samples all 0; none for other stores). Raises
+    ``MissingArtifact`` naming the file when a stretch's length is not the one expected (the file
+    changed since stage 00: folds.csv is stale)."""
+    stretches, region0 = job
     a, extractor = WORKER["audio"], WORKER["extractor"]
-    out = np.load(WORKER["outputs"][0], mmap_mode="r+")
-    for path, start, end, first, n in stretches:
+    out, silent = np.load(WORKER["outputs"][0], mmap_mode="r+"), []
+    for k, (path, start, end, first, n) in enumerate(stretches):
         y = extractor.stretch(path, start, end, a)
         if len(y) != n:
             raise MissingArtifact(f"{path}: {len(y)} samples or frames from {start:g} to {end:g} s, but stage 00 "
                              f"promised {n}: run 00_prepare.py again")
         out[first:first + n] = y
+        if extractor.kind == "waveform" and n and not y.any():
+            silent.append(region0 + k)
     del out
-    return len(stretches)
+    return len(stretches), silent
 
 
 def extract_stretches(extractor, table, regions: np.ndarray, lengths: np.ndarray, tail: tuple, folder: Path,
@@ -90,8 +94,8 @@ def extract_stretches(extractor, table, regions: np.ndarray, lengths: np.ndarray
     end in seconds) and ``<split>_windows.npy`` (:func:`grid`), atomically; ``workers`` processes
     load the stretches (``extractor.stretch``) and write them in place. ``lengths``: each
     region's length in the store's first axis. Returns ``{"wave": shape, "recordings": rows,
-    "regions": n, "windows": n}``. Errors name the failing file; on any error the split's
-    previous files are left as they were."""
+    "regions": n, "windows": n, "silent_regions": the regions of digital silence}``. Errors name
+    the failing file; on any error the split's previous files are left as they were."""
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     paths = table["path"].to_numpy()
     jobs = [(paths[int(r)], float(s), float(e), int(o), int(n))
@@ -99,14 +103,14 @@ def extract_stretches(extractor, table, regions: np.ndarray, lengths: np.ndarray
     chunks = [(jobs[i:i + chunk], i) for i in range(0, len(jobs), chunk)]
     with atomic_path(folder / f"{split}_{extractor.store}.npy") as tmp:
         open_memmap(tmp, dtype, (int(offsets[-1]), *tail))
-        run_parallel(_extract_stretches, chunks, (extractor, audio_cfg, (tmp,)), workers, len(jobs),
-                     f"{folder.name} {split}")
+        silent = run_parallel(_extract_stretches, chunks, (extractor, audio_cfg, (tmp,)), workers, len(jobs),
+                              f"{folder.name} {split}")
     windows = grid(regions, audio_cfg)
     for name, arr in (("offsets", offsets), ("regions", regions), ("windows", windows)):
         with atomic_path(folder / f"{split}_{name}.npy") as tmp:
             np.save(tmp, arr)
     return {"wave": (int(offsets[-1]), *tail), "recordings": len(table), "regions": len(regions),
-            "windows": len(windows)}
+            "windows": len(windows), "silent_regions": silent}
 
 
 def extract_waveform_split(extractor: Waveform, table, folder: Path, split: str, comp: dict, workers: int,
