@@ -44,7 +44,9 @@ def main() -> None:
     run = len(r["experiments"]) - len(r["not_run"])
     print(f"{r['rows']} {r['row_noun']}s, {run} experiment(s) blended by {r['method']}"
           + (f" ({len(r['not_run'])} of weight 0 not run)" if r["not_run"] else "") + ", decision "
-          f"{r['decision'] or 'default'}; mean probabilities {r['mean_probs']}; {r['seconds']:.0f}s")
+          f"{r['decision'] or 'default'}" + (f" (not applied: submission.format {r['format']})" if r["decision"] and r[
+              "format"] in ("probability", "probabilities") else "") + f"; mean probabilities {r['mean_probs']}; "
+          f"{r['seconds']:.0f}s")
     print(f"wrote {r['submission']}" if r["submission"] else
           f"no submission ({'--no-submission' if args.no_submission else 'the competition has no submission section'}): "
           f"probabilities in {args.work_dir}/test_blend.csv")

@@ -2,6 +2,7 @@
 line, crops that stay inside their segment, per-segment predictions aggregated to the unit, and
 every stage on competitions laid out as the seed datasets ship (made from real breathing clips)."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -121,7 +122,8 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
     ids = [f"{n}_{e}" for n in ("sc1", "sc2", "sc3") for e in (5, 10, 15)]
     pd.DataFrame({"row_id": ids, "a": 0.5, "b": 0.5}).to_csv(data / "sample_submission.csv", index=False)
-    cfg = {"task": "multilabel", "metric": "auroc", "metrics": ["auroc"], "audio": {"clip_seconds": 2.0, "hop_seconds": 1.0},
+    cfg = {"task": "multilabel", "metric": "auroc", "metrics": ["auroc", "macro_f1"],
+           "audio": {"clip_seconds": 2.0, "hop_seconds": 1.0},
            "folds": {"n_folds": 2},
            "train": {"csv": "train.csv", "id_column": "filename", "audio": {"template": "train/{id}"}},
            "test": {"csv": "test.csv", "id_column": "filename", "audio": {"template": "test/{id}"}},
@@ -129,6 +131,11 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
                         "row_id": "{stem}_{end}"},
            "submission": {"sample": "sample_submission.csv", "id_column": "row_id", "format": "probabilities"}}
     comp, path = _config(tmp_path, cfg, data, "birds")
+    pd.DataFrame({"row_id": [*ids[:-1], "sc3_14"], "a": 0.5, "b": 0.5}).to_csv(data / "sample_submission.csv", index=False)
+    with pytest.raises(InputError, match=re.escape(f"1 sample ids not among the test set's ids (its segments, "
+                                                   f"{data / 'segments.csv'}), e.g. ['sc3_14']")):
+        prepare(comp, tmp_path / "out0")  # (a probe: it named test.csv, where the segment ids are not)
+    pd.DataFrame({"row_id": ids, "a": 0.5, "b": 0.5}).to_csv(data / "sample_submission.csv", index=False)
     with pytest.raises(ConfigError, match=r"target_column\(s\) or target_from would not be read: with segments.unit"):
         _config(tmp_path, dict(cfg, train=dict(cfg["train"], target_column="primary_label")), data, "birds2")
     for row_id, match in (("{stem}_{ends}", "row_id '{stem}_{ends}': KeyError"),  # at load, before any audio
@@ -152,14 +159,20 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
         log = stage(script, *args, "--output-dir", out).stdout
         if script == "00_prepare.py":  # sc3_15, BirdCLEF's id of a last chunk that is shorter (was refused: probe)
             assert "segments (test): 1 segment(s) end after their recording (a last, shorter chunk)" in log
+        if script == "04_ensemble.py":  # thresholds fitted on macro_f1 are not those of the probabilities (probe)
+            assert "decision on macro_f1" in log and "(not applied to the submission: submission.format " \
+                "probabilities writes the probabilities" in log, log
     test_rows = pd.read_csv(out / "test.csv")
     assert test_rows.id.tolist() == ids and tuple(test_rows.set_index("id").loc["sc3_15", ["start_s", "end_s"]]) == (10, 12)
     sub = pd.read_csv(out / "submission.csv")
     assert sub.row_id.tolist() == ids and sub.set_index("row_id")["a"].idxmax() == "sc1_10"
     segs[0]["end"] = 2.5  # a training segment past its recording's end is still an error
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
-    with pytest.raises(InputError, match=r"segments.csv line 2: segment 0-2.5 s lies outside its recording"):
+    with pytest.raises(InputError, match=r"segments.csv line 2: segment 0-2.5 s lies outside its recording") as caught:
         prepare(comp, tmp_path / "out2")
+    said = str(caught.value)  # (a probe: "(1 skipped)" read as segments.skip; nothing said what to write)
+    assert "s); a training segment may end at most 10 ms after its recording: write its exact end, not a rounded one" in said
+    assert re.search(r"has no segment left \(1 with a problem above\)", said) and "skipped" not in said, said
     segs[0]["end"] = 2
     segs[0]["a"] = ""  # a training segment's label cell may not be empty
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)

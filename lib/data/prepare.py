@@ -803,7 +803,11 @@ def _check_sample_submission(cfg: dict, root: Path, test: pd.DataFrame | None, p
                             f"{sorted(set(repeated))[:5]} (line {line}); a submission has one row per id")
         ours, theirs = set(map(str, ids)), set(sample[sub["id_column"]])
         what = "groups" if sub.get("unit") == "group" else "ids"
-        table = f" ({root / cfg['test']['csv']})" if cfg["test"].get("csv") else ""
+        if segments.unit(cfg) == "segment":  # (a probe: test.csv named, where the ids come from the segments)
+            seg = cfg["segments"]
+            table = f" (its segments, {root / seg['csv']})" if seg["format"] == "csv" else " (its segments)"
+        else:
+            table = f" ({root / cfg['test']['csv']})" if cfg["test"].get("csv") else ""
         for kept, other, said in ((ours, theirs, f"test set {what} not in the sample"),
                                   (theirs, ours, f"sample ids not among the test set's {what}{table}")):
             if kept - other:

@@ -191,7 +191,9 @@ def _segment(e: dict, k: int, r: dict, seg: dict, fps: float | None, split: str,
     past = end > duration + TOLERANCE_S  # a test set's last chunk may (BirdCLEF's 45-50 s of 47)
     if start < 0 or start >= duration or (past and split != "test"):
         frames = f", {duration * fps:g} frames" if fps else ""
-        problems.append(f"{e['where']}: segment {span} lies outside its recording {r['id']!r} (0-{duration:g} s{frames})")
+        hint = (f"; a training segment may end at most {TOLERANCE_S * 1000:g} ms after its recording: write its "
+                f"exact end, not a rounded one" if past and 0 <= start < duration else "")
+        problems.append(f"{e['where']}: segment {span} lies outside its recording {r['id']!r} (0-{duration:g} s{frames}){hint}")
         return None
     if seg["label_column"] and not e.get("label") and split == "train":
         problems.append(f"{e['where']}: empty {seg['label_column']!r} (the segment's class)")
@@ -248,18 +250,21 @@ def read_segments(comp: dict, tables: dict[str, pd.DataFrame], problems: list[st
                     problems.append(f"{r['where']}: annotation file {path} not found")
                     continue
                 entries = (_icbhi if seg["format"] == "icbhi" else _json)(path, seg, problems)
-            kept = 0
+            kept, flagged = 0, 0
             for k, e in enumerate(entries):
                 if e.get("skip"):
-                    skipped[split] = skipped.get(split, 0) + 1
+                    flagged += 1
                     continue
                 row = _segment(e, k, r, seg, fps, split, problems)
                 if row is not None:
                     rows.append(row)
                     kept += 1
+            skipped[split] = skipped.get(split, 0) + flagged
             if not kept:
+                why = [f"{flagged} flagged to skip"] * bool(flagged) + [f"{len(entries) - flagged} with a problem "
+                                                                        f"above"] * bool(len(entries) - flagged)
                 problems.append(f"{r['where']}: recording {r['id']!r} has no segment"
-                                + (f" ({len(entries)} skipped)" if entries else ""))
+                                + (f" left ({', '.join(why)})" if entries else ""))
         out[split] = pd.DataFrame(rows, columns=COLUMNS)
         out[split].attrs["skipped"] = skipped.get(split, 0)
         out[split].attrs["past_end"] = int((out[split]["written_end_s"] > out[split]["end_s"] + TOLERANCE_S).sum())

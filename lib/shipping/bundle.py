@@ -478,7 +478,8 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     Members of weight 0 in the blend (``single`` keeps one) are not run (``not_run``): the
     weighted mean leaves them out, so the result is the same and the time theirs is saved.
     Returns ``{"rows", "row_noun" (what a row is: recording or segment), "seconds", "experiments",
-    "not_run", "submission": path or None}``. Raises
+    "not_run", "method", "decision", "format" (the submission's), "mean_probs", "submission": path or
+    None}``. Raises
     ``ConfigError`` before any work for a ``work_dir`` that :func:`check_work_dir` refuses,
     ``MissingArtifact`` or ``InputError`` for a damaged bundle (:func:`load_bundle`) and
     ``InputError`` for bad test input, naming the file and row.
@@ -530,4 +531,5 @@ def predict_bundle(bundle: str | Path, data_dir: str | Path, work_dir: str | Pat
     return {"rows": len(table), "row_noun": row_noun(comp), "seconds": time.time() - t0,
             "experiments": manifest["experiments"], "not_run": skipped,
             "method": summary["method"], "decision": summary["decision"]["decision"], "submission": path,
+            "format": (comp.get("submission") or {}).get("format"),
             "mean_probs": dict(zip(tasks.prob_columns(comp), np.round(blend.mean(0), 4).tolist()))}
