@@ -72,9 +72,10 @@ def main() -> None:
 
 
 def print_silent(name: str, manifest: dict, unit: str) -> None:
-    """A note for each split of a feature set whose cache holds recordings of digital silence
-    (``lib.features.cache.silent_recordings``; test files 00 predicts from silence are not counted)."""
-    for split, v in manifest["splits"].items():
+    """A note for each split of a feature set just built that holds recordings of digital silence
+    (the manifest's ``silent``; test files 00 predicts from silence are not counted); nothing for a
+    set up to date (said when it was built)."""
+    for split, v in manifest["splits"].items() if not manifest["skipped"] else ():
         if n := (v.get("silent") or {}).get("count"):
             print(f"note: {name}: {n} {split} {unit if n > 1 else unit[:-1]} {'are' if n > 1 else 'is'} digital "
                   f"silence (every sample 0), e.g. {', '.join(v['silent']['ids'])}: kept as {'they are' if n > 1 else 'it is'}; "

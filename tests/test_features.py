@@ -89,8 +89,8 @@ def test_a_mel_band_above_the_audio_is_refused_before_any_work(prepared):
 
 def test_01_names_the_recordings_of_digital_silence(tmp_path):
     """A training file of zeros (and the toy's two silent test files) is named by 01 for the
-    waveform cache and for a feature cache, built or reused; a very quiet file is not (a probe:
-    silent recordings went unsaid)."""
+    waveform cache and for feature caches when it builds them (not again when they are up to date);
+    a very quiet file is not (a probe: silent recordings went unsaid)."""
     import soundfile as sf
     from conftest import stage
 
@@ -98,14 +98,14 @@ def test_01_names_the_recordings_of_digital_silence(tmp_path):
     sf.write(tmp_path / "data/train/s1_2.wav", np.zeros(8000, np.float32), 16000)
     sf.write(tmp_path / "data/train/s2_4.wav", np.full(8000, 1e-3, np.float32), 16000)  # quiet, not silent
     stage("00_prepare.py", tmp_path / "data/toy.yaml", "--output-dir", tmp_path / "out")
-    for _ in range(2):  # built, then up to date
-        log = stage("01_features.py", ROOT / "configs/wave_cnn.yaml", ROOT / "configs/cnn_small.yaml",
-                    ROOT / "configs/cnn8.yaml", "--output-dir", tmp_path / "out", "--workers", "2").stdout
-        for name in ("waveform", "log_mel64", "seed9"):  # (seed9's features of silence are not one value)
-            assert (f"note: {name}: 1 train recording is digital silence (every sample 0), e.g. s1_2: kept as it is; "
-                    f"check it if the audio should not be silent") in log
-            assert f"note: {name}: 2 test recordings are digital silence (every sample 0), e.g. t0, t1: kept" in log
-        assert log.count("digital silence") == 6
+    configs = [ROOT / f"configs/{c}.yaml" for c in ("wave_cnn", "cnn_small", "cnn8")]
+    log = stage("01_features.py", *configs, "--output-dir", tmp_path / "out", "--workers", "2").stdout
+    for name in ("waveform", "log_mel64", "seed9"):  # (seed9's features of silence are not one value)
+        assert (f"note: {name}: 1 train recording is digital silence (every sample 0), e.g. s1_2: kept as it is; "
+                f"check it if the audio should not be silent") in log
+        assert f"note: {name}: 2 test recordings are digital silence (every sample 0), e.g. t0, t1: kept" in log
+    assert log.count("digital silence") == 6
+    assert "note:" not in stage("01_features.py", *configs, "--output-dir", tmp_path / "out").stdout  # up to date
 
 
 def test_missing_stage_is_named(tmp_path):
