@@ -3,6 +3,7 @@
 
     python bench/train.py                       # CPU, and CUDA when there is a GPU
     python bench/train.py --device cuda --compile --batch-size 128
+    python bench/train.py configs/cnn_small.yaml --no-amp --profile   # where a training step's time goes
 
 For each experiment config it builds the model for that config's input shape (from the feature
 set's output on a silent 1-s clip at 16 kHz, the breathing data's format), then times full
@@ -72,8 +73,31 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bool = True) -> dict:
-    """Time ``steps`` training steps and as many inference batches of one config's model."""
+def op_profile(step, steps: int, device, top: int = 8) -> str:
+    """``torch.profiler``'s self time per operator over ``steps`` calls of ``step`` (CPU time; on
+    CUDA, device time): the total in ms a step and the ``top`` largest shares."""
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the profiler's note that it clears its events each cycle)
+        prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else []))
+        with prof:
+            for _ in range(steps):
+                step()
+            sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: -getattr(e, key))
+    total = sum(getattr(e, key) for e in events)
+    return (f"{total / steps / 1000:.0f} ms a step: "
+            + ", ".join(f"{e.key} {100 * getattr(e, key) / total:.0f}%" for e in events[:top]))
+
+
+def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bool = True,
+          profile: bool = False) -> dict:
+    """Time ``steps`` training steps and as many inference batches of one config's model;
+    ``profile``: also the training step's time per operator (:func:`op_profile`, ``"profile"``)."""
     cfg = load_experiment(path)
     shape, n_scalars = input_shape(cfg)
     model = build_model(cfg["model"], {"spec_shape": shape, "n_scalars": n_scalars}, n_outputs=1)
@@ -95,6 +119,8 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bo
         loss, _ = train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp)
     float(loss)
     train_s = time.perf_counter() - t0
+    ops = op_profile(lambda: train_step(forward, model, opt, loss_fn, scaler, spec, scalars, target, device, amp),
+                     steps, device) if profile else None
     model.eval()
     with torch.no_grad():
         for _ in range(5):  # warm-up: oneDNN primitives for the inference shapes
@@ -111,7 +137,7 @@ def bench(path: str, device, batch_size: int, steps: int, compile: bool, amp: bo
     return {"config": Path(path).stem, "model": cfg["model"]["name"], "input": "x".join(map(str, shape)),
             "params_M": count_parameters(model) / 1e6, "fwd_GFLOP": flops / 1e9,
             "train_samples_s": train_rate, "infer_samples_s": infer_rate,
-            "train_TFLOP_s": 3 * flops * train_rate / 1e12, "infer_TFLOP_s": flops * infer_rate / 1e12}
+            "train_TFLOP_s": 3 * flops * train_rate / 1e12, "infer_TFLOP_s": flops * infer_rate / 1e12, "profile": ops}
 
 
 def main() -> None:
@@ -123,6 +149,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per model (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--no-amp", action="store_true", help="train in float32 (train.amp: false)")
+    p.add_argument("--profile", action="store_true", help="also each model's training step by operator "
+                                                          "(torch.profiler, after the timing)")
     args = p.parse_args()
     keep_freed_memory()  # as every stage runs (lib.cli.run)
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else \
@@ -139,11 +167,15 @@ def main() -> None:
               f"{'; compiled' if args.compile else ''}")
         print(f"{'config':<12} {'model':<6} {'input':<10} {'params M':>8} {'fwd GFLOP':>9} "
               f"{'train/s':>8} {'infer/s':>8} {'train TFLOP/s':>13} {'infer TFLOP/s':>13}")
+        profiles = []
         for path in args.configs:
-            r = bench(path, device, args.batch_size, args.steps, args.compile, not args.no_amp)
+            r = bench(path, device, args.batch_size, args.steps, args.compile, not args.no_amp, args.profile)
+            profiles.append(r)
             print(f"{r['config']:<12} {r['model']:<6} {r['input']:<10} {r['params_M']:>8.2f} {r['fwd_GFLOP']:>9.3f} "
                   f"{r['train_samples_s']:>8.0f} {r['infer_samples_s']:>8.0f} {r['train_TFLOP_s']:>13.3f} "
                   f"{r['infer_TFLOP_s']:>13.3f}")
+        for r in profiles if args.profile else ():  # (after the table)
+            print(f"{r['config']}: {r['profile']}")
 
 
 if __name__ == "__main__":

@@ -171,16 +171,16 @@ def extract_split(extractor, table, folder: Path, split: str, comp: dict, worker
             "silent_regions": silent}
 
 
-def _silence_found(out: Outputs, table, silent_regions: list[int] | None) -> dict:
+def _silence_found(out: Outputs, table, silent_regions: list[int]) -> dict:
     """What 01 says of a built split's recordings of digital silence (a probe: they went unsaid):
     ``{"count": n, "ids": the first five}``, the rows of ``table`` whose every region
     (:func:`lib.data.segments.regions`) a worker read as samples all 0 (``silent_regions``: the
-    extraction's ``"silent_regions"``; ``None`` for a store that holds no audio, the competition's
-    own matrices), leaving out the test files that stage 00 predicts from silence
+    extraction's ``"silent_regions"``; none for the competition's own matrices, which hold no
+    audio), leaving out the test files that stage 00 predicts from silence
     (``audio.bad_test_files``), which 00 names itself."""
     rows = segments.regions(table)[:, 0].astype(np.int64)
     quiet = np.zeros(len(rows), bool)
-    quiet[list(silent_regions or [])] = True
+    quiet[silent_regions] = True
     silent = np.setdiff1d(np.unique(rows[quiet]), rows[~quiet])
     made = (out.root / "silence").resolve()
     silent = silent[[Path(table["path"].iat[i]).resolve().parent != made for i in silent]]
@@ -279,7 +279,7 @@ def build_feature_set(out: Outputs, section: dict, force: bool = False, workers:
         shapes[split]["ids"] = fingerprint(list(table["id"]))
         shapes[split]["audio"] = hashes[split]  # what Outputs.audio_changed compares with 00's reading
         shapes[split]["spans"] = spans[split]  # what load_features compares with folds.csv's segments
-        shapes[split]["silent"] = _silence_found(out, table, shapes[split].pop("silent_regions", None))  # (a probe)
+        shapes[split]["silent"] = _silence_found(out, table, shapes[split].pop("silent_regions"))  # (a probe)
         if split == "train":  # described at once: a later split's build killed keeps it for the next run
             kept = _describe_train(folder, train_key, shapes["train"], parts, _manifest(extractor, comp, shapes["train"]))
     base = kept["manifest"] if kept else _manifest(extractor, comp, shapes[next(iter(tables))])  # (hf_embeddings' hop)
@@ -335,8 +335,8 @@ def _kept_train(folder: Path, train_key: str | bool) -> dict | None:
     return kept
 
 
-def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str,
-                    section: dict | None = None, audio: str | None = None) -> str:
+def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str], why: str, section: dict,
+                    audio: str) -> str:
     """Why a cache in ``folder`` is built again (``""``: never built): built by an earlier version
     of the pipeline (an older cache format, :data:`FORMAT_VERSION`), other settings than
     ``section``'s (each key, :func:`settings_diff`), other audio settings than ``audio``
@@ -352,9 +352,9 @@ def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str],
     version = manifest.get("format_version", 4 if "audio_settings" in manifest else "3 or older")  # (4 added audio_settings)
     reasons = [f"an earlier version's cache format, {version} (now {FORMAT_VERSION})"] if version != FORMAT_VERSION else []
     have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
-    if section is not None and (diff := settings_diff(have, section_settings(section), "built", "now")):
+    if diff := settings_diff(have, section_settings(section), "built", "now"):
         reasons.append(f"settings changed since the last build, {diff}")
-    if audio is not None and manifest.get("audio_settings") not in (None, audio):
+    if manifest.get("audio_settings") not in (None, audio):
         reasons.append("other audio settings in competition.yaml (audio section)")
     changed = lambda key, now: [s for s, h in now.items()  # noqa: E731
                                 if h is not None and isinstance(old.get(s), dict) and old[s].get(key) not in (None, h)]
