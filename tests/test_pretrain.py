@@ -150,6 +150,32 @@ def test_checkpoint_loads_exactly_and_a_fold_fine_tunes_with_frozen_blocks(toy):
     assert len(load_checkpoints(out / "models" / "ft", [0], torch.device("cpu"))) == 1
 
 
+def test_a_checkpoint_replaced_under_its_record_or_pretrained_again_is_noticed(toy):
+    """Another checkpoint copied over a pretrain.py checkpoint (its record left as it was) left 02
+    "up to date" with the models fine-tuned from the old one; a checkpoint pretrained again was
+    noticed by 02 alone (a probe): pretrain.py and the leaderboard name the fine-tuned experiment."""
+    out, wave, _ = toy
+    path = out / "pretrained" / "wave.pt"
+    stage("pretrain.py", wave, "--output-dir", out)
+    stage("pretrain.py", wave, "--output-dir", out, "--name", "other", "--set", "pretrain.epochs=1")
+    ft = ("--output-dir", out, "--name", "ft", "--set", f"model.params.pretrained={path}")
+    stage("02_train.py", wave, *ft)
+    original = path.read_bytes()
+    shutil.copy2(out / "pretrained" / "other.pt", path)  # wave.record.json still describes the earlier bytes
+    r = stage("02_train.py", wave, *ft, check=False)
+    assert r.returncode == 1 and "up to date" not in r.stdout and "not a finished pretraining result" in r.stderr, \
+        r.stdout + r.stderr
+    path.write_bytes(original)
+    assert "up to date, skipped" in stage("02_train.py", wave, *ft).stdout
+    assert "pretrained weights" not in stage("leaderboard.py", "--output-dir", out).stdout
+    log = stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=3").stdout  # pretrained again
+    assert ("note: ft was fine-tuned from the earlier checkpoint: 02_train.py trains it again from this one") in log, log
+    board = stage("leaderboard.py", "--output-dir", out).stdout
+    assert f"its pretrained weights {path} changed since it was trained" in board, board
+    assert "fold 0: trained" in stage("02_train.py", wave, *ft).stdout
+    assert "pretrained weights" not in stage("leaderboard.py", "--output-dir", out).stdout
+
+
 def test_a_killed_run_resumes_and_is_never_taken_for_finished(toy):
     out, wave, _ = toy
     path = out / "pretrained" / "wave.pt"

@@ -22,6 +22,7 @@ from ..core.paths import Outputs
 from ..core.utils import format_count, format_seconds, read_artifact_csv, read_json
 from ..data import tasks
 from ..data.slices import slices_of, with_slices
+from ..models.pretrained_weights import pretrained_changed
 from .decisions import in_sample_note, postprocess
 from .metrics import base_metric, get_metric, metrics_with_worst_slice, score_all, score_slices
 from .reports import pyplot, save_figure
@@ -31,7 +32,8 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
     """``(status, why)`` of an experiment's training, from its record (sizes checked, and the
     hash of the OOF file the leaderboard scores): ``complete``; ``partial`` (folds missing);
     ``stale`` (its feature set was rebuilt or removed since, or it and 00 read other audio); ``incomplete`` (no record: never
-    finished, or a file of it changed)."""
+    finished, or a file of it changed). A complete experiment's ``why`` notes weights it was
+    fine-tuned from that changed since (:func:`lib.models.pretrained_weights.pretrained_changed`)."""
     record = out.trained(exp)
     rec, why = record.check(hashes=frozenset({out.oof(exp).relative_to(record.root).as_posix()}))
     if rec is None:
@@ -42,7 +44,7 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
     if fset and (since := out.features_since(fset, rec)):
         return "stale", (f"feature set {fset!r} has no finished build: run 01_features.py" if since == "unfinished"
                          else f"feature set {fset!r} {since} since training")
-    return "complete", ""
+    return "complete", pretrained_changed(out, exp) or ""  # (a note: a probe found it said by 02 alone)
 
 
 def _fold_records(out: Outputs, exp: str, n_folds: int) -> int:

@@ -223,9 +223,33 @@ def pretrained_id(section: dict) -> str | None:
     model's loader then says why)."""
     path = (section.get("params") or {}).get("pretrained")
     p = Path(path).expanduser() if isinstance(path, str) else None
-    if p is not None and p.is_file():
-        rec = pretrained_record(p).read()
-        return rec.get("id") if rec else f"sha256:{file_hash(p)}"
+    if p is not None and p.is_file():  # a pretrain.py record that still describes the file's bytes (another
+        rec, _ = pretrained_record(p).check(hashes=frozenset({p.name}))  # file copied over it: its own bytes, probe)
+        return rec["id"] if rec else f"sha256:{file_hash(p)}"
     if p is not None and p.is_dir():
         return fingerprint({f.name: file_hash(f) for f in sorted(p.iterdir()) if f.is_file()})
     return None
+
+
+def pretrained_changed(out, exp: str, only: str | Path | None = None) -> str | None:
+    """Why experiment ``exp``'s trained models (``out``: an :class:`lib.core.paths.Outputs`) are
+    no longer what 02 would train, through the weights they were fine-tuned from: the file or
+    folder of their ``model.params.pretrained`` holds other weights now (:func:`pretrained_id`;
+    ``pretrain.py`` run again, or another file copied there), in words; ``None`` when it is the
+    same, or the models started from none (or, with ``only``, from another path than ``only``).
+    Their predictions stay consistent (the fold models hold their own weights); 02 trains them again."""
+    made = out.trained(exp).read()
+    was = ((made or {}).get("inputs") or {}).get("pretrained")
+    config = out.model_dir(exp) / "config.yaml"
+    if not was or not config.is_file():
+        return None
+    import yaml
+
+    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+    path = (model.get("params") or {}).get("pretrained")
+    if not isinstance(path, str) or only is not None and Path(path).expanduser().resolve() != Path(only).resolve():
+        return None
+    if pretrained_id(model) == was:
+        return None
+    return (f"its pretrained weights {path} changed since it was trained (pretrain.py again, "
+            f"or another file there): 02_train.py trains it again")
