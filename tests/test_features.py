@@ -63,6 +63,9 @@ def test_a_rebuild_says_which_settings_or_cache_format_changed(prepared, monkeyp
     m = build_feature_set(prepared, dict(section, params={"n_mels": 16}), workers=1)
     assert m["because"] == f"an earlier version's cache format, {cache.FORMAT_VERSION - 1} (now {cache.FORMAT_VERSION})"
     assert build_feature_set(prepared, dict(section, params={"n_mels": 16}), workers=1)["skipped"]
+    files = {"config.json": "c" * 64, "model.safetensors": "a" * 64}  # a Hugging Face folder's hashes: the file
+    assert cache.settings_diff({"files": files}, {"files": dict(files, **{"model.safetensors": "b"})}, "built", "now") \
+        == 'files.model.safetensors: built "' + "a" * 64 + '", now "b"'  # that changed, not the table (a probe)
 
 
 def test_a_mel_band_above_the_audio_is_refused_before_any_work(prepared):

@@ -375,9 +375,15 @@ def section_settings(section: dict) -> dict:
 
 def settings_diff(a: dict, b: dict, a_name: str, b_name: str) -> str:
     """The keys whose values differ between settings ``a`` and ``b`` (:func:`section_settings`), as
-    ``"key: <a_name> value, <b_name> value; ..."`` (``""`` when none does)."""
-    return "; ".join(f"{k}: {a_name} {json.dumps(a.get(k))}, {b_name} {json.dumps(b.get(k))}"  # null, as in YAML
-                     for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    ``"key: <a_name> value, <b_name> value; ..."`` (``""`` when none does); of two mappings, the
+    keys within that differ (``files.model.safetensors: ...``: a Hugging Face folder's file
+    hashes, not the whole table)."""
+    def differ(x, y, key: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [d for k in sorted(set(x) | set(y)) for d in differ(x.get(k), y.get(k), f"{key}.{k}")]
+        return [f"{key}: {a_name} {json.dumps(x)}, {b_name} {json.dumps(y)}"] if x != y else []  # null, as in YAML
+
+    return "; ".join(d for k in sorted(set(a) | set(b)) for d in differ(a.get(k), b.get(k), k))
 
 
 def check_settings(section: dict, manifest: dict) -> None:
