@@ -452,6 +452,23 @@ def test_a_lower_is_better_metric_chooses_the_best_epoch(toy):
     assert by_loss["best_epoch"] == info["best_epoch"]
 
 
+def _teacher_blend(shared, cfg: dict, tmp_path) -> Outputs:
+    """A copy of the toy fixture's output folder (the fixture's is shared with other tests) with
+    an experiment "teacher" trained, predicted and blended (04, ``equal``)."""
+    import shutil
+
+    from lib.evaluation.ensemble import run_ensemble
+    from lib.inference.infer import infer_experiment
+    from lib.runs.experiment import train_experiment
+
+    out = Outputs(tmp_path / "out")
+    shutil.copytree(shared.root, out.root)
+    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
+    infer_experiment("teacher", out)
+    run_ensemble(out, ["teacher"], method="equal")
+    return out
+
+
 def test_distillation_trains_on_the_blend_and_follows_it(toy, tmp_path):
     """train.distill: the student's training targets are (1 - w) labels + w the blend's OOF
     probabilities (by id), validation keeps the labels, and a new blend means a new student."""
@@ -523,20 +540,13 @@ def test_a_student_of_an_earlier_version_stays_when_04_runs_again_on_the_same_bl
     """A student trained by a version that keyed it by the blend record's id was trained again, as
     "the teacher blend changed", once the upgraded 04 wrote a new record for OOF probabilities of the
     same bytes (probe U): 04 now names the records it replaces with the same oof_blend.csv."""
-    import shutil
-
     import lib.runs.experiment as experiment
     from lib.evaluation.ensemble import run_ensemble
-    from lib.inference.infer import infer_experiment
     from lib.runs.experiment import train_experiment
     from lib.runs.self_training import soft_targets, teacher_note
 
     cfg, comp, data, table, shared = toy
-    out = Outputs(tmp_path / "out")
-    shutil.copytree(shared.root, out.root)
-    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
-    infer_experiment("teacher", out)
-    run_ensemble(out, ["teacher"], method="equal")
+    out = _teacher_blend(shared, cfg, tmp_path)
     old = out.ensembled.read()
     with monkeypatch.context() as m:  # the earlier version's key: the record's id
         m.setattr(experiment, "soft_targets", lambda *a: (soft_targets(*a)[0], out.ensembled.read()["id"]))
@@ -568,11 +578,7 @@ def test_pseudo_labelled_rows_train_every_fold_and_never_score(toy, tmp_path):
     from lib.runs.self_training import pseudo_labelled_folder
 
     cfg, comp, _, table, shared = toy
-    out = Outputs(tmp_path / "out")
-    shutil.copytree(shared.root, out.root)
-    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
-    infer_experiment("teacher", out)
-    run_ensemble(out, ["teacher"], method="equal")
+    out = _teacher_blend(shared, cfg, tmp_path)
     # 04's members table scores each member at a fixed decision.threshold, as it scores the blends (at 0.5: probe)
     fixed = Outputs(tmp_path / "fixed")
     shutil.copytree(out.root, fixed.root)
@@ -691,18 +697,11 @@ def test_pseudo_labels_from_unlabelled_audio_through_a_bundle(toy, tmp_path):
 
     import pandas as pd
 
-    from lib.evaluation.ensemble import run_ensemble
-    from lib.inference.infer import infer_experiment
     from lib.shipping.bundle import make_bundle, predict_bundle
-    from lib.runs.experiment import train_experiment
     from lib.runs.self_training import pseudo_labelled_folder
 
     cfg, comp, _, table, shared = toy
-    out = Outputs(tmp_path / "out")
-    shutil.copytree(shared.root, out.root)
-    train_experiment(dict(cfg, name="teacher"), out, log=lambda *_: None)
-    infer_experiment("teacher", out)
-    run_ensemble(out, ["teacher"], method="equal")
+    out = _teacher_blend(shared, cfg, tmp_path)
     make_bundle(out, tmp_path / "bundle", log=lambda *_: None)
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
