@@ -64,7 +64,7 @@ def main() -> None:
     elif d["metric"]:
         print(f"decision on {d['metric']}: {d['how']}: {decision_words(d['decision'], comp)}; "
               + ", ".join(f"{k} {v:.4f}" for k, v in d["scores"].items()) + f" ({d['note']})")
-        if (form := (comp.get("submission") or {}).get("format")) in ("probability", "probabilities"):
+        if d["decision"] and (form := (comp.get("submission") or {}).get("format")) in ("probability", "probabilities"):
             print(f"  (not applied to the submission: submission.format {form} writes the probabilities; the decision "
                   f"scores the OOF decisions above)")  # (a probe took the thresholds for applied)
     if r["rows_masked"]:

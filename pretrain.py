@@ -48,9 +48,9 @@ def summary(cfg: dict, s: dict, out) -> None:
           f"--set model.params.pretrained={s['path']} [--set model.params.freeze_blocks=2]")
     from lib.models.pretrained_weights import pretrained_changed
 
-    stale = [d.name for d in sorted((out.root / "models").glob("*"))
-             if d.is_dir() and pretrained_changed(out, d.name, s["path"])]
-    if stale and not s["skipped"]:  # (a probe: only 02 noticed, 03-05 and the leaderboard took them for current)
+    stale = [] if s["skipped"] else [d.name for d in sorted((out.root / "models").glob("*"))
+                                     if d.is_dir() and pretrained_changed(out, d.name, s["path"])]
+    if stale:  # (a probe: only 02 noticed, 03-05 and the leaderboard took them for current)
         print(f"note: {', '.join(stale)} {'was' if len(stale) == 1 else 'were'} fine-tuned from the earlier checkpoint: "
               f"02_train.py trains {'it' if len(stale) == 1 else 'them'} again from this one (until then 03-05 use "
               f"the models as they are, and leaderboard.py notes it)")

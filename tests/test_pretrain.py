@@ -174,6 +174,8 @@ def test_a_checkpoint_replaced_under_its_record_or_pretrained_again_is_noticed(t
     assert f"its pretrained weights {path} changed since it was trained" in board, board
     assert "fold 0: trained" in stage("02_train.py", wave, *ft).stdout
     assert "pretrained weights" not in stage("leaderboard.py", "--output-dir", out).stdout
+    path.rename(out / "moved.pt")  # a path that is nothing here (moved, or relative to another folder): not "changed"
+    assert "pretrained weights" not in stage("leaderboard.py", "--output-dir", out).stdout  # (review)
 
 
 def test_a_killed_run_resumes_and_is_never_taken_for_finished(toy):

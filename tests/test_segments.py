@@ -122,7 +122,7 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
     pd.DataFrame(segs).to_csv(data / "segments.csv", index=False)
     ids = [f"{n}_{e}" for n in ("sc1", "sc2", "sc3") for e in (5, 10, 15)]
     pd.DataFrame({"row_id": ids, "a": 0.5, "b": 0.5}).to_csv(data / "sample_submission.csv", index=False)
-    cfg = {"task": "multilabel", "metric": "auroc", "metrics": ["auroc", "macro_f1"],
+    cfg = {"task": "multilabel", "metric": "auroc", "metrics": ["auroc", "macro_f1"], "decision": {"threshold": 0.4},
            "audio": {"clip_seconds": 2.0, "hop_seconds": 1.0},
            "folds": {"n_folds": 2},
            "train": {"csv": "train.csv", "id_column": "filename", "audio": {"template": "train/{id}"}},
@@ -159,7 +159,7 @@ def test_birdclef_style_chunks_of_test_soundscapes_with_their_row_ids(tmp_path):
         log = stage(script, *args, "--output-dir", out).stdout
         if script == "00_prepare.py":  # sc3_15, BirdCLEF's id of a last chunk that is shorter (was refused: probe)
             assert "segments (test): 1 segment(s) end after their recording (a last, shorter chunk)" in log
-        if script == "04_ensemble.py":  # thresholds fitted on macro_f1 are not those of the probabilities (probe)
+        if script == "04_ensemble.py":  # thresholds scored on macro_f1 are not applied to probabilities (probe)
             assert "decision on macro_f1" in log and "(not applied to the submission: submission.format " \
                 "probabilities writes the probabilities" in log, log
     test_rows = pd.read_csv(out / "test.csv")

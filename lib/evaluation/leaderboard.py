@@ -44,7 +44,7 @@ def training_status(out: Outputs, exp: str, config: dict | None) -> tuple[str, s
     if fset and (since := out.features_since(fset, rec)):
         return "stale", (f"feature set {fset!r} has no finished build: run 01_features.py" if since == "unfinished"
                          else f"feature set {fset!r} {since} since training")
-    return "complete", pretrained_changed(out, exp) or ""  # (a note: a probe found it said by 02 alone)
+    return "complete", pretrained_changed(out, exp, config=config or None) or ""  # (a note: said by 02 alone before: probe)
 
 
 def _fold_records(out: Outputs, exp: str, n_folds: int) -> int:

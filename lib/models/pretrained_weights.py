@@ -15,6 +15,7 @@ complete and unchanged, so an interrupted pretraining is never taken for a finis
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 
@@ -227,27 +228,41 @@ def pretrained_id(section: dict) -> str | None:
         rec, _ = pretrained_record(p).check(hashes=frozenset({p.name}))  # file copied over it: its own bytes, probe)
         return rec["id"] if rec else f"sha256:{file_hash(p)}"
     if p is not None and p.is_dir():
-        return fingerprint({f.name: file_hash(f) for f in sorted(p.iterdir()) if f.is_file()})
+        files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file())
+        return _folder_id(str(p.resolve()), files)
     return None
 
 
-def pretrained_changed(out, exp: str, only: str | Path | None = None) -> str | None:
+@functools.lru_cache(maxsize=16)
+def _folder_id(folder: str, files: tuple) -> str:
+    """The fingerprint of every file of a folder (``files``: name, size, modification time, the
+    cache's key: a folder of a few GB is hashed once per process, not once per experiment)."""
+    return fingerprint({name: file_hash(Path(folder) / name) for name, _, _ in files})
+
+
+def pretrained_changed(out, exp: str, only: str | Path | None = None, config: dict | None = None) -> str | None:
     """Why experiment ``exp``'s trained models (``out``: an :class:`lib.core.paths.Outputs`) are
     no longer what 02 would train, through the weights they were fine-tuned from: the file or
     folder of their ``model.params.pretrained`` holds other weights now (:func:`pretrained_id`;
     ``pretrain.py`` run again, or another file copied there), in words; ``None`` when it is the
-    same, or the models started from none (or, with ``only``, from another path than ``only``).
-    Their predictions stay consistent (the fold models hold their own weights); 02 trains them again."""
+    same, the models started from none (or, with ``only``, from another path than ``only``), or
+    the path is nothing here (given relative to another folder, or moved: 02 says so when it
+    runs). Their predictions stay consistent (the fold models hold their own weights); 02 trains
+    them again. ``config``: the experiment's resolved config when the caller has it (else its
+    ``config.yaml`` is read)."""
     made = out.trained(exp).read()
     was = ((made or {}).get("inputs") or {}).get("pretrained")
-    config = out.model_dir(exp) / "config.yaml"
-    if not was or not config.is_file():
+    path_yaml = out.model_dir(exp) / "config.yaml"
+    if not was or config is None and not path_yaml.is_file():
         return None
-    import yaml
+    if config is None:
+        import yaml
 
-    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+        config = yaml.safe_load(path_yaml.read_text()) or {}
+    model = config.get("model") or {}
     path = (model.get("params") or {}).get("pretrained")
-    if not isinstance(path, str) or only is not None and Path(path).expanduser().resolve() != Path(only).resolve():
+    p = Path(path).expanduser() if isinstance(path, str) else None
+    if p is None or not p.exists() or only is not None and p.resolve() != Path(only).resolve():
         return None
     if pretrained_id(model) == was:
         return None
