@@ -351,8 +351,7 @@ def _rebuild_reason(folder: Path, hashes: dict[str, str], spans: dict[str, str],
         return ""
     version = manifest.get("format_version", 4 if "audio_settings" in manifest else "3 or older")  # (4 added audio_settings)
     reasons = [f"an earlier version's cache format, {version} (now {FORMAT_VERSION})"] if version != FORMAT_VERSION else []
-    have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
-    if diff := settings_diff(have, section_settings(section), "built", "now"):
+    if diff := settings_diff(built_settings(manifest), section_settings(section), "built", "now"):
         reasons.append(f"settings changed since the last build, {diff}")
     if manifest.get("audio_settings") not in (None, audio):
         reasons.append("other audio settings in competition.yaml (audio section)")
@@ -371,6 +370,11 @@ def section_settings(section: dict) -> dict:
     to its default is the same set)."""
     as_json = lambda x: json.loads(json.dumps(x))  # noqa: E731  (the manifest's tuples are lists, as JSON reads them)
     return as_json({"name": section["name"], "dtype": section.get("dtype", "float32"), **FEATURES.build(section).settings})
+
+
+def built_settings(manifest: dict) -> dict:
+    """What a cache was built with, from its ``manifest``, in :func:`section_settings`' form."""
+    return {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
 
 
 def settings_diff(a: dict, b: dict, a_name: str, b_name: str) -> str:
@@ -393,8 +397,7 @@ def check_settings(section: dict, manifest: dict) -> None:
     features.params.n_mels=32`` given to 02 on a set cached with 16 mels otherwise trains on the old
     cache while the model's ``config.yaml`` says 32. Raises ``ConfigError`` naming the set, each key
     that differs (cached and asked) and what to run."""
-    have = {"name": manifest.get("name"), "dtype": manifest.get("dtype", "float32"), **manifest.get("settings", {})}
-    if diff := settings_diff(have, section_settings(section), "cached", "asked"):
+    if diff := settings_diff(built_settings(manifest), section_settings(section), "cached", "asked"):
         raise ConfigError(f"feature set {section['set']!r} was cached with other settings than this experiment's "
                           f"features section ({diff}): run 01_features.py with the same config and --set "
                           f"options (it rebuilds the set), or give the experiment another features.set")

@@ -35,8 +35,9 @@ def run_parallel(fn, chunks: list, init: tuple, workers: int, total: int, desc: 
     """Run ``fn(chunk) -> recordings done`` (or ``(recordings done, found)``, ``found`` a list)
     over ``chunks`` in ``workers`` forked processes (this process alone when ``workers`` is 1),
     each set up by :func:`_init_worker` ``(*init)``, with a progress bar of ``total`` recordings;
-    returns every chunk's ``found`` joined, in the order of ``chunks``. The extractor's ``prepare()`` (when it has one) runs
-    once here, before forking, and so does the first chunk: whatever the extraction compiles on
+    returns every chunk's ``found`` joined, in the order of ``chunks``. The extractor's
+    ``prepare()`` (when it has one) runs once here, before forking, and so does the first chunk:
+    whatever the extraction compiles on
     first use is then compiled once and inherited, never by several workers at once (librosa's
     numba functions are cached on disk, and two processes compiling one into a fresh cache can
     leave a file that crashes every later call: numba issue #10128). This process's torch thread
