@@ -99,6 +99,8 @@ def _variant(toy, tmp_path, edit) -> str:
     ("loss={name: focal, params: {softmax: true}}", "loss.params.softmax is not settable: the code gives it",
      "takes: gamma, alpha, label_smoothing"),
     ("train.ema=1.0", "train.ema", "(0, 1)"),
+    ("train.supcon={weight: 50}", "train.supcon.weight", "(0, 10]"),
+    ("train.supcon={temperature: 7}", "train.supcon.temperature", "(0, 1]"),
     ("features.params.n_mels=0", "features.params.n_mels", "> 0"),
 ])
 def test_out_of_range_values_name_key_and_range(override, key, allowed):

@@ -302,8 +302,9 @@ class _Distill(_Section):
 
 
 class _SupCon(_Section):
-    weight: Positive = 0.1  # the auxiliary loss's weight beside the classification loss
-    temperature: Positive = 0.1
+    # the auxiliary loss's weight beside the classification loss (above 10 it is the whole loss)
+    weight: Annotated[float, Field(gt=0, le=10)] = 0.1
+    temperature: UpToOne = 0.1  # Khosla et al. 2020 use 0.07-0.1; above 1 every pair looks alike
 
 
 class _Train(_Section):
