@@ -40,7 +40,8 @@ def summary(cfg: dict, s: dict, out) -> None:
     print()
     if s["skipped"]:
         print(f"{cfg['name']}: pretrained weights are up to date, skipped (use --force to pretrain again)")
-    how = f", resumed after epoch {s['resumed_from']}" if s["resumed_from"] else ""
+    after = s.get("resumed_after") or ([s["resumed_from"]] if s["resumed_from"] else [])  # (older records: none)
+    how = f", resumed after epoch{'s' * (len(after) > 1)} {', '.join(map(str, after))}" if after else ""
     print(f"{cfg['name']}: {s['method']} pretraining, {s['epochs']} epochs in {format_seconds(s['seconds'])} on "
           f"{s['device']}{how}; loss {losses[0]:.4f} (epoch 1) -> {losses[-1]:.4f} (epoch {len(losses)})")
     print(f"checkpoint: {s['path']} (losses per epoch: {s['log']})")

@@ -3,6 +3,7 @@ its checkpoints into the zoo's networks (lib/models/pretrained_weights.py), on a
 competition (tones in noise, 0.5 s at 8 kHz, 2 folds): BYOL-A's loss falls, the trunk loads
 exactly and a fine-tuned fold keeps its frozen blocks, a really killed run resumes, and typos
 and mismatched checkpoints are clear errors."""
+import json
 import os
 import re
 import signal
@@ -194,6 +195,9 @@ def test_a_killed_run_resumes_and_is_never_taken_for_finished(toy):
     assert 1 <= resumed < 40 and f"epoch {resumed + 1:>2}/40" in log and "epoch  1/40" not in log
     ckpt = load_tensors_only(path)
     assert ckpt["epochs"] == 40 and len(ckpt["losses"]) == 40 and len(_losses(out, "wave")) == 40
+    assert json.loads((out / "pretrained" / "wave.record.json").read_text())["info"]["resumed_after"] == [resumed]
+    again = stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=40").stdout  # up to date
+    assert "up to date, skipped" in again and f"resumed after epoch {resumed};" in again, again
     # the same result as an uninterrupted run, bit for bit (every generator is in the state)
     stage("pretrain.py", wave, "--output-dir", out, "--set", "pretrain.epochs=40", "--name", "whole")
     whole = load_tensors_only(out / "pretrained" / "whole.pt")

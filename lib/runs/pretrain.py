@@ -262,6 +262,7 @@ class PretrainRun:
         self.wave_augment = WaveAugmenter(aug["waveform"], seed=pc["seed"] + 2, sample_rate=manifest["sample_rate"])
         self.rng = np.random.default_rng(pc["seed"])
         self.history: list[dict] = []
+        self.resumed_after: list[int] = []  # the epochs this result was resumed after (interrupted runs)
 
     def _spectrogram(self, data: SplitInputs, items: np.ndarray) -> torch.Tensor:
         """The normalised spectrograms ``(B, C, F, T)`` of some items: waveforms augmented (the
@@ -340,6 +341,7 @@ class PretrainRun:
     def save_state(self) -> None:
         """Write the whole state after a finished epoch, atomically (:func:`atomic_path`)."""
         state = {"key": self.key, "epoch": len(self.history), "history": self.history, "rng": self._rngs(),
+                 "resumed_after": self.resumed_after,
                  "learner": self.learner.state_dict(), "optimizer": self.opt.state_dict()}
         with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
@@ -355,6 +357,7 @@ class PretrainRun:
         self.learner.load_state_dict(state["learner"])
         self.opt.load_state_dict(state["optimizer"])
         self.history = state["history"]
+        self.resumed_after = [*state.get("resumed_after", []), state["epoch"]]
         r = state["rng"]
         self.rng.bit_generator.state, self.views.rng.bit_generator.state = r["run"], r["views"]
         self.wave_augment.rng.bit_generator.state = r["wave"]
@@ -376,7 +379,7 @@ class PretrainRun:
         with atomic_path(self.path) as tmp:
             torch.save(ckpt, tmp)
         info = {"method": self.pc["method"], "epochs": len(self.history), "losses": losses, "seconds": seconds,
-                "recordings": self.recordings(), "device": str(self.device),
+                "recordings": self.recordings(), "device": str(self.device), "resumed_after": self.resumed_after,
                 "audio": {s: d.manifest["splits"][s].get("audio") for s, d in self.datas.items() if s != "extra"}}
         rec = self.record.commit([self.path], self.key,  # what fine-tuning reads: the checkpoint alone
                                  inputs={f"features/{s}": d.manifest.get("record") for s, d in self.datas.items()
@@ -387,7 +390,8 @@ class PretrainRun:
     def run(self) -> dict:
         """Pretrain (or find the result up to date: ``skipped``); returns the summary: ``path``,
         ``log``, ``method``, ``epochs``, ``losses``, ``seconds``, ``recordings``, ``skipped``,
-        ``resumed_from`` (the epoch resumed after, 0 when fresh), ``device``."""
+        ``resumed_from`` (the epoch this run resumed after, 0 when fresh), ``resumed_after`` (every epoch
+        the result was resumed after, over all its interrupted runs), ``device``."""
         summary = {"experiment": self.name, "path": self.path, "log": self.log_path, "method": self.pc["method"]}
         rec, _ = self.record.check(self.key)
         if rec is not None and not self.force:
