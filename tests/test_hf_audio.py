@@ -223,6 +223,15 @@ def test_errors_name_the_key(folders, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=f"model.params.pretrained: .* has no config.json. {layout}"):
         model(tmp_path / "empty")
+    snapshot = tmp_path / "hub" / "snapshots" / "0a1b2c"  # the model one level down, or in a hub cache's snapshot
+    shutil.copytree(folders["wav2vec2"], snapshot)
+    with pytest.raises(ConfigError, match=rf"hub' has no config.json \(a folder below it has one: {snapshot}; give that "
+                                          r"folder, a Hugging Face cache snapshot\)"):
+        features(tmp_path / "hub")
+    shutil.copytree(folders["wav2vec2"], tmp_path / "unzipped" / "wav2vec2-base")
+    with pytest.raises(ConfigError, match=rf"has no config.json \(a folder below it has one: {tmp_path}/unzipped/"
+                                          r"wav2vec2-base; give that folder\)"):
+        model(tmp_path / "unzipped")
     no_weights = tmp_path / "no_weights"
     shutil.copytree(folders["wav2vec2"], no_weights)
     (no_weights / "model.safetensors").unlink()

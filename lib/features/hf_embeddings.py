@@ -91,7 +91,10 @@ def read_folder(path, key: str, weights: bool = True, supported: dict = SUPPORTE
                                                       f"folder the stage runs in, the project folder under run_all.sh)"
                                                       if p is not None and not p.is_absolute() else ""))
     if not (p / "config.json").is_file():
-        raise _refuse(key, path, "has no config.json")
+        below = sorted(q.parent for pattern in ("*/config.json", "snapshots/*/config.json") for q in p.glob(pattern))
+        raise _refuse(key, path, "has no config.json" + (f" (a folder below it has one: {below[0]}; give that folder"
+                                                         f"{', a Hugging Face cache snapshot' * ('snapshots' in below[0].parts)})"
+                                                         if below else ""))
     if weights and not any((p / w).is_file() for w in WEIGHTS):
         raise _refuse(key, path, "has no weights (model.safetensors or pytorch_model.bin)")
     if not (p / "preprocessor_config.json").is_file():
