@@ -114,4 +114,5 @@ def _postprocessed_line(name: str, metric: str, out) -> None:
 
 
 if __name__ == "__main__":
-    cli.run("02_train", main)
+    cli.run("02_train", main, resume="run the same command again: finished folds are kept and the "
+                                  "interrupted fold resumes after its last finished epoch")

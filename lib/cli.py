@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import threading
 import time
@@ -102,11 +103,21 @@ def experiment(path: str, overrides: list[str], name: str | None = None, announc
     return cfg
 
 
-def run(stage: str, main, resume: str = "") -> None:
+RESUME = "run the same command again: it redoes only what did not finish"
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (what Kaggle, a cluster's time limit or ``kill`` send) as Ctrl-C."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def run(stage: str, main, resume: str = RESUME) -> None:
     """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
-    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130, saying ``resume`` (how a
-    rerun carries on) when given; a stage whose stdout's
+    errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130 and SIGTERM 143 (handled
+    as Ctrl-C where nothing else handles it, but in a torchrun rank: the same message, no artifact
+    left half-written),
+    saying ``resume`` (how a rerun carries on); a stage whose stdout's
     reader went away (``leaderboard.py | head``) ends quietly with 141. A torchrun rank
     (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).
     A full disk met in a library's own thread (tensorboard's event writer) is reported once, by
@@ -119,6 +130,9 @@ def run(stage: str, main, resume: str = "") -> None:
     claim_numba_cache()
     keep_freed_memory()
     threading.excepthook = _quiet_disk_full
+    if (threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+            and "WORLD_SIZE" not in os.environ):  # (a torchrun rank: torchrun forwards signals and must end it at once)
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
     except EXPECTED_ERRORS as exc:
@@ -126,11 +140,13 @@ def run(stage: str, main, resume: str = "") -> None:
             traceback.print_exc()
         print(f"\n{stage}: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"\n{stage}: interrupted; finished artifacts are intact" + (f"; {resume}" if resume else ""),
-              file=sys.stderr)
-        _exit_now_if_threads_linger(130)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        term = exc.args == ("SIGTERM",)
+        print(f"\n{stage}: {'terminated (SIGTERM)' if term else 'interrupted'}; finished artifacts are intact"
+              + (f"; {resume}" if resume else ""), file=sys.stderr)
+        code = 128 + signal.SIGTERM if term else 130
+        _exit_now_if_threads_linger(code)
+        sys.exit(code)
     except Exception as exc:
         if isinstance(exc, BrokenPipeError) and _stdout_gone():
             _end_on_closed_pipe()

@@ -1,5 +1,6 @@
 """Configs that never lie: every class of config error is reported before any work, naming the
 file (or --set override) and the key; variant runs get their own experiment name; --help is fast."""
+import signal
 import subprocess
 import sys
 import time
@@ -447,6 +448,21 @@ def test_ctrl_c_exits_even_when_a_thread_is_left_behind():
             "cli.run('stage', main)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 130 and "stage: interrupted; finished artifacts are intact" in r.stderr
+
+
+def test_sigterm_ends_a_stage_as_ctrl_c_does_and_says_how_to_carry_on():
+    """SIGTERM (Kaggle's and a cluster's time limit) is handled as Ctrl-C: the stage's interrupted
+    message with how a rerun carries on, and exit code 143 (a probe saw it end silently)."""
+    code = ("import time\nfrom lib import cli\n"
+            "def main():\n    print('ready', flush=True)\n    time.sleep(60)\n"
+            "cli.run('stage', main)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "stage: terminated (SIGTERM); finished artifacts are intact; run the same " \
+                                   "command again: it redoes only what did not finish" in err, err
 
 
 @pytest.mark.parametrize("stage", ["00_prepare.py", "01_features.py", "02_train.py", "03_infer.py", "04_ensemble.py"])

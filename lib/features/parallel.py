@@ -4,6 +4,7 @@ straight into memory-mapped ``.npy`` files (used by :mod:`lib.features.cache` an
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,12 +20,14 @@ def _init_worker(extractor, audio_cfg: dict, outputs: tuple, pooled: bool = Fals
     parallelism); in a pool worker also one BLAS thread for numpy/scipy (threadpoolctl),
     glibc's freed memory kept (:func:`lib.core.utils.keep_freed_memory`; the stage calls it too,
     but a ``spawn``-started worker would not inherit it), and an end with the stage
-    (:func:`lib.core.utils.end_with_parent`)."""
+    (:func:`lib.core.utils.end_with_parent`) at SIGTERM's default action (the stage handles it as
+    Ctrl-C, :func:`lib.cli.run`; a worker must simply end when the stage terminates it)."""
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if pooled:
         from threadpoolctl import threadpool_limits
 
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         end_with_parent()  # a pool worker waits for chunks for ever: it must not outlive a kill -9 of the stage
         threadpool_limits(1)
         keep_freed_memory()
