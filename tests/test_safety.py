@@ -276,6 +276,18 @@ def test_the_bundle_predicts_and_a_hand_edited_bundle_json_is_refused(shipped, t
         line = _one_line_error(stage("predict_bundle.py", edited, "--data-dir", data, "--work-dir", tmp_path / name,
                                      check=False), "predict_bundle")
         assert "bundle.json disagrees with the blend it carries" in line, line
+    swapped = _copy(bundle, tmp_path / "swapped")  # the class order edited, its hash and the seal recomputed: every
+    comp = yaml.safe_load((swapped / "competition.yaml").read_text())  # probability column relabelled (probe V)
+    comp["classes"] = comp["classes"][::-1]
+    (swapped / "competition.yaml").write_text(yaml.safe_dump(comp))
+    manifest = json.loads((swapped / "bundle.json").read_text())
+    manifest["files"]["competition.yaml"] = file_hash(swapped / "competition.yaml")
+    (swapped / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    (swapped / "bundle.sha256").write_text(f"{file_hash(swapped / 'bundle.json')}  bundle.json\n")
+    line = _one_line_error(stage("predict_bundle.py", swapped, "--data-dir", data, "--work-dir", tmp_path / "sw",
+                                 check=False), "predict_bundle")
+    assert f"fold0.pt was trained on binary classes {comp['classes'][::-1]} (positive {comp['positive']}) where the " \
+           f"bundle's competition.yaml has binary classes {comp['classes']}" in line, line
     # a data folder without the sample submission: said before any prediction; --no-submission needs none
     bare = _copy(data, tmp_path / "bare")
     (bare / "sample.csv").unlink()

@@ -218,6 +218,7 @@ def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table
     data = load_inputs(work, cfg, "test", table, comp, device)
     models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
     _check_inputs(exp, models[0][0]["manifest"], data.manifest)
+    _check_classes(bundle / "models" / exp, models, comp)
     if not is_classical(cfg["model"]):
         models = _onnx_models(bundle / "models" / exp, manifest["folds"][exp], models, engine, exp, log)
     frame = pd.DataFrame({"id": table["id"], "fold": -1})
@@ -361,6 +362,21 @@ def _check_seal(path: Path) -> None:
         raise MissingArtifact(f"{path / 'bundle.json'} has changed since the bundle was made (its SHA-256 is not the "
                               f"one in {SEAL}; an edited bundle, e.g. a fold removed by hand, is not used): make the "
                               f"bundle again with 05_bundle.py")
+
+
+def _check_classes(folder: Path, models: list, comp: dict) -> None:
+    """The task, classes in order and positive class that every fold model of ``folder`` was trained on (its
+    checkpoint's ``comp``) against the bundle's ``competition.yaml``: a re-sealed edit of the
+    class list would relabel every probability column. Raises ``MissingArtifact``."""
+    for ckpt, _ in models:
+        trained = ckpt.get("comp") or {}
+        if ((trained.get("task"), trained.get("classes"), trained.get("positive"))
+                != (comp["task"], list(comp["classes"]), comp.get("positive"))):
+            raise MissingArtifact(f"{folder}/fold{ckpt['fold']}.pt was trained on {trained.get('task')} classes "
+                                  f"{trained.get('classes')} (positive {trained.get('positive')}) where the bundle's "
+                                  f"competition.yaml has {comp['task']} classes {comp['classes']} (positive "
+                                  f"{comp.get('positive')}) (an edited bundle is not used: its probability columns "
+                                  f"would be relabelled): make the bundle again with 05_bundle.py")
 
 
 def _check_inputs(exp: str, trained: dict, now: dict) -> None:
