@@ -33,6 +33,10 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     with pytest.raises(audio.AudioError, match="bad.wav: unreadable"):
         audio.load(tmp_path / "bad.wav")
+    (tmp_path / "empty.flac").write_bytes(b"")  # said as such, not "Format not recognised" (probe V)
+    for read in (audio.load, audio.info):
+        with pytest.raises(audio.AudioError, match=r"empty.flac: empty file \(0 bytes: a failed download or copy\?\)$"):
+            read(tmp_path / "empty.flac")
 
 
 def test_fix_length_modes():

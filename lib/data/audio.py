@@ -68,17 +68,24 @@ def _folder_names(folder: Path) -> dict:
 _FOLDERS: dict = {}
 
 
+def _unreadable(path: Path, exc: Exception) -> AudioError:
+    """The error for a file libsndfile could not read: an empty one said as such."""
+    empty = Path(path).is_file() and Path(path).stat().st_size == 0
+    return AudioError(f"{path}: " + ("empty file (0 bytes: a failed download or copy?)" if empty
+                                     else f"unreadable audio ({exc})"))
+
+
 def header(path: str | Path):
     """libsndfile's view of a file's header (``sf.info``: ``samplerate`` Hz, ``frames``,
-    ``channels``, ``subtype`` ...). Raises ``AudioError`` naming the file when it is missing or
-    libsndfile cannot read it."""
+    ``channels``, ``subtype`` ...). Raises ``AudioError`` naming the file when it is missing,
+    empty (0 bytes) or libsndfile cannot read it."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found{_near_miss_hint(path)}")
     try:
         return sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types
-        raise AudioError(f"{path}: unreadable audio ({exc})") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def defects(path: str | Path, info=None) -> list[str]:
@@ -118,7 +125,7 @@ def defects(path: str | Path, info=None) -> list[str]:
         try:
             y, _ = sf.read(str(path), dtype="float64", always_2d=True)
         except Exception as exc:
-            raise AudioError(f"{path}: unreadable audio ({exc})") from exc
+            raise _unreadable(path, exc) from exc
         bad = int((~np.isfinite(y)).sum())
         if bad:
             out.append(f"{path}: {bad} NaN or infinite sample(s)")
@@ -187,7 +194,7 @@ def load(path: str | Path, sample_rate: int | None = None, channel: int | None =
         y, sr = sf.read(str(path), dtype="float32", always_2d=True, **span)
         y = y[skip:]
     except Exception as exc:
-        raise AudioError(f"{path}: unreadable audio ({exc})") from exc
+        raise _unreadable(path, exc) from exc
     if y.shape[0] == 0:
         raise AudioError(f"{path}: no samples")
     if channel is not None and channel >= y.shape[1]:
