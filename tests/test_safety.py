@@ -487,6 +487,11 @@ def test_a_hidden_test_file_that_cannot_be_used_stops_or_is_predicted_from_silen
     log = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / "w",
                 "--bad-test-files", "silence").stdout
     assert log.count("predicted from silence (audio.bad_test_files: silence") == 2, log
+    for flag in ("error", "silence"):  # a folder of files (--test-files): each path said once (probe V: twice)
+        r = stage("predict_bundle.py", bundle, "--data-dir", hidden, "--work-dir", tmp_path / f"f_{flag}", "--test-files",
+                  "test/*.wav", "--no-submission", "--bad-test-files", flag, check=False)
+        said = r.stdout + r.stderr
+        assert f"{tests[1]}: truncated" in said and said.count(str(tests[1])) == 1, said
     sub = pd.read_csv(tmp_path / "w" / "submission.csv")
     assert sub.id.tolist() == pd.read_csv(hidden / "sample.csv").id.tolist() and sub.label.notna().all()
     comp = yaml.safe_load((data / "toy.yaml").read_text())  # 00 with the setting: the same, and 01 reads the silence

@@ -105,7 +105,9 @@ def _read_rows(sec: dict, root: Path, columns: dict[str, str], problems: list[st
         ids = [str(r) if sec["id_from"] == "path" else r.stem if sec["id_from"] == "stem" else r.name for r in rel]
         df = pd.DataFrame({"id": ids, "path": [str(p) for p in files], "where": [str(p) for p in files]})
         for i in df.index[df.duplicated("id")]:
-            problems.append(f"{df.at[i, 'path']}: duplicate id {df.at[i, 'id']!r} (set id_from: path)")
+            problems.append(f"{df.at[i, 'path']}: duplicate id {df.at[i, 'id']!r} (files of one name in two folders: set "
+                            f"id_from: path in the competition config; with predict_bundle.py, whose config is the "
+                            f"bundle's, rename one or list the files with ids of your own in a --test-csv)")
         return df
     path = root / sec["csv"]
     if not path.is_file():
@@ -202,6 +204,12 @@ def _labels(df: pd.DataFrame, sec: dict, task: str, problems: list[str]) -> list
     return out
 
 
+def _at(where: str, problem: str) -> str:
+    """``problem`` prefixed by its row's ``where`` (``test.csv line 5``), unless it begins with it
+    already (a table of files, ``--test-files``, whose ``where`` is the path the problem names)."""
+    return problem if problem.startswith(f"{where}: ") or problem.startswith(f"{where} ") else f"{where}: {problem}"
+
+
 def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], desc: str,
                    lenient: bool = False, silence_hint: str = "audio.bad_test_files: silence") -> None:
     """Add ``sample_rate``, ``duration_s`` and ``channels`` from each file's header. A file that
@@ -223,14 +231,14 @@ def _resolve_audio(df: pd.DataFrame, channel: int | None, problems: list[str], d
                 found.append(f"{path} has {n_channels} channel(s); audio.channel {channel} does not exist")
         except audio.AudioError as exc:
             if not Path(path).is_file():  # a missing file is a wrong template or id, never silenced
-                problems.append(f"{where}: {exc}")
+                problems.append(_at(where, str(exc)))
             else:
                 found.append(str(exc))
         if found and lenient:
             sr = frames = n_channels = None
         else:
             hint = f" ({silence_hint} predicts such a test file from silence)" if desc == "test" else ""
-            problems.extend(f"{where}: {f}{hint}" for f in found)
+            problems.extend(_at(where, f) + hint for f in found)
         bad.append("; ".join(found) if lenient else "")
         rates.append(sr)
         durations.append(frames / sr if sr else None)
@@ -256,7 +264,7 @@ def _silence_bad_files(test: pd.DataFrame | None, folder: Path, rate: int, secon
     for k, i in enumerate(bad):
         path = folder / f"{k}.wav"
         sf.write(path, np.zeros((max(1, int(round(seconds * rate))), channels), np.float32), rate, subtype="PCM_16")
-        out.append(f"{test.at[i, 'where']}: {test.at[i, 'bad_audio']}: predicted from silence "
+        out.append(f"{_at(test.at[i, 'where'], test.at[i, 'bad_audio'])}: predicted from silence "
                    f"(audio.bad_test_files: silence; {path})")
         test.loc[i, ["path", "sample_rate", "duration_s", "channels"]] = [str(path), rate, seconds, channels]
     test[["sample_rate", "channels"]] = test[["sample_rate", "channels"]].astype(int)  # (the bad rows' None: floats)
