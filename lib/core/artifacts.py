@@ -118,7 +118,8 @@ class Record:
         member paths (relative to the record's root) hashes those alone (the files a reader reads)."""
         rec = self.read()
         if rec is None:
-            return None, _NOT_BUILT
+            removed = self.path.with_suffix(".removed")  # why a stage removed it (:meth:`retire`)
+            return None, removed.read_text().strip() if removed.is_file() else _NOT_BUILT
         if key is not None and rec.get("key") != key:
             return None, "built from other inputs or settings"
         for rel, m in rec["members"].items():
@@ -145,8 +146,9 @@ class Record:
 
     def begin(self, *folders: str | os.PathLike) -> None:
         """Start (re)building: remove the record, then stale temporaries in ``folders`` and in
-        the record's own folder."""
+        the record's own folder (and a note of why it was removed, :meth:`retire`)."""
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".removed").unlink(missing_ok=True)
         for folder in {self.path.parent, *map(Path, folders)}:
             remove_stale_temporaries(folder)
 
@@ -164,7 +166,15 @@ class Record:
                "inputs": inputs or {}, "info": info or {},
                "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(self.path, rec)
+        self.path.with_suffix(".removed").unlink(missing_ok=True)
         return rec
+
+    def retire(self, why: str) -> None:
+        """Remove the record (first: the result is then no longer current) and say ``why`` in a
+        note beside it (``<record>.removed``) that :meth:`check` and :meth:`require` give as the
+        reason until the result is committed again."""
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".removed").write_text(why + "\n")
 
 
 def split_id(rec: dict, split: str) -> str:

@@ -512,7 +512,9 @@ def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     if rec is not None and not test_changed and not blend_problem(rec, out.load_split("train"), out.load_competition()):
         return []
     removed = [f.name for f in files if f.exists()]
-    for f in files:  # the record first: an interrupted removal leaves an incomplete blend, never a current one
+    out.ensembled.retire("removed by 00_prepare.py, made from other folds, competition config or test set than "
+                         "the current ones")  # the record first: an interrupted removal leaves no current blend
+    for f in files[1:]:
         shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
     return removed
 
