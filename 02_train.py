@@ -72,7 +72,7 @@ def summary(cfg: dict, s: dict, out) -> None:
     _postprocessed_line(cfg["name"], s["metric"], out)
     if s.get("report"):
         report = out.model_dir(cfg["name"]) / s["report"]
-        _slices_table(s["metric"], report.parent / "slices.csv")
+        _slices_table(s["metric"], report.parent / "slices.csv", out.load_competition())
         print(f"report (curves, confusion matrix, ROC/PR, calibration, worst recordings): {report}")
     elif s.get("report_error"):
         print(f"WARNING: no report was written: {s['report_error']}")
@@ -81,18 +81,23 @@ def summary(cfg: dict, s: dict, out) -> None:
               f"04_ensemble.py refuses it until they are (train them with --set train.folds=[...], any time, anywhere)")
 
 
-def _slices_table(metric: str, path) -> None:
+def _slices_table(metric: str, path, comp: dict) -> None:
     """The competition metric per slice value with its rows, from the report's ``slices.csv``
-    (only when the competition declares ``slices``): a pooled score can hide a slice that fails."""
+    (only when the competition declares ``slices``): a pooled score can hide a slice that fails.
+    Said to be of the models' own probabilities when ``comp`` post-processes them (a probe read
+    it beside the line after ``decision.group_aggregate``)."""
     import pandas as pd
 
+    from lib.evaluation.decisions import scored_after
     from lib.evaluation.metrics import base_metric
 
     if not path.is_file():
         return
     table, metric = pd.read_csv(path, dtype={"value": str}), base_metric(metric)
     table["n"] = table["n"].map(lambda n: "" if pd.isna(n) else int(n))  # (the worst rows have none)
-    print(f"\nOOF {metric} per slice (the worst over each slice's values last; every metric: {path})\n"
+    by = ", ".join("decision." + k for k in scored_after(comp))
+    before = f" of the models' own probabilities, before {by} (04_ensemble.py scores the slices after it)" if by else ""
+    print(f"\nOOF {metric} per slice{before} (the worst over each slice's values last; every metric: {path})\n"
           + table[["slice", "value", "n", metric]].to_string(index=False, float_format="{:.4f}".format))
 
 

@@ -292,3 +292,27 @@ def test_a_multilabel_slice_without_any_label_is_named_as_such():
     assert undefined_in_slices(comp, folds) == [
         "worst_auroc leaves out slice site='Erb' (2 training rows: no label on any): auroc is undefined there, so no "
         "model choice sees how it does on it"]
+
+
+def test_the_slice_tables_of_02_say_they_are_before_the_decision_post_processing(tmp_path, capsys):
+    """With ``decision.group_aggregate`` (or a mask, a slice prior) 02's slice table scores the
+    models' own probabilities and 04's the post-processed ones: 02's printed table and report say
+    so (a probe read the two as conflicting)."""
+    import importlib.util
+
+    from lib.evaluation.reports import slice_section
+
+    spec = importlib.util.spec_from_file_location("train_stage", ROOT / "02_train.py")
+    train_stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_stage)
+    y, probs, _ = _two_databases()
+    comp = dict(BIN, metrics=["macc"], metric="macc", slices=["db"])
+    lines = slice_section(y, probs, comp, None, tmp_path, "exp", {}, before=["group_aggregate"])
+    assert "Scored on the models' own probabilities, before decision.group_aggregate: 04_ensemble.py's slice " \
+           "table scores the rows after it" in "\n".join(lines)
+    assert "own probabilities" not in "\n".join(slice_section(y, probs, comp, None, tmp_path, "exp", {}))
+    for decision, said in (({"group_aggregate": "mean"}, True), ({}, False)):
+        train_stage._slices_table("macc", tmp_path / "slices.csv", dict(comp, decision=decision))
+        header = capsys.readouterr().out.strip().splitlines()[0]
+        assert ("OOF macc per slice of the models' own probabilities, before decision.group_aggregate (04_ensemble.py "
+                "scores the slices after it)" in header) == said, header

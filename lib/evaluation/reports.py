@@ -388,11 +388,12 @@ def plot_slices(table: pd.DataFrame, names: list[str], path: Path, title: str) -
 
 
 def slice_section(y, probs: np.ndarray, comp: dict, decision: dict | None, out_dir: Path, title: str,
-                  paths: dict) -> list[str]:
+                  paths: dict, before: list[str] = ()) -> list[str]:
     """The report's "Scores per slice" section: ``slices.csv`` (:func:`score_slices`) and
     ``slices.png`` (:func:`plot_slices`) written into ``out_dir`` (their paths added to ``paths``)
     and the markdown lines, naming the worst slice of the competition metric. ``y`` carries the
-    rows' slices (:class:`lib.data.slices.SlicedLabels`); none: no section (``[]``)."""
+    rows' slices (:class:`lib.data.slices.SlicedLabels`); none: no section (``[]``). ``before``:
+    the ``decision`` keys that ``probs`` were not post-processed by (02's report), said."""
     table = score_slices(comp["metrics"], y, probs, comp, decision)
     if table.empty:
         return []
@@ -408,7 +409,10 @@ def slice_section(y, probs: np.ndarray, comp: dict, decision: dict | None, out_d
     lines = ["## Scores per slice ([slices.csv](slices.csv))", "",
              ("Every metric over the rows of each slice value (`slices` in the competition config), with its "
               "rows (`n`) and rows per class (`n_<class>`); `worst`: each metric's worst value over the "
-              "slice's values. A pooled score can hide a slice the model fails on."), ""]
+              "slice's values. A pooled score can hide a slice the model fails on."
+              + (f" Scored on the models' own probabilities, before {', '.join('decision.' + k for k in before)}: "
+                 f"04_ensemble.py's slice table scores the rows after it, so its figures differ." if before else "")),
+             ""]
     if worst is not None:
         pooled = score_all([metric], y, probs, comp, decision)[metric]
         lines += [(f"Worst slice on {metric}: **{worst['slice']} = {worst['value']}** ({worst[metric]:.4f} over "
@@ -539,7 +543,7 @@ def _write_report(out_dir, name, comp, oof_df, history, scores, decision) -> lis
                  f"are in confusion.csv.", ""]
     else:
         text += ["![confusion matrix](confusion.png)", ""]
-    text += slice_section(y, probs, comp, decision, out_dir, name, paths)
+    text += slice_section(y, probs, comp, decision, out_dir, name, paths, before=scored_after(comp))
     text += ["## Per class ([per_class.csv](per_class.csv))", "", markdown_table(per_class), "",
              "## ROC and precision-recall", "", "![ROC and precision-recall curves](roc_pr.png)", "",
              "## Calibration", "", f"Expected calibration error ({what}, 10 bins): {ece:.4f}.", "",
