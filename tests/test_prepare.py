@@ -34,6 +34,17 @@ def test_prepare_writes_folds_and_test(tmp_path):
 
     prepare(comp, Outputs(str(tmp_path / "out2")))
     assert pd.read_csv(tmp_path / "out2/folds.csv", dtype=str).equals(folds)
+    assert not any("folds differ" in w for w in prepare(comp, tmp_path / "out")["warnings"])  # the same folds: unsaid
+    table = pd.read_csv(tmp_path / "data/train.csv")  # labels fixed: stratified folds drawn again, said (probe P)
+    table.loc[[0, 2, 4], "label"] = "b"
+    table.to_csv(tmp_path / "data/train.csv", index=False)
+    said = [w for w in prepare(comp, tmp_path / "out")["warnings"] if "folds differ" in w]
+    moved = int((pd.read_csv(tmp_path / "out/folds.csv", dtype=str).fold != folds.fold).sum())
+    assert moved > 0 and said == [f"the folds differ from the earlier folds.csv's: {moved} of the 12 rows both hold are "
+                                  f"in another fold now (stratified_group folds are drawn from the labels, groups and "
+                                  f"rows, so one changed label can move many rows); 02 trains every model again, and "
+                                  f"OOF scores before and after are on other folds. To keep folds fixed, copy "
+                                  f"folds.csv's fold column into train.csv and set folds.column to it"], said
 
 
 def test_every_problem_is_reported_and_nothing_written(tmp_path):

@@ -463,6 +463,33 @@ def _longer_than_window(table: pd.DataFrame, audio_cfg: dict) -> int:
     return int((np.diff(segments.regions(table)[:, 1:]) > audio_cfg["clip_seconds"] + 1e-6).sum())
 
 
+def _earlier_folds(out: Outputs, folds: pd.DataFrame, scheme: str) -> list[str]:
+    """What 00 says of the ``folds.csv`` it replaces: the pseudo-labelled rows it held
+    (``pseudo_label.py``'s, fold -1, which 00 does not write) and how many of the rows it shares
+    with ``folds`` moved to another fold (drawn again: a label fixed in ``train.csv`` reshuffles a
+    stratified scheme's folds, and every model is then trained again); an unreadable one: nothing."""
+    try:
+        old = pd.read_csv(out.folds, usecols=["id", "fold"], dtype={"id": str}) if out.folds.is_file() else None
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):  # replaced anyway
+        return []
+    if old is None:
+        return []
+    said, pseudo = [], int((old["fold"] < 0).sum())
+    if pseudo:  # pseudo_label.py's rows: stage 00 writes the labelled rows alone
+        said.append(f"{out.folds} held {pseudo} pseudo-labelled rows (fold -1, pseudo_label.py); the folds.csv "
+                    f"written now has the labelled rows alone: to add them again, run pseudo_label.py "
+                    f"--output-dir PARENT --to {out.root} --force")
+    both = old[old["fold"] >= 0].drop_duplicates("id").merge(folds[["id", "fold"]].astype({"id": str}), on="id")
+    moved = int((both["fold_x"] != both["fold_y"]).sum())
+    if moved and scheme != "predefined":
+        said.append(f"the folds differ from the earlier folds.csv's: {moved} of the {len(both)} rows both hold are in "
+                    f"another fold now ({scheme} folds are drawn from the labels, groups and rows, so one changed "
+                    f"label can move many rows); 02 trains every model again, and OOF scores before and after are "
+                    f"on other folds. To keep folds fixed, copy folds.csv's fold column into train.csv and set "
+                    f"folds.column to it")
+    return said
+
+
 def _write_prepared(out: Outputs, folds: pd.DataFrame, test: pd.DataFrame | None, resolved: dict) -> list[str]:
     """Write ``folds.csv``, ``test.csv`` (removed when the competition has none) and
     ``competition.yaml`` under one record (:mod:`lib.core.artifacts`): removed first, written last,
@@ -1118,15 +1145,7 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
                                    cfg["audio"]["channel"])
     test_out = None if test is None else _test_table(test, metas["test"], test_groups, cfg)
     _warn_unknown_test_values(cfg, folds, test_out, warnings)
-    old = Outputs(out_dir).folds
-    try:
-        pseudo = int((pd.read_csv(old, usecols=["fold"])["fold"] < 0).sum()) if old.is_file() else 0
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):  # replaced anyway
-        pseudo = 0
-    if pseudo:  # pseudo_label.py's rows: stage 00 writes the labelled rows alone
-        warnings.append(f"{old} held {pseudo} pseudo-labelled rows (fold -1, pseudo_label.py); the folds.csv "
-                        f"written now has the labelled rows alone: to add them again, run pseudo_label.py "
-                        f"--output-dir PARENT --to {Outputs(out_dir).root} --force")
+    warnings += _earlier_folds(Outputs(out_dir), folds, cfg["folds"]["scheme"])
     removed = _write_prepared(Outputs(out_dir), folds, test_out, dict(cfg, native_sample_rate=rate))
     return dict(_summary(cfg, folds, y, test, rate, metas, warnings), segments=segment_counts,
                 removed_blend=removed, fold_values={int(k): shipped[k] for k in sorted(shipped)} or None)
