@@ -122,6 +122,7 @@ class _Groups(_Section):
     column: Optional[str] = None
     regex: Optional[Regex] = None
     on: Literal["id", "path"] = "id"
+    test: bool = False  # give test.csv's rows their groups too (inputs.group_norm; decision.group_aggregate does)
 
 
 class _Folds(_Section):
@@ -272,6 +273,7 @@ class _Features(_Component):
 class _Inputs(_Section):
     audio_scalars: bool = True
     metadata: bool = True
+    group_norm: bool = False  # each band's mean over the row's group (in its split) removed: lib.inputs.base
 
 
 class _Mix(_Section):

@@ -431,7 +431,7 @@ def prepare_test(cfg: dict, out_dir: str | Path, ids_hint: str | None = None) ->
             problems.append(f"{root}: test audio at {rate} Hz, but the models were trained on {native} Hz "
                             f"and the competition config resamples nothing{fix}")
         meta = _metadata(test, cfg["metadata"], problems)
-        groups = _groups(test, cfg["groups"], root, problems) if (cfg.get("decision") or {}).get("group_aggregate") else None
+        groups = _groups(test, cfg["groups"], root, problems) if test_groups_key(cfg) else None
     warnings: list[str] = _segment_warnings(segment_counts) if test is not None else []
     _check_sample_submission(cfg, root, test, problems, warnings, ids_hint)  # before any prediction, not after all of it
     if problems or test is None:
@@ -766,14 +766,22 @@ def _metadata_columns(cfg: dict) -> dict[str, str]:
     return {c: f"metadata.{kind}" for kind in ("numeric", "categorical") for c in cfg["metadata"][kind]}
 
 
+def test_groups_key(cfg: dict) -> str | None:
+    """The competition key for which ``test.csv`` holds each test row's ``group`` (``groups.test``,
+    for ``inputs.group_norm``, or ``decision.group_aggregate``), or ``None``: test rows have none."""
+    if (cfg.get("groups") or {}).get("test"):
+        return "groups.test"
+    return "decision.group_aggregate" if (cfg.get("decision") or {}).get("group_aggregate") else None
+
+
 def _test_columns(cfg: dict) -> dict[str, str]:
     """The test CSV's columns that the stages read, ``{column: the key that names it}``: the
-    metadata, the group column when ``decision.group_aggregate`` is set, the
+    metadata, the group column when test rows need their groups (:func:`test_groups_key`), the
     ``decision.slice_prior`` column."""
     decision = cfg.get("decision") or {}
     cols = _metadata_columns(cfg)
-    if decision.get("group_aggregate") and cfg["groups"].get("column"):  # else groups from the file paths
-        cols.setdefault(cfg["groups"]["column"], "groups.column (decision.group_aggregate)")
+    if (key := test_groups_key(cfg)) and cfg["groups"].get("column"):  # else groups from the ids or file paths
+        cols.setdefault(cfg["groups"]["column"], f"groups.column ({key})")
     if decision.get("slice_prior"):
         cols.setdefault(decision["slice_prior"], "decision.slice_prior")
     return cols
@@ -1128,7 +1136,7 @@ def prepare(cfg: dict, out_dir: str | Path | Outputs, check_found_classes=None) 
              if t is not None}
     groups = _groups(train, cfg.get("groups"), root, problems, warnings) if train is not None else None
     test_groups = (_groups(test, cfg["groups"], root, problems, warnings)
-                   if test is not None and (cfg.get("decision") or {}).get("group_aggregate") else None)
+                   if test is not None and test_groups_key(cfg) else None)
     if problems:
         raise InputError(problems)
 

@@ -74,4 +74,29 @@ def load_inputs(out, cfg: dict, split: str, table: pd.DataFrame, comp: dict, dev
     (:func:`lib.features.cache.check_settings`)."""
     data = INPUT_KINDS[input_kind(cfg)].from_config(out, cfg, split, table, comp, device)
     check_settings(cfg["features"], data.manifest)
+    if cfg["inputs"].get("group_norm"):
+        data.set_group_norm(row_groups(out, cfg, split, table, comp))
     return data
+
+
+def row_groups(out, cfg: dict, split: str, table: pd.DataFrame, comp: dict) -> pd.Series:
+    """Each row's group for ``inputs.group_norm``: ``table``'s ``group`` column (``folds.csv``'s;
+    ``test.csv``'s with ``groups.test``), or the row's recording where the competition has no
+    ``groups`` section. Raises ``ConfigError`` for a waveform input (its front end is in the
+    model: ``frontend.params.example_norm``), and, for the training split already, when the
+    competition has groups but ``test.csv`` has no group column."""
+    from ..core.errors import ConfigError
+    from ..data.prepare import test_groups_key
+
+    if input_kind(cfg) == "waveform":
+        raise ConfigError(f"{cfg['name']}: inputs.group_norm normalises cached spectrograms (log_mel, seed9, "
+                          f"precomputed, ...); a waveform model's front end has frontend.params.example_norm")
+    if comp.get("groups") and out.has_test() and not test_groups_key(comp):
+        raise ConfigError(f"{cfg['name']}: inputs.group_norm needs the test rows' groups too: set groups.test: true "
+                          f"in the competition config and run 00_prepare.py again")
+    if "group" in table:
+        return table["group"]
+    if comp.get("groups"):
+        raise ConfigError(f"{cfg['name']}: inputs.group_norm: {split} rows have no group column: run 00_prepare.py "
+                          f"again (groups.test: true)")
+    return table["recording"] if "recording" in table else table["id"]

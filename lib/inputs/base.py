@@ -33,6 +33,10 @@ class SplitInputs:
     y: np.ndarray | None = None
     target: torch.Tensor | None = None
     fine_allowed: np.ndarray | None = None
+    group_offset: torch.Tensor | None = None
+    """``inputs.group_norm``'s band means ``(groups, C, F)`` (:meth:`set_group_norm`); ``row_group
+    (recordings,)`` each row's index into them."""
+    row_group: torch.Tensor | None = None
 
     def set_grid(self, rec: np.ndarray, n_recordings: int, regions: np.ndarray | None = None) -> None:
         """Set ``rec``, ``first`` and ``count`` from each grid window's recording row ``rec``, and
@@ -80,6 +84,36 @@ class SplitInputs:
         if isinstance(encoder, dict):
             encoder = MetadataEncoder.from_state(encoder)
         self.meta = None if encoder is None else torch.from_numpy(encoder.transform(table)).to(self.device)
+
+    def set_group_norm(self, groups) -> None:
+        """Per-group normalisation (``inputs.group_norm``): from now on every spectrogram of a batch
+        has its group's mean of each channel and band removed, that mean taken over every window
+        of the group's rows in this split (``groups (recordings,)``, e.g. a recording session, a
+        speaker, a device; a row its own group: per-recording normalisation). A fixed colouring
+        of a group's recordings (microphone, placement, room: a constant offset per band in dB)
+        cancels, as cepstral mean subtraction per speaker does in speech recognition (Atal 1974);
+        no label is read, and a split's groups use its own rows only (the test
+        set's from the test rows, as a hidden test set's would be). Spectrogram inputs ``(n, C,
+        F, T)`` only; called before :meth:`batch` is used."""
+        codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
+        items, owner = self.windows_of(np.arange(len(codes)))
+        sums = torch.zeros(0)
+        for i in range(0, len(items), 512):
+            x, _ = self.batch(items[i:i + 512], torch.device("cpu"))
+            x = x.double().mean(-1)  # (n, C, F)
+            sums = sums if len(sums) else torch.zeros((len(names), *x.shape[1:]), dtype=torch.float64)
+            sums.index_add_(0, torch.as_tensor(codes[owner[i:i + 512]]), x)
+        counts = np.bincount(codes[owner], minlength=len(names))
+        self.group_offset = (sums / torch.as_tensor(np.maximum(counts, 1))[:, None, None]).float()
+        self.row_group = torch.as_tensor(codes)
+
+    def group_normed(self, x: torch.Tensor, items: np.ndarray) -> torch.Tensor:
+        """A batch of spectrograms ``(n, C, F, T)`` with its rows' group means removed
+        (:meth:`set_group_norm`); unchanged without."""
+        if self.group_offset is None:
+            return x
+        offset = self.group_offset[self.row_group[torch.as_tensor(self.recordings(items))]]
+        return x - offset.to(x.device, x.dtype)[..., None]
 
     def grid_windows(self, recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The grid windows of the recordings ``recs`` ``(n,)``: ``(window indices (w,), owner (w,))``

@@ -20,10 +20,11 @@ class FrameData(WaveData):
         return float(manifest["frames_per_second"])
 
     def batch(self, items: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model inputs of some items: ``spec (n, 1, bins, clip)`` float32 (channels last) and
+        """Model inputs of some items: ``spec (n, 1, bins, clip)`` float32 (channels last; with
+        ``inputs.group_norm``, less their groups' means: :meth:`set_group_norm`) and
         ``scalars (n, n_scalars)`` (the metadata, or ``(n, 0)``), on ``device``."""
         spec = self.crops(items).transpose(1, 2)[:, None]
         parts = self.metadata(items)
         scalars = torch.cat(parts, 1) if parts else torch.zeros(len(items), 0, device=spec.device)
-        spec = spec.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        spec = self.group_normed(spec.to(device, non_blocking=True), items).contiguous(memory_format=torch.channels_last)
         return spec, scalars.to(device, non_blocking=True)

@@ -103,14 +103,15 @@ class WindowData(SplitInputs):
         return self.manifest["sample_rate"] / self.manifest["hop_length"]
 
     def batch(self, windows: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model inputs of some windows: ``spec (n, C, F, T)`` float32 and ``scalars (n, n_scalars)``."""
+        """Model inputs of some windows: ``spec (n, C, F, T)`` float32 (with ``inputs.group_norm``, less
+        their groups' means: :meth:`set_group_norm`) and ``scalars (n, n_scalars)``."""
         w = torch.as_tensor(windows, device=self.spec.device)
         parts = ([self.scalars[w].float()] if self.use_scalars else []) + self.metadata(windows)
         scalars = torch.cat(parts, 1) if parts else torch.zeros(len(windows), 0, device=self.spec.device)
         spec = self.spec[w]
         if device.type != "cuda":
-            return spec.float().contiguous(memory_format=torch.channels_last), scalars
+            return self.group_normed(spec.float(), windows).contiguous(memory_format=torch.channels_last), scalars
         if spec.device.type == "cpu":  # pinned: the copy overlaps compute
             spec, scalars = spec.pin_memory(), scalars.pin_memory()
-        spec = spec.to(device, non_blocking=True).float().contiguous(memory_format=torch.channels_last)
-        return spec, scalars.to(device, non_blocking=True)
+        spec = self.group_normed(spec.to(device, non_blocking=True).float(), windows)
+        return spec.contiguous(memory_format=torch.channels_last), scalars.to(device, non_blocking=True)
