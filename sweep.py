@@ -14,17 +14,10 @@ machine's CPU need cores of their own: taskset -c 0 python sweep.py ... & taskse
 """
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
 from lib import cli
-
-
-def _interrupted(signum, frame) -> None:
-    """SIGTERM as Ctrl-C: the running trial is marked failed at once (its finished folds kept), not
-    left running until its heartbeat runs out (a later trial of the same values pruned meanwhile)."""
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
@@ -41,7 +34,8 @@ def main() -> None:
     if args.trials is not None and args.trials < 0 or args.top < 1:
         p.error("--trials must be >= 0 and --top >= 1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one line per trial, the rest in its log
-    signal.signal(signal.SIGTERM, _interrupted)  # timeout, a batch scheduler: its trial failed as by Ctrl-C
+    # SIGTERM (timeout, a batch scheduler) is Ctrl-C (lib.cli.run): the running trial is marked failed at once
+    # (its finished folds kept), not left running until its heartbeat runs out
     from lib.core.schema import check_folder_name
     from lib.runs.sweep import direction, load_sweep, open_study, printable, run_sweep, summarize
 

@@ -107,7 +107,9 @@ RESUME = "run the same command again: it redoes only what did not finish"
 
 
 def _terminated(signum, frame) -> None:
-    """SIGTERM (what Kaggle, a cluster's time limit or ``kill`` send) as Ctrl-C."""
+    """SIGTERM (what Kaggle, a cluster's time limit or ``kill`` send) as Ctrl-C; a second one during
+    the cleanup ends the process at once (the default action again)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise KeyboardInterrupt("SIGTERM")
 
 
@@ -115,8 +117,8 @@ def run(stage: str, main, resume: str = RESUME) -> None:
     """Run ``main()`` for a stage: print the wall time at the end, and turn a ``PipelineError``
     into a one-paragraph message and exit code 1 (no traceback unless ``PIPELINE_DEBUG=1``); other
     errors are bugs and keep their traceback (exit 1); Ctrl-C exits 130 and SIGTERM 143 (handled
-    as Ctrl-C where nothing else handles it, but in a torchrun rank: the same message, no artifact
-    left half-written),
+    as Ctrl-C where nothing else handles it: the same message, no artifact left half-written; not
+    in a torchrun rank, which SIGTERM ends at once, as torchrun expects),
     saying ``resume`` (how a rerun carries on); a stage whose stdout's
     reader went away (``leaderboard.py | head``) ends quietly with 141. A torchrun rank
     (``WORLD_SIZE`` > 1) that succeeded ends without the interpreter's teardown (:func:`_exit_at_once`).

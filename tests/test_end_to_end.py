@@ -98,7 +98,7 @@ def test_all_stages_on_real_subset(breathing_subset, tmp_path):
             "submission.csv, ensemble.json, ensemble (04_ensemble.py makes it again)") in log
     assert not any((out / f).exists() for f in ("ensemble.record.json", "submission.csv", "ensemble.json", "ensemble"))
     r = stage("05_bundle.py", "--output-dir", out, "--to", tmp_path / "bundle", check=False)  # says why (probe V: "not
-    assert r.returncode == 1 and "ensemble: removed by 00_prepare.py, made from other folds, competition config or " \
+    assert r.returncode == 1 and "ensemble: removed by 00_prepare.py: made from other folds, competition config or " \
         "test set than the current ones" in r.stderr and "run 04_ensemble.py again" in r.stderr, r.stderr  # built yet")
 
 

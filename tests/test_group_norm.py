@@ -117,3 +117,15 @@ def test_trained_predicted_and_bundled_with_the_groups_of_each_split(comp_dir, t
     test = load_inputs(o, cfg, "test", o.load_split("test"), comp, CPU)  # the test rows' own group's mean
     x = test.batch(np.arange(2), CPU)[0].double()
     assert x.mean((0, 3)).abs().max() < 1e-5 and x.abs().max() > 0.1
+
+
+def test_a_group_column_the_test_rows_lack_is_a_problem_not_a_traceback():
+    """A folder of test files (``predict_bundle.py --test-files``) has no columns: a group column
+    the bundle's config names is a problem naming the key and the fix (a review saw a KeyError)."""
+    from lib.data.prepare import _groups
+
+    rows = pd.DataFrame({"id": ["a.wav", "b.wav"], "where": ["/data/a.wav", "/data/b.wav"]})
+    problems: list[str] = []
+    assert _groups(rows, {"column": "patient", "regex": None}, None, problems) == ["a.wav", "b.wav"]
+    assert problems == ["/data/a.wav: no column 'patient' for the rows' groups (groups.column; a folder of files has "
+                        "no columns: list them in a CSV with it, e.g. --test-csv)"]

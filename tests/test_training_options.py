@@ -786,8 +786,8 @@ def test_a_model_compiled_on_the_cpu_trains_with_finite_gradients():
 
 
 def test_keys_added_later_at_their_neutral_value_keep_earlier_experiment_keys(tmp_path):
-    """train.epoch_repeats and train.monitor came later: at 1 and null the key is the one a config
-    without them had, so finished models stay valid; any other value is another experiment."""
+    """train.epoch_repeats, train.monitor and inputs.group_norm came later: at 1, null and false the
+    key is the one a config without them had (groups.test: false, the competition's id), so finished models stay valid; any other value is another experiment."""
     import pandas as pd
 
     from lib.runs.experiment import experiment_key
@@ -799,10 +799,17 @@ def test_keys_added_later_at_their_neutral_value_keep_earlier_experiment_keys(tm
     def key(*overrides):
         return experiment_key(load_experiment(tmp_path / "e.yaml", list(overrides)), folds, {"record": "r"}, comp)
     one = load_experiment(tmp_path / "e.yaml")
-    assert one["train"]["epoch_repeats"] == 1 and one["train"]["monitor"] is None
-    del one["train"]["epoch_repeats"], one["train"]["monitor"]  # the config as validated before the keys existed
-    assert key() == key("train.epoch_repeats=1") == experiment_key(one, folds, {"record": "r"}, comp)
-    assert key("train.epoch_repeats=2") != key() != key("train.monitor=auroc")
+    assert one["train"]["epoch_repeats"] == 1 and one["train"]["monitor"] is None and not one["inputs"]["group_norm"]
+    del one["train"]["epoch_repeats"], one["train"]["monitor"], one["inputs"]["group_norm"]  # the config as
+    # validated before the keys existed (inputs.group_norm: a review found every experiment retrained without it)
+    assert key() == key("train.epoch_repeats=1") == key("inputs.group_norm=false") == experiment_key(
+        one, folds, {"record": "r"}, comp)
+    assert len({key("train.epoch_repeats=2"), key(), key("train.monitor=auroc"), key("inputs.group_norm=true")}) == 4
+    from lib.core.artifacts import competition_id  # groups.test came later too: false keeps the blends of before
+
+    grouped = dict(comp, groups={"regex": "^(s\\d+)_", "on": "id"})
+    assert competition_id(dict(grouped, groups=dict(grouped["groups"], test=False))) == competition_id(grouped)
+    assert competition_id(dict(grouped, groups=dict(grouped["groups"], test=True))) != competition_id(grouped)
 
 
 def test_pooled_statistics_in_any_order_on_the_input_device_and_dtype():

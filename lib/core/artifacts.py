@@ -216,8 +216,12 @@ COMPETITION = "competition.yaml"
 
 def competition_id(comp: dict) -> str:
     """The fingerprint of a loaded competition config (``competition.yaml``: decision, ensemble,
-    metrics, submission ...) without ``data_dir``, so moving the data folder keeps it. 16 hex digits."""
-    return fingerprint({k: v for k, v in comp.items() if k != "data_dir"})
+    metrics, submission ...) without ``data_dir``, so moving the data folder keeps it, nor
+    ``groups.test`` when false (a key added later: blends of before stay current). 16 hex digits."""
+    what = {k: v for k, v in comp.items() if k != "data_dir"}
+    if isinstance(what.get("groups"), dict) and not what["groups"].get("test"):
+        what["groups"] = {k: v for k, v in what["groups"].items() if k != "test"}
+    return fingerprint(what)
 
 
 def competition_problem(rec: dict, comp: dict) -> str | None:

@@ -41,7 +41,7 @@ name, and the training key leaves them out, so folds trained with different valu
 DDP run over several ranks puts its number of ranks and ``sync_bn`` in its key instead:
 :func:`lib.runs.experiment.experiment_key`). Help texts and docs take them from here."""
 
-ADDED_KEYS = {"train.epoch_repeats": 1, "train.monitor": None}
+ADDED_KEYS = {"train.epoch_repeats": 1, "train.monitor": None, "inputs.group_norm": False}
 """Config keys added after experiments were trained, with the value that trains as before: at that
 value :func:`training_settings` leaves them out, so finished models stay valid."""
 
@@ -353,6 +353,22 @@ def _require(cfg: dict, key: str, where: str):
     return cfg[key]
 
 
+def _csv_columns_read(cfg: dict, where: str) -> None:
+    """Raise ``ConfigError`` when a split without a ``csv`` (a folder of files) would be read for
+    columns: the training rows' group, metadata, fold, slice or stratification columns, the test
+    rows' metadata and, when they need their groups (``groups.test``, ``decision.group_aggregate``),
+    ``groups.column``."""
+    groups, folds = cfg["groups"] or {}, cfg["folds"]
+    uses_columns = [k for k, v in (("groups.column", groups.get("column")), ("metadata", any(cfg["metadata"].values())),
+                                   ("folds.column", folds["column"]), ("slices", cfg.get("slices")),
+                                   ("folds.stratify_by", folds.get("stratify_by"))) if v]
+    test_groups = groups.get("test") or (cfg.get("decision") or {}).get("group_aggregate")
+    for split, needs in (("train", uses_columns), ("test", [k for k in uses_columns if k == "metadata" or (
+            k == "groups.column" and test_groups)])):
+        if cfg[split] and not cfg[split]["csv"] and needs:
+            raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
+
+
 def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tuple[dict, str]:
     """Read a competition config: the ``base:`` chain merged, every default filled from
     :class:`lib.core.schema.Competition` (and those that depend on other keys: ``name``, the
@@ -413,12 +429,7 @@ def read_competition(path: str | Path, data_dir: str | Path | None = None) -> tu
     _metadata_section(cfg, where)
     _subdivide_section(cfg, where)
     folds = cfg["folds"]
-    uses_columns = [k for k, v in (("groups.column", (groups or {}).get("column")), ("metadata", any(cfg["metadata"].values())),
-                                   ("folds.column", folds["column"]), ("slices", cfg.get("slices")),
-                                   ("folds.stratify_by", folds.get("stratify_by"))) if v]
-    for split, needs in (("train", uses_columns), ("test", [k for k in uses_columns if k == "metadata"])):
-        if cfg[split] and not cfg[split]["csv"] and needs:
-            raise ConfigError(f"{where}: {', '.join(needs)} read(s) CSV columns, but [{split}] has no 'csv'")
+    _csv_columns_read(cfg, where)
     folds["scheme"] = folds["scheme"] or ("predefined" if folds["column"] else (
         "multilabel_stratified" if task == "multilabel" else "stratified") + (
         "_group" if groups or segment_unit(cfg) == "segment" else ""))

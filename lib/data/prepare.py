@@ -365,6 +365,10 @@ def _groups(df: pd.DataFrame, spec: dict | None, root: Path, problems: list[str]
     a warning naming how many and a few, when ``warnings`` is given (those rows are their own group)."""
     if not spec:
         return list(df["recording"] if "recording" in df else df["id"])
+    if spec.get("column") and spec["column"] not in df:  # (a folder of test files: predict_bundle --test-files)
+        problems.append(f"{df['where'].iloc[0]}: no column {spec['column']!r} for the rows' groups (groups.column; "
+                        f"a folder of files has no columns: list them in a CSV with it, e.g. --test-csv)")
+        return list(df["id"])
     if spec.get("column"):  # (segment rows: their recording's row holds the cell, said once)
         where = df["recording_where"] if "recording_where" in df else df["where"]
         for w in dict.fromkeys(where[df[spec["column"]].str.strip() == ""]):
@@ -522,14 +526,15 @@ def tables_audio(out: Outputs, with_test: bool) -> dict[str, str]:
             for split, path in (("train", out.folds), ("test", out.test)) if split == "train" or with_test}
 
 
-def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
+def drop_stale_blend(out: Outputs, test_changed: bool, stage: str = "00_prepare.py") -> list[str]:
     """Remove stage 04's results (its record first, then ``submission.csv``, ``ensemble.json`` and
     the ``ensemble/`` report) when they were not made from the ``folds.csv``, ``competition.yaml``
     and test table just written (other folds or classes, another decision or submission section,
     another test set: the one its record names, :meth:`lib.core.paths.Outputs.test_id`, else
     ``test_changed`` for blends of earlier versions), or when their record is not complete. Left in place, a
     ``submission.csv`` of the earlier folds looked like this run's. Without 04's record or
-    ``ensemble.json`` nothing is removed. Returns the names removed."""
+    ``ensemble.json`` nothing is removed. ``stage``: the command removing it, in the reason left
+    beside the record (:meth:`lib.core.artifacts.Record.retire`). Returns the names removed."""
     files = [out.root / "ensemble.record.json", out.submission, out.root / "ensemble.json", out.root / "ensemble"]
     if not (files[0].exists() or files[2].exists()):  # no blend of 04's: a submission.csv beside is not its
         return []
@@ -539,8 +544,9 @@ def drop_stale_blend(out: Outputs, test_changed: bool) -> list[str]:
     if rec is not None and not test_changed and not blend_problem(rec, out.load_split("train"), out.load_competition()):
         return []
     removed = [f.name for f in files if f.exists()]
-    out.ensembled.retire("removed by 00_prepare.py, made from other folds, competition config or test set than "
-                         "the current ones")  # the record first: an interrupted removal leaves no current blend
+    # the record first (an interrupted removal leaves no current blend), its reason left for the stages that need it
+    out.ensembled.retire(f"removed by {stage}: made from other folds, competition config or test set than the "
+                         f"current ones, or left unfinished")
     for f in files[1:]:
         shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
     return removed

@@ -83,15 +83,15 @@ def row_groups(out, cfg: dict, split: str, table: pd.DataFrame, comp: dict) -> p
     """Each row's group for ``inputs.group_norm``: ``table``'s ``group`` column (``folds.csv``'s;
     ``test.csv``'s with ``groups.test``), or the row's recording where the competition has no
     ``groups`` section. Raises ``ConfigError`` for a waveform input (its front end is in the
-    model: ``frontend.params.example_norm``), and, for the training split already, when the
-    competition has groups but ``test.csv`` has no group column."""
+    model: ``frontend.params.example_norm``), and when the competition has groups but does not
+    give the test rows theirs (``groups.test``; also without a test set: a bundle's would lack them)."""
     from ..core.errors import ConfigError
     from ..data.prepare import test_groups_key
 
     if input_kind(cfg) == "waveform":
         raise ConfigError(f"{cfg['name']}: inputs.group_norm normalises cached spectrograms (log_mel, seed9, "
                           f"precomputed, ...); a waveform model's front end has frontend.params.example_norm")
-    if comp.get("groups") and out.has_test() and not test_groups_key(comp):
+    if comp.get("groups") and not test_groups_key(comp):  # (without a test set too: a bundle's hidden test needs them)
         raise ConfigError(f"{cfg['name']}: inputs.group_norm needs the test rows' groups too: set groups.test: true "
                           f"in the competition config and run 00_prepare.py again")
     if "group" in table:

@@ -94,13 +94,14 @@ class SplitInputs:
         cancels, as cepstral mean subtraction per speaker does in speech recognition (Atal 1974);
         no label is read, and a split's groups use its own rows only (the test
         set's from the test rows, as a hidden test set's would be). Spectrogram inputs ``(n, C,
-        F, T)`` only; called before :meth:`batch` is used."""
+        F, T)`` only; called before :meth:`batch` is used. A window's padding (``audio.pad``, of a
+        recording shorter than a window) counts in the mean like its audio."""
         codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
         items, owner = self.windows_of(np.arange(len(codes)))
         sums = torch.zeros(0)
         for i in range(0, len(items), 512):
             x, _ = self.batch(items[i:i + 512], torch.device("cpu"))
-            x = x.double().mean(-1)  # (n, C, F)
+            x = x.double().mean(-1).cpu()  # (n, C, F) (a cache copied to the GPU batches there)
             sums = sums if len(sums) else torch.zeros((len(names), *x.shape[1:]), dtype=torch.float64)
             sums.index_add_(0, torch.as_tensor(codes[owner[i:i + 512]]), x)
         counts = np.bincount(codes[owner], minlength=len(names))

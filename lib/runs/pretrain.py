@@ -175,11 +175,14 @@ def pretrain_key(cfg: dict, datas: dict[str, SplitInputs], extra_files: list) ->
     without its transfer options), the experiment's augmentations (when ``pretrain.experiment_augment``),
     the optimiser, ``train.amp`` and ``grad_clip``, the ``pretrain`` section, every split's
     feature record and the extra files (paths, SHA-256 of their bytes: a file rewritten at the same
-    size is noticed)."""
+    size is noticed); with ``inputs.group_norm``, each split's group of every row (the key of
+    before without it)."""
     model = dict(cfg["model"], params={k: v for k, v in cfg["model"]["params"].items() if k not in TRANSFER_PARAMS})
     what = {"features": cfg["features"], "frontend": cfg["frontend"], "model": model, "optimizer": cfg["optimizer"],
             "augment": cfg["augment"] if cfg["pretrain"]["experiment_augment"] else None,
             "amp": cfg["train"]["amp"], "grad_clip": cfg["train"]["grad_clip"], "pretrain": cfg["pretrain"]}
+    if cfg["inputs"].get("group_norm"):
+        what["group_norm"] = {s: d.row_group.tolist() for s, d in datas.items() if d.row_group is not None}
     return fingerprint(FORMAT_VERSION, what, {s: d.manifest.get("record") for s, d in datas.items()}, extra_files)
 
 

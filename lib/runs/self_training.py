@@ -227,7 +227,7 @@ def pseudo_labelled_folder(out: Outputs, dest: str | Path, min_confidence: float
     return {"rows": len(table), "pseudo": len(pseudo), "test": len(test), "per_class": per_class,
             "replaced": int(again.sum()), "kept": int((folds["fold"] < 0).sum()), "silenced": int(silenced.sum()),
             "most_confident": float(sure.max()) if len(sure) else None,
-            "removed_blend": drop_stale_blend(new, test_changed=False),
+            "removed_blend": drop_stale_blend(new, test_changed=False, stage="pseudo_label.py"),
             **({"unknown_fine_class": dropped} if comp.get("fine_classes") else {})}
 
 

@@ -214,11 +214,11 @@ def _predict_member(bundle: Path, manifest: dict, exp: str, work: Outputs, table
     models (ONNX Runtime for networks when ``engine`` says so) averaged over the rows of
     ``table``. Returns ``(frame of id, fold -1, p_<class> ..., what ran, for the log)``."""
     cfg = member_config(bundle, manifest, exp)
+    models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
+    _check_classes(bundle / "models" / exp, models, comp)  # (before any test feature is computed)
     build_feature_set(work, cfg["features"], workers=workers, splits=("test",))
     data = load_inputs(work, cfg, "test", table, comp, device)
-    models = load_checkpoints(bundle / "models" / exp, manifest["folds"][exp], device)
     _check_inputs(exp, models[0][0]["manifest"], data.manifest)
-    _check_classes(bundle / "models" / exp, models, comp)
     if not is_classical(cfg["model"]):
         models = _onnx_models(bundle / "models" / exp, manifest["folds"][exp], models, engine, exp, log)
     frame = pd.DataFrame({"id": table["id"], "fold": -1})
