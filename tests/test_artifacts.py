@@ -511,7 +511,8 @@ def test_models_trained_under_other_classes_or_positive_class_are_refused(toy, t
         assert r.returncode == 1 and f"trained experiment {name!r} was trained under other settings" in r.stderr, r.stderr
         assert said in r.stderr and "01_features.py" not in r.stderr  # (the features still fit: review)
     r = stage("05_bundle.py", "--to", tmp_path / "bundle2", "--output-dir", out, check=False)  # 00 removed the blend
-    assert r.returncode == 1 and "run 04_ensemble.py first" in r.stderr, r.stderr
+    assert r.returncode == 1 and "ensemble: removed by 00_prepare.py" in r.stderr and "run 04_ensemble.py again" in \
+        r.stderr, r.stderr  # (the reason 00 left: probe V)
     from lib.evaluation.leaderboard import leaderboard
 
     board = leaderboard(o).set_index("experiment")

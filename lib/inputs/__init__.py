@@ -74,7 +74,7 @@ def load_inputs(out, cfg: dict, split: str, table: pd.DataFrame, comp: dict, dev
     (:func:`lib.features.cache.check_settings`)."""
     data = INPUT_KINDS[input_kind(cfg)].from_config(out, cfg, split, table, comp, device)
     check_settings(cfg["features"], data.manifest)
-    if cfg["inputs"].get("group_norm"):
+    if (cfg.get("inputs") or {}).get("group_norm"):  # (a config built in code may lack the section)
         data.set_group_norm(row_groups(out, cfg, split, table, comp))
     return data
 

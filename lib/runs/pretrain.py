@@ -181,7 +181,7 @@ def pretrain_key(cfg: dict, datas: dict[str, SplitInputs], extra_files: list) ->
     what = {"features": cfg["features"], "frontend": cfg["frontend"], "model": model, "optimizer": cfg["optimizer"],
             "augment": cfg["augment"] if cfg["pretrain"]["experiment_augment"] else None,
             "amp": cfg["train"]["amp"], "grad_clip": cfg["train"]["grad_clip"], "pretrain": cfg["pretrain"]}
-    if cfg["inputs"].get("group_norm"):
+    if (cfg.get("inputs") or {}).get("group_norm"):
         what["group_norm"] = {s: d.row_group.tolist() for s, d in datas.items() if d.row_group is not None}
     return fingerprint(FORMAT_VERSION, what, {s: d.manifest.get("record") for s, d in datas.items()}, extra_files)
 
