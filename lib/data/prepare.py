@@ -472,11 +472,11 @@ def _earlier_folds(out: Outputs, folds: pd.DataFrame, scheme: str) -> list[str]:
     (``pseudo_label.py``'s, fold -1, which 00 does not write) and how many of the rows it shares
     with ``folds`` moved to another fold (drawn again: a label fixed in ``train.csv`` reshuffles a
     stratified scheme's folds, and every model is then trained again); an unreadable one: nothing."""
-    try:
-        old = pd.read_csv(out.folds, usecols=["id", "fold"], dtype={"id": str}) if out.folds.is_file() else None
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):  # replaced anyway
+    if not out.folds.is_file():
         return []
-    if old is None:
+    try:
+        old = pd.read_csv(out.folds, usecols=["id", "fold"], dtype={"id": str})
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):  # replaced anyway
         return []
     said, pseudo = [], int((old["fold"] < 0).sum())
     if pseudo:  # pseudo_label.py's rows: stage 00 writes the labelled rows alone

@@ -98,11 +98,12 @@ class SplitInputs:
         recording shorter than a window) counts in the mean like its audio."""
         codes, names = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
         items, owner = self.windows_of(np.arange(len(codes)))
-        sums = torch.zeros(0)
+        sums = None
         for i in range(0, len(items), 512):
             x, _ = self.batch(items[i:i + 512], torch.device("cpu"))
             x = x.double().mean(-1).cpu()  # (n, C, F) (a cache copied to the GPU batches there)
-            sums = sums if len(sums) else torch.zeros((len(names), *x.shape[1:]), dtype=torch.float64)
+            if sums is None:
+                sums = torch.zeros((len(names), *x.shape[1:]), dtype=torch.float64)
             sums.index_add_(0, torch.as_tensor(codes[owner[i:i + 512]]), x)
         counts = np.bincount(codes[owner], minlength=len(names))
         self.group_offset = (sums / torch.as_tensor(np.maximum(counts, 1))[:, None, None]).float()
